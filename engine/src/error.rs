@@ -1,0 +1,54 @@
+//! Errors of the engine, grouped by what the caller can do about them.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in the engine's library code.
+///
+/// The variants are grouped by what a caller can do: fix its input
+/// ([`Error::InvalidInput`], [`Error::NotFound`]), resolve a conflict
+/// ([`Error::Conflict`]), or retry later ([`Error::Unavailable`]).
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The request is malformed: the message says what was wrong and how to fix it.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The thing named does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the current state (e.g. approving an
+    /// execution that is not waiting for that approval).
+    #[error("{0}")]
+    Conflict(String),
+    /// This node no longer owns the execution: another node claimed it
+    /// (its fencing epoch moved on). The execution must be dropped here.
+    #[error("lost ownership of execution {0}: another node claimed it")]
+    LostOwnership(String),
+    /// The database failed; usually transient.
+    #[error("database error: {0}")]
+    Store(#[from] sqlx::Error),
+    /// A migration failed or the schema is newer than this binary.
+    #[error("database schema: {0}")]
+    Schema(String),
+    /// Compiling or instantiating a component failed for an internal reason.
+    #[error("runtime error: {0}")]
+    Runtime(String),
+    /// An I/O error outside the database (component cache, files).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Result with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,423 @@
+//! The host calls that take time: steps (with retries), polls, approvals
+//! and sleeps, and the one waiting primitive they share.
+//!
+//! Each starts from its journaled call entry (live or replayed) and picks
+//! up where the journal stops: completed calls return their recorded
+//! result, a call cut short by a crash continues from its recorded
+//! attempts and due times.
+
+use super::invocation::{self, Entrypoint, Outcome};
+use super::replay::{Interrupt, step_invocation};
+use super::{ExecState, WitError, parse_payload, parse_result, result_payload};
+use crate::model::SideWrite;
+use crate::runtime::{RetryPolicy, StepOptions};
+use crate::store::NewEntry;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a call that takes time ends with.
+pub(crate) type CallOutcome = Result<Result<Value, WitError>, Interrupt>;
+
+/// How a wait ended.
+pub(crate) enum Wait {
+    Elapsed,
+    Cancelled,
+    /// Too long to wait in process: the execution hibernates.
+    Hibernate,
+}
+
+impl ExecState {
+    /// Waits until `due_ms` (journaled), in process if it is short.
+    /// `interruptible`: a cancellation ends the wait (workflow code only).
+    pub(crate) async fn wait_until(&self, due_ms: i64, interruptible: bool) -> Wait {
+        let threshold = self.engine.config.hibernate_after.as_millis() as i64;
+        loop {
+            if interruptible && self.cancel.pending() {
+                return Wait::Cancelled;
+            }
+            let remaining = due_ms - self.engine.now_ms();
+            if remaining <= 0 {
+                return Wait::Elapsed;
+            }
+            if remaining > threshold {
+                return Wait::Hibernate;
+            }
+            let notified = self.cancel.notify.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(remaining as u64)) => {}
+                _ = notified, if interruptible => {}
+            }
+        }
+    }
+
+    /// Journals the result of the call at `seq`; durably if user code must
+    /// not see it before it is stored.
+    pub(crate) async fn resolve(
+        &self,
+        invocation: &str,
+        seq: i64,
+        result: Result<Value, WitError>,
+        durable: bool,
+        side: Vec<SideWrite>,
+    ) -> CallOutcome {
+        let entry = NewEntry {
+            invocation: invocation.to_owned(),
+            kind: "result".into(),
+            ref_seq: Some(seq),
+            args_hash: None,
+            payload: result_payload(&result),
+        };
+        if durable || !side.is_empty() {
+            self.writer.commit(vec![entry], side, None).await?;
+        } else {
+            self.writer.push(entry).await?;
+        }
+        Ok(result)
+    }
+
+    /// Delivers a pending cancellation as the result of the call at `seq`,
+    /// if there is one and `interruptible`.
+    pub(crate) async fn deliver_cancel(
+        &self,
+        invocation: &str,
+        seq: i64,
+        interruptible: bool,
+        side: Vec<SideWrite>,
+    ) -> Option<CallOutcome> {
+        if !interruptible || !self.cancel.take() {
+            return None;
+        }
+        tracing::info!(seq, "delivering cancellation");
+        Some(
+            self.resolve(invocation, seq, Err(WitError::cancelled()), true, side)
+                .await,
+        )
+    }
+
+    /// The recorded result of the call at `seq`, if the journal has one.
+    pub(crate) fn recorded_result(&self, seq: i64) -> Option<Result<Value, WitError>> {
+        let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        index.result(seq).map(parse_result)
+    }
+}
+
+/// Retry policy and CPU deadline of a step call: the call's options, else
+/// the step's defaults from `describe`, else the engine's.
+pub(crate) fn resolve_options(
+    exec: &ExecState,
+    step: &str,
+    call: Option<&StepOptions>,
+) -> Result<(RetryPolicy, Duration), WitError> {
+    let info = exec
+        .package
+        .info
+        .step(step)
+        .map_err(|m| WitError::new("unknown-step", m))?;
+    let retry = call
+        .and_then(|o| o.retry.clone())
+        .or_else(|| info.options.retry.clone())
+        .unwrap_or_default();
+    let timeout = call
+        .and_then(|o| o.attempt_timeout_ms)
+        .or(info.options.attempt_timeout_ms)
+        .map(Duration::from_millis)
+        .unwrap_or(exec.engine.config.step_timeout);
+    Ok((retry, timeout))
+}
+
+/// Runs the step call journaled at `seq` to its result, with retries.
+pub(crate) async fn step_call(
+    exec: Arc<ExecState>,
+    caller: String,
+    seq: i64,
+    step: String,
+    input: String,
+    options: Option<StepOptions>,
+    interruptible: bool,
+) -> CallOutcome {
+    if let Some(result) = exec.recorded_result(seq) {
+        return Ok(result);
+    }
+    if let Some(done) = exec
+        .deliver_cancel(&caller, seq, interruptible, Vec::new())
+        .await
+    {
+        return done;
+    }
+    let (policy, timeout) = match resolve_options(&exec, &step, options.as_ref()) {
+        Ok(p) => p,
+        Err(e) => return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await,
+    };
+    let (mut failed, mut attempt, mut retry_at) = {
+        let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
+        let failed = index.progress(seq);
+        let retry_at = failed.last().and_then(|e| e.payload["retry_at"].as_i64());
+        (failed.len() as u32, index.attempts_used(seq), retry_at)
+    };
+    loop {
+        if let Some(due) = retry_at.take() {
+            match exec.wait_until(due, interruptible).await {
+                Wait::Elapsed => {}
+                Wait::Cancelled => {
+                    return exec
+                        .deliver_cancel(&caller, seq, true, Vec::new())
+                        .await
+                        .unwrap_or_else(|| Ok(Err(WitError::cancelled())));
+                }
+                Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
+            }
+        }
+        // A crashed attempt left no `attempt-failed`: it runs again under
+        // the same number, replaying what it journaled.
+        if attempt <= failed {
+            attempt = failed + 1;
+        } else if attempt == 0 {
+            attempt = 1;
+        }
+        exec.writer
+            .push(NewEntry {
+                invocation: caller.clone(),
+                kind: "attempt".into(),
+                ref_seq: Some(seq),
+                args_hash: None,
+                payload: json!({ "step": step, "attempt": attempt }),
+            })
+            .await?;
+        let outcome = invocation::run(
+            &exec,
+            step_invocation(seq, attempt),
+            attempt,
+            timeout,
+            Entrypoint::Step {
+                name: &step,
+                input: &input,
+            },
+        )
+        .await;
+        let error = match outcome {
+            Outcome::Returned(Ok(text)) => {
+                return exec
+                    .resolve(&caller, seq, Ok(parse_payload(&text)), true, Vec::new())
+                    .await;
+            }
+            Outcome::Returned(Err(e)) => e,
+            Outcome::Interrupted(Interrupt::Nondeterminism(m)) => {
+                WitError::new("nondeterminism", m)
+            }
+            Outcome::Interrupted(other) => return Err(other),
+        };
+        failed += 1;
+        let tries_left =
+            failed < policy.max_attempts && !policy.non_retryable.contains(&error.kind);
+        tracing::info!(seq, %step, attempt, kind = %error.kind, message = %error.message, tries_left, "step attempt failed");
+        if !tries_left {
+            return exec
+                .resolve(&caller, seq, Err(error), true, Vec::new())
+                .await;
+        }
+        let due = exec.engine.now_ms() + policy.backoff_ms(failed) as i64;
+        exec.writer
+            .push_durable(NewEntry {
+                invocation: caller.clone(),
+                kind: "attempt-failed".into(),
+                ref_seq: Some(seq),
+                args_hash: None,
+                payload: json!({ "step": step, "attempt": attempt, "error": error.to_json(), "retry_at": due }),
+            })
+            .await?;
+        attempt += 1;
+        retry_at = Some(due);
+    }
+}
+
+/// Options of a poll, as journaled.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PollPlan {
+    pub interval_ms: u64,
+    pub max_attempts: u32,
+    /// Absolute deadline, from the journaled start.
+    pub deadline_ms: Option<i64>,
+}
+
+/// Runs the poll journaled at `seq`: the check step until it returns
+/// something other than `null`, one journal entry per check.
+pub(crate) async fn poll_call(
+    exec: Arc<ExecState>,
+    caller: String,
+    seq: i64,
+    check_step: String,
+    input: String,
+    plan: PollPlan,
+    interruptible: bool,
+) -> CallOutcome {
+    if let Some(result) = exec.recorded_result(seq) {
+        return Ok(result);
+    }
+    let (mut checks, mut next_at, mut last_error) = {
+        let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
+        let done = index.progress(seq);
+        let last = done.last();
+        (
+            done.len() as u32,
+            last.and_then(|e| e.payload["next_at"].as_i64()),
+            last.and_then(|e| e.payload["error"].as_str().map(str::to_owned)),
+        )
+    };
+    let (_, timeout) = match resolve_options(&exec, &check_step, None) {
+        Ok(p) => p,
+        Err(e) => return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await,
+    };
+    loop {
+        if let Some(due) = next_at.take() {
+            match exec.wait_until(due, interruptible).await {
+                Wait::Elapsed => {}
+                Wait::Cancelled => {
+                    return exec
+                        .deliver_cancel(&caller, seq, true, Vec::new())
+                        .await
+                        .unwrap_or_else(|| Ok(Err(WitError::cancelled())));
+                }
+                Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
+            }
+        } else if let Some(done) = exec
+            .deliver_cancel(&caller, seq, interruptible, Vec::new())
+            .await
+        {
+            return done;
+        }
+        let last = last_error
+            .as_deref()
+            .map(|e| format!(" (last check failed: {e})"))
+            .unwrap_or_default();
+        if let Some(deadline) = plan.deadline_ms
+            && exec.engine.now_ms() >= deadline
+        {
+            let e = WitError::new(
+                "poll-timeout",
+                format!("poll of '{check_step}' timed out after {checks} checks{last}"),
+            );
+            return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
+        }
+        checks += 1;
+        let outcome = invocation::run(
+            &exec,
+            step_invocation(seq, checks),
+            checks,
+            timeout,
+            Entrypoint::Step {
+                name: &check_step,
+                input: &input,
+            },
+        )
+        .await;
+        last_error = None;
+        match outcome {
+            Outcome::Returned(Ok(text)) => {
+                let value = parse_payload(&text);
+                if !value.is_null() {
+                    return exec
+                        .resolve(&caller, seq, Ok(value), true, Vec::new())
+                        .await;
+                }
+            }
+            Outcome::Returned(Err(e)) => last_error = Some(format!("{}: {}", e.kind, e.message)),
+            Outcome::Interrupted(Interrupt::Nondeterminism(m)) => last_error = Some(m),
+            Outcome::Interrupted(other) => return Err(other),
+        }
+        if checks >= plan.max_attempts {
+            let last = last_error
+                .as_deref()
+                .map(|e| format!(" (last check failed: {e})"))
+                .unwrap_or_default();
+            let e = WitError::new(
+                "poll-exhausted",
+                format!("'{check_step}' was not ready after {checks} checks{last}"),
+            );
+            return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
+        }
+        let mut due = exec.engine.now_ms() + plan.interval_ms as i64;
+        if let Some(deadline) = plan.deadline_ms {
+            due = due.min(deadline);
+        }
+        exec.writer
+            .push(NewEntry {
+                invocation: caller.clone(),
+                kind: "poll-check".into(),
+                ref_seq: Some(seq),
+                args_hash: None,
+                payload: json!({ "attempt": checks, "next_at": due, "error": last_error }),
+            })
+            .await?;
+        next_at = Some(due);
+    }
+}
+
+/// Waits for the approval journaled at `seq` to be decided or to time out.
+pub(crate) async fn approval_call(
+    exec: Arc<ExecState>,
+    caller: String,
+    seq: i64,
+    key: String,
+    due_ms: Option<i64>,
+    interruptible: bool,
+) -> CallOutcome {
+    if let Some(result) = exec.recorded_result(seq) {
+        return Ok(result);
+    }
+    loop {
+        let close = vec![SideWrite::CloseApproval {
+            key: key.clone(),
+            status: "cancelled".into(),
+        }];
+        if let Some(done) = exec
+            .deliver_cancel(&caller, seq, interruptible, close)
+            .await
+        {
+            return done;
+        }
+        let approvals = exec.engine.store.approvals(&exec.record.id).await?;
+        let current = approvals.into_iter().find(|a| a.key == key);
+        let decision = current.as_ref().and_then(|a| match a.status.as_str() {
+            "approved" => Some(json!({ "approved": a.decision.clone().unwrap_or(Value::Null) })),
+            "rejected" => Some(json!({ "rejected": a.decision.clone().unwrap_or(Value::Null) })),
+            "timed-out" => Some(json!("timed-out")),
+            _ => None,
+        });
+        if let Some(decision) = decision {
+            return exec
+                .resolve(&caller, seq, Ok(decision), false, Vec::new())
+                .await;
+        }
+        match due_ms {
+            // The row is written with the call entry: it exists once that
+            // batch is durable, which hibernation waits for anyway.
+            Some(due) if current.is_some() && exec.engine.now_ms() >= due => {
+                exec.engine
+                    .store
+                    .time_out_approval(&exec.record.id, &key, exec.engine.now_ms())
+                    .await?;
+            }
+            _ => {
+                exec.writer.sync().await?;
+                if current.is_none() {
+                    // Written by the sync above; look again.
+                    if !exec
+                        .engine
+                        .store
+                        .approvals(&exec.record.id)
+                        .await?
+                        .iter()
+                        .any(|a| a.key == key)
+                    {
+                        return Err(Interrupt::Infra(format!(
+                            "approval '{key}' was not recorded"
+                        )));
+                    }
+                    continue;
+                }
+                return Err(Interrupt::Suspend { wake_at: due_ms });
+            }
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! `cerebelum:workflow/host`: every import is matched against the journal
+//! (replay) or journaled (live) before it has any effect.
+
+use super::calls::{self, CallOutcome, PollPlan, Wait};
+use super::invocation::{Invocation, Recorded};
+use super::replay::Interrupt;
+use super::{WitError, parse_payload};
+use crate::model::SideWrite;
+use crate::runtime::cerebelum::workflow::host::{Host, StepHandle};
+use crate::runtime::cerebelum::workflow::types as t;
+use crate::runtime::{StepOptions, StoreData};
+use serde_json::{Value, json};
+
+impl t::Host for StoreData {}
+
+type WasmResult<T> = wasmtime::Result<T>;
+
+fn to_wasm(outcome: CallOutcome) -> WasmResult<Result<Value, t::Error>> {
+    match outcome {
+        Ok(r) => Ok(r.map_err(Into::into)),
+        Err(interrupt) => Err(wasmtime::Error::new(interrupt)),
+    }
+}
+
+fn payload_result(outcome: CallOutcome) -> WasmResult<Result<String, t::Error>> {
+    to_wasm(outcome).map(|r| r.map(|v| v.to_string()))
+}
+
+impl StoreData {
+    fn invocation(&mut self) -> WasmResult<&mut Invocation> {
+        self.host.as_mut().ok_or_else(|| {
+            wasmtime::Error::msg("host calls are not available while describing a package")
+        })
+    }
+
+    /// Seq of the call: the recorded one, or a newly journaled one.
+    async fn call_seq(
+        &mut self,
+        kind: &str,
+        args: Value,
+        live_extra: impl FnOnce(&Invocation) -> (Value, Vec<SideWrite>),
+    ) -> WasmResult<(i64, Value)> {
+        let inv = self.invocation()?;
+        let (recorded, hash) = inv.record(kind, &args).map_err(wasmtime::Error::new)?;
+        match recorded {
+            Recorded::Replayed(e) => Ok((e.seq, e.payload)),
+            Recorded::Live => {
+                let (extra, side) = live_extra(inv);
+                let mut payload = json!({ "args": args });
+                if let (Some(p), Value::Object(extra)) = (payload.as_object_mut(), extra) {
+                    p.extend(extra);
+                }
+                let seq = inv
+                    .exec
+                    .writer
+                    .push_side(
+                        crate::store::NewEntry {
+                            invocation: inv.id.clone(),
+                            kind: kind.to_owned(),
+                            ref_seq: None,
+                            args_hash: Some(hash),
+                            payload: payload.clone(),
+                        },
+                        side,
+                    )
+                    .await
+                    .map_err(|e| wasmtime::Error::new(Interrupt::from(e)))?;
+                Ok((seq, payload))
+            }
+        }
+    }
+
+    async fn immediate(
+        &mut self,
+        kind: &str,
+        args: Value,
+        live: impl FnOnce(&Invocation) -> Value,
+    ) -> WasmResult<Value> {
+        let inv = self.invocation()?;
+        let answer_live = live(inv);
+        inv.immediate(kind, args, || answer_live)
+            .await
+            .map_err(wasmtime::Error::new)
+    }
+}
+
+fn options_json(options: &Option<t::StepOptions>) -> (Option<StepOptions>, Value) {
+    let opts: Option<StepOptions> = options.clone().map(Into::into);
+    let json = serde_json::to_value(&opts).unwrap_or(Value::Null);
+    (opts, json)
+}
+
+impl Host for StoreData {
+    async fn call_step(
+        &mut self,
+        step: String,
+        input: String,
+        options: Option<t::StepOptions>,
+    ) -> WasmResult<Result<String, t::Error>> {
+        let (opts, opts_json) = options_json(&options);
+        let args = json!({ "step": step, "input": parse_payload(&input), "options": opts_json });
+        let (seq, _) = self
+            .call_seq("call-step", args, |_| (json!({}), Vec::new()))
+            .await?;
+        let began = self.wait_begin();
+        let inv = self.invocation()?;
+        let outcome = calls::step_call(
+            inv.exec.clone(),
+            inv.id.clone(),
+            seq,
+            step,
+            input,
+            opts,
+            inv.is_workflow(),
+        )
+        .await;
+        self.wait_end(began);
+        payload_result(outcome)
+    }
+
+    async fn start_step(
+        &mut self,
+        step: String,
+        input: String,
+        options: Option<t::StepOptions>,
+    ) -> WasmResult<StepHandle> {
+        let (opts, opts_json) = options_json(&options);
+        let args = json!({ "step": step, "input": parse_payload(&input), "options": opts_json });
+        let (seq, _) = self
+            .call_seq("start-step", args, |_| (json!({}), Vec::new()))
+            .await?;
+        let inv = self.invocation()?;
+        if inv.exec.recorded_result(seq).is_none() {
+            let task = tokio::spawn(calls::step_call(
+                inv.exec.clone(),
+                inv.id.clone(),
+                seq,
+                step,
+                input,
+                opts,
+                false,
+            ));
+            inv.exec
+                .tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(seq, task);
+        }
+        Ok(seq as u64)
+    }
+
+    async fn await_steps(
+        &mut self,
+        handles: Vec<StepHandle>,
+    ) -> WasmResult<Vec<Result<String, t::Error>>> {
+        self.call_seq("await-steps", json!({ "handles": handles }), |_| {
+            (json!({}), Vec::new())
+        })
+        .await?;
+        let began = self.wait_begin();
+        let exec = self.invocation()?.exec.clone();
+        let mut results = Vec::with_capacity(handles.len());
+        let mut suspend: Option<Option<i64>> = None;
+        for handle in handles {
+            let seq = handle as i64;
+            let outcome = match exec.recorded_result(seq) {
+                Some(r) => Ok(r),
+                None => {
+                    let task = exec
+                        .tasks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&seq);
+                    match task {
+                        Some(task) => task.await.unwrap_or_else(|e| {
+                            Err(Interrupt::Infra(format!("step task failed: {e}")))
+                        }),
+                        None => Ok(Err(WitError::new(
+                            "invalid-handle",
+                            format!(
+                                "no step was started with handle {handle} (or it was awaited already)"
+                            ),
+                        ))),
+                    }
+                }
+            };
+            match outcome {
+                Ok(r) => results.push(r.map(|v| v.to_string()).map_err(Into::into)),
+                Err(Interrupt::Suspend { wake_at }) => {
+                    // Others keep running; hibernate once they are done,
+                    // waking for the earliest.
+                    let earliest = match (suspend.flatten(), wake_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    suspend = Some(earliest);
+                }
+                Err(other) => return Err(wasmtime::Error::new(other)),
+            }
+        }
+        self.wait_end(began);
+        if let Some(wake_at) = suspend {
+            return Err(wasmtime::Error::new(Interrupt::Suspend { wake_at }));
+        }
+        Ok(results)
+    }
+
+    async fn sleep(&mut self, duration_ms: u64) -> WasmResult<Result<(), t::Error>> {
+        let (seq, payload) = self
+            .call_seq("sleep", json!({ "duration_ms": duration_ms }), |inv| {
+                let due = inv.exec.engine.now_ms() + duration_ms as i64;
+                (json!({ "due_at": due }), Vec::new())
+            })
+            .await?;
+        let began = self.wait_begin();
+        let inv = self.invocation()?;
+        let exec = inv.exec.clone();
+        let (caller, interruptible) = (inv.id.clone(), inv.is_workflow());
+        let outcome = match exec.recorded_result(seq) {
+            Some(r) => Ok(r),
+            None => {
+                let due = payload["due_at"].as_i64().unwrap_or(0);
+                match exec.wait_until(due, interruptible).await {
+                    Wait::Elapsed => {
+                        exec.resolve(&caller, seq, Ok(Value::Null), false, Vec::new())
+                            .await
+                    }
+                    Wait::Cancelled => exec
+                        .deliver_cancel(&caller, seq, true, Vec::new())
+                        .await
+                        .unwrap_or_else(|| Ok(Err(WitError::cancelled()))),
+                    Wait::Hibernate => Err(Interrupt::Suspend { wake_at: Some(due) }),
+                }
+            }
+        };
+        self.wait_end(began);
+        to_wasm(outcome).map(|r| r.map(|_| ()))
+    }
+
+    async fn poll(
+        &mut self,
+        check_step: String,
+        input: String,
+        options: t::PollOptions,
+    ) -> WasmResult<Result<String, t::Error>> {
+        let args = json!({
+            "check_step": check_step,
+            "input": parse_payload(&input),
+            "options": {
+                "interval_ms": options.interval_ms,
+                "max_attempts": options.max_attempts,
+                "timeout_ms": options.timeout_ms,
+            },
+        });
+        let (seq, payload) = self
+            .call_seq("poll", args, |inv| {
+                (
+                    json!({ "started_at": inv.exec.engine.now_ms() }),
+                    Vec::new(),
+                )
+            })
+            .await?;
+        let started = payload["started_at"].as_i64().unwrap_or(0);
+        let plan = PollPlan {
+            interval_ms: options.interval_ms,
+            max_attempts: options.max_attempts.max(1),
+            deadline_ms: options.timeout_ms.map(|t| started + t as i64),
+        };
+        let began = self.wait_begin();
+        let inv = self.invocation()?;
+        let outcome = calls::poll_call(
+            inv.exec.clone(),
+            inv.id.clone(),
+            seq,
+            check_step,
+            input,
+            plan,
+            inv.is_workflow(),
+        )
+        .await;
+        self.wait_end(began);
+        payload_result(outcome)
+    }
+
+    async fn await_approval(
+        &mut self,
+        request: t::ApprovalRequest,
+    ) -> WasmResult<Result<t::ApprovalDecision, t::Error>> {
+        let args = json!({
+            "key": request.key,
+            "message": request.message,
+            "details": request.details.as_deref().map(parse_payload),
+            "timeout_ms": request.timeout_ms,
+        });
+        let key = request.key.clone();
+        let (seq, payload) = self
+            .call_seq("await-approval", args.clone(), |inv| {
+                let due = request
+                    .timeout_ms
+                    .map(|t| inv.exec.engine.now_ms() + t as i64);
+                let mut stored = args.clone();
+                stored["due_at"] = json!(due);
+                (
+                    json!({ "due_at": due }),
+                    vec![SideWrite::OpenApproval {
+                        key: request.key.clone(),
+                        request: stored,
+                    }],
+                )
+            })
+            .await?;
+        let due = payload["due_at"].as_i64();
+        let began = self.wait_begin();
+        let inv = self.invocation()?;
+        let outcome = calls::approval_call(
+            inv.exec.clone(),
+            inv.id.clone(),
+            seq,
+            key,
+            due,
+            inv.is_workflow(),
+        )
+        .await;
+        self.wait_end(began);
+        to_wasm(outcome).map(|r| {
+            r.map(|v| {
+                if let Some(p) = v.get("approved") {
+                    t::ApprovalDecision::Approved(p.to_string())
+                } else if let Some(reason) = v.get("rejected") {
+                    t::ApprovalDecision::Rejected(
+                        reason
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| reason.to_string()),
+                    )
+                } else {
+                    t::ApprovalDecision::TimedOut
+                }
+            })
+        })
+    }
+
+    async fn report_progress(&mut self, percent: u8, message: String) -> WasmResult<()> {
+        self.immediate(
+            "report-progress",
+            json!({ "percent": percent.min(100), "message": message }),
+            |_| Value::Null,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn log(&mut self, level: t::LogLevel, message: String) -> WasmResult<()> {
+        let level = match level {
+            t::LogLevel::Trace => "trace",
+            t::LogLevel::Debug => "debug",
+            t::LogLevel::Info => "info",
+            t::LogLevel::Warn => "warn",
+            t::LogLevel::Error => "error",
+        };
+        self.immediate("log", json!({ "level": level, "message": message }), |inv| {
+            tracing::info!(execution_id = %inv.exec.record.id, invocation = %inv.id, level, "{message}");
+            Value::Null
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn now_ms(&mut self) -> WasmResult<u64> {
+        self.immediate("now-ms", json!({}), |inv| json!(inv.exec.engine.now_ms()))
+            .await
+            .map(|v| v.as_u64().unwrap_or(0))
+    }
+
+    async fn random_u64(&mut self) -> WasmResult<u64> {
+        self.immediate("random-u64", json!({}), |_| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(0);
+            json!(h.finish())
+        })
+        .await
+        .map(|v| v.as_u64().unwrap_or(0))
+    }
+
+    async fn execution_id(&mut self) -> WasmResult<String> {
+        let id = self.invocation()?.exec.record.id.clone();
+        Ok(id)
+    }
+
+    async fn attempt(&mut self) -> WasmResult<u32> {
+        Ok(self.invocation()?.attempt)
+    }
+}

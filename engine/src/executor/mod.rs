@@ -1,0 +1,487 @@
+//! Driving executions: replaying the journal, running invocations, waiting,
+//! hibernating and finishing. See DESIGN.md "Execution semantics".
+//!
+//! A result payload in the journal is `{"ok": <json>}` or
+//! `{"err": {"kind", "message", "details"}}`.
+
+mod calls;
+mod host;
+mod invocation;
+pub(crate) mod replay;
+
+pub use invocation::Invocation;
+
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::model::{Claim, ExecutionRecord, NewExecution, PackageRecord, Status, StatusChange};
+use crate::runtime::{LoadedPackage, Runtime, RuntimeConfig, sha256_hex, wit};
+use crate::store::{GroupCommitter, JournalWriter, NewEntry, SharedStore};
+use invocation::{Entrypoint, Outcome};
+use replay::{Interrupt, ReplayIndex, WORKFLOW};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{info, instrument, warn};
+
+/// Settings of an engine node.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub runtime: RuntimeConfig,
+    /// Linear memory limit of one invocation, bytes.
+    pub memory_limit_bytes: usize,
+    /// CPU deadline of a step attempt unless its options say otherwise.
+    pub step_timeout: Duration,
+    /// CPU deadline of a workflow invocation.
+    pub workflow_timeout: Duration,
+    /// Waits longer than this hibernate; shorter ones stay in process.
+    pub hibernate_after: Duration,
+    /// Lease length of an owned execution; renewed every third of it.
+    pub lease: Duration,
+    /// How often the scheduler looks for due work in the database.
+    pub tick: Duration,
+    /// Executions this node drives at once.
+    pub max_running: usize,
+}
+
+impl EngineConfig {
+    /// Defaults that work: 256 MiB, 60 s per step attempt, hibernate after 2 s.
+    pub fn new(cache_dir: std::path::PathBuf) -> Self {
+        Self {
+            runtime: RuntimeConfig {
+                cache_dir,
+                max_instances: 1000,
+                max_memory_bytes: 1 << 32,
+            },
+            memory_limit_bytes: 256 << 20,
+            step_timeout: Duration::from_secs(60),
+            workflow_timeout: Duration::from_secs(30),
+            hibernate_after: Duration::from_secs(2),
+            lease: Duration::from_secs(5),
+            tick: Duration::from_millis(50),
+            max_running: 512,
+        }
+    }
+}
+
+/// An error as the WIT `error` record carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WitError {
+    pub kind: String,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+impl WitError {
+    pub fn new(kind: &str, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.to_owned(),
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn cancelled() -> Self {
+        Self::new("cancelled", "the execution was cancelled by an operator")
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({ "kind": self.kind, "message": self.message, "details": self.details })
+    }
+
+    pub fn from_json(v: &Value) -> Self {
+        Self {
+            kind: v["kind"].as_str().unwrap_or("error").to_owned(),
+            message: v["message"].as_str().unwrap_or_default().to_owned(),
+            details: v.get("details").filter(|d| !d.is_null()).cloned(),
+        }
+    }
+}
+
+impl From<wit::Error> for WitError {
+    fn from(e: wit::Error) -> Self {
+        Self {
+            kind: e.kind,
+            message: e.message,
+            details: e.details.map(|d| parse_payload(&d)),
+        }
+    }
+}
+
+impl From<WitError> for wit::Error {
+    fn from(e: WitError) -> Self {
+        Self {
+            kind: e.kind,
+            message: e.message,
+            details: e.details.map(|d| d.to_string()),
+        }
+    }
+}
+
+/// JSON text from a guest as a value (kept as a string if it is not JSON).
+pub fn parse_payload(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+}
+
+/// A journal result payload for a call's outcome.
+pub(crate) fn result_payload(r: &Result<Value, WitError>) -> Value {
+    match r {
+        Ok(v) => json!({ "ok": v }),
+        Err(e) => json!({ "err": e.to_json() }),
+    }
+}
+
+/// The outcome stored in a result payload.
+pub(crate) fn parse_result(v: &Value) -> Result<Value, WitError> {
+    match v.get("err") {
+        Some(e) => Err(WitError::from_json(e)),
+        None => Ok(v.get("ok").cloned().unwrap_or(Value::Null)),
+    }
+}
+
+/// Cancellation of one execution: requested (from the database), delivered
+/// (journaled at a suspension point of the workflow).
+#[derive(Default)]
+pub(crate) struct CancelState {
+    requested: AtomicBool,
+    delivered: AtomicBool,
+    notify: Notify,
+}
+
+impl CancelState {
+    pub(crate) fn request(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub(crate) fn pending(&self) -> bool {
+        self.requested.load(Ordering::SeqCst) && !self.delivered.load(Ordering::SeqCst)
+    }
+
+    /// Takes a pending cancellation for delivery (at most once).
+    pub(crate) fn take(&self) -> bool {
+        self.pending() && !self.delivered.swap(true, Ordering::SeqCst)
+    }
+}
+
+/// Everything a running execution's invocations share.
+pub struct ExecState {
+    pub(crate) engine: Arc<Inner>,
+    pub(crate) record: ExecutionRecord,
+    pub(crate) package: Arc<LoadedPackage>,
+    pub(crate) writer: JournalWriter,
+    pub(crate) index: Mutex<ReplayIndex>,
+    pub(crate) cancel: Arc<CancelState>,
+    /// Fan-out steps started with `start-step`, by call seq.
+    pub(crate) tasks: Mutex<HashMap<i64, JoinHandle<calls::CallOutcome>>>,
+    signals: i64,
+}
+
+/// The shared core of an [`Engine`].
+pub struct Inner {
+    pub(crate) store: SharedStore,
+    pub(crate) runtime: Runtime,
+    pub(crate) committer: GroupCommitter,
+    pub(crate) clock: SharedClock,
+    pub(crate) config: EngineConfig,
+    pub(crate) node_id: String,
+    pub(crate) running: Mutex<HashMap<String, Arc<CancelState>>>,
+    pub(crate) wake: Notify,
+}
+
+impl Inner {
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
+
+/// A Cerebelum engine node: runs executions from a [`crate::store::Store`].
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// A fresh random-looking id with a prefix, e.g. `ex_1f3a...`.
+pub fn new_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    let a = h.finish();
+    h.write_u64(a);
+    format!("{prefix}_{:016x}{:08x}", a, h.finish() as u32)
+}
+
+impl Engine {
+    /// A node on `store`. Must be called inside a tokio runtime.
+    pub fn new(store: SharedStore, config: EngineConfig, clock: SharedClock) -> Result<Self> {
+        let runtime = Runtime::new(&config.runtime)?;
+        let committer = GroupCommitter::start(store.clone(), clock.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                runtime,
+                committer,
+                clock,
+                config,
+                node_id: new_id("node"),
+                running: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.inner.store
+    }
+
+    /// Validates and stores a package; identical bytes return the
+    /// existing version.
+    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<PackageRecord> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(Error::InvalidInput(format!(
+                "invalid package name {name:?}: use letters, digits, '-', '_' and '.'"
+            )));
+        }
+        let sha = sha256_hex(&bytes);
+        let package = self.inner.runtime.validate(&sha, bytes.clone()).await?;
+        let info = serde_json::to_value(&package.info)
+            .map_err(|e| Error::Runtime(format!("encoding package info: {e}")))?;
+        self.inner
+            .store
+            .put_package(name, &sha, &bytes, &info, self.inner.now_ms())
+            .await
+    }
+
+    /// Starts an execution of `workflow` of the package with `sha256`.
+    pub async fn start(
+        &self,
+        sha256: &str,
+        workflow: &str,
+        input: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<ExecutionRecord> {
+        let input: Value = serde_json::from_str(input).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the input is not valid JSON ({e}); pass e.g. --input '{{\"name\": \"web-1\"}}'"
+            ))
+        })?;
+        let package = self.inner.store.package(sha256).await?;
+        let info: crate::runtime::PackageInfo = serde_json::from_value(package.info)
+            .map_err(|e| Error::Schema(format!("stored package info: {e}")))?;
+        info.check_workflow(workflow)?;
+        let record = self
+            .inner
+            .store
+            .create_execution(
+                NewExecution {
+                    id: new_id("ex"),
+                    package_sha256: sha256.to_owned(),
+                    workflow: workflow.to_owned(),
+                    input,
+                    idempotency_key,
+                },
+                self.inner.now_ms(),
+            )
+            .await?;
+        self.inner.wake.notify_one();
+        Ok(record)
+    }
+
+    /// Runs the scheduler until `shutdown` resolves.
+    pub async fn serve(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        crate::scheduler::run(self.inner.clone(), shutdown).await
+    }
+
+    /// Runs the scheduler until execution `id` is completed, failed or cancelled.
+    pub async fn run_until_done(&self, id: &str) -> Result<ExecutionRecord> {
+        let store = self.inner.store.clone();
+        let id = id.to_owned();
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<ExecutionRecord>>();
+        let watcher = tokio::spawn(async move {
+            loop {
+                match store.execution(&id).await {
+                    Ok(r) if r.status.is_terminal() => {
+                        let _ = tx.send(Ok(r));
+                        return;
+                    }
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let serve = self.serve(async {
+            let _ = done_rx.await;
+        });
+        let waited = async {
+            let r = rx.await;
+            let _ = done_tx.send(());
+            r
+        };
+        let (served, record) = tokio::join!(serve, waited);
+        watcher.abort();
+        served?;
+        record.map_err(|_| Error::Runtime("watcher stopped".into()))?
+    }
+}
+
+/// Drives one claimed execution until it finishes, hibernates or is lost.
+#[instrument(skip_all, fields(execution_id = %claim.execution_id))]
+pub(crate) async fn drive(inner: Arc<Inner>, claim: Claim) {
+    let id = claim.execution_id.clone();
+    let cancel = Arc::new(CancelState::default());
+    inner
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.clone(), cancel.clone());
+    if let Err(e) = drive_claimed(&inner, &claim, cancel).await {
+        warn!(error = %e, "execution stopped; it resumes from its journal later");
+        let retry_at = inner.now_ms() + 1000;
+        if let Err(e) = inner.store.abandon(&id, claim.epoch, retry_at).await {
+            warn!(error = %e, "could not release the execution");
+        }
+    }
+    inner
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&id);
+    inner.wake.notify_one();
+}
+
+async fn drive_claimed(inner: &Arc<Inner>, claim: &Claim, cancel: Arc<CancelState>) -> Result<()> {
+    let record = inner.store.execution(&claim.execution_id).await?;
+    if record.cancel_requested {
+        cancel.request();
+    }
+    let entries = inner.store.journal(&record.id, 0).await?;
+    let last_seq = entries.last().map(|e| e.seq).unwrap_or(0);
+    let store = inner.store.clone();
+    let sha = record.package_sha256.clone();
+    let package = inner
+        .runtime
+        .load(&record.package_sha256, || async move {
+            store.package_bytes(&sha).await
+        })
+        .await?;
+    let writer = inner.committer.writer(&record.id, claim.epoch, last_seq);
+    let index = ReplayIndex::build(&entries);
+    if index.cancel_delivered {
+        cancel.delivered.store(true, Ordering::SeqCst);
+    }
+    if entries.is_empty() {
+        writer
+            .push(NewEntry {
+                invocation: "engine".into(),
+                kind: "started".into(),
+                ref_seq: None,
+                args_hash: None,
+                payload: json!({ "workflow": record.workflow, "input": record.input, "package": record.package_sha256 }),
+            })
+            .await?;
+    }
+    info!(replaying = entries.len(), "driving execution");
+    let exec = Arc::new(ExecState {
+        engine: inner.clone(),
+        package,
+        writer: writer.clone(),
+        index: Mutex::new(index),
+        cancel,
+        tasks: Mutex::new(HashMap::new()),
+        signals: claim.signals,
+        record,
+    });
+    let input = exec.record.input.to_string();
+    let outcome = invocation::run(
+        &exec,
+        WORKFLOW.to_owned(),
+        1,
+        inner.config.workflow_timeout,
+        Entrypoint::Workflow {
+            name: &exec.record.workflow,
+            input: &input,
+        },
+    )
+    .await;
+    for (_, task) in exec.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+        task.abort();
+    }
+    let finish = |status: Status, kind: &str, result: Option<Value>, error: Option<Value>| {
+        let payload = json!({ "result": result, "error": error });
+        (
+            vec![NewEntry {
+                invocation: "engine".into(),
+                kind: kind.into(),
+                ref_seq: None,
+                args_hash: None,
+                payload,
+            }],
+            StatusChange::Finished {
+                status,
+                result,
+                error,
+            },
+        )
+    };
+    let (entries, change) = match outcome {
+        Outcome::Returned(Ok(text)) => finish(
+            Status::Completed,
+            "completed",
+            Some(parse_payload(&text)),
+            None,
+        ),
+        Outcome::Returned(Err(e)) => {
+            if exec.cancel.delivered.load(Ordering::SeqCst) {
+                finish(Status::Cancelled, "cancelled", None, Some(e.to_json()))
+            } else {
+                finish(Status::Failed, "failed", None, Some(e.to_json()))
+            }
+        }
+        Outcome::Interrupted(Interrupt::Nondeterminism(message)) => finish(
+            Status::Failed,
+            "failed",
+            None,
+            Some(WitError::new("nondeterminism", message).to_json()),
+        ),
+        Outcome::Interrupted(Interrupt::Suspend { wake_at }) => {
+            writer
+                .commit(
+                    Vec::new(),
+                    Vec::new(),
+                    Some(StatusChange::Waiting {
+                        wake_at_ms: wake_at,
+                        seen_signals: exec.signals,
+                    }),
+                )
+                .await?;
+            info!(?wake_at, "execution hibernated");
+            return Ok(());
+        }
+        Outcome::Interrupted(Interrupt::LostOwnership) => {
+            warn!("another node took over the execution; dropping it here");
+            return Ok(());
+        }
+        Outcome::Interrupted(Interrupt::Infra(message)) => return Err(Error::Runtime(message)),
+    };
+    let status = match &change {
+        StatusChange::Finished { status, .. } => *status,
+        StatusChange::Waiting { .. } => Status::Waiting,
+    };
+    writer.commit(entries, Vec::new(), Some(change)).await?;
+    info!(%status, "execution finished");
+    Ok(())
+}

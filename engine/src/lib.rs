@@ -1,0 +1,47 @@
+//! Cerebelum: a durable workflow engine whose user code runs as sandboxed
+//! WebAssembly components.
+//!
+//! Every call user code makes to the engine is a journaled host import
+//! (`cerebelum:workflow/host`, see `wit/`). The journal lets an execution
+//! hibernate for days, survive `kill -9` of the engine, and continue on the
+//! next line of user code after a restart without repeating a side effect.
+//!
+//! # Layout
+//!
+//! - [`model`]: the records the engine stores (executions, journal entries, approvals).
+//! - [`store`]: the [`store::Store`] trait with its durability contract, the
+//!   SQLite backend and the group committer.
+//! - [`runtime`]: wasmtime: the one engine config, the compiled-component
+//!   cache, packages, the per-invocation sandbox.
+//! - [`executor`]: replay and the host imports; drives one execution.
+//! - `scheduler`: claims due executions, leases, cancellation forwarding.
+//! - [`clock`]: injected time.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> cerebelum::Result<()> {
+//! use cerebelum::{Engine, EngineConfig, clock::SystemClock, store};
+//! use std::sync::Arc;
+//!
+//! let store = store::open("cerebelum.db", store::Synchronous::Full).await?;
+//! let engine = Engine::new(store, EngineConfig::new("cache".into()), Arc::new(SystemClock))?;
+//! let package = engine.upload("hello", std::fs::read("hello.wasm").unwrap()).await?;
+//! let execution = engine.start(&package.sha256, "hello", r#"{"name":"web-1"}"#, None).await?;
+//! let done = engine.run_until_done(&execution.id).await?;
+//! println!("{:?}", done.result);
+//! # Ok(()) }
+//! ```
+
+#![deny(unsafe_code)]
+
+pub mod clock;
+mod error;
+pub mod executor;
+pub mod model;
+pub mod runtime;
+mod scheduler;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use executor::{Engine, EngineConfig};

@@ -1,0 +1,195 @@
+//! The records the engine stores: packages, executions, journal entries,
+//! approvals. Backends map them to tables; nothing here knows SQL.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::fmt;
+
+/// Status of an execution.
+///
+/// `pending` → `running` ⇄ `waiting` → `completed` | `failed` | `cancelled`;
+/// an operator retry moves `failed`/`cancelled` back to `pending`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Started, not yet claimed by a node.
+    Pending,
+    /// Owned by a node that is driving it (holds an instance or runs a step).
+    Running,
+    /// Hibernated: no instance; woken at `wake_at` or by an approval/cancel.
+    Waiting,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Waiting => "waiting",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => Status::Pending,
+            "running" => Status::Running,
+            "waiting" => Status::Waiting,
+            "completed" => Status::Completed,
+            "failed" => Status::Failed,
+            "cancelled" => Status::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Completed, failed or cancelled: nothing will run unless retried.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored package version.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageRecord {
+    pub sha256: String,
+    pub name: String,
+    pub version: i64,
+    /// The `describe` output, as JSON ([`crate::runtime::PackageInfo`]).
+    pub info: Value,
+    pub created_at_ms: i64,
+}
+
+/// What is needed to create an execution.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub id: String,
+    pub package_sha256: String,
+    pub workflow: String,
+    pub input: Value,
+    pub idempotency_key: Option<String>,
+}
+
+/// An execution as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub package_sha256: String,
+    pub package_name: String,
+    pub package_version: i64,
+    pub workflow: String,
+    pub input: Value,
+    pub status: Status,
+    pub result: Option<Value>,
+    pub error: Option<Value>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub wake_at_ms: Option<i64>,
+    pub owner: Option<String>,
+    pub epoch: i64,
+    pub cancel_requested: bool,
+}
+
+/// One entry of an execution's journal.
+///
+/// A host call made by user code is one entry whose `kind` is the call's
+/// name (`call-step`, `sleep`, `now-ms`, ...), whose `invocation` names the
+/// code that made it (`wf` for the workflow, `<seq>.<attempt>` for an
+/// attempt of the step call at `seq`) and whose `args_hash` replay compares.
+/// Calls that take time get their answer later, in an entry of kind
+/// `result` whose `ref_seq` points at the call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entry {
+    pub seq: i64,
+    pub invocation: String,
+    pub kind: String,
+    pub ref_seq: Option<i64>,
+    pub args_hash: Option<String>,
+    pub payload: Value,
+    pub at_ms: i64,
+}
+
+/// An approval as stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalRecord {
+    pub execution_id: String,
+    pub key: String,
+    /// `pending`, `approved`, `rejected`, `timed-out` or `cancelled`.
+    pub status: String,
+    pub request: Value,
+    /// For `approved` the payload, for `rejected` the reason (a JSON string).
+    pub decision: Option<Value>,
+}
+
+/// An operator's decision on an approval.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Approve(Value),
+    Reject(String),
+}
+
+/// The status change written together with a batch of journal entries.
+#[derive(Debug, Clone)]
+pub enum StatusChange {
+    /// Hibernate: drop ownership, wake at `wake_at_ms` (or only on an event).
+    ///
+    /// If an approval or cancel arrived since the claim (`signals` moved past
+    /// `seen_signals`), the execution is due at once instead.
+    Waiting {
+        wake_at_ms: Option<i64>,
+        seen_signals: i64,
+    },
+    /// Finished: drop ownership for good.
+    Finished {
+        status: Status,
+        result: Option<Value>,
+        error: Option<Value>,
+    },
+}
+
+/// A side table write that must be atomic with journal entries.
+#[derive(Debug, Clone)]
+pub enum SideWrite {
+    /// Register an approval the execution now waits on (pending).
+    OpenApproval { key: String, request: Value },
+    /// Close a pending approval without a decision (cancelled).
+    CloseApproval { key: String, status: String },
+}
+
+/// One unit of a group commit: entries (and maybe a status change) of one
+/// execution, fenced by the owner's epoch.
+#[derive(Debug, Clone)]
+pub struct CommitOp {
+    pub execution_id: String,
+    pub epoch: i64,
+    pub entries: Vec<Entry>,
+    pub side: Vec<SideWrite>,
+    pub status: Option<StatusChange>,
+}
+
+/// An execution claimed by a node: it owns it until its lease expires.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub execution_id: String,
+    pub epoch: i64,
+    /// The execution's signal counter when claimed (see `StatusChange::Waiting`).
+    pub signals: i64,
+}
+
+/// Filter for listing executions.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<Status>,
+    pub workflow: Option<String>,
+    pub limit: i64,
+}

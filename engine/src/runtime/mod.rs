@@ -1,0 +1,364 @@
+//! The wasmtime side: one engine configuration, the on-disk cache of
+//! compiled components, loaded packages (one `InstancePre` each) and the
+//! per-invocation store with its limits.
+
+mod cache;
+mod sandbox;
+
+pub use sandbox::{InvocationLimits, LimitHit, StoreData, new_store as sandbox_store};
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "%package",
+    imports: { default: async | trappable },
+    exports: { default: async },
+});
+
+pub use cerebelum::workflow::types as wit;
+
+/// How often the epoch ticks; CPU deadlines are checked at this grain.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings of the runtime.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached, keyed by sha256 and engine.
+    pub cache_dir: PathBuf,
+    /// Instances that may exist at once (pooling allocator slots).
+    pub max_instances: u32,
+    /// Largest linear memory one instance may reserve, in bytes.
+    pub max_memory_bytes: usize,
+}
+
+/// Builds the one wasmtime configuration. Everything that changes the
+/// compiled artifact is decided here, so cached artifacts always match.
+pub fn engine_config(config: &RuntimeConfig) -> Config {
+    let mut c = Config::new();
+    c.wasm_component_model(true);
+    c.epoch_interruption(true);
+    c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    let mut pool = PoolingAllocationConfig::default();
+    let instances = config.max_instances.max(8);
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 8)
+        .total_memories(instances * 2)
+        .total_tables(instances * 8)
+        .total_stacks(instances)
+        .max_memory_size(config.max_memory_bytes)
+        .max_component_instance_size(16 << 20)
+        .max_core_instance_size(16 << 20)
+        .table_elements(100_000);
+    c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    c
+}
+
+/// What a package exports, as `describe` told it. Stored as JSON.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackageInfo {
+    pub workflows: Vec<WorkflowInfo>,
+    pub steps: Vec<StepInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowInfo {
+    pub name: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepInfo {
+    pub name: String,
+    pub description: String,
+    pub options: StepOptions,
+}
+
+/// Step options as the engine keeps them (JSON-friendly mirror of the WIT).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StepOptions {
+    pub retry: Option<RetryPolicy>,
+    pub attempt_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub multiplier: f64,
+    pub max_backoff_ms: u64,
+    pub non_retryable: Vec<String>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff_ms: 1000,
+            multiplier: 2.0,
+            max_backoff_ms: 60_000,
+            non_retryable: Vec::new(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Wait after `failed` failed attempts (1-based).
+    pub fn backoff_ms(&self, failed: u32) -> u64 {
+        let exp = self
+            .multiplier
+            .max(1.0)
+            .powi(failed.saturating_sub(1) as i32);
+        ((self.initial_backoff_ms as f64) * exp).min(self.max_backoff_ms as f64) as u64
+    }
+}
+
+impl From<wit::RetryPolicy> for RetryPolicy {
+    fn from(p: wit::RetryPolicy) -> Self {
+        Self {
+            max_attempts: p.max_attempts.max(1),
+            initial_backoff_ms: p.initial_backoff_ms,
+            multiplier: p.multiplier,
+            max_backoff_ms: p.max_backoff_ms,
+            non_retryable: p.non_retryable,
+        }
+    }
+}
+
+impl From<wit::StepOptions> for StepOptions {
+    fn from(o: wit::StepOptions) -> Self {
+        Self {
+            retry: o.retry.map(Into::into),
+            attempt_timeout_ms: o.attempt_timeout_ms,
+        }
+    }
+}
+
+impl PackageInfo {
+    fn from_wit(info: wit::PackageInfo) -> Self {
+        Self {
+            workflows: info
+                .workflows
+                .into_iter()
+                .map(|w| WorkflowInfo {
+                    name: w.name,
+                    description: w.description,
+                })
+                .collect(),
+            steps: info
+                .steps
+                .into_iter()
+                .map(|s| StepInfo {
+                    name: s.name,
+                    description: s.description,
+                    options: s.options.into(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The step called `name`, or an error listing the steps there are.
+    pub fn step(&self, name: &str) -> std::result::Result<&StepInfo, String> {
+        self.steps.iter().find(|s| s.name == name).ok_or_else(|| {
+            format!(
+                "the package has no step named '{name}'; it has: {}",
+                list(self.steps.iter().map(|s| s.name.as_str()))
+            )
+        })
+    }
+
+    /// Checks that the package has a workflow called `name`.
+    pub fn check_workflow(&self, name: &str) -> Result<()> {
+        if self.workflows.iter().any(|w| w.name == name) {
+            return Ok(());
+        }
+        Err(Error::InvalidInput(format!(
+            "the package has no workflow named '{name}'; it has: {}",
+            list(self.workflows.iter().map(|w| w.name.as_str()))
+        )))
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A package ready to instantiate.
+pub struct LoadedPackage {
+    pub sha256: String,
+    pub pre: PackagePre<StoreData>,
+    pub info: PackageInfo,
+}
+
+/// The wasmtime engine, its linker and the packages loaded so far.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreData>,
+    cache: cache::ComponentCache,
+    loaded: Mutex<HashMap<String, Arc<LoadedPackage>>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(config: &RuntimeConfig) -> Result<Self> {
+        let engine = Engine::new(&engine_config(config))
+            .map_err(|e| Error::Runtime(format!("configuring wasmtime: {e}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| Error::Runtime(format!("linking WASI: {e}")))?;
+        Package::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |d| d)
+            .map_err(|e| Error::Runtime(format!("linking the host: {e}")))?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = ticker_stop.clone();
+            std::thread::Builder::new()
+                .name("cerebelum-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| Error::io("starting the epoch thread", e))?;
+        }
+        Ok(Self {
+            cache: cache::ComponentCache::new(config.cache_dir.clone(), &engine),
+            engine,
+            linker,
+            loaded: Mutex::new(HashMap::new()),
+            ticker_stop,
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The package with `sha256`, compiled (or loaded from the cache) and
+    /// checked against the world. `bytes` is called only if it is not yet
+    /// loaded in this process.
+    pub async fn load<F, Fut>(&self, sha256: &str, bytes: F) -> Result<Arc<LoadedPackage>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>>>,
+    {
+        if let Some(p) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sha256)
+        {
+            return Ok(p.clone());
+        }
+        let component = match self.cache.get(sha256)? {
+            Some(c) => c,
+            None => {
+                let bytes = bytes().await?;
+                self.compile_and_cache(sha256, bytes).await?
+            }
+        };
+        let package = Arc::new(self.link(sha256, &component).await?);
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sha256.to_owned(), package.clone());
+        Ok(package)
+    }
+
+    /// Validates `bytes` as a Cerebelum package, caching its compiled form:
+    /// a clear error says what is wrong if it is not one.
+    pub async fn validate(&self, sha256: &str, bytes: Vec<u8>) -> Result<Arc<LoadedPackage>> {
+        check_header(&bytes)?;
+        let bytes_for_load = bytes;
+        self.load(sha256, || async move { Ok(bytes_for_load) })
+            .await
+    }
+
+    async fn compile_and_cache(&self, sha256: &str, bytes: Vec<u8>) -> Result<Component> {
+        check_header(&bytes)?;
+        let engine = self.engine.clone();
+        let component = tokio::task::spawn_blocking(move || Component::new(&engine, &bytes))
+            .await
+            .map_err(|e| Error::Runtime(format!("compiler task failed: {e}")))?
+            .map_err(|e| {
+                Error::InvalidInput(format!("the file is not a valid component: {e:#}"))
+            })?;
+        self.cache.put(sha256, &component)?;
+        Ok(component)
+    }
+
+    async fn link(&self, sha256: &str, component: &Component) -> Result<LoadedPackage> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the component imports something Cerebelum does not provide (only \
+                 cerebelum:workflow/host and WASI p2 are available): {e:#}"
+            ))
+        })?;
+        let pre = PackagePre::new(pre).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the component does not implement the cerebelum:workflow/package world \
+                 (it must export cerebelum:workflow/guest@0.1.0 with describe, run-workflow \
+                 and run-step): {e:#}"
+            ))
+        })?;
+        let mut store = sandbox::describe_store(&self.engine);
+        let instance = pre.instantiate_async(&mut store).await.map_err(|e| {
+            Error::InvalidInput(format!("instantiating the component failed: {e:#}"))
+        })?;
+        let info = instance
+            .cerebelum_workflow_guest()
+            .call_describe(&mut store)
+            .await
+            .map_err(|e| Error::InvalidInput(format!("the package's describe() failed: {e:#}")))?;
+        Ok(LoadedPackage {
+            sha256: sha256.to_owned(),
+            pre,
+            info: PackageInfo::from_wit(info),
+        })
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Tells a core module or a non-wasm file from a component, with advice.
+fn check_header(bytes: &[u8]) -> Result<()> {
+    if bytes.len() < 8 || &bytes[0..4] != b"\0asm" {
+        return Err(Error::InvalidInput(
+            "the file is not WebAssembly (it does not start with \\0asm); build the package \
+             with `cargo build --target wasm32-wasip2` or componentize-py"
+                .into(),
+        ));
+    }
+    if bytes[4..8] == [1, 0, 0, 0] {
+        return Err(Error::InvalidInput(
+            "the file is a core WebAssembly module, not a component; build it for the \
+             wasm32-wasip2 target (`cargo build --target wasm32-wasip2`), which emits a component"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// sha256 of `bytes`, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,228 @@
+//! Group commit: one task owns the write path and commits everything that is
+//! ready in one transaction, because a durable flush costs 0.1–4 ms here.
+//!
+//! Writers push entries without waiting (they are committed with the next
+//! batch, in order) and call [`JournalWriter::sync`] where the durability
+//! contract needs it: before user code sees a step result, before an
+//! execution hibernates or finishes. A crash can therefore lose only a
+//! suffix of an execution's journal that nobody has observed, and replay
+//! regenerates it.
+
+use super::SharedStore;
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::model::{CommitOp, Entry, SideWrite, StatusChange};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use tokio::sync::{mpsc, oneshot};
+
+/// How many operations one transaction takes at most.
+const MAX_BATCH: usize = 2048;
+
+struct Pending {
+    op: CommitOp,
+    health: Arc<AtomicU8>,
+    ack: Option<oneshot::Sender<Result<()>>>,
+}
+
+const HEALTHY: u8 = 0;
+const LOST: u8 = 1;
+const FAILED: u8 = 2;
+
+/// The handle to the group-commit task.
+#[derive(Clone)]
+pub struct GroupCommitter {
+    tx: mpsc::UnboundedSender<Pending>,
+    clock: SharedClock,
+}
+
+impl GroupCommitter {
+    /// Starts the commit task on the current tokio runtime.
+    pub fn start(store: SharedStore, clock: SharedClock) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, clock.clone(), rx));
+        Self { tx, clock }
+    }
+
+    /// A writer for an execution this node owns at `epoch`, whose journal
+    /// currently ends at `last_seq`.
+    pub fn writer(&self, execution_id: &str, epoch: i64, last_seq: i64) -> JournalWriter {
+        JournalWriter {
+            execution_id: execution_id.to_owned(),
+            epoch,
+            next_seq: Arc::new(Mutex::new(last_seq + 1)),
+            health: Arc::new(AtomicU8::new(HEALTHY)),
+            committer: self.clone(),
+        }
+    }
+}
+
+async fn run(store: SharedStore, clock: SharedClock, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch = Vec::new();
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let ops: Vec<CommitOp> = batch.iter().map(|p| p.op.clone()).collect();
+        let outcome = store.commit(&ops, clock.now_ms()).await;
+        match outcome {
+            Ok(results) => {
+                for (pending, result) in batch.drain(..).zip(results) {
+                    if let Err(Error::LostOwnership(_)) = &result {
+                        pending.health.store(LOST, Ordering::SeqCst);
+                    }
+                    if let Some(ack) = pending.ack {
+                        let _ = ack.send(result);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ops = batch.len(), "group commit failed");
+                let message = e.to_string();
+                for pending in batch.drain(..) {
+                    pending.health.store(FAILED, Ordering::SeqCst);
+                    if let Some(ack) = pending.ack {
+                        let _ = ack.send(Err(Error::Runtime(format!(
+                            "journal commit failed: {message}"
+                        ))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Appends to one execution's journal. Sequence numbers are assigned here,
+/// in order, by the node that owns the execution.
+#[derive(Clone)]
+pub struct JournalWriter {
+    execution_id: String,
+    epoch: i64,
+    next_seq: Arc<Mutex<i64>>,
+    health: Arc<AtomicU8>,
+    committer: GroupCommitter,
+}
+
+/// An entry before its sequence number is known.
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub invocation: String,
+    pub kind: String,
+    pub ref_seq: Option<i64>,
+    pub args_hash: Option<String>,
+    pub payload: Value,
+}
+
+impl JournalWriter {
+    pub fn execution_id(&self) -> &str {
+        &self.execution_id
+    }
+
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.health.load(Ordering::SeqCst) {
+            HEALTHY => Ok(()),
+            LOST => Err(Error::LostOwnership(self.execution_id.clone())),
+            _ => Err(Error::Runtime(format!(
+                "journal writes of execution {} failed; it will resume from its durable journal",
+                self.execution_id
+            ))),
+        }
+    }
+
+    /// Queues entries and, if `ack`, waits until they (and everything
+    /// queued before them) are durable. Returns the first assigned seq.
+    async fn send(
+        &self,
+        entries: Vec<NewEntry>,
+        side: Vec<SideWrite>,
+        status: Option<StatusChange>,
+        ack: bool,
+    ) -> Result<i64> {
+        self.check()?;
+        let (ack_tx, ack_rx) = if ack {
+            let (t, r) = oneshot::channel();
+            (Some(t), Some(r))
+        } else {
+            (None, None)
+        };
+        let first;
+        {
+            let mut next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
+            first = *next;
+            let at_ms = self.committer.clock.now_ms();
+            let entries: Vec<Entry> = entries
+                .into_iter()
+                .map(|e| {
+                    let seq = *next;
+                    *next += 1;
+                    Entry {
+                        seq,
+                        invocation: e.invocation,
+                        kind: e.kind,
+                        ref_seq: e.ref_seq,
+                        args_hash: e.args_hash,
+                        payload: e.payload,
+                        at_ms,
+                    }
+                })
+                .collect();
+            // Sent under the lock so the commit task sees seqs in order.
+            self.committer
+                .tx
+                .send(Pending {
+                    op: CommitOp {
+                        execution_id: self.execution_id.clone(),
+                        epoch: self.epoch,
+                        entries,
+                        side,
+                        status,
+                    },
+                    health: self.health.clone(),
+                    ack: ack_tx,
+                })
+                .map_err(|_| Error::Runtime("the commit task has stopped".into()))?;
+        }
+        if let Some(rx) = ack_rx {
+            rx.await
+                .map_err(|_| Error::Runtime("the commit task has stopped".into()))??;
+            self.check()?;
+        }
+        Ok(first)
+    }
+
+    /// Queues one entry without waiting for durability; returns its seq.
+    pub async fn push(&self, entry: NewEntry) -> Result<i64> {
+        self.send(vec![entry], Vec::new(), None, false).await
+    }
+
+    /// Queues one entry with side writes (committed atomically with it),
+    /// without waiting; returns its seq.
+    pub async fn push_side(&self, entry: NewEntry, side: Vec<SideWrite>) -> Result<i64> {
+        self.send(vec![entry], side, None, false).await
+    }
+
+    /// Queues one entry and waits until it is durable; returns its seq.
+    pub async fn push_durable(&self, entry: NewEntry) -> Result<i64> {
+        self.send(vec![entry], Vec::new(), None, true).await
+    }
+
+    /// Waits until everything queued so far is durable.
+    pub async fn sync(&self) -> Result<()> {
+        self.send(Vec::new(), Vec::new(), None, true)
+            .await
+            .map(|_| ())
+    }
+
+    /// Durably writes entries, side writes and a status change atomically.
+    pub async fn commit(
+        &self,
+        entries: Vec<NewEntry>,
+        side: Vec<SideWrite>,
+        status: Option<StatusChange>,
+    ) -> Result<()> {
+        self.send(entries, side, status, true).await.map(|_| ())
+    }
+}

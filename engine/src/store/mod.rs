@@ -1,0 +1,135 @@
+//! Storage: one trait, [`Store`], with its durability contract, and its
+//! backends (SQLite now; PostgreSQL implements the same trait).
+//!
+//! # Durability contract
+//!
+//! When [`Store::commit`] returns `Ok` for an operation, its journal
+//! entries, side writes and status change are durable (on SQLite with
+//! `synchronous=FULL`, flushed to disk) and atomic: all or none of one
+//! operation is stored. Every operation is fenced by the owner's epoch: if
+//! another node has claimed the execution since, the operation is refused
+//! with [`Error::LostOwnership`] and nothing of it is stored.
+
+mod group;
+mod sqlite;
+
+pub use group::{GroupCommitter, JournalWriter, NewEntry};
+pub use sqlite::{SqliteStore, Synchronous};
+
+use crate::error::Result;
+use crate::model::{
+    ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter, NewExecution,
+    PackageRecord,
+};
+use async_trait::async_trait;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The engine's storage. See the module docs for the durability contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a package version. Idempotent: identical bytes (same sha256)
+    /// return the existing record; new bytes under a known name get the
+    /// next version.
+    async fn put_package(
+        &self,
+        name: &str,
+        sha256: &str,
+        bytes: &[u8],
+        info: &Value,
+        now_ms: i64,
+    ) -> Result<PackageRecord>;
+
+    /// The package with this sha256.
+    async fn package(&self, sha256: &str) -> Result<PackageRecord>;
+
+    /// The bytes of the package with this sha256.
+    async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>>;
+
+    /// The newest version of the package called `name`.
+    async fn latest_package(&self, name: &str) -> Result<PackageRecord>;
+
+    /// Creates a `pending` execution, due at once. With an idempotency key
+    /// that was used before, returns the earlier execution instead.
+    async fn create_execution(&self, new: NewExecution, now_ms: i64) -> Result<ExecutionRecord>;
+
+    async fn execution(&self, id: &str) -> Result<ExecutionRecord>;
+
+    /// Newest first.
+    async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>>;
+
+    /// Journal entries with `seq > after_seq`, in order.
+    async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>>;
+
+    /// Commits many operations in one transaction (group commit). Each
+    /// operation gets its own result: a fenced-off one fails alone.
+    async fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>>;
+
+    /// Claims up to `limit` executions that are due (pending, waiting with
+    /// `wake_at <= now`, or running under an expired lease) for `owner`,
+    /// bumping their fencing epoch.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claim>>;
+
+    /// Extends the leases `owner` holds; returns the ids among them with a
+    /// cancellation requested.
+    async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<String>>;
+
+    /// Gives up ownership after an engine failure (not a failure of user
+    /// code): the execution is due again at `retry_at_ms`, on any node.
+    async fn abandon(&self, execution_id: &str, epoch: i64, retry_at_ms: i64) -> Result<()>;
+
+    /// Gives up every lease `owner` holds (graceful shutdown).
+    async fn release_leases(&self, owner: &str) -> Result<()>;
+
+    async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>>;
+
+    /// Records an operator's decision and wakes the execution. Idempotent
+    /// for the same decision; an error if the execution is not waiting on
+    /// `key` or it was decided differently.
+    async fn decide_approval(
+        &self,
+        execution_id: &str,
+        key: &str,
+        decision: &Decision,
+        now_ms: i64,
+    ) -> Result<ApprovalRecord>;
+
+    /// Engine side: resolves a pending approval as timed out, unless it was
+    /// decided meanwhile. Returns the approval as it now stands.
+    async fn time_out_approval(
+        &self,
+        execution_id: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<ApprovalRecord>;
+
+    /// Requests cancellation and wakes the execution.
+    async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
+
+    /// Operator retry of a failed or cancelled execution: appends a
+    /// `retried` entry and makes it pending again.
+    async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
+
+    /// Counts executions by status (for `list` summaries and benchmarks).
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store named by `url`: a path or `sqlite://path` for SQLite.
+pub async fn open(url: &str, sync: Synchronous) -> Result<SharedStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(crate::Error::InvalidInput(format!(
+            "PostgreSQL ({url}) is not supported by this build yet; use a SQLite file path"
+        )));
+    }
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    Ok(Arc::new(SqliteStore::open(path, sync).await?))
+}

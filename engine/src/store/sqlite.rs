@@ -1,0 +1,725 @@
+//! The embedded SQLite store (WAL). One writer connection serialises this
+//! process's writes; other processes (CLI commands) wait on `busy_timeout`.
+
+use super::Store;
+use crate::error::{Error, Result};
+use crate::model::{
+    ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter, NewExecution,
+    PackageRecord, SideWrite, Status, StatusChange,
+};
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// How hard SQLite flushes a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Synchronous {
+    /// fsync on every commit: a returned append survives power loss.
+    #[default]
+    Full,
+    /// No fsync per commit (WAL): survives a process crash (`kill -9`),
+    /// not a power loss. Faster on slow disks.
+    Normal,
+}
+
+/// SQLite-backed [`Store`].
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+const EXECUTION_COLUMNS: &str = "id, package_sha256, package_name, package_version, workflow, \
+     input, status, result, error, created_at, updated_at, wake_at, owner, epoch, cancel_requested";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub async fn open(path: impl AsRef<Path>, sync: Synchronous) -> Result<Self> {
+        let path = path.as_ref();
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(match sync {
+                Synchronous::Full => SqliteSynchronous::Full,
+                Synchronous::Normal => SqliteSynchronous::Normal,
+            })
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let connect = |max: u32| {
+            SqlitePoolOptions::new()
+                .max_connections(max)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .connect_with(options.clone())
+        };
+        let writer = connect(1).await.map_err(|e| {
+            Error::InvalidInput(format!(
+                "cannot open SQLite database {}: {e}",
+                path.display()
+            ))
+        })?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::VersionMissing(v) => Error::Schema(format!(
+                    "{} was migrated to schema version {v}, which this cerebelum binary does \
+                     not know: it was written by a newer version; upgrade cerebelum",
+                    path.display()
+                )),
+                other => Error::Schema(format!("migrating {}: {other}", path.display())),
+            })?;
+        let reader = connect(4).await?;
+        Ok(Self { writer, reader })
+    }
+}
+
+fn json(text: Option<String>) -> Result<Option<Value>> {
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| Error::Schema(format!("corrupt JSON in the database: {e}")))
+}
+
+fn execution_from_row(row: &SqliteRow) -> Result<ExecutionRecord> {
+    let status: String = row.try_get("status")?;
+    Ok(ExecutionRecord {
+        id: row.try_get("id")?,
+        package_sha256: row.try_get("package_sha256")?,
+        package_name: row.try_get("package_name")?,
+        package_version: row.try_get("package_version")?,
+        workflow: row.try_get("workflow")?,
+        input: json(row.try_get("input")?)?.unwrap_or(Value::Null),
+        status: Status::parse(&status)
+            .ok_or_else(|| Error::Schema(format!("unknown status {status:?}")))?,
+        result: json(row.try_get("result")?)?,
+        error: json(row.try_get("error")?)?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        wake_at_ms: row.try_get("wake_at")?,
+        owner: row.try_get("owner")?,
+        epoch: row.try_get("epoch")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+    })
+}
+
+fn package_from_row(row: &SqliteRow) -> Result<PackageRecord> {
+    Ok(PackageRecord {
+        sha256: row.try_get("sha256")?,
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        info: json(row.try_get("info")?)?.unwrap_or(Value::Null),
+        created_at_ms: row.try_get("created_at")?,
+    })
+}
+
+fn entry_from_row(row: &SqliteRow) -> Result<Entry> {
+    Ok(Entry {
+        seq: row.try_get("seq")?,
+        invocation: row.try_get("invocation")?,
+        kind: row.try_get("kind")?,
+        ref_seq: row.try_get("ref_seq")?,
+        args_hash: row.try_get("args_hash")?,
+        payload: json(row.try_get("payload")?)?.unwrap_or(Value::Null),
+        at_ms: row.try_get("at")?,
+    })
+}
+
+fn approval_from_row(row: &SqliteRow) -> Result<ApprovalRecord> {
+    Ok(ApprovalRecord {
+        execution_id: row.try_get("execution_id")?,
+        key: row.try_get("key")?,
+        status: row.try_get("status")?,
+        request: json(row.try_get("request")?)?.unwrap_or(Value::Null),
+        decision: json(row.try_get("decision")?)?,
+    })
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!(
+        "no execution with id '{id}'; `cerebelum list` shows the executions"
+    ))
+}
+
+async fn execution_in(conn: &mut SqliteConnection, id: &str) -> Result<ExecutionRecord> {
+    let row = sqlx::query(&format!(
+        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| not_found(id))?;
+    execution_from_row(&row)
+}
+
+async fn insert_entry(conn: &mut SqliteConnection, id: &str, e: &Entry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, payload, at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(e.seq)
+    .bind(&e.invocation)
+    .bind(&e.kind)
+    .bind(e.ref_seq)
+    .bind(&e.args_hash)
+    .bind(e.payload.to_string())
+    .bind(e.at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes one operation; `Ok(false)` if it is fenced off.
+async fn apply_op(
+    conn: &mut SqliteConnection,
+    op: &CommitOp,
+    now_ms: i64,
+    fences: &mut HashMap<(String, i64), bool>,
+) -> Result<bool> {
+    let fence_key = (op.execution_id.clone(), op.epoch);
+    let owned = match fences.get(&fence_key) {
+        Some(owned) => *owned,
+        None => {
+            let done =
+                sqlx::query("UPDATE executions SET updated_at = ? WHERE id = ? AND epoch = ?")
+                    .bind(now_ms)
+                    .bind(&op.execution_id)
+                    .bind(op.epoch)
+                    .execute(&mut *conn)
+                    .await?;
+            let owned = done.rows_affected() == 1;
+            fences.insert(fence_key, owned);
+            owned
+        }
+    };
+    if !owned {
+        return Ok(false);
+    }
+    for e in &op.entries {
+        insert_entry(conn, &op.execution_id, e).await?;
+    }
+    for side in &op.side {
+        match side {
+            SideWrite::OpenApproval { key, request } => {
+                sqlx::query(
+                    "INSERT INTO approvals (execution_id, key, status, request, created_at) \
+                     VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (execution_id, key) DO NOTHING",
+                )
+                .bind(&op.execution_id)
+                .bind(key)
+                .bind(request.to_string())
+                .bind(now_ms)
+                .execute(&mut *conn)
+                .await?;
+            }
+            SideWrite::CloseApproval { key, status } => {
+                sqlx::query(
+                    "UPDATE approvals SET status = ?, decided_at = ? \
+                     WHERE execution_id = ? AND key = ? AND status = 'pending'",
+                )
+                .bind(status)
+                .bind(now_ms)
+                .bind(&op.execution_id)
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
+    }
+    match &op.status {
+        None => {}
+        Some(StatusChange::Waiting {
+            wake_at_ms,
+            seen_signals,
+        }) => {
+            sqlx::query(
+                "UPDATE executions SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
+                 wake_at = CASE WHEN signals != ? THEN ? ELSE ? END WHERE id = ?",
+            )
+            .bind(seen_signals)
+            .bind(now_ms)
+            .bind(wake_at_ms)
+            .bind(&op.execution_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Some(StatusChange::Finished {
+            status,
+            result,
+            error,
+        }) => {
+            sqlx::query(
+                "UPDATE executions SET status = ?, result = ?, error = ?, owner = NULL, \
+                 lease_expires_at = NULL, wake_at = NULL WHERE id = ?",
+            )
+            .bind(status.as_str())
+            .bind(result.as_ref().map(Value::to_string))
+            .bind(error.as_ref().map(Value::to_string))
+            .bind(&op.execution_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(true)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_package(
+        &self,
+        name: &str,
+        sha256: &str,
+        bytes: &[u8],
+        info: &Value,
+        now_ms: i64,
+    ) -> Result<PackageRecord> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(row) = sqlx::query(
+            "SELECT sha256, name, version, info, created_at FROM packages WHERE sha256 = ?",
+        )
+        .bind(sha256)
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            return package_from_row(&row);
+        }
+        let version: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE name = ?")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO packages (sha256, name, version, bytes, info, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(sha256)
+        .bind(name)
+        .bind(version)
+        .bind(bytes)
+        .bind(info.to_string())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(PackageRecord {
+            sha256: sha256.to_owned(),
+            name: name.to_owned(),
+            version,
+            info: info.clone(),
+            created_at_ms: now_ms,
+        })
+    }
+
+    async fn package(&self, sha256: &str) -> Result<PackageRecord> {
+        let row = sqlx::query(
+            "SELECT sha256, name, version, info, created_at FROM packages WHERE sha256 = ?",
+        )
+        .bind(sha256)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no package with sha256 {sha256}")))?;
+        package_from_row(&row)
+    }
+
+    async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>> {
+        sqlx::query_scalar("SELECT bytes FROM packages WHERE sha256 = ?")
+            .bind(sha256)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no package with sha256 {sha256}")))
+    }
+
+    async fn latest_package(&self, name: &str) -> Result<PackageRecord> {
+        let row = sqlx::query(
+            "SELECT sha256, name, version, info, created_at FROM packages WHERE name = ? \
+             ORDER BY version DESC LIMIT 1",
+        )
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?;
+        match row {
+            Some(row) => package_from_row(&row),
+            None => {
+                let names: Vec<String> =
+                    sqlx::query_scalar("SELECT DISTINCT name FROM packages ORDER BY name")
+                        .fetch_all(&self.reader)
+                        .await?;
+                Err(Error::NotFound(format!(
+                    "no package named '{name}'; known packages: {}",
+                    if names.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        names.join(", ")
+                    }
+                )))
+            }
+        }
+    }
+
+    async fn create_execution(&self, new: NewExecution, now_ms: i64) -> Result<ExecutionRecord> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(key) = &new.idempotency_key {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT id FROM executions WHERE idempotency_key = ?")
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(id) = existing {
+                return execution_in(&mut tx, &id).await;
+            }
+        }
+        let package = sqlx::query("SELECT name, version FROM packages WHERE sha256 = ?")
+            .bind(&new.package_sha256)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| {
+                Error::NotFound(format!("no package with sha256 {}", new.package_sha256))
+            })?;
+        sqlx::query(
+            "INSERT INTO executions (id, package_sha256, package_name, package_version, workflow, \
+             input, idempotency_key, status, created_at, updated_at, wake_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+        )
+        .bind(&new.id)
+        .bind(&new.package_sha256)
+        .bind(package.try_get::<String, _>("name")?)
+        .bind(package.try_get::<i64, _>("version")?)
+        .bind(&new.workflow)
+        .bind(new.input.to_string())
+        .bind(&new.idempotency_key)
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        let record = execution_in(&mut tx, &new.id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn execution(&self, id: &str) -> Result<ExecutionRecord> {
+        let mut conn = self.reader.acquire().await?;
+        execution_in(&mut conn, id).await
+    }
+
+    async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions \
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) \
+             ORDER BY created_at DESC, id DESC LIMIT ?3"
+        ))
+        .bind(filter.status.map(Status::as_str))
+        .bind(&filter.workflow)
+        .bind(if filter.limit > 0 { filter.limit } else { 100 })
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(execution_from_row).collect()
+    }
+
+    async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>> {
+        let rows = sqlx::query(
+            "SELECT seq, invocation, kind, ref_seq, args_hash, payload, at FROM journal \
+             WHERE execution_id = ? AND seq > ? ORDER BY seq",
+        )
+        .bind(id)
+        .bind(after_seq)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(entry_from_row).collect()
+    }
+
+    async fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut fences = HashMap::new();
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(if apply_op(&mut tx, op, now_ms, &mut fences).await? {
+                Ok(())
+            } else {
+                Err(Error::LostOwnership(op.execution_id.clone()))
+            });
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claim>> {
+        let rows = sqlx::query(
+            "UPDATE executions SET owner = ?1, lease_expires_at = ?2 + ?3, epoch = epoch + 1, \
+             status = 'running', wake_at = NULL, updated_at = ?2 \
+             WHERE id IN ( \
+               SELECT id FROM executions WHERE status IN ('pending', 'waiting') AND wake_at <= ?2 \
+               UNION ALL \
+               SELECT id FROM executions WHERE status = 'running' AND lease_expires_at < ?2 \
+               LIMIT ?4) \
+             RETURNING id, epoch, signals",
+        )
+        .bind(owner)
+        .bind(now_ms)
+        .bind(lease_ms)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Claim {
+                    execution_id: r.try_get("id")?,
+                    epoch: r.try_get("epoch")?,
+                    signals: r.try_get("signals")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "UPDATE executions SET lease_expires_at = ? WHERE owner = ? AND status = 'running' \
+             RETURNING id, cancel_requested",
+        )
+        .bind(now_ms + lease_ms)
+        .bind(owner)
+        .fetch_all(&self.writer)
+        .await?;
+        let mut cancelled = Vec::new();
+        for row in rows {
+            if row.try_get::<i64, _>("cancel_requested")? != 0 {
+                cancelled.push(row.try_get("id")?);
+            }
+        }
+        Ok(cancelled)
+    }
+
+    async fn abandon(&self, execution_id: &str, epoch: i64, retry_at_ms: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE executions SET owner = NULL, lease_expires_at = ? \
+             WHERE id = ? AND epoch = ? AND status = 'running'",
+        )
+        .bind(retry_at_ms)
+        .bind(execution_id)
+        .bind(epoch)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE executions SET lease_expires_at = 0 WHERE owner = ? AND status = 'running'",
+        )
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>> {
+        let rows = sqlx::query(
+            "SELECT execution_id, key, status, request, decision FROM approvals \
+             WHERE execution_id = ? ORDER BY created_at, key",
+        )
+        .bind(execution_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(approval_from_row).collect()
+    }
+
+    async fn decide_approval(
+        &self,
+        execution_id: &str,
+        key: &str,
+        decision: &Decision,
+        now_ms: i64,
+    ) -> Result<ApprovalRecord> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let execution = execution_in(&mut tx, execution_id).await?;
+        let row = sqlx::query(
+            "SELECT execution_id, key, status, request, decision FROM approvals \
+             WHERE execution_id = ? AND key = ?",
+        )
+        .bind(execution_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (status, value) = match decision {
+            Decision::Approve(payload) => ("approved", payload.clone()),
+            Decision::Reject(reason) => ("rejected", Value::String(reason.clone())),
+        };
+        let Some(row) = row else {
+            let pending: Vec<String> = sqlx::query_scalar(
+                "SELECT key FROM approvals WHERE execution_id = ? AND status = 'pending' ORDER BY key",
+            )
+            .bind(execution_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            return Err(Error::Conflict(if pending.is_empty() {
+                format!(
+                    "execution {execution_id} ({}) is not waiting for approval '{key}': it is not \
+                     waiting for any approval",
+                    execution.status
+                )
+            } else {
+                format!(
+                    "execution {execution_id} is not waiting for approval '{key}'; it is waiting \
+                     for: {}",
+                    pending.join(", ")
+                )
+            }));
+        };
+        let current = approval_from_row(&row)?;
+        if current.status != "pending" {
+            if current.status == status && current.decision.as_ref() == Some(&value) {
+                return Ok(current);
+            }
+            return Err(Error::Conflict(format!(
+                "approval '{key}' of execution {execution_id} is already {}{}",
+                current.status,
+                current
+                    .decision
+                    .as_ref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            )));
+        }
+        sqlx::query(
+            "UPDATE approvals SET status = ?, decision = ?, decided_at = ? \
+             WHERE execution_id = ? AND key = ?",
+        )
+        .bind(status)
+        .bind(value.to_string())
+        .bind(now_ms)
+        .bind(execution_id)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE executions SET signals = signals + 1, \
+             wake_at = CASE WHEN status = 'waiting' THEN ? ELSE wake_at END WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(execution_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ApprovalRecord {
+            status: status.to_owned(),
+            decision: Some(value),
+            ..current
+        })
+    }
+
+    async fn time_out_approval(
+        &self,
+        execution_id: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<ApprovalRecord> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE approvals SET status = 'timed-out', decided_at = ? \
+             WHERE execution_id = ? AND key = ? AND status = 'pending'",
+        )
+        .bind(now_ms)
+        .bind(execution_id)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(
+            "SELECT execution_id, key, status, request, decision FROM approvals \
+             WHERE execution_id = ? AND key = ?",
+        )
+        .bind(execution_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no approval '{key}' on {execution_id}")))?;
+        tx.commit().await?;
+        approval_from_row(&row)
+    }
+
+    async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let execution = execution_in(&mut tx, execution_id).await?;
+        if execution.status.is_terminal() {
+            return Err(Error::Conflict(format!(
+                "execution {execution_id} is already {}; there is nothing to cancel",
+                execution.status
+            )));
+        }
+        sqlx::query(
+            "UPDATE executions SET cancel_requested = 1, signals = signals + 1, \
+             wake_at = CASE WHEN status IN ('waiting', 'pending') THEN ? ELSE wake_at END \
+             WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(execution_id)
+        .execute(&mut *tx)
+        .await?;
+        let record = execution_in(&mut tx, execution_id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let execution = execution_in(&mut tx, execution_id).await?;
+        if !matches!(execution.status, Status::Failed | Status::Cancelled) {
+            return Err(Error::Conflict(format!(
+                "execution {execution_id} is {}; only failed or cancelled executions can be retried",
+                execution.status
+            )));
+        }
+        let seq: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE execution_id = ?",
+        )
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let entry = Entry {
+            seq,
+            invocation: "operator".into(),
+            kind: "retried".into(),
+            ref_seq: None,
+            args_hash: None,
+            payload: serde_json::json!({ "previous_status": execution.status, "error": execution.error }),
+            at_ms: now_ms,
+        };
+        insert_entry(&mut tx, execution_id, &entry).await?;
+        sqlx::query(
+            "UPDATE executions SET status = 'pending', result = NULL, error = NULL, owner = NULL, \
+             lease_expires_at = NULL, wake_at = ?, epoch = epoch + 1, cancel_requested = 0, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(execution_id)
+        .execute(&mut *tx)
+        .await?;
+        let record = execution_in(&mut tx, execution_id).await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM executions GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect()
+    }
+}

@@ -1,0 +1,291 @@
+//! [`Context`]: everything user code asks of the engine.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::bindings::cerebelum::workflow::host;
+use crate::bindings::cerebelum::workflow::types as wit;
+use crate::options::millis;
+use crate::{Approval, Decision, Error, PollOptions, StepOptions};
+
+/// The engine, as seen from a workflow or a step.
+///
+/// The same type is handed to workflows and steps. Every call is journaled:
+/// when an execution replays, the engine answers from the journal without
+/// repeating the effect. A workflow must therefore be deterministic and reach
+/// the outside world (clock, randomness, I/O) only through this type; steps
+/// are where side effects belong.
+///
+/// Calls that wait (steps, sleeps, polls, approvals) return an error of kind
+/// `cancelled` once the execution is cancelled (see [`Error::is_cancelled`]);
+/// the workflow may then run compensating steps before returning it.
+#[derive(Debug, Clone, Copy)]
+pub struct Context {
+    _private: (),
+}
+
+/// A step started with [`Context::start_step`], resolved by
+/// [`Context::await_steps`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use = "a started step is only resolved by Context::await_steps"]
+pub struct StepHandle(u64);
+
+impl StepHandle {
+    /// The engine's identifier of the started step.
+    pub fn id(self) -> u64 {
+        self.0
+    }
+}
+
+/// Severity of a [`Context::log`] message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    /// Very detailed tracing.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Something unexpected that the code handles.
+    Warn,
+    /// A failure.
+    Error,
+}
+
+impl From<Level> for wit::LogLevel {
+    fn from(level: Level) -> Self {
+        match level {
+            Level::Trace => Self::Trace,
+            Level::Debug => Self::Debug,
+            Level::Info => Self::Info,
+            Level::Warn => Self::Warn,
+            Level::Error => Self::Error,
+        }
+    }
+}
+
+/// JSON text of `input`; failing to serialize is `invalid-input`.
+fn encode<I: Serialize + ?Sized>(input: &I) -> Result<String, Error> {
+    Ok(serde_json::to_string(input)?)
+}
+
+/// `raw` JSON as an `O`; not fitting is `invalid-output`.
+fn decode<O: DeserializeOwned>(raw: &str, what: impl FnOnce() -> String) -> Result<O, Error> {
+    serde_json::from_str(raw).map_err(|err| Error::invalid_output(&what(), &err))
+}
+
+impl Context {
+    pub(crate) const fn new() -> Self {
+        Self { _private: () }
+    }
+
+    /// Runs step `name` with `input` and returns its result, retried with the
+    /// step's default options.
+    pub fn step<I, O>(&self, name: &str, input: &I) -> Result<O, Error>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        self.call_step(name, input, None)
+    }
+
+    /// Like [`step`](Self::step), with `options` overriding the step's
+    /// defaults.
+    pub fn step_with<I, O>(&self, name: &str, input: &I, options: StepOptions) -> Result<O, Error>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        self.call_step(name, input, Some(&options))
+    }
+
+    fn call_step<I, O>(
+        &self,
+        name: &str,
+        input: &I,
+        options: Option<&StepOptions>,
+    ) -> Result<O, Error>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        let input = encode(input)?;
+        let options = options.map(wit::StepOptions::from);
+        let output = host::call_step(name, &input, options.as_ref())?;
+        decode(&output, || format!("result of step `{name}`"))
+    }
+
+    /// Starts step `name` without waiting for it; steps started in a row run
+    /// concurrently. Resolve the handles with [`await_steps`](Self::await_steps).
+    pub fn start_step<I>(&self, name: &str, input: &I) -> Result<StepHandle, Error>
+    where
+        I: Serialize + ?Sized,
+    {
+        let input = encode(input)?;
+        Ok(StepHandle(host::start_step(name, &input, None)))
+    }
+
+    /// Like [`start_step`](Self::start_step), with `options` overriding the
+    /// step's defaults.
+    pub fn start_step_with<I>(
+        &self,
+        name: &str,
+        input: &I,
+        options: StepOptions,
+    ) -> Result<StepHandle, Error>
+    where
+        I: Serialize + ?Sized,
+    {
+        let input = encode(input)?;
+        let options = wit::StepOptions::from(&options);
+        Ok(StepHandle(host::start_step(name, &input, Some(&options))))
+    }
+
+    /// Waits for every started step and returns their results, in the order
+    /// of `handles`.
+    pub fn await_steps(&self, handles: Vec<StepHandle>) -> Vec<Result<Value, Error>> {
+        let ids: Vec<u64> = handles.iter().map(|h| h.0).collect();
+        host::await_steps(&ids)
+            .into_iter()
+            .zip(handles)
+            .map(|(result, handle)| {
+                let output = result?;
+                decode(&output, || format!("result of started step {}", handle.0))
+            })
+            .collect()
+    }
+
+    /// Runs the steps `calls` (name, input) concurrently and returns their
+    /// results in order, or the first error in that order.
+    ///
+    /// Every input is serialized before any step starts.
+    pub fn parallel<I, O>(&self, calls: &[(&str, I)]) -> Result<Vec<O>, Error>
+    where
+        I: Serialize,
+        O: DeserializeOwned,
+    {
+        let inputs = calls
+            .iter()
+            .map(|(_, input)| encode(input))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<u64> = calls
+            .iter()
+            .zip(&inputs)
+            .map(|((name, _), input)| host::start_step(name, input, None))
+            .collect();
+        host::await_steps(&ids)
+            .into_iter()
+            .zip(calls)
+            .map(|(result, (name, _))| {
+                let output = result?;
+                decode(&output, || format!("result of step `{name}`"))
+            })
+            .collect()
+    }
+
+    /// Durable sleep: survives engine restarts, measured from the first call.
+    pub fn sleep(&self, duration: Duration) -> Result<(), Error> {
+        Ok(host::sleep(millis(duration))?)
+    }
+
+    /// Calls step `check_step` with `input` until it returns something other
+    /// than JSON `null`, and returns that.
+    ///
+    /// Fails with kind `poll-exhausted` after `options.max_attempts` checks, or
+    /// `poll-timeout` after `options.timeout`.
+    pub fn poll<I, O>(&self, check_step: &str, input: &I, options: PollOptions) -> Result<O, Error>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        let input = encode(input)?;
+        let output = host::poll(check_step, &input, options.into())?;
+        decode(&output, || format!("result of poll step `{check_step}`"))
+    }
+
+    /// Waits until an operator approves or rejects `request`, or its timeout
+    /// passes.
+    pub fn await_approval(&self, request: Approval) -> Result<Decision, Error> {
+        Ok(host::await_approval(&request.into())?.into())
+    }
+
+    /// Reports the progress of the execution, `percent` capped at 100.
+    pub fn progress(&self, percent: u8, message: &str) {
+        host::report_progress(percent.min(100), message);
+    }
+
+    /// Logs `message` at `level`.
+    pub fn log(&self, level: Level, message: &str) {
+        host::log(level.into(), message);
+    }
+
+    /// Logs at [`Level::Debug`].
+    pub fn debug(&self, message: &str) {
+        self.log(Level::Debug, message);
+    }
+
+    /// Logs at [`Level::Info`].
+    pub fn info(&self, message: &str) {
+        self.log(Level::Info, message);
+    }
+
+    /// Logs at [`Level::Warn`].
+    pub fn warn(&self, message: &str) {
+        self.log(Level::Warn, message);
+    }
+
+    /// Logs at [`Level::Error`].
+    pub fn error(&self, message: &str) {
+        self.log(Level::Error, message);
+    }
+
+    /// Wall-clock milliseconds since the Unix epoch, fixed on first call
+    /// (replays see the same value).
+    pub fn now_ms(&self) -> u64 {
+        host::now_ms()
+    }
+
+    /// A random number, fixed on first call (replays see the same value).
+    pub fn random_u64(&self) -> u64 {
+        host::random_u64()
+    }
+
+    /// The identifier of the running execution.
+    pub fn execution_id(&self) -> String {
+        host::execution_id()
+    }
+
+    /// The attempt number of the running step, starting at 1; always 1 in a
+    /// workflow.
+    pub fn attempt(&self) -> u32 {
+        host::attempt()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encode_decode() {
+        assert_eq!(encode(&serde_json::json!({"a": 1})).unwrap(), r#"{"a":1}"#);
+        let n: u32 = decode("7", || unreachable!()).unwrap();
+        assert_eq!(n, 7);
+        let err = decode::<u32>("\"x\"", || "result of step `s`".into()).unwrap_err();
+        assert_eq!(err.kind, "invalid-output");
+        assert!(
+            err.message.starts_with("result of step `s`: "),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn levels() {
+        assert!(wit::LogLevel::from(Level::Warn) == wit::LogLevel::Warn);
+        assert!(Level::Trace < Level::Error);
+    }
+}

@@ -1,0 +1,146 @@
+//! The error type shared by workflows, steps and the engine.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::bindings::cerebelum::workflow::types as wit;
+
+/// An error returned by user code or produced by the engine.
+///
+/// `kind` is a short machine-readable tag. Kinds produced by the engine:
+/// `cancelled` (the execution was cancelled), `trap` (the attempt panicked or
+/// trapped), `deadline` (the attempt ran past its CPU deadline), `memory` (the
+/// attempt hit its memory limit), `poll-exhausted`, `poll-timeout`,
+/// `unknown-step`, `invalid-input`. Kinds produced by this SDK:
+/// `unknown-workflow`, `unknown-step`, `invalid-input` (input JSON that does
+/// not fit the function's input type), `invalid-output` (a result that does not
+/// fit the type the caller asked for).
+///
+/// Step errors are retried according to the step's [`RetryPolicy`], except
+/// for the kinds it lists as non-retryable.
+///
+/// [`RetryPolicy`]: crate::RetryPolicy
+#[derive(Debug, Clone, PartialEq)]
+pub struct Error {
+    /// Machine-readable tag, e.g. `"transient"` or `"cancelled"`.
+    pub kind: String,
+    /// Human-readable description.
+    pub message: String,
+    /// Optional structured context.
+    pub details: Option<Value>,
+}
+
+impl Error {
+    /// Kind of the error the engine returns once an execution is cancelled.
+    pub const CANCELLED: &'static str = "cancelled";
+
+    /// An error of `kind` with `message`.
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// An error of the generic kind `"error"`.
+    pub fn msg(message: impl Into<String>) -> Self {
+        Self::new("error", message)
+    }
+
+    /// Attaches structured details.
+    #[must_use]
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    /// Whether the execution was cancelled: the workflow should compensate
+    /// (if needed) and return this error.
+    pub fn is_cancelled(&self) -> bool {
+        self.kind == Self::CANCELLED
+    }
+
+    /// A result that does not deserialize into the type the caller asked for.
+    pub(crate) fn invalid_output(what: &str, err: &serde_json::Error) -> Self {
+        Self::new("invalid-output", format!("{what}: {err}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<serde_json::Error> for Error {
+    fn from(err: serde_json::Error) -> Self {
+        Self::new("invalid-input", err.to_string())
+    }
+}
+
+impl From<wit::Error> for Error {
+    fn from(err: wit::Error) -> Self {
+        Self {
+            kind: err.kind,
+            message: err.message,
+            // Details that are not JSON are kept as a JSON string.
+            details: err
+                .details
+                .map(|raw| serde_json::from_str(&raw).unwrap_or(Value::String(raw))),
+        }
+    }
+}
+
+impl From<Error> for wit::Error {
+    fn from(err: Error) -> Self {
+        Self {
+            kind: err.kind,
+            message: err.message,
+            details: err.details.map(|value| value.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn constructors() {
+        let err = Error::new("transient", "apt lock held");
+        assert_eq!(err.to_string(), "transient: apt lock held");
+        assert!(!err.is_cancelled());
+        assert_eq!(Error::msg("x").kind, "error");
+        assert!(Error::new("cancelled", "stop").is_cancelled());
+    }
+
+    #[test]
+    fn serde_errors_are_invalid_input() {
+        let err: Error = serde_json::from_str::<u32>("\"x\"").unwrap_err().into();
+        assert_eq!(err.kind, "invalid-input");
+        assert!(err.message.contains("invalid type"), "{}", err.message);
+    }
+
+    #[test]
+    fn wit_round_trip() {
+        let err = Error::new("k", "m").with_details(json!({"a": [1, 2]}));
+        let raw: wit::Error = err.clone().into();
+        assert_eq!(raw.details.as_deref(), Some(r#"{"a":[1,2]}"#));
+        assert_eq!(Error::from(raw), err);
+    }
+
+    #[test]
+    fn non_json_details_become_a_string() {
+        let raw = wit::Error {
+            kind: "k".into(),
+            message: "m".into(),
+            details: Some("not json".into()),
+        };
+        assert_eq!(Error::from(raw).details, Some(json!("not json")));
+    }
+}

@@ -1,0 +1,62 @@
+//! What [`package!`](crate::package) expands to calls: not a public API.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use crate::bindings::cerebelum::workflow::types::{
+    Error as WitError, PackageInfo, StepInfo, WorkflowInfo,
+};
+pub use crate::bindings::exports::cerebelum::workflow::guest::Guest;
+use crate::{Context, Error, StepOptions};
+
+/// Runs `f` on the JSON `input` and returns its result as JSON.
+pub fn run<F, I, O>(f: F, input: &str) -> Result<String, WitError>
+where
+    F: FnOnce(&Context, I) -> Result<O, Error>,
+    I: DeserializeOwned,
+    O: Serialize,
+{
+    let input: I = serde_json::from_str(input).map_err(Error::from)?;
+    let output = f(&Context::new(), input)?;
+    serde_json::to_string(&output)
+        .map_err(|err| Error::new("invalid-output", err.to_string()).into())
+}
+
+/// The error for a workflow or step `name` this package does not have.
+pub fn unknown(kind: &str, what: &str, name: &str, known: &[&str]) -> WitError {
+    let known = if known.is_empty() {
+        "none".to_owned()
+    } else {
+        known.join(", ")
+    };
+    Error::new(
+        kind,
+        format!("this package has no {what} `{name}`; its {what}s: {known}"),
+    )
+    .into()
+}
+
+/// The package description: workflows as (name, description), steps as
+/// (name, description, default options).
+pub fn describe(
+    workflows: &[(&str, &str)],
+    steps: Vec<(&str, &str, Option<StepOptions>)>,
+) -> PackageInfo {
+    PackageInfo {
+        workflows: workflows
+            .iter()
+            .map(|&(name, description)| WorkflowInfo {
+                name: name.to_owned(),
+                description: description.to_owned(),
+            })
+            .collect(),
+        steps: steps
+            .into_iter()
+            .map(|(name, description, options)| StepInfo {
+                name: name.to_owned(),
+                description: description.to_owned(),
+                options: (&options.unwrap_or_default()).into(),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,321 @@
+//! Guests for the engine's end-to-end tests and benchmark: each workflow and
+//! step is small and exercises one feature of the host interface.
+//!
+//! Inputs are JSON; "any" means any JSON value.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use cerebelum_sdk::{Approval, Context, Decision, Error, PollOptions, RetryPolicy, StepOptions};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+// ---------------------------------------------------------------- workflows
+
+/// Benchmark: three `noop` steps in a row, each fed the previous result.
+fn noop3(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let first: Value = ctx.step("noop", &input)?;
+    let second: Value = ctx.step("noop", &first)?;
+    ctx.step("noop", &second)
+}
+
+/// Benchmark: one `noop` step.
+fn one_step(ctx: &Context, input: Value) -> Result<Value, Error> {
+    ctx.step("noop", &input)
+}
+
+#[derive(Deserialize)]
+struct Sleep {
+    sleep_ms: u64,
+}
+
+/// Durable sleep test: `record`, sleep `sleep_ms`, `record`; returns the
+/// clock read just before and just after the sleep.
+fn step_sleep_step(ctx: &Context, input: Sleep) -> Result<Value, Error> {
+    let _: Value = ctx.step("record", &json!({ "n": 1 }))?;
+    let before_ms = ctx.now_ms();
+    ctx.sleep(Duration::from_millis(input.sleep_ms))?;
+    let after_ms = ctx.now_ms();
+    let _: Value = ctx.step("record", &json!({ "n": 2 }))?;
+    Ok(json!({ "before_ms": before_ms, "after_ms": after_ms }))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Spin {
+    iterations: u64,
+}
+
+/// Crash-recovery test (the engine is killed while a step runs): one long
+/// `spin` step.
+fn spin_step(ctx: &Context, input: Spin) -> Result<Value, Error> {
+    ctx.step("spin", &input)
+}
+
+#[derive(Deserialize)]
+struct RunStep {
+    step: String,
+    #[serde(default)]
+    input: Value,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+}
+
+/// Deadline, memory-limit and panic tests: runs step `step` with `input`,
+/// `max_attempts` attempts (default 1), and returns its result.
+fn run_step(ctx: &Context, input: RunStep) -> Result<Value, Error> {
+    let retry = RetryPolicy::new(input.max_attempts.unwrap_or(1));
+    ctx.step_with(
+        &input.step,
+        &input.input,
+        StepOptions::default().retry(retry),
+    )
+}
+
+#[derive(Deserialize)]
+struct ApprovalInput {
+    key: String,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// Approval tests: waits for approval `key` and returns the decision.
+fn approval(ctx: &Context, input: ApprovalInput) -> Result<Value, Error> {
+    let mut request = Approval::new(&input.key).message(format!("Approve {}?", input.key));
+    if let Some(ms) = input.timeout_ms {
+        request = request.timeout(Duration::from_millis(ms));
+    }
+    Ok(match ctx.await_approval(request)? {
+        Decision::Approved(payload) => json!({ "decision": "approved", "payload": payload }),
+        Decision::Rejected(reason) => json!({ "decision": "rejected", "reason": reason }),
+        Decision::TimedOut => json!({ "decision": "timed-out" }),
+    })
+}
+
+#[derive(Deserialize)]
+struct PollReady {
+    ready_after_ms: u64,
+    interval_ms: u64,
+    max_attempts: u32,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// Poll tests: `start_clock`, then polls `check_ready` until
+/// `ready_after_ms` has passed; poll errors (`poll-exhausted`,
+/// `poll-timeout`, ...) are returned as they are.
+fn poll_ready(ctx: &Context, input: PollReady) -> Result<Value, Error> {
+    let clock: Clock = ctx.step(
+        "start_clock",
+        &json!({ "ready_after_ms": input.ready_after_ms }),
+    )?;
+    let mut options = PollOptions::every(Duration::from_millis(input.interval_ms))
+        .max_attempts(input.max_attempts);
+    if let Some(ms) = input.timeout_ms {
+        options = options.timeout(Duration::from_millis(ms));
+    }
+    ctx.poll("check_ready", &clock, options)
+}
+
+/// Cancellation test: sleeps `sleep_ms`; when cancelled meanwhile, runs the
+/// `compensate` step and returns the cancellation error.
+fn cancellable(ctx: &Context, input: Sleep) -> Result<Value, Error> {
+    match ctx.sleep(Duration::from_millis(input.sleep_ms)) {
+        Ok(()) => Ok(json!({ "slept": true })),
+        Err(err) if err.is_cancelled() => {
+            let _: Value = ctx.step("compensate", &Value::Null)?;
+            Err(err)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Until {
+    until_ms: u64,
+}
+
+/// Operator-retry test: `noop`, then `fail_until` without retries, so the
+/// execution fails until an operator retries it after `until_ms`.
+fn retry_me(ctx: &Context, input: Until) -> Result<Value, Error> {
+    let _: Value = ctx.step("noop", &json!({ "first": true }))?;
+    ctx.step_with(
+        "fail_until",
+        &input,
+        StepOptions::default().retry(RetryPolicy::new(1)),
+    )
+}
+
+#[derive(Deserialize)]
+struct Fanout {
+    n: u32,
+    sleep_ms: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Nap {
+    i: u32,
+    #[serde(default)]
+    sleep_ms: u64,
+}
+
+/// Fan-out/fan-in test: starts `n` `nap` steps, awaits them all, and returns
+/// their `i` in order.
+fn fanout(ctx: &Context, input: Fanout) -> Result<Vec<u32>, Error> {
+    let handles = (0..input.n)
+        .map(|i| {
+            let nap = Nap {
+                i,
+                sleep_ms: input.sleep_ms,
+            };
+            ctx.start_step("nap", &nap)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.await_steps(handles)
+        .into_iter()
+        .map(|result| Ok(serde_json::from_value::<Nap>(result?)?.i))
+        .collect()
+}
+
+/// Replay-determinism test: the recorded clock, random number and execution
+/// id, then a `noop` step (replays must return the same values).
+fn clock_random(ctx: &Context, _input: Value) -> Result<Value, Error> {
+    let values = json!({
+        "now": ctx.now_ms(),
+        "random": ctx.random_u64(),
+        "id": ctx.execution_id(),
+    });
+    ctx.step("noop", &values)
+}
+
+#[derive(Deserialize)]
+struct Count {
+    n: u32,
+}
+
+/// Replay-speed test: `n` `noop` steps in a row; returns `n`.
+fn many_steps(ctx: &Context, input: Count) -> Result<u32, Error> {
+    for i in 0..input.n {
+        let _: Value = ctx.step("noop", &json!({ "i": i }))?;
+    }
+    Ok(input.n)
+}
+
+// -------------------------------------------------------------------- steps
+
+/// Returns its input.
+fn noop(_ctx: &Context, input: Value) -> Result<Value, Error> {
+    Ok(input)
+}
+
+/// Returns its input (a marker in the journal of `step_sleep_step`).
+fn record(_ctx: &Context, input: Value) -> Result<Value, Error> {
+    Ok(input)
+}
+
+/// Burns CPU for `iterations` rounds.
+fn spin(_ctx: &Context, input: Spin) -> Result<Value, Error> {
+    let mut acc = 0_u64;
+    for i in 0..input.iterations {
+        acc = black_box(acc.wrapping_add(i));
+    }
+    black_box(acc);
+    Ok(json!({ "done": true }))
+}
+
+/// Never returns: for the CPU deadline.
+fn infinite_loop(_ctx: &Context, _input: Value) -> Result<Value, Error> {
+    let mut acc = 0_u64;
+    loop {
+        acc = black_box(acc.wrapping_add(1));
+    }
+}
+
+/// Allocates and touches 16 MiB after 16 MiB until the memory limit kills
+/// it.
+fn memory_bomb(_ctx: &Context, _input: Value) -> Result<Value, Error> {
+    const CHUNK: usize = 16 << 20;
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut chunk = vec![0_u8; CHUNK];
+        for byte in chunk.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        hoard.push(black_box(chunk));
+    }
+}
+
+/// Panics with "boom": for traps.
+fn panic_step(_ctx: &Context, _input: Value) -> Result<Value, Error> {
+    panic!("boom")
+}
+
+/// Fails with kind `transient` until the clock reaches `until_ms`.
+fn fail_until(ctx: &Context, input: Until) -> Result<Value, Error> {
+    if ctx.now_ms() < input.until_ms {
+        return Err(Error::new("transient", "not yet"));
+    }
+    Ok(json!({ "ok": true }))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Clock {
+    ready_at_ms: u64,
+}
+
+/// `{"ready_at_ms": now + ready_after_ms}`.
+fn start_clock(ctx: &Context, input: Value) -> Result<Clock, Error> {
+    let ready_after_ms = input["ready_after_ms"].as_u64().unwrap_or(0);
+    Ok(Clock {
+        ready_at_ms: ctx.now_ms().saturating_add(ready_after_ms),
+    })
+}
+
+/// JSON `null` until `ready_at_ms`, then `{"ready": true, "at_ms": now}`.
+fn check_ready(ctx: &Context, input: Clock) -> Result<Value, Error> {
+    let now = ctx.now_ms();
+    if now < input.ready_at_ms {
+        return Ok(Value::Null);
+    }
+    Ok(json!({ "ready": true, "at_ms": now }))
+}
+
+/// The compensation of `cancellable`.
+fn compensate(_ctx: &Context, _input: Value) -> Result<Value, Error> {
+    Ok(json!({ "compensated": true }))
+}
+
+/// Sleeps `sleep_ms` (durably), then returns `{"i": i}`.
+fn nap(ctx: &Context, input: Nap) -> Result<Value, Error> {
+    ctx.sleep(Duration::from_millis(input.sleep_ms))?;
+    Ok(json!({ "i": input.i }))
+}
+
+cerebelum_sdk::package! {
+    workflows: [
+        noop3 => "Three noop steps (benchmark)",
+        one_step => "One noop step (benchmark)",
+        step_sleep_step => "record, durable sleep, record",
+        spin_step => "One CPU-bound spin step",
+        run_step => "Run any step with a given number of attempts",
+        approval => "Wait for an approval and return the decision",
+        poll_ready => "Poll check_ready until a deadline passes",
+        cancellable => "Sleep; compensate when cancelled",
+        retry_me => "Fail without retries until a given time",
+        fanout => "Run n nap steps in parallel",
+        clock_random => "Recorded clock, randomness and execution id",
+        many_steps => "n noop steps in a row (replay speed)",
+    ],
+    steps: [
+        noop => "Return the input",
+        record => "Return the input",
+        spin => "Burn CPU for a number of iterations",
+        infinite_loop => "Loop forever",
+        memory_bomb => "Allocate until the memory limit",
+        panic_step => "Panic",
+        fail_until => "Fail with transient until a given time",
+        start_clock => "Compute when check_ready turns ready",
+        check_ready => "null until ready",
+        compensate => "Compensation of cancellable",
+        nap => "Durable sleep inside a step",
+    ],
+}
