@@ -97,6 +97,11 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// List uploaded packages with their workflows and steps.
+    Packages {
+        #[arg(long)]
+        json: bool,
+    },
     /// Start an execution and print its id; `cerebelum serve` drives it.
     Start {
         /// A .wasm file (uploaded first) or the name of an uploaded package.

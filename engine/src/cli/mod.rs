@@ -137,6 +137,38 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             println!("{}", execution.id);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Packages { json } => {
+            let store = open_store(&db, Synchronous::Full).await?;
+            let packages = store.list_packages().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&packages)?);
+            } else if packages.is_empty() {
+                println!("no packages");
+            } else {
+                for p in packages {
+                    let names = |key: &str| {
+                        p.info[key]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(|w| w["name"].as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            })
+                            .unwrap_or_default()
+                    };
+                    println!(
+                        "{} v{}  sha256:{}\n  workflows: {}\n  steps: {}",
+                        p.name,
+                        p.version,
+                        &p.sha256[..12],
+                        names("workflows"),
+                        names("steps")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status { id, json } => {
             let store = open_store(&db, Synchronous::Full).await?;
             let record = store.execution(&id).await?;

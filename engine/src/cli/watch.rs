@@ -63,7 +63,11 @@ impl Renderer {
             }
             "attempt" => {
                 let n = e.payload["attempt"].as_u64().unwrap_or(1);
-                if n == 1 {
+                let of_poll = self
+                    .calls
+                    .get(&e.ref_seq.unwrap_or(-1))
+                    .is_some_and(|c| c.starts_with("poll"));
+                if n == 1 || of_poll {
                     return None;
                 }
                 format!("↻ {} attempt {n}", s(&e.payload["step"]))
@@ -87,7 +91,7 @@ impl Renderer {
                     args["options"]["interval_ms"]
                 )
             }
-            "poll-check" => format!("  not ready yet (check {})", e.payload["attempt"]),
+            "poll-check" => format!("  not ready yet (check {})", e.payload["check"]),
             "await-approval" => {
                 let key = s(&args["key"]);
                 self.calls.insert(e.seq, format!("approval '{key}'"));

@@ -153,7 +153,7 @@ pub(crate) async fn step_call(
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let failed = index.progress(seq);
         let retry_at = failed.last().and_then(|e| e.payload["retry_at"].as_i64());
-        (failed.len() as u32, index.attempts_used(seq), retry_at)
+        (failed.len() as u32, index.next_attempt(seq), retry_at)
     };
     loop {
         if let Some(due) = retry_at.take() {
@@ -168,22 +168,7 @@ pub(crate) async fn step_call(
                 Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
             }
         }
-        // A crashed attempt left no `attempt-failed`: it runs again under
-        // the same number, replaying what it journaled.
-        if attempt <= failed {
-            attempt = failed + 1;
-        } else if attempt == 0 {
-            attempt = 1;
-        }
-        exec.writer
-            .push(NewEntry {
-                invocation: caller.clone(),
-                kind: "attempt".into(),
-                ref_seq: Some(seq),
-                args_hash: None,
-                payload: json!({ "step": step, "attempt": attempt }),
-            })
-            .await?;
+        push_attempt(&exec, &caller, seq, &step, attempt).await?;
         let outcome = invocation::run(
             &exec,
             step_invocation(seq, attempt),
@@ -231,6 +216,26 @@ pub(crate) async fn step_call(
     }
 }
 
+/// Journals the start of attempt `attempt` of the call at `seq`.
+async fn push_attempt(
+    exec: &ExecState,
+    caller: &str,
+    seq: i64,
+    step: &str,
+    attempt: u32,
+) -> Result<(), Interrupt> {
+    exec.writer
+        .push(NewEntry {
+            invocation: caller.to_owned(),
+            kind: "attempt".into(),
+            ref_seq: Some(seq),
+            args_hash: None,
+            payload: json!({ "step": step, "attempt": attempt }),
+        })
+        .await?;
+    Ok(())
+}
+
 /// Options of a poll, as journaled.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct PollPlan {
@@ -254,12 +259,13 @@ pub(crate) async fn poll_call(
     if let Some(result) = exec.recorded_result(seq) {
         return Ok(result);
     }
-    let (mut checks, mut next_at, mut last_error) = {
+    let (mut checks, mut number, mut next_at, mut last_error) = {
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let done = index.progress(seq);
         let last = done.last();
         (
             done.len() as u32,
+            index.next_attempt(seq),
             last.and_then(|e| e.payload["next_at"].as_i64()),
             last.and_then(|e| e.payload["error"].as_str().map(str::to_owned)),
         )
@@ -300,9 +306,10 @@ pub(crate) async fn poll_call(
             return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
         }
         checks += 1;
+        push_attempt(&exec, &caller, seq, &check_step, number).await?;
         let outcome = invocation::run(
             &exec,
-            step_invocation(seq, checks),
+            step_invocation(seq, number),
             checks,
             timeout,
             Entrypoint::Step {
@@ -346,9 +353,10 @@ pub(crate) async fn poll_call(
                 kind: "poll-check".into(),
                 ref_seq: Some(seq),
                 args_hash: None,
-                payload: json!({ "attempt": checks, "next_at": due, "error": last_error }),
+                payload: json!({ "attempt": number, "check": checks, "next_at": due, "error": last_error }),
             })
             .await?;
+        number += 1;
         next_at = Some(due);
     }
 }

@@ -78,9 +78,11 @@ pub struct ReplayIndex {
     results: HashMap<i64, Value>,
     /// `attempt-failed` / `poll-check` entries by call seq, since the last retry.
     progress: HashMap<i64, Vec<Entry>>,
-    /// Attempt numbers used so far by call seq (all time), so a new attempt
-    /// never reuses an old attempt's invocation id.
+    /// Highest attempt number started, by call seq (all time).
     attempts_used: HashMap<i64, u32>,
+    /// Highest attempt number that ended (failed, or was voided by a
+    /// retry), by call seq (all time).
+    attempts_ended: HashMap<i64, u32>,
     /// Whether a cancellation was delivered to the workflow.
     pub cancel_delivered: bool,
 }
@@ -99,7 +101,11 @@ impl ReplayIndex {
                 "result" => {
                     let Some(call) = e.ref_seq else { continue };
                     let void = e.seq < retry_marker && e.payload.get("err").is_some();
-                    if !void {
+                    if void {
+                        let used = index.attempts_used(call);
+                        let ended = index.attempts_ended.entry(call).or_default();
+                        *ended = (*ended).max(used);
+                    } else {
                         if is_error_kind(&e.payload, "cancelled") {
                             index.cancel_delivered = true;
                         }
@@ -113,6 +119,10 @@ impl ReplayIndex {
                     }
                 }
                 "attempt-failed" | "poll-check" => {
+                    if let (Some(call), Some(n)) = (e.ref_seq, e.payload["attempt"].as_u64()) {
+                        let ended = index.attempts_ended.entry(call).or_default();
+                        *ended = (*ended).max(n as u32);
+                    }
                     if let Some(call) = e.ref_seq
                         && e.seq > retry_marker
                     {
@@ -146,8 +156,18 @@ impl ReplayIndex {
             .unwrap_or(&[])
     }
 
-    pub fn attempts_used(&self, call_seq: i64) -> u32 {
+    fn attempts_used(&self, call_seq: i64) -> u32 {
         self.attempts_used.get(&call_seq).copied().unwrap_or(0)
+    }
+
+    /// The number of the next attempt of the call at `call_seq`: an attempt
+    /// that was started but never ended (the engine crashed) runs again
+    /// under its own number, replaying what it journaled; otherwise a new
+    /// number, never reusing an old attempt's invocation.
+    pub fn next_attempt(&self, call_seq: i64) -> u32 {
+        let used = self.attempts_used(call_seq);
+        let ended = self.attempts_ended.get(&call_seq).copied().unwrap_or(0);
+        if used > ended { used } else { ended + 1 }
     }
 }
 
@@ -188,15 +208,25 @@ mod tests {
             entry(1, WORKFLOW, "call-step", None, json!({})),
             entry(2, WORKFLOW, "result", Some(1), json!({"ok": 1})),
             entry(3, WORKFLOW, "call-step", None, json!({})),
-            entry(4, "3.1", "attempt-failed", Some(3), json!({})),
+            entry(4, WORKFLOW, "attempt", Some(3), json!({"attempt": 1})),
+            entry(5, "3.1", "now-ms", None, json!({})),
+            entry(6, WORKFLOW, "attempt", Some(3), json!({"attempt": 2})),
             entry(
-                5,
+                7,
+                WORKFLOW,
+                "attempt-failed",
+                Some(3),
+                json!({"attempt": 2}),
+            ),
+            entry(8, WORKFLOW, "attempt", Some(3), json!({"attempt": 3})),
+            entry(
+                9,
                 WORKFLOW,
                 "result",
                 Some(3),
                 json!({"err": {"kind": "x"}}),
             ),
-            entry(6, "operator", "retried", None, json!({})),
+            entry(10, "operator", "retried", None, json!({})),
         ];
         let index = ReplayIndex::build(&entries);
         assert_eq!(index.result(1), Some(&json!({"ok": 1})));
@@ -206,6 +236,30 @@ mod tests {
             "attempts before the retry do not count"
         );
         assert_eq!(index.call(WORKFLOW, 1).map(|e| e.seq), Some(3));
+        assert_eq!(
+            index.next_attempt(3),
+            4,
+            "a new attempt number after the retry"
+        );
+    }
+
+    #[test]
+    fn a_crashed_attempt_runs_again_under_its_number() {
+        let entries = vec![
+            entry(1, WORKFLOW, "call-step", None, json!({})),
+            entry(2, WORKFLOW, "attempt", Some(1), json!({"attempt": 1})),
+            entry(
+                3,
+                WORKFLOW,
+                "attempt-failed",
+                Some(1),
+                json!({"attempt": 1}),
+            ),
+            entry(4, WORKFLOW, "attempt", Some(1), json!({"attempt": 2})),
+        ];
+        let index = ReplayIndex::build(&entries);
+        assert_eq!(index.next_attempt(1), 2);
+        assert_eq!(index.progress(1).len(), 1);
     }
 
     #[test]

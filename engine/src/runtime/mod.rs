@@ -5,7 +5,9 @@
 mod cache;
 mod sandbox;
 
-pub use sandbox::{InvocationLimits, LimitHit, StoreData, new_store as sandbox_store};
+pub use sandbox::{
+    InvocationLimits, LimitHit, StoreData, live_instances, new_store as sandbox_store,
+};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

@@ -4,6 +4,7 @@
 
 use crate::executor::Invocation;
 use rand::SeedableRng;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -43,6 +44,31 @@ pub struct StoreData {
     host_time: Duration,
     /// The journal-backed host of this invocation; `None` for `describe`.
     pub(crate) host: Option<Invocation>,
+    _live: LiveGuard,
+}
+
+/// Counts stores (and so instances) alive in this process.
+static LIVE_INSTANCES: AtomicUsize = AtomicUsize::new(0);
+
+struct LiveGuard;
+
+impl LiveGuard {
+    fn new() -> Self {
+        LIVE_INSTANCES.fetch_add(1, Ordering::SeqCst);
+        LiveGuard
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        LIVE_INSTANCES.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How many invocation stores (each holding at most one instance) are
+/// alive in this process: hibernated executions hold none.
+pub fn live_instances() -> usize {
+    LIVE_INSTANCES.load(Ordering::SeqCst)
 }
 
 impl StoreData {
@@ -171,6 +197,7 @@ pub fn new_store(
             started: Instant::now(),
             host_time: Duration::ZERO,
             host,
+            _live: LiveGuard::new(),
         },
     );
     store.limiter(|d| d as &mut dyn ResourceLimiter);

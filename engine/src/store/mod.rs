@@ -46,6 +46,9 @@ pub trait Store: Send + Sync + 'static {
     /// The bytes of the package with this sha256.
     async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>>;
 
+    /// Every package version, by name then version.
+    async fn list_packages(&self) -> Result<Vec<PackageRecord>>;
+
     /// The newest version of the package called `name`.
     async fn latest_package(&self, name: &str) -> Result<PackageRecord>;
 

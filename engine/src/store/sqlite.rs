@@ -60,6 +60,25 @@ impl SqliteStore {
                 .max_lifetime(None)
                 .connect_with(options.clone())
         };
+        // Processes opening a fresh database at once (a `serve` and a
+        // `start`) must not both run the first migration: serialise them
+        // on a lock file beside the database.
+        let lock_path = path.with_extension("db-migrate.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| {
+                Error::InvalidInput(format!(
+                    "cannot open SQLite database {}: {e}",
+                    path.display()
+                ))
+            })?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .map_err(|e| Error::Runtime(format!("lock task: {e}")))?
+            .map_err(|e| Error::io(format!("locking {}", lock_path.display()), e))?;
         let writer = connect(1).await.map_err(|e| {
             Error::InvalidInput(format!(
                 "cannot open SQLite database {}: {e}",
@@ -77,6 +96,7 @@ impl SqliteStore {
                 )),
                 other => Error::Schema(format!("migrating {}: {other}", path.display())),
             })?;
+        drop(lock);
         let reader = connect(4).await?;
         Ok(Self { writer, reader })
     }
@@ -334,6 +354,15 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no package with sha256 {sha256}")))
+    }
+
+    async fn list_packages(&self) -> Result<Vec<PackageRecord>> {
+        let rows = sqlx::query(
+            "SELECT sha256, name, version, info, created_at FROM packages ORDER BY name, version",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(package_from_row).collect()
     }
 
     async fn latest_package(&self, name: &str) -> Result<PackageRecord> {

@@ -127,12 +127,12 @@ fn provision(ctx: &Context, input: &DeployInput) -> Result<Live, Error> {
             })
         }
         Decision::Rejected(reason) => {
-            ctx.progress(100, "Rejected: destroying the droplet");
+            ctx.progress(90, "Rejected: destroying the droplet");
             destroy(ctx, &input.name)?;
             Err(Error::new("rejected", reason))
         }
         Decision::TimedOut => {
-            ctx.progress(100, "Approval timed out: destroying the droplet");
+            ctx.progress(90, "Approval timed out: destroying the droplet");
             destroy(ctx, &input.name)?;
             Err(Error::new(
                 "approval-timeout",

@@ -1,0 +1,199 @@
+//! Durability end to end: real `cerebelum serve` processes on real SQLite
+//! files, killed with SIGKILL at awkward moments; replay must continue on
+//! the next line of user code without repeating a completed step.
+
+mod common;
+
+use common::{Db, attempts, entries, guest, now_ms, results, step_call_seq};
+use serde_json::Value;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Seqs must be 1..=n: no gap, no duplicate.
+fn assert_contiguous(journal: &[Value]) {
+    let seqs: Vec<i64> = journal.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+    assert_eq!(seqs, expected, "journal seqs are not contiguous");
+}
+
+fn crash_during_sleep(serve_args: &[&str]) {
+    let db = Db::new();
+    let testkit = guest("testkit");
+    let server = db.serve(serve_args);
+    let id = db.start(&testkit, "step_sleep_step", r#"{"sleep_ms": 3000}"#);
+    let journal_before = db.wait_for(&id, LONG, |_, j| !entries(j, "sleep").is_empty());
+    let _ = journal_before;
+    server.kill9();
+    let killed_at = now_ms();
+
+    let journal = db.journal(&id);
+    let due_at = entries(&journal, "sleep")[0]["payload"]["due_at"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        killed_at < due_at - 1000,
+        "the engine must die well before the timer is due"
+    );
+
+    let _server = db.serve(serve_args);
+    let status = db.wait_status(&id, "completed", LONG);
+    let journal = db.journal(&id);
+    assert_contiguous(&journal);
+
+    let first = step_call_seq(&journal, "record", 0);
+    assert_eq!(attempts(&journal, first), 1, "step 1 ran exactly once");
+    assert_eq!(results(&journal, first).len(), 1, "step 1 has one result");
+    let second = step_call_seq(&journal, "record", 1);
+    assert_eq!(results(&journal, second).len(), 1);
+    assert_eq!(
+        entries(&journal, "sleep").len(),
+        1,
+        "the sleep was not restarted"
+    );
+
+    let after = status["result"]["after_ms"].as_i64().unwrap();
+    assert!(
+        after >= due_at,
+        "woke at {after}, before the due time {due_at}"
+    );
+    assert!(
+        after - due_at < 2500,
+        "woke {} ms after the original due time: the sleep was restarted or scheduling is slow",
+        after - due_at
+    );
+}
+
+#[test]
+fn kill9_while_hibernated_wakes_at_the_original_due_time() {
+    crash_during_sleep(&["--hibernate-after-ms", "500"]);
+}
+
+#[test]
+fn kill9_during_an_in_process_sleep_wakes_at_the_original_due_time() {
+    crash_during_sleep(&["--hibernate-after-ms", "60000"]);
+}
+
+#[test]
+fn kill9_during_a_running_step_reattempts_it() {
+    let db = Db::new();
+    let testkit = guest("testkit");
+    let server = db.serve(&[]);
+    let id = db.start(&testkit, "spin_step", r#"{"iterations": 4000000000}"#);
+    db.wait_for(&id, LONG, |_, j| !entries(j, "attempt").is_empty());
+    server.kill9();
+    let journal = db.journal(&id);
+    assert!(
+        entries(&journal, "result").is_empty(),
+        "the step finished before the kill; it must still be running"
+    );
+
+    let _server = db.serve(&[]);
+    let status = db.wait_status(&id, "completed", LONG);
+    assert_eq!(status["result"], serde_json::json!({"done": true}));
+    let journal = db.journal(&id);
+    assert_contiguous(&journal);
+    let spin = step_call_seq(&journal, "spin", 0);
+    assert_eq!(
+        attempts(&journal, spin),
+        2,
+        "the interrupted attempt ran again"
+    );
+    assert_eq!(
+        results(&journal, spin).len(),
+        1,
+        "its result is recorded once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampered_journal_fails_with_nondeterminism() {
+    let db = Db::new();
+    let testkit = guest("testkit");
+    let server = db.serve(&["--hibernate-after-ms", "200"]);
+    let id = db.start(&testkit, "step_sleep_step", r#"{"sleep_ms": 600000}"#);
+    db.wait_status(&id, "waiting", LONG);
+    server.kill9();
+
+    // Make the journal say the first step call was a different one, and
+    // make the execution due now.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.path.display()))
+        .await
+        .unwrap();
+    let journal = db.journal(&id);
+    let first = step_call_seq(&journal, "record", 0);
+    let changed = sqlx::query(
+        "UPDATE journal SET args_hash = 'tampered', \
+         payload = json_set(payload, '$.args.step', 'other') WHERE execution_id = ? AND seq = ?",
+    )
+    .bind(&id)
+    .bind(first)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    sqlx::query("UPDATE executions SET wake_at = 0 WHERE id = ?")
+        .bind(&id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+
+    let _server = db.serve(&[]);
+    let status = db.wait_status(&id, "failed", LONG);
+    let error = &status["error"];
+    assert_eq!(error["kind"], "nondeterminism", "{status}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains(&format!("seq {first}")), "{message}");
+    assert!(
+        message.contains("other"),
+        "names the recorded call: {message}"
+    );
+    assert!(message.contains("record"), "names the new call: {message}");
+}
+
+#[test]
+fn operator_retry_keeps_completed_steps() {
+    let db = Db::new();
+    let testkit = guest("testkit");
+    let until = now_ms() + 1500;
+    let input = format!(r#"{{"until_ms": {until}}}"#);
+    let failed = db.run(&[
+        "run",
+        testkit.to_str().unwrap(),
+        "retry_me",
+        "--input",
+        &input,
+    ]);
+    assert!(
+        !failed.status.success(),
+        "fail_until must fail before {until}"
+    );
+    let listed: Vec<Value> = serde_json::from_str(&db.ok(&["list", "--json"])).unwrap();
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let status = db.status(&id);
+    assert_eq!(status["status"], "failed");
+    assert_eq!(status["error"]["kind"], "transient");
+
+    while now_ms() <= until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    db.ok(&["retry", &id]);
+    let _server = db.serve(&[]);
+    db.wait_status(&id, "completed", LONG);
+    let journal = db.journal(&id);
+    assert_contiguous(&journal);
+    assert_eq!(entries(&journal, "retried").len(), 1);
+    let first = step_call_seq(&journal, "noop", 0);
+    assert_eq!(
+        attempts(&journal, first),
+        1,
+        "the completed step is not run again"
+    );
+    let flaky = step_call_seq(&journal, "fail_until", 0);
+    assert_eq!(
+        attempts(&journal, flaky),
+        2,
+        "the failed call ran again, live"
+    );
+}
