@@ -228,7 +228,7 @@ pub fn attempts(journal: &[Value], seq: i64) -> usize {
 }
 
 /// `result` entries of the call at `seq`.
-pub fn results<'a>(journal: &'a [Value], seq: i64) -> Vec<&'a Value> {
+pub fn results(journal: &[Value], seq: i64) -> Vec<&Value> {
     journal
         .iter()
         .filter(|e| e["kind"] == "result" && e["ref_seq"] == seq)

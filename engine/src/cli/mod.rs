@@ -62,6 +62,7 @@ async fn upload(
     name: Option<String>,
 ) -> Result<cerebelum::model::PackageRecord> {
     let name = package_name(path, name)?;
+    cerebelum::executor::check_package_name(&name)?;
     let bytes = read_package(path)?;
     engine
         .upload(&name, bytes)
@@ -128,6 +129,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let path = Path::new(&package);
             let sha = if path.exists() {
                 upload(&engine, path, None).await?.sha256
+            } else if package.ends_with(".wasm") || package.contains('/') {
+                anyhow::bail!("package file {package} does not exist");
             } else {
                 engine.store().latest_package(&package).await?.sha256
             };

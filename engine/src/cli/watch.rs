@@ -51,6 +51,7 @@ impl Renderer {
     fn line(&mut self, e: &Entry) -> Option<String> {
         let args = &e.payload["args"];
         let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        let from_workflow = e.invocation == "wf";
         let line = match e.kind.as_str() {
             "started" => format!("▶ started {}", s(&e.payload["workflow"])),
             "call-step" | "start-step" => {
@@ -79,6 +80,7 @@ impl Renderer {
                 e.payload["error"]["message"].as_str().unwrap_or_default(),
                 e.payload["retry_at"].as_i64().unwrap_or(e.at_ms) - e.at_ms
             ),
+            "sleep" | "poll" | "await-approval" | "log" if !from_workflow => return None,
             "sleep" => {
                 self.calls.insert(e.seq, "sleep".into());
                 format!("⏸ sleeping {} ms (durable)", args["duration_ms"])

@@ -6,8 +6,8 @@ use super::invocation::{Invocation, Recorded};
 use super::replay::Interrupt;
 use super::{WitError, parse_payload};
 use crate::model::SideWrite;
-use crate::runtime::cerebelum::workflow::host::{Host, StepHandle};
-use crate::runtime::cerebelum::workflow::types as t;
+use crate::runtime::bindings::cerebelum::workflow::host::{Host, StepHandle};
+use crate::runtime::bindings::cerebelum::workflow::types as t;
 use crate::runtime::{StepOptions, StoreData};
 use serde_json::{Value, json};
 

@@ -190,6 +190,8 @@ pub struct Inner {
     pub(crate) node_id: String,
     pub(crate) running: Mutex<HashMap<String, Arc<CancelState>>>,
     pub(crate) wake: Notify,
+    /// Ids of executions this node finished, for in-process waiters.
+    pub(crate) finished: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Inner {
@@ -202,6 +204,20 @@ impl Inner {
 #[derive(Clone)]
 pub struct Engine {
     pub(crate) inner: Arc<Inner>,
+}
+
+/// Package names are letters, digits, '-', '_' and '.'.
+pub fn check_package_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(Error::InvalidInput(format!(
+            "invalid package name {name:?}: use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
 }
 
 /// A fresh random-looking id with a prefix, e.g. `ex_1f3a...`.
@@ -232,6 +248,7 @@ impl Engine {
                 node_id: new_id("node"),
                 running: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                finished: tokio::sync::broadcast::channel(1024).0,
             }),
         })
     }
@@ -302,39 +319,43 @@ impl Engine {
         crate::scheduler::run(self.inner.clone(), shutdown).await
     }
 
-    /// Runs the scheduler until execution `id` is completed, failed or cancelled.
-    pub async fn run_until_done(&self, id: &str) -> Result<ExecutionRecord> {
-        let store = self.inner.store.clone();
-        let id = id.to_owned();
-        let (tx, rx) = tokio::sync::oneshot::channel::<Result<ExecutionRecord>>();
-        let watcher = tokio::spawn(async move {
+    /// Waits until execution `id` is completed, failed or cancelled (by
+    /// this node, promptly, or by another, within 200 ms).
+    pub async fn wait_finished(&self, id: &str) -> Result<ExecutionRecord> {
+        let mut finished = self.inner.finished.subscribe();
+        loop {
+            let record = self.inner.store.execution(id).await?;
+            if record.status.is_terminal() {
+                return Ok(record);
+            }
+            let deadline = tokio::time::sleep(Duration::from_millis(200));
+            tokio::pin!(deadline);
             loop {
-                match store.execution(&id).await {
-                    Ok(r) if r.status.is_terminal() => {
-                        let _ = tx.send(Ok(r));
-                        return;
-                    }
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
+                tokio::select! {
+                    msg = finished.recv() => match msg {
+                        Ok(done) if done != id => continue,
+                        _ => break,
+                    },
+                    _ = &mut deadline => break,
                 }
             }
-        });
+        }
+    }
+
+    /// Runs the scheduler until execution `id` is completed, failed or cancelled.
+    pub async fn run_until_done(&self, id: &str) -> Result<ExecutionRecord> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         let serve = self.serve(async {
             let _ = done_rx.await;
         });
         let waited = async {
-            let r = rx.await;
+            let r = self.wait_finished(id).await;
             let _ = done_tx.send(());
             r
         };
         let (served, record) = tokio::join!(serve, waited);
-        watcher.abort();
         served?;
-        record.map_err(|_| Error::Runtime("watcher stopped".into()))?
+        record
     }
 }
 
@@ -483,5 +504,6 @@ async fn drive_claimed(inner: &Arc<Inner>, claim: &Claim, cancel: Arc<CancelStat
     };
     writer.commit(entries, Vec::new(), Some(change)).await?;
     info!(%status, "execution finished");
+    let _ = inner.finished.send(exec.record.id.clone());
     Ok(())
 }

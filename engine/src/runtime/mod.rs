@@ -19,14 +19,18 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "%package",
-    imports: { default: async | trappable },
-    exports: { default: async },
-});
+/// Host bindings of the `cerebelum:workflow/package` world.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "%package",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
 
-pub use cerebelum::workflow::types as wit;
+pub use bindings::cerebelum::workflow::types as wit;
+use bindings::{Package, PackagePre};
 
 /// How often the epoch ticks; CPU deadlines are checked at this grain.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
