@@ -18,6 +18,9 @@ pub(crate) async fn run(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     info!(node = %inner.node_id, "scheduler started");
+    inner
+        .serving
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -63,6 +66,9 @@ pub(crate) async fn run(
             Err(e) => warn!(error = %e, "claiming due executions failed"),
         }
     }
+    inner
+        .serving
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     inner.store.release_leases(&inner.node_id).await?;
     info!("scheduler stopped");
     Ok(())

@@ -192,6 +192,9 @@ pub struct Inner {
     pub(crate) wake: Notify,
     /// Ids of executions this node finished, for in-process waiters.
     pub(crate) finished: tokio::sync::broadcast::Sender<String>,
+    /// Whether the scheduler runs in this process (else starts are left
+    /// to whichever node claims them).
+    pub(crate) serving: AtomicBool,
 }
 
 impl Inner {
@@ -249,6 +252,7 @@ impl Engine {
                 running: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 finished: tokio::sync::broadcast::channel(1024).0,
+                serving: AtomicBool::new(false),
             }),
         })
     }
@@ -296,21 +300,59 @@ impl Engine {
         let info: crate::runtime::PackageInfo = serde_json::from_value(package.info)
             .map_err(|e| Error::Schema(format!("stored package info: {e}")))?;
         info.check_workflow(workflow)?;
-        let record = self
-            .inner
+        let inner = &self.inner;
+        let id = new_id("ex");
+        // Drive it here at once if this node has room: no claim round trip.
+        let cancel = Arc::new(CancelState::default());
+        let owned = {
+            let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            let room =
+                inner.serving.load(Ordering::SeqCst) && running.len() < inner.config.max_running;
+            if room {
+                running.insert(id.clone(), cancel.clone());
+            }
+            room
+        };
+        let now = inner.now_ms();
+        let lease_until = now + inner.config.lease.as_millis() as i64;
+        let created = inner
             .store
             .create_execution(
                 NewExecution {
-                    id: new_id("ex"),
+                    id: id.clone(),
                     package_sha256: sha256.to_owned(),
                     workflow: workflow.to_owned(),
                     input,
                     idempotency_key,
                 },
-                self.inner.now_ms(),
+                now,
+                owned.then_some((inner.node_id.as_str(), lease_until)),
             )
-            .await?;
-        self.inner.wake.notify_one();
+            .await;
+        let fresh = matches!(&created, Ok(r) if r.id == id);
+        if owned && !fresh {
+            inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        }
+        let record = created?;
+        if owned && fresh {
+            let claim = Claim {
+                execution_id: id,
+                epoch: record.epoch,
+                signals: 0,
+            };
+            tokio::spawn(drive_registered(
+                inner.clone(),
+                claim,
+                cancel,
+                Some(record.clone()),
+            ));
+        } else {
+            inner.wake.notify_one();
+        }
         Ok(record)
     }
 
@@ -360,16 +402,27 @@ impl Engine {
 }
 
 /// Drives one claimed execution until it finishes, hibernates or is lost.
-#[instrument(skip_all, fields(execution_id = %claim.execution_id))]
 pub(crate) async fn drive(inner: Arc<Inner>, claim: Claim) {
-    let id = claim.execution_id.clone();
     let cancel = Arc::new(CancelState::default());
     inner
         .running
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), cancel.clone());
-    if let Err(e) = drive_claimed(&inner, &claim, cancel).await {
+        .insert(claim.execution_id.clone(), cancel.clone());
+    drive_registered(inner, claim, cancel, None).await;
+}
+
+/// [`drive`] for an execution already in `running`; `fresh` is the record
+/// of an execution this node just created (its journal is empty).
+#[instrument(skip_all, fields(execution_id = %claim.execution_id))]
+async fn drive_registered(
+    inner: Arc<Inner>,
+    claim: Claim,
+    cancel: Arc<CancelState>,
+    fresh: Option<ExecutionRecord>,
+) {
+    let id = claim.execution_id.clone();
+    if let Err(e) = drive_claimed(&inner, &claim, cancel, fresh).await {
         warn!(error = %e, "execution stopped; it resumes from its journal later");
         let retry_at = inner.now_ms() + 1000;
         if let Err(e) = inner.store.abandon(&id, claim.epoch, retry_at).await {
@@ -384,12 +437,23 @@ pub(crate) async fn drive(inner: Arc<Inner>, claim: Claim) {
     inner.wake.notify_one();
 }
 
-async fn drive_claimed(inner: &Arc<Inner>, claim: &Claim, cancel: Arc<CancelState>) -> Result<()> {
-    let record = inner.store.execution(&claim.execution_id).await?;
+async fn drive_claimed(
+    inner: &Arc<Inner>,
+    claim: &Claim,
+    cancel: Arc<CancelState>,
+    fresh: Option<ExecutionRecord>,
+) -> Result<()> {
+    let (record, entries) = match fresh {
+        Some(record) => (record, Vec::new()),
+        None => {
+            let record = inner.store.execution(&claim.execution_id).await?;
+            let entries = inner.store.journal(&record.id, 0).await?;
+            (record, entries)
+        }
+    };
     if record.cancel_requested {
         cancel.request();
     }
-    let entries = inner.store.journal(&record.id, 0).await?;
     let last_seq = entries.last().map(|e| e.seq).unwrap_or(0);
     let store = inner.store.clone();
     let sha = record.package_sha256.clone();

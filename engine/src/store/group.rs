@@ -59,14 +59,49 @@ impl GroupCommitter {
     }
 }
 
+/// Merges consecutive operations of the same execution (and epoch) into
+/// one, so a step's call, attempt and result entries are one INSERT.
+/// Returns the merged operations and, per pending one, its merged index.
+fn coalesce(batch: &mut [Pending]) -> (Vec<CommitOp>, Vec<usize>) {
+    let mut ops: Vec<CommitOp> = Vec::with_capacity(batch.len());
+    let mut index = Vec::with_capacity(batch.len());
+    for pending in batch.iter_mut() {
+        let op = &mut pending.op;
+        match ops.last_mut() {
+            Some(last)
+                if last.execution_id == op.execution_id
+                    && last.epoch == op.epoch
+                    && last.status.is_none() =>
+            {
+                last.entries.append(&mut op.entries);
+                last.side.append(&mut op.side);
+                last.status = op.status.take();
+            }
+            _ => ops.push(CommitOp {
+                execution_id: op.execution_id.clone(),
+                epoch: op.epoch,
+                entries: std::mem::take(&mut op.entries),
+                side: std::mem::take(&mut op.side),
+                status: op.status.take(),
+            }),
+        }
+        index.push(ops.len() - 1);
+    }
+    (ops, index)
+}
+
 async fn run(store: SharedStore, clock: SharedClock, mut rx: mpsc::UnboundedReceiver<Pending>) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let ops: Vec<CommitOp> = batch.iter().map(|p| p.op.clone()).collect();
+        let (ops, merged_into) = coalesce(&mut batch);
         let outcome = store.commit(&ops, clock.now_ms()).await;
         match outcome {
             Ok(results) => {
-                for (pending, result) in batch.drain(..).zip(results) {
+                for (pending, i) in batch.drain(..).zip(merged_into) {
+                    let result = match &results[i] {
+                        Ok(()) => Ok(()),
+                        Err(_) => Err(Error::LostOwnership(pending.op.execution_id.clone())),
+                    };
                     if let Err(Error::LostOwnership(_)) = &result {
                         pending.health.store(LOST, Ordering::SeqCst);
                     }

@@ -52,9 +52,16 @@ pub trait Store: Send + Sync + 'static {
     /// The newest version of the package called `name`.
     async fn latest_package(&self, name: &str) -> Result<PackageRecord>;
 
-    /// Creates a `pending` execution, due at once. With an idempotency key
-    /// that was used before, returns the earlier execution instead.
-    async fn create_execution(&self, new: NewExecution, now_ms: i64) -> Result<ExecutionRecord>;
+    /// Creates an execution: `pending` and due at once, or, with `owner`
+    /// (node, lease expiry), already claimed by that node at epoch 1 so it
+    /// can drive it without a round trip. With an idempotency key that was
+    /// used before, returns the earlier execution instead.
+    async fn create_execution(
+        &self,
+        new: NewExecution,
+        now_ms: i64,
+        owner: Option<(&str, i64)>,
+    ) -> Result<ExecutionRecord>;
 
     async fn execution(&self, id: &str) -> Result<ExecutionRecord>;
 

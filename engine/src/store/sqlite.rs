@@ -14,7 +14,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -197,34 +197,64 @@ async fn insert_entry(conn: &mut SqliteConnection, id: &str, e: &Entry) -> Resul
     Ok(())
 }
 
-/// Writes one operation; `Ok(false)` if it is fenced off.
+/// Rows per multi-row INSERT (8 parameters each, well under SQLite's limit).
+const INSERT_CHUNK: usize = 256;
+
+/// Inserts entries only if the execution still has `epoch` (the fence);
+/// `Ok(false)` if it has not.
+async fn insert_fenced(conn: &mut SqliteConnection, op: &CommitOp) -> Result<bool> {
+    for chunk in op.entries.chunks(INSERT_CHUNK) {
+        let mut sql = String::from(
+            "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, payload, at) \
+             SELECT * FROM (VALUES ",
+        );
+        for i in 0..chunk.len() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?, ?, ?, ?)"
+            });
+        }
+        sql.push_str(") WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND epoch = ?)");
+        let mut query = sqlx::query(&sql);
+        for e in chunk {
+            query = query
+                .bind(&op.execution_id)
+                .bind(e.seq)
+                .bind(&e.invocation)
+                .bind(&e.kind)
+                .bind(e.ref_seq)
+                .bind(&e.args_hash)
+                .bind(e.payload.to_string())
+                .bind(e.at_ms);
+        }
+        let done = query
+            .bind(&op.execution_id)
+            .bind(op.epoch)
+            .execute(&mut *conn)
+            .await?;
+        if done.rows_affected() != chunk.len() as u64 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Writes one operation; `Ok(false)` if it is fenced off. An operation
+/// with nothing to write (a plain sync) costs no statement.
 async fn apply_op(
     conn: &mut SqliteConnection,
     op: &CommitOp,
     now_ms: i64,
-    fences: &mut HashMap<(String, i64), bool>,
+    lost: &mut HashSet<(String, i64)>,
 ) -> Result<bool> {
     let fence_key = (op.execution_id.clone(), op.epoch);
-    let owned = match fences.get(&fence_key) {
-        Some(owned) => *owned,
-        None => {
-            let done =
-                sqlx::query("UPDATE executions SET updated_at = ? WHERE id = ? AND epoch = ?")
-                    .bind(now_ms)
-                    .bind(&op.execution_id)
-                    .bind(op.epoch)
-                    .execute(&mut *conn)
-                    .await?;
-            let owned = done.rows_affected() == 1;
-            fences.insert(fence_key, owned);
-            owned
-        }
-    };
-    if !owned {
+    if lost.contains(&fence_key) {
         return Ok(false);
     }
-    for e in &op.entries {
-        insert_entry(conn, &op.execution_id, e).await?;
+    if !insert_fenced(conn, op).await? {
+        lost.insert(fence_key);
+        return Ok(false);
     }
     for side in &op.side {
         match side {
@@ -260,32 +290,45 @@ async fn apply_op(
             wake_at_ms,
             seen_signals,
         }) => {
-            sqlx::query(
+            let done = sqlx::query(
                 "UPDATE executions SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
-                 wake_at = CASE WHEN signals != ? THEN ? ELSE ? END WHERE id = ?",
+                 wake_at = CASE WHEN signals != ? THEN ? ELSE ? END, updated_at = ? \
+                 WHERE id = ? AND epoch = ?",
             )
             .bind(seen_signals)
             .bind(now_ms)
             .bind(wake_at_ms)
+            .bind(now_ms)
             .bind(&op.execution_id)
+            .bind(op.epoch)
             .execute(&mut *conn)
             .await?;
+            if done.rows_affected() == 0 {
+                lost.insert(fence_key);
+                return Ok(false);
+            }
         }
         Some(StatusChange::Finished {
             status,
             result,
             error,
         }) => {
-            sqlx::query(
+            let done = sqlx::query(
                 "UPDATE executions SET status = ?, result = ?, error = ?, owner = NULL, \
-                 lease_expires_at = NULL, wake_at = NULL WHERE id = ?",
+                 lease_expires_at = NULL, wake_at = NULL, updated_at = ? WHERE id = ? AND epoch = ?",
             )
             .bind(status.as_str())
             .bind(result.as_ref().map(Value::to_string))
             .bind(error.as_ref().map(Value::to_string))
+            .bind(now_ms)
             .bind(&op.execution_id)
+            .bind(op.epoch)
             .execute(&mut *conn)
             .await?;
+            if done.rows_affected() == 0 {
+                lost.insert(fence_key);
+                return Ok(false);
+            }
         }
     }
     Ok(true)
@@ -392,45 +435,57 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn create_execution(&self, new: NewExecution, now_ms: i64) -> Result<ExecutionRecord> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(key) = &new.idempotency_key {
-            let existing: Option<String> =
-                sqlx::query_scalar("SELECT id FROM executions WHERE idempotency_key = ?")
-                    .bind(key)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(id) = existing {
-                return execution_in(&mut tx, &id).await;
-            }
-        }
-        let package = sqlx::query("SELECT name, version FROM packages WHERE sha256 = ?")
-            .bind(&new.package_sha256)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| {
-                Error::NotFound(format!("no package with sha256 {}", new.package_sha256))
-            })?;
-        sqlx::query(
+    async fn create_execution(
+        &self,
+        new: NewExecution,
+        now_ms: i64,
+        owner: Option<(&str, i64)>,
+    ) -> Result<ExecutionRecord> {
+        let insert = format!(
             "INSERT INTO executions (id, package_sha256, package_name, package_version, workflow, \
-             input, idempotency_key, status, created_at, updated_at, wake_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
-        )
-        .bind(&new.id)
-        .bind(&new.package_sha256)
-        .bind(package.try_get::<String, _>("name")?)
-        .bind(package.try_get::<i64, _>("version")?)
-        .bind(&new.workflow)
-        .bind(new.input.to_string())
-        .bind(&new.idempotency_key)
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        let record = execution_in(&mut tx, &new.id).await?;
+             input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
+             lease_expires_at, epoch) \
+             SELECT ?, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages WHERE sha256 = ? \
+             RETURNING {EXECUTION_COLUMNS}"
+        );
+        let query = sqlx::query(&insert)
+            .bind(&new.id)
+            .bind(&new.workflow)
+            .bind(new.input.to_string())
+            .bind(&new.idempotency_key)
+            .bind(if owner.is_some() {
+                "running"
+            } else {
+                "pending"
+            })
+            .bind(now_ms)
+            .bind(now_ms)
+            .bind(if owner.is_some() { None } else { Some(now_ms) })
+            .bind(owner.map(|o| o.0))
+            .bind(owner.map(|o| o.1))
+            .bind(if owner.is_some() { 1 } else { 0 })
+            .bind(&new.package_sha256);
+        let missing = || Error::NotFound(format!("no package with sha256 {}", new.package_sha256));
+        let Some(key) = &new.idempotency_key else {
+            // One statement: atomic without a transaction.
+            let row = query
+                .fetch_optional(&self.writer)
+                .await?
+                .ok_or_else(missing)?;
+            return execution_from_row(&row);
+        };
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM executions WHERE idempotency_key = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(id) = existing {
+            return execution_in(&mut tx, &id).await;
+        }
+        let row = query.fetch_optional(&mut *tx).await?.ok_or_else(missing)?;
         tx.commit().await?;
-        Ok(record)
+        execution_from_row(&row)
     }
 
     async fn execution(&self, id: &str) -> Result<ExecutionRecord> {
@@ -466,10 +521,10 @@ impl Store for SqliteStore {
 
     async fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut fences = HashMap::new();
+        let mut lost = HashSet::new();
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
-            results.push(if apply_op(&mut tx, op, now_ms, &mut fences).await? {
+            results.push(if apply_op(&mut tx, op, now_ms, &mut lost).await? {
                 Ok(())
             } else {
                 Err(Error::LostOwnership(op.execution_id.clone()))
