@@ -119,12 +119,10 @@ fn provision(ctx: &Context, input: &DeployInput) -> Result<Live, Error> {
     }
     match ctx.await_approval(request)? {
         Decision::Approved(payload) => {
-            let live: Live = ctx.step("go_live", &ready)?;
+            let approved_by = payload.get("by").cloned().unwrap_or(Value::Null);
+            let live: Live = ctx.step("go_live", &GoLive { ready, approved_by })?;
             ctx.progress(100, "Live");
-            Ok(Live {
-                approved_by: payload.get("by").cloned().unwrap_or(Value::Null),
-                ..live
-            })
+            Ok(live)
         }
         Decision::Rejected(reason) => {
             ctx.progress(90, "Rejected: destroying the droplet");
@@ -181,12 +179,21 @@ fn configure(ctx: &Context, input: Ready) -> Result<Value, Error> {
     Ok(json!({ "droplet_id": input.droplet_id, "configured": true }))
 }
 
-fn go_live(ctx: &Context, input: Ready) -> Result<Live, Error> {
-    ctx.info(&format!("{} is in the load balancer", input.droplet_id));
+/// Input of `go_live`: the ready droplet and who approved it.
+#[derive(Serialize, Deserialize)]
+struct GoLive {
+    #[serde(flatten)]
+    ready: Ready,
+    approved_by: Value,
+}
+
+fn go_live(ctx: &Context, input: GoLive) -> Result<Live, Error> {
+    let ready = input.ready;
+    ctx.info(&format!("{} is in the load balancer", ready.droplet_id));
     Ok(Live {
-        droplet_id: input.droplet_id,
-        ip: input.ip,
-        approved_by: Value::Null,
+        droplet_id: ready.droplet_id,
+        ip: ready.ip,
+        approved_by: input.approved_by,
         status: "live".to_owned(),
     })
 }
