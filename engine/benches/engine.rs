@@ -250,7 +250,7 @@ async fn raw_commit(bench: &Bench, n: usize) -> f64 {
             status: None,
         };
         let t = Instant::now();
-        let r = bench.store.commit(&[op], 0).await.unwrap();
+        let r = bench.store.commit(vec![op], 0).await.unwrap();
         samples.push(t.elapsed().as_secs_f64() * 1e3);
         r[0].as_ref().unwrap();
     }

@@ -1,14 +1,13 @@
 //! Time, injected: engine and host code never read the system clock directly.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time in milliseconds since the Unix epoch.
 ///
 /// Everything the engine schedules (timers, backoffs, leases, approval
-/// timeouts) is computed from this clock, so tests can substitute
-/// [`ManualClock`].
+/// timeouts) is computed from this clock, never from the system clock
+/// directly, so a simulated clock can be substituted.
 pub trait Clock: Send + Sync + 'static {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> i64;
@@ -24,25 +23,6 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO)
             .as_millis() as i64
-    }
-}
-
-/// A clock that only moves when told to; for unit tests.
-#[derive(Debug, Clone, Default)]
-pub struct ManualClock(Arc<AtomicI64>);
-
-impl ManualClock {
-    pub fn new(start_ms: i64) -> Self {
-        Self(Arc::new(AtomicI64::new(start_ms)))
-    }
-    pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
     }
 }
 

@@ -296,10 +296,15 @@ impl Engine {
                 "the input is not valid JSON ({e}); pass e.g. --input '{{\"name\": \"web-1\"}}'"
             ))
         })?;
-        let package = self.inner.store.package(sha256).await?;
-        let info: crate::runtime::PackageInfo = serde_json::from_value(package.info)
-            .map_err(|e| Error::Schema(format!("stored package info: {e}")))?;
-        info.check_workflow(workflow)?;
+        match self.inner.runtime.loaded(sha256) {
+            Some(package) => package.info.check_workflow(workflow)?,
+            None => {
+                let package = self.inner.store.package(sha256).await?;
+                let info: crate::runtime::PackageInfo = serde_json::from_value(package.info)
+                    .map_err(|e| Error::Schema(format!("stored package info: {e}")))?;
+                info.check_workflow(workflow)?;
+            }
+        }
         let inner = &self.inner;
         let id = new_id("ex");
         // Drive it here at once if this node has room: no claim round trip.

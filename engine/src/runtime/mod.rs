@@ -285,6 +285,15 @@ impl Runtime {
         Ok(package)
     }
 
+    /// The package with `sha256` if this process has loaded it.
+    pub fn loaded(&self, sha256: &str) -> Option<Arc<LoadedPackage>> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sha256)
+            .cloned()
+    }
+
     /// Validates `bytes` as a Cerebelum package, caching its compiled form:
     /// a clear error says what is wrong if it is not one.
     pub async fn validate(&self, sha256: &str, bytes: Vec<u8>) -> Result<Arc<LoadedPackage>> {
@@ -367,4 +376,35 @@ fn check_header(bytes: &[u8]) -> Result<()> {
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 100,
+            multiplier: 2.0,
+            max_backoff_ms: 1000,
+            non_retryable: Vec::new(),
+        };
+        let waits: Vec<u64> = (1..=6).map(|n| policy.backoff_ms(n)).collect();
+        assert_eq!(waits, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn headers_tell_modules_from_components() {
+        assert!(
+            check_header(b"hello world")
+                .unwrap_err()
+                .to_string()
+                .contains("not WebAssembly")
+        );
+        let core = check_header(b"\0asm\x01\0\0\0").unwrap_err().to_string();
+        assert!(core.contains("core WebAssembly module"), "{core}");
+        assert!(check_header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
 }

@@ -94,7 +94,7 @@ async fn run(store: SharedStore, clock: SharedClock, mut rx: mpsc::UnboundedRece
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (ops, merged_into) = coalesce(&mut batch);
-        let outcome = store.commit(&ops, clock.now_ms()).await;
+        let outcome = store.commit(ops, clock.now_ms()).await;
         match outcome {
             Ok(results) => {
                 for (pending, i) in batch.drain(..).zip(merged_into) {

@@ -12,6 +12,7 @@
 
 mod group;
 mod sqlite;
+mod sqlite_commit;
 
 pub use group::{GroupCommitter, JournalWriter, NewEntry};
 pub use sqlite::{SqliteStore, Synchronous};
@@ -73,7 +74,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commits many operations in one transaction (group commit). Each
     /// operation gets its own result: a fenced-off one fails alone.
-    async fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>>;
+    async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>>;
 
     /// Claims up to `limit` executions that are due (pending, waiting with
     /// `wake_at <= now`, or running under an expired lease) for `owner`,

@@ -2,10 +2,11 @@
 //! process's writes; other processes (CLI commands) wait on `busy_timeout`.
 
 use super::Store;
+use super::sqlite_commit::CommitThread;
 use crate::error::{Error, Result};
 use crate::model::{
     ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter, NewExecution,
-    PackageRecord, SideWrite, Status, StatusChange,
+    PackageRecord, Status,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -14,7 +15,6 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ pub enum Synchronous {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    commits: CommitThread,
 }
 
 const EXECUTION_COLUMNS: &str = "id, package_sha256, package_name, package_version, workflow, \
@@ -98,7 +99,12 @@ impl SqliteStore {
             })?;
         drop(lock);
         let reader = connect(4).await?;
-        Ok(Self { writer, reader })
+        let commits = CommitThread::start(path, sync == Synchronous::Full)?;
+        Ok(Self {
+            writer,
+            reader,
+            commits,
+        })
     }
 }
 
@@ -195,143 +201,6 @@ async fn insert_entry(conn: &mut SqliteConnection, id: &str, e: &Entry) -> Resul
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-/// Rows per multi-row INSERT (8 parameters each, well under SQLite's limit).
-const INSERT_CHUNK: usize = 256;
-
-/// Inserts entries only if the execution still has `epoch` (the fence);
-/// `Ok(false)` if it has not.
-async fn insert_fenced(conn: &mut SqliteConnection, op: &CommitOp) -> Result<bool> {
-    for chunk in op.entries.chunks(INSERT_CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, payload, at) \
-             SELECT * FROM (VALUES ",
-        );
-        for i in 0..chunk.len() {
-            sql.push_str(if i == 0 {
-                "(?, ?, ?, ?, ?, ?, ?, ?)"
-            } else {
-                ", (?, ?, ?, ?, ?, ?, ?, ?)"
-            });
-        }
-        sql.push_str(") WHERE EXISTS (SELECT 1 FROM executions WHERE id = ? AND epoch = ?)");
-        let mut query = sqlx::query(&sql);
-        for e in chunk {
-            query = query
-                .bind(&op.execution_id)
-                .bind(e.seq)
-                .bind(&e.invocation)
-                .bind(&e.kind)
-                .bind(e.ref_seq)
-                .bind(&e.args_hash)
-                .bind(e.payload.to_string())
-                .bind(e.at_ms);
-        }
-        let done = query
-            .bind(&op.execution_id)
-            .bind(op.epoch)
-            .execute(&mut *conn)
-            .await?;
-        if done.rows_affected() != chunk.len() as u64 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Writes one operation; `Ok(false)` if it is fenced off. An operation
-/// with nothing to write (a plain sync) costs no statement.
-async fn apply_op(
-    conn: &mut SqliteConnection,
-    op: &CommitOp,
-    now_ms: i64,
-    lost: &mut HashSet<(String, i64)>,
-) -> Result<bool> {
-    let fence_key = (op.execution_id.clone(), op.epoch);
-    if lost.contains(&fence_key) {
-        return Ok(false);
-    }
-    if !insert_fenced(conn, op).await? {
-        lost.insert(fence_key);
-        return Ok(false);
-    }
-    for side in &op.side {
-        match side {
-            SideWrite::OpenApproval { key, request } => {
-                sqlx::query(
-                    "INSERT INTO approvals (execution_id, key, status, request, created_at) \
-                     VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (execution_id, key) DO NOTHING",
-                )
-                .bind(&op.execution_id)
-                .bind(key)
-                .bind(request.to_string())
-                .bind(now_ms)
-                .execute(&mut *conn)
-                .await?;
-            }
-            SideWrite::CloseApproval { key, status } => {
-                sqlx::query(
-                    "UPDATE approvals SET status = ?, decided_at = ? \
-                     WHERE execution_id = ? AND key = ? AND status = 'pending'",
-                )
-                .bind(status)
-                .bind(now_ms)
-                .bind(&op.execution_id)
-                .bind(key)
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
-    }
-    match &op.status {
-        None => {}
-        Some(StatusChange::Waiting {
-            wake_at_ms,
-            seen_signals,
-        }) => {
-            let done = sqlx::query(
-                "UPDATE executions SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
-                 wake_at = CASE WHEN signals != ? THEN ? ELSE ? END, updated_at = ? \
-                 WHERE id = ? AND epoch = ?",
-            )
-            .bind(seen_signals)
-            .bind(now_ms)
-            .bind(wake_at_ms)
-            .bind(now_ms)
-            .bind(&op.execution_id)
-            .bind(op.epoch)
-            .execute(&mut *conn)
-            .await?;
-            if done.rows_affected() == 0 {
-                lost.insert(fence_key);
-                return Ok(false);
-            }
-        }
-        Some(StatusChange::Finished {
-            status,
-            result,
-            error,
-        }) => {
-            let done = sqlx::query(
-                "UPDATE executions SET status = ?, result = ?, error = ?, owner = NULL, \
-                 lease_expires_at = NULL, wake_at = NULL, updated_at = ? WHERE id = ? AND epoch = ?",
-            )
-            .bind(status.as_str())
-            .bind(result.as_ref().map(Value::to_string))
-            .bind(error.as_ref().map(Value::to_string))
-            .bind(now_ms)
-            .bind(&op.execution_id)
-            .bind(op.epoch)
-            .execute(&mut *conn)
-            .await?;
-            if done.rows_affected() == 0 {
-                lost.insert(fence_key);
-                return Ok(false);
-            }
-        }
-    }
-    Ok(true)
 }
 
 #[async_trait]
@@ -519,19 +388,8 @@ impl Store for SqliteStore {
         rows.iter().map(entry_from_row).collect()
     }
 
-    async fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let mut lost = HashSet::new();
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            results.push(if apply_op(&mut tx, op, now_ms, &mut lost).await? {
-                Ok(())
-            } else {
-                Err(Error::LostOwnership(op.execution_id.clone()))
-            });
-        }
-        tx.commit().await?;
-        Ok(results)
+    async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>> {
+        self.commits.commit(ops, now_ms).await
     }
 
     async fn claim_due(

@@ -1,0 +1,168 @@
+//! The hot write path of the SQLite store: group commits run on one
+//! dedicated thread that owns a synchronous connection, so a batch costs one
+//! thread hop rather than one per statement (sqlx's SQLite driver sends
+//! every statement to a worker thread and back, ~45 µs each here).
+
+use crate::error::{Error, Result};
+use crate::model::{CommitOp, SideWrite, StatusChange};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+type Reply = oneshot::Sender<Result<Vec<Result<()>>>>;
+
+/// Handle to the commit thread; the thread ends when this is dropped.
+pub(super) struct CommitThread {
+    tx: mpsc::Sender<(Vec<CommitOp>, i64, Reply)>,
+}
+
+impl CommitThread {
+    /// Opens its own connection to the (already migrated) database.
+    pub(super) fn start(path: &Path, full_sync: bool) -> Result<Self> {
+        let conn = Connection::open(path)
+            .map_err(|e| Error::Runtime(format!("opening {} for commits: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(30))
+            .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|()| {
+                conn.pragma_update(
+                    None,
+                    "synchronous",
+                    if full_sync { "FULL" } else { "NORMAL" },
+                )
+            })
+            .map_err(|e| Error::Runtime(format!("configuring the commit connection: {e}")))?;
+        let (tx, rx) = mpsc::channel::<(Vec<CommitOp>, i64, Reply)>();
+        std::thread::Builder::new()
+            .name("cerebelum-commit".into())
+            .spawn(move || {
+                let mut conn = conn;
+                while let Ok((ops, now_ms, reply)) = rx.recv() {
+                    let result = commit(&mut conn, &ops, now_ms)
+                        .map_err(|e| Error::Runtime(format!("journal commit: {e}")));
+                    let _ = reply.send(result);
+                }
+            })
+            .map_err(|e| Error::io("starting the commit thread", e))?;
+        Ok(Self { tx })
+    }
+
+    pub(super) async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send((ops, now_ms, reply))
+            .map_err(|_| Error::Runtime("the commit thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Runtime("the commit thread has stopped".into()))?
+    }
+}
+
+/// One transaction for the whole batch; each operation fenced by its epoch.
+fn commit(
+    conn: &mut Connection,
+    ops: &[CommitOp],
+    now_ms: i64,
+) -> rusqlite::Result<Vec<Result<()>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut owned: HashMap<(&str, i64), bool> = HashMap::new();
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        let key = (op.execution_id.as_str(), op.epoch);
+        let is_owned = match owned.get(&key) {
+            Some(o) => *o,
+            None => {
+                let o = tx
+                    .prepare_cached("SELECT 1 FROM executions WHERE id = ? AND epoch = ?")?
+                    .query_row(params![op.execution_id, op.epoch], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                owned.insert(key, o);
+                o
+            }
+        };
+        if !is_owned {
+            results.push(Err(Error::LostOwnership(op.execution_id.clone())));
+            continue;
+        }
+        apply(&tx, op, now_ms)?;
+        if op.status.is_some() {
+            // Ownership ends with a status change.
+            owned.insert(key, false);
+        }
+        results.push(Ok(()));
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite::Result<()> {
+    let id = &op.execution_id;
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, payload, at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )?;
+    for e in &op.entries {
+        insert.execute(params![
+            id,
+            e.seq,
+            e.invocation,
+            e.kind,
+            e.ref_seq,
+            e.args_hash,
+            e.payload.to_string(),
+            e.at_ms
+        ])?;
+    }
+    for side in &op.side {
+        match side {
+            SideWrite::OpenApproval { key, request } => {
+                tx.prepare_cached(
+                    "INSERT INTO approvals (execution_id, key, status, request, created_at) \
+                     VALUES (?, ?, 'pending', ?, ?) ON CONFLICT (execution_id, key) DO NOTHING",
+                )?
+                .execute(params![id, key, request.to_string(), now_ms])?;
+            }
+            SideWrite::CloseApproval { key, status } => {
+                tx.prepare_cached(
+                    "UPDATE approvals SET status = ?, decided_at = ? \
+                     WHERE execution_id = ? AND key = ? AND status = 'pending'",
+                )?
+                .execute(params![status, now_ms, id, key])?;
+            }
+        }
+    }
+    match &op.status {
+        None => {}
+        Some(StatusChange::Waiting {
+            wake_at_ms,
+            seen_signals,
+        }) => {
+            tx.prepare_cached(
+                "UPDATE executions SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
+                 wake_at = CASE WHEN signals != ? THEN ? ELSE ? END, updated_at = ? WHERE id = ?",
+            )?
+            .execute(params![seen_signals, now_ms, wake_at_ms, now_ms, id])?;
+        }
+        Some(StatusChange::Finished {
+            status,
+            result,
+            error,
+        }) => {
+            tx.prepare_cached(
+                "UPDATE executions SET status = ?, result = ?, error = ?, owner = NULL, \
+                 lease_expires_at = NULL, wake_at = NULL, updated_at = ? WHERE id = ?",
+            )?
+            .execute(params![
+                status.as_str(),
+                result.as_ref().map(Value::to_string),
+                error.as_ref().map(Value::to_string),
+                now_ms,
+                id
+            ])?;
+        }
+    }
+    Ok(())
+}
