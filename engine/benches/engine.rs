@@ -145,6 +145,9 @@ async fn suite(sync: Synchronous, quick: bool) {
     let floor = raw_commit(&bench, 500 / scale).await;
     println!("(0) sequential store commit of one journal entry: p50 {floor:.3} ms");
 
+    let floor = raw_instance(&bench, 500 / scale).await;
+    println!("(0) fresh instance + call + drop of the no-op step (no journal): p50 {floor:.3} ms");
+
     // (a) Sequential durable step: the difference between a 100-step and
     // a 0-step workflow, per step; median over runs.
     let mut per_step = Vec::new();
@@ -223,6 +226,46 @@ async fn suite(sync: Synchronous, quick: bool) {
         cerebelum::runtime::live_instances()
     );
     bench.stop().await;
+}
+
+/// p50 of a fresh instance + `run-step noop` + drop, in ms.
+async fn raw_instance(bench: &Bench, n: usize) -> f64 {
+    use cerebelum::runtime::{InvocationLimits, Runtime, RuntimeConfig, sandbox_store};
+    let runtime = Runtime::new(&RuntimeConfig {
+        cache_dir: common::cache_dir(),
+        max_instances: 100,
+        max_memory_bytes: 1 << 32,
+    })
+    .unwrap();
+    let store = bench.store.clone();
+    let sha = bench.sha.clone();
+    let package = runtime
+        .load(
+            &bench.sha,
+            || async move { store.package_bytes(&sha).await },
+        )
+        .await
+        .unwrap();
+    let limits = InvocationLimits {
+        memory_bytes: 256 << 20,
+        cpu: Duration::from_secs(10),
+    };
+    let input = String::from("{}");
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut store = sandbox_store(runtime.engine(), limits, None, 1, 0);
+        let instance = package.pre.instantiate_async(&mut store).await.unwrap();
+        instance
+            .cerebelum_workflow_guest()
+            .call_run_step(&mut store, "noop", &input)
+            .await
+            .unwrap()
+            .unwrap();
+        drop(store);
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    median(&mut samples)
 }
 
 /// p50 of single-entry commits straight to the store, in ms.

@@ -240,7 +240,7 @@ impl Engine {
     /// A node on `store`. Must be called inside a tokio runtime.
     pub fn new(store: SharedStore, config: EngineConfig, clock: SharedClock) -> Result<Self> {
         let runtime = Runtime::new(&config.runtime)?;
-        let committer = GroupCommitter::start(store.clone(), clock.clone());
+        let committer = GroupCommitter::start(store.clone(), clock.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,

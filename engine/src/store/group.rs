@@ -39,11 +39,19 @@ pub struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    /// Starts the commit task on the current tokio runtime.
-    pub fn start(store: SharedStore, clock: SharedClock) -> Self {
+    /// Starts the commit loop on a thread of its own (a batch then costs
+    /// one thread hop each way; on these VMs a cross-thread wake-up is the
+    /// dominant cost of a commit). Must be called inside a tokio runtime,
+    /// which the loop uses for the store's async API.
+    pub fn start(store: SharedStore, clock: SharedClock) -> Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, clock.clone(), rx));
-        Self { tx, clock }
+        let handle = tokio::runtime::Handle::current();
+        let loop_clock = clock.clone();
+        std::thread::Builder::new()
+            .name("cerebelum-group-commit".into())
+            .spawn(move || run(&handle, store, loop_clock, rx))
+            .map_err(|e| Error::io("starting the group-commit thread", e))?;
+        Ok(Self { tx, clock })
     }
 
     /// A writer for an execution this node owns at `epoch`, whose journal
@@ -90,11 +98,23 @@ fn coalesce(batch: &mut [Pending]) -> (Vec<CommitOp>, Vec<usize>) {
     (ops, index)
 }
 
-async fn run(store: SharedStore, clock: SharedClock, mut rx: mpsc::UnboundedReceiver<Pending>) {
+fn run(
+    runtime: &tokio::runtime::Handle,
+    store: SharedStore,
+    clock: SharedClock,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
     let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
         let (ops, merged_into) = coalesce(&mut batch);
-        let outcome = store.commit(ops, clock.now_ms()).await;
+        let outcome = runtime.block_on(store.commit(ops, clock.now_ms()));
         match outcome {
             Ok(results) => {
                 for (pending, i) in batch.drain(..).zip(merged_into) {

@@ -73,7 +73,8 @@ pub trait Store: Send + Sync + 'static {
     async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>>;
 
     /// Commits many operations in one transaction (group commit). Each
-    /// operation gets its own result: a fenced-off one fails alone.
+    /// operation gets its own result: a fenced-off one fails alone. Called
+    /// from the group-commit thread only: a backend may block in it.
     async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>>;
 
     /// Claims up to `limit` executions that are due (pending, waiting with

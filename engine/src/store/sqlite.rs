@@ -2,7 +2,7 @@
 //! process's writes; other processes (CLI commands) wait on `busy_timeout`.
 
 use super::Store;
-use super::sqlite_commit::CommitThread;
+use super::sqlite_commit::CommitConnection;
 use crate::error::{Error, Result};
 use crate::model::{
     ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter, NewExecution,
@@ -33,7 +33,7 @@ pub enum Synchronous {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    commits: CommitThread,
+    commits: CommitConnection,
 }
 
 const EXECUTION_COLUMNS: &str = "id, package_sha256, package_name, package_version, workflow, \
@@ -99,7 +99,7 @@ impl SqliteStore {
             })?;
         drop(lock);
         let reader = connect(4).await?;
-        let commits = CommitThread::start(path, sync == Synchronous::Full)?;
+        let commits = CommitConnection::open(path, sync == Synchronous::Full)?;
         Ok(Self {
             writer,
             reader,
@@ -389,7 +389,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>> {
-        self.commits.commit(ops, now_ms).await
+        self.commits.commit(&ops, now_ms)
     }
 
     async fn claim_due(

@@ -1,7 +1,7 @@
-//! The hot write path of the SQLite store: group commits run on one
-//! dedicated thread that owns a synchronous connection, so a batch costs one
-//! thread hop rather than one per statement (sqlx's SQLite driver sends
-//! every statement to a worker thread and back, ~45 µs each here).
+//! The hot write path of the SQLite store: group commits run synchronously
+//! on the group-commit thread with a connection of their own, so a batch
+//! costs no thread hop per statement (sqlx's SQLite driver sends every
+//! statement to a worker thread and back, ~45 µs each here).
 
 use crate::error::{Error, Result};
 use crate::model::{CommitOp, SideWrite, StatusChange};
@@ -9,20 +9,18 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio::sync::oneshot;
 
-type Reply = oneshot::Sender<Result<Vec<Result<()>>>>;
-
-/// Handle to the commit thread; the thread ends when this is dropped.
-pub(super) struct CommitThread {
-    tx: mpsc::Sender<(Vec<CommitOp>, i64, Reply)>,
+/// The commit connection. [`super::Store::commit`] is called only from the
+/// group-commit thread, so it runs the transaction inline, on that thread.
+pub(super) struct CommitConnection {
+    conn: Mutex<Connection>,
 }
 
-impl CommitThread {
+impl CommitConnection {
     /// Opens its own connection to the (already migrated) database.
-    pub(super) fn start(path: &Path, full_sync: bool) -> Result<Self> {
+    pub(super) fn open(path: &Path, full_sync: bool) -> Result<Self> {
         let conn = Connection::open(path)
             .map_err(|e| Error::Runtime(format!("opening {} for commits: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(30))
@@ -35,28 +33,16 @@ impl CommitThread {
                 )
             })
             .map_err(|e| Error::Runtime(format!("configuring the commit connection: {e}")))?;
-        let (tx, rx) = mpsc::channel::<(Vec<CommitOp>, i64, Reply)>();
-        std::thread::Builder::new()
-            .name("cerebelum-commit".into())
-            .spawn(move || {
-                let mut conn = conn;
-                while let Ok((ops, now_ms, reply)) = rx.recv() {
-                    let result = commit(&mut conn, &ops, now_ms)
-                        .map_err(|e| Error::Runtime(format!("journal commit: {e}")));
-                    let _ = reply.send(result);
-                }
-            })
-            .map_err(|e| Error::io("starting the commit thread", e))?;
-        Ok(Self { tx })
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
     }
 
-    pub(super) async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send((ops, now_ms, reply))
-            .map_err(|_| Error::Runtime("the commit thread has stopped".into()))?;
-        rx.await
-            .map_err(|_| Error::Runtime("the commit thread has stopped".into()))?
+    /// Commits the batch on the calling thread (it blocks: call it from a
+    /// thread that may block, like the group-commit thread).
+    pub(super) fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        commit(&mut conn, ops, now_ms).map_err(|e| Error::Runtime(format!("journal commit: {e}")))
     }
 }
 
