@@ -251,7 +251,7 @@ impl Engine {
                 node_id: new_id("node"),
                 running: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
-                finished: tokio::sync::broadcast::channel(1024).0,
+                finished: tokio::sync::broadcast::channel(16 * 1024).0,
                 serving: AtomicBool::new(false),
             }),
         })
@@ -364,6 +364,11 @@ impl Engine {
     /// Runs the scheduler until `shutdown` resolves.
     pub async fn serve(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         crate::scheduler::run(self.inner.clone(), shutdown).await
+    }
+
+    /// Ids of the executions this node finishes from now on.
+    pub fn finished(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.finished.subscribe()
     }
 
     /// Waits until execution `id` is completed, failed or cancelled (by

@@ -63,7 +63,11 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
         .max_memory_size(config.max_memory_bytes)
         .max_component_instance_size(16 << 20)
         .max_core_instance_size(16 << 20)
-        .table_elements(100_000);
+        .table_elements(100_000)
+        // Reset the first pages of reused tables and stacks with memset
+        // instead of madvise: fewer page faults per instantiation.
+        .table_keep_resident(64 << 10)
+        .async_stack_keep_resident(64 << 10);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
 }

@@ -4,38 +4,128 @@
 //! statement to a worker thread and back, ~45 µs each here).
 
 use crate::error::{Error, Result};
-use crate::model::{CommitOp, SideWrite, StatusChange};
+use crate::model::{CommitOp, NewExecution, SideWrite, StatusChange};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The commit connection. [`super::Store::commit`] is called only from the
 /// group-commit thread, so it runs the transaction inline, on that thread.
 pub(super) struct CommitConnection {
     conn: Mutex<Connection>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for CommitConnection {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Waits on a lock held by another connection in short sleeps: the
+/// default handler sleeps at least a millisecond, far longer than one of
+/// our write transactions holds the lock.
+fn busy(count: i32) -> bool {
+    std::thread::sleep(Duration::from_micros(if count < 100 { 20 } else { 1000 }));
+    count < 30_000
+}
+
+fn open(path: &Path, full_sync: bool) -> Result<Connection> {
+    let conn = Connection::open(path)
+        .map_err(|e| Error::Runtime(format!("opening {}: {e}", path.display())))?;
+    conn.busy_handler(Some(busy))
+        .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
+        .and_then(|()| {
+            conn.pragma_update(
+                None,
+                "synchronous",
+                if full_sync { "FULL" } else { "NORMAL" },
+            )
+        })
+        .map_err(|e| {
+            Error::Runtime(format!(
+                "configuring a connection to {}: {e}",
+                path.display()
+            ))
+        })?;
+    Ok(conn)
 }
 
 impl CommitConnection {
     /// Opens its own connection to the (already migrated) database.
     pub(super) fn open(path: &Path, full_sync: bool) -> Result<Self> {
-        let conn = Connection::open(path)
-            .map_err(|e| Error::Runtime(format!("opening {} for commits: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
-            .and_then(|()| {
-                conn.pragma_update(
-                    None,
-                    "synchronous",
-                    if full_sync { "FULL" } else { "NORMAL" },
-                )
-            })
+        let conn = open(path, full_sync)?;
+        // Checkpoints (which flush the database file) run on their own
+        // thread, not in a commit that someone waits for.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(|e| Error::Runtime(format!("configuring the commit connection: {e}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let checkpoints = open(path, full_sync)?;
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("cerebelum-checkpoint".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(CHECKPOINT_EVERY);
+                    if let Err(e) =
+                        checkpoints.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting the checkpoint thread", e))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            stop,
         })
+    }
+
+    /// Inserts a new execution (no idempotency key) on the commit
+    /// connection, so starts never contend with commits for SQLite's write
+    /// lock. Returns the package's name and version, or `None` if there is
+    /// no package with that sha256. Blocks: call it from a blocking thread.
+    pub(super) fn insert_execution(
+        &self,
+        new: &NewExecution,
+        now_ms: i64,
+        owner: Option<(&str, i64)>,
+    ) -> Result<Option<(String, i64)>> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        conn.prepare_cached(
+            "INSERT INTO executions (id, package_sha256, package_name, package_version, workflow, \
+             input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch) \
+             SELECT ?, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages WHERE sha256 = ? \
+             RETURNING package_name, package_version",
+        )
+        .and_then(|mut insert| {
+            insert
+                .query_row(
+                    params![
+                        new.id,
+                        new.workflow,
+                        new.input.to_string(),
+                        if owner.is_some() { "running" } else { "pending" },
+                        now_ms,
+                        now_ms,
+                        if owner.is_some() { None } else { Some(now_ms) },
+                        owner.map(|o| o.0),
+                        owner.map(|o| o.1),
+                        if owner.is_some() { 1 } else { 0 },
+                        new.package_sha256
+                    ],
+                    |row| Ok((row.get(0)?, row.get(1)?)),
+                )
+                .optional()
+        })
+        .map_err(|e| Error::Runtime(format!("creating execution {}: {e}", new.id)))
     }
 
     /// Commits the batch on the calling thread (it blocks: call it from a
