@@ -293,6 +293,7 @@ async fn raw_commit(bench: &Bench, n: usize) -> f64 {
     let mut samples = Vec::with_capacity(n);
     for i in 0..n as i64 {
         let op = CommitOp {
+            create: None,
             execution_id: id.clone(),
             epoch,
             entries: vec![Entry {

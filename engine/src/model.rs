@@ -166,10 +166,53 @@ pub enum SideWrite {
     CloseApproval { key: String, status: String },
 }
 
+/// A new execution, created by a group commit (so starts are batched
+/// like journal writes). With `owner` (node, lease expiry) it is created
+/// claimed by that node at epoch 1, else pending at epoch 0.
+#[derive(Debug, Clone)]
+pub struct Creation {
+    pub new: NewExecution,
+    pub owner: Option<(String, i64)>,
+}
+
+impl Creation {
+    /// The record as the commit writes it, for the package `package`.
+    pub fn record(&self, package: &PackageRecord, now_ms: i64) -> ExecutionRecord {
+        let owned = self.owner.is_some();
+        ExecutionRecord {
+            id: self.new.id.clone(),
+            package_sha256: self.new.package_sha256.clone(),
+            package_name: package.name.clone(),
+            package_version: package.version,
+            workflow: self.new.workflow.clone(),
+            input: self.new.input.clone(),
+            status: if owned {
+                Status::Running
+            } else {
+                Status::Pending
+            },
+            result: None,
+            error: None,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            wake_at_ms: if owned { None } else { Some(now_ms) },
+            owner: self.owner.as_ref().map(|o| o.0.clone()),
+            epoch: self.epoch(),
+            cancel_requested: false,
+        }
+    }
+
+    pub fn epoch(&self) -> i64 {
+        if self.owner.is_some() { 1 } else { 0 }
+    }
+}
+
 /// One unit of a group commit: entries (and maybe a status change) of one
 /// execution, fenced by the owner's epoch.
 #[derive(Debug, Clone)]
 pub struct CommitOp {
+    /// Creates the execution first (no idempotency key; see [`Creation`]).
+    pub create: Option<Creation>,
     pub execution_id: String,
     pub epoch: i64,
     pub entries: Vec<Entry>,

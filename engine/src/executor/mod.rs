@@ -13,7 +13,9 @@ pub use invocation::Invocation;
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
-use crate::model::{Claim, ExecutionRecord, NewExecution, PackageRecord, Status, StatusChange};
+use crate::model::{
+    Claim, Creation, ExecutionRecord, NewExecution, PackageRecord, Status, StatusChange,
+};
 use crate::runtime::{LoadedPackage, Runtime, RuntimeConfig, sha256_hex, wit};
 use crate::store::{GroupCommitter, JournalWriter, NewEntry, SharedStore};
 use invocation::{Entrypoint, Outcome};
@@ -195,6 +197,8 @@ pub struct Inner {
     /// Whether the scheduler runs in this process (else starts are left
     /// to whichever node claims them).
     pub(crate) serving: AtomicBool,
+    /// Package records by sha256 (immutable once stored).
+    packages: Mutex<HashMap<String, PackageRecord>>,
 }
 
 impl Inner {
@@ -253,6 +257,7 @@ impl Engine {
                 wake: Notify::new(),
                 finished: tokio::sync::broadcast::channel(16 * 1024).0,
                 serving: AtomicBool::new(false),
+                packages: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -296,12 +301,13 @@ impl Engine {
                 "the input is not valid JSON ({e}); pass e.g. --input '{{\"name\": \"web-1\"}}'"
             ))
         })?;
+        let package = self.package(sha256).await?;
         match self.inner.runtime.loaded(sha256) {
-            Some(package) => package.info.check_workflow(workflow)?,
+            Some(loaded) => loaded.info.check_workflow(workflow)?,
             None => {
-                let package = self.inner.store.package(sha256).await?;
-                let info: crate::runtime::PackageInfo = serde_json::from_value(package.info)
-                    .map_err(|e| Error::Schema(format!("stored package info: {e}")))?;
+                let info: crate::runtime::PackageInfo =
+                    serde_json::from_value(package.info.clone())
+                        .map_err(|e| Error::Schema(format!("stored package info: {e}")))?;
                 info.check_workflow(workflow)?;
             }
         }
@@ -320,20 +326,25 @@ impl Engine {
         };
         let now = inner.now_ms();
         let lease_until = now + inner.config.lease.as_millis() as i64;
-        let created = inner
-            .store
-            .create_execution(
-                NewExecution {
-                    id: id.clone(),
-                    package_sha256: sha256.to_owned(),
-                    workflow: workflow.to_owned(),
-                    input,
-                    idempotency_key,
-                },
-                now,
-                owned.then_some((inner.node_id.as_str(), lease_until)),
-            )
-            .await;
+        let new = NewExecution {
+            id: id.clone(),
+            package_sha256: sha256.to_owned(),
+            workflow: workflow.to_owned(),
+            input,
+            idempotency_key,
+        };
+        let owner = owned.then_some((inner.node_id.as_str(), lease_until));
+        let created = if new.idempotency_key.is_some() {
+            inner.store.create_execution(new, now, owner).await
+        } else {
+            // Batched with the journal writes of the group commit.
+            let creation = Creation {
+                new,
+                owner: owner.map(|(node, lease)| (node.to_owned(), lease)),
+            };
+            let record = creation.record(&package, now);
+            inner.committer.create(creation).await.map(|()| record)
+        };
         let fresh = matches!(&created, Ok(r) if r.id == id);
         if owned && !fresh {
             inner
@@ -359,6 +370,27 @@ impl Engine {
             inner.wake.notify_one();
         }
         Ok(record)
+    }
+
+    /// The package with `sha256` (cached: package versions never change).
+    async fn package(&self, sha256: &str) -> Result<PackageRecord> {
+        let cached = self
+            .inner
+            .packages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sha256)
+            .cloned();
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let package = self.inner.store.package(sha256).await?;
+        self.inner
+            .packages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sha256.to_owned(), package.clone());
+        Ok(package)
     }
 
     /// Runs the scheduler until `shutdown` resolves.

@@ -11,7 +11,7 @@
 use super::SharedStore;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
-use crate::model::{CommitOp, Entry, SideWrite, StatusChange};
+use crate::model::{CommitOp, Creation, Entry, SideWrite, StatusChange};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -54,6 +54,28 @@ impl GroupCommitter {
         Ok(Self { tx, clock })
     }
 
+    /// Creates an execution in the next group commit; returns once it is
+    /// durable. Its journal starts empty.
+    pub async fn create(&self, creation: Creation) -> Result<()> {
+        let (ack, rx) = oneshot::channel();
+        self.tx
+            .send(Pending {
+                op: CommitOp {
+                    execution_id: creation.new.id.clone(),
+                    epoch: creation.epoch(),
+                    create: Some(creation),
+                    entries: Vec::new(),
+                    side: Vec::new(),
+                    status: None,
+                },
+                health: Arc::new(AtomicU8::new(HEALTHY)),
+                ack: Some(ack),
+            })
+            .map_err(|_| Error::Runtime("the commit task has stopped".into()))?;
+        rx.await
+            .map_err(|_| Error::Runtime("the commit task has stopped".into()))?
+    }
+
     /// A writer for an execution this node owns at `epoch`, whose journal
     /// currently ends at `last_seq`.
     pub fn writer(&self, execution_id: &str, epoch: i64, last_seq: i64) -> JournalWriter {
@@ -79,13 +101,15 @@ fn coalesce(batch: &mut [Pending]) -> (Vec<CommitOp>, Vec<usize>) {
             Some(last)
                 if last.execution_id == op.execution_id
                     && last.epoch == op.epoch
-                    && last.status.is_none() =>
+                    && last.status.is_none()
+                    && op.create.is_none() =>
             {
                 last.entries.append(&mut op.entries);
                 last.side.append(&mut op.side);
                 last.status = op.status.take();
             }
             _ => ops.push(CommitOp {
+                create: op.create.take(),
                 execution_id: op.execution_id.clone(),
                 epoch: op.epoch,
                 entries: std::mem::take(&mut op.entries),
@@ -120,6 +144,7 @@ fn run(
                 for (pending, i) in batch.drain(..).zip(merged_into) {
                     let result = match &results[i] {
                         Ok(()) => Ok(()),
+                        Err(Error::NotFound(m)) => Err(Error::NotFound(m.clone())),
                         Err(_) => Err(Error::LostOwnership(pending.op.execution_id.clone())),
                     };
                     if let Err(Error::LostOwnership(_)) = &result {
@@ -229,6 +254,7 @@ impl JournalWriter {
                 .tx
                 .send(Pending {
                     op: CommitOp {
+                        create: None,
                         execution_id: self.execution_id.clone(),
                         epoch: self.epoch,
                         entries,

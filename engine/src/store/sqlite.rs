@@ -16,7 +16,6 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How hard SQLite flushes a commit.
@@ -34,7 +33,7 @@ pub enum Synchronous {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    commits: Arc<CommitConnection>,
+    commits: CommitConnection,
 }
 
 const EXECUTION_COLUMNS: &str = "id, package_sha256, package_name, package_version, workflow, \
@@ -100,7 +99,7 @@ impl SqliteStore {
             })?;
         drop(lock);
         let reader = connect(4).await?;
-        let commits = Arc::new(CommitConnection::open(path, sync == Synchronous::Full)?);
+        let commits = CommitConnection::open(path, sync == Synchronous::Full)?;
         Ok(Self {
             writer,
             reader,
@@ -337,41 +336,12 @@ impl Store for SqliteStore {
             .bind(&new.package_sha256);
         let missing = || Error::NotFound(format!("no package with sha256 {}", new.package_sha256));
         let Some(key) = &new.idempotency_key else {
-            let commits = self.commits.clone();
-            let owned = owner.map(|(node, lease)| (node.to_owned(), lease));
-            let row = new.clone();
-            let package = tokio::task::spawn_blocking(move || {
-                commits.insert_execution(
-                    &row,
-                    now_ms,
-                    owned.as_ref().map(|(n, l)| (n.as_str(), *l)),
-                )
-            })
-            .await
-            .map_err(|e| Error::Runtime(format!("create task: {e}")))??
-            .ok_or_else(missing)?;
-            let (package_name, package_version) = package;
-            return Ok(ExecutionRecord {
-                status: if owner.is_some() {
-                    Status::Running
-                } else {
-                    Status::Pending
-                },
-                id: new.id,
-                package_sha256: new.package_sha256,
-                package_name,
-                package_version,
-                workflow: new.workflow,
-                input: new.input,
-                result: None,
-                error: None,
-                created_at_ms: now_ms,
-                updated_at_ms: now_ms,
-                wake_at_ms: if owner.is_some() { None } else { Some(now_ms) },
-                owner: owner.map(|o| o.0.to_owned()),
-                epoch: if owner.is_some() { 1 } else { 0 },
-                cancel_requested: false,
-            });
+            // One statement: atomic without a transaction.
+            let row = query
+                .fetch_optional(&self.writer)
+                .await?
+                .ok_or_else(missing)?;
+            return execution_from_row(&row);
         };
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<String> =

@@ -4,7 +4,7 @@
 //! statement to a worker thread and back, ~45 µs each here).
 
 use crate::error::{Error, Result};
-use crate::model::{CommitOp, NewExecution, SideWrite, StatusChange};
+use crate::model::{CommitOp, Creation, SideWrite, StatusChange};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -88,46 +88,6 @@ impl CommitConnection {
         })
     }
 
-    /// Inserts a new execution (no idempotency key) on the commit
-    /// connection, so starts never contend with commits for SQLite's write
-    /// lock. Returns the package's name and version, or `None` if there is
-    /// no package with that sha256. Blocks: call it from a blocking thread.
-    pub(super) fn insert_execution(
-        &self,
-        new: &NewExecution,
-        now_ms: i64,
-        owner: Option<(&str, i64)>,
-    ) -> Result<Option<(String, i64)>> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        conn.prepare_cached(
-            "INSERT INTO executions (id, package_sha256, package_name, package_version, workflow, \
-             input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch) \
-             SELECT ?, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages WHERE sha256 = ? \
-             RETURNING package_name, package_version",
-        )
-        .and_then(|mut insert| {
-            insert
-                .query_row(
-                    params![
-                        new.id,
-                        new.workflow,
-                        new.input.to_string(),
-                        if owner.is_some() { "running" } else { "pending" },
-                        now_ms,
-                        now_ms,
-                        if owner.is_some() { None } else { Some(now_ms) },
-                        owner.map(|o| o.0),
-                        owner.map(|o| o.1),
-                        if owner.is_some() { 1 } else { 0 },
-                        new.package_sha256
-                    ],
-                    |row| Ok((row.get(0)?, row.get(1)?)),
-                )
-                .optional()
-        })
-        .map_err(|e| Error::Runtime(format!("creating execution {}: {e}", new.id)))
-    }
-
     /// Commits the batch on the calling thread (it blocks: call it from a
     /// thread that may block, like the group-commit thread).
     pub(super) fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {
@@ -147,6 +107,16 @@ fn commit(
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         let key = (op.execution_id.as_str(), op.epoch);
+        if let Some(creation) = &op.create {
+            if !create(&tx, creation, now_ms)? {
+                results.push(Err(Error::NotFound(format!(
+                    "no package with sha256 {}",
+                    creation.new.package_sha256
+                ))));
+                continue;
+            }
+            owned.insert(key, true);
+        }
         let is_owned = match owned.get(&key) {
             Some(o) => *o,
             None => {
@@ -172,6 +142,31 @@ fn commit(
     }
     tx.commit()?;
     Ok(results)
+}
+
+/// Inserts a new execution; `false` if its package does not exist.
+fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite::Result<bool> {
+    let owned = c.owner.is_some();
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO executions (id, package_sha256, package_name, package_version, workflow, \
+             input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch) \
+             SELECT ?, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages WHERE sha256 = ?",
+        )?
+        .execute(params![
+            c.new.id,
+            c.new.workflow,
+            c.new.input.to_string(),
+            if owned { "running" } else { "pending" },
+            now_ms,
+            now_ms,
+            if owned { None } else { Some(now_ms) },
+            c.owner.as_ref().map(|o| &o.0),
+            c.owner.as_ref().map(|o| o.1),
+            c.epoch(),
+            c.new.package_sha256
+        ])?;
+    Ok(inserted == 1)
 }
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite::Result<()> {
