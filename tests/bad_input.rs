@@ -11,18 +11,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// `cerebelum serve` on `db`, created first: two processes opening a new
-/// database at once race to migrate it, and one fails ("table packages
-/// already exists").
-fn serve(db: &Db, extra: &[&str]) -> common::Server {
-    db.ok(&["list"]);
-    db.serve(extra)
-}
-
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -48,11 +36,11 @@ fn assert_empty(db: &Db) {
 /// Uploads `file`, which must be refused with `words`; nothing is stored.
 fn refused_upload(file: &Path, words: &[&str]) {
     let db = Db::new();
-    let stderr = db.fails(&["upload", path(file)]);
+    let stderr = db.fails(&["upload", common::path(file)]);
     assert_mentions(&stderr, &["is not a usable package"]);
     assert_mentions(&stderr, words);
     // `run` refuses it the same way, before creating any execution.
-    let stderr = db.fails(&["run", path(file), "hello"]);
+    let stderr = db.fails(&["run", common::path(file), "hello"]);
     assert_mentions(&stderr, words);
     assert_empty(&db);
 }
@@ -63,7 +51,7 @@ fn failed_step(step: &str, extra: &[&str]) -> Value {
     let db = Db::new();
     let input = format!(r#"{{"step":"{step}"}}"#);
     let kit = common::guest("testkit");
-    let mut args = vec!["run", path(&kit), "run_step", "--input", &input];
+    let mut args = vec!["run", common::path(&kit), "run_step", "--input", &input];
     args.extend_from_slice(extra);
     let stderr = db.fails(&args);
     let executions = listed(&db, "list");
@@ -113,7 +101,7 @@ fn a_component_of_another_world_is_refused() {
 fn a_missing_package_file_is_refused() {
     let db = Db::new();
     let missing = db.dir.path().join("missing.wasm");
-    let stderr = db.fails(&["upload", path(&missing)]);
+    let stderr = db.fails(&["upload", common::path(&missing)]);
     assert_mentions(&stderr, &["cannot read package file", "missing.wasm"]);
     assert_empty(&db);
 }
@@ -123,7 +111,7 @@ fn an_unknown_workflow_is_refused_with_the_workflows_there_are() {
     let db = Db::new();
     let kit = common::guest("testkit");
     for command in ["run", "start"] {
-        let stderr = db.fails(&[command, path(&kit), "nope"]);
+        let stderr = db.fails(&[command, common::path(&kit), "nope"]);
         assert_mentions(&stderr, &["no workflow named 'nope'", "noop3", "approval"]);
     }
     assert_eq!(listed(&db, "list"), Vec::<Value>::new());
@@ -142,13 +130,13 @@ fn unknown_packages_and_invalid_names_are_refused() {
         &["no package named 'nopkg'", "known packages: none"],
     );
     let kit = common::guest("testkit");
-    let stderr = db.fails(&["upload", path(&kit), "--name", "my package"]);
+    let stderr = db.fails(&["upload", common::path(&kit), "--name", "my package"]);
     assert_mentions(&stderr, &["invalid package name \"my package\""]);
     let stderr = db.fails(&["list", "--status", "bogus"]);
     assert_mentions(&stderr, &["unknown status 'bogus'", "waiting"]);
     assert_empty(&db);
     // Once uploaded, the message lists it.
-    db.ok(&["upload", path(&kit)]);
+    db.ok(&["upload", common::path(&kit)]);
     let stderr = db.fails(&["start", "nopkg", "noop3"]);
     assert_mentions(&stderr, &["no package named 'nopkg'", "testkit"]);
     assert_eq!(listed(&db, "list"), Vec::<Value>::new());
@@ -159,10 +147,16 @@ fn invalid_json_input_is_refused() {
     let db = Db::new();
     let kit = common::guest("testkit");
     // `start` checks the input before uploading anything.
-    let stderr = db.fails(&["start", path(&kit), "noop3", "--input", "{name: web-1"]);
+    let stderr = db.fails(&[
+        "start",
+        common::path(&kit),
+        "noop3",
+        "--input",
+        "{name: web-1",
+    ]);
     assert_mentions(&stderr, &["not valid JSON", "{name: web-1"]);
     assert_empty(&db);
-    let stderr = db.fails(&["run", path(&kit), "noop3", "--input", "[1, 2"]);
+    let stderr = db.fails(&["run", common::path(&kit), "noop3", "--input", "[1, 2"]);
     assert_mentions(&stderr, &["not valid JSON"]);
     assert_eq!(listed(&db, "list"), Vec::<Value>::new());
 }
@@ -170,7 +164,7 @@ fn invalid_json_input_is_refused() {
 #[test]
 fn approving_what_nobody_waits_for_is_refused() {
     let db = Db::new();
-    let _server = serve(&db, &[]);
+    let _server = db.serve(&[]);
     let id = db.start(&common::guest("testkit"), "approval", r#"{"key":"a"}"#);
     db.wait_status(&id, "waiting", WAIT);
     let stderr = db.fails(&["approve", &id, "b"]);
@@ -231,7 +225,7 @@ fn a_step_that_panics_is_a_trap_with_the_panic_message() {
 fn finished_executions_cannot_be_retried_or_cancelled() {
     let db = Db::new();
     let kit = common::guest("testkit");
-    let out = db.ok(&["run", path(&kit), "noop3", "--input", r#"{"x":1}"#]);
+    let out = db.ok(&["run", common::path(&kit), "noop3", "--input", r#"{"x":1}"#]);
     assert_eq!(json(&out), json(r#"{"x":1}"#));
     let id = listed(&db, "list")[0]["id"].as_str().unwrap().to_owned();
     let journal_before = db.journal(&id);

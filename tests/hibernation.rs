@@ -27,17 +27,7 @@ async fn a_thousand_sleeping_executions_hold_no_instance() {
         .await
         .unwrap();
 
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            engine
-                .serve(async {
-                    let _ = stop_rx.await;
-                })
-                .await
-        })
-    };
+    let (stop_tx, server) = common::serve_in_process(&engine);
     const N: usize = 1000;
     for _ in 0..N {
         engine

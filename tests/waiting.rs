@@ -7,22 +7,9 @@ mod common;
 
 use common::{Db, entries};
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// `cerebelum serve` on `db`, created first: two processes opening a new
-/// database at once race to migrate it, and one fails ("table packages
-/// already exists").
-fn serve(db: &Db, extra: &[&str]) -> common::Server {
-    db.ok(&["list"]);
-    db.serve(extra)
-}
 
 fn kit() -> std::path::PathBuf {
     common::guest("testkit")
@@ -35,7 +22,7 @@ fn parse(text: &str) -> Value {
 /// `cerebelum run testkit <workflow>`: (exit success, stdout, stderr, id).
 fn run_kit(db: &Db, workflow: &str, input: Value) -> (bool, String, String, String) {
     let input = input.to_string();
-    let out = db.run(&["run", path(&kit()), workflow, "--input", &input]);
+    let out = db.run(&["run", common::path(&kit()), workflow, "--input", &input]);
     let list = parse(&db.ok(&["list", "--json"]));
     let id = list[0]["id"].as_str().expect("run created an execution");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
@@ -92,7 +79,7 @@ fn call_seq(journal: &[Value], kind: &str) -> i64 {
 #[test]
 fn an_approval_payload_reaches_the_workflow() {
     let db = Db::new();
-    let _server = serve(&db, &[]);
+    let _server = db.serve(&[]);
     let id = waiting_approval(&db, json!({"key": "go"}));
     let status = db.ok(&["status", &id]);
     assert!(
@@ -115,7 +102,7 @@ fn an_approval_payload_reaches_the_workflow() {
 #[test]
 fn a_rejection_reason_reaches_the_workflow() {
     let db = Db::new();
-    let _server = serve(&db, &[]);
+    let _server = db.serve(&[]);
     let id = waiting_approval(&db, json!({"key": "go"}));
     db.ok(&["reject", &id, "go", "--reason", "not on a Friday"]);
     let done = db.wait_status(&id, "completed", WAIT);
@@ -206,7 +193,7 @@ fn assert_compensated(db: &Db, id: &str) {
 #[test]
 fn cancelling_a_hibernated_execution_runs_its_compensation() {
     let db = Db::new();
-    let _server = serve(&db, &[]);
+    let _server = db.serve(&[]);
     let id = db.start(&kit(), "cancellable", r#"{"sleep_ms":60000}"#);
     db.wait_status(&id, "waiting", WAIT);
     let out = db.ok(&["cancel", &id]);
@@ -218,7 +205,7 @@ fn cancelling_a_hibernated_execution_runs_its_compensation() {
 #[test]
 fn cancelling_an_in_process_wait_interrupts_it() {
     let db = Db::new();
-    let _server = serve(&db, &["--hibernate-after-ms", "100000"]);
+    let _server = db.serve(&["--hibernate-after-ms", "100000"]);
     let id = db.start(&kit(), "cancellable", r#"{"sleep_ms":20000}"#);
     db.wait_for(&id, WAIT, |_, j| !entries(j, "sleep").is_empty());
     // (Read after the journal: `wait_for` reads the status first.)
@@ -281,7 +268,7 @@ fn clock_and_randomness_are_journaled() {
 #[test]
 fn the_deploy_example_end_to_end() {
     let db = Db::new();
-    let _server = serve(&db, &[]);
+    let _server = db.serve(&[]);
     let input = r#"{"name":"web-1","settle_ms":300,"ready_after_ms":300}"#;
     let id = db.start(&common::guest("deploy"), "deploy", input);
     db.wait_for(&id, WAIT, |s, j| {

@@ -41,17 +41,7 @@ impl Bench {
             .await
             .unwrap()
             .sha256;
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = {
-            let engine = engine.clone();
-            tokio::spawn(async move {
-                engine
-                    .serve(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-            })
-        };
+        let (stop, server) = common::serve_in_process(&engine);
         Self {
             engine,
             store,

@@ -66,6 +66,30 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// A path as a command-line argument.
+pub fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Runs `engine`'s scheduler on a task until the returned sender fires.
+pub fn serve_in_process(
+    engine: &cerebelum::Engine,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<cerebelum::Result<()>>,
+) {
+    let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let engine = engine.clone();
+    let server = tokio::spawn(async move {
+        engine
+            .serve(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    (stop, server)
+}
+
 /// The `cerebelum` binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cerebelum")

@@ -269,15 +269,7 @@ impl Engine {
     /// Validates and stores a package; identical bytes return the
     /// existing version.
     pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<PackageRecord> {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return Err(Error::InvalidInput(format!(
-                "invalid package name {name:?}: use letters, digits, '-', '_' and '.'"
-            )));
-        }
+        check_package_name(name)?;
         let sha = sha256_hex(&bytes);
         let package = self.inner.runtime.validate(&sha, bytes.clone()).await?;
         let info = serde_json::to_value(&package.info)
