@@ -91,7 +91,9 @@ enum Command {
     },
     /// Store a package (validated) and print its name and version.
     Upload {
+        /// The package (.wasm component).
         package: PathBuf,
+        /// Package name (default: the file name without .wasm).
         #[arg(long)]
         name: Option<String>,
         #[command(flatten)]
@@ -99,6 +101,7 @@ enum Command {
     },
     /// List uploaded packages with their workflows and steps.
     Packages {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -106,7 +109,9 @@ enum Command {
     Start {
         /// A .wasm file (uploaded first) or the name of an uploaded package.
         package: String,
+        /// The workflow to start.
         workflow: String,
+        /// The workflow's input, JSON.
         #[arg(long, default_value = "{}")]
         input: String,
         /// Starting twice with the same key returns the first execution.
@@ -117,7 +122,9 @@ enum Command {
     },
     /// Show an execution.
     Status {
+        /// The execution id (from `start` or `list`).
         id: String,
+        /// Print the record as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -128,39 +135,58 @@ enum Command {
         status: Option<String>,
         #[arg(long)]
         workflow: Option<String>,
+        /// Show at most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Follow an execution: progress bar and journal events, until it ends.
-    Watch { id: String },
+    Watch {
+        /// The execution id.
+        id: String,
+    },
     /// Print an execution's journal.
     Journal {
+        /// The execution id.
         id: String,
+        /// Print the entries as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Approve what an execution waits for; the payload reaches the workflow.
     Approve {
+        /// The execution id.
         id: String,
+        /// The approval key the workflow waits on (`status` shows it).
         key: String,
+        /// JSON handed to the workflow with the approval.
         #[arg(long, default_value = "null")]
         payload: String,
     },
     /// Reject what an execution waits for.
     Reject {
+        /// The execution id.
         id: String,
+        /// The approval key the workflow waits on.
         key: String,
+        /// Why; handed to the workflow.
         #[arg(long)]
         reason: String,
     },
     /// Cancel an execution: its next suspension point returns a
     /// cancellation error to the workflow, which may compensate.
-    Cancel { id: String },
+    Cancel {
+        /// The execution id.
+        id: String,
+    },
     /// Retry a failed or cancelled execution: completed steps are kept,
     /// the failed call runs again.
-    Retry { id: String },
+    Retry {
+        /// The execution id.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
