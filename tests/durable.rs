@@ -52,6 +52,14 @@ fn crash_during_sleep(serve_args: &[&str]) {
         "the sleep was not restarted"
     );
 
+    // The clock read before the crash is replayed, not read again.
+    let clock = entries(&journal, "now-ms");
+    assert_eq!(
+        status["result"]["before_ms"], clock[0]["payload"]["answer"],
+        "the workflow saw the journaled clock"
+    );
+    assert!(clock[0]["at_ms"].as_i64().unwrap() <= killed_at);
+
     let after = status["result"]["after_ms"].as_i64().unwrap();
     assert!(
         after >= due_at,

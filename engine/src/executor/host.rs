@@ -76,9 +76,8 @@ impl StoreData {
         args: Value,
         live: impl FnOnce(&Invocation) -> Value,
     ) -> WasmResult<Value> {
-        let inv = self.invocation()?;
-        let answer_live = live(inv);
-        inv.immediate(kind, args, || answer_live)
+        self.invocation()?
+            .immediate(kind, args, live)
             .await
             .map_err(wasmtime::Error::new)
     }

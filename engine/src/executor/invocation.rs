@@ -93,17 +93,18 @@ impl Invocation {
     }
 
     /// A call answered at once (clock, random, log): replayed from the
-    /// journal, or computed by `live` and journaled.
+    /// journal, or computed by `live` (only then: a replayed log line is
+    /// not logged again) and journaled.
     pub(crate) async fn immediate(
         &mut self,
         kind: &str,
         args: Value,
-        live: impl FnOnce() -> Value,
+        live: impl FnOnce(&Invocation) -> Value,
     ) -> Result<Value, Interrupt> {
         match self.record(kind, &args)? {
             (Recorded::Replayed(e), _) => Ok(e.payload["answer"].clone()),
             (Recorded::Live, hash) => {
-                let answer = live();
+                let answer = live(self);
                 self.push_call(kind, hash, json!({ "args": args, "answer": answer }))
                     .await?;
                 Ok(answer)
