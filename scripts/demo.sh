@@ -12,8 +12,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "Installing the wasm32-wasip2 target (rust-toolchain.toml) and building"
 rustup target add wasm32-wasip2 >/dev/null
-cargo build --quiet -p cerebelum-engine
-cargo build --quiet --target wasm32-wasip2 --profile guest -p hello -p deploy
+cargo build -p cerebelum-engine
+cargo build --target wasm32-wasip2 --profile guest -p hello -p deploy
 mkdir -p examples/target
 cp target/wasm32-wasip2/guest/hello.wasm target/wasm32-wasip2/guest/deploy.wasm examples/target/
 CEREBELUM=target/debug/cerebelum

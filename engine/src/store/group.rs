@@ -307,3 +307,60 @@ impl JournalWriter {
         self.send(entries, side, status, true).await.map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Status;
+
+    fn pending(id: &str, entries: usize, status: Option<StatusChange>) -> Pending {
+        Pending {
+            op: CommitOp {
+                create: None,
+                execution_id: id.into(),
+                epoch: 1,
+                entries: (0..entries)
+                    .map(|i| Entry {
+                        seq: i as i64,
+                        invocation: "wf".into(),
+                        kind: "log".into(),
+                        ref_seq: None,
+                        args_hash: None,
+                        payload: Value::Null,
+                        at_ms: 0,
+                    })
+                    .collect(),
+                side: Vec::new(),
+                status,
+            },
+            health: Arc::new(AtomicU8::new(HEALTHY)),
+            ack: None,
+        }
+    }
+
+    #[test]
+    fn consecutive_ops_of_one_execution_merge_until_a_status_change() {
+        let done = StatusChange::Finished {
+            status: Status::Completed,
+            result: None,
+            error: None,
+        };
+        let mut batch = vec![
+            pending("a", 2, None),
+            pending("a", 1, None),
+            pending("a", 1, Some(done.clone())),
+            pending("a", 1, None),
+            pending("b", 3, None),
+        ];
+        let (ops, index) = coalesce(&mut batch);
+        assert_eq!(index, vec![0, 0, 0, 1, 2]);
+        assert_eq!(ops.len(), 3);
+        assert_eq!(ops[0].entries.len(), 4);
+        assert!(
+            ops[0].status.is_some(),
+            "the status change closes the merged op"
+        );
+        assert_eq!(ops[1].entries.len(), 1);
+        assert_eq!(ops[2].execution_id, "b");
+    }
+}
