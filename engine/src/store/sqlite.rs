@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqliteConnection};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How hard SQLite flushes a commit.
@@ -33,7 +34,7 @@ pub enum Synchronous {
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
-    commits: CommitConnection,
+    commits: Arc<CommitConnection>,
 }
 
 const EXECUTION_COLUMNS: &str = "id, package_sha256, package_name, package_version, workflow, \
@@ -99,12 +100,26 @@ impl SqliteStore {
             })?;
         drop(lock);
         let reader = connect(4).await?;
-        let commits = CommitConnection::open(path, sync == Synchronous::Full)?;
+        let commits = Arc::new(CommitConnection::open(path, sync == Synchronous::Full)?);
         Ok(Self {
             writer,
             reader,
             commits,
         })
+    }
+}
+
+impl SqliteStore {
+    /// Runs a frequent write (claims, leases) on the commit connection, on
+    /// a blocking thread.
+    async fn on_commit_connection<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let commits = self.commits.clone();
+        tokio::task::spawn_blocking(move || commits.run(f))
+            .await
+            .map_err(|e| Error::Runtime(format!("database task: {e}")))?
     }
 }
 
@@ -399,72 +414,75 @@ impl Store for SqliteStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claim>> {
-        let rows = sqlx::query(
-            "UPDATE executions SET owner = ?1, lease_expires_at = ?2 + ?3, epoch = epoch + 1, \
-             status = 'running', wake_at = NULL, updated_at = ?2 \
-             WHERE id IN ( \
-               SELECT id FROM executions WHERE status IN ('pending', 'waiting') AND wake_at <= ?2 \
-               UNION ALL \
-               SELECT id FROM executions WHERE status = 'running' AND lease_expires_at < ?2 \
-               LIMIT ?4) \
-             RETURNING id, epoch, signals",
-        )
-        .bind(owner)
-        .bind(now_ms)
-        .bind(lease_ms)
-        .bind(limit)
-        .fetch_all(&self.writer)
-        .await?;
-        rows.iter()
-            .map(|r| {
+        let owner = owner.to_owned();
+        self.on_commit_connection(move |c| {
+            let mut claim = c.prepare_cached(
+                "UPDATE executions SET owner = ?1, lease_expires_at = ?2 + ?3, epoch = epoch + 1, \
+                 status = 'running', wake_at = NULL, updated_at = ?2 \
+                 WHERE id IN ( \
+                   SELECT id FROM executions WHERE status IN ('pending', 'waiting') AND wake_at <= ?2 \
+                   UNION ALL \
+                   SELECT id FROM executions WHERE status = 'running' AND lease_expires_at < ?2 \
+                   LIMIT ?4) \
+                 RETURNING id, epoch, signals",
+            )?;
+            let rows = claim.query_map(rusqlite::params![owner, now_ms, lease_ms, limit], |r| {
                 Ok(Claim {
-                    execution_id: r.try_get("id")?,
-                    epoch: r.try_get("epoch")?,
-                    signals: r.try_get("signals")?,
+                    execution_id: r.get(0)?,
+                    epoch: r.get(1)?,
+                    signals: r.get(2)?,
                 })
-            })
-            .collect()
+            })?;
+            rows.collect()
+        })
+        .await
     }
 
     async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "UPDATE executions SET lease_expires_at = ? WHERE owner = ? AND status = 'running' \
-             RETURNING id, cancel_requested",
-        )
-        .bind(now_ms + lease_ms)
-        .bind(owner)
-        .fetch_all(&self.writer)
-        .await?;
-        let mut cancelled = Vec::new();
-        for row in rows {
-            if row.try_get::<i64, _>("cancel_requested")? != 0 {
-                cancelled.push(row.try_get("id")?);
+        let owner = owner.to_owned();
+        self.on_commit_connection(move |c| {
+            let mut renew = c.prepare_cached(
+                "UPDATE executions SET lease_expires_at = ? WHERE owner = ? AND status = 'running' \
+                 RETURNING id, cancel_requested",
+            )?;
+            let rows = renew.query_map(rusqlite::params![now_ms + lease_ms, owner], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0))
+            })?;
+            let mut cancelled = Vec::new();
+            for row in rows {
+                let (id, cancel) = row?;
+                if cancel {
+                    cancelled.push(id);
+                }
             }
-        }
-        Ok(cancelled)
+            Ok(cancelled)
+        })
+        .await
     }
 
     async fn abandon(&self, execution_id: &str, epoch: i64, retry_at_ms: i64) -> Result<()> {
-        sqlx::query(
-            "UPDATE executions SET owner = NULL, lease_expires_at = ? \
-             WHERE id = ? AND epoch = ? AND status = 'running'",
-        )
-        .bind(retry_at_ms)
-        .bind(execution_id)
-        .bind(epoch)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let id = execution_id.to_owned();
+        self.on_commit_connection(move |c| {
+            c.prepare_cached(
+                "UPDATE executions SET owner = NULL, lease_expires_at = ? \
+                 WHERE id = ? AND epoch = ? AND status = 'running'",
+            )?
+            .execute(rusqlite::params![retry_at_ms, id, epoch])
+            .map(|_| ())
+        })
+        .await
     }
 
     async fn release_leases(&self, owner: &str) -> Result<()> {
-        sqlx::query(
-            "UPDATE executions SET lease_expires_at = 0 WHERE owner = ? AND status = 'running'",
-        )
-        .bind(owner)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let owner = owner.to_owned();
+        self.on_commit_connection(move |c| {
+            c.prepare_cached(
+                "UPDATE executions SET lease_expires_at = 0 WHERE owner = ? AND status = 'running'",
+            )?
+            .execute(rusqlite::params![owner])
+            .map(|_| ())
+        })
+        .await
     }
 
     async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>> {

@@ -88,6 +88,15 @@ impl CommitConnection {
         })
     }
 
+    /// Runs `f` on the commit connection (it blocks: call it from a
+    /// blocking thread). Every frequent write of this process goes through
+    /// this one connection, so they never wait on each other in SQLite's
+    /// busy handler.
+    pub(super) fn run<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn).map_err(|e| Error::Runtime(format!("database write: {e}")))
+    }
+
     /// Commits the batch on the calling thread (it blocks: call it from a
     /// thread that may block, like the group-commit thread).
     pub(super) fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {
