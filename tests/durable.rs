@@ -22,8 +22,7 @@ fn crash_during_sleep(serve_args: &[&str]) {
     let testkit = guest("testkit");
     let server = db.serve(serve_args);
     let id = db.start(&testkit, "step_sleep_step", r#"{"sleep_ms": 3000}"#);
-    let journal_before = db.wait_for(&id, LONG, |_, j| !entries(j, "sleep").is_empty());
-    let _ = journal_before;
+    db.wait_for(&id, LONG, |_, j| !entries(j, "sleep").is_empty());
     server.kill9();
     let killed_at = now_ms();
 

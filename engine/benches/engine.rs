@@ -23,7 +23,7 @@ struct Bench {
     sha: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<cerebelum::Result<()>>>,
-    _db: common::Db,
+    db: common::Db,
 }
 
 impl Bench {
@@ -48,7 +48,7 @@ impl Bench {
             sha,
             stop: Some(stop),
             server: Some(server),
-            _db: db,
+            db,
         }
     }
 
@@ -309,7 +309,7 @@ async fn raw_commit(bench: &Bench, n: usize) -> f64 {
 /// Makes a completed execution due again (as after a crash before its end
 /// was recorded) and times its replay to completion.
 async fn replay_again(bench: &Bench, id: &str) -> Duration {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", bench._db.path.display()))
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", bench.db.path.display()))
         .await
         .unwrap();
     sqlx::query("DELETE FROM journal WHERE execution_id = ? AND kind = 'completed'")

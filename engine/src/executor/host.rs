@@ -51,20 +51,9 @@ impl StoreData {
                     p.extend(extra);
                 }
                 let seq = inv
-                    .exec
-                    .writer
-                    .push_side(
-                        crate::store::NewEntry {
-                            invocation: inv.id.clone(),
-                            kind: kind.to_owned(),
-                            ref_seq: None,
-                            args_hash: Some(hash),
-                            payload: payload.clone(),
-                        },
-                        side,
-                    )
+                    .push_call(kind, hash, payload.clone(), side)
                     .await
-                    .map_err(|e| wasmtime::Error::new(Interrupt::from(e)))?;
+                    .map_err(wasmtime::Error::new)?;
                 Ok((seq, payload))
             }
         }

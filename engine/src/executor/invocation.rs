@@ -3,7 +3,7 @@
 
 use super::replay::{Interrupt, WORKFLOW, args_hash, describe_call};
 use super::{ExecState, WitError};
-use crate::model::Entry;
+use crate::model::{Entry, SideWrite};
 use crate::runtime::{InvocationLimits, StoreData, sandbox_store};
 use crate::store::NewEntry;
 use serde_json::{Value, json};
@@ -72,24 +72,23 @@ impl Invocation {
         Ok((Recorded::Replayed(entry.clone()), hash))
     }
 
-    /// Journals a live call; returns its seq.
+    /// Journals a live call (with side writes committed atomically with
+    /// it); returns its seq.
     pub(crate) async fn push_call(
         &self,
         kind: &str,
         hash: String,
         payload: Value,
+        side: Vec<SideWrite>,
     ) -> Result<i64, Interrupt> {
-        Ok(self
-            .exec
-            .writer
-            .push(NewEntry {
-                invocation: self.id.clone(),
-                kind: kind.to_owned(),
-                ref_seq: None,
-                args_hash: Some(hash),
-                payload,
-            })
-            .await?)
+        let entry = NewEntry {
+            invocation: self.id.clone(),
+            kind: kind.to_owned(),
+            ref_seq: None,
+            args_hash: Some(hash),
+            payload,
+        };
+        Ok(self.exec.writer.push_side(entry, side).await?)
     }
 
     /// A call answered at once (clock, random, log): replayed from the
@@ -105,8 +104,13 @@ impl Invocation {
             (Recorded::Replayed(e), _) => Ok(e.payload["answer"].clone()),
             (Recorded::Live, hash) => {
                 let answer = live(self);
-                self.push_call(kind, hash, json!({ "args": args, "answer": answer }))
-                    .await?;
+                self.push_call(
+                    kind,
+                    hash,
+                    json!({ "args": args, "answer": answer }),
+                    Vec::new(),
+                )
+                .await?;
                 Ok(answer)
             }
         }
