@@ -17,7 +17,7 @@ cargo build --target wasm32-wasip2 --profile guest -p hello -p deploy
 mkdir -p examples/target
 cp target/wasm32-wasip2/guest/hello.wasm target/wasm32-wasip2/guest/deploy.wasm examples/target/
 CEREBELUM=target/debug/cerebelum
-export CEREBELUM_DB="${CEREBELUM_DB:-cerebelum.db}"
+export CEREBELUM_DATABASE_URL="${CEREBELUM_DATABASE_URL:-cerebelum.db}"
 
 say "cerebelum run examples/target/hello.wasm hello --input '{\"name\":\"web-1\"}'"
 $CEREBELUM run examples/target/hello.wasm hello --input '{"name":"web-1"}'

@@ -1,5 +1,6 @@
 //! `cerebelum`: the engine's command line. Every command works on the
-//! embedded SQLite database named by `--db` (default `./cerebelum.db`).
+//! database named by `--db`: an embedded SQLite file (default
+//! `./cerebelum.db`) or a PostgreSQL URL shared by several nodes.
 
 mod cli;
 
@@ -15,11 +16,14 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "cerebelum", version, about, long_about)]
 struct Cli {
-    /// The database: a SQLite file, created if missing.
+    /// The database: a SQLite file (created if missing), or a PostgreSQL
+    /// URL such as postgres://USER:PASSWORD@HOST:5432/DATABASE (the
+    /// database must exist; its tables are created). Several `serve`
+    /// processes on one PostgreSQL database share the work.
     #[arg(
         long,
         global = true,
-        env = "CEREBELUM_DB",
+        env = "CEREBELUM_DATABASE_URL",
         default_value = "cerebelum.db"
     )]
     db: String,
@@ -38,8 +42,9 @@ struct EngineArgs {
     /// Where compiled components are cached (default: ~/.cache/cerebelum).
     #[arg(long, env = "CEREBELUM_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// How SQLite flushes commits: `full` survives power loss, `normal`
-    /// survives a crash of the process only.
+    /// How commits are flushed: `full` survives power loss (SQLite fsync;
+    /// PostgreSQL synchronous_commit=on), `normal` survives a crash of the
+    /// engine process only.
     #[arg(long, value_enum, env = "CEREBELUM_SYNC", default_value = "full")]
     sync: cerebelum::store::Synchronous,
     /// Waits longer than this hibernate (the instance is dropped).

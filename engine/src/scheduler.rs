@@ -17,6 +17,18 @@ pub(crate) async fn run(
     let mut heartbeat = tokio::time::interval(inner.config.lease / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    // Another process's start, approval or cancel wakes this loop at once
+    // (PostgreSQL LISTEN/NOTIFY); the tick stays the fallback and drives
+    // timers.
+    let weak = Arc::downgrade(&inner);
+    let listener = inner
+        .store
+        .listen_due(Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.wake.notify_one();
+            }
+        }))
+        .await?;
     info!(node = %inner.node_id, "scheduler started");
     inner
         .serving
@@ -65,6 +77,9 @@ pub(crate) async fn run(
             }
             Err(e) => warn!(error = %e, "claiming due executions failed"),
         }
+    }
+    if let Some(listener) = listener {
+        listener.abort();
     }
     inner
         .serving

@@ -1,20 +1,25 @@
 //! Storage: one trait, [`Store`], with its durability contract, and its
-//! backends (SQLite now; PostgreSQL implements the same trait).
+//! backends: SQLite (embedded, one node) and PostgreSQL (any number of
+//! nodes sharing one database).
 //!
 //! # Durability contract
 //!
 //! When [`Store::commit`] returns `Ok` for an operation, its journal
 //! entries, side writes and status change are durable (on SQLite with
-//! `synchronous=FULL`, flushed to disk) and atomic: all or none of one
+//! `synchronous=FULL`, flushed to disk; on PostgreSQL, committed with
+//! `synchronous_commit=on`) and atomic: all or none of one
 //! operation is stored. Every operation is fenced by the owner's epoch: if
 //! another node has claimed the execution since, the operation is refused
 //! with [`Error::LostOwnership`] and nothing of it is stored.
 
 mod group;
+mod postgres;
+mod rows;
 mod sqlite;
 mod sqlite_commit;
 
 pub use group::{GroupCommitter, JournalWriter, NewEntry};
+pub use postgres::{PgStore, redact};
 pub use sqlite::{SqliteStore, Synchronous};
 
 use crate::error::Result;
@@ -130,17 +135,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Counts executions by status (for `list` summaries and benchmarks).
     async fn count_by_status(&self) -> Result<Vec<(String, i64)>>;
+
+    /// Calls `due` whenever another process may have made an execution
+    /// claimable (a start, an approval, a cancel, a released lease), so
+    /// the scheduler claims it at once instead of at its next tick. Returns
+    /// the listening task, or `None` where the backend cannot listen
+    /// (SQLite: one node, polling only).
+    async fn listen_due(&self, due: DueCallback) -> Result<Option<tokio::task::JoinHandle<()>>> {
+        let _ = due;
+        Ok(None)
+    }
 }
+
+/// What [`Store::listen_due`] calls.
+pub type DueCallback = Box<dyn Fn() + Send + Sync>;
 
 /// A shared store handle.
 pub type SharedStore = Arc<dyn Store>;
 
-/// Opens the store named by `url`: a path or `sqlite://path` for SQLite.
+/// Opens the store named by `url`: `postgres://…` (or `postgresql://…`)
+/// for PostgreSQL, else a file path or `sqlite://path` for SQLite.
 pub async fn open(url: &str, sync: Synchronous) -> Result<SharedStore> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(crate::Error::InvalidInput(format!(
-            "PostgreSQL ({url}) is not supported by this build yet; use a SQLite file path"
-        )));
+        return Ok(Arc::new(PgStore::open(url, sync).await?));
     }
     let path = url.strip_prefix("sqlite://").unwrap_or(url);
     Ok(Arc::new(SqliteStore::open(path, sync).await?))

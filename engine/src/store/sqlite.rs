@@ -2,6 +2,7 @@
 //! process's writes; other processes (CLI commands) wait on `busy_timeout`.
 
 use super::Store;
+use super::rows::{self, APPROVAL_COLUMNS, ENTRY_COLUMNS, EXECUTION_COLUMNS, PACKAGE_COLUMNS};
 use super::sqlite_commit::CommitConnection;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -11,8 +12,7 @@ use crate::model::{
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
 use std::path::Path;
@@ -36,9 +36,6 @@ pub struct SqliteStore {
     reader: SqlitePool,
     commits: Arc<CommitConnection>,
 }
-
-const EXECUTION_COLUMNS: &str = "id, package_sha256, package_name, package_version, workflow, \
-     input, status, result, error, created_at, updated_at, wake_at, owner, epoch, cancel_requested";
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates it.
@@ -90,14 +87,7 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(&writer)
             .await
-            .map_err(|e| match e {
-                sqlx::migrate::MigrateError::VersionMissing(v) => Error::Schema(format!(
-                    "{} was migrated to schema version {v}, which this cerebelum binary does \
-                     not know: it was written by a newer version; upgrade cerebelum",
-                    path.display()
-                )),
-                other => Error::Schema(format!("migrating {}: {other}", path.display())),
-            })?;
+            .map_err(|e| rows::migrate_error(&path.display().to_string(), e))?;
         drop(lock);
         let reader = connect(4).await?;
         let commits = Arc::new(CommitConnection::open(path, sync == Synchronous::Full)?);
@@ -123,72 +113,6 @@ impl SqliteStore {
     }
 }
 
-fn json(text: Option<String>) -> Result<Option<Value>> {
-    text.map(|t| serde_json::from_str(&t))
-        .transpose()
-        .map_err(|e| Error::Schema(format!("corrupt JSON in the database: {e}")))
-}
-
-fn execution_from_row(row: &SqliteRow) -> Result<ExecutionRecord> {
-    let status: String = row.try_get("status")?;
-    Ok(ExecutionRecord {
-        id: row.try_get("id")?,
-        package_sha256: row.try_get("package_sha256")?,
-        package_name: row.try_get("package_name")?,
-        package_version: row.try_get("package_version")?,
-        workflow: row.try_get("workflow")?,
-        input: json(row.try_get("input")?)?.unwrap_or(Value::Null),
-        status: Status::parse(&status)
-            .ok_or_else(|| Error::Schema(format!("unknown status {status:?}")))?,
-        result: json(row.try_get("result")?)?,
-        error: json(row.try_get("error")?)?,
-        created_at_ms: row.try_get("created_at")?,
-        updated_at_ms: row.try_get("updated_at")?,
-        wake_at_ms: row.try_get("wake_at")?,
-        owner: row.try_get("owner")?,
-        epoch: row.try_get("epoch")?,
-        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
-    })
-}
-
-fn package_from_row(row: &SqliteRow) -> Result<PackageRecord> {
-    Ok(PackageRecord {
-        sha256: row.try_get("sha256")?,
-        name: row.try_get("name")?,
-        version: row.try_get("version")?,
-        info: json(row.try_get("info")?)?.unwrap_or(Value::Null),
-        created_at_ms: row.try_get("created_at")?,
-    })
-}
-
-fn entry_from_row(row: &SqliteRow) -> Result<Entry> {
-    Ok(Entry {
-        seq: row.try_get("seq")?,
-        invocation: row.try_get("invocation")?,
-        kind: row.try_get("kind")?,
-        ref_seq: row.try_get("ref_seq")?,
-        args_hash: row.try_get("args_hash")?,
-        payload: json(row.try_get("payload")?)?.unwrap_or(Value::Null),
-        at_ms: row.try_get("at")?,
-    })
-}
-
-fn approval_from_row(row: &SqliteRow) -> Result<ApprovalRecord> {
-    Ok(ApprovalRecord {
-        execution_id: row.try_get("execution_id")?,
-        key: row.try_get("key")?,
-        status: row.try_get("status")?,
-        request: json(row.try_get("request")?)?.unwrap_or(Value::Null),
-        decision: json(row.try_get("decision")?)?,
-    })
-}
-
-fn not_found(id: &str) -> Error {
-    Error::NotFound(format!(
-        "no execution with id '{id}'; `cerebelum list` shows the executions"
-    ))
-}
-
 async fn execution_in(conn: &mut SqliteConnection, id: &str) -> Result<ExecutionRecord> {
     let row = sqlx::query(&format!(
         "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?"
@@ -196,8 +120,8 @@ async fn execution_in(conn: &mut SqliteConnection, id: &str) -> Result<Execution
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| not_found(id))?;
-    execution_from_row(&row)
+    .ok_or_else(|| rows::execution_not_found(id))?;
+    rows::execution(&row)
 }
 
 async fn insert_entry(conn: &mut SqliteConnection, id: &str, e: &Entry) -> Result<()> {
@@ -229,14 +153,14 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> Result<PackageRecord> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(row) = sqlx::query(
-            "SELECT sha256, name, version, info, created_at FROM packages WHERE sha256 = ?",
-        )
+        if let Some(row) = sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE sha256 = ?"
+        ))
         .bind(sha256)
         .fetch_optional(&mut *tx)
         .await?
         {
-            return package_from_row(&row);
+            return rows::package(&row);
         }
         let version: i64 =
             sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE name = ?")
@@ -265,14 +189,14 @@ impl Store for SqliteStore {
     }
 
     async fn package(&self, sha256: &str) -> Result<PackageRecord> {
-        let row = sqlx::query(
-            "SELECT sha256, name, version, info, created_at FROM packages WHERE sha256 = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE sha256 = ?"
+        ))
         .bind(sha256)
         .fetch_optional(&self.reader)
         .await?
-        .ok_or_else(|| Error::NotFound(format!("no package with sha256 {sha256}")))?;
-        package_from_row(&row)
+        .ok_or_else(|| rows::package_not_found(sha256))?;
+        rows::package(&row)
     }
 
     async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>> {
@@ -280,41 +204,33 @@ impl Store for SqliteStore {
             .bind(sha256)
             .fetch_optional(&self.reader)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("no package with sha256 {sha256}")))
+            .ok_or_else(|| rows::package_not_found(sha256))
     }
 
     async fn list_packages(&self) -> Result<Vec<PackageRecord>> {
-        let rows = sqlx::query(
-            "SELECT sha256, name, version, info, created_at FROM packages ORDER BY name, version",
-        )
+        let found = sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages ORDER BY name, version"
+        ))
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(package_from_row).collect()
+        found.iter().map(rows::package).collect()
     }
 
     async fn latest_package(&self, name: &str) -> Result<PackageRecord> {
-        let row = sqlx::query(
-            "SELECT sha256, name, version, info, created_at FROM packages WHERE name = ? \
-             ORDER BY version DESC LIMIT 1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE name = ? ORDER BY version DESC LIMIT 1"
+        ))
         .bind(name)
         .fetch_optional(&self.reader)
         .await?;
         match row {
-            Some(row) => package_from_row(&row),
+            Some(row) => rows::package(&row),
             None => {
                 let names: Vec<String> =
                     sqlx::query_scalar("SELECT DISTINCT name FROM packages ORDER BY name")
                         .fetch_all(&self.reader)
                         .await?;
-                Err(Error::NotFound(format!(
-                    "no package named '{name}'; known packages: {}",
-                    if names.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                )))
+                Err(rows::no_package_named(name, &names))
             }
         }
     }
@@ -349,14 +265,14 @@ impl Store for SqliteStore {
             .bind(owner.map(|o| o.1))
             .bind(if owner.is_some() { 1 } else { 0 })
             .bind(&new.package_sha256);
-        let missing = || Error::NotFound(format!("no package with sha256 {}", new.package_sha256));
+        let missing = || rows::package_not_found(&new.package_sha256);
         let Some(key) = &new.idempotency_key else {
             // One statement: atomic without a transaction.
             let row = query
                 .fetch_optional(&self.writer)
                 .await?
                 .ok_or_else(missing)?;
-            return execution_from_row(&row);
+            return rows::execution(&row);
         };
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let existing: Option<String> =
@@ -369,7 +285,7 @@ impl Store for SqliteStore {
         }
         let row = query.fetch_optional(&mut *tx).await?.ok_or_else(missing)?;
         tx.commit().await?;
-        execution_from_row(&row)
+        rows::execution(&row)
     }
 
     async fn execution(&self, id: &str) -> Result<ExecutionRecord> {
@@ -378,7 +294,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>> {
-        let rows = sqlx::query(&format!(
+        let found = sqlx::query(&format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions \
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) \
              ORDER BY created_at DESC, id DESC LIMIT ?3"
@@ -388,19 +304,18 @@ impl Store for SqliteStore {
         .bind(if filter.limit > 0 { filter.limit } else { 100 })
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(execution_from_row).collect()
+        found.iter().map(rows::execution).collect()
     }
 
     async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>> {
-        let rows = sqlx::query(
-            "SELECT seq, invocation, kind, ref_seq, args_hash, payload, at FROM journal \
-             WHERE execution_id = ? AND seq > ? ORDER BY seq",
-        )
+        let found = sqlx::query(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM journal WHERE execution_id = ? AND seq > ? ORDER BY seq"
+        ))
         .bind(id)
         .bind(after_seq)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(entry_from_row).collect()
+        found.iter().map(rows::entry).collect()
     }
 
     async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>> {
@@ -486,14 +401,14 @@ impl Store for SqliteStore {
     }
 
     async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>> {
-        let rows = sqlx::query(
-            "SELECT execution_id, key, status, request, decision FROM approvals \
-             WHERE execution_id = ? ORDER BY created_at, key",
-        )
+        let found = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+             WHERE execution_id = ? ORDER BY created_at, key"
+        ))
         .bind(execution_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(approval_from_row).collect()
+        found.iter().map(rows::approval).collect()
     }
 
     async fn decide_approval(
@@ -505,18 +420,15 @@ impl Store for SqliteStore {
     ) -> Result<ApprovalRecord> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let execution = execution_in(&mut tx, execution_id).await?;
-        let row = sqlx::query(
-            "SELECT execution_id, key, status, request, decision FROM approvals \
-             WHERE execution_id = ? AND key = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+             WHERE execution_id = ? AND key = ?"
+        ))
         .bind(execution_id)
         .bind(key)
         .fetch_optional(&mut *tx)
         .await?;
-        let (status, value) = match decision {
-            Decision::Approve(payload) => ("approved", payload.clone()),
-            Decision::Reject(reason) => ("rejected", Value::String(reason.clone())),
-        };
+        let (status, value) = rows::decision_columns(decision);
         let Some(row) = row else {
             let pending: Vec<String> = sqlx::query_scalar(
                 "SELECT key FROM approvals WHERE execution_id = ? AND status = 'pending' ORDER BY key",
@@ -524,34 +436,11 @@ impl Store for SqliteStore {
             .bind(execution_id)
             .fetch_all(&mut *tx)
             .await?;
-            return Err(Error::Conflict(if pending.is_empty() {
-                format!(
-                    "execution {execution_id} ({}) is not waiting for approval '{key}': it is not \
-                     waiting for any approval",
-                    execution.status
-                )
-            } else {
-                format!(
-                    "execution {execution_id} is not waiting for approval '{key}'; it is waiting \
-                     for: {}",
-                    pending.join(", ")
-                )
-            }));
+            return Err(rows::not_waiting_for(&execution, key, &pending));
         };
-        let current = approval_from_row(&row)?;
+        let current = rows::approval(&row)?;
         if current.status != "pending" {
-            if current.status == status && current.decision.as_ref() == Some(&value) {
-                return Ok(current);
-            }
-            return Err(Error::Conflict(format!(
-                "approval '{key}' of execution {execution_id} is already {}{}",
-                current.status,
-                current
-                    .decision
-                    .as_ref()
-                    .map(|d| format!(" ({d})"))
-                    .unwrap_or_default()
-            )));
+            return rows::decided_already(current, status, &value);
         }
         sqlx::query(
             "UPDATE approvals SET status = ?, decision = ?, decided_at = ? \
@@ -596,27 +485,24 @@ impl Store for SqliteStore {
         .bind(key)
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query(
-            "SELECT execution_id, key, status, request, decision FROM approvals \
-             WHERE execution_id = ? AND key = ?",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals \
+             WHERE execution_id = ? AND key = ?"
+        ))
         .bind(execution_id)
         .bind(key)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no approval '{key}' on {execution_id}")))?;
         tx.commit().await?;
-        approval_from_row(&row)
+        rows::approval(&row)
     }
 
     async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let execution = execution_in(&mut tx, execution_id).await?;
         if execution.status.is_terminal() {
-            return Err(Error::Conflict(format!(
-                "execution {execution_id} is already {}; there is nothing to cancel",
-                execution.status
-            )));
+            return Err(rows::nothing_to_cancel(&execution));
         }
         sqlx::query(
             "UPDATE executions SET cancel_requested = 1, signals = signals + 1, \
@@ -635,27 +521,14 @@ impl Store for SqliteStore {
     async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let execution = execution_in(&mut tx, execution_id).await?;
-        if !matches!(execution.status, Status::Failed | Status::Cancelled) {
-            return Err(Error::Conflict(format!(
-                "execution {execution_id} is {}; only failed or cancelled executions can be retried",
-                execution.status
-            )));
-        }
+        rows::check_retryable(&execution)?;
         let seq: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE execution_id = ?",
         )
         .bind(execution_id)
         .fetch_one(&mut *tx)
         .await?;
-        let entry = Entry {
-            seq,
-            invocation: "operator".into(),
-            kind: "retried".into(),
-            ref_seq: None,
-            args_hash: None,
-            payload: serde_json::json!({ "previous_status": execution.status, "error": execution.error }),
-            at_ms: now_ms,
-        };
+        let entry = rows::retried_entry(&execution, seq, now_ms);
         insert_entry(&mut tx, execution_id, &entry).await?;
         sqlx::query(
             "UPDATE executions SET status = 'pending', result = NULL, error = NULL, owner = NULL, \
@@ -673,12 +546,13 @@ impl Store for SqliteStore {
     }
 
     async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query(
+        let found = sqlx::query(
             "SELECT status, COUNT(*) AS n FROM executions GROUP BY status ORDER BY status",
         )
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
+        found
+            .iter()
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
             .collect()
     }

@@ -1,0 +1,233 @@
+//! What the SQL backends share: mapping rows to records (the column names
+//! are the same in both schemas) and the messages of their errors.
+
+use crate::error::{Error, Result};
+use crate::model::{ApprovalRecord, Entry, ExecutionRecord, PackageRecord, Status};
+use serde_json::Value;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+/// Columns of `executions` that make an [`ExecutionRecord`].
+pub(super) const EXECUTION_COLUMNS: &str = "id, package_sha256, package_name, package_version, \
+     workflow, input, status, result, error, created_at, updated_at, wake_at, owner, epoch, \
+     cancel_requested";
+
+/// Columns of `packages` that make a [`PackageRecord`] (not the bytes).
+pub(super) const PACKAGE_COLUMNS: &str = "sha256, name, version, info, created_at";
+
+/// Columns of `journal` that make an [`Entry`].
+pub(super) const ENTRY_COLUMNS: &str = "seq, invocation, kind, ref_seq, args_hash, payload, at";
+
+/// Columns of `approvals` that make an [`ApprovalRecord`].
+pub(super) const APPROVAL_COLUMNS: &str = "execution_id, key, status, request, decision";
+
+/// Typed column access on a row of either backend.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<Option<i64>>;
+    fn flag(&self, column: &str) -> Result<bool>;
+
+    fn string(&self, column: &str) -> Result<String> {
+        self.text(column)?
+            .ok_or_else(|| Error::Schema(format!("column {column} is NULL")))
+    }
+
+    fn number(&self, column: &str) -> Result<i64> {
+        self.int(column)?
+            .ok_or_else(|| Error::Schema(format!("column {column} is NULL")))
+    }
+
+    fn json(&self, column: &str) -> Result<Option<Value>> {
+        self.text(column)?
+            .map(|t| serde_json::from_str(&t))
+            .transpose()
+            .map_err(|e| Error::Schema(format!("corrupt JSON in column {column}: {e}")))
+    }
+}
+
+impl<R: Row> Columns for R
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    fn text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn int(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+
+    fn flag(&self, column: &str) -> Result<bool> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+pub(super) fn execution(row: &impl Columns) -> Result<ExecutionRecord> {
+    let status = row.string("status")?;
+    Ok(ExecutionRecord {
+        id: row.string("id")?,
+        package_sha256: row.string("package_sha256")?,
+        package_name: row.string("package_name")?,
+        package_version: row.number("package_version")?,
+        workflow: row.string("workflow")?,
+        input: row.json("input")?.unwrap_or(Value::Null),
+        status: Status::parse(&status)
+            .ok_or_else(|| Error::Schema(format!("unknown status {status:?}")))?,
+        result: row.json("result")?,
+        error: row.json("error")?,
+        created_at_ms: row.number("created_at")?,
+        updated_at_ms: row.number("updated_at")?,
+        wake_at_ms: row.int("wake_at")?,
+        owner: row.text("owner")?,
+        epoch: row.number("epoch")?,
+        cancel_requested: row.flag("cancel_requested")?,
+    })
+}
+
+pub(super) fn package(row: &impl Columns) -> Result<PackageRecord> {
+    Ok(PackageRecord {
+        sha256: row.string("sha256")?,
+        name: row.string("name")?,
+        version: row.number("version")?,
+        info: row.json("info")?.unwrap_or(Value::Null),
+        created_at_ms: row.number("created_at")?,
+    })
+}
+
+pub(super) fn entry(row: &impl Columns) -> Result<Entry> {
+    Ok(Entry {
+        seq: row.number("seq")?,
+        invocation: row.string("invocation")?,
+        kind: row.string("kind")?,
+        ref_seq: row.int("ref_seq")?,
+        args_hash: row.text("args_hash")?,
+        payload: row.json("payload")?.unwrap_or(Value::Null),
+        at_ms: row.number("at")?,
+    })
+}
+
+pub(super) fn approval(row: &impl Columns) -> Result<ApprovalRecord> {
+    Ok(ApprovalRecord {
+        execution_id: row.string("execution_id")?,
+        key: row.string("key")?,
+        status: row.string("status")?,
+        request: row.json("request")?.unwrap_or(Value::Null),
+        decision: row.json("decision")?,
+    })
+}
+
+pub(super) fn execution_not_found(id: &str) -> Error {
+    Error::NotFound(format!(
+        "no execution with id '{id}'; `cerebelum list` shows the executions"
+    ))
+}
+
+pub(super) fn package_not_found(sha256: &str) -> Error {
+    Error::NotFound(format!("no package with sha256 {sha256}"))
+}
+
+pub(super) fn no_package_named(name: &str, known: &[String]) -> Error {
+    Error::NotFound(format!(
+        "no package named '{name}'; known packages: {}",
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
+/// The decision as stored: status and value.
+pub(super) fn decision_columns(decision: &crate::model::Decision) -> (&'static str, Value) {
+    match decision {
+        crate::model::Decision::Approve(payload) => ("approved", payload.clone()),
+        crate::model::Decision::Reject(reason) => ("rejected", Value::String(reason.clone())),
+    }
+}
+
+/// Deciding approval `key` that the execution does not wait for.
+pub(super) fn not_waiting_for(execution: &ExecutionRecord, key: &str, pending: &[String]) -> Error {
+    let id = &execution.id;
+    Error::Conflict(if pending.is_empty() {
+        format!(
+            "execution {id} ({}) is not waiting for approval '{key}': it is not waiting for any \
+             approval",
+            execution.status
+        )
+    } else {
+        format!(
+            "execution {id} is not waiting for approval '{key}'; it is waiting for: {}",
+            pending.join(", ")
+        )
+    })
+}
+
+/// The outcome of deciding an approval that is no longer pending: the same
+/// decision again is a success (idempotent), another one a conflict.
+pub(super) fn decided_already(
+    current: ApprovalRecord,
+    status: &str,
+    value: &Value,
+) -> Result<ApprovalRecord> {
+    if current.status == status && current.decision.as_ref() == Some(value) {
+        return Ok(current);
+    }
+    Err(Error::Conflict(format!(
+        "approval '{}' of execution {} is already {}{}",
+        current.key,
+        current.execution_id,
+        current.status,
+        current
+            .decision
+            .as_ref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    )))
+}
+
+pub(super) fn nothing_to_cancel(execution: &ExecutionRecord) -> Error {
+    Error::Conflict(format!(
+        "execution {} is already {}; there is nothing to cancel",
+        execution.id, execution.status
+    ))
+}
+
+/// An operator may retry only failed or cancelled executions.
+pub(super) fn check_retryable(execution: &ExecutionRecord) -> Result<()> {
+    if matches!(execution.status, Status::Failed | Status::Cancelled) {
+        return Ok(());
+    }
+    Err(Error::Conflict(format!(
+        "execution {} is {}; only failed or cancelled executions can be retried",
+        execution.id, execution.status
+    )))
+}
+
+/// The `retried` entry an operator retry appends at `seq`.
+pub(super) fn retried_entry(execution: &ExecutionRecord, seq: i64, now_ms: i64) -> Entry {
+    Entry {
+        seq,
+        invocation: "operator".into(),
+        kind: "retried".into(),
+        ref_seq: None,
+        args_hash: None,
+        payload: serde_json::json!({
+            "previous_status": execution.status,
+            "error": execution.error,
+        }),
+        at_ms: now_ms,
+    }
+}
+
+/// A migration error, or a schema newer than this binary, as one message.
+pub(super) fn migrate_error(database: &str, e: sqlx::migrate::MigrateError) -> Error {
+    match e {
+        sqlx::migrate::MigrateError::VersionMissing(v) => Error::Schema(format!(
+            "{database} was migrated to schema version {v}, which this cerebelum binary does not \
+             know: it was written by a newer version; upgrade cerebelum"
+        )),
+        other => Error::Schema(format!("migrating {database}: {other}")),
+    }
+}
