@@ -1,10 +1,12 @@
 //! Durability end to end: real `cerebelum serve` processes on real SQLite
-//! files, killed with SIGKILL at awkward moments; replay must continue on
-//! the next line of user code without repeating a completed step.
+//! files and real PostgreSQL databases, killed with SIGKILL at awkward
+//! moments; replay must continue on the next line of user code without
+//! repeating a completed step. Every test runs on both backends.
 
+#[macro_use]
 mod common;
 
-use common::{Db, attempts, entries, guest, now_ms, results, step_call_seq};
+use common::{Backend, Db, attempts, entries, guest, now_ms, results, step_call_seq};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -17,8 +19,15 @@ fn assert_contiguous(journal: &[Value]) {
     assert_eq!(seqs, expected, "journal seqs are not contiguous");
 }
 
-fn crash_during_sleep(serve_args: &[&str]) {
-    let db = Db::new();
+on_both_backends!(
+    kill9_while_hibernated_wakes_at_the_original_due_time,
+    kill9_during_an_in_process_sleep_wakes_at_the_original_due_time,
+    kill9_during_a_running_step_reattempts_it,
+    tampered_journal_fails_with_nondeterminism,
+    operator_retry_keeps_completed_steps,
+);
+
+fn crash_during_sleep(db: Db, serve_args: &[&str]) {
     let testkit = guest("testkit");
     let server = db.serve(serve_args);
     let id = db.start(&testkit, "step_sleep_step", r#"{"sleep_ms": 3000}"#);
@@ -71,19 +80,15 @@ fn crash_during_sleep(serve_args: &[&str]) {
     );
 }
 
-#[test]
-fn kill9_while_hibernated_wakes_at_the_original_due_time() {
-    crash_during_sleep(&["--hibernate-after-ms", "500"]);
+fn kill9_while_hibernated_wakes_at_the_original_due_time(db: Db) {
+    crash_during_sleep(db, &["--hibernate-after-ms", "500"]);
 }
 
-#[test]
-fn kill9_during_an_in_process_sleep_wakes_at_the_original_due_time() {
-    crash_during_sleep(&["--hibernate-after-ms", "60000"]);
+fn kill9_during_an_in_process_sleep_wakes_at_the_original_due_time(db: Db) {
+    crash_during_sleep(db, &["--hibernate-after-ms", "60000"]);
 }
 
-#[test]
-fn kill9_during_a_running_step_reattempts_it() {
-    let db = Db::new();
+fn kill9_during_a_running_step_reattempts_it(db: Db) {
     let testkit = guest("testkit");
     let server = db.serve(&[]);
     let id = db.start(&testkit, "spin_step", r#"{"iterations": 4000000000}"#);
@@ -113,9 +118,7 @@ fn kill9_during_a_running_step_reattempts_it() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tampered_journal_fails_with_nondeterminism() {
-    let db = Db::new();
+fn tampered_journal_fails_with_nondeterminism(db: Db) {
     let testkit = guest("testkit");
     let server = db.serve(&["--hibernate-after-ms", "200"]);
     let id = db.start(&testkit, "step_sleep_step", r#"{"sleep_ms": 600000}"#);
@@ -124,27 +127,23 @@ async fn tampered_journal_fails_with_nondeterminism() {
 
     // Make the journal say the first step call was a different one, and
     // make the execution due now.
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.path.display()))
-        .await
-        .unwrap();
     let journal = db.journal(&id);
     let first = step_call_seq(&journal, "record", 0);
-    let changed = sqlx::query(
-        "UPDATE journal SET args_hash = 'tampered', \
-         payload = json_set(payload, '$.args.step', 'other') WHERE execution_id = ? AND seq = ?",
-    )
-    .bind(&id)
-    .bind(first)
-    .execute(&pool)
-    .await
-    .unwrap();
-    assert_eq!(changed.rows_affected(), 1);
-    sqlx::query("UPDATE executions SET wake_at = 0 WHERE id = ?")
-        .bind(&id)
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
+    let rename = match db.backend {
+        Backend::Sqlite => "json_set(payload, '$.args.step', 'other')",
+        Backend::Postgres => "jsonb_set(payload::jsonb, '{args,step}', '\"other\"')::text",
+    };
+    let changed = db.sql(&format!(
+        "UPDATE journal SET args_hash = 'tampered', payload = {rename} \
+         WHERE execution_id = '{id}' AND seq = {first}"
+    ));
+    assert_eq!(changed, 1);
+    assert_eq!(
+        db.sql(&format!(
+            "UPDATE executions SET wake_at = 0 WHERE id = '{id}'"
+        )),
+        1
+    );
 
     let _server = db.serve(&[]);
     let status = db.wait_status(&id, "failed", LONG);
@@ -159,9 +158,7 @@ async fn tampered_journal_fails_with_nondeterminism() {
     assert!(message.contains("record"), "names the new call: {message}");
 }
 
-#[test]
-fn operator_retry_keeps_completed_steps() {
-    let db = Db::new();
+fn operator_retry_keeps_completed_steps(db: Db) {
     let testkit = guest("testkit");
     let until = now_ms() + 1500;
     let input = format!(r#"{{"until_ms": {until}}}"#);

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_sleeping_executions_hold_no_instance() {
     let db = common::Db::new();
-    let store = store::open(db.path.to_str().unwrap(), Synchronous::Normal)
-        .await
-        .unwrap();
+    let store = store::open(&db.url, Synchronous::Normal).await.unwrap();
     let mut config = EngineConfig::new(common::cache_dir());
     config.hibernate_after = Duration::from_millis(100);
     config.tick = Duration::from_millis(10);

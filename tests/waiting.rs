@@ -1,8 +1,10 @@
 //! Waiting: approvals (approve, reject, time out), polls (ready, exhausted,
 //! timed out), cancellation reaching user code, fan-out running steps
 //! concurrently, the journaled clock and randomness, and the deploy example
-//! driven end to end through the CLI.
+//! driven end to end through the CLI. Every test runs on SQLite and on
+//! PostgreSQL.
 
+#[macro_use]
 mod common;
 
 use common::{Db, entries};
@@ -10,6 +12,20 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
+
+on_both_backends!(
+    an_approval_payload_reaches_the_workflow,
+    a_rejection_reason_reaches_the_workflow,
+    an_approval_times_out_without_an_operator,
+    a_poll_checks_until_ready,
+    a_poll_gives_up_after_max_attempts,
+    a_poll_times_out,
+    cancelling_a_hibernated_execution_runs_its_compensation,
+    cancelling_an_in_process_wait_interrupts_it,
+    fan_out_runs_steps_concurrently,
+    clock_and_randomness_are_journaled,
+    the_deploy_example_end_to_end,
+);
 
 fn kit() -> std::path::PathBuf {
     common::guest("testkit")
@@ -76,9 +92,7 @@ fn call_seq(journal: &[Value], kind: &str) -> i64 {
     call["seq"].as_i64().unwrap()
 }
 
-#[test]
-fn an_approval_payload_reaches_the_workflow() {
-    let db = Db::new();
+fn an_approval_payload_reaches_the_workflow(db: Db) {
     let _server = db.serve(&[]);
     let id = waiting_approval(&db, json!({"key": "go"}));
     let status = db.ok(&["status", &id]);
@@ -99,9 +113,7 @@ fn an_approval_payload_reaches_the_workflow() {
     assert_eq!(db.status(&id)["result"], expected);
 }
 
-#[test]
-fn a_rejection_reason_reaches_the_workflow() {
-    let db = Db::new();
+fn a_rejection_reason_reaches_the_workflow(db: Db) {
     let _server = db.serve(&[]);
     let id = waiting_approval(&db, json!({"key": "go"}));
     db.ok(&["reject", &id, "go", "--reason", "not on a Friday"]);
@@ -110,9 +122,7 @@ fn a_rejection_reason_reaches_the_workflow() {
     assert_eq!(done["result"], expected);
 }
 
-#[test]
-fn an_approval_times_out_without_an_operator() {
-    let db = Db::new();
+fn an_approval_times_out_without_an_operator(db: Db) {
     let started = Instant::now();
     let (result, id) = completes(&db, "approval", json!({"key": "t", "timeout_ms": 800}));
     assert_eq!(result, json!({"decision": "timed-out"}));
@@ -121,9 +131,7 @@ fn an_approval_times_out_without_an_operator() {
     assert!(stderr.contains("already timed-out"), "{stderr}");
 }
 
-#[test]
-fn a_poll_checks_until_ready() {
-    let db = Db::new();
+fn a_poll_checks_until_ready(db: Db) {
     let input = json!({"ready_after_ms": 600, "interval_ms": 100, "max_attempts": 50});
     let (result, id) = completes(&db, "poll_ready", input);
     assert_eq!(result["ready"], true, "{result}");
@@ -135,9 +143,7 @@ fn a_poll_checks_until_ready() {
     assert_eq!(results[0]["payload"]["ok"], result);
 }
 
-#[test]
-fn a_poll_gives_up_after_max_attempts() {
-    let db = Db::new();
+fn a_poll_gives_up_after_max_attempts(db: Db) {
     let input = json!({"ready_after_ms": 60_000, "interval_ms": 50, "max_attempts": 3});
     let (error, id) = fails(&db, "poll_ready", input);
     assert_eq!(error["kind"], "poll-exhausted", "{error}");
@@ -162,9 +168,7 @@ fn a_poll_gives_up_after_max_attempts() {
     assert_eq!(checks, expected, "{journal:?}");
 }
 
-#[test]
-fn a_poll_times_out() {
-    let db = Db::new();
+fn a_poll_times_out(db: Db) {
     let input = json!({"ready_after_ms": 60_000, "interval_ms": 100, "max_attempts": 1000,
         "timeout_ms": 700});
     let started = Instant::now();
@@ -190,9 +194,7 @@ fn assert_compensated(db: &Db, id: &str) {
     assert_eq!(status["error"]["kind"], "cancelled");
 }
 
-#[test]
-fn cancelling_a_hibernated_execution_runs_its_compensation() {
-    let db = Db::new();
+fn cancelling_a_hibernated_execution_runs_its_compensation(db: Db) {
     let _server = db.serve(&[]);
     let id = db.start(&kit(), "cancellable", r#"{"sleep_ms":60000}"#);
     db.wait_status(&id, "waiting", WAIT);
@@ -202,9 +204,7 @@ fn cancelling_a_hibernated_execution_runs_its_compensation() {
     assert_compensated(&db, &id);
 }
 
-#[test]
-fn cancelling_an_in_process_wait_interrupts_it() {
-    let db = Db::new();
+fn cancelling_an_in_process_wait_interrupts_it(db: Db) {
     let _server = db.serve(&["--hibernate-after-ms", "100000"]);
     let id = db.start(&kit(), "cancellable", r#"{"sleep_ms":20000}"#);
     db.wait_for(&id, WAIT, |_, j| !entries(j, "sleep").is_empty());
@@ -220,9 +220,7 @@ fn cancelling_an_in_process_wait_interrupts_it() {
     assert_compensated(&db, &id);
 }
 
-#[test]
-fn fan_out_runs_steps_concurrently() {
-    let db = Db::new();
+fn fan_out_runs_steps_concurrently(db: Db) {
     let (result, id) = completes(&db, "fanout", json!({"n": 4, "sleep_ms": 400}));
     assert_eq!(result, json!([0, 1, 2, 3]));
     let journal = db.journal(&id);
@@ -245,9 +243,7 @@ fn fan_out_runs_steps_concurrently() {
     assert!(last_start < first_end, "not concurrent: {journal:?}");
 }
 
-#[test]
-fn clock_and_randomness_are_journaled() {
-    let db = Db::new();
+fn clock_and_randomness_are_journaled(db: Db) {
     let before = common::now_ms();
     let (result, id) = completes(&db, "clock_random", json!({}));
     assert_eq!(result["id"], id.as_str());
@@ -265,9 +261,7 @@ fn clock_and_randomness_are_journaled() {
     assert!(result["random"].is_u64(), "{result}");
 }
 
-#[test]
-fn the_deploy_example_end_to_end() {
-    let db = Db::new();
+fn the_deploy_example_end_to_end(db: Db) {
     let _server = db.serve(&[]);
     let input = r#"{"name":"web-1","settle_ms":300,"ready_after_ms":300}"#;
     let id = db.start(&common::guest("deploy"), "deploy", input);

@@ -1,7 +1,12 @@
 //! Shared harness of the end-to-end tests and the benchmark: builds the
 //! guest packages once (cargo's lock makes concurrent builds wait), runs the
-//! real `cerebelum` binary on temporary SQLite files, starts and kills
-//! `cerebelum serve` processes.
+//! real `cerebelum` binary on a temporary SQLite file or a fresh PostgreSQL
+//! database, starts and kills `cerebelum serve` processes.
+//!
+//! PostgreSQL tests use the server named by `CEREBELUM_TEST_PG` (default
+//! `postgres://postgres@127.0.0.1:5432/test`): each test creates a database
+//! of its own there and drops it when done. A test that cannot reach the
+//! server fails, saying so: it is never skipped.
 
 #![allow(
     dead_code,
@@ -95,22 +100,171 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_cerebelum")
 }
 
-/// A temporary directory holding one database.
+/// Where the PostgreSQL tests create their databases.
+pub fn test_pg_url() -> String {
+    std::env::var("CEREBELUM_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// `url` with its database name replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[authority_end..].find('/') {
+        Some(i) => &base[..authority_end + i],
+        None => base,
+    };
+    format!("{base}/{database}{query}")
+}
+
+/// Runs `f` against the PostgreSQL server of the tests, on a thread of its
+/// own (so it works from sync and async tests alike).
+fn on_pg_admin<T: Send + 'static>(
+    f: impl FnOnce(sqlx::PgPool) -> std::pin::Pin<Box<dyn Future<Output = T> + Send>> + Send + 'static,
+) -> T {
+    let url = test_pg_url();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(&url)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL is needed by this test and is unreachable at {url}: {e}. \
+                         Start it (see README) or point CEREBELUM_TEST_PG at a server."
+                    )
+                });
+            let out = f(pool.clone()).await;
+            pool.close().await;
+            out
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The database backends a test can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One fresh database: a SQLite file in a temporary directory, or a
+/// PostgreSQL database of its own (dropped with this value).
 pub struct Db {
     pub dir: tempfile::TempDir,
+    /// The SQLite file (unused on PostgreSQL).
     pub path: PathBuf,
+    /// What `--db` gets.
+    pub url: String,
+    pub backend: Backend,
+    pg_name: Option<String>,
+}
+
+impl Default for Db {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Db {
+    /// A fresh SQLite database.
     pub fn new() -> Self {
+        Self::on(Backend::Sqlite)
+    }
+
+    /// A fresh database on `backend`.
+    pub fn on(backend: Backend) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cerebelum.db");
-        Self { dir, path }
+        match backend {
+            Backend::Sqlite => Self {
+                url: path.to_str().unwrap().to_owned(),
+                dir,
+                path,
+                backend,
+                pg_name: None,
+            },
+            Backend::Postgres => {
+                use std::sync::atomic::{AtomicU32, Ordering};
+                static N: AtomicU32 = AtomicU32::new(0);
+                let name = format!(
+                    "cerebelum_test_{}_{}_{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed),
+                    now_ms() % 1_000_000
+                );
+                let create = format!("CREATE DATABASE {name}");
+                on_pg_admin(move |pool| {
+                    Box::pin(async move {
+                        sqlx::raw_sql(&create).execute(&pool).await.unwrap();
+                    })
+                });
+                Self {
+                    url: with_database(&test_pg_url(), &name),
+                    dir,
+                    path,
+                    backend,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// A fresh PostgreSQL database.
+    pub fn postgres() -> Self {
+        Self::on(Backend::Postgres)
+    }
+
+    /// Runs SQL statements on this database directly (to tamper with it);
+    /// returns the rows affected.
+    pub fn sql(&self, statements: &str) -> u64 {
+        let statements = statements.to_owned();
+        match self.backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", self.path.display());
+                std::thread::spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(async {
+                            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                            let done = sqlx::raw_sql(&statements).execute(&pool).await.unwrap();
+                            pool.close().await;
+                            done.rows_affected()
+                        })
+                })
+                .join()
+                .unwrap()
+            }
+            Backend::Postgres => {
+                let url = self.url.clone();
+                on_pg_admin(move |_| {
+                    Box::pin(async move {
+                        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                        let done = sqlx::raw_sql(&statements).execute(&pool).await.unwrap();
+                        pool.close().await;
+                        done.rows_affected()
+                    })
+                })
+            }
+        }
     }
 
     fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
-        c.arg("--db").arg(&self.path).args(args);
+        c.arg("--db").arg(&self.url).args(args);
         c.env("CEREBELUM_CACHE_DIR", cache_dir());
         c.env("CEREBELUM_LOG", "warn");
         c
@@ -193,18 +347,66 @@ impl Db {
         }
     }
 
-    /// Starts `cerebelum serve` on this database.
+    /// Starts `cerebelum serve` on this database (lease 1 s, tick 20 ms
+    /// unless `extra` sets them).
     pub fn serve(&self, extra: &[&str]) -> Server {
-        let mut args = vec!["serve", "--lease-ms", "1000", "--tick-ms", "20"];
+        self.serve_logged(extra, None)
+    }
+
+    /// [`Db::serve`] writing its `info` log to `log`.
+    pub fn serve_logged(&self, extra: &[&str], log: Option<&Path>) -> Server {
+        let mut args = vec!["serve"];
+        for (flag, default) in [("--lease-ms", "1000"), ("--tick-ms", "20")] {
+            if !extra.contains(&flag) {
+                args.extend([flag, default]);
+            }
+        }
         args.extend_from_slice(extra);
-        let child = self
-            .command(&args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning cerebelum serve");
+        let mut command = self.command(&args);
+        command.stdout(Stdio::null());
+        match log {
+            Some(log) => {
+                command
+                    .env("CEREBELUM_LOG", "info")
+                    .stderr(std::fs::File::create(log).unwrap());
+            }
+            None => {
+                command.stderr(Stdio::null());
+            }
+        }
+        let child = command.spawn().expect("spawning cerebelum serve");
         Server { child }
     }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            on_pg_admin(move |pool| {
+                Box::pin(async move {
+                    if let Err(e) = sqlx::raw_sql(&drop).execute(&pool).await {
+                        eprintln!("dropping the test database {name}: {e}");
+                    }
+                })
+            });
+        }
+    }
+}
+
+/// Defines each listed test body (a `fn(Db)`) as two tests, one on a
+/// fresh SQLite file (`sqlite::NAME`) and one on a fresh PostgreSQL
+/// database (`postgres::NAME`): the same body, not two copies.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { super::$name($crate::common::Db::on($crate::common::Backend::Sqlite)) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { super::$name($crate::common::Db::on($crate::common::Backend::Postgres)) } )*
+        }
+    };
 }
 
 /// A `cerebelum serve` process; killed when dropped.
@@ -213,6 +415,24 @@ pub struct Server {
 }
 
 impl Server {
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGSTOP: the process freezes (its leases run out) until [`Server::resume`].
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Server::freeze`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();

@@ -1,0 +1,654 @@
+//! The store suite: the [`Store`] contract, checked through the trait on
+//! both backends — every test body below runs once on a fresh SQLite file
+//! (`sqlite::NAME`) and once on a fresh PostgreSQL database
+//! (`postgres::NAME`).
+
+mod common;
+
+use cerebelum::Error;
+use cerebelum::model::{
+    CommitOp, Creation, Decision, Entry, ListFilter, NewExecution, SideWrite, Status, StatusChange,
+};
+use cerebelum::store::{self, SharedStore, Synchronous};
+use common::{Backend, Db};
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Defines each listed async test body (`async fn(Db)`) on both backends.
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::on(super::Backend::Sqlite)).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::on(super::Backend::Postgres)).await
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(
+    packages_are_content_addressed_and_versioned,
+    creating_with_an_idempotency_key_returns_the_first_execution,
+    commits_append_and_a_stale_epoch_is_fenced_off,
+    a_status_change_ends_ownership_within_a_batch,
+    a_creation_in_a_commit_needs_its_package,
+    claims_take_due_work_once_and_expired_leases_again,
+    concurrent_claims_never_hand_out_an_execution_twice,
+    hibernation_wakes_at_its_time_or_at_once_after_a_signal,
+    approvals_are_idempotent_and_wake_the_execution,
+    leases_renew_report_cancels_and_can_be_released,
+    retry_and_cancel_check_the_status,
+    a_newer_schema_is_refused,
+    listening_hears_another_process_make_work_due,
+);
+
+const NOW: i64 = 1_000_000;
+const LEASE: i64 = 5_000;
+
+async fn open(db: &Db) -> SharedStore {
+    store::open(&db.url, Synchronous::Full).await.unwrap()
+}
+
+/// A store with the package `pkg` (sha `sha-1`).
+async fn with_package(db: &Db) -> SharedStore {
+    let store = open(db).await;
+    store
+        .put_package("pkg", "sha-1", b"bytes", &json!({"workflows": []}), NOW)
+        .await
+        .unwrap();
+    store
+}
+
+fn new_execution(id: &str) -> NewExecution {
+    NewExecution {
+        id: id.to_owned(),
+        package_sha256: "sha-1".to_owned(),
+        workflow: "wf".to_owned(),
+        input: json!({"n": 1}),
+        idempotency_key: None,
+    }
+}
+
+fn entry(seq: i64, kind: &str) -> Entry {
+    Entry {
+        seq,
+        invocation: "wf".to_owned(),
+        kind: kind.to_owned(),
+        ref_seq: None,
+        args_hash: Some(format!("h{seq}")),
+        payload: json!({"seq": seq, "text": "it's \"quoted\""}),
+        at_ms: NOW + seq,
+    }
+}
+
+fn op(id: &str, epoch: i64, entries: Vec<Entry>, status: Option<StatusChange>) -> CommitOp {
+    CommitOp {
+        create: None,
+        execution_id: id.to_owned(),
+        epoch,
+        entries,
+        side: Vec::new(),
+        status,
+    }
+}
+
+fn finished() -> Option<StatusChange> {
+    Some(StatusChange::Finished {
+        status: Status::Completed,
+        result: Some(json!({"ok": true})),
+        error: None,
+    })
+}
+
+/// Creates `id` owned by `node` (epoch 1).
+async fn create_owned(store: &SharedStore, id: &str, node: &str) {
+    let record = store
+        .create_execution(new_execution(id), NOW, Some((node, NOW + LEASE)))
+        .await
+        .unwrap();
+    assert_eq!(record.status, Status::Running);
+    assert_eq!(record.epoch, 1);
+}
+
+fn ids(claims: &[cerebelum::model::Claim]) -> Vec<String> {
+    let mut ids: Vec<String> = claims.iter().map(|c| c.execution_id.clone()).collect();
+    ids.sort();
+    ids
+}
+
+async fn packages_are_content_addressed_and_versioned(db: Db) {
+    let store = with_package(&db).await;
+    let again = store
+        .put_package("pkg", "sha-1", b"bytes", &json!({}), NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(again.version, 1, "identical bytes keep their version");
+    let v2 = store
+        .put_package("pkg", "sha-2", b"other", &json!({"v": 2}), NOW + 2)
+        .await
+        .unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(store.latest_package("pkg").await.unwrap().sha256, "sha-2");
+    assert_eq!(store.package("sha-2").await.unwrap().info, json!({"v": 2}));
+    assert_eq!(store.package_bytes("sha-2").await.unwrap(), b"other");
+    let versions: Vec<i64> = store
+        .list_packages()
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.version)
+        .collect();
+    assert_eq!(versions, vec![1, 2]);
+    let missing = store.latest_package("nope").await.unwrap_err().to_string();
+    assert!(missing.contains("known packages: pkg"), "{missing}");
+    assert!(matches!(
+        store.package("sha-9").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+async fn creating_with_an_idempotency_key_returns_the_first_execution(db: Db) {
+    let store = with_package(&db).await;
+    let keyed = |id: &str| NewExecution {
+        idempotency_key: Some("order-7".to_owned()),
+        ..new_execution(id)
+    };
+    let first = store
+        .create_execution(keyed("ex_a"), NOW, None)
+        .await
+        .unwrap();
+    assert_eq!(first.status, Status::Pending);
+    assert_eq!(first.wake_at_ms, Some(NOW));
+    assert_eq!(first.package_name, "pkg");
+    let second = store
+        .create_execution(keyed("ex_b"), NOW + 1, None)
+        .await
+        .unwrap();
+    assert_eq!(second.id, "ex_a");
+    assert!(matches!(
+        store.execution("ex_b").await,
+        Err(Error::NotFound(_))
+    ));
+    let orphan = NewExecution {
+        package_sha256: "sha-9".to_owned(),
+        ..new_execution("ex_c")
+    };
+    assert!(matches!(
+        store.create_execution(orphan, NOW, None).await,
+        Err(Error::NotFound(_))
+    ));
+    let listed = store.list_executions(&ListFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 1, "nothing stored half-way");
+}
+
+async fn commits_append_and_a_stale_epoch_is_fenced_off(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    create_owned(&store, "ex_2", "node-a").await;
+    let results = store
+        .commit(
+            vec![
+                op(
+                    "ex_1",
+                    1,
+                    vec![entry(1, "started"), entry(2, "call-step")],
+                    None,
+                ),
+                op("ex_2", 7, vec![entry(1, "started")], None),
+                op("ex_1", 1, vec![entry(3, "result")], None),
+            ],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert!(
+        matches!(&results[1], Err(Error::LostOwnership(id)) if id == "ex_2"),
+        "{:?}",
+        results[1]
+    );
+    let journal = store.journal("ex_1", 0).await.unwrap();
+    assert_eq!(
+        journal,
+        vec![
+            entry(1, "started"),
+            entry(2, "call-step"),
+            entry(3, "result")
+        ]
+    );
+    assert_eq!(
+        store.journal("ex_1", 2).await.unwrap(),
+        vec![entry(3, "result")]
+    );
+    assert!(
+        store.journal("ex_2", 0).await.unwrap().is_empty(),
+        "a fenced operation stores nothing"
+    );
+}
+
+async fn a_status_change_ends_ownership_within_a_batch(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    let results = store
+        .commit(
+            vec![
+                op("ex_1", 1, vec![entry(1, "completed")], finished()),
+                op("ex_1", 1, vec![entry(2, "late")], None),
+            ],
+            NOW + 10,
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(Error::LostOwnership(_))));
+    let record = store.execution("ex_1").await.unwrap();
+    assert_eq!(record.status, Status::Completed);
+    assert_eq!(record.result, Some(json!({"ok": true})));
+    assert_eq!(record.owner, None);
+    assert_eq!(record.updated_at_ms, NOW + 10);
+    assert_eq!(store.journal("ex_1", 0).await.unwrap().len(), 1);
+    let counts = store.count_by_status().await.unwrap();
+    assert_eq!(counts, vec![("completed".to_owned(), 1)]);
+}
+
+async fn a_creation_in_a_commit_needs_its_package(db: Db) {
+    let store = with_package(&db).await;
+    let creation = |id: &str, sha: &str| CommitOp {
+        create: Some(Creation {
+            new: NewExecution {
+                package_sha256: sha.to_owned(),
+                ..new_execution(id)
+            },
+            owner: Some(("node-a".to_owned(), NOW + LEASE)),
+        }),
+        ..op(id, 1, vec![entry(1, "started")], None)
+    };
+    let results = store
+        .commit(
+            vec![
+                creation("ex_ok", "sha-1"),
+                creation("ex_orphan", "sha-9"),
+                CommitOp {
+                    create: Some(Creation {
+                        new: new_execution("ex_pending"),
+                        owner: None,
+                    }),
+                    ..op("ex_pending", 0, Vec::new(), None)
+                },
+            ],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(matches!(results[1], Err(Error::NotFound(_))));
+    let ok = store.execution("ex_ok").await.unwrap();
+    assert_eq!((ok.status, ok.epoch), (Status::Running, 1));
+    assert_eq!(store.journal("ex_ok", 0).await.unwrap().len(), 1);
+    assert!(store.execution("ex_orphan").await.is_err());
+    let pending = store.execution("ex_pending").await.unwrap();
+    assert_eq!((pending.status, pending.epoch), (Status::Pending, 0));
+}
+
+async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {
+    let store = with_package(&db).await;
+    store
+        .create_execution(new_execution("ex_p"), NOW, None)
+        .await
+        .unwrap();
+    create_owned(&store, "ex_r", "node-a").await;
+    let claims = store.claim_due("node-b", NOW, LEASE, 10).await.unwrap();
+    assert_eq!(ids(&claims), vec!["ex_p"], "a live lease is not claimable");
+    assert_eq!(claims[0].epoch, 1);
+    assert!(
+        store
+            .claim_due("node-c", NOW, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let done = store
+        .commit(
+            vec![op("ex_p", 1, vec![entry(1, "completed")], finished())],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(done[0].is_ok(), "the claim's epoch owns it: {done:?}");
+
+    // node-a's lease on ex_r runs out: another node takes it over.
+    let later = NOW + LEASE + 1;
+    let claims = store.claim_due("node-b", later, LEASE, 10).await.unwrap();
+    assert_eq!(ids(&claims), vec!["ex_r"]);
+    assert_eq!(claims[0].epoch, 2);
+    let record = store.execution("ex_r").await.unwrap();
+    assert_eq!(record.owner.as_deref(), Some("node-b"));
+    // node-a's append, too late, is refused; node-b's goes in.
+    let results = store
+        .commit(
+            vec![
+                op("ex_r", 1, vec![entry(1, "from-a")], None),
+                op("ex_r", 2, vec![entry(1, "from-b")], None),
+            ],
+            later,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(results[0], Err(Error::LostOwnership(_))));
+    assert!(results[1].is_ok());
+    assert_eq!(store.journal("ex_r", 0).await.unwrap()[0].kind, "from-b");
+    // A node that fails gives the execution up for a later retry.
+    store.abandon("ex_r", 2, later + 100).await.unwrap();
+    assert!(
+        store
+            .claim_due("node-c", later + 99, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claims = store
+        .claim_due("node-c", later + 101, LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&claims), vec!["ex_r"]);
+    assert_eq!(claims[0].epoch, 3);
+}
+
+async fn concurrent_claims_never_hand_out_an_execution_twice(db: Db) {
+    let store = with_package(&db).await;
+    const N: usize = 200;
+    for i in 0..N {
+        store
+            .create_execution(new_execution(&format!("ex_{i:03}")), NOW, None)
+            .await
+            .unwrap();
+    }
+    // Two nodes, each with its own connections, claiming in small bites.
+    let nodes: Vec<SharedStore> = vec![store.clone(), open(&db).await];
+    let mut tasks = Vec::new();
+    for (n, node) in nodes.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claims = node
+                    .claim_due(&format!("node-{n}"), NOW, LEASE, 7)
+                    .await
+                    .unwrap();
+                if claims.is_empty() {
+                    return mine;
+                }
+                mine.extend(claims.into_iter().map(|c| c.execution_id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    let mut per_node = Vec::new();
+    for task in tasks {
+        let mine = task.await.unwrap();
+        per_node.push(mine.len());
+        all.extend(mine);
+    }
+    let distinct: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), N, "claimed {per_node:?}");
+    assert_eq!(distinct.len(), N, "an execution was claimed twice");
+}
+
+async fn hibernation_wakes_at_its_time_or_at_once_after_a_signal(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_timer", "node-a").await;
+    create_owned(&store, "ex_signal", "node-a").await;
+    let waiting = |wake_at_ms| {
+        Some(StatusChange::Waiting {
+            wake_at_ms,
+            seen_signals: 0,
+        })
+    };
+    // ex_signal opens an approval and hibernates without a timer; the
+    // operator decides before the hibernation commits (signals moved on).
+    let mut open_approval = op("ex_signal", 1, vec![entry(1, "await-approval")], None);
+    open_approval.side.push(SideWrite::OpenApproval {
+        key: "go".to_owned(),
+        request: json!({"why": "test"}),
+    });
+    store.commit(vec![open_approval], NOW).await.unwrap()[0]
+        .as_ref()
+        .unwrap();
+    store
+        .decide_approval("ex_signal", "go", &Decision::Approve(json!(1)), NOW + 1)
+        .await
+        .unwrap();
+    let results = store
+        .commit(
+            vec![
+                op("ex_timer", 1, Vec::new(), waiting(Some(NOW + 1000))),
+                op("ex_signal", 1, Vec::new(), waiting(None)),
+            ],
+            NOW + 2,
+        )
+        .await
+        .unwrap();
+    assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    let timer = store.execution("ex_timer").await.unwrap();
+    assert_eq!(timer.status, Status::Waiting);
+    assert_eq!(timer.owner, None);
+    let claims = store.claim_due("node-b", NOW + 3, LEASE, 10).await.unwrap();
+    assert_eq!(
+        ids(&claims),
+        vec!["ex_signal"],
+        "the signal made it due at once"
+    );
+    assert_eq!(claims[0].signals, 1);
+    let claims = store
+        .claim_due("node-b", NOW + 1000, LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&claims), vec!["ex_timer"]);
+}
+
+async fn approvals_are_idempotent_and_wake_the_execution(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    let mut wait = op(
+        "ex_1",
+        1,
+        vec![entry(1, "await-approval")],
+        Some(StatusChange::Waiting {
+            wake_at_ms: None,
+            seen_signals: 0,
+        }),
+    );
+    for key in ["deploy", "notify"] {
+        wait.side.push(SideWrite::OpenApproval {
+            key: key.to_owned(),
+            request: json!({"key": key}),
+        });
+    }
+    store.commit(vec![wait], NOW).await.unwrap()[0]
+        .as_ref()
+        .unwrap();
+    assert!(
+        store
+            .claim_due("node-b", NOW + 1, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let wrong = store
+        .decide_approval("ex_1", "nope", &Decision::Approve(json!(null)), NOW)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(wrong.contains("waiting for: deploy, notify"), "{wrong}");
+    let approve = Decision::Approve(json!({"by": "ops"}));
+    let decided = store
+        .decide_approval("ex_1", "deploy", &approve, NOW + 5)
+        .await
+        .unwrap();
+    assert_eq!(decided.status, "approved");
+    let again = store
+        .decide_approval("ex_1", "deploy", &approve, NOW + 6)
+        .await
+        .unwrap();
+    assert_eq!(again.decision, Some(json!({"by": "ops"})), "idempotent");
+    let conflict = store
+        .decide_approval("ex_1", "deploy", &Decision::Reject("no".into()), NOW + 7)
+        .await
+        .unwrap_err();
+    assert!(matches!(conflict, Error::Conflict(_)), "{conflict}");
+    let timed_out = store
+        .time_out_approval("ex_1", "notify", NOW + 8)
+        .await
+        .unwrap();
+    assert_eq!(timed_out.status, "timed-out");
+    let kept = store
+        .time_out_approval("ex_1", "deploy", NOW + 9)
+        .await
+        .unwrap();
+    assert_eq!(kept.status, "approved", "a decided approval stays decided");
+    let approvals = store.approvals("ex_1").await.unwrap();
+    assert_eq!(approvals.len(), 2);
+    let claims = store.claim_due("node-b", NOW + 5, LEASE, 10).await.unwrap();
+    assert_eq!(ids(&claims), vec!["ex_1"], "the decision woke it");
+}
+
+async fn leases_renew_report_cancels_and_can_be_released(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    create_owned(&store, "ex_2", "node-a").await;
+    store.request_cancel("ex_2", NOW).await.unwrap();
+    let cancelled = store
+        .renew_leases("node-a", NOW + 4000, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(cancelled, vec!["ex_2"]);
+    // Renewed until NOW + 9000: not claimable at NOW + 6000.
+    assert!(
+        store
+            .claim_due("node-b", NOW + 6000, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.release_leases("node-a").await.unwrap();
+    let claims = store
+        .claim_due("node-b", NOW + 6000, LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&claims), vec!["ex_1", "ex_2"]);
+    // node-a no longer holds them: its renewal renews nothing.
+    assert!(
+        store
+            .renew_leases("node-a", NOW + 7000, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let record = store.execution("ex_2").await.unwrap();
+    assert!(record.cancel_requested);
+    assert_eq!(record.owner.as_deref(), Some("node-b"));
+}
+
+async fn retry_and_cancel_check_the_status(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    let not_failed = store.retry_execution("ex_1", NOW).await.unwrap_err();
+    assert!(matches!(not_failed, Error::Conflict(_)), "{not_failed}");
+    let failed = StatusChange::Finished {
+        status: Status::Failed,
+        result: None,
+        error: Some(json!({"kind": "boom"})),
+    };
+    store
+        .commit(
+            vec![op("ex_1", 1, vec![entry(1, "failed")], Some(failed))],
+            NOW,
+        )
+        .await
+        .unwrap()[0]
+        .as_ref()
+        .unwrap();
+    let cancel = store.request_cancel("ex_1", NOW).await.unwrap_err();
+    assert!(cancel.to_string().contains("nothing to cancel"), "{cancel}");
+    let retried = store.retry_execution("ex_1", NOW + 1).await.unwrap();
+    assert_eq!(retried.status, Status::Pending);
+    assert_eq!(retried.epoch, 2);
+    assert_eq!(retried.error, None);
+    let journal = store.journal("ex_1", 0).await.unwrap();
+    assert_eq!(journal[1].kind, "retried");
+    assert_eq!(journal[1].seq, 2);
+    assert_eq!(journal[1].payload["error"], json!({"kind": "boom"}));
+    let filtered = store
+        .list_executions(&ListFilter {
+            status: Some(Status::Pending),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+    assert!(matches!(
+        store.request_cancel("ex_404", NOW).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+async fn a_newer_schema_is_refused(db: Db) {
+    let store = open(&db).await;
+    drop(store);
+    let checksum = match db.backend {
+        Backend::Sqlite => "x'00'",
+        Backend::Postgres => "'\\x00'::bytea",
+    };
+    db.sql(&format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', TRUE, {checksum}, 0)"
+    ));
+    let refused = store::open(&db.url, Synchronous::Full).await.err().unwrap();
+    let message = refused.to_string();
+    assert!(
+        message.contains("9999") && message.contains("newer"),
+        "{message}"
+    );
+}
+
+async fn listening_hears_another_process_make_work_due(db: Db) {
+    let store = with_package(&db).await;
+    let heard = Arc::new(AtomicUsize::new(0));
+    let counter = heard.clone();
+    let listener = store
+        .listen_due(Box::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }))
+        .await
+        .unwrap();
+    let Some(listener) = listener else {
+        assert_eq!(db.backend, Backend::Sqlite, "PostgreSQL must listen");
+        return;
+    };
+    // Another connection (as another node or the CLI would) starts one.
+    let other = open(&db).await;
+    let before = heard.load(Ordering::SeqCst);
+    other
+        .create_execution(new_execution("ex_1"), NOW, None)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while heard.load(Ordering::SeqCst) == before {
+        assert!(Instant::now() < deadline, "no notification within 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    listener.abort();
+}
