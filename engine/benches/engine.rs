@@ -1,12 +1,20 @@
 //! The durable-core benchmark: `cargo bench -p cerebelum-engine --bench engine`.
 //!
-//! Runs the engine in process on a real SQLite file with the real testkit
-//! component, once with `synchronous=NORMAL` (durable against a process
-//! crash) and once with `FULL` (fsync per group commit, durable against
-//! power loss). Reports medians; the machine is shared, so compare ratios
-//! within one run.
+//! Runs the engine in process with the real testkit component, on a real
+//! SQLite file (default) or a fresh database on the real PostgreSQL server
+//! (`-- --backend postgres`, at `CEREBELUM_TEST_PG`, default
+//! `postgres://postgres@127.0.0.1:5432/test`), once with `--sync normal`
+//! (durable against a crash of the engine) and once with `full` (durable
+//! against power loss). Reports medians; the machine is shared, so compare
+//! ratios within one run.
 //!
-//! `-- --quick` runs smaller counts (a smoke test of the benchmark itself).
+//! - `-- --nodes N` runs N engine nodes (each with its own connections,
+//!   node id and group-commit thread) on the one PostgreSQL database, in
+//!   this process; starts go to them in turn.
+//! - On PostgreSQL it also measures failover: two real `cerebelum serve`
+//!   processes, one killed with SIGKILL while it holds executions, and the
+//!   time until the other has claimed them all.
+//! - `-- --quick` runs smaller counts (a smoke test of the benchmark itself).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -14,62 +22,82 @@ mod common;
 use cerebelum::clock::SystemClock;
 use cerebelum::store::{self, SharedStore, Synchronous};
 use cerebelum::{Engine, EngineConfig};
+use common::Backend;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+type Stop = tokio::sync::oneshot::Sender<()>;
+type Served = tokio::task::JoinHandle<cerebelum::Result<()>>;
+
 struct Bench {
-    engine: Engine,
+    /// The engine nodes; `nodes[0]` also serves the raw measurements.
+    nodes: Vec<Engine>,
+    next: AtomicUsize,
     store: SharedStore,
     sha: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<cerebelum::Result<()>>>,
+    servers: Vec<(Stop, Served)>,
     db: common::Db,
 }
 
 impl Bench {
-    async fn new(sync: Synchronous) -> Self {
-        let db = common::Db::new();
-        let store = store::open(db.path.to_str().unwrap(), sync).await.unwrap();
-        let mut config = EngineConfig::new(common::cache_dir());
-        config.hibernate_after = Duration::from_millis(100);
-        config.max_running = 4096;
-        config.tick = Duration::from_millis(5);
-        config.runtime.max_instances = 2000;
-        let engine = Engine::new(store.clone(), config, Arc::new(SystemClock)).unwrap();
-        let sha = engine
+    async fn new(backend: Backend, sync: Synchronous, nodes: usize) -> Self {
+        let db = common::Db::on(backend);
+        let mut engines = Vec::new();
+        for _ in 0..nodes {
+            let store = store::open(&db.url, sync).await.unwrap();
+            let mut config = EngineConfig::new(common::cache_dir());
+            config.hibernate_after = Duration::from_millis(100);
+            config.max_running = 4096;
+            config.tick = Duration::from_millis(5);
+            config.runtime.max_instances = 2000;
+            engines.push(Engine::new(store, config, Arc::new(SystemClock)).unwrap());
+        }
+        let sha = engines[0]
             .upload("testkit", std::fs::read(common::guest("testkit")).unwrap())
             .await
             .unwrap()
             .sha256;
-        let (stop, server) = common::serve_in_process(&engine);
+        let servers = engines.iter().map(common::serve_in_process).collect();
         Self {
-            engine,
-            store,
+            store: engines[0].store().clone(),
+            nodes: engines,
+            next: AtomicUsize::new(0),
             sha,
-            stop: Some(stop),
-            server: Some(server),
+            servers,
             db,
         }
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.server.take().unwrap().await.unwrap().unwrap();
+    async fn stop(self) {
+        for (stop, server) in self.servers {
+            let _ = stop.send(());
+            server.await.unwrap().unwrap();
+        }
     }
 
-    async fn start(&self, workflow: &str, input: &str) -> String {
-        self.engine
-            .start(&self.sha, workflow, input, None)
+    /// The node the next start goes to (in turn).
+    fn node(&self) -> &Engine {
+        &self.nodes[self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len()]
+    }
+
+    async fn start_on(&self, node: &Engine, workflow: &str, input: &str) -> String {
+        node.start(&self.sha, workflow, input, None)
             .await
             .unwrap()
             .id
     }
 
+    async fn start(&self, workflow: &str, input: &str) -> String {
+        self.start_on(self.node(), workflow, input).await
+    }
+
     /// Starts and waits for one execution; its wall time.
     async fn run_one(&self, workflow: &str, input: &str) -> Duration {
         let t = Instant::now();
-        let id = self.start(workflow, input).await;
-        let done = self.engine.wait_finished(&id).await.unwrap();
+        let node = self.node();
+        let id = self.start_on(node, workflow, input).await;
+        let done = node.wait_finished(&id).await.unwrap();
         assert_eq!(done.status.as_str(), "completed", "{done:?}");
         t.elapsed()
     }
@@ -89,7 +117,25 @@ impl Bench {
     /// (counted from the engine's completion notifications); the time
     /// from the first start.
     async fn batch_completed(&self, n: usize, workflow: &str, input: &str) -> Duration {
-        let mut finished = self.engine.finished();
+        // Every node's completions, in one channel.
+        let (tx, mut finished) = tokio::sync::mpsc::unbounded_channel();
+        let forwarders: Vec<_> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let mut rx = node.finished();
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let msg = rx.recv().await;
+                        let lost = msg.is_err();
+                        if tx.send(msg).is_err() || lost {
+                            return;
+                        }
+                    }
+                })
+            })
+            .collect();
         let t = Instant::now();
         let mut ids = std::collections::HashSet::new();
         for _ in 0..n {
@@ -97,13 +143,17 @@ impl Bench {
         }
         let mut done = 0;
         while done < n {
-            match finished.recv().await {
+            match finished.recv().await.unwrap() {
                 Ok(id) if ids.contains(&id) => done += 1,
                 Ok(_) => {}
                 Err(e) => panic!("completion notifications lost: {e}"),
             }
         }
-        t.elapsed()
+        let elapsed = t.elapsed();
+        for f in forwarders {
+            f.abort();
+        }
+        elapsed
     }
 
     /// Starts `n` executions at once and waits until they all hibernated.
@@ -142,10 +192,10 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-async fn suite(sync: Synchronous, quick: bool) {
+async fn suite(backend: Backend, sync: Synchronous, nodes: usize, quick: bool) {
     let scale = if quick { 10 } else { 1 };
-    println!("\n== SQLite synchronous={sync:?} ==");
-    let bench = Bench::new(sync).await;
+    println!("\n== {backend:?} sync={sync:?}, {nodes} node(s) ==");
+    let bench = Bench::new(backend, sync, nodes).await;
     // Warm up: package loaded, pool slots touched.
     for _ in 0..20 {
         bench.run_one("noop3", "{}").await;
@@ -202,10 +252,11 @@ async fn suite(sync: Synchronous, quick: bool) {
     // journal (made due again by hand), which answers every call from the
     // journal without instantiating a step.
     let steps = 2000 / scale;
+    let node = &bench.nodes[0];
     let id = bench
-        .start("many_steps", &format!(r#"{{"n": {steps}}}"#))
+        .start_on(node, "many_steps", &format!(r#"{{"n": {steps}}}"#))
         .await;
-    bench.engine.wait_finished(&id).await.unwrap();
+    node.wait_finished(&id).await.unwrap();
     let entries = bench.store.journal(&id, 0).await.unwrap().len();
     let t = replay_again(&bench, &id).await;
     println!(
@@ -276,8 +327,9 @@ async fn raw_instance(bench: &Bench, n: usize) -> f64 {
 /// p50 of single-entry commits straight to the store, in ms.
 async fn raw_commit(bench: &Bench, n: usize) -> f64 {
     use cerebelum::model::{CommitOp, Entry};
-    let id = bench.start("noop3", "{}").await;
-    bench.engine.wait_finished(&id).await.unwrap();
+    let node = &bench.nodes[0];
+    let id = bench.start_on(node, "noop3", "{}").await;
+    node.wait_finished(&id).await.unwrap();
     let epoch = bench.store.execution(&id).await.unwrap().epoch;
     let last = bench.store.journal(&id, 0).await.unwrap().len() as i64;
     let mut samples = Vec::with_capacity(n);
@@ -309,23 +361,14 @@ async fn raw_commit(bench: &Bench, n: usize) -> f64 {
 /// Makes a completed execution due again (as after a crash before its end
 /// was recorded) and times its replay to completion.
 async fn replay_again(bench: &Bench, id: &str) -> Duration {
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", bench.db.path.display()))
-        .await
-        .unwrap();
-    sqlx::query("DELETE FROM journal WHERE execution_id = ? AND kind = 'completed'")
-        .bind(id)
-        .execute(&pool)
-        .await
-        .unwrap();
+    bench.db.sql(&format!(
+        "DELETE FROM journal WHERE execution_id = '{id}' AND kind = 'completed'"
+    ));
+    // Includes connecting to the database to make it due.
     let t = Instant::now();
-    sqlx::query(
-        "UPDATE executions SET status = 'pending', result = NULL, wake_at = 0 WHERE id = ?",
-    )
-    .bind(id)
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    bench.db.sql(&format!(
+        "UPDATE executions SET status = 'pending', result = NULL, wake_at = 0 WHERE id = '{id}'"
+    ));
     loop {
         let record = bench.store.execution(id).await.unwrap();
         if record.status.as_str() == "completed" {
@@ -335,12 +378,104 @@ async fn replay_again(bench: &Bench, id: &str) -> Duration {
     }
 }
 
+/// Failover: node A (a real `cerebelum serve`, default 5 s lease) holds
+/// `n` executions sleeping in process; node B runs beside it. A is killed
+/// with SIGKILL; returns the times until B has claimed the first and the
+/// last of them.
+async fn failover(n: usize) -> (Duration, Duration, Duration) {
+    let db = common::Db::on(Backend::Postgres);
+    let lease = Duration::from_millis(5000);
+    let lease_ms = lease.as_millis().to_string();
+    let args = [
+        "--lease-ms",
+        lease_ms.as_str(),
+        "--tick-ms",
+        "50",
+        "--hibernate-after-ms",
+        "600000",
+    ];
+    db.ok(&[
+        "upload",
+        common::guest("testkit").to_str().unwrap(),
+        "--name",
+        "testkit",
+    ]);
+    let node_a = db.serve(&args);
+    let store = store::open(&db.url, Synchronous::Full).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let id = db.ok(&[
+            "start",
+            "testkit",
+            "step_sleep_step",
+            "--input",
+            r#"{"sleep_ms": 600000}"#,
+        ]);
+        ids.push(id.trim().to_owned());
+    }
+    // All of them asleep in A (their sleep journaled), then B comes up.
+    for id in &ids {
+        while store
+            .journal(id, 0)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.kind != "sleep")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let _node_b = db.serve(&args);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let owner_a = store.execution(&ids[0]).await.unwrap().owner.unwrap();
+    node_a.kill9();
+    let killed = Instant::now();
+    let mut first = None;
+    let mut remaining: std::collections::HashSet<&String> = ids.iter().collect();
+    while !remaining.is_empty() {
+        let mut taken = Vec::new();
+        for id in &remaining {
+            let record = store.execution(id).await.unwrap();
+            if record.owner.as_ref().is_some_and(|o| *o != owner_a) {
+                taken.push(*id);
+            }
+        }
+        if !taken.is_empty() && first.is_none() {
+            first = Some(killed.elapsed());
+        }
+        for id in taken {
+            remaining.remove(id);
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(60),
+            "no failover within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    (lease, first.unwrap(), killed.elapsed())
+}
+
+/// The value after `flag` on the command line.
+fn arg(flag: &str) -> Option<String> {
+    std::env::args()
+        .skip_while(|a| a != flag)
+        .nth(1)
+        .map(|s| s.to_lowercase())
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let only = std::env::args()
-        .skip_while(|a| a != "--sync")
-        .nth(1)
-        .map(|s| s.to_lowercase());
+    let only = arg("--sync");
+    let backend = match arg("--backend").as_deref() {
+        None | Some("sqlite") => Backend::Sqlite,
+        Some("postgres") => Backend::Postgres,
+        Some(other) => panic!("--backend {other}: use sqlite or postgres"),
+    };
+    let nodes: usize = arg("--nodes").map_or(1, |n| n.parse().expect("--nodes N"));
+    assert!(
+        nodes == 1 || backend == Backend::Postgres,
+        "several nodes need --backend postgres"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -355,8 +490,19 @@ fn main() {
     runtime.block_on(async {
         for (name, sync) in [("normal", Synchronous::Normal), ("full", Synchronous::Full)] {
             if only.as_deref().is_none_or(|o| o == name) {
-                suite(sync, quick).await;
+                suite(backend, sync, nodes, quick).await;
             }
+        }
+        if backend == Backend::Postgres {
+            let n = if quick { 5 } else { 50 };
+            let (lease, first, last) = failover(n).await;
+            println!(
+                "\n(f) failover after kill -9: {n} executions held by the killed node, first \
+                 claimed by the other after {:.2} s, last after {:.2} s   [target: lease {:.1} s + < 1 s]",
+                first.as_secs_f64(),
+                last.as_secs_f64(),
+                lease.as_secs_f64()
+            );
         }
     });
 }

@@ -456,11 +456,15 @@ async fn drive_registered(
     fresh: Option<ExecutionRecord>,
 ) {
     let id = claim.execution_id.clone();
-    if let Err(e) = drive_claimed(&inner, &claim, cancel, fresh).await {
-        warn!(error = %e, "execution stopped; it resumes from its journal later");
-        let retry_at = inner.now_ms() + 1000;
-        if let Err(e) = inner.store.abandon(&id, claim.epoch, retry_at).await {
-            warn!(error = %e, "could not release the execution");
+    match drive_claimed(&inner, &claim, cancel, fresh).await {
+        Ok(()) => {}
+        Err(Error::LostOwnership(_)) => lost_ownership(),
+        Err(e) => {
+            warn!(error = %e, "execution stopped; it resumes from its journal later");
+            let retry_at = inner.now_ms() + 1000;
+            if let Err(e) = inner.store.abandon(&id, claim.epoch, retry_at).await {
+                warn!(error = %e, "could not release the execution");
+            }
         }
     }
     inner
@@ -469,6 +473,12 @@ async fn drive_registered(
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
     inner.wake.notify_one();
+}
+
+/// Another node claimed the execution (its lease ran out here): what this
+/// node was about to append was refused, and it lets the execution go.
+fn lost_ownership() {
+    warn!("lost ownership: another node took over the execution; dropping it here");
 }
 
 async fn drive_claimed(
@@ -591,7 +601,7 @@ async fn drive_claimed(
             return Ok(());
         }
         Outcome::Interrupted(Interrupt::LostOwnership) => {
-            warn!("another node took over the execution; dropping it here");
+            lost_ownership();
             return Ok(());
         }
         Outcome::Interrupted(Interrupt::Infra(message)) => return Err(Error::Runtime(message)),
