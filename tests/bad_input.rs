@@ -1,13 +1,14 @@
 //! Bad input gets a clear error, and nothing is stored half-way: files that
 //! are not packages, unknown names and ids, invalid JSON, approvals nobody
-//! waits for, and steps that fail in every way a sandbox can stop them.
+//! waits for, steps that fail in every way a sandbox can stop them, and
+//! database URLs that are malformed, unreachable or name no database.
 
 mod common;
 
 use common::Db;
 use serde_json::Value;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -238,4 +239,46 @@ fn finished_executions_cannot_be_retried_or_cancelled() {
     assert_eq!(status["status"], "completed");
     assert_eq!(status["cancel_requested"], false);
     assert_eq!(db.journal(&id), journal_before);
+}
+
+/// `cerebelum --db URL list`, which must fail at once with one clear line
+/// mentioning `words`; returns that line.
+fn refused_database(url: &str, words: &[&str]) -> String {
+    let t = Instant::now();
+    let out = std::process::Command::new(common::bin())
+        .args(["--db", url, "list"])
+        .env("CEREBELUM_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{url} was accepted");
+    assert!(t.elapsed() < Duration::from_secs(15), "no hang on {url}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_mentions(&stderr, words);
+    stderr
+}
+
+#[test]
+fn a_malformed_database_url_is_refused_with_the_expected_form() {
+    refused_database(
+        "postgres://me@127.0.0.1:notaport/db",
+        &["invalid PostgreSQL URL", "notaport", "postgres://USER"],
+    );
+}
+
+#[test]
+fn an_unreachable_database_is_refused_at_once_without_its_password() {
+    let line = refused_database(
+        "postgres://me:hunter2@127.0.0.1:1/db",
+        &["cannot connect to PostgreSQL", "127.0.0.1:1/db", "refused"],
+    );
+    assert!(!line.contains("hunter2"), "the password is masked: {line}");
+}
+
+#[test]
+fn a_database_that_does_not_exist_is_refused_with_how_to_create_it() {
+    let db = Db::postgres();
+    let missing = db.url.replace("cerebelum_test_", "cerebelum_missing_");
+    refused_database(&missing, &["does not exist", "createdb"]);
 }

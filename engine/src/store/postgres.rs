@@ -820,3 +820,23 @@ impl Store for PgStore {
         })))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_masked_in_urls() {
+        assert_eq!(
+            redact("postgres://me:s3cret@db:5432/x?sslmode=require"),
+            "postgres://me:***@db:5432/x?sslmode=require"
+        );
+        assert_eq!(
+            redact("postgres://me@db/x"),
+            "postgres://me@db/x",
+            "nothing to mask"
+        );
+        assert_eq!(redact("postgres://me:p@ss@db/x"), "postgres://me:***@db/x");
+        assert_eq!(redact("cerebelum.db"), "cerebelum.db");
+    }
+}
