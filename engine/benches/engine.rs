@@ -92,6 +92,21 @@ impl Bench {
         self.start_on(self.node(), workflow, input).await
     }
 
+    /// Starts `n` executions concurrently (as many clients would), 64 in
+    /// flight at a time; returns their ids.
+    async fn start_many(&self, n: usize, workflow: &str, input: &str) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        let mut pending = Vec::new();
+        for _ in 0..n {
+            pending.push(self.start(workflow, input));
+            if pending.len() == 64 {
+                ids.extend(futures_join(std::mem::take(&mut pending)).await);
+            }
+        }
+        ids.extend(futures_join(pending).await);
+        ids
+    }
+
     /// Starts and waits for one execution; its wall time.
     async fn run_one(&self, workflow: &str, input: &str) -> Duration {
         let t = Instant::now();
@@ -137,10 +152,11 @@ impl Bench {
             })
             .collect();
         let t = Instant::now();
-        let mut ids = std::collections::HashSet::new();
-        for _ in 0..n {
-            ids.insert(self.start(workflow, input).await);
-        }
+        let ids: std::collections::HashSet<String> = self
+            .start_many(n, workflow, input)
+            .await
+            .into_iter()
+            .collect();
         let mut done = 0;
         while done < n {
             match finished.recv().await.unwrap() {
@@ -160,14 +176,36 @@ impl Bench {
     async fn batch_waiting(&self, n: usize, workflow: &str, input: &str) -> Duration {
         let before = self.count("waiting").await;
         let t = Instant::now();
-        for _ in 0..n {
-            self.start(workflow, input).await;
-        }
+        self.start_many(n, workflow, input).await;
         while self.count("waiting").await < before + n as i64 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         t.elapsed()
     }
+}
+
+/// Polls all `futures` concurrently on this task; their outputs in order.
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut ready = true;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *out = Some(v),
+                    std::task::Poll::Pending => ready = false,
+                }
+            }
+        }
+        if ready {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    outputs.into_iter().map(Option::unwrap).collect()
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -9,6 +9,11 @@
 //! A group commit is one transaction of a few statements whatever its
 //! size: the fencing check locks all its executions in one query, and the
 //! journal rows, creations and status changes go in as arrays (`UNNEST`).
+//!
+//! Lock order, to rule out deadlocks: every statement that locks several
+//! execution rows locks them in id order (`ORDER BY id FOR UPDATE`), and
+//! execution rows are locked before approval rows. Claims never wait
+//! (`SKIP LOCKED`).
 
 use super::rows::{self, APPROVAL_COLUMNS, ENTRY_COLUMNS, EXECUTION_COLUMNS, PACKAGE_COLUMNS};
 use super::{Store, Synchronous};
@@ -596,7 +601,9 @@ impl Store for PgStore {
 
     async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<String>> {
         let renewed: Vec<(String, bool)> = sqlx::query_as(
-            "UPDATE executions SET lease_expires_at = $1 WHERE owner = $2 AND status = 'running' \
+            "UPDATE executions SET lease_expires_at = $1 WHERE id IN ( \
+               SELECT id FROM executions WHERE owner = $2 AND status = 'running' \
+               ORDER BY id FOR UPDATE) \
              RETURNING id, cancel_requested",
         )
         .bind(now_ms + lease_ms)
@@ -626,7 +633,9 @@ impl Store for PgStore {
     async fn release_leases(&self, owner: &str) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let released = sqlx::query(
-            "UPDATE executions SET lease_expires_at = 0 WHERE owner = $1 AND status = 'running'",
+            "UPDATE executions SET lease_expires_at = 0 WHERE id IN ( \
+               SELECT id FROM executions WHERE owner = $1 AND status = 'running' \
+               ORDER BY id FOR UPDATE)",
         )
         .bind(owner)
         .execute(&mut *tx)
@@ -662,7 +671,8 @@ impl Store for PgStore {
         now_ms: i64,
     ) -> Result<ApprovalRecord> {
         let mut tx = self.pool.begin().await?;
-        let execution = execution_in(&mut tx, execution_id, false).await?;
+        // Execution row first, then approvals: the order a commit locks them.
+        let execution = execution_in(&mut tx, execution_id, true).await?;
         let row = sqlx::query(&format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE execution_id = $1 AND key = $2 \
              FOR UPDATE"
