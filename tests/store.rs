@@ -53,6 +53,7 @@ store_suite!(
     retry_and_cancel_check_the_status,
     a_newer_schema_is_refused,
     listening_hears_another_process_make_work_due,
+    renewals_and_commits_on_the_same_executions_do_not_deadlock,
 );
 
 const NOW: i64 = 1_000_000;
@@ -651,4 +652,41 @@ async fn listening_hears_another_process_make_work_due(db: Db) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     listener.abort();
+}
+
+async fn renewals_and_commits_on_the_same_executions_do_not_deadlock(db: Db) {
+    let store = with_package(&db).await;
+    const N: usize = 60;
+    let ids: Vec<String> = (0..N).map(|i| format!("ex_{i:02}")).collect();
+    for id in &ids {
+        create_owned(&store, id, "node-a").await;
+    }
+    // The heartbeat renews every lease of node-a while group commits lock
+    // the same rows (in another order of ops): both must always finish.
+    let renewer = {
+        let store = open(&db).await;
+        tokio::spawn(async move {
+            for round in 0..100 {
+                store
+                    .renew_leases("node-a", NOW + round, LEASE)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    for round in 0..40_i64 {
+        let mut ops: Vec<CommitOp> = ids
+            .iter()
+            .map(|id| op(id, 1, vec![entry(round + 1, "log")], None))
+            .collect();
+        if round % 2 == 1 {
+            ops.reverse();
+        }
+        let results = store.commit(ops, NOW).await.unwrap();
+        assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
+    }
+    renewer.await.unwrap();
+    for id in &ids {
+        assert_eq!(store.journal(id, 0).await.unwrap().len(), 40);
+    }
 }
