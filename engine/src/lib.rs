@@ -10,11 +10,14 @@
 //!
 //! - [`model`]: the records the engine stores (executions, journal entries, approvals).
 //! - [`store`]: the [`store::Store`] trait with its durability contract, the
-//!   SQLite backend and the group committer.
+//!   SQLite backend (embedded, one node), the PostgreSQL backend (any number
+//!   of nodes: fenced commits, `SKIP LOCKED` claims, `LISTEN/NOTIFY`) and
+//!   the group committer.
 //! - [`runtime`]: wasmtime: the one engine config, the compiled-component
 //!   cache, packages, the per-invocation sandbox.
 //! - [`executor`]: replay and the host imports; drives one execution.
-//! - `scheduler`: claims due executions, leases, cancellation forwarding.
+//! - `scheduler`: claims due executions (woken by the store's notifications
+//!   or its polling tick), leases, cancellation forwarding.
 //! - [`clock`]: injected time.
 //!
 //! # Example
@@ -24,6 +27,7 @@
 //! use cerebelum::{Engine, EngineConfig, clock::SystemClock, store};
 //! use std::sync::Arc;
 //!
+//! // Or "postgres://user@host/db" to share the work with other nodes.
 //! let store = store::open("cerebelum.db", store::Synchronous::Full).await?;
 //! let engine = Engine::new(store, EngineConfig::new("cache".into()), Arc::new(SystemClock))?;
 //! let package = engine.upload("hello", std::fs::read("hello.wasm").unwrap()).await?;
