@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{Db, Server, attempts, entries, guest, now_ms, results, step_call_seq};
+use common::{
+    Db, Server, assert_contiguous, attempts, entries, guest, now_ms, results, step_call_seq,
+};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,9 +32,7 @@ fn par_map<I: Sync, T: Send>(items: &[I], threads: usize, f: impl Fn(&I) -> T + 
 /// Seqs must be 1..=n; every call has at most one result, every step call
 /// exactly one.
 fn assert_consistent(id: &str, journal: &[Value]) {
-    let seqs: Vec<i64> = journal.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
-    assert_eq!(seqs, expected, "{id}: journal seqs are not contiguous");
+    assert_contiguous(id, journal);
     let mut per_call: HashMap<i64, usize> = HashMap::new();
     for e in entries(journal, "result") {
         *per_call.entry(e["ref_seq"].as_i64().unwrap()).or_default() += 1;

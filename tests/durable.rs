@@ -6,18 +6,13 @@
 #[macro_use]
 mod common;
 
-use common::{Backend, Db, attempts, entries, guest, now_ms, results, step_call_seq};
+use common::{
+    Backend, Db, assert_contiguous, attempts, entries, guest, now_ms, results, step_call_seq,
+};
 use serde_json::Value;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// Seqs must be 1..=n: no gap, no duplicate.
-fn assert_contiguous(journal: &[Value]) {
-    let seqs: Vec<i64> = journal.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
-    assert_eq!(seqs, expected, "journal seqs are not contiguous");
-}
 
 on_both_backends!(
     kill9_while_hibernated_wakes_at_the_original_due_time,
@@ -47,7 +42,7 @@ fn crash_during_sleep(db: Db, serve_args: &[&str]) {
     let _server = db.serve(serve_args);
     let status = db.wait_status(&id, "completed", LONG);
     let journal = db.journal(&id);
-    assert_contiguous(&journal);
+    assert_contiguous(&id, &journal);
 
     let first = step_call_seq(&journal, "record", 0);
     assert_eq!(attempts(&journal, first), 1, "step 1 ran exactly once");
@@ -104,7 +99,7 @@ fn kill9_during_a_running_step_reattempts_it(db: Db) {
     let status = db.wait_status(&id, "completed", LONG);
     assert_eq!(status["result"], serde_json::json!({"done": true}));
     let journal = db.journal(&id);
-    assert_contiguous(&journal);
+    assert_contiguous(&id, &journal);
     let spin = step_call_seq(&journal, "spin", 0);
     assert_eq!(
         attempts(&journal, spin),
@@ -186,7 +181,7 @@ fn operator_retry_keeps_completed_steps(db: Db) {
     let _server = db.serve(&[]);
     db.wait_status(&id, "completed", LONG);
     let journal = db.journal(&id);
-    assert_contiguous(&journal);
+    assert_contiguous(&id, &journal);
     assert_eq!(entries(&journal, "retried").len(), 1);
     let first = step_call_seq(&journal, "noop", 0);
     assert_eq!(

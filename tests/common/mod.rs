@@ -120,36 +120,40 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{base}/{database}{query}")
 }
 
-/// Runs `f` against the PostgreSQL server of the tests, on a thread of its
-/// own (so it works from sync and async tests alike).
-fn on_pg_admin<T: Send + 'static>(
-    f: impl FnOnce(sqlx::PgPool) -> std::pin::Pin<Box<dyn Future<Output = T> + Send>> + Send + 'static,
-) -> T {
-    let url = test_pg_url();
+/// Runs `future` on a runtime and a thread of its own (so it works from
+/// sync and async tests alike).
+fn block_on_own_thread<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        runtime.block_on(async {
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(&url)
-                .await
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL is needed by this test and is unreachable at {url}: {e}. \
-                         Start it (see README) or point CEREBELUM_TEST_PG at a server."
-                    )
-                });
-            let out = f(pool.clone()).await;
-            pool.close().await;
-            out
-        })
+            .unwrap()
+            .block_on(future)
     })
     .join()
     .unwrap()
+}
+
+/// Runs `statement` on the PostgreSQL server of the tests (in the
+/// database `CEREBELUM_TEST_PG` names).
+fn pg_admin(statement: String) -> sqlx::Result<()> {
+    let url = test_pg_url();
+    block_on_own_thread(async move {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is needed by this test and is unreachable at {url}: {e}. \
+                     Start it (see README) or point CEREBELUM_TEST_PG at a server."
+                )
+            });
+        let done = sqlx::raw_sql(&statement).execute(&pool).await.map(|_| ());
+        pool.close().await;
+        done
+    })
 }
 
 /// The database backends a test can run on.
@@ -204,12 +208,7 @@ impl Db {
                     N.fetch_add(1, Ordering::Relaxed),
                     now_ms() % 1_000_000
                 );
-                let create = format!("CREATE DATABASE {name}");
-                on_pg_admin(move |pool| {
-                    Box::pin(async move {
-                        sqlx::raw_sql(&create).execute(&pool).await.unwrap();
-                    })
-                });
+                pg_admin(format!("CREATE DATABASE {name}")).unwrap();
                 Self {
                     url: with_database(&test_pg_url(), &name),
                     dir,
@@ -230,36 +229,26 @@ impl Db {
     /// returns the rows affected.
     pub fn sql(&self, statements: &str) -> u64 {
         let statements = statements.to_owned();
-        match self.backend {
-            Backend::Sqlite => {
-                let url = format!("sqlite://{}", self.path.display());
-                std::thread::spawn(move || {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap()
-                        .block_on(async {
-                            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-                            let done = sqlx::raw_sql(&statements).execute(&pool).await.unwrap();
-                            pool.close().await;
-                            done.rows_affected()
-                        })
-                })
-                .join()
-                .unwrap()
+        let (backend, url) = match self.backend {
+            Backend::Sqlite => (self.backend, format!("sqlite://{}", self.path.display())),
+            Backend::Postgres => (self.backend, self.url.clone()),
+        };
+        block_on_own_thread(async move {
+            match backend {
+                Backend::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                    let done = sqlx::raw_sql(&statements).execute(&pool).await.unwrap();
+                    pool.close().await;
+                    done.rows_affected()
+                }
+                Backend::Postgres => {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    let done = sqlx::raw_sql(&statements).execute(&pool).await.unwrap();
+                    pool.close().await;
+                    done.rows_affected()
+                }
             }
-            Backend::Postgres => {
-                let url = self.url.clone();
-                on_pg_admin(move |_| {
-                    Box::pin(async move {
-                        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-                        let done = sqlx::raw_sql(&statements).execute(&pool).await.unwrap();
-                        pool.close().await;
-                        done.rows_affected()
-                    })
-                })
-            }
-        }
+        })
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -381,15 +370,10 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        if let Some(name) = self.pg_name.take() {
-            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-            on_pg_admin(move |pool| {
-                Box::pin(async move {
-                    if let Err(e) = sqlx::raw_sql(&drop).execute(&pool).await {
-                        eprintln!("dropping the test database {name}: {e}");
-                    }
-                })
-            });
+        if let Some(name) = self.pg_name.take()
+            && let Err(e) = pg_admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        {
+            eprintln!("dropping the test database {name}: {e}");
         }
     }
 }
@@ -445,6 +429,14 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Asserts that the seqs of execution `id`'s journal are 1..=n: no gap,
+/// no duplicate.
+pub fn assert_contiguous(id: &str, journal: &[Value]) {
+    let seqs: Vec<i64> = journal.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+    assert_eq!(seqs, expected, "{id}: journal seqs are not contiguous");
 }
 
 /// Entries of `kind` in a journal.

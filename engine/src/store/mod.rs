@@ -19,7 +19,7 @@ mod sqlite;
 mod sqlite_commit;
 
 pub use group::{GroupCommitter, JournalWriter, NewEntry};
-pub use postgres::{PgStore, redact};
+pub use postgres::PgStore;
 pub use sqlite::{SqliteStore, Synchronous};
 
 use crate::error::Result;

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ pub struct PgStore {
 }
 
 /// `url` with its password masked, for messages and logs.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -123,27 +123,28 @@ async fn execution_in(conn: &mut PgConnection, id: &str, lock: bool) -> Result<E
     rows::execution(&row)
 }
 
-/// The journal rows of a batch, column by column (for one `UNNEST` insert).
+/// The journal rows of a batch, column by column (for one `UNNEST` insert),
+/// borrowing the batch's strings.
 #[derive(Default)]
-struct EntryColumns {
-    execution_id: Vec<String>,
+struct EntryColumns<'a> {
+    execution_id: Vec<&'a str>,
     seq: Vec<i64>,
-    invocation: Vec<String>,
-    kind: Vec<String>,
+    invocation: Vec<&'a str>,
+    kind: Vec<&'a str>,
     ref_seq: Vec<Option<i64>>,
-    args_hash: Vec<Option<String>>,
+    args_hash: Vec<Option<&'a str>>,
     payload: Vec<String>,
     at: Vec<i64>,
 }
 
-impl EntryColumns {
-    fn push(&mut self, id: &str, e: &Entry) {
-        self.execution_id.push(id.to_owned());
+impl<'a> EntryColumns<'a> {
+    fn push(&mut self, id: &'a str, e: &'a Entry) {
+        self.execution_id.push(id);
         self.seq.push(e.seq);
-        self.invocation.push(e.invocation.clone());
-        self.kind.push(e.kind.clone());
+        self.invocation.push(&e.invocation);
+        self.kind.push(&e.kind);
         self.ref_seq.push(e.ref_seq);
-        self.args_hash.push(e.args_hash.clone());
+        self.args_hash.push(e.args_hash.as_deref());
         self.payload.push(e.payload.to_string());
         self.at.push(e.at_ms);
     }
@@ -173,23 +174,27 @@ impl EntryColumns {
 
 /// Inserts the batch's new executions; returns the ids that were inserted
 /// (the others name a package that does not exist).
-async fn create_all(conn: &mut PgConnection, ops: &[CommitOp], now_ms: i64) -> Result<Vec<String>> {
+async fn create_all(
+    conn: &mut PgConnection,
+    ops: &[CommitOp],
+    now_ms: i64,
+) -> Result<HashSet<String>> {
     let mut id = Vec::new();
     let mut sha = Vec::new();
     let mut workflow = Vec::new();
     let mut input = Vec::new();
-    let mut owner: Vec<Option<String>> = Vec::new();
+    let mut owner: Vec<Option<&str>> = Vec::new();
     let mut lease: Vec<Option<i64>> = Vec::new();
     for c in ops.iter().filter_map(|op| op.create.as_ref()) {
-        id.push(c.new.id.clone());
-        sha.push(c.new.package_sha256.clone());
-        workflow.push(c.new.workflow.clone());
+        id.push(c.new.id.as_str());
+        sha.push(c.new.package_sha256.as_str());
+        workflow.push(c.new.workflow.as_str());
         input.push(c.new.input.to_string());
-        owner.push(c.owner.as_ref().map(|o| o.0.clone()));
+        owner.push(c.owner.as_ref().map(|o| o.0.as_str()));
         lease.push(c.owner.as_ref().map(|o| o.1));
     }
     if id.is_empty() {
-        return Ok(Vec::new());
+        return Ok(HashSet::new());
     }
     // Owned: running at epoch 1, else pending and due now at epoch 0.
     let inserted = sqlx::query_scalar(
@@ -200,8 +205,8 @@ async fn create_all(conn: &mut PgConnection, ops: &[CommitOp], now_ms: i64) -> R
            CASE WHEN n.owner IS NULL THEN $7 END, n.owner, n.lease, \
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) \
-           WITH ORDINALITY AS n (id, sha, workflow, input, owner, lease, ord) \
-         JOIN packages p ON p.sha256 = n.sha ORDER BY n.ord \
+           AS n (id, sha, workflow, input, owner, lease) \
+         JOIN packages p ON p.sha256 = n.sha \
          RETURNING id",
     )
     .bind(id)
@@ -213,7 +218,7 @@ async fn create_all(conn: &mut PgConnection, ops: &[CommitOp], now_ms: i64) -> R
     .bind(now_ms)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(inserted)
+    Ok(inserted.into_iter().collect())
 }
 
 /// One transaction for the whole batch; each operation fenced by its epoch.
@@ -780,8 +785,9 @@ impl Store for PgStore {
         .bind(execution_id)
         .fetch_one(&mut *tx)
         .await?;
+        let retried = rows::retried_entry(&execution, seq, now_ms);
         let mut entries = EntryColumns::default();
-        entries.push(execution_id, &rows::retried_entry(&execution, seq, now_ms));
+        entries.push(execution_id, &retried);
         entries.insert(&mut tx).await?;
         let row = sqlx::query(&format!(
             "UPDATE executions SET status = 'pending', result = NULL, error = NULL, owner = NULL, \
