@@ -5,6 +5,7 @@
 mod common;
 
 use cerebelum::clock::SystemClock;
+use cerebelum::model::DEFAULT_TENANT;
 use cerebelum::model::ListFilter;
 use cerebelum::runtime::live_instances;
 use cerebelum::store::{self, Synchronous};
@@ -21,7 +22,11 @@ async fn a_thousand_sleeping_executions_hold_no_instance() {
     config.tick = Duration::from_millis(10);
     let engine = Engine::new(store.clone(), config, Arc::new(SystemClock)).unwrap();
     let package = engine
-        .upload("testkit", std::fs::read(common::guest("testkit")).unwrap())
+        .upload(
+            DEFAULT_TENANT,
+            "testkit",
+            std::fs::read(common::guest("testkit")).unwrap(),
+        )
         .await
         .unwrap();
 
@@ -30,6 +35,7 @@ async fn a_thousand_sleeping_executions_hold_no_instance() {
     for _ in 0..N {
         engine
             .start(
+                DEFAULT_TENANT,
                 &package.sha256,
                 "step_sleep_step",
                 r#"{"sleep_ms": 600000}"#,

@@ -7,7 +7,8 @@ mod common;
 
 use cerebelum::Error;
 use cerebelum::model::{
-    CommitOp, Creation, Decision, Entry, ListFilter, NewExecution, SideWrite, Status, StatusChange,
+    ApiKeyRecord, CommitOp, Creation, Decision, Entry, ListFilter, NewExecution, Quotas, SideWrite,
+    Status, StatusChange,
 };
 use cerebelum::store::{self, SharedStore, Synchronous};
 use common::{Backend, Db};
@@ -39,8 +40,13 @@ macro_rules! store_suite {
     };
 }
 
+/// The tenant of the suite's rows.
+const T: &str = cerebelum::model::DEFAULT_TENANT;
+
 store_suite!(
     packages_are_content_addressed_and_versioned,
+    tenants_have_keys_that_can_be_revoked,
+    tenants_do_not_share_names_keys_or_listings,
     creating_with_an_idempotency_key_returns_the_first_execution,
     commits_append_and_a_stale_epoch_is_fenced_off,
     a_status_change_ends_ownership_within_a_batch,
@@ -67,7 +73,7 @@ async fn open(db: &Db) -> SharedStore {
 async fn with_package(db: &Db) -> SharedStore {
     let store = open(db).await;
     store
-        .put_package("pkg", "sha-1", b"bytes", &json!({"workflows": []}), NOW)
+        .put_package(T, "pkg", "sha-1", b"bytes", &json!({"workflows": []}), NOW)
         .await
         .unwrap();
     store
@@ -76,6 +82,7 @@ async fn with_package(db: &Db) -> SharedStore {
 fn new_execution(id: &str) -> NewExecution {
     NewExecution {
         id: id.to_owned(),
+        tenant: T.to_owned(),
         package_sha256: "sha-1".to_owned(),
         workflow: "wf".to_owned(),
         input: json!({"n": 1}),
@@ -133,32 +140,166 @@ fn ids(claims: &[cerebelum::model::Claim]) -> Vec<String> {
 async fn packages_are_content_addressed_and_versioned(db: Db) {
     let store = with_package(&db).await;
     let again = store
-        .put_package("pkg", "sha-1", b"bytes", &json!({}), NOW + 1)
+        .put_package(T, "pkg", "sha-1", b"bytes", &json!({}), NOW + 1)
         .await
         .unwrap();
     assert_eq!(again.version, 1, "identical bytes keep their version");
     let v2 = store
-        .put_package("pkg", "sha-2", b"other", &json!({"v": 2}), NOW + 2)
+        .put_package(T, "pkg", "sha-2", b"other", &json!({"v": 2}), NOW + 2)
         .await
         .unwrap();
     assert_eq!(v2.version, 2);
-    assert_eq!(store.latest_package("pkg").await.unwrap().sha256, "sha-2");
-    assert_eq!(store.package("sha-2").await.unwrap().info, json!({"v": 2}));
+    assert_eq!(
+        store.find_package(T, "pkg", None).await.unwrap().sha256,
+        "sha-2"
+    );
+    let v1 = store.find_package(T, "pkg", Some(1)).await.unwrap();
+    assert_eq!((v1.sha256.as_str(), v1.size_bytes), ("sha-1", 5));
+    let no_v3 = store.find_package(T, "pkg", Some(3)).await.unwrap_err();
+    assert!(no_v3.to_string().contains("versions: 1, 2"), "{no_v3}");
+    assert_eq!(
+        store.package(T, "sha-2").await.unwrap().info,
+        json!({"v": 2})
+    );
     assert_eq!(store.package_bytes("sha-2").await.unwrap(), b"other");
     let versions: Vec<i64> = store
-        .list_packages()
+        .list_packages(T)
         .await
         .unwrap()
         .iter()
         .map(|p| p.version)
         .collect();
     assert_eq!(versions, vec![1, 2]);
-    let missing = store.latest_package("nope").await.unwrap_err().to_string();
+    let missing = store
+        .find_package(T, "nope", None)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(missing.contains("known packages: pkg"), "{missing}");
     assert!(matches!(
-        store.package("sha-9").await,
+        store.package(T, "sha-9").await,
         Err(Error::NotFound(_))
     ));
+}
+
+async fn tenants_have_keys_that_can_be_revoked(db: Db) {
+    let store = open(&db).await;
+    let quotas = Quotas {
+        max_open_executions: Some(3),
+        ..Quotas::default()
+    };
+    let acme = store.create_tenant("acme", &quotas, NOW).await.unwrap();
+    assert_eq!(acme.quotas, quotas);
+    assert!(matches!(
+        store.create_tenant("acme", &Quotas::default(), NOW).await,
+        Err(Error::Conflict(_))
+    ));
+    let names: Vec<String> = store
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["acme", "default"]);
+    let key = ApiKeyRecord {
+        id: "cbk_1".into(),
+        tenant: "acme".into(),
+        created_at_ms: NOW,
+        revoked_at_ms: None,
+    };
+    store.add_api_key(&key, "hash-1").await.unwrap();
+    let orphan = ApiKeyRecord {
+        tenant: "nobody".into(),
+        ..key.clone()
+    };
+    assert!(matches!(
+        store.add_api_key(&orphan, "hash-2").await,
+        Err(Error::NotFound(_))
+    ));
+    let found = store.tenant_by_key("hash-1").await.unwrap().unwrap();
+    assert_eq!(found.name, "acme");
+    assert!(store.tenant_by_key("hash-2").await.unwrap().is_none());
+    let revoked = store.revoke_api_key("cbk_1", NOW + 5).await.unwrap();
+    assert_eq!(revoked.revoked_at_ms, Some(NOW + 5));
+    assert!(
+        store.tenant_by_key("hash-1").await.unwrap().is_none(),
+        "a revoked key stops working at once"
+    );
+    let again = store.revoke_api_key("cbk_1", NOW + 9).await.unwrap();
+    assert_eq!(again.revoked_at_ms, Some(NOW + 5), "revoking is idempotent");
+    assert_eq!(store.list_api_keys("acme").await.unwrap(), vec![again]);
+    let wider = Quotas {
+        max_payload_bytes: Some(10),
+        ..quotas
+    };
+    assert_eq!(
+        store.set_quotas("acme", &wider).await.unwrap().quotas,
+        wider
+    );
+    assert!(matches!(
+        store.set_quotas("nobody", &wider).await,
+        Err(Error::NotFound(_))
+    ));
+}
+
+/// Packages, idempotency keys and listings are per tenant.
+async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
+    let store = with_package(&db).await;
+    store
+        .create_tenant("acme", &Quotas::default(), NOW)
+        .await
+        .unwrap();
+    // The same bytes and name are version 1 of each tenant.
+    let theirs = store
+        .put_package("acme", "pkg", "sha-1", b"bytes", &json!({}), NOW)
+        .await
+        .unwrap();
+    assert_eq!((theirs.tenant.as_str(), theirs.version), ("acme", 1));
+    let keyed = |id: &str, tenant: &str| NewExecution {
+        tenant: tenant.to_owned(),
+        idempotency_key: Some("order-7".to_owned()),
+        ..new_execution(id)
+    };
+    let ours = store
+        .create_execution(keyed("ex_1", T), NOW, None)
+        .await
+        .unwrap();
+    let other = store
+        .create_execution(keyed("ex_2", "acme"), NOW, None)
+        .await
+        .unwrap();
+    assert_eq!((ours.id.as_str(), other.id.as_str()), ("ex_1", "ex_2"));
+    assert_eq!(other.tenant, "acme");
+    store
+        .create_execution(new_execution("ex_3"), NOW + 1, None)
+        .await
+        .unwrap();
+    let list = |tenant: &str, after: Option<(i64, String)>| {
+        let store = store.clone();
+        let filter = ListFilter {
+            tenant: Some(tenant.to_owned()),
+            after,
+            limit: 1,
+            ..ListFilter::default()
+        };
+        async move {
+            store
+                .list_executions(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list("acme", None).await, ["ex_2"]);
+    // Paging: newest first, each page after the last row of the one before.
+    assert_eq!(list(T, None).await, ["ex_3"]);
+    assert_eq!(list(T, Some((NOW + 1, "ex_3".into()))).await, ["ex_1"]);
+    assert!(list(T, Some((NOW, "ex_1".into()))).await.is_empty());
+    assert_eq!(store.count_open_executions(T).await.unwrap(), 2);
+    assert_eq!(store.count_open_executions("acme").await.unwrap(), 1);
 }
 
 async fn creating_with_an_idempotency_key_returns_the_first_execution(db: Db) {

@@ -20,6 +20,7 @@
 mod common;
 
 use cerebelum::clock::SystemClock;
+use cerebelum::model::DEFAULT_TENANT;
 use cerebelum::store::{self, SharedStore, Synchronous};
 use cerebelum::{Engine, EngineConfig};
 use common::Backend;
@@ -54,7 +55,11 @@ impl Bench {
             engines.push(Engine::new(store, config, Arc::new(SystemClock)).unwrap());
         }
         let sha = engines[0]
-            .upload("testkit", std::fs::read(common::guest("testkit")).unwrap())
+            .upload(
+                DEFAULT_TENANT,
+                "testkit",
+                std::fs::read(common::guest("testkit")).unwrap(),
+            )
             .await
             .unwrap()
             .sha256;
@@ -82,7 +87,7 @@ impl Bench {
     }
 
     async fn start_on(&self, node: &Engine, workflow: &str, input: &str) -> String {
-        node.start(&self.sha, workflow, input, None)
+        node.start(DEFAULT_TENANT, &self.sha, workflow, input, None)
             .await
             .unwrap()
             .id

@@ -5,8 +5,10 @@ use thiserror::Error;
 /// Everything that can go wrong in the engine's library code.
 ///
 /// The variants are grouped by what a caller can do: fix its input
-/// ([`Error::InvalidInput`], [`Error::NotFound`]), resolve a conflict
-/// ([`Error::Conflict`]), or retry later ([`Error::Unavailable`]).
+/// ([`Error::InvalidInput`], [`Error::NotFound`]), stay within its quota
+/// ([`Error::QuotaExceeded`]), authenticate ([`Error::Unauthenticated`]),
+/// resolve a conflict ([`Error::Conflict`]), or retry later (the rest). The
+/// gRPC API maps them to status codes in one place (`api::grpc`).
 #[derive(Debug, Error)]
 pub enum Error {
     /// The request is malformed: the message says what was wrong and how to fix it.
@@ -15,6 +17,12 @@ pub enum Error {
     /// The thing named does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A tenant quota would be exceeded; the message names the limit.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// No valid credentials (a missing, unknown or revoked API key).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// The request contradicts the current state (e.g. approving an
     /// execution that is not waiting for that approval).
     #[error("{0}")]

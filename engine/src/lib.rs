@@ -39,6 +39,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod api;
 pub mod clock;
 mod error;
 pub mod executor;

@@ -1,6 +1,8 @@
-//! `cerebelum`: the engine's command line. Every command works on the
-//! database named by `--db`: an embedded SQLite file (default
-//! `./cerebelum.db`) or a PostgreSQL URL shared by several nodes.
+//! `cerebelum`: the engine's command line. Commands work on the database
+//! named by `--db` (an embedded SQLite file, default `./cerebelum.db`, or a
+//! PostgreSQL URL shared by several nodes) as tenant `default`, or, with
+//! `--server URL --api-key KEY`, on a remote `cerebelum serve` as the key's
+//! tenant.
 
 mod cli;
 
@@ -12,7 +14,12 @@ use std::process::ExitCode;
 ///
 /// Build a package (a .wasm component exporting cerebelum:workflow), then run
 /// it once with `cerebelum run`, or keep `cerebelum serve` running and drive
-/// executions with start / status / watch / approve / cancel / retry.
+/// executions with upload / start / status / watch / approve / cancel / retry.
+///
+/// Without --server, commands work directly on the database (--db) as the
+/// tenant `default`. With --server (a `cerebelum serve` address) and
+/// --api-key, they go through its gRPC API as the key's tenant; create
+/// tenants and keys with `cerebelum admin` on the server's database.
 #[derive(Parser)]
 #[command(name = "cerebelum", version, about, long_about)]
 struct Cli {
@@ -28,6 +35,15 @@ struct Cli {
     )]
     db: String,
 
+    /// A `cerebelum serve` to send commands to, e.g. http://127.0.0.1:7433;
+    /// without it, commands work on the database directly.
+    #[arg(long, global = true, env = "CEREBELUM_SERVER")]
+    server: Option<String>,
+
+    /// The API key for --server (from `cerebelum admin key create TENANT`).
+    #[arg(long, global = true, env = "CEREBELUM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+
     /// Log filter (tracing syntax), e.g. `info` or `cerebelum=debug`.
     #[arg(long, global = true, env = "CEREBELUM_LOG", default_value = "warn")]
     log: String,
@@ -37,7 +53,7 @@ struct Cli {
 }
 
 /// Settings of the engine, for commands that run or validate packages.
-#[derive(Args, Clone)]
+#[derive(Args, Clone, Debug)]
 struct EngineArgs {
     /// Where compiled components are cached (default: ~/.cache/cerebelum).
     #[arg(long, env = "CEREBELUM_CACHE_DIR")]
@@ -89,8 +105,19 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// Run the engine: drive executions, wake timers, resurrect after a crash.
+    /// Run the engine and its gRPC API (cerebelum.v1, with health and
+    /// reflection): drive executions, wake timers, resurrect after a crash.
     Serve {
+        /// Address of the gRPC API; port 0 picks a free port (the address
+        /// is printed).
+        #[arg(long, env = "CEREBELUM_LISTEN", default_value = "127.0.0.1:7433")]
+        listen: String,
+        /// Largest gRPC message, MiB (an upload is one message; keep it
+        /// above every tenant's package quota).
+        #[arg(long, default_value_t = 256)]
+        max_message_mb: usize,
+        #[command(flatten)]
+        quotas: QuotaArgs,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -104,8 +131,13 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
-    /// List uploaded packages with their workflows and steps.
+    /// List uploaded packages with their workflows and steps, or describe one.
     Packages {
+        /// Describe only this package.
+        name: Option<String>,
+        /// With NAME: this version (default: the newest).
+        #[arg(long)]
+        version: Option<i64>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -119,6 +151,9 @@ enum Command {
         /// The workflow's input, JSON.
         #[arg(long, default_value = "{}")]
         input: String,
+        /// The package version (default: the newest).
+        #[arg(long)]
+        version: Option<i64>,
         /// Starting twice with the same key returns the first execution.
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -138,6 +173,10 @@ enum Command {
         /// pending, running, waiting, completed, failed or cancelled.
         #[arg(long)]
         status: Option<String>,
+        /// Only executions of this package.
+        #[arg(long)]
+        package: Option<String>,
+        /// Only executions of this workflow.
         #[arg(long)]
         workflow: Option<String>,
         /// Show at most this many.
@@ -148,9 +187,14 @@ enum Command {
         json: bool,
     },
     /// Follow an execution: progress bar and journal events, until it ends.
+    /// With --server, survives a server restart: it reconnects and goes on
+    /// after the last event it printed.
     Watch {
         /// The execution id.
         id: String,
+        /// Give up after the server is unreachable this long, seconds.
+        #[arg(long, default_value_t = 120)]
+        reconnect_timeout_s: u64,
     },
     /// Print an execution's journal.
     Journal {
@@ -192,6 +236,71 @@ enum Command {
         /// The execution id.
         id: String,
     },
+    /// Tenants and API keys; works on the database (--db) directly.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+/// Per-tenant limits; unset ones keep their current value (for a new
+/// tenant: the server's default).
+#[derive(Args, Clone, Debug, Default)]
+struct QuotaArgs {
+    /// Largest package upload, MiB (server default 64).
+    #[arg(long)]
+    max_package_mb: Option<i64>,
+    /// Most executions pending, running or waiting at once (server default 10000).
+    #[arg(long)]
+    max_open_executions: Option<i64>,
+    /// Largest workflow input or approval payload, KiB (server default 1024).
+    #[arg(long)]
+    max_payload_kb: Option<i64>,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create, list or change tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Create, list or revoke API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant (its quotas default to the server's).
+    Create {
+        /// Letters, digits, '-', '_' and '.'.
+        name: String,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+    },
+    /// List tenants with their quotas.
+    List,
+    /// Change a tenant's quotas.
+    Update {
+        name: String,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key for a tenant and print it (only once: the
+    /// database keeps a hash).
+    Create { tenant: String },
+    /// List a tenant's keys (ids only).
+    List { tenant: String },
+    /// Revoke a key at once, by its id (`cbk_…`, the part before the
+    /// second underscore) or the whole key.
+    Revoke { id: String },
 }
 
 fn main() -> ExitCode {

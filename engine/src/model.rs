@@ -59,21 +59,71 @@ impl fmt::Display for Status {
     }
 }
 
+/// The tenant of everything stored before tenants existed, and of the
+/// local commands (those without `--server`).
+pub const DEFAULT_TENANT: &str = "default";
+
+/// A tenant: the owner of packages and executions, isolated from the others.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TenantRecord {
+    pub name: String,
+    pub created_at_ms: i64,
+    /// Its own limits; `None` where the server's default applies.
+    pub quotas: Quotas,
+}
+
+/// Per-tenant limits. As stored, `None` means "the server's default".
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Quotas {
+    /// Largest package (.wasm) that may be uploaded, bytes.
+    pub max_package_bytes: Option<i64>,
+    /// Executions not yet completed, failed or cancelled (pending, running
+    /// or waiting) at once.
+    pub max_open_executions: Option<i64>,
+    /// Largest JSON input or approval payload, bytes.
+    pub max_payload_bytes: Option<i64>,
+}
+
+impl Quotas {
+    /// These quotas, with `defaults` where they have none.
+    pub fn or(self, defaults: Quotas) -> Quotas {
+        Quotas {
+            max_package_bytes: self.max_package_bytes.or(defaults.max_package_bytes),
+            max_open_executions: self.max_open_executions.or(defaults.max_open_executions),
+            max_payload_bytes: self.max_payload_bytes.or(defaults.max_payload_bytes),
+        }
+    }
+}
+
+/// An API key as stored: only a hash of the secret is kept.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ApiKeyRecord {
+    /// The key's public prefix, e.g. `ck_3f9a1c0d`; names it for `revoke`.
+    pub id: String,
+    pub tenant: String,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
 /// A stored package version.
 #[derive(Debug, Clone, Serialize)]
 pub struct PackageRecord {
+    pub tenant: String,
     pub sha256: String,
     pub name: String,
     pub version: i64,
     /// The `describe` output, as JSON ([`crate::runtime::PackageInfo`]).
     pub info: Value,
     pub created_at_ms: i64,
+    /// Size of the component, bytes.
+    pub size_bytes: i64,
 }
 
 /// What is needed to create an execution.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
     pub id: String,
+    pub tenant: String,
     pub package_sha256: String,
     pub workflow: String,
     pub input: Value,
@@ -84,6 +134,7 @@ pub struct NewExecution {
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecutionRecord {
     pub id: String,
+    pub tenant: String,
     pub package_sha256: String,
     pub package_name: String,
     pub package_version: i64,
@@ -181,6 +232,7 @@ impl Creation {
         let owned = self.owner.is_some();
         ExecutionRecord {
             id: self.new.id.clone(),
+            tenant: self.new.tenant.clone(),
             package_sha256: self.new.package_sha256.clone(),
             package_name: package.name.clone(),
             package_version: package.version,
@@ -229,10 +281,17 @@ pub struct Claim {
     pub signals: i64,
 }
 
-/// Filter for listing executions.
+/// Filter for listing executions, newest first.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
+    /// Only this tenant's executions (the API always sets it).
+    pub tenant: Option<String>,
     pub status: Option<Status>,
+    /// Package name.
+    pub package: Option<String>,
     pub workflow: Option<String>,
+    /// Paging: only executions listed after this one, i.e. older than
+    /// (created_at_ms, id).
+    pub after: Option<(i64, String)>,
     pub limit: i64,
 }

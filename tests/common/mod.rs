@@ -336,16 +336,53 @@ impl Db {
         }
     }
 
-    /// Starts `cerebelum serve` on this database (lease 1 s, tick 20 ms
-    /// unless `extra` sets them).
+    /// Starts `cerebelum serve` on this database (lease 1 s, tick 20 ms,
+    /// gRPC on a free port unless `extra` sets them).
     pub fn serve(&self, extra: &[&str]) -> Server {
         self.serve_logged(extra, None)
+    }
+
+    /// Starts `cerebelum serve` with its gRPC API on 127.0.0.1:`port` and
+    /// waits until it accepts connections; the server's URL is `url(port)`.
+    pub fn serve_api(&self, port: u16, extra: &[&str]) -> Server {
+        let listen = format!("127.0.0.1:{port}");
+        let mut args = vec!["--listen", listen.as_str()];
+        args.extend_from_slice(extra);
+        let server = self.serve(&args);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(&listen).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the server did not listen on {listen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// Creates tenant `tenant` (with `quota` flags) and returns a new key.
+    pub fn tenant(&self, tenant: &str, quota: &[&str]) -> String {
+        let mut args = vec!["admin", "tenant", "create", tenant];
+        args.extend_from_slice(quota);
+        self.ok(&args);
+        self.key(tenant)
+    }
+
+    /// A new API key of `tenant`.
+    pub fn key(&self, tenant: &str) -> String {
+        self.ok(&["admin", "key", "create", tenant])
+            .trim()
+            .to_owned()
     }
 
     /// [`Db::serve`] writing its `info` log to `log`.
     pub fn serve_logged(&self, extra: &[&str], log: Option<&Path>) -> Server {
         let mut args = vec!["serve"];
-        for (flag, default) in [("--lease-ms", "1000"), ("--tick-ms", "20")] {
+        for (flag, default) in [
+            ("--lease-ms", "1000"),
+            ("--tick-ms", "20"),
+            ("--listen", "127.0.0.1:0"),
+        ] {
             if !extra.contains(&flag) {
                 args.extend([flag, default]);
             }
@@ -391,6 +428,102 @@ macro_rules! on_both_backends {
             $( #[test] fn $name() { super::$name($crate::common::Db::on($crate::common::Backend::Postgres)) } )*
         }
     };
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The URL of a server listening on `port`.
+pub fn url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The `cerebelum` CLI talking to a server as one tenant.
+pub struct Remote {
+    pub url: String,
+    pub key: String,
+}
+
+impl Remote {
+    pub fn new(port: u16, key: &str) -> Self {
+        Self {
+            url: url(port),
+            key: key.to_owned(),
+        }
+    }
+
+    /// The command, without `--db`: everything goes through the server.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(["--server", &self.url, "--api-key", &self.key])
+            .args(args)
+            .env_remove("CEREBELUM_DATABASE_URL")
+            .env("CEREBELUM_LOG", "warn")
+            .env("CEREBELUM_CACHE_DIR", cache_dir());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running cerebelum")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "cerebelum --server {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "cerebelum --server {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn status(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["status", id, "--json"])).unwrap()
+    }
+
+    pub fn journal(&self, id: &str) -> Vec<Value> {
+        serde_json::from_str(&self.ok(&["journal", id, "--json"])).unwrap()
+    }
+
+    /// Polls `status` until `pred` holds on its text output.
+    pub fn wait_text(
+        &self,
+        args: &[&str],
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.ok(args);
+            if pred(&out) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out; last output of {args:?}:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// A `cerebelum serve` process; killed when dropped.

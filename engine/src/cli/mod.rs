@@ -1,14 +1,20 @@
-//! The commands. Each opens the database itself; only the commands that
-//! run or validate packages start the wasm runtime.
+//! The commands. Work on executions goes through a [`client::Client`]:
+//! the local database or a remote server. Only the commands that run or
+//! validate packages locally start the wasm runtime.
 
+mod admin;
+mod client;
 mod watch;
 
-use super::{Cli, Command, EngineArgs};
+use super::{Cli, Command, EngineArgs, QuotaArgs};
 use anyhow::{Context, Result};
+use cerebelum::api::Api;
+use cerebelum::api::service::StartRequest;
 use cerebelum::clock::SystemClock;
-use cerebelum::model::{Decision, ListFilter, Status};
+use cerebelum::model::{Decision, ListFilter, PackageRecord, Quotas, Status};
 use cerebelum::store::{self, SharedStore, Synchronous};
 use cerebelum::{Engine, EngineConfig};
+use client::{Client, Remote};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,7 +23,6 @@ use std::time::Duration;
 async fn open_store(db: &str, sync: Synchronous) -> Result<SharedStore> {
     Ok(store::open(db, sync).await?)
 }
-
 fn default_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("cerebelum");
@@ -56,27 +61,82 @@ fn read_package(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read package file {}", path.display()))
 }
 
-async fn upload(
-    engine: &Engine,
-    path: &Path,
-    name: Option<String>,
-) -> Result<cerebelum::model::PackageRecord> {
+fn json_arg(text: &str, what: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON: {text}"))
+}
+
+impl QuotaArgs {
+    /// The quotas given, in bytes.
+    fn quotas(&self) -> Quotas {
+        Quotas {
+            max_package_bytes: self.max_package_mb.map(|m| m << 20),
+            max_open_executions: self.max_open_executions,
+            max_payload_bytes: self.max_payload_kb.map(|k| k << 10),
+        }
+    }
+}
+
+/// The engine settings of a command that has none of its own.
+fn default_engine_args() -> EngineArgs {
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        engine: EngineArgs,
+    }
+    <Defaults as clap::Parser>::parse_from(["cerebelum"]).engine
+}
+
+/// Where the command's work goes: `--server`, else the local database.
+async fn client(cli: &Cli, args: Option<&EngineArgs>) -> Result<Client> {
+    match &cli.server {
+        Some(url) => Ok(Client::Remote(
+            Remote::connect(url, cli.api_key.as_deref()).await?,
+        )),
+        None => {
+            let args = args.cloned().unwrap_or_else(default_engine_args);
+            let engine = engine(&cli.db, &args).await?;
+            Client::local(Api::new(engine, Quotas::default())).await
+        }
+    }
+}
+
+/// Uploads the package file at `path`.
+async fn upload_file(client: &Client, path: &Path, name: Option<String>) -> Result<PackageRecord> {
     let name = package_name(path, name)?;
     cerebelum::executor::check_package_name(&name)?;
     let bytes = read_package(path)?;
-    engine
+    client
         .upload(&name, bytes)
         .await
         .with_context(|| format!("{} is not a usable package", path.display()))
 }
 
-fn json_arg(text: &str, what: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON: {text}"))
+fn print_package(p: &PackageRecord) {
+    let names = |key: &str| {
+        p.info[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|w| w["name"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    println!(
+        "{} v{}  sha256:{}  {:.1} MiB\n  workflows: {}\n  steps: {}",
+        p.name,
+        p.version,
+        &p.sha256[..p.sha256.len().min(12)],
+        p.size_bytes as f64 / (1 << 20) as f64,
+        names("workflows"),
+        names("steps")
+    );
 }
 
 pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
-    let db = cli.db;
-    match cli.command {
+    let db = cli.db.clone();
+    match &cli.command {
         Command::Run {
             package,
             workflow,
@@ -84,24 +144,75 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             name,
             engine: args,
         } => {
-            let engine = engine(&db, &args).await?;
-            let record = upload(&engine, &package, name).await?;
-            let execution = engine
-                .start(&record.sha256, &workflow, &input, None)
+            if cli.server.is_some() {
+                anyhow::bail!(
+                    "`run` drives the execution in this process on the local database; with a \
+                     server use `cerebelum start FILE WORKFLOW` and `cerebelum watch ID`"
+                );
+            }
+            let engine = engine(&db, args).await?;
+            let api = Api::new(engine.clone(), Quotas::default());
+            let client = Client::local(api).await?;
+            let record = upload_file(&client, package, name.clone()).await?;
+            let (execution, _) = client
+                .start(StartRequest {
+                    package: record.name.clone(),
+                    version: Some(record.version),
+                    workflow: workflow.clone(),
+                    input: input.clone(),
+                    idempotency_key: None,
+                })
                 .await?;
             eprintln!(
                 "execution {} of {} v{} ({} in {db})",
                 execution.id, record.name, record.version, workflow
             );
-            let watcher = tokio::spawn(watch::follow(engine.store().clone(), execution.id.clone()));
-            let done = engine.run_until_done(&execution.id).await?;
-            let _ = watcher.await;
-            Ok(print_outcome(&done))
+            let id = execution.id.clone();
+            let watcher = async {
+                let followed = watch::follow(&client, &id, Duration::ZERO).await;
+                if let Err(e) = followed {
+                    eprintln!("warning: cannot show the progress: {e:#}");
+                }
+            };
+            let (done, ()) = tokio::join!(engine.run_until_done(&execution.id), watcher);
+            Ok(print_outcome(&done?))
         }
-        Command::Serve { engine: args } => {
-            let engine = engine(&db, &args).await?;
-            eprintln!("cerebelum serving {db}; Ctrl-C to stop");
-            engine.serve(shutdown_signal()).await?;
+        Command::Serve {
+            listen,
+            max_message_mb,
+            quotas,
+            engine: args,
+        } => {
+            let engine = engine(&db, args).await?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| {
+                    format!("cannot listen on {listen}; pass another address with --listen")
+                })?;
+            let addr = listener.local_addr()?;
+            let api = Api::new(engine.clone(), quotas.quotas());
+            eprintln!(
+                "cerebelum serving {} on grpc://{addr}; Ctrl-C to stop",
+                store::redacted(&db)
+            );
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            let grpc = cerebelum::api::grpc::serve(
+                api,
+                listener,
+                max_message_mb.saturating_mul(1 << 20),
+                until_stopped(stopped.clone()),
+            );
+            let scheduler = engine.serve(until_stopped(stopped));
+            let signal = async {
+                shutdown_signal().await;
+                let _ = stop.send(true);
+            };
+            let (grpc, scheduler, ()) = tokio::join!(grpc, scheduler, signal);
+            grpc?;
+            scheduler?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Upload {
@@ -109,8 +220,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             name,
             engine: args,
         } => {
-            let engine = engine(&db, &args).await?;
-            let record = upload(&engine, &package, name).await?;
+            let client = client(&cli, Some(args)).await?;
+            let record = upload_file(&client, package, name.clone()).await?;
             println!(
                 "{} v{} sha256:{}",
                 record.name, record.version, record.sha256
@@ -121,99 +232,106 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             package,
             workflow,
             input,
+            version,
             idempotency_key,
             engine: args,
         } => {
-            json_arg(&input, "--input")?;
-            let engine = engine(&db, &args).await?;
-            let path = Path::new(&package);
-            let sha = if path.exists() {
-                upload(&engine, path, None).await?.sha256
+            json_arg(input, "--input")?;
+            let client = client(&cli, Some(args)).await?;
+            let path = Path::new(package);
+            let (name, version) = if path.exists() {
+                let record = upload_file(&client, path, None).await?;
+                (record.name, Some(record.version))
             } else if package.ends_with(".wasm") || package.contains('/') {
                 anyhow::bail!("package file {package} does not exist");
             } else {
-                engine.store().latest_package(&package).await?.sha256
+                (package.clone(), *version)
             };
-            let execution = engine
-                .start(&sha, &workflow, &input, idempotency_key)
+            let (execution, created) = client
+                .start(StartRequest {
+                    package: name,
+                    version,
+                    workflow: workflow.clone(),
+                    input: input.clone(),
+                    idempotency_key: idempotency_key.clone(),
+                })
                 .await?;
+            if !created {
+                eprintln!("the idempotency key was used before: this is the execution it started");
+            }
             println!("{}", execution.id);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Packages { json } => {
-            let store = open_store(&db, Synchronous::Full).await?;
-            let packages = store.list_packages().await?;
-            if json {
+        Command::Packages {
+            name,
+            version,
+            json,
+        } => {
+            let client = client(&cli, None).await?;
+            let packages = match name {
+                Some(name) => vec![client.describe(name, *version).await?],
+                None => client.packages().await?,
+            };
+            if *json {
                 println!("{}", serde_json::to_string_pretty(&packages)?);
             } else if packages.is_empty() {
-                println!("no packages");
+                println!("no packages in {}", client.place());
             } else {
-                for p in packages {
-                    let names = |key: &str| {
-                        p.info[key]
-                            .as_array()
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|w| w["name"].as_str())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            })
-                            .unwrap_or_default()
-                    };
-                    println!(
-                        "{} v{}  sha256:{}\n  workflows: {}\n  steps: {}",
-                        p.name,
-                        p.version,
-                        &p.sha256[..12],
-                        names("workflows"),
-                        names("steps")
-                    );
-                }
+                packages.iter().for_each(print_package);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { id, json } => {
-            let store = open_store(&db, Synchronous::Full).await?;
-            let record = store.execution(&id).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&record)?);
+            let client = client(&cli, None).await?;
+            let view = client.execution(id).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&view.record)?);
             } else {
-                println!("{}", watch::summary(&record));
-                for approval in store.approvals(&id).await? {
-                    if approval.status == "pending" {
-                        println!(
-                            "  waiting for approval '{}': {}  (cerebelum approve {id} {})",
-                            approval.key,
-                            approval.request["message"].as_str().unwrap_or(""),
-                            approval.key
-                        );
-                    }
+                println!("{}", watch::summary(&view.record));
+                for approval in view.pending_approvals {
+                    println!(
+                        "  waiting for approval '{}': {}  (cerebelum approve {id} {})",
+                        approval.key,
+                        approval.request["message"].as_str().unwrap_or(""),
+                        approval.key
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::List {
             status,
+            package,
             workflow,
             limit,
             json,
         } => {
-            let status = status
-                .map(|s| {
-                    Status::parse(&s).with_context(|| {
-                        format!("unknown status '{s}': use pending, running, waiting, completed, failed or cancelled")
-                    })
-                })
-                .transpose()?;
-            let store = open_store(&db, Synchronous::Full).await?;
-            let rows = store
-                .list_executions(&ListFilter {
-                    status,
-                    workflow,
-                    limit,
-                })
-                .await?;
-            if json {
+            let status = status.as_deref().map(Api::parse_status).transpose()?;
+            let client = client(&cli, None).await?;
+            let mut rows = Vec::new();
+            let mut token: Option<String> = None;
+            // Page through until `limit` rows (pages hold at most 1000).
+            while (rows.len() as i64) < *limit {
+                let page = client
+                    .list(
+                        ListFilter {
+                            status,
+                            package: package.clone(),
+                            workflow: workflow.clone(),
+                            limit: (*limit - rows.len() as i64)
+                                .min(cerebelum::api::service::MAX_PAGE),
+                            ..ListFilter::default()
+                        },
+                        token.as_deref(),
+                    )
+                    .await?;
+                rows.extend(page.executions);
+                match page.next {
+                    Some(next) => token = Some(next),
+                    None => break,
+                }
+            }
+            if *json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
                 println!("no executions");
@@ -224,16 +342,19 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Watch { id } => {
-            let store = open_store(&db, Synchronous::Full).await?;
-            let record = watch::follow(store, id).await?;
+        Command::Watch {
+            id,
+            reconnect_timeout_s,
+        } => {
+            let client = client(&cli, None).await?;
+            let record =
+                watch::follow(&client, id, Duration::from_secs(*reconnect_timeout_s)).await?;
             Ok(print_outcome(&record))
         }
         Command::Journal { id, json } => {
-            let store = open_store(&db, Synchronous::Full).await?;
-            store.execution(&id).await?;
-            let entries = store.journal(&id, 0).await?;
-            if json {
+            let client = client(&cli, None).await?;
+            let entries = client.journal(id).await?;
+            if *json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
                 for e in entries {
@@ -250,15 +371,14 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Approve { id, key, payload } => {
-            let payload = json_arg(&payload, "--payload")?;
-            decide(&db, &id, &key, Decision::Approve(payload)).await
+            let payload = json_arg(payload, "--payload")?;
+            decide(&cli, id, key, Decision::Approve(payload)).await
         }
         Command::Reject { id, key, reason } => {
-            decide(&db, &id, &key, Decision::Reject(reason)).await
+            decide(&cli, id, key, Decision::Reject(reason.clone())).await
         }
         Command::Cancel { id } => {
-            let store = open_store(&db, Synchronous::Full).await?;
-            let record = store.request_cancel(&id, now_ms()).await?;
+            let record = client(&cli, None).await?.cancel(id).await?;
             println!(
                 "cancellation requested for {} ({})",
                 record.id, record.status
@@ -266,25 +386,22 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { id } => {
-            let store = open_store(&db, Synchronous::Full).await?;
-            let record = store.retry_execution(&id, now_ms()).await?;
+            let record = client(&cli, None).await?.retry(id).await?;
             println!(
                 "{} is {} again; `cerebelum serve` resumes it",
                 record.id, record.status
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Admin { command } => {
+            let store = open_store(&db, Synchronous::Full).await?;
+            admin::run(&store, command).await
+        }
     }
 }
 
-fn now_ms() -> i64 {
-    use cerebelum::clock::Clock;
-    SystemClock.now_ms()
-}
-
-async fn decide(db: &str, id: &str, key: &str, decision: Decision) -> Result<ExitCode> {
-    let store = open_store(db, Synchronous::Full).await?;
-    let approval = store.decide_approval(id, key, &decision, now_ms()).await?;
+async fn decide(cli: &Cli, id: &str, key: &str, decision: Decision) -> Result<ExitCode> {
+    let approval = client(cli, None).await?.decide(id, key, decision).await?;
     println!("approval '{}' of {id} is {}", approval.key, approval.status);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,11 @@
 //! Following an execution: a progress bar fed by `report-progress` and one
 //! line per journal event, until the execution ends.
 
+use super::client::{Client, RemoteError};
 use anyhow::Result;
+use cerebelum::api::convert::progress_of;
+use cerebelum::api::service::WatchEvent;
 use cerebelum::model::{Entry, ExecutionRecord};
-use cerebelum::store::SharedStore;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -129,9 +131,15 @@ impl Renderer {
     }
 }
 
-/// Follows execution `id` until it ends; returns its final record.
-pub(crate) async fn follow(store: SharedStore, id: String) -> Result<ExecutionRecord> {
-    let record = store.execution(&id).await?;
+/// Follows execution `id` until it ends; returns its final record. If the
+/// server goes away (a restart, a crash), reconnects for up to
+/// `reconnect_for` and continues after the last event received.
+pub(crate) async fn follow(
+    client: &Client,
+    id: &str,
+    reconnect_for: Duration,
+) -> Result<ExecutionRecord> {
+    let record = client.execution(id).await?.record;
     let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::new(100);
     if tty {
@@ -153,35 +161,73 @@ pub(crate) async fn follow(store: SharedStore, id: String) -> Result<ExecutionRe
         }
     };
     let mut renderer = Renderer {
-        execution_id: id.clone(),
+        execution_id: id.to_owned(),
         ..Renderer::default()
     };
     let mut last_seq = 0;
+    let mut client = client.reconnect().await?;
+    let mut lost_at: Option<std::time::Instant> = None;
     loop {
-        // Read the status first: entries committed before it are then seen.
-        let record = store.execution(&id).await?;
-        for e in store.journal(&id, last_seq).await? {
-            last_seq = e.seq;
-            if e.kind == "report-progress" && e.invocation == "wf" {
-                let pct = e.payload["args"]["percent"].as_u64().unwrap_or(0);
-                let msg = e.payload["args"]["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                if tty {
-                    bar.set_position(pct);
-                    bar.set_message(msg);
-                } else {
-                    eprintln!("[{}] {pct:>3}% {msg}", record.workflow);
+        let mut broken = None;
+        match client.watch(id, last_seq).await {
+            Err(e) => broken = Some(e),
+            Ok(mut events) => {
+                while let Some(event) = events.recv().await {
+                    match event {
+                        Ok(WatchEvent::Entry(e)) => {
+                            lost_at = None;
+                            last_seq = e.seq;
+                            if let Some(p) = progress_of(&e) {
+                                if tty {
+                                    bar.set_position(p.percent.into());
+                                    bar.set_message(p.message);
+                                } else {
+                                    eprintln!(
+                                        "[{}] {:>3}% {}",
+                                        record.workflow, p.percent, p.message
+                                    );
+                                }
+                            } else if let Some(line) = renderer.line(&e) {
+                                print(line);
+                            }
+                        }
+                        Ok(WatchEvent::Finished(record)) => {
+                            bar.finish_and_clear();
+                            return Ok(record);
+                        }
+                        Err(e) => {
+                            broken = Some(e);
+                            break;
+                        }
+                    }
                 }
-            } else if let Some(line) = renderer.line(&e) {
-                print(line);
             }
         }
-        if record.status.is_terminal() {
+        let e = broken.unwrap_or_else(|| anyhow::anyhow!("the event stream ended early"));
+        if !RemoteError::is_transient(&e) {
             bar.finish_and_clear();
-            return Ok(record);
+            return Err(e);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The server went away: reconnect and continue after `last_seq`.
+        let since = *lost_at.get_or_insert_with(std::time::Instant::now);
+        print(format!("… connection lost ({e}); reconnecting"));
+        loop {
+            if since.elapsed() > reconnect_for {
+                bar.finish_and_clear();
+                return Err(e.context(format!(
+                    "gave up reconnecting after {} s",
+                    reconnect_for.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match client.reconnect().await {
+                Ok(c) => {
+                    client = c;
+                    break;
+                }
+                Err(e) if RemoteError::is_transient(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 }

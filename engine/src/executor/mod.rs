@@ -197,8 +197,8 @@ pub struct Inner {
     /// Whether the scheduler runs in this process (else starts are left
     /// to whichever node claims them).
     pub(crate) serving: AtomicBool,
-    /// Package records by sha256 (immutable once stored).
-    packages: Mutex<HashMap<String, PackageRecord>>,
+    /// Package records by (tenant, sha256) (immutable once stored).
+    packages: Mutex<HashMap<(String, String), PackageRecord>>,
 }
 
 impl Inner {
@@ -266,9 +266,14 @@ impl Engine {
         &self.inner.store
     }
 
-    /// Validates and stores a package; identical bytes return the
-    /// existing version.
-    pub async fn upload(&self, name: &str, bytes: Vec<u8>) -> Result<PackageRecord> {
+    /// The engine's clock, ms since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
+    }
+
+    /// Validates and stores a package of `tenant`; identical bytes return
+    /// the existing version.
+    pub async fn upload(&self, tenant: &str, name: &str, bytes: Vec<u8>) -> Result<PackageRecord> {
         check_package_name(name)?;
         let sha = sha256_hex(&bytes);
         let package = self.inner.runtime.validate(&sha, bytes.clone()).await?;
@@ -276,24 +281,40 @@ impl Engine {
             .map_err(|e| Error::Runtime(format!("encoding package info: {e}")))?;
         self.inner
             .store
-            .put_package(name, &sha, &bytes, &info, self.inner.now_ms())
+            .put_package(tenant, name, &sha, &bytes, &info, self.inner.now_ms())
             .await
     }
 
-    /// Starts an execution of `workflow` of the package with `sha256`.
+    /// Starts an execution of `workflow` of `tenant`'s package with `sha256`.
     pub async fn start(
         &self,
+        tenant: &str,
         sha256: &str,
         workflow: &str,
         input: &str,
         idempotency_key: Option<String>,
     ) -> Result<ExecutionRecord> {
+        self.start_execution(tenant, sha256, workflow, input, idempotency_key)
+            .await
+            .map(|(record, _)| record)
+    }
+
+    /// [`Engine::start`], also telling whether the execution is new
+    /// (`false`: the idempotency key returned an earlier one).
+    pub async fn start_execution(
+        &self,
+        tenant: &str,
+        sha256: &str,
+        workflow: &str,
+        input: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<(ExecutionRecord, bool)> {
         let input: Value = serde_json::from_str(input).map_err(|e| {
             Error::InvalidInput(format!(
                 "the input is not valid JSON ({e}); pass e.g. --input '{{\"name\": \"web-1\"}}'"
             ))
         })?;
-        let package = self.package(sha256).await?;
+        let package = self.package(tenant, sha256).await?;
         match self.inner.runtime.loaded(sha256) {
             Some(loaded) => loaded.info.check_workflow(workflow)?,
             None => {
@@ -320,6 +341,7 @@ impl Engine {
         let lease_until = now + inner.config.lease.as_millis() as i64;
         let new = NewExecution {
             id: id.clone(),
+            tenant: tenant.to_owned(),
             package_sha256: sha256.to_owned(),
             workflow: workflow.to_owned(),
             input,
@@ -361,27 +383,29 @@ impl Engine {
         } else {
             inner.wake.notify_one();
         }
-        Ok(record)
+        Ok((record, fresh))
     }
 
-    /// The package with `sha256` (cached: package versions never change).
-    async fn package(&self, sha256: &str) -> Result<PackageRecord> {
+    /// `tenant`'s package with `sha256` (cached: package versions never
+    /// change).
+    async fn package(&self, tenant: &str, sha256: &str) -> Result<PackageRecord> {
+        let key = (tenant.to_owned(), sha256.to_owned());
         let cached = self
             .inner
             .packages
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(sha256)
+            .get(&key)
             .cloned();
         if let Some(p) = cached {
             return Ok(p);
         }
-        let package = self.inner.store.package(sha256).await?;
+        let package = self.inner.store.package(tenant, sha256).await?;
         self.inner
             .packages
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(sha256.to_owned(), package.clone());
+            .insert(key, package.clone());
         Ok(package)
     }
 

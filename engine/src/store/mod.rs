@@ -20,12 +20,13 @@ mod sqlite_commit;
 
 pub use group::{GroupCommitter, JournalWriter, NewEntry};
 pub use postgres::PgStore;
+pub(crate) use rows::execution_not_found;
 pub use sqlite::{SqliteStore, Synchronous};
 
 use crate::error::Result;
 use crate::model::{
-    ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter, NewExecution,
-    PackageRecord,
+    ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
+    NewExecution, PackageRecord, Quotas, TenantRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -34,11 +35,39 @@ use std::sync::Arc;
 /// The engine's storage. See the module docs for the durability contract.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores a package version. Idempotent: identical bytes (same sha256)
-    /// return the existing record; new bytes under a known name get the
-    /// next version.
+    /// Creates a tenant; a conflict if the name is taken.
+    async fn create_tenant(&self, name: &str, quotas: &Quotas, now_ms: i64)
+    -> Result<TenantRecord>;
+
+    /// Replaces a tenant's quotas (`None`: the server default).
+    async fn set_quotas(&self, name: &str, quotas: &Quotas) -> Result<TenantRecord>;
+
+    async fn tenant(&self, name: &str) -> Result<TenantRecord>;
+
+    /// Every tenant, by name.
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>>;
+
+    /// Stores a new API key of `key.tenant` by the SHA-256 of its secret.
+    async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()>;
+
+    /// Revokes the key with this id at once (idempotent).
+    async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<ApiKeyRecord>;
+
+    /// A tenant's keys, revoked ones included, oldest first.
+    async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>>;
+
+    /// The tenant of the unrevoked key whose secret hashes to `hash`.
+    async fn tenant_by_key(&self, hash: &str) -> Result<Option<TenantRecord>>;
+
+    /// The tenant's executions that are pending, running or waiting.
+    async fn count_open_executions(&self, tenant: &str) -> Result<i64>;
+
+    /// Stores a package version of `tenant`. Idempotent: identical bytes
+    /// (same sha256) return the existing record; new bytes under a known
+    /// name get the next version.
     async fn put_package(
         &self,
+        tenant: &str,
         name: &str,
         sha256: &str,
         bytes: &[u8],
@@ -46,22 +75,28 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<PackageRecord>;
 
-    /// The package with this sha256.
-    async fn package(&self, sha256: &str) -> Result<PackageRecord>;
+    /// The tenant's package with this sha256.
+    async fn package(&self, tenant: &str, sha256: &str) -> Result<PackageRecord>;
 
-    /// The bytes of the package with this sha256.
+    /// The bytes of the package with this sha256 (of whichever tenant:
+    /// the hash names the bytes).
     async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>>;
 
-    /// Every package version, by name then version.
-    async fn list_packages(&self) -> Result<Vec<PackageRecord>>;
+    /// Every package version of the tenant, by name then version.
+    async fn list_packages(&self, tenant: &str) -> Result<Vec<PackageRecord>>;
 
-    /// The newest version of the package called `name`.
-    async fn latest_package(&self, name: &str) -> Result<PackageRecord>;
+    /// The tenant's package called `name`: that version, or the newest.
+    async fn find_package(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<PackageRecord>;
 
     /// Creates an execution: `pending` and due at once, or, with `owner`
     /// (node, lease expiry), already claimed by that node at epoch 1 so it
-    /// can drive it without a round trip. With an idempotency key that was
-    /// used before, returns the earlier execution instead.
+    /// can drive it without a round trip. With an idempotency key that the
+    /// tenant used before, returns the earlier execution instead.
     async fn create_execution(
         &self,
         new: NewExecution,
@@ -145,6 +180,11 @@ pub trait Store: Send + Sync + 'static {
         let _ = due;
         Ok(None)
     }
+}
+
+/// A database URL fit for messages and logs: any password masked.
+pub fn redacted(url: &str) -> String {
+    postgres::redact(url)
 }
 
 /// What [`Store::listen_due`] calls.

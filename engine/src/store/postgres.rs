@@ -15,12 +15,15 @@
 //! execution rows are locked before approval rows. Claims never wait
 //! (`SKIP LOCKED`).
 
-use super::rows::{self, APPROVAL_COLUMNS, ENTRY_COLUMNS, EXECUTION_COLUMNS, PACKAGE_COLUMNS};
+use super::rows::{
+    self, API_KEY_COLUMNS, APPROVAL_COLUMNS, ENTRY_COLUMNS, EXECUTION_COLUMNS, PACKAGE_COLUMNS,
+    TENANT_COLUMNS,
+};
 use super::{Store, Synchronous};
 use crate::error::{Error, Result};
 use crate::model::{
-    ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter, NewExecution,
-    PackageRecord, SideWrite, StatusChange,
+    ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
+    NewExecution, PackageRecord, Quotas, SideWrite, StatusChange, TenantRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -185,8 +188,10 @@ async fn create_all(
     let mut input = Vec::new();
     let mut owner: Vec<Option<&str>> = Vec::new();
     let mut lease: Vec<Option<i64>> = Vec::new();
+    let mut tenant = Vec::new();
     for c in ops.iter().filter_map(|op| op.create.as_ref()) {
         id.push(c.new.id.as_str());
+        tenant.push(c.new.tenant.as_str());
         sha.push(c.new.package_sha256.as_str());
         workflow.push(c.new.workflow.as_str());
         input.push(c.new.input.to_string());
@@ -198,15 +203,15 @@ async fn create_all(
     }
     // Owned: running at epoch 1, else pending and due now at epoch 0.
     let inserted = sqlx::query_scalar(
-        "INSERT INTO executions (id, package_sha256, package_name, package_version, workflow, \
-         input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch) \
-         SELECT n.id, p.sha256, p.name, p.version, n.workflow, n.input, \
+        "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
+         workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch) \
+         SELECT n.id, p.tenant, p.sha256, p.name, p.version, n.workflow, n.input, \
            CASE WHEN n.owner IS NULL THEN 'pending' ELSE 'running' END, $7, $7, \
            CASE WHEN n.owner IS NULL THEN $7 END, n.owner, n.lease, \
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END \
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[]) \
-           AS n (id, sha, workflow, input, owner, lease) \
-         JOIN packages p ON p.sha256 = n.sha \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
+           $8::text[]) AS n (id, sha, workflow, input, owner, lease, tenant) \
+         JOIN packages p ON p.tenant = n.tenant AND p.sha256 = n.sha \
          RETURNING id",
     )
     .bind(id)
@@ -216,6 +221,7 @@ async fn create_all(
     .bind(owner)
     .bind(lease)
     .bind(now_ms)
+    .bind(tenant)
     .fetch_all(&mut *conn)
     .await?;
     Ok(inserted.into_iter().collect())
@@ -388,8 +394,123 @@ async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64)
 
 #[async_trait]
 impl Store for PgStore {
+    async fn create_tenant(
+        &self,
+        name: &str,
+        quotas: &Quotas,
+        now_ms: i64,
+    ) -> Result<TenantRecord> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO tenants (name, created_at, max_package_bytes, max_open_executions, \
+             max_payload_bytes) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING \
+             RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(now_ms)
+        .bind(quotas.max_package_bytes)
+        .bind(quotas.max_open_executions)
+        .bind(quotas.max_payload_bytes)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| rows::tenant_exists(name))?;
+        rows::tenant(&row)
+    }
+
+    async fn set_quotas(&self, name: &str, quotas: &Quotas) -> Result<TenantRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE tenants SET max_package_bytes = $1, max_open_executions = $2, \
+             max_payload_bytes = $3 WHERE name = $4 RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(quotas.max_package_bytes)
+        .bind(quotas.max_open_executions)
+        .bind(quotas.max_payload_bytes)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| rows::tenant_not_found(name))?;
+        rows::tenant(&row)
+    }
+
+    async fn tenant(&self, name: &str) -> Result<TenantRecord> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| rows::tenant_not_found(name))?;
+        rows::tenant(&row)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
+        let found = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        found.iter().map(rows::tenant).collect()
+    }
+
+    async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()> {
+        self.tenant(&key.tenant).await?;
+        sqlx::query("INSERT INTO api_keys (id, tenant, hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&key.id)
+            .bind(&key.tenant)
+            .bind(hash)
+            .bind(key.created_at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<ApiKeyRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(now_ms)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| rows::api_key_not_found(id))?;
+        rows::api_key(&row)
+    }
+
+    async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>> {
+        self.tenant(tenant).await?;
+        let found = sqlx::query(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant = $1 ORDER BY created_at, id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        found.iter().map(rows::api_key).collect()
+    }
+
+    async fn tenant_by_key(&self, hash: &str) -> Result<Option<TenantRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = \
+             (SELECT tenant FROM api_keys WHERE hash = $1 AND revoked_at IS NULL)"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(rows::tenant).transpose()
+    }
+
+    async fn count_open_executions(&self, tenant: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM executions WHERE tenant = $1 \
+             AND status IN ('pending', 'running', 'waiting')",
+        )
+        .bind(tenant)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     async fn put_package(
         &self,
+        tenant: &str,
         name: &str,
         sha256: &str,
         bytes: &[u8],
@@ -402,8 +523,9 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         if let Some(row) = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE sha256 = $1"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND sha256 = $2"
         ))
+        .bind(tenant)
         .bind(sha256)
         .fetch_optional(&mut *tx)
         .await?
@@ -411,37 +533,34 @@ impl Store for PgStore {
             return rows::package(&row);
         }
         let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE name = $1",
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE tenant = $1 AND name = $2",
         )
+        .bind(tenant)
         .bind(name)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO packages (sha256, name, version, bytes, info, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
+        let row = sqlx::query(&format!(
+            "INSERT INTO packages (tenant, sha256, name, version, bytes, info, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {PACKAGE_COLUMNS}"
+        ))
+        .bind(tenant)
         .bind(sha256)
         .bind(name)
         .bind(version)
         .bind(bytes)
         .bind(info.to_string())
         .bind(now_ms)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(PackageRecord {
-            sha256: sha256.to_owned(),
-            name: name.to_owned(),
-            version,
-            info: info.clone(),
-            created_at_ms: now_ms,
-        })
+        rows::package(&row)
     }
 
-    async fn package(&self, sha256: &str) -> Result<PackageRecord> {
+    async fn package(&self, tenant: &str, sha256: &str) -> Result<PackageRecord> {
         let row = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE sha256 = $1"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND sha256 = $2"
         ))
+        .bind(tenant)
         .bind(sha256)
         .fetch_optional(&self.pool)
         .await?
@@ -450,39 +569,58 @@ impl Store for PgStore {
     }
 
     async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>> {
-        sqlx::query_scalar("SELECT bytes FROM packages WHERE sha256 = $1")
+        sqlx::query_scalar("SELECT bytes FROM packages WHERE sha256 = $1 LIMIT 1")
             .bind(sha256)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| rows::package_not_found(sha256))
     }
 
-    async fn list_packages(&self) -> Result<Vec<PackageRecord>> {
+    async fn list_packages(&self, tenant: &str) -> Result<Vec<PackageRecord>> {
         let found = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages ORDER BY name, version"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 ORDER BY name, version"
         ))
+        .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
         found.iter().map(rows::package).collect()
     }
 
-    async fn latest_package(&self, name: &str) -> Result<PackageRecord> {
+    async fn find_package(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<PackageRecord> {
         let row = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE name = $1 ORDER BY version DESC LIMIT 1"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND name = $2 \
+             AND ($3::bigint IS NULL OR version = $3) ORDER BY version DESC LIMIT 1"
         ))
+        .bind(tenant)
         .bind(name)
+        .bind(version)
         .fetch_optional(&self.pool)
         .await?;
-        match row {
-            Some(row) => rows::package(&row),
-            None => {
-                let names: Vec<String> =
-                    sqlx::query_scalar("SELECT DISTINCT name FROM packages ORDER BY name")
-                        .fetch_all(&self.pool)
-                        .await?;
-                Err(rows::no_package_named(name, &names))
-            }
+        if let Some(row) = row {
+            return rows::package(&row);
         }
+        let versions: Vec<String> = sqlx::query_scalar(
+            "SELECT version::text FROM packages WHERE tenant = $1 AND name = $2 ORDER BY version",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        if !versions.is_empty() {
+            return Err(rows::no_package_named(name, version, &versions));
+        }
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT name FROM packages WHERE tenant = $1 ORDER BY name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        Err(rows::no_package_named(name, None, &names))
     }
 
     async fn create_execution(
@@ -492,12 +630,12 @@ impl Store for PgStore {
         owner: Option<(&str, i64)>,
     ) -> Result<ExecutionRecord> {
         let row = sqlx::query(&format!(
-            "INSERT INTO executions (id, package_sha256, package_name, package_version, \
+            "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
              workflow, input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
              lease_expires_at, epoch) \
-             SELECT $1, sha256, name, version, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10 \
-             FROM packages WHERE sha256 = $11 \
-             ON CONFLICT (idempotency_key) DO NOTHING \
+             SELECT $1, tenant, sha256, name, version, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10 \
+             FROM packages WHERE tenant = $12 AND sha256 = $11 \
+             ON CONFLICT (tenant, idempotency_key) DO NOTHING \
              RETURNING {EXECUTION_COLUMNS}"
         ))
         .bind(&new.id)
@@ -515,6 +653,7 @@ impl Store for PgStore {
         .bind(owner.map(|o| o.1))
         .bind(if owner.is_some() { 1_i64 } else { 0 })
         .bind(&new.package_sha256)
+        .bind(&new.tenant)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
@@ -523,8 +662,10 @@ impl Store for PgStore {
         // Nothing inserted: the key was used before, or no such package.
         if let Some(key) = &new.idempotency_key
             && let Some(row) = sqlx::query(&format!(
-                "SELECT {EXECUTION_COLUMNS} FROM executions WHERE idempotency_key = $1"
+                "SELECT {EXECUTION_COLUMNS} FROM executions \
+                 WHERE tenant = $1 AND idempotency_key = $2"
             ))
+            .bind(&new.tenant)
             .bind(key)
             .fetch_optional(&self.pool)
             .await?
@@ -543,10 +684,16 @@ impl Store for PgStore {
         let found = sqlx::query(&format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions \
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2) \
-             ORDER BY created_at DESC, id DESC LIMIT $3"
+             AND ($3::text IS NULL OR tenant = $3) AND ($4::text IS NULL OR package_name = $4) \
+             AND ($5::bigint IS NULL OR (created_at, id) < ($5, $6::text)) \
+             ORDER BY created_at DESC, id DESC LIMIT $7"
         ))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(&filter.workflow)
+        .bind(&filter.tenant)
+        .bind(&filter.package)
+        .bind(filter.after.as_ref().map(|a| a.0))
+        .bind(filter.after.as_ref().map(|a| a.1.as_str()))
         .bind(if filter.limit > 0 { filter.limit } else { 100 })
         .fetch_all(&self.pool)
         .await?;

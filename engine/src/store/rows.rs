@@ -2,17 +2,28 @@
 //! are the same in both schemas) and the messages of their errors.
 
 use crate::error::{Error, Result};
-use crate::model::{ApprovalRecord, Entry, ExecutionRecord, PackageRecord, Status};
+use crate::model::{
+    ApiKeyRecord, ApprovalRecord, Entry, ExecutionRecord, PackageRecord, Quotas, Status,
+    TenantRecord,
+};
 use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
 /// Columns of `executions` that make an [`ExecutionRecord`].
-pub(super) const EXECUTION_COLUMNS: &str = "id, package_sha256, package_name, package_version, \
+pub(super) const EXECUTION_COLUMNS: &str = "id, tenant, package_sha256, package_name, package_version, \
      workflow, input, status, result, error, created_at, updated_at, wake_at, owner, epoch, \
      cancel_requested";
 
 /// Columns of `packages` that make a [`PackageRecord`] (not the bytes).
-pub(super) const PACKAGE_COLUMNS: &str = "sha256, name, version, info, created_at";
+pub(super) const PACKAGE_COLUMNS: &str =
+    "tenant, sha256, name, version, info, created_at, CAST(length(bytes) AS BIGINT) AS size";
+
+/// Columns of `tenants` that make a [`TenantRecord`].
+pub(super) const TENANT_COLUMNS: &str =
+    "name, created_at, max_package_bytes, max_open_executions, max_payload_bytes";
+
+/// Columns of `api_keys` that make an [`ApiKeyRecord`] (not the hash).
+pub(super) const API_KEY_COLUMNS: &str = "id, tenant, created_at, revoked_at";
 
 /// Columns of `journal` that make an [`Entry`].
 pub(super) const ENTRY_COLUMNS: &str = "seq, invocation, kind, ref_seq, args_hash, payload, at";
@@ -68,6 +79,7 @@ pub(super) fn execution(row: &impl Columns) -> Result<ExecutionRecord> {
     let status = row.string("status")?;
     Ok(ExecutionRecord {
         id: row.string("id")?,
+        tenant: row.string("tenant")?,
         package_sha256: row.string("package_sha256")?,
         package_name: row.string("package_name")?,
         package_version: row.number("package_version")?,
@@ -88,12 +100,51 @@ pub(super) fn execution(row: &impl Columns) -> Result<ExecutionRecord> {
 
 pub(super) fn package(row: &impl Columns) -> Result<PackageRecord> {
     Ok(PackageRecord {
+        tenant: row.string("tenant")?,
         sha256: row.string("sha256")?,
         name: row.string("name")?,
         version: row.number("version")?,
         info: row.json("info")?.unwrap_or(Value::Null),
         created_at_ms: row.number("created_at")?,
+        size_bytes: row.number("size")?,
     })
+}
+
+pub(super) fn tenant(row: &impl Columns) -> Result<TenantRecord> {
+    Ok(TenantRecord {
+        name: row.string("name")?,
+        created_at_ms: row.number("created_at")?,
+        quotas: Quotas {
+            max_package_bytes: row.int("max_package_bytes")?,
+            max_open_executions: row.int("max_open_executions")?,
+            max_payload_bytes: row.int("max_payload_bytes")?,
+        },
+    })
+}
+
+pub(super) fn api_key(row: &impl Columns) -> Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.string("id")?,
+        tenant: row.string("tenant")?,
+        created_at_ms: row.number("created_at")?,
+        revoked_at_ms: row.int("revoked_at")?,
+    })
+}
+
+pub(super) fn tenant_not_found(name: &str) -> Error {
+    Error::NotFound(format!(
+        "no tenant named '{name}'; create it with `cerebelum admin tenant create {name}`"
+    ))
+}
+
+pub(super) fn tenant_exists(name: &str) -> Error {
+    Error::Conflict(format!("tenant '{name}' exists already"))
+}
+
+pub(super) fn api_key_not_found(id: &str) -> Error {
+    Error::NotFound(format!(
+        "no API key with id '{id}'; `cerebelum admin key list TENANT` shows the ids"
+    ))
 }
 
 pub(super) fn entry(row: &impl Columns) -> Result<Entry> {
@@ -118,7 +169,7 @@ pub(super) fn approval(row: &impl Columns) -> Result<ApprovalRecord> {
     })
 }
 
-pub(super) fn execution_not_found(id: &str) -> Error {
+pub(crate) fn execution_not_found(id: &str) -> Error {
     Error::NotFound(format!(
         "no execution with id '{id}'; `cerebelum list` shows the executions"
     ))
@@ -128,15 +179,22 @@ pub(super) fn package_not_found(sha256: &str) -> Error {
     Error::NotFound(format!("no package with sha256 {sha256}"))
 }
 
-pub(super) fn no_package_named(name: &str, known: &[String]) -> Error {
-    Error::NotFound(format!(
-        "no package named '{name}'; known packages: {}",
+/// No package `name` (version `version`); `known` are the tenant's names
+/// (or that package's versions, when only the version was wrong).
+pub(super) fn no_package_named(name: &str, version: Option<i64>, known: &[String]) -> Error {
+    let list = |what: &str| {
         if known.is_empty() {
-            "none".to_owned()
+            format!("{what}: none")
         } else {
-            known.join(", ")
+            format!("{what}: {}", known.join(", "))
         }
-    ))
+    };
+    Error::NotFound(match version {
+        Some(v) if !known.is_empty() => {
+            format!("package '{name}' has no version {v}; {}", list("versions"))
+        }
+        _ => format!("no package named '{name}'; {}", list("known packages")),
+    })
 }
 
 /// The decision as stored: status and value.

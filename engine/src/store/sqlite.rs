@@ -2,12 +2,15 @@
 //! process's writes; other processes (CLI commands) wait on `busy_timeout`.
 
 use super::Store;
-use super::rows::{self, APPROVAL_COLUMNS, ENTRY_COLUMNS, EXECUTION_COLUMNS, PACKAGE_COLUMNS};
+use super::rows::{
+    self, API_KEY_COLUMNS, APPROVAL_COLUMNS, ENTRY_COLUMNS, EXECUTION_COLUMNS, PACKAGE_COLUMNS,
+    TENANT_COLUMNS,
+};
 use super::sqlite_commit::CommitConnection;
 use crate::error::{Error, Result};
 use crate::model::{
-    ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter, NewExecution,
-    PackageRecord, Status,
+    ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
+    NewExecution, PackageRecord, Quotas, Status, TenantRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -144,8 +147,124 @@ async fn insert_entry(conn: &mut SqliteConnection, id: &str, e: &Entry) -> Resul
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn create_tenant(
+        &self,
+        name: &str,
+        quotas: &Quotas,
+        now_ms: i64,
+    ) -> Result<TenantRecord> {
+        let inserted = sqlx::query(
+            "INSERT INTO tenants (name, created_at, max_package_bytes, max_open_executions, \
+             max_payload_bytes) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now_ms)
+        .bind(quotas.max_package_bytes)
+        .bind(quotas.max_open_executions)
+        .bind(quotas.max_payload_bytes)
+        .execute(&self.writer)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(rows::tenant_exists(name));
+        }
+        self.tenant(name).await
+    }
+
+    async fn set_quotas(&self, name: &str, quotas: &Quotas) -> Result<TenantRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE tenants SET max_package_bytes = ?, max_open_executions = ?, \
+             max_payload_bytes = ? WHERE name = ? RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(quotas.max_package_bytes)
+        .bind(quotas.max_open_executions)
+        .bind(quotas.max_payload_bytes)
+        .bind(name)
+        .fetch_optional(&self.writer)
+        .await?
+        .ok_or_else(|| rows::tenant_not_found(name))?;
+        rows::tenant(&row)
+    }
+
+    async fn tenant(&self, name: &str) -> Result<TenantRecord> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = ?"
+        ))
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or_else(|| rows::tenant_not_found(name))?;
+        rows::tenant(&row)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
+        let found = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::tenant).collect()
+    }
+
+    async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()> {
+        self.tenant(&key.tenant).await?;
+        sqlx::query("INSERT INTO api_keys (id, tenant, hash, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&key.id)
+            .bind(&key.tenant)
+            .bind(hash)
+            .bind(key.created_at_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<ApiKeyRecord> {
+        let row = sqlx::query(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ? \
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(now_ms)
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await?
+        .ok_or_else(|| rows::api_key_not_found(id))?;
+        rows::api_key(&row)
+    }
+
+    async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>> {
+        self.tenant(tenant).await?;
+        let found = sqlx::query(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant = ? ORDER BY created_at, id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::api_key).collect()
+    }
+
+    async fn tenant_by_key(&self, hash: &str) -> Result<Option<TenantRecord>> {
+        let row = sqlx::query(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = \
+             (SELECT tenant FROM api_keys WHERE hash = ? AND revoked_at IS NULL)"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(rows::tenant).transpose()
+    }
+
+    async fn count_open_executions(&self, tenant: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM executions WHERE tenant = ? \
+             AND status IN ('pending', 'running', 'waiting')",
+        )
+        .bind(tenant)
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
     async fn put_package(
         &self,
+        tenant: &str,
         name: &str,
         sha256: &str,
         bytes: &[u8],
@@ -154,44 +273,44 @@ impl Store for SqliteStore {
     ) -> Result<PackageRecord> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(row) = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE sha256 = ?"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = ? AND sha256 = ?"
         ))
+        .bind(tenant)
         .bind(sha256)
         .fetch_optional(&mut *tx)
         .await?
         {
             return rows::package(&row);
         }
-        let version: i64 =
-            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE name = ?")
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query(
-            "INSERT INTO packages (sha256, name, version, bytes, info, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE tenant = ? AND name = ?",
         )
+        .bind(tenant)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO packages (tenant, sha256, name, version, bytes, info, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {PACKAGE_COLUMNS}",
+        ))
+        .bind(tenant)
         .bind(sha256)
         .bind(name)
         .bind(version)
         .bind(bytes)
         .bind(info.to_string())
         .bind(now_ms)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(PackageRecord {
-            sha256: sha256.to_owned(),
-            name: name.to_owned(),
-            version,
-            info: info.clone(),
-            created_at_ms: now_ms,
-        })
+        rows::package(&row)
     }
 
-    async fn package(&self, sha256: &str) -> Result<PackageRecord> {
+    async fn package(&self, tenant: &str, sha256: &str) -> Result<PackageRecord> {
         let row = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE sha256 = ?"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = ? AND sha256 = ?"
         ))
+        .bind(tenant)
         .bind(sha256)
         .fetch_optional(&self.reader)
         .await?
@@ -200,39 +319,58 @@ impl Store for SqliteStore {
     }
 
     async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>> {
-        sqlx::query_scalar("SELECT bytes FROM packages WHERE sha256 = ?")
+        sqlx::query_scalar("SELECT bytes FROM packages WHERE sha256 = ? LIMIT 1")
             .bind(sha256)
             .fetch_optional(&self.reader)
             .await?
             .ok_or_else(|| rows::package_not_found(sha256))
     }
 
-    async fn list_packages(&self) -> Result<Vec<PackageRecord>> {
+    async fn list_packages(&self, tenant: &str) -> Result<Vec<PackageRecord>> {
         let found = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages ORDER BY name, version"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = ? ORDER BY name, version"
         ))
+        .bind(tenant)
         .fetch_all(&self.reader)
         .await?;
         found.iter().map(rows::package).collect()
     }
 
-    async fn latest_package(&self, name: &str) -> Result<PackageRecord> {
+    async fn find_package(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<PackageRecord> {
         let row = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE name = ? ORDER BY version DESC LIMIT 1"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = ?1 AND name = ?2 \
+             AND (?3 IS NULL OR version = ?3) ORDER BY version DESC LIMIT 1"
         ))
+        .bind(tenant)
         .bind(name)
+        .bind(version)
         .fetch_optional(&self.reader)
         .await?;
-        match row {
-            Some(row) => rows::package(&row),
-            None => {
-                let names: Vec<String> =
-                    sqlx::query_scalar("SELECT DISTINCT name FROM packages ORDER BY name")
-                        .fetch_all(&self.reader)
-                        .await?;
-                Err(rows::no_package_named(name, &names))
-            }
+        if let Some(row) = row {
+            return rows::package(&row);
         }
+        let versions: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(version AS TEXT) FROM packages WHERE tenant = ? AND name = ? \
+             ORDER BY version",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_all(&self.reader)
+        .await?;
+        if !versions.is_empty() {
+            return Err(rows::no_package_named(name, version, &versions));
+        }
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT name FROM packages WHERE tenant = ? ORDER BY name")
+                .bind(tenant)
+                .fetch_all(&self.reader)
+                .await?;
+        Err(rows::no_package_named(name, None, &names))
     }
 
     async fn create_execution(
@@ -242,10 +380,11 @@ impl Store for SqliteStore {
         owner: Option<(&str, i64)>,
     ) -> Result<ExecutionRecord> {
         let insert = format!(
-            "INSERT INTO executions (id, package_sha256, package_name, package_version, workflow, \
-             input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
+            "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
+             workflow, input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
              lease_expires_at, epoch) \
-             SELECT ?, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages WHERE sha256 = ? \
+             SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages \
+             WHERE tenant = ? AND sha256 = ? \
              RETURNING {EXECUTION_COLUMNS}"
         );
         let query = sqlx::query(&insert)
@@ -264,6 +403,7 @@ impl Store for SqliteStore {
             .bind(owner.map(|o| o.0))
             .bind(owner.map(|o| o.1))
             .bind(if owner.is_some() { 1 } else { 0 })
+            .bind(&new.tenant)
             .bind(&new.package_sha256);
         let missing = || rows::package_not_found(&new.package_sha256);
         let Some(key) = &new.idempotency_key else {
@@ -275,11 +415,13 @@ impl Store for SqliteStore {
             return rows::execution(&row);
         };
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT id FROM executions WHERE idempotency_key = ?")
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM executions WHERE tenant = ? AND idempotency_key = ?",
+        )
+        .bind(&new.tenant)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some(id) = existing {
             return execution_in(&mut tx, &id).await;
         }
@@ -297,10 +439,16 @@ impl Store for SqliteStore {
         let found = sqlx::query(&format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions \
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workflow = ?2) \
-             ORDER BY created_at DESC, id DESC LIMIT ?3"
+             AND (?3 IS NULL OR tenant = ?3) AND (?4 IS NULL OR package_name = ?4) \
+             AND (?5 IS NULL OR created_at < ?5 OR (created_at = ?5 AND id < ?6)) \
+             ORDER BY created_at DESC, id DESC LIMIT ?7"
         ))
         .bind(filter.status.map(Status::as_str))
         .bind(&filter.workflow)
+        .bind(&filter.tenant)
+        .bind(&filter.package)
+        .bind(filter.after.as_ref().map(|a| a.0))
+        .bind(filter.after.as_ref().map(|a| a.1.as_str()))
         .bind(if filter.limit > 0 { filter.limit } else { 100 })
         .fetch_all(&self.reader)
         .await?;

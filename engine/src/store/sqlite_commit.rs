@@ -158,9 +158,11 @@ fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite
     let owned = c.owner.is_some();
     let inserted = tx
         .prepare_cached(
-            "INSERT INTO executions (id, package_sha256, package_name, package_version, workflow, \
-             input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch) \
-             SELECT ?, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages WHERE sha256 = ?",
+            "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
+             workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, \
+             epoch) \
+             SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages \
+             WHERE tenant = ? AND sha256 = ?",
         )?
         .execute(params![
             c.new.id,
@@ -173,6 +175,7 @@ fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite
             c.owner.as_ref().map(|o| &o.0),
             c.owner.as_ref().map(|o| o.1),
             c.epoch(),
+            c.new.tenant,
             c.new.package_sha256
         ])?;
     Ok(inserted == 1)

@@ -1,0 +1,23 @@
+//! The API: tenant-scoped operations ([`service::Api`]), served over gRPC
+//! as `cerebelum.v1` ([`grpc`], proto in `proto/cerebelum/v1`), API keys
+//! ([`keys`]), and the conversions between records and messages
+//! ([`convert`]).
+
+pub mod convert;
+pub mod grpc;
+pub mod keys;
+pub mod service;
+
+pub use service::{Api, DEFAULT_QUOTAS};
+
+/// The generated messages, client and server of `cerebelum.v1`.
+#[allow(clippy::all)]
+pub mod pb {
+    tonic::include_proto!("cerebelum.v1");
+}
+
+/// The encoded descriptors of `cerebelum.v1`, for gRPC reflection.
+pub const DESCRIPTOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cerebelum_descriptor.bin"));
+
+/// The port `cerebelum serve` listens on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 7433;

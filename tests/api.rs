@@ -1,0 +1,468 @@
+//! The gRPC API end to end: real `cerebelum serve` processes, the real
+//! CLI binary with `--server`, and a tonic client for what the CLI does not
+//! show (status codes of every RPC).
+
+#[macro_use]
+mod common;
+
+use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
+use common::{Db, Remote, free_port, guest, path};
+use serde_json::Value;
+use std::process::Stdio;
+use std::time::Duration;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+on_both_backends!(
+    upload_start_watch_approve_through_the_cli,
+    tenants_never_see_each_other,
+);
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn upload_start_watch_approve_through_the_cli(db: Db) {
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+
+    let uploaded = cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    assert!(uploaded.starts_with("kit v1 sha256:"), "{uploaded}");
+    let listed = cli.ok(&["packages", "kit"]);
+    assert!(
+        listed.contains("workflows:") && listed.contains("approval"),
+        "{listed}"
+    );
+
+    let id = cli
+        .ok(&["start", "kit", "approval", "--input", r#"{"key":"ship"}"#])
+        .trim()
+        .to_owned();
+    let watch = cli
+        .command(&["watch", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cli.wait_text(&["status", &id], WAIT, |s| {
+        s.contains("waiting for approval 'ship'")
+    });
+    let approved = cli.ok(&["approve", &id, "ship", "--payload", r#"{"by":"ops"}"#]);
+    assert!(approved.contains("is approved"), "{approved}");
+
+    let out = watch.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "watch failed: {stderr}");
+    let result: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["decision"], "approved");
+    assert_eq!(result["payload"]["by"], "ops");
+    assert!(
+        stderr.contains("⏳ waiting for approval 'ship'"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("■ completed"), "{stderr}");
+    assert_eq!(cli.status(&id)["status"], "completed");
+    common::assert_contiguous(&id, &cli.journal(&id));
+}
+
+/// A tonic client with `key`.
+async fn client(
+    port: u16,
+    key: &str,
+) -> CerebelumClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor + use<>,
+    >,
+> {
+    let channel = tonic::transport::Channel::from_shared(common::url(port))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let header: MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
+    CerebelumClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", header.clone());
+        Ok(r)
+    })
+}
+
+/// The code and message of a refused call.
+fn refused<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
+    let status = r.expect_err("the call should have been refused");
+    (status.code(), status.message().to_owned())
+}
+
+fn tenants_never_see_each_other(db: Db) {
+    let key_a = db.tenant("a", &[]);
+    let key_b = db.tenant("b", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let a = Remote::new(port, &key_a);
+    let b = Remote::new(port, &key_b);
+    a.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let id_a = a
+        .ok(&["start", "kit", "approval", "--input", r#"{"key":"k"}"#])
+        .trim()
+        .to_owned();
+    a.wait_text(&["status", &id_a], WAIT, |s| {
+        s.contains("waiting for approval")
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut b = client(port, &key_b).await;
+        let missing = |id: &str| format!("no execution with id '{id}'");
+        // Every call of B on A's execution is NOT_FOUND, worded exactly as
+        // for an id that does not exist.
+        let id = || id_a.clone();
+        let calls: Vec<(&str, (Code, String))> = vec![
+            (
+                "GetExecution",
+                refused(b.get_execution(pb::GetExecutionRequest { id: id() }).await),
+            ),
+            (
+                "GetJournal",
+                refused(
+                    b.get_journal(pb::GetJournalRequest {
+                        id: id(),
+                        after_seq: 0,
+                    })
+                    .await,
+                ),
+            ),
+            (
+                "WatchExecution",
+                refused(
+                    b.watch_execution(pb::WatchExecutionRequest {
+                        id: id(),
+                        after_seq: 0,
+                    })
+                    .await,
+                ),
+            ),
+            (
+                "Approve",
+                refused(
+                    b.approve(pb::ApproveRequest {
+                        id: id(),
+                        key: "k".into(),
+                        payload_json: "{}".into(),
+                    })
+                    .await,
+                ),
+            ),
+            (
+                "Reject",
+                refused(
+                    b.reject(pb::RejectRequest {
+                        id: id(),
+                        key: "k".into(),
+                        reason: "no".into(),
+                    })
+                    .await,
+                ),
+            ),
+            (
+                "Cancel",
+                refused(b.cancel(pb::CancelRequest { id: id() }).await),
+            ),
+            (
+                "Retry",
+                refused(b.retry(pb::RetryRequest { id: id() }).await),
+            ),
+        ];
+        for (rpc, (code, message)) in calls {
+            assert_eq!(code, Code::NotFound, "{rpc}: {message}");
+            assert!(message.starts_with(&missing(&id_a)), "{rpc}: {message}");
+        }
+        let (code, unknown) = refused(
+            b.get_execution(pb::GetExecutionRequest {
+                id: "ex_does_not_exist".into(),
+            })
+            .await,
+        );
+        assert_eq!(code, Code::NotFound);
+        assert_eq!(
+            unknown.replace("ex_does_not_exist", &id_a),
+            refused(b.get_execution(pb::GetExecutionRequest { id: id() }).await).1,
+            "another tenant's id must read exactly like a missing one"
+        );
+        // A's package does not exist for B either.
+        let (code, message) = refused(
+            b.describe_package(pb::DescribePackageRequest {
+                name: "kit".into(),
+                version: None,
+            })
+            .await,
+        );
+        assert_eq!(code, Code::NotFound, "{message}");
+        assert!(message.contains("known packages: none"), "{message}");
+        let (code, _) = refused(
+            b.start_execution(pb::StartExecutionRequest {
+                package: "kit".into(),
+                workflow: "approval".into(),
+                ..Default::default()
+            })
+            .await,
+        );
+        assert_eq!(code, Code::NotFound);
+        // Listings show only B's own (nothing).
+        let packages = b.list_packages(pb::ListPackagesRequest {}).await.unwrap();
+        assert!(packages.into_inner().packages.is_empty());
+        let listed = b
+            .list_executions(pb::ListExecutionsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(listed.executions.is_empty(), "{listed:?}");
+        // No key, a wrong key: UNAUTHENTICATED.
+        let channel = tonic::transport::Channel::from_shared(common::url(port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let (code, message) = refused(
+            CerebelumClient::new(channel)
+                .list_packages(pb::ListPackagesRequest {})
+                .await,
+        );
+        assert_eq!(code, Code::Unauthenticated);
+        assert!(message.contains("missing API key"), "{message}");
+        let mut wrong = client(port, "cbk_00000000_nope").await;
+        let (code, _) = refused(wrong.list_packages(pb::ListPackagesRequest {}).await);
+        assert_eq!(code, Code::Unauthenticated);
+    });
+
+    // The same package name and idempotency key are B's own.
+    b.ok(&["upload", path(&guest("hello")), "--name", "kit"]);
+    let key_args = ["--idempotency-key", "order-1", "--input", r#"{"name":"b"}"#];
+    let id_b = b.ok(&[&["start", "kit", "hello"][..], &key_args[..]].concat());
+    let a_key_args = ["--idempotency-key", "order-1", "--input", r#"{"key":"k2"}"#];
+    let id_a2 = a.ok(&[&["start", "kit", "approval"][..], &a_key_args[..]].concat());
+    assert_ne!(id_b, id_a2);
+    let listed_a = a.ok(&["list"]);
+    assert!(!listed_a.contains(id_b.trim()), "{listed_a}");
+    let listed_b = b.ok(&["list"]);
+    assert!(
+        !listed_b.contains(&id_a) && listed_b.contains(id_b.trim()),
+        "{listed_b}"
+    );
+
+    // A revoked key stops working at once (no restart, no cache).
+    let key_id = &key_a[..12];
+    let revoked = db.ok(&["admin", "key", "revoke", key_id]);
+    assert!(revoked.contains("revoked"), "{revoked}");
+    let refused = a.fails(&["status", &id_a]);
+    assert!(refused.contains("invalid or revoked API key"), "{refused}");
+    // B is unaffected.
+    b.ok(&["status", id_b.trim()]);
+}
+
+#[test]
+fn start_is_idempotent_and_bad_uploads_store_nothing() {
+    let db = Db::new();
+    let key = db.tenant(
+        "small",
+        &[
+            "--max-package-mb",
+            "1",
+            "--max-payload-kb",
+            "1",
+            "--max-open-executions",
+            "2",
+        ],
+    );
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Garbage, a component of another world, an oversized file.
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"definitely not wasm").unwrap();
+    let err = cli.fails(&["upload", path(&garbage)]);
+    assert!(err.contains("InvalidArgument"), "{err}");
+    assert!(err.contains("not WebAssembly"), "{err}");
+    let err = cli.fails(&["upload", path(&guest("not-a-package"))]);
+    assert!(err.contains("InvalidArgument"), "{err}");
+    assert!(err.contains("cerebelum:workflow"), "{err}");
+    let big = dir.path().join("big.wasm");
+    std::fs::write(&big, vec![0u8; 1_500_000]).unwrap();
+    let err = cli.fails(&["upload", path(&big)]);
+    assert!(err.contains("ResourceExhausted"), "{err}");
+    assert!(
+        err.contains("at most 1.0 MiB (max package size)"),
+        "the message names the limit: {err}"
+    );
+    assert_eq!(
+        cli.ok(&["packages"]).trim(),
+        format!("no packages in {}", cli.url)
+    );
+
+    // Identical bytes are the same version; a start with a used key
+    // returns the first execution.
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let again = cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    assert!(again.starts_with("kit v1 "), "{again}");
+    let start = |key: &str| {
+        let out = cli.run(&[
+            "start",
+            "kit",
+            "approval",
+            "--input",
+            r#"{"key":"go"}"#,
+            "--idempotency-key",
+            key,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (first, _) = start("deploy-42");
+    let (second, note) = start("deploy-42");
+    assert_eq!(first, second);
+    assert!(note.contains("used before"), "{note}");
+
+    // Payload and open-execution quotas.
+    let huge = format!(r#"{{"key":"{}"}}"#, "x".repeat(2000));
+    let err = cli.fails(&["start", "kit", "approval", "--input", &huge]);
+    assert!(
+        err.contains("ResourceExhausted") && err.contains("max payload size"),
+        "{err}"
+    );
+    let (_, _) = start("deploy-43");
+    let err = cli.fails(&["start", "kit", "approval", "--input", r#"{"key":"x"}"#]);
+    assert!(
+        err.contains("ResourceExhausted") && err.contains("at most 2 (max open executions)"),
+        "{err}"
+    );
+    let listed = cli.ok(&["list", "--json"]);
+    let rows: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(rows.len(), 2, "nothing stored for refused starts: {listed}");
+    // Ending one makes room again.
+    cli.ok(&["cancel", &first]);
+    cli.wait_text(&["status", &first], WAIT, |s| s.contains("cancelled"));
+    cli.ok(&["start", "kit", "approval", "--input", r#"{"key":"y"}"#]);
+}
+
+#[test]
+fn watch_continues_after_the_server_is_killed() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let id = cli
+        .ok(&[
+            "start",
+            "kit",
+            "step_sleep_step",
+            "--input",
+            r#"{"sleep_ms": 3000}"#,
+        ])
+        .trim()
+        .to_owned();
+    let watch = cli
+        .command(&["watch", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !cli.journal(&id).iter().any(|e| e["kind"] == "sleep") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the execution never slept"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    server.kill9();
+    std::thread::sleep(Duration::from_millis(700));
+    let _server = db.serve_api(port, &[]);
+
+    let out = watch.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "watch failed: {stderr}");
+    assert!(
+        stderr.contains("connection lost"),
+        "the watch saw the crash: {stderr}"
+    );
+    // Every event shows once: the watch went on after its last seq.
+    for line in ["▶ started", "⏸ sleeping", "■ completed"] {
+        assert_eq!(stderr.matches(line).count(), 1, "{line:?} in:\n{stderr}");
+    }
+    assert_eq!(stderr.matches("✓ step record").count(), 2, "{stderr}");
+    let journal = cli.journal(&id);
+    common::assert_contiguous(&id, &journal);
+    assert_eq!(cli.status(&id)["status"], "completed");
+}
+
+#[test]
+fn health_and_reflection_answer() {
+    let db = Db::new();
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(common::url(port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        let serving = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "cerebelum.v1.Cerebelum".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            serving.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        use tonic_reflection::pb::v1::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let mut reflection = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = reflection
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        let reply = replies.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("unexpected reflection reply {reply:?}");
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(
+            names.contains(&"cerebelum.v1.Cerebelum".to_owned()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"grpc.health.v1.Health".to_owned()),
+            "{names:?}"
+        );
+    });
+}
