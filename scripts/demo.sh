@@ -2,9 +2,10 @@
 # The demo: builds the engine and the example packages, then runs them on the
 # embedded database ./cerebelum.db:
 #   1. hello  — three steps in a row, one shot (`cerebelum run`);
-#   2. deploy — create a droplet, poll until it is ready, a flaky step that
-#      succeeds on retry, a durable sleep during which the engine is killed
-#      with SIGKILL and restarted, an approval, and completion.
+#   2. deploy, through the gRPC API as tenant `demo` — create a droplet,
+#      poll until it is ready, a flaky step that succeeds on retry, a durable
+#      sleep during which the server is killed with SIGKILL and restarted
+#      (the watch reconnects), an approval, and completion.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,27 +23,35 @@ export CEREBELUM_DATABASE_URL="${CEREBELUM_DATABASE_URL:-cerebelum.db}"
 say "cerebelum run examples/target/hello.wasm hello --input '{\"name\":\"web-1\"}'"
 $CEREBELUM run examples/target/hello.wasm hello --input '{"name":"web-1"}'
 
-say "cerebelum serve (in the background)"
-$CEREBELUM serve --lease-ms 1500 &
+say "cerebelum admin tenant create demo; cerebelum admin key create demo"
+$CEREBELUM admin tenant create demo 2>/dev/null || echo "(tenant demo exists already)"
+KEY=$($CEREBELUM admin key create demo)
+LISTEN="${CEREBELUM_LISTEN:-127.0.0.1:7433}"
+
+say "cerebelum serve --listen $LISTEN (in the background)"
+$CEREBELUM serve --listen "$LISTEN" --lease-ms 1500 &
 SERVE=$!
 trap 'kill $SERVE 2>/dev/null || true' EXIT
+# From here on, every command goes through the gRPC API as tenant demo.
+export CEREBELUM_SERVER="http://$LISTEN" CEREBELUM_API_KEY="$KEY"
+until $CEREBELUM packages >/dev/null 2>&1; do sleep 0.2; done
 
-say "cerebelum start examples/target/deploy.wasm deploy"
-ID=$($CEREBELUM start examples/target/deploy.wasm deploy --input '{"name":"web-1","settle_ms":4000}')
+say "cerebelum upload examples/target/deploy.wasm; cerebelum start deploy deploy"
+$CEREBELUM upload examples/target/deploy.wasm
+ID=$($CEREBELUM start deploy deploy --input '{"name":"web-1","settle_ms":4000}')
 echo "execution $ID"
 $CEREBELUM watch "$ID" &
 WATCH=$!
 
-journal_has() { $CEREBELUM journal "$ID" --json | grep -q "\"kind\": \"$1\""; }
+journal_has() { $CEREBELUM journal "$ID" --json 2>/dev/null | grep -q "\"kind\": \"$1\""; }
 until journal_has sleep; do sleep 0.2; done
 sleep 0.5
-say "kill -9 the engine while the execution sleeps"
+say "kill -9 the server while the execution sleeps (the watch waits and reconnects)"
 kill -9 $SERVE
 wait $SERVE 2>/dev/null || true
-$CEREBELUM status "$ID"
 sleep 1
 say "restart: cerebelum serve"
-$CEREBELUM serve --lease-ms 1500 &
+$CEREBELUM serve --listen "$LISTEN" --lease-ms 1500 &
 SERVE=$!
 
 until journal_has await-approval; do sleep 0.2; done

@@ -58,6 +58,7 @@ store_suite!(
     leases_renew_report_cancels_and_can_be_released,
     retry_and_cancel_check_the_status,
     a_newer_schema_is_refused,
+    a_database_of_schema_1_keeps_its_data_under_the_default_tenant,
     listening_hears_another_process_make_work_due,
     renewals_and_commits_on_the_same_executions_do_not_deadlock,
 );
@@ -745,6 +746,62 @@ async fn retry_and_cancel_check_the_status(db: Db) {
         store.request_cancel("ex_404", NOW).await,
         Err(Error::NotFound(_))
     ));
+}
+
+/// Upgrading: a database written before tenants existed (schema 1) is
+/// migrated with every row kept, all of it the tenant `default`'s.
+async fn a_database_of_schema_1_keeps_its_data_under_the_default_tenant(db: Db) {
+    let backend = match db.backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let only_v1 = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::root().join(format!("engine/migrations/{backend}/0001_init.sql")),
+        only_v1.path().join("0001_init.sql"),
+    )
+    .unwrap();
+    let migrator = sqlx::migrate::Migrator::new(only_v1.path()).await.unwrap();
+    let rows = "INSERT INTO packages (sha256, name, version, bytes, info, created_at) \
+         VALUES ('sha-old', 'old', 1, 'bytes', '{}', 1); \
+         INSERT INTO executions (id, package_sha256, package_name, package_version, workflow, \
+         input, idempotency_key, status, created_at, updated_at, wake_at) \
+         VALUES ('ex_old', 'sha-old', 'old', 1, 'wf', '{}', 'key-old', 'waiting', 1, 1, 99); \
+         INSERT INTO journal (execution_id, seq, invocation, kind, payload, at) \
+         VALUES ('ex_old', 1, 'engine', 'started', '{}', 1);";
+    match db.backend {
+        Backend::Sqlite => {
+            let url = format!("sqlite://{}?mode=rwc", db.path.display());
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            sqlx::raw_sql(rows).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+            migrator.run(&pool).await.unwrap();
+            sqlx::raw_sql(rows).execute(&pool).await.unwrap();
+            pool.close().await;
+        }
+    }
+    let store = open(&db).await;
+    let package = store.find_package(T, "old", None).await.unwrap();
+    assert_eq!((package.sha256.as_str(), package.version), ("sha-old", 1));
+    assert_eq!(store.package_bytes("sha-old").await.unwrap(), b"bytes");
+    let old = store.execution("ex_old").await.unwrap();
+    assert_eq!((old.tenant.as_str(), old.status), (T, Status::Waiting));
+    assert_eq!(store.journal("ex_old", 0).await.unwrap().len(), 1);
+    // Its idempotency key still answers, now within the tenant.
+    let again = NewExecution {
+        tenant: T.to_owned(),
+        package_sha256: "sha-old".into(),
+        idempotency_key: Some("key-old".into()),
+        ..new_execution("ex_new")
+    };
+    let found = store.create_execution(again, NOW, None).await.unwrap();
+    assert_eq!(found.id, "ex_old");
+    let claimed = store.claim_due("node", NOW, LEASE, 10).await.unwrap();
+    assert_eq!(ids(&claimed), ["ex_old"], "its timer still fires");
 }
 
 async fn a_newer_schema_is_refused(db: Db) {

@@ -18,20 +18,25 @@
 //! - [`executor`]: replay and the host imports; drives one execution.
 //! - `scheduler`: claims due executions (woken by the store's notifications
 //!   or its polling tick), leases, cancellation forwarding.
+//! - [`api`]: the API: tenant-scoped operations (isolation lives there),
+//!   the `cerebelum.v1` gRPC service with health and reflection, API keys.
 //! - [`clock`]: injected time.
 //!
 //! # Example
 //!
 //! ```no_run
 //! # async fn demo() -> cerebelum::Result<()> {
-//! use cerebelum::{Engine, EngineConfig, clock::SystemClock, store};
+//! use cerebelum::{Engine, EngineConfig, clock::SystemClock, model::DEFAULT_TENANT, store};
 //! use std::sync::Arc;
 //!
 //! // Or "postgres://user@host/db" to share the work with other nodes.
 //! let store = store::open("cerebelum.db", store::Synchronous::Full).await?;
 //! let engine = Engine::new(store, EngineConfig::new("cache".into()), Arc::new(SystemClock))?;
-//! let package = engine.upload("hello", std::fs::read("hello.wasm").unwrap()).await?;
-//! let execution = engine.start(&package.sha256, "hello", r#"{"name":"web-1"}"#, None).await?;
+//! let wasm = std::fs::read("hello.wasm").unwrap();
+//! let package = engine.upload(DEFAULT_TENANT, "hello", wasm).await?;
+//! let execution = engine
+//!     .start(DEFAULT_TENANT, &package.sha256, "hello", r#"{"name":"web-1"}"#, None)
+//!     .await?;
 //! let done = engine.run_until_done(&execution.id).await?;
 //! println!("{:?}", done.result);
 //! # Ok(()) }

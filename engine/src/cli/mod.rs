@@ -20,6 +20,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// `println!` for commands: a closed stdout (`cerebelum journal ID | head`)
+/// ends the command quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(e.into());
+        }
+    }};
+}
+
 async fn open_store(db: &str, sync: Synchronous) -> Result<SharedStore> {
     Ok(store::open(db, sync).await?)
 }
@@ -111,7 +125,7 @@ async fn upload_file(client: &Client, path: &Path, name: Option<String>) -> Resu
         .with_context(|| format!("{} is not a usable package", path.display()))
 }
 
-fn print_package(p: &PackageRecord) {
+fn package_summary(p: &PackageRecord) -> String {
     let names = |key: &str| {
         p.info[key]
             .as_array()
@@ -123,7 +137,7 @@ fn print_package(p: &PackageRecord) {
             })
             .unwrap_or_default()
     };
-    println!(
+    format!(
         "{} v{}  sha256:{}  {:.1} MiB\n  workflows: {}\n  steps: {}",
         p.name,
         p.version,
@@ -131,7 +145,7 @@ fn print_package(p: &PackageRecord) {
         p.size_bytes as f64 / (1 << 20) as f64,
         names("workflows"),
         names("steps")
-    );
+    )
 }
 
 pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -222,9 +236,11 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => {
             let client = client(&cli, Some(args)).await?;
             let record = upload_file(&client, package, name.clone()).await?;
-            println!(
+            out!(
                 "{} v{} sha256:{}",
-                record.name, record.version, record.sha256
+                record.name,
+                record.version,
+                record.sha256
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -259,7 +275,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             if !created {
                 eprintln!("the idempotency key was used before: this is the execution it started");
             }
-            println!("{}", execution.id);
+            out!("{}", execution.id);
             Ok(ExitCode::SUCCESS)
         }
         Command::Packages {
@@ -273,11 +289,13 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 None => client.packages().await?,
             };
             if *json {
-                println!("{}", serde_json::to_string_pretty(&packages)?);
+                out!("{}", serde_json::to_string_pretty(&packages)?);
             } else if packages.is_empty() {
-                println!("no packages in {}", client.place());
+                out!("no packages in {}", client.place());
             } else {
-                packages.iter().for_each(print_package);
+                for p in &packages {
+                    out!("{}", package_summary(p));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -285,11 +303,11 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let client = client(&cli, None).await?;
             let view = client.execution(id).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&view.record)?);
+                out!("{}", serde_json::to_string_pretty(&view.record)?);
             } else {
-                println!("{}", watch::summary(&view.record));
+                out!("{}", watch::summary(&view.record));
                 for approval in view.pending_approvals {
-                    println!(
+                    out!(
                         "  waiting for approval '{}': {}  (cerebelum approve {id} {})",
                         approval.key,
                         approval.request["message"].as_str().unwrap_or(""),
@@ -332,12 +350,12 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 }
             }
             if *json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {
-                println!("no executions");
+                out!("no executions");
             } else {
                 for r in rows {
-                    println!("{}", watch::summary(&r));
+                    out!("{}", watch::summary(&r));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -355,10 +373,10 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let client = client(&cli, None).await?;
             let entries = client.journal(id).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
+                out!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
                 for e in entries {
-                    println!(
+                    out!(
                         "{:>5} {:<8} {:<16} {}{}",
                         e.seq,
                         e.invocation,
@@ -379,17 +397,19 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Cancel { id } => {
             let record = client(&cli, None).await?.cancel(id).await?;
-            println!(
+            out!(
                 "cancellation requested for {} ({})",
-                record.id, record.status
+                record.id,
+                record.status
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { id } => {
             let record = client(&cli, None).await?.retry(id).await?;
-            println!(
+            out!(
                 "{} is {} again; `cerebelum serve` resumes it",
-                record.id, record.status
+                record.id,
+                record.status
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -402,7 +422,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 async fn decide(cli: &Cli, id: &str, key: &str, decision: Decision) -> Result<ExitCode> {
     let approval = client(cli, None).await?.decide(id, key, decision).await?;
-    println!("approval '{}' of {id} is {}", approval.key, approval.status);
+    out!("approval '{}' of {id} is {}", approval.key, approval.status);
     Ok(ExitCode::SUCCESS)
 }
 

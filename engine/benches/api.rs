@@ -1,0 +1,175 @@
+//! The gRPC benchmark: `cargo bench -p cerebelum-engine --bench api`.
+//!
+//! A real `cerebelum serve` process (this build's binary) on a real SQLite
+//! file (default) or a fresh PostgreSQL database (`-- --backend postgres`),
+//! driven over loopback by tonic clients in this process, as one tenant:
+//!
+//! - (g) start-to-completion latency of the 3-step example (`hello`):
+//!   StartExecution, then WatchExecution until the execution ends; p50/p99.
+//! - (h) sustained StartExecution calls per second from 16 concurrent
+//!   clients, each on its own connection (the executions run meanwhile).
+//!
+//! `-- --quick` runs smaller counts. The machine is shared: quote medians
+//! and compare within one run.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
+use common::Backend;
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+type Client = CerebelumClient<
+    InterceptedService<
+        Channel,
+        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+    >,
+>;
+
+async fn connect(port: u16, key: &str) -> Client {
+    let channel = Channel::from_shared(common::url(port))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let header: MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
+    CerebelumClient::with_interceptor(
+        channel,
+        Box::new(move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", header.clone());
+            Ok(r)
+        }),
+    )
+}
+
+fn start_request() -> pb::StartExecutionRequest {
+    pb::StartExecutionRequest {
+        package: "hello".into(),
+        workflow: "hello".into(),
+        input_json: r#"{"name":"bench"}"#.into(),
+        ..Default::default()
+    }
+}
+
+/// Start, then watch until the end; the time it took.
+async fn start_to_completion(client: &mut Client) -> Duration {
+    let t = Instant::now();
+    let started = client.start_execution(start_request()).await.unwrap();
+    let id = started.into_inner().execution.unwrap().id;
+    let mut events = client
+        .watch_execution(pb::WatchExecutionRequest { id, after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.message().await.unwrap() {
+        if let Some(pb::watch_event::Event::Finished(e)) = event.event {
+            assert_eq!(
+                e.status,
+                pb::ExecutionStatus::Completed as i32,
+                "{:?}",
+                e.error_json
+            );
+            return t.elapsed();
+        }
+    }
+    panic!("the watch ended before the execution");
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let backend = match std::env::args()
+        .skip_while(|a| a != "--backend")
+        .nth(1)
+        .as_deref()
+    {
+        None | Some("sqlite") => Backend::Sqlite,
+        Some("postgres") => Backend::Postgres,
+        Some(other) => panic!("--backend {other}: use sqlite or postgres"),
+    };
+    let scale = if quick { 10 } else { 1 };
+    let db = common::Db::on(backend);
+    let key = db.tenant("bench", &["--max-open-executions", "1000000"]);
+    let port = common::free_port();
+    let _server = db.serve_api(port, &[]);
+    let hello = common::guest("hello");
+    println!(
+        "cerebelum gRPC benchmark on {backend:?} ({} cores): a `cerebelum serve` process, \
+         clients in this process",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = connect(port, &key).await;
+        client
+            .upload_package(pb::UploadPackageRequest {
+                name: "hello".into(),
+                wasm: std::fs::read(&hello).unwrap(),
+            })
+            .await
+            .unwrap();
+        for _ in 0..20 {
+            start_to_completion(&mut client).await;
+        }
+
+        let mut latency: Vec<f64> = Vec::new();
+        for _ in 0..(500 / scale) {
+            latency.push(start_to_completion(&mut client).await.as_secs_f64() * 1e3);
+        }
+        println!(
+            "(g) 3-step example, StartExecution + WatchExecution to completion: p50 {:.2} ms, \
+             p99 {:.2} ms ({} runs, one at a time)",
+            percentile(&mut latency, 0.5),
+            percentile(&mut latency, 0.99),
+            latency.len()
+        );
+
+        const CLIENTS: usize = 16;
+        let per_client = 400 / scale;
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(connect(port, &key).await);
+        }
+        let t = Instant::now();
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|mut c| {
+                tokio::spawn(async move {
+                    let mut calls = Vec::with_capacity(per_client);
+                    for _ in 0..per_client {
+                        let t = Instant::now();
+                        c.start_execution(start_request()).await.unwrap();
+                        calls.push(t.elapsed().as_secs_f64() * 1e3);
+                    }
+                    calls
+                })
+            })
+            .collect();
+        let mut calls = Vec::new();
+        for task in tasks {
+            calls.extend(task.await.unwrap());
+        }
+        let elapsed = t.elapsed();
+        println!(
+            "(h) sustained starts, {CLIENTS} concurrent clients: {:.0} starts/s ({} starts in \
+             {:.2} s; StartExecution p50 {:.2} ms, p99 {:.2} ms)",
+            calls.len() as f64 / elapsed.as_secs_f64(),
+            calls.len(),
+            elapsed.as_secs_f64(),
+            percentile(&mut calls, 0.5),
+            percentile(&mut calls, 0.99)
+        );
+    });
+}
