@@ -411,6 +411,45 @@ fn watch_continues_after_the_server_is_killed() {
 }
 
 #[test]
+fn a_graceful_shutdown_ends_open_watches_and_they_reconnect() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let id = cli
+        .ok(&["start", "kit", "approval", "--input", r#"{"key":"go"}"#])
+        .trim()
+        .to_owned();
+    let watch = cli
+        .command(&["watch", &id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cli.wait_text(&["status", &id], WAIT, |s| {
+        s.contains("waiting for approval")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.terminate(Duration::from_secs(10)),
+        "an open watch must not hold the server's shutdown"
+    );
+    let _server = db.serve_api(port, &[]);
+    cli.ok(&["approve", &id, "go"]);
+    let out = watch.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "watch failed: {stderr}");
+    assert!(stderr.contains("shutting down"), "{stderr}");
+    assert_eq!(
+        stderr.matches("⏳ waiting for approval").count(),
+        1,
+        "{stderr}"
+    );
+}
+
+#[test]
 fn health_and_reflection_answer() {
     let db = Db::new();
     let port = free_port();

@@ -247,13 +247,13 @@ enum Command {
 /// tenant: the server's default).
 #[derive(Args, Clone, Debug, Default)]
 struct QuotaArgs {
-    /// Largest package upload, MiB (server default 64).
+    /// Largest package upload, MiB (built-in default 64).
     #[arg(long)]
     max_package_mb: Option<i64>,
-    /// Most executions pending, running or waiting at once (server default 10000).
+    /// Most executions pending, running or waiting at once (built-in default 10000).
     #[arg(long)]
     max_open_executions: Option<i64>,
-    /// Largest workflow input or approval payload, KiB (server default 1024).
+    /// Largest workflow input or approval payload, KiB (built-in default 1024).
     #[arg(long)]
     max_payload_kb: Option<i64>,
 }

@@ -550,6 +550,20 @@ impl Server {
         self.signal("-CONT");
     }
 
+    /// SIGTERM (graceful shutdown); true if the process exited within
+    /// `timeout` (it is killed otherwise).
+    pub fn terminate(mut self, timeout: Duration) -> bool {
+        self.signal("-TERM");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(mut self) {
         self.child.kill().unwrap();

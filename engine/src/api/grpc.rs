@@ -45,11 +45,15 @@ type Reply<T> = Result<Response<T>, Status>;
 /// The `cerebelum.v1.Cerebelum` service.
 pub struct Service {
     api: Api,
+    /// Turns true when the server shuts down: open watch streams end then
+    /// (UNAVAILABLE, so clients reconnect), or they would hold the
+    /// graceful shutdown open until their executions end.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Service {
-    pub fn new(api: Api) -> Self {
-        Self { api }
+    pub fn new(api: Api, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { api, stopping }
     }
 
     /// The tenant of the request's `authorization: Bearer KEY`.
@@ -218,8 +222,23 @@ impl pb::cerebelum_server::Cerebelum for Service {
             .await
             .map_err(status)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
+            loop {
+                let event = tokio::select! {
+                    event = events.recv() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                    () = async { drop(stopping.wait_for(|s| *s).await) } => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "the server is shutting down; reconnect to continue watching",
+                            )))
+                            .await;
+                        return;
+                    }
+                };
                 let out = match event {
                     Ok(WatchEvent::Entry(entry)) => {
                         let progress = convert::progress_of(&entry);
@@ -335,7 +354,12 @@ pub async fn serve(
     let reflection_error = |e| Error::Runtime(format!("building gRPC reflection: {e}"));
     let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
-    let service = CerebelumServer::new(Service::new(api))
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let service = CerebelumServer::new(Service::new(api, stopping))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     tonic::transport::Server::builder()
