@@ -15,6 +15,9 @@ impl t::Host for StoreData {}
 
 type WasmResult<T> = wasmtime::Result<T>;
 
+/// Journal kind of a value recorded by user code (`recall` / `remember`).
+const RECORD: &str = "record";
+
 fn to_wasm(outcome: CallOutcome) -> WasmResult<Result<Value, t::Error>> {
     match outcome {
         Ok(r) => Ok(r.map_err(Into::into)),
@@ -378,5 +381,20 @@ impl Host for StoreData {
 
     async fn attempt(&mut self) -> WasmResult<u32> {
         Ok(self.invocation()?.attempt)
+    }
+
+    async fn recall(&mut self, name: String) -> WasmResult<Option<String>> {
+        let recorded = self.invocation()?.recall(RECORD, &json!({ "name": name }));
+        Ok(recorded.map(|e| e.payload["answer"].to_string()))
+    }
+
+    async fn remember(&mut self, name: String, value: String) -> WasmResult<()> {
+        // A recorded value is replayed by `recall`; reaching `remember` for a
+        // recorded entry means the code did not call `recall` first, and
+        // the journal answer wins, as for every other call.
+        let value = parse_payload(&value);
+        self.immediate(RECORD, json!({ "name": name }), |_| value)
+            .await
+            .map(|_| ())
     }
 }

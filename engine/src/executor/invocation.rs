@@ -72,6 +72,20 @@ impl Invocation {
         Ok((Recorded::Replayed(entry.clone()), hash))
     }
 
+    /// The recorded call at the cursor if it is exactly this one (and then
+    /// moves past it); `None`, without moving, otherwise. For `recall`,
+    /// where a missing entry means "compute it live".
+    pub(crate) fn recall(&mut self, kind: &str, args: &Value) -> Option<Entry> {
+        let hash = args_hash(kind, args);
+        let index = self.exec.index.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = index
+            .call(&self.id, self.cursor)
+            .filter(|e| e.kind == kind && e.args_hash.as_deref() == Some(hash.as_str()))?
+            .clone();
+        self.cursor += 1;
+        Some(entry)
+    }
+
     /// Journals a live call (with side writes committed atomically with
     /// it); returns its seq.
     pub(crate) async fn push_call(

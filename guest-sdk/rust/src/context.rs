@@ -263,6 +263,32 @@ impl Context {
     pub fn attempt(&self) -> u32 {
         host::attempt()
     }
+
+    /// A value computed by `compute` once and recorded in the journal under
+    /// `name`: when the invocation replays, the recorded value is returned
+    /// and `compute` does not run again. Use it in a step for work whose
+    /// result later calls depend on (a check of an outside system, a
+    /// generated id), so a replay takes the same path.
+    ///
+    /// ```no_run
+    /// # use cerebelum_sdk::{Context, Error};
+    /// # fn ready(_: &str) -> bool { true }
+    /// # fn f(ctx: &Context) -> Result<(), Error> {
+    /// let up: bool = ctx.recorded("droplet-ready", || Ok(ready("d-1")))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn recorded<T, F>(&self, name: &str, compute: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Result<T, Error>,
+    {
+        if let Some(raw) = host::recall(name) {
+            return decode(&raw, || format!("value recorded as `{name}`"));
+        }
+        let value = compute()?;
+        host::remember(name, &encode(&value)?);
+        Ok(value)
+    }
 }
 
 #[cfg(test)]
