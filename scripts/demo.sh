@@ -5,7 +5,10 @@
 #   2. deploy, through the gRPC API as tenant `demo` — create a droplet,
 #      poll until it is ready, a flaky step that succeeds on retry, a durable
 #      sleep during which the server is killed with SIGKILL and restarted
-#      (the watch reconnects), an approval, and completion.
+#      (the watch reconnects), an approval, and completion;
+#   3. the Python deploy (examples/python/deploy.py): run locally under
+#      CPython, then built with `cerebelum build` (componentize-py, into
+#      ./.venv) and run durably by the engine — the same output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,3 +65,16 @@ wait $WATCH
 
 say "cerebelum status $ID"
 $CEREBELUM status "$ID"
+
+say "Python: examples/python/deploy.py locally, under plain CPython"
+scripts/python-env.sh
+.venv/bin/python examples/python/deploy.py
+
+say "cerebelum build examples/python/deploy.py -o examples/target/deploy_py.wasm"
+$CEREBELUM build examples/python/deploy.py -o examples/target/deploy_py.wasm --python .venv/bin/python
+
+say "cerebelum upload + start + watch the Python deploy (first load compiles it: ~15 s)"
+$CEREBELUM upload examples/target/deploy_py.wasm --name deploy-py
+PY_ID=$($CEREBELUM start deploy-py deploy --input '{"name":"web-1","install_ms":300}')
+$CEREBELUM watch "$PY_ID"
+$CEREBELUM status "$PY_ID"

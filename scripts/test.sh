@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check the project has: formatting, lints, and all tests (unit, SDK,
 # store suite and end-to-end tests on SQLite and on PostgreSQL, with real
-# engine processes).
+# engine processes; the Python SDK's pytest suite and its engine tests).
 #
 # PostgreSQL: the tests create (and drop) databases of their own on the
 # server at CEREBELUM_TEST_PG (default: the local one, trust auth). It must
@@ -28,6 +28,9 @@ if ! pg_up; then
     exit 1
 fi
 
+scripts/python-env.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+.venv/bin/python -m pytest -q guest-sdk/python
 cargo test --workspace

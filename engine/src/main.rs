@@ -241,6 +241,25 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Build a package (.wasm) from a Python file or a Rust crate.
+    ///
+    /// A Python file (its @workflow and @step functions) is built with
+    /// componentize-py by `PYTHON -m cerebelum build`: that Python needs the
+    /// SDK and componentize-py (`pip install ./guest-sdk/python[build]`). A
+    /// directory with a Cargo.toml is built with `cargo build --release
+    /// --target wasm32-wasip2`.
+    Build {
+        /// A Python file, or a Rust crate directory depending on cerebelum-sdk.
+        source: PathBuf,
+        /// Where to write the package (default: the Python file with .wasm,
+        /// or CRATE.wasm in the current directory).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The Python to build with (default: ./.venv/bin/python if it
+        /// exists, else python3).
+        #[arg(long, env = "CEREBELUM_PYTHON")]
+        python: Option<PathBuf>,
+    },
 }
 
 /// Per-tenant limits; unset ones keep their current value (for a new

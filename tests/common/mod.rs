@@ -71,6 +71,69 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// The Python that builds Python packages: `CEREBELUM_PYTHON`, else the
+/// repository's `.venv` (which `scripts/test.sh` creates with the SDK and
+/// componentize-py).
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("CEREBELUM_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = root().join(".venv").join("bin").join("python");
+    assert!(
+        venv.exists(),
+        "{} is missing: run scripts/test.sh (it creates the virtual environment with the \
+         Python SDK and componentize-py) or set CEREBELUM_PYTHON",
+        venv.display()
+    );
+    venv
+}
+
+/// Builds the Python file `rel` (relative to the workspace root) into a
+/// package with `cerebelum build`, once per content of the file, the SDK
+/// and the WIT: builds take ~25 s, so they are kept in `target/`.
+pub fn python_guest(rel: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = BUILDING.lock().unwrap_or_else(|p| p.into_inner());
+    let source = root().join(rel);
+    let mut inputs = vec![source.clone(), root().join("wit").join("cerebelum.wit")];
+    let sdk = root().join("guest-sdk").join("python").join("cerebelum");
+    let mut sdk_files: Vec<PathBuf> = std::fs::read_dir(&sdk)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
+    sdk_files.sort();
+    inputs.extend(sdk_files);
+    let mut hash = Sha256::new();
+    for file in &inputs {
+        hash.update(std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display())));
+    }
+    let stem = source.file_stem().unwrap().to_str().unwrap();
+    let dir = root().join("target").join("python-guests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(format!(
+        "{stem}-{}.wasm",
+        &hex::encode(hash.finalize())[..16]
+    ));
+    if out.exists() {
+        return out;
+    }
+    let partial = dir.join(format!("{stem}.{}.partial.wasm", std::process::id()));
+    let built = Command::new(bin())
+        .args(["build", path(&source), "-o", path(&partial), "--python"])
+        .arg(python())
+        .output()
+        .expect("running cerebelum build");
+    assert!(
+        built.status.success(),
+        "cerebelum build {rel} failed:\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    std::fs::rename(&partial, &out).unwrap();
+    out
+}
+
 /// A path as a command-line argument.
 pub fn path(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -3,6 +3,7 @@
 //! validate packages locally start the wasm runtime.
 
 mod admin;
+mod build;
 mod client;
 mod watch;
 
@@ -417,6 +418,11 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let store = open_store(&db, Synchronous::Full).await?;
             admin::run(&store, command).await
         }
+        Command::Build {
+            source,
+            output,
+            python,
+        } => build::run(source, output.as_deref(), python.as_deref()),
     }
 }
 

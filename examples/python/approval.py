@@ -1,0 +1,49 @@
+"""An approval flow with a timeout: a change is prepared, a human approves
+or rejects it (or nobody answers in time), and it is applied or dropped.
+
+In the engine:  cerebelum start approval.wasm change --input '{"change": "resize db"}'
+                cerebelum approve EXECUTION_ID change-review --data '{"by": "ana"}'
+"""
+
+import asyncio
+import json
+
+from cerebelum import (ApprovalRejectedError, ApprovalTimeoutError, Context, step,
+                       wait_for_approval, workflow)
+
+
+@step
+async def prepare(context: Context, inputs: dict) -> dict:
+    return {"change": inputs["change"], "risk": "high" if "db" in inputs["change"] else "low"}
+
+
+@step
+async def review(context: Context, prepare: dict, inputs: dict) -> dict:
+    """Waits for a person; no answer within timeout_ms counts as a no."""
+    try:
+        decision = await wait_for_approval("change-review", data=prepare,
+                                           timeout_ms=inputs.get("timeout_ms", 3_600_000))
+    except ApprovalRejectedError as e:
+        return {"approved": False, "reason": e.reason}
+    except ApprovalTimeoutError:
+        return {"approved": False, "reason": "nobody answered in time"}
+    return {"approved": True, "by": decision.get("by", "someone")}
+
+
+@step
+async def apply_change(context: Context, prepare: dict, review: dict) -> str:
+    if not review["approved"]:
+        return f"dropped {prepare['change']!r}: {review['reason']}"
+    return f"applied {prepare['change']!r}, approved by {review['by']}"
+
+
+@workflow
+def change(wf):
+    """Prepare, review, apply."""
+    wf.timeline(prepare >> review >> apply_change)
+
+
+if __name__ == "__main__":
+    result = asyncio.run(change.execute(
+        {"change": "resize db"}, approval_handler=lambda kind, data: {"by": "ana"}))
+    print(json.dumps({"status": result.status, "output": result.output}, indent=2))

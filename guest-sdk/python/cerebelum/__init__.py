@@ -1,0 +1,45 @@
+"""Cerebelum: durable workflows in Python.
+
+The same file runs two ways:
+
+* **locally**, under plain CPython, for development:
+  ``result = await deploy.execute({"name": "web-1"})``;
+* **durably**, inside the Cerebelum engine, once built into a package:
+  ``cerebelum build app.py -o app.wasm`` (or ``python -m cerebelum build``),
+  then ``cerebelum run app.wasm deploy --input '{"name": "web-1"}'``. Each
+  step is journaled; sleeps, polls and approvals survive engine restarts.
+
+::
+
+    from cerebelum import step, workflow, Context, sleep
+
+    @step
+    async def create_droplet(context: Context, inputs: dict) -> dict:
+        return {"droplet_id": "d-1"}
+
+    @step
+    async def wait_for_ip(context: Context, create_droplet: dict) -> dict:
+        await sleep(5000)
+        return {"ip": "10.0.0.1"}
+
+    @workflow
+    def deploy(wf):
+        wf.timeline(create_droplet >> wait_for_ip)
+"""
+
+from ._dsl import RetryPolicy, Step, Workflow, WorkflowBuilder, step, workflow
+from ._helpers import ProgressReporter, poll, retry, sleep, wait_for_approval
+from ._runtime import Context, ExecutionResult
+from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError,
+                     CerebelumError, PollTimeoutError, RetryExhaustedError, StepError,
+                     WorkflowDefinitionError)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "step", "workflow", "Context", "ExecutionResult", "sleep", "poll", "retry",
+    "wait_for_approval", "ProgressReporter", "RetryPolicy", "Step", "Workflow",
+    "WorkflowBuilder", "CerebelumError", "WorkflowDefinitionError", "StepError",
+    "PollTimeoutError", "RetryExhaustedError", "ApprovalRejectedError",
+    "ApprovalTimeoutError", "CancelledError",
+]

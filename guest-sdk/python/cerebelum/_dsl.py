@@ -1,0 +1,361 @@
+"""The workflow language: ``@step``, ``@workflow``, ``>>`` chains and
+parallel groups, ``diverge`` and ``branch``, validated when the workflow is
+defined."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Union
+
+from .errors import WorkflowDefinitionError
+
+#: Every step and workflow defined in this process, by name: what a
+#: package built from this code exports.
+STEPS: dict[str, "Step"] = {}
+WORKFLOWS: dict[str, "Workflow"] = {}
+
+RETRY = "retry"
+FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How the engine retries a failing step (``@step(retry=...)``)."""
+
+    max_attempts: int = 1
+    delay_ms: int = 1000
+    backoff: float = 2.0
+    max_delay_ms: int = 60_000
+
+
+class Step:
+    """A function decorated with ``@step``."""
+
+    def __init__(self, fn: Callable, *, name: str | None = None,
+                 retry: int | RetryPolicy | None = None, timeout_ms: int | None = None):
+        if not inspect.iscoroutinefunction(fn):
+            raise WorkflowDefinitionError(
+                f"step `{fn.__name__}` must be an `async def` function")
+        params = list(inspect.signature(fn).parameters.values())
+        if not params:
+            raise WorkflowDefinitionError(
+                f"step `{fn.__name__}` must take the context as its first parameter, "
+                f"e.g. `async def {fn.__name__}(context, inputs)`")
+        for p in params[1:]:
+            if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                raise WorkflowDefinitionError(
+                    f"step `{fn.__name__}`: parameter `{p.name}` must be a plain named "
+                    "parameter (`inputs` or the name of an earlier step)")
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.description = inspect.getdoc(fn) or ""
+        #: Parameter names after the context: `inputs` or earlier steps.
+        self.params = [p.name for p in params[1:]]
+        self.dependencies = [p for p in self.params if p != "inputs"]
+        if isinstance(retry, int):
+            retry = RetryPolicy(max_attempts=retry)
+        self.retry = retry or RetryPolicy()
+        self.timeout_ms = timeout_ms
+        known = STEPS.get(self.name)
+        if known is not None and known.fn.__qualname__ != fn.__qualname__:
+            raise WorkflowDefinitionError(
+                f"two steps are named `{self.name}` ({known.fn.__module__}."
+                f"{known.fn.__qualname__} and {fn.__module__}.{fn.__qualname__}); "
+                "give one another name with @step(name=...)")
+        STEPS[self.name] = self
+
+    def __repr__(self) -> str:
+        return f"<step {self.name}>"
+
+    def __call__(self, *args, **kwargs):
+        """Calls the function itself (for tests of a single step)."""
+        return self.fn(*args, **kwargs)
+
+    def __rshift__(self, other) -> "Chain":
+        return Chain.of(self) >> other
+
+    def __rrshift__(self, other) -> "Chain":
+        return Chain.of(other) >> self
+
+
+def step(fn: Callable | None = None, *, name: str | None = None,
+         retry: int | RetryPolicy | None = None, timeout_ms: int | None = None):
+    """Declares a step: ``@step`` or ``@step(retry=3, timeout_ms=30_000)``.
+
+    The function is ``async``; its first parameter is the :class:`Context`,
+    ``inputs`` receives the workflow input and every other parameter names
+    an earlier step whose result (its ``ok`` value) it receives.
+
+    ``retry``: attempts the engine makes when the step raises (default 1:
+    an exception becomes the step's ``{"error": message}`` result).
+    ``timeout_ms``: CPU time one attempt may use inside the engine.
+    """
+    def wrap(f: Callable) -> Step:
+        return Step(f, name=name, retry=retry, timeout_ms=timeout_ms)
+    return wrap(fn) if fn is not None else wrap
+
+
+Stage = tuple[Step, ...]
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Stages run one after the other; the steps of a stage run together."""
+
+    stages: tuple[Stage, ...]
+
+    @staticmethod
+    def of(item) -> "Chain":
+        if isinstance(item, Chain):
+            return item
+        if isinstance(item, Step):
+            return Chain(((item,),))
+        if isinstance(item, (list, tuple, set, frozenset)):
+            steps = tuple(item)
+            if not steps:
+                raise WorkflowDefinitionError("a parallel group `[...]` needs at least one step")
+            for s in steps:
+                if not isinstance(s, Step):
+                    raise WorkflowDefinitionError(
+                        f"a parallel group holds steps (functions decorated with @step); "
+                        f"got {_describe(s)}")
+            return Chain((steps,))
+        raise WorkflowDefinitionError(
+            f"expected a step, a chain `a >> b` or a parallel group `[a, b]`; got {_describe(item)}")
+
+    def __rshift__(self, other) -> "Chain":
+        return Chain(self.stages + Chain.of(other).stages)
+
+    def __rrshift__(self, other) -> "Chain":
+        return Chain(Chain.of(other).stages + self.stages)
+
+    def steps(self) -> Iterable[Step]:
+        for stage in self.stages:
+            yield from stage
+
+
+Target = Union[Chain, str, None]
+
+
+@dataclass
+class Diverge:
+    step: Step
+    #: (pattern, target) in the order given.
+    routes: list[tuple[str, Target]]
+
+
+@dataclass
+class Branch:
+    after: Step
+    condition: Callable[[dict], Any]
+    when_true: Target
+    when_false: Target
+
+
+@dataclass
+class WorkflowBuilder:
+    """What the body of a ``@workflow`` function receives as ``wf``."""
+
+    name: str
+    timeline_chain: Chain | None = None
+    diverges: dict[str, Diverge] = field(default_factory=dict)
+    branches: dict[str, Branch] = field(default_factory=dict)
+
+    def timeline(self, *items) -> None:
+        """The main path: ``wf.timeline(a >> [b, c] >> d)``."""
+        if self.timeline_chain is not None:
+            raise WorkflowDefinitionError(
+                f"workflow `{self.name}` calls wf.timeline twice; join the parts with `>>`")
+        if not items:
+            raise WorkflowDefinitionError(
+                f"workflow `{self.name}` has an empty timeline: give it steps, "
+                "e.g. wf.timeline(first >> second)")
+        chain = Chain.of(items[0])
+        for item in items[1:]:
+            chain = chain >> item
+        self.timeline_chain = chain
+
+    def diverge(self, step: Step, routes: dict) -> None:
+        """Routes on a step's result: ``wf.diverge(s, {"timeout": t, "error": rollback})``.
+
+        A pattern matches an error result when it is ``"error"`` (any error)
+        or appears in the error message, and an ``ok`` result when it is
+        ``"ok"`` or equals the value. A target is a step or chain to go on
+        with instead of the rest of the timeline, ``"retry"`` (run the step
+        again, up to 3 times) or ``"fail"`` (end the workflow with the
+        step's error).
+        """
+        s = _step_arg(self.name, "diverge", step)
+        if not isinstance(routes, dict) or not routes:
+            raise WorkflowDefinitionError(
+                f"workflow `{self.name}`: wf.diverge({s.name}, ...) needs a dict of "
+                "patterns to targets, e.g. {\"error\": rollback}")
+        if s.name in self.diverges:
+            raise WorkflowDefinitionError(
+                f"workflow `{self.name}` has two diverges on step `{s.name}`; merge their patterns")
+        parsed = []
+        for pattern, target in routes.items():
+            if not isinstance(pattern, str):
+                raise WorkflowDefinitionError(
+                    f"workflow `{self.name}`: diverge on `{s.name}`: pattern {pattern!r} "
+                    "must be a string (\"ok\", \"error\" or text of the error message)")
+            parsed.append((pattern, _target(self.name, f"diverge on `{s.name}`", target,
+                                            allow_none=False)))
+        self.diverges[s.name] = Diverge(s, parsed)
+
+    def branch(self, after: Step, condition: Callable[[dict], Any],
+               when_true=None, when_false=None) -> None:
+        """After ``after`` succeeds, ``condition(result)`` picks the path:
+        ``when_true`` or ``when_false`` (a step, a chain, ``"fail"``, or
+        ``None`` to go on with the timeline). ``result`` is the step's
+        result as ``{"ok": value}``."""
+        s = _step_arg(self.name, "branch", after)
+        if not callable(condition):
+            raise WorkflowDefinitionError(
+                f"workflow `{self.name}`: branch after `{s.name}` needs a callable "
+                f"condition, got {_describe(condition)}")
+        if s.name in self.branches:
+            raise WorkflowDefinitionError(
+                f"workflow `{self.name}` has two branches after step `{s.name}`")
+        self.branches[s.name] = Branch(
+            s, condition,
+            _target(self.name, f"branch after `{s.name}`", when_true, allow_none=True),
+            _target(self.name, f"branch after `{s.name}`", when_false, allow_none=True))
+
+
+def _describe(value) -> str:
+    if callable(value) and hasattr(value, "__name__"):
+        return f"function `{value.__name__}` (is it missing @step?)"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _step_arg(workflow: str, what: str, value) -> Step:
+    if not isinstance(value, Step):
+        raise WorkflowDefinitionError(
+            f"workflow `{workflow}`: wf.{what} expects a step, got {_describe(value)}")
+    return value
+
+
+def _target(workflow: str, where: str, target, *, allow_none: bool) -> Target:
+    if target is None and allow_none:
+        return None
+    if isinstance(target, str):
+        if target not in (RETRY, FAIL) or (target == RETRY and where.startswith("branch")):
+            allowed = '"fail"' if where.startswith("branch") else '"retry" or "fail"'
+            raise WorkflowDefinitionError(
+                f"workflow `{workflow}`: {where}: unknown target {target!r}; "
+                f"use a step, a chain, or {allowed}")
+        return target
+    try:
+        return Chain.of(target)
+    except WorkflowDefinitionError as e:
+        raise WorkflowDefinitionError(f"workflow `{workflow}`: {where}: {e}") from None
+
+
+class Workflow:
+    """A function decorated with ``@workflow``: its body, run once at
+    definition, declares the graph; ``await wf.execute(inputs)`` runs it."""
+
+    def __init__(self, fn: Callable, name: str | None = None):
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.description = inspect.getdoc(fn) or ""
+        builder = WorkflowBuilder(self.name)
+        fn(builder)
+        if builder.timeline_chain is None:
+            raise WorkflowDefinitionError(
+                f"workflow `{self.name}` has an empty timeline: call "
+                "wf.timeline(first >> second) in its body")
+        self.timeline = builder.timeline_chain
+        self.diverges = builder.diverges
+        self.branches = builder.branches
+        _validate(self)
+        known = WORKFLOWS.get(self.name)
+        if known is not None and known.fn.__qualname__ != fn.__qualname__:
+            raise WorkflowDefinitionError(
+                f"two workflows are named `{self.name}`; rename one")
+        WORKFLOWS[self.name] = self
+
+    def __repr__(self) -> str:
+        return f"<workflow {self.name}>"
+
+    def steps(self) -> dict[str, Step]:
+        """Every step the workflow may run, by name."""
+        found: dict[str, Step] = {}
+        chains = [self.timeline]
+        for d in self.diverges.values():
+            found.setdefault(d.step.name, d.step)
+            chains += [t for _, t in d.routes if isinstance(t, Chain)]
+        for b in self.branches.values():
+            found.setdefault(b.after.name, b.after)
+            chains += [t for t in (b.when_true, b.when_false) if isinstance(t, Chain)]
+        for chain in chains:
+            for s in chain.steps():
+                found.setdefault(s.name, s)
+        return found
+
+    async def execute(self, inputs: Any = None, *, approval_handler=None):
+        """Runs the workflow here, in this process, without an engine.
+
+        ``approval_handler(approval_type, data)`` answers
+        ``wait_for_approval``: return ``True`` or a dict to approve (the
+        dict is the approval's data), ``False`` or a string (the reason) to
+        reject; it may be ``async``. Returns an :class:`ExecutionResult`.
+        """
+        from ._local import execute_locally
+        return await execute_locally(self, inputs, approval_handler)
+
+
+def workflow(fn: Callable | None = None, *, name: str | None = None):
+    """Declares a workflow: ``@workflow`` over ``def deploy(wf): wf.timeline(...)``."""
+    def wrap(f: Callable) -> Workflow:
+        return Workflow(f, name)
+    return wrap(fn) if fn is not None else wrap
+
+
+def _validate(wf: Workflow) -> None:
+    steps = wf.steps()
+    # Every dependency names a step of this workflow.
+    for s in steps.values():
+        for dep in s.dependencies:
+            if dep not in steps:
+                raise WorkflowDefinitionError(
+                    f"workflow `{wf.name}`: step `{s.name}` has parameter `{dep}`, which "
+                    f"names no step of the workflow (its steps: {', '.join(sorted(steps))}); "
+                    "a step's parameters are `inputs` or the names of earlier steps")
+    # No dependency cycle.
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = path[path.index(name):] + [name]
+            raise WorkflowDefinitionError(
+                f"workflow `{wf.name}` has a dependency cycle: {' -> '.join(cycle)} "
+                "(each name is a parameter of the step before it)")
+        state[name] = 1
+        for dep in steps[name].dependencies:
+            visit(dep, path + [name])
+        state[name] = 2
+
+    for name in steps:
+        visit(name, [])
+    # In the timeline, a step needs its dependencies to run in an earlier stage.
+    position: dict[str, int] = {}
+    for i, stage in enumerate(wf.timeline.stages):
+        for s in stage:
+            if s.name in position:
+                raise WorkflowDefinitionError(
+                    f"workflow `{wf.name}`: step `{s.name}` appears twice in the timeline")
+            position[s.name] = i
+    for i, stage in enumerate(wf.timeline.stages):
+        for s in stage:
+            for dep in s.dependencies:
+                if dep in position and position[dep] >= i:
+                    when = "together with" if position[dep] == i else "after"
+                    raise WorkflowDefinitionError(
+                        f"workflow `{wf.name}`: step `{s.name}` needs `{dep}` (parameter "
+                        f"`{dep}`), but the timeline runs `{dep}` {when} it; put `{dep}` "
+                        "in an earlier stage")

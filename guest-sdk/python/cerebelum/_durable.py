@@ -1,0 +1,206 @@
+"""Durable mode: the package's exports inside the engine.
+
+Imported only inside a component built by ``cerebelum build`` (it needs
+the ``wit_world`` bindings componentize-py generates). ``run-workflow``
+walks the graph, each step a journaled ``call-step`` (a parallel group:
+``start-step`` for each, then one ``await-steps``); ``run-step`` runs one
+step function in a fresh instance, its helpers on host calls.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import traceback
+from typing import Any
+
+from wit_world import exports
+from wit_world.imports import host, types
+from componentize_py_types import Err
+
+from . import _dsl
+from ._loop import DurableLoop
+from ._runtime import Runtime, exception_text, invoke_step, run_workflow, to_json
+from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError,
+                     PollTimeoutError, StepError)
+
+
+def _error(kind: str, message: str, details: Any = None) -> Err:
+    return Err(types.Error(kind=kind, message=message,
+                           details=None if details is None else json.dumps(details)))
+
+
+def _raise_host(e: Err) -> None:
+    err = e.value
+    if err.kind == "cancelled":
+        raise CancelledError(err.message)
+    raise StepError(err.message, err.kind,
+                    None if err.details is None else json.loads(err.details))
+
+
+def _durable_sleep(ms: int) -> None:
+    try:
+        host.sleep(ms)
+    except Err as e:
+        _raise_host(e)
+
+
+class DurableRuntime(Runtime):
+    def __init__(self):
+        self._execution_id: str | None = None
+        self._approvals: dict[str, int] = {}
+
+    @property
+    def execution_id(self) -> str:
+        if self._execution_id is None:
+            self._execution_id = host.execution_id()
+        return self._execution_id
+
+    def attempt(self) -> int:
+        return host.attempt()
+
+    async def run_stage(self, workflow, steps, envelopes):
+        if len(steps) == 1:
+            return [self._call(steps[0], envelopes[0])]
+        handles = [host.start_step(s.name, json.dumps(env), None)
+                   for s, env in zip(steps, envelopes)]
+        results = []
+        for r in host.await_steps(handles):
+            if isinstance(r, Err):
+                results.append(self._failed(r))
+            else:
+                results.append(json.loads(r.value))
+        return results
+
+    def _call(self, step, env) -> dict:
+        try:
+            return json.loads(host.call_step(step.name, json.dumps(env), None))
+        except Err as e:
+            return self._failed(e)
+
+    @staticmethod
+    def _failed(e: Err) -> dict:
+        if e.value.kind == "cancelled":
+            raise CancelledError(e.value.message)
+        return {"error": e.value.message}
+
+    async def call_step(self, step, env):
+        return self._call(step, env)
+
+    async def engine_poll(self, ctx, check, interval_ms, max_attempts, timeout_ms):
+        env = {"workflow": ctx.workflow_name, "inputs": ctx.inputs, "poll": True,
+               "deps": {d: ctx._deps.get(d) for d in check.dependencies}}
+        options = types.PollOptions(interval_ms=interval_ms, max_attempts=max_attempts,
+                                    timeout_ms=timeout_ms)
+        try:
+            raw = host.poll(check.name, json.dumps(env), options)
+        except Err as e:
+            if e.value.kind in ("poll-exhausted", "poll-timeout"):
+                raise PollTimeoutError(e.value.message, e.value.kind) from None
+            _raise_host(e)
+        result = json.loads(raw)
+        if "error" in result:
+            raise StepError(f"poll check `{check.name}` failed: {result['error']}")
+        return result.get("ok")
+
+    async def recorded(self, name, compute):
+        raw = host.recall(name)
+        if raw is not None:
+            return json.loads(raw)
+        value = await compute()
+        host.remember(name, to_json(value, f"the value recorded for {name}"))
+        return value
+
+    async def approval(self, ctx, approval_type, data, timeout_ms):
+        # One key per wait: the type, numbered from the second wait on.
+        n = self._approvals.get(approval_type, 0) + 1
+        self._approvals[approval_type] = n
+        key = approval_type if n == 1 else f"{approval_type}-{n}"
+        request = types.ApprovalRequest(
+            key=key,
+            message=f"step {ctx.step_name} waits for approval {key!r}",
+            details=None if data is None else json.dumps(data),
+            timeout_ms=timeout_ms,
+        )
+        try:
+            decision = host.await_approval(request)
+        except Err as e:
+            _raise_host(e)
+        if isinstance(decision, types.ApprovalDecision_Approved):
+            value = json.loads(decision.value)
+            return {} if value is None else value
+        if isinstance(decision, types.ApprovalDecision_Rejected):
+            raise ApprovalRejectedError(decision.value)
+        raise ApprovalTimeoutError(f"approval {key!r} timed out after {timeout_ms} ms")
+
+    def progress(self, ctx, percent, message):
+        host.report_progress(percent, message)
+
+
+def _run(coro) -> Any:
+    loop = DurableLoop(_durable_sleep)
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
+
+
+def _fresh_randomness() -> None:
+    # The snapshot taken at build time holds one seeded generator: every
+    # instance would draw the same numbers. Reseed from WASI randomness,
+    # which the engine makes different per invocation and equal on replay.
+    random.seed()
+
+
+class Guest(exports.Guest):
+    def describe(self) -> types.PackageInfo:
+        workflows = [types.WorkflowInfo(name=w.name, description=w.description)
+                     for w in _dsl.WORKFLOWS.values()]
+        steps = []
+        for s in _dsl.STEPS.values():
+            policy = types.RetryPolicy(
+                max_attempts=s.retry.max_attempts, initial_backoff_ms=s.retry.delay_ms,
+                multiplier=float(s.retry.backoff), max_backoff_ms=s.retry.max_delay_ms,
+                non_retryable=[])
+            steps.append(types.StepInfo(
+                name=s.name, description=s.description,
+                options=types.StepOptions(retry=policy, attempt_timeout_ms=s.timeout_ms)))
+        return types.PackageInfo(workflows=workflows, steps=steps)
+
+    def run_workflow(self, name: str, input: str) -> str:
+        wf = _dsl.WORKFLOWS.get(name)
+        if wf is None:
+            raise _error("unknown-workflow", f"this package has no workflow `{name}` "
+                         f"(it has: {', '.join(sorted(_dsl.WORKFLOWS)) or 'none'})")
+        _fresh_randomness()
+        try:
+            outcome = _run(run_workflow(wf, json.loads(input), DurableRuntime()))
+        except CancelledError as e:
+            raise _error("cancelled", str(e)) from None
+        if outcome.status != "completed":
+            raise _error("failed", outcome.error or "the workflow failed",
+                         {"output": outcome.output})
+        return json.dumps(outcome.output)
+
+    def run_step(self, name: str, input: str) -> str:
+        step = _dsl.STEPS.get(name)
+        if step is None:
+            raise _error("unknown-step", f"this package has no step `{name}`")
+        env = json.loads(input)
+        _fresh_randomness()
+        runtime = DurableRuntime()
+        try:
+            result = _run(invoke_step(step, env, runtime))
+        except CancelledError as e:
+            raise _error("cancelled", str(e)) from None
+        except Exception as e:
+            kind = e.kind if isinstance(e, StepError) else "exception"
+            raise _error(kind, exception_text(e), {
+                "type": type(e).__name__,
+                "traceback": traceback.format_exc(limit=8),
+            }) from None
+        if env.get("poll"):
+            # An engine-driven poll's check: `null` means "not yet".
+            return "null" if result.get("ok") is None and "error" not in result \
+                else json.dumps(result)
+        return json.dumps(result)

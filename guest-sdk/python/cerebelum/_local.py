@@ -1,0 +1,110 @@
+"""Local mode: the workflow runs in this Python process, no engine.
+
+Steps run as asyncio tasks (a parallel group concurrently), ``sleep`` is
+``asyncio.sleep``, ``poll``/``retry`` loop in place, progress is drawn on
+stderr, and ``wait_for_approval`` asks the ``approval_handler`` given to
+``execute``. Results go through JSON as they would in the engine's
+journal, so a workflow gives the same output in both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import sys
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable
+
+from ._dsl import Step, Workflow
+from ._runtime import (Context, ExecutionResult, Runtime, exception_text, invoke_step,
+                       run_workflow, to_json)
+from .errors import ApprovalRejectedError, ApprovalTimeoutError, CerebelumError
+
+BAR_WIDTH = 24
+
+
+class LocalRuntime(Runtime):
+    def __init__(self, execution_id: str, approval_handler: Callable | None):
+        self.execution_id = execution_id
+        self.approval_handler = approval_handler
+
+    async def run_stage(self, workflow, steps, envelopes):
+        return list(await asyncio.gather(
+            *(self._run_step(s, env) for s, env in zip(steps, envelopes))))
+
+    async def _run_step(self, step: Step, env: dict) -> dict:
+        """Attempts by the step's retry policy, like the engine."""
+        policy = step.retry
+        wait_ms = float(policy.delay_ms)
+        for attempt in range(1, policy.max_attempts + 1):
+            try:
+                return await invoke_step(step, env, self, attempt)
+            except Exception as e:
+                if attempt == policy.max_attempts:
+                    return {"error": exception_text(e)}
+                await asyncio.sleep(min(wait_ms, policy.max_delay_ms) / 1000)
+                wait_ms *= max(policy.backoff, 1.0)
+        raise AssertionError("unreachable")
+
+    async def call_step(self, step, env):
+        return await self._run_step(step, env)
+
+    async def recorded(self, name: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+        value = await compute()
+        # Inside the engine the value is journaled: catch what could not be.
+        return json.loads(to_json(value, f"the value recorded for {name}"))
+
+    async def approval(self, ctx: Context, approval_type: str, data: Any,
+                       timeout_ms: int | None) -> Any:
+        handler = self.approval_handler
+        if handler is None:
+            raise CerebelumError(
+                f"step `{ctx.step_name}` waits for approval {approval_type!r}, and this "
+                "local run has nobody to ask: pass an approval handler, e.g. "
+                "`await wf.execute(inputs, approval_handler=lambda kind, data: True)` "
+                "(return True or a dict to approve, False or a reason to reject)")
+
+        async def ask():
+            answer = handler(approval_type, data)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            return answer
+
+        try:
+            answer = await (asyncio.wait_for(ask(), timeout_ms / 1000)
+                            if timeout_ms is not None else ask())
+        except asyncio.TimeoutError:
+            raise ApprovalTimeoutError(
+                f"approval {approval_type!r} timed out after {timeout_ms} ms") from None
+        if answer is True or answer is None:
+            return {}
+        if answer is False:
+            raise ApprovalRejectedError("rejected")
+        if isinstance(answer, str):
+            raise ApprovalRejectedError(answer)
+        return json.loads(to_json(answer, "the approval handler's answer"))
+
+    def progress(self, ctx: Context, percent: int, message: str) -> None:
+        filled = BAR_WIDTH * percent // 100
+        bar = "█" * filled + "░" * (BAR_WIDTH - filled)
+        end = "\n" if percent >= 100 or not sys.stderr.isatty() else ""
+        print(f"\r[{ctx.step_name}] {bar} {percent:3d}% {message}", end=end, file=sys.stderr,
+              flush=True)
+
+
+async def execute_locally(workflow: Workflow, inputs: Any,
+                          approval_handler: Callable | None) -> ExecutionResult:
+    inputs = json.loads(to_json(inputs, "the workflow input"))
+    runtime = LocalRuntime(str(uuid.uuid4()), approval_handler)
+    started = datetime.now(timezone.utc)
+    outcome = await run_workflow(workflow, inputs, runtime)
+    return ExecutionResult(
+        execution_id=runtime.execution_id,
+        status=outcome.status,
+        output=outcome.output,
+        error=outcome.error,
+        started_at=started,
+        completed_at=datetime.now(timezone.utc),
+    )

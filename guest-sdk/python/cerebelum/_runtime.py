@@ -1,0 +1,281 @@
+"""What runs a workflow or a step, in either mode.
+
+Everything here is shared by the two modes; a :class:`Runtime` supplies
+the few operations that differ (running a stage of steps, recording a
+value, approvals, progress). Locally (:mod:`cerebelum._local`) they are
+plain Python; inside the engine (:mod:`cerebelum._durable`) each is a
+journaled host call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Awaitable, Callable
+
+from ._dsl import FAIL, RETRY, Chain, Step, Workflow
+from .errors import CerebelumError, StepError
+
+#: The step running in this task (``None`` outside steps).
+CURRENT: contextvars.ContextVar["Context | None"] = contextvars.ContextVar(
+    "cerebelum_context", default=None)
+
+#: Runs of a diverge's "retry" target before the error stands.
+DIVERGE_RETRIES = 3
+#: Steps one execution may run: a bound for paths that loop back.
+MAX_STEP_RUNS = 10_000
+
+
+class Runtime:
+    """The operations that differ between local and durable execution."""
+
+    async def run_stage(self, workflow: Workflow, steps: tuple[Step, ...],
+                        envelopes: list[dict]) -> list[dict]:
+        """Runs steps together; returns their wrapped results in order."""
+        raise NotImplementedError
+
+    async def call_step(self, step: Step, envelope: dict) -> dict:
+        """Runs one step for a caller (a poll's check); its wrapped result."""
+        raise NotImplementedError
+
+    async def recorded(self, name: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+        """``compute()``'s value, computed once per execution path."""
+        raise NotImplementedError
+
+    async def approval(self, ctx: "Context", approval_type: str, data: Any,
+                       timeout_ms: int | None) -> Any:
+        raise NotImplementedError
+
+    def progress(self, ctx: "Context", percent: int, message: str) -> None:
+        raise NotImplementedError
+
+    #: The execution's id.
+    execution_id: str = ""
+
+    def attempt(self) -> int:
+        """The attempt number of the running step."""
+        return 1
+
+    async def engine_poll(self, ctx: "Context", check: Step, interval_ms: int,
+                          max_attempts: int, timeout_ms: int | None) -> Any:
+        """A poll whose checks are a step; ``NotImplemented`` to poll in the step."""
+        return NotImplemented
+
+
+class Context:
+    """What every step receives first: ``inputs``, ``execution_id``,
+    ``workflow_name``, ``step_name`` and ``attempt`` (this run's attempt
+    number, from 1)."""
+
+    def __init__(self, inputs: Any, workflow_name: str, step_name: str, runtime: "Runtime",
+                 deps: dict | None = None, attempt: int | None = None):
+        self.inputs = inputs
+        self.workflow_name = workflow_name
+        self.step_name = step_name
+        self._runtime = runtime
+        self._deps = deps or {}
+        self._attempt = attempt
+
+    @property
+    def execution_id(self) -> str:
+        return self._runtime.execution_id
+
+    @property
+    def attempt(self) -> int:
+        if self._attempt is None:
+            self._attempt = self._runtime.attempt()
+        return self._attempt
+
+    def __repr__(self) -> str:
+        return (f"Context(workflow_name={self.workflow_name!r}, step_name={self.step_name!r}, "
+                f"inputs={self.inputs!r})")
+
+
+@dataclass
+class ExecutionResult:
+    """How an execution ended (``await workflow.execute(inputs)``)."""
+
+    execution_id: str
+    #: ``completed`` or ``failed``.
+    status: str
+    #: Every step that ran: its ``ok`` value (or ``{"error": ...}`` when a
+    #: diverge handled its error), by step name.
+    output: Any
+    error: str | None
+    started_at: datetime
+    completed_at: datetime
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+def wrap(value: Any) -> dict:
+    """A step's return value as a result: ``{"ok": v}`` unless it already
+    is ``{"ok": ...}`` or ``{"error": ...}``."""
+    if isinstance(value, dict) and ("ok" in value or "error" in value):
+        return value
+    return {"ok": value}
+
+
+def is_error(result: dict) -> bool:
+    return isinstance(result, dict) and "error" in result
+
+
+def error_text(result: dict) -> str:
+    e = result.get("error")
+    return e if isinstance(e, str) else json.dumps(e)
+
+
+def to_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as e:
+        raise StepError(f"{what} is not JSON ({e}); the engine journals it, so it must be "
+                        "made of dicts, lists, strings, numbers, booleans and None",
+                        "invalid-output") from None
+
+
+def envelope(workflow: Workflow, step: Step, inputs: Any, results: dict) -> dict:
+    """The input of one step: the workflow input and its dependencies."""
+    return {
+        "workflow": workflow.name,
+        "inputs": inputs,
+        "deps": {d: value_of(results.get(d)) for d in step.dependencies},
+    }
+
+
+def value_of(result: dict | None) -> Any:
+    """What a dependent step receives: the ``ok`` value, else the error result."""
+    if result is None:
+        return None
+    return result["ok"] if "ok" in result else result
+
+
+async def invoke_step(step: Step, env: dict, runtime: Runtime,
+                      attempt: int | None = None) -> dict:
+    """Runs the step's function once; its wrapped, JSON-checked result.
+    Exceptions of the function propagate (they are a failed attempt)."""
+    ctx = Context(env.get("inputs"), env.get("workflow", ""), step.name, runtime,
+                  env.get("deps", {}), attempt)
+    kwargs = {p: ctx.inputs if p == "inputs" else ctx._deps.get(p) for p in step.params}
+    token = CURRENT.set(ctx)
+    try:
+        value = await step.fn(ctx, **kwargs)
+    finally:
+        CURRENT.reset(token)
+    result = wrap(value)
+    # Through JSON and back, as the engine's journal would: both modes see
+    # the same values (tuples become lists, keys strings).
+    return json.loads(to_json(result, f"the result of step `{step.name}`"))
+
+
+def exception_text(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+# ---------------------------------------------------------------- the graph
+
+
+@dataclass
+class Outcome:
+    status: str
+    output: dict
+    error: str | None
+
+
+async def run_workflow(workflow: Workflow, inputs: Any, runtime: Runtime) -> Outcome:
+    """Runs the timeline, following diverges and branches."""
+    results: dict[str, dict] = {}
+    stages = list(workflow.timeline.stages)
+    position = 0
+    runs = 0
+
+    def output() -> dict:
+        return {name: value_of(r) for name, r in results.items()}
+
+    while position < len(stages):
+        stage = stages[position]
+        position += 1
+        runs += len(stage)
+        if runs > MAX_STEP_RUNS:
+            return Outcome("failed", output(),
+                           f"the workflow ran more than {MAX_STEP_RUNS} steps: does a "
+                           "diverge or branch target lead back to itself?")
+        envs = [envelope(workflow, s, inputs, results) for s in stage]
+        for s, r in zip(stage, await runtime.run_stage(workflow, stage, envs)):
+            results[s.name] = r
+        for s in stage:
+            action = await _route(workflow, s, inputs, results, runtime)
+            if action is None:
+                continue
+            if isinstance(action, str):
+                return Outcome("failed", output(), action)
+            stages, position = list(action.stages), 0
+            break
+    return Outcome("completed", output(), None)
+
+
+async def _route(workflow: Workflow, s: Step, inputs: Any, results: dict,
+                 runtime: Runtime) -> Chain | str | None:
+    """What follows step ``s``: ``None`` (go on), a chain to jump to, or
+    the error that ends the workflow."""
+    diverge = workflow.diverges.get(s.name)
+    retries = 0
+    while True:
+        result = results[s.name]
+        target = _match(diverge, result) if diverge else None
+        if target == RETRY and retries < DIVERGE_RETRIES:
+            retries += 1
+            env = envelope(workflow, s, inputs, results)
+            results[s.name] = (await runtime.run_stage(workflow, (s,), [env]))[0]
+            continue
+        break
+    if target == FAIL or (is_error(result) and not isinstance(target, Chain)):
+        return f"step `{s.name}` failed: {error_text(result)}" if is_error(result) \
+            else f"step `{s.name}` ended the workflow (diverge to \"fail\")"
+    if isinstance(target, Chain):
+        return target
+    branch = workflow.branches.get(s.name)
+    if branch is None:
+        return None
+    try:
+        taken = branch.condition(result)
+        if inspect.isawaitable(taken):
+            taken = await taken
+    except Exception as e:
+        return f"the branch condition after step `{s.name}` raised {type(e).__name__}: " \
+               f"{exception_text(e)}"
+    target = branch.when_true if taken else branch.when_false
+    if target == FAIL:
+        return f"step `{s.name}` ended the workflow (branch to \"fail\")"
+    return target
+
+
+def _match(diverge, result: dict):
+    """The target of the first pattern that matches: specific patterns in
+    the order given, then the catch-all ``"error"`` / ``"ok"``."""
+    specific = [(p, t) for p, t in diverge.routes if p not in ("error", "ok")]
+    if is_error(result):
+        text = error_text(result).lower()
+        for pattern, target in specific:
+            if pattern.lower() in text:
+                return target
+        return dict(diverge.routes).get("error")
+    value = result.get("ok")
+    for pattern, target in specific:
+        if value == pattern or (isinstance(value, dict) and value.get("status") == pattern):
+            return target
+    return dict(diverge.routes).get("ok")
+
+
+def current() -> Context:
+    ctx = CURRENT.get()
+    if ctx is None:
+        raise CerebelumError(
+            "this helper runs inside a step: call it from an `@step` function that the "
+            "workflow runs (or through `await my_workflow.execute(inputs)`)")
+    return ctx

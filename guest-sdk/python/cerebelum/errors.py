@@ -1,0 +1,54 @@
+"""Exceptions of the Cerebelum SDK."""
+
+
+class CerebelumError(Exception):
+    """Base class of the SDK's exceptions."""
+
+
+class WorkflowDefinitionError(CerebelumError):
+    """A workflow or step is defined wrongly (raised when it is defined)."""
+
+
+class StepError(CerebelumError):
+    """A step (or a call made for it) failed; ``str(e)`` is the message."""
+
+    def __init__(self, message: str, kind: str = "error", details=None):
+        super().__init__(message)
+        self.kind = kind
+        self.details = details
+
+
+class PollTimeoutError(StepError):
+    """``poll`` gave up: its attempts or its time ran out."""
+
+    def __init__(self, message: str, kind: str = "poll-exhausted", details=None):
+        super().__init__(message, kind, details)
+
+
+class RetryExhaustedError(StepError):
+    """``retry`` made its last attempt and it failed too."""
+
+    def __init__(self, message: str, kind: str = "retry-exhausted", details=None):
+        super().__init__(message, kind, details)
+
+
+class ApprovalRejectedError(StepError):
+    """``wait_for_approval``: an operator rejected; ``reason`` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"approval rejected: {reason}", "approval-rejected")
+        self.reason = reason
+
+
+class ApprovalTimeoutError(StepError):
+    """``wait_for_approval``: nobody decided within ``timeout_ms``."""
+
+    def __init__(self, message: str = "approval timed out"):
+        super().__init__(message, "approval-timeout")
+
+
+class CancelledError(StepError):
+    """The execution was cancelled."""
+
+    def __init__(self, message: str = "the execution was cancelled"):
+        super().__init__(message, "cancelled")

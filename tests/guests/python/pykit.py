@@ -1,0 +1,67 @@
+"""Python guests for the engine's end-to-end tests: each workflow exercises
+one feature of the Python SDK inside the engine."""
+
+import asyncio
+import random
+import time
+
+from cerebelum import Context, ProgressReporter, poll, sleep, step, workflow
+
+
+@step
+async def nap(context: Context, inputs: dict) -> dict:
+    """Reports, sleeps durably, reports: a crash during the sleep must
+    resume on the line after it."""
+    ProgressReporter(context).update(10, "before the sleep")
+    await sleep(inputs["sleep_ms"])
+    ProgressReporter(context).update(90, "after the sleep")
+    return {"slept_ms": inputs["sleep_ms"]}
+
+
+@workflow
+def napper(wf):
+    wf.timeline(nap)
+
+
+@step
+async def ready(context: Context, inputs: dict):
+    """A poll's check: ready on its third check."""
+    return {"ready_on_check": context.attempt} if context.attempt >= 3 else None
+
+
+@step
+async def wait_ready(context: Context, inputs: dict) -> dict:
+    return await poll(ready, interval=100, max_attempts=10)
+
+
+@workflow
+def poller(wf):
+    wf.timeline(wait_ready)
+
+
+@step(retry=3)
+async def flaky(context: Context, inputs: dict) -> int:
+    if context.attempt < 3:
+        raise ConnectionError(f"attempt {context.attempt} failed")
+    return context.attempt
+
+
+@workflow
+def retrier(wf):
+    wf.timeline(flaky)
+
+
+@step
+async def ambient(context: Context, inputs: dict) -> dict:
+    """Randomness, clocks and asyncio inside a step."""
+    first = random.random()
+    t0 = time.time()
+    await asyncio.sleep(0.2)
+    results = await asyncio.gather(asyncio.sleep(0.1, "a"), asyncio.sleep(0.05, "b"))
+    return {"random": [first, random.random()], "time_ok": time.time() >= t0,
+            "gathered": results}
+
+
+@workflow
+def ambient_wf(wf):
+    wf.timeline(ambient)

@@ -1,0 +1,439 @@
+//! The Python SDK end to end: files from `examples/python` and
+//! `tests/guests/python` built with `cerebelum build` (componentize-py),
+//! run by real engine processes, and compared with the same files run
+//! locally under CPython.
+
+#[macro_use]
+mod common;
+
+use common::{Db, assert_contiguous, entries, now_ms, path, python, python_guest, root};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Compiling a Python component takes seconds (once: it is cached).
+const LONG: Duration = Duration::from_secs(180);
+const PYKIT: &str = "tests/guests/python/pykit.py";
+
+on_both_backends!(
+    kill9_while_a_python_step_hibernates_resumes_on_the_next_line,
+    kill9_during_a_python_steps_in_process_sleep_resumes_on_the_next_line,
+);
+
+/// Runs `workflow` of the Python file `rel` locally (plain CPython, no
+/// engine): `{status, output, error}`.
+fn local(rel: &str, workflow: &str, input: &str) -> Value {
+    let file = root().join(rel);
+    let script = "import asyncio, importlib, json, sys\n\
+        sys.path.insert(0, sys.argv[1])\n\
+        wf = getattr(importlib.import_module(sys.argv[2]), sys.argv[3])\n\
+        r = asyncio.run(wf.execute(json.loads(sys.argv[4])))\n\
+        print(json.dumps({'status': r.status, 'output': r.output, 'error': r.error}))";
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(file.parent().unwrap())
+        .arg(file.file_stem().unwrap())
+        .args([workflow, input])
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "local run of {rel} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Runs `workflow` in the engine (`cerebelum run`); its result.
+fn engine(db: &Db, wasm: &Path, workflow: &str, input: &str) -> Value {
+    let out = db.ok(&["run", path(wasm), workflow, "--input", input]);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn examples_give_the_same_output_locally_and_in_the_engine() {
+    let db = Db::new();
+    let cases = [
+        (
+            "examples/python/deploy.py",
+            "deploy",
+            r#"{"name": "web-1", "install_ms": 300}"#,
+        ),
+        (
+            "examples/python/pipeline.py",
+            "pipeline",
+            r#"{"delay_ms": 150}"#,
+        ),
+        (
+            "examples/python/routing.py",
+            "release",
+            r#"{"install": "ok"}"#,
+        ),
+        (
+            "examples/python/routing.py",
+            "release",
+            r#"{"install": "timeout"}"#,
+        ),
+        (
+            "examples/python/routing.py",
+            "release",
+            r#"{"install": "broken"}"#,
+        ),
+        (
+            "examples/python/routing.py",
+            "release",
+            r#"{"install": "ok", "healthy": false}"#,
+        ),
+    ];
+    for (rel, workflow, input) in cases {
+        let here = local(rel, workflow, input);
+        assert_eq!(here["status"], "completed", "{rel} {input}: {here}");
+        let wasm = python_guest(rel);
+        let there = engine(&db, &wasm, workflow, input);
+        assert_eq!(there, here["output"], "{rel} {input}: engine vs local");
+    }
+    // The paths taken are the ones the inputs ask for.
+    let timeout = local(
+        "examples/python/routing.py",
+        "release",
+        r#"{"install": "timeout"}"#,
+    );
+    assert_eq!(timeout["output"]["install_from_cache"]["from"], "cache");
+    assert_eq!(timeout["output"]["done"], "srv-1 is serving");
+    let unhealthy = local(
+        "examples/python/routing.py",
+        "release",
+        r#"{"install": "ok", "healthy": false}"#,
+    );
+    assert_eq!(unhealthy["output"]["rollback"], "srv-1 rolled back");
+}
+
+#[test]
+fn deploy_journals_its_polls_retries_and_progress() {
+    let db = Db::new();
+    let wasm = python_guest("examples/python/deploy.py");
+    let out = db.run(&[
+        "run",
+        path(&wasm),
+        "deploy",
+        "--input",
+        r#"{"name": "web-2", "install_ms": 200}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let id = stderr
+        .split_whitespace()
+        .nth(1)
+        .expect("`run` names the execution")
+        .to_owned();
+    let journal = db.journal(&id);
+    assert_contiguous(&id, &journal);
+    // The poll's three checks and the retry's three attempts are recorded
+    // values; the waits between them are durable sleeps.
+    let recorded: Vec<&str> = entries(&journal, "record")
+        .iter()
+        .map(|e| e["payload"]["args"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            "poll-check",
+            "poll-check",
+            "poll-check",
+            "retry-attempt",
+            "retry-attempt",
+            "retry-attempt"
+        ]
+    );
+    let sleeps: Vec<i64> = entries(&journal, "sleep")
+        .iter()
+        .map(|e| e["payload"]["args"]["duration_ms"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        sleeps,
+        [200, 200, 100, 200, 200],
+        "poll, retry backoff, install"
+    );
+    let progress: Vec<&str> = entries(&journal, "report-progress")
+        .iter()
+        .map(|e| e["payload"]["args"]["message"].as_str().unwrap())
+        .collect();
+    assert!(progress.contains(&"Running migrations..."), "{progress:?}");
+    // The parallel group was started as two steps and awaited together.
+    assert_eq!(entries(&journal, "start-step").len(), 2);
+    assert_eq!(entries(&journal, "await-steps").len(), 1);
+}
+
+fn crash_during_python_sleep(db: Db, serve_args: &[&str]) {
+    let wasm = python_guest(PYKIT);
+    let server = db.serve(serve_args);
+    let id = db.start(&wasm, "napper", r#"{"sleep_ms": 4000}"#);
+    db.wait_for(&id, LONG, |_, j| !entries(j, "sleep").is_empty());
+    server.kill9();
+    let killed_at = now_ms();
+    let journal = db.journal(&id);
+    let due_at = entries(&journal, "sleep")[0]["payload"]["due_at"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        killed_at < due_at - 1000,
+        "the engine must die well before the timer is due"
+    );
+
+    let _server = db.serve(serve_args);
+    let status = db.wait_status(&id, "completed", LONG);
+    assert_eq!(status["result"], json!({ "nap": { "slept_ms": 4000 } }));
+    let journal = db.journal(&id);
+    assert_contiguous(&id, &journal);
+    let progress: Vec<(&str, i64)> = entries(&journal, "report-progress")
+        .iter()
+        .map(|e| {
+            (
+                e["payload"]["args"]["message"].as_str().unwrap(),
+                e["at_ms"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        progress.iter().map(|p| p.0).collect::<Vec<_>>(),
+        ["before the sleep", "after the sleep"],
+        "the line before the sleep ran once; the step went on after it"
+    );
+    assert_eq!(
+        entries(&journal, "sleep").len(),
+        1,
+        "the sleep was not restarted"
+    );
+    let woke = progress[1].1;
+    assert!(
+        woke >= due_at,
+        "woke at {woke}, before the due time {due_at}"
+    );
+    assert!(
+        woke - due_at < 3000,
+        "woke {} ms after the original due time",
+        woke - due_at
+    );
+}
+
+fn kill9_while_a_python_step_hibernates_resumes_on_the_next_line(db: Db) {
+    crash_during_python_sleep(db, &["--hibernate-after-ms", "500"]);
+}
+
+fn kill9_during_a_python_steps_in_process_sleep_resumes_on_the_next_line(db: Db) {
+    crash_during_python_sleep(db, &["--hibernate-after-ms", "60000"]);
+}
+
+#[test]
+fn approvals_from_the_cli_reach_a_python_step() {
+    let db = Db::new();
+    let wasm = python_guest("examples/python/approval.py");
+    let _server = db.serve(&["--hibernate-after-ms", "500"]);
+    let pending = |id: &str| {
+        db.wait_for(id, LONG, |_, j| !entries(j, "await-approval").is_empty());
+    };
+
+    let approved = db.start(&wasm, "change", r#"{"change": "resize db"}"#);
+    pending(&approved);
+    db.ok(&[
+        "approve",
+        &approved,
+        "change-review",
+        "--payload",
+        r#"{"by": "ana"}"#,
+    ]);
+    let rejected = db.start(&wasm, "change", r#"{"change": "drop table"}"#);
+    pending(&rejected);
+    db.ok(&[
+        "reject",
+        &rejected,
+        "change-review",
+        "--reason",
+        "too risky",
+    ]);
+    let ignored = db.start(
+        &wasm,
+        "change",
+        r#"{"change": "rename", "timeout_ms": 300}"#,
+    );
+
+    let result = |id: &str| db.wait_status(id, "completed", LONG)["result"]["apply_change"].clone();
+    assert_eq!(result(&approved), "applied 'resize db', approved by ana");
+    assert_eq!(result(&rejected), "dropped 'drop table': too risky");
+    assert_eq!(
+        result(&ignored),
+        "dropped 'rename': nobody answered in time"
+    );
+}
+
+#[test]
+fn a_step_as_poll_check_is_polled_by_the_engine() {
+    let db = Db::new();
+    let wasm = python_guest(PYKIT);
+    let result = engine(&db, &wasm, "poller", "{}");
+    assert_eq!(result, json!({ "wait_ready": { "ready_on_check": 3 } }));
+}
+
+#[test]
+fn step_retry_policy_gives_real_attempt_numbers() {
+    let db = Db::new();
+    let wasm = python_guest(PYKIT);
+    assert_eq!(engine(&db, &wasm, "retrier", "{}"), json!({ "flaky": 3 }));
+    let listed: Value = serde_json::from_str(&db.ok(&["packages", "--json"])).unwrap();
+    let steps = listed[0]["info"]["steps"].as_array().unwrap();
+    let flaky = steps.iter().find(|s| s["name"] == "flaky").unwrap();
+    assert_eq!(
+        flaky["options"]["retry"]["max_attempts"], 3,
+        "describe carries @step(retry=3)"
+    );
+    let noop = steps.iter().find(|s| s["name"] == "nap").unwrap();
+    assert_eq!(
+        noop["options"]["retry"]["max_attempts"], 1,
+        "steps do not retry by default"
+    );
+}
+
+#[test]
+fn random_time_and_asyncio_work_in_steps() {
+    let db = Db::new();
+    let wasm = python_guest(PYKIT);
+    let first = engine(&db, &wasm, "ambient_wf", "{}");
+    let second = engine(&db, &wasm, "ambient_wf", "{}");
+    let a = &first["ambient"];
+    assert_eq!(a["time_ok"], true);
+    assert_eq!(a["gathered"], json!(["a", "b"]));
+    let numbers = a["random"].as_array().unwrap();
+    assert_ne!(numbers[0], numbers[1]);
+    assert_ne!(
+        a["random"], second["ambient"]["random"],
+        "each execution draws other numbers (the build's snapshot is reseeded)"
+    );
+}
+
+#[test]
+fn build_errors_name_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let build = |file: &Path| {
+        let out = Command::new(common::bin())
+            .args(["build", path(file), "-o"])
+            .arg(dir.path().join("out.wasm"))
+            .arg("--python")
+            .arg(python())
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "building {} must fail",
+            file.display()
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let header = "from cerebelum import step, workflow\n\n";
+
+    let syntax = write(
+        "syntax.py",
+        &format!("{header}@step\nasync def a(context, inputs)\n    return 1\n"),
+    );
+    let err = build(&syntax);
+    assert!(
+        err.contains("syntax.py:4:") && err.contains("syntax error"),
+        "{err}"
+    );
+
+    let nothing = write(
+        "nothing.py",
+        &format!("{header}@step\nasync def a(context, inputs):\n    return 1\n"),
+    );
+    let err = build(&nothing);
+    assert!(err.contains("nothing.py: defines no workflow"), "{err}");
+
+    let unknown = write(
+        "unknown_dep.py",
+        &format!(
+            "{header}@step\nasync def a(context, inputs):\n    return 1\n\n\
+             @step\nasync def b(context, a, c):\n    return 1\n\n\
+             @workflow\ndef w(wf):\n    wf.timeline(a >> b)\n"
+        ),
+    );
+    let err = build(&unknown);
+    assert!(
+        err.contains("unknown_dep.py:11:") && err.contains("step `b` has parameter `c`"),
+        "{err}"
+    );
+
+    // Importable here, not inside a component: reported by the wasm build.
+    let module = write(
+        "needs_ssl.py",
+        &format!(
+            "{header}import ssl\n\n@step\nasync def a(context, inputs):\n    return 1\n\n\
+             @workflow\ndef w(wf):\n    wf.timeline(a)\n"
+        ),
+    );
+    let err = build(&module);
+    assert!(
+        err.contains("needs_ssl.py:3:") && err.contains("not available inside a wasm component"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("out.wasm").exists(),
+        "a failed build writes no package"
+    );
+}
+
+#[test]
+fn a_parallel_group_runs_its_steps_at_the_same_time() {
+    let db = Db::new();
+    let wasm = python_guest("examples/python/pipeline.py");
+    let out = db.run(&[
+        "run",
+        path(&wasm),
+        "pipeline",
+        "--input",
+        r#"{"delay_ms": 1000}"#,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let id = stderr.split_whitespace().nth(1).unwrap().to_owned();
+    let journal = db.journal(&id);
+    let started: Vec<i64> = entries(&journal, "start-step")
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(started.len(), 3, "one start-step per fetch");
+    // Each fetch sleeps 1 s in its step: all three sleeps are journaled
+    // before the first of them is over.
+    let sleeps: Vec<&Value> = entries(&journal, "sleep")
+        .into_iter()
+        .filter(|e| e["payload"]["args"]["duration_ms"] == 1000)
+        .collect();
+    assert_eq!(sleeps.len(), 3);
+    let last_sleep_began = sleeps
+        .iter()
+        .map(|e| e["at_ms"].as_i64().unwrap())
+        .max()
+        .unwrap();
+    let first_due = sleeps
+        .iter()
+        .map(|e| e["payload"]["due_at"].as_i64().unwrap())
+        .min()
+        .unwrap();
+    assert!(
+        last_sleep_began < first_due,
+        "the third fetch began sleeping at {last_sleep_began}, after the first had woken at {first_due}: \
+         the group ran one step after another"
+    );
+}
