@@ -38,15 +38,31 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|n| n.parse().ok())
-        })
+/// Resident memory of this process, KiB: (private, shared). Pages an
+/// instance only reads from its copy-on-write memory image are shared
+/// (the same physical page for every instance); pages it writes to are
+/// private.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("RssAnon:"), field("RssFile:") + field("RssShmem:"))
+}
+
+/// Minor page faults of this process so far (/proc/self/stat field 10).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    rest.split_whitespace()
+        .nth(7)
+        .and_then(|n| n.parse().ok())
         .unwrap_or(0)
 }
 
@@ -128,7 +144,7 @@ fn main() {
             load_ms.push(t.elapsed().as_secs_f64() * 1e3);
         }
         println!(
-            "(p3) load from the compiled cache (mmap + link + describe): p50 {:.2} ms   [target <= 5 ms]",
+            "(p3) load from the compiled cache (mmap + link; describe cached): p50 {:.2} ms   [target <= 5 ms]",
             median(&mut load_ms)
         );
 
@@ -144,10 +160,14 @@ fn main() {
         };
         let input = r#"{"workflow": "one", "inputs": null, "deps": {}}"#.to_owned();
         let mut floor = Vec::new();
-        for _ in 0..if quick { 20 } else { 300 } {
+        let mut instantiate = Vec::new();
+        let faults = minor_faults();
+        let rounds = if quick { 100 } else { 300 };
+        for _ in 0..rounds {
             let t = Instant::now();
             let mut store = sandbox_store(runtime.engine(), limits, None, 1, 0);
             let instance = package.pre.instantiate_async(&mut store).await.unwrap();
+            instantiate.push(t.elapsed().as_secs_f64() * 1e3);
             instance
                 .cerebelum_workflow_guest()
                 .call_run_step(&mut store, "noop", &input)
@@ -158,30 +178,43 @@ fn main() {
             floor.push(t.elapsed().as_secs_f64() * 1e3);
         }
         println!(
-            "(p4) fresh instance + run-step + drop, no journal: p50 {:.3} ms, p99 {:.3} ms",
+            "(p4) fresh instance + run-step + drop, no journal: p50 {:.3} ms, p99 {:.3} ms \
+             (of which instantiation p50 {:.3} ms); {} page faults per invocation",
             median(&mut floor.clone()),
-            percentile(&mut floor, 0.99)
+            percentile(&mut floor, 0.99),
+            median(&mut instantiate),
+            (minor_faults() - faults) / rounds
         );
 
-        // Idle memory per live instance.
+        // Idle memory per live instance: just instantiated, then after a step.
         let n = if quick { 20 } else { 200 };
         let before = rss_kib();
         let mut alive = Vec::with_capacity(n);
         for _ in 0..n {
             let mut store = sandbox_store(runtime.engine(), limits, None, 1, 0);
             let instance = package.pre.instantiate_async(&mut store).await.unwrap();
-            let _ = instance
-                .cerebelum_workflow_guest()
-                .call_run_step(&mut store, "noop", &input)
-                .await
-                .unwrap();
             alive.push((store, instance));
         }
+        let instantiated = rss_kib();
+        for (store, instance) in &mut alive {
+            let _ = instance
+                .cerebelum_workflow_guest()
+                .call_run_step(&mut *store, "noop", &input)
+                .await
+                .unwrap();
+        }
         let after = rss_kib();
+        let per = |a: (u64, u64), b: (u64, u64)| {
+            (
+                a.0.saturating_sub(b.0) as f64 / n as f64,
+                a.1.saturating_sub(b.1) as f64 / n as f64,
+            )
+        };
+        let (fresh_private, fresh_shared) = per(instantiated, before);
+        let (used_private, used_shared) = per(after, before);
         println!(
-            "(p5) idle memory per live Python instance: {:.0} KiB ({n} instances, RSS +{} MiB)",
-            after.saturating_sub(before) as f64 / n as f64,
-            after.saturating_sub(before) / 1024
+            "(p5) memory per live Python instance ({n} kept alive): instantiated {fresh_private:.0} KiB private \
+             + {fresh_shared:.0} KiB shared; after a step {used_private:.0} KiB private + {used_shared:.0} KiB shared"
         );
         drop(alive);
         drop(package);

@@ -50,6 +50,29 @@ impl ComponentCache {
         }
     }
 
+    fn info_path(&self, sha256: &str) -> PathBuf {
+        self.dir
+            .join(format!("{sha256}-{}.info.json", self.fingerprint))
+    }
+
+    /// What the package's `describe` returned when it was first loaded:
+    /// loading it again then needs no instance (a Python instance costs
+    /// milliseconds).
+    pub(super) fn info(&self, sha256: &str) -> Option<super::PackageInfo> {
+        let text = std::fs::read(self.info_path(sha256)).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    pub(super) fn put_info(&self, sha256: &str, info: &super::PackageInfo) -> Result<()> {
+        let path = self.info_path(sha256);
+        let bytes = serde_json::to_vec(info)
+            .map_err(|e| Error::Runtime(format!("encoding package info: {e}")))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    }
+
     pub(super) fn put(&self, sha256: &str, component: &Component) -> Result<()> {
         let bytes = component
             .serialize()

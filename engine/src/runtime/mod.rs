@@ -55,8 +55,10 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
     let mut pool = PoolingAllocationConfig::default();
     let instances = config.max_instances.max(8);
+    // A componentize-py component instantiates ~15 core modules (libc,
+    // libpython, adapters, the app); a Rust one 2-3.
     pool.total_component_instances(instances)
-        .total_core_instances(instances * 8)
+        .total_core_instances(instances * 24)
         .total_memories(instances * 2)
         .total_tables(instances * 8)
         .total_stacks(instances)
@@ -65,7 +67,9 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
         .max_core_instance_size(16 << 20)
         .table_elements(100_000)
         // Reset the first pages of reused tables and stacks with memset
-        // instead of madvise: fewer page faults per instantiation.
+        // instead of madvise: fewer page faults per instantiation. (Linear
+        // memories keep madvise: keeping a Python heap resident means
+        // copying it back from the image, which measured slower here.)
         .table_keep_resident(64 << 10)
         .async_stack_keep_resident(64 << 10);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -274,14 +278,17 @@ impl Runtime {
         {
             return Ok(p.clone());
         }
-        let component = match self.cache.get(sha256)? {
-            Some(c) => c,
+        let (component, known) = match self.cache.get(sha256)? {
+            Some(c) => (c, self.cache.info(sha256)),
             None => {
                 let bytes = bytes().await?;
-                self.compile_and_cache(sha256, bytes).await?
+                (self.compile_and_cache(sha256, bytes).await?, None)
             }
         };
-        let package = Arc::new(self.link(sha256, &component).await?);
+        let package = Arc::new(self.link(sha256, &component, known.clone()).await?);
+        if known.is_none() {
+            self.cache.put_info(sha256, &package.info)?;
+        }
         self.loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -320,7 +327,14 @@ impl Runtime {
         Ok(component)
     }
 
-    async fn link(&self, sha256: &str, component: &Component) -> Result<LoadedPackage> {
+    /// Links `component`; calls its `describe` unless `known` (from the
+    /// cache) already says what it returns.
+    async fn link(
+        &self,
+        sha256: &str,
+        component: &Component,
+        known: Option<PackageInfo>,
+    ) -> Result<LoadedPackage> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             Error::InvalidInput(format!(
                 "the component imports something Cerebelum does not provide (only \
@@ -334,6 +348,13 @@ impl Runtime {
                  and run-step): {e:#}"
             ))
         })?;
+        if let Some(info) = known {
+            return Ok(LoadedPackage {
+                sha256: sha256.to_owned(),
+                pre,
+                info,
+            });
+        }
         let mut store = sandbox::describe_store(&self.engine);
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| {
             Error::InvalidInput(format!("instantiating the component failed: {e:#}"))
