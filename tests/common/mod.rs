@@ -90,7 +90,7 @@ pub fn python() -> PathBuf {
 
 /// Builds the Python file `rel` (relative to the workspace root) into a
 /// package with `cerebelum build`, once per content of the file, the SDK
-/// and the WIT: builds take ~25 s, so they are kept in `target/`.
+/// and the WIT: builds take ~10 s, so they are kept in `target/`.
 pub fn python_guest(rel: &str) -> PathBuf {
     use sha2::{Digest, Sha256};
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
