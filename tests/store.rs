@@ -46,6 +46,7 @@ const T: &str = cerebelum::model::DEFAULT_TENANT;
 store_suite!(
     packages_are_content_addressed_and_versioned,
     tenants_have_keys_that_can_be_revoked,
+    secrets_are_per_tenant_and_listed_without_values,
     tenants_do_not_share_names_keys_or_listings,
     creating_with_an_idempotency_key_returns_the_first_execution,
     commits_append_and_a_stale_epoch_is_fenced_off,
@@ -189,10 +190,15 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
         max_open_executions: Some(3),
         ..Quotas::default()
     };
-    let acme = store.create_tenant("acme", &quotas, NOW).await.unwrap();
+    let acme = store
+        .create_tenant("acme", &quotas, &[], NOW)
+        .await
+        .unwrap();
     assert_eq!(acme.quotas, quotas);
     assert!(matches!(
-        store.create_tenant("acme", &Quotas::default(), NOW).await,
+        store
+            .create_tenant("acme", &Quotas::default(), &[], NOW)
+            .await,
         Err(Error::Conflict(_))
     ));
     let names: Vec<String> = store
@@ -232,23 +238,88 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
     assert_eq!(store.list_api_keys("acme").await.unwrap(), vec![again]);
     let wider = Quotas {
         max_payload_bytes: Some(10),
+        memory_bytes: Some(32 << 20),
+        cpu_ms: Some(500),
+        fuel: Some(1_000_000),
+        max_journal_entries: Some(50),
+        max_output_bytes: Some(1024),
+        max_response_bytes: Some(2048),
+        max_concurrency: Some(2),
         ..quotas
     };
+    let allow = vec![
+        "127.0.0.1:8080".to_owned(),
+        "GET *.example.com/v1/*".to_owned(),
+    ];
+    let updated = store.update_tenant("acme", &wider, &allow).await.unwrap();
     assert_eq!(
-        store.set_quotas("acme", &wider).await.unwrap().quotas,
-        wider
+        (updated.quotas, updated.http_allow.clone()),
+        (wider, allow.clone())
+    );
+    assert_eq!(
+        store.tenant("acme").await.unwrap(),
+        updated,
+        "every limit and the allow-list read back as written"
     );
     assert!(matches!(
-        store.set_quotas("nobody", &wider).await,
+        store.update_tenant("nobody", &wider, &[]).await,
         Err(Error::NotFound(_))
     ));
+}
+
+/// Secrets: set, replaced, listed by name only, deleted; per tenant.
+async fn secrets_are_per_tenant_and_listed_without_values(db: Db) {
+    let store = open(&db).await;
+    store
+        .create_tenant("acme", &Quotas::default(), &[], NOW)
+        .await
+        .unwrap();
+    store
+        .set_secret("acme", "token", "first-value", NOW)
+        .await
+        .unwrap();
+    let replaced = store
+        .set_secret("acme", "token", "second-value", NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!(replaced.updated_at_ms, NOW + 1);
+    store
+        .set_secret("acme", "db-password", "hunter2hunter2", NOW)
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .list_secrets("acme")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["db-password", "token"]);
+    assert_eq!(
+        store.secret_values("acme").await.unwrap(),
+        vec![
+            ("db-password".to_owned(), "hunter2hunter2".to_owned()),
+            ("token".to_owned(), "second-value".to_owned())
+        ]
+    );
+    assert!(store.secret_values("default").await.unwrap().is_empty());
+    assert!(matches!(
+        store.set_secret("nobody", "token", "x-value-x", NOW).await,
+        Err(Error::NotFound(_))
+    ));
+    store.delete_secret("acme", "token").await.unwrap();
+    assert!(matches!(
+        store.delete_secret("acme", "token").await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(store.secret_values("acme").await.unwrap().len(), 1);
 }
 
 /// Packages, idempotency keys and listings are per tenant.
 async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
     let store = with_package(&db).await;
     store
-        .create_tenant("acme", &Quotas::default(), NOW)
+        .create_tenant("acme", &Quotas::default(), &[], NOW)
         .await
         .unwrap();
     // The same bytes and name are version 1 of each tenant.

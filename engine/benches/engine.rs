@@ -334,6 +334,7 @@ async fn raw_instance(bench: &Bench, n: usize) -> f64 {
         cache_dir: common::cache_dir(),
         max_instances: 100,
         max_memory_bytes: 1 << 32,
+        fuel: false,
     })
     .unwrap();
     let store = bench.store.clone();
@@ -345,10 +346,7 @@ async fn raw_instance(bench: &Bench, n: usize) -> f64 {
         )
         .await
         .unwrap();
-    let limits = InvocationLimits {
-        memory_bytes: 256 << 20,
-        cpu: Duration::from_secs(10),
-    };
+    let limits = InvocationLimits::new(256 << 20, Duration::from_secs(10));
     let input = String::from("{}");
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {

@@ -71,6 +71,7 @@ fn runtime_config(cache: &std::path::Path) -> RuntimeConfig {
         cache_dir: cache.to_path_buf(),
         max_instances: 300,
         max_memory_bytes: 1 << 32,
+        fuel: false,
     }
 }
 
@@ -154,10 +155,7 @@ fn main() {
             .load(&sha, || async { panic!("cached") })
             .await
             .unwrap();
-        let limits = InvocationLimits {
-            memory_bytes: 1 << 30,
-            cpu: Duration::from_secs(10),
-        };
+        let limits = InvocationLimits::new(1 << 30, Duration::from_secs(10));
         let input = r#"{"workflow": "one", "inputs": null, "deps": {}}"#.to_owned();
         let mut floor = Vec::new();
         let mut instantiate = Vec::new();

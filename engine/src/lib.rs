@@ -15,7 +15,9 @@
 //!   the group committer.
 //! - [`runtime`]: wasmtime: the one engine config, the compiled-component
 //!   cache, packages, the per-invocation sandbox.
-//! - [`executor`]: replay and the host imports; drives one execution.
+//! - [`executor`]: replay and the host imports (journaled outbound HTTP
+//!   among them); drives one execution; tenants' sandbox settings.
+//! - [`http`]: the HTTP allow-lists of tenants.
 //! - `scheduler`: claims due executions (woken by the store's notifications
 //!   or its polling tick), leases, cancellation forwarding.
 //! - [`api`]: the API: tenant-scoped operations (isolation lives there),
@@ -48,6 +50,7 @@ pub mod api;
 pub mod clock;
 mod error;
 pub mod executor;
+pub mod http;
 pub mod model;
 pub mod runtime;
 mod scheduler;

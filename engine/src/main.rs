@@ -85,6 +85,10 @@ struct EngineArgs {
     /// Executions driven at once by this node.
     #[arg(long, default_value_t = 512)]
     max_running: usize,
+    /// Meter fuel (wasm instructions) so tenants' `--fuel` budgets are
+    /// enforced; costs ~30% on CPU-bound guest code.
+    #[arg(long)]
+    meter_fuel: bool,
 }
 
 #[derive(Subcommand)]
@@ -263,7 +267,7 @@ enum Command {
 }
 
 /// Per-tenant limits; unset ones keep their current value (for a new
-/// tenant: the server's default).
+/// tenant: the server's default). On `serve`, the server's defaults.
 #[derive(Args, Clone, Debug, Default)]
 struct QuotaArgs {
     /// Largest package upload, MiB (built-in default 64).
@@ -272,9 +276,51 @@ struct QuotaArgs {
     /// Most executions pending, running or waiting at once (built-in default 10000).
     #[arg(long)]
     max_open_executions: Option<i64>,
-    /// Largest workflow input or approval payload, KiB (built-in default 1024).
+    /// Largest JSON payload: workflow input, approval payload, step input
+    /// or result, KiB (built-in default 1024).
     #[arg(long)]
     max_payload_kb: Option<i64>,
+    /// Fuel (about one unit per wasm instruction) one execution may burn
+    /// in all its invocations; enforced when `serve --meter-fuel` (built-in
+    /// default: unlimited).
+    #[arg(long)]
+    fuel: Option<i64>,
+    /// Journal entries one execution may write (built-in default 100000).
+    #[arg(long)]
+    max_journal_entries: Option<i64>,
+    /// Guest stdout + stderr kept per invocation, KiB; the rest is dropped
+    /// (built-in default 64).
+    #[arg(long)]
+    max_output_kb: Option<i64>,
+    /// Largest HTTP response body a step may receive, KiB (built-in default 10240).
+    #[arg(long)]
+    max_response_kb: Option<i64>,
+    /// Invocations of one tenant running guest code at once on a node
+    /// (built-in default 8).
+    #[arg(long)]
+    max_concurrency: Option<i64>,
+}
+
+/// Per-tenant settings whose server default is an engine flag
+/// (`--memory-limit-mb`, `--step-timeout-ms`), and the HTTP allow-list.
+#[derive(Args, Clone, Debug, Default)]
+struct TenantArgs {
+    /// Linear memory of one invocation, MiB (default: the server's
+    /// --memory-limit-mb).
+    #[arg(long)]
+    memory_mb: Option<i64>,
+    /// CPU time of one invocation, ms (default: the server's --step-timeout-ms).
+    #[arg(long)]
+    cpu_ms: Option<i64>,
+    /// A host the tenant's steps may send HTTP requests to; repeat for
+    /// several (replaces the list). Forms: `api.example.com`,
+    /// `*.example.com`, `127.0.0.1:8080`, `api.example.com/v1/*`, and any
+    /// of them after a method: `GET api.example.com`.
+    #[arg(long = "allow-http", value_name = "HOST")]
+    allow_http: Vec<String>,
+    /// Remove every host from the HTTP allow-list.
+    #[arg(long, conflicts_with = "allow_http")]
+    deny_http: bool,
 }
 
 #[derive(Subcommand)]
@@ -289,25 +335,46 @@ enum AdminCommand {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Secrets of a tenant, which its steps read through the SDK and
+    /// which never appear in journals, logs or API answers.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
 }
 
 #[derive(Subcommand)]
 enum TenantCommand {
-    /// Create a tenant (its quotas default to the server's).
+    /// Create a tenant (its quotas default to the server's; no HTTP).
     Create {
         /// Letters, digits, '-', '_' and '.'.
         name: String,
         #[command(flatten)]
         quotas: QuotaArgs,
+        #[command(flatten)]
+        tenant: TenantArgs,
     },
-    /// List tenants with their quotas.
+    /// List tenants with their quotas and HTTP allow-lists.
     List,
-    /// Change a tenant's quotas.
+    /// Change a tenant's quotas or HTTP allow-list (what is not given stays).
     Update {
         name: String,
         #[command(flatten)]
         quotas: QuotaArgs,
+        #[command(flatten)]
+        tenant: TenantArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Set a secret of a tenant; the value is read from standard input
+    /// (one line, or all of it), so it stays out of the shell history.
+    Set { tenant: String, name: String },
+    /// List a tenant's secrets (names only).
+    List { tenant: String },
+    /// Delete a secret.
+    Delete { tenant: String, name: String },
 }
 
 #[derive(Subcommand)]

@@ -70,18 +70,40 @@ pub struct TenantRecord {
     pub created_at_ms: i64,
     /// Its own limits; `None` where the server's default applies.
     pub quotas: Quotas,
+    /// Where its steps may send HTTP requests (see [`crate::http::AllowList`]
+    /// for the forms of an entry); empty: nowhere.
+    pub http_allow: Vec<String>,
 }
 
 /// Per-tenant limits. As stored, `None` means "the server's default".
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+///
+/// The first three are checked by the API; the others by the sandbox, on
+/// every invocation (one run of workflow code, or one step attempt).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 pub struct Quotas {
     /// Largest package (.wasm) that may be uploaded, bytes.
     pub max_package_bytes: Option<i64>,
     /// Executions not yet completed, failed or cancelled (pending, running
     /// or waiting) at once.
     pub max_open_executions: Option<i64>,
-    /// Largest JSON input or approval payload, bytes.
+    /// Largest JSON payload: an execution's input, an approval's payload,
+    /// a step's input or result, bytes.
     pub max_payload_bytes: Option<i64>,
+    /// Linear memory of one invocation, bytes.
+    pub memory_bytes: Option<i64>,
+    /// CPU time of one invocation, ms (a step's own timeout may be lower).
+    pub cpu_ms: Option<i64>,
+    /// Fuel (about one unit per wasm instruction) one execution may burn
+    /// in all its invocations, when the server meters fuel (`--fuel`).
+    pub fuel: Option<i64>,
+    /// Journal entries of one execution.
+    pub max_journal_entries: Option<i64>,
+    /// Captured stdout + stderr of one invocation, bytes; more is dropped.
+    pub max_output_bytes: Option<i64>,
+    /// Body of one HTTP response a step receives, bytes.
+    pub max_response_bytes: Option<i64>,
+    /// Invocations of the tenant running guest code at once (on this node).
+    pub max_concurrency: Option<i64>,
 }
 
 impl Quotas {
@@ -91,8 +113,87 @@ impl Quotas {
             max_package_bytes: self.max_package_bytes.or(defaults.max_package_bytes),
             max_open_executions: self.max_open_executions.or(defaults.max_open_executions),
             max_payload_bytes: self.max_payload_bytes.or(defaults.max_payload_bytes),
+            memory_bytes: self.memory_bytes.or(defaults.memory_bytes),
+            cpu_ms: self.cpu_ms.or(defaults.cpu_ms),
+            fuel: self.fuel.or(defaults.fuel),
+            max_journal_entries: self.max_journal_entries.or(defaults.max_journal_entries),
+            max_output_bytes: self.max_output_bytes.or(defaults.max_output_bytes),
+            max_response_bytes: self.max_response_bytes.or(defaults.max_response_bytes),
+            max_concurrency: self.max_concurrency.or(defaults.max_concurrency),
         }
     }
+}
+
+/// The built-in quotas of tenants that set none of their own (a server
+/// changes them with the same flags on `serve`). Memory and CPU are `None`:
+/// the engine's `--memory-limit-mb` and step timeouts apply.
+pub const DEFAULT_QUOTAS: Quotas = Quotas {
+    max_package_bytes: Some(64 << 20),
+    max_open_executions: Some(10_000),
+    max_payload_bytes: Some(1 << 20),
+    memory_bytes: None,
+    cpu_ms: None,
+    fuel: None,
+    max_journal_entries: Some(100_000),
+    max_output_bytes: Some(64 << 10),
+    max_response_bytes: Some(10 << 20),
+    max_concurrency: Some(8),
+};
+
+/// What the `limits` column of `tenants` holds (JSON): the sandbox part of
+/// [`Quotas`] and the HTTP allow-list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StoredLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_journal_entries: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_allow: Vec<String>,
+}
+
+impl StoredLimits {
+    pub fn of(quotas: &Quotas, http_allow: &[String]) -> Self {
+        Self {
+            memory_bytes: quotas.memory_bytes,
+            cpu_ms: quotas.cpu_ms,
+            fuel: quotas.fuel,
+            max_journal_entries: quotas.max_journal_entries,
+            max_output_bytes: quotas.max_output_bytes,
+            max_response_bytes: quotas.max_response_bytes,
+            max_concurrency: quotas.max_concurrency,
+            http_allow: http_allow.to_vec(),
+        }
+    }
+
+    /// Fills the sandbox fields of `quotas`.
+    pub fn apply(&self, quotas: &mut Quotas) {
+        quotas.memory_bytes = self.memory_bytes;
+        quotas.cpu_ms = self.cpu_ms;
+        quotas.fuel = self.fuel;
+        quotas.max_journal_entries = self.max_journal_entries;
+        quotas.max_output_bytes = self.max_output_bytes;
+        quotas.max_response_bytes = self.max_response_bytes;
+        quotas.max_concurrency = self.max_concurrency;
+    }
+}
+
+/// A named secret of a tenant, without its value.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SecretRecord {
+    pub tenant: String,
+    pub name: String,
+    pub updated_at_ms: i64,
 }
 
 /// An API key as stored: only a hash of the secret is kept.

@@ -16,12 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Quotas of tenants that set none of their own.
-pub const DEFAULT_QUOTAS: Quotas = Quotas {
-    max_package_bytes: Some(64 << 20),
-    max_open_executions: Some(10_000),
-    max_payload_bytes: Some(1 << 20),
-};
+pub use crate::model::DEFAULT_QUOTAS;
 
 /// Most executions one page of a listing holds.
 pub const MAX_PAGE: i64 = 1000;
@@ -99,12 +94,12 @@ fn mib(bytes: i64) -> String {
 }
 
 impl Api {
-    /// The API on `engine`; tenants without quotas of their own get
-    /// `defaults` (where those are `None`, [`DEFAULT_QUOTAS`]).
-    pub fn new(engine: Engine, defaults: Quotas) -> Self {
+    /// The API on `engine`; tenants without quotas of their own get the
+    /// engine's defaults ([`crate::EngineConfig::quotas`]).
+    pub fn new(engine: Engine) -> Self {
         Self {
+            defaults: engine.config().quotas,
             engine,
-            defaults: defaults.or(DEFAULT_QUOTAS),
             starting: Arc::default(),
         }
     }

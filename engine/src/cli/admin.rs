@@ -1,43 +1,122 @@
-//! `cerebelum admin`: tenants and API keys, on the database directly (an
-//! operator's tool; the gRPC API has no admin calls).
+//! `cerebelum admin`: tenants (quotas, sandbox limits, HTTP allow-lists),
+//! API keys and secrets, on the database directly (an operator's tool; the
+//! gRPC API has no admin calls).
 
-use super::super::{AdminCommand, KeyCommand, TenantCommand};
-use anyhow::Result;
+use super::super::{AdminCommand, KeyCommand, SecretCommand, TenantArgs, TenantCommand};
+use anyhow::{Context, Result, bail};
 use cerebelum::api::{DEFAULT_QUOTAS, keys};
 use cerebelum::clock::{Clock, SystemClock};
+use cerebelum::http::AllowList;
 use cerebelum::model::{Quotas, TenantRecord};
 use cerebelum::store::SharedStore;
+use std::io::Read;
 use std::process::ExitCode;
+
+/// Secrets shorter than this could match ordinary text, and redacting
+/// them would garble journals.
+const MIN_SECRET_LEN: usize = 8;
 
 fn limit(value: Option<i64>, default: Option<i64>, unit: i64, suffix: &str) -> String {
     let shown = |v: i64| format!("{}{suffix}", v / unit);
     match value {
         Some(v) => shown(v),
-        None => format!("{} (default)", default.map(shown).unwrap_or_default()),
+        None => format!(
+            "{} (default)",
+            default.map(shown).unwrap_or_else(|| "server's".into())
+        ),
     }
 }
 
 fn describe(t: &TenantRecord) -> String {
     let q = t.quotas;
     let d = DEFAULT_QUOTAS;
+    let http = if t.http_allow.is_empty() {
+        "none".to_owned()
+    } else {
+        t.http_allow.join(", ")
+    };
     format!(
-        "{}  max package {}  max open executions {}  max payload {}",
+        "{}\n  max package {}  max open executions {}  max payload {}\n  \
+         memory {}  cpu {}  fuel {}  journal entries {}  output {}  response {}  \
+         concurrency {}\n  HTTP allowed to: {http}",
         t.name,
         limit(q.max_package_bytes, d.max_package_bytes, 1 << 20, " MiB"),
         limit(q.max_open_executions, d.max_open_executions, 1, ""),
         limit(q.max_payload_bytes, d.max_payload_bytes, 1 << 10, " KiB"),
+        limit(q.memory_bytes, d.memory_bytes, 1 << 20, " MiB"),
+        limit(q.cpu_ms, d.cpu_ms, 1, " ms"),
+        match q.fuel {
+            Some(f) => f.to_string(),
+            None => "unlimited (default)".into(),
+        },
+        limit(q.max_journal_entries, d.max_journal_entries, 1, ""),
+        limit(q.max_output_bytes, d.max_output_bytes, 1 << 10, " KiB"),
+        limit(q.max_response_bytes, d.max_response_bytes, 1 << 10, " KiB"),
+        limit(q.max_concurrency, d.max_concurrency, 1, ""),
     )
 }
 
-fn check_quotas(q: &Quotas) -> Result<()> {
+/// The given quotas merged with what the tenant-only flags set.
+fn given(quotas: &super::super::QuotaArgs, tenant: &TenantArgs) -> Result<Quotas> {
+    let mut q = quotas.quotas();
+    q.memory_bytes = tenant.memory_mb.map(|m| m << 20);
+    q.cpu_ms = tenant.cpu_ms;
     for (name, v) in [
         ("--max-package-mb", q.max_package_bytes),
         ("--max-open-executions", q.max_open_executions),
         ("--max-payload-kb", q.max_payload_bytes),
+        ("--memory-mb", q.memory_bytes),
+        ("--cpu-ms", q.cpu_ms),
+        ("--fuel", q.fuel),
+        ("--max-journal-entries", q.max_journal_entries),
+        ("--max-output-kb", q.max_output_bytes),
+        ("--max-response-kb", q.max_response_bytes),
+        ("--max-concurrency", q.max_concurrency),
     ] {
         if v.is_some_and(|v| v <= 0) {
-            anyhow::bail!("{name} must be a positive number");
+            bail!("{name} must be a positive number");
         }
+    }
+    Ok(q)
+}
+
+/// The allow-list the flags ask for: `None` to keep the current one.
+fn allow_list(tenant: &TenantArgs) -> Result<Option<Vec<String>>> {
+    if tenant.deny_http {
+        return Ok(Some(Vec::new()));
+    }
+    if tenant.allow_http.is_empty() {
+        return Ok(None);
+    }
+    AllowList::parse(&tenant.allow_http)?;
+    Ok(Some(tenant.allow_http.clone()))
+}
+
+fn read_secret_value() -> Result<String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading the secret's value from standard input")?;
+    let value = text.strip_suffix('\n').unwrap_or(&text);
+    let value = value.strip_suffix('\r').unwrap_or(value).to_owned();
+    if value.chars().count() < MIN_SECRET_LEN {
+        bail!(
+            "the secret is {} characters long; give at least {MIN_SECRET_LEN} on standard input \
+             (e.g. `printf %s \"$TOKEN\" | cerebelum admin secret set TENANT NAME`): shorter \
+             values cannot be told apart from ordinary text when they are redacted",
+            value.chars().count()
+        );
+    }
+    Ok(value)
+}
+
+fn check_secret_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!("invalid secret name {name:?}: use letters, digits, '-', '_' and '.'");
     }
     Ok(())
 }
@@ -46,12 +125,16 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
     let now = SystemClock.now_ms();
     match command {
         AdminCommand::Tenant { command } => match command {
-            TenantCommand::Create { name, quotas } => {
+            TenantCommand::Create {
+                name,
+                quotas,
+                tenant,
+            } => {
                 keys::check_tenant_name(name)?;
-                let quotas = quotas.quotas();
-                check_quotas(&quotas)?;
-                let tenant = store.create_tenant(name, &quotas, now).await?;
-                println!("created tenant {}", describe(&tenant));
+                let q = given(quotas, tenant)?;
+                let allow = allow_list(tenant)?.unwrap_or_default();
+                let created = store.create_tenant(name, &q, &allow, now).await?;
+                println!("created tenant {}", describe(&created));
                 println!("next: cerebelum admin key create {name}");
             }
             TenantCommand::List => {
@@ -59,12 +142,19 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
                     println!("{}", describe(&tenant));
                 }
             }
-            TenantCommand::Update { name, quotas } => {
-                let given = quotas.quotas();
-                check_quotas(&given)?;
+            TenantCommand::Update {
+                name,
+                quotas,
+                tenant,
+            } => {
+                let q = given(quotas, tenant)?;
+                let allow = allow_list(tenant)?;
                 let current = store.tenant(name).await?;
-                let tenant = store.set_quotas(name, &given.or(current.quotas)).await?;
-                println!("updated tenant {}", describe(&tenant));
+                let allow = allow.unwrap_or(current.http_allow);
+                let updated = store
+                    .update_tenant(name, &q.or(current.quotas), &allow)
+                    .await?;
+                println!("updated tenant {}", describe(&updated));
             }
         },
         AdminCommand::Key { command } => match command {
@@ -92,6 +182,27 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
             KeyCommand::Revoke { id } => {
                 let key = store.revoke_api_key(keys::id_of(id), now).await?;
                 println!("revoked API key {} of tenant {}", key.id, key.tenant);
+            }
+        },
+        AdminCommand::Secret { command } => match command {
+            SecretCommand::Set { tenant, name } => {
+                check_secret_name(name)?;
+                let value = read_secret_value()?;
+                let secret = store.set_secret(tenant, name, &value, now).await?;
+                println!(
+                    "set secret {} of tenant {} (steps read it with the SDK; running \
+                     executions see it within seconds)",
+                    secret.name, secret.tenant
+                );
+            }
+            SecretCommand::List { tenant } => {
+                for secret in store.list_secrets(tenant).await? {
+                    println!("{}", secret.name);
+                }
+            }
+            SecretCommand::Delete { tenant, name } => {
+                store.delete_secret(tenant, name).await?;
+                println!("deleted secret {name} of tenant {tenant}");
             }
         },
     }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use cerebelum::api::Api;
 use cerebelum::api::service::StartRequest;
 use cerebelum::clock::SystemClock;
-use cerebelum::model::{Decision, ListFilter, PackageRecord, Quotas, Status};
+use cerebelum::model::{DEFAULT_QUOTAS, Decision, ListFilter, PackageRecord, Quotas, Status};
 use cerebelum::store::{self, SharedStore, Synchronous};
 use cerebelum::{Engine, EngineConfig};
 use client::{Client, Remote};
@@ -48,7 +48,9 @@ fn default_cache_dir() -> PathBuf {
     PathBuf::from(".cerebelum-cache")
 }
 
-async fn engine(db: &str, args: &EngineArgs) -> Result<Engine> {
+/// An engine node on `db`; `quotas`: the server's defaults for tenants
+/// (unset ones: the built-in [`DEFAULT_QUOTAS`]).
+async fn engine(db: &str, args: &EngineArgs, quotas: Quotas) -> Result<Engine> {
     let store = open_store(db, args.sync).await?;
     let mut config = EngineConfig::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir));
     config.hibernate_after = Duration::from_millis(args.hibernate_after_ms);
@@ -58,6 +60,8 @@ async fn engine(db: &str, args: &EngineArgs) -> Result<Engine> {
     config.step_timeout = Duration::from_millis(args.step_timeout_ms);
     config.workflow_timeout = Duration::from_millis(args.workflow_timeout_ms);
     config.max_running = args.max_running.max(1);
+    config.runtime.fuel = args.meter_fuel;
+    config.quotas = quotas.or(DEFAULT_QUOTAS);
     Ok(Engine::new(store, config, Arc::new(SystemClock))?)
 }
 
@@ -87,6 +91,12 @@ impl QuotaArgs {
             max_package_bytes: self.max_package_mb.map(|m| m << 20),
             max_open_executions: self.max_open_executions,
             max_payload_bytes: self.max_payload_kb.map(|k| k << 10),
+            fuel: self.fuel,
+            max_journal_entries: self.max_journal_entries,
+            max_output_bytes: self.max_output_kb.map(|k| k << 10),
+            max_response_bytes: self.max_response_kb.map(|k| k << 10),
+            max_concurrency: self.max_concurrency,
+            ..Quotas::default()
         }
     }
 }
@@ -109,8 +119,8 @@ async fn client(cli: &Cli, args: Option<&EngineArgs>) -> Result<Client> {
         )),
         None => {
             let args = args.cloned().unwrap_or_else(default_engine_args);
-            let engine = engine(&cli.db, &args).await?;
-            Client::local(Api::new(engine, Quotas::default())).await
+            let engine = engine(&cli.db, &args, Quotas::default()).await?;
+            Client::local(Api::new(engine)).await
         }
     }
 }
@@ -165,8 +175,8 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
                      server use `cerebelum start FILE WORKFLOW` and `cerebelum watch ID`"
                 );
             }
-            let engine = engine(&db, args).await?;
-            let api = Api::new(engine.clone(), Quotas::default());
+            let engine = engine(&db, args, Quotas::default()).await?;
+            let api = Api::new(engine.clone());
             let client = Client::local(api).await?;
             let record = upload_file(&client, package, name.clone()).await?;
             let (execution, _) = client
@@ -198,14 +208,14 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             quotas,
             engine: args,
         } => {
-            let engine = engine(&db, args).await?;
+            let engine = engine(&db, args, quotas.quotas()).await?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| {
                     format!("cannot listen on {listen}; pass another address with --listen")
                 })?;
             let addr = listener.local_addr()?;
-            let api = Api::new(engine.clone(), quotas.quotas());
+            let api = Api::new(engine.clone());
             eprintln!(
                 "cerebelum serving {} on grpc://{addr}; Ctrl-C to stop",
                 store::redacted(&db)

@@ -182,9 +182,14 @@ pub(crate) async fn step_call(
         .await;
         let error = match outcome {
             Outcome::Returned(Ok(text)) => {
-                return exec
-                    .resolve(&caller, seq, Ok(parse_payload(&text)), true, Vec::new())
-                    .await;
+                match exec.check_payload(&format!("the result of step '{step}'"), text.len()) {
+                    Ok(()) => {
+                        return exec
+                            .resolve(&caller, seq, Ok(parse_payload(&text)), true, Vec::new())
+                            .await;
+                    }
+                    Err(e) => e,
+                }
             }
             Outcome::Returned(Err(e)) => e,
             Outcome::Interrupted(Interrupt::Nondeterminism(m)) => {
@@ -195,7 +200,8 @@ pub(crate) async fn step_call(
         failed += 1;
         let tries_left =
             failed < policy.max_attempts && !policy.non_retryable.contains(&error.kind);
-        tracing::info!(seq, %step, attempt, kind = %error.kind, message = %error.message, tries_left, "step attempt failed");
+        let message = exec.sandbox.redact(&error.message);
+        tracing::info!(seq, %step, attempt, kind = %error.kind, %message, tries_left, "step attempt failed");
         if !tries_left {
             return exec
                 .resolve(&caller, seq, Err(error), true, Vec::new())

@@ -36,6 +36,12 @@ impl StoreData {
         })
     }
 
+    /// Waits until HTTP requests made before this call are journaled, so
+    /// journal entries stay in call order (see `executor::http`).
+    async fn settle(&mut self) -> WasmResult<()> {
+        self.http.settle().await.map_err(wasmtime::Error::new)
+    }
+
     /// Seq of the call: the recorded one, or a newly journaled one.
     async fn call_seq(
         &mut self,
@@ -43,6 +49,7 @@ impl StoreData {
         args: Value,
         live_extra: impl FnOnce(&Invocation) -> (Value, Vec<SideWrite>),
     ) -> WasmResult<(i64, Value)> {
+        self.settle().await?;
         let inv = self.invocation()?;
         let (recorded, hash) = inv.record(kind, &args).map_err(wasmtime::Error::new)?;
         match recorded {
@@ -68,11 +75,25 @@ impl StoreData {
         args: Value,
         live: impl FnOnce(&Invocation) -> Value,
     ) -> WasmResult<Value> {
+        self.settle().await?;
         self.invocation()?
             .immediate(kind, args, live)
             .await
             .map_err(wasmtime::Error::new)
     }
+}
+
+/// Stops the execution if a step's input is larger than the tenant allows
+/// (before it is journaled).
+fn check_input(inv: &Invocation, step: &str, input: &str) -> WasmResult<()> {
+    inv.exec
+        .check_payload(&format!("the input of step '{step}'"), input.len())
+        .map_err(|e| {
+            wasmtime::Error::new(Interrupt::Limit {
+                kind: "payload",
+                message: e.message,
+            })
+        })
 }
 
 fn options_json(options: &Option<t::StepOptions>) -> (Option<StepOptions>, Value) {
@@ -88,6 +109,7 @@ impl Host for StoreData {
         input: String,
         options: Option<t::StepOptions>,
     ) -> WasmResult<Result<String, t::Error>> {
+        check_input(self.invocation()?, &step, &input)?;
         let (opts, opts_json) = options_json(&options);
         let args = json!({ "step": step, "input": parse_payload(&input), "options": opts_json });
         let (seq, _) = self
@@ -105,7 +127,7 @@ impl Host for StoreData {
             inv.is_workflow(),
         )
         .await;
-        self.wait_end(began);
+        self.wait_end(began).await;
         payload_result(outcome)
     }
 
@@ -115,6 +137,7 @@ impl Host for StoreData {
         input: String,
         options: Option<t::StepOptions>,
     ) -> WasmResult<StepHandle> {
+        check_input(self.invocation()?, &step, &input)?;
         let (opts, opts_json) = options_json(&options);
         let args = json!({ "step": step, "input": parse_payload(&input), "options": opts_json });
         let (seq, _) = self
@@ -189,7 +212,7 @@ impl Host for StoreData {
                 Err(other) => return Err(wasmtime::Error::new(other)),
             }
         }
-        self.wait_end(began);
+        self.wait_end(began).await;
         if let Some(wake_at) = suspend {
             return Err(wasmtime::Error::new(Interrupt::Suspend { wake_at }));
         }
@@ -224,7 +247,7 @@ impl Host for StoreData {
                 }
             }
         };
-        self.wait_end(began);
+        self.wait_end(began).await;
         to_wasm(outcome).map(|r| r.map(|_| ()))
     }
 
@@ -269,7 +292,7 @@ impl Host for StoreData {
             inv.is_workflow(),
         )
         .await;
-        self.wait_end(began);
+        self.wait_end(began).await;
         payload_result(outcome)
     }
 
@@ -312,7 +335,7 @@ impl Host for StoreData {
             inv.is_workflow(),
         )
         .await;
-        self.wait_end(began);
+        self.wait_end(began).await;
         to_wasm(outcome).map(|r| {
             r.map(|v| {
                 if let Some(p) = v.get("approved") {
@@ -350,6 +373,7 @@ impl Host for StoreData {
             t::LogLevel::Error => "error",
         };
         self.immediate("log", json!({ "level": level, "message": message }), |inv| {
+            let message = inv.exec.sandbox.redact(&message);
             tracing::info!(execution_id = %inv.exec.record.id, invocation = %inv.id, level, "{message}");
             Value::Null
         })
@@ -384,6 +408,7 @@ impl Host for StoreData {
     }
 
     async fn recall(&mut self, name: String) -> WasmResult<Option<String>> {
+        self.settle().await?;
         let recorded = self.invocation()?.recall(RECORD, &json!({ "name": name }));
         Ok(recorded.map(|e| e.payload["answer"].to_string()))
     }
@@ -396,5 +421,38 @@ impl Host for StoreData {
         self.immediate(RECORD, json!({ "name": name }), |_| value)
             .await
             .map(|_| ())
+    }
+
+    async fn secret(&mut self, name: String) -> WasmResult<Result<String, t::Error>> {
+        let inv = self.invocation()?;
+        if inv.is_workflow() {
+            return Ok(Err(WitError::new(
+                "denied",
+                "workflow code cannot read secrets; read them in a step",
+            )
+            .into()));
+        }
+        let sandbox = &inv.exec.sandbox;
+        Ok(match sandbox.secret(&name) {
+            Some(value) => Ok(value.to_owned()),
+            None => {
+                let known: Vec<&str> = sandbox.secrets.iter().map(|(n, _)| n.as_str()).collect();
+                Err(WitError::new(
+                    "not-found",
+                    format!(
+                        "tenant '{}' has no secret named '{name}' (it has: {}); set it with \
+                         `cerebelum admin secret set {} {name}`",
+                        sandbox.name,
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        },
+                        sandbox.name
+                    ),
+                )
+                .into())
+            }
+        })
     }
 }

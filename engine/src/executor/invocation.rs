@@ -4,11 +4,19 @@
 use super::replay::{Interrupt, WORKFLOW, args_hash, describe_call};
 use super::{ExecState, WitError};
 use crate::model::{Entry, SideWrite};
-use crate::runtime::{InvocationLimits, StoreData, sandbox_store};
+use crate::runtime::{LimitHit, StoreData, Stream, sandbox_store};
 use crate::store::NewEntry;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Journal kind of what an invocation wrote to stdout or stderr (not a
+/// call: written by the engine when the invocation ends).
+pub(crate) const OUTPUT: &str = "output";
+/// Journal kind of the fuel an invocation burned (when fuel is metered
+/// and the tenant has a budget).
+pub(crate) const USAGE: &str = "usage";
 
 /// The host side of one invocation: lives in its store's data.
 pub struct Invocation {
@@ -16,7 +24,9 @@ pub struct Invocation {
     /// `wf`, or `<call seq>.<attempt>` for a step attempt.
     pub(crate) id: String,
     pub(crate) attempt: u32,
-    cursor: usize,
+    /// Index of the next call among this invocation's journaled calls
+    /// (shared with the HTTP hooks, whose requests take their place in it).
+    pub(crate) cursor: Arc<AtomicUsize>,
 }
 
 /// What a host call found in the journal.
@@ -33,7 +43,7 @@ impl Invocation {
             exec,
             id,
             attempt,
-            cursor: 0,
+            cursor: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -50,7 +60,9 @@ impl Invocation {
     ) -> Result<(Recorded, String), Interrupt> {
         let hash = args_hash(kind, args);
         let index = self.exec.index.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(entry) = index.call(&self.id, self.cursor) else {
+        let cursor = self.cursor.load(Ordering::SeqCst);
+        let Some(entry) = index.call(&self.id, cursor) else {
+            self.cursor.fetch_add(1, Ordering::SeqCst);
             return Ok((Recorded::Live, hash));
         };
         if entry.kind != kind || entry.args_hash.as_deref() != Some(hash.as_str()) {
@@ -68,7 +80,7 @@ impl Invocation {
                 entry.seq
             )));
         }
-        self.cursor += 1;
+        self.cursor.fetch_add(1, Ordering::SeqCst);
         Ok((Recorded::Replayed(entry.clone()), hash))
     }
 
@@ -79,10 +91,10 @@ impl Invocation {
         let hash = args_hash(kind, args);
         let index = self.exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let entry = index
-            .call(&self.id, self.cursor)
+            .call(&self.id, self.cursor.load(Ordering::SeqCst))
             .filter(|e| e.kind == kind && e.args_hash.as_deref() == Some(hash.as_str()))?
             .clone();
-        self.cursor += 1;
+        self.cursor.fetch_add(1, Ordering::SeqCst);
         Some(entry)
     }
 
@@ -95,6 +107,7 @@ impl Invocation {
         payload: Value,
         side: Vec<SideWrite>,
     ) -> Result<i64, Interrupt> {
+        self.exec.check_journal_room()?;
         let entry = NewEntry {
             invocation: self.id.clone(),
             kind: kind.to_owned(),
@@ -154,18 +167,14 @@ pub(crate) async fn run(
     cpu: Duration,
     entry: Entrypoint<'_>,
 ) -> Outcome {
-    let config = &exec.engine.config;
-    let limits = InvocationLimits {
-        memory_bytes: config.memory_limit_bytes,
-        cpu,
-    };
+    let limits = exec.invocation_limits(cpu);
     let seed = {
         use std::hash::{DefaultHasher, Hash, Hasher};
         let mut h = DefaultHasher::new();
         (&exec.record.id, &invocation_id).hash(&mut h);
         h.finish()
     };
-    let host = Invocation::new(exec.clone(), invocation_id, attempt);
+    let host = Invocation::new(exec.clone(), invocation_id.clone(), attempt);
     let mut store = sandbox_store(
         exec.engine.runtime.engine(),
         limits,
@@ -173,6 +182,7 @@ pub(crate) async fn run(
         seed,
         exec.record.created_at_ms,
     );
+    store.data_mut().join(exec.sandbox.share.clone()).await;
     let instance = match exec.package.pre.instantiate_async(&mut store).await {
         Ok(i) => i,
         Err(e) => {
@@ -189,30 +199,95 @@ pub(crate) async fn run(
         }
         Entrypoint::Step { name, input } => guest.call_run_step(&mut store, name, input).await,
     };
-    match result {
-        Ok(r) => Outcome::Returned(r.map_err(WitError::from)),
-        Err(e) => classify(e, store.data()),
+    let fuel_left = limits.fuel.and_then(|_| store.get_fuel().ok());
+    let data = store.data();
+    let outcome = match result {
+        Ok(r) => match data.http.interrupted() {
+            Some(interrupt) => Outcome::Interrupted(interrupt),
+            None => Outcome::Returned(r.map_err(WitError::from)),
+        },
+        Err(e) => classify(e, data, exec),
+    };
+    let mut entries = Vec::new();
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        let written = data.output(stream);
+        let before = exec.output_recorded(&invocation_id, stream);
+        if written.len() > before {
+            let text = String::from_utf8_lossy(&written[before..]).into_owned();
+            entries.push(NewEntry {
+                invocation: invocation_id.clone(),
+                kind: OUTPUT.into(),
+                ref_seq: None,
+                args_hash: None,
+                payload: json!({ "stream": stream.name(), "text": text, "bytes": written.len() - before }),
+            });
+        }
     }
+    if let (Some(budget), Some(left)) = (limits.fuel, fuel_left)
+        && exec.sandbox.quotas.fuel.is_some()
+    {
+        let used = budget.saturating_sub(left);
+        exec.add_fuel(used);
+        entries.push(NewEntry {
+            invocation: invocation_id.clone(),
+            kind: USAGE.into(),
+            ref_seq: None,
+            args_hash: None,
+            payload: json!({ "fuel": used }),
+        });
+    }
+    drop(store);
+    for entry in entries {
+        if let Err(e) = exec.writer.push(entry).await {
+            return Outcome::Interrupted(e.into());
+        }
+    }
+    outcome
 }
 
-fn classify(e: wasmtime::Error, data: &StoreData) -> Outcome {
+fn classify(e: wasmtime::Error, data: &StoreData, exec: &ExecState) -> Outcome {
     if let Some(interrupt) = e.downcast_ref::<Interrupt>() {
         return Outcome::Interrupted(interrupt.clone());
     }
+    if let Some(interrupt) = data.http.interrupted() {
+        return Outcome::Interrupted(interrupt);
+    }
     let limits = data.limits();
-    let error = match data.limit_hit() {
-        Some(crate::runtime::LimitHit::Deadline) => WitError::new(
+    let quotas = &exec.sandbox.quotas;
+    let out_of_fuel = e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel);
+    let hit = if out_of_fuel {
+        Some(LimitHit::Fuel)
+    } else {
+        data.limit_hit()
+    };
+    let error = match hit {
+        Some(LimitHit::Deadline) => WitError::new(
             "deadline",
             format!(
                 "the invocation ran past its CPU deadline of {} ms",
                 limits.cpu.as_millis()
             ),
         ),
-        Some(crate::runtime::LimitHit::Memory) => WitError::new(
+        Some(LimitHit::Memory) => WitError::new(
             "memory",
             format!(
                 "the invocation hit its memory limit of {} MiB",
                 limits.memory_bytes >> 20
+            ),
+        ),
+        Some(LimitHit::Output) => WitError::new(
+            "output",
+            format!(
+                "the invocation wrote more than {} KiB to stdout and stderr (max output)",
+                limits.output_bytes >> 10
+            ),
+        ),
+        Some(LimitHit::Fuel) => WitError::new(
+            "fuel",
+            format!(
+                "the execution burned its fuel budget of {} (tenant '{}')",
+                quotas.fuel.unwrap_or_default(),
+                exec.sandbox.name
             ),
         ),
         None => {
@@ -221,7 +296,7 @@ fn classify(e: wasmtime::Error, data: &StoreData) -> Outcome {
             if !tail.is_empty() {
                 message = format!("{tail} ({message})");
             }
-            WitError::new("trap", message)
+            WitError::new("trap", exec.sandbox.redact(&message))
         }
     };
     Outcome::Returned(Err(error))

@@ -6,15 +6,19 @@
 
 mod calls;
 mod host;
+mod http;
 mod invocation;
 pub(crate) mod replay;
+mod tenant;
 
+pub use http::HttpHooks;
 pub use invocation::Invocation;
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::model::{
-    Claim, Creation, ExecutionRecord, NewExecution, PackageRecord, Status, StatusChange,
+    Claim, Creation, DEFAULT_QUOTAS, ExecutionRecord, NewExecution, PackageRecord, Quotas, Status,
+    StatusChange,
 };
 use crate::runtime::{LoadedPackage, Runtime, RuntimeConfig, sha256_hex, wit};
 use crate::store::{GroupCommitter, JournalWriter, NewEntry, SharedStore};
@@ -22,7 +26,7 @@ use invocation::{Entrypoint, Outcome};
 use replay::{Interrupt, ReplayIndex, WORKFLOW};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -47,6 +51,10 @@ pub struct EngineConfig {
     pub tick: Duration,
     /// Executions this node drives at once.
     pub max_running: usize,
+    /// Quotas and sandbox limits of tenants that set none of their own
+    /// (memory and CPU: `None` here means `memory_limit_bytes` and the
+    /// step and workflow timeouts).
+    pub quotas: Quotas,
 }
 
 impl EngineConfig {
@@ -57,6 +65,7 @@ impl EngineConfig {
                 cache_dir,
                 max_instances: 1000,
                 max_memory_bytes: 1 << 32,
+                fuel: false,
             },
             memory_limit_bytes: 256 << 20,
             step_timeout: Duration::from_secs(60),
@@ -65,6 +74,7 @@ impl EngineConfig {
             lease: Duration::from_secs(5),
             tick: Duration::from_millis(50),
             max_running: 512,
+            quotas: DEFAULT_QUOTAS,
         }
     }
 }
@@ -180,6 +190,86 @@ pub struct ExecState {
     /// Fan-out steps started with `start-step`, by call seq.
     pub(crate) tasks: Mutex<HashMap<i64, JoinHandle<calls::CallOutcome>>>,
     signals: i64,
+    /// The tenant's limits, allow-list, secrets and share.
+    pub(crate) sandbox: Arc<tenant::TenantSandbox>,
+    /// Fuel burned by the execution's invocations (journaled and live).
+    fuel_used: AtomicU64,
+}
+
+impl ExecState {
+    /// The limits of an invocation that may use `cpu` (the step's or the
+    /// workflow's deadline; the tenant's CPU limit caps it).
+    pub(crate) fn invocation_limits(&self, cpu: Duration) -> crate::runtime::InvocationLimits {
+        let q = &self.sandbox.quotas;
+        let config = &self.engine.config;
+        let cpu = match q.cpu_ms {
+            Some(ms) => cpu.min(Duration::from_millis(ms.max(1) as u64)),
+            None => cpu,
+        };
+        let mut limits = crate::runtime::InvocationLimits::new(
+            q.memory_bytes
+                .map_or(config.memory_limit_bytes, |b| b.max(1 << 16) as usize),
+            cpu,
+        );
+        if let Some(out) = q.max_output_bytes {
+            limits.output_bytes = out.max(0) as usize;
+        }
+        if config.runtime.fuel {
+            limits.fuel = Some(match q.fuel {
+                Some(budget) => {
+                    (budget.max(0) as u64).saturating_sub(self.fuel_used.load(Ordering::SeqCst))
+                }
+                None => u64::MAX,
+            });
+        }
+        limits
+    }
+
+    pub(crate) fn add_fuel(&self, used: u64) {
+        self.fuel_used.fetch_add(used, Ordering::SeqCst);
+    }
+
+    /// Bytes of `stream` journaled for `invocation` before this run.
+    pub(crate) fn output_recorded(
+        &self,
+        invocation: &str,
+        stream: crate::runtime::Stream,
+    ) -> usize {
+        self.index
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .output_recorded(invocation, stream.name())
+    }
+
+    /// Refuses a new call once the journal holds the tenant's maximum.
+    pub(crate) fn check_journal_room(&self) -> Result<(), Interrupt> {
+        let Some(max) = self.sandbox.quotas.max_journal_entries else {
+            return Ok(());
+        };
+        if self.writer.next_seq() > max {
+            return Err(Interrupt::Limit {
+                kind: "journal",
+                message: format!(
+                    "the execution reached its limit of {max} journal entries (tenant '{}')",
+                    self.sandbox.name
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a payload larger than the tenant's maximum.
+    pub(crate) fn check_payload(&self, what: &str, len: usize) -> Result<(), WitError> {
+        match self.sandbox.quotas.max_payload_bytes {
+            Some(max) if len as i64 > max => Err(WitError::new(
+                "payload",
+                format!(
+                    "{what} is {len} bytes, more than the tenant's maximum payload of {max} bytes"
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The shared core of an [`Engine`].
@@ -197,6 +287,8 @@ pub struct Inner {
     /// Whether the scheduler runs in this process (else starts are left
     /// to whichever node claims them).
     pub(crate) serving: AtomicBool,
+    /// Tenants' sandbox settings, read from the store now and then.
+    pub(crate) tenants: tenant::TenantCache,
     /// Package records by (tenant, sha256) (immutable once stored).
     packages: Mutex<HashMap<(String, String), PackageRecord>>,
 }
@@ -257,6 +349,7 @@ impl Engine {
                 wake: Notify::new(),
                 finished: tokio::sync::broadcast::channel(16 * 1024).0,
                 serving: AtomicBool::new(false),
+                tenants: tenant::TenantCache::default(),
                 packages: Mutex::new(HashMap::new()),
             }),
         })
@@ -264,6 +357,11 @@ impl Engine {
 
     pub fn store(&self) -> &SharedStore {
         &self.inner.store
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
     }
 
     /// The engine's clock, ms since the Unix epoch.
@@ -531,8 +629,13 @@ async fn drive_claimed(
             store.package_bytes(&sha).await
         })
         .await?;
-    let writer = inner.committer.writer(&record.id, claim.epoch, last_seq);
+    let sandbox = inner.tenant_sandbox(&record.tenant).await?;
+    let writer = inner
+        .committer
+        .writer(&record.id, claim.epoch, last_seq)
+        .redacting(sandbox.secret_values.clone());
     let index = ReplayIndex::build(&entries);
+    let fuel_used = index.fuel_used;
     if index.cancel_delivered {
         cancel.delivered.store(true, Ordering::SeqCst);
     }
@@ -557,6 +660,8 @@ async fn drive_claimed(
         tasks: Mutex::new(HashMap::new()),
         signals: claim.signals,
         record,
+        sandbox,
+        fuel_used: AtomicU64::new(fuel_used),
     });
     let input = exec.record.input.to_string();
     let outcome = invocation::run(
@@ -589,6 +694,15 @@ async fn drive_claimed(
                 error,
             },
         )
+    };
+    let outcome = match outcome {
+        Outcome::Returned(Ok(text)) => {
+            match exec.check_payload("the workflow's result", text.len()) {
+                Ok(()) => Outcome::Returned(Ok(text)),
+                Err(e) => Outcome::Returned(Err(e)),
+            }
+        }
+        other => other,
     };
     let (entries, change) = match outcome {
         Outcome::Returned(Ok(text)) => finish(
@@ -628,6 +742,12 @@ async fn drive_claimed(
             lost_ownership();
             return Ok(());
         }
+        Outcome::Interrupted(Interrupt::Limit { kind, message }) => finish(
+            Status::Failed,
+            "failed",
+            None,
+            Some(WitError::new(kind, message).to_json()),
+        ),
         Outcome::Interrupted(Interrupt::Infra(message)) => return Err(Error::Runtime(message)),
     };
     let status = match &change {

@@ -35,6 +35,9 @@ pub enum Interrupt {
     LostOwnership,
     /// The engine failed (database, runtime); the execution resumes later.
     Infra(String),
+    /// The execution went past a limit of its tenant (`kind` names it):
+    /// it fails with that error.
+    Limit { kind: &'static str, message: String },
 }
 
 impl fmt::Display for Interrupt {
@@ -44,6 +47,7 @@ impl fmt::Display for Interrupt {
             Interrupt::Nondeterminism(m) => write!(f, "nondeterminism: {m}"),
             Interrupt::LostOwnership => f.write_str("lost ownership"),
             Interrupt::Infra(m) => write!(f, "engine error: {m}"),
+            Interrupt::Limit { message, .. } => f.write_str(message),
         }
     }
 }
@@ -85,6 +89,10 @@ pub struct ReplayIndex {
     attempts_ended: HashMap<i64, u32>,
     /// Whether a cancellation was delivered to the workflow.
     pub cancel_delivered: bool,
+    /// Bytes of stdout / stderr journaled per invocation.
+    output: HashMap<(String, &'static str), usize>,
+    /// Fuel burned by the invocations journaled so far.
+    pub fuel_used: u64,
 }
 
 impl ReplayIndex {
@@ -130,6 +138,18 @@ impl ReplayIndex {
                     }
                 }
                 "retried" | "started" | "completed" | "failed" | "cancelled" => {}
+                "output" => {
+                    let stream = match e.payload["stream"].as_str() {
+                        Some("stderr") => "stderr",
+                        _ => "stdout",
+                    };
+                    let bytes = e.payload["bytes"].as_u64().unwrap_or(0) as usize;
+                    *index
+                        .output
+                        .entry((e.invocation.clone(), stream))
+                        .or_default() += bytes;
+                }
+                "usage" => index.fuel_used += e.payload["fuel"].as_u64().unwrap_or(0),
                 _ => index
                     .calls
                     .entry(e.invocation.clone())
@@ -138,6 +158,15 @@ impl ReplayIndex {
             }
         }
         index
+    }
+
+    /// Bytes of `stream` journaled for `invocation` (its replay writes
+    /// them again; only what comes after is new).
+    pub fn output_recorded(&self, invocation: &str, stream: &str) -> usize {
+        self.output
+            .iter()
+            .find(|((inv, s), _)| inv == invocation && *s == stream)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// The recorded call at `cursor` of `invocation`, if the journal has one.

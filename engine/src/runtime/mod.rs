@@ -3,10 +3,13 @@
 //! per-invocation store with its limits.
 
 mod cache;
+mod output;
 mod sandbox;
 
+pub use output::{CapturedOutput, Stream};
 pub use sandbox::{
-    InvocationLimits, LimitHit, StoreData, live_instances, new_store as sandbox_store,
+    DEFAULT_OUTPUT_BYTES, InvocationLimits, LimitHit, StoreData, live_instances,
+    new_store as sandbox_store,
 };
 
 use crate::error::{Error, Result};
@@ -19,18 +22,19 @@ use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Host bindings of the `cerebelum:workflow/package` world.
+/// Host bindings of the `cerebelum:workflow/engine-package` world: the package
+/// world without `wasi:http`, which wasmtime-wasi-http provides.
 pub mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "%package",
+        world: "engine-package",
         imports: { default: async | trappable },
         exports: { default: async },
     });
 }
 
 pub use bindings::cerebelum::workflow::types as wit;
-use bindings::{Package, PackagePre};
+use bindings::{EnginePackage as PackageWorld, EnginePackagePre as PackagePre};
 
 /// How often the epoch ticks; CPU deadlines are checked at this grain.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -44,6 +48,9 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Largest linear memory one instance may reserve, in bytes.
     pub max_memory_bytes: usize,
+    /// Meter fuel (wasm instructions), so fuel budgets can be enforced;
+    /// it changes the compiled code and slows CPU-bound guests.
+    pub fuel: bool,
 }
 
 /// Builds the one wasmtime configuration. Everything that changes the
@@ -52,6 +59,7 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
     let mut c = Config::new();
     c.wasm_component_model(true);
     c.epoch_interruption(true);
+    c.consume_fuel(config.fuel);
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
     let mut pool = PoolingAllocationConfig::default();
     let instances = config.max_instances.max(8);
@@ -224,6 +232,7 @@ pub struct Runtime {
     cache: cache::ComponentCache,
     loaded: Mutex<HashMap<String, Arc<LoadedPackage>>>,
     ticker_stop: Arc<AtomicBool>,
+    fuel: bool,
 }
 
 impl Runtime {
@@ -233,7 +242,9 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| Error::Runtime(format!("linking WASI: {e}")))?;
-        Package::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |d| d)
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| Error::Runtime(format!("linking WASI HTTP: {e}")))?;
+        PackageWorld::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |d| d)
             .map_err(|e| Error::Runtime(format!("linking the host: {e}")))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
@@ -255,6 +266,7 @@ impl Runtime {
             linker,
             loaded: Mutex::new(HashMap::new()),
             ticker_stop,
+            fuel: config.fuel,
         })
     }
 
@@ -355,7 +367,7 @@ impl Runtime {
                 info,
             });
         }
-        let mut store = sandbox::describe_store(&self.engine);
+        let mut store = sandbox::describe_store(&self.engine, self.fuel);
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| {
             Error::InvalidInput(format!("instantiating the component failed: {e:#}"))
         })?;

@@ -1,20 +1,25 @@
 //! The per-invocation store: WASI without ambient authority (no files, no
 //! environment, no sockets; clocks and randomness deterministic per
-//! invocation), a memory limit and a CPU deadline.
+//! invocation; HTTP only through the journaled, allow-listed hooks),
+//! limits on memory, CPU time, fuel and output, and the tenant's share of
+//! running invocations.
 
-use crate::executor::Invocation;
+use super::output::{CapturedOutput, Stream};
+use crate::executor::{HttpHooks, Invocation};
 use rand::SeedableRng;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView,
     WasiView,
 };
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Captured stdout/stderr per invocation (bytes each).
-const OUTPUT_CAPACITY: usize = 1 << 20;
+/// Captured stdout + stderr of an invocation without a tenant limit.
+pub const DEFAULT_OUTPUT_BYTES: usize = 64 << 10;
 
 /// Limits of one invocation.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +29,23 @@ pub struct InvocationLimits {
     /// CPU time the guest may run (time spent waiting in host calls is not
     /// counted).
     pub cpu: Duration,
+    /// Captured stdout + stderr, bytes; a write past it ends the invocation.
+    pub output_bytes: usize,
+    /// Fuel the invocation may burn, when the engine meters fuel (`None`:
+    /// it does not).
+    pub fuel: Option<u64>,
+}
+
+impl InvocationLimits {
+    /// Limits for memory and CPU, with the default output and no fuel.
+    pub fn new(memory_bytes: usize, cpu: Duration) -> Self {
+        Self {
+            memory_bytes,
+            cpu,
+            output_bytes: DEFAULT_OUTPUT_BYTES,
+            fuel: None,
+        }
+    }
 }
 
 /// Why an invocation was stopped by the sandbox, if it was.
@@ -31,17 +53,24 @@ pub struct InvocationLimits {
 pub enum LimitHit {
     Memory,
     Deadline,
+    Output,
+    Fuel,
 }
 
 /// The data of one invocation's `Store`.
 pub struct StoreData {
     wasi: WasiCtx,
     table: ResourceTable,
+    http_ctx: WasiHttpCtx,
+    pub(crate) http: HttpHooks,
     limits: InvocationLimits,
     limit_hit: Option<LimitHit>,
-    stderr: MemoryOutputPipe,
+    output: CapturedOutput,
     started: Instant,
     host_time: Duration,
+    /// The tenant's share of running invocations: held while guest code
+    /// runs, given back while it waits in a host call.
+    share: Option<(Arc<Semaphore>, Option<OwnedSemaphorePermit>)>,
     /// The journal-backed host of this invocation; `None` for `describe`.
     pub(crate) host: Option<Invocation>,
     _live: LiveGuard,
@@ -73,6 +102,9 @@ pub fn live_instances() -> usize {
 
 impl StoreData {
     pub fn limit_hit(&self) -> Option<LimitHit> {
+        if self.output.exceeded() {
+            return Some(LimitHit::Output);
+        }
         self.limit_hit
     }
 
@@ -80,25 +112,55 @@ impl StoreData {
         self.limits
     }
 
+    /// What the guest wrote to `stream` so far.
+    pub fn output(&self, stream: Stream) -> bytes::Bytes {
+        self.output.contents(stream)
+    }
+
     /// The last lines the guest wrote to stderr (a panic message, usually).
     pub fn stderr_tail(&self) -> String {
-        let bytes = self.stderr.contents();
+        let bytes = self.output.contents(Stream::Stderr);
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         lines[lines.len().saturating_sub(3)..].join("\n")
     }
 
-    /// Marks the start of a host call that may wait: its time is not CPU.
-    pub fn wait_begin(&self) -> Instant {
+    /// Takes a place among the tenant's running invocations (waits for
+    /// one if all are taken); guest code runs only while it holds one.
+    pub async fn join(&mut self, share: Arc<Semaphore>) {
+        let permit = share.clone().acquire_owned().await.ok();
+        self.share = Some((share, permit));
+    }
+
+    /// Marks the start of a host call that may wait: its time is not CPU,
+    /// and the tenant's place is free for another invocation meanwhile.
+    pub fn wait_begin(&mut self) -> Instant {
+        if let Some((_, permit)) = &mut self.share {
+            *permit = None;
+        }
         Instant::now()
     }
 
-    pub fn wait_end(&mut self, began: Instant) {
+    /// The end of a wait: takes a place again before guest code goes on.
+    pub async fn wait_end(&mut self, began: Instant) {
+        if let Some((share, permit)) = &mut self.share {
+            *permit = share.clone().acquire_owned().await.ok();
+        }
         self.host_time += began.elapsed();
     }
 
     fn guest_time(&self) -> Duration {
         self.started.elapsed().saturating_sub(self.host_time)
+    }
+}
+
+impl WasiHttpView for StoreData {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
     }
 }
 
@@ -169,10 +231,10 @@ pub fn new_store(
     seed: u64,
     wall_ms: i64,
 ) -> Store<StoreData> {
-    let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+    let output = CapturedOutput::new(limits.output_bytes);
     let wasi = WasiCtxBuilder::new()
-        .stdout(MemoryOutputPipe::new(OUTPUT_CAPACITY))
-        .stderr(stderr.clone())
+        .stdout(output.stream(Stream::Stdout))
+        .stderr(output.stream(Stream::Stderr))
         .wall_clock(FrozenWallClock(
             Duration::from_millis(wall_ms.max(0) as u64),
         ))
@@ -186,21 +248,31 @@ pub fn new_store(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build();
+    let http = HttpHooks::new(host.as_ref());
     let mut store = Store::new(
         engine,
         StoreData {
             wasi,
             table: ResourceTable::new(),
+            http_ctx: WasiHttpCtx::new(),
+            http,
             limits,
             limit_hit: None,
-            stderr,
+            output,
             started: Instant::now(),
             host_time: Duration::ZERO,
+            share: None,
             host,
             _live: LiveGuard::new(),
         },
     );
     store.limiter(|d| d as &mut dyn ResourceLimiter);
+    if let Some(fuel) = limits.fuel {
+        // Only an engine that meters fuel accepts it (see `engine_config`).
+        if store.set_fuel(fuel).is_err() {
+            tracing::warn!("fuel budget ignored: the engine does not meter fuel");
+        }
+    }
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let data = ctx.data_mut();
@@ -214,16 +286,10 @@ pub fn new_store(
     store
 }
 
-/// A store for calling `describe` during validation.
-pub(super) fn describe_store(engine: &Engine) -> Store<StoreData> {
-    new_store(
-        engine,
-        InvocationLimits {
-            memory_bytes: 1 << 30,
-            cpu: Duration::from_secs(10),
-        },
-        None,
-        0,
-        0,
-    )
+/// A store for calling `describe` during validation; `fuel`: whether the
+/// engine meters fuel.
+pub(super) fn describe_store(engine: &Engine, fuel: bool) -> Store<StoreData> {
+    let mut limits = InvocationLimits::new(1 << 30, Duration::from_secs(10));
+    limits.fuel = fuel.then_some(u64::MAX);
+    new_store(engine, limits, None, 0, 0)
 }

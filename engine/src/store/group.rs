@@ -85,6 +85,7 @@ impl GroupCommitter {
             next_seq: Arc::new(Mutex::new(last_seq + 1)),
             health: Arc::new(AtomicU8::new(HEALTHY)),
             committer: self.clone(),
+            secrets: None,
         }
     }
 }
@@ -180,6 +181,8 @@ pub struct JournalWriter {
     next_seq: Arc<Mutex<i64>>,
     health: Arc<AtomicU8>,
     committer: GroupCommitter,
+    /// Values never written in clear (the tenant's secrets).
+    secrets: Option<Arc<[String]>>,
 }
 
 /// An entry before its sequence number is known.
@@ -199,6 +202,18 @@ impl JournalWriter {
 
     pub fn epoch(&self) -> i64 {
         self.epoch
+    }
+
+    /// The seq the next entry will get.
+    pub fn next_seq(&self) -> i64 {
+        *self.next_seq.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This writer, replacing every occurrence of one of `secrets` in what
+    /// it writes (entries, results and errors) with `[redacted]`.
+    pub fn redacting(mut self, secrets: Arc<[String]>) -> Self {
+        self.secrets = (!secrets.is_empty()).then_some(secrets);
+        self
     }
 
     fn check(&self) -> Result<()> {
@@ -222,6 +237,18 @@ impl JournalWriter {
         ack: bool,
     ) -> Result<i64> {
         self.check()?;
+        let mut entries = entries;
+        let mut status = status;
+        if let Some(secrets) = &self.secrets {
+            for e in &mut entries {
+                redact(&mut e.payload, secrets);
+            }
+            if let Some(StatusChange::Finished { result, error, .. }) = &mut status {
+                for v in [result, error].into_iter().flatten() {
+                    redact(v, secrets);
+                }
+            }
+        }
         let (ack_tx, ack_rx) = if ack {
             let (t, r) = oneshot::channel();
             (Some(t), Some(r))
@@ -308,10 +335,64 @@ impl JournalWriter {
     }
 }
 
+/// What a secret becomes in anything written.
+pub const REDACTED: &str = "[redacted]";
+
+/// Replaces every occurrence of a secret in the strings (and keys) of `v`.
+pub fn redact(v: &mut Value, secrets: &[String]) {
+    fn clean(text: &str, secrets: &[String]) -> Option<String> {
+        let mut out: Option<String> = None;
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            let current = out.as_deref().unwrap_or(text);
+            if current.contains(s.as_str()) {
+                out = Some(current.replace(s.as_str(), REDACTED));
+            }
+        }
+        out
+    }
+    match v {
+        Value::String(text) => {
+            if let Some(cleaned) = clean(text, secrets) {
+                *text = cleaned;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|i| redact(i, secrets)),
+        Value::Object(map) => {
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                if let Some(mut value) = map.remove(&key) {
+                    redact(&mut value, secrets);
+                    map.insert(clean(&key, secrets).unwrap_or(key), value);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::Status;
+
+    #[test]
+    fn secrets_are_redacted_everywhere_in_a_payload() {
+        let secrets = ["s3cr3t-token".to_owned(), "hunter22".to_owned()];
+        let mut v = serde_json::json!({
+            "args": { "headers": [["authorization", "Bearer s3cr3t-token"]] },
+            "s3cr3t-token": ["hunter22 and hunter22", 7, null],
+            "plain": "nothing to hide",
+        });
+        redact(&mut v, &secrets);
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "args": { "headers": [["authorization", "Bearer [redacted]"]] },
+                "[redacted]": ["[redacted] and [redacted]", 7, null],
+                "plain": "nothing to hide",
+            })
+        );
+    }
 
     fn pending(id: &str, entries: usize, status: Option<StatusChange>) -> Pending {
         Pending {

@@ -18,7 +18,7 @@ mod rows;
 mod sqlite;
 mod sqlite_commit;
 
-pub use group::{GroupCommitter, JournalWriter, NewEntry};
+pub use group::{GroupCommitter, JournalWriter, NewEntry, REDACTED, redact};
 pub use postgres::PgStore;
 pub(crate) use rows::execution_not_found;
 pub use sqlite::{SqliteStore, Synchronous};
@@ -26,7 +26,7 @@ pub use sqlite::{SqliteStore, Synchronous};
 use crate::error::Result;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
-    NewExecution, PackageRecord, Quotas, TenantRecord,
+    NewExecution, PackageRecord, Quotas, SecretRecord, TenantRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -36,11 +36,40 @@ use std::sync::Arc;
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a tenant; a conflict if the name is taken.
-    async fn create_tenant(&self, name: &str, quotas: &Quotas, now_ms: i64)
-    -> Result<TenantRecord>;
+    async fn create_tenant(
+        &self,
+        name: &str,
+        quotas: &Quotas,
+        http_allow: &[String],
+        now_ms: i64,
+    ) -> Result<TenantRecord>;
 
-    /// Replaces a tenant's quotas (`None`: the server default).
-    async fn set_quotas(&self, name: &str, quotas: &Quotas) -> Result<TenantRecord>;
+    /// Replaces a tenant's quotas (`None`: the server default) and HTTP
+    /// allow-list.
+    async fn update_tenant(
+        &self,
+        name: &str,
+        quotas: &Quotas,
+        http_allow: &[String],
+    ) -> Result<TenantRecord>;
+
+    /// Sets (creates or replaces) a secret of `tenant`.
+    async fn set_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &str,
+        now_ms: i64,
+    ) -> Result<SecretRecord>;
+
+    /// Deletes a secret; not found if there is none by that name.
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<()>;
+
+    /// The names of a tenant's secrets (never their values), by name.
+    async fn list_secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>>;
+
+    /// A tenant's secrets with their values, for the sandbox only.
+    async fn secret_values(&self, tenant: &str) -> Result<Vec<(String, String)>>;
 
     async fn tenant(&self, name: &str) -> Result<TenantRecord>;
 

@@ -23,7 +23,7 @@ use super::{Store, Synchronous};
 use crate::error::{Error, Result};
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
-    NewExecution, PackageRecord, Quotas, SideWrite, StatusChange, TenantRecord,
+    NewExecution, PackageRecord, Quotas, SecretRecord, SideWrite, StatusChange, TenantRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -398,32 +398,40 @@ impl Store for PgStore {
         &self,
         name: &str,
         quotas: &Quotas,
+        http_allow: &[String],
         now_ms: i64,
     ) -> Result<TenantRecord> {
         let row = sqlx::query(&format!(
             "INSERT INTO tenants (name, created_at, max_package_bytes, max_open_executions, \
-             max_payload_bytes) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO NOTHING \
-             RETURNING {TENANT_COLUMNS}"
+             max_payload_bytes, limits) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) \
+             DO NOTHING RETURNING {TENANT_COLUMNS}"
         ))
         .bind(name)
         .bind(now_ms)
         .bind(quotas.max_package_bytes)
         .bind(quotas.max_open_executions)
         .bind(quotas.max_payload_bytes)
+        .bind(rows::limits_json(quotas, http_allow))
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| rows::tenant_exists(name))?;
         rows::tenant(&row)
     }
 
-    async fn set_quotas(&self, name: &str, quotas: &Quotas) -> Result<TenantRecord> {
+    async fn update_tenant(
+        &self,
+        name: &str,
+        quotas: &Quotas,
+        http_allow: &[String],
+    ) -> Result<TenantRecord> {
         let row = sqlx::query(&format!(
             "UPDATE tenants SET max_package_bytes = $1, max_open_executions = $2, \
-             max_payload_bytes = $3 WHERE name = $4 RETURNING {TENANT_COLUMNS}"
+             max_payload_bytes = $3, limits = $4 WHERE name = $5 RETURNING {TENANT_COLUMNS}"
         ))
         .bind(quotas.max_package_bytes)
         .bind(quotas.max_open_executions)
         .bind(quotas.max_payload_bytes)
+        .bind(rows::limits_json(quotas, http_allow))
         .bind(name)
         .fetch_optional(&self.pool)
         .await?
@@ -449,6 +457,60 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await?;
         found.iter().map(rows::tenant).collect()
+    }
+
+    async fn set_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &str,
+        now_ms: i64,
+    ) -> Result<SecretRecord> {
+        self.tenant(tenant).await?;
+        let row = sqlx::query(
+            "INSERT INTO secrets (tenant, name, value, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at RETURNING tenant, name, updated_at",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(value)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        rows::secret(&row)
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM secrets WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(rows::secret_not_found(tenant, name));
+        }
+        Ok(())
+    }
+
+    async fn list_secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>> {
+        self.tenant(tenant).await?;
+        let found = sqlx::query(
+            "SELECT tenant, name, updated_at FROM secrets WHERE tenant = $1 ORDER BY name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        found.iter().map(rows::secret).collect()
+    }
+
+    async fn secret_values(&self, tenant: &str) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT name, value FROM secrets WHERE tenant = $1 ORDER BY name")
+                .bind(tenant)
+                .fetch_all(&self.pool)
+                .await?,
+        )
     }
 
     async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()> {

@@ -3,8 +3,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, Entry, ExecutionRecord, PackageRecord, Quotas, Status,
-    TenantRecord,
+    ApiKeyRecord, ApprovalRecord, Entry, ExecutionRecord, PackageRecord, Quotas, SecretRecord,
+    Status, StoredLimits, TenantRecord,
 };
 use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -20,7 +20,7 @@ pub(super) const PACKAGE_COLUMNS: &str =
 
 /// Columns of `tenants` that make a [`TenantRecord`].
 pub(super) const TENANT_COLUMNS: &str =
-    "name, created_at, max_package_bytes, max_open_executions, max_payload_bytes";
+    "name, created_at, max_package_bytes, max_open_executions, max_payload_bytes, limits";
 
 /// Columns of `api_keys` that make an [`ApiKeyRecord`] (not the hash).
 pub(super) const API_KEY_COLUMNS: &str = "id, tenant, created_at, revoked_at";
@@ -111,15 +111,44 @@ pub(super) fn package(row: &impl Columns) -> Result<PackageRecord> {
 }
 
 pub(super) fn tenant(row: &impl Columns) -> Result<TenantRecord> {
+    let limits: StoredLimits = match row.json("limits")? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| Error::Schema(format!("corrupt tenant limits: {e}")))?,
+        None => StoredLimits::default(),
+    };
+    let mut quotas = Quotas {
+        max_package_bytes: row.int("max_package_bytes")?,
+        max_open_executions: row.int("max_open_executions")?,
+        max_payload_bytes: row.int("max_payload_bytes")?,
+        ..Quotas::default()
+    };
+    limits.apply(&mut quotas);
     Ok(TenantRecord {
         name: row.string("name")?,
         created_at_ms: row.number("created_at")?,
-        quotas: Quotas {
-            max_package_bytes: row.int("max_package_bytes")?,
-            max_open_executions: row.int("max_open_executions")?,
-            max_payload_bytes: row.int("max_payload_bytes")?,
-        },
+        quotas,
+        http_allow: limits.http_allow,
     })
+}
+
+/// The `limits` column of a tenant, as stored.
+pub(super) fn limits_json(quotas: &Quotas, http_allow: &[String]) -> String {
+    serde_json::to_string(&StoredLimits::of(quotas, http_allow)).unwrap_or_else(|_| "{}".into())
+}
+
+pub(super) fn secret(row: &impl Columns) -> Result<SecretRecord> {
+    Ok(SecretRecord {
+        tenant: row.string("tenant")?,
+        name: row.string("name")?,
+        updated_at_ms: row.number("updated_at")?,
+    })
+}
+
+pub(super) fn secret_not_found(tenant: &str, name: &str) -> Error {
+    Error::NotFound(format!(
+        "tenant '{tenant}' has no secret named '{name}'; `cerebelum admin secret list {tenant}` \
+         shows its secrets"
+    ))
 }
 
 pub(super) fn api_key(row: &impl Columns) -> Result<ApiKeyRecord> {

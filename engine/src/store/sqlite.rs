@@ -10,7 +10,7 @@ use super::sqlite_commit::CommitConnection;
 use crate::error::{Error, Result};
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
-    NewExecution, PackageRecord, Quotas, Status, TenantRecord,
+    NewExecution, PackageRecord, Quotas, SecretRecord, Status, TenantRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -151,17 +151,19 @@ impl Store for SqliteStore {
         &self,
         name: &str,
         quotas: &Quotas,
+        http_allow: &[String],
         now_ms: i64,
     ) -> Result<TenantRecord> {
         let inserted = sqlx::query(
             "INSERT INTO tenants (name, created_at, max_package_bytes, max_open_executions, \
-             max_payload_bytes) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+             max_payload_bytes, limits) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
         .bind(now_ms)
         .bind(quotas.max_package_bytes)
         .bind(quotas.max_open_executions)
         .bind(quotas.max_payload_bytes)
+        .bind(rows::limits_json(quotas, http_allow))
         .execute(&self.writer)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -170,14 +172,20 @@ impl Store for SqliteStore {
         self.tenant(name).await
     }
 
-    async fn set_quotas(&self, name: &str, quotas: &Quotas) -> Result<TenantRecord> {
+    async fn update_tenant(
+        &self,
+        name: &str,
+        quotas: &Quotas,
+        http_allow: &[String],
+    ) -> Result<TenantRecord> {
         let row = sqlx::query(&format!(
             "UPDATE tenants SET max_package_bytes = ?, max_open_executions = ?, \
-             max_payload_bytes = ? WHERE name = ? RETURNING {TENANT_COLUMNS}"
+             max_payload_bytes = ?, limits = ? WHERE name = ? RETURNING {TENANT_COLUMNS}"
         ))
         .bind(quotas.max_package_bytes)
         .bind(quotas.max_open_executions)
         .bind(quotas.max_payload_bytes)
+        .bind(rows::limits_json(quotas, http_allow))
         .bind(name)
         .fetch_optional(&self.writer)
         .await?
@@ -203,6 +211,60 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         found.iter().map(rows::tenant).collect()
+    }
+
+    async fn set_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &str,
+        now_ms: i64,
+    ) -> Result<SecretRecord> {
+        self.tenant(tenant).await?;
+        let row = sqlx::query(
+            "INSERT INTO secrets (tenant, name, value, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at RETURNING tenant, name, updated_at",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(value)
+        .bind(now_ms)
+        .fetch_one(&self.writer)
+        .await?;
+        rows::secret(&row)
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<()> {
+        let deleted = sqlx::query("DELETE FROM secrets WHERE tenant = ? AND name = ?")
+            .bind(tenant)
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        if deleted.rows_affected() == 0 {
+            return Err(rows::secret_not_found(tenant, name));
+        }
+        Ok(())
+    }
+
+    async fn list_secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>> {
+        self.tenant(tenant).await?;
+        let found = sqlx::query(
+            "SELECT tenant, name, updated_at FROM secrets WHERE tenant = ? ORDER BY name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::secret).collect()
+    }
+
+    async fn secret_values(&self, tenant: &str) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT name, value FROM secrets WHERE tenant = ? ORDER BY name")
+                .bind(tenant)
+                .fetch_all(&self.reader)
+                .await?,
+        )
     }
 
     async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()> {

@@ -27,12 +27,13 @@ The same file runs two ways:
         wf.timeline(create_droplet >> wait_for_ip)
 """
 
+from . import http
 from ._dsl import RetryPolicy, Step, Workflow, WorkflowBuilder, step, workflow
 from ._helpers import ProgressReporter, poll, retry, sleep, wait_for_approval
 from ._runtime import Context, ExecutionResult
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError,
-                     CerebelumError, PollTimeoutError, RetryExhaustedError, StepError,
-                     WorkflowDefinitionError)
+                     CerebelumError, HttpError, PollTimeoutError, RetryExhaustedError,
+                     SecretError, StepError, WorkflowDefinitionError)
 
 __version__ = "0.1.0"
 
@@ -41,5 +42,5 @@ __all__ = [
     "wait_for_approval", "ProgressReporter", "RetryPolicy", "Step", "Workflow",
     "WorkflowBuilder", "CerebelumError", "WorkflowDefinitionError", "StepError",
     "PollTimeoutError", "RetryExhaustedError", "ApprovalRejectedError",
-    "ApprovalTimeoutError", "CancelledError",
+    "ApprovalTimeoutError", "CancelledError", "HttpError", "SecretError", "http",
 ]

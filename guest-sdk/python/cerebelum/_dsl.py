@@ -295,16 +295,18 @@ class Workflow:
                 found.setdefault(s.name, s)
         return found
 
-    async def execute(self, inputs: Any = None, *, approval_handler=None):
+    async def execute(self, inputs: Any = None, *, approval_handler=None, secrets=None):
         """Runs the workflow here, in this process, without an engine.
 
         ``approval_handler(approval_type, data)`` answers
         ``wait_for_approval``: return ``True`` or a dict to approve (the
         dict is the approval's data), ``False`` or a string (the reason) to
-        reject; it may be ``async``. Returns an :class:`ExecutionResult`.
+        reject; it may be ``async``. ``secrets`` answers
+        ``context.secret(name)`` (else the environment variable
+        ``CEREBELUM_SECRET_<NAME>``). Returns an :class:`ExecutionResult`.
         """
         from ._local import execute_locally
-        return await execute_locally(self, inputs, approval_handler)
+        return await execute_locally(self, inputs, approval_handler, secrets)
 
 
 def workflow(fn: Callable | None = None, *, name: str | None = None):

@@ -15,14 +15,16 @@ import traceback
 from typing import Any
 
 from wit_world import exports
-from wit_world.imports import host, types
+from wit_world.imports import cerebelum_workflow_types as types
+from wit_world.imports import host, outgoing_handler, streams
+from wit_world.imports import wasi_http_types as wasi_http
 from componentize_py_types import Err
 
 from . import _dsl
 from ._loop import DurableLoop
 from ._runtime import Runtime, exception_text, invoke_step, run_workflow, to_json
-from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError,
-                     PollTimeoutError, StepError)
+from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError, HttpError,
+                     PollTimeoutError, SecretError, StepError)
 
 
 def _error(kind: str, message: str, details: Any = None) -> Err:
@@ -135,6 +137,87 @@ class DurableRuntime(Runtime):
 
     def progress(self, ctx, percent, message):
         host.report_progress(percent, message)
+
+    def secret(self, ctx, name):
+        try:
+            return host.secret(name)
+        except Err as e:
+            raise SecretError(e.value.message, e.value.kind) from None
+
+    def http(self, method, url, headers, body):
+        return _http_request(method, url, headers, body)
+
+
+_METHODS = {
+    "GET": wasi_http.Method_Get, "HEAD": wasi_http.Method_Head,
+    "POST": wasi_http.Method_Post, "PUT": wasi_http.Method_Put,
+    "DELETE": wasi_http.Method_Delete, "PATCH": wasi_http.Method_Patch,
+    "OPTIONS": wasi_http.Method_Options,
+}
+
+
+def _http_error(method: str, url: str, code) -> HttpError:
+    name = type(code).__name__.removeprefix("ErrorCode_")
+    if name == "HttpRequestDenied":
+        return HttpError(
+            f"{method} {url} was denied: its host is not on the tenant's HTTP allow-list (an "
+            "operator adds it with `cerebelum admin tenant update TENANT --allow-http HOST`)",
+            "http-denied")
+    if name == "HttpResponseBodySize":
+        limit = getattr(code, "value", None)
+        return HttpError(f"the response to {method} {url} is larger than the tenant's limit"
+                         + (f" of {limit} bytes" if limit else ""), "http-response-too-large")
+    return HttpError(f"{method} {url} failed: {name} {getattr(code, 'value', '') or ''}".rstrip())
+
+
+def _http_request(method, url, headers, body):
+    """One request through wasi:http (the engine journals it)."""
+    scheme, rest = url.split("://", 1)
+    rest = rest.split("#", 1)[0]
+    cut = min([i for i in (rest.find("/"), rest.find("?")) if i >= 0], default=len(rest))
+    authority, path = rest[:cut], rest[cut:] or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    fields = wasi_http.Fields.from_list([(k, v.encode()) for k, v in headers])
+    request = wasi_http.OutgoingRequest(fields)
+    method_type = _METHODS.get(method)
+    request.set_method(method_type() if method_type else wasi_http.Method_Other(method))
+    request.set_scheme(wasi_http.Scheme_Https() if scheme == "https" else wasi_http.Scheme_Http())
+    request.set_authority(authority)
+    request.set_path_with_query(path)
+    outgoing = request.body()
+    try:
+        pending = outgoing_handler.handle(request, None)
+    except Err as e:
+        raise _http_error(method, url, e.value) from None
+    with outgoing.write() as stream:
+        for i in range(0, len(body), 4096):
+            stream.blocking_write_and_flush(body[i:i + 4096])
+    wasi_http.OutgoingBody.finish(outgoing, None)
+    with pending:
+        with pending.subscribe() as ready:
+            ready.block()
+        got = pending.get()
+    if got is None or isinstance(got, Err):
+        raise HttpError(f"{method} {url}: no response")
+    inner = got.value
+    if isinstance(inner, Err):
+        raise _http_error(method, url, inner.value)
+    response = inner.value
+    status = response.status()
+    with response.headers() as fields:
+        pairs = [(k, v.decode("utf-8", "replace")) for k, v in fields.entries()]
+    incoming = response.consume()
+    chunks = []
+    with incoming.stream() as stream:
+        while True:
+            try:
+                chunks.append(stream.blocking_read(65536))
+            except Err as e:
+                if isinstance(e.value, streams.StreamError_Closed):
+                    break
+                raise HttpError(f"{method} {url}: reading the response failed") from None
+    return status, pairs, b"".join(chunks)
 
 
 def _run(coro) -> Any:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
@@ -20,15 +23,41 @@ from typing import Any, Awaitable, Callable
 from ._dsl import Step, Workflow
 from ._runtime import (Context, ExecutionResult, Runtime, exception_text, invoke_step,
                        run_workflow, to_json)
-from .errors import ApprovalRejectedError, ApprovalTimeoutError, CerebelumError
+from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError, HttpError,
+                     SecretError)
 
 BAR_WIDTH = 24
 
 
 class LocalRuntime(Runtime):
-    def __init__(self, execution_id: str, approval_handler: Callable | None):
+    def __init__(self, execution_id: str, approval_handler: Callable | None,
+                 secrets: dict | None = None):
         self.execution_id = execution_id
         self.approval_handler = approval_handler
+        self.secrets = dict(secrets or {})
+
+    def secret(self, ctx: Context, name: str) -> str:
+        if name in self.secrets:
+            return str(self.secrets[name])
+        env = "CEREBELUM_SECRET_" + "".join(c if c.isalnum() else "_" for c in name).upper()
+        value = os.environ.get(env)
+        if value is None:
+            raise SecretError(
+                f"step `{ctx.step_name}` reads secret {name!r}, which this local run does not "
+                f"have: pass `execute(inputs, secrets={{{name!r}: ...}})` or set {env}")
+        return value
+
+    def http(self, method, url, headers, body):
+        # No allow-list here: that is the engine's, per tenant.
+        request = urllib.request.Request(url, data=body or None, method=method,
+                                         headers=dict(headers))
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, list(response.headers.items()), response.read()
+        except urllib.error.HTTPError as e:
+            return e.code, list(e.headers.items()), e.read()
+        except (urllib.error.URLError, OSError) as e:
+            raise HttpError(f"{method} {url} failed: {getattr(e, 'reason', e)}") from None
 
     async def run_stage(self, workflow, steps, envelopes):
         return list(await asyncio.gather(
@@ -94,10 +123,10 @@ class LocalRuntime(Runtime):
               flush=True)
 
 
-async def execute_locally(workflow: Workflow, inputs: Any,
-                          approval_handler: Callable | None) -> ExecutionResult:
+async def execute_locally(workflow: Workflow, inputs: Any, approval_handler: Callable | None,
+                          secrets: dict | None = None) -> ExecutionResult:
     inputs = json.loads(to_json(inputs, "the workflow input"))
-    runtime = LocalRuntime(str(uuid.uuid4()), approval_handler)
+    runtime = LocalRuntime(str(uuid.uuid4()), approval_handler, secrets)
     started = datetime.now(timezone.utc)
     outcome = await run_workflow(workflow, inputs, runtime)
     return ExecutionResult(

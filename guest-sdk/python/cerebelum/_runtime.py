@@ -64,6 +64,15 @@ class Runtime:
         """A poll whose checks are a step; ``NotImplemented`` to poll in the step."""
         return NotImplemented
 
+    def http(self, method: str, url: str, headers: list[tuple[str, str]],
+             body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Sends a request: (status, headers, body)."""
+        raise NotImplementedError
+
+    def secret(self, ctx: "Context", name: str) -> str:
+        """The tenant's secret ``name``."""
+        raise NotImplementedError
+
 
 class Context:
     """What every step receives first: ``inputs``, ``execution_id``,
@@ -88,6 +97,15 @@ class Context:
         if self._attempt is None:
             self._attempt = self._runtime.attempt()
         return self._attempt
+
+    def secret(self, name: str) -> str:
+        """The secret ``name``: in the engine, the tenant's (``cerebelum
+        admin secret set TENANT NAME``), never journaled, and replaced by
+        ``[redacted]`` wherever it would be written (results, logs), so
+        pass it to a request and never return it; locally, from
+        ``execute(..., secrets={...})`` or the environment variable
+        ``CEREBELUM_SECRET_<NAME>``. Raises :class:`SecretError`."""
+        return self._runtime.secret(self, name)
 
     def __repr__(self) -> str:
         return (f"Context(workflow_name={self.workflow_name!r}, step_name={self.step_name!r}, "

@@ -125,7 +125,7 @@ def build(source: Path, output: Path, *, quiet: bool = False) -> dict:
         command = [
             sys.executable, "-c",
             "import sys, componentize_py; sys.exit(componentize_py.script())",
-            "-d", str(wit_dir()), "componentize",
+            "-d", str(wit_dir()), "-w", "cerebelum:workflow/%package", "componentize",
             "-p", tmp, "-p", str(source.parent), "-p", str(sdk_root),
             ENTRY, "-o", str(partial),
         ]

@@ -52,3 +52,20 @@ class CancelledError(StepError):
 
     def __init__(self, message: str = "the execution was cancelled"):
         super().__init__(message, "cancelled")
+
+
+class HttpError(StepError):
+    """An HTTP request failed: ``kind`` is ``http-denied`` (host not on the
+    tenant's allow-list, or not in a step), ``http-response-too-large``,
+    ``http-status`` (``raise_for_status``) or ``http``."""
+
+    def __init__(self, message: str, kind: str = "http", details=None):
+        super().__init__(message, kind, details)
+
+
+class SecretError(StepError):
+    """A secret is not there (kind ``not-found``) or not readable here
+    (``denied``)."""
+
+    def __init__(self, message: str, kind: str = "not-found", details=None):
+        super().__init__(message, kind, details)

@@ -264,6 +264,15 @@ impl Context {
         host::attempt()
     }
 
+    /// The tenant's secret `name` (`cerebelum admin secret set TENANT
+    /// NAME`). Steps only: workflow code gets an error of kind `denied`.
+    /// Secrets are never journaled; wherever their value would be written
+    /// (journal, results, logs) it reads `[redacted]`, so pass a secret to
+    /// an HTTP request and never return it.
+    pub fn secret(&self, name: &str) -> Result<String, Error> {
+        host::secret(name).map_err(Into::into)
+    }
+
     /// A value computed by `compute` once and recorded in the journal under
     /// `name`: when the invocation replays, the recorded value is returned
     /// and `compute` does not run again. Use it in a step for work whose

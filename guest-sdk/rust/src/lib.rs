@@ -60,6 +60,7 @@
 mod approval;
 mod context;
 mod error;
+pub mod http;
 mod macros;
 mod options;
 
@@ -82,5 +83,6 @@ pub mod bindings {
         world: "%package",
         pub_export_macro: true,
         export_macro_name: "export_package",
+        generate_all,
     });
 }

@@ -1,0 +1,116 @@
+//! What the sandbox needs to know about a tenant: its limits (with the
+//! server's defaults filled in), its HTTP allow-list, its secrets and its
+//! share of running invocations. Read from the store and kept for a short
+//! while, so a change by `cerebelum admin` applies within seconds without
+//! a query per invocation.
+
+use super::Inner;
+use crate::error::Result;
+use crate::http::AllowList;
+use crate::model::Quotas;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// How long a tenant's settings are used before they are read again.
+const FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// A tenant's sandbox settings, as the engine applies them.
+pub(crate) struct TenantSandbox {
+    pub(crate) name: String,
+    /// The tenant's quotas with the server's defaults where it has none.
+    pub(crate) quotas: Quotas,
+    pub(crate) http: AllowList,
+    /// Name and value of each secret.
+    pub(crate) secrets: Vec<(String, String)>,
+    /// The values alone, for redaction.
+    pub(crate) secret_values: Arc<[String]>,
+    /// Places for the tenant's running invocations on this node.
+    pub(crate) share: Arc<Semaphore>,
+}
+
+impl TenantSandbox {
+    pub(crate) fn secret(&self, name: &str) -> Option<&str> {
+        self.secrets
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `text` with every secret value replaced by `[redacted]`.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in self.secret_values.iter().filter(|s| !s.is_empty()) {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), crate::store::REDACTED);
+            }
+        }
+        out
+    }
+}
+
+/// The settings of every tenant this node ran something for.
+#[derive(Default)]
+pub(crate) struct TenantCache {
+    entries: Mutex<HashMap<String, (Arc<TenantSandbox>, Instant)>>,
+    /// Shares outlive refreshes of the settings (their permits are held by
+    /// running invocations); replaced only when the limit changes.
+    shares: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
+}
+
+impl TenantCache {
+    fn share(&self, tenant: &str, places: usize) -> Arc<Semaphore> {
+        let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
+        match shares.get(tenant) {
+            Some((n, s)) if *n == places => s.clone(),
+            _ => {
+                let s = Arc::new(Semaphore::new(places));
+                shares.insert(tenant.to_owned(), (places, s.clone()));
+                s
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// The sandbox settings of `tenant`, fresh within [`FRESH_FOR`].
+    pub(crate) async fn tenant_sandbox(&self, tenant: &str) -> Result<Arc<TenantSandbox>> {
+        if let Some((s, at)) = self
+            .tenants
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(tenant)
+            && at.elapsed() < FRESH_FOR
+        {
+            return Ok(s.clone());
+        }
+        let record = self.store.tenant(tenant).await?;
+        let secrets = self.store.secret_values(tenant).await?;
+        let quotas = record.quotas.or(self.config.quotas);
+        // An allow-list stored by an older or newer version that this one
+        // cannot read allows nothing rather than failing every execution.
+        let http = AllowList::parse(&record.http_allow).unwrap_or_else(|e| {
+            tracing::warn!(%tenant, error = %e, "ignoring the tenant's HTTP allow-list");
+            AllowList::default()
+        });
+        let places = quotas
+            .max_concurrency
+            .map_or(usize::MAX >> 4, |n| n.max(1) as usize);
+        let sandbox = Arc::new(TenantSandbox {
+            name: tenant.to_owned(),
+            quotas,
+            http,
+            secret_values: secrets.iter().map(|(_, v)| v.clone()).collect(),
+            secrets,
+            share: self.tenants.share(tenant, places),
+        });
+        self.tenants
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_owned(), (sandbox.clone(), Instant::now()));
+        Ok(sandbox)
+    }
+}

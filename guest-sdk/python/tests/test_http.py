@@ -1,0 +1,113 @@
+"""Local mode: HTTP from steps (sent with urllib) and secrets."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cerebelum import HttpError, SecretError, http, step, workflow
+from conftest import run
+
+
+@pytest.fixture
+def server():
+    """A local HTTP server that echoes what it got and counts requests."""
+    seen = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, b""))
+            status = 404 if self.path == "/missing" else 200
+            self._answer(status, {"path": self.path})
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            seen.append(("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            self._answer(201, {"got": json.loads(body), "auth": self.headers.get("authorization")})
+
+        def _answer(self, status, obj):
+            payload = json.dumps(obj).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}", seen
+    srv.shutdown()
+
+
+def test_steps_get_and_post_with_a_secret(server):
+    base, seen = server
+
+    @step
+    async def call_api(context, inputs):
+        token = context.secret("api-token")
+        created = http.post(f"{base}/droplets", json={"name": inputs["name"]},
+                            headers={"Authorization": f"Bearer {token}"})
+        listed = http.get(f"{base}/droplets?page=2")
+        missing = http.get(f"{base}/missing")
+        with pytest.raises(HttpError) as e:
+            missing.raise_for_status()
+        assert e.value.kind == "http-status" and "404" in str(e.value)
+        return {"created": created.status, "echo": created.json(),
+                "listed": listed.json(), "type": listed.headers["content-type"],
+                "missing_ok": missing.ok}
+
+    @workflow
+    def deploy(wf):
+        wf.timeline(call_api)
+
+    r = run(deploy.execute({"name": "web-1"}, secrets={"api-token": "s3cr3t-value"}))
+    assert r.status == "completed", r.error
+    assert r.output["call_api"] == {
+        "created": 201, "echo": {"got": {"name": "web-1"}, "auth": "Bearer s3cr3t-value"},
+        "listed": {"path": "/droplets?page=2"}, "type": "application/json",
+        "missing_ok": False}
+    assert [(m, p) for m, p, _, _ in seen] == [
+        ("POST", "/droplets"), ("GET", "/droplets?page=2"), ("GET", "/missing")]
+    assert seen[0][2]["content-type"] == "application/json"
+
+
+def test_secrets_come_from_execute_or_the_environment(monkeypatch):
+    @step
+    async def read(context, inputs):
+        return context.secret(inputs["name"])
+
+    @workflow
+    def w(wf):
+        wf.timeline(read)
+
+    monkeypatch.setenv("CEREBELUM_SECRET_DB_PASSWORD", "from-the-env")
+    assert run(w.execute({"name": "db-password"})).output == {"read": "from-the-env"}
+    r = run(w.execute({"name": "nothing-here"}))
+    assert r.status == "failed"
+    assert "secrets={'nothing-here': ...}" in r.error and "CEREBELUM_SECRET_NOTHING_HERE" in r.error
+    with pytest.raises(SecretError):
+        raise SecretError("x")
+
+
+def test_bad_urls_and_unreachable_hosts_are_clear_errors():
+    @step
+    async def bad(context, inputs):
+        try:
+            http.get(inputs["url"])
+        except HttpError as e:
+            return {"kind": e.kind, "message": str(e)}
+        return "sent?"
+
+    @workflow
+    def w(wf):
+        wf.timeline(bad)
+
+    r = run(w.execute({"url": "ftp://example.com/x"})).output["bad"]
+    assert r["kind"] == "invalid-input" and "http://" in r["message"]
+    r = run(w.execute({"url": "http://127.0.0.1:9/nothing"})).output["bad"]
+    assert r["kind"] == "http" and "127.0.0.1:9" in r["message"]
