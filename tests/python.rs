@@ -437,3 +437,59 @@ fn a_parallel_group_runs_its_steps_at_the_same_time() {
          the group ran one step after another"
     );
 }
+
+#[test]
+fn a_python_step_sends_its_request_once_across_kill9() {
+    let db = Db::new();
+    let server_http = common::http_server::TestServer::start();
+    db.ok(&[
+        "admin",
+        "tenant",
+        "update",
+        "default",
+        "--allow-http",
+        &server_http.host(),
+    ]);
+    let mut set = db
+        .command(&["admin", "secret", "set", "default", "api-token"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    set.stdin
+        .take()
+        .unwrap()
+        .write_all(b"py-secret-0042")
+        .unwrap();
+    assert!(set.wait().unwrap().success());
+    let wasm = python_guest(PYKIT);
+    let server = db.serve(&["--hibernate-after-ms", "500"]);
+    let input = json!({ "url": server_http.url("/python"), "sleep_ms": 3000 });
+    let id = db.start(&wasm, "fetcher", &input.to_string());
+    db.wait_for(&id, LONG, |_, j| !entries(j, "sleep").is_empty());
+    server.kill9();
+    assert_eq!(server_http.seen().len(), 1);
+    let _server = db.serve(&[]);
+    let status = db.wait_status(&id, "completed", LONG);
+    let seen = server_http.seen();
+    assert_eq!(seen.len(), 1, "the request was sent again: {seen:?}");
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some("Bearer py-secret-0042")
+    );
+    let fetched = &status["result"]["fetch"];
+    assert_eq!(fetched["status"], 200);
+    assert_eq!(fetched["echo"]["path"], "/python");
+    assert_eq!(fetched["server"], "cerebelum-test");
+    assert_eq!(
+        fetched["echo"]["authorization"], "Bearer [redacted]",
+        "the secret came back in the response and was redacted in the result"
+    );
+    let journal = db.journal(&id);
+    assert_eq!(entries(&journal, "http").len(), 1);
+    assert!(
+        !serde_json::to_string(&journal)
+            .unwrap()
+            .contains("py-secret-0042")
+    );
+}

@@ -15,34 +15,22 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
+use cerebelum::api::pb;
 use common::Backend;
+use common::grpc::{Client, connect};
 use std::time::{Duration, Instant};
-use tonic::metadata::MetadataValue;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-type Client = CerebelumClient<
-    InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
-
-async fn connect(port: u16, key: &str) -> Client {
-    let channel = Channel::from_shared(common::url(port))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let header: MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
-    CerebelumClient::with_interceptor(
-        channel,
-        Box::new(move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", header.clone());
-            Ok(r)
-        }),
-    )
+/// Start, then watch until the end; the time it took.
+async fn start_to_completion(client: &mut Client) -> Duration {
+    let (took, e) =
+        common::grpc::start_to_completion(client, "hello", "hello", r#"{"name":"bench"}"#).await;
+    assert_eq!(
+        e.status,
+        pb::ExecutionStatus::Completed as i32,
+        "{:?}",
+        e.error_json
+    );
+    took
 }
 
 fn start_request() -> pb::StartExecutionRequest {
@@ -52,30 +40,6 @@ fn start_request() -> pb::StartExecutionRequest {
         input_json: r#"{"name":"bench"}"#.into(),
         ..Default::default()
     }
-}
-
-/// Start, then watch until the end; the time it took.
-async fn start_to_completion(client: &mut Client) -> Duration {
-    let t = Instant::now();
-    let started = client.start_execution(start_request()).await.unwrap();
-    let id = started.into_inner().execution.unwrap().id;
-    let mut events = client
-        .watch_execution(pb::WatchExecutionRequest { id, after_seq: 0 })
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(event) = events.message().await.unwrap() {
-        if let Some(pb::watch_event::Event::Finished(e)) = event.event {
-            assert_eq!(
-                e.status,
-                pb::ExecutionStatus::Completed as i32,
-                "{:?}",
-                e.error_json
-            );
-            return t.elapsed();
-        }
-    }
-    panic!("the watch ended before the execution");
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {

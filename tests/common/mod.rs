@@ -13,6 +13,9 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod grpc;
+pub mod http_server;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -55,6 +58,8 @@ pub fn guest_dir() -> &'static Path {
                 "testkit",
                 "-p",
                 "not-a-package",
+                "-p",
+                "hostile",
             ])
             .env("CARGO_TARGET_DIR", &target_dir)
             .status()
@@ -314,7 +319,7 @@ impl Db {
         })
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--db").arg(&self.url).args(args);
         c.env("CEREBELUM_CACHE_DIR", cache_dir());
@@ -625,6 +630,11 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         false
+    }
+
+    /// Whether the process is still running (it did not crash).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// SIGKILL: no shutdown code runs.

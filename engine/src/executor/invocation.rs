@@ -254,8 +254,17 @@ fn classify(e: wasmtime::Error, data: &StoreData, exec: &ExecState) -> Outcome {
     }
     let limits = data.limits();
     let quotas = &exec.sandbox.quotas;
-    let out_of_fuel = e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::OutOfFuel);
-    let hit = if out_of_fuel {
+    let trap = e.downcast_ref::<wasmtime::Trap>().copied();
+    if trap == Some(wasmtime::Trap::StackOverflow) {
+        return Outcome::Returned(Err(WitError::new(
+            "stack",
+            format!(
+                "the invocation overflowed its call stack of {} KiB (recursion too deep?)",
+                crate::runtime::MAX_WASM_STACK >> 10
+            ),
+        )));
+    }
+    let hit = if trap == Some(wasmtime::Trap::OutOfFuel) {
         Some(LimitHit::Fuel)
     } else {
         data.limit_hit()

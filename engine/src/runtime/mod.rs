@@ -53,6 +53,9 @@ pub struct RuntimeConfig {
     pub fuel: bool,
 }
 
+/// The call stack of wasm code in one invocation, bytes.
+pub const MAX_WASM_STACK: usize = 512 << 10;
+
 /// Builds the one wasmtime configuration. Everything that changes the
 /// compiled artifact is decided here, so cached artifacts always match.
 pub fn engine_config(config: &RuntimeConfig) -> Config {
@@ -60,6 +63,7 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
     c.wasm_component_model(true);
     c.epoch_interruption(true);
     c.consume_fuel(config.fuel);
+    c.max_wasm_stack(MAX_WASM_STACK);
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
     let mut pool = PoolingAllocationConfig::default();
     let instances = config.max_instances.max(8);

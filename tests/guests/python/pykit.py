@@ -5,7 +5,7 @@ import asyncio
 import random
 import time
 
-from cerebelum import Context, ProgressReporter, poll, sleep, step, workflow
+from cerebelum import Context, ProgressReporter, http, poll, sleep, step, workflow
 
 
 @step
@@ -65,3 +65,18 @@ async def ambient(context: Context, inputs: dict) -> dict:
 @workflow
 def ambient_wf(wf):
     wf.timeline(ambient)
+
+
+@step
+async def fetch(context: Context, inputs: dict) -> dict:
+    """An allow-listed request with a secret, then a durable sleep: a
+    crash during the sleep must not send the request again."""
+    token = context.secret("api-token")
+    r = http.get(inputs["url"], headers={"authorization": f"Bearer {token}"})
+    await sleep(inputs.get("sleep_ms", 0))
+    return {"status": r.status, "echo": r.json(), "server": r.headers.get("x-served-by")}
+
+
+@workflow
+def fetcher(wf):
+    wf.timeline(fetch)

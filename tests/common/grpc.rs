@@ -1,0 +1,75 @@
+//! A tonic client of `cerebelum serve` as one tenant, for tests and
+//! benchmarks that drive the API the way a program would.
+
+use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub type Client = CerebelumClient<
+    InterceptedService<
+        Channel,
+        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
+    >,
+>;
+
+/// A client of the server on 127.0.0.1:`port` with API key `key`.
+pub async fn connect(port: u16, key: &str) -> Client {
+    let channel = Channel::from_shared(super::url(port))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let header: MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
+    CerebelumClient::with_interceptor(
+        channel,
+        Box::new(move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", header.clone());
+            Ok(r)
+        }),
+    )
+}
+
+/// Uploads the package file at `path` as `name`.
+pub async fn upload(client: &mut Client, name: &str, path: &std::path::Path) {
+    client
+        .upload_package(pb::UploadPackageRequest {
+            name: name.into(),
+            wasm: std::fs::read(path).unwrap(),
+        })
+        .await
+        .unwrap();
+}
+
+/// Starts `workflow` of `package`, then watches it until it ends: how long
+/// that took and the final record.
+pub async fn start_to_completion(
+    client: &mut Client,
+    package: &str,
+    workflow: &str,
+    input: &str,
+) -> (Duration, pb::Execution) {
+    let t = Instant::now();
+    let started = client
+        .start_execution(pb::StartExecutionRequest {
+            package: package.into(),
+            workflow: workflow.into(),
+            input_json: input.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = started.into_inner().execution.unwrap().id;
+    let mut events = client
+        .watch_execution(pb::WatchExecutionRequest { id, after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.message().await.unwrap() {
+        if let Some(pb::watch_event::Event::Finished(e)) = event.event {
+            return (t.elapsed(), e);
+        }
+    }
+    panic!("the watch ended before the execution");
+}
