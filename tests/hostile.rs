@@ -19,22 +19,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
 
-/// Tenant A's limits: small enough that every attack meets one quickly.
-pub const LIMITS_A: &[&str] = &[
-    "--cpu-ms",
-    "2000",
-    "--memory-mb",
-    "384",
-    "--max-payload-kb",
-    "1024",
-    "--max-journal-entries",
-    "2000",
-    "--max-output-kb",
-    "64",
-    "--max-concurrency",
-    "2",
-];
-
 /// One attack: its workflow, input and the error kind it must end with.
 struct Attack {
     workflow: &'static str,
@@ -54,7 +38,7 @@ fn attacks(denied_url: &str) -> Vec<Attack> {
     vec![
         attack("loop_in_step", "{}", "deadline", "2000 ms"),
         attack("loop_in_workflow", "{}", "deadline", "2000 ms"),
-        attack("memory_bomb", "{}", "memory", "384 MiB"),
+        attack("memory_bomb", "{}", "memory", "128 MiB"),
         attack("stack_overflow", "{}", "stack", "512 KiB"),
         attack("huge_result", r#"{"mb": 8}"#, "payload", "1048576 bytes"),
         attack("huge_print", "{}", "output", "64 KiB"),
@@ -99,7 +83,7 @@ fn steady_load(port: u16, key: String, stop: Arc<AtomicBool>) -> std::thread::Jo
 fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
     let db = Db::new();
     let elsewhere = TestServer::start();
-    let key_a = db.tenant("a", LIMITS_A);
+    let key_a = db.tenant("a", common::HOSTILE_LIMITS);
     let key_b = db.tenant("b", &[]);
     let port = free_port();
     let mut server = db.serve_api(port, &[]);

@@ -22,6 +22,23 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Limits of the attacking tenant in the hostile suite and benchmark:
+/// small enough that every attack of `tests/hostile/` meets one quickly.
+pub const HOSTILE_LIMITS: &[&str] = &[
+    "--cpu-ms",
+    "2000",
+    "--memory-mb",
+    "128",
+    "--max-payload-kb",
+    "1024",
+    "--max-journal-entries",
+    "2000",
+    "--max-output-kb",
+    "64",
+    "--max-concurrency",
+    "2",
+];
+
 /// The workspace root.
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

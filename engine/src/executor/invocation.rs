@@ -182,7 +182,10 @@ pub(crate) async fn run(
         seed,
         exec.record.created_at_ms,
     );
-    store.data_mut().join(exec.sandbox.share.clone()).await;
+    store
+        .data_mut()
+        .join(exec.sandbox.share.clone(), exec.engine.runtime.cpu())
+        .await;
     let instance = match exec.package.pre.instantiate_async(&mut store).await {
         Ok(i) => i,
         Err(e) => {

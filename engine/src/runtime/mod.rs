@@ -8,7 +8,7 @@ mod sandbox;
 
 pub use output::{CapturedOutput, Stream};
 pub use sandbox::{
-    DEFAULT_OUTPUT_BYTES, InvocationLimits, LimitHit, StoreData, live_instances,
+    CpuSlots, DEFAULT_OUTPUT_BYTES, InvocationLimits, LimitHit, StoreData, live_instances,
     new_store as sandbox_store,
 };
 
@@ -33,11 +33,14 @@ pub mod bindings {
     });
 }
 
+use bindings::EnginePackage as PackageWorld;
+pub use bindings::EnginePackagePre as PackagePre;
 pub use bindings::cerebelum::workflow::types as wit;
-use bindings::{EnginePackage as PackageWorld, EnginePackagePre as PackagePre};
 
-/// How often the epoch ticks; CPU deadlines are checked at this grain.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch ticks. CPU deadlines are checked at this grain, and
+/// guest code gives its core to others at each tick: the longest another
+/// invocation waits for a core is about one tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Settings of the runtime.
 #[derive(Debug, Clone)]
@@ -86,6 +89,20 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
         .async_stack_keep_resident(64 << 10);
     c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     c
+}
+
+/// What packages are linked with: WASI p2 (without ambient authority, see
+/// the sandbox), `wasi:http` through the journaled hooks, and the
+/// Cerebelum host.
+pub fn linker(engine: &Engine) -> Result<Linker<StoreData>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| Error::Runtime(format!("linking WASI: {e}")))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(|e| Error::Runtime(format!("linking WASI HTTP: {e}")))?;
+    PackageWorld::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |d| d)
+        .map_err(|e| Error::Runtime(format!("linking the host: {e}")))?;
+    Ok(linker)
 }
 
 /// What a package exports, as `describe` told it. Stored as JSON.
@@ -237,19 +254,14 @@ pub struct Runtime {
     loaded: Mutex<HashMap<String, Arc<LoadedPackage>>>,
     ticker_stop: Arc<AtomicBool>,
     fuel: bool,
+    cpu: CpuSlots,
 }
 
 impl Runtime {
     pub fn new(config: &RuntimeConfig) -> Result<Self> {
         let engine = Engine::new(&engine_config(config))
             .map_err(|e| Error::Runtime(format!("configuring wasmtime: {e}")))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| Error::Runtime(format!("linking WASI: {e}")))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| Error::Runtime(format!("linking WASI HTTP: {e}")))?;
-        PackageWorld::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |d| d)
-            .map_err(|e| Error::Runtime(format!("linking the host: {e}")))?;
+        let linker = linker(&engine)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         {
             let engine = engine.clone();
@@ -271,11 +283,17 @@ impl Runtime {
             loaded: Mutex::new(HashMap::new()),
             ticker_stop,
             fuel: config.fuel,
+            cpu: CpuSlots::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
         })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The cores guest code of this node takes turns on.
+    pub fn cpu(&self) -> &CpuSlots {
+        &self.cpu
     }
 
     /// The package with `sha256`, compiled (or loaded from the cache) and

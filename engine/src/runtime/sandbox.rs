@@ -7,8 +7,8 @@
 use super::output::{CapturedOutput, Stream};
 use crate::executor::{HttpHooks, Invocation};
 use rand::SeedableRng;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
@@ -71,9 +71,58 @@ pub struct StoreData {
     /// The tenant's share of running invocations: held while guest code
     /// runs, given back while it waits in a host call.
     share: Option<(Arc<Semaphore>, Option<OwnedSemaphorePermit>)>,
+    /// A core of the node's (see [`CpuSlots`]): held while guest code runs,
+    /// given back at every epoch tick and while waiting in a host call.
+    cpu: Option<CpuHold>,
     /// The journal-backed host of this invocation; `None` for `describe`.
     pub(crate) host: Option<Invocation>,
     _live: LiveGuard,
+}
+
+/// The cores guest code may use at once on this node, handed out in turn:
+/// an invocation gives its core back at every epoch tick and queues for it
+/// again behind whoever waits, so a tenant whose code spins can delay
+/// another's by one tick per turn, not by its whole CPU deadline.
+#[derive(Clone)]
+pub struct CpuSlots(Arc<Semaphore>);
+
+impl CpuSlots {
+    pub fn new(cores: usize) -> Self {
+        Self(Arc::new(Semaphore::new(cores.max(1))))
+    }
+}
+
+/// An invocation's hold on a core.
+struct CpuHold {
+    slots: Arc<Semaphore>,
+    held: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    /// Nanoseconds spent queueing for a core at epoch ticks (not CPU).
+    queued: Arc<AtomicU64>,
+}
+
+impl CpuHold {
+    async fn take_core(&self) {
+        let permit = self.slots.clone().acquire_owned().await.ok();
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = permit;
+    }
+
+    fn give_core(&self) {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// What runs at an epoch tick: give the core up, let the executor run
+    /// others, queue for a core again.
+    fn turn(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        let (slots, held, queued) = (self.slots.clone(), self.held.clone(), self.queued.clone());
+        Box::pin(async move {
+            let began = Instant::now();
+            held.lock().unwrap_or_else(|p| p.into_inner()).take();
+            tokio::task::yield_now().await;
+            let permit = slots.acquire_owned().await.ok();
+            *held.lock().unwrap_or_else(|p| p.into_inner()) = permit;
+            queued.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        })
+    }
 }
 
 /// Counts stores (and so instances) alive in this process.
@@ -125,32 +174,57 @@ impl StoreData {
         lines[lines.len().saturating_sub(3)..].join("\n")
     }
 
-    /// Takes a place among the tenant's running invocations (waits for
-    /// one if all are taken); guest code runs only while it holds one.
-    pub async fn join(&mut self, share: Arc<Semaphore>) {
+    /// Takes a place among the tenant's running invocations, then a core
+    /// (waiting for each if all are taken): guest code runs only while it
+    /// holds both.
+    pub async fn join(&mut self, share: Arc<Semaphore>, cpu: &CpuSlots) {
+        let began = Instant::now();
         let permit = share.clone().acquire_owned().await.ok();
         self.share = Some((share, permit));
+        let hold = CpuHold {
+            slots: cpu.0.clone(),
+            held: Arc::new(Mutex::new(None)),
+            queued: Arc::new(AtomicU64::new(0)),
+        };
+        hold.take_core().await;
+        self.cpu = Some(hold);
+        self.host_time += began.elapsed();
     }
 
     /// Marks the start of a host call that may wait: its time is not CPU,
-    /// and the tenant's place is free for another invocation meanwhile.
+    /// and the tenant's place and the core are free for others meanwhile.
     pub fn wait_begin(&mut self) -> Instant {
         if let Some((_, permit)) = &mut self.share {
             *permit = None;
         }
+        if let Some(cpu) = &self.cpu {
+            cpu.give_core();
+        }
         Instant::now()
     }
 
-    /// The end of a wait: takes a place again before guest code goes on.
+    /// The end of a wait: takes a place and a core again before guest code
+    /// goes on.
     pub async fn wait_end(&mut self, began: Instant) {
         if let Some((share, permit)) = &mut self.share {
             *permit = share.clone().acquire_owned().await.ok();
         }
+        if let Some(cpu) = &self.cpu {
+            cpu.take_core().await;
+        }
         self.host_time += began.elapsed();
     }
 
+    /// Time guest code ran: not waiting in host calls or for a core.
     fn guest_time(&self) -> Duration {
-        self.started.elapsed().saturating_sub(self.host_time)
+        let queued = self
+            .cpu
+            .as_ref()
+            .map_or(0, |c| c.queued.load(Ordering::Relaxed));
+        self.started
+            .elapsed()
+            .saturating_sub(self.host_time)
+            .saturating_sub(Duration::from_nanos(queued))
     }
 }
 
@@ -262,6 +336,7 @@ pub fn new_store(
             started: Instant::now(),
             host_time: Duration::ZERO,
             share: None,
+            cpu: None,
             host,
             _live: LiveGuard::new(),
         },
@@ -280,8 +355,12 @@ pub fn new_store(
             data.limit_hit = Some(LimitHit::Deadline);
             return Ok(UpdateDeadline::Interrupt);
         }
-        // Yield at every tick so a busy guest cannot starve the executor.
-        Ok(UpdateDeadline::Yield(1))
+        // Yield at every tick so a busy guest cannot starve the executor,
+        // and give its core to whoever waits for one.
+        Ok(match &data.cpu {
+            Some(cpu) => UpdateDeadline::YieldCustom(1, cpu.turn()),
+            None => UpdateDeadline::Yield(1),
+        })
     });
     store
 }

@@ -214,6 +214,25 @@ fn get_url(ctx: &Context, input: Fetch) -> Result<Value, Error> {
     }))
 }
 
+#[derive(Serialize, Deserialize)]
+struct FetchN {
+    url: String,
+    n: u32,
+}
+
+/// `n` GETs of `url` in one step (benchmark of a journaled request).
+fn fetch_n(ctx: &Context, input: FetchN) -> Result<Value, Error> {
+    ctx.step("get_n", &input)
+}
+
+fn get_n(_ctx: &Context, input: FetchN) -> Result<u32, Error> {
+    let mut ok = 0;
+    for _ in 0..input.n {
+        ok += u32::from(http::get(&input.url)?.status == 200);
+    }
+    Ok(ok)
+}
+
 /// Workflow code sending a request (it has no network).
 fn fetch_from_workflow(_ctx: &Context, input: Fetch) -> Result<Value, Error> {
     let response = http::get(&input.url)?;
@@ -258,6 +277,7 @@ cerebelum_sdk::package! {
         ambient => "A step reaching for files, environment and sockets",
         fetch => "GET a URL in a step, sleep, return the response",
         fetch_from_workflow => "GET a URL from workflow code",
+        fetch_n => "n GETs of a URL in one step",
         leak_secret => "A step that returns and logs a secret",
         secret_in_workflow => "Workflow code reading a secret",
     ],
@@ -271,6 +291,7 @@ cerebelum_sdk::package! {
         small => "Return the input" with once(),
         probe_ambient => "Try files, env, sockets" with once(),
         get_url => "GET a URL, sleep" with once(),
+        get_n => "n GETs" with once(),
         read_secret => "Return a secret" with once(),
     ],
 }
