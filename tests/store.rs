@@ -245,6 +245,7 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
         max_output_bytes: Some(1024),
         max_response_bytes: Some(2048),
         max_concurrency: Some(2),
+        max_journal_rate: Some(500),
         ..quotas
     };
     let allow = vec![

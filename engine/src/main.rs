@@ -299,6 +299,10 @@ struct QuotaArgs {
     /// (built-in default 8).
     #[arg(long)]
     max_concurrency: Option<i64>,
+    /// Journaled host calls per second a tenant's code may make on a node;
+    /// faster callers are slowed down (built-in default: unlimited).
+    #[arg(long)]
+    max_journal_rate: Option<i64>,
 }
 
 /// Per-tenant settings whose server default is an engine flag

@@ -104,6 +104,9 @@ pub struct Quotas {
     pub max_response_bytes: Option<i64>,
     /// Invocations of the tenant running guest code at once (on this node).
     pub max_concurrency: Option<i64>,
+    /// Journaled host calls per second the tenant's code may make (on this
+    /// node); faster callers wait, off their CPU time.
+    pub max_journal_rate: Option<i64>,
 }
 
 impl Quotas {
@@ -120,6 +123,7 @@ impl Quotas {
             max_output_bytes: self.max_output_bytes.or(defaults.max_output_bytes),
             max_response_bytes: self.max_response_bytes.or(defaults.max_response_bytes),
             max_concurrency: self.max_concurrency.or(defaults.max_concurrency),
+            max_journal_rate: self.max_journal_rate.or(defaults.max_journal_rate),
         }
     }
 }
@@ -138,6 +142,7 @@ pub const DEFAULT_QUOTAS: Quotas = Quotas {
     max_output_bytes: Some(64 << 10),
     max_response_bytes: Some(10 << 20),
     max_concurrency: Some(8),
+    max_journal_rate: None,
 };
 
 /// What the `limits` column of `tenants` holds (JSON): the sandbox part of
@@ -158,6 +163,8 @@ pub struct StoredLimits {
     pub max_response_bytes: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_journal_rate: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_allow: Vec<String>,
 }
@@ -172,6 +179,7 @@ impl StoredLimits {
             max_output_bytes: quotas.max_output_bytes,
             max_response_bytes: quotas.max_response_bytes,
             max_concurrency: quotas.max_concurrency,
+            max_journal_rate: quotas.max_journal_rate,
             http_allow: http_allow.to_vec(),
         }
     }
@@ -185,6 +193,7 @@ impl StoredLimits {
         quotas.max_output_bytes = self.max_output_bytes;
         quotas.max_response_bytes = self.max_response_bytes;
         quotas.max_concurrency = self.max_concurrency;
+        quotas.max_journal_rate = self.max_journal_rate;
     }
 }
 

@@ -36,7 +36,9 @@ pub const HOSTILE_LIMITS: &[&str] = &[
     "--max-output-kb",
     "64",
     "--max-concurrency",
-    "2",
+    "1",
+    "--max-journal-rate",
+    "1000",
 ];
 
 /// The workspace root.

@@ -38,7 +38,7 @@ fn describe(t: &TenantRecord) -> String {
     format!(
         "{}\n  max package {}  max open executions {}  max payload {}\n  \
          memory {}  cpu {}  fuel {}  journal entries {}  output {}  response {}  \
-         concurrency {}\n  HTTP allowed to: {http}",
+         concurrency {}  journal rate {}/s\n  HTTP allowed to: {http}",
         t.name,
         limit(q.max_package_bytes, d.max_package_bytes, 1 << 20, " MiB"),
         limit(q.max_open_executions, d.max_open_executions, 1, ""),
@@ -53,6 +53,10 @@ fn describe(t: &TenantRecord) -> String {
         limit(q.max_output_bytes, d.max_output_bytes, 1 << 10, " KiB"),
         limit(q.max_response_bytes, d.max_response_bytes, 1 << 10, " KiB"),
         limit(q.max_concurrency, d.max_concurrency, 1, ""),
+        match q.max_journal_rate {
+            Some(r) => r.to_string(),
+            None => "unlimited (default)".into(),
+        },
     )
 }
 
@@ -72,6 +76,7 @@ fn given(quotas: &super::super::QuotaArgs, tenant: &TenantArgs) -> Result<Quotas
         ("--max-output-kb", q.max_output_bytes),
         ("--max-response-kb", q.max_response_bytes),
         ("--max-concurrency", q.max_concurrency),
+        ("--max-journal-rate", q.max_journal_rate),
     ] {
         if v.is_some_and(|v| v <= 0) {
             bail!("{name} must be a positive number");

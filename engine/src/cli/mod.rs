@@ -96,6 +96,7 @@ impl QuotaArgs {
             max_output_bytes: self.max_output_kb.map(|k| k << 10),
             max_response_bytes: self.max_response_kb.map(|k| k << 10),
             max_concurrency: self.max_concurrency,
+            max_journal_rate: self.max_journal_rate,
             ..Quotas::default()
         }
     }

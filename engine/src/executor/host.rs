@@ -38,8 +38,20 @@ impl StoreData {
 
     /// Waits until HTTP requests made before this call are journaled, so
     /// journal entries stay in call order (see `executor::http`).
+    /// Also where a tenant over its journal rate waits, giving its core
+    /// and its place to others meanwhile.
     async fn settle(&mut self) -> WasmResult<()> {
-        self.http.settle().await.map_err(wasmtime::Error::new)
+        self.http.settle().await.map_err(wasmtime::Error::new)?;
+        let pause = match &self.invocation()?.exec.sandbox.journal_rate {
+            Some(limit) => limit.take(),
+            None => return Ok(()),
+        };
+        if !pause.is_zero() {
+            let began = self.wait_begin();
+            tokio::time::sleep(pause).await;
+            self.wait_end(began).await;
+        }
+        Ok(())
     }
 
     /// Seq of the call: the recorded one, or a newly journaled one.

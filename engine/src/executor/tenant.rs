@@ -28,6 +28,39 @@ pub(crate) struct TenantSandbox {
     pub(crate) secret_values: Arc<[String]>,
     /// Places for the tenant's running invocations on this node.
     pub(crate) share: Arc<Semaphore>,
+    /// Its journaled host calls per second, if limited.
+    pub(crate) journal_rate: Option<Arc<RateLimit>>,
+}
+
+/// A token bucket: `rate` tokens a second, at most a second's worth saved.
+pub(crate) struct RateLimit {
+    rate: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            state: Mutex::new((rate, Instant::now())),
+        }
+    }
+
+    /// Takes a token; how long the caller must wait before it may go on
+    /// (zero if a token was there).
+    pub(crate) fn take(&self) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = *state;
+        let now = Instant::now();
+        let tokens =
+            (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.rate) - 1.0;
+        *state = (tokens, now);
+        if tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-tokens / self.rate)
+        }
+    }
 }
 
 impl TenantSandbox {
@@ -57,9 +90,23 @@ pub(crate) struct TenantCache {
     /// Shares outlive refreshes of the settings (their permits are held by
     /// running invocations); replaced only when the limit changes.
     shares: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
+    /// Journal rate limits, kept the same way.
+    rates: Mutex<HashMap<String, (i64, Arc<RateLimit>)>>,
 }
 
 impl TenantCache {
+    fn rate(&self, tenant: &str, rate: i64) -> Arc<RateLimit> {
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        match rates.get(tenant) {
+            Some((r, limit)) if *r == rate => limit.clone(),
+            _ => {
+                let limit = Arc::new(RateLimit::new(rate.max(1) as f64));
+                rates.insert(tenant.to_owned(), (rate, limit.clone()));
+                limit
+            }
+        }
+    }
+
     fn share(&self, tenant: &str, places: usize) -> Arc<Semaphore> {
         let mut shares = self.shares.lock().unwrap_or_else(|p| p.into_inner());
         match shares.get(tenant) {
@@ -105,6 +152,9 @@ impl Inner {
             secret_values: secrets.iter().map(|(_, v)| v.clone()).collect(),
             secrets,
             share: self.tenants.share(tenant, places),
+            journal_rate: quotas
+                .max_journal_rate
+                .map(|r| self.tenants.rate(tenant, r)),
         });
         self.tenants
             .entries
@@ -112,5 +162,20 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(tenant.to_owned(), (sandbox.clone(), Instant::now()));
         Ok(sandbox)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_limit_lets_a_second_of_calls_through_then_spaces_them() {
+        let limit = RateLimit::new(100.0);
+        let waits: Vec<Duration> = (0..102).map(|_| limit.take()).collect();
+        assert!(waits[..99].iter().all(|w| w.is_zero()), "{waits:?}");
+        // Past the saved second, each call waits about 1/100 s more.
+        let last = waits[101].as_secs_f64();
+        assert!((0.015..0.025).contains(&last), "{last}");
     }
 }
