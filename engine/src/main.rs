@@ -296,7 +296,7 @@ struct QuotaArgs {
     #[arg(long)]
     max_response_kb: Option<i64>,
     /// Invocations of one tenant running guest code at once on a node
-    /// (built-in default 8).
+    /// (built-in default: unlimited; cores are taken in turns anyway).
     #[arg(long)]
     max_concurrency: Option<i64>,
     /// Journaled host calls per second a tenant's code may make on a node;

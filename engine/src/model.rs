@@ -141,7 +141,7 @@ pub const DEFAULT_QUOTAS: Quotas = Quotas {
     max_journal_entries: Some(100_000),
     max_output_bytes: Some(64 << 10),
     max_response_bytes: Some(10 << 20),
-    max_concurrency: Some(8),
+    max_concurrency: None,
     max_journal_rate: None,
 };
 

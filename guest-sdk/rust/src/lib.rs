@@ -11,7 +11,10 @@
 //!   deterministic: clock, randomness and side effects only through
 //!   [`Context`].
 //! - a **step** does the work (side effects), in a fresh instance per
-//!   attempt, retried according to its [`RetryPolicy`].
+//!   attempt, retried according to its [`RetryPolicy`]. Steps may call
+//!   allow-listed hosts with [`http`] (journaled: a replay does not send a
+//!   request again) and read the tenant's secrets with
+//!   [`Context::secret`].
 //!
 //! ```
 //! use std::time::Duration;
