@@ -104,7 +104,7 @@ fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
             ])
             .trim()
             .to_owned();
-        let status = wait_ended(&a, &id);
+        let status = a.wait_ended(&id, WAIT);
         assert_eq!(status["status"], "failed", "{}: {status}", attack.workflow);
         let error = &status["error"];
         assert_eq!(
@@ -134,7 +134,7 @@ fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
         .ok(&["start", "hostile", "ambient", "--input", "{}"])
         .trim()
         .to_owned();
-    let status = wait_ended(&a, &id);
+    let status = a.wait_ended(&id, WAIT);
     assert_eq!(status["status"], "completed", "{status}");
     let probe = &status["result"];
     assert_eq!(
@@ -165,7 +165,7 @@ fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
         .trim()
         .to_owned();
     a.ok(&["cancel", &id]);
-    let status = wait_ended(&a, &id);
+    let status = a.wait_ended(&id, WAIT);
     assert_eq!(status["error"]["kind"], "deadline", "{status}");
 
     stop.store(true, Ordering::SeqCst);
@@ -182,20 +182,4 @@ fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
         "tenant B's executions did not all complete: {statuses:?}"
     );
     assert!(server.is_running(), "the server died");
-}
-
-/// Waits until `id` is completed, failed or cancelled; its status.
-fn wait_ended(cli: &Remote, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let status = cli.status(id);
-        if ["completed", "failed", "cancelled"].contains(&status["status"].as_str().unwrap()) {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{id} did not end: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

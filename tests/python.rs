@@ -450,18 +450,7 @@ fn a_python_step_sends_its_request_once_across_kill9() {
         "--allow-http",
         &server_http.host(),
     ]);
-    let mut set = db
-        .command(&["admin", "secret", "set", "default", "api-token"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    set.stdin
-        .take()
-        .unwrap()
-        .write_all(b"py-secret-0042")
-        .unwrap();
-    assert!(set.wait().unwrap().success());
+    db.set_secret("default", "api-token", "py-secret-0042");
     let wasm = python_guest(PYKIT);
     let server = db.serve(&["--hibernate-after-ms", "500"]);
     let input = json!({ "url": server_http.url("/python"), "sleep_ms": 3000 });

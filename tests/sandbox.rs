@@ -9,7 +9,6 @@ mod common;
 use common::http_server::TestServer;
 use common::{Db, Remote, entries, free_port, guest, path};
 use serde_json::{Value, json};
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -18,33 +17,10 @@ on_both_backends!(a_journaled_request_is_not_sent_again_after_kill9,);
 const WAIT: Duration = Duration::from_secs(60);
 const SECRET: &str = "tok-3f9a-very-secret";
 
-/// Sets tenant `tenant`'s secret `name` through the CLI (value on stdin).
-fn set_secret(db: &Db, tenant: &str, name: &str, value: &str) {
-    let mut child = db
-        .command(&["admin", "secret", "set", tenant, name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn a_journaled_request_is_not_sent_again_after_kill9(db: Db) {
     let http = TestServer::start();
     let key = db.tenant("acme", &["--allow-http", &http.host()]);
-    set_secret(&db, "acme", "api-token", SECRET);
+    db.set_secret("acme", "api-token", SECRET);
     let port = free_port();
     let server = db.serve_api(port, &["--hibernate-after-ms", "500"]);
     let cli = Remote::new(port, &key);
@@ -124,10 +100,7 @@ fn denied_hosts_workflow_code_and_large_responses_fail_clearly() {
             .ok(&["start", "hostile", workflow, "--input", &input.to_string()])
             .trim()
             .to_owned();
-        let text = cli.wait_text(&["status", &id, "--json"], WAIT, |s| {
-            s.contains("\"completed\"") || s.contains("\"failed\"")
-        });
-        serde_json::from_str(&text).unwrap()
+        cli.wait_ended(&id, WAIT)
     };
 
     let small = run("fetch", json!({ "url": http.url("/bytes/1000") }));
@@ -171,7 +144,7 @@ fn denied_hosts_workflow_code_and_large_responses_fail_clearly() {
 fn secrets_never_appear_in_the_journal_results_or_logs() {
     let db = Db::new();
     let key = db.tenant("acme", &[]);
-    set_secret(&db, "acme", "api-token", SECRET);
+    db.set_secret("acme", "api-token", SECRET);
     let listed = db.ok(&["admin", "secret", "list", "acme"]);
     assert_eq!(listed.trim(), "api-token", "names only");
     let short = db
@@ -268,12 +241,7 @@ fn a_fuel_budget_ends_an_execution_across_its_steps() {
             .trim()
             .to_owned()
     };
-    let ended = |id: &str| -> Value {
-        let text = cli.wait_text(&["status", id, "--json"], WAIT, |s| {
-            s.contains("\"completed\"") || s.contains("\"failed\"")
-        });
-        serde_json::from_str(&text).unwrap()
-    };
+    let ended = |id: &str| cli.wait_ended(id, WAIT);
     let small = start(1000);
     assert_eq!(ended(&small)["status"], "completed");
     let journal = cli.journal(&small);

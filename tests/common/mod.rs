@@ -455,6 +455,30 @@ impl Db {
         self.key(tenant)
     }
 
+    /// Sets `tenant`'s secret `name` through the CLI (the value on stdin).
+    pub fn set_secret(&self, tenant: &str, name: &str, value: &str) {
+        use std::io::Write as _;
+        let mut child = self
+            .command(&["admin", "secret", "set", tenant, name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A new API key of `tenant`.
     pub fn key(&self, tenant: &str) -> String {
         self.ok(&["admin", "key", "create", tenant])
@@ -589,6 +613,19 @@ impl Remote {
 
     pub fn journal(&self, id: &str) -> Vec<Value> {
         serde_json::from_str(&self.ok(&["journal", id, "--json"])).unwrap()
+    }
+
+    /// Waits until `id` is completed, failed or cancelled; its status.
+    pub fn wait_ended(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status(id);
+            if ["completed", "failed", "cancelled"].contains(&status["status"].as_str().unwrap()) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{id} did not end: {status}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Polls `status` until `pred` holds on its text output.

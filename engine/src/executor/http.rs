@@ -39,7 +39,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The HTTP side of one invocation's store.
-#[derive(Default)]
 pub struct HttpHooks {
     state: Option<Arc<HttpState>>,
 }

@@ -73,13 +73,12 @@ impl TenantSandbox {
 
     /// `text` with every secret value replaced by `[redacted]`.
     pub(crate) fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for s in self.secret_values.iter().filter(|s| !s.is_empty()) {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), crate::store::REDACTED);
-            }
+        let mut value = serde_json::Value::String(text.to_owned());
+        crate::store::redact(&mut value, &self.secret_values);
+        match value {
+            serde_json::Value::String(out) => out,
+            _ => text.to_owned(),
         }
-        out
     }
 }
 
