@@ -20,6 +20,8 @@ on_both_backends!(
     kill9_during_a_running_step_reattempts_it,
     tampered_journal_fails_with_nondeterminism,
     operator_retry_keeps_completed_steps,
+    a_step_cut_short_by_kill9_reruns_under_the_next_attempt_number,
+    a_step_woken_from_hibernation_keeps_its_attempt_number,
 );
 
 fn crash_during_sleep(db: Db, serve_args: &[&str]) {
@@ -110,6 +112,67 @@ fn kill9_during_a_running_step_reattempts_it(db: Db) {
         results(&journal, spin).len(),
         1,
         "its result is recorded once"
+    );
+}
+
+/// A step killed in the middle (here: during an in-process sleep) runs
+/// again under the next attempt number, so `attempt()` tells its code it
+/// may be a re-run; it replays what the first run journaled (its sleep
+/// goes on until the same due time) and its result is journaled once.
+fn a_step_cut_short_by_kill9_reruns_under_the_next_attempt_number(db: Db) {
+    let testkit = guest("testkit");
+    let server = db.serve(&["--hibernate-after-ms", "60000"]);
+    let id = db.start(&testkit, "hold_step", r#"{"mb": 1, "ms": 3000}"#);
+    db.wait_for(&id, LONG, |_, j| {
+        j.iter()
+            .any(|e| e["kind"] == "sleep" && e["invocation"] != "wf")
+    });
+    server.kill9();
+    let _server = db.serve(&["--hibernate-after-ms", "60000"]);
+    let status = db.wait_status(&id, "completed", LONG);
+    assert_eq!(status["result"]["attempt"], 2, "{status}");
+    let journal = db.journal(&id);
+    assert_contiguous(&id, &journal);
+    let hold = step_call_seq(&journal, "hold", 0);
+    let numbers: Vec<&Value> = journal
+        .iter()
+        .filter(|e| e["kind"] == "attempt" && e["ref_seq"] == hold)
+        .map(|e| &e["payload"])
+        .collect();
+    assert_eq!(numbers.len(), 2, "{numbers:?}");
+    assert_eq!(numbers[1]["attempt"], 2);
+    assert_eq!(
+        numbers[1]["invocation"],
+        format!("{hold}.1"),
+        "the re-run replays the first run's journal"
+    );
+    assert_eq!(
+        entries(&journal, "sleep").len(),
+        1,
+        "the sleep was replayed"
+    );
+    assert_eq!(results(&journal, hold).len(), 1);
+}
+
+/// Hibernation is not a crash: a step woken from its durable sleep goes on
+/// under its own attempt number.
+fn a_step_woken_from_hibernation_keeps_its_attempt_number(db: Db) {
+    let testkit = guest("testkit");
+    let _server = db.serve(&["--hibernate-after-ms", "200"]);
+    let id = db.start(&testkit, "hold_step", r#"{"mb": 1, "ms": 1000}"#);
+    let status = db.wait_status(&id, "completed", LONG);
+    assert_eq!(status["result"]["attempt"], 1, "{status}");
+    let journal = db.journal(&id);
+    let hold = step_call_seq(&journal, "hold", 0);
+    let numbers: Vec<&Value> = journal
+        .iter()
+        .filter(|e| e["kind"] == "attempt" && e["ref_seq"] == hold)
+        .map(|e| &e["payload"]["attempt"])
+        .collect();
+    assert_eq!(
+        numbers,
+        [1, 1],
+        "it hibernated once and went on as attempt 1"
     );
 }
 

@@ -10,7 +10,7 @@ use cerebelum::model::{
     ApiKeyRecord, CommitOp, Creation, Decision, Entry, ListFilter, NewExecution, Quotas, SideWrite,
     Status, StatusChange,
 };
-use cerebelum::store::{self, SharedStore, Synchronous};
+use cerebelum::store::{self, EngineFailure, SharedStore, Synchronous};
 use common::{Backend, Db};
 use serde_json::json;
 use std::collections::HashSet;
@@ -45,6 +45,7 @@ const T: &str = cerebelum::model::DEFAULT_TENANT;
 
 store_suite!(
     packages_are_content_addressed_and_versioned,
+    the_same_bytes_may_be_two_packages,
     tenants_have_keys_that_can_be_revoked,
     secrets_are_per_tenant_and_listed_without_values,
     tenants_do_not_share_names_keys_or_listings,
@@ -85,6 +86,8 @@ fn new_execution(id: &str) -> NewExecution {
     NewExecution {
         id: id.to_owned(),
         tenant: T.to_owned(),
+        package_name: "pkg".to_owned(),
+        package_version: 1,
         package_sha256: "sha-1".to_owned(),
         workflow: "wf".to_owned(),
         input: json!({"n": 1}),
@@ -182,6 +185,42 @@ async fn packages_are_content_addressed_and_versioned(db: Db) {
         store.package(T, "sha-9").await,
         Err(Error::NotFound(_))
     ));
+}
+
+/// A package is named, whatever its bytes: the same bytes under another
+/// name are another package (the bytes stored once), and executions run
+/// the version they were started with.
+async fn the_same_bytes_may_be_two_packages(db: Db) {
+    let store = with_package(&db).await;
+    let deploy = store
+        .put_package(T, "deploy", "sha-1", b"bytes", &json!({}), NOW + 1)
+        .await
+        .unwrap();
+    assert_eq!((deploy.name.as_str(), deploy.version), ("deploy", 1));
+    let names: Vec<String> = store
+        .list_packages(T)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| format!("{} v{}", p.name, p.version))
+        .collect();
+    assert_eq!(names, ["deploy v1", "pkg v1"]);
+    // Back under its first name: the version it has there.
+    let again = store
+        .put_package(T, "pkg", "sha-1", b"bytes", &json!({}), NOW + 2)
+        .await
+        .unwrap();
+    assert_eq!((again.name.as_str(), again.version), ("pkg", 1));
+    assert_eq!(store.package_bytes("sha-1").await.unwrap(), b"bytes");
+    let new = NewExecution {
+        package_name: "deploy".into(),
+        ..new_execution("ex_d")
+    };
+    let started = store.create_execution(new, NOW, None).await.unwrap();
+    assert_eq!(
+        (started.package_name.as_str(), started.package_version),
+        ("deploy", 1)
+    );
 }
 
 async fn tenants_have_keys_that_can_be_revoked(db: Db) {
@@ -398,7 +437,7 @@ async fn creating_with_an_idempotency_key_returns_the_first_execution(db: Db) {
         Err(Error::NotFound(_))
     ));
     let orphan = NewExecution {
-        package_sha256: "sha-9".to_owned(),
+        package_name: "nope".to_owned(),
         ..new_execution("ex_c")
     };
     assert!(matches!(
@@ -481,10 +520,10 @@ async fn a_status_change_ends_ownership_within_a_batch(db: Db) {
 
 async fn a_creation_in_a_commit_needs_its_package(db: Db) {
     let store = with_package(&db).await;
-    let creation = |id: &str, sha: &str| CommitOp {
+    let creation = |id: &str, package: &str| CommitOp {
         create: Some(Creation {
             new: NewExecution {
-                package_sha256: sha.to_owned(),
+                package_name: package.to_owned(),
                 ..new_execution(id)
             },
             owner: Some(("node-a".to_owned(), NOW + LEASE)),
@@ -494,8 +533,8 @@ async fn a_creation_in_a_commit_needs_its_package(db: Db) {
     let results = store
         .commit(
             vec![
-                creation("ex_ok", "sha-1"),
-                creation("ex_orphan", "sha-9"),
+                creation("ex_ok", "pkg"),
+                creation("ex_orphan", "nope"),
                 CommitOp {
                     create: Some(Creation {
                         new: new_execution("ex_pending"),
@@ -565,8 +604,20 @@ async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {
     assert!(matches!(results[0], Err(Error::LostOwnership(_))));
     assert!(results[1].is_ok());
     assert_eq!(store.journal("ex_r", 0).await.unwrap()[0].kind, "from-b");
-    // A node that fails gives the execution up for a later retry.
-    store.abandon("ex_r", 2, later + 100).await.unwrap();
+    // A node that fails gives the execution up for a later retry, counted
+    // with its message, after a delay that doubles with each failure.
+    let failure = |now_ms| EngineFailure {
+        error: "disk on fire".into(),
+        now_ms,
+        base_delay_ms: 100,
+        max_delay_ms: 150,
+    };
+    store.abandon("ex_r", 2, &failure(later)).await.unwrap();
+    let stalled = store.execution("ex_r").await.unwrap();
+    assert_eq!(
+        (stalled.engine_failures, stalled.engine_error.as_deref()),
+        (1, Some("disk on fire"))
+    );
     assert!(
         store
             .claim_due("node-c", later + 99, LEASE, 10)
@@ -580,6 +631,22 @@ async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {
         .unwrap();
     assert_eq!(ids(&claims), vec!["ex_r"]);
     assert_eq!(claims[0].epoch, 3);
+    assert!(!claims[0].resumed, "taken over, not woken from hibernation");
+    // The second failure in a row waits twice as long (capped at 150 ms).
+    store.abandon("ex_r", 3, &failure(later)).await.unwrap();
+    assert!(
+        store
+            .claim_due("node-c", later + 149, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.execution("ex_r").await.unwrap().engine_failures, 2);
+    let claims = store
+        .claim_due("node-c", later + 151, LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&claims), vec!["ex_r"]);
 }
 
 async fn concurrent_claims_never_hand_out_an_execution_twice(db: Db) {
@@ -671,6 +738,7 @@ async fn hibernation_wakes_at_its_time_or_at_once_after_a_signal(db: Db) {
         .await
         .unwrap();
     assert_eq!(ids(&claims), vec!["ex_timer"]);
+    assert!(claims[0].resumed, "woken from hibernation");
 }
 
 async fn approvals_are_idempotent_and_wake_the_execution(db: Db) {
@@ -866,6 +934,7 @@ async fn a_database_of_schema_1_keeps_its_data_under_the_default_tenant(db: Db) 
     // Its idempotency key still answers, now within the tenant.
     let again = NewExecution {
         tenant: T.to_owned(),
+        package_name: "old".into(),
         package_sha256: "sha-old".into(),
         idempotency_key: Some("key-old".into()),
         ..new_execution("ex_new")

@@ -335,6 +335,7 @@ async fn raw_instance(bench: &Bench, n: usize) -> f64 {
         max_instances: 100,
         max_memory_bytes: 1 << 32,
         fuel: false,
+        guest_memory_bytes: 8 << 30,
     })
     .unwrap();
     let store = bench.store.clone();

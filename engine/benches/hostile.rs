@@ -13,7 +13,8 @@
 //! - (s3) tenant B's latency (StartExecution + WatchExecution of the 3-step
 //!   `noop3`, one after the other, through a real `cerebelum serve`) alone
 //!   and while tenant A keeps four executions of each attack of the
-//!   hostile suite running.
+//!   hostile suite running. Both tenants have the default limits (`--
+//!   --hostile-limits`: A has the hostile suite's tight ones instead).
 //!
 //! The machine is shared and noisy: compare within one run, quote medians.
 
@@ -71,6 +72,7 @@ async fn limits_overhead(quick: bool) {
             max_instances: 16,
             max_memory_bytes: 1 << 32,
             fuel,
+            guest_memory_bytes: 8 << 30,
         };
         let mut wasmtime_config = engine_config(&config);
         wasmtime_config.epoch_interruption(epoch);
@@ -279,7 +281,20 @@ fn keep_attacking(
 fn tenant_b_under_attack(quick: bool) {
     let db = common::Db::new();
     let elsewhere = TestServer::start();
-    let key_a = db.tenant("a", common::HOSTILE_LIMITS);
+    let limits_a = if std::env::args().any(|a| a == "--hostile-limits") {
+        common::HOSTILE_LIMITS
+    } else {
+        &[]
+    };
+    let key_a = db.tenant("a", limits_a);
+    println!(
+        "(s3) tenant A's limits: {}",
+        if limits_a.is_empty() {
+            "the defaults".to_owned()
+        } else {
+            limits_a.join(" ")
+        }
+    );
     let key_b = db.tenant("b", &[]);
     let port = common::free_port();
     let _server = db.serve_api(port, &[]);

@@ -72,6 +72,7 @@ fn runtime_config(cache: &std::path::Path) -> RuntimeConfig {
         max_instances: 300,
         max_memory_bytes: 1 << 32,
         fuel: false,
+        guest_memory_bytes: 8 << 30,
     }
 }
 

@@ -55,6 +55,7 @@ pub mod model;
 pub mod runtime;
 mod scheduler;
 pub mod store;
+mod util;
 
 pub use error::{Error, Result};
 pub use executor::{Engine, EngineConfig};

@@ -52,6 +52,24 @@ struct Cli {
     command: Command,
 }
 
+/// Largest linear memory of one invocation, MiB (the pooling allocator
+/// reserves at most 4 GiB per memory).
+const MAX_MEMORY_MB: u64 = 4096;
+/// A day, in ms: the longest CPU deadline a flag takes.
+const DAY_MS: u64 = 86_400_000;
+
+/// A number flag between `min` and `max`: anything else is refused by clap
+/// with the range in the message, so sizes never wrap around when they are
+/// turned into bytes.
+fn range(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(min..=max)
+}
+
+/// [`range`] for signed flags (quotas are stored as `i64`).
+fn range_i64(min: i64, max: i64) -> clap::builder::RangedI64ValueParser<i64> {
+    clap::value_parser!(i64).range(min..=max)
+}
+
 /// Settings of the engine, for commands that run or validate packages.
 #[derive(Args, Clone, Debug)]
 struct EngineArgs {
@@ -64,31 +82,43 @@ struct EngineArgs {
     #[arg(long, value_enum, env = "CEREBELUM_SYNC", default_value = "full")]
     sync: cerebelum::store::Synchronous,
     /// Waits longer than this hibernate (the instance is dropped).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = range(0, DAY_MS))]
     hibernate_after_ms: u64,
     /// Lease of an execution this node drives; another node (or a restart)
     /// takes it over after the lease expires.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = range(100, 3_600_000))]
     lease_ms: u64,
     /// How often to look for due executions.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = range(1, 60_000))]
     tick_ms: u64,
+    /// Linear memory all the guests of this node may hold together, MiB
+    /// (default: half of the machine's memory). An invocation that would
+    /// pass it waits for room (`status` says so), and fails with the
+    /// `memory` error after waiting a minute.
+    #[arg(long, value_parser = range(16, 1 << 20))]
+    max_guest_memory_mb: Option<u64>,
     /// Memory limit of one invocation (workflow or step attempt), MiB.
-    #[arg(long, default_value_t = 256)]
-    memory_limit_mb: usize,
+    #[arg(long, default_value_t = 256, value_parser = range(1, MAX_MEMORY_MB))]
+    memory_limit_mb: u64,
     /// CPU deadline of a step attempt unless the step's options set one.
-    #[arg(long, default_value_t = 60_000)]
+    #[arg(long, default_value_t = 60_000, value_parser = range(1, DAY_MS))]
     step_timeout_ms: u64,
     /// CPU deadline of workflow code per run.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 30_000, value_parser = range(1, DAY_MS))]
     workflow_timeout_ms: u64,
     /// Executions driven at once by this node.
-    #[arg(long, default_value_t = 512)]
-    max_running: usize,
+    #[arg(long, default_value_t = 512, value_parser = range(1, 1_000_000))]
+    max_running: u64,
     /// Meter fuel (wasm instructions) so tenants' `--fuel` budgets are
     /// enforced; costs ~30% on CPU-bound guest code.
     #[arg(long)]
     meter_fuel: bool,
+    /// After an engine error (a database or runtime failure, not one of
+    /// user code), an execution runs again after this long, doubling with
+    /// each error in a row up to 5 minutes; after 10 in a row it fails
+    /// (error kind `engine`) until an operator retries it.
+    #[arg(long, default_value_t = 1000, value_parser = range(1, 300_000))]
+    engine_retry_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -118,8 +148,11 @@ enum Command {
         listen: String,
         /// Largest gRPC message, MiB (an upload is one message; keep it
         /// above every tenant's package quota).
-        #[arg(long, default_value_t = 256)]
-        max_message_mb: usize,
+        #[arg(long, default_value_t = 256, value_parser = range(1, 4095))]
+        max_message_mb: u64,
+        /// Watch streams open at once on this server, all tenants together.
+        #[arg(long, default_value_t = 10_000, value_parser = range(1, 10_000_000))]
+        node_max_streams: u64,
         #[command(flatten)]
         quotas: QuotaArgs,
         #[command(flatten)]
@@ -184,7 +217,7 @@ enum Command {
         #[arg(long)]
         workflow: Option<String>,
         /// Show at most this many.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = range_i64(1, 1_000_000))]
         limit: i64,
         /// Print JSON.
         #[arg(long)]
@@ -197,7 +230,7 @@ enum Command {
         /// The execution id.
         id: String,
         /// Give up after the server is unreachable this long, seconds.
-        #[arg(long, default_value_t = 120)]
+        #[arg(long, default_value_t = 120, value_parser = range(0, 86_400))]
         reconnect_timeout_s: u64,
     },
     /// Print an execution's journal.
@@ -271,38 +304,46 @@ enum Command {
 #[derive(Args, Clone, Debug, Default)]
 struct QuotaArgs {
     /// Largest package upload, MiB (built-in default 64).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, 2048))]
     max_package_mb: Option<i64>,
     /// Most executions pending, running or waiting at once (built-in default 10000).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, 100_000_000))]
     max_open_executions: Option<i64>,
     /// Largest JSON payload: workflow input, approval payload, step input
     /// or result, KiB (built-in default 1024).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, 262_144))]
     max_payload_kb: Option<i64>,
     /// Fuel (about one unit per wasm instruction) one execution may burn
     /// in all its invocations; enforced when `serve --meter-fuel` (built-in
     /// default: unlimited).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, i64::MAX))]
     fuel: Option<i64>,
     /// Journal entries one execution may write (built-in default 100000).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, 1_000_000_000))]
     max_journal_entries: Option<i64>,
     /// Guest stdout + stderr kept per invocation, KiB; the rest is dropped
     /// (built-in default 64).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, 1_048_576))]
     max_output_kb: Option<i64>,
     /// Largest HTTP response body a step may receive, KiB (built-in default 10240).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, 1_048_576))]
     max_response_kb: Option<i64>,
     /// Invocations of one tenant running guest code at once on a node
     /// (built-in default: unlimited; cores are taken in turns anyway).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, 1_000_000))]
     max_concurrency: Option<i64>,
     /// Journaled host calls per second a tenant's code may make on a node;
     /// faster callers are slowed down (built-in default: unlimited).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, 1_000_000_000))]
     max_journal_rate: Option<i64>,
+    /// Watch streams (`cerebelum watch`, WatchExecution) a tenant may have
+    /// open at once on a node (built-in default 100).
+    #[arg(long, value_parser = range_i64(1, 1_000_000))]
+    max_streams: Option<i64>,
+    /// Executions a tenant may start per second on a node; faster starts
+    /// wait their turn, and are refused if that would take over 10 s.
+    #[arg(long, value_parser = range_i64(1, 1_000_000))]
+    max_start_rate: Option<i64>,
 }
 
 /// Per-tenant settings whose server default is an engine flag
@@ -311,10 +352,10 @@ struct QuotaArgs {
 struct TenantArgs {
     /// Linear memory of one invocation, MiB (default: the server's
     /// --memory-limit-mb).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, MAX_MEMORY_MB as i64))]
     memory_mb: Option<i64>,
     /// CPU time of one invocation, ms (default: the server's --step-timeout-ms).
-    #[arg(long)]
+    #[arg(long, value_parser = range_i64(1, DAY_MS as i64))]
     cpu_ms: Option<i64>,
     /// A host the tenant's steps may send HTTP requests to; repeat for
     /// several (replaces the list). Forms: `api.example.com`,
@@ -332,7 +373,7 @@ enum AdminCommand {
     /// Create, list or change tenants.
     Tenant {
         #[command(subcommand)]
-        command: TenantCommand,
+        command: Box<TenantCommand>,
     },
     /// Create, list or revoke API keys.
     Key {

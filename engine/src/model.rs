@@ -107,6 +107,11 @@ pub struct Quotas {
     /// Journaled host calls per second the tenant's code may make (on this
     /// node); faster callers wait, off their CPU time.
     pub max_journal_rate: Option<i64>,
+    /// Watch streams the tenant may have open at once (on this node).
+    pub max_streams: Option<i64>,
+    /// Executions the tenant may start per second (on this node); faster
+    /// starts wait, and are refused if they would wait too long.
+    pub max_start_rate: Option<i64>,
 }
 
 impl Quotas {
@@ -124,6 +129,8 @@ impl Quotas {
             max_response_bytes: self.max_response_bytes.or(defaults.max_response_bytes),
             max_concurrency: self.max_concurrency.or(defaults.max_concurrency),
             max_journal_rate: self.max_journal_rate.or(defaults.max_journal_rate),
+            max_streams: self.max_streams.or(defaults.max_streams),
+            max_start_rate: self.max_start_rate.or(defaults.max_start_rate),
         }
     }
 }
@@ -143,6 +150,8 @@ pub const DEFAULT_QUOTAS: Quotas = Quotas {
     max_response_bytes: Some(10 << 20),
     max_concurrency: None,
     max_journal_rate: None,
+    max_streams: Some(100),
+    max_start_rate: None,
 };
 
 /// What the `limits` column of `tenants` holds (JSON): the sandbox part of
@@ -165,6 +174,10 @@ pub struct StoredLimits {
     pub max_concurrency: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_journal_rate: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_start_rate: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_allow: Vec<String>,
 }
@@ -180,6 +193,8 @@ impl StoredLimits {
             max_response_bytes: quotas.max_response_bytes,
             max_concurrency: quotas.max_concurrency,
             max_journal_rate: quotas.max_journal_rate,
+            max_streams: quotas.max_streams,
+            max_start_rate: quotas.max_start_rate,
             http_allow: http_allow.to_vec(),
         }
     }
@@ -194,6 +209,8 @@ impl StoredLimits {
         quotas.max_response_bytes = self.max_response_bytes;
         quotas.max_concurrency = self.max_concurrency;
         quotas.max_journal_rate = self.max_journal_rate;
+        quotas.max_streams = self.max_streams;
+        quotas.max_start_rate = self.max_start_rate;
     }
 }
 
@@ -234,6 +251,10 @@ pub struct PackageRecord {
 pub struct NewExecution {
     pub id: String,
     pub tenant: String,
+    /// The package version it runs: by name and version (the same bytes
+    /// may be several packages), and the bytes' hash.
+    pub package_name: String,
+    pub package_version: i64,
     pub package_sha256: String,
     pub workflow: String,
     pub input: Value,
@@ -259,7 +280,18 @@ pub struct ExecutionRecord {
     pub owner: Option<String>,
     pub epoch: i64,
     pub cancel_requested: bool,
+    /// Engine failures (a database or runtime error, not user code)
+    /// since the execution last made progress; retried with a growing
+    /// delay, it fails after [`MAX_ENGINE_FAILURES`].
+    pub engine_failures: i64,
+    /// The last of those failures.
+    pub engine_error: Option<String>,
 }
+
+/// Engine failures in a row after which an execution fails (with error
+/// kind `engine`) instead of being retried again: an operator looks at it
+/// and retries it.
+pub const MAX_ENGINE_FAILURES: i64 = 10;
 
 /// One entry of an execution's journal.
 ///
@@ -361,6 +393,8 @@ impl Creation {
             owner: self.owner.as_ref().map(|o| o.0.clone()),
             epoch: self.epoch(),
             cancel_requested: false,
+            engine_failures: 0,
+            engine_error: None,
         }
     }
 
@@ -389,6 +423,11 @@ pub struct Claim {
     pub epoch: i64,
     /// The execution's signal counter when claimed (see `StatusChange::Waiting`).
     pub signals: i64,
+    /// It was hibernated (`waiting`): the engine suspended its invocations
+    /// at durable waits. Otherwise (new, retried, or taken over after a
+    /// crash or a lost lease) a step attempt it left unfinished was cut
+    /// short, and runs again under the next attempt number.
+    pub resumed: bool,
 }
 
 /// Filter for listing executions, newest first.

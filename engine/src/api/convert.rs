@@ -125,6 +125,9 @@ pub fn execution_to_pb(r: &ExecutionRecord, approvals: &[ApprovalRecord]) -> pb:
         wake_at_ms: r.wake_at_ms,
         cancel_requested: r.cancel_requested,
         pending_approvals: approvals.iter().map(approval_to_pb).collect(),
+        engine_failures: r.engine_failures,
+        engine_error: r.engine_error.clone(),
+        note: None,
     }
 }
 
@@ -153,7 +156,10 @@ pub fn execution_from_pb(e: pb::Execution) -> ExecutionView {
             owner: None,
             epoch: 0,
             cancel_requested: e.cancel_requested,
+            engine_failures: e.engine_failures,
+            engine_error: e.engine_error,
         },
+        note: e.note,
         pending_approvals: e
             .pending_approvals
             .into_iter()

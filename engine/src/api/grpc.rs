@@ -1,14 +1,17 @@
 //! The tonic server of `cerebelum.v1`, with gRPC health and reflection.
 //!
-//! Each RPC authenticates its caller's key, then calls [`Api`] for the
+//! Every call passes the front door first ([`super::auth`]: the caller's
+//! key, the size of its request), then each RPC calls [`Api`] for the
 //! key's tenant. Errors become gRPC statuses in one place, [`status`]:
 //! database and internal failures are logged here and reach the client as
 //! a generic message, never with SQL or paths in it.
 
+use super::DESCRIPTOR;
+use super::auth::{AuthLayer, Caller};
 use super::convert::{self, entry_to_pb, execution_to_pb, package_to_pb};
 use super::pb::{self, cerebelum_server::CerebelumServer};
 use super::service::{Api, StartRequest, WatchEvent};
-use super::{DESCRIPTOR, keys};
+use super::streams::Streams;
 use crate::error::Error;
 use crate::model::{Decision, ListFilter, TenantRecord};
 use std::future::Future;
@@ -43,9 +46,11 @@ pub fn status(e: Error) -> Status {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-/// The `cerebelum.v1.Cerebelum` service.
+/// The `cerebelum.v1.Cerebelum` service. Its calls were authenticated
+/// by the front door ([`AuthLayer`]) before they arrive here.
 pub struct Service {
     api: Api,
+    streams: Streams,
     /// Turns true when the server shuts down: open watch streams end then
     /// (UNAVAILABLE, so clients reconnect), or they would hold the
     /// graceful shutdown open until their executions end.
@@ -53,35 +58,30 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(api: Api, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
-        Self { api, stopping }
+    pub fn new(api: Api, streams: Streams, stopping: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self {
+            api,
+            streams,
+            stopping,
+        }
     }
+}
 
-    /// The tenant of the request's `authorization: Bearer KEY`.
-    async fn tenant<T>(&self, request: &Request<T>) -> Result<TenantRecord, Status> {
-        let Some(header) = request.metadata().get("authorization") else {
-            return Err(Status::unauthenticated(
-                "missing API key: send the metadata `authorization: Bearer <key>` (the CLI: \
-                 --api-key or CEREBELUM_API_KEY); create a key with `cerebelum admin key create \
-                 TENANT`",
-            ));
-        };
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|h| {
-                h.strip_prefix("Bearer ")
-                    .or_else(|| h.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                Status::unauthenticated("malformed authorization: expected `Bearer <api key>`")
-            })?;
-        keys::authenticate(self.api.engine().store(), key)
-            .await
-            .map_err(status)
-    }
+/// Who made `request` (put there by the front door).
+fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| {
+            tracing::error!("a request reached the service without passing the front door");
+            Status::internal("internal error; the server's log has the details")
+        })
+}
+
+/// The tenant of `request`'s caller.
+fn tenant<T>(request: &Request<T>) -> Result<TenantRecord, Status> {
+    caller(request).map(|c| c.tenant)
 }
 
 fn optional(text: String) -> Option<String> {
@@ -102,7 +102,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
         &self,
         request: Request<pb::UploadPackageRequest>,
     ) -> Reply<pb::Package> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let package = self
             .api
@@ -116,7 +116,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
         &self,
         request: Request<pb::ListPackagesRequest>,
     ) -> Reply<pb::ListPackagesResponse> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let packages = self.api.list_packages(&tenant).await.map_err(status)?;
         Ok(Response::new(pb::ListPackagesResponse {
             packages: packages.iter().map(package_to_pb).collect(),
@@ -127,7 +127,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
         &self,
         request: Request<pb::DescribePackageRequest>,
     ) -> Reply<pb::Package> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let package = self
             .api
@@ -141,7 +141,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
         &self,
         request: Request<pb::StartExecutionRequest>,
     ) -> Reply<pb::StartExecutionResponse> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let (record, created) = self
             .api
@@ -167,23 +167,22 @@ impl pb::cerebelum_server::Cerebelum for Service {
         &self,
         request: Request<pb::GetExecutionRequest>,
     ) -> Reply<pb::Execution> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let view = self
             .api
             .execution(&tenant, &request.get_ref().id)
             .await
             .map_err(status)?;
-        Ok(Response::new(execution_to_pb(
-            &view.record,
-            &view.pending_approvals,
-        )))
+        let mut execution = execution_to_pb(&view.record, &view.pending_approvals);
+        execution.note = view.note;
+        Ok(Response::new(execution))
     }
 
     async fn list_executions(
         &self,
         request: Request<pb::ListExecutionsRequest>,
     ) -> Reply<pb::ListExecutionsResponse> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let status_filter = pb::ExecutionStatus::try_from(r.status)
             .map_err(|_| Status::invalid_argument(format!("unknown status {}", r.status)))?;
@@ -215,22 +214,42 @@ impl pb::cerebelum_server::Cerebelum for Service {
         &self,
         request: Request<pb::WatchExecutionRequest>,
     ) -> Reply<Self::WatchExecutionStream> {
-        let tenant = self.tenant(&request).await?;
+        let caller = caller(&request)?;
         let r = request.into_inner();
+        let mut guard = self
+            .streams
+            .open(
+                &caller.tenant.name,
+                self.api.quotas(&caller.tenant).max_streams,
+                &caller.key_hash,
+            )
+            .map_err(status)?;
         let mut events = self
             .api
-            .watch(&tenant, &r.id, r.after_seq)
+            .watch(&caller.tenant, &r.id, r.after_seq)
             .await
             .map_err(status)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let mut stopping = self.stopping.clone();
+        // The server works for the stream while this task runs: it ends
+        // when the execution ends, the client goes away, the key is
+        // revoked or the server stops.
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
-                    event = events.recv() => match event {
+                    event = events.next() => match event {
                         Some(event) => event,
                         None => return,
                     },
+                    () = tx.closed() => return,
+                    () = guard.revoked() => {
+                        let _ = tx
+                            .send(Err(Status::unauthenticated(
+                                "the API key of this stream was revoked",
+                            )))
+                            .await;
+                        return;
+                    }
                     () = async { drop(stopping.wait_for(|s| *s).await) } => {
                         let _ = tx
                             .send(Err(Status::unavailable(
@@ -275,7 +294,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
     }
 
     async fn approve(&self, request: Request<pb::ApproveRequest>) -> Reply<pb::Approval> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let payload = json(&r.payload_json, "payload_json")?;
         let approval = self
@@ -287,7 +306,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
     }
 
     async fn reject(&self, request: Request<pb::RejectRequest>) -> Reply<pb::Approval> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let approval = self
             .api
@@ -298,7 +317,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
     }
 
     async fn cancel(&self, request: Request<pb::CancelRequest>) -> Reply<pb::Execution> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let record = self
             .api
             .cancel(&tenant, &request.get_ref().id)
@@ -308,7 +327,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
     }
 
     async fn retry(&self, request: Request<pb::RetryRequest>) -> Reply<pb::Execution> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let record = self
             .api
             .retry(&tenant, &request.get_ref().id)
@@ -321,7 +340,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
         &self,
         request: Request<pb::GetJournalRequest>,
     ) -> Reply<pb::GetJournalResponse> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let entries = self
             .api
@@ -334,15 +353,34 @@ impl pb::cerebelum_server::Cerebelum for Service {
     }
 }
 
+/// Limits of a server, all tenants together.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Largest request any tenant may send (a tenant's own quotas are
+    /// lower, and checked before the request is read).
+    pub max_message_bytes: usize,
+    /// Watch streams open at once.
+    pub max_streams: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 256 << 20,
+            max_streams: super::streams::DEFAULT_NODE_MAX_STREAMS,
+        }
+    }
+}
+
 /// Serves `cerebelum.v1`, health and reflection on `listener` until
-/// `shutdown` resolves. `max_message_bytes` bounds one request (an upload
-/// carries a whole package).
+/// `shutdown` resolves.
 pub async fn serve(
     api: Api,
     listener: TcpListener,
-    max_message_bytes: usize,
+    limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> crate::Result<()> {
+    let max_message_bytes = limits.max_message_bytes;
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<CerebelumServer<Service>>()
@@ -360,10 +398,18 @@ pub async fn serve(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let service = CerebelumServer::new(Service::new(api, stopping))
+    let streams = Streams::new(limits.max_streams);
+    let revocations = tokio::spawn(
+        streams
+            .clone()
+            .check_revocations(api.engine().store().clone()),
+    );
+    let front_door = AuthLayer::new(api.clone());
+    let service = CerebelumServer::new(Service::new(api, streams, stopping))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    tonic::transport::Server::builder()
+    let served = tonic::transport::Server::builder()
+        .layer(front_door)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -375,7 +421,9 @@ pub async fn serve(
             shutdown,
         )
         .await
-        .map_err(|e| Error::Runtime(format!("gRPC server: {e}")))
+        .map_err(|e| Error::Runtime(format!("gRPC server: {e}")));
+    revocations.abort();
+    served
 }
 
 /// Whether a status means "try again": the server is down or restarting.

@@ -1,12 +1,15 @@
 //! The API: tenant-scoped operations ([`service::Api`]), served over gRPC
-//! as `cerebelum.v1` ([`grpc`], proto in `proto/cerebelum/v1`), API keys
-//! ([`keys`]), and the conversions between records and messages
-//! ([`convert`]).
+//! as `cerebelum.v1` ([`grpc`], proto in `proto/cerebelum/v1`) behind one
+//! front door that authenticates every call and bounds its size
+//! ([`auth`]), API keys ([`keys`]), open watch streams ([`streams`]), and
+//! the conversions between records and messages ([`convert`]).
 
+pub mod auth;
 pub mod convert;
 pub mod grpc;
 pub mod keys;
 pub mod service;
+pub mod streams;
 
 pub use service::{Api, DEFAULT_QUOTAS};
 

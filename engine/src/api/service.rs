@@ -10,16 +10,34 @@ use crate::model::{
     ApprovalRecord, Decision, Entry, ExecutionRecord, ListFilter, PackageRecord, Quotas, Status,
     TenantRecord,
 };
-use crate::store::{SharedStore, execution_not_found};
+use crate::store::{Follower, SharedStore, execution_not_found};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::mpsc;
 
 pub use crate::model::DEFAULT_QUOTAS;
+/// One event of [`Api::watch`].
+pub use crate::store::FeedEvent as WatchEvent;
 
 /// Most executions one page of a listing holds.
 pub const MAX_PAGE: i64 = 1000;
+
+/// Longest name a request may carry, bytes: packages, workflows,
+/// approval keys, idempotency keys, page tokens.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest execution id a request may carry, bytes (ids are 36).
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Refuses `value` of request field `field` if it is longer than `max`
+/// bytes, before anything is looked up or stored.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::InvalidInput(format!(
+            "{field} is {} bytes long; it may be at most {max} bytes",
+            value.len()
+        )));
+    }
+    Ok(())
+}
 
 /// A request to start an execution.
 #[derive(Debug, Clone, Default)]
@@ -39,14 +57,9 @@ pub struct StartRequest {
 pub struct ExecutionView {
     pub record: ExecutionRecord,
     pub pending_approvals: Vec<ApprovalRecord>,
-}
-
-/// One event of [`Api::watch`].
-#[derive(Debug, Clone)]
-pub enum WatchEvent {
-    Entry(Entry),
-    /// The last event: the execution ended.
-    Finished(ExecutionRecord),
+    /// What it waits for on the node that answers, besides its journal
+    /// (room in the node's guest memory budget).
+    pub note: Option<String>,
 }
 
 /// A page of [`Api::list`].
@@ -120,6 +133,7 @@ impl Api {
     /// Execution `id` if it belongs to `tenant`; NOT_FOUND otherwise, with
     /// the very message of a missing one (nothing is revealed).
     pub async fn owned(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
+        check_len("the execution id", id, MAX_ID_BYTES)?;
         match self.store().execution(id).await {
             Ok(record) if record.tenant == tenant.name => Ok(record),
             Ok(_) => Err(execution_not_found(id)),
@@ -147,6 +161,7 @@ impl Api {
         name: &str,
         wasm: Vec<u8>,
     ) -> Result<PackageRecord> {
+        check_len("the package name", name, MAX_NAME_BYTES)?;
         check_package_name(name)?;
         let limit = self.quotas(tenant).max_package_bytes.unwrap_or(i64::MAX);
         if wasm.len() as i64 > limit {
@@ -170,6 +185,7 @@ impl Api {
         name: &str,
         version: Option<i64>,
     ) -> Result<PackageRecord> {
+        check_len("the package name", name, MAX_NAME_BYTES)?;
         self.store().find_package(&tenant.name, name, version).await
     }
 
@@ -185,6 +201,11 @@ impl Api {
         } else {
             request.input.as_str()
         };
+        check_len("the package name", &request.package, MAX_NAME_BYTES)?;
+        check_len("the workflow name", &request.workflow, MAX_NAME_BYTES)?;
+        if let Some(key) = &request.idempotency_key {
+            check_len("the idempotency key", key, MAX_NAME_BYTES)?;
+        }
         self.check_payload(tenant, "the input", input.len())?;
         if request.idempotency_key.as_deref() == Some("") {
             return Err(Error::InvalidInput(
@@ -196,13 +217,7 @@ impl Api {
             .await?;
         let _reservation = self.reserve(tenant).await?;
         self.engine
-            .start_execution(
-                &tenant.name,
-                &package.sha256,
-                &request.workflow,
-                input,
-                request.idempotency_key,
-            )
+            .start_package(&package, &request.workflow, input, request.idempotency_key)
             .await
     }
 
@@ -250,6 +265,7 @@ impl Api {
             .filter(|a| a.status == "pending")
             .collect();
         Ok(ExecutionView {
+            note: self.engine.note(id),
             record,
             pending_approvals,
         })
@@ -263,6 +279,17 @@ impl Api {
         mut filter: ListFilter,
         page_token: Option<&str>,
     ) -> Result<Page> {
+        for (field, value) in [
+            ("the package filter", &filter.package),
+            ("the workflow filter", &filter.workflow),
+        ] {
+            if let Some(value) = value {
+                check_len(field, value, MAX_NAME_BYTES)?;
+            }
+        }
+        if let Some(token) = page_token {
+            check_len("the page token", token, MAX_NAME_BYTES)?;
+        }
         filter.tenant = Some(tenant.name.clone());
         filter.limit = match filter.limit {
             n if n <= 0 => 50,
@@ -300,8 +327,12 @@ impl Api {
         key: &str,
         decision: Decision,
     ) -> Result<ApprovalRecord> {
-        if let Decision::Approve(payload) = &decision {
-            self.check_payload(tenant, "the approval payload", payload.to_string().len())?;
+        check_len("the approval key", key, MAX_NAME_BYTES)?;
+        match &decision {
+            Decision::Approve(payload) => {
+                self.check_payload(tenant, "the approval payload", payload.to_string().len())?
+            }
+            Decision::Reject(reason) => self.check_payload(tenant, "the reason", reason.len())?,
         }
         self.owned(tenant, id).await?;
         let now = self.engine.now_ms();
@@ -317,67 +348,19 @@ impl Api {
     pub async fn retry(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
         self.owned(tenant, id).await?;
         let now = self.engine.now_ms();
-        self.store().retry_execution(id, now).await
+        let record = self.store().retry_execution(id, now).await?;
+        // Its `retried` entry was written outside the group commit.
+        self.engine.feeds().touched(id);
+        Ok(record)
     }
 
     /// Follows an execution: its journal entries after `after_seq` as they
-    /// are written, then [`WatchEvent::Finished`]. The channel closes after
-    /// the last event, on an error (sent as the last item), or when the
-    /// receiver is dropped.
-    pub async fn watch(
-        &self,
-        tenant: &TenantRecord,
-        id: &str,
-        after_seq: i64,
-    ) -> Result<mpsc::Receiver<Result<WatchEvent>>> {
+    /// are written, then [`WatchEvent::Finished`] (see [`Follower::next`]).
+    /// Every follower of one execution shares one reader of the store;
+    /// dropping the follower stops following.
+    pub async fn watch(&self, tenant: &TenantRecord, id: &str, after_seq: i64) -> Result<Follower> {
         self.owned(tenant, id).await?;
-        let (tx, rx) = mpsc::channel(256);
-        let store = self.store().clone();
-        let mut finished = self.engine.finished();
-        let id = id.to_owned();
-        tokio::spawn(async move {
-            let mut last_seq = after_seq;
-            loop {
-                // Read the status first: entries committed before it are then seen.
-                let step = async {
-                    let record = store.execution(&id).await?;
-                    let entries = store.journal(&id, last_seq).await?;
-                    Ok::<_, Error>((record, entries))
-                };
-                let (record, entries) = match step.await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                for entry in entries {
-                    last_seq = entry.seq;
-                    if tx.send(Ok(WatchEvent::Entry(entry))).await.is_err() {
-                        return;
-                    }
-                }
-                if record.status.is_terminal() {
-                    let _ = tx.send(Ok(WatchEvent::Finished(record))).await;
-                    return;
-                }
-                // New entries are polled for; an execution this node
-                // finishes is noticed at once.
-                let wait = tokio::time::sleep(Duration::from_millis(50));
-                tokio::pin!(wait);
-                loop {
-                    tokio::select! {
-                        _ = &mut wait => break,
-                        done = finished.recv() => match done {
-                            Ok(done) if done != id => continue,
-                            _ => break,
-                        },
-                        _ = tx.closed() => return,
-                    }
-                }
-            }
-        });
-        Ok(rx)
+        Ok(self.engine.feeds().follow(id, after_seq))
     }
 
     /// Statuses `list` accepts, for error messages.

@@ -38,7 +38,8 @@ fn describe(t: &TenantRecord) -> String {
     format!(
         "{}\n  max package {}  max open executions {}  max payload {}\n  \
          memory {}  cpu {}  fuel {}  journal entries {}  output {}  response {}  \
-         concurrency {}  journal rate {}/s\n  HTTP allowed to: {http}",
+         concurrency {}  journal rate {}/s  watch streams {}  start rate {}/s\n  \
+         HTTP allowed to: {http}",
         t.name,
         limit(q.max_package_bytes, d.max_package_bytes, 1 << 20, " MiB"),
         limit(q.max_open_executions, d.max_open_executions, 1, ""),
@@ -57,32 +58,21 @@ fn describe(t: &TenantRecord) -> String {
             Some(r) => r.to_string(),
             None => "unlimited (default)".into(),
         },
+        limit(q.max_streams, d.max_streams, 1, ""),
+        match q.max_start_rate {
+            Some(r) => r.to_string(),
+            None => "unlimited (default)".into(),
+        },
     )
 }
 
-/// The given quotas merged with what the tenant-only flags set.
-fn given(quotas: &super::super::QuotaArgs, tenant: &TenantArgs) -> Result<Quotas> {
+/// The given quotas merged with what the tenant-only flags set (clap has
+/// checked each value's range).
+fn given(quotas: &super::super::QuotaArgs, tenant: &TenantArgs) -> Quotas {
     let mut q = quotas.quotas();
     q.memory_bytes = tenant.memory_mb.map(|m| m << 20);
     q.cpu_ms = tenant.cpu_ms;
-    for (name, v) in [
-        ("--max-package-mb", q.max_package_bytes),
-        ("--max-open-executions", q.max_open_executions),
-        ("--max-payload-kb", q.max_payload_bytes),
-        ("--memory-mb", q.memory_bytes),
-        ("--cpu-ms", q.cpu_ms),
-        ("--fuel", q.fuel),
-        ("--max-journal-entries", q.max_journal_entries),
-        ("--max-output-kb", q.max_output_bytes),
-        ("--max-response-kb", q.max_response_bytes),
-        ("--max-concurrency", q.max_concurrency),
-        ("--max-journal-rate", q.max_journal_rate),
-    ] {
-        if v.is_some_and(|v| v <= 0) {
-            bail!("{name} must be a positive number");
-        }
-    }
-    Ok(q)
+    q
 }
 
 /// The allow-list the flags ask for: `None` to keep the current one.
@@ -129,22 +119,22 @@ fn check_secret_name(name: &str) -> Result<()> {
 pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<ExitCode> {
     let now = SystemClock.now_ms();
     match command {
-        AdminCommand::Tenant { command } => match command {
+        AdminCommand::Tenant { command } => match command.as_ref() {
             TenantCommand::Create {
                 name,
                 quotas,
                 tenant,
             } => {
                 keys::check_tenant_name(name)?;
-                let q = given(quotas, tenant)?;
+                let q = given(quotas, tenant);
                 let allow = allow_list(tenant)?.unwrap_or_default();
                 let created = store.create_tenant(name, &q, &allow, now).await?;
-                println!("created tenant {}", describe(&created));
-                println!("next: cerebelum admin key create {name}");
+                out!("created tenant {}", describe(&created));
+                out!("next: cerebelum admin key create {name}");
             }
             TenantCommand::List => {
                 for tenant in store.list_tenants().await? {
-                    println!("{}", describe(&tenant));
+                    out!("{}", describe(&tenant));
                 }
             }
             TenantCommand::Update {
@@ -152,14 +142,14 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
                 quotas,
                 tenant,
             } => {
-                let q = given(quotas, tenant)?;
+                let q = given(quotas, tenant);
                 let allow = allow_list(tenant)?;
                 let current = store.tenant(name).await?;
                 let allow = allow.unwrap_or(current.http_allow);
                 let updated = store
                     .update_tenant(name, &q.or(current.quotas), &allow)
                     .await?;
-                println!("updated tenant {}", describe(&updated));
+                out!("updated tenant {}", describe(&updated));
             }
         },
         AdminCommand::Key { command } => match command {
@@ -169,11 +159,11 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
                     "API key {} for tenant {tenant}; it is shown only this once:",
                     key.record.id
                 );
-                println!("{}", key.secret);
+                out!("{}", key.secret);
             }
             KeyCommand::List { tenant } => {
                 for key in store.list_api_keys(tenant).await? {
-                    println!(
+                    out!(
                         "{}  {}",
                         key.id,
                         if key.revoked_at_ms.is_some() {
@@ -186,7 +176,7 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
             }
             KeyCommand::Revoke { id } => {
                 let key = store.revoke_api_key(keys::id_of(id), now).await?;
-                println!("revoked API key {} of tenant {}", key.id, key.tenant);
+                out!("revoked API key {} of tenant {}", key.id, key.tenant);
             }
         },
         AdminCommand::Secret { command } => match command {
@@ -194,20 +184,21 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
                 check_secret_name(name)?;
                 let value = read_secret_value()?;
                 let secret = store.set_secret(tenant, name, &value, now).await?;
-                println!(
+                out!(
                     "set secret {} of tenant {} (steps read it with the SDK; running \
                      executions see it within seconds)",
-                    secret.name, secret.tenant
+                    secret.name,
+                    secret.tenant
                 );
             }
             SecretCommand::List { tenant } => {
                 for secret in store.list_secrets(tenant).await? {
-                    println!("{}", secret.name);
+                    out!("{}", secret.name);
                 }
             }
             SecretCommand::Delete { tenant, name } => {
                 store.delete_secret(tenant, name).await?;
-                println!("deleted secret {name} of tenant {tenant}");
+                out!("deleted secret {name} of tenant {tenant}");
             }
         },
     }

@@ -76,14 +76,61 @@ pub(crate) struct Remote {
     client: Grpc,
 }
 
-impl Remote {
-    /// Connects to `url` (e.g. `http://127.0.0.1:7433`) with `api_key`.
-    pub(crate) async fn connect(url: &str, api_key: Option<&str>) -> Result<Self> {
-        let url = if url.contains("://") {
-            url.to_owned()
-        } else {
-            format!("http://{url}")
+/// What `--server` names, checked before anything is sent: `http://`
+/// URLs only (the server does not speak TLS yet, and an `https://` URL
+/// spoken to in plaintext would send the API key in clear to whoever
+/// answers). `HOST:PORT` means `http://HOST:PORT`.
+#[derive(Debug, PartialEq)]
+pub(crate) struct ServerUrl {
+    pub(crate) url: String,
+    /// The key travels over the network in clear (not to a loopback address).
+    pub(crate) in_clear: bool,
+}
+
+impl ServerUrl {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
+        let (scheme, rest) = text.split_once("://").unwrap_or(("http", text));
+        match scheme.to_ascii_lowercase().as_str() {
+            "http" => {}
+            "https" => anyhow::bail!(
+                "--server {text}: `cerebelum serve` does not speak TLS yet, so an https:// URL \
+                 cannot be used (nothing was sent). Reach the server over http:// on a trusted \
+                 network (e.g. through an SSH tunnel to 127.0.0.1), or put a TLS-terminating \
+                 proxy in front of it"
+            ),
+            other => anyhow::bail!(
+                "--server {text}: unknown scheme {other:?}; use http://HOST:PORT (e.g. \
+                 http://127.0.0.1:7433)"
+            ),
+        }
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
         };
+        if host.is_empty() {
+            anyhow::bail!("--server {text}: no host; use http://HOST:PORT");
+        }
+        Ok(Self {
+            url: format!("http://{rest}"),
+            in_clear: !is_loopback(host),
+        })
+    }
+}
+
+/// `localhost` or a loopback IP address (names are not resolved: any
+/// other name may lead off this machine).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Remote {
+    /// Connects to `url` (checked by [`ServerUrl::parse`]) with `api_key`.
+    pub(crate) async fn connect(url: &str, api_key: Option<&str>) -> Result<Self> {
+        let url = url.to_owned();
         let auth = match api_key.filter(|k| !k.trim().is_empty()) {
             Some(key) => Some(
                 format!("Bearer {key}")
@@ -116,7 +163,7 @@ impl Remote {
 
 /// Where commands go.
 pub(crate) enum Client {
-    Local { api: Api, tenant: TenantRecord },
+    Local { api: Api, tenant: Box<TenantRecord> },
     Remote(Remote),
 }
 
@@ -124,7 +171,10 @@ impl Client {
     /// The local database, as tenant `default`.
     pub(crate) async fn local(api: Api) -> Result<Self> {
         let tenant = api.engine().store().tenant(DEFAULT_TENANT).await?;
-        Ok(Client::Local { api, tenant })
+        Ok(Client::Local {
+            api,
+            tenant: Box::new(tenant),
+        })
     }
 
     /// Where this client works, for messages.
@@ -362,7 +412,12 @@ impl Client {
                 let mut events = api.watch(tenant, id, after_seq).await?;
                 let (tx, rx) = mpsc::channel(256);
                 tokio::spawn(async move {
-                    while let Some(event) = events.recv().await {
+                    loop {
+                        let event = tokio::select! {
+                            event = events.next() => event,
+                            () = tx.closed() => return,
+                        };
+                        let Some(event) = event else { return };
                         if tx.send(event.map_err(anyhow::Error::from)).await.is_err() {
                             return;
                         }
@@ -432,5 +487,36 @@ impl Client {
                 Remote::connect(&r.url, r.api_key.as_deref()).await?,
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_urls_are_http_and_loopback_is_told_apart() {
+        let local = ServerUrl::parse("127.0.0.1:7433").unwrap();
+        assert_eq!(local.url, "http://127.0.0.1:7433");
+        assert!(!local.in_clear);
+        for url in [
+            "http://localhost:1",
+            "http://[::1]:7433",
+            "HTTP://127.0.0.2:9/x",
+        ] {
+            assert!(!ServerUrl::parse(url).unwrap().in_clear, "{url}");
+        }
+        for url in [
+            "http://10.0.0.5:7433",
+            "http://api.example.com",
+            "http://0.0.0.0:1",
+            "http://[2001:db8::1]:7433",
+        ] {
+            assert!(ServerUrl::parse(url).unwrap().in_clear, "{url}");
+        }
+        let https = ServerUrl::parse("https://api.example.com").unwrap_err();
+        assert!(https.to_string().contains("does not speak TLS"), "{https}");
+        assert!(ServerUrl::parse("ftp://x").is_err());
+        assert!(ServerUrl::parse("http://:7433").is_err());
     }
 }

@@ -2,6 +2,20 @@
 //! the local database or a remote server. Only the commands that run or
 //! validate packages locally start the wasm runtime.
 
+/// `println!` for commands: a closed stdout (`cerebelum journal ID | head`)
+/// ends the command quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(e.into());
+        }
+    }};
+}
+
 mod admin;
 mod build;
 mod client;
@@ -20,20 +34,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// `println!` for commands: a closed stdout (`cerebelum journal ID | head`)
-/// ends the command quietly instead of panicking.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(ExitCode::SUCCESS);
-            }
-            return Err(e.into());
-        }
-    }};
-}
 
 async fn open_store(db: &str, sync: Synchronous) -> Result<SharedStore> {
     Ok(store::open(db, sync).await?)
@@ -54,13 +54,17 @@ async fn engine(db: &str, args: &EngineArgs, quotas: Quotas) -> Result<Engine> {
     let store = open_store(db, args.sync).await?;
     let mut config = EngineConfig::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir));
     config.hibernate_after = Duration::from_millis(args.hibernate_after_ms);
-    config.lease = Duration::from_millis(args.lease_ms.max(30));
-    config.tick = Duration::from_millis(args.tick_ms.max(1));
-    config.memory_limit_bytes = args.memory_limit_mb.max(1) << 20;
+    config.lease = Duration::from_millis(args.lease_ms);
+    config.tick = Duration::from_millis(args.tick_ms);
+    config.memory_limit_bytes = (args.memory_limit_mb << 20) as usize;
     config.step_timeout = Duration::from_millis(args.step_timeout_ms);
     config.workflow_timeout = Duration::from_millis(args.workflow_timeout_ms);
-    config.max_running = args.max_running.max(1);
+    config.max_running = args.max_running as usize;
     config.runtime.fuel = args.meter_fuel;
+    config.engine_retry = Duration::from_millis(args.engine_retry_ms);
+    if let Some(mb) = args.max_guest_memory_mb {
+        config.runtime.guest_memory_bytes = (mb << 20) as usize;
+    }
     config.quotas = quotas.or(DEFAULT_QUOTAS);
     Ok(Engine::new(store, config, Arc::new(SystemClock))?)
 }
@@ -80,8 +84,36 @@ fn read_package(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read package file {}", path.display()))
 }
 
+/// Parses a JSON flag. The error names the position and shows a few
+/// characters around it, never the whole (possibly huge) text.
 fn json_arg(text: &str, what: &str) -> Result<serde_json::Value> {
-    serde_json::from_str(text).with_context(|| format!("{what} is not valid JSON: {text}"))
+    serde_json::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} is not valid JSON: {e}, near `{}`",
+            near(text, e.line(), e.column())
+        )
+    })
+}
+
+/// At most 60 bytes of `text` around (1-based) `line` and `column`, with
+/// `…` where it was cut.
+fn near(text: &str, line: usize, column: usize) -> String {
+    let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    let at = column.saturating_sub(1).min(line_text.len());
+    let floor = |mut i: usize| {
+        while !line_text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let start = floor(at.saturating_sub(30));
+    let end = floor((at + 30).min(line_text.len()));
+    format!(
+        "{}{}{}",
+        if start > 0 { "…" } else { "" },
+        &line_text[start..end],
+        if end < line_text.len() { "…" } else { "" }
+    )
 }
 
 impl QuotaArgs {
@@ -97,6 +129,8 @@ impl QuotaArgs {
             max_response_bytes: self.max_response_kb.map(|k| k << 10),
             max_concurrency: self.max_concurrency,
             max_journal_rate: self.max_journal_rate,
+            max_streams: self.max_streams,
+            max_start_rate: self.max_start_rate,
             ..Quotas::default()
         }
     }
@@ -115,9 +149,19 @@ fn default_engine_args() -> EngineArgs {
 /// Where the command's work goes: `--server`, else the local database.
 async fn client(cli: &Cli, args: Option<&EngineArgs>) -> Result<Client> {
     match &cli.server {
-        Some(url) => Ok(Client::Remote(
-            Remote::connect(url, cli.api_key.as_deref()).await?,
-        )),
+        Some(url) => {
+            let server = client::ServerUrl::parse(url)?;
+            if server.in_clear && cli.api_key.is_some() {
+                eprintln!(
+                    "warning: the API key travels in clear over http:// to {}; use such a \
+                     server only on a network you trust (or through an SSH tunnel)",
+                    server.url
+                );
+            }
+            Ok(Client::Remote(
+                Remote::connect(&server.url, cli.api_key.as_deref()).await?,
+            ))
+        }
         None => {
             let args = args.cloned().unwrap_or_else(default_engine_args);
             let engine = engine(&cli.db, &args, Quotas::default()).await?;
@@ -206,6 +250,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Serve {
             listen,
             max_message_mb,
+            node_max_streams,
             quotas,
             engine: args,
         } => {
@@ -228,7 +273,10 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             let grpc = cerebelum::api::grpc::serve(
                 api,
                 listener,
-                max_message_mb.saturating_mul(1 << 20),
+                cerebelum::api::grpc::ServerLimits {
+                    max_message_bytes: (max_message_mb << 20) as usize,
+                    max_streams: *node_max_streams as usize,
+                },
                 until_stopped(stopped.clone()),
             );
             let scheduler = engine.serve(until_stopped(stopped));
@@ -318,6 +366,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 out!("{}", serde_json::to_string_pretty(&view.record)?);
             } else {
                 out!("{}", watch::summary(&view.record));
+                if let Some(note) = &view.note {
+                    out!("  waiting for {note}");
+                }
                 for approval in view.pending_approvals {
                     out!(
                         "  waiting for approval '{}': {}  (cerebelum approve {id} {})",
@@ -426,7 +477,20 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Admin { command } => {
+            if let Some(server) = &cli.server {
+                anyhow::bail!(
+                    "`cerebelum admin` works on the server's database directly and has no remote \
+                     form yet, so it does not use --server {server} (or CEREBELUM_SERVER); run it \
+                     where the database is, with --db (the URL `cerebelum serve` was given)"
+                );
+            }
+            let sqlite_file = (!db.starts_with("postgres://") && !db.starts_with("postgresql://"))
+                .then(|| PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(&db)));
+            let created = sqlite_file.as_ref().is_some_and(|f| !f.exists());
             let store = open_store(&db, Synchronous::Full).await?;
+            if created {
+                eprintln!("note: created a new, empty database {db} (pass --db to use another)");
+            }
             admin::run(&store, command).await
         }
         Command::Build {
@@ -446,14 +510,10 @@ async fn decide(cli: &Cli, id: &str, key: &str, decision: Decision) -> Result<Ex
 fn print_outcome(record: &cerebelum::model::ExecutionRecord) -> ExitCode {
     match record.status {
         Status::Completed => {
-            println!(
-                "{}",
-                record
-                    .result
-                    .as_ref()
-                    .map(|r| r.to_string())
-                    .unwrap_or_else(|| "null".into())
-            );
+            use std::io::Write as _;
+            let result = record.result.as_ref().map(|r| r.to_string());
+            // A closed stdout (`| head -0`) is not a failure of the execution.
+            let _ = writeln!(std::io::stdout(), "{}", result.as_deref().unwrap_or("null"));
             ExitCode::SUCCESS
         }
         _ => {

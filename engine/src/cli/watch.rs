@@ -27,6 +27,14 @@ pub(crate) fn summary(r: &ExecutionRecord) -> String {
     if let Some(result) = &r.result {
         line.push_str(&format!("  result {result}"));
     }
+    if r.engine_failures > 0 && !r.status.is_terminal() {
+        line.push_str(&format!(
+            "  stalled by {} engine error{} in a row (retried automatically): {}",
+            r.engine_failures,
+            if r.engine_failures == 1 { "" } else { "s" },
+            r.engine_error.as_deref().unwrap_or("no message")
+        ));
+    }
     if let Some(error) = &r.error {
         line.push_str(&format!(
             "  error {}: {}",

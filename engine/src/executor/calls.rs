@@ -149,7 +149,7 @@ pub(crate) async fn step_call(
         Ok(p) => p,
         Err(e) => return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await,
     };
-    let (mut failed, mut attempt, mut retry_at) = {
+    let (mut failed, (mut attempt, mut invocation), mut retry_at) = {
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let failed = index.progress(seq);
         let retry_at = failed.last().and_then(|e| e.payload["retry_at"].as_i64());
@@ -168,10 +168,10 @@ pub(crate) async fn step_call(
                 Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
             }
         }
-        push_attempt(&exec, &caller, seq, &step, attempt).await?;
+        push_attempt(&exec, &caller, seq, &step, attempt, &invocation).await?;
         let outcome = invocation::run(
             &exec,
-            step_invocation(seq, attempt),
+            invocation.clone(),
             attempt,
             timeout,
             Entrypoint::Step {
@@ -218,25 +218,32 @@ pub(crate) async fn step_call(
             })
             .await?;
         attempt += 1;
+        invocation = step_invocation(seq, attempt);
         retry_at = Some(due);
     }
 }
 
-/// Journals the start of attempt `attempt` of the call at `seq`.
+/// Journals the start of attempt `attempt` of the call at `seq`, which
+/// runs as `invocation` (named only when it re-runs an earlier attempt's).
 async fn push_attempt(
     exec: &ExecState,
     caller: &str,
     seq: i64,
     step: &str,
     attempt: u32,
+    invocation: &str,
 ) -> Result<(), Interrupt> {
+    let mut payload = json!({ "step": step, "attempt": attempt });
+    if invocation != step_invocation(seq, attempt) {
+        payload["invocation"] = json!(invocation);
+    }
     exec.writer
         .push(NewEntry {
             invocation: caller.to_owned(),
             kind: "attempt".into(),
             ref_seq: Some(seq),
             args_hash: None,
-            payload: json!({ "step": step, "attempt": attempt }),
+            payload,
         })
         .await?;
     Ok(())
@@ -265,7 +272,7 @@ pub(crate) async fn poll_call(
     if let Some(result) = exec.recorded_result(seq) {
         return Ok(result);
     }
-    let (mut checks, mut number, mut next_at, mut last_error) = {
+    let (mut checks, (mut number, mut invocation), mut next_at, mut last_error) = {
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let done = index.progress(seq);
         let last = done.last();
@@ -312,10 +319,10 @@ pub(crate) async fn poll_call(
             return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
         }
         checks += 1;
-        push_attempt(&exec, &caller, seq, &check_step, number).await?;
+        push_attempt(&exec, &caller, seq, &check_step, number, &invocation).await?;
         let outcome = invocation::run(
             &exec,
-            step_invocation(seq, number),
+            invocation.clone(),
             checks,
             timeout,
             Entrypoint::Step {
@@ -363,6 +370,7 @@ pub(crate) async fn poll_call(
             })
             .await?;
         number += 1;
+        invocation = step_invocation(seq, number);
         next_at = Some(due);
     }
 }

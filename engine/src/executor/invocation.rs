@@ -144,6 +144,70 @@ impl Invocation {
     }
 }
 
+/// The error of an invocation stopped by a limit of the sandbox;
+/// `starting`: it could not even be instantiated under it.
+fn limit_error(data: &StoreData, exec: &ExecState, hit: LimitHit, starting: bool) -> WitError {
+    let limits = data.limits();
+    let quotas = &exec.sandbox.quotas;
+    let mib = |b: usize| b.div_ceil(1 << 20);
+    let asked = data
+        .memory_refused()
+        .map(|b| format!(" (it asked for {} MiB)", mib(b)))
+        .unwrap_or_default();
+    match hit {
+        LimitHit::Memory if starting => WitError::new(
+            "memory",
+            format!(
+                "the package needs {} MiB of linear memory to start, more than the limit of \
+                 {} MiB per invocation of tenant '{}'; raise it (`cerebelum admin tenant update \
+                 {} --memory-mb N`)",
+                data.memory_refused().map_or(0, mib),
+                mib(limits.memory_bytes),
+                exec.sandbox.name,
+                exec.sandbox.name
+            ),
+        ),
+        LimitHit::Memory => WitError::new(
+            "memory",
+            format!(
+                "the invocation hit its memory limit of {} MiB{asked}",
+                mib(limits.memory_bytes)
+            ),
+        ),
+        LimitHit::NodeMemory => WitError::new(
+            "memory",
+            format!(
+                "the node's guest memory budget of {} MiB had no room for the invocation for {} \
+                 s{asked} (serve --max-guest-memory-mb)",
+                exec.engine.runtime.memory().bytes() >> 20,
+                crate::runtime::MEMORY_WAIT.as_secs()
+            ),
+        ),
+        LimitHit::Deadline => WitError::new(
+            "deadline",
+            format!(
+                "the invocation ran past its CPU deadline of {} ms",
+                limits.cpu.as_millis()
+            ),
+        ),
+        LimitHit::Output => WitError::new(
+            "output",
+            format!(
+                "the invocation wrote more than {} KiB to stdout and stderr (max output)",
+                limits.output_bytes >> 10
+            ),
+        ),
+        LimitHit::Fuel => WitError::new(
+            "fuel",
+            format!(
+                "the execution burned its fuel budget of {} (tenant '{}')",
+                quotas.fuel.unwrap_or_default(),
+                exec.sandbox.name
+            ),
+        ),
+    }
+}
+
 /// How an invocation ended.
 pub(crate) enum Outcome {
     /// User code returned (Ok or its own error), or trapped (as an error
@@ -182,12 +246,25 @@ pub(crate) async fn run(
         seed,
         exec.record.created_at_ms,
     );
+    store.data_mut().use_budget(
+        exec.engine.runtime.memory().clone(),
+        exec.engine.memory_wait_hook(&exec.record.id),
+    );
     store
         .data_mut()
-        .join(exec.sandbox.share.clone(), exec.engine.runtime.cpu())
+        .join(
+            exec.sandbox.share.clone(),
+            exec.engine.runtime.cpu(),
+            exec.sandbox.name.clone(),
+        )
         .await;
     let instance = match exec.package.pre.instantiate_async(&mut store).await {
         Ok(i) => i,
+        // A memory limit the component cannot start under: retrying the
+        // same instantiation would fail the same way for ever.
+        Err(_) if let Some(hit) = store.data().limit_hit() => {
+            return Outcome::Returned(Err(limit_error(store.data(), exec, hit, true)));
+        }
         Err(e) => {
             return Outcome::Interrupted(Interrupt::Infra(format!(
                 "instantiating package {}: {e:#}",
@@ -255,8 +332,6 @@ fn classify(e: wasmtime::Error, data: &StoreData, exec: &ExecState) -> Outcome {
     if let Some(interrupt) = data.http.interrupted() {
         return Outcome::Interrupted(interrupt);
     }
-    let limits = data.limits();
-    let quotas = &exec.sandbox.quotas;
     let trap = e.downcast_ref::<wasmtime::Trap>().copied();
     if trap == Some(wasmtime::Trap::StackOverflow) {
         return Outcome::Returned(Err(WitError::new(
@@ -273,35 +348,7 @@ fn classify(e: wasmtime::Error, data: &StoreData, exec: &ExecState) -> Outcome {
         data.limit_hit()
     };
     let error = match hit {
-        Some(LimitHit::Deadline) => WitError::new(
-            "deadline",
-            format!(
-                "the invocation ran past its CPU deadline of {} ms",
-                limits.cpu.as_millis()
-            ),
-        ),
-        Some(LimitHit::Memory) => WitError::new(
-            "memory",
-            format!(
-                "the invocation hit its memory limit of {} MiB",
-                limits.memory_bytes >> 20
-            ),
-        ),
-        Some(LimitHit::Output) => WitError::new(
-            "output",
-            format!(
-                "the invocation wrote more than {} KiB to stdout and stderr (max output)",
-                limits.output_bytes >> 10
-            ),
-        ),
-        Some(LimitHit::Fuel) => WitError::new(
-            "fuel",
-            format!(
-                "the execution burned its fuel budget of {} (tenant '{}')",
-                quotas.fuel.unwrap_or_default(),
-                exec.sandbox.name
-            ),
-        ),
+        Some(hit) => limit_error(data, exec, hit, false),
         None => {
             let tail = data.stderr_tail();
             let mut message = format!("{}", e.root_cause());

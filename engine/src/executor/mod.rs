@@ -17,11 +17,11 @@ pub use invocation::Invocation;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::model::{
-    Claim, Creation, DEFAULT_QUOTAS, ExecutionRecord, NewExecution, PackageRecord, Quotas, Status,
-    StatusChange,
+    Claim, Creation, DEFAULT_QUOTAS, ExecutionRecord, MAX_ENGINE_FAILURES, NewExecution,
+    PackageRecord, Quotas, Status, StatusChange,
 };
 use crate::runtime::{LoadedPackage, Runtime, RuntimeConfig, sha256_hex, wit};
-use crate::store::{GroupCommitter, JournalWriter, NewEntry, SharedStore};
+use crate::store::{EngineFailure, Feeds, GroupCommitter, JournalWriter, NewEntry, SharedStore};
 use invocation::{Entrypoint, Outcome};
 use replay::{Interrupt, ReplayIndex, WORKFLOW};
 use serde_json::{Value, json};
@@ -55,7 +55,17 @@ pub struct EngineConfig {
     /// (memory and CPU: `None` here means `memory_limit_bytes` and the
     /// step and workflow timeouts).
     pub quotas: Quotas,
+    /// After an engine error (not one of user code), an execution runs
+    /// again after this long, doubled with each error in a row up to
+    /// [`MAX_ENGINE_RETRY`]; after [`MAX_ENGINE_FAILURES`] it fails.
+    pub engine_retry: Duration,
 }
+
+/// The longest a start waits for its turn under its tenant's start rate.
+pub const MAX_START_WAIT: Duration = Duration::from_secs(10);
+
+/// The longest wait before an execution that hit engine errors runs again.
+pub const MAX_ENGINE_RETRY: Duration = Duration::from_secs(300);
 
 impl EngineConfig {
     /// Defaults that work: 256 MiB, 60 s per step attempt, hibernate after 2 s.
@@ -66,6 +76,7 @@ impl EngineConfig {
                 max_instances: 1000,
                 max_memory_bytes: 1 << 32,
                 fuel: false,
+                guest_memory_bytes: crate::runtime::MemoryBudget::default_bytes(),
             },
             memory_limit_bytes: 256 << 20,
             step_timeout: Duration::from_secs(60),
@@ -75,6 +86,7 @@ impl EngineConfig {
             tick: Duration::from_millis(50),
             max_running: 512,
             quotas: DEFAULT_QUOTAS,
+            engine_retry: Duration::from_secs(1),
         }
     }
 }
@@ -291,11 +303,33 @@ pub struct Inner {
     pub(crate) tenants: tenant::TenantCache,
     /// Package records by (tenant, sha256) (immutable once stored).
     packages: Mutex<HashMap<(String, String), PackageRecord>>,
+    /// Followed executions' journals (see [`Feeds`]).
+    pub(crate) feeds: Feeds,
+    /// What executions running here wait for besides their journal (room
+    /// in the node's memory budget), with since when: shown by `status`.
+    notes: Arc<Mutex<HashMap<String, (String, i64)>>>,
 }
 
 impl Inner {
     pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// What an invocation of execution `id` calls when it starts and stops
+    /// waiting for room in the node's memory budget.
+    pub(crate) fn memory_wait_hook(self: &Arc<Self>, id: &str) -> crate::runtime::WaitHook {
+        let (notes, clock, id) = (self.notes.clone(), self.clock.clone(), id.to_owned());
+        Arc::new(move |note: Option<String>| {
+            let mut notes = notes.lock().unwrap_or_else(|p| p.into_inner());
+            match note {
+                Some(note) => {
+                    notes.insert(id.clone(), (note, clock.now_ms()));
+                }
+                None => {
+                    notes.remove(&id);
+                }
+            }
+        })
     }
 }
 
@@ -305,15 +339,17 @@ pub struct Engine {
     pub(crate) inner: Arc<Inner>,
 }
 
-/// Package names are letters, digits, '-', '_' and '.'.
+/// Package names are 1 to 128 letters, digits, '-', '_' and '.'.
 pub fn check_package_name(name: &str) -> Result<()> {
     if name.is_empty()
+        || name.len() > 128
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
         return Err(Error::InvalidInput(format!(
-            "invalid package name {name:?}: use letters, digits, '-', '_' and '.'"
+            "invalid package name {:?}: use 1 to 128 letters, digits, '-', '_' and '.'",
+            crate::util::shorten(name, 64)
         )));
     }
     Ok(())
@@ -336,7 +372,8 @@ impl Engine {
     /// A node on `store`. Must be called inside a tokio runtime.
     pub fn new(store: SharedStore, config: EngineConfig, clock: SharedClock) -> Result<Self> {
         let runtime = Runtime::new(&config.runtime)?;
-        let committer = GroupCommitter::start(store.clone(), clock.clone())?;
+        let feeds = Feeds::new(store.clone());
+        let committer = GroupCommitter::start(store.clone(), clock.clone(), feeds.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -351,6 +388,8 @@ impl Engine {
                 serving: AtomicBool::new(false),
                 tenants: tenant::TenantCache::default(),
                 packages: Mutex::new(HashMap::new()),
+                feeds,
+                notes: Arc::default(),
             }),
         })
     }
@@ -369,8 +408,9 @@ impl Engine {
         self.inner.now_ms()
     }
 
-    /// Validates and stores a package of `tenant`; identical bytes return
-    /// the existing version.
+    /// Validates and stores a package of `tenant`. The same bytes under the
+    /// same name return the existing version; under another name they are
+    /// another package (the bytes are stored once).
     pub async fn upload(&self, tenant: &str, name: &str, bytes: Vec<u8>) -> Result<PackageRecord> {
         check_package_name(name)?;
         let sha = sha256_hex(&bytes);
@@ -383,7 +423,8 @@ impl Engine {
             .await
     }
 
-    /// Starts an execution of `workflow` of `tenant`'s package with `sha256`.
+    /// Starts an execution of `workflow` of `tenant`'s package with `sha256`
+    /// (the newest package with those bytes, if several have them).
     pub async fn start(
         &self,
         tenant: &str,
@@ -392,17 +433,18 @@ impl Engine {
         input: &str,
         idempotency_key: Option<String>,
     ) -> Result<ExecutionRecord> {
-        self.start_execution(tenant, sha256, workflow, input, idempotency_key)
+        let package = self.package(tenant, sha256).await?;
+        self.start_package(&package, workflow, input, idempotency_key)
             .await
             .map(|(record, _)| record)
     }
 
-    /// [`Engine::start`], also telling whether the execution is new
-    /// (`false`: the idempotency key returned an earlier one).
-    pub async fn start_execution(
+    /// Starts an execution of `workflow` of the package version `package`;
+    /// also tells whether the execution is new (`false`: the idempotency
+    /// key returned an earlier one).
+    pub async fn start_package(
         &self,
-        tenant: &str,
-        sha256: &str,
+        package: &PackageRecord,
         workflow: &str,
         input: &str,
         idempotency_key: Option<String>,
@@ -412,7 +454,8 @@ impl Engine {
                 "the input is not valid JSON ({e}); pass e.g. --input '{{\"name\": \"web-1\"}}'"
             ))
         })?;
-        let package = self.package(tenant, sha256).await?;
+        let sha256 = package.sha256.as_str();
+        self.admit_start(&package.tenant).await?;
         match self.inner.runtime.loaded(sha256) {
             Some(loaded) => loaded.info.check_workflow(workflow)?,
             None => {
@@ -439,7 +482,9 @@ impl Engine {
         let lease_until = now + inner.config.lease.as_millis() as i64;
         let new = NewExecution {
             id: id.clone(),
-            tenant: tenant.to_owned(),
+            tenant: package.tenant.clone(),
+            package_name: package.name.clone(),
+            package_version: package.version,
             package_sha256: sha256.to_owned(),
             workflow: workflow.to_owned(),
             input,
@@ -454,7 +499,7 @@ impl Engine {
                 new,
                 owner: owner.map(|(node, lease)| (node.to_owned(), lease)),
             };
-            let record = creation.record(&package, now);
+            let record = creation.record(package, now);
             inner.committer.create(creation).await.map(|()| record)
         };
         let fresh = matches!(&created, Ok(r) if r.id == id);
@@ -471,6 +516,7 @@ impl Engine {
                 execution_id: id,
                 epoch: record.epoch,
                 signals: 0,
+                resumed: false,
             };
             tokio::spawn(drive_registered(
                 inner.clone(),
@@ -482,6 +528,29 @@ impl Engine {
             inner.wake.notify_one();
         }
         Ok((record, fresh))
+    }
+
+    /// Waits for `tenant`'s turn to start an execution under its start
+    /// rate; refuses if the wait would be longer than [`MAX_START_WAIT`].
+    async fn admit_start(&self, tenant: &str) -> Result<()> {
+        let sandbox = self.inner.tenant_sandbox(tenant).await?;
+        let Some(rate) = &sandbox.start_rate else {
+            return Ok(());
+        };
+        let wait = rate.take();
+        if wait > MAX_START_WAIT {
+            rate.give_back();
+            return Err(Error::QuotaExceeded(format!(
+                "tenant '{tenant}' may start {} executions a second (max start rate) and has \
+                 more starts waiting than {} s of them; slow down",
+                sandbox.quotas.max_start_rate.unwrap_or_default(),
+                MAX_START_WAIT.as_secs()
+            )));
+        }
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        Ok(())
     }
 
     /// `tenant`'s package with `sha256` (cached: package versions never
@@ -510,6 +579,21 @@ impl Engine {
     /// Runs the scheduler until `shutdown` resolves.
     pub async fn serve(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         crate::scheduler::run(self.inner.clone(), shutdown).await
+    }
+
+    /// The journal feeds of this node: follow an execution's journal as
+    /// it is written (one store reader per execution, whoever follows).
+    pub fn feeds(&self) -> &Feeds {
+        &self.inner.feeds
+    }
+
+    /// What execution `id` waits for on this node besides its journal,
+    /// and for how long (e.g. room in the node's guest memory budget).
+    pub fn note(&self, id: &str) -> Option<String> {
+        let notes = self.inner.notes.lock().unwrap_or_else(|p| p.into_inner());
+        let (note, since) = notes.get(id)?;
+        let secs = (self.inner.now_ms() - since).max(0) as f64 / 1000.0;
+        Some(format!("{note} (for {secs:.1} s)"))
     }
 
     /// Ids of the executions this node finishes from now on.
@@ -582,9 +666,14 @@ async fn drive_registered(
         Ok(()) => {}
         Err(Error::LostOwnership(_)) => lost_ownership(),
         Err(e) => {
-            warn!(error = %e, "execution stopped; it resumes from its journal later");
-            let retry_at = inner.now_ms() + 1000;
-            if let Err(e) = inner.store.abandon(&id, claim.epoch, retry_at).await {
+            warn!(error = %e, "execution stopped by an engine error; it resumes from its journal later");
+            let failure = EngineFailure {
+                error: crate::util::shorten(&e.to_string(), 1000),
+                now_ms: inner.now_ms(),
+                base_delay_ms: inner.config.engine_retry.as_millis() as i64,
+                max_delay_ms: MAX_ENGINE_RETRY.as_millis() as i64,
+            };
+            if let Err(e) = inner.store.abandon(&id, claim.epoch, &failure).await {
                 warn!(error = %e, "could not release the execution");
             }
         }
@@ -595,6 +684,30 @@ async fn drive_registered(
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
     inner.wake.notify_one();
+}
+
+/// The journal entry and status change that end an execution.
+fn finish(
+    status: Status,
+    kind: &str,
+    result: Option<Value>,
+    error: Option<Value>,
+) -> (Vec<NewEntry>, StatusChange) {
+    let payload = json!({ "result": result, "error": error });
+    (
+        vec![NewEntry {
+            invocation: "engine".into(),
+            kind: kind.into(),
+            ref_seq: None,
+            args_hash: None,
+            payload,
+        }],
+        StatusChange::Finished {
+            status,
+            result,
+            error,
+        },
+    )
 }
 
 /// Another node claimed the execution (its lease ran out here): what this
@@ -621,6 +734,25 @@ async fn drive_claimed(
         cancel.request();
     }
     let last_seq = entries.last().map(|e| e.seq).unwrap_or(0);
+    if record.engine_failures >= MAX_ENGINE_FAILURES {
+        // Retried often enough: an operator looks at the cause and retries it.
+        let error = WitError::new(
+            "engine",
+            format!(
+                "the engine failed {} times in a row running this execution, the last time \
+                 with: {}; fix the cause, then `cerebelum retry {}`",
+                record.engine_failures,
+                record.engine_error.as_deref().unwrap_or("(no message)"),
+                record.id
+            ),
+        );
+        let writer = inner.committer.writer(&record.id, claim.epoch, last_seq);
+        let (entries, change) = finish(Status::Failed, "failed", None, Some(error.to_json()));
+        writer.commit(entries, Vec::new(), Some(change)).await?;
+        warn!("execution failed after too many engine errors");
+        let _ = inner.finished.send(record.id.clone());
+        return Ok(());
+    }
     let store = inner.store.clone();
     let sha = record.package_sha256.clone();
     let package = inner
@@ -634,7 +766,8 @@ async fn drive_claimed(
         .committer
         .writer(&record.id, claim.epoch, last_seq)
         .redacting(sandbox.secret_values.clone());
-    let index = ReplayIndex::build(&entries);
+    let mut index = ReplayIndex::build(&entries);
+    index.resumed = claim.resumed;
     let fuel_used = index.fuel_used;
     if index.cancel_delivered {
         cancel.delivered.store(true, Ordering::SeqCst);
@@ -678,23 +811,6 @@ async fn drive_claimed(
     for (_, task) in exec.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
         task.abort();
     }
-    let finish = |status: Status, kind: &str, result: Option<Value>, error: Option<Value>| {
-        let payload = json!({ "result": result, "error": error });
-        (
-            vec![NewEntry {
-                invocation: "engine".into(),
-                kind: kind.into(),
-                ref_seq: None,
-                args_hash: None,
-                payload,
-            }],
-            StatusChange::Finished {
-                status,
-                result,
-                error,
-            },
-        )
-    };
     let outcome = match outcome {
         Outcome::Returned(Ok(text)) => {
             match exec.check_payload("the workflow's result", text.len()) {

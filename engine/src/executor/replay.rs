@@ -87,6 +87,13 @@ pub struct ReplayIndex {
     /// Highest attempt number that ended (failed, or was voided by a
     /// retry), by call seq (all time).
     attempts_ended: HashMap<i64, u32>,
+    /// The invocation (journal) of attempts that re-ran an earlier one's,
+    /// by (call seq, attempt).
+    reruns: HashMap<(i64, u32), String>,
+    /// The execution was hibernated before this run (see
+    /// [`crate::model::Claim::resumed`]): its unfinished attempts were
+    /// suspended at a durable wait, not cut short.
+    pub resumed: bool,
     /// Whether a cancellation was delivered to the workflow.
     pub cancel_delivered: bool,
     /// Bytes of stdout / stderr journaled per invocation.
@@ -124,6 +131,9 @@ impl ReplayIndex {
                     if let (Some(call), Some(n)) = (e.ref_seq, e.payload["attempt"].as_u64()) {
                         let used = index.attempts_used.entry(call).or_default();
                         *used = (*used).max(n as u32);
+                        if let Some(inv) = e.payload["invocation"].as_str() {
+                            index.reruns.insert((call, n as u32), inv.to_owned());
+                        }
                     }
                 }
                 "attempt-failed" | "poll-check" => {
@@ -189,29 +199,39 @@ impl ReplayIndex {
         self.attempts_used.get(&call_seq).copied().unwrap_or(0)
     }
 
-    /// The number of the next attempt of the call at `call_seq`: an attempt
-    /// that was started but never ended (the engine crashed) runs again
-    /// under its own number, replaying what it journaled; otherwise a new
-    /// number, never reusing an old attempt's invocation.
-    pub fn next_attempt(&self, call_seq: i64) -> u32 {
+    /// The invocation (journal) of attempt `attempt` of the call at `call_seq`.
+    pub fn attempt_invocation(&self, call_seq: i64, attempt: u32) -> String {
+        self.reruns
+            .get(&(call_seq, attempt))
+            .cloned()
+            .unwrap_or_else(|| step_invocation(call_seq, attempt))
+    }
+
+    /// The number and the invocation of the next attempt of the call at
+    /// `call_seq`. An attempt that was started and never ended runs again,
+    /// replaying what it journaled: under its own number if the engine
+    /// suspended it (hibernation), else (the engine crashed, or stopped)
+    /// under the next number, so the step's code can tell it may be a
+    /// re-run. Otherwise a new number, with an invocation of its own.
+    pub fn next_attempt(&self, call_seq: i64) -> (u32, String) {
         let used = self.attempts_used(call_seq);
         let ended = self.attempts_ended.get(&call_seq).copied().unwrap_or(0);
-        if used > ended { used } else { ended + 1 }
+        if used > ended {
+            let invocation = self.attempt_invocation(call_seq, used);
+            if self.resumed {
+                (used, invocation)
+            } else {
+                (used + 1, invocation)
+            }
+        } else {
+            (ended + 1, step_invocation(call_seq, ended + 1))
+        }
     }
 }
 
 /// A short description of a call for messages: `call-step {"step":"greet",..}`.
 pub fn describe_call(kind: &str, args: &Value) -> String {
-    let mut text = args.to_string();
-    if text.len() > 120 {
-        let mut cut = 117;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("...");
-    }
-    format!("{kind} {text}")
+    format!("{kind} {}", crate::util::shorten(&args.to_string(), 120))
 }
 
 #[cfg(test)]
@@ -267,14 +287,14 @@ mod tests {
         assert_eq!(index.call(WORKFLOW, 1).map(|e| e.seq), Some(3));
         assert_eq!(
             index.next_attempt(3),
-            4,
+            (4, "3.4".to_owned()),
             "a new attempt number after the retry"
         );
     }
 
     #[test]
-    fn a_crashed_attempt_runs_again_under_its_number() {
-        let entries = vec![
+    fn a_crashed_attempt_reruns_its_journal_under_the_next_number() {
+        let mut entries = vec![
             entry(1, WORKFLOW, "call-step", None, json!({})),
             entry(2, WORKFLOW, "attempt", Some(1), json!({"attempt": 1})),
             entry(
@@ -286,9 +306,25 @@ mod tests {
             ),
             entry(4, WORKFLOW, "attempt", Some(1), json!({"attempt": 2})),
         ];
-        let index = ReplayIndex::build(&entries);
-        assert_eq!(index.next_attempt(1), 2);
+        let mut index = ReplayIndex::build(&entries);
+        assert_eq!(index.next_attempt(1), (3, "1.2".to_owned()));
         assert_eq!(index.progress(1).len(), 1);
+        index.resumed = true;
+        assert_eq!(
+            index.next_attempt(1),
+            (2, "1.2".to_owned()),
+            "a hibernated attempt goes on under its number"
+        );
+        // The re-run crashes too: its successor still replays attempt 2's journal.
+        entries.push(entry(
+            5,
+            WORKFLOW,
+            "attempt",
+            Some(1),
+            json!({"attempt": 3, "invocation": "1.2"}),
+        ));
+        let index = ReplayIndex::build(&entries);
+        assert_eq!(index.next_attempt(1), (4, "1.2".to_owned()));
     }
 
     #[test]

@@ -18,7 +18,8 @@ const FRESH_FOR: Duration = Duration::from_secs(2);
 
 /// A tenant's sandbox settings, as the engine applies them.
 pub(crate) struct TenantSandbox {
-    pub(crate) name: String,
+    /// The tenant's name (also its key in the node's turns on cores).
+    pub(crate) name: Arc<str>,
     /// The tenant's quotas with the server's defaults where it has none.
     pub(crate) quotas: Quotas,
     pub(crate) http: AllowList,
@@ -30,6 +31,8 @@ pub(crate) struct TenantSandbox {
     pub(crate) share: Arc<Semaphore>,
     /// Its journaled host calls per second, if limited.
     pub(crate) journal_rate: Option<Arc<RateLimit>>,
+    /// Its starts per second, if limited.
+    pub(crate) start_rate: Option<Arc<RateLimit>>,
 }
 
 /// A token bucket: `rate` tokens a second, at most a second's worth saved.
@@ -44,6 +47,12 @@ impl RateLimit {
             rate,
             state: Mutex::new((rate, Instant::now())),
         }
+    }
+
+    /// Returns a token taken by a caller that did not go on after all.
+    pub(crate) fn give_back(&self) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 = (state.0 + 1.0).min(self.rate);
     }
 
     /// Takes a token; how long the caller must wait before it may go on
@@ -89,18 +98,22 @@ pub(crate) struct TenantCache {
     /// Shares outlive refreshes of the settings (their permits are held by
     /// running invocations); replaced only when the limit changes.
     shares: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
-    /// Journal rate limits, kept the same way.
-    rates: Mutex<HashMap<String, (i64, Arc<RateLimit>)>>,
+    /// Rate limits (journal, starts) by (tenant, what), kept the same way.
+    rates: Mutex<HashMap<RateKey, (i64, Arc<RateLimit>)>>,
 }
 
+/// A tenant and what its rate limits (`journal`, `start`).
+type RateKey = (String, &'static str);
+
 impl TenantCache {
-    fn rate(&self, tenant: &str, rate: i64) -> Arc<RateLimit> {
+    fn rate(&self, tenant: &str, what: &'static str, rate: i64) -> Arc<RateLimit> {
         let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
-        match rates.get(tenant) {
+        let key = (tenant.to_owned(), what);
+        match rates.get(&key) {
             Some((r, limit)) if *r == rate => limit.clone(),
             _ => {
                 let limit = Arc::new(RateLimit::new(rate.max(1) as f64));
-                rates.insert(tenant.to_owned(), (rate, limit.clone()));
+                rates.insert(key, (rate, limit.clone()));
                 limit
             }
         }
@@ -145,7 +158,7 @@ impl Inner {
             .max_concurrency
             .map_or(usize::MAX >> 4, |n| n.max(1) as usize);
         let sandbox = Arc::new(TenantSandbox {
-            name: tenant.to_owned(),
+            name: tenant.into(),
             quotas,
             http,
             secret_values: secrets.iter().map(|(_, v)| v.clone()).collect(),
@@ -153,7 +166,10 @@ impl Inner {
             share: self.tenants.share(tenant, places),
             journal_rate: quotas
                 .max_journal_rate
-                .map(|r| self.tenants.rate(tenant, r)),
+                .map(|r| self.tenants.rate(tenant, "journal", r)),
+            start_rate: quotas
+                .max_start_rate
+                .map(|r| self.tenants.rate(tenant, "start", r)),
         });
         self.tenants
             .entries

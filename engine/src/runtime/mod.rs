@@ -3,12 +3,16 @@
 //! per-invocation store with its limits.
 
 mod cache;
+mod cpu;
+mod memory;
 mod output;
 mod sandbox;
 
+pub use cpu::CpuSlots;
+pub use memory::{MAX_WAIT as MEMORY_WAIT, MemoryBudget};
 pub use output::{CapturedOutput, Stream};
 pub use sandbox::{
-    CpuSlots, DEFAULT_OUTPUT_BYTES, InvocationLimits, LimitHit, StoreData, live_instances,
+    DEFAULT_OUTPUT_BYTES, InvocationLimits, LimitHit, StoreData, WaitHook, live_instances,
     new_store as sandbox_store,
 };
 
@@ -54,6 +58,9 @@ pub struct RuntimeConfig {
     /// Meter fuel (wasm instructions), so fuel budgets can be enforced;
     /// it changes the compiled code and slows CPU-bound guests.
     pub fuel: bool,
+    /// Linear memory all live instances may hold together, bytes (see
+    /// [`MemoryBudget`]).
+    pub guest_memory_bytes: usize,
 }
 
 /// The call stack of wasm code in one invocation, bytes.
@@ -255,6 +262,7 @@ pub struct Runtime {
     ticker_stop: Arc<AtomicBool>,
     fuel: bool,
     cpu: CpuSlots,
+    memory: MemoryBudget,
 }
 
 impl Runtime {
@@ -284,6 +292,7 @@ impl Runtime {
             ticker_stop,
             fuel: config.fuel,
             cpu: CpuSlots::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            memory: MemoryBudget::new(config.guest_memory_bytes),
         })
     }
 
@@ -294,6 +303,11 @@ impl Runtime {
     /// The cores guest code of this node takes turns on.
     pub fn cpu(&self) -> &CpuSlots {
         &self.cpu
+    }
+
+    /// The linear memory all live instances of this node may hold.
+    pub fn memory(&self) -> &MemoryBudget {
+        &self.memory
     }
 
     /// The package with `sha256`, compiled (or loaded from the cache) and

@@ -4,6 +4,8 @@
 //! limits on memory, CPU time, fuel and output, and the tenant's share of
 //! running invocations.
 
+use super::cpu::{Core, CpuSlots};
+use super::memory::{Held, MemoryBudget};
 use super::output::{CapturedOutput, Stream};
 use crate::executor::{HttpHooks, Invocation};
 use rand::SeedableRng;
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
+use wasmtime::{Engine, ResourceLimiterAsync, Store, UpdateDeadline};
 use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView,
     WasiView,
@@ -51,11 +53,19 @@ impl InvocationLimits {
 /// Why an invocation was stopped by the sandbox, if it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitHit {
+    /// Its own memory limit.
     Memory,
+    /// The node's guest memory budget stayed full for
+    /// [`super::memory::MAX_WAIT`].
+    NodeMemory,
     Deadline,
     Output,
     Fuel,
 }
+
+/// Told when an invocation starts waiting for room in the node's memory
+/// budget (with what it waits for) and when the wait ends (`None`).
+pub type WaitHook = Arc<dyn Fn(Option<String>) + Send + Sync>;
 
 /// The data of one invocation's `Store`.
 pub struct StoreData {
@@ -65,6 +75,10 @@ pub struct StoreData {
     pub(crate) http: HttpHooks,
     limits: InvocationLimits,
     limit_hit: Option<LimitHit>,
+    /// The size a memory asked to grow to when a limit refused it.
+    memory_refused: Option<usize>,
+    /// The node's memory budget and what this invocation holds of it.
+    budget: Option<(MemoryBudget, Held, WaitHook)>,
     output: CapturedOutput,
     started: Instant,
     host_time: Duration,
@@ -79,31 +93,19 @@ pub struct StoreData {
     _live: LiveGuard,
 }
 
-/// The cores guest code may use at once on this node, handed out in turn:
-/// an invocation gives its core back at every epoch tick and queues for it
-/// again behind whoever waits, so a tenant whose code spins can delay
-/// another's by one tick per turn, not by its whole CPU deadline.
-#[derive(Clone)]
-pub struct CpuSlots(Arc<Semaphore>);
-
-impl CpuSlots {
-    pub fn new(cores: usize) -> Self {
-        Self(Arc::new(Semaphore::new(cores.max(1))))
-    }
-}
-
-/// An invocation's hold on a core.
+/// An invocation's hold on a core (see [`CpuSlots`]).
 struct CpuHold {
-    slots: Arc<Semaphore>,
-    held: Arc<Mutex<Option<OwnedSemaphorePermit>>>,
+    slots: CpuSlots,
+    tenant: Arc<str>,
+    held: Arc<Mutex<Option<Core>>>,
     /// Nanoseconds spent queueing for a core at epoch ticks (not CPU).
     queued: Arc<AtomicU64>,
 }
 
 impl CpuHold {
     async fn take_core(&self) {
-        let permit = self.slots.clone().acquire_owned().await.ok();
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = permit;
+        let core = self.slots.acquire(&self.tenant).await;
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(core);
     }
 
     fn give_core(&self) {
@@ -111,15 +113,16 @@ impl CpuHold {
     }
 
     /// What runs at an epoch tick: give the core up, let the executor run
-    /// others, queue for a core again.
+    /// others, queue for a core again (behind other tenants' turns).
     fn turn(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
-        let (slots, held, queued) = (self.slots.clone(), self.held.clone(), self.queued.clone());
+        let (slots, tenant) = (self.slots.clone(), self.tenant.clone());
+        let (held, queued) = (self.held.clone(), self.queued.clone());
         Box::pin(async move {
             let began = Instant::now();
             held.lock().unwrap_or_else(|p| p.into_inner()).take();
             tokio::task::yield_now().await;
-            let permit = slots.acquire_owned().await.ok();
-            *held.lock().unwrap_or_else(|p| p.into_inner()) = permit;
+            let core = slots.acquire(&tenant).await;
+            *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(core);
             queued.fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
         })
     }
@@ -161,6 +164,18 @@ impl StoreData {
         self.limits
     }
 
+    /// The size, bytes, a memory asked to grow to when a limit refused it.
+    pub fn memory_refused(&self) -> Option<usize> {
+        self.memory_refused
+    }
+
+    /// Counts the invocation's memory against the node's `budget`: growth
+    /// past it waits for room (`on_wait` tells when). Call before
+    /// instantiating.
+    pub fn use_budget(&mut self, budget: MemoryBudget, on_wait: WaitHook) {
+        self.budget = Some((budget, Held::none(), on_wait));
+    }
+
     /// What the guest wrote to `stream` so far.
     pub fn output(&self, stream: Stream) -> bytes::Bytes {
         self.output.contents(stream)
@@ -174,15 +189,16 @@ impl StoreData {
         lines[lines.len().saturating_sub(3)..].join("\n")
     }
 
-    /// Takes a place among the tenant's running invocations, then a core
+    /// Takes a place among `tenant`'s running invocations, then a core
     /// (waiting for each if all are taken): guest code runs only while it
     /// holds both.
-    pub async fn join(&mut self, share: Arc<Semaphore>, cpu: &CpuSlots) {
+    pub async fn join(&mut self, share: Arc<Semaphore>, cpu: &CpuSlots, tenant: Arc<str>) {
         let began = Instant::now();
         let permit = share.clone().acquire_owned().await.ok();
         self.share = Some((share, permit));
         let hold = CpuHold {
-            slots: cpu.0.clone(),
+            slots: cpu.clone(),
+            tenant,
             held: Arc::new(Mutex::new(None)),
             queued: Arc::new(AtomicU64::new(0)),
         };
@@ -247,21 +263,55 @@ impl WasiView for StoreData {
     }
 }
 
-impl ResourceLimiter for StoreData {
-    fn memory_growing(
+#[async_trait::async_trait]
+impl ResourceLimiterAsync for StoreData {
+    async fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.limits.memory_bytes {
             self.limit_hit = Some(LimitHit::Memory);
+            self.memory_refused = Some(desired);
             return Ok(false);
+        }
+        let Some((budget, _, on_wait)) = &self.budget else {
+            return Ok(true);
+        };
+        let more = match budget.try_grow(current, desired) {
+            Ok(more) => more,
+            Err(pages) => {
+                let (budget, on_wait) = (budget.clone(), on_wait.clone());
+                on_wait(Some(format!(
+                    "guest memory: the node's budget of {} MiB is in use ({} MiB free, {} MiB \
+                     needed); waiting for room",
+                    budget.bytes() >> 20,
+                    budget.available() >> 20,
+                    (desired - current) >> 20
+                )));
+                // Waiting is not CPU time, and frees the core meanwhile.
+                let began = self.wait_begin();
+                let got = budget.grow(pages).await;
+                self.wait_end(began).await;
+                on_wait(None);
+                match got {
+                    Some(more) => more,
+                    None => {
+                        self.limit_hit = Some(LimitHit::NodeMemory);
+                        self.memory_refused = Some(desired);
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        if let Some((_, held, _)) = &mut self.budget {
+            held.merge(more);
         }
         Ok(true)
     }
 
-    fn table_growing(
+    async fn table_growing(
         &mut self,
         _current: usize,
         desired: usize,
@@ -332,6 +382,8 @@ pub fn new_store(
             http,
             limits,
             limit_hit: None,
+            memory_refused: None,
+            budget: None,
             output,
             started: Instant::now(),
             host_time: Duration::ZERO,
@@ -341,7 +393,7 @@ pub fn new_store(
             _live: LiveGuard::new(),
         },
     );
-    store.limiter(|d| d as &mut dyn ResourceLimiter);
+    store.limiter_async(|d| d as &mut dyn ResourceLimiterAsync);
     if let Some(fuel) = limits.fuel {
         // Only an engine that meters fuel accepts it (see `engine_config`).
         if store.set_fuel(fuel).is_err() {

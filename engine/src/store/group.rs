@@ -9,6 +9,7 @@
 //! regenerates it.
 
 use super::SharedStore;
+use super::feed::Feeds;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::model::{CommitOp, Creation, Entry, SideWrite, StatusChange};
@@ -43,13 +44,15 @@ impl GroupCommitter {
     /// one thread hop each way; on these VMs a cross-thread wake-up is the
     /// dominant cost of a commit). Must be called inside a tokio runtime,
     /// which the loop uses for the store's async API.
-    pub fn start(store: SharedStore, clock: SharedClock) -> Result<Self> {
+    /// Each commit touches the `feeds` of the executions it wrote, so
+    /// their followers see the new entries at once.
+    pub fn start(store: SharedStore, clock: SharedClock, feeds: Feeds) -> Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = tokio::runtime::Handle::current();
         let loop_clock = clock.clone();
         std::thread::Builder::new()
             .name("cerebelum-group-commit".into())
-            .spawn(move || run(&handle, store, loop_clock, rx))
+            .spawn(move || run(&handle, store, loop_clock, feeds, rx))
             .map_err(|e| Error::io("starting the group-commit thread", e))?;
         Ok(Self { tx, clock })
     }
@@ -127,6 +130,7 @@ fn run(
     runtime: &tokio::runtime::Handle,
     store: SharedStore,
     clock: SharedClock,
+    feeds: Feeds,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     let mut batch = Vec::new();
@@ -148,8 +152,12 @@ fn run(
                         Err(Error::NotFound(m)) => Err(Error::NotFound(m.clone())),
                         Err(_) => Err(Error::LostOwnership(pending.op.execution_id.clone())),
                     };
-                    if let Err(Error::LostOwnership(_)) = &result {
-                        pending.health.store(LOST, Ordering::SeqCst);
+                    match &result {
+                        Ok(()) => feeds.touched(&pending.op.execution_id),
+                        Err(Error::LostOwnership(_)) => {
+                            pending.health.store(LOST, Ordering::SeqCst)
+                        }
+                        Err(_) => {}
                     }
                     if let Some(ack) = pending.ack {
                         let _ = ack.send(result);

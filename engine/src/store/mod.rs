@@ -12,12 +12,14 @@
 //! another node has claimed the execution since, the operation is refused
 //! with [`Error::LostOwnership`] and nothing of it is stored.
 
+mod feed;
 mod group;
 mod postgres;
 mod rows;
 mod sqlite;
 mod sqlite_commit;
 
+pub use feed::{FeedEvent, Feeds, Follower};
 pub use group::{GroupCommitter, JournalWriter, NewEntry, REDACTED, redact};
 pub use postgres::PgStore;
 pub(crate) use rows::execution_not_found;
@@ -162,8 +164,10 @@ pub trait Store: Send + Sync + 'static {
     async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<String>>;
 
     /// Gives up ownership after an engine failure (not a failure of user
-    /// code): the execution is due again at `retry_at_ms`, on any node.
-    async fn abandon(&self, execution_id: &str, epoch: i64, retry_at_ms: i64) -> Result<()>;
+    /// code): counts it on the execution (with its message) and makes the
+    /// execution due again on any node after a delay that doubles with
+    /// each failure in a row (see [`EngineFailure`]).
+    async fn abandon(&self, execution_id: &str, epoch: i64, failure: &EngineFailure) -> Result<()>;
 
     /// Gives up every lease `owner` holds (graceful shutdown).
     async fn release_leases(&self, owner: &str) -> Result<()>;
@@ -209,6 +213,17 @@ pub trait Store: Send + Sync + 'static {
         let _ = due;
         Ok(None)
     }
+}
+
+/// An engine failure of an execution, for [`Store::abandon`]: the
+/// execution is due again `base_delay_ms << (failures before this one)`
+/// after `now_ms`, at most `max_delay_ms`.
+#[derive(Debug, Clone)]
+pub struct EngineFailure {
+    pub error: String,
+    pub now_ms: i64,
+    pub base_delay_ms: i64,
+    pub max_delay_ms: i64,
 }
 
 /// A database URL fit for messages and logs: any password masked.

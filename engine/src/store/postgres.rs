@@ -19,7 +19,7 @@ use super::rows::{
     self, API_KEY_COLUMNS, APPROVAL_COLUMNS, ENTRY_COLUMNS, EXECUTION_COLUMNS, PACKAGE_COLUMNS,
     TENANT_COLUMNS,
 };
-use super::{Store, Synchronous};
+use super::{EngineFailure, Store, Synchronous};
 use crate::error::{Error, Result};
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
@@ -183,7 +183,8 @@ async fn create_all(
     now_ms: i64,
 ) -> Result<HashSet<String>> {
     let mut id = Vec::new();
-    let mut sha = Vec::new();
+    let mut name = Vec::new();
+    let mut version = Vec::new();
     let mut workflow = Vec::new();
     let mut input = Vec::new();
     let mut owner: Vec<Option<&str>> = Vec::new();
@@ -192,7 +193,8 @@ async fn create_all(
     for c in ops.iter().filter_map(|op| op.create.as_ref()) {
         id.push(c.new.id.as_str());
         tenant.push(c.new.tenant.as_str());
-        sha.push(c.new.package_sha256.as_str());
+        name.push(c.new.package_name.as_str());
+        version.push(c.new.package_version);
         workflow.push(c.new.workflow.as_str());
         input.push(c.new.input.to_string());
         owner.push(c.owner.as_ref().map(|o| o.0.as_str()));
@@ -210,18 +212,19 @@ async fn create_all(
            CASE WHEN n.owner IS NULL THEN $7 END, n.owner, n.lease, \
            CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-           $8::text[]) AS n (id, sha, workflow, input, owner, lease, tenant) \
-         JOIN packages p ON p.tenant = n.tenant AND p.sha256 = n.sha \
+           $8::text[], $9::bigint[]) AS n (id, name, workflow, input, owner, lease, tenant, version) \
+         JOIN packages p ON p.tenant = n.tenant AND p.name = n.name AND p.version = n.version \
          RETURNING id",
     )
     .bind(id)
-    .bind(sha)
+    .bind(name)
     .bind(workflow)
     .bind(input)
     .bind(owner)
     .bind(lease)
     .bind(now_ms)
     .bind(tenant)
+    .bind(version)
     .fetch_all(&mut *conn)
     .await?;
     Ok(inserted.into_iter().collect())
@@ -362,6 +365,7 @@ async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64)
         // An approval or cancel that arrived since the claim makes it due now.
         sqlx::query(
             "UPDATE executions e SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
+             engine_failures = 0, engine_error = NULL, \
              wake_at = CASE WHEN e.signals != w.seen THEN $4 ELSE w.wake_at END, updated_at = $4 \
              FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS w (id, wake_at, seen) \
              WHERE e.id = w.id",
@@ -376,7 +380,8 @@ async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64)
     if !done_ids.is_empty() {
         sqlx::query(
             "UPDATE executions e SET status = d.status, result = d.result, error = d.error, \
-             owner = NULL, lease_expires_at = NULL, wake_at = NULL, updated_at = $5 \
+             owner = NULL, lease_expires_at = NULL, wake_at = NULL, engine_failures = 0, \
+             engine_error = NULL, updated_at = $5 \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
                AS d (id, status, result, error) \
              WHERE e.id = d.id",
@@ -585,15 +590,24 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         if let Some(row) = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND sha256 = $2"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND name = $2 \
+             AND sha256 = $3 ORDER BY version DESC LIMIT 1"
         ))
         .bind(tenant)
+        .bind(name)
         .bind(sha256)
         .fetch_optional(&mut *tx)
         .await?
         {
             return rows::package(&row);
         }
+        sqlx::query(
+            "INSERT INTO package_blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(bytes)
+        .execute(&mut *tx)
+        .await?;
         let version: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE tenant = $1 AND name = $2",
         )
@@ -602,14 +616,14 @@ impl Store for PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO packages (tenant, sha256, name, version, bytes, info, created_at) \
+            "INSERT INTO packages (tenant, sha256, name, version, size, info, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {PACKAGE_COLUMNS}"
         ))
         .bind(tenant)
         .bind(sha256)
         .bind(name)
         .bind(version)
-        .bind(bytes)
+        .bind(bytes.len() as i64)
         .bind(info.to_string())
         .bind(now_ms)
         .fetch_one(&mut *tx)
@@ -620,7 +634,8 @@ impl Store for PgStore {
 
     async fn package(&self, tenant: &str, sha256: &str) -> Result<PackageRecord> {
         let row = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND sha256 = $2"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND sha256 = $2 \
+             ORDER BY created_at DESC, version DESC LIMIT 1"
         ))
         .bind(tenant)
         .bind(sha256)
@@ -631,7 +646,7 @@ impl Store for PgStore {
     }
 
     async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>> {
-        sqlx::query_scalar("SELECT bytes FROM packages WHERE sha256 = $1 LIMIT 1")
+        sqlx::query_scalar("SELECT bytes FROM package_blobs WHERE sha256 = $1")
             .bind(sha256)
             .fetch_optional(&self.pool)
             .await?
@@ -696,7 +711,7 @@ impl Store for PgStore {
              workflow, input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
              lease_expires_at, epoch) \
              SELECT $1, tenant, sha256, name, version, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10 \
-             FROM packages WHERE tenant = $12 AND sha256 = $11 \
+             FROM packages WHERE tenant = $12 AND name = $11 AND version = $13 \
              ON CONFLICT (tenant, idempotency_key) DO NOTHING \
              RETURNING {EXECUTION_COLUMNS}"
         ))
@@ -714,8 +729,9 @@ impl Store for PgStore {
         .bind(owner.map(|o| o.0))
         .bind(owner.map(|o| o.1))
         .bind(if owner.is_some() { 1_i64 } else { 0 })
-        .bind(&new.package_sha256)
+        .bind(&new.package_name)
         .bind(&new.tenant)
+        .bind(new.package_version)
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
@@ -787,15 +803,15 @@ impl Store for PgStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claim>> {
-        let claimed = sqlx::query_as::<_, (String, i64, i64)>(
+        let claimed = sqlx::query_as::<_, (String, i64, i64, bool)>(
             "UPDATE executions e SET owner = $1, lease_expires_at = $2 + $3, epoch = e.epoch + 1, \
              status = 'running', wake_at = NULL, updated_at = $2 \
-             FROM (SELECT id FROM executions \
+             FROM (SELECT id, status = 'waiting' AS resumed FROM executions \
                    WHERE (status IN ('pending', 'waiting') AND wake_at <= $2) \
                       OR (status = 'running' AND lease_expires_at < $2) \
                    LIMIT $4 FOR UPDATE SKIP LOCKED) due \
              WHERE e.id = due.id \
-             RETURNING e.id, e.epoch, e.signals",
+             RETURNING e.id, e.epoch, e.signals, due.resumed",
         )
         .bind(owner)
         .bind(now_ms)
@@ -805,10 +821,11 @@ impl Store for PgStore {
         .await?;
         Ok(claimed
             .into_iter()
-            .map(|(execution_id, epoch, signals)| Claim {
+            .map(|(execution_id, epoch, signals, resumed)| Claim {
                 execution_id,
                 epoch,
                 signals,
+                resumed,
             })
             .collect())
     }
@@ -831,12 +848,17 @@ impl Store for PgStore {
             .collect())
     }
 
-    async fn abandon(&self, execution_id: &str, epoch: i64, retry_at_ms: i64) -> Result<()> {
+    async fn abandon(&self, execution_id: &str, epoch: i64, failure: &EngineFailure) -> Result<()> {
         sqlx::query(
-            "UPDATE executions SET owner = NULL, lease_expires_at = $1 \
-             WHERE id = $2 AND epoch = $3 AND status = 'running'",
+            "UPDATE executions SET owner = NULL, engine_failures = engine_failures + 1, \
+             engine_error = $1, lease_expires_at = $2 + LEAST($3::bigint, \
+               $4::bigint * (1::bigint << LEAST(engine_failures, 20)::int)) \
+             WHERE id = $5 AND epoch = $6 AND status = 'running'",
         )
-        .bind(retry_at_ms)
+        .bind(&failure.error)
+        .bind(failure.now_ms)
+        .bind(failure.max_delay_ms)
+        .bind(failure.base_delay_ms)
         .bind(execution_id)
         .bind(epoch)
         .execute(&self.pool)
@@ -1000,6 +1022,7 @@ impl Store for PgStore {
         entries.insert(&mut tx).await?;
         let row = sqlx::query(&format!(
             "UPDATE executions SET status = 'pending', result = NULL, error = NULL, owner = NULL, \
+             engine_failures = 0, engine_error = NULL, \
              lease_expires_at = NULL, wake_at = $1, epoch = epoch + 1, cancel_requested = FALSE, \
              updated_at = $1 WHERE id = $2 RETURNING {EXECUTION_COLUMNS}"
         ))

@@ -12,11 +12,10 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 /// Columns of `executions` that make an [`ExecutionRecord`].
 pub(super) const EXECUTION_COLUMNS: &str = "id, tenant, package_sha256, package_name, package_version, \
      workflow, input, status, result, error, created_at, updated_at, wake_at, owner, epoch, \
-     cancel_requested";
+     cancel_requested, engine_failures, engine_error";
 
 /// Columns of `packages` that make a [`PackageRecord`] (not the bytes).
-pub(super) const PACKAGE_COLUMNS: &str =
-    "tenant, sha256, name, version, info, created_at, CAST(length(bytes) AS BIGINT) AS size";
+pub(super) const PACKAGE_COLUMNS: &str = "tenant, sha256, name, version, info, created_at, size";
 
 /// Columns of `tenants` that make a [`TenantRecord`].
 pub(super) const TENANT_COLUMNS: &str =
@@ -95,6 +94,8 @@ pub(super) fn execution(row: &impl Columns) -> Result<ExecutionRecord> {
         owner: row.text("owner")?,
         epoch: row.number("epoch")?,
         cancel_requested: row.flag("cancel_requested")?,
+        engine_failures: row.number("engine_failures")?,
+        engine_error: row.text("engine_error")?,
     })
 }
 

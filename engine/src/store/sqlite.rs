@@ -1,12 +1,12 @@
 //! The embedded SQLite store (WAL). One writer connection serialises this
 //! process's writes; other processes (CLI commands) wait on `busy_timeout`.
 
-use super::Store;
 use super::rows::{
     self, API_KEY_COLUMNS, APPROVAL_COLUMNS, ENTRY_COLUMNS, EXECUTION_COLUMNS, PACKAGE_COLUMNS,
     TENANT_COLUMNS,
 };
 use super::sqlite_commit::CommitConnection;
+use super::{EngineFailure, Store};
 use crate::error::{Error, Result};
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
@@ -44,6 +44,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates it.
     pub async fn open(path: impl AsRef<Path>, sync: Synchronous) -> Result<Self> {
         let path = path.as_ref();
+        // It holds tenants' secrets: readable by its owner only, and so are
+        // the -wal and -shm files SQLite creates with the database's mode.
+        create_private(path)?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -66,7 +69,7 @@ impl SqliteStore {
         // `start`) must not both run the first migration: serialise them
         // on a lock file beside the database.
         let lock_path = path.with_extension("db-migrate.lock");
-        let lock = std::fs::OpenOptions::new()
+        let lock = private_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -99,6 +102,26 @@ impl SqliteStore {
             reader,
             commits,
         })
+    }
+}
+
+/// Options that create a file readable and writable by its owner only.
+fn private_file() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// Creates the database file `path` (owner-only) if it does not exist.
+fn create_private(path: &Path) -> Result<()> {
+    match private_file().write(true).create_new(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::InvalidInput(format!(
+            "cannot create SQLite database {}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -335,15 +358,24 @@ impl Store for SqliteStore {
     ) -> Result<PackageRecord> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(row) = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = ? AND sha256 = ?"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = ? AND name = ? AND sha256 = ? \
+             ORDER BY version DESC LIMIT 1"
         ))
         .bind(tenant)
+        .bind(name)
         .bind(sha256)
         .fetch_optional(&mut *tx)
         .await?
         {
             return rows::package(&row);
         }
+        sqlx::query(
+            "INSERT INTO package_blobs (sha256, bytes) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(bytes)
+        .execute(&mut *tx)
+        .await?;
         let version: i64 = sqlx::query_scalar(
             "SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE tenant = ? AND name = ?",
         )
@@ -352,14 +384,14 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO packages (tenant, sha256, name, version, bytes, info, created_at) \
+            "INSERT INTO packages (tenant, sha256, name, version, size, info, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {PACKAGE_COLUMNS}",
         ))
         .bind(tenant)
         .bind(sha256)
         .bind(name)
         .bind(version)
-        .bind(bytes)
+        .bind(bytes.len() as i64)
         .bind(info.to_string())
         .bind(now_ms)
         .fetch_one(&mut *tx)
@@ -370,7 +402,8 @@ impl Store for SqliteStore {
 
     async fn package(&self, tenant: &str, sha256: &str) -> Result<PackageRecord> {
         let row = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = ? AND sha256 = ?"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = ? AND sha256 = ? \
+             ORDER BY created_at DESC, version DESC LIMIT 1"
         ))
         .bind(tenant)
         .bind(sha256)
@@ -381,7 +414,7 @@ impl Store for SqliteStore {
     }
 
     async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>> {
-        sqlx::query_scalar("SELECT bytes FROM packages WHERE sha256 = ? LIMIT 1")
+        sqlx::query_scalar("SELECT bytes FROM package_blobs WHERE sha256 = ?")
             .bind(sha256)
             .fetch_optional(&self.reader)
             .await?
@@ -446,7 +479,7 @@ impl Store for SqliteStore {
              workflow, input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
              lease_expires_at, epoch) \
              SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages \
-             WHERE tenant = ? AND sha256 = ? \
+             WHERE tenant = ? AND name = ? AND version = ? \
              RETURNING {EXECUTION_COLUMNS}"
         );
         let query = sqlx::query(&insert)
@@ -466,7 +499,8 @@ impl Store for SqliteStore {
             .bind(owner.map(|o| o.1))
             .bind(if owner.is_some() { 1 } else { 0 })
             .bind(&new.tenant)
-            .bind(&new.package_sha256);
+            .bind(&new.package_name)
+            .bind(new.package_version);
         let missing = || rows::package_not_found(&new.package_sha256);
         let Some(key) = &new.idempotency_key else {
             // One statement: atomic without a transaction.
@@ -541,24 +575,46 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Claim>> {
         let owner = owner.to_owned();
         self.on_commit_connection(move |c| {
-            let mut claim = c.prepare_cached(
-                "UPDATE executions SET owner = ?1, lease_expires_at = ?2 + ?3, epoch = epoch + 1, \
-                 status = 'running', wake_at = NULL, updated_at = ?2 \
-                 WHERE id IN ( \
-                   SELECT id FROM executions WHERE status IN ('pending', 'waiting') AND wake_at <= ?2 \
-                   UNION ALL \
-                   SELECT id FROM executions WHERE status = 'running' AND lease_expires_at < ?2 \
-                   LIMIT ?4) \
-                 RETURNING id, epoch, signals",
-            )?;
-            let rows = claim.query_map(rusqlite::params![owner, now_ms, lease_ms, limit], |r| {
-                Ok(Claim {
-                    execution_id: r.get(0)?,
-                    epoch: r.get(1)?,
-                    signals: r.get(2)?,
-                })
-            })?;
-            rows.collect()
+            // Hibernated executions first, in a statement of their own: a
+            // claim tells whether the execution was hibernated (SQLite's
+            // RETURNING cannot see the status it replaced).
+            let mut claims = Vec::new();
+            for (resumed, due) in [
+                (
+                    true,
+                    "SELECT id FROM executions WHERE status = 'waiting' AND wake_at <= ?2 LIMIT ?4",
+                ),
+                (
+                    false,
+                    "SELECT id FROM executions WHERE status = 'pending' AND wake_at <= ?2 \
+                     UNION ALL \
+                     SELECT id FROM executions WHERE status = 'running' AND lease_expires_at < ?2 \
+                     LIMIT ?4",
+                ),
+            ] {
+                let left = limit - claims.len() as i64;
+                if left <= 0 {
+                    break;
+                }
+                let mut claim = c.prepare_cached(&format!(
+                    "UPDATE executions SET owner = ?1, lease_expires_at = ?2 + ?3, \
+                     epoch = epoch + 1, status = 'running', wake_at = NULL, updated_at = ?2 \
+                     WHERE id IN ({due}) RETURNING id, epoch, signals"
+                ))?;
+                let rows =
+                    claim.query_map(rusqlite::params![owner, now_ms, lease_ms, left], |r| {
+                        Ok(Claim {
+                            execution_id: r.get(0)?,
+                            epoch: r.get(1)?,
+                            signals: r.get(2)?,
+                            resumed,
+                        })
+                    })?;
+                for row in rows {
+                    claims.push(row?);
+                }
+            }
+            Ok(claims)
         })
         .await
     }
@@ -585,14 +641,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn abandon(&self, execution_id: &str, epoch: i64, retry_at_ms: i64) -> Result<()> {
+    async fn abandon(&self, execution_id: &str, epoch: i64, failure: &EngineFailure) -> Result<()> {
         let id = execution_id.to_owned();
+        let f = failure.clone();
         self.on_commit_connection(move |c| {
             c.prepare_cached(
-                "UPDATE executions SET owner = NULL, lease_expires_at = ? \
+                "UPDATE executions SET owner = NULL, engine_failures = engine_failures + 1, \
+                 engine_error = ?, lease_expires_at = ? + MIN(?, ? * (1 << MIN(engine_failures, 20))) \
                  WHERE id = ? AND epoch = ? AND status = 'running'",
             )?
-            .execute(rusqlite::params![retry_at_ms, id, epoch])
+            .execute(rusqlite::params![
+                f.error,
+                f.now_ms,
+                f.max_delay_ms,
+                f.base_delay_ms,
+                id,
+                epoch
+            ])
             .map(|_| ())
         })
         .await
@@ -742,6 +807,7 @@ impl Store for SqliteStore {
         insert_entry(&mut tx, execution_id, &entry).await?;
         sqlx::query(
             "UPDATE executions SET status = 'pending', result = NULL, error = NULL, owner = NULL, \
+             engine_failures = 0, engine_error = NULL, \
              lease_expires_at = NULL, wake_at = ?, epoch = epoch + 1, cancel_requested = 0, \
              updated_at = ? WHERE id = ?",
         )

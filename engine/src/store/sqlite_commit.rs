@@ -162,7 +162,7 @@ fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite
              workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, \
              epoch) \
              SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages \
-             WHERE tenant = ? AND sha256 = ?",
+             WHERE tenant = ? AND name = ? AND version = ?",
         )?
         .execute(params![
             c.new.id,
@@ -176,7 +176,8 @@ fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite
             c.owner.as_ref().map(|o| o.1),
             c.epoch(),
             c.new.tenant,
-            c.new.package_sha256
+            c.new.package_name,
+            c.new.package_version
         ])?;
     Ok(inserted == 1)
 }
@@ -225,6 +226,7 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
         }) => {
             tx.prepare_cached(
                 "UPDATE executions SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
+                 engine_failures = 0, engine_error = NULL, \
                  wake_at = CASE WHEN signals != ? THEN ? ELSE ? END, updated_at = ? WHERE id = ?",
             )?
             .execute(params![seen_signals, now_ms, wake_at_ms, now_ms, id])?;
@@ -236,7 +238,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
         }) => {
             tx.prepare_cached(
                 "UPDATE executions SET status = ?, result = ?, error = ?, owner = NULL, \
-                 lease_expires_at = NULL, wake_at = NULL, updated_at = ? WHERE id = ?",
+                 lease_expires_at = NULL, wake_at = NULL, engine_failures = 0, \
+                 engine_error = NULL, updated_at = ? WHERE id = ?",
             )?
             .execute(params![
                 status.as_str(),

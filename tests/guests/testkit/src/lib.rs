@@ -290,6 +290,35 @@ fn nap(ctx: &Context, input: Nap) -> Result<Value, Error> {
     Ok(json!({ "i": input.i }))
 }
 
+#[derive(Serialize, Deserialize)]
+struct Hold {
+    mb: usize,
+    ms: u64,
+}
+
+/// Memory-budget and crash tests: one `hold` step.
+fn hold_step(ctx: &Context, input: Hold) -> Result<Value, Error> {
+    ctx.step_with(
+        "hold",
+        &input,
+        StepOptions::default().retry(RetryPolicy::new(1)),
+    )
+}
+
+/// Allocates and touches `mb` MiB, keeps it while it sleeps `ms` (in
+/// process when short), then tells its attempt number and when it held
+/// the memory (journaled clock).
+fn hold(ctx: &Context, input: Hold) -> Result<Value, Error> {
+    let mut memory = vec![0_u8; input.mb << 20];
+    for byte in memory.iter_mut().step_by(4096) {
+        *byte = 1;
+    }
+    let from_ms = ctx.now_ms();
+    ctx.sleep(Duration::from_millis(input.ms))?;
+    black_box(&memory);
+    Ok(json!({ "attempt": ctx.attempt(), "from_ms": from_ms, "to_ms": ctx.now_ms() }))
+}
+
 cerebelum_sdk::package! {
     workflows: [
         noop3 => "Three noop steps (benchmark)",
@@ -304,6 +333,7 @@ cerebelum_sdk::package! {
         fanout => "Run n nap steps in parallel",
         clock_random => "Recorded clock, randomness and execution id",
         many_steps => "n noop steps in a row (replay speed)",
+        hold_step => "One hold step (one attempt)",
     ],
     steps: [
         noop => "Return the input",
@@ -317,5 +347,6 @@ cerebelum_sdk::package! {
         check_ready => "null until ready",
         compensate => "Compensation of cancellable",
         nap => "Durable sleep inside a step",
+        hold => "Hold mb MiB of memory for ms",
     ],
 }

@@ -1,0 +1,276 @@
+//! Journal feeds: one source of events per followed execution, shared by
+//! everyone who follows it (`watch` streams, local `watch`, the console).
+//!
+//! The first follower of an execution starts one poller task; every other
+//! follower subscribes to what that task broadcasts. The poller reads the
+//! store when this node's group commit touched the execution (at once) or,
+//! for executions another node drives, every [`POLL`]. It stops when its
+//! last follower goes away or the execution ends, so a follower that
+//! disconnects costs nothing afterwards.
+//!
+//! A follower first reads the journal it asked for from the store, then
+//! takes the broadcast, skipping what it already has by `seq`: nothing is
+//! missed between the two, and a follower that falls behind the broadcast
+//! reads the store again from where it was.
+
+use super::SharedStore;
+use crate::error::{Error, Result};
+use crate::model::{Entry, ExecutionRecord};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, broadcast};
+
+/// How often a feed reads the store when no local commit woke it (the
+/// execution runs on another node, or nowhere).
+const POLL: Duration = Duration::from_millis(50);
+/// How often it reads the store while this node's commits wake it.
+const POLL_WHILE_LOCAL: Duration = Duration::from_secs(1);
+/// Events a slow follower may fall behind before it rereads the store.
+const BACKLOG: usize = 1024;
+
+/// One event of a followed execution.
+#[derive(Debug, Clone)]
+pub enum FeedEvent {
+    Entry(Entry),
+    /// The last event: the execution ended.
+    Finished(ExecutionRecord),
+}
+
+/// What the poller broadcasts.
+#[derive(Debug, Clone)]
+enum Broadcast {
+    Entry(Arc<Entry>),
+    Finished(Arc<ExecutionRecord>),
+    /// Reading the store failed; the message of the error.
+    Failed(Arc<str>),
+}
+
+struct Feed {
+    tx: broadcast::Sender<Broadcast>,
+    wake: Notify,
+    followers: AtomicUsize,
+    /// When a local commit last touched the execution.
+    touched: Mutex<Option<Instant>>,
+}
+
+struct Shared {
+    store: SharedStore,
+    feeds: Mutex<HashMap<String, Arc<Feed>>>,
+    /// Feeds open: `touched` does nothing while there are none.
+    open: AtomicUsize,
+}
+
+/// The feeds of one engine node.
+#[derive(Clone)]
+pub struct Feeds {
+    shared: Arc<Shared>,
+}
+
+impl Feeds {
+    pub fn new(store: SharedStore) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                feeds: Mutex::new(HashMap::new()),
+                open: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Tells the feed of execution `id`, if it has one, that its journal or
+    /// status changed (called after each group commit).
+    pub fn touched(&self, id: &str) {
+        if self.shared.open.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let feeds = self.shared.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(feed) = feeds.get(id) {
+            *feed.touched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            feed.wake.notify_one();
+        }
+    }
+
+    /// Executions followed right now (one poller each).
+    pub fn open(&self) -> usize {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// Follows execution `id`: its journal entries after `after_seq`, then
+    /// [`FeedEvent::Finished`].
+    pub fn follow(&self, id: &str, after_seq: i64) -> Follower {
+        let (feed, rx) = {
+            let mut feeds = self.shared.feeds.lock().unwrap_or_else(|p| p.into_inner());
+            match feeds.get(id) {
+                Some(feed) => {
+                    feed.followers.fetch_add(1, Ordering::SeqCst);
+                    (feed.clone(), feed.tx.subscribe())
+                }
+                None => {
+                    let (tx, rx) = broadcast::channel(BACKLOG);
+                    let feed = Arc::new(Feed {
+                        tx,
+                        wake: Notify::new(),
+                        followers: AtomicUsize::new(1),
+                        touched: Mutex::new(None),
+                    });
+                    feeds.insert(id.to_owned(), feed.clone());
+                    self.shared.open.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(poll(
+                        self.shared.clone(),
+                        id.to_owned(),
+                        feed.clone(),
+                        after_seq,
+                    ));
+                    (feed, rx)
+                }
+            }
+        };
+        Follower {
+            shared: self.shared.clone(),
+            id: id.to_owned(),
+            feed,
+            rx,
+            last_seq: after_seq,
+            backlog: VecDeque::new(),
+            read_history: true,
+            done: false,
+        }
+    }
+}
+
+impl Shared {
+    /// Removes `feed` if it is still the feed of `id` and nobody follows
+    /// it (`idle`), or in any case (`!idle`); true if it was removed.
+    fn remove(&self, id: &str, feed: &Arc<Feed>, idle: bool) -> bool {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        if idle && feed.followers.load(Ordering::SeqCst) > 0 {
+            return false;
+        }
+        if feeds.get(id).is_some_and(|f| Arc::ptr_eq(f, feed)) {
+            feeds.remove(id);
+            self.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        true
+    }
+}
+
+/// The one poller of a feed.
+async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>, mut last_seq: i64) {
+    loop {
+        if shared.remove(&id, &feed, true) {
+            return;
+        }
+        // The status first: entries committed before it are then read too.
+        let read = async {
+            let record = shared.store.execution(&id).await?;
+            let entries = shared.store.journal(&id, last_seq).await?;
+            Ok::<_, Error>((record, entries))
+        };
+        let (record, entries) = match read.await {
+            Ok(found) => found,
+            Err(e) => {
+                shared.remove(&id, &feed, false);
+                let _ = feed.tx.send(Broadcast::Failed(e.to_string().into()));
+                return;
+            }
+        };
+        for entry in entries {
+            last_seq = entry.seq;
+            let _ = feed.tx.send(Broadcast::Entry(Arc::new(entry)));
+        }
+        if record.status.is_terminal() {
+            // Removed before the last event: a follower arriving later
+            // starts a new feed instead of waiting on this one.
+            shared.remove(&id, &feed, false);
+            let _ = feed.tx.send(Broadcast::Finished(Arc::new(record)));
+            return;
+        }
+        let local = feed
+            .touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < POLL_WHILE_LOCAL);
+        let wait = if local { POLL_WHILE_LOCAL } else { POLL };
+        tokio::select! {
+            _ = feed.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One follower of a feed; dropping it is how it stops following.
+pub struct Follower {
+    shared: Arc<Shared>,
+    id: String,
+    feed: Arc<Feed>,
+    rx: broadcast::Receiver<Broadcast>,
+    /// The last seq handed out.
+    last_seq: i64,
+    /// Entries read from the store, to hand out before the broadcast.
+    backlog: VecDeque<Entry>,
+    read_history: bool,
+    done: bool,
+}
+
+impl Follower {
+    /// The next event; `None` after [`FeedEvent::Finished`] or an error.
+    pub async fn next(&mut self) -> Option<Result<FeedEvent>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            if self.read_history {
+                self.read_history = false;
+                match self.shared.store.journal(&self.id, self.last_seq).await {
+                    Ok(entries) => self.backlog.extend(entries),
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            if let Some(entry) = self.backlog.pop_front() {
+                self.last_seq = entry.seq;
+                return Some(Ok(FeedEvent::Entry(entry)));
+            }
+            match self.rx.recv().await {
+                Ok(Broadcast::Entry(entry)) if entry.seq <= self.last_seq => {}
+                Ok(Broadcast::Entry(entry)) => {
+                    self.last_seq = entry.seq;
+                    return Some(Ok(FeedEvent::Entry((*entry).clone())));
+                }
+                Ok(Broadcast::Finished(record)) => {
+                    self.done = true;
+                    return Some(Ok(FeedEvent::Finished((*record).clone())));
+                }
+                Ok(Broadcast::Failed(message)) => {
+                    self.done = true;
+                    return Some(Err(Error::Runtime(format!(
+                        "following execution {}: {message}",
+                        self.id
+                    ))));
+                }
+                // Fell behind: what was missed is in the store.
+                Err(broadcast::error::RecvError::Lagged(_)) => self.read_history = true,
+                Err(broadcast::error::RecvError::Closed) => {
+                    self.done = true;
+                    return Some(Err(Error::Runtime(format!(
+                        "the feed of execution {} stopped",
+                        self.id
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        if self.feed.followers.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // The poller sees it has no followers left and stops.
+            self.feed.wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,768 @@
+//! Defects an adversarial run found in what had shipped (issue 13), each
+//! tried the way it was found: real `cerebelum serve` processes, the real
+//! CLI, raw gRPC clients, files on disk.
+
+#[macro_use]
+mod common;
+
+use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
+use common::{Db, Remote, free_port, guest, path};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+on_both_backends!(oversized_fields_are_refused_before_anything_is_stored);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn channel(port: u16) -> Channel {
+    Channel::from_shared(common::url(port))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// `message` with `authorization: <header>`.
+fn with_auth<T>(message: T, header: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value: MetadataValue<_> = header.parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// What an accepted call gave, for tests that expect it refused.
+fn ok<T>(_: T) -> Code {
+    Code::Ok
+}
+
+/// Uploads testkit as `kit` and starts `approval` (it waits for ever);
+/// returns the execution id once it waits.
+fn waiting_execution(cli: &Remote) -> String {
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let id = cli
+        .ok(&["start", "kit", "approval", "--input", r#"{"key":"k"}"#])
+        .trim()
+        .to_owned();
+    cli.wait_text(&["status", &id], WAIT, |s| {
+        s.contains("waiting for approval")
+    });
+    id
+}
+
+/// Opens a watch stream of `id` as `key` on a connection of its own and
+/// reads its first event (so the server works for it).
+async fn open_watch(
+    port: u16,
+    key: &str,
+    id: &str,
+) -> Result<tonic::Streaming<pb::WatchEvent>, tonic::Status> {
+    let mut client = CerebelumClient::new(channel(port).await);
+    let request = with_auth(
+        pb::WatchExecutionRequest {
+            id: id.to_owned(),
+            after_seq: 0,
+        },
+        &format!("Bearer {key}"),
+    );
+    let mut stream = client.watch_execution(request).await?.into_inner();
+    stream.message().await?.expect("a first event");
+    Ok(stream)
+}
+
+/// Defect 1: a watch stream the client closed kept the server polling
+/// (300 closed streams held it at 108% CPU), and streams were unbounded.
+#[test]
+fn closed_watch_streams_cost_nothing_and_open_ones_are_bounded() {
+    let db = Db::new();
+    let many = db.tenant("many", &["--max-streams", "1000"]);
+    let few = db.tenant("few", &["--max-streams", "3"]);
+    let port = free_port();
+    let server = db.serve_api(port, &[]);
+    let id_many = waiting_execution(&Remote::new(port, &many));
+    let id_few = waiting_execution(&Remote::new(port, &few));
+    runtime().block_on(async {
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(open_watch(port, &few, &id_few).await.unwrap());
+        }
+        let refused = open_watch(port, &few, &id_few).await.unwrap_err();
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("max streams"), "{refused:?}");
+        // Closing them gives their places back.
+        drop(open);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match open_watch(port, &few, &id_few).await {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "places not given back: {e:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        let mut streams = Vec::new();
+        for _ in 0..300 {
+            streams.push(open_watch(port, &many, &id_many).await.unwrap());
+        }
+    });
+    // Every client went away (their connections are closed): the server
+    // does (almost) nothing.
+    std::thread::sleep(Duration::from_secs(1));
+    let before = server.cpu_time();
+    std::thread::sleep(Duration::from_secs(3));
+    let used = server.cpu_time() - before;
+    assert!(
+        used < Duration::from_millis(600),
+        "an idle server with no open stream used {used:?} of CPU in 3 s"
+    );
+}
+
+/// Defect 2: an https:// URL was spoken to in plaintext, API key included.
+#[test]
+fn an_https_url_is_refused_before_anything_is_sent() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cli = |server: &str| {
+        Command::new(common::bin())
+            .args(["--server", server, "--api-key", "cbk_0123abcd_topsecret"])
+            .args(["status", "ex_1"])
+            .env("CEREBELUM_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&format!("https://127.0.0.1:{port}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("does not speak TLS") && stderr.contains("nothing was sent"),
+        "{stderr}"
+    );
+    assert_eq!(
+        listener.accept().unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "the CLI connected to the https:// address"
+    );
+    // Plaintext off this machine: a warning; to loopback: none.
+    let out = cli("http://0.0.0.0:1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("travels in clear"), "{stderr}");
+    let out = cli("http://127.0.0.1:1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("in clear"), "{stderr}");
+}
+
+/// Defect 3: a revoked key's open watch kept streaming.
+#[test]
+fn revoking_a_key_ends_its_open_watch() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    let id = waiting_execution(&cli);
+    let mut watch = cli
+        .command(&["watch", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = watch.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    // Connected: it printed the journal so far.
+    loop {
+        let line = lines.recv_timeout(WAIT).expect("the watch printed nothing");
+        if line.contains("waiting for approval") {
+            break;
+        }
+    }
+    db.ok(&["admin", "key", "revoke", &key]);
+    let revoked = Instant::now();
+    let deadline = revoked + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watch goes on after revocation"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let said: Vec<String> = lines.try_iter().collect();
+    assert!(
+        said.iter().any(|l| l.contains("revoked")),
+        "ended after {:?}: {said:?}",
+        revoked.elapsed()
+    );
+}
+
+/// Defect 4: unbounded text fields (a 1 MiB idempotency key broke
+/// PostgreSQL's index, 100 KB ids broke HTTP/2, a 50 MiB reason was
+/// stored four times). Every field has a maximum, refused before anything
+/// is stored, the same on both backends.
+fn oversized_fields_are_refused_before_anything_is_stored(db: Db) {
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    let id = waiting_execution(&cli);
+    let journal_before = cli.journal(&id).len();
+    let big = |n: usize| "x".repeat(n);
+    let (kb100, mib) = (big(100 << 10), big(1 << 20));
+    runtime().block_on(async {
+        let mut c = CerebelumClient::new(channel(port).await);
+        let auth = format!("Bearer {key}");
+        let check = |r: Result<Code, tonic::Status>, code: Code, words: &[&str]| {
+            let status = r.expect_err("refused");
+            assert_eq!(status.code(), code, "{status:?}");
+            for word in words {
+                assert!(status.message().contains(word), "{word:?}: {status:?}");
+            }
+        };
+        let id_words = ["the execution id", "at most 128 bytes"];
+        let get = pb::GetExecutionRequest { id: kb100.clone() };
+        check(
+            c.get_execution(with_auth(get, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &id_words,
+        );
+        let watch = pb::WatchExecutionRequest {
+            id: kb100.clone(),
+            after_seq: 0,
+        };
+        check(
+            c.watch_execution(with_auth(watch, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &id_words,
+        );
+        let journal = pb::GetJournalRequest {
+            id: kb100.clone(),
+            after_seq: 0,
+        };
+        check(
+            c.get_journal(with_auth(journal, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &id_words,
+        );
+        let cancel = pb::CancelRequest { id: kb100.clone() };
+        check(
+            c.cancel(with_auth(cancel, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &id_words,
+        );
+        let retry = pb::RetryRequest { id: kb100.clone() };
+        check(
+            c.retry(with_auth(retry, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &id_words,
+        );
+        let approve = pb::ApproveRequest {
+            id: id.clone(),
+            key: kb100.clone(),
+            payload_json: "1".into(),
+        };
+        check(
+            c.approve(with_auth(approve, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &["the approval key", "256"],
+        );
+        let reject = pb::RejectRequest {
+            id: id.clone(),
+            key: "k".into(),
+            reason: big((1 << 20) + 10_000),
+        };
+        check(
+            c.reject(with_auth(reject, &auth)).await.map(ok),
+            Code::ResourceExhausted,
+            &["the reason", "max payload size"],
+        );
+        let start = |workflow: &str, key: Option<&str>| pb::StartExecutionRequest {
+            package: "kit".into(),
+            workflow: workflow.into(),
+            idempotency_key: key.map(str::to_owned),
+            ..Default::default()
+        };
+        let r = c.start_execution(with_auth(start(&mib, None), &auth)).await;
+        check(
+            r.map(ok),
+            Code::InvalidArgument,
+            &["the workflow name", "256"],
+        );
+        let r = c
+            .start_execution(with_auth(start("approval", Some(&mib)), &auth))
+            .await;
+        check(
+            r.map(ok),
+            Code::InvalidArgument,
+            &["the idempotency key", "256"],
+        );
+        let list = pb::ListExecutionsRequest {
+            package: kb100.clone(),
+            ..Default::default()
+        };
+        check(
+            c.list_executions(with_auth(list, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &["the package filter"],
+        );
+        let list = pb::ListExecutionsRequest {
+            page_token: kb100.clone(),
+            ..Default::default()
+        };
+        check(
+            c.list_executions(with_auth(list, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &["the page token"],
+        );
+        let describe = pb::DescribePackageRequest {
+            name: kb100.clone(),
+            version: None,
+        };
+        check(
+            c.describe_package(with_auth(describe, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &["the package name"],
+        );
+        let upload = pb::UploadPackageRequest {
+            name: kb100.clone(),
+            wasm: b"\0asm".to_vec(),
+        };
+        check(
+            c.upload_package(with_auth(upload, &auth)).await.map(ok),
+            Code::InvalidArgument,
+            &["the package name"],
+        );
+        // Too large for the tenant altogether: refused at the front door.
+        let huge = pb::RejectRequest {
+            id: id.clone(),
+            key: "k".into(),
+            reason: big(3 << 20),
+        };
+        check(
+            c.reject(with_auth(huge, &auth)).await.map(ok),
+            Code::ResourceExhausted,
+            &["tenant 'acme'", "max payload size"],
+        );
+    });
+    // Nothing was stored: one execution, its journal as it was, still waiting.
+    let listed: Vec<Value> = serde_json::from_str(&cli.ok(&["list", "--json"])).unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(cli.journal(&id).len(), journal_before);
+    assert!(
+        cli.ok(&["status", &id])
+            .contains("waiting for approval 'k'")
+    );
+}
+
+/// Defect 5: uploads were read whole before the quota check (six 250 MiB
+/// uploads against a 64 MiB quota took the server from 166 MB to 899 MB).
+#[test]
+fn an_upload_over_the_quota_is_refused_before_it_is_read() {
+    let db = Db::new();
+    let key = db.tenant("acme", &["--max-package-mb", "1"]);
+    let port = free_port();
+    let server = db.serve_api(port, &[]);
+    let before = server.peak_rss();
+    runtime().block_on(async {
+        let uploads: Vec<_> = (0..6)
+            .map(|_| {
+                let key = key.clone();
+                tokio::spawn(async move {
+                    let mut c = CerebelumClient::new(channel(port).await);
+                    let upload = pb::UploadPackageRequest {
+                        name: "big".into(),
+                        wasm: vec![7_u8; 100 << 20],
+                    };
+                    c.upload_package(with_auth(upload, &format!("Bearer {key}")))
+                        .await
+                        .unwrap_err()
+                })
+            })
+            .collect();
+        for upload in uploads {
+            let status = upload.await.unwrap();
+            assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        }
+    });
+    let grew = server.peak_rss().saturating_sub(before);
+    assert!(
+        grew < 64 << 20,
+        "six refused 100 MiB uploads grew the server's peak memory by {} MiB",
+        grew >> 20
+    );
+    let cli = Remote::new(port, &key);
+    // The CLI says which limit, and nothing is stored.
+    let file = db.dir.path().join("big.wasm");
+    std::fs::write(&file, vec![0_u8; 3 << 20]).unwrap();
+    let refused = cli.fails(&["upload", path(&file)]);
+    assert!(
+        refused.contains("tenant 'acme' may send at most 1.0 MiB (max package size)"),
+        "{refused}"
+    );
+    assert!(cli.ok(&["packages"]).contains("no packages"));
+}
+
+/// Defect 6: no node-wide memory cap (48 memory bombs took the server to
+/// 5.3 GB). Invocations past the node's budget wait for room, say so, and
+/// are not failed.
+#[test]
+fn past_the_node_memory_budget_invocations_wait_and_say_so() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("acme", &[]);
+    let _server = db.serve_api(port, &["--max-guest-memory-mb", "100"]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            cli.ok(&[
+                "start",
+                "kit",
+                "hold_step",
+                "--input",
+                r#"{"mb": 60, "ms": 1500}"#,
+            ])
+            .trim()
+            .to_owned()
+        })
+        .collect();
+    let mut saw_wait = false;
+    let deadline = Instant::now() + WAIT;
+    let results: Vec<Value> = loop {
+        let mut done = Vec::new();
+        for id in &ids {
+            let status = cli.ok(&["status", id]);
+            saw_wait |= status.contains("guest memory: the node's budget of 100 MiB");
+            let json = cli.status(id);
+            if json["status"] == "completed" {
+                done.push(json["result"].clone());
+            } else {
+                assert!(json["status"] != "failed", "{json}");
+            }
+        }
+        if done.len() == ids.len() {
+            break done;
+        }
+        assert!(Instant::now() < deadline, "not all completed: {done:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(saw_wait, "`status` never showed the wait for memory");
+    // 60 MiB each in a 100 MiB budget: never two at once.
+    let mut windows: Vec<(i64, i64)> = results
+        .iter()
+        .map(|r| (r["from_ms"].as_i64().unwrap(), r["to_ms"].as_i64().unwrap()))
+        .collect();
+    windows.sort();
+    for pair in windows.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two held 60 MiB at once: {windows:?}"
+        );
+    }
+}
+
+/// Defect 7: a memory limit below what the component needs to start made
+/// the execution loop for ever ("memory minimum size of 17 pages exceeds
+/// memory limits" every second).
+#[test]
+fn a_memory_limit_the_component_cannot_start_under_fails_the_execution() {
+    let db = Db::new();
+    let key = db.tenant("tiny", &["--memory-mb", "1"]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("hello")), "--name", "hello"]);
+    let id = cli
+        .ok(&["start", "hello", "hello", "--input", r#"{"name":"x"}"#])
+        .trim()
+        .to_owned();
+    let status = cli.wait_ended(&id, WAIT);
+    assert_eq!(status["status"], "failed", "{status}");
+    let error = &status["error"];
+    assert_eq!(error["kind"], "memory", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("MiB of linear memory to start") && message.contains("limit of 1 MiB"),
+        "{message}"
+    );
+}
+
+/// The general rule behind defect 7: an engine error (here: the package's
+/// bytes are corrupt, so it cannot be compiled) is retried with a growing
+/// delay, shown by `status`, and ends the execution after a bound.
+#[test]
+fn engine_errors_are_retried_a_bounded_number_of_times_and_shown() {
+    let db = Db::new();
+    let kit = guest("testkit");
+    let id = db.start(&kit, "noop3", "{}");
+    db.sql("UPDATE package_blobs SET bytes = X'0061736d0d000100'");
+    // A cache of its own: the package must be compiled from its bytes.
+    let cache = tempfile::tempdir().unwrap();
+    let mut serve = db.command(&["serve", "--listen", "127.0.0.1:0", "--engine-retry-ms", "5"]);
+    let mut server = serve
+        .env("CEREBELUM_CACHE_DIR", cache.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stalled = db.wait_for(&id, WAIT, |s, _| s["engine_failures"].as_i64() >= Some(2));
+    assert!(
+        stalled["engine_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("component")),
+        "{stalled}"
+    );
+    let shown = db.ok(&["status", &id]);
+    assert!(shown.contains("engine errors in a row"), "{shown}");
+    let failed = db.wait_status(&id, "failed", WAIT);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(failed["error"]["kind"], "engine", "{failed}");
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10 times in a row"),
+        "{failed}"
+    );
+}
+
+/// Defects 9 and 11: flags wrapped around (`--memory-mb 17592186044417`
+/// was stored as 1 MiB), zero sizes broke every call, `--limit 0` hid
+/// executions.
+#[test]
+fn flags_out_of_range_are_refused_with_their_range() {
+    let db = Db::new();
+    for (args, flag) in [
+        (
+            &[
+                "admin",
+                "tenant",
+                "create",
+                "t",
+                "--memory-mb",
+                "17592186044417",
+            ][..],
+            "--memory-mb",
+        ),
+        (
+            &[
+                "admin",
+                "tenant",
+                "create",
+                "t",
+                "--max-payload-kb",
+                "99999999999999999",
+            ],
+            "--max-payload-kb",
+        ),
+        (
+            &["admin", "tenant", "create", "t", "--max-payload-kb", "0"],
+            "--max-payload-kb",
+        ),
+        (&["serve", "--max-message-mb", "0"], "--max-message-mb"),
+        (&["serve", "--max-payload-kb", "0"], "--max-payload-kb"),
+        (&["list", "--limit", "0"], "--limit"),
+        (&["list", "--limit=-1"], "--limit"),
+    ] {
+        let stderr = db.fails(args);
+        assert!(
+            stderr.contains(flag) && stderr.contains("is not in"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let tenants = db.ok(&["admin", "tenant", "list"]);
+    assert!(!tenants.lines().any(|l| l == "t"), "{tenants}");
+}
+
+/// Defect 12: `admin … --server URL` ignored --server and created a local
+/// database.
+#[test]
+fn admin_refuses_a_server_instead_of_creating_a_local_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::bin())
+        .current_dir(dir.path())
+        .args([
+            "--server",
+            "http://127.0.0.1:7433",
+            "admin",
+            "tenant",
+            "list",
+        ])
+        .env_remove("CEREBELUM_DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no remote form") && stderr.contains("--db"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "it created files"
+    );
+}
+
+/// Defect 13: an invalid `--input` was echoed whole, and a closed stdout
+/// made `admin` panic.
+#[test]
+fn bad_input_is_quoted_briefly_and_a_closed_stdout_ends_quietly() {
+    let db = Db::new();
+    let input = format!("{{\"name\": \"{}\", oops}}", "x".repeat(130_000));
+    let stderr = db.fails(&["start", path(&guest("hello")), "hello", "--input", &input]);
+    assert!(stderr.len() < 1000, "{} bytes of error", stderr.len());
+    assert!(stderr.contains("line 1 column"), "{stderr}");
+    assert!(
+        stderr.contains("oops"),
+        "the place of the error is shown: {stderr}"
+    );
+
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = db
+        .command(&["admin", "tenant", "create", "piped"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Defect 10: the same bytes uploaded under another name came back as the
+/// first name's next version, and the new name did not exist.
+#[test]
+fn the_same_bytes_under_another_name_are_another_package() {
+    let db = Db::new();
+    let hello = guest("hello");
+    assert!(db.ok(&["upload", path(&hello)]).starts_with("hello v1 "));
+    assert!(
+        db.ok(&["upload", path(&hello), "--name", "deploy"])
+            .starts_with("deploy v1 ")
+    );
+    assert!(db.ok(&["upload", path(&hello)]).starts_with("hello v1 "));
+    let listed = db.ok(&["packages"]);
+    assert!(
+        listed.contains("deploy v1") && listed.contains("hello v1"),
+        "{listed}"
+    );
+    let id = db
+        .ok(&["start", "deploy", "hello", "--input", r#"{"name":"x"}"#])
+        .trim()
+        .to_owned();
+    let status = db.status(&id);
+    assert_eq!(
+        (
+            status["package_name"].as_str(),
+            status["package_version"].as_i64()
+        ),
+        (Some("deploy"), Some(1))
+    );
+}
+
+/// Defect 14: the database (which holds secrets) and the compiled-component
+/// cache were world-readable, and a cached artifact was loaded unchecked.
+#[test]
+fn the_database_and_the_cache_are_private_and_tampering_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let db = Db::new();
+    let cache = db.dir.path().join("cache");
+    let run = |db: &Db| {
+        let out = db
+            .command(&[
+                "run",
+                path(&guest("hello")),
+                "hello",
+                "--input",
+                r#"{"name":"x"}"#,
+            ])
+            .env("CEREBELUM_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    run(&db);
+    let server = db.serve(&[]);
+    let deadline = Instant::now() + WAIT;
+    while !db.path.with_extension("db-shm").exists() {
+        assert!(Instant::now() < deadline, "no -shm file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for suffix in ["db", "db-wal", "db-shm", "db-migrate.lock"] {
+        let file = db.path.with_extension(suffix);
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    drop(server);
+    assert_eq!(mode(&cache), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(files.len() >= 3, "{files:?}");
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+    let artifact = files
+        .iter()
+        .find(|f| f.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap()
+        .clone();
+    // Writable by others: not loaded, compiled again.
+    std::fs::set_permissions(&artifact, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let stderr = run(&db);
+    assert!(stderr.contains("writable by others"), "{stderr}");
+    assert_eq!(mode(&artifact), 0o600, "compiled again");
+    // Changed in place: its checksum tells.
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&artifact, bytes).unwrap();
+    let stderr = run(&db);
+    assert!(stderr.contains("does not match its checksum"), "{stderr}");
+    assert!(!run(&db).contains("discarding"), "the new artifact loads");
+}
+
+/// Defect 16: the `Bearer` scheme was case-sensitive.
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    runtime().block_on(async {
+        let mut c = CerebelumClient::new(channel(port).await);
+        for scheme in ["Bearer", "bearer", "BEARER", "BeArEr"] {
+            let request = with_auth(pb::ListPackagesRequest {}, &format!("{scheme} {key}"));
+            c.list_packages(request)
+                .await
+                .unwrap_or_else(|e| panic!("{scheme}: {e:?}"));
+        }
+        let basic = with_auth(pb::ListPackagesRequest {}, &format!("Basic {key}"));
+        let refused = c.list_packages(basic).await.unwrap_err();
+        assert_eq!(refused.code(), Code::Unauthenticated);
+    });
+}
