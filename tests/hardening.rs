@@ -766,3 +766,64 @@ fn the_bearer_scheme_is_case_insensitive() {
         assert_eq!(refused.code(), Code::Unauthenticated);
     });
 }
+
+/// Defect 8 (at the door): a tenant restarting executions hundreds of
+/// times a second while another tenant works on the node is slowed by its
+/// start rate, and refused once the wait would pass 10 s.
+#[test]
+fn a_tenant_is_slowed_at_the_door_while_another_works() {
+    let db = Db::new();
+    let key_a = db.tenant("a", &["--max-start-rate", "2"]);
+    let key_b = db.tenant("b", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &["--hibernate-after-ms", "120000"]);
+    let a = Remote::new(port, &key_a);
+    let b = Remote::new(port, &key_b);
+    a.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    b.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    // B works on the node: a step sleeping in process for a minute.
+    b.ok(&[
+        "start",
+        "kit",
+        "hold_step",
+        "--input",
+        r#"{"mb": 1, "ms": 60000}"#,
+    ]);
+    let began = Instant::now();
+    let outcomes: Vec<Result<(), tonic::Status>> = runtime().block_on(async {
+        let starts: Vec<_> = (0..25)
+            .map(|_| {
+                let key = key_a.clone();
+                tokio::spawn(async move {
+                    let mut c = CerebelumClient::new(channel(port).await);
+                    let start = pb::StartExecutionRequest {
+                        package: "kit".into(),
+                        workflow: "noop3".into(),
+                        ..Default::default()
+                    };
+                    c.start_execution(with_auth(start, &format!("Bearer {key}")))
+                        .await
+                        .map(|_| ())
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for start in starts {
+            outcomes.push(start.await.unwrap());
+        }
+        outcomes
+    });
+    let started = outcomes.iter().filter(|o| o.is_ok()).count();
+    let refused: Vec<&tonic::Status> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(!refused.is_empty(), "25 starts at 2 a second all went in");
+    for status in &refused {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(status.message().contains("max start rate"), "{status:?}");
+    }
+    // Two a second after a burst of two: the last admitted waited.
+    assert!(
+        began.elapsed() >= Duration::from_secs((started as u64 - 2) / 2),
+        "{started} starts in {:?}",
+        began.elapsed()
+    );
+}

@@ -13,8 +13,15 @@
 //! - (s3) tenant B's latency (StartExecution + WatchExecution of the 3-step
 //!   `noop3`, one after the other, through a real `cerebelum serve`) alone
 //!   and while tenant A keeps four executions of each attack of the
-//!   hostile suite running. Both tenants have the default limits (`--
-//!   --hostile-limits`: A has the hostile suite's tight ones instead).
+//!   hostile suite running (the next attack starts once A has nothing
+//!   left running). B has the default limits; A the hostile suite's tight
+//!   limits that make each attack end quickly (CPU, memory, journal
+//!   entries, payload, output) and the default fairness limits
+//!   (concurrency, journal rate, start rate); `-- --hostile-limits` gives A
+//!   the suite's fairness limits too.
+//!
+//! Flags: `--quick` (smaller counts), `--attacks a,b` (only those, and
+//! only (s3)), `--runs N` (B's runs per measurement, default 60).
 //!
 //! The machine is shared and noisy: compare within one run, quote medians.
 
@@ -43,6 +50,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let only_tenants = std::env::args().any(|a| a == "--attacks");
     println!(
         "cerebelum sandbox benchmark ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -51,8 +59,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(limits_overhead(quick));
-    rt.block_on(http_round_trip(quick));
+    if !only_tenants {
+        rt.block_on(limits_overhead(quick));
+        rt.block_on(http_round_trip(quick));
+    }
     tenant_b_under_attack(quick);
 }
 
@@ -277,28 +287,70 @@ fn keep_attacking(
     })
 }
 
+/// Waits until the tenant of `key` has no execution left open.
+async fn until_idle(port: u16, key: &str) {
+    let mut client = grpc::connect(port, key).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for status in [
+        pb::ExecutionStatus::Pending,
+        pb::ExecutionStatus::Running,
+        pb::ExecutionStatus::Waiting,
+    ] {
+        loop {
+            let open = client
+                .list_executions(pb::ListExecutionsRequest {
+                    status: status as i32,
+                    page_size: 1,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .executions;
+            if open.is_empty() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tenant A's executions do not end"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// (s3)
 fn tenant_b_under_attack(quick: bool) {
     let db = common::Db::new();
     let elsewhere = TestServer::start();
-    let limits_a = if std::env::args().any(|a| a == "--hostile-limits") {
-        common::HOSTILE_LIMITS
+    // The hostile suite's limits make each attack end (and restart)
+    // quickly; its fairness limits (--max-concurrency, --max-journal-rate)
+    // stay at their defaults unless asked for.
+    let fair = ["--max-concurrency", "--max-journal-rate"];
+    let limits_a: Vec<&str> = if std::env::args().any(|a| a == "--hostile-limits") {
+        common::HOSTILE_LIMITS.to_vec()
     } else {
-        &[]
+        common::HOSTILE_LIMITS
+            .chunks(2)
+            .filter(|flag| !fair.contains(&flag[0]))
+            .flatten()
+            .copied()
+            .collect()
     };
-    let key_a = db.tenant("a", limits_a);
+    let key_a = db.tenant("a", &limits_a);
     println!(
-        "(s3) tenant A's limits: {}",
-        if limits_a.is_empty() {
-            "the defaults".to_owned()
-        } else {
-            limits_a.join(" ")
-        }
+        "(s3) tenant A's limits: {} (the others: defaults)",
+        limits_a.join(" ")
     );
     let key_b = db.tenant("b", &[]);
     let port = common::free_port();
     let _server = db.serve_api(port, &[]);
-    let n = if quick { 20 } else { 60 };
+    // `-- --runs N`: B's runs per measurement.
+    let n = std::env::args()
+        .skip_while(|a| a != "--runs")
+        .nth(1)
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if quick { 20 } else { 60 });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -326,7 +378,18 @@ fn tenant_b_under_attack(quick: bool) {
         ("fetch", denied),
         ("ambient", "{}".into()),
     ];
+    // `-- --attacks a,b` runs only those.
+    let only: Option<Vec<String>> = std::env::args()
+        .skip_while(|a| a != "--attacks")
+        .nth(1)
+        .map(|list| list.split(',').map(str::to_owned).collect());
     for (workflow, input) in attacks {
+        if only
+            .as_ref()
+            .is_some_and(|o| !o.iter().any(|w| w == workflow))
+        {
+            continue;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let attack = keep_attacking(port, key_a.clone(), workflow, input, 4, stop.clone());
         // Let the attack get going.
@@ -334,6 +397,8 @@ fn tenant_b_under_attack(quick: bool) {
         let loaded = rt.block_on(b_latency(&mut b, n));
         stop.store(true, Ordering::SeqCst);
         let ended = attack.join().unwrap();
+        // The next attack starts on a quiet server.
+        rt.block_on(until_idle(port, &key_a));
         println!(
             "(s3) under {workflow:18} B p50 {loaded:7.2} ms = {:4.2}x alone   [target <= 2x] \
              ({ended} attack executions ended meanwhile)",

@@ -332,16 +332,19 @@ struct QuotaArgs {
     /// (built-in default: unlimited; cores are taken in turns anyway).
     #[arg(long, value_parser = range_i64(1, 1_000_000))]
     max_concurrency: Option<i64>,
-    /// Journaled host calls per second a tenant's code may make on a node;
-    /// faster callers are slowed down (built-in default: unlimited).
+    /// Journaled host calls per second a tenant's code may make on a node
+    /// while other tenants have work there (a tenant alone is not slowed);
+    /// faster callers wait, off their CPU time (built-in default 10000).
     #[arg(long, value_parser = range_i64(1, 1_000_000_000))]
     max_journal_rate: Option<i64>,
     /// Watch streams (`cerebelum watch`, WatchExecution) a tenant may have
     /// open at once on a node (built-in default 100).
     #[arg(long, value_parser = range_i64(1, 1_000_000))]
     max_streams: Option<i64>,
-    /// Executions a tenant may start per second on a node; faster starts
-    /// wait their turn, and are refused if that would take over 10 s.
+    /// Executions a tenant may start per second on a node while other
+    /// tenants have work there (a tenant alone is not slowed); faster
+    /// starts wait their turn, and are refused if that would take over
+    /// 10 s (built-in default 100).
     #[arg(long, value_parser = range_i64(1, 1_000_000))]
     max_start_rate: Option<i64>,
 }
@@ -443,7 +446,13 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // One worker thread more than cores: guest code runs on at most one
+    // per core (see `runtime::CpuSlots`), so the engine's own work (the
+    // API, commits, timers) always finds a thread, even while every core
+    // runs a guest that spins; the kernel shares the cores between them.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores + 1)
         .enable_all()
         .build()
     {

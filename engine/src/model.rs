@@ -105,12 +105,14 @@ pub struct Quotas {
     /// Invocations of the tenant running guest code at once (on this node).
     pub max_concurrency: Option<i64>,
     /// Journaled host calls per second the tenant's code may make (on this
-    /// node); faster callers wait, off their CPU time.
+    /// node) while other tenants have work there; faster callers wait, off
+    /// their CPU time. A tenant alone is not slowed.
     pub max_journal_rate: Option<i64>,
     /// Watch streams the tenant may have open at once (on this node).
     pub max_streams: Option<i64>,
-    /// Executions the tenant may start per second (on this node); faster
-    /// starts wait, and are refused if they would wait too long.
+    /// Executions the tenant may start per second (on this node) while
+    /// other tenants have work there; faster starts wait, and are refused
+    /// if they would wait too long. A tenant alone is not slowed.
     pub max_start_rate: Option<i64>,
 }
 
@@ -149,9 +151,9 @@ pub const DEFAULT_QUOTAS: Quotas = Quotas {
     max_output_bytes: Some(64 << 10),
     max_response_bytes: Some(10 << 20),
     max_concurrency: None,
-    max_journal_rate: None,
+    max_journal_rate: Some(10_000),
     max_streams: Some(100),
-    max_start_rate: None,
+    max_start_rate: Some(100),
 };
 
 /// What the `limits` column of `tenants` holds (JSON): the sandbox part of

@@ -54,15 +54,9 @@ fn describe(t: &TenantRecord) -> String {
         limit(q.max_output_bytes, d.max_output_bytes, 1 << 10, " KiB"),
         limit(q.max_response_bytes, d.max_response_bytes, 1 << 10, " KiB"),
         limit(q.max_concurrency, d.max_concurrency, 1, ""),
-        match q.max_journal_rate {
-            Some(r) => r.to_string(),
-            None => "unlimited (default)".into(),
-        },
+        limit(q.max_journal_rate, d.max_journal_rate, 1, ""),
         limit(q.max_streams, d.max_streams, 1, ""),
-        match q.max_start_rate {
-            Some(r) => r.to_string(),
-            None => "unlimited (default)".into(),
-        },
+        limit(q.max_start_rate, d.max_start_rate, 1, ""),
     )
 }
 

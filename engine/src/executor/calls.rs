@@ -225,6 +225,8 @@ pub(crate) async fn step_call(
 
 /// Journals the start of attempt `attempt` of the call at `seq`, which
 /// runs as `invocation` (named only when it re-runs an earlier attempt's).
+/// An attempt counts against the tenant's journal rate like a host call:
+/// a tenant that fans out thousands of steps is paced the same way.
 async fn push_attempt(
     exec: &ExecState,
     caller: &str,
@@ -233,6 +235,14 @@ async fn push_attempt(
     attempt: u32,
     invocation: &str,
 ) -> Result<(), Interrupt> {
+    if let Some(rate) = &exec.sandbox.journal_rate
+        && exec.engine.runtime.cpu().contended()
+    {
+        let pause = rate.take();
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
     let mut payload = json!({ "step": step, "attempt": attempt });
     if invocation != step_invocation(seq, attempt) {
         payload["invocation"] = json!(invocation);

@@ -38,13 +38,16 @@ impl StoreData {
 
     /// Waits until HTTP requests made before this call are journaled, so
     /// journal entries stay in call order (see `executor::http`).
-    /// Also where a tenant over its journal rate waits, giving its core
-    /// and its place to others meanwhile.
+    /// Also where a tenant over its journal rate waits (while other
+    /// tenants have work on the node), giving its core and its place to
+    /// others meanwhile.
     async fn settle(&mut self) -> WasmResult<()> {
         self.http.settle().await.map_err(wasmtime::Error::new)?;
-        let pause = match &self.invocation()?.exec.sandbox.journal_rate {
-            Some(limit) => limit.take(),
-            None => return Ok(()),
+        let exec = &self.invocation()?.exec;
+        // The rate applies while other tenants have work on the node.
+        let pause = match &exec.sandbox.journal_rate {
+            Some(limit) if exec.engine.runtime.cpu().contended() => limit.take(),
+            _ => return Ok(()),
         };
         if !pause.is_zero() {
             let began = self.wait_begin();

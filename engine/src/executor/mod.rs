@@ -531,12 +531,17 @@ impl Engine {
     }
 
     /// Waits for `tenant`'s turn to start an execution under its start
-    /// rate; refuses if the wait would be longer than [`MAX_START_WAIT`].
+    /// rate, which applies while other tenants have work on this node (a
+    /// tenant alone is never slowed); refuses if the wait would be longer
+    /// than [`MAX_START_WAIT`].
     async fn admit_start(&self, tenant: &str) -> Result<()> {
         let sandbox = self.inner.tenant_sandbox(tenant).await?;
         let Some(rate) = &sandbox.start_rate else {
             return Ok(());
         };
+        if !self.inner.runtime.cpu().others_active(tenant) {
+            return Ok(());
+        }
         let wait = rate.take();
         if wait > MAX_START_WAIT {
             rate.give_back();
@@ -746,7 +751,9 @@ async fn drive_claimed(
                 record.id
             ),
         );
-        let writer = inner.committer.writer(&record.id, claim.epoch, last_seq);
+        let writer = inner
+            .committer
+            .writer(&record.tenant, &record.id, claim.epoch, last_seq);
         let (entries, change) = finish(Status::Failed, "failed", None, Some(error.to_json()));
         writer.commit(entries, Vec::new(), Some(change)).await?;
         warn!("execution failed after too many engine errors");
@@ -762,9 +769,11 @@ async fn drive_claimed(
         })
         .await?;
     let sandbox = inner.tenant_sandbox(&record.tenant).await?;
+    // The tenant is entitled to its share of the cores while this runs.
+    let _active = inner.runtime.cpu().activate(&sandbox.name);
     let writer = inner
         .committer
-        .writer(&record.id, claim.epoch, last_seq)
+        .writer(&record.tenant, &record.id, claim.epoch, last_seq)
         .redacting(sandbox.secret_values.clone());
     let mut index = ReplayIndex::build(&entries);
     index.resumed = claim.resumed;

@@ -284,6 +284,12 @@ impl Runtime {
                 })
                 .map_err(|e| Error::io("starting the epoch thread", e))?;
         }
+        // A tenant short of its share of cores makes running guests yield
+        // at once: an epoch tick out of turn.
+        let preempt: cpu::Preempt = {
+            let engine = engine.clone();
+            Arc::new(move || engine.increment_epoch())
+        };
         Ok(Self {
             cache: cache::ComponentCache::new(config.cache_dir.clone(), &engine),
             engine,
@@ -291,7 +297,10 @@ impl Runtime {
             loaded: Mutex::new(HashMap::new()),
             ticker_stop,
             fuel: config.fuel,
-            cpu: CpuSlots::new(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            cpu: CpuSlots::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+                Some(preempt),
+            ),
             memory: MemoryBudget::new(config.guest_memory_bytes),
         })
     }

@@ -112,6 +112,15 @@ impl CpuHold {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
+    /// Whether the core was taken too recently to give it up yet.
+    fn young(&self) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(Core::young)
+    }
+
     /// What runs at an epoch tick: give the core up, let the executor run
     /// others, queue for a core again (behind other tenants' turns).
     fn turn(&self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
@@ -408,8 +417,10 @@ pub fn new_store(
             return Ok(UpdateDeadline::Interrupt);
         }
         // Yield at every tick so a busy guest cannot starve the executor,
-        // and give its core to whoever waits for one.
+        // and give its core to whoever waits for one; a guest that took its
+        // core just now (a preemption's tick) keeps it a little longer.
         Ok(match &data.cpu {
+            Some(cpu) if cpu.young() => UpdateDeadline::Continue(1),
             Some(cpu) => UpdateDeadline::YieldCustom(1, cpu.turn()),
             None => UpdateDeadline::Yield(1),
         })

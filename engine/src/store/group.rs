@@ -7,6 +7,11 @@
 //! execution hibernates or finishes. A crash can therefore lose only a
 //! suffix of an execution's journal that nobody has observed, and replay
 //! regenerates it.
+//!
+//! Tenants share the write path fairly: what is waiting is queued per
+//! tenant, and a batch takes an equal part from each tenant with something
+//! waiting, so a tenant that floods the journal delays another's commit by
+//! at most the batch being written, not by its whole backlog.
 
 use super::SharedStore;
 use super::feed::Feeds;
@@ -14,6 +19,7 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::model::{CommitOp, Creation, Entry, SideWrite, StatusChange};
 use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -22,7 +28,13 @@ use tokio::sync::{mpsc, oneshot};
 /// How many operations one transaction takes at most.
 const MAX_BATCH: usize = 2048;
 
+/// How many when several tenants have operations waiting: a smaller batch
+/// is written sooner, and the operations of the others wait for it.
+const SHARED_BATCH: usize = 128;
+
 struct Pending {
+    /// The tenant of the execution, whose queue it waits in.
+    tenant: Arc<str>,
     op: CommitOp,
     health: Arc<AtomicU8>,
     ack: Option<oneshot::Sender<Result<()>>>,
@@ -63,6 +75,7 @@ impl GroupCommitter {
         let (ack, rx) = oneshot::channel();
         self.tx
             .send(Pending {
+                tenant: creation.new.tenant.as_str().into(),
                 op: CommitOp {
                     execution_id: creation.new.id.clone(),
                     epoch: creation.epoch(),
@@ -79,10 +92,17 @@ impl GroupCommitter {
             .map_err(|_| Error::Runtime("the commit task has stopped".into()))?
     }
 
-    /// A writer for an execution this node owns at `epoch`, whose journal
-    /// currently ends at `last_seq`.
-    pub fn writer(&self, execution_id: &str, epoch: i64, last_seq: i64) -> JournalWriter {
+    /// A writer for an execution of `tenant` this node owns at `epoch`,
+    /// whose journal currently ends at `last_seq`.
+    pub fn writer(
+        &self,
+        tenant: &str,
+        execution_id: &str,
+        epoch: i64,
+        last_seq: i64,
+    ) -> JournalWriter {
         JournalWriter {
+            tenant: tenant.into(),
             execution_id: execution_id.to_owned(),
             epoch,
             next_seq: Arc::new(Mutex::new(last_seq + 1)),
@@ -126,6 +146,60 @@ fn coalesce(batch: &mut [Pending]) -> (Vec<CommitOp>, Vec<usize>) {
     (ops, index)
 }
 
+/// What waits to be committed, per tenant, served in turn.
+#[derive(Default)]
+struct Queues {
+    /// Tenants with something queued, in the order they are served.
+    turns: VecDeque<Arc<str>>,
+    queued: HashMap<Arc<str>, VecDeque<Pending>>,
+}
+
+impl Queues {
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+
+    fn push(&mut self, pending: Pending) {
+        let queue = self.queued.entry(pending.tenant.clone()).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(pending.tenant.clone());
+        }
+        queue.push_back(pending);
+    }
+
+    /// The next batch: up to [`MAX_BATCH`] operations ([`SHARED_BATCH`]
+    /// when several tenants have some queued), an equal part from each
+    /// (in order within a tenant), the rest to those with more.
+    fn batch(&mut self, batch: &mut Vec<Pending>) {
+        let max = if self.turns.len() > 1 {
+            SHARED_BATCH
+        } else {
+            MAX_BATCH
+        };
+        while batch.len() < max && !self.turns.is_empty() {
+            let part = ((max - batch.len()) / self.turns.len()).max(1);
+            for _ in 0..self.turns.len() {
+                let Some(tenant) = self.turns.pop_front() else {
+                    break;
+                };
+                let Some(queue) = self.queued.get_mut(&tenant) else {
+                    continue;
+                };
+                let take = part.min(queue.len()).min(max - batch.len());
+                batch.extend(queue.drain(..take));
+                if queue.is_empty() {
+                    self.queued.remove(&tenant);
+                } else {
+                    self.turns.push_back(tenant);
+                }
+                if batch.len() == max {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 fn run(
     runtime: &tokio::runtime::Handle,
     store: SharedStore,
@@ -133,15 +207,19 @@ fn run(
     feeds: Feeds,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
+    let mut queues = Queues::default();
     let mut batch = Vec::new();
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+    loop {
+        if queues.is_empty() {
+            match rx.blocking_recv() {
+                Some(first) => queues.push(first),
+                None => return,
             }
         }
+        while let Ok(p) = rx.try_recv() {
+            queues.push(p);
+        }
+        queues.batch(&mut batch);
         let (ops, merged_into) = coalesce(&mut batch);
         let outcome = runtime.block_on(store.commit(ops, clock.now_ms()));
         match outcome {
@@ -184,6 +262,7 @@ fn run(
 /// in order, by the node that owns the execution.
 #[derive(Clone)]
 pub struct JournalWriter {
+    tenant: Arc<str>,
     execution_id: String,
     epoch: i64,
     next_seq: Arc<Mutex<i64>>,
@@ -288,6 +367,7 @@ impl JournalWriter {
             self.committer
                 .tx
                 .send(Pending {
+                    tenant: self.tenant.clone(),
                     op: CommitOp {
                         create: None,
                         execution_id: self.execution_id.clone(),
@@ -404,6 +484,7 @@ mod tests {
 
     fn pending(id: &str, entries: usize, status: Option<StatusChange>) -> Pending {
         Pending {
+            tenant: "t".into(),
             op: CommitOp {
                 create: None,
                 execution_id: id.into(),
@@ -451,5 +532,36 @@ mod tests {
         );
         assert_eq!(ops[1].entries.len(), 1);
         assert_eq!(ops[2].execution_id, "b");
+    }
+
+    #[test]
+    fn a_batch_takes_an_equal_part_from_each_tenant() {
+        let mut queues = Queues::default();
+        for i in 0..3 * MAX_BATCH {
+            let mut p = pending(&format!("a{i}"), 1, None);
+            p.tenant = "flood".into();
+            queues.push(p);
+        }
+        let mut quiet = pending("b", 1, None);
+        quiet.tenant = "quiet".into();
+        queues.push(quiet);
+        let mut batch = Vec::new();
+        queues.batch(&mut batch);
+        assert_eq!(batch.len(), SHARED_BATCH, "a smaller batch while shared");
+        assert!(
+            batch.iter().any(|p| p.op.execution_id == "b"),
+            "the quiet tenant's op is in the first batch"
+        );
+        // The flooding tenant's ops stay in order.
+        let flood: Vec<&str> = batch
+            .iter()
+            .filter(|p| &*p.tenant == "flood")
+            .map(|p| p.op.execution_id.as_str())
+            .collect();
+        assert_eq!(flood[..3], ["a0", "a1", "a2"]);
+        batch.clear();
+        queues.batch(&mut batch);
+        assert_eq!(batch.len(), MAX_BATCH, "alone again: whole batches");
+        assert_eq!(batch[0].op.execution_id, format!("a{}", SHARED_BATCH - 1));
     }
 }
