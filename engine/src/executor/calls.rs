@@ -45,7 +45,7 @@ impl ExecState {
             }
             let notified = self.cancel.notify.notified();
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(remaining as u64)) => {}
+                _ = self.engine.clock.sleep_until(due_ms) => {}
                 _ = notified, if interruptible => {}
             }
         }
