@@ -453,7 +453,7 @@ fn a_graceful_shutdown_ends_open_watches_and_they_reconnect() {
 fn health_and_reflection_answer() {
     let db = Db::new();
     let port = free_port();
-    let _server = db.serve_api(port, &[]);
+    let mut server = db.serve_api(port, &[]);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -470,7 +470,7 @@ fn health_and_reflection_answer() {
                 service: "cerebelum.v1.Cerebelum".into(),
             })
             .await
-            .unwrap()
+            .unwrap_or_else(|e| panic!("{e:?}\nthe server's log:\n{}", server.log()))
             .into_inner();
         assert_eq!(
             serving.status,

@@ -6,6 +6,7 @@
 mod common;
 
 use cerebelum::clock::TestClock;
+use cerebelum::journal::Event;
 use cerebelum::model::{DEFAULT_TENANT, ExecutionRecord, Status};
 use cerebelum::store::{self, Synchronous};
 use cerebelum::{Engine, EngineConfig};
@@ -86,7 +87,13 @@ impl Driven {
     async fn hibernated_again(&self, id: &str, before: Option<i64>) -> ExecutionRecord {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let record = self.engine.store().execution(id).await.unwrap();
+            let record = self
+                .engine
+                .store()
+                .executions()
+                .execution(id)
+                .await
+                .unwrap();
             if record.status == Status::Waiting && (before.is_none() || record.wake_at_ms != before)
             {
                 return record;
@@ -127,7 +134,14 @@ async fn a_three_day_sleep_ends_when_the_clock_says_so(db: Db) {
     driven.clock.advance(DAY);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        driven.engine.store().execution(&id).await.unwrap().status,
+        driven
+            .engine
+            .store()
+            .executions()
+            .execution(&id)
+            .await
+            .unwrap()
+            .status,
         Status::Waiting
     );
     driven.clock.advance(2 * DAY);
@@ -181,10 +195,19 @@ async fn a_poll_checks_every_hour(db: Db) {
         driven.clock.advance(HOUR);
     }
     let done = driven.finished(&id).await;
-    let journal = driven.engine.store().journal(&id, 0).await.unwrap();
+    let journal = driven
+        .engine
+        .store()
+        .executions()
+        .journal(&id, 0)
+        .await
+        .unwrap();
     driven.stop().await;
     assert_eq!(done.status, Status::Completed, "{done:?}");
-    let checks = journal.iter().filter(|e| e.kind == "poll-check").count();
+    let checks = journal
+        .iter()
+        .filter(|e| matches!(e.event, Event::PollCheck { .. }))
+        .count();
     assert_eq!(checks, 3, "not ready at 0, 1 and 2 hours; ready at 3");
     eprintln!(
         "three hours of polling in {:?} of real time",

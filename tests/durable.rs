@@ -22,6 +22,7 @@ on_both_backends!(
     operator_retry_keeps_completed_steps,
     a_step_cut_short_by_kill9_reruns_under_the_next_attempt_number,
     a_step_woken_from_hibernation_keeps_its_attempt_number,
+    a_journal_written_before_the_typed_journal_replays,
 );
 
 fn crash_during_sleep(db: Db, serve_args: &[&str]) {
@@ -174,6 +175,108 @@ fn a_step_woken_from_hibernation_keeps_its_attempt_number(db: Db) {
         [1, 1],
         "it hibernated once and went on as attempt 1"
     );
+}
+
+/// seq, invocation, kind, ref_seq, args_hash, payload.
+type OldRow = (
+    i64,
+    &'static str,
+    &'static str,
+    Option<i64>,
+    Option<&'static str>,
+    &'static str,
+);
+
+/// The journal of an execution hibernated in a one-hour sleep, row by row
+/// exactly as the engine wrote it before the journal was typed (captured
+/// from that version): seq, invocation, kind, ref_seq, args_hash, payload.
+const OLD_JOURNAL: &[OldRow] = &[
+    (
+        1,
+        "engine",
+        "started",
+        None,
+        None,
+        r#"{"input":{"sleep_ms":3600000},"package":"88437bdff321fd6a502ae3d8bde092389d93aea136cc2dc54251d94e6fad0253","workflow":"step_sleep_step"}"#,
+    ),
+    (
+        2,
+        "wf",
+        "call-step",
+        None,
+        Some("9bbe357589299ef2"),
+        r#"{"args":{"input":{"n":1},"options":null,"step":"record"}}"#,
+    ),
+    (
+        3,
+        "wf",
+        "attempt",
+        Some(2),
+        None,
+        r#"{"attempt":1,"step":"record"}"#,
+    ),
+    (4, "wf", "result", Some(2), None, r#"{"ok":{"n":1}}"#),
+    (
+        5,
+        "wf",
+        "now-ms",
+        None,
+        Some("1fc125e2810373a9"),
+        r#"{"answer":1795463026514,"args":{}}"#,
+    ),
+    (
+        6,
+        "wf",
+        "sleep",
+        None,
+        Some("c8241fadb5062db6"),
+        r#"{"args":{"duration_ms":3600000},"due_at":DUE}"#,
+    ),
+];
+
+/// A database written before the journal was typed loads and replays: the
+/// recorded clock and step result come back, the sleep ends at its
+/// recorded due time, and nothing recorded runs again.
+fn a_journal_written_before_the_typed_journal_replays(db: Db) {
+    let testkit = guest("testkit");
+    db.ok(&["upload", testkit.to_str().unwrap()]);
+    let packages: Vec<Value> = serde_json::from_str(&db.ok(&["packages", "--json"])).unwrap();
+    let sha = packages[0]["sha256"].as_str().unwrap();
+    let now = now_ms();
+    let mut sql = format!(
+        "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
+         workflow, input, status, created_at, updated_at, wake_at, epoch) VALUES ('ex_old', \
+         'default', '{sha}', 'testkit', 1, 'step_sleep_step', '{{\"sleep_ms\":3600000}}', \
+         'waiting', {now}, {now}, {now}, 1);"
+    );
+    for (seq, invocation, kind, ref_seq, hash, payload) in OLD_JOURNAL {
+        let quote = |v: Option<String>| v.map_or("NULL".into(), |v| format!("'{v}'"));
+        // The sleep is due now: the hour has passed.
+        let payload = payload.replace("DUE", &(now - 1000).to_string());
+        sql.push_str(&format!(
+            "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
+             payload, at) VALUES ('ex_old', {seq}, '{invocation}', '{kind}', {}, {}, '{payload}', \
+             {now});",
+            quote(ref_seq.map(|r| r.to_string())),
+            quote(hash.map(str::to_owned)),
+        ));
+    }
+    db.sql(&sql);
+    let _server = db.serve(&[]);
+    let status = db.wait_status("ex_old", "completed", LONG);
+    assert_eq!(status["result"]["before_ms"], 1795463026514_i64, "{status}");
+    let journal = db.journal("ex_old");
+    assert_contiguous("ex_old", &journal);
+    let first = step_call_seq(&journal, "record", 0);
+    assert_eq!(first, 2, "the recorded call is the first step call");
+    assert_eq!(
+        attempts(&journal, first),
+        1,
+        "the recorded step did not run again"
+    );
+    assert_eq!(results(&journal, first).len(), 1);
+    let second = step_call_seq(&journal, "record", 1);
+    assert_eq!(results(&journal, second)[0]["payload"]["ok"]["n"], 2);
 }
 
 fn tampered_journal_fails_with_nondeterminism(db: Db) {

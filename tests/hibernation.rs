@@ -46,7 +46,7 @@ async fn a_thousand_sleeping_executions_hold_no_instance() {
     }
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        let counts = store.count_by_status().await.unwrap();
+        let counts = common::count_by_status(&db.url).await;
         let waiting = counts
             .iter()
             .find(|(s, _)| s == "waiting")
@@ -65,6 +65,7 @@ async fn a_thousand_sleeping_executions_hold_no_instance() {
         "a hibernated execution holds an instance"
     );
     let sample = store
+        .executions()
         .list_executions(&ListFilter {
             limit: 5,
             ..ListFilter::default()
@@ -74,8 +75,8 @@ async fn a_thousand_sleeping_executions_hold_no_instance() {
     for e in sample {
         assert!(e.owner.is_none(), "a hibernated execution keeps no owner");
         assert!(e.wake_at_ms.unwrap() > e.created_at_ms + 500_000);
-        let journal = store.journal(&e.id, 0).await.unwrap();
-        assert!(journal.iter().any(|j| j.kind == "sleep"));
+        let journal = store.executions().journal(&e.id, 0).await.unwrap();
+        assert!(journal.iter().any(|j| j.event.kind() == "sleep"));
     }
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();

@@ -6,11 +6,13 @@
 mod common;
 
 use cerebelum::Error;
+use cerebelum::journal::{CallError, Entry, ErrorKind, Event, Output};
 use cerebelum::model::{
-    ApiKeyRecord, CommitOp, Creation, Decision, Entry, ListFilter, NewExecution, Quotas, SideWrite,
-    Status, StatusChange,
+    ApiKeyRecord, Decision, ListFilter, NewExecution, PackageInfo, Quotas, Status,
 };
-use cerebelum::store::{self, EngineFailure, SharedStore, Synchronous};
+use cerebelum::store::{
+    self, CommitOp, Creation, EngineFailure, SharedStore, SideWrite, StatusChange, Synchronous,
+};
 use common::{Backend, Db};
 use serde_json::json;
 use std::collections::HashSet;
@@ -76,7 +78,8 @@ async fn open(db: &Db) -> SharedStore {
 async fn with_package(db: &Db) -> SharedStore {
     let store = open(db).await;
     store
-        .put_package(T, "pkg", "sha-1", b"bytes", &json!({"workflows": []}), NOW)
+        .catalog()
+        .put_package(T, "pkg", "sha-1", b"bytes", &PackageInfo::default(), NOW)
         .await
         .unwrap();
     store
@@ -95,15 +98,26 @@ fn new_execution(id: &str) -> NewExecution {
     }
 }
 
-fn entry(seq: i64, kind: &str) -> Entry {
+/// An entry the suite can tell apart by its `marker` (the store keeps
+/// any event as it is; this one is the output of an invocation).
+fn entry(seq: i64, marker: &str) -> Entry {
     Entry {
         seq,
         invocation: "wf".to_owned(),
-        kind: kind.to_owned(),
-        ref_seq: None,
-        args_hash: Some(format!("h{seq}")),
-        payload: json!({"seq": seq, "text": "it's \"quoted\""}),
+        event: Event::Output(Output {
+            stream: "stdout".into(),
+            text: format!("{marker}|it's \"quoted\""),
+            bytes: seq as u64,
+        }),
         at_ms: NOW + seq,
+    }
+}
+
+/// The marker of an entry made by [`entry`].
+fn marker(e: &Entry) -> &str {
+    match &e.event {
+        Event::Output(o) => o.text.split('|').next().unwrap_or_default(),
+        other => panic!("not an entry of the suite: {other:?}"),
     }
 }
 
@@ -136,38 +150,73 @@ async fn create_owned(store: &SharedStore, id: &str, node: &str) {
     assert_eq!(record.epoch, 1);
 }
 
-fn ids(claims: &[cerebelum::model::Claim]) -> Vec<String> {
+fn ids(claims: &[cerebelum::store::Claim]) -> Vec<String> {
     let mut ids: Vec<String> = claims.iter().map(|c| c.execution_id.clone()).collect();
     ids.sort();
     ids
 }
 
+/// Package info with two workflows.
+fn two_workflows() -> PackageInfo {
+    serde_json::from_value(json!({
+        "workflows": [{"name": "a", "description": ""}, {"name": "b", "description": ""}],
+        "steps": [],
+    }))
+    .unwrap()
+}
+
 async fn packages_are_content_addressed_and_versioned(db: Db) {
     let store = with_package(&db).await;
     let again = store
-        .put_package(T, "pkg", "sha-1", b"bytes", &json!({}), NOW + 1)
+        .catalog()
+        .put_package(
+            T,
+            "pkg",
+            "sha-1",
+            b"bytes",
+            &PackageInfo::default(),
+            NOW + 1,
+        )
         .await
         .unwrap();
     assert_eq!(again.version, 1, "identical bytes keep their version");
     let v2 = store
-        .put_package(T, "pkg", "sha-2", b"other", &json!({"v": 2}), NOW + 2)
+        .catalog()
+        .put_package(T, "pkg", "sha-2", b"other", &two_workflows(), NOW + 2)
         .await
         .unwrap();
     assert_eq!(v2.version, 2);
     assert_eq!(
-        store.find_package(T, "pkg", None).await.unwrap().sha256,
+        store
+            .catalog()
+            .find_package(T, "pkg", None)
+            .await
+            .unwrap()
+            .sha256,
         "sha-2"
     );
-    let v1 = store.find_package(T, "pkg", Some(1)).await.unwrap();
+    let v1 = store
+        .catalog()
+        .find_package(T, "pkg", Some(1))
+        .await
+        .unwrap();
     assert_eq!((v1.sha256.as_str(), v1.size_bytes), ("sha-1", 5));
-    let no_v3 = store.find_package(T, "pkg", Some(3)).await.unwrap_err();
+    let no_v3 = store
+        .catalog()
+        .find_package(T, "pkg", Some(3))
+        .await
+        .unwrap_err();
     assert!(no_v3.to_string().contains("versions: 1, 2"), "{no_v3}");
     assert_eq!(
-        store.package(T, "sha-2").await.unwrap().info,
-        json!({"v": 2})
+        store.catalog().package(T, "sha-2").await.unwrap().info,
+        two_workflows()
     );
-    assert_eq!(store.package_bytes("sha-2").await.unwrap(), b"other");
+    assert_eq!(
+        store.catalog().package_bytes("sha-2").await.unwrap(),
+        b"other"
+    );
     let versions: Vec<i64> = store
+        .catalog()
         .list_packages(T)
         .await
         .unwrap()
@@ -176,13 +225,14 @@ async fn packages_are_content_addressed_and_versioned(db: Db) {
         .collect();
     assert_eq!(versions, vec![1, 2]);
     let missing = store
+        .catalog()
         .find_package(T, "nope", None)
         .await
         .unwrap_err()
         .to_string();
     assert!(missing.contains("known packages: pkg"), "{missing}");
     assert!(matches!(
-        store.package(T, "sha-9").await,
+        store.catalog().package(T, "sha-9").await,
         Err(Error::NotFound(_))
     ));
 }
@@ -193,11 +243,20 @@ async fn packages_are_content_addressed_and_versioned(db: Db) {
 async fn the_same_bytes_may_be_two_packages(db: Db) {
     let store = with_package(&db).await;
     let deploy = store
-        .put_package(T, "deploy", "sha-1", b"bytes", &json!({}), NOW + 1)
+        .catalog()
+        .put_package(
+            T,
+            "deploy",
+            "sha-1",
+            b"bytes",
+            &PackageInfo::default(),
+            NOW + 1,
+        )
         .await
         .unwrap();
     assert_eq!((deploy.name.as_str(), deploy.version), ("deploy", 1));
     let names: Vec<String> = store
+        .catalog()
         .list_packages(T)
         .await
         .unwrap()
@@ -207,11 +266,22 @@ async fn the_same_bytes_may_be_two_packages(db: Db) {
     assert_eq!(names, ["deploy v1", "pkg v1"]);
     // Back under its first name: the version it has there.
     let again = store
-        .put_package(T, "pkg", "sha-1", b"bytes", &json!({}), NOW + 2)
+        .catalog()
+        .put_package(
+            T,
+            "pkg",
+            "sha-1",
+            b"bytes",
+            &PackageInfo::default(),
+            NOW + 2,
+        )
         .await
         .unwrap();
     assert_eq!((again.name.as_str(), again.version), ("pkg", 1));
-    assert_eq!(store.package_bytes("sha-1").await.unwrap(), b"bytes");
+    assert_eq!(
+        store.catalog().package_bytes("sha-1").await.unwrap(),
+        b"bytes"
+    );
     let new = NewExecution {
         package_name: "deploy".into(),
         ..new_execution("ex_d")
@@ -230,17 +300,20 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
         ..Quotas::default()
     };
     let acme = store
+        .catalog()
         .create_tenant("acme", &quotas, &[], NOW)
         .await
         .unwrap();
     assert_eq!(acme.quotas, quotas);
     assert!(matches!(
         store
+            .catalog()
             .create_tenant("acme", &Quotas::default(), &[], NOW)
             .await,
         Err(Error::Conflict(_))
     ));
     let names: Vec<String> = store
+        .catalog()
         .list_tenants()
         .await
         .unwrap()
@@ -254,27 +327,55 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
         created_at_ms: NOW,
         revoked_at_ms: None,
     };
-    store.add_api_key(&key, "hash-1").await.unwrap();
+    store.catalog().add_api_key(&key, "hash-1").await.unwrap();
     let orphan = ApiKeyRecord {
         tenant: "nobody".into(),
         ..key.clone()
     };
     assert!(matches!(
-        store.add_api_key(&orphan, "hash-2").await,
+        store.catalog().add_api_key(&orphan, "hash-2").await,
         Err(Error::NotFound(_))
     ));
-    let found = store.tenant_by_key("hash-1").await.unwrap().unwrap();
+    let found = store
+        .catalog()
+        .tenant_by_key("hash-1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.name, "acme");
-    assert!(store.tenant_by_key("hash-2").await.unwrap().is_none());
-    let revoked = store.revoke_api_key("cbk_1", NOW + 5).await.unwrap();
+    assert!(
+        store
+            .catalog()
+            .tenant_by_key("hash-2")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let revoked = store
+        .catalog()
+        .revoke_api_key("cbk_1", NOW + 5)
+        .await
+        .unwrap();
     assert_eq!(revoked.revoked_at_ms, Some(NOW + 5));
     assert!(
-        store.tenant_by_key("hash-1").await.unwrap().is_none(),
+        store
+            .catalog()
+            .tenant_by_key("hash-1")
+            .await
+            .unwrap()
+            .is_none(),
         "a revoked key stops working at once"
     );
-    let again = store.revoke_api_key("cbk_1", NOW + 9).await.unwrap();
+    let again = store
+        .catalog()
+        .revoke_api_key("cbk_1", NOW + 9)
+        .await
+        .unwrap();
     assert_eq!(again.revoked_at_ms, Some(NOW + 5), "revoking is idempotent");
-    assert_eq!(store.list_api_keys("acme").await.unwrap(), vec![again]);
+    assert_eq!(
+        store.catalog().list_api_keys("acme").await.unwrap(),
+        vec![again]
+    );
     let wider = Quotas {
         max_payload_bytes: Some(10),
         memory_bytes: Some(32 << 20),
@@ -291,18 +392,22 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
         "127.0.0.1:8080".to_owned(),
         "GET *.example.com/v1/*".to_owned(),
     ];
-    let updated = store.update_tenant("acme", &wider, &allow).await.unwrap();
+    let updated = store
+        .catalog()
+        .update_tenant("acme", &wider, &allow)
+        .await
+        .unwrap();
     assert_eq!(
         (updated.quotas, updated.http_allow.clone()),
         (wider, allow.clone())
     );
     assert_eq!(
-        store.tenant("acme").await.unwrap(),
+        store.catalog().tenant("acme").await.unwrap(),
         updated,
         "every limit and the allow-list read back as written"
     );
     assert!(matches!(
-        store.update_tenant("nobody", &wider, &[]).await,
+        store.catalog().update_tenant("nobody", &wider, &[]).await,
         Err(Error::NotFound(_))
     ));
 }
@@ -311,23 +416,28 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
 async fn secrets_are_per_tenant_and_listed_without_values(db: Db) {
     let store = open(&db).await;
     store
+        .catalog()
         .create_tenant("acme", &Quotas::default(), &[], NOW)
         .await
         .unwrap();
     store
+        .catalog()
         .set_secret("acme", "token", "first-value", NOW)
         .await
         .unwrap();
     let replaced = store
+        .catalog()
         .set_secret("acme", "token", "second-value", NOW + 1)
         .await
         .unwrap();
     assert_eq!(replaced.updated_at_ms, NOW + 1);
     store
+        .catalog()
         .set_secret("acme", "db-password", "hunter2hunter2", NOW)
         .await
         .unwrap();
     let names: Vec<String> = store
+        .catalog()
         .list_secrets("acme")
         .await
         .unwrap()
@@ -336,35 +446,61 @@ async fn secrets_are_per_tenant_and_listed_without_values(db: Db) {
         .collect();
     assert_eq!(names, ["db-password", "token"]);
     assert_eq!(
-        store.secret_values("acme").await.unwrap(),
+        store.catalog().secret_values("acme").await.unwrap(),
         vec![
             ("db-password".to_owned(), "hunter2hunter2".to_owned()),
             ("token".to_owned(), "second-value".to_owned())
         ]
     );
-    assert!(store.secret_values("default").await.unwrap().is_empty());
+    assert!(
+        store
+            .catalog()
+            .secret_values("default")
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
-        store.set_secret("nobody", "token", "x-value-x", NOW).await,
+        store
+            .catalog()
+            .set_secret("nobody", "token", "x-value-x", NOW)
+            .await,
         Err(Error::NotFound(_))
     ));
-    store.delete_secret("acme", "token").await.unwrap();
+    store
+        .catalog()
+        .delete_secret("acme", "token")
+        .await
+        .unwrap();
     assert!(matches!(
-        store.delete_secret("acme", "token").await,
+        store.catalog().delete_secret("acme", "token").await,
         Err(Error::NotFound(_))
     ));
-    assert_eq!(store.secret_values("acme").await.unwrap().len(), 1);
+    assert_eq!(
+        store.catalog().secret_values("acme").await.unwrap().len(),
+        1
+    );
 }
 
 /// Packages, idempotency keys and listings are per tenant.
 async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
     let store = with_package(&db).await;
     store
+        .catalog()
         .create_tenant("acme", &Quotas::default(), &[], NOW)
         .await
         .unwrap();
     // The same bytes and name are version 1 of each tenant.
     let theirs = store
-        .put_package("acme", "pkg", "sha-1", b"bytes", &json!({}), NOW)
+        .catalog()
+        .put_package(
+            "acme",
+            "pkg",
+            "sha-1",
+            b"bytes",
+            &PackageInfo::default(),
+            NOW,
+        )
         .await
         .unwrap();
     assert_eq!((theirs.tenant.as_str(), theirs.version), ("acme", 1));
@@ -397,6 +533,7 @@ async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
         };
         async move {
             store
+                .executions()
                 .list_executions(&filter)
                 .await
                 .unwrap()
@@ -410,8 +547,18 @@ async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
     assert_eq!(list(T, None).await, ["ex_3"]);
     assert_eq!(list(T, Some((NOW + 1, "ex_3".into()))).await, ["ex_1"]);
     assert!(list(T, Some((NOW, "ex_1".into()))).await.is_empty());
-    assert_eq!(store.count_open_executions(T).await.unwrap(), 2);
-    assert_eq!(store.count_open_executions("acme").await.unwrap(), 1);
+    assert_eq!(
+        store.executions().count_open_executions(T).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .executions()
+            .count_open_executions("acme")
+            .await
+            .unwrap(),
+        1
+    );
 }
 
 async fn creating_with_an_idempotency_key_returns_the_first_execution(db: Db) {
@@ -433,7 +580,7 @@ async fn creating_with_an_idempotency_key_returns_the_first_execution(db: Db) {
         .unwrap();
     assert_eq!(second.id, "ex_a");
     assert!(matches!(
-        store.execution("ex_b").await,
+        store.executions().execution("ex_b").await,
         Err(Error::NotFound(_))
     ));
     let orphan = NewExecution {
@@ -444,7 +591,11 @@ async fn creating_with_an_idempotency_key_returns_the_first_execution(db: Db) {
         store.create_execution(orphan, NOW, None).await,
         Err(Error::NotFound(_))
     ));
-    let listed = store.list_executions(&ListFilter::default()).await.unwrap();
+    let listed = store
+        .executions()
+        .list_executions(&ListFilter::default())
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1, "nothing stored half-way");
 }
 
@@ -474,7 +625,7 @@ async fn commits_append_and_a_stale_epoch_is_fenced_off(db: Db) {
         "{:?}",
         results[1]
     );
-    let journal = store.journal("ex_1", 0).await.unwrap();
+    let journal = store.executions().journal("ex_1", 0).await.unwrap();
     assert_eq!(
         journal,
         vec![
@@ -484,11 +635,16 @@ async fn commits_append_and_a_stale_epoch_is_fenced_off(db: Db) {
         ]
     );
     assert_eq!(
-        store.journal("ex_1", 2).await.unwrap(),
+        store.executions().journal("ex_1", 2).await.unwrap(),
         vec![entry(3, "result")]
     );
     assert!(
-        store.journal("ex_2", 0).await.unwrap().is_empty(),
+        store
+            .executions()
+            .journal("ex_2", 0)
+            .await
+            .unwrap()
+            .is_empty(),
         "a fenced operation stores nothing"
     );
 }
@@ -508,13 +664,16 @@ async fn a_status_change_ends_ownership_within_a_batch(db: Db) {
         .unwrap();
     assert!(results[0].is_ok());
     assert!(matches!(results[1], Err(Error::LostOwnership(_))));
-    let record = store.execution("ex_1").await.unwrap();
+    let record = store.executions().execution("ex_1").await.unwrap();
     assert_eq!(record.status, Status::Completed);
     assert_eq!(record.result, Some(json!({"ok": true})));
     assert_eq!(record.owner, None);
     assert_eq!(record.updated_at_ms, NOW + 10);
-    assert_eq!(store.journal("ex_1", 0).await.unwrap().len(), 1);
-    let counts = store.count_by_status().await.unwrap();
+    assert_eq!(
+        store.executions().journal("ex_1", 0).await.unwrap().len(),
+        1
+    );
+    let counts = common::count_by_status(&db.url).await;
     assert_eq!(counts, vec![("completed".to_owned(), 1)]);
 }
 
@@ -549,11 +708,14 @@ async fn a_creation_in_a_commit_needs_its_package(db: Db) {
         .unwrap();
     assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
     assert!(matches!(results[1], Err(Error::NotFound(_))));
-    let ok = store.execution("ex_ok").await.unwrap();
+    let ok = store.executions().execution("ex_ok").await.unwrap();
     assert_eq!((ok.status, ok.epoch), (Status::Running, 1));
-    assert_eq!(store.journal("ex_ok", 0).await.unwrap().len(), 1);
-    assert!(store.execution("ex_orphan").await.is_err());
-    let pending = store.execution("ex_pending").await.unwrap();
+    assert_eq!(
+        store.executions().journal("ex_ok", 0).await.unwrap().len(),
+        1
+    );
+    assert!(store.executions().execution("ex_orphan").await.is_err());
+    let pending = store.executions().execution("ex_pending").await.unwrap();
     assert_eq!((pending.status, pending.epoch), (Status::Pending, 0));
 }
 
@@ -588,7 +750,7 @@ async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {
     let claims = store.claim_due("node-b", later, LEASE, 10).await.unwrap();
     assert_eq!(ids(&claims), vec!["ex_r"]);
     assert_eq!(claims[0].epoch, 2);
-    let record = store.execution("ex_r").await.unwrap();
+    let record = store.executions().execution("ex_r").await.unwrap();
     assert_eq!(record.owner.as_deref(), Some("node-b"));
     // node-a's append, too late, is refused; node-b's goes in.
     let results = store
@@ -603,7 +765,10 @@ async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {
         .unwrap();
     assert!(matches!(results[0], Err(Error::LostOwnership(_))));
     assert!(results[1].is_ok());
-    assert_eq!(store.journal("ex_r", 0).await.unwrap()[0].kind, "from-b");
+    assert_eq!(
+        marker(&store.executions().journal("ex_r", 0).await.unwrap()[0]),
+        "from-b"
+    );
     // A node that fails gives the execution up for a later retry, counted
     // with its message, after a delay that doubles with each failure.
     let failure = |now_ms| EngineFailure {
@@ -613,7 +778,7 @@ async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {
         max_delay_ms: 150,
     };
     store.abandon("ex_r", 2, &failure(later)).await.unwrap();
-    let stalled = store.execution("ex_r").await.unwrap();
+    let stalled = store.executions().execution("ex_r").await.unwrap();
     assert_eq!(
         (stalled.engine_failures, stalled.engine_error.as_deref()),
         (1, Some("disk on fire"))
@@ -641,7 +806,15 @@ async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(store.execution("ex_r").await.unwrap().engine_failures, 2);
+    assert_eq!(
+        store
+            .executions()
+            .execution("ex_r")
+            .await
+            .unwrap()
+            .engine_failures,
+        2
+    );
     let claims = store
         .claim_due("node-c", later + 151, LEASE, 10)
         .await
@@ -709,6 +882,7 @@ async fn hibernation_wakes_at_its_time_or_at_once_after_a_signal(db: Db) {
         .as_ref()
         .unwrap();
     store
+        .executions()
         .decide_approval("ex_signal", "go", &Decision::Approve(json!(1)), NOW + 1)
         .await
         .unwrap();
@@ -723,7 +897,7 @@ async fn hibernation_wakes_at_its_time_or_at_once_after_a_signal(db: Db) {
         .await
         .unwrap();
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");
-    let timer = store.execution("ex_timer").await.unwrap();
+    let timer = store.executions().execution("ex_timer").await.unwrap();
     assert_eq!(timer.status, Status::Waiting);
     assert_eq!(timer.owner, None);
     let claims = store.claim_due("node-b", NOW + 3, LEASE, 10).await.unwrap();
@@ -771,6 +945,7 @@ async fn approvals_are_idempotent_and_wake_the_execution(db: Db) {
     );
 
     let wrong = store
+        .executions()
         .decide_approval("ex_1", "nope", &Decision::Approve(json!(null)), NOW)
         .await
         .unwrap_err()
@@ -778,16 +953,19 @@ async fn approvals_are_idempotent_and_wake_the_execution(db: Db) {
     assert!(wrong.contains("waiting for: deploy, notify"), "{wrong}");
     let approve = Decision::Approve(json!({"by": "ops"}));
     let decided = store
+        .executions()
         .decide_approval("ex_1", "deploy", &approve, NOW + 5)
         .await
         .unwrap();
     assert_eq!(decided.status, "approved");
     let again = store
+        .executions()
         .decide_approval("ex_1", "deploy", &approve, NOW + 6)
         .await
         .unwrap();
     assert_eq!(again.decision, Some(json!({"by": "ops"})), "idempotent");
     let conflict = store
+        .executions()
         .decide_approval("ex_1", "deploy", &Decision::Reject("no".into()), NOW + 7)
         .await
         .unwrap_err();
@@ -802,7 +980,7 @@ async fn approvals_are_idempotent_and_wake_the_execution(db: Db) {
         .await
         .unwrap();
     assert_eq!(kept.status, "approved", "a decided approval stays decided");
-    let approvals = store.approvals("ex_1").await.unwrap();
+    let approvals = store.executions().approvals("ex_1").await.unwrap();
     assert_eq!(approvals.len(), 2);
     let claims = store.claim_due("node-b", NOW + 5, LEASE, 10).await.unwrap();
     assert_eq!(ids(&claims), vec!["ex_1"], "the decision woke it");
@@ -812,7 +990,11 @@ async fn leases_renew_report_cancels_and_can_be_released(db: Db) {
     let store = with_package(&db).await;
     create_owned(&store, "ex_1", "node-a").await;
     create_owned(&store, "ex_2", "node-a").await;
-    store.request_cancel("ex_2", NOW).await.unwrap();
+    store
+        .executions()
+        .request_cancel("ex_2", NOW)
+        .await
+        .unwrap();
     let cancelled = store
         .renew_leases("node-a", NOW + 4000, LEASE)
         .await
@@ -840,7 +1022,7 @@ async fn leases_renew_report_cancels_and_can_be_released(db: Db) {
             .unwrap()
             .is_empty()
     );
-    let record = store.execution("ex_2").await.unwrap();
+    let record = store.executions().execution("ex_2").await.unwrap();
     assert!(record.cancel_requested);
     assert_eq!(record.owner.as_deref(), Some("node-b"));
 }
@@ -848,12 +1030,16 @@ async fn leases_renew_report_cancels_and_can_be_released(db: Db) {
 async fn retry_and_cancel_check_the_status(db: Db) {
     let store = with_package(&db).await;
     create_owned(&store, "ex_1", "node-a").await;
-    let not_failed = store.retry_execution("ex_1", NOW).await.unwrap_err();
+    let not_failed = store
+        .executions()
+        .retry_execution("ex_1", NOW)
+        .await
+        .unwrap_err();
     assert!(matches!(not_failed, Error::Conflict(_)), "{not_failed}");
     let failed = StatusChange::Finished {
         status: Status::Failed,
         result: None,
-        error: Some(json!({"kind": "boom"})),
+        error: Some(CallError::new(ErrorKind::Other("boom".into()), "")),
     };
     store
         .commit(
@@ -864,17 +1050,28 @@ async fn retry_and_cancel_check_the_status(db: Db) {
         .unwrap()[0]
         .as_ref()
         .unwrap();
-    let cancel = store.request_cancel("ex_1", NOW).await.unwrap_err();
+    let cancel = store
+        .executions()
+        .request_cancel("ex_1", NOW)
+        .await
+        .unwrap_err();
     assert!(cancel.to_string().contains("nothing to cancel"), "{cancel}");
-    let retried = store.retry_execution("ex_1", NOW + 1).await.unwrap();
+    let retried = store
+        .executions()
+        .retry_execution("ex_1", NOW + 1)
+        .await
+        .unwrap();
     assert_eq!(retried.status, Status::Pending);
     assert_eq!(retried.epoch, 2);
     assert_eq!(retried.error, None);
-    let journal = store.journal("ex_1", 0).await.unwrap();
-    assert_eq!(journal[1].kind, "retried");
+    let journal = store.executions().journal("ex_1", 0).await.unwrap();
     assert_eq!(journal[1].seq, 2);
-    assert_eq!(journal[1].payload["error"], json!({"kind": "boom"}));
+    let Event::Retried(retried) = &journal[1].event else {
+        panic!("not a retry: {:?}", journal[1]);
+    };
+    assert_eq!(retried.error.as_ref().unwrap().kind.as_str(), "boom");
     let filtered = store
+        .executions()
         .list_executions(&ListFilter {
             status: Some(Status::Pending),
             ..ListFilter::default()
@@ -883,7 +1080,7 @@ async fn retry_and_cancel_check_the_status(db: Db) {
         .unwrap();
     assert_eq!(filtered.len(), 1);
     assert!(matches!(
-        store.request_cancel("ex_404", NOW).await,
+        store.executions().request_cancel("ex_404", NOW).await,
         Err(Error::NotFound(_))
     ));
 }
@@ -908,7 +1105,8 @@ async fn a_database_of_schema_1_keeps_its_data_under_the_default_tenant(db: Db) 
          input, idempotency_key, status, created_at, updated_at, wake_at) \
          VALUES ('ex_old', 'sha-old', 'old', 1, 'wf', '{}', 'key-old', 'waiting', 1, 1, 99); \
          INSERT INTO journal (execution_id, seq, invocation, kind, payload, at) \
-         VALUES ('ex_old', 1, 'engine', 'started', '{}', 1);";
+         VALUES ('ex_old', 1, 'engine', 'started', \
+         '{\"workflow\": \"wf\", \"input\": {}, \"package\": \"sha-old\"}', 1);";
     match db.backend {
         Backend::Sqlite => {
             let url = format!("sqlite://{}?mode=rwc", db.path.display());
@@ -925,12 +1123,18 @@ async fn a_database_of_schema_1_keeps_its_data_under_the_default_tenant(db: Db) 
         }
     }
     let store = open(&db).await;
-    let package = store.find_package(T, "old", None).await.unwrap();
+    let package = store.catalog().find_package(T, "old", None).await.unwrap();
     assert_eq!((package.sha256.as_str(), package.version), ("sha-old", 1));
-    assert_eq!(store.package_bytes("sha-old").await.unwrap(), b"bytes");
-    let old = store.execution("ex_old").await.unwrap();
+    assert_eq!(
+        store.catalog().package_bytes("sha-old").await.unwrap(),
+        b"bytes"
+    );
+    let old = store.executions().execution("ex_old").await.unwrap();
     assert_eq!((old.tenant.as_str(), old.status), (T, Status::Waiting));
-    assert_eq!(store.journal("ex_old", 0).await.unwrap().len(), 1);
+    assert_eq!(
+        store.executions().journal("ex_old", 0).await.unwrap().len(),
+        1
+    );
     // Its idempotency key still answers, now within the tenant.
     let again = NewExecution {
         tenant: T.to_owned(),
@@ -1026,6 +1230,6 @@ async fn renewals_and_commits_on_the_same_executions_do_not_deadlock(db: Db) {
     }
     renewer.await.unwrap();
     for id in &ids {
-        assert_eq!(store.journal(id, 0).await.unwrap().len(), 40);
+        assert_eq!(store.executions().journal(id, 0).await.unwrap().len(), 40);
     }
 }

@@ -123,10 +123,8 @@ impl Bench {
     }
 
     async fn count(&self, status: &str) -> i64 {
-        self.store
-            .count_by_status()
+        common::count_by_status(&self.db.url)
             .await
-            .unwrap()
             .into_iter()
             .find(|(s, _)| s == status)
             .map(|(_, n)| n)
@@ -300,7 +298,13 @@ async fn suite(backend: Backend, sync: Synchronous, nodes: usize, quick: bool) {
         .start_on(node, "many_steps", &format!(r#"{{"n": {steps}}}"#))
         .await;
     node.wait_finished(&id).await.unwrap();
-    let entries = bench.store.journal(&id, 0).await.unwrap().len();
+    let entries = bench
+        .store
+        .executions()
+        .journal(&id, 0)
+        .await
+        .unwrap()
+        .len();
     let t = replay_again(&bench, &id).await;
     println!(
         "(e) replay: {entries} journal entries in {:.1} ms = {:.0} entries/s",
@@ -329,7 +333,9 @@ async fn suite(backend: Backend, sync: Synchronous, nodes: usize, quick: bool) {
 
 /// p50 of a fresh instance + `run-step noop` + drop, in ms.
 async fn raw_instance(bench: &Bench, n: usize) -> f64 {
-    use cerebelum::runtime::{InvocationLimits, Runtime, RuntimeConfig, sandbox_store};
+    use cerebelum::executor::GuestData;
+    use cerebelum::runtime::{Embedding, InvocationLimits, RuntimeConfig, new_store};
+    type Runtime = cerebelum::runtime::Runtime<GuestData>;
     let runtime = Runtime::new(&RuntimeConfig {
         cache_dir: common::cache_dir(),
         max_instances: 100,
@@ -341,10 +347,9 @@ async fn raw_instance(bench: &Bench, n: usize) -> f64 {
     let store = bench.store.clone();
     let sha = bench.sha.clone();
     let package = runtime
-        .load(
-            &bench.sha,
-            || async move { store.package_bytes(&sha).await },
-        )
+        .load(&bench.sha, || async move {
+            store.catalog().package_bytes(&sha).await
+        })
         .await
         .unwrap();
     let limits = InvocationLimits::new(256 << 20, Duration::from_secs(10));
@@ -352,7 +357,7 @@ async fn raw_instance(bench: &Bench, n: usize) -> f64 {
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        let mut store = sandbox_store(runtime.engine(), limits, None, 1, 0);
+        let mut store = new_store(runtime.engine(), limits, 1, 0, GuestData::without_host);
         let instance = package.pre.instantiate_async(&mut store).await.unwrap();
         instance
             .cerebelum_workflow_guest()
@@ -368,12 +373,19 @@ async fn raw_instance(bench: &Bench, n: usize) -> f64 {
 
 /// p50 of single-entry commits straight to the store, in ms.
 async fn raw_commit(bench: &Bench, n: usize) -> f64 {
-    use cerebelum::model::{CommitOp, Entry};
+    use cerebelum::journal::{Answered, Call, CallKind, Entry, Event, LogLine};
+    use cerebelum::store::CommitOp;
     let node = &bench.nodes[0];
     let id = bench.start_on(node, "noop3", "{}").await;
     node.wait_finished(&id).await.unwrap();
-    let epoch = bench.store.execution(&id).await.unwrap().epoch;
-    let last = bench.store.journal(&id, 0).await.unwrap().len() as i64;
+    let epoch = bench.store.executions().execution(&id).await.unwrap().epoch;
+    let last = bench
+        .store
+        .executions()
+        .journal(&id, 0)
+        .await
+        .unwrap()
+        .len() as i64;
     let mut samples = Vec::with_capacity(n);
     for i in 0..n as i64 {
         let op = CommitOp {
@@ -383,10 +395,16 @@ async fn raw_commit(bench: &Bench, n: usize) -> f64 {
             entries: vec![Entry {
                 seq: last + 1 + i,
                 invocation: "bench".into(),
-                kind: "log".into(),
-                ref_seq: None,
-                args_hash: None,
-                payload: serde_json::json!({"i": i}),
+                event: Event::Call {
+                    hash: CallKind::Log.hash(&i),
+                    call: Call::Log(Answered {
+                        args: LogLine {
+                            level: "info".into(),
+                            message: i.to_string(),
+                        },
+                        answer: serde_json::Value::Null,
+                    }),
+                },
                 at_ms: 0,
             }],
             side: Vec::new(),
@@ -412,7 +430,7 @@ async fn replay_again(bench: &Bench, id: &str) -> Duration {
         "UPDATE executions SET status = 'pending', result = NULL, wake_at = 0 WHERE id = '{id}'"
     ));
     loop {
-        let record = bench.store.execution(id).await.unwrap();
+        let record = bench.store.executions().execution(id).await.unwrap();
         if record.status.as_str() == "completed" {
             return t.elapsed();
         }
@@ -458,18 +476,25 @@ async fn failover(n: usize) -> (Duration, Duration, Duration) {
     // All of them asleep in A (their sleep journaled), then B comes up.
     for id in &ids {
         while store
+            .executions()
             .journal(id, 0)
             .await
             .unwrap()
             .iter()
-            .all(|e| e.kind != "sleep")
+            .all(|e| e.event.kind() != "sleep")
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     let _node_b = db.serve(&args);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let owner_a = store.execution(&ids[0]).await.unwrap().owner.unwrap();
+    let owner_a = store
+        .executions()
+        .execution(&ids[0])
+        .await
+        .unwrap()
+        .owner
+        .unwrap();
     node_a.kill9();
     let killed = Instant::now();
     let mut first = None;
@@ -477,7 +502,7 @@ async fn failover(n: usize) -> (Duration, Duration, Duration) {
     while !remaining.is_empty() {
         let mut taken = Vec::new();
         for id in &remaining {
-            let record = store.execution(id).await.unwrap();
+            let record = store.executions().execution(id).await.unwrap();
             if record.owner.as_ref().is_some_and(|o| *o != owner_a) {
                 taken.push(*id);
             }

@@ -30,9 +30,10 @@ mod common;
 
 use cerebelum::api::pb;
 use cerebelum::clock::SystemClock;
+use cerebelum::executor::GuestData;
 use cerebelum::model::{DEFAULT_TENANT, Quotas};
 use cerebelum::runtime::{
-    InvocationLimits, PackagePre, RuntimeConfig, engine_config, linker, sandbox_store,
+    Embedding, InvocationLimits, PackagePre, RuntimeConfig, engine_config, linker, new_store,
 };
 use cerebelum::store::{self, Synchronous};
 use cerebelum::{Engine, EngineConfig};
@@ -99,7 +100,7 @@ async fn limits_overhead(quick: bool) {
         }
         let component = wasmtime::component::Component::new(&engine, &wasm).unwrap();
         let pre = PackagePre::new(
-            linker(&engine)
+            linker::<GuestData>(&engine)
                 .unwrap()
                 .instantiate_pre(&component)
                 .unwrap(),
@@ -111,7 +112,7 @@ async fn limits_overhead(quick: bool) {
             let (engine, pre) = (engine.clone(), pre.clone());
             async move {
                 let t = Instant::now();
-                let mut store = sandbox_store(&engine, limits, None, 1, 0);
+                let mut store = new_store(&engine, limits, 1, 0, GuestData::without_host);
                 let instance = pre.instantiate_async(&mut store).await.unwrap();
                 instance
                     .cerebelum_workflow_guest()
@@ -186,6 +187,7 @@ async fn http_round_trip(quick: bool) {
     let db = common::Db::new();
     let store = store::open(&db.url, Synchronous::Normal).await.unwrap();
     store
+        .catalog()
         .update_tenant(DEFAULT_TENANT, &Quotas::default(), &[server.host()])
         .await
         .unwrap();

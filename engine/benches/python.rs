@@ -20,8 +20,10 @@
 mod common;
 
 use cerebelum::clock::SystemClock;
+use cerebelum::executor::GuestData;
 use cerebelum::model::DEFAULT_TENANT;
-use cerebelum::runtime::{InvocationLimits, Runtime, RuntimeConfig, sandbox_store};
+use cerebelum::runtime::{Embedding, InvocationLimits, RuntimeConfig, new_store};
+type Runtime = cerebelum::runtime::Runtime<GuestData>;
 use cerebelum::store::{self, Synchronous};
 use cerebelum::{Engine, EngineConfig};
 use std::process::Command;
@@ -164,7 +166,7 @@ fn main() {
         let rounds = if quick { 100 } else { 300 };
         for _ in 0..rounds {
             let t = Instant::now();
-            let mut store = sandbox_store(runtime.engine(), limits, None, 1, 0);
+            let mut store = new_store(runtime.engine(), limits, 1, 0, GuestData::without_host);
             let instance = package.pre.instantiate_async(&mut store).await.unwrap();
             instantiate.push(t.elapsed().as_secs_f64() * 1e3);
             instance
@@ -190,7 +192,7 @@ fn main() {
         let before = rss_kib();
         let mut alive = Vec::with_capacity(n);
         for _ in 0..n {
-            let mut store = sandbox_store(runtime.engine(), limits, None, 1, 0);
+            let mut store = new_store(runtime.engine(), limits, 1, 0, GuestData::without_host);
             let instance = package.pre.instantiate_async(&mut store).await.unwrap();
             alive.push((store, instance));
         }

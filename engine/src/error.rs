@@ -31,9 +31,15 @@ pub enum Error {
     /// (its fencing epoch moved on). The execution must be dropped here.
     #[error("lost ownership of execution {0}: another node claimed it")]
     LostOwnership(String),
-    /// The database failed; usually transient.
+    /// The database failed (a lost connection, a locked or full disk, an
+    /// unexpected constraint); usually transient. The same for every
+    /// backend and driver: the message says what failed.
     #[error("database error: {0}")]
-    Store(#[from] sqlx::Error),
+    Store(String),
+    /// A server this process talks to (`--server`) could not be reached,
+    /// or is shutting down: try again later.
+    #[error("{0}")]
+    Unavailable(String),
     /// A migration failed or the schema is newer than this binary.
     #[error("database schema: {0}")]
     Schema(String),
@@ -49,7 +55,25 @@ pub enum Error {
     },
 }
 
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Store(e.to_string())
+    }
+}
+
 impl Error {
+    /// Whether trying the same thing again later may succeed (the database
+    /// or the server was unavailable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Store(_) | Error::Unavailable(_))
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),

@@ -51,9 +51,9 @@ pub mod clock;
 mod error;
 pub mod executor;
 pub mod http;
+pub mod journal;
 pub mod model;
 pub mod runtime;
-mod scheduler;
 pub mod store;
 mod util;
 

@@ -431,11 +431,13 @@ impl Db {
 
     /// Starts `cerebelum serve` with its gRPC API on 127.0.0.1:`port` and
     /// waits until it accepts connections; the server's URL is `url(port)`.
+    /// Its `info` log is kept ([`Server::log`]).
     pub fn serve_api(&self, port: u16, extra: &[&str]) -> Server {
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["--listen", listen.as_str()];
         args.extend_from_slice(extra);
-        let server = self.serve(&args);
+        let log = self.dir.path().join(format!("serve-{port}.log"));
+        let server = self.serve_logged(&args, Some(&log));
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(&listen).is_err() {
             assert!(
@@ -512,7 +514,10 @@ impl Db {
             }
         }
         let child = command.spawn().expect("spawning cerebelum serve");
-        Server { child }
+        Server {
+            child,
+            log: log.map(Path::to_owned),
+        }
     }
 }
 
@@ -541,13 +546,47 @@ macro_rules! on_both_backends {
     };
 }
 
-/// A TCP port that was free a moment ago.
+/// Executions of the database at `url` by status, counted in the database
+/// itself (the store's API has no such question).
+pub async fn count_by_status(url: &str) -> Vec<(String, i64)> {
+    const COUNT: &str = "SELECT status, COUNT(*) FROM executions GROUP BY status ORDER BY status";
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let counts = sqlx::query_as(COUNT).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        counts
+    } else {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(url.strip_prefix("sqlite://").unwrap_or(url))
+            .read_only(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let counts = sqlx::query_as(COUNT).fetch_all(&pool).await.unwrap();
+        pool.close().await;
+        counts
+    }
+}
+
+/// A TCP port that was free a moment ago, for a server the test starts
+/// on a known port.
+///
+/// It is taken below the kernel's ephemeral range (32768 and up), in turns
+/// from a place that depends on the process: a port the kernel handed out
+/// for a bind to port 0 (another test's `--listen 127.0.0.1:0`, a client
+/// connection) would be free a moment, then be taken by that other server
+/// before ours binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id().wrapping_mul(7919);
+    for _ in 0..PORTS {
+        let port = FIRST + base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % PORTS;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free TCP port between {FIRST} and {}", FIRST + PORTS);
 }
 
 /// The URL of a server listening on `port`.
@@ -653,9 +692,24 @@ impl Remote {
 /// A `cerebelum serve` process; killed when dropped.
 pub struct Server {
     child: Child,
+    log: Option<PathBuf>,
 }
 
 impl Server {
+    /// What the server logged so far, with its exit status if it ended
+    /// (for messages of failed tests).
+    pub fn log(&mut self) -> String {
+        let text = self
+            .log
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_else(|| "(not logged)".into());
+        match self.child.try_wait() {
+            Ok(Some(status)) => format!("{text}\n(the server exited: {status})"),
+            _ => text,
+        }
+    }
+
     fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &self.child.id().to_string()])

@@ -4,8 +4,11 @@
 
 use super::pb;
 use super::service::ExecutionView;
-use crate::model::{ApprovalRecord, Entry, ExecutionRecord, PackageRecord, Status};
-use serde_json::{Value, json};
+use crate::journal::{Call, Entry, Event, Row};
+use crate::model::{
+    ApprovalRecord, ExecutionRecord, PackageInfo, PackageRecord, Status, StepInfo, WorkflowInfo,
+};
+use serde_json::Value;
 
 fn text(v: &Value) -> String {
     v.to_string()
@@ -39,29 +42,28 @@ pub fn status_from_pb(status: pb::ExecutionStatus) -> Option<Status> {
     })
 }
 
-fn str_of(v: &Value, key: &str) -> String {
-    v[key].as_str().unwrap_or_default().to_owned()
-}
-
 pub fn package_to_pb(p: &PackageRecord) -> pb::Package {
-    let list = |key: &str| p.info[key].as_array().cloned().unwrap_or_default();
     pb::Package {
         name: p.name.clone(),
         version: p.version,
         sha256: p.sha256.clone(),
-        workflows: list("workflows")
+        workflows: p
+            .info
+            .workflows
             .iter()
             .map(|w| pb::Workflow {
-                name: str_of(w, "name"),
-                description: str_of(w, "description"),
+                name: w.name.clone(),
+                description: w.description.clone(),
             })
             .collect(),
-        steps: list("steps")
+        steps: p
+            .info
+            .steps
             .iter()
             .map(|s| pb::Step {
-                name: str_of(s, "name"),
-                description: str_of(s, "description"),
-                options_json: text(&s["options"]),
+                name: s.name.clone(),
+                description: s.description.clone(),
+                options_json: serde_json::to_string(&s.options).unwrap_or_default(),
             })
             .collect(),
         created_at_ms: p.created_at_ms,
@@ -76,14 +78,25 @@ pub fn package_from_pb(p: pb::Package) -> PackageRecord {
         sha256: p.sha256,
         name: p.name,
         version: p.version,
-        info: json!({
-            "workflows": p.workflows.iter().map(|w| json!({
-                "name": w.name, "description": w.description,
-            })).collect::<Vec<_>>(),
-            "steps": p.steps.iter().map(|s| json!({
-                "name": s.name, "description": s.description, "options": value(&s.options_json),
-            })).collect::<Vec<_>>(),
-        }),
+        info: PackageInfo {
+            workflows: p
+                .workflows
+                .into_iter()
+                .map(|w| WorkflowInfo {
+                    name: w.name,
+                    description: w.description,
+                })
+                .collect(),
+            steps: p
+                .steps
+                .into_iter()
+                .map(|s| StepInfo {
+                    name: s.name,
+                    description: s.description,
+                    options: serde_json::from_str(&s.options_json).unwrap_or_default(),
+                })
+                .collect(),
+        },
         created_at_ms: p.created_at_ms,
         size_bytes: p.size_bytes,
     }
@@ -119,7 +132,10 @@ pub fn execution_to_pb(r: &ExecutionRecord, approvals: &[ApprovalRecord]) -> pb:
         input_json: text(&r.input),
         status: status_to_pb(r.status) as i32,
         result_json: r.result.as_ref().map(text),
-        error_json: r.error.as_ref().map(text),
+        error_json: r
+            .error
+            .as_ref()
+            .map(|e| serde_json::to_string(e).unwrap_or_default()),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
         wake_at_ms: r.wake_at_ms,
@@ -149,7 +165,10 @@ pub fn execution_from_pb(e: pb::Execution) -> ExecutionView {
             input: value(&e.input_json),
             status,
             result: e.result_json.as_deref().map(value),
-            error: e.error_json.as_deref().map(value),
+            error: e
+                .error_json
+                .as_deref()
+                .and_then(|text| serde_json::from_str(text).ok()),
             created_at_ms: e.created_at_ms,
             updated_at_ms: e.updated_at_ms,
             wake_at_ms: e.wake_at_ms,
@@ -169,34 +188,43 @@ pub fn execution_from_pb(e: pb::Execution) -> ExecutionView {
 }
 
 pub fn entry_to_pb(e: &Entry) -> pb::JournalEntry {
+    let row = e.row();
     pb::JournalEntry {
         seq: e.seq,
         invocation: e.invocation.clone(),
-        kind: e.kind.clone(),
-        ref_seq: e.ref_seq,
-        args_hash: e.args_hash.clone(),
-        payload_json: text(&e.payload),
+        kind: row.kind,
+        ref_seq: row.ref_seq,
+        args_hash: row.args_hash,
+        payload_json: text(&row.payload),
         at_ms: e.at_ms,
     }
 }
 
-pub fn entry_from_pb(e: pb::JournalEntry) -> Entry {
-    Entry {
-        seq: e.seq,
-        invocation: e.invocation,
+/// A journal entry from the wire; an entry this version cannot read (a
+/// newer server's) is an error that says so.
+pub fn entry_from_pb(e: pb::JournalEntry) -> Result<Entry, String> {
+    let event = Event::from_row(Row {
         kind: e.kind,
         ref_seq: e.ref_seq,
         args_hash: e.args_hash,
         payload: value(&e.payload_json),
+    })?;
+    Ok(Entry {
+        seq: e.seq,
+        invocation: e.invocation,
+        event,
         at_ms: e.at_ms,
-    }
+    })
 }
 
 /// The progress a `report-progress` entry carries, if it is one.
 pub fn progress_of(e: &Entry) -> Option<pb::Progress> {
-    (e.kind == "report-progress").then(|| pb::Progress {
-        seq: e.seq,
-        percent: e.payload["args"]["percent"].as_u64().unwrap_or(0).min(100) as u32,
-        message: str_of(&e.payload["args"], "message"),
-    })
+    match e.call() {
+        Some((Call::ReportProgress(p), _)) => Some(pb::Progress {
+            seq: e.seq,
+            percent: u32::from(p.args.percent.min(100)),
+            message: p.args.message.clone(),
+        }),
+        _ => None,
+    }
 }

@@ -37,6 +37,7 @@ pub fn status(e: Error) -> Status {
             tracing::error!(error = %e, "database error answering a request");
             Status::unavailable("the database is unavailable; retry later")
         }
+        Error::Unavailable(m) => Status::unavailable(m),
         other => {
             tracing::error!(error = %other, "internal error answering a request");
             Status::internal("internal error; the server's log has the details")

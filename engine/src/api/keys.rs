@@ -45,18 +45,22 @@ pub async fn create(store: &SharedStore, tenant: &str, now_ms: i64) -> Result<Ne
         created_at_ms: now_ms,
         revoked_at_ms: None,
     };
-    store.add_api_key(&record, &hash(&secret)).await?;
+    store.catalog().add_api_key(&record, &hash(&secret)).await?;
     Ok(NewKey { record, secret })
 }
 
 /// The tenant of `key`; an error if the key is unknown or revoked.
 pub async fn authenticate(store: &SharedStore, key: &str) -> Result<TenantRecord> {
-    store.tenant_by_key(&hash(key)).await?.ok_or_else(|| {
-        Error::Unauthenticated(
-            "invalid or revoked API key; create one with `cerebelum admin key create TENANT`"
-                .into(),
-        )
-    })
+    store
+        .catalog()
+        .tenant_by_key(&hash(key))
+        .await?
+        .ok_or_else(|| {
+            Error::Unauthenticated(
+                "invalid or revoked API key; create one with `cerebelum admin key create TENANT`"
+                    .into(),
+            )
+        })
 }
 
 /// Tenant names: letters, digits, '-', '_' and '.'.

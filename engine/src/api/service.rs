@@ -6,8 +6,9 @@
 
 use crate::error::{Error, Result};
 use crate::executor::{Engine, check_package_name};
+use crate::journal::Entry;
 use crate::model::{
-    ApprovalRecord, Decision, Entry, ExecutionRecord, ListFilter, PackageRecord, Quotas, Status,
+    ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, Status,
     TenantRecord,
 };
 use crate::store::{Follower, SharedStore, execution_not_found};
@@ -134,7 +135,7 @@ impl Api {
     /// the very message of a missing one (nothing is revealed).
     pub async fn owned(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
         check_len("the execution id", id, MAX_ID_BYTES)?;
-        match self.store().execution(id).await {
+        match self.store().executions().execution(id).await {
             Ok(record) if record.tenant == tenant.name => Ok(record),
             Ok(_) => Err(execution_not_found(id)),
             Err(e) => Err(e),
@@ -176,7 +177,7 @@ impl Api {
     }
 
     pub async fn list_packages(&self, tenant: &TenantRecord) -> Result<Vec<PackageRecord>> {
-        self.store().list_packages(&tenant.name).await
+        self.store().catalog().list_packages(&tenant.name).await
     }
 
     pub async fn describe(
@@ -186,7 +187,10 @@ impl Api {
         version: Option<i64>,
     ) -> Result<PackageRecord> {
         check_len("the package name", name, MAX_NAME_BYTES)?;
-        self.store().find_package(&tenant.name, name, version).await
+        self.store()
+            .catalog()
+            .find_package(&tenant.name, name, version)
+            .await
     }
 
     /// Starts an execution; `true` if it is new (`false`: the idempotency
@@ -236,7 +240,11 @@ impl Api {
         if limit == i64::MAX {
             return Ok(reservation);
         }
-        let open = self.store().count_open_executions(&tenant.name).await?;
+        let open = self
+            .store()
+            .executions()
+            .count_open_executions(&tenant.name)
+            .await?;
         let in_flight = *self
             .starting
             .lock()
@@ -259,6 +267,7 @@ impl Api {
         let record = self.owned(tenant, id).await?;
         let pending_approvals = self
             .store()
+            .executions()
             .approvals(id)
             .await?
             .into_iter()
@@ -299,7 +308,7 @@ impl Api {
             .filter(|t| !t.is_empty())
             .map(parse_page_token)
             .transpose()?;
-        let executions = self.store().list_executions(&filter).await?;
+        let executions = self.store().executions().list_executions(&filter).await?;
         let next = (executions.len() as i64 == filter.limit)
             .then(|| {
                 executions
@@ -317,7 +326,7 @@ impl Api {
         after_seq: i64,
     ) -> Result<Vec<Entry>> {
         self.owned(tenant, id).await?;
-        self.store().journal(id, after_seq).await
+        self.store().executions().journal(id, after_seq).await
     }
 
     pub async fn decide(
@@ -336,19 +345,22 @@ impl Api {
         }
         self.owned(tenant, id).await?;
         let now = self.engine.now_ms();
-        self.store().decide_approval(id, key, &decision, now).await
+        self.store()
+            .executions()
+            .decide_approval(id, key, &decision, now)
+            .await
     }
 
     pub async fn cancel(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
         self.owned(tenant, id).await?;
         let now = self.engine.now_ms();
-        self.store().request_cancel(id, now).await
+        self.store().executions().request_cancel(id, now).await
     }
 
     pub async fn retry(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
         self.owned(tenant, id).await?;
         let now = self.engine.now_ms();
-        let record = self.store().retry_execution(id, now).await?;
+        let record = self.store().executions().retry_execution(id, now).await?;
         // Its `retried` entry was written outside the group commit.
         self.engine.feeds().touched(id);
         Ok(record)

@@ -111,7 +111,7 @@ impl Streams {
             .map(|o| o.key_hash.clone())
             .collect();
         for hash in keys {
-            match store.tenant_by_key(&hash).await {
+            match store.catalog().tenant_by_key(&hash).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     for open in self.state().open.values() {

@@ -122,12 +122,12 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
                 keys::check_tenant_name(name)?;
                 let q = given(quotas, tenant);
                 let allow = allow_list(tenant)?.unwrap_or_default();
-                let created = store.create_tenant(name, &q, &allow, now).await?;
+                let created = store.catalog().create_tenant(name, &q, &allow, now).await?;
                 out!("created tenant {}", describe(&created));
                 out!("next: cerebelum admin key create {name}");
             }
             TenantCommand::List => {
-                for tenant in store.list_tenants().await? {
+                for tenant in store.catalog().list_tenants().await? {
                     out!("{}", describe(&tenant));
                 }
             }
@@ -138,9 +138,10 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
             } => {
                 let q = given(quotas, tenant);
                 let allow = allow_list(tenant)?;
-                let current = store.tenant(name).await?;
+                let current = store.catalog().tenant(name).await?;
                 let allow = allow.unwrap_or(current.http_allow);
                 let updated = store
+                    .catalog()
                     .update_tenant(name, &q.or(current.quotas), &allow)
                     .await?;
                 out!("updated tenant {}", describe(&updated));
@@ -156,7 +157,7 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
                 out!("{}", key.secret);
             }
             KeyCommand::List { tenant } => {
-                for key in store.list_api_keys(tenant).await? {
+                for key in store.catalog().list_api_keys(tenant).await? {
                     out!(
                         "{}  {}",
                         key.id,
@@ -169,7 +170,7 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
                 }
             }
             KeyCommand::Revoke { id } => {
-                let key = store.revoke_api_key(keys::id_of(id), now).await?;
+                let key = store.catalog().revoke_api_key(keys::id_of(id), now).await?;
                 out!("revoked API key {} of tenant {}", key.id, key.tenant);
             }
         },
@@ -177,7 +178,10 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
             SecretCommand::Set { tenant, name } => {
                 check_secret_name(name)?;
                 let value = read_secret_value()?;
-                let secret = store.set_secret(tenant, name, &value, now).await?;
+                let secret = store
+                    .catalog()
+                    .set_secret(tenant, name, &value, now)
+                    .await?;
                 out!(
                     "set secret {} of tenant {} (steps read it with the SDK; running \
                      executions see it within seconds)",
@@ -186,12 +190,12 @@ pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<E
                 );
             }
             SecretCommand::List { tenant } => {
-                for secret in store.list_secrets(tenant).await? {
+                for secret in store.catalog().list_secrets(tenant).await? {
                     out!("{}", secret.name);
                 }
             }
             SecretCommand::Delete { tenant, name } => {
-                store.delete_secret(tenant, name).await?;
+                store.catalog().delete_secret(tenant, name).await?;
                 out!("deleted secret {name} of tenant {tenant}");
             }
         },

@@ -10,8 +10,9 @@ use cerebelum::api::convert::{
 use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
 use cerebelum::api::service::{ExecutionView, Page, StartRequest, WatchEvent};
 use cerebelum::api::{Api, grpc};
+use cerebelum::journal::Entry;
 use cerebelum::model::{
-    ApprovalRecord, DEFAULT_TENANT, Decision, Entry, ExecutionRecord, ListFilter, PackageRecord,
+    ApprovalRecord, DEFAULT_TENANT, Decision, ExecutionRecord, ListFilter, PackageRecord,
     TenantRecord,
 };
 use std::fmt;
@@ -170,7 +171,12 @@ pub(crate) enum Client {
 impl Client {
     /// The local database, as tenant `default`.
     pub(crate) async fn local(api: Api) -> Result<Self> {
-        let tenant = api.engine().store().tenant(DEFAULT_TENANT).await?;
+        let tenant = api
+            .engine()
+            .store()
+            .catalog()
+            .tenant(DEFAULT_TENANT)
+            .await?;
         Ok(Client::Local {
             api,
             tenant: Box::new(tenant),
@@ -324,12 +330,13 @@ impl Client {
                     })
                     .await
                     .map_err(remote)?;
-                Ok(reply
+                reply
                     .into_inner()
                     .entries
                     .into_iter()
                     .map(entry_from_pb)
-                    .collect())
+                    .collect::<Result<Vec<Entry>, String>>()
+                    .map_err(|e| anyhow::anyhow!(e))
             }
         }
     }
@@ -458,7 +465,13 @@ impl Client {
                             }
                         };
                         let out = match event {
-                            pb::watch_event::Event::Entry(e) => WatchEvent::Entry(entry_from_pb(e)),
+                            pb::watch_event::Event::Entry(e) => match entry_from_pb(e) {
+                                Ok(e) => WatchEvent::Entry(e),
+                                Err(e) => {
+                                    let _ = tx.send(Err(anyhow::anyhow!(e))).await;
+                                    return;
+                                }
+                            },
                             pb::watch_event::Event::Finished(e) => {
                                 WatchEvent::Finished(execution_from_pb(e).record)
                             }

@@ -182,25 +182,16 @@ async fn upload_file(client: &Client, path: &Path, name: Option<String>) -> Resu
 }
 
 fn package_summary(p: &PackageRecord) -> String {
-    let names = |key: &str| {
-        p.info[key]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|w| w["name"].as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    };
+    let workflows: Vec<&str> = p.info.workflows.iter().map(|w| w.name.as_str()).collect();
+    let steps: Vec<&str> = p.info.steps.iter().map(|s| s.name.as_str()).collect();
     format!(
         "{} v{}  sha256:{}  {:.1} MiB\n  workflows: {}\n  steps: {}",
         p.name,
         p.version,
         &p.sha256[..p.sha256.len().min(12)],
         p.size_bytes as f64 / (1 << 20) as f64,
-        names("workflows"),
-        names("steps")
+        workflows.join(", "),
+        steps.join(", ")
     )
 }
 
@@ -439,13 +430,16 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 out!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
                 for e in entries {
+                    let row = e.row();
                     out!(
                         "{:>5} {:<8} {:<16} {}{}",
                         e.seq,
                         e.invocation,
-                        e.kind,
-                        e.ref_seq.map(|r| format!("(of {r}) ")).unwrap_or_default(),
-                        e.payload
+                        row.kind,
+                        row.ref_seq
+                            .map(|r| format!("(of {r}) "))
+                            .unwrap_or_default(),
+                        row.payload
                     );
                 }
             }
@@ -524,7 +518,7 @@ fn print_outcome(record: &cerebelum::model::ExecutionRecord) -> ExitCode {
                 record
                     .error
                     .as_ref()
-                    .map(|e| e.to_string())
+                    .map(|e| serde_json::to_string(e).unwrap_or_default())
                     .unwrap_or_default()
             );
             ExitCode::FAILURE

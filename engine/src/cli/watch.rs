@@ -5,9 +5,9 @@ use super::client::{Client, RemoteError};
 use anyhow::Result;
 use cerebelum::api::convert::progress_of;
 use cerebelum::api::service::WatchEvent;
-use cerebelum::model::{Entry, ExecutionRecord};
+use cerebelum::journal::{Call, Entry, Event, WORKFLOW};
+use cerebelum::model::{ExecutionRecord, Status};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -36,11 +36,7 @@ pub(crate) fn summary(r: &ExecutionRecord) -> String {
         ));
     }
     if let Some(error) = &r.error {
-        line.push_str(&format!(
-            "  error {}: {}",
-            error["kind"].as_str().unwrap_or("error"),
-            error["message"].as_str().unwrap_or_default()
-        ));
+        line.push_str(&format!("  error {}: {}", error.kind, error.message));
     }
     line
 }
@@ -59,80 +55,82 @@ struct Renderer {
 
 impl Renderer {
     fn line(&mut self, e: &Entry) -> Option<String> {
-        let args = &e.payload["args"];
-        let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-        let from_workflow = e.invocation == "wf";
-        let line = match e.kind.as_str() {
-            "started" => format!("▶ started {}", s(&e.payload["workflow"])),
-            "call-step" | "start-step" => {
-                let name = s(&args["step"]);
-                self.calls.insert(e.seq, format!("step {name}"));
-                if e.invocation != "wf" {
+        let from_workflow = e.invocation == WORKFLOW;
+        let line = match &e.event {
+            Event::Started(s) => format!("▶ started {}", s.workflow),
+            Event::Call { call, .. } => return self.call(e.seq, call, from_workflow),
+            Event::Attempt { call, attempt } => {
+                let of_poll = self.calls.get(call).is_some_and(|c| c.starts_with("poll"));
+                if attempt.attempt == 1 || of_poll {
                     return None;
                 }
-                format!("→ step {name}")
+                format!("↻ {} attempt {}", attempt.step, attempt.attempt)
             }
-            "attempt" => {
-                let n = e.payload["attempt"].as_u64().unwrap_or(1);
-                let of_poll = self
-                    .calls
-                    .get(&e.ref_seq.unwrap_or(-1))
-                    .is_some_and(|c| c.starts_with("poll"));
-                if n == 1 || of_poll {
-                    return None;
-                }
-                format!("↻ {} attempt {n}", s(&e.payload["step"]))
-            }
-            "attempt-failed" => format!(
+            Event::AttemptFailed { failed, .. } => format!(
                 "✗ {} attempt {} failed: {}; retrying in {} ms",
-                s(&e.payload["step"]),
-                e.payload["attempt"],
-                e.payload["error"]["message"].as_str().unwrap_or_default(),
-                e.payload["retry_at"].as_i64().unwrap_or(e.at_ms) - e.at_ms
+                failed.step,
+                failed.attempt,
+                failed.error.message,
+                failed.retry_at - e.at_ms
             ),
-            "sleep" | "poll" | "await-approval" | "log" if !from_workflow => return None,
-            "sleep" => {
-                self.calls.insert(e.seq, "sleep".into());
-                format!("⏸ sleeping {} ms (durable)", args["duration_ms"])
+            Event::PollCheck { check, .. } => format!("  not ready yet (check {})", check.check),
+            Event::Result { call, outcome } => {
+                let what = self.calls.get(call).cloned()?;
+                if !from_workflow {
+                    return None;
+                }
+                match outcome {
+                    Err(err) => format!("✗ {what}: {}: {}", err.kind, err.message),
+                    Ok(v) => format!("✓ {what} → {v}"),
+                }
             }
-            "poll" => {
-                let name = s(&args["check_step"]);
-                self.calls.insert(e.seq, format!("poll {name}"));
+            Event::Finished(f) => match (f.status, &f.error) {
+                (Status::Completed, _) => format!(
+                    "■ completed: {}",
+                    f.result.clone().unwrap_or(serde_json::Value::Null)
+                ),
+                (Status::Cancelled, _) => "■ cancelled".to_owned(),
+                (_, Some(error)) => format!("■ failed: {}: {}", error.kind, error.message),
+                (_, None) => "■ failed".to_owned(),
+            },
+            Event::Retried(_) => "↻ retried by an operator".to_owned(),
+            Event::Output(_) | Event::Usage(_) => return None,
+        };
+        Some(line)
+    }
+
+    /// A line for the call at `seq` (remembered to name its result).
+    fn call(&mut self, seq: i64, call: &Call, from_workflow: bool) -> Option<String> {
+        let line = match call {
+            Call::CallStep(c) | Call::StartStep(c) => {
+                self.calls.insert(seq, format!("step {}", c.args.step));
+                if !from_workflow {
+                    return None;
+                }
+                format!("→ step {}", c.args.step)
+            }
+            _ if !from_workflow => return None,
+            Call::Sleep(s) => {
+                self.calls.insert(seq, "sleep".into());
+                format!("⏸ sleeping {} ms (durable)", s.args.duration_ms)
+            }
+            Call::Poll(p) => {
+                self.calls
+                    .insert(seq, format!("poll {}", p.args.check_step));
                 format!(
-                    "⟳ polling {name} every {} ms",
-                    args["options"]["interval_ms"]
+                    "⟳ polling {} every {} ms",
+                    p.args.check_step, p.args.options.interval_ms
                 )
             }
-            "poll-check" => format!("  not ready yet (check {})", e.payload["check"]),
-            "await-approval" => {
-                let key = s(&args["key"]);
-                self.calls.insert(e.seq, format!("approval '{key}'"));
+            Call::AwaitApproval(a) => {
+                let key = &a.args.key;
+                self.calls.insert(seq, format!("approval '{key}'"));
                 format!(
                     "⏳ waiting for approval '{key}': {}\n   approve: cerebelum approve {} {key} --payload '{{}}'   reject: cerebelum reject {} {key} --reason '...'",
-                    s(&args["message"]),
-                    self.execution_id,
-                    self.execution_id
+                    a.args.message, self.execution_id, self.execution_id
                 )
             }
-            "result" => {
-                let what = self.calls.get(&e.ref_seq.unwrap_or(-1)).cloned()?;
-                if e.invocation != "wf" {
-                    return None;
-                }
-                match e.payload.get("err") {
-                    Some(err) => format!("✗ {what}: {}: {}", s(&err["kind"]), s(&err["message"])),
-                    None => format!("✓ {what} → {}", e.payload["ok"]),
-                }
-            }
-            "log" => format!("  [{}] {}", s(&args["level"]), s(&args["message"])),
-            "completed" => format!("■ completed: {}", e.payload["result"]),
-            "failed" => format!(
-                "■ failed: {}: {}",
-                s(&e.payload["error"]["kind"]),
-                s(&e.payload["error"]["message"])
-            ),
-            "cancelled" => "■ cancelled".to_owned(),
-            "retried" => "↻ retried by an operator".to_owned(),
+            Call::Log(l) => format!("  [{}] {}", l.args.level, l.args.message),
             _ => return None,
         };
         Some(line)

@@ -7,17 +7,21 @@
 //! attempts and due times.
 
 use super::invocation::{self, Entrypoint, Outcome};
-use super::replay::{Interrupt, step_invocation};
-use super::{ExecState, WitError, parse_payload, parse_result, result_payload};
-use crate::model::SideWrite;
-use crate::runtime::{RetryPolicy, StepOptions};
-use crate::store::NewEntry;
-use serde_json::{Value, json};
+use super::parse_payload;
+use super::replay::{Interrupt, Progress};
+use super::state::ExecState;
+use crate::journal::{
+    Attempt, AttemptFailed, CallError, Decided, ErrorKind, Event, Outcome as CallResult, PollCheck,
+    step_invocation,
+};
+use crate::model::{RetryPolicy, StepOptions};
+use crate::store::{NewEntry, SideWrite};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// What a call that takes time ends with.
-pub(crate) type CallOutcome = Result<Result<Value, WitError>, Interrupt>;
+pub(crate) type CallOutcome = Result<CallResult, Interrupt>;
 
 /// How a wait ended.
 pub(crate) enum Wait {
@@ -57,17 +61,17 @@ impl ExecState {
         &self,
         invocation: &str,
         seq: i64,
-        result: Result<Value, WitError>,
+        result: CallResult,
         durable: bool,
         side: Vec<SideWrite>,
     ) -> CallOutcome {
-        let entry = NewEntry {
-            invocation: invocation.to_owned(),
-            kind: "result".into(),
-            ref_seq: Some(seq),
-            args_hash: None,
-            payload: result_payload(&result),
-        };
+        let entry = NewEntry::new(
+            invocation,
+            Event::Result {
+                call: seq,
+                outcome: result.clone(),
+            },
+        );
         if durable || !side.is_empty() {
             self.writer.commit(vec![entry], side, None).await?;
         } else {
@@ -90,15 +94,15 @@ impl ExecState {
         }
         tracing::info!(seq, "delivering cancellation");
         Some(
-            self.resolve(invocation, seq, Err(WitError::cancelled()), true, side)
+            self.resolve(invocation, seq, Err(CallError::cancelled()), true, side)
                 .await,
         )
     }
 
     /// The recorded result of the call at `seq`, if the journal has one.
-    pub(crate) fn recorded_result(&self, seq: i64) -> Option<Result<Value, WitError>> {
+    pub(crate) fn recorded_result(&self, seq: i64) -> Option<CallResult> {
         let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        index.result(seq).map(parse_result)
+        index.result(seq).cloned()
     }
 }
 
@@ -108,12 +112,12 @@ pub(crate) fn resolve_options(
     exec: &ExecState,
     step: &str,
     call: Option<&StepOptions>,
-) -> Result<(RetryPolicy, Duration), WitError> {
+) -> Result<(RetryPolicy, Duration), CallError> {
     let info = exec
         .package
         .info
         .step(step)
-        .map_err(|m| WitError::new("unknown-step", m))?;
+        .map_err(|m| CallError::new(ErrorKind::UnknownStep, m))?;
     let retry = call
         .and_then(|o| o.retry.clone())
         .or_else(|| info.options.retry.clone())
@@ -152,7 +156,10 @@ pub(crate) async fn step_call(
     let (mut failed, (mut attempt, mut invocation), mut retry_at) = {
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let failed = index.progress(seq);
-        let retry_at = failed.last().and_then(|e| e.payload["retry_at"].as_i64());
+        let retry_at = failed.last().and_then(|p| match p {
+            Progress::Failed { retry_at } => Some(*retry_at),
+            Progress::Checked(_) => None,
+        });
         (failed.len() as u32, index.next_attempt(seq), retry_at)
     };
     loop {
@@ -163,7 +170,7 @@ pub(crate) async fn step_call(
                     return exec
                         .deliver_cancel(&caller, seq, true, Vec::new())
                         .await
-                        .unwrap_or_else(|| Ok(Err(WitError::cancelled())));
+                        .unwrap_or_else(|| Ok(Err(CallError::cancelled())));
                 }
                 Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
             }
@@ -193,13 +200,16 @@ pub(crate) async fn step_call(
             }
             Outcome::Returned(Err(e)) => e,
             Outcome::Interrupted(Interrupt::Nondeterminism(m)) => {
-                WitError::new("nondeterminism", m)
+                CallError::new(ErrorKind::Nondeterminism, m)
             }
             Outcome::Interrupted(other) => return Err(other),
         };
         failed += 1;
-        let tries_left =
-            failed < policy.max_attempts && !policy.non_retryable.contains(&error.kind);
+        let tries_left = failed < policy.max_attempts
+            && !policy
+                .non_retryable
+                .iter()
+                .any(|k| k == error.kind.as_str());
         let message = exec.sandbox.redact(&error.message);
         tracing::info!(seq, %step, attempt, kind = %error.kind, %message, tries_left, "step attempt failed");
         if !tries_left {
@@ -208,14 +218,20 @@ pub(crate) async fn step_call(
                 .await;
         }
         let due = exec.engine.now_ms() + policy.backoff_ms(failed) as i64;
+        let failure = AttemptFailed {
+            step: step.clone(),
+            attempt,
+            error,
+            retry_at: due,
+        };
         exec.writer
-            .push_durable(NewEntry {
-                invocation: caller.clone(),
-                kind: "attempt-failed".into(),
-                ref_seq: Some(seq),
-                args_hash: None,
-                payload: json!({ "step": step, "attempt": attempt, "error": error.to_json(), "retry_at": due }),
-            })
+            .push_durable(NewEntry::new(
+                caller.clone(),
+                Event::AttemptFailed {
+                    call: seq,
+                    failed: failure,
+                },
+            ))
             .await?;
         attempt += 1;
         invocation = step_invocation(seq, attempt);
@@ -243,18 +259,13 @@ async fn push_attempt(
             tokio::time::sleep(pause).await;
         }
     }
-    let mut payload = json!({ "step": step, "attempt": attempt });
-    if invocation != step_invocation(seq, attempt) {
-        payload["invocation"] = json!(invocation);
-    }
+    let attempt = Attempt {
+        step: step.to_owned(),
+        attempt,
+        invocation: (invocation != step_invocation(seq, attempt)).then(|| invocation.to_owned()),
+    };
     exec.writer
-        .push(NewEntry {
-            invocation: caller.to_owned(),
-            kind: "attempt".into(),
-            ref_seq: Some(seq),
-            args_hash: None,
-            payload,
-        })
+        .push(NewEntry::new(caller, Event::Attempt { call: seq, attempt }))
         .await?;
     Ok(())
 }
@@ -285,12 +296,15 @@ pub(crate) async fn poll_call(
     let (mut checks, (mut number, mut invocation), mut next_at, mut last_error) = {
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let done = index.progress(seq);
-        let last = done.last();
+        let last = done.last().and_then(|p| match p {
+            Progress::Checked(check) => Some(check),
+            Progress::Failed { .. } => None,
+        });
         (
             done.len() as u32,
             index.next_attempt(seq),
-            last.and_then(|e| e.payload["next_at"].as_i64()),
-            last.and_then(|e| e.payload["error"].as_str().map(str::to_owned)),
+            last.map(|c| c.next_at),
+            last.and_then(|c| c.error.clone()),
         )
     };
     let (_, timeout) = match resolve_options(&exec, &check_step, None) {
@@ -305,7 +319,7 @@ pub(crate) async fn poll_call(
                     return exec
                         .deliver_cancel(&caller, seq, true, Vec::new())
                         .await
-                        .unwrap_or_else(|| Ok(Err(WitError::cancelled())));
+                        .unwrap_or_else(|| Ok(Err(CallError::cancelled())));
                 }
                 Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
             }
@@ -322,8 +336,8 @@ pub(crate) async fn poll_call(
         if let Some(deadline) = plan.deadline_ms
             && exec.engine.now_ms() >= deadline
         {
-            let e = WitError::new(
-                "poll-timeout",
+            let e = CallError::new(
+                ErrorKind::PollTimeout,
                 format!("poll of '{check_step}' timed out after {checks} checks{last}"),
             );
             return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
@@ -360,8 +374,8 @@ pub(crate) async fn poll_call(
                 .as_deref()
                 .map(|e| format!(" (last check failed: {e})"))
                 .unwrap_or_default();
-            let e = WitError::new(
-                "poll-exhausted",
+            let e = CallError::new(
+                ErrorKind::PollExhausted,
                 format!("'{check_step}' was not ready after {checks} checks{last}"),
             );
             return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
@@ -370,14 +384,17 @@ pub(crate) async fn poll_call(
         if let Some(deadline) = plan.deadline_ms {
             due = due.min(deadline);
         }
+        let check = PollCheck {
+            attempt: number,
+            check: checks,
+            next_at: due,
+            error: last_error.clone(),
+        };
         exec.writer
-            .push(NewEntry {
-                invocation: caller.clone(),
-                kind: "poll-check".into(),
-                ref_seq: Some(seq),
-                args_hash: None,
-                payload: json!({ "attempt": number, "check": checks, "next_at": due, "error": last_error }),
-            })
+            .push(NewEntry::new(
+                caller.clone(),
+                Event::PollCheck { call: seq, check },
+            ))
             .await?;
         number += 1;
         invocation = step_invocation(seq, number);
@@ -408,17 +425,26 @@ pub(crate) async fn approval_call(
         {
             return done;
         }
-        let approvals = exec.engine.store.approvals(&exec.record.id).await?;
+        let approvals = exec
+            .engine
+            .store
+            .executions()
+            .approvals(&exec.record.id)
+            .await?;
         let current = approvals.into_iter().find(|a| a.key == key);
         let decision = current.as_ref().and_then(|a| match a.status.as_str() {
-            "approved" => Some(json!({ "approved": a.decision.clone().unwrap_or(Value::Null) })),
-            "rejected" => Some(json!({ "rejected": a.decision.clone().unwrap_or(Value::Null) })),
-            "timed-out" => Some(json!("timed-out")),
+            "approved" => Some(Decided::Approved(a.decision.clone().unwrap_or(Value::Null))),
+            "rejected" => Some(Decided::Rejected(match a.decision.clone() {
+                Some(Value::String(reason)) => reason,
+                Some(other) => other.to_string(),
+                None => String::new(),
+            })),
+            "timed-out" => Some(Decided::TimedOut),
             _ => None,
         });
         if let Some(decision) = decision {
             return exec
-                .resolve(&caller, seq, Ok(decision), false, Vec::new())
+                .resolve(&caller, seq, Ok(decision.to_value()), false, Vec::new())
                 .await;
         }
         match due_ms {
@@ -437,6 +463,7 @@ pub(crate) async fn approval_call(
                     if !exec
                         .engine
                         .store
+                        .executions()
                         .approvals(&exec.record.id)
                         .await?
                         .iter()

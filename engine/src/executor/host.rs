@@ -2,21 +2,25 @@
 //! (replay) or journaled (live) before it has any effect.
 
 use super::calls::{self, CallOutcome, PollPlan, Wait};
+use super::guest::GuestData;
 use super::invocation::{Invocation, Recorded};
+use super::parse_payload;
 use super::replay::Interrupt;
-use super::{WitError, parse_payload};
-use crate::model::SideWrite;
+use crate::journal::{
+    Answered, ApprovalArgs, AwaitApproval, AwaitSteps, Call, CallError, CallKind, Decided,
+    ErrorKind, Handles, LogLine, NoArgs, Poll, PollArgs, PollOptions, Progress, RecordName, Sleep,
+    SleepArgs, StepArgs, StepCall,
+};
+use crate::model::StepOptions;
 use crate::runtime::bindings::cerebelum::workflow::host::{Host, StepHandle};
 use crate::runtime::bindings::cerebelum::workflow::types as t;
-use crate::runtime::{StepOptions, StoreData};
+use crate::store::SideWrite;
+use serde::Serialize;
 use serde_json::{Value, json};
 
-impl t::Host for StoreData {}
+impl t::Host for GuestData {}
 
 type WasmResult<T> = wasmtime::Result<T>;
-
-/// Journal kind of a value recorded by user code (`recall` / `remember`).
-const RECORD: &str = "record";
 
 fn to_wasm(outcome: CallOutcome) -> WasmResult<Result<Value, t::Error>> {
     match outcome {
@@ -29,7 +33,15 @@ fn payload_result(outcome: CallOutcome) -> WasmResult<Result<String, t::Error>> 
     to_wasm(outcome).map(|r| r.map(|v| v.to_string()))
 }
 
-impl StoreData {
+/// A recorded call of the right kind that does not hold what its kind
+/// holds (a modified journal).
+fn misfit(seq: i64, kind: CallKind) -> wasmtime::Error {
+    wasmtime::Error::new(Interrupt::Nondeterminism(format!(
+        "journal entry {seq} does not hold a {kind} call; the journal was modified"
+    )))
+}
+
+impl GuestData {
     fn invocation(&mut self) -> WasmResult<&mut Invocation> {
         self.host.as_mut().ok_or_else(|| {
             wasmtime::Error::msg("host calls are not available while describing a package")
@@ -50,51 +62,82 @@ impl StoreData {
             _ => return Ok(()),
         };
         if !pause.is_zero() {
-            let began = self.wait_begin();
+            let began = self.sandbox.wait_begin();
             tokio::time::sleep(pause).await;
-            self.wait_end(began).await;
+            self.sandbox.wait_end(began).await;
         }
         Ok(())
     }
 
-    /// Seq of the call: the recorded one, or a newly journaled one.
-    async fn call_seq(
+    /// The call of `kind` with `args`: the recorded one (and its seq), or,
+    /// live, the one `live` makes of the arguments (with side writes
+    /// committed atomically with it), newly journaled.
+    async fn call<A: Serialize>(
         &mut self,
-        kind: &str,
-        args: Value,
-        live_extra: impl FnOnce(&Invocation) -> (Value, Vec<SideWrite>),
-    ) -> WasmResult<(i64, Value)> {
+        kind: CallKind,
+        args: A,
+        live: impl FnOnce(&Invocation, A) -> (Call, Vec<SideWrite>),
+    ) -> WasmResult<(i64, Call)> {
         self.settle().await?;
         let inv = self.invocation()?;
-        let (recorded, hash) = inv.record(kind, &args).map_err(wasmtime::Error::new)?;
-        match recorded {
-            Recorded::Replayed(e) => Ok((e.seq, e.payload)),
+        let matched = inv.record(kind, &args).map_err(wasmtime::Error::new)?;
+        match matched.recorded {
+            Recorded::Replayed { seq, call } => Ok((seq, call)),
             Recorded::Live => {
-                let (extra, side) = live_extra(inv);
-                let mut payload = json!({ "args": args });
-                if let (Some(p), Value::Object(extra)) = (payload.as_object_mut(), extra) {
-                    p.extend(extra);
-                }
+                let (call, side) = live(inv, args);
                 let seq = inv
-                    .push_call(kind, hash, payload.clone(), side)
+                    .push_call(matched.hash, call.clone(), side)
                     .await
                     .map_err(wasmtime::Error::new)?;
-                Ok((seq, payload))
+                Ok((seq, call))
             }
         }
     }
 
-    async fn immediate(
+    async fn immediate<A: Serialize, T: Clone>(
         &mut self,
-        kind: &str,
-        args: Value,
-        live: impl FnOnce(&Invocation) -> Value,
-    ) -> WasmResult<Value> {
+        kind: CallKind,
+        args: A,
+        live: impl FnOnce(&Invocation) -> T,
+        wrap: fn(Answered<A, T>) -> Call,
+        answer: fn(Call) -> Option<T>,
+    ) -> WasmResult<T> {
         self.settle().await?;
         self.invocation()?
-            .immediate(kind, args, live)
+            .immediate(kind, args, live, wrap, answer)
             .await
             .map_err(wasmtime::Error::new)
+    }
+
+    /// `call-step` / `start-step`: the journaled call's seq, with the step
+    /// and its input and options.
+    async fn step_call(
+        &mut self,
+        kind: CallKind,
+        step: String,
+        input: String,
+        options: Option<t::StepOptions>,
+    ) -> WasmResult<(i64, StepArgs)> {
+        check_input(self.invocation()?, &step, &input)?;
+        let args = StepArgs {
+            step,
+            input: parse_payload(&input),
+            options: options.map(StepOptions::from),
+        };
+        let (seq, call) = self
+            .call(kind, args, |_, args| {
+                let call = StepCall { args };
+                let call = match kind {
+                    CallKind::StartStep => Call::StartStep(call),
+                    _ => Call::CallStep(call),
+                };
+                (call, Vec::new())
+            })
+            .await?;
+        match call {
+            Call::CallStep(c) | Call::StartStep(c) => Ok((seq, c.args)),
+            _ => Err(misfit(seq, kind)),
+        }
     }
 }
 
@@ -105,44 +148,35 @@ fn check_input(inv: &Invocation, step: &str, input: &str) -> WasmResult<()> {
         .check_payload(&format!("the input of step '{step}'"), input.len())
         .map_err(|e| {
             wasmtime::Error::new(Interrupt::Limit {
-                kind: "payload",
+                kind: ErrorKind::Payload,
                 message: e.message,
             })
         })
 }
 
-fn options_json(options: &Option<t::StepOptions>) -> (Option<StepOptions>, Value) {
-    let opts: Option<StepOptions> = options.clone().map(Into::into);
-    let json = serde_json::to_value(&opts).unwrap_or(Value::Null);
-    (opts, json)
-}
-
-impl Host for StoreData {
+impl Host for GuestData {
     async fn call_step(
         &mut self,
         step: String,
         input: String,
         options: Option<t::StepOptions>,
     ) -> WasmResult<Result<String, t::Error>> {
-        check_input(self.invocation()?, &step, &input)?;
-        let (opts, opts_json) = options_json(&options);
-        let args = json!({ "step": step, "input": parse_payload(&input), "options": opts_json });
-        let (seq, _) = self
-            .call_seq("call-step", args, |_| (json!({}), Vec::new()))
+        let (seq, args) = self
+            .step_call(CallKind::CallStep, step, input.clone(), options)
             .await?;
-        let began = self.wait_begin();
+        let began = self.sandbox.wait_begin();
         let inv = self.invocation()?;
         let outcome = calls::step_call(
             inv.exec.clone(),
             inv.id.clone(),
             seq,
-            step,
+            args.step,
             input,
-            opts,
+            args.options,
             inv.is_workflow(),
         )
         .await;
-        self.wait_end(began).await;
+        self.sandbox.wait_end(began).await;
         payload_result(outcome)
     }
 
@@ -152,11 +186,8 @@ impl Host for StoreData {
         input: String,
         options: Option<t::StepOptions>,
     ) -> WasmResult<StepHandle> {
-        check_input(self.invocation()?, &step, &input)?;
-        let (opts, opts_json) = options_json(&options);
-        let args = json!({ "step": step, "input": parse_payload(&input), "options": opts_json });
-        let (seq, _) = self
-            .call_seq("start-step", args, |_| (json!({}), Vec::new()))
+        let (seq, args) = self
+            .step_call(CallKind::StartStep, step, input.clone(), options)
             .await?;
         let inv = self.invocation()?;
         if inv.exec.recorded_result(seq).is_none() {
@@ -164,9 +195,9 @@ impl Host for StoreData {
                 inv.exec.clone(),
                 inv.id.clone(),
                 seq,
-                step,
+                args.step,
                 input,
-                opts,
+                args.options,
                 false,
             ));
             inv.exec
@@ -182,11 +213,14 @@ impl Host for StoreData {
         &mut self,
         handles: Vec<StepHandle>,
     ) -> WasmResult<Vec<Result<String, t::Error>>> {
-        self.call_seq("await-steps", json!({ "handles": handles }), |_| {
-            (json!({}), Vec::new())
+        let args = Handles {
+            handles: handles.clone(),
+        };
+        self.call(CallKind::AwaitSteps, args, |_, args| {
+            (Call::AwaitSteps(AwaitSteps { args }), Vec::new())
         })
         .await?;
-        let began = self.wait_begin();
+        let began = self.sandbox.wait_begin();
         let exec = self.invocation()?.exec.clone();
         let mut results = Vec::with_capacity(handles.len());
         let mut suspend: Option<Option<i64>> = None;
@@ -204,8 +238,8 @@ impl Host for StoreData {
                         Some(task) => task.await.unwrap_or_else(|e| {
                             Err(Interrupt::Infra(format!("step task failed: {e}")))
                         }),
-                        None => Ok(Err(WitError::new(
-                            "invalid-handle",
+                        None => Ok(Err(CallError::new(
+                            ErrorKind::InvalidHandle,
                             format!(
                                 "no step was started with handle {handle} (or it was awaited already)"
                             ),
@@ -227,7 +261,7 @@ impl Host for StoreData {
                 Err(other) => return Err(wasmtime::Error::new(other)),
             }
         }
-        self.wait_end(began).await;
+        self.sandbox.wait_end(began).await;
         if let Some(wake_at) = suspend {
             return Err(wasmtime::Error::new(Interrupt::Suspend { wake_at }));
         }
@@ -235,20 +269,23 @@ impl Host for StoreData {
     }
 
     async fn sleep(&mut self, duration_ms: u64) -> WasmResult<Result<(), t::Error>> {
-        let (seq, payload) = self
-            .call_seq("sleep", json!({ "duration_ms": duration_ms }), |inv| {
-                let due = inv.exec.engine.now_ms() + duration_ms as i64;
-                (json!({ "due_at": due }), Vec::new())
+        let (seq, call) = self
+            .call(CallKind::Sleep, SleepArgs { duration_ms }, |inv, args| {
+                let due_at = inv.exec.engine.now_ms() + duration_ms as i64;
+                (Call::Sleep(Sleep { args, due_at }), Vec::new())
             })
             .await?;
-        let began = self.wait_begin();
+        let Call::Sleep(sleep) = call else {
+            return Err(misfit(seq, CallKind::Sleep));
+        };
+        let began = self.sandbox.wait_begin();
         let inv = self.invocation()?;
         let exec = inv.exec.clone();
         let (caller, interruptible) = (inv.id.clone(), inv.is_workflow());
         let outcome = match exec.recorded_result(seq) {
             Some(r) => Ok(r),
             None => {
-                let due = payload["due_at"].as_i64().unwrap_or(0);
+                let due = sleep.due_at;
                 match exec.wait_until(due, interruptible).await {
                     Wait::Elapsed => {
                         exec.resolve(&caller, seq, Ok(Value::Null), false, Vec::new())
@@ -257,12 +294,12 @@ impl Host for StoreData {
                     Wait::Cancelled => exec
                         .deliver_cancel(&caller, seq, true, Vec::new())
                         .await
-                        .unwrap_or_else(|| Ok(Err(WitError::cancelled()))),
+                        .unwrap_or_else(|| Ok(Err(CallError::cancelled()))),
                     Wait::Hibernate => Err(Interrupt::Suspend { wake_at: Some(due) }),
                 }
             }
         };
-        self.wait_end(began).await;
+        self.sandbox.wait_end(began).await;
         to_wasm(outcome).map(|r| r.map(|_| ()))
     }
 
@@ -272,42 +309,46 @@ impl Host for StoreData {
         input: String,
         options: t::PollOptions,
     ) -> WasmResult<Result<String, t::Error>> {
-        let args = json!({
-            "check_step": check_step,
-            "input": parse_payload(&input),
-            "options": {
-                "interval_ms": options.interval_ms,
-                "max_attempts": options.max_attempts,
-                "timeout_ms": options.timeout_ms,
+        let args = PollArgs {
+            check_step,
+            input: parse_payload(&input),
+            options: PollOptions {
+                interval_ms: options.interval_ms,
+                max_attempts: options.max_attempts,
+                timeout_ms: options.timeout_ms,
             },
-        });
-        let (seq, payload) = self
-            .call_seq("poll", args, |inv| {
-                (
-                    json!({ "started_at": inv.exec.engine.now_ms() }),
-                    Vec::new(),
-                )
+        };
+        let (seq, call) = self
+            .call(CallKind::Poll, args, |inv, args| {
+                let started_at = inv.exec.engine.now_ms();
+                (Call::Poll(Poll { args, started_at }), Vec::new())
             })
             .await?;
-        let started = payload["started_at"].as_i64().unwrap_or(0);
-        let plan = PollPlan {
-            interval_ms: options.interval_ms,
-            max_attempts: options.max_attempts.max(1),
-            deadline_ms: options.timeout_ms.map(|t| started + t as i64),
+        let Call::Poll(poll) = call else {
+            return Err(misfit(seq, CallKind::Poll));
         };
-        let began = self.wait_begin();
+        let plan = PollPlan {
+            interval_ms: poll.args.options.interval_ms,
+            max_attempts: poll.args.options.max_attempts.max(1),
+            deadline_ms: poll
+                .args
+                .options
+                .timeout_ms
+                .map(|t| poll.started_at + t as i64),
+        };
+        let began = self.sandbox.wait_begin();
         let inv = self.invocation()?;
         let outcome = calls::poll_call(
             inv.exec.clone(),
             inv.id.clone(),
             seq,
-            check_step,
+            poll.args.check_step,
             input,
             plan,
             inv.is_workflow(),
         )
         .await;
-        self.wait_end(began).await;
+        self.sandbox.wait_end(began).await;
         payload_result(outcome)
     }
 
@@ -315,65 +356,66 @@ impl Host for StoreData {
         &mut self,
         request: t::ApprovalRequest,
     ) -> WasmResult<Result<t::ApprovalDecision, t::Error>> {
-        let args = json!({
-            "key": request.key,
-            "message": request.message,
-            "details": request.details.as_deref().map(parse_payload),
-            "timeout_ms": request.timeout_ms,
-        });
-        let key = request.key.clone();
-        let (seq, payload) = self
-            .call_seq("await-approval", args.clone(), |inv| {
-                let due = request
-                    .timeout_ms
-                    .map(|t| inv.exec.engine.now_ms() + t as i64);
-                let mut stored = args.clone();
-                stored["due_at"] = json!(due);
+        let args = ApprovalArgs {
+            key: request.key,
+            message: request.message,
+            details: request.details.as_deref().map(parse_payload),
+            timeout_ms: request.timeout_ms,
+        };
+        let (seq, call) = self
+            .call(CallKind::AwaitApproval, args, |inv, args| {
+                let due_at = args.timeout_ms.map(|t| inv.exec.engine.now_ms() + t as i64);
+                // The side table keeps the request with its due time.
+                let mut stored = serde_json::to_value(&args).unwrap_or(Value::Null);
+                stored["due_at"] = json!(due_at);
+                let open = SideWrite::OpenApproval {
+                    key: args.key.clone(),
+                    request: stored,
+                };
                 (
-                    json!({ "due_at": due }),
-                    vec![SideWrite::OpenApproval {
-                        key: request.key.clone(),
-                        request: stored,
-                    }],
+                    Call::AwaitApproval(AwaitApproval { args, due_at }),
+                    vec![open],
                 )
             })
             .await?;
-        let due = payload["due_at"].as_i64();
-        let began = self.wait_begin();
+        let Call::AwaitApproval(approval) = call else {
+            return Err(misfit(seq, CallKind::AwaitApproval));
+        };
+        let began = self.sandbox.wait_begin();
         let inv = self.invocation()?;
         let outcome = calls::approval_call(
             inv.exec.clone(),
             inv.id.clone(),
             seq,
-            key,
-            due,
+            approval.args.key,
+            approval.due_at,
             inv.is_workflow(),
         )
         .await;
-        self.wait_end(began).await;
+        self.sandbox.wait_end(began).await;
         to_wasm(outcome).map(|r| {
-            r.map(|v| {
-                if let Some(p) = v.get("approved") {
-                    t::ApprovalDecision::Approved(p.to_string())
-                } else if let Some(reason) = v.get("rejected") {
-                    t::ApprovalDecision::Rejected(
-                        reason
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| reason.to_string()),
-                    )
-                } else {
-                    t::ApprovalDecision::TimedOut
-                }
+            r.map(|v| match Decided::from_value(&v) {
+                Decided::Approved(payload) => t::ApprovalDecision::Approved(payload.to_string()),
+                Decided::Rejected(reason) => t::ApprovalDecision::Rejected(reason),
+                Decided::TimedOut => t::ApprovalDecision::TimedOut,
             })
         })
     }
 
     async fn report_progress(&mut self, percent: u8, message: String) -> WasmResult<()> {
+        let args = Progress {
+            percent: percent.min(100),
+            message,
+        };
         self.immediate(
-            "report-progress",
-            json!({ "percent": percent.min(100), "message": message }),
+            CallKind::ReportProgress,
+            args,
             |_| Value::Null,
+            Call::ReportProgress,
+            |c| match c {
+                Call::ReportProgress(a) => Some(a.answer),
+                _ => None,
+            },
         )
         .await
         .map(|_| ())
@@ -387,30 +429,59 @@ impl Host for StoreData {
             t::LogLevel::Warn => "warn",
             t::LogLevel::Error => "error",
         };
-        self.immediate("log", json!({ "level": level, "message": message }), |inv| {
-            let message = inv.exec.sandbox.redact(&message);
-            tracing::info!(execution_id = %inv.exec.record.id, invocation = %inv.id, level, "{message}");
-            Value::Null
-        })
+        let args = LogLine {
+            level: level.to_owned(),
+            message: message.clone(),
+        };
+        self.immediate(
+            CallKind::Log,
+            args,
+            |inv| {
+                let message = inv.exec.sandbox.redact(&message);
+                tracing::info!(execution_id = %inv.exec.record.id, invocation = %inv.id, level, "{message}");
+                Value::Null
+            },
+            Call::Log,
+            |c| match c {
+                Call::Log(a) => Some(a.answer),
+                _ => None,
+            },
+        )
         .await
         .map(|_| ())
     }
 
     async fn now_ms(&mut self) -> WasmResult<u64> {
-        self.immediate("now-ms", json!({}), |inv| json!(inv.exec.engine.now_ms()))
-            .await
-            .map(|v| v.as_u64().unwrap_or(0))
+        self.immediate(
+            CallKind::NowMs,
+            NoArgs {},
+            |inv| inv.exec.engine.now_ms().max(0) as u64,
+            Call::NowMs,
+            |c| match c {
+                Call::NowMs(a) => Some(a.answer),
+                _ => None,
+            },
+        )
+        .await
     }
 
     async fn random_u64(&mut self) -> WasmResult<u64> {
-        self.immediate("random-u64", json!({}), |_| {
-            use std::hash::{BuildHasher, Hasher};
-            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-            h.write_u8(0);
-            json!(h.finish())
-        })
+        self.immediate(
+            CallKind::RandomU64,
+            NoArgs {},
+            |_| {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+                h.write_u8(0);
+                h.finish()
+            },
+            Call::RandomU64,
+            |c| match c {
+                Call::RandomU64(a) => Some(a.answer),
+                _ => None,
+            },
+        )
         .await
-        .map(|v| v.as_u64().unwrap_or(0))
     }
 
     async fn execution_id(&mut self) -> WasmResult<String> {
@@ -424,8 +495,13 @@ impl Host for StoreData {
 
     async fn recall(&mut self, name: String) -> WasmResult<Option<String>> {
         self.settle().await?;
-        let recorded = self.invocation()?.recall(RECORD, &json!({ "name": name }));
-        Ok(recorded.map(|e| e.payload["answer"].to_string()))
+        let recorded = self
+            .invocation()?
+            .recall(CallKind::Record, &RecordName { name });
+        Ok(match recorded {
+            Some(Call::Record(a)) => Some(a.answer.to_string()),
+            _ => None,
+        })
     }
 
     async fn remember(&mut self, name: String, value: String) -> WasmResult<()> {
@@ -433,16 +509,25 @@ impl Host for StoreData {
         // recorded entry means the code did not call `recall` first, and
         // the journal answer wins, as for every other call.
         let value = parse_payload(&value);
-        self.immediate(RECORD, json!({ "name": name }), |_| value)
-            .await
-            .map(|_| ())
+        self.immediate(
+            CallKind::Record,
+            RecordName { name },
+            |_| value,
+            Call::Record,
+            |c| match c {
+                Call::Record(a) => Some(a.answer),
+                _ => None,
+            },
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn secret(&mut self, name: String) -> WasmResult<Result<String, t::Error>> {
         let inv = self.invocation()?;
         if inv.is_workflow() {
-            return Ok(Err(WitError::new(
-                "denied",
+            return Ok(Err(CallError::new(
+                ErrorKind::Denied,
                 "workflow code cannot read secrets; read them in a step",
             )
             .into()));
@@ -452,8 +537,8 @@ impl Host for StoreData {
             Some(value) => Ok(value.to_owned()),
             None => {
                 let known: Vec<&str> = sandbox.secrets.iter().map(|(n, _)| n.as_str()).collect();
-                Err(WitError::new(
-                    "not-found",
+                Err(CallError::new(
+                    ErrorKind::NotFound,
                     format!(
                         "tenant '{}' has no secret named '{name}' (it has: {}); set it with \
                          `cerebelum admin secret set {} {name}`",

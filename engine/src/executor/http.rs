@@ -14,20 +14,19 @@
 //! call of the invocation first waits until earlier requests are journaled,
 //! and concurrent requests are journaled in the order they were made.
 
-use super::replay::{Interrupt, args_hash, describe_call};
-use super::{ExecState, Invocation};
+use super::invocation::Invocation;
+use super::replay::Interrupt;
+use super::state::ExecState;
+use crate::journal::{Call, CallKind, Event, HttpAnswer, HttpCall, HttpRequest, describe_call};
 use crate::store::NewEntry;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
-
-/// Journal kind of an HTTP request.
-pub(crate) const HTTP: &str = "http";
 
 /// A request may not take longer than this in all (connect, send, receive).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,7 +38,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const ORDER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The HTTP side of one invocation's store.
-pub struct HttpHooks {
+pub(crate) struct HttpHooks {
     state: Option<Arc<HttpState>>,
 }
 
@@ -188,53 +187,52 @@ impl WasiHttpHooks for HttpHooks {
 }
 
 /// What a journaled request got: a response or an error.
-fn outcome_of(answer: &Value) -> Result<http::Response<WasiBody>, HttpError> {
-    if let Some(error) = answer.get("error") {
-        let limit = answer["limit"].as_u64();
-        return Err(match error.as_str().unwrap_or_default() {
-            "denied" => HttpError::HttpRequestDenied,
-            "response-too-large" => HttpError::HttpResponseBodySize(limit),
-            "request-too-large" => HttpError::HttpRequestBodySize(limit),
-            "timeout" => HttpError::ConnectionTimeout,
-            "connection-refused" => HttpError::ConnectionRefused,
-            "invalid-url" => HttpError::HttpRequestUriInvalid,
-            other => HttpError::InternalError(Some(other.to_owned())),
-        });
-    }
-    let body = match answer["encoding"].as_str() {
-        Some("hex") => hex::decode(answer["body"].as_str().unwrap_or_default())
+fn outcome_of(answer: &HttpAnswer) -> Result<http::Response<WasiBody>, HttpError> {
+    let (status, headers, encoding, body) = match answer {
+        HttpAnswer::Error { error, limit } => {
+            return Err(match error.as_str() {
+                "denied" => HttpError::HttpRequestDenied,
+                "response-too-large" => HttpError::HttpResponseBodySize(*limit),
+                "request-too-large" => HttpError::HttpRequestBodySize(*limit),
+                "timeout" => HttpError::ConnectionTimeout,
+                "connection-refused" => HttpError::ConnectionRefused,
+                "invalid-url" => HttpError::HttpRequestUriInvalid,
+                other => HttpError::InternalError(Some(other.to_owned())),
+            });
+        }
+        HttpAnswer::Response {
+            status,
+            headers,
+            encoding,
+            body,
+        } => (status, headers, encoding, body),
+    };
+    let body = match encoding.as_str() {
+        "hex" => hex::decode(body)
             .map_err(|e| HttpError::InternalError(Some(format!("journaled body: {e}"))))?,
-        _ => answer["body"]
-            .as_str()
-            .unwrap_or_default()
-            .as_bytes()
-            .to_vec(),
+        _ => body.as_bytes().to_vec(),
     };
     let mut response = http::Response::builder()
-        .status(answer["status"].as_u64().unwrap_or(500) as u16)
+        .status(*status)
         .body(
             Full::new(Bytes::from(body))
                 .map_err(|never| match never {})
                 .boxed_unsync(),
         )
         .map_err(|e| HttpError::InternalError(Some(e.to_string())))?;
-    if let Some(headers) = answer["headers"].as_array() {
-        for pair in headers {
-            let (Some(name), Some(value)) = (pair[0].as_str(), pair[1].as_str()) else {
-                continue;
-            };
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                http::HeaderValue::from_str(value),
-            ) {
-                response.headers_mut().append(n, v);
-            }
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            response.headers_mut().append(n, v);
         }
     }
     Ok(response)
 }
 
-fn headers_json(headers: &http::HeaderMap) -> Vec<Value> {
+/// Header pairs as journaled: `(name, value)`, sorted.
+fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
     let mut pairs: Vec<(String, String)> = headers
         .iter()
         .map(|(n, v)| {
@@ -245,11 +243,24 @@ fn headers_json(headers: &http::HeaderMap) -> Vec<Value> {
         })
         .collect();
     pairs.sort();
-    pairs.into_iter().map(|(n, v)| json!([n, v])).collect()
+    pairs
 }
 
-fn error_answer(code: &str) -> Value {
-    json!({ "error": code })
+fn error_answer(code: &str) -> HttpAnswer {
+    HttpAnswer::Error {
+        error: code.to_owned(),
+        limit: None,
+    }
+}
+
+/// `request` with every occurrence of a secret replaced (in the URL and
+/// headers: the journal never holds them).
+fn redacted(request: HttpRequest, secrets: &[String]) -> HttpRequest {
+    let Ok(mut value) = serde_json::to_value(&request) else {
+        return request;
+    };
+    crate::store::redact(&mut value, secrets);
+    serde_json::from_value(value).unwrap_or(request)
 }
 
 /// One request: replayed from the journal, or sent and journaled.
@@ -281,32 +292,38 @@ async fn exchange(
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let path = uri.path().to_owned();
     let method = parts.method.as_str().to_owned();
-    let mut args = json!({
-        "method": method,
-        "url": uri.to_string(),
-        "headers": headers_json(&parts.headers),
-        "body_sha256": body.as_ref().map(|b| crate::runtime::sha256_hex(b)).ok(),
-        "body_bytes": body.as_ref().map(|b| b.len()).ok(),
-    });
-    crate::store::redact(&mut args, &sandbox.secret_values);
-    let hash = args_hash(HTTP, &args);
+    let args = HttpRequest {
+        method: method.clone(),
+        url: uri.to_string(),
+        headers: header_pairs(&parts.headers),
+        body_sha256: body.as_ref().map(|b| crate::runtime::sha256_hex(b)).ok(),
+        body_bytes: body.as_ref().map(|b| b.len() as u64).ok(),
+    };
+    let args = redacted(args, &sandbox.secret_values);
+    let args_json = serde_json::to_value(&args).unwrap_or(Value::Null);
+    let hash = CallKind::Http.hash_value(&args_json);
 
     let recorded = {
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
         index.call(&state.invocation, slot).cloned()
     };
     if let Some(entry) = recorded {
-        if entry.kind == HTTP && entry.args_hash.as_deref() == Some(hash.as_str()) {
+        if let Some((Call::Http(call), recorded_hash)) = entry.call()
+            && *recorded_hash == hash
+        {
             guard.journaled = true;
-            return outcome_of(&entry.payload["answer"]).map(finished);
+            return outcome_of(&call.answer).map(finished);
         }
+        let recorded = entry
+            .call()
+            .map_or_else(|| entry.event.kind().to_owned(), |(c, _)| c.describe());
         let message = format!(
             "at seq {} step invocation {} made a different call than the journal recorded: \
-             recorded `{}`, now `{}`; the code is not deterministic (or the journal was modified)",
+             recorded `{recorded}`, now `{}`; the code is not deterministic (or the journal was \
+             modified)",
             entry.seq,
             state.invocation,
-            describe_call(&entry.kind, &entry.payload["args"]),
-            describe_call(HTTP, &args),
+            describe_call(CallKind::Http, &args_json),
         );
         *state.interrupt.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Interrupt::Nondeterminism(message.clone()));
@@ -315,7 +332,10 @@ async fn exchange(
     }
 
     let answer = match body {
-        Err(limit) => json!({ "error": "request-too-large", "limit": limit }),
+        Err(limit) => HttpAnswer::Error {
+            error: "request-too-large".into(),
+            limit: Some(limit as u64),
+        },
         Ok(_) if !sandbox.http.allows(&method, &host, port, &path) => {
             tracing::info!(execution_id = %exec.record.id, %method, %host, port, %path,
                 "HTTP request denied: not on the tenant's allow-list");
@@ -339,13 +359,11 @@ async fn exchange(
     // Journal in the order the requests were made, before the step sees
     // the response. The push runs on its own task, so the entry is written
     // even if the guest drops this request meanwhile.
-    let entry = NewEntry {
-        invocation: state.invocation.clone(),
-        kind: HTTP.into(),
-        ref_seq: None,
-        args_hash: Some(hash),
-        payload: json!({ "args": args, "answer": answer }),
-    };
+    let call = Call::Http(HttpCall {
+        args,
+        answer: answer.clone(),
+    });
+    let entry = NewEntry::new(state.invocation.clone(), Event::Call { hash, call });
     let writer = exec.writer.clone();
     let pushed = tokio::spawn(async move {
         if let Some(previous) = previous {
@@ -383,7 +401,7 @@ async fn send(
     request: http::Request<WasiBody>,
     options: Option<RequestOptions>,
     limit: usize,
-) -> Value {
+) -> HttpAnswer {
     let options = RequestOptions {
         connect_timeout: Some(
             options
@@ -409,7 +427,10 @@ async fn send(
     let bytes = match body {
         Ok(b) => b.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return json!({ "error": "response-too-large", "limit": limit });
+            return HttpAnswer::Error {
+                error: "response-too-large".into(),
+                limit: Some(limit as u64),
+            };
         }
         Err(e) => return error_answer(&format!("reading the response failed: {e}")),
     };
@@ -417,12 +438,12 @@ async fn send(
         Ok(text) => ("utf8", text.to_owned()),
         Err(_) => ("hex", hex::encode(&bytes)),
     };
-    json!({
-        "status": parts.status.as_u16(),
-        "headers": headers_json(&parts.headers),
-        "encoding": encoding,
-        "body": body,
-    })
+    HttpAnswer::Response {
+        status: parts.status.as_u16(),
+        headers: header_pairs(&parts.headers),
+        encoding: encoding.to_owned(),
+        body,
+    }
 }
 
 fn send_error(e: &HttpError) -> String {

@@ -1,25 +1,23 @@
 //! One run of user code (the workflow, or one attempt of a step) and the
 //! journal cursor its host calls move along.
 
-use super::replay::{Interrupt, WORKFLOW, args_hash, describe_call};
-use super::{ExecState, WitError};
-use crate::model::{Entry, SideWrite};
-use crate::runtime::{LimitHit, StoreData, Stream, sandbox_store};
-use crate::store::NewEntry;
-use serde_json::{Value, json};
+use super::guest::GuestData;
+use super::replay::Interrupt;
+use super::state::ExecState;
+use crate::journal::{
+    Answered, Call, CallError, CallKind, Entry, ErrorKind, Event, Output, Usage, WORKFLOW,
+    describe_call,
+};
+use crate::runtime::{LimitHit, Sandbox, Stream, new_store};
+use crate::store::{NewEntry, SideWrite};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Journal kind of what an invocation wrote to stdout or stderr (not a
-/// call: written by the engine when the invocation ends).
-pub(crate) const OUTPUT: &str = "output";
-/// Journal kind of the fuel an invocation burned (when fuel is metered
-/// and the tenant has a budget).
-pub(crate) const USAGE: &str = "usage";
-
 /// The host side of one invocation: lives in its store's data.
-pub struct Invocation {
+pub(crate) struct Invocation {
     pub(crate) exec: Arc<ExecState>,
     /// `wf`, or `<call seq>.<attempt>` for a step attempt.
     pub(crate) id: String,
@@ -31,10 +29,18 @@ pub struct Invocation {
 
 /// What a host call found in the journal.
 pub(crate) enum Recorded {
-    /// The call was made before: its seq and recorded payload.
-    Replayed(Entry),
+    /// The call was made before: its entry (with its seq and recorded
+    /// answer or due time).
+    Replayed { seq: i64, call: Call },
     /// The journal has no more calls for this invocation: this one is live.
     Live,
+}
+
+/// A call about to be matched against the journal: its kind, arguments
+/// (as JSON, for messages) and their hash.
+pub(crate) struct Matched {
+    pub(crate) recorded: Recorded,
+    pub(crate) hash: String,
 }
 
 impl Invocation {
@@ -51,94 +57,121 @@ impl Invocation {
         self.id == WORKFLOW
     }
 
-    /// Matches this call against the journal. A different call at the same
-    /// place is nondeterminism, and stops the invocation.
+    /// Matches a call of `kind` with `args` against the journal. A
+    /// different call at the same place is nondeterminism, and stops the
+    /// invocation.
     pub(crate) fn record(
         &mut self,
-        kind: &str,
-        args: &Value,
-    ) -> Result<(Recorded, String), Interrupt> {
-        let hash = args_hash(kind, args);
+        kind: CallKind,
+        args: &impl Serialize,
+    ) -> Result<Matched, Interrupt> {
+        let args = serde_json::to_value(args).unwrap_or(Value::Null);
+        let hash = kind.hash_value(&args);
         let index = self.exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let cursor = self.cursor.load(Ordering::SeqCst);
         let Some(entry) = index.call(&self.id, cursor) else {
             self.cursor.fetch_add(1, Ordering::SeqCst);
-            return Ok((Recorded::Live, hash));
+            return Ok(Matched {
+                recorded: Recorded::Live,
+                hash,
+            });
         };
-        if entry.kind != kind || entry.args_hash.as_deref() != Some(hash.as_str()) {
-            let recorded = describe_call(&entry.kind, &entry.payload["args"]);
-            let now = describe_call(kind, args);
-            let who = if self.is_workflow() {
-                "the workflow".to_owned()
-            } else {
-                format!("step invocation {}", self.id)
-            };
-            return Err(Interrupt::Nondeterminism(format!(
-                "at seq {} {who} made a different call than the journal recorded: recorded \
-                 `{recorded}`, now `{now}`; the code is not deterministic (or the journal was \
-                 modified)",
-                entry.seq
-            )));
+        let Some((call, recorded_hash)) = entry.call() else {
+            return Err(self.nondeterminism(entry, &describe_call(kind, &args)));
+        };
+        if call.kind() != kind || recorded_hash != hash {
+            return Err(self.nondeterminism(entry, &describe_call(kind, &args)));
         }
         self.cursor.fetch_add(1, Ordering::SeqCst);
-        Ok((Recorded::Replayed(entry.clone()), hash))
+        Ok(Matched {
+            recorded: Recorded::Replayed {
+                seq: entry.seq,
+                call: call.clone(),
+            },
+            hash,
+        })
+    }
+
+    fn nondeterminism(&self, entry: &Entry, now: &str) -> Interrupt {
+        let recorded = match entry.call() {
+            Some((call, _)) => call.describe(),
+            None => entry.event.kind().to_owned(),
+        };
+        let who = if self.is_workflow() {
+            "the workflow".to_owned()
+        } else {
+            format!("step invocation {}", self.id)
+        };
+        Interrupt::Nondeterminism(format!(
+            "at seq {} {who} made a different call than the journal recorded: recorded \
+             `{recorded}`, now `{now}`; the code is not deterministic (or the journal was \
+             modified)",
+            entry.seq
+        ))
     }
 
     /// The recorded call at the cursor if it is exactly this one (and then
     /// moves past it); `None`, without moving, otherwise. For `recall`,
     /// where a missing entry means "compute it live".
-    pub(crate) fn recall(&mut self, kind: &str, args: &Value) -> Option<Entry> {
-        let hash = args_hash(kind, args);
+    pub(crate) fn recall(&mut self, kind: CallKind, args: &impl Serialize) -> Option<Call> {
+        let hash = kind.hash(args);
         let index = self.exec.index.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = index
-            .call(&self.id, self.cursor.load(Ordering::SeqCst))
-            .filter(|e| e.kind == kind && e.args_hash.as_deref() == Some(hash.as_str()))?
-            .clone();
+        let (call, recorded_hash) = index
+            .call(&self.id, self.cursor.load(Ordering::SeqCst))?
+            .call()?;
+        if call.kind() != kind || recorded_hash != hash {
+            return None;
+        }
+        let call = call.clone();
         self.cursor.fetch_add(1, Ordering::SeqCst);
-        Some(entry)
+        Some(call)
     }
 
     /// Journals a live call (with side writes committed atomically with
     /// it); returns its seq.
     pub(crate) async fn push_call(
         &self,
-        kind: &str,
         hash: String,
-        payload: Value,
+        call: Call,
         side: Vec<SideWrite>,
     ) -> Result<i64, Interrupt> {
         self.exec.check_journal_room()?;
-        let entry = NewEntry {
-            invocation: self.id.clone(),
-            kind: kind.to_owned(),
-            ref_seq: None,
-            args_hash: Some(hash),
-            payload,
-        };
+        let entry = NewEntry::new(self.id.clone(), Event::Call { hash, call });
         Ok(self.exec.writer.push_side(entry, side).await?)
     }
 
     /// A call answered at once (clock, random, log): replayed from the
     /// journal, or computed by `live` (only then: a replayed log line is
-    /// not logged again) and journaled.
-    pub(crate) async fn immediate(
+    /// not logged again) and journaled. `wrap` makes the call of its
+    /// arguments and answer; `answer` reads the answer of a recorded one.
+    pub(crate) async fn immediate<A, T>(
         &mut self,
-        kind: &str,
-        args: Value,
-        live: impl FnOnce(&Invocation) -> Value,
-    ) -> Result<Value, Interrupt> {
-        match self.record(kind, &args)? {
-            (Recorded::Replayed(e), _) => Ok(e.payload["answer"].clone()),
-            (Recorded::Live, hash) => {
-                let answer = live(self);
-                self.push_call(
-                    kind,
-                    hash,
-                    json!({ "args": args, "answer": answer }),
-                    Vec::new(),
-                )
-                .await?;
-                Ok(answer)
+        kind: CallKind,
+        args: A,
+        live: impl FnOnce(&Invocation) -> T,
+        wrap: fn(Answered<A, T>) -> Call,
+        answer: fn(Call) -> Option<T>,
+    ) -> Result<T, Interrupt>
+    where
+        A: Serialize,
+        T: Clone,
+    {
+        let matched = self.record(kind, &args)?;
+        match matched.recorded {
+            Recorded::Replayed { seq, call } => answer(call).ok_or_else(|| {
+                Interrupt::Nondeterminism(format!(
+                    "journal entry {seq} does not hold the answer of a {kind} call; the journal \
+                     was modified"
+                ))
+            }),
+            Recorded::Live => {
+                let value = live(self);
+                let call = wrap(Answered {
+                    args,
+                    answer: value.clone(),
+                });
+                self.push_call(matched.hash, call, Vec::new()).await?;
+                Ok(value)
             }
         }
     }
@@ -146,7 +179,7 @@ impl Invocation {
 
 /// The error of an invocation stopped by a limit of the sandbox;
 /// `starting`: it could not even be instantiated under it.
-fn limit_error(data: &StoreData, exec: &ExecState, hit: LimitHit, starting: bool) -> WitError {
+fn limit_error(data: &Sandbox, exec: &ExecState, hit: LimitHit, starting: bool) -> CallError {
     let limits = data.limits();
     let quotas = &exec.sandbox.quotas;
     let mib = |b: usize| b.div_ceil(1 << 20);
@@ -155,8 +188,8 @@ fn limit_error(data: &StoreData, exec: &ExecState, hit: LimitHit, starting: bool
         .map(|b| format!(" (it asked for {} MiB)", mib(b)))
         .unwrap_or_default();
     match hit {
-        LimitHit::Memory if starting => WitError::new(
-            "memory",
+        LimitHit::Memory if starting => CallError::new(
+            ErrorKind::Memory,
             format!(
                 "the package needs {} MiB of linear memory to start, more than the limit of \
                  {} MiB per invocation of tenant '{}'; raise it (`cerebelum admin tenant update \
@@ -167,15 +200,15 @@ fn limit_error(data: &StoreData, exec: &ExecState, hit: LimitHit, starting: bool
                 exec.sandbox.name
             ),
         ),
-        LimitHit::Memory => WitError::new(
-            "memory",
+        LimitHit::Memory => CallError::new(
+            ErrorKind::Memory,
             format!(
                 "the invocation hit its memory limit of {} MiB{asked}",
                 mib(limits.memory_bytes)
             ),
         ),
-        LimitHit::NodeMemory => WitError::new(
-            "memory",
+        LimitHit::NodeMemory => CallError::new(
+            ErrorKind::Memory,
             format!(
                 "the node's guest memory budget of {} MiB had no room for the invocation for {} \
                  s{asked} (serve --max-guest-memory-mb)",
@@ -183,22 +216,22 @@ fn limit_error(data: &StoreData, exec: &ExecState, hit: LimitHit, starting: bool
                 crate::runtime::MEMORY_WAIT.as_secs()
             ),
         ),
-        LimitHit::Deadline => WitError::new(
-            "deadline",
+        LimitHit::Deadline => CallError::new(
+            ErrorKind::Deadline,
             format!(
                 "the invocation ran past its CPU deadline of {} ms",
                 limits.cpu.as_millis()
             ),
         ),
-        LimitHit::Output => WitError::new(
-            "output",
+        LimitHit::Output => CallError::new(
+            ErrorKind::Output,
             format!(
                 "the invocation wrote more than {} KiB to stdout and stderr (max output)",
                 limits.output_bytes >> 10
             ),
         ),
-        LimitHit::Fuel => WitError::new(
-            "fuel",
+        LimitHit::Fuel => CallError::new(
+            ErrorKind::Fuel,
             format!(
                 "the execution burned its fuel budget of {} (tenant '{}')",
                 quotas.fuel.unwrap_or_default(),
@@ -212,7 +245,7 @@ fn limit_error(data: &StoreData, exec: &ExecState, hit: LimitHit, starting: bool
 pub(crate) enum Outcome {
     /// User code returned (Ok or its own error), or trapped (as an error
     /// of kind `trap`, `deadline` or `memory`).
-    Returned(Result<String, WitError>),
+    Returned(Result<String, CallError>),
     /// The host stopped it.
     Interrupted(Interrupt),
 }
@@ -239,19 +272,20 @@ pub(crate) async fn run(
         h.finish()
     };
     let host = Invocation::new(exec.clone(), invocation_id.clone(), attempt);
-    let mut store = sandbox_store(
+    let mut store = new_store(
         exec.engine.runtime.engine(),
         limits,
-        Some(host),
         seed,
         exec.record.created_at_ms,
+        |sandbox| GuestData::new(sandbox, host),
     );
-    store.data_mut().use_budget(
+    store.data_mut().sandbox.use_budget(
         exec.engine.runtime.memory().clone(),
         exec.engine.memory_wait_hook(&exec.record.id),
     );
     store
         .data_mut()
+        .sandbox
         .join(
             exec.sandbox.share.clone(),
             exec.engine.runtime.cpu(),
@@ -262,8 +296,8 @@ pub(crate) async fn run(
         Ok(i) => i,
         // A memory limit the component cannot start under: retrying the
         // same instantiation would fail the same way for ever.
-        Err(_) if let Some(hit) = store.data().limit_hit() => {
-            return Outcome::Returned(Err(limit_error(store.data(), exec, hit, true)));
+        Err(_) if let Some(hit) = store.data().sandbox.limit_hit() => {
+            return Outcome::Returned(Err(limit_error(&store.data().sandbox, exec, hit, true)));
         }
         Err(e) => {
             return Outcome::Interrupted(Interrupt::Infra(format!(
@@ -284,23 +318,22 @@ pub(crate) async fn run(
     let outcome = match result {
         Ok(r) => match data.http.interrupted() {
             Some(interrupt) => Outcome::Interrupted(interrupt),
-            None => Outcome::Returned(r.map_err(WitError::from)),
+            None => Outcome::Returned(r.map_err(CallError::from)),
         },
         Err(e) => classify(e, data, exec),
     };
     let mut entries = Vec::new();
     for stream in [Stream::Stdout, Stream::Stderr] {
-        let written = data.output(stream);
+        let written = data.sandbox.output(stream);
         let before = exec.output_recorded(&invocation_id, stream);
         if written.len() > before {
             let text = String::from_utf8_lossy(&written[before..]).into_owned();
-            entries.push(NewEntry {
-                invocation: invocation_id.clone(),
-                kind: OUTPUT.into(),
-                ref_seq: None,
-                args_hash: None,
-                payload: json!({ "stream": stream.name(), "text": text, "bytes": written.len() - before }),
-            });
+            let output = Output {
+                stream: stream.name().to_owned(),
+                text,
+                bytes: (written.len() - before) as u64,
+            };
+            entries.push(NewEntry::new(invocation_id.clone(), Event::Output(output)));
         }
     }
     if let (Some(budget), Some(left)) = (limits.fuel, fuel_left)
@@ -308,13 +341,10 @@ pub(crate) async fn run(
     {
         let used = budget.saturating_sub(left);
         exec.add_fuel(used);
-        entries.push(NewEntry {
-            invocation: invocation_id.clone(),
-            kind: USAGE.into(),
-            ref_seq: None,
-            args_hash: None,
-            payload: json!({ "fuel": used }),
-        });
+        entries.push(NewEntry::new(
+            invocation_id.clone(),
+            Event::Usage(Usage { fuel: used }),
+        ));
     }
     drop(store);
     for entry in entries {
@@ -325,7 +355,7 @@ pub(crate) async fn run(
     outcome
 }
 
-fn classify(e: wasmtime::Error, data: &StoreData, exec: &ExecState) -> Outcome {
+fn classify(e: wasmtime::Error, data: &GuestData, exec: &ExecState) -> Outcome {
     if let Some(interrupt) = e.downcast_ref::<Interrupt>() {
         return Outcome::Interrupted(interrupt.clone());
     }
@@ -334,8 +364,8 @@ fn classify(e: wasmtime::Error, data: &StoreData, exec: &ExecState) -> Outcome {
     }
     let trap = e.downcast_ref::<wasmtime::Trap>().copied();
     if trap == Some(wasmtime::Trap::StackOverflow) {
-        return Outcome::Returned(Err(WitError::new(
-            "stack",
+        return Outcome::Returned(Err(CallError::new(
+            ErrorKind::Stack,
             format!(
                 "the invocation overflowed its call stack of {} KiB (recursion too deep?)",
                 crate::runtime::MAX_WASM_STACK >> 10
@@ -345,17 +375,17 @@ fn classify(e: wasmtime::Error, data: &StoreData, exec: &ExecState) -> Outcome {
     let hit = if trap == Some(wasmtime::Trap::OutOfFuel) {
         Some(LimitHit::Fuel)
     } else {
-        data.limit_hit()
+        data.sandbox.limit_hit()
     };
     let error = match hit {
-        Some(hit) => limit_error(data, exec, hit, false),
+        Some(hit) => limit_error(&data.sandbox, exec, hit, false),
         None => {
-            let tail = data.stderr_tail();
+            let tail = data.sandbox.stderr_tail();
             let mut message = format!("{}", e.root_cause());
             if !tail.is_empty() {
                 message = format!("{tail} ({message})");
             }
-            WitError::new("trap", exec.sandbox.redact(&message))
+            CallError::new(ErrorKind::Trap, exec.sandbox.redact(&message))
         }
     };
     Outcome::Returned(Err(error))

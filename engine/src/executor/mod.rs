@@ -1,37 +1,40 @@
 //! Driving executions: replaying the journal, running invocations, waiting,
 //! hibernating and finishing. See DESIGN.md "Execution semantics".
 //!
-//! A result payload in the journal is `{"ok": <json>}` or
-//! `{"err": {"kind", "message", "details"}}`.
+//! [`Engine`] is the façade: uploads, starts, waits. The rest is
+//! crate-private: `drive` drives one claimed execution, `scheduler`
+//! claims due ones, `host` answers user code's host calls (through `calls`
+//! for the ones that take time, `http` for outbound requests), `replay`
+//! indexes the journal, `state` holds what running executions share,
+//! `tenant` the tenants' sandbox settings.
 
 mod calls;
+mod drive;
+mod guest;
 mod host;
 mod http;
 mod invocation;
 pub(crate) mod replay;
+mod scheduler;
+mod state;
 mod tenant;
 
-pub use http::HttpHooks;
-pub use invocation::Invocation;
+pub use guest::GuestData;
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
-use crate::model::{
-    Claim, Creation, DEFAULT_QUOTAS, ExecutionRecord, MAX_ENGINE_FAILURES, NewExecution,
-    PackageRecord, Quotas, Status, StatusChange,
-};
-use crate::runtime::{LoadedPackage, Runtime, RuntimeConfig, sha256_hex, wit};
-use crate::store::{EngineFailure, Feeds, GroupCommitter, JournalWriter, NewEntry, SharedStore};
-use invocation::{Entrypoint, Outcome};
-use replay::{Interrupt, ReplayIndex, WORKFLOW};
-use serde_json::{Value, json};
+use crate::model::{DEFAULT_QUOTAS, ExecutionRecord, NewExecution, PackageRecord, Quotas};
+use crate::runtime::{RuntimeConfig, sha256_hex};
+use crate::store::{Claim, Creation, Feeds, GroupCommitter, SharedStore};
+use drive::drive_registered;
+use serde_json::Value;
+use state::Runtime;
+use state::{CancelState, Inner};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
-use tracing::{info, instrument, warn};
 
 /// Settings of an engine node.
 #[derive(Debug, Clone)]
@@ -91,252 +94,15 @@ impl EngineConfig {
     }
 }
 
-/// An error as the WIT `error` record carries it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WitError {
-    pub kind: String,
-    pub message: String,
-    pub details: Option<Value>,
-}
-
-impl WitError {
-    pub fn new(kind: &str, message: impl Into<String>) -> Self {
-        Self {
-            kind: kind.to_owned(),
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    pub fn cancelled() -> Self {
-        Self::new("cancelled", "the execution was cancelled by an operator")
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({ "kind": self.kind, "message": self.message, "details": self.details })
-    }
-
-    pub fn from_json(v: &Value) -> Self {
-        Self {
-            kind: v["kind"].as_str().unwrap_or("error").to_owned(),
-            message: v["message"].as_str().unwrap_or_default().to_owned(),
-            details: v.get("details").filter(|d| !d.is_null()).cloned(),
-        }
-    }
-}
-
-impl From<wit::Error> for WitError {
-    fn from(e: wit::Error) -> Self {
-        Self {
-            kind: e.kind,
-            message: e.message,
-            details: e.details.map(|d| parse_payload(&d)),
-        }
-    }
-}
-
-impl From<WitError> for wit::Error {
-    fn from(e: WitError) -> Self {
-        Self {
-            kind: e.kind,
-            message: e.message,
-            details: e.details.map(|d| d.to_string()),
-        }
-    }
-}
-
 /// JSON text from a guest as a value (kept as a string if it is not JSON).
 pub fn parse_payload(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
-/// A journal result payload for a call's outcome.
-pub(crate) fn result_payload(r: &Result<Value, WitError>) -> Value {
-    match r {
-        Ok(v) => json!({ "ok": v }),
-        Err(e) => json!({ "err": e.to_json() }),
-    }
-}
-
-/// The outcome stored in a result payload.
-pub(crate) fn parse_result(v: &Value) -> Result<Value, WitError> {
-    match v.get("err") {
-        Some(e) => Err(WitError::from_json(e)),
-        None => Ok(v.get("ok").cloned().unwrap_or(Value::Null)),
-    }
-}
-
-/// Cancellation of one execution: requested (from the database), delivered
-/// (journaled at a suspension point of the workflow).
-#[derive(Default)]
-pub(crate) struct CancelState {
-    requested: AtomicBool,
-    delivered: AtomicBool,
-    notify: Notify,
-}
-
-impl CancelState {
-    pub(crate) fn request(&self) {
-        self.requested.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    pub(crate) fn pending(&self) -> bool {
-        self.requested.load(Ordering::SeqCst) && !self.delivered.load(Ordering::SeqCst)
-    }
-
-    /// Takes a pending cancellation for delivery (at most once).
-    pub(crate) fn take(&self) -> bool {
-        self.pending() && !self.delivered.swap(true, Ordering::SeqCst)
-    }
-}
-
-/// Everything a running execution's invocations share.
-pub struct ExecState {
-    pub(crate) engine: Arc<Inner>,
-    pub(crate) record: ExecutionRecord,
-    pub(crate) package: Arc<LoadedPackage>,
-    pub(crate) writer: JournalWriter,
-    pub(crate) index: Mutex<ReplayIndex>,
-    pub(crate) cancel: Arc<CancelState>,
-    /// Fan-out steps started with `start-step`, by call seq.
-    pub(crate) tasks: Mutex<HashMap<i64, JoinHandle<calls::CallOutcome>>>,
-    signals: i64,
-    /// The tenant's limits, allow-list, secrets and share.
-    pub(crate) sandbox: Arc<tenant::TenantSandbox>,
-    /// Fuel burned by the execution's invocations (journaled and live).
-    fuel_used: AtomicU64,
-}
-
-impl ExecState {
-    /// The limits of an invocation that may use `cpu` (the step's or the
-    /// workflow's deadline; the tenant's CPU limit caps it).
-    pub(crate) fn invocation_limits(&self, cpu: Duration) -> crate::runtime::InvocationLimits {
-        let q = &self.sandbox.quotas;
-        let config = &self.engine.config;
-        let cpu = match q.cpu_ms {
-            Some(ms) => cpu.min(Duration::from_millis(ms.max(1) as u64)),
-            None => cpu,
-        };
-        let mut limits = crate::runtime::InvocationLimits::new(
-            q.memory_bytes
-                .map_or(config.memory_limit_bytes, |b| b.max(1 << 16) as usize),
-            cpu,
-        );
-        if let Some(out) = q.max_output_bytes {
-            limits.output_bytes = out.max(0) as usize;
-        }
-        if config.runtime.fuel {
-            limits.fuel = Some(match q.fuel {
-                Some(budget) => {
-                    (budget.max(0) as u64).saturating_sub(self.fuel_used.load(Ordering::SeqCst))
-                }
-                None => u64::MAX,
-            });
-        }
-        limits
-    }
-
-    pub(crate) fn add_fuel(&self, used: u64) {
-        self.fuel_used.fetch_add(used, Ordering::SeqCst);
-    }
-
-    /// Bytes of `stream` journaled for `invocation` before this run.
-    pub(crate) fn output_recorded(
-        &self,
-        invocation: &str,
-        stream: crate::runtime::Stream,
-    ) -> usize {
-        self.index
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .output_recorded(invocation, stream.name())
-    }
-
-    /// Refuses a new call once the journal holds the tenant's maximum.
-    pub(crate) fn check_journal_room(&self) -> Result<(), Interrupt> {
-        let Some(max) = self.sandbox.quotas.max_journal_entries else {
-            return Ok(());
-        };
-        if self.writer.next_seq() > max {
-            return Err(Interrupt::Limit {
-                kind: "journal",
-                message: format!(
-                    "the execution reached its limit of {max} journal entries (tenant '{}')",
-                    self.sandbox.name
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    /// Refuses a payload larger than the tenant's maximum.
-    pub(crate) fn check_payload(&self, what: &str, len: usize) -> Result<(), WitError> {
-        match self.sandbox.quotas.max_payload_bytes {
-            Some(max) if len as i64 > max => Err(WitError::new(
-                "payload",
-                format!(
-                    "{what} is {len} bytes, more than the tenant's maximum payload of {max} bytes"
-                ),
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// The shared core of an [`Engine`].
-pub struct Inner {
-    pub(crate) store: SharedStore,
-    pub(crate) runtime: Runtime,
-    pub(crate) committer: GroupCommitter,
-    pub(crate) clock: SharedClock,
-    pub(crate) config: EngineConfig,
-    pub(crate) node_id: String,
-    pub(crate) running: Mutex<HashMap<String, Arc<CancelState>>>,
-    pub(crate) wake: Notify,
-    /// Ids of executions this node finished, for in-process waiters.
-    pub(crate) finished: tokio::sync::broadcast::Sender<String>,
-    /// Whether the scheduler runs in this process (else starts are left
-    /// to whichever node claims them).
-    pub(crate) serving: AtomicBool,
-    /// Tenants' sandbox settings, read from the store now and then.
-    pub(crate) tenants: tenant::TenantCache,
-    /// Package records by (tenant, sha256) (immutable once stored).
-    packages: Mutex<HashMap<(String, String), PackageRecord>>,
-    /// Followed executions' journals (see [`Feeds`]).
-    pub(crate) feeds: Feeds,
-    /// What executions running here wait for besides their journal (room
-    /// in the node's memory budget), with since when: shown by `status`.
-    notes: Arc<Mutex<HashMap<String, (String, i64)>>>,
-}
-
-impl Inner {
-    pub(crate) fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
-    }
-
-    /// What an invocation of execution `id` calls when it starts and stops
-    /// waiting for room in the node's memory budget.
-    pub(crate) fn memory_wait_hook(self: &Arc<Self>, id: &str) -> crate::runtime::WaitHook {
-        let (notes, clock, id) = (self.notes.clone(), self.clock.clone(), id.to_owned());
-        Arc::new(move |note: Option<String>| {
-            let mut notes = notes.lock().unwrap_or_else(|p| p.into_inner());
-            match note {
-                Some(note) => {
-                    notes.insert(id.clone(), (note, clock.now_ms()));
-                }
-                None => {
-                    notes.remove(&id);
-                }
-            }
-        })
-    }
-}
-
 /// A Cerebelum engine node: runs executions from a [`crate::store::Store`].
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 /// Package names are 1 to 128 letters, digits, '-', '_' and '.'.
@@ -415,11 +181,17 @@ impl Engine {
         check_package_name(name)?;
         let sha = sha256_hex(&bytes);
         let package = self.inner.runtime.validate(&sha, bytes.clone()).await?;
-        let info = serde_json::to_value(&package.info)
-            .map_err(|e| Error::Runtime(format!("encoding package info: {e}")))?;
         self.inner
             .store
-            .put_package(tenant, name, &sha, &bytes, &info, self.inner.now_ms())
+            .catalog()
+            .put_package(
+                tenant,
+                name,
+                &sha,
+                &bytes,
+                &package.info,
+                self.inner.now_ms(),
+            )
             .await
     }
 
@@ -458,12 +230,7 @@ impl Engine {
         self.admit_start(&package.tenant).await?;
         match self.inner.runtime.loaded(sha256) {
             Some(loaded) => loaded.info.check_workflow(workflow)?,
-            None => {
-                let info: crate::runtime::PackageInfo =
-                    serde_json::from_value(package.info.clone())
-                        .map_err(|e| Error::Schema(format!("stored package info: {e}")))?;
-                info.check_workflow(workflow)?;
-            }
+            None => package.info.check_workflow(workflow)?,
         }
         let inner = &self.inner;
         let id = new_id("ex");
@@ -572,7 +339,7 @@ impl Engine {
         if let Some(p) = cached {
             return Ok(p);
         }
-        let package = self.inner.store.package(tenant, sha256).await?;
+        let package = self.inner.store.catalog().package(tenant, sha256).await?;
         self.inner
             .packages
             .lock()
@@ -583,7 +350,7 @@ impl Engine {
 
     /// Runs the scheduler until `shutdown` resolves.
     pub async fn serve(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
-        crate::scheduler::run(self.inner.clone(), shutdown).await
+        scheduler::run(self.inner.clone(), shutdown).await
     }
 
     /// The journal feeds of this node: follow an execution's journal as
@@ -611,7 +378,7 @@ impl Engine {
     pub async fn wait_finished(&self, id: &str) -> Result<ExecutionRecord> {
         let mut finished = self.inner.finished.subscribe();
         loop {
-            let record = self.inner.store.execution(id).await?;
+            let record = self.inner.store.executions().execution(id).await?;
             if record.status.is_terminal() {
                 return Ok(record);
             }
@@ -644,243 +411,4 @@ impl Engine {
         served?;
         record
     }
-}
-
-/// Drives one claimed execution until it finishes, hibernates or is lost.
-pub(crate) async fn drive(inner: Arc<Inner>, claim: Claim) {
-    let cancel = Arc::new(CancelState::default());
-    inner
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(claim.execution_id.clone(), cancel.clone());
-    drive_registered(inner, claim, cancel, None).await;
-}
-
-/// [`drive`] for an execution already in `running`; `fresh` is the record
-/// of an execution this node just created (its journal is empty).
-#[instrument(skip_all, fields(execution_id = %claim.execution_id))]
-async fn drive_registered(
-    inner: Arc<Inner>,
-    claim: Claim,
-    cancel: Arc<CancelState>,
-    fresh: Option<ExecutionRecord>,
-) {
-    let id = claim.execution_id.clone();
-    match drive_claimed(&inner, &claim, cancel, fresh).await {
-        Ok(()) => {}
-        Err(Error::LostOwnership(_)) => lost_ownership(),
-        Err(e) => {
-            warn!(error = %e, "execution stopped by an engine error; it resumes from its journal later");
-            let failure = EngineFailure {
-                error: crate::util::shorten(&e.to_string(), 1000),
-                now_ms: inner.now_ms(),
-                base_delay_ms: inner.config.engine_retry.as_millis() as i64,
-                max_delay_ms: MAX_ENGINE_RETRY.as_millis() as i64,
-            };
-            if let Err(e) = inner.store.abandon(&id, claim.epoch, &failure).await {
-                warn!(error = %e, "could not release the execution");
-            }
-        }
-    }
-    inner
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
-    inner.wake.notify_one();
-}
-
-/// The journal entry and status change that end an execution.
-fn finish(
-    status: Status,
-    kind: &str,
-    result: Option<Value>,
-    error: Option<Value>,
-) -> (Vec<NewEntry>, StatusChange) {
-    let payload = json!({ "result": result, "error": error });
-    (
-        vec![NewEntry {
-            invocation: "engine".into(),
-            kind: kind.into(),
-            ref_seq: None,
-            args_hash: None,
-            payload,
-        }],
-        StatusChange::Finished {
-            status,
-            result,
-            error,
-        },
-    )
-}
-
-/// Another node claimed the execution (its lease ran out here): what this
-/// node was about to append was refused, and it lets the execution go.
-fn lost_ownership() {
-    warn!("lost ownership: another node took over the execution; dropping it here");
-}
-
-async fn drive_claimed(
-    inner: &Arc<Inner>,
-    claim: &Claim,
-    cancel: Arc<CancelState>,
-    fresh: Option<ExecutionRecord>,
-) -> Result<()> {
-    let (record, entries) = match fresh {
-        Some(record) => (record, Vec::new()),
-        None => {
-            let record = inner.store.execution(&claim.execution_id).await?;
-            let entries = inner.store.journal(&record.id, 0).await?;
-            (record, entries)
-        }
-    };
-    if record.cancel_requested {
-        cancel.request();
-    }
-    let last_seq = entries.last().map(|e| e.seq).unwrap_or(0);
-    if record.engine_failures >= MAX_ENGINE_FAILURES {
-        // Retried often enough: an operator looks at the cause and retries it.
-        let error = WitError::new(
-            "engine",
-            format!(
-                "the engine failed {} times in a row running this execution, the last time \
-                 with: {}; fix the cause, then `cerebelum retry {}`",
-                record.engine_failures,
-                record.engine_error.as_deref().unwrap_or("(no message)"),
-                record.id
-            ),
-        );
-        let writer = inner
-            .committer
-            .writer(&record.tenant, &record.id, claim.epoch, last_seq);
-        let (entries, change) = finish(Status::Failed, "failed", None, Some(error.to_json()));
-        writer.commit(entries, Vec::new(), Some(change)).await?;
-        warn!("execution failed after too many engine errors");
-        let _ = inner.finished.send(record.id.clone());
-        return Ok(());
-    }
-    let store = inner.store.clone();
-    let sha = record.package_sha256.clone();
-    let package = inner
-        .runtime
-        .load(&record.package_sha256, || async move {
-            store.package_bytes(&sha).await
-        })
-        .await?;
-    let sandbox = inner.tenant_sandbox(&record.tenant).await?;
-    // The tenant is entitled to its share of the cores while this runs.
-    let _active = inner.runtime.cpu().activate(&sandbox.name);
-    let writer = inner
-        .committer
-        .writer(&record.tenant, &record.id, claim.epoch, last_seq)
-        .redacting(sandbox.secret_values.clone());
-    let mut index = ReplayIndex::build(&entries);
-    index.resumed = claim.resumed;
-    let fuel_used = index.fuel_used;
-    if index.cancel_delivered {
-        cancel.delivered.store(true, Ordering::SeqCst);
-    }
-    if entries.is_empty() {
-        writer
-            .push(NewEntry {
-                invocation: "engine".into(),
-                kind: "started".into(),
-                ref_seq: None,
-                args_hash: None,
-                payload: json!({ "workflow": record.workflow, "input": record.input, "package": record.package_sha256 }),
-            })
-            .await?;
-    }
-    info!(replaying = entries.len(), "driving execution");
-    let exec = Arc::new(ExecState {
-        engine: inner.clone(),
-        package,
-        writer: writer.clone(),
-        index: Mutex::new(index),
-        cancel,
-        tasks: Mutex::new(HashMap::new()),
-        signals: claim.signals,
-        record,
-        sandbox,
-        fuel_used: AtomicU64::new(fuel_used),
-    });
-    let input = exec.record.input.to_string();
-    let outcome = invocation::run(
-        &exec,
-        WORKFLOW.to_owned(),
-        1,
-        inner.config.workflow_timeout,
-        Entrypoint::Workflow {
-            name: &exec.record.workflow,
-            input: &input,
-        },
-    )
-    .await;
-    for (_, task) in exec.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-        task.abort();
-    }
-    let outcome = match outcome {
-        Outcome::Returned(Ok(text)) => {
-            match exec.check_payload("the workflow's result", text.len()) {
-                Ok(()) => Outcome::Returned(Ok(text)),
-                Err(e) => Outcome::Returned(Err(e)),
-            }
-        }
-        other => other,
-    };
-    let (entries, change) = match outcome {
-        Outcome::Returned(Ok(text)) => finish(
-            Status::Completed,
-            "completed",
-            Some(parse_payload(&text)),
-            None,
-        ),
-        Outcome::Returned(Err(e)) => {
-            if exec.cancel.delivered.load(Ordering::SeqCst) {
-                finish(Status::Cancelled, "cancelled", None, Some(e.to_json()))
-            } else {
-                finish(Status::Failed, "failed", None, Some(e.to_json()))
-            }
-        }
-        Outcome::Interrupted(Interrupt::Nondeterminism(message)) => finish(
-            Status::Failed,
-            "failed",
-            None,
-            Some(WitError::new("nondeterminism", message).to_json()),
-        ),
-        Outcome::Interrupted(Interrupt::Suspend { wake_at }) => {
-            writer
-                .commit(
-                    Vec::new(),
-                    Vec::new(),
-                    Some(StatusChange::Waiting {
-                        wake_at_ms: wake_at,
-                        seen_signals: exec.signals,
-                    }),
-                )
-                .await?;
-            info!(?wake_at, "execution hibernated");
-            return Ok(());
-        }
-        Outcome::Interrupted(Interrupt::LostOwnership) => {
-            lost_ownership();
-            return Ok(());
-        }
-        Outcome::Interrupted(Interrupt::Limit { kind, message }) => finish(
-            Status::Failed,
-            "failed",
-            None,
-            Some(WitError::new(kind, message).to_json()),
-        ),
-        Outcome::Interrupted(Interrupt::Infra(message)) => return Err(Error::Runtime(message)),
-    };
-    let status = match &change {
-        StatusChange::Finished { status, .. } => *status,
-        StatusChange::Waiting { .. } => Status::Waiting,
-    };
-    writer.commit(entries, Vec::new(), Some(change)).await?;
-    info!(%status, "execution finished");
-    let _ = inner.finished.send(exec.record.id.clone());
-    Ok(())
 }

@@ -1,28 +1,9 @@
 //! Replay: the journal of an execution indexed per invocation, so each host
 //! call can be matched against the call recorded at the same place.
 
-use crate::model::Entry;
-use serde_json::Value;
+use crate::journal::{Entry, ErrorKind, Event, Outcome, PollCheck, step_invocation};
 use std::collections::HashMap;
 use std::fmt;
-
-/// The invocation id of the workflow itself.
-pub const WORKFLOW: &str = "wf";
-
-/// The invocation id of attempt `attempt` of the step call at `seq`.
-pub fn step_invocation(seq: i64, attempt: u32) -> String {
-    format!("{seq}.{attempt}")
-}
-
-/// Hash of a call's kind and arguments, as recorded and compared.
-pub fn args_hash(kind: &str, args: &Value) -> String {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    h.update(kind.as_bytes());
-    h.update([0]);
-    h.update(args.to_string().as_bytes());
-    hex::encode(&h.finalize()[..8])
-}
 
 /// Why user code was stopped from the host: not a failure of the code.
 #[derive(Debug, Clone)]
@@ -37,7 +18,7 @@ pub enum Interrupt {
     Infra(String),
     /// The execution went past a limit of its tenant (`kind` names it):
     /// it fails with that error.
-    Limit { kind: &'static str, message: String },
+    Limit { kind: ErrorKind, message: String },
 }
 
 impl fmt::Display for Interrupt {
@@ -63,13 +44,14 @@ impl From<crate::Error> for Interrupt {
     }
 }
 
-/// Whether a result payload is an error (`{"err": ...}`) of kind `kind`.
-pub fn is_error_kind(result: &Value, kind: &str) -> bool {
-    result
-        .get("err")
-        .and_then(|e| e.get("kind"))
-        .and_then(Value::as_str)
-        == Some(kind)
+/// What a retried attempt or a poll's unready check left in the journal:
+/// the progress of a call that takes time.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Progress {
+    /// An attempt failed; the next is due at `retry_at`.
+    Failed { retry_at: i64 },
+    /// A poll check found nothing ready.
+    Checked(PollCheck),
 }
 
 /// The journal, indexed for replay.
@@ -79,9 +61,10 @@ pub struct ReplayIndex {
     calls: HashMap<String, Vec<Entry>>,
     /// Results by the seq of their call. Error results from before the last
     /// operator retry are void (the failed call is retried live).
-    results: HashMap<i64, Value>,
-    /// `attempt-failed` / `poll-check` entries by call seq, since the last retry.
-    progress: HashMap<i64, Vec<Entry>>,
+    results: HashMap<i64, Outcome>,
+    /// Failed attempts and unready poll checks by call seq, since the last
+    /// retry.
+    progress: HashMap<i64, Vec<Progress>>,
     /// Highest attempt number started, by call seq (all time).
     attempts_used: HashMap<i64, u32>,
     /// Highest attempt number that ended (failed, or was voided by a
@@ -91,13 +74,13 @@ pub struct ReplayIndex {
     /// by (call seq, attempt).
     reruns: HashMap<(i64, u32), String>,
     /// The execution was hibernated before this run (see
-    /// [`crate::model::Claim::resumed`]): its unfinished attempts were
+    /// [`crate::store::Claim::resumed`]): its unfinished attempts were
     /// suspended at a durable wait, not cut short.
     pub resumed: bool,
     /// Whether a cancellation was delivered to the workflow.
     pub cancel_delivered: bool,
     /// Bytes of stdout / stderr journaled per invocation.
-    output: HashMap<(String, &'static str), usize>,
+    output: HashMap<(String, String), usize>,
     /// Fuel burned by the invocations journaled so far.
     pub fuel_used: u64,
 }
@@ -106,77 +89,85 @@ impl ReplayIndex {
     pub fn build(entries: &[Entry]) -> Self {
         let retry_marker = entries
             .iter()
-            .filter(|e| e.kind == "retried")
+            .filter(|e| matches!(e.event, Event::Retried(_)))
             .map(|e| e.seq)
             .max()
             .unwrap_or(0);
         let mut index = ReplayIndex::default();
         for e in entries {
-            match e.kind.as_str() {
-                "result" => {
-                    let Some(call) = e.ref_seq else { continue };
-                    let void = e.seq < retry_marker && e.payload.get("err").is_some();
-                    if void {
-                        let used = index.attempts_used(call);
-                        let ended = index.attempts_ended.entry(call).or_default();
-                        *ended = (*ended).max(used);
-                    } else {
-                        if is_error_kind(&e.payload, "cancelled") {
-                            index.cancel_delivered = true;
-                        }
-                        index.results.insert(call, e.payload.clone());
-                    }
-                }
-                "attempt" => {
-                    if let (Some(call), Some(n)) = (e.ref_seq, e.payload["attempt"].as_u64()) {
-                        let used = index.attempts_used.entry(call).or_default();
-                        *used = (*used).max(n as u32);
-                        if let Some(inv) = e.payload["invocation"].as_str() {
-                            index.reruns.insert((call, n as u32), inv.to_owned());
-                        }
-                    }
-                }
-                "attempt-failed" | "poll-check" => {
-                    if let (Some(call), Some(n)) = (e.ref_seq, e.payload["attempt"].as_u64()) {
-                        let ended = index.attempts_ended.entry(call).or_default();
-                        *ended = (*ended).max(n as u32);
-                    }
-                    if let Some(call) = e.ref_seq
-                        && e.seq > retry_marker
-                    {
-                        index.progress.entry(call).or_default().push(e.clone());
-                    }
-                }
-                "retried" | "started" | "completed" | "failed" | "cancelled" => {}
-                "output" => {
-                    let stream = match e.payload["stream"].as_str() {
-                        Some("stderr") => "stderr",
-                        _ => "stdout",
-                    };
-                    let bytes = e.payload["bytes"].as_u64().unwrap_or(0) as usize;
-                    *index
-                        .output
-                        .entry((e.invocation.clone(), stream))
-                        .or_default() += bytes;
-                }
-                "usage" => index.fuel_used += e.payload["fuel"].as_u64().unwrap_or(0),
-                _ => index
+            match &e.event {
+                Event::Call { .. } => index
                     .calls
                     .entry(e.invocation.clone())
                     .or_default()
                     .push(e.clone()),
+                Event::Result { call, outcome } => {
+                    let void = e.seq < retry_marker && outcome.is_err();
+                    if void {
+                        let used = index.attempts_used(*call);
+                        let ended = index.attempts_ended.entry(*call).or_default();
+                        *ended = (*ended).max(used);
+                    } else {
+                        if matches!(outcome, Err(err) if err.kind == ErrorKind::Cancelled) {
+                            index.cancel_delivered = true;
+                        }
+                        index.results.insert(*call, outcome.clone());
+                    }
+                }
+                Event::Attempt { call, attempt } => {
+                    let used = index.attempts_used.entry(*call).or_default();
+                    *used = (*used).max(attempt.attempt);
+                    if let Some(inv) = &attempt.invocation {
+                        index.reruns.insert((*call, attempt.attempt), inv.clone());
+                    }
+                }
+                Event::AttemptFailed { call, failed } => {
+                    index.ended(*call, failed.attempt);
+                    if e.seq > retry_marker {
+                        index
+                            .progress
+                            .entry(*call)
+                            .or_default()
+                            .push(Progress::Failed {
+                                retry_at: failed.retry_at,
+                            });
+                    }
+                }
+                Event::PollCheck { call, check } => {
+                    index.ended(*call, check.attempt);
+                    if e.seq > retry_marker {
+                        index
+                            .progress
+                            .entry(*call)
+                            .or_default()
+                            .push(Progress::Checked(check.clone()));
+                    }
+                }
+                Event::Output(out) => {
+                    *index
+                        .output
+                        .entry((e.invocation.clone(), out.stream.clone()))
+                        .or_default() += out.bytes as usize;
+                }
+                Event::Usage(usage) => index.fuel_used += usage.fuel,
+                Event::Started(_) | Event::Finished(_) | Event::Retried(_) => {}
             }
         }
         index
+    }
+
+    fn ended(&mut self, call: i64, attempt: u32) {
+        let ended = self.attempts_ended.entry(call).or_default();
+        *ended = (*ended).max(attempt);
     }
 
     /// Bytes of `stream` journaled for `invocation` (its replay writes
     /// them again; only what comes after is new).
     pub fn output_recorded(&self, invocation: &str, stream: &str) -> usize {
         self.output
-            .iter()
-            .find(|((inv, s), _)| inv == invocation && *s == stream)
-            .map_or(0, |(_, n)| *n)
+            .get(&(invocation.to_owned(), stream.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The recorded call at `cursor` of `invocation`, if the journal has one.
@@ -184,11 +175,11 @@ impl ReplayIndex {
         self.calls.get(invocation).and_then(|c| c.get(cursor))
     }
 
-    pub fn result(&self, call_seq: i64) -> Option<&Value> {
+    pub fn result(&self, call_seq: i64) -> Option<&Outcome> {
         self.results.get(&call_seq)
     }
 
-    pub fn progress(&self, call_seq: i64) -> &[Entry] {
+    pub fn progress(&self, call_seq: i64) -> &[Progress] {
         self.progress
             .get(&call_seq)
             .map(Vec::as_slice)
@@ -229,56 +220,92 @@ impl ReplayIndex {
     }
 }
 
-/// A short description of a call for messages: `call-step {"step":"greet",..}`.
-pub fn describe_call(kind: &str, args: &Value) -> String {
-    format!("{kind} {}", crate::util::shorten(&args.to_string(), 120))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::{
+        Attempt, AttemptFailed, Call, CallError, CallKind, NoArgs, Retried, Sleep, SleepArgs,
+        WORKFLOW,
+    };
+    use crate::model::Status;
     use serde_json::json;
 
-    fn entry(seq: i64, inv: &str, kind: &str, ref_seq: Option<i64>, payload: Value) -> Entry {
+    fn entry(seq: i64, inv: &str, event: Event) -> Entry {
         Entry {
             seq,
             invocation: inv.into(),
-            kind: kind.into(),
-            ref_seq,
-            args_hash: None,
-            payload,
+            event,
             at_ms: 0,
         }
+    }
+
+    fn step_call(seq: i64) -> Entry {
+        let call = Call::NowMs(crate::journal::Answered {
+            args: NoArgs {},
+            answer: 0,
+        });
+        let hash = CallKind::NowMs.hash(&NoArgs {});
+        entry(seq, WORKFLOW, Event::Call { hash, call })
+    }
+
+    fn attempt(seq: i64, call: i64, n: u32) -> Entry {
+        entry(
+            seq,
+            WORKFLOW,
+            Event::Attempt {
+                call,
+                attempt: Attempt {
+                    step: "s".into(),
+                    attempt: n,
+                    invocation: None,
+                },
+            },
+        )
+    }
+
+    fn failed(seq: i64, call: i64, n: u32) -> Entry {
+        entry(
+            seq,
+            WORKFLOW,
+            Event::AttemptFailed {
+                call,
+                failed: AttemptFailed {
+                    step: "s".into(),
+                    attempt: n,
+                    error: CallError::new(ErrorKind::Other("x".into()), "m"),
+                    retry_at: 5,
+                },
+            },
+        )
+    }
+
+    fn result(seq: i64, call: i64, outcome: Outcome) -> Entry {
+        entry(seq, WORKFLOW, Event::Result { call, outcome })
     }
 
     #[test]
     fn error_results_before_a_retry_are_void() {
         let entries = vec![
-            entry(1, WORKFLOW, "call-step", None, json!({})),
-            entry(2, WORKFLOW, "result", Some(1), json!({"ok": 1})),
-            entry(3, WORKFLOW, "call-step", None, json!({})),
-            entry(4, WORKFLOW, "attempt", Some(3), json!({"attempt": 1})),
-            entry(5, "3.1", "now-ms", None, json!({})),
-            entry(6, WORKFLOW, "attempt", Some(3), json!({"attempt": 2})),
+            step_call(1),
+            result(2, 1, Ok(json!(1))),
+            step_call(3),
+            attempt(4, 3, 1),
+            entry(5, "3.1", step_call(5).event),
+            attempt(6, 3, 2),
+            failed(7, 3, 2),
+            attempt(8, 3, 3),
+            result(9, 3, Err(CallError::new(ErrorKind::Other("x".into()), ""))),
             entry(
-                7,
-                WORKFLOW,
-                "attempt-failed",
-                Some(3),
-                json!({"attempt": 2}),
+                10,
+                "operator",
+                Event::Retried(Retried {
+                    previous_status: Status::Failed,
+                    error: None,
+                }),
             ),
-            entry(8, WORKFLOW, "attempt", Some(3), json!({"attempt": 3})),
-            entry(
-                9,
-                WORKFLOW,
-                "result",
-                Some(3),
-                json!({"err": {"kind": "x"}}),
-            ),
-            entry(10, "operator", "retried", None, json!({})),
         ];
         let index = ReplayIndex::build(&entries);
-        assert_eq!(index.result(1), Some(&json!({"ok": 1})));
+        assert_eq!(index.result(1), Some(&Ok(json!(1))));
         assert_eq!(index.result(3), None, "the failed call is retried live");
         assert!(
             index.progress(3).is_empty(),
@@ -295,20 +322,14 @@ mod tests {
     #[test]
     fn a_crashed_attempt_reruns_its_journal_under_the_next_number() {
         let mut entries = vec![
-            entry(1, WORKFLOW, "call-step", None, json!({})),
-            entry(2, WORKFLOW, "attempt", Some(1), json!({"attempt": 1})),
-            entry(
-                3,
-                WORKFLOW,
-                "attempt-failed",
-                Some(1),
-                json!({"attempt": 1}),
-            ),
-            entry(4, WORKFLOW, "attempt", Some(1), json!({"attempt": 2})),
+            step_call(1),
+            attempt(2, 1, 1),
+            failed(3, 1, 1),
+            attempt(4, 1, 2),
         ];
         let mut index = ReplayIndex::build(&entries);
         assert_eq!(index.next_attempt(1), (3, "1.2".to_owned()));
-        assert_eq!(index.progress(1).len(), 1);
+        assert_eq!(index.progress(1), [Progress::Failed { retry_at: 5 }]);
         index.resumed = true;
         assert_eq!(
             index.next_attempt(1),
@@ -316,37 +337,28 @@ mod tests {
             "a hibernated attempt goes on under its number"
         );
         // The re-run crashes too: its successor still replays attempt 2's journal.
-        entries.push(entry(
-            5,
-            WORKFLOW,
-            "attempt",
-            Some(1),
-            json!({"attempt": 3, "invocation": "1.2"}),
-        ));
+        let mut rerun = attempt(5, 1, 3);
+        if let Event::Attempt { attempt, .. } = &mut rerun.event {
+            attempt.invocation = Some("1.2".into());
+        }
+        entries.push(rerun);
         let index = ReplayIndex::build(&entries);
         assert_eq!(index.next_attempt(1), (4, "1.2".to_owned()));
     }
 
     #[test]
     fn cancelled_result_marks_delivery() {
+        let sleep = Event::Call {
+            hash: CallKind::Sleep.hash(&SleepArgs { duration_ms: 1 }),
+            call: Call::Sleep(Sleep {
+                args: SleepArgs { duration_ms: 1 },
+                due_at: 1,
+            }),
+        };
         let entries = vec![
-            entry(1, WORKFLOW, "sleep", None, json!({})),
-            entry(
-                2,
-                WORKFLOW,
-                "result",
-                Some(1),
-                json!({"err": {"kind": "cancelled"}}),
-            ),
+            entry(1, WORKFLOW, sleep),
+            result(2, 1, Err(CallError::cancelled())),
         ];
         assert!(ReplayIndex::build(&entries).cancel_delivered);
-    }
-
-    #[test]
-    fn hash_depends_on_kind_and_args() {
-        let a = args_hash("sleep", &json!({"ms": 1}));
-        assert_eq!(a, args_hash("sleep", &json!({"ms": 1})));
-        assert_ne!(a, args_hash("sleep", &json!({"ms": 2})));
-        assert_ne!(a, args_hash("poll", &json!({"ms": 1})));
     }
 }

@@ -145,8 +145,8 @@ impl Inner {
         {
             return Ok(s.clone());
         }
-        let record = self.store.tenant(tenant).await?;
-        let secrets = self.store.secret_values(tenant).await?;
+        let record = self.store.catalog().tenant(tenant).await?;
+        let secrets = self.store.catalog().secret_values(tenant).await?;
         let quotas = record.quotas.or(self.config.quotas);
         // An allow-list stored by an older or newer version that this one
         // cannot read allows nothing rather than failing every execution.

@@ -12,12 +12,14 @@ pub use cpu::CpuSlots;
 pub use memory::{MAX_WAIT as MEMORY_WAIT, MemoryBudget};
 pub use output::{CapturedOutput, Stream};
 pub use sandbox::{
-    DEFAULT_OUTPUT_BYTES, InvocationLimits, LimitHit, StoreData, WaitHook, live_instances,
-    new_store as sandbox_store,
+    DEFAULT_OUTPUT_BYTES, Embedding, InvocationLimits, LimitHit, Sandbox, WaitHook, live_instances,
+    new_store,
 };
 
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
+use crate::model::{
+    CallError, ErrorKind, PackageInfo, RetryPolicy, StepInfo, StepOptions, WorkflowInfo,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,76 +101,17 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
 }
 
 /// What packages are linked with: WASI p2 (without ambient authority, see
-/// the sandbox), `wasi:http` through the journaled hooks, and the
-/// Cerebelum host.
-pub fn linker(engine: &Engine) -> Result<Linker<StoreData>> {
+/// the sandbox), `wasi:http` through the embedder's hooks, and the
+/// Cerebelum host, all implemented by the embedder's store data `T`.
+pub fn linker<T: Embedding>(engine: &Engine) -> Result<Linker<T>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(|e| Error::Runtime(format!("linking WASI: {e}")))?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
         .map_err(|e| Error::Runtime(format!("linking WASI HTTP: {e}")))?;
-    PackageWorld::add_to_linker::<_, HasSelf<StoreData>>(&mut linker, |d| d)
+    PackageWorld::add_to_linker::<_, HasSelf<T>>(&mut linker, |d| d)
         .map_err(|e| Error::Runtime(format!("linking the host: {e}")))?;
     Ok(linker)
-}
-
-/// What a package exports, as `describe` told it. Stored as JSON.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PackageInfo {
-    pub workflows: Vec<WorkflowInfo>,
-    pub steps: Vec<StepInfo>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkflowInfo {
-    pub name: String,
-    pub description: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepInfo {
-    pub name: String,
-    pub description: String,
-    pub options: StepOptions,
-}
-
-/// Step options as the engine keeps them (JSON-friendly mirror of the WIT).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct StepOptions {
-    pub retry: Option<RetryPolicy>,
-    pub attempt_timeout_ms: Option<u64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial_backoff_ms: u64,
-    pub multiplier: f64,
-    pub max_backoff_ms: u64,
-    pub non_retryable: Vec<String>,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 3,
-            initial_backoff_ms: 1000,
-            multiplier: 2.0,
-            max_backoff_ms: 60_000,
-            non_retryable: Vec::new(),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Wait after `failed` failed attempts (1-based).
-    pub fn backoff_ms(&self, failed: u32) -> u64 {
-        let exp = self
-            .multiplier
-            .max(1.0)
-            .powi(failed.saturating_sub(1) as i32);
-        ((self.initial_backoff_ms as f64) * exp).min(self.max_backoff_ms as f64) as u64
-    }
 }
 
 impl From<wit::RetryPolicy> for RetryPolicy {
@@ -192,8 +135,31 @@ impl From<wit::StepOptions> for StepOptions {
     }
 }
 
-impl PackageInfo {
-    fn from_wit(info: wit::PackageInfo) -> Self {
+impl From<wit::Error> for CallError {
+    fn from(e: wit::Error) -> Self {
+        Self {
+            kind: ErrorKind::parse(&e.kind),
+            message: e.message,
+            // Details are JSON text; kept as a string if they are not JSON.
+            details: e
+                .details
+                .map(|d| serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d))),
+        }
+    }
+}
+
+impl From<CallError> for wit::Error {
+    fn from(e: CallError) -> Self {
+        Self {
+            kind: e.kind.as_str().to_owned(),
+            message: e.message,
+            details: e.details.map(|d| d.to_string()),
+        }
+    }
+}
+
+impl From<wit::PackageInfo> for PackageInfo {
+    fn from(info: wit::PackageInfo) -> Self {
         Self {
             workflows: info
                 .workflows
@@ -214,58 +180,29 @@ impl PackageInfo {
                 .collect(),
         }
     }
-
-    /// The step called `name`, or an error listing the steps there are.
-    pub fn step(&self, name: &str) -> std::result::Result<&StepInfo, String> {
-        self.steps.iter().find(|s| s.name == name).ok_or_else(|| {
-            format!(
-                "the package has no step named '{name}'; it has: {}",
-                list(self.steps.iter().map(|s| s.name.as_str()))
-            )
-        })
-    }
-
-    /// Checks that the package has a workflow called `name`.
-    pub fn check_workflow(&self, name: &str) -> Result<()> {
-        if self.workflows.iter().any(|w| w.name == name) {
-            return Ok(());
-        }
-        Err(Error::InvalidInput(format!(
-            "the package has no workflow named '{name}'; it has: {}",
-            list(self.workflows.iter().map(|w| w.name.as_str()))
-        )))
-    }
 }
 
-fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let names: Vec<&str> = names.collect();
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(", ")
-    }
-}
-
-/// A package ready to instantiate.
-pub struct LoadedPackage {
+/// A package ready to instantiate with store data `T`.
+pub struct LoadedPackage<T: 'static> {
     pub sha256: String,
-    pub pre: PackagePre<StoreData>,
+    pub pre: PackagePre<T>,
     pub info: PackageInfo,
 }
 
-/// The wasmtime engine, its linker and the packages loaded so far.
-pub struct Runtime {
+/// The wasmtime engine, its linker and the packages loaded so far, for
+/// invocations whose store data is `T` (the embedder's, see [`Embedding`]).
+pub struct Runtime<T: Embedding> {
     engine: Engine,
-    linker: Linker<StoreData>,
+    linker: Linker<T>,
     cache: cache::ComponentCache,
-    loaded: Mutex<HashMap<String, Arc<LoadedPackage>>>,
+    loaded: Mutex<HashMap<String, Arc<LoadedPackage<T>>>>,
     ticker_stop: Arc<AtomicBool>,
     fuel: bool,
     cpu: CpuSlots,
     memory: MemoryBudget,
 }
 
-impl Runtime {
+impl<T: Embedding> Runtime<T> {
     pub fn new(config: &RuntimeConfig) -> Result<Self> {
         let engine = Engine::new(&engine_config(config))
             .map_err(|e| Error::Runtime(format!("configuring wasmtime: {e}")))?;
@@ -322,7 +259,7 @@ impl Runtime {
     /// The package with `sha256`, compiled (or loaded from the cache) and
     /// checked against the world. `bytes` is called only if it is not yet
     /// loaded in this process.
-    pub async fn load<F, Fut>(&self, sha256: &str, bytes: F) -> Result<Arc<LoadedPackage>>
+    pub async fn load<F, Fut>(&self, sha256: &str, bytes: F) -> Result<Arc<LoadedPackage<T>>>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<u8>>>,
@@ -354,7 +291,7 @@ impl Runtime {
     }
 
     /// The package with `sha256` if this process has loaded it.
-    pub fn loaded(&self, sha256: &str) -> Option<Arc<LoadedPackage>> {
+    pub fn loaded(&self, sha256: &str) -> Option<Arc<LoadedPackage<T>>> {
         self.loaded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -364,7 +301,7 @@ impl Runtime {
 
     /// Validates `bytes` as a Cerebelum package, caching its compiled form:
     /// a clear error says what is wrong if it is not one.
-    pub async fn validate(&self, sha256: &str, bytes: Vec<u8>) -> Result<Arc<LoadedPackage>> {
+    pub async fn validate(&self, sha256: &str, bytes: Vec<u8>) -> Result<Arc<LoadedPackage<T>>> {
         check_header(&bytes)?;
         let bytes_for_load = bytes;
         self.load(sha256, || async move { Ok(bytes_for_load) })
@@ -391,7 +328,7 @@ impl Runtime {
         sha256: &str,
         component: &Component,
         known: Option<PackageInfo>,
-    ) -> Result<LoadedPackage> {
+    ) -> Result<LoadedPackage<T>> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             Error::InvalidInput(format!(
                 "the component imports something Cerebelum does not provide (only \
@@ -412,7 +349,7 @@ impl Runtime {
                 info,
             });
         }
-        let mut store = sandbox::describe_store(&self.engine, self.fuel);
+        let mut store = sandbox::describe_store::<T>(&self.engine, self.fuel);
         let instance = pre.instantiate_async(&mut store).await.map_err(|e| {
             Error::InvalidInput(format!("instantiating the component failed: {e:#}"))
         })?;
@@ -424,12 +361,12 @@ impl Runtime {
         Ok(LoadedPackage {
             sha256: sha256.to_owned(),
             pre,
-            info: PackageInfo::from_wit(info),
+            info: info.into(),
         })
     }
 }
 
-impl Drop for Runtime {
+impl<T: Embedding> Drop for Runtime<T> {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
@@ -463,19 +400,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let policy = RetryPolicy {
-            max_attempts: 10,
-            initial_backoff_ms: 100,
-            multiplier: 2.0,
-            max_backoff_ms: 1000,
-            non_retryable: Vec::new(),
-        };
-        let waits: Vec<u64> = (1..=6).map(|n| policy.backoff_ms(n)).collect();
-        assert_eq!(waits, vec![100, 200, 400, 800, 1000, 1000]);
-    }
 
     #[test]
     fn headers_tell_modules_from_components() {

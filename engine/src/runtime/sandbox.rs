@@ -1,13 +1,17 @@
 //! The per-invocation store: WASI without ambient authority (no files, no
 //! environment, no sockets; clocks and randomness deterministic per
-//! invocation; HTTP only through the journaled, allow-listed hooks),
-//! limits on memory, CPU time, fuel and output, and the tenant's share of
-//! running invocations.
+//! invocation; HTTP only through the embedder's hooks), limits on memory,
+//! CPU time, fuel and output, and the tenant's share of running
+//! invocations.
+//!
+//! The store's data belongs to the embedder (the executor), as
+//! wasmtime-wasi's `WasiView` intends: it holds a [`Sandbox`] and
+//! whatever its host calls need, and implements [`Embedding`].
 
+use super::bindings::cerebelum::workflow::{host, types};
 use super::cpu::{Core, CpuSlots};
 use super::memory::{Held, MemoryBudget};
 use super::output::{CapturedOutput, Stream};
-use crate::executor::{HttpHooks, Invocation};
 use rand::SeedableRng;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +22,7 @@ use wasmtime_wasi::{
     HostMonotonicClock, HostWallClock, ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView,
     WasiView,
 };
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
 /// Captured stdout + stderr of an invocation without a tenant limit.
 pub const DEFAULT_OUTPUT_BYTES: usize = 64 << 10;
@@ -67,12 +71,28 @@ pub enum LimitHit {
 /// budget (with what it waits for) and when the wait ends (`None`).
 pub type WaitHook = Arc<dyn Fn(Option<String>) + Send + Sync>;
 
-/// The data of one invocation's `Store`.
-pub struct StoreData {
+/// What the data of an invocation's `Store` provides: its [`Sandbox`],
+/// WASI and `wasi:http` views of it, and the `cerebelum:workflow` host.
+/// The embedder (the executor) implements it on a type of its own.
+pub trait Embedding:
+    WasiView + WasiHttpView + host::Host + types::Host + Send + Sized + 'static
+{
+    fn sandbox(&mut self) -> &mut Sandbox;
+
+    fn sandbox_ref(&self) -> &Sandbox;
+
+    /// Data for an instance that only answers `describe`: no execution,
+    /// no host calls.
+    fn without_host(sandbox: Sandbox) -> Self;
+}
+
+/// The runtime's part of an invocation's store data: WASI without ambient
+/// authority, the limits and what the invocation used of them, its
+/// captured output, and its hold on the node's cores and memory.
+pub struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
     http_ctx: WasiHttpCtx,
-    pub(crate) http: HttpHooks,
     limits: InvocationLimits,
     limit_hit: Option<LimitHit>,
     /// The size a memory asked to grow to when a limit refused it.
@@ -88,8 +108,6 @@ pub struct StoreData {
     /// A core of the node's (see [`CpuSlots`]): held while guest code runs,
     /// given back at every epoch tick and while waiting in a host call.
     cpu: Option<CpuHold>,
-    /// The journal-backed host of this invocation; `None` for `describe`.
-    pub(crate) host: Option<Invocation>,
     _live: LiveGuard,
 }
 
@@ -161,7 +179,7 @@ pub fn live_instances() -> usize {
     LIVE_INSTANCES.load(Ordering::SeqCst)
 }
 
-impl StoreData {
+impl Sandbox {
     pub fn limit_hit(&self) -> Option<LimitHit> {
         if self.output.exceeded() {
             return Some(LimitHit::Output);
@@ -251,29 +269,28 @@ impl StoreData {
             .saturating_sub(self.host_time)
             .saturating_sub(Duration::from_nanos(queued))
     }
-}
 
-impl WasiHttpView for StoreData {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http_ctx,
-            table: &mut self.table,
-            hooks: &mut self.http,
-        }
-    }
-}
-
-impl WasiView for StoreData {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
+    /// The WASI view of the sandbox (for [`WasiView`]).
+    pub fn wasi(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
     }
+
+    /// The `wasi:http` view of the sandbox, requests going through
+    /// `hooks` (for [`WasiHttpView`]).
+    pub fn http<'a>(&'a mut self, hooks: &'a mut dyn WasiHttpHooks) -> WasiHttpCtxView<'a> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks,
+        }
+    }
 }
 
 #[async_trait::async_trait]
-impl ResourceLimiterAsync for StoreData {
+impl ResourceLimiterAsync for Sandbox {
     async fn memory_growing(
         &mut self,
         current: usize,
@@ -354,16 +371,16 @@ impl HostMonotonicClock for FrozenMonotonicClock {
     }
 }
 
-/// A fresh store for one invocation. `seed` makes WASI randomness
-/// deterministic per (execution, invocation); `wall_ms` is what the WASI
-/// wall clock shows.
-pub fn new_store(
+/// A fresh store for one invocation, its data made by `embed` from the
+/// sandbox. `seed` makes WASI randomness deterministic per (execution,
+/// invocation); `wall_ms` is what the WASI wall clock shows.
+pub fn new_store<T: Embedding>(
     engine: &Engine,
     limits: InvocationLimits,
-    host: Option<Invocation>,
     seed: u64,
     wall_ms: i64,
-) -> Store<StoreData> {
+    embed: impl FnOnce(Sandbox) -> T,
+) -> Store<T> {
     let output = CapturedOutput::new(limits.output_bytes);
     let wasi = WasiCtxBuilder::new()
         .stdout(output.stream(Stream::Stdout))
@@ -381,14 +398,12 @@ pub fn new_store(
         .allow_udp(false)
         .allow_ip_name_lookup(false)
         .build();
-    let http = HttpHooks::new(host.as_ref());
     let mut store = Store::new(
         engine,
-        StoreData {
+        embed(Sandbox {
             wasi,
             table: ResourceTable::new(),
             http_ctx: WasiHttpCtx::new(),
-            http,
             limits,
             limit_hit: None,
             memory_refused: None,
@@ -398,11 +413,10 @@ pub fn new_store(
             host_time: Duration::ZERO,
             share: None,
             cpu: None,
-            host,
             _live: LiveGuard::new(),
-        },
+        }),
     );
-    store.limiter_async(|d| d as &mut dyn ResourceLimiterAsync);
+    store.limiter_async(|d| d.sandbox() as &mut dyn ResourceLimiterAsync);
     if let Some(fuel) = limits.fuel {
         // Only an engine that meters fuel accepts it (see `engine_config`).
         if store.set_fuel(fuel).is_err() {
@@ -411,7 +425,7 @@ pub fn new_store(
     }
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
-        let data = ctx.data_mut();
+        let data = ctx.data_mut().sandbox();
         if data.guest_time() > data.limits.cpu {
             data.limit_hit = Some(LimitHit::Deadline);
             return Ok(UpdateDeadline::Interrupt);
@@ -430,8 +444,8 @@ pub fn new_store(
 
 /// A store for calling `describe` during validation; `fuel`: whether the
 /// engine meters fuel.
-pub(super) fn describe_store(engine: &Engine, fuel: bool) -> Store<StoreData> {
+pub(super) fn describe_store<T: Embedding>(engine: &Engine, fuel: bool) -> Store<T> {
     let mut limits = InvocationLimits::new(1 << 30, Duration::from_secs(10));
     limits.fuel = fuel.then_some(u64::MAX);
-    new_store(engine, limits, None, 0, 0)
+    new_store(engine, limits, 0, 0, T::without_host)
 }

@@ -15,7 +15,8 @@
 
 use super::SharedStore;
 use crate::error::{Error, Result};
-use crate::model::{Entry, ExecutionRecord};
+use crate::journal::Entry;
+use crate::model::ExecutionRecord;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -164,8 +165,8 @@ async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>, mut last_seq: i6
         }
         // The status first: entries committed before it are then read too.
         let read = async {
-            let record = shared.store.execution(&id).await?;
-            let entries = shared.store.journal(&id, last_seq).await?;
+            let record = shared.store.executions().execution(&id).await?;
+            let entries = shared.store.executions().journal(&id, last_seq).await?;
             Ok::<_, Error>((record, entries))
         };
         let (record, entries) = match read.await {
@@ -223,7 +224,13 @@ impl Follower {
         loop {
             if self.read_history {
                 self.read_history = false;
-                match self.shared.store.journal(&self.id, self.last_seq).await {
+                match self
+                    .shared
+                    .store
+                    .executions()
+                    .journal(&self.id, self.last_seq)
+                    .await
+                {
                     Ok(entries) => self.backlog.extend(entries),
                     Err(e) => {
                         self.done = true;

@@ -15,9 +15,11 @@
 
 use super::SharedStore;
 use super::feed::Feeds;
+use super::{CommitOp, Creation, SideWrite, StatusChange};
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
-use crate::model::{CommitOp, Creation, Entry, SideWrite, StatusChange};
+use crate::journal::{Entry, Event};
+use crate::model::CallError;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -276,10 +278,37 @@ pub struct JournalWriter {
 #[derive(Debug, Clone)]
 pub struct NewEntry {
     pub invocation: String,
-    pub kind: String,
-    pub ref_seq: Option<i64>,
-    pub args_hash: Option<String>,
-    pub payload: Value,
+    pub event: Event,
+}
+
+impl NewEntry {
+    pub fn new(invocation: impl Into<String>, event: Event) -> Self {
+        Self {
+            invocation: invocation.into(),
+            event,
+        }
+    }
+}
+
+/// `event` with every occurrence of a secret in its strings replaced (the
+/// stored form is redacted and read back).
+fn redact_event(event: &mut Event, secrets: &[String]) {
+    let mut row = event.to_row();
+    redact(&mut row.payload, secrets);
+    if let Ok(redacted) = Event::from_row(row) {
+        *event = redacted;
+    }
+}
+
+/// `error` with every occurrence of a secret replaced.
+fn redact_error(error: &mut CallError, secrets: &[String]) {
+    let Ok(mut value) = serde_json::to_value(&*error) else {
+        return;
+    };
+    redact(&mut value, secrets);
+    if let Ok(redacted) = serde_json::from_value(value) {
+        *error = redacted;
+    }
 }
 
 impl JournalWriter {
@@ -328,11 +357,14 @@ impl JournalWriter {
         let mut status = status;
         if let Some(secrets) = &self.secrets {
             for e in &mut entries {
-                redact(&mut e.payload, secrets);
+                redact_event(&mut e.event, secrets);
             }
             if let Some(StatusChange::Finished { result, error, .. }) = &mut status {
-                for v in [result, error].into_iter().flatten() {
-                    redact(v, secrets);
+                if let Some(result) = result {
+                    redact(result, secrets);
+                }
+                if let Some(error) = error {
+                    redact_error(error, secrets);
                 }
             }
         }
@@ -355,10 +387,7 @@ impl JournalWriter {
                     Entry {
                         seq,
                         invocation: e.invocation,
-                        kind: e.kind,
-                        ref_seq: e.ref_seq,
-                        args_hash: e.args_hash,
-                        payload: e.payload,
+                        event: e.event,
                         at_ms,
                     }
                 })
@@ -493,10 +522,7 @@ mod tests {
                     .map(|i| Entry {
                         seq: i as i64,
                         invocation: "wf".into(),
-                        kind: "log".into(),
-                        ref_seq: None,
-                        args_hash: None,
-                        payload: Value::Null,
+                        event: Event::Usage(crate::journal::Usage { fuel: 0 }),
                         at_ms: 0,
                     })
                     .collect(),

@@ -1,6 +1,12 @@
-//! Storage: one trait, [`Store`], with its durability contract, and its
-//! backends: SQLite (embedded, one node) and PostgreSQL (any number of
-//! nodes sharing one database).
+//! Storage, split by who uses it: the [`Catalog`] (tenants, keys,
+//! secrets, packages: the API and `cerebelum admin`), [`Executions`] (what
+//! clients read and decide), and the [`Store`] itself (what engine nodes
+//! write: group commits, claims, leases), with its durability contract.
+//! Two backends: SQLite (embedded, one node) and PostgreSQL (any number of
+//! nodes sharing one database). The SQL that is the same on both is
+//! written once (`sql.rs`, generic over sqlx's `Database`); each backend
+//! keeps only its hot path (`sqlite.rs` + `sqlite_commit.rs`,
+//! `postgres.rs`).
 //!
 //! # Durability contract
 //!
@@ -14,29 +20,33 @@
 
 mod feed;
 mod group;
+mod ops;
 mod postgres;
 mod rows;
+mod sql;
 mod sqlite;
 mod sqlite_commit;
 
 pub use feed::{FeedEvent, Feeds, Follower};
 pub use group::{GroupCommitter, JournalWriter, NewEntry, REDACTED, redact};
+pub use ops::{Claim, CommitOp, Creation, SideWrite, StatusChange};
 pub use postgres::PgStore;
 pub(crate) use rows::execution_not_found;
 pub use sqlite::{SqliteStore, Synchronous};
 
 use crate::error::Result;
+use crate::journal::Entry;
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
-    NewExecution, PackageRecord, Quotas, SecretRecord, TenantRecord,
+    ApiKeyRecord, ApprovalRecord, Decision, ExecutionRecord, ListFilter, NewExecution, PackageInfo,
+    PackageRecord, Quotas, SecretRecord, TenantRecord,
 };
 use async_trait::async_trait;
-use serde_json::Value;
 use std::sync::Arc;
 
-/// The engine's storage. See the module docs for the durability contract.
+/// Tenants, their API keys and secrets, and packages: what the API and
+/// `cerebelum admin` manage. Written once for both backends (`sql.rs`).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Catalog: Send + Sync {
     /// Creates a tenant; a conflict if the name is taken.
     async fn create_tenant(
         &self,
@@ -54,6 +64,11 @@ pub trait Store: Send + Sync + 'static {
         quotas: &Quotas,
         http_allow: &[String],
     ) -> Result<TenantRecord>;
+
+    async fn tenant(&self, name: &str) -> Result<TenantRecord>;
+
+    /// Every tenant, by name.
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>>;
 
     /// Sets (creates or replaces) a secret of `tenant`.
     async fn set_secret(
@@ -73,11 +88,6 @@ pub trait Store: Send + Sync + 'static {
     /// A tenant's secrets with their values, for the sandbox only.
     async fn secret_values(&self, tenant: &str) -> Result<Vec<(String, String)>>;
 
-    async fn tenant(&self, name: &str) -> Result<TenantRecord>;
-
-    /// Every tenant, by name.
-    async fn list_tenants(&self) -> Result<Vec<TenantRecord>>;
-
     /// Stores a new API key of `key.tenant` by the SHA-256 of its secret.
     async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()>;
 
@@ -90,23 +100,22 @@ pub trait Store: Send + Sync + 'static {
     /// The tenant of the unrevoked key whose secret hashes to `hash`.
     async fn tenant_by_key(&self, hash: &str) -> Result<Option<TenantRecord>>;
 
-    /// The tenant's executions that are pending, running or waiting.
-    async fn count_open_executions(&self, tenant: &str) -> Result<i64>;
-
     /// Stores a package version of `tenant`. Idempotent: identical bytes
-    /// (same sha256) return the existing record; new bytes under a known
-    /// name get the next version.
+    /// (same sha256) under the same name return the existing record; new
+    /// bytes under a known name get the next version. Bytes are stored
+    /// once, whatever names they are uploaded under.
     async fn put_package(
         &self,
         tenant: &str,
         name: &str,
         sha256: &str,
         bytes: &[u8],
-        info: &Value,
+        info: &PackageInfo,
         now_ms: i64,
     ) -> Result<PackageRecord>;
 
-    /// The tenant's package with this sha256.
+    /// The tenant's package with this sha256 (the newest, if several
+    /// packages have those bytes).
     async fn package(&self, tenant: &str, sha256: &str) -> Result<PackageRecord>;
 
     /// The bytes of the package with this sha256 (of whichever tenant:
@@ -123,6 +132,56 @@ pub trait Store: Send + Sync + 'static {
         name: &str,
         version: Option<i64>,
     ) -> Result<PackageRecord>;
+}
+
+/// What clients read and decide about executions: records, journals,
+/// approvals, cancellation and operator retries. Written once for both
+/// backends (`sql.rs`). Decisions, cancels and retries wake the execution
+/// (its `wake_at`, and a `NOTIFY` on PostgreSQL).
+#[async_trait]
+pub trait Executions: Send + Sync {
+    /// The tenant's executions that are pending, running or waiting.
+    async fn count_open_executions(&self, tenant: &str) -> Result<i64>;
+
+    async fn execution(&self, id: &str) -> Result<ExecutionRecord>;
+
+    /// Newest first.
+    async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>>;
+
+    /// Journal entries with `seq > after_seq`, in order.
+    async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>>;
+
+    async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>>;
+
+    /// Records an operator's decision and wakes the execution. Idempotent
+    /// for the same decision; an error if the execution is not waiting on
+    /// `key` or it was decided differently.
+    async fn decide_approval(
+        &self,
+        execution_id: &str,
+        key: &str,
+        decision: &Decision,
+        now_ms: i64,
+    ) -> Result<ApprovalRecord>;
+
+    /// Requests cancellation and wakes the execution.
+    async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
+
+    /// Operator retry of a failed or cancelled execution: appends a
+    /// `retried` entry and makes it pending again.
+    async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
+}
+
+/// The engine's storage: its [`Catalog`] and [`Executions`], and what
+/// engine nodes write (group commits, claims, leases). See the module docs
+/// for the durability contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Tenants, keys, secrets and packages.
+    fn catalog(&self) -> &dyn Catalog;
+
+    /// Executions as clients read and act on them.
+    fn executions(&self) -> &dyn Executions;
 
     /// Creates an execution: `pending` and due at once, or, with `owner`
     /// (node, lease expiry), already claimed by that node at epoch 1 so it
@@ -134,14 +193,6 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         owner: Option<(&str, i64)>,
     ) -> Result<ExecutionRecord>;
-
-    async fn execution(&self, id: &str) -> Result<ExecutionRecord>;
-
-    /// Newest first.
-    async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>>;
-
-    /// Journal entries with `seq > after_seq`, in order.
-    async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>>;
 
     /// Commits many operations in one transaction (group commit). Each
     /// operation gets its own result: a fenced-off one fails alone. Called
@@ -172,37 +223,14 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up every lease `owner` holds (graceful shutdown).
     async fn release_leases(&self, owner: &str) -> Result<()>;
 
-    async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>>;
-
-    /// Records an operator's decision and wakes the execution. Idempotent
-    /// for the same decision; an error if the execution is not waiting on
-    /// `key` or it was decided differently.
-    async fn decide_approval(
-        &self,
-        execution_id: &str,
-        key: &str,
-        decision: &Decision,
-        now_ms: i64,
-    ) -> Result<ApprovalRecord>;
-
-    /// Engine side: resolves a pending approval as timed out, unless it was
-    /// decided meanwhile. Returns the approval as it now stands.
+    /// Resolves a pending approval as timed out, unless it was decided
+    /// meanwhile. Returns the approval as it now stands.
     async fn time_out_approval(
         &self,
         execution_id: &str,
         key: &str,
         now_ms: i64,
     ) -> Result<ApprovalRecord>;
-
-    /// Requests cancellation and wakes the execution.
-    async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
-
-    /// Operator retry of a failed or cancelled execution: appends a
-    /// `retried` entry and makes it pending again.
-    async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
-
-    /// Counts executions by status (for `list` summaries and benchmarks).
-    async fn count_by_status(&self) -> Result<Vec<(String, i64)>>;
 
     /// Calls `due` whenever another process may have made an execution
     /// claimable (a start, an approval, a cancel, a released lease), so

@@ -15,20 +15,17 @@
 //! execution rows are locked before approval rows. Claims never wait
 //! (`SKIP LOCKED`).
 
-use super::rows::{
-    self, API_KEY_COLUMNS, APPROVAL_COLUMNS, ENTRY_COLUMNS, EXECUTION_COLUMNS, PACKAGE_COLUMNS,
-    TENANT_COLUMNS,
-};
-use super::{EngineFailure, Store, Synchronous};
+use super::rows;
+use super::sql::{Dialect, Sql};
+use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, SideWrite, StatusChange};
+use super::{Store, Synchronous};
 use crate::error::{Error, Result};
-use crate::model::{
-    ApiKeyRecord, ApprovalRecord, Claim, CommitOp, Decision, Entry, ExecutionRecord, ListFilter,
-    NewExecution, PackageRecord, Quotas, SecretRecord, SideWrite, StatusChange, TenantRecord,
-};
+use crate::journal::Entry;
+use crate::model::{ApprovalRecord, ExecutionRecord, NewExecution};
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, Postgres};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
@@ -38,7 +35,23 @@ const DUE_CHANNEL: &str = "cerebelum_due";
 
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
-    pool: PgPool,
+    /// The shared SQL, reading and writing on [`PgStore::pool`].
+    sql: Sql<Postgres>,
+}
+
+/// PostgreSQL's side of the shared SQL: rows a transaction changes are
+/// locked as they are read (execution rows before approval rows, the
+/// order a commit locks them); uploads are serialised by an advisory lock.
+const DIALECT: Dialect = Dialect {
+    begin: "BEGIN",
+    lock_row: " FOR UPDATE",
+    lock_uploads: Some("SELECT pg_advisory_xact_lock(hashtext('cerebelum.packages'))"),
+};
+
+impl PgStore {
+    fn pool(&self) -> &PgPool {
+        &self.sql.writer
+    }
 }
 
 /// `url` with its password masked, for messages and logs.
@@ -110,20 +123,14 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| rows::migrate_error(&shown, e))?;
-        Ok(Self { pool })
+        Ok(Self {
+            sql: Sql {
+                reader: pool.clone(),
+                writer: pool,
+                dialect: DIALECT,
+            },
+        })
     }
-}
-
-async fn execution_in(conn: &mut PgConnection, id: &str, lock: bool) -> Result<ExecutionRecord> {
-    let row = sqlx::query(&format!(
-        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| rows::execution_not_found(id))?;
-    rows::execution(&row)
 }
 
 /// The journal rows of a batch, column by column (for one `UNNEST` insert),
@@ -133,9 +140,9 @@ struct EntryColumns<'a> {
     execution_id: Vec<&'a str>,
     seq: Vec<i64>,
     invocation: Vec<&'a str>,
-    kind: Vec<&'a str>,
+    kind: Vec<&'static str>,
     ref_seq: Vec<Option<i64>>,
-    args_hash: Vec<Option<&'a str>>,
+    args_hash: Vec<Option<String>>,
     payload: Vec<String>,
     at: Vec<i64>,
 }
@@ -145,10 +152,11 @@ impl<'a> EntryColumns<'a> {
         self.execution_id.push(id);
         self.seq.push(e.seq);
         self.invocation.push(&e.invocation);
-        self.kind.push(&e.kind);
-        self.ref_seq.push(e.ref_seq);
-        self.args_hash.push(e.args_hash.as_deref());
-        self.payload.push(e.payload.to_string());
+        let row = e.row();
+        self.kind.push(e.event.kind());
+        self.ref_seq.push(row.ref_seq);
+        self.args_hash.push(row.args_hash);
+        self.payload.push(row.payload.to_string());
         self.at.push(e.at_ms);
     }
 
@@ -357,7 +365,10 @@ async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64)
                 done_ids.push(op.execution_id.clone());
                 status.push(s.as_str().to_owned());
                 result.push(r.as_ref().map(Value::to_string));
-                error.push(e.as_ref().map(Value::to_string));
+                error.push(
+                    e.as_ref()
+                        .map(|e| serde_json::to_string(e).unwrap_or_default()),
+                );
             }
         }
     }
@@ -399,305 +410,12 @@ async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64)
 
 #[async_trait]
 impl Store for PgStore {
-    async fn create_tenant(
-        &self,
-        name: &str,
-        quotas: &Quotas,
-        http_allow: &[String],
-        now_ms: i64,
-    ) -> Result<TenantRecord> {
-        let row = sqlx::query(&format!(
-            "INSERT INTO tenants (name, created_at, max_package_bytes, max_open_executions, \
-             max_payload_bytes, limits) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) \
-             DO NOTHING RETURNING {TENANT_COLUMNS}"
-        ))
-        .bind(name)
-        .bind(now_ms)
-        .bind(quotas.max_package_bytes)
-        .bind(quotas.max_open_executions)
-        .bind(quotas.max_payload_bytes)
-        .bind(rows::limits_json(quotas, http_allow))
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| rows::tenant_exists(name))?;
-        rows::tenant(&row)
+    fn catalog(&self) -> &dyn Catalog {
+        &self.sql
     }
 
-    async fn update_tenant(
-        &self,
-        name: &str,
-        quotas: &Quotas,
-        http_allow: &[String],
-    ) -> Result<TenantRecord> {
-        let row = sqlx::query(&format!(
-            "UPDATE tenants SET max_package_bytes = $1, max_open_executions = $2, \
-             max_payload_bytes = $3, limits = $4 WHERE name = $5 RETURNING {TENANT_COLUMNS}"
-        ))
-        .bind(quotas.max_package_bytes)
-        .bind(quotas.max_open_executions)
-        .bind(quotas.max_payload_bytes)
-        .bind(rows::limits_json(quotas, http_allow))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| rows::tenant_not_found(name))?;
-        rows::tenant(&row)
-    }
-
-    async fn tenant(&self, name: &str) -> Result<TenantRecord> {
-        let row = sqlx::query(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1"
-        ))
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| rows::tenant_not_found(name))?;
-        rows::tenant(&row)
-    }
-
-    async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
-        let found = sqlx::query(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        found.iter().map(rows::tenant).collect()
-    }
-
-    async fn set_secret(
-        &self,
-        tenant: &str,
-        name: &str,
-        value: &str,
-        now_ms: i64,
-    ) -> Result<SecretRecord> {
-        self.tenant(tenant).await?;
-        let row = sqlx::query(
-            "INSERT INTO secrets (tenant, name, value, updated_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at RETURNING tenant, name, updated_at",
-        )
-        .bind(tenant)
-        .bind(name)
-        .bind(value)
-        .bind(now_ms)
-        .fetch_one(&self.pool)
-        .await?;
-        rows::secret(&row)
-    }
-
-    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<()> {
-        let deleted = sqlx::query("DELETE FROM secrets WHERE tenant = $1 AND name = $2")
-            .bind(tenant)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        if deleted.rows_affected() == 0 {
-            return Err(rows::secret_not_found(tenant, name));
-        }
-        Ok(())
-    }
-
-    async fn list_secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>> {
-        self.tenant(tenant).await?;
-        let found = sqlx::query(
-            "SELECT tenant, name, updated_at FROM secrets WHERE tenant = $1 ORDER BY name",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
-        found.iter().map(rows::secret).collect()
-    }
-
-    async fn secret_values(&self, tenant: &str) -> Result<Vec<(String, String)>> {
-        Ok(
-            sqlx::query_as("SELECT name, value FROM secrets WHERE tenant = $1 ORDER BY name")
-                .bind(tenant)
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
-    async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()> {
-        self.tenant(&key.tenant).await?;
-        sqlx::query("INSERT INTO api_keys (id, tenant, hash, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&key.id)
-            .bind(&key.tenant)
-            .bind(hash)
-            .bind(key.created_at_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<ApiKeyRecord> {
-        let row = sqlx::query(&format!(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
-             RETURNING {API_KEY_COLUMNS}"
-        ))
-        .bind(now_ms)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| rows::api_key_not_found(id))?;
-        rows::api_key(&row)
-    }
-
-    async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>> {
-        self.tenant(tenant).await?;
-        let found = sqlx::query(&format!(
-            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant = $1 ORDER BY created_at, id"
-        ))
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
-        found.iter().map(rows::api_key).collect()
-    }
-
-    async fn tenant_by_key(&self, hash: &str) -> Result<Option<TenantRecord>> {
-        let row = sqlx::query(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = \
-             (SELECT tenant FROM api_keys WHERE hash = $1 AND revoked_at IS NULL)"
-        ))
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(rows::tenant).transpose()
-    }
-
-    async fn count_open_executions(&self, tenant: &str) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM executions WHERE tenant = $1 \
-             AND status IN ('pending', 'running', 'waiting')",
-        )
-        .bind(tenant)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
-    async fn put_package(
-        &self,
-        tenant: &str,
-        name: &str,
-        sha256: &str,
-        bytes: &[u8],
-        info: &Value,
-        now_ms: i64,
-    ) -> Result<PackageRecord> {
-        let mut tx = self.pool.begin().await?;
-        // Uploads are rare: serialise them, so versions never collide.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('cerebelum.packages'))")
-            .execute(&mut *tx)
-            .await?;
-        if let Some(row) = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND name = $2 \
-             AND sha256 = $3 ORDER BY version DESC LIMIT 1"
-        ))
-        .bind(tenant)
-        .bind(name)
-        .bind(sha256)
-        .fetch_optional(&mut *tx)
-        .await?
-        {
-            return rows::package(&row);
-        }
-        sqlx::query(
-            "INSERT INTO package_blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(sha256)
-        .bind(bytes)
-        .execute(&mut *tx)
-        .await?;
-        let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE tenant = $1 AND name = $2",
-        )
-        .bind(tenant)
-        .bind(name)
-        .fetch_one(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO packages (tenant, sha256, name, version, size, info, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {PACKAGE_COLUMNS}"
-        ))
-        .bind(tenant)
-        .bind(sha256)
-        .bind(name)
-        .bind(version)
-        .bind(bytes.len() as i64)
-        .bind(info.to_string())
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows::package(&row)
-    }
-
-    async fn package(&self, tenant: &str, sha256: &str) -> Result<PackageRecord> {
-        let row = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND sha256 = $2 \
-             ORDER BY created_at DESC, version DESC LIMIT 1"
-        ))
-        .bind(tenant)
-        .bind(sha256)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| rows::package_not_found(sha256))?;
-        rows::package(&row)
-    }
-
-    async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>> {
-        sqlx::query_scalar("SELECT bytes FROM package_blobs WHERE sha256 = $1")
-            .bind(sha256)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| rows::package_not_found(sha256))
-    }
-
-    async fn list_packages(&self, tenant: &str) -> Result<Vec<PackageRecord>> {
-        let found = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 ORDER BY name, version"
-        ))
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
-        found.iter().map(rows::package).collect()
-    }
-
-    async fn find_package(
-        &self,
-        tenant: &str,
-        name: &str,
-        version: Option<i64>,
-    ) -> Result<PackageRecord> {
-        let row = sqlx::query(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND name = $2 \
-             AND ($3::bigint IS NULL OR version = $3) ORDER BY version DESC LIMIT 1"
-        ))
-        .bind(tenant)
-        .bind(name)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            return rows::package(&row);
-        }
-        let versions: Vec<String> = sqlx::query_scalar(
-            "SELECT version::text FROM packages WHERE tenant = $1 AND name = $2 ORDER BY version",
-        )
-        .bind(tenant)
-        .bind(name)
-        .fetch_all(&self.pool)
-        .await?;
-        if !versions.is_empty() {
-            return Err(rows::no_package_named(name, version, &versions));
-        }
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT name FROM packages WHERE tenant = $1 ORDER BY name",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
-        Err(rows::no_package_named(name, None, &names))
+    fn executions(&self) -> &dyn Executions {
+        &self.sql
     }
 
     async fn create_execution(
@@ -706,91 +424,11 @@ impl Store for PgStore {
         now_ms: i64,
         owner: Option<(&str, i64)>,
     ) -> Result<ExecutionRecord> {
-        let row = sqlx::query(&format!(
-            "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
-             workflow, input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
-             lease_expires_at, epoch) \
-             SELECT $1, tenant, sha256, name, version, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10 \
-             FROM packages WHERE tenant = $12 AND name = $11 AND version = $13 \
-             ON CONFLICT (tenant, idempotency_key) DO NOTHING \
-             RETURNING {EXECUTION_COLUMNS}"
-        ))
-        .bind(&new.id)
-        .bind(&new.workflow)
-        .bind(new.input.to_string())
-        .bind(&new.idempotency_key)
-        .bind(if owner.is_some() {
-            "running"
-        } else {
-            "pending"
-        })
-        .bind(now_ms)
-        .bind(if owner.is_some() { None } else { Some(now_ms) })
-        .bind(owner.map(|o| o.0))
-        .bind(owner.map(|o| o.1))
-        .bind(if owner.is_some() { 1_i64 } else { 0 })
-        .bind(&new.package_name)
-        .bind(&new.tenant)
-        .bind(new.package_version)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            return rows::execution(&row);
-        }
-        // Nothing inserted: the key was used before, or no such package.
-        if let Some(key) = &new.idempotency_key
-            && let Some(row) = sqlx::query(&format!(
-                "SELECT {EXECUTION_COLUMNS} FROM executions \
-                 WHERE tenant = $1 AND idempotency_key = $2"
-            ))
-            .bind(&new.tenant)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            return rows::execution(&row);
-        }
-        Err(rows::package_not_found(&new.package_sha256))
-    }
-
-    async fn execution(&self, id: &str) -> Result<ExecutionRecord> {
-        let mut conn = self.pool.acquire().await?;
-        execution_in(&mut conn, id, false).await
-    }
-
-    async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>> {
-        let found = sqlx::query(&format!(
-            "SELECT {EXECUTION_COLUMNS} FROM executions \
-             WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR workflow = $2) \
-             AND ($3::text IS NULL OR tenant = $3) AND ($4::text IS NULL OR package_name = $4) \
-             AND ($5::bigint IS NULL OR (created_at, id) < ($5, $6::text)) \
-             ORDER BY created_at DESC, id DESC LIMIT $7"
-        ))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(&filter.workflow)
-        .bind(&filter.tenant)
-        .bind(&filter.package)
-        .bind(filter.after.as_ref().map(|a| a.0))
-        .bind(filter.after.as_ref().map(|a| a.1.as_str()))
-        .bind(if filter.limit > 0 { filter.limit } else { 100 })
-        .fetch_all(&self.pool)
-        .await?;
-        found.iter().map(rows::execution).collect()
-    }
-
-    async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>> {
-        let found = sqlx::query(&format!(
-            "SELECT {ENTRY_COLUMNS} FROM journal WHERE execution_id = $1 AND seq > $2 ORDER BY seq"
-        ))
-        .bind(id)
-        .bind(after_seq)
-        .fetch_all(&self.pool)
-        .await?;
-        found.iter().map(rows::entry).collect()
+        self.sql.create_execution(new, now_ms, owner).await
     }
 
     async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         let results = commit_batch(&mut tx, &ops, now_ms).await?;
         tx.commit().await?;
         Ok(results)
@@ -817,7 +455,7 @@ impl Store for PgStore {
         .bind(now_ms)
         .bind(lease_ms)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         Ok(claimed
             .into_iter()
@@ -839,7 +477,7 @@ impl Store for PgStore {
         )
         .bind(now_ms + lease_ms)
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await?;
         Ok(renewed
             .into_iter()
@@ -861,13 +499,13 @@ impl Store for PgStore {
         .bind(failure.base_delay_ms)
         .bind(execution_id)
         .bind(epoch)
-        .execute(&self.pool)
+        .execute(self.pool())
         .await?;
         Ok(())
     }
 
     async fn release_leases(&self, owner: &str) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool().begin().await?;
         let released = sqlx::query(
             "UPDATE executions SET lease_expires_at = 0 WHERE id IN ( \
                SELECT id FROM executions WHERE owner = $1 AND status = 'running' \
@@ -888,169 +526,20 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>> {
-        let found = sqlx::query(&format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE execution_id = $1 \
-             ORDER BY created_at, key"
-        ))
-        .bind(execution_id)
-        .fetch_all(&self.pool)
-        .await?;
-        found.iter().map(rows::approval).collect()
-    }
-
-    async fn decide_approval(
-        &self,
-        execution_id: &str,
-        key: &str,
-        decision: &Decision,
-        now_ms: i64,
-    ) -> Result<ApprovalRecord> {
-        let mut tx = self.pool.begin().await?;
-        // Execution row first, then approvals: the order a commit locks them.
-        let execution = execution_in(&mut tx, execution_id, true).await?;
-        let row = sqlx::query(&format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE execution_id = $1 AND key = $2 \
-             FOR UPDATE"
-        ))
-        .bind(execution_id)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let (status, value) = rows::decision_columns(decision);
-        let Some(row) = row else {
-            let pending: Vec<String> = sqlx::query_scalar(
-                "SELECT key FROM approvals WHERE execution_id = $1 AND status = 'pending' \
-                 ORDER BY key",
-            )
-            .bind(execution_id)
-            .fetch_all(&mut *tx)
-            .await?;
-            return Err(rows::not_waiting_for(&execution, key, &pending));
-        };
-        let current = rows::approval(&row)?;
-        if current.status != "pending" {
-            return rows::decided_already(current, status, &value);
-        }
-        sqlx::query(
-            "UPDATE approvals SET status = $1, decision = $2, decided_at = $3 \
-             WHERE execution_id = $4 AND key = $5",
-        )
-        .bind(status)
-        .bind(value.to_string())
-        .bind(now_ms)
-        .bind(execution_id)
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE executions SET signals = signals + 1, \
-             wake_at = CASE WHEN status = 'waiting' THEN $1 ELSE wake_at END WHERE id = $2",
-        )
-        .bind(now_ms)
-        .bind(execution_id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ApprovalRecord {
-            status: status.to_owned(),
-            decision: Some(value),
-            ..current
-        })
-    }
-
     async fn time_out_approval(
         &self,
         execution_id: &str,
         key: &str,
         now_ms: i64,
     ) -> Result<ApprovalRecord> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE approvals SET status = 'timed-out', decided_at = $1 \
-             WHERE execution_id = $2 AND key = $3 AND status = 'pending'",
-        )
-        .bind(now_ms)
-        .bind(execution_id)
-        .bind(key)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!(
-            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE execution_id = $1 AND key = $2"
-        ))
-        .bind(execution_id)
-        .bind(key)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("no approval '{key}' on {execution_id}")))?;
-        tx.commit().await?;
-        rows::approval(&row)
-    }
-
-    async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
-        let mut tx = self.pool.begin().await?;
-        let execution = execution_in(&mut tx, execution_id, true).await?;
-        if execution.status.is_terminal() {
-            return Err(rows::nothing_to_cancel(&execution));
-        }
-        let row = sqlx::query(&format!(
-            "UPDATE executions SET cancel_requested = TRUE, signals = signals + 1, \
-             wake_at = CASE WHEN status IN ('waiting', 'pending') THEN $1 ELSE wake_at END \
-             WHERE id = $2 RETURNING {EXECUTION_COLUMNS}"
-        ))
-        .bind(now_ms)
-        .bind(execution_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows::execution(&row)
-    }
-
-    async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
-        let mut tx = self.pool.begin().await?;
-        let execution = execution_in(&mut tx, execution_id, true).await?;
-        rows::check_retryable(&execution)?;
-        let seq: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE execution_id = $1",
-        )
-        .bind(execution_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let retried = rows::retried_entry(&execution, seq, now_ms);
-        let mut entries = EntryColumns::default();
-        entries.push(execution_id, &retried);
-        entries.insert(&mut tx).await?;
-        let row = sqlx::query(&format!(
-            "UPDATE executions SET status = 'pending', result = NULL, error = NULL, owner = NULL, \
-             engine_failures = 0, engine_error = NULL, \
-             lease_expires_at = NULL, wake_at = $1, epoch = epoch + 1, cancel_requested = FALSE, \
-             updated_at = $1 WHERE id = $2 RETURNING {EXECUTION_COLUMNS}"
-        ))
-        .bind(now_ms)
-        .bind(execution_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        rows::execution(&row)
-    }
-
-    async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
-        let found = sqlx::query(
-            "SELECT status, COUNT(*) AS n FROM executions GROUP BY status ORDER BY status",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        found
-            .iter()
-            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
-            .collect()
+        self.sql.time_out_approval(execution_id, key, now_ms).await
     }
 
     async fn listen_due(
         &self,
         due: super::DueCallback,
     ) -> Result<Option<tokio::task::JoinHandle<()>>> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let mut listener = PgListener::connect_with(self.pool()).await?;
         listener.listen(DUE_CHANNEL).await?;
         Ok(Some(tokio::spawn(async move {
             loop {

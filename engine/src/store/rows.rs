@@ -2,9 +2,10 @@
 //! are the same in both schemas) and the messages of their errors.
 
 use crate::error::{Error, Result};
+use crate::journal::{Entry, Event, OPERATOR, Retried, Row as JournalRow};
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, Entry, ExecutionRecord, PackageRecord, Quotas, SecretRecord,
-    Status, StoredLimits, TenantRecord,
+    ApiKeyRecord, ApprovalRecord, ExecutionRecord, PackageInfo, PackageRecord, Quotas,
+    SecretRecord, Status, StoredLimits, TenantRecord,
 };
 use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -87,7 +88,11 @@ pub(super) fn execution(row: &impl Columns) -> Result<ExecutionRecord> {
         status: Status::parse(&status)
             .ok_or_else(|| Error::Schema(format!("unknown status {status:?}")))?,
         result: row.json("result")?,
-        error: row.json("error")?,
+        error: row
+            .json("error")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| Error::Schema(format!("corrupt execution error: {e}")))?,
         created_at_ms: row.number("created_at")?,
         updated_at_ms: row.number("updated_at")?,
         wake_at_ms: row.int("wake_at")?,
@@ -105,7 +110,11 @@ pub(super) fn package(row: &impl Columns) -> Result<PackageRecord> {
         sha256: row.string("sha256")?,
         name: row.string("name")?,
         version: row.number("version")?,
-        info: row.json("info")?.unwrap_or(Value::Null),
+        info: match row.json("info")? {
+            Some(v) => serde_json::from_value(v)
+                .map_err(|e| Error::Schema(format!("corrupt package info: {e}")))?,
+            None => PackageInfo::default(),
+        },
         created_at_ms: row.number("created_at")?,
         size_bytes: row.number("size")?,
     })
@@ -130,6 +139,11 @@ pub(super) fn tenant(row: &impl Columns) -> Result<TenantRecord> {
         quotas,
         http_allow: limits.http_allow,
     })
+}
+
+/// The `info` column of a package, as stored.
+pub(super) fn info_json(info: &PackageInfo) -> String {
+    serde_json::to_string(info).unwrap_or_else(|_| "{}".into())
 }
 
 /// The `limits` column of a tenant, as stored.
@@ -178,13 +192,17 @@ pub(super) fn api_key_not_found(id: &str) -> Error {
 }
 
 pub(super) fn entry(row: &impl Columns) -> Result<Entry> {
-    Ok(Entry {
-        seq: row.number("seq")?,
-        invocation: row.string("invocation")?,
+    let event = Event::from_row(JournalRow {
         kind: row.string("kind")?,
         ref_seq: row.int("ref_seq")?,
         args_hash: row.text("args_hash")?,
         payload: row.json("payload")?.unwrap_or(Value::Null),
+    })
+    .map_err(Error::Schema)?;
+    Ok(Entry {
+        seq: row.number("seq")?,
+        invocation: row.string("invocation")?,
+        event,
         at_ms: row.number("at")?,
     })
 }
@@ -297,13 +315,10 @@ pub(super) fn check_retryable(execution: &ExecutionRecord) -> Result<()> {
 pub(super) fn retried_entry(execution: &ExecutionRecord, seq: i64, now_ms: i64) -> Entry {
     Entry {
         seq,
-        invocation: "operator".into(),
-        kind: "retried".into(),
-        ref_seq: None,
-        args_hash: None,
-        payload: serde_json::json!({
-            "previous_status": execution.status,
-            "error": execution.error,
+        invocation: OPERATOR.into(),
+        event: Event::Retried(Retried {
+            previous_status: execution.status,
+            error: execution.error.clone(),
         }),
         at_ms: now_ms,
     }

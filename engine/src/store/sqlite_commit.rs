@@ -3,8 +3,8 @@
 //! costs no thread hop per statement (sqlx's SQLite driver sends every
 //! statement to a worker thread and back, ~45 µs each here).
 
+use super::{CommitOp, Creation, SideWrite, StatusChange};
 use crate::error::{Error, Result};
-use crate::model::{CommitOp, Creation, SideWrite, StatusChange};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -39,7 +39,7 @@ fn busy(count: i32) -> bool {
 
 fn open(path: &Path, full_sync: bool) -> Result<Connection> {
     let conn = Connection::open(path)
-        .map_err(|e| Error::Runtime(format!("opening {}: {e}", path.display())))?;
+        .map_err(|e| Error::Store(format!("opening {}: {e}", path.display())))?;
     conn.busy_handler(Some(busy))
         .and_then(|()| conn.pragma_update(None, "journal_mode", "WAL"))
         .and_then(|()| {
@@ -50,7 +50,7 @@ fn open(path: &Path, full_sync: bool) -> Result<Connection> {
             )
         })
         .map_err(|e| {
-            Error::Runtime(format!(
+            Error::Store(format!(
                 "configuring a connection to {}: {e}",
                 path.display()
             ))
@@ -65,7 +65,7 @@ impl CommitConnection {
         // Checkpoints (which flush the database file) run on their own
         // thread, not in a commit that someone waits for.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(|e| Error::Runtime(format!("configuring the commit connection: {e}")))?;
+            .map_err(|e| Error::Store(format!("configuring the commit connection: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpoints = open(path, full_sync)?;
         let stopped = stop.clone();
@@ -94,14 +94,14 @@ impl CommitConnection {
     /// busy handler.
     pub(super) fn run<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|e| Error::Runtime(format!("database write: {e}")))
+        f(&conn).map_err(|e| Error::Store(format!("database write: {e}")))
     }
 
     /// Commits the batch on the calling thread (it blocks: call it from a
     /// thread that may block, like the group-commit thread).
     pub(super) fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        commit(&mut conn, ops, now_ms).map_err(|e| Error::Runtime(format!("journal commit: {e}")))
+        commit(&mut conn, ops, now_ms).map_err(|e| Error::Store(format!("journal commit: {e}")))
     }
 }
 
@@ -189,14 +189,15 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for e in &op.entries {
+        let row = e.row();
         insert.execute(params![
             id,
             e.seq,
             e.invocation,
-            e.kind,
-            e.ref_seq,
-            e.args_hash,
-            e.payload.to_string(),
+            row.kind,
+            row.ref_seq,
+            row.args_hash,
+            row.payload.to_string(),
             e.at_ms
         ])?;
     }
@@ -244,7 +245,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
             .execute(params![
                 status.as_str(),
                 result.as_ref().map(Value::to_string),
-                error.as_ref().map(Value::to_string),
+                error
+                    .as_ref()
+                    .map(|e| serde_json::to_string(e).unwrap_or_default()),
                 now_ms,
                 id
             ])?;

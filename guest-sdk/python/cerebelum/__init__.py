@@ -32,8 +32,8 @@ from ._dsl import RetryPolicy, Step, Workflow, WorkflowBuilder, step, workflow
 from ._helpers import ProgressReporter, poll, retry, sleep, wait_for_approval
 from ._runtime import Context, ExecutionResult
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError,
-                     CerebelumError, HttpError, PollTimeoutError, RetryExhaustedError,
-                     SecretError, StepError, WorkflowDefinitionError)
+                     CerebelumError, ErrorKind, HttpError, PollTimeoutError,
+                     RetryExhaustedError, SecretError, StepError, WorkflowDefinitionError)
 
 __version__ = "0.1.0"
 
@@ -43,4 +43,5 @@ __all__ = [
     "WorkflowBuilder", "CerebelumError", "WorkflowDefinitionError", "StepError",
     "PollTimeoutError", "RetryExhaustedError", "ApprovalRejectedError",
     "ApprovalTimeoutError", "CancelledError", "HttpError", "SecretError", "http",
+    "ErrorKind",
 ]

@@ -1,6 +1,56 @@
 """Exceptions of the Cerebelum SDK."""
 
 
+class ErrorKind:
+    """The kinds of errors the engine produces (``StepError.kind``; see
+    ``error`` in ``wit/cerebelum.wit``). User code may use any other kind
+    (e.g. ``"transient"``); ``"error"`` is the generic one::
+
+        except StepError as e:
+            if e.kind in (ErrorKind.DEADLINE, ErrorKind.MEMORY):
+                ...
+    """
+
+    CANCELLED = "cancelled"
+    """The execution was cancelled by an operator."""
+    TRAP = "trap"
+    """The invocation panicked or trapped."""
+    DEADLINE = "deadline"
+    """It ran past its CPU deadline."""
+    MEMORY = "memory"
+    """It hit its memory limit (or the node's guest memory budget)."""
+    OUTPUT = "output"
+    """It wrote more than its limit to stdout and stderr."""
+    FUEL = "fuel"
+    """The execution burned its fuel budget."""
+    STACK = "stack"
+    """It overflowed its call stack."""
+    PAYLOAD = "payload"
+    """An input or result was larger than the tenant allows."""
+    JOURNAL = "journal"
+    """The execution reached its limit of journal entries."""
+    NONDETERMINISM = "nondeterminism"
+    """Replay found another call than the journal recorded."""
+    UNKNOWN_STEP = "unknown-step"
+    """The package has no step of that name."""
+    INVALID_HANDLE = "invalid-handle"
+    """Awaiting a step handle no step was started with."""
+    POLL_TIMEOUT = "poll-timeout"
+    """A poll ran past its timeout."""
+    POLL_EXHAUSTED = "poll-exhausted"
+    """A poll used up its checks."""
+    DENIED = "denied"
+    """Not allowed here (a secret read from workflow code)."""
+    NOT_FOUND = "not-found"
+    """No such secret."""
+    ENGINE = "engine"
+    """The engine failed running the execution too often."""
+
+    ALL = (CANCELLED, TRAP, DEADLINE, MEMORY, OUTPUT, FUEL, STACK, PAYLOAD, JOURNAL,
+           NONDETERMINISM, UNKNOWN_STEP, INVALID_HANDLE, POLL_TIMEOUT, POLL_EXHAUSTED,
+           DENIED, NOT_FOUND, ENGINE)
+
+
 class CerebelumError(Exception):
     """Base class of the SDK's exceptions."""
 

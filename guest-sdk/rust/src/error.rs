@@ -8,11 +8,8 @@ use crate::bindings::cerebelum::workflow::types as wit;
 
 /// An error returned by user code or produced by the engine.
 ///
-/// `kind` is a short machine-readable tag. Kinds produced by the engine:
-/// `cancelled` (the execution was cancelled), `trap` (the attempt panicked or
-/// trapped), `deadline` (the attempt ran past its CPU deadline), `memory` (the
-/// attempt hit its memory limit), `poll-exhausted`, `poll-timeout`,
-/// `unknown-step`, `invalid-input`. Kinds produced by this SDK:
+/// `kind` is a short machine-readable tag. The kinds produced by the engine
+/// are the constants of [`kind`]. Kinds produced by this SDK:
 /// `unknown-workflow`, `unknown-step`, `invalid-input` (input JSON that does
 /// not fit the function's input type), `invalid-output` (a result that does not
 /// fit the type the caller asked for).
@@ -31,9 +28,78 @@ pub struct Error {
     pub details: Option<Value>,
 }
 
+/// The kinds of errors the engine produces (see `error` in
+/// `wit/cerebelum.wit`), to match on `Error::kind`:
+///
+/// ```
+/// use cerebelum_sdk::{Error, kind};
+/// # let err = Error::new(kind::DEADLINE, "late");
+/// match err.kind.as_str() {
+///     kind::DEADLINE | kind::MEMORY => { /* a limit of the sandbox */ }
+///     kind::CANCELLED => { /* compensate */ }
+///     _ => {}
+/// }
+/// ```
+pub mod kind {
+    /// The execution was cancelled by an operator.
+    pub const CANCELLED: &str = "cancelled";
+    /// The invocation panicked or trapped.
+    pub const TRAP: &str = "trap";
+    /// It ran past its CPU deadline.
+    pub const DEADLINE: &str = "deadline";
+    /// It hit its memory limit (or the node's guest memory budget).
+    pub const MEMORY: &str = "memory";
+    /// It wrote more than its limit to stdout and stderr.
+    pub const OUTPUT: &str = "output";
+    /// The execution burned its fuel budget.
+    pub const FUEL: &str = "fuel";
+    /// It overflowed its call stack.
+    pub const STACK: &str = "stack";
+    /// An input or result was larger than the tenant allows.
+    pub const PAYLOAD: &str = "payload";
+    /// The execution reached its limit of journal entries.
+    pub const JOURNAL: &str = "journal";
+    /// Replay found another call than the journal recorded.
+    pub const NONDETERMINISM: &str = "nondeterminism";
+    /// The package has no step of that name.
+    pub const UNKNOWN_STEP: &str = "unknown-step";
+    /// `await_steps` got a handle no step was started with.
+    pub const INVALID_HANDLE: &str = "invalid-handle";
+    /// A poll ran past its timeout.
+    pub const POLL_TIMEOUT: &str = "poll-timeout";
+    /// A poll used up its checks.
+    pub const POLL_EXHAUSTED: &str = "poll-exhausted";
+    /// Not allowed here (a secret read from workflow code).
+    pub const DENIED: &str = "denied";
+    /// No such secret.
+    pub const NOT_FOUND: &str = "not-found";
+    /// The engine failed running the execution too often.
+    pub const ENGINE: &str = "engine";
+    /// Every kind above.
+    pub const ALL: [&str; 17] = [
+        CANCELLED,
+        TRAP,
+        DEADLINE,
+        MEMORY,
+        OUTPUT,
+        FUEL,
+        STACK,
+        PAYLOAD,
+        JOURNAL,
+        NONDETERMINISM,
+        UNKNOWN_STEP,
+        INVALID_HANDLE,
+        POLL_TIMEOUT,
+        POLL_EXHAUSTED,
+        DENIED,
+        NOT_FOUND,
+        ENGINE,
+    ];
+}
+
 impl Error {
     /// Kind of the error the engine returns once an execution is cancelled.
-    pub const CANCELLED: &'static str = "cancelled";
+    pub const CANCELLED: &'static str = kind::CANCELLED;
 
     /// An error of `kind` with `message`.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {

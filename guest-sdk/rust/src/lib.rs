@@ -74,7 +74,7 @@ pub mod __private;
 
 pub use approval::{Approval, Decision};
 pub use context::{Context, Level, StepHandle};
-pub use error::Error;
+pub use error::{Error, kind};
 pub use options::{PollOptions, RetryPolicy, StepOptions};
 
 /// Bindings generated from `wit/cerebelum.wit`; not a public API.

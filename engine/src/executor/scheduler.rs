@@ -2,8 +2,9 @@
 //! behind by a dead node), drives each on its own task, renews leases and
 //! forwards cancellation requests to executions running here.
 
+use super::drive::drive;
+use super::state::Inner;
 use crate::error::Result;
-use crate::executor::{Inner, drive};
 use std::sync::Arc;
 use tracing::{info, warn};
 

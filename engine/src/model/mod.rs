@@ -1,6 +1,12 @@
 //! The records the engine stores: packages, executions, journal entries,
 //! approvals. Backends map them to tables; nothing here knows SQL.
 
+mod call_error;
+mod package;
+
+pub use call_error::{CallError, ErrorKind};
+pub use package::{PackageInfo, RetryPolicy, StepInfo, StepOptions, WorkflowInfo};
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::fmt;
@@ -241,8 +247,8 @@ pub struct PackageRecord {
     pub sha256: String,
     pub name: String,
     pub version: i64,
-    /// The `describe` output, as JSON ([`crate::runtime::PackageInfo`]).
-    pub info: Value,
+    /// What its `describe` returned.
+    pub info: PackageInfo,
     pub created_at_ms: i64,
     /// Size of the component, bytes.
     pub size_bytes: i64,
@@ -275,7 +281,7 @@ pub struct ExecutionRecord {
     pub input: Value,
     pub status: Status,
     pub result: Option<Value>,
-    pub error: Option<Value>,
+    pub error: Option<CallError>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub wake_at_ms: Option<i64>,
@@ -295,25 +301,6 @@ pub struct ExecutionRecord {
 /// and retries it.
 pub const MAX_ENGINE_FAILURES: i64 = 10;
 
-/// One entry of an execution's journal.
-///
-/// A host call made by user code is one entry whose `kind` is the call's
-/// name (`call-step`, `sleep`, `now-ms`, ...), whose `invocation` names the
-/// code that made it (`wf` for the workflow, `<seq>.<attempt>` for an
-/// attempt of the step call at `seq`) and whose `args_hash` replay compares.
-/// Calls that take time get their answer later, in an entry of kind
-/// `result` whose `ref_seq` points at the call.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Entry {
-    pub seq: i64,
-    pub invocation: String,
-    pub kind: String,
-    pub ref_seq: Option<i64>,
-    pub args_hash: Option<String>,
-    pub payload: Value,
-    pub at_ms: i64,
-}
-
 /// An approval as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApprovalRecord {
@@ -331,105 +318,6 @@ pub struct ApprovalRecord {
 pub enum Decision {
     Approve(Value),
     Reject(String),
-}
-
-/// The status change written together with a batch of journal entries.
-#[derive(Debug, Clone)]
-pub enum StatusChange {
-    /// Hibernate: drop ownership, wake at `wake_at_ms` (or only on an event).
-    ///
-    /// If an approval or cancel arrived since the claim (`signals` moved past
-    /// `seen_signals`), the execution is due at once instead.
-    Waiting {
-        wake_at_ms: Option<i64>,
-        seen_signals: i64,
-    },
-    /// Finished: drop ownership for good.
-    Finished {
-        status: Status,
-        result: Option<Value>,
-        error: Option<Value>,
-    },
-}
-
-/// A side table write that must be atomic with journal entries.
-#[derive(Debug, Clone)]
-pub enum SideWrite {
-    /// Register an approval the execution now waits on (pending).
-    OpenApproval { key: String, request: Value },
-    /// Close a pending approval without a decision (cancelled).
-    CloseApproval { key: String, status: String },
-}
-
-/// A new execution, created by a group commit (so starts are batched
-/// like journal writes). With `owner` (node, lease expiry) it is created
-/// claimed by that node at epoch 1, else pending at epoch 0.
-#[derive(Debug, Clone)]
-pub struct Creation {
-    pub new: NewExecution,
-    pub owner: Option<(String, i64)>,
-}
-
-impl Creation {
-    /// The record as the commit writes it, for the package `package`.
-    pub fn record(&self, package: &PackageRecord, now_ms: i64) -> ExecutionRecord {
-        let owned = self.owner.is_some();
-        ExecutionRecord {
-            id: self.new.id.clone(),
-            tenant: self.new.tenant.clone(),
-            package_sha256: self.new.package_sha256.clone(),
-            package_name: package.name.clone(),
-            package_version: package.version,
-            workflow: self.new.workflow.clone(),
-            input: self.new.input.clone(),
-            status: if owned {
-                Status::Running
-            } else {
-                Status::Pending
-            },
-            result: None,
-            error: None,
-            created_at_ms: now_ms,
-            updated_at_ms: now_ms,
-            wake_at_ms: if owned { None } else { Some(now_ms) },
-            owner: self.owner.as_ref().map(|o| o.0.clone()),
-            epoch: self.epoch(),
-            cancel_requested: false,
-            engine_failures: 0,
-            engine_error: None,
-        }
-    }
-
-    pub fn epoch(&self) -> i64 {
-        if self.owner.is_some() { 1 } else { 0 }
-    }
-}
-
-/// One unit of a group commit: entries (and maybe a status change) of one
-/// execution, fenced by the owner's epoch.
-#[derive(Debug, Clone)]
-pub struct CommitOp {
-    /// Creates the execution first (no idempotency key; see [`Creation`]).
-    pub create: Option<Creation>,
-    pub execution_id: String,
-    pub epoch: i64,
-    pub entries: Vec<Entry>,
-    pub side: Vec<SideWrite>,
-    pub status: Option<StatusChange>,
-}
-
-/// An execution claimed by a node: it owns it until its lease expires.
-#[derive(Debug, Clone)]
-pub struct Claim {
-    pub execution_id: String,
-    pub epoch: i64,
-    /// The execution's signal counter when claimed (see `StatusChange::Waiting`).
-    pub signals: i64,
-    /// It was hibernated (`waiting`): the engine suspended its invocations
-    /// at durable waits. Otherwise (new, retried, or taken over after a
-    /// crash or a lost lease) a step attempt it left unfinished was cut
-    /// short, and runs again under the next attempt number.
-    pub resumed: bool,
 }
 
 /// Filter for listing executions, newest first.

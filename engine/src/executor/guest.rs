@@ -1,0 +1,61 @@
+//! The data of an invocation's wasmtime store, owned by the executor: the
+//! runtime's [`Sandbox`], the journal-backed host of the invocation and
+//! the hooks its outbound HTTP goes through. The runtime reaches it only
+//! through [`Embedding`]; the host imports are implemented on it in
+//! `host.rs`.
+
+use super::http::HttpHooks;
+use super::invocation::Invocation;
+use crate::runtime::{Embedding, Sandbox};
+use wasmtime_wasi::{WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtxView, WasiHttpView};
+
+/// The store data of one invocation.
+pub struct GuestData {
+    pub(crate) sandbox: Sandbox,
+    pub(crate) http: HttpHooks,
+    /// The journal-backed host of this invocation; `None` for an instance
+    /// that only answers `describe` (or a benchmark's bare call).
+    pub(crate) host: Option<Invocation>,
+}
+
+impl GuestData {
+    pub(crate) fn new(sandbox: Sandbox, host: Invocation) -> Self {
+        Self {
+            sandbox,
+            http: HttpHooks::new(Some(&host)),
+            host: Some(host),
+        }
+    }
+}
+
+impl Embedding for GuestData {
+    fn sandbox(&mut self) -> &mut Sandbox {
+        &mut self.sandbox
+    }
+
+    fn sandbox_ref(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Host calls fail (there is no execution); HTTP is denied.
+    fn without_host(sandbox: Sandbox) -> Self {
+        Self {
+            sandbox,
+            http: HttpHooks::new(None),
+            host: None,
+        }
+    }
+}
+
+impl WasiView for GuestData {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.sandbox.wasi()
+    }
+}
+
+impl WasiHttpView for GuestData {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        self.sandbox.http(&mut self.http)
+    }
+}

@@ -1,0 +1,670 @@
+//! The SQL both backends share, written once over sqlx's [`Database`]:
+//! the [`Catalog`] (tenants, API keys, secrets, packages), the
+//! [`Executions`] side that clients read and act on (records, journals,
+//! approvals, cancel, retry), the engine's creation of executions and its
+//! approval timeouts.
+//!
+//! Placeholders are `$N` (SQLite accepts them as well as PostgreSQL) and
+//! type hints are `CAST(… AS …)`, which both speak. What really differs is
+//! a [`Dialect`]. The engine's hot path (group commits, claims, leases,
+//! `LISTEN`) stays in each backend, where the SQL is not the same.
+
+use super::rows::{
+    self, API_KEY_COLUMNS, APPROVAL_COLUMNS, Columns, ENTRY_COLUMNS, EXECUTION_COLUMNS,
+    PACKAGE_COLUMNS, TENANT_COLUMNS,
+};
+use super::{Catalog, Executions};
+use crate::error::{Error, Result};
+use crate::journal::Entry;
+use crate::model::{
+    ApiKeyRecord, ApprovalRecord, Decision, ExecutionRecord, ListFilter, NewExecution, PackageInfo,
+    PackageRecord, Quotas, SecretRecord, Status, TenantRecord,
+};
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+/// What the two backends do differently in the shared SQL.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Dialect {
+    /// How a write transaction begins (SQLite takes the write lock at
+    /// once, so two writers never deadlock upgrading their locks).
+    pub begin: &'static str,
+    /// Appended to a `SELECT` of one row that the transaction then
+    /// changes: PostgreSQL locks the row (SQLite's write transaction holds
+    /// the whole database already).
+    pub lock_row: &'static str,
+    /// Run first in an upload's transaction, so uploads never race for a
+    /// version number (PostgreSQL; SQLite's write lock does it).
+    pub lock_uploads: Option<&'static str>,
+}
+
+/// The shared SQL over a backend's pools: `reader` serves reads, `writer`
+/// writes (SQLite: one connection, this process's only sqlx writer;
+/// PostgreSQL: the same pool as `reader`).
+pub(super) struct Sql<DB: Database> {
+    pub(super) reader: Pool<DB>,
+    pub(super) writer: Pool<DB>,
+    pub(super) dialect: Dialect,
+}
+
+/// Execution `id`, read on `conn` (with the dialect's row lock if `lock`).
+async fn execution_in<DB>(
+    conn: &mut DB::Connection,
+    id: &str,
+    lock: &str,
+) -> Result<ExecutionRecord>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    DB::Row: Columns,
+{
+    let row = sqlx::query::<DB>(&format!(
+        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1{lock}"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| rows::execution_not_found(id))?;
+    rows::execution(&row)
+}
+
+#[async_trait]
+impl<DB> Catalog for Sql<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> Vec<u8>: Decode<'r, DB> + Type<DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Row: Columns,
+{
+    async fn create_tenant(
+        &self,
+        name: &str,
+        quotas: &Quotas,
+        http_allow: &[String],
+        now_ms: i64,
+    ) -> Result<TenantRecord> {
+        let row = sqlx::query::<DB>(&format!(
+            "INSERT INTO tenants (name, created_at, max_package_bytes, max_open_executions, \
+             max_payload_bytes, limits) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) \
+             DO NOTHING RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(name)
+        .bind(now_ms)
+        .bind(quotas.max_package_bytes)
+        .bind(quotas.max_open_executions)
+        .bind(quotas.max_payload_bytes)
+        .bind(rows::limits_json(quotas, http_allow))
+        .fetch_optional(&self.writer)
+        .await?
+        .ok_or_else(|| rows::tenant_exists(name))?;
+        rows::tenant(&row)
+    }
+
+    async fn update_tenant(
+        &self,
+        name: &str,
+        quotas: &Quotas,
+        http_allow: &[String],
+    ) -> Result<TenantRecord> {
+        let row = sqlx::query::<DB>(&format!(
+            "UPDATE tenants SET max_package_bytes = $1, max_open_executions = $2, \
+             max_payload_bytes = $3, limits = $4 WHERE name = $5 RETURNING {TENANT_COLUMNS}"
+        ))
+        .bind(quotas.max_package_bytes)
+        .bind(quotas.max_open_executions)
+        .bind(quotas.max_payload_bytes)
+        .bind(rows::limits_json(quotas, http_allow))
+        .bind(name)
+        .fetch_optional(&self.writer)
+        .await?
+        .ok_or_else(|| rows::tenant_not_found(name))?;
+        rows::tenant(&row)
+    }
+
+    async fn tenant(&self, name: &str) -> Result<TenantRecord> {
+        let row = sqlx::query::<DB>(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or_else(|| rows::tenant_not_found(name))?;
+        rows::tenant(&row)
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants ORDER BY name"
+        ))
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::tenant).collect()
+    }
+
+    async fn set_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &str,
+        now_ms: i64,
+    ) -> Result<SecretRecord> {
+        self.tenant(tenant).await?;
+        let row = sqlx::query::<DB>(
+            "INSERT INTO secrets (tenant, name, value, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant, name) DO UPDATE SET value = excluded.value, \
+             updated_at = excluded.updated_at RETURNING tenant, name, updated_at",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(value)
+        .bind(now_ms)
+        .fetch_one(&self.writer)
+        .await?;
+        rows::secret(&row)
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<()> {
+        sqlx::query::<DB>("DELETE FROM secrets WHERE tenant = $1 AND name = $2 RETURNING name")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.writer)
+            .await?
+            .ok_or_else(|| rows::secret_not_found(tenant, name))?;
+        Ok(())
+    }
+
+    async fn list_secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>> {
+        self.tenant(tenant).await?;
+        let found = sqlx::query::<DB>(
+            "SELECT tenant, name, updated_at FROM secrets WHERE tenant = $1 ORDER BY name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::secret).collect()
+    }
+
+    async fn secret_values(&self, tenant: &str) -> Result<Vec<(String, String)>> {
+        Ok(sqlx::query_as::<DB, (String, String)>(
+            "SELECT name, value FROM secrets WHERE tenant = $1 ORDER BY name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?)
+    }
+
+    async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()> {
+        self.tenant(&key.tenant).await?;
+        sqlx::query::<DB>(
+            "INSERT INTO api_keys (id, tenant, hash, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(key.id.as_str())
+        .bind(key.tenant.as_str())
+        .bind(hash)
+        .bind(key.created_at_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<ApiKeyRecord> {
+        let row = sqlx::query::<DB>(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
+             RETURNING {API_KEY_COLUMNS}"
+        ))
+        .bind(now_ms)
+        .bind(id)
+        .fetch_optional(&self.writer)
+        .await?
+        .ok_or_else(|| rows::api_key_not_found(id))?;
+        rows::api_key(&row)
+    }
+
+    async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>> {
+        self.tenant(tenant).await?;
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant = $1 ORDER BY created_at, id"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::api_key).collect()
+    }
+
+    async fn tenant_by_key(&self, hash: &str) -> Result<Option<TenantRecord>> {
+        let row = sqlx::query::<DB>(&format!(
+            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = \
+             (SELECT tenant FROM api_keys WHERE hash = $1 AND revoked_at IS NULL)"
+        ))
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(rows::tenant).transpose()
+    }
+
+    async fn put_package(
+        &self,
+        tenant: &str,
+        name: &str,
+        sha256: &str,
+        bytes: &[u8],
+        info: &PackageInfo,
+        now_ms: i64,
+    ) -> Result<PackageRecord> {
+        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        if let Some(lock) = self.dialect.lock_uploads {
+            sqlx::query::<DB>(lock).execute(&mut *tx).await?;
+        }
+        if let Some(row) = sqlx::query::<DB>(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND name = $2 \
+             AND sha256 = $3 ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(tenant)
+        .bind(name)
+        .bind(sha256)
+        .fetch_optional(&mut *tx)
+        .await?
+        {
+            return rows::package(&row);
+        }
+        sqlx::query::<DB>(
+            "INSERT INTO package_blobs (sha256, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(bytes)
+        .execute(&mut *tx)
+        .await?;
+        let version: i64 = sqlx::query_scalar::<DB, i64>(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM packages WHERE tenant = $1 AND name = $2",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+        let row = sqlx::query::<DB>(&format!(
+            "INSERT INTO packages (tenant, sha256, name, version, size, info, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {PACKAGE_COLUMNS}"
+        ))
+        .bind(tenant)
+        .bind(sha256)
+        .bind(name)
+        .bind(version)
+        .bind(bytes.len() as i64)
+        .bind(rows::info_json(info))
+        .bind(now_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows::package(&row)
+    }
+
+    async fn package(&self, tenant: &str, sha256: &str) -> Result<PackageRecord> {
+        let row = sqlx::query::<DB>(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND sha256 = $2 \
+             ORDER BY created_at DESC, version DESC LIMIT 1"
+        ))
+        .bind(tenant)
+        .bind(sha256)
+        .fetch_optional(&self.reader)
+        .await?
+        .ok_or_else(|| rows::package_not_found(sha256))?;
+        rows::package(&row)
+    }
+
+    async fn package_bytes(&self, sha256: &str) -> Result<Vec<u8>> {
+        sqlx::query_scalar::<DB, Vec<u8>>("SELECT bytes FROM package_blobs WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.reader)
+            .await?
+            .ok_or_else(|| rows::package_not_found(sha256))
+    }
+
+    async fn list_packages(&self, tenant: &str) -> Result<Vec<PackageRecord>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 ORDER BY name, version"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::package).collect()
+    }
+
+    async fn find_package(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<PackageRecord> {
+        let row = sqlx::query::<DB>(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND name = $2 \
+             AND (CAST($3 AS BIGINT) IS NULL OR version = $3) ORDER BY version DESC LIMIT 1"
+        ))
+        .bind(tenant)
+        .bind(name)
+        .bind(version)
+        .fetch_optional(&self.reader)
+        .await?;
+        if let Some(row) = row {
+            return rows::package(&row);
+        }
+        let versions: Vec<String> = sqlx::query_scalar::<DB, String>(
+            "SELECT CAST(version AS TEXT) FROM packages WHERE tenant = $1 AND name = $2 \
+             ORDER BY version",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_all(&self.reader)
+        .await?;
+        if !versions.is_empty() {
+            return Err(rows::no_package_named(name, version, &versions));
+        }
+        let names: Vec<String> = sqlx::query_scalar::<DB, String>(
+            "SELECT DISTINCT name FROM packages WHERE tenant = $1 ORDER BY name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        Err(rows::no_package_named(name, None, &names))
+    }
+}
+
+#[async_trait]
+impl<DB> Executions for Sql<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Row: Columns,
+{
+    async fn count_open_executions(&self, tenant: &str) -> Result<i64> {
+        Ok(sqlx::query_scalar::<DB, i64>(
+            "SELECT COUNT(*) FROM executions WHERE tenant = $1 \
+             AND status IN ('pending', 'running', 'waiting')",
+        )
+        .bind(tenant)
+        .fetch_one(&self.reader)
+        .await?)
+    }
+
+    async fn execution(&self, id: &str) -> Result<ExecutionRecord> {
+        let mut conn = self.reader.acquire().await?;
+        execution_in::<DB>(&mut conn, id, "").await
+    }
+
+    async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions \
+             WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
+             AND (CAST($2 AS TEXT) IS NULL OR workflow = $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR tenant = $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR package_name = $4) \
+             AND (CAST($5 AS BIGINT) IS NULL OR (created_at, id) < ($5, CAST($6 AS TEXT))) \
+             ORDER BY created_at DESC, id DESC LIMIT $7"
+        ))
+        .bind(filter.status.map(Status::as_str))
+        .bind(filter.workflow.as_deref())
+        .bind(filter.tenant.as_deref())
+        .bind(filter.package.as_deref())
+        .bind(filter.after.as_ref().map(|a| a.0))
+        .bind(filter.after.as_ref().map(|a| a.1.as_str()))
+        .bind(if filter.limit > 0 { filter.limit } else { 100 })
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::execution).collect()
+    }
+
+    async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM journal WHERE execution_id = $1 AND seq > $2 ORDER BY seq"
+        ))
+        .bind(id)
+        .bind(after_seq)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::entry).collect()
+    }
+
+    async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE execution_id = $1 \
+             ORDER BY created_at, key"
+        ))
+        .bind(execution_id)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::approval).collect()
+    }
+
+    async fn decide_approval(
+        &self,
+        execution_id: &str,
+        key: &str,
+        decision: &Decision,
+        now_ms: i64,
+    ) -> Result<ApprovalRecord> {
+        let lock = self.dialect.lock_row;
+        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        // Execution row first, then approvals: the order a commit locks them.
+        let execution = execution_in::<DB>(&mut tx, execution_id, lock).await?;
+        let row = sqlx::query::<DB>(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE execution_id = $1 AND key = $2{lock}"
+        ))
+        .bind(execution_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (status, value) = rows::decision_columns(decision);
+        let Some(row) = row else {
+            let pending: Vec<String> = sqlx::query_scalar::<DB, String>(
+                "SELECT key FROM approvals WHERE execution_id = $1 AND status = 'pending' \
+                 ORDER BY key",
+            )
+            .bind(execution_id)
+            .fetch_all(&mut *tx)
+            .await?;
+            return Err(rows::not_waiting_for(&execution, key, &pending));
+        };
+        let current = rows::approval(&row)?;
+        if current.status != "pending" {
+            return rows::decided_already(current, status, &value);
+        }
+        sqlx::query::<DB>(
+            "UPDATE approvals SET status = $1, decision = $2, decided_at = $3 \
+             WHERE execution_id = $4 AND key = $5",
+        )
+        .bind(status)
+        .bind(value.to_string())
+        .bind(now_ms)
+        .bind(execution_id)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query::<DB>(
+            "UPDATE executions SET signals = signals + 1, \
+             wake_at = CASE WHEN status = 'waiting' THEN $1 ELSE wake_at END WHERE id = $2",
+        )
+        .bind(now_ms)
+        .bind(execution_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ApprovalRecord {
+            status: status.to_owned(),
+            decision: Some(value),
+            ..current
+        })
+    }
+
+    async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
+        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
+        if execution.status.is_terminal() {
+            return Err(rows::nothing_to_cancel(&execution));
+        }
+        let row = sqlx::query::<DB>(&format!(
+            "UPDATE executions SET cancel_requested = TRUE, signals = signals + 1, \
+             wake_at = CASE WHEN status IN ('waiting', 'pending') THEN $1 ELSE wake_at END \
+             WHERE id = $2 RETURNING {EXECUTION_COLUMNS}"
+        ))
+        .bind(now_ms)
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows::execution(&row)
+    }
+
+    async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
+        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
+        rows::check_retryable(&execution)?;
+        let seq: i64 = sqlx::query_scalar::<DB, i64>(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE execution_id = $1",
+        )
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let entry = rows::retried_entry(&execution, seq, now_ms);
+        let row = entry.row();
+        sqlx::query::<DB>(
+            "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
+             payload, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(execution_id)
+        .bind(entry.seq)
+        .bind(entry.invocation.as_str())
+        .bind(row.kind.as_str())
+        .bind(row.ref_seq)
+        .bind(row.args_hash.as_deref())
+        .bind(row.payload.to_string())
+        .bind(entry.at_ms)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query::<DB>(&format!(
+            "UPDATE executions SET status = 'pending', result = NULL, error = NULL, owner = NULL, \
+             engine_failures = 0, engine_error = NULL, lease_expires_at = NULL, wake_at = $1, \
+             epoch = epoch + 1, cancel_requested = FALSE, updated_at = $1 WHERE id = $2 \
+             RETURNING {EXECUTION_COLUMNS}"
+        ))
+        .bind(now_ms)
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows::execution(&row)
+    }
+}
+
+impl<DB> Sql<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    DB::Row: Columns,
+{
+    /// See [`super::Store::create_execution`]. One statement: atomic
+    /// without a transaction; an idempotency key the tenant used before
+    /// inserts nothing and returns the earlier execution.
+    pub(super) async fn create_execution(
+        &self,
+        new: NewExecution,
+        now_ms: i64,
+        owner: Option<(&str, i64)>,
+    ) -> Result<ExecutionRecord> {
+        let owned = owner.is_some();
+        let row = sqlx::query::<DB>(&format!(
+            "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
+             workflow, input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
+             lease_expires_at, epoch) \
+             SELECT $1, tenant, sha256, name, version, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10 \
+             FROM packages WHERE tenant = $11 AND name = $12 AND version = $13 \
+             ON CONFLICT (tenant, idempotency_key) DO NOTHING \
+             RETURNING {EXECUTION_COLUMNS}"
+        ))
+        .bind(new.id.as_str())
+        .bind(new.workflow.as_str())
+        .bind(new.input.to_string())
+        .bind(new.idempotency_key.as_deref())
+        .bind(if owned { "running" } else { "pending" })
+        .bind(now_ms)
+        .bind((!owned).then_some(now_ms))
+        .bind(owner.map(|o| o.0))
+        .bind(owner.map(|o| o.1))
+        .bind(if owned { 1_i64 } else { 0 })
+        .bind(new.tenant.as_str())
+        .bind(new.package_name.as_str())
+        .bind(new.package_version)
+        .fetch_optional(&self.writer)
+        .await?;
+        if let Some(row) = row {
+            return rows::execution(&row);
+        }
+        // Nothing inserted: the key was used before, or no such package.
+        if let Some(key) = &new.idempotency_key
+            && let Some(row) = sqlx::query::<DB>(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions \
+                 WHERE tenant = $1 AND idempotency_key = $2"
+            ))
+            .bind(new.tenant.as_str())
+            .bind(key.as_str())
+            .fetch_optional(&self.writer)
+            .await?
+        {
+            return rows::execution(&row);
+        }
+        Err(rows::package_not_found(&new.package_sha256))
+    }
+
+    /// See [`super::Store::time_out_approval`].
+    pub(super) async fn time_out_approval(
+        &self,
+        execution_id: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<ApprovalRecord> {
+        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        sqlx::query::<DB>(
+            "UPDATE approvals SET status = 'timed-out', decided_at = $1 \
+             WHERE execution_id = $2 AND key = $3 AND status = 'pending'",
+        )
+        .bind(now_ms)
+        .bind(execution_id)
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query::<DB>(&format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE execution_id = $1 AND key = $2"
+        ))
+        .bind(execution_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no approval '{key}' on {execution_id}")))?;
+        tx.commit().await?;
+        rows::approval(&row)
+    }
+}
