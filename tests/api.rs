@@ -505,3 +505,66 @@ fn health_and_reflection_answer() {
         );
     });
 }
+
+/// Runs `cerebelum ARGS` on `db` with at most `kib` of virtual memory: far
+/// too little for the wasm runtime's pooling allocator to reserve its
+/// instance slots, plenty for a command that opens the database only.
+fn run_within(db: &Db, kib: u64, args: &[&str]) -> std::process::Output {
+    let plain = db.command(args);
+    let mut limited = std::process::Command::new("bash");
+    limited
+        .arg("-c")
+        .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+        .arg(plain.get_program())
+        .args(plain.get_args());
+    for (key, value) in plain.get_envs() {
+        if let Some(value) = value {
+            limited.env(key, value);
+        }
+    }
+    limited.output().unwrap()
+}
+
+/// The local commands that read or decide open the database alone: they
+/// work where no wasm runtime can start (the same limit stops `upload`).
+#[test]
+fn read_only_local_commands_open_the_database_only() {
+    const LIMIT_KIB: u64 = 2_000_000;
+    let db = Db::new();
+    let testkit = guest("testkit");
+    let id = db.start(&testkit, "approval", r#"{"key": "go"}"#);
+    let upload = run_within(&db, LIMIT_KIB, &["upload", path(&testkit)]);
+    let stderr = String::from_utf8_lossy(&upload.stderr);
+    assert!(
+        !upload.status.success() && stderr.contains("configuring wasmtime"),
+        "upload should need the wasm runtime, which cannot start under the limit: {stderr}"
+    );
+    for args in [
+        vec!["status", &id],
+        vec!["status", &id, "--json"],
+        vec!["list"],
+        vec!["journal", &id],
+        vec!["packages"],
+        vec!["packages", "testkit"],
+        vec!["cancel", &id],
+    ] {
+        let out = run_within(&db, LIMIT_KIB, &args);
+        assert!(
+            out.status.success(),
+            "cerebelum {args:?} failed under the limit: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Refused for what they are, not for want of a runtime.
+    for (args, refusal) in [
+        (vec!["approve", &id, "nobody"], "not waiting for approval"),
+        (vec!["retry", &id], "only failed or cancelled"),
+    ] {
+        let out = run_within(&db, LIMIT_KIB, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(refusal),
+            "cerebelum {args:?}: {stderr}"
+        );
+    }
+}

@@ -40,6 +40,10 @@ pub enum Error {
     /// or is shutting down: try again later.
     #[error("{0}")]
     Unavailable(String),
+    /// A server this process talks to answered with an error of no other
+    /// kind (an internal error), or with something this client cannot read.
+    #[error("{0}")]
+    Remote(String),
     /// A migration failed or the schema is newer than this binary.
     #[error("database schema: {0}")]
     Schema(String),

@@ -8,21 +8,33 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: the records the engine stores (executions, journal entries, approvals).
-//! - [`store`]: the [`store::Store`] trait with its durability contract, the
-//!   SQLite backend (embedded, one node), the PostgreSQL backend (any number
-//!   of nodes: fenced commits, `SKIP LOCKED` claims, `LISTEN/NOTIFY`) and
-//!   the group committer.
-//! - [`runtime`]: wasmtime: the one engine config, the compiled-component
-//!   cache, packages, the per-invocation sandbox.
-//! - [`executor`]: replay and the host imports (journaled outbound HTTP
-//!   among them); drives one execution; tenants' sandbox settings.
+//! Layers, lowest first; a module uses only those below it
+//! (`scripts/module-edges.sh` lists the edges):
+//!
+//! - [`model`]: the records the engine stores (executions, tenants,
+//!   packages with their typed metadata, approvals) and the errors user
+//!   code gets ([`model::ErrorKind`], [`model::CallError`]).
+//! - [`journal`]: the typed journal: one [`journal::Event`] per kind of
+//!   entry, the [`journal::Call`]s replay compares, and their stored form.
+//! - [`clock`]: injected time ([`clock::SystemClock`], [`clock::TestClock`]).
+//! - [`store`]: storage split by who uses it: [`store::Catalog`] (tenants,
+//!   keys, secrets, packages), [`store::Executions`] (what clients read and
+//!   decide) and [`store::Store`] (what nodes write, with the durability
+//!   contract); the SQL both backends share is written once; SQLite
+//!   (embedded, one node) and PostgreSQL (any number of nodes: fenced
+//!   commits, `SKIP LOCKED` claims, `LISTEN/NOTIFY`); the group committer.
+//! - [`runtime`]: wasmtime, knowing nothing of executions: the one engine
+//!   config, the compiled-component cache, packages, the sandbox of an
+//!   invocation inside store data its embedder owns
+//!   ([`runtime::Embedding`]).
+//! - [`executor`]: the [`Engine`] facade; replay, the host imports
+//!   (journaled outbound HTTP among them), driving executions, the
+//!   scheduler (claims, leases, cancellation), tenants' sandbox settings.
 //! - [`http`]: the HTTP allow-lists of tenants.
-//! - `scheduler`: claims due executions (woken by the store's notifications
-//!   or its polling tick), leases, cancellation forwarding.
-//! - [`api`]: the API: tenant-scoped operations (isolation lives there),
-//!   the `cerebelum.v1` gRPC service with health and reflection, API keys.
-//! - [`clock`]: injected time.
+//! - [`api`]: tenant-scoped operations (isolation lives there), the one
+//!   trait clients use ([`api::Operations`]: local, or [`api::client::Remote`]
+//!   over gRPC), the `cerebelum.v1` gRPC service with health and
+//!   reflection, API keys.
 //!
 //! # Example
 //!

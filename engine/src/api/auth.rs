@@ -56,7 +56,7 @@ async fn authenticate(api: &Api, headers: &http::HeaderMap) -> Result<Caller, St
     let key = header.to_str().ok().and_then(bearer).ok_or_else(|| {
         Status::unauthenticated("malformed authorization: expected `Bearer <api key>`")
     })?;
-    let tenant = keys::authenticate(api.engine().store(), key)
+    let tenant = keys::authenticate(api.store(), key)
         .await
         .map_err(super::grpc::status)?;
     Ok(Caller {

@@ -38,6 +38,10 @@ pub fn status(e: Error) -> Status {
             Status::unavailable("the database is unavailable; retry later")
         }
         Error::Unavailable(m) => Status::unavailable(m),
+        Error::Remote(m) => {
+            tracing::error!(error = %m, "a server this one called failed");
+            Status::internal("internal error; the server's log has the details")
+        }
         other => {
             tracing::error!(error = %other, "internal error answering a request");
             Status::internal("internal error; the server's log has the details")
@@ -400,11 +404,7 @@ pub async fn serve(
         let _ = stop.send(true);
     };
     let streams = Streams::new(limits.max_streams);
-    let revocations = tokio::spawn(
-        streams
-            .clone()
-            .check_revocations(api.engine().store().clone()),
-    );
+    let revocations = tokio::spawn(streams.clone().check_revocations(api.store().clone()));
     let front_door = AuthLayer::new(api.clone());
     let service = CerebelumServer::new(Service::new(api, streams, stopping))
         .max_decoding_message_size(max_message_bytes)

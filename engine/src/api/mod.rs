@@ -3,14 +3,21 @@
 //! front door that authenticates every call and bounds its size
 //! ([`auth`]), API keys ([`keys`]), open watch streams ([`streams`]), and
 //! the conversions between records and messages ([`convert`]).
+//!
+//! Clients use one trait, [`Operations`] ([`ops`]): implemented on this
+//! process's database by [`ops::Local`] and on a remote server by
+//! [`client::Remote`] (the gRPC client).
 
 pub mod auth;
+pub mod client;
 pub mod convert;
 pub mod grpc;
 pub mod keys;
+pub mod ops;
 pub mod service;
 pub mod streams;
 
+pub use ops::Operations;
 pub use service::{Api, DEFAULT_QUOTAS};
 
 /// The generated messages, client and server of `cerebelum.v1`.

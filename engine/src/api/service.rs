@@ -4,6 +4,7 @@
 //! every lookup of an execution goes through [`Api::owned`], which answers
 //! NOT_FOUND for another tenant's execution exactly as for a missing one.
 
+use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::executor::{Engine, check_package_name};
 use crate::journal::Entry;
@@ -11,7 +12,7 @@ use crate::model::{
     ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, Status,
     TenantRecord,
 };
-use crate::store::{Follower, SharedStore, execution_not_found};
+use crate::store::{Feeds, Follower, SharedStore, execution_not_found};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -71,10 +72,17 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// The API's operations on an engine node.
+/// The API's operations, on an engine node ([`Api::new`]) or on the
+/// database alone ([`Api::on_store`]: everything but uploads and starts,
+/// which need a node to validate packages and drive executions; local
+/// read commands use it, so they start no wasm runtime).
 #[derive(Clone)]
 pub struct Api {
-    engine: Engine,
+    store: SharedStore,
+    clock: SharedClock,
+    feeds: Feeds,
+    /// The node it runs on, if any.
+    node: Option<Engine>,
     defaults: Quotas,
     /// Starts in flight per tenant, counted against its open-executions
     /// quota until their execution is stored (and counted by the store).
@@ -112,18 +120,45 @@ impl Api {
     /// engine's defaults ([`crate::EngineConfig::quotas`]).
     pub fn new(engine: Engine) -> Self {
         Self {
+            store: engine.store().clone(),
+            clock: engine.clock().clone(),
+            feeds: engine.feeds().clone(),
             defaults: engine.config().quotas,
-            engine,
+            node: Some(engine),
             starting: Arc::default(),
         }
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    /// The API on `store` alone, with the built-in default quotas: it
+    /// reads, decides, cancels, retries and follows executions, and
+    /// refuses uploads and starts.
+    pub fn on_store(store: SharedStore, clock: SharedClock) -> Self {
+        Self {
+            feeds: Feeds::new(store.clone()),
+            store,
+            clock,
+            node: None,
+            defaults: DEFAULT_QUOTAS,
+            starting: Arc::default(),
+        }
     }
 
-    fn store(&self) -> &SharedStore {
-        self.engine.store()
+    /// The engine node this API runs on, or an error for an API on the
+    /// store alone.
+    fn node(&self, what: &str) -> Result<&Engine> {
+        self.node.as_ref().ok_or_else(|| {
+            Error::Runtime(format!(
+                "{what} needs an engine node; this API was opened on the database alone"
+            ))
+        })
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// The quotas that apply to `tenant`.
@@ -135,7 +170,7 @@ impl Api {
     /// the very message of a missing one (nothing is revealed).
     pub async fn owned(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
         check_len("the execution id", id, MAX_ID_BYTES)?;
-        match self.store().executions().execution(id).await {
+        match self.store.executions().execution(id).await {
             Ok(record) if record.tenant == tenant.name => Ok(record),
             Ok(_) => Err(execution_not_found(id)),
             Err(e) => Err(e),
@@ -173,11 +208,13 @@ impl Api {
                 mib(limit)
             )));
         }
-        self.engine.upload(&tenant.name, name, wasm).await
+        self.node("uploading a package")?
+            .upload(&tenant.name, name, wasm)
+            .await
     }
 
     pub async fn list_packages(&self, tenant: &TenantRecord) -> Result<Vec<PackageRecord>> {
-        self.store().catalog().list_packages(&tenant.name).await
+        self.store.catalog().list_packages(&tenant.name).await
     }
 
     pub async fn describe(
@@ -187,7 +224,7 @@ impl Api {
         version: Option<i64>,
     ) -> Result<PackageRecord> {
         check_len("the package name", name, MAX_NAME_BYTES)?;
-        self.store()
+        self.store
             .catalog()
             .find_package(&tenant.name, name, version)
             .await
@@ -219,9 +256,9 @@ impl Api {
         let package = self
             .describe(tenant, &request.package, request.version)
             .await?;
+        let node = self.node("starting an execution")?;
         let _reservation = self.reserve(tenant).await?;
-        self.engine
-            .start_package(&package, &request.workflow, input, request.idempotency_key)
+        node.start_package(&package, &request.workflow, input, request.idempotency_key)
             .await
     }
 
@@ -274,7 +311,7 @@ impl Api {
             .filter(|a| a.status == "pending")
             .collect();
         Ok(ExecutionView {
-            note: self.engine.note(id),
+            note: self.node.as_ref().and_then(|node| node.note(id)),
             record,
             pending_approvals,
         })
@@ -308,7 +345,7 @@ impl Api {
             .filter(|t| !t.is_empty())
             .map(parse_page_token)
             .transpose()?;
-        let executions = self.store().executions().list_executions(&filter).await?;
+        let executions = self.store.executions().list_executions(&filter).await?;
         let next = (executions.len() as i64 == filter.limit)
             .then(|| {
                 executions
@@ -326,7 +363,7 @@ impl Api {
         after_seq: i64,
     ) -> Result<Vec<Entry>> {
         self.owned(tenant, id).await?;
-        self.store().executions().journal(id, after_seq).await
+        self.store.executions().journal(id, after_seq).await
     }
 
     pub async fn decide(
@@ -344,8 +381,8 @@ impl Api {
             Decision::Reject(reason) => self.check_payload(tenant, "the reason", reason.len())?,
         }
         self.owned(tenant, id).await?;
-        let now = self.engine.now_ms();
-        self.store()
+        let now = self.now_ms();
+        self.store
             .executions()
             .decide_approval(id, key, &decision, now)
             .await
@@ -353,16 +390,16 @@ impl Api {
 
     pub async fn cancel(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
         self.owned(tenant, id).await?;
-        let now = self.engine.now_ms();
-        self.store().executions().request_cancel(id, now).await
+        let now = self.now_ms();
+        self.store.executions().request_cancel(id, now).await
     }
 
     pub async fn retry(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
         self.owned(tenant, id).await?;
-        let now = self.engine.now_ms();
-        let record = self.store().executions().retry_execution(id, now).await?;
+        let now = self.now_ms();
+        let record = self.store.executions().retry_execution(id, now).await?;
         // Its `retried` entry was written outside the group commit.
-        self.engine.feeds().touched(id);
+        self.feeds.touched(id);
         Ok(record)
     }
 
@@ -372,7 +409,7 @@ impl Api {
     /// dropping the follower stops following.
     pub async fn watch(&self, tenant: &TenantRecord, id: &str, after_seq: i64) -> Result<Follower> {
         self.owned(tenant, id).await?;
-        Ok(self.engine.feeds().follow(id, after_seq))
+        Ok(self.feeds.follow(id, after_seq))
     }
 
     /// Statuses `list` accepts, for error messages.

@@ -2,15 +2,126 @@
 //! API keys and secrets, on the database directly (an operator's tool; the
 //! gRPC API has no admin calls).
 
-use super::super::{AdminCommand, KeyCommand, SecretCommand, TenantArgs, TenantCommand};
+use super::Cli;
+use super::flags::{DAY_MS, MAX_MEMORY_MB, QuotaArgs, open_store, range_i64};
 use anyhow::{Context, Result, bail};
 use cerebelum::api::{DEFAULT_QUOTAS, keys};
 use cerebelum::clock::{Clock, SystemClock};
 use cerebelum::http::AllowList;
 use cerebelum::model::{Quotas, TenantRecord};
-use cerebelum::store::SharedStore;
+use cerebelum::store::{SharedStore, Synchronous};
+use clap::{Args, Subcommand};
 use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Create, list or change tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: Box<TenantCommand>,
+    },
+    /// Create, list or revoke API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Secrets of a tenant, which its steps read through the SDK and
+    /// which never appear in journals, logs or API answers.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TenantCommand {
+    /// Create a tenant (its quotas default to the server's; no HTTP).
+    Create {
+        /// Letters, digits, '-', '_' and '.'.
+        name: String,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+        #[command(flatten)]
+        tenant: TenantArgs,
+    },
+    /// List tenants with their quotas and HTTP allow-lists.
+    List,
+    /// Change a tenant's quotas or HTTP allow-list (what is not given stays).
+    Update {
+        name: String,
+        #[command(flatten)]
+        quotas: QuotaArgs,
+        #[command(flatten)]
+        tenant: TenantArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SecretCommand {
+    /// Set a secret of a tenant; the value is read from standard input
+    /// (one line, or all of it), so it stays out of the shell history.
+    Set { tenant: String, name: String },
+    /// List a tenant's secrets (names only).
+    List { tenant: String },
+    /// Delete a secret.
+    Delete { tenant: String, name: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum KeyCommand {
+    /// Create an API key for a tenant and print it (only once: the
+    /// database keeps a hash).
+    Create { tenant: String },
+    /// List a tenant's keys (ids only).
+    List { tenant: String },
+    /// Revoke a key at once, by its id (`cbk_…`, the part before the
+    /// second underscore) or the whole key.
+    Revoke { id: String },
+}
+
+/// Per-tenant settings whose server default is an engine flag
+/// (`--memory-limit-mb`, `--step-timeout-ms`), and the HTTP allow-list.
+#[derive(Args, Clone, Debug, Default)]
+pub(crate) struct TenantArgs {
+    /// Linear memory of one invocation, MiB (default: the server's
+    /// --memory-limit-mb).
+    #[arg(long, value_parser = range_i64(1, MAX_MEMORY_MB as i64))]
+    memory_mb: Option<i64>,
+    /// CPU time of one invocation, ms (default: the server's --step-timeout-ms).
+    #[arg(long, value_parser = range_i64(1, DAY_MS as i64))]
+    cpu_ms: Option<i64>,
+    /// A host the tenant's steps may send HTTP requests to; repeat for
+    /// several (replaces the list). Forms: `api.example.com`,
+    /// `*.example.com`, `127.0.0.1:8080`, `api.example.com/v1/*`, and any
+    /// of them after a method: `GET api.example.com`.
+    #[arg(long = "allow-http", value_name = "HOST")]
+    allow_http: Vec<String>,
+    /// Remove every host from the HTTP allow-list.
+    #[arg(long, conflicts_with = "allow_http")]
+    deny_http: bool,
+}
+
+/// `cerebelum admin`: on the database named by `--db`, never a server.
+pub(crate) async fn run(cli: &Cli, command: &AdminCommand) -> Result<ExitCode> {
+    if let Some(server) = &cli.server {
+        bail!(
+            "`cerebelum admin` works on the server's database directly and has no remote form \
+             yet, so it does not use --server {server} (or CEREBELUM_SERVER); run it where the \
+             database is, with --db (the URL `cerebelum serve` was given)"
+        );
+    }
+    let db = &cli.db;
+    let sqlite_file = (!db.starts_with("postgres://") && !db.starts_with("postgresql://"))
+        .then(|| PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(db)));
+    let created = sqlite_file.as_ref().is_some_and(|f| !f.exists());
+    let store = open_store(db, Synchronous::Full).await?;
+    if created {
+        eprintln!("note: created a new, empty database {db} (pass --db to use another)");
+    }
+    administer(&store, command).await
+}
 
 /// Secrets shorter than this could match ordinary text, and redacting
 /// them would garble journals.
@@ -62,7 +173,7 @@ fn describe(t: &TenantRecord) -> String {
 
 /// The given quotas merged with what the tenant-only flags set (clap has
 /// checked each value's range).
-fn given(quotas: &super::super::QuotaArgs, tenant: &TenantArgs) -> Quotas {
+fn given(quotas: &QuotaArgs, tenant: &TenantArgs) -> Quotas {
     let mut q = quotas.quotas();
     q.memory_bytes = tenant.memory_mb.map(|m| m << 20);
     q.cpu_ms = tenant.cpu_ms;
@@ -110,7 +221,7 @@ fn check_secret_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-pub(super) async fn run(store: &SharedStore, command: &AdminCommand) -> Result<ExitCode> {
+async fn administer(store: &SharedStore, command: &AdminCommand) -> Result<ExitCode> {
     let now = SystemClock.now_ms();
     match command {
         AdminCommand::Tenant { command } => match command.as_ref() {

@@ -5,10 +5,29 @@
 //! what is missing.
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-pub(super) fn run(source: &Path, output: Option<&Path>, python: Option<&Path>) -> Result<ExitCode> {
+#[derive(Args)]
+pub(crate) struct BuildArgs {
+    /// A Python file, or a Rust crate directory depending on cerebelum-sdk.
+    source: PathBuf,
+    /// Where to write the package (default: the Python file with .wasm,
+    /// or CRATE.wasm in the current directory).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// The Python to build with (default: ./.venv/bin/python if it
+    /// exists, else python3).
+    #[arg(long, env = "CEREBELUM_PYTHON")]
+    python: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: &BuildArgs) -> Result<ExitCode> {
+    build(&args.source, args.output.as_deref(), args.python.as_deref())
+}
+
+fn build(source: &Path, output: Option<&Path>, python: Option<&Path>) -> Result<ExitCode> {
     if source.is_dir() {
         return build_crate(source, output);
     }

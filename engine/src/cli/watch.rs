@@ -1,8 +1,8 @@
 //! Following an execution: a progress bar fed by `report-progress` and one
 //! line per journal event, until the execution ends.
 
-use super::client::{Client, RemoteError};
 use anyhow::Result;
+use cerebelum::api::Operations;
 use cerebelum::api::convert::progress_of;
 use cerebelum::api::service::WatchEvent;
 use cerebelum::journal::{Call, Entry, Event, WORKFLOW};
@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::Duration;
+use tokio_stream::StreamExt;
 
 /// One line about an execution.
 pub(crate) fn summary(r: &ExecutionRecord) -> String {
@@ -141,11 +142,11 @@ impl Renderer {
 /// server goes away (a restart, a crash), reconnects for up to
 /// `reconnect_for` and continues after the last event received.
 pub(crate) async fn follow(
-    client: &Client,
+    ops: &dyn Operations,
     id: &str,
     reconnect_for: Duration,
 ) -> Result<ExecutionRecord> {
-    let record = client.execution(id).await?.record;
+    let record = ops.execution(id).await?.record;
     let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::new(100);
     if tty {
@@ -171,14 +172,14 @@ pub(crate) async fn follow(
         ..Renderer::default()
     };
     let mut last_seq = 0;
-    let mut client = client.reconnect().await?;
+    let mut ops = ops.reconnect().await?;
     let mut lost_at: Option<std::time::Instant> = None;
     loop {
         let mut broken = None;
-        match client.watch(id, last_seq).await {
+        match ops.watch(id, last_seq).await {
             Err(e) => broken = Some(e),
             Ok(mut events) => {
-                while let Some(event) = events.recv().await {
+                while let Some(event) = events.next().await {
                     match event {
                         Ok(WatchEvent::Entry(e)) => {
                             lost_at = None;
@@ -209,10 +210,12 @@ pub(crate) async fn follow(
                 }
             }
         }
-        let e = broken.unwrap_or_else(|| anyhow::anyhow!("the event stream ended early"));
-        if !RemoteError::is_transient(&e) {
+        let e = broken.unwrap_or_else(|| {
+            cerebelum::Error::Unavailable("the event stream ended early".into())
+        });
+        if !e.is_transient() {
             bar.finish_and_clear();
-            return Err(e);
+            return Err(e.into());
         }
         // The server went away: reconnect and continue after `last_seq`.
         let since = *lost_at.get_or_insert_with(std::time::Instant::now);
@@ -220,19 +223,19 @@ pub(crate) async fn follow(
         loop {
             if since.elapsed() > reconnect_for {
                 bar.finish_and_clear();
-                return Err(e.context(format!(
+                return Err(anyhow::Error::from(e).context(format!(
                     "gave up reconnecting after {} s",
                     reconnect_for.as_secs()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
-            match client.reconnect().await {
-                Ok(c) => {
-                    client = c;
+            match ops.reconnect().await {
+                Ok(reconnected) => {
+                    ops = reconnected;
                     break;
                 }
-                Err(e) if RemoteError::is_transient(&e) => continue,
-                Err(e) => return Err(e),
+                Err(e) if e.is_transient() => continue,
+                Err(e) => return Err(e.into()),
             }
         }
     }

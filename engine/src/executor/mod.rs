@@ -169,6 +169,11 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The engine's clock.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
+    }
+
     /// The engine's clock, ms since the Unix epoch.
     pub fn now_ms(&self) -> i64 {
         self.inner.now_ms()

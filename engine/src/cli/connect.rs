@@ -1,0 +1,63 @@
+//! Where a command's work goes: with `--server`, a `cerebelum serve` over
+//! gRPC (as the tenant of `--api-key`); without it, the local database
+//! (as tenant `default`). Either way the command gets [`Operations`] and
+//! prints the records they return the same way.
+//!
+//! Locally, commands that only read or decide (status, list, journal,
+//! packages, watch, approve, reject, cancel, retry) open the database
+//! alone: no wasm runtime, epoch thread or commit thread. Uploads and
+//! starts open an engine node, whose runtime validates packages.
+
+use super::Cli;
+use super::flags::{EngineArgs, engine, open_store};
+use anyhow::Result;
+use cerebelum::api::client::{Remote, ServerUrl};
+use cerebelum::api::ops::Local;
+use cerebelum::api::{Api, Operations};
+use cerebelum::clock::SystemClock;
+use cerebelum::model::{DEFAULT_TENANT, Quotas};
+use cerebelum::store::Synchronous;
+use std::sync::Arc;
+
+/// What a command needs of the local database.
+pub(crate) enum Needs<'a> {
+    /// Reading and deciding: the database alone.
+    Store,
+    /// Uploading or starting: an engine node with these settings.
+    Engine(&'a EngineArgs),
+}
+
+/// The operations of the command's place (see the module docs).
+pub(crate) async fn ops(cli: &Cli, needs: Needs<'_>) -> Result<Box<dyn Operations>> {
+    if let Some(url) = &cli.server {
+        return Ok(Box::new(remote(url, cli.api_key.as_deref()).await?));
+    }
+    let api = match needs {
+        Needs::Store => Api::on_store(
+            open_store(&cli.db, Synchronous::Full).await?,
+            Arc::new(SystemClock),
+        ),
+        Needs::Engine(args) => Api::new(engine(&cli.db, args, Quotas::default()).await?),
+    };
+    Ok(Box::new(local(api).await?))
+}
+
+/// The operations of tenant `default` through `api` (on this process's
+/// database).
+pub(crate) async fn local(api: Api) -> Result<Local> {
+    Ok(Local::new(api, DEFAULT_TENANT).await?)
+}
+
+/// A connection to the server at `url`, checked before anything is sent;
+/// warns when the key would travel in clear to another machine.
+async fn remote(url: &str, api_key: Option<&str>) -> Result<Remote> {
+    let server = ServerUrl::parse(url)?;
+    if server.in_clear && api_key.is_some() {
+        eprintln!(
+            "warning: the API key travels in clear over http:// to {}; use such a server only \
+             on a network you trust (or through an SSH tunnel)",
+            server.url
+        );
+    }
+    Ok(Remote::connect(&server.url, api_key).await?)
+}

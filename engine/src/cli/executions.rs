@@ -1,0 +1,312 @@
+//! The commands on executions: start, status, list, watch, journal,
+//! approve, reject, cancel, retry. Each goes through [`Operations`], on
+//! the local database or a server (`--server`).
+
+use super::connect::{Needs, ops};
+use super::flags::{EngineArgs, range, range_i64};
+use super::packages::upload_file;
+use super::{Cli, print_outcome, watch};
+use anyhow::Result;
+use cerebelum::api::Api;
+use cerebelum::api::service::{MAX_PAGE, StartRequest};
+use cerebelum::model::{Decision, ListFilter};
+use clap::Args;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args)]
+pub(crate) struct StartArgs {
+    /// A .wasm file (uploaded first) or the name of an uploaded package.
+    package: String,
+    /// The workflow to start.
+    workflow: String,
+    /// The workflow's input, JSON.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// The package version (default: the newest).
+    #[arg(long)]
+    version: Option<i64>,
+    /// Starting twice with the same key returns the first execution.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct StatusArgs {
+    /// The execution id (from `start` or `list`).
+    id: String,
+    /// Print the record as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ListArgs {
+    /// pending, running, waiting, completed, failed or cancelled.
+    #[arg(long)]
+    status: Option<String>,
+    /// Only executions of this package.
+    #[arg(long)]
+    package: Option<String>,
+    /// Only executions of this workflow.
+    #[arg(long)]
+    workflow: Option<String>,
+    /// Show at most this many.
+    #[arg(long, default_value_t = 50, value_parser = range_i64(1, 1_000_000))]
+    limit: i64,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct WatchArgs {
+    /// The execution id.
+    id: String,
+    /// Give up after the server is unreachable this long, seconds.
+    #[arg(long, default_value_t = 120, value_parser = range(0, 86_400))]
+    reconnect_timeout_s: u64,
+}
+
+#[derive(Args)]
+pub(crate) struct JournalArgs {
+    /// The execution id.
+    id: String,
+    /// Print the entries as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct ApproveArgs {
+    /// The execution id.
+    id: String,
+    /// The approval key the workflow waits on (`status` shows it).
+    key: String,
+    /// JSON handed to the workflow with the approval.
+    #[arg(long, default_value = "null")]
+    payload: String,
+}
+
+#[derive(Args)]
+pub(crate) struct RejectArgs {
+    /// The execution id.
+    id: String,
+    /// The approval key the workflow waits on.
+    key: String,
+    /// Why; handed to the workflow.
+    #[arg(long)]
+    reason: String,
+}
+
+#[derive(Args)]
+pub(crate) struct IdArgs {
+    /// The execution id.
+    id: String,
+}
+
+/// Parses a JSON flag. The error names the position and shows a few
+/// characters around it, never the whole (possibly huge) text.
+fn json_arg(text: &str, what: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} is not valid JSON: {e}, near `{}`",
+            near(text, e.line(), e.column())
+        )
+    })
+}
+
+/// At most 60 bytes of `text` around (1-based) `line` and `column`, with
+/// `…` where it was cut.
+fn near(text: &str, line: usize, column: usize) -> String {
+    let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+    let at = column.saturating_sub(1).min(line_text.len());
+    let floor = |mut i: usize| {
+        while !line_text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    let start = floor(at.saturating_sub(30));
+    let end = floor((at + 30).min(line_text.len()));
+    format!(
+        "{}{}{}",
+        if start > 0 { "…" } else { "" },
+        &line_text[start..end],
+        if end < line_text.len() { "…" } else { "" }
+    )
+}
+
+pub(crate) async fn start(cli: &Cli, args: &StartArgs) -> Result<ExitCode> {
+    json_arg(&args.input, "--input")?;
+    let ops = ops(cli, Needs::Engine(&args.engine)).await?;
+    let path = Path::new(&args.package);
+    let (name, version) = if path.exists() {
+        let record = upload_file(ops.as_ref(), path, None).await?;
+        (record.name, Some(record.version))
+    } else if args.package.ends_with(".wasm") || args.package.contains('/') {
+        anyhow::bail!("package file {} does not exist", args.package);
+    } else {
+        (args.package.clone(), args.version)
+    };
+    let (execution, created) = ops
+        .start(StartRequest {
+            package: name,
+            version,
+            workflow: args.workflow.clone(),
+            input: args.input.clone(),
+            idempotency_key: args.idempotency_key.clone(),
+        })
+        .await?;
+    if !created {
+        eprintln!("the idempotency key was used before: this is the execution it started");
+    }
+    out!("{}", execution.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> Result<ExitCode> {
+    let view = ops(cli, Needs::Store).await?.execution(&args.id).await?;
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&view.record)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!("{}", watch::summary(&view.record));
+    if let Some(note) = &view.note {
+        out!("  waiting for {note}");
+    }
+    for approval in view.pending_approvals {
+        out!(
+            "  waiting for approval '{}': {}  (cerebelum approve {} {})",
+            approval.key,
+            approval.request["message"].as_str().unwrap_or(""),
+            args.id,
+            approval.key
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn list(cli: &Cli, args: &ListArgs) -> Result<ExitCode> {
+    let status = args.status.as_deref().map(Api::parse_status).transpose()?;
+    let ops = ops(cli, Needs::Store).await?;
+    let mut rows = Vec::new();
+    let mut token: Option<String> = None;
+    // Page through until `limit` rows (pages hold at most MAX_PAGE).
+    while (rows.len() as i64) < args.limit {
+        let filter = ListFilter {
+            status,
+            package: args.package.clone(),
+            workflow: args.workflow.clone(),
+            limit: (args.limit - rows.len() as i64).min(MAX_PAGE),
+            ..ListFilter::default()
+        };
+        let page = ops.list(filter, token.as_deref()).await?;
+        rows.extend(page.executions);
+        match page.next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        out!("no executions");
+    } else {
+        for r in rows {
+            out!("{}", watch::summary(&r));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn follow(cli: &Cli, args: &WatchArgs) -> Result<ExitCode> {
+    let ops = ops(cli, Needs::Store).await?;
+    let reconnect_for = Duration::from_secs(args.reconnect_timeout_s);
+    let record = watch::follow(ops.as_ref(), &args.id, reconnect_for).await?;
+    Ok(print_outcome(&record))
+}
+
+pub(crate) async fn journal(cli: &Cli, args: &JournalArgs) -> Result<ExitCode> {
+    let entries = ops(cli, Needs::Store).await?.journal(&args.id, 0).await?;
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for e in entries {
+        let row = e.row();
+        out!(
+            "{:>5} {:<8} {:<16} {}{}",
+            e.seq,
+            e.invocation,
+            row.kind,
+            row.ref_seq
+                .map(|r| format!("(of {r}) "))
+                .unwrap_or_default(),
+            row.payload
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn approve(cli: &Cli, args: &ApproveArgs) -> Result<ExitCode> {
+    let payload = json_arg(&args.payload, "--payload")?;
+    decide(cli, &args.id, &args.key, Decision::Approve(payload)).await
+}
+
+pub(crate) async fn reject(cli: &Cli, args: &RejectArgs) -> Result<ExitCode> {
+    let decision = Decision::Reject(args.reason.clone());
+    decide(cli, &args.id, &args.key, decision).await
+}
+
+async fn decide(cli: &Cli, id: &str, key: &str, decision: Decision) -> Result<ExitCode> {
+    let approval = ops(cli, Needs::Store)
+        .await?
+        .decide(id, key, decision)
+        .await?;
+    out!("approval '{}' of {id} is {}", approval.key, approval.status);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn cancel(cli: &Cli, args: &IdArgs) -> Result<ExitCode> {
+    let record = ops(cli, Needs::Store).await?.cancel(&args.id).await?;
+    out!(
+        "cancellation requested for {} ({})",
+        record.id,
+        record.status
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn retry(cli: &Cli, args: &IdArgs) -> Result<ExitCode> {
+    let record = ops(cli, Needs::Store).await?.retry(&args.id).await?;
+    out!(
+        "{} is {} again; `cerebelum serve` resumes it",
+        record.id,
+        record.status
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_error_shows_a_little_around_its_position() {
+        let long = format!("{{\"a\": [{}], oops", "1,".repeat(50_000));
+        let e = json_arg(&long, "--input").unwrap_err().to_string();
+        assert!(e.starts_with("--input is not valid JSON"), "{e}");
+        assert!(
+            e.len() < 300,
+            "the message quotes the whole input: {} bytes",
+            e.len()
+        );
+        assert!(e.contains("oops"), "{e}");
+        assert_eq!(near("ab", 1, 2), "ab");
+        assert_eq!(near("é", 1, 1), "é");
+    }
+}

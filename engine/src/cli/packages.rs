@@ -1,0 +1,104 @@
+//! The commands on packages: upload, packages.
+
+use super::Cli;
+use super::connect::{Needs, ops};
+use super::flags::EngineArgs;
+use anyhow::{Context, Result};
+use cerebelum::api::Operations;
+use cerebelum::model::PackageRecord;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub(crate) struct UploadArgs {
+    /// The package (.wasm component).
+    package: PathBuf,
+    /// Package name (default: the file name without .wasm).
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct PackagesArgs {
+    /// Describe only this package.
+    name: Option<String>,
+    /// With NAME: this version (default: the newest).
+    #[arg(long)]
+    version: Option<i64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn package_name(path: &Path, name: Option<String>) -> Result<String> {
+    match name {
+        Some(n) => Ok(n),
+        None => Ok(path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("cannot derive a package name from the file name; pass --name")?
+            .to_owned()),
+    }
+}
+
+/// Uploads the package file at `path` (named `name`, or after the file).
+pub(crate) async fn upload_file(
+    ops: &dyn Operations,
+    path: &Path,
+    name: Option<String>,
+) -> Result<PackageRecord> {
+    let name = package_name(path, name)?;
+    cerebelum::executor::check_package_name(&name)?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read package file {}", path.display()))?;
+    ops.upload(&name, bytes)
+        .await
+        .with_context(|| format!("{} is not a usable package", path.display()))
+}
+
+fn summary(p: &PackageRecord) -> String {
+    let workflows: Vec<&str> = p.info.workflows.iter().map(|w| w.name.as_str()).collect();
+    let steps: Vec<&str> = p.info.steps.iter().map(|s| s.name.as_str()).collect();
+    format!(
+        "{} v{}  sha256:{}  {:.1} MiB\n  workflows: {}\n  steps: {}",
+        p.name,
+        p.version,
+        &p.sha256[..p.sha256.len().min(12)],
+        p.size_bytes as f64 / (1 << 20) as f64,
+        workflows.join(", "),
+        steps.join(", ")
+    )
+}
+
+pub(crate) async fn upload(cli: &Cli, args: &UploadArgs) -> Result<ExitCode> {
+    let ops = ops(cli, Needs::Engine(&args.engine)).await?;
+    let record = upload_file(ops.as_ref(), &args.package, args.name.clone()).await?;
+    out!(
+        "{} v{} sha256:{}",
+        record.name,
+        record.version,
+        record.sha256
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn list(cli: &Cli, args: &PackagesArgs) -> Result<ExitCode> {
+    let ops = ops(cli, Needs::Store).await?;
+    let packages = match &args.name {
+        Some(name) => vec![ops.describe(name, args.version).await?],
+        None => ops.packages().await?,
+    };
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&packages)?);
+    } else if packages.is_empty() {
+        out!("no packages in {}", ops.place());
+    } else {
+        for p in &packages {
+            out!("{}", summary(p));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,144 @@
+//! The commands that run an engine node in this process: `run` (one
+//! execution, to its end) and `serve` (the scheduler and the gRPC API
+//! until a signal).
+
+use super::connect::local;
+use super::flags::{EngineArgs, QuotaArgs, engine, range};
+use super::packages::upload_file;
+use super::{Cli, print_outcome, watch};
+use anyhow::{Context, Result};
+use cerebelum::api::Api;
+use cerebelum::api::Operations;
+use cerebelum::api::grpc::{self, ServerLimits};
+use cerebelum::api::service::StartRequest;
+use cerebelum::model::Quotas;
+use cerebelum::store;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
+    /// The package (.wasm component).
+    package: PathBuf,
+    /// The workflow to run.
+    workflow: String,
+    /// The workflow's input, JSON.
+    #[arg(long, default_value = "{}")]
+    input: String,
+    /// Package name (default: the file name without .wasm).
+    #[arg(long)]
+    name: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// Address of the gRPC API; port 0 picks a free port (the address
+    /// is printed).
+    #[arg(long, env = "CEREBELUM_LISTEN", default_value = "127.0.0.1:7433")]
+    listen: String,
+    /// Largest gRPC message, MiB (an upload is one message; keep it
+    /// above every tenant's package quota).
+    #[arg(long, default_value_t = 256, value_parser = range(1, 4095))]
+    max_message_mb: u64,
+    /// Watch streams open at once on this server, all tenants together.
+    #[arg(long, default_value_t = 10_000, value_parser = range(1, 10_000_000))]
+    node_max_streams: u64,
+    #[command(flatten)]
+    quotas: QuotaArgs,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
+    if cli.server.is_some() {
+        anyhow::bail!(
+            "`run` drives the execution in this process on the local database; with a server \
+             use `cerebelum start FILE WORKFLOW` and `cerebelum watch ID`"
+        );
+    }
+    let engine = engine(&cli.db, &args.engine, Quotas::default()).await?;
+    let ops = local(Api::new(engine.clone())).await?;
+    let record = upload_file(&ops, &args.package, args.name.clone()).await?;
+    let (execution, _) = ops
+        .start(StartRequest {
+            package: record.name.clone(),
+            version: Some(record.version),
+            workflow: args.workflow.clone(),
+            input: args.input.clone(),
+            idempotency_key: None,
+        })
+        .await?;
+    eprintln!(
+        "execution {} of {} v{} ({} in {})",
+        execution.id, record.name, record.version, args.workflow, cli.db
+    );
+    let id = execution.id.clone();
+    let watcher = async {
+        if let Err(e) = watch::follow(&ops, &id, Duration::ZERO).await {
+            eprintln!("warning: cannot show the progress: {e:#}");
+        }
+    };
+    let (done, ()) = tokio::join!(engine.run_until_done(&execution.id), watcher);
+    Ok(print_outcome(&done?))
+}
+
+pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
+    let engine = engine(&cli.db, &args.engine, args.quotas.quotas()).await?;
+    let listen = &args.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen}; pass another address with --listen")
+        })?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "cerebelum serving {} on grpc://{addr}; Ctrl-C to stop",
+        store::redacted(&cli.db)
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let limits = ServerLimits {
+        max_message_bytes: (args.max_message_mb << 20) as usize,
+        max_streams: args.node_max_streams as usize,
+    };
+    let api = Api::new(engine.clone());
+    let grpc = grpc::serve(api, listener, limits, until_stopped(stopped.clone()));
+    let scheduler = engine.serve(until_stopped(stopped));
+    let signal = async {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    let (grpc, scheduler, ()) = tokio::join!(grpc, scheduler, signal);
+    grpc?;
+    scheduler?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
