@@ -134,13 +134,26 @@ fn an_https_url_is_refused_before_anything_is_sent() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
+    // A CLI that spoke to the address would wait for an answer for ever:
+    // it is stopped after a while, and that fails the test.
     let cli = |server: &str| {
-        Command::new(common::bin())
+        let mut child = Command::new(common::bin())
             .args(["--server", server, "--api-key", "cbk_0123abcd_topsecret"])
             .args(["status", "ex_1"])
             .env("CEREBELUM_LOG", "warn")
-            .output()
-            .unwrap()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("the CLI connected to {server} and waited for an answer");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
     };
     let out = cli(&format!("https://127.0.0.1:{port}"));
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -182,9 +182,15 @@ pub fn serve_in_process(
     (stop, server)
 }
 
-/// The `cerebelum` binary under test.
+/// The `cerebelum` binary under test: this build's, or the one
+/// `CEREBELUM_TEST_BIN` names (to run the process-level tests against
+/// another build, e.g. one from before a fix, and see them fail).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cerebelum")
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("CEREBELUM_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_cerebelum").to_owned())
+    })
 }
 
 /// Where the PostgreSQL tests create their databases.
