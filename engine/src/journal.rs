@@ -432,6 +432,23 @@ impl Call {
         }
     }
 
+    /// [`Call::payload`] as JSON text, serialised straight from the
+    /// typed call (the commit path: no intermediate `Value`).
+    fn payload_text(&self) -> String {
+        match self {
+            Call::CallStep(c) | Call::StartStep(c) => text(c),
+            Call::AwaitSteps(c) => text(c),
+            Call::Sleep(c) => text(c),
+            Call::Poll(c) => text(c),
+            Call::AwaitApproval(c) => text(c),
+            Call::ReportProgress(c) => text(c),
+            Call::Log(c) => text(c),
+            Call::NowMs(c) | Call::RandomU64(c) => text(c),
+            Call::Record(c) => text(c),
+            Call::Http(c) => text(c),
+        }
+    }
+
     fn parse(kind: CallKind, payload: Value) -> Result<Self, serde_json::Error> {
         fn from<T: DeserializeOwned>(v: Value) -> Result<T, serde_json::Error> {
             serde_json::from_value(v)
@@ -502,6 +519,21 @@ pub struct Row {
     pub payload: Value,
 }
 
+/// JSON text of `v` (what the journal stores).
+fn text(v: &impl Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// A result payload as stored, borrowed for serialisation:
+/// `{"ok": value}` or `{"err": error}`.
+#[derive(Serialize)]
+enum OutcomeText<'a> {
+    #[serde(rename = "ok")]
+    Ok(&'a Value),
+    #[serde(rename = "err")]
+    Err(&'a CallError),
+}
+
 /// An `ok` / `err` result payload.
 pub fn outcome_payload(outcome: &Outcome) -> Value {
     match outcome {
@@ -548,6 +580,34 @@ impl Event {
             | Event::Attempt { call, .. }
             | Event::AttemptFailed { call, .. }
             | Event::PollCheck { call, .. } => Some(*call),
+            _ => None,
+        }
+    }
+
+    /// The `payload` column of the stored form, as JSON text (what the
+    /// commit path writes; [`Event::to_row`] has it as a value).
+    pub fn payload_text(&self) -> String {
+        match self {
+            Event::Call { call, .. } => call.payload_text(),
+            Event::Result { outcome, .. } => text(&match outcome {
+                Ok(v) => OutcomeText::Ok(v),
+                Err(e) => OutcomeText::Err(e),
+            }),
+            Event::Attempt { attempt, .. } => text(attempt),
+            Event::AttemptFailed { failed, .. } => text(failed),
+            Event::PollCheck { check, .. } => text(check),
+            Event::Output(o) => text(o),
+            Event::Usage(u) => text(u),
+            Event::Started(s) => text(s),
+            Event::Finished(f) => text(f),
+            Event::Retried(r) => text(r),
+        }
+    }
+
+    /// The hash of the call's arguments, for calls.
+    pub fn args_hash(&self) -> Option<&str> {
+        match self {
+            Event::Call { hash, .. } => Some(hash),
             _ => None,
         }
     }
@@ -795,6 +855,22 @@ mod tests {
             };
             let event = Event::from_row(row.clone()).unwrap_or_else(|e| panic!("{kind}: {e}"));
             assert_eq!(event.to_row(), row, "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_payload_text_is_the_stored_payload() {
+        for (kind, ref_seq, hash, payload) in stored() {
+            let row = Row {
+                kind: kind.into(),
+                ref_seq,
+                args_hash: hash.map(str::to_owned),
+                payload,
+            };
+            let event = Event::from_row(row.clone()).unwrap();
+            let text: Value = serde_json::from_str(&event.payload_text()).unwrap();
+            assert_eq!(text, row.payload, "{kind}");
+            assert_eq!(event.args_hash(), row.args_hash.as_deref(), "{kind}");
         }
     }
 

@@ -142,7 +142,7 @@ struct EntryColumns<'a> {
     invocation: Vec<&'a str>,
     kind: Vec<&'static str>,
     ref_seq: Vec<Option<i64>>,
-    args_hash: Vec<Option<String>>,
+    args_hash: Vec<Option<&'a str>>,
     payload: Vec<String>,
     at: Vec<i64>,
 }
@@ -152,11 +152,10 @@ impl<'a> EntryColumns<'a> {
         self.execution_id.push(id);
         self.seq.push(e.seq);
         self.invocation.push(&e.invocation);
-        let row = e.row();
         self.kind.push(e.event.kind());
-        self.ref_seq.push(row.ref_seq);
-        self.args_hash.push(row.args_hash);
-        self.payload.push(row.payload.to_string());
+        self.ref_seq.push(e.event.ref_seq());
+        self.args_hash.push(e.event.args_hash());
+        self.payload.push(e.event.payload_text());
         self.at.push(e.at_ms);
     }
 

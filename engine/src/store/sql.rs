@@ -544,7 +544,6 @@ where
         .fetch_one(&mut *tx)
         .await?;
         let entry = rows::retried_entry(&execution, seq, now_ms);
-        let row = entry.row();
         sqlx::query::<DB>(
             "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
              payload, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -552,10 +551,10 @@ where
         .bind(execution_id)
         .bind(entry.seq)
         .bind(entry.invocation.as_str())
-        .bind(row.kind.as_str())
-        .bind(row.ref_seq)
-        .bind(row.args_hash.as_deref())
-        .bind(row.payload.to_string())
+        .bind(entry.event.kind())
+        .bind(entry.event.ref_seq())
+        .bind(entry.event.args_hash())
+        .bind(entry.event.payload_text())
         .bind(entry.at_ms)
         .execute(&mut *tx)
         .await?;

@@ -189,15 +189,14 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
          VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
     for e in &op.entries {
-        let row = e.row();
         insert.execute(params![
             id,
             e.seq,
             e.invocation,
-            row.kind,
-            row.ref_seq,
-            row.args_hash,
-            row.payload.to_string(),
+            e.event.kind(),
+            e.event.ref_seq(),
+            e.event.args_hash(),
+            e.event.payload_text(),
             e.at_ms
         ])?;
     }
