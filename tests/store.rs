@@ -8,7 +8,8 @@ mod common;
 use cerebelum::Error;
 use cerebelum::journal::{CallError, Entry, ErrorKind, Event, Output};
 use cerebelum::model::{
-    ApiKeyRecord, Decision, ListFilter, NewExecution, PackageInfo, Quotas, Status,
+    ApiKeyRecord, Decision, ListFilter, NewExecution, PackageInfo, Quotas, Status, TaskId,
+    TaskSpec, TaskStatus, TaskTimeouts, TaskToken, WorkerRecord,
 };
 use cerebelum::store::{
     self, CommitOp, Creation, EngineFailure, SharedStore, SideWrite, StatusChange, Synchronous,
@@ -65,6 +66,15 @@ store_suite!(
     a_database_of_schema_1_keeps_its_data_under_the_default_tenant,
     listening_hears_another_process_make_work_due,
     renewals_and_commits_on_the_same_executions_do_not_deadlock,
+    a_task_is_created_with_its_attempt_and_claimed_once_within_its_tenant,
+    a_completion_is_stored_once_and_wakes_the_execution,
+    an_expired_claim_is_refused_and_its_result_stored_nowhere,
+    a_queued_task_times_out_when_no_worker_takes_it,
+    a_task_handed_back_goes_to_another_worker,
+    sticky_tasks_prefer_their_worker_for_a_while_then_any,
+    concurrent_claims_never_hand_out_a_task_twice,
+    cancelling_reaches_a_claimed_task_through_its_heartbeat,
+    workers_register_and_are_listed_with_their_tasks_in_flight,
 );
 
 const NOW: i64 = 1_000_000;
@@ -1232,4 +1242,534 @@ async fn renewals_and_commits_on_the_same_executions_do_not_deadlock(db: Db) {
     for id in &ids {
         assert_eq!(store.executions().journal(id, 0).await.unwrap().len(), 40);
     }
+}
+
+// ---- The task queue of external workers ----
+
+/// A task for attempt `attempt` of the step call at `seq` on `queue`.
+fn task(seq: i64, attempt: u32, queue: &str, timeouts: TaskTimeouts) -> TaskSpec {
+    TaskSpec {
+        seq,
+        attempt,
+        queue: queue.to_owned(),
+        step: "connect_ssh".to_owned(),
+        input: format!(r#"{{"seq":{seq}}}"#),
+        timeouts,
+        sticky: None,
+    }
+}
+
+const RELAXED: TaskTimeouts = TaskTimeouts {
+    schedule_to_start_ms: None,
+    start_to_close_ms: 60_000,
+    heartbeat_ms: None,
+};
+
+/// Commits `tasks` for `id` (owned at epoch 1), each with an entry.
+async fn open_tasks(store: &SharedStore, id: &str, tasks: Vec<TaskSpec>) {
+    let entries = tasks
+        .iter()
+        .map(|t| entry(t.seq, &format!("attempt-{}", t.attempt)))
+        .collect();
+    let mut open = op(id, 1, entries, None);
+    open.side = tasks.into_iter().map(SideWrite::OpenTask).collect();
+    store.commit(vec![open], NOW).await.unwrap()[0]
+        .as_ref()
+        .unwrap();
+}
+
+fn task_id(id: &str, seq: i64, attempt: u32) -> TaskId {
+    TaskId {
+        execution_id: id.to_owned(),
+        seq,
+        attempt,
+    }
+}
+
+async fn a_task_is_created_with_its_attempt_and_claimed_once_within_its_tenant(db: Db) {
+    let store = with_package(&db).await;
+    store
+        .catalog()
+        .create_tenant("b", &Quotas::default(), &[], NOW)
+        .await
+        .unwrap();
+    create_owned(&store, "ex_1", "node-a").await;
+    // A fenced-off operation creates no task.
+    let mut stale = op("ex_1", 9, vec![entry(1, "attempt-1")], None);
+    stale
+        .side
+        .push(SideWrite::OpenTask(task(1, 1, "devops", RELAXED)));
+    assert!(store.commit(vec![stale], NOW).await.unwrap()[0].is_err());
+    assert!(store.tasks().task(&task_id("ex_1", 1, 1)).await.is_err());
+
+    open_tasks(&store, "ex_1", vec![task(1, 1, "devops", RELAXED)]).await;
+    let queued = store.tasks().task(&task_id("ex_1", 1, 1)).await.unwrap();
+    assert_eq!(queued.status, TaskStatus::Queued);
+    assert_eq!(queued.tenant, T, "the task is the execution's tenant's");
+    for (tenant, queue) in [("b", "devops"), (T, "other")] {
+        let none = store
+            .tasks()
+            .claim_task(tenant, queue, "w-x", NOW + 1)
+            .await
+            .unwrap();
+        assert_eq!(none, None, "{tenant}/{queue} must not see the task");
+    }
+    let claim = store
+        .tasks()
+        .claim_task(T, "devops", "w-1", NOW + 1)
+        .await
+        .unwrap()
+        .expect("the task");
+    assert_eq!(claim.token.id, task_id("ex_1", 1, 1));
+    assert_eq!(
+        (claim.step.as_str(), claim.input.as_str()),
+        ("connect_ssh", r#"{"seq":1}"#)
+    );
+    assert_eq!(claim.deadline_at_ms, NOW + 1 + 60_000);
+    assert_eq!(
+        store
+            .tasks()
+            .claim_task(T, "devops", "w-2", NOW + 2)
+            .await
+            .unwrap(),
+        None,
+        "claimed once"
+    );
+    let claimed = store.tasks().task(&claim.token.id).await.unwrap();
+    assert_eq!(claimed.status, TaskStatus::Claimed);
+    assert_eq!(claimed.worker.as_deref(), Some("w-1"));
+    // Another tenant's worker cannot use the token.
+    let foreign = store
+        .tasks()
+        .complete_task("b", &claim.token, &Ok(json!("stolen")), NOW + 3)
+        .await
+        .unwrap_err();
+    assert!(matches!(foreign, Error::NotFound(_)), "{foreign}");
+    let token: TaskToken = claim.token.to_string().parse().unwrap();
+    assert_eq!(
+        token, claim.token,
+        "the token reads back from its wire form"
+    );
+}
+
+async fn a_completion_is_stored_once_and_wakes_the_execution(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    open_tasks(&store, "ex_1", vec![task(1, 1, "devops", RELAXED)]).await;
+    // The execution hibernates until the task's outcome arrives.
+    let waiting = op(
+        "ex_1",
+        1,
+        Vec::new(),
+        Some(StatusChange::Waiting {
+            wake_at_ms: Some(NOW + 60_000),
+            seen_signals: 0,
+        }),
+    );
+    store.commit(vec![waiting], NOW).await.unwrap()[0]
+        .as_ref()
+        .unwrap();
+    let claim = store
+        .tasks()
+        .claim_task(T, "devops", "w-1", NOW + 1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .claim_due("node-b", NOW + 2, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "still waiting"
+    );
+    let beat = store
+        .tasks()
+        .heartbeat_task(T, &claim.token, Some(&json!({"percent": 50})), NOW + 3)
+        .await
+        .unwrap();
+    assert!(!beat.cancel_requested);
+    store
+        .tasks()
+        .complete_task(T, &claim.token, &Ok(json!({"ip": "10.0.0.1"})), NOW + 4)
+        .await
+        .unwrap();
+    store
+        .tasks()
+        .complete_task(T, &claim.token, &Ok(json!({"ip": "10.0.0.1"})), NOW + 5)
+        .await
+        .expect("the same claim completing again is idempotent");
+    let done = store.tasks().task(&claim.token.id).await.unwrap();
+    assert_eq!(done.status, TaskStatus::Completed);
+    assert_eq!(done.outcome, Some(Ok(json!({"ip": "10.0.0.1"}))));
+    assert_eq!(done.progress, Some(json!({"percent": 50})));
+    let claims = store.claim_due("node-b", NOW + 6, LEASE, 10).await.unwrap();
+    assert_eq!(ids(&claims), vec!["ex_1"], "the completion woke it");
+    let late = store
+        .tasks()
+        .heartbeat_task(T, &claim.token, None, NOW + 7)
+        .await
+        .unwrap_err();
+    assert!(matches!(late, Error::Conflict(_)), "{late}");
+}
+
+async fn an_expired_claim_is_refused_and_its_result_stored_nowhere(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    let beating = TaskTimeouts {
+        heartbeat_ms: Some(1_000),
+        ..RELAXED
+    };
+    open_tasks(
+        &store,
+        "ex_1",
+        vec![task(1, 1, "devops", beating), task(2, 1, "devops", beating)],
+    )
+    .await;
+    let first = store
+        .tasks()
+        .claim_task(T, "devops", "w-1", NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.deadline_at_ms, NOW + 1_000, "the heartbeat timeout");
+    let beat = store
+        .tasks()
+        .heartbeat_task(T, &first.token, None, NOW + 900)
+        .await
+        .unwrap();
+    assert_eq!(beat.deadline_at_ms, NOW + 1_900, "a heartbeat extends it");
+    // No heartbeat since: the engine times the task out.
+    let early = store
+        .tasks()
+        .time_out_task(&first.token.id, NOW + 1_899)
+        .await
+        .unwrap();
+    assert_eq!(early.status, TaskStatus::Claimed, "not due yet");
+    let expired = store
+        .tasks()
+        .time_out_task(&first.token.id, NOW + 1_900)
+        .await
+        .unwrap();
+    assert_eq!(expired.status, TaskStatus::TimedOut);
+    let Some(Err(error)) = &expired.outcome else {
+        panic!("{expired:?}")
+    };
+    assert_eq!(error.kind, ErrorKind::Deadline);
+    assert!(
+        error.message.contains("w-1") && error.message.contains("heartbeat"),
+        "{}",
+        error.message
+    );
+    // The late worker's completion is refused and changes nothing.
+    let refused = store
+        .tasks()
+        .complete_task(T, &first.token, &Ok(json!("late")), NOW + 2_000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, Error::Conflict(m) if m.contains("timed out")),
+        "{refused}"
+    );
+    assert_eq!(
+        store.tasks().task(&first.token.id).await.unwrap().outcome,
+        expired.outcome
+    );
+
+    // A completion that arrives after the deadline, before the engine
+    // noticed, is refused too, and the timeout is stored by that call.
+    let second = store
+        .tasks()
+        .claim_task(T, "devops", "w-2", NOW + 2_000)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.token.id, task_id("ex_1", 2, 1));
+    let refused = store
+        .tasks()
+        .complete_task(T, &second.token, &Ok(json!("late")), NOW + 3_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Conflict(_)), "{refused}");
+    let stored = store.tasks().task(&second.token.id).await.unwrap();
+    assert_eq!(stored.status, TaskStatus::TimedOut);
+    assert!(matches!(stored.outcome, Some(Err(_))), "{stored:?}");
+    // A forged claim id is refused.
+    let forged = TaskToken {
+        claim: "cl_forged".into(),
+        ..second.token.clone()
+    };
+    let refused = store
+        .tasks()
+        .heartbeat_task(T, &forged, None, NOW + 3_000)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Conflict(_)), "{refused}");
+}
+
+async fn a_queued_task_times_out_when_no_worker_takes_it(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    let prompt = TaskTimeouts {
+        schedule_to_start_ms: Some(500),
+        ..RELAXED
+    };
+    open_tasks(&store, "ex_1", vec![task(1, 1, "nobody", prompt)]).await;
+    let none = store
+        .tasks()
+        .claim_task(T, "nobody", "w-1", NOW + 500)
+        .await
+        .unwrap();
+    assert_eq!(none, None, "past its schedule-to-start deadline");
+    let expired = store
+        .tasks()
+        .time_out_task(&task_id("ex_1", 1, 1), NOW + 500)
+        .await
+        .unwrap();
+    let Some(Err(error)) = &expired.outcome else {
+        panic!("{expired:?}")
+    };
+    assert!(
+        error.message.contains("queue 'nobody'"),
+        "{}",
+        error.message
+    );
+}
+
+async fn a_task_handed_back_goes_to_another_worker(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    open_tasks(&store, "ex_1", vec![task(1, 1, "devops", RELAXED)]).await;
+    let first = store
+        .tasks()
+        .claim_task(T, "devops", "w-1", NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .tasks()
+        .release_task(T, &first.token, NOW + 1)
+        .await
+        .unwrap();
+    let second = store
+        .tasks()
+        .claim_task(T, "devops", "w-2", NOW + 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.token.id, first.token.id);
+    assert_ne!(second.token.claim, first.token.claim, "a new fencing token");
+    let refused = store
+        .tasks()
+        .complete_task(T, &first.token, &Ok(json!("w-1")), NOW + 3)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Conflict(_)), "{refused}");
+    store
+        .tasks()
+        .complete_task(T, &second.token, &Ok(json!("w-2")), NOW + 3)
+        .await
+        .unwrap();
+    let done = store.tasks().task(&first.token.id).await.unwrap();
+    assert_eq!(done.outcome, Some(Ok(json!("w-2"))));
+}
+
+async fn sticky_tasks_prefer_their_worker_for_a_while_then_any(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    let mut sticky = task(2, 1, "devops", RELAXED);
+    sticky.sticky = Some(("w-1".to_owned(), NOW + 1_000));
+    let older = task(1, 1, "devops", RELAXED);
+    open_tasks(&store, "ex_1", vec![older, sticky]).await;
+    let claim = |worker: &'static str, at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .tasks()
+                .claim_task(T, "devops", worker, at)
+                .await
+                .unwrap()
+                .map(|c| c.token.id.seq)
+        }
+    };
+    assert_eq!(
+        claim("w-1", NOW).await,
+        Some(2),
+        "its own sticky task first"
+    );
+    open_tasks(
+        &store,
+        "ex_1",
+        vec![{
+            let mut t = task(3, 1, "devops", RELAXED);
+            t.sticky = Some(("w-1".to_owned(), NOW + 1_000));
+            t
+        }],
+    )
+    .await;
+    assert_eq!(
+        claim("w-2", NOW + 1).await,
+        Some(1),
+        "not another worker's sticky task"
+    );
+    assert_eq!(claim("w-2", NOW + 2).await, None);
+    assert_eq!(
+        claim("w-2", NOW + 1_000).await,
+        Some(3),
+        "any worker after the window"
+    );
+}
+
+async fn concurrent_claims_never_hand_out_a_task_twice(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    open_tasks(
+        &store,
+        "ex_1",
+        (1..=40)
+            .map(|seq| task(seq, 1, "devops", RELAXED))
+            .collect(),
+    )
+    .await;
+    let claimers = (0..8).map(|w| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(c) = store
+                .tasks()
+                .claim_task(T, "devops", &format!("w-{w}"), NOW)
+                .await
+                .unwrap()
+            {
+                got.push(c.token.id.seq);
+            }
+            got
+        })
+    });
+    let mut all = Vec::new();
+    for claimer in claimers {
+        all.extend(claimer.await.unwrap());
+    }
+    let unique: HashSet<i64> = all.iter().copied().collect();
+    assert_eq!(all.len(), 40, "{all:?}");
+    assert_eq!(unique.len(), 40, "a task was handed out twice: {all:?}");
+}
+
+async fn cancelling_reaches_a_claimed_task_through_its_heartbeat(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    open_tasks(&store, "ex_1", vec![task(1, 1, "devops", RELAXED)]).await;
+    let claim = store
+        .tasks()
+        .claim_task(T, "devops", "w-1", NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .executions()
+        .request_cancel("ex_1", NOW + 1)
+        .await
+        .unwrap();
+    let beat = store
+        .tasks()
+        .heartbeat_task(T, &claim.token, None, NOW + 2)
+        .await
+        .unwrap();
+    assert!(beat.cancel_requested, "the heartbeat says cancelled");
+    // The engine delivers the cancellation and closes the task.
+    let mut close = op("ex_1", 1, vec![entry(2, "result")], None);
+    close.side.push(SideWrite::CloseTask { seq: 1, attempt: 1 });
+    store.commit(vec![close], NOW + 3).await.unwrap()[0]
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        store.tasks().task(&claim.token.id).await.unwrap().status,
+        TaskStatus::Cancelled
+    );
+    assert!(
+        store
+            .tasks()
+            .heartbeat_task(T, &claim.token, None, NOW + 4)
+            .await
+            .unwrap()
+            .cancel_requested
+    );
+    let refused = store
+        .tasks()
+        .complete_task(T, &claim.token, &Ok(json!(1)), NOW + 5)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::Conflict(_)), "{refused}");
+    assert_eq!(
+        store.tasks().task(&claim.token.id).await.unwrap().outcome,
+        None
+    );
+}
+
+async fn workers_register_and_are_listed_with_their_tasks_in_flight(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    open_tasks(&store, "ex_1", vec![task(1, 1, "devops", RELAXED)]).await;
+    let worker = |id: &str, queue: &str| WorkerRecord {
+        tenant: T.to_owned(),
+        worker_id: id.to_owned(),
+        queue: queue.to_owned(),
+        host: "builder-1".to_owned(),
+        max_tasks: 4,
+        registered_at_ms: NOW,
+        last_seen_at_ms: NOW,
+        tasks_in_flight: 0,
+    };
+    for (id, queue) in [("w-2", "devops"), ("w-1", "devops"), ("w-3", "build")] {
+        store
+            .tasks()
+            .register_worker(&worker(id, queue))
+            .await
+            .unwrap();
+    }
+    store
+        .tasks()
+        .claim_task(T, "devops", "w-1", NOW)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .tasks()
+            .worker_seen(T, "w-1", NOW + 5_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.tasks().worker_seen(T, "w-9", NOW).await.unwrap(),
+        "unknown"
+    );
+    assert!(
+        !store.tasks().worker_seen("b", "w-1", NOW).await.unwrap(),
+        "another tenant's"
+    );
+    let listed = store.tasks().list_workers(T, NOW).await.unwrap();
+    let shown: Vec<(&str, &str, i64)> = listed
+        .iter()
+        .map(|w| (w.queue.as_str(), w.worker_id.as_str(), w.tasks_in_flight))
+        .collect();
+    assert_eq!(
+        shown,
+        vec![
+            ("build", "w-3", 0),
+            ("devops", "w-1", 1),
+            ("devops", "w-2", 0)
+        ]
+    );
+    let recent = store.tasks().list_workers(T, NOW + 1).await.unwrap();
+    assert_eq!(recent.len(), 1, "only w-1 was seen since");
+    store.tasks().remove_worker(T, "w-1").await.unwrap();
+    assert!(
+        store
+            .tasks()
+            .list_workers(T, NOW + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -542,7 +542,8 @@ pub fn outcome_payload(outcome: &Outcome) -> Value {
     }
 }
 
-fn parse_outcome(payload: Value) -> Result<Outcome, serde_json::Error> {
+/// The outcome an `ok` / `err` payload holds (see [`outcome_payload`]).
+pub fn parse_outcome(payload: Value) -> Result<Outcome, serde_json::Error> {
     let Value::Object(mut map) = payload else {
         return Ok(Ok(Value::Null));
     };

@@ -13,6 +13,19 @@ pub fn shorten(text: &str, max: usize) -> String {
     format!("{}...", &text[..cut])
 }
 
+/// A fresh random-looking id with a prefix, e.g. `ex_1f3a...`.
+pub fn new_id(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    let a = h.finish();
+    h.write_u64(a);
+    format!("{prefix}_{:016x}{:08x}", a, h.finish() as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

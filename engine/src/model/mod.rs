@@ -3,9 +3,14 @@
 
 mod call_error;
 mod package;
+mod task;
 
 pub use call_error::{CallError, ErrorKind};
 pub use package::{PackageInfo, RetryPolicy, StepInfo, StepOptions, WorkflowInfo};
+pub use task::{
+    TaskBeat, TaskClaim, TaskId, TaskRecord, TaskSpec, TaskStatus, TaskTimeouts, TaskToken,
+    WorkerRecord,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

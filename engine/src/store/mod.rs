@@ -26,6 +26,7 @@ mod rows;
 mod sql;
 mod sqlite;
 mod sqlite_commit;
+mod tasks;
 
 pub use feed::{FeedEvent, Feeds, Follower};
 pub use group::{GroupCommitter, JournalWriter, NewEntry, REDACTED, redact};
@@ -37,10 +38,12 @@ pub use sqlite::{SqliteStore, Synchronous};
 use crate::error::Result;
 use crate::journal::Entry;
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, Decision, ExecutionRecord, ListFilter, NewExecution, PackageInfo,
-    PackageRecord, Quotas, SecretRecord, TenantRecord,
+    ApiKeyRecord, ApprovalRecord, CallError, Decision, ExecutionRecord, ListFilter, NewExecution,
+    PackageInfo, PackageRecord, Quotas, SecretRecord, TaskBeat, TaskClaim, TaskId, TaskRecord,
+    TaskToken, TenantRecord, WorkerRecord,
 };
 use async_trait::async_trait;
+use serde_json::Value;
 use std::sync::Arc;
 
 /// Tenants, their API keys and secrets, and packages: what the API and
@@ -172,6 +175,72 @@ pub trait Executions: Send + Sync {
     async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
 }
 
+/// The durable task queue of external workers (see [`crate::model::TaskSpec`]):
+/// tasks are created by group commits ([`SideWrite::OpenTask`]); workers
+/// claim, heartbeat and complete them here, always within their tenant.
+/// Written once for both backends (`tasks.rs`); claims skip rows another
+/// transaction holds (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
+#[async_trait]
+pub trait Tasks: Send + Sync {
+    /// Claims the oldest task of the tenant's `queue` that `worker` may
+    /// take (one sticky to it first; none sticky to another worker until
+    /// its window ends; none past its schedule-to-start deadline), with a
+    /// new fencing token.
+    async fn claim_task(
+        &self,
+        tenant: &str,
+        queue: &str,
+        worker: &str,
+        now_ms: i64,
+    ) -> Result<Option<TaskClaim>>;
+
+    /// Records a heartbeat (and its progress) of the claim `token`,
+    /// extending its deadline. Refused ([`crate::Error::Conflict`]) once
+    /// the claim is no longer current: timed out (this call may be the
+    /// one that finds it so), handed back or completed.
+    async fn heartbeat_task(
+        &self,
+        tenant: &str,
+        token: &TaskToken,
+        progress: Option<&Value>,
+        now_ms: i64,
+    ) -> Result<TaskBeat>;
+
+    /// Stores the outcome of the claim `token` and wakes its execution.
+    /// Idempotent for the same claim; refused, storing nothing, once the
+    /// claim is no longer current.
+    async fn complete_task(
+        &self,
+        tenant: &str,
+        token: &TaskToken,
+        outcome: &std::result::Result<Value, CallError>,
+        now_ms: i64,
+    ) -> Result<()>;
+
+    /// Hands a claimed task back to its queue (a worker stopping): the
+    /// claim ends and another worker may take it at once.
+    async fn release_task(&self, tenant: &str, token: &TaskToken, now_ms: i64) -> Result<()>;
+
+    async fn task(&self, id: &TaskId) -> Result<TaskRecord>;
+
+    /// Times the task out if its deadline has passed (its outcome then
+    /// says which timeout), and returns it as it now stands.
+    async fn time_out_task(&self, id: &TaskId, now_ms: i64) -> Result<TaskRecord>;
+
+    /// Registers (or re-registers) a worker of `tenant`.
+    async fn register_worker(&self, worker: &WorkerRecord) -> Result<()>;
+
+    /// Notes that a worker is alive; `false` if it is not registered (it
+    /// should register again).
+    async fn worker_seen(&self, tenant: &str, worker_id: &str, now_ms: i64) -> Result<bool>;
+
+    async fn remove_worker(&self, tenant: &str, worker_id: &str) -> Result<()>;
+
+    /// The tenant's workers seen since `seen_since_ms`, by queue then id,
+    /// with the tasks each holds.
+    async fn list_workers(&self, tenant: &str, seen_since_ms: i64) -> Result<Vec<WorkerRecord>>;
+}
+
 /// The engine's storage: its [`Catalog`] and [`Executions`], and what
 /// engine nodes write (group commits, claims, leases). See the module docs
 /// for the durability contract.
@@ -182,6 +251,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Executions as clients read and act on them.
     fn executions(&self) -> &dyn Executions;
+
+    /// The task queue of external workers.
+    fn tasks(&self) -> &dyn Tasks;
 
     /// Creates an execution: `pending` and due at once, or, with `owner`
     /// (node, lease expiry), already claimed by that node at epoch 1 so it

@@ -3,7 +3,7 @@
 //! that hand executions to nodes.
 
 use crate::journal::Entry;
-use crate::model::{CallError, ExecutionRecord, NewExecution, PackageRecord, Status};
+use crate::model::{CallError, ExecutionRecord, NewExecution, PackageRecord, Status, TaskSpec};
 use serde_json::Value;
 
 /// The status change written together with a batch of journal entries.
@@ -32,6 +32,13 @@ pub enum SideWrite {
     OpenApproval { key: String, request: Value },
     /// Close a pending approval without a decision (cancelled).
     CloseApproval { key: String, status: String },
+    /// Queue a task for an external worker (the attempt's entry is in the
+    /// same operation).
+    OpenTask(TaskSpec),
+    /// The execution no longer waits for this task: unless it has an
+    /// outcome already, it is cancelled (a worker holding it learns so at
+    /// its next heartbeat, and its completion is refused).
+    CloseTask { seq: i64, attempt: u32 },
 }
 
 /// A new execution, created by a group commit (so starts are batched

@@ -17,7 +17,8 @@
 
 use super::rows;
 use super::sql::{Dialect, Sql};
-use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, SideWrite, StatusChange};
+use super::tasks::{CLOSE_TASK, OPEN_TASK};
+use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, SideWrite, StatusChange, Tasks};
 use super::{Store, Synchronous};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
@@ -46,6 +47,7 @@ const DIALECT: Dialect = Dialect {
     begin: "BEGIN",
     lock_row: " FOR UPDATE",
     lock_uploads: Some("SELECT pg_advisory_xact_lock(hashtext('cerebelum.packages'))"),
+    skip_locked: " FOR UPDATE SKIP LOCKED",
 };
 
 impl PgStore {
@@ -336,6 +338,32 @@ async fn side_write(
             .execute(&mut *conn)
             .await?;
         }
+        SideWrite::OpenTask(task) => {
+            sqlx::query(OPEN_TASK)
+                .bind(id)
+                .bind(task.seq)
+                .bind(i64::from(task.attempt))
+                .bind(&task.queue)
+                .bind(&task.step)
+                .bind(&task.input)
+                .bind(now_ms)
+                .bind(task.timeouts.schedule_to_start_ms.map(|t| t as i64))
+                .bind(task.timeouts.start_to_close_ms as i64)
+                .bind(task.timeouts.heartbeat_ms.map(|t| t as i64))
+                .bind(task.sticky.as_ref().map(|s| s.0.as_str()))
+                .bind(task.sticky.as_ref().map(|s| s.1))
+                .execute(&mut *conn)
+                .await?;
+        }
+        SideWrite::CloseTask { seq, attempt } => {
+            sqlx::query(CLOSE_TASK)
+                .bind(now_ms)
+                .bind(id)
+                .bind(seq)
+                .bind(i64::from(*attempt))
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -414,6 +442,10 @@ impl Store for PgStore {
     }
 
     fn executions(&self) -> &dyn Executions {
+        &self.sql
+    }
+
+    fn tasks(&self) -> &dyn Tasks {
         &self.sql
     }
 

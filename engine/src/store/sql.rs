@@ -36,6 +36,9 @@ pub(super) struct Dialect {
     /// Run first in an upload's transaction, so uploads never race for a
     /// version number (PostgreSQL; SQLite's write lock does it).
     pub lock_uploads: Option<&'static str>,
+    /// Appended to a claim's `SELECT`: PostgreSQL skips rows another
+    /// transaction has locked, so claimers never wait on each other.
+    pub skip_locked: &'static str,
 }
 
 /// The shared SQL over a backend's pools: `reader` serves reads, `writer`

@@ -4,7 +4,7 @@
 use super::rows;
 use super::sql::{Dialect, Sql};
 use super::sqlite_commit::CommitConnection;
-use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, Store};
+use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, Store, Tasks};
 use crate::error::{Error, Result};
 use crate::model::{ApprovalRecord, ExecutionRecord, NewExecution};
 use async_trait::async_trait;
@@ -40,6 +40,7 @@ const DIALECT: Dialect = Dialect {
     begin: "BEGIN IMMEDIATE",
     lock_row: "",
     lock_uploads: None,
+    skip_locked: "",
 };
 
 impl SqliteStore {
@@ -151,6 +152,10 @@ impl Store for SqliteStore {
     }
 
     fn executions(&self) -> &dyn Executions {
+        &self.sql
+    }
+
+    fn tasks(&self) -> &dyn Tasks {
         &self.sql
     }
 

@@ -3,6 +3,7 @@
 //! costs no thread hop per statement (sqlx's SQLite driver sends every
 //! statement to a worker thread and back, ~45 µs each here).
 
+use super::tasks::{CLOSE_TASK, OPEN_TASK};
 use super::{CommitOp, Creation, SideWrite, StatusChange};
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -215,6 +216,26 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
                      WHERE execution_id = ? AND key = ? AND status = 'pending'",
                 )?
                 .execute(params![status, now_ms, id, key])?;
+            }
+            SideWrite::OpenTask(task) => {
+                tx.prepare_cached(OPEN_TASK)?.execute(params![
+                    id,
+                    task.seq,
+                    task.attempt,
+                    task.queue,
+                    task.step,
+                    task.input,
+                    now_ms,
+                    task.timeouts.schedule_to_start_ms.map(|t| t as i64),
+                    task.timeouts.start_to_close_ms as i64,
+                    task.timeouts.heartbeat_ms.map(|t| t as i64),
+                    task.sticky.as_ref().map(|s| &s.0),
+                    task.sticky.as_ref().map(|s| s.1),
+                ])?;
+            }
+            SideWrite::CloseTask { seq, attempt } => {
+                tx.prepare_cached(CLOSE_TASK)?
+                    .execute(params![now_ms, id, seq, attempt])?;
             }
         }
     }
