@@ -8,8 +8,8 @@ mod common;
 use cerebelum::Error;
 use cerebelum::journal::{CallError, Entry, ErrorKind, Event, Output};
 use cerebelum::model::{
-    ApiKeyRecord, Decision, ListFilter, NewExecution, PackageInfo, Quotas, Status, TaskId,
-    TaskSpec, TaskStatus, TaskTimeouts, TaskToken, WorkerRecord,
+    ApiKeyRecord, Decision, ListFilter, NewExecution, PackageInfo, Quotas, Status, TaskClaim,
+    TaskId, TaskSpec, TaskStatus, TaskTimeouts, TaskToken, WorkerRecord,
 };
 use cerebelum::store::{
     self, CommitOp, Creation, EngineFailure, SharedStore, SideWrite, StatusChange, Synchronous,
@@ -1286,6 +1286,15 @@ fn task_id(id: &str, seq: i64, attempt: u32) -> TaskId {
     }
 }
 
+/// What `worker` claims from the suite tenant's `queue` at `at`.
+async fn claim_as(store: &SharedStore, queue: &str, worker: &str, at: i64) -> Option<TaskClaim> {
+    store
+        .tasks()
+        .claim_task(T, queue, worker, at)
+        .await
+        .unwrap()
+}
+
 async fn a_task_is_created_with_its_attempt_and_claimed_once_within_its_tenant(db: Db) {
     let store = with_package(&db).await;
     store
@@ -1314,11 +1323,8 @@ async fn a_task_is_created_with_its_attempt_and_claimed_once_within_its_tenant(d
             .unwrap();
         assert_eq!(none, None, "{tenant}/{queue} must not see the task");
     }
-    let claim = store
-        .tasks()
-        .claim_task(T, "devops", "w-1", NOW + 1)
+    let claim = claim_as(&store, "devops", "w-1", NOW + 1)
         .await
-        .unwrap()
         .expect("the task");
     assert_eq!(claim.token.id, task_id("ex_1", 1, 1));
     assert_eq!(
@@ -1327,11 +1333,7 @@ async fn a_task_is_created_with_its_attempt_and_claimed_once_within_its_tenant(d
     );
     assert_eq!(claim.deadline_at_ms, NOW + 1 + 60_000);
     assert_eq!(
-        store
-            .tasks()
-            .claim_task(T, "devops", "w-2", NOW + 2)
-            .await
-            .unwrap(),
+        claim_as(&store, "devops", "w-2", NOW + 2).await,
         None,
         "claimed once"
     );
@@ -1369,12 +1371,7 @@ async fn a_completion_is_stored_once_and_wakes_the_execution(db: Db) {
     store.commit(vec![waiting], NOW).await.unwrap()[0]
         .as_ref()
         .unwrap();
-    let claim = store
-        .tasks()
-        .claim_task(T, "devops", "w-1", NOW + 1)
-        .await
-        .unwrap()
-        .unwrap();
+    let claim = claim_as(&store, "devops", "w-1", NOW + 1).await.unwrap();
     assert!(
         store
             .claim_due("node-b", NOW + 2, LEASE, 10)
@@ -1426,12 +1423,7 @@ async fn an_expired_claim_is_refused_and_its_result_stored_nowhere(db: Db) {
         vec![task(1, 1, "devops", beating), task(2, 1, "devops", beating)],
     )
     .await;
-    let first = store
-        .tasks()
-        .claim_task(T, "devops", "w-1", NOW)
-        .await
-        .unwrap()
-        .unwrap();
+    let first = claim_as(&store, "devops", "w-1", NOW).await.unwrap();
     assert_eq!(first.deadline_at_ms, NOW + 1_000, "the heartbeat timeout");
     let beat = store
         .tasks()
@@ -1478,11 +1470,8 @@ async fn an_expired_claim_is_refused_and_its_result_stored_nowhere(db: Db) {
 
     // A completion that arrives after the deadline, before the engine
     // noticed, is refused too, and the timeout is stored by that call.
-    let second = store
-        .tasks()
-        .claim_task(T, "devops", "w-2", NOW + 2_000)
+    let second = claim_as(&store, "devops", "w-2", NOW + 2_000)
         .await
-        .unwrap()
         .unwrap();
     assert_eq!(second.token.id, task_id("ex_1", 2, 1));
     let refused = store
@@ -1515,11 +1504,7 @@ async fn a_queued_task_times_out_when_no_worker_takes_it(db: Db) {
         ..RELAXED
     };
     open_tasks(&store, "ex_1", vec![task(1, 1, "nobody", prompt)]).await;
-    let none = store
-        .tasks()
-        .claim_task(T, "nobody", "w-1", NOW + 500)
-        .await
-        .unwrap();
+    let none = claim_as(&store, "nobody", "w-1", NOW + 500).await;
     assert_eq!(none, None, "past its schedule-to-start deadline");
     let expired = store
         .tasks()
@@ -1540,23 +1525,13 @@ async fn a_task_handed_back_goes_to_another_worker(db: Db) {
     let store = with_package(&db).await;
     create_owned(&store, "ex_1", "node-a").await;
     open_tasks(&store, "ex_1", vec![task(1, 1, "devops", RELAXED)]).await;
-    let first = store
-        .tasks()
-        .claim_task(T, "devops", "w-1", NOW)
-        .await
-        .unwrap()
-        .unwrap();
+    let first = claim_as(&store, "devops", "w-1", NOW).await.unwrap();
     store
         .tasks()
         .release_task(T, &first.token, NOW + 1)
         .await
         .unwrap();
-    let second = store
-        .tasks()
-        .claim_task(T, "devops", "w-2", NOW + 2)
-        .await
-        .unwrap()
-        .unwrap();
+    let second = claim_as(&store, "devops", "w-2", NOW + 2).await.unwrap();
     assert_eq!(second.token.id, first.token.id);
     assert_ne!(second.token.claim, first.token.claim, "a new fencing token");
     let refused = store
@@ -1584,11 +1559,8 @@ async fn sticky_tasks_prefer_their_worker_for_a_while_then_any(db: Db) {
     let claim = |worker: &'static str, at: i64| {
         let store = store.clone();
         async move {
-            store
-                .tasks()
-                .claim_task(T, "devops", worker, at)
+            claim_as(&store, "devops", worker, at)
                 .await
-                .unwrap()
                 .map(|c| c.token.id.seq)
         }
     };
@@ -1635,12 +1607,7 @@ async fn concurrent_claims_never_hand_out_a_task_twice(db: Db) {
         let store = store.clone();
         tokio::spawn(async move {
             let mut got = Vec::new();
-            while let Some(c) = store
-                .tasks()
-                .claim_task(T, "devops", &format!("w-{w}"), NOW)
-                .await
-                .unwrap()
-            {
+            while let Some(c) = claim_as(&store, "devops", &format!("w-{w}"), NOW).await {
                 got.push(c.token.id.seq);
             }
             got
@@ -1659,12 +1626,7 @@ async fn cancelling_reaches_a_claimed_task_through_its_heartbeat(db: Db) {
     let store = with_package(&db).await;
     create_owned(&store, "ex_1", "node-a").await;
     open_tasks(&store, "ex_1", vec![task(1, 1, "devops", RELAXED)]).await;
-    let claim = store
-        .tasks()
-        .claim_task(T, "devops", "w-1", NOW)
-        .await
-        .unwrap()
-        .unwrap();
+    let claim = claim_as(&store, "devops", "w-1", NOW).await.unwrap();
     store
         .executions()
         .request_cancel("ex_1", NOW + 1)
@@ -1727,12 +1689,7 @@ async fn workers_register_and_are_listed_with_their_tasks_in_flight(db: Db) {
             .await
             .unwrap();
     }
-    store
-        .tasks()
-        .claim_task(T, "devops", "w-1", NOW)
-        .await
-        .unwrap()
-        .unwrap();
+    claim_as(&store, "devops", "w-1", NOW).await.unwrap();
     assert!(
         store
             .tasks()

@@ -178,54 +178,8 @@ where
         now_ms: i64,
     ) -> Result<Option<TaskClaim>> {
         let mut tx = self.writer.begin_with(self.dialect.begin).await?;
-        let found = sqlx::query::<DB>(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks \
-             WHERE tenant = $1 AND queue = $2 AND status = 'queued' \
-             AND (deadline_at IS NULL OR deadline_at > $3) \
-             AND (sticky_worker IS NULL OR sticky_worker = $4 OR sticky_until <= $3) \
-             ORDER BY CASE WHEN sticky_worker = $4 THEN 0 ELSE 1 END, created_at, \
-             execution_id, seq LIMIT 1{}",
-            self.dialect.skip_locked
-        ))
-        .bind(tenant)
-        .bind(queue)
-        .bind(now_ms)
-        .bind(worker)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(found) = found else {
-            return Ok(None);
-        };
-        let mut row = task_row(&found)?;
-        row.record.claimed_at_ms = Some(now_ms);
-        let deadline = claim_deadline(&row, now_ms);
-        let claim = new_id("cl");
-        let id = &row.record.id;
-        sqlx::query::<DB>(
-            "UPDATE tasks SET status = 'claimed', claim_id = $1, worker_id = $2, claimed_at = $3, \
-             heartbeat_at = $3, deadline_at = $4 \
-             WHERE execution_id = $5 AND seq = $6 AND attempt = $7",
-        )
-        .bind(claim.as_str())
-        .bind(worker)
-        .bind(now_ms)
-        .bind(deadline)
-        .bind(id.execution_id.as_str())
-        .bind(id.seq)
-        .bind(i64::from(id.attempt))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Some(TaskClaim {
-            token: TaskToken {
-                id: row.record.id,
-                claim,
-            },
-            step: row.record.step,
-            input: row.input,
-            deadline_at_ms: deadline,
-            heartbeat_ms: row.heartbeat_ms.map(|h| h as u64),
-        }))
+        let result = self.claim_in(&mut tx, tenant, queue, worker, now_ms).await;
+        end(tx, result).await
     }
 
     async fn heartbeat_task(
@@ -236,46 +190,10 @@ where
         now_ms: i64,
     ) -> Result<TaskBeat> {
         let mut tx = self.writer.begin_with(self.dialect.begin).await?;
-        let row = match self.current_claim(&mut tx, tenant, token, now_ms).await? {
-            Ok(row) => row,
-            Err(expired) => return self.refuse_expired(tx, &expired, now_ms).await,
-        };
-        let cancel_requested = sqlx::query_scalar::<DB, i64>(
-            "SELECT CAST(CASE WHEN cancel_requested THEN 1 ELSE 0 END AS BIGINT) FROM executions \
-             WHERE id = $1",
-        )
-        .bind(token.id.execution_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .is_some_and(|c| c != 0);
-        if row.record.status == TaskStatus::Completed {
-            return Err(stale_claim(token, &row.record));
-        }
-        if row.record.status == TaskStatus::Cancelled {
-            return Ok(TaskBeat {
-                deadline_at_ms: row.record.deadline_at_ms.unwrap_or(now_ms),
-                cancel_requested: true,
-            });
-        }
-        let deadline = claim_deadline(&row, now_ms);
-        sqlx::query::<DB>(
-            "UPDATE tasks SET heartbeat_at = $1, deadline_at = $2, \
-             progress = COALESCE($3, progress) \
-             WHERE execution_id = $4 AND seq = $5 AND attempt = $6",
-        )
-        .bind(now_ms)
-        .bind(deadline)
-        .bind(progress.map(Value::to_string))
-        .bind(token.id.execution_id.as_str())
-        .bind(token.id.seq)
-        .bind(i64::from(token.id.attempt))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(TaskBeat {
-            deadline_at_ms: deadline,
-            cancel_requested,
-        })
+        let result = self
+            .heartbeat_in(&mut tx, tenant, token, progress, now_ms)
+            .await;
+        end(tx, result).await
     }
 
     async fn complete_task(
@@ -286,56 +204,16 @@ where
         now_ms: i64,
     ) -> Result<()> {
         let mut tx = self.writer.begin_with(self.dialect.begin).await?;
-        let row = match self.current_claim(&mut tx, tenant, token, now_ms).await? {
-            Ok(row) => row,
-            Err(expired) => return self.refuse_expired(tx, &expired, now_ms).await,
-        };
-        if row.record.status == TaskStatus::Completed {
-            // The same claim completing again (a retried request).
-            return Ok(());
-        }
-        if row.record.status == TaskStatus::Cancelled {
-            return Err(stale_claim(token, &row.record));
-        }
-        sqlx::query::<DB>(
-            "UPDATE tasks SET status = 'completed', outcome = $1, finished_at = $2 \
-             WHERE execution_id = $3 AND seq = $4 AND attempt = $5",
-        )
-        .bind(outcome_payload(outcome).to_string())
-        .bind(now_ms)
-        .bind(token.id.execution_id.as_str())
-        .bind(token.id.seq)
-        .bind(i64::from(token.id.attempt))
-        .execute(&mut *tx)
-        .await?;
-        wake::<DB>(&mut tx, &token.id.execution_id, now_ms).await?;
-        tx.commit().await?;
-        Ok(())
+        let result = self
+            .complete_in(&mut tx, tenant, token, outcome, now_ms)
+            .await;
+        end(tx, result).await
     }
 
     async fn release_task(&self, tenant: &str, token: &TaskToken, now_ms: i64) -> Result<()> {
         let mut tx = self.writer.begin_with(self.dialect.begin).await?;
-        let row = match self.current_claim(&mut tx, tenant, token, now_ms).await? {
-            Ok(row) => row,
-            Err(expired) => return self.refuse_expired(tx, &expired, now_ms).await,
-        };
-        if row.record.status != TaskStatus::Claimed {
-            return Err(stale_claim(token, &row.record));
-        }
-        sqlx::query::<DB>(
-            "UPDATE tasks SET status = 'queued', claim_id = NULL, worker_id = NULL, \
-             claimed_at = NULL, heartbeat_at = NULL, sticky_worker = NULL, \
-             deadline_at = $1 + schedule_to_start_ms \
-             WHERE execution_id = $2 AND seq = $3 AND attempt = $4",
-        )
-        .bind(now_ms)
-        .bind(token.id.execution_id.as_str())
-        .bind(token.id.seq)
-        .bind(i64::from(token.id.attempt))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let result = self.release_in(&mut tx, tenant, token, now_ms).await;
+        end(tx, result).await
     }
 
     async fn task(&self, id: &TaskId) -> Result<TaskRecord> {
@@ -353,15 +231,8 @@ where
 
     async fn time_out_task(&self, id: &TaskId, now_ms: i64) -> Result<TaskRecord> {
         let mut tx = self.writer.begin_with(self.dialect.begin).await?;
-        let mut row = self.locked(&mut tx, None, id).await?;
-        if row.record.deadline_at_ms.is_some_and(|d| d <= now_ms) && !row.record.status.is_final() {
-            let error = timeout_error(&row, now_ms);
-            self.store_timeout(&mut tx, id, &error, now_ms).await?;
-            row.record.status = TaskStatus::TimedOut;
-            row.record.outcome = Some(Err(error));
-        }
-        tx.commit().await?;
-        Ok(row.record)
+        let result = self.time_out_in(&mut tx, id, now_ms).await;
+        end(tx, result).await
     }
 
     async fn register_worker(&self, worker: &WorkerRecord) -> Result<()> {
@@ -432,6 +303,224 @@ where
             })
             .collect()
     }
+}
+
+/// The bodies of the task transactions (see [`end`]).
+impl<DB> Sql<DB>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Row: Columns,
+{
+    async fn claim_in(
+        &self,
+        tx: &mut DB::Connection,
+
+        tenant: &str,
+        queue: &str,
+        worker: &str,
+        now_ms: i64,
+    ) -> Result<Option<TaskClaim>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks \
+             WHERE tenant = $1 AND queue = $2 AND status = 'queued' \
+             AND (deadline_at IS NULL OR deadline_at > $3) \
+             AND (sticky_worker IS NULL OR sticky_worker = $4 OR sticky_until <= $3) \
+             ORDER BY CASE WHEN sticky_worker = $4 THEN 0 ELSE 1 END, created_at, \
+             execution_id, seq LIMIT 1{}",
+            self.dialect.skip_locked
+        ))
+        .bind(tenant)
+        .bind(queue)
+        .bind(now_ms)
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(found) = found else {
+            return Ok(None);
+        };
+        let mut row = task_row(&found)?;
+        row.record.claimed_at_ms = Some(now_ms);
+        let deadline = claim_deadline(&row, now_ms);
+        let claim = new_id("cl");
+        let id = &row.record.id;
+        sqlx::query::<DB>(
+            "UPDATE tasks SET status = 'claimed', claim_id = $1, worker_id = $2, claimed_at = $3, \
+             heartbeat_at = $3, deadline_at = $4 \
+             WHERE execution_id = $5 AND seq = $6 AND attempt = $7",
+        )
+        .bind(claim.as_str())
+        .bind(worker)
+        .bind(now_ms)
+        .bind(deadline)
+        .bind(id.execution_id.as_str())
+        .bind(id.seq)
+        .bind(i64::from(id.attempt))
+        .execute(&mut *tx)
+        .await?;
+        Ok(Some(TaskClaim {
+            token: TaskToken {
+                id: row.record.id,
+                claim,
+            },
+            step: row.record.step,
+            input: row.input,
+            deadline_at_ms: deadline,
+            heartbeat_ms: row.heartbeat_ms.map(|h| h as u64),
+        }))
+    }
+
+    async fn heartbeat_in(
+        &self,
+        tx: &mut DB::Connection,
+
+        tenant: &str,
+        token: &TaskToken,
+        progress: Option<&Value>,
+        now_ms: i64,
+    ) -> Result<TaskBeat> {
+        let row = match self.current_claim(&mut *tx, tenant, token, now_ms).await? {
+            Ok(row) => row,
+            Err(expired) => return self.refuse_expired(tx, &expired, now_ms).await,
+        };
+        let cancel_requested = sqlx::query_scalar::<DB, i64>(
+            "SELECT CAST(CASE WHEN cancel_requested THEN 1 ELSE 0 END AS BIGINT) FROM executions \
+             WHERE id = $1",
+        )
+        .bind(token.id.execution_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some_and(|c| c != 0);
+        if row.record.status == TaskStatus::Completed {
+            return Err(stale_claim(token, &row.record));
+        }
+        if row.record.status == TaskStatus::Cancelled {
+            return Ok(TaskBeat {
+                deadline_at_ms: row.record.deadline_at_ms.unwrap_or(now_ms),
+                cancel_requested: true,
+            });
+        }
+        let deadline = claim_deadline(&row, now_ms);
+        sqlx::query::<DB>(
+            "UPDATE tasks SET heartbeat_at = $1, deadline_at = $2, \
+             progress = COALESCE($3, progress) \
+             WHERE execution_id = $4 AND seq = $5 AND attempt = $6",
+        )
+        .bind(now_ms)
+        .bind(deadline)
+        .bind(progress.map(Value::to_string))
+        .bind(token.id.execution_id.as_str())
+        .bind(token.id.seq)
+        .bind(i64::from(token.id.attempt))
+        .execute(&mut *tx)
+        .await?;
+        Ok(TaskBeat {
+            deadline_at_ms: deadline,
+            cancel_requested,
+        })
+    }
+
+    async fn complete_in(
+        &self,
+        tx: &mut DB::Connection,
+
+        tenant: &str,
+        token: &TaskToken,
+        outcome: &std::result::Result<Value, CallError>,
+        now_ms: i64,
+    ) -> Result<()> {
+        let row = match self.current_claim(&mut *tx, tenant, token, now_ms).await? {
+            Ok(row) => row,
+            Err(expired) => return self.refuse_expired(tx, &expired, now_ms).await,
+        };
+        if row.record.status == TaskStatus::Completed {
+            // The same claim completing again (a retried request).
+            return Ok(());
+        }
+        if row.record.status == TaskStatus::Cancelled {
+            return Err(stale_claim(token, &row.record));
+        }
+        sqlx::query::<DB>(
+            "UPDATE tasks SET status = 'completed', outcome = $1, finished_at = $2 \
+             WHERE execution_id = $3 AND seq = $4 AND attempt = $5",
+        )
+        .bind(outcome_payload(outcome).to_string())
+        .bind(now_ms)
+        .bind(token.id.execution_id.as_str())
+        .bind(token.id.seq)
+        .bind(i64::from(token.id.attempt))
+        .execute(&mut *tx)
+        .await?;
+        wake::<DB>(&mut *tx, &token.id.execution_id, now_ms).await?;
+        Ok(())
+    }
+
+    async fn release_in(
+        &self,
+        tx: &mut DB::Connection,
+        tenant: &str,
+        token: &TaskToken,
+        now_ms: i64,
+    ) -> Result<()> {
+        let row = match self.current_claim(&mut *tx, tenant, token, now_ms).await? {
+            Ok(row) => row,
+            Err(expired) => return self.refuse_expired(tx, &expired, now_ms).await,
+        };
+        if row.record.status != TaskStatus::Claimed {
+            return Err(stale_claim(token, &row.record));
+        }
+        sqlx::query::<DB>(
+            "UPDATE tasks SET status = 'queued', claim_id = NULL, worker_id = NULL, \
+             claimed_at = NULL, heartbeat_at = NULL, sticky_worker = NULL, \
+             deadline_at = $1 + schedule_to_start_ms \
+             WHERE execution_id = $2 AND seq = $3 AND attempt = $4",
+        )
+        .bind(now_ms)
+        .bind(token.id.execution_id.as_str())
+        .bind(token.id.seq)
+        .bind(i64::from(token.id.attempt))
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn time_out_in(
+        &self,
+        tx: &mut DB::Connection,
+        id: &TaskId,
+        now_ms: i64,
+    ) -> Result<TaskRecord> {
+        let mut row = self.locked(&mut *tx, None, id).await?;
+        if row.record.deadline_at_ms.is_some_and(|d| d <= now_ms) && !row.record.status.is_final() {
+            let error = timeout_error(&row, now_ms);
+            self.store_timeout(&mut *tx, id, &error, now_ms).await?;
+            row.record.status = TaskStatus::TimedOut;
+            row.record.outcome = Some(Err(error));
+        }
+        Ok(row.record)
+    }
+}
+
+/// Ends a task transaction whatever its outcome, so no row lock outlives
+/// the call (a dropped sqlx transaction rolls back only when its
+/// connection is next used): commits on success and on a refusal (which
+/// may have stored a timeout), rolls back on any other error.
+async fn end<DB: Database, T>(tx: sqlx::Transaction<'_, DB>, result: Result<T>) -> Result<T> {
+    match result {
+        Ok(_) | Err(Error::Conflict(_) | Error::NotFound(_)) => tx.commit().await?,
+        Err(_) => tx.rollback().await?,
+    }
+    result
 }
 
 /// Wakes the execution a task belongs to, as an approval's decision does.
@@ -518,18 +607,17 @@ where
         }
     }
 
-    /// Stores the timeout of a claim found expired, commits, and refuses
-    /// the claim.
+    /// Stores the timeout of a claim found expired and refuses the claim
+    /// (the transaction commits the timeout: see [`end`]).
     async fn refuse_expired<T>(
         &self,
-        mut tx: sqlx::Transaction<'_, DB>,
+        conn: &mut DB::Connection,
         row: &Row,
         now_ms: i64,
     ) -> Result<T> {
         let id = &row.record.id;
-        self.store_timeout(&mut tx, id, &timeout_error(row, now_ms), now_ms)
+        self.store_timeout(conn, id, &timeout_error(row, now_ms), now_ms)
             .await?;
-        tx.commit().await?;
         let token = TaskToken {
             id: id.clone(),
             claim: row.claim.clone().unwrap_or_default(),
