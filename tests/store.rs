@@ -105,6 +105,7 @@ fn new_execution(id: &str) -> NewExecution {
         workflow: "wf".to_owned(),
         input: json!({"n": 1}),
         idempotency_key: None,
+        worker_queue: None,
     }
 }
 
@@ -517,6 +518,7 @@ async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
     let keyed = |id: &str, tenant: &str| NewExecution {
         tenant: tenant.to_owned(),
         idempotency_key: Some("order-7".to_owned()),
+        worker_queue: None,
         ..new_execution(id)
     };
     let ours = store
@@ -575,6 +577,7 @@ async fn creating_with_an_idempotency_key_returns_the_first_execution(db: Db) {
     let store = with_package(&db).await;
     let keyed = |id: &str| NewExecution {
         idempotency_key: Some("order-7".to_owned()),
+        worker_queue: None,
         ..new_execution(id)
     };
     let first = store
@@ -1151,6 +1154,7 @@ async fn a_database_of_schema_1_keeps_its_data_under_the_default_tenant(db: Db) 
         package_name: "old".into(),
         package_sha256: "sha-old".into(),
         idempotency_key: Some("key-old".into()),
+        worker_queue: None,
         ..new_execution("ex_new")
     };
     let found = store.create_execution(again, NOW, None).await.unwrap();

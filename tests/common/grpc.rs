@@ -7,28 +7,32 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-pub type Client = CerebelumClient<
-    InterceptedService<
-        Channel,
-        Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>,
-    >,
->;
+/// What adds the API key to every request.
+pub type Auth =
+    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
 
-/// A client of the server on 127.0.0.1:`port` with API key `key`.
-pub async fn connect(port: u16, key: &str) -> Client {
+pub type Client = CerebelumClient<InterceptedService<Channel, Auth>>;
+
+/// A channel to the server on 127.0.0.1:`port`, and what authenticates
+/// its requests with API key `key`.
+async fn channel(port: u16, key: &str) -> (Channel, Auth) {
     let channel = Channel::from_shared(super::url(port))
         .unwrap()
         .connect()
         .await
         .unwrap();
     let header: MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
-    CerebelumClient::with_interceptor(
-        channel,
-        Box::new(move |mut r: tonic::Request<()>| {
-            r.metadata_mut().insert("authorization", header.clone());
-            Ok(r)
-        }),
-    )
+    let auth: Auth = Box::new(move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", header.clone());
+        Ok(r)
+    });
+    (channel, auth)
+}
+
+/// A client of the server on 127.0.0.1:`port` with API key `key`.
+pub async fn connect(port: u16, key: &str) -> Client {
+    let (channel, auth) = channel(port, key).await;
+    CerebelumClient::with_interceptor(channel, auth)
 }
 
 /// Uploads the package file at `path` as `name`.
@@ -72,4 +76,14 @@ pub async fn start_to_completion(
         }
     }
     panic!("the watch ended before the execution");
+}
+
+pub type WorkerClient =
+    pb::worker_service_client::WorkerServiceClient<InterceptedService<Channel, Auth>>;
+
+/// A `WorkerService` client of the server on 127.0.0.1:`port` with API
+/// key `key`: what an external worker speaks.
+pub async fn worker_client(port: u16, key: &str) -> WorkerClient {
+    let (channel, auth) = channel(port, key).await;
+    pb::worker_service_client::WorkerServiceClient::with_interceptor(channel, auth)
 }

@@ -54,3 +54,7 @@ CREATE TABLE workers (
     last_seen_at    BIGINT NOT NULL,
     PRIMARY KEY (tenant, worker_id)
 );
+
+-- An execution started with a worker queue (`start --worker-queue`, what
+-- `execute(distributed=True)` uses) runs every step on that queue.
+ALTER TABLE executions ADD COLUMN worker_queue TEXT;

@@ -22,8 +22,9 @@ use std::task::{Context, Poll};
 use tonic::Status;
 use tonic::body::Body;
 
-/// The path prefix of the service's RPCs (health and reflection are open).
-const SERVICE: &str = "/cerebelum.v1.Cerebelum/";
+/// The path prefix of the services' RPCs (`Cerebelum`, `WorkerService`;
+/// health and reflection are open).
+const SERVICE: &str = "/cerebelum.v1.";
 /// The upload RPC, whose limit is the tenant's package quota.
 const UPLOAD: &str = "/cerebelum.v1.Cerebelum/UploadPackage";
 /// Room for the fields of a request besides its payload (names, ids).

@@ -204,6 +204,7 @@ impl Operations for Remote {
             workflow: request.workflow,
             input_json: request.input,
             idempotency_key: request.idempotency_key,
+            worker_queue: request.worker_queue,
         };
         let reply = self.grpc().start_execution(request).await;
         let reply = reply.map_err(from_status)?.into_inner();

@@ -144,6 +144,7 @@ pub fn execution_to_pb(r: &ExecutionRecord, approvals: &[ApprovalRecord]) -> pb:
         engine_failures: r.engine_failures,
         engine_error: r.engine_error.clone(),
         note: None,
+        worker_queue: r.worker_queue.clone(),
     }
 }
 
@@ -177,6 +178,7 @@ pub fn execution_from_pb(e: pb::Execution) -> ExecutionView {
             cancel_requested: e.cancel_requested,
             engine_failures: e.engine_failures,
             engine_error: e.engine_error,
+            worker_queue: e.worker_queue,
         },
         note: e.note,
         pending_approvals: e

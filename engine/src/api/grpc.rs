@@ -9,9 +9,12 @@
 use super::DESCRIPTOR;
 use super::auth::{AuthLayer, Caller};
 use super::convert::{self, entry_to_pb, execution_to_pb, package_to_pb};
-use super::pb::{self, cerebelum_server::CerebelumServer};
+use super::pb::{
+    self, cerebelum_server::CerebelumServer, worker_service_server::WorkerServiceServer,
+};
 use super::service::{Api, StartRequest, WatchEvent};
 use super::streams::Streams;
+use super::workers::WorkerGrpc;
 use crate::error::Error;
 use crate::model::{Decision, ListFilter, TenantRecord};
 use std::future::Future;
@@ -89,6 +92,11 @@ fn tenant<T>(request: &Request<T>) -> Result<TenantRecord, Status> {
     caller(request).map(|c| c.tenant)
 }
 
+/// The tenant of `request`'s caller, for the other services.
+pub(crate) fn caller_tenant<T>(request: &Request<T>) -> Result<TenantRecord, Status> {
+    tenant(request)
+}
+
 fn optional(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
@@ -158,6 +166,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
                     workflow: r.workflow,
                     input: r.input_json,
                     idempotency_key: r.idempotency_key,
+                    worker_queue: r.worker_queue,
                 },
             )
             .await
@@ -406,6 +415,9 @@ pub async fn serve(
     let streams = Streams::new(limits.max_streams);
     let revocations = tokio::spawn(streams.clone().check_revocations(api.store().clone()));
     let front_door = AuthLayer::new(api.clone());
+    let workers = WorkerServiceServer::new(WorkerGrpc::new(api.clone()))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let service = CerebelumServer::new(Service::new(api, streams, stopping))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -415,6 +427,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
+        .add_service(workers)
         // No Nagle: a small reply must not wait for the client's delayed ACK
         // (that cost 40 ms a round trip).
         .serve_with_incoming_shutdown(

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod ops;
 pub mod service;
 pub mod streams;
+pub mod workers;
 
 pub use ops::Operations;
 pub use service::{Api, DEFAULT_QUOTAS};

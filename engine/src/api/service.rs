@@ -41,6 +41,23 @@ pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// Checks the name of a worker queue: 1 to 128 letters, digits, `-`,
+/// `_` and `.`.
+pub fn check_queue_name(queue: &str) -> Result<()> {
+    let fine = !queue.is_empty()
+        && queue.len() <= 128
+        && queue
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !fine {
+        return Err(Error::InvalidInput(format!(
+            "'{}' is not a worker queue name: use 1 to 128 letters, digits, '-', '_' or '.'",
+            crate::util::shorten(queue, 80)
+        )));
+    }
+    Ok(())
+}
+
 /// A request to start an execution.
 #[derive(Debug, Clone, Default)]
 pub struct StartRequest {
@@ -52,6 +69,8 @@ pub struct StartRequest {
     /// JSON text; empty means `{}`.
     pub input: String,
     pub idempotency_key: Option<String>,
+    /// Every step runs on this external worker queue.
+    pub worker_queue: Option<String>,
 }
 
 /// An execution with the approvals it waits for.
@@ -145,7 +164,7 @@ impl Api {
 
     /// The engine node this API runs on, or an error for an API on the
     /// store alone.
-    fn node(&self, what: &str) -> Result<&Engine> {
+    pub(crate) fn node(&self, what: &str) -> Result<&Engine> {
         self.node.as_ref().ok_or_else(|| {
             Error::Runtime(format!(
                 "{what} needs an engine node; this API was opened on the database alone"
@@ -157,7 +176,7 @@ impl Api {
         &self.store
     }
 
-    fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
 
@@ -177,7 +196,12 @@ impl Api {
         }
     }
 
-    fn check_payload(&self, tenant: &TenantRecord, what: &str, len: usize) -> Result<()> {
+    pub(crate) fn check_payload(
+        &self,
+        tenant: &TenantRecord,
+        what: &str,
+        len: usize,
+    ) -> Result<()> {
         let limit = self.quotas(tenant).max_payload_bytes.unwrap_or(i64::MAX);
         if len as i64 > limit {
             return Err(Error::QuotaExceeded(format!(
@@ -248,6 +272,9 @@ impl Api {
             check_len("the idempotency key", key, MAX_NAME_BYTES)?;
         }
         self.check_payload(tenant, "the input", input.len())?;
+        if let Some(queue) = &request.worker_queue {
+            check_queue_name(queue)?;
+        }
         if request.idempotency_key.as_deref() == Some("") {
             return Err(Error::InvalidInput(
                 "the idempotency key is empty; omit it or pass a non-empty key".into(),
@@ -258,8 +285,14 @@ impl Api {
             .await?;
         let node = self.node("starting an execution")?;
         let _reservation = self.reserve(tenant).await?;
-        node.start_package(&package, &request.workflow, input, request.idempotency_key)
-            .await
+        node.start_package(
+            &package,
+            &request.workflow,
+            input,
+            request.idempotency_key,
+            request.worker_queue,
+        )
+        .await
     }
 
     /// Counts a start against the tenant's open-executions quota: the

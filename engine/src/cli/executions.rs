@@ -30,6 +30,11 @@ pub(crate) struct StartArgs {
     /// Starting twice with the same key returns the first execution.
     #[arg(long)]
     idempotency_key: Option<String>,
+    /// Run every step of this execution on the external worker queue
+    /// QUEUE (workers serve it with `python -m cerebelum worker`) instead
+    /// of in the sandbox.
+    #[arg(long, value_name = "QUEUE")]
+    worker_queue: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -159,6 +164,7 @@ pub(crate) async fn start(cli: &Cli, args: &StartArgs) -> Result<ExitCode> {
             workflow: args.workflow.clone(),
             input: args.input.clone(),
             idempotency_key: args.idempotency_key.clone(),
+            worker_queue: args.worker_queue.clone(),
         })
         .await?;
     if !created {

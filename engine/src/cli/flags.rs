@@ -63,6 +63,11 @@ pub(crate) struct EngineArgs {
     /// CPU deadline of a step attempt unless the step's options set one.
     #[arg(long, default_value_t = 60_000, value_parser = range(1, DAY_MS))]
     step_timeout_ms: u64,
+    /// How long a worker holding a task (a step on an external worker
+    /// queue) may go without a heartbeat before its attempt fails and is
+    /// retried; a step's whole attempt is bounded by its step timeout.
+    #[arg(long, default_value_t = 30_000, value_parser = range(100, DAY_MS))]
+    worker_heartbeat_ms: u64,
     /// CPU deadline of workflow code per run.
     #[arg(long, default_value_t = 30_000, value_parser = range(1, DAY_MS))]
     workflow_timeout_ms: u64,
@@ -176,6 +181,7 @@ pub(crate) async fn engine(db: &str, args: &EngineArgs, quotas: Quotas) -> Resul
     config.tick = Duration::from_millis(args.tick_ms);
     config.memory_limit_bytes = (args.memory_limit_mb << 20) as usize;
     config.step_timeout = Duration::from_millis(args.step_timeout_ms);
+    config.worker_heartbeat = Duration::from_millis(args.worker_heartbeat_ms);
     config.workflow_timeout = Duration::from_millis(args.workflow_timeout_ms);
     config.max_running = args.max_running as usize;
     config.runtime.fuel = args.meter_fuel;

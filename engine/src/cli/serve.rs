@@ -70,6 +70,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
             workflow: args.workflow.clone(),
             input: args.input.clone(),
             idempotency_key: None,
+            worker_queue: None,
         })
         .await?;
     eprintln!(

@@ -10,6 +10,7 @@ use super::invocation::{self, Entrypoint, Outcome};
 use super::parse_payload;
 use super::replay::{Interrupt, Progress};
 use super::state::ExecState;
+use super::worker::{WorkerAttempt, WorkerEnd};
 use crate::journal::{
     Attempt, AttemptFailed, CallError, Decided, ErrorKind, Event, Outcome as CallResult, PollCheck,
     step_invocation,
@@ -153,15 +154,21 @@ pub(crate) async fn step_call(
         Ok(p) => p,
         Err(e) => return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await,
     };
-    let (mut failed, (mut attempt, mut invocation), mut retry_at) = {
+    let (mut failed, (mut attempt, mut invocation), mut retry_at, mut open) = {
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let failed = index.progress(seq);
         let retry_at = failed.last().and_then(|p| match p {
             Progress::Failed { retry_at } => Some(*retry_at),
             Progress::Checked(_) => None,
         });
-        (failed.len() as u32, index.next_attempt(seq), retry_at)
+        (
+            failed.len() as u32,
+            index.next_attempt(seq),
+            retry_at,
+            index.open_attempt(seq),
+        )
     };
+    let queue = exec.record.worker_queue.clone();
     loop {
         if let Some(due) = retry_at.take() {
             match exec.wait_until(due, interruptible).await {
@@ -175,18 +182,59 @@ pub(crate) async fn step_call(
                 Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
             }
         }
-        push_attempt(&exec, &caller, seq, &step, attempt, &invocation).await?;
-        let outcome = invocation::run(
-            &exec,
-            invocation.clone(),
-            attempt,
-            timeout,
-            Entrypoint::Step {
-                name: &step,
-                input: &input,
-            },
-        )
-        .await;
+        let outcome = match &queue {
+            Some(queue) => {
+                let mut on_worker = WorkerAttempt {
+                    caller: &caller,
+                    seq,
+                    step: &step,
+                    input: &input,
+                    queue,
+                    attempt,
+                    timeout,
+                    interruptible,
+                };
+                // The open attempt's task, queued before a crash or a
+                // hibernation, is waited for again: a worker may hold it.
+                let resume = match open.take() {
+                    Some(open) => {
+                        on_worker.attempt = open;
+                        on_worker.exists(&exec).await?
+                    }
+                    None => false,
+                };
+                if resume {
+                    attempt = on_worker.attempt;
+                } else {
+                    on_worker.attempt = attempt;
+                    on_worker.open(&exec).await?;
+                }
+                match on_worker.wait(&exec).await? {
+                    WorkerEnd::Returned(result) => Outcome::Returned(result.map(|v| v.to_string())),
+                    WorkerEnd::Cancelled => {
+                        let close = vec![SideWrite::CloseTask { seq, attempt }];
+                        return exec
+                            .deliver_cancel(&caller, seq, true, close)
+                            .await
+                            .unwrap_or_else(|| Ok(Err(CallError::cancelled())));
+                    }
+                }
+            }
+            None => {
+                push_attempt(&exec, &caller, seq, &step, attempt, &invocation).await?;
+                invocation::run(
+                    &exec,
+                    invocation.clone(),
+                    attempt,
+                    timeout,
+                    Entrypoint::Step {
+                        name: &step,
+                        input: &input,
+                    },
+                )
+                .await
+            }
+        };
         let error = match outcome {
             Outcome::Returned(Ok(text)) => {
                 match exec.check_payload(&format!("the result of step '{step}'"), text.len()) {

@@ -18,8 +18,10 @@ pub(crate) mod replay;
 mod scheduler;
 mod state;
 mod tenant;
+mod worker;
 
 pub use guest::GuestData;
+pub use worker::TaskSignals;
 
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
@@ -44,6 +46,9 @@ pub struct EngineConfig {
     pub memory_limit_bytes: usize,
     /// CPU deadline of a step attempt unless its options say otherwise.
     pub step_timeout: Duration,
+    /// How long a worker holding a task may go without a heartbeat before
+    /// its attempt fails (and is retried by the step's retry policy).
+    pub worker_heartbeat: Duration,
     /// CPU deadline of a workflow invocation.
     pub workflow_timeout: Duration,
     /// Waits longer than this hibernate; shorter ones stay in process.
@@ -83,6 +88,7 @@ impl EngineConfig {
             },
             memory_limit_bytes: 256 << 20,
             step_timeout: Duration::from_secs(60),
+            worker_heartbeat: Duration::from_secs(30),
             workflow_timeout: Duration::from_secs(30),
             hibernate_after: Duration::from_secs(2),
             lease: Duration::from_secs(5),
@@ -145,6 +151,7 @@ impl Engine {
                 packages: Mutex::new(HashMap::new()),
                 feeds,
                 notes: Arc::default(),
+                tasks: worker::TaskSignals::default(),
             }),
         })
     }
@@ -200,7 +207,7 @@ impl Engine {
         idempotency_key: Option<String>,
     ) -> Result<ExecutionRecord> {
         let package = self.package(tenant, sha256).await?;
-        self.start_package(&package, workflow, input, idempotency_key)
+        self.start_package(&package, workflow, input, idempotency_key, None)
             .await
             .map(|(record, _)| record)
     }
@@ -214,6 +221,7 @@ impl Engine {
         workflow: &str,
         input: &str,
         idempotency_key: Option<String>,
+        worker_queue: Option<String>,
     ) -> Result<(ExecutionRecord, bool)> {
         let input: Value = serde_json::from_str(input).map_err(|e| {
             Error::InvalidInput(format!(
@@ -250,6 +258,7 @@ impl Engine {
             workflow: workflow.to_owned(),
             input,
             idempotency_key,
+            worker_queue,
         };
         let owner = owned.then_some((inner.node_id.as_str(), lease_until));
         let created = if new.idempotency_key.is_some() {
@@ -360,6 +369,11 @@ impl Engine {
         let (note, since) = notes.get(id)?;
         let secs = (self.inner.now_ms() - since).max(0) as f64 / 1000.0;
         Some(format!("{note} (for {secs:.1} s)"))
+    }
+
+    /// In-process wake-ups of the worker task queue (see [`TaskSignals`]).
+    pub fn task_signals(&self) -> &TaskSignals {
+        &self.inner.tasks
     }
 
     /// Ids of the executions this node finishes from now on.

@@ -198,6 +198,14 @@ impl ReplayIndex {
             .unwrap_or_else(|| step_invocation(call_seq, attempt))
     }
 
+    /// The number of the attempt of the call at `call_seq` that was
+    /// started and never ended, if there is one.
+    pub fn open_attempt(&self, call_seq: i64) -> Option<u32> {
+        let used = self.attempts_used(call_seq);
+        let ended = self.attempts_ended.get(&call_seq).copied().unwrap_or(0);
+        (used > ended).then_some(used)
+    }
+
     /// The number and the invocation of the next attempt of the call at
     /// `call_seq`. An attempt that was started and never ended runs again,
     /// replaying what it journaled: under its own number if the engine

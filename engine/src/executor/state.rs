@@ -166,6 +166,9 @@ pub(crate) struct Inner {
     /// What executions running here wait for besides their journal (room
     /// in the node's memory budget), with since when: shown by `status`.
     pub(crate) notes: Arc<Mutex<HashMap<String, (String, i64)>>>,
+    /// Wake-ups of long-polling workers and of executions waiting for a
+    /// worker's outcome.
+    pub(crate) tasks: super::worker::TaskSignals,
 }
 
 impl Inner {
@@ -173,20 +176,32 @@ impl Inner {
         self.clock.now_ms()
     }
 
+    /// Sets (or clears) what execution `id` waits for, as `status` shows.
+    pub(crate) fn set_note(&self, id: &str, note: Option<String>) {
+        note_on(&self.notes, &self.clock, id, note);
+    }
+
     /// What an invocation of execution `id` calls when it starts and stops
     /// waiting for room in the node's memory budget.
     pub(crate) fn memory_wait_hook(self: &Arc<Self>, id: &str) -> crate::runtime::WaitHook {
         let (notes, clock, id) = (self.notes.clone(), self.clock.clone(), id.to_owned());
-        Arc::new(move |note: Option<String>| {
-            let mut notes = notes.lock().unwrap_or_else(|p| p.into_inner());
-            match note {
-                Some(note) => {
-                    notes.insert(id.clone(), (note, clock.now_ms()));
-                }
-                None => {
-                    notes.remove(&id);
-                }
-            }
-        })
+        Arc::new(move |note: Option<String>| note_on(&notes, &clock, &id, note))
+    }
+}
+
+fn note_on(
+    notes: &Mutex<HashMap<String, (String, i64)>>,
+    clock: &SharedClock,
+    id: &str,
+    note: Option<String>,
+) {
+    let mut notes = notes.lock().unwrap_or_else(|p| p.into_inner());
+    match note {
+        Some(note) => {
+            notes.insert(id.to_owned(), (note, clock.now_ms()));
+        }
+        None => {
+            notes.remove(id);
+        }
     }
 }

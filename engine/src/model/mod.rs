@@ -272,6 +272,9 @@ pub struct NewExecution {
     pub workflow: String,
     pub input: Value,
     pub idempotency_key: Option<String>,
+    /// Every step runs on this external worker queue (none: each step
+    /// where its package places it).
+    pub worker_queue: Option<String>,
 }
 
 /// An execution as stored.
@@ -299,6 +302,8 @@ pub struct ExecutionRecord {
     pub engine_failures: i64,
     /// The last of those failures.
     pub engine_error: Option<String>,
+    /// Every step runs on this external worker queue.
+    pub worker_queue: Option<String>,
 }
 
 /// Engine failures in a row after which an execution fails (with error

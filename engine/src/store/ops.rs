@@ -77,6 +77,7 @@ impl Creation {
             cancel_requested: false,
             engine_failures: 0,
             engine_error: None,
+            worker_queue: self.new.worker_queue.clone(),
         }
     }
 

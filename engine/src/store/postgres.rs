@@ -199,6 +199,7 @@ async fn create_all(
     let mut owner: Vec<Option<&str>> = Vec::new();
     let mut lease: Vec<Option<i64>> = Vec::new();
     let mut tenant = Vec::new();
+    let mut queue: Vec<Option<&str>> = Vec::new();
     for c in ops.iter().filter_map(|op| op.create.as_ref()) {
         id.push(c.new.id.as_str());
         tenant.push(c.new.tenant.as_str());
@@ -208,6 +209,7 @@ async fn create_all(
         input.push(c.new.input.to_string());
         owner.push(c.owner.as_ref().map(|o| o.0.as_str()));
         lease.push(c.owner.as_ref().map(|o| o.1));
+        queue.push(c.new.worker_queue.as_deref());
     }
     if id.is_empty() {
         return Ok(HashSet::new());
@@ -215,13 +217,15 @@ async fn create_all(
     // Owned: running at epoch 1, else pending and due now at epoch 0.
     let inserted = sqlx::query_scalar(
         "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
-         workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch) \
+         workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch, \
+         worker_queue) \
          SELECT n.id, p.tenant, p.sha256, p.name, p.version, n.workflow, n.input, \
            CASE WHEN n.owner IS NULL THEN 'pending' ELSE 'running' END, $7, $7, \
            CASE WHEN n.owner IS NULL THEN $7 END, n.owner, n.lease, \
-           CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END \
+           CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END, n.queue \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-           $8::text[], $9::bigint[]) AS n (id, name, workflow, input, owner, lease, tenant, version) \
+           $8::text[], $9::bigint[], $10::text[]) \
+           AS n (id, name, workflow, input, owner, lease, tenant, version, queue) \
          JOIN packages p ON p.tenant = n.tenant AND p.name = n.name AND p.version = n.version \
          RETURNING id",
     )
@@ -234,6 +238,7 @@ async fn create_all(
     .bind(now_ms)
     .bind(tenant)
     .bind(version)
+    .bind(queue)
     .fetch_all(&mut *conn)
     .await?;
     Ok(inserted.into_iter().collect())

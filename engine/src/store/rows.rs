@@ -13,7 +13,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 /// Columns of `executions` that make an [`ExecutionRecord`].
 pub(super) const EXECUTION_COLUMNS: &str = "id, tenant, package_sha256, package_name, package_version, \
      workflow, input, status, result, error, created_at, updated_at, wake_at, owner, epoch, \
-     cancel_requested, engine_failures, engine_error";
+     cancel_requested, engine_failures, engine_error, worker_queue";
 
 /// Columns of `packages` that make a [`PackageRecord`] (not the bytes).
 pub(super) const PACKAGE_COLUMNS: &str = "tenant, sha256, name, version, info, created_at, size";
@@ -101,6 +101,7 @@ pub(super) fn execution(row: &impl Columns) -> Result<ExecutionRecord> {
         cancel_requested: row.flag("cancel_requested")?,
         engine_failures: row.number("engine_failures")?,
         engine_error: row.text("engine_error")?,
+        worker_queue: row.text("worker_queue")?,
     })
 }
 

@@ -601,9 +601,9 @@ where
         let row = sqlx::query::<DB>(&format!(
             "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
              workflow, input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
-             lease_expires_at, epoch) \
-             SELECT $1, tenant, sha256, name, version, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10 \
-             FROM packages WHERE tenant = $11 AND name = $12 AND version = $13 \
+             lease_expires_at, epoch, worker_queue) \
+             SELECT $1, tenant, sha256, name, version, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, \
+             $11 FROM packages WHERE tenant = $12 AND name = $13 AND version = $14 \
              ON CONFLICT (tenant, idempotency_key) DO NOTHING \
              RETURNING {EXECUTION_COLUMNS}"
         ))
@@ -617,6 +617,7 @@ where
         .bind(owner.map(|o| o.0))
         .bind(owner.map(|o| o.1))
         .bind(if owned { 1_i64 } else { 0 })
+        .bind(new.worker_queue.as_deref())
         .bind(new.tenant.as_str())
         .bind(new.package_name.as_str())
         .bind(new.package_version)

@@ -161,8 +161,8 @@ fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite
         .prepare_cached(
             "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
              workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, \
-             epoch) \
-             SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages \
+             epoch, worker_queue) \
+             SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages \
              WHERE tenant = ? AND name = ? AND version = ?",
         )?
         .execute(params![
@@ -176,6 +176,7 @@ fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite
             c.owner.as_ref().map(|o| &o.0),
             c.owner.as_ref().map(|o| o.1),
             c.epoch(),
+            c.new.worker_queue,
             c.new.tenant,
             c.new.package_name,
             c.new.package_version

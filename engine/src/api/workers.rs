@@ -1,0 +1,350 @@
+//! The worker side of the API: external workers register, long-poll
+//! their queue for tasks, heartbeat and complete them, always within their
+//! tenant; served as `cerebelum.v1.WorkerService` ([`WorkerGrpc`]).
+
+use super::grpc::{caller_tenant, status};
+use super::pb;
+use super::service::{Api, MAX_ID_BYTES, MAX_NAME_BYTES, check_len, check_queue_name};
+use crate::error::{Error, Result};
+use crate::model::{
+    CallError, ErrorKind, TaskBeat, TaskClaim, TaskToken, TenantRecord, WorkerRecord,
+};
+use serde_json::Value;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// The longest a poll waits for a task.
+pub const MAX_POLL_WAIT: Duration = Duration::from_secs(60);
+/// How long a poll waits unless told.
+pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(20);
+/// A waiting poll looks at the queue at least this often, for tasks queued
+/// by another node (this node's own wake it at once).
+const LOOK_EVERY: Duration = Duration::from_millis(100);
+/// Workers seen within this are listed.
+const LISTED_WITHIN_MS: i64 = 60_000;
+
+fn token(text: &str) -> Result<TaskToken> {
+    check_len("the task token", text, MAX_ID_BYTES + 64)?;
+    text.parse().map_err(Error::InvalidInput)
+}
+
+impl Api {
+    /// Registers (or re-registers) a worker of `tenant` on `queue`.
+    pub async fn register_worker(
+        &self,
+        tenant: &TenantRecord,
+        worker_id: &str,
+        queue: &str,
+        host: &str,
+        max_tasks: i64,
+    ) -> Result<()> {
+        check_len("the worker id", worker_id, MAX_NAME_BYTES)?;
+        check_len("the host name", host, MAX_NAME_BYTES)?;
+        check_queue_name(queue)?;
+        if worker_id.is_empty() {
+            return Err(Error::InvalidInput(
+                "the worker id is empty; use one unique within the tenant, e.g. host:pid".into(),
+            ));
+        }
+        let now = self.now_ms();
+        self.store()
+            .tasks()
+            .register_worker(&WorkerRecord {
+                tenant: tenant.name.clone(),
+                worker_id: worker_id.to_owned(),
+                queue: queue.to_owned(),
+                host: host.to_owned(),
+                max_tasks: max_tasks.max(1),
+                registered_at_ms: now,
+                last_seen_at_ms: now,
+                tasks_in_flight: 0,
+            })
+            .await
+    }
+
+    /// Claims a task of `tenant`'s `queue` for `worker_id`, waiting up to
+    /// `wait` for one.
+    pub async fn poll_task(
+        &self,
+        tenant: &TenantRecord,
+        worker_id: &str,
+        queue: &str,
+        wait: Duration,
+    ) -> Result<Option<TaskClaim>> {
+        check_len("the worker id", worker_id, MAX_NAME_BYTES)?;
+        check_queue_name(queue)?;
+        let tasks = self.store().tasks();
+        tasks
+            .worker_seen(&tenant.name, worker_id, self.now_ms())
+            .await?;
+        let signal = self
+            .node("serving workers")
+            .ok()
+            .map(|node| node.task_signals().queue(&tenant.name, queue));
+        let until = tokio::time::Instant::now() + wait.min(MAX_POLL_WAIT);
+        loop {
+            // Listen before looking, so a task queued in between wakes us.
+            let notified = signal.as_ref().map(|s| s.notified());
+            let mut notified = std::pin::pin!(notified);
+            if let Some(n) = notified.as_mut().as_pin_mut() {
+                n.enable();
+            }
+            let claim = tasks
+                .claim_task(&tenant.name, queue, worker_id, self.now_ms())
+                .await?;
+            if claim.is_some() {
+                return Ok(claim);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                return Ok(None);
+            }
+            let nap = tokio::time::sleep((until - now).min(LOOK_EVERY));
+            match notified.as_mut().as_pin_mut() {
+                Some(n) => {
+                    tokio::select! {
+                        _ = n => {}
+                        _ = nap => {}
+                    }
+                }
+                None => nap.await,
+            }
+        }
+    }
+
+    /// A heartbeat of the claim `token`, with progress.
+    pub async fn heartbeat_task(
+        &self,
+        tenant: &TenantRecord,
+        token_text: &str,
+        progress: Option<Value>,
+    ) -> Result<TaskBeat> {
+        let token = token(token_text)?;
+        if let Some(p) = &progress {
+            self.check_payload(tenant, "the progress", p.to_string().len())?;
+        }
+        self.store()
+            .tasks()
+            .heartbeat_task(&tenant.name, &token, progress.as_ref(), self.now_ms())
+            .await
+    }
+
+    /// Completes the claim `token` with the step's outcome and wakes the
+    /// execution if it waits on this node.
+    pub async fn complete_task(
+        &self,
+        tenant: &TenantRecord,
+        token_text: &str,
+        outcome: std::result::Result<Value, CallError>,
+    ) -> Result<()> {
+        let token = token(token_text)?;
+        let size = match &outcome {
+            Ok(v) => v.to_string().len(),
+            Err(e) => e.message.len() + e.details.as_ref().map_or(0, |d| d.to_string().len()),
+        };
+        self.check_payload(tenant, "the task's outcome", size)?;
+        self.store()
+            .tasks()
+            .complete_task(&tenant.name, &token, &outcome, self.now_ms())
+            .await?;
+        if let Ok(node) = self.node("completing a task") {
+            node.task_signals().finished(&token.id);
+        }
+        Ok(())
+    }
+
+    /// Hands the claim `token`'s task back to its queue.
+    pub async fn release_task(&self, tenant: &TenantRecord, token_text: &str) -> Result<()> {
+        let token = token(token_text)?;
+        let tasks = self.store().tasks();
+        tasks
+            .release_task(&tenant.name, &token, self.now_ms())
+            .await?;
+        if let Ok(node) = self.node("releasing a task") {
+            let task = tasks.task(&token.id).await?;
+            node.task_signals().queued(&tenant.name, &task.queue);
+        }
+        Ok(())
+    }
+
+    pub async fn unregister_worker(&self, tenant: &TenantRecord, worker_id: &str) -> Result<()> {
+        check_len("the worker id", worker_id, MAX_NAME_BYTES)?;
+        self.store()
+            .tasks()
+            .remove_worker(&tenant.name, worker_id)
+            .await
+    }
+
+    /// `tenant`'s workers seen in the last minute.
+    pub async fn list_workers(&self, tenant: &TenantRecord) -> Result<Vec<WorkerRecord>> {
+        self.store()
+            .tasks()
+            .list_workers(&tenant.name, self.now_ms() - LISTED_WITHIN_MS)
+            .await
+    }
+}
+
+/// The `cerebelum.v1.WorkerService` service (behind the same front door
+/// as `Cerebelum`).
+pub struct WorkerGrpc {
+    api: Api,
+}
+
+impl WorkerGrpc {
+    pub fn new(api: Api) -> Self {
+        Self { api }
+    }
+}
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+fn json_field(text: &str, what: &str) -> std::result::Result<Value, Status> {
+    serde_json::from_str(text)
+        .map_err(|e| Status::invalid_argument(format!("{what} is not valid JSON ({e})")))
+}
+
+pub fn worker_to_pb(w: &WorkerRecord) -> pb::Worker {
+    pb::Worker {
+        worker_id: w.worker_id.clone(),
+        queue: w.queue.clone(),
+        host: w.host.clone(),
+        max_tasks: w.max_tasks.clamp(0, i32::MAX as i64) as i32,
+        tasks_in_flight: w.tasks_in_flight,
+        registered_at_ms: w.registered_at_ms,
+        last_seen_at_ms: w.last_seen_at_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::worker_service_server::WorkerService for WorkerGrpc {
+    async fn register_worker(
+        &self,
+        request: Request<pb::RegisterWorkerRequest>,
+    ) -> Reply<pb::RegisterWorkerResponse> {
+        let tenant = caller_tenant(&request)?;
+        let r = request.into_inner();
+        self.api
+            .register_worker(&tenant, &r.worker_id, &r.queue, &r.host, r.max_tasks.into())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RegisterWorkerResponse {}))
+    }
+
+    async fn poll_task(
+        &self,
+        request: Request<pb::PollTaskRequest>,
+    ) -> Reply<pb::PollTaskResponse> {
+        let tenant = caller_tenant(&request)?;
+        let r = request.into_inner();
+        let wait = match r.wait_ms {
+            ms if ms <= 0 => DEFAULT_POLL_WAIT,
+            ms => Duration::from_millis(ms as u64),
+        };
+        let claim = self
+            .api
+            .poll_task(&tenant, &r.worker_id, &r.queue, wait)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::PollTaskResponse {
+            task: claim.map(|c| pb::WorkerTask {
+                token: c.token.to_string(),
+                execution_id: c.token.id.execution_id.clone(),
+                step: c.step,
+                input_json: c.input,
+                attempt: c.token.id.attempt as i32,
+                deadline_at_ms: c.deadline_at_ms,
+                heartbeat_ms: c.heartbeat_ms.map(|h| h as i64),
+            }),
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Reply<pb::HeartbeatResponse> {
+        let tenant = caller_tenant(&request)?;
+        let r = request.into_inner();
+        let progress = r
+            .progress_json
+            .as_deref()
+            .map(|p| json_field(p, "the progress"))
+            .transpose()?;
+        let beat = self
+            .api
+            .heartbeat_task(&tenant, &r.token, progress)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::HeartbeatResponse {
+            cancel_requested: beat.cancel_requested,
+            deadline_at_ms: beat.deadline_at_ms,
+        }))
+    }
+
+    async fn complete_task(
+        &self,
+        request: Request<pb::CompleteTaskRequest>,
+    ) -> Reply<pb::CompleteTaskResponse> {
+        use pb::complete_task_request::Outcome;
+        let tenant = caller_tenant(&request)?;
+        let r = request.into_inner();
+        let outcome = match r.outcome {
+            Some(Outcome::ResultJson(text)) => Ok(json_field(&text, "the result")?),
+            Some(Outcome::Error(e)) => Err(CallError {
+                kind: ErrorKind::parse(&e.kind),
+                message: e.message,
+                details: e
+                    .details_json
+                    .as_deref()
+                    .map(|d| json_field(d, "the error's details"))
+                    .transpose()?,
+            }),
+            None => {
+                return Err(Status::invalid_argument(
+                    "the completion has neither result_json nor error",
+                ));
+            }
+        };
+        self.api
+            .complete_task(&tenant, &r.token, outcome)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CompleteTaskResponse {}))
+    }
+
+    async fn release_task(
+        &self,
+        request: Request<pb::ReleaseTaskRequest>,
+    ) -> Reply<pb::ReleaseTaskResponse> {
+        let tenant = caller_tenant(&request)?;
+        let r = request.into_inner();
+        self.api
+            .release_task(&tenant, &r.token)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ReleaseTaskResponse {}))
+    }
+
+    async fn unregister_worker(
+        &self,
+        request: Request<pb::UnregisterWorkerRequest>,
+    ) -> Reply<pb::UnregisterWorkerResponse> {
+        let tenant = caller_tenant(&request)?;
+        let r = request.into_inner();
+        self.api
+            .unregister_worker(&tenant, &r.worker_id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::UnregisterWorkerResponse {}))
+    }
+
+    async fn list_workers(
+        &self,
+        request: Request<pb::ListWorkersRequest>,
+    ) -> Reply<pb::ListWorkersResponse> {
+        let tenant = caller_tenant(&request)?;
+        let workers = self.api.list_workers(&tenant).await.map_err(status)?;
+        Ok(Response::new(pb::ListWorkersResponse {
+            workers: workers.iter().map(worker_to_pb).collect(),
+        }))
+    }
+}

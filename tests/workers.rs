@@ -1,0 +1,229 @@
+//! External workers end to end: a real `cerebelum serve` on a real
+//! database, executions started with `--worker-queue` through the CLI, and
+//! workers speaking `cerebelum.v1.WorkerService` over gRPC (a tonic
+//! client here, as a worker in any language would).
+
+#[macro_use]
+mod common;
+
+use cerebelum::api::pb;
+use common::grpc::{WorkerClient, worker_client};
+use common::{Db, Remote, entries, free_port, guest, path, step_call_seq};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tonic::Code;
+
+const LONG: Duration = Duration::from_secs(60);
+
+on_both_backends!(
+    every_step_runs_on_the_worker_queue_with_the_sandboxes_result,
+    an_expired_claim_fails_the_attempt_and_its_late_result_is_refused,
+    cancelling_reaches_the_worker_through_its_heartbeat,
+);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A server with tenant `a` (and the testkit uploaded as `kit`) and tenant
+/// `b`; their keys.
+fn setup(db: &Db, port: u16, serve_args: &[&str]) -> (common::Server, String, String) {
+    let key_a = db.tenant("a", &[]);
+    let key_b = db.tenant("b", &[]);
+    let server = db.serve_api(port, serve_args);
+    Remote::new(port, &key_a).ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    (server, key_a, key_b)
+}
+
+async fn register(client: &mut WorkerClient, id: &str) {
+    client
+        .register_worker(pb::RegisterWorkerRequest {
+            worker_id: id.into(),
+            queue: "devops".into(),
+            host: "test-host".into(),
+            max_tasks: 1,
+        })
+        .await
+        .unwrap();
+}
+
+async fn poll(client: &mut WorkerClient, id: &str, wait_ms: i32) -> Option<pb::WorkerTask> {
+    client
+        .poll_task(pb::PollTaskRequest {
+            worker_id: id.into(),
+            queue: "devops".into(),
+            wait_ms,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+}
+
+async fn complete(client: &mut WorkerClient, token: &str, result: Value) -> Result<(), Code> {
+    client
+        .complete_task(pb::CompleteTaskRequest {
+            token: token.into(),
+            outcome: Some(pb::complete_task_request::Outcome::ResultJson(
+                result.to_string(),
+            )),
+        })
+        .await
+        .map(|_| ())
+        .map_err(|s| s.code())
+}
+
+fn every_step_runs_on_the_worker_queue_with_the_sandboxes_result(db: Db) {
+    let port = free_port();
+    let (_server, key_a, key_b) = setup(&db, port, &[]);
+    let cli = Remote::new(port, &key_a);
+    let input = r#"{"name":"web-1","n":3}"#;
+    let sandboxed = cli.ok(&["start", "kit", "noop3", "--input", input]);
+    let sandboxed = cli.wait_ended(sandboxed.trim(), LONG);
+    let id = cli.ok(&[
+        "start",
+        "kit",
+        "noop3",
+        "--input",
+        input,
+        "--worker-queue",
+        "devops",
+    ]);
+    let id = id.trim().to_owned();
+    let waiting = cli.wait_text(&["status", &id], LONG, |s| {
+        s.contains("waiting for a worker on queue 'devops'")
+    });
+    assert!(waiting.contains("running"), "{waiting}");
+    runtime().block_on(async {
+        // Tenant b has a worker on a queue of the same name: it sees nothing.
+        let mut other = worker_client(port, &key_b).await;
+        register(&mut other, "b-1").await;
+        assert!(poll(&mut other, "b-1", 300).await.is_none());
+
+        let mut worker = worker_client(port, &key_a).await;
+        register(&mut worker, "a-1").await;
+        for n in 1..=3 {
+            let task = poll(&mut worker, "a-1", 10_000).await.expect("a task");
+            assert_eq!((task.step.as_str(), task.attempt), ("noop", 1), "task {n}");
+            assert_eq!(task.execution_id, id);
+            // The worker runs the step natively: noop returns its input.
+            let input: Value = serde_json::from_str(&task.input_json).unwrap();
+            complete(&mut worker, &task.token, input).await.unwrap();
+        }
+        let listed = worker
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        let ids: Vec<(&str, i64)> = listed
+            .iter()
+            .map(|w| (w.worker_id.as_str(), w.tasks_in_flight))
+            .collect();
+        assert_eq!(ids, vec![("a-1", 0)], "only this tenant's workers");
+    });
+    let on_worker = cli.wait_ended(&id, LONG);
+    assert_eq!(on_worker["status"], "completed", "{on_worker}");
+    assert_eq!(on_worker["result"], sandboxed["result"]);
+    assert_eq!(on_worker["result"], json!({"name": "web-1", "n": 3}));
+    let journal = cli.journal(&id);
+    assert_eq!(entries(&journal, "attempt").len(), 3);
+    for n in 0..3 {
+        let seq = step_call_seq(&journal, "noop", n);
+        assert_eq!(
+            common::results(&journal, seq).len(),
+            1,
+            "one result per call"
+        );
+    }
+}
+
+fn an_expired_claim_fails_the_attempt_and_its_late_result_is_refused(db: Db) {
+    let port = free_port();
+    let (_server, key_a, _) = setup(&db, port, &["--worker-heartbeat-ms", "500"]);
+    let cli = Remote::new(port, &key_a);
+    let id = cli.ok(&[
+        "start",
+        "kit",
+        "one_step",
+        "--input",
+        r#"{"v":1}"#,
+        "--worker-queue",
+        "devops",
+    ]);
+    let id = id.trim().to_owned();
+    runtime().block_on(async {
+        let mut first = worker_client(port, &key_a).await;
+        register(&mut first, "w-1").await;
+        let stale = poll(&mut first, "w-1", 10_000).await.expect("a task");
+        assert_eq!(stale.attempt, 1);
+        assert_eq!(stale.heartbeat_ms, Some(500));
+        // w-1 goes silent (as a worker stopped with SIGSTOP or killed):
+        // no heartbeat; the attempt fails and is retried on another worker.
+        let mut second = worker_client(port, &key_a).await;
+        register(&mut second, "w-2").await;
+        let task = poll(&mut second, "w-2", 10_000).await.expect("the retry");
+        assert_eq!((task.attempt, task.execution_id.as_str()), (2, id.as_str()));
+        // w-1 comes back: its result is refused and stored nowhere.
+        let late = complete(&mut first, &stale.token, json!({"by": "w-1"})).await;
+        assert_eq!(late, Err(Code::FailedPrecondition));
+        let beat = first
+            .heartbeat(pb::HeartbeatRequest {
+                token: stale.token.clone(),
+                progress_json: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(beat.code(), Code::FailedPrecondition, "{beat:?}");
+        complete(&mut second, &task.token, json!({"by": "w-2"}))
+            .await
+            .unwrap();
+    });
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["result"], json!({"by": "w-2"}));
+    let journal = cli.journal(&id);
+    let failed = entries(&journal, "attempt-failed");
+    assert_eq!(failed.len(), 1, "{journal:?}");
+    let text = failed[0].to_string();
+    assert!(text.contains("deadline") && text.contains("w-1"), "{text}");
+    let seq = step_call_seq(&journal, "noop", 0);
+    assert_eq!(common::results(&journal, seq).len(), 1, "one result");
+}
+
+fn cancelling_reaches_the_worker_through_its_heartbeat(db: Db) {
+    let port = free_port();
+    let (_server, key_a, _) = setup(&db, port, &[]);
+    let cli = Remote::new(port, &key_a);
+    let id = cli.ok(&[
+        "start",
+        "kit",
+        "one_step",
+        "--input",
+        "{}",
+        "--worker-queue",
+        "devops",
+    ]);
+    let id = id.trim().to_owned();
+    runtime().block_on(async {
+        let mut worker = worker_client(port, &key_a).await;
+        register(&mut worker, "w-1").await;
+        let task = poll(&mut worker, "w-1", 10_000).await.expect("a task");
+        let request = || pb::HeartbeatRequest {
+            token: task.token.clone(),
+            progress_json: Some(r#"{"percent":10}"#.into()),
+        };
+        let beat = worker.heartbeat(request()).await.unwrap().into_inner();
+        assert!(!beat.cancel_requested);
+        cli.ok(&["cancel", &id]);
+        let beat = worker.heartbeat(request()).await.unwrap().into_inner();
+        assert!(beat.cancel_requested, "the heartbeat says so");
+        let ended = cli.wait_ended(&id, LONG);
+        assert_eq!(ended["status"], "cancelled", "{ended}");
+        let late = complete(&mut worker, &task.token, json!(1)).await;
+        assert_eq!(late, Err(Code::FailedPrecondition), "the task was closed");
+    });
+}
