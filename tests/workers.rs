@@ -19,6 +19,8 @@ on_both_backends!(
     every_step_runs_on_the_worker_queue_with_the_sandboxes_result,
     an_expired_claim_fails_the_attempt_and_its_late_result_is_refused,
     cancelling_reaches_the_worker_through_its_heartbeat,
+    an_executions_next_task_prefers_its_last_worker_for_a_moment,
+    a_task_held_across_kill9_of_the_server_completes_once,
 );
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -226,4 +228,100 @@ fn cancelling_reaches_the_worker_through_its_heartbeat(db: Db) {
         let late = complete(&mut worker, &task.token, json!(1)).await;
         assert_eq!(late, Err(Code::FailedPrecondition), "the task was closed");
     });
+}
+
+fn an_executions_next_task_prefers_its_last_worker_for_a_moment(db: Db) {
+    let port = free_port();
+    let (_server, key_a, _) = setup(&db, port, &[]);
+    let cli = Remote::new(port, &key_a);
+    let id = cli.ok(&[
+        "start",
+        "kit",
+        "noop3",
+        "--input",
+        "{}",
+        "--worker-queue",
+        "devops",
+    ]);
+    let id = id.trim().to_owned();
+    runtime().block_on(async {
+        let mut one = worker_client(port, &key_a).await;
+        let mut two = worker_client(port, &key_a).await;
+        register(&mut one, "w-1").await;
+        register(&mut two, "w-2").await;
+        let first = poll(&mut one, "w-1", 10_000).await.expect("task 1");
+        complete(&mut one, &first.token, json!({})).await.unwrap();
+        // Task 2 is w-1's for a moment: w-2 asking first gets nothing.
+        assert!(poll(&mut two, "w-2", 300).await.is_none(), "sticky to w-1");
+        let second = poll(&mut one, "w-1", 10_000).await.expect("task 2");
+        complete(&mut one, &second.token, json!({})).await.unwrap();
+        // w-1 does not ask again: after the window, w-2 takes task 3.
+        let started = std::time::Instant::now();
+        let third = poll(&mut two, "w-2", 10_000).await.expect("task 3");
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "waited for the window"
+        );
+        complete(&mut two, &third.token, json!({})).await.unwrap();
+        let workers = two
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        assert_eq!(workers.len(), 2);
+    });
+    assert_eq!(cli.wait_ended(&id, LONG)["status"], "completed");
+    let shown = cli.ok(&["workers"]);
+    assert!(
+        shown.contains("w-1") && shown.contains("w-2") && shown.contains("devops"),
+        "{shown}"
+    );
+}
+
+/// `kill -9` of the server while a worker holds a task: the worker's
+/// completion reaches the restarted server, the execution (claimed again
+/// after its lease) waits for the same task instead of queueing another,
+/// and the step has one attempt and one result.
+fn a_task_held_across_kill9_of_the_server_completes_once(db: Db) {
+    let port = free_port();
+    let args = ["--lease-ms", "1000"];
+    let (server, key_a, _) = setup(&db, port, &args);
+    let cli = Remote::new(port, &key_a);
+    let id = cli.ok(&[
+        "start",
+        "kit",
+        "one_step",
+        "--input",
+        r#"{"v":7}"#,
+        "--worker-queue",
+        "devops",
+    ]);
+    let id = id.trim().to_owned();
+    let rt = runtime();
+    let task = rt.block_on(async {
+        let mut worker = worker_client(port, &key_a).await;
+        register(&mut worker, "w-1").await;
+        poll(&mut worker, "w-1", 10_000).await.expect("a task")
+    });
+    server.kill9();
+    let _server = db.serve_api(port, &args);
+    rt.block_on(async {
+        // The worker reconnects and completes the task it holds.
+        let mut worker = worker_client(port, &key_a).await;
+        complete(&mut worker, &task.token, json!({"v": 7, "on": "w-1"}))
+            .await
+            .unwrap();
+    });
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["result"], json!({"v": 7, "on": "w-1"}));
+    let journal = cli.journal(&id);
+    let seq = step_call_seq(&journal, "noop", 0);
+    assert_eq!(
+        common::attempts(&journal, seq),
+        1,
+        "no second attempt: {journal:?}"
+    );
+    assert_eq!(common::results(&journal, seq).len(), 1, "one result");
 }

@@ -10,9 +10,12 @@ use super::convert::{
 use super::ops::{Events, Operations};
 use super::pb::{self, cerebelum_client::CerebelumClient};
 use super::service::{ExecutionView, Page, StartRequest, WatchEvent};
+use super::workers::worker_from_pb;
 use crate::error::{Error, Result};
 use crate::journal::Entry;
-use crate::model::{ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord};
+use crate::model::{
+    ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, WorkerRecord,
+};
 use async_trait::async_trait;
 use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -57,6 +60,9 @@ impl Interceptor for Auth {
 }
 
 type Grpc = CerebelumClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
+type WorkerGrpc = pb::worker_service_client::WorkerServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, Auth>,
+>;
 
 /// What `--server` names, checked before anything is sent: `http://`
 /// URLs only (the server does not speak TLS yet, and an `https://` URL
@@ -121,6 +127,7 @@ pub struct Remote {
     url: String,
     api_key: Option<String>,
     client: Grpc,
+    workers: WorkerGrpc,
 }
 
 impl Remote {
@@ -145,6 +152,10 @@ impl Remote {
                      running there?"
                 )))
             })?;
+        let workers = pb::worker_service_client::WorkerServiceClient::with_interceptor(
+            channel.clone(),
+            Auth(auth.clone()),
+        );
         let client = CerebelumClient::with_interceptor(channel, Auth(auth))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
@@ -152,6 +163,7 @@ impl Remote {
             url: url.to_owned(),
             api_key: api_key.map(str::to_owned),
             client,
+            workers,
         })
     }
 
@@ -333,6 +345,21 @@ impl Operations for Remote {
             }
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        let reply = self
+            .workers
+            .clone()
+            .list_workers(pb::ListWorkersRequest {})
+            .await;
+        Ok(reply
+            .map_err(from_status)?
+            .into_inner()
+            .workers
+            .into_iter()
+            .map(worker_from_pb)
+            .collect())
     }
 
     async fn reconnect(&self) -> Result<Box<dyn Operations>> {

@@ -26,6 +26,7 @@ use crate::error::Result;
 use crate::journal::Entry;
 use crate::model::{
     ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, TenantRecord,
+    WorkerRecord,
 };
 use async_trait::async_trait;
 use std::pin::Pin;
@@ -80,6 +81,9 @@ pub trait Operations: Send + Sync {
     /// Runs a failed or cancelled execution again, keeping what it
     /// completed.
     async fn retry(&self, id: &str) -> Result<ExecutionRecord>;
+
+    /// The tenant's external workers seen in the last minute, by queue.
+    async fn workers(&self) -> Result<Vec<WorkerRecord>>;
 
     /// Follows an execution: its journal entries after `after_seq` as they
     /// are written, then [`WatchEvent::Finished`]. Dropping the stream
@@ -150,6 +154,10 @@ impl Operations for Local {
 
     async fn retry(&self, id: &str) -> Result<ExecutionRecord> {
         self.api.retry(&self.tenant, id).await
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+        self.api.list_workers(&self.tenant).await
     }
 
     async fn watch(&self, id: &str, after_seq: i64) -> Result<Events> {

@@ -203,6 +203,20 @@ fn json_field(text: &str, what: &str) -> std::result::Result<Value, Status> {
         .map_err(|e| Status::invalid_argument(format!("{what} is not valid JSON ({e})")))
 }
 
+/// A worker from the wire (its tenant is the caller's).
+pub fn worker_from_pb(w: pb::Worker) -> WorkerRecord {
+    WorkerRecord {
+        tenant: String::new(),
+        worker_id: w.worker_id,
+        queue: w.queue,
+        host: w.host,
+        max_tasks: w.max_tasks.into(),
+        registered_at_ms: w.registered_at_ms,
+        last_seen_at_ms: w.last_seen_at_ms,
+        tasks_in_flight: w.tasks_in_flight,
+    }
+}
+
 pub fn worker_to_pb(w: &WorkerRecord) -> pb::Worker {
     pb::Worker {
         worker_id: w.worker_id.clone(),

@@ -316,3 +316,48 @@ mod tests {
         assert_eq!(near("é", 1, 1), "é");
     }
 }
+
+#[derive(Args)]
+pub(crate) struct WorkersArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `cerebelum workers`: the tenant's external workers, by queue.
+pub(crate) async fn workers(cli: &Cli, args: &WorkersArgs) -> Result<ExitCode> {
+    let ops = ops(cli, Needs::Store).await?;
+    let workers = ops.workers().await?;
+    if args.json {
+        let rows: Vec<serde_json::Value> = workers
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "queue": w.queue, "worker_id": w.worker_id, "host": w.host,
+                    "max_tasks": w.max_tasks, "tasks_in_flight": w.tasks_in_flight,
+                    "last_seen_at_ms": w.last_seen_at_ms,
+                })
+            })
+            .collect();
+        out!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if workers.is_empty() {
+        out!("no workers seen in the last minute on {}", ops.place());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = cerebelum::clock::Clock::now_ms(&cerebelum::clock::SystemClock);
+    out!("QUEUE            WORKER                   HOST                 TASKS  LAST SEEN");
+    for w in &workers {
+        let ago = (now - w.last_seen_at_ms).max(0) as f64 / 1000.0;
+        out!(
+            "{:<16} {:<24} {:<20} {:>2}/{:<2}  {ago:.1} s ago",
+            w.queue,
+            w.worker_id,
+            w.host,
+            w.tasks_in_flight,
+            w.max_tasks
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -109,6 +109,9 @@ enum Command {
     /// Retry a failed or cancelled execution: completed steps are kept,
     /// the failed call runs again.
     Retry(executions::IdArgs),
+    /// List the external workers seen in the last minute: queue, id, host,
+    /// tasks in flight, last heartbeat.
+    Workers(executions::WorkersArgs),
     /// Tenants and API keys; works on the database (--db) directly.
     Admin {
         #[command(subcommand)]
@@ -140,6 +143,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Reject(args) => executions::reject(&cli, args).await,
         Command::Cancel(args) => executions::cancel(&cli, args).await,
         Command::Retry(args) => executions::retry(&cli, args).await,
+        Command::Workers(args) => executions::workers(&cli, args).await,
         Command::Admin { command } => admin::run(&cli, command).await,
         Command::Build(args) => build::run(args),
     }

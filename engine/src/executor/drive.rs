@@ -174,6 +174,7 @@ async fn drive_claimed(
         record,
         sandbox,
         fuel_used: AtomicU64::new(fuel_used),
+        last_worker: Mutex::default(),
     });
     let input = exec.record.input.to_string();
     let outcome = invocation::run(

@@ -64,6 +64,9 @@ pub(crate) struct ExecState {
     pub(crate) sandbox: Arc<TenantSandbox>,
     /// Fuel burned by the execution's invocations (journaled and live).
     pub(crate) fuel_used: AtomicU64,
+    /// The worker that completed this execution's last task: its next
+    /// task prefers it for a moment (sticky routing).
+    pub(crate) last_worker: Mutex<Option<String>>,
 }
 
 impl ExecState {

@@ -18,6 +18,10 @@ use tokio::sync::Notify;
 /// no completion on this node wakes it (one on another node).
 const MAX_LOOK_EVERY: Duration = Duration::from_millis(500);
 
+/// How long an execution's next task waits for the worker that completed
+/// its last one before any worker of the queue may take it.
+pub const STICKY_FOR: Duration = Duration::from_millis(1000);
+
 /// In-process wake-ups: of workers long-polling a queue when a task is
 /// queued on this node, and of executions waiting for a task when a
 /// worker completes it through this node.
@@ -112,7 +116,12 @@ impl WorkerAttempt<'_> {
                 start_to_close_ms: self.timeout.as_millis() as u64,
                 heartbeat_ms: Some(exec.engine.config.worker_heartbeat.as_millis() as u64),
             },
-            sticky: None,
+            sticky: exec
+                .last_worker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .map(|w| (w, exec.engine.now_ms() + STICKY_FOR.as_millis() as i64)),
         };
         let entry = NewEntry::new(
             self.caller,
@@ -168,6 +177,9 @@ impl WorkerAttempt<'_> {
             }
             let task = engine.store.tasks().task(id).await?;
             if let Some(outcome) = task.outcome {
+                if task.status == TaskStatus::Completed {
+                    *exec.last_worker.lock().unwrap_or_else(|p| p.into_inner()) = task.worker;
+                }
                 return Ok(WorkerEnd::Returned(outcome));
             }
             let now = engine.now_ms();
