@@ -23,6 +23,43 @@ on_both_backends!(
     a_task_held_across_kill9_of_the_server_completes_once,
 );
 
+#[test]
+fn workers_on_either_node_serve_executions_driven_by_the_other() {
+    let db = Db::postgres();
+    let key = db.tenant("a", &[]);
+    let (p1, p2) = (free_port(), free_port());
+    let _one = db.serve_api(p1, &[]);
+    let _two = db.serve_api(p2, &[]);
+    let (via_one, via_two) = (Remote::new(p1, &key), Remote::new(p2, &key));
+    via_one.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    for (starts_on, worker_port, input) in [(&via_one, p2, 1), (&via_two, p1, 2)] {
+        let id = starts_on.ok(&[
+            "start",
+            "kit",
+            "one_step",
+            "--input",
+            &format!(r#"{{"n":{input}}}"#),
+            "--worker-queue",
+            "devops",
+        ]);
+        let id = id.trim().to_owned();
+        runtime().block_on(async {
+            let mut worker = worker_client(worker_port, &key).await;
+            register(&mut worker, "w-1").await;
+            let task = poll(&mut worker, "w-1", 10_000).await.expect("a task");
+            assert_eq!(task.execution_id, id);
+            let result: Value = serde_json::from_str(&task.input_json).unwrap();
+            complete(&mut worker, &task.token, result).await.unwrap();
+        });
+        let ended = starts_on.wait_ended(&id, LONG);
+        assert_eq!(ended["status"], "completed", "{ended}");
+        assert_eq!(ended["result"], json!({"n": input}));
+        let journal = starts_on.journal(&id);
+        let seq = step_call_seq(&journal, "noop", 0);
+        assert_eq!(common::results(&journal, seq).len(), 1);
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -106,6 +106,8 @@ pub struct Api {
     /// Starts in flight per tenant, counted against its open-executions
     /// quota until their execution is stored (and counted by the store).
     starting: Arc<Mutex<HashMap<String, i64>>>,
+    /// When this node last stored that a worker (tenant, id) was seen.
+    pub(crate) workers_seen: Arc<Mutex<HashMap<(String, String), i64>>>,
 }
 
 /// Releases a start's reservation when dropped.
@@ -145,6 +147,7 @@ impl Api {
             defaults: engine.config().quotas,
             node: Some(engine),
             starting: Arc::default(),
+            workers_seen: Arc::default(),
         }
     }
 
@@ -159,6 +162,7 @@ impl Api {
             node: None,
             defaults: DEFAULT_QUOTAS,
             starting: Arc::default(),
+            workers_seen: Arc::default(),
         }
     }
 

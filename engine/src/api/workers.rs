@@ -22,6 +22,9 @@ pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(20);
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// Workers seen within this are listed.
 const LISTED_WITHIN_MS: i64 = 60_000;
+/// A worker's polls store that it was seen at most this often (a write
+/// per poll would cost a flush per task).
+const NOTE_SEEN_EVERY_MS: i64 = 5_000;
 
 fn token(text: &str) -> Result<TaskToken> {
     check_len("the task token", text, MAX_ID_BYTES + 64)?;
@@ -74,9 +77,21 @@ impl Api {
         check_len("the worker id", worker_id, MAX_NAME_BYTES)?;
         check_queue_name(queue)?;
         let tasks = self.store().tasks();
-        tasks
-            .worker_seen(&tenant.name, worker_id, self.now_ms())
-            .await?;
+        let now = self.now_ms();
+        let due = {
+            let mut seen = self.workers_seen.lock().unwrap_or_else(|p| p.into_inner());
+            let last = seen
+                .entry((tenant.name.clone(), worker_id.to_owned()))
+                .or_insert(i64::MIN);
+            let due = now.saturating_sub(*last) >= NOTE_SEEN_EVERY_MS;
+            if due {
+                *last = now;
+            }
+            due
+        };
+        if due {
+            tasks.worker_seen(&tenant.name, worker_id, now).await?;
+        }
         let signal = self
             .node("serving workers")
             .ok()
@@ -169,6 +184,10 @@ impl Api {
 
     pub async fn unregister_worker(&self, tenant: &TenantRecord, worker_id: &str) -> Result<()> {
         check_len("the worker id", worker_id, MAX_NAME_BYTES)?;
+        self.workers_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(tenant.name.clone(), worker_id.to_owned()));
         self.store()
             .tasks()
             .remove_worker(&tenant.name, worker_id)

@@ -37,6 +37,15 @@ from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # `Worker` and `DistributedExecutor` on first use: cerebelum.worker
+    # (and grpc) are not imported by the SDK itself, e.g. inside a package.
+    if name in ("Worker", "DistributedExecutor"):
+        from . import worker
+        return getattr(worker, name)
+    raise AttributeError(f"module 'cerebelum' has no attribute {name!r}")
+
 __all__ = [
     "step", "workflow", "Context", "ExecutionResult", "sleep", "poll", "retry",
     "wait_for_approval", "ProgressReporter", "RetryPolicy", "Step", "Workflow",

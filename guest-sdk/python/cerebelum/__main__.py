@@ -1,4 +1,5 @@
-"""``python -m cerebelum build app.py -o app.wasm``"""
+"""``python -m cerebelum build app.py -o app.wasm`` and
+``python -m cerebelum worker app.py --queue Q``."""
 
 import sys
 

@@ -295,7 +295,9 @@ class Workflow:
                 found.setdefault(s.name, s)
         return found
 
-    async def execute(self, inputs: Any = None, *, approval_handler=None, secrets=None):
+    async def execute(self, inputs: Any = None, *, approval_handler=None, secrets=None,
+                      distributed: bool = False, server: str | None = None,
+                      api_key: str | None = None):
         """Runs the workflow here, in this process, without an engine.
 
         ``approval_handler(approval_type, data)`` answers
@@ -304,7 +306,19 @@ class Workflow:
         reject; it may be ``async``. ``secrets`` answers
         ``context.secret(name)`` (else the environment variable
         ``CEREBELUM_SECRET_<NAME>``). Returns an :class:`ExecutionResult`.
+
+        ``distributed=True``: the workflow runs in a Cerebelum server
+        (``server``, default ``$CEREBELUM_SERVER``; ``api_key``, default
+        ``$CEREBELUM_API_KEY``) and its steps here, as an external worker:
+        the file is built into a package (cached) and uploaded, and the
+        execution is journaled by the engine (see
+        :class:`cerebelum.worker.DistributedExecutor`). Needs grpcio and
+        componentize-py.
         """
+        if distributed:
+            from .worker import DistributedExecutor
+            return await DistributedExecutor(server, api_key=api_key).execute(
+                self, inputs, approval_handler=approval_handler, secrets=secrets)
         from ._local import execute_locally
         return await execute_locally(self, inputs, approval_handler, secrets)
 

@@ -147,7 +147,8 @@ def build(source: Path, output: Path, *, quiet: bool = False) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cerebelum",
-        description="Build a Python workflow file into a Cerebelum package (.wasm).")
+        description="Build a Python workflow file into a Cerebelum package (.wasm), or "
+        "run its steps as an external worker of a Cerebelum server.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build FILE.py into a package",
                        description="Build FILE.py (its @workflow and @step functions) into "
@@ -157,7 +158,19 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("-o", "--output", type=Path,
                    help="where to write the package (default: FILE with .wasm)")
     b.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    w = sub.add_parser(
+        "worker", help="serve a worker queue with the steps of FILE.py",
+        description="Run the @step functions of FILE.py for a Cerebelum server: every "
+        "step of an execution started with `cerebelum start PACKAGE WORKFLOW --worker-queue "
+        "QUEUE` runs here, under this Python, until SIGINT or SIGTERM (then running steps "
+        "may finish, or are handed back to the queue). Needs grpcio "
+        "(pip install 'cerebelum[worker]').")
+    from .worker import add_arguments
+    add_arguments(w)
     args = parser.parse_args(argv)
+    if args.command == "worker":
+        from .worker import main as worker_main
+        return worker_main(args)
     output = args.output or args.file.with_suffix(".wasm")
     try:
         info = build(args.file, output, quiet=args.quiet)

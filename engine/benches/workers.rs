@@ -1,0 +1,175 @@
+//! The external-worker benchmark: `cargo bench -p cerebelum-engine --bench workers`.
+//!
+//! A real `cerebelum serve` process (this build's binary) on a real SQLite
+//! file (default) or a fresh PostgreSQL database (`-- --backend postgres`);
+//! workers are tonic clients of `cerebelum.v1.WorkerService` in this
+//! process (a no-op step: they complete each task with its input at once):
+//!
+//! - (w1) round trip of a worker step: one execution calls `noop` 500
+//!   times in a row on a worker queue, one worker serves it; the time
+//!   between the worker receiving two consecutive tasks is one round trip
+//!   (the workflow calls the step, the task is queued, the worker receives
+//!   it, completes it, the result is journaled, the workflow continues and
+//!   calls the next). p50/p99.
+//! - (w2) sustained worker steps/s: 8 workers (own connections) serve 200
+//!   executions of 10 steps each, started at once.
+//!
+//! `-- --quick` runs smaller counts. The machine is shared: quote medians
+//! and compare within one run.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use cerebelum::api::pb;
+use common::Backend;
+use common::grpc::{WorkerClient, connect, upload, worker_client};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn register(worker: &mut WorkerClient, id: &str, queue: &str) {
+    worker
+        .register_worker(pb::RegisterWorkerRequest {
+            worker_id: id.into(),
+            queue: queue.into(),
+            host: "bench".into(),
+            max_tasks: 1,
+        })
+        .await
+        .unwrap();
+}
+
+/// Polls `queue` as `id` and completes each task with its input, until
+/// `done` reaches `total`; the instants at which it received its tasks.
+async fn serve(
+    mut worker: WorkerClient,
+    id: String,
+    queue: &'static str,
+    done: Arc<AtomicUsize>,
+    total: usize,
+) -> Vec<Instant> {
+    register(&mut worker, &id, queue).await;
+    let mut received = Vec::new();
+    while done.load(Ordering::SeqCst) < total {
+        let reply = worker
+            .poll_task(pb::PollTaskRequest {
+                worker_id: id.clone(),
+                queue: queue.into(),
+                wait_ms: 200,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(task) = reply.task else { continue };
+        received.push(Instant::now());
+        worker
+            .complete_task(pb::CompleteTaskRequest {
+                token: task.token,
+                outcome: Some(pb::complete_task_request::Outcome::ResultJson(
+                    task.input_json,
+                )),
+            })
+            .await
+            .unwrap();
+        done.fetch_add(1, Ordering::SeqCst);
+    }
+    received
+}
+
+fn start(queue: &str, steps: usize) -> pb::StartExecutionRequest {
+    pb::StartExecutionRequest {
+        package: "kit".into(),
+        workflow: "many_steps".into(),
+        input_json: format!(r#"{{"n":{steps}}}"#),
+        worker_queue: Some(queue.into()),
+        ..Default::default()
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let backend = match std::env::args()
+        .skip_while(|a| a != "--backend")
+        .nth(1)
+        .as_deref()
+    {
+        None | Some("sqlite") => Backend::Sqlite,
+        Some("postgres") => Backend::Postgres,
+        Some(other) => panic!("--backend {other}: use sqlite or postgres"),
+    };
+    let scale = if quick { 5 } else { 1 };
+    let db = common::Db::on(backend);
+    let key = db.tenant("bench", &["--max-open-executions", "1000000"]);
+    let port = common::free_port();
+    let _server = db.serve_api(port, &[]);
+    println!(
+        "cerebelum worker benchmark on {backend:?} ({} cores): a `cerebelum serve` process, \
+         workers in this process (tonic), a no-op step",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = connect(port, &key).await;
+        upload(&mut client, "kit", &common::guest("testkit")).await;
+
+        // (w1) One execution, one worker, steps in a row.
+        let steps = 500 / scale;
+        let done = Arc::new(AtomicUsize::new(0));
+        let worker = worker_client(port, &key).await;
+        let serving = tokio::spawn(serve(worker, "w1".into(), "rt", done.clone(), steps));
+        client.start_execution(start("rt", steps)).await.unwrap();
+        let received = serving.await.unwrap();
+        let mut gaps: Vec<f64> = received
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
+            .collect();
+        println!(
+            "(w1) worker step round trip, {} steps in a row: p50 {:.2} ms, p99 {:.2} ms \
+             (target p50 <= 3 ms with a Python worker)",
+            steps,
+            percentile(&mut gaps, 0.5),
+            percentile(&mut gaps, 0.99)
+        );
+
+        // (w2) Many executions, 8 workers.
+        let (executions, per) = (200 / scale, 10);
+        let total = executions * per;
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for w in 0..8 {
+            let worker = worker_client(port, &key).await;
+            workers.push(tokio::spawn(serve(
+                worker,
+                format!("w2-{w}"),
+                "tp",
+                done.clone(),
+                total,
+            )));
+        }
+        let began = Instant::now();
+        for _ in 0..executions {
+            client.start_execution(start("tp", per)).await.unwrap();
+        }
+        let mut served = Vec::new();
+        for w in workers {
+            served.push(w.await.unwrap().len());
+        }
+        let took = began.elapsed();
+        println!(
+            "(w2) 8 workers, {executions} executions x {per} steps: {total} steps in {:.2} s = \
+             {:.0} worker steps/s (target >= 2,000/s on SQLite); per worker {served:?}",
+            took.as_secs_f64(),
+            total as f64 / took.as_secs_f64()
+        );
+    });
+}

@@ -1,0 +1,282 @@
+//! Python workers end to end: a real `cerebelum serve`, executions started
+//! with `--worker-queue`, and their steps run by real `python -m cerebelum
+//! worker` processes (the Python SDK's gRPC client, `cerebelum.worker`),
+//! compared with the same workflow run in the sandbox and locally.
+
+#[macro_use]
+mod common;
+
+use common::{
+    Db, Remote, attempts, cache_dir, entries, free_port, path, python, python_guest, results, root,
+    step_call_seq,
+};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Compiling a Python component takes seconds (once: it is cached).
+const LONG: Duration = Duration::from_secs(180);
+const PYWORKER: &str = "tests/guests/python/pyworker.py";
+
+on_both_backends!(
+    a_python_worker_gives_the_sandboxes_result,
+    kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker,
+);
+
+/// A `python -m cerebelum worker` process serving the steps of
+/// `pyworker.py`; killed when dropped.
+struct PyWorker {
+    child: Child,
+    log: PathBuf,
+}
+
+impl PyWorker {
+    fn start(db: &Db, port: u16, key: &str, queue: &str, id: &str) -> Self {
+        let log = db.dir.path().join(format!("worker-{id}.log"));
+        let child = Command::new(python())
+            .args(["-m", "cerebelum", "worker"])
+            .arg(root().join(PYWORKER))
+            .args(["--queue", queue, "--server", &common::url(port)])
+            .args(["--api-key", key, "--worker-id", id])
+            .env_remove("CEREBELUM_SERVER")
+            .env_remove("CEREBELUM_API_KEY")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawning python -m cerebelum worker");
+        Self { child, log }
+    }
+
+    /// What the worker logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the worker logged `text` (and is still running).
+    fn wait_log(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log().contains(text) {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("the worker exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not log {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM (graceful stop); its exit status.
+    fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker did not stop after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for PyWorker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server with tenant `a` and `pyworker.py` built and uploaded as
+/// `pyworker`; the server, a CLI of tenant `a` and its key.
+fn setup(db: &Db, port: u16, serve_args: &[&str]) -> (common::Server, Remote, String) {
+    let key = db.tenant("a", &[]);
+    let server = db.serve_api(port, serve_args);
+    let cli = Remote::new(port, &key);
+    cli.ok(&[
+        "upload",
+        path(&python_guest(PYWORKER)),
+        "--name",
+        "pyworker",
+    ]);
+    (server, cli, key)
+}
+
+fn start(cli: &Remote, input: &str, queue: Option<&str>) -> String {
+    let mut args = vec!["start", "pyworker", "pyworker", "--input", input];
+    if let Some(queue) = queue {
+        args.extend(["--worker-queue", queue]);
+    }
+    cli.ok(&args).trim().to_owned()
+}
+
+fn a_python_worker_gives_the_sandboxes_result(db: Db) {
+    let port = free_port();
+    let (_server, cli, key) = setup(&db, port, &[]);
+    let input = r#"{"name": "ada", "n": 3}"#;
+    let sandboxed = start(&cli, input, None);
+    let sandboxed = cli.wait_ended(&sandboxed, LONG);
+    assert_eq!(sandboxed["status"], "completed", "{sandboxed}");
+
+    let worker = PyWorker::start(&db, port, &key, "q", "py-1");
+    let id = start(&cli, input, Some("q"));
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", worker.log());
+    assert_eq!(ended["result"], sandboxed["result"]);
+    assert_eq!(
+        ended["result"]["work"],
+        json!({"words": ["hello", "ada"], "n": 6, "attempt": 1})
+    );
+    let log = worker.log();
+    let journal = cli.journal(&id);
+    for step in ["greet", "work", "finish"] {
+        assert!(
+            log.contains(&format!(
+                "running step {step} of execution {id} (attempt 1)"
+            )),
+            "the worker ran {step}:\n{log}"
+        );
+        let seq = step_call_seq(&journal, step, 0);
+        assert_eq!(attempts(&journal, seq), 1, "{step}: {journal:?}");
+        assert_eq!(results(&journal, seq).len(), 1, "{step}: {journal:?}");
+    }
+    let shown = cli.ok(&["workers"]);
+    assert!(shown.contains("py-1") && shown.contains('q'), "{shown}");
+
+    // SIGTERM: a graceful stop that unregisters the worker.
+    let status = worker.terminate(Duration::from_secs(30));
+    assert!(status.success(), "the worker exited with {status}");
+    let shown = cli.ok(&["workers"]);
+    assert!(!shown.contains("py-1"), "unregistered: {shown}");
+}
+
+/// `kill -9` of the worker while its step sleeps: no heartbeat comes, the
+/// claim expires (1 s), the attempt fails and the step's retry policy
+/// (`@step(retry=3)`) runs it again on a second worker.
+fn kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker(db: Db) {
+    let port = free_port();
+    let (_server, cli, key) = setup(&db, port, &["--worker-heartbeat-ms", "1000"]);
+    let mut first = PyWorker::start(&db, port, &key, "q", "py-1");
+    let id = start(&cli, r#"{"name": "bo", "sleep_ms": 3000}"#, Some("q"));
+    first.wait_log(
+        &format!("running step work of execution {id} (attempt 1)"),
+        LONG,
+    );
+    first.kill9();
+
+    let mut second = PyWorker::start(&db, port, &key, "q", "py-2");
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
+    assert_eq!(
+        ended["result"]["work"],
+        json!({"words": ["hello", "bo"], "n": 2, "attempt": 2})
+    );
+    second.wait_log(
+        &format!("running step work of execution {id} (attempt 2)"),
+        LONG,
+    );
+    let journal = cli.journal(&id);
+    let seq = step_call_seq(&journal, "work", 0);
+    assert_eq!(attempts(&journal, seq), 2, "{journal:?}");
+    assert_eq!(
+        results(&journal, seq).len(),
+        1,
+        "one result for the call: {journal:?}"
+    );
+    let failed = entries(&journal, "attempt-failed");
+    assert_eq!(failed.len(), 1, "{journal:?}");
+    assert!(failed[0].to_string().contains("py-1"), "{}", failed[0]);
+}
+
+/// `await wf.execute(inputs, distributed=True)` in a Python program: the
+/// file is built and uploaded, the workflow runs in the server and its
+/// steps in that program; the output is local mode's.
+#[test]
+fn execute_distributed_gives_the_local_output() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    let script = "import asyncio, json, sys\n\
+        sys.path.insert(0, sys.argv[1])\n\
+        import pyworker\n\
+        async def main():\n\
+        \x20   for distributed in (False, True):\n\
+        \x20       r = await pyworker.pyworker.execute(json.loads(sys.argv[2]), distributed=distributed)\n\
+        \x20       print(json.dumps({'id': r.execution_id, 'status': r.status, 'output': r.output,\n\
+        \x20                         'error': r.error, 'seconds': (r.completed_at - r.started_at).total_seconds()}))\n\
+        asyncio.run(main())\n";
+    let dir = root().join(PYWORKER);
+    let dir = dir.parent().unwrap();
+    for input in [
+        r#"{"name": "cy", "n": 2}"#,
+        r#"{"name": "cy", "fail": "no greeting today"}"#,
+    ] {
+        let out = Command::new(python())
+            .args(["-c", script])
+            .arg(dir)
+            .arg(input)
+            .env("CEREBELUM_SERVER", common::url(port))
+            .env("CEREBELUM_API_KEY", &key)
+            .env("CEREBELUM_CACHE_DIR", cache_dir())
+            .output()
+            .expect("running python");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{input}: {stderr}");
+        let runs: Vec<Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (here, there) = (&runs[0], &runs[1]);
+        for field in ["status", "output", "error"] {
+            assert_eq!(here[field], there[field], "{input}: {field}\n{stderr}");
+        }
+        assert!(there["seconds"].as_f64().unwrap() >= 0.0, "{there}");
+        // It really ran in the server, its steps on a queue of its own.
+        let id = there["id"].as_str().unwrap();
+        let status = cli.status(id);
+        assert_eq!(status["status"], here["status"], "{status}");
+        assert!(
+            status["worker_queue"].as_str().unwrap().starts_with("py-"),
+            "{status}"
+        );
+        if here["status"] == "completed" {
+            assert_eq!(status["result"], here["output"]);
+            assert_eq!(here["output"]["finish"]["summary"], "hello cy x4");
+        } else {
+            assert_eq!(here["error"], "step `greet` failed: no greeting today");
+        }
+        let journal = cli.journal(id);
+        assert_eq!(
+            entries(&journal, "attempt").len(),
+            here["output"].as_object().unwrap().len(),
+            "one attempt per step: {journal:?}"
+        );
+    }
+    // The same file and SDK: one package version, uploaded once.
+    let packages = cli.ok(&["packages"]);
+    assert!(packages.contains("pyworker"), "{packages}");
+    assert_eq!(packages.matches("pyworker v").count(), 1, "{packages}");
+}
