@@ -14,8 +14,9 @@
 //! - (w2) sustained worker steps/s: 8 workers (own connections) serve 200
 //!   executions of 10 steps each, started at once.
 //!
-//! `-- --quick` runs smaller counts. The machine is shared: quote medians
-//! and compare within one run.
+//! `-- --sync normal` runs the server with `--sync normal` (default
+//! `full`). `-- --quick` runs smaller counts. The machine is shared: quote
+//! medians and compare within one run.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -103,13 +104,17 @@ fn main() {
         Some(other) => panic!("--backend {other}: use sqlite or postgres"),
     };
     let scale = if quick { 5 } else { 1 };
+    let sync = std::env::args()
+        .skip_while(|a| a != "--sync")
+        .nth(1)
+        .unwrap_or_else(|| "full".into());
     let db = common::Db::on(backend);
     let key = db.tenant("bench", &["--max-open-executions", "1000000"]);
     let port = common::free_port();
-    let _server = db.serve_api(port, &[]);
+    let _server = db.serve_api(port, &["--sync", &sync]);
     println!(
-        "cerebelum worker benchmark on {backend:?} ({} cores): a `cerebelum serve` process, \
-         workers in this process (tonic), a no-op step",
+        "cerebelum worker benchmark on {backend:?}, --sync {sync} ({} cores): a `cerebelum \
+         serve` process, workers in this process (tonic), a no-op step",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
