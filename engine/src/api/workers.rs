@@ -177,7 +177,7 @@ impl Api {
             .await?;
         if let Ok(node) = self.node("releasing a task") {
             let task = tasks.task(&token.id).await?;
-            node.task_signals().queued(&tenant.name, &task.queue);
+            node.task_signals().queued(&tenant.name, &task.queue, false);
         }
         Ok(())
     }

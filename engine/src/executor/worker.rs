@@ -41,11 +41,15 @@ impl TaskSignals {
             .clone()
     }
 
-    /// Wakes the workers long-polling `tenant`'s `queue` on this node.
-    pub fn queued(&self, tenant: &str, queue: &str) {
+    /// Wakes a worker long-polling `tenant`'s `queue` on this node for a
+    /// task just queued: one (each claim takes the write lock), or every
+    /// one if the task may go to a particular worker only (sticky).
+    pub fn queued(&self, tenant: &str, queue: &str, everyone: bool) {
         let queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(waiting) = queues.get(&(tenant.to_owned(), queue.to_owned())) {
-            waiting.notify_waiters();
+            if everyone {
+                waiting.notify_waiters();
+            }
             waiting.notify_one();
         }
     }
@@ -134,10 +138,13 @@ impl WorkerAttempt<'_> {
                 },
             },
         );
+        let sticky = spec.sticky.is_some();
         exec.writer
             .commit(vec![entry], vec![SideWrite::OpenTask(spec)], None)
             .await?;
-        exec.engine.tasks.queued(&exec.record.tenant, self.queue);
+        exec.engine
+            .tasks
+            .queued(&exec.record.tenant, self.queue, sticky);
         Ok(())
     }
 

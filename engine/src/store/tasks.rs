@@ -177,6 +177,18 @@ where
         worker: &str,
         now_ms: i64,
     ) -> Result<Option<TaskClaim>> {
+        // Most polls find nothing: look without the write lock first.
+        let queued = sqlx::query_scalar::<DB, i64>(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM tasks \
+             WHERE tenant = $1 AND queue = $2 AND status = 'queued' LIMIT 1) AS q",
+        )
+        .bind(tenant)
+        .bind(queue)
+        .fetch_one(&self.reader)
+        .await?;
+        if queued == 0 {
+            return Ok(None);
+        }
         let mut tx = self.writer.begin_with(self.dialect.begin).await?;
         let result = self.claim_in(&mut tx, tenant, queue, worker, now_ms).await;
         end(tx, result).await
@@ -325,7 +337,6 @@ where
     async fn claim_in(
         &self,
         tx: &mut DB::Connection,
-
         tenant: &str,
         queue: &str,
         worker: &str,
@@ -383,7 +394,6 @@ where
     async fn heartbeat_in(
         &self,
         tx: &mut DB::Connection,
-
         tenant: &str,
         token: &TaskToken,
         progress: Option<&Value>,
@@ -433,7 +443,6 @@ where
     async fn complete_in(
         &self,
         tx: &mut DB::Connection,
-
         tenant: &str,
         token: &TaskToken,
         outcome: &std::result::Result<Value, CallError>,
