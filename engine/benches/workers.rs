@@ -13,6 +13,10 @@
 //!   calls the next). p50/p99.
 //! - (w2) sustained worker steps/s: 8 workers (own connections) serve 200
 //!   executions of 10 steps each, started at once.
+//! - (w3) the same round trip with a real Python worker (`python -m
+//!   cerebelum worker`, the SDK's): a Python workflow of 50 no-op steps in a
+//!   row (`tests/guests/python/pychain.py`), timed from start to completion
+//!   and divided by 50 (so it also counts the workflow code between steps).
 //!
 //! `-- --sync normal` runs the server with `--sync normal` (default
 //! `full`). `-- --quick` runs smaller counts. The machine is shared: quote
@@ -175,6 +179,82 @@ fn main() {
              {:.0} worker steps/s (target >= 2,000/s on SQLite); per worker {served:?}",
             took.as_secs_f64(),
             total as f64 / took.as_secs_f64()
+        );
+
+        // (w3) A Python worker process.
+        let package = common::python_guest("tests/guests/python/pychain.py");
+        upload(&mut client, "pychain", &package).await;
+        let mut worker = std::process::Command::new(common::python())
+            .args(["-m", "cerebelum", "worker"])
+            .arg(common::root().join("tests/guests/python/pychain.py"))
+            .args([
+                "--queue",
+                "py",
+                "--server",
+                &common::url(port),
+                "--api-key",
+                &key,
+            ])
+            .args(["--worker-id", "py-bench"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawning python -m cerebelum worker");
+        let mut lister = worker_client(port, &key).await;
+        while !lister
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers
+            .iter()
+            .any(|w| w.worker_id == "py-bench")
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let mut per_step = Vec::new();
+        for _ in 0..(10 / scale).max(2) {
+            let request = pb::StartExecutionRequest {
+                package: "pychain".into(),
+                workflow: "pychain".into(),
+                input_json: "{}".into(),
+                worker_queue: Some("py".into()),
+                ..Default::default()
+            };
+            let began = Instant::now();
+            let id = client
+                .start_execution(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .execution
+                .unwrap()
+                .id;
+            loop {
+                let e = client
+                    .get_execution(pb::GetExecutionRequest { id: id.clone() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                if e.status == pb::ExecutionStatus::Completed as i32 {
+                    break;
+                }
+                assert!(
+                    e.status != pb::ExecutionStatus::Failed as i32,
+                    "{:?}",
+                    e.error_json
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            per_step.push(began.elapsed().as_secs_f64() * 1000.0 / 50.0);
+        }
+        let _ = worker.kill();
+        let _ = worker.wait();
+        println!(
+            "(w3) Python worker, 50 steps in a row, {} executions: {:.2} ms per step (median; \
+             target p50 <= 3 ms)",
+            per_step.len(),
+            percentile(&mut per_step, 0.5)
         );
     });
 }
