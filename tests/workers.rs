@@ -33,16 +33,7 @@ fn workers_on_either_node_serve_executions_driven_by_the_other() {
     let (via_one, via_two) = (Remote::new(p1, &key), Remote::new(p2, &key));
     via_one.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
     for (starts_on, worker_port, input) in [(&via_one, p2, 1), (&via_two, p1, 2)] {
-        let id = starts_on.ok(&[
-            "start",
-            "kit",
-            "one_step",
-            "--input",
-            &format!(r#"{{"n":{input}}}"#),
-            "--worker-queue",
-            "devops",
-        ]);
-        let id = id.trim().to_owned();
+        let id = start_on_queue(starts_on, "one_step", &format!(r#"{{"n":{input}}}"#));
         runtime().block_on(async {
             let mut worker = worker_client(worker_port, &key).await;
             register(&mut worker, "w-1").await;
@@ -75,6 +66,21 @@ fn setup(db: &Db, port: u16, serve_args: &[&str]) -> (common::Server, String, St
     let server = db.serve_api(port, serve_args);
     Remote::new(port, &key_a).ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
     (server, key_a, key_b)
+}
+
+/// Starts `workflow` of the testkit with every step on queue `devops`;
+/// its id.
+fn start_on_queue(cli: &Remote, workflow: &str, input: &str) -> String {
+    let id = cli.ok(&[
+        "start",
+        "kit",
+        workflow,
+        "--input",
+        input,
+        "--worker-queue",
+        "devops",
+    ]);
+    id.trim().to_owned()
 }
 
 async fn register(client: &mut WorkerClient, id: &str) {
@@ -122,16 +128,7 @@ fn every_step_runs_on_the_worker_queue_with_the_sandboxes_result(db: Db) {
     let input = r#"{"name":"web-1","n":3}"#;
     let sandboxed = cli.ok(&["start", "kit", "noop3", "--input", input]);
     let sandboxed = cli.wait_ended(sandboxed.trim(), LONG);
-    let id = cli.ok(&[
-        "start",
-        "kit",
-        "noop3",
-        "--input",
-        input,
-        "--worker-queue",
-        "devops",
-    ]);
-    let id = id.trim().to_owned();
+    let id = start_on_queue(&cli, "noop3", input);
     let waiting = cli.wait_text(&["status", &id], LONG, |s| {
         s.contains("waiting for a worker on queue 'devops'")
     });
@@ -184,16 +181,7 @@ fn an_expired_claim_fails_the_attempt_and_its_late_result_is_refused(db: Db) {
     let port = free_port();
     let (_server, key_a, _) = setup(&db, port, &["--worker-heartbeat-ms", "500"]);
     let cli = Remote::new(port, &key_a);
-    let id = cli.ok(&[
-        "start",
-        "kit",
-        "one_step",
-        "--input",
-        r#"{"v":1}"#,
-        "--worker-queue",
-        "devops",
-    ]);
-    let id = id.trim().to_owned();
+    let id = start_on_queue(&cli, "one_step", r#"{"v":1}"#);
     runtime().block_on(async {
         let mut first = worker_client(port, &key_a).await;
         register(&mut first, "w-1").await;
@@ -237,16 +225,7 @@ fn cancelling_reaches_the_worker_through_its_heartbeat(db: Db) {
     let port = free_port();
     let (_server, key_a, _) = setup(&db, port, &[]);
     let cli = Remote::new(port, &key_a);
-    let id = cli.ok(&[
-        "start",
-        "kit",
-        "one_step",
-        "--input",
-        "{}",
-        "--worker-queue",
-        "devops",
-    ]);
-    let id = id.trim().to_owned();
+    let id = start_on_queue(&cli, "one_step", "{}");
     runtime().block_on(async {
         let mut worker = worker_client(port, &key_a).await;
         register(&mut worker, "w-1").await;
@@ -271,16 +250,7 @@ fn an_executions_next_task_prefers_its_last_worker_for_a_moment(db: Db) {
     let port = free_port();
     let (_server, key_a, _) = setup(&db, port, &[]);
     let cli = Remote::new(port, &key_a);
-    let id = cli.ok(&[
-        "start",
-        "kit",
-        "noop3",
-        "--input",
-        "{}",
-        "--worker-queue",
-        "devops",
-    ]);
-    let id = id.trim().to_owned();
+    let id = start_on_queue(&cli, "noop3", "{}");
     runtime().block_on(async {
         let mut one = worker_client(port, &key_a).await;
         let mut two = worker_client(port, &key_a).await;
@@ -325,16 +295,7 @@ fn a_task_held_across_kill9_of_the_server_completes_once(db: Db) {
     let args = ["--lease-ms", "1000"];
     let (server, key_a, _) = setup(&db, port, &args);
     let cli = Remote::new(port, &key_a);
-    let id = cli.ok(&[
-        "start",
-        "kit",
-        "one_step",
-        "--input",
-        r#"{"v":7}"#,
-        "--worker-queue",
-        "devops",
-    ]);
-    let id = id.trim().to_owned();
+    let id = start_on_queue(&cli, "one_step", r#"{"v":7}"#);
     let rt = runtime();
     let task = rt.block_on(async {
         let mut worker = worker_client(port, &key_a).await;

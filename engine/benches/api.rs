@@ -16,7 +16,6 @@
 mod common;
 
 use cerebelum::api::pb;
-use common::Backend;
 use common::grpc::{Client, connect};
 use std::time::{Duration, Instant};
 
@@ -42,22 +41,9 @@ fn start_request() -> pb::StartExecutionRequest {
     }
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let backend = match std::env::args()
-        .skip_while(|a| a != "--backend")
-        .nth(1)
-        .as_deref()
-    {
-        None | Some("sqlite") => Backend::Sqlite,
-        Some("postgres") => Backend::Postgres,
-        Some(other) => panic!("--backend {other}: use sqlite or postgres"),
-    };
+    let backend = common::bench_backend();
     let scale = if quick { 10 } else { 1 };
     let db = common::Db::on(backend);
     let key = db.tenant("bench", &["--max-open-executions", "1000000"]);
@@ -95,8 +81,8 @@ fn main() {
         println!(
             "(g) 3-step example, StartExecution + WatchExecution to completion: p50 {:.2} ms, \
              p99 {:.2} ms ({} runs, one at a time)",
-            percentile(&mut latency, 0.5),
-            percentile(&mut latency, 0.99),
+            common::percentile(&mut latency, 0.5),
+            common::percentile(&mut latency, 0.99),
             latency.len()
         );
 
@@ -132,8 +118,8 @@ fn main() {
             calls.len() as f64 / elapsed.as_secs_f64(),
             calls.len(),
             elapsed.as_secs_f64(),
-            percentile(&mut calls, 0.5),
-            percentile(&mut calls, 0.99)
+            common::percentile(&mut calls, 0.5),
+            common::percentile(&mut calls, 0.99)
         );
     });
 }

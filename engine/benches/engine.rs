@@ -216,11 +216,6 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -280,7 +275,7 @@ async fn suite(backend: Backend, sync: Synchronous, nodes: usize, quick: bool) {
         latency.push(bench.run_one("noop3", "{}").await.as_secs_f64() * 1e3);
     }
     let p50 = median(&mut latency);
-    let p99 = percentile(&mut latency, 0.99);
+    let p99 = common::percentile(&mut latency, 0.99);
     let n = 2000 / scale;
     let t = bench.batch_completed(n, "noop3", "{}").await;
     println!(
@@ -522,23 +517,11 @@ async fn failover(n: usize) -> (Duration, Duration, Duration) {
     (lease, first.unwrap(), killed.elapsed())
 }
 
-/// The value after `flag` on the command line.
-fn arg(flag: &str) -> Option<String> {
-    std::env::args()
-        .skip_while(|a| a != flag)
-        .nth(1)
-        .map(|s| s.to_lowercase())
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let only = arg("--sync");
-    let backend = match arg("--backend").as_deref() {
-        None | Some("sqlite") => Backend::Sqlite,
-        Some("postgres") => Backend::Postgres,
-        Some(other) => panic!("--backend {other}: use sqlite or postgres"),
-    };
-    let nodes: usize = arg("--nodes").map_or(1, |n| n.parse().expect("--nodes N"));
+    let only = common::bench_arg("--sync");
+    let backend = common::bench_backend();
+    let nodes: usize = common::bench_arg("--nodes").map_or(1, |n| n.parse().expect("--nodes N"));
     assert!(
         nodes == 1 || backend == Backend::Postgres,
         "several nodes need --backend postgres"

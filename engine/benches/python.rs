@@ -35,11 +35,6 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// Resident memory of this process, KiB: (private, shared). Pages an
 /// instance only reads from its copy-on-write memory image are shared
 /// (the same physical page for every instance); pages it writes to are
@@ -182,7 +177,7 @@ fn main() {
             "(p4) fresh instance + run-step + drop, no journal: p50 {:.3} ms, p99 {:.3} ms \
              (of which instantiation p50 {:.3} ms); {} page faults per invocation",
             median(&mut floor.clone()),
-            percentile(&mut floor, 0.99),
+            common::percentile(&mut floor, 0.99),
             median(&mut instantiate),
             (minor_faults() - faults) / rounds
         );

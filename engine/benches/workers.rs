@@ -26,16 +26,10 @@
 mod common;
 
 use cerebelum::api::pb;
-use common::Backend;
 use common::grpc::{WorkerClient, connect, upload, worker_client};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
 
 async fn register(worker: &mut WorkerClient, id: &str, queue: &str) {
     worker
@@ -98,20 +92,9 @@ fn start(queue: &str, steps: usize) -> pb::StartExecutionRequest {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let backend = match std::env::args()
-        .skip_while(|a| a != "--backend")
-        .nth(1)
-        .as_deref()
-    {
-        None | Some("sqlite") => Backend::Sqlite,
-        Some("postgres") => Backend::Postgres,
-        Some(other) => panic!("--backend {other}: use sqlite or postgres"),
-    };
+    let backend = common::bench_backend();
     let scale = if quick { 5 } else { 1 };
-    let sync = std::env::args()
-        .skip_while(|a| a != "--sync")
-        .nth(1)
-        .unwrap_or_else(|| "full".into());
+    let sync = common::bench_arg("--sync").unwrap_or_else(|| "full".into());
     let db = common::Db::on(backend);
     let key = db.tenant("bench", &["--max-open-executions", "1000000"]);
     let port = common::free_port();
@@ -146,8 +129,8 @@ fn main() {
             "(w1) worker step round trip, {} steps in a row: p50 {:.2} ms, p99 {:.2} ms \
              (target p50 <= 3 ms with a Python worker)",
             steps,
-            percentile(&mut gaps, 0.5),
-            percentile(&mut gaps, 0.99)
+            common::percentile(&mut gaps, 0.5),
+            common::percentile(&mut gaps, 0.99)
         );
 
         // (w2) Many executions, 8 workers.
@@ -254,7 +237,7 @@ fn main() {
             "(w3) Python worker, 50 steps in a row, {} executions: {:.2} ms per step (median; \
              target p50 <= 3 ms)",
             per_step.len(),
-            percentile(&mut per_step, 0.5)
+            common::percentile(&mut per_step, 0.5)
         );
     });
 }

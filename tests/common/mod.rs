@@ -845,3 +845,27 @@ pub fn now_ms() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// The value after `flag` on a benchmark's command line (lowercased).
+pub fn bench_arg(flag: &str) -> Option<String> {
+    std::env::args()
+        .skip_while(|a| a != flag)
+        .nth(1)
+        .map(|s| s.to_lowercase())
+}
+
+/// The backend a benchmark runs on: `--backend sqlite` (default) or
+/// `--backend postgres`.
+pub fn bench_backend() -> Backend {
+    match bench_arg("--backend").as_deref() {
+        None | Some("sqlite") => Backend::Sqlite,
+        Some("postgres") => Backend::Postgres,
+        Some(other) => panic!("--backend {other}: use sqlite or postgres"),
+    }
+}
+
+/// The `p` quantile (0 to 1) of `v`, which it sorts.
+pub fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}

@@ -6,11 +6,11 @@
 
 use super::convert::{
     approval_from_pb, entry_from_pb, execution_from_pb, package_from_pb, status_to_pb,
+    worker_from_pb,
 };
 use super::ops::{Events, Operations};
 use super::pb::{self, cerebelum_client::CerebelumClient};
 use super::service::{ExecutionView, Page, StartRequest, WatchEvent};
-use super::workers::worker_from_pb;
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{

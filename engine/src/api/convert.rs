@@ -6,7 +6,8 @@ use super::pb;
 use super::service::ExecutionView;
 use crate::journal::{Call, Entry, Event, Row};
 use crate::model::{
-    ApprovalRecord, ExecutionRecord, PackageInfo, PackageRecord, Status, StepInfo, WorkflowInfo,
+    ApprovalRecord, ExecutionRecord, PackageInfo, PackageRecord, Status, StepInfo, WorkerRecord,
+    WorkflowInfo,
 };
 use serde_json::Value;
 
@@ -186,6 +187,32 @@ pub fn execution_from_pb(e: pb::Execution) -> ExecutionView {
             .into_iter()
             .map(approval_from_pb)
             .collect(),
+    }
+}
+
+/// A worker from the wire (its tenant is the caller's).
+pub fn worker_from_pb(w: pb::Worker) -> WorkerRecord {
+    WorkerRecord {
+        tenant: String::new(),
+        worker_id: w.worker_id,
+        queue: w.queue,
+        host: w.host,
+        max_tasks: w.max_tasks.into(),
+        registered_at_ms: w.registered_at_ms,
+        last_seen_at_ms: w.last_seen_at_ms,
+        tasks_in_flight: w.tasks_in_flight,
+    }
+}
+
+pub fn worker_to_pb(w: &WorkerRecord) -> pb::Worker {
+    pb::Worker {
+        worker_id: w.worker_id.clone(),
+        queue: w.queue.clone(),
+        host: w.host.clone(),
+        max_tasks: w.max_tasks.clamp(0, i32::MAX as i64) as i32,
+        tasks_in_flight: w.tasks_in_flight,
+        registered_at_ms: w.registered_at_ms,
+        last_seen_at_ms: w.last_seen_at_ms,
     }
 }
 

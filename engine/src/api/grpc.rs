@@ -88,13 +88,8 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
 }
 
 /// The tenant of `request`'s caller.
-fn tenant<T>(request: &Request<T>) -> Result<TenantRecord, Status> {
+pub(crate) fn tenant<T>(request: &Request<T>) -> Result<TenantRecord, Status> {
     caller(request).map(|c| c.tenant)
-}
-
-/// The tenant of `request`'s caller, for the other services.
-pub(crate) fn caller_tenant<T>(request: &Request<T>) -> Result<TenantRecord, Status> {
-    tenant(request)
 }
 
 fn optional(text: String) -> Option<String> {

@@ -2,7 +2,8 @@
 //! their queue for tasks, heartbeat and complete them, always within their
 //! tenant; served as `cerebelum.v1.WorkerService` ([`WorkerGrpc`]).
 
-use super::grpc::{caller_tenant, status};
+use super::convert::worker_to_pb;
+use super::grpc::{status, tenant};
 use super::pb;
 use super::service::{Api, MAX_ID_BYTES, MAX_NAME_BYTES, check_len, check_queue_name};
 use crate::error::{Error, Result};
@@ -222,39 +223,13 @@ fn json_field(text: &str, what: &str) -> std::result::Result<Value, Status> {
         .map_err(|e| Status::invalid_argument(format!("{what} is not valid JSON ({e})")))
 }
 
-/// A worker from the wire (its tenant is the caller's).
-pub fn worker_from_pb(w: pb::Worker) -> WorkerRecord {
-    WorkerRecord {
-        tenant: String::new(),
-        worker_id: w.worker_id,
-        queue: w.queue,
-        host: w.host,
-        max_tasks: w.max_tasks.into(),
-        registered_at_ms: w.registered_at_ms,
-        last_seen_at_ms: w.last_seen_at_ms,
-        tasks_in_flight: w.tasks_in_flight,
-    }
-}
-
-pub fn worker_to_pb(w: &WorkerRecord) -> pb::Worker {
-    pb::Worker {
-        worker_id: w.worker_id.clone(),
-        queue: w.queue.clone(),
-        host: w.host.clone(),
-        max_tasks: w.max_tasks.clamp(0, i32::MAX as i64) as i32,
-        tasks_in_flight: w.tasks_in_flight,
-        registered_at_ms: w.registered_at_ms,
-        last_seen_at_ms: w.last_seen_at_ms,
-    }
-}
-
 #[tonic::async_trait]
 impl pb::worker_service_server::WorkerService for WorkerGrpc {
     async fn register_worker(
         &self,
         request: Request<pb::RegisterWorkerRequest>,
     ) -> Reply<pb::RegisterWorkerResponse> {
-        let tenant = caller_tenant(&request)?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         self.api
             .register_worker(&tenant, &r.worker_id, &r.queue, &r.host, r.max_tasks.into())
@@ -267,7 +242,7 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
         &self,
         request: Request<pb::PollTaskRequest>,
     ) -> Reply<pb::PollTaskResponse> {
-        let tenant = caller_tenant(&request)?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let wait = match r.wait_ms {
             ms if ms <= 0 => DEFAULT_POLL_WAIT,
@@ -295,7 +270,7 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Reply<pb::HeartbeatResponse> {
-        let tenant = caller_tenant(&request)?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let progress = r
             .progress_json
@@ -318,7 +293,7 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
         request: Request<pb::CompleteTaskRequest>,
     ) -> Reply<pb::CompleteTaskResponse> {
         use pb::complete_task_request::Outcome;
-        let tenant = caller_tenant(&request)?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let outcome = match r.outcome {
             Some(Outcome::ResultJson(text)) => Ok(json_field(&text, "the result")?),
@@ -348,7 +323,7 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
         &self,
         request: Request<pb::ReleaseTaskRequest>,
     ) -> Reply<pb::ReleaseTaskResponse> {
-        let tenant = caller_tenant(&request)?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         self.api
             .release_task(&tenant, &r.token)
@@ -361,7 +336,7 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
         &self,
         request: Request<pb::UnregisterWorkerRequest>,
     ) -> Reply<pb::UnregisterWorkerResponse> {
-        let tenant = caller_tenant(&request)?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         self.api
             .unregister_worker(&tenant, &r.worker_id)
@@ -374,7 +349,7 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
         &self,
         request: Request<pb::ListWorkersRequest>,
     ) -> Reply<pb::ListWorkersResponse> {
-        let tenant = caller_tenant(&request)?;
+        let tenant = tenant(&request)?;
         let workers = self.api.list_workers(&tenant).await.map_err(status)?;
         Ok(Response::new(pb::ListWorkersResponse {
             workers: workers.iter().map(worker_to_pb).collect(),
