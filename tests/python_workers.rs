@@ -18,14 +18,16 @@ use std::time::{Duration, Instant};
 /// Compiling a Python component takes seconds (once: it is cached).
 const LONG: Duration = Duration::from_secs(180);
 const PYWORKER: &str = "tests/guests/python/pyworker.py";
+const PYPLACED: &str = "tests/guests/python/pyplaced.py";
 
 on_both_backends!(
     a_python_worker_gives_the_sandboxes_result,
     kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker,
+    a_step_placed_on_a_worker_runs_natively_and_the_rest_in_the_sandbox,
 );
 
-/// A `python -m cerebelum worker` process serving the steps of
-/// `pyworker.py`; killed when dropped.
+/// A `python -m cerebelum worker` process serving the steps of a file
+/// (`pyworker.py` unless said); killed when dropped.
 struct PyWorker {
     child: Child,
     log: PathBuf,
@@ -33,10 +35,14 @@ struct PyWorker {
 
 impl PyWorker {
     fn start(db: &Db, port: u16, key: &str, queue: &str, id: &str) -> Self {
+        Self::serving(PYWORKER, db, port, key, queue, id)
+    }
+
+    fn serving(file: &str, db: &Db, port: u16, key: &str, queue: &str, id: &str) -> Self {
         let log = db.dir.path().join(format!("worker-{id}.log"));
         let child = Command::new(python())
             .args(["-m", "cerebelum", "worker"])
-            .arg(root().join(PYWORKER))
+            .arg(root().join(file))
             .args(["--queue", queue, "--server", &common::url(port)])
             .args(["--api-key", key, "--worker-id", id])
             .env_remove("CEREBELUM_SERVER")
@@ -279,4 +285,137 @@ fn execute_distributed_gives_the_local_output() {
     let packages = cli.ok(&["packages"]);
     assert!(packages.contains("pyworker"), "{packages}");
     assert_eq!(packages.matches("pyworker v").count(), 1, "{packages}");
+}
+
+/// `pyplaced.py` places `probe` on queue `native` (`@step(worker=...)`):
+/// started without a queue, the execution runs `greet` and `finish` in the
+/// sandbox and `probe` (a subprocess: impossible in the sandbox) on a
+/// Python worker; the output is the local mode's.
+fn a_step_placed_on_a_worker_runs_natively_and_the_rest_in_the_sandbox(db: Db) {
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    let package = python_guest(PYPLACED);
+    // `run` serves no workers, and says so before starting anything.
+    let refused = db.fails(&["run", path(&package), "pyplaced", "--input", "{}"]);
+    assert!(
+        refused.contains("places step 'probe' on worker queue 'native'"),
+        "{refused}"
+    );
+    cli.ok(&["upload", path(&package), "--name", "pyplaced"]);
+    let input = r#"{"name": "cy"}"#;
+    let id = cli.ok(&["start", "pyplaced", "pyplaced", "--input", input]);
+    let id = id.trim();
+    cli.wait_text(&["status", id], LONG, |s| {
+        s.contains("waiting for a worker on queue 'native'")
+    });
+    let worker = PyWorker::serving(PYPLACED, &db, port, &key, "native", "py-native");
+    let ended = cli.wait_ended(id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", worker.log());
+    let local = run_locally(PYPLACED, "pyplaced", input);
+    assert_eq!(ended["result"], local, "the local mode's output");
+    assert_eq!(ended["result"]["finish"]["summary"], "hello cy: 42");
+    let journal = cli.journal(id);
+    let placed: Vec<Value> = entries(&journal, "attempt")
+        .iter()
+        .map(|a| json!([a["payload"]["step"], a["payload"]["queue"]]))
+        .collect();
+    assert_eq!(
+        placed,
+        vec![
+            json!(["greet", null]),
+            json!(["probe", "native"]),
+            json!(["finish", null])
+        ]
+    );
+    let served = entries(&journal, "served");
+    assert_eq!(served.len(), 1, "{served:?}");
+    assert_eq!(served[0]["payload"]["worker"], "py-native");
+    let log = worker.log();
+    assert!(log.contains("running step probe of execution"), "{log}");
+    for sandboxed in ["running step greet", "running step finish"] {
+        assert!(!log.contains(sandboxed), "{log}");
+    }
+}
+
+/// The output of `await WORKFLOW.execute(INPUT)` in local mode.
+fn run_locally(file: &str, workflow: &str, input: &str) -> Value {
+    let file = root().join(file);
+    let script = format!(
+        "import asyncio, json, sys\n\
+         sys.path.insert(0, sys.argv[1])\n\
+         import {workflow} as m\n\
+         r = asyncio.run(m.{workflow}.execute(json.loads(sys.argv[2])))\n\
+         print(json.dumps(r.output))\n"
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .arg(file.parent().unwrap())
+        .arg(input)
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The original's distributed mode across `kill -9` of the server: while
+/// step `work` sleeps in the worker (the `execute(distributed=True)`
+/// process itself), the server is killed and restarted; the worker's
+/// heartbeats and completion wait for it, the execution resumes from its
+/// journal, and `execute` returns the local mode's output with one
+/// attempt and one result per step.
+#[test]
+fn execute_distributed_survives_kill9_of_the_server_mid_step() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let serve_args = ["--lease-ms", "1000"];
+    let server = db.serve_api(port, &serve_args);
+    let cli = Remote::new(port, &key);
+    let input = r#"{"name": "cy", "n": 3, "sleep_ms": 4000}"#;
+    let script = "import asyncio, json, logging, sys\n\
+        logging.basicConfig(level=logging.INFO)\n\
+        sys.path.insert(0, sys.argv[1])\n\
+        import pyworker\n\
+        r = asyncio.run(pyworker.pyworker.execute(json.loads(sys.argv[2]), distributed=True))\n\
+        print(json.dumps({'id': r.execution_id, 'status': r.status, 'output': r.output}))\n";
+    let file = root().join(PYWORKER);
+    let log = db.dir.path().join("distributed.log");
+    let child = Command::new(python())
+        .args(["-c", script])
+        .arg(file.parent().unwrap())
+        .arg(input)
+        .env("CEREBELUM_SERVER", common::url(port))
+        .env("CEREBELUM_API_KEY", &key)
+        .env("CEREBELUM_CACHE_DIR", cache_dir())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("running python");
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + LONG;
+    while !said().contains("running step work of execution") {
+        assert!(Instant::now() < deadline, "work never started:\n{}", said());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let _server = db.serve_api(port, &serve_args);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", said());
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["status"], "completed", "{run}\n{}", said());
+    assert_eq!(run["output"]["finish"]["summary"], "hello cy x6", "{run}");
+    assert_eq!(run["output"]["work"]["attempt"], 1, "{run}");
+    let journal = cli.journal(run["id"].as_str().unwrap());
+    for step in ["greet", "work", "finish"] {
+        let seq = step_call_seq(&journal, step, 0);
+        assert_eq!(attempts(&journal, seq), 1, "{step}: {journal:?}");
+        assert_eq!(results(&journal, seq).len(), 1, "{step}: {journal:?}");
+    }
 }

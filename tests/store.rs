@@ -72,6 +72,7 @@ store_suite!(
     a_queued_task_times_out_when_no_worker_takes_it,
     a_task_handed_back_goes_to_another_worker,
     sticky_tasks_prefer_their_worker_for_a_while_then_any,
+    a_busy_worker_keeps_one_sticky_task_and_others_take_the_rest,
     concurrent_claims_never_hand_out_a_task_twice,
     cancelling_reaches_a_claimed_task_through_its_heartbeat,
     workers_register_and_are_listed_with_their_tasks_in_flight,
@@ -1594,6 +1595,34 @@ async fn sticky_tasks_prefer_their_worker_for_a_while_then_any(db: Db) {
         Some(3),
         "any worker after the window"
     );
+}
+
+/// A worker has at most one queued task waiting for it: executions that
+/// keep finishing their steps on a busy worker must not queue behind it
+/// while other workers idle.
+async fn a_busy_worker_keeps_one_sticky_task_and_others_take_the_rest(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    let sticky = |seq| {
+        let mut t = task(seq, 1, "devops", RELAXED);
+        t.sticky = Some(("w-1".to_owned(), NOW + 1_000));
+        t
+    };
+    open_tasks(&store, "ex_1", vec![sticky(1)]).await;
+    open_tasks(&store, "ex_1", vec![sticky(2)]).await;
+    open_tasks(&store, "ex_1", vec![sticky(3)]).await;
+    let claimed = |worker: &'static str| {
+        let store = store.clone();
+        async move {
+            claim_as(&store, "devops", worker, NOW + 1)
+                .await
+                .map(|c| c.token.id.seq)
+        }
+    };
+    assert_eq!(claimed("w-2").await, Some(2), "not waiting for w-1");
+    assert_eq!(claimed("w-2").await, Some(3));
+    assert_eq!(claimed("w-2").await, None, "task 1 waits for w-1");
+    assert_eq!(claimed("w-1").await, Some(1));
 }
 
 async fn concurrent_claims_never_hand_out_a_task_twice(db: Db) {

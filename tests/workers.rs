@@ -21,6 +21,8 @@ on_both_backends!(
     cancelling_reaches_the_worker_through_its_heartbeat,
     an_executions_next_task_prefers_its_last_worker_for_a_moment,
     a_task_held_across_kill9_of_the_server_completes_once,
+    a_step_the_package_places_on_a_queue_runs_there_and_the_rest_in_the_sandbox,
+    a_worker_whose_key_is_revoked_is_cut_off,
 );
 
 #[test]
@@ -84,10 +86,14 @@ fn start_on_queue(cli: &Remote, workflow: &str, input: &str) -> String {
 }
 
 async fn register(client: &mut WorkerClient, id: &str) {
+    register_on(client, id, "devops").await
+}
+
+async fn register_on(client: &mut WorkerClient, id: &str, queue: &str) {
     client
         .register_worker(pb::RegisterWorkerRequest {
             worker_id: id.into(),
-            queue: "devops".into(),
+            queue: queue.into(),
             host: "test-host".into(),
             max_tasks: 1,
         })
@@ -96,16 +102,23 @@ async fn register(client: &mut WorkerClient, id: &str) {
 }
 
 async fn poll(client: &mut WorkerClient, id: &str, wait_ms: i32) -> Option<pb::WorkerTask> {
-    client
+    poll_on(client, id, "devops", wait_ms).await.unwrap()
+}
+
+async fn poll_on(
+    client: &mut WorkerClient,
+    id: &str,
+    queue: &str,
+    wait_ms: i32,
+) -> Result<Option<pb::WorkerTask>, tonic::Status> {
+    let reply = client
         .poll_task(pb::PollTaskRequest {
             worker_id: id.into(),
-            queue: "devops".into(),
+            queue: queue.into(),
             wait_ms,
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .task
+        .await?;
+    Ok(reply.into_inner().task)
 }
 
 async fn complete(client: &mut WorkerClient, token: &str, result: Value) -> Result<(), Code> {
@@ -322,4 +335,104 @@ fn a_task_held_across_kill9_of_the_server_completes_once(db: Db) {
         "no second attempt: {journal:?}"
     );
     assert_eq!(common::results(&journal, seq).len(), 1, "one result");
+}
+
+/// The testkit places step `native` on queue `kit-native` (`package!`,
+/// `StepOptions::worker`): an execution started without a queue of its
+/// own runs `noop` in the sandbox and only `native` on a worker, and the
+/// journal says which worker served it.
+fn a_step_the_package_places_on_a_queue_runs_there_and_the_rest_in_the_sandbox(db: Db) {
+    let port = free_port();
+    let (_server, key, _) = setup(&db, port, &[]);
+    let cli = Remote::new(port, &key);
+    let described = cli.ok(&["packages", "kit"]);
+    assert!(
+        described.contains("native (on worker queue kit-native)"),
+        "{described}"
+    );
+    let id = cli.ok(&["start", "kit", "placed", "--input", r#"{"n":1}"#]);
+    let id = id.trim();
+    cli.wait_text(&["status", id], LONG, |s| {
+        s.contains("waiting for a worker on queue 'kit-native'")
+    });
+    runtime().block_on(async {
+        let mut worker = worker_client(port, &key).await;
+        register_on(&mut worker, "native-1", "kit-native").await;
+        let task = poll_on(&mut worker, "native-1", "kit-native", 10_000)
+            .await
+            .unwrap()
+            .expect("the placed step's task");
+        assert_eq!(
+            (task.step.as_str(), task.execution_id.as_str()),
+            ("native", id)
+        );
+        // The worker's answer, not the sandbox's (which returns its input).
+        complete(&mut worker, &task.token, json!({"n": 1, "native": true}))
+            .await
+            .unwrap();
+        // Nothing else of the execution reaches the queue.
+        let more = poll_on(&mut worker, "native-1", "kit-native", 300).await;
+        assert!(more.unwrap().is_none());
+    });
+    let ended = cli.wait_ended(id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["result"], json!({"n": 1, "native": true}));
+    let journal = cli.journal(id);
+    let queues: Vec<Value> = entries(&journal, "attempt")
+        .iter()
+        .map(|a| json!([a["payload"]["step"], a["payload"]["queue"]]))
+        .collect();
+    assert_eq!(
+        queues,
+        vec![
+            json!(["noop", null]),
+            json!(["native", "kit-native"]),
+            json!(["noop", null])
+        ]
+    );
+    let served: Vec<Value> = entries(&journal, "served")
+        .iter()
+        .map(|e| e["payload"].clone())
+        .collect();
+    assert_eq!(
+        served,
+        vec![json!({"step": "native", "attempt": 1, "worker": "native-1"})]
+    );
+    let watched = cli.run(&["watch", id]);
+    let watched = String::from_utf8_lossy(&watched.stderr);
+    assert!(
+        watched.contains("native attempt 1 ran on worker 'native-1'"),
+        "{watched}"
+    );
+}
+
+/// A worker's key is revoked while it holds a task: its polls and its
+/// completion are refused, and another worker (another key) finishes.
+fn a_worker_whose_key_is_revoked_is_cut_off(db: Db) {
+    let port = free_port();
+    let (_server, key, _) = setup(&db, port, &["--worker-heartbeat-ms", "1500"]);
+    let second_key = db.ok(&["admin", "key", "create", "a"]);
+    let second_key = second_key.trim().to_owned();
+    let cli = Remote::new(port, &key);
+    let id = start_on_queue(&cli, "one_step", r#"{"n":7}"#);
+    runtime().block_on(async {
+        let mut doomed = worker_client(port, &key).await;
+        register(&mut doomed, "doomed").await;
+        let task = poll(&mut doomed, "doomed", 10_000).await.expect("a task");
+        db.ok(&["admin", "key", "revoke", &key]);
+        let refused = poll_on(&mut doomed, "doomed", "devops", 100).await;
+        assert_eq!(refused.unwrap_err().code(), Code::Unauthenticated);
+        let late = complete(&mut doomed, &task.token, json!({"n": "doomed"})).await;
+        assert_eq!(late, Err(Code::Unauthenticated));
+        // The claim expires without heartbeats; the retry goes to another worker.
+        let mut other = worker_client(port, &second_key).await;
+        register(&mut other, "other").await;
+        let retried = poll(&mut other, "other", 20_000).await.expect("the retry");
+        assert_eq!(retried.attempt, 2);
+        let input: Value = serde_json::from_str(&retried.input_json).unwrap();
+        complete(&mut other, &retried.token, input).await.unwrap();
+    });
+    let ended = Remote::new(port, &second_key).wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["result"], json!({"n": 7}));
 }

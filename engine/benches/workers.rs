@@ -17,6 +17,8 @@
 //!   cerebelum worker`, the SDK's): a Python workflow of 50 no-op steps in a
 //!   row (`tests/guests/python/pychain.py`), timed from start to completion
 //!   and divided by 50 (so it also counts the workflow code between steps).
+//! - (w4) sustained worker steps/s with 8 Python worker processes: 40
+//!   executions of `pychain` (50 steps each) started at once.
 //!
 //! `-- --sync normal` runs the server with `--sync normal` (default
 //! `full`). `-- --quick` runs smaller counts. The machine is shared: quote
@@ -167,34 +169,8 @@ fn main() {
         // (w3) A Python worker process.
         let package = common::python_guest("tests/guests/python/pychain.py");
         upload(&mut client, "pychain", &package).await;
-        let mut worker = std::process::Command::new(common::python())
-            .args(["-m", "cerebelum", "worker"])
-            .arg(common::root().join("tests/guests/python/pychain.py"))
-            .args([
-                "--queue",
-                "py",
-                "--server",
-                &common::url(port),
-                "--api-key",
-                &key,
-            ])
-            .args(["--worker-id", "py-bench"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawning python -m cerebelum worker");
-        let mut lister = worker_client(port, &key).await;
-        while !lister
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers
-            .iter()
-            .any(|w| w.worker_id == "py-bench")
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        let mut worker = python_worker(port, &key, "py", "py-bench");
+        wait_registered(port, &key, &["py-bench".to_owned()]).await;
         let mut per_step = Vec::new();
         for _ in 0..(10 / scale).max(2) {
             let request = pb::StartExecutionRequest {
@@ -239,5 +215,90 @@ fn main() {
             per_step.len(),
             common::percentile(&mut per_step, 0.5)
         );
+
+        // (w4) 8 Python worker processes, many executions.
+        let ids: Vec<String> = (0..8).map(|w| format!("py8-{w}")).collect();
+        let mut workers: Vec<_> = ids
+            .iter()
+            .map(|id| python_worker(port, &key, "py8", id))
+            .collect();
+        wait_registered(port, &key, &ids).await;
+        let executions = 40 / scale;
+        let began = Instant::now();
+        let mut started = Vec::new();
+        for _ in 0..executions {
+            let request = pb::StartExecutionRequest {
+                package: "pychain".into(),
+                workflow: "pychain".into(),
+                input_json: "{}".into(),
+                worker_queue: Some("py8".into()),
+                ..Default::default()
+            };
+            let reply = client.start_execution(request).await.unwrap().into_inner();
+            started.push(reply.execution.unwrap().id);
+        }
+        for id in &started {
+            loop {
+                let e = client
+                    .get_execution(pb::GetExecutionRequest { id: id.clone() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                if e.status == pb::ExecutionStatus::Completed as i32 {
+                    break;
+                }
+                assert!(
+                    e.status != pb::ExecutionStatus::Failed as i32,
+                    "{:?}",
+                    e.error_json
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        let took = began.elapsed();
+        for worker in &mut workers {
+            let _ = worker.kill();
+            let _ = worker.wait();
+        }
+        println!(
+            "(w4) 8 Python worker processes, {executions} executions x 50 steps: {} steps in \
+             {:.2} s = {:.0} worker steps/s (target >= 2,000/s on SQLite)",
+            executions * 50,
+            took.as_secs_f64(),
+            (executions * 50) as f64 / took.as_secs_f64()
+        );
     });
+}
+
+/// A `python -m cerebelum worker` process serving `pychain.py` on `queue`.
+fn python_worker(port: u16, key: &str, queue: &str, id: &str) -> std::process::Child {
+    std::process::Command::new(common::python())
+        .args(["-m", "cerebelum", "worker"])
+        .arg(common::root().join("tests/guests/python/pychain.py"))
+        .args(["--queue", queue, "--server", &common::url(port)])
+        .args(["--api-key", key, "--worker-id", id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning python -m cerebelum worker")
+}
+
+/// Waits until every worker of `ids` has registered.
+async fn wait_registered(port: u16, key: &str, ids: &[String]) {
+    let mut lister = worker_client(port, key).await;
+    loop {
+        let listed = lister
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        if ids
+            .iter()
+            .all(|id| listed.iter().any(|w| &w.worker_id == id))
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

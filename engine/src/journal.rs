@@ -8,7 +8,7 @@
 //!   `http`, …), with the hash of its arguments, which replay compares;
 //! - the engine's bookkeeping of calls that take time: [`Event::Result`]
 //!   (the answer of the call at `call`), [`Event::Attempt`],
-//!   [`Event::AttemptFailed`], [`Event::PollCheck`];
+//!   [`Event::AttemptFailed`], [`Event::Served`], [`Event::PollCheck`];
 //! - what the engine records about invocations and executions:
 //!   [`Event::Output`], [`Event::Usage`], [`Event::Started`],
 //!   [`Event::Finished`], [`Event::Retried`].
@@ -78,6 +78,12 @@ pub enum Event {
     AttemptFailed {
         call: i64,
         failed: AttemptFailed,
+    },
+    /// The external worker that served an attempt (journaled with the
+    /// attempt's outcome).
+    Served {
+        call: i64,
+        served: Served,
     },
     /// A poll check found nothing ready.
     PollCheck {
@@ -337,6 +343,17 @@ pub struct Attempt {
     /// journal (after a crash); else `<call seq>.<attempt>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invocation: Option<String>,
+    /// The external worker queue it was queued on; none: the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Served {
+    pub step: String,
+    pub attempt: u32,
+    /// The worker's id, as it registered.
+    pub worker: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -561,6 +578,7 @@ impl Event {
             Event::Result { .. } => "result",
             Event::Attempt { .. } => "attempt",
             Event::AttemptFailed { .. } => "attempt-failed",
+            Event::Served { .. } => "served",
             Event::PollCheck { .. } => "poll-check",
             Event::Output(_) => "output",
             Event::Usage(_) => "usage",
@@ -580,6 +598,7 @@ impl Event {
             Event::Result { call, .. }
             | Event::Attempt { call, .. }
             | Event::AttemptFailed { call, .. }
+            | Event::Served { call, .. }
             | Event::PollCheck { call, .. } => Some(*call),
             _ => None,
         }
@@ -596,6 +615,7 @@ impl Event {
             }),
             Event::Attempt { attempt, .. } => text(attempt),
             Event::AttemptFailed { failed, .. } => text(failed),
+            Event::Served { served, .. } => text(served),
             Event::PollCheck { check, .. } => text(check),
             Event::Output(o) => text(o),
             Event::Usage(u) => text(u),
@@ -623,6 +643,7 @@ impl Event {
             Event::Result { outcome, .. } => (None, outcome_payload(outcome)),
             Event::Attempt { attempt, .. } => (None, value(attempt)),
             Event::AttemptFailed { failed, .. } => (None, value(failed)),
+            Event::Served { served, .. } => (None, value(served)),
             Event::PollCheck { check, .. } => (None, value(check)),
             Event::Output(o) => (None, value(o)),
             Event::Usage(u) => (None, value(u)),
@@ -670,6 +691,10 @@ impl Event {
             "attempt-failed" => Event::AttemptFailed {
                 call: call()?,
                 failed: from(payload).map_err(fail)?,
+            },
+            "served" => Event::Served {
+                call: call()?,
+                served: from(payload).map_err(fail)?,
             },
             "poll-check" => Event::PollCheck {
                 call: call()?,

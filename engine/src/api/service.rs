@@ -10,7 +10,7 @@ use crate::executor::{Engine, check_package_name};
 use crate::journal::Entry;
 use crate::model::{
     ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, Status,
-    TenantRecord,
+    TenantRecord, check_queue_name,
 };
 use crate::store::{Feeds, Follower, SharedStore, execution_not_found};
 use std::collections::HashMap;
@@ -36,23 +36,6 @@ pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
         return Err(Error::InvalidInput(format!(
             "{field} is {} bytes long; it may be at most {max} bytes",
             value.len()
-        )));
-    }
-    Ok(())
-}
-
-/// Checks the name of a worker queue: 1 to 128 letters, digits, `-`,
-/// `_` and `.`.
-pub fn check_queue_name(queue: &str) -> Result<()> {
-    let fine = !queue.is_empty()
-        && queue.len() <= 128
-        && queue
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !fine {
-        return Err(Error::InvalidInput(format!(
-            "'{}' is not a worker queue name: use 1 to 128 letters, digits, '-', '_' or '.'",
-            crate::util::shorten(queue, 80)
         )));
     }
     Ok(())

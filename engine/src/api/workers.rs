@@ -5,10 +5,11 @@
 use super::convert::worker_to_pb;
 use super::grpc::{status, tenant};
 use super::pb;
-use super::service::{Api, MAX_ID_BYTES, MAX_NAME_BYTES, check_len, check_queue_name};
+use super::service::{Api, MAX_ID_BYTES, MAX_NAME_BYTES, check_len};
 use crate::error::{Error, Result};
 use crate::model::{
     CallError, ErrorKind, TaskBeat, TaskClaim, TaskToken, TenantRecord, WorkerRecord,
+    check_queue_name,
 };
 use serde_json::Value;
 use std::time::Duration;

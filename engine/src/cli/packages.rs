@@ -61,7 +61,15 @@ pub(crate) async fn upload_file(
 
 fn summary(p: &PackageRecord) -> String {
     let workflows: Vec<&str> = p.info.workflows.iter().map(|w| w.name.as_str()).collect();
-    let steps: Vec<&str> = p.info.steps.iter().map(|s| s.name.as_str()).collect();
+    let steps: Vec<String> = p
+        .info
+        .steps
+        .iter()
+        .map(|s| match &s.options.worker {
+            Some(queue) => format!("{} (on worker queue {queue})", s.name),
+            None => s.name.clone(),
+        })
+        .collect();
     format!(
         "{} v{}  sha256:{}  {:.1} MiB\n  workflows: {}\n  steps: {}",
         p.name,

@@ -63,6 +63,15 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     let engine = engine(&cli.db, &args.engine, Quotas::default()).await?;
     let ops = local(Api::new(engine.clone())).await?;
     let record = upload_file(&ops, &args.package, args.name.clone()).await?;
+    if let Some((step, queue)) = record.info.placed().first() {
+        anyhow::bail!(
+            "the package places step '{step}' on worker queue '{queue}', and `run` serves no \
+             workers; run it on a server: `cerebelum serve`, a worker (`python -m cerebelum \
+             worker FILE.py --queue {queue}`), then `cerebelum start {} {}`",
+            record.name,
+            args.workflow
+        );
+    }
     let (execution, _) = ops
         .start(StartRequest {
             package: record.name.clone(),

@@ -75,6 +75,10 @@ impl Renderer {
                 failed.retry_at - e.at_ms
             ),
             Event::PollCheck { check, .. } => format!("  not ready yet (check {})", check.check),
+            Event::Served { served, .. } => format!(
+                "  {} attempt {} ran on worker '{}'",
+                served.step, served.attempt, served.worker
+            ),
             Event::Result { call, outcome } => {
                 let what = self.calls.get(call).cloned()?;
                 if !from_workflow {

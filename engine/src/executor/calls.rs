@@ -13,7 +13,7 @@ use super::state::ExecState;
 use super::worker::{WorkerAttempt, WorkerEnd};
 use crate::journal::{
     Attempt, AttemptFailed, CallError, Decided, ErrorKind, Event, Outcome as CallResult, PollCheck,
-    step_invocation,
+    Served, step_invocation,
 };
 use crate::model::{RetryPolicy, StepOptions};
 use crate::store::{NewEntry, SideWrite};
@@ -78,6 +78,36 @@ impl ExecState {
         } else {
             self.writer.push(entry).await?;
         }
+        Ok(result)
+    }
+
+    /// Journals the result of the call at `seq`, after `served` (the
+    /// worker that served it, in the same commit).
+    ///
+    /// A worker's outcome is not waited for: the task keeps it durably, so
+    /// after a crash that loses the entries the open attempt finds it again
+    /// and they are written anew — user code may see it at once. Anything
+    /// else the code then makes durable is committed after them, in order.
+    async fn resolve_after(
+        &self,
+        invocation: &str,
+        seq: i64,
+        result: CallResult,
+        served: Option<NewEntry>,
+    ) -> CallOutcome {
+        let Some(served) = served else {
+            return self
+                .resolve(invocation, seq, result, true, Vec::new())
+                .await;
+        };
+        let entry = NewEntry::new(
+            invocation,
+            Event::Result {
+                call: seq,
+                outcome: result.clone(),
+            },
+        );
+        self.writer.push_all(vec![served, entry]).await?;
         Ok(result)
     }
 
@@ -168,7 +198,7 @@ pub(crate) async fn step_call(
             index.open_attempt(seq),
         )
     };
-    let queue = exec.record.worker_queue.clone();
+    let queue = step_queue(&exec, &step);
     loop {
         if let Some(due) = retry_at.take() {
             match exec.wait_until(due, interruptible).await {
@@ -182,65 +212,35 @@ pub(crate) async fn step_call(
                 Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
             }
         }
-        let outcome = match &queue {
-            Some(queue) => {
-                let mut on_worker = WorkerAttempt {
-                    caller: &caller,
-                    seq,
-                    step: &step,
-                    input: &input,
-                    queue,
-                    attempt,
-                    timeout,
-                    interruptible,
-                };
-                // The open attempt's task, queued before a crash or a
-                // hibernation, is waited for again: a worker may hold it.
-                let resume = match open.take() {
-                    Some(open) => {
-                        on_worker.attempt = open;
-                        on_worker.exists(&exec).await?
-                    }
-                    None => false,
-                };
-                if resume {
-                    attempt = on_worker.attempt;
-                } else {
-                    on_worker.attempt = attempt;
-                    on_worker.open(&exec).await?;
-                }
-                match on_worker.wait(&exec).await? {
-                    WorkerEnd::Returned(result) => Outcome::Returned(result.map(|v| v.to_string())),
-                    WorkerEnd::Cancelled => {
-                        let close = vec![SideWrite::CloseTask { seq, attempt }];
-                        return exec
-                            .deliver_cancel(&caller, seq, true, close)
-                            .await
-                            .unwrap_or_else(|| Ok(Err(CallError::cancelled())));
-                    }
-                }
-            }
-            None => {
-                push_attempt(&exec, &caller, seq, &step, attempt, &invocation).await?;
-                invocation::run(
-                    &exec,
-                    invocation.clone(),
-                    attempt,
-                    timeout,
-                    Entrypoint::Step {
-                        name: &step,
-                        input: &input,
-                    },
-                )
-                .await
-            }
+        let place = Placement {
+            caller: &caller,
+            seq,
+            step: &step,
+            input: &input,
+            queue: queue.as_deref(),
+            timeout,
+            interruptible,
+        };
+        let guest_attempt = attempt;
+        let (outcome, served) = match run_attempt(
+            &exec,
+            &place,
+            &mut attempt,
+            open.take(),
+            &invocation,
+            guest_attempt,
+        )
+        .await?
+        {
+            Ran::Outcome(outcome, served) => (outcome, served.map(|s| *s)),
+            Ran::Cancelled(done) => return done,
         };
         let error = match outcome {
             Outcome::Returned(Ok(text)) => {
                 match exec.check_payload(&format!("the result of step '{step}'"), text.len()) {
                     Ok(()) => {
                         return exec
-                            .resolve(&caller, seq, Ok(parse_payload(&text)), true, Vec::new())
+                            .resolve_after(&caller, seq, Ok(parse_payload(&text)), served)
                             .await;
                     }
                     Err(e) => e,
@@ -261,9 +261,7 @@ pub(crate) async fn step_call(
         let message = exec.sandbox.redact(&error.message);
         tracing::info!(seq, %step, attempt, kind = %error.kind, %message, tries_left, "step attempt failed");
         if !tries_left {
-            return exec
-                .resolve(&caller, seq, Err(error), true, Vec::new())
-                .await;
+            return exec.resolve_after(&caller, seq, Err(error), served).await;
         }
         let due = exec.engine.now_ms() + policy.backoff_ms(failed) as i64;
         let failure = AttemptFailed {
@@ -272,18 +270,150 @@ pub(crate) async fn step_call(
             error,
             retry_at: due,
         };
-        exec.writer
-            .push_durable(NewEntry::new(
-                caller.clone(),
-                Event::AttemptFailed {
-                    call: seq,
-                    failed: failure,
-                },
-            ))
-            .await?;
+        let failed_entry = NewEntry::new(
+            caller.clone(),
+            Event::AttemptFailed {
+                call: seq,
+                failed: failure,
+            },
+        );
+        match served {
+            Some(served) => {
+                exec.writer
+                    .commit(vec![served, failed_entry], Vec::new(), None)
+                    .await?
+            }
+            None => {
+                exec.writer.push_durable(failed_entry).await?;
+            }
+        }
         attempt += 1;
         invocation = step_invocation(seq, attempt);
         retry_at = Some(due);
+    }
+}
+
+/// The worker queue that serves `step` in this execution: the
+/// execution's own, else the one the package places the step on; none:
+/// the sandbox.
+fn step_queue(exec: &ExecState, step: &str) -> Option<String> {
+    exec.record.worker_queue.clone().or_else(|| {
+        let info = exec.package.info.step(step).ok()?;
+        info.options.worker.clone()
+    })
+}
+
+/// Where and how one attempt of a step (or check of a poll) runs.
+struct Placement<'a> {
+    caller: &'a str,
+    seq: i64,
+    step: &'a str,
+    input: &'a String,
+    /// The worker queue that serves it; none: the sandbox.
+    queue: Option<&'a str>,
+    timeout: Duration,
+    interruptible: bool,
+}
+
+/// How an attempt ended.
+enum Ran {
+    /// With the worker that served it, as a journal entry to write with
+    /// the outcome (none in the sandbox, or if no worker took it).
+    Outcome(Outcome, Option<Box<NewEntry>>),
+    /// The execution was cancelled while a worker had it: delivered.
+    Cancelled(CallOutcome),
+}
+
+/// Runs attempt `attempt` of the call at `place.seq`: in the sandbox as
+/// `invocation` (the guest sees `guest_attempt`), or as a task on the
+/// worker queue. `open` is the attempt journaled before a crash or a
+/// hibernation: its task is waited for again (a worker may hold it), and
+/// `attempt` becomes it.
+async fn run_attempt(
+    exec: &Arc<ExecState>,
+    place: &Placement<'_>,
+    attempt: &mut u32,
+    open: Option<u32>,
+    invocation: &str,
+    guest_attempt: u32,
+) -> Result<Ran, Interrupt> {
+    let Some(queue) = place.queue else {
+        push_attempt(
+            exec,
+            place.caller,
+            place.seq,
+            place.step,
+            *attempt,
+            invocation,
+        )
+        .await?;
+        let outcome = invocation::run(
+            exec,
+            invocation.to_owned(),
+            guest_attempt,
+            place.timeout,
+            Entrypoint::Step {
+                name: place.step,
+                input: place.input,
+            },
+        )
+        .await;
+        return Ok(Ran::Outcome(outcome, None));
+    };
+    let mut on_worker = WorkerAttempt {
+        caller: place.caller,
+        seq: place.seq,
+        step: place.step,
+        input: place.input,
+        queue,
+        attempt: *attempt,
+        timeout: place.timeout,
+        interruptible: place.interruptible,
+    };
+    let resume = match open {
+        Some(open) => {
+            on_worker.attempt = open;
+            on_worker.exists(exec).await?
+        }
+        None => false,
+    };
+    if resume {
+        *attempt = on_worker.attempt;
+    } else {
+        on_worker.attempt = *attempt;
+        on_worker.open(exec).await?;
+    }
+    match on_worker.wait(exec, !resume).await? {
+        WorkerEnd::Returned { outcome, worker } => {
+            let served = worker.map(|worker| {
+                Box::new(NewEntry::new(
+                    place.caller,
+                    Event::Served {
+                        call: place.seq,
+                        served: Served {
+                            step: place.step.to_owned(),
+                            attempt: *attempt,
+                            worker,
+                        },
+                    },
+                ))
+            });
+            Ok(Ran::Outcome(
+                Outcome::Returned(outcome.map(|v| v.to_string())),
+                served,
+            ))
+        }
+        WorkerEnd::Cancelled => {
+            let close = vec![SideWrite::CloseTask {
+                seq: place.seq,
+                attempt: *attempt,
+            }];
+            Ok(Ran::Cancelled(
+                exec.deliver_cancel(place.caller, place.seq, true, close)
+                    .await
+                    .unwrap_or_else(|| Ok(Err(CallError::cancelled()))),
+            ))
+        }
     }
 }
 
@@ -311,6 +441,7 @@ async fn push_attempt(
         step: step.to_owned(),
         attempt,
         invocation: (invocation != step_invocation(seq, attempt)).then(|| invocation.to_owned()),
+        queue: None,
     };
     exec.writer
         .push(NewEntry::new(caller, Event::Attempt { call: seq, attempt }))
@@ -341,7 +472,7 @@ pub(crate) async fn poll_call(
     if let Some(result) = exec.recorded_result(seq) {
         return Ok(result);
     }
-    let (mut checks, (mut number, mut invocation), mut next_at, mut last_error) = {
+    let (mut checks, (mut number, mut invocation), mut next_at, mut last_error, mut open) = {
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let done = index.progress(seq);
         let last = done.last().and_then(|p| match p {
@@ -353,8 +484,10 @@ pub(crate) async fn poll_call(
             index.next_attempt(seq),
             last.map(|c| c.next_at),
             last.and_then(|c| c.error.clone()),
+            index.open_attempt(seq),
         )
     };
+    let queue = step_queue(&exec, &check_step);
     let (_, timeout) = match resolve_options(&exec, &check_step, None) {
         Ok(p) => p,
         Err(e) => return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await,
@@ -391,18 +524,31 @@ pub(crate) async fn poll_call(
             return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
         }
         checks += 1;
-        push_attempt(&exec, &caller, seq, &check_step, number, &invocation).await?;
-        let outcome = invocation::run(
-            &exec,
-            invocation.clone(),
-            checks,
+        let place = Placement {
+            caller: &caller,
+            seq,
+            step: &check_step,
+            input: &input,
+            queue: queue.as_deref(),
             timeout,
-            Entrypoint::Step {
-                name: &check_step,
-                input: &input,
-            },
+            interruptible,
+        };
+        let (outcome, served) = match run_attempt(
+            &exec,
+            &place,
+            &mut number,
+            open.take(),
+            &invocation,
+            checks,
         )
-        .await;
+        .await?
+        {
+            Ran::Outcome(outcome, served) => (outcome, served),
+            Ran::Cancelled(done) => return done,
+        };
+        if let Some(served) = served {
+            exec.writer.push(*served).await?;
+        }
         last_error = None;
         match outcome {
             Outcome::Returned(Ok(text)) => {

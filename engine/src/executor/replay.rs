@@ -150,7 +150,10 @@ impl ReplayIndex {
                         .or_default() += out.bytes as usize;
                 }
                 Event::Usage(usage) => index.fuel_used += usage.fuel,
-                Event::Started(_) | Event::Finished(_) | Event::Retried(_) => {}
+                Event::Started(_)
+                | Event::Finished(_)
+                | Event::Retried(_)
+                | Event::Served { .. } => {}
             }
         }
         index
@@ -266,6 +269,7 @@ mod tests {
                     step: "s".into(),
                     attempt: n,
                     invocation: None,
+                    queue: None,
                 },
             },
         )

@@ -77,8 +77,12 @@ impl TaskSignals {
 
 /// How a worker attempt ended.
 pub(crate) enum WorkerEnd {
-    /// The worker's outcome, or a timeout's error.
-    Returned(Outcome),
+    /// The worker's outcome, or a timeout's error, with the worker that
+    /// held the task (none if no worker took it).
+    Returned {
+        outcome: Outcome,
+        worker: Option<String>,
+    },
     /// The execution was cancelled while it waited: the caller delivers
     /// the cancellation and closes the task.
     Cancelled,
@@ -135,6 +139,7 @@ impl WorkerAttempt<'_> {
                     step: self.step.to_owned(),
                     attempt: self.attempt,
                     invocation: None,
+                    queue: Some(self.queue.to_owned()),
                 },
             },
         );
@@ -158,11 +163,12 @@ impl WorkerAttempt<'_> {
         }
     }
 
-    /// Waits for the task's outcome.
-    pub(crate) async fn wait(&self, exec: &ExecState) -> Result<WorkerEnd, Interrupt> {
+    /// Waits for the task's outcome; `fresh`: the task was just queued
+    /// (nothing to read before a worker completes it or a while passes).
+    pub(crate) async fn wait(&self, exec: &ExecState, fresh: bool) -> Result<WorkerEnd, Interrupt> {
         let id = self.id(exec);
         let woken = exec.engine.tasks.waiter(&id);
-        let ended = self.wait_on(exec, &id, &woken).await;
+        let ended = self.wait_on(exec, &id, &woken, fresh).await;
         exec.engine.tasks.forget(&id);
         exec.engine.set_note(&exec.record.id, None);
         ended
@@ -173,11 +179,15 @@ impl WorkerAttempt<'_> {
         exec: &ExecState,
         id: &TaskId,
         woken: &Notify,
+        fresh: bool,
     ) -> Result<WorkerEnd, Interrupt> {
         let engine = &exec.engine;
         let began = engine.now_ms();
         let mut look_every = Duration::from_millis(5);
         let mut shown = None;
+        if fresh {
+            self.nap(exec, woken, &mut look_every).await;
+        }
         loop {
             if self.interruptible && exec.cancel.pending() {
                 return Ok(WorkerEnd::Cancelled);
@@ -185,14 +195,21 @@ impl WorkerAttempt<'_> {
             let task = engine.store.tasks().task(id).await?;
             if let Some(outcome) = task.outcome {
                 if task.status == TaskStatus::Completed {
-                    *exec.last_worker.lock().unwrap_or_else(|p| p.into_inner()) = task.worker;
+                    *exec.last_worker.lock().unwrap_or_else(|p| p.into_inner()) =
+                        task.worker.clone();
                 }
-                return Ok(WorkerEnd::Returned(outcome));
+                return Ok(WorkerEnd::Returned {
+                    outcome,
+                    worker: task.worker,
+                });
             }
             let now = engine.now_ms();
             if task.status.is_final() {
                 // Closed without an outcome (the execution stopped waiting).
-                return Ok(WorkerEnd::Returned(Err(CallError::cancelled())));
+                return Ok(WorkerEnd::Returned {
+                    outcome: Err(CallError::cancelled()),
+                    worker: task.worker,
+                });
             }
             if task.deadline_at_ms.is_some_and(|d| d <= now) {
                 engine.store.tasks().time_out_task(id, now).await?;
@@ -214,14 +231,20 @@ impl WorkerAttempt<'_> {
                     wake_at: task.deadline_at_ms,
                 });
             }
-            let notified = woken.notified();
-            let cancelled = exec.cancel.notify.notified();
-            tokio::select! {
-                _ = notified => {}
-                _ = cancelled, if self.interruptible => {}
-                _ = tokio::time::sleep(look_every) => {
-                    look_every = (look_every * 2).min(MAX_LOOK_EVERY);
-                }
+            self.nap(exec, woken, &mut look_every).await;
+        }
+    }
+
+    /// Until a wake-up (the task finished on this node, a cancellation)
+    /// or `look_every` has passed (which then doubles).
+    async fn nap(&self, exec: &ExecState, woken: &Notify, look_every: &mut Duration) {
+        let notified = woken.notified();
+        let cancelled = exec.cancel.notify.notified();
+        tokio::select! {
+            _ = notified => {}
+            _ = cancelled, if self.interruptible => {}
+            _ = tokio::time::sleep(*look_every) => {
+                *look_every = (*look_every * 2).min(MAX_LOOK_EVERY);
             }
         }
     }

@@ -9,7 +9,7 @@ pub use call_error::{CallError, ErrorKind};
 pub use package::{PackageInfo, RetryPolicy, StepInfo, StepOptions, WorkflowInfo};
 pub use task::{
     TaskBeat, TaskClaim, TaskId, TaskRecord, TaskSpec, TaskStatus, TaskTimeouts, TaskToken,
-    WorkerRecord,
+    WorkerRecord, check_queue_name,
 };
 
 use serde::{Deserialize, Serialize};

@@ -31,6 +31,11 @@ pub struct StepInfo {
 pub struct StepOptions {
     pub retry: Option<RetryPolicy>,
     pub attempt_timeout_ms: Option<u64>,
+    /// The worker queue that serves the step (the package's `placement`
+    /// export); none: the sandbox. Packages only declare it (a call's
+    /// options never carry it), and an execution's own queue wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -76,6 +81,41 @@ impl PackageInfo {
         })
     }
 
+    /// Places the steps of `placement` (`(step, queue)`, the package's
+    /// `placement` export) on their worker queues; an error names a step
+    /// the package lacks, a queue name that is not one, or a step placed
+    /// twice.
+    pub fn place(&mut self, placement: Vec<(String, String)>) -> Result<()> {
+        for (step, queue) in placement {
+            crate::model::check_queue_name(&queue).map_err(|e| {
+                Error::InvalidInput(format!("the package places step '{step}' on a queue: {e}"))
+            })?;
+            let known = list(self.steps.iter().map(|s| s.name.as_str()));
+            let Some(info) = self.steps.iter_mut().find(|s| s.name == step) else {
+                return Err(Error::InvalidInput(format!(
+                    "the package places step '{step}' on worker queue '{queue}', but has no \
+                     step of that name; it has: {known}"
+                )));
+            };
+            if let Some(before) = info.options.worker.replace(queue.clone()) {
+                return Err(Error::InvalidInput(format!(
+                    "the package places step '{step}' on two worker queues, '{before}' and \
+                     '{queue}'; a step has one"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The worker queues the package's steps are placed on, with their
+    /// steps, in step order.
+    pub fn placed(&self) -> Vec<(&str, &str)> {
+        self.steps
+            .iter()
+            .filter_map(|s| Some((s.name.as_str(), s.options.worker.as_deref()?)))
+            .collect()
+    }
+
     /// Checks that the package has a workflow called `name`.
     pub fn check_workflow(&self, name: &str) -> Result<()> {
         if self.workflows.iter().any(|w| w.name == name) {
@@ -112,5 +152,59 @@ mod tests {
         };
         let waits: Vec<u64> = (1..=6).map(|n| policy.backoff_ms(n)).collect();
         assert_eq!(waits, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    fn two_steps() -> PackageInfo {
+        let step = |name: &str| StepInfo {
+            name: name.into(),
+            description: String::new(),
+            options: StepOptions::default(),
+        };
+        PackageInfo {
+            workflows: Vec::new(),
+            steps: vec![step("plan"), step("ssh")],
+        }
+    }
+
+    #[test]
+    fn placement_puts_steps_on_queues() {
+        let mut info = two_steps();
+        info.place(vec![("ssh".into(), "devops".into())]).unwrap();
+        assert_eq!(info.placed(), vec![("ssh", "devops")]);
+        assert_eq!(info.steps[0].options.worker, None);
+        // Stored as JSON and read back (an older package has no field).
+        let text = serde_json::to_string(&info).unwrap();
+        assert_eq!(serde_json::from_str::<PackageInfo>(&text).unwrap(), info);
+        assert!(
+            !serde_json::to_string(&two_steps())
+                .unwrap()
+                .contains("worker")
+        );
+    }
+
+    #[test]
+    fn placement_refuses_what_it_cannot_honour() {
+        let cases = [
+            (
+                vec![("scp", "devops")],
+                "has no step of that name; it has: plan, ssh",
+            ),
+            (
+                vec![("ssh", "dev ops")],
+                "'dev ops' is not a worker queue name",
+            ),
+            (
+                vec![("ssh", "a"), ("ssh", "b")],
+                "on two worker queues, 'a' and 'b'",
+            ),
+        ];
+        for (placement, expected) in cases {
+            let placement = placement
+                .into_iter()
+                .map(|(s, q)| (s.to_owned(), q.to_owned()))
+                .collect();
+            let err = two_steps().place(placement).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 }

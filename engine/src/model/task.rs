@@ -10,6 +10,7 @@
 //! call's result: the journal gets it exactly once.
 
 use super::CallError;
+use crate::error::{Error, Result};
 use serde_json::Value;
 use std::fmt;
 
@@ -191,4 +192,21 @@ pub struct WorkerRecord {
     pub last_seen_at_ms: i64,
     /// Tasks it holds now.
     pub tasks_in_flight: i64,
+}
+
+/// Checks the name of a worker queue: 1 to 128 letters, digits, `-`,
+/// `_` and `.`.
+pub fn check_queue_name(queue: &str) -> Result<()> {
+    let fine = !queue.is_empty()
+        && queue.len() <= 128
+        && queue
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !fine {
+        return Err(Error::InvalidInput(format!(
+            "'{}' is not a worker queue name: use 1 to 128 letters, digits, '-', '_' or '.'",
+            crate::util::shorten(queue, 80)
+        )));
+    }
+    Ok(())
 }

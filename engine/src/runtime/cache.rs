@@ -146,12 +146,15 @@ impl ComponentCache {
         }
     }
 
+    /// Versioned: `.info2` added the steps' placement, which an older
+    /// engine's `.info` files lack.
     fn info_path(&self, sha256: &str) -> PathBuf {
         self.dir
-            .join(format!("{sha256}-{}.info.json", self.fingerprint))
+            .join(format!("{sha256}-{}.info2.json", self.fingerprint))
     }
 
-    /// What the package's `describe` returned when it was first loaded:
+    /// What the package's `describe` (and `placement`) returned when it was
+    /// first loaded:
     /// loading it again then needs no instance (a Python instance costs
     /// milliseconds).
     pub(super) fn info(&self, sha256: &str) -> Option<super::PackageInfo> {

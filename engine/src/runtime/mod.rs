@@ -131,6 +131,7 @@ impl From<wit::StepOptions> for StepOptions {
         Self {
             retry: o.retry.map(Into::into),
             attempt_timeout_ms: o.attempt_timeout_ms,
+            worker: None,
         }
     }
 }
@@ -350,20 +351,59 @@ impl<T: Embedding> Runtime<T> {
             });
         }
         let mut store = sandbox::describe_store::<T>(&self.engine, self.fuel);
-        let instance = pre.instantiate_async(&mut store).await.map_err(|e| {
-            Error::InvalidInput(format!("instantiating the component failed: {e:#}"))
+        let instance = pre
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| {
+                Error::InvalidInput(format!("instantiating the component failed: {e:#}"))
+            })?;
+        let package = PackageWorld::new(&mut store, &instance).map_err(|e| {
+            Error::InvalidInput(format!("the component's exports do not match: {e:#}"))
         })?;
-        let info = instance
+        let mut info: PackageInfo = package
             .cerebelum_workflow_guest()
             .call_describe(&mut store)
             .await
-            .map_err(|e| Error::InvalidInput(format!("the package's describe() failed: {e:#}")))?;
+            .map_err(|e| Error::InvalidInput(format!("the package's describe() failed: {e:#}")))?
+            .into();
+        info.place(worker_steps(&mut store, &instance).await?)?;
         Ok(LoadedPackage {
             sha256: sha256.to_owned(),
             pre,
-            info: info.into(),
+            info,
         })
     }
+}
+
+/// The interface that says where steps run; optional (see the WIT).
+const PLACEMENT: &str = "cerebelum:workflow/placement@0.1.0";
+
+/// What the package's `placement` export answers, or nothing if it has none.
+async fn worker_steps<T: Send>(
+    store: &mut wasmtime::Store<T>,
+    instance: &wasmtime::component::Instance,
+) -> Result<Vec<(String, String)>> {
+    let Some(interface) = instance.get_export_index(&mut *store, None, PLACEMENT) else {
+        return Ok(Vec::new());
+    };
+    let bad = |e: String| {
+        Error::InvalidInput(format!(
+            "the package exports {PLACEMENT} but not as the contract defines it \
+             (worker-steps: func() -> list<tuple<string, string>>): {e}"
+        ))
+    };
+    let func = instance
+        .get_export_index(&mut *store, Some(&interface), "worker-steps")
+        .ok_or_else(|| bad("it has no function worker-steps".into()))?;
+    let func = instance
+        .get_typed_func::<(), (Vec<(String, String)>,)>(&mut *store, &func)
+        .map_err(|e| bad(format!("{e:#}")))?;
+    let (steps,) = func
+        .call_async(&mut *store, ())
+        .await
+        .map_err(|e| Error::InvalidInput(format!("the package's worker-steps() failed: {e:#}")))?;
+    Ok(steps)
 }
 
 impl<T: Embedding> Drop for Runtime<T> {

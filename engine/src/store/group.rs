@@ -423,6 +423,11 @@ impl JournalWriter {
         self.send(vec![entry], Vec::new(), None, false).await
     }
 
+    /// Queues entries (committed together, in order) without waiting.
+    pub async fn push_all(&self, entries: Vec<NewEntry>) -> Result<i64> {
+        self.send(entries, Vec::new(), None, false).await
+    }
+
     /// Queues one entry with side writes (committed atomically with it),
     /// without waiting; returns its seq.
     pub async fn push_side(&self, entry: NewEntry, side: Vec<SideWrite>) -> Result<i64> {

@@ -26,6 +26,7 @@ mod rows;
 mod sql;
 mod sqlite;
 mod sqlite_commit;
+mod sqlite_tasks;
 mod tasks;
 
 pub use feed::{FeedEvent, Feeds, Follower};

@@ -130,6 +130,7 @@ impl PgStore {
                 reader: pool.clone(),
                 writer: pool,
                 dialect: DIALECT,
+                task_batches: Default::default(),
             },
         })
     }

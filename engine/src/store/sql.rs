@@ -48,6 +48,8 @@ pub(super) struct Sql<DB: Database> {
     pub(super) reader: Pool<DB>,
     pub(super) writer: Pool<DB>,
     pub(super) dialect: Dialect,
+    /// Claims and completions of tasks, committed in batches.
+    pub(super) task_batches: super::tasks::Batches,
 }
 
 /// Execution `id`, read on `conn` (with the dialect's row lock if `lock`).

@@ -4,6 +4,7 @@
 use super::rows;
 use super::sql::{Dialect, Sql};
 use super::sqlite_commit::CommitConnection;
+use super::tasks::Batches;
 use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, Store, Tasks};
 use crate::error::{Error, Result};
 use crate::model::{ApprovalRecord, ExecutionRecord, NewExecution};
@@ -105,6 +106,7 @@ impl SqliteStore {
                 reader,
                 writer,
                 dialect: DIALECT,
+                task_batches: Batches::on(commits.clone()),
             },
             commits,
         })

@@ -98,6 +98,16 @@ impl CommitConnection {
         f(&conn).map_err(|e| Error::Store(format!("database write: {e}")))
     }
 
+    /// Runs a batch of task claims and completions (it blocks, as
+    /// [`Self::run`] does).
+    pub(super) fn tasks(
+        &self,
+        ops: &[super::tasks::BatchOp],
+    ) -> Result<Vec<super::tasks::BatchResult>> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        super::sqlite_tasks::run_batch(&mut conn, ops)
+    }
+
     /// Commits the batch on the calling thread (it blocks: call it from a
     /// thread that may block, like the group-commit thread).
     pub(super) fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {

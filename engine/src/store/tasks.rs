@@ -6,10 +6,16 @@
 //! row first (locked on PostgreSQL), so a claim, a heartbeat, a completion
 //! and a timeout of one task are serialised: the first to commit decides,
 //! and a claim that is no longer current is refused with nothing stored.
+//!
+//! Claims and completions, the two a worker makes per task, are committed
+//! in batches ([`Batches`]), as journal entries are: whatever workers ask
+//! while one transaction commits goes into the next one, so a durable
+//! flush (0.1–4 ms) is paid per batch, not per task.
 
 use super::Tasks;
 use super::rows::Columns;
 use super::sql::Sql;
+use super::sqlite_commit::CommitConnection;
 use crate::error::{Error, Result};
 use crate::journal::{outcome_payload, parse_outcome};
 use crate::model::{
@@ -20,15 +26,119 @@ use crate::util::new_id;
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{mpsc, oneshot};
+
+/// How many claims and completions one transaction takes at most.
+const MAX_BATCH: usize = 256;
+
+/// A claim or a completion waiting for the next batch.
+pub(super) enum BatchOp {
+    Claim {
+        tenant: String,
+        queue: String,
+        worker: String,
+        now_ms: i64,
+        done: oneshot::Sender<Result<Option<TaskClaim>>>,
+    },
+    Complete {
+        tenant: String,
+        token: TaskToken,
+        outcome: std::result::Result<Value, CallError>,
+        now_ms: i64,
+        done: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// What a batched operation answered.
+pub(super) enum BatchResult {
+    Claim(Result<Option<TaskClaim>>),
+    Complete(Result<()>),
+}
+
+impl BatchResult {
+    /// Whether the transaction may go on after it: a refusal (conflict,
+    /// not found) is an answer; any other error aborts the batch.
+    pub(super) fn keeps_batch(&self) -> bool {
+        let error = match self {
+            BatchResult::Claim(r) => r.as_ref().err(),
+            BatchResult::Complete(r) => r.as_ref().err(),
+        };
+        matches!(error, None | Some(Error::Conflict(_) | Error::NotFound(_)))
+    }
+
+    /// The error of an answer that does not keep the batch.
+    pub(super) fn into_error(self) -> Error {
+        match self {
+            BatchResult::Claim(Err(e)) | BatchResult::Complete(Err(e)) => e,
+            _ => Error::Runtime("a task batch failed without an error".into()),
+        }
+    }
+}
+
+impl BatchOp {
+    fn answer(self, result: BatchResult) {
+        match (self, result) {
+            (BatchOp::Claim { done, .. }, BatchResult::Claim(r)) => {
+                let _ = done.send(r);
+            }
+            (BatchOp::Complete { done, .. }, BatchResult::Complete(r)) => {
+                let _ = done.send(r);
+            }
+            (op, result) => op.fail(match result {
+                BatchResult::Claim(Err(e)) | BatchResult::Complete(Err(e)) => e,
+                _ => Error::Runtime("a task batch answered the wrong operation".into()),
+            }),
+        }
+    }
+
+    fn fail(self, error: Error) {
+        match self {
+            BatchOp::Claim { done, .. } => {
+                let _ = done.send(Err(error));
+            }
+            BatchOp::Complete { done, .. } => {
+                let _ = done.send(Err(error));
+            }
+        }
+    }
+}
+
+/// The queue of claims and completions of one store, and the task that
+/// commits them in batches (started on first use).
+#[derive(Default)]
+pub(super) struct Batches {
+    queue: Arc<OnceLock<mpsc::UnboundedSender<BatchOp>>>,
+    /// SQLite: batches run on the commit connection (rusqlite, one thread
+    /// hop per batch), not statement by statement through sqlx's writer.
+    commits: Option<Arc<CommitConnection>>,
+}
+
+impl Batches {
+    /// Batches that run on SQLite's commit connection.
+    pub(super) fn on(commits: Arc<CommitConnection>) -> Self {
+        Self {
+            queue: Arc::default(),
+            commits: Some(commits),
+        }
+    }
+}
 
 /// Queues a task: `$1` execution, `$2` seq, `$3` attempt, `$4` queue,
 /// `$5` step, `$6` input, `$7` now, `$8` schedule-to-start, `$9`
 /// start-to-close, `$10` heartbeat, `$11`/`$12` sticky worker and until.
 /// The tenant is the execution's. Numbered so SQLite binds them in order.
+///
+/// A worker has at most one queued task waiting for it: if it has one
+/// already (it is busy, and executions keep finishing their steps on it),
+/// the new task goes to any worker at once rather than wait for it.
 pub(super) const OPEN_TASK: &str = "INSERT INTO tasks (execution_id, seq, attempt, tenant, queue, \
      step, input, status, created_at, schedule_to_start_ms, start_to_close_ms, heartbeat_ms, \
      sticky_worker, sticky_until, deadline_at) \
-     SELECT $1, $2, $3, tenant, $4, $5, $6, 'queued', $7, $8, $9, $10, $11, $12, $7 + $8 \
+     SELECT $1, $2, $3, tenant, $4, $5, $6, 'queued', $7, $8, $9, $10, \
+     CASE WHEN EXISTS (SELECT 1 FROM tasks q WHERE q.tenant = executions.tenant \
+     AND q.queue = $4 AND q.status = 'queued' AND q.sticky_worker = $11) THEN NULL ELSE $11 END, \
+     $12, $7 + $8 \
      FROM executions WHERE id = $1 \
      ON CONFLICT (execution_id, seq, attempt) DO NOTHING";
 
@@ -38,13 +148,49 @@ pub(super) const OPEN_TASK: &str = "INSERT INTO tasks (execution_id, seq, attemp
 pub(super) const CLOSE_TASK: &str = "UPDATE tasks SET status = 'cancelled', finished_at = $1 \
      WHERE execution_id = $2 AND seq = $3 AND attempt = $4 AND status IN ('queued', 'claimed')";
 
+/// The next task `$4` (a worker) may claim on tenant `$1`'s queue `$2`
+/// at `$3`: its own sticky tasks first, then the oldest.
+pub(super) fn claim_select(skip_locked: &str) -> String {
+    format!(
+        "SELECT {TASK_COLUMNS} FROM tasks \
+         WHERE tenant = $1 AND queue = $2 AND status = 'queued' \
+         AND (deadline_at IS NULL OR deadline_at > $3) \
+         AND (sticky_worker IS NULL OR sticky_worker = $4 OR sticky_until <= $3) \
+         ORDER BY CASE WHEN sticky_worker = $4 THEN 0 ELSE 1 END, created_at, \
+         execution_id, seq LIMIT 1{skip_locked}"
+    )
+}
+
+/// Claims a task: `$1` claim id, `$2` worker, `$3` now, `$4` deadline,
+/// `$5`..`$7` the task.
+pub(super) const CLAIM_TASK: &str = "UPDATE tasks SET status = 'claimed', claim_id = $1, \
+     worker_id = $2, claimed_at = $3, heartbeat_at = $3, deadline_at = $4 \
+     WHERE execution_id = $5 AND seq = $6 AND attempt = $7";
+
+/// The task `$1`..`$3`, with `lock` appended (a row lock or nothing).
+pub(super) fn task_select(lock: &str) -> String {
+    format!(
+        "SELECT {TASK_COLUMNS} FROM tasks \
+         WHERE execution_id = $1 AND seq = $2 AND attempt = $3{lock}"
+    )
+}
+
+/// Stores a task's outcome: `$1` status, `$2` outcome, `$3` now,
+/// `$4`..`$6` the task.
+pub(super) const FINISH_TASK: &str = "UPDATE tasks SET status = $1, outcome = $2, \
+     finished_at = $3 WHERE execution_id = $4 AND seq = $5 AND attempt = $6";
+
+/// Wakes execution `$2` at `$1`, as an approval's decision does.
+pub(super) const WAKE: &str = "UPDATE executions SET signals = signals + 1, \
+     wake_at = CASE WHEN status = 'waiting' THEN $1 ELSE wake_at END WHERE id = $2";
+
 const TASK_COLUMNS: &str = "execution_id, seq, attempt, tenant, queue, step, input, status, \
      created_at, schedule_to_start_ms, start_to_close_ms, heartbeat_ms, claim_id, worker_id, \
      claimed_at, heartbeat_at, deadline_at, progress, outcome";
 
 /// A task row with what the checks need beyond its record.
-struct Row {
-    record: TaskRecord,
+pub(super) struct Row {
+    pub(super) record: TaskRecord,
     claim: Option<String>,
     input: String,
     schedule_to_start_ms: Option<i64>,
@@ -52,7 +198,7 @@ struct Row {
     heartbeat_ms: Option<i64>,
 }
 
-fn task_row(row: &impl Columns) -> Result<Row> {
+pub(super) fn task_row(row: &impl Columns) -> Result<Row> {
     let status = row.string("status")?;
     let outcome = row
         .json("outcome")?
@@ -88,7 +234,7 @@ fn task_row(row: &impl Columns) -> Result<Row> {
     })
 }
 
-fn task_not_found(tenant: Option<&str>, id: &TaskId) -> Error {
+pub(super) fn task_not_found(tenant: Option<&str>, id: &TaskId) -> Error {
     let whose = tenant
         .map(|t| format!(" of tenant '{t}'"))
         .unwrap_or_default();
@@ -122,7 +268,7 @@ fn claim_deadline(row: &Row, now_ms: i64) -> i64 {
 }
 
 /// The error a timed-out task ends its attempt with.
-fn timeout_error(row: &Row, now_ms: i64) -> CallError {
+pub(super) fn timeout_error(row: &Row, now_ms: i64) -> CallError {
     let task = &row.record;
     let message = match (task.status, task.worker.as_deref()) {
         (TaskStatus::Queued, _) => format!(
@@ -151,6 +297,69 @@ fn timeout_error(row: &Row, now_ms: i64) -> CallError {
         }
     };
     CallError::new(ErrorKind::Deadline, message)
+}
+
+/// The claim of the queued task `row` made at `now_ms` (a fresh claim
+/// id), and the task's id; the caller stores it with [`CLAIM_TASK`].
+pub(super) fn claim_of(mut row: Row, now_ms: i64) -> (TaskClaim, TaskId) {
+    row.record.claimed_at_ms = Some(now_ms);
+    let deadline = claim_deadline(&row, now_ms);
+    let id = row.record.id.clone();
+    let claim = TaskClaim {
+        token: TaskToken {
+            id: row.record.id,
+            claim: new_id("cl"),
+        },
+        step: row.record.step,
+        input: row.input,
+        deadline_at_ms: deadline,
+        heartbeat_ms: row.heartbeat_ms.map(|h| h as u64),
+    };
+    (claim, id)
+}
+
+/// Whether `token` is the current claim of the task `row`: `Ok(row)` if
+/// so, `Err(row)` if its deadline has passed (the caller stores the
+/// timeout and refuses), an error if the claim is not current at all.
+pub(super) fn check_claim(
+    row: Row,
+    token: &TaskToken,
+    now_ms: i64,
+) -> Result<std::result::Result<Row, Row>> {
+    if row.claim.as_deref() != Some(token.claim.as_str()) {
+        return Err(stale_claim(token, &row.record));
+    }
+    match row.record.status {
+        TaskStatus::Claimed if row.record.deadline_at_ms.is_some_and(|d| d <= now_ms) => {
+            Ok(Err(row))
+        }
+        TaskStatus::Claimed | TaskStatus::Completed | TaskStatus::Cancelled => Ok(Ok(row)),
+        TaskStatus::TimedOut | TaskStatus::Queued => Err(stale_claim(token, &row.record)),
+    }
+}
+
+/// Whether the current claim's completion is to be stored: not if the
+/// same claim completed already (a retried request); refused if the task
+/// was cancelled.
+pub(super) fn completes(row: &Row, token: &TaskToken) -> Result<bool> {
+    match row.record.status {
+        TaskStatus::Completed => Ok(false),
+        TaskStatus::Cancelled => Err(stale_claim(token, &row.record)),
+        _ => Ok(true),
+    }
+}
+
+/// The refusal of a claim found expired (once its timeout is stored).
+pub(super) fn expired_refusal(row: &Row) -> Error {
+    let token = TaskToken {
+        id: row.record.id.clone(),
+        claim: row.claim.clone().unwrap_or_default(),
+    };
+    let expired = TaskRecord {
+        status: TaskStatus::TimedOut,
+        ..row.record.clone()
+    };
+    stale_claim(&token, &expired)
 }
 
 #[async_trait]
@@ -189,9 +398,15 @@ where
         if queued == 0 {
             return Ok(None);
         }
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
-        let result = self.claim_in(&mut tx, tenant, queue, worker, now_ms).await;
-        end(tx, result).await
+        let (done, answer) = oneshot::channel();
+        self.batched(BatchOp::Claim {
+            tenant: tenant.to_owned(),
+            queue: queue.to_owned(),
+            worker: worker.to_owned(),
+            now_ms,
+            done,
+        })?;
+        answer.await.map_err(|_| batches_stopped())?
     }
 
     async fn heartbeat_task(
@@ -215,11 +430,15 @@ where
         outcome: &std::result::Result<Value, CallError>,
         now_ms: i64,
     ) -> Result<()> {
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
-        let result = self
-            .complete_in(&mut tx, tenant, token, outcome, now_ms)
-            .await;
-        end(tx, result).await
+        let (done, answer) = oneshot::channel();
+        self.batched(BatchOp::Complete {
+            tenant: tenant.to_owned(),
+            token: token.clone(),
+            outcome: outcome.clone(),
+            now_ms,
+            done,
+        })?;
+        answer.await.map_err(|_| batches_stopped())?
     }
 
     async fn release_task(&self, tenant: &str, token: &TaskToken, now_ms: i64) -> Result<()> {
@@ -317,6 +536,73 @@ where
     }
 }
 
+fn batches_stopped() -> Error {
+    Error::Runtime("the task batch committer has stopped".into())
+}
+
+/// Commits the claims and completions queued on `rx` in batches: one
+/// transaction takes everything queued while the previous one ran. If a
+/// batch fails (not a refusal: an error of the database), its operations
+/// run again one per transaction, so one failing operation fails alone.
+async fn commit_batches<DB>(
+    sql: Sql<DB>,
+    commits: Option<Arc<CommitConnection>>,
+    mut rx: mpsc::UnboundedReceiver<BatchOp>,
+) where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> String: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+    DB::Row: Columns,
+{
+    let mut ops = Vec::new();
+    while let Some(first) = rx.recv().await {
+        ops.push(first);
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let batch;
+        (batch, ops) = sql
+            .run_ops(commits.as_ref(), std::mem::take(&mut ops))
+            .await;
+        match batch {
+            Ok(results) => {
+                for (op, result) in ops.drain(..).zip(results) {
+                    op.answer(result);
+                }
+            }
+            Err(e) if ops.len() == 1 => {
+                if let Some(op) = ops.pop() {
+                    op.fail(e);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ops = ops.len(), "a task batch failed; committing its operations one by one");
+                for op in std::mem::take(&mut ops) {
+                    let (result, mut op) = sql.run_ops(commits.as_ref(), vec![op]).await;
+                    let Some(op) = op.pop() else { continue };
+                    match result.map(|mut r| r.pop()) {
+                        Ok(Some(result)) => op.answer(result),
+                        Ok(None) => op.fail(batches_stopped()),
+                        Err(e) => op.fail(e),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The bodies of the task transactions (see [`end`]).
 impl<DB> Sql<DB>
 where
@@ -334,6 +620,83 @@ where
     usize: ColumnIndex<DB::Row>,
     DB::Row: Columns,
 {
+    /// Queues `op` for the next batch (starting the batch task on first use).
+    fn batched(&self, op: BatchOp) -> Result<()> {
+        let queue = self.task_batches.queue.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let sql = Sql {
+                reader: self.reader.clone(),
+                writer: self.writer.clone(),
+                dialect: self.dialect,
+                task_batches: Batches::default(),
+            };
+            tokio::spawn(commit_batches(sql, self.task_batches.commits.clone(), rx));
+            tx
+        });
+        queue.send(op).map_err(|_| batches_stopped())
+    }
+
+    /// Runs `ops` in one transaction, on SQLite's commit connection if
+    /// given; their answers, and `ops` back.
+    async fn run_ops(
+        &self,
+        commits: Option<&Arc<CommitConnection>>,
+        ops: Vec<BatchOp>,
+    ) -> (Result<Vec<BatchResult>>, Vec<BatchOp>) {
+        let Some(commits) = commits else {
+            return (self.run_batch(&ops).await, ops);
+        };
+        let commits = commits.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            let result = commits.tasks(&ops);
+            (result, ops)
+        })
+        .await;
+        match ran {
+            Ok(ran) => ran,
+            // The closure panicked: its operations are gone, their callers
+            // see the batch task's answer dropped.
+            Err(e) => (Err(Error::Runtime(format!("task batch: {e}"))), Vec::new()),
+        }
+    }
+
+    /// Runs `ops` in one transaction; their answers, in order. A refusal
+    /// is an answer; another error rolls everything back.
+    async fn run_batch(&self, ops: &[BatchOp]) -> Result<Vec<BatchResult>> {
+        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let result = match op {
+                BatchOp::Claim {
+                    tenant,
+                    queue,
+                    worker,
+                    now_ms,
+                    ..
+                } => {
+                    BatchResult::Claim(self.claim_in(&mut tx, tenant, queue, worker, *now_ms).await)
+                }
+                BatchOp::Complete {
+                    tenant,
+                    token,
+                    outcome,
+                    now_ms,
+                    ..
+                } => BatchResult::Complete(
+                    self.complete_in(&mut tx, tenant, token, outcome, *now_ms)
+                        .await,
+                ),
+            };
+            if !result.keeps_batch() {
+                tx.rollback().await?;
+                return Err(result.into_error());
+            }
+            results.push(result);
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
     async fn claim_in(
         &self,
         tx: &mut DB::Connection,
@@ -342,53 +705,28 @@ where
         worker: &str,
         now_ms: i64,
     ) -> Result<Option<TaskClaim>> {
-        let found = sqlx::query::<DB>(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks \
-             WHERE tenant = $1 AND queue = $2 AND status = 'queued' \
-             AND (deadline_at IS NULL OR deadline_at > $3) \
-             AND (sticky_worker IS NULL OR sticky_worker = $4 OR sticky_until <= $3) \
-             ORDER BY CASE WHEN sticky_worker = $4 THEN 0 ELSE 1 END, created_at, \
-             execution_id, seq LIMIT 1{}",
-            self.dialect.skip_locked
-        ))
-        .bind(tenant)
-        .bind(queue)
-        .bind(now_ms)
-        .bind(worker)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let found = sqlx::query::<DB>(&claim_select(self.dialect.skip_locked))
+            .bind(tenant)
+            .bind(queue)
+            .bind(now_ms)
+            .bind(worker)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(found) = found else {
             return Ok(None);
         };
-        let mut row = task_row(&found)?;
-        row.record.claimed_at_ms = Some(now_ms);
-        let deadline = claim_deadline(&row, now_ms);
-        let claim = new_id("cl");
-        let id = &row.record.id;
-        sqlx::query::<DB>(
-            "UPDATE tasks SET status = 'claimed', claim_id = $1, worker_id = $2, claimed_at = $3, \
-             heartbeat_at = $3, deadline_at = $4 \
-             WHERE execution_id = $5 AND seq = $6 AND attempt = $7",
-        )
-        .bind(claim.as_str())
-        .bind(worker)
-        .bind(now_ms)
-        .bind(deadline)
-        .bind(id.execution_id.as_str())
-        .bind(id.seq)
-        .bind(i64::from(id.attempt))
-        .execute(&mut *tx)
-        .await?;
-        Ok(Some(TaskClaim {
-            token: TaskToken {
-                id: row.record.id,
-                claim,
-            },
-            step: row.record.step,
-            input: row.input,
-            deadline_at_ms: deadline,
-            heartbeat_ms: row.heartbeat_ms.map(|h| h as u64),
-        }))
+        let (claim, id) = claim_of(task_row(&found)?, now_ms);
+        sqlx::query::<DB>(CLAIM_TASK)
+            .bind(claim.token.claim.as_str())
+            .bind(worker)
+            .bind(now_ms)
+            .bind(claim.deadline_at_ms)
+            .bind(id.execution_id.as_str())
+            .bind(id.seq)
+            .bind(i64::from(id.attempt))
+            .execute(&mut *tx)
+            .await?;
+        Ok(Some(claim))
     }
 
     async fn heartbeat_in(
@@ -452,24 +790,18 @@ where
             Ok(row) => row,
             Err(expired) => return self.refuse_expired(tx, &expired, now_ms).await,
         };
-        if row.record.status == TaskStatus::Completed {
-            // The same claim completing again (a retried request).
+        if !completes(&row, token)? {
             return Ok(());
         }
-        if row.record.status == TaskStatus::Cancelled {
-            return Err(stale_claim(token, &row.record));
-        }
-        sqlx::query::<DB>(
-            "UPDATE tasks SET status = 'completed', outcome = $1, finished_at = $2 \
-             WHERE execution_id = $3 AND seq = $4 AND attempt = $5",
-        )
-        .bind(outcome_payload(outcome).to_string())
-        .bind(now_ms)
-        .bind(token.id.execution_id.as_str())
-        .bind(token.id.seq)
-        .bind(i64::from(token.id.attempt))
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query::<DB>(FINISH_TASK)
+            .bind("completed")
+            .bind(outcome_payload(outcome).to_string())
+            .bind(now_ms)
+            .bind(token.id.execution_id.as_str())
+            .bind(token.id.seq)
+            .bind(i64::from(token.id.attempt))
+            .execute(&mut *tx)
+            .await?;
         wake::<DB>(&mut *tx, &token.id.execution_id, now_ms).await?;
         Ok(())
     }
@@ -541,14 +873,11 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
-    sqlx::query::<DB>(
-        "UPDATE executions SET signals = signals + 1, \
-         wake_at = CASE WHEN status = 'waiting' THEN $1 ELSE wake_at END WHERE id = $2",
-    )
-    .bind(now_ms)
-    .bind(execution_id)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query::<DB>(WAKE)
+        .bind(now_ms)
+        .bind(execution_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -577,19 +906,15 @@ where
         .bind(id.execution_id.as_str())
         .fetch_optional(&mut *conn)
         .await?;
-        let row = sqlx::query::<DB>(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks \
-             WHERE execution_id = $1 AND seq = $2 AND attempt = $3{}",
-            self.dialect.lock_row
-        ))
-        .bind(id.execution_id.as_str())
-        .bind(id.seq)
-        .bind(i64::from(id.attempt))
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|r| task_row(&r))
-        .transpose()?
-        .filter(|r| tenant.is_none_or(|t| r.record.tenant == t));
+        let row = sqlx::query::<DB>(&task_select(self.dialect.lock_row))
+            .bind(id.execution_id.as_str())
+            .bind(id.seq)
+            .bind(i64::from(id.attempt))
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| task_row(&r))
+            .transpose()?
+            .filter(|r| tenant.is_none_or(|t| r.record.tenant == t));
         row.ok_or_else(|| task_not_found(tenant, id))
     }
 
@@ -604,16 +929,7 @@ where
         now_ms: i64,
     ) -> Result<std::result::Result<Row, Row>> {
         let row = self.locked(conn, Some(tenant), &token.id).await?;
-        if row.claim.as_deref() != Some(token.claim.as_str()) {
-            return Err(stale_claim(token, &row.record));
-        }
-        match row.record.status {
-            TaskStatus::Claimed if row.record.deadline_at_ms.is_some_and(|d| d <= now_ms) => {
-                Ok(Err(row))
-            }
-            TaskStatus::Claimed | TaskStatus::Completed | TaskStatus::Cancelled => Ok(Ok(row)),
-            TaskStatus::TimedOut | TaskStatus::Queued => Err(stale_claim(token, &row.record)),
-        }
+        check_claim(row, token, now_ms)
     }
 
     /// Stores the timeout of a claim found expired and refuses the claim
@@ -627,15 +943,7 @@ where
         let id = &row.record.id;
         self.store_timeout(conn, id, &timeout_error(row, now_ms), now_ms)
             .await?;
-        let token = TaskToken {
-            id: id.clone(),
-            claim: row.claim.clone().unwrap_or_default(),
-        };
-        let expired = TaskRecord {
-            status: TaskStatus::TimedOut,
-            ..row.record.clone()
-        };
-        Err(stale_claim(&token, &expired))
+        Err(expired_refusal(row))
     }
 
     async fn store_timeout(
@@ -645,17 +953,15 @@ where
         error: &CallError,
         now_ms: i64,
     ) -> Result<()> {
-        sqlx::query::<DB>(
-            "UPDATE tasks SET status = 'timed-out', outcome = $1, finished_at = $2 \
-             WHERE execution_id = $3 AND seq = $4 AND attempt = $5",
-        )
-        .bind(outcome_payload(&Err(error.clone())).to_string())
-        .bind(now_ms)
-        .bind(id.execution_id.as_str())
-        .bind(id.seq)
-        .bind(i64::from(id.attempt))
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query::<DB>(FINISH_TASK)
+            .bind("timed-out")
+            .bind(outcome_payload(&Err(error.clone())).to_string())
+            .bind(now_ms)
+            .bind(id.execution_id.as_str())
+            .bind(id.seq)
+            .bind(i64::from(id.attempt))
+            .execute(&mut *conn)
+            .await?;
         wake::<DB>(conn, &id.execution_id, now_ms).await
     }
 }

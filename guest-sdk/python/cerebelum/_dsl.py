@@ -5,6 +5,7 @@ defined."""
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Union
 
@@ -17,6 +18,9 @@ WORKFLOWS: dict[str, "Workflow"] = {}
 
 RETRY = "retry"
 FAIL = "fail"
+
+#: A worker queue's name, as the engine accepts it.
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,8 @@ class Step:
     """A function decorated with ``@step``."""
 
     def __init__(self, fn: Callable, *, name: str | None = None,
-                 retry: int | RetryPolicy | None = None, timeout_ms: int | None = None):
+                 retry: int | RetryPolicy | None = None, timeout_ms: int | None = None,
+                 worker: str | None = None):
         if not inspect.iscoroutinefunction(fn):
             raise WorkflowDefinitionError(
                 f"step `{fn.__name__}` must be an `async def` function")
@@ -57,6 +62,12 @@ class Step:
             retry = RetryPolicy(max_attempts=retry)
         self.retry = retry or RetryPolicy()
         self.timeout_ms = timeout_ms
+        if worker is not None and not _QUEUE_NAME.fullmatch(worker):
+            raise WorkflowDefinitionError(
+                f"step `{fn.__name__}`: worker={worker!r} is not a worker queue name; use 1 to "
+                "128 letters, digits, '-', '_' or '.', e.g. @step(worker=\"devops\")")
+        #: The worker queue that serves the step in the engine (None: the sandbox).
+        self.worker = worker
         known = STEPS.get(self.name)
         if known is not None and known.fn.__qualname__ != fn.__qualname__:
             raise WorkflowDefinitionError(
@@ -80,7 +91,8 @@ class Step:
 
 
 def step(fn: Callable | None = None, *, name: str | None = None,
-         retry: int | RetryPolicy | None = None, timeout_ms: int | None = None):
+         retry: int | RetryPolicy | None = None, timeout_ms: int | None = None,
+         worker: str | None = None):
     """Declares a step: ``@step`` or ``@step(retry=3, timeout_ms=30_000)``.
 
     The function is ``async``; its first parameter is the :class:`Context`,
@@ -90,9 +102,13 @@ def step(fn: Callable | None = None, *, name: str | None = None,
     ``retry``: attempts the engine makes when the step raises (default 1:
     an exception becomes the step's ``{"error": message}`` result).
     ``timeout_ms``: CPU time one attempt may use inside the engine.
+    ``worker``: in the engine, the step runs natively in an external worker
+    process serving that queue (``python -m cerebelum worker FILE.py --queue
+    NAME``) instead of the sandbox, with full access to its machine
+    (subprocesses, sockets, any pip package). Locally it runs in-process.
     """
     def wrap(f: Callable) -> Step:
-        return Step(f, name=name, retry=retry, timeout_ms=timeout_ms)
+        return Step(f, name=name, retry=retry, timeout_ms=timeout_ms, worker=worker)
     return wrap(fn) if fn is not None else wrap
 
 

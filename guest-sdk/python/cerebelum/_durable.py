@@ -235,6 +235,11 @@ def _fresh_randomness() -> None:
     random.seed()
 
 
+class Placement(exports.Placement):
+    def worker_steps(self) -> list[tuple[str, str]]:
+        return [(s.name, s.worker) for s in _dsl.STEPS.values() if s.worker]
+
+
 class Guest(exports.Guest):
     def describe(self) -> types.PackageInfo:
         workflows = [types.WorkflowInfo(name=w.name, description=w.description)

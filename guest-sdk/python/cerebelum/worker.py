@@ -627,13 +627,26 @@ def build_package(source: Path) -> Path:
     for f in sorted(sdk.glob("*.py")) + sorted(sdk.glob("wit/*.wit")):
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
     out = cache_dir() / f"{source.stem}-{digest.hexdigest()[:32]}.wasm"
-    if not out.is_file():
-        log.info("building %s into a package (cached in %s)", source, out.parent)
+    if out.is_file():
+        return out
+    log.info("building %s into a package (cached in %s)", source, out.parent)
+    # Built aside, then linked into place: of two processes building the
+    # same file at once, the first to finish wins and both use its bytes
+    # (componentize-py's output differs from build to build, and another
+    # sha256 would be another package version).
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f"{out.stem}.{os.getpid()}.partial.wasm")
+    try:
+        build(source, partial, quiet=True)
         try:
-            build(source, out, quiet=True)
-        except BuildError as e:
-            raise CerebelumError(f"building {source.name} into a package for the server "
-                                 f"failed: {e}") from None
+            os.link(partial, out)
+        except FileExistsError:
+            pass
+    except BuildError as e:
+        raise CerebelumError(f"building {source.name} into a package for the server "
+                             f"failed: {e}") from None
+    finally:
+        partial.unlink(missing_ok=True)
     return out
 
 

@@ -113,7 +113,7 @@ impl Context {
         O: DeserializeOwned,
     {
         let input = encode(input)?;
-        let options = options.map(wit::StepOptions::from);
+        let options = options.map(call_options).transpose()?;
         let output = host::call_step(name, &input, options.as_ref())?;
         decode(&output, || format!("result of step `{name}`"))
     }
@@ -140,7 +140,7 @@ impl Context {
         I: Serialize + ?Sized,
     {
         let input = encode(input)?;
-        let options = wit::StepOptions::from(&options);
+        let options = call_options(&options)?;
         Ok(StepHandle(host::start_step(name, &input, Some(&options))))
     }
 
@@ -298,6 +298,21 @@ impl Context {
         host::remember(name, &encode(&value)?);
         Ok(value)
     }
+}
+
+/// A call's options as the host takes them; a worker placement is refused
+/// (it is the package's, declared in `package!`).
+fn call_options(options: &StepOptions) -> Result<wit::StepOptions, Error> {
+    if let Some(queue) = &options.worker {
+        return Err(Error::new(
+            "invalid-input",
+            format!(
+                "a call's options cannot place the step on worker queue `{queue}`: declare it \
+                 in package! (`with StepOptions::default().worker(\"{queue}\")`)"
+            ),
+        ));
+    }
+    Ok(options.into())
 }
 
 #[cfg(test)]

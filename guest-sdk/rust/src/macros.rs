@@ -5,7 +5,9 @@
 /// Invoke it once, in a `cdylib` crate built for `wasm32-wasip2`. Each entry
 /// is the name of a function in scope, `=>`, and a description; a step may
 /// add `with` and its default [`StepOptions`](crate::StepOptions), which
-/// callers can override with [`Context::step_with`](crate::Context::step_with).
+/// callers can override with [`Context::step_with`](crate::Context::step_with)
+/// — except its worker queue ([`StepOptions::worker`](crate::StepOptions::worker)):
+/// a step placed on a queue is served by external workers, never the sandbox.
 /// The function names are the names of the workflows and steps.
 ///
 /// Every function has the signature
@@ -62,15 +64,27 @@ macro_rules! package {
         #[doc(hidden)]
         pub struct __CerebelumPackage;
 
+        impl __CerebelumPackage {
+            fn steps() -> ::std::vec::Vec<$crate::__private::StepDecl> {
+                ::std::vec![ $( (
+                    ::core::stringify!($step),
+                    $step_doc,
+                    $crate::__step_options!($( $step_options )?),
+                ) ),* ]
+            }
+        }
+
+        impl $crate::__private::PlacementGuest for __CerebelumPackage {
+            fn worker_steps() -> ::std::vec::Vec<(::std::string::String, ::std::string::String)> {
+                $crate::__private::placement(Self::steps())
+            }
+        }
+
         impl $crate::__private::Guest for __CerebelumPackage {
             fn describe() -> $crate::__private::PackageInfo {
                 $crate::__private::describe(
                     &[ $( (::core::stringify!($workflow), $workflow_doc) ),* ],
-                    ::std::vec![ $( (
-                        ::core::stringify!($step),
-                        $step_doc,
-                        $crate::__step_options!($( $step_options )?),
-                    ) ),* ],
+                    Self::steps(),
                 )
             }
 

@@ -116,6 +116,12 @@ pub struct StepOptions {
     pub retry: Option<RetryPolicy>,
     /// CPU deadline of one attempt.
     pub attempt_timeout: Option<Duration>,
+    /// The external worker queue that serves the step instead of the
+    /// sandbox (a worker process, e.g. `python -m cerebelum worker`, or
+    /// any client of the worker API). A placement is the package's: set
+    /// it in [`package!`](crate::package); a call's options cannot move
+    /// a step (they are refused with `invalid-input`).
+    pub worker: Option<String>,
 }
 
 impl StepOptions {
@@ -130,6 +136,21 @@ impl StepOptions {
     #[must_use]
     pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
         self.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Places the step on the external worker queue `queue` (1 to 128
+    /// letters, digits, `-`, `_` or `.`), in [`package!`](crate::package).
+    ///
+    /// ```
+    /// use cerebelum_sdk::StepOptions;
+    ///
+    /// let on_devops = StepOptions::default().worker("devops");
+    /// assert_eq!(on_devops.worker.as_deref(), Some("devops"));
+    /// ```
+    #[must_use]
+    pub fn worker(mut self, queue: impl Into<String>) -> Self {
+        self.worker = Some(queue.into());
         self
     }
 }

@@ -7,6 +7,7 @@ pub use crate::bindings::cerebelum::workflow::types::{
     Error as WitError, PackageInfo, StepInfo, WorkflowInfo,
 };
 pub use crate::bindings::exports::cerebelum::workflow::guest::Guest;
+pub use crate::bindings::exports::cerebelum::workflow::placement::Guest as PlacementGuest;
 use crate::{Context, Error, StepOptions};
 
 /// Runs `f` on the JSON `input` and returns its result as JSON.
@@ -36,12 +37,20 @@ pub fn unknown(kind: &str, what: &str, name: &str, known: &[&str]) -> WitError {
     .into()
 }
 
+/// A step of `package!`: name, description, default options.
+pub type StepDecl = (&'static str, &'static str, Option<StepOptions>);
+
+/// The steps placed on worker queues, as `(step, queue)`.
+pub fn placement(steps: Vec<StepDecl>) -> Vec<(String, String)> {
+    steps
+        .into_iter()
+        .filter_map(|(name, _, options)| Some((name.to_owned(), options?.worker?)))
+        .collect()
+}
+
 /// The package description: workflows as (name, description), steps as
 /// (name, description, default options).
-pub fn describe(
-    workflows: &[(&str, &str)],
-    steps: Vec<(&str, &str, Option<StepOptions>)>,
-) -> PackageInfo {
+pub fn describe(workflows: &[(&str, &str)], steps: Vec<StepDecl>) -> PackageInfo {
     PackageInfo {
         workflows: workflows
             .iter()

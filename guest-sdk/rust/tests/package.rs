@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cerebelum_sdk::__private::Guest;
+use cerebelum_sdk::__private::{Guest, PlacementGuest};
 use cerebelum_sdk::{Context, Error, RetryPolicy, StepOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -28,6 +28,15 @@ fn echo(_ctx: &Context, input: Value) -> Result<Value, Error> {
     Ok(input)
 }
 
+fn native(_ctx: &Context, input: Value) -> Result<Value, Error> {
+    Ok(input)
+}
+
+/// Tries to move `echo` to a worker queue from a call: refused.
+fn move_echo(ctx: &Context, input: Value) -> Result<Value, Error> {
+    ctx.step_with("echo", &input, StepOptions::default().worker("devops"))
+}
+
 fn fail(_ctx: &Context, _input: Value) -> Result<(), Error> {
     Err(Error::new("transient", "not yet").with_details(json!({"n": 1})))
 }
@@ -35,9 +44,11 @@ fn fail(_ctx: &Context, _input: Value) -> Result<(), Error> {
 cerebelum_sdk::package! {
     workflows: [
         greet => "Greets",
+        move_echo => "Moves a step from a call",
     ],
     steps: [
         echo => "Returns its input",
+        native => "Runs on a worker" with StepOptions::default().worker("devops"),
         fail => "Always fails" with StepOptions::default()
             .retry(RetryPolicy::new(4).initial_backoff(Duration::from_millis(200)))
             .attempt_timeout(Duration::from_secs(1)),
@@ -47,15 +58,34 @@ cerebelum_sdk::package! {
 #[test]
 fn describe_lists_functions_and_options() {
     let info = __CerebelumPackage::describe();
-    assert_eq!(info.workflows.len(), 1);
+    assert_eq!(info.workflows.len(), 2);
     assert_eq!(info.workflows[0].name, "greet");
     assert_eq!(info.workflows[0].description, "Greets");
     let names: Vec<&str> = info.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["echo", "fail"]);
+    assert_eq!(names, ["echo", "native", "fail"]);
     assert!(info.steps[0].options.retry.is_none());
-    let retry = info.steps[1].options.retry.as_ref().unwrap();
+    let retry = info.steps[2].options.retry.as_ref().unwrap();
     assert_eq!((retry.max_attempts, retry.initial_backoff_ms), (4, 200));
-    assert_eq!(info.steps[1].options.attempt_timeout_ms, Some(1000));
+    assert_eq!(info.steps[2].options.attempt_timeout_ms, Some(1000));
+}
+
+#[test]
+fn placement_lists_the_steps_on_worker_queues() {
+    assert_eq!(
+        __CerebelumPackage::worker_steps(),
+        vec![("native".to_owned(), "devops".to_owned())]
+    );
+}
+
+#[test]
+fn a_call_cannot_move_a_step_to_a_worker() {
+    let err = __CerebelumPackage::run_workflow("move_echo".into(), "{}".into()).unwrap_err();
+    assert_eq!(err.kind, "invalid-input");
+    assert!(
+        err.message.contains("declare it in package!"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]
@@ -81,7 +111,11 @@ fn unknown_names_list_the_known_ones() {
     assert!(err.message.contains("`nope`") && err.message.contains("greet"));
     let err = __CerebelumPackage::run_step("greet".into(), "{}".into()).unwrap_err();
     assert_eq!(err.kind, "unknown-step");
-    assert!(err.message.contains("echo, fail"), "{}", err.message);
+    assert!(
+        err.message.contains("echo, native, fail"),
+        "{}",
+        err.message
+    );
 }
 
 #[test]

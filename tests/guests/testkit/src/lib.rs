@@ -19,6 +19,14 @@ fn noop3(ctx: &Context, input: Value) -> Result<Value, Error> {
     ctx.step("noop", &second)
 }
 
+/// `noop`, then `native` (placed on worker queue `kit-native`), then
+/// `noop`: only the middle step goes to a worker.
+fn placed(ctx: &Context, input: Value) -> Result<Value, Error> {
+    let first: Value = ctx.step("noop", &input)?;
+    let second: Value = ctx.step("native", &first)?;
+    ctx.step("noop", &second)
+}
+
 /// Benchmark: one `noop` step.
 fn one_step(ctx: &Context, input: Value) -> Result<Value, Error> {
     ctx.step("noop", &input)
@@ -207,6 +215,12 @@ fn noop(_ctx: &Context, input: Value) -> Result<Value, Error> {
     Ok(input)
 }
 
+/// Returns its input; the package places it on worker queue `kit-native`,
+/// so a worker serves it (the worker decides what it returns).
+fn native(_ctx: &Context, input: Value) -> Result<Value, Error> {
+    Ok(input)
+}
+
 /// Returns its input (a marker in the journal of `step_sleep_step`).
 fn record(_ctx: &Context, input: Value) -> Result<Value, Error> {
     Ok(input)
@@ -334,6 +348,7 @@ cerebelum_sdk::package! {
         clock_random => "Recorded clock, randomness and execution id",
         many_steps => "n noop steps in a row (replay speed)",
         hold_step => "One hold step (one attempt)",
+        placed => "noop, native (on a worker), noop",
     ],
     steps: [
         noop => "Return the input",
@@ -348,5 +363,7 @@ cerebelum_sdk::package! {
         compensate => "Compensation of cancellable",
         nap => "Durable sleep inside a step",
         hold => "Hold mb MiB of memory for ms",
+        native => "Return the input (placed on worker queue kit-native)"
+            with StepOptions::default().worker("kit-native"),
     ],
 }
