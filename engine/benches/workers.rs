@@ -18,7 +18,8 @@
 //!   row (`tests/guests/python/pychain.py`), timed from start to completion
 //!   and divided by 50 (so it also counts the workflow code between steps).
 //! - (w4) sustained worker steps/s with 8 Python worker processes: 40
-//!   executions of `pychain` (50 steps each) started at once.
+//!   executions of `pychain` (50 steps each) started at once; one task at
+//!   a time per worker (the default), then `--concurrency 4`.
 //!
 //! `-- --sync normal` runs the server with `--sync normal` (default
 //! `full`). `-- --quick` runs smaller counts. The machine is shared: quote
@@ -169,7 +170,7 @@ fn main() {
         // (w3) A Python worker process.
         let package = common::python_guest("tests/guests/python/pychain.py");
         upload(&mut client, "pychain", &package).await;
-        let mut worker = python_worker(port, &key, "py", "py-bench");
+        let mut worker = python_worker(port, &key, "py", "py-bench", 1);
         wait_registered(port, &key, &["py-bench".to_owned()]).await;
         let mut per_step = Vec::new();
         for _ in 0..(10 / scale).max(2) {
@@ -217,66 +218,78 @@ fn main() {
         );
 
         // (w4) 8 Python worker processes, many executions.
-        let ids: Vec<String> = (0..8).map(|w| format!("py8-{w}")).collect();
-        let mut workers: Vec<_> = ids
-            .iter()
-            .map(|id| python_worker(port, &key, "py8", id))
-            .collect();
-        wait_registered(port, &key, &ids).await;
-        let executions = 40 / scale;
-        let began = Instant::now();
-        let mut started = Vec::new();
-        for _ in 0..executions {
-            let request = pb::StartExecutionRequest {
-                package: "pychain".into(),
-                workflow: "pychain".into(),
-                input_json: "{}".into(),
-                worker_queue: Some("py8".into()),
-                ..Default::default()
-            };
-            let reply = client.start_execution(request).await.unwrap().into_inner();
-            started.push(reply.execution.unwrap().id);
-        }
-        for id in &started {
-            loop {
-                let e = client
-                    .get_execution(pb::GetExecutionRequest { id: id.clone() })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                if e.status == pb::ExecutionStatus::Completed as i32 {
-                    break;
-                }
-                assert!(
-                    e.status != pb::ExecutionStatus::Failed as i32,
-                    "{:?}",
-                    e.error_json
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        for concurrency in [1, 4] {
+            let queue = format!("py8-{concurrency}");
+            let ids: Vec<String> = (0..8).map(|w| format!("{queue}-{w}")).collect();
+            let mut workers: Vec<_> = ids
+                .iter()
+                .map(|id| python_worker(port, &key, &queue, id, concurrency))
+                .collect();
+            wait_registered(port, &key, &ids).await;
+            let executions = 40 / scale;
+            let began = Instant::now();
+            let mut started = Vec::new();
+            for _ in 0..executions {
+                let request = pb::StartExecutionRequest {
+                    package: "pychain".into(),
+                    workflow: "pychain".into(),
+                    input_json: "{}".into(),
+                    worker_queue: Some(queue.clone()),
+                    ..Default::default()
+                };
+                let reply = client.start_execution(request).await.unwrap().into_inner();
+                started.push(reply.execution.unwrap().id);
             }
+            for id in &started {
+                loop {
+                    let e = client
+                        .get_execution(pb::GetExecutionRequest { id: id.clone() })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    if e.status == pb::ExecutionStatus::Completed as i32 {
+                        break;
+                    }
+                    assert!(
+                        e.status != pb::ExecutionStatus::Failed as i32,
+                        "{:?}",
+                        e.error_json
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+            let took = began.elapsed();
+            for worker in &mut workers {
+                let _ = worker.kill();
+                let _ = worker.wait();
+            }
+            println!(
+                "(w4) 8 Python worker processes x {concurrency} task(s) at a time, {executions} \
+                 executions x 50 steps: {} steps in {:.2} s = {:.0} worker steps/s (target >= \
+                 2,000/s on SQLite)",
+                executions * 50,
+                took.as_secs_f64(),
+                (executions * 50) as f64 / took.as_secs_f64()
+            );
         }
-        let took = began.elapsed();
-        for worker in &mut workers {
-            let _ = worker.kill();
-            let _ = worker.wait();
-        }
-        println!(
-            "(w4) 8 Python worker processes, {executions} executions x 50 steps: {} steps in \
-             {:.2} s = {:.0} worker steps/s (target >= 2,000/s on SQLite)",
-            executions * 50,
-            took.as_secs_f64(),
-            (executions * 50) as f64 / took.as_secs_f64()
-        );
     });
 }
 
-/// A `python -m cerebelum worker` process serving `pychain.py` on `queue`.
-fn python_worker(port: u16, key: &str, queue: &str, id: &str) -> std::process::Child {
+/// A `python -m cerebelum worker` process serving `pychain.py` on `queue`,
+/// `concurrency` tasks at a time.
+fn python_worker(
+    port: u16,
+    key: &str,
+    queue: &str,
+    id: &str,
+    concurrency: usize,
+) -> std::process::Child {
     std::process::Command::new(common::python())
         .args(["-m", "cerebelum", "worker"])
         .arg(common::root().join("tests/guests/python/pychain.py"))
         .args(["--queue", queue, "--server", &common::url(port)])
         .args(["--api-key", key, "--worker-id", id])
+        .args(["--concurrency", &concurrency.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -48,6 +48,7 @@ const DIALECT: Dialect = Dialect {
     lock_row: " FOR UPDATE",
     lock_uploads: Some("SELECT pg_advisory_xact_lock(hashtext('cerebelum.packages'))"),
     skip_locked: " FOR UPDATE SKIP LOCKED",
+    no_flush: Some("SET LOCAL synchronous_commit = off"),
 };
 
 impl PgStore {

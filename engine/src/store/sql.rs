@@ -39,6 +39,9 @@ pub(super) struct Dialect {
     /// Appended to a claim's `SELECT`: PostgreSQL skips rows another
     /// transaction has locked, so claimers never wait on each other.
     pub skip_locked: &'static str,
+    /// Run first in a transaction whose commit need not be flushed (task
+    /// claims: see `store::tasks`).
+    pub no_flush: Option<&'static str>,
 }
 
 /// The shared SQL over a backend's pools: `reader` serves reads, `writer`

@@ -42,6 +42,8 @@ const DIALECT: Dialect = Dialect {
     lock_row: "",
     lock_uploads: None,
     skip_locked: "",
+    // Claims run on the commit connection (`sqlite_tasks`), which says so.
+    no_flush: None,
 };
 
 impl SqliteStore {

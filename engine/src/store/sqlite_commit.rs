@@ -19,6 +19,8 @@ use std::time::Duration;
 pub(super) struct CommitConnection {
     conn: Mutex<Connection>,
     stop: Arc<AtomicBool>,
+    /// Commits are flushed (`synchronous=FULL`).
+    full_sync: bool,
 }
 
 impl Drop for CommitConnection {
@@ -86,6 +88,7 @@ impl CommitConnection {
         Ok(Self {
             conn: Mutex::new(conn),
             stop,
+            full_sync,
         })
     }
 
@@ -105,7 +108,7 @@ impl CommitConnection {
         ops: &[super::tasks::BatchOp],
     ) -> Result<Vec<super::tasks::BatchResult>> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        super::sqlite_tasks::run_batch(&mut conn, ops)
+        super::sqlite_tasks::run_batch(&mut conn, self.full_sync, ops)
     }
 
     /// Commits the batch on the calling thread (it blocks: call it from a

@@ -6,7 +6,7 @@
 use super::rows::Columns;
 use super::tasks::{
     BatchOp, BatchResult, CLAIM_TASK, FINISH_TASK, Row, WAKE, check_claim, claim_of, claim_select,
-    completes, expired_refusal, task_not_found, task_row, task_select, timeout_error,
+    completes, expired_refusal, needs_flush, task_not_found, task_row, task_select, timeout_error,
 };
 use crate::error::{Error, Result};
 use crate::journal::outcome_payload;
@@ -40,8 +40,28 @@ fn failed(e: rusqlite::Error) -> Error {
 }
 
 /// Runs `ops` in one transaction; their answers, in order. A refusal is
-/// an answer; another error rolls everything back.
-pub(super) fn run_batch(conn: &mut Connection, ops: &[BatchOp]) -> Result<Vec<BatchResult>> {
+/// an answer; another error rolls everything back. `full`: the
+/// connection flushes its commits (`synchronous=FULL`), which a batch of
+/// claims only skips (see [`super::tasks`]).
+pub(super) fn run_batch(
+    conn: &mut Connection,
+    full: bool,
+    ops: &[BatchOp],
+) -> Result<Vec<BatchResult>> {
+    let relax = full && !needs_flush(ops);
+    if relax {
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(failed)?;
+    }
+    let ran = run_in_tx(conn, ops);
+    if relax {
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(failed)?;
+    }
+    ran
+}
+
+fn run_in_tx(conn: &mut Connection, ops: &[BatchOp]) -> Result<Vec<BatchResult>> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(failed)?;

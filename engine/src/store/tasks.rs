@@ -7,10 +7,22 @@
 //! and a timeout of one task are serialised: the first to commit decides,
 //! and a claim that is no longer current is refused with nothing stored.
 //!
-//! Claims and completions, the two a worker makes per task, are committed
-//! in batches ([`Batches`]), as journal entries are: whatever workers ask
-//! while one transaction commits goes into the next one, so a durable
-//! flush (0.1–4 ms) is paid per batch, not per task.
+//! On SQLite, claims and completions, the two writes a worker makes per
+//! task, are committed in batches ([`Batches`]) on the commit connection,
+//! as journal entries are: whatever workers ask while one transaction
+//! commits goes into the next one, so a flush (0.1–4 ms) is paid per batch,
+//! not per task, and the one writer never waits on another. On PostgreSQL
+//! each runs in a transaction of its own: they run in parallel on the
+//! pool, claims skipping each other's rows (a batch on one connection
+//! would hold its row locks for all its round trips).
+//!
+//! Claims are committed without waiting for the flush (SQLite
+//! `synchronous=NORMAL` for a batch of claims only, PostgreSQL
+//! `synchronous_commit=off`): a claim survives a crash of the engine (the
+//! kill -9 the tests do), and a power loss can only undo it — the task is
+//! then claimed again and its first worker's result refused, an attempt
+//! run twice as a worker killed mid-task would. Completions are always
+//! flushed: a worker told its result was taken never sends it again.
 
 use super::Tasks;
 use super::rows::Columns;
@@ -398,15 +410,26 @@ where
         if queued == 0 {
             return Ok(None);
         }
-        let (done, answer) = oneshot::channel();
-        self.batched(BatchOp::Claim {
-            tenant: tenant.to_owned(),
-            queue: queue.to_owned(),
-            worker: worker.to_owned(),
-            now_ms,
-            done,
-        })?;
-        answer.await.map_err(|_| batches_stopped())?
+        if let Some(batches) = self.batches() {
+            let (done, answer) = oneshot::channel();
+            let op = BatchOp::Claim {
+                tenant: tenant.to_owned(),
+                queue: queue.to_owned(),
+                worker: worker.to_owned(),
+                now_ms,
+                done,
+            };
+            batches.send(op).map_err(|_| batches_stopped())?;
+            return answer.await.map_err(|_| batches_stopped())?;
+        }
+        // A transaction of its own (PostgreSQL: claims run in parallel,
+        // skipping each other's rows), not flushed (see the module's docs).
+        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        if let Some(no_flush) = self.dialect.no_flush {
+            sqlx::query::<DB>(no_flush).execute(&mut *tx).await?;
+        }
+        let result = self.claim_in(&mut tx, tenant, queue, worker, now_ms).await;
+        end(tx, result).await
     }
 
     async fn heartbeat_task(
@@ -430,15 +453,23 @@ where
         outcome: &std::result::Result<Value, CallError>,
         now_ms: i64,
     ) -> Result<()> {
-        let (done, answer) = oneshot::channel();
-        self.batched(BatchOp::Complete {
-            tenant: tenant.to_owned(),
-            token: token.clone(),
-            outcome: outcome.clone(),
-            now_ms,
-            done,
-        })?;
-        answer.await.map_err(|_| batches_stopped())?
+        if let Some(batches) = self.batches() {
+            let (done, answer) = oneshot::channel();
+            let op = BatchOp::Complete {
+                tenant: tenant.to_owned(),
+                token: token.clone(),
+                outcome: outcome.clone(),
+                now_ms,
+                done,
+            };
+            batches.send(op).map_err(|_| batches_stopped())?;
+            return answer.await.map_err(|_| batches_stopped())?;
+        }
+        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let result = self
+            .complete_in(&mut tx, tenant, token, outcome, now_ms)
+            .await;
+        end(tx, result).await
     }
 
     async fn release_task(&self, tenant: &str, token: &TaskToken, now_ms: i64) -> Result<()> {
@@ -536,33 +567,22 @@ where
     }
 }
 
+/// Whether the batch's commit must be flushed before it is answered:
+/// unless it holds claims only (see the module's docs).
+pub(super) fn needs_flush(ops: &[BatchOp]) -> bool {
+    ops.iter().any(|op| !matches!(op, BatchOp::Claim { .. }))
+}
+
 fn batches_stopped() -> Error {
     Error::Runtime("the task batch committer has stopped".into())
 }
 
-/// Commits the claims and completions queued on `rx` in batches: one
-/// transaction takes everything queued while the previous one ran. If a
-/// batch fails (not a refusal: an error of the database), its operations
-/// run again one per transaction, so one failing operation fails alone.
-async fn commit_batches<DB>(
-    sql: Sql<DB>,
-    commits: Option<Arc<CommitConnection>>,
-    mut rx: mpsc::UnboundedReceiver<BatchOp>,
-) where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<&'q str>: Encode<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<i64>: Encode<'q, DB>,
-    for<'q> String: Encode<'q, DB> + Type<DB>,
-    for<'q> Option<String>: Encode<'q, DB>,
-    for<'r> i64: Decode<'r, DB>,
-    for<'r> String: Decode<'r, DB>,
-    usize: ColumnIndex<DB::Row>,
-    DB::Row: Columns,
-{
+/// Commits the claims and completions queued on `rx` in batches, on
+/// SQLite's commit connection: one transaction takes everything queued
+/// while the previous one ran. If a batch fails (not a refusal: an error
+/// of the database), its operations run again one per transaction, so one
+/// failing operation fails alone.
+async fn commit_batches(commits: Arc<CommitConnection>, mut rx: mpsc::UnboundedReceiver<BatchOp>) {
     let mut ops = Vec::new();
     while let Some(first) = rx.recv().await {
         ops.push(first);
@@ -573,9 +593,7 @@ async fn commit_batches<DB>(
             }
         }
         let batch;
-        (batch, ops) = sql
-            .run_ops(commits.as_ref(), std::mem::take(&mut ops))
-            .await;
+        (batch, ops) = run_ops(&commits, std::mem::take(&mut ops)).await;
         match batch {
             Ok(results) => {
                 for (op, result) in ops.drain(..).zip(results) {
@@ -590,7 +608,7 @@ async fn commit_batches<DB>(
             Err(e) => {
                 tracing::warn!(error = %e, ops = ops.len(), "a task batch failed; committing its operations one by one");
                 for op in std::mem::take(&mut ops) {
-                    let (result, mut op) = sql.run_ops(commits.as_ref(), vec![op]).await;
+                    let (result, mut op) = run_ops(&commits, vec![op]).await;
                     let Some(op) = op.pop() else { continue };
                     match result.map(|mut r| r.pop()) {
                         Ok(Some(result)) => op.answer(result),
@@ -600,6 +618,26 @@ async fn commit_batches<DB>(
                 }
             }
         }
+    }
+}
+
+/// Runs `ops` in one transaction on the commit connection (on a blocking
+/// thread); their answers, and `ops` back.
+async fn run_ops(
+    commits: &Arc<CommitConnection>,
+    ops: Vec<BatchOp>,
+) -> (Result<Vec<BatchResult>>, Vec<BatchOp>) {
+    let commits = commits.clone();
+    let ran = tokio::task::spawn_blocking(move || {
+        let result = commits.tasks(&ops);
+        (result, ops)
+    })
+    .await;
+    match ran {
+        Ok(ran) => ran,
+        // The closure panicked: its operations are gone, and their callers
+        // see their answers dropped.
+        Err(e) => (Err(Error::Runtime(format!("task batch: {e}"))), Vec::new()),
     }
 }
 
@@ -620,81 +658,15 @@ where
     usize: ColumnIndex<DB::Row>,
     DB::Row: Columns,
 {
-    /// Queues `op` for the next batch (starting the batch task on first use).
-    fn batched(&self, op: BatchOp) -> Result<()> {
-        let queue = self.task_batches.queue.get_or_init(|| {
+    /// The queue of the next batch, if this store batches (SQLite; the
+    /// batch task starts on first use).
+    fn batches(&self) -> Option<&mpsc::UnboundedSender<BatchOp>> {
+        let commits = self.task_batches.commits.as_ref()?;
+        Some(self.task_batches.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let sql = Sql {
-                reader: self.reader.clone(),
-                writer: self.writer.clone(),
-                dialect: self.dialect,
-                task_batches: Batches::default(),
-            };
-            tokio::spawn(commit_batches(sql, self.task_batches.commits.clone(), rx));
+            tokio::spawn(commit_batches(commits.clone(), rx));
             tx
-        });
-        queue.send(op).map_err(|_| batches_stopped())
-    }
-
-    /// Runs `ops` in one transaction, on SQLite's commit connection if
-    /// given; their answers, and `ops` back.
-    async fn run_ops(
-        &self,
-        commits: Option<&Arc<CommitConnection>>,
-        ops: Vec<BatchOp>,
-    ) -> (Result<Vec<BatchResult>>, Vec<BatchOp>) {
-        let Some(commits) = commits else {
-            return (self.run_batch(&ops).await, ops);
-        };
-        let commits = commits.clone();
-        let ran = tokio::task::spawn_blocking(move || {
-            let result = commits.tasks(&ops);
-            (result, ops)
-        })
-        .await;
-        match ran {
-            Ok(ran) => ran,
-            // The closure panicked: its operations are gone, their callers
-            // see the batch task's answer dropped.
-            Err(e) => (Err(Error::Runtime(format!("task batch: {e}"))), Vec::new()),
-        }
-    }
-
-    /// Runs `ops` in one transaction; their answers, in order. A refusal
-    /// is an answer; another error rolls everything back.
-    async fn run_batch(&self, ops: &[BatchOp]) -> Result<Vec<BatchResult>> {
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
-        let mut results = Vec::with_capacity(ops.len());
-        for op in ops {
-            let result = match op {
-                BatchOp::Claim {
-                    tenant,
-                    queue,
-                    worker,
-                    now_ms,
-                    ..
-                } => {
-                    BatchResult::Claim(self.claim_in(&mut tx, tenant, queue, worker, *now_ms).await)
-                }
-                BatchOp::Complete {
-                    tenant,
-                    token,
-                    outcome,
-                    now_ms,
-                    ..
-                } => BatchResult::Complete(
-                    self.complete_in(&mut tx, tenant, token, outcome, *now_ms)
-                        .await,
-                ),
-            };
-            if !result.keeps_batch() {
-                tx.rollback().await?;
-                return Err(result.into_error());
-            }
-            results.push(result);
-        }
-        tx.commit().await?;
-        Ok(results)
+        }))
     }
 
     async fn claim_in(
