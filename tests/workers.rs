@@ -23,6 +23,7 @@ on_both_backends!(
     a_task_held_across_kill9_of_the_server_completes_once,
     a_step_the_package_places_on_a_queue_runs_there_and_the_rest_in_the_sandbox,
     a_worker_whose_key_is_revoked_is_cut_off,
+    a_placed_step_no_worker_takes_in_time_fails_its_attempt,
 );
 
 #[test]
@@ -435,4 +436,25 @@ fn a_worker_whose_key_is_revoked_is_cut_off(db: Db) {
     let ended = Remote::new(port, &second_key).wait_ended(&id, LONG);
     assert_eq!(ended["status"], "completed", "{ended}");
     assert_eq!(ended["result"], json!({"n": 7}));
+}
+
+/// The testkit gives `native_hurry` 300 ms to start (`StepOptions::
+/// schedule_to_start`) and one attempt: with no worker on its queue the
+/// attempt fails with `deadline`, and so does the execution.
+fn a_placed_step_no_worker_takes_in_time_fails_its_attempt(db: Db) {
+    let port = free_port();
+    let (_server, key, _) = setup(&db, port, &[]);
+    let cli = Remote::new(port, &key);
+    let id = cli.ok(&["start", "kit", "placed_hurry", "--input", "{}"]);
+    let ended = cli.wait_ended(id.trim(), LONG);
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert_eq!(ended["error"]["kind"], "deadline", "{ended}");
+    let message = ended["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "no worker on queue 'kit-native' took step 'native_hurry' within its \
+             schedule-to-start timeout of 300 ms"
+        ),
+        "{message}"
+    );
 }

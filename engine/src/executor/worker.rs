@@ -113,6 +113,14 @@ impl WorkerAttempt<'_> {
     /// Journals the attempt and queues its task, in one durable commit
     /// (a worker can take the task only once the attempt is journaled).
     pub(crate) async fn open(&self, exec: &ExecState) -> Result<(), Interrupt> {
+        // The step's own timeouts, if the package places it on this queue.
+        let placed = exec
+            .package
+            .info
+            .step(self.step)
+            .ok()
+            .map(|s| &s.options)
+            .filter(|o| o.worker.as_deref() == Some(self.queue));
         let spec = TaskSpec {
             seq: self.seq,
             attempt: self.attempt,
@@ -120,9 +128,13 @@ impl WorkerAttempt<'_> {
             step: self.step.to_owned(),
             input: self.input.to_owned(),
             timeouts: TaskTimeouts {
-                schedule_to_start_ms: None,
+                schedule_to_start_ms: placed.and_then(|o| o.schedule_to_start_ms),
                 start_to_close_ms: self.timeout.as_millis() as u64,
-                heartbeat_ms: Some(exec.engine.config.worker_heartbeat.as_millis() as u64),
+                heartbeat_ms: Some(
+                    placed
+                        .and_then(|o| o.heartbeat_ms)
+                        .unwrap_or(exec.engine.config.worker_heartbeat.as_millis() as u64),
+                ),
             },
             sticky: exec
                 .last_worker

@@ -6,7 +6,9 @@ mod package;
 mod task;
 
 pub use call_error::{CallError, ErrorKind};
-pub use package::{PackageInfo, RetryPolicy, StepInfo, StepOptions, WorkflowInfo};
+pub use package::{
+    MIN_HEARTBEAT_MS, PackageInfo, Placement, RetryPolicy, StepInfo, StepOptions, WorkflowInfo,
+};
 pub use task::{
     TaskBeat, TaskClaim, TaskId, TaskRecord, TaskSpec, TaskStatus, TaskTimeouts, TaskToken,
     WorkerRecord, check_queue_name,

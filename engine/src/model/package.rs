@@ -36,7 +36,39 @@ pub struct StepOptions {
     /// options never carry it), and an execution's own queue wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// On a worker queue: an attempt no worker has taken this long fails;
+    /// none: it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_to_start_ms: Option<u64>,
+    /// On a worker queue: an attempt whose worker sends no heartbeat this
+    /// long fails; none: the server's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
 }
+
+/// A step the package places on a worker queue (its `placement` export).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placement {
+    pub step: String,
+    pub queue: String,
+    pub schedule_to_start_ms: Option<u64>,
+    pub heartbeat_ms: Option<u64>,
+}
+
+impl Placement {
+    /// `step` on `queue`, with the server's timeouts.
+    pub fn new(step: &str, queue: &str) -> Self {
+        Self {
+            step: step.to_owned(),
+            queue: queue.to_owned(),
+            schedule_to_start_ms: None,
+            heartbeat_ms: None,
+        }
+    }
+}
+
+/// The shortest heartbeat timeout a package may ask for.
+pub const MIN_HEARTBEAT_MS: u64 = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RetryPolicy {
@@ -81,15 +113,32 @@ impl PackageInfo {
         })
     }
 
-    /// Places the steps of `placement` (`(step, queue)`, the package's
-    /// `placement` export) on their worker queues; an error names a step
-    /// the package lacks, a queue name that is not one, or a step placed
+    /// Places the steps of `placement` (the package's `placement` export)
+    /// on their worker queues; an error names a step the package lacks, a
+    /// queue name that is not one, a timeout out of range, or a step placed
     /// twice.
-    pub fn place(&mut self, placement: Vec<(String, String)>) -> Result<()> {
-        for (step, queue) in placement {
+    pub fn place(&mut self, placement: Vec<Placement>) -> Result<()> {
+        for placed in placement {
+            let Placement {
+                step,
+                queue,
+                schedule_to_start_ms,
+                heartbeat_ms,
+            } = placed;
             crate::model::check_queue_name(&queue).map_err(|e| {
                 Error::InvalidInput(format!("the package places step '{step}' on a queue: {e}"))
             })?;
+            if schedule_to_start_ms == Some(0) {
+                return Err(Error::InvalidInput(format!(
+                    "step '{step}': a schedule-to-start timeout of 0 ms fails every attempt; \
+                     give a positive one, or none to wait for a worker"
+                )));
+            }
+            if heartbeat_ms.is_some_and(|h| h < MIN_HEARTBEAT_MS) {
+                return Err(Error::InvalidInput(format!(
+                    "step '{step}': a heartbeat timeout must be at least {MIN_HEARTBEAT_MS} ms"
+                )));
+            }
             let known = list(self.steps.iter().map(|s| s.name.as_str()));
             let Some(info) = self.steps.iter_mut().find(|s| s.name == step) else {
                 return Err(Error::InvalidInput(format!(
@@ -103,6 +152,8 @@ impl PackageInfo {
                      '{queue}'; a step has one"
                 )));
             }
+            info.options.schedule_to_start_ms = schedule_to_start_ms;
+            info.options.heartbeat_ms = heartbeat_ms;
         }
         Ok(())
     }
@@ -169,7 +220,10 @@ mod tests {
     #[test]
     fn placement_puts_steps_on_queues() {
         let mut info = two_steps();
-        info.place(vec![("ssh".into(), "devops".into())]).unwrap();
+        let mut ssh = Placement::new("ssh", "devops");
+        ssh.heartbeat_ms = Some(5_000);
+        info.place(vec![ssh]).unwrap();
+        assert_eq!(info.steps[1].options.heartbeat_ms, Some(5_000));
         assert_eq!(info.placed(), vec![("ssh", "devops")]);
         assert_eq!(info.steps[0].options.worker, None);
         // Stored as JSON and read back (an older package has no field).
@@ -184,25 +238,34 @@ mod tests {
 
     #[test]
     fn placement_refuses_what_it_cannot_honour() {
+        let placed = |step: &str, queue: &str, s2s, beat| Placement {
+            schedule_to_start_ms: s2s,
+            heartbeat_ms: beat,
+            ..Placement::new(step, queue)
+        };
         let cases = [
             (
-                vec![("scp", "devops")],
+                vec![placed("scp", "devops", None, None)],
                 "has no step of that name; it has: plan, ssh",
             ),
             (
-                vec![("ssh", "dev ops")],
+                vec![placed("ssh", "dev ops", None, None)],
                 "'dev ops' is not a worker queue name",
             ),
             (
-                vec![("ssh", "a"), ("ssh", "b")],
+                vec![
+                    placed("ssh", "a", None, None),
+                    placed("ssh", "b", None, None),
+                ],
                 "on two worker queues, 'a' and 'b'",
+            ),
+            (vec![placed("ssh", "a", None, Some(10))], "at least 100 ms"),
+            (
+                vec![placed("ssh", "a", Some(0), None)],
+                "fails every attempt",
             ),
         ];
         for (placement, expected) in cases {
-            let placement = placement
-                .into_iter()
-                .map(|(s, q)| (s.to_owned(), q.to_owned()))
-                .collect();
             let err = two_steps().place(placement).unwrap_err().to_string();
             assert!(err.contains(expected), "{err}");
         }

@@ -18,7 +18,7 @@ pub use sandbox::{
 
 use crate::error::{Error, Result};
 use crate::model::{
-    CallError, ErrorKind, PackageInfo, RetryPolicy, StepInfo, StepOptions, WorkflowInfo,
+    CallError, ErrorKind, PackageInfo, Placement, RetryPolicy, StepInfo, StepOptions, WorkflowInfo,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -132,6 +132,8 @@ impl From<wit::StepOptions> for StepOptions {
             retry: o.retry.map(Into::into),
             attempt_timeout_ms: o.attempt_timeout_ms,
             worker: None,
+            schedule_to_start_ms: None,
+            heartbeat_ms: None,
         }
     }
 }
@@ -379,31 +381,53 @@ impl<T: Embedding> Runtime<T> {
 /// The interface that says where steps run; optional (see the WIT).
 const PLACEMENT: &str = "cerebelum:workflow/placement@0.1.0";
 
+/// `placement.worker-step` of the WIT.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+struct WorkerStep {
+    #[component(name = "step")]
+    step: String,
+    #[component(name = "queue")]
+    queue: String,
+    #[component(name = "schedule-to-start-ms")]
+    schedule_to_start_ms: Option<u64>,
+    #[component(name = "heartbeat-ms")]
+    heartbeat_ms: Option<u64>,
+}
+
 /// What the package's `placement` export answers, or nothing if it has none.
 async fn worker_steps<T: Send>(
     store: &mut wasmtime::Store<T>,
     instance: &wasmtime::component::Instance,
-) -> Result<Vec<(String, String)>> {
+) -> Result<Vec<Placement>> {
     let Some(interface) = instance.get_export_index(&mut *store, None, PLACEMENT) else {
         return Ok(Vec::new());
     };
     let bad = |e: String| {
         Error::InvalidInput(format!(
             "the package exports {PLACEMENT} but not as the contract defines it \
-             (worker-steps: func() -> list<tuple<string, string>>): {e}"
+             (worker-steps: func() -> list<worker-step>): {e}"
         ))
     };
     let func = instance
         .get_export_index(&mut *store, Some(&interface), "worker-steps")
         .ok_or_else(|| bad("it has no function worker-steps".into()))?;
     let func = instance
-        .get_typed_func::<(), (Vec<(String, String)>,)>(&mut *store, &func)
+        .get_typed_func::<(), (Vec<WorkerStep>,)>(&mut *store, &func)
         .map_err(|e| bad(format!("{e:#}")))?;
     let (steps,) = func
         .call_async(&mut *store, ())
         .await
         .map_err(|e| Error::InvalidInput(format!("the package's worker-steps() failed: {e:#}")))?;
-    Ok(steps)
+    Ok(steps
+        .into_iter()
+        .map(|s| Placement {
+            step: s.step,
+            queue: s.queue,
+            schedule_to_start_ms: s.schedule_to_start_ms,
+            heartbeat_ms: s.heartbeat_ms,
+        })
+        .collect())
 }
 
 impl<T: Embedding> Drop for Runtime<T> {

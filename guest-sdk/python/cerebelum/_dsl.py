@@ -38,7 +38,8 @@ class Step:
 
     def __init__(self, fn: Callable, *, name: str | None = None,
                  retry: int | RetryPolicy | None = None, timeout_ms: int | None = None,
-                 worker: str | None = None):
+                 worker: str | None = None, schedule_to_start_ms: int | None = None,
+                 heartbeat_ms: int | None = None):
         if not inspect.iscoroutinefunction(fn):
             raise WorkflowDefinitionError(
                 f"step `{fn.__name__}` must be an `async def` function")
@@ -66,8 +67,20 @@ class Step:
             raise WorkflowDefinitionError(
                 f"step `{fn.__name__}`: worker={worker!r} is not a worker queue name; use 1 to "
                 "128 letters, digits, '-', '_' or '.', e.g. @step(worker=\"devops\")")
+        if worker is None and (schedule_to_start_ms is not None or heartbeat_ms is not None):
+            raise WorkflowDefinitionError(
+                f"step `{fn.__name__}`: schedule_to_start_ms and heartbeat_ms are timeouts of a "
+                "step on a worker queue; add worker=\"QUEUE\" or drop them")
+        if schedule_to_start_ms is not None and schedule_to_start_ms < 1:
+            raise WorkflowDefinitionError(
+                f"step `{fn.__name__}`: schedule_to_start_ms must be positive (None: wait)")
+        if heartbeat_ms is not None and heartbeat_ms < 100:
+            raise WorkflowDefinitionError(
+                f"step `{fn.__name__}`: heartbeat_ms must be at least 100")
         #: The worker queue that serves the step in the engine (None: the sandbox).
         self.worker = worker
+        self.schedule_to_start_ms = schedule_to_start_ms
+        self.heartbeat_ms = heartbeat_ms
         known = STEPS.get(self.name)
         if known is not None and known.fn.__qualname__ != fn.__qualname__:
             raise WorkflowDefinitionError(
@@ -92,7 +105,8 @@ class Step:
 
 def step(fn: Callable | None = None, *, name: str | None = None,
          retry: int | RetryPolicy | None = None, timeout_ms: int | None = None,
-         worker: str | None = None):
+         worker: str | None = None, schedule_to_start_ms: int | None = None,
+         heartbeat_ms: int | None = None):
     """Declares a step: ``@step`` or ``@step(retry=3, timeout_ms=30_000)``.
 
     The function is ``async``; its first parameter is the :class:`Context`,
@@ -106,9 +120,15 @@ def step(fn: Callable | None = None, *, name: str | None = None,
     process serving that queue (``python -m cerebelum worker FILE.py --queue
     NAME``) instead of the sandbox, with full access to its machine
     (subprocesses, sockets, any pip package). Locally it runs in-process.
+    There, ``timeout_ms`` bounds an attempt's wall time on the worker, an
+    attempt no worker took within ``schedule_to_start_ms`` fails (default:
+    it waits), and one whose worker sent no heartbeat for ``heartbeat_ms``
+    fails (default: the server's ``--worker-heartbeat-ms``); the retry
+    policy decides what follows.
     """
     def wrap(f: Callable) -> Step:
-        return Step(f, name=name, retry=retry, timeout_ms=timeout_ms, worker=worker)
+        return Step(f, name=name, retry=retry, timeout_ms=timeout_ms, worker=worker,
+                    schedule_to_start_ms=schedule_to_start_ms, heartbeat_ms=heartbeat_ms)
     return wrap(fn) if fn is not None else wrap
 
 

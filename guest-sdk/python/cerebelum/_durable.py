@@ -15,6 +15,7 @@ import traceback
 from typing import Any
 
 from wit_world import exports
+from wit_world.exports import placement
 from wit_world.imports import cerebelum_workflow_types as types
 from wit_world.imports import host, outgoing_handler, streams
 from wit_world.imports import wasi_http_types as wasi_http
@@ -236,8 +237,11 @@ def _fresh_randomness() -> None:
 
 
 class Placement(exports.Placement):
-    def worker_steps(self) -> list[tuple[str, str]]:
-        return [(s.name, s.worker) for s in _dsl.STEPS.values() if s.worker]
+    def worker_steps(self) -> list[placement.WorkerStep]:
+        return [placement.WorkerStep(step=s.name, queue=s.worker,
+                                     schedule_to_start_ms=s.schedule_to_start_ms,
+                                     heartbeat_ms=s.heartbeat_ms)
+                for s in _dsl.STEPS.values() if s.worker]
 
 
 class Guest(exports.Guest):

@@ -59,3 +59,20 @@ def test_concurrent_builds_of_one_file_share_the_first_package(tmp_path, monkeyp
     # Cached: the next call builds nothing.
     monkeypatch.setattr(build_module, "build", None)
     assert worker_module.build_package(source) == built
+
+
+def test_worker_timeouts_belong_to_a_placed_step():
+    with pytest.raises(WorkflowDefinitionError, match="add worker="):
+        @step(heartbeat_ms=5_000)
+        async def loose(context: Context, inputs: dict) -> dict:
+            return {}
+    with pytest.raises(WorkflowDefinitionError, match="at least 100"):
+        @step(worker="devops", heartbeat_ms=5)
+        async def hasty(context: Context, inputs: dict) -> dict:
+            return {}
+
+    @step(worker="devops", schedule_to_start_ms=2_000, heartbeat_ms=5_000)
+    async def ssh(context: Context, inputs: dict) -> dict:
+        return {}
+
+    assert (ssh.worker, ssh.schedule_to_start_ms, ssh.heartbeat_ms) == ("devops", 2_000, 5_000)

@@ -303,13 +303,11 @@ impl Context {
 /// A call's options as the host takes them; a worker placement is refused
 /// (it is the package's, declared in `package!`).
 fn call_options(options: &StepOptions) -> Result<wit::StepOptions, Error> {
-    if let Some(queue) = &options.worker {
+    if options.places() {
         return Err(Error::new(
             "invalid-input",
-            format!(
-                "a call's options cannot place the step on worker queue `{queue}`: declare it \
-                 in package! (`with StepOptions::default().worker(\"{queue}\")`)"
-            ),
+            "a call's options cannot place the step on a worker queue or set its worker \
+             timeouts: declare them in package! (`with StepOptions::default().worker(\"devops\")`)",
         ));
     }
     Ok(options.into())

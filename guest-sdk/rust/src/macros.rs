@@ -75,7 +75,7 @@ macro_rules! package {
         }
 
         impl $crate::__private::PlacementGuest for __CerebelumPackage {
-            fn worker_steps() -> ::std::vec::Vec<(::std::string::String, ::std::string::String)> {
+            fn worker_steps() -> ::std::vec::Vec<$crate::__private::WorkerStep> {
                 $crate::__private::placement(Self::steps())
             }
         }

@@ -122,6 +122,12 @@ pub struct StepOptions {
     /// it in [`package!`](crate::package); a call's options cannot move
     /// a step (they are refused with `invalid-input`).
     pub worker: Option<String>,
+    /// On a worker queue: an attempt no worker has taken this long fails
+    /// (error kind `deadline`, retried by the policy); none: it waits.
+    pub schedule_to_start: Option<Duration>,
+    /// On a worker queue: an attempt whose worker sends no heartbeat this
+    /// long fails; none: the server's `--worker-heartbeat-ms`.
+    pub heartbeat: Option<Duration>,
 }
 
 impl StepOptions {
@@ -152,6 +158,27 @@ impl StepOptions {
     pub fn worker(mut self, queue: impl Into<String>) -> Self {
         self.worker = Some(queue.into());
         self
+    }
+
+    /// On a worker queue: fails an attempt no worker took within `timeout`.
+    #[must_use]
+    pub fn schedule_to_start(mut self, timeout: Duration) -> Self {
+        self.schedule_to_start = Some(timeout);
+        self
+    }
+
+    /// On a worker queue: fails an attempt whose worker sent no heartbeat
+    /// for `timeout` (at least 100 ms).
+    #[must_use]
+    pub fn heartbeat(mut self, timeout: Duration) -> Self {
+        self.heartbeat = Some(timeout);
+        self
+    }
+
+    /// Whether it places the step (a worker queue or its timeouts), which
+    /// only `package!` may.
+    pub(crate) fn places(&self) -> bool {
+        self.worker.is_some() || self.schedule_to_start.is_some() || self.heartbeat.is_some()
     }
 }
 

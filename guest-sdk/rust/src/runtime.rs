@@ -7,7 +7,10 @@ pub use crate::bindings::cerebelum::workflow::types::{
     Error as WitError, PackageInfo, StepInfo, WorkflowInfo,
 };
 pub use crate::bindings::exports::cerebelum::workflow::guest::Guest;
-pub use crate::bindings::exports::cerebelum::workflow::placement::Guest as PlacementGuest;
+pub use crate::bindings::exports::cerebelum::workflow::placement::{
+    Guest as PlacementGuest, WorkerStep,
+};
+use crate::options::millis;
 use crate::{Context, Error, StepOptions};
 
 /// Runs `f` on the JSON `input` and returns its result as JSON.
@@ -40,11 +43,19 @@ pub fn unknown(kind: &str, what: &str, name: &str, known: &[&str]) -> WitError {
 /// A step of `package!`: name, description, default options.
 pub type StepDecl = (&'static str, &'static str, Option<StepOptions>);
 
-/// The steps placed on worker queues, as `(step, queue)`.
-pub fn placement(steps: Vec<StepDecl>) -> Vec<(String, String)> {
+/// The steps placed on worker queues.
+pub fn placement(steps: Vec<StepDecl>) -> Vec<WorkerStep> {
     steps
         .into_iter()
-        .filter_map(|(name, _, options)| Some((name.to_owned(), options?.worker?)))
+        .filter_map(|(name, _, options)| {
+            let options = options?;
+            Some(WorkerStep {
+                step: name.to_owned(),
+                queue: options.worker?,
+                schedule_to_start_ms: options.schedule_to_start.map(millis),
+                heartbeat_ms: options.heartbeat.map(millis),
+            })
+        })
         .collect()
 }
 

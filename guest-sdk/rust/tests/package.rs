@@ -48,7 +48,9 @@ cerebelum_sdk::package! {
     ],
     steps: [
         echo => "Returns its input",
-        native => "Runs on a worker" with StepOptions::default().worker("devops"),
+        native => "Runs on a worker" with StepOptions::default()
+            .worker("devops")
+            .heartbeat(Duration::from_secs(5)),
         fail => "Always fails" with StepOptions::default()
             .retry(RetryPolicy::new(4).initial_backoff(Duration::from_millis(200)))
             .attempt_timeout(Duration::from_secs(1)),
@@ -71,9 +73,13 @@ fn describe_lists_functions_and_options() {
 
 #[test]
 fn placement_lists_the_steps_on_worker_queues() {
+    let placed: Vec<_> = __CerebelumPackage::worker_steps()
+        .into_iter()
+        .map(|w| (w.step, w.queue, w.schedule_to_start_ms, w.heartbeat_ms))
+        .collect();
     assert_eq!(
-        __CerebelumPackage::worker_steps(),
-        vec![("native".to_owned(), "devops".to_owned())]
+        placed,
+        vec![("native".to_owned(), "devops".to_owned(), None, Some(5000))]
     );
 }
 
@@ -82,7 +88,7 @@ fn a_call_cannot_move_a_step_to_a_worker() {
     let err = __CerebelumPackage::run_workflow("move_echo".into(), "{}".into()).unwrap_err();
     assert_eq!(err.kind, "invalid-input");
     assert!(
-        err.message.contains("declare it in package!"),
+        err.message.contains("declare them in package!"),
         "{}",
         err.message
     );

@@ -27,6 +27,11 @@ fn placed(ctx: &Context, input: Value) -> Result<Value, Error> {
     ctx.step("noop", &second)
 }
 
+/// `native_hurry`: a worker step that fails if no worker takes it soon.
+fn placed_hurry(ctx: &Context, input: Value) -> Result<Value, Error> {
+    ctx.step("native_hurry", &input)
+}
+
 /// Benchmark: one `noop` step.
 fn one_step(ctx: &Context, input: Value) -> Result<Value, Error> {
     ctx.step("noop", &input)
@@ -217,6 +222,12 @@ fn noop(_ctx: &Context, input: Value) -> Result<Value, Error> {
 
 /// Returns its input; the package places it on worker queue `kit-native`,
 /// so a worker serves it (the worker decides what it returns).
+/// Returns its input (placed on `kit-native` with a schedule-to-start
+/// timeout).
+fn native_hurry(_ctx: &Context, input: Value) -> Result<Value, Error> {
+    Ok(input)
+}
+
 fn native(_ctx: &Context, input: Value) -> Result<Value, Error> {
     Ok(input)
 }
@@ -349,6 +360,7 @@ cerebelum_sdk::package! {
         many_steps => "n noop steps in a row (replay speed)",
         hold_step => "One hold step (one attempt)",
         placed => "noop, native (on a worker), noop",
+        placed_hurry => "native_hurry (on a worker, 300 ms to start)",
     ],
     steps: [
         noop => "Return the input",
@@ -365,5 +377,10 @@ cerebelum_sdk::package! {
         hold => "Hold mb MiB of memory for ms",
         native => "Return the input (placed on worker queue kit-native)"
             with StepOptions::default().worker("kit-native"),
+        native_hurry => "Return the input (on kit-native; 300 ms to start, one attempt)"
+            with StepOptions::default()
+                .worker("kit-native")
+                .schedule_to_start(Duration::from_millis(300))
+                .retry(RetryPolicy::new(1)),
     ],
 }
