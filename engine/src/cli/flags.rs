@@ -173,7 +173,14 @@ pub(crate) async fn open_store(db: &str, sync: Synchronous) -> Result<SharedStor
 
 /// An engine node on `db`; `quotas`: the server's defaults for tenants
 /// (unset ones: the built-in [`DEFAULT_QUOTAS`]).
-pub(crate) async fn engine(db: &str, args: &EngineArgs, quotas: Quotas) -> Result<Engine> {
+/// The engine of a command; `serves_workers`: external workers can reach
+/// it (see [`EngineConfig::serves_workers`]).
+pub(crate) async fn engine(
+    db: &str,
+    args: &EngineArgs,
+    quotas: Quotas,
+    serves_workers: bool,
+) -> Result<Engine> {
     let store = open_store(db, args.sync).await?;
     let mut config = EngineConfig::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir));
     config.hibernate_after = Duration::from_millis(args.hibernate_after_ms);
@@ -182,6 +189,7 @@ pub(crate) async fn engine(db: &str, args: &EngineArgs, quotas: Quotas) -> Resul
     config.memory_limit_bytes = (args.memory_limit_mb << 20) as usize;
     config.step_timeout = Duration::from_millis(args.step_timeout_ms);
     config.worker_heartbeat = Duration::from_millis(args.worker_heartbeat_ms);
+    config.serves_workers = serves_workers;
     config.workflow_timeout = Duration::from_millis(args.workflow_timeout_ms);
     config.max_running = args.max_running as usize;
     config.runtime.fuel = args.meter_fuel;

@@ -60,16 +60,13 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
              use `cerebelum start FILE WORKFLOW` and `cerebelum watch ID`"
         );
     }
-    let engine = engine(&cli.db, &args.engine, Quotas::default()).await?;
+    let engine = engine(&cli.db, &args.engine, Quotas::default(), false).await?;
     let ops = local(Api::new(engine.clone())).await?;
     let record = upload_file(&ops, &args.package, args.name.clone()).await?;
-    if let Some((step, queue)) = record.info.placed().first() {
-        anyhow::bail!(
-            "the package places step '{step}' on worker queue '{queue}', and `run` serves no \
-             workers; run it on a server: `cerebelum serve`, a worker (`python -m cerebelum \
-             worker FILE.py --queue {queue}`), then `cerebelum start {} {}`",
-            record.name,
-            args.workflow
+    for (step, queue) in record.info.placed() {
+        eprintln!(
+            "warning: step '{step}' runs on worker queue '{queue}', which `run` does not serve: \
+             a call of it fails (run the package on `cerebelum serve` with a worker)"
         );
     }
     let (execution, _) = ops
@@ -97,7 +94,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
 }
 
 pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
-    let engine = engine(&cli.db, &args.engine, args.quotas.quotas()).await?;
+    let engine = engine(&cli.db, &args.engine, args.quotas.quotas(), true).await?;
     let listen = &args.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

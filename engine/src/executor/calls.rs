@@ -198,7 +198,10 @@ pub(crate) async fn step_call(
             index.open_attempt(seq),
         )
     };
-    let queue = step_queue(&exec, &step);
+    let queue = match step_queue(&exec, &step) {
+        Ok(queue) => queue,
+        Err(e) => return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await,
+    };
     loop {
         if let Some(due) = retry_at.take() {
             match exec.wait_until(due, interruptible).await {
@@ -295,12 +298,23 @@ pub(crate) async fn step_call(
 
 /// The worker queue that serves `step` in this execution: the
 /// execution's own, else the one the package places the step on; none:
-/// the sandbox.
-fn step_queue(exec: &ExecState, step: &str) -> Option<String> {
-    exec.record.worker_queue.clone().or_else(|| {
+/// the sandbox. An error if no worker can reach this engine (`run`).
+fn step_queue(exec: &ExecState, step: &str) -> Result<Option<String>, CallError> {
+    let queue = exec.record.worker_queue.clone().or_else(|| {
         let info = exec.package.info.step(step).ok()?;
         info.options.worker.clone()
-    })
+    });
+    match queue {
+        Some(queue) if !exec.engine.config.serves_workers => Err(CallError::new(
+            ErrorKind::Denied,
+            format!(
+                "step '{step}' runs on worker queue '{queue}', and `cerebelum run` serves no \
+                 workers; run the package on a server: `cerebelum serve`, a worker (`python -m \
+                 cerebelum worker FILE.py --queue {queue}`), then `cerebelum start`"
+            ),
+        )),
+        queue => Ok(queue),
+    }
 }
 
 /// Where and how one attempt of a step (or check of a poll) runs.
@@ -487,7 +501,10 @@ pub(crate) async fn poll_call(
             index.open_attempt(seq),
         )
     };
-    let queue = step_queue(&exec, &check_step);
+    let queue = match step_queue(&exec, &check_step) {
+        Ok(queue) => queue,
+        Err(e) => return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await,
+    };
     let (_, timeout) = match resolve_options(&exec, &check_step, None) {
         Ok(p) => p,
         Err(e) => return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await,

@@ -49,6 +49,10 @@ pub struct EngineConfig {
     /// How long a worker holding a task may go without a heartbeat before
     /// its attempt fails (and is retried by the step's retry policy).
     pub worker_heartbeat: Duration,
+    /// Whether external workers can reach this engine (`serve`); without
+    /// (`run`), a step on a worker queue fails at once with `denied`
+    /// instead of waiting for a worker that cannot come.
+    pub serves_workers: bool,
     /// CPU deadline of a workflow invocation.
     pub workflow_timeout: Duration,
     /// Waits longer than this hibernate; shorter ones stay in process.
@@ -89,6 +93,7 @@ impl EngineConfig {
             memory_limit_bytes: 256 << 20,
             step_timeout: Duration::from_secs(60),
             worker_heartbeat: Duration::from_secs(30),
+            serves_workers: true,
             workflow_timeout: Duration::from_secs(30),
             hibernate_after: Duration::from_secs(2),
             lease: Duration::from_secs(5),

@@ -69,7 +69,8 @@ pub mod kind {
     pub const POLL_TIMEOUT: &str = "poll-timeout";
     /// A poll used up its checks.
     pub const POLL_EXHAUSTED: &str = "poll-exhausted";
-    /// Not allowed here (a secret read from workflow code).
+    /// Not allowed here (a secret read from workflow code, a step on a
+    /// worker queue under `cerebelum run`).
     pub const DENIED: &str = "denied";
     /// No such secret.
     pub const NOT_FOUND: &str = "not-found";
