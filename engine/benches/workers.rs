@@ -190,22 +190,7 @@ fn main() {
                 .execution
                 .unwrap()
                 .id;
-            loop {
-                let e = client
-                    .get_execution(pb::GetExecutionRequest { id: id.clone() })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                if e.status == pb::ExecutionStatus::Completed as i32 {
-                    break;
-                }
-                assert!(
-                    e.status != pb::ExecutionStatus::Failed as i32,
-                    "{:?}",
-                    e.error_json
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            }
+            wait_completed(&mut client, &id, 2).await;
             per_step.push(began.elapsed().as_secs_f64() * 1000.0 / 50.0);
         }
         let _ = worker.kill();
@@ -241,22 +226,7 @@ fn main() {
                 started.push(reply.execution.unwrap().id);
             }
             for id in &started {
-                loop {
-                    let e = client
-                        .get_execution(pb::GetExecutionRequest { id: id.clone() })
-                        .await
-                        .unwrap()
-                        .into_inner();
-                    if e.status == pb::ExecutionStatus::Completed as i32 {
-                        break;
-                    }
-                    assert!(
-                        e.status != pb::ExecutionStatus::Failed as i32,
-                        "{:?}",
-                        e.error_json
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                }
+                wait_completed(&mut client, id, 5).await;
             }
             let took = began.elapsed();
             for worker in &mut workers {
@@ -294,6 +264,27 @@ fn python_worker(
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawning python -m cerebelum worker")
+}
+
+/// Waits until execution `id` completes, looking every `every_ms`;
+/// panics if it fails.
+async fn wait_completed(client: &mut common::grpc::Client, id: &str, every_ms: u64) {
+    loop {
+        let e = client
+            .get_execution(pb::GetExecutionRequest { id: id.to_owned() })
+            .await
+            .unwrap()
+            .into_inner();
+        if e.status == pb::ExecutionStatus::Completed as i32 {
+            return;
+        }
+        assert!(
+            e.status != pb::ExecutionStatus::Failed as i32,
+            "{:?}",
+            e.error_json
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(every_ms)).await;
+    }
 }
 
 /// Waits until every worker of `ids` has registered.
