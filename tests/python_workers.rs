@@ -23,6 +23,7 @@ const PYPLACED: &str = "tests/guests/python/pyplaced.py";
 on_both_backends!(
     a_python_worker_gives_the_sandboxes_result,
     kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker,
+    a_stopped_python_workers_late_outcome_is_refused,
     a_step_placed_on_a_worker_runs_natively_and_the_rest_in_the_sandbox,
 );
 
@@ -73,6 +74,16 @@ impl PyWorker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the worker.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
     }
 
     /// SIGKILL: no shutdown code runs.
@@ -212,6 +223,53 @@ fn kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker(db: D
     let failed = entries(&journal, "attempt-failed");
     assert_eq!(failed.len(), 1, "{journal:?}");
     assert!(failed[0].to_string().contains("py-1"), "{}", failed[0]);
+}
+
+/// SIGSTOP of the worker while its step sleeps: its claim expires (no
+/// heartbeat for 1 s), a second worker runs the attempt again and its
+/// result is journaled; after SIGCONT the first worker's heartbeat or
+/// completion is refused, and the journal keeps one result.
+fn a_stopped_python_workers_late_outcome_is_refused(db: Db) {
+    let port = free_port();
+    let (mut server, cli, key) = setup(&db, port, &["--worker-heartbeat-ms", "1000"]);
+    let mut first = PyWorker::start(&db, port, &key, "q", "py-1");
+    let id = start(&cli, r#"{"name": "cy", "sleep_ms": 2000}"#, Some("q"));
+    first.wait_log(
+        &format!("running step work of execution {id} (attempt 1)"),
+        LONG,
+    );
+    first.signal("STOP");
+    let second = PyWorker::start(&db, port, &key, "q", "py-2");
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
+    assert_eq!(ended["result"]["work"]["attempt"], 2, "{ended}");
+    first.signal("CONT");
+    let deadline = Instant::now() + LONG;
+    let refused = loop {
+        let log = first.log();
+        if log.contains("the server no longer takes its outcome")
+            || log.contains("the server refused its heartbeat")
+        {
+            break log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no refusal:\n{log}\nthe server's log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(refused.contains("is no longer current"), "{refused}");
+    let journal = cli.journal(&id);
+    let seq = step_call_seq(&journal, "work", 0);
+    assert_eq!(results(&journal, seq).len(), 1, "{journal:?}");
+    let served: Vec<&Value> = entries(&journal, "served")
+        .into_iter()
+        .filter(|e| e["ref_seq"] == seq)
+        .map(|e| &e["payload"]["worker"])
+        .collect();
+    assert_eq!(served, vec![&json!("py-1"), &json!("py-2")], "{journal:?}");
+    assert_eq!(cli.status(&id)["result"], ended["result"], "unchanged");
 }
 
 /// `await wf.execute(inputs, distributed=True)` in a Python program: the

@@ -76,6 +76,7 @@ store_suite!(
     concurrent_claims_never_hand_out_a_task_twice,
     cancelling_reaches_a_claimed_task_through_its_heartbeat,
     workers_register_and_are_listed_with_their_tasks_in_flight,
+    a_write_abandoned_half_way_leaves_the_store_writable,
 );
 
 const NOW: i64 = 1_000_000;
@@ -1762,4 +1763,70 @@ async fn workers_register_and_are_listed_with_their_tasks_in_flight(db: Db) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A caller that stops waiting half-way through a write (an RPC whose
+/// client went away: a worker cancels its heartbeat when its step ends)
+/// must not leave a transaction open: on SQLite it would hold the write
+/// lock, every later write would wait for it and fail, and writes made on
+/// its connection would never be committed. The heartbeat is dropped at
+/// many points, after polls some time apart.
+async fn a_write_abandoned_half_way_leaves_the_store_writable(db: Db) {
+    use std::future::{Future, poll_fn};
+    use std::task::Poll;
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_1", "node-a").await;
+    open_tasks(&store, "ex_1", vec![task(1, 1, "devops", RELAXED)]).await;
+    let claim = claim_as(&store, "devops", "w-1", NOW).await.unwrap();
+    for pause_us in [0, 20, 50, 100, 200, 400, 800, 1_600] {
+        for polls in 1..=4 {
+            let tasks = store.tasks();
+            let mut beat = std::pin::pin!(tasks.heartbeat_task(T, &claim.token, None, NOW + 1));
+            for _ in 0..polls {
+                let ready = poll_fn(|cx| Poll::Ready(beat.as_mut().poll(cx).is_ready())).await;
+                if ready {
+                    break;
+                }
+                std::thread::sleep(Duration::from_micros(pause_us));
+            }
+        }
+    }
+    // Writes still go through, promptly, and are seen by every reader.
+    let registered = WorkerRecord {
+        tenant: T.to_owned(),
+        worker_id: "w-1".to_owned(),
+        queue: "devops".to_owned(),
+        host: "builder-1".to_owned(),
+        max_tasks: 1,
+        registered_at_ms: NOW,
+        last_seen_at_ms: NOW,
+        tasks_in_flight: 0,
+    };
+    let within = |what: &'static str| {
+        move |e| panic!("{what} did not finish within 10 s ({e}): a transaction was left open")
+    };
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        store.tasks().register_worker(&registered),
+    )
+    .await
+    .unwrap_or_else(within("registering a worker"))
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        store
+            .tasks()
+            .complete_task(T, &claim.token, &Ok(json!("done")), NOW + 2),
+    )
+    .await
+    .unwrap_or_else(within("the completion"))
+    .unwrap();
+    let listed = store.tasks().list_workers(T, NOW).await.unwrap();
+    assert_eq!(
+        listed.len(),
+        1,
+        "the registration was committed: {listed:?}"
+    );
+    let done = store.tasks().task(&claim.token.id).await.unwrap();
+    assert_eq!(done.outcome, Some(Ok(json!("done"))));
 }

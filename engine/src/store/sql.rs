@@ -55,6 +55,28 @@ pub(super) struct Sql<DB: Database> {
     pub(super) task_batches: super::tasks::Batches,
 }
 
+impl<DB: Database> Sql<DB> {
+    /// Begins a write transaction on a task of its own, so that a caller
+    /// who stops waiting half-way (an RPC its client cancelled) cannot
+    /// leave it open. sqlx 0.8 loses track of a transaction whose `begin`
+    /// is dropped between the `BEGIN` and the [`sqlx::Transaction`] that
+    /// rolls it back on drop: the connection goes back to its pool inside
+    /// the transaction, its later writes are never committed, and on
+    /// SQLite it keeps the write lock, so every other write waits for it
+    /// and fails. Once the transaction exists, dropping it rolls it back.
+    pub(super) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, DB>> {
+        let writer = self.writer.clone();
+        let begin = self.dialect.begin;
+        match tokio::spawn(async move { writer.begin_with(begin).await }).await {
+            Ok(begun) => Ok(begun?),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::Runtime(format!(
+                "beginning a write transaction: {e}"
+            ))),
+        }
+    }
+}
+
 /// Execution `id`, read on `conn` (with the dialect's row lock if `lock`).
 async fn execution_in<DB>(
     conn: &mut DB::Connection,
@@ -270,7 +292,7 @@ where
         info: &PackageInfo,
         now_ms: i64,
     ) -> Result<PackageRecord> {
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         if let Some(lock) = self.dialect.lock_uploads {
             sqlx::query::<DB>(lock).execute(&mut *tx).await?;
         }
@@ -470,7 +492,7 @@ where
         now_ms: i64,
     ) -> Result<ApprovalRecord> {
         let lock = self.dialect.lock_row;
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         // Execution row first, then approvals: the order a commit locks them.
         let execution = execution_in::<DB>(&mut tx, execution_id, lock).await?;
         let row = sqlx::query::<DB>(&format!(
@@ -523,7 +545,7 @@ where
     }
 
     async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
         if execution.status.is_terminal() {
             return Err(rows::nothing_to_cancel(&execution));
@@ -542,7 +564,7 @@ where
     }
 
     async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
         rows::check_retryable(&execution)?;
         let seq: i64 = sqlx::query_scalar::<DB, i64>(
@@ -654,7 +676,7 @@ where
         key: &str,
         now_ms: i64,
     ) -> Result<ApprovalRecord> {
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query::<DB>(
             "UPDATE approvals SET status = 'timed-out', decided_at = $1 \
              WHERE execution_id = $2 AND key = $3 AND status = 'pending'",

@@ -424,7 +424,7 @@ where
         }
         // A transaction of its own (PostgreSQL: claims run in parallel,
         // skipping each other's rows), not flushed (see the module's docs).
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         if let Some(no_flush) = self.dialect.no_flush {
             sqlx::query::<DB>(no_flush).execute(&mut *tx).await?;
         }
@@ -439,7 +439,7 @@ where
         progress: Option<&Value>,
         now_ms: i64,
     ) -> Result<TaskBeat> {
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         let result = self
             .heartbeat_in(&mut tx, tenant, token, progress, now_ms)
             .await;
@@ -465,7 +465,7 @@ where
             batches.send(op).map_err(|_| batches_stopped())?;
             return answer.await.map_err(|_| batches_stopped())?;
         }
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         let result = self
             .complete_in(&mut tx, tenant, token, outcome, now_ms)
             .await;
@@ -473,7 +473,7 @@ where
     }
 
     async fn release_task(&self, tenant: &str, token: &TaskToken, now_ms: i64) -> Result<()> {
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         let result = self.release_in(&mut tx, tenant, token, now_ms).await;
         end(tx, result).await
     }
@@ -492,7 +492,7 @@ where
     }
 
     async fn time_out_task(&self, id: &TaskId, now_ms: i64) -> Result<TaskRecord> {
-        let mut tx = self.writer.begin_with(self.dialect.begin).await?;
+        let mut tx = self.begin_write().await?;
         let result = self.time_out_in(&mut tx, id, now_ms).await;
         end(tx, result).await
     }
