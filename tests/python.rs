@@ -22,18 +22,24 @@ on_both_backends!(
 );
 
 /// Runs `workflow` of the Python file `rel` locally (plain CPython, no
-/// engine): `{status, output, error}`.
+/// engine): `{status, result: {output, steps}, error}`, `error` being
+/// the `ExecutionError` raised when it failed.
 fn local(rel: &str, workflow: &str, input: &str) -> Value {
     let file = root().join(rel);
-    let script = "import asyncio, importlib, json, sys\n\
-        sys.path.insert(0, sys.argv[1])\n\
-        wf = getattr(importlib.import_module(sys.argv[2]), sys.argv[3])\n\
-        r = asyncio.run(wf.execute(json.loads(sys.argv[4])))\n\
-        print(json.dumps({'status': r.status, 'output': r.output, 'error': r.error}))";
+    let script = "import asyncio, json, sys\n\
+        from pathlib import Path\n\
+        from cerebelum import ExecutionError, _dsl, build\n\
+        build.import_source(Path(sys.argv[1]))\n\
+        wf = _dsl.WORKFLOWS[sys.argv[2]]\n\
+        try:\n\
+        \x20   r, error = asyncio.run(wf.execute(json.loads(sys.argv[3]))), None\n\
+        except ExecutionError as e:\n\
+        \x20   r, error = e.result, str(e)\n\
+        print(json.dumps({'status': r.status, 'result': {'output': r.output, 'steps': r.steps},\n\
+        \x20                 'error': error}))";
     let out = Command::new(python())
         .args(["-c", script])
-        .arg(file.parent().unwrap())
-        .arg(file.file_stem().unwrap())
+        .arg(&file)
         .args([workflow, input])
         .output()
         .expect("running python");
@@ -42,7 +48,10 @@ fn local(rel: &str, workflow: &str, input: &str) -> Value {
         "local run of {rel} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    // Progress lines come first (the original SDK prints them on stdout).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 /// Runs `workflow` in the engine (`cerebelum run`); its result.
@@ -91,7 +100,7 @@ fn examples_give_the_same_output_locally_and_in_the_engine() {
         assert_eq!(here["status"], "completed", "{rel} {input}: {here}");
         let wasm = python_guest(rel);
         let there = engine(&db, &wasm, workflow, input);
-        assert_eq!(there, here["output"], "{rel} {input}: engine vs local");
+        assert_eq!(there, here["result"], "{rel} {input}: engine vs local");
     }
     // The paths taken are the ones the inputs ask for.
     let timeout = local(
@@ -99,14 +108,91 @@ fn examples_give_the_same_output_locally_and_in_the_engine() {
         "release",
         r#"{"install": "timeout"}"#,
     );
-    assert_eq!(timeout["output"]["install_from_cache"]["from"], "cache");
-    assert_eq!(timeout["output"]["done"], "srv-1 is serving");
+    let steps = &timeout["result"]["steps"];
+    assert_eq!(steps["install_from_cache"]["from"], "cache");
+    assert_eq!(steps["done"], "srv-1 is serving");
+    assert_eq!(
+        timeout["result"]["output"],
+        json!({"ok": "srv-1 is serving"}),
+        "the last step's result"
+    );
     let unhealthy = local(
         "examples/python/routing.py",
         "release",
         r#"{"install": "ok", "healthy": false}"#,
     );
-    assert_eq!(unhealthy["output"]["rollback"], "srv-1 rolled back");
+    assert_eq!(
+        unhealthy["result"]["steps"]["rollback"],
+        "srv-1 rolled back"
+    );
+}
+
+/// A file written for the original SDK, unchanged: its name starts with a
+/// digit (`cerebelum build` takes it), and `ExecutionResult.output`,
+/// `retry`, `poll`, `sleep(ms, data)`, input fields as step parameters
+/// and `ExecutionError` behave as there, the same locally and in the
+/// engine.
+#[test]
+fn an_original_sdk_file_behaves_as_there_locally_and_in_the_engine() {
+    let db = Db::new();
+    let rel = "tests/guests/python/01_original_api.py";
+    let wasm = python_guest(rel);
+    let input = r#"{"name": "web", "size": 7, "ready_after": 2}"#;
+    let here = local(rel, "original", input);
+    assert_eq!(here["status"], "completed", "{here}");
+    let out = db.run(&["run", path(&wasm), "original", "--input", input]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let there: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(there, here["result"], "engine vs local");
+    assert_eq!(there["output"], json!({"ok": {"square": 49}}));
+    let connect = &there["steps"]["connect"];
+    assert_eq!(
+        connect["attempts"],
+        json!([[1, null], [2, "refused 1"], [3, "refused 2"]]),
+        "on_attempt(attempt, last_error) before each attempt"
+    );
+    assert_eq!(
+        connect["wrong_type"], "KeyError 'missing'",
+        "only on_error's type is retried; the error itself is raised"
+    );
+    let ready = &there["steps"]["wait_ready"];
+    assert_eq!(
+        ready["on_attempt"],
+        json!([[1, {}], [2, {"ready": true}]]),
+        "truthiness, and on_attempt on every check"
+    );
+    assert_eq!(
+        ready["gave_up"],
+        "Polling failed after 2 attempts (interval: 10ms)"
+    );
+    // The sleep's data is in the journal, recorded with the sleep.
+    let id = stderr.split_whitespace().nth(1).unwrap().to_owned();
+    let journal = db.journal(&id);
+    let recorded = entries(&journal, "record");
+    let sleep = recorded
+        .iter()
+        .find(|e| e["payload"]["args"]["name"] == "sleep")
+        .unwrap_or_else(|| panic!("no recorded sleep: {journal:?}"));
+    assert_eq!(
+        sleep["payload"]["answer"],
+        json!({"duration_ms": 50, "data": {"waiting_for": "boot"}})
+    );
+    // A failing step: `execute` raises ExecutionError locally; the engine
+    // fails the execution with the same step and results.
+    let bad = r#"{"name": "web", "size": -1, "ready_after": 1}"#;
+    let here = local(rel, "original", bad);
+    assert_eq!(
+        here["error"],
+        "Execution failed at step 'square': Step 'square' returned error: size must be positive, got -1"
+    );
+    let _server = db.serve(&[]);
+    let id = db.start(&wasm, "original", bad);
+    let failed = db.wait_status(&id, "failed", LONG);
+    let details = &failed["error"]["details"];
+    assert_eq!(details["step"], "square", "{failed}");
+    assert_eq!(details["steps"], here["result"]["steps"], "{failed}");
+    assert_eq!(details["output"], here["result"]["output"], "{failed}");
 }
 
 #[test]
@@ -187,7 +273,10 @@ fn crash_during_python_sleep(db: Db, serve_args: &[&str]) {
 
     let _server = db.serve(serve_args);
     let status = db.wait_status(&id, "completed", LONG);
-    assert_eq!(status["result"], json!({ "nap": { "slept_ms": 4000 } }));
+    assert_eq!(
+        status["result"]["steps"],
+        json!({ "nap": { "slept_ms": 4000 } })
+    );
     let journal = db.journal(&id);
     assert_contiguous(&id, &journal);
     let progress: Vec<(&str, i64)> = entries(&journal, "report-progress")
@@ -262,7 +351,8 @@ fn approvals_from_the_cli_reach_a_python_step() {
         r#"{"change": "rename", "timeout_ms": 300}"#,
     );
 
-    let result = |id: &str| db.wait_status(id, "completed", LONG)["result"]["apply_change"].clone();
+    let result =
+        |id: &str| db.wait_status(id, "completed", LONG)["result"]["steps"]["apply_change"].clone();
     assert_eq!(result(&approved), "applied 'resize db', approved by ana");
     assert_eq!(result(&rejected), "dropped 'drop table': too risky");
     assert_eq!(
@@ -276,14 +366,20 @@ fn a_step_as_poll_check_is_polled_by_the_engine() {
     let db = Db::new();
     let wasm = python_guest(PYKIT);
     let result = engine(&db, &wasm, "poller", "{}");
-    assert_eq!(result, json!({ "wait_ready": { "ready_on_check": 3 } }));
+    assert_eq!(
+        result["steps"],
+        json!({ "wait_ready": { "ready_on_check": 3 } })
+    );
 }
 
 #[test]
 fn step_retry_policy_gives_real_attempt_numbers() {
     let db = Db::new();
     let wasm = python_guest(PYKIT);
-    assert_eq!(engine(&db, &wasm, "retrier", "{}"), json!({ "flaky": 3 }));
+    assert_eq!(
+        engine(&db, &wasm, "retrier", "{}")["steps"],
+        json!({ "flaky": 3 })
+    );
     let listed: Value = serde_json::from_str(&db.ok(&["packages", "--json"])).unwrap();
     let steps = listed[0]["info"]["steps"].as_array().unwrap();
     let flaky = steps.iter().find(|s| s["name"] == "flaky").unwrap();
@@ -304,13 +400,13 @@ fn random_time_and_asyncio_work_in_steps() {
     let wasm = python_guest(PYKIT);
     let first = engine(&db, &wasm, "ambient_wf", "{}");
     let second = engine(&db, &wasm, "ambient_wf", "{}");
-    let a = &first["ambient"];
+    let a = &first["steps"]["ambient"];
     assert_eq!(a["time_ok"], true);
     assert_eq!(a["gathered"], json!(["a", "b"]));
     let numbers = a["random"].as_array().unwrap();
     assert_ne!(numbers[0], numbers[1]);
     assert_ne!(
-        a["random"], second["ambient"]["random"],
+        a["random"], second["steps"]["ambient"]["random"],
         "each execution draws other numbers (the build's snapshot is reseeded)"
     );
 }
@@ -357,17 +453,17 @@ fn build_errors_name_the_file_and_line() {
     let err = build(&nothing);
     assert!(err.contains("nothing.py: defines no workflow"), "{err}");
 
-    let unknown = write(
-        "unknown_dep.py",
+    let late = write(
+        "late_dep.py",
         &format!(
             "{header}@step\nasync def a(context, inputs):\n    return 1\n\n\
-             @step\nasync def b(context, a, c):\n    return 1\n\n\
-             @workflow\ndef w(wf):\n    wf.timeline(a >> b)\n"
+             @step\nasync def b(context, a):\n    return 1\n\n\
+             @workflow\ndef w(wf):\n    wf.timeline(b >> a)\n"
         ),
     );
-    let err = build(&unknown);
+    let err = build(&late);
     assert!(
-        err.contains("unknown_dep.py:11:") && err.contains("step `b` has parameter `c`"),
+        err.contains("late_dep.py:11:") && err.contains("step `b` needs `a`"),
         "{err}"
     );
 
@@ -466,7 +562,7 @@ fn a_python_step_sends_its_request_once_across_kill9() {
         seen[0].authorization.as_deref(),
         Some("Bearer py-secret-0042")
     );
-    let fetched = &status["result"]["fetch"];
+    let fetched = &status["result"]["steps"]["fetch"];
     assert_eq!(fetched["status"], 200);
     assert_eq!(fetched["echo"]["path"], "/python");
     assert_eq!(fetched["server"], "cerebelum-test");

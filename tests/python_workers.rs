@@ -161,7 +161,7 @@ fn a_python_worker_gives_the_sandboxes_result(db: Db) {
     assert_eq!(ended["status"], "completed", "{ended}\n{}", worker.log());
     assert_eq!(ended["result"], sandboxed["result"]);
     assert_eq!(
-        ended["result"]["work"],
+        ended["result"]["steps"]["work"],
         json!({"words": ["hello", "ada"], "n": 6, "attempt": 1})
     );
     let log = worker.log();
@@ -205,7 +205,7 @@ fn kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker(db: D
     let ended = cli.wait_ended(&id, LONG);
     assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
     assert_eq!(
-        ended["result"]["work"],
+        ended["result"]["steps"]["work"],
         json!({"words": ["hello", "bo"], "n": 2, "attempt": 2})
     );
     second.wait_log(
@@ -242,7 +242,7 @@ fn a_stopped_python_workers_late_outcome_is_refused(db: Db) {
     let second = PyWorker::start(&db, port, &key, "q", "py-2");
     let ended = cli.wait_ended(&id, LONG);
     assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
-    assert_eq!(ended["result"]["work"]["attempt"], 2, "{ended}");
+    assert_eq!(ended["result"]["steps"]["work"]["attempt"], 2, "{ended}");
     first.signal("CONT");
     let deadline = Instant::now() + LONG;
     let refused = loop {
@@ -285,11 +285,18 @@ fn execute_distributed_gives_the_local_output() {
     let script = "import asyncio, json, sys\n\
         sys.path.insert(0, sys.argv[1])\n\
         import pyworker\n\
+        from datetime import datetime\n\
+        from cerebelum import ExecutionError\n\
         async def main():\n\
         \x20   for distributed in (False, True):\n\
-        \x20       r = await pyworker.pyworker.execute(json.loads(sys.argv[2]), distributed=distributed)\n\
+        \x20       try:\n\
+        \x20           r, raised = await pyworker.pyworker.execute(json.loads(sys.argv[2]), distributed=distributed), None\n\
+        \x20       except ExecutionError as e:\n\
+        \x20           r, raised = e.result, [str(e), e.step_name, e.error]\n\
+        \x20       took = datetime.fromisoformat(r.completed_at) - datetime.fromisoformat(r.started_at)\n\
         \x20       print(json.dumps({'id': r.execution_id, 'status': r.status, 'output': r.output,\n\
-        \x20                         'error': r.error, 'seconds': (r.completed_at - r.started_at).total_seconds()}))\n\
+        \x20                         'steps': r.steps, 'error': r.error, 'raised': raised,\n\
+        \x20                         'seconds': took.total_seconds()}))\n\
         asyncio.run(main())\n";
     let dir = root().join(PYWORKER);
     let dir = dir.parent().unwrap();
@@ -311,10 +318,12 @@ fn execute_distributed_gives_the_local_output() {
         let runs: Vec<Value> = String::from_utf8(out.stdout)
             .unwrap()
             .lines()
+            // Local mode prints the steps' progress lines too.
+            .filter(|l| !l.starts_with("  ["))
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         let (here, there) = (&runs[0], &runs[1]);
-        for field in ["status", "output", "error"] {
+        for field in ["status", "output", "steps", "error", "raised"] {
             assert_eq!(here[field], there[field], "{input}: {field}\n{stderr}");
         }
         assert!(there["seconds"].as_f64().unwrap() >= 0.0, "{there}");
@@ -327,15 +336,25 @@ fn execute_distributed_gives_the_local_output() {
             "{status}"
         );
         if here["status"] == "completed" {
-            assert_eq!(status["result"], here["output"]);
-            assert_eq!(here["output"]["finish"]["summary"], "hello cy x4");
+            assert_eq!(status["result"]["output"], here["output"]);
+            assert_eq!(status["result"]["steps"], here["steps"]);
+            assert_eq!(here["output"]["ok"]["summary"], "hello cy x4");
+            assert_eq!(here["raised"], Value::Null);
         } else {
             assert_eq!(here["error"], "step `greet` failed: no greeting today");
+            assert_eq!(
+                here["raised"],
+                json!([
+                    "Execution failed at step 'greet': Step 'greet' returned error: no greeting today",
+                    "greet",
+                    "no greeting today"
+                ])
+            );
         }
         let journal = cli.journal(id);
         assert_eq!(
             entries(&journal, "attempt").len(),
-            here["output"].as_object().unwrap().len(),
+            here["steps"].as_object().unwrap().len(),
             "one attempt per step: {journal:?}"
         );
     }
@@ -385,7 +404,10 @@ fn a_step_placed_on_a_worker_runs_natively_and_the_rest_in_the_sandbox(db: Db) {
     assert_eq!(ended["status"], "completed", "{ended}\n{}", worker.log());
     let local = run_locally(PYPLACED, "pyplaced", input);
     assert_eq!(ended["result"], local, "the local mode's output");
-    assert_eq!(ended["result"]["finish"]["summary"], "hello cy: 42");
+    assert_eq!(
+        ended["result"]["steps"]["finish"]["summary"],
+        "hello cy: 42"
+    );
     let journal = cli.journal(id);
     let placed: Vec<Value> = entries(&journal, "attempt")
         .iter()
@@ -417,7 +439,7 @@ fn run_locally(file: &str, workflow: &str, input: &str) -> Value {
          sys.path.insert(0, sys.argv[1])\n\
          import {workflow} as m\n\
          r = asyncio.run(m.{workflow}.execute(json.loads(sys.argv[2])))\n\
-         print(json.dumps(r.output))\n"
+         print(json.dumps({{'output': r.output, 'steps': r.steps}}))\n"
     );
     let out = Command::new(python())
         .args(["-c", &script])
@@ -453,7 +475,7 @@ fn execute_distributed_survives_kill9_of_the_server_mid_step() {
         sys.path.insert(0, sys.argv[1])\n\
         import pyworker\n\
         r = asyncio.run(pyworker.pyworker.execute(json.loads(sys.argv[2]), distributed=True))\n\
-        print(json.dumps({'id': r.execution_id, 'status': r.status, 'output': r.output}))\n";
+        print(json.dumps({'id': r.execution_id, 'status': r.status, 'steps': r.steps}))\n";
     let file = root().join(PYWORKER);
     let log = db.dir.path().join("distributed.log");
     let child = Command::new(python())
@@ -480,8 +502,8 @@ fn execute_distributed_survives_kill9_of_the_server_mid_step() {
     assert!(out.status.success(), "{}", said());
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["status"], "completed", "{run}\n{}", said());
-    assert_eq!(run["output"]["finish"]["summary"], "hello cy x6", "{run}");
-    assert_eq!(run["output"]["work"]["attempt"], 1, "{run}");
+    assert_eq!(run["steps"]["finish"]["summary"], "hello cy x6", "{run}");
+    assert_eq!(run["steps"]["work"]["attempt"], 1, "{run}");
     let journal = cli.journal(run["id"].as_str().unwrap());
     for step in ["greet", "work", "finish"] {
         let seq = step_call_seq(&journal, step, 0);

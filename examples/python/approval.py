@@ -46,4 +46,4 @@ def change(wf):
 if __name__ == "__main__":
     result = asyncio.run(change.execute(
         {"change": "resize db"}, approval_handler=lambda kind, data: {"by": "ana"}))
-    print(json.dumps({"status": result.status, "output": result.output}, indent=2))
+    print(json.dumps({"status": result.status, "output": result.output, "steps": result.steps}, indent=2))

@@ -86,5 +86,5 @@ def deploy(wf):
 
 if __name__ == "__main__":
     result = asyncio.run(deploy.execute({"name": "web-1", "install_ms": 300}))
-    print(json.dumps({"status": result.status, "output": result.output, "error": result.error},
+    print(json.dumps({"status": result.status, "output": result.output, "steps": result.steps, "error": result.error},
                      indent=2))

@@ -63,4 +63,4 @@ def pipeline(wf):
 
 if __name__ == "__main__":
     result = asyncio.run(pipeline.execute({"delay_ms": 200}))
-    print(json.dumps({"status": result.status, "output": result.output}, indent=2))
+    print(json.dumps({"status": result.status, "output": result.output, "steps": result.steps}, indent=2))

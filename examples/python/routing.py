@@ -59,4 +59,4 @@ if __name__ == "__main__":
     for inputs in ({"install": "ok"}, {"install": "timeout"}, {"install": "broken"},
                    {"install": "ok", "healthy": False}):
         result = asyncio.run(release.execute(inputs))
-        print(json.dumps({"inputs": inputs, "status": result.status, "output": result.output}))
+        print(json.dumps({"inputs": inputs, "status": result.status, "output": result.output, "steps": result.steps}))

@@ -122,8 +122,9 @@ pub fn python_guest(rel: &str) -> PathBuf {
     let source = root().join(rel);
     let mut inputs = vec![source.clone(), root().join("wit").join("cerebelum.wit")];
     let sdk = root().join("guest-sdk").join("python").join("cerebelum");
-    let mut sdk_files: Vec<PathBuf> = std::fs::read_dir(&sdk)
-        .unwrap()
+    let mut sdk_files: Vec<PathBuf> = [sdk.clone(), sdk.join("dsl")]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "py"))
         .collect();

@@ -30,10 +30,15 @@ The same file runs two ways:
 from . import http
 from ._dsl import RetryPolicy, Step, Workflow, WorkflowBuilder, step, workflow
 from ._helpers import ProgressReporter, poll, retry, sleep, wait_for_approval
+from ._local import DSLLocalExecutor, LocalExecutor
 from ._runtime import Context, ExecutionResult
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError,
-                     CerebelumError, ErrorKind, HttpError, PollTimeoutError,
+                     CerebelumError, ErrorKind, ExecutionError, HttpError, PollTimeoutError,
                      RetryExhaustedError, SecretError, StepError, WorkflowDefinitionError)
+
+#: The original SDK's names for what ``@step`` and ``@workflow`` return.
+StepMetadata = Step
+WorkflowMetadata = Workflow
 
 __version__ = "0.1.0"
 
@@ -41,9 +46,13 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # `Worker` and `DistributedExecutor` on first use: cerebelum.worker
     # (and grpc) are not imported by the SDK itself, e.g. inside a package.
+    # `cerebelum.dsl` likewise, for the original SDK's import paths.
     if name in ("Worker", "DistributedExecutor"):
         from . import worker
         return getattr(worker, name)
+    if name == "dsl":
+        import importlib
+        return importlib.import_module(".dsl", __name__)
     raise AttributeError(f"module 'cerebelum' has no attribute {name!r}")
 
 __all__ = [
@@ -52,5 +61,6 @@ __all__ = [
     "WorkflowBuilder", "CerebelumError", "WorkflowDefinitionError", "StepError",
     "PollTimeoutError", "RetryExhaustedError", "ApprovalRejectedError",
     "ApprovalTimeoutError", "CancelledError", "HttpError", "SecretError", "http",
-    "ErrorKind",
+    "ErrorKind", "ExecutionError", "StepMetadata", "WorkflowMetadata", "DSLLocalExecutor",
+    "LocalExecutor",
 ]

@@ -52,11 +52,14 @@ class Step:
             if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
                 raise WorkflowDefinitionError(
                     f"step `{fn.__name__}`: parameter `{p.name}` must be a plain named "
-                    "parameter (`inputs` or the name of an earlier step)")
+                    "parameter (`inputs`, the name of an earlier step, or a field of the "
+                    "workflow input)")
         self.fn = fn
         self.name = name or fn.__name__
         self.description = inspect.getdoc(fn) or ""
-        #: Parameter names after the context: `inputs` or earlier steps.
+        #: Parameter names after the context: `inputs`, earlier steps, or
+        #: fields of the workflow input (a name that is no step of the
+        #: workflow).
         self.params = [p.name for p in params[1:]]
         self.dependencies = [p for p in self.params if p != "inputs"]
         if isinstance(retry, int):
@@ -90,7 +93,24 @@ class Step:
         STEPS[self.name] = self
 
     def __repr__(self) -> str:
-        return f"<step {self.name}>"
+        return f"StepMetadata(name={self.name!r}, dependencies={self.dependencies!r})"
+
+    # The original SDK's names for a step's metadata (`StepMetadata`).
+    @property
+    def function(self) -> Callable:
+        return self.fn
+
+    @property
+    def parameters(self) -> list[str]:
+        return ["context", *self.params]
+
+    @property
+    def has_context(self) -> bool:
+        return True
+
+    @property
+    def has_inputs(self) -> bool:
+        return "inputs" in self.params
 
     def __call__(self, *args, **kwargs):
         """Calls the function itself (for tests of a single step)."""
@@ -110,8 +130,10 @@ def step(fn: Callable | None = None, *, name: str | None = None,
     """Declares a step: ``@step`` or ``@step(retry=3, timeout_ms=30_000)``.
 
     The function is ``async``; its first parameter is the :class:`Context`,
-    ``inputs`` receives the workflow input and every other parameter names
-    an earlier step whose result (its ``ok`` value) it receives.
+    ``inputs`` receives the workflow input, a parameter that names an
+    earlier step receives that step's result (its ``ok`` value), and any
+    other parameter the workflow input's field of that name
+    (``async def start(context, name: str)`` with input ``{"name": ...}``).
 
     ``retry``: attempts the engine makes when the step raises (default 1:
     an exception becomes the step's ``{"error": message}`` result).
@@ -306,6 +328,7 @@ class Workflow:
         self.timeline = builder.timeline_chain
         self.diverges = builder.diverges
         self.branches = builder.branches
+        self._steps: dict[str, Step] | None = None
         _validate(self)
         known = WORKFLOWS.get(self.name)
         if known is not None and known.fn.__qualname__ != fn.__qualname__:
@@ -318,6 +341,11 @@ class Workflow:
 
     def steps(self) -> dict[str, Step]:
         """Every step the workflow may run, by name."""
+        if self._steps is None:
+            self._steps = self._find_steps()
+        return self._steps
+
+    def _find_steps(self) -> dict[str, Step]:
         found: dict[str, Step] = {}
         chains = [self.timeline]
         for d in self.diverges.values():
@@ -331,17 +359,22 @@ class Workflow:
                 found.setdefault(s.name, s)
         return found
 
-    async def execute(self, inputs: Any = None, *, approval_handler=None, secrets=None,
-                      distributed: bool = False, server: str | None = None,
-                      api_key: str | None = None):
-        """Runs the workflow here, in this process, without an engine.
+    async def execute(self, inputs: Any = None, executor: Any = None,
+                      distributed: bool = False, max_reconnect_attempts: int = 0,
+                      reconnect_max_delay: float = 60.0, *, approval_handler=None,
+                      secrets=None, server: str | None = None, api_key: str | None = None):
+        """Runs the workflow; its :class:`ExecutionResult`. Raises
+        :class:`ExecutionError` when the execution fails (the failing step,
+        its error, and the result so far as ``e.result``).
 
+        By default it runs here, in this process, without an engine.
         ``approval_handler(approval_type, data)`` answers
         ``wait_for_approval``: return ``True`` or a dict to approve (the
         dict is the approval's data), ``False`` or a string (the reason) to
         reject; it may be ``async``. ``secrets`` answers
         ``context.secret(name)`` (else the environment variable
-        ``CEREBELUM_SECRET_<NAME>``). Returns an :class:`ExecutionResult`.
+        ``CEREBELUM_SECRET_<NAME>``). ``executor``: any object with
+        ``async execute(workflow, inputs)`` runs it instead.
 
         ``distributed=True``: the workflow runs in a Cerebelum server
         (``server``, default ``$CEREBELUM_SERVER``; ``api_key``, default
@@ -349,12 +382,18 @@ class Workflow:
         the file is built into a package (cached) and uploaded, and the
         execution is journaled by the engine (see
         :class:`cerebelum.worker.DistributedExecutor`). Needs grpcio and
-        componentize-py.
+        componentize-py. The worker reconnects when the server restarts:
+        ``max_reconnect_attempts`` (0: without limit) and
+        ``reconnect_max_delay`` (seconds between attempts, at most) bound it.
         """
+        if executor is not None:
+            return await executor.execute(self, inputs)
         if distributed:
             from .worker import DistributedExecutor
-            return await DistributedExecutor(server, api_key=api_key).execute(
-                self, inputs, approval_handler=approval_handler, secrets=secrets)
+            return await DistributedExecutor(
+                server, api_key=api_key, max_reconnect_attempts=max_reconnect_attempts,
+                reconnect_max_delay=reconnect_max_delay,
+            ).execute(self, inputs, approval_handler=approval_handler, secrets=secrets)
         from ._local import execute_locally
         return await execute_locally(self, inputs, approval_handler, secrets)
 
@@ -368,15 +407,8 @@ def workflow(fn: Callable | None = None, *, name: str | None = None):
 
 def _validate(wf: Workflow) -> None:
     steps = wf.steps()
-    # Every dependency names a step of this workflow.
-    for s in steps.values():
-        for dep in s.dependencies:
-            if dep not in steps:
-                raise WorkflowDefinitionError(
-                    f"workflow `{wf.name}`: step `{s.name}` has parameter `{dep}`, which "
-                    f"names no step of the workflow (its steps: {', '.join(sorted(steps))}); "
-                    "a step's parameters are `inputs` or the names of earlier steps")
-    # No dependency cycle.
+    # A parameter that names no step of the workflow is a field of its
+    # input (checked when the step runs). No dependency cycle:
     state: dict[str, int] = {}
 
     def visit(name: str, path: list[str]) -> None:
@@ -389,7 +421,8 @@ def _validate(wf: Workflow) -> None:
                 "(each name is a parameter of the step before it)")
         state[name] = 1
         for dep in steps[name].dependencies:
-            visit(dep, path + [name])
+            if dep in steps:
+                visit(dep, path + [name])
         state[name] = 2
 
     for name in steps:

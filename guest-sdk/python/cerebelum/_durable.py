@@ -49,6 +49,8 @@ def _durable_sleep(ms: int) -> None:
 
 
 class DurableRuntime(Runtime):
+    journals = True
+
     def __init__(self):
         self._execution_id: str | None = None
         self._approvals: dict[str, int] = {}
@@ -271,8 +273,9 @@ class Guest(exports.Guest):
             raise _error("cancelled", str(e)) from None
         if outcome.status != "completed":
             raise _error("failed", outcome.error or "the workflow failed",
-                         {"output": outcome.output})
-        return json.dumps(outcome.output)
+                         {**outcome.json(), "step": outcome.step,
+                          "step_error": outcome.step_error})
+        return json.dumps(outcome.json())
 
     def run_step(self, name: str, input: str) -> str:
         step = _dsl.STEPS.get(name)
@@ -292,7 +295,8 @@ class Guest(exports.Guest):
                 "traceback": traceback.format_exc(limit=8),
             }) from None
         if env.get("poll"):
-            # An engine-driven poll's check: `null` means "not yet".
-            return "null" if result.get("ok") is None and "error" not in result \
+            # An engine-driven poll's check: `null` means "not yet" (a
+            # value that is not truthy, as poll's default test says).
+            return "null" if "error" not in result and not result.get("ok") \
                 else json.dumps(result)
         return json.dumps(result)

@@ -5,13 +5,14 @@ both modes: what must be durable goes through the step's runtime."""
 from __future__ import annotations
 
 import asyncio
+import builtins
 import inspect
 from datetime import timedelta
 from typing import Any, Callable
 
-from ._dsl import Step
-from ._runtime import Context, current, exception_text, to_json
-from .errors import CerebelumError, PollTimeoutError, RetryExhaustedError, StepError
+from ._dsl import STEPS, Step
+from ._runtime import CURRENT, Context, current, exception_text, to_json
+from .errors import CerebelumError, PollTimeoutError, StepError
 
 
 def _ms(value: int | float | timedelta, what: str) -> int:
@@ -29,118 +30,163 @@ async def _call(fn: Callable, *args, **kwargs) -> Any:
     return value
 
 
-async def sleep(duration: int | float | timedelta) -> None:
+def _runtime():
+    """The running step's context and runtime; outside a workflow run (a
+    script, a test) no context and the plain local runtime."""
+    ctx = CURRENT.get()
+    if ctx is not None:
+        return ctx, ctx._runtime
+    from ._local import PLAIN
+    return None, PLAIN
+
+
+async def sleep(duration: int | float | timedelta, data: Any = None) -> None:
     """Waits ``duration`` (milliseconds, or a ``timedelta``).
 
     Inside the engine the wait is durable: a step may sleep for days; the
     execution hibernates meanwhile, and after a restart the step goes on
-    with the next line. ``await asyncio.sleep(seconds)`` does the same.
+    with the next line. ``data`` (JSON) is recorded in the journal with
+    the sleep (what the wait is for). ``await asyncio.sleep(seconds)``
+    waits as durably, without data.
     """
-    await asyncio.sleep(_ms(duration, "sleep's duration") / 1000)
+    ms = _ms(duration, "sleep's duration")
+    if data is not None:
+        ctx, runtime = _runtime()
+        await runtime.recorded("sleep", lambda: _value({"duration_ms": ms, "data": data}))
+    await asyncio.sleep(ms / 1000)
 
 
-async def poll(check_fn: Callable, *, interval: int | timedelta = 5000, max_attempts: int = 30,
-               timeout: int | timedelta | None = None,
+async def _value(value: Any) -> Any:
+    return value
+
+
+async def poll(check_fn: Callable, *, interval: int | float | timedelta = 5000,
+               max_attempts: int = 30, timeout: int | float | timedelta | None = None,
                success_condition: Callable[[Any], bool] | None = None,
                on_attempt: Callable[[int, Any], Any] | None = None) -> Any:
-    """Calls ``check_fn()`` until it succeeds, waiting ``interval`` ms
-    between checks; returns the successful check's value.
+    """Calls ``check_fn()`` (sync or async) until its value passes
+    ``success_condition`` (default: the value is truthy), waiting
+    ``interval`` ms between checks; returns that value.
 
-    A check succeeds when ``success_condition(value)`` is true (default:
-    the value is not ``None``). ``on_attempt(attempt, value)`` is called
-    after each check that did not succeed. Raises
-    :class:`PollTimeoutError` after ``max_attempts`` checks or when
-    ``timeout`` ms have passed. An exception of ``check_fn`` ends the poll.
+    ``on_attempt(attempt, value)`` is called after every check, the
+    successful one too. Raises :class:`PollTimeoutError` (a
+    ``TimeoutError``) after ``max_attempts`` checks, or when ``timeout``
+    ms have passed before a check. An exception of ``check_fn`` ends the
+    poll.
 
-    ``check_fn`` may be a step: it then receives the calling step's inputs
-    and dependencies, a check that fails counts as not ready, and inside the engine (without ``success_condition``
-    and ``on_attempt``) the engine itself runs the checks, one journal
-    entry each. Any other callable (sync or async) runs in the step, and
-    each check's value is recorded, so a replay takes the same path
-    without calling it again.
+    Inside the engine each check's value is journaled, so a replay takes
+    the same path without calling it again: it must then be JSON (return
+    a dict of what you test, e.g. ``{"ip": droplet.ip_address}``); locally
+    it may be any object. ``check_fn`` may also be a step: it receives the
+    calling step's inputs and dependencies, a check that fails counts as
+    not ready, and inside the engine (without ``success_condition`` and
+    ``on_attempt``) the engine itself runs the checks, one journal entry
+    each.
     """
-    ctx = current()
+    ctx, runtime = _runtime()
     interval_ms = _ms(interval, "poll's interval")
     timeout_ms = None if timeout is None else _ms(timeout, "poll's timeout")
     if max_attempts < 1:
         raise ValueError("poll's max_attempts must be at least 1")
     if isinstance(check_fn, Step):
+        if ctx is None:
+            raise CerebelumError(
+                f"poll's check is step `{check_fn.name}`, which runs inside a workflow run: "
+                "call poll from a step, or pass a plain function")
         env = _check_envelope(ctx, check_fn)
         if success_condition is None and on_attempt is None:
-            done = await ctx._runtime.engine_poll(ctx, check_fn, interval_ms, max_attempts,
-                                                  timeout_ms)
+            done = await runtime.engine_poll(ctx, check_fn, interval_ms, max_attempts,
+                                             timeout_ms)
             if done is not NotImplemented:
                 return done
 
         async def check():
             # A failed check counts as "not yet", as in the engine's poll.
-            result = await ctx._runtime.call_step(check_fn, env)
-            return _FAILED if "error" in result else result.get("ok")
+            result = await runtime.call_step(check_fn, env)
+            return None if "error" in result else result.get("ok")
     elif callable(check_fn):
+        what = f"poll's check `{getattr(check_fn, '__name__', 'check_fn')}`"
+        if ctx is not None:
+            what += f" in step `{ctx.step_name}`"
+
         async def check():
-            return await ctx._runtime.recorded("poll-check", lambda: _call(check_fn))
+            return await runtime.recorded("poll-check", lambda: _checked(check_fn, what))
     else:
         raise TypeError(f"poll's check_fn must be callable or a step, got {check_fn!r}")
 
+    succeeded = success_condition or bool
     loop = asyncio.get_running_loop()
     started = loop.time()
     for attempt in range(1, max_attempts + 1):
+        elapsed_ms = (loop.time() - started) * 1000
+        if timeout_ms is not None and elapsed_ms >= timeout_ms:
+            raise PollTimeoutError(
+                f"Polling timed out after {elapsed_ms:.0f}ms (timeout: {timeout_ms}ms)",
+                "poll-timeout")
         value = await check()
-        if value is _FAILED:
-            ok, value = False, None
-        else:
-            ok = value is not None if success_condition is None else success_condition(value)
-        if ok:
-            return value
         if on_attempt is not None:
             await _call(on_attempt, attempt, value)
-        if attempt == max_attempts:
-            break
-        if timeout_ms is not None and (loop.time() - started) * 1000 + interval_ms > timeout_ms:
-            raise PollTimeoutError(
-                f"poll gave up after {timeout_ms} ms ({attempt} checks)", "poll-timeout")
-        await asyncio.sleep(interval_ms / 1000)
-    raise PollTimeoutError(f"poll gave up after {max_attempts} checks", "poll-exhausted")
+        if succeeded(value):
+            return value
+        if attempt < max_attempts:
+            await asyncio.sleep(interval_ms / 1000)
+    raise PollTimeoutError(
+        f"Polling failed after {max_attempts} attempts (interval: {interval_ms}ms)",
+        "poll-exhausted")
 
 
-#: A check step that failed.
-_FAILED = object()
+async def _checked(fn: Callable, what: str) -> Any:
+    """``fn()``'s value; in the engine it is journaled, so it must be JSON."""
+    value = await _call(fn)
+    ctx = CURRENT.get()
+    if ctx is not None and ctx._runtime.journals:
+        to_json(value, f"the value of {what}")
+    return value
 
 
 def _check_envelope(ctx: Context, check: Step) -> dict:
-    missing = [d for d in check.dependencies if d not in ctx._deps]
+    missing = [d for d in check.dependencies if d in STEPS and d not in ctx._deps]
     if missing:
         raise CerebelumError(
             f"poll's check step `{check.name}` needs `{missing[0]}`, which step "
             f"`{ctx.step_name}` (the caller) does not receive: add `{missing[0]}` as a "
             f"parameter of `{ctx.step_name}`")
     return {"workflow": ctx.workflow_name, "inputs": ctx.inputs,
-            "deps": {d: ctx._deps[d] for d in check.dependencies}}
+            "deps": {d: ctx._deps[d] for d in check.dependencies if d in ctx._deps}}
 
 
-async def retry(fn: Callable, *args, max_attempts: int = 3, delay: int | timedelta = 1000,
-                backoff: float = 1.0, on_error: Callable | None = None,
-                on_attempt: Callable | None = None, **kwargs) -> Any:
+async def retry(fn: Callable, *args, max_attempts: int = 3, delay: int | float | timedelta = 1000,
+                backoff: float = 1.0, on_error: type[BaseException] | None = None,
+                on_attempt: Callable[[int, BaseException | None], Any] | None = None,
+                **kwargs) -> Any:
     """Calls ``fn(*args, **kwargs)`` (sync or async) until it returns
     without raising, at most ``max_attempts`` times, waiting ``delay`` ms
     (times ``backoff`` after each failure) in between.
 
-    ``on_attempt(attempt)`` runs before each attempt, ``on_error(error,
-    attempt)`` after each failure. Raises :class:`RetryExhaustedError`
-    (its ``__cause__`` the last error, when known) once every attempt
-    failed.
+    ``on_error``: an exception type; only that type is retried, any other
+    exception propagates at once. ``on_attempt(attempt, last_error)`` runs
+    before each attempt (``last_error`` is ``None`` on the first). When
+    every attempt failed, the last error itself is raised.
 
-    Inside the engine each attempt's outcome is recorded and the waits are
-    durable: after a restart, attempts that already ran are not run again.
+    Inside the engine each attempt's outcome is journaled and the waits
+    are durable: after a restart, attempts that already ran are not run
+    again (an error that is replayed comes back with its message, as its
+    built-in type, or as a :class:`StepError` whose ``kind`` is its type's
+    name).
     """
-    ctx = current()
+    ctx, runtime = _runtime()
     if max_attempts < 1:
         raise ValueError("retry's max_attempts must be at least 1")
+    if on_error is not None and not (isinstance(on_error, type)
+                                     and issubclass(on_error, BaseException)):
+        raise TypeError(f"retry's on_error is the exception type to retry (e.g. "
+                        f"on_error=ConnectionError), got {on_error!r}")
     wait_ms = float(_ms(delay, "retry's delay"))
+    name = getattr(fn, "__name__", "fn")
     last: BaseException | None = None
     for attempt in range(1, max_attempts + 1):
         if on_attempt is not None:
-            await _call(on_attempt, attempt)
+            await _call(on_attempt, attempt, last)
         raised: list[BaseException] = []
 
         async def run_once():
@@ -148,22 +194,37 @@ async def retry(fn: Callable, *args, max_attempts: int = 3, delay: int | timedel
                 value = await _call(fn, *args, **kwargs)
             except Exception as e:  # the failure is the outcome to record
                 raised.append(e)
-                return {"raised": type(e).__name__, "message": exception_text(e)}
-            to_json(value, f"the value returned by {getattr(fn, '__name__', 'fn')}")
+                return {"raised": type(e).__name__, "message": exception_text(e),
+                        "retry": on_error is None or isinstance(e, on_error)}
+            if runtime.journals:
+                to_json(value, f"the value returned by {name}")
             return {"ok": value}
 
-        outcome = await ctx._runtime.recorded("retry-attempt", run_once)
+        outcome = await runtime.recorded("retry-attempt", run_once)
         if "ok" in outcome:
             return outcome["ok"]
-        last = raised[0] if raised else StepError(outcome["message"], outcome["raised"])
-        if on_error is not None:
-            await _call(on_error, last, attempt)
+        last = raised[0] if raised else _replayed(outcome)
+        if not outcome.get("retry", True):
+            raise last
         if attempt < max_attempts:
             await asyncio.sleep(wait_ms / 1000)
             wait_ms *= backoff
-    raise RetryExhaustedError(
-        f"{getattr(fn, '__name__', 'the function')} failed {max_attempts} times; "
-        f"last error: {exception_text(last)}") from last
+    assert last is not None
+    raise last
+
+
+def _replayed(outcome: dict) -> BaseException:
+    """A recorded attempt's error, replayed after a restart: a built-in
+    exception type comes back as itself (``except ConnectionError`` still
+    catches it), any other as a :class:`StepError` whose ``kind`` is the
+    type's name; the message is the same."""
+    cls = getattr(builtins, outcome["raised"], None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(outcome["message"])
+        except Exception:
+            pass
+    return StepError(outcome["message"], outcome["raised"])
 
 
 async def wait_for_approval(approval_type: str = "manual", data: Any = None,
@@ -189,15 +250,23 @@ async def wait_for_approval(approval_type: str = "manual", data: Any = None,
 class ProgressReporter:
     """Reports a step's progress: ``ProgressReporter(context).update(40, "Copying")``.
 
-    Inside the engine it shows in ``cerebelum watch``'s progress bar;
-    locally it draws a bar on stderr.
+    Inside the engine it shows in ``cerebelum watch``'s progress bar (from
+    a worker, through its heartbeats); locally, and for any object with a
+    ``step_name`` (a test double of the context), it prints the original
+    SDK's line on stdout: ``  [step] ████████░░░░░░░░░░░░ 40% - Copying``.
     """
 
-    def __init__(self, context: Context | None = None):
-        self._context = context
+    def __init__(self, context: Any = None):
+        self.context = context
+        self.last_progress = 0
 
     def update(self, percent: int | float, message: str = "") -> None:
-        ctx = self._context or current()
+        ctx = self.context if self.context is not None else current()
         percent = max(0, min(100, int(percent)))
-        ctx._runtime.progress(ctx, percent, str(message))
-
+        self.last_progress = percent
+        runtime = getattr(ctx, "_runtime", None)
+        if isinstance(ctx, Context) and runtime is not None:
+            runtime.progress(ctx, percent, str(message))
+        else:
+            from ._local import print_progress
+            print_progress(getattr(ctx, "step_name", "step"), percent, str(message))

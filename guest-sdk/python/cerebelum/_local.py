@@ -1,10 +1,12 @@
 """Local mode: the workflow runs in this Python process, no engine.
 
 Steps run as asyncio tasks (a parallel group concurrently), ``sleep`` is
-``asyncio.sleep``, ``poll``/``retry`` loop in place, progress is drawn on
-stderr, and ``wait_for_approval`` asks the ``approval_handler`` given to
-``execute``. Results go through JSON as they would in the engine's
-journal, so a workflow gives the same output in both modes.
+``asyncio.sleep``, ``poll``/``retry`` loop in place (their checks may
+return any Python object here), progress is printed on stdout as the
+original SDK printed it, and ``wait_for_approval`` asks the
+``approval_handler`` given to ``execute``. Step results go through JSON
+as they would in the engine's journal, so a workflow gives the same
+output in both modes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import asyncio
 import inspect
 import json
 import os
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -21,12 +22,20 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from ._dsl import Step, Workflow
-from ._runtime import (Context, ExecutionResult, Runtime, exception_text, invoke_step,
-                       run_workflow, to_json)
+from ._runtime import (Context, ExecutionResult, Runtime, exception_text, failure,
+                       invoke_step, iso_time, run_workflow, to_json)
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError, HttpError,
                      SecretError)
 
-BAR_WIDTH = 24
+BAR_WIDTH = 20
+
+
+def print_progress(step_name: str, percent: int, message: str) -> None:
+    """A step's progress line, as the original SDK printed it:
+    ``  [step] ██████░░░░░░░░░░░░░░ 33% - message``."""
+    filled = int(BAR_WIDTH * percent / 100)
+    bar = "█" * filled + "░" * (BAR_WIDTH - filled)
+    print(f"  [{step_name}] {bar} {percent}% - {message}", flush=True)
 
 
 class LocalRuntime(Runtime):
@@ -81,9 +90,9 @@ class LocalRuntime(Runtime):
         return await self._run_step(step, env)
 
     async def recorded(self, name: str, compute: Callable[[], Awaitable[Any]]) -> Any:
-        value = await compute()
-        # Inside the engine the value is journaled: catch what could not be.
-        return json.loads(to_json(value, f"the value recorded for {name}"))
+        # Any Python object: only the engine journals it (and says so
+        # there when it is not JSON).
+        return await compute()
 
     async def approval(self, ctx: Context, approval_type: str, data: Any,
                        timeout_ms: int | None) -> Any:
@@ -116,11 +125,7 @@ class LocalRuntime(Runtime):
         return json.loads(to_json(answer, "the approval handler's answer"))
 
     def progress(self, ctx: Context, percent: int, message: str) -> None:
-        filled = BAR_WIDTH * percent // 100
-        bar = "█" * filled + "░" * (BAR_WIDTH - filled)
-        end = "\n" if percent >= 100 or not sys.stderr.isatty() else ""
-        print(f"\r[{ctx.step_name}] {bar} {percent:3d}% {message}", end=end, file=sys.stderr,
-              flush=True)
+        print_progress(ctx.step_name, percent, message)
 
 
 async def execute_locally(workflow: Workflow, inputs: Any, approval_handler: Callable | None,
@@ -129,11 +134,44 @@ async def execute_locally(workflow: Workflow, inputs: Any, approval_handler: Cal
     runtime = LocalRuntime(str(uuid.uuid4()), approval_handler, secrets)
     started = datetime.now(timezone.utc)
     outcome = await run_workflow(workflow, inputs, runtime)
-    return ExecutionResult(
+    result = ExecutionResult(
         execution_id=runtime.execution_id,
         status=outcome.status,
         output=outcome.output,
         error=outcome.error,
-        started_at=started,
-        completed_at=datetime.now(timezone.utc),
+        started_at=iso_time(started),
+        completed_at=iso_time(datetime.now(timezone.utc)),
+        steps=outcome.steps,
     )
+    if outcome.status != "completed":
+        raise failure(result, outcome.step, outcome.step_error)
+    return result
+
+
+#: Runs the helpers (``sleep``, ``poll``, ``retry``) called outside a
+#: workflow run, as plain async helpers.
+PLAIN = LocalRuntime("", None)
+
+
+class DSLLocalExecutor:
+    """Runs workflows in this process, without an engine: what
+    ``workflow.execute(inputs)`` does, under the original SDK's name
+    (``await DSLLocalExecutor().execute(workflow, inputs)``)."""
+
+    def __init__(self, approval_handler: Callable | None = None, secrets: dict | None = None):
+        self.approval_handler = approval_handler
+        self.secrets = secrets
+
+    async def execute(self, workflow: Workflow | str, input_data: Any = None) -> ExecutionResult:
+        """The :class:`ExecutionResult`; raises :class:`ExecutionError`
+        when the execution fails."""
+        from ._dsl import WORKFLOWS
+        wf = WORKFLOWS.get(workflow) if isinstance(workflow, str) else workflow
+        if not isinstance(wf, Workflow):
+            raise CerebelumError(f"no workflow {workflow!r} is defined (defined: "
+                                 f"{', '.join(sorted(WORKFLOWS)) or 'none'})")
+        return await execute_locally(wf, input_data, self.approval_handler, self.secrets)
+
+
+class LocalExecutor(DSLLocalExecutor):
+    """The original SDK's other name for the local executor."""

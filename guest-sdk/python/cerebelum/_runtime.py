@@ -10,14 +10,15 @@ journaled host call.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import inspect
 import json
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
 from ._dsl import FAIL, RETRY, Chain, Step, Workflow
-from .errors import CerebelumError, StepError
+from .errors import CerebelumError, ExecutionError, StepError
 
 #: The step running in this task (``None`` outside steps).
 CURRENT: contextvars.ContextVar["Context | None"] = contextvars.ContextVar(
@@ -54,6 +55,9 @@ class Runtime:
 
     #: The execution's id.
     execution_id: str = ""
+    #: Whether recorded values are journaled (inside the engine: they
+    #: must be JSON).
+    journals: bool = False
 
     def attempt(self) -> int:
         """The attempt number of the running step."""
@@ -114,21 +118,41 @@ class Context:
 
 @dataclass
 class ExecutionResult:
-    """How an execution ended (``await workflow.execute(inputs)``)."""
+    """How an execution ended (``await workflow.execute(inputs)``), the
+    same in local mode and from the engine."""
 
     execution_id: str
-    #: ``completed`` or ``failed``.
+    #: ``completed`` or ``failed`` (a failed execution raises
+    #: :class:`ExecutionError`, whose ``result`` this is).
     status: str
+    #: The last step's result as the step returned it, in its ``{"ok":
+    #: value}`` form (``result.output["ok"]["square"]``), as in the
+    #: original SDK; of a parallel group, the group's last step.
+    output: Any = None
+    error: str | None = None
+    #: When it started and ended: ISO-8601 strings (UTC).
+    started_at: str | None = None
+    completed_at: str | None = None
     #: Every step that ran: its ``ok`` value (or ``{"error": ...}`` when a
     #: diverge handled its error), by step name.
-    output: Any
-    error: str | None
-    started_at: datetime
-    completed_at: datetime
+    steps: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return self.status == "completed"
+
+
+def iso_time(when: datetime) -> str:
+    """``when`` as the original SDK wrote times: ISO-8601, UTC, no offset."""
+    return when.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+
+
+def failure(result: ExecutionResult, step_name: str | None, step_error: str | None):
+    """The :class:`ExecutionError` ``execute`` raises for a failed ``result``."""
+    message = (f"Step '{step_name}' returned error: {step_error}"
+               if step_name is not None and step_error is not None
+               else result.error or "the workflow failed")
+    return ExecutionError(message, step_name, step_error, result)
 
 
 def wrap(value: Any) -> dict:
@@ -153,17 +177,45 @@ def to_json(value: Any, what: str) -> str:
         return json.dumps(value)
     except (TypeError, ValueError) as e:
         raise StepError(f"{what} is not JSON ({e}); the engine journals it, so it must be "
-                        "made of dicts, lists, strings, numbers, booleans and None",
+                        "made of dicts, lists, strings, numbers, booleans and None: return "
+                        "a dict of the fields you need, e.g. {\"ip\": droplet.ip_address}",
                         "invalid-output") from None
 
 
 def envelope(workflow: Workflow, step: Step, inputs: Any, results: dict) -> dict:
-    """The input of one step: the workflow input and its dependencies."""
+    """The input of one step: the workflow input and the results of the
+    steps its parameters name (other parameters are input fields)."""
+    names = workflow.steps()
     return {
         "workflow": workflow.name,
         "inputs": inputs,
-        "deps": {d: value_of(results.get(d)) for d in step.dependencies},
+        "deps": {d: value_of(results.get(d)) for d in step.dependencies if d in names},
     }
+
+
+def arguments(step: Step, ctx: "Context") -> dict:
+    """The step's keyword arguments: ``inputs``, the results of earlier
+    steps, and the workflow input's fields named by other parameters."""
+    kwargs = {}
+    for p in step.params:
+        if p == "inputs":
+            kwargs[p] = ctx.inputs
+        elif p in ctx._deps:
+            kwargs[p] = ctx._deps[p]
+        elif isinstance(ctx.inputs, dict) and p in ctx.inputs:
+            kwargs[p] = ctx.inputs[p]
+        else:
+            fields = ", ".join(sorted(ctx.inputs)) if isinstance(ctx.inputs, dict) else ""
+            from ._dsl import WORKFLOWS
+            wf = WORKFLOWS.get(ctx.workflow_name)
+            near = difflib.get_close_matches(p, list(wf.steps()) if wf else [], n=1)
+            hint = f" (did you mean step `{near[0]}`?)" if near else ""
+            raise StepError(
+                f"step `{step.name}`: parameter `{p}` is not `inputs`, nor a step of workflow "
+                f"`{ctx.workflow_name}`, nor a field of the workflow input (its fields: "
+                f"{fields or 'none'}){hint}; pass {{\"{p}\": ...}} in the input or rename "
+                "the parameter", "invalid-input")
+    return kwargs
 
 
 def value_of(result: dict | None) -> Any:
@@ -179,10 +231,9 @@ async def invoke_step(step: Step, env: dict, runtime: Runtime,
     Exceptions of the function propagate (they are a failed attempt)."""
     ctx = Context(env.get("inputs"), env.get("workflow", ""), step.name, runtime,
                   env.get("deps", {}), attempt)
-    kwargs = {p: ctx.inputs if p == "inputs" else ctx._deps.get(p) for p in step.params}
     token = CURRENT.set(ctx)
     try:
-        value = await step.fn(ctx, **kwargs)
+        value = await step.fn(ctx, **arguments(step, ctx))
     finally:
         CURRENT.reset(token)
     result = wrap(value)
@@ -201,8 +252,18 @@ def exception_text(e: BaseException) -> str:
 @dataclass
 class Outcome:
     status: str
-    output: dict
+    #: The last step's wrapped result (``{"ok": v}`` or ``{"error": e}``).
+    output: Any
+    #: Every step's value, by name.
+    steps: dict
     error: str | None
+    #: The step that failed, and its error text.
+    step: str | None = None
+    step_error: str | None = None
+
+    def json(self) -> dict:
+        """What the engine stores as the workflow's result."""
+        return {"output": self.output, "steps": self.steps}
 
 
 async def run_workflow(workflow: Workflow, inputs: Any, runtime: Runtime) -> Outcome:
@@ -211,30 +272,36 @@ async def run_workflow(workflow: Workflow, inputs: Any, runtime: Runtime) -> Out
     stages = list(workflow.timeline.stages)
     position = 0
     runs = 0
+    last: Any = None
 
-    def output() -> dict:
-        return {name: value_of(r) for name, r in results.items()}
+    def ended(status: str, error: str | None = None, step: Step | None = None) -> Outcome:
+        steps = {name: value_of(r) for name, r in results.items()}
+        failed = step is not None and is_error(results.get(step.name))
+        return Outcome(status, last, steps, error, step.name if step else None,
+                       error_text(results[step.name]) if failed else None)
 
     while position < len(stages):
         stage = stages[position]
         position += 1
         runs += len(stage)
         if runs > MAX_STEP_RUNS:
-            return Outcome("failed", output(),
-                           f"the workflow ran more than {MAX_STEP_RUNS} steps: does a "
-                           "diverge or branch target lead back to itself?")
+            return ended("failed", f"the workflow ran more than {MAX_STEP_RUNS} steps: does a "
+                         "diverge or branch target lead back to itself?")
         envs = [envelope(workflow, s, inputs, results) for s in stage]
         for s, r in zip(stage, await runtime.run_stage(workflow, stage, envs)):
             results[s.name] = r
+        last = results[stage[-1].name]
         for s in stage:
             action = await _route(workflow, s, inputs, results, runtime)
+            if s is stage[-1]:
+                last = results[s.name]  # a diverge may have run it again
             if action is None:
                 continue
             if isinstance(action, str):
-                return Outcome("failed", output(), action)
+                return ended("failed", action, s)
             stages, position = list(action.stages), 0
             break
-    return Outcome("completed", output(), None)
+    return ended("completed")
 
 
 async def _route(workflow: Workflow, s: Step, inputs: Any, results: dict,

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import keyword
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,12 +45,46 @@ def wit_dir() -> Path:
 
 
 def _user_frame(tb_text: str, source: Path) -> str | None:
-    """``file:line`` of the innermost traceback frame in the user's file."""
+    """``file:line`` of the innermost traceback frame in the user's file
+    (or in its copy under its module name, see :func:`module_name`)."""
     found = None
+    names = {source.name, f"{module_name(source)}.py"}
     for m in re.finditer(r'File "([^"]+)", line (\d+)', tb_text):
-        if Path(m.group(1)).name == source.name:
+        if Path(m.group(1)).name in names:
             found = f"{source}:{m.group(2)}"
     return found
+
+
+def module_name(source: Path) -> str:
+    """The module name the file is imported under: its name if that is a
+    Python module name, else one derived from it (``01_hello-world.py``:
+    ``_01_hello_world``)."""
+    stem = source.stem
+    if stem.isidentifier() and not keyword.iskeyword(stem):
+        return stem
+    safe = re.sub(r"\W", "_", stem)
+    return safe if safe.isidentifier() and not safe[0].isdigit() else f"_{safe}"
+
+
+def import_source(source: Path) -> None:
+    """Imports the Python file ``source`` under :func:`module_name` (its
+    ``@step`` and ``@workflow`` functions register themselves); errors
+    propagate. Files beside it are importable (its folder stays on
+    ``sys.path``, for imports its steps make when they run)."""
+    name = module_name(source)
+    if str(source.parent) not in sys.path:
+        sys.path.insert(0, str(source.parent))
+    if name == source.stem:
+        importlib.import_module(name)
+        return
+    spec = importlib.util.spec_from_file_location(name, source)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
 
 
 def check_locally(source: Path) -> list[str]:
@@ -60,18 +97,15 @@ def check_locally(source: Path) -> list[str]:
         compile(text, str(source), "exec")
     except SyntaxError as e:
         raise BuildError(f"{source}:{e.lineno}:{e.offset or 0}: syntax error: {e.msg}") from None
-    sys.path.insert(0, str(source.parent))
     before = set(_dsl.WORKFLOWS)
     try:
-        importlib.import_module(source.stem)
+        import_source(source)
     except WorkflowDefinitionError as e:
         where = _user_frame(traceback.format_exc(), source) or str(source)
         raise BuildError(f"{where}: {e}") from None
     except Exception as e:
         where = _user_frame(traceback.format_exc(), source) or str(source)
         raise BuildError(f"{where}: importing the file failed: {type(e).__name__}: {e}") from None
-    finally:
-        sys.path.pop(0)
     names = [n for n in _dsl.WORKFLOWS if n not in before] or list(_dsl.WORKFLOWS)
     if not names:
         raise BuildError(f"{source}: defines no workflow: decorate a function with @workflow, "
@@ -103,10 +137,6 @@ def build(source: Path, output: Path, *, quiet: bool = False) -> dict:
         raise BuildError(f"{source}: no such file")
     if source.suffix != ".py":
         raise BuildError(f"{source}: expected a Python file (.py)")
-    if not source.stem.isidentifier():
-        raise BuildError(f"{source}: the file name must be a Python module name "
-                         "(letters, digits, underscores), e.g. rename it to "
-                         f"{re.sub(r'[^0-9A-Za-z_]', '_', source.stem)}.py")
     try:
         import componentize_py  # noqa: F401
     except ImportError:
@@ -118,9 +148,14 @@ def build(source: Path, output: Path, *, quiet: bool = False) -> dict:
     sdk_root = Path(__file__).resolve().parent.parent
     output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
+    module = module_name(source)
     with tempfile.TemporaryDirectory(prefix="cerebelum-build-") as tmp:
         Path(tmp, f"{ENTRY}.py").write_text(
-            ENTRY_SOURCE.format(module=source.stem, file=source.name), encoding="utf-8")
+            ENTRY_SOURCE.format(module=module, file=source.name), encoding="utf-8")
+        if module != source.stem:
+            # A file whose name is no module name (01_hello.py) is bundled
+            # under the name it was imported as.
+            shutil.copyfile(source, Path(tmp, f"{module}.py"))
         partial = Path(tmp, "package.wasm")
         command = [
             sys.executable, "-c",

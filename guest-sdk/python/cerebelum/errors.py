@@ -68,8 +68,27 @@ class StepError(CerebelumError):
         self.details = details
 
 
-class PollTimeoutError(StepError):
-    """``poll`` gave up: its attempts or its time ran out."""
+class ExecutionError(CerebelumError):
+    """``await workflow.execute(...)``: the execution failed.
+
+    ``str(e)`` is ``Execution failed at step 'NAME': MESSAGE``, as in the
+    original SDK; ``step_name`` is the failing step (``None`` when the
+    workflow failed outside a step), ``message`` what went wrong, ``error``
+    the step's own error text, and ``result`` the :class:`ExecutionResult`
+    (``status == "failed"``, every step's result so far in ``steps``)."""
+
+    def __init__(self, message: str, step_name: str | None = None, error: str | None = None,
+                 result=None):
+        self.message = message
+        self.step_name = step_name
+        self.error = error
+        self.result = result
+        super().__init__(f"Execution failed at step '{step_name}': {message}")
+
+
+class PollTimeoutError(StepError, TimeoutError):
+    """``poll`` gave up: its attempts or its time ran out (a
+    ``TimeoutError``, as in the original SDK)."""
 
     def __init__(self, message: str, kind: str = "poll-exhausted", details=None):
         super().__init__(message, kind, details)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -43,7 +42,8 @@ from typing import Any, Callable
 from . import _dsl, _wire
 from ._dsl import Step, Workflow
 from ._local import LocalRuntime
-from ._runtime import Context, ExecutionResult, exception_text, invoke_step, to_json
+from ._runtime import (Context, ExecutionResult, exception_text, failure, invoke_step, iso_time,
+                       to_json)
 from .errors import CerebelumError, StepError
 
 log = logging.getLogger("cerebelum.worker")
@@ -278,7 +278,7 @@ async def run_task_step(step: Step, input_json: str, runtime: WorkerRuntime) -> 
         details = {"type": type(e).__name__, "traceback": traceback.format_exc(limit=8)}
         return {"error": {"kind": kind, "message": exception_text(e),
                           "details_json": json.dumps(details)}}
-    if env.get("poll") and result.get("ok") is None and "error" not in result:
+    if env.get("poll") and "error" not in result and not result.get("ok"):
         return {"result_json": "null"}  # an engine poll's check: "not yet"
     return {"result_json": json.dumps(result)}
 
@@ -674,20 +674,30 @@ def _datetime(ms: int) -> datetime:
 
 
 def execution_result(execution: dict) -> ExecutionResult:
-    """An Execution message as the :class:`ExecutionResult` local mode gives."""
+    """An Execution message as the :class:`ExecutionResult` local mode
+    gives; raises the :class:`ExecutionError` local mode raises when the
+    execution failed."""
     status = status_name(execution["status"])
-    output = error = None
+    ran: Any = None
+    error = step = step_error = None
     if execution["result_json"] is not None:
-        output = json.loads(execution["result_json"])
+        ran = json.loads(execution["result_json"])
     if execution["error_json"]:
         err = json.loads(execution["error_json"])
         error = err.get("message") or json.dumps(err)
-        details = err.get("details")
-        if isinstance(details, dict):
-            output = details.get("output")
-    return ExecutionResult(execution_id=execution["id"], status=status, output=output,
-                           error=error, started_at=_datetime(execution["created_at_ms"]),
-                           completed_at=_datetime(execution["updated_at_ms"]))
+        ran = err.get("details")
+        if isinstance(ran, dict):
+            step, step_error = ran.get("step"), ran.get("step_error")
+    if not (isinstance(ran, dict) and "steps" in ran):
+        ran = {"output": None, "steps": {}}
+    result = ExecutionResult(execution_id=execution["id"], status=status,
+                             output=ran.get("output"), error=error,
+                             started_at=iso_time(_datetime(execution["created_at_ms"])),
+                             completed_at=iso_time(_datetime(execution["updated_at_ms"])),
+                             steps=ran["steps"])
+    if status != "completed":
+        raise failure(result, step, step_error)
+    return result
 
 
 class DistributedExecutor:
@@ -702,12 +712,15 @@ class DistributedExecutor:
     """
 
     def __init__(self, core_url: str | None = None, worker_id: str = "python-executor",
-                 timeout: float = 30.0, api_key: str | None = None):
+                 timeout: float = 30.0, api_key: str | None = None, *,
+                 max_reconnect_attempts: int = 0, reconnect_max_delay: float = 60.0):
         self._client = Client(core_url, api_key, timeout)
         self.core_url = self._client.url
         self.worker_id = worker_id
         self.timeout = timeout
         self._api_key = api_key
+        self.max_reconnect_attempts = max_reconnect_attempts
+        self.reconnect_max_delay = reconnect_max_delay
 
     async def execute(self, workflow: Workflow | str, input_data: Any = None, *,
                       approval_handler: Callable | None = None,
@@ -731,6 +744,8 @@ class DistributedExecutor:
             log.info("execution %s of %s v%d runs its steps here (queue %s)", execution["id"],
                      uploaded["name"], uploaded["version"], queue)
             worker = Worker(f"{self.worker_id}-{queue[3:15]}", self.core_url,
+                            max_reconnect_attempts=self.max_reconnect_attempts,
+                            reconnect_max_delay=self.reconnect_max_delay,
                             api_key=self._api_key, queue=queue, concurrency=4,
                             approval_handler=approval_handler, secrets=secrets)
             worker.register_workflow(wf)
@@ -782,23 +797,21 @@ class DistributedExecutor:
 def import_steps(source: Path) -> list[str]:
     """Imports the Python file ``source`` (its ``@step`` functions register
     themselves); the names of every step now defined."""
-    from .build import _user_frame
+    from .build import _user_frame, import_source
     from .errors import WorkflowDefinitionError
 
     source = source.resolve()
     if not source.is_file():
         raise CerebelumError(f"{source}: no such file")
-    if source.suffix != ".py" or not source.stem.isidentifier():
-        raise CerebelumError(f"{source}: expected a Python file whose name is a module name "
-                             "(letters, digits, underscores; .py)")
+    if source.suffix != ".py":
+        raise CerebelumError(f"{source}: expected a Python file (.py)")
     try:
         compile(source.read_text(encoding="utf-8"), str(source), "exec")
     except SyntaxError as e:
         raise CerebelumError(f"{source}:{e.lineno}:{e.offset or 0}: syntax error: "
                              f"{e.msg}") from None
-    sys.path.insert(0, str(source.parent))
     try:
-        importlib.import_module(source.stem)
+        import_source(source)
     except WorkflowDefinitionError as e:
         where = _user_frame(traceback.format_exc(), source) or str(source)
         raise CerebelumError(f"{where}: {e}") from None

@@ -43,19 +43,27 @@ def test_a_group_may_start_a_chain():
     assert [[s.name for s in stage] for stage in w.timeline.stages] == [["a", "b"], ["c"]]
 
 
-def test_unknown_dependency_names_the_step_and_parameter():
+def test_a_parameter_naming_no_step_is_an_input_field_and_a_missing_one_is_explained():
+    import asyncio
+
+    from cerebelum import ExecutionError
+
     @step
     async def create_droplet(context, inputs): ...
 
     @step
     async def wait_for_ip(context, create_dropet): ...
 
-    with pytest.raises(WorkflowDefinitionError) as e:
-        @workflow
-        def deploy(wf):
-            wf.timeline(create_droplet >> wait_for_ip)
-    assert "step `wait_for_ip` has parameter `create_dropet`" in str(e.value)
-    assert "create_droplet" in str(e.value)
+    @workflow
+    def deploy(wf):
+        wf.timeline(create_droplet >> wait_for_ip)
+
+    with pytest.raises(ExecutionError) as e:
+        asyncio.run(deploy.execute({"name": "web-1"}))
+    text = str(e.value)
+    assert e.value.step_name == "wait_for_ip", text
+    assert "parameter `create_dropet` is not `inputs`, nor a step of workflow `deploy`" in text
+    assert "(its fields: name)" in text and "did you mean step `create_droplet`?" in text
 
 
 def test_cycle_is_reported_with_its_path():

@@ -67,7 +67,7 @@ def test_steps_get_and_post_with_a_secret(server):
 
     r = run(deploy.execute({"name": "web-1"}, secrets={"api-token": "s3cr3t-value"}))
     assert r.status == "completed", r.error
-    assert r.output["call_api"] == {
+    assert r.steps["call_api"] == {
         "created": 201, "echo": {"got": {"name": "web-1"}, "auth": "Bearer s3cr3t-value"},
         "listed": {"path": "/droplets?page=2"}, "type": "application/json",
         "missing_ok": False}
@@ -86,10 +86,12 @@ def test_secrets_come_from_execute_or_the_environment(monkeypatch):
         wf.timeline(read)
 
     monkeypatch.setenv("CEREBELUM_SECRET_DB_PASSWORD", "from-the-env")
-    assert run(w.execute({"name": "db-password"})).output == {"read": "from-the-env"}
-    r = run(w.execute({"name": "nothing-here"}))
-    assert r.status == "failed"
-    assert "secrets={'nothing-here': ...}" in r.error and "CEREBELUM_SECRET_NOTHING_HERE" in r.error
+    assert run(w.execute({"name": "db-password"})).steps == {"read": "from-the-env"}
+    from cerebelum import ExecutionError
+    with pytest.raises(ExecutionError) as e:
+        run(w.execute({"name": "nothing-here"}))
+    assert "secrets={'nothing-here': ...}" in e.value.error
+    assert "CEREBELUM_SECRET_NOTHING_HERE" in e.value.error
 
 
 def test_bad_urls_and_unreachable_hosts_are_clear_errors():
@@ -105,7 +107,7 @@ def test_bad_urls_and_unreachable_hosts_are_clear_errors():
     def w(wf):
         wf.timeline(bad)
 
-    r = run(w.execute({"url": "ftp://example.com/x"})).output["bad"]
+    r = run(w.execute({"url": "ftp://example.com/x"})).steps["bad"]
     assert r["kind"] == "invalid-input" and "http://" in r["message"]
-    r = run(w.execute({"url": "http://127.0.0.1:9/nothing"})).output["bad"]
+    r = run(w.execute({"url": "http://127.0.0.1:9/nothing"})).steps["bad"]
     assert r["kind"] == "http" and "127.0.0.1:9" in r["message"]

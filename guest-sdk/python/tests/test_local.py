@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
-from cerebelum import (ApprovalRejectedError, ApprovalTimeoutError, Context, PollTimeoutError,
-                       ProgressReporter, RetryExhaustedError, poll, retry, sleep, step,
+from cerebelum import (ApprovalRejectedError, ApprovalTimeoutError, Context, ExecutionError,
+                       PollTimeoutError, ProgressReporter, poll, retry, sleep, step,
                        wait_for_approval, workflow)
 from conftest import run
 
@@ -29,9 +29,11 @@ def test_dependencies_by_name_and_result_wrapping():
 
     r = run(deploy.execute({"name": "web-1"}))
     assert r.status == "completed" and r.ok and r.error is None
-    assert r.output == {"create": {"id": "d-web-1"},
+    assert r.steps == {"create": {"id": "d-web-1"},
                         "configure": {"configured": "d-web-1", "for": "web-1"}}
     assert r.completed_at >= r.started_at and len(r.execution_id) == 36
+    assert r.output == {"ok": {"configured": "d-web-1", "for": "web-1"}}
+    assert r.output["ok"]["configured"] == "d-web-1", "the original's result.output['ok']"
 
 
 def test_an_exception_fails_the_workflow_with_its_message():
@@ -49,10 +51,13 @@ def test_an_exception_fails_the_workflow_with_its_message():
     def w(wf):
         wf.timeline(a >> b)
 
-    r = run(w.execute({}))
-    assert r.status == "failed"
-    assert r.error == "step `a` failed: disk full"
-    assert r.output == {"a": {"error": "disk full"}}
+    with pytest.raises(ExecutionError) as e:
+        run(w.execute({}))
+    assert str(e.value) == "Execution failed at step 'a': Step 'a' returned error: disk full"
+    assert (e.value.step_name, e.value.error) == ("a", "disk full")
+    r = e.value.result
+    assert r.status == "failed" and r.error == "step `a` failed: disk full"
+    assert r.steps == {"a": {"error": "disk full"}} and r.output == {"error": "disk full"}
     assert ran == []
 
 
@@ -82,7 +87,7 @@ def test_parallel_group_runs_concurrently():
 
     r = run(fan.execute({}))
     assert r.status == "completed", r.error
-    assert r.output["join"] == "lr"
+    assert r.steps["join"] == "lr"
 
 
 def test_non_json_results_are_refused_like_in_the_engine():
@@ -98,9 +103,10 @@ def test_non_json_results_are_refused_like_in_the_engine():
     def w(wf):
         wf.timeline(t >> a)
 
-    r = run(w.execute({}))
-    assert r.output["t"] == [1, 2]
-    assert r.status == "failed" and "result of step `a` is not JSON" in r.error
+    with pytest.raises(ExecutionError) as e:
+        run(w.execute({}))
+    assert e.value.result.steps["t"] == [1, 2]
+    assert e.value.step_name == "a" and "result of step `a` is not JSON" in str(e.value)
 
 
 def test_diverge_routes_errors_by_pattern():
@@ -127,7 +133,7 @@ def test_diverge_routes_errors_by_pattern():
 
     r = run(w.execute({}))
     assert r.status == "completed", r.error
-    assert r.output == {"install": {"error": "SSH timeout after 30 s"},
+    assert r.steps == {"install": {"error": "SSH timeout after 30 s"},
                         "retry_install": "reinstalled", "notify": "notified"}
 
     @step
@@ -141,7 +147,7 @@ def test_diverge_routes_errors_by_pattern():
 
     r = run(v.execute({}))
     assert r.status == "completed"
-    assert list(r.output) == ["install2", "rollback"]
+    assert list(r.steps) == ["install2", "rollback"]
 
 
 def test_diverge_retry_and_fail():
@@ -160,7 +166,7 @@ def test_diverge_retry_and_fail():
         wf.diverge(flaky, {"error": "retry"})
 
     r = run(w.execute({}))
-    assert r.status == "completed" and r.output == {"flaky": "up"} and len(calls) == 3
+    assert r.status == "completed" and r.steps == {"flaky": "up"} and len(calls) == 3
 
     @step
     async def broken(context, inputs):
@@ -171,8 +177,9 @@ def test_diverge_retry_and_fail():
         wf.timeline(broken)
         wf.diverge(broken, {"refused": "fail"})
 
-    r = run(v.execute({}))
-    assert r.status == "failed" and r.error == "step `broken` failed: refused"
+    with pytest.raises(ExecutionError, match="at step 'broken': Step 'broken' returned "
+                       "error: refused"):
+        run(v.execute({}))
 
 
 def test_branch_picks_a_path_on_the_result():
@@ -194,9 +201,9 @@ def test_branch_picks_a_path_on_the_result():
         wf.branch(after=check, condition=lambda r: r["ok"]["healthy"],
                   when_true=done, when_false=rollback)
 
-    assert run(w.execute({"healthy": True})).output == {"check": {"healthy": True},
+    assert run(w.execute({"healthy": True})).steps == {"check": {"healthy": True},
                                                          "done": "done"}
-    assert run(w.execute({"healthy": False})).output == {"check": {"healthy": False},
+    assert run(w.execute({"healthy": False})).steps == {"check": {"healthy": False},
                                                           "rollback": "rolled back"}
 
 
@@ -214,31 +221,51 @@ def test_sleep_takes_milliseconds_or_timedelta():
         wf.timeline(nap)
 
     r = run(w.execute({}))
-    assert r.output["nap"] >= 0.06
+    assert r.steps["nap"] >= 0.06
 
 
 def test_poll_until_ready_with_condition_and_on_attempt():
     state = {"n": 0}
     seen = []
 
+    class Droplet:  # any object, as the original's users poll (not JSON)
+        def __init__(self, ip):
+            self.ip_address = ip
+
     def get_droplet():
         state["n"] += 1
-        return {"ip": "10.0.0.7" if state["n"] >= 3 else None}
+        return Droplet("10.0.0.7" if state["n"] >= 3 else None)
 
     @step
     async def wait_for_ip(context, inputs):
         d = await poll(check_fn=get_droplet, interval=10, max_attempts=5,
-                       success_condition=lambda d: d["ip"] is not None,
-                       on_attempt=lambda n, v: seen.append((n, v["ip"])))
-        return d["ip"]
+                       success_condition=lambda d: d.ip_address is not None,
+                       on_attempt=lambda n, v: seen.append((n, v.ip_address)))
+        return d.ip_address
 
     @workflow
     def w(wf):
         wf.timeline(wait_for_ip)
 
     r = run(w.execute({}))
-    assert r.output == {"wait_for_ip": "10.0.0.7"}
-    assert seen == [(1, None), (2, None)]
+    assert r.steps == {"wait_for_ip": "10.0.0.7"} and r.output == {"ok": "10.0.0.7"}
+    # Every check, the successful one too.
+    assert seen == [(1, None), (2, None), (3, "10.0.0.7")]
+
+
+def test_poll_succeeds_on_a_truthy_value_by_default():
+    values = iter([None, {}, 0, "", {"ip": "10.0.0.9"}])
+    seen = []
+
+    async def check():
+        return next(values)
+
+    async def main():
+        return await poll(check, interval=1, max_attempts=5,
+                          on_attempt=lambda n, v: seen.append(v))
+
+    assert run(main()) == {"ip": "10.0.0.9"}
+    assert seen == [None, {}, 0, "", {"ip": "10.0.0.9"}]
 
 
 def test_poll_gives_up():
@@ -264,9 +291,15 @@ def test_poll_gives_up():
         wf.timeline([exhausted, timed_out])
 
     r = run(w.execute({}))
-    assert r.output["exhausted"] == {"kind": "poll-exhausted",
-                                     "message": "poll gave up after 3 checks"}
-    assert r.output["timed_out"] == "poll-timeout"
+    assert r.steps["exhausted"] == {"kind": "poll-exhausted",
+                                     "message": "Polling failed after 3 attempts (interval: 1ms)"}
+    assert r.steps["timed_out"] == "poll-timeout"
+
+    async def plain():
+        await poll(never, interval=1, max_attempts=2)
+
+    with pytest.raises(TimeoutError, match="Polling failed after 2 attempts"):
+        run(plain())
 
 
 def test_poll_with_a_step_as_check():
@@ -291,7 +324,7 @@ def test_poll_with_a_step_as_check():
 
     r = run(w.execute({}))
     assert r.status == "completed", r.error
-    assert r.output["wait"] == {"id": "d-1", "ip": "10.1.1.1"}
+    assert r.steps["wait"] == {"id": "d-1", "ip": "10.1.1.1"}
 
 
 def test_retry_with_backoff_and_callbacks():
@@ -306,24 +339,38 @@ def test_retry_with_backoff_and_callbacks():
     @step
     async def connect(context, inputs):
         return await retry(ssh, "10.0.0.7", port=22, max_attempts=4, delay=5, backoff=2.0,
-                           on_error=lambda e, n: errors.append((n, str(e))),
-                           on_attempt=lambda n: None)
+                           on_error=ConnectionError,
+                           on_attempt=lambda n, last: errors.append((n, last and str(last))))
 
     @step
     async def give_up(context, connect):
         try:
             await retry(lambda: 1 / 0, max_attempts=2, delay=1)
-        except RetryExhaustedError as e:
-            return str(e)
+        except ZeroDivisionError as e:  # the last error itself
+            return f"{type(e).__name__}: {e}"
+
+    @step
+    async def not_retried(context, connect):
+        calls = []
+
+        def wrong():
+            calls.append(1)
+            raise KeyError("ok")
+
+        try:
+            await retry(wrong, max_attempts=3, delay=1, on_error=ConnectionError)
+        except KeyError:
+            return len(calls)
 
     @workflow
     def w(wf):
-        wf.timeline(connect >> give_up)
+        wf.timeline(connect >> [give_up, not_retried])
 
     r = run(w.execute({}))
-    assert r.output["connect"] == "connected" and attempts == [1, 2, 3]
-    assert errors == [(1, "10.0.0.7:22 refused"), (2, "10.0.0.7:22 refused")]
-    assert r.output["give_up"] == "<lambda> failed 2 times; last error: division by zero"
+    assert r.steps["connect"] == "connected" and attempts == [1, 2, 3]
+    assert errors == [(1, None), (2, "10.0.0.7:22 refused"), (3, "10.0.0.7:22 refused")]
+    assert r.steps["give_up"] == "ZeroDivisionError: division by zero"
+    assert r.steps["not_retried"] == 1, "only on_error's type is retried"
 
 
 def test_step_retry_policy_and_real_attempt_numbers():
@@ -342,7 +389,7 @@ def test_step_retry_policy_and_real_attempt_numbers():
 
     flaky.retry = type(flaky.retry)(max_attempts=3, delay_ms=1)
     r = run(w.execute({}))
-    assert r.output == {"flaky": 3} and seen == [1, 2, 3]
+    assert r.steps == {"flaky": 3} and seen == [1, 2, 3]
 
 
 def test_approvals_are_answered_by_the_handler():
@@ -365,14 +412,14 @@ def test_approvals_are_answered_by_the_handler():
         return {"by": "ana"}
 
     r = run(w.execute({}, approval_handler=handler))
-    assert r.output == {"gate": {"approved": {"by": "ana"}}}
+    assert r.steps == {"gate": {"approved": {"by": "ana"}}}
     assert asked == [("deploy", {"env": "prod"})]
 
     async def no(kind, data):
         return "too risky"
 
-    assert run(w.execute({}, approval_handler=no)).output == {"gate": {"rejected": "too risky"}}
-    assert run(w.execute({}, approval_handler=lambda k, d: True)).output == {
+    assert run(w.execute({}, approval_handler=no)).steps == {"gate": {"rejected": "too risky"}}
+    assert run(w.execute({}, approval_handler=lambda k, d: True)).steps == {
         "gate": {"approved": {}}}
 
 
@@ -385,15 +432,16 @@ def test_approval_without_handler_or_in_time():
     def w(wf):
         wf.timeline(gate)
 
-    r = run(w.execute({}))
-    assert r.status == "failed"
-    assert "waits for approval 'manual'" in r.error and "approval_handler=" in r.error
+    with pytest.raises(ExecutionError) as e:
+        run(w.execute({}))
+    assert "waits for approval 'manual'" in e.value.error
+    assert "approval_handler=" in e.value.error
 
     async def slow(kind, data):
         await asyncio.sleep(1)
 
-    r = run(w.execute({}, approval_handler=slow))
-    assert r.status == "failed" and "timed out after 20 ms" in r.error
+    with pytest.raises(ExecutionError, match="timed out after 20 ms"):
+        run(w.execute({}, approval_handler=slow))
 
     @step
     async def gate2(context, inputs):
@@ -406,32 +454,102 @@ def test_approval_without_handler_or_in_time():
     def v(wf):
         wf.timeline(gate2)
 
-    assert run(v.execute({}, approval_handler=slow)).output == {"gate2": "timed out"}
+    assert run(v.execute({}, approval_handler=slow)).steps == {"gate2": "timed out"}
 
 
-def test_progress_draws_a_bar(capsys):
+def test_progress_prints_the_original_bar_on_stdout(capsys):
     @step
     async def migrate(context, inputs):
         p = ProgressReporter(context)
-        p.update(50, "Running migrations...")
+        p.update(33, "Running migrations...")
         p.update(150, "done")
-        return None
+        return p.last_progress
 
     @workflow
     def w(wf):
         wf.timeline(migrate)
 
-    assert run(w.execute({})).status == "completed"
-    err = capsys.readouterr().err
-    assert "[migrate] ████████████░░░░░░░░░░░░  50% Running migrations..." in err
-    assert "100% done" in err
+    assert run(w.execute({})).steps == {"migrate": 100}
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["  [migrate] ██████░░░░░░░░░░░░░░ 33% - Running migrations...",
+                   "  [migrate] ████████████████████ 100% - done"]
 
 
-def test_helpers_outside_a_step_say_where_they_belong():
-    from cerebelum import CerebelumError
+def test_progress_reporter_takes_any_context_like_object(capsys):
+    class FakeContext:  # a test double with the original context's attributes
+        step_name = "copy"
+        inputs = {}
 
-    with pytest.raises(CerebelumError, match="runs inside a step"):
-        run(poll(lambda: 1))
+    ProgressReporter(FakeContext()).update(50, "half")
+    assert capsys.readouterr().out == "  [copy] ██████████░░░░░░░░░░ 50% - half\n"
+
+
+def test_helpers_outside_a_workflow_run_are_plain_async_helpers():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 2:
+            raise ConnectionError("not yet")
+        return "up"
+
+    async def main():
+        await sleep(5, data={"why": "settle"})
+        up = await retry(flaky, max_attempts=3, delay=1)
+        ready = await poll(lambda: len(calls), interval=1, max_attempts=2)
+        return up, ready
+
+    assert run(main()) == ("up", 2)
+    with pytest.raises(ZeroDivisionError):
+        run(retry(lambda: 1 / 0, max_attempts=2, delay=1))
+
+
+def test_step_parameters_take_workflow_input_fields():
+    @step
+    async def start_process(context: Context, name: str, replicas: int) -> dict:
+        return {"started": name, "replicas": replicas}
+
+    @step
+    async def report(context, start_process, name):
+        return f"{name}: {start_process['replicas']}"
+
+    @workflow
+    def w(wf):
+        wf.timeline(start_process >> report)
+
+    r = run(w.execute({"name": "web-1", "replicas": 3}))
+    assert r.output == {"ok": "web-1: 3"}
+    assert r.steps["start_process"] == {"started": "web-1", "replicas": 3}
+    with pytest.raises(ExecutionError) as e:
+        run(w.execute({"name": "web-1"}))
+    assert e.value.step_name == "start_process"
+    assert "parameter `replicas`" in str(e.value) and "(its fields: name)" in str(e.value)
+
+
+def test_the_result_is_the_last_steps_and_times_are_iso_strings():
+    from datetime import datetime
+
+    @step
+    async def first(context, inputs):
+        return {"n": inputs["n"]}
+
+    @step
+    async def square(context, first):
+        return {"square": first["n"] ** 2}
+
+    @step
+    async def cube(context, first):
+        return {"ok": first["n"] ** 3}  # already in its result form
+
+    @workflow
+    def w(wf):
+        wf.timeline(first >> [square, cube])
+
+    r = run(w.execute({"n": 3}))
+    assert r.output == {"ok": 27}, "the parallel group's last step"
+    assert r.steps == {"first": {"n": 3}, "square": {"square": 9}, "cube": 27}
+    assert isinstance(r.started_at, str) and isinstance(r.completed_at, str)
+    assert datetime.fromisoformat(r.completed_at) >= datetime.fromisoformat(r.started_at)
 
 
 def test_inputs_must_be_json():
@@ -446,5 +564,5 @@ def test_inputs_must_be_json():
     from cerebelum import StepError
     with pytest.raises(StepError, match="workflow input is not JSON"):
         run(w.execute({"x": {1, 2}}))
-    assert run(w.execute({"t": (1, 2)})).output == {"a": {"t": [1, 2]}}
-    assert json.dumps(run(w.execute(None)).output) == '{"a": null}'
+    assert run(w.execute({"t": (1, 2)})).steps == {"a": {"t": [1, 2]}}
+    assert json.dumps(run(w.execute(None)).steps) == '{"a": null}'

@@ -27,7 +27,7 @@ def test_a_placed_step_runs_in_process_locally():
     assert (plan.worker, connect.worker) == (None, "devops")
     result = run(deploy.execute({"host": "web-1"}))
     assert result.status == "completed", result.error
-    assert result.output["connect"] == {"connected": "web-1"}
+    assert result.steps["connect"] == {"connected": "web-1"}
 
 
 @pytest.mark.parametrize("queue", ["", "dev ops", "x" * 129, "ops/1"])
