@@ -411,6 +411,42 @@ fn random_time_and_asyncio_work_in_steps() {
     );
 }
 
+/// In a step, `time.time()` and `datetime.now()` give the real time of
+/// each call, journaled (`now-ms`): around a 1.2 s durable sleep they move
+/// by 1.2 s (they were frozen at the execution's start before).
+#[test]
+fn a_steps_clock_is_live_and_journaled() {
+    let db = Db::new();
+    let wasm = python_guest(PYKIT);
+    let out = db.run(&[
+        "run",
+        path(&wasm),
+        "clock_wf",
+        "--input",
+        r#"{"sleep_ms": 1200}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let clock = &result["steps"]["clock"];
+    for read in ["slept_s", "datetime_s"] {
+        let moved = clock[read].as_f64().unwrap();
+        assert!((1.15..60.0).contains(&moved), "{read}: {clock}");
+    }
+    let id = stderr.split_whitespace().nth(1).unwrap().to_owned();
+    let journal = db.journal(&id);
+    let reads: Vec<i64> = entries(&journal, "now-ms")
+        .iter()
+        .map(|e| e["payload"]["answer"].as_i64().unwrap())
+        .collect();
+    assert!(reads.len() >= 4, "one entry per read: {reads:?}");
+    assert_eq!(
+        clock["t0_ms"].as_i64(),
+        Some(reads[0]),
+        "time.time() is the journaled answer"
+    );
+}
+
 #[test]
 fn build_errors_name_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();

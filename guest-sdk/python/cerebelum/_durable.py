@@ -9,8 +9,10 @@ step function in a fresh instance, its helpers on host calls.
 
 from __future__ import annotations
 
+import datetime as _datetime
 import json
 import random
+import time
 import traceback
 from typing import Any
 
@@ -39,6 +41,53 @@ def _raise_host(e: Err) -> None:
         raise CancelledError(err.message)
     raise StepError(err.message, err.kind,
                     None if err.details is None else json.loads(err.details))
+
+
+# --------------------------------------------------------------- the clock
+#
+# Inside a step, `time.time()`, `time.time_ns()` and `datetime.now()` /
+# `utcnow()` / `today()` read the engine's journaled clock (`now-ms`): the
+# real time of each call, recorded, so a replay of the step (after it
+# hibernated, or after a crash) sees the same values. Workflow code keeps
+# the frozen clock (the invocation's journaled start), which keeps it
+# deterministic without a journal entry per read. The patches are made
+# when the SDK is imported, before the user's file, so `from datetime
+# import datetime` there gets the live class.
+
+_frozen_time_ns = time.time_ns
+_live = False
+
+
+def _now_ns() -> int:
+    if _live:
+        return host.now_ms() * 1_000_000
+    return _frozen_time_ns()
+
+
+def _time() -> float:
+    return _now_ns() / 1e9
+
+
+class _LiveDatetime(_datetime.datetime):
+    """``datetime.datetime`` whose ``now``/``utcnow``/``today`` read the
+    journaled clock inside a step."""
+
+    @classmethod
+    def now(cls, tz=None):
+        return cls.fromtimestamp(_time(), tz)
+
+    @classmethod
+    def utcnow(cls):
+        return cls.fromtimestamp(_time(), _datetime.timezone.utc).replace(tzinfo=None)
+
+    @classmethod
+    def today(cls):
+        return cls.fromtimestamp(_time())
+
+
+time.time = _time
+time.time_ns = _now_ns
+_datetime.datetime = _LiveDatetime
 
 
 def _durable_sleep(ms: int) -> None:
@@ -284,6 +333,8 @@ class Guest(exports.Guest):
         env = json.loads(input)
         _fresh_randomness()
         runtime = DurableRuntime()
+        global _live
+        _live = True  # see "the clock" above
         try:
             result = _run(invoke_step(step, env, runtime))
         except CancelledError as e:
@@ -294,6 +345,8 @@ class Guest(exports.Guest):
                 "type": type(e).__name__,
                 "traceback": traceback.format_exc(limit=8),
             }) from None
+        finally:
+            _live = False
         if env.get("poll"):
             # An engine-driven poll's check: `null` means "not yet" (a
             # value that is not truthy, as poll's default test says).

@@ -4,6 +4,7 @@ one feature of the Python SDK inside the engine."""
 import asyncio
 import random
 import time
+from datetime import datetime, timezone
 
 from cerebelum import Context, ProgressReporter, http, poll, sleep, step, workflow
 
@@ -65,6 +66,21 @@ async def ambient(context: Context, inputs: dict) -> dict:
 @workflow
 def ambient_wf(wf):
     wf.timeline(ambient)
+
+
+@step
+async def clock(context: Context, inputs: dict) -> dict:
+    """The real time of each read, around a durable sleep."""
+    t0, d0 = time.time(), datetime.now(timezone.utc)
+    await sleep(inputs["sleep_ms"])
+    t1, d1 = time.time(), datetime.now(timezone.utc)
+    return {"t0_ms": round(t0 * 1000), "slept_s": t1 - t0,
+            "datetime_s": (d1 - d0).total_seconds(), "utcnow": datetime.utcnow().isoformat()}
+
+
+@workflow
+def clock_wf(wf):
+    wf.timeline(clock)
 
 
 @step
