@@ -319,6 +319,38 @@ fn tampered_journal_fails_with_nondeterminism(db: Db) {
     assert!(message.contains("record"), "names the new call: {message}");
 }
 
+/// Compiling a package takes seconds (tens for a Python one): the first
+/// `run` says so, a later one (cached) does not.
+#[test]
+fn the_first_run_of_a_package_says_it_is_compiling() {
+    let db = Db::new();
+    let cache = tempfile::tempdir().unwrap();
+    let testkit = guest("testkit");
+    let run = || {
+        let out = db
+            .command(&[
+                "run",
+                testkit.to_str().unwrap(),
+                "one_step",
+                "--input",
+                "{}",
+            ])
+            .env("CEREBELUM_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+    };
+    let first = run();
+    assert!(
+        first.contains("compiling ") && first.contains("(first run only; it is cached)"),
+        "{first}"
+    );
+    let second = run();
+    assert!(!second.contains("compiling "), "{second}");
+}
+
 fn operator_retry_keeps_completed_steps(db: Db) {
     let testkit = guest("testkit");
     let until = now_ms() + 1500;

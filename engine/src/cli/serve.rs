@@ -62,6 +62,15 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     }
     let engine = engine(&cli.db, &args.engine, Quotas::default(), false).await?;
     let ops = local(Api::new(engine.clone())).await?;
+    if let Ok(bytes) = std::fs::read(&args.package)
+        && engine.needs_compiling(&bytes)
+    {
+        // Cranelift takes 10-40 s on a Python package: say why it is quiet.
+        eprintln!(
+            "compiling {} (first run only; it is cached)…",
+            args.package.display()
+        );
+    }
     let record = upload_file(&ops, &args.package, args.name.clone()).await?;
     for (step, queue) in record.info.placed() {
         eprintln!(

@@ -180,6 +180,12 @@ impl Engine {
         self.inner.now_ms()
     }
 
+    /// Whether uploading or running the package `bytes` compiles it first
+    /// (it is in no cache yet).
+    pub fn needs_compiling(&self, bytes: &[u8]) -> bool {
+        self.inner.runtime.needs_compiling(&sha256_hex(bytes))
+    }
+
     /// Validates and stores a package of `tenant`. The same bytes under the
     /// same name return the existing version; under another name they are
     /// another package (the bytes are stored once).

@@ -119,6 +119,11 @@ impl ComponentCache {
         }
     }
 
+    /// Whether a compiled artifact of `sha256` is on disk (not checked).
+    pub(super) fn has(&self, sha256: &str) -> bool {
+        self.path(sha256).exists()
+    }
+
     pub(super) fn get(&self, sha256: &str) -> Result<Option<Component>> {
         let path = self.path(sha256);
         if !path.exists() {

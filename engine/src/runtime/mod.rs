@@ -293,6 +293,12 @@ impl<T: Embedding> Runtime<T> {
         Ok(package)
     }
 
+    /// Whether loading the package with `sha256` compiles it (neither
+    /// loaded here nor in the on-disk cache): seconds for a Python one.
+    pub fn needs_compiling(&self, sha256: &str) -> bool {
+        self.loaded(sha256).is_none() && !self.cache.has(sha256)
+    }
+
     /// The package with `sha256` if this process has loaded it.
     pub fn loaded(&self, sha256: &str) -> Option<Arc<LoadedPackage<T>>> {
         self.loaded
