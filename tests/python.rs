@@ -167,7 +167,7 @@ fn an_original_sdk_file_behaves_as_there_locally_and_in_the_engine() {
         "Polling failed after 2 attempts (interval: 10ms)"
     );
     // The sleep's data is in the journal, recorded with the sleep.
-    let id = stderr.split_whitespace().nth(1).unwrap().to_owned();
+    let id = common::run_execution_id(&stderr);
     let journal = db.journal(&id);
     let recorded = entries(&journal, "record");
     let sleep = recorded
@@ -212,11 +212,7 @@ fn deploy_journals_its_polls_retries_and_progress() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let id = stderr
-        .split_whitespace()
-        .nth(1)
-        .expect("`run` names the execution")
-        .to_owned();
+    let id = common::run_execution_id(&stderr);
     let journal = db.journal(&id);
     assert_contiguous(&id, &journal);
     // The poll's three checks and the retry's three attempts are recorded
@@ -433,7 +429,7 @@ fn a_steps_clock_is_live_and_journaled() {
         let moved = clock[read].as_f64().unwrap();
         assert!((1.15..60.0).contains(&moved), "{read}: {clock}");
     }
-    let id = stderr.split_whitespace().nth(1).unwrap().to_owned();
+    let id = common::run_execution_id(&stderr);
     let journal = db.journal(&id);
     let reads: Vec<i64> = entries(&journal, "now-ms")
         .iter()
@@ -445,6 +441,43 @@ fn a_steps_clock_is_live_and_journaled() {
         Some(reads[0]),
         "time.time() is the journaled answer"
     );
+}
+
+/// `print()` in a step is journaled before the step's next call, so
+/// `run` (and `watch`) show it as the step goes, after the step's name:
+/// the line before a 1.5 s durable sleep is in the journal before the
+/// sleep began.
+#[test]
+fn a_steps_print_is_shown_as_it_goes() {
+    let db = Db::new();
+    let wasm = python_guest(PYKIT);
+    let out = db.run(&[
+        "run",
+        path(&wasm),
+        "talk_wf",
+        "--input",
+        r#"{"sleep_ms": 1500}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let before = stderr
+        .find("  [talk] before the sleep of 1500 ms")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let after = stderr
+        .find("  [talk] after the sleep")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(before < after, "{stderr}");
+    let id = common::run_execution_id(&stderr);
+    let journal = db.journal(&id);
+    let printed = entries(&journal, "output");
+    let sleep = &entries(&journal, "sleep")[0];
+    assert_eq!(printed.len(), 2, "one entry per flush: {printed:?}");
+    assert!(
+        printed[0]["seq"].as_i64() < sleep["seq"].as_i64()
+            && printed[0]["at_ms"].as_i64() <= sleep["at_ms"].as_i64(),
+        "the first line was journaled before the sleep: {journal:?}"
+    );
+    assert!(printed[1]["seq"].as_i64() > sleep["seq"].as_i64());
 }
 
 #[test]
@@ -539,7 +572,7 @@ fn a_parallel_group_runs_its_steps_at_the_same_time() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let id = stderr.split_whitespace().nth(1).unwrap().to_owned();
+    let id = common::run_execution_id(&stderr);
     let journal = db.journal(&id);
     let started: Vec<i64> = entries(&journal, "start-step")
         .iter()

@@ -54,6 +54,18 @@ pub fn cache_dir() -> PathBuf {
     root().join("target").join("cerebelum-cache")
 }
 
+/// The id of the execution `cerebelum run` started, from its stderr (the
+/// line `execution ID of PACKAGE ...`; a line before it may say that the
+/// package is being compiled).
+pub fn run_execution_id(stderr: &str) -> String {
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("execution "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("`run` names no execution:\n{stderr}"))
+        .to_owned()
+}
+
 /// Builds the example and test guests for wasm32-wasip2 (once per process)
 /// and returns the directory holding `<name>.wasm`.
 pub fn guest_dir() -> &'static Path {

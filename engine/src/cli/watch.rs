@@ -99,9 +99,29 @@ impl Renderer {
                 (_, None) => "■ failed".to_owned(),
             },
             Event::Retried(_) => "↻ retried by an operator".to_owned(),
-            Event::Output(_) | Event::Usage(_) => return None,
+            Event::Output(out) => return self.output(&e.invocation, &out.text),
+            Event::Usage(_) => return None,
         };
         Some(line)
+    }
+
+    /// What user code printed, a line each, after the name of the step
+    /// (or `workflow`) that printed it.
+    fn output(&self, invocation: &str, text: &str) -> Option<String> {
+        let who = if invocation == WORKFLOW {
+            "workflow"
+        } else {
+            invocation
+                .split_once('.')
+                .and_then(|(seq, _)| self.calls.get(&seq.parse().ok()?))
+                .map_or(invocation, |call| call.trim_start_matches("step "))
+        };
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("  [{who}] {l}"))
+            .collect();
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     /// A line for the call at `seq` (remembered to name its result).

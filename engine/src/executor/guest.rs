@@ -27,6 +27,15 @@ impl GuestData {
             host: Some(host),
         }
     }
+
+    /// Journal entries for the output written since the last ones (see
+    /// [`Invocation::new_output`]).
+    pub(crate) fn new_output(&mut self) -> Vec<crate::store::NewEntry> {
+        match &mut self.host {
+            Some(host) => host.new_output(&self.sandbox),
+            None => Vec::new(),
+        }
+    }
 }
 
 impl Embedding for GuestData {

@@ -55,6 +55,13 @@ impl GuestData {
     /// others meanwhile.
     async fn settle(&mut self) -> WasmResult<()> {
         self.http.settle().await.map_err(wasmtime::Error::new)?;
+        for entry in self.new_output() {
+            let exec = &self.invocation()?.exec;
+            exec.writer
+                .push(entry)
+                .await
+                .map_err(wasmtime::Error::new)?;
+        }
         let exec = &self.invocation()?.exec;
         // The rate applies while other tenants have work on the node.
         let pause = match &exec.sandbox.journal_rate {

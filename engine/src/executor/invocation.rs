@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+/// The captured streams, in the order their entries are journaled.
+const STREAMS: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+
 /// The host side of one invocation: lives in its store's data.
 pub(crate) struct Invocation {
     pub(crate) exec: Arc<ExecState>,
@@ -25,6 +28,9 @@ pub(crate) struct Invocation {
     /// Index of the next call among this invocation's journaled calls
     /// (shared with the HTTP hooks, whose requests take their place in it).
     pub(crate) cursor: Arc<AtomicUsize>,
+    /// Bytes of stdout and stderr the journal holds for this invocation:
+    /// what a run before a replay wrote, then what was journaled live.
+    output_journaled: [usize; 2],
 }
 
 /// What a host call found in the journal.
@@ -45,12 +51,35 @@ pub(crate) struct Matched {
 
 impl Invocation {
     pub(crate) fn new(exec: Arc<ExecState>, id: String, attempt: u32) -> Self {
+        let output_journaled = STREAMS.map(|s| exec.output_recorded(&id, s));
         Self {
             exec,
             id,
             attempt,
             cursor: Arc::new(AtomicUsize::new(0)),
+            output_journaled,
         }
+    }
+
+    /// Journal entries for what the guest wrote since the last ones (a
+    /// replay writes again what the journal holds: nothing new until it
+    /// passes it). Made before each journaled call and at the end, so
+    /// `watch` shows a step's output as it goes, in order with its calls.
+    pub(crate) fn new_output(&mut self, sandbox: &Sandbox) -> Vec<NewEntry> {
+        let mut entries = Vec::new();
+        for (i, stream) in STREAMS.into_iter().enumerate() {
+            let Some(new) = sandbox.output_since(stream, self.output_journaled[i]) else {
+                continue;
+            };
+            self.output_journaled[i] += new.len();
+            let output = Output {
+                stream: stream.name().to_owned(),
+                text: String::from_utf8_lossy(&new).into_owned(),
+                bytes: new.len() as u64,
+            };
+            entries.push(NewEntry::new(self.id.clone(), Event::Output(output)));
+        }
+        entries
     }
 
     pub(crate) fn is_workflow(&self) -> bool {
@@ -314,7 +343,8 @@ pub(crate) async fn run(
         Entrypoint::Step { name, input } => guest.call_run_step(&mut store, name, input).await,
     };
     let fuel_left = limits.fuel.and_then(|_| store.get_fuel().ok());
-    let data = store.data();
+    let data = store.data_mut();
+    let mut entries = data.new_output();
     let outcome = match result {
         Ok(r) => match data.http.interrupted() {
             Some(interrupt) => Outcome::Interrupted(interrupt),
@@ -322,20 +352,6 @@ pub(crate) async fn run(
         },
         Err(e) => classify(e, data, exec),
     };
-    let mut entries = Vec::new();
-    for stream in [Stream::Stdout, Stream::Stderr] {
-        let written = data.sandbox.output(stream);
-        let before = exec.output_recorded(&invocation_id, stream);
-        if written.len() > before {
-            let text = String::from_utf8_lossy(&written[before..]).into_owned();
-            let output = Output {
-                stream: stream.name().to_owned(),
-                text,
-                bytes: (written.len() - before) as u64,
-            };
-            entries.push(NewEntry::new(invocation_id.clone(), Event::Output(output)));
-        }
-    }
     if let (Some(budget), Some(left)) = (limits.fuel, fuel_left)
         && exec.sandbox.quotas.fuel.is_some()
     {

@@ -70,6 +70,16 @@ impl CapturedOutput {
         }
     }
 
+    /// What `stream` holds past its first `from` bytes, if anything.
+    pub fn since(&self, stream: Stream, from: usize) -> Option<Bytes> {
+        let state = self.state();
+        let written = match stream {
+            Stream::Stdout => &state.stdout,
+            Stream::Stderr => &state.stderr,
+        };
+        (written.len() > from).then(|| Bytes::copy_from_slice(&written[from..]))
+    }
+
     /// Whether a write was refused for going past the limit.
     pub fn exceeded(&self) -> bool {
         self.state().exceeded

@@ -208,6 +208,11 @@ impl Sandbox {
         self.output.contents(stream)
     }
 
+    /// What the guest wrote to `stream` past its first `from` bytes.
+    pub fn output_since(&self, stream: Stream, from: usize) -> Option<bytes::Bytes> {
+        self.output.since(stream, from)
+    }
+
     /// The last lines the guest wrote to stderr (a panic message, usually).
     pub fn stderr_tail(&self) -> String {
         let bytes = self.output.contents(Stream::Stderr);

@@ -84,6 +84,20 @@ def clock_wf(wf):
 
 
 @step
+async def talk(context: Context, inputs: dict) -> dict:
+    """Prints around a durable sleep: `run` and `watch` show it as it goes."""
+    print(f"before the sleep of {inputs['sleep_ms']} ms")
+    await sleep(inputs["sleep_ms"])
+    print("after the sleep")
+    return {"talked": True}
+
+
+@workflow
+def talk_wf(wf):
+    wf.timeline(talk)
+
+
+@step
 async def fetch(context: Context, inputs: dict) -> dict:
     """An allow-listed request with a secret, then a durable sleep: a
     crash during the sleep must not send the request again."""
