@@ -166,7 +166,12 @@ fn an_original_sdk_file_behaves_as_there_locally_and_in_the_engine() {
         ready["gave_up"],
         "Polling failed after 2 attempts (interval: 10ms)"
     );
-    // The sleep's data is in the journal, recorded with the sleep.
+    // The sleep's data is in the journal, recorded with the sleep, and
+    // `run` (as `watch`) shows it.
+    assert!(
+        stderr.contains(r#"[start_process] ⏸ sleeping 50 ms: {"waiting_for":"boot"}"#),
+        "{stderr}"
+    );
     let id = common::run_execution_id(&stderr);
     let journal = db.journal(&id);
     let recorded = entries(&journal, "record");

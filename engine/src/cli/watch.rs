@@ -59,6 +59,16 @@ impl Renderer {
         let from_workflow = e.invocation == WORKFLOW;
         let line = match &e.event {
             Event::Started(s) => format!("▶ started {}", s.workflow),
+            // `sleep(ms, data)` of the Python SDK: what the wait is for.
+            Event::Call {
+                call: Call::Record(r),
+                ..
+            } if r.args.name == "sleep" => format!(
+                "  [{}] ⏸ sleeping {} ms: {}",
+                self.who(&e.invocation),
+                r.answer["duration_ms"],
+                r.answer["data"]
+            ),
             Event::Call { call, .. } => return self.call(e.seq, call, from_workflow),
             Event::Attempt { call, attempt } => {
                 let of_poll = self.calls.get(call).is_some_and(|c| c.starts_with("poll"));
@@ -108,20 +118,24 @@ impl Renderer {
     /// What user code printed, a line each, after the name of the step
     /// (or `workflow`) that printed it.
     fn output(&self, invocation: &str, text: &str) -> Option<String> {
-        let who = if invocation == WORKFLOW {
-            "workflow"
-        } else {
-            invocation
-                .split_once('.')
-                .and_then(|(seq, _)| self.calls.get(&seq.parse().ok()?))
-                .map_or(invocation, |call| call.trim_start_matches("step "))
-        };
+        let who = self.who(invocation);
         let lines: Vec<String> = text
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| format!("  [{who}] {l}"))
             .collect();
         (!lines.is_empty()).then(|| lines.join("\n"))
+    }
+
+    /// Who runs `invocation`: `workflow`, or the step's name.
+    fn who<'a>(&'a self, invocation: &'a str) -> &'a str {
+        if invocation == WORKFLOW {
+            return "workflow";
+        }
+        invocation
+            .split_once('.')
+            .and_then(|(seq, _)| self.calls.get(&seq.parse().ok()?))
+            .map_or(invocation, |call| call.trim_start_matches("step "))
     }
 
     /// A line for the call at `seq` (remembered to name its result).
