@@ -10,7 +10,7 @@ use cerebelum::api::pb;
 use common::grpc::{WorkerClient, worker_client};
 use common::{Db, Remote, entries, free_port, guest, path, step_call_seq};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -23,6 +23,7 @@ on_both_backends!(
     a_task_held_across_kill9_of_the_server_completes_once,
     a_step_the_package_places_on_a_queue_runs_there_and_the_rest_in_the_sandbox,
     a_worker_whose_key_is_revoked_is_cut_off,
+    a_completion_claims_the_next_queued_task,
     a_placed_step_no_worker_takes_in_time_fails_its_attempt,
 );
 
@@ -123,15 +124,30 @@ async fn poll_on(
 }
 
 async fn complete(client: &mut WorkerClient, token: &str, result: Value) -> Result<(), Code> {
+    complete_then(client, token, result, None).await.map(|_| ())
+}
+
+/// Completes `token` and, with `next` (a worker id), claims the task
+/// queued for that worker now, if any.
+async fn complete_then(
+    client: &mut WorkerClient,
+    token: &str,
+    result: Value,
+    next: Option<&str>,
+) -> Result<Option<pb::WorkerTask>, Code> {
     client
         .complete_task(pb::CompleteTaskRequest {
             token: token.into(),
             outcome: Some(pb::complete_task_request::Outcome::ResultJson(
                 result.to_string(),
             )),
+            next: next.map(|worker| pb::NextTask {
+                worker_id: worker.into(),
+                queue: "devops".into(),
+            }),
         })
         .await
-        .map(|_| ())
+        .map(|r| r.into_inner().task)
         .map_err(|s| s.code())
 }
 
@@ -188,6 +204,51 @@ fn every_step_runs_on_the_worker_queue_with_the_sandboxes_result(db: Db) {
             1,
             "one result per call"
         );
+    }
+}
+
+/// A busy worker saves a round trip per task: `CompleteTask` with `next`
+/// stores the outcome, then claims what is queued for the worker now
+/// (never another tenant's), without waiting when nothing is.
+fn a_completion_claims_the_next_queued_task(db: Db) {
+    let port = free_port();
+    let (_server, key_a, key_b) = setup(&db, port, &[]);
+    let cli = Remote::new(port, &key_a);
+    let ids: Vec<String> = (1..=2)
+        .map(|v| start_on_queue(&cli, "one_step", &format!(r#"{{"v":{v}}}"#)))
+        .collect();
+    for id in &ids {
+        cli.wait_text(&["status", id], LONG, |s| {
+            s.contains("waiting for a worker on queue 'devops'")
+        });
+    }
+    runtime().block_on(async {
+        let mut other = worker_client(port, &key_b).await;
+        register(&mut other, "b-1").await;
+        let mut worker = worker_client(port, &key_a).await;
+        register(&mut worker, "a-1").await;
+        let first = poll(&mut worker, "a-1", 10_000).await.expect("a task");
+        let input: Value = serde_json::from_str(&first.input_json).unwrap();
+        let second = complete_then(&mut worker, &first.token, input, Some("a-1"))
+            .await
+            .unwrap()
+            .expect("the other execution's task, claimed with the completion");
+        assert_ne!(second.execution_id, first.execution_id);
+        let input: Value = serde_json::from_str(&second.input_json).unwrap();
+        let started = Instant::now();
+        let none = complete_then(&mut worker, &second.token, input, Some("a-1"))
+            .await
+            .unwrap();
+        assert!(none.is_none(), "{none:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "it did not wait"
+        );
+        assert!(poll(&mut other, "b-1", 300).await.is_none());
+    });
+    for id in &ids {
+        let ended = cli.wait_ended(id, LONG);
+        assert_eq!(ended["status"], "completed", "{ended}");
     }
 }
 
@@ -277,7 +338,7 @@ fn an_executions_next_task_prefers_its_last_worker_for_a_moment(db: Db) {
         let second = poll(&mut one, "w-1", 10_000).await.expect("task 2");
         complete(&mut one, &second.token, json!({})).await.unwrap();
         // w-1 does not ask again: after the window, w-2 takes task 3.
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let third = poll(&mut two, "w-2", 10_000).await.expect("task 3");
         assert!(
             started.elapsed() >= Duration::from_millis(500),

@@ -75,6 +75,7 @@ async fn serve(
                 outcome: Some(pb::complete_task_request::Outcome::ResultJson(
                     task.input_json,
                 )),
+                next: None,
             })
             .await
             .unwrap();

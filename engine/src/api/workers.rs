@@ -205,6 +205,19 @@ impl Api {
     }
 }
 
+/// A claim as the worker receives it.
+fn worker_task(c: TaskClaim) -> pb::WorkerTask {
+    pb::WorkerTask {
+        token: c.token.to_string(),
+        execution_id: c.token.id.execution_id.clone(),
+        step: c.step,
+        input_json: c.input,
+        attempt: c.token.id.attempt as i32,
+        deadline_at_ms: c.deadline_at_ms,
+        heartbeat_ms: c.heartbeat_ms.map(|h| h as i64),
+    }
+}
+
 /// The `cerebelum.v1.WorkerService` service (behind the same front door
 /// as `Cerebelum`).
 pub struct WorkerGrpc {
@@ -255,15 +268,7 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
             .await
             .map_err(status)?;
         Ok(Response::new(pb::PollTaskResponse {
-            task: claim.map(|c| pb::WorkerTask {
-                token: c.token.to_string(),
-                execution_id: c.token.id.execution_id.clone(),
-                step: c.step,
-                input_json: c.input,
-                attempt: c.token.id.attempt as i32,
-                deadline_at_ms: c.deadline_at_ms,
-                heartbeat_ms: c.heartbeat_ms.map(|h| h as i64),
-            }),
+            task: claim.map(worker_task),
         }))
     }
 
@@ -317,7 +322,17 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
             .complete_task(&tenant, &r.token, outcome)
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::CompleteTaskResponse {}))
+        let task = match r.next {
+            // A claim of what is queued now, without waiting.
+            Some(next) => self
+                .api
+                .poll_task(&tenant, &next.worker_id, &next.queue, Duration::ZERO)
+                .await
+                .map_err(status)?
+                .map(worker_task),
+            None => None,
+        };
+        Ok(Response::new(pb::CompleteTaskResponse { task }))
     }
 
     async fn release_task(

@@ -465,10 +465,21 @@ class Worker:
                 await self._reconnect_wait(failures, e)
 
     async def _slot(self) -> None:
-        """One task at a time: poll, run, complete."""
+        """One task at a time: poll, run, complete (a completion also
+        claims the next task queued, if any: no poll between busy tasks)."""
         wait_ms = max(1, min(60_000, int(self.poll_timeout * 1000)))
         failures = 0
-        while not self._stopping:
+        task: dict | None = None
+        while True:
+            if task is not None:
+                if self._stopping:
+                    await self._release(task, f"step {task['step']} of execution "
+                                              f"{task['execution_id']}")
+                    return
+                task = await self._serve(task)
+                continue
+            if self._stopping:
+                return
             call = asyncio.ensure_future(self._client.call(
                 "PollTask", {"worker_id": self.worker_id, "queue": self.queue,
                              "wait_ms": wait_ms}, timeout=wait_ms / 1000 + 15))
@@ -491,21 +502,21 @@ class Worker:
                 log.info("reached the server at %s again", self.core_url)
                 failures = 0
                 await self._register()  # it may have lost track of us
-            if reply["task"] is not None:
-                await self._serve(reply["task"])
+            task = reply["task"]
 
-    async def _serve(self, task: dict) -> None:
+    async def _serve(self, task: dict) -> dict | None:
+        """Runs ``task`` and completes it; the next task, if the completion
+        claimed one."""
         token, name = task["token"], task["step"]
         where = f"step {name} of execution {task['execution_id']} (attempt {task['attempt']})"
         steps = self.steps()
         step = steps.get(name)
         if step is None:
             log.warning("%s: this worker has no such step", where)
-            await self._complete(task, where, {"error": {
+            return await self._complete(task, where, {"error": {
                 "kind": "unknown-step",
                 "message": f"worker {self.worker_id} (queue {self.queue!r}) has no step "
                            f"`{name}` (it has: {', '.join(sorted(steps)) or 'none'})"}})
-            return
         log.info("running %s", where)
         state = _Task(task)
         runtime = WorkerRuntime(state, self.approval_handler, self.secrets)
@@ -520,19 +531,19 @@ class Worker:
                 raise  # this worker is being torn down
             if state.released:
                 await self._release(task, where)
-                return
+                return None
             if state.lost:
-                return
+                return None
             outcome = {"error": {"kind": "cancelled", "message": "the execution was cancelled"
                                  if state.cancel_requested else "the step was cancelled"}}
         finally:
             beats.cancel()
             self._tasks.pop(token, None)
         if state.lost:
-            return
+            return None
         if state.cancel_requested:
             outcome = {"error": {"kind": "cancelled", "message": "the execution was cancelled"}}
-        await self._complete(task, where, outcome)
+        return await self._complete(task, where, outcome)
 
     async def _heartbeats(self, state: _Task, where: str) -> None:
         interval = self.heartbeat_interval
@@ -566,22 +577,28 @@ class Worker:
                 state.runner.cancel()
                 return
 
-    async def _complete(self, task: dict, where: str, outcome: dict) -> None:
-        """CompleteTask, retried while the server is unreachable."""
+    async def _complete(self, task: dict, where: str, outcome: dict) -> dict | None:
+        """CompleteTask, retried while the server is unreachable; the next
+        task it claimed for this worker, if any."""
         request = {"token": task["token"], **outcome}
+        if not self._stopping:
+            request["next"] = {"worker_id": self.worker_id, "queue": self.queue}
         failures = 0
         while True:
             try:
-                await self._client.call("CompleteTask", request)
+                reply = await self._client.call("CompleteTask", request)
                 if "error" in request:
                     log.info("%s failed: %s: %s", where, request["error"]["kind"],
                              request["error"]["message"])
-                return
+                return reply["task"]
             except ServerError as e:
                 if e.code in CLAIM_LOST:
                     log.warning("%s: the server no longer takes its outcome (%s); dropped",
                                 where, e.details)
-                    return
+                    return None
+                # A retry claims nothing: a next task claimed for a call
+                # whose answer was lost waits for its claim to expire.
+                request.pop("next", None)
                 if e.code in TRANSIENT:
                     failures += 1
                     delay = self._backoff(failures)
@@ -595,7 +612,7 @@ class Worker:
                         "message": f"the server refused the step's result: {e.details}"}}
                     continue
                 log.error("%s: completing it failed: %s", where, e)
-                return
+                return None
 
     async def _release(self, task: dict, where: str) -> None:
         try:

@@ -39,6 +39,10 @@ VECTORS = [
      b"\x0a\x01t\x1a\x06\x0a\x01k\x12\x01m"),
     # a oneof member that is a string, empty: still written
     ("CompleteTaskRequest", {"token": "t", "result_json": ""}, b"\x0a\x01t\x12\x00"),
+    # an optional message
+    ("CompleteTaskRequest", {"token": "t", "result_json": "1",
+                             "next": {"worker_id": "w", "queue": "q"}},
+     b"\x0a\x01t\x12\x011\x22\x06\x0a\x01w\x12\x01q"),
     # repeated messages, an enum
     ("ListWorkersResponse", {"workers": [{"worker_id": "a"}, {"max_tasks": 2}]},
      b"\x0a\x03\x0a\x01a\x0a\x02\x20\x02"),
@@ -80,7 +84,7 @@ def test_round_trip_fills_defaults():
     assert execution["pending_approvals"][0]["decision_json"] is None
     text = {"token": "t", "result_json": '{"ok": "é✓"}'}
     assert decode("CompleteTaskRequest", encode("CompleteTaskRequest", text)) == \
-        {**text, "error": None}
+        {**text, "error": None, "next": None}
 
 
 def test_unknown_fields_are_skipped():
@@ -101,7 +105,7 @@ def test_the_last_oneof_member_on_the_wire_wins():
     data = b"\x12\x01x" + b"\x1a\x03\x0a\x01k"
     assert decode("CompleteTaskRequest", data) == \
         {"token": "", "result_json": None, "error": {"kind": "k", "message": "",
-                                                     "details_json": None}}
+                                                     "details_json": None}, "next": None}
 
 
 def test_mistakes_are_refused():
