@@ -56,8 +56,19 @@ fn local(rel: &str, workflow: &str, input: &str) -> Value {
 
 /// Runs `workflow` in the engine (`cerebelum run`); its result.
 fn engine(db: &Db, wasm: &Path, workflow: &str, input: &str) -> Value {
-    let out = db.ok(&["run", path(wasm), workflow, "--input", input]);
-    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"))
+    run_logged(db, wasm, workflow, input).0
+}
+
+/// Runs `workflow` in the engine (`cerebelum run`), which must succeed:
+/// its result, and what `run` printed on stderr (its progress, the
+/// execution's id: [`common::run_execution_id`]).
+fn run_logged(db: &Db, wasm: &Path, workflow: &str, input: &str) -> (Value, String) {
+    let out = db.run(&["run", path(wasm), workflow, "--input", input]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let result = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    (result, stderr)
 }
 
 #[test]
@@ -140,10 +151,7 @@ fn an_original_sdk_file_behaves_as_there_locally_and_in_the_engine() {
     let input = r#"{"name": "web", "size": 7, "ready_after": 2}"#;
     let here = local(rel, "original", input);
     assert_eq!(here["status"], "completed", "{here}");
-    let out = db.run(&["run", path(&wasm), "original", "--input", input]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let there: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (there, stderr) = run_logged(&db, &wasm, "original", input);
     assert_eq!(there, here["result"], "engine vs local");
     assert_eq!(there["output"], json!({"ok": {"square": 49}}));
     let connect = &there["steps"]["connect"];
@@ -204,19 +212,12 @@ fn an_original_sdk_file_behaves_as_there_locally_and_in_the_engine() {
 fn deploy_journals_its_polls_retries_and_progress() {
     let db = Db::new();
     let wasm = python_guest("examples/python/deploy.py");
-    let out = db.run(&[
-        "run",
-        path(&wasm),
+    let (_, stderr) = run_logged(
+        &db,
+        &wasm,
         "deploy",
-        "--input",
         r#"{"name": "web-2", "install_ms": 200}"#,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     let id = common::run_execution_id(&stderr);
     let journal = db.journal(&id);
     assert_contiguous(&id, &journal);
@@ -419,23 +420,13 @@ fn random_time_and_asyncio_work_in_steps() {
 fn a_steps_clock_is_live_and_journaled() {
     let db = Db::new();
     let wasm = python_guest(PYKIT);
-    let out = db.run(&[
-        "run",
-        path(&wasm),
-        "clock_wf",
-        "--input",
-        r#"{"sleep_ms": 1200}"#,
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let result: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (result, stderr) = run_logged(&db, &wasm, "clock_wf", r#"{"sleep_ms": 1200}"#);
     let clock = &result["steps"]["clock"];
     for read in ["slept_s", "datetime_s"] {
         let moved = clock[read].as_f64().unwrap();
         assert!((1.15..60.0).contains(&moved), "{read}: {clock}");
     }
-    let id = common::run_execution_id(&stderr);
-    let journal = db.journal(&id);
+    let journal = db.journal(&common::run_execution_id(&stderr));
     let reads: Vec<i64> = entries(&journal, "now-ms")
         .iter()
         .map(|e| e["payload"]["answer"].as_i64().unwrap())
@@ -456,15 +447,7 @@ fn a_steps_clock_is_live_and_journaled() {
 fn a_steps_print_is_shown_as_it_goes() {
     let db = Db::new();
     let wasm = python_guest(PYKIT);
-    let out = db.run(&[
-        "run",
-        path(&wasm),
-        "talk_wf",
-        "--input",
-        r#"{"sleep_ms": 1500}"#,
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (_, stderr) = run_logged(&db, &wasm, "talk_wf", r#"{"sleep_ms": 1500}"#);
     let before = stderr
         .find("  [talk] before the sleep of 1500 ms")
         .unwrap_or_else(|| panic!("{stderr}"));
@@ -564,19 +547,7 @@ fn build_errors_name_the_file_and_line() {
 fn a_parallel_group_runs_its_steps_at_the_same_time() {
     let db = Db::new();
     let wasm = python_guest("examples/python/pipeline.py");
-    let out = db.run(&[
-        "run",
-        path(&wasm),
-        "pipeline",
-        "--input",
-        r#"{"delay_ms": 1000}"#,
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, stderr) = run_logged(&db, &wasm, "pipeline", r#"{"delay_ms": 1000}"#);
     let id = common::run_execution_id(&stderr);
     let journal = db.journal(&id);
     let started: Vec<i64> = entries(&journal, "start-step")

@@ -62,15 +62,29 @@ impl PyWorker {
 
     /// Waits until the worker logged `text` (and is still running).
     fn wait_log(&mut self, text: &str, timeout: Duration) {
+        self.wait_log_until(&format!("{text:?}"), timeout, |log| log.contains(text));
+    }
+
+    /// Waits until the worker's log passes `done` (and it is still
+    /// running); the log. `what` says what it waits for.
+    fn wait_log_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
-        while !self.log().contains(text) {
+        loop {
+            let log = self.log();
+            if done(&log) {
+                return log;
+            }
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("the worker exited ({status}):\n{}", self.log());
+                panic!("the worker exited ({status}):\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
-                "the worker did not log {text:?}:\n{}",
-                self.log()
+                "the worker did not log {what}:\n{log}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -231,7 +245,7 @@ fn kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker(db: D
 /// completion is refused, and the journal keeps one result.
 fn a_stopped_python_workers_late_outcome_is_refused(db: Db) {
     let port = free_port();
-    let (mut server, cli, key) = setup(&db, port, &["--worker-heartbeat-ms", "1000"]);
+    let (_server, cli, key) = setup(&db, port, &["--worker-heartbeat-ms", "1000"]);
     let mut first = PyWorker::start(&db, port, &key, "q", "py-1");
     let id = start(&cli, r#"{"name": "cy", "sleep_ms": 2000}"#, Some("q"));
     first.wait_log(
@@ -244,21 +258,10 @@ fn a_stopped_python_workers_late_outcome_is_refused(db: Db) {
     assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
     assert_eq!(ended["result"]["steps"]["work"]["attempt"], 2, "{ended}");
     first.signal("CONT");
-    let deadline = Instant::now() + LONG;
-    let refused = loop {
-        let log = first.log();
-        if log.contains("the server no longer takes its outcome")
+    let refused = first.wait_log_until("a refusal", LONG, |log| {
+        log.contains("the server no longer takes its outcome")
             || log.contains("the server refused its heartbeat")
-        {
-            break log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no refusal:\n{log}\nthe server's log:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    });
     assert!(refused.contains("is no longer current"), "{refused}");
     let journal = cli.journal(&id);
     let seq = step_call_seq(&journal, "work", 0);

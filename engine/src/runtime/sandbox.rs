@@ -203,11 +203,6 @@ impl Sandbox {
         self.budget = Some((budget, Held::none(), on_wait));
     }
 
-    /// What the guest wrote to `stream` so far.
-    pub fn output(&self, stream: Stream) -> bytes::Bytes {
-        self.output.contents(stream)
-    }
-
     /// What the guest wrote to `stream` past its first `from` bytes.
     pub fn output_since(&self, stream: Stream, from: usize) -> Option<bytes::Bytes> {
         self.output.since(stream, from)

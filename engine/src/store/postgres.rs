@@ -466,7 +466,9 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>> {
-        let mut tx = self.sql.begin_write().await?;
+        // The group-commit thread's own call, never cancelled: no need of
+        // `begin_write`'s task on the journal's hot path.
+        let mut tx = self.pool().begin().await?;
         let results = commit_batch(&mut tx, &ops, now_ms).await?;
         tx.commit().await?;
         Ok(results)
@@ -543,7 +545,7 @@ impl Store for PgStore {
     }
 
     async fn release_leases(&self, owner: &str) -> Result<()> {
-        let mut tx = self.sql.begin_write().await?;
+        let mut tx = self.pool().begin().await?;
         let released = sqlx::query(
             "UPDATE executions SET lease_expires_at = 0 WHERE id IN ( \
                SELECT id FROM executions WHERE owner = $1 AND status = 'running' \

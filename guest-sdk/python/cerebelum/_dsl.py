@@ -398,6 +398,19 @@ class Workflow:
         return await execute_locally(self, inputs, approval_handler, secrets)
 
 
+def find_workflow(workflow: Workflow | str) -> Workflow:
+    """``workflow`` itself, or the workflow of that name defined in this
+    process."""
+    if isinstance(workflow, Workflow):
+        return workflow
+    found = WORKFLOWS.get(workflow)
+    if found is None:
+        raise WorkflowDefinitionError(
+            f"no workflow named {workflow!r} is defined in this process "
+            f"(defined: {', '.join(sorted(WORKFLOWS)) or 'none'})")
+    return found
+
+
 def workflow(fn: Callable | None = None, *, name: str | None = None):
     """Declares a workflow: ``@workflow`` over ``def deploy(wf): wf.timeline(...)``."""
     def wrap(f: Callable) -> Workflow:

@@ -98,8 +98,6 @@ def _durable_sleep(ms: int) -> None:
 
 
 class DurableRuntime(Runtime):
-    journals = True
-
     def __init__(self):
         self._execution_id: str | None = None
         self._approvals: dict[str, int] = {}
@@ -157,12 +155,12 @@ class DurableRuntime(Runtime):
             raise StepError(f"poll check `{check.name}` failed: {result['error']}")
         return result.get("ok")
 
-    async def recorded(self, name, compute):
+    async def recorded(self, name, compute, what=None):
         raw = host.recall(name)
         if raw is not None:
             return json.loads(raw)
         value = await compute()
-        host.remember(name, to_json(value, f"the value recorded for {name}"))
+        host.remember(name, to_json(value, what or f"the value recorded for {name}"))
         return value
 
     async def approval(self, ctx, approval_type, data, timeout_ms):

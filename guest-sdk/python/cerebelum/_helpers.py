@@ -105,12 +105,12 @@ async def poll(check_fn: Callable, *, interval: int | float | timedelta = 5000,
             result = await runtime.call_step(check_fn, env)
             return None if "error" in result else result.get("ok")
     elif callable(check_fn):
-        what = f"poll's check `{getattr(check_fn, '__name__', 'check_fn')}`"
+        what = f"the value of poll's check `{getattr(check_fn, '__name__', 'check_fn')}`"
         if ctx is not None:
             what += f" in step `{ctx.step_name}`"
 
         async def check():
-            return await runtime.recorded("poll-check", lambda: _checked(check_fn, what))
+            return await runtime.recorded("poll-check", lambda: _call(check_fn), what)
     else:
         raise TypeError(f"poll's check_fn must be callable or a step, got {check_fn!r}")
 
@@ -133,15 +133,6 @@ async def poll(check_fn: Callable, *, interval: int | float | timedelta = 5000,
     raise PollTimeoutError(
         f"Polling failed after {max_attempts} attempts (interval: {interval_ms}ms)",
         "poll-exhausted")
-
-
-async def _checked(fn: Callable, what: str) -> Any:
-    """``fn()``'s value; in the engine it is journaled, so it must be JSON."""
-    value = await _call(fn)
-    ctx = CURRENT.get()
-    if ctx is not None and ctx._runtime.journals:
-        to_json(value, f"the value of {what}")
-    return value
 
 
 def _check_envelope(ctx: Context, check: Step) -> dict:
@@ -182,7 +173,7 @@ async def retry(fn: Callable, *args, max_attempts: int = 3, delay: int | float |
         raise TypeError(f"retry's on_error is the exception type to retry (e.g. "
                         f"on_error=ConnectionError), got {on_error!r}")
     wait_ms = float(_ms(delay, "retry's delay"))
-    name = getattr(fn, "__name__", "fn")
+    what = f"the value returned by {getattr(fn, '__name__', 'fn')}"
     last: BaseException | None = None
     for attempt in range(1, max_attempts + 1):
         if on_attempt is not None:
@@ -196,11 +187,9 @@ async def retry(fn: Callable, *args, max_attempts: int = 3, delay: int | float |
                 raised.append(e)
                 return {"raised": type(e).__name__, "message": exception_text(e),
                         "retry": on_error is None or isinstance(e, on_error)}
-            if runtime.journals:
-                to_json(value, f"the value returned by {name}")
             return {"ok": value}
 
-        outcome = await runtime.recorded("retry-attempt", run_once)
+        outcome = await runtime.recorded("retry-attempt", run_once, what)
         if "ok" in outcome:
             return outcome["ok"]
         last = raised[0] if raised else _replayed(outcome)
@@ -264,9 +253,8 @@ class ProgressReporter:
         ctx = self.context if self.context is not None else current()
         percent = max(0, min(100, int(percent)))
         self.last_progress = percent
-        runtime = getattr(ctx, "_runtime", None)
-        if isinstance(ctx, Context) and runtime is not None:
-            runtime.progress(ctx, percent, str(message))
+        if isinstance(ctx, Context):
+            ctx._runtime.progress(ctx, percent, str(message))
         else:
             from ._local import print_progress
             print_progress(getattr(ctx, "step_name", "step"), percent, str(message))

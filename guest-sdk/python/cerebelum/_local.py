@@ -89,7 +89,8 @@ class LocalRuntime(Runtime):
     async def call_step(self, step, env):
         return await self._run_step(step, env)
 
-    async def recorded(self, name: str, compute: Callable[[], Awaitable[Any]]) -> Any:
+    async def recorded(self, name: str, compute: Callable[[], Awaitable[Any]],
+                       what: str | None = None) -> Any:
         # Any Python object: only the engine journals it (and says so
         # there when it is not JSON).
         return await compute()
@@ -165,12 +166,9 @@ class DSLLocalExecutor:
     async def execute(self, workflow: Workflow | str, input_data: Any = None) -> ExecutionResult:
         """The :class:`ExecutionResult`; raises :class:`ExecutionError`
         when the execution fails."""
-        from ._dsl import WORKFLOWS
-        wf = WORKFLOWS.get(workflow) if isinstance(workflow, str) else workflow
-        if not isinstance(wf, Workflow):
-            raise CerebelumError(f"no workflow {workflow!r} is defined (defined: "
-                                 f"{', '.join(sorted(WORKFLOWS)) or 'none'})")
-        return await execute_locally(wf, input_data, self.approval_handler, self.secrets)
+        from ._dsl import find_workflow
+        return await execute_locally(find_workflow(workflow), input_data,
+                                     self.approval_handler, self.secrets)
 
 
 class LocalExecutor(DSLLocalExecutor):

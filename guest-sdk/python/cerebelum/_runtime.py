@@ -42,8 +42,11 @@ class Runtime:
         """Runs one step for a caller (a poll's check); its wrapped result."""
         raise NotImplementedError
 
-    async def recorded(self, name: str, compute: Callable[[], Awaitable[Any]]) -> Any:
-        """``compute()``'s value, computed once per execution path."""
+    async def recorded(self, name: str, compute: Callable[[], Awaitable[Any]],
+                       what: str | None = None) -> Any:
+        """``compute()``'s value, computed once per execution path. Inside
+        the engine it is journaled, so it must be JSON: ``what`` names it
+        in the error that says it is not."""
         raise NotImplementedError
 
     async def approval(self, ctx: "Context", approval_type: str, data: Any,
@@ -55,9 +58,6 @@ class Runtime:
 
     #: The execution's id.
     execution_id: str = ""
-    #: Whether recorded values are journaled (inside the engine: they
-    #: must be JSON).
-    journals: bool = False
 
     def attempt(self) -> int:
         """The attempt number of the running step."""

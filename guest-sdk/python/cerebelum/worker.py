@@ -667,16 +667,6 @@ def build_package(source: Path) -> Path:
     return out
 
 
-def _workflow(workflow: Workflow | str) -> Workflow:
-    if isinstance(workflow, Workflow):
-        return workflow
-    found = _dsl.WORKFLOWS.get(workflow)
-    if found is None:
-        raise CerebelumError(f"no workflow named {workflow!r} is defined in this process "
-                             f"(defined: {', '.join(sorted(_dsl.WORKFLOWS)) or 'none'})")
-    return found
-
-
 def _source_of(workflow: Workflow) -> Path:
     import inspect
     source = inspect.getsourcefile(workflow.fn)
@@ -744,7 +734,7 @@ class DistributedExecutor:
                       secrets: dict | None = None) -> ExecutionResult:
         """Runs ``workflow`` (a :class:`Workflow` or its name) on
         ``input_data``; its :class:`ExecutionResult`."""
-        wf = _workflow(workflow)
+        wf = _dsl.find_workflow(workflow)
         input_json = to_json(input_data, "the workflow input")
         source = _source_of(wf)
         package = await asyncio.to_thread(build_package, source)
