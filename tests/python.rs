@@ -262,6 +262,13 @@ fn crash_during_python_sleep(db: Db, serve_args: &[&str]) {
     let server = db.serve(serve_args);
     let id = db.start(&wasm, "napper", r#"{"sleep_ms": 4000}"#);
     db.wait_for(&id, LONG, |_, j| !entries(j, "sleep").is_empty());
+    // `status` says what the execution waits for, with the sleep's data.
+    let status = db.ok(&["status", &id]);
+    assert!(
+        status.contains("sleeping 4000 ms in [nap], due in")
+            && status.contains(r#": {"for":"the crash test"}"#),
+        "{status}"
+    );
     server.kill9();
     let killed_at = now_ms();
     let journal = db.journal(&id);
@@ -405,6 +412,7 @@ fn random_time_and_asyncio_work_in_steps() {
     let a = &first["steps"]["ambient"];
     assert_eq!(a["time_ok"], true);
     assert_eq!(a["gathered"], json!(["a", "b"]));
+    assert_eq!((&a["in_task"], &a["grouped"]), (&json!(true), &json!("g")));
     let numbers = a["random"].as_array().unwrap();
     assert_ne!(numbers[0], numbers[1]);
     assert_ne!(

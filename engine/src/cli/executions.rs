@@ -175,7 +175,8 @@ pub(crate) async fn start(cli: &Cli, args: &StartArgs) -> Result<ExitCode> {
 }
 
 pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> Result<ExitCode> {
-    let view = ops(cli, Needs::Store).await?.execution(&args.id).await?;
+    let ops = ops(cli, Needs::Store).await?;
+    let view = ops.execution(&args.id).await?;
     if args.json {
         out!("{}", serde_json::to_string_pretty(&view.record)?);
         return Ok(ExitCode::SUCCESS);
@@ -183,6 +184,11 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> Result<ExitCode> {
     out!("{}", watch::summary(&view.record));
     if let Some(note) = &view.note {
         out!("  waiting for {note}");
+    }
+    if !view.record.status.is_terminal() {
+        for line in watch::pending_sleeps(&ops.journal(&args.id, 0).await?) {
+            out!("{line}");
+        }
     }
     for approval in view.pending_approvals {
         out!(

@@ -42,6 +42,67 @@ pub(crate) fn summary(r: &ExecutionRecord) -> String {
     line
 }
 
+/// The durable sleeps of an execution still waiting, one line each: who
+/// sleeps, for how long, when it is due, and what the Python SDK's
+/// `sleep(ms, data)` recorded with it.
+pub(crate) fn pending_sleeps(entries: &[Entry]) -> Vec<String> {
+    let mut renderer = Renderer::default();
+    let mut pending: Vec<(usize, i64)> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        match &e.event {
+            Event::Call {
+                call: call @ (Call::CallStep(_) | Call::StartStep(_)),
+                ..
+            } => {
+                renderer.call(e.seq, call, true);
+            }
+            Event::Call {
+                call: Call::Sleep(_),
+                ..
+            } => pending.push((i, e.seq)),
+            Event::Result { call, .. } => pending.retain(|(_, seq)| seq != call),
+            _ => {}
+        }
+    }
+    pending
+        .into_iter()
+        .filter_map(|(i, _)| {
+            let e = &entries[i];
+            let Event::Call {
+                call: Call::Sleep(sleep),
+                ..
+            } = &e.event
+            else {
+                return None;
+            };
+            let mut line = format!(
+                "  sleeping {} ms in [{}], due in {:.1}s",
+                sleep.args.duration_ms,
+                renderer.who(&e.invocation),
+                (sleep.due_at - now_ms()).max(0) as f64 / 1000.0
+            );
+            // The record `sleep(ms, data)` journals just before its sleep.
+            let data = entries[..i]
+                .iter()
+                .rev()
+                .find(|p| p.invocation == e.invocation)
+                .and_then(|p| match &p.event {
+                    Event::Call {
+                        call: Call::Record(r),
+                        ..
+                    } if r.args.name == "sleep" && !r.answer["data"].is_null() => {
+                        Some(r.answer["data"].to_string())
+                    }
+                    _ => None,
+                });
+            if let Some(data) = data {
+                line.push_str(&format!(": {data}"));
+            }
+            Some(line)
+        })
+        .collect()
+}
+
 fn now_ms() -> i64 {
     use cerebelum::clock::Clock;
     cerebelum::clock::SystemClock.now_ms()

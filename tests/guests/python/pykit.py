@@ -14,7 +14,7 @@ async def nap(context: Context, inputs: dict) -> dict:
     """Reports, sleeps durably, reports: a crash during the sleep must
     resume on the line after it."""
     ProgressReporter(context).update(10, "before the sleep")
-    await sleep(inputs["sleep_ms"])
+    await sleep(inputs["sleep_ms"], data={"for": "the crash test"})
     ProgressReporter(context).update(90, "after the sleep")
     return {"slept_ms": inputs["sleep_ms"]}
 
@@ -57,10 +57,15 @@ async def ambient(context: Context, inputs: dict) -> dict:
     """Randomness, clocks and asyncio inside a step."""
     first = random.random()
     t0 = time.time()
+    # The step runs as a task from its first line: timeout and TaskGroup work.
+    in_task = asyncio.current_task() is not None
+    async with asyncio.timeout(5):
+        async with asyncio.TaskGroup() as group:
+            grouped = group.create_task(asyncio.sleep(0.01, "g"))
     await asyncio.sleep(0.2)
     results = await asyncio.gather(asyncio.sleep(0.1, "a"), asyncio.sleep(0.05, "b"))
     return {"random": [first, random.random()], "time_ok": time.time() >= t0,
-            "gathered": results}
+            "gathered": results, "in_task": in_task, "grouped": grouped.result()}
 
 
 @workflow
