@@ -77,6 +77,11 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
     c.consume_fuel(config.fuel);
     c.max_wasm_stack(MAX_WASM_STACK);
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // `CEREBELUM_PERFMAP=1` writes /tmp/perf-PID.map, so `perf report`
+    // names the guest's functions (CPython's, inside a Python package).
+    if std::env::var_os("CEREBELUM_PERFMAP").is_some_and(|v| v == "1") {
+        c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     let mut pool = PoolingAllocationConfig::default();
     let instances = config.max_instances.max(8);
     // A componentize-py component instantiates ~15 core modules (libc,

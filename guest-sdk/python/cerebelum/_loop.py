@@ -19,7 +19,13 @@ import collections
 import contextvars
 import heapq
 import itertools
+import sys
+import types
 from typing import Any, Callable
+
+
+#: Tasks may start eagerly (Python 3.12+; the engine's Python is newer).
+_EAGER = sys.version_info >= (3, 12)
 
 
 class DeadlockError(RuntimeError):
@@ -42,11 +48,19 @@ class DurableLoop(asyncio.AbstractEventLoop):
     def run_until_complete(self, future):
         if self._running:
             raise RuntimeError("this event loop is already running")
-        future = asyncio.ensure_future(future, loop=self)
         previous = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self)
         self._running = True
         try:
+            if _EAGER and type(future) is types.CoroutineType:
+                # The coroutine runs at once, as its task, until it first
+                # waits: most steps never do, and then nothing is scheduled
+                # at all (in a fresh instance each callback and handle costs
+                # page faults). Still a task: asyncio.timeout and TaskGroup
+                # need the current one.
+                future = asyncio.Task(future, loop=self, eager_start=True)
+            else:
+                future = asyncio.ensure_future(future, loop=self)
             while not future.done():
                 if self._exception is not None:
                     error, self._exception = self._exception, None
@@ -129,8 +143,15 @@ class DurableLoop(asyncio.AbstractEventLoop):
 
     def close(self) -> None:
         self._closed = True
+        self.clear()
+
+    def clear(self) -> None:
+        """Drops what is scheduled and restarts its time at 0, so the loop
+        can run again as if new."""
+        self._now_ms = 0
         self._ready.clear()
         self._timers.clear()
+        self._exception = None
 
     def get_debug(self) -> bool:
         return False

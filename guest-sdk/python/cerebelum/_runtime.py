@@ -229,6 +229,14 @@ async def invoke_step(step: Step, env: dict, runtime: Runtime,
                       attempt: int | None = None) -> dict:
     """Runs the step's function once; its wrapped, JSON-checked result.
     Exceptions of the function propagate (they are a failed attempt)."""
+    # Through JSON and back, as the engine's journal would: both modes see
+    # the same values (tuples become lists, keys strings).
+    return json.loads(await invoke_step_json(step, env, runtime, attempt))
+
+
+async def invoke_step_json(step: Step, env: dict, runtime: Runtime,
+                           attempt: int | None = None) -> str:
+    """:func:`invoke_step`'s result as the JSON text the engine journals."""
     ctx = Context(env.get("inputs"), env.get("workflow", ""), step.name, runtime,
                   env.get("deps", {}), attempt)
     token = CURRENT.set(ctx)
@@ -236,10 +244,7 @@ async def invoke_step(step: Step, env: dict, runtime: Runtime,
         value = await step.fn(ctx, **arguments(step, ctx))
     finally:
         CURRENT.reset(token)
-    result = wrap(value)
-    # Through JSON and back, as the engine's journal would: both modes see
-    # the same values (tuples become lists, keys strings).
-    return json.loads(to_json(result, f"the result of step `{step.name}`"))
+    return to_json(wrap(value), f"the result of step `{step.name}`")
 
 
 def exception_text(e: BaseException) -> str:

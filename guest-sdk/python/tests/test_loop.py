@@ -87,3 +87,33 @@ def test_a_future_nobody_resolves_is_a_deadlock_not_a_hang():
 
     with pytest.raises(DeadlockError, match="not on a timer"):
         run(main())
+
+
+def test_a_coroutine_runs_as_a_task_whether_or_not_it_waits():
+    # asyncio.timeout and TaskGroup need the current task: a step that
+    # never waits must have one too.
+    async def quick():
+        async with asyncio.timeout(5):
+            async with asyncio.TaskGroup() as group:
+                pass
+        return asyncio.current_task() is not None, group is not None
+
+    async def waits():
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0.25)
+        return asyncio.current_task() is not None
+
+    assert run(quick()) == ((True, True), [])
+    assert run(waits()) == (True, [250])
+
+
+def test_a_loop_runs_again_after_clear():
+    loop = DurableLoop(lambda ms: None)
+
+    async def nap():
+        await asyncio.sleep(1)
+        return loop.time()
+
+    assert loop.run_until_complete(nap()) == 1.0
+    loop.clear()
+    assert loop.run_until_complete(nap()) == 1.0
