@@ -64,6 +64,7 @@ mod error;
 pub mod executor;
 pub mod http;
 pub mod journal;
+pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod store;

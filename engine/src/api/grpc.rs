@@ -416,9 +416,15 @@ pub async fn serve(
     let service = CerebelumServer::new(Service::new(api, streams, stopping))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
+    // Plain HTTP (`GET /metrics`) shares the listener: HTTP/1.1 is accepted
+    // beside gRPC's HTTP/2, and the front door only guards gRPC paths.
+    let mut routes = tonic::service::Routes::new(health);
+    let grpc = std::mem::take(routes.axum_router_mut());
+    *routes.axum_router_mut() = grpc.route("/metrics", axum::routing::get(metrics_page));
     let served = tonic::transport::Server::builder()
+        .accept_http1(true)
         .layer(front_door)
-        .add_service(health)
+        .add_routes(routes)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(service)
@@ -433,6 +439,17 @@ pub async fn serve(
         .map_err(|e| Error::Runtime(format!("gRPC server: {e}")));
     revocations.abort();
     served
+}
+
+/// `GET /metrics`: the node's metrics in the Prometheus text format.
+async fn metrics_page() -> impl axum::response::IntoResponse {
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::metrics().encode(),
+    )
 }
 
 /// Whether a status means "try again": the server is down or restarting.

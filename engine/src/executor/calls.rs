@@ -460,6 +460,13 @@ async fn push_attempt(
     exec.writer
         .push(NewEntry::new(caller, Event::Attempt { call: seq, attempt }))
         .await?;
+    crate::metrics::metrics()
+        .step_attempts
+        .get_or_create(&crate::metrics::Metrics::package(
+            &exec.record.tenant,
+            &exec.record.package_name,
+        ))
+        .inc();
     Ok(())
 }
 

@@ -242,6 +242,16 @@ async fn drive_claimed(
         StatusChange::Waiting { .. } => Status::Waiting,
     };
     writer.commit(entries, Vec::new(), Some(change)).await?;
+    if status.is_terminal() {
+        crate::metrics::metrics()
+            .executions_finished
+            .get_or_create(&crate::metrics::FinishedLabels {
+                tenant: exec.record.tenant.clone(),
+                package: exec.record.package_name.clone(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
     info!(%status, "execution finished");
     let _ = inner.finished.send(exec.record.id.clone());
     Ok(())

@@ -335,6 +335,7 @@ pub(crate) async fn run(
             )));
         }
     };
+    let _live = crate::metrics::LiveInstance::new();
     let guest = instance.cerebelum_workflow_guest();
     let result = match entry {
         Entrypoint::Workflow { name, input } => {

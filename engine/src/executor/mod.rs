@@ -292,6 +292,15 @@ impl Engine {
                 .remove(&id);
         }
         let record = created?;
+        if fresh {
+            crate::metrics::metrics()
+                .executions_started
+                .get_or_create(&crate::metrics::Metrics::package(
+                    &record.tenant,
+                    &record.package_name,
+                ))
+                .inc();
+        }
         if owned && fresh {
             let claim = Claim {
                 execution_id: id,

@@ -223,7 +223,13 @@ fn run(
         }
         queues.batch(&mut batch);
         let (ops, merged_into) = coalesce(&mut batch);
+        let metrics = crate::metrics::metrics();
+        metrics.journal_commit_batch.observe(ops.len() as f64);
+        let began = std::time::Instant::now();
         let outcome = runtime.block_on(store.commit(ops, clock.now_ms()));
+        metrics
+            .journal_commit_seconds
+            .observe(began.elapsed().as_secs_f64());
         match outcome {
             Ok(results) => {
                 for (pending, i) in batch.drain(..).zip(merged_into) {
