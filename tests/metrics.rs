@@ -103,6 +103,15 @@ fn metrics_count_what_a_known_workload_did() {
         commits,
         "one batch size per commit"
     );
+    // Every attempt ran in an invocation of its own; each workflow in at
+    // least one.
+    let invocations = |kind| delta("cerebelum_invocation_seconds", &[("kind", kind)]);
+    assert_eq!(invocations("step"), 11.0);
+    assert!(
+        invocations("workflow") >= 4.0,
+        "{}",
+        invocations("workflow")
+    );
     assert_eq!(
         value(&after, "cerebelum_live_instances", &[]),
         0.0,

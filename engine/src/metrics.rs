@@ -29,6 +29,13 @@ pub struct FinishedLabels {
     pub status: String,
 }
 
+/// What an invocation ran.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InvocationLabels {
+    /// `workflow` or `step`.
+    pub kind: &'static str,
+}
+
 /// The node's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -38,6 +45,7 @@ pub struct Metrics {
     pub journal_commit_seconds: Histogram,
     pub journal_commit_batch: Histogram,
     pub live_instances: Gauge,
+    pub invocation_seconds: Family<InvocationLabels, Histogram, fn() -> Histogram>,
 }
 
 impl Metrics {
@@ -80,6 +88,17 @@ impl Metrics {
             "WebAssembly instances alive on this node (running or waiting in process)",
             live_instances.clone(),
         );
+        // 100 µs to ~52 s.
+        let invocation_seconds =
+            Family::<InvocationLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(100e-6, 2.0, 20))
+            });
+        registry.register(
+            "invocation_seconds",
+            "Time of one invocation (instance, call, drop) of a workflow or of a step \
+             attempt, until it returned or hibernated",
+            invocation_seconds.clone(),
+        );
         Self {
             registry,
             executions_started,
@@ -88,6 +107,7 @@ impl Metrics {
             journal_commit_seconds,
             journal_commit_batch,
             live_instances,
+            invocation_seconds,
         }
     }
 
@@ -112,6 +132,27 @@ impl Metrics {
 pub fn metrics() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
     &METRICS
+}
+
+/// Observes the time from its making to its drop into a histogram.
+pub struct Timer {
+    histogram: Histogram,
+    began: std::time::Instant,
+}
+
+impl Timer {
+    pub fn start(histogram: Histogram) -> Self {
+        Self {
+            histogram,
+            began: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.began.elapsed().as_secs_f64());
+    }
 }
 
 /// Counts a live instance while it exists.

@@ -300,6 +300,16 @@ pub(crate) async fn run(
         (&exec.record.id, &invocation_id).hash(&mut h);
         h.finish()
     };
+    let kind = match entry {
+        Entrypoint::Workflow { .. } => "workflow",
+        Entrypoint::Step { .. } => "step",
+    };
+    let _timed = crate::metrics::Timer::start(
+        crate::metrics::metrics()
+            .invocation_seconds
+            .get_or_create(&crate::metrics::InvocationLabels { kind })
+            .clone(),
+    );
     let host = Invocation::new(exec.clone(), invocation_id.clone(), attempt);
     let mut store = new_store(
         exec.engine.runtime.engine(),
