@@ -49,7 +49,7 @@ fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
 #[test]
 fn metrics_count_what_a_known_workload_did() {
     let db = Db::new();
-    let key = db.tenant("acme", &[]);
+    let key = db.tenant("acme", &["--memory-mb", "64"]);
     let port = free_port();
     let _server = db.serve_api(port, &[]);
     let cli = Remote::new(port, &key);
@@ -57,8 +57,9 @@ fn metrics_count_what_a_known_workload_did() {
     let before = scrape(port);
     let kit = [("tenant", "acme"), ("package", "kit")];
 
-    // Three executions of three steps each, and one that fails on its
-    // second step (one attempt each): 4 started, 11 attempts.
+    // Three executions of three steps each, one that fails on its second
+    // step, and one whose step hits the tenant's memory limit (one attempt
+    // each): 5 started, 12 attempts.
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(cli.ok(&["start", "kit", "noop3", "--input", "{}"]));
@@ -70,6 +71,13 @@ fn metrics_count_what_a_known_workload_did() {
         "--input",
         r#"{"until_ms": 99999999999999}"#,
     ]));
+    ids.push(cli.ok(&[
+        "start",
+        "kit",
+        "run_step",
+        "--input",
+        r#"{"step": "memory_bomb", "input": null}"#,
+    ]));
     let mut statuses: Vec<String> = ids
         .iter()
         .map(|id| {
@@ -80,24 +88,34 @@ fn metrics_count_what_a_known_workload_did() {
         })
         .collect();
     statuses.sort();
-    assert_eq!(statuses, ["completed", "completed", "completed", "failed"]);
+    assert_eq!(
+        statuses,
+        ["completed", "completed", "completed", "failed", "failed"]
+    );
 
     let after = scrape(port);
     let delta = |metric: &str, labels: &[(&str, &str)]| {
         value(&after, metric, labels) - value(&before, metric, labels)
     };
-    assert_eq!(delta("cerebelum_executions_started_total", &kit), 4.0);
+    assert_eq!(delta("cerebelum_executions_started_total", &kit), 5.0);
     let finished = |status| {
         delta(
             "cerebelum_executions_finished_total",
             &[kit[0], kit[1], ("status", status)],
         )
     };
-    assert_eq!((finished("completed"), finished("failed")), (3.0, 1.0));
-    assert_eq!(delta("cerebelum_step_attempts_total", &kit), 11.0);
+    assert_eq!((finished("completed"), finished("failed")), (3.0, 2.0));
+    assert_eq!(delta("cerebelum_step_attempts_total", &kit), 12.0);
+    let breaches = |kind| {
+        delta(
+            "cerebelum_limit_breaches_total",
+            &[("tenant", "acme"), ("kind", kind)],
+        )
+    };
+    assert_eq!((breaches("memory"), breaches("deadline")), (1.0, 0.0));
     // Each step's attempt and result, at least, were durable commits.
     let commits = delta("cerebelum_journal_commit_seconds", &[]);
-    assert!(commits >= 11.0, "{commits} commits");
+    assert!(commits >= 12.0, "{commits} commits");
     assert_eq!(
         delta("cerebelum_journal_commit_batch", &[]),
         commits,
@@ -106,9 +124,9 @@ fn metrics_count_what_a_known_workload_did() {
     // Every attempt ran in an invocation of its own; each workflow in at
     // least one.
     let invocations = |kind| delta("cerebelum_invocation_seconds", &[("kind", kind)]);
-    assert_eq!(invocations("step"), 11.0);
+    assert_eq!(invocations("step"), 12.0);
     assert!(
-        invocations("workflow") >= 4.0,
+        invocations("workflow") >= 5.0,
         "{}",
         invocations("workflow")
     );

@@ -29,6 +29,14 @@ pub struct FinishedLabels {
     pub status: String,
 }
 
+/// A limit of the sandbox that stopped an invocation.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub tenant: String,
+    /// `memory`, `node_memory`, `deadline`, `output` or `fuel`.
+    pub kind: &'static str,
+}
+
 /// What an invocation ran.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct InvocationLabels {
@@ -46,6 +54,7 @@ pub struct Metrics {
     pub journal_commit_batch: Histogram,
     pub live_instances: Gauge,
     pub invocation_seconds: Family<InvocationLabels, Histogram, fn() -> Histogram>,
+    pub limit_breaches: Family<LimitLabels, Counter>,
 }
 
 impl Metrics {
@@ -99,6 +108,12 @@ impl Metrics {
              attempt, until it returned or hibernated",
             invocation_seconds.clone(),
         );
+        let limit_breaches = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "limit_breaches",
+            "Invocations stopped by a limit of the sandbox, by tenant and limit",
+            limit_breaches.clone(),
+        );
         Self {
             registry,
             executions_started,
@@ -108,6 +123,7 @@ impl Metrics {
             journal_commit_batch,
             live_instances,
             invocation_seconds,
+            limit_breaches,
         }
     }
 

@@ -209,6 +209,20 @@ impl Invocation {
 /// The error of an invocation stopped by a limit of the sandbox;
 /// `starting`: it could not even be instantiated under it.
 fn limit_error(data: &Sandbox, exec: &ExecState, hit: LimitHit, starting: bool) -> CallError {
+    let kind = match hit {
+        LimitHit::Memory => "memory",
+        LimitHit::NodeMemory => "node_memory",
+        LimitHit::Deadline => "deadline",
+        LimitHit::Output => "output",
+        LimitHit::Fuel => "fuel",
+    };
+    crate::metrics::metrics()
+        .limit_breaches
+        .get_or_create(&crate::metrics::LimitLabels {
+            tenant: exec.record.tenant.clone(),
+            kind,
+        })
+        .inc();
     let limits = data.limits();
     let quotas = &exec.sandbox.quotas;
     let mib = |b: usize| b.div_ceil(1 << 20);
