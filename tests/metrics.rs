@@ -1,6 +1,6 @@
-//! `GET /metrics` of a real `cerebelum serve`, on the gRPC API's port:
-//! parsed with a Prometheus text-format parser, its counters move by what
-//! a known workload did.
+//! Observing a real `cerebelum serve`: `GET /metrics` on the gRPC API's
+//! port, parsed with a Prometheus text-format parser (its counters move by
+//! what a known workload did), and `--log-format json`.
 
 #[macro_use]
 mod common;
@@ -144,4 +144,27 @@ fn metrics_count_what_a_known_workload_did() {
         ),
         0.0
     );
+}
+
+/// `--log-format json`: every log line is one JSON object, and the lines
+/// about an execution carry its id from the span they were logged in.
+#[test]
+fn json_logs_carry_the_execution_id() {
+    let db = Db::new();
+    let mut server = db.serve_api(free_port(), &["--log-format", "json"]);
+    let id = db.start(&guest("testkit"), "noop3", "{}");
+    db.wait_status(&id, "completed", WAIT);
+    let log = server.log();
+    let mut finished = false;
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(entry["level"].is_string(), "{line}");
+        if entry["fields"]["message"] == "execution finished" {
+            assert_eq!(entry["span"]["execution_id"], id.as_str(), "{line}");
+            assert_eq!(entry["fields"]["status"], "completed", "{line}");
+            finished = true;
+        }
+    }
+    assert!(finished, "no JSON line says the execution finished:\n{log}");
 }

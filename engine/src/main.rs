@@ -11,13 +11,21 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: --log {:?} is not a log filter ({e}); logging warnings only (try `info` \
+             or `cerebelum=debug`)",
+            cli.log
+        );
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Text => logs.init(),
+        cli::LogFormat::Json => logs.json().with_current_span(true).init(),
+    }
     // One worker thread more than cores: guest code runs on at most one
     // per core (see `runtime::CpuSlots`), so the engine's own work (the
     // API, commits, timers) always finds a thread, even while every core

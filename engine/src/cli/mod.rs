@@ -71,8 +71,27 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "CEREBELUM_LOG", default_value = "warn")]
     pub(crate) log: String,
 
+    /// How log lines are written (to stderr): `text` for people, `json`
+    /// for log shippers (one object per line, with the span's fields, e.g.
+    /// the execution id).
+    #[arg(
+        long,
+        global = true,
+        env = "CEREBELUM_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub(crate) log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// See `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
