@@ -151,13 +151,13 @@ pub fn metrics() -> &'static Metrics {
 }
 
 /// Observes the time from its making to its drop into a histogram.
-pub struct Timer {
+pub(crate) struct Timer {
     histogram: Histogram,
     began: std::time::Instant,
 }
 
 impl Timer {
-    pub fn start(histogram: Histogram) -> Self {
+    pub(crate) fn start(histogram: Histogram) -> Self {
         Self {
             histogram,
             began: std::time::Instant::now(),
@@ -172,18 +172,12 @@ impl Drop for Timer {
 }
 
 /// Counts a live instance while it exists.
-pub struct LiveInstance(());
+pub(crate) struct LiveInstance(());
 
 impl LiveInstance {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         metrics().live_instances.inc();
         Self(())
-    }
-}
-
-impl Default for LiveInstance {
-    fn default() -> Self {
-        Self::new()
     }
 }
 

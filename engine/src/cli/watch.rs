@@ -47,7 +47,7 @@ pub(crate) fn summary(r: &ExecutionRecord) -> String {
 /// `sleep(ms, data)` recorded with it.
 pub(crate) fn pending_sleeps(entries: &[Entry]) -> Vec<String> {
     let mut renderer = Renderer::default();
-    let mut pending: Vec<(usize, i64)> = Vec::new();
+    let mut pending = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         match &e.event {
             Event::Call {
@@ -57,24 +57,17 @@ pub(crate) fn pending_sleeps(entries: &[Entry]) -> Vec<String> {
                 renderer.call(e.seq, call, true);
             }
             Event::Call {
-                call: Call::Sleep(_),
+                call: Call::Sleep(sleep),
                 ..
-            } => pending.push((i, e.seq)),
-            Event::Result { call, .. } => pending.retain(|(_, seq)| seq != call),
+            } => pending.push((i, sleep)),
+            Event::Result { call, .. } => pending.retain(|(j, _)| entries[*j].seq != *call),
             _ => {}
         }
     }
     pending
         .into_iter()
-        .filter_map(|(i, _)| {
+        .map(|(i, sleep)| {
             let e = &entries[i];
-            let Event::Call {
-                call: Call::Sleep(sleep),
-                ..
-            } = &e.event
-            else {
-                return None;
-            };
             let mut line = format!(
                 "  sleeping {} ms in [{}], due in {:.1}s",
                 sleep.args.duration_ms,
@@ -98,7 +91,7 @@ pub(crate) fn pending_sleeps(entries: &[Entry]) -> Vec<String> {
             if let Some(data) = data {
                 line.push_str(&format!(": {data}"));
             }
-            Some(line)
+            line
         })
         .collect()
 }

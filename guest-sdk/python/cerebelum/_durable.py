@@ -278,11 +278,11 @@ _scan_json = json.decoder.JSONDecoder().scan_once
 
 
 def _run(coro) -> Any:
-    loop = _LOOP if not _LOOP.is_running() else DurableLoop(_durable_sleep)
     try:
-        return loop.run_until_complete(coro)
+        return _LOOP.run_until_complete(coro)
     finally:
-        loop.clear()
+        if not _LOOP.is_running():  # (a nested call is refused, not cleared)
+            _LOOP.clear()
 
 
 def _loads(text: str) -> Any:
