@@ -29,6 +29,7 @@ if ! pg_up; then
 fi
 
 scripts/python-env.sh
+scripts/browser.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -51,15 +51,17 @@ fn metrics_count_what_a_known_workload_did() {
     let db = Db::new();
     let key = db.tenant("acme", &["--memory-mb", "64"]);
     let port = free_port();
-    let _server = db.serve_api(port, &[]);
+    // Waits over 100 ms hibernate (the sleeping execution below).
+    let _server = db.serve_api(port, &["--hibernate-after-ms", "100"]);
     let cli = Remote::new(port, &key);
     cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
     let before = scrape(port);
     let kit = [("tenant", "acme"), ("package", "kit")];
 
     // Three executions of three steps each, one that fails on its second
-    // step, and one whose step hits the tenant's memory limit (one attempt
-    // each): 5 started, 12 attempts.
+    // step, one whose step hits the tenant's memory limit (one attempt
+    // each), and one that sleeps between two steps (it hibernates and is
+    // claimed again when due): 6 started, 14 attempts.
     let mut ids = Vec::new();
     for _ in 0..3 {
         ids.push(cli.ok(&["start", "kit", "noop3", "--input", "{}"]));
@@ -78,6 +80,13 @@ fn metrics_count_what_a_known_workload_did() {
         "--input",
         r#"{"step": "memory_bomb", "input": null}"#,
     ]));
+    ids.push(cli.ok(&[
+        "start",
+        "kit",
+        "step_sleep_step",
+        "--input",
+        r#"{"sleep_ms": 400}"#,
+    ]));
     let mut statuses: Vec<String> = ids
         .iter()
         .map(|id| {
@@ -90,22 +99,53 @@ fn metrics_count_what_a_known_workload_did() {
     statuses.sort();
     assert_eq!(
         statuses,
-        ["completed", "completed", "completed", "failed", "failed"]
+        [
+            "completed",
+            "completed",
+            "completed",
+            "completed",
+            "failed",
+            "failed"
+        ]
     );
 
     let after = scrape(port);
     let delta = |metric: &str, labels: &[(&str, &str)]| {
         value(&after, metric, labels) - value(&before, metric, labels)
     };
-    assert_eq!(delta("cerebelum_executions_started_total", &kit), 5.0);
+    assert_eq!(delta("cerebelum_executions_started_total", &kit), 6.0);
     let finished = |status| {
         delta(
             "cerebelum_executions_finished_total",
             &[kit[0], kit[1], ("status", status)],
         )
     };
-    assert_eq!((finished("completed"), finished("failed")), (3.0, 2.0));
-    assert_eq!(delta("cerebelum_step_attempts_total", &kit), 12.0);
+    assert_eq!((finished("completed"), finished("failed")), (4.0, 2.0));
+    assert_eq!(delta("cerebelum_step_attempts_total", &kit), 14.0);
+    let steps = |outcome| {
+        delta(
+            "cerebelum_steps_finished_total",
+            &[kit[0], kit[1], ("outcome", outcome)],
+        )
+    };
+    assert_eq!((steps("completed"), steps("failed")), (12.0, 2.0));
+    // The sleeper hibernated once and was claimed once when due, a little
+    // after its due time; nothing was taken over.
+    assert_eq!(delta("cerebelum_hibernations_total", &[]), 1.0);
+    assert_eq!(delta("cerebelum_claims_total", &[]), 1.0);
+    assert_eq!(delta("cerebelum_timer_lateness_seconds", &[]), 1.0);
+    assert_eq!(delta("cerebelum_lease_takeovers_total", &[]), 0.0);
+    // Nothing is open any more: no gauge of an open status is above 0.
+    for status in ["pending", "running", "waiting"] {
+        assert_eq!(
+            value(
+                &after,
+                "cerebelum_executions_open",
+                &[("tenant", "acme"), ("status", status)]
+            ),
+            0.0
+        );
+    }
     let breaches = |kind| {
         delta(
             "cerebelum_limit_breaches_total",
@@ -115,7 +155,7 @@ fn metrics_count_what_a_known_workload_did() {
     assert_eq!((breaches("memory"), breaches("deadline")), (1.0, 0.0));
     // Each step's attempt and result, at least, were durable commits.
     let commits = delta("cerebelum_journal_commit_seconds", &[]);
-    assert!(commits >= 12.0, "{commits} commits");
+    assert!(commits >= 14.0, "{commits} commits");
     assert_eq!(
         delta("cerebelum_journal_commit_batch", &[]),
         commits,
@@ -124,9 +164,9 @@ fn metrics_count_what_a_known_workload_did() {
     // Every attempt ran in an invocation of its own; each workflow in at
     // least one.
     let invocations = |kind| delta("cerebelum_invocation_seconds", &[("kind", kind)]);
-    assert_eq!(invocations("step"), 12.0);
+    assert_eq!(invocations("step"), 14.0);
     assert!(
-        invocations("workflow") >= 5.0,
+        invocations("workflow") >= 6.0,
         "{}",
         invocations("workflow")
     );
@@ -167,4 +207,146 @@ fn json_logs_carry_the_execution_id() {
         }
     }
     assert!(finished, "no JSON line says the execution finished:\n{log}");
+}
+
+/// `--otlp-endpoint`: the spans of one execution reach a real OTLP/gRPC
+/// receiver (run here, in the test) with their parent/child structure:
+/// execution → workflow invocation → step attempt → step invocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_collector_with_their_structure() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value;
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Receiver {
+        spans: Arc<Mutex<Vec<Span>>>,
+        services: Arc<Mutex<Vec<String>>>,
+    }
+    #[tonic::async_trait]
+    impl TraceService for Receiver {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            for batch in request.into_inner().resource_spans {
+                for attr in batch.resource.iter().flat_map(|r| &r.attributes) {
+                    if attr.key == "service.name"
+                        && let Some(any_value::Value::StringValue(name)) =
+                            attr.value.as_ref().and_then(|v| v.value.clone())
+                    {
+                        self.services.lock().unwrap().push(name);
+                    }
+                }
+                for scope in batch.scope_spans {
+                    self.spans.lock().unwrap().extend(scope.spans);
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+    fn attr(span: &Span, key: &str) -> Option<String> {
+        let value = span
+            .attributes
+            .iter()
+            .find(|a| a.key == key)?
+            .value
+            .as_ref()?;
+        match value.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.clone()),
+            any_value::Value::IntValue(i) => Some(i.to_string()),
+            other => Some(format!("{other:?}")),
+        }
+    }
+
+    let receiver = Receiver::default();
+    let collector_port = free_port();
+    let service = TraceServiceServer::new(receiver.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve(([127, 0, 0, 1], collector_port).into()),
+    );
+    let endpoint = format!("http://127.0.0.1:{collector_port}");
+    let db = Db::new();
+    let _server = db.serve_api(free_port(), &["--otlp-endpoint", &endpoint]);
+    let id = tokio::task::block_in_place(|| {
+        let id = db.start(&guest("testkit"), "noop3", "{}");
+        db.wait_status(&id, "completed", WAIT);
+        id
+    });
+
+    // The batch exporter sends every second.
+    let deadline = std::time::Instant::now() + WAIT;
+    let spans = loop {
+        let spans = receiver.spans.lock().unwrap().clone();
+        let ours = |s: &Span| attr(s, "execution_id").as_deref() == Some(id.as_str());
+        let execution = spans.iter().find(|s| s.name == "execution" && ours(s));
+        let trace = execution.map(|e| e.trace_id.clone());
+        let in_trace: Vec<Span> = spans
+            .iter()
+            .filter(|s| Some(&s.trace_id) == trace.as_ref())
+            .cloned()
+            .collect();
+        if in_trace.iter().filter(|s| s.name == "step_attempt").count() == 3
+            && in_trace.iter().filter(|s| s.name == "invocation").count() == 4
+        {
+            break in_trace;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the collector did not get the execution's spans; it has {:?}",
+            spans
+                .iter()
+                .map(|s| (s.name.clone(), attr(s, "execution_id")))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        receiver
+            .services
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|s| s == "cerebelum"),
+        "service.name"
+    );
+    let by_id = |span_id: &[u8]| spans.iter().find(|s| s.span_id == span_id);
+    let parent = |s: &Span| by_id(&s.parent_span_id).map(|p| p.name.clone());
+    let execution = spans.iter().find(|s| s.name == "execution").unwrap();
+    let roots: Vec<_> = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
+    assert_eq!(roots.len(), 1, "one root: the execution");
+    assert_eq!(roots[0].span_id, execution.span_id);
+    let workflow = spans
+        .iter()
+        .find(|s| s.name == "invocation" && s.parent_span_id == execution.span_id)
+        .expect("the workflow's invocation under the execution");
+    assert_eq!(attr(workflow, "invocation").as_deref(), Some("wf"));
+    let mut steps = Vec::new();
+    for attempt in spans.iter().filter(|s| s.name == "step_attempt") {
+        assert_eq!(
+            attempt.parent_span_id, workflow.span_id,
+            "a step attempt's parent"
+        );
+        assert_eq!(attr(attempt, "attempt").as_deref(), Some("1"));
+        steps.push(attr(attempt, "step").expect("the step's name"));
+        let invocation = spans
+            .iter()
+            .find(|s| s.parent_span_id == attempt.span_id)
+            .expect("the step's invocation under its attempt");
+        assert_eq!(invocation.name, "invocation");
+        assert_eq!(parent(invocation).as_deref(), Some("step_attempt"));
+    }
+    steps.sort();
+    assert_eq!(steps.len(), 3, "{steps:?}");
 }

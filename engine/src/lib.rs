@@ -60,6 +60,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod console;
 mod error;
 pub mod executor;
 pub mod http;

@@ -44,6 +44,40 @@ pub struct InvocationLabels {
     pub kind: &'static str,
 }
 
+/// How a step call ended (after its retries).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub tenant: String,
+    pub package: String,
+    /// `completed` or `failed`.
+    pub outcome: &'static str,
+}
+
+/// How an HTTP request of a step ended.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub tenant: String,
+    /// `2xx`…`5xx` for a response; else the error: `denied` (not on the
+    /// allow-list), `timeout`, `connection-refused`, `request-too-large`,
+    /// `response-too-large`, `invalid-url` or `error`.
+    pub outcome: String,
+}
+
+/// Open executions of a tenant in one status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpenLabels {
+    pub tenant: String,
+    /// `pending`, `running` or `waiting` (hibernated or waiting in process).
+    pub status: String,
+}
+
+/// A worker queue of a tenant.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub tenant: String,
+    pub queue: String,
+}
+
 /// The node's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -55,6 +89,15 @@ pub struct Metrics {
     pub live_instances: Gauge,
     pub invocation_seconds: Family<InvocationLabels, Histogram, fn() -> Histogram>,
     pub limit_breaches: Family<LimitLabels, Counter>,
+    pub steps_finished: Family<StepLabels, Counter>,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub hibernations: Counter,
+    pub claims: Counter,
+    pub lease_takeovers: Counter,
+    pub timer_lateness_seconds: Histogram,
+    /// Read from the database at each scrape (all nodes' executions).
+    pub executions_open: Family<OpenLabels, Gauge>,
+    pub tasks_queued: Family<QueueLabels, Gauge>,
 }
 
 impl Metrics {
@@ -114,8 +157,66 @@ impl Metrics {
             "Invocations stopped by a limit of the sandbox, by tenant and limit",
             limit_breaches.clone(),
         );
+        let steps_finished = Family::<StepLabels, Counter>::default();
+        registry.register(
+            "steps_finished",
+            "Step calls ended, after their retries: completed or failed",
+            steps_finished.clone(),
+        );
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests of steps (not replayed ones), by status class or error",
+            http_requests.clone(),
+        );
+        let hibernations = Counter::default();
+        registry.register(
+            "hibernations",
+            "Executions hibernated at a long wait (instance dropped, journal kept)",
+            hibernations.clone(),
+        );
+        let claims = Counter::default();
+        registry.register(
+            "claims",
+            "Due executions this node claimed (new, woken, retried or taken over)",
+            claims.clone(),
+        );
+        let lease_takeovers = Counter::default();
+        registry.register(
+            "lease_takeovers",
+            "Running executions this node took over after their owner's lease expired",
+            lease_takeovers.clone(),
+        );
+        // 1 ms to ~65 s.
+        let timer_lateness_seconds = Histogram::new(exponential_buckets(1e-3, 2.0, 17));
+        registry.register(
+            "timer_lateness_seconds",
+            "How long after its due time a hibernated execution was claimed",
+            timer_lateness_seconds.clone(),
+        );
+        let executions_open = Family::<OpenLabels, Gauge>::default();
+        registry.register(
+            "executions_open",
+            "Open executions in the database by tenant and status (read at each scrape)",
+            executions_open.clone(),
+        );
+        let tasks_queued = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "tasks_queued",
+            "Step attempts waiting for an external worker, by tenant and worker queue \
+             (read at each scrape)",
+            tasks_queued.clone(),
+        );
         Self {
             registry,
+            steps_finished,
+            http_requests,
+            hibernations,
+            claims,
+            lease_takeovers,
+            timer_lateness_seconds,
+            executions_open,
+            tasks_queued,
             executions_started,
             executions_finished,
             step_attempts,
@@ -134,6 +235,71 @@ impl Metrics {
             tracing::error!(error = %e, "encoding the metrics");
         }
         text
+    }
+
+    /// Everything, with the database's gauges read now.
+    pub async fn scrape(&self, store: &crate::store::SharedStore) -> String {
+        match store.executions().gauges().await {
+            Ok(gauges) => {
+                self.executions_open.clear();
+                for (tenant, status, n) in gauges.open {
+                    self.executions_open
+                        .get_or_create(&OpenLabels { tenant, status })
+                        .set(n);
+                }
+                self.tasks_queued.clear();
+                for (tenant, queue, n) in gauges.queued {
+                    self.tasks_queued
+                        .get_or_create(&QueueLabels { tenant, queue })
+                        .set(n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the database's gauges for /metrics"),
+        }
+        self.encode()
+    }
+
+    /// A claim of [`crate::store::ops::Claim`]: counted, and its lateness.
+    pub(crate) fn claimed(&self, claim: &crate::store::Claim) {
+        self.claims.inc();
+        if claim.taken_over {
+            self.lease_takeovers.inc();
+        }
+        if let Some(late) = claim.late_ms {
+            self.timer_lateness_seconds
+                .observe(late.max(0) as f64 / 1000.0);
+        }
+    }
+
+    /// A step call ended after its retries.
+    pub(crate) fn step_finished(&self, tenant: &str, package: &str, ok: bool) {
+        self.steps_finished
+            .get_or_create(&StepLabels {
+                tenant: tenant.to_owned(),
+                package: package.to_owned(),
+                outcome: if ok { "completed" } else { "failed" },
+            })
+            .inc();
+    }
+
+    /// An HTTP request of a step got `answer`.
+    pub(crate) fn http_request(&self, tenant: &str, answer: &crate::journal::HttpAnswer) {
+        let outcome = match answer {
+            crate::journal::HttpAnswer::Response { status, .. } => {
+                format!("{}xx", (status / 100).clamp(1, 5))
+            }
+            crate::journal::HttpAnswer::Error { error, .. } => match error.as_str() {
+                "denied" | "timeout" | "connection-refused" | "request-too-large"
+                | "response-too-large" | "invalid-url" => error.clone(),
+                _ => "error".to_owned(),
+            },
+        };
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                tenant: tenant.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn package(tenant: &str, package: &str) -> PackageLabels {

@@ -410,17 +410,31 @@ pub async fn serve(
     let streams = Streams::new(limits.max_streams);
     let revocations = tokio::spawn(streams.clone().check_revocations(api.store().clone()));
     let front_door = AuthLayer::new(api.clone());
+    let metrics_store = api.store().clone();
+    let console = crate::console::Console {
+        api: api.clone(),
+        sessions: crate::console::session::Sessions::default(),
+        streams: streams.clone(),
+        stopping: stopping.clone(),
+    };
     let workers = WorkerServiceServer::new(WorkerGrpc::new(api.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
     let service = CerebelumServer::new(Service::new(api, streams, stopping))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
-    // Plain HTTP (`GET /metrics`) shares the listener: HTTP/1.1 is accepted
-    // beside gRPC's HTTP/2, and the front door only guards gRPC paths.
+    // Plain HTTP (`GET /metrics`, the console) shares the listener:
+    // HTTP/1.1 is accepted beside gRPC's HTTP/2, and the front door only
+    // guards gRPC paths.
     let mut routes = tonic::service::Routes::new(health);
     let grpc = std::mem::take(routes.axum_router_mut());
-    *routes.axum_router_mut() = grpc.route("/metrics", axum::routing::get(metrics_page));
+    *routes.axum_router_mut() = grpc
+        .route(
+            "/metrics",
+            axum::routing::get(move || metrics_page(metrics_store.clone())),
+        )
+        .merge(crate::console::router(console, max_message_bytes))
+        .fallback(crate::console::fallback);
     let served = tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(front_door)
@@ -442,13 +456,13 @@ pub async fn serve(
 }
 
 /// `GET /metrics`: the node's metrics in the Prometheus text format.
-async fn metrics_page() -> impl axum::response::IntoResponse {
+async fn metrics_page(store: crate::store::SharedStore) -> impl axum::response::IntoResponse {
     (
         [(
             http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::metrics().encode(),
+        crate::metrics::metrics().scrape(&store).await,
     )
 }
 

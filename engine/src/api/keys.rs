@@ -14,7 +14,7 @@ pub struct NewKey {
     pub secret: String,
 }
 
-fn random_hex(bytes: usize) -> Result<String> {
+pub(crate) fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut buf))
@@ -35,8 +35,7 @@ pub fn id_of(key_or_id: &str) -> &str {
     }
 }
 
-/// Creates a key for `tenant`.
-pub async fn create(store: &SharedStore, tenant: &str, now_ms: i64) -> Result<NewKey> {
+fn new_key(tenant: &str, now_ms: i64) -> Result<NewKey> {
     let id = format!("cbk_{}", random_hex(4)?);
     let secret = format!("{id}_{}", random_hex(24)?);
     let record = ApiKeyRecord {
@@ -45,8 +44,28 @@ pub async fn create(store: &SharedStore, tenant: &str, now_ms: i64) -> Result<Ne
         created_at_ms: now_ms,
         revoked_at_ms: None,
     };
-    store.catalog().add_api_key(&record, &hash(&secret)).await?;
     Ok(NewKey { record, secret })
+}
+
+/// Creates a key for `tenant`.
+pub async fn create(store: &SharedStore, tenant: &str, now_ms: i64) -> Result<NewKey> {
+    let key = new_key(tenant, now_ms)?;
+    store
+        .catalog()
+        .add_api_key(&key.record, &hash(&key.secret))
+        .await?;
+    Ok(key)
+}
+
+/// Creates an operator key: it belongs to no tenant, and signs in to the
+/// console's views of every tenant and of the nodes.
+pub async fn create_operator(store: &SharedStore, now_ms: i64) -> Result<NewKey> {
+    let key = new_key("", now_ms)?;
+    store
+        .catalog()
+        .add_operator_key(&key.record, &hash(&key.secret))
+        .await?;
+    Ok(key)
 }
 
 /// The tenant of `key`; an error if the key is unknown or revoked.

@@ -342,6 +342,17 @@ impl Api {
     pub async fn list(
         &self,
         tenant: &TenantRecord,
+        filter: ListFilter,
+        page_token: Option<&str>,
+    ) -> Result<Page> {
+        self.list_of(Some(tenant), filter, page_token).await
+    }
+
+    /// [`Api::list`] of one tenant, or with `None` of every tenant (an
+    /// operator's view; `filter.tenant` may then name one).
+    pub async fn list_of(
+        &self,
+        tenant: Option<&TenantRecord>,
         mut filter: ListFilter,
         page_token: Option<&str>,
     ) -> Result<Page> {
@@ -356,7 +367,21 @@ impl Api {
         if let Some(token) = page_token {
             check_len("the page token", token, MAX_NAME_BYTES)?;
         }
-        filter.tenant = Some(tenant.name.clone());
+        if let Some(prefix) = &filter.id_prefix {
+            check_len("the id filter", prefix, MAX_ID_BYTES)?;
+            if !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(Error::InvalidInput(format!(
+                    "the id filter {prefix:?} is not the start of an execution id: use letters, \
+                     digits, '-' and '_' (e.g. `ex_3f9a`)"
+                )));
+            }
+        }
+        if let Some(tenant) = tenant {
+            filter.tenant = Some(tenant.name.clone());
+        }
         filter.limit = match filter.limit {
             n if n <= 0 => 50,
             n => n.min(MAX_PAGE),

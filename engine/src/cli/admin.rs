@@ -72,10 +72,23 @@ pub(crate) enum SecretCommand {
 #[derive(Subcommand)]
 pub(crate) enum KeyCommand {
     /// Create an API key for a tenant and print it (only once: the
-    /// database keeps a hash).
-    Create { tenant: String },
-    /// List a tenant's keys (ids only).
-    List { tenant: String },
+    /// database keeps a hash). With --operator instead of a tenant: an
+    /// operator key, which signs in to the web console's views of every
+    /// tenant and of the nodes.
+    Create {
+        #[arg(required_unless_present = "operator")]
+        tenant: Option<String>,
+        /// An operator key (no tenant).
+        #[arg(long, conflicts_with = "tenant")]
+        operator: bool,
+    },
+    /// List a tenant's keys, or with --operator the operator keys (ids only).
+    List {
+        #[arg(required_unless_present = "operator")]
+        tenant: Option<String>,
+        #[arg(long, conflicts_with = "tenant")]
+        operator: bool,
+    },
     /// Revoke a key at once, by its id (`cbk_…`, the part before the
     /// second underscore) or the whole key.
     Revoke { id: String },
@@ -259,16 +272,30 @@ async fn administer(store: &SharedStore, command: &AdminCommand) -> Result<ExitC
             }
         },
         AdminCommand::Key { command } => match command {
-            KeyCommand::Create { tenant } => {
-                let key = keys::create(store, tenant, now).await?;
-                eprintln!(
-                    "API key {} for tenant {tenant}; it is shown only this once:",
-                    key.record.id
-                );
+            KeyCommand::Create { tenant, .. } => {
+                let key = match tenant {
+                    Some(tenant) => keys::create(store, tenant, now).await?,
+                    None => keys::create_operator(store, now).await?,
+                };
+                match tenant {
+                    Some(tenant) => eprintln!(
+                        "API key {} for tenant {tenant}; it is shown only this once:",
+                        key.record.id
+                    ),
+                    None => eprintln!(
+                        "operator key {} (sees every tenant in the console); it is shown \
+                         only this once:",
+                        key.record.id
+                    ),
+                }
                 out!("{}", key.secret);
             }
-            KeyCommand::List { tenant } => {
-                for key in store.catalog().list_api_keys(tenant).await? {
+            KeyCommand::List { tenant, .. } => {
+                let found = match tenant {
+                    Some(tenant) => store.catalog().list_api_keys(tenant).await?,
+                    None => store.catalog().list_operator_keys().await?,
+                };
+                for key in found {
                     out!(
                         "{}  {}",
                         key.id,
@@ -282,7 +309,11 @@ async fn administer(store: &SharedStore, command: &AdminCommand) -> Result<ExitC
             }
             KeyCommand::Revoke { id } => {
                 let key = store.catalog().revoke_api_key(keys::id_of(id), now).await?;
-                out!("revoked API key {} of tenant {}", key.id, key.tenant);
+                if key.tenant.is_empty() {
+                    out!("revoked operator key {}", key.id);
+                } else {
+                    out!("revoked API key {} of tenant {}", key.id, key.tenant);
+                }
             }
         },
         AdminCommand::Secret { command } => match command {

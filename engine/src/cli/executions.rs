@@ -182,6 +182,9 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     out!("{}", watch::summary(&view.record));
+    if let Some(url) = super::console_url(cli, &args.id) {
+        out!("  console: {url}");
+    }
     if let Some(note) = &view.note {
         out!("  waiting for {note}");
     }
@@ -238,6 +241,9 @@ pub(crate) async fn list(cli: &Cli, args: &ListArgs) -> Result<ExitCode> {
 pub(crate) async fn follow(cli: &Cli, args: &WatchArgs) -> Result<ExitCode> {
     let ops = ops(cli, Needs::Store).await?;
     let reconnect_for = Duration::from_secs(args.reconnect_timeout_s);
+    if let Some(url) = super::console_url(cli, &args.id) {
+        eprintln!("console: {url}");
+    }
     let record = watch::follow(ops.as_ref(), &args.id, reconnect_for).await?;
     Ok(print_outcome(&record))
 }

@@ -83,6 +83,18 @@ pub(crate) struct Cli {
     )]
     pub(crate) log_format: LogFormat,
 
+    /// Send spans (an execution's drive loop, each invocation, each step
+    /// attempt, with the execution id, step and attempt as attributes) to
+    /// this OpenTelemetry collector by OTLP over gRPC, e.g.
+    /// http://127.0.0.1:4317. Off by default; independent of --log.
+    #[arg(
+        long,
+        global = true,
+        env = "CEREBELUM_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    pub(crate) otlp_endpoint: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -192,4 +204,17 @@ fn print_outcome(record: &ExecutionRecord) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The console page of execution `id` on the server the CLI talks to
+/// (none without --server).
+fn console_url(cli: &Cli, id: &str) -> Option<String> {
+    let server = cli.server.as_deref()?.trim_end_matches('/');
+    let base = match server.split_once("://") {
+        Some(("grpc", rest)) => format!("http://{rest}"),
+        Some(("grpcs", rest)) => format!("https://{rest}"),
+        Some(_) => server.to_owned(),
+        None => format!("http://{server}"),
+    };
+    Some(format!("{base}/executions/{id}"))
 }

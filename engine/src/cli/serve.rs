@@ -112,7 +112,7 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         })?;
     let addr = listener.local_addr()?;
     eprintln!(
-        "cerebelum serving {} on grpc://{addr}; Ctrl-C to stop\n  metrics (Prometheus): http://{addr}/metrics",
+        "cerebelum serving {} on grpc://{addr}; Ctrl-C to stop\n  console: http://{addr}/\n  metrics (Prometheus): http://{addr}/metrics",
         store::redacted(&cli.db)
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -242,6 +242,7 @@ pub(crate) async fn step_call(
             Outcome::Returned(Ok(text)) => {
                 match exec.check_payload(&format!("the result of step '{step}'"), text.len()) {
                     Ok(()) => {
+                        exec.step_finished(true);
                         return exec
                             .resolve_after(&caller, seq, Ok(parse_payload(&text)), served)
                             .await;
@@ -264,6 +265,7 @@ pub(crate) async fn step_call(
         let message = exec.sandbox.redact(&error.message);
         tracing::info!(seq, %step, attempt, kind = %error.kind, %message, tries_left, "step attempt failed");
         if !tries_left {
+            exec.step_finished(false);
             return exec.resolve_after(&caller, seq, Err(error), served).await;
         }
         let due = exec.engine.now_ms() + policy.backoff_ms(failed) as i64;
@@ -343,6 +345,11 @@ enum Ran {
 /// worker queue. `open` is the attempt journaled before a crash or a
 /// hibernation: its task is waited for again (a worker may hold it), and
 /// `attempt` becomes it.
+#[tracing::instrument(
+    name = "step_attempt",
+    skip_all,
+    fields(step = place.step, call = place.seq, attempt = *attempt, queue = place.queue)
+)]
 async fn run_attempt(
     exec: &Arc<ExecState>,
     place: &Placement<'_>,

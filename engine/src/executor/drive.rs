@@ -29,7 +29,7 @@ pub(crate) async fn drive(inner: Arc<Inner>, claim: Claim) {
 
 /// [`drive`] for an execution already in `running`; `fresh` is the record
 /// of an execution this node just created (its journal is empty).
-#[instrument(skip_all, fields(execution_id = %claim.execution_id))]
+#[instrument(name = "execution", skip_all, fields(execution_id = %claim.execution_id))]
 pub(crate) async fn drive_registered(
     inner: Arc<Inner>,
     claim: Claim,
@@ -225,6 +225,7 @@ async fn drive_claimed(
                     }),
                 )
                 .await?;
+            crate::metrics::metrics().hibernations.inc();
             info!(?wake_at, "execution hibernated");
             return Ok(());
         }

@@ -198,7 +198,8 @@ impl Host for GuestData {
             .await?;
         let inv = self.invocation()?;
         if inv.exec.recorded_result(seq).is_none() {
-            let task = tokio::spawn(calls::step_call(
+            // The step runs beside the workflow, in its span.
+            let task = tokio::spawn(tracing::Instrument::in_current_span(calls::step_call(
                 inv.exec.clone(),
                 inv.id.clone(),
                 seq,
@@ -206,7 +207,7 @@ impl Host for GuestData {
                 input,
                 args.options,
                 false,
-            ));
+            )));
             inv.exec
                 .tasks
                 .lock()

@@ -356,6 +356,7 @@ async fn exchange(
         }
     };
 
+    crate::metrics::metrics().http_request(&exec.record.tenant, &answer);
     // Journal in the order the requests were made, before the step sees
     // the response. The push runs on its own task, so the entry is written
     // even if the guest drops this request meanwhile.

@@ -300,6 +300,7 @@ pub(crate) enum Entrypoint<'a> {
 }
 
 /// Runs user code in a fresh instance and classifies how it ended.
+#[tracing::instrument(name = "invocation", skip_all, fields(invocation = %invocation_id, attempt))]
 pub(crate) async fn run(
     exec: &Arc<ExecState>,
     invocation_id: String,

@@ -307,6 +307,8 @@ impl Engine {
                 epoch: record.epoch,
                 signals: 0,
                 resumed: false,
+                late_ms: None,
+                taken_over: false,
             };
             tokio::spawn(drive_registered(
                 inner.clone(),

@@ -73,6 +73,7 @@ pub(crate) async fn run(
                     inner.wake.notify_one();
                 }
                 for claim in claims {
+                    crate::metrics::metrics().claimed(&claim);
                     tokio::spawn(drive(inner.clone(), claim));
                 }
             }

@@ -131,6 +131,11 @@ impl ExecState {
         Ok(())
     }
 
+    /// Counts a step call that ended (the `steps_finished` metric).
+    pub(crate) fn step_finished(&self, ok: bool) {
+        crate::metrics::metrics().step_finished(&self.record.tenant, &self.record.package_name, ok);
+    }
+
     /// Refuses a payload larger than the tenant's maximum.
     pub(crate) fn check_payload(&self, what: &str, len: usize) -> Result<(), CallError> {
         match self.sandbox.quotas.max_payload_bytes {

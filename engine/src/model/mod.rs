@@ -242,9 +242,23 @@ pub struct SecretRecord {
 pub struct ApiKeyRecord {
     /// The key's public prefix, e.g. `ck_3f9a1c0d`; names it for `revoke`.
     pub id: String,
+    /// Its tenant; empty for an operator key, which belongs to no tenant
+    /// and sees them all in the console.
     pub tenant: String,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+}
+
+/// A node that owns running executions (an engine process: one on
+/// SQLite, several on PostgreSQL).
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRecord {
+    pub id: String,
+    /// Running executions it holds a lease on.
+    pub owned: i64,
+    /// The soonest and the latest expiry of those leases.
+    pub lease_min_ms: i64,
+    pub lease_max_ms: i64,
 }
 
 /// A stored package version.
@@ -341,6 +355,8 @@ pub struct ListFilter {
     /// Package name.
     pub package: Option<String>,
     pub workflow: Option<String>,
+    /// Only ids that start with this (letters, digits, '-' and '_').
+    pub id_prefix: Option<String>,
     /// Paging: only executions listed after this one, i.e. older than
     /// (created_at_ms, id).
     pub after: Option<(i64, String)>,

@@ -40,8 +40,8 @@ use crate::error::Result;
 use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, CallError, Decision, ExecutionRecord, ListFilter, NewExecution,
-    PackageInfo, PackageRecord, Quotas, SecretRecord, TaskBeat, TaskClaim, TaskId, TaskRecord,
-    TaskToken, TenantRecord, WorkerRecord,
+    NodeRecord, PackageInfo, PackageRecord, Quotas, SecretRecord, TaskBeat, TaskClaim, TaskId,
+    TaskRecord, TaskToken, TenantRecord, WorkerRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -95,8 +95,19 @@ pub trait Catalog: Send + Sync {
     /// Stores a new API key of `key.tenant` by the SHA-256 of its secret.
     async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()>;
 
-    /// Revokes the key with this id at once (idempotent).
+    /// Revokes the key (a tenant's or an operator's) with this id at once
+    /// (idempotent).
     async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<ApiKeyRecord>;
+
+    /// Stores a new operator key (see [`ApiKeyRecord::tenant`]) by the
+    /// SHA-256 of its secret.
+    async fn add_operator_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()>;
+
+    /// The operator keys, revoked ones included, oldest first.
+    async fn list_operator_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+
+    /// The id of the unrevoked operator key whose secret hashes to `hash`.
+    async fn operator_by_key(&self, hash: &str) -> Result<Option<String>>;
 
     /// A tenant's keys, revoked ones included, oldest first.
     async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>>;
@@ -138,6 +149,15 @@ pub trait Catalog: Send + Sync {
     ) -> Result<PackageRecord>;
 }
 
+/// Counts read from the database at each scrape of `/metrics`.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// (tenant, status, executions) for pending, running and waiting.
+    pub open: Vec<(String, String, i64)>,
+    /// (tenant, queue, tasks) waiting for a worker.
+    pub queued: Vec<(String, String, i64)>,
+}
+
 /// What clients read and decide about executions: records, journals,
 /// approvals, cancellation and operator retries. Written once for both
 /// backends (`sql.rs`). Decisions, cancels and retries wake the execution
@@ -151,6 +171,13 @@ pub trait Executions: Send + Sync {
 
     /// Newest first.
     async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>>;
+
+    /// The nodes that own running executions now, by node id.
+    async fn nodes(&self) -> Result<Vec<NodeRecord>>;
+
+    /// Counts for `/metrics`: open executions by tenant and status, and
+    /// queued tasks by tenant and worker queue.
+    async fn gauges(&self) -> Result<Gauges>;
 
     /// Journal entries with `seq > after_seq`, in order.
     async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>>;

@@ -111,4 +111,10 @@ pub struct Claim {
     /// crash or a lost lease) a step attempt it left unfinished was cut
     /// short, and runs again under the next attempt number.
     pub resumed: bool,
+    /// For a hibernated execution: how long after its due time it was
+    /// claimed (a timer's lateness; the `timer_lateness` metric).
+    pub late_ms: Option<i64>,
+    /// It was running on a node whose lease expired (a crash, or a node
+    /// that lost the database): taken over.
+    pub taken_over: bool,
 }

@@ -481,15 +481,17 @@ impl Store for PgStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claim>> {
-        let claimed = sqlx::query_as::<_, (String, i64, i64, bool)>(
+        let claimed = sqlx::query_as::<_, (String, i64, i64, bool, Option<i64>, bool)>(
             "UPDATE executions e SET owner = $1, lease_expires_at = $2 + $3, epoch = e.epoch + 1, \
              status = 'running', wake_at = NULL, updated_at = $2 \
-             FROM (SELECT id, status = 'waiting' AS resumed FROM executions \
+             FROM (SELECT id, status = 'waiting' AS resumed, \
+                   CASE WHEN status = 'waiting' THEN wake_at END AS due_at, \
+                   status = 'running' AS taken_over FROM executions \
                    WHERE (status IN ('pending', 'waiting') AND wake_at <= $2) \
                       OR (status = 'running' AND lease_expires_at < $2) \
                    LIMIT $4 FOR UPDATE SKIP LOCKED) due \
              WHERE e.id = due.id \
-             RETURNING e.id, e.epoch, e.signals, due.resumed",
+             RETURNING e.id, e.epoch, e.signals, due.resumed, due.due_at, due.taken_over",
         )
         .bind(owner)
         .bind(now_ms)
@@ -499,12 +501,16 @@ impl Store for PgStore {
         .await?;
         Ok(claimed
             .into_iter()
-            .map(|(execution_id, epoch, signals, resumed)| Claim {
-                execution_id,
-                epoch,
-                signals,
-                resumed,
-            })
+            .map(
+                |(execution_id, epoch, signals, resumed, due_at, taken_over)| Claim {
+                    execution_id,
+                    epoch,
+                    signals,
+                    resumed,
+                    late_ms: due_at.map(|due| now_ms - due),
+                    taken_over,
+                },
+            )
             .collect())
     }
 

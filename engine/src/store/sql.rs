@@ -17,8 +17,8 @@ use super::{Catalog, Executions};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, Decision, ExecutionRecord, ListFilter, NewExecution, PackageInfo,
-    PackageRecord, Quotas, SecretRecord, Status, TenantRecord,
+    ApiKeyRecord, ApprovalRecord, Decision, ExecutionRecord, ListFilter, NewExecution, NodeRecord,
+    PackageInfo, PackageRecord, Quotas, SecretRecord, Status, TenantRecord,
 };
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
@@ -249,7 +249,7 @@ where
     }
 
     async fn revoke_api_key(&self, id: &str, now_ms: i64) -> Result<ApiKeyRecord> {
-        let row = sqlx::query::<DB>(&format!(
+        match sqlx::query::<DB>(&format!(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2 \
              RETURNING {API_KEY_COLUMNS}"
         ))
@@ -257,8 +257,50 @@ where
         .bind(id)
         .fetch_optional(&self.writer)
         .await?
-        .ok_or_else(|| rows::api_key_not_found(id))?;
-        rows::api_key(&row)
+        {
+            Some(row) => rows::api_key(&row),
+            None => {
+                let row = sqlx::query::<DB>(
+                    "UPDATE operator_keys SET revoked_at = COALESCE(revoked_at, $1) \
+                     WHERE id = $2 RETURNING id, '' AS tenant, created_at, revoked_at",
+                )
+                .bind(now_ms)
+                .bind(id)
+                .fetch_optional(&self.writer)
+                .await?
+                .ok_or_else(|| rows::api_key_not_found(id))?;
+                rows::api_key(&row)
+            }
+        }
+    }
+
+    async fn add_operator_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()> {
+        sqlx::query::<DB>("INSERT INTO operator_keys (id, hash, created_at) VALUES ($1, $2, $3)")
+            .bind(key.id.as_str())
+            .bind(hash)
+            .bind(key.created_at_ms)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn list_operator_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let found = sqlx::query::<DB>(
+            "SELECT id, '' AS tenant, created_at, revoked_at FROM operator_keys \
+             ORDER BY created_at, id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::api_key).collect()
+    }
+
+    async fn operator_by_key(&self, hash: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar::<DB, String>(
+            "SELECT id FROM operator_keys WHERE hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.reader)
+        .await?)
     }
 
     async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>> {
@@ -440,6 +482,43 @@ where
         execution_in::<DB>(&mut conn, id, "").await
     }
 
+    async fn nodes(&self) -> Result<Vec<NodeRecord>> {
+        let found = sqlx::query::<DB>(
+            "SELECT owner, COUNT(*) AS owned, MIN(lease_expires_at) AS lease_min, \
+             MAX(lease_expires_at) AS lease_max FROM executions \
+             WHERE status = 'running' AND owner IS NOT NULL GROUP BY owner ORDER BY owner",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        found
+            .iter()
+            .map(|row| {
+                Ok(NodeRecord {
+                    id: row.string("owner")?,
+                    owned: row.number("owned")?,
+                    lease_min_ms: row.int("lease_min")?.unwrap_or(0),
+                    lease_max_ms: row.int("lease_max")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    async fn gauges(&self) -> Result<super::Gauges> {
+        let open = sqlx::query_as::<DB, (String, String, i64)>(
+            "SELECT tenant, status, COUNT(*) FROM executions \
+             WHERE status IN ('pending', 'running', 'waiting') GROUP BY tenant, status",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let queued = sqlx::query_as::<DB, (String, String, i64)>(
+            "SELECT tenant, queue, COUNT(*) FROM tasks WHERE status = 'queued' \
+             GROUP BY tenant, queue",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(super::Gauges { open, queued })
+    }
+
     async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>> {
         let found = sqlx::query::<DB>(&format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions \
@@ -448,6 +527,7 @@ where
              AND (CAST($3 AS TEXT) IS NULL OR tenant = $3) \
              AND (CAST($4 AS TEXT) IS NULL OR package_name = $4) \
              AND (CAST($5 AS BIGINT) IS NULL OR (created_at, id) < ($5, CAST($6 AS TEXT))) \
+             AND (CAST($8 AS TEXT) IS NULL OR SUBSTR(id, 1, LENGTH($8)) = $8) \
              ORDER BY created_at DESC, id DESC LIMIT $7"
         ))
         .bind(filter.status.map(Status::as_str))
@@ -457,6 +537,7 @@ where
         .bind(filter.after.as_ref().map(|a| a.0))
         .bind(filter.after.as_ref().map(|a| a.1.as_str()))
         .bind(if filter.limit > 0 { filter.limit } else { 100 })
+        .bind(filter.id_prefix.as_deref())
         .fetch_all(&self.reader)
         .await?;
         found.iter().map(rows::execution).collect()

@@ -185,45 +185,63 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Claim>> {
         let owner = owner.to_owned();
         self.on_commit_connection(move |c| {
-            // Hibernated executions first, in a statement of their own: a
-            // claim tells whether the execution was hibernated (SQLite's
-            // RETURNING cannot see the status it replaced).
+            // Hibernated executions first. Each kind is found, then claimed
+            // by id, in one write transaction: a claim tells what it took
+            // (SQLite's RETURNING cannot see the values it replaced).
+            let tx =
+                rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
             let mut claims = Vec::new();
-            for (resumed, due) in [
+            for (resumed, taken_over, due) in [
                 (
                     true,
-                    "SELECT id FROM executions WHERE status = 'waiting' AND wake_at <= ?2 LIMIT ?4",
+                    false,
+                    "SELECT id, wake_at FROM executions \
+                     WHERE status = 'waiting' AND wake_at <= ?1 LIMIT ?2",
                 ),
                 (
                     false,
-                    "SELECT id FROM executions WHERE status = 'pending' AND wake_at <= ?2 \
-                     UNION ALL \
-                     SELECT id FROM executions WHERE status = 'running' AND lease_expires_at < ?2 \
-                     LIMIT ?4",
+                    false,
+                    "SELECT id, NULL FROM executions \
+                     WHERE status = 'pending' AND wake_at <= ?1 LIMIT ?2",
+                ),
+                (
+                    false,
+                    true,
+                    "SELECT id, NULL FROM executions \
+                     WHERE status = 'running' AND lease_expires_at < ?1 LIMIT ?2",
                 ),
             ] {
                 let left = limit - claims.len() as i64;
                 if left <= 0 {
                     break;
                 }
-                let mut claim = c.prepare_cached(&format!(
+                let found = tx
+                    .prepare_cached(due)?
+                    .query_map(rusqlite::params![now_ms, left], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut claim = tx.prepare_cached(
                     "UPDATE executions SET owner = ?1, lease_expires_at = ?2 + ?3, \
                      epoch = epoch + 1, status = 'running', wake_at = NULL, updated_at = ?2 \
-                     WHERE id IN ({due}) RETURNING id, epoch, signals"
-                ))?;
-                let rows =
-                    claim.query_map(rusqlite::params![owner, now_ms, lease_ms, left], |r| {
-                        Ok(Claim {
-                            execution_id: r.get(0)?,
-                            epoch: r.get(1)?,
-                            signals: r.get(2)?,
-                            resumed,
-                        })
-                    })?;
-                for row in rows {
-                    claims.push(row?);
+                     WHERE id = ?4 RETURNING epoch, signals",
+                )?;
+                for (execution_id, wake_at) in found {
+                    let (epoch, signals) = claim.query_row(
+                        rusqlite::params![owner, now_ms, lease_ms, execution_id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    claims.push(Claim {
+                        execution_id,
+                        epoch,
+                        signals,
+                        resumed,
+                        late_ms: wake_at.map(|w| now_ms - w),
+                        taken_over,
+                    });
                 }
             }
+            tx.commit()?;
             Ok(claims)
         })
         .await

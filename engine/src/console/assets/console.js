@@ -1,0 +1,136 @@
+// The console's one script: confirmations, JSON checks, local times and
+// countdowns, live updates (Server-Sent Events on an execution's page, a
+// refresh of the executions list's first page) and package uploads.
+"use strict";
+
+function localTimes(root) {
+  for (const t of root.querySelectorAll("time[data-ms]")) {
+    const d = new Date(Number(t.dataset.ms));
+    t.title = d.toISOString();
+    t.textContent = d.toLocaleString();
+  }
+}
+
+function fmtDuration(ms) {
+  if (ms <= 0) return "now";
+  const s = Math.round(ms / 1000);
+  if (s < 60) return "in " + s + " s";
+  if (s < 3600) return "in " + Math.floor(s / 60) + " min " + (s % 60) + " s";
+  return "in " + Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+}
+
+function countdowns() {
+  for (const c of document.querySelectorAll(".countdown[data-due]")) {
+    c.textContent = fmtDuration(Number(c.dataset.due) - Date.now());
+  }
+}
+
+// A submit that needs a confirmation or valid JSON first.
+document.addEventListener("submit", (event) => {
+  const form = event.target;
+  for (const area of form.querySelectorAll("textarea[data-json]")) {
+    const out = form.querySelector(".json-error");
+    try {
+      if (area.value.trim() !== "") JSON.parse(area.value);
+      if (out) out.textContent = "";
+    } catch (e) {
+      if (out) out.textContent = "Not valid JSON: " + e.message;
+      event.preventDefault();
+      return;
+    }
+  }
+  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    event.preventDefault();
+  }
+});
+
+// Replaces a region's HTML unless the person is typing in it or has
+// filled in one of its fields (then it waits: see focusout below).
+function replace(id, html) {
+  const el = document.getElementById(id);
+  if (!el || el.dataset.html === html) return;
+  const typing = el.contains(document.activeElement) &&
+    document.activeElement.matches("input, textarea, select");
+  const edited = Array.from(el.querySelectorAll("textarea, input:not([type=hidden])"))
+    .some((f) => f.value !== f.defaultValue);
+  if (typing || edited) {
+    el.dataset.pending = html;
+    return;
+  }
+  el.dataset.html = html;
+  el.innerHTML = html;
+  localTimes(el);
+}
+
+function live() {
+  const root = document.getElementById("execution");
+  if (!root || !root.dataset.live) return;
+  const source = new EventSource(root.dataset.live);
+  for (const part of ["summary", "actions", "timeline"]) {
+    source.addEventListener(part, (e) => replace(part, e.data));
+  }
+  source.addEventListener("finished", (e) => {
+    source.close();
+    root.dataset.finished = e.data;
+  });
+  document.addEventListener("focusout", () => {
+    for (const el of root.querySelectorAll("[data-pending]")) {
+      const html = el.dataset.pending;
+      delete el.dataset.pending;
+      replace(el.id, html);
+    }
+  });
+}
+
+function refreshList() {
+  const rows = document.getElementById("rows");
+  if (!rows || !rows.dataset.refresh) return;
+  setInterval(async () => {
+    if (document.hidden) return;
+    try {
+      const r = await fetch(rows.dataset.refresh, { credentials: "same-origin" });
+      if (r.ok) replace("rows", await r.text());
+    } catch (_) { /* the server restarts: try again next time */ }
+  }, 2000);
+}
+
+function upload() {
+  const form = document.getElementById("upload");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const status = document.getElementById("upload-status");
+    const file = form.elements.file.files[0];
+    if (!file) return;
+    const name = form.elements.name.value.trim() || file.name.replace(/\.wasm$/, "");
+    status.className = "upload-status";
+    status.textContent = "Uploading and compiling " + file.name + "…";
+    try {
+      const r = await fetch("/packages?name=" + encodeURIComponent(name), {
+        method: "POST",
+        body: file,
+        credentials: "same-origin",
+        headers: { "x-csrf-token": form.dataset.csrf, "content-type": "application/wasm" },
+      });
+      if (!r.ok) {
+        status.className = "upload-status error";
+        status.textContent = "Refused: " + (await r.text());
+        return;
+      }
+      const p = await r.json();
+      window.location = p.url;
+    } catch (e) {
+      status.className = "upload-status error";
+      status.textContent = "Upload failed: " + e.message;
+    }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  localTimes(document);
+  countdowns();
+  setInterval(countdowns, 1000);
+  live();
+  refreshList();
+  upload();
+});

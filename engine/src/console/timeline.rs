@@ -1,0 +1,532 @@
+//! An execution's timeline, built from its journal in one pass: a row per
+//! call of user code (steps with their attempts, sleeps, polls with their
+//! checks, approvals, HTTP requests, logs, progress), what the code
+//! printed, and the start and end of the execution.
+
+use super::html::{duration, esc, json, time};
+use crate::journal::{Call, Entry, Event, HttpAnswer, Outcome, WORKFLOW};
+use crate::model::Status;
+use std::collections::HashMap;
+use std::fmt::Write;
+
+/// One attempt of a step.
+struct Attempt {
+    number: u32,
+    at_ms: i64,
+    /// When it ended (failed, or its result), if it has.
+    ended_ms: Option<i64>,
+    error: Option<String>,
+    retry_at: Option<i64>,
+    worker: Option<String>,
+    queue: Option<String>,
+}
+
+/// A row of the timeline.
+struct Row {
+    at_ms: i64,
+    /// `step`, `sleep`, `poll`, `approval`, `http`, `log`, `progress`,
+    /// `output`, `started`, `finished`, `retried`, `clock`.
+    kind: &'static str,
+    /// Who made it: `workflow` or `step NAME`.
+    who: String,
+    title: String,
+    /// HTML shown under the title.
+    details: String,
+    attempts: Vec<Attempt>,
+    /// Poll checks that found nothing, and the last one's error.
+    checks: u32,
+    last_check_error: Option<String>,
+    /// Sleeps and approvals: when it ends unless something else ends it.
+    due_ms: Option<i64>,
+    outcome: Option<(Outcome, i64)>,
+}
+
+impl Row {
+    fn new(at_ms: i64, kind: &'static str, who: String, title: String) -> Self {
+        Self {
+            at_ms,
+            kind,
+            who,
+            title,
+            details: String::new(),
+            attempts: Vec::new(),
+            checks: 0,
+            last_check_error: None,
+            due_ms: None,
+            outcome: None,
+        }
+    }
+
+    /// `done`, `failed`, `running` or `waiting`.
+    fn state(&self) -> &'static str {
+        match &self.outcome {
+            Some((Ok(_), _)) => "done",
+            Some((Err(_), _)) => "failed",
+            None if matches!(self.kind, "sleep" | "approval" | "poll") => "waiting",
+            None if self.kind == "step" => "running",
+            None => "done",
+        }
+    }
+}
+
+/// The latest progress an execution reported: percent and message.
+pub struct Progress {
+    pub percent: u8,
+    pub message: String,
+}
+
+/// What the timeline of an execution shows.
+pub struct Timeline {
+    rows: Vec<Row>,
+    pub progress: Option<Progress>,
+    /// The seq of the last entry read.
+    pub last_seq: i64,
+    pub entries: usize,
+}
+
+/// Who runs `invocation`: `workflow`, or `step NAME`.
+fn who(invocation: &str, steps: &HashMap<i64, String>) -> String {
+    if invocation == WORKFLOW {
+        return "workflow".into();
+    }
+    invocation
+        .split_once('.')
+        .and_then(|(seq, _)| steps.get(&seq.parse().ok()?))
+        .map_or_else(|| invocation.to_owned(), |step| format!("step {step}"))
+}
+
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    host.rsplit_once('@').map_or(host, |(_, h)| h)
+}
+
+impl Timeline {
+    /// The timeline of `entries`, in order.
+    pub fn build(entries: &[Entry]) -> Self {
+        let mut rows: Vec<Row> = Vec::new();
+        // Calls that take time, by seq: their row.
+        let mut open: HashMap<i64, usize> = HashMap::new();
+        let mut steps: HashMap<i64, String> = HashMap::new();
+        let mut progress = None;
+        for e in entries {
+            match &e.event {
+                Event::Started(s) => rows.push(Row::new(
+                    e.at_ms,
+                    "started",
+                    "engine".into(),
+                    format!("started workflow {}", s.workflow),
+                )),
+                Event::Call { call, .. } => {
+                    let by = who(&e.invocation, &steps);
+                    let mut row = match call {
+                        Call::CallStep(c) | Call::StartStep(c) => {
+                            steps.insert(e.seq, c.args.step.clone());
+                            let mut row =
+                                Row::new(e.at_ms, "step", by, format!("step {}", c.args.step));
+                            row.details = json(&c.args.input);
+                            row
+                        }
+                        Call::AwaitSteps(a) => Row::new(
+                            e.at_ms,
+                            "await",
+                            by,
+                            format!("awaits {} started steps", a.args.handles.len()),
+                        ),
+                        Call::Sleep(s) => {
+                            let mut row = Row::new(
+                                e.at_ms,
+                                "sleep",
+                                by,
+                                format!("sleeps {}", duration(s.args.duration_ms as i64)),
+                            );
+                            row.due_ms = Some(s.due_at);
+                            row
+                        }
+                        Call::Poll(p) => {
+                            let mut row = Row::new(
+                                e.at_ms,
+                                "poll",
+                                by,
+                                format!(
+                                    "polls {} every {} (at most {} checks)",
+                                    p.args.check_step,
+                                    duration(p.args.options.interval_ms as i64),
+                                    p.args.options.max_attempts
+                                ),
+                            );
+                            row.due_ms = p.args.options.timeout_ms.map(|t| p.started_at + t as i64);
+                            row
+                        }
+                        Call::AwaitApproval(a) => {
+                            let mut row = Row::new(
+                                e.at_ms,
+                                "approval",
+                                by,
+                                format!("waits for approval '{}'", a.args.key),
+                            );
+                            row.details = format!("<p>{}</p>", esc(&a.args.message));
+                            if let Some(details) = &a.args.details {
+                                row.details.push_str(&json(details));
+                            }
+                            row.due_ms = a.due_at;
+                            row
+                        }
+                        Call::ReportProgress(p) => {
+                            progress = Some(Progress {
+                                percent: p.args.percent,
+                                message: p.args.message.clone(),
+                            });
+                            Row::new(
+                                e.at_ms,
+                                "progress",
+                                by,
+                                format!("progress {}%: {}", p.args.percent, p.args.message),
+                            )
+                        }
+                        Call::Log(l) => Row::new(
+                            e.at_ms,
+                            "log",
+                            by,
+                            format!("[{}] {}", l.args.level, l.args.message),
+                        ),
+                        Call::Http(h) => {
+                            let answer = match &h.answer {
+                                HttpAnswer::Response { status, .. } => format!("→ {status}"),
+                                HttpAnswer::Error { error, .. } => format!("→ {error}"),
+                            };
+                            let mut row = Row::new(
+                                e.at_ms,
+                                "http",
+                                by,
+                                format!("{} {} {answer}", h.args.method, host_of(&h.args.url)),
+                            );
+                            row.details = format!("<code>{}</code>", esc(&h.args.url));
+                            row
+                        }
+                        Call::Record(r) if r.args.name == "sleep" => Row::new(
+                            e.at_ms,
+                            "sleep",
+                            by,
+                            format!(
+                                "sleeps {} ms: {}",
+                                r.answer["duration_ms"], r.answer["data"]
+                            ),
+                        ),
+                        // Clock, randomness and recorded values: replayed
+                        // answers, not events a person looks for.
+                        Call::NowMs(_) | Call::RandomU64(_) | Call::Record(_) => continue,
+                    };
+                    if matches!(row.kind, "step" | "sleep" | "poll" | "approval" | "await") {
+                        open.insert(e.seq, rows.len());
+                    } else {
+                        row.outcome = None;
+                    }
+                    rows.push(row);
+                }
+                Event::Attempt { call, attempt } => {
+                    if let Some(row) = open.get(call).map(|&i| &mut rows[i]) {
+                        if row.kind == "poll" {
+                            continue;
+                        }
+                        if let Some(last) = row.attempts.last_mut()
+                            && last.ended_ms.is_none()
+                        {
+                            // A restart re-ran the attempt's journal.
+                            last.ended_ms = Some(e.at_ms);
+                        }
+                        row.attempts.push(Attempt {
+                            number: attempt.attempt,
+                            at_ms: e.at_ms,
+                            ended_ms: None,
+                            error: None,
+                            retry_at: None,
+                            worker: None,
+                            queue: attempt.queue.clone(),
+                        });
+                    }
+                }
+                Event::AttemptFailed { call, failed } => {
+                    if let Some(row) = open.get(call).map(|&i| &mut rows[i])
+                        && let Some(a) = row.attempts.last_mut()
+                    {
+                        a.ended_ms = Some(e.at_ms);
+                        a.error = Some(format!("{}: {}", failed.error.kind, failed.error.message));
+                        a.retry_at = Some(failed.retry_at);
+                    }
+                }
+                Event::Served { call, served } => {
+                    if let Some(row) = open.get(call).map(|&i| &mut rows[i])
+                        && let Some(a) = row.attempts.last_mut()
+                    {
+                        a.worker = Some(served.worker.clone());
+                    }
+                }
+                Event::PollCheck { call, check } => {
+                    if let Some(row) = open.get(call).map(|&i| &mut rows[i]) {
+                        row.checks = row.checks.max(check.check);
+                        row.last_check_error.clone_from(&check.error);
+                    }
+                }
+                Event::Result { call, outcome } => {
+                    if let Some(row) = open.remove(call).map(|i| &mut rows[i]) {
+                        if let Some(a) = row.attempts.last_mut()
+                            && a.ended_ms.is_none()
+                        {
+                            a.ended_ms = Some(e.at_ms);
+                        }
+                        row.outcome = Some((outcome.clone(), e.at_ms));
+                    }
+                }
+                Event::Output(out) => {
+                    let text = out.text.trim_end();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    let mut row = Row::new(
+                        e.at_ms,
+                        "output",
+                        who(&e.invocation, &steps),
+                        format!("{} printed", out.stream),
+                    );
+                    row.details = format!("<pre class=\"output\">{}</pre>", esc(text));
+                    rows.push(row);
+                }
+                Event::Finished(f) => {
+                    let mut row = Row::new(
+                        e.at_ms,
+                        "finished",
+                        "engine".into(),
+                        f.status.as_str().to_owned(),
+                    );
+                    row.outcome = Some((
+                        match (f.status, &f.error) {
+                            (Status::Completed, _) | (_, None) => {
+                                Ok(f.result.clone().unwrap_or_default())
+                            }
+                            (_, Some(error)) => Err(error.clone()),
+                        },
+                        e.at_ms,
+                    ));
+                    rows.push(row);
+                    // A retry continues from here: calls still open were
+                    // cut by the end, not answered.
+                    open.clear();
+                }
+                Event::Retried(r) => rows.push(Row::new(
+                    e.at_ms,
+                    "retried",
+                    "operator".into(),
+                    format!("retried by an operator (it was {})", r.previous_status),
+                )),
+                Event::Usage(_) => {}
+            }
+        }
+        Timeline {
+            rows,
+            progress,
+            last_seq: entries.last().map_or(0, |e| e.seq),
+            entries: entries.len(),
+        }
+    }
+
+    /// The timeline as an `<ol>`; `now_ms` for countdowns.
+    pub fn html(&self, now_ms: i64) -> String {
+        let start = self.rows.first().map_or(0, |r| r.at_ms);
+        let mut out = String::with_capacity(self.rows.len() * 300 + 64);
+        out.push_str("<ol class=\"timeline\">");
+        for row in &self.rows {
+            let state = row.state();
+            let _ = write!(
+                out,
+                "<li class=\"row kind-{} state-{state}\"><div class=\"when\" title=\"{}\">+{}</div>\
+                 <div class=\"what\"><div class=\"title\"><span class=\"who\">{}</span> {}",
+                row.kind,
+                esc(&super::html::utc(row.at_ms)),
+                duration(row.at_ms - start),
+                esc(&row.who),
+                esc(&row.title),
+            );
+            if row.kind == "step" && !row.attempts.is_empty() {
+                let n = row.attempts.len();
+                let _ = write!(
+                    out,
+                    " <span class=\"muted\">{n} attempt{}</span>",
+                    if n == 1 { "" } else { "s" }
+                );
+            }
+            if row.kind == "poll" && row.checks > 0 {
+                let _ = write!(
+                    out,
+                    " <span class=\"muted\">{} check{} not ready</span>",
+                    row.checks,
+                    if row.checks == 1 { "" } else { "s" }
+                );
+            }
+            if let (Some(due), None) = (row.due_ms, &row.outcome) {
+                let _ = write!(
+                    out,
+                    " <span class=\"due\">due {} · <span class=\"countdown\" data-due=\"{due}\">in {}</span></span>",
+                    time(due),
+                    duration(due - now_ms)
+                );
+            }
+            out.push_str("</div>");
+            out.push_str(&row.details);
+            if !row.attempts.is_empty() {
+                out.push_str("<ul class=\"attempts\">");
+                for a in &row.attempts {
+                    let _ = write!(out, "<li>attempt {}", a.number);
+                    if let Some(queue) = &a.queue {
+                        let _ = write!(out, " on queue <code>{}</code>", esc(queue));
+                    }
+                    if let Some(worker) = &a.worker {
+                        let _ = write!(out, " by worker <code>{}</code>", esc(worker));
+                    }
+                    match a.ended_ms {
+                        Some(end) => {
+                            let _ = write!(out, ", {}", duration(end - a.at_ms));
+                        }
+                        None => out.push_str(", running"),
+                    }
+                    if let Some(error) = &a.error {
+                        let _ = write!(out, " <span class=\"error\">failed: {}</span>", esc(error));
+                    }
+                    if let Some(at) = a.retry_at {
+                        let _ = write!(out, " · retry at {}", time(at));
+                    }
+                    out.push_str("</li>");
+                }
+                out.push_str("</ul>");
+            }
+            if let Some(error) = &row.last_check_error {
+                let _ = write!(out, "<div class=\"muted\">last check: {}</div>", esc(error));
+            }
+            match &row.outcome {
+                Some((Ok(value), at)) if row.kind != "finished" || !value.is_null() => {
+                    let _ = write!(
+                        out,
+                        "<div class=\"outcome ok\">→ after {}{}</div>",
+                        duration(at - row.at_ms),
+                        json(value)
+                    );
+                }
+                Some((Err(error), _)) => {
+                    let _ = write!(
+                        out,
+                        "<div class=\"outcome error\">✗ {}: {}{}</div>",
+                        error.kind,
+                        esc(&error.message),
+                        error.details.as_ref().map(json).unwrap_or_default()
+                    );
+                }
+                _ => {}
+            }
+            out.push_str("</div></li>");
+        }
+        out.push_str("</ol>");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{
+        Attempt as AttemptEntry, AttemptFailed, CallError, ErrorKind, StepArgs, StepCall,
+    };
+    use serde_json::json;
+
+    fn entry(seq: i64, invocation: &str, event: Event) -> Entry {
+        Entry {
+            seq,
+            invocation: invocation.into(),
+            event,
+            at_ms: 1000 + seq * 10,
+        }
+    }
+
+    #[test]
+    fn a_step_shows_its_attempts_and_result() {
+        let entries = vec![
+            entry(
+                1,
+                "wf",
+                Event::Call {
+                    hash: String::new(),
+                    call: Call::CallStep(StepCall {
+                        args: StepArgs {
+                            step: "deploy".into(),
+                            input: json!({"host": "web-1"}),
+                            options: None,
+                        },
+                    }),
+                },
+            ),
+            entry(
+                2,
+                "engine",
+                Event::Attempt {
+                    call: 1,
+                    attempt: AttemptEntry {
+                        step: "deploy".into(),
+                        attempt: 1,
+                        invocation: None,
+                        queue: None,
+                    },
+                },
+            ),
+            entry(
+                3,
+                "engine",
+                Event::AttemptFailed {
+                    call: 1,
+                    failed: AttemptFailed {
+                        step: "deploy".into(),
+                        attempt: 1,
+                        error: CallError::new(ErrorKind::Other("ssh".into()), "ssh <refused>"),
+                        retry_at: 2000,
+                    },
+                },
+            ),
+            entry(
+                4,
+                "engine",
+                Event::Attempt {
+                    call: 1,
+                    attempt: AttemptEntry {
+                        step: "deploy".into(),
+                        attempt: 2,
+                        invocation: None,
+                        queue: None,
+                    },
+                },
+            ),
+            entry(
+                5,
+                "wf",
+                Event::Result {
+                    call: 1,
+                    outcome: Ok(json!({"ok": true})),
+                },
+            ),
+        ];
+        let timeline = Timeline::build(&entries);
+        assert_eq!(timeline.rows.len(), 1);
+        assert_eq!(timeline.rows[0].attempts.len(), 2);
+        let html = timeline.html(0);
+        assert!(html.contains("step deploy"), "{html}");
+        assert!(html.contains("2 attempts"), "{html}");
+        assert!(html.contains("ssh &lt;refused&gt;"), "escaped: {html}");
+        assert!(html.contains("state-done"), "{html}");
+        assert!(html.contains("&quot;ok&quot;: true"), "{html}");
+    }
+
+    #[test]
+    fn hosts_are_taken_from_urls() {
+        assert_eq!(host_of("https://api.example.com/v1?q"), "api.example.com");
+        assert_eq!(host_of("http://user:pw@h:8080/x"), "h:8080");
+        assert_eq!(host_of("h"), "h");
+    }
+}

@@ -1,0 +1,857 @@
+//! The web console of a real `cerebelum serve`, driven in a real headless
+//! Chromium through chromedriver (WebDriver, with `fantoccini`): sign-in,
+//! approvals with a payload, live updates, cancel, retry, upload and start;
+//! and over plain HTTP, every route of the console with another tenant's
+//! ids (404) and state-changing requests without the session's token.
+//!
+//! Chromium and chromedriver are Debian's `chromium` and
+//! `chromium-driver`; `scripts/test.sh` installs them when missing.
+
+#[macro_use]
+mod common;
+
+use common::{Db, Remote, free_port, guest, path, root};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+// ------------------------------------------------------------- plain HTTP
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+/// One HTTP/1.1 request to the server on `port`.
+fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut text = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {head}"));
+    Reply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
+
+/// Signs in over HTTP: the `Cookie` header of the session and its CSRF token.
+fn sign_in(port: u16, key: &str) -> (String, String) {
+    let reply = request(port, "POST", "/login", &[FORM], &format!("key={key}"));
+    assert_eq!(reply.status, 303, "{}\n{}", reply.head, reply.body);
+    let cookie = reply
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .unwrap_or_else(|| panic!("no cookie: {}", reply.head));
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let page = request(port, "GET", "/tenant", &[("Cookie", &cookie)], "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let csrf = page
+        .body
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF token in the page")
+        .to_owned();
+    (cookie, csrf)
+}
+
+fn started(cli: &Remote, workflow: &str, input: Value) -> String {
+    cli.ok(&["start", "kit", workflow, "--input", &input.to_string()])
+        .trim()
+        .to_owned()
+}
+
+fn wait_status(cli: &Remote, id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = cli.status(id);
+        if s["status"] == status {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{id} is not {status}: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn every_route_hides_other_tenants_and_refuses_forged_requests() {
+    let db = Db::new();
+    let acme_key = db.tenant("acme", &[]);
+    let other_key = db.tenant("other", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let other = Remote::new(port, &other_key);
+    other.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let theirs = started(&other, "approval", json!({"key": "ship"}));
+    wait_status(&other, &theirs, "waiting");
+    let their_key_id = other_key[..12].to_owned();
+
+    // Not signed in: every page sends to the sign-in page.
+    for path in [
+        "/",
+        "/executions",
+        &format!("/executions/{theirs}"),
+        "/packages",
+        "/tenant",
+    ] {
+        let reply = request(port, "GET", path, &[], "");
+        assert_eq!(reply.status, 303, "{path}: {}", reply.head);
+        assert!(
+            reply.head.contains("location: /login"),
+            "{path}: {}",
+            reply.head
+        );
+    }
+    // A wrong key is refused, and makes no session.
+    let wrong = request(port, "POST", "/login", &[FORM], "key=cbk_00000000_nope");
+    assert_eq!(wrong.status, 401);
+    assert!(
+        wrong.body.contains("invalid or revoked API key"),
+        "{}",
+        wrong.body
+    );
+    assert!(!wrong.head.contains("set-cookie"), "{}", wrong.head);
+
+    let (cookie, csrf) = sign_in(port, &acme_key);
+    let auth = [("Cookie", cookie.as_str()), FORM];
+    // Every route, with the other tenant's execution, package and key: 404.
+    for path in [
+        format!("/executions/{theirs}"),
+        format!("/executions/{theirs}/live"),
+        "/packages/kit".to_owned(),
+    ] {
+        let reply = request(port, "GET", &path, &auth, "");
+        assert_eq!(reply.status, 404, "GET {path}: {}", reply.body);
+    }
+    for (path, form) in [
+        ("approve", format!("csrf={csrf}&key=ship&payload=%7B%7D")),
+        ("reject", format!("csrf={csrf}&key=ship&reason=no")),
+        ("cancel", format!("csrf={csrf}")),
+        ("retry", format!("csrf={csrf}")),
+    ] {
+        let path = format!("/executions/{theirs}/{path}");
+        let reply = request(port, "POST", &path, &auth, &form);
+        assert_eq!(reply.status, 404, "POST {path}: {}", reply.body);
+        assert!(
+            reply
+                .body
+                .contains(&format!("no execution with id &#39;{theirs}&#39;")),
+            "the same answer as for a missing one: {}",
+            reply.body
+        );
+    }
+    let reply = request(
+        port,
+        "POST",
+        &format!("/tenant/keys/{their_key_id}/revoke"),
+        &auth,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    let start = request(
+        port,
+        "POST",
+        "/start",
+        &auth,
+        &format!("csrf={csrf}&package=kit&workflow=noop3&input=%7B%7D"),
+    );
+    assert_eq!(start.status, 404, "{}", start.body);
+    // The listing shows none of theirs, even searched by id.
+    let list = request(
+        port,
+        "GET",
+        &format!("/executions?q={}", &theirs[..8]),
+        &auth,
+        "",
+    );
+    assert_eq!(list.status, 200);
+    assert!(!list.body.contains(&theirs), "{}", list.body);
+    assert!(list.body.contains("No executions match"), "{}", list.body);
+    // Nothing happened to theirs, and their key still works.
+    assert_eq!(other.status(&theirs)["status"], "waiting");
+
+    // State-changing requests without the session's token, or from
+    // another site, are refused and change nothing.
+    let mine = {
+        let acme = Remote::new(port, &acme_key);
+        acme.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+        let id = started(&acme, "approval", json!({"key": "go"}));
+        wait_status(&acme, &id, "waiting");
+        id
+    };
+    let cancel = format!("/executions/{mine}/cancel");
+    for (headers, form) in [
+        (vec![auth[0], FORM], "csrf=".to_owned()),
+        (vec![auth[0], FORM], "csrf=0123".to_owned()),
+        (vec![auth[0], FORM], String::new()),
+        (
+            vec![auth[0], FORM, ("Sec-Fetch-Site", "cross-site")],
+            format!("csrf={csrf}"),
+        ),
+        (
+            vec![auth[0], FORM, ("Origin", "http://evil.example")],
+            format!("csrf={csrf}"),
+        ),
+    ] {
+        let reply = request(port, "POST", &cancel, &headers, &form);
+        assert_eq!(reply.status, 403, "{headers:?} {form}: {}", reply.body);
+    }
+    let acme = Remote::new(port, &acme_key);
+    assert_eq!(acme.status(&mine)["cancel_requested"], false);
+    // With the token it is done.
+    let reply = request(port, "POST", &cancel, &auth, &format!("csrf={csrf}"));
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert_eq!(acme.wait_ended(&mine, WAIT)["status"], "cancelled");
+
+    // Unknown paths: a page for browsers, UNIMPLEMENTED for gRPC clients.
+    let missing = request(port, "GET", "/nothing-here", &[], "");
+    assert_eq!(missing.status, 404);
+    assert!(missing.body.contains("Nothing is at"), "{}", missing.body);
+
+    // A revoked key signs its sessions out.
+    let key_id = &acme_key[..12];
+    let reply = request(
+        port,
+        "POST",
+        &format!("/tenant/keys/{key_id}/revoke"),
+        &auth,
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let after = request(port, "GET", "/executions", &auth, "");
+    assert_eq!(after.status, 303, "{}", after.head);
+}
+
+/// An operator key (`admin key create --operator`) signs in to every
+/// tenant's executions and to the tenants and nodes page; it may act on
+/// any execution, has no packages of its own, and is refused once revoked.
+#[test]
+fn an_operator_key_sees_every_tenant_and_the_nodes() {
+    let db = Db::new();
+    let acme_key = db.tenant("acme", &[]);
+    let other_key = db.tenant("other", &[]);
+    let operator_key = db
+        .ok(&["admin", "key", "create", "--operator"])
+        .trim()
+        .to_owned();
+    assert!(operator_key.starts_with("cbk_"), "{operator_key}");
+    let port = free_port();
+    // Short sleeps stay in process: the sleeping step keeps its lease.
+    let _server = db.serve_api(port, &["--hibernate-after-ms", "600000"]);
+    let (acme, other) = (Remote::new(port, &acme_key), Remote::new(port, &other_key));
+    for cli in [&acme, &other] {
+        cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    }
+    let mine = started(&acme, "noop3", json!({}));
+    let theirs = started(&other, "approval", json!({"key": "ops"}));
+    acme.wait_ended(&mine, WAIT);
+    wait_status(&other, &theirs, "waiting");
+    // Held by a node while it runs (the nodes table).
+    let busy = started(&other, "hold_step", json!({"mb": 1, "ms": 30000}));
+    wait_status(&other, &busy, "running");
+
+    // An operator key is no tenant's key: the gRPC API refuses it.
+    let refused = Remote::new(port, &operator_key).run(&["list"]);
+    assert!(!refused.status.success());
+
+    let (cookie, csrf) = sign_in(port, &operator_key);
+    let auth = [("Cookie", cookie.as_str()), FORM];
+    let list = request(port, "GET", "/executions", &auth, "");
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert!(
+        list.body.contains("operator</b> (every tenant)"),
+        "{}",
+        list.body
+    );
+    for id in [&mine, &theirs, &busy] {
+        assert!(list.body.contains(id.as_str()), "{id} in {}", list.body);
+    }
+    let filtered = request(port, "GET", "/executions?tenant=other", &auth, "");
+    assert!(
+        filtered.body.contains(&theirs) && !filtered.body.contains(&mine),
+        "{}",
+        filtered.body
+    );
+    let page = request(port, "GET", &format!("/executions/{theirs}"), &auth, "");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("Approval <code>ops</code>"),
+        "{}",
+        page.body
+    );
+    let missing = request(
+        port,
+        "GET",
+        "/executions/00000000-0000-0000-0000-000000000000",
+        &auth,
+        "",
+    );
+    assert_eq!(missing.status, 404, "{}", missing.body);
+
+    // The tenants with their usage, and the node that holds the spinning one.
+    let tenants = request(port, "GET", "/tenant", &auth, "");
+    assert_eq!(tenants.status, 200, "{}", tenants.body);
+    for name in ["acme", "other"] {
+        assert!(
+            tenants.body.contains(&format!("data-tenant=\"{name}\"")),
+            "{}",
+            tenants.body
+        );
+    }
+    let nodes = tenants
+        .body
+        .split("<table class=\"nodes\">")
+        .nth(1)
+        .unwrap();
+    assert!(
+        nodes.contains("<td>1</td>") || nodes.contains("<td>2</td>"),
+        "{nodes}"
+    );
+    // No packages of its own.
+    let packages = request(port, "GET", "/packages", &auth, "");
+    assert_eq!(packages.status, 400, "{}", packages.body);
+    assert!(
+        packages
+            .body
+            .contains("an operator key belongs to no tenant"),
+        "{}",
+        packages.body
+    );
+
+    // It may act on any tenant's execution.
+    let approve = request(
+        port,
+        "POST",
+        &format!("/executions/{theirs}/approve"),
+        &auth,
+        &format!("csrf={csrf}&key=ops&payload=%7B%22by%22%3A%22ops%22%7D"),
+    );
+    assert_eq!(approve.status, 303, "{}", approve.body);
+    assert_eq!(other.wait_ended(&theirs, WAIT)["status"], "completed");
+
+    // Revoked with the CLI: its session ends.
+    db.ok(&["admin", "key", "revoke", &operator_key]);
+    let after = request(port, "GET", "/executions", &auth, "");
+    assert_eq!(after.status, 303, "{}", after.head);
+    let listed = db.ok(&["admin", "key", "list", "--operator"]);
+    assert!(listed.contains("revoked"), "{listed}");
+}
+
+// ---------------------------------------------------------------- browser
+
+/// chromedriver on a free port; killed when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Driver {
+    fn start() -> Self {
+        let exe = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .expect(
+                "chromedriver is not installed: install Debian's chromium and chromium-driver \
+                 (scripts/test.sh does)",
+            );
+        let port = free_port();
+        let child = Command::new(exe)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting chromedriver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+
+    async fn browser(&self) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                         "--disable-gpu", "--window-size=1280,1100"],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.port))
+            .await
+            .expect("a WebDriver session in headless Chromium")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `script` (a JS expression) is true in the page.
+async fn until(browser: &Client, what: &str, script: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let value = browser
+            .execute(&format!("return !!({script});"), vec![])
+            .await
+            .unwrap_or(Value::Bool(false));
+        if value == Value::Bool(true) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let source = browser.source().await.unwrap_or_default();
+            panic!("timed out waiting for {what} ({script}); the page:\n{source}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The status badge of the execution page shows `status`.
+fn shows(status: &str) -> String {
+    format!("document.querySelector('#summary .badge[data-status=\"{status}\"]') !== null")
+}
+
+/// Clicks `css` and accepts the confirmation it asks for.
+async fn click_and_confirm(browser: &Client, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.accept_alert().await.expect("a confirmation");
+}
+
+/// A page on another origin that posts a form to the console at once.
+fn forged_page(target: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0; 4096];
+            let _ = stream.read(&mut buf);
+            let page = format!(
+                "<!doctype html><form method=\"post\" action=\"{target}\">\
+                 <input name=\"csrf\" value=\"guessed\"></form>\
+                 <script>document.forms[0].submit()</script>"
+            );
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_operates_executions_in_a_browser() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let other_key = db.tenant("other", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let other = Remote::new(port, &other_key);
+    other.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let theirs = started(&other, "approval", json!({"key": "x"}));
+    let waiting = started(&cli, "approval", json!({"key": "lb"}));
+    wait_status(&cli, &waiting, "waiting");
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+
+    // Signing in: a wrong key is refused, the right one lands on the list.
+    browser.goto(&format!("{base}/executions")).await.unwrap();
+    until(
+        &browser,
+        "the sign-in page",
+        "location.pathname === '/login'",
+    )
+    .await;
+    let field = browser.find(Locator::Css("input[name=key]")).await.unwrap();
+    field.send_keys("cbk_00000000_wrong").await.unwrap();
+    browser
+        .find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the refusal",
+        "document.querySelector('#error') !== null",
+    )
+    .await;
+    let error = browser
+        .find(Locator::Css("#error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(error.contains("invalid or revoked API key"), "{error}");
+    let field = browser.find(Locator::Css("input[name=key]")).await.unwrap();
+    field.send_keys(&key).await.unwrap();
+    browser
+        .find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the executions list",
+        "location.pathname === '/executions'",
+    )
+    .await;
+    let tenant = browser
+        .find(Locator::Css("#tenant"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(tenant, "acme");
+
+    // The execution waiting on an approval is in the list; approve it
+    // with a payload through the button, and see it complete.
+    let link = format!("tr[data-id=\"{waiting}\"] a.id");
+    browser
+        .find(Locator::Css(&link))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&browser, "the execution page", &shows("waiting")).await;
+    until(
+        &browser,
+        "the approval form",
+        "document.querySelector('.approval[data-key=lb] textarea') !== null",
+    )
+    .await;
+    let payload = browser
+        .find(Locator::Css(".approval textarea[name=payload]"))
+        .await
+        .unwrap();
+    payload.clear().await.unwrap();
+    // Invalid JSON is caught before it is sent.
+    payload.send_keys("{\"pool\": ").await.unwrap();
+    browser
+        .find(Locator::Css(".approval form.approve button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the JSON error",
+        "document.querySelector('.approval .json-error').textContent.includes('Not valid JSON')",
+    )
+    .await;
+    payload.send_keys("\"blue\"}").await.unwrap();
+    click_and_confirm(&browser, ".approval form.approve button").await;
+    until(&browser, "the completed execution", &shows("completed")).await;
+    let result = browser
+        .find(Locator::Css("#result"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(result.contains("\"pool\": \"blue\""), "{result}");
+    assert_eq!(
+        cli.status(&waiting)["result"],
+        json!({"decision": "approved", "payload": {"pool": "blue"}})
+    );
+    // No action is left on an ended execution.
+    until(
+        &browser,
+        "the actions to go",
+        "document.querySelector('#cancel') === null",
+    )
+    .await;
+    let timeline = browser
+        .find(Locator::Css("#timeline"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(timeline.contains("waits for approval 'lb'"), "{timeline}");
+    assert!(timeline.contains("completed"), "{timeline}");
+    let png = browser.screenshot().await.unwrap();
+    let shot = root().join("target").join("console-execution.png");
+    std::fs::write(&shot, &png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+
+    // Live: the page of a waiting execution turns completed without a
+    // reload when someone approves it elsewhere.
+    let second = started(&cli, "approval", json!({"key": "db"}));
+    wait_status(&cli, &second, "waiting");
+    browser
+        .goto(&format!("{base}/executions/{second}"))
+        .await
+        .unwrap();
+    until(&browser, "the waiting page", &shows("waiting")).await;
+    until(
+        &browser,
+        "the live view",
+        "document.querySelector('#execution').dataset.live !== undefined",
+    )
+    .await;
+    browser
+        .execute("window.stillThisPage = true; return true;", vec![])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cli.ok(&["approve", &second, "db", "--payload", "{\"ok\": 1}"]);
+    until(
+        &browser,
+        "the live update to completed",
+        &shows("completed"),
+    )
+    .await;
+    until(
+        &browser,
+        "the same page (no reload)",
+        "window.stillThisPage === true",
+    )
+    .await;
+    until(
+        &browser,
+        "the end of the live view",
+        "document.querySelector('#execution').dataset.finished === 'completed'",
+    )
+    .await;
+
+    // Cancel from the page: the execution's compensation runs, it ends cancelled.
+    let sleeper = started(&cli, "cancellable", json!({"sleep_ms": 600000}));
+    wait_status(&cli, &sleeper, "waiting");
+    browser
+        .goto(&format!("{base}/executions/{sleeper}"))
+        .await
+        .unwrap();
+    until(&browser, "the sleeping execution", &shows("waiting")).await;
+    click_and_confirm(&browser, "#cancel").await;
+    until(&browser, "the cancelled execution", &shows("cancelled")).await;
+    assert_eq!(cli.status(&sleeper)["status"], "cancelled");
+
+    // Retry from the page: it fails until `until_ms`, then an operator
+    // retry completes it.
+    let until_ms = common::now_ms() + 2000;
+    let failing = started(&cli, "retry_me", json!({"until_ms": until_ms}));
+    assert_eq!(cli.wait_ended(&failing, WAIT)["status"], "failed");
+    browser
+        .goto(&format!("{base}/executions/{failing}"))
+        .await
+        .unwrap();
+    until(&browser, "the failed execution", &shows("failed")).await;
+    let failure = browser
+        .find(Locator::Css("#failure"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!failure.is_empty());
+    while common::now_ms() < until_ms + 100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    click_and_confirm(&browser, "#retry").await;
+    until(
+        &browser,
+        "the retried execution to complete",
+        &shows("completed"),
+    )
+    .await;
+    assert_eq!(cli.status(&failing)["status"], "completed");
+
+    // Upload a package and start it from the form.
+    browser.goto(&format!("{base}/packages")).await.unwrap();
+    let file = browser
+        .find(Locator::Css("#upload input[type=file]"))
+        .await
+        .unwrap();
+    file.send_keys(path(&guest("testkit"))).await.unwrap();
+    browser
+        .find(Locator::Css("#upload input[name=name]"))
+        .await
+        .unwrap()
+        .send_keys("uploaded")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#upload button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the package page",
+        "location.pathname === '/packages/uploaded'",
+    )
+    .await;
+    browser
+        .find(Locator::Css("select[name=workflow]"))
+        .await
+        .unwrap()
+        .select_by_value("noop3")
+        .await
+        .unwrap();
+    let input = browser
+        .find(Locator::Css("#start textarea[name=input]"))
+        .await
+        .unwrap();
+    input.clear().await.unwrap();
+    input.send_keys("{\"n\": 1").await.unwrap();
+    browser
+        .find(Locator::Css("#start button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the JSON error",
+        "document.querySelector('#start .json-error').textContent.includes('Not valid JSON')",
+    )
+    .await;
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/packages/uploaded")
+    );
+    input.send_keys("}").await.unwrap();
+    browser
+        .find(Locator::Css("#start button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the started execution",
+        "location.pathname.startsWith('/executions/')",
+    )
+    .await;
+    until(&browser, "it to complete", &shows("completed")).await;
+    let id = browser
+        .find(Locator::Css("#execution-id"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let status = cli.status(&id);
+    assert_eq!(
+        (status["package_name"].as_str(), status["workflow"].as_str()),
+        (Some("uploaded"), Some("noop3")),
+        "{status}"
+    );
+
+    // Another tenant's execution: 404, exactly as a missing one.
+    browser
+        .goto(&format!("{base}/executions/{theirs}"))
+        .await
+        .unwrap();
+    let error = browser
+        .find(Locator::Css("#error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        error.contains(&format!("no execution with id '{theirs}'")),
+        "{error}"
+    );
+    let title = browser
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(title, "Not Found");
+
+    // CSRF: a page on another origin posts a cancel with the session's
+    // cookie; it is refused and the execution keeps waiting.
+    let target = started(&cli, "approval", json!({"key": "keep"}));
+    wait_status(&cli, &target, "waiting");
+    let evil = forged_page(format!("{base}/executions/{target}/cancel"));
+    browser
+        .goto(&format!("http://127.0.0.1:{evil}/"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the refusal",
+        "document.title.startsWith('Refused')",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = cli.status(&target);
+    assert_eq!(
+        (
+            status["status"].as_str(),
+            status["cancel_requested"].as_bool()
+        ),
+        (Some("waiting"), Some(false)),
+        "{status}"
+    );
+
+    browser.close().await.unwrap();
+}
