@@ -625,10 +625,6 @@ async fn a_person_operates_executions_in_a_browser() {
         .unwrap();
     assert!(timeline.contains("waits for approval 'lb'"), "{timeline}");
     assert!(timeline.contains("completed"), "{timeline}");
-    let png = browser.screenshot().await.unwrap();
-    let shot = root().join("target").join("console-execution.png");
-    std::fs::write(&shot, &png).unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
 
     // Live: the page of a waiting execution turns completed without a
     // reload when someone approves it elsewhere.
@@ -710,6 +706,30 @@ async fn a_person_operates_executions_in_a_browser() {
         &shows("completed"),
     )
     .await;
+    // Its timeline: the failed attempt, the operator's retry, the end.
+    let timeline = browser
+        .find(Locator::Css("#timeline"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "step fail_until 2 attempts",
+        "failed: transient: not yet",
+        "attempt 2, ",
+        "retried by an operator",
+        "completed",
+    ] {
+        assert!(timeline.contains(line), "{line:?} in {timeline}");
+    }
+    // The README's picture (docs/console-execution.png is a copy), the
+    // whole timeline in a tall window.
+    browser.set_window_size(1280, 1900).await.unwrap();
+    let png = browser.screenshot().await.unwrap();
+    browser.set_window_size(1280, 1100).await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(root().join("target").join("console-execution.png"), &png).unwrap();
     assert_eq!(cli.status(&failing)["status"], "completed");
 
     // Upload a package and start it from the form.

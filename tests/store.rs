@@ -77,7 +77,91 @@ store_suite!(
     cancelling_reaches_a_claimed_task_through_its_heartbeat,
     workers_register_and_are_listed_with_their_tasks_in_flight,
     a_write_abandoned_half_way_leaves_the_store_writable,
+    operator_keys_nodes_and_gauges,
 );
+
+/// Operator keys (no tenant), the nodes that hold leases, and the counts
+/// `/metrics` reads.
+async fn operator_keys_nodes_and_gauges(db: Db) {
+    let store = with_package(&db).await;
+    let key = ApiKeyRecord {
+        id: "cbk_0perat0r".into(),
+        tenant: String::new(),
+        created_at_ms: NOW,
+        revoked_at_ms: None,
+    };
+    store
+        .catalog()
+        .add_operator_key(&key, "hash-of-op")
+        .await
+        .unwrap();
+    let catalog = store.catalog();
+    assert_eq!(
+        catalog
+            .operator_by_key("hash-of-op")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("cbk_0perat0r")
+    );
+    assert_eq!(
+        catalog.operator_by_key("hash-of-other").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        catalog.tenant_by_key("hash-of-op").await.unwrap(),
+        None,
+        "an operator key is no tenant's key"
+    );
+    let listed = catalog.list_operator_keys().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].tenant.as_str(), listed[0].revoked_at_ms),
+        ("", None)
+    );
+    let revoked = catalog
+        .revoke_api_key("cbk_0perat0r", NOW + 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        (revoked.tenant.as_str(), revoked.revoked_at_ms),
+        ("", Some(NOW + 5))
+    );
+    assert_eq!(catalog.operator_by_key("hash-of-op").await.unwrap(), None);
+    assert!(matches!(
+        catalog.revoke_api_key("cbk_nothing", NOW).await,
+        Err(Error::NotFound(_))
+    ));
+
+    // Two running on node-a, one on node-b, one pending.
+    create_owned(&store, "ex_a1", "node-a").await;
+    create_owned(&store, "ex_a2", "node-a").await;
+    create_owned(&store, "ex_b1", "node-b").await;
+    store
+        .create_execution(new_execution("ex_p"), NOW, None)
+        .await
+        .unwrap();
+    let nodes = store.executions().nodes().await.unwrap();
+    let summary: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.id.as_str(), n.owned, n.lease_max_ms))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("node-a", 2, NOW + LEASE), ("node-b", 1, NOW + LEASE)]
+    );
+    let gauges = store.executions().gauges().await.unwrap();
+    let mut open = gauges.open.clone();
+    open.sort();
+    assert_eq!(
+        open,
+        vec![
+            (T.to_owned(), "pending".to_owned(), 1),
+            (T.to_owned(), "running".to_owned(), 3)
+        ]
+    );
+    assert!(gauges.queued.is_empty());
+}
 
 const NOW: i64 = 1_000_000;
 const LEASE: i64 = 5_000;
@@ -744,6 +828,7 @@ async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {
     let claims = store.claim_due("node-b", NOW, LEASE, 10).await.unwrap();
     assert_eq!(ids(&claims), vec!["ex_p"], "a live lease is not claimable");
     assert_eq!(claims[0].epoch, 1);
+    assert_eq!((claims[0].taken_over, claims[0].late_ms), (false, None));
     assert!(
         store
             .claim_due("node-c", NOW, LEASE, 10)
@@ -765,6 +850,7 @@ async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {
     let claims = store.claim_due("node-b", later, LEASE, 10).await.unwrap();
     assert_eq!(ids(&claims), vec!["ex_r"]);
     assert_eq!(claims[0].epoch, 2);
+    assert!(claims[0].taken_over, "node-a's lease had expired");
     let record = store.executions().execution("ex_r").await.unwrap();
     assert_eq!(record.owner.as_deref(), Some("node-b"));
     // node-a's append, too late, is refused; node-b's goes in.
@@ -923,11 +1009,17 @@ async fn hibernation_wakes_at_its_time_or_at_once_after_a_signal(db: Db) {
     );
     assert_eq!(claims[0].signals, 1);
     let claims = store
-        .claim_due("node-b", NOW + 1000, LEASE, 10)
+        .claim_due("node-b", NOW + 1250, LEASE, 10)
         .await
         .unwrap();
     assert_eq!(ids(&claims), vec!["ex_timer"]);
     assert!(claims[0].resumed, "woken from hibernation");
+    assert_eq!(
+        claims[0].late_ms,
+        Some(250),
+        "claimed 250 ms after its due time"
+    );
+    assert!(!claims[0].taken_over);
 }
 
 async fn approvals_are_idempotent_and_wake_the_execution(db: Db) {

@@ -434,7 +434,8 @@ pub async fn serve(
             axum::routing::get(move || metrics_page(metrics_store.clone())),
         )
         .merge(crate::console::router(console, max_message_bytes))
-        .fallback(crate::console::fallback);
+        .fallback(crate::console::fallback)
+        .layer(axum::middleware::from_fn(crate::console::server_timing));
     let served = tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(front_door)

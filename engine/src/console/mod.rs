@@ -94,6 +94,19 @@ pub async fn fallback(request: Request) -> Response {
         .into_response()
 }
 
+/// Adds `Server-Timing: app;dur=MS` to a response of the HTTP side: the
+/// time the server took to make it (what the console benchmark reads, and
+/// what a browser's developer tools show).
+pub async fn server_timing(request: Request, next: axum::middleware::Next) -> Response {
+    let began = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let ms = began.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = HeaderValue::from_str(&format!("app;dur={ms:.3}")) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
+}
+
 async fn secure_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in [

@@ -336,12 +336,23 @@ pub fn live_parts(
     let mut summary = format!(
         "<div class=\"summary\"><h1>{} {}</h1><dl>\
          <dt>id</dt><dd><code id=\"execution-id\">{id}</code></dd>\
-         <dt>package</dt><dd><a href=\"/packages/{}\">{}</a> v{} <span class=\"muted\">{}</span></dd>\
+         <dt>package</dt><dd>{} v{} <span class=\"muted\">{}</span></dd>\
          <dt>started</dt><dd>{}</dd><dt>updated</dt><dd>{}</dd><dt>journal</dt><dd>{} entries</dd>",
         esc(&r.workflow),
         badge(r.status.as_str()),
-        query_value(&r.package_name),
-        esc(&r.package_name),
+        // An operator has no package pages: the tenant's name instead.
+        match viewer.tenant {
+            Some(_) => format!(
+                "<a href=\"/packages/{}\">{}</a>",
+                query_value(&r.package_name),
+                esc(&r.package_name)
+            ),
+            None => format!(
+                "{} <span class=\"muted\">of tenant {}</span>",
+                esc(&r.package_name),
+                esc(&r.tenant)
+            ),
+        },
         r.package_version,
         esc(&r.package_sha256[..r.package_sha256.len().min(12)]),
         time(r.created_at_ms),

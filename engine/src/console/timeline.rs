@@ -106,8 +106,10 @@ impl Timeline {
     /// The timeline of `entries`, in order.
     pub fn build(entries: &[Entry]) -> Self {
         let mut rows: Vec<Row> = Vec::new();
-        // Calls that take time, by seq: their row.
-        let mut open: HashMap<i64, usize> = HashMap::new();
+        // Calls that take time, by seq: their row. Kept after their result:
+        // an operator's retry gives a failed step new attempts and a new
+        // result under the same seq.
+        let mut calls: HashMap<i64, usize> = HashMap::new();
         let mut steps: HashMap<i64, String> = HashMap::new();
         let mut progress = None;
         for e in entries {
@@ -219,14 +221,14 @@ impl Timeline {
                         Call::NowMs(_) | Call::RandomU64(_) | Call::Record(_) => continue,
                     };
                     if matches!(row.kind, "step" | "sleep" | "poll" | "approval" | "await") {
-                        open.insert(e.seq, rows.len());
+                        calls.insert(e.seq, rows.len());
                     } else {
                         row.outcome = None;
                     }
                     rows.push(row);
                 }
                 Event::Attempt { call, attempt } => {
-                    if let Some(row) = open.get(call).map(|&i| &mut rows[i]) {
+                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i]) {
                         if row.kind == "poll" {
                             continue;
                         }
@@ -235,6 +237,17 @@ impl Timeline {
                         {
                             // A restart re-ran the attempt's journal.
                             last.ended_ms = Some(e.at_ms);
+                        }
+                        // An operator's retry of a step that failed: its
+                        // error stays with the attempt that made it.
+                        if let Some((Err(error), _)) = &row.outcome {
+                            let error = format!("{}: {}", error.kind, error.message);
+                            if let Some(last) = row.attempts.last_mut()
+                                && last.error.is_none()
+                            {
+                                last.error = Some(error);
+                            }
+                            row.outcome = None;
                         }
                         row.attempts.push(Attempt {
                             number: attempt.attempt,
@@ -248,7 +261,7 @@ impl Timeline {
                     }
                 }
                 Event::AttemptFailed { call, failed } => {
-                    if let Some(row) = open.get(call).map(|&i| &mut rows[i])
+                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i])
                         && let Some(a) = row.attempts.last_mut()
                     {
                         a.ended_ms = Some(e.at_ms);
@@ -257,20 +270,20 @@ impl Timeline {
                     }
                 }
                 Event::Served { call, served } => {
-                    if let Some(row) = open.get(call).map(|&i| &mut rows[i])
+                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i])
                         && let Some(a) = row.attempts.last_mut()
                     {
                         a.worker = Some(served.worker.clone());
                     }
                 }
                 Event::PollCheck { call, check } => {
-                    if let Some(row) = open.get(call).map(|&i| &mut rows[i]) {
+                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i]) {
                         row.checks = row.checks.max(check.check);
                         row.last_check_error.clone_from(&check.error);
                     }
                 }
                 Event::Result { call, outcome } => {
-                    if let Some(row) = open.remove(call).map(|i| &mut rows[i]) {
+                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i]) {
                         if let Some(a) = row.attempts.last_mut()
                             && a.ended_ms.is_none()
                         {
@@ -310,9 +323,6 @@ impl Timeline {
                         e.at_ms,
                     ));
                     rows.push(row);
-                    // A retry continues from here: calls still open were
-                    // cut by the end, not answered.
-                    open.clear();
                 }
                 Event::Retried(r) => rows.push(Row::new(
                     e.at_ms,
