@@ -226,6 +226,14 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
     }
     let acme = Remote::new(port, &acme_key);
     assert_eq!(acme.status(&mine)["cancel_requested"], false);
+    // The CLI names the execution's page when it talks to a server.
+    let text = acme.ok(&["status", &mine]);
+    assert!(
+        text.contains(&format!(
+            "console: http://127.0.0.1:{port}/executions/{mine}"
+        )),
+        "{text}"
+    );
     // With the token it is done.
     let reply = request(port, "POST", &cancel, &auth, &format!("csrf={csrf}"));
     assert_eq!(reply.status, 303, "{}", reply.body);

@@ -9,7 +9,7 @@
 //!
 //! - (k1) the executions list, first page (50 rows, newest first);
 //! - (k2) a later page (the page token of the first);
-//! - (k3) the list filtered by workflow and by the start of an id;
+//! - (k3) the list filtered by status, by workflow and by the start of an id;
 //! - (k4) the page of the execution with 10,000 journal entries;
 //! - (k5) `GET /metrics` (its gauges read the database at each scrape).
 //!
@@ -174,6 +174,14 @@ fn main() {
     measure("(k2) executions list, second page", n, || {
         server_ms(port, &next, &cookie, "First page")
     });
+    measure("(k3) list filtered by status (completed)", n, || {
+        server_ms(
+            port,
+            "/executions?status=completed",
+            &cookie,
+            "<tbody id=\"rows\"",
+        )
+    });
     measure("(k3) list filtered by workflow", n, || {
         server_ms(port, "/executions?workflow=many_steps", &cookie, &big)
     });
@@ -184,7 +192,7 @@ fn main() {
         server_ms(port, &format!("/executions/{big}"), &cookie, "3333")
     });
     measure("(k5) GET /metrics", n, || {
-        server_ms(port, "/metrics", "", "cerebelum_executions_open")
+        server_ms(port, "/metrics", "", "cerebelum_live_instances")
     });
     drop(runtime);
 }
