@@ -286,6 +286,21 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
     let busy = started(&other, "hold_step", json!({"mb": 1, "ms": 30000}));
     wait_status(&other, &busy, "running");
 
+    // The tenant's page shows its usage: the held execution's journal.
+    let (other_cookie, _) = sign_in(port, &other_key);
+    let usage = request(
+        port,
+        "GET",
+        "/tenant",
+        &[("Cookie", other_cookie.as_str())],
+        "",
+    );
+    assert!(
+        usage.body.contains("longest open: <a href=\"/executions/"),
+        "{}",
+        usage.body
+    );
+
     // An operator key is no tenant's key: the gRPC API refuses it.
     let refused = Remote::new(port, &operator_key).run(&["list"]);
     assert!(!refused.status.success());

@@ -161,6 +161,28 @@ async fn operator_keys_nodes_and_gauges(db: Db) {
         ]
     );
     assert!(gauges.queued.is_empty());
+
+    // The longest open journal (the tenant page's usage of the limit).
+    let results = store
+        .commit(
+            vec![op("ex_a2", 1, vec![entry(1, "one"), entry(2, "two")], None)],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(
+        store.executions().longest_open_journal(T).await.unwrap(),
+        Some(("ex_a2".to_owned(), 2))
+    );
+    assert_eq!(
+        store
+            .executions()
+            .longest_open_journal("nobody")
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 const NOW: i64 = 1_000_000;

@@ -1007,6 +1007,20 @@ async fn tenant_page(c: &Console, viewer: &Viewer, new_key: Option<&str>) -> Pag
         .count_open_executions(&tenant.name)
         .await?;
     let keys = c.api.store().catalog().list_api_keys(&tenant.name).await?;
+    // Usage of the per-execution journal limit: the longest open journal.
+    let longest = match c
+        .api
+        .store()
+        .executions()
+        .longest_open_journal(&tenant.name)
+        .await?
+    {
+        Some((id, entries)) => format!(
+            "{entries} <span class=\"muted\">(longest open: <a href=\"/executions/{0}\">{0}</a>)</span>",
+            esc(&id)
+        ),
+        None => "0".to_owned(),
+    };
     let mut body = format!("<h1>Tenant {}</h1>", esc(&tenant.name));
     if let Some(secret) = new_key {
         let _ = write!(
@@ -1025,7 +1039,7 @@ async fn tenant_page(c: &Console, viewer: &Viewer, new_key: Option<&str>) -> Pag
          <tr><th>memory per invocation</th><td></td><td>{}</td></tr>\
          <tr><th>CPU per invocation</th><td></td><td>{}</td></tr>\
          <tr><th>fuel per execution</th><td></td><td>{}</td></tr>\
-         <tr><th>journal entries per execution</th><td></td><td>{}</td></tr>\
+         <tr><th>journal entries per execution</th><td id=\"longest-journal\">{}</td><td>{}</td></tr>\
          <tr><th>output per invocation</th><td></td><td>{}</td></tr>\
          <tr><th>concurrent invocations</th><td></td><td>{}</td></tr>\
          <tr><th>watch streams</th><td></td><td>{}</td></tr>\
@@ -1036,6 +1050,7 @@ async fn tenant_page(c: &Console, viewer: &Viewer, new_key: Option<&str>) -> Pag
         quota(q.memory_bytes, "bytes"),
         quota(q.cpu_ms, "ms"),
         quota(q.fuel, ""),
+        longest,
         quota(q.max_journal_entries, ""),
         quota(q.max_output_bytes, "bytes"),
         quota(q.max_concurrency, ""),

@@ -167,6 +167,10 @@ pub trait Executions: Send + Sync {
     /// The tenant's executions that are pending, running or waiting.
     async fn count_open_executions(&self, tenant: &str) -> Result<i64>;
 
+    /// The tenant's open execution with the longest journal, and its
+    /// length (the journal limit is per execution).
+    async fn longest_open_journal(&self, tenant: &str) -> Result<Option<(String, i64)>>;
+
     async fn execution(&self, id: &str) -> Result<ExecutionRecord>;
 
     /// Newest first.

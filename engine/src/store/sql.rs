@@ -477,6 +477,19 @@ where
         .await?)
     }
 
+    async fn longest_open_journal(&self, tenant: &str) -> Result<Option<(String, i64)>> {
+        Ok(sqlx::query_as::<DB, (String, i64)>(
+            "SELECT id, entries FROM (SELECT id, \
+               (SELECT COALESCE(MAX(seq), 0) FROM journal WHERE execution_id = e.id) AS entries \
+               FROM executions e WHERE tenant = $1 \
+               AND status IN ('pending', 'running', 'waiting')) open_journals \
+             ORDER BY entries DESC, id LIMIT 1",
+        )
+        .bind(tenant)
+        .fetch_optional(&self.reader)
+        .await?)
+    }
+
     async fn execution(&self, id: &str) -> Result<ExecutionRecord> {
         let mut conn = self.reader.acquire().await?;
         execution_in::<DB>(&mut conn, id, "").await
