@@ -301,6 +301,34 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
         usage.body
     );
 
+    // The list shows an open execution's latest progress.
+    other.ok(&["upload", path(&guest("deploy")), "--name", "deploy"]);
+    let deploying = other
+        .ok(&[
+            "start",
+            "deploy",
+            "deploy",
+            "--input",
+            r#"{"name": "web-1", "ready_after_ms": 0, "settle_ms": 0}"#,
+        ])
+        .trim()
+        .to_owned();
+    wait_status(&other, &deploying, "waiting");
+    let list = request(
+        port,
+        "GET",
+        "/executions",
+        &[("Cookie", other_cookie.as_str())],
+        "",
+    );
+    let row = list
+        .body
+        .split(&format!("<tr data-id=\"{deploying}\">"))
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row of {deploying}: {}", list.body));
+    assert!(row.contains("80% Waiting for approval"), "{row}");
+
     // An operator key is no tenant's key: the gRPC API refuses it.
     let refused = Remote::new(port, &operator_key).run(&["list"]);
     assert!(!refused.status.success());

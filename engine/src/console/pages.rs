@@ -6,7 +6,7 @@
 
 use super::html::{Section, badge, csrf_field, duration, esc, json, layout, query_value, time};
 use super::session::{self, Viewer};
-use super::timeline::Timeline;
+use super::timeline::{Progress, Timeline};
 use super::{Console, Refusal, check_origin, own_tenant, status_of};
 use crate::api::keys;
 use crate::api::service::{ExecutionView, StartRequest, WatchEvent};
@@ -183,8 +183,9 @@ impl ListQuery {
     }
 }
 
-/// A row of the executions list; an operator's has the tenant too.
-fn execution_row(r: &ExecutionRecord, operator: bool) -> String {
+/// A row of the executions list; an operator's has the tenant too, an
+/// open execution that reported progress its latest report.
+fn execution_row(r: &ExecutionRecord, operator: bool, progress: Option<&Progress>) -> String {
     let mut note = String::new();
     if let Some(error) = &r.error {
         note = format!("{}: {}", error.kind, error.message);
@@ -196,13 +197,18 @@ fn execution_row(r: &ExecutionRecord, operator: bool) -> String {
     format!(
         "<tr data-id=\"{id}\"><td><a class=\"id\" href=\"/executions/{id}\">{id}</a></td>{tenant}\
          <td>{}</td><td>{} <span class=\"muted\">v{}</span></td><td>{}</td>\
-         <td>{}</td><td>{}</td><td class=\"note\">{}</td></tr>",
+         <td>{}</td><td>{}</td><td class=\"note\">{}{}</td></tr>",
         badge(r.status.as_str()),
         esc(&r.package_name),
         r.package_version,
         esc(&r.workflow),
         time(r.created_at_ms),
         time(r.updated_at_ms),
+        progress.map_or_else(String::new, |p| format!(
+            "<span class=\"progress\"><progress max=\"100\" value=\"{0}\">{0}%</progress> {0}% {1}</span> ",
+            p.percent,
+            esc(&p.message)
+        )),
         esc(&note),
         id = esc(&r.id),
         tenant = if operator {
@@ -225,7 +231,27 @@ async fn rows(
     let operator = viewer.tenant.is_none();
     let mut out = String::with_capacity(page.executions.len() * 400);
     for r in &page.executions {
-        out.push_str(&execution_row(r, operator));
+        // The latest progress of what still runs (one indexed read each).
+        let progress = if r.status.is_terminal() {
+            None
+        } else {
+            c.api
+                .store()
+                .executions()
+                .latest_progress(&r.id)
+                .await?
+                .and_then(|e| match e.event {
+                    crate::journal::Event::Call {
+                        call: crate::journal::Call::ReportProgress(p),
+                        ..
+                    } => Some(Progress {
+                        percent: p.args.percent,
+                        message: p.args.message,
+                    }),
+                    _ => None,
+                })
+        };
+        out.push_str(&execution_row(r, operator, progress.as_ref()));
     }
     if page.executions.is_empty() {
         out.push_str("<tr><td colspan=\"8\" class=\"muted\">No executions match.</td></tr>");

@@ -186,6 +186,9 @@ pub trait Executions: Send + Sync {
     /// Journal entries with `seq > after_seq`, in order.
     async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>>;
 
+    /// The last `report-progress` call of execution `id`, if it made one.
+    async fn latest_progress(&self, id: &str) -> Result<Option<Entry>>;
+
     async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>>;
 
     /// Records an operator's decision and wakes the execution. Idempotent

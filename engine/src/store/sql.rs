@@ -567,6 +567,17 @@ where
         found.iter().map(rows::entry).collect()
     }
 
+    async fn latest_progress(&self, id: &str) -> Result<Option<Entry>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM journal WHERE execution_id = $1 \
+             AND kind = 'report-progress' ORDER BY seq DESC LIMIT 1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        found.as_ref().map(rows::entry).transpose()
+    }
+
     async fn approvals(&self, execution_id: &str) -> Result<Vec<ApprovalRecord>> {
         let found = sqlx::query::<DB>(&format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE execution_id = $1 \
