@@ -76,6 +76,7 @@ pub(crate) enum KeyCommand {
     /// operator key, which signs in to the web console's views of every
     /// tenant and of the nodes.
     Create {
+        /// The key's tenant (none with --operator).
         #[arg(required_unless_present = "operator")]
         tenant: Option<String>,
         /// An operator key (no tenant).
@@ -84,8 +85,10 @@ pub(crate) enum KeyCommand {
     },
     /// List a tenant's keys, or with --operator the operator keys (ids only).
     List {
+        /// The tenant whose keys to list (none with --operator).
         #[arg(required_unless_present = "operator")]
         tenant: Option<String>,
+        /// List the operator keys instead.
         #[arg(long, conflicts_with = "tenant")]
         operator: bool,
     },
