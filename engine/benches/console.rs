@@ -10,7 +10,8 @@
 //! - (k1) the executions list, first page (50 rows, newest first);
 //! - (k2) a later page (the page token of the first);
 //! - (k3) the list filtered by status, by workflow and by the start of an id;
-//! - (k4) the page of the execution with 10,000 journal entries;
+//! - (k4) the page of the execution with 10,000 journal entries (its last
+//!   500 timeline rows, and every row);
 //! - (k5) `GET /metrics` (its gauges read the database at each scrape).
 //!
 //! Times are the server's own (`Server-Timing`, from request to response
@@ -188,8 +189,13 @@ fn main() {
     measure("(k3) list filtered by the start of an id", n, || {
         server_ms(port, &format!("/executions?q={prefix}"), &cookie, &big)
     });
-    measure("(k4) execution page, 10,000 journal entries", n / 4, || {
-        server_ms(port, &format!("/executions/{big}"), &cookie, "3333")
+    measure(
+        "(k4) execution page, 10,000 journal entries (last 500 rows)",
+        n / 4,
+        || server_ms(port, &format!("/executions/{big}"), &cookie, "3333"),
+    );
+    measure("(k4) the same, every row (?all=1)", n / 4, || {
+        server_ms(port, &format!("/executions/{big}?all=1"), &cookie, "3333")
     });
     measure("(k5) GET /metrics", n, || {
         server_ms(port, "/metrics", "", "cerebelum_live_instances")

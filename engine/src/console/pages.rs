@@ -356,6 +356,7 @@ pub fn live_parts(
     view: &ExecutionView,
     timeline: &Timeline,
     now_ms: i64,
+    all: bool,
 ) -> (String, String, String) {
     let r = &view.record;
     let id = esc(&r.id);
@@ -485,13 +486,27 @@ pub fn live_parts(
              <button type=\"submit\" id=\"retry\" class=\"primary\">Retry</button></form>"
         );
     }
-    (summary, actions, timeline.html(now_ms))
+    let max_rows = (!all).then_some(MAX_TIMELINE_ROWS);
+    (summary, actions, timeline.html(now_ms, max_rows))
+}
+
+/// Rows of an execution's timeline shown unless all are asked for
+/// (`?all=1`): the latest ones.
+pub const MAX_TIMELINE_ROWS: usize = 500;
+
+/// How much of an execution's page to show.
+#[derive(Deserialize)]
+pub struct ShowQuery {
+    /// Any value: every row of the timeline.
+    #[serde(default)]
+    all: Option<String>,
 }
 
 pub async fn execution(
     State(c): State<Console>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(show): Query<ShowQuery>,
 ) -> Page {
     let viewer = c.viewer(&headers).await?;
     let tenant = c.tenant_of(&viewer, &id).await?;
@@ -501,7 +516,7 @@ pub async fn execution(
         &view.record.workflow.clone(),
         Section::Executions,
         &viewer,
-        &execution_body(&c, &viewer, &view, &entries),
+        &execution_body(&c, &viewer, &view, &entries, show.all.is_some()),
     ))
 }
 
@@ -511,16 +526,19 @@ pub fn execution_body(
     viewer: &Viewer,
     view: &ExecutionView,
     entries: &[Entry],
+    all: bool,
 ) -> String {
     let timeline = Timeline::build(entries);
-    let (summary, actions, timeline_html) = live_parts(viewer, view, &timeline, c.api.now_ms());
+    let (summary, actions, timeline_html) =
+        live_parts(viewer, view, &timeline, c.api.now_ms(), all);
     let live = if view.record.status.is_terminal() {
         String::new()
     } else {
         format!(
-            " data-live=\"/executions/{}/live?seq={}\"",
+            " data-live=\"/executions/{}/live?seq={}{}\"",
             esc(&view.record.id),
-            timeline.last_seq
+            timeline.last_seq,
+            if all { "&amp;all=1" } else { "" }
         )
     };
     format!(
@@ -536,6 +554,9 @@ pub fn execution_body(
 pub struct LiveQuery {
     #[serde(default)]
     seq: i64,
+    /// Every row of the timeline (see [`ShowQuery`]).
+    #[serde(default)]
+    all: Option<String>,
 }
 
 /// Server-Sent Events of an execution's page: `summary`, `actions` and
@@ -561,6 +582,7 @@ pub async fn live(
     // viewer and `watch` of this execution.
     let mut follower = c.api.watch(&tenant, &id, read).await?;
     let mut behind = read > query.seq;
+    let all = query.all.is_some();
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(8);
     let mut stopping = c.stopping.clone();
     tokio::spawn(async move {
@@ -602,7 +624,7 @@ pub async fn live(
             };
             let timeline = Timeline::build(&entries);
             let (summary, actions, timeline) =
-                live_parts(&viewer, &view, &timeline, c.api.now_ms());
+                live_parts(&viewer, &view, &timeline, c.api.now_ms(), all);
             for (name, data) in [
                 ("summary", summary),
                 ("actions", actions),

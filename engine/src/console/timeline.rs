@@ -341,12 +341,24 @@ impl Timeline {
         }
     }
 
-    /// The timeline as an `<ol>`; `now_ms` for countdowns.
-    pub fn html(&self, now_ms: i64) -> String {
+    /// The timeline as an `<ol>`; `now_ms` for countdowns. With
+    /// `max_rows`, only the last rows, after a line that says how many
+    /// earlier ones are not shown and links to all of them (`?all=1`).
+    pub fn html(&self, now_ms: i64, max_rows: Option<usize>) -> String {
         let start = self.rows.first().map_or(0, |r| r.at_ms);
-        let mut out = String::with_capacity(self.rows.len() * 300 + 64);
+        let skip = max_rows.map_or(0, |max| self.rows.len().saturating_sub(max));
+        let mut out = String::with_capacity((self.rows.len() - skip) * 300 + 256);
         out.push_str("<ol class=\"timeline\">");
-        for row in &self.rows {
+        if skip > 0 {
+            let _ = write!(
+                out,
+                "<li class=\"row more\"><div class=\"when\"></div><div class=\"what\">\
+                 {skip} earlier rows are not shown. <a href=\"?all=1\" id=\"show-all\">Show \
+                 all {}</a></div></li>",
+                self.rows.len()
+            );
+        }
+        for row in &self.rows[skip..] {
             let state = row.state();
             let _ = write!(
                 out,
@@ -525,7 +537,13 @@ mod tests {
         let timeline = Timeline::build(&entries);
         assert_eq!(timeline.rows.len(), 1);
         assert_eq!(timeline.rows[0].attempts.len(), 2);
-        let html = timeline.html(0);
+        let cut = timeline.html(0, Some(0));
+        assert!(cut.contains("1 earlier rows are not shown"), "{cut}");
+        assert!(
+            cut.contains("href=\"?all=1\"") && !cut.contains("step deploy"),
+            "{cut}"
+        );
+        let html = timeline.html(0, None);
         assert!(html.contains("step deploy"), "{html}");
         assert!(html.contains("2 attempts"), "{html}");
         assert!(html.contains("ssh &lt;refused&gt;"), "escaped: {html}");
