@@ -6,7 +6,9 @@
 mod common;
 
 use cerebelum::Error;
-use cerebelum::journal::{CallError, Entry, ErrorKind, Event, Output};
+use cerebelum::journal::{
+    Answered, Call, CallError, CallKind, Entry, ErrorKind, Event, Output, Progress,
+};
 use cerebelum::model::{
     ApiKeyRecord, Decision, ListFilter, NewExecution, PackageInfo, Quotas, Status, TaskClaim,
     TaskId, TaskSpec, TaskStatus, TaskTimeouts, TaskToken, WorkerRecord,
@@ -15,7 +17,7 @@ use cerebelum::store::{
     self, CommitOp, Creation, EngineFailure, SharedStore, SideWrite, StatusChange, Synchronous,
 };
 use common::{Backend, Db};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -183,6 +185,61 @@ async fn operator_keys_nodes_and_gauges(db: Db) {
             .unwrap(),
         None
     );
+    // The latest progress report, by seq, among other entries.
+    let progress = |seq: i64, percent: u8| {
+        let args = Progress {
+            percent,
+            message: format!("at {percent}"),
+        };
+        Entry {
+            seq,
+            invocation: "wf".to_owned(),
+            event: Event::Call {
+                hash: CallKind::ReportProgress.hash(&args),
+                call: Call::ReportProgress(Answered {
+                    args,
+                    answer: Value::Null,
+                }),
+            },
+            at_ms: NOW + seq,
+        }
+    };
+    let results = store
+        .commit(
+            vec![op(
+                "ex_a2",
+                1,
+                vec![progress(3, 10), progress(4, 60), entry(5, "after")],
+                None,
+            )],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    let latest = store.executions().latest_progress("ex_a2").await.unwrap();
+    assert_eq!(latest.map(|e| e.seq), Some(4));
+    assert!(
+        store
+            .executions()
+            .latest_progress("ex_a1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The list filtered by the start of an id.
+    let listed = store
+        .executions()
+        .list_executions(&ListFilter {
+            id_prefix: Some("ex_a".into()),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap();
+    let mut found: Vec<_> = listed.iter().map(|r| r.id.as_str()).collect();
+    found.sort();
+    assert_eq!(found, vec!["ex_a1", "ex_a2"]);
 }
 
 const NOW: i64 = 1_000_000;
