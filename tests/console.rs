@@ -10,7 +10,7 @@
 #[macro_use]
 mod common;
 
-use common::{Db, Remote, free_port, guest, path, root};
+use common::{Db, Remote, free_port, guest, http_request, path, root};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
@@ -21,47 +21,11 @@ const WAIT: Duration = Duration::from_secs(60);
 
 // ------------------------------------------------------------- plain HTTP
 
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-/// One HTTP/1.1 request to the server on `port`.
-fn request(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let mut text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Content-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        text.push_str(&format!("{k}: {v}\r\n"));
-    }
-    text.push_str("\r\n");
-    text.push_str(body);
-    stream.write_all(text.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {head}"));
-    Reply {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    }
-}
-
 const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
 
 /// Signs in over HTTP: the `Cookie` header of the session and its CSRF token.
 fn sign_in(port: u16, key: &str) -> (String, String) {
-    let reply = request(port, "POST", "/login", &[FORM], &format!("key={key}"));
+    let reply = http_request(port, "POST", "/login", &[FORM], &format!("key={key}"));
     assert_eq!(reply.status, 303, "{}\n{}", reply.head, reply.body);
     let cookie = reply
         .head
@@ -71,7 +35,7 @@ fn sign_in(port: u16, key: &str) -> (String, String) {
     assert!(cookie.contains("HttpOnly"), "{cookie}");
     assert!(cookie.contains("SameSite=Strict"), "{cookie}");
     let cookie = cookie.split(';').next().unwrap().to_owned();
-    let page = request(port, "GET", "/tenant", &[("Cookie", &cookie)], "");
+    let page = http_request(port, "GET", "/tenant", &[("Cookie", &cookie)], "");
     assert_eq!(page.status, 200, "{}", page.body);
     let csrf = page
         .body
@@ -122,7 +86,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
         "/packages",
         "/tenant",
     ] {
-        let reply = request(port, "GET", path, &[], "");
+        let reply = http_request(port, "GET", path, &[], "");
         assert_eq!(reply.status, 303, "{path}: {}", reply.head);
         assert!(
             reply.head.contains("location: /login"),
@@ -131,7 +95,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
         );
     }
     // A wrong key is refused, and makes no session.
-    let wrong = request(port, "POST", "/login", &[FORM], "key=cbk_00000000_nope");
+    let wrong = http_request(port, "POST", "/login", &[FORM], "key=cbk_00000000_nope");
     assert_eq!(wrong.status, 401);
     assert!(
         wrong.body.contains("invalid or revoked API key"),
@@ -148,7 +112,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
         format!("/executions/{theirs}/live"),
         "/packages/kit".to_owned(),
     ] {
-        let reply = request(port, "GET", &path, &auth, "");
+        let reply = http_request(port, "GET", &path, &auth, "");
         assert_eq!(reply.status, 404, "GET {path}: {}", reply.body);
     }
     for (path, form) in [
@@ -158,7 +122,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
         ("retry", format!("csrf={csrf}")),
     ] {
         let path = format!("/executions/{theirs}/{path}");
-        let reply = request(port, "POST", &path, &auth, &form);
+        let reply = http_request(port, "POST", &path, &auth, &form);
         assert_eq!(reply.status, 404, "POST {path}: {}", reply.body);
         assert!(
             reply
@@ -168,7 +132,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
             reply.body
         );
     }
-    let reply = request(
+    let reply = http_request(
         port,
         "POST",
         &format!("/tenant/keys/{their_key_id}/revoke"),
@@ -176,7 +140,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
         &format!("csrf={csrf}"),
     );
     assert_eq!(reply.status, 404, "{}", reply.body);
-    let start = request(
+    let start = http_request(
         port,
         "POST",
         "/start",
@@ -185,7 +149,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
     );
     assert_eq!(start.status, 404, "{}", start.body);
     // The listing shows none of theirs, even searched by id.
-    let list = request(
+    let list = http_request(
         port,
         "GET",
         &format!("/executions?q={}", &theirs[..8]),
@@ -221,7 +185,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
             format!("csrf={csrf}"),
         ),
     ] {
-        let reply = request(port, "POST", &cancel, &headers, &form);
+        let reply = http_request(port, "POST", &cancel, &headers, &form);
         assert_eq!(reply.status, 403, "{headers:?} {form}: {}", reply.body);
     }
     let acme = Remote::new(port, &acme_key);
@@ -235,18 +199,18 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
         "{text}"
     );
     // With the token it is done.
-    let reply = request(port, "POST", &cancel, &auth, &format!("csrf={csrf}"));
+    let reply = http_request(port, "POST", &cancel, &auth, &format!("csrf={csrf}"));
     assert_eq!(reply.status, 303, "{}", reply.body);
     assert_eq!(acme.wait_ended(&mine, WAIT)["status"], "cancelled");
 
     // Unknown paths: a page for browsers, UNIMPLEMENTED for gRPC clients.
-    let missing = request(port, "GET", "/nothing-here", &[], "");
+    let missing = http_request(port, "GET", "/nothing-here", &[], "");
     assert_eq!(missing.status, 404);
     assert!(missing.body.contains("Nothing is at"), "{}", missing.body);
 
     // A revoked key signs its sessions out.
     let key_id = &acme_key[..12];
-    let reply = request(
+    let reply = http_request(
         port,
         "POST",
         &format!("/tenant/keys/{key_id}/revoke"),
@@ -254,7 +218,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
         &format!("csrf={csrf}"),
     );
     assert_eq!(reply.status, 303, "{}", reply.body);
-    let after = request(port, "GET", "/executions", &auth, "");
+    let after = http_request(port, "GET", "/executions", &auth, "");
     assert_eq!(after.status, 303, "{}", after.head);
 }
 
@@ -288,7 +252,7 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
 
     // The tenant's page shows its usage: the held execution's journal.
     let (other_cookie, _) = sign_in(port, &other_key);
-    let usage = request(
+    let usage = http_request(
         port,
         "GET",
         "/tenant",
@@ -314,7 +278,7 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
         .trim()
         .to_owned();
     wait_status(&other, &deploying, "waiting");
-    let list = request(
+    let list = http_request(
         port,
         "GET",
         "/executions",
@@ -335,7 +299,7 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
 
     let (cookie, csrf) = sign_in(port, &operator_key);
     let auth = [("Cookie", cookie.as_str()), FORM];
-    let list = request(port, "GET", "/executions", &auth, "");
+    let list = http_request(port, "GET", "/executions", &auth, "");
     assert_eq!(list.status, 200, "{}", list.body);
     assert!(
         list.body.contains("operator</b> (every tenant)"),
@@ -345,20 +309,20 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
     for id in [&mine, &theirs, &busy] {
         assert!(list.body.contains(id.as_str()), "{id} in {}", list.body);
     }
-    let filtered = request(port, "GET", "/executions?tenant=other", &auth, "");
+    let filtered = http_request(port, "GET", "/executions?tenant=other", &auth, "");
     assert!(
         filtered.body.contains(&theirs) && !filtered.body.contains(&mine),
         "{}",
         filtered.body
     );
-    let page = request(port, "GET", &format!("/executions/{theirs}"), &auth, "");
+    let page = http_request(port, "GET", &format!("/executions/{theirs}"), &auth, "");
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(
         page.body.contains("Approval <code>ops</code>"),
         "{}",
         page.body
     );
-    let missing = request(
+    let missing = http_request(
         port,
         "GET",
         "/executions/00000000-0000-0000-0000-000000000000",
@@ -368,7 +332,7 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
     assert_eq!(missing.status, 404, "{}", missing.body);
 
     // The tenants with their usage, and the node that holds the spinning one.
-    let tenants = request(port, "GET", "/tenant", &auth, "");
+    let tenants = http_request(port, "GET", "/tenant", &auth, "");
     assert_eq!(tenants.status, 200, "{}", tenants.body);
     for name in ["acme", "other"] {
         assert!(
@@ -387,7 +351,7 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
         "{nodes}"
     );
     // No packages of its own.
-    let packages = request(port, "GET", "/packages", &auth, "");
+    let packages = http_request(port, "GET", "/packages", &auth, "");
     assert_eq!(packages.status, 400, "{}", packages.body);
     assert!(
         packages
@@ -398,7 +362,7 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
     );
 
     // It may act on any tenant's execution.
-    let approve = request(
+    let approve = http_request(
         port,
         "POST",
         &format!("/executions/{theirs}/approve"),
@@ -410,7 +374,7 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
 
     // Revoked with the CLI: its session ends.
     db.ok(&["admin", "key", "revoke", &operator_key]);
-    let after = request(port, "GET", "/executions", &auth, "");
+    let after = http_request(port, "GET", "/executions", &auth, "");
     assert_eq!(after.status, 303, "{}", after.head);
     let listed = db.ok(&["admin", "key", "list", "--operator"]);
     assert!(listed.contains("revoked"), "{listed}");

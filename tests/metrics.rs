@@ -7,27 +7,23 @@ mod common;
 
 use common::{Db, Remote, free_port, guest, path};
 use prometheus_parse::{Sample, Scrape, Value};
-use std::io::{Read, Write};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// `GET /metrics` over plain HTTP/1.1: the body, parsed.
 fn scrape(port: u16) -> Scrape {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let reply = common::http_request(port, "GET", "/metrics", &[], "");
+    assert_eq!(reply.status, 200, "{}", reply.head);
     assert!(
-        head.to_ascii_lowercase()
+        reply
+            .head
+            .to_ascii_lowercase()
             .contains("content-type: application/openmetrics-text"),
-        "{head}"
+        "{}",
+        reply.head
     );
-    Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+    Scrape::parse(reply.body.lines().map(|l| Ok(l.to_owned()))).unwrap()
 }
 
 /// The value of `metric` with `labels` (0 when it has no sample yet).

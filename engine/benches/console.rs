@@ -24,26 +24,23 @@ mod common;
 use cerebelum::clock::SystemClock;
 use cerebelum::store::{self, Synchronous};
 use cerebelum::{Engine, EngineConfig};
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// One HTTP/1.1 request: status, headers (lower-case names) and body.
+/// One HTTP/1.1 request with the session's cookie: status, head
+/// (lower-case) and body.
 fn request(port: u16, method: &str, path: &str, cookie: &str, body: &str) -> (u16, String, String) {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
-         Cookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
+    let reply = common::http_request(
+        port,
+        method,
+        path,
+        &[
+            ("Cookie", cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        body,
     );
-    stream.write_all(text.as_bytes()).unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, head.to_ascii_lowercase(), body.to_owned())
+    (reply.status, reply.head.to_ascii_lowercase(), reply.body)
 }
 
 /// The server's time for `path`, from its `Server-Timing` header.
@@ -57,17 +54,15 @@ fn server_ms(port: u16, path: &str, cookie: &str, expect: &str) -> f64 {
         .unwrap_or_else(|| panic!("{path}: no Server-Timing in {head}"))
 }
 
-fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
-    ms.sort_by(f64::total_cmp);
-    let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.5), at(0.99))
-}
-
 fn measure(what: &str, n: usize, mut one: impl FnMut() -> f64) {
     for _ in 0..3 {
         one();
     }
-    let (p50, p99) = percentiles((0..n).map(|_| one()).collect());
+    let mut ms: Vec<f64> = (0..n).map(|_| one()).collect();
+    let (p50, p99) = (
+        common::percentile(&mut ms, 0.5),
+        common::percentile(&mut ms, 0.99),
+    );
     println!("{what:<58} p50 {p50:>8.3} ms   p99 {p99:>8.3} ms   ({n} requests)");
 }
 

@@ -608,6 +608,52 @@ pub fn free_port() -> u16 {
     panic!("no free TCP port between {FIRST} and {}", FIRST + PORTS);
 }
 
+/// An answer of [`http_request`]: status, head (header names as the
+/// server wrote them: lower-case) and body.
+pub struct HttpReply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// One plain HTTP/1.1 request to the server on 127.0.0.1:`port` (the
+/// console, `/metrics`), on a connection of its own.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpReply {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut text = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    text.push_str(body);
+    stream.write_all(text.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {head}"));
+    HttpReply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
 /// The URL of a server listening on `port`.
 pub fn url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")

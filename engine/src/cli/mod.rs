@@ -209,12 +209,9 @@ fn print_outcome(record: &ExecutionRecord) -> ExitCode {
 /// The console page of execution `id` on the server the CLI talks to
 /// (none without --server).
 fn console_url(cli: &Cli, id: &str) -> Option<String> {
-    let server = cli.server.as_deref()?.trim_end_matches('/');
-    let base = match server.split_once("://") {
-        Some(("grpc", rest)) => format!("http://{rest}"),
-        Some(("grpcs", rest)) => format!("https://{rest}"),
-        Some(_) => server.to_owned(),
-        None => format!("http://{server}"),
-    };
-    Some(format!("{base}/executions/{id}"))
+    let server = cerebelum::api::client::ServerUrl::parse(cli.server.as_deref()?).ok()?;
+    Some(format!(
+        "{}/executions/{id}",
+        server.url.trim_end_matches('/')
+    ))
 }

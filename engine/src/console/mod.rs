@@ -276,6 +276,18 @@ impl Console {
         Ok(self.api.store().catalog().tenant(&record.tenant).await?)
     }
 
+    /// [`Console::acting`] on execution `id`: the tenant to ask the API
+    /// for it as (see [`Console::tenant_of`]).
+    pub async fn acting_on(
+        &self,
+        headers: &HeaderMap,
+        token: &str,
+        id: &str,
+    ) -> Result<TenantRecord, Refusal> {
+        let viewer = self.acting(headers, token).await?;
+        self.tenant_of(&viewer, id).await
+    }
+
     /// The viewer of a state-changing request, refused unless it carries
     /// the session's token (`token`, from the form or the
     /// `x-csrf-token` header) and comes from this origin.

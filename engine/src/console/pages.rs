@@ -676,7 +676,7 @@ pub async fn approve(
     Path(id): Path<String>,
     Form(form): Form<ApproveForm>,
 ) -> Page {
-    let viewer = c.acting(&headers, &form.csrf).await?;
+    let tenant = c.acting_on(&headers, &form.csrf, &id).await?;
     let payload = if form.payload.trim().is_empty() {
         serde_json::Value::Null
     } else {
@@ -684,7 +684,6 @@ pub async fn approve(
             Error::InvalidInput(format!("the approval payload is not valid JSON ({e})"))
         })?
     };
-    let tenant = c.tenant_of(&viewer, &id).await?;
     c.api
         .decide(&tenant, &id, &form.key, Decision::Approve(payload))
         .await?;
@@ -706,8 +705,7 @@ pub async fn reject(
     Path(id): Path<String>,
     Form(form): Form<RejectForm>,
 ) -> Page {
-    let viewer = c.acting(&headers, &form.csrf).await?;
-    let tenant = c.tenant_of(&viewer, &id).await?;
+    let tenant = c.acting_on(&headers, &form.csrf, &id).await?;
     c.api
         .decide(&tenant, &id, &form.key, Decision::Reject(form.reason))
         .await?;
@@ -720,8 +718,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<TokenForm>,
 ) -> Page {
-    let viewer = c.acting(&headers, &form.csrf).await?;
-    let tenant = c.tenant_of(&viewer, &id).await?;
+    let tenant = c.acting_on(&headers, &form.csrf, &id).await?;
     c.api.cancel(&tenant, &id).await?;
     Ok(back_to(format!("/executions/{id}")))
 }
@@ -732,8 +729,7 @@ pub async fn retry(
     Path(id): Path<String>,
     Form(form): Form<TokenForm>,
 ) -> Page {
-    let viewer = c.acting(&headers, &form.csrf).await?;
-    let tenant = c.tenant_of(&viewer, &id).await?;
+    let tenant = c.acting_on(&headers, &form.csrf, &id).await?;
     c.api.retry(&tenant, &id).await?;
     Ok(back_to(format!("/executions/{id}")))
 }
