@@ -23,6 +23,7 @@ on_both_backends!(
     a_step_cut_short_by_kill9_reruns_under_the_next_attempt_number,
     a_step_woken_from_hibernation_keeps_its_attempt_number,
     a_journal_written_before_the_typed_journal_replays,
+    kill9_between_steps_start_and_result_many_times_loses_no_result,
 );
 
 fn crash_during_sleep(db: Db, serve_args: &[&str]) {
@@ -76,6 +77,87 @@ fn crash_during_sleep(db: Db, serve_args: &[&str]) {
         "woke {} ms after the original due time: the sleep was restarted or scheduling is slow",
         after - due_at
     );
+}
+
+/// A step's call entry is not waited for: it rides in its result's
+/// commit. SIGKILL the server at random moments of a long run of
+/// sequential steps (almost always between a step's call and its
+/// durable result), again and again: every journal read after a kill is
+/// consistent and a prefix of the final journal (nothing durable is ever
+/// rewritten or lost), every call has exactly one result, the result the
+/// step returned, and at most one attempt per kill ran again.
+fn kill9_between_steps_start_and_result_many_times_loses_no_result(db: Db) {
+    const STEPS: usize = 3000;
+    const KILLS: usize = 8;
+    let testkit = guest("testkit");
+    let mut server = db.serve(&[]);
+    let id = db.start(&testkit, "many_steps", &format!(r#"{{"n": {STEPS}}}"#));
+    let mut seed = now_ms() as u64 | 1;
+    println!("seed {seed}");
+    let mut snapshots = Vec::new();
+    let mut seen_results = 0;
+    for round in 0..KILLS {
+        // Let the new server claim it (the dead one's lease expires) and
+        // make progress, then kill it a random few ms later.
+        db.wait_for(&id, LONG, |status, j| {
+            status["status"] != "running" && status["status"] != "pending"
+                || entries(j, "result").len() > seen_results
+        });
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(seed % 40));
+        server.kill9();
+        let journal = db.journal(&id);
+        assert_consistent(&id, &journal);
+        let results = entries(&journal, "result").len();
+        assert!(results >= seen_results, "round {round}: results were lost");
+        seen_results = results;
+        snapshots.push(journal);
+        server = db.serve(&[]);
+    }
+    let status = db.wait_status(&id, "completed", LONG);
+    assert_eq!(status["result"], STEPS, "{status}");
+    let journal = db.journal(&id);
+    assert_consistent(&id, &journal);
+    for (round, snapshot) in snapshots.iter().enumerate() {
+        assert_eq!(
+            &journal[..snapshot.len()],
+            &snapshot[..],
+            "what was durable at kill {round} was rewritten"
+        );
+    }
+    let calls = entries(&journal, "call-step");
+    assert_eq!(calls.len(), STEPS, "one call per step");
+    let mut reattempts = 0;
+    for (i, call) in calls.iter().enumerate() {
+        let seq = call["seq"].as_i64().unwrap();
+        let results = results(&journal, seq);
+        assert_eq!(results.len(), 1, "call {seq}: {results:?}");
+        assert_eq!(results[0]["payload"], serde_json::json!({"ok": {"i": i}}));
+        reattempts += attempts(&journal, seq) - 1;
+    }
+    assert!(
+        reattempts <= KILLS,
+        "{reattempts} attempts ran again after {KILLS} kills"
+    );
+}
+
+/// Contiguous seqs; every result answers an earlier call, once.
+fn assert_consistent(id: &str, journal: &[Value]) {
+    assert_contiguous(id, journal);
+    let mut calls = std::collections::HashSet::new();
+    let mut answered = std::collections::HashSet::new();
+    for e in journal {
+        if e["kind"] == "call-step" {
+            calls.insert(e["seq"].as_i64().unwrap());
+        }
+        if e["kind"] == "result" {
+            let call = e["ref_seq"].as_i64().unwrap();
+            assert!(calls.contains(&call), "{id}: result {e} of no call");
+            assert!(answered.insert(call), "{id}: a second result {e}");
+        }
+    }
 }
 
 fn kill9_while_hibernated_wakes_at_the_original_due_time(db: Db) {

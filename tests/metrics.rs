@@ -182,6 +182,38 @@ fn metrics_count_what_a_known_workload_did() {
     );
 }
 
+on_both_backends!(a_sequential_step_costs_one_durable_commit);
+
+/// A step's call entry rides in the commit of its result: a workflow of
+/// N sequential steps takes about N group commits (a flush each with the
+/// default `--sync full`), not 2N; and never fewer than N, since each
+/// result is durable before the workflow sees it.
+fn a_sequential_step_costs_one_durable_commit(db: Db) {
+    const STEPS: usize = 200;
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let commits = || value(&scrape(port), "cerebelum_journal_commit_seconds", &[]);
+    // Warm up (the package is loaded and compiled once).
+    let id = cli.ok(&["start", "kit", "many_steps", "--input", r#"{"n": 1}"#]);
+    cli.wait_ended(id.trim(), WAIT);
+    let before = commits();
+    let input = format!(r#"{{"n": {STEPS}}}"#);
+    let id = cli.ok(&["start", "kit", "many_steps", "--input", &input]);
+    let status = cli.wait_ended(id.trim(), WAIT);
+    assert_eq!(status["status"], "completed", "{status}");
+    let took = commits() - before;
+    // The start and the end are a commit each; a few more where a step
+    // took longer than the ride-along wait on a busy machine (without it,
+    // 2N: the call's commit, then the result's).
+    assert!(
+        took >= STEPS as f64 && took <= STEPS as f64 * 1.1 + 10.0,
+        "{STEPS} sequential steps took {took} group commits"
+    );
+}
+
 /// `--log-format json`: every log line is one JSON object, and the lines
 /// about an execution carry its id from the span they were logged in.
 #[test]

@@ -111,9 +111,9 @@ impl Streams {
             .map(|o| o.key_hash.clone())
             .collect();
         for hash in keys {
-            match store.catalog().tenant_by_key(&hash).await {
-                Ok(Some(_)) => {}
-                Ok(None) => {
+            match key_is_valid(store, &hash).await {
+                Ok(true) => {}
+                Ok(false) => {
                     for open in self.state().open.values() {
                         if open.key_hash == hash {
                             open.revoked.send_replace(true);
@@ -136,6 +136,14 @@ impl Streams {
             }
         }
     }
+}
+
+/// Whether the store still accepts the key hashed as `hash`: a tenant's
+/// key, or an operator's (the console's live views of an operator).
+async fn key_is_valid(store: &SharedStore, hash: &str) -> Result<bool> {
+    let catalog = store.catalog();
+    Ok(catalog.tenant_by_key(hash).await?.is_some()
+        || catalog.operator_by_key(hash).await?.is_some())
 }
 
 /// One open stream; dropping it closes it.
@@ -183,5 +191,55 @@ mod tests {
         drop(a1);
         assert_eq!(streams.count(), 2);
         assert!(streams.open("a", Some(2), "ka").is_ok());
+    }
+
+    /// An operator's live view of a tenant's execution stays open until
+    /// the operator key is revoked (it used to end at every check: only
+    /// tenants' keys were looked up).
+    #[tokio::test]
+    async fn streams_of_an_operator_key_end_only_when_it_is_revoked() {
+        use crate::api::keys;
+        use crate::model::Quotas;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(
+            dir.path().join("t.db").to_str().unwrap(),
+            crate::store::Synchronous::Normal,
+        )
+        .await
+        .unwrap();
+        store
+            .catalog()
+            .create_tenant("acme", &Quotas::default(), &[], 0)
+            .await
+            .unwrap();
+        let tenant_key = keys::create(&store, "acme", 0).await.unwrap();
+        let operator = keys::create_operator(&store, 0).await.unwrap();
+        let streams = Streams::new(10);
+        let mut of_tenant = streams
+            .open("acme", None, &keys::hash(&tenant_key.secret))
+            .unwrap();
+        let mut of_operator = streams
+            .open("acme", None, &keys::hash(&operator.secret))
+            .unwrap();
+        let ended = |guard: &mut StreamGuard| *guard.revoked.borrow_and_update();
+
+        streams.end_revoked(&store).await;
+        assert!(!ended(&mut of_tenant), "a valid tenant key's stream ended");
+        assert!(
+            !ended(&mut of_operator),
+            "a valid operator key's stream ended"
+        );
+
+        store
+            .catalog()
+            .revoke_api_key(&operator.record.id, 1)
+            .await
+            .unwrap();
+        streams.end_revoked(&store).await;
+        assert!(
+            ended(&mut of_operator),
+            "the revoked operator key's stream goes on"
+        );
+        assert!(!ended(&mut of_tenant));
     }
 }

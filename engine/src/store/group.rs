@@ -1,12 +1,17 @@
 //! Group commit: one task owns the write path and commits everything that is
 //! ready in one transaction, because a durable flush costs 0.1–4 ms here.
 //!
-//! Writers push entries without waiting (they are committed with the next
-//! batch, in order) and call [`JournalWriter::sync`] where the durability
-//! contract needs it: before user code sees a step result, before an
-//! execution hibernates or finishes. A crash can therefore lose only a
-//! suffix of an execution's journal that nobody has observed, and replay
-//! regenerates it.
+//! Writers push entries without waiting and call [`JournalWriter::sync`]
+//! (or commit with an acknowledgement) where the durability contract needs
+//! it: before user code sees a step result, before an execution hibernates
+//! or finishes (see the store's module docs for the whole list). What
+//! nobody waits for is not committed on its own at once: it waits up to
+//! [`RIDE_ALONG`] for a write somebody waits for and is committed with it,
+//! in order. So a step's call entry rides in the same commit as its result
+//! (one flush per sequential step, not two), and a long step's call still
+//! shows up for `watch` a few milliseconds after it started. A crash can
+//! therefore lose only a suffix of an execution's journal that nobody has
+//! observed, and replay regenerates it.
 //!
 //! Tenants share the write path fairly: what is waiting is queued per
 //! tenant, and a batch takes an equal part from each tenant with something
@@ -25,7 +30,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+
+/// How long operations that nobody waits for may wait for one that
+/// somebody does, to be committed with it.
+const RIDE_ALONG: Duration = Duration::from_millis(10);
 
 /// How many operations one transaction takes at most.
 const MAX_BATCH: usize = 2048;
@@ -154,6 +164,11 @@ struct Queues {
     /// Tenants with something queued, in the order they are served.
     turns: VecDeque<Arc<str>>,
     queued: HashMap<Arc<str>, VecDeque<Pending>>,
+    /// Operations queued, and how many of them somebody waits for.
+    len: usize,
+    waited: usize,
+    /// When the oldest queued operation arrived.
+    since: Option<Instant>,
 }
 
 impl Queues {
@@ -161,7 +176,19 @@ impl Queues {
         self.turns.is_empty()
     }
 
+    /// Whether to commit now rather than wait for more: somebody waits,
+    /// a whole batch is there, or the oldest operation waited
+    /// [`RIDE_ALONG`] already.
+    fn ready(&self) -> bool {
+        self.waited > 0
+            || self.len >= MAX_BATCH
+            || self.since.is_none_or(|since| since.elapsed() >= RIDE_ALONG)
+    }
+
     fn push(&mut self, pending: Pending) {
+        self.len += 1;
+        self.waited += usize::from(pending.ack.is_some());
+        self.since.get_or_insert_with(Instant::now);
         let queue = self.queued.entry(pending.tenant.clone()).or_default();
         if queue.is_empty() {
             self.turns.push_back(pending.tenant.clone());
@@ -173,6 +200,17 @@ impl Queues {
     /// when several tenants have some queued), an equal part from each
     /// (in order within a tenant), the rest to those with more.
     fn batch(&mut self, batch: &mut Vec<Pending>) {
+        let before = batch.len();
+        self.take(batch);
+        let taken = &batch[before..];
+        self.len -= taken.len();
+        self.waited -= taken.iter().filter(|p| p.ack.is_some()).count();
+        if self.is_empty() {
+            self.since = None;
+        }
+    }
+
+    fn take(&mut self, batch: &mut Vec<Pending>) {
         let max = if self.turns.len() > 1 {
             SHARED_BATCH
         } else {
@@ -221,6 +259,9 @@ fn run(
         while let Ok(p) = rx.try_recv() {
             queues.push(p);
         }
+        if !queues.ready() {
+            runtime.block_on(ride_along(&mut rx, &mut queues));
+        }
         queues.batch(&mut batch);
         let (ops, merged_into) = coalesce(&mut batch);
         let metrics = crate::metrics::metrics();
@@ -262,6 +303,24 @@ fn run(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Gathers what arrives until the queued operations are [`Queues::ready`]
+/// (or the channel closes).
+async fn ride_along(rx: &mut mpsc::UnboundedReceiver<Pending>, queues: &mut Queues) {
+    while !queues.ready() {
+        let Some(since) = queues.since else { return };
+        let deadline = tokio::time::Instant::from_std(since + RIDE_ALONG);
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(pending)) => {
+                queues.push(pending);
+                while let Ok(p) = rx.try_recv() {
+                    queues.push(p);
+                }
+            }
+            Ok(None) | Err(_) => return,
         }
     }
 }

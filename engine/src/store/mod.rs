@@ -17,6 +17,41 @@
 //! operation is stored. Every operation is fenced by the owner's epoch: if
 //! another node has claimed the execution since, the operation is refused
 //! with [`Error::LostOwnership`] and nothing of it is stored.
+//!
+//! # Which writes are durable when
+//!
+//! The engine writes through the group committer ([`JournalWriter`]),
+//! which commits in order per execution: a write that is waited for makes
+//! everything queued before it durable too. What is waited for, and why:
+//!
+//! - **A call's result, before user code sees it**: a step's result (or
+//!   its failure after the last attempt), a poll's outcome, an error the
+//!   engine answers a call with (unknown step, bad options), a delivered
+//!   cancellation. The call entry itself and its `attempt` entries are
+//!   *not* waited for: they ride in the result's commit (or the first
+//!   commit within 10 ms after them: `RIDE_ALONG`). If the engine dies
+//!   before, the workflow re-issues the same call on replay and the step
+//!   runs again: at least once, as after any crash during a step.
+//! - **What a step journals and then acts on**: an HTTP response is
+//!   durable before the step reads it; a failed attempt's retry time is
+//!   durable before the backoff starts (a crash does not restart it).
+//! - **A worker task** (its `attempt` entry and [`SideWrite::OpenTask`],
+//!   one commit) before any worker can claim it.
+//! - **An approval's request** ([`SideWrite::OpenApproval`] with its call
+//!   entry) before the engine looks for a decision on it.
+//! - **Status changes**: an execution's creation before its id is
+//!   returned; hibernation ([`StatusChange::Waiting`]) and its end
+//!   ([`StatusChange::Finished`]) before the node lets go of it.
+//!
+//! Not waited for (committed with the next write that is, or within
+//! `RIDE_ALONG`): call and attempt entries, the answers of the clock and
+//! randomness (replayed only if they were stored before a result that
+//! depends on them, which the order above guarantees), logs, captured
+//! output, progress, a sleep's due time (an in-process sleep, until it
+//! hibernates), the result of an elapsed sleep and of a decided approval
+//! (the approval row and the clock hold them), a worker's outcome (its
+//! task row holds it). A crash loses only such a suffix of a journal that
+//! nobody has seen, and replay writes it anew.
 
 mod feed;
 mod group;

@@ -9,6 +9,8 @@
 //! A group commit is one transaction of a few statements whatever its
 //! size: the fencing check locks all its executions in one query, and the
 //! journal rows, creations and status changes go in as arrays (`UNNEST`).
+//! The common batch (journal entries and status changes, nothing else) is
+//! a single statement, fence included: one round trip.
 //!
 //! Lock order, to rule out deadlocks: every statement that locks several
 //! execution rows locks them in id order (`ORDER BY id FOR UPDATE`), and
@@ -375,71 +377,211 @@ async fn side_write(
     Ok(())
 }
 
-/// Hibernations and finishes of the batch, one statement each.
-async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64) -> Result<()> {
-    let (mut wait_ids, mut wake_at, mut seen) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut done_ids, mut status, mut result, mut error) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for op in ops {
+/// The status changes of a batch, column by column (for `UNNEST`).
+#[derive(Default)]
+struct StatusColumns {
+    wait_ids: Vec<String>,
+    wait_epochs: Vec<i64>,
+    wake_at: Vec<Option<i64>>,
+    seen: Vec<i64>,
+    done_ids: Vec<String>,
+    done_epochs: Vec<i64>,
+    status: Vec<String>,
+    result: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+}
+
+impl StatusColumns {
+    fn push(&mut self, op: &CommitOp) {
         match &op.status {
             None => {}
             Some(StatusChange::Waiting {
                 wake_at_ms,
                 seen_signals,
             }) => {
-                wait_ids.push(op.execution_id.clone());
-                wake_at.push(*wake_at_ms);
-                seen.push(*seen_signals);
+                self.wait_ids.push(op.execution_id.clone());
+                self.wait_epochs.push(op.epoch);
+                self.wake_at.push(*wake_at_ms);
+                self.seen.push(*seen_signals);
             }
             Some(StatusChange::Finished {
-                status: s,
-                result: r,
-                error: e,
+                status,
+                result,
+                error,
             }) => {
-                done_ids.push(op.execution_id.clone());
-                status.push(s.as_str().to_owned());
-                result.push(r.as_ref().map(Value::to_string));
-                error.push(
-                    e.as_ref()
+                self.done_ids.push(op.execution_id.clone());
+                self.done_epochs.push(op.epoch);
+                self.status.push(status.as_str().to_owned());
+                self.result.push(result.as_ref().map(Value::to_string));
+                self.error.push(
+                    error
+                        .as_ref()
                         .map(|e| serde_json::to_string(e).unwrap_or_default()),
                 );
             }
         }
     }
-    if !wait_ids.is_empty() {
-        // An approval or cancel that arrived since the claim makes it due now.
-        sqlx::query(
-            "UPDATE executions e SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
-             engine_failures = 0, engine_error = NULL, \
-             wake_at = CASE WHEN e.signals != w.seen THEN $4 ELSE w.wake_at END, updated_at = $4 \
+}
+
+/// Hibernation: an approval or cancel that arrived since the claim
+/// (`signals` moved past what the node saw) makes it due at once.
+const SET_WAITING: &str = "status = 'waiting', owner = NULL, lease_expires_at = NULL, \
+     engine_failures = 0, engine_error = NULL, \
+     wake_at = CASE WHEN e.signals != w.seen THEN $NOW ELSE w.wake_at END, updated_at = $NOW";
+
+const SET_FINISHED: &str = "status = d.status, result = d.result, error = d.error, \
+     owner = NULL, lease_expires_at = NULL, wake_at = NULL, engine_failures = 0, \
+     engine_error = NULL, updated_at = $NOW";
+
+/// Hibernations and finishes of the batch, one statement each (the rows
+/// are locked and their epochs checked already).
+async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64) -> Result<()> {
+    let mut c = StatusColumns::default();
+    for op in ops {
+        c.push(op);
+    }
+    if !c.wait_ids.is_empty() {
+        sqlx::query(&format!(
+            "UPDATE executions e SET {} \
              FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS w (id, wake_at, seen) \
              WHERE e.id = w.id",
-        )
-        .bind(wait_ids)
-        .bind(wake_at)
-        .bind(seen)
+            SET_WAITING.replace("$NOW", "$4")
+        ))
+        .bind(c.wait_ids)
+        .bind(c.wake_at)
+        .bind(c.seen)
         .bind(now_ms)
         .execute(&mut *conn)
         .await?;
     }
-    if !done_ids.is_empty() {
-        sqlx::query(
-            "UPDATE executions e SET status = d.status, result = d.result, error = d.error, \
-             owner = NULL, lease_expires_at = NULL, wake_at = NULL, engine_failures = 0, \
-             engine_error = NULL, updated_at = $5 \
+    if !c.done_ids.is_empty() {
+        sqlx::query(&format!(
+            "UPDATE executions e SET {} \
              FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) \
                AS d (id, status, result, error) \
              WHERE e.id = d.id",
-        )
-        .bind(done_ids)
-        .bind(status)
-        .bind(result)
-        .bind(error)
+            SET_FINISHED.replace("$NOW", "$5")
+        ))
+        .bind(c.done_ids)
+        .bind(c.status)
+        .bind(c.result)
+        .bind(c.error)
         .bind(now_ms)
         .execute(&mut *conn)
         .await?;
     }
     Ok(())
+}
+
+/// A batch of journal entries and status changes (no creations, no side
+/// writes: the journal's hot path) as one statement, committed on its own:
+/// one round trip to the server instead of five. Fenced as
+/// [`commit_batch`] does: the batch's executions are locked in id order
+/// first (`fence`), and only the rows of an operation whose epoch is the
+/// locked row's are written (each write joins `fence` on id and epoch and
+/// checks the epoch again on the row it changes).
+fn one_statement_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH fence AS ( \
+               SELECT id, epoch FROM executions WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE), \
+             j AS ( \
+               INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
+                 payload, at) \
+               SELECT u.execution_id, u.seq, u.invocation, u.kind, u.ref_seq, u.args_hash, \
+                 u.payload, u.at \
+               FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[], $6::bigint[], \
+                 $7::text[], $8::text[], $9::bigint[], $10::bigint[]) \
+                 AS u (execution_id, seq, invocation, kind, ref_seq, args_hash, payload, at, epoch) \
+               JOIN fence f ON f.id = u.execution_id AND f.epoch = u.epoch), \
+             waiting AS ( \
+               UPDATE executions e SET {} \
+               FROM UNNEST($11::text[], $12::bigint[], $13::bigint[], $14::bigint[]) \
+                 AS w (id, epoch, wake_at, seen) \
+               JOIN fence f ON f.id = w.id AND f.epoch = w.epoch \
+               WHERE e.id = w.id AND e.epoch = w.epoch), \
+             finished AS ( \
+               UPDATE executions e SET {} \
+               FROM UNNEST($15::text[], $16::bigint[], $17::text[], $18::text[], $19::text[]) \
+                 AS d (id, epoch, status, result, error) \
+               JOIN fence f ON f.id = d.id AND f.epoch = d.epoch \
+               WHERE e.id = d.id AND e.epoch = d.epoch) \
+             SELECT id, epoch FROM fence",
+            SET_WAITING.replace("$NOW", "$20"),
+            SET_FINISHED.replace("$NOW", "$20"),
+        )
+    })
+}
+
+/// See [`one_statement_sql`].
+async fn commit_in_one_statement(
+    pool: &PgPool,
+    ops: &[CommitOp],
+    now_ms: i64,
+) -> Result<Vec<Result<()>>> {
+    let mut ids: Vec<&str> = ops.iter().map(|op| op.execution_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    // Ownership ends with a status change: what follows it in the batch
+    // is refused without asking the database.
+    let mut ended: HashSet<(&str, i64)> = HashSet::new();
+    let mut sent = Vec::with_capacity(ops.len());
+    let mut entries = EntryColumns::default();
+    let mut entry_epochs = Vec::new();
+    let mut status = StatusColumns::default();
+    for op in ops {
+        let key = (op.execution_id.as_str(), op.epoch);
+        if ended.contains(&key) {
+            sent.push(false);
+            continue;
+        }
+        for e in &op.entries {
+            entries.push(&op.execution_id, e);
+            entry_epochs.push(op.epoch);
+        }
+        if op.status.is_some() {
+            status.push(op);
+            ended.insert(key);
+        }
+        sent.push(true);
+    }
+    let locked: HashMap<String, i64> = sqlx::query_as(one_statement_sql())
+        .bind(&ids)
+        .bind(entries.execution_id)
+        .bind(entries.seq)
+        .bind(entries.invocation)
+        .bind(entries.kind)
+        .bind(entries.ref_seq)
+        .bind(entries.args_hash)
+        .bind(entries.payload)
+        .bind(entries.at)
+        .bind(entry_epochs)
+        .bind(status.wait_ids)
+        .bind(status.wait_epochs)
+        .bind(status.wake_at)
+        .bind(status.seen)
+        .bind(status.done_ids)
+        .bind(status.done_epochs)
+        .bind(status.status)
+        .bind(status.result)
+        .bind(status.error)
+        .bind(now_ms)
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(ops
+        .iter()
+        .zip(sent)
+        .map(|(op, sent)| {
+            if sent && locked.get(&op.execution_id) == Some(&op.epoch) {
+                Ok(())
+            } else {
+                Err(Error::LostOwnership(op.execution_id.clone()))
+            }
+        })
+        .collect())
 }
 
 #[async_trait]
@@ -466,6 +608,12 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>> {
+        if ops
+            .iter()
+            .all(|op| op.create.is_none() && op.side.is_empty())
+        {
+            return commit_in_one_statement(self.pool(), &ops, now_ms).await;
+        }
         // The group-commit thread's own call, never cancelled: no need of
         // `begin_write`'s task on the journal's hot path.
         let mut tx = self.pool().begin().await?;
