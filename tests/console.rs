@@ -159,6 +159,18 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
     assert_eq!(list.status, 200);
     assert!(!list.body.contains(&theirs), "{}", list.body);
     assert!(list.body.contains("No executions match"), "{}", list.body);
+    // Nor the rows the list refreshes itself with, nor a list that names
+    // the other tenant or their package: a tenant's filter is its own.
+    for path in [
+        format!("/executions/rows?q={}", &theirs[..8]),
+        "/executions?tenant=other".to_owned(),
+        "/executions/rows?tenant=other".to_owned(),
+        "/executions?package=kit&tenant=other".to_owned(),
+    ] {
+        let reply = http_request(port, "GET", &path, &auth, "");
+        assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+        assert!(!reply.body.contains(&theirs), "GET {path}: {}", reply.body);
+    }
     // Nothing happened to theirs, and their key still works.
     assert_eq!(other.status(&theirs)["status"], "waiting");
 
