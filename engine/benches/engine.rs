@@ -15,6 +15,8 @@
 //!   processes, one killed with SIGKILL while it holds executions, and the
 //!   time until the other has claimed them all.
 //! - `-- --quick` runs smaller counts (a smoke test of the benchmark itself).
+//! - `-- --only LETTERS` runs only those parts (e.g. `--only a`; `0` for the
+//!   floors), for a profile of one.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -230,6 +232,10 @@ fn rss_kib() -> u64 {
 
 async fn suite(backend: Backend, sync: Synchronous, nodes: usize, quick: bool) {
     let scale = if quick { 10 } else { 1 };
+    // `-- --only ab` runs parts (a) and (b) alone (`0` for the floors):
+    // for a profile of one part.
+    let only = common::bench_arg("--only");
+    let part = |p: char| only.as_deref().is_none_or(|o| o.contains(p));
     println!("\n== {backend:?} sync={sync:?}, {nodes} node(s) ==");
     let bench = Bench::new(backend, sync, nodes).await;
     // Warm up: package loaded, pool slots touched.
@@ -237,103 +243,118 @@ async fn suite(backend: Backend, sync: Synchronous, nodes: usize, quick: bool) {
         bench.run_one("noop3", "{}").await;
     }
 
-    // (0) The floor: one sequential durable append through the store.
-    let floor = raw_commit(&bench, 500 / scale).await;
-    println!("(0) sequential store commit of one journal entry: p50 {floor:.3} ms");
+    if part('0') {
+        // (0) The floor: one sequential durable append through the store.
+        let floor = raw_commit(&bench, 500 / scale).await;
+        println!("(0) sequential store commit of one journal entry: p50 {floor:.3} ms");
 
-    let floor = raw_instance(&bench, 500 / scale).await;
-    println!("(0) fresh instance + call + drop of the no-op step (no journal): p50 {floor:.3} ms");
-
-    // (a) Sequential durable step: the difference between a 100-step and
-    // a 0-step workflow, per step; median over runs.
-    let mut per_step = Vec::new();
-    for _ in 0..(21 / scale).max(3) {
-        let zero = bench.run_one("many_steps", r#"{"n": 0}"#).await;
-        let hundred = bench.run_one("many_steps", r#"{"n": 100}"#).await;
-        per_step.push((hundred.as_secs_f64() - zero.as_secs_f64()) / 100.0 * 1e3);
+        let floor = raw_instance(&bench, 500 / scale).await;
+        println!(
+            "(0) fresh instance + call + drop of the no-op step (no journal): p50 {floor:.3} ms"
+        );
     }
-    let target = match (backend, sync) {
-        (Backend::Sqlite, Synchronous::Normal) => "<= 0.15 ms",
-        (Backend::Sqlite, _) => "<= 0.45 ms",
-        (Backend::Postgres, Synchronous::Normal) => "none",
-        (Backend::Postgres, _) => "<= 0.9 ms",
-    };
-    println!(
-        "(a) sequential durable step (no-op Rust step): p50 {:.3} ms   [target {target}]",
-        median(&mut per_step)
-    );
 
-    // (b) Concurrent durable steps per second.
-    let (n, steps) = (200 / scale, 50);
-    let t = bench
-        .batch_completed(n, "many_steps", &format!(r#"{{"n": {steps}}}"#))
-        .await;
-    println!(
-        "(b) concurrent durable steps: {:.0} steps/s ({} executions x {steps} steps in {:.2} s)   [target >= 5,000/s]",
-        (n * steps) as f64 / t.as_secs_f64(),
-        n,
-        t.as_secs_f64()
-    );
-
-    // (c) 3-step no-op workflow end to end: latency alone, throughput in bulk.
-    let mut latency: Vec<f64> = Vec::new();
-    for _ in 0..(300 / scale) {
-        latency.push(bench.run_one("noop3", "{}").await.as_secs_f64() * 1e3);
+    if part('a') {
+        // (a) Sequential durable step: the difference between a 100-step and
+        // a 0-step workflow, per step; median over runs.
+        let mut per_step = Vec::new();
+        for _ in 0..(21 / scale).max(3) {
+            let zero = bench.run_one("many_steps", r#"{"n": 0}"#).await;
+            let hundred = bench.run_one("many_steps", r#"{"n": 100}"#).await;
+            per_step.push((hundred.as_secs_f64() - zero.as_secs_f64()) / 100.0 * 1e3);
+        }
+        let target = match (backend, sync) {
+            (Backend::Sqlite, Synchronous::Normal) => "<= 0.15 ms",
+            (Backend::Sqlite, _) => "<= 0.45 ms",
+            (Backend::Postgres, Synchronous::Normal) => "none",
+            (Backend::Postgres, _) => "<= 0.9 ms",
+        };
+        println!(
+            "(a) sequential durable step (no-op Rust step): p50 {:.3} ms   [target {target}]",
+            median(&mut per_step)
+        );
     }
-    let p50 = median(&mut latency);
-    let p99 = common::percentile(&mut latency, 0.99);
-    let n = 2000 / scale;
-    let t = bench.batch_completed(n, "noop3", "{}").await;
-    let (latency_target, rate_target) = match (backend, sync) {
-        (Backend::Sqlite, Synchronous::Normal) => ("p50 <= 1 ms", ">= 2,000/s"),
-        (Backend::Sqlite, _) => ("p50 <= 2.5 ms", "none"),
-        (Backend::Postgres, _) => ("none", ">= 1,000/s"),
-    };
-    println!(
-        "(c) 3-step workflow: p50 {p50:.3} ms, p99 {p99:.3} ms   [target {latency_target}]; \
-         {:.0} workflows/s ({n} at once)   [target {rate_target}]",
-        n as f64 / t.as_secs_f64()
-    );
 
-    // (e) Replay speed: re-drive a finished 2,000-step execution from its
-    // journal (made due again by hand), which answers every call from the
-    // journal without instantiating a step.
-    let steps = 2000 / scale;
-    let node = &bench.nodes[0];
-    let id = bench
-        .start_on(node, "many_steps", &format!(r#"{{"n": {steps}}}"#))
-        .await;
-    node.wait_finished(&id).await.unwrap();
-    let entries = bench
-        .store
-        .executions()
-        .journal(&id, 0)
-        .await
-        .unwrap()
-        .len();
-    let t = replay_again(&bench, &id).await;
-    println!(
-        "(e) replay: {entries} journal entries in {:.1} ms = {:.0} entries/s",
-        t.as_secs_f64() * 1e3,
-        entries as f64 / t.as_secs_f64()
-    );
+    if part('b') {
+        // (b) Concurrent durable steps per second.
+        let (n, steps) = (200 / scale, 50);
+        let t = bench
+            .batch_completed(n, "many_steps", &format!(r#"{{"n": {steps}}}"#))
+            .await;
+        println!(
+            "(b) concurrent durable steps: {:.0} steps/s ({} executions x {steps} steps in {:.2} s)   [target >= 5,000/s]",
+            (n * steps) as f64 / t.as_secs_f64(),
+            n,
+            t.as_secs_f64()
+        );
+    }
 
-    // (d) Memory with hibernated executions: each ran a step and sleeps an hour.
-    let n = 10_000 / scale;
-    let before = rss_kib();
-    let t = bench
-        .batch_waiting(n, "step_sleep_step", r#"{"sleep_ms": 3600000}"#)
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib();
-    println!(
-        "(d) {n} hibernated executions: engine RSS {} MiB (+{} MiB over {} MiB before; hibernated in {:.1} s); live instances {}",
-        after / 1024,
-        after.saturating_sub(before) / 1024,
-        before / 1024,
-        t.as_secs_f64(),
-        cerebelum::runtime::live_instances()
-    );
+    if part('c') {
+        // (c) 3-step no-op workflow end to end: latency alone, throughput in bulk.
+        let mut latency: Vec<f64> = Vec::new();
+        for _ in 0..(300 / scale) {
+            latency.push(bench.run_one("noop3", "{}").await.as_secs_f64() * 1e3);
+        }
+        let p50 = median(&mut latency);
+        let p99 = common::percentile(&mut latency, 0.99);
+        let n = 2000 / scale;
+        let t = bench.batch_completed(n, "noop3", "{}").await;
+        let (latency_target, rate_target) = match (backend, sync) {
+            (Backend::Sqlite, Synchronous::Normal) => ("p50 <= 1 ms", ">= 2,000/s"),
+            (Backend::Sqlite, _) => ("p50 <= 2.5 ms", "none"),
+            (Backend::Postgres, _) => ("none", ">= 1,000/s"),
+        };
+        println!(
+            "(c) 3-step workflow: p50 {p50:.3} ms, p99 {p99:.3} ms   [target {latency_target}]; \
+             {:.0} workflows/s ({n} at once)   [target {rate_target}]",
+            n as f64 / t.as_secs_f64()
+        );
+    }
+
+    if part('e') {
+        // (e) Replay speed: re-drive a finished 2,000-step execution from its
+        // journal (made due again by hand), which answers every call from the
+        // journal without instantiating a step.
+        let steps = 2000 / scale;
+        let node = &bench.nodes[0];
+        let id = bench
+            .start_on(node, "many_steps", &format!(r#"{{"n": {steps}}}"#))
+            .await;
+        node.wait_finished(&id).await.unwrap();
+        let entries = bench
+            .store
+            .executions()
+            .journal(&id, 0)
+            .await
+            .unwrap()
+            .len();
+        let t = replay_again(&bench, &id).await;
+        println!(
+            "(e) replay: {entries} journal entries in {:.1} ms = {:.0} entries/s",
+            t.as_secs_f64() * 1e3,
+            entries as f64 / t.as_secs_f64()
+        );
+    }
+
+    if part('d') {
+        // (d) Memory with hibernated executions: each ran a step and sleeps an hour.
+        let n = 10_000 / scale;
+        let before = rss_kib();
+        let t = bench
+            .batch_waiting(n, "step_sleep_step", r#"{"sleep_ms": 3600000}"#)
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = rss_kib();
+        println!(
+            "(d) {n} hibernated executions: engine RSS {} MiB (+{} MiB over {} MiB before; hibernated in {:.1} s); live instances {}",
+            after / 1024,
+            after.saturating_sub(before) / 1024,
+            before / 1024,
+            t.as_secs_f64(),
+            cerebelum::runtime::live_instances()
+        );
+    }
+
     bench.stop().await;
 }
 

@@ -5,13 +5,14 @@
 //! (or commit with an acknowledgement) where the durability contract needs
 //! it: before user code sees a step result, before an execution hibernates
 //! or finishes (see the store's module docs for the whole list). What
-//! nobody waits for is not committed on its own at once: it waits up to
-//! [`RIDE_ALONG`] for a write somebody waits for and is committed with it,
-//! in order. So a step's call entry rides in the same commit as its result
-//! (one flush per sequential step, not two), and a long step's call still
-//! shows up for `watch` a few milliseconds after it started. A crash can
-//! therefore lose only a suffix of an execution's journal that nobody has
-//! observed, and replay regenerates it.
+//! nobody waits for stays with its writer: the next write of the execution
+//! that somebody waits for takes it along (in order, in one operation), or
+//! after [`RIDE_ALONG`] a task sends it on its own. So a step's call entry
+//! rides in the same commit as its result (one flush per sequential step,
+//! not two; and no wake-up of the commit thread for it), and a long step's
+//! call still shows up for `watch` a few milliseconds after it started. A
+//! crash can therefore lose only a suffix of an execution's journal that
+//! nobody has observed, and replay regenerates it.
 //!
 //! Tenants share the write path fairly: what is waiting is queued per
 //! tenant, and a batch takes an equal part from each tenant with something
@@ -30,11 +31,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// How long operations that nobody waits for may wait for one that
-/// somebody does, to be committed with it.
+/// How long entries that nobody waits for may stay with their writer,
+/// waiting for a write somebody waits for to take them along.
 const RIDE_ALONG: Duration = Duration::from_millis(10);
 
 /// How many operations one transaction takes at most.
@@ -117,7 +118,11 @@ impl GroupCommitter {
             tenant: tenant.into(),
             execution_id: execution_id.to_owned(),
             epoch,
-            next_seq: Arc::new(Mutex::new(last_seq + 1)),
+            state: Arc::new(Mutex::new(WriterState {
+                next_seq: last_seq + 1,
+                unsent: Vec::new(),
+                unsent_side: Vec::new(),
+            })),
             health: Arc::new(AtomicU8::new(HEALTHY)),
             committer: self.clone(),
             secrets: None,
@@ -164,11 +169,6 @@ struct Queues {
     /// Tenants with something queued, in the order they are served.
     turns: VecDeque<Arc<str>>,
     queued: HashMap<Arc<str>, VecDeque<Pending>>,
-    /// Operations queued, and how many of them somebody waits for.
-    len: usize,
-    waited: usize,
-    /// When the oldest queued operation arrived.
-    since: Option<Instant>,
 }
 
 impl Queues {
@@ -176,19 +176,7 @@ impl Queues {
         self.turns.is_empty()
     }
 
-    /// Whether to commit now rather than wait for more: somebody waits,
-    /// a whole batch is there, or the oldest operation waited
-    /// [`RIDE_ALONG`] already.
-    fn ready(&self) -> bool {
-        self.waited > 0
-            || self.len >= MAX_BATCH
-            || self.since.is_none_or(|since| since.elapsed() >= RIDE_ALONG)
-    }
-
     fn push(&mut self, pending: Pending) {
-        self.len += 1;
-        self.waited += usize::from(pending.ack.is_some());
-        self.since.get_or_insert_with(Instant::now);
         let queue = self.queued.entry(pending.tenant.clone()).or_default();
         if queue.is_empty() {
             self.turns.push_back(pending.tenant.clone());
@@ -200,17 +188,6 @@ impl Queues {
     /// when several tenants have some queued), an equal part from each
     /// (in order within a tenant), the rest to those with more.
     fn batch(&mut self, batch: &mut Vec<Pending>) {
-        let before = batch.len();
-        self.take(batch);
-        let taken = &batch[before..];
-        self.len -= taken.len();
-        self.waited -= taken.iter().filter(|p| p.ack.is_some()).count();
-        if self.is_empty() {
-            self.since = None;
-        }
-    }
-
-    fn take(&mut self, batch: &mut Vec<Pending>) {
         let max = if self.turns.len() > 1 {
             SHARED_BATCH
         } else {
@@ -259,9 +236,6 @@ fn run(
         while let Ok(p) = rx.try_recv() {
             queues.push(p);
         }
-        if !queues.ready() {
-            runtime.block_on(ride_along(&mut rx, &mut queues));
-        }
         queues.batch(&mut batch);
         let (ops, merged_into) = coalesce(&mut batch);
         let metrics = crate::metrics::metrics();
@@ -307,24 +281,6 @@ fn run(
     }
 }
 
-/// Gathers what arrives until the queued operations are [`Queues::ready`]
-/// (or the channel closes).
-async fn ride_along(rx: &mut mpsc::UnboundedReceiver<Pending>, queues: &mut Queues) {
-    while !queues.ready() {
-        let Some(since) = queues.since else { return };
-        let deadline = tokio::time::Instant::from_std(since + RIDE_ALONG);
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(pending)) => {
-                queues.push(pending);
-                while let Ok(p) = rx.try_recv() {
-                    queues.push(p);
-                }
-            }
-            Ok(None) | Err(_) => return,
-        }
-    }
-}
-
 /// Appends to one execution's journal. Sequence numbers are assigned here,
 /// in order, by the node that owns the execution.
 #[derive(Clone)]
@@ -332,11 +288,19 @@ pub struct JournalWriter {
     tenant: Arc<str>,
     execution_id: String,
     epoch: i64,
-    next_seq: Arc<Mutex<i64>>,
+    state: Arc<Mutex<WriterState>>,
     health: Arc<AtomicU8>,
     committer: GroupCommitter,
     /// Values never written in clear (the tenant's secrets).
     secrets: Option<Arc<[String]>>,
+}
+
+/// A writer's sequence numbers and what it holds back (see the module
+/// docs): entries and side writes nobody waits for, not yet sent.
+struct WriterState {
+    next_seq: i64,
+    unsent: Vec<Entry>,
+    unsent_side: Vec<SideWrite>,
 }
 
 /// An entry before its sequence number is known.
@@ -387,7 +351,11 @@ impl JournalWriter {
 
     /// The seq the next entry will get.
     pub fn next_seq(&self) -> i64 {
-        *self.next_seq.lock().unwrap_or_else(|p| p.into_inner())
+        self.state().next_seq
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WriterState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// This writer, replacing every occurrence of one of `secrets` in what
@@ -440,40 +408,42 @@ impl JournalWriter {
             (None, None)
         };
         let first;
+        let hold_back = ack_tx.is_none() && status.is_none();
+        let mut arm = false;
         {
-            let mut next = self.next_seq.lock().unwrap_or_else(|p| p.into_inner());
-            first = *next;
+            let mut state = self.state();
+            first = state.next_seq;
             let at_ms = self.committer.clock.now_ms();
-            let entries: Vec<Entry> = entries
-                .into_iter()
-                .map(|e| {
-                    let seq = *next;
-                    *next += 1;
-                    Entry {
-                        seq,
-                        invocation: e.invocation,
-                        event: e.event,
-                        at_ms,
-                    }
-                })
-                .collect();
-            // Sent under the lock so the commit task sees seqs in order.
-            self.committer
-                .tx
-                .send(Pending {
-                    tenant: self.tenant.clone(),
-                    op: CommitOp {
-                        create: None,
-                        execution_id: self.execution_id.clone(),
-                        epoch: self.epoch,
-                        entries,
-                        side,
-                        status,
-                    },
-                    health: self.health.clone(),
-                    ack: ack_tx,
-                })
-                .map_err(|_| Error::Runtime("the commit task has stopped".into()))?;
+            let entries = entries.into_iter().map(|e| {
+                let seq = state.next_seq;
+                state.next_seq += 1;
+                Entry {
+                    seq,
+                    invocation: e.invocation,
+                    event: e.event,
+                    at_ms,
+                }
+            });
+            let entries: Vec<Entry> = entries.collect();
+            if hold_back {
+                arm = state.unsent.is_empty() && state.unsent_side.is_empty();
+                state.unsent.extend(entries);
+                state.unsent_side.extend(side);
+            } else {
+                let mut all = std::mem::take(&mut state.unsent);
+                all.extend(entries);
+                let mut all_side = std::mem::take(&mut state.unsent_side);
+                all_side.extend(side);
+                // Sent under the lock so the commit task sees seqs in order.
+                self.enqueue(all, all_side, status, ack_tx)?;
+            }
+        }
+        if arm {
+            let writer = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RIDE_ALONG).await;
+                writer.send_held_back();
+            });
         }
         if let Some(rx) = ack_rx {
             rx.await
@@ -481,6 +451,49 @@ impl JournalWriter {
             self.check()?;
         }
         Ok(first)
+    }
+
+    /// Hands one operation to the commit task. Called under the state's
+    /// lock.
+    fn enqueue(
+        &self,
+        entries: Vec<Entry>,
+        side: Vec<SideWrite>,
+        status: Option<StatusChange>,
+        ack: Option<oneshot::Sender<Result<()>>>,
+    ) -> Result<()> {
+        self.committer
+            .tx
+            .send(Pending {
+                tenant: self.tenant.clone(),
+                op: CommitOp {
+                    create: None,
+                    execution_id: self.execution_id.clone(),
+                    epoch: self.epoch,
+                    entries,
+                    side,
+                    status,
+                },
+                health: self.health.clone(),
+                ack,
+            })
+            .map_err(|_| Error::Runtime("the commit task has stopped".into()))
+    }
+
+    /// Sends what is held back, if a write that is waited for did not take
+    /// it along meanwhile.
+    fn send_held_back(&self) {
+        let mut state = self.state();
+        if state.unsent.is_empty() && state.unsent_side.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut state.unsent);
+        let side = std::mem::take(&mut state.unsent_side);
+        if self.enqueue(entries, side, None, None).is_err() {
+            // The engine is stopping: what was held back is lost as in a
+            // crash, and replay writes it anew.
+            tracing::debug!(execution_id = %self.execution_id, "journal entries held back at shutdown");
+        }
     }
 
     /// Queues one entry without waiting for durability; returns its seq.
