@@ -383,6 +383,28 @@ fn an_operator_key_sees_every_tenant_and_the_nodes() {
     );
     assert_eq!(approve.status, 303, "{}", approve.body);
     assert_eq!(other.wait_ended(&theirs, WAIT)["status"], "completed");
+    // The audit log names the operator's key, the tenant and the address;
+    // the tenant sees it too, and not the other tenant's rows.
+    let audit = http_request(port, "GET", "/audit", &auth, "");
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let row = audit
+        .body
+        .split("<tr data-action=\"execution.approve\">")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no approval in the audit log: {}", audit.body));
+    let row = &row[..row.find("</tr>").unwrap()];
+    for expected in [&theirs, &operator_key[..12], "other", "127.0.0.1:", "ops"] {
+        assert!(row.contains(expected), "{expected} in {row}");
+    }
+    let (acme_cookie, _) = sign_in(port, &acme_key);
+    let acme_audit = http_request(port, "GET", "/audit", &[("Cookie", &acme_cookie)], "");
+    assert_eq!(acme_audit.status, 200, "{}", acme_audit.body);
+    assert!(
+        acme_audit.body.contains("tenant.create"),
+        "{}",
+        acme_audit.body
+    );
+    assert!(!acme_audit.body.contains(&theirs), "{}", acme_audit.body);
 
     // Revoked with the CLI: its session ends.
     db.ok(&["admin", "key", "revoke", &operator_key]);

@@ -91,6 +91,8 @@ async fn operator_keys_nodes_and_gauges(db: Db) {
         tenant: String::new(),
         created_at_ms: NOW,
         revoked_at_ms: None,
+        expires_at_ms: None,
+        last_used_at_ms: None,
     };
     store
         .catalog()
@@ -100,18 +102,18 @@ async fn operator_keys_nodes_and_gauges(db: Db) {
     let catalog = store.catalog();
     assert_eq!(
         catalog
-            .operator_by_key("hash-of-op")
+            .operator_by_key("hash-of-op", NOW)
             .await
             .unwrap()
             .as_deref(),
         Some("cbk_0perat0r")
     );
     assert_eq!(
-        catalog.operator_by_key("hash-of-other").await.unwrap(),
+        catalog.operator_by_key("hash-of-other", NOW).await.unwrap(),
         None
     );
     assert_eq!(
-        catalog.tenant_by_key("hash-of-op").await.unwrap(),
+        catalog.tenant_by_key("hash-of-op", NOW).await.unwrap(),
         None,
         "an operator key is no tenant's key"
     );
@@ -129,7 +131,10 @@ async fn operator_keys_nodes_and_gauges(db: Db) {
         (revoked.tenant.as_str(), revoked.revoked_at_ms),
         ("", Some(NOW + 5))
     );
-    assert_eq!(catalog.operator_by_key("hash-of-op").await.unwrap(), None);
+    assert_eq!(
+        catalog.operator_by_key("hash-of-op", NOW).await.unwrap(),
+        None
+    );
     assert!(matches!(
         catalog.revoke_api_key("cbk_nothing", NOW).await,
         Err(Error::NotFound(_))
@@ -502,6 +507,8 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
         tenant: "acme".into(),
         created_at_ms: NOW,
         revoked_at_ms: None,
+        expires_at_ms: None,
+        last_used_at_ms: None,
     };
     store.catalog().add_api_key(&key, "hash-1").await.unwrap();
     let orphan = ApiKeyRecord {
@@ -514,7 +521,7 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
     ));
     let found = store
         .catalog()
-        .tenant_by_key("hash-1")
+        .tenant_by_key("hash-1", NOW)
         .await
         .unwrap()
         .unwrap();
@@ -522,7 +529,7 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
     assert!(
         store
             .catalog()
-            .tenant_by_key("hash-2")
+            .tenant_by_key("hash-2", NOW)
             .await
             .unwrap()
             .is_none()
@@ -536,7 +543,7 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
     assert!(
         store
             .catalog()
-            .tenant_by_key("hash-1")
+            .tenant_by_key("hash-1", NOW)
             .await
             .unwrap()
             .is_none(),
@@ -550,8 +557,38 @@ async fn tenants_have_keys_that_can_be_revoked(db: Db) {
     assert_eq!(again.revoked_at_ms, Some(NOW + 5), "revoking is idempotent");
     assert_eq!(
         store.catalog().list_api_keys("acme").await.unwrap(),
-        vec![again]
+        vec![again.clone()]
     );
+    // A key that expires works until then, not at or after it; its use
+    // is recorded.
+    let expiring = ApiKeyRecord {
+        id: "cbk_2".into(),
+        created_at_ms: NOW,
+        expires_at_ms: Some(NOW + 100),
+        ..key.clone()
+    };
+    let catalog = store.catalog();
+    catalog.add_api_key(&expiring, "hash-3").await.unwrap();
+    for (at, valid) in [
+        (NOW, true),
+        (NOW + 99, true),
+        (NOW + 100, false),
+        (NOW + 1000, false),
+    ] {
+        let found = catalog.tenant_by_key("hash-3", at).await.unwrap();
+        assert_eq!(found.is_some(), valid, "at NOW + {}", at - NOW);
+    }
+    catalog.key_used("hash-3", NOW + 50).await.unwrap();
+    catalog.key_used("hash-3", NOW + 20).await.unwrap();
+    let listed = catalog.list_api_keys("acme").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        (listed[1].expires_at_ms, listed[1].last_used_at_ms),
+        (Some(NOW + 100), Some(NOW + 50)),
+        "the latest use is kept"
+    );
+    assert_eq!(listed[1].state(NOW + 100), "expired");
+    assert_eq!(listed[0].state(NOW), "revoked");
     let wider = Quotas {
         max_payload_bytes: Some(10),
         memory_bytes: Some(32 << 20),

@@ -68,6 +68,7 @@ pub mod journal;
 pub mod metrics;
 pub mod model;
 pub mod runtime;
+pub mod secrets;
 pub mod store;
 mod util;
 

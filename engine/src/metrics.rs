@@ -94,6 +94,7 @@ pub struct Metrics {
     pub hibernations: Counter,
     pub claims: Counter,
     pub lease_takeovers: Counter,
+    pub auth_failures: Counter,
     pub timer_lateness_seconds: Histogram,
     /// Read from the database at each scrape (all nodes' executions).
     pub executions_open: Family<OpenLabels, Gauge>,
@@ -187,6 +188,13 @@ impl Metrics {
             "Running executions this node took over after their owner's lease expired",
             lease_takeovers.clone(),
         );
+        let auth_failures = Counter::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused for a missing, malformed, unknown, revoked or throttled API key \
+             (gRPC and the console's sign-in)",
+            auth_failures.clone(),
+        );
         // 1 ms to ~65 s.
         let timer_lateness_seconds = Histogram::new(exponential_buckets(1e-3, 2.0, 17));
         registry.register(
@@ -214,6 +222,7 @@ impl Metrics {
             hibernations,
             claims,
             lease_takeovers,
+            auth_failures,
             timer_lateness_seconds,
             executions_open,
             tasks_queued,

@@ -315,6 +315,10 @@ impl Db {
                     now_ms() % 1_000_000
                 );
                 pg_admin(format!("CREATE DATABASE {name}")).unwrap();
+                // A PostgreSQL database has no file to keep a master key
+                // beside: every command gets this one (see `command`).
+                let (_, key) = cerebelum::secrets::MasterKey::generate().unwrap();
+                std::fs::write(dir.path().join("master.key"), key).unwrap();
                 Self {
                     url: with_database(&test_pg_url(), &name),
                     dir,
@@ -334,32 +338,45 @@ impl Db {
     /// Runs SQL statements on this database directly (to tamper with it);
     /// returns the rows affected.
     pub fn sql(&self, statements: &str) -> u64 {
+        self.try_sql(statements)
+            .unwrap_or_else(|e| panic!("{statements}: {e}"))
+    }
+
+    /// [`Db::sql`], or the database's error.
+    pub fn try_sql(&self, statements: &str) -> Result<u64, String> {
         let statements = statements.to_owned();
         let (backend, url) = match self.backend {
             Backend::Sqlite => (self.backend, format!("sqlite://{}", self.path.display())),
             Backend::Postgres => (self.backend, self.url.clone()),
         };
         block_on_own_thread(async move {
-            match backend {
+            let done = match backend {
                 Backend::Sqlite => {
                     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-                    let done = sqlx::raw_sql(&statements).execute(&pool).await.unwrap();
+                    let done = sqlx::raw_sql(&statements).execute(&pool).await;
                     pool.close().await;
-                    done.rows_affected()
+                    done.map(|d| d.rows_affected())
                 }
                 Backend::Postgres => {
                     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-                    let done = sqlx::raw_sql(&statements).execute(&pool).await.unwrap();
+                    let done = sqlx::raw_sql(&statements).execute(&pool).await;
                     pool.close().await;
-                    done.rows_affected()
+                    done.map(|d| d.rows_affected())
                 }
-            }
+            };
+            done.map_err(|e| e.to_string())
         })
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--db").arg(&self.url).args(args);
+        if self.backend == Backend::Postgres {
+            c.env(
+                "CEREBELUM_MASTER_KEY_FILE",
+                self.dir.path().join("master.key"),
+            );
+        }
         c.env("CEREBELUM_CACHE_DIR", cache_dir());
         c.env("CEREBELUM_LOG", "warn");
         c

@@ -11,8 +11,10 @@
 //! RESOURCE_EXHAUSTED as soon as the gRPC frame header announces its
 //! length: memory stays bounded by the quota, not by the request.
 
+use super::audit::{self, Actor};
 use super::keys;
 use super::service::Api;
+use super::throttle::{self, Throttle};
 use crate::model::TenantRecord;
 use bytes::{Buf, Bytes};
 use http_body::{Body as HttpBody, Frame, SizeHint};
@@ -36,6 +38,8 @@ const ROOM: u64 = 64 << 10;
 pub struct Caller {
     pub tenant: TenantRecord,
     pub key_hash: String,
+    /// The key's id and the peer address, for the audit log.
+    pub actor: Actor,
 }
 
 /// The key of an `authorization` header value `Bearer <key>`.
@@ -45,24 +49,46 @@ pub fn bearer(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
-/// The tenant of a call's key, or the status to answer with.
-async fn authenticate(api: &Api, headers: &http::HeaderMap) -> Result<Caller, Status> {
+/// The tenant of a call's key, or the status to answer with. A peer that
+/// presented too many wrong keys lately is refused without a lookup.
+async fn authenticate(
+    api: &Api,
+    throttle: &Throttle,
+    headers: &http::HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Caller, Status> {
+    let ip = peer.map(|p| p.ip());
+    if let Err(wait_s) = throttle.check(ip) {
+        crate::metrics::metrics().auth_failures.inc();
+        return Err(Status::unauthenticated(throttle::refusal(wait_s)));
+    }
     let Some(header) = headers.get(http::header::AUTHORIZATION) else {
+        throttle.failed(ip, "no API key");
         return Err(Status::unauthenticated(
             "missing API key: send the metadata `authorization: Bearer <key>` (the CLI: \
              --api-key or CEREBELUM_API_KEY); create a key with `cerebelum admin key create \
              TENANT`",
         ));
     };
-    let key = header.to_str().ok().and_then(bearer).ok_or_else(|| {
-        Status::unauthenticated("malformed authorization: expected `Bearer <api key>`")
-    })?;
-    let tenant = keys::authenticate(api.store(), key)
-        .await
-        .map_err(super::grpc::status)?;
+    let Some(key) = header.to_str().ok().and_then(bearer) else {
+        throttle.failed(ip, "malformed authorization header");
+        return Err(Status::unauthenticated(
+            "malformed authorization: expected `Bearer <api key>`",
+        ));
+    };
+    let tenant = match keys::authenticate(api.store(), key).await {
+        Ok(tenant) => tenant,
+        Err(e) => {
+            if matches!(e, crate::Error::Unauthenticated(_)) {
+                throttle.failed(ip, "unknown or revoked API key");
+            }
+            return Err(super::grpc::status(e));
+        }
+    };
     Ok(Caller {
         tenant,
         key_hash: keys::hash(key),
+        actor: Actor::key(keys::id_of(key), peer),
     })
 }
 
@@ -70,11 +96,14 @@ async fn authenticate(api: &Api, headers: &http::HeaderMap) -> Result<Caller, St
 #[derive(Clone)]
 pub struct AuthLayer {
     api: Api,
+    throttle: Throttle,
 }
 
 impl AuthLayer {
-    pub fn new(api: Api) -> Self {
-        Self { api }
+    /// The front door of `api`, counting failures in `throttle` (which
+    /// the console's sign-in shares).
+    pub fn new(api: Api, throttle: Throttle) -> Self {
+        Self { api, throttle }
     }
 }
 
@@ -85,6 +114,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
         Authenticated {
             inner,
             api: self.api.clone(),
+            throttle: self.throttle.clone(),
         }
     }
 }
@@ -94,6 +124,7 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
 pub struct Authenticated<S> {
     inner: S,
     api: Api,
+    throttle: Throttle,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -123,8 +154,10 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let api = self.api.clone();
+        let throttle = self.throttle.clone();
+        let peer = audit::peer(request.extensions());
         Box::pin(async move {
-            let caller = match authenticate(&api, request.headers()).await {
+            let caller = match authenticate(&api, &throttle, request.headers(), peer).await {
                 Ok(caller) => caller,
                 Err(status) => return Ok(status.into_http()),
             };

@@ -303,43 +303,55 @@ impl pb::cerebelum_server::Cerebelum for Service {
     }
 
     async fn approve(&self, request: Request<pb::ApproveRequest>) -> Reply<pb::Approval> {
-        let tenant = tenant(&request)?;
+        let caller = caller(&request)?;
         let r = request.into_inner();
         let payload = json(&r.payload_json, "payload_json")?;
         let approval = self
             .api
-            .decide(&tenant, &r.id, &r.key, Decision::Approve(payload))
+            .decide(
+                &caller.tenant,
+                &caller.actor,
+                &r.id,
+                &r.key,
+                Decision::Approve(payload),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(convert::approval_to_pb(&approval)))
     }
 
     async fn reject(&self, request: Request<pb::RejectRequest>) -> Reply<pb::Approval> {
-        let tenant = tenant(&request)?;
+        let caller = caller(&request)?;
         let r = request.into_inner();
         let approval = self
             .api
-            .decide(&tenant, &r.id, &r.key, Decision::Reject(r.reason))
+            .decide(
+                &caller.tenant,
+                &caller.actor,
+                &r.id,
+                &r.key,
+                Decision::Reject(r.reason),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(convert::approval_to_pb(&approval)))
     }
 
     async fn cancel(&self, request: Request<pb::CancelRequest>) -> Reply<pb::Execution> {
-        let tenant = tenant(&request)?;
+        let caller = caller(&request)?;
         let record = self
             .api
-            .cancel(&tenant, &request.get_ref().id)
+            .cancel(&caller.tenant, &caller.actor, &request.get_ref().id)
             .await
             .map_err(status)?;
         Ok(Response::new(execution_to_pb(&record, &[])))
     }
 
     async fn retry(&self, request: Request<pb::RetryRequest>) -> Reply<pb::Execution> {
-        let tenant = tenant(&request)?;
+        let caller = caller(&request)?;
         let record = self
             .api
-            .retry(&tenant, &request.get_ref().id)
+            .retry(&caller.tenant, &caller.actor, &request.get_ref().id)
             .await
             .map_err(status)?;
         Ok(Response::new(execution_to_pb(&record, &[])))
@@ -370,6 +382,8 @@ pub struct ServerLimits {
     pub max_message_bytes: usize,
     /// Watch streams open at once.
     pub max_streams: usize,
+    /// Failed authentications per peer address and minute (0: no limit).
+    pub max_auth_failures: u32,
 }
 
 impl Default for ServerLimits {
@@ -377,6 +391,7 @@ impl Default for ServerLimits {
         Self {
             max_message_bytes: 256 << 20,
             max_streams: super::streams::DEFAULT_NODE_MAX_STREAMS,
+            max_auth_failures: super::throttle::MAX_FAILURES,
         }
     }
 }
@@ -409,13 +424,15 @@ pub async fn serve(
     };
     let streams = Streams::new(limits.max_streams);
     let revocations = tokio::spawn(streams.clone().check_revocations(api.store().clone()));
-    let front_door = AuthLayer::new(api.clone());
+    let throttle = super::throttle::Throttle::new(limits.max_auth_failures);
+    let front_door = AuthLayer::new(api.clone(), throttle.clone());
     let metrics_store = api.store().clone();
     let console = crate::console::Console {
         api: api.clone(),
         sessions: crate::console::session::Sessions::default(),
         streams: streams.clone(),
         stopping: stopping.clone(),
+        throttle,
     };
     let workers = WorkerServiceServer::new(WorkerGrpc::new(api.clone()))
         .max_decoding_message_size(max_message_bytes)

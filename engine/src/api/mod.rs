@@ -8,6 +8,7 @@
 //! process's database by [`ops::Local`] and on a remote server by
 //! [`client::Remote`] (the gRPC client).
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod convert;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod ops;
 pub mod service;
 pub mod streams;
+pub mod throttle;
 pub mod workers;
 
 pub use ops::Operations;

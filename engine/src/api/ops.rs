@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+use super::audit::Actor;
 use super::service::{Api, ExecutionView, Page, StartRequest, WatchEvent};
 use crate::error::Result;
 use crate::journal::Entry;
@@ -145,15 +146,17 @@ impl Operations for Local {
     }
 
     async fn decide(&self, id: &str, key: &str, decision: Decision) -> Result<ApprovalRecord> {
-        self.api.decide(&self.tenant, id, key, decision).await
+        self.api
+            .decide(&self.tenant, &Actor::cli(), id, key, decision)
+            .await
     }
 
     async fn cancel(&self, id: &str) -> Result<ExecutionRecord> {
-        self.api.cancel(&self.tenant, id).await
+        self.api.cancel(&self.tenant, &Actor::cli(), id).await
     }
 
     async fn retry(&self, id: &str) -> Result<ExecutionRecord> {
-        self.api.retry(&self.tenant, id).await
+        self.api.retry(&self.tenant, &Actor::cli(), id).await
     }
 
     async fn workers(&self) -> Result<Vec<WorkerRecord>> {

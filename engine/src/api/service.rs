@@ -4,6 +4,7 @@
 //! every lookup of an execution goes through [`Api::owned`], which answers
 //! NOT_FOUND for another tenant's execution exactly as for a missing one.
 
+use super::audit::Actor;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::executor::{Engine, check_package_name};
@@ -414,6 +415,7 @@ impl Api {
     pub async fn decide(
         &self,
         tenant: &TenantRecord,
+        actor: &Actor,
         id: &str,
         key: &str,
         decision: Decision,
@@ -427,25 +429,66 @@ impl Api {
         }
         self.owned(tenant, id).await?;
         let now = self.now_ms();
-        self.store
+        let action = match &decision {
+            Decision::Approve(_) => "execution.approve",
+            Decision::Reject(_) => "execution.reject",
+        };
+        let approval = self
+            .store
             .executions()
             .decide_approval(id, key, &decision, now)
-            .await
+            .await?;
+        let detail = serde_json::json!({ "key": key });
+        self.audit(actor, tenant, action, id, Some(detail)).await?;
+        Ok(approval)
     }
 
-    pub async fn cancel(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
+    pub async fn cancel(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<ExecutionRecord> {
         self.owned(tenant, id).await?;
         let now = self.now_ms();
-        self.store.executions().request_cancel(id, now).await
+        let record = self.store.executions().request_cancel(id, now).await?;
+        self.audit(actor, tenant, "execution.cancel", id, None)
+            .await?;
+        Ok(record)
     }
 
-    pub async fn retry(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
+    pub async fn retry(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<ExecutionRecord> {
         self.owned(tenant, id).await?;
         let now = self.now_ms();
         let record = self.store.executions().retry_execution(id, now).await?;
         // Its `retried` entry was written outside the group commit.
         self.feeds.touched(id);
+        self.audit(actor, tenant, "execution.retry", id, None)
+            .await?;
         Ok(record)
+    }
+
+    /// Records `action` on `target` (of `tenant`) by `actor`.
+    async fn audit(
+        &self,
+        actor: &Actor,
+        tenant: &TenantRecord,
+        action: &'static str,
+        target: &str,
+        detail: Option<serde_json::Value>,
+    ) -> Result<()> {
+        let action = super::audit::Action {
+            tenant: &tenant.name,
+            action,
+            target,
+            detail,
+        };
+        super::audit::record(&self.store, actor, self.now_ms(), action).await
     }
 
     /// Follows an execution: its journal entries after `after_seq` as they

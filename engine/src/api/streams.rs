@@ -141,9 +141,7 @@ impl Streams {
 /// Whether the store still accepts the key hashed as `hash`: a tenant's
 /// key, or an operator's (the console's live views of an operator).
 async fn key_is_valid(store: &SharedStore, hash: &str) -> Result<bool> {
-    let catalog = store.catalog();
-    Ok(catalog.tenant_by_key(hash).await?.is_some()
-        || catalog.operator_by_key(hash).await?.is_some())
+    super::keys::still_valid(store, hash).await
 }
 
 /// One open stream; dropping it closes it.
@@ -212,8 +210,8 @@ mod tests {
             .create_tenant("acme", &Quotas::default(), &[], 0)
             .await
             .unwrap();
-        let tenant_key = keys::create(&store, "acme", 0).await.unwrap();
-        let operator = keys::create_operator(&store, 0).await.unwrap();
+        let tenant_key = keys::create(&store, "acme", 0, None).await.unwrap();
+        let operator = keys::create_operator(&store, 0, None).await.unwrap();
         let streams = Streams::new(10);
         let mut of_tenant = streams
             .open("acme", None, &keys::hash(&tenant_key.secret))

@@ -3,12 +3,16 @@
 //! gRPC API has no admin calls).
 
 use super::Cli;
-use super::flags::{DAY_MS, MAX_MEMORY_MB, QuotaArgs, open_store, range_i64};
+use super::flags::{
+    DAY_MS, MAX_MEMORY_MB, QuotaArgs, master_key, open_store, range_i64, sqlite_file,
+};
 use anyhow::{Context, Result, bail};
+use cerebelum::api::audit::{self, Actor};
 use cerebelum::api::{DEFAULT_QUOTAS, keys};
 use cerebelum::clock::{Clock, SystemClock};
 use cerebelum::http::AllowList;
 use cerebelum::model::{Quotas, TenantRecord};
+use cerebelum::secrets::{self, MasterKey};
 use cerebelum::store::{SharedStore, Synchronous};
 use clap::{Args, Subcommand};
 use std::io::Read;
@@ -28,10 +32,32 @@ pub(crate) enum AdminCommand {
         command: KeyCommand,
     },
     /// Secrets of a tenant, which its steps read through the SDK and
-    /// which never appear in journals, logs or API answers.
+    /// which never appear in journals, logs or API answers. Stored sealed
+    /// by the master key (--master-key-file).
     Secret {
         #[command(subcommand)]
         command: SecretCommand,
+    },
+    /// The master key that seals secrets at rest: create one, or move
+    /// every secret to a new one.
+    MasterKey {
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum MasterKeyCommand {
+    /// Write a new random master key to FILE (readable by its owner only).
+    Create { file: PathBuf },
+    /// Re-seal every secret of every tenant with the master key in --new
+    /// (their data keys are re-wrapped), reading them with the current one
+    /// (--master-key-file, or the SQLite default). Safe to run again after
+    /// an interruption. Afterwards, start `serve` with the new key.
+    Rotate {
+        /// The new master key file.
+        #[arg(long)]
+        new: PathBuf,
     },
 }
 
@@ -82,8 +108,13 @@ pub(crate) enum KeyCommand {
         /// An operator key (no tenant).
         #[arg(long, conflicts_with = "tenant")]
         operator: bool,
+        /// The key expires this long from now (`90s`, `45m`, `12h`, `30d`):
+        /// refused from then on, as if revoked. Default: never.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
     },
-    /// List a tenant's keys, or with --operator the operator keys (ids only).
+    /// List a tenant's keys, or with --operator the operator keys: id,
+    /// state (active, revoked, expired), created, expires, last used.
     List {
         /// The tenant whose keys to list (none with --operator).
         #[arg(required_unless_present = "operator")]
@@ -121,22 +152,96 @@ pub(crate) struct TenantArgs {
 
 /// `cerebelum admin`: on the database named by `--db`, never a server.
 pub(crate) async fn run(cli: &Cli, command: &AdminCommand) -> Result<ExitCode> {
+    let store = database(cli, "admin").await?;
+    administer(cli, &store, command).await
+}
+
+/// The database of `cerebelum admin` and `cerebelum audit`: `--db`.
+async fn database(cli: &Cli, command: &str) -> Result<SharedStore> {
     if let Some(server) = &cli.server {
         bail!(
-            "`cerebelum admin` works on the server's database directly and has no remote form \
-             yet, so it does not use --server {server} (or CEREBELUM_SERVER); run it where the \
-             database is, with --db (the URL `cerebelum serve` was given)"
+            "`cerebelum {command}` works on the server's database directly and has no remote \
+             form yet, so it does not use --server {server} (or CEREBELUM_SERVER); run it where \
+             the database is, with --db (the URL `cerebelum serve` was given)"
         );
     }
     let db = &cli.db;
-    let sqlite_file = (!db.starts_with("postgres://") && !db.starts_with("postgresql://"))
-        .then(|| PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(db)));
+    let sqlite_file = sqlite_file(db);
     let created = sqlite_file.as_ref().is_some_and(|f| !f.exists());
     let store = open_store(db, Synchronous::Full).await?;
     if created {
         eprintln!("note: created a new, empty database {db} (pass --db to use another)");
     }
-    administer(&store, command).await
+    Ok(store)
+}
+
+#[derive(Args)]
+pub(crate) struct AuditArgs {
+    /// Only the actions on this tenant (default: every tenant's, and the
+    /// operator keys').
+    #[arg(long)]
+    tenant: Option<String>,
+    /// How many rows, newest first.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    limit: i64,
+    /// Only rows older than this id (to page back).
+    #[arg(long)]
+    before: Option<i64>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `cerebelum audit`: the audit log, newest first.
+pub(crate) async fn audit(cli: &Cli, args: &AuditArgs) -> Result<ExitCode> {
+    let store = database(cli, "audit").await?;
+    if let Some(tenant) = &args.tenant {
+        store.catalog().tenant(tenant).await?;
+    }
+    let rows = store
+        .catalog()
+        .list_audit(args.tenant.as_deref(), args.before, args.limit)
+        .await?;
+    for row in &rows {
+        if args.json {
+            out!("{}", serde_json::to_string(row)?);
+            continue;
+        }
+        let detail = row
+            .detail
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        out!(
+            "{:>6}  {} UTC  {:<22} {:<20} {:<24} {:<14} {} {}",
+            row.id,
+            cerebelum::console::html::utc(row.at_ms),
+            row.action,
+            row.target,
+            row.actor,
+            if row.tenant.is_empty() {
+                "-"
+            } else {
+                &row.tenant
+            },
+            row.origin,
+            detail
+        );
+    }
+    if rows.is_empty() {
+        eprintln!(
+            "the audit log has no rows{}",
+            match &args.tenant {
+                Some(t) => format!(" for tenant {t}"),
+                None => String::new(),
+            }
+        );
+    } else if rows.len() as i64 == args.limit
+        && let Some(last) = rows.last()
+    {
+        eprintln!("older rows: --before {}", last.id);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Secrets shorter than this could match ordinary text, and redacting
@@ -237,7 +342,26 @@ fn check_secret_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-async fn administer(store: &SharedStore, command: &AdminCommand) -> Result<ExitCode> {
+/// Records an admin action of this command in the audit log.
+async fn audited(
+    store: &SharedStore,
+    now_ms: i64,
+    tenant: &str,
+    action: &'static str,
+    target: &str,
+    detail: Option<serde_json::Value>,
+) -> Result<()> {
+    let action = audit::Action {
+        tenant,
+        action,
+        target,
+        detail,
+    };
+    audit::record(store, &Actor::cli(), now_ms, action).await?;
+    Ok(())
+}
+
+async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> Result<ExitCode> {
     let now = SystemClock.now_ms();
     match command {
         AdminCommand::Tenant { command } => match command.as_ref() {
@@ -250,6 +374,7 @@ async fn administer(store: &SharedStore, command: &AdminCommand) -> Result<ExitC
                 let q = given(quotas, tenant);
                 let allow = allow_list(tenant)?.unwrap_or_default();
                 let created = store.catalog().create_tenant(name, &q, &allow, now).await?;
+                audited(store, now, name, "tenant.create", name, None).await?;
                 out!("created tenant {}", describe(&created));
                 out!("next: cerebelum admin key create {name}");
             }
@@ -271,15 +396,30 @@ async fn administer(store: &SharedStore, command: &AdminCommand) -> Result<ExitC
                     .catalog()
                     .update_tenant(name, &q.or(current.quotas), &allow)
                     .await?;
+                audited(store, now, name, "tenant.update", name, None).await?;
                 out!("updated tenant {}", describe(&updated));
             }
         },
         AdminCommand::Key { command } => match command {
-            KeyCommand::Create { tenant, .. } => {
-                let key = match tenant {
-                    Some(tenant) => keys::create(store, tenant, now).await?,
-                    None => keys::create_operator(store, now).await?,
+            KeyCommand::Create {
+                tenant, expires_in, ..
+            } => {
+                let expires_at = match expires_in {
+                    Some(text) => Some(now + keys::parse_duration(text)?),
+                    None => None,
                 };
+                let key = match tenant {
+                    Some(tenant) => keys::create(store, tenant, now, expires_at).await?,
+                    None => keys::create_operator(store, now, expires_at).await?,
+                };
+                let action = if tenant.is_some() {
+                    "key.create"
+                } else {
+                    "operator_key.create"
+                };
+                let of = tenant.as_deref().unwrap_or_default();
+                let detail = expires_at.map(|at| serde_json::json!({ "expires_at_ms": at }));
+                audited(store, now, of, action, &key.record.id, detail).await?;
                 match tenant {
                     Some(tenant) => eprintln!(
                         "API key {} for tenant {tenant}; it is shown only this once:",
@@ -298,20 +438,35 @@ async fn administer(store: &SharedStore, command: &AdminCommand) -> Result<ExitC
                     Some(tenant) => store.catalog().list_api_keys(tenant).await?,
                     None => store.catalog().list_operator_keys().await?,
                 };
+                let when = |ms: Option<i64>, none: &str| {
+                    ms.map_or_else(
+                        || none.to_owned(),
+                        |ms| format!("{} UTC", cerebelum::console::html::utc(ms)),
+                    )
+                };
+                if !found.is_empty() {
+                    out!(
+                        "{:<12}  {:<7}  {:<23}  {:<23}  last used",
+                        "id",
+                        "state",
+                        "created",
+                        "expires"
+                    );
+                }
                 for key in found {
                     out!(
-                        "{}  {}",
+                        "{:<12}  {:<7}  {:<23}  {:<23}  {}",
                         key.id,
-                        if key.revoked_at_ms.is_some() {
-                            "revoked"
-                        } else {
-                            "active"
-                        }
+                        key.state(now),
+                        when(Some(key.created_at_ms), ""),
+                        when(key.expires_at_ms, "never"),
+                        when(key.last_used_at_ms, "never"),
                     );
                 }
             }
             KeyCommand::Revoke { id } => {
                 let key = store.catalog().revoke_api_key(keys::id_of(id), now).await?;
+                audited(store, now, &key.tenant, "key.revoke", &key.id, None).await?;
                 if key.tenant.is_empty() {
                     out!("revoked operator key {}", key.id);
                 } else {
@@ -322,11 +477,22 @@ async fn administer(store: &SharedStore, command: &AdminCommand) -> Result<ExitC
         AdminCommand::Secret { command } => match command {
             SecretCommand::Set { tenant, name } => {
                 check_secret_name(name)?;
+                store.catalog().tenant(tenant).await?;
+                let Some(key) = master_key(cli, true)? else {
+                    bail!(
+                        "secrets are stored encrypted, and no master key was given: pass \
+                         --master-key-file FILE (or set CEREBELUM_MASTER_KEY_FILE), the same \
+                         file `cerebelum serve` gets; `cerebelum admin master-key create FILE` \
+                         makes one"
+                    );
+                };
                 let value = read_secret_value()?;
+                let sealed = key.seal(tenant, name, &value)?;
                 let secret = store
                     .catalog()
-                    .set_secret(tenant, name, &value, now)
+                    .set_secret(tenant, name, &sealed, now)
                     .await?;
+                audited(store, now, tenant, "secret.set", name, None).await?;
                 out!(
                     "set secret {} of tenant {} (steps read it with the SDK; running \
                      executions see it within seconds)",
@@ -341,7 +507,69 @@ async fn administer(store: &SharedStore, command: &AdminCommand) -> Result<ExitC
             }
             SecretCommand::Delete { tenant, name } => {
                 store.catalog().delete_secret(tenant, name).await?;
+                audited(store, now, tenant, "secret.delete", name, None).await?;
                 out!("deleted secret {name} of tenant {tenant}");
+            }
+        },
+        AdminCommand::MasterKey { command } => match command {
+            MasterKeyCommand::Create { file } => {
+                let key = MasterKey::create(file)?;
+                out!(
+                    "created master key {} in {} (pass it as --master-key-file)",
+                    key.id(),
+                    file.display()
+                );
+            }
+            MasterKeyCommand::Rotate { new } => {
+                let new_key = MasterKey::read(new)?;
+                let current = master_key(cli, false)?;
+                let mut moved = 0;
+                for tenant in store.catalog().list_tenants().await? {
+                    let tenant = tenant.name;
+                    for (name, stored) in store.catalog().secret_values(&tenant).await? {
+                        let resealed = match &current {
+                            Some(key) => key.reseal(&new_key, &tenant, &name, &stored)?,
+                            None if secrets::is_sealed(&stored)
+                                && secrets::sealed_by(&stored) != Some(new_key.id()) =>
+                            {
+                                bail!(
+                                    "secret '{name}' of tenant '{tenant}' is sealed by master \
+                                     key {}: give it as --master-key-file",
+                                    secrets::sealed_by(&stored).unwrap_or("?")
+                                )
+                            }
+                            None if secrets::is_sealed(&stored) => stored.clone(),
+                            None => new_key.seal(&tenant, &name, &stored)?,
+                        };
+                        if resealed != stored {
+                            store
+                                .catalog()
+                                .set_secret(&tenant, &name, &resealed, now)
+                                .await?;
+                            moved += 1;
+                        }
+                    }
+                }
+                let detail = serde_json::json!({
+                    "from": current.as_ref().map(|k| k.id().to_owned()),
+                    "to": new_key.id(),
+                    "secrets": moved,
+                });
+                audited(
+                    store,
+                    now,
+                    "",
+                    "master_key.rotate",
+                    new_key.id(),
+                    Some(detail),
+                )
+                .await?;
+                out!(
+                    "re-sealed {moved} secret(s) with master key {}; start `cerebelum serve` with \
+                     --master-key-file {} from now on",
+                    new_key.id(),
+                    new.display()
+                );
             }
         },
     }

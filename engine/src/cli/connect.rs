@@ -37,7 +37,7 @@ pub(crate) async fn ops(cli: &Cli, needs: Needs<'_>) -> Result<Box<dyn Operation
             open_store(&cli.db, Synchronous::Full).await?,
             Arc::new(SystemClock),
         ),
-        Needs::Engine(args) => Api::new(engine(&cli.db, args, Quotas::default(), true).await?),
+        Needs::Engine(args) => Api::new(engine(cli, args, Quotas::default(), true).await?),
     };
     Ok(Box::new(local(api).await?))
 }

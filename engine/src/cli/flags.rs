@@ -5,6 +5,7 @@
 use anyhow::Result;
 use cerebelum::clock::SystemClock;
 use cerebelum::model::{DEFAULT_QUOTAS, Quotas};
+use cerebelum::secrets::MasterKey;
 use cerebelum::store::{self, SharedStore, Synchronous};
 use cerebelum::{Engine, EngineConfig};
 use clap::Args;
@@ -171,16 +172,51 @@ pub(crate) async fn open_store(db: &str, sync: Synchronous) -> Result<SharedStor
     Ok(store::open(db, sync).await?)
 }
 
+/// The SQLite file of `db`, if it names one.
+pub(crate) fn sqlite_file(db: &str) -> Option<PathBuf> {
+    (!db.starts_with("postgres://") && !db.starts_with("postgresql://"))
+        .then(|| PathBuf::from(db.strip_prefix("sqlite://").unwrap_or(db)))
+}
+
+/// The master key of `--master-key-file`, else of a SQLite database's
+/// `<file>.master-key` when it exists (or, with `create`, is made now).
+pub(crate) fn master_key(cli: &super::Cli, create: bool) -> Result<Option<MasterKey>> {
+    if let Some(path) = &cli.master_key_file {
+        return Ok(Some(MasterKey::read(path)?));
+    }
+    let Some(file) = sqlite_file(&cli.db) else {
+        return Ok(None);
+    };
+    let mut path = file.into_os_string();
+    path.push(".master-key");
+    let path = PathBuf::from(path);
+    if path.exists() {
+        return Ok(Some(MasterKey::read(&path)?));
+    }
+    if !create {
+        return Ok(None);
+    }
+    let key = MasterKey::create(&path)?;
+    eprintln!(
+        "note: created the master key {} ({}), which seals this database's secrets; keep it \
+         with the database, but out of its backups",
+        path.display(),
+        key.id()
+    );
+    Ok(Some(key))
+}
+
 /// An engine node on `db`; `quotas`: the server's defaults for tenants
 /// (unset ones: the built-in [`DEFAULT_QUOTAS`]).
 /// The engine of a command; `serves_workers`: external workers can reach
 /// it (see [`EngineConfig::serves_workers`]).
 pub(crate) async fn engine(
-    db: &str,
+    cli: &super::Cli,
     args: &EngineArgs,
     quotas: Quotas,
     serves_workers: bool,
 ) -> Result<Engine> {
+    let db = &cli.db;
     let store = open_store(db, args.sync).await?;
     let mut config = EngineConfig::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir));
     config.hibernate_after = Duration::from_millis(args.hibernate_after_ms);
@@ -198,5 +234,6 @@ pub(crate) async fn engine(
         config.runtime.guest_memory_bytes = (mb << 20) as usize;
     }
     config.quotas = quotas.or(DEFAULT_QUOTAS);
+    config.master_key = master_key(cli, false)?.map(Arc::new);
     Ok(Engine::new(store, config, Arc::new(SystemClock))?)
 }

@@ -31,6 +31,7 @@ mod watch;
 use anyhow::Result;
 use cerebelum::model::{ExecutionRecord, Status};
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// A durable workflow engine for WebAssembly components.
@@ -62,6 +63,19 @@ pub(crate) struct Cli {
     /// without it, commands work on the database directly.
     #[arg(long, global = true, env = "CEREBELUM_SERVER")]
     server: Option<String>,
+
+    /// The master key that seals tenants' secrets at rest (a file of 64 hex
+    /// digits; `cerebelum admin master-key create FILE` makes one). Default
+    /// with a SQLite database: `<database file>.master-key`, created by the
+    /// first `admin secret set`. With PostgreSQL it must be given to set or
+    /// use secrets. Keep it away from the database's backups.
+    #[arg(
+        long,
+        global = true,
+        env = "CEREBELUM_MASTER_KEY_FILE",
+        value_name = "FILE"
+    )]
+    master_key_file: Option<PathBuf>,
 
     /// The API key for --server (from `cerebelum admin key create TENANT`).
     #[arg(long, global = true, env = "CEREBELUM_API_KEY", hide_env_values = true)]
@@ -148,6 +162,10 @@ enum Command {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
+    /// The audit log, newest first: who (key id, or cli:USER) approved,
+    /// rejected, cancelled or retried an execution, or changed a tenant, a
+    /// key or a secret, when and from where. Works on the database (--db).
+    Audit(admin::AuditArgs),
     /// Build a package (.wasm) from a Python file or a Rust crate.
     ///
     /// A Python file (its @workflow and @step functions) is built with
@@ -176,6 +194,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Retry(args) => executions::retry(&cli, args).await,
         Command::Workers(args) => executions::workers(&cli, args).await,
         Command::Admin { command } => admin::run(&cli, command).await,
+        Command::Audit(args) => admin::audit(&cli, args).await,
         Command::Build(args) => build::run(args),
     }
 }

@@ -47,6 +47,13 @@ pub(crate) struct ServeArgs {
     /// Watch streams open at once on this server, all tenants together.
     #[arg(long, default_value_t = 10_000, value_parser = range(1, 10_000_000))]
     node_max_streams: u64,
+    /// Failed authentications (wrong, revoked or missing keys) one peer
+    /// address may make per minute before its requests are refused
+    /// without a look at the key, until its minute is over; 0: no limit.
+    /// Behind a reverse proxy every client has the proxy's address: raise
+    /// it or turn it off there.
+    #[arg(long, default_value_t = 20, value_parser = range(0, 1_000_000))]
+    max_auth_failures: u64,
     #[command(flatten)]
     quotas: QuotaArgs,
     #[command(flatten)]
@@ -60,7 +67,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
              use `cerebelum start FILE WORKFLOW` and `cerebelum watch ID`"
         );
     }
-    let engine = engine(&cli.db, &args.engine, Quotas::default(), false).await?;
+    let engine = engine(cli, &args.engine, Quotas::default(), false).await?;
     let ops = local(Api::new(engine.clone())).await?;
     if let Ok(bytes) = std::fs::read(&args.package)
         && engine.needs_compiling(&bytes)
@@ -103,7 +110,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
 }
 
 pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
-    let engine = engine(&cli.db, &args.engine, args.quotas.quotas(), true).await?;
+    let engine = engine(cli, &args.engine, args.quotas.quotas(), true).await?;
     let listen = &args.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -122,6 +129,7 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     let limits = ServerLimits {
         max_message_bytes: (args.max_message_mb << 20) as usize,
         max_streams: args.node_max_streams as usize,
+        max_auth_failures: args.max_auth_failures as u32,
     };
     let api = Api::new(engine.clone());
     let grpc = grpc::serve(api, listener, limits, until_stopped(stopped.clone()));

@@ -114,6 +114,7 @@ pub enum Section {
     Executions,
     Packages,
     Tenant,
+    Audit,
     None,
 }
 
@@ -137,10 +138,12 @@ pub fn layout(title: &str, section: Section, viewer: Option<&Viewer>, body: &str
                 (Section::Executions, "/executions", "Executions"),
                 (Section::Packages, "/packages", "Packages"),
                 (Section::Tenant, "/tenant", "Tenant"),
+                (Section::Audit, "/audit", "Audit"),
             ],
             None => &[
                 (Section::Executions, "/executions", "Executions"),
                 (Section::Tenant, "/tenant", "Tenants and nodes"),
+                (Section::Audit, "/audit", "Audit"),
             ],
         };
         for &(s, href, label) in sections {

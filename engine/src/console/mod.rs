@@ -27,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use html::{Section, esc, layout};
 use session::{Sessions, Viewer};
+use std::convert::Infallible;
 
 /// What the console's handlers share.
 #[derive(Clone)]
@@ -37,6 +38,23 @@ pub struct Console {
     pub streams: Streams,
     /// Turns true when the server shuts down: live views end then.
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// Failed sign-ins per peer (shared with gRPC's front door).
+    pub throttle: crate::api::throttle::Throttle,
+}
+
+/// The peer address of a request (for the audit log and the sign-in
+/// throttle); `None` where the server did not record one.
+pub struct Peer(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(crate::api::audit::peer(&parts.extensions)))
+    }
 }
 
 /// The console's routes; the largest upload is `max_upload_bytes`.
@@ -64,6 +82,7 @@ pub fn router(console: Console, max_upload_bytes: usize) -> Router {
         .route("/tenant", get(pages::tenant))
         .route("/tenant/keys", post(pages::create_key))
         .route("/tenant/keys/{id}/revoke", post(pages::revoke_key))
+        .route("/audit", get(pages::audit))
         .route("/assets/console.css", get(css))
         .route("/assets/console.js", get(js))
         .layer(axum::middleware::map_response(secure_headers))
@@ -283,9 +302,10 @@ impl Console {
         headers: &HeaderMap,
         token: &str,
         id: &str,
-    ) -> Result<TenantRecord, Refusal> {
+    ) -> Result<(TenantRecord, Viewer), Refusal> {
         let viewer = self.acting(headers, token).await?;
-        self.tenant_of(&viewer, id).await
+        let tenant = self.tenant_of(&viewer, id).await?;
+        Ok((tenant, viewer))
     }
 
     /// The viewer of a state-changing request, refused unless it carries

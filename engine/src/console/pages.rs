@@ -7,9 +7,11 @@
 use super::html::{Section, badge, csrf_field, duration, esc, json, layout, query_value, time};
 use super::session::{self, Viewer};
 use super::timeline::{Progress, Timeline};
-use super::{Console, Refusal, check_origin, own_tenant, status_of};
+use super::{Console, Peer, Refusal, check_origin, own_tenant, status_of};
+use crate::api::audit::{self, Actor};
 use crate::api::keys;
 use crate::api::service::{ExecutionView, StartRequest, WatchEvent};
+use crate::api::throttle;
 use crate::error::Error;
 use crate::journal::Entry;
 use crate::model::{Decision, ExecutionRecord, ListFilter, Status};
@@ -68,10 +70,21 @@ pub struct LoginForm {
 pub async fn login(
     State(c): State<Console>,
     headers: HeaderMap,
+    Peer(peer): Peer,
     Form(form): Form<LoginForm>,
 ) -> Response {
     if let Err(refusal) = check_origin(&headers) {
         return refusal.into_response();
+    }
+    let ip = peer.map(|p| p.ip());
+    if let Err(wait_s) = c.throttle.check(ip) {
+        crate::metrics::metrics().auth_failures.inc();
+        let message = throttle::refusal(wait_s);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            Html(login_form(Some(&message))),
+        )
+            .into_response();
     }
     let key = form.key.trim();
     match c.sessions.sign_in(c.api.store(), key).await {
@@ -91,6 +104,10 @@ pub async fn login(
         )
             .into_response(),
         Err(e) => {
+            if matches!(e, Error::Unauthenticated(_)) {
+                c.throttle
+                    .failed(ip, "console sign-in with an unknown or revoked key");
+            }
             let (status, message) = status_of(e);
             (status, Html(login_form(Some(&message)))).into_response()
         }
@@ -673,10 +690,12 @@ pub struct ApproveForm {
 pub async fn approve(
     State(c): State<Console>,
     headers: HeaderMap,
+    Peer(peer): Peer,
     Path(id): Path<String>,
     Form(form): Form<ApproveForm>,
 ) -> Page {
-    let tenant = c.acting_on(&headers, &form.csrf, &id).await?;
+    let (tenant, viewer) = c.acting_on(&headers, &form.csrf, &id).await?;
+    let actor = Actor::key(&viewer.key_id, peer);
     let payload = if form.payload.trim().is_empty() {
         serde_json::Value::Null
     } else {
@@ -685,7 +704,7 @@ pub async fn approve(
         })?
     };
     c.api
-        .decide(&tenant, &id, &form.key, Decision::Approve(payload))
+        .decide(&tenant, &actor, &id, &form.key, Decision::Approve(payload))
         .await?;
     Ok(back_to(format!("/executions/{id}")))
 }
@@ -702,12 +721,20 @@ pub struct RejectForm {
 pub async fn reject(
     State(c): State<Console>,
     headers: HeaderMap,
+    Peer(peer): Peer,
     Path(id): Path<String>,
     Form(form): Form<RejectForm>,
 ) -> Page {
-    let tenant = c.acting_on(&headers, &form.csrf, &id).await?;
+    let (tenant, viewer) = c.acting_on(&headers, &form.csrf, &id).await?;
+    let actor = Actor::key(&viewer.key_id, peer);
     c.api
-        .decide(&tenant, &id, &form.key, Decision::Reject(form.reason))
+        .decide(
+            &tenant,
+            &actor,
+            &id,
+            &form.key,
+            Decision::Reject(form.reason),
+        )
         .await?;
     Ok(back_to(format!("/executions/{id}")))
 }
@@ -715,22 +742,26 @@ pub async fn reject(
 pub async fn cancel(
     State(c): State<Console>,
     headers: HeaderMap,
+    Peer(peer): Peer,
     Path(id): Path<String>,
     Form(form): Form<TokenForm>,
 ) -> Page {
-    let tenant = c.acting_on(&headers, &form.csrf, &id).await?;
-    c.api.cancel(&tenant, &id).await?;
+    let (tenant, viewer) = c.acting_on(&headers, &form.csrf, &id).await?;
+    let actor = Actor::key(&viewer.key_id, peer);
+    c.api.cancel(&tenant, &actor, &id).await?;
     Ok(back_to(format!("/executions/{id}")))
 }
 
 pub async fn retry(
     State(c): State<Console>,
     headers: HeaderMap,
+    Peer(peer): Peer,
     Path(id): Path<String>,
     Form(form): Form<TokenForm>,
 ) -> Page {
-    let tenant = c.acting_on(&headers, &form.csrf, &id).await?;
-    c.api.retry(&tenant, &id).await?;
+    let (tenant, viewer) = c.acting_on(&headers, &form.csrf, &id).await?;
+    let actor = Actor::key(&viewer.key_id, peer);
+    c.api.retry(&tenant, &actor, &id).await?;
     Ok(back_to(format!("/executions/{id}")))
 }
 
@@ -1110,13 +1141,17 @@ async fn tenant_page(c: &Console, viewer: &Viewer, new_key: Option<&str>) -> Pag
         body.push_str("</ul>");
     }
     let csrf = csrf_field(viewer);
-    body.push_str("<h2>API keys</h2><table class=\"keys\"><thead><tr><th>id</th><th>created</th><th>status</th><th></th></tr></thead><tbody>");
+    body.push_str("<h2>API keys</h2><table class=\"keys\"><thead><tr><th>id</th><th>created</th><th>status</th><th>expires</th><th>last used</th><th></th></tr></thead><tbody>");
+    let now = c.api.now_ms();
     for k in &keys {
-        let status = match k.revoked_at_ms {
-            Some(at) => format!("revoked {}", time(at)),
-            None if k.id == viewer.key_id => "active (this session)".into(),
-            None => "active".into(),
+        let status = match (k.revoked_at_ms, k.state(now)) {
+            (Some(at), _) => format!("revoked {}", time(at)),
+            (None, "expired") => "expired".into(),
+            _ if k.id == viewer.key_id => "active (this session)".into(),
+            _ => "active".into(),
         };
+        let expires = k.expires_at_ms.map_or_else(|| "never".to_owned(), time);
+        let used = k.last_used_at_ms.map_or_else(|| "never".to_owned(), time);
         let action = if k.revoked_at_ms.is_none() {
             format!(
                 "<form method=\"post\" action=\"/tenant/keys/{0}/revoke\" class=\"inline\" \
@@ -1129,7 +1164,8 @@ async fn tenant_page(c: &Console, viewer: &Viewer, new_key: Option<&str>) -> Pag
         };
         let _ = write!(
             body,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{status}</td><td>{action}</td></tr>",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{status}</td><td>{expires}</td>\
+             <td>{used}</td><td>{action}</td></tr>",
             esc(&k.id),
             time(k.created_at_ms)
         );
@@ -1150,16 +1186,28 @@ pub async fn tenant(State(c): State<Console>, headers: HeaderMap) -> Page {
 pub async fn create_key(
     State(c): State<Console>,
     headers: HeaderMap,
+    Peer(peer): Peer,
     Form(form): Form<TokenForm>,
 ) -> Page {
     let viewer = c.acting(&headers, &form.csrf).await?;
-    let key = keys::create(c.api.store(), &own_tenant(&viewer)?.name, c.api.now_ms()).await?;
+    let tenant = &own_tenant(&viewer)?.name;
+    let now = c.api.now_ms();
+    let key = keys::create(c.api.store(), tenant, now, None).await?;
+    let action = audit::Action {
+        tenant,
+        action: "key.create",
+        target: &key.record.id,
+        detail: None,
+    };
+    let actor = Actor::key(&viewer.key_id, peer);
+    audit::record(c.api.store(), &actor, now, action).await?;
     tenant_page(&c, &viewer, Some(&key.secret)).await
 }
 
 pub async fn revoke_key(
     State(c): State<Console>,
     headers: HeaderMap,
+    Peer(peer): Peer,
     Path(id): Path<String>,
     Form(form): Form<TokenForm>,
 ) -> Page {
@@ -1173,10 +1221,118 @@ pub async fn revoke_key(
     if !mine.iter().any(|k| k.id == id) {
         return Err(Error::NotFound(format!("no API key {id:?} in this tenant")).into());
     }
-    c.api
+    let now = c.api.now_ms();
+    let key = c.api.store().catalog().revoke_api_key(&id, now).await?;
+    let action = audit::Action {
+        tenant: &key.tenant,
+        action: "key.revoke",
+        target: &key.id,
+        detail: None,
+    };
+    let actor = Actor::key(&viewer.key_id, peer);
+    audit::record(c.api.store(), &actor, now, action).await?;
+    Ok(back_to("/tenant".into()))
+}
+
+// --------------------------------------------------------------------- audit
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    /// An operator's filter by tenant (a tenant sees only its own).
+    #[serde(default)]
+    tenant: String,
+    /// Rows older than this id.
+    before: Option<i64>,
+}
+
+/// Rows of the audit log per page.
+const AUDIT_PAGE: i64 = 100;
+
+/// The audit log: a tenant's own actions and those on it, or for an
+/// operator every tenant's (`?tenant=` narrows it), newest first.
+pub async fn audit(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Page {
+    let viewer = c.viewer(&headers).await?;
+    let tenant = match &viewer.tenant {
+        Some(own) => Some(own.name.clone()),
+        None => (!query.tenant.is_empty()).then(|| query.tenant.clone()),
+    };
+    let rows = c
+        .api
         .store()
         .catalog()
-        .revoke_api_key(&id, c.api.now_ms())
+        .list_audit(tenant.as_deref(), query.before, AUDIT_PAGE)
         .await?;
-    Ok(back_to("/tenant".into()))
+    let mut body = String::from(
+        "<h1>Audit log</h1><p class=\"muted\">Who approved, rejected, cancelled or retried an \
+         execution, or changed a tenant, a key or a secret: the key's id (or <code>cli:USER</code> \
+         for <code>cerebelum admin</code> on the database), when and from where. Rows are never \
+         changed or deleted.</p><table class=\"audit\"><thead><tr><th>#</th><th>when</th>\
+         <th>action</th><th>on</th><th>by</th><th>from</th>",
+    );
+    if viewer.tenant.is_none() {
+        body.push_str("<th>tenant</th>");
+    }
+    body.push_str("<th>detail</th></tr></thead><tbody>");
+    for row in &rows {
+        let target = if row.action.starts_with("execution.") {
+            format!(
+                "<a href=\"/executions/{}\"><code>{}</code></a>",
+                query_value(&row.target),
+                esc(&row.target)
+            )
+        } else {
+            format!("<code>{}</code>", esc(&row.target))
+        };
+        let _ = write!(
+            body,
+            "<tr data-action=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{target}</td>\
+             <td class=\"actor\"><code>{}</code></td><td>{}</td>",
+            esc(&row.action),
+            row.id,
+            time(row.at_ms),
+            esc(&row.action),
+            esc(&row.actor),
+            esc(&row.origin),
+        );
+        if viewer.tenant.is_none() {
+            let _ = write!(
+                body,
+                "<td>{}</td>",
+                if row.tenant.is_empty() {
+                    "—".to_owned()
+                } else {
+                    esc(&row.tenant)
+                }
+            );
+        }
+        let detail = row
+            .detail
+            .as_ref()
+            .map(|d| d.to_string())
+            .unwrap_or_default();
+        let _ = write!(body, "<td><code>{}</code></td></tr>", esc(&detail));
+    }
+    if rows.is_empty() {
+        body.push_str("<tr><td colspan=\"8\" class=\"muted\">Nothing recorded yet.</td></tr>");
+    }
+    body.push_str("</tbody></table>");
+    if rows.len() as i64 == AUDIT_PAGE
+        && let Some(last) = rows.last()
+    {
+        let tenant = if viewer.tenant.is_none() && !query.tenant.is_empty() {
+            format!("&tenant={}", query_value(&query.tenant))
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            body,
+            "<p><a href=\"/audit?before={}{tenant}\">Older</a></p>",
+            last.id
+        );
+    }
+    Ok(html("Audit log", Section::Audit, &viewer, &body))
 }

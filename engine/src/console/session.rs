@@ -6,7 +6,7 @@
 //! state-changing request must carry (a form field or a header).
 
 use crate::api::keys;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::TenantRecord;
 use crate::store::SharedStore;
 use std::collections::HashMap;
@@ -61,12 +61,13 @@ impl Sessions {
         let key_hash = keys::hash(key);
         let operator = match keys::authenticate(store, key).await {
             Ok(_) => false,
-            Err(e) => {
-                if store.catalog().operator_by_key(&key_hash).await?.is_none() {
-                    return Err(e);
-                }
+            Err(e @ Error::Unauthenticated(_)) => {
+                keys::authenticate_operator(store, key)
+                    .await
+                    .map_err(|_| e)?;
                 true
             }
+            Err(e) => return Err(e),
         };
         let token = keys::random_hex(32)?;
         let session = Session {
@@ -112,16 +113,17 @@ impl Sessions {
                 None => return Ok(None),
             }
         };
+        let now = keys::now_ms();
         let tenant = if session.operator {
             store
                 .catalog()
-                .operator_by_key(&session.key_hash)
+                .operator_by_key(&session.key_hash, now)
                 .await?
                 .map(|_| None)
         } else {
             store
                 .catalog()
-                .tenant_by_key(&session.key_hash)
+                .tenant_by_key(&session.key_hash, now)
                 .await?
                 .map(Some)
         };

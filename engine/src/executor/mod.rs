@@ -71,6 +71,10 @@ pub struct EngineConfig {
     /// again after this long, doubled with each error in a row up to
     /// [`MAX_ENGINE_RETRY`]; after [`MAX_ENGINE_FAILURES`] it fails.
     pub engine_retry: Duration,
+    /// Opens tenants' secrets (sealed at rest; see [`crate::secrets`]).
+    /// Without it, a sealed secret fails the execution that reads it
+    /// with an error that says to give one.
+    pub master_key: Option<std::sync::Arc<crate::secrets::MasterKey>>,
 }
 
 /// The longest a start waits for its turn under its tenant's start rate.
@@ -101,6 +105,7 @@ impl EngineConfig {
             max_running: 512,
             quotas: DEFAULT_QUOTAS,
             engine_retry: Duration::from_secs(1),
+            master_key: None,
         }
     }
 }

@@ -146,7 +146,11 @@ impl Inner {
             return Ok(s.clone());
         }
         let record = self.store.catalog().tenant(tenant).await?;
-        let secrets = self.store.catalog().secret_values(tenant).await?;
+        let secrets = crate::secrets::open_all(
+            self.config.master_key.as_deref(),
+            tenant,
+            self.store.catalog().secret_values(tenant).await?,
+        )?;
         let quotas = record.quotas.or(self.config.quotas);
         // An allow-list stored by an older or newer version that this one
         // cannot read allows nothing rather than failing every execution.

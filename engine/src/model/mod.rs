@@ -247,6 +247,45 @@ pub struct ApiKeyRecord {
     pub tenant: String,
     pub created_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+    /// Refused from then on; `None`: never.
+    pub expires_at_ms: Option<i64>,
+    /// When it last authenticated a request (to a minute; `None`: never).
+    pub last_used_at_ms: Option<i64>,
+}
+
+impl ApiKeyRecord {
+    /// `active`, `revoked` or `expired` at `now_ms`.
+    pub fn state(&self, now_ms: i64) -> &'static str {
+        if self.revoked_at_ms.is_some() {
+            "revoked"
+        } else if self.expires_at_ms.is_some_and(|at| at <= now_ms) {
+            "expired"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// One row of the audit log: who did what, to what, when and from where.
+/// Rows are only ever appended.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AuditRecord {
+    /// Its place in the log (0 before it is stored).
+    pub id: i64,
+    pub at_ms: i64,
+    /// The tenant acted on; empty for what belongs to no tenant.
+    pub tenant: String,
+    /// The id of the key that acted, or `cli:<user>` for `cerebelum admin`
+    /// on the database.
+    pub actor: String,
+    /// The peer address of the request, or `local`.
+    pub origin: String,
+    /// What was done: `execution.approve`, `key.create`, ...
+    pub action: String,
+    /// The execution, key, tenant or secret name acted on.
+    pub target: String,
+    /// More about it (e.g. an approval's key); never a secret's value.
+    pub detail: Option<Value>,
 }
 
 /// A node that owns running executions (an engine process: one on

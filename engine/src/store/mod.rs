@@ -74,9 +74,9 @@ pub use sqlite::{SqliteStore, Synchronous};
 use crate::error::Result;
 use crate::journal::Entry;
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, CallError, Decision, ExecutionRecord, ListFilter, NewExecution,
-    NodeRecord, PackageInfo, PackageRecord, Quotas, SecretRecord, TaskBeat, TaskClaim, TaskId,
-    TaskRecord, TaskToken, TenantRecord, WorkerRecord,
+    ApiKeyRecord, ApprovalRecord, AuditRecord, CallError, Decision, ExecutionRecord, ListFilter,
+    NewExecution, NodeRecord, PackageInfo, PackageRecord, Quotas, SecretRecord, TaskBeat,
+    TaskClaim, TaskId, TaskRecord, TaskToken, TenantRecord, WorkerRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -141,14 +141,32 @@ pub trait Catalog: Send + Sync {
     /// The operator keys, revoked ones included, oldest first.
     async fn list_operator_keys(&self) -> Result<Vec<ApiKeyRecord>>;
 
-    /// The id of the unrevoked operator key whose secret hashes to `hash`.
-    async fn operator_by_key(&self, hash: &str) -> Result<Option<String>>;
+    /// The id of the operator key whose secret hashes to `hash`, if it is
+    /// neither revoked nor expired at `now_ms`.
+    async fn operator_by_key(&self, hash: &str, now_ms: i64) -> Result<Option<String>>;
 
     /// A tenant's keys, revoked ones included, oldest first.
     async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKeyRecord>>;
 
-    /// The tenant of the unrevoked key whose secret hashes to `hash`.
-    async fn tenant_by_key(&self, hash: &str) -> Result<Option<TenantRecord>>;
+    /// The tenant of the key whose secret hashes to `hash`, if it is
+    /// neither revoked nor expired at `now_ms`.
+    async fn tenant_by_key(&self, hash: &str, now_ms: i64) -> Result<Option<TenantRecord>>;
+
+    /// Records that the key (a tenant's or an operator's) whose secret
+    /// hashes to `hash` was used at `now_ms`.
+    async fn key_used(&self, hash: &str, now_ms: i64) -> Result<()>;
+
+    /// Appends a row to the audit log (its `id` is assigned).
+    async fn append_audit(&self, record: &AuditRecord) -> Result<()>;
+
+    /// The audit log, newest first: of one tenant, or of all; only rows
+    /// older than `before_id` (to page back); at most `limit`.
+    async fn list_audit(
+        &self,
+        tenant: Option<&str>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>>;
 
     /// Stores a package version of `tenant`. Idempotent: identical bytes
     /// (same sha256) under the same name return the existing record; new

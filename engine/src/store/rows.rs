@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Event, OPERATOR, Retried, Row as JournalRow};
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, ExecutionRecord, PackageInfo, PackageRecord, Quotas,
+    ApiKeyRecord, ApprovalRecord, AuditRecord, ExecutionRecord, PackageInfo, PackageRecord, Quotas,
     SecretRecord, Status, StoredLimits, TenantRecord,
 };
 use serde_json::Value;
@@ -23,7 +23,15 @@ pub(super) const TENANT_COLUMNS: &str =
     "name, created_at, max_package_bytes, max_open_executions, max_payload_bytes, limits";
 
 /// Columns of `api_keys` that make an [`ApiKeyRecord`] (not the hash).
-pub(super) const API_KEY_COLUMNS: &str = "id, tenant, created_at, revoked_at";
+pub(super) const API_KEY_COLUMNS: &str =
+    "id, tenant, created_at, revoked_at, expires_at, last_used_at";
+
+/// Columns of `operator_keys` that make an [`ApiKeyRecord`] (no tenant).
+pub(super) const OPERATOR_KEY_COLUMNS: &str =
+    "id, '' AS tenant, created_at, revoked_at, expires_at, last_used_at";
+
+/// Columns of `audit_log` that make an [`AuditRecord`].
+pub(super) const AUDIT_COLUMNS: &str = "id, at, tenant, actor, origin, action, target, detail";
 
 /// Columns of `journal` that make an [`Entry`].
 pub(super) const ENTRY_COLUMNS: &str = "seq, invocation, kind, ref_seq, args_hash, payload, at";
@@ -173,6 +181,21 @@ pub(super) fn api_key(row: &impl Columns) -> Result<ApiKeyRecord> {
         tenant: row.string("tenant")?,
         created_at_ms: row.number("created_at")?,
         revoked_at_ms: row.int("revoked_at")?,
+        expires_at_ms: row.int("expires_at")?,
+        last_used_at_ms: row.int("last_used_at")?,
+    })
+}
+
+pub(super) fn audit(row: &impl Columns) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: row.number("id")?,
+        at_ms: row.number("at")?,
+        tenant: row.string("tenant")?,
+        actor: row.string("actor")?,
+        origin: row.string("origin")?,
+        action: row.string("action")?,
+        target: row.string("target")?,
+        detail: row.json("detail")?,
     })
 }
 

@@ -10,15 +10,15 @@
 //! `LISTEN`) stays in each backend, where the SQL is not the same.
 
 use super::rows::{
-    self, API_KEY_COLUMNS, APPROVAL_COLUMNS, Columns, ENTRY_COLUMNS, EXECUTION_COLUMNS,
-    PACKAGE_COLUMNS, TENANT_COLUMNS,
+    self, API_KEY_COLUMNS, APPROVAL_COLUMNS, AUDIT_COLUMNS, Columns, ENTRY_COLUMNS,
+    EXECUTION_COLUMNS, OPERATOR_KEY_COLUMNS, PACKAGE_COLUMNS, TENANT_COLUMNS,
 };
 use super::{Catalog, Executions};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, Decision, ExecutionRecord, ListFilter, NewExecution, NodeRecord,
-    PackageInfo, PackageRecord, Quotas, SecretRecord, Status, TenantRecord,
+    ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter, NewExecution,
+    NodeRecord, PackageInfo, PackageRecord, Quotas, SecretRecord, Status, TenantRecord,
 };
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
@@ -237,12 +237,14 @@ where
     async fn add_api_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()> {
         self.tenant(&key.tenant).await?;
         sqlx::query::<DB>(
-            "INSERT INTO api_keys (id, tenant, hash, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_keys (id, tenant, hash, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(key.id.as_str())
         .bind(key.tenant.as_str())
         .bind(hash)
         .bind(key.created_at_ms)
+        .bind(key.expires_at_ms)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -260,10 +262,10 @@ where
         {
             Some(row) => rows::api_key(&row),
             None => {
-                let row = sqlx::query::<DB>(
+                let row = sqlx::query::<DB>(&format!(
                     "UPDATE operator_keys SET revoked_at = COALESCE(revoked_at, $1) \
-                     WHERE id = $2 RETURNING id, '' AS tenant, created_at, revoked_at",
-                )
+                     WHERE id = $2 RETURNING {OPERATOR_KEY_COLUMNS}",
+                ))
                 .bind(now_ms)
                 .bind(id)
                 .fetch_optional(&self.writer)
@@ -275,30 +277,34 @@ where
     }
 
     async fn add_operator_key(&self, key: &ApiKeyRecord, hash: &str) -> Result<()> {
-        sqlx::query::<DB>("INSERT INTO operator_keys (id, hash, created_at) VALUES ($1, $2, $3)")
-            .bind(key.id.as_str())
-            .bind(hash)
-            .bind(key.created_at_ms)
-            .execute(&self.writer)
-            .await?;
+        sqlx::query::<DB>(
+            "INSERT INTO operator_keys (id, hash, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(key.id.as_str())
+        .bind(hash)
+        .bind(key.created_at_ms)
+        .bind(key.expires_at_ms)
+        .execute(&self.writer)
+        .await?;
         Ok(())
     }
 
     async fn list_operator_keys(&self) -> Result<Vec<ApiKeyRecord>> {
-        let found = sqlx::query::<DB>(
-            "SELECT id, '' AS tenant, created_at, revoked_at FROM operator_keys \
-             ORDER BY created_at, id",
-        )
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {OPERATOR_KEY_COLUMNS} FROM operator_keys ORDER BY created_at, id"
+        ))
         .fetch_all(&self.reader)
         .await?;
         found.iter().map(rows::api_key).collect()
     }
 
-    async fn operator_by_key(&self, hash: &str) -> Result<Option<String>> {
+    async fn operator_by_key(&self, hash: &str, now_ms: i64) -> Result<Option<String>> {
         Ok(sqlx::query_scalar::<DB, String>(
-            "SELECT id FROM operator_keys WHERE hash = $1 AND revoked_at IS NULL",
+            "SELECT id FROM operator_keys WHERE hash = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2)",
         )
         .bind(hash)
+        .bind(now_ms)
         .fetch_optional(&self.reader)
         .await?)
     }
@@ -314,15 +320,76 @@ where
         found.iter().map(rows::api_key).collect()
     }
 
-    async fn tenant_by_key(&self, hash: &str) -> Result<Option<TenantRecord>> {
+    async fn tenant_by_key(&self, hash: &str, now_ms: i64) -> Result<Option<TenantRecord>> {
         let row = sqlx::query::<DB>(&format!(
             "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = \
-             (SELECT tenant FROM api_keys WHERE hash = $1 AND revoked_at IS NULL)"
+             (SELECT tenant FROM api_keys WHERE hash = $1 AND revoked_at IS NULL \
+             AND (expires_at IS NULL OR expires_at > $2))"
         ))
         .bind(hash)
+        .bind(now_ms)
         .fetch_optional(&self.reader)
         .await?;
         row.as_ref().map(rows::tenant).transpose()
+    }
+
+    async fn key_used(&self, hash: &str, now_ms: i64) -> Result<()> {
+        for table in ["api_keys", "operator_keys"] {
+            sqlx::query::<DB>(&format!(
+                "UPDATE {table} SET last_used_at = $2 WHERE hash = $1 \
+                 AND (last_used_at IS NULL OR last_used_at < $2)"
+            ))
+            .bind(hash)
+            .bind(now_ms)
+            .execute(&self.writer)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn append_audit(&self, record: &AuditRecord) -> Result<()> {
+        let detail = match &record.detail {
+            Some(detail) => detail.to_string(),
+            None => String::new(),
+        };
+        sqlx::query::<DB>(
+            "INSERT INTO audit_log (at, tenant, actor, origin, action, target, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULLIF($7, ''))",
+        )
+        .bind(record.at_ms)
+        .bind(record.tenant.as_str())
+        .bind(record.actor.as_str())
+        .bind(record.origin.as_str())
+        .bind(record.action.as_str())
+        .bind(record.target.as_str())
+        .bind(detail)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_audit(
+        &self,
+        tenant: Option<&str>,
+        before_id: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE id < $1 {} ORDER BY id DESC LIMIT $2",
+            if tenant.is_some() {
+                "AND tenant = $3"
+            } else {
+                ""
+            }
+        );
+        let mut query = sqlx::query::<DB>(&sql)
+            .bind(before_id.unwrap_or(i64::MAX))
+            .bind(limit.max(0));
+        if let Some(tenant) = tenant {
+            query = query.bind(tenant);
+        }
+        let found = query.fetch_all(&self.reader).await?;
+        found.iter().map(rows::audit).collect()
     }
 
     async fn put_package(
