@@ -13,6 +13,7 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod fuzz;
 pub mod grpc;
 pub mod http_server;
 
