@@ -6,6 +6,7 @@
 #[macro_use]
 mod common;
 
+use cerebelum::api::keys::id_of as key_id;
 use cerebelum::api::pb;
 use common::{Db, Remote, free_port, guest, path};
 use serde_json::Value;
@@ -25,11 +26,6 @@ fn audit_rows(db: &Db, tenant: Option<&str>) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-/// The id of a key (`cbk_<8 hex>`, what the audit log names it by).
-fn key_id(key: &str) -> &str {
-    &key[..12]
 }
 
 fn every_audited_action_is_recorded_with_its_key_and_origin(db: Db) {

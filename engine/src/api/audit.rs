@@ -56,39 +56,37 @@ pub fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
         .and_then(|info| info.remote_addr())
 }
 
-/// One action to record: `action` on `target` of `tenant` ("" for none).
-pub struct Action<'a> {
-    pub tenant: &'a str,
-    pub action: &'static str,
-    pub target: &'a str,
-    pub detail: Option<Value>,
-}
-
-/// Appends `action` by `actor` at `now_ms` to the log.
-pub async fn record(
-    store: &SharedStore,
-    actor: &Actor,
-    now_ms: i64,
-    action: Action<'_>,
-) -> Result<()> {
-    let record = AuditRecord {
-        id: 0,
-        at_ms: now_ms,
-        tenant: action.tenant.to_owned(),
-        actor: actor.id.clone(),
-        origin: actor.origin.clone(),
-        action: action.action.to_owned(),
-        target: action.target.to_owned(),
-        detail: action.detail,
-    };
-    store.catalog().append_audit(&record).await.map_err(|e| {
-        tracing::error!(
-            error = %e, actor = %record.actor, action = %record.action,
-            target = %record.target, "writing the audit log failed"
-        );
-        Error::Runtime(format!(
-            "{} of '{}' was carried out, but recording it in the audit log failed: {e}",
-            record.action, record.target
-        ))
-    })
+impl Actor {
+    /// Appends `action` on `target` (of `tenant`, "" for none) by this
+    /// actor at `now_ms` to the log.
+    pub async fn record(
+        &self,
+        store: &SharedStore,
+        now_ms: i64,
+        tenant: &str,
+        action: &str,
+        target: &str,
+        detail: Option<Value>,
+    ) -> Result<()> {
+        let record = AuditRecord {
+            id: 0,
+            at_ms: now_ms,
+            tenant: tenant.to_owned(),
+            actor: self.id.clone(),
+            origin: self.origin.clone(),
+            action: action.to_owned(),
+            target: target.to_owned(),
+            detail,
+        };
+        store.catalog().append_audit(&record).await.map_err(|e| {
+            tracing::error!(
+                error = %e, actor = %record.actor, action = %record.action,
+                target = %record.target, "writing the audit log failed"
+            );
+            Error::Runtime(format!(
+                "{} of '{}' was carried out, but recording it in the audit log failed: {e}",
+                record.action, record.target
+            ))
+        })
+    }
 }

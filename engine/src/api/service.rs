@@ -439,7 +439,9 @@ impl Api {
             .decide_approval(id, key, &decision, now)
             .await?;
         let detail = serde_json::json!({ "key": key });
-        self.audit(actor, tenant, action, id, Some(detail)).await?;
+        actor
+            .record(&self.store, now, &tenant.name, action, id, Some(detail))
+            .await?;
         Ok(approval)
     }
 
@@ -452,7 +454,8 @@ impl Api {
         self.owned(tenant, id).await?;
         let now = self.now_ms();
         let record = self.store.executions().request_cancel(id, now).await?;
-        self.audit(actor, tenant, "execution.cancel", id, None)
+        actor
+            .record(&self.store, now, &tenant.name, "execution.cancel", id, None)
             .await?;
         Ok(record)
     }
@@ -468,27 +471,10 @@ impl Api {
         let record = self.store.executions().retry_execution(id, now).await?;
         // Its `retried` entry was written outside the group commit.
         self.feeds.touched(id);
-        self.audit(actor, tenant, "execution.retry", id, None)
+        actor
+            .record(&self.store, now, &tenant.name, "execution.retry", id, None)
             .await?;
         Ok(record)
-    }
-
-    /// Records `action` on `target` (of `tenant`) by `actor`.
-    async fn audit(
-        &self,
-        actor: &Actor,
-        tenant: &TenantRecord,
-        action: &'static str,
-        target: &str,
-        detail: Option<serde_json::Value>,
-    ) -> Result<()> {
-        let action = super::audit::Action {
-            tenant: &tenant.name,
-            action,
-            target,
-            detail,
-        };
-        super::audit::record(&self.store, actor, self.now_ms(), action).await
     }
 
     /// Follows an execution: its journal entries after `after_seq` as they

@@ -111,7 +111,8 @@ impl Streams {
             .map(|o| o.key_hash.clone())
             .collect();
         for hash in keys {
-            match key_is_valid(store, &hash).await {
+            // A tenant's key, or an operator's (the console's live views).
+            match super::keys::still_valid(store, &hash).await {
                 Ok(true) => {}
                 Ok(false) => {
                     for open in self.state().open.values() {
@@ -136,12 +137,6 @@ impl Streams {
             }
         }
     }
-}
-
-/// Whether the store still accepts the key hashed as `hash`: a tenant's
-/// key, or an operator's (the console's live views of an operator).
-async fn key_is_valid(store: &SharedStore, hash: &str) -> Result<bool> {
-    super::keys::still_valid(store, hash).await
 }
 
 /// One open stream; dropping it closes it.

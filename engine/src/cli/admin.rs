@@ -7,7 +7,7 @@ use super::flags::{
     DAY_MS, MAX_MEMORY_MB, QuotaArgs, master_key, open_store, range_i64, sqlite_file,
 };
 use anyhow::{Context, Result, bail};
-use cerebelum::api::audit::{self, Actor};
+use cerebelum::api::audit::Actor;
 use cerebelum::api::{DEFAULT_QUOTAS, keys};
 use cerebelum::clock::{Clock, SystemClock};
 use cerebelum::http::AllowList;
@@ -342,27 +342,10 @@ fn check_secret_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Records an admin action of this command in the audit log.
-async fn audited(
-    store: &SharedStore,
-    now_ms: i64,
-    tenant: &str,
-    action: &'static str,
-    target: &str,
-    detail: Option<serde_json::Value>,
-) -> Result<()> {
-    let action = audit::Action {
-        tenant,
-        action,
-        target,
-        detail,
-    };
-    audit::record(store, &Actor::cli(), now_ms, action).await?;
-    Ok(())
-}
-
 async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> Result<ExitCode> {
     let now = SystemClock.now_ms();
+    // Who acts, for the audit log.
+    let actor = Actor::cli();
     match command {
         AdminCommand::Tenant { command } => match command.as_ref() {
             TenantCommand::Create {
@@ -374,7 +357,9 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
                 let q = given(quotas, tenant);
                 let allow = allow_list(tenant)?.unwrap_or_default();
                 let created = store.catalog().create_tenant(name, &q, &allow, now).await?;
-                audited(store, now, name, "tenant.create", name, None).await?;
+                actor
+                    .record(store, now, name, "tenant.create", name, None)
+                    .await?;
                 out!("created tenant {}", describe(&created));
                 out!("next: cerebelum admin key create {name}");
             }
@@ -396,7 +381,9 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
                     .catalog()
                     .update_tenant(name, &q.or(current.quotas), &allow)
                     .await?;
-                audited(store, now, name, "tenant.update", name, None).await?;
+                actor
+                    .record(store, now, name, "tenant.update", name, None)
+                    .await?;
                 out!("updated tenant {}", describe(&updated));
             }
         },
@@ -419,7 +406,9 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
                 };
                 let of = tenant.as_deref().unwrap_or_default();
                 let detail = expires_at.map(|at| serde_json::json!({ "expires_at_ms": at }));
-                audited(store, now, of, action, &key.record.id, detail).await?;
+                actor
+                    .record(store, now, of, action, &key.record.id, detail)
+                    .await?;
                 match tenant {
                     Some(tenant) => eprintln!(
                         "API key {} for tenant {tenant}; it is shown only this once:",
@@ -466,7 +455,9 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
             }
             KeyCommand::Revoke { id } => {
                 let key = store.catalog().revoke_api_key(keys::id_of(id), now).await?;
-                audited(store, now, &key.tenant, "key.revoke", &key.id, None).await?;
+                actor
+                    .record(store, now, &key.tenant, "key.revoke", &key.id, None)
+                    .await?;
                 if key.tenant.is_empty() {
                     out!("revoked operator key {}", key.id);
                 } else {
@@ -492,7 +483,9 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
                     .catalog()
                     .set_secret(tenant, name, &sealed, now)
                     .await?;
-                audited(store, now, tenant, "secret.set", name, None).await?;
+                actor
+                    .record(store, now, tenant, "secret.set", name, None)
+                    .await?;
                 out!(
                     "set secret {} of tenant {} (steps read it with the SDK; running \
                      executions see it within seconds)",
@@ -507,7 +500,9 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
             }
             SecretCommand::Delete { tenant, name } => {
                 store.catalog().delete_secret(tenant, name).await?;
-                audited(store, now, tenant, "secret.delete", name, None).await?;
+                actor
+                    .record(store, now, tenant, "secret.delete", name, None)
+                    .await?;
                 out!("deleted secret {name} of tenant {tenant}");
             }
         },
@@ -555,15 +550,16 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
                     "to": new_key.id(),
                     "secrets": moved,
                 });
-                audited(
-                    store,
-                    now,
-                    "",
-                    "master_key.rotate",
-                    new_key.id(),
-                    Some(detail),
-                )
-                .await?;
+                actor
+                    .record(
+                        store,
+                        now,
+                        "",
+                        "master_key.rotate",
+                        new_key.id(),
+                        Some(detail),
+                    )
+                    .await?;
                 out!(
                     "re-sealed {moved} secret(s) with master key {}; start `cerebelum serve` with \
                      --master-key-file {} from now on",

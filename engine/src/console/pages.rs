@@ -8,7 +8,7 @@ use super::html::{Section, badge, csrf_field, duration, esc, json, layout, query
 use super::session::{self, Viewer};
 use super::timeline::{Progress, Timeline};
 use super::{Console, Peer, Refusal, check_origin, own_tenant, status_of};
-use crate::api::audit::{self, Actor};
+use crate::api::audit::Actor;
 use crate::api::keys;
 use crate::api::service::{ExecutionView, StartRequest, WatchEvent};
 use crate::api::throttle;
@@ -1193,14 +1193,16 @@ pub async fn create_key(
     let tenant = &own_tenant(&viewer)?.name;
     let now = c.api.now_ms();
     let key = keys::create(c.api.store(), tenant, now, None).await?;
-    let action = audit::Action {
-        tenant,
-        action: "key.create",
-        target: &key.record.id,
-        detail: None,
-    };
-    let actor = Actor::key(&viewer.key_id, peer);
-    audit::record(c.api.store(), &actor, now, action).await?;
+    Actor::key(&viewer.key_id, peer)
+        .record(
+            c.api.store(),
+            now,
+            tenant,
+            "key.create",
+            &key.record.id,
+            None,
+        )
+        .await?;
     tenant_page(&c, &viewer, Some(&key.secret)).await
 }
 
@@ -1223,14 +1225,9 @@ pub async fn revoke_key(
     }
     let now = c.api.now_ms();
     let key = c.api.store().catalog().revoke_api_key(&id, now).await?;
-    let action = audit::Action {
-        tenant: &key.tenant,
-        action: "key.revoke",
-        target: &key.id,
-        detail: None,
-    };
-    let actor = Actor::key(&viewer.key_id, peer);
-    audit::record(c.api.store(), &actor, now, action).await?;
+    Actor::key(&viewer.key_id, peer)
+        .record(c.api.store(), now, &key.tenant, "key.revoke", &key.id, None)
+        .await?;
     Ok(back_to("/tenant".into()))
 }
 
