@@ -40,12 +40,27 @@ impl PyWorker {
     }
 
     fn serving(file: &str, db: &Db, port: u16, key: &str, queue: &str, id: &str) -> Self {
+        Self::at(file, db, &common::url(port), key, queue, id, &[])
+    }
+
+    /// A worker of the server at `url`, with `extra` arguments.
+    fn at(
+        file: &str,
+        db: &Db,
+        url: &str,
+        key: &str,
+        queue: &str,
+        id: &str,
+        extra: &[&str],
+    ) -> Self {
         let log = db.dir.path().join(format!("worker-{id}.log"));
         let child = Command::new(python())
             .args(["-m", "cerebelum", "worker"])
             .arg(root().join(file))
-            .args(["--queue", queue, "--server", &common::url(port)])
+            .args(["--queue", queue, "--server", url])
             .args(["--api-key", key, "--worker-id", id])
+            .args(extra)
+            .env_remove("CEREBELUM_CA_CERT")
             .env_remove("CEREBELUM_SERVER")
             .env_remove("CEREBELUM_API_KEY")
             .stdout(Stdio::null())
@@ -199,6 +214,52 @@ fn a_python_worker_gives_the_sandboxes_result(db: Db) {
     assert!(status.success(), "the worker exited with {status}");
     let shown = cli.ok(&["workers"]);
     assert!(!shown.contains("py-1"), "unregistered: {shown}");
+}
+
+/// A worker reaches a TLS server by an `https://` URL and a private CA,
+/// and refuses to talk to it without that CA.
+#[test]
+fn a_python_worker_serves_a_tls_server() {
+    let db = Db::new();
+    let dir = db.dir.path();
+    let ca = common::ca::Ca::new(dir, "ca");
+    let pair = ca.server(dir, "server");
+    let port = free_port();
+    let flags = ["--tls-cert", path(&pair.cert), "--tls-key", path(&pair.key)];
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &flags);
+    let url = format!("https://127.0.0.1:{port}");
+    let cli = Remote::at(&url, &key, &["--ca-cert", path(&ca.cert)]);
+    cli.ok(&[
+        "upload",
+        path(&python_guest(PYWORKER)),
+        "--name",
+        "pyworker",
+    ]);
+
+    let mut stranger = PyWorker::at(PYWORKER, &db, &url, &key, "q", "py-no-ca", &[]);
+    stranger.wait_log_until("a refused certificate", LONG, |log| {
+        log.contains("cannot reach") || log.contains("CERTIFICATE_VERIFY_FAILED")
+    });
+    drop(stranger);
+
+    let worker = PyWorker::at(
+        PYWORKER,
+        &db,
+        &url,
+        &key,
+        "q",
+        "py-tls",
+        &["--ca-cert", path(&ca.cert)],
+    );
+    let id = start(&cli, r#"{"name": "ada", "n": 3}"#, Some("q"));
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", worker.log());
+    assert!(
+        worker
+            .log()
+            .contains(&format!("running step work of execution {id}"))
+    );
 }
 
 /// `kill -9` of the worker while its step sleeps: no heartbeat comes, the

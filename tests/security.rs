@@ -12,7 +12,10 @@ use common::{Db, Remote, free_port, guest, path};
 use serde_json::Value;
 use std::time::Duration;
 
-on_both_backends!(every_audited_action_is_recorded_with_its_key_and_origin);
+on_both_backends!(
+    every_audited_action_is_recorded_with_its_key_and_origin,
+    operators_administer_a_server_remotely_and_tenant_keys_cannot
+);
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -147,8 +150,9 @@ fn every_audited_action_is_recorded_with_its_key_and_origin(db: Db) {
     // Clear errors.
     let unknown = db.fails(&["audit", "--tenant", "nobody"]);
     assert!(unknown.contains("no tenant named 'nobody'"), "{unknown}");
+    // A tenant's key cannot read the log through the server.
     let remote = cli.fails(&["audit"]);
-    assert!(remote.contains("--db"), "{remote}");
+    assert!(remote.contains("takes operator keys"), "{remote}");
 }
 
 #[test]
@@ -282,15 +286,21 @@ fn an_expired_key_is_refused_and_key_list_shows_expiry_and_last_use() {
 
 /// The stored values of the `secrets` table, read from the database file.
 fn stored_secrets(db: &Db) -> Vec<(String, String)> {
-    let url = format!("sqlite://{}", db.path.display());
+    const ROWS: &str = "SELECT name, value FROM secrets ORDER BY name";
+    let url = db.url.clone();
+    let path = db.path.clone();
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(async move {
+            if url.starts_with("postgres") {
+                let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                let rows = sqlx::query_as(ROWS).fetch_all(&pool).await.unwrap();
+                pool.close().await;
+                return rows;
+            }
+            let url = format!("sqlite://{}", path.display());
             let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-            let rows = sqlx::query_as("SELECT name, value FROM secrets ORDER BY name")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+            let rows = sqlx::query_as(ROWS).fetch_all(&pool).await.unwrap();
             pool.close().await;
             rows
         })
@@ -421,4 +431,276 @@ fn on_postgresql_setting_a_secret_needs_a_master_key() {
     db.set_secret("acme", "api-token", SECRET);
     let listed = db.ok(&["admin", "secret", "list", "acme"]);
     assert_eq!(listed.trim(), "api-token");
+}
+
+/// `cerebelum admin` with stdin `input`, as `cli`'s key on its server.
+fn admin_with_input(cli: &Remote, args: &[&str], input: &str) -> std::process::Output {
+    common::with_stdin(cli.command(args), input)
+}
+
+fn operators_administer_a_server_remotely_and_tenant_keys_cannot(db: Db) {
+    let tenant_key = db.tenant("acme", &[]);
+    // A secret set on the database gives it a master key (SQLite: the
+    // default file beside it; PostgreSQL: the harness's), which the server
+    // then seals remote secrets with.
+    db.set_secret("acme", "seed", "seed-value-123");
+    let operator_key = db
+        .ok(&["admin", "key", "create", "--operator"])
+        .trim()
+        .to_owned();
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let op = Remote::new(port, &operator_key);
+
+    // Tenants.
+    let created = op.ok(&[
+        "admin",
+        "tenant",
+        "create",
+        "beta",
+        "--max-open-executions",
+        "7",
+        "--allow-http",
+        "api.example.com",
+    ]);
+    assert!(created.contains("created tenant beta"), "{created}");
+    assert!(created.contains("max open executions 7"), "{created}");
+    let updated = op.ok(&["admin", "tenant", "update", "beta", "--memory-mb", "32"]);
+    assert!(
+        updated.contains("memory 32 MiB") && updated.contains("max open executions 7"),
+        "the update keeps what it does not set: {updated}"
+    );
+    assert!(updated.contains("api.example.com"), "{updated}");
+    let listed = op.ok(&["admin", "tenant", "list"]);
+    assert!(
+        listed.contains("acme") && listed.contains("beta"),
+        "{listed}"
+    );
+    let bad = op.fails(&[
+        "admin",
+        "tenant",
+        "create",
+        "gamma",
+        "--allow-http",
+        "http://x/",
+    ]);
+    assert!(bad.contains("(server: InvalidArgument)"), "{bad}");
+    let dup = op.fails(&["admin", "tenant", "create", "beta"]);
+    assert!(dup.contains("beta"), "{dup}");
+
+    // Keys: made remotely, usable at once, listed, revoked at once.
+    let beta_key = op
+        .ok(&["admin", "key", "create", "beta", "--expires-in", "1h"])
+        .trim()
+        .to_owned();
+    let beta = Remote::new(port, &beta_key);
+    beta.ok(&["packages"]);
+    let keys = op.ok(&["admin", "key", "list", "beta"]);
+    assert!(
+        keys.contains(key_id(&beta_key)) && keys.contains("active"),
+        "{keys}"
+    );
+    assert!(!keys.contains("never  "), "the expiry is shown: {keys}");
+    let operators = op.ok(&["admin", "key", "list", "--operator"]);
+    assert!(operators.contains(key_id(&operator_key)), "{operators}");
+    op.ok(&["admin", "key", "revoke", key_id(&beta_key)]);
+    assert!(beta.fails(&["packages"]).contains("invalid or revoked"));
+
+    // Secrets: sealed by the server's master key, names only in lists.
+    let set = admin_with_input(
+        &op,
+        &["admin", "secret", "set", "beta", "api-token"],
+        "remote-secret-value\n",
+    );
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert_eq!(
+        op.ok(&["admin", "secret", "list", "beta"]).trim(),
+        "api-token"
+    );
+    let sealed = stored_secrets(&db);
+    let (_, value) = sealed.iter().find(|(name, _)| name == "api-token").unwrap();
+    assert!(value.starts_with("sealed:v1:"), "{value}");
+    let short = admin_with_input(&op, &["admin", "secret", "set", "beta", "x"], "short");
+    assert!(!short.status.success());
+    op.ok(&["admin", "secret", "delete", "beta", "api-token"]);
+    assert_eq!(op.ok(&["admin", "secret", "list", "beta"]).trim(), "");
+
+    // The audit log names the operator key and where it called from.
+    let audit = op.ok(&["audit", "--tenant", "beta", "--json"]);
+    let rows: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let actions: Vec<&str> = rows
+        .iter()
+        .rev()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "tenant.create",
+            "tenant.update",
+            "key.create",
+            "key.revoke",
+            "secret.set",
+            "secret.delete"
+        ],
+        "{audit}"
+    );
+    for row in &rows {
+        assert_eq!(row["actor"], key_id(&operator_key), "{row}");
+        assert!(
+            row["origin"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{row}"
+        );
+    }
+    // The master key's commands stay where the files are.
+    let rotate = op.fails(&["admin", "master-key", "rotate", "--new", "x"]);
+    assert!(rotate.contains("where the server runs"), "{rotate}");
+
+    // A tenant's key on every admin RPC: PERMISSION_DENIED, nothing done.
+    let tenant = || async { common::grpc::admin(port, &tenant_key).await };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let codes = rt.block_on(async {
+        let name = || "acme".to_owned();
+        vec![
+            (
+                "CreateTenant",
+                tenant()
+                    .await
+                    .create_tenant(pb::CreateTenantRequest {
+                        name: "evil".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .err(),
+            ),
+            (
+                "UpdateTenant",
+                tenant()
+                    .await
+                    .update_tenant(pb::UpdateTenantRequest {
+                        name: name(),
+                        ..Default::default()
+                    })
+                    .await
+                    .err(),
+            ),
+            (
+                "ListTenants",
+                tenant()
+                    .await
+                    .list_tenants(pb::ListTenantsRequest {})
+                    .await
+                    .err(),
+            ),
+            (
+                "CreateKey",
+                tenant()
+                    .await
+                    .create_key(pb::CreateKeyRequest {
+                        operator: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .err(),
+            ),
+            (
+                "ListKeys",
+                tenant()
+                    .await
+                    .list_keys(pb::ListKeysRequest {
+                        tenant: name(),
+                        ..Default::default()
+                    })
+                    .await
+                    .err(),
+            ),
+            (
+                "RevokeKey",
+                tenant()
+                    .await
+                    .revoke_key(pb::RevokeKeyRequest {
+                        id: key_id(&operator_key).into(),
+                    })
+                    .await
+                    .err(),
+            ),
+            (
+                "SetSecret",
+                tenant()
+                    .await
+                    .set_secret(pb::SetSecretRequest {
+                        tenant: name(),
+                        name: "x".into(),
+                        value: "0123456789".into(),
+                    })
+                    .await
+                    .err(),
+            ),
+            (
+                "ListSecrets",
+                tenant()
+                    .await
+                    .list_secrets(pb::ListSecretsRequest { tenant: name() })
+                    .await
+                    .err(),
+            ),
+            (
+                "DeleteSecret",
+                tenant()
+                    .await
+                    .delete_secret(pb::DeleteSecretRequest {
+                        tenant: name(),
+                        name: "seed".into(),
+                    })
+                    .await
+                    .err(),
+            ),
+            (
+                "ListAudit",
+                tenant()
+                    .await
+                    .list_audit(pb::ListAuditRequest::default())
+                    .await
+                    .err(),
+            ),
+        ]
+    });
+    assert_eq!(codes.len(), 10, "every RPC of the Admin service");
+    for (rpc, refused) in codes {
+        let status = refused.unwrap_or_else(|| panic!("{rpc} with a tenant's key was answered"));
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{rpc}: {status:?}"
+        );
+        assert!(
+            status.message().contains("operator key"),
+            "{rpc}: {status:?}"
+        );
+    }
+    // Nothing of it happened.
+    assert!(!op.ok(&["admin", "tenant", "list"]).contains("evil"));
+    assert_eq!(op.ok(&["admin", "secret", "list", "acme"]).trim(), "seed");
+    op.ok(&["admin", "key", "list", "--operator"]);
+    Remote::new(port, &operator_key).ok(&["admin", "tenant", "list"]);
+    // The tenant's own API still works with its key; an operator key is
+    // not a tenant's.
+    Remote::new(port, &tenant_key).ok(&["packages"]);
+    let crossed = op.fails(&["packages"]);
+    assert!(crossed.contains("(server: PermissionDenied)"), "{crossed}");
+    // No key at all: UNAUTHENTICATED.
+    let anonymous = Remote::new(port, "").fails(&["admin", "tenant", "list"]);
+    assert!(anonymous.contains("missing API key"), "{anonymous}");
+    // CLI-made tenant keys keep working from the database too (no server).
+    assert!(db.ok(&["admin", "tenant", "list"]).contains("beta"));
 }

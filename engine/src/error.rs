@@ -23,6 +23,10 @@ pub enum Error {
     /// No valid credentials (a missing, unknown or revoked API key).
     #[error("{0}")]
     Unauthenticated(String),
+    /// Valid credentials of the wrong kind (a tenant's key on the admin
+    /// API, an operator key on a tenant's).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The request contradicts the current state (e.g. approving an
     /// execution that is not waiting for that approval).
     #[error("{0}")]

@@ -351,6 +351,16 @@ pub fn proto(bytes: Vec<u8>) -> Result<(), String> {
         ReleaseTaskRequest,
         UnregisterWorkerRequest,
         ListWorkersRequest,
+        CreateTenantRequest,
+        UpdateTenantRequest,
+        ListTenantsRequest,
+        CreateKeyRequest,
+        ListKeysRequest,
+        RevokeKeyRequest,
+        SetSecretRequest,
+        ListSecretsRequest,
+        DeleteSecretRequest,
+        ListAuditRequest,
     );
     Ok(())
 }

@@ -35,6 +35,14 @@ pub async fn connect(port: u16, key: &str) -> Client {
     CerebelumClient::with_interceptor(channel, auth)
 }
 
+/// The `Admin` service of the server on 127.0.0.1:`port`, with key `key`.
+pub type Admin = pb::admin_client::AdminClient<InterceptedService<Channel, Auth>>;
+
+pub async fn admin(port: u16, key: &str) -> Admin {
+    let (channel, auth) = channel(port, key).await;
+    pb::admin_client::AdminClient::with_interceptor(channel, auth)
+}
+
 /// Uploads the package file at `path` as `name`.
 pub async fn upload(client: &mut Client, name: &str, path: &std::path::Path) {
     client

@@ -13,6 +13,7 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod ca;
 pub mod fuzz;
 pub mod grpc;
 pub mod http_server;
@@ -496,21 +497,10 @@ impl Db {
 
     /// Sets `tenant`'s secret `name` through the CLI (the value on stdin).
     pub fn set_secret(&self, tenant: &str, name: &str, value: &str) {
-        use std::io::Write as _;
-        let mut child = self
-            .command(&["admin", "secret", "set", tenant, name])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(value.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = with_stdin(
+            self.command(&["admin", "secret", "set", tenant, name]),
+            value,
+        );
         assert!(
             out.status.success(),
             "{}",
@@ -672,6 +662,24 @@ pub fn http_request(
     }
 }
 
+/// Runs `command` with `input` on its standard input; its output.
+pub fn with_stdin(mut command: Command, input: &str) -> Output {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// The URL of a server listening on `port`.
 pub fn url(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
@@ -681,6 +689,8 @@ pub fn url(port: u16) -> String {
 pub struct Remote {
     pub url: String,
     pub key: String,
+    /// Flags every command gets (e.g. `--ca-cert FILE`).
+    pub flags: Vec<String>,
 }
 
 impl Remote {
@@ -688,6 +698,17 @@ impl Remote {
         Self {
             url: url(port),
             key: key.to_owned(),
+            flags: Vec::new(),
+        }
+    }
+
+    /// The CLI on the server at `url` (any scheme), with `flags` on every
+    /// command.
+    pub fn at(url: &str, key: &str, flags: &[&str]) -> Self {
+        Self {
+            url: url.to_owned(),
+            key: key.to_owned(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         }
     }
 
@@ -695,6 +716,7 @@ impl Remote {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.args(["--server", &self.url, "--api-key", &self.key])
+            .args(&self.flags)
             .args(args)
             .env_remove("CEREBELUM_DATABASE_URL")
             .env("CEREBELUM_LOG", "warn")
@@ -799,6 +821,11 @@ impl Server {
             .status()
             .unwrap();
         assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGHUP (the server reloads its TLS files).
+    pub fn hangup(&self) {
+        self.signal("-HUP");
     }
 
     /// SIGSTOP: the process freezes (its leases run out) until [`Server::resume`].

@@ -49,10 +49,16 @@ impl Actor {
 }
 
 /// The peer address of a request served by `cerebelum serve` (tonic puts
-/// it in the request's extensions).
+/// it in the request's extensions, wrapped when the connection is TLS).
 pub fn peer(extensions: &http::Extensions) -> Option<SocketAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     extensions
-        .get::<tonic::transport::server::TcpConnectInfo>()
+        .get::<TcpConnectInfo>()
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .map(|tls| tls.get_ref())
+        })
         .and_then(|info| info.remote_addr())
 }
 

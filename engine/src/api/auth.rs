@@ -5,12 +5,15 @@
 //! A call carries `authorization: Bearer <key>` (the scheme is matched
 //! without regard to case, as RFC 7235 says). The key's tenant travels to
 //! the handler as a [`Caller`] in the request's extensions, so each
-//! handler only reads it. The body is wrapped so that a request larger than
+//! handler only reads it. The `Admin` service takes operator keys instead
+//! (an [`Operator`] travels then); a valid key of the wrong kind is
+//! PERMISSION_DENIED. The body is wrapped so that a request larger than
 //! the tenant may send (its package quota for uploads, its payload quota
 //! for everything else, plus room for names) is refused with
 //! RESOURCE_EXHAUSTED as soon as the gRPC frame header announces its
 //! length: memory stays bounded by the quota, not by the request.
 
+use super::admin::Operator;
 use super::audit::{self, Actor};
 use super::keys;
 use super::service::Api;
@@ -27,6 +30,8 @@ use tonic::body::Body;
 /// The path prefix of the services' RPCs (`Cerebelum`, `WorkerService`;
 /// health and reflection are open).
 const SERVICE: &str = "/cerebelum.v1.";
+/// The path prefix of the `Admin` service's RPCs: operator keys only.
+const ADMIN: &str = "/cerebelum.v1.Admin/";
 /// The upload RPC, whose limit is the tenant's package quota.
 const UPLOAD: &str = "/cerebelum.v1.Cerebelum/UploadPackage";
 /// Room for the fields of a request besides its payload (names, ids).
@@ -49,14 +54,23 @@ pub fn bearer(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
 }
 
-/// The tenant of a call's key, or the status to answer with. A peer that
-/// presented too many wrong keys lately is refused without a lookup.
+/// Who a call's key belongs to.
+enum Who {
+    Tenant(Box<Caller>),
+    Operator(Operator),
+}
+
+/// Who made a call (the tenant of its key, or for the `Admin` service an
+/// operator), or the status to answer with. A peer that presented too many
+/// wrong keys lately is refused without a lookup. A valid key of the wrong
+/// kind is PERMISSION_DENIED (and no failure of the peer).
 async fn authenticate(
     api: &Api,
     throttle: &Throttle,
     headers: &http::HeaderMap,
     peer: Option<std::net::SocketAddr>,
-) -> Result<Caller, Status> {
+    admin: bool,
+) -> Result<Who, Status> {
     let ip = peer.map(|p| p.ip());
     if let Err(wait_s) = throttle.check(ip) {
         crate::metrics::metrics().auth_failures.inc();
@@ -76,20 +90,48 @@ async fn authenticate(
             "malformed authorization: expected `Bearer <api key>`",
         ));
     };
-    let tenant = match keys::authenticate(api.store(), key).await {
-        Ok(tenant) => tenant,
-        Err(e) => {
-            if matches!(e, crate::Error::Unauthenticated(_)) {
-                throttle.failed(ip, "unknown or revoked API key");
-            }
-            return Err(super::grpc::status(e));
-        }
+    let store = api.store();
+    let found = if admin {
+        keys::authenticate_operator(store, key).await.map(|id| {
+            Who::Operator(Operator {
+                actor: Actor::key(&id, peer),
+            })
+        })
+    } else {
+        keys::authenticate(store, key).await.map(|tenant| {
+            Who::Tenant(Box::new(Caller {
+                tenant,
+                key_hash: keys::hash(key),
+                actor: Actor::key(keys::id_of(key), peer),
+            }))
+        })
     };
-    Ok(Caller {
-        tenant,
-        key_hash: keys::hash(key),
-        actor: Actor::key(keys::id_of(key), peer),
-    })
+    let e = match found {
+        Ok(who) => return Ok(who),
+        Err(e) => e,
+    };
+    if !matches!(e, crate::Error::Unauthenticated(_)) {
+        return Err(super::grpc::status(e));
+    }
+    // Valid, but of the other kind?
+    let hash = keys::hash(key);
+    let now = keys::now_ms();
+    if admin && let Ok(Some(tenant)) = store.catalog().tenant_by_key(&hash, now).await {
+        return Err(Status::permission_denied(format!(
+            "the Admin service takes operator keys, and this is a key of tenant '{}': create \
+             an operator key with `cerebelum admin key create --operator` on the server's \
+             database",
+            tenant.name
+        )));
+    }
+    if !admin && let Ok(Some(_)) = store.catalog().operator_by_key(&hash, now).await {
+        return Err(Status::permission_denied(
+            "this is an operator key, which administers the server (`cerebelum admin \
+             --server`, the console); a tenant's calls need a key of that tenant",
+        ));
+    }
+    throttle.failed(ip, "unknown or revoked API key");
+    Err(super::grpc::status(e))
 }
 
 /// The [`tower_layer::Layer`] of the front door.
@@ -156,9 +198,18 @@ where
         let api = self.api.clone();
         let throttle = self.throttle.clone();
         let peer = audit::peer(request.extensions());
+        let admin = request.uri().path().starts_with(ADMIN);
         Box::pin(async move {
-            let caller = match authenticate(&api, &throttle, request.headers(), peer).await {
-                Ok(caller) => caller,
+            let who = authenticate(&api, &throttle, request.headers(), peer, admin).await;
+            let caller = match who {
+                Ok(Who::Tenant(caller)) => caller,
+                Ok(Who::Operator(operator)) => {
+                    // Operators' requests are bounded by the server's
+                    // message size alone.
+                    let (mut parts, body) = request.into_parts();
+                    parts.extensions.insert(operator);
+                    return inner.call(http::Request::from_parts(parts, body)).await;
+                }
                 Err(status) => return Ok(status.into_http()),
             };
             let quotas = api.quotas(&caller.tenant);
@@ -170,7 +221,7 @@ where
             let limit = limit.map(|l| l.max(0) as u64);
             let tenant = caller.tenant.name.clone();
             let (mut parts, body) = request.into_parts();
-            parts.extensions.insert(caller);
+            parts.extensions.insert(*caller);
             let body = match limit {
                 Some(limit) => Body::new(Limited::new(body, limit, tenant, what)),
                 None => body,

@@ -4,23 +4,27 @@
 //! way whether its work went to the local database or to a server, and
 //! the server's errors come back as the engine's own [`Error`] kinds.
 
+use super::admin::{self, AdminOperations};
 use super::convert::{
     approval_from_pb, entry_from_pb, execution_from_pb, package_from_pb, status_to_pb,
     worker_from_pb,
 };
+use super::keys::NewKey;
 use super::ops::{Events, Operations};
 use super::pb::{self, cerebelum_client::CerebelumClient};
 use super::service::{ExecutionView, Page, StartRequest, WatchEvent};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
-    ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, WorkerRecord,
+    ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter,
+    PackageRecord, Quotas, SecretRecord, TenantRecord, WorkerRecord,
 };
 use async_trait::async_trait;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::{Code, Status};
 
 /// Largest message the client sends or accepts (an upload carries a
@@ -32,12 +36,17 @@ const MAX_MESSAGE: usize = 256 << 20;
 /// NotFound)`. A server that is down or restarting is
 /// [`Error::Unavailable`]: worth trying again.
 pub fn from_status(status: Status) -> Error {
-    let message = format!("{} (server: {:?})", status.message(), status.code());
+    let mut message = format!("{} (server: {:?})", status.message(), status.code());
+    if status.message().contains("h2 protocol error") {
+        // What a plaintext client reads from a TLS server.
+        message.push_str("; if the server runs with --tls-cert, reach it with an https:// URL");
+    }
     match status.code() {
         Code::InvalidArgument | Code::OutOfRange => Error::InvalidInput(message),
         Code::NotFound => Error::NotFound(message),
         Code::ResourceExhausted => Error::QuotaExceeded(message),
-        Code::Unauthenticated | Code::PermissionDenied => Error::Unauthenticated(message),
+        Code::Unauthenticated => Error::Unauthenticated(message),
+        Code::PermissionDenied => Error::PermissionDenied(message),
         Code::FailedPrecondition | Code::AlreadyExists | Code::Aborted => Error::Conflict(message),
         Code::Unavailable | Code::Unknown | Code::Cancelled => Error::Unavailable(message),
         _ => Error::Remote(message),
@@ -63,38 +72,36 @@ type Grpc = CerebelumClient<tonic::service::interceptor::InterceptedService<Chan
 type WorkerGrpc = pb::worker_service_client::WorkerServiceClient<
     tonic::service::interceptor::InterceptedService<Channel, Auth>,
 >;
+type AdminGrpc =
+    pb::admin_client::AdminClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
 
-/// What `--server` names, checked before anything is sent: `http://`
-/// URLs only (the server does not speak TLS yet, and an `https://` URL
-/// spoken to in plaintext would send the API key in clear to whoever
-/// answers). `HOST:PORT` means `http://HOST:PORT`.
+/// What `--server` names, checked before anything is sent: `http://` or
+/// `https://` (TLS; the certificate is checked against the public roots,
+/// or a private CA given with `--ca-cert`). `HOST:PORT` means
+/// `http://HOST:PORT`.
 #[derive(Debug, PartialEq)]
 pub struct ServerUrl {
     pub url: String,
-    /// The key travels over the network in clear (not to a loopback address).
+    /// Spoken to over TLS.
+    pub tls: bool,
+    /// The key travels over the network in clear (plaintext, not to a
+    /// loopback address).
     pub in_clear: bool,
 }
 
 impl ServerUrl {
     pub fn parse(text: &str) -> Result<Self> {
         let (scheme, rest) = text.split_once("://").unwrap_or(("http", text));
-        match scheme.to_ascii_lowercase().as_str() {
-            "http" => {}
-            "https" => {
-                return Err(Error::InvalidInput(format!(
-                    "--server {text}: `cerebelum serve` does not speak TLS yet, so an https:// \
-                     URL cannot be used (nothing was sent). Reach the server over http:// on a \
-                     trusted network (e.g. through an SSH tunnel to 127.0.0.1), or put a \
-                     TLS-terminating proxy in front of it"
-                )));
-            }
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "http" => false,
+            "https" => true,
             other => {
                 return Err(Error::InvalidInput(format!(
                     "--server {text}: unknown scheme {other:?}; use http://HOST:PORT (e.g. \
-                     http://127.0.0.1:7433)"
+                     http://127.0.0.1:7433) or https://HOST:PORT"
                 )));
             }
-        }
+        };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let host = match authority.strip_prefix('[') {
             Some(v6) => v6.split(']').next().unwrap_or(""),
@@ -102,13 +109,55 @@ impl ServerUrl {
         };
         if host.is_empty() {
             return Err(Error::InvalidInput(format!(
-                "--server {text}: no host; use http://HOST:PORT"
+                "--server {text}: no host; use http://HOST:PORT or https://HOST:PORT"
             )));
         }
+        let scheme = if tls { "https" } else { "http" };
         Ok(Self {
-            url: format!("http://{rest}"),
-            in_clear: !is_loopback(host),
+            url: format!("{scheme}://{rest}"),
+            tls,
+            in_clear: !tls && !is_loopback(host),
         })
+    }
+}
+
+/// How a client speaks TLS to an `https://` server: a private CA to trust
+/// (else the public web roots), and a client certificate for a server
+/// that asks for one (`serve --tls-client-ca`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientTls {
+    pub ca_cert: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl ClientTls {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// tonic's configuration for a server named `domain`.
+    fn config(&self, domain: &str) -> Result<ClientTlsConfig> {
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).map_err(|e| {
+                Error::InvalidInput(format!("cannot read the {what} {}: {e}", path.display()))
+            })
+        };
+        let mut config = ClientTlsConfig::new().domain_name(domain);
+        config = match &self.ca_cert {
+            Some(ca) => config.ca_certificate(Certificate::from_pem(read(ca, "CA (--ca-cert)")?)),
+            None => config.with_webpki_roots(),
+        };
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Ok(config.identity(Identity::from_pem(
+                read(cert, "client certificate (--client-cert)")?,
+                read(key, "client key (--client-key)")?,
+            ))),
+            (None, None) => Ok(config),
+            _ => Err(Error::InvalidInput(
+                "--client-cert and --client-key go together: give both, or neither".into(),
+            )),
+        }
     }
 }
 
@@ -126,13 +175,16 @@ fn is_loopback(host: &str) -> bool {
 pub struct Remote {
     url: String,
     api_key: Option<String>,
+    tls: ClientTls,
     client: Grpc,
     workers: WorkerGrpc,
+    admin: AdminGrpc,
 }
 
 impl Remote {
-    /// Connects to `url` (checked by [`ServerUrl::parse`]) with `api_key`.
-    pub async fn connect(url: &str, api_key: Option<&str>) -> Result<Self> {
+    /// Connects to `url` (checked by [`ServerUrl::parse`]) with `api_key`,
+    /// over TLS set up by `tls` if the URL is `https://`.
+    pub async fn connect(url: &str, api_key: Option<&str>, tls: &ClientTls) -> Result<Self> {
         let auth = match api_key.filter(|k| !k.trim().is_empty()) {
             Some(key) => Some(format!("Bearer {key}").parse().map_err(|e| {
                 Error::InvalidInput(format!(
@@ -141,35 +193,221 @@ impl Remote {
             })?),
             None => None,
         };
-        let channel = Channel::from_shared(url.to_owned())
+        let mut endpoint = Channel::from_shared(url.to_owned())
             .map_err(|e| Error::InvalidInput(format!("invalid server URL {url:?}: {e}")))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| {
-                from_status(Status::unavailable(format!(
-                    "cannot reach the Cerebelum server at {url} ({e}); is `cerebelum serve` \
-                     running there?"
-                )))
-            })?;
+            .connect_timeout(Duration::from_secs(5));
+        let https = endpoint.uri().scheme_str() == Some("https");
+        if https {
+            let host = endpoint.uri().host().unwrap_or_default();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            endpoint = endpoint
+                .tls_config(tls.config(&host)?)
+                .map_err(|e| Error::InvalidInput(format!("TLS settings for {url}: {e}")))?;
+        } else if !tls.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "--ca-cert, --client-cert and --client-key are for https:// servers, and {url} \
+                 is not one (nothing was sent)"
+            )));
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            from_status(Status::unavailable(format!(
+                "cannot reach the Cerebelum server at {url} ({}); {}",
+                error_chain(&e),
+                if https {
+                    "is `cerebelum serve --tls-cert` running there, and is its certificate \
+                     signed by a CA this client trusts (--ca-cert)?"
+                } else {
+                    "is `cerebelum serve` running there (without TLS; use https:// for a \
+                     server with --tls-cert)?"
+                }
+            )))
+        })?;
         let workers = pb::worker_service_client::WorkerServiceClient::with_interceptor(
             channel.clone(),
             Auth(auth.clone()),
         );
+        let admin =
+            pb::admin_client::AdminClient::with_interceptor(channel.clone(), Auth(auth.clone()));
         let client = CerebelumClient::with_interceptor(channel, Auth(auth))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         Ok(Self {
             url: url.to_owned(),
             api_key: api_key.map(str::to_owned),
+            tls: tls.clone(),
             client,
             workers,
+            admin,
         })
     }
 
     fn grpc(&self) -> Grpc {
         self.client.clone()
     }
+
+    /// The server's `Admin` service, with this connection's key (an
+    /// operator key, or every call is PERMISSION_DENIED).
+    pub fn admin(&self) -> RemoteAdmin {
+        RemoteAdmin {
+            url: self.url.clone(),
+            client: self.admin.clone(),
+        }
+    }
+}
+
+/// [`AdminOperations`] on a `cerebelum serve`, as the operator of the key.
+#[derive(Clone)]
+pub struct RemoteAdmin {
+    url: String,
+    client: AdminGrpc,
+}
+
+#[async_trait]
+impl AdminOperations for RemoteAdmin {
+    async fn create_tenant(
+        &self,
+        name: &str,
+        quotas: Quotas,
+        http_allow: Vec<String>,
+    ) -> Result<TenantRecord> {
+        let request = pb::CreateTenantRequest {
+            name: name.to_owned(),
+            quotas: Some(admin::quotas_to_pb(&quotas)),
+            http_allow,
+        };
+        let reply = self.client.clone().create_tenant(request).await;
+        Ok(admin::tenant_from_pb(
+            reply.map_err(from_status)?.into_inner(),
+        ))
+    }
+
+    async fn update_tenant(
+        &self,
+        name: &str,
+        quotas: Quotas,
+        http_allow: Option<Vec<String>>,
+    ) -> Result<TenantRecord> {
+        let request = pb::UpdateTenantRequest {
+            name: name.to_owned(),
+            quotas: Some(admin::quotas_to_pb(&quotas)),
+            replace_http_allow: http_allow.is_some(),
+            http_allow: http_allow.unwrap_or_default(),
+        };
+        let reply = self.client.clone().update_tenant(request).await;
+        Ok(admin::tenant_from_pb(
+            reply.map_err(from_status)?.into_inner(),
+        ))
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        let reply = self
+            .client
+            .clone()
+            .list_tenants(pb::ListTenantsRequest {})
+            .await;
+        let tenants = reply.map_err(from_status)?.into_inner().tenants;
+        Ok(tenants.into_iter().map(admin::tenant_from_pb).collect())
+    }
+
+    async fn create_key(&self, tenant: Option<&str>, expires_in_ms: Option<i64>) -> Result<NewKey> {
+        let request = pb::CreateKeyRequest {
+            tenant: tenant.unwrap_or_default().to_owned(),
+            operator: tenant.is_none(),
+            expires_in_ms,
+        };
+        let reply = self.client.clone().create_key(request).await;
+        let reply = reply.map_err(from_status)?.into_inner();
+        let record = reply
+            .key
+            .ok_or_else(|| Error::Remote("the server's reply has no key".into()))?;
+        Ok(NewKey {
+            record: admin::key_from_pb(record),
+            secret: reply.secret,
+        })
+    }
+
+    async fn keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>> {
+        let request = pb::ListKeysRequest {
+            tenant: tenant.unwrap_or_default().to_owned(),
+            operator: tenant.is_none(),
+        };
+        let reply = self.client.clone().list_keys(request).await;
+        let keys = reply.map_err(from_status)?.into_inner().keys;
+        Ok(keys.into_iter().map(admin::key_from_pb).collect())
+    }
+
+    async fn revoke_key(&self, id: &str) -> Result<ApiKeyRecord> {
+        let request = pb::RevokeKeyRequest { id: id.to_owned() };
+        let reply = self.client.clone().revoke_key(request).await;
+        Ok(admin::key_from_pb(reply.map_err(from_status)?.into_inner()))
+    }
+
+    async fn set_secret(&self, tenant: &str, name: &str, value: &str) -> Result<SecretRecord> {
+        let request = pb::SetSecretRequest {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            value: value.to_owned(),
+        };
+        let reply = self.client.clone().set_secret(request).await;
+        Ok(admin::secret_from_pb(
+            reply.map_err(from_status)?.into_inner(),
+        ))
+    }
+
+    async fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>> {
+        let request = pb::ListSecretsRequest {
+            tenant: tenant.to_owned(),
+        };
+        let reply = self.client.clone().list_secrets(request).await;
+        let secrets = reply.map_err(from_status)?.into_inner().secrets;
+        Ok(secrets.into_iter().map(admin::secret_from_pb).collect())
+    }
+
+    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<()> {
+        let request = pb::DeleteSecretRequest {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+        };
+        let reply = self.client.clone().delete_secret(request).await;
+        reply.map_err(from_status)?;
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        tenant: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>> {
+        let request = pb::ListAuditRequest {
+            tenant: tenant.unwrap_or_default().to_owned(),
+            before,
+            limit,
+        };
+        let reply = self.client.clone().list_audit(request).await;
+        let records = reply.map_err(from_status)?.into_inner().records;
+        Ok(records.into_iter().map(admin::audit_from_pb).collect())
+    }
+
+    fn place(&self) -> String {
+        self.url.clone()
+    }
+}
+
+/// An error with its causes (tonic's transport errors say little at the
+/// top: "transport error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn entries(entries: Vec<pb::JournalEntry>) -> Result<Vec<Entry>> {
@@ -364,7 +602,7 @@ impl Operations for Remote {
 
     async fn reconnect(&self) -> Result<Box<dyn Operations>> {
         Ok(Box::new(
-            Remote::connect(&self.url, self.api_key.as_deref()).await?,
+            Remote::connect(&self.url, self.api_key.as_deref(), &self.tls).await?,
         ))
     }
 }
@@ -393,8 +631,10 @@ mod tests {
         ] {
             assert!(ServerUrl::parse(url).unwrap().in_clear, "{url}");
         }
-        let https = ServerUrl::parse("https://api.example.com").unwrap_err();
-        assert!(https.to_string().contains("does not speak TLS"), "{https}");
+        let https = ServerUrl::parse("https://api.example.com:7433").unwrap();
+        assert_eq!(https.url, "https://api.example.com:7433");
+        assert!(https.tls && !https.in_clear);
+        assert!(!local.tls);
         assert!(ServerUrl::parse("ftp://x").is_err());
         assert!(ServerUrl::parse("http://:7433").is_err());
     }

@@ -7,18 +7,22 @@
 //! a generic message, never with SQL or paths in it.
 
 use super::DESCRIPTOR;
+use super::admin::AdminGrpc;
 use super::auth::{AuthLayer, Caller};
 use super::convert::{self, entry_to_pb, execution_to_pb, package_to_pb};
 use super::pb::{
-    self, cerebelum_server::CerebelumServer, worker_service_server::WorkerServiceServer,
+    self, admin_server::AdminServer, cerebelum_server::CerebelumServer,
+    worker_service_server::WorkerServiceServer,
 };
 use super::service::{Api, StartRequest, WatchEvent};
 use super::streams::Streams;
+use super::tls::ServerTls;
 use super::workers::WorkerGrpc;
 use crate::error::Error;
 use crate::model::{Decision, ListFilter, TenantRecord};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,6 +37,7 @@ pub fn status(e: Error) -> Status {
         Error::Conflict(m) => Status::failed_precondition(m),
         Error::QuotaExceeded(m) => Status::resource_exhausted(m),
         Error::Unauthenticated(m) => Status::unauthenticated(m),
+        Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::LostOwnership(_) => {
             Status::unavailable("the execution moved to another node meanwhile; retry")
         }
@@ -396,11 +401,12 @@ impl Default for ServerLimits {
     }
 }
 
-/// Serves `cerebelum.v1`, health and reflection on `listener` until
-/// `shutdown` resolves.
+/// Serves `cerebelum.v1`, health and reflection on `listener` (behind
+/// `tls` when given) until `shutdown` resolves.
 pub async fn serve(
     api: Api,
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> crate::Result<()> {
@@ -434,6 +440,9 @@ pub async fn serve(
         stopping: stopping.clone(),
         throttle,
     };
+    let admin = AdminServer::new(AdminGrpc::new(api.store().clone(), api.master_key()))
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes);
     let workers = WorkerServiceServer::new(WorkerGrpc::new(api.clone()))
         .max_decoding_message_size(max_message_bytes)
         .max_encoding_message_size(max_message_bytes);
@@ -453,7 +462,7 @@ pub async fn serve(
         .merge(crate::console::router(console, max_message_bytes))
         .fallback(crate::console::fallback)
         .layer(axum::middleware::from_fn(crate::console::server_timing));
-    let served = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .accept_http1(true)
         .layer(front_door)
         .add_routes(routes)
@@ -461,16 +470,23 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(service)
         .add_service(workers)
-        // No Nagle: a small reply must not wait for the client's delayed ACK
-        // (that cost 40 ms a round trip).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await
-        .map_err(|e| Error::Runtime(format!("gRPC server: {e}")));
+        .add_service(admin);
+    // No Nagle: a small reply must not wait for the client's delayed ACK
+    // (that cost 40 ms a round trip).
+    let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = match tls {
+        None => router.serve_with_incoming_shutdown(tcp, shutdown).await,
+        Some(tls) => {
+            let reloads = tokio::spawn(tls.clone().watch());
+            let served = router
+                .serve_with_incoming_shutdown(tls.incoming(tcp), shutdown)
+                .await;
+            reloads.abort();
+            served
+        }
+    };
     revocations.abort();
-    served
+    served.map_err(|e| Error::Runtime(format!("gRPC server: {e}")))
 }
 
 /// `GET /metrics`: the node's metrics in the Prometheus text format.

@@ -1,13 +1,16 @@
-//! The API: tenant-scoped operations ([`service::Api`]), served over gRPC
+//! The API: tenant-scoped operations ([`service::Api`]) and operators'
+//! administration ([`admin`]), served over gRPC
 //! as `cerebelum.v1` ([`grpc`], proto in `proto/cerebelum/v1`) behind one
 //! front door that authenticates every call and bounds its size
 //! ([`auth`]), API keys ([`keys`]), open watch streams ([`streams`]), and
-//! the conversions between records and messages ([`convert`]).
+//! the conversions between records and messages ([`convert`]), and the
+//! server's TLS ([`tls`]).
 //!
 //! Clients use one trait, [`Operations`] ([`ops`]): implemented on this
 //! process's database by [`ops::Local`] and on a remote server by
 //! [`client::Remote`] (the gRPC client).
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod client;
@@ -18,6 +21,7 @@ pub mod ops;
 pub mod service;
 pub mod streams;
 pub mod throttle;
+pub mod tls;
 pub mod workers;
 
 pub use ops::Operations;

@@ -160,6 +160,13 @@ impl Api {
         })
     }
 
+    /// The master key that seals secrets on this node, if it has one.
+    pub fn master_key(&self) -> Option<Arc<crate::secrets::MasterKey>> {
+        self.node
+            .as_ref()
+            .and_then(|n| n.config().master_key.clone())
+    }
+
     pub fn store(&self) -> &SharedStore {
         &self.store
     }

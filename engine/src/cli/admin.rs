@@ -1,16 +1,22 @@
-//! `cerebelum admin`: tenants (quotas, sandbox limits, HTTP allow-lists),
-//! API keys and secrets, on the database directly (an operator's tool; the
-//! gRPC API has no admin calls).
+//! `cerebelum admin` and `cerebelum audit`: tenants (quotas, sandbox
+//! limits, HTTP allow-lists), API keys, secrets and the audit log, on the
+//! database directly (`--db`), or with `--server` through a server's
+//! `Admin` service as the operator of `--api-key`
+//! ([`AdminOperations`] either way). The master key's commands work on
+//! files, so only where the database is.
 
 use super::Cli;
+use super::connect::remote;
 use super::flags::{
     DAY_MS, MAX_MEMORY_MB, QuotaArgs, master_key, open_store, range_i64, sqlite_file,
 };
 use anyhow::{Context, Result, bail};
+use cerebelum::api::admin::{
+    Admin, AdminOperations, MIN_SECRET_LEN, NO_MASTER_KEY, check_secret_name,
+};
 use cerebelum::api::audit::Actor;
 use cerebelum::api::{DEFAULT_QUOTAS, keys};
 use cerebelum::clock::{Clock, SystemClock};
-use cerebelum::http::AllowList;
 use cerebelum::model::{Quotas, TenantRecord};
 use cerebelum::secrets::{self, MasterKey};
 use cerebelum::store::{SharedStore, Synchronous};
@@ -18,6 +24,7 @@ use clap::{Args, Subcommand};
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub(crate) enum AdminCommand {
@@ -150,21 +157,47 @@ pub(crate) struct TenantArgs {
     deny_http: bool,
 }
 
-/// `cerebelum admin`: on the database named by `--db`, never a server.
+/// `cerebelum admin`.
 pub(crate) async fn run(cli: &Cli, command: &AdminCommand) -> Result<ExitCode> {
-    let store = database(cli, "admin").await?;
-    administer(cli, &store, command).await
+    if let AdminCommand::MasterKey { command } = command {
+        if let Some(server) = &cli.server {
+            bail!(
+                "`cerebelum admin master-key` works on key files and the database where the \
+                 server runs, not through --server {server} (or CEREBELUM_SERVER): run it \
+                 there, with --db"
+            );
+        }
+        let store = database(cli).await?;
+        return master_key_command(cli, &store, command).await;
+    }
+    let sets_secret = matches!(
+        command,
+        AdminCommand::Secret {
+            command: SecretCommand::Set { .. }
+        }
+    );
+    let admin = operations(cli, sets_secret).await?;
+    administer(admin.as_ref(), command).await
 }
 
-/// The database of `cerebelum admin` and `cerebelum audit`: `--db`.
-async fn database(cli: &Cli, command: &str) -> Result<SharedStore> {
-    if let Some(server) = &cli.server {
-        bail!(
-            "`cerebelum {command}` works on the server's database directly and has no remote \
-             form yet, so it does not use --server {server} (or CEREBELUM_SERVER); run it where \
-             the database is, with --db (the URL `cerebelum serve` was given)"
-        );
+/// Where `cerebelum admin` works: the server of `--server` (as the
+/// operator of `--api-key`), or the database of `--db` (as `cli:<user>`,
+/// with the master key, created for SQLite if `create_master_key`).
+async fn operations(cli: &Cli, create_master_key: bool) -> Result<Box<dyn AdminOperations>> {
+    if let Some(url) = &cli.server {
+        return Ok(Box::new(remote(cli, url).await?.admin()));
     }
+    let key = master_key(cli, create_master_key)?.map(Arc::new);
+    if create_master_key && key.is_none() {
+        // Said before the value is read.
+        bail!("{NO_MASTER_KEY}");
+    }
+    let store = database(cli).await?;
+    Ok(Box::new(Admin::new(store, key, Actor::cli())))
+}
+
+/// The database of `--db`.
+async fn database(cli: &Cli) -> Result<SharedStore> {
     let db = &cli.db;
     let sqlite_file = sqlite_file(db);
     let created = sqlite_file.as_ref().is_some_and(|f| !f.exists());
@@ -194,13 +227,9 @@ pub(crate) struct AuditArgs {
 
 /// `cerebelum audit`: the audit log, newest first.
 pub(crate) async fn audit(cli: &Cli, args: &AuditArgs) -> Result<ExitCode> {
-    let store = database(cli, "audit").await?;
-    if let Some(tenant) = &args.tenant {
-        store.catalog().tenant(tenant).await?;
-    }
-    let rows = store
-        .catalog()
-        .list_audit(args.tenant.as_deref(), args.before, args.limit)
+    let admin = operations(cli, false).await?;
+    let rows = admin
+        .audit(args.tenant.as_deref(), args.before, args.limit)
         .await?;
     for row in &rows {
         if args.json {
@@ -243,10 +272,6 @@ pub(crate) async fn audit(cli: &Cli, args: &AuditArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
-
-/// Secrets shorter than this could match ordinary text, and redacting
-/// them would garble journals.
-const MIN_SECRET_LEN: usize = 8;
 
 fn limit(value: Option<i64>, default: Option<i64>, unit: i64, suffix: &str) -> String {
     let shown = |v: i64| format!("{}{suffix}", v / unit);
@@ -302,15 +327,11 @@ fn given(quotas: &QuotaArgs, tenant: &TenantArgs) -> Quotas {
 }
 
 /// The allow-list the flags ask for: `None` to keep the current one.
-fn allow_list(tenant: &TenantArgs) -> Result<Option<Vec<String>>> {
+fn allow_list(tenant: &TenantArgs) -> Option<Vec<String>> {
     if tenant.deny_http {
-        return Ok(Some(Vec::new()));
+        return Some(Vec::new());
     }
-    if tenant.allow_http.is_empty() {
-        return Ok(None);
-    }
-    AllowList::parse(&tenant.allow_http)?;
-    Ok(Some(tenant.allow_http.clone()))
+    (!tenant.allow_http.is_empty()).then(|| tenant.allow_http.clone())
 }
 
 fn read_secret_value() -> Result<String> {
@@ -331,21 +352,8 @@ fn read_secret_value() -> Result<String> {
     Ok(value)
 }
 
-fn check_secret_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        bail!("invalid secret name {name:?}: use letters, digits, '-', '_' and '.'");
-    }
-    Ok(())
-}
-
-async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> Result<ExitCode> {
+async fn administer(admin: &dyn AdminOperations, command: &AdminCommand) -> Result<ExitCode> {
     let now = SystemClock.now_ms();
-    // Who acts, for the audit log.
-    let actor = Actor::cli();
     match command {
         AdminCommand::Tenant { command } => match command.as_ref() {
             TenantCommand::Create {
@@ -353,18 +361,14 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
                 quotas,
                 tenant,
             } => {
-                keys::check_tenant_name(name)?;
                 let q = given(quotas, tenant);
-                let allow = allow_list(tenant)?.unwrap_or_default();
-                let created = store.catalog().create_tenant(name, &q, &allow, now).await?;
-                actor
-                    .record(store, now, name, "tenant.create", name, None)
-                    .await?;
+                let allow = allow_list(tenant).unwrap_or_default();
+                let created = admin.create_tenant(name, q, allow).await?;
                 out!("created tenant {}", describe(&created));
                 out!("next: cerebelum admin key create {name}");
             }
             TenantCommand::List => {
-                for tenant in store.catalog().list_tenants().await? {
+                for tenant in admin.tenants().await? {
                     out!("{}", describe(&tenant));
                 }
             }
@@ -374,16 +378,7 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
                 tenant,
             } => {
                 let q = given(quotas, tenant);
-                let allow = allow_list(tenant)?;
-                let current = store.catalog().tenant(name).await?;
-                let allow = allow.unwrap_or(current.http_allow);
-                let updated = store
-                    .catalog()
-                    .update_tenant(name, &q.or(current.quotas), &allow)
-                    .await?;
-                actor
-                    .record(store, now, name, "tenant.update", name, None)
-                    .await?;
+                let updated = admin.update_tenant(name, q, allow_list(tenant)).await?;
                 out!("updated tenant {}", describe(&updated));
             }
         },
@@ -391,42 +386,26 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
             KeyCommand::Create {
                 tenant, expires_in, ..
             } => {
-                let expires_at = match expires_in {
-                    Some(text) => Some(now + keys::parse_duration(text)?),
+                let expires_in = match expires_in {
+                    Some(text) => Some(keys::parse_duration(text)?),
                     None => None,
                 };
-                let key = match tenant {
-                    Some(tenant) => keys::create(store, tenant, now, expires_at).await?,
-                    None => keys::create_operator(store, now, expires_at).await?,
-                };
-                let action = if tenant.is_some() {
-                    "key.create"
-                } else {
-                    "operator_key.create"
-                };
-                let of = tenant.as_deref().unwrap_or_default();
-                let detail = expires_at.map(|at| serde_json::json!({ "expires_at_ms": at }));
-                actor
-                    .record(store, now, of, action, &key.record.id, detail)
-                    .await?;
+                let key = admin.create_key(tenant.as_deref(), expires_in).await?;
                 match tenant {
                     Some(tenant) => eprintln!(
                         "API key {} for tenant {tenant}; it is shown only this once:",
                         key.record.id
                     ),
                     None => eprintln!(
-                        "operator key {} (sees every tenant in the console); it is shown \
-                         only this once:",
+                        "operator key {} (administers the server: `cerebelum admin --server`, \
+                         the console's views of every tenant); it is shown only this once:",
                         key.record.id
                     ),
                 }
                 out!("{}", key.secret);
             }
             KeyCommand::List { tenant, .. } => {
-                let found = match tenant {
-                    Some(tenant) => store.catalog().list_api_keys(tenant).await?,
-                    None => store.catalog().list_operator_keys().await?,
-                };
+                let found = admin.keys(tenant.as_deref()).await?;
                 let when = |ms: Option<i64>, none: &str| {
                     ms.map_or_else(
                         || none.to_owned(),
@@ -454,10 +433,7 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
                 }
             }
             KeyCommand::Revoke { id } => {
-                let key = store.catalog().revoke_api_key(keys::id_of(id), now).await?;
-                actor
-                    .record(store, now, &key.tenant, "key.revoke", &key.id, None)
-                    .await?;
+                let key = admin.revoke_key(id).await?;
                 if key.tenant.is_empty() {
                     out!("revoked operator key {}", key.id);
                 } else {
@@ -467,25 +443,10 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
         },
         AdminCommand::Secret { command } => match command {
             SecretCommand::Set { tenant, name } => {
+                // Checked before the value is read (and again by the admin).
                 check_secret_name(name)?;
-                store.catalog().tenant(tenant).await?;
-                let Some(key) = master_key(cli, true)? else {
-                    bail!(
-                        "secrets are stored encrypted, and no master key was given: pass \
-                         --master-key-file FILE (or set CEREBELUM_MASTER_KEY_FILE), the same \
-                         file `cerebelum serve` gets; `cerebelum admin master-key create FILE` \
-                         makes one"
-                    );
-                };
                 let value = read_secret_value()?;
-                let sealed = key.seal(tenant, name, &value)?;
-                let secret = store
-                    .catalog()
-                    .set_secret(tenant, name, &sealed, now)
-                    .await?;
-                actor
-                    .record(store, now, tenant, "secret.set", name, None)
-                    .await?;
+                let secret = admin.set_secret(tenant, name, &value).await?;
                 out!(
                     "set secret {} of tenant {} (steps read it with the SDK; running \
                      executions see it within seconds)",
@@ -494,80 +455,89 @@ async fn administer(cli: &Cli, store: &SharedStore, command: &AdminCommand) -> R
                 );
             }
             SecretCommand::List { tenant } => {
-                for secret in store.catalog().list_secrets(tenant).await? {
+                for secret in admin.secrets(tenant).await? {
                     out!("{}", secret.name);
                 }
             }
             SecretCommand::Delete { tenant, name } => {
-                store.catalog().delete_secret(tenant, name).await?;
-                actor
-                    .record(store, now, tenant, "secret.delete", name, None)
-                    .await?;
+                admin.delete_secret(tenant, name).await?;
                 out!("deleted secret {name} of tenant {tenant}");
             }
         },
-        AdminCommand::MasterKey { command } => match command {
-            MasterKeyCommand::Create { file } => {
-                let key = MasterKey::create(file)?;
-                out!(
-                    "created master key {} in {} (pass it as --master-key-file)",
-                    key.id(),
-                    file.display()
-                );
-            }
-            MasterKeyCommand::Rotate { new } => {
-                let new_key = MasterKey::read(new)?;
-                let current = master_key(cli, false)?;
-                let mut moved = 0;
-                for tenant in store.catalog().list_tenants().await? {
-                    let tenant = tenant.name;
-                    for (name, stored) in store.catalog().secret_values(&tenant).await? {
-                        let resealed = match &current {
-                            Some(key) => key.reseal(&new_key, &tenant, &name, &stored)?,
-                            None if secrets::is_sealed(&stored)
-                                && secrets::sealed_by(&stored) != Some(new_key.id()) =>
-                            {
-                                bail!(
-                                    "secret '{name}' of tenant '{tenant}' is sealed by master \
+        AdminCommand::MasterKey { .. } => unreachable!("handled by `run`"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cerebelum admin master-key`, on the database and key files here.
+async fn master_key_command(
+    cli: &Cli,
+    store: &SharedStore,
+    command: &MasterKeyCommand,
+) -> Result<ExitCode> {
+    let now = SystemClock.now_ms();
+    let actor = Actor::cli();
+    match command {
+        MasterKeyCommand::Create { file } => {
+            let key = MasterKey::create(file)?;
+            out!(
+                "created master key {} in {} (pass it as --master-key-file)",
+                key.id(),
+                file.display()
+            );
+        }
+        MasterKeyCommand::Rotate { new } => {
+            let new_key = MasterKey::read(new)?;
+            let current = master_key(cli, false)?;
+            let mut moved = 0;
+            for tenant in store.catalog().list_tenants().await? {
+                let tenant = tenant.name;
+                for (name, stored) in store.catalog().secret_values(&tenant).await? {
+                    let resealed = match &current {
+                        Some(key) => key.reseal(&new_key, &tenant, &name, &stored)?,
+                        None if secrets::is_sealed(&stored)
+                            && secrets::sealed_by(&stored) != Some(new_key.id()) =>
+                        {
+                            bail!(
+                                "secret '{name}' of tenant '{tenant}' is sealed by master \
                                      key {}: give it as --master-key-file",
-                                    secrets::sealed_by(&stored).unwrap_or("?")
-                                )
-                            }
-                            None if secrets::is_sealed(&stored) => stored.clone(),
-                            None => new_key.seal(&tenant, &name, &stored)?,
-                        };
-                        if resealed != stored {
-                            store
-                                .catalog()
-                                .set_secret(&tenant, &name, &resealed, now)
-                                .await?;
-                            moved += 1;
+                                secrets::sealed_by(&stored).unwrap_or("?")
+                            )
                         }
+                        None if secrets::is_sealed(&stored) => stored.clone(),
+                        None => new_key.seal(&tenant, &name, &stored)?,
+                    };
+                    if resealed != stored {
+                        store
+                            .catalog()
+                            .set_secret(&tenant, &name, &resealed, now)
+                            .await?;
+                        moved += 1;
                     }
                 }
-                let detail = serde_json::json!({
-                    "from": current.as_ref().map(|k| k.id().to_owned()),
-                    "to": new_key.id(),
-                    "secrets": moved,
-                });
-                actor
-                    .record(
-                        store,
-                        now,
-                        "",
-                        "master_key.rotate",
-                        new_key.id(),
-                        Some(detail),
-                    )
-                    .await?;
-                out!(
-                    "re-sealed {moved} secret(s) with master key {}; start `cerebelum serve` with \
-                     --master-key-file {} from now on",
-                    new_key.id(),
-                    new.display()
-                );
             }
-        },
+            let detail = serde_json::json!({
+                "from": current.as_ref().map(|k| k.id().to_owned()),
+                "to": new_key.id(),
+                "secrets": moved,
+            });
+            actor
+                .record(
+                    store,
+                    now,
+                    "",
+                    "master_key.rotate",
+                    new_key.id(),
+                    Some(detail),
+                )
+                .await?;
+            out!(
+                "re-sealed {moved} secret(s) with master key {}; start `cerebelum serve` with \
+                     --master-key-file {} from now on",
+                new_key.id(),
+                new.display()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

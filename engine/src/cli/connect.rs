@@ -1,5 +1,5 @@
 //! Where a command's work goes: with `--server`, a `cerebelum serve` over
-//! gRPC (as the tenant of `--api-key`); without it, the local database
+//! gRPC (as the tenant of `--api-key`; over TLS for `https://`); without it, the local database
 //! (as tenant `default`). Either way the command gets [`Operations`] and
 //! prints the records they return the same way.
 //!
@@ -11,7 +11,7 @@
 use super::Cli;
 use super::flags::{EngineArgs, engine, open_store};
 use anyhow::Result;
-use cerebelum::api::client::{Remote, ServerUrl};
+use cerebelum::api::client::{ClientTls, Remote, ServerUrl};
 use cerebelum::api::ops::Local;
 use cerebelum::api::{Api, Operations};
 use cerebelum::clock::SystemClock;
@@ -30,7 +30,7 @@ pub(crate) enum Needs<'a> {
 /// The operations of the command's place (see the module docs).
 pub(crate) async fn ops(cli: &Cli, needs: Needs<'_>) -> Result<Box<dyn Operations>> {
     if let Some(url) = &cli.server {
-        return Ok(Box::new(remote(url, cli.api_key.as_deref()).await?));
+        return Ok(Box::new(remote(cli, url).await?));
     }
     let api = match needs {
         Needs::Store => Api::on_store(
@@ -48,9 +48,19 @@ pub(crate) async fn local(api: Api) -> Result<Local> {
     Ok(Local::new(api, DEFAULT_TENANT).await?)
 }
 
+/// The client TLS settings of the command line.
+pub(crate) fn client_tls(cli: &Cli) -> ClientTls {
+    ClientTls {
+        ca_cert: cli.ca_cert.clone(),
+        client_cert: cli.client_cert.clone(),
+        client_key: cli.client_key.clone(),
+    }
+}
+
 /// A connection to the server at `url`, checked before anything is sent;
 /// warns when the key would travel in clear to another machine.
-async fn remote(url: &str, api_key: Option<&str>) -> Result<Remote> {
+pub(crate) async fn remote(cli: &Cli, url: &str) -> Result<Remote> {
+    let api_key = cli.api_key.as_deref();
     let server = ServerUrl::parse(url)?;
     if server.in_clear && api_key.is_some() {
         eprintln!(
@@ -59,5 +69,5 @@ async fn remote(url: &str, api_key: Option<&str>) -> Result<Remote> {
             server.url
         );
     }
-    Ok(Remote::connect(&server.url, api_key).await?)
+    Ok(Remote::connect(&server.url, api_key, &client_tls(cli)).await?)
 }

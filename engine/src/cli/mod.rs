@@ -42,8 +42,9 @@ use std::process::ExitCode;
 ///
 /// Without --server, commands work directly on the database (--db) as the
 /// tenant `default`. With --server (a `cerebelum serve` address) and
-/// --api-key, they go through its gRPC API as the key's tenant; create
-/// tenants and keys with `cerebelum admin` on the server's database.
+/// --api-key, they go through its gRPC API as the key's tenant (over TLS
+/// for https://). `cerebelum admin` creates tenants and keys on the
+/// server's database, or with --server and an operator key remotely.
 #[derive(Parser)]
 #[command(name = "cerebelum", version, about, long_about)]
 pub(crate) struct Cli {
@@ -76,6 +77,25 @@ pub(crate) struct Cli {
         value_name = "FILE"
     )]
     master_key_file: Option<PathBuf>,
+
+    /// For an https:// --server whose certificate is signed by a private
+    /// CA: that CA's certificate (PEM). Default: the public web roots.
+    #[arg(long, global = true, env = "CEREBELUM_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+
+    /// A client certificate (PEM) for a server that requires one
+    /// (`serve --tls-client-ca`); with --client-key.
+    #[arg(
+        long,
+        global = true,
+        env = "CEREBELUM_CLIENT_CERT",
+        value_name = "FILE"
+    )]
+    client_cert: Option<PathBuf>,
+
+    /// The private key of --client-cert (PEM).
+    #[arg(long, global = true, env = "CEREBELUM_CLIENT_KEY", value_name = "FILE")]
+    client_key: Option<PathBuf>,
 
     /// The API key for --server (from `cerebelum admin key create TENANT`).
     #[arg(long, global = true, env = "CEREBELUM_API_KEY", hide_env_values = true)]
@@ -157,14 +177,18 @@ enum Command {
     /// List the external workers seen in the last minute: queue, id, host,
     /// tasks in flight, last heartbeat.
     Workers(executions::WorkersArgs),
-    /// Tenants and API keys; works on the database (--db) directly.
+    /// Tenants, API keys and secrets: on the database (--db) directly, or
+    /// with --server through the server's admin API as the operator of
+    /// --api-key (an operator key: `admin key create --operator`, made on
+    /// the database, bootstraps it).
     Admin {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
     /// The audit log, newest first: who (key id, or cli:USER) approved,
     /// rejected, cancelled or retried an execution, or changed a tenant, a
-    /// key or a secret, when and from where. Works on the database (--db).
+    /// key or a secret, when and from where. On the database (--db), or
+    /// with --server and an operator key.
     Audit(admin::AuditArgs),
     /// Build a package (.wasm) from a Python file or a Rust crate.
     ///

@@ -6,16 +6,18 @@ use super::connect::local;
 use super::flags::{EngineArgs, QuotaArgs, engine, range};
 use super::packages::upload_file;
 use super::{Cli, print_outcome, watch};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use cerebelum::api::Api;
 use cerebelum::api::Operations;
 use cerebelum::api::grpc::{self, ServerLimits};
 use cerebelum::api::service::StartRequest;
+use cerebelum::api::tls::{ServerTls, TlsFiles};
 use cerebelum::model::Quotas;
 use cerebelum::store;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Args)]
@@ -54,6 +56,40 @@ pub(crate) struct ServeArgs {
     /// it or turn it off there.
     #[arg(long, default_value_t = 20, value_parser = range(0, 1_000_000))]
     max_auth_failures: u64,
+    /// Serve over TLS with this certificate chain (PEM, the server's
+    /// certificate first); needs --tls-key. gRPC, the console and
+    /// /metrics are all behind it. The files are read again on SIGHUP and
+    /// when they change: new connections get the new certificate, open
+    /// streams stay.
+    #[arg(
+        long,
+        env = "CEREBELUM_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long,
+        env = "CEREBELUM_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Also require every client to present a certificate signed by this
+    /// CA (PEM; mutual TLS), besides its API key.
+    #[arg(
+        long,
+        env = "CEREBELUM_TLS_CLIENT_CA",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_client_ca: Option<PathBuf>,
+    /// Listen without TLS on an address other than loopback (refused
+    /// otherwise: API keys and payloads would cross the network in clear).
+    /// For a TLS-terminating proxy on the same host or a network you trust.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure_plaintext: bool,
     #[command(flatten)]
     quotas: QuotaArgs,
     #[command(flatten)]
@@ -109,18 +145,58 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<ExitCode> {
     Ok(print_outcome(&done?))
 }
 
+/// The server's TLS, or why it may listen without.
+fn tls(args: &ServeArgs, addr: std::net::SocketAddr) -> Result<Option<Arc<ServerTls>>> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let files = TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        };
+        return Ok(Some(ServerTls::new(files)?));
+    }
+    if !addr.ip().is_loopback() && !args.insecure_plaintext {
+        bail!(
+            "refusing to listen on {addr} without TLS: API keys, secrets' names and payloads \
+             would cross the network in clear. Give --tls-cert FILE --tls-key FILE (PEM), or \
+             listen on 127.0.0.1 behind a TLS-terminating proxy, or pass --insecure-plaintext \
+             if this network is trusted"
+        );
+    }
+    Ok(None)
+}
+
 pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
-    let engine = engine(cli, &args.engine, args.quotas.quotas(), true).await?;
     let listen = &args.listen;
+    let addr: Option<std::net::SocketAddr> = listen.parse().ok();
+    // Check the TLS files (and the plaintext rule) before opening anything.
+    let early_tls = match addr {
+        Some(addr) => Some(tls(args, addr)?),
+        None => None,
+    };
+    let engine = engine(cli, &args.engine, args.quotas.quotas(), true).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| {
             format!("cannot listen on {listen}; pass another address with --listen")
         })?;
     let addr = listener.local_addr()?;
+    let tls = match early_tls {
+        Some(tls) => tls,
+        None => tls(args, addr)?,
+    };
+    let (grpc_scheme, http_scheme) = match &tls {
+        Some(_) => ("https", "https"),
+        None => ("grpc", "http"),
+    };
     eprintln!(
-        "cerebelum serving {} on grpc://{addr}; Ctrl-C to stop\n  console: http://{addr}/\n  metrics (Prometheus): http://{addr}/metrics",
-        store::redacted(&cli.db)
+        "cerebelum serving {} on {grpc_scheme}://{addr}{}; Ctrl-C to stop\n  console: {http_scheme}://{addr}/\n  metrics (Prometheus): {http_scheme}://{addr}/metrics",
+        store::redacted(&cli.db),
+        match &tls {
+            Some(tls) if tls.verifies_clients() => " (TLS, client certificates required)",
+            Some(_) => " (TLS)",
+            None => "",
+        }
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -132,7 +208,7 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         max_auth_failures: args.max_auth_failures as u32,
     };
     let api = Api::new(engine.clone());
-    let grpc = grpc::serve(api, listener, limits, until_stopped(stopped.clone()));
+    let grpc = grpc::serve(api, listener, tls, limits, until_stopped(stopped.clone()));
     let scheduler = engine.serve(until_stopped(stopped));
     let signal = async {
         shutdown_signal().await;

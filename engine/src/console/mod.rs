@@ -210,6 +210,7 @@ pub fn status_of(e: Error) -> (StatusCode, String) {
         Error::Conflict(m) => (StatusCode::CONFLICT, m),
         Error::QuotaExceeded(m) => (StatusCode::TOO_MANY_REQUESTS, m),
         Error::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, m),
+        Error::PermissionDenied(m) => (StatusCode::FORBIDDEN, m),
         Error::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
         Error::LostOwnership(_) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -99,23 +99,16 @@ def _grpc():
     return grpc
 
 
-def server_target(url: str) -> str:
-    """The ``host:port`` gRPC target of a server URL: ``http://HOST:PORT``
-    or ``HOST:PORT``. ``https://`` is refused, as by the ``cerebelum``
-    CLI: the server does not speak TLS, and the API key must not go out
-    in clear to whoever answers."""
+def parse_server(url: str) -> tuple[str, bool]:
+    """The ``host:port`` gRPC target of a server URL (``http://HOST:PORT``,
+    ``https://HOST:PORT`` or ``HOST:PORT``) and whether it speaks TLS."""
     scheme, sep, rest = url.strip().partition("://")
     if not sep:
         scheme, rest = "http", url.strip()
-    if scheme.lower() == "https":
-        raise CerebelumError(
-            f"server {url}: `cerebelum serve` does not speak TLS yet, so an https:// URL "
-            "cannot be used (nothing was sent). Reach the server over http:// on a trusted "
-            "network (e.g. through an SSH tunnel to 127.0.0.1), or put a TLS-terminating "
-            "proxy in front of it")
-    if scheme.lower() != "http":
+    if scheme.lower() not in ("http", "https"):
         raise CerebelumError(f"server {url}: unknown scheme {scheme!r}; use http://HOST:PORT "
-                             "(e.g. http://127.0.0.1:7433)")
+                             "(e.g. http://127.0.0.1:7433) or https://HOST:PORT")
+    tls = scheme.lower() == "https"
     authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
     if authority.startswith("["):
         host, _, port = authority[1:].partition("]")
@@ -127,7 +120,21 @@ def server_target(url: str) -> str:
         raise CerebelumError(f"server {url}: no host; use http://HOST:PORT")
     if port and not port.isdigit():
         raise CerebelumError(f"server {url}: the port {port!r} is not a number")
-    return f"{host}:{port or 80}"
+    return f"{host}:{port or (443 if tls else 80)}", tls
+
+
+def server_target(url: str) -> str:
+    """The ``host:port`` gRPC target of a server URL (see :func:`parse_server`)."""
+    return parse_server(url)[0]
+
+
+def _read_pem(path: str | None, what: str) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise CerebelumError(f"cannot read the {what} {path}: {e.strerror}") from None
 
 
 class Client:
@@ -136,17 +143,34 @@ class Client:
     in the running event loop).
 
     ``server`` defaults to ``$CEREBELUM_SERVER``, ``api_key`` to
-    ``$CEREBELUM_API_KEY``; ``timeout`` bounds each call (seconds)."""
+    ``$CEREBELUM_API_KEY``; ``timeout`` bounds each call (seconds). An
+    ``https://`` server is spoken to over TLS: its certificate is checked
+    against ``ca_cert`` (a PEM file; default ``$CEREBELUM_CA_CERT``, else
+    the system's roots); ``client_cert``/``client_key`` (default
+    ``$CEREBELUM_CLIENT_CERT``/``$CEREBELUM_CLIENT_KEY``) for a server that
+    requires client certificates, as the ``cerebelum`` CLI's flags."""
 
     def __init__(self, server: str | None = None, api_key: str | None = None,
-                 timeout: float = 30.0):
+                 timeout: float = 30.0, *, ca_cert: str | None = None,
+                 client_cert: str | None = None, client_key: str | None = None):
         server = server or os.environ.get("CEREBELUM_SERVER")
         if not server:
             raise CerebelumError(
                 "no Cerebelum server given: pass its URL (e.g. --server "
                 "http://127.0.0.1:7433) or set CEREBELUM_SERVER")
         self.url = server
-        self.target = server_target(server)
+        self.target, self.tls = parse_server(server)
+        env = os.environ.get
+        self._tls_files = (ca_cert or env("CEREBELUM_CA_CERT"),
+                           client_cert or env("CEREBELUM_CLIENT_CERT"),
+                           client_key or env("CEREBELUM_CLIENT_KEY"))
+        if not self.tls and any(self._tls_files):
+            raise CerebelumError(
+                f"server {server}: a CA or client certificate was given, but the URL is not "
+                "https:// (nothing was sent)")
+        if bool(self._tls_files[1]) != bool(self._tls_files[2]):
+            raise CerebelumError("a client certificate and its key go together: give both, "
+                                 "or neither")
         key = api_key if api_key is not None else os.environ.get("CEREBELUM_API_KEY")
         key = (key or "").strip()
         self._metadata = (("authorization", f"Bearer {key}"),) if key else ()
@@ -159,7 +183,7 @@ class Client:
         if stub is None:
             grpc = _grpc()
             if self._channel is None:
-                self._channel = grpc.aio.insecure_channel(self.target, options=[
+                options = [
                     # Reconnect soon after a server restart (the default
                     # waits up to two minutes).
                     ("grpc.initial_reconnect_backoff_ms", 250),
@@ -167,7 +191,17 @@ class Client:
                     ("grpc.max_reconnect_backoff_ms", 2000),
                     ("grpc.enable_http_proxy", 0),
                     ("grpc.max_receive_message_length", 64 << 20),
-                ])
+                ]
+                if self.tls:
+                    ca, cert, key = self._tls_files
+                    credentials = grpc.ssl_channel_credentials(
+                        root_certificates=_read_pem(ca, "CA certificate"),
+                        private_key=_read_pem(key, "client key"),
+                        certificate_chain=_read_pem(cert, "client certificate"))
+                    self._channel = grpc.aio.secure_channel(self.target, credentials,
+                                                            options=options)
+                else:
+                    self._channel = grpc.aio.insecure_channel(self.target, options=options)
             service, request, response = _RPCS[rpc]
             stub = self._channel.unary_unary(
                 f"/cerebelum.v1.{service}/{rpc}",
@@ -191,6 +225,9 @@ class Client:
         if code == "UNAVAILABLE":
             text = (f"cannot reach the Cerebelum server at {self.url} ({details}): is "
                     "`cerebelum serve` running and listening there (--listen)?")
+            if self.tls:
+                text += (" Is its certificate signed by a CA this client trusts (--ca-cert "
+                         "or CEREBELUM_CA_CERT)?")
         elif code == "UNAUTHENTICATED":
             text = f"the server at {self.url} refused the API key: {details}"
             if "CEREBELUM_API_KEY" not in details:
@@ -841,7 +878,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, default=1, metavar="N",
                         help="tasks to run at once (default 1)")
     parser.add_argument("--server", metavar="URL",
-                        help="the server, http://HOST:PORT (default: $CEREBELUM_SERVER)")
+                        help="the server, http://HOST:PORT or https://HOST:PORT "
+                        "(default: $CEREBELUM_SERVER)")
+    parser.add_argument("--ca-cert", metavar="FILE",
+                        help="for an https:// server with a private CA: its certificate, PEM "
+                        "(default: $CEREBELUM_CA_CERT, else the system's roots)")
     parser.add_argument("--api-key", metavar="KEY",
                         help="the tenant's API key (default: $CEREBELUM_API_KEY)")
     parser.add_argument("--worker-id", metavar="ID",
@@ -879,6 +920,8 @@ def main(args: argparse.Namespace) -> int:
             raise CerebelumError("--concurrency must be at least 1")
         import_steps(args.file)
         _grpc()
+        if args.ca_cert:
+            os.environ["CEREBELUM_CA_CERT"] = args.ca_cert
         worker = Worker(args.worker_id, args.server, api_key=args.api_key, queue=args.queue,
                         concurrency=args.concurrency)
         asyncio.run(_serve_until_signal(worker, args.grace))
