@@ -361,6 +361,11 @@ pub fn proto(bytes: Vec<u8>) -> Result<(), String> {
         ListSecretsRequest,
         DeleteSecretRequest,
         ListAuditRequest,
+        CreateScheduleRequest,
+        ListSchedulesRequest,
+        PauseScheduleRequest,
+        DeleteScheduleRequest,
+        TriggerScheduleRequest,
     );
     Ok(())
 }

@@ -593,6 +593,36 @@ pub async fn count_by_status(url: &str) -> Vec<(String, i64)> {
     }
 }
 
+/// Executions of the database at `url` whose idempotency key starts with
+/// `prefix`: (key, status, created_at ms), by key.
+pub async fn executions_by_key(url: &str, prefix: &str) -> Vec<(String, String, i64)> {
+    const ROWS: &str = "SELECT idempotency_key, status, created_at FROM executions \
+                        WHERE idempotency_key LIKE $1 ORDER BY idempotency_key";
+    let pattern = format!("{prefix}%");
+    if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let rows = sqlx::query_as(ROWS)
+            .bind(pattern)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows
+    } else {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(url.strip_prefix("sqlite://").unwrap_or(url))
+            .read_only(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        let rows = sqlx::query_as(ROWS)
+            .bind(pattern)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows
+    }
+}
+
 /// A TCP port that was free a moment ago, for a server the test starts
 /// on a known port.
 ///

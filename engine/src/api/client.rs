@@ -6,18 +6,19 @@
 
 use super::admin::{self, AdminOperations};
 use super::convert::{
-    approval_from_pb, entry_from_pb, execution_from_pb, package_from_pb, status_to_pb,
-    worker_from_pb,
+    approval_from_pb, entry_from_pb, execution_from_pb, package_from_pb, schedule_from_pb,
+    status_to_pb, worker_from_pb,
 };
 use super::keys::NewKey;
 use super::ops::{Events, Operations};
 use super::pb::{self, cerebelum_client::CerebelumClient};
+use super::schedules::NewSchedule;
 use super::service::{ExecutionView, Page, StartRequest, WatchEvent};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter,
-    PackageRecord, Quotas, SecretRecord, TenantRecord, WorkerRecord,
+    PackageRecord, Quotas, ScheduleRecord, SecretRecord, TenantRecord, WorkerRecord,
 };
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
@@ -598,6 +599,72 @@ impl Operations for Remote {
             .into_iter()
             .map(worker_from_pb)
             .collect())
+    }
+
+    async fn create_schedule(&self, new: NewSchedule) -> Result<ScheduleRecord> {
+        let request = pb::CreateScheduleRequest {
+            name: new.name,
+            cron: new.cron,
+            timezone: new.timezone,
+            package: new.package,
+            version: new.version,
+            workflow: new.workflow,
+            input_json: new.input,
+            overlap: new.overlap.as_str().to_owned(),
+            catch_up: new.catch_up,
+        };
+        let reply = self.grpc().create_schedule(request).await;
+        Ok(schedule_from_pb(
+            reply.map_err(from_status)?.into_inner(),
+            "",
+        ))
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        let reply = self
+            .grpc()
+            .list_schedules(pb::ListSchedulesRequest {})
+            .await;
+        let schedules = reply.map_err(from_status)?.into_inner().schedules;
+        Ok(schedules
+            .into_iter()
+            .map(|s| schedule_from_pb(s, ""))
+            .collect())
+    }
+
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleRecord> {
+        let request = pb::PauseScheduleRequest {
+            name: name.to_owned(),
+            paused,
+        };
+        let reply = self.grpc().pause_schedule(request).await;
+        Ok(schedule_from_pb(
+            reply.map_err(from_status)?.into_inner(),
+            "",
+        ))
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<()> {
+        let request = pb::DeleteScheduleRequest {
+            name: name.to_owned(),
+        };
+        self.grpc()
+            .delete_schedule(request)
+            .await
+            .map_err(from_status)?;
+        Ok(())
+    }
+
+    async fn trigger_schedule(&self, name: &str) -> Result<(ExecutionRecord, bool)> {
+        let request = pb::TriggerScheduleRequest {
+            name: name.to_owned(),
+        };
+        let reply = self.grpc().trigger_schedule(request).await;
+        let reply = reply.map_err(from_status)?.into_inner();
+        let execution = reply
+            .execution
+            .ok_or_else(|| Error::Remote("the server's reply has no execution".into()))?;
+        Ok((execution_from_pb(execution).record, reply.created))
     }
 
     async fn reconnect(&self) -> Result<Box<dyn Operations>> {

@@ -6,8 +6,8 @@ use super::pb;
 use super::service::ExecutionView;
 use crate::journal::{Call, Entry, Event, Row};
 use crate::model::{
-    ApprovalRecord, ExecutionRecord, PackageInfo, PackageRecord, Status, StepInfo, WorkerRecord,
-    WorkflowInfo,
+    ApprovalRecord, ExecutionRecord, Overlap, PackageInfo, PackageRecord, ScheduleRecord, Status,
+    StepInfo, WorkerRecord, WorkflowInfo,
 };
 use serde_json::Value;
 
@@ -255,5 +255,51 @@ pub fn progress_of(e: &Entry) -> Option<pb::Progress> {
             message: p.args.message.clone(),
         }),
         _ => None,
+    }
+}
+
+pub fn schedule_to_pb(s: &ScheduleRecord) -> pb::Schedule {
+    pb::Schedule {
+        name: s.name.clone(),
+        cron: s.cron.clone(),
+        timezone: s.timezone.clone(),
+        package: s.package.clone(),
+        version: s.version,
+        workflow: s.workflow.clone(),
+        input_json: s.input.clone(),
+        overlap: s.overlap.as_str().to_owned(),
+        catch_up: s.catch_up,
+        paused: s.paused,
+        next_due_ms: s.next_due_ms,
+        last_due_ms: s.last_due_ms,
+        last_execution: s.last_execution.clone(),
+        last_error: s.last_error.clone(),
+        fired: s.fired,
+        skipped: s.skipped,
+        created_at_ms: s.created_at_ms,
+    }
+}
+
+/// The schedule of a message (of tenant `tenant`: messages do not carry it).
+pub fn schedule_from_pb(s: pb::Schedule, tenant: &str) -> ScheduleRecord {
+    ScheduleRecord {
+        tenant: tenant.to_owned(),
+        name: s.name,
+        cron: s.cron,
+        timezone: s.timezone,
+        package: s.package,
+        version: s.version,
+        workflow: s.workflow,
+        input: s.input_json,
+        overlap: Overlap::parse(&s.overlap).unwrap_or(Overlap::Skip),
+        catch_up: s.catch_up,
+        paused: s.paused,
+        next_due_ms: s.next_due_ms,
+        last_due_ms: s.last_due_ms,
+        last_execution: s.last_execution,
+        last_error: s.last_error,
+        fired: s.fired,
+        skipped: s.skipped,
+        created_at_ms: s.created_at_ms,
     }
 }

@@ -14,12 +14,13 @@ use super::pb::{
     self, admin_server::AdminServer, cerebelum_server::CerebelumServer,
     worker_service_server::WorkerServiceServer,
 };
+use super::schedules::NewSchedule;
 use super::service::{Api, StartRequest, WatchEvent};
 use super::streams::Streams;
 use super::tls::ServerTls;
 use super::workers::WorkerGrpc;
 use crate::error::Error;
-use crate::model::{Decision, ListFilter, TenantRecord};
+use crate::model::{Decision, ListFilter, Overlap, TenantRecord};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -360,6 +361,94 @@ impl pb::cerebelum_server::Cerebelum for Service {
             .await
             .map_err(status)?;
         Ok(Response::new(execution_to_pb(&record, &[])))
+    }
+
+    async fn create_schedule(
+        &self,
+        request: Request<pb::CreateScheduleRequest>,
+    ) -> Reply<pb::Schedule> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let overlap = if r.overlap.is_empty() {
+            Overlap::Skip
+        } else {
+            Overlap::parse(&r.overlap).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "unknown overlap policy {:?}: use skip, buffer-one or allow",
+                    r.overlap
+                ))
+            })?
+        };
+        let new = NewSchedule {
+            name: r.name,
+            cron: r.cron,
+            timezone: optional(r.timezone).unwrap_or_else(|| "UTC".to_owned()),
+            package: r.package,
+            version: r.version,
+            workflow: r.workflow,
+            input: r.input_json,
+            overlap,
+            catch_up: if r.catch_up == 0 { 1 } else { r.catch_up },
+        };
+        let created = self
+            .api
+            .create_schedule(&caller.tenant, &caller.actor, new)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::schedule_to_pb(&created)))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> Reply<pb::ListSchedulesResponse> {
+        let tenant = tenant(&request)?;
+        let schedules = self.api.schedules(&tenant).await.map_err(status)?;
+        Ok(Response::new(pb::ListSchedulesResponse {
+            schedules: schedules.iter().map(convert::schedule_to_pb).collect(),
+        }))
+    }
+
+    async fn pause_schedule(
+        &self,
+        request: Request<pb::PauseScheduleRequest>,
+    ) -> Reply<pb::Schedule> {
+        let caller = caller(&request)?;
+        let r = request.get_ref();
+        let changed = self
+            .api
+            .pause_schedule(&caller.tenant, &caller.actor, &r.name, r.paused)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::schedule_to_pb(&changed)))
+    }
+
+    async fn delete_schedule(
+        &self,
+        request: Request<pb::DeleteScheduleRequest>,
+    ) -> Reply<pb::DeleteScheduleResponse> {
+        let caller = caller(&request)?;
+        self.api
+            .delete_schedule(&caller.tenant, &caller.actor, &request.get_ref().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteScheduleResponse {}))
+    }
+
+    async fn trigger_schedule(
+        &self,
+        request: Request<pb::TriggerScheduleRequest>,
+    ) -> Reply<pb::StartExecutionResponse> {
+        let caller = caller(&request)?;
+        let (record, created) = self
+            .api
+            .trigger_schedule(&caller.tenant, &caller.actor, &request.get_ref().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::StartExecutionResponse {
+            execution: Some(execution_to_pb(&record, &[])),
+            created,
+        }))
     }
 
     async fn get_journal(

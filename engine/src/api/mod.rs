@@ -18,6 +18,7 @@ pub mod convert;
 pub mod grpc;
 pub mod keys;
 pub mod ops;
+pub mod schedules;
 pub mod service;
 pub mod streams;
 pub mod throttle;

@@ -22,12 +22,13 @@
 //! ```
 
 use super::audit::Actor;
+use super::schedules::NewSchedule;
 use super::service::{Api, ExecutionView, Page, StartRequest, WatchEvent};
 use crate::error::Result;
 use crate::journal::Entry;
 use crate::model::{
-    ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, TenantRecord,
-    WorkerRecord,
+    ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, ScheduleRecord,
+    TenantRecord, WorkerRecord,
 };
 use async_trait::async_trait;
 use std::pin::Pin;
@@ -90,6 +91,20 @@ pub trait Operations: Send + Sync {
     /// are written, then [`WatchEvent::Finished`]. Dropping the stream
     /// stops following.
     async fn watch(&self, id: &str, after_seq: i64) -> Result<Events>;
+
+    /// Creates a schedule (see [`super::schedules`]).
+    async fn create_schedule(&self, new: NewSchedule) -> Result<ScheduleRecord>;
+
+    /// The tenant's schedules, by name.
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>>;
+
+    /// Pauses (`true`) or resumes a schedule.
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleRecord>;
+
+    async fn delete_schedule(&self, name: &str) -> Result<()>;
+
+    /// Starts a schedule's workflow now.
+    async fn trigger_schedule(&self, name: &str) -> Result<(ExecutionRecord, bool)>;
 
     /// Operations on the same place over a new connection (after the
     /// server restarted); a local one is simply the same.
@@ -181,6 +196,34 @@ impl Operations for Local {
             }
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    async fn create_schedule(&self, new: NewSchedule) -> Result<ScheduleRecord> {
+        self.api
+            .create_schedule(&self.tenant, &Actor::cli(), new)
+            .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+        self.api.schedules(&self.tenant).await
+    }
+
+    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleRecord> {
+        self.api
+            .pause_schedule(&self.tenant, &Actor::cli(), name, paused)
+            .await
+    }
+
+    async fn delete_schedule(&self, name: &str) -> Result<()> {
+        self.api
+            .delete_schedule(&self.tenant, &Actor::cli(), name)
+            .await
+    }
+
+    async fn trigger_schedule(&self, name: &str) -> Result<(ExecutionRecord, bool)> {
+        self.api
+            .trigger_schedule(&self.tenant, &Actor::cli(), name)
+            .await
     }
 
     async fn reconnect(&self) -> Result<Box<dyn Operations>> {

@@ -25,6 +25,7 @@ mod connect;
 mod executions;
 mod flags;
 mod packages;
+mod schedules;
 mod serve;
 mod watch;
 
@@ -190,6 +191,12 @@ enum Command {
     /// key or a secret, when and from where. On the database (--db), or
     /// with --server and an operator key.
     Audit(admin::AuditArgs),
+    /// Schedules: a workflow started at the due times of a cron expression
+    /// in a time zone (create, list, pause, resume, delete, trigger-now).
+    Schedule {
+        #[command(subcommand)]
+        command: schedules::ScheduleCommand,
+    },
     /// Build a package (.wasm) from a Python file or a Rust crate.
     ///
     /// A Python file (its @workflow and @step functions) is built with
@@ -219,6 +226,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Workers(args) => executions::workers(&cli, args).await,
         Command::Admin { command } => admin::run(&cli, command).await,
         Command::Audit(args) => admin::audit(&cli, args).await,
+        Command::Schedule { command } => schedules::run(&cli, command).await,
         Command::Build(args) => build::run(args),
     }
 }

@@ -1,6 +1,6 @@
 //! The commands that run an engine node in this process: `run` (one
-//! execution, to its end) and `serve` (the scheduler and the gRPC API
-//! until a signal).
+//! execution, to its end) and `serve` (the scheduler, the schedules and
+//! the gRPC API until a signal).
 
 use super::connect::local;
 use super::flags::{EngineArgs, QuotaArgs, engine, range};
@@ -208,13 +208,16 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
         max_auth_failures: args.max_auth_failures as u32,
     };
     let api = Api::new(engine.clone());
+    // Schedules fire on every node (each due time starts one execution,
+    // whichever node fires it).
+    let schedules = cerebelum::api::schedules::run(api.clone(), until_stopped(stopped.clone()));
     let grpc = grpc::serve(api, listener, tls, limits, until_stopped(stopped.clone()));
     let scheduler = engine.serve(until_stopped(stopped));
     let signal = async {
         shutdown_signal().await;
         let _ = stop.send(true);
     };
-    let (grpc, scheduler, ()) = tokio::join!(grpc, scheduler, signal);
+    let (grpc, scheduler, (), ()) = tokio::join!(grpc, scheduler, schedules, signal);
     grpc?;
     scheduler?;
     Ok(ExitCode::SUCCESS)

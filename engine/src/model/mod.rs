@@ -266,6 +266,86 @@ impl ApiKeyRecord {
     }
 }
 
+/// What a due time of a schedule does while the execution started by the
+/// one before is still open (pending, running or waiting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overlap {
+    /// Starts nothing (counted as skipped).
+    Skip,
+    /// Waits until that execution ends, then starts one (later due times
+    /// that pass meanwhile collapse into it).
+    BufferOne,
+    /// Starts another regardless.
+    Allow,
+}
+
+impl Overlap {
+    pub const ALL: [Overlap; 3] = [Overlap::Skip, Overlap::BufferOne, Overlap::Allow];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Skip => "skip",
+            Overlap::BufferOne => "buffer-one",
+            Overlap::Allow => "allow",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.as_str() == text)
+    }
+}
+
+impl fmt::Display for Overlap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A schedule: a tenant's workflow started at the due times of a cron
+/// expression in a time zone.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScheduleRecord {
+    pub tenant: String,
+    pub name: String,
+    /// Five fields (minute hour day-of-month month day-of-week), or six
+    /// with seconds first.
+    pub cron: String,
+    /// An IANA time zone, e.g. `Europe/Madrid` or `UTC`.
+    pub timezone: String,
+    pub package: String,
+    /// `None`: the package's newest version at each firing.
+    pub version: Option<i64>,
+    pub workflow: String,
+    /// The input of each execution, JSON text.
+    pub input: String,
+    pub overlap: Overlap,
+    /// Of the due times missed while no node ran, the latest this many
+    /// are fired (with `allow`; otherwise one).
+    pub catch_up: i64,
+    pub paused: bool,
+    pub next_due_ms: i64,
+    pub last_due_ms: Option<i64>,
+    pub last_execution: Option<String>,
+    /// Why the last firing started nothing.
+    pub last_error: Option<String>,
+    /// Executions started, and due times skipped, so far.
+    pub fired: i64,
+    pub skipped: i64,
+    pub created_at_ms: i64,
+}
+
+/// What firing a schedule changes in it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScheduleAdvance {
+    pub next_due_ms: i64,
+    pub last_due_ms: Option<i64>,
+    pub last_execution: Option<String>,
+    pub last_error: Option<String>,
+    pub fired: i64,
+    pub skipped: i64,
+}
+
 /// One row of the audit log: who did what, to what, when and from where.
 /// Rows are only ever appended.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -75,8 +75,8 @@ use crate::error::Result;
 use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, CallError, Decision, ExecutionRecord, ListFilter,
-    NewExecution, NodeRecord, PackageInfo, PackageRecord, Quotas, SecretRecord, TaskBeat,
-    TaskClaim, TaskId, TaskRecord, TaskToken, TenantRecord, WorkerRecord,
+    NewExecution, NodeRecord, PackageInfo, PackageRecord, Quotas, ScheduleAdvance, ScheduleRecord,
+    SecretRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskToken, TenantRecord, WorkerRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -167,6 +167,42 @@ pub trait Catalog: Send + Sync {
         before_id: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AuditRecord>>;
+
+    /// Stores a new schedule; Conflict if its tenant has one of that name.
+    async fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<()>;
+
+    /// Schedule `name` of `tenant` (NotFound if none).
+    async fn schedule(&self, tenant: &str, name: &str) -> Result<ScheduleRecord>;
+
+    /// A tenant's schedules, by name.
+    async fn list_schedules(&self, tenant: &str) -> Result<Vec<ScheduleRecord>>;
+
+    /// Pauses or resumes a schedule; `next_due_ms`, if given, replaces its
+    /// next due time.
+    async fn set_schedule_paused(
+        &self,
+        tenant: &str,
+        name: &str,
+        paused: bool,
+        next_due_ms: Option<i64>,
+    ) -> Result<ScheduleRecord>;
+
+    async fn delete_schedule(&self, tenant: &str, name: &str) -> Result<()>;
+
+    /// Schedules of every tenant due at `now_ms` and not paused, earliest
+    /// first, at most `limit`.
+    async fn due_schedules(&self, now_ms: i64, limit: i64) -> Result<Vec<ScheduleRecord>>;
+
+    /// Moves a schedule on if its next due time is still `from_due_ms`
+    /// (compare-and-set: of several nodes firing it, one moves it);
+    /// whether it did.
+    async fn advance_schedule(
+        &self,
+        tenant: &str,
+        name: &str,
+        from_due_ms: i64,
+        advance: &ScheduleAdvance,
+    ) -> Result<bool>;
 
     /// Stores a package version of `tenant`. Idempotent: identical bytes
     /// (same sha256) under the same name return the existing record; new

@@ -4,8 +4,8 @@
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Event, OPERATOR, Retried, Row as JournalRow};
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, AuditRecord, ExecutionRecord, PackageInfo, PackageRecord, Quotas,
-    SecretRecord, Status, StoredLimits, TenantRecord,
+    ApiKeyRecord, ApprovalRecord, AuditRecord, ExecutionRecord, Overlap, PackageInfo,
+    PackageRecord, Quotas, ScheduleRecord, SecretRecord, Status, StoredLimits, TenantRecord,
 };
 use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -32,6 +32,11 @@ pub(super) const OPERATOR_KEY_COLUMNS: &str =
 
 /// Columns of `audit_log` that make an [`AuditRecord`].
 pub(super) const AUDIT_COLUMNS: &str = "id, at, tenant, actor, origin, action, target, detail";
+
+/// Columns of `schedules` that make a [`ScheduleRecord`].
+pub(super) const SCHEDULE_COLUMNS: &str = "tenant, name, cron, timezone, package, version, \
+     workflow, input, overlap, catch_up, paused, next_due, last_due, last_execution, last_error, \
+     fired, skipped, created_at";
 
 /// Columns of `journal` that make an [`Entry`].
 pub(super) const ENTRY_COLUMNS: &str = "seq, invocation, kind, ref_seq, args_hash, payload, at";
@@ -197,6 +202,37 @@ pub(super) fn audit(row: &impl Columns) -> Result<AuditRecord> {
         target: row.string("target")?,
         detail: row.json("detail")?,
     })
+}
+
+pub(super) fn schedule(row: &impl Columns) -> Result<ScheduleRecord> {
+    let overlap = row.string("overlap")?;
+    Ok(ScheduleRecord {
+        tenant: row.string("tenant")?,
+        name: row.string("name")?,
+        cron: row.string("cron")?,
+        timezone: row.string("timezone")?,
+        package: row.string("package")?,
+        version: row.int("version")?,
+        workflow: row.string("workflow")?,
+        input: row.string("input")?,
+        overlap: Overlap::parse(&overlap)
+            .ok_or_else(|| Error::Schema(format!("unknown overlap policy {overlap:?}")))?,
+        catch_up: row.number("catch_up")?,
+        paused: row.flag("paused")?,
+        next_due_ms: row.number("next_due")?,
+        last_due_ms: row.int("last_due")?,
+        last_execution: row.text("last_execution")?,
+        last_error: row.text("last_error")?,
+        fired: row.number("fired")?,
+        skipped: row.number("skipped")?,
+        created_at_ms: row.number("created_at")?,
+    })
+}
+
+pub(super) fn schedule_not_found(tenant: &str, name: &str) -> Error {
+    Error::NotFound(format!(
+        "tenant '{tenant}' has no schedule named '{name}' (`cerebelum schedule list` shows them)"
+    ))
 }
 
 pub(super) fn tenant_not_found(name: &str) -> Error {

@@ -11,14 +11,15 @@
 
 use super::rows::{
     self, API_KEY_COLUMNS, APPROVAL_COLUMNS, AUDIT_COLUMNS, Columns, ENTRY_COLUMNS,
-    EXECUTION_COLUMNS, OPERATOR_KEY_COLUMNS, PACKAGE_COLUMNS, TENANT_COLUMNS,
+    EXECUTION_COLUMNS, OPERATOR_KEY_COLUMNS, PACKAGE_COLUMNS, SCHEDULE_COLUMNS, TENANT_COLUMNS,
 };
 use super::{Catalog, Executions};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter, NewExecution,
-    NodeRecord, PackageInfo, PackageRecord, Quotas, SecretRecord, Status, TenantRecord,
+    NodeRecord, PackageInfo, PackageRecord, Quotas, ScheduleAdvance, ScheduleRecord, SecretRecord,
+    Status, TenantRecord,
 };
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
@@ -110,6 +111,8 @@ where
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
     for<'r> String: Decode<'r, DB>,
     for<'r> i64: Decode<'r, DB>,
@@ -390,6 +393,139 @@ where
         }
         let found = query.fetch_all(&self.reader).await?;
         found.iter().map(rows::audit).collect()
+    }
+
+    async fn create_schedule(&self, schedule: &ScheduleRecord) -> Result<()> {
+        let s = schedule;
+        let created = sqlx::query::<DB>(
+            "INSERT INTO schedules (tenant, name, cron, timezone, package, version, workflow, \
+             input, overlap, catch_up, paused, next_due, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             ON CONFLICT (tenant, name) DO NOTHING RETURNING name",
+        )
+        .bind(s.tenant.as_str())
+        .bind(s.name.as_str())
+        .bind(s.cron.as_str())
+        .bind(s.timezone.as_str())
+        .bind(s.package.as_str())
+        .bind(s.version)
+        .bind(s.workflow.as_str())
+        .bind(s.input.as_str())
+        .bind(s.overlap.as_str())
+        .bind(s.catch_up)
+        .bind(s.paused)
+        .bind(s.next_due_ms)
+        .bind(s.created_at_ms)
+        .fetch_optional(&self.writer)
+        .await?;
+        if created.is_none() {
+            return Err(Error::Conflict(format!(
+                "tenant '{}' has a schedule named '{}' already (delete it first, or pick \
+                 another name)",
+                s.tenant, s.name
+            )));
+        }
+        Ok(())
+    }
+
+    async fn schedule(&self, tenant: &str, name: &str) -> Result<ScheduleRecord> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant = $1 AND name = $2"
+        ))
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?;
+        match found {
+            Some(row) => rows::schedule(&row),
+            None => Err(rows::schedule_not_found(tenant, name)),
+        }
+    }
+
+    async fn list_schedules(&self, tenant: &str) -> Result<Vec<ScheduleRecord>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE tenant = $1 ORDER BY name"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::schedule).collect()
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        tenant: &str,
+        name: &str,
+        paused: bool,
+        next_due_ms: Option<i64>,
+    ) -> Result<ScheduleRecord> {
+        let row = sqlx::query::<DB>(&format!(
+            "UPDATE schedules SET paused = $3, next_due = COALESCE($4, next_due) \
+             WHERE tenant = $1 AND name = $2 RETURNING {SCHEDULE_COLUMNS}"
+        ))
+        .bind(tenant)
+        .bind(name)
+        .bind(paused)
+        .bind(next_due_ms)
+        .fetch_optional(&self.writer)
+        .await?
+        .ok_or_else(|| rows::schedule_not_found(tenant, name))?;
+        rows::schedule(&row)
+    }
+
+    async fn delete_schedule(&self, tenant: &str, name: &str) -> Result<()> {
+        let deleted = sqlx::query::<DB>(
+            "DELETE FROM schedules WHERE tenant = $1 AND name = $2 RETURNING name",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&self.writer)
+        .await?;
+        if deleted.is_none() {
+            return Err(rows::schedule_not_found(tenant, name));
+        }
+        Ok(())
+    }
+
+    async fn due_schedules(&self, now_ms: i64, limit: i64) -> Result<Vec<ScheduleRecord>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE paused = $1 AND next_due <= $2 \
+             ORDER BY next_due LIMIT $3"
+        ))
+        .bind(false)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::schedule).collect()
+    }
+
+    async fn advance_schedule(
+        &self,
+        tenant: &str,
+        name: &str,
+        from_due_ms: i64,
+        advance: &ScheduleAdvance,
+    ) -> Result<bool> {
+        let a = advance;
+        let moved = sqlx::query::<DB>(
+            "UPDATE schedules SET next_due = $4, last_due = COALESCE($5, last_due), \
+             last_execution = COALESCE($6, last_execution), last_error = $7, \
+             fired = fired + $8, skipped = skipped + $9 \
+             WHERE tenant = $1 AND name = $2 AND next_due = $3 RETURNING name",
+        )
+        .bind(tenant)
+        .bind(name)
+        .bind(from_due_ms)
+        .bind(a.next_due_ms)
+        .bind(a.last_due_ms)
+        .bind(a.last_execution.as_deref())
+        .bind(a.last_error.as_deref())
+        .bind(a.fired)
+        .bind(a.skipped)
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(moved.is_some())
     }
 
     async fn put_package(
