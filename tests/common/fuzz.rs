@@ -366,6 +366,9 @@ pub fn proto(bytes: Vec<u8>) -> Result<(), String> {
         PauseScheduleRequest,
         DeleteScheduleRequest,
         TriggerScheduleRequest,
+        CreateTriggerRequest,
+        ListTriggersRequest,
+        DeleteTriggerRequest,
     );
     Ok(())
 }

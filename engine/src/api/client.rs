@@ -7,18 +7,19 @@
 use super::admin::{self, AdminOperations};
 use super::convert::{
     approval_from_pb, entry_from_pb, execution_from_pb, package_from_pb, schedule_from_pb,
-    status_to_pb, worker_from_pb,
+    status_to_pb, trigger_from_pb, worker_from_pb,
 };
 use super::keys::NewKey;
 use super::ops::{Events, Operations};
 use super::pb::{self, cerebelum_client::CerebelumClient};
 use super::schedules::NewSchedule;
 use super::service::{ExecutionView, Page, StartRequest, WatchEvent};
+use super::triggers::NewTrigger;
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter,
-    PackageRecord, Quotas, ScheduleRecord, SecretRecord, TenantRecord, WorkerRecord,
+    PackageRecord, Quotas, ScheduleRecord, SecretRecord, TenantRecord, TriggerRecord, WorkerRecord,
 };
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
@@ -665,6 +666,39 @@ impl Operations for Remote {
             .execution
             .ok_or_else(|| Error::Remote("the server's reply has no execution".into()))?;
         Ok((execution_from_pb(execution).record, reply.created))
+    }
+
+    async fn create_trigger(&self, new: NewTrigger) -> Result<(TriggerRecord, Option<String>)> {
+        let request = pb::CreateTriggerRequest {
+            name: new.name,
+            package: new.package,
+            version: new.version,
+            workflow: new.workflow,
+            hmac_secret: new.hmac_secret,
+        };
+        let reply = self.grpc().create_trigger(request).await;
+        let reply = reply.map_err(from_status)?.into_inner();
+        let trigger = reply
+            .trigger
+            .ok_or_else(|| Error::Remote("the server's reply has no trigger".into()))?;
+        Ok((trigger_from_pb(trigger), reply.token))
+    }
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>> {
+        let reply = self.grpc().list_triggers(pb::ListTriggersRequest {}).await;
+        let triggers = reply.map_err(from_status)?.into_inner().triggers;
+        Ok(triggers.into_iter().map(trigger_from_pb).collect())
+    }
+
+    async fn delete_trigger(&self, name: &str) -> Result<()> {
+        let request = pb::DeleteTriggerRequest {
+            name: name.to_owned(),
+        };
+        self.grpc()
+            .delete_trigger(request)
+            .await
+            .map_err(from_status)?;
+        Ok(())
     }
 
     async fn reconnect(&self) -> Result<Box<dyn Operations>> {

@@ -7,7 +7,7 @@ use super::service::ExecutionView;
 use crate::journal::{Call, Entry, Event, Row};
 use crate::model::{
     ApprovalRecord, ExecutionRecord, Overlap, PackageInfo, PackageRecord, ScheduleRecord, Status,
-    StepInfo, WorkerRecord, WorkflowInfo,
+    StepInfo, TriggerRecord, WorkerRecord, WorkflowInfo,
 };
 use serde_json::Value;
 
@@ -301,5 +301,30 @@ pub fn schedule_from_pb(s: pb::Schedule, tenant: &str) -> ScheduleRecord {
         fired: s.fired,
         skipped: s.skipped,
         created_at_ms: s.created_at_ms,
+    }
+}
+
+pub fn trigger_to_pb(t: &TriggerRecord) -> pb::Trigger {
+    pb::Trigger {
+        tenant: t.tenant.clone(),
+        name: t.name.clone(),
+        package: t.package.clone(),
+        version: t.version,
+        workflow: t.workflow.clone(),
+        hmac_secret: t.hmac_secret.clone(),
+        created_at_ms: t.created_at_ms,
+    }
+}
+
+pub fn trigger_from_pb(t: pb::Trigger) -> TriggerRecord {
+    TriggerRecord {
+        tenant: t.tenant,
+        name: t.name,
+        package: t.package,
+        version: t.version,
+        workflow: t.workflow,
+        hmac_secret: t.hmac_secret,
+        token_hash: None,
+        created_at_ms: t.created_at_ms,
     }
 }

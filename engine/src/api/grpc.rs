@@ -18,6 +18,7 @@ use super::schedules::NewSchedule;
 use super::service::{Api, StartRequest, WatchEvent};
 use super::streams::Streams;
 use super::tls::ServerTls;
+use super::triggers::{NewTrigger, Triggers};
 use super::workers::WorkerGrpc;
 use crate::error::Error;
 use crate::model::{Decision, ListFilter, Overlap, TenantRecord};
@@ -451,6 +452,53 @@ impl pb::cerebelum_server::Cerebelum for Service {
         }))
     }
 
+    async fn create_trigger(
+        &self,
+        request: Request<pb::CreateTriggerRequest>,
+    ) -> Reply<pb::CreateTriggerResponse> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let new = NewTrigger {
+            name: r.name,
+            package: r.package,
+            version: r.version,
+            workflow: r.workflow,
+            hmac_secret: r.hmac_secret.filter(|s| !s.is_empty()),
+        };
+        let (trigger, token) = self
+            .api
+            .create_trigger(&caller.tenant, &caller.actor, new)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateTriggerResponse {
+            trigger: Some(convert::trigger_to_pb(&trigger)),
+            token,
+        }))
+    }
+
+    async fn list_triggers(
+        &self,
+        request: Request<pb::ListTriggersRequest>,
+    ) -> Reply<pb::ListTriggersResponse> {
+        let tenant = tenant(&request)?;
+        let triggers = self.api.triggers(&tenant).await.map_err(status)?;
+        Ok(Response::new(pb::ListTriggersResponse {
+            triggers: triggers.iter().map(convert::trigger_to_pb).collect(),
+        }))
+    }
+
+    async fn delete_trigger(
+        &self,
+        request: Request<pb::DeleteTriggerRequest>,
+    ) -> Reply<pb::DeleteTriggerResponse> {
+        let caller = caller(&request)?;
+        self.api
+            .delete_trigger(&caller.tenant, &caller.actor, &request.get_ref().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteTriggerResponse {}))
+    }
+
     async fn get_journal(
         &self,
         request: Request<pb::GetJournalRequest>,
@@ -520,6 +568,10 @@ pub async fn serve(
     let streams = Streams::new(limits.max_streams);
     let revocations = tokio::spawn(streams.clone().check_revocations(api.store().clone()));
     let throttle = super::throttle::Throttle::new(limits.max_auth_failures);
+    let triggers = Triggers {
+        api: api.clone(),
+        throttle: throttle.clone(),
+    };
     let front_door = AuthLayer::new(api.clone(), throttle.clone());
     let metrics_store = api.store().clone();
     let console = crate::console::Console {
@@ -548,6 +600,7 @@ pub async fn serve(
             "/metrics",
             axum::routing::get(move || metrics_page(metrics_store.clone())),
         )
+        .merge(super::triggers::router(triggers))
         .merge(crate::console::router(console, max_message_bytes))
         .fallback(crate::console::fallback)
         .layer(axum::middleware::from_fn(crate::console::server_timing));

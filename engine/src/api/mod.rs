@@ -23,6 +23,7 @@ pub mod service;
 pub mod streams;
 pub mod throttle;
 pub mod tls;
+pub mod triggers;
 pub mod workers;
 
 pub use ops::Operations;

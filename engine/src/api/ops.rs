@@ -24,11 +24,12 @@
 use super::audit::Actor;
 use super::schedules::NewSchedule;
 use super::service::{Api, ExecutionView, Page, StartRequest, WatchEvent};
+use super::triggers::NewTrigger;
 use crate::error::Result;
 use crate::journal::Entry;
 use crate::model::{
     ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, ScheduleRecord,
-    TenantRecord, WorkerRecord,
+    TenantRecord, TriggerRecord, WorkerRecord,
 };
 use async_trait::async_trait;
 use std::pin::Pin;
@@ -105,6 +106,14 @@ pub trait Operations: Send + Sync {
 
     /// Starts a schedule's workflow now.
     async fn trigger_schedule(&self, name: &str) -> Result<(ExecutionRecord, bool)>;
+
+    /// Creates an HTTP trigger (see [`super::triggers`]); without an HMAC
+    /// secret, also its token.
+    async fn create_trigger(&self, new: NewTrigger) -> Result<(TriggerRecord, Option<String>)>;
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>>;
+
+    async fn delete_trigger(&self, name: &str) -> Result<()>;
 
     /// Operations on the same place over a new connection (after the
     /// server restarted); a local one is simply the same.
@@ -223,6 +232,22 @@ impl Operations for Local {
     async fn trigger_schedule(&self, name: &str) -> Result<(ExecutionRecord, bool)> {
         self.api
             .trigger_schedule(&self.tenant, &Actor::cli(), name)
+            .await
+    }
+
+    async fn create_trigger(&self, new: NewTrigger) -> Result<(TriggerRecord, Option<String>)> {
+        self.api
+            .create_trigger(&self.tenant, &Actor::cli(), new)
+            .await
+    }
+
+    async fn triggers(&self) -> Result<Vec<TriggerRecord>> {
+        self.api.triggers(&self.tenant).await
+    }
+
+    async fn delete_trigger(&self, name: &str) -> Result<()> {
+        self.api
+            .delete_trigger(&self.tenant, &Actor::cli(), name)
             .await
     }
 

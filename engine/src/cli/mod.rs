@@ -27,6 +27,7 @@ mod flags;
 mod packages;
 mod schedules;
 mod serve;
+mod triggers;
 mod watch;
 
 use anyhow::Result;
@@ -197,6 +198,12 @@ enum Command {
         #[command(subcommand)]
         command: schedules::ScheduleCommand,
     },
+    /// HTTP triggers: `POST /t/<tenant>/<name>` on the server starts a
+    /// workflow with the request's JSON body (create, list, delete).
+    Trigger {
+        #[command(subcommand)]
+        command: triggers::TriggerCommand,
+    },
     /// Build a package (.wasm) from a Python file or a Rust crate.
     ///
     /// A Python file (its @workflow and @step functions) is built with
@@ -227,6 +234,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Admin { command } => admin::run(&cli, command).await,
         Command::Audit(args) => admin::audit(&cli, args).await,
         Command::Schedule { command } => schedules::run(&cli, command).await,
+        Command::Trigger { command } => triggers::run(&cli, command).await,
         Command::Build(args) => build::run(args),
     }
 }

@@ -346,6 +346,26 @@ pub struct ScheduleAdvance {
     pub skipped: i64,
 }
 
+/// An HTTP trigger: `POST /t/<tenant>/<name>` starts `workflow` of
+/// `package` with the request's JSON body as input.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TriggerRecord {
+    pub tenant: String,
+    pub name: String,
+    pub package: String,
+    /// `None`: the package's newest version at each request.
+    pub version: Option<i64>,
+    pub workflow: String,
+    /// The tenant's secret whose value signs request bodies
+    /// (HMAC-SHA256, `X-Hub-Signature-256: sha256=<hex>`).
+    pub hmac_secret: Option<String>,
+    /// Without `hmac_secret`: the SHA-256 of the token requests carry
+    /// (`Authorization: Bearer <token>`).
+    #[serde(skip)]
+    pub token_hash: Option<String>,
+    pub created_at_ms: i64,
+}
+
 /// One row of the audit log: who did what, to what, when and from where.
 /// Rows are only ever appended.
 #[derive(Debug, Clone, Serialize, PartialEq)]

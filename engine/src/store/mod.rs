@@ -76,7 +76,8 @@ use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, CallError, Decision, ExecutionRecord, ListFilter,
     NewExecution, NodeRecord, PackageInfo, PackageRecord, Quotas, ScheduleAdvance, ScheduleRecord,
-    SecretRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskToken, TenantRecord, WorkerRecord,
+    SecretRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskToken, TenantRecord, TriggerRecord,
+    WorkerRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -203,6 +204,17 @@ pub trait Catalog: Send + Sync {
         from_due_ms: i64,
         advance: &ScheduleAdvance,
     ) -> Result<bool>;
+
+    /// Stores a new trigger; Conflict if its tenant has one of that name.
+    async fn create_trigger(&self, trigger: &TriggerRecord) -> Result<()>;
+
+    /// Trigger `name` of `tenant` (NotFound if none).
+    async fn trigger(&self, tenant: &str, name: &str) -> Result<TriggerRecord>;
+
+    /// A tenant's triggers, by name.
+    async fn list_triggers(&self, tenant: &str) -> Result<Vec<TriggerRecord>>;
+
+    async fn delete_trigger(&self, tenant: &str, name: &str) -> Result<()>;
 
     /// Stores a package version of `tenant`. Idempotent: identical bytes
     /// (same sha256) under the same name return the existing record; new

@@ -6,6 +6,7 @@ use crate::journal::{Entry, Event, OPERATOR, Retried, Row as JournalRow};
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, ExecutionRecord, Overlap, PackageInfo,
     PackageRecord, Quotas, ScheduleRecord, SecretRecord, Status, StoredLimits, TenantRecord,
+    TriggerRecord,
 };
 use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -37,6 +38,10 @@ pub(super) const AUDIT_COLUMNS: &str = "id, at, tenant, actor, origin, action, t
 pub(super) const SCHEDULE_COLUMNS: &str = "tenant, name, cron, timezone, package, version, \
      workflow, input, overlap, catch_up, paused, next_due, last_due, last_execution, last_error, \
      fired, skipped, created_at";
+
+/// Columns of `triggers` that make a [`TriggerRecord`].
+pub(super) const TRIGGER_COLUMNS: &str =
+    "tenant, name, package, version, workflow, hmac_secret, token_hash, created_at";
 
 /// Columns of `journal` that make an [`Entry`].
 pub(super) const ENTRY_COLUMNS: &str = "seq, invocation, kind, ref_seq, args_hash, payload, at";
@@ -232,6 +237,25 @@ pub(super) fn schedule(row: &impl Columns) -> Result<ScheduleRecord> {
 pub(super) fn schedule_not_found(tenant: &str, name: &str) -> Error {
     Error::NotFound(format!(
         "tenant '{tenant}' has no schedule named '{name}' (`cerebelum schedule list` shows them)"
+    ))
+}
+
+pub(super) fn trigger(row: &impl Columns) -> Result<TriggerRecord> {
+    Ok(TriggerRecord {
+        tenant: row.string("tenant")?,
+        name: row.string("name")?,
+        package: row.string("package")?,
+        version: row.int("version")?,
+        workflow: row.string("workflow")?,
+        hmac_secret: row.text("hmac_secret")?,
+        token_hash: row.text("token_hash")?,
+        created_at_ms: row.number("created_at")?,
+    })
+}
+
+pub(super) fn trigger_not_found(tenant: &str, name: &str) -> Error {
+    Error::NotFound(format!(
+        "tenant '{tenant}' has no trigger named '{name}' (`cerebelum trigger list` shows them)"
     ))
 }
 

@@ -12,6 +12,7 @@
 use super::rows::{
     self, API_KEY_COLUMNS, APPROVAL_COLUMNS, AUDIT_COLUMNS, Columns, ENTRY_COLUMNS,
     EXECUTION_COLUMNS, OPERATOR_KEY_COLUMNS, PACKAGE_COLUMNS, SCHEDULE_COLUMNS, TENANT_COLUMNS,
+    TRIGGER_COLUMNS,
 };
 use super::{Catalog, Executions};
 use crate::error::{Error, Result};
@@ -19,7 +20,7 @@ use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter, NewExecution,
     NodeRecord, PackageInfo, PackageRecord, Quotas, ScheduleAdvance, ScheduleRecord, SecretRecord,
-    Status, TenantRecord,
+    Status, TenantRecord, TriggerRecord,
 };
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
@@ -526,6 +527,71 @@ where
         .fetch_optional(&self.writer)
         .await?;
         Ok(moved.is_some())
+    }
+
+    async fn create_trigger(&self, trigger: &TriggerRecord) -> Result<()> {
+        let t = trigger;
+        let created = sqlx::query::<DB>(
+            "INSERT INTO triggers (tenant, name, package, version, workflow, hmac_secret, \
+             token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT (tenant, name) DO NOTHING RETURNING name",
+        )
+        .bind(t.tenant.as_str())
+        .bind(t.name.as_str())
+        .bind(t.package.as_str())
+        .bind(t.version)
+        .bind(t.workflow.as_str())
+        .bind(t.hmac_secret.as_deref())
+        .bind(t.token_hash.as_deref())
+        .bind(t.created_at_ms)
+        .fetch_optional(&self.writer)
+        .await?;
+        if created.is_none() {
+            return Err(Error::Conflict(format!(
+                "tenant '{}' has a trigger named '{}' already (delete it first, or pick another \
+                 name)",
+                t.tenant, t.name
+            )));
+        }
+        Ok(())
+    }
+
+    async fn trigger(&self, tenant: &str, name: &str) -> Result<TriggerRecord> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE tenant = $1 AND name = $2"
+        ))
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?;
+        match found {
+            Some(row) => rows::trigger(&row),
+            None => Err(rows::trigger_not_found(tenant, name)),
+        }
+    }
+
+    async fn list_triggers(&self, tenant: &str) -> Result<Vec<TriggerRecord>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {TRIGGER_COLUMNS} FROM triggers WHERE tenant = $1 ORDER BY name"
+        ))
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::trigger).collect()
+    }
+
+    async fn delete_trigger(&self, tenant: &str, name: &str) -> Result<()> {
+        let deleted = sqlx::query::<DB>(
+            "DELETE FROM triggers WHERE tenant = $1 AND name = $2 RETURNING name",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&self.writer)
+        .await?;
+        if deleted.is_none() {
+            return Err(rows::trigger_not_found(tenant, name));
+        }
+        Ok(())
     }
 
     async fn put_package(
