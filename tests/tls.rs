@@ -27,6 +27,15 @@ fn tls_flags(pair: &common::ca::Pair) -> [&str; 4] {
 
 /// `GET path` over TLS (HTTP/1.1), trusting `ca`: the status line and body.
 fn https_get(port: u16, ca: &std::path::Path, target: &str) -> String {
+    https_request(
+        port,
+        ca,
+        &format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// `request` (HTTP/1.1, whole) over TLS, trusting `ca`: the whole answer.
+fn https_request(port: u16, ca: &std::path::Path, request: &str) -> String {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
@@ -49,8 +58,6 @@ fn https_get(port: u16, ca: &std::path::Path, target: &str) -> String {
             .unwrap();
         let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
         let mut tls = connector.connect(name, tcp).await.unwrap();
-        let request =
-            format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         tls.write_all(request.as_bytes()).await.unwrap();
         let mut reply = Vec::new();
         // A server may end TLS without close_notify after `Connection: close`.
@@ -113,6 +120,25 @@ fn the_cli_works_over_tls_and_plaintext_clients_are_refused() {
     assert!(metrics.contains("cerebelum_"), "{metrics}");
     let login = https_get(port, &ca.cert, "/login");
     assert!(login.starts_with("HTTP/1.1 200"), "{login}");
+    // Signed in over TLS, the session cookie is Secure.
+    let form = format!("key={key}");
+    let signed_in = https_request(
+        port,
+        &ca.cert,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    let cookie = signed_in
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {signed_in}"));
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("; Secure"),
+        "{cookie}"
+    );
 
     // CA flags with an http:// server are a mistake, said before sending.
     let mixed = Remote::at(

@@ -57,6 +57,27 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
     }
 }
 
+/// Whether a request came over TLS (`serve --tls-cert`): the session
+/// cookie is `Secure` then, so a browser never sends it in clear.
+pub struct OverTls(pub bool);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OverTls {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        Ok(OverTls(
+            parts
+                .extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .is_some(),
+        ))
+    }
+}
+
 /// The console's routes; the largest upload is `max_upload_bytes`.
 pub fn router(console: Console, max_upload_bytes: usize) -> Router {
     Router::new()

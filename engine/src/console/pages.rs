@@ -7,7 +7,7 @@
 use super::html::{Section, badge, csrf_field, duration, esc, json, layout, query_value, time};
 use super::session::{self, Viewer};
 use super::timeline::{Progress, Timeline};
-use super::{Console, Peer, Refusal, check_origin, own_tenant, status_of};
+use super::{Console, OverTls, Peer, Refusal, check_origin, own_tenant, status_of};
 use crate::api::audit::Actor;
 use crate::api::keys;
 use crate::api::service::{ExecutionView, StartRequest, WatchEvent};
@@ -71,6 +71,7 @@ pub async fn login(
     State(c): State<Console>,
     headers: HeaderMap,
     Peer(peer): Peer,
+    OverTls(tls): OverTls,
     Form(form): Form<LoginForm>,
 ) -> Response {
     if let Err(refusal) = check_origin(&headers) {
@@ -95,9 +96,10 @@ pub async fn login(
                 (
                     header::SET_COOKIE,
                     format!(
-                        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
                         session::COOKIE,
-                        session::IDLE.as_secs()
+                        session::IDLE.as_secs(),
+                        if tls { "; Secure" } else { "" }
                     ),
                 ),
             ],
