@@ -5,7 +5,8 @@
 //! Every serving node looks for due schedules every [`TICK`] ([`run`]) and
 //! fires them: each due time starts an execution whose idempotency key is
 //! `schedule:<name>:<due ms>` ([`due_key`]), then the schedule's next due
-//! time moves on by compare-and-set ([`crate::store::Catalog::advance_schedule`]).
+//! time moves on by compare-and-set ([`crate::store::Catalog::advance_schedules`],
+//! one transaction for every schedule a tick fired).
 //! A node that crashes between the start and the move fires the same due
 //! time again after its restart and gets the same execution back; two
 //! nodes firing at once get one execution and one move. So each due time
@@ -336,15 +337,26 @@ pub async fn fire_due(api: &Api) -> Result<usize> {
         let api = api.clone();
         firing.spawn(async move {
             let _permit = permit;
-            if let Err(e) = fire(&api, &schedule, now).await {
+            let fired = fire(&api, &schedule, now).await;
+            if let Err(e) = &fired {
                 warn!(
                     tenant = %schedule.tenant, schedule = %schedule.name, error = %e,
                     "firing a schedule failed; trying again"
                 );
             }
+            fired.ok().flatten()
         });
     }
-    while firing.join_next().await.is_some() {}
+    // The moves of every schedule fired, in one write.
+    let mut advances = Vec::new();
+    while let Some(done) = firing.join_next().await {
+        if let Ok(Some(advance)) = done {
+            advances.push(advance);
+        }
+    }
+    if !advances.is_empty() {
+        api.store().catalog().advance_schedules(&advances).await?;
+    }
     Ok(count)
 }
 
@@ -358,10 +370,10 @@ async fn is_open(api: &Api, id: &str) -> Result<bool> {
 }
 
 /// Fires `schedule`, due at `now`: starts the executions its due times
-/// ask for, then moves it on (unless another node did meanwhile). A
-/// transient failure moves nothing: the next tick fires the same due
-/// times again, with the same idempotency keys.
-async fn fire(api: &Api, schedule: &ScheduleRecord, now: i64) -> Result<()> {
+/// ask for; how to move it on then (`None`: not now). A transient failure
+/// moves nothing: the next tick fires the same due times again, with the
+/// same idempotency keys; so does a crash before the move is written.
+async fn fire(api: &Api, schedule: &ScheduleRecord, now: i64) -> Result<Option<ScheduleAdvance>> {
     let catalog = api.store().catalog();
     let spec = match CronSpec::parse(&schedule.cron, &schedule.timezone) {
         Ok(spec) => spec,
@@ -371,7 +383,7 @@ async fn fire(api: &Api, schedule: &ScheduleRecord, now: i64) -> Result<()> {
             catalog
                 .set_schedule_paused(&schedule.tenant, &schedule.name, true, None)
                 .await?;
-            return Ok(());
+            return Ok(None);
         }
     };
     // The due times that passed, oldest first.
@@ -394,6 +406,9 @@ async fn fire(api: &Api, schedule: &ScheduleRecord, now: i64) -> Result<()> {
     };
     let fire_at = passed.split_off(passed.len().saturating_sub(keep));
     let mut advance = ScheduleAdvance {
+        tenant: schedule.tenant.clone(),
+        name: schedule.name.clone(),
+        from_due_ms: schedule.next_due_ms,
         next_due_ms: next,
         skipped: walked_over + passed.len() as i64,
         ..ScheduleAdvance::default()
@@ -405,7 +420,7 @@ async fn fire(api: &Api, schedule: &ScheduleRecord, now: i64) -> Result<()> {
     if previous_open {
         if schedule.overlap == Overlap::BufferOne {
             // Stays due: fired once the previous execution ended.
-            return Ok(());
+            return Ok(None);
         }
         advance.skipped += fire_at.len() as i64;
     } else {
@@ -435,15 +450,7 @@ async fn fire(api: &Api, schedule: &ScheduleRecord, now: i64) -> Result<()> {
             }
         }
     }
-    catalog
-        .advance_schedule(
-            &schedule.tenant,
-            &schedule.name,
-            schedule.next_due_ms,
-            &advance,
-        )
-        .await?;
-    Ok(())
+    Ok(Some(advance))
 }
 
 #[cfg(test)]

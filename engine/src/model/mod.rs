@@ -335,9 +335,13 @@ pub struct ScheduleRecord {
     pub created_at_ms: i64,
 }
 
-/// What firing a schedule changes in it.
+/// What firing a schedule changes in it: schedule `name` of `tenant`,
+/// if its next due time is still `from_due_ms`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScheduleAdvance {
+    pub tenant: String,
+    pub name: String,
+    pub from_due_ms: i64,
     pub next_due_ms: i64,
     pub last_due_ms: Option<i64>,
     pub last_execution: Option<String>,

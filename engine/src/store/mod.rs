@@ -194,16 +194,10 @@ pub trait Catalog: Send + Sync {
     /// first, at most `limit`.
     async fn due_schedules(&self, now_ms: i64, limit: i64) -> Result<Vec<ScheduleRecord>>;
 
-    /// Moves a schedule on if its next due time is still `from_due_ms`
-    /// (compare-and-set: of several nodes firing it, one moves it);
-    /// whether it did.
-    async fn advance_schedule(
-        &self,
-        tenant: &str,
-        name: &str,
-        from_due_ms: i64,
-        advance: &ScheduleAdvance,
-    ) -> Result<bool>;
+    /// Moves schedules on, each if its next due time is still its
+    /// `from_due_ms` (compare-and-set: of several nodes firing it, one
+    /// moves it), in one transaction; whether each moved.
+    async fn advance_schedules(&self, advances: &[ScheduleAdvance]) -> Result<Vec<bool>>;
 
     /// Stores a new trigger; Conflict if its tenant has one of that name.
     async fn create_trigger(&self, trigger: &TriggerRecord) -> Result<()>;

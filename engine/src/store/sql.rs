@@ -501,32 +501,31 @@ where
         found.iter().map(rows::schedule).collect()
     }
 
-    async fn advance_schedule(
-        &self,
-        tenant: &str,
-        name: &str,
-        from_due_ms: i64,
-        advance: &ScheduleAdvance,
-    ) -> Result<bool> {
-        let a = advance;
-        let moved = sqlx::query::<DB>(
-            "UPDATE schedules SET next_due = $4, last_due = COALESCE($5, last_due), \
-             last_execution = COALESCE($6, last_execution), last_error = $7, \
-             fired = fired + $8, skipped = skipped + $9 \
-             WHERE tenant = $1 AND name = $2 AND next_due = $3 RETURNING name",
-        )
-        .bind(tenant)
-        .bind(name)
-        .bind(from_due_ms)
-        .bind(a.next_due_ms)
-        .bind(a.last_due_ms)
-        .bind(a.last_execution.as_deref())
-        .bind(a.last_error.as_deref())
-        .bind(a.fired)
-        .bind(a.skipped)
-        .fetch_optional(&self.writer)
-        .await?;
-        Ok(moved.is_some())
+    async fn advance_schedules(&self, advances: &[ScheduleAdvance]) -> Result<Vec<bool>> {
+        let mut tx = self.begin_write().await?;
+        let mut moved = Vec::with_capacity(advances.len());
+        for a in advances {
+            let row = sqlx::query::<DB>(
+                "UPDATE schedules SET next_due = $4, last_due = COALESCE($5, last_due), \
+                 last_execution = COALESCE($6, last_execution), last_error = $7, \
+                 fired = fired + $8, skipped = skipped + $9 \
+                 WHERE tenant = $1 AND name = $2 AND next_due = $3 RETURNING name",
+            )
+            .bind(a.tenant.as_str())
+            .bind(a.name.as_str())
+            .bind(a.from_due_ms)
+            .bind(a.next_due_ms)
+            .bind(a.last_due_ms)
+            .bind(a.last_execution.as_deref())
+            .bind(a.last_error.as_deref())
+            .bind(a.fired)
+            .bind(a.skipped)
+            .fetch_optional(&mut *tx)
+            .await?;
+            moved.push(row.is_some());
+        }
+        tx.commit().await?;
+        Ok(moved)
     }
 
     async fn create_trigger(&self, trigger: &TriggerRecord) -> Result<()> {
