@@ -41,6 +41,15 @@ fn assert_every_second(due: &[(i64, String)]) {
     }
 }
 
+/// Waits while `busy` holds (at most [`WAIT`]).
+fn wait_while(busy: impl Fn() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while busy() {
+        assert!(Instant::now() < deadline, "timed out waiting");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn schedule(db: &Db, name: &str) -> Value {
     db.ok(&["schedule", "list", "--json"])
         .lines()
@@ -116,11 +125,7 @@ fn two_servers_on_one_postgresql_fire_each_due_time_once() {
     // One goes away for a while; the other keeps firing.
     a.kill9();
     std::thread::sleep(Duration::from_secs(2));
-    let deadline = Instant::now() + WAIT;
-    while fired(&db, "both").iter().any(|(_, s)| s != "completed") {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_while(|| fired(&db, "both").iter().any(|(_, s)| s != "completed"));
     drop(b);
     let due = fired(&db, "both");
     assert!(due.len() >= 6, "{due:?}");
@@ -204,11 +209,7 @@ fn overlap_policies_pause_resume_and_trigger_now(db: Db) {
             .find(|s| s["name"] == name)
             .unwrap()
     };
-    let deadline = Instant::now() + WAIT;
-    while listed("held")["skipped"].as_i64().unwrap() < 2 {
-        assert!(Instant::now() < deadline, "{}", listed("held"));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_while(|| listed("held")["skipped"].as_i64().unwrap() < 2);
     let held = fired(&db, "held");
     assert_eq!(
         held.len(),
@@ -220,11 +221,7 @@ fn overlap_policies_pause_resume_and_trigger_now(db: Db) {
         .unwrap()
         .to_owned();
     cli.ok(&["approve", &first, "go"]);
-    let deadline = Instant::now() + WAIT;
-    while fired(&db, "held").len() < 2 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_while(|| fired(&db, "held").len() < 2);
     // Pause: nothing more fires; trigger-now still starts one.
     let paused = cli.ok(&["schedule", "pause", "held"]);
     assert!(paused.contains("PAUSED"), "{paused}");
@@ -245,11 +242,7 @@ fn overlap_policies_pause_resume_and_trigger_now(db: Db) {
     cli.ok(&["approve", &now, "go"]);
     // Resume: it fires again.
     cli.ok(&["schedule", "resume", "held"]);
-    let deadline = Instant::now() + WAIT;
-    while fired(&db, "held").len() == before {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_while(|| fired(&db, "held").len() == before);
     cli.ok(&["schedule", "delete", "held"]);
 
     // Buffer-one: the due time waits for the open execution, then starts.
@@ -266,11 +259,7 @@ fn overlap_policies_pause_resume_and_trigger_now(db: Db) {
         "--overlap",
         "buffer-one",
     ]);
-    let deadline = Instant::now() + WAIT;
-    while fired(&db, "queued").is_empty() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_while(|| fired(&db, "queued").is_empty());
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(fired(&db, "queued").len(), 1, "buffer-one waits");
     let open = listed("queued")["last_execution"]
@@ -278,11 +267,7 @@ fn overlap_policies_pause_resume_and_trigger_now(db: Db) {
         .unwrap()
         .to_owned();
     cli.ok(&["approve", &open, "go"]);
-    let deadline = Instant::now() + WAIT;
-    while fired(&db, "queued").len() < 2 {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_while(|| fired(&db, "queued").len() < 2);
     // The due times that passed meanwhile collapsed into that one.
     assert!(listed("queued")["skipped"].as_i64().unwrap() >= 1);
     cli.ok(&["schedule", "delete", "queued"]);

@@ -99,17 +99,7 @@ impl Admin {
 
 /// A secret's name: letters, digits, '-', '_' and '.'.
 pub fn check_secret_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 256
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(Error::InvalidInput(format!(
-            "invalid secret name {name:?}: use letters, digits, '-', '_' and '.'"
-        )));
-    }
-    Ok(())
+    keys::check_name("secret", name, 256)
 }
 
 /// Quotas as a client may send them: each one set is positive, and

@@ -181,14 +181,20 @@ pub fn parse_duration(text: &str) -> Result<i64> {
 
 /// Tenant names: letters, digits, '-', '_' and '.'.
 pub fn check_tenant_name(name: &str) -> Result<()> {
+    check_name("tenant", name, 64)
+}
+
+/// The name of a `what` (tenant, secret, schedule, trigger) as a client
+/// gives it: 1 to `max` letters, digits, '-', '_' and '.'.
+pub fn check_name(what: &str, name: &str, max: usize) -> Result<()> {
     if name.is_empty()
-        || name.len() > 64
+        || name.len() > max
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
         return Err(Error::InvalidInput(format!(
-            "invalid tenant name {name:?}: use 1 to 64 letters, digits, '-', '_' and '.'"
+            "invalid {what} name {name:?}: use 1 to {max} letters, digits, '-', '_' and '.'"
         )));
     }
     Ok(())

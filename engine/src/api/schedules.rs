@@ -102,17 +102,7 @@ pub struct NewSchedule {
 }
 
 fn check_schedule_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(Error::InvalidInput(format!(
-            "invalid schedule name {name:?}: use 1 to 128 letters, digits, '-', '_' and '.'"
-        )));
-    }
-    Ok(())
+    super::keys::check_name("schedule", name, 128)
 }
 
 impl Api {

@@ -58,17 +58,7 @@ pub fn path_of(trigger: &TriggerRecord) -> String {
 }
 
 fn check_trigger_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 128
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
-        return Err(Error::InvalidInput(format!(
-            "invalid trigger name {name:?}: use 1 to 128 letters, digits, '-', '_' and '.'"
-        )));
-    }
-    Ok(())
+    super::keys::check_name("trigger", name, 128)
 }
 
 impl Api {
