@@ -22,6 +22,9 @@ mkdir -p examples/target
 cp target/wasm32-wasip2/guest/hello.wasm target/wasm32-wasip2/guest/deploy.wasm examples/target/
 CEREBELUM=target/debug/cerebelum
 export CEREBELUM_DATABASE_URL="${CEREBELUM_DATABASE_URL:-cerebelum.db}"
+# Admin commands work on this database: not on a server named in the
+# caller's environment.
+unset CEREBELUM_SERVER CEREBELUM_API_KEY
 
 say "cerebelum run examples/target/hello.wasm hello --input '{\"name\":\"web-1\"}'"
 $CEREBELUM run examples/target/hello.wasm hello --input '{"name":"web-1"}'
