@@ -101,6 +101,7 @@ fn every_due_time_starts_one_execution_across_kill9(db: Db) {
         "each due time counted once: {listed}"
     );
     assert_eq!(listed["skipped"], 0, "{listed}");
+    assert_eq!(listed["tenant"], "default", "{listed}");
     assert!(listed["last_error"].is_null(), "{listed}");
 }
 

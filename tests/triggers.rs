@@ -182,6 +182,26 @@ fn signed_requests_start_once_per_delivery_and_bad_ones_start_nothing(db: Db) {
     cli.ok(&["trigger", "delete", "alert"]);
     let (status, _) = post(port, "alert", &[("authorization", &bearer)], "");
     assert_eq!(status, 404);
+    // The signing secret deleted: the server's fault, said as such.
+    db.ok(&["admin", "secret", "delete", "acme", "hook"]);
+    let signature = sign(body);
+    let (status, answer) = post(
+        port,
+        "push",
+        &[
+            ("x-hub-signature-256", &signature),
+            ("x-github-delivery", "d9"),
+        ],
+        body,
+    );
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("no longer exists"),
+        "{answer}"
+    );
     // Bad definitions are refused with what to do.
     let no_secret = cli.fails(&[
         "trigger",

@@ -615,10 +615,7 @@ impl Operations for Remote {
             catch_up: new.catch_up,
         };
         let reply = self.grpc().create_schedule(request).await;
-        Ok(schedule_from_pb(
-            reply.map_err(from_status)?.into_inner(),
-            "",
-        ))
+        Ok(schedule_from_pb(reply.map_err(from_status)?.into_inner()))
     }
 
     async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
@@ -627,10 +624,7 @@ impl Operations for Remote {
             .list_schedules(pb::ListSchedulesRequest {})
             .await;
         let schedules = reply.map_err(from_status)?.into_inner().schedules;
-        Ok(schedules
-            .into_iter()
-            .map(|s| schedule_from_pb(s, ""))
-            .collect())
+        Ok(schedules.into_iter().map(schedule_from_pb).collect())
     }
 
     async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleRecord> {
@@ -639,10 +633,7 @@ impl Operations for Remote {
             paused,
         };
         let reply = self.grpc().pause_schedule(request).await;
-        Ok(schedule_from_pb(
-            reply.map_err(from_status)?.into_inner(),
-            "",
-        ))
+        Ok(schedule_from_pb(reply.map_err(from_status)?.into_inner()))
     }
 
     async fn delete_schedule(&self, name: &str) -> Result<()> {

@@ -260,6 +260,7 @@ pub fn progress_of(e: &Entry) -> Option<pb::Progress> {
 
 pub fn schedule_to_pb(s: &ScheduleRecord) -> pb::Schedule {
     pb::Schedule {
+        tenant: s.tenant.clone(),
         name: s.name.clone(),
         cron: s.cron.clone(),
         timezone: s.timezone.clone(),
@@ -280,10 +281,9 @@ pub fn schedule_to_pb(s: &ScheduleRecord) -> pb::Schedule {
     }
 }
 
-/// The schedule of a message (of tenant `tenant`: messages do not carry it).
-pub fn schedule_from_pb(s: pb::Schedule, tenant: &str) -> ScheduleRecord {
+pub fn schedule_from_pb(s: pb::Schedule) -> ScheduleRecord {
     ScheduleRecord {
-        tenant: tenant.to_owned(),
+        tenant: s.tenant,
         name: s.name,
         cron: s.cron,
         timezone: s.timezone,

@@ -301,7 +301,19 @@ async fn fire(
     };
     let key = match &trigger.hmac_secret {
         Some(secret) => match api.secret_value(&tenant.name, secret).await {
-            Ok(value) => value,
+            Ok(Some(value)) => Some(value),
+            // The server's side is wrong, not the caller's: no failure of
+            // the caller is counted.
+            Ok(None) => {
+                return refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the trigger's signing secret '{secret}' no longer exists; tenant '{}' \
+                         must set it again (`cerebelum admin secret set {} {secret}`)",
+                        tenant.name, tenant.name
+                    ),
+                );
+            }
             Err(e) => return failed(e),
         },
         None => None,
