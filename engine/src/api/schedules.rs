@@ -132,25 +132,7 @@ impl Api {
         let parsed: serde_json::Value = serde_json::from_str(&input)
             .map_err(|e| Error::InvalidInput(format!("the input is not valid JSON ({e})")))?;
         let package = self.describe(tenant, &new.package, new.version).await?;
-        if !package
-            .info
-            .workflows
-            .iter()
-            .any(|w| w.name == new.workflow)
-        {
-            let names: Vec<&str> = package
-                .info
-                .workflows
-                .iter()
-                .map(|w| w.name.as_str())
-                .collect();
-            return Err(Error::InvalidInput(format!(
-                "package '{}' has no workflow named '{}'; it has: {}",
-                package.name,
-                new.workflow,
-                names.join(", ")
-            )));
-        }
+        package.info.check_workflow(&new.workflow)?;
         let now = self.now_ms();
         let record = ScheduleRecord {
             tenant: tenant.name.clone(),

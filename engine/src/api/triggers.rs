@@ -72,17 +72,7 @@ impl Api {
     ) -> Result<(TriggerRecord, Option<String>)> {
         check_trigger_name(&new.name)?;
         let package = self.describe(tenant, &new.package, new.version).await?;
-        if !package
-            .info
-            .workflows
-            .iter()
-            .any(|w| w.name == new.workflow)
-        {
-            return Err(Error::InvalidInput(format!(
-                "package '{}' has no workflow named '{}'",
-                package.name, new.workflow
-            )));
-        }
+        package.info.check_workflow(&new.workflow)?;
         if let Some(secret) = &new.hmac_secret {
             let secrets = self.store().catalog().list_secrets(&tenant.name).await?;
             if !secrets.iter().any(|s| &s.name == secret) {
