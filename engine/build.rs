@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../proto");
     let file = root.join("cerebelum/v1/cerebelum.proto");
     println!("cargo:rerun-if-changed={}", file.display());
+    // `sqlx::migrate!` embeds the migrations: a new file must rebuild.
+    println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile([&file], [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(

@@ -371,6 +371,43 @@ fn approvals_from_the_cli_reach_a_python_step() {
 }
 
 #[test]
+fn signals_reach_a_python_step_and_its_state_shows_in_status() {
+    let db = Db::new();
+    let wasm = python_guest(PYKIT);
+    let _server = db.serve(&["--hibernate-after-ms", "500"]);
+    let id = db.start(&wasm, "dns_wf", "{}");
+    let status = db.wait_for(&id, LONG, |s, j| {
+        s["status"] == "waiting" && !entries(j, "await-signal").is_empty()
+    });
+    assert_eq!(status["state"], json!({ "phase": "waiting for dns" }));
+    assert_eq!(
+        status["waiting_on"],
+        json!(["step await_dns", "signal 'dns'"])
+    );
+    db.ok(&[
+        "signal",
+        &id,
+        "dns",
+        "--payload",
+        r#"{"zone": "example.com"}"#,
+    ]);
+    let done = db.wait_status(&id, "completed", LONG);
+    assert_eq!(
+        done["result"]["steps"]["await_dns"],
+        json!({ "dns": { "zone": "example.com" } })
+    );
+    assert_eq!(done["state"], json!({ "phase": "dns ok" }));
+    // Nobody signals: the wait times out inside the step.
+    let quiet = db.start(&wasm, "dns_wf", r#"{"timeout_ms": 300}"#);
+    let done = db.wait_status(&quiet, "completed", LONG);
+    let timed_out = &done["result"]["steps"]["await_dns"]["timed_out"];
+    assert!(
+        timed_out.as_str().unwrap_or("").contains("no signal 'dns'"),
+        "{done}"
+    );
+}
+
+#[test]
 fn a_step_as_poll_check_is_polled_by_the_engine() {
     let db = Db::new();
     let wasm = python_guest(PYKIT);

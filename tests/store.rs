@@ -1218,11 +1218,17 @@ async fn leases_renew_report_cancels_and_can_be_released(db: Db) {
         .request_cancel("ex_2", NOW)
         .await
         .unwrap();
-    let cancelled = store
+    let renewed = store
         .renew_leases("node-a", NOW + 4000, LEASE)
         .await
         .unwrap();
+    let cancelled: Vec<&str> = renewed
+        .iter()
+        .filter(|r| r.cancel_requested)
+        .map(|r| r.execution_id.as_str())
+        .collect();
     assert_eq!(cancelled, vec!["ex_2"]);
+    assert_eq!(renewed.len(), 2, "both leases renewed: {renewed:?}");
     // Renewed until NOW + 9000: not claimable at NOW + 6000.
     assert!(
         store

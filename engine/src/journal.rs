@@ -112,6 +112,8 @@ pub enum Call {
     Sleep(Sleep),
     Poll(Poll),
     AwaitApproval(AwaitApproval),
+    AwaitSignal(AwaitSignal),
+    SetState(Answered<StateArgs, Value>),
     ReportProgress(Answered<Progress, Value>),
     Log(Answered<LogLine, Value>),
     NowMs(Answered<NoArgs, u64>),
@@ -129,6 +131,8 @@ pub enum CallKind {
     Sleep,
     Poll,
     AwaitApproval,
+    AwaitSignal,
+    SetState,
     ReportProgress,
     Log,
     NowMs,
@@ -138,13 +142,15 @@ pub enum CallKind {
 }
 
 impl CallKind {
-    const ALL: [CallKind; 12] = [
+    const ALL: [CallKind; 14] = [
         CallKind::CallStep,
         CallKind::StartStep,
         CallKind::AwaitSteps,
         CallKind::Sleep,
         CallKind::Poll,
         CallKind::AwaitApproval,
+        CallKind::AwaitSignal,
+        CallKind::SetState,
         CallKind::ReportProgress,
         CallKind::Log,
         CallKind::NowMs,
@@ -161,6 +167,8 @@ impl CallKind {
             CallKind::Sleep => "sleep",
             CallKind::Poll => "poll",
             CallKind::AwaitApproval => "await-approval",
+            CallKind::AwaitSignal => "await-signal",
+            CallKind::SetState => "set-state",
             CallKind::ReportProgress => "report-progress",
             CallKind::Log => "log",
             CallKind::NowMs => "now-ms",
@@ -278,6 +286,27 @@ pub struct AwaitApproval {
     pub args: ApprovalArgs,
     /// When it times out, if it does.
     pub due_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignalArgs {
+    pub name: String,
+    pub timeout_ms: Option<u64>,
+}
+
+/// `await-signal`: its result is `{"received": payload}` or `"timed-out"`
+/// (see [`Received`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwaitSignal {
+    pub args: SignalArgs,
+    /// When it times out, if it does.
+    pub due_at: Option<i64>,
+}
+
+/// `set-state`: the execution's published state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateArgs {
+    pub state: Value,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -421,6 +450,8 @@ impl Call {
             Call::Sleep(_) => CallKind::Sleep,
             Call::Poll(_) => CallKind::Poll,
             Call::AwaitApproval(_) => CallKind::AwaitApproval,
+            Call::AwaitSignal(_) => CallKind::AwaitSignal,
+            Call::SetState(_) => CallKind::SetState,
             Call::ReportProgress(_) => CallKind::ReportProgress,
             Call::Log(_) => CallKind::Log,
             Call::NowMs(_) => CallKind::NowMs,
@@ -441,6 +472,8 @@ impl Call {
             Call::Sleep(c) => value(c),
             Call::Poll(c) => value(c),
             Call::AwaitApproval(c) => value(c),
+            Call::AwaitSignal(c) => value(c),
+            Call::SetState(c) => value(c),
             Call::ReportProgress(c) => value(c),
             Call::Log(c) => value(c),
             Call::NowMs(c) | Call::RandomU64(c) => value(c),
@@ -458,6 +491,8 @@ impl Call {
             Call::Sleep(c) => text(c),
             Call::Poll(c) => text(c),
             Call::AwaitApproval(c) => text(c),
+            Call::AwaitSignal(c) => text(c),
+            Call::SetState(c) => text(c),
             Call::ReportProgress(c) => text(c),
             Call::Log(c) => text(c),
             Call::NowMs(c) | Call::RandomU64(c) => text(c),
@@ -477,6 +512,8 @@ impl Call {
             CallKind::Sleep => Call::Sleep(from(payload)?),
             CallKind::Poll => Call::Poll(from(payload)?),
             CallKind::AwaitApproval => Call::AwaitApproval(from(payload)?),
+            CallKind::AwaitSignal => Call::AwaitSignal(from(payload)?),
+            CallKind::SetState => Call::SetState(from(payload)?),
             CallKind::ReportProgress => Call::ReportProgress(from(payload)?),
             CallKind::Log => Call::Log(from(payload)?),
             CallKind::NowMs => Call::NowMs(from(payload)?),
@@ -523,6 +560,30 @@ impl Decided {
             Some(Value::String(reason)) => Decided::Rejected(reason.clone()),
             Some(other) => Decided::Rejected(other.to_string()),
             None => Decided::TimedOut,
+        }
+    }
+}
+
+/// The answer of an `await-signal`, as its result holds it:
+/// `{"received": payload}` or `"timed-out"`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    Signal(Value),
+    TimedOut,
+}
+
+impl Received {
+    pub fn to_value(&self) -> Value {
+        match self {
+            Received::Signal(payload) => json!({ "received": payload }),
+            Received::TimedOut => json!("timed-out"),
+        }
+    }
+
+    pub fn from_value(v: &Value) -> Self {
+        match v.get("received") {
+            Some(payload) => Received::Signal(payload.clone()),
+            None => Received::TimedOut,
         }
     }
 }
@@ -811,6 +872,18 @@ mod tests {
                 Some("h"),
                 json!({"args": {"key": "k", "message": "m", "details": null, "timeout_ms": null},
                        "due_at": null}),
+            ),
+            (
+                "await-signal",
+                None,
+                Some("h"),
+                json!({"args": {"name": "go", "timeout_ms": 5}, "due_at": 9}),
+            ),
+            (
+                "set-state",
+                None,
+                Some("h"),
+                json!({"args": {"state": {"phase": "dns"}}, "answer": null}),
             ),
             (
                 "report-progress",

@@ -70,7 +70,7 @@ pub mod model;
 pub mod runtime;
 pub mod secrets;
 pub mod store;
-mod util;
+pub mod util;
 
 pub use error::{Error, Result};
 pub use executor::{Engine, EngineConfig};

@@ -26,6 +26,14 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{:016x}{:08x}", a, h.finish() as u32)
 }
 
+/// A time in milliseconds since the Unix epoch as UTC RFC 3339, to the
+/// second (`2026-11-25T17:00:00Z`).
+pub fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +43,10 @@ mod tests {
         assert_eq!(shorten("short", 10), "short");
         assert_eq!(shorten("abcdefghijkl", 8), "abcde...");
         assert_eq!(shorten("ééééé", 6), "é...");
+    }
+
+    #[test]
+    fn utc_is_rfc3339_to_the_second() {
+        assert_eq!(super::utc(1_764_090_000_123), "2025-11-25T17:00:00Z");
     }
 }

@@ -7,7 +7,7 @@
 use super::admin::{self, AdminOperations};
 use super::convert::{
     approval_from_pb, entry_from_pb, execution_from_pb, package_from_pb, schedule_from_pb,
-    status_to_pb, trigger_from_pb, worker_from_pb,
+    signal_from_pb, status_to_pb, trigger_from_pb, worker_from_pb,
 };
 use super::keys::NewKey;
 use super::ops::{Events, Operations};
@@ -19,8 +19,10 @@ use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter,
-    PackageRecord, Quotas, ScheduleRecord, SecretRecord, TenantRecord, TriggerRecord, WorkerRecord,
+    PackageRecord, Quotas, ScheduleRecord, SecretRecord, SignalRecord, TenantRecord, TriggerRecord,
+    WorkerRecord,
 };
+use crate::store::NewSignal;
 use async_trait::async_trait;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -522,6 +524,32 @@ impl Operations for Remote {
             }
         };
         Ok(approval_from_pb(reply.map_err(from_status)?.into_inner()))
+    }
+
+    async fn signal(&self, id: &str, signal: NewSignal) -> Result<(SignalRecord, bool)> {
+        let request = pb::SignalRequest {
+            id: id.to_owned(),
+            name: signal.name,
+            payload_json: signal.payload.to_string(),
+            signal_id: signal.signal_id.unwrap_or_default(),
+        };
+        let reply = self.grpc().signal(request).await;
+        let reply = reply.map_err(from_status)?.into_inner();
+        let signal = reply
+            .signal
+            .ok_or_else(|| Error::Remote("the server sent no signal".into()))?;
+        Ok((signal_from_pb(signal), reply.created))
+    }
+
+    async fn set_paused(&self, id: &str, paused: bool) -> Result<ExecutionRecord> {
+        let id = id.to_owned();
+        let mut client = self.grpc();
+        let reply = if paused {
+            client.pause(pb::PauseRequest { id }).await
+        } else {
+            client.resume(pb::ResumeRequest { id }).await
+        };
+        Ok(execution_from_pb(reply.map_err(from_status)?.into_inner()).record)
     }
 
     async fn cancel(&self, id: &str) -> Result<ExecutionRecord> {

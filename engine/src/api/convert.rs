@@ -6,8 +6,8 @@ use super::pb;
 use super::service::ExecutionView;
 use crate::journal::{Call, Entry, Event, Row};
 use crate::model::{
-    ApprovalRecord, ExecutionRecord, Overlap, PackageInfo, PackageRecord, ScheduleRecord, Status,
-    StepInfo, TriggerRecord, WorkerRecord, WorkflowInfo,
+    ApprovalRecord, ExecutionRecord, Overlap, PackageInfo, PackageRecord, ScheduleRecord,
+    SignalRecord, Status, StepInfo, TriggerRecord, WorkerRecord, WorkflowInfo,
 };
 use serde_json::Value;
 
@@ -146,6 +146,45 @@ pub fn execution_to_pb(r: &ExecutionRecord, approvals: &[ApprovalRecord]) -> pb:
         engine_error: r.engine_error.clone(),
         note: None,
         worker_queue: r.worker_queue.clone(),
+        paused: r.paused,
+        waiting_on: Vec::new(),
+        state_json: None,
+        buffered_signals: Vec::new(),
+    }
+}
+
+/// An execution as GetExecution answers: with where it stands.
+pub fn view_to_pb(view: &ExecutionView) -> pb::Execution {
+    pb::Execution {
+        note: view.note.clone(),
+        waiting_on: view.waiting_on.clone(),
+        state_json: view.state.as_ref().map(text),
+        buffered_signals: view.buffered_signals.iter().map(signal_to_pb).collect(),
+        ..execution_to_pb(&view.record, &view.pending_approvals)
+    }
+}
+
+pub fn signal_to_pb(s: &SignalRecord) -> pb::Signal {
+    pb::Signal {
+        execution_id: s.execution_id.clone(),
+        seq: s.seq,
+        name: s.name.clone(),
+        payload_json: text(&s.payload),
+        signal_id: s.signal_id.clone(),
+        received_at_ms: s.received_at_ms,
+        consumed_by: s.consumed_by,
+    }
+}
+
+pub fn signal_from_pb(s: pb::Signal) -> SignalRecord {
+    SignalRecord {
+        execution_id: s.execution_id,
+        seq: s.seq,
+        name: s.name,
+        payload: value(&s.payload_json),
+        signal_id: s.signal_id,
+        received_at_ms: s.received_at_ms,
+        consumed_by: s.consumed_by,
     }
 }
 
@@ -180,8 +219,12 @@ pub fn execution_from_pb(e: pb::Execution) -> ExecutionView {
             engine_failures: e.engine_failures,
             engine_error: e.engine_error,
             worker_queue: e.worker_queue,
+            paused: e.paused,
         },
         note: e.note,
+        waiting_on: e.waiting_on,
+        state: e.state_json.as_deref().map(value),
+        buffered_signals: e.buffered_signals.into_iter().map(signal_from_pb).collect(),
         pending_approvals: e
             .pending_approvals
             .into_iter()

@@ -22,6 +22,7 @@ use super::triggers::{NewTrigger, Triggers};
 use super::workers::WorkerGrpc;
 use crate::error::Error;
 use crate::model::{Decision, ListFilter, Overlap, TenantRecord};
+use crate::store::NewSignal;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -189,9 +190,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
             .execution(&tenant, &request.get_ref().id)
             .await
             .map_err(status)?;
-        let mut execution = execution_to_pb(&view.record, &view.pending_approvals);
-        execution.note = view.note;
-        Ok(Response::new(execution))
+        Ok(Response::new(convert::view_to_pb(&view)))
     }
 
     async fn list_executions(
@@ -309,6 +308,25 @@ impl pb::cerebelum_server::Cerebelum for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn signal(&self, request: Request<pb::SignalRequest>) -> Reply<pb::SignalResponse> {
+        let caller = caller(&request)?;
+        let r = request.into_inner();
+        let signal = NewSignal {
+            payload: json(&r.payload_json, "payload_json")?,
+            name: r.name,
+            signal_id: Some(r.signal_id).filter(|id| !id.is_empty()),
+        };
+        let (signal, created) = self
+            .api
+            .signal(&caller.tenant, &caller.actor, &r.id, signal)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::SignalResponse {
+            signal: Some(convert::signal_to_pb(&signal)),
+            created,
+        }))
+    }
+
     async fn approve(&self, request: Request<pb::ApproveRequest>) -> Reply<pb::Approval> {
         let caller = caller(&request)?;
         let r = request.into_inner();
@@ -349,6 +367,26 @@ impl pb::cerebelum_server::Cerebelum for Service {
         let record = self
             .api
             .cancel(&caller.tenant, &caller.actor, &request.get_ref().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(execution_to_pb(&record, &[])))
+    }
+
+    async fn pause(&self, request: Request<pb::PauseRequest>) -> Reply<pb::Execution> {
+        let caller = caller(&request)?;
+        let record = self
+            .api
+            .set_paused(&caller.tenant, &caller.actor, &request.get_ref().id, true)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(execution_to_pb(&record, &[])))
+    }
+
+    async fn resume(&self, request: Request<pb::ResumeRequest>) -> Reply<pb::Execution> {
+        let caller = caller(&request)?;
+        let record = self
+            .api
+            .set_paused(&caller.tenant, &caller.actor, &request.get_ref().id, false)
             .await
             .map_err(status)?;
         Ok(Response::new(execution_to_pb(&record, &[])))

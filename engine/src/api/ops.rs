@@ -29,8 +29,9 @@ use crate::error::Result;
 use crate::journal::Entry;
 use crate::model::{
     ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, ScheduleRecord,
-    TenantRecord, TriggerRecord, WorkerRecord,
+    SignalRecord, TenantRecord, TriggerRecord, WorkerRecord,
 };
+use crate::store::NewSignal;
 use async_trait::async_trait;
 use std::pin::Pin;
 use tokio_stream::Stream;
@@ -77,9 +78,16 @@ pub trait Operations: Send + Sync {
     /// Approves or rejects what execution `id` waits for under `key`.
     async fn decide(&self, id: &str, key: &str, decision: Decision) -> Result<ApprovalRecord>;
 
+    /// Sends a signal to execution `id`; `true` if it is new (`false`: its
+    /// signal id was sent before).
+    async fn signal(&self, id: &str, signal: NewSignal) -> Result<(SignalRecord, bool)>;
+
     /// Requests cancellation: the execution's next suspension point
     /// returns a cancellation error to its code.
     async fn cancel(&self, id: &str) -> Result<ExecutionRecord>;
+
+    /// Pauses (`true`: it runs no new invocation) or resumes execution `id`.
+    async fn set_paused(&self, id: &str, paused: bool) -> Result<ExecutionRecord>;
 
     /// Runs a failed or cancelled execution again, keeping what it
     /// completed.
@@ -175,8 +183,20 @@ impl Operations for Local {
             .await
     }
 
+    async fn signal(&self, id: &str, signal: NewSignal) -> Result<(SignalRecord, bool)> {
+        self.api
+            .signal(&self.tenant, &Actor::cli(), id, signal)
+            .await
+    }
+
     async fn cancel(&self, id: &str) -> Result<ExecutionRecord> {
         self.api.cancel(&self.tenant, &Actor::cli(), id).await
+    }
+
+    async fn set_paused(&self, id: &str, paused: bool) -> Result<ExecutionRecord> {
+        self.api
+            .set_paused(&self.tenant, &Actor::cli(), id, paused)
+            .await
     }
 
     async fn retry(&self, id: &str) -> Result<ExecutionRecord> {

@@ -10,10 +10,11 @@ use crate::error::{Error, Result};
 use crate::executor::{Engine, check_package_name};
 use crate::journal::Entry;
 use crate::model::{
-    ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, Status,
-    TenantRecord, check_queue_name,
+    ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, SignalRecord,
+    Status, TenantRecord, check_queue_name,
 };
-use crate::store::{Feeds, Follower, SharedStore, execution_not_found};
+use crate::store::{Feeds, Follower, NewSignal, SharedStore, execution_not_found};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -29,6 +30,63 @@ pub const MAX_PAGE: i64 = 1000;
 pub const MAX_NAME_BYTES: usize = 256;
 /// Longest execution id a request may carry, bytes (ids are 36).
 pub const MAX_ID_BYTES: usize = 128;
+
+/// Most signals an execution may hold that it has not taken yet.
+pub const MAX_BUFFERED_SIGNALS: i64 = 1000;
+
+/// Where an execution stands, from its journal: a line per call that
+/// waits and has no result yet (`signal 'dns'`, `approval 'go'`, `sleep
+/// until 2026-11-25T17:00:00Z`, `step deploy`, `poll check`).
+pub fn waiting_on(journal: &[Entry]) -> Vec<String> {
+    use crate::journal::{Call, Event};
+    let mut open: std::collections::BTreeMap<i64, String> = Default::default();
+    for e in journal {
+        match &e.event {
+            Event::Call { call, .. } => {
+                let line = match call {
+                    Call::CallStep(c) | Call::StartStep(c) => format!("step {}", c.args.step),
+                    Call::Sleep(c) => format!("sleep until {}", crate::util::utc(c.due_at)),
+                    Call::Poll(c) => format!("poll {}", c.args.check_step),
+                    Call::AwaitApproval(c) => match c.due_at {
+                        Some(due) => format!(
+                            "approval '{}' (times out {})",
+                            c.args.key,
+                            crate::util::utc(due)
+                        ),
+                        None => format!("approval '{}'", c.args.key),
+                    },
+                    Call::AwaitSignal(c) => match c.due_at {
+                        Some(due) => format!(
+                            "signal '{}' (times out {})",
+                            c.args.name,
+                            crate::util::utc(due)
+                        ),
+                        None => format!("signal '{}'", c.args.name),
+                    },
+                    _ => continue,
+                };
+                open.insert(e.seq, line);
+            }
+            Event::Result { call, .. } => {
+                open.remove(call);
+            }
+            Event::Retried(_) => open.clear(),
+            _ => {}
+        }
+    }
+    open.into_values().collect()
+}
+
+/// The last state the execution published (`set-state`).
+pub fn latest_state(journal: &[Entry]) -> Option<Value> {
+    journal.iter().rev().find_map(|e| match &e.event {
+        crate::journal::Event::Call {
+            call: crate::journal::Call::SetState(s),
+            ..
+        } => Some(s.args.state.clone()),
+        _ => None,
+    })
+}
 
 /// Refuses `value` of request field `field` if it is longer than `max`
 /// bytes, before anything is looked up or stored.
@@ -62,6 +120,12 @@ pub struct StartRequest {
 pub struct ExecutionView {
     pub record: ExecutionRecord,
     pub pending_approvals: Vec<ApprovalRecord>,
+    /// Where it stands: a line per open wait (see [`waiting_on`]).
+    pub waiting_on: Vec<String>,
+    /// The last value its code published with `set-state`.
+    pub state: Option<Value>,
+    /// Signals it received and has not taken yet, in order.
+    pub buffered_signals: Vec<SignalRecord>,
     /// What it waits for on the node that answers, besides its journal
     /// (room in the node's guest memory budget).
     pub note: Option<String>,
@@ -338,11 +402,66 @@ impl Api {
             .into_iter()
             .filter(|a| a.status == "pending")
             .collect();
+        let journal = self.store.executions().journal(id, 0).await?;
+        let buffered_signals = self.store.executions().buffered_signals(id).await?;
         Ok(ExecutionView {
             note: self.node.as_ref().and_then(|node| node.note(id)),
+            waiting_on: if record.status.is_terminal() {
+                Vec::new()
+            } else {
+                waiting_on(&journal)
+            },
+            state: latest_state(&journal),
             record,
             pending_approvals,
+            buffered_signals,
         })
+    }
+
+    /// Sends signal `signal.name` to execution `id` and wakes it; with a
+    /// `signal_id` sent before, returns that signal (`false`: not new).
+    pub async fn signal(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        id: &str,
+        signal: NewSignal,
+    ) -> Result<(SignalRecord, bool)> {
+        check_len("the signal name", &signal.name, MAX_NAME_BYTES)?;
+        if signal.name.is_empty() {
+            return Err(Error::InvalidInput(
+                "the signal name is empty; name the signal the workflow waits for".into(),
+            ));
+        }
+        if let Some(signal_id) = &signal.signal_id {
+            check_len("the signal id", signal_id, MAX_NAME_BYTES)?;
+        }
+        self.check_payload(
+            tenant,
+            "the signal payload",
+            signal.payload.to_string().len(),
+        )?;
+        self.owned(tenant, id).await?;
+        let now = self.now_ms();
+        let (record, created) = self
+            .store
+            .executions()
+            .send_signal(id, &signal, MAX_BUFFERED_SIGNALS, now)
+            .await?;
+        if created {
+            let detail = serde_json::json!({ "name": signal.name, "seq": record.seq });
+            actor
+                .record(
+                    &self.store,
+                    now,
+                    &tenant.name,
+                    "execution.signal",
+                    id,
+                    Some(detail),
+                )
+                .await?;
+        }
+        Ok((record, created))
     }
 
     /// One page of the tenant's executions, newest first. `page_token` is
@@ -463,6 +582,28 @@ impl Api {
         let record = self.store.executions().request_cancel(id, now).await?;
         actor
             .record(&self.store, now, &tenant.name, "execution.cancel", id, None)
+            .await?;
+        Ok(record)
+    }
+
+    /// Pauses (`true`) or resumes execution `id`.
+    pub async fn set_paused(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        id: &str,
+        paused: bool,
+    ) -> Result<ExecutionRecord> {
+        self.owned(tenant, id).await?;
+        let now = self.now_ms();
+        let record = self.store.executions().set_paused(id, paused, now).await?;
+        let action = if paused {
+            "execution.pause"
+        } else {
+            "execution.resume"
+        };
+        actor
+            .record(&self.store, now, &tenant.name, action, id, None)
             .await?;
         Ok(record)
     }

@@ -14,6 +14,10 @@
 //! `trigger:<name>:<delivery id>`). A body over the tenant's payload quota
 //! is refused with 413 before it is read past the quota.
 //!
+//! `POST /t/<tenant>/<name>/<execution>/<signal>`, authenticated the same
+//! way, sends signal `<signal>` with the body as payload to an execution
+//! of the trigger's workflow (the delivery id becomes the signal's id).
+//!
 //! Answers are JSON: 202 `{"execution": ID, "created": true}` for a new
 //! execution, 200 with `"created": false` for a redelivery, or
 //! `{"error": MESSAGE}` with 400, 401, 404, 413, 429 or 503.
@@ -24,6 +28,7 @@ use super::service::{Api, StartRequest};
 use super::throttle::{self, Throttle};
 use crate::error::{Error, Result};
 use crate::model::{TenantRecord, TriggerRecord};
+use crate::store::NewSignal;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -170,6 +175,10 @@ pub struct Triggers {
 pub fn router(triggers: Triggers) -> axum::Router {
     axum::Router::new()
         .route("/t/{tenant}/{name}", axum::routing::post(fire))
+        .route(
+            "/t/{tenant}/{name}/{execution}/{signal}",
+            axum::routing::post(fire_signal),
+        )
         .with_state(triggers)
 }
 
@@ -236,35 +245,149 @@ fn authenticate(
     }
 }
 
-/// `POST /t/<tenant>/<name>`.
+/// A request the trigger authenticated: its tenant, trigger, JSON body
+/// and delivery id.
+struct Accepted {
+    tenant: TenantRecord,
+    trigger: TriggerRecord,
+    body: String,
+    delivery: Option<String>,
+}
+
+/// `POST /t/<tenant>/<name>`: starts the trigger's workflow.
 async fn fire(
     State(triggers): State<Triggers>,
-    crate::console::Peer(peer): crate::console::Peer,
+    peer: crate::console::Peer,
     Path((tenant, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let ip = peer.map(|p| p.ip());
-    if let Err(wait_s) = triggers.throttle.check(ip) {
-        crate::metrics::metrics().auth_failures.inc();
-        return refuse(StatusCode::TOO_MANY_REQUESTS, throttle::refusal(wait_s));
+    let accepted = match accept(&triggers, peer, &tenant, &name, &headers, body).await {
+        Ok(accepted) => accepted,
+        Err(refused) => return refused,
+    };
+    let Accepted {
+        tenant,
+        trigger,
+        body,
+        delivery,
+    } = accepted;
+    let request = StartRequest {
+        package: trigger.package.clone(),
+        version: trigger.version,
+        workflow: trigger.workflow.clone(),
+        input: body,
+        idempotency_key: delivery.map(|d| delivery_key(&trigger.name, &d)),
+        worker_queue: None,
+    };
+    match triggers.api.start(&tenant, request).await {
+        Ok((execution, created)) => answer(
+            created_status(created),
+            serde_json::json!({ "execution": execution.id, "created": created }),
+        ),
+        Err(e) => failed(e),
     }
+}
+
+/// `POST /t/<tenant>/<name>/<execution>/<signal>`: sends signal `signal`
+/// with the body as its payload to an execution the trigger's workflow
+/// runs (of another, the answer is 404). A delivery id makes it the
+/// signal's id, so a redelivery sends nothing twice.
+async fn fire_signal(
+    State(triggers): State<Triggers>,
+    peer: crate::console::Peer,
+    Path((tenant, name, execution, signal)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let origin = peer
+        .0
+        .map_or_else(|| "unknown".to_owned(), |p| p.to_string());
+    let accepted = match accept(&triggers, peer, &tenant, &name, &headers, body).await {
+        Ok(accepted) => accepted,
+        Err(refused) => return refused,
+    };
     let api = &triggers.api;
     let not_found = || {
         refuse(
             StatusCode::NOT_FOUND,
-            format!("no trigger /t/{tenant}/{name}"),
+            format!("trigger '{name}' has no execution {execution}"),
         )
     };
+    match api.store().executions().execution(&execution).await {
+        Ok(record)
+            if record.tenant == accepted.tenant.name
+                && record.package_name == accepted.trigger.package
+                && record.workflow == accepted.trigger.workflow => {}
+        Ok(_) | Err(Error::NotFound(_)) => return not_found(),
+        Err(e) => return failed(e),
+    }
+    let new = NewSignal {
+        name: signal,
+        payload: serde_json::from_str(&accepted.body).unwrap_or_default(),
+        signal_id: accepted
+            .delivery
+            .map(|d| delivery_key(&accepted.trigger.name, &d)),
+    };
+    let actor = Actor {
+        id: format!("trigger:{}", accepted.trigger.name),
+        origin,
+    };
+    match api.signal(&accepted.tenant, &actor, &execution, new).await {
+        Ok((signal, created)) => answer(
+            created_status(created),
+            serde_json::json!({
+                "execution": execution,
+                "signal": signal.name,
+                "seq": signal.seq,
+                "created": created,
+            }),
+        ),
+        Err(e) => failed(e),
+    }
+}
+
+fn created_status(created: bool) -> StatusCode {
+    if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// Finds trigger `name` of `tenant`, reads the body (up to the tenant's
+/// payload quota) and authenticates the request; the refusal otherwise.
+async fn accept(
+    triggers: &Triggers,
+    crate::console::Peer(peer): crate::console::Peer,
+    tenant: &str,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> std::result::Result<Accepted, Response> {
+    let ip = peer.map(|p| p.ip());
+    if let Err(wait_s) = triggers.throttle.check(ip) {
+        crate::metrics::metrics().auth_failures.inc();
+        return Err(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            throttle::refusal(wait_s),
+        ));
+    }
+    let api = &triggers.api;
     let found = async {
-        let tenant = api.store().catalog().tenant(&tenant).await?;
-        let trigger = api.store().catalog().trigger(&tenant.name, &name).await?;
+        let tenant = api.store().catalog().tenant(tenant).await?;
+        let trigger = api.store().catalog().trigger(&tenant.name, name).await?;
         Ok::<_, Error>((tenant, trigger))
     };
     let (tenant, trigger) = match found.await {
         Ok(found) => found,
-        Err(Error::NotFound(_)) => return not_found(),
-        Err(e) => return failed(e),
+        Err(Error::NotFound(_)) => {
+            return Err(refuse(
+                StatusCode::NOT_FOUND,
+                format!("no trigger /t/{tenant}/{name}"),
+            ));
+        }
+        Err(e) => return Err(failed(e)),
     };
     // The body, up to the tenant's payload quota.
     let limit = api.quotas(&tenant).max_payload_bytes.unwrap_or(i64::MAX) as usize;
@@ -283,11 +406,11 @@ async fn fire(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if announced.is_some_and(|n| n > limit) {
-        return too_large();
+        return Err(too_large());
     }
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
-        Err(_) => return too_large(),
+        Err(_) => return Err(too_large()),
     };
     let key = match &trigger.hmac_secret {
         Some(secret) => match api.secret_value(&tenant.name, secret).await {
@@ -295,29 +418,29 @@ async fn fire(
             // The server's side is wrong, not the caller's: no failure of
             // the caller is counted.
             Ok(None) => {
-                return refuse(
+                return Err(refuse(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!(
                         "the trigger's signing secret '{secret}' no longer exists; tenant '{}' \
                          must set it again (`cerebelum admin secret set {} {secret}`)",
                         tenant.name, tenant.name
                     ),
-                );
+                ));
             }
-            Err(e) => return failed(e),
+            Err(e) => return Err(failed(e)),
         },
         None => None,
     };
-    if let Some(why) = authenticate(&trigger, key.as_deref(), &headers, &body) {
+    if let Some(why) = authenticate(&trigger, key.as_deref(), headers, &body) {
         triggers
             .throttle
             .failed(ip, "a trigger request failed to authenticate");
-        return refuse(StatusCode::UNAUTHORIZED, why);
+        return Err(refuse(StatusCode::UNAUTHORIZED, why));
     }
-    let input = match std::str::from_utf8(&body) {
+    let body = match std::str::from_utf8(&body) {
         Ok(text) if text.trim().is_empty() => "{}".to_owned(),
         Ok(text) if serde_json::from_str::<serde_json::Value>(text).is_ok() => text.to_owned(),
-        _ => return refuse(StatusCode::BAD_REQUEST, "the body is not JSON"),
+        _ => return Err(refuse(StatusCode::BAD_REQUEST, "the body is not JSON")),
     };
     let delivery = DELIVERY_HEADERS
         .iter()
@@ -325,30 +448,17 @@ async fn fire(
     if let Some(id) = delivery
         && (id.is_empty() || id.len() > MAX_DELIVERY_ID)
     {
-        return refuse(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             format!("a delivery id is 1 to {MAX_DELIVERY_ID} characters"),
-        );
+        ));
     }
-    let request = StartRequest {
-        package: trigger.package.clone(),
-        version: trigger.version,
-        workflow: trigger.workflow.clone(),
-        input,
-        idempotency_key: delivery.map(|d| delivery_key(&trigger.name, d)),
-        worker_queue: None,
-    };
-    match api.start(&tenant, request).await {
-        Ok((execution, created)) => answer(
-            if created {
-                StatusCode::ACCEPTED
-            } else {
-                StatusCode::OK
-            },
-            serde_json::json!({ "execution": execution.id, "created": created }),
-        ),
-        Err(e) => failed(e),
-    }
+    Ok(Accepted {
+        tenant,
+        trigger,
+        body,
+        delivery: delivery.map(str::to_owned),
+    })
 }
 
 /// The answer to a failure of the engine.

@@ -10,6 +10,7 @@ use anyhow::Result;
 use cerebelum::api::Api;
 use cerebelum::api::service::{MAX_PAGE, StartRequest};
 use cerebelum::model::{Decision, ListFilter};
+use cerebelum::store::NewSignal;
 use clap::Args;
 use std::path::Path;
 use std::process::ExitCode;
@@ -97,6 +98,21 @@ pub(crate) struct ApproveArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct SignalArgs {
+    /// The execution id.
+    id: String,
+    /// The signal's name: what the workflow's `await-signal` waits for.
+    name: String,
+    /// JSON handed to the workflow with the signal.
+    #[arg(long, default_value = "null")]
+    payload: String,
+    /// Makes sending idempotent: a signal with this id is stored once,
+    /// however often it is sent (e.g. a webhook's delivery id).
+    #[arg(long = "id", value_name = "SIGNAL_ID")]
+    signal_id: Option<String>,
+}
+
+#[derive(Args)]
 pub(crate) struct RejectArgs {
     /// The execution id.
     id: String,
@@ -178,7 +194,15 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> Result<ExitCode> {
     let ops = ops(cli, Needs::Store).await?;
     let view = ops.execution(&args.id).await?;
     if args.json {
-        out!("{}", serde_json::to_string_pretty(&view.record)?);
+        let mut json = serde_json::to_value(&view.record)?;
+        json["waiting_on"] = serde_json::json!(view.waiting_on);
+        json["state"] = view.state.clone().unwrap_or_default();
+        json["buffered_signals"] = view
+            .buffered_signals
+            .iter()
+            .map(|s| serde_json::json!({"seq": s.seq, "name": s.name, "payload": s.payload}))
+            .collect();
+        out!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(ExitCode::SUCCESS);
     }
     out!("{}", watch::summary(&view.record));
@@ -192,6 +216,29 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> Result<ExitCode> {
         for line in watch::pending_sleeps(&ops.journal(&args.id, 0).await?) {
             out!("{line}");
         }
+    }
+    if let Some(state) = &view.state {
+        out!("  state: {state}");
+    }
+    // Sleeps and approvals are shown below, with more to say.
+    for wait in &view.waiting_on {
+        if let Some(name) = wait.strip_prefix("signal '") {
+            let name = name.split('\'').next().unwrap_or_default();
+            out!(
+                "  waiting for {wait}  (cerebelum signal {} {name} --payload '{{}}')",
+                args.id
+            );
+        } else if !wait.starts_with("approval ") && !wait.starts_with("sleep ") {
+            out!("  waiting for {wait}");
+        }
+    }
+    for signal in &view.buffered_signals {
+        out!(
+            "  signal '{}' #{} received, not taken yet: {}",
+            signal.name,
+            signal.seq,
+            cerebelum::util::shorten(&signal.payload.to_string(), 120)
+        );
     }
     for approval in view.pending_approvals {
         out!(
@@ -286,6 +333,52 @@ async fn decide(cli: &Cli, id: &str, key: &str, decision: Decision) -> Result<Ex
         .decide(id, key, decision)
         .await?;
     out!("approval '{}' of {id} is {}", approval.key, approval.status);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn signal(cli: &Cli, args: &SignalArgs) -> Result<ExitCode> {
+    let signal = NewSignal {
+        name: args.name.clone(),
+        payload: json_arg(&args.payload, "--payload")?,
+        signal_id: args.signal_id.clone(),
+    };
+    let (signal, created) = ops(cli, Needs::Store)
+        .await?
+        .signal(&args.id, signal)
+        .await?;
+    if created {
+        out!(
+            "signal '{}' #{} sent to {}",
+            signal.name,
+            signal.seq,
+            args.id
+        );
+    } else {
+        out!(
+            "signal '{}' #{} was sent to {} before (same --id): nothing sent again",
+            signal.name,
+            signal.seq,
+            args.id
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn pause(cli: &Cli, args: &IdArgs, paused: bool) -> Result<ExitCode> {
+    let record = ops(cli, Needs::Store)
+        .await?
+        .set_paused(&args.id, paused)
+        .await?;
+    if paused {
+        out!(
+            "{} is paused ({}): it runs no new step until `cerebelum resume {}`",
+            record.id,
+            record.status,
+            record.id
+        );
+    } else {
+        out!("{} is resumed ({})", record.id, record.status);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

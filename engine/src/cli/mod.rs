@@ -166,6 +166,10 @@ enum Command {
     Watch(executions::WatchArgs),
     /// Print an execution's journal.
     Journal(executions::JournalArgs),
+    /// Send a signal to an execution: stored at once, in order, and taken
+    /// by the workflow's next `await-signal` of that name (buffered until
+    /// then).
+    Signal(executions::SignalArgs),
     /// Approve what an execution waits for; the payload reaches the workflow.
     Approve(executions::ApproveArgs),
     /// Reject what an execution waits for.
@@ -173,6 +177,12 @@ enum Command {
     /// Cancel an execution: its next suspension point returns a
     /// cancellation error to the workflow, which may compensate.
     Cancel(executions::IdArgs),
+    /// Pause an execution: it runs no new step attempt (a running one stops
+    /// before its next) until resumed; its timers pass and its signals are
+    /// kept meanwhile.
+    Pause(executions::IdArgs),
+    /// Resume a paused execution: what came due meanwhile runs at once.
+    Resume(executions::IdArgs),
     /// Retry a failed or cancelled execution: completed steps are kept,
     /// the failed call runs again.
     Retry(executions::IdArgs),
@@ -226,10 +236,13 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::List(args) => executions::list(&cli, args).await,
         Command::Watch(args) => executions::follow(&cli, args).await,
         Command::Journal(args) => executions::journal(&cli, args).await,
+        Command::Signal(args) => executions::signal(&cli, args).await,
         Command::Approve(args) => executions::approve(&cli, args).await,
         Command::Reject(args) => executions::reject(&cli, args).await,
         Command::Cancel(args) => executions::cancel(&cli, args).await,
         Command::Retry(args) => executions::retry(&cli, args).await,
+        Command::Pause(args) => executions::pause(&cli, args, true).await,
+        Command::Resume(args) => executions::pause(&cli, args, false).await,
         Command::Workers(args) => executions::workers(&cli, args).await,
         Command::Admin { command } => admin::run(&cli, command).await,
         Command::Audit(args) => admin::audit(&cli, args).await,

@@ -19,6 +19,9 @@ pub(crate) fn summary(r: &ExecutionRecord) -> String {
         "{}  {:<9} {}/{} v{}",
         r.id, r.status, r.package_name, r.workflow, r.package_version
     );
+    if r.paused && !r.status.is_terminal() {
+        line.push_str(&format!("  PAUSED (cerebelum resume {})", r.id));
+    }
     if let Some(wake) = r.wake_at_ms {
         line.push_str(&format!(
             "  wakes in {:.1}s",
@@ -223,6 +226,15 @@ impl Renderer {
                     a.args.message, self.execution_id, self.execution_id
                 )
             }
+            Call::AwaitSignal(w) => {
+                let name = &w.args.name;
+                self.calls.insert(seq, format!("signal '{name}'"));
+                format!(
+                    "⏳ waiting for signal '{name}'\n   send: cerebelum signal {} {name} --payload '{{}}'",
+                    self.execution_id
+                )
+            }
+            Call::SetState(st) => format!("◆ state: {}", st.args.state),
             Call::Log(l) => format!("  [{}] {}", l.args.level, l.args.message),
             _ => return None,
         };

@@ -423,6 +423,11 @@ pub fn live_parts(
     if r.cancel_requested && !r.status.is_terminal() {
         summary.push_str("<dt>cancel</dt><dd>requested; it ends at its next wait</dd>");
     }
+    if r.paused && !r.status.is_terminal() {
+        summary.push_str(
+            "<dt>paused</dt><dd>by an operator; it starts no new step until resumed</dd>",
+        );
+    }
     if r.engine_failures > 0 && !r.status.is_terminal() {
         let _ = write!(
             summary,

@@ -62,7 +62,7 @@ impl Row {
         match &self.outcome {
             Some((Ok(_), _)) => "done",
             Some((Err(_), _)) => "failed",
-            None if matches!(self.kind, "sleep" | "approval" | "poll") => "waiting",
+            None if matches!(self.kind, "sleep" | "approval" | "signal" | "poll") => "waiting",
             None if self.kind == "step" => "running",
             None => "done",
         }
@@ -175,6 +175,25 @@ impl Timeline {
                             row.due_ms = a.due_at;
                             row
                         }
+                        Call::AwaitSignal(w) => {
+                            let mut row = Row::new(
+                                e.at_ms,
+                                "signal",
+                                by,
+                                format!("waits for signal '{}'", w.args.name),
+                            );
+                            row.due_ms = w.due_at;
+                            row
+                        }
+                        Call::SetState(st) => Row::new(
+                            e.at_ms,
+                            "state",
+                            by,
+                            format!(
+                                "state {}",
+                                crate::util::shorten(&st.args.state.to_string(), 200)
+                            ),
+                        ),
                         Call::ReportProgress(p) => {
                             progress = Some(Progress {
                                 percent: p.args.percent,
@@ -220,7 +239,10 @@ impl Timeline {
                         // answers, not events a person looks for.
                         Call::NowMs(_) | Call::RandomU64(_) | Call::Record(_) => continue,
                     };
-                    if matches!(row.kind, "step" | "sleep" | "poll" | "approval" | "await") {
+                    if matches!(
+                        row.kind,
+                        "step" | "sleep" | "poll" | "approval" | "signal" | "await"
+                    ) {
                         calls.insert(e.seq, rows.len());
                     } else {
                         row.outcome = None;

@@ -13,7 +13,7 @@ use super::state::ExecState;
 use super::worker::{WorkerAttempt, WorkerEnd};
 use crate::journal::{
     Attempt, AttemptFailed, CallError, Decided, ErrorKind, Event, Outcome as CallResult, PollCheck,
-    Served, step_invocation,
+    Received, Served, step_invocation,
 };
 use crate::model::{RetryPolicy, StepOptions};
 use crate::store::{NewEntry, SideWrite};
@@ -358,6 +358,16 @@ async fn run_attempt(
     invocation: &str,
     guest_attempt: u32,
 ) -> Result<Ran, Interrupt> {
+    if exec.cancel.paused() {
+        // Paused by an operator: no new invocation. The execution
+        // hibernates without a due time until it is resumed, and this call
+        // runs its attempt then.
+        tracing::info!(
+            seq = place.seq,
+            "paused: hibernating before the next attempt"
+        );
+        return Err(Interrupt::Suspend { wake_at: None });
+    }
     let Some(queue) = place.queue else {
         push_attempt(
             exec,
@@ -704,4 +714,53 @@ pub(crate) async fn approval_call(
             }
         }
     }
+}
+
+/// Waits for the next signal `name` of the execution (the call at `seq`),
+/// or until `due_ms`. A buffered signal is taken in the commit that
+/// journals the result, so it is delivered once: a crash before that
+/// commit leaves it buffered for the replayed call.
+pub(crate) async fn signal_call(
+    exec: Arc<ExecState>,
+    caller: String,
+    seq: i64,
+    name: String,
+    due_ms: Option<i64>,
+    interruptible: bool,
+) -> CallOutcome {
+    if let Some(result) = exec.recorded_result(seq) {
+        return Ok(result);
+    }
+    if let Some(done) = exec
+        .deliver_cancel(&caller, seq, interruptible, Vec::new())
+        .await
+    {
+        return done;
+    }
+    let store = exec.engine.store.clone();
+    if let Some(signal) = store
+        .executions()
+        .next_signal(&exec.record.id, &name)
+        .await?
+    {
+        let take = vec![SideWrite::ConsumeSignal {
+            signal: signal.seq,
+            call: seq,
+        }];
+        let received = Received::Signal(signal.payload).to_value();
+        return exec.resolve(&caller, seq, Ok(received), true, take).await;
+    }
+    if due_ms.is_some_and(|due| exec.engine.now_ms() >= due) {
+        // Durable: what the code does next must not change on a replay
+        // that finds a signal sent after the timeout.
+        let timed_out = Received::TimedOut.to_value();
+        return exec
+            .resolve(&caller, seq, Ok(timed_out), true, Vec::new())
+            .await;
+    }
+    // Nothing yet: hibernate until the timeout. A signal sent meanwhile
+    // wakes the execution (or, sent before the hibernation is stored,
+    // makes it due at once: see `StatusChange::Waiting`).
+    exec.writer.sync().await?;
+    Err(Interrupt::Suspend { wake_at: due_ms })
 }

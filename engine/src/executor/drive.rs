@@ -109,7 +109,22 @@ async fn drive_claimed(
     if record.cancel_requested {
         cancel.request();
     }
+    cancel.set_paused(record.paused);
     let last_seq = entries.last().map(|e| e.seq).unwrap_or(0);
+    if record.paused {
+        // Claimed while paused (its lease had expired): no invocation;
+        // back to sleep without a due time until resumed.
+        let writer = inner
+            .committer
+            .writer(&record.tenant, &record.id, claim.epoch, last_seq);
+        let wait = StatusChange::Waiting {
+            wake_at_ms: None,
+            seen_signals: claim.signals,
+        };
+        writer.commit(Vec::new(), Vec::new(), Some(wait)).await?;
+        info!("execution is paused: hibernated");
+        return Ok(());
+    }
     if record.engine_failures >= MAX_ENGINE_FAILURES {
         // Retried often enough: an operator looks at the cause and retries it.
         let error = CallError::new(

@@ -7,9 +7,9 @@ use super::invocation::{Invocation, Recorded};
 use super::parse_payload;
 use super::replay::Interrupt;
 use crate::journal::{
-    Answered, ApprovalArgs, AwaitApproval, AwaitSteps, Call, CallError, CallKind, Decided,
-    ErrorKind, Handles, LogLine, NoArgs, Poll, PollArgs, PollOptions, Progress, RecordName, Sleep,
-    SleepArgs, StepArgs, StepCall,
+    Answered, ApprovalArgs, AwaitApproval, AwaitSignal, AwaitSteps, Call, CallError, CallKind,
+    Decided, ErrorKind, Handles, LogLine, NoArgs, Poll, PollArgs, PollOptions, Progress, Received,
+    RecordName, SignalArgs, Sleep, SleepArgs, StateArgs, StepArgs, StepCall,
 };
 use crate::model::StepOptions;
 use crate::runtime::bindings::cerebelum::workflow::host::{Host, StepHandle};
@@ -408,6 +408,64 @@ impl Host for GuestData {
                 Decided::TimedOut => t::ApprovalDecision::TimedOut,
             })
         })
+    }
+
+    async fn await_signal(
+        &mut self,
+        name: String,
+        timeout_ms: Option<u64>,
+    ) -> WasmResult<Result<Option<String>, t::Error>> {
+        let args = SignalArgs { name, timeout_ms };
+        let (seq, call) = self
+            .call(CallKind::AwaitSignal, args, |inv, args| {
+                let due_at = args.timeout_ms.map(|t| inv.exec.engine.now_ms() + t as i64);
+                (Call::AwaitSignal(AwaitSignal { args, due_at }), Vec::new())
+            })
+            .await?;
+        let Call::AwaitSignal(wait) = call else {
+            return Err(misfit(seq, CallKind::AwaitSignal));
+        };
+        let began = self.sandbox.wait_begin();
+        let inv = self.invocation()?;
+        let outcome = calls::signal_call(
+            inv.exec.clone(),
+            inv.id.clone(),
+            seq,
+            wait.args.name,
+            wait.due_at,
+            inv.is_workflow(),
+        )
+        .await;
+        self.sandbox.wait_end(began).await;
+        to_wasm(outcome).map(|r| {
+            r.map(|v| match Received::from_value(&v) {
+                Received::Signal(payload) => Some(payload.to_string()),
+                Received::TimedOut => None,
+            })
+        })
+    }
+
+    async fn set_state(&mut self, state: String) -> WasmResult<Result<(), t::Error>> {
+        let inv = self.invocation()?;
+        if let Err(e) = inv.exec.check_payload("the state", state.len()) {
+            return Ok(Err(e.into()));
+        }
+        // Secrets in it are redacted where the journal is written.
+        let args = StateArgs {
+            state: parse_payload(&state),
+        };
+        self.immediate(
+            CallKind::SetState,
+            args,
+            |_| Value::Null,
+            Call::SetState,
+            |c| match c {
+                Call::SetState(a) => Some(a.answer),
+                _ => None,
+            },
+        )
+        .await
+        .map(|_| Ok(()))
     }
 
     async fn report_progress(&mut self, percent: u8, message: String) -> WasmResult<()> {

@@ -39,11 +39,14 @@ pub(crate) async fn run(
             _ = &mut shutdown => break,
             _ = heartbeat.tick() => {
                 match inner.store.renew_leases(&inner.node_id, inner.now_ms(), lease_ms).await {
-                    Ok(cancelled) => {
+                    Ok(renewed) => {
                         let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
-                        for id in cancelled {
-                            if let Some(c) = running.get(&id) {
-                                c.request();
+                        for lease in renewed {
+                            if let Some(c) = running.get(&lease.execution_id) {
+                                if lease.cancel_requested {
+                                    c.request();
+                                }
+                                c.set_paused(lease.paused);
                             }
                         }
                     }

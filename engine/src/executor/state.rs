@@ -31,9 +31,19 @@ pub(crate) struct CancelState {
     requested: AtomicBool,
     pub(crate) delivered: AtomicBool,
     pub(crate) notify: Notify,
+    /// An operator paused the execution: it starts no new invocation.
+    paused: AtomicBool,
 }
 
 impl CancelState {
+    pub(crate) fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    pub(crate) fn paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn request(&self) {
         self.requested.store(true, Ordering::SeqCst);
         self.notify.notify_waiters();

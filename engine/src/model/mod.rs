@@ -463,6 +463,8 @@ pub struct ExecutionRecord {
     pub engine_error: Option<String>,
     /// Every step runs on this external worker queue.
     pub worker_queue: Option<String>,
+    /// An operator paused it: it runs no new invocation until resumed.
+    pub paused: bool,
 }
 
 /// Engine failures in a row after which an execution fails (with error
@@ -480,6 +482,22 @@ pub struct ApprovalRecord {
     pub request: Value,
     /// For `approved` the payload, for `rejected` the reason (a JSON string).
     pub decision: Option<Value>,
+}
+
+/// A signal sent to an execution (see `await-signal`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalRecord {
+    pub execution_id: String,
+    /// Its place in the order the execution received signals, from 1.
+    pub seq: i64,
+    pub name: String,
+    pub payload: Value,
+    /// The sender's id, if it gave one: sending it again is the same signal.
+    pub signal_id: Option<String>,
+    pub received_at_ms: i64,
+    /// The seq of the `await-signal` call it was delivered to; none while
+    /// buffered.
+    pub consumed_by: Option<i64>,
 }
 
 /// An operator's decision on an approval.

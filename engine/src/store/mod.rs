@@ -76,8 +76,8 @@ use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, CallError, Decision, ExecutionRecord, ListFilter,
     NewExecution, NodeRecord, PackageInfo, PackageRecord, Quotas, ScheduleAdvance, ScheduleRecord,
-    SecretRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskToken, TenantRecord, TriggerRecord,
-    WorkerRecord,
+    SecretRecord, SignalRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskToken, TenantRecord,
+    TriggerRecord, WorkerRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -297,12 +297,50 @@ pub trait Executions: Send + Sync {
         now_ms: i64,
     ) -> Result<ApprovalRecord>;
 
+    /// Stores signal `name` for the execution (buffered until an
+    /// `await-signal` takes it) and wakes it. With `signal_id` that was
+    /// sent before, returns that signal instead (`false`: not new); a
+    /// conflict if it had another name or payload. Refused once the
+    /// execution has ended, or with `max_buffered` signals waiting.
+    async fn send_signal(
+        &self,
+        execution_id: &str,
+        signal: &NewSignal,
+        max_buffered: i64,
+        now_ms: i64,
+    ) -> Result<(SignalRecord, bool)>;
+
+    /// The signals the execution received that no `await-signal` has
+    /// taken yet, in order.
+    async fn buffered_signals(&self, execution_id: &str) -> Result<Vec<SignalRecord>>;
+
+    /// The first buffered signal named `name`.
+    async fn next_signal(&self, execution_id: &str, name: &str) -> Result<Option<SignalRecord>>;
+
     /// Requests cancellation and wakes the execution.
     async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
+
+    /// Pauses (`true`) or resumes an execution and wakes it: paused, it
+    /// runs no new invocation; resumed, it is due at once. A conflict once
+    /// it has ended.
+    async fn set_paused(
+        &self,
+        execution_id: &str,
+        paused: bool,
+        now_ms: i64,
+    ) -> Result<ExecutionRecord>;
 
     /// Operator retry of a failed or cancelled execution: appends a
     /// `retried` entry and makes it pending again.
     async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
+}
+
+/// A signal as sent: see [`Executions::send_signal`].
+#[derive(Debug, Clone)]
+pub struct NewSignal {
+    pub name: String,
+    pub payload: Value,
+    pub signal_id: Option<String>,
 }
 
 /// The durable task queue of external workers (see [`crate::model::TaskSpec`]):
@@ -412,9 +450,9 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<Claim>>;
 
-    /// Extends the leases `owner` holds; returns the ids among them with a
-    /// cancellation requested.
-    async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<String>>;
+    /// Extends the leases `owner` holds; returns, for each of them, what
+    /// operators asked of it (a cancellation, a pause).
+    async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<Renewed>>;
 
     /// Gives up ownership after an engine failure (not a failure of user
     /// code): counts it on the execution (with its message) and makes the
@@ -443,6 +481,14 @@ pub trait Store: Send + Sync + 'static {
         let _ = due;
         Ok(None)
     }
+}
+
+/// A lease [`Store::renew_leases`] extended, with what operators asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Renewed {
+    pub execution_id: String,
+    pub cancel_requested: bool,
+    pub paused: bool,
 }
 
 /// An engine failure of an execution, for [`Store::abandon`]: the

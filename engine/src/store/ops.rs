@@ -32,6 +32,10 @@ pub enum SideWrite {
     OpenApproval { key: String, request: Value },
     /// Close a pending approval without a decision (cancelled).
     CloseApproval { key: String, status: String },
+    /// Deliver the buffered signal `signal` (its seq among the
+    /// execution's signals) to the `await-signal` call at `call`, whose
+    /// result is in the same operation.
+    ConsumeSignal { signal: i64, call: i64 },
     /// Queue a task for an external worker (the attempt's entry is in the
     /// same operation).
     OpenTask(TaskSpec),
@@ -78,6 +82,7 @@ impl Creation {
             engine_failures: 0,
             engine_error: None,
             worker_queue: self.new.worker_queue.clone(),
+            paused: false,
         }
     }
 

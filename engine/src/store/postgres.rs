@@ -18,9 +18,12 @@
 //! (`SKIP LOCKED`).
 
 use super::rows;
+use super::sql::CONSUME_SIGNAL;
 use super::sql::{Dialect, Sql};
 use super::tasks::{CLOSE_TASK, OPEN_TASK};
-use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, SideWrite, StatusChange, Tasks};
+use super::{
+    Catalog, Claim, CommitOp, EngineFailure, Executions, Renewed, SideWrite, StatusChange, Tasks,
+};
 use super::{Store, Synchronous};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
@@ -373,6 +376,15 @@ async fn side_write(
                 .execute(&mut *conn)
                 .await?;
         }
+        SideWrite::ConsumeSignal { signal, call } => {
+            sqlx::query(CONSUME_SIGNAL)
+                .bind(call)
+                .bind(now_ms)
+                .bind(id)
+                .bind(signal)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
 }
@@ -427,7 +439,7 @@ impl StatusColumns {
 /// (`signals` moved past what the node saw) makes it due at once.
 const SET_WAITING: &str = "status = 'waiting', owner = NULL, lease_expires_at = NULL, \
      engine_failures = 0, engine_error = NULL, \
-     wake_at = CASE WHEN e.signals != w.seen THEN $NOW ELSE w.wake_at END, updated_at = $NOW";
+     wake_at = CASE WHEN e.paused THEN NULL WHEN e.signals != w.seen THEN $NOW ELSE w.wake_at END, updated_at = $NOW";
 
 const SET_FINISHED: &str = "status = d.status, result = d.result, error = d.error, \
      owner = NULL, lease_expires_at = NULL, wake_at = NULL, engine_failures = 0, \
@@ -662,12 +674,12 @@ impl Store for PgStore {
             .collect())
     }
 
-    async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<String>> {
-        let renewed: Vec<(String, bool)> = sqlx::query_as(
+    async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<Renewed>> {
+        let renewed: Vec<(String, bool, bool)> = sqlx::query_as(
             "UPDATE executions SET lease_expires_at = $1 WHERE id IN ( \
                SELECT id FROM executions WHERE owner = $2 AND status = 'running' \
                ORDER BY id FOR UPDATE) \
-             RETURNING id, cancel_requested",
+             RETURNING id, cancel_requested, paused",
         )
         .bind(now_ms + lease_ms)
         .bind(owner)
@@ -675,8 +687,11 @@ impl Store for PgStore {
         .await?;
         Ok(renewed
             .into_iter()
-            .filter(|(_, cancel)| *cancel)
-            .map(|(id, _)| id)
+            .map(|(execution_id, cancel_requested, paused)| Renewed {
+                execution_id,
+                cancel_requested,
+                paused,
+            })
             .collect())
     }
 

@@ -5,8 +5,8 @@ use crate::error::{Error, Result};
 use crate::journal::{Entry, Event, OPERATOR, Retried, Row as JournalRow};
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, ExecutionRecord, Overlap, PackageInfo,
-    PackageRecord, Quotas, ScheduleRecord, SecretRecord, Status, StoredLimits, TenantRecord,
-    TriggerRecord,
+    PackageRecord, Quotas, ScheduleRecord, SecretRecord, SignalRecord, Status, StoredLimits,
+    TenantRecord, TriggerRecord,
 };
 use serde_json::Value;
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -14,7 +14,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 /// Columns of `executions` that make an [`ExecutionRecord`].
 pub(super) const EXECUTION_COLUMNS: &str = "id, tenant, package_sha256, package_name, package_version, \
      workflow, input, status, result, error, created_at, updated_at, wake_at, owner, epoch, \
-     cancel_requested, engine_failures, engine_error, worker_queue";
+     cancel_requested, engine_failures, engine_error, worker_queue, paused";
 
 /// Columns of `packages` that make a [`PackageRecord`] (not the bytes).
 pub(super) const PACKAGE_COLUMNS: &str = "tenant, sha256, name, version, info, created_at, size";
@@ -48,6 +48,10 @@ pub(super) const ENTRY_COLUMNS: &str = "seq, invocation, kind, ref_seq, args_has
 
 /// Columns of `approvals` that make an [`ApprovalRecord`].
 pub(super) const APPROVAL_COLUMNS: &str = "execution_id, key, status, request, decision";
+
+/// Columns of `signals` that make a [`SignalRecord`].
+pub(super) const SIGNAL_COLUMNS: &str =
+    "execution_id, seq, name, payload, signal_id, received_at, consumed_by";
 
 /// Typed column access on a row of either backend.
 pub(super) trait Columns {
@@ -120,6 +124,7 @@ pub(super) fn execution(row: &impl Columns) -> Result<ExecutionRecord> {
         engine_failures: row.number("engine_failures")?,
         engine_error: row.text("engine_error")?,
         worker_queue: row.text("worker_queue")?,
+        paused: row.flag("paused")?,
     })
 }
 
@@ -299,6 +304,26 @@ pub(super) fn approval(row: &impl Columns) -> Result<ApprovalRecord> {
         request: row.json("request")?.unwrap_or(Value::Null),
         decision: row.json("decision")?,
     })
+}
+
+pub(super) fn signal(row: &impl Columns) -> Result<SignalRecord> {
+    Ok(SignalRecord {
+        execution_id: row.string("execution_id")?,
+        seq: row.number("seq")?,
+        name: row.string("name")?,
+        payload: row.json("payload")?.unwrap_or(Value::Null),
+        signal_id: row.text("signal_id")?,
+        received_at_ms: row.number("received_at")?,
+        consumed_by: row.int("consumed_by")?,
+    })
+}
+
+/// Signalling an execution that has ended.
+pub(super) fn nothing_to_signal(execution: &ExecutionRecord) -> Error {
+    Error::Conflict(format!(
+        "execution {} is already {}; it takes no more signals",
+        execution.id, execution.status
+    ))
 }
 
 pub(crate) fn execution_not_found(id: &str) -> Error {

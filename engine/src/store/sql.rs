@@ -11,19 +11,24 @@
 
 use super::rows::{
     self, API_KEY_COLUMNS, APPROVAL_COLUMNS, AUDIT_COLUMNS, Columns, ENTRY_COLUMNS,
-    EXECUTION_COLUMNS, OPERATOR_KEY_COLUMNS, PACKAGE_COLUMNS, SCHEDULE_COLUMNS, TENANT_COLUMNS,
-    TRIGGER_COLUMNS,
+    EXECUTION_COLUMNS, OPERATOR_KEY_COLUMNS, PACKAGE_COLUMNS, SCHEDULE_COLUMNS, SIGNAL_COLUMNS,
+    TENANT_COLUMNS, TRIGGER_COLUMNS,
 };
-use super::{Catalog, Executions};
+use super::{Catalog, Executions, NewSignal};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter, NewExecution,
     NodeRecord, PackageInfo, PackageRecord, Quotas, ScheduleAdvance, ScheduleRecord, SecretRecord,
-    Status, TenantRecord, TriggerRecord,
+    SignalRecord, Status, TenantRecord, TriggerRecord,
 };
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+
+/// [`super::SideWrite::ConsumeSignal`]: signal `$4` of execution `$3` is
+/// delivered to the call at `$1`, at `$2`.
+pub(super) const CONSUME_SIGNAL: &str = "UPDATE signals SET consumed_by = $1, consumed_at = $2 \
+     WHERE execution_id = $3 AND seq = $4 AND consumed_by IS NULL";
 
 /// What the two backends do differently in the shared SQL.
 #[derive(Debug, Clone, Copy)]
@@ -903,7 +908,7 @@ where
         .await?;
         sqlx::query::<DB>(
             "UPDATE executions SET signals = signals + 1, \
-             wake_at = CASE WHEN status = 'waiting' THEN $1 ELSE wake_at END WHERE id = $2",
+             wake_at = CASE WHEN status = 'waiting' AND NOT paused THEN $1 ELSE wake_at END WHERE id = $2",
         )
         .bind(now_ms)
         .bind(execution_id)
@@ -917,6 +922,115 @@ where
         })
     }
 
+    async fn send_signal(
+        &self,
+        execution_id: &str,
+        signal: &NewSignal,
+        max_buffered: i64,
+        now_ms: i64,
+    ) -> Result<(SignalRecord, bool)> {
+        let mut tx = self.begin_write().await?;
+        let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
+        if let Some(id) = &signal.signal_id {
+            let sent = sqlx::query::<DB>(&format!(
+                "SELECT {SIGNAL_COLUMNS} FROM signals WHERE execution_id = $1 AND signal_id = $2"
+            ))
+            .bind(execution_id)
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = sent {
+                let sent = rows::signal(&row)?;
+                if sent.name != signal.name || sent.payload != signal.payload {
+                    return Err(Error::Conflict(format!(
+                        "signal id '{id}' was sent to {execution_id} before as '{}' with \
+                         another payload; a signal id names one signal: use a new id for a new \
+                         signal",
+                        sent.name
+                    )));
+                }
+                return Ok((sent, false));
+            }
+        }
+        if execution.status.is_terminal() {
+            return Err(rows::nothing_to_signal(&execution));
+        }
+        let buffered: i64 = sqlx::query_scalar::<DB, i64>(
+            "SELECT COUNT(*) FROM signals WHERE execution_id = $1 AND consumed_by IS NULL",
+        )
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if buffered >= max_buffered {
+            return Err(Error::QuotaExceeded(format!(
+                "execution {execution_id} has {buffered} signals it has not taken yet, the most \
+                 it may buffer; it takes them with await-signal"
+            )));
+        }
+        let seq: i64 = sqlx::query_scalar::<DB, i64>(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM signals WHERE execution_id = $1",
+        )
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query::<DB>(
+            "INSERT INTO signals (execution_id, seq, name, payload, signal_id, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(execution_id)
+        .bind(seq)
+        .bind(signal.name.as_str())
+        .bind(signal.payload.to_string())
+        .bind(signal.signal_id.as_deref())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query::<DB>(
+            "UPDATE executions SET signals = signals + 1, \
+             wake_at = CASE WHEN status = 'waiting' AND NOT paused THEN $1 ELSE wake_at END WHERE id = $2",
+        )
+        .bind(now_ms)
+        .bind(execution_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            SignalRecord {
+                execution_id: execution_id.to_owned(),
+                seq,
+                name: signal.name.clone(),
+                payload: signal.payload.clone(),
+                signal_id: signal.signal_id.clone(),
+                received_at_ms: now_ms,
+                consumed_by: None,
+            },
+            true,
+        ))
+    }
+
+    async fn buffered_signals(&self, execution_id: &str) -> Result<Vec<SignalRecord>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {SIGNAL_COLUMNS} FROM signals WHERE execution_id = $1 \
+             AND consumed_by IS NULL ORDER BY seq"
+        ))
+        .bind(execution_id)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::signal).collect()
+    }
+
+    async fn next_signal(&self, execution_id: &str, name: &str) -> Result<Option<SignalRecord>> {
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {SIGNAL_COLUMNS} FROM signals WHERE execution_id = $1 AND name = $2 \
+             AND consumed_by IS NULL ORDER BY seq LIMIT 1"
+        ))
+        .bind(execution_id)
+        .bind(name)
+        .fetch_optional(&self.reader)
+        .await?;
+        found.as_ref().map(rows::signal).transpose()
+    }
+
     async fn request_cancel(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord> {
         let mut tx = self.begin_write().await?;
         let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
@@ -924,7 +1038,7 @@ where
             return Err(rows::nothing_to_cancel(&execution));
         }
         let row = sqlx::query::<DB>(&format!(
-            "UPDATE executions SET cancel_requested = TRUE, signals = signals + 1, \
+            "UPDATE executions SET cancel_requested = TRUE, paused = FALSE, signals = signals + 1, \
              wake_at = CASE WHEN status IN ('waiting', 'pending') THEN $1 ELSE wake_at END \
              WHERE id = $2 RETURNING {EXECUTION_COLUMNS}"
         ))
@@ -932,6 +1046,46 @@ where
         .bind(execution_id)
         .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
+        rows::execution(&row)
+    }
+
+    async fn set_paused(
+        &self,
+        execution_id: &str,
+        paused: bool,
+        now_ms: i64,
+    ) -> Result<ExecutionRecord> {
+        let mut tx = self.begin_write().await?;
+        let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
+        if execution.status.is_terminal() {
+            return Err(Error::Conflict(format!(
+                "execution {execution_id} is already {}; there is nothing to {}",
+                execution.status,
+                if paused { "pause" } else { "resume" }
+            )));
+        }
+        // Paused: a hibernated or pending one keeps no due time (nothing
+        // claims it); resumed: it is due at once, and replay finds its
+        // timers' own due times again.
+        let sql = if paused {
+            format!(
+                "UPDATE executions SET paused = TRUE, signals = signals + 1, updated_at = $1, \
+                 wake_at = CASE WHEN status IN ('waiting', 'pending') THEN NULL \
+                 ELSE wake_at END WHERE id = $2 RETURNING {EXECUTION_COLUMNS}"
+            )
+        } else {
+            format!(
+                "UPDATE executions SET paused = FALSE, signals = signals + 1, updated_at = $1, \
+                 wake_at = CASE WHEN status IN ('waiting', 'pending') THEN $1 \
+                 ELSE wake_at END WHERE id = $2 RETURNING {EXECUTION_COLUMNS}"
+            )
+        };
+        let row = sqlx::query::<DB>(&sql)
+            .bind(now_ms)
+            .bind(execution_id)
+            .fetch_one(&mut *tx)
+            .await?;
         tx.commit().await?;
         rows::execution(&row)
     }
@@ -964,7 +1118,7 @@ where
         let row = sqlx::query::<DB>(&format!(
             "UPDATE executions SET status = 'pending', result = NULL, error = NULL, owner = NULL, \
              engine_failures = 0, engine_error = NULL, lease_expires_at = NULL, wake_at = $1, \
-             epoch = epoch + 1, cancel_requested = FALSE, updated_at = $1 WHERE id = $2 \
+             epoch = epoch + 1, cancel_requested = FALSE, paused = FALSE, updated_at = $1 WHERE id = $2 \
              RETURNING {EXECUTION_COLUMNS}"
         ))
         .bind(now_ms)

@@ -5,7 +5,7 @@ use super::rows;
 use super::sql::{Dialect, Sql};
 use super::sqlite_commit::CommitConnection;
 use super::tasks::Batches;
-use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, Store, Tasks};
+use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, Renewed, Store, Tasks};
 use crate::error::{Error, Result};
 use crate::model::{ApprovalRecord, ExecutionRecord, NewExecution};
 use async_trait::async_trait;
@@ -247,24 +247,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<String>> {
+    async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<Renewed>> {
         let owner = owner.to_owned();
         self.on_commit_connection(move |c| {
             let mut renew = c.prepare_cached(
                 "UPDATE executions SET lease_expires_at = ? WHERE owner = ? AND status = 'running' \
-                 RETURNING id, cancel_requested",
+                 RETURNING id, cancel_requested, paused",
             )?;
             let rows = renew.query_map(rusqlite::params![now_ms + lease_ms, owner], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0))
+                Ok(Renewed {
+                    execution_id: r.get(0)?,
+                    cancel_requested: r.get::<_, i64>(1)? != 0,
+                    paused: r.get::<_, i64>(2)? != 0,
+                })
             })?;
-            let mut cancelled = Vec::new();
-            for row in rows {
-                let (id, cancel) = row?;
-                if cancel {
-                    cancelled.push(id);
-                }
-            }
-            Ok(cancelled)
+            rows.collect::<rusqlite::Result<Vec<_>>>()
         })
         .await
     }

@@ -3,6 +3,7 @@
 //! costs no thread hop per statement (sqlx's SQLite driver sends every
 //! statement to a worker thread and back, ~45 µs each here).
 
+use super::sql::CONSUME_SIGNAL;
 use super::tasks::{CLOSE_TASK, OPEN_TASK};
 use super::{CommitOp, Creation, SideWrite, StatusChange};
 use crate::error::{Error, Result};
@@ -251,6 +252,10 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
                 tx.prepare_cached(CLOSE_TASK)?
                     .execute(params![now_ms, id, seq, attempt])?;
             }
+            SideWrite::ConsumeSignal { signal, call } => {
+                tx.prepare_cached(CONSUME_SIGNAL)?
+                    .execute(params![call, now_ms, id, signal])?;
+            }
         }
     }
     match &op.status {
@@ -262,7 +267,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
             tx.prepare_cached(
                 "UPDATE executions SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
                  engine_failures = 0, engine_error = NULL, \
-                 wake_at = CASE WHEN signals != ? THEN ? ELSE ? END, updated_at = ? WHERE id = ?",
+                 wake_at = CASE WHEN paused THEN NULL WHEN signals != ? THEN ? ELSE ? END, \
+                 updated_at = ? WHERE id = ?",
             )?
             .execute(params![seen_signals, now_ms, wake_at_ms, now_ms, id])?;
         }

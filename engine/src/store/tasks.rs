@@ -194,7 +194,7 @@ pub(super) const FINISH_TASK: &str = "UPDATE tasks SET status = $1, outcome = $2
 
 /// Wakes execution `$2` at `$1`, as an approval's decision does.
 pub(super) const WAKE: &str = "UPDATE executions SET signals = signals + 1, \
-     wake_at = CASE WHEN status = 'waiting' THEN $1 ELSE wake_at END WHERE id = $2";
+     wake_at = CASE WHEN status = 'waiting' AND NOT paused THEN $1 ELSE wake_at END WHERE id = $2";
 
 const TASK_COLUMNS: &str = "execution_id, seq, attempt, tenant, queue, step, input, status, \
      created_at, schedule_to_start_ms, start_to_close_ms, heartbeat_ms, claim_id, worker_id, \

@@ -7,7 +7,8 @@ The same file runs two ways:
 * **durably**, inside the Cerebelum engine, once built into a package:
   ``cerebelum build app.py -o app.wasm`` (or ``python -m cerebelum build``),
   then ``cerebelum run app.wasm deploy --input '{"name": "web-1"}'``. Each
-  step is journaled; sleeps, polls and approvals survive engine restarts.
+  step is journaled; sleeps, polls, approvals and signals survive engine
+  restarts.
 
 ::
 
@@ -29,12 +30,14 @@ The same file runs two ways:
 
 from . import http
 from ._dsl import RetryPolicy, Step, Workflow, WorkflowBuilder, step, workflow
-from ._helpers import ProgressReporter, poll, retry, sleep, wait_for_approval
+from ._helpers import (ProgressReporter, poll, retry, set_state, sleep, wait_for_approval,
+                       wait_for_signal)
 from ._local import DSLLocalExecutor, LocalExecutor
 from ._runtime import Context, ExecutionResult
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError,
                      CerebelumError, ErrorKind, ExecutionError, HttpError, PollTimeoutError,
-                     RetryExhaustedError, SecretError, StepError, WorkflowDefinitionError)
+                     RetryExhaustedError, SecretError, SignalTimeoutError, StepError,
+                     WorkflowDefinitionError)
 
 #: The original SDK's names for what ``@step`` and ``@workflow`` return.
 StepMetadata = Step
@@ -57,7 +60,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "step", "workflow", "Context", "ExecutionResult", "sleep", "poll", "retry",
-    "wait_for_approval", "ProgressReporter", "RetryPolicy", "Step", "Workflow",
+    "wait_for_approval", "wait_for_signal", "set_state", "SignalTimeoutError",
+    "ProgressReporter", "RetryPolicy", "Step", "Workflow",
     "WorkflowBuilder", "CerebelumError", "WorkflowDefinitionError", "StepError",
     "PollTimeoutError", "RetryExhaustedError", "ApprovalRejectedError",
     "ApprovalTimeoutError", "CancelledError", "HttpError", "SecretError", "http",

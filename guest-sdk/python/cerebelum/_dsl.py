@@ -362,7 +362,8 @@ class Workflow:
     async def execute(self, inputs: Any = None, executor: Any = None,
                       distributed: bool = False, max_reconnect_attempts: int = 0,
                       reconnect_max_delay: float = 60.0, *, approval_handler=None,
-                      secrets=None, server: str | None = None, api_key: str | None = None):
+                      secrets=None, server: str | None = None, api_key: str | None = None,
+                      signal_handler=None):
         """Runs the workflow; its :class:`ExecutionResult`. Raises
         :class:`ExecutionError` when the execution fails (the failing step,
         its error, and the result so far as ``e.result``).
@@ -371,7 +372,9 @@ class Workflow:
         ``approval_handler(approval_type, data)`` answers
         ``wait_for_approval``: return ``True`` or a dict to approve (the
         dict is the approval's data), ``False`` or a string (the reason) to
-        reject; it may be ``async``. ``secrets`` answers
+        reject; it may be ``async``. ``signal_handler(name)`` answers
+        ``wait_for_signal`` with the signal's payload (it may be ``async``).
+        ``secrets`` answers
         ``context.secret(name)`` (else the environment variable
         ``CEREBELUM_SECRET_<NAME>``). ``executor``: any object with
         ``async execute(workflow, inputs)`` runs it instead.
@@ -395,7 +398,7 @@ class Workflow:
                 reconnect_max_delay=reconnect_max_delay,
             ).execute(self, inputs, approval_handler=approval_handler, secrets=secrets)
         from ._local import execute_locally
-        return await execute_locally(self, inputs, approval_handler, secrets)
+        return await execute_locally(self, inputs, approval_handler, secrets, signal_handler)
 
 
 def find_workflow(workflow: Workflow | str) -> Workflow:

@@ -27,7 +27,7 @@ from . import _dsl
 from ._loop import DurableLoop
 from ._runtime import Runtime, exception_text, invoke_step_json, run_workflow, to_json
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError, HttpError,
-                     PollTimeoutError, SecretError, StepError)
+                     PollTimeoutError, SecretError, SignalTimeoutError, StepError)
 
 
 def _error(kind: str, message: str, details: Any = None) -> Err:
@@ -184,6 +184,21 @@ class DurableRuntime(Runtime):
         if isinstance(decision, types.ApprovalDecision_Rejected):
             raise ApprovalRejectedError(decision.value)
         raise ApprovalTimeoutError(f"approval {key!r} timed out after {timeout_ms} ms")
+
+    async def signal(self, ctx, name, timeout_ms):
+        try:
+            raw = host.await_signal(name, timeout_ms)
+        except Err as e:
+            _raise_host(e)
+        if raw is None:
+            raise SignalTimeoutError(f"no signal {name!r} came within {timeout_ms} ms")
+        return json.loads(raw)
+
+    def set_state(self, ctx, state):
+        try:
+            host.set_state(to_json(state, "the state"))
+        except Err as e:
+            _raise_host(e)
 
     def progress(self, ctx, percent, message):
         host.report_progress(percent, message)

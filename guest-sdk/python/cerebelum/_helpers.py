@@ -236,6 +236,32 @@ async def wait_for_approval(approval_type: str = "manual", data: Any = None,
     return await ctx._runtime.approval(ctx, approval_type, data, timeout)
 
 
+async def wait_for_signal(name: str, timeout_ms: int | timedelta | None = None) -> Any:
+    """Waits for the next signal ``name`` sent to this execution and
+    returns its payload.
+
+    Inside the engine the wait is durable: ``cerebelum signal EXECUTION
+    NAME --payload JSON`` (or the API's ``Signal``, or an HTTP trigger)
+    sends one; signals sent before the wait are kept in order, and each is
+    delivered to exactly one wait, also across engine restarts. Raises
+    :class:`SignalTimeoutError` when ``timeout_ms`` passes first. Locally,
+    the ``signal_handler`` given to ``execute`` answers.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError("the signal name must be a non-empty string")
+    ctx = current()
+    timeout = None if timeout_ms is None else _ms(timeout_ms, "timeout_ms")
+    return await ctx._runtime.signal(ctx, name, timeout)
+
+
+def set_state(state: Any) -> None:
+    """Publishes ``state`` (small JSON) as where the execution stands:
+    ``cerebelum status`` and ``watch`` show the latest one."""
+    ctx = current()
+    to_json(state, "the state")
+    ctx._runtime.set_state(ctx, state)
+
+
 class ProgressReporter:
     """Reports a step's progress: ``ProgressReporter(context).update(40, "Copying")``.
 

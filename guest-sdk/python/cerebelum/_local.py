@@ -25,7 +25,7 @@ from ._dsl import Step, Workflow
 from ._runtime import (Context, ExecutionResult, Runtime, exception_text, failure,
                        invoke_step, iso_time, run_workflow, to_json)
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError, HttpError,
-                     SecretError)
+                     SecretError, SignalTimeoutError)
 
 BAR_WIDTH = 20
 
@@ -40,10 +40,13 @@ def print_progress(step_name: str, percent: int, message: str) -> None:
 
 class LocalRuntime(Runtime):
     def __init__(self, execution_id: str, approval_handler: Callable | None,
-                 secrets: dict | None = None):
+                 secrets: dict | None = None, signal_handler: Callable | None = None):
         self.execution_id = execution_id
         self.approval_handler = approval_handler
+        self.signal_handler = signal_handler
         self.secrets = dict(secrets or {})
+        #: The last value ``set_state`` published.
+        self.state = None
 
     def secret(self, ctx: Context, name: str) -> str:
         if name in self.secrets:
@@ -125,14 +128,41 @@ class LocalRuntime(Runtime):
             raise ApprovalRejectedError(answer)
         return json.loads(to_json(answer, "the approval handler's answer"))
 
+    async def signal(self, ctx: Context, name: str, timeout_ms: int | None) -> Any:
+        handler = self.signal_handler
+        if handler is None:
+            raise CerebelumError(
+                f"step `{ctx.step_name}` waits for signal {name!r}, and this local run has "
+                "nobody to send it: pass a signal handler, e.g. "
+                "`await wf.execute(inputs, signal_handler=lambda name: {...})` (it returns "
+                "the signal's payload; it may be async)")
+
+        async def ask():
+            answer = handler(name)
+            if inspect.isawaitable(answer):
+                answer = await answer
+            return answer
+
+        try:
+            answer = await (asyncio.wait_for(ask(), timeout_ms / 1000)
+                            if timeout_ms is not None else ask())
+        except asyncio.TimeoutError:
+            raise SignalTimeoutError(
+                f"no signal {name!r} came within {timeout_ms} ms") from None
+        return json.loads(to_json(answer, f"the payload of signal {name!r}"))
+
+    def set_state(self, ctx: Context, state: Any) -> None:
+        self.state = json.loads(to_json(state, "the state"))
+
     def progress(self, ctx: Context, percent: int, message: str) -> None:
         print_progress(ctx.step_name, percent, message)
 
 
 async def execute_locally(workflow: Workflow, inputs: Any, approval_handler: Callable | None,
-                          secrets: dict | None = None) -> ExecutionResult:
+                          secrets: dict | None = None,
+                          signal_handler: Callable | None = None) -> ExecutionResult:
     inputs = json.loads(to_json(inputs, "the workflow input"))
-    runtime = LocalRuntime(str(uuid.uuid4()), approval_handler, secrets)
+    runtime = LocalRuntime(str(uuid.uuid4()), approval_handler, secrets, signal_handler)
     started = datetime.now(timezone.utc)
     outcome = await run_workflow(workflow, inputs, runtime)
     result = ExecutionResult(

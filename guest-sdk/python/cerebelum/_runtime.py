@@ -53,6 +53,15 @@ class Runtime:
                        timeout_ms: int | None) -> Any:
         raise NotImplementedError
 
+    async def signal(self, ctx: "Context", name: str, timeout_ms: int | None) -> Any:
+        """The payload of the next signal ``name``; raises
+        :class:`SignalTimeoutError` after ``timeout_ms``."""
+        raise NotImplementedError
+
+    def set_state(self, ctx: "Context", state: Any) -> None:
+        """Publishes ``state`` (JSON) as where the execution stands."""
+        raise NotImplementedError
+
     def progress(self, ctx: "Context", percent: int, message: str) -> None:
         raise NotImplementedError
 

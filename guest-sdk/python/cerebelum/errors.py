@@ -116,6 +116,13 @@ class ApprovalTimeoutError(StepError):
         super().__init__(message, "approval-timeout")
 
 
+class SignalTimeoutError(StepError):
+    """``wait_for_signal``: no signal of that name came within ``timeout_ms``."""
+
+    def __init__(self, message: str = "signal timed out"):
+        super().__init__(message, "signal-timeout")
+
+
 class CancelledError(StepError):
     """The execution was cancelled."""
 

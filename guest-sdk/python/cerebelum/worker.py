@@ -293,6 +293,17 @@ class WorkerRuntime(LocalRuntime):
     def progress(self, ctx: Context, percent: int, message: str) -> None:
         self._state.report(percent, message)
 
+    async def signal(self, ctx, name, timeout_ms):
+        raise CerebelumError(
+            f"step `{ctx.step_name}` waits for signal {name!r}, and it runs on an external "
+            "worker: signals reach code in the engine only. Wait for the signal in a step "
+            "that runs in the engine (not placed on a worker queue), and pass its payload on")
+
+    def set_state(self, ctx, state):
+        raise CerebelumError(
+            f"step `{ctx.step_name}` sets the execution's state, and it runs on an external "
+            "worker: set it from a step that runs in the engine")
+
     async def approval(self, ctx, approval_type, data, timeout_ms):
         if self.approval_handler is None:
             raise CerebelumError(

@@ -457,6 +457,55 @@ def test_approval_without_handler_or_in_time():
     assert run(v.execute({}, approval_handler=slow)).steps == {"gate2": "timed out"}
 
 
+def test_signals_and_state_locally():
+    from cerebelum import SignalTimeoutError, set_state, wait_for_signal
+
+    @step
+    async def gate(context, inputs):
+        set_state({"phase": "waiting"})
+        got = await wait_for_signal("dns", timeout_ms=1000)
+        set_state({"phase": "done"})
+        return got
+
+    @workflow
+    def w(wf):
+        wf.timeline(gate)
+
+    asked = []
+
+    async def handler(name):
+        asked.append(name)
+        return {"zone": "example.com"}
+
+    r = run(w.execute({}, signal_handler=handler))
+    assert r.steps == {"gate": {"zone": "example.com"}}
+    assert asked == ["dns"]
+
+    with pytest.raises(ExecutionError) as e:
+        run(w.execute({}))
+    assert "waits for signal 'dns'" in e.value.error
+    assert "signal_handler=" in e.value.error
+
+    async def slow(name):
+        await asyncio.sleep(5)
+
+    @step
+    async def gate2(context, inputs):
+        try:
+            await wait_for_signal("dns", timeout_ms=20)
+        except SignalTimeoutError as e:
+            return str(e)
+
+    @workflow
+    def v(wf):
+        wf.timeline(gate2)
+
+    assert run(v.execute({}, signal_handler=slow)).steps == {
+        "gate2": "no signal 'dns' came within 20 ms"}
+    with pytest.raises(ValueError):
+        run(wait_for_signal(""))
+
+
 def test_progress_prints_the_original_bar_on_stdout(capsys):
     @step
     async def migrate(context, inputs):

@@ -212,6 +212,34 @@ impl Context {
         Ok(host::await_approval(&request.into())?.into())
     }
 
+    /// Waits for the next signal `name` sent to this execution (`cerebelum
+    /// signal ID NAME --payload JSON`, the API's `Signal`, an HTTP trigger)
+    /// and returns its payload decoded as `O`; `None` once `timeout` passes
+    /// without one (`None`: wait as long as it takes).
+    ///
+    /// Signals sent before the workflow waits are kept in the order they
+    /// arrived; each is delivered to exactly one `await_signal`, also
+    /// across engine restarts.
+    pub fn await_signal<O>(&self, name: &str, timeout: Option<Duration>) -> Result<Option<O>, Error>
+    where
+        O: DeserializeOwned,
+    {
+        match host::await_signal(name, timeout.map(millis))? {
+            Some(payload) => decode(&payload, || format!("payload of signal `{name}`")).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Publishes `state` (small JSON) as where the execution stands:
+    /// `cerebelum status`, `watch` and the API show the latest. Fails with
+    /// kind `payload` if it is larger than the tenant allows.
+    pub fn set_state<S>(&self, state: &S) -> Result<(), Error>
+    where
+        S: Serialize + ?Sized,
+    {
+        Ok(host::set_state(&encode(state)?)?)
+    }
+
     /// Reports the progress of the execution, `percent` capped at 100.
     pub fn progress(&self, percent: u8, message: &str) {
         host::report_progress(percent.min(100), message);

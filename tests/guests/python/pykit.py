@@ -6,7 +6,8 @@ import random
 import time
 from datetime import datetime, timezone
 
-from cerebelum import Context, ProgressReporter, http, poll, sleep, step, workflow
+from cerebelum import (Context, ProgressReporter, SignalTimeoutError, http, poll, set_state, sleep,
+                       step, wait_for_signal, workflow)
 
 
 @step
@@ -22,6 +23,23 @@ async def nap(context: Context, inputs: dict) -> dict:
 @workflow
 def napper(wf):
     wf.timeline(nap)
+
+
+@step
+async def await_dns(context: Context, inputs: dict) -> dict:
+    """Waits for signal `dns` (durably), publishing where it stands."""
+    set_state({"phase": "waiting for dns"})
+    try:
+        got = await wait_for_signal("dns", timeout_ms=inputs.get("timeout_ms"))
+    except SignalTimeoutError as e:
+        return {"timed_out": str(e)}
+    set_state({"phase": "dns ok"})
+    return {"dns": got}
+
+
+@workflow
+def dns_wf(wf):
+    wf.timeline(await_dns)
 
 
 @step

@@ -105,6 +105,34 @@ fn approval(ctx: &Context, input: ApprovalInput) -> Result<Value, Error> {
 }
 
 #[derive(Deserialize)]
+struct SignalWait {
+    name: String,
+    count: usize,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// Signal tests: takes `count` signals `name` (a noop step after each),
+/// publishing how many it has as its state, and returns their payloads
+/// (`"timed-out"` for a wait that timed out).
+fn signal_wait(ctx: &Context, input: SignalWait) -> Result<Value, Error> {
+    let mut got = Vec::new();
+    for i in 0..input.count {
+        ctx.set_state(&json!({ "received": i, "waiting_for": input.name }))?;
+        let timeout = input.timeout_ms.map(Duration::from_millis);
+        match ctx.await_signal::<Value>(&input.name, timeout)? {
+            Some(payload) => {
+                let _: Value = ctx.step("noop", &json!(i))?;
+                got.push(payload);
+            }
+            None => got.push(json!("timed-out")),
+        }
+    }
+    ctx.set_state(&json!({ "received": input.count, "done": true }))?;
+    Ok(json!({ "signals": got }))
+}
+
+#[derive(Deserialize)]
 struct PollReady {
     ready_after_ms: u64,
     interval_ms: u64,
@@ -309,6 +337,18 @@ fn compensate(_ctx: &Context, _input: Value) -> Result<Value, Error> {
     Ok(json!({ "compensated": true }))
 }
 
+/// Pause tests: `n` `nap` steps of `sleep_ms` in a row; returns `n`.
+fn naps(ctx: &Context, input: Fanout) -> Result<u32, Error> {
+    for i in 0..input.n {
+        let nap = Nap {
+            i,
+            sleep_ms: input.sleep_ms,
+        };
+        let _: Value = ctx.step("nap", &nap)?;
+    }
+    Ok(input.n)
+}
+
 /// Sleeps `sleep_ms` (durably), then returns `{"i": i}`.
 fn nap(ctx: &Context, input: Nap) -> Result<Value, Error> {
     ctx.sleep(Duration::from_millis(input.sleep_ms))?;
@@ -352,6 +392,8 @@ cerebelum_sdk::package! {
         spin_step => "One CPU-bound spin step",
         run_step => "Run any step with a given number of attempts",
         approval => "Wait for an approval and return the decision",
+        signal_wait => "Take count signals of a name and return their payloads",
+        naps => "n nap steps of sleep_ms in a row",
         poll_ready => "Poll check_ready until a deadline passes",
         cancellable => "Sleep; compensate when cancelled",
         retry_me => "Fail without retries until a given time",

@@ -1,0 +1,129 @@
+//! The signal benchmark: `cargo bench -p cerebelum-engine --bench signals
+//! [-- --backend postgres] [-- --signals N]`.
+//!
+//! A real `cerebelum serve` process (this build's binary) and N executions
+//! (default 200) of the testkit's `signal_wait`, each hibernated waiting
+//! for signal `go`. Then, one at a time, a gRPC `Signal` is sent to each
+//! and its watch stream followed until the journal holds the result of
+//! its `await-signal` call: the delivery latency, from the API call to
+//! the workflow resuming with the payload (claim, replay and the durable
+//! commit of the delivery included). Prints p50/p99.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use cerebelum::api::pb;
+use std::time::{Duration, Instant};
+
+fn main() {
+    let backend = common::bench_backend();
+    let count: usize = common::bench_arg("--signals").map_or(200, |n| n.parse().unwrap());
+    let db = common::Db::on(backend);
+    db.tenant(
+        "bench",
+        &[
+            "--max-open-executions",
+            "1000000",
+            "--max-start-rate",
+            "1000000",
+        ],
+    );
+    let port = common::free_port();
+    let _server = db.serve_api(port, &[]);
+    let key = db.key("bench");
+    println!(
+        "cerebelum signal benchmark on {backend:?} ({} cores): {count} hibernated executions, \
+         one signal each, sent one at a time over gRPC",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut took = runtime.block_on(async {
+        let mut client = common::grpc::connect(port, &key).await;
+        common::grpc::upload(&mut client, "kit", &common::guest("testkit")).await;
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let started = client
+                .start_execution(pb::StartExecutionRequest {
+                    package: "kit".into(),
+                    workflow: "signal_wait".into(),
+                    input_json: r#"{"name":"go","count":1}"#.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            ids.push(started.into_inner().execution.unwrap().id);
+        }
+        // Every one hibernated on its await-signal.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for id in &ids {
+            loop {
+                let e = client
+                    .get_execution(pb::GetExecutionRequest { id: id.clone() })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                if e.status == pb::ExecutionStatus::Waiting as i32 && !e.waiting_on.is_empty() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{id} never waited: {e:?}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let mut took = Vec::new();
+        for (n, id) in ids.iter().enumerate() {
+            let journal = client
+                .get_journal(pb::GetJournalRequest {
+                    id: id.clone(),
+                    after_seq: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries;
+            let wait = journal
+                .iter()
+                .find(|e| e.kind == "await-signal")
+                .expect("the await-signal call")
+                .seq;
+            let last = journal.last().map_or(0, |e| e.seq);
+            let mut events = client
+                .watch_execution(pb::WatchExecutionRequest {
+                    id: id.clone(),
+                    after_seq: last,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let t = Instant::now();
+            client
+                .signal(pb::SignalRequest {
+                    id: id.clone(),
+                    name: "go".into(),
+                    payload_json: format!(r#"{{"n":{n}}}"#),
+                    signal_id: String::new(),
+                })
+                .await
+                .unwrap();
+            loop {
+                let event = events.message().await.unwrap().expect("the watch ended");
+                if let Some(pb::watch_event::Event::Entry(e)) = event.event
+                    && e.kind == "result"
+                    && e.ref_seq == Some(wait)
+                {
+                    break;
+                }
+            }
+            took.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        took
+    });
+    let p50 = common::percentile(&mut took, 0.50);
+    let p99 = common::percentile(&mut took, 0.99);
+    println!(
+        "{} signals: delivery latency (Signal RPC → await-signal result journaled) p50 \
+         {p50:.2} ms, p99 {p99:.2} ms",
+        took.len()
+    );
+}
