@@ -408,6 +408,36 @@ fn signals_reach_a_python_step_and_its_state_shows_in_status() {
 }
 
 #[test]
+fn a_python_workflow_continues_as_new() {
+    let db = Db::new();
+    let wasm = python_guest(PYKIT);
+    let _server = db.serve(&[]);
+    let mut id = db.start(&wasm, "counter", r#"{"n": 0, "until": 3}"#);
+    let mut chain = vec![id.clone()];
+    let last = loop {
+        let done = db.wait_status(&id, "completed", LONG);
+        match done["result"]["continued_as"].as_str() {
+            Some(next) => {
+                assert_eq!(db.status(next)["continued_from"], id.as_str());
+                id = next.to_owned();
+                chain.push(id.clone());
+            }
+            None => break done,
+        }
+    };
+    assert_eq!(chain.len(), 4, "{chain:?}");
+    assert_eq!(last["result"]["steps"]["count_up"], json!({ "reached": 3 }));
+    assert_eq!(last["input"], json!({ "n": 3, "until": 3 }));
+    // Locally the workflow simply runs again.
+    let local = local(PYKIT, "counter", r#"{"n": 0, "until": 3}"#);
+    assert_eq!(
+        local["result"]["steps"]["count_up"],
+        json!({ "reached": 3 }),
+        "{local}"
+    );
+}
+
+#[test]
 fn a_step_as_poll_check_is_polled_by_the_engine() {
     let db = Db::new();
     let wasm = python_guest(PYKIT);

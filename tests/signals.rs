@@ -1,10 +1,12 @@
-//! Signals, published state and pause/resume (issue 18), end to end with
+//! Signals, published state, pause/resume and continue-as-new (issue 18),
+//! end to end with
 //! a real `cerebelum serve` on both backends: signals sent before the
 //! workflow waits are buffered in order and each delivered once (also
 //! across `kill -9` of the server, with signals sent while it is down),
 //! idempotent by signal id, timed out; `status` shows where an execution
 //! stands and its state; an HTTP trigger signals an execution; a paused
-//! execution runs nothing until resumed, also one paused mid-run.
+//! execution runs nothing until resumed, also one paused mid-run; a
+//! workflow continues as new executions, one per run, also across kill -9.
 
 #[macro_use]
 mod common;
@@ -21,6 +23,8 @@ on_both_backends!(
     a_trigger_signals_an_execution_once_per_delivery,
     a_paused_execution_runs_nothing_until_resumed,
     a_running_execution_pauses_before_its_next_step,
+    a_workflow_continues_as_new_with_an_empty_journal,
+    continue_as_new_survives_kill9_of_the_server,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -264,4 +268,77 @@ fn a_running_execution_pauses_before_its_next_step(db: Db) {
     assert_eq!(entries(&journal, "call-step").len(), 200, "{done}");
     assert_eq!(done["result"], 200);
     common::assert_contiguous(&id, &journal);
+}
+
+/// Follows the continue-as-new chain from `first` until an execution
+/// completes with something else than `{"continued_as": …}`: the ids in
+/// order and the last result.
+fn follow_chain(db: &Db, first: &str) -> (Vec<String>, Value) {
+    let mut ids = vec![first.to_owned()];
+    loop {
+        let id = ids.last().unwrap().clone();
+        let done = db.wait_status(&id, "completed", WAIT);
+        match done["result"]["continued_as"].as_str() {
+            Some(next) => {
+                let next_status = db.status(next);
+                assert_eq!(next_status["continued_from"], id.as_str(), "{next_status}");
+                ids.push(next.to_owned());
+            }
+            None => return (ids, done["result"].clone()),
+        }
+        assert!(ids.len() < 100, "the chain does not end: {ids:?}");
+    }
+}
+
+/// Every execution of `workflow`, as `list --json` shows them.
+fn executions_of(db: &Db, workflow: &str) -> Vec<Value> {
+    let list = db.ok(&["list", "--workflow", workflow, "--limit", "1000", "--json"]);
+    serde_json::from_str::<Vec<Value>>(&list).unwrap()
+}
+
+fn a_workflow_continues_as_new_with_an_empty_journal(db: Db) {
+    let _server = db.serve(&[]);
+    let id = db.start(&kit(), "countdown", r#"{"n":0,"until":5}"#);
+    let (ids, last) = follow_chain(&db, &id);
+    assert_eq!(last, json!(5));
+    assert_eq!(ids.len(), 6, "{ids:?}");
+    assert_eq!(db.status(&ids[0])["continued_from"], Value::Null);
+    for (n, id) in ids.iter().enumerate() {
+        let status = db.status(id);
+        assert_eq!(status["input"]["n"], n, "{status}");
+        // Each run starts with an empty journal: started, the step, maybe
+        // the continue-as-new call, finished.
+        let journal = db.journal(id);
+        assert!(journal.len() <= 7, "{id}: {journal:?}");
+        assert_eq!(
+            entries(&journal, "continue-as-new").len(),
+            usize::from(n < 5)
+        );
+    }
+    assert_eq!(executions_of(&db, "countdown").len(), 6);
+    let text = db.ok(&["status", &ids[1]]);
+    assert!(text.contains(&format!("continues {}", ids[0])), "{text}");
+}
+
+fn continue_as_new_survives_kill9_of_the_server(db: Db) {
+    const UNTIL: u64 = 8;
+    let input = json!({ "n": 0, "until": UNTIL }).to_string();
+    let id = db.start(&kit(), "countdown", &input);
+    for pause_ms in [10, 30, 60, 100, 160] {
+        let server = db.serve(&[]);
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        server.kill9();
+    }
+    let _server = db.serve(&[]);
+    let (ids, last) = follow_chain(&db, &id);
+    assert_eq!(last, json!(UNTIL));
+    assert_eq!(ids.len() as u64, UNTIL + 1);
+    // Exactly one execution per run: no crash started one twice.
+    let all = executions_of(&db, "countdown");
+    let mut runs: Vec<u64> = all
+        .iter()
+        .map(|e| e["input"]["n"].as_u64().unwrap())
+        .collect();
+    runs.sort_unstable();
+    assert_eq!(runs, (0..=UNTIL).collect::<Vec<_>>(), "{all:?}");
 }

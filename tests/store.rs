@@ -276,6 +276,7 @@ fn new_execution(id: &str) -> NewExecution {
         input: json!({"n": 1}),
         idempotency_key: None,
         worker_queue: None,
+        continued_from: None,
     }
 }
 
@@ -721,6 +722,7 @@ async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
         tenant: tenant.to_owned(),
         idempotency_key: Some("order-7".to_owned()),
         worker_queue: None,
+        continued_from: None,
         ..new_execution(id)
     };
     let ours = store
@@ -780,6 +782,7 @@ async fn creating_with_an_idempotency_key_returns_the_first_execution(db: Db) {
     let keyed = |id: &str| NewExecution {
         idempotency_key: Some("order-7".to_owned()),
         worker_queue: None,
+        continued_from: None,
         ..new_execution(id)
     };
     let first = store
@@ -1371,6 +1374,7 @@ async fn a_database_of_schema_1_keeps_its_data_under_the_default_tenant(db: Db) 
         package_sha256: "sha-old".into(),
         idempotency_key: Some("key-old".into()),
         worker_queue: None,
+        continued_from: None,
         ..new_execution("ex_new")
     };
     let found = store.create_execution(again, NOW, None).await.unwrap();

@@ -114,6 +114,8 @@ pub enum Call {
     AwaitApproval(AwaitApproval),
     AwaitSignal(AwaitSignal),
     SetState(Answered<StateArgs, Value>),
+    /// Answered with the id of the execution that continues this one.
+    ContinueAsNew(Answered<ContinueArgs, String>),
     ReportProgress(Answered<Progress, Value>),
     Log(Answered<LogLine, Value>),
     NowMs(Answered<NoArgs, u64>),
@@ -133,6 +135,7 @@ pub enum CallKind {
     AwaitApproval,
     AwaitSignal,
     SetState,
+    ContinueAsNew,
     ReportProgress,
     Log,
     NowMs,
@@ -142,7 +145,7 @@ pub enum CallKind {
 }
 
 impl CallKind {
-    const ALL: [CallKind; 14] = [
+    const ALL: [CallKind; 15] = [
         CallKind::CallStep,
         CallKind::StartStep,
         CallKind::AwaitSteps,
@@ -151,6 +154,7 @@ impl CallKind {
         CallKind::AwaitApproval,
         CallKind::AwaitSignal,
         CallKind::SetState,
+        CallKind::ContinueAsNew,
         CallKind::ReportProgress,
         CallKind::Log,
         CallKind::NowMs,
@@ -169,6 +173,7 @@ impl CallKind {
             CallKind::AwaitApproval => "await-approval",
             CallKind::AwaitSignal => "await-signal",
             CallKind::SetState => "set-state",
+            CallKind::ContinueAsNew => "continue-as-new",
             CallKind::ReportProgress => "report-progress",
             CallKind::Log => "log",
             CallKind::NowMs => "now-ms",
@@ -301,6 +306,12 @@ pub struct AwaitSignal {
     pub args: SignalArgs,
     /// When it times out, if it does.
     pub due_at: Option<i64>,
+}
+
+/// `continue-as-new`: the input of the execution that continues this one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContinueArgs {
+    pub input: Value,
 }
 
 /// `set-state`: the execution's published state.
@@ -452,6 +463,7 @@ impl Call {
             Call::AwaitApproval(_) => CallKind::AwaitApproval,
             Call::AwaitSignal(_) => CallKind::AwaitSignal,
             Call::SetState(_) => CallKind::SetState,
+            Call::ContinueAsNew(_) => CallKind::ContinueAsNew,
             Call::ReportProgress(_) => CallKind::ReportProgress,
             Call::Log(_) => CallKind::Log,
             Call::NowMs(_) => CallKind::NowMs,
@@ -474,6 +486,7 @@ impl Call {
             Call::AwaitApproval(c) => value(c),
             Call::AwaitSignal(c) => value(c),
             Call::SetState(c) => value(c),
+            Call::ContinueAsNew(c) => value(c),
             Call::ReportProgress(c) => value(c),
             Call::Log(c) => value(c),
             Call::NowMs(c) | Call::RandomU64(c) => value(c),
@@ -493,6 +506,7 @@ impl Call {
             Call::AwaitApproval(c) => text(c),
             Call::AwaitSignal(c) => text(c),
             Call::SetState(c) => text(c),
+            Call::ContinueAsNew(c) => text(c),
             Call::ReportProgress(c) => text(c),
             Call::Log(c) => text(c),
             Call::NowMs(c) | Call::RandomU64(c) => text(c),
@@ -514,6 +528,7 @@ impl Call {
             CallKind::AwaitApproval => Call::AwaitApproval(from(payload)?),
             CallKind::AwaitSignal => Call::AwaitSignal(from(payload)?),
             CallKind::SetState => Call::SetState(from(payload)?),
+            CallKind::ContinueAsNew => Call::ContinueAsNew(from(payload)?),
             CallKind::ReportProgress => Call::ReportProgress(from(payload)?),
             CallKind::Log => Call::Log(from(payload)?),
             CallKind::NowMs => Call::NowMs(from(payload)?),
@@ -884,6 +899,12 @@ mod tests {
                 None,
                 Some("h"),
                 json!({"args": {"state": {"phase": "dns"}}, "answer": null}),
+            ),
+            (
+                "continue-as-new",
+                None,
+                Some("h"),
+                json!({"args": {"input": {"cursor": 7}}, "answer": "ex_next"}),
             ),
             (
                 "report-progress",

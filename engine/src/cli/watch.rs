@@ -19,6 +19,9 @@ pub(crate) fn summary(r: &ExecutionRecord) -> String {
         "{}  {:<9} {}/{} v{}",
         r.id, r.status, r.package_name, r.workflow, r.package_version
     );
+    if let Some(from) = &r.continued_from {
+        line.push_str(&format!("  continues {from}"));
+    }
     if r.paused && !r.status.is_terminal() {
         line.push_str(&format!("  PAUSED (cerebelum resume {})", r.id));
     }
@@ -235,6 +238,9 @@ impl Renderer {
                 )
             }
             Call::SetState(st) => format!("◆ state: {}", st.args.state),
+            Call::ContinueAsNew(c) => {
+                format!("↻ continued as {} (cerebelum watch {})", c.answer, c.answer)
+            }
             Call::Log(l) => format!("  [{}] {}", l.args.level, l.args.message),
             _ => return None,
         };

@@ -185,6 +185,16 @@ impl Timeline {
                             row.due_ms = w.due_at;
                             row
                         }
+                        Call::ContinueAsNew(c) => {
+                            let mut row = Row::new(
+                                e.at_ms,
+                                "continue",
+                                by,
+                                format!("continued as {}", c.answer),
+                            );
+                            row.details = json(&c.args.input);
+                            row
+                        }
                         Call::SetState(st) => Row::new(
                             e.at_ms,
                             "state",

@@ -248,6 +248,11 @@ async fn drive_claimed(
             lost_ownership();
             return Ok(());
         }
+        Outcome::Interrupted(Interrupt::ContinueAsNew { next }) => finish(
+            Status::Completed,
+            Some(serde_json::json!({ "continued_as": next })),
+            None,
+        ),
         Outcome::Interrupted(Interrupt::Limit { kind, message }) => {
             finish(Status::Failed, None, Some(CallError::new(kind, message)))
         }

@@ -8,10 +8,10 @@ use super::parse_payload;
 use super::replay::Interrupt;
 use crate::journal::{
     Answered, ApprovalArgs, AwaitApproval, AwaitSignal, AwaitSteps, Call, CallError, CallKind,
-    Decided, ErrorKind, Handles, LogLine, NoArgs, Poll, PollArgs, PollOptions, Progress, Received,
-    RecordName, SignalArgs, Sleep, SleepArgs, StateArgs, StepArgs, StepCall,
+    ContinueArgs, Decided, ErrorKind, Handles, LogLine, NoArgs, Poll, PollArgs, PollOptions,
+    Progress, Received, RecordName, SignalArgs, Sleep, SleepArgs, StateArgs, StepArgs, StepCall,
 };
-use crate::model::StepOptions;
+use crate::model::{NewExecution, StepOptions};
 use crate::runtime::bindings::cerebelum::workflow::host::{Host, StepHandle};
 use crate::runtime::bindings::cerebelum::workflow::types as t;
 use crate::store::SideWrite;
@@ -466,6 +466,68 @@ impl Host for GuestData {
         )
         .await
         .map(|_| Ok(()))
+    }
+
+    async fn continue_as_new(&mut self, input: String) -> WasmResult<t::Error> {
+        let inv = self.invocation()?;
+        if !inv.is_workflow() {
+            return Ok(CallError::new(
+                ErrorKind::Denied,
+                "continue-as-new is for workflow code; a step returns its result and the \
+                 workflow decides to continue",
+            )
+            .into());
+        }
+        if let Err(e) = inv
+            .exec
+            .check_payload("the input of continue-as-new", input.len())
+        {
+            return Ok(e.into());
+        }
+        let args = ContinueArgs {
+            input: parse_payload(&input),
+        };
+        let input = args.input.clone();
+        let next = self
+            .immediate(
+                CallKind::ContinueAsNew,
+                args,
+                |_| crate::util::new_id("ex"),
+                Call::ContinueAsNew,
+                |c| match c {
+                    Call::ContinueAsNew(a) => Some(a.answer),
+                    _ => None,
+                },
+            )
+            .await?;
+        let exec = self.invocation()?.exec.clone();
+        // The call (with the new id) is durable before the execution
+        // exists; the creation is idempotent by its key, so a replay after
+        // a crash finds the same one.
+        exec.writer.sync().await.map_err(wasmtime::Error::new)?;
+        let record = &exec.record;
+        let new = NewExecution {
+            id: next,
+            tenant: record.tenant.clone(),
+            package_name: record.package_name.clone(),
+            package_version: record.package_version,
+            package_sha256: record.package_sha256.clone(),
+            workflow: record.workflow.clone(),
+            input,
+            idempotency_key: Some(format!("continue:{}", record.id)),
+            worker_queue: record.worker_queue.clone(),
+            continued_from: Some(record.id.clone()),
+        };
+        let created = exec
+            .engine
+            .store
+            .create_execution(new, exec.engine.now_ms(), None)
+            .await
+            .map_err(|e| wasmtime::Error::new(Interrupt::from(e)))?;
+        tracing::info!(next = %created.id, "continued as a new execution");
+        Err(wasmtime::Error::new(Interrupt::ContinueAsNew {
+            next: created.id,
+        }))
     }
 
     async fn report_progress(&mut self, percent: u8, message: String) -> WasmResult<()> {

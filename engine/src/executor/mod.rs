@@ -275,6 +275,7 @@ impl Engine {
             input,
             idempotency_key,
             worker_queue,
+            continued_from: None,
         };
         let owner = owned.then_some((inner.node_id.as_str(), lease_until));
         let created = if new.idempotency_key.is_some() {

@@ -19,6 +19,9 @@ pub enum Interrupt {
     /// The execution went past a limit of its tenant (`kind` names it):
     /// it fails with that error.
     Limit { kind: ErrorKind, message: String },
+    /// The workflow continued as execution `next` (`continue-as-new`): it
+    /// completes with `{"continued_as": next}`.
+    ContinueAsNew { next: String },
 }
 
 impl fmt::Display for Interrupt {
@@ -29,6 +32,7 @@ impl fmt::Display for Interrupt {
             Interrupt::LostOwnership => f.write_str("lost ownership"),
             Interrupt::Infra(m) => write!(f, "engine error: {m}"),
             Interrupt::Limit { message, .. } => f.write_str(message),
+            Interrupt::ContinueAsNew { next } => write!(f, "continued as {next}"),
         }
     }
 }

@@ -434,6 +434,8 @@ pub struct NewExecution {
     /// Every step runs on this external worker queue (none: each step
     /// where its package places it).
     pub worker_queue: Option<String>,
+    /// The execution this one continues (`continue-as-new`).
+    pub continued_from: Option<String>,
 }
 
 /// An execution as stored.
@@ -465,6 +467,8 @@ pub struct ExecutionRecord {
     pub worker_queue: Option<String>,
     /// An operator paused it: it runs no new invocation until resumed.
     pub paused: bool,
+    /// The execution this one continues (`continue-as-new`).
+    pub continued_from: Option<String>,
 }
 
 /// Engine failures in a row after which an execution fails (with error

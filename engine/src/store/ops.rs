@@ -83,6 +83,7 @@ impl Creation {
             engine_error: None,
             worker_queue: self.new.worker_queue.clone(),
             paused: false,
+            continued_from: self.new.continued_from.clone(),
         }
     }
 

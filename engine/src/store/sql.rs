@@ -1155,9 +1155,9 @@ where
         let row = sqlx::query::<DB>(&format!(
             "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
              workflow, input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
-             lease_expires_at, epoch, worker_queue) \
+             lease_expires_at, epoch, worker_queue, continued_from) \
              SELECT $1, tenant, sha256, name, version, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, \
-             $11 FROM packages WHERE tenant = $12 AND name = $13 AND version = $14 \
+             $11, $15 FROM packages WHERE tenant = $12 AND name = $13 AND version = $14 \
              ON CONFLICT (tenant, idempotency_key) DO NOTHING \
              RETURNING {EXECUTION_COLUMNS}"
         ))
@@ -1175,6 +1175,7 @@ where
         .bind(new.tenant.as_str())
         .bind(new.package_name.as_str())
         .bind(new.package_version)
+        .bind(new.continued_from.as_deref())
         .fetch_optional(&self.writer)
         .await?;
         if let Some(row) = row {

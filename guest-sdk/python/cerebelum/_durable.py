@@ -368,6 +368,10 @@ class Guest(exports.Guest):
             outcome = _run(run_workflow(wf, _loads(input), DurableRuntime()))
         except CancelledError as e:
             raise _error("cancelled", str(e)) from None
+        if outcome.status == "continued":
+            # Does not return: the engine ends this run here.
+            e = host.continue_as_new(json.dumps(outcome.next_inputs))
+            raise _error(e.kind, e.message)
         if outcome.status != "completed":
             raise _error("failed", outcome.error or "the workflow failed",
                          {**outcome.json(), "step": outcome.step,

@@ -165,6 +165,10 @@ async def execute_locally(workflow: Workflow, inputs: Any, approval_handler: Cal
     runtime = LocalRuntime(str(uuid.uuid4()), approval_handler, secrets, signal_handler)
     started = datetime.now(timezone.utc)
     outcome = await run_workflow(workflow, inputs, runtime)
+    while outcome.status == "continued":
+        # continue_as_new: the workflow runs again with the new input.
+        runtime.execution_id = str(uuid.uuid4())
+        outcome = await run_workflow(workflow, outcome.next_inputs, runtime)
     result = ExecutionResult(
         execution_id=runtime.execution_id,
         status=outcome.status,

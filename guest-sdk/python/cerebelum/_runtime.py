@@ -120,6 +120,17 @@ class Context:
         ``CEREBELUM_SECRET_<NAME>``. Raises :class:`SecretError`."""
         return self._runtime.secret(self, name)
 
+    def continue_as_new(self, inputs: Any) -> "ContinueAsNew":
+        """Return this from a step to end this run of the workflow after
+        the step and start it again with ``inputs`` and an empty journal:
+        ``return context.continue_as_new({"cursor": next})``. In the engine
+        the new run is a new execution that names this one as
+        ``continued_from`` (this one completes with ``{"continued_as":
+        ID}``), so a workflow that loops forever keeps a short journal;
+        locally the workflow simply runs again."""
+        to_json(inputs, "the input of continue_as_new")
+        return ContinueAsNew(inputs)
+
     def __repr__(self) -> str:
         return (f"Context(workflow_name={self.workflow_name!r}, step_name={self.step_name!r}, "
                 f"inputs={self.inputs!r})")
@@ -164,9 +175,23 @@ def failure(result: ExecutionResult, step_name: str | None, step_error: str | No
     return ExecutionError(message, step_name, step_error, result)
 
 
+class ContinueAsNew:
+    """What :meth:`Context.continue_as_new` returns: a step that returns
+    it ends the run, which starts again with ``inputs``."""
+
+    def __init__(self, inputs: Any):
+        self.inputs = inputs
+
+    def __repr__(self) -> str:
+        return f"ContinueAsNew({self.inputs!r})"
+
+
 def wrap(value: Any) -> dict:
     """A step's return value as a result: ``{"ok": v}`` unless it already
-    is ``{"ok": ...}`` or ``{"error": ...}``."""
+    is ``{"ok": ...}`` or ``{"error": ...}`` (or continues as new:
+    ``{"continue_as_new": inputs}``)."""
+    if isinstance(value, ContinueAsNew):
+        return {"continue_as_new": value.inputs}
     if isinstance(value, dict) and ("ok" in value or "error" in value):
         return value
     return {"ok": value}
@@ -274,6 +299,8 @@ class Outcome:
     #: The step that failed, and its error text.
     step: str | None = None
     step_error: str | None = None
+    #: Status ``continued``: the input of the next run.
+    next_inputs: Any = None
 
     def json(self) -> dict:
         """What the engine stores as the workflow's result."""
@@ -305,6 +332,12 @@ async def run_workflow(workflow: Workflow, inputs: Any, runtime: Runtime) -> Out
         for s, r in zip(stage, await runtime.run_stage(workflow, stage, envs)):
             results[s.name] = r
         last = results[stage[-1].name]
+        for s in stage:
+            r = results[s.name]
+            if isinstance(r, dict) and "continue_as_new" in r:
+                outcome = ended("continued")
+                outcome.next_inputs = r["continue_as_new"]
+                return outcome
         for s in stage:
             action = await _route(workflow, s, inputs, results, runtime)
             if s is stage[-1]:

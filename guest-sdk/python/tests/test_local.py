@@ -506,6 +506,36 @@ def test_signals_and_state_locally():
         run(wait_for_signal(""))
 
 
+def test_continue_as_new_runs_the_workflow_again_locally():
+    runs = []
+
+    @step
+    async def count_up(context, inputs):
+        runs.append(inputs["n"])
+        if inputs["n"] < 3:
+            return context.continue_as_new({"n": inputs["n"] + 1})
+        return inputs["n"]
+
+    @workflow
+    def w(wf):
+        wf.timeline(count_up)
+
+    r = run(w.execute({"n": 0}))
+    assert r.steps == {"count_up": 3}
+    assert runs == [0, 1, 2, 3]
+
+    @step
+    async def bad(context, inputs):
+        return context.continue_as_new({1, 2})
+
+    @workflow
+    def v(wf):
+        wf.timeline(bad)
+
+    with pytest.raises(ExecutionError, match="continue_as_new"):
+        run(v.execute({}))
+
+
 def test_progress_prints_the_original_bar_on_stdout(capsys):
     @step
     async def migrate(context, inputs):

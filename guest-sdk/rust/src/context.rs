@@ -240,6 +240,25 @@ impl Context {
         Ok(host::set_state(&encode(state)?)?)
     }
 
+    /// Ends this run of the workflow and starts it again with `input` and
+    /// an empty journal: a new execution whose `continued_from` is this
+    /// one (which completes with `{"continued_as": NEW_ID}`). A workflow
+    /// that loops forever (poll a queue, handle, repeat) calls it now and
+    /// then so its journal never reaches the tenant's limit.
+    ///
+    /// Return what it returns: `return Err(ctx.continue_as_new(&next))`.
+    /// It only returns when it cannot continue: kind `denied` in a step,
+    /// `payload` for an input larger than the tenant allows.
+    pub fn continue_as_new<I>(&self, input: &I) -> Error
+    where
+        I: Serialize + ?Sized,
+    {
+        match encode(input) {
+            Ok(input) => host::continue_as_new(&input).into(),
+            Err(e) => e,
+        }
+    }
+
     /// Reports the progress of the execution, `percent` capped at 100.
     pub fn progress(&self, percent: u8, message: &str) {
         host::report_progress(percent.min(100), message);

@@ -43,6 +43,20 @@ def dns_wf(wf):
 
 
 @step
+async def count_up(context: Context, inputs: dict):
+    """Continues as new with n + 1 until n reaches `until`."""
+    n = inputs.get("n", 0)
+    if n < inputs["until"]:
+        return context.continue_as_new({"n": n + 1, "until": inputs["until"]})
+    return {"reached": n}
+
+
+@workflow
+def counter(wf):
+    wf.timeline(count_up)
+
+
+@step
 async def ready(context: Context, inputs: dict):
     """A poll's check: ready on its third check."""
     return {"ready_on_check": context.attempt} if context.attempt >= 3 else None

@@ -337,6 +337,23 @@ fn compensate(_ctx: &Context, _input: Value) -> Result<Value, Error> {
     Ok(json!({ "compensated": true }))
 }
 
+#[derive(Deserialize)]
+struct Countdown {
+    n: u32,
+    until: u32,
+}
+
+/// Continue-as-new tests: one noop step, then, until `n` reaches `until`,
+/// continues as a new execution with `n + 1`; returns `n`.
+fn countdown(ctx: &Context, input: Countdown) -> Result<u32, Error> {
+    let _: Value = ctx.step("noop", &json!({ "n": input.n }))?;
+    if input.n < input.until {
+        let next = json!({ "n": input.n + 1, "until": input.until });
+        return Err(ctx.continue_as_new(&next));
+    }
+    Ok(input.n)
+}
+
 /// Pause tests: `n` `nap` steps of `sleep_ms` in a row; returns `n`.
 fn naps(ctx: &Context, input: Fanout) -> Result<u32, Error> {
     for i in 0..input.n {
@@ -394,6 +411,7 @@ cerebelum_sdk::package! {
         approval => "Wait for an approval and return the decision",
         signal_wait => "Take count signals of a name and return their payloads",
         naps => "n nap steps of sleep_ms in a row",
+        countdown => "A step, then continue as new with n + 1 until n reaches until",
         poll_ready => "Poll check_ready until a deadline passes",
         cancellable => "Sleep; compensate when cancelled",
         retry_me => "Fail without retries until a given time",
