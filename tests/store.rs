@@ -277,6 +277,8 @@ fn new_execution(id: &str) -> NewExecution {
         idempotency_key: None,
         worker_queue: None,
         continued_from: None,
+        parent_id: None,
+        detached: false,
     }
 }
 
@@ -723,6 +725,8 @@ async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
         idempotency_key: Some("order-7".to_owned()),
         worker_queue: None,
         continued_from: None,
+        parent_id: None,
+        detached: false,
         ..new_execution(id)
     };
     let ours = store
@@ -783,6 +787,8 @@ async fn creating_with_an_idempotency_key_returns_the_first_execution(db: Db) {
         idempotency_key: Some("order-7".to_owned()),
         worker_queue: None,
         continued_from: None,
+        parent_id: None,
+        detached: false,
         ..new_execution(id)
     };
     let first = store
@@ -1375,6 +1381,8 @@ async fn a_database_of_schema_1_keeps_its_data_under_the_default_tenant(db: Db) 
         idempotency_key: Some("key-old".into()),
         worker_queue: None,
         continued_from: None,
+        parent_id: None,
+        detached: false,
         ..new_execution("ex_new")
     };
     let found = store.create_execution(again, NOW, None).await.unwrap();

@@ -114,6 +114,8 @@ pub enum Call {
     AwaitApproval(AwaitApproval),
     AwaitSignal(AwaitSignal),
     SetState(Answered<StateArgs, Value>),
+    StartChild(Box<StartChild>),
+    AwaitChild(AwaitChild),
     /// Answered with the id of the execution that continues this one.
     ContinueAsNew(Answered<ContinueArgs, String>),
     ReportProgress(Answered<Progress, Value>),
@@ -135,6 +137,8 @@ pub enum CallKind {
     AwaitApproval,
     AwaitSignal,
     SetState,
+    StartChild,
+    AwaitChild,
     ContinueAsNew,
     ReportProgress,
     Log,
@@ -145,7 +149,7 @@ pub enum CallKind {
 }
 
 impl CallKind {
-    const ALL: [CallKind; 15] = [
+    const ALL: [CallKind; 17] = [
         CallKind::CallStep,
         CallKind::StartStep,
         CallKind::AwaitSteps,
@@ -154,6 +158,8 @@ impl CallKind {
         CallKind::AwaitApproval,
         CallKind::AwaitSignal,
         CallKind::SetState,
+        CallKind::StartChild,
+        CallKind::AwaitChild,
         CallKind::ContinueAsNew,
         CallKind::ReportProgress,
         CallKind::Log,
@@ -173,6 +179,8 @@ impl CallKind {
             CallKind::AwaitApproval => "await-approval",
             CallKind::AwaitSignal => "await-signal",
             CallKind::SetState => "set-state",
+            CallKind::StartChild => "start-child",
+            CallKind::AwaitChild => "await-child",
             CallKind::ContinueAsNew => "continue-as-new",
             CallKind::ReportProgress => "report-progress",
             CallKind::Log => "log",
@@ -306,6 +314,51 @@ pub struct AwaitSignal {
     pub args: SignalArgs,
     /// When it times out, if it does.
     pub due_at: Option<i64>,
+}
+
+/// How a child is started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChildOptions {
+    pub package: Option<String>,
+    pub version: Option<u64>,
+    pub detached: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildArgs {
+    pub workflow: String,
+    pub input: Value,
+    pub options: Option<ChildOptions>,
+}
+
+/// The child a `start-child` started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildStarted {
+    pub id: String,
+    pub package: String,
+    pub version: i64,
+}
+
+/// `start-child`: the child it started (its id is chosen and journaled
+/// before the execution is created), or why it could not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartChild {
+    pub args: ChildArgs,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<ChildStarted>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CallError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChildHandle {
+    pub handle: u64,
+}
+
+/// `await-child`: its result is the child's result or error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AwaitChild {
+    pub args: ChildHandle,
 }
 
 /// `continue-as-new`: the input of the execution that continues this one.
@@ -463,6 +516,8 @@ impl Call {
             Call::AwaitApproval(_) => CallKind::AwaitApproval,
             Call::AwaitSignal(_) => CallKind::AwaitSignal,
             Call::SetState(_) => CallKind::SetState,
+            Call::StartChild(_) => CallKind::StartChild,
+            Call::AwaitChild(_) => CallKind::AwaitChild,
             Call::ContinueAsNew(_) => CallKind::ContinueAsNew,
             Call::ReportProgress(_) => CallKind::ReportProgress,
             Call::Log(_) => CallKind::Log,
@@ -486,6 +541,8 @@ impl Call {
             Call::AwaitApproval(c) => value(c),
             Call::AwaitSignal(c) => value(c),
             Call::SetState(c) => value(c),
+            Call::StartChild(c) => value(c),
+            Call::AwaitChild(c) => value(c),
             Call::ContinueAsNew(c) => value(c),
             Call::ReportProgress(c) => value(c),
             Call::Log(c) => value(c),
@@ -506,6 +563,8 @@ impl Call {
             Call::AwaitApproval(c) => text(c),
             Call::AwaitSignal(c) => text(c),
             Call::SetState(c) => text(c),
+            Call::StartChild(c) => text(c),
+            Call::AwaitChild(c) => text(c),
             Call::ContinueAsNew(c) => text(c),
             Call::ReportProgress(c) => text(c),
             Call::Log(c) => text(c),
@@ -528,6 +587,8 @@ impl Call {
             CallKind::AwaitApproval => Call::AwaitApproval(from(payload)?),
             CallKind::AwaitSignal => Call::AwaitSignal(from(payload)?),
             CallKind::SetState => Call::SetState(from(payload)?),
+            CallKind::StartChild => Call::StartChild(from(payload)?),
+            CallKind::AwaitChild => Call::AwaitChild(from(payload)?),
             CallKind::ContinueAsNew => Call::ContinueAsNew(from(payload)?),
             CallKind::ReportProgress => Call::ReportProgress(from(payload)?),
             CallKind::Log => Call::Log(from(payload)?),
@@ -899,6 +960,20 @@ mod tests {
                 None,
                 Some("h"),
                 json!({"args": {"state": {"phase": "dns"}}, "answer": null}),
+            ),
+            (
+                "start-child",
+                None,
+                Some("h"),
+                json!({"args": {"workflow": "deploy", "input": {"n": 1},
+                                "options": {"package": null, "version": null, "detached": false}},
+                       "child": {"id": "ex_c", "package": "kit", "version": 2}}),
+            ),
+            (
+                "await-child",
+                None,
+                Some("h"),
+                json!({"args": {"handle": 7}}),
             ),
             (
                 "continue-as-new",

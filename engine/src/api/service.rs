@@ -36,14 +36,27 @@ pub const MAX_BUFFERED_SIGNALS: i64 = 1000;
 
 /// Where an execution stands, from its journal: a line per call that
 /// waits and has no result yet (`signal 'dns'`, `approval 'go'`, `sleep
-/// until 2026-11-25T17:00:00Z`, `step deploy`, `poll check`).
+/// until 2026-11-25T17:00:00Z`, `step deploy`, `poll check`, `child deploy
+/// ex_…`).
 pub fn waiting_on(journal: &[Entry]) -> Vec<String> {
     use crate::journal::{Call, Event};
     let mut open: std::collections::BTreeMap<i64, String> = Default::default();
+    let mut children: HashMap<u64, String> = HashMap::new();
     for e in journal {
         match &e.event {
             Event::Call { call, .. } => {
                 let line = match call {
+                    Call::StartChild(c) => {
+                        if let Some(child) = &c.child {
+                            let line = format!("child {} {}", c.args.workflow, child.id);
+                            children.insert(e.seq as u64, line);
+                        }
+                        continue;
+                    }
+                    Call::AwaitChild(c) => match children.get(&c.args.handle) {
+                        Some(line) => line.clone(),
+                        None => continue,
+                    },
                     Call::CallStep(c) | Call::StartStep(c) => format!("step {}", c.args.step),
                     Call::Sleep(c) => format!("sleep until {}", crate::util::utc(c.due_at)),
                     Call::Poll(c) => format!("poll {}", c.args.check_step),

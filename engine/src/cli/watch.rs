@@ -19,6 +19,9 @@ pub(crate) fn summary(r: &ExecutionRecord) -> String {
         "{}  {:<9} {}/{} v{}",
         r.id, r.status, r.package_name, r.workflow, r.package_version
     );
+    if let Some(parent) = &r.parent_id {
+        line.push_str(&format!("  child of {parent}"));
+    }
     if let Some(from) = &r.continued_from {
         line.push_str(&format!("  continues {from}"));
     }
@@ -238,6 +241,26 @@ impl Renderer {
                 )
             }
             Call::SetState(st) => format!("◆ state: {}", st.args.state),
+            Call::StartChild(c) => match &c.child {
+                Some(child) => {
+                    self.calls
+                        .insert(seq, format!("child {} {}", c.args.workflow, child.id));
+                    format!(
+                        "⇉ child {} started: {} (cerebelum watch {})",
+                        c.args.workflow, child.id, child.id
+                    )
+                }
+                None => format!("⇉ child {} not started", c.args.workflow),
+            },
+            Call::AwaitChild(a) => {
+                let child = self
+                    .calls
+                    .get(&(a.args.handle as i64))
+                    .cloned()
+                    .unwrap_or_else(|| format!("child {}", a.args.handle));
+                self.calls.insert(seq, child.clone());
+                format!("⏳ waiting for {child}")
+            }
             Call::ContinueAsNew(c) => {
                 format!("↻ continued as {} (cerebelum watch {})", c.answer, c.answer)
             }

@@ -185,6 +185,24 @@ impl Timeline {
                             row.due_ms = w.due_at;
                             row
                         }
+                        Call::StartChild(c) => {
+                            let what = match &c.child {
+                                Some(child) => format!(
+                                    "child {} {} ({} v{})",
+                                    c.args.workflow, child.id, child.package, child.version
+                                ),
+                                None => format!("child {} (not started)", c.args.workflow),
+                            };
+                            let mut row = Row::new(e.at_ms, "child", by, what);
+                            row.details = json(&c.args.input);
+                            row
+                        }
+                        Call::AwaitChild(a) => Row::new(
+                            e.at_ms,
+                            "await",
+                            by,
+                            format!("awaits child {}", a.args.handle),
+                        ),
                         Call::ContinueAsNew(c) => {
                             let mut row = Row::new(
                                 e.at_ms,

@@ -15,7 +15,7 @@ use crate::journal::{
     Attempt, AttemptFailed, CallError, Decided, ErrorKind, Event, Outcome as CallResult, PollCheck,
     Received, Served, step_invocation,
 };
-use crate::model::{RetryPolicy, StepOptions};
+use crate::model::{RetryPolicy, Status, StepOptions};
 use crate::store::{NewEntry, SideWrite};
 use serde_json::Value;
 use std::sync::Arc;
@@ -763,4 +763,77 @@ pub(crate) async fn signal_call(
     // makes it due at once: see `StatusChange::Waiting`).
     exec.writer.sync().await?;
     Err(Interrupt::Suspend { wake_at: due_ms })
+}
+
+/// Waits for the child started at `handle` (execution `child`) to end,
+/// following it through its continue-as-new runs: the result of the call
+/// at `seq` is the child's result or error.
+pub(crate) async fn child_call(
+    exec: Arc<ExecState>,
+    caller: String,
+    seq: i64,
+    handle: u64,
+    child: Option<String>,
+    interruptible: bool,
+) -> CallOutcome {
+    if let Some(result) = exec.recorded_result(seq) {
+        return Ok(result);
+    }
+    let Some(mut id) = child else {
+        let e = CallError::new(
+            ErrorKind::InvalidHandle,
+            format!("no child was started with handle {handle}"),
+        );
+        return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
+    };
+    if let Some(done) = exec
+        .deliver_cancel(&caller, seq, interruptible, Vec::new())
+        .await
+    {
+        return done;
+    }
+    let executions = exec.engine.store.clone();
+    loop {
+        let child = executions.executions().execution(&id).await?;
+        let result = match child.status {
+            Status::Completed => {
+                let next = child
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.get("continued_as"))
+                    .and_then(Value::as_str);
+                if let Some(next) = next
+                    && let Ok(run) = executions.executions().execution(next).await
+                    && run.continued_from.as_deref() == Some(id.as_str())
+                {
+                    id = run.id;
+                    continue;
+                }
+                Ok(child.result.unwrap_or(Value::Null))
+            }
+            Status::Failed => {
+                let e = child
+                    .error
+                    .unwrap_or_else(|| CallError::new(ErrorKind::Other("error".into()), ""));
+                Err(CallError::new(
+                    e.kind,
+                    format!(
+                        "child workflow {} ({id}) failed: {}",
+                        child.workflow, e.message
+                    ),
+                ))
+            }
+            Status::Cancelled => Err(CallError::new(
+                ErrorKind::Other("child-cancelled".into()),
+                format!("child workflow {} ({id}) was cancelled", child.workflow),
+            )),
+            _ => {
+                // Its end wakes this execution (`SideWrite::WakeParent`).
+                exec.writer.sync().await?;
+                return Err(Interrupt::Suspend { wake_at: None });
+            }
+        };
+        // Not durable: the child's row holds it.
+        return exec.resolve(&caller, seq, result, false, Vec::new()).await;
+    }
 }

@@ -9,7 +9,7 @@ use super::{MAX_ENGINE_RETRY, parse_payload};
 use crate::error::{Error, Result};
 use crate::journal::{CallError, ENGINE, ErrorKind, Event, Finished, Started, WORKFLOW};
 use crate::model::{ExecutionRecord, MAX_ENGINE_FAILURES, Status};
-use crate::store::{Claim, EngineFailure, NewEntry, StatusChange};
+use crate::store::{Claim, EngineFailure, NewEntry, SideWrite, StatusChange};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -141,7 +141,9 @@ async fn drive_claimed(
             .committer
             .writer(&record.tenant, &record.id, claim.epoch, last_seq);
         let (entries, change) = finish(Status::Failed, None, Some(error));
-        writer.commit(entries, Vec::new(), Some(change)).await?;
+        writer
+            .commit(entries, wake_parent(&record), Some(change))
+            .await?;
         warn!("execution failed after too many engine errors");
         let _ = inner.finished.send(record.id.clone());
         return Ok(());
@@ -185,6 +187,7 @@ async fn drive_claimed(
         index: Mutex::new(index),
         cancel,
         tasks: Mutex::new(HashMap::new()),
+        children: Mutex::new(HashMap::new()),
         signals: claim.signals,
         record,
         sandbox,
@@ -262,7 +265,11 @@ async fn drive_claimed(
         StatusChange::Finished { status, .. } => *status,
         StatusChange::Waiting { .. } => Status::Waiting,
     };
-    writer.commit(entries, Vec::new(), Some(change)).await?;
+    let side = match change {
+        StatusChange::Finished { .. } => wake_parent(&exec.record),
+        StatusChange::Waiting { .. } => Vec::new(),
+    };
+    writer.commit(entries, side, Some(change)).await?;
     if status.is_terminal() {
         crate::metrics::metrics()
             .executions_finished
@@ -276,4 +283,16 @@ async fn drive_claimed(
     info!(%status, "execution finished");
     let _ = inner.finished.send(exec.record.id.clone());
     Ok(())
+}
+
+/// What the commit that finishes `record` also writes: the wake-up of
+/// its parent, if it is a child (see `start-child`).
+fn wake_parent(record: &ExecutionRecord) -> Vec<SideWrite> {
+    record
+        .parent_id
+        .iter()
+        .map(|parent| SideWrite::WakeParent {
+            parent: parent.clone(),
+        })
+        .collect()
 }

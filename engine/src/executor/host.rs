@@ -7,11 +7,12 @@ use super::invocation::{Invocation, Recorded};
 use super::parse_payload;
 use super::replay::Interrupt;
 use crate::journal::{
-    Answered, ApprovalArgs, AwaitApproval, AwaitSignal, AwaitSteps, Call, CallError, CallKind,
-    ContinueArgs, Decided, ErrorKind, Handles, LogLine, NoArgs, Poll, PollArgs, PollOptions,
-    Progress, Received, RecordName, SignalArgs, Sleep, SleepArgs, StateArgs, StepArgs, StepCall,
+    Answered, ApprovalArgs, AwaitApproval, AwaitChild, AwaitSignal, AwaitSteps, Call, CallError,
+    CallKind, ChildArgs, ChildHandle, ChildOptions, ChildStarted, ContinueArgs, Decided, ErrorKind,
+    Handles, LogLine, NoArgs, Poll, PollArgs, PollOptions, Progress, Received, RecordName,
+    SignalArgs, Sleep, SleepArgs, StartChild, StateArgs, StepArgs, StepCall,
 };
-use crate::model::{NewExecution, StepOptions};
+use crate::model::{NewExecution, PackageRecord, StepOptions};
 use crate::runtime::bindings::cerebelum::workflow::host::{Host, StepHandle};
 use crate::runtime::bindings::cerebelum::workflow::types as t;
 use crate::store::SideWrite;
@@ -468,6 +469,124 @@ impl Host for GuestData {
         .map(|_| Ok(()))
     }
 
+    async fn start_child(
+        &mut self,
+        workflow: String,
+        input: String,
+        options: Option<t::ChildOptions>,
+    ) -> WasmResult<Result<u64, t::Error>> {
+        self.settle().await?;
+        let inv = self.invocation()?;
+        if let Err(e) = inv.exec.check_payload("the child's input", input.len()) {
+            return Ok(Err(e.into()));
+        }
+        let args = ChildArgs {
+            workflow,
+            input: parse_payload(&input),
+            options: options.map(|o| ChildOptions {
+                package: o.package_name,
+                version: o.version,
+                detached: o.detached,
+            }),
+        };
+        let matched = inv
+            .record(CallKind::StartChild, &args)
+            .map_err(wasmtime::Error::new)?;
+        let exec = inv.exec.clone();
+        let (seq, start) = match matched.recorded {
+            Recorded::Replayed {
+                seq,
+                call: Call::StartChild(start),
+            } => (seq, *start),
+            Recorded::Replayed { seq, .. } => return Err(misfit(seq, CallKind::StartChild)),
+            Recorded::Live => {
+                // Which package: journaled with the call, so a replay
+                // starts the same one even if a newer version came since.
+                let (child, error) = match child_package(&exec, &args).await? {
+                    Ok(package) => (
+                        Some(ChildStarted {
+                            id: crate::util::new_id("ex"),
+                            package: package.name,
+                            version: package.version,
+                        }),
+                        None,
+                    ),
+                    Err(e) => (None, Some(e)),
+                };
+                let start = StartChild { args, child, error };
+                let inv = self.invocation()?;
+                let seq = inv
+                    .push_call(
+                        matched.hash,
+                        Call::StartChild(Box::new(start.clone())),
+                        Vec::new(),
+                    )
+                    .await
+                    .map_err(wasmtime::Error::new)?;
+                // Durable before the child exists: a replay finds the id.
+                exec.writer.sync().await.map_err(wasmtime::Error::new)?;
+                (seq, start)
+            }
+        };
+        let Some(child) = start.child else {
+            let error = start
+                .error
+                .unwrap_or_else(|| CallError::new(ErrorKind::NotFound, "no child was started"));
+            return Ok(Err(error.into()));
+        };
+        // Idempotent (key `child:<parent>:<seq>`): after a crash between
+        // the journal and the creation, the replay creates it.
+        let record = &exec.record;
+        let new = NewExecution {
+            id: child.id.clone(),
+            tenant: record.tenant.clone(),
+            package_name: child.package.clone(),
+            package_version: child.version,
+            package_sha256: String::new(),
+            workflow: start.args.workflow.clone(),
+            input: start.args.input.clone(),
+            idempotency_key: Some(format!("child:{}:{seq}", record.id)),
+            worker_queue: record.worker_queue.clone(),
+            continued_from: None,
+            parent_id: Some(record.id.clone()),
+            detached: start.args.options.as_ref().is_some_and(|o| o.detached),
+        };
+        let created = exec
+            .engine
+            .store
+            .create_execution(new, exec.engine.now_ms(), None)
+            .await
+            .map_err(|e| wasmtime::Error::new(Interrupt::from(e)))?;
+        exec.children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(seq, created.id);
+        Ok(Ok(seq as u64))
+    }
+
+    async fn await_child(&mut self, handle: u64) -> WasmResult<Result<String, t::Error>> {
+        let args = ChildHandle { handle };
+        let (seq, _) = self
+            .call(CallKind::AwaitChild, args, |_, args| {
+                (Call::AwaitChild(AwaitChild { args }), Vec::new())
+            })
+            .await?;
+        let inv = self.invocation()?;
+        let exec = inv.exec.clone();
+        let caller = inv.id.clone();
+        let interruptible = inv.is_workflow();
+        let child = exec
+            .children
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(handle as i64))
+            .cloned();
+        let began = self.sandbox.wait_begin();
+        let outcome = calls::child_call(exec, caller, seq, handle, child, interruptible).await;
+        self.sandbox.wait_end(began).await;
+        payload_result(outcome)
+    }
+
     async fn continue_as_new(&mut self, input: String) -> WasmResult<t::Error> {
         let inv = self.invocation()?;
         if !inv.is_workflow() {
@@ -517,6 +636,9 @@ impl Host for GuestData {
             idempotency_key: Some(format!("continue:{}", record.id)),
             worker_queue: record.worker_queue.clone(),
             continued_from: Some(record.id.clone()),
+            // A child's next run is its parent's child still.
+            parent_id: record.parent_id.clone(),
+            detached: record.detached,
         };
         let created = exec
             .engine
@@ -683,4 +805,46 @@ impl Host for GuestData {
             }
         })
     }
+}
+
+/// The package a `start-child` names (this execution's version when it
+/// names none), if it has the workflow; else the error the call answers.
+async fn child_package(
+    exec: &super::state::ExecState,
+    args: &ChildArgs,
+) -> WasmResult<Result<PackageRecord, CallError>> {
+    let record = &exec.record;
+    let options = args.options.clone().unwrap_or_default();
+    let found = match &options.package {
+        None => Ok(PackageRecord {
+            tenant: record.tenant.clone(),
+            sha256: record.package_sha256.clone(),
+            name: record.package_name.clone(),
+            version: record.package_version,
+            info: exec.package.info.clone(),
+            created_at_ms: 0,
+            size_bytes: 0,
+        }),
+        Some(name) => {
+            exec.engine
+                .store
+                .catalog()
+                .find_package(&record.tenant, name, options.version.map(|v| v as i64))
+                .await
+        }
+    };
+    let package = match found {
+        Ok(package) => package,
+        Err(crate::Error::NotFound(message)) => {
+            return Ok(Err(CallError::new(ErrorKind::NotFound, message)));
+        }
+        Err(e) => return Err(wasmtime::Error::new(Interrupt::from(e))),
+    };
+    Ok(match package.info.check_workflow(&args.workflow) {
+        Ok(()) => Ok(package),
+        Err(e) => Err(CallError::new(
+            ErrorKind::NotFound,
+            format!("child workflow of package '{}': {e}", package.name),
+        )),
+    })
 }

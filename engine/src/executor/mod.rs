@@ -276,6 +276,8 @@ impl Engine {
             idempotency_key,
             worker_queue,
             continued_from: None,
+            parent_id: None,
+            detached: false,
         };
         let owner = owned.then_some((inner.node_id.as_str(), lease_until));
         let created = if new.idempotency_key.is_some() {

@@ -69,6 +69,9 @@ pub(crate) struct ExecState {
     pub(crate) cancel: Arc<CancelState>,
     /// Fan-out steps started with `start-step`, by call seq.
     pub(crate) tasks: Mutex<HashMap<i64, JoinHandle<CallOutcome>>>,
+    /// The children started so far (live or replayed): `start-child`'s
+    /// seq (the handle) -> the child's execution id.
+    pub(crate) children: Mutex<HashMap<i64, String>>,
     pub(crate) signals: i64,
     /// The tenant's limits, allow-list, secrets and share.
     pub(crate) sandbox: Arc<TenantSandbox>,

@@ -436,6 +436,10 @@ pub struct NewExecution {
     pub worker_queue: Option<String>,
     /// The execution this one continues (`continue-as-new`).
     pub continued_from: Option<String>,
+    /// The execution that started this one as its child (`start-child`).
+    pub parent_id: Option<String>,
+    /// A child left running when its parent is cancelled.
+    pub detached: bool,
 }
 
 /// An execution as stored.
@@ -469,6 +473,10 @@ pub struct ExecutionRecord {
     pub paused: bool,
     /// The execution this one continues (`continue-as-new`).
     pub continued_from: Option<String>,
+    /// The execution that started this one as its child (`start-child`).
+    pub parent_id: Option<String>,
+    /// A child left running when its parent is cancelled.
+    pub detached: bool,
 }
 
 /// Engine failures in a row after which an execution fails (with error

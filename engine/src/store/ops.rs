@@ -36,6 +36,9 @@ pub enum SideWrite {
     /// execution's signals) to the `await-signal` call at `call`, whose
     /// result is in the same operation.
     ConsumeSignal { signal: i64, call: i64 },
+    /// The execution ended and wakes its parent, which may await it (in the
+    /// operation that finishes it).
+    WakeParent { parent: String },
     /// Queue a task for an external worker (the attempt's entry is in the
     /// same operation).
     OpenTask(TaskSpec),
@@ -84,6 +87,8 @@ impl Creation {
             worker_queue: self.new.worker_queue.clone(),
             paused: false,
             continued_from: self.new.continued_from.clone(),
+            parent_id: self.new.parent_id.clone(),
+            detached: self.new.detached,
         }
     }
 

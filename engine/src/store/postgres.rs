@@ -20,7 +20,7 @@
 use super::rows;
 use super::sql::CONSUME_SIGNAL;
 use super::sql::{Dialect, Sql};
-use super::tasks::{CLOSE_TASK, OPEN_TASK};
+use super::tasks::{CLOSE_TASK, OPEN_TASK, WAKE};
 use super::{
     Catalog, Claim, CommitOp, EngineFailure, Executions, Renewed, SideWrite, StatusChange, Tasks,
 };
@@ -267,6 +267,15 @@ async fn commit_batch(
         .filter(|op| op.create.is_none())
         .map(|op| op.execution_id.as_str())
         .collect();
+    // The parents a finishing child wakes are locked in the same order.
+    ids.extend(
+        ops.iter()
+            .flat_map(|op| &op.side)
+            .filter_map(|side| match side {
+                SideWrite::WakeParent { parent } => Some(parent.as_str()),
+                _ => None,
+            }),
+    );
     ids.sort_unstable();
     ids.dedup();
     let epochs: HashMap<String, i64> = if ids.is_empty() {
@@ -373,6 +382,13 @@ async fn side_write(
                 .bind(id)
                 .bind(seq)
                 .bind(i64::from(*attempt))
+                .execute(&mut *conn)
+                .await?;
+        }
+        SideWrite::WakeParent { parent } => {
+            sqlx::query(WAKE)
+                .bind(now_ms)
+                .bind(parent)
                 .execute(&mut *conn)
                 .await?;
         }

@@ -1046,6 +1046,23 @@ where
         .bind(execution_id)
         .fetch_one(&mut *tx)
         .await?;
+        // Its children (and theirs) are cancelled with it, unless started
+        // detached.
+        let mut parents = vec![execution_id.to_owned()];
+        while let Some(parent) = parents.pop() {
+            let children = sqlx::query_scalar::<DB, String>(
+                "UPDATE executions SET cancel_requested = TRUE, paused = FALSE, \
+                 signals = signals + 1, \
+                 wake_at = CASE WHEN status IN ('waiting', 'pending') THEN $1 ELSE wake_at END \
+                 WHERE parent_id = $2 AND NOT detached AND NOT cancel_requested \
+                 AND status IN ('pending', 'running', 'waiting') RETURNING id",
+            )
+            .bind(now_ms)
+            .bind(parent)
+            .fetch_all(&mut *tx)
+            .await?;
+            parents.extend(children);
+        }
         tx.commit().await?;
         rows::execution(&row)
     }
@@ -1140,6 +1157,7 @@ where
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
     DB::Row: Columns,
 {
     /// See [`super::Store::create_execution`]. One statement: atomic
@@ -1155,9 +1173,9 @@ where
         let row = sqlx::query::<DB>(&format!(
             "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
              workflow, input, idempotency_key, status, created_at, updated_at, wake_at, owner, \
-             lease_expires_at, epoch, worker_queue, continued_from) \
+             lease_expires_at, epoch, worker_queue, continued_from, parent_id, detached) \
              SELECT $1, tenant, sha256, name, version, $2, $3, $4, $5, $6, $6, $7, $8, $9, $10, \
-             $11, $15 FROM packages WHERE tenant = $12 AND name = $13 AND version = $14 \
+             $11, $15, $16, $17 FROM packages WHERE tenant = $12 AND name = $13 AND version = $14 \
              ON CONFLICT (tenant, idempotency_key) DO NOTHING \
              RETURNING {EXECUTION_COLUMNS}"
         ))
@@ -1176,6 +1194,8 @@ where
         .bind(new.package_name.as_str())
         .bind(new.package_version)
         .bind(new.continued_from.as_deref())
+        .bind(new.parent_id.as_deref())
+        .bind(new.detached)
         .fetch_optional(&self.writer)
         .await?;
         if let Some(row) = row {

@@ -4,7 +4,7 @@
 //! statement to a worker thread and back, ~45 µs each here).
 
 use super::sql::CONSUME_SIGNAL;
-use super::tasks::{CLOSE_TASK, OPEN_TASK};
+use super::tasks::{CLOSE_TASK, OPEN_TASK, WAKE};
 use super::{CommitOp, Creation, SideWrite, StatusChange};
 use crate::error::{Error, Result};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -251,6 +251,9 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
             SideWrite::CloseTask { seq, attempt } => {
                 tx.prepare_cached(CLOSE_TASK)?
                     .execute(params![now_ms, id, seq, attempt])?;
+            }
+            SideWrite::WakeParent { parent } => {
+                tx.prepare_cached(WAKE)?.execute(params![now_ms, parent])?;
             }
             SideWrite::ConsumeSignal { signal, call } => {
                 tx.prepare_cached(CONSUME_SIGNAL)?

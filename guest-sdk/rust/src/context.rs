@@ -40,6 +40,57 @@ impl StepHandle {
     }
 }
 
+/// A child workflow started with [`Context::start_child`], resolved by
+/// [`Context::await_child`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[must_use = "a started child is only resolved by Context::await_child"]
+pub struct ChildHandle(u64);
+
+/// How a child workflow is started, see [`Context::start_child`].
+///
+/// ```
+/// use cerebelum_sdk::ChildOptions;
+///
+/// let options = ChildOptions::default().package("deployer").version(3).detached();
+/// assert_eq!(options.package.as_deref(), Some("deployer"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChildOptions {
+    /// A package of the tenant by name; `None`: this execution's package
+    /// version.
+    pub package: Option<String>,
+    /// That package's version; `None`: its newest.
+    pub version: Option<u64>,
+    /// Leave the child running when this execution is cancelled (by
+    /// default it is cancelled with it).
+    pub detached: bool,
+}
+
+impl ChildOptions {
+    /// The child is a workflow of package `name` (its newest version
+    /// unless [`version`](Self::version) says).
+    #[must_use]
+    pub fn package(mut self, name: impl Into<String>) -> Self {
+        self.package = Some(name.into());
+        self
+    }
+
+    /// That package's version `version`.
+    #[must_use]
+    pub fn version(mut self, version: u64) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// The child keeps running when this execution is cancelled.
+    #[must_use]
+    pub fn detached(mut self) -> Self {
+        self.detached = true;
+        self
+    }
+}
+
 /// Severity of a [`Context::log`] message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -210,6 +261,57 @@ impl Context {
     /// passes.
     pub fn await_approval(&self, request: Approval) -> Result<Decision, Error> {
         Ok(host::await_approval(&request.into())?.into())
+    }
+
+    /// Starts workflow `workflow` with `input` as a child execution of its
+    /// own (own id, journal and status, naming this one as its parent),
+    /// without waiting for it: children started in a row run concurrently.
+    /// Cancelling this execution cancels the child unless it is
+    /// [`detached`](ChildOptions::detached). Fails with kind `not-found`
+    /// when the package has no such workflow.
+    pub fn start_child<I>(
+        &self,
+        workflow: &str,
+        input: &I,
+        options: ChildOptions,
+    ) -> Result<ChildHandle, Error>
+    where
+        I: Serialize + ?Sized,
+    {
+        let input = encode(input)?;
+        let options = wit::ChildOptions {
+            package_name: options.package,
+            version: options.version,
+            detached: options.detached,
+        };
+        Ok(ChildHandle(host::start_child(
+            workflow,
+            &input,
+            Some(&options),
+        )?))
+    }
+
+    /// Waits until the child ends: its result decoded as `O`, or its error
+    /// (kind `child-cancelled` if it was cancelled). A child that continued
+    /// as new is followed to its last run.
+    pub fn await_child<O>(&self, handle: ChildHandle) -> Result<O, Error>
+    where
+        O: DeserializeOwned,
+    {
+        let output = host::await_child(handle.0)?;
+        decode(&output, || format!("result of child {}", handle.0))
+    }
+
+    /// Runs workflow `workflow` of this package version as a child and
+    /// waits for its result: [`start_child`](Self::start_child) then
+    /// [`await_child`](Self::await_child).
+    pub fn child<I, O>(&self, workflow: &str, input: &I) -> Result<O, Error>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        let handle = self.start_child(workflow, input, ChildOptions::default())?;
+        self.await_child(handle)
     }
 
     /// Waits for the next signal `name` sent to this execution (`cerebelum

@@ -73,7 +73,7 @@ mod options;
 pub mod __private;
 
 pub use approval::{Approval, Decision};
-pub use context::{Context, Level, StepHandle};
+pub use context::{ChildHandle, ChildOptions, Context, Level, StepHandle};
 pub use error::{Error, kind};
 pub use options::{PollOptions, RetryPolicy, StepOptions};
 

@@ -6,13 +6,20 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use cerebelum_sdk::{Approval, Context, Decision, Error, PollOptions, RetryPolicy, StepOptions};
+use cerebelum_sdk::{
+    Approval, ChildOptions, Context, Decision, Error, PollOptions, RetryPolicy, StepOptions,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------- workflows
 
 /// Benchmark: three `noop` steps in a row, each fed the previous result.
+/// Returns its input: no step, no host call (child round trips).
+fn nothing(_ctx: &Context, input: Value) -> Result<Value, Error> {
+    Ok(input)
+}
+
 fn noop3(ctx: &Context, input: Value) -> Result<Value, Error> {
     let first: Value = ctx.step("noop", &input)?;
     let second: Value = ctx.step("noop", &first)?;
@@ -354,6 +361,47 @@ fn countdown(ctx: &Context, input: Countdown) -> Result<u32, Error> {
     Ok(input.n)
 }
 
+#[derive(Deserialize)]
+struct ChildSpec {
+    workflow: String,
+    input: Value,
+    #[serde(default)]
+    package: Option<String>,
+    #[serde(default)]
+    detached: bool,
+}
+
+#[derive(Deserialize)]
+struct Parent {
+    children: Vec<ChildSpec>,
+}
+
+/// Child workflow tests: starts every child (concurrently), then awaits
+/// each; returns their results in order (an error starting or running
+/// one as `{"error": kind}`).
+fn parent(ctx: &Context, input: Parent) -> Result<Value, Error> {
+    let mut handles = Vec::new();
+    for spec in input.children {
+        let mut options = ChildOptions::default();
+        if let Some(package) = spec.package {
+            options = options.package(package);
+        }
+        if spec.detached {
+            options = options.detached();
+        }
+        handles.push(ctx.start_child(&spec.workflow, &spec.input, options));
+    }
+    let mut results = Vec::new();
+    for handle in handles {
+        results.push(match handle.and_then(|h| ctx.await_child::<Value>(h)) {
+            Ok(value) => value,
+            Err(e) if e.is_cancelled() => return Err(e),
+            Err(e) => json!({ "error": e.kind }),
+        });
+    }
+    Ok(json!({ "children": results }))
+}
+
 /// Pause tests: `n` `nap` steps of `sleep_ms` in a row; returns `n`.
 fn naps(ctx: &Context, input: Fanout) -> Result<u32, Error> {
     for i in 0..input.n {
@@ -412,6 +460,8 @@ cerebelum_sdk::package! {
         signal_wait => "Take count signals of a name and return their payloads",
         naps => "n nap steps of sleep_ms in a row",
         countdown => "A step, then continue as new with n + 1 until n reaches until",
+        parent => "Start children concurrently and await them all",
+        nothing => "Return the input (no step)",
         poll_ready => "Poll check_ready until a deadline passes",
         cancellable => "Sleep; compensate when cancelled",
         retry_me => "Fail without retries until a given time",

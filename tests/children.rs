@@ -1,0 +1,144 @@
+//! Child workflows (issue 18), end to end with a real `cerebelum serve`
+//! on both backends: a parent starts children concurrently (of its own
+//! package and of another) and awaits their results, followed through
+//! continue-as-new; `kill -9` between a child's end and the parent's
+//! wake-up loses nothing; cancelling a parent cancels its children but
+//! not detached ones.
+
+#[macro_use]
+mod common;
+
+use common::{Db, entries, guest, path};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+on_both_backends!(
+    a_parent_awaits_its_children,
+    kill9_between_a_childs_end_and_the_parents_wake_up,
+    cancelling_a_parent_cancels_its_children_but_not_detached_ones,
+);
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn kit() -> std::path::PathBuf {
+    guest("testkit")
+}
+
+/// Starts testkit `parent` with `children`.
+fn start_parent(db: &Db, children: Value) -> String {
+    db.start(
+        &kit(),
+        "parent",
+        &json!({ "children": children }).to_string(),
+    )
+}
+
+/// The children `parent` started, in order (from its journal).
+fn children_of(db: &Db, parent: &str) -> Vec<String> {
+    db.journal(parent)
+        .iter()
+        .filter(|e| e["kind"] == "start-child")
+        .filter_map(|e| e["payload"]["child"]["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn a_parent_awaits_its_children(db: Db) {
+    // The same bytes under another name: another package of the tenant.
+    db.ok(&["upload", path(&kit()), "--name", "other"]);
+    let _server = db.serve(&[]);
+    let parent = start_parent(
+        &db,
+        json!([
+            { "workflow": "noop3", "input": { "a": 1 } },
+            { "workflow": "countdown", "input": { "n": 0, "until": 2 } },
+            { "workflow": "nothing", "input": "x", "package": "other" },
+            { "workflow": "no_such_workflow", "input": {} },
+        ]),
+    );
+    let done = db.wait_status(&parent, "completed", WAIT);
+    assert_eq!(
+        done["result"],
+        json!({ "children": [{ "a": 1 }, 2, "x", { "error": "not-found" }] }),
+        "{done}"
+    );
+    let children = children_of(&db, &parent);
+    assert_eq!(children.len(), 3, "the unknown workflow started nothing");
+    for child in &children {
+        let status = db.status(child);
+        assert_eq!(status["parent_id"], parent.as_str(), "{status}");
+        assert_eq!(status["status"], "completed");
+    }
+    assert_eq!(db.status(&children[2])["package_name"], "other");
+    // Its journal holds the children's results once.
+    let journal = db.journal(&parent);
+    for call in entries(&journal, "await-child") {
+        let seq = call["seq"].as_i64().unwrap();
+        assert_eq!(common::results(&journal, seq).len(), 1);
+    }
+    let text = db.ok(&["status", &children[0]]);
+    assert!(text.contains(&format!("child of {parent}")), "{text}");
+}
+
+fn kill9_between_a_childs_end_and_the_parents_wake_up(db: Db) {
+    for (round, delay_ms) in [0_u64, 5, 20, 60].into_iter().enumerate() {
+        let server = db.serve(&[]);
+        let parent = start_parent(
+            &db,
+            json!([{ "workflow": "signal_wait", "input": { "name": "go", "count": 1 } }]),
+        );
+        db.wait_for(&parent, WAIT, |s, j| {
+            s["status"] == "waiting" && !entries(j, "await-child").is_empty()
+        });
+        let child = children_of(&db, &parent).remove(0);
+        db.wait_for(&child, WAIT, |s, _| s["status"] == "waiting");
+        let payload = json!({ "round": round }).to_string();
+        db.ok(&["signal", &child, "go", "--payload", &payload]);
+        // Killed while the child takes the signal, ends and wakes the
+        // parent, or just after.
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        server.kill9();
+        let _server = db.serve(&[]);
+        let done = db.wait_status(&parent, "completed", WAIT);
+        assert_eq!(
+            done["result"],
+            json!({ "children": [{ "signals": [{ "round": round }] }] }),
+            "round {round}: {done}"
+        );
+        assert_eq!(children_of(&db, &parent).len(), 1, "one child");
+    }
+}
+
+fn cancelling_a_parent_cancels_its_children_but_not_detached_ones(db: Db) {
+    let _server = db.serve(&[]);
+    let wait = json!({ "name": "go", "count": 1 });
+    let parent = start_parent(
+        &db,
+        json!([
+            { "workflow": "signal_wait", "input": wait },
+            { "workflow": "signal_wait", "input": wait, "detached": true },
+        ]),
+    );
+    db.wait_for(&parent, WAIT, |s, j| {
+        s["status"] == "waiting" && !entries(j, "await-child").is_empty()
+    });
+    let children = children_of(&db, &parent);
+    for child in &children {
+        db.wait_for(child, WAIT, |s, _| s["status"] == "waiting");
+    }
+    let waiting = db.status(&parent)["waiting_on"].clone();
+    assert_eq!(
+        waiting,
+        json!([format!("child signal_wait {}", children[0])]),
+        "{waiting}"
+    );
+    db.ok(&["cancel", &parent]);
+    db.wait_status(&parent, "cancelled", WAIT);
+    db.wait_status(&children[0], "cancelled", WAIT);
+    let detached = db.status(&children[1]);
+    assert_eq!(detached["status"], "waiting", "{detached}");
+    assert_eq!(detached["detached"], true);
+    db.ok(&["signal", &children[1], "go", "--payload", "1"]);
+    let done = db.wait_status(&children[1], "completed", WAIT);
+    assert_eq!(done["result"], json!({ "signals": [1] }));
+    let _: Value = done;
+}
