@@ -618,6 +618,13 @@ async fn a_person_operates_executions_in_a_browser() {
         .await
         .unwrap();
     until(&browser, "the execution page", &shows("waiting")).await;
+    // Where it stands, from its journal.
+    until(
+        &browser,
+        "what it waits for",
+        "[...document.querySelectorAll('.summary dd')].some(d => d.textContent === \"approval 'lb'\")",
+    )
+    .await;
     until(
         &browser,
         "the approval form",

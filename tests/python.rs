@@ -408,6 +408,43 @@ fn signals_reach_a_python_step_and_its_state_shows_in_status() {
 }
 
 #[test]
+fn python_workflows_run_children() {
+    let db = Db::new();
+    let wasm = python_guest(PYKIT);
+    let _server = db.serve(&["--hibernate-after-ms", "500"]);
+    // A @workflow as a step of a timeline.
+    let rollout = db.start(&wasm, "rollout", r#"{"server": "web-1"}"#);
+    let done = db.wait_status(&rollout, "completed", LONG);
+    assert_eq!(
+        done["result"]["steps"]["announce"], "deployed web-1",
+        "{done}"
+    );
+    // context.child from a step, twice in a row.
+    let fleet = db.start(&wasm, "fleet", r#"{"servers": ["a", "b"]}"#);
+    let done = db.wait_status(&fleet, "completed", LONG);
+    assert_eq!(
+        done["result"]["steps"]["fan_children"],
+        json!(["deployed a", "deployed b"])
+    );
+    // Each child is an execution of its own, naming its parent.
+    let list: Vec<Value> =
+        serde_json::from_str(&db.ok(&["list", "--workflow", "deploy_server", "--json"])).unwrap();
+    assert_eq!(list.len(), 3, "{list:?}");
+    let parents: Vec<&str> = list
+        .iter()
+        .filter_map(|e| e["parent_id"].as_str())
+        .collect();
+    assert_eq!(parents.iter().filter(|p| **p == rollout).count(), 1);
+    assert_eq!(parents.iter().filter(|p| **p == fleet).count(), 2);
+    // The same file runs locally, children included.
+    let local = local(PYKIT, "rollout", r#"{"server": "web-1"}"#);
+    assert_eq!(
+        local["result"]["steps"]["announce"], "deployed web-1",
+        "{local}"
+    );
+}
+
+#[test]
 fn a_python_workflow_continues_as_new() {
     let db = Db::new();
     let wasm = python_guest(PYKIT);

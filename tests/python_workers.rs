@@ -219,6 +219,54 @@ fn a_python_worker_gives_the_sandboxes_result(db: Db) {
 /// A worker reaches a TLS server by an `https://` URL and a private CA,
 /// and refuses to talk to it without that CA.
 #[test]
+fn the_python_client_sends_signals() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&common::guest("testkit")), "--name", "kit"]);
+    let input = json!({ "name": "go", "count": 2 }).to_string();
+    let id = cli
+        .ok(&["start", "kit", "signal_wait", "--input", &input])
+        .trim()
+        .to_owned();
+    let script = "import asyncio, json, sys\n\
+        from cerebelum.worker import Client\n\
+        async def main():\n\
+        \x20   c = Client(sys.argv[1], api_key=sys.argv[2])\n\
+        \x20   a = await c.signal(sys.argv[3], 'go', {'n': 1}, signal_id='s1')\n\
+        \x20   again = await c.signal(sys.argv[3], 'go', {'n': 1}, signal_id='s1')\n\
+        \x20   b = await c.signal(sys.argv[3], 'go', [2])\n\
+        \x20   print(json.dumps([a, again, b]))\n\
+        asyncio.run(main())";
+    let out = Command::new(python())
+        .args(["-c", script, &common::url(port), &key, &id])
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        sent,
+        json!([
+            { "seq": 1, "created": true },
+            { "seq": 1, "created": false },
+            { "seq": 2, "created": true }
+        ])
+    );
+    let done = cli.wait_ended(&id, LONG);
+    assert_eq!(
+        done["result"],
+        json!({ "signals": [{ "n": 1 }, [2]] }),
+        "{done}"
+    );
+}
+
+#[test]
 fn a_python_worker_serves_a_tls_server() {
     let db = Db::new();
     let dir = db.dir.path();

@@ -121,8 +121,10 @@ fn status_shows_the_signal_wait_and_the_state(db: Db) {
     );
     assert!(text.contains(r#"state: {"received":0"#), "{text}");
     signal(&db, &id, "dns-propagated", json!({ "ok": true }), "a");
-    let status = wait_signal_wait(&db, &id, 2);
-    assert_eq!(status["state"]["received"], 1, "{status}");
+    // The state moves on once the signal is taken (status and journal are
+    // read one after the other: wait on the state itself).
+    let status = db.wait_for(&id, WAIT, |s, _| s["state"]["received"] == 1);
+    assert_eq!(status["state"]["waiting_for"], "dns-propagated", "{status}");
     signal(&db, &id, "dns-propagated", json!({ "ok": true }), "b");
     let done = db.wait_status(&id, "completed", WAIT);
     assert_eq!(done["state"], json!({ "received": 2, "done": true }));

@@ -227,6 +227,14 @@ impl Api {
         }
     }
 
+    /// Wakes this node's scheduler, if the API runs on one: the execution
+    /// it just made due runs now instead of at the next tick.
+    fn wake_node(&self) {
+        if let Some(node) = &self.node {
+            node.wake();
+        }
+    }
+
     /// The engine node this API runs on, or an error for an API on the
     /// store alone.
     pub(crate) fn node(&self, what: &str) -> Result<&Engine> {
@@ -461,6 +469,7 @@ impl Api {
             .executions()
             .send_signal(id, &signal, MAX_BUFFERED_SIGNALS, now)
             .await?;
+        self.wake_node();
         if created {
             let detail = serde_json::json!({ "name": signal.name, "seq": record.seq });
             actor
@@ -577,6 +586,7 @@ impl Api {
             .executions()
             .decide_approval(id, key, &decision, now)
             .await?;
+        self.wake_node();
         let detail = serde_json::json!({ "key": key });
         actor
             .record(&self.store, now, &tenant.name, action, id, Some(detail))
@@ -593,6 +603,7 @@ impl Api {
         self.owned(tenant, id).await?;
         let now = self.now_ms();
         let record = self.store.executions().request_cancel(id, now).await?;
+        self.wake_node();
         actor
             .record(&self.store, now, &tenant.name, "execution.cancel", id, None)
             .await?;
@@ -610,6 +621,7 @@ impl Api {
         self.owned(tenant, id).await?;
         let now = self.now_ms();
         let record = self.store.executions().set_paused(id, paused, now).await?;
+        self.wake_node();
         let action = if paused {
             "execution.pause"
         } else {
@@ -630,6 +642,7 @@ impl Api {
         self.owned(tenant, id).await?;
         let now = self.now_ms();
         let record = self.store.executions().retry_execution(id, now).await?;
+        self.wake_node();
         // Its `retried` entry was written outside the group commit.
         self.feeds.touched(id);
         actor

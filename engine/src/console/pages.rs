@@ -423,6 +423,32 @@ pub fn live_parts(
     if r.cancel_requested && !r.status.is_terminal() {
         summary.push_str("<dt>cancel</dt><dd>requested; it ends at its next wait</dd>");
     }
+    for wait in &view.waiting_on {
+        let _ = write!(summary, "<dt>waiting for</dt><dd>{}</dd>", esc(wait));
+    }
+    if let Some(state) = &view.state {
+        let _ = write!(
+            summary,
+            "<dt>state</dt><dd><code class=\"state\">{}</code></dd>",
+            esc(&crate::util::shorten(&state.to_string(), 500))
+        );
+    }
+    if let Some(parent) = &r.parent_id {
+        let _ = write!(
+            summary,
+            "<dt>parent</dt><dd><a href=\"/executions/{}\">{}</a></dd>",
+            query_value(parent),
+            esc(parent)
+        );
+    }
+    if let Some(from) = &r.continued_from {
+        let _ = write!(
+            summary,
+            "<dt>continues</dt><dd><a href=\"/executions/{}\">{}</a></dd>",
+            query_value(from),
+            esc(from)
+        );
+    }
     if r.paused && !r.status.is_terminal() {
         summary.push_str(
             "<dt>paused</dt><dd>by an operator; it starts no new step until resumed</dd>",

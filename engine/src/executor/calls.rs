@@ -824,7 +824,7 @@ pub(crate) async fn child_call(
                 ))
             }
             Status::Cancelled => Err(CallError::new(
-                ErrorKind::Other("child-cancelled".into()),
+                ErrorKind::ChildCancelled,
                 format!("child workflow {} ({id}) was cancelled", child.workflow),
             )),
             _ => {

@@ -269,7 +269,12 @@ async fn drive_claimed(
         StatusChange::Finished { .. } => wake_parent(&exec.record),
         StatusChange::Waiting { .. } => Vec::new(),
     };
+    let wakes_parent = !side.is_empty();
     writer.commit(entries, side, Some(change)).await?;
+    if wakes_parent {
+        // The parent is due now: claim it without waiting for a tick.
+        inner.wake.notify_one();
+    }
     if status.is_terminal() {
         crate::metrics::metrics()
             .executions_finished

@@ -502,7 +502,11 @@ impl Host for GuestData {
             Recorded::Live => {
                 // Which package: journaled with the call, so a replay
                 // starts the same one even if a newer version came since.
-                let (child, error) = match child_package(&exec, &args).await? {
+                let found = match open_room(&exec).await? {
+                    Ok(()) => child_package(&exec, &args).await?,
+                    Err(e) => Err(e),
+                };
+                let (child, error) = match found {
                     Ok(package) => (
                         Some(ChildStarted {
                             id: crate::util::new_id("ex"),
@@ -805,6 +809,32 @@ impl Host for GuestData {
             }
         })
     }
+}
+
+/// Whether the tenant may have one more open execution (its
+/// `max_open_executions`), as a start through the API checks.
+async fn open_room(exec: &super::state::ExecState) -> WasmResult<Result<(), CallError>> {
+    let Some(limit) = exec.sandbox.quotas.max_open_executions else {
+        return Ok(Ok(()));
+    };
+    let open = exec
+        .engine
+        .store
+        .executions()
+        .count_open_executions(&exec.record.tenant)
+        .await
+        .map_err(|e| wasmtime::Error::new(Interrupt::from(e)))?;
+    if open < limit {
+        return Ok(Ok(()));
+    }
+    Ok(Err(CallError::new(
+        ErrorKind::Quota,
+        format!(
+            "tenant '{}' has {open} open executions and may have at most {limit} (max open \
+             executions): no child was started",
+            exec.record.tenant
+        ),
+    )))
 }
 
 /// The package a `start-child` names (this execution's version when it

@@ -401,6 +401,14 @@ impl Engine {
         Some(format!("{note} (for {secs:.1} s)"))
     }
 
+    /// Makes this node's scheduler look for due executions now, not at its
+    /// next tick: something this process did made one due (a signal, an
+    /// approval, a cancel, a resume). Other nodes learn of it from the
+    /// database (PostgreSQL `NOTIFY`) or their tick.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
     /// In-process wake-ups of the worker task queue (see [`TaskSignals`]).
     pub fn task_signals(&self) -> &TaskSignals {
         &self.inner.tasks

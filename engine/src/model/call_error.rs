@@ -45,13 +45,17 @@ pub enum ErrorKind {
     NotFound,
     /// The engine failed too often running the execution.
     Engine,
+    /// A child workflow that was awaited was cancelled.
+    ChildCancelled,
+    /// A tenant quota (open executions) left no room: no child started.
+    Quota,
     /// A kind of user code's own (e.g. `transient`), or `error`.
     Other(String),
 }
 
 impl ErrorKind {
     /// Every kind the engine produces, for documentation and tests.
-    pub const ENGINE_KINDS: [ErrorKind; 17] = [
+    pub const ENGINE_KINDS: [ErrorKind; 19] = [
         ErrorKind::Cancelled,
         ErrorKind::Trap,
         ErrorKind::Deadline,
@@ -69,6 +73,8 @@ impl ErrorKind {
         ErrorKind::Denied,
         ErrorKind::NotFound,
         ErrorKind::Engine,
+        ErrorKind::ChildCancelled,
+        ErrorKind::Quota,
     ];
 
     pub fn as_str(&self) -> &str {
@@ -90,6 +96,8 @@ impl ErrorKind {
             ErrorKind::Denied => "denied",
             ErrorKind::NotFound => "not-found",
             ErrorKind::Engine => "engine",
+            ErrorKind::ChildCancelled => "child-cancelled",
+            ErrorKind::Quota => "quota",
             ErrorKind::Other(kind) => kind,
         }
     }

@@ -167,10 +167,12 @@ class Chain:
     def of(item) -> "Chain":
         if isinstance(item, Chain):
             return item
+        if isinstance(item, Workflow):
+            item = item.as_step()
         if isinstance(item, Step):
             return Chain(((item,),))
         if isinstance(item, (list, tuple, set, frozenset)):
-            steps = tuple(item)
+            steps = tuple(s.as_step() if isinstance(s, Workflow) else s for s in item)
             if not steps:
                 raise WorkflowDefinitionError("a parallel group `[...]` needs at least one step")
             for s in steps:
@@ -338,6 +340,30 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"<workflow {self.name}>"
+
+    def __rshift__(self, other) -> "Chain":
+        return Chain.of(self) >> other
+
+    def __rrshift__(self, other) -> "Chain":
+        return Chain.of(other) >> self
+
+    def as_step(self) -> Step:
+        """The workflow as a step of another's timeline (``prepare >>
+        deploy_server >> notify``): the step runs it as a child workflow
+        with the parent's input and returns the child's result
+        (``{"output": ..., "steps": {...}}``)."""
+        step = getattr(self, "_as_step", None)
+        if step is None:
+            child = self
+
+            async def run_child(context, inputs):
+                return await context.child(child, inputs)
+
+            run_child.__qualname__ = f"workflow {self.name}"
+            run_child.__doc__ = f"Runs workflow `{self.name}` as a child."
+            step = Step(run_child, name=self.name)
+            self._as_step = step
+        return step
 
     def steps(self) -> dict[str, Step]:
         """Every step the workflow may run, by name."""

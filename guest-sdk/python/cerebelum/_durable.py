@@ -25,7 +25,8 @@ from componentize_py_types import Err
 
 from . import _dsl
 from ._loop import DurableLoop
-from ._runtime import Runtime, exception_text, invoke_step_json, run_workflow, to_json
+from ._runtime import (Runtime, exception_text, invoke_step_json, run_workflow, to_json,
+                       value_of)
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError, HttpError,
                      PollTimeoutError, SecretError, SignalTimeoutError, StepError)
 
@@ -184,6 +185,15 @@ class DurableRuntime(Runtime):
         if isinstance(decision, types.ApprovalDecision_Rejected):
             raise ApprovalRejectedError(decision.value)
         raise ApprovalTimeoutError(f"approval {key!r} timed out after {timeout_ms} ms")
+
+    async def child(self, ctx, workflow, inputs):
+        try:
+            handle = host.start_child(workflow, json.dumps(inputs), None)
+            result = json.loads(host.await_child(handle))
+        except Err as e:
+            _raise_host(e)
+        output = result.get("output") if isinstance(result, dict) else None
+        return {"output": value_of(output), "steps": result.get("steps", {})}
 
     async def signal(self, ctx, name, timeout_ms):
         try:

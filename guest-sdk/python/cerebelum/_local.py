@@ -23,9 +23,9 @@ from typing import Any, Awaitable, Callable
 
 from ._dsl import Step, Workflow
 from ._runtime import (Context, ExecutionResult, Runtime, exception_text, failure,
-                       invoke_step, iso_time, run_workflow, to_json)
-from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError, HttpError,
-                     SecretError, SignalTimeoutError)
+                       invoke_step, iso_time, run_workflow, to_json, value_of)
+from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError,
+                     ExecutionError, HttpError, SecretError, SignalTimeoutError, StepError)
 
 BAR_WIDTH = 20
 
@@ -127,6 +127,20 @@ class LocalRuntime(Runtime):
         if isinstance(answer, str):
             raise ApprovalRejectedError(answer)
         return json.loads(to_json(answer, "the approval handler's answer"))
+
+    async def child(self, ctx: Context, workflow: str, inputs: Any) -> dict:
+        from ._dsl import WORKFLOWS
+        found = WORKFLOWS.get(workflow)
+        if found is None:
+            raise StepError(f"step `{ctx.step_name}` runs child workflow {workflow!r}, which "
+                            f"is not defined (known: {', '.join(sorted(WORKFLOWS)) or 'none'})",
+                            "not-found")
+        try:
+            r = await execute_locally(found, inputs, self.approval_handler, self.secrets,
+                                      self.signal_handler)
+        except ExecutionError as e:
+            raise StepError(f"child workflow {workflow} failed: {e}", "child-failed") from None
+        return {"output": value_of(r.output), "steps": r.steps}
 
     async def signal(self, ctx: Context, name: str, timeout_ms: int | None) -> Any:
         handler = self.signal_handler

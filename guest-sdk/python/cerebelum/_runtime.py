@@ -53,6 +53,10 @@ class Runtime:
                        timeout_ms: int | None) -> Any:
         raise NotImplementedError
 
+    async def child(self, ctx: "Context", workflow: str, inputs: Any) -> dict:
+        """Runs workflow ``workflow`` as a child; its result."""
+        raise NotImplementedError
+
     async def signal(self, ctx: "Context", name: str, timeout_ms: int | None) -> Any:
         """The payload of the next signal ``name``; raises
         :class:`SignalTimeoutError` after ``timeout_ms``."""
@@ -119,6 +123,20 @@ class Context:
         ``execute(..., secrets={...})`` or the environment variable
         ``CEREBELUM_SECRET_<NAME>``. Raises :class:`SecretError`."""
         return self._runtime.secret(self, name)
+
+    async def child(self, workflow: Any, inputs: Any = None) -> dict:
+        """Runs ``workflow`` (a ``@workflow``, or its name) as a child
+        with ``inputs`` and returns its result: ``{"output": the last
+        step's value, "steps": {...}}``. In the engine the child is an
+        execution of its own whose ``parent_id`` is this one, and the wait
+        is durable; cancelling this execution cancels it. Raises
+        :class:`StepError` when the child fails (kind ``child-cancelled``
+        when it was cancelled)."""
+        name = workflow if isinstance(workflow, str) else getattr(workflow, "name", None)
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"context.child expects a @workflow or its name, got {workflow!r}")
+        to_json(inputs, "the child's input")
+        return await self._runtime.child(self, name, inputs)
 
     def continue_as_new(self, inputs: Any) -> "ContinueAsNew":
         """Return this from a step to end this run of the workflow after

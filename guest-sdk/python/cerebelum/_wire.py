@@ -46,6 +46,12 @@ SCHEMA: dict[str, dict[str, tuple[int, str]]] = {
         "worker_queue": (18, "optional string")},
     "GetExecutionRequest": {"id": (1, "string")},
     "CancelRequest": {"id": (1, "string")},
+    "SignalRequest": {"id": (1, "string"), "name": (2, "string"), "payload_json": (3, "string"),
+                      "signal_id": (4, "string")},
+    "SignalResponse": {"signal": (1, "Signal"), "created": (2, "bool")},
+    "Signal": {"execution_id": (1, "string"), "seq": (2, "int64"), "name": (3, "string"),
+               "payload_json": (4, "string"), "signal_id": (5, "optional string"),
+               "received_at_ms": (6, "int64"), "consumed_by": (7, "optional int64")},
     # -- service WorkerService
     "RegisterWorkerRequest": {"worker_id": (1, "string"), "queue": (2, "string"),
                               "host": (3, "string"), "max_tasks": (4, "int32")},

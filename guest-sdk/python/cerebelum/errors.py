@@ -45,10 +45,14 @@ class ErrorKind:
     """No such secret."""
     ENGINE = "engine"
     """The engine failed running the execution too often."""
+    CHILD_CANCELLED = "child-cancelled"
+    """An awaited child workflow was cancelled."""
+    QUOTA = "quota"
+    """The tenant's open executions are at their limit: no child started."""
 
     ALL = (CANCELLED, TRAP, DEADLINE, MEMORY, OUTPUT, FUEL, STACK, PAYLOAD, JOURNAL,
            NONDETERMINISM, UNKNOWN_STEP, INVALID_HANDLE, POLL_TIMEOUT, POLL_EXHAUSTED,
-           DENIED, NOT_FOUND, ENGINE)
+           DENIED, NOT_FOUND, ENGINE, CHILD_CANCELLED, QUOTA)
 
 
 class CerebelumError(Exception):

@@ -54,6 +54,7 @@ _RPCS = {
     "StartExecution": ("Cerebelum", "StartExecutionRequest", "StartExecutionResponse"),
     "GetExecution": ("Cerebelum", "GetExecutionRequest", "Execution"),
     "Cancel": ("Cerebelum", "CancelRequest", "Execution"),
+    "Signal": ("Cerebelum", "SignalRequest", "SignalResponse"),
     "RegisterWorker": ("WorkerService", "RegisterWorkerRequest", "RegisterWorkerResponse"),
     "PollTask": ("WorkerService", "PollTaskRequest", "PollTaskResponse"),
     "Heartbeat": ("WorkerService", "HeartbeatRequest", "HeartbeatResponse"),
@@ -221,6 +222,18 @@ class Client:
         except grpc.aio.AioRpcError as e:
             raise self._error(rpc, e.code().name, e.details() or "", timeout) from None
 
+    async def signal(self, execution_id: str, name: str, payload: Any = None,
+                     signal_id: str | None = None) -> dict:
+        """Sends signal ``name`` with ``payload`` (JSON) to an execution, as
+        ``cerebelum signal`` does: stored at once and taken by the
+        workflow's next ``wait_for_signal(name)``. With a ``signal_id`` sent
+        before, nothing is sent again. ``{"seq": n, "created": bool}``."""
+        reply = await self.call("Signal", {
+            "id": execution_id, "name": name,
+            "payload_json": to_json(payload, "the signal payload"),
+            "signal_id": signal_id or ""})
+        return {"seq": reply["signal"]["seq"], "created": reply.get("created", False)}
+
     def _error(self, rpc: str, code: str, details: str, timeout: float) -> ServerError:
         if code == "UNAVAILABLE":
             text = (f"cannot reach the Cerebelum server at {self.url} ({details}): is "
@@ -292,6 +305,11 @@ class WorkerRuntime(LocalRuntime):
 
     def progress(self, ctx: Context, percent: int, message: str) -> None:
         self._state.report(percent, message)
+
+    async def child(self, ctx, workflow, inputs):
+        raise CerebelumError(
+            f"step `{ctx.step_name}` runs child workflow {workflow!r}, and it runs on an "
+            "external worker: start children from a step that runs in the engine")
 
     async def signal(self, ctx, name, timeout_ms):
         raise CerebelumError(

@@ -536,6 +536,54 @@ def test_continue_as_new_runs_the_workflow_again_locally():
         run(v.execute({}))
 
 
+def test_a_workflow_is_a_step_of_another_and_context_child_runs_one():
+    @step
+    async def deploy_one(context, inputs):
+        return f"deployed {inputs['server']}"
+
+    @workflow
+    def deploy_server(wf):
+        wf.timeline(deploy_one)
+
+    @step
+    async def prepare(context, inputs):
+        return "prepared"
+
+    @step
+    async def notify(context, deploy_server):
+        return deploy_server["output"]
+
+    @workflow
+    def rollout(wf):
+        wf.timeline(prepare >> deploy_server >> notify)
+
+    r = run(rollout.execute({"server": "web-1"}))
+    assert r.steps["notify"] == "deployed web-1"
+    assert r.steps["deploy_server"]["steps"] == {"deploy_one": "deployed web-1"}
+
+    @step
+    async def fan_out(context, inputs):
+        results = [await context.child(deploy_server, {"server": s}) for s in ("a", "b")]
+        return [c["output"] for c in results]
+
+    @workflow
+    def many(wf):
+        wf.timeline(fan_out)
+
+    assert run(many.execute({})).steps == {"fan_out": ["deployed a", "deployed b"]}
+
+    @step
+    async def missing(context, inputs):
+        return await context.child("no_such_workflow", {})
+
+    @workflow
+    def broken(wf):
+        wf.timeline(missing)
+
+    with pytest.raises(ExecutionError, match="no_such_workflow"):
+        run(broken.execute({}))
+
+
 def test_progress_prints_the_original_bar_on_stdout(capsys):
     @step
     async def migrate(context, inputs):

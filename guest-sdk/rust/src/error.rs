@@ -76,8 +76,12 @@ pub mod kind {
     pub const NOT_FOUND: &str = "not-found";
     /// The engine failed running the execution too often.
     pub const ENGINE: &str = "engine";
+    /// An awaited child workflow was cancelled.
+    pub const CHILD_CANCELLED: &str = "child-cancelled";
+    /// The tenant's open executions are at their limit: no child started.
+    pub const QUOTA: &str = "quota";
     /// Every kind above.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 19] = [
         CANCELLED,
         TRAP,
         DEADLINE,
@@ -95,6 +99,8 @@ pub mod kind {
         DENIED,
         NOT_FOUND,
         ENGINE,
+        CHILD_CANCELLED,
+        QUOTA,
     ];
 }
 

@@ -57,6 +57,48 @@ def counter(wf):
 
 
 @step
+async def deploy_one(context: Context, inputs: dict) -> str:
+    return f"deployed {inputs['server']}"
+
+
+@workflow
+def deploy_server(wf):
+    """A workflow run as a child of `rollout` and `fleet`."""
+    wf.timeline(deploy_one)
+
+
+@step
+async def prepare(context: Context, inputs: dict) -> str:
+    return "prepared"
+
+
+@step
+async def announce(context: Context, deploy_server: dict) -> str:
+    return deploy_server["output"]
+
+
+@workflow
+def rollout(wf):
+    """A workflow used as a step of a timeline: run as a child."""
+    wf.timeline(prepare >> deploy_server >> announce)
+
+
+@step
+async def fan_children(context: Context, inputs: dict) -> list:
+    """Explicit children from a step."""
+    done = []
+    for server in inputs["servers"]:
+        child = await context.child(deploy_server, {"server": server})
+        done.append(child["output"])
+    return done
+
+
+@workflow
+def fleet(wf):
+    wf.timeline(fan_children)
+
+
+@step
 async def ready(context: Context, inputs: dict):
     """A poll's check: ready on its third check."""
     return {"ready_on_check": context.attempt} if context.attempt >= 3 else None

@@ -1,7 +1,12 @@
-//! The signal benchmark: `cargo bench -p cerebelum-engine --bench signals
-//! [-- --backend postgres] [-- --signals N]`.
+//! The composition benchmark: `cargo bench -p cerebelum-engine --bench
+//! compose [-- --backend postgres] [-- --signals N] [-- --children N]`.
 //!
-//! A real `cerebelum serve` process (this build's binary) and N executions
+//! Child workflows: N times (default 200), one at a time, the testkit's
+//! `parent` starts a child `nothing` (no step) and awaits it; the round
+//! trip is StartExecution of the parent → its completion (watched), next
+//! to `nothing` started alone the same way (the baseline of one execution).
+//!
+//! Signals: a real `cerebelum serve` process (this build's binary) and N executions
 //! (default 200) of the testkit's `signal_wait`, each hibernated waiting
 //! for signal `go`. Then, one at a time, a gRPC `Signal` is sent to each
 //! and its watch stream followed until the journal holds the result of
@@ -18,6 +23,7 @@ use std::time::{Duration, Instant};
 fn main() {
     let backend = common::bench_backend();
     let count: usize = common::bench_arg("--signals").map_or(200, |n| n.parse().unwrap());
+    let children: usize = common::bench_arg("--children").map_or(200, |n| n.parse().unwrap());
     let db = common::Db::on(backend);
     db.tenant(
         "bench",
@@ -32,8 +38,9 @@ fn main() {
     let _server = db.serve_api(port, &[]);
     let key = db.key("bench");
     println!(
-        "cerebelum signal benchmark on {backend:?} ({} cores): {count} hibernated executions, \
-         one signal each, sent one at a time over gRPC",
+        "cerebelum composition benchmark on {backend:?} ({} cores): {children} parents with \
+         one child each, {count} hibernated executions with one signal each, one at a time \
+         over gRPC",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
@@ -42,6 +49,29 @@ fn main() {
     let mut took = runtime.block_on(async {
         let mut client = common::grpc::connect(port, &key).await;
         common::grpc::upload(&mut client, "kit", &common::guest("testkit")).await;
+        // Children: alternately a parent of one `nothing` child, and
+        // `nothing` alone (the baseline), so both see the same machine.
+        let parent = r#"{"children":[{"workflow":"nothing","input":{}}]}"#;
+        let (mut round_trip, mut alone) = (Vec::new(), Vec::new());
+        for _ in 0..children {
+            let (t, e) =
+                common::grpc::start_to_completion(&mut client, "kit", "parent", parent).await;
+            assert_eq!(e.status, pb::ExecutionStatus::Completed as i32, "{e:?}");
+            round_trip.push(t.as_secs_f64() * 1000.0);
+            let (t, _) =
+                common::grpc::start_to_completion(&mut client, "kit", "nothing", "{}").await;
+            alone.push(t.as_secs_f64() * 1000.0);
+        }
+        let p50 = common::percentile(&mut round_trip, 0.50);
+        let p99 = common::percentile(&mut round_trip, 0.99);
+        let base = common::percentile(&mut alone, 0.50);
+        println!(
+            "{children} parents: start → completed with one child p50 {p50:.2} ms, p99 \
+             {p99:.2} ms; one execution alone p50 {base:.2} ms: the child round trip adds \
+             {:.2} ms",
+            p50 - base
+        );
+
         let mut ids = Vec::new();
         for _ in 0..count {
             let started = client
