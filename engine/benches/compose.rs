@@ -25,25 +25,14 @@ fn main() {
     let count: usize = common::bench_arg("--signals").map_or(200, |n| n.parse().unwrap());
     let children: usize = common::bench_arg("--children").map_or(200, |n| n.parse().unwrap());
     let db = common::Db::on(backend);
-    db.tenant(
-        "bench",
-        &[
-            "--max-open-executions",
-            "1000000",
-            "--max-start-rate",
-            "1000000",
-        ],
-    );
+    let key = common::bench_tenant(&db);
     let port = common::free_port();
     let _server = db.serve_api(port, &[]);
-    let key = db.key("bench");
     println!(
         "cerebelum composition benchmark on {backend:?} ({} cores): {children} parents with \
          one child each, {count} hibernated executions with one signal each, one at a time \
          over gRPC",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        common::cores()
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut took = runtime.block_on(async {

@@ -18,23 +18,13 @@ fn main() {
     let backend = common::bench_backend();
     let count: usize = common::bench_arg("--count").map_or(1000, |c| c.parse().unwrap());
     let db = common::Db::on(backend);
-    let key = db.tenant(
-        "bench",
-        &[
-            "--max-open-executions",
-            "1000000",
-            "--max-start-rate",
-            "1000000",
-        ],
-    );
+    let key = common::bench_tenant(&db);
     let port = common::free_port();
     let _server = db.serve_api(port, &[]);
     println!(
         "cerebelum schedules benchmark on {backend:?} ({} cores): {count} schedules due at the \
          same second, one `cerebelum serve`",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        common::cores()
     );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let now_s = SystemTime::now()

@@ -20,20 +20,13 @@ fn main() {
     let requests: usize = common::bench_arg("--requests").map_or(2000, |n| n.parse().unwrap());
     let clients: usize = common::bench_arg("--clients").map_or(16, |n| n.parse().unwrap());
     let db = common::Db::on(backend);
-    db.tenant(
-        "bench",
-        &[
-            "--max-open-executions",
-            "1000000",
-            "--max-start-rate",
-            "1000000",
-        ],
-    );
+    let key = common::bench_tenant(&db);
+    // Before the server starts: the first secret makes the master key it
+    // loads.
     let secret = "bench-webhook-secret";
     db.set_secret("bench", "hook", secret);
     let port = common::free_port();
     let _server = db.serve_api(port, &[]);
-    let key = db.key("bench");
     let cli = common::Remote::new(port, &key);
     cli.ok(&[
         "upload",
@@ -53,9 +46,7 @@ fn main() {
     println!(
         "cerebelum HTTP trigger benchmark on {backend:?} ({} cores): {requests} signed requests \
          from {clients} clients, one `cerebelum serve`",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        common::cores()
     );
     let started = Instant::now();
     let workers: Vec<_> = (0..clients)

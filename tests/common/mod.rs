@@ -998,6 +998,27 @@ pub fn bench_backend() -> Backend {
     }
 }
 
+/// A benchmark's tenant `bench` on `db`, with no open-execution or
+/// start-rate limit worth the name; its API key.
+pub fn bench_tenant(db: &Db) -> String {
+    db.tenant(
+        "bench",
+        &[
+            "--max-open-executions",
+            "1000000",
+            "--max-start-rate",
+            "1000000",
+        ],
+    )
+}
+
+/// The number of cores, for a benchmark's header.
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
 /// The `p` quantile (0 to 1) of `v`, which it sorts.
 pub fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

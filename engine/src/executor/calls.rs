@@ -130,6 +130,22 @@ impl ExecState {
         )
     }
 
+    /// What the call at `seq` is answered with before it waits: its
+    /// recorded result (replay), or a pending cancellation (delivered to
+    /// workflow code). `None`: it goes on.
+    pub(crate) async fn answered(
+        &self,
+        caller: &str,
+        seq: i64,
+        interruptible: bool,
+    ) -> Option<CallOutcome> {
+        if let Some(result) = self.recorded_result(seq) {
+            return Some(Ok(result));
+        }
+        self.deliver_cancel(caller, seq, interruptible, Vec::new())
+            .await
+    }
+
     /// The recorded result of the call at `seq`, if the journal has one.
     pub(crate) fn recorded_result(&self, seq: i64) -> Option<CallResult> {
         let index = self.index.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,14 +187,8 @@ pub(crate) async fn step_call(
     options: Option<StepOptions>,
     interruptible: bool,
 ) -> CallOutcome {
-    if let Some(result) = exec.recorded_result(seq) {
-        return Ok(result);
-    }
-    if let Some(done) = exec
-        .deliver_cancel(&caller, seq, interruptible, Vec::new())
-        .await
-    {
-        return done;
+    if let Some(answered) = exec.answered(&caller, seq, interruptible).await {
+        return answered;
     }
     let (policy, timeout) = match resolve_options(&exec, &step, options.as_ref()) {
         Ok(p) => p,
@@ -728,14 +738,8 @@ pub(crate) async fn signal_call(
     due_ms: Option<i64>,
     interruptible: bool,
 ) -> CallOutcome {
-    if let Some(result) = exec.recorded_result(seq) {
-        return Ok(result);
-    }
-    if let Some(done) = exec
-        .deliver_cancel(&caller, seq, interruptible, Vec::new())
-        .await
-    {
-        return done;
+    if let Some(answered) = exec.answered(&caller, seq, interruptible).await {
+        return answered;
     }
     let store = exec.engine.store.clone();
     if let Some(signal) = store
@@ -776,8 +780,8 @@ pub(crate) async fn child_call(
     child: Option<String>,
     interruptible: bool,
 ) -> CallOutcome {
-    if let Some(result) = exec.recorded_result(seq) {
-        return Ok(result);
+    if let Some(answered) = exec.answered(&caller, seq, interruptible).await {
+        return answered;
     }
     let Some(mut id) = child else {
         let e = CallError::new(
@@ -786,12 +790,6 @@ pub(crate) async fn child_call(
         );
         return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
     };
-    if let Some(done) = exec
-        .deliver_cancel(&caller, seq, interruptible, Vec::new())
-        .await
-    {
-        return done;
-    }
     let executions = exec.engine.store.clone();
     loop {
         let child = executions.executions().execution(&id).await?;

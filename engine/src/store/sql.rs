@@ -906,14 +906,11 @@ where
         .bind(key)
         .execute(&mut *tx)
         .await?;
-        sqlx::query::<DB>(
-            "UPDATE executions SET signals = signals + 1, \
-             wake_at = CASE WHEN status = 'waiting' AND NOT paused THEN $1 ELSE wake_at END WHERE id = $2",
-        )
-        .bind(now_ms)
-        .bind(execution_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query::<DB>(super::tasks::WAKE)
+            .bind(now_ms)
+            .bind(execution_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(ApprovalRecord {
             status: status.to_owned(),
@@ -985,14 +982,11 @@ where
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query::<DB>(
-            "UPDATE executions SET signals = signals + 1, \
-             wake_at = CASE WHEN status = 'waiting' AND NOT paused THEN $1 ELSE wake_at END WHERE id = $2",
-        )
-        .bind(now_ms)
-        .bind(execution_id)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query::<DB>(super::tasks::WAKE)
+            .bind(now_ms)
+            .bind(execution_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((
             SignalRecord {

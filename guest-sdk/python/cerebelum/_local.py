@@ -108,15 +108,8 @@ class LocalRuntime(Runtime):
                 "`await wf.execute(inputs, approval_handler=lambda kind, data: True)` "
                 "(return True or a dict to approve, False or a reason to reject)")
 
-        async def ask():
-            answer = handler(approval_type, data)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            return answer
-
         try:
-            answer = await (asyncio.wait_for(ask(), timeout_ms / 1000)
-                            if timeout_ms is not None else ask())
+            answer = await _ask(handler, (approval_type, data), timeout_ms)
         except asyncio.TimeoutError:
             raise ApprovalTimeoutError(
                 f"approval {approval_type!r} timed out after {timeout_ms} ms") from None
@@ -151,15 +144,8 @@ class LocalRuntime(Runtime):
                 "`await wf.execute(inputs, signal_handler=lambda name: {...})` (it returns "
                 "the signal's payload; it may be async)")
 
-        async def ask():
-            answer = handler(name)
-            if inspect.isawaitable(answer):
-                answer = await answer
-            return answer
-
         try:
-            answer = await (asyncio.wait_for(ask(), timeout_ms / 1000)
-                            if timeout_ms is not None else ask())
+            answer = await _ask(handler, (name,), timeout_ms)
         except asyncio.TimeoutError:
             raise SignalTimeoutError(
                 f"no signal {name!r} came within {timeout_ms} ms") from None
@@ -170,6 +156,20 @@ class LocalRuntime(Runtime):
 
     def progress(self, ctx: Context, percent: int, message: str) -> None:
         print_progress(ctx.step_name, percent, message)
+
+
+async def _ask(handler: Callable, args: tuple, timeout_ms: int | None) -> Any:
+    """``handler(*args)``'s answer (awaited if it is async), within
+    ``timeout_ms`` (else :class:`asyncio.TimeoutError`)."""
+    async def ask():
+        answer = handler(*args)
+        if inspect.isawaitable(answer):
+            answer = await answer
+        return answer
+
+    if timeout_ms is None:
+        return await ask()
+    return await asyncio.wait_for(ask(), timeout_ms / 1000)
 
 
 async def execute_locally(workflow: Workflow, inputs: Any, approval_handler: Callable | None,
