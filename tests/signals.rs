@@ -23,6 +23,7 @@ on_both_backends!(
     a_trigger_signals_an_execution_once_per_delivery,
     a_paused_execution_runs_nothing_until_resumed,
     a_running_execution_pauses_before_its_next_step,
+    a_pause_through_the_serving_node_reaches_its_execution_at_once,
     a_workflow_continues_as_new_with_an_empty_journal,
     continue_as_new_survives_kill9_of_the_server,
 );
@@ -296,6 +297,42 @@ fn follow_chain(db: &Db, first: &str) -> (Vec<String>, Value) {
 fn executions_of(db: &Db, workflow: &str) -> Vec<Value> {
     let list = db.ok(&["list", "--workflow", workflow, "--limit", "1000", "--json"]);
     serde_json::from_str::<Vec<Value>>(&list).unwrap()
+}
+
+fn a_pause_through_the_serving_node_reaches_its_execution_at_once(db: Db) {
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    // A lease renewal (a third of the lease) would take 20 s.
+    let _server = db.serve_api(port, &["--lease-ms", "60000"]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&kit()), "--name", "kit"]);
+    let id = cli
+        .ok(&[
+            "start",
+            "kit",
+            "naps",
+            "--input",
+            r#"{"n":300,"sleep_ms":20}"#,
+        ])
+        .trim()
+        .to_owned();
+    let started = Instant::now();
+    while entries(&cli.journal(&id), "call-step").len() < 5 {
+        assert!(started.elapsed() < WAIT, "it never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cli.ok(&["pause", &id]);
+    let paused = Instant::now();
+    while cli.status(&id)["status"] != "waiting" {
+        assert!(
+            paused.elapsed() < Duration::from_secs(10),
+            "the pause did not reach the running execution"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cli.ok(&["resume", &id]);
+    let done = cli.wait_ended(&id, WAIT);
+    assert_eq!(done["result"], 300, "{done}");
 }
 
 fn a_workflow_continues_as_new_with_an_empty_journal(db: Db) {

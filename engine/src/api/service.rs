@@ -604,6 +604,9 @@ impl Api {
         let now = self.now_ms();
         let record = self.store.executions().request_cancel(id, now).await?;
         self.wake_node();
+        if let Some(node) = &self.node {
+            node.operator_changed(&record);
+        }
         actor
             .record(&self.store, now, &tenant.name, "execution.cancel", id, None)
             .await?;
@@ -622,6 +625,9 @@ impl Api {
         let now = self.now_ms();
         let record = self.store.executions().set_paused(id, paused, now).await?;
         self.wake_node();
+        if let Some(node) = &self.node {
+            node.operator_changed(&record);
+        }
         let action = if paused {
             "execution.pause"
         } else {

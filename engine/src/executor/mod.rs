@@ -409,6 +409,19 @@ impl Engine {
         self.inner.wake.notify_one();
     }
 
+    /// Tells the execution `record` names, if it runs on this node, what an
+    /// operator asked of it through this process (a cancel, a pause or a
+    /// resume) now, instead of at the next lease renewal.
+    pub fn operator_changed(&self, record: &ExecutionRecord) {
+        let running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = running.get(&record.id) {
+            if record.cancel_requested {
+                c.request();
+            }
+            c.set_paused(record.paused);
+        }
+    }
+
     /// In-process wake-ups of the worker task queue (see [`TaskSignals`]).
     pub fn task_signals(&self) -> &TaskSignals {
         &self.inner.tasks
