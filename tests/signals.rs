@@ -101,7 +101,7 @@ fn a_signal_wait_times_out(db: Db) {
         done["result"],
         json!({ "signals": ["timed-out", "timed-out"] })
     );
-    // A signal sent after the timeouts is not taken by them.
+    // A timeout stores no signal.
     assert_eq!(done["buffered_signals"], json!([]));
 }
 
@@ -264,9 +264,7 @@ fn a_running_execution_pauses_before_its_next_step(db: Db) {
         "a paused execution started steps"
     );
     db.ok(&["resume", &id]);
-    let started = Instant::now();
     let done = db.wait_status(&id, "completed", WAIT);
-    assert!(started.elapsed() < WAIT);
     let journal = db.journal(&id);
     assert_eq!(entries(&journal, "call-step").len(), 200, "{done}");
     assert_eq!(done["result"], 200);

@@ -235,6 +235,15 @@ impl Api {
         }
     }
 
+    /// [`Api::wake_node`], and tells the execution, if it runs on this
+    /// node, of an operator's cancel, pause or resume at once.
+    fn tell_node(&self, record: &ExecutionRecord) {
+        self.wake_node();
+        if let Some(node) = &self.node {
+            node.operator_changed(record);
+        }
+    }
+
     /// The engine node this API runs on, or an error for an API on the
     /// store alone.
     pub(crate) fn node(&self, what: &str) -> Result<&Engine> {
@@ -603,10 +612,7 @@ impl Api {
         self.owned(tenant, id).await?;
         let now = self.now_ms();
         let record = self.store.executions().request_cancel(id, now).await?;
-        self.wake_node();
-        if let Some(node) = &self.node {
-            node.operator_changed(&record);
-        }
+        self.tell_node(&record);
         actor
             .record(&self.store, now, &tenant.name, "execution.cancel", id, None)
             .await?;
@@ -624,10 +630,7 @@ impl Api {
         self.owned(tenant, id).await?;
         let now = self.now_ms();
         let record = self.store.executions().set_paused(id, paused, now).await?;
-        self.wake_node();
-        if let Some(node) = &self.node {
-            node.operator_changed(&record);
-        }
+        self.tell_node(&record);
         let action = if paused {
             "execution.pause"
         } else {

@@ -741,8 +741,9 @@ pub(crate) async fn signal_call(
     if let Some(answered) = exec.answered(&caller, seq, interruptible).await {
         return answered;
     }
-    let store = exec.engine.store.clone();
-    if let Some(signal) = store
+    if let Some(signal) = exec
+        .engine
+        .store
         .executions()
         .next_signal(&exec.record.id, &name)
         .await?
@@ -790,7 +791,7 @@ pub(crate) async fn child_call(
         );
         return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
     };
-    let executions = exec.engine.store.clone();
+    let executions = &exec.engine.store;
     loop {
         let child = executions.executions().execution(&id).await?;
         let result = match child.status {

@@ -493,11 +493,11 @@ impl Host for GuestData {
             .record(CallKind::StartChild, &args)
             .map_err(wasmtime::Error::new)?;
         let exec = inv.exec.clone();
-        let (seq, start) = match matched.recorded {
+        let (seq, start, replayed) = match matched.recorded {
             Recorded::Replayed {
                 seq,
                 call: Call::StartChild(start),
-            } => (seq, *start),
+            } => (seq, *start, true),
             Recorded::Replayed { seq, .. } => return Err(misfit(seq, CallKind::StartChild)),
             Recorded::Live => {
                 // Which package: journaled with the call, so a replay
@@ -529,7 +529,7 @@ impl Host for GuestData {
                     .map_err(wasmtime::Error::new)?;
                 // Durable before the child exists: a replay finds the id.
                 exec.writer.sync().await.map_err(wasmtime::Error::new)?;
-                (seq, start)
+                (seq, start, false)
             }
         };
         let Some(child) = start.child else {
@@ -538,33 +538,45 @@ impl Host for GuestData {
                 .unwrap_or_else(|| CallError::new(ErrorKind::NotFound, "no child was started"));
             return Ok(Err(error.into()));
         };
-        // Idempotent (key `child:<parent>:<seq>`): after a crash between
-        // the journal and the creation, the replay creates it.
-        let record = &exec.record;
-        let new = NewExecution {
-            id: child.id.clone(),
-            tenant: record.tenant.clone(),
-            package_name: child.package.clone(),
-            package_version: child.version,
-            package_sha256: String::new(),
-            workflow: start.args.workflow.clone(),
-            input: start.args.input.clone(),
-            idempotency_key: Some(format!("child:{}:{seq}", record.id)),
-            worker_queue: record.worker_queue.clone(),
-            continued_from: None,
-            parent_id: Some(record.id.clone()),
-            detached: start.args.options.as_ref().is_some_and(|o| o.detached),
+        let store = &exec.engine.store;
+        let infra = |e| wasmtime::Error::new(Interrupt::from(e));
+        // A replay reads whether it exists (it does, unless a crash came
+        // between the journal and the creation) instead of writing again.
+        let exists = replayed
+            && match store.executions().execution(&child.id).await {
+                Ok(_) => true,
+                Err(crate::Error::NotFound(_)) => false,
+                Err(e) => return Err(infra(e)),
+            };
+        let id = if exists {
+            child.id
+        } else {
+            // Idempotent by its key, `child:<parent>:<seq>`.
+            let record = &exec.record;
+            let new = NewExecution {
+                id: child.id,
+                tenant: record.tenant.clone(),
+                package_name: child.package,
+                package_version: child.version,
+                package_sha256: String::new(),
+                workflow: start.args.workflow,
+                input: start.args.input,
+                idempotency_key: Some(format!("child:{}:{seq}", record.id)),
+                worker_queue: record.worker_queue.clone(),
+                continued_from: None,
+                parent_id: Some(record.id.clone()),
+                detached: start.args.options.is_some_and(|o| o.detached),
+            };
+            store
+                .create_execution(new, exec.engine.now_ms(), None)
+                .await
+                .map_err(infra)?
+                .id
         };
-        let created = exec
-            .engine
-            .store
-            .create_execution(new, exec.engine.now_ms(), None)
-            .await
-            .map_err(|e| wasmtime::Error::new(Interrupt::from(e)))?;
         exec.children
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(seq, created.id);
+            .insert(seq, id);
         Ok(Ok(seq as u64))
     }
 
