@@ -16,6 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out.join("cerebelum_descriptor.bin"),
         prost::Message::encode_to_vec(&fds),
     )?;
-    tonic_prost_build::configure().compile_fds(fds)?;
+    // Our codec: a message that does not decode is INVALID_ARGUMENT.
+    tonic_prost_build::configure()
+        .codec_path("crate::api::codec::Codec")
+        .compile_fds(fds)?;
     Ok(())
 }

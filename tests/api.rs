@@ -400,6 +400,11 @@ fn watch_continues_after_the_server_is_killed() {
         stderr.contains("connection lost"),
         "the watch saw the crash: {stderr}"
     );
+    // Issue 31 (15): a server that went away is not a TLS problem.
+    assert!(
+        !stderr.contains("https://") && !stderr.contains("--tls-cert"),
+        "a misleading hint: {stderr}"
+    );
     // Every event shows once: the watch went on after its last seq.
     for line in ["▶ started", "⏸ sleeping", "■ completed"] {
         assert_eq!(stderr.matches(line).count(), 1, "{line:?} in:\n{stderr}");

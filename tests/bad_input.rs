@@ -160,6 +160,16 @@ fn invalid_json_input_is_refused() {
     let stderr = db.fails(&["run", common::path(&kit), "noop3", "--input", "[1, 2"]);
     assert_mentions(&stderr, &["not valid JSON"]);
     assert_eq!(listed(&db, "list"), Vec::<Value>::new());
+    // Issue 31 (12): valid JSON past a limit is refused with the limit
+    // named and what to do.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let stderr = db.fails(&["start", common::path(&kit), "noop3", "--input", &deep]);
+    assert_mentions(&stderr, &["at most 128 levels"]);
+    let huge = format!("{{\"n\": {}}}", "9".repeat(5000));
+    let stderr = db.fails(&["start", common::path(&kit), "noop3", "--input", &huge]);
+    assert_mentions(&stderr, &["64-bit float", "as a string"]);
+    assert!(stderr.len() < 1000, "{stderr}");
+    assert_eq!(listed(&db, "list"), Vec::<Value>::new());
 }
 
 #[test]

@@ -932,3 +932,126 @@ async fn a_person_operates_executions_in_a_browser() {
 
     browser.close().await.unwrap();
 }
+
+/// Resident memory of process `pid` now (VmRSS), bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap()
+        << 10
+}
+
+/// Issue 31 (2): 100 viewers of a big execution's live page cost a copy
+/// of its journal each (4.6 GB for 20,000 steps), starved the database
+/// and kept `serve` from exiting on SIGTERM. They share one view now:
+/// each gets the timeline once, then only the rows that changed; the
+/// server's memory hardly moves; SIGTERM ends their streams and the
+/// server exits.
+#[test]
+fn a_hundred_live_viewers_share_one_view_and_end_on_sigterm() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let id = started(&cli, "many_steps", json!({ "n": 50_000 }));
+    let count = format!("SELECT COUNT(*) FROM journal WHERE execution_id = '{id}'");
+    let entries = || db.scalar(&count);
+    let deadline = Instant::now() + WAIT;
+    while entries() < 6_000 {
+        assert!(Instant::now() < deadline, "the execution hardly moved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (cookie, _) = sign_in(port, &key);
+    // The page as a browser loads it, then its live stream ×100.
+    let page = http_request(
+        port,
+        "GET",
+        &format!("/executions/{id}"),
+        &[("Cookie", &cookie)],
+        "",
+    );
+    let live = page
+        .body
+        .split("data-live=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a live page")
+        .replace("&amp;", "&");
+    let viewer = |(cookie, live): (String, String)| {
+        std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            write!(
+                stream,
+                "GET {live} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n"
+            )
+            .unwrap();
+            // Until the server ends the stream.
+            let mut got = Vec::new();
+            let _ = stream.read_to_end(&mut got);
+            String::from_utf8_lossy(&got).into_owned()
+        })
+    };
+    // The most resident memory while the execution makes 2,000 more
+    // entries (the server's memory moves with the execution too: what
+    // one viewer costs is measured first, then what 99 more add).
+    let follow = || {
+        let (from, mut most) = (entries(), rss(server.pid()));
+        while entries() < from + 2_000 {
+            assert!(Instant::now() < deadline, "the execution stopped moving");
+            most = most.max(rss(server.pid()));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        most
+    };
+    let before = rss(server.pid());
+    let mut viewers = vec![viewer((cookie.clone(), live.clone()))];
+    let with_one = follow();
+    viewers.extend((0..99).map(|_| viewer((cookie.clone(), live.clone()))));
+    let with_hundred = follow();
+    let (one, more) = (
+        with_one.saturating_sub(before),
+        with_hundred.saturating_sub(with_one),
+    );
+    eprintln!(
+        "serve's resident memory: +{:.1} MB with one viewer, then +{:.1} MB for 99 more",
+        one as f64 / 1e6,
+        more as f64 / 1e6
+    );
+    // A copy of the journal each (the defect) would be hundreds of MB.
+    assert!(
+        more < 8 << 20,
+        "99 more viewers grew the server by {} MB",
+        more >> 20
+    );
+    let began = Instant::now();
+    assert!(
+        server.terminate(Duration::from_secs(10)),
+        "serve did not exit on SIGTERM with 100 live viewers"
+    );
+    eprintln!("SIGTERM to exit: {:?}", began.elapsed());
+    for viewer in viewers {
+        let text = viewer.join().unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200"),
+            "{}",
+            &text[..text.len().min(300)]
+        );
+        assert!(
+            !text.contains("event: timeline"),
+            "the whole timeline is never sent again"
+        );
+        assert!(
+            text.contains("event: rows"),
+            "then the rows that changed: {} summaries, {} bytes, ends with {}",
+            text.matches("event: summary").count(),
+            text.len(),
+            &text[text.len().saturating_sub(300)..]
+        );
+    }
+}

@@ -501,6 +501,46 @@ fn past_the_node_memory_budget_invocations_wait_and_say_so() {
     }
 }
 
+/// Issue 31 (5): memory bombs that fill the node's budget between them
+/// waited on each other for a minute (all "running", the server idle),
+/// then failed together. The one that would complete the circle of
+/// waiters fails at once, and the others go on in turn: each ends with
+/// `memory` within seconds.
+#[test]
+fn guests_that_all_wait_for_memory_do_not_wait_for_each_other() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("acme", &["--memory-mb", "1024"]);
+    let _server = db.serve_api(port, &["--max-guest-memory-mb", "128"]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let began = Instant::now();
+    let ids: Vec<String> = (0..6)
+        .map(|_| {
+            cli.ok(&[
+                "start",
+                "kit",
+                "run_step",
+                "--input",
+                r#"{"step": "memory_bomb", "input": {}}"#,
+            ])
+            .trim()
+            .to_owned()
+        })
+        .collect();
+    for id in &ids {
+        let status = cli.wait_ended(id, WAIT);
+        assert_eq!(status["status"], "failed", "{status}");
+        assert_eq!(status["error"]["kind"], "memory", "{status}");
+    }
+    // Waiting on each other, they would have sat out the minute's bound.
+    assert!(
+        began.elapsed() < Duration::from_secs(45),
+        "the bombs took {:?} to fail",
+        began.elapsed()
+    );
+}
+
 /// Defect 7: a memory limit below what the component needs to start made
 /// the execution loop for ever ("memory minimum size of 17 pages exceeds
 /// memory limits" every second).
@@ -643,6 +683,46 @@ fn admin_with_a_server_goes_there_and_creates_no_local_database() {
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
         "it created files"
+    );
+}
+
+/// Issue 31 (13): an explicit `--db` was ignored when `CEREBELUM_SERVER`
+/// was set in the environment; the flag wins now (and an explicit
+/// `--server` still goes to the server).
+#[test]
+fn an_explicit_db_wins_over_a_server_in_the_environment() {
+    let db = Db::new();
+    let id = db.start(&guest("testkit"), "nothing", "{}");
+    for args in [
+        vec!["--db", db.url.as_str(), "status", &id, "--json"],
+        vec!["status", &id, "--json", "--db", db.url.as_str()],
+    ] {
+        let out = Command::new(common::bin())
+            .args(&args)
+            .env("CEREBELUM_SERVER", "http://127.0.0.1:9")
+            .env("CEREBELUM_CACHE_DIR", common::cache_dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status["id"], id.as_str());
+    }
+    let out = Command::new(common::bin())
+        .args([
+            "--db",
+            &db.url,
+            "--server",
+            "http://127.0.0.1:9",
+            "status",
+            &id,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("127.0.0.1:9"),
+        "an explicit --server goes to the server"
     );
 }
 
@@ -849,4 +929,310 @@ fn a_tenant_is_slowed_at_the_door_while_another_works() {
         "{started} starts in {:?}",
         began.elapsed()
     );
+}
+
+/// A small tmpfs mounted at a directory of its own, unmounted when
+/// dropped: a disk that fills up.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// A tmpfs of `mib` MiB, or `None` (with the reason printed) when this
+    /// process may not mount one (not root).
+    fn mount(mib: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("running mount");
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: a full disk needs a tmpfs, and mounting one failed (run the tests as \
+                 root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills the disk with a file `ballast` until `left` bytes are free
+    /// (removing it gives the space back).
+    fn fill(&self, left: u64) {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(self.path())
+            .output()
+            .unwrap();
+        let free: u64 = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df shows the free space");
+        let ballast = std::fs::File::create(self.path().join("ballast")).unwrap();
+        // tmpfs allocates on write: write the bytes, not a sparse length.
+        use std::io::Write;
+        let mut w = std::io::BufWriter::new(ballast);
+        w.write_all(&vec![0_u8; free.saturating_sub(left) as usize])
+            .unwrap();
+        w.flush().unwrap();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("ballast")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Issue 31 (1): on a full disk a start with an idempotency key answered
+/// OK with an id that was never stored (sqlx's `fetch_optional` on an
+/// `INSERT … RETURNING` dropped the commit's error). Every write either
+/// stores what it acknowledged or says the disk is full; the server goes
+/// on when space returns, and what it acknowledged survives `kill -9`.
+#[test]
+fn a_full_disk_refuses_writes_and_loses_nothing_acknowledged() {
+    let Some(disk) = SmallDisk::mount(24) else {
+        return;
+    };
+    let mut db = Db::new();
+    db.path = disk.path().join("cerebelum.db");
+    db.url = db.path.to_str().unwrap().to_owned();
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    let waiting = waiting_execution(&cli);
+    let log = db.dir.path().join(format!("serve-{port}.log"));
+    let log_tail = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    };
+    let acknowledged = runtime().block_on(async {
+        let mut c = common::grpc::connect(port, &key).await;
+        // Leave a few megabytes, then fill them with keyed starts.
+        disk.fill(3 << 20);
+        let pad = "x".repeat(20 << 10);
+        let start = |key: Option<String>| pb::StartExecutionRequest {
+            package: "kit".into(),
+            workflow: "approval".into(),
+            input_json: format!(r#"{{"key":"k","pad":"{pad}"}}"#),
+            idempotency_key: key,
+            ..Default::default()
+        };
+        let mut acknowledged = Vec::new();
+        let mut refused = 0;
+        for i in 0..2000 {
+            match c.start_execution(start(Some(format!("key-{i}")))).await {
+                Ok(r) => acknowledged.push((i, r.into_inner().execution.unwrap().id)),
+                Err(status) => {
+                    assert_eq!(
+                        status.code(),
+                        Code::ResourceExhausted,
+                        "{status:?}\nserver log:\n{}",
+                        log_tail()
+                    );
+                    assert!(status.message().contains("disk is full"), "{status:?}");
+                    refused += 1;
+                    if refused == 20 {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(refused, 20, "the disk never filled up");
+        eprintln!(
+            "full disk: {} keyed starts acknowledged, then 20 refused",
+            acknowledged.len()
+        );
+        assert!(!acknowledged.is_empty(), "nothing fit on the disk");
+        // Every other write on the full disk: stored, or refused as such.
+        let full = |r: Result<(), tonic::Status>| match r {
+            Ok(()) => true,
+            Err(status) => {
+                assert_eq!(
+                    status.code(),
+                    Code::ResourceExhausted,
+                    "{status:?}\nserver log:\n{}",
+                    log_tail()
+                );
+                assert!(status.message().contains("disk is full"), "{status:?}");
+                false
+            }
+        };
+        let unkeyed = c.start_execution(start(None)).await.map(|r| r.into_inner());
+        let unkeyed = match unkeyed {
+            Ok(r) => Some(r.execution.unwrap().id),
+            Err(status) => {
+                full(Err(status));
+                None
+            }
+        };
+        let signalled = full(
+            c.signal(pb::SignalRequest {
+                id: waiting.clone(),
+                name: "s".into(),
+                payload_json: "1".into(),
+                signal_id: "sig-1".into(),
+            })
+            .await
+            .map(|_| ()),
+        );
+        let scheduled = full(
+            c.create_schedule(pb::CreateScheduleRequest {
+                name: "nightly".into(),
+                package: "kit".into(),
+                workflow: "nothing".into(),
+                cron: "0 3 * * *".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        );
+        let uploaded = full(
+            c.upload_package(pb::UploadPackageRequest {
+                name: "kit2".into(),
+                wasm: std::fs::read(guest("testkit")).unwrap(),
+            })
+            .await
+            .map(|_| ()),
+        );
+        // Space returns: the server goes on by itself.
+        disk.free();
+        let mut c = common::grpc::connect(port, &key).await;
+        for (i, id) in &acknowledged {
+            let again = c
+                .start_execution(start(Some(format!("key-{i}"))))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(
+                !again.created,
+                "key-{i} was acknowledged as {id}, then lost"
+            );
+            assert_eq!(&again.execution.unwrap().id, id, "key-{i}");
+        }
+        if let Some(id) = &unkeyed {
+            c.get_execution(pb::GetExecutionRequest { id: id.clone() })
+                .await
+                .unwrap();
+        }
+        let signals = c
+            .get_execution(pb::GetExecutionRequest {
+                id: waiting.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .buffered_signals
+            .len();
+        assert_eq!(signals > 0, signalled, "signal acknowledged: {signalled}");
+        let schedules = c
+            .list_schedules(pb::ListSchedulesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .schedules;
+        assert_eq!(!schedules.is_empty(), scheduled);
+        let packages = c
+            .list_packages(pb::ListPackagesRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .packages;
+        assert_eq!(packages.iter().any(|p| p.name == "kit2"), uploaded);
+        // And new work runs to its end.
+        let (_, done) =
+            common::grpc::start_to_completion(&mut c, "kit", "nothing", r#"{"n":1}"#).await;
+        assert_eq!(done.status, pb::ExecutionStatus::Completed as i32);
+        acknowledged
+    });
+    // What was acknowledged is durable: it survives kill -9.
+    server.kill9();
+    let _server = db.serve_api(port, &[]);
+    let status = cli.status(&waiting);
+    assert_eq!(status["status"], "waiting", "{status}");
+    runtime().block_on(async {
+        let mut c = common::grpc::connect(port, &key).await;
+        for (i, id) in &acknowledged {
+            let got = c
+                .get_execution(pb::GetExecutionRequest { id: id.clone() })
+                .await;
+            assert!(got.is_ok(), "key-{i} ({id}) lost after kill -9: {got:?}");
+        }
+    });
+}
+
+/// A message whose field 1 is bytes (where `cerebelum.v1` has a string).
+#[derive(Clone, PartialEq, prost::Message)]
+struct BytesAtOne {
+    #[prost(bytes = "vec", tag = "1")]
+    one: Vec<u8>,
+}
+
+/// A message whose field 1 is a fixed 64-bit number: the wrong wire type.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Fixed64AtOne {
+    #[prost(fixed64, tag = "1")]
+    one: u64,
+}
+
+/// Issue 31 (14): a request that does not decode — malformed protobuf, a
+/// string field that is not UTF-8 — is the client's mistake:
+/// INVALID_ARGUMENT, not INTERNAL.
+#[test]
+fn a_request_that_does_not_decode_is_invalid_argument() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    runtime().block_on(async {
+        let path = http::uri::PathAndQuery::from_static("/cerebelum.v1.Cerebelum/GetExecution");
+        let auth = format!("Bearer {key}");
+        let mut grpc = tonic::client::Grpc::new(channel(port).await);
+        grpc.ready().await.unwrap();
+        let not_utf8 = grpc
+            .unary(
+                with_auth(
+                    BytesAtOne {
+                        one: vec![0xff, 0xfe, 0x80],
+                    },
+                    &auth,
+                ),
+                path.clone(),
+                tonic_prost::ProstCodec::<BytesAtOne, pb::Execution>::default(),
+            )
+            .await
+            .expect_err("refused");
+        grpc.ready().await.unwrap();
+        let malformed = grpc
+            .unary(
+                with_auth(Fixed64AtOne { one: 7 }, &auth),
+                path,
+                tonic_prost::ProstCodec::<Fixed64AtOne, pb::Execution>::default(),
+            )
+            .await
+            .expect_err("refused");
+        for status in [not_utf8, malformed] {
+            assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+            assert!(
+                status.message().contains("not a valid protobuf encoding"),
+                "{status:?}"
+            );
+        }
+    });
 }

@@ -158,15 +158,29 @@ fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
         );
     }
 
-    // Workflow code that never yields cannot be cancelled (it never reaches
-    // a suspension point); its CPU deadline ends it all the same.
-    let id = a
-        .ok(&["start", "hostile", "loop_in_workflow", "--input", "{}"])
-        .trim()
-        .to_owned();
-    a.ok(&["cancel", &id]);
-    let status = a.wait_ended(&id, WAIT);
-    assert_eq!(status["error"]["kind"], "deadline", "{status}");
+    // A cancel stops code that spins (issue 31, 3): a step that never
+    // ends, and workflow code that never reaches a suspension point, end
+    // `cancelled` — not at their CPU deadline, which they would hold a
+    // core until.
+    for workflow in ["loop_in_step", "loop_in_workflow"] {
+        let id = a
+            .ok(&["start", "hostile", workflow, "--input", "{}"])
+            .trim()
+            .to_owned();
+        // Running: the workflow claimed, and the step's attempt begun.
+        let deadline = std::time::Instant::now() + WAIT;
+        while a.status(&id)["status"] != "running"
+            || (workflow == "loop_in_step"
+                && !a.journal(&id).iter().any(|e| e["kind"] == "attempt"))
+        {
+            assert!(std::time::Instant::now() < deadline, "{id} never ran");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        a.ok(&["cancel", &id]);
+        let status = a.wait_ended(&id, WAIT);
+        assert_eq!(status["status"], "cancelled", "{workflow}: {status}");
+        assert_eq!(status["error"]["kind"], "cancelled", "{workflow}: {status}");
+    }
 
     stop.store(true, Ordering::SeqCst);
     let statuses = load.join().unwrap();

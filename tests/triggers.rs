@@ -84,6 +84,31 @@ fn signed_requests_start_once_per_delivery_and_bad_ones_start_nothing(db: Db) {
     assert_eq!(again["created"], false);
     assert_eq!(count(&db, "trigger:push:"), 1);
 
+    // Issue 31 (9): the longest name with the longest delivery id fits
+    // (it was "the idempotency key is 337 bytes long").
+    let long = "t".repeat(128);
+    cli.ok(&[
+        "trigger",
+        "create",
+        &long,
+        "kit",
+        "approval",
+        "--secret-hmac",
+        "hook",
+    ]);
+    let delivery = "d".repeat(200);
+    let long_headers = [
+        ("x-hub-signature-256", signature.as_str()),
+        ("x-github-delivery", delivery.as_str()),
+    ];
+    let (status, first_long) = post(port, &long, &long_headers, body);
+    assert_eq!(status, 202, "{first_long}");
+    let (status, again_long) = post(port, &long, &long_headers, body);
+    assert_eq!(
+        (status, &again_long["execution"]),
+        (200, &first_long["execution"])
+    );
+
     // Refused, and nothing started.
     let wrong = sign(r#"{"key":"other"}"#);
     let refusals = [
@@ -158,6 +183,45 @@ fn signed_requests_start_once_per_delivery_and_bad_ones_start_nothing(db: Db) {
         1,
         "a refused request started something"
     );
+
+    // Issue 31 (10): a signed timestamp bounds replays to 5 minutes.
+    let now_s = common::now_ms() / 1000;
+    let stamped = |at: i64, delivery: &str| {
+        let at = at.to_string();
+        let signature = sign(&format!("{at}.{body}"));
+        post(
+            port,
+            "push",
+            &[
+                ("x-hub-signature-256", signature.as_str()),
+                ("x-cerebelum-timestamp", at.as_str()),
+                ("x-github-delivery", delivery),
+            ],
+            body,
+        )
+    };
+    let (status, fresh) = stamped(now_s, "stamped-1");
+    assert_eq!(status, 202, "{fresh}");
+    let (status, old) = stamped(now_s - 600, "stamped-2");
+    assert_eq!(status, 401, "{old}");
+    assert!(
+        old["error"].as_str().unwrap().contains("5 minutes"),
+        "{old}"
+    );
+    // The timestamp is inside the HMAC: the body-only signature with a
+    // timestamp added does not pass.
+    let (status, _) = post(
+        port,
+        "push",
+        &[
+            ("x-hub-signature-256", signature.as_str()),
+            ("x-cerebelum-timestamp", &now_s.to_string()),
+            ("x-github-delivery", "stamped-3"),
+        ],
+        body,
+    );
+    assert_eq!(status, 401);
+    assert_eq!(count(&db, "trigger:push:"), 2);
 
     // A token trigger.
     let token = cli

@@ -2,6 +2,11 @@
 
 use thiserror::Error;
 
+/// What a client is told when the server's database cannot write for want
+/// of disk space: nothing of its request was stored.
+pub const DISK_FULL: &str =
+    "the server's disk is full: nothing was stored; retry once its operator has freed space";
+
 /// Everything that can go wrong in the engine's library code.
 ///
 /// The variants are grouped by what a caller can do: fix its input
@@ -40,6 +45,10 @@ pub enum Error {
     /// backend and driver: the message says what failed.
     #[error("database error: {0}")]
     Store(String),
+    /// The database's disk is full: nothing of the write was stored. The
+    /// server goes on (and writes again) once space is freed.
+    #[error("the server's disk is full: {0}")]
+    DiskFull(String),
     /// A server this process talks to (`--server`) could not be reached,
     /// or is shutting down: try again later.
     #[error("{0}")]
@@ -65,13 +74,23 @@ pub enum Error {
 
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        Error::Store(e.to_string())
+        // SQLite's SQLITE_FULL (13; sqlx reports the extended code, and
+        // SQLITE_FULL has none) and PostgreSQL's `disk_full` (53100).
+        let full = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "13" || code == "53100");
+        if full {
+            Error::DiskFull(e.to_string())
+        } else {
+            Error::Store(e.to_string())
+        }
     }
 }
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::Store(e.to_string())
+        Error::sqlite("database write", e)
     }
 }
 
@@ -79,7 +98,20 @@ impl Error {
     /// Whether trying the same thing again later may succeed (the database
     /// or the server was unavailable).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Store(_) | Error::Unavailable(_))
+        matches!(
+            self,
+            Error::Store(_) | Error::DiskFull(_) | Error::Unavailable(_)
+        )
+    }
+
+    /// The error of a write on SQLite's own connection (`rusqlite`), with
+    /// what was being done: [`Error::DiskFull`] when the disk is.
+    pub(crate) fn sqlite(context: &str, e: rusqlite::Error) -> Self {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            Error::DiskFull(format!("{context}: {e}"))
+        } else {
+            Error::Store(format!("{context}: {e}"))
+        }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {

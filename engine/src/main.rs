@@ -6,11 +6,10 @@
 
 mod cli;
 
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::from_command_line();
     // One worker thread more than cores: guest code runs on at most one
     // per core (see `runtime::CpuSlots`), so the engine's own work (the
     // API, commits, timers) always finds a thread, even while every core

@@ -13,6 +13,27 @@ pub fn shorten(text: &str, max: usize) -> String {
     format!("{}...", &text[..cut])
 }
 
+/// The most levels of arrays and objects a JSON payload may nest
+/// (serde_json's limit: it guards the parser's stack).
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Why serde_json refused some JSON text, in words that name our limits
+/// where one was hit: valid JSON nested deeper than [`MAX_JSON_DEPTH`], or
+/// a number beyond a 64-bit float's range, is refused with what to do.
+pub fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if text.starts_with("recursion limit exceeded") {
+        format!("{text}: a payload may nest at most {MAX_JSON_DEPTH} levels of arrays and objects")
+    } else if text.starts_with("number out of range") {
+        format!(
+            "{text}: a number must fit a 64-bit float (at most about 1.8e308, 17 significant \
+             digits kept); send a longer one as a string"
+        )
+    } else {
+        text
+    }
+}
+
 /// A fresh random-looking id with a prefix, e.g. `ex_1f3a...`.
 pub fn new_id(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};

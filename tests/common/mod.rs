@@ -370,6 +370,33 @@ impl Db {
         })
     }
 
+    /// The one integer `query` selects (e.g. a `COUNT(*)`), read from
+    /// this database directly.
+    pub fn scalar(&self, query: &str) -> i64 {
+        let owned = query.to_owned();
+        let (backend, url) = match self.backend {
+            Backend::Sqlite => (self.backend, format!("sqlite://{}", self.path.display())),
+            Backend::Postgres => (self.backend, self.url.clone()),
+        };
+        block_on_own_thread(async move {
+            match backend {
+                Backend::Sqlite => {
+                    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+                    let n = sqlx::query_scalar::<_, i64>(&owned).fetch_one(&pool).await;
+                    pool.close().await;
+                    n
+                }
+                Backend::Postgres => {
+                    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+                    let n = sqlx::query_scalar::<_, i64>(&owned).fetch_one(&pool).await;
+                    pool.close().await;
+                    n
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--db").arg(&self.url).args(args);

@@ -20,7 +20,7 @@ use super::streams::Streams;
 use super::tls::ServerTls;
 use super::triggers::{NewTrigger, Triggers};
 use super::workers::WorkerGrpc;
-use crate::error::Error;
+use crate::error::{DISK_FULL, Error};
 use crate::model::{Decision, ListFilter, Overlap, TenantRecord};
 use crate::store::NewSignal;
 use std::future::Future;
@@ -43,6 +43,10 @@ pub fn status(e: Error) -> Status {
         Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::LostOwnership(_) => {
             Status::unavailable("the execution moved to another node meanwhile; retry")
+        }
+        Error::DiskFull(e) => {
+            tracing::error!(error = %e, "the disk is full answering a request");
+            Status::resource_exhausted(DISK_FULL)
         }
         Error::Store(e) => {
             tracing::error!(error = %e, "database error answering a request");
@@ -108,8 +112,12 @@ fn json(text: &str, what: &str) -> Result<serde_json::Value, Status> {
     if text.trim().is_empty() {
         return Ok(serde_json::Value::Null);
     }
-    serde_json::from_str(text)
-        .map_err(|e| Status::invalid_argument(format!("{what} is not valid JSON ({e})")))
+    serde_json::from_str(text).map_err(|e| {
+        Status::invalid_argument(format!(
+            "{what} is not valid JSON ({})",
+            crate::util::json_error(&e)
+        ))
+    })
 }
 
 #[tonic::async_trait]
@@ -618,6 +626,7 @@ pub async fn serve(
         streams: streams.clone(),
         stopping: stopping.clone(),
         throttle,
+        live: Default::default(),
     };
     let admin = AdminServer::new(AdminGrpc::new(api.store().clone(), api.master_key()))
         .max_decoding_message_size(max_message_bytes)

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod client;
+pub mod codec;
 pub mod convert;
 pub mod grpc;
 pub mod keys;

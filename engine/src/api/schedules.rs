@@ -40,6 +40,9 @@ pub fn due_key(schedule: &str, due_ms: i64) -> String {
     format!("schedule:{schedule}:{due_ms}")
 }
 
+/// The longest cron expression accepted (any real one is far shorter).
+pub const MAX_CRON_BYTES: usize = 256;
+
 /// A parsed cron expression in its time zone.
 pub struct CronSpec {
     cron: croner::Cron,
@@ -56,6 +59,13 @@ impl CronSpec {
                  or America/New_York"
             ))
         })?;
+        if cron.len() > MAX_CRON_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "the cron expression {:?} is {} bytes long; at most {MAX_CRON_BYTES}",
+                crate::util::shorten(cron, 40),
+                cron.len()
+            )));
+        }
         let fields = cron.split_whitespace().count();
         if !(5..=6).contains(&fields) {
             return Err(Error::InvalidInput(format!(
@@ -129,8 +139,12 @@ impl Api {
             new.input.clone()
         };
         self.check_payload(tenant, "the input", input.len())?;
-        let parsed: serde_json::Value = serde_json::from_str(&input)
-            .map_err(|e| Error::InvalidInput(format!("the input is not valid JSON ({e})")))?;
+        let parsed: serde_json::Value = serde_json::from_str(&input).map_err(|e| {
+            Error::InvalidInput(format!(
+                "the input is not valid JSON ({})",
+                crate::util::json_error(&e)
+            ))
+        })?;
         let package = self.describe(tenant, &new.package, new.version).await?;
         package.info.check_workflow(&new.workflow)?;
         let now = self.now_ms();
@@ -454,6 +468,11 @@ mod tests {
         assert!(fields.to_string().contains("has 4 fields"), "{fields}");
         let bad = CronSpec::parse("0 25 * * *", "UTC").err().unwrap();
         assert!(bad.to_string().contains("invalid cron expression"), "{bad}");
+        // Issue 31 (11): bounded, and quoted by an excerpt.
+        let long = format!("0 3 * * {}", "1,".repeat(5000));
+        let refused = CronSpec::parse(&long, "UTC").err().unwrap().to_string();
+        assert!(refused.contains("at most 256"), "{refused}");
+        assert!(refused.len() < 200, "{refused}");
         assert!(check_schedule_name("nightly-certs").is_ok());
         assert!(check_schedule_name("a b").is_err());
         assert!(check_schedule_name("").is_err());

@@ -423,6 +423,19 @@ impl Api {
 
     /// An execution with the approvals it waits for.
     pub async fn execution(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionView> {
+        self.owned(tenant, id).await?;
+        let journal = self.store.executions().journal(id, 0).await?;
+        self.execution_with(tenant, id, &journal).await
+    }
+
+    /// [`Api::execution`] with its journal as the caller has it (a live
+    /// view that follows it), instead of reading it again.
+    pub async fn execution_with(
+        &self,
+        tenant: &TenantRecord,
+        id: &str,
+        journal: &[Entry],
+    ) -> Result<ExecutionView> {
         let record = self.owned(tenant, id).await?;
         let pending_approvals = self
             .store()
@@ -432,16 +445,15 @@ impl Api {
             .into_iter()
             .filter(|a| a.status == "pending")
             .collect();
-        let journal = self.store.executions().journal(id, 0).await?;
         let buffered_signals = self.store.executions().buffered_signals(id).await?;
         Ok(ExecutionView {
             note: self.node.as_ref().and_then(|node| node.note(id)),
             waiting_on: if record.status.is_terminal() {
                 Vec::new()
             } else {
-                waiting_on(&journal)
+                waiting_on(journal)
             },
-            state: latest_state(&journal),
+            state: latest_state(journal),
             record,
             pending_approvals,
             buffered_signals,

@@ -6,7 +6,16 @@
 //! A request is authenticated by the trigger: an HMAC-SHA256 signature of
 //! the body with one of the tenant's secrets, in GitHub's form
 //! (`X-Hub-Signature-256: sha256=<hex>`), or a token made with the trigger
-//! (`Authorization: Bearer <token>`; only its SHA-256 is stored). Failures
+//! (`Authorization: Bearer <token>`; only its SHA-256 is stored).
+//!
+//! Replays: a GitHub-style signature covers the body only, so a captured
+//! request stays valid as long as the secret does; its delivery id makes a
+//! replay start nothing new, but a replay with another id (or none) starts
+//! another execution. A sender that also sends `X-Cerebelum-Timestamp:
+//! <Unix seconds>` and signs `<timestamp>.<body>` (Stripe's and Slack's
+//! form) bounds that: the server refuses a timestamp more than 5 minutes
+//! from its clock, and within those minutes the delivery id keeps a replay
+//! idempotent. Failures
 //! count against the caller's address like wrong API keys
 //! ([`super::throttle`]). A delivery id (`Idempotency-Key`,
 //! `X-GitHub-Delivery` or `X-Delivery-Id`) makes the start idempotent: a
@@ -34,7 +43,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 /// The longest delivery id (it becomes part of an idempotency key).
 const MAX_DELIVERY_ID: usize = 200;
@@ -52,9 +61,19 @@ pub struct NewTrigger {
     pub hmac_secret: Option<String>,
 }
 
-/// The idempotency key of delivery `delivery` of trigger `trigger`.
+/// The idempotency key (and signal id) of delivery `delivery` of trigger
+/// `trigger`: `trigger:<name>:<delivery id>`, or, when that is longer than
+/// a key may be (a long name with a long id), the id's SHA-256 in its
+/// place, so every documented name and id fits.
 pub fn delivery_key(trigger: &str, delivery: &str) -> String {
-    format!("trigger:{trigger}:{delivery}")
+    let key = format!("trigger:{trigger}:{delivery}");
+    if key.len() <= super::service::MAX_NAME_BYTES {
+        return key;
+    }
+    format!(
+        "trigger:{trigger}:sha256:{}",
+        hex::encode(Sha256::digest(delivery.as_bytes()))
+    )
 }
 
 /// The path a trigger is called at.
@@ -195,12 +214,17 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     answer(status, serde_json::json!({ "error": message.into() }))
 }
 
-/// Why a request is not the trigger's: `None` if it is.
+/// How far a signed timestamp may be from the server's clock.
+const TIMESTAMP_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// Why a request is not the trigger's: `None` if it is. `now_ms`: the
+/// server's clock, for a signed timestamp.
 fn authenticate(
     trigger: &TriggerRecord,
     key: Option<&str>,
     headers: &HeaderMap,
     body: &[u8],
+    now_ms: i64,
 ) -> Option<&'static str> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     match (&trigger.hmac_secret, &trigger.token_hash) {
@@ -224,6 +248,23 @@ fn authenticate(
             let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key.as_bytes()) else {
                 return Some("the trigger's secret cannot key an HMAC");
             };
+            // A signed timestamp (Stripe's and Slack's form): the HMAC is of
+            // `<timestamp>.<body>`, and a request older than the window is
+            // refused, so a captured request cannot be replayed later.
+            if let Some(timestamp) = header("x-cerebelum-timestamp") {
+                let Ok(seconds) = timestamp.trim().parse::<i64>() else {
+                    return Some(
+                        "malformed X-Cerebelum-Timestamp: expected whole seconds since the Unix                          epoch",
+                    );
+                };
+                if (seconds.saturating_mul(1000) - now_ms).abs() > TIMESTAMP_WINDOW_MS {
+                    return Some(
+                        "X-Cerebelum-Timestamp is more than 5 minutes from the server's clock                          (a replayed request, or a clock that is off)",
+                    );
+                }
+                mac.update(timestamp.trim().as_bytes());
+                mac.update(b".");
+            }
             mac.update(body);
             // Constant time.
             mac.verify_slice(&digest)
@@ -431,7 +472,7 @@ async fn accept(
         },
         None => None,
     };
-    if let Some(why) = authenticate(&trigger, key.as_deref(), headers, &body) {
+    if let Some(why) = authenticate(&trigger, key.as_deref(), headers, &body, api.now_ms()) {
         triggers
             .throttle
             .failed(ip, "a trigger request failed to authenticate");
@@ -439,8 +480,21 @@ async fn accept(
     }
     let body = match std::str::from_utf8(&body) {
         Ok(text) if text.trim().is_empty() => "{}".to_owned(),
-        Ok(text) if serde_json::from_str::<serde_json::Value>(text).is_ok() => text.to_owned(),
-        _ => return Err(refuse(StatusCode::BAD_REQUEST, "the body is not JSON")),
+        Ok(text) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(_) => text.to_owned(),
+            Err(e) => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!("the body is not JSON ({})", crate::util::json_error(&e)),
+                ));
+            }
+        },
+        Err(_) => {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "the body is not JSON (not UTF-8)",
+            ));
+        }
     };
     let delivery = DELIVERY_HEADERS
         .iter()

@@ -233,8 +233,12 @@ impl WorkerGrpc {
 type Reply<T> = std::result::Result<Response<T>, Status>;
 
 fn json_field(text: &str, what: &str) -> std::result::Result<Value, Status> {
-    serde_json::from_str(text)
-        .map_err(|e| Status::invalid_argument(format!("{what} is not valid JSON ({e})")))
+    serde_json::from_str(text).map_err(|e| {
+        Status::invalid_argument(format!(
+            "{what} is not valid JSON ({})",
+            crate::util::json_error(&e)
+        ))
+    })
 }
 
 #[tonic::async_trait]

@@ -134,7 +134,8 @@ pub(crate) struct IdArgs {
 fn json_arg(text: &str, what: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "{what} is not valid JSON: {e}, near `{}`",
+            "{what} is not valid JSON: {}, near `{}`",
+            cerebelum::util::json_error(&e),
             near(text, e.line(), e.column())
         )
     })

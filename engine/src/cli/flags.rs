@@ -53,9 +53,11 @@ pub(crate) struct EngineArgs {
     #[arg(long, default_value_t = 50, value_parser = range(1, 60_000))]
     tick_ms: u64,
     /// Linear memory all the guests of this node may hold together, MiB
-    /// (default: half of the machine's memory). An invocation that would
-    /// pass it waits for room (`status` says so), and fails with the
-    /// `memory` error after waiting a minute.
+    /// (default: a quarter of the machine's memory, leaving the rest to
+    /// the engine and a database beside it). An invocation that would pass
+    /// it waits for room in turn (`status` says so); it fails with the
+    /// `memory` error at once when every guest holding memory waits too
+    /// (none would free any), or after waiting a minute.
     #[arg(long, value_parser = range(16, 1 << 20))]
     max_guest_memory_mb: Option<u64>,
     /// Memory limit of one invocation (workflow or step attempt), MiB.

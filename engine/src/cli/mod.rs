@@ -135,6 +135,32 @@ pub(crate) struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Parses the command line. An explicit `--db` wins over a server
+    /// named only by the environment (`CEREBELUM_SERVER`): what the user
+    /// typed now is what they asked for.
+    pub(crate) fn from_command_line() -> Self {
+        use clap::parser::ValueSource;
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches();
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        // A global flag may be given after the subcommand: look at every level.
+        let given_on_command_line = |id: &str| {
+            let mut level = Some(&matches);
+            let mut given = false;
+            while let Some(m) = level {
+                given |= m.value_source(id) == Some(ValueSource::CommandLine);
+                level = m.subcommand().map(|(_, sub)| sub);
+            }
+            given
+        };
+        if given_on_command_line("db") && !given_on_command_line("server") {
+            cli.server = None;
+        }
+        cli
+    }
+}
+
 /// See `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum LogFormat {

@@ -352,7 +352,18 @@ pub(crate) async fn follow(
         }
         // The server went away: reconnect and continue after `last_seq`.
         let since = *lost_at.get_or_insert_with(std::time::Instant::now);
-        print(format!("… connection lost ({e}); reconnecting"));
+        // A server that went away (killed, a cut network) reads as a
+        // transport or h2 protocol error, whose words (and TLS hint) would
+        // only mislead here; one that ended the stream says why (it is
+        // shutting down).
+        let text = e.to_string();
+        tracing::debug!(error = %text, "watch stream broken");
+        let why = if text.contains("h2 protocol error") || text.contains("transport error") {
+            String::new()
+        } else {
+            format!(" ({text})")
+        };
+        print(format!("… connection lost{why}; reconnecting"));
         loop {
             if since.elapsed() > reconnect_for {
                 bar.finish_and_clear();

@@ -2,8 +2,9 @@
 //! with an API key, then see and operate the tenant's executions,
 //! packages and keys. Server-rendered pages ([`pages`]) with one small
 //! script; an execution's page stays live through Server-Sent Events fed
-//! by the same follower `watch` uses (one reader of the store per
-//! execution, whatever the number of viewers).
+//! by one shared view per execution ([`live`]), which follows it with the
+//! feed `watch` uses: one reader of the store and one rendering per
+//! execution, whatever the number of viewers.
 //!
 //! Every page and action goes through [`Api`] for the signed-in key's
 //! tenant, exactly as gRPC does: another tenant's execution is "not
@@ -12,13 +13,14 @@
 //! from, come from this origin.
 
 pub mod html;
+pub mod live;
 pub mod pages;
 pub mod session;
 pub mod timeline;
 
 use crate::api::Api;
 use crate::api::streams::Streams;
-use crate::error::Error;
+use crate::error::{DISK_FULL, Error};
 use crate::model::TenantRecord;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -40,6 +42,8 @@ pub struct Console {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// Failed sign-ins per peer (shared with gRPC's front door).
     pub throttle: crate::api::throttle::Throttle,
+    /// Executions' pages followed live, shared by their viewers.
+    pub live: live::LiveViews,
 }
 
 /// The peer address of a request (for the audit log and the sign-in
@@ -237,6 +241,10 @@ pub fn status_of(e: Error) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             "the execution moved to another node meanwhile; try again".into(),
         ),
+        Error::DiskFull(e) => {
+            tracing::error!(error = %e, "the disk is full answering a console request");
+            (StatusCode::INSUFFICIENT_STORAGE, DISK_FULL.into())
+        }
         Error::Store(e) => {
             tracing::error!(error = %e, "database error answering a console request");
             (

@@ -10,7 +10,7 @@ use super::timeline::{Progress, Timeline};
 use super::{Console, OverTls, Peer, Refusal, check_origin, own_tenant, status_of};
 use crate::api::audit::Actor;
 use crate::api::keys;
-use crate::api::service::{ExecutionView, StartRequest, WatchEvent};
+use crate::api::service::{ExecutionView, StartRequest};
 use crate::api::throttle;
 use crate::error::Error;
 use crate::journal::Entry;
@@ -22,7 +22,6 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::fmt::Write;
-use std::time::Duration;
 use tokio_stream::StreamExt;
 
 type Page = Result<Response, Refusal>;
@@ -368,15 +367,16 @@ pub async fn execution_rows(
     Ok(Html(rows).into_response())
 }
 
-/// What changes while an execution runs: its summary, its actions and
-/// its timeline.
+/// What changes while an execution runs, besides its timeline: its
+/// summary (with `entries`, the journal's length, and the last
+/// `progress`) and the actions `viewer` may take on it.
 pub fn live_parts(
     viewer: &Viewer,
     view: &ExecutionView,
-    timeline: &Timeline,
+    entries: usize,
+    progress: Option<&Progress>,
     now_ms: i64,
-    all: bool,
-) -> (String, String, String) {
+) -> (String, String) {
     let r = &view.record;
     let id = esc(&r.id);
     let mut summary = format!(
@@ -403,7 +403,7 @@ pub fn live_parts(
         esc(&r.package_sha256[..r.package_sha256.len().min(12)]),
         time(r.created_at_ms),
         time(r.updated_at_ms),
-        timeline.entries,
+        entries,
     );
     if let Some(queue) = &r.worker_queue {
         let _ = write!(
@@ -467,7 +467,7 @@ pub fn live_parts(
         let _ = write!(summary, "<dt>note</dt><dd>{}</dd>", esc(note));
     }
     summary.push_str("</dl>");
-    if let Some(p) = &timeline.progress {
+    if let Some(p) = progress {
         let _ = write!(
             summary,
             "<div class=\"progress\"><progress max=\"100\" value=\"{0}\">{0}%</progress> \
@@ -536,8 +536,7 @@ pub fn live_parts(
              <button type=\"submit\" id=\"retry\" class=\"primary\">Retry</button></form>"
         );
     }
-    let max_rows = (!all).then_some(MAX_TIMELINE_ROWS);
-    (summary, actions, timeline.html(now_ms, max_rows))
+    (summary, actions)
 }
 
 /// Rows of an execution's timeline shown unless all are asked for
@@ -579,8 +578,15 @@ pub fn execution_body(
     all: bool,
 ) -> String {
     let timeline = Timeline::build(entries);
-    let (summary, actions, timeline_html) =
-        live_parts(viewer, view, &timeline, c.api.now_ms(), all);
+    let now_ms = c.api.now_ms();
+    let (summary, actions) = live_parts(
+        viewer,
+        view,
+        timeline.entries,
+        timeline.progress.as_ref(),
+        now_ms,
+    );
+    let timeline_html = timeline.html(now_ms, (!all).then_some(MAX_TIMELINE_ROWS));
     let live = if view.record.status.is_terminal() {
         String::new()
     } else {
@@ -609,10 +615,13 @@ pub struct LiveQuery {
     all: Option<String>,
 }
 
-/// Server-Sent Events of an execution's page: `summary`, `actions` and
-/// `timeline` (HTML) after every burst of journal entries the page lacks
-/// (those after its `seq`), then `finished` when it ends. Nothing is sent
-/// while nothing happens, so a form being filled in stays as it is.
+/// Server-Sent Events of an execution's page, fed by the execution's
+/// shared live view ([`super::live`]): when the page lacks entries (those
+/// after its `seq`), `summary`, `actions` and the whole `timeline` once;
+/// then after every burst of entries `summary`, `actions`, the `rows` that
+/// changed or are new, and the `more` line of a cut timeline; `finished`
+/// when it ends. Nothing is sent while nothing happens, so a form being
+/// filled in stays as it is.
 pub async fn live(
     State(c): State<Console>,
     headers: HeaderMap,
@@ -621,92 +630,26 @@ pub async fn live(
 ) -> Result<Sse<impl tokio_stream::Stream<Item = Result<Event, Infallible>>>, Refusal> {
     let viewer = c.viewer(&headers).await?;
     let tenant = c.tenant_of(&viewer, &id).await?;
-    let mut guard = c.streams.open(
+    let guard = c.streams.open(
         &tenant.name,
         c.api.quotas(&tenant).max_streams,
         &viewer.key_hash,
     )?;
-    let mut entries = c.api.journal(&tenant, &id, 0).await?;
-    let read = entries.last().map_or(0, |e| e.seq);
-    // The follower shares one reader of the store with every other
-    // viewer and `watch` of this execution.
-    let mut follower = c.api.watch(&tenant, &id, read).await?;
-    let mut behind = read > query.seq;
-    let all = query.all.is_some();
+    // The execution must be the tenant's before anything is shared.
+    c.api.owned(&tenant, &id).await?;
+    let feed = c.live.follow(&c.api, &tenant, &id);
+    let max_rows = query.all.is_none().then_some(MAX_TIMELINE_ROWS);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(8);
-    let mut stopping = c.stopping.clone();
-    tokio::spawn(async move {
-        loop {
-            let mut finished = false;
-            if !behind {
-                let mut event = tokio::select! {
-                    event = follower.next() => event,
-                    () = tx.closed() => return,
-                    () = guard.revoked() => return,
-                    () = async { drop(stopping.wait_for(|s| *s).await) } => return,
-                };
-                // A burst: what arrives within 100 ms is rendered once.
-                loop {
-                    match event {
-                        Some(Ok(WatchEvent::Entry(entry))) => entries.push(entry),
-                        Some(Ok(WatchEvent::Finished(_))) | None => finished = true,
-                        Some(Err(e)) => {
-                            tracing::warn!(execution = %id, error = %e, "live view of an execution ended");
-                            return;
-                        }
-                    }
-                    if finished {
-                        break;
-                    }
-                    match tokio::time::timeout(Duration::from_millis(100), follower.next()).await {
-                        Ok(next) => event = next,
-                        Err(_) => break,
-                    }
-                }
-            }
-            behind = false;
-            let view = match c.api.execution(&tenant, &id).await {
-                Ok(view) => view,
-                Err(e) => {
-                    tracing::warn!(execution = %id, error = %e, "live view of an execution ended");
-                    return;
-                }
-            };
-            let timeline = Timeline::build(&entries);
-            let (summary, actions, timeline) =
-                live_parts(&viewer, &view, &timeline, c.api.now_ms(), all);
-            for (name, data) in [
-                ("summary", summary),
-                ("actions", actions),
-                ("timeline", timeline),
-            ] {
-                // A browser drops an event whose data is empty: no actions
-                // left is a space.
-                let data = if data.is_empty() {
-                    " ".to_owned()
-                } else {
-                    data
-                };
-                if tx
-                    .send(Event::default().event(name).data(data))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-            if finished || view.record.status.is_terminal() {
-                let _ = tx
-                    .send(
-                        Event::default()
-                            .event("finished")
-                            .data(view.record.status.as_str()),
-                    )
-                    .await;
-                return;
-            }
-        }
-    });
+    tokio::spawn(super::live::serve_viewer(
+        c.api.clone(),
+        viewer,
+        feed,
+        guard,
+        c.stopping.clone(),
+        query.seq,
+        max_rows,
+        tx,
+    ));
     let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok);
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
@@ -733,7 +676,10 @@ pub async fn approve(
         serde_json::Value::Null
     } else {
         serde_json::from_str(&form.payload).map_err(|e| {
-            Error::InvalidInput(format!("the approval payload is not valid JSON ({e})"))
+            Error::InvalidInput(format!(
+                "the approval payload is not valid JSON ({})",
+                crate::util::json_error(&e)
+            ))
         })?
     };
     c.api

@@ -39,6 +39,20 @@ struct Row {
     /// Sleeps and approvals: when it ends unless something else ends it.
     due_ms: Option<i64>,
     outcome: Option<(Outcome, i64)>,
+    /// The seq of the last entry that made or changed it.
+    seq: i64,
+}
+
+/// The row of the call at `call`, marked as changed by the entry at `seq`.
+fn touch<'r>(
+    rows: &'r mut [Row],
+    calls: &HashMap<i64, usize>,
+    call: i64,
+    seq: i64,
+) -> Option<&'r mut Row> {
+    let row = calls.get(&call).map(|&i| &mut rows[i])?;
+    row.seq = seq;
+    Some(row)
 }
 
 impl Row {
@@ -54,6 +68,7 @@ impl Row {
             last_check_error: None,
             due_ms: None,
             outcome: None,
+            seq: 0,
         }
     }
 
@@ -70,18 +85,27 @@ impl Row {
 }
 
 /// The latest progress an execution reported: percent and message.
+#[derive(Clone)]
 pub struct Progress {
     pub percent: u8,
     pub message: String,
 }
 
 /// What the timeline of an execution shows.
+#[derive(Default)]
 pub struct Timeline {
     rows: Vec<Row>,
     pub progress: Option<Progress>,
     /// The seq of the last entry read.
     pub last_seq: i64,
     pub entries: usize,
+    /// Calls that take time, by seq: their row. Kept after their result:
+    /// an operator's retry gives a failed step new attempts and a new
+    /// result under the same seq.
+    calls: HashMap<i64, usize>,
+    steps: HashMap<i64, String>,
+    /// Rows before this one have their seq set (see [`Timeline::extend`]).
+    marked: usize,
 }
 
 /// Who runs `invocation`: `workflow`, or `step NAME`.
@@ -105,14 +129,29 @@ fn host_of(url: &str) -> &str {
 impl Timeline {
     /// The timeline of `entries`, in order.
     pub fn build(entries: &[Entry]) -> Self {
-        let mut rows: Vec<Row> = Vec::new();
-        // Calls that take time, by seq: their row. Kept after their result:
-        // an operator's retry gives a failed step new attempts and a new
-        // result under the same seq.
-        let mut calls: HashMap<i64, usize> = HashMap::new();
-        let mut steps: HashMap<i64, String> = HashMap::new();
-        let mut progress = None;
+        let mut timeline = Self::default();
+        timeline.extend(entries);
+        timeline
+    }
+
+    /// Adds `entries`, which follow those read so far (a live view keeps
+    /// one timeline and extends it, instead of building it anew).
+    pub fn extend(&mut self, entries: &[Entry]) {
+        let Self {
+            rows,
+            progress,
+            calls,
+            steps,
+            marked,
+            ..
+        } = self;
+        // Rows made by the previous entry get its seq at the next one.
+        let mut previous = self.last_seq;
         for e in entries {
+            for row in &mut rows[*marked..] {
+                row.seq = previous;
+            }
+            (*marked, previous) = (rows.len(), e.seq);
             match &e.event {
                 Event::Started(s) => rows.push(Row::new(
                     e.at_ms,
@@ -121,7 +160,7 @@ impl Timeline {
                     format!("started workflow {}", s.workflow),
                 )),
                 Event::Call { call, .. } => {
-                    let by = who(&e.invocation, &steps);
+                    let by = who(&e.invocation, steps);
                     let mut row = match call {
                         Call::CallStep(c) | Call::StartStep(c) => {
                             steps.insert(e.seq, c.args.step.clone());
@@ -223,7 +262,7 @@ impl Timeline {
                             ),
                         ),
                         Call::ReportProgress(p) => {
-                            progress = Some(Progress {
+                            *progress = Some(Progress {
                                 percent: p.args.percent,
                                 message: p.args.message.clone(),
                             });
@@ -278,7 +317,7 @@ impl Timeline {
                     rows.push(row);
                 }
                 Event::Attempt { call, attempt } => {
-                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i]) {
+                    if let Some(row) = touch(rows, calls, *call, e.seq) {
                         if row.kind == "poll" {
                             continue;
                         }
@@ -311,7 +350,7 @@ impl Timeline {
                     }
                 }
                 Event::AttemptFailed { call, failed } => {
-                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i])
+                    if let Some(row) = touch(rows, calls, *call, e.seq)
                         && let Some(a) = row.attempts.last_mut()
                     {
                         a.ended_ms = Some(e.at_ms);
@@ -320,20 +359,20 @@ impl Timeline {
                     }
                 }
                 Event::Served { call, served } => {
-                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i])
+                    if let Some(row) = touch(rows, calls, *call, e.seq)
                         && let Some(a) = row.attempts.last_mut()
                     {
                         a.worker = Some(served.worker.clone());
                     }
                 }
                 Event::PollCheck { call, check } => {
-                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i]) {
+                    if let Some(row) = touch(rows, calls, *call, e.seq) {
                         row.checks = row.checks.max(check.check);
                         row.last_check_error.clone_from(&check.error);
                     }
                 }
                 Event::Result { call, outcome } => {
-                    if let Some(row) = calls.get(call).map(|&i| &mut rows[i]) {
+                    if let Some(row) = touch(rows, calls, *call, e.seq) {
                         if let Some(a) = row.attempts.last_mut()
                             && a.ended_ms.is_none()
                         {
@@ -350,7 +389,7 @@ impl Timeline {
                     let mut row = Row::new(
                         e.at_ms,
                         "output",
-                        who(&e.invocation, &steps),
+                        who(&e.invocation, steps),
                         format!("{} printed", out.stream),
                     );
                     row.details = format!("<pre class=\"output\">{}</pre>", esc(text));
@@ -383,123 +422,161 @@ impl Timeline {
                 Event::Usage(_) => {}
             }
         }
-        Timeline {
-            rows,
-            progress,
-            last_seq: entries.last().map_or(0, |e| e.seq),
-            entries: entries.len(),
+        for row in &mut rows[*marked..] {
+            row.seq = previous;
         }
+        *marked = rows.len();
+        self.last_seq = previous;
+        self.entries += entries.len();
     }
 
     /// The timeline as an `<ol>`; `now_ms` for countdowns. With
     /// `max_rows`, only the last rows, after a line that says how many
     /// earlier ones are not shown and links to all of them (`?all=1`).
+    /// Each row carries its index (`data-row`), so a live view can replace
+    /// or add rows one by one (see [`super::live`]).
     pub fn html(&self, now_ms: i64, max_rows: Option<usize>) -> String {
-        let start = self.rows.first().map_or(0, |r| r.at_ms);
         let skip = max_rows.map_or(0, |max| self.rows.len().saturating_sub(max));
         let mut out = String::with_capacity((self.rows.len() - skip) * 300 + 256);
-        out.push_str("<ol class=\"timeline\">");
-        if skip > 0 {
-            let _ = write!(
-                out,
-                "<li class=\"row more\"><div class=\"when\"></div><div class=\"what\">\
-                 {skip} earlier rows are not shown. <a href=\"?all=1\" id=\"show-all\">Show \
-                 all {}</a></div></li>",
-                self.rows.len()
-            );
-        }
-        for row in &self.rows[skip..] {
-            let state = row.state();
-            let _ = write!(
-                out,
-                "<li class=\"row kind-{} state-{state}\"><div class=\"when\" title=\"{}\">+{}</div>\
-                 <div class=\"what\"><div class=\"title\"><span class=\"who\">{}</span> {}",
-                row.kind,
-                esc(&super::html::utc(row.at_ms)),
-                duration(row.at_ms - start),
-                esc(&row.who),
-                esc(&row.title),
-            );
-            if row.kind == "step" && !row.attempts.is_empty() {
-                let n = row.attempts.len();
-                let _ = write!(
-                    out,
-                    " <span class=\"muted\">{n} attempt{}</span>",
-                    if n == 1 { "" } else { "s" }
-                );
-            }
-            if row.kind == "poll" && row.checks > 0 {
-                let _ = write!(
-                    out,
-                    " <span class=\"muted\">{} check{} not ready</span>",
-                    row.checks,
-                    if row.checks == 1 { "" } else { "s" }
-                );
-            }
-            if let (Some(due), None) = (row.due_ms, &row.outcome) {
-                let _ = write!(
-                    out,
-                    " <span class=\"due\">due {} · <span class=\"countdown\" data-due=\"{due}\">in {}</span></span>",
-                    time(due),
-                    duration(due - now_ms)
-                );
-            }
-            out.push_str("</div>");
-            out.push_str(&row.details);
-            if !row.attempts.is_empty() {
-                out.push_str("<ul class=\"attempts\">");
-                for a in &row.attempts {
-                    let _ = write!(out, "<li>attempt {}", a.number);
-                    if let Some(queue) = &a.queue {
-                        let _ = write!(out, " on queue <code>{}</code>", esc(queue));
-                    }
-                    if let Some(worker) = &a.worker {
-                        let _ = write!(out, " by worker <code>{}</code>", esc(worker));
-                    }
-                    match a.ended_ms {
-                        Some(end) => {
-                            let _ = write!(out, ", {}", duration(end - a.at_ms));
-                        }
-                        None => out.push_str(", running"),
-                    }
-                    if let Some(error) = &a.error {
-                        let _ = write!(out, " <span class=\"error\">failed: {}</span>", esc(error));
-                    }
-                    if let Some(at) = a.retry_at {
-                        let _ = write!(out, " · retry at {}", time(at));
-                    }
-                    out.push_str("</li>");
-                }
-                out.push_str("</ul>");
-            }
-            if let Some(error) = &row.last_check_error {
-                let _ = write!(out, "<div class=\"muted\">last check: {}</div>", esc(error));
-            }
-            match &row.outcome {
-                Some((Ok(value), at)) if row.kind != "finished" || !value.is_null() => {
-                    let _ = write!(
-                        out,
-                        "<div class=\"outcome ok\">→ after {}{}</div>",
-                        duration(at - row.at_ms),
-                        json(value)
-                    );
-                }
-                Some((Err(error), _)) => {
-                    let _ = write!(
-                        out,
-                        "<div class=\"outcome error\">✗ {}: {}{}</div>",
-                        error.kind,
-                        esc(&error.message),
-                        error.details.as_ref().map(json).unwrap_or_default()
-                    );
-                }
-                _ => {}
-            }
-            out.push_str("</div></li>");
+        out.push_str(&open_list(max_rows));
+        out.push_str(&more_line(skip, self.rows.len()));
+        for i in skip..self.rows.len() {
+            out.push_str(&self.row_html(i, now_ms));
         }
         out.push_str("</ol>");
         out
     }
+
+    /// The seq of the last journal entry that made or changed row `i`.
+    pub fn row_seq(&self, i: usize) -> i64 {
+        self.rows[i].seq
+    }
+
+    /// How many rows the timeline has.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Row `i` as an `<li>`; `now_ms` for its countdown.
+    pub fn row_html(&self, i: usize, now_ms: i64) -> String {
+        let start = self.rows.first().map_or(0, |r| r.at_ms);
+        let row = &self.rows[i];
+        let mut out = String::with_capacity(300);
+        let state = row.state();
+        let _ = write!(
+            out,
+            "<li class=\"row kind-{} state-{state}\" data-row=\"{i}\"><div class=\"when\" title=\"{}\">+{}</div>\
+                 <div class=\"what\"><div class=\"title\"><span class=\"who\">{}</span> {}",
+            row.kind,
+            esc(&super::html::utc(row.at_ms)),
+            duration(row.at_ms - start),
+            esc(&row.who),
+            esc(&row.title),
+        );
+        if row.kind == "step" && !row.attempts.is_empty() {
+            let n = row.attempts.len();
+            let _ = write!(
+                out,
+                " <span class=\"muted\">{n} attempt{}</span>",
+                if n == 1 { "" } else { "s" }
+            );
+        }
+        if row.kind == "poll" && row.checks > 0 {
+            let _ = write!(
+                out,
+                " <span class=\"muted\">{} check{} not ready</span>",
+                row.checks,
+                if row.checks == 1 { "" } else { "s" }
+            );
+        }
+        if let (Some(due), None) = (row.due_ms, &row.outcome) {
+            let _ = write!(
+                out,
+                " <span class=\"due\">due {} · <span class=\"countdown\" data-due=\"{due}\">in {}</span></span>",
+                time(due),
+                duration(due - now_ms)
+            );
+        }
+        out.push_str("</div>");
+        out.push_str(&row.details);
+        if !row.attempts.is_empty() {
+            out.push_str("<ul class=\"attempts\">");
+            for a in &row.attempts {
+                let _ = write!(out, "<li>attempt {}", a.number);
+                if let Some(queue) = &a.queue {
+                    let _ = write!(out, " on queue <code>{}</code>", esc(queue));
+                }
+                if let Some(worker) = &a.worker {
+                    let _ = write!(out, " by worker <code>{}</code>", esc(worker));
+                }
+                match a.ended_ms {
+                    Some(end) => {
+                        let _ = write!(out, ", {}", duration(end - a.at_ms));
+                    }
+                    None => out.push_str(", running"),
+                }
+                if let Some(error) = &a.error {
+                    let _ = write!(out, " <span class=\"error\">failed: {}</span>", esc(error));
+                }
+                if let Some(at) = a.retry_at {
+                    let _ = write!(out, " · retry at {}", time(at));
+                }
+                out.push_str("</li>");
+            }
+            out.push_str("</ul>");
+        }
+        if let Some(error) = &row.last_check_error {
+            let _ = write!(out, "<div class=\"muted\">last check: {}</div>", esc(error));
+        }
+        match &row.outcome {
+            Some((Ok(value), at)) if row.kind != "finished" || !value.is_null() => {
+                let _ = write!(
+                    out,
+                    "<div class=\"outcome ok\">→ after {}{}</div>",
+                    duration(at - row.at_ms),
+                    json(value)
+                );
+            }
+            Some((Err(error), _)) => {
+                let _ = write!(
+                    out,
+                    "<div class=\"outcome error\">✗ {}: {}{}</div>",
+                    error.kind,
+                    esc(&error.message),
+                    error.details.as_ref().map(json).unwrap_or_default()
+                );
+            }
+            _ => {}
+        }
+        out.push_str("</div></li>");
+        out
+    }
+}
+
+/// The opening tag of a timeline list; `max_rows`: a live view keeps at
+/// most that many rows (`data-max`).
+pub fn open_list(max_rows: Option<usize>) -> String {
+    match max_rows {
+        Some(max) => format!("<ol class=\"timeline\" data-max=\"{max}\">"),
+        None => "<ol class=\"timeline\">".to_owned(),
+    }
+}
+
+/// The line above a cut timeline that says how many of its `total` rows
+/// (the first `skip`) are not shown; empty when none is hidden.
+pub fn more_line(skip: usize, total: usize) -> String {
+    if skip == 0 {
+        return String::new();
+    }
+    format!(
+        "<li class=\"row more\"><div class=\"when\"></div><div class=\"what\">\
+         {skip} earlier rows are not shown. <a href=\"?all=1\" id=\"show-all\">Show \
+         all {total}</a></div></li>"
+    )
 }
 
 #[cfg(test)]

@@ -264,6 +264,20 @@ pub(crate) async fn step_call(
             Outcome::Interrupted(Interrupt::Nondeterminism(m)) => {
                 CallError::new(ErrorKind::Nondeterminism, m)
             }
+            Outcome::Interrupted(Interrupt::Cancelled) => {
+                // A cancellation stopped the attempt: it is the call's result.
+                tracing::info!(seq, %step, attempt, "cancellation stopped the step attempt");
+                return match exec
+                    .deliver_cancel(&caller, seq, interruptible, Vec::new())
+                    .await
+                {
+                    Some(delivered) => delivered,
+                    None => {
+                        exec.resolve(&caller, seq, Err(CallError::cancelled()), true, Vec::new())
+                            .await
+                    }
+                };
+            }
             Outcome::Interrupted(other) => return Err(other),
         };
         failed += 1;

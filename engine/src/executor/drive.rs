@@ -259,6 +259,10 @@ async fn drive_claimed(
         Outcome::Interrupted(Interrupt::Limit { kind, message }) => {
             finish(Status::Failed, None, Some(CallError::new(kind, message)))
         }
+        Outcome::Interrupted(Interrupt::Cancelled) => {
+            info!("cancellation stopped running workflow code");
+            finish(Status::Cancelled, None, Some(CallError::cancelled()))
+        }
         Outcome::Interrupted(Interrupt::Infra(message)) => return Err(Error::Runtime(message)),
     };
     let status = match &change {

@@ -172,7 +172,7 @@ impl Host for GuestData {
         let (seq, args) = self
             .step_call(CallKind::CallStep, step, input.clone(), options)
             .await?;
-        let began = self.sandbox.wait_begin();
+        let began = self.sandbox.wait_on_guests_begin();
         let inv = self.invocation()?;
         let outcome = calls::step_call(
             inv.exec.clone(),
@@ -229,7 +229,7 @@ impl Host for GuestData {
             (Call::AwaitSteps(AwaitSteps { args }), Vec::new())
         })
         .await?;
-        let began = self.sandbox.wait_begin();
+        let began = self.sandbox.wait_on_guests_begin();
         let exec = self.invocation()?.exec.clone();
         let mut results = Vec::with_capacity(handles.len());
         let mut suspend: Option<Option<i64>> = None;
@@ -345,7 +345,7 @@ impl Host for GuestData {
                 .timeout_ms
                 .map(|t| poll.started_at + t as i64),
         };
-        let began = self.sandbox.wait_begin();
+        let began = self.sandbox.wait_on_guests_begin();
         let inv = self.invocation()?;
         let outcome = calls::poll_call(
             inv.exec.clone(),
@@ -597,7 +597,7 @@ impl Host for GuestData {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(handle as i64))
             .cloned();
-        let began = self.sandbox.wait_begin();
+        let began = self.sandbox.wait_on_guests_begin();
         let outcome = calls::child_call(exec, caller, seq, handle, child, interruptible).await;
         self.sandbox.wait_end(began).await;
         payload_result(outcome)

@@ -215,6 +215,7 @@ fn limit_error(data: &Sandbox, exec: &ExecState, hit: LimitHit, starting: bool) 
         LimitHit::Deadline => "deadline",
         LimitHit::Output => "output",
         LimitHit::Fuel => "fuel",
+        LimitHit::Stopped => "cancelled",
     };
     crate::metrics::metrics()
         .limit_breaches
@@ -253,8 +254,9 @@ fn limit_error(data: &Sandbox, exec: &ExecState, hit: LimitHit, starting: bool) 
         LimitHit::NodeMemory => CallError::new(
             ErrorKind::Memory,
             format!(
-                "the node's guest memory budget of {} MiB had no room for the invocation for {} \
-                 s{asked} (serve --max-guest-memory-mb)",
+                "the node's guest memory budget of {} MiB had no room for the invocation{asked}: \
+                 every guest holding memory waited for more, or none came within {} s (serve \
+                 --max-guest-memory-mb)",
                 exec.engine.runtime.memory().bytes() >> 20,
                 crate::runtime::MEMORY_WAIT.as_secs()
             ),
@@ -281,7 +283,42 @@ fn limit_error(data: &Sandbox, exec: &ExecState, hit: LimitHit, starting: bool) 
                 exec.sandbox.name
             ),
         ),
+        LimitHit::Stopped => CallError::cancelled(),
     }
+}
+
+/// How long workflow code may keep running without making a call once a
+/// cancellation is pending, before it is stopped.
+const CANCEL_GRACE: Duration = Duration::from_millis(50);
+
+/// When a pending cancellation stops running guest code. A step attempt
+/// stops at once: the workflow gets the cancellation as the call's result,
+/// so what the attempt would return is thrown away. Workflow code gets
+/// the cancellation at its next call, where it may compensate; it is
+/// stopped only when it makes no call for [`CANCEL_GRACE`] while the
+/// cancellation is pending (it spins, and would never reach one).
+fn stop_on_cancel(exec: &ExecState, host: &Invocation) -> crate::runtime::StopWhen {
+    let cancel = exec.cancel.clone();
+    if !host.is_workflow() {
+        return Arc::new(move || cancel.pending());
+    }
+    let cursor = host.cursor.clone();
+    // The cursor when the pending cancellation was first seen, and when.
+    let seen = std::sync::Mutex::new(None::<(usize, std::time::Instant)>);
+    Arc::new(move || {
+        if !cancel.pending() {
+            return false;
+        }
+        let at = cursor.load(Ordering::SeqCst);
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        match *seen {
+            Some((calls, since)) if calls == at => since.elapsed() >= CANCEL_GRACE,
+            _ => {
+                *seen = Some((at, std::time::Instant::now()));
+                false
+            }
+        }
+    })
 }
 
 /// How an invocation ended.
@@ -326,6 +363,7 @@ pub(crate) async fn run(
             .clone(),
     );
     let host = Invocation::new(exec.clone(), invocation_id.clone(), attempt);
+    let stop = stop_on_cancel(exec, &host);
     let mut store = new_store(
         exec.engine.runtime.engine(),
         limits,
@@ -333,6 +371,7 @@ pub(crate) async fn run(
         exec.record.created_at_ms,
         |sandbox| GuestData::new(sandbox, host),
     );
+    store.data_mut().sandbox.stop_when(stop);
     store.data_mut().sandbox.use_budget(
         exec.engine.runtime.memory().clone(),
         exec.engine.memory_wait_hook(&exec.record.id),
@@ -419,6 +458,9 @@ fn classify(e: wasmtime::Error, data: &GuestData, exec: &ExecState) -> Outcome {
     } else {
         data.sandbox.limit_hit()
     };
+    if hit == Some(LimitHit::Stopped) {
+        return Outcome::Interrupted(Interrupt::Cancelled);
+    }
     let error = match hit {
         Some(hit) => limit_error(&data.sandbox, exec, hit, false),
         None => {

@@ -241,7 +241,8 @@ impl Engine {
     ) -> Result<(ExecutionRecord, bool)> {
         let input: Value = serde_json::from_str(input).map_err(|e| {
             Error::InvalidInput(format!(
-                "the input is not valid JSON ({e}); pass e.g. --input '{{\"name\": \"web-1\"}}'"
+                "the input is not valid JSON ({}); pass e.g. --input '{{\"name\": \"web-1\"}}'",
+                crate::util::json_error(&e)
             ))
         })?;
         let sha256 = package.sha256.as_str();

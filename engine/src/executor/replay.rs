@@ -22,6 +22,9 @@ pub enum Interrupt {
     /// The workflow continued as execution `next` (`continue-as-new`): it
     /// completes with `{"continued_as": next}`.
     ContinueAsNew { next: String },
+    /// A cancellation stopped running guest code (see
+    /// `invocation::stop_on_cancel`).
+    Cancelled,
 }
 
 impl fmt::Display for Interrupt {
@@ -33,6 +36,7 @@ impl fmt::Display for Interrupt {
             Interrupt::Infra(m) => write!(f, "engine error: {m}"),
             Interrupt::Limit { message, .. } => f.write_str(message),
             Interrupt::ContinueAsNew { next } => write!(f, "continued as {next}"),
+            Interrupt::Cancelled => f.write_str("cancelled while running"),
         }
     }
 }

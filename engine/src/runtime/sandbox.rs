@@ -65,7 +65,13 @@ pub enum LimitHit {
     Deadline,
     Output,
     Fuel,
+    /// The embedder's stop condition held ([`Sandbox::stop_when`]).
+    Stopped,
 }
+
+/// A condition under which running guest code is stopped at the next
+/// epoch tick (e.g. its execution was cancelled); asked at every tick.
+pub type StopWhen = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Told when an invocation starts waiting for room in the node's memory
 /// budget (with what it waits for) and when the wait ends (`None`).
@@ -108,6 +114,10 @@ pub struct Sandbox {
     /// A core of the node's (see [`CpuSlots`]): held while guest code runs,
     /// given back at every epoch tick and while waiting in a host call.
     cpu: Option<CpuHold>,
+    stop: Option<StopWhen>,
+    /// Pages counted as held by a waiter while the invocation waits for
+    /// other invocations ([`Sandbox::wait_on_guests_begin`]).
+    waiting_pages: usize,
     _live: LiveGuard,
 }
 
@@ -155,6 +165,17 @@ impl CpuHold {
     }
 }
 
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // An invocation stopped in the middle of a wait for others.
+        if let Some((budget, _, _)) = &self.budget
+            && self.waiting_pages > 0
+        {
+            budget.done_waiting(self.waiting_pages);
+        }
+    }
+}
+
 /// Counts stores (and so instances) alive in this process.
 static LIVE_INSTANCES: AtomicUsize = AtomicUsize::new(0);
 
@@ -194,6 +215,12 @@ impl Sandbox {
     /// The size, bytes, a memory asked to grow to when a limit refused it.
     pub fn memory_refused(&self) -> Option<usize> {
         self.memory_refused
+    }
+
+    /// Stops guest code at the next epoch tick at which `stop` holds
+    /// ([`LimitHit::Stopped`]); a host call that waits is not stopped.
+    pub fn stop_when(&mut self, stop: StopWhen) {
+        self.stop = Some(stop);
     }
 
     /// Counts the invocation's memory against the node's `budget`: growth
@@ -246,9 +273,24 @@ impl Sandbox {
         Instant::now()
     }
 
+    /// [`Sandbox::wait_begin`] for a host call that waits for other
+    /// invocations (a step, a child): its memory counts as held by a
+    /// waiter (see `runtime::memory`), until [`Sandbox::wait_end`].
+    pub fn wait_on_guests_begin(&mut self) -> Instant {
+        if let Some((budget, held, _)) = &self.budget {
+            self.waiting_pages += budget.waiting_on_guests(held);
+        }
+        self.wait_begin()
+    }
+
     /// The end of a wait: takes a place and a core again before guest code
     /// goes on.
     pub async fn wait_end(&mut self, began: Instant) {
+        if let Some((budget, _, _)) = &self.budget
+            && self.waiting_pages > 0
+        {
+            budget.done_waiting(std::mem::take(&mut self.waiting_pages));
+        }
         if let Some((share, permit)) = &mut self.share {
             *permit = share.clone().acquire_owned().await.ok();
         }
@@ -302,12 +344,14 @@ impl ResourceLimiterAsync for Sandbox {
             self.memory_refused = Some(desired);
             return Ok(false);
         }
-        let Some((budget, _, on_wait)) = &self.budget else {
+        let Some((budget, held, on_wait)) = &self.budget else {
             return Ok(true);
         };
         let more = match budget.try_grow(current, desired) {
             Ok(more) => more,
             Err(pages) => {
+                // All the invocation holds: it may have several memories.
+                let holding = held.pages();
                 let (budget, on_wait) = (budget.clone(), on_wait.clone());
                 on_wait(Some(format!(
                     "guest memory: the node's budget of {} MiB is in use ({} MiB free, {} MiB \
@@ -318,7 +362,7 @@ impl ResourceLimiterAsync for Sandbox {
                 )));
                 // Waiting is not CPU time, and frees the core meanwhile.
                 let began = self.wait_begin();
-                let got = budget.grow(pages).await;
+                let got = budget.grow(pages, holding).await;
                 self.wait_end(began).await;
                 on_wait(None);
                 match got {
@@ -413,6 +457,8 @@ pub fn new_store<T: Embedding>(
             host_time: Duration::ZERO,
             share: None,
             cpu: None,
+            stop: None,
+            waiting_pages: 0,
             _live: LiveGuard::new(),
         }),
     );
@@ -426,6 +472,10 @@ pub fn new_store<T: Embedding>(
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
         let data = ctx.data_mut().sandbox();
+        if data.stop.as_ref().is_some_and(|stop| stop()) {
+            data.limit_hit = Some(LimitHit::Stopped);
+            return Ok(UpdateDeadline::Interrupt);
+        }
         if data.guest_time() > data.limits.cpu {
             data.limit_hit = Some(LimitHit::Deadline);
             return Ok(UpdateDeadline::Interrupt);

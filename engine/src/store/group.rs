@@ -267,13 +267,14 @@ fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, ops = batch.len(), "group commit failed");
-                let message = e.to_string();
                 for pending in batch.drain(..) {
                     pending.health.store(FAILED, Ordering::SeqCst);
                     if let Some(ack) = pending.ack {
-                        let _ = ack.send(Err(Error::Runtime(format!(
-                            "journal commit failed: {message}"
-                        ))));
+                        // A full disk stays one (the client is told so).
+                        let _ = ack.send(Err(match &e {
+                            Error::DiskFull(m) => Error::DiskFull(m.clone()),
+                            other => Error::Runtime(format!("journal commit failed: {other}")),
+                        }));
                     }
                 }
             }

@@ -23,7 +23,43 @@ use crate::model::{
     SignalRecord, Status, TenantRecord, TriggerRecord,
 };
 use async_trait::async_trait;
+use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use std::future::Future;
+use std::pin::Pin;
+
+/// What [`FetchWritten::fetch_written`] returns.
+pub(super) type Written<'e, DB> =
+    Pin<Box<dyn Future<Output = Result<Option<<DB as Database>::Row>>> + Send + 'e>>;
+
+/// A write with `RETURNING` run on its own (outside a transaction) whose
+/// row is read only once the statement has finished.
+///
+/// A statement outside a transaction commits when it finishes, and a
+/// commit that fails — a full disk — is reported by that last step (on
+/// SQLite) or after the rows (on PostgreSQL). `fetch_optional` stops at
+/// the first row and never sees that error: the caller would answer with
+/// a row that was never stored. Every such write goes through here.
+pub(super) trait FetchWritten<DB: Database> {
+    /// The first row the statement returned, once it is durable.
+    fn fetch_written<'e>(self, pool: &'e Pool<DB>) -> Written<'e, DB>
+    where
+        Self: 'e;
+}
+
+impl<'q, DB> FetchWritten<DB> for Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments<'q>: IntoArguments<'q, DB>,
+{
+    fn fetch_written<'e>(self, pool: &'e Pool<DB>) -> Written<'e, DB>
+    where
+        Self: 'e,
+    {
+        Box::pin(async move { Ok(self.fetch_all(pool).await?.into_iter().next()) })
+    }
+}
 
 /// [`super::SideWrite::ConsumeSignal`]: signal `$4` of execution `$3` is
 /// delivered to the call at `$1`, at `$2`.
@@ -144,7 +180,7 @@ where
         .bind(quotas.max_open_executions)
         .bind(quotas.max_payload_bytes)
         .bind(rows::limits_json(quotas, http_allow))
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?
         .ok_or_else(|| rows::tenant_exists(name))?;
         rows::tenant(&row)
@@ -165,7 +201,7 @@ where
         .bind(quotas.max_payload_bytes)
         .bind(rows::limits_json(quotas, http_allow))
         .bind(name)
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?
         .ok_or_else(|| rows::tenant_not_found(name))?;
         rows::tenant(&row)
@@ -208,8 +244,9 @@ where
         .bind(name)
         .bind(value)
         .bind(now_ms)
-        .fetch_one(&self.writer)
-        .await?;
+        .fetch_written(&self.writer)
+        .await?
+        .ok_or_else(|| rows::secret_not_found(tenant, name))?;
         rows::secret(&row)
     }
 
@@ -217,7 +254,7 @@ where
         sqlx::query::<DB>("DELETE FROM secrets WHERE tenant = $1 AND name = $2 RETURNING name")
             .bind(tenant)
             .bind(name)
-            .fetch_optional(&self.writer)
+            .fetch_written(&self.writer)
             .await?
             .ok_or_else(|| rows::secret_not_found(tenant, name))?;
         Ok(())
@@ -266,7 +303,7 @@ where
         ))
         .bind(now_ms)
         .bind(id)
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?
         {
             Some(row) => rows::api_key(&row),
@@ -277,7 +314,7 @@ where
                 ))
                 .bind(now_ms)
                 .bind(id)
-                .fetch_optional(&self.writer)
+                .fetch_written(&self.writer)
                 .await?
                 .ok_or_else(|| rows::api_key_not_found(id))?;
                 rows::api_key(&row)
@@ -422,7 +459,7 @@ where
         .bind(s.paused)
         .bind(s.next_due_ms)
         .bind(s.created_at_ms)
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?;
         if created.is_none() {
             return Err(Error::Conflict(format!(
@@ -473,7 +510,7 @@ where
         .bind(name)
         .bind(paused)
         .bind(next_due_ms)
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?
         .ok_or_else(|| rows::schedule_not_found(tenant, name))?;
         rows::schedule(&row)
@@ -485,7 +522,7 @@ where
         )
         .bind(tenant)
         .bind(name)
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?;
         if deleted.is_none() {
             return Err(rows::schedule_not_found(tenant, name));
@@ -548,7 +585,7 @@ where
         .bind(t.hmac_secret.as_deref())
         .bind(t.token_hash.as_deref())
         .bind(t.created_at_ms)
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?;
         if created.is_none() {
             return Err(Error::Conflict(format!(
@@ -590,7 +627,7 @@ where
         )
         .bind(tenant)
         .bind(name)
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?;
         if deleted.is_none() {
             return Err(rows::trigger_not_found(tenant, name));
@@ -1190,7 +1227,7 @@ where
         .bind(new.continued_from.as_deref())
         .bind(new.parent_id.as_deref())
         .bind(new.detached)
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?;
         if let Some(row) = row {
             return rows::execution(&row);
@@ -1203,7 +1240,7 @@ where
             ))
             .bind(new.tenant.as_str())
             .bind(key.as_str())
-            .fetch_optional(&self.writer)
+            .fetch_written(&self.writer)
             .await?
         {
             return rows::execution(&row);

@@ -69,6 +69,7 @@ impl SqliteStore {
                 .min_connections(1)
                 .idle_timeout(None)
                 .max_lifetime(None)
+                .before_acquire(|conn, _| Box::pin(out_of_transaction(conn)))
                 .connect_with(options.clone())
         };
         // Processes opening a fresh database at once (a `serve` and a
@@ -113,6 +114,23 @@ impl SqliteStore {
             commits,
         })
     }
+}
+
+/// Whether a pooled connection may be used: not when it is still inside
+/// a transaction. A COMMIT that fails for a full disk makes SQLite roll
+/// the transaction back itself; the ROLLBACK that sqlx then sends fails
+/// ("no transaction is active") and sqlx counts the connection as inside
+/// a transaction for ever, so every later `BEGIN` on it would fail
+/// ("begin_with at non-zero transaction depth") until a restart. Such a
+/// connection is closed, and the pool opens a fresh one.
+async fn out_of_transaction(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<bool> {
+    use sqlx::Connection;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A rollback may still be queued on the connection's worker: let it run.
+    conn.ping().await?;
+    Ok(!conn.is_in_transaction())
 }
 
 /// Options that create a file readable and writable by its owner only.

@@ -33,6 +33,15 @@ impl Drop for CommitConnection {
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// Past this size the WAL is checkpointed whole and truncated (issue 31).
+/// A passive checkpoint copies frames into the database but never
+/// shortens the file, and under a steady stream of readers and writers
+/// SQLite never gets to start the log over: it grew to 6.7 GB for a
+/// 120 MB database. The truncating checkpoint waits for readers to move to
+/// the newest snapshot and holds writers for its copy; half of the 64 MB
+/// the WAL may reach leaves room for what is written between two looks.
+const WAL_TRUNCATE_AT: u64 = 32 << 20;
+
 /// Waits on a lock held by another connection in short sleeps: the
 /// default handler sleeps at least a millisecond, far longer than one of
 /// our write transactions holds the lock.
@@ -72,16 +81,34 @@ impl CommitConnection {
             .map_err(|e| Error::Store(format!("configuring the commit connection: {e}")))?;
         let stop = Arc::new(AtomicBool::new(false));
         let checkpoints = open(path, full_sync)?;
+        let wal = {
+            let mut name = path.as_os_str().to_owned();
+            name.push("-wal");
+            std::path::PathBuf::from(name)
+        };
         let stopped = stop.clone();
         std::thread::Builder::new()
             .name("cerebelum-checkpoint".into())
             .spawn(move || {
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_EVERY);
-                    if let Err(e) =
-                        checkpoints.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                    let mode = if size > WAL_TRUNCATE_AT {
+                        "TRUNCATE"
+                    } else {
+                        "PASSIVE"
+                    };
+                    // (busy, log frames, checkpointed frames)
+                    let done =
+                        checkpoints.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+                        });
+                    match done {
+                        Ok((busy, _)) if mode == "TRUNCATE" && busy != 0 => {
+                            tracing::warn!(wal_bytes = size, "the WAL could not be truncated yet")
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                     }
                 }
             })
@@ -99,7 +126,7 @@ impl CommitConnection {
     /// busy handler.
     pub(super) fn run<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|e| Error::Store(format!("database write: {e}")))
+        f(&conn).map_err(|e| Error::sqlite("database write", e))
     }
 
     /// Runs a batch of task claims and completions (it blocks, as
@@ -116,7 +143,7 @@ impl CommitConnection {
     /// thread that may block, like the group-commit thread).
     pub(super) fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        commit(&mut conn, ops, now_ms).map_err(|e| Error::Store(format!("journal commit: {e}")))
+        commit(&mut conn, ops, now_ms).map_err(|e| Error::sqlite("journal commit", e))
     }
 }
 

@@ -36,7 +36,7 @@ fn unreadable(e: rusqlite::Error) -> Error {
 }
 
 fn failed(e: rusqlite::Error) -> Error {
-    Error::Store(format!("task batch: {e}"))
+    Error::sqlite("task batch", e)
 }
 
 /// Runs `ops` in one transaction; their answers, in order. A refusal is

@@ -26,7 +26,7 @@
 
 use super::Tasks;
 use super::rows::Columns;
-use super::sql::Sql;
+use super::sql::{FetchWritten, Sql};
 use super::sqlite_commit::CommitConnection;
 use crate::error::{Error, Result};
 use crate::journal::{outcome_payload, parse_outcome};
@@ -523,7 +523,7 @@ where
         .bind(now_ms)
         .bind(tenant)
         .bind(worker_id)
-        .fetch_optional(&self.writer)
+        .fetch_written(&self.writer)
         .await?;
         Ok(updated.is_some())
     }

@@ -69,6 +69,34 @@ function live() {
   for (const part of ["summary", "actions", "timeline"]) {
     source.addEventListener(part, (e) => replace(part, e.data));
   }
+  // Rows that are new or changed since the last event, by their index.
+  source.addEventListener("rows", (e) => {
+    const list = document.querySelector("#timeline ol.timeline");
+    if (!list) return;
+    const parsed = document.createElement("template");
+    parsed.innerHTML = e.data;
+    for (const row of Array.from(parsed.content.children)) {
+      const old = list.querySelector(`li[data-row="${row.dataset.row}"]`);
+      if (old) old.replaceWith(row); else list.appendChild(row);
+    }
+    // A cut timeline keeps its last rows only.
+    const max = Number(list.dataset.max || 0);
+    const rows = list.querySelectorAll("li[data-row]");
+    for (let i = 0; max && i < rows.length - max; i++) rows[i].remove();
+    localTimes(list);
+  });
+  // The line above a cut timeline ("N earlier rows are not shown").
+  source.addEventListener("more", (e) => {
+    const list = document.querySelector("#timeline ol.timeline");
+    if (!list) return;
+    const parsed = document.createElement("template");
+    parsed.innerHTML = e.data.trim();
+    const line = parsed.content.firstElementChild;
+    const old = list.querySelector("li.more");
+    if (old && line) old.replaceWith(line);
+    else if (old) old.remove();
+    else if (line) list.prepend(line);
+  });
   source.addEventListener("finished", (e) => {
     source.close();
     root.dataset.finished = e.data;

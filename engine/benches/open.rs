@@ -1,0 +1,111 @@
+//! Many open executions: `cargo bench -p cerebelum-engine --bench open
+//! [-- --count 100000] [--backend postgres]`.
+//!
+//! A real `cerebelum serve` (`--sync full`) and 16 gRPC clients start
+//! `--count` executions of the testkit's `approval` workflow, which then
+//! wait for ever (hibernated, open). Every tenth of the way it prints the
+//! start rate over that tenth, the largest SQLite WAL file seen so far
+//! (sampled every 50 ms; issue 31 bounds it to 64 MB) and serve's RSS — so
+//! a start rate that falls as open executions pile up shows, and so does
+//! a log that grows without bound.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use cerebelum::api::pb;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 16;
+
+fn main() {
+    let count: usize = common::bench_arg("--count").map_or(100_000, |c| c.parse().unwrap());
+    let backend = common::bench_backend();
+    let db = common::Db::on(backend);
+    let key = common::bench_tenant(&db);
+    let port = common::free_port();
+    let server = db.serve_api(port, &[]);
+    println!(
+        "open executions on {backend:?} ({} cores): {count} starts of a workflow that stays \
+         open, {CLIENTS} clients",
+        common::cores()
+    );
+    // The largest WAL seen, sampled while the run goes.
+    let wal = {
+        let mut name = db.path.clone().into_os_string();
+        name.push("-wal");
+        std::path::PathBuf::from(name)
+    };
+    let max_wal = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (max_wal, done) = (max_wal.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
+                max_wal.fetch_max(size, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Arc::new(AtomicU64::new(0));
+    runtime.block_on(async {
+        let mut client = common::grpc::connect(port, &key).await;
+        common::grpc::upload(&mut client, "kit", &common::guest("testkit")).await;
+        let tenth = (count / 10).max(1);
+        let mut rates = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let tasks: Vec<_> = (0..CLIENTS)
+                .map(|c| {
+                    let key = key.clone();
+                    let started = started.clone();
+                    let n = tenth / CLIENTS + usize::from(c < tenth % CLIENTS);
+                    tokio::spawn(async move {
+                        let mut client = common::grpc::connect(port, &key).await;
+                        for _ in 0..n {
+                            client
+                                .start_execution(pb::StartExecutionRequest {
+                                    package: "kit".into(),
+                                    workflow: "approval".into(),
+                                    input_json: r#"{"key":"go"}"#.into(),
+                                    ..Default::default()
+                                })
+                                .await
+                                .unwrap();
+                            started.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            let rate = tenth as f64 / t.elapsed().as_secs_f64();
+            rates.push(rate);
+            println!(
+                "  {:>7} open: {:>6.0} starts/s over the last {tenth}; largest WAL so far {:.1} \
+                 MB; serve peak RSS {:.0} MB",
+                started.load(Ordering::Relaxed),
+                rate,
+                max_wal.load(Ordering::Relaxed) as f64 / 1e6,
+                server.peak_rss() as f64 / 1e6,
+            );
+        }
+        println!(
+            "start rate: first tenth {:.0}/s, last tenth {:.0}/s ({:.0}% of the first); largest \
+             WAL {:.1} MB   [targets: last within 10% of the first; WAL <= 64 MB]",
+            rates[0],
+            rates[9],
+            rates[9] / rates[0] * 100.0,
+            max_wal.load(Ordering::Relaxed) as f64 / 1e6
+        );
+    });
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+}
