@@ -1034,19 +1034,23 @@ fn a_full_disk_refuses_writes_and_loses_nothing_acknowledged() {
             idempotency_key: key,
             ..Default::default()
         };
+        // A write refused on the full disk says so.
+        let disk_full = |status: tonic::Status| {
+            assert_eq!(
+                status.code(),
+                Code::ResourceExhausted,
+                "{status:?}\nserver log:\n{}",
+                log_tail()
+            );
+            assert!(status.message().contains("disk is full"), "{status:?}");
+        };
         let mut acknowledged = Vec::new();
         let mut refused = 0;
         for i in 0..2000 {
             match c.start_execution(start(Some(format!("key-{i}")))).await {
                 Ok(r) => acknowledged.push((i, r.into_inner().execution.unwrap().id)),
                 Err(status) => {
-                    assert_eq!(
-                        status.code(),
-                        Code::ResourceExhausted,
-                        "{status:?}\nserver log:\n{}",
-                        log_tail()
-                    );
-                    assert!(status.message().contains("disk is full"), "{status:?}");
+                    disk_full(status);
                     refused += 1;
                     if refused == 20 {
                         break;
@@ -1064,13 +1068,7 @@ fn a_full_disk_refuses_writes_and_loses_nothing_acknowledged() {
         let full = |r: Result<(), tonic::Status>| match r {
             Ok(()) => true,
             Err(status) => {
-                assert_eq!(
-                    status.code(),
-                    Code::ResourceExhausted,
-                    "{status:?}\nserver log:\n{}",
-                    log_tail()
-                );
-                assert!(status.message().contains("disk is full"), "{status:?}");
+                disk_full(status);
                 false
             }
         };
@@ -1078,7 +1076,7 @@ fn a_full_disk_refuses_writes_and_loses_nothing_acknowledged() {
         let unkeyed = match unkeyed {
             Ok(r) => Some(r.execution.unwrap().id),
             Err(status) => {
-                full(Err(status));
+                disk_full(status);
                 None
             }
         };

@@ -423,13 +423,16 @@ impl Api {
 
     /// An execution with the approvals it waits for.
     pub async fn execution(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionView> {
-        self.owned(tenant, id).await?;
+        // The record first: the journal read after it holds at least what
+        // the record's status says happened.
+        let record = self.owned(tenant, id).await?;
         let journal = self.store.executions().journal(id, 0).await?;
-        self.execution_with(tenant, id, &journal).await
+        self.view(record, &journal).await
     }
 
     /// [`Api::execution`] with its journal as the caller has it (a live
-    /// view that follows it), instead of reading it again.
+    /// view that follows it), instead of reading it again. The record may
+    /// be newer than that journal.
     pub async fn execution_with(
         &self,
         tenant: &TenantRecord,
@@ -437,6 +440,11 @@ impl Api {
         journal: &[Entry],
     ) -> Result<ExecutionView> {
         let record = self.owned(tenant, id).await?;
+        self.view(record, journal).await
+    }
+
+    async fn view(&self, record: ExecutionRecord, journal: &[Entry]) -> Result<ExecutionView> {
+        let id = record.id.as_str();
         let pending_approvals = self
             .store()
             .executions()

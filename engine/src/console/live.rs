@@ -125,7 +125,18 @@ async fn publish(
     let mut rows = Rendered::default();
     let mut version = 0;
     loop {
-        let view = api.execution_with(tenant, id, &entries).await?;
+        let mut view = api.execution_with(tenant, id, &entries).await?;
+        if view.record.status.is_terminal() {
+            // Its journal is complete now: what the feed has not brought
+            // yet is read, so the last snapshot shows all of it.
+            let rest = api.journal(tenant, id, timeline.last_seq).await?;
+            if !rest.is_empty() {
+                let read = entries.len();
+                entries.extend(rest);
+                timeline.extend(&entries[read..]);
+                view = api.execution_with(tenant, id, &entries).await?;
+            }
+        }
         let now_ms = api.now_ms();
         version += 1;
         // Only rows an entry made or changed since the last publication are
