@@ -45,6 +45,10 @@ pub enum Error {
     /// backend and driver: the message says what failed.
     #[error("database error: {0}")]
     Store(String),
+    /// An action was carried out, but its audit record could not be
+    /// written (the message says which, for the client).
+    #[error("{0}")]
+    Unaudited(String),
     /// The database's disk is full: nothing of the write was stored. The
     /// server goes on (and writes again) once space is freed.
     #[error("the server's disk is full: {0}")]

@@ -89,8 +89,12 @@ impl Actor {
                 error = %e, actor = %record.actor, action = %record.action,
                 target = %record.target, "writing the audit log failed"
             );
-            Error::Runtime(format!(
-                "{} of '{}' was carried out, but recording it in the audit log failed: {e}",
+            let why = match e {
+                Error::DiskFull(_) => "the server's disk is full",
+                _ => "the server's log has the details",
+            };
+            Error::Unaudited(format!(
+                "{} of '{}' was carried out, but recording it in the audit log failed ({why})",
                 record.action, record.target
             ))
         })

@@ -44,6 +44,8 @@ pub fn status(e: Error) -> Status {
         Error::LostOwnership(_) => {
             Status::unavailable("the execution moved to another node meanwhile; retry")
         }
+        // The action happened; its audit record is what was lost.
+        Error::Unaudited(m) => Status::data_loss(m),
         Error::DiskFull(e) => {
             tracing::error!(error = %e, "the disk is full answering a request");
             Status::resource_exhausted(DISK_FULL)

@@ -241,6 +241,7 @@ pub fn status_of(e: Error) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             "the execution moved to another node meanwhile; try again".into(),
         ),
+        Error::Unaudited(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
         Error::DiskFull(e) => {
             tracing::error!(error = %e, "the disk is full answering a console request");
             (StatusCode::INSUFFICIENT_STORAGE, DISK_FULL.into())

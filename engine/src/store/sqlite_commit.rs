@@ -93,22 +93,29 @@ impl CommitConnection {
                 while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_EVERY);
                     let size = std::fs::metadata(&wal).map_or(0, |m| m.len());
-                    let mode = if size > WAL_TRUNCATE_AT {
-                        "TRUNCATE"
-                    } else {
-                        "PASSIVE"
-                    };
-                    // (busy, log frames, checkpointed frames)
-                    let done =
-                        checkpoints.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-                            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-                        });
-                    match done {
-                        Ok((busy, _)) if mode == "TRUNCATE" && busy != 0 => {
-                            tracing::warn!(wal_bytes = size, "the WAL could not be truncated yet")
+                    // A passive checkpoint copies the log beside readers
+                    // and writers; past the size a truncating one follows,
+                    // which then has little left to copy and holds writers
+                    // only briefly.
+                    let mut modes = vec!["PASSIVE"];
+                    if size > WAL_TRUNCATE_AT {
+                        modes.push("TRUNCATE");
+                    }
+                    for mode in modes {
+                        // Its first column: 1 if it could not finish.
+                        let done = checkpoints.query_row(
+                            &format!("PRAGMA wal_checkpoint({mode})"),
+                            [],
+                            |r| r.get::<_, i64>(0),
+                        );
+                        match done {
+                            Ok(busy) if mode == "TRUNCATE" && busy != 0 => tracing::warn!(
+                                wal_bytes = size,
+                                "the WAL could not be truncated yet"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
                     }
                 }
             })
