@@ -38,13 +38,6 @@ struct Row {
     html: Arc<str>,
 }
 
-/// The rows rendered so far, as of the journal seq last published.
-#[derive(Default)]
-struct Rendered {
-    rows: Vec<Row>,
-    last_seq_published: i64,
-}
-
 /// An execution's page as it stands, shared by every viewer.
 pub struct Snapshot {
     /// Grows by one with every publication.
@@ -79,7 +72,7 @@ impl LiveViews {
         let views = self.clone();
         let (api, tenant) = (api.clone(), tenant.clone());
         tokio::spawn(async move {
-            if let Err(e) = publish(&api, &tenant, &key.1, &tx, &views, &key).await {
+            if let Err(e) = publish(&api, &tenant, &key, &tx, &views).await {
                 tracing::warn!(execution = %key.1, error = %e, "live view of an execution ended");
             }
             views.close(&key);
@@ -107,22 +100,24 @@ impl LiveViews {
     }
 }
 
-/// Follows execution `id`, publishing a snapshot after every burst, until
-/// it ends or nobody looks.
+/// Follows the execution of `key` (tenant, id), publishing a snapshot
+/// after every burst, until it ends or nobody looks.
 async fn publish(
     api: &Api,
     tenant: &TenantRecord,
-    id: &str,
+    key: &(String, String),
     tx: &Publisher,
     views: &LiveViews,
-    key: &(String, String),
 ) -> crate::Result<()> {
+    let id = key.1.as_str();
     let mut entries: Vec<Entry> = api.journal(tenant, id, 0).await?;
     let mut follower = api
         .watch(tenant, id, entries.last().map_or(0, |e| e.seq))
         .await?;
     let mut timeline = Timeline::build(&entries);
-    let mut rows = Rendered::default();
+    let mut rows: Vec<Row> = Vec::new();
+    // The journal seq `rows` were rendered as of.
+    let mut rows_seq = 0;
     let mut version = 0;
     loop {
         let mut view = api.execution_with(tenant, id, &entries).await?;
@@ -139,30 +134,28 @@ async fn publish(
         }
         let now_ms = api.now_ms();
         version += 1;
-        // Only rows an entry made or changed since the last publication are
-        // rendered again.
-        let before = rows.last_seq_published;
-        rows.rows.truncate(timeline.len());
+        // Only rows an entry made or changed since the last publication
+        // (as of the seq it showed) are rendered again.
         for i in 0..timeline.len() {
             let changed_at = timeline.row_seq(i);
-            if i < rows.rows.len() && changed_at <= before {
+            if i < rows.len() && changed_at <= rows_seq {
                 continue;
             }
             let row = Row {
                 changed_at,
                 html: timeline.row_html(i, now_ms).into(),
             };
-            match rows.rows.get_mut(i) {
+            match rows.get_mut(i) {
                 Some(old) => *old = row,
-                None => rows.rows.push(row),
+                None => rows.push(row),
             }
         }
-        rows.last_seq_published = timeline.last_seq;
+        rows_seq = timeline.last_seq;
         let ended = view.record.status.is_terminal();
         tx.send_replace(Some(Arc::new(Snapshot {
             version,
             view,
-            rows: Arc::new(rows.rows.clone()),
+            rows: Arc::new(rows.clone()),
             entries: timeline.entries,
             progress: timeline.progress.clone(),
             last_seq: timeline.last_seq,
