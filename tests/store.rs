@@ -80,6 +80,7 @@ store_suite!(
     workers_register_and_are_listed_with_their_tasks_in_flight,
     a_write_abandoned_half_way_leaves_the_store_writable,
     operator_keys_nodes_and_gauges,
+    the_open_count_follows_every_status_change,
 );
 
 /// Operator keys (no tenant), the nodes that hold leases, and the counts
@@ -2055,4 +2056,93 @@ async fn a_write_abandoned_half_way_leaves_the_store_writable(db: Db) {
     );
     let done = store.tasks().task(&claim.token.id).await.unwrap();
     assert_eq!(done.outcome, Some(Ok(json!("done"))));
+}
+
+/// The tenant's open count (kept by triggers, read as a sum of rows and
+/// folded when long) equals a count of its pending, running and waiting
+/// executions after creations, ends, a retry and a cancel; folding leaves
+/// one row.
+async fn the_open_count_follows_every_status_change(db: Db) {
+    let store = with_package(&db).await;
+    let counted = || {
+        db.scalar(
+            "SELECT COUNT(*) FROM executions WHERE status IN ('pending', 'running', 'waiting')",
+        )
+    };
+    let kept = || async { store.executions().count_open_executions(T).await.unwrap() };
+    assert_eq!(kept().await, 0);
+    // More changes than a read lets stand before it folds them (256).
+    for i in 0..200 {
+        create_owned(&store, &format!("ex_{i}"), "node-a").await;
+    }
+    for i in 200..300 {
+        store
+            .create_execution(new_execution(&format!("ex_{i}")), NOW, None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(counted(), 300);
+    let ends: Vec<CommitOp> = (0..150)
+        .map(|i| op(&format!("ex_{i}"), 1, vec![entry(1, "end")], finished()))
+        .collect();
+    for outcome in store.commit(ends, NOW).await.unwrap() {
+        outcome.unwrap();
+    }
+    let failed = StatusChange::Finished {
+        status: Status::Failed,
+        result: None,
+        error: Some(CallError::new(ErrorKind::Other("boom".into()), "")),
+    };
+    store
+        .commit(vec![op("ex_150", 1, vec![], Some(failed))], NOW)
+        .await
+        .unwrap()[0]
+        .as_ref()
+        .unwrap();
+    store
+        .executions()
+        .retry_execution("ex_150", NOW + 1)
+        .await
+        .unwrap();
+    store
+        .executions()
+        .request_cancel("ex_299", NOW + 1)
+        .await
+        .unwrap();
+    let rows = db.scalar("SELECT COUNT(*) FROM open_counts");
+    assert!(rows > 256, "{rows} rows: the read below folds them");
+    let expected = counted();
+    assert!((140..=150).contains(&expected), "{expected}");
+    assert_eq!(kept().await, expected, "the count read before folding");
+    assert_eq!(db.scalar("SELECT COUNT(*) FROM open_counts"), 1, "folded");
+    assert_eq!(kept().await, expected, "the count read after folding");
+    // Another tenant's executions are not counted.
+    let other = store.catalog();
+    other
+        .create_tenant("other", &Quotas::default(), &[], NOW)
+        .await
+        .unwrap();
+    other
+        .put_package(
+            "other",
+            "pkg",
+            "sha-1",
+            b"bytes",
+            &PackageInfo::default(),
+            NOW,
+        )
+        .await
+        .unwrap();
+    let mut theirs = new_execution("ex_other");
+    theirs.tenant = "other".into();
+    store.create_execution(theirs, NOW, None).await.unwrap();
+    assert_eq!(kept().await, expected);
+    assert_eq!(
+        store
+            .executions()
+            .count_open_executions("other")
+            .await
+            .unwrap(),
+        1
+    );
 }

@@ -373,6 +373,24 @@ impl Db {
     /// The one integer `query` selects (e.g. a `COUNT(*)`), read from
     /// this database directly.
     pub fn scalar(&self, query: &str) -> i64 {
+        match self.column::<i64>(query)[..] {
+            [n] => n,
+            ref other => panic!("{query}: {} rows, not one", other.len()),
+        }
+    }
+
+    /// The one column `query` selects, row by row, read from this
+    /// database directly.
+    pub fn column<T>(&self, query: &str) -> Vec<T>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+            + sqlx::Type<sqlx::Sqlite>
+            + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+            + sqlx::Type<sqlx::Postgres>
+            + Send
+            + Unpin
+            + 'static,
+    {
         let owned = query.to_owned();
         let (backend, url) = match self.backend {
             Backend::Sqlite => (self.backend, format!("sqlite://{}", self.path.display())),
@@ -382,15 +400,15 @@ impl Db {
             match backend {
                 Backend::Sqlite => {
                     let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-                    let n = sqlx::query_scalar::<_, i64>(&owned).fetch_one(&pool).await;
+                    let rows = sqlx::query_scalar::<_, T>(&owned).fetch_all(&pool).await;
                     pool.close().await;
-                    n
+                    rows
                 }
                 Backend::Postgres => {
                     let pool = sqlx::PgPool::connect(&url).await.unwrap();
-                    let n = sqlx::query_scalar::<_, i64>(&owned).fetch_one(&pool).await;
+                    let rows = sqlx::query_scalar::<_, T>(&owned).fetch_all(&pool).await;
                     pool.close().await;
-                    n
+                    rows
                 }
             }
         })
@@ -931,10 +949,20 @@ impl Server {
 
     /// The most resident memory the process ever had (VmHWM), bytes.
     pub fn peak_rss(&self) -> u64 {
+        self.memory("VmHWM:")
+    }
+
+    /// The process's resident memory now (VmRSS), bytes.
+    pub fn rss(&self) -> u64 {
+        self.memory("VmRSS:")
+    }
+
+    /// A memory line of `/proc/PID/status` (`field` with its colon), bytes.
+    fn memory(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let kib: u64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
             .unwrap();

@@ -1,0 +1,292 @@
+//! A million hibernated executions: `cargo bench -p cerebelum-engine
+//! --bench hibernated [-- --count 1000000] [--backend postgres|sqlite]
+//! [--waves 3] [--starts 5000]` (PostgreSQL by default: the production
+//! backend).
+//!
+//! A real `cerebelum serve` (`--sync full`) and 16 gRPC clients:
+//!
+//! 1. measure the start rate on the empty database (`--starts` starts of
+//!    the testkit's `approval` workflow, which stay open);
+//! 2. hibernate `--count` executions of `step_sleep_step` sleeping one
+//!    hour: one is started through the API and, once it hibernated, its
+//!    row and journal are copied `--count` times in the database (what a
+//!    million starts would leave, written in minutes instead of hours);
+//! 3. measure the start rate again with them all open (the start checks
+//!    the tenant's open executions: issue 31 keeps a counter for it);
+//! 4. `--waves` times, 10,000 executions due in the same millisecond (one
+//!    started with a 20 s sleep, copied 9,999 times once it hibernated):
+//!    the lateness of each is the time from its due time to its first
+//!    journal entry after waking.
+//!
+//! It prints serve's RSS after each phase (flat: hibernated executions
+//! hold no memory). Targets (issue 31): the start rate with all open
+//! within 10% of the empty database's; lateness p99 <= 100 ms.
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use cerebelum::api::pb;
+use common::{Backend, Db};
+use std::time::{Duration, Instant};
+
+const CLIENTS: usize = 16;
+const WAVE: usize = 10_000;
+/// How many copies one statement writes.
+const CHUNK: usize = 50_000;
+
+fn main() {
+    let count: usize = common::bench_arg("--count").map_or(1_000_000, |c| c.parse().unwrap());
+    let waves: usize = common::bench_arg("--waves").map_or(3, |c| c.parse().unwrap());
+    let starts: usize = common::bench_arg("--starts").map_or(5_000, |c| c.parse().unwrap());
+    let backend = match common::bench_arg("--backend").as_deref() {
+        None | Some("postgres") => Backend::Postgres,
+        Some("sqlite") => Backend::Sqlite,
+        Some(other) => panic!("--backend {other}: use postgres or sqlite"),
+    };
+    let db = Db::on(backend);
+    let key = db.tenant(
+        "bench",
+        &[
+            "--max-open-executions",
+            "100000000",
+            "--max-start-rate",
+            "1000000",
+        ],
+    );
+    let port = common::free_port();
+    let server = db.serve_api(port, &[]);
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    println!(
+        "{count} hibernated executions on {backend:?} ({} cores), {CLIENTS} clients",
+        common::cores()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut client = common::grpc::connect(port, &key).await;
+        common::grpc::upload(&mut client, "kit", &common::guest("testkit")).await;
+        let empty = start_rate(port, &key, starts).await;
+        println!(
+            "  empty database: {empty:.0} starts/s over {starts}; serve RSS {:.0} MB",
+            mb(server.rss())
+        );
+
+        let seeding = Instant::now();
+        let seed = hibernated(&mut client, 3_600_000).await;
+        copy(&db, &seed, "h", count - 1);
+        // What autovacuum does within a minute of so many new rows (the
+        // planner's statistics would still describe an empty table).
+        db.sql("ANALYZE");
+        let open = db.scalar(
+            "SELECT COUNT(*) FROM executions WHERE status IN ('pending', 'running', 'waiting')",
+        );
+        println!(
+            "  hibernated {count} in {:.0} s ({open} open); serve RSS {:.0} MB",
+            seeding.elapsed().as_secs_f64(),
+            mb(server.rss())
+        );
+
+        let full = start_rate(port, &key, starts).await;
+        println!(
+            "  {open} open: {full:.0} starts/s over {starts} ({:.0}% of the empty database's); \
+             serve RSS {:.0} MB",
+            full / empty * 100.0,
+            mb(server.rss())
+        );
+
+        let mut lateness = Vec::new();
+        for wave in 0..waves {
+            let seed = hibernated(&mut client, 20_000).await;
+            let due = db.scalar(&format!(
+                "SELECT wake_at FROM executions WHERE id = '{seed}'"
+            ));
+            let entries = db.scalar(&format!(
+                "SELECT COUNT(*) FROM journal WHERE execution_id = '{seed}'"
+            ));
+            let prefix = format!("w{wave}_");
+            copy(&db, &seed, &prefix, WAVE - 1);
+            let left = due - common::now_ms();
+            assert!(
+                left > 2_000,
+                "the wave was copied {left} ms before it is due"
+            );
+            let ids = format!("(execution_id = '{seed}' OR execution_id LIKE '{prefix}%')");
+            let woken = format!(
+                "SELECT COUNT(DISTINCT execution_id) FROM journal WHERE {ids} AND seq > {entries}"
+            );
+            let waited = Instant::now();
+            while db.scalar(&woken) < WAVE as i64 {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(300),
+                    "{} of the wave's {WAVE} woke in 5 minutes",
+                    db.scalar(&woken)
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let mut late: Vec<f64> = db
+                .column::<i64>(&format!(
+                    "SELECT MIN(at) - {due} FROM journal WHERE {ids} AND seq > {entries} \
+                     GROUP BY execution_id"
+                ))
+                .into_iter()
+                .map(|ms| ms as f64)
+                .collect();
+            println!(
+                "  wave {}: {WAVE} due in the same ms, lateness p50 {:.0} ms, p99 {:.0} ms, \
+                 max {:.0} ms; serve RSS {:.0} MB",
+                wave + 1,
+                common::percentile(&mut late, 0.5),
+                common::percentile(&mut late, 0.99),
+                common::percentile(&mut late, 1.0),
+                mb(server.rss())
+            );
+            lateness.extend(late);
+        }
+        let p99 = if lateness.is_empty() {
+            f64::NAN
+        } else {
+            common::percentile(&mut lateness, 0.99)
+        };
+        println!(
+            "start rate with {count} open: {:.0}% of the empty database's ({full:.0}/s vs \
+             {empty:.0}/s); timer lateness p99 {p99:.0} ms over {waves} waves; serve RSS {:.0} \
+             MB now, {:.0} MB at most   [targets: start rate within 10%; lateness p99 <= 100 \
+             ms; RSS flat]",
+            full / empty * 100.0,
+            mb(server.rss()),
+            mb(server.peak_rss())
+        );
+    });
+}
+
+/// Starts of `approval` (which stays open) per second, `n` of them by
+/// [`CLIENTS`] clients at once.
+async fn start_rate(port: u16, key: &str, n: usize) -> f64 {
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let key = key.to_owned();
+            let mine = n / CLIENTS + usize::from(c < n % CLIENTS);
+            tokio::spawn(async move {
+                let mut client = common::grpc::connect(port, &key).await;
+                for _ in 0..mine {
+                    client
+                        .start_execution(pb::StartExecutionRequest {
+                            package: "kit".into(),
+                            workflow: "approval".into(),
+                            input_json: r#"{"key":"go"}"#.into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Starts `step_sleep_step` sleeping `sleep_ms` and waits until it has
+/// hibernated; its id.
+async fn hibernated(client: &mut common::grpc::Client, sleep_ms: u64) -> String {
+    let id = client
+        .start_execution(pb::StartExecutionRequest {
+            package: "kit".into(),
+            workflow: "step_sleep_step".into(),
+            input_json: format!(r#"{{"sleep_ms":{sleep_ms}}}"#),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap()
+        .id;
+    let waited = Instant::now();
+    loop {
+        let status = client
+            .get_execution(pb::GetExecutionRequest { id: id.clone() })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        if status == pb::ExecutionStatus::Waiting as i32 {
+            return id;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "{id} did not hibernate in a minute: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Copies the hibernated execution `seed` (row and journal) `n` times as
+/// `{prefix}1`…`{prefix}n`, [`CHUNK`] per statement, printing progress.
+fn copy(db: &Db, seed: &str, prefix: &str, n: usize) {
+    let columns = |table: &str| -> Vec<String> {
+        let query = match db.backend {
+            Backend::Sqlite => format!("SELECT name FROM pragma_table_info('{table}')"),
+            Backend::Postgres => format!(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = '{table}' \
+                 AND table_schema = current_schema() ORDER BY ordinal_position"
+            ),
+        };
+        db.column::<String>(&query)
+    };
+    let copied = |table: &str, id_column: &str, replaced: &[(&str, &str)]| {
+        let names = columns(table);
+        let values: Vec<String> = names
+            .iter()
+            .map(|c| {
+                if c == id_column {
+                    format!("'{prefix}' || g.n")
+                } else {
+                    replaced
+                        .iter()
+                        .find(|(name, _)| name == c)
+                        .map_or(format!("t.{c}"), |(_, v)| (*v).to_owned())
+                }
+            })
+            .collect();
+        (names.join(", "), values.join(", "))
+    };
+    let (exec_names, exec_values) = copied(
+        "executions",
+        "id",
+        &[("idempotency_key", "NULL"), ("owner", "NULL")],
+    );
+    let (journal_names, journal_values) = copied("journal", "execution_id", &[]);
+    let t = Instant::now();
+    let mut done = 0;
+    while done < n {
+        let to = (done + CHUNK).min(n);
+        let numbers = format!(
+            "WITH RECURSIVE g(n) AS (SELECT {} UNION ALL SELECT n + 1 FROM g WHERE n < {to})",
+            done + 1
+        );
+        db.sql(&format!(
+            "{numbers} INSERT INTO executions ({exec_names}) SELECT {exec_values} \
+             FROM executions t, g WHERE t.id = '{seed}'"
+        ));
+        db.sql(&format!(
+            "{numbers} INSERT INTO journal ({journal_names}) SELECT {journal_values} \
+             FROM journal t, g WHERE t.execution_id = '{seed}'"
+        ));
+        done = to;
+        if n > CHUNK {
+            eprint!(
+                "\r    copied {done}/{n} ({:.0}/s)   ",
+                done as f64 / t.elapsed().as_secs_f64()
+            );
+        }
+    }
+    if n > CHUNK {
+        eprintln!();
+    }
+}
