@@ -2,32 +2,39 @@
 -- has, kept by triggers in the same transaction as every change of an
 -- execution's status, so that a start reads its tenant's count instead
 -- of counting its executions (issue 31). A tenant's count is the sum of
--- its rows: a change adds a row (+1 or -1) instead of updating one, so
--- that concurrent writers (two nodes' group commits, an API write) never
--- wait for each other's counter row or deadlock on two tenants' rows; a
--- read that finds many rows folds them into one
+-- its rows, one per `shard`: each connection adds to its own (its
+-- backend's pid), so concurrent writers (two nodes' group commits, an
+-- API write) never wait for each other's counter or deadlock on two
+-- tenants'. The update of a row changes no indexed column, so it stays
+-- on its page (HOT) and leaves nothing for an index scan to skip. A read
+-- that finds many rows (connections come and go) folds them
 -- (`Executions::count_open_executions`).
 
 CREATE TABLE open_counts (
     tenant TEXT NOT NULL,
-    delta  BIGINT NOT NULL
+    shard  BIGINT NOT NULL,
+    n      BIGINT NOT NULL,
+    PRIMARY KEY (tenant, shard)
 );
 
-CREATE INDEX open_counts_tenant ON open_counts (tenant);
-
-INSERT INTO open_counts (tenant, delta)
-    SELECT tenant, COUNT(*) FROM executions
+INSERT INTO open_counts (tenant, shard, n)
+    SELECT tenant, 0, COUNT(*) FROM executions
     WHERE status IN ('pending', 'running', 'waiting') GROUP BY tenant;
 
 CREATE FUNCTION open_counts_track() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    t TEXT;
+    d BIGINT;
 BEGIN
     IF TG_OP = 'DELETE' THEN
-        INSERT INTO open_counts (tenant, delta) VALUES (OLD.tenant, -1);
-    ELSIF NEW.status IN ('pending', 'running', 'waiting') THEN
-        INSERT INTO open_counts (tenant, delta) VALUES (NEW.tenant, 1);
+        t := OLD.tenant;
+        d := -1;
     ELSE
-        INSERT INTO open_counts (tenant, delta) VALUES (NEW.tenant, -1);
+        t := NEW.tenant;
+        d := CASE WHEN NEW.status IN ('pending', 'running', 'waiting') THEN 1 ELSE -1 END;
     END IF;
+    INSERT INTO open_counts (tenant, shard, n) VALUES (t, pg_backend_pid(), d)
+    ON CONFLICT (tenant, shard) DO UPDATE SET n = open_counts.n + EXCLUDED.n;
     RETURN NULL;
 END
 $$;

@@ -54,6 +54,7 @@ const DIALECT: Dialect = Dialect {
     lock_uploads: Some("SELECT pg_advisory_xact_lock(hashtext('cerebelum.packages'))"),
     skip_locked: " FOR UPDATE SKIP LOCKED",
     no_flush: Some("SET LOCAL synchronous_commit = off"),
+    shard: "pg_backend_pid()",
 };
 
 impl PgStore {
@@ -136,6 +137,7 @@ impl PgStore {
                 reader: pool.clone(),
                 writer: pool,
                 dialect: DIALECT,
+                folding: Default::default(),
                 task_batches: Default::default(),
             },
         })

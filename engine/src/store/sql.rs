@@ -25,8 +25,10 @@ use crate::model::{
 use async_trait::async_trait;
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Type};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 /// What [`FetchWritten::fetch_written`] returns.
 pub(super) type Written<'e, DB> =
@@ -85,6 +87,10 @@ pub(super) struct Dialect {
     /// Run first in a transaction whose commit need not be flushed (task
     /// claims: see `store::tasks`).
     pub no_flush: Option<&'static str>,
+    /// The shard of the open-executions count that this connection's
+    /// writes add to (migration 0014): its backend on PostgreSQL, the one
+    /// writer's on SQLite.
+    pub shard: &'static str,
 }
 
 /// The shared SQL over a backend's pools: `reader` serves reads, `writer`
@@ -96,41 +102,20 @@ pub(super) struct Sql<DB: Database> {
     pub(super) dialect: Dialect,
     /// Claims and completions of tasks, committed in batches.
     pub(super) task_batches: super::tasks::Batches,
+    /// The tenants whose open count this process is folding.
+    pub(super) folding: Arc<Mutex<HashSet<String>>>,
 }
 
-/// How many rows of a tenant's open count a read folds into one.
-const FOLD_OPEN_COUNTS_AT: i64 = 256;
+/// How many rows (shards) of a tenant's open count make a read fold them.
+const FOLD_OPEN_COUNTS_AT: i64 = 64;
 
 impl<DB: Database> Sql<DB> {
-    /// Folds `tenant`'s rows in `open_counts` into one with their sum.
-    /// Deletes only the rows it read (a write in flight adds its row
-    /// after them), so the sum stays the count.
-    async fn fold_open_counts(&self, tenant: &str) -> Result<()>
-    where
-        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-        for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-        for<'q> &'q str: Encode<'q, DB> + Type<DB>,
-        for<'q> i64: Encode<'q, DB> + Type<DB>,
-        for<'r> i64: Decode<'r, DB>,
-        usize: ColumnIndex<DB::Row>,
-    {
-        let mut tx = self.begin_write().await?;
-        let deltas = sqlx::query_scalar::<DB, i64>(
-            "DELETE FROM open_counts WHERE tenant = $1 RETURNING delta",
-        )
-        .bind(tenant)
-        .fetch_all(&mut *tx)
-        .await?;
-        let sum: i64 = deltas.iter().sum();
-        if sum != 0 {
-            sqlx::query::<DB>("INSERT INTO open_counts (tenant, delta) VALUES ($1, $2)")
-                .bind(tenant)
-                .bind(sum)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+    /// Marks `tenant`'s open count as being folded; `false` if it was.
+    fn folding(&self, tenant: &str) -> bool {
+        self.folding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_owned())
     }
 
     /// Begins a write transaction on a task of its own, so that a caller
@@ -152,6 +137,42 @@ impl<DB: Database> Sql<DB> {
             ))),
         }
     }
+}
+
+/// Folds `tenant`'s rows in `open_counts` into this connection's shard,
+/// in one transaction, so the sum stays the count. On PostgreSQL, rows
+/// another transaction is adding to are left for a later fold instead of
+/// waited for.
+async fn fold_open_counts<DB>(writer: Pool<DB>, dialect: Dialect, tenant: &str) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    usize: ColumnIndex<DB::Row>,
+{
+    let shard = dialect.shard;
+    let mut tx = writer.begin_with(dialect.begin).await?;
+    let counts = sqlx::query_scalar::<DB, i64>(&format!(
+        "DELETE FROM open_counts WHERE tenant = $1 AND shard IN (SELECT shard FROM open_counts \
+         WHERE tenant = $1 AND shard <> {shard}{}) RETURNING n",
+        dialect.skip_locked
+    ))
+    .bind(tenant)
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query::<DB>(&format!(
+        "INSERT INTO open_counts (tenant, shard, n) VALUES ($1, {shard}, $2) \
+         ON CONFLICT (tenant, shard) DO UPDATE SET n = open_counts.n + excluded.n"
+    ))
+    .bind(tenant)
+    .bind(counts.iter().sum::<i64>())
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Execution `id`, read on `conn` (with the dialect's row lock if `lock`).
@@ -812,18 +833,30 @@ where
     DB::Row: Columns,
 {
     async fn count_open_executions(&self, tenant: &str) -> Result<i64> {
-        // The triggers of migration 0014 keep the count as rows of +1 and
-        // -1 in the same transactions as the status changes: the sum is
-        // the count, and many rows are folded into one.
+        // The triggers of migration 0014 keep the count, in shards, in the
+        // same transactions as the status changes: their sum is the count.
         let (open, rows) = sqlx::query_as::<DB, (i64, i64)>(
-            "SELECT CAST(COALESCE(SUM(delta), 0) AS BIGINT), COUNT(*) FROM open_counts \
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), COUNT(*) FROM open_counts \
              WHERE tenant = $1",
         )
         .bind(tenant)
         .fetch_one(&self.reader)
         .await?;
-        if rows > FOLD_OPEN_COUNTS_AT {
-            self.fold_open_counts(tenant).await?;
+        if rows > FOLD_OPEN_COUNTS_AT && self.folding(tenant) {
+            // On a task of its own: the caller neither waits for it nor
+            // can drop it half-way (see `begin_write`).
+            let (writer, dialect, folding) =
+                (self.writer.clone(), self.dialect, self.folding.clone());
+            let tenant = tenant.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = fold_open_counts(writer, dialect, &tenant).await {
+                    tracing::warn!(%tenant, error = %e, "folding the open-executions count failed");
+                }
+                folding
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&tenant);
+            });
         }
         Ok(open)
     }

@@ -44,6 +44,7 @@ const DIALECT: Dialect = Dialect {
     skip_locked: "",
     // Claims run on the commit connection (`sqlite_tasks`), which says so.
     no_flush: None,
+    shard: "0",
 };
 
 impl SqliteStore {
@@ -109,6 +110,7 @@ impl SqliteStore {
                 reader,
                 writer,
                 dialect: DIALECT,
+                folding: Default::default(),
                 task_batches: Batches::on(commits.clone()),
             },
             commits,
