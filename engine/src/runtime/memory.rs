@@ -7,6 +7,12 @@
 //! that would pass the budget waits for room, off its CPU time and without
 //! its core, in turn (first come, first served) as others free theirs.
 //!
+//! Tenants take turns: each waits in a line of its own, and only the first
+//! of each line waits for memory, so a tenant with forty invocations
+//! waiting has one in the node's line at a time, and another tenant's
+//! one waiter is served after at most one of them (FIFO per tenant,
+//! round-robin between tenants).
+//!
 //! Waiting is only worth it while some holder of the budget runs and will
 //! give its memory back. When every page held belongs to an invocation
 //! that waits for more — or waits for other invocations (a workflow in
@@ -16,11 +22,22 @@
 //! goes to the first in line, and the others go on in turn. [`MAX_WAIT`]
 //! bounds any other wait.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A tenant's line of memory waiters: the first holds the lock.
+type Turn = Arc<tokio::sync::Mutex<()>>;
+
+/// A wait for pages of the budget.
+type Acquire = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>>
+            + Send,
+    >,
+>;
 
 /// The unit of the budget: a wasm page.
 const PAGE: usize = 64 << 10;
@@ -50,6 +67,8 @@ pub struct MemoryBudget {
     waiters: Arc<Mutex<Waiters>>,
     /// Pages in [`Held`] values: held by invocations.
     in_use: Arc<AtomicUsize>,
+    /// Each tenant's line: its first waiter holds the turn.
+    turns: Arc<Mutex<HashMap<Arc<str>, Turn>>>,
 }
 
 /// Memory taken from a [`MemoryBudget`]; given back when dropped.
@@ -67,6 +86,7 @@ impl MemoryBudget {
             total_pages,
             waiters: Arc::default(),
             in_use: Arc::default(),
+            turns: Arc::default(),
         }
     }
 
@@ -158,11 +178,25 @@ impl MemoryBudget {
                 .is_some_and(|(t, _)| *t == ticket)
     }
 
+    /// `tenant`'s line of memory waiters.
+    fn turn(&self, tenant: &str) -> Turn {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        match turns.get(tenant) {
+            Some(turn) => turn.clone(),
+            None => {
+                let turn = Arc::new(tokio::sync::Mutex::new(()));
+                turns.insert(tenant.into(), turn.clone());
+                turn
+            }
+        }
+    }
+
     /// Waits for `pages` (from [`MemoryBudget::try_grow`]) for an
-    /// invocation that holds `holding` pages (of all its memories), in turn; `None` if the budget
-    /// could never hold them, if waiting could not end (see the module
-    /// docs; it looks every [`CHECK_EVERY`]), or after [`MAX_WAIT`].
-    pub(super) async fn grow(&self, pages: usize, holding: usize) -> Option<Held> {
+    /// invocation of `tenant` that holds `holding` pages (of all its
+    /// memories), in turn (see the module docs); `None` if the budget
+    /// could never hold them, if waiting could not end (it looks every
+    /// [`CHECK_EVERY`]), or after [`MAX_WAIT`].
+    pub(super) async fn grow(&self, tenant: &str, pages: usize, holding: usize) -> Option<Held> {
         if pages > self.total_pages {
             return None;
         }
@@ -174,16 +208,26 @@ impl MemoryBudget {
             waiters.growing.insert(ticket, holding);
             ticket
         };
-        // One acquisition for the whole wait: it keeps its place in line.
-        let acquire = self.pages.clone().acquire_many_owned(pages as u32);
-        tokio::pin!(acquire);
+        // The tenant's turn first, then one acquisition for the whole
+        // wait: each keeps its place in its line.
+        let turn = self.turn(tenant).lock_owned();
+        tokio::pin!(turn);
+        let mut acquire: Option<(Acquire, tokio::sync::OwnedMutexGuard<()>)> = None;
         let deadline = tokio::time::Instant::now() + MAX_WAIT;
         let got = loop {
             if self.circle_closed_by(ticket) {
                 break None;
             }
             tokio::select! {
-                got = &mut acquire => break got.ok().map(|p| self.held(p)),
+                mine = &mut turn, if acquire.is_none() => {
+                    let permits = self.pages.clone().acquire_many_owned(pages as u32);
+                    acquire = Some((Box::pin(permits), mine));
+                }
+                got = async { acquire.as_mut().expect("guarded").0.as_mut().await },
+                    if acquire.is_some() =>
+                {
+                    break got.ok().map(|p| self.held(p));
+                }
                 () = tokio::time::sleep(CHECK_EVERY) => {
                     if tokio::time::Instant::now() >= deadline {
                         break None;
@@ -250,7 +294,7 @@ mod tests {
         // A waiter holding 1 page: the holder of 8 runs, so it waits.
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.grow(5, 1).await.is_some() }
+            async move { budget.grow("t", 5, 1).await.is_some() }
         });
         tokio::task::yield_now().await;
         drop(held);
@@ -259,9 +303,39 @@ mod tests {
             "room came when the holder went away"
         );
         assert!(
-            budget.grow(11, 0).await.is_none(),
+            budget.grow("t", 11, 0).await.is_none(),
             "more than the whole budget"
         );
+    }
+
+    #[tokio::test]
+    async fn tenants_take_turns_and_each_tenant_waits_in_order() {
+        let budget = MemoryBudget::new(10 * PAGE);
+        let all = budget.try_grow(0, 10 * PAGE).ok().unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let wait = |tenant: &'static str, name: &'static str| {
+            let (budget, order) = (budget.clone(), order.clone());
+            tokio::spawn(async move {
+                let held = budget.grow(tenant, 5, 0).await.expect("room comes");
+                order.lock().unwrap().push(name);
+                // Hold it until the test ends.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                drop(held);
+            })
+        };
+        // Three of A's wait, then one of B's.
+        let mut waiting = Vec::new();
+        for (tenant, name) in [("a", "a1"), ("a", "a2"), ("a", "a3"), ("b", "b1")] {
+            waiting.push(wait(tenant, name));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Room for two: A's first, then B's (not A's second).
+        drop(all);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*order.lock().unwrap(), ["a1", "b1"]);
+        for task in waiting {
+            task.abort();
+        }
     }
 
     #[tokio::test]
@@ -272,12 +346,12 @@ mod tests {
         // The first waits for more while the second runs: it may wait.
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.grow(2, 6).await.is_some() }
+            async move { budget.grow("a", 2, 6).await.is_some() }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         // The second asks too: both would wait for ever. It fails now...
         let started = std::time::Instant::now();
-        assert!(budget.grow(2, 4).await.is_none());
+        assert!(budget.grow("b", 2, 4).await.is_none());
         assert!(started.elapsed() < MAX_WAIT / 2);
         // ...its memory is freed, and the first goes on.
         drop(second);

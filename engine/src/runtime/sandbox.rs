@@ -361,8 +361,12 @@ impl ResourceLimiterAsync for Sandbox {
                     (desired - current) >> 20
                 )));
                 // Waiting is not CPU time, and frees the core meanwhile.
+                let tenant = self
+                    .cpu
+                    .as_ref()
+                    .map_or_else(|| Arc::from(""), |cpu| cpu.tenant.clone());
                 let began = self.wait_begin();
-                let got = budget.grow(pages, holding).await;
+                let got = budget.grow(&tenant, pages, holding).await;
                 self.wait_end(began).await;
                 on_wait(None);
                 match got {
