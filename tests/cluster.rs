@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    Db, Server, assert_contiguous, attempts, entries, guest, now_ms, results, step_call_seq,
+    Db, Server, assert_consistent, attempts, entries, guest, now_ms, results, step_call_seq,
 };
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -27,27 +27,6 @@ fn par_map<I: Sync, T: Send>(items: &[I], threads: usize, f: impl Fn(&I) -> T + 
             .flat_map(|h| h.join().unwrap())
             .collect()
     })
-}
-
-/// Seqs must be 1..=n; every call has at most one result, every step call
-/// exactly one.
-fn assert_consistent(id: &str, journal: &[Value]) {
-    assert_contiguous(id, journal);
-    let mut per_call: HashMap<i64, usize> = HashMap::new();
-    for e in entries(journal, "result") {
-        *per_call.entry(e["ref_seq"].as_i64().unwrap()).or_default() += 1;
-    }
-    for (seq, n) in &per_call {
-        assert_eq!(*n, 1, "{id}: the call at seq {seq} has {n} results");
-    }
-    for call in entries(journal, "call-step") {
-        let seq = call["seq"].as_i64().unwrap();
-        assert_eq!(
-            per_call.get(&seq),
-            Some(&1),
-            "{id}: step call {seq} has no result"
-        );
-    }
 }
 
 /// Executions by id, as `list` shows them.

@@ -10,9 +10,8 @@
 
 mod common;
 
-use common::{Db, assert_contiguous, bin, cache_dir, entries, guest, now_ms};
+use common::{Db, assert_consistent, bin, cache_dir, entries, guest, now_ms};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -260,27 +259,6 @@ fn split_pg_url(url: &str) -> (String, String) {
         format!("{address}:5432")
     };
     (address, format!("{scheme}://{user}{{}}{tail}"))
-}
-
-/// Seqs must be 1..=n; every call has at most one result, every step call
-/// exactly one (as in `cluster.rs`).
-fn assert_consistent(id: &str, journal: &[Value]) {
-    assert_contiguous(id, journal);
-    let mut per_call: HashMap<i64, usize> = HashMap::new();
-    for e in entries(journal, "result") {
-        *per_call.entry(e["ref_seq"].as_i64().unwrap()).or_default() += 1;
-    }
-    for (seq, n) in &per_call {
-        assert_eq!(*n, 1, "{id}: the call at seq {seq} has {n} results");
-    }
-    for call in entries(journal, "call-step") {
-        let seq = call["seq"].as_i64().unwrap();
-        assert_eq!(
-            per_call.get(&seq),
-            Some(&1),
-            "{id}: step call {seq} has no result"
-        );
-    }
 }
 
 /// Step calls of a journal that have their result.

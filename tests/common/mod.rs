@@ -996,6 +996,28 @@ pub fn assert_contiguous(id: &str, journal: &[Value]) {
     assert_eq!(seqs, expected, "{id}: journal seqs are not contiguous");
 }
 
+/// Asserts that the journal of a finished execution `id` is consistent:
+/// seqs 1..=n, at most one result per call, exactly one per step call
+/// (none twice, as after a takeover by another node).
+pub fn assert_consistent(id: &str, journal: &[Value]) {
+    assert_contiguous(id, journal);
+    let mut per_call: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+    for e in entries(journal, "result") {
+        *per_call.entry(e["ref_seq"].as_i64().unwrap()).or_default() += 1;
+    }
+    for (seq, n) in &per_call {
+        assert_eq!(*n, 1, "{id}: the call at seq {seq} has {n} results");
+    }
+    for call in entries(journal, "call-step") {
+        let seq = call["seq"].as_i64().unwrap();
+        assert_eq!(
+            per_call.get(&seq),
+            Some(&1),
+            "{id}: step call {seq} has no result"
+        );
+    }
+}
+
 /// Entries of `kind` in a journal.
 pub fn entries<'a>(journal: &'a [Value], kind: &str) -> Vec<&'a Value> {
     journal.iter().filter(|e| e["kind"] == kind).collect()
