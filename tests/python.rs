@@ -735,3 +735,42 @@ fn a_python_step_sends_its_request_once_across_kill9() {
             .contains("py-secret-0042")
     );
 }
+
+/// Issue 35: the README's first Python example failed as written
+/// (`NameError: name 'configure_dns' is not defined`). Its block, saved
+/// as `app.py`, runs as the README says: `python app.py` locally, then
+/// built and run in the engine, with the same result.
+#[test]
+fn the_readme_python_example_runs_as_written() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = readme
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("README.md has a ```python block");
+    let dir = root().join("target").join("readme-python");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("app.py"), block).unwrap();
+    let expected = json!({"ok": {"message": "1.4.2 is live at https://web-1.example.com"}});
+    let here = Command::new(python())
+        .arg(dir.join("app.py"))
+        .output()
+        .expect("running python app.py");
+    let stdout = String::from_utf8_lossy(&here.stdout);
+    assert!(
+        here.status.success(),
+        "python app.py: {}",
+        String::from_utf8_lossy(&here.stderr)
+    );
+    // The progress line, then the output as Python prints it.
+    assert_eq!(
+        stdout.lines().last(),
+        Some("{'ok': {'message': '1.4.2 is live at https://web-1.example.com'}}"),
+        "python app.py: {stdout}"
+    );
+    let db = Db::new();
+    let wasm = python_guest("target/readme-python/app.py");
+    let result = engine(&db, &wasm, "deploy", r#"{"name": "web-1"}"#);
+    assert_eq!(result["output"], expected, "cerebelum run app.wasm deploy");
+    assert_eq!(result["steps"]["install_app"], json!({"version": "1.4.2"}));
+}
