@@ -497,15 +497,23 @@ fn shows(status: &str) -> String {
     format!("document.querySelector('#summary .badge[data-status=\"{status}\"]') !== null")
 }
 
-/// Clicks `css` and accepts the confirmation it asks for.
+/// Clicks `css` and accepts the confirmation it asks for. The live view
+/// may replace the element between finding and clicking it (a stale
+/// element): it is found again.
 async fn click_and_confirm(browser: &Client, css: &str) {
-    browser
-        .find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    for attempt in 1.. {
+        let clicked = match browser.find(Locator::Css(css)).await {
+            Ok(button) => button.click().await,
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => break,
+            Err(e) if e.is_stale_element_reference() && attempt < 20 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
     browser.accept_alert().await.expect("a confirmation");
 }
 

@@ -773,4 +773,12 @@ fn the_readme_python_example_runs_as_written() {
     let result = engine(&db, &wasm, "deploy", r#"{"name": "web-1"}"#);
     assert_eq!(result["output"], expected, "cerebelum run app.wasm deploy");
     assert_eq!(result["steps"]["install_app"], json!({"version": "1.4.2"}));
+    // Issue 33 (8): objects keep the order the step wrote them in (as
+    // printed locally), not sorted.
+    let keys: Vec<&String> = result["steps"]["configure_dns"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(keys, ["record", "points_to"], "{result}");
 }

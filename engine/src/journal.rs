@@ -208,8 +208,40 @@ impl CallKind {
         let mut h = sha2::Sha256::new();
         h.update(self.as_str().as_bytes());
         h.update([0]);
-        h.update(args.to_string().as_bytes());
+        let sorted = serde_json::to_string(&SortedKeys(args)).unwrap_or_default();
+        h.update(sorted.as_bytes());
         hex::encode(&h.finalize()[..8])
+    }
+}
+
+/// A JSON value serialized with the keys of its objects sorted, whatever
+/// order they are kept in (objects keep the order they were written in:
+/// serde_json's `preserve_order`), so that a call's hash stays what it
+/// was when maps were sorted and journals written then still replay.
+struct SortedKeys<'a>(&'a Value);
+
+impl Serialize for SortedKeys<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self.0 {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                let mut out = serializer.serialize_map(Some(keys.len()))?;
+                for key in keys {
+                    out.serialize_entry(key, &SortedKeys(&map[key]))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&SortedKeys(item))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
+        }
     }
 }
 
@@ -1095,5 +1127,23 @@ mod tests {
         let mut h = sha2::Sha256::new();
         h.update(b"sleep\0{\"duration_ms\":1}");
         assert_eq!(a, hex::encode(&h.finalize()[..8]));
+        // Objects keep the order they were written in; the hash reads
+        // their keys sorted, as when maps were sorted.
+        let unsorted: Value =
+            serde_json::from_str(r#"{"b":1,"a":{"d":[{"z":1,"y":2}],"c":3}}"#).unwrap();
+        let mut h = sha2::Sha256::new();
+        h.update(b"call-step\0");
+        h.update(br#"{"a":{"c":3,"d":[{"y":2,"z":1}]},"b":1}"#);
+        assert_eq!(
+            CallKind::CallStep.hash_value(&unsorted),
+            hex::encode(&h.finalize()[..8])
+        );
+    }
+
+    #[test]
+    fn objects_keep_the_order_they_were_written_in() {
+        let text = r#"{"slack":1,"github":2,"jira":{"z":1,"a":2}}"#;
+        let value: Value = serde_json::from_str(text).unwrap();
+        assert_eq!(value.to_string(), text);
     }
 }
