@@ -34,6 +34,9 @@ pub(crate) struct Invocation {
 }
 
 /// What a host call found in the journal.
+// Returned and matched at once, never stored: boxing the call would cost
+// an allocation per replayed call for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Recorded {
     /// The call was made before: its entry (with its seq and recorded
     /// answer or due time).

@@ -32,6 +32,10 @@ const POLL_WHILE_LOCAL: Duration = Duration::from_secs(1);
 const BACKLOG: usize = 1024;
 
 /// One event of a followed execution.
+// Handed from the feed to its follower once; entries are nearly every
+// event, and the record comes once: boxing either costs more than the
+// size difference.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum FeedEvent {
     Entry(Entry),
