@@ -481,7 +481,11 @@ fn plain(line: &str) -> String {
     out
 }
 
-/// What a node logged so far.
+/// What a node logged so far (nothing before it created its log).
 fn read_log(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => panic!("reading {}: {e}", path.display()),
+    }
 }

@@ -266,6 +266,21 @@ async fn with_package(db: &Db) -> SharedStore {
     store
 }
 
+/// Creates tenant `name` with the package `pkg` (sha `sha-1`, the same
+/// bytes as [`with_package`]'s).
+async fn tenant_with_package(store: &SharedStore, name: &str) -> cerebelum::model::PackageRecord {
+    store
+        .catalog()
+        .create_tenant(name, &Quotas::default(), &[], NOW)
+        .await
+        .unwrap();
+    store
+        .catalog()
+        .put_package(name, "pkg", "sha-1", b"bytes", &PackageInfo::default(), NOW)
+        .await
+        .unwrap()
+}
+
 fn new_execution(id: &str) -> NewExecution {
     NewExecution {
         id: id.to_owned(),
@@ -702,24 +717,8 @@ async fn secrets_are_per_tenant_and_listed_without_values(db: Db) {
 /// Packages, idempotency keys and listings are per tenant.
 async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
     let store = with_package(&db).await;
-    store
-        .catalog()
-        .create_tenant("acme", &Quotas::default(), &[], NOW)
-        .await
-        .unwrap();
     // The same bytes and name are version 1 of each tenant.
-    let theirs = store
-        .catalog()
-        .put_package(
-            "acme",
-            "pkg",
-            "sha-1",
-            b"bytes",
-            &PackageInfo::default(),
-            NOW,
-        )
-        .await
-        .unwrap();
+    let theirs = tenant_with_package(&store, "acme").await;
     assert_eq!((theirs.tenant.as_str(), theirs.version), ("acme", 1));
     let keyed = |id: &str, tenant: &str| NewExecution {
         tenant: tenant.to_owned(),
@@ -2126,22 +2125,7 @@ async fn the_open_count_follows_every_status_change(db: Db) {
     }
     assert_eq!(kept().await, expected, "the count read after folding");
     // Another tenant's executions are not counted.
-    let other = store.catalog();
-    other
-        .create_tenant("other", &Quotas::default(), &[], NOW)
-        .await
-        .unwrap();
-    other
-        .put_package(
-            "other",
-            "pkg",
-            "sha-1",
-            b"bytes",
-            &PackageInfo::default(),
-            NOW,
-        )
-        .await
-        .unwrap();
+    tenant_with_package(&store, "other").await;
     let mut theirs = new_execution("ex_other");
     theirs.tenant = "other".into();
     store.create_execution(theirs, NOW, None).await.unwrap();

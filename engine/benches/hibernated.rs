@@ -67,7 +67,9 @@ fn main() {
     runtime.block_on(async {
         let mut client = common::grpc::connect(port, &key).await;
         common::grpc::upload(&mut client, "kit", &common::guest("testkit")).await;
-        let empty = start_rate(port, &key, starts).await;
+        // Whether this server keeps an open count (an older build does not).
+        let counts = keeps_open_count(&db);
+        let empty = common::start_open_executions(port, &key, starts, CLIENTS).await;
         println!(
             "  empty database: {empty:.0} starts/s over {starts}; serve RSS {:.0} MB",
             mb(server.rss())
@@ -75,14 +77,14 @@ fn main() {
 
         let seeding = Instant::now();
         let seed = hibernated(&mut client, 3_600_000).await;
-        copy(&db, &seed, "h", count - 1);
+        copy(&db, &seed, "h", count - 1, counts);
         // What autovacuum does within a minute of so many new rows (the
         // planner's statistics would still describe an empty table).
         db.sql("ANALYZE");
         let open = db.scalar(
             "SELECT COUNT(*) FROM executions WHERE status IN ('pending', 'running', 'waiting')",
         );
-        if keeps_open_count(&db) {
+        if counts {
             let kept = db.scalar("SELECT CAST(SUM(n) AS BIGINT) FROM open_counts");
             assert_eq!(kept, open, "the open count kept for starts");
         } else {
@@ -94,7 +96,7 @@ fn main() {
             mb(server.rss())
         );
 
-        let full = start_rate(port, &key, starts).await;
+        let full = common::start_open_executions(port, &key, starts, CLIENTS).await;
         println!(
             "  {open} open: {full:.0} starts/s over {starts} ({:.0}% of the empty database's); \
              serve RSS {:.0} MB",
@@ -112,7 +114,7 @@ fn main() {
                 "SELECT COUNT(*) FROM journal WHERE execution_id = '{seed}'"
             ));
             let prefix = format!("w{wave}_");
-            copy(&db, &seed, &prefix, WAVE - 1);
+            copy(&db, &seed, &prefix, WAVE - 1, counts);
             let left = due - common::now_ms();
             assert!(
                 left > 2_000,
@@ -167,36 +169,6 @@ fn main() {
     });
 }
 
-/// Starts of `approval` (which stays open) per second, `n` of them by
-/// [`CLIENTS`] clients at once.
-async fn start_rate(port: u16, key: &str, n: usize) -> f64 {
-    let t = Instant::now();
-    let tasks: Vec<_> = (0..CLIENTS)
-        .map(|c| {
-            let key = key.to_owned();
-            let mine = n / CLIENTS + usize::from(c < n % CLIENTS);
-            tokio::spawn(async move {
-                let mut client = common::grpc::connect(port, &key).await;
-                for _ in 0..mine {
-                    client
-                        .start_execution(pb::StartExecutionRequest {
-                            package: "kit".into(),
-                            workflow: "approval".into(),
-                            input_json: r#"{"key":"go"}"#.into(),
-                            ..Default::default()
-                        })
-                        .await
-                        .unwrap();
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap();
-    }
-    n as f64 / t.elapsed().as_secs_f64()
-}
-
 /// Starts `step_sleep_step` sleeping `sleep_ms` and waits until it has
 /// hibernated; its id.
 async fn hibernated(client: &mut common::grpc::Client, sleep_ms: u64) -> String {
@@ -233,8 +205,9 @@ async fn hibernated(client: &mut common::grpc::Client, sleep_ms: u64) -> String 
 }
 
 /// Copies the hibernated execution `seed` (row and journal) `n` times as
-/// `{prefix}1`…`{prefix}n`, [`CHUNK`] per statement, printing progress.
-fn copy(db: &Db, seed: &str, prefix: &str, n: usize) {
+/// `{prefix}1`…`{prefix}n`, [`CHUNK`] per statement, printing progress;
+/// `keeps_count`: adds them to the server's open count.
+fn copy(db: &Db, seed: &str, prefix: &str, n: usize, keeps_count: bool) {
     let columns = |table: &str| -> Vec<String> {
         let query = match db.backend {
             Backend::Sqlite => format!("SELECT name FROM pragma_table_info('{table}')"),
@@ -268,7 +241,6 @@ fn copy(db: &Db, seed: &str, prefix: &str, n: usize) {
         &[("idempotency_key", "NULL"), ("owner", "NULL")],
     );
     let (journal_names, journal_values) = copied("journal", "execution_id", &[]);
-    let keeps_count = keeps_open_count(db);
     let t = Instant::now();
     let mut done = 0;
     while done < n {

@@ -12,7 +12,6 @@
 #[path = "../../tests/common/mod.rs"]
 mod common;
 
-use cerebelum::api::pb;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -53,46 +52,21 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let started = Arc::new(AtomicU64::new(0));
     runtime.block_on(async {
+        let mut started = 0;
         let mut client = common::grpc::connect(port, &key).await;
         common::grpc::upload(&mut client, "kit", &common::guest("testkit")).await;
         let tenth = (count / 10).max(1);
         let mut rates = Vec::new();
         let all = Instant::now();
         for _ in 0..10 {
-            let t = Instant::now();
-            let tasks: Vec<_> = (0..CLIENTS)
-                .map(|c| {
-                    let key = key.clone();
-                    let started = started.clone();
-                    let n = tenth / CLIENTS + usize::from(c < tenth % CLIENTS);
-                    tokio::spawn(async move {
-                        let mut client = common::grpc::connect(port, &key).await;
-                        for _ in 0..n {
-                            client
-                                .start_execution(pb::StartExecutionRequest {
-                                    package: "kit".into(),
-                                    workflow: "approval".into(),
-                                    input_json: r#"{"key":"go"}"#.into(),
-                                    ..Default::default()
-                                })
-                                .await
-                                .unwrap();
-                            started.fetch_add(1, Ordering::Relaxed);
-                        }
-                    })
-                })
-                .collect();
-            for task in tasks {
-                task.await.unwrap();
-            }
-            let rate = tenth as f64 / t.elapsed().as_secs_f64();
+            let rate = common::start_open_executions(port, &key, tenth, CLIENTS).await;
+            started += tenth;
             rates.push(rate);
             println!(
                 "  {:>7} open: {:>6.0} starts/s over the last {tenth}; largest WAL so far {:.1} \
                  MB; serve peak RSS {:.0} MB",
-                started.load(Ordering::Relaxed),
+                started,
                 rate,
                 max_wal.load(Ordering::Relaxed) as f64 / 1e6,
                 server.peak_rss() as f64 / 1e6,

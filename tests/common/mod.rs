@@ -1089,6 +1089,37 @@ pub fn bench_tenant(db: &Db) -> String {
     )
 }
 
+/// Starts `n` executions of the testkit's `approval` workflow (uploaded
+/// as `kit`; each stays open, waiting) by `clients` gRPC clients at once,
+/// on the server at `port`; the starts per second.
+pub async fn start_open_executions(port: u16, key: &str, n: usize, clients: usize) -> f64 {
+    let t = std::time::Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let key = key.to_owned();
+            let mine = n / clients + usize::from(c < n % clients);
+            tokio::spawn(async move {
+                let mut client = grpc::connect(port, &key).await;
+                for _ in 0..mine {
+                    client
+                        .start_execution(cerebelum::api::pb::StartExecutionRequest {
+                            package: "kit".into(),
+                            workflow: "approval".into(),
+                            input_json: r#"{"key":"go"}"#.into(),
+                            ..Default::default()
+                        })
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
 /// The number of cores, for a benchmark's header.
 pub fn cores() -> usize {
     std::thread::available_parallelism()
