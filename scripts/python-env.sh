@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The Python tools of the project, in ./.venv: the Cerebelum Python SDK
-# (editable), componentize-py (builds Python packages), grpcio (Python
-# workers) and pytest.
+# (editable), componentize-py (builds Python packages), grpcio and protobuf
+# (Python workers), pytest and grpcio-tools (tests; scripts/python-proto.sh).
 # Idempotent: a no-op when they are there already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-if ! .venv/bin/python -c "import cerebelum.build, componentize_py, grpc, pytest" 2>/dev/null; then
-    echo "setting up .venv (Python SDK, componentize-py, grpcio, pytest)" >&2
+# The generated gRPC code imports grpc and protobuf and checks their
+# versions: an older .venv is updated.
+check="import cerebelum.build, cerebelum.v1.cerebelum_pb2_grpc, componentize_py, grpc_tools, pytest"
+if ! .venv/bin/python -c "$check" 2>/dev/null; then
+    echo "setting up .venv (the SDK, componentize-py, grpcio, protobuf, pytest, grpcio-tools)" >&2
     "$PYTHON" -m venv .venv
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
         -e "guest-sdk/python[build,test,worker]"
