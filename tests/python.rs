@@ -28,9 +28,9 @@ fn local(rel: &str, workflow: &str, input: &str) -> Value {
     let file = root().join(rel);
     let script = "import asyncio, json, sys\n\
         from pathlib import Path\n\
-        from cerebelum import ExecutionError, _dsl, build\n\
+        from cerebelum import ExecutionError, _registry, build\n\
         build.import_source(Path(sys.argv[1]))\n\
-        wf = _dsl.WORKFLOWS[sys.argv[2]]\n\
+        wf = _registry.WORKFLOWS[sys.argv[2]]\n\
         try:\n\
         \x20   r, error = asyncio.run(wf.execute(json.loads(sys.argv[3]))), None\n\
         except ExecutionError as e:\n\

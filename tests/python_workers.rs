@@ -1,7 +1,8 @@
 //! Python workers end to end: a real `cerebelum serve`, executions started
 //! with `--worker-queue`, and their steps run by real `python -m cerebelum
-//! worker` processes (the Python SDK's gRPC client, `cerebelum.worker`),
-//! compared with the same workflow run in the sandbox and locally.
+//! worker` processes (the Python SDK's `cerebelum.worker` and its gRPC
+//! client, `cerebelum.client`), compared with the same workflow run in the
+//! sandbox and locally.
 
 #[macro_use]
 mod common;
@@ -232,7 +233,7 @@ fn the_python_client_sends_signals() {
         .trim()
         .to_owned();
     let script = "import asyncio, json, sys\n\
-        from cerebelum.worker import Client\n\
+        from cerebelum.client import Client\n\
         async def main():\n\
         \x20   c = Client(sys.argv[1], api_key=sys.argv[2])\n\
         \x20   a = await c.signal(sys.argv[3], 'go', {'n': 1}, signal_id='s1')\n\

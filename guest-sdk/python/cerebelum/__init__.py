@@ -29,11 +29,12 @@ The same file runs two ways:
 """
 
 from . import http
-from ._dsl import RetryPolicy, Step, Workflow, WorkflowBuilder, step, workflow
+from ._dsl import RetryPolicy, Step, WorkflowBuilder, step
 from ._helpers import (ProgressReporter, poll, retry, set_state, sleep, wait_for_approval,
                        wait_for_signal)
 from ._local import DSLLocalExecutor, LocalExecutor
 from ._runtime import Context, ExecutionResult
+from ._workflow import Workflow, workflow
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError,
                      CerebelumError, ErrorKind, ExecutionError, HttpError, PollTimeoutError,
                      RetryExhaustedError, SecretError, SignalTimeoutError, StepError,
@@ -47,12 +48,16 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # `Worker` and `DistributedExecutor` on first use: cerebelum.worker
-    # (and grpc) are not imported by the SDK itself, e.g. inside a package.
-    # `cerebelum.dsl` likewise, for the original SDK's import paths.
-    if name in ("Worker", "DistributedExecutor"):
-        from . import worker
-        return getattr(worker, name)
+    # `Worker` and `DistributedExecutor` on first use: they import grpc and
+    # protobuf, which local mode and a package built by `cerebelum build`
+    # do without. `cerebelum.dsl` likewise, for the original SDK's import
+    # paths.
+    if name == "Worker":
+        from .worker import Worker
+        return Worker
+    if name == "DistributedExecutor":
+        from .distributed import DistributedExecutor
+        return DistributedExecutor
     if name == "dsl":
         import importlib
         return importlib.import_module(".dsl", __name__)

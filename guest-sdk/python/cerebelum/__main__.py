@@ -3,6 +3,6 @@
 
 import sys
 
-from .build import main
+from .cli import main
 
 sys.exit(main())

@@ -1,6 +1,7 @@
-"""The workflow language: ``@step``, ``@workflow``, ``>>`` chains and
-parallel groups, ``diverge`` and ``branch``, validated when the workflow is
-defined."""
+"""The workflow language: ``@step``, ``>>`` chains and parallel groups,
+``diverge`` and ``branch``, and the definition of a workflow (its graph),
+validated when the workflow is defined. Running one is above this
+(``cerebelum._workflow``): the runtimes interpret what is defined here."""
 
 from __future__ import annotations
 
@@ -9,12 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Union
 
+from ._registry import STEPS, WORKFLOWS, workflow_names
 from .errors import WorkflowDefinitionError
-
-#: Every step and workflow defined in this process, by name: what a
-#: package built from this code exports.
-STEPS: dict[str, "Step"] = {}
-WORKFLOWS: dict[str, "Workflow"] = {}
 
 RETRY = "retry"
 FAIL = "fail"
@@ -167,12 +164,13 @@ class Chain:
     def of(item) -> "Chain":
         if isinstance(item, Chain):
             return item
-        if isinstance(item, Workflow):
+        if isinstance(item, WorkflowDefinition):
             item = item.as_step()
         if isinstance(item, Step):
             return Chain(((item,),))
         if isinstance(item, (list, tuple, set, frozenset)):
-            steps = tuple(s.as_step() if isinstance(s, Workflow) else s for s in item)
+            steps = tuple(s.as_step() if isinstance(s, WorkflowDefinition) else s
+                          for s in item)
             if not steps:
                 raise WorkflowDefinitionError("a parallel group `[...]` needs at least one step")
             for s in steps:
@@ -313,9 +311,10 @@ def _target(workflow: str, where: str, target, *, allow_none: bool) -> Target:
         raise WorkflowDefinitionError(f"workflow `{workflow}`: {where}: {e}") from None
 
 
-class Workflow:
-    """A function decorated with ``@workflow``: its body, run once at
-    definition, declares the graph; ``await wf.execute(inputs)`` runs it."""
+class WorkflowDefinition:
+    """What ``@workflow`` declares: the body, run once at definition,
+    declares the graph. The public :class:`cerebelum.Workflow` adds
+    ``execute``."""
 
     def __init__(self, fn: Callable, name: str | None = None):
         self.fn = fn
@@ -385,69 +384,21 @@ class Workflow:
                 found.setdefault(s.name, s)
         return found
 
-    async def execute(self, inputs: Any = None, executor: Any = None,
-                      distributed: bool = False, max_reconnect_attempts: int = 0,
-                      reconnect_max_delay: float = 60.0, *, approval_handler=None,
-                      secrets=None, server: str | None = None, api_key: str | None = None,
-                      signal_handler=None):
-        """Runs the workflow; its :class:`ExecutionResult`. Raises
-        :class:`ExecutionError` when the execution fails (the failing step,
-        its error, and the result so far as ``e.result``).
 
-        By default it runs here, in this process, without an engine.
-        ``approval_handler(approval_type, data)`` answers
-        ``wait_for_approval``: return ``True`` or a dict to approve (the
-        dict is the approval's data), ``False`` or a string (the reason) to
-        reject; it may be ``async``. ``signal_handler(name)`` answers
-        ``wait_for_signal`` with the signal's payload (it may be ``async``).
-        ``secrets`` answers
-        ``context.secret(name)`` (else the environment variable
-        ``CEREBELUM_SECRET_<NAME>``). ``executor``: any object with
-        ``async execute(workflow, inputs)`` runs it instead.
-
-        ``distributed=True``: the workflow runs in a Cerebelum server
-        (``server``, default ``$CEREBELUM_SERVER``; ``api_key``, default
-        ``$CEREBELUM_API_KEY``) and its steps here, as an external worker:
-        the file is built into a package (cached) and uploaded, and the
-        execution is journaled by the engine (see
-        :class:`cerebelum.worker.DistributedExecutor`). Needs grpcio and
-        componentize-py. The worker reconnects when the server restarts:
-        ``max_reconnect_attempts`` (0: without limit) and
-        ``reconnect_max_delay`` (seconds between attempts, at most) bound it.
-        """
-        if executor is not None:
-            return await executor.execute(self, inputs)
-        if distributed:
-            from .worker import DistributedExecutor
-            return await DistributedExecutor(
-                server, api_key=api_key, max_reconnect_attempts=max_reconnect_attempts,
-                reconnect_max_delay=reconnect_max_delay,
-            ).execute(self, inputs, approval_handler=approval_handler, secrets=secrets)
-        from ._local import execute_locally
-        return await execute_locally(self, inputs, approval_handler, secrets, signal_handler)
-
-
-def find_workflow(workflow: Workflow | str) -> Workflow:
+def find_workflow(workflow: WorkflowDefinition | str) -> WorkflowDefinition:
     """``workflow`` itself, or the workflow of that name defined in this
     process."""
-    if isinstance(workflow, Workflow):
+    if isinstance(workflow, WorkflowDefinition):
         return workflow
     found = WORKFLOWS.get(workflow)
     if found is None:
         raise WorkflowDefinitionError(
             f"no workflow named {workflow!r} is defined in this process "
-            f"(defined: {', '.join(sorted(WORKFLOWS)) or 'none'})")
+            f"(defined: {workflow_names()})")
     return found
 
 
-def workflow(fn: Callable | None = None, *, name: str | None = None):
-    """Declares a workflow: ``@workflow`` over ``def deploy(wf): wf.timeline(...)``."""
-    def wrap(f: Callable) -> Workflow:
-        return Workflow(f, name)
-    return wrap(fn) if fn is not None else wrap
-
-
-def _validate(wf: Workflow) -> None:
+def _validate(wf: WorkflowDefinition) -> None:
     steps = wf.steps()
     # A parameter that names no step of the workflow is a field of its
     # input (checked when the step runs). No dependency cycle:

@@ -23,8 +23,9 @@ from wit_world.imports import host, outgoing_handler, streams
 from wit_world.imports import wasi_http_types as wasi_http
 from componentize_py_types import Err
 
-from . import _dsl
+from ._dsl import Step
 from ._loop import DurableLoop
+from ._registry import STEPS, WORKFLOWS, workflow_names
 from ._runtime import (Runtime, exception_text, invoke_step_json, run_workflow, to_json,
                        value_of)
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError, HttpError,
@@ -337,8 +338,8 @@ def warm_up() -> None:
     async def _cerebelum_warm_up(context, inputs):
         return {"warm": [1, "two", 3.5, None, True], "k": inputs}
 
-    step = _dsl.Step(_cerebelum_warm_up)
-    del _dsl.STEPS[step.name]
+    step = Step(_cerebelum_warm_up)
+    del STEPS[step.name]
     env = _loads('{"workflow":"warm","inputs":{"a":[1,2.5,"x",null,true]},"deps":{}}')
     _fresh_randomness()
     result = _run(invoke_step_json(step, env, DurableRuntime()))
@@ -350,15 +351,15 @@ class Placement(exports.Placement):
         return [placement.WorkerStep(step=s.name, queue=s.worker,
                                      schedule_to_start_ms=s.schedule_to_start_ms,
                                      heartbeat_ms=s.heartbeat_ms)
-                for s in _dsl.STEPS.values() if s.worker]
+                for s in STEPS.values() if s.worker]
 
 
 class Guest(exports.Guest):
     def describe(self) -> types.PackageInfo:
         workflows = [types.WorkflowInfo(name=w.name, description=w.description)
-                     for w in _dsl.WORKFLOWS.values()]
+                     for w in WORKFLOWS.values()]
         steps = []
-        for s in _dsl.STEPS.values():
+        for s in STEPS.values():
             policy = types.RetryPolicy(
                 max_attempts=s.retry.max_attempts, initial_backoff_ms=s.retry.delay_ms,
                 multiplier=float(s.retry.backoff), max_backoff_ms=s.retry.max_delay_ms,
@@ -369,10 +370,10 @@ class Guest(exports.Guest):
         return types.PackageInfo(workflows=workflows, steps=steps)
 
     def run_workflow(self, name: str, input: str) -> str:
-        wf = _dsl.WORKFLOWS.get(name)
+        wf = WORKFLOWS.get(name)
         if wf is None:
             raise _error("unknown-workflow", f"this package has no workflow `{name}` "
-                         f"(it has: {', '.join(sorted(_dsl.WORKFLOWS)) or 'none'})")
+                         f"(it has: {workflow_names()})")
         _fresh_randomness()
         try:
             outcome = _run(run_workflow(wf, _loads(input), DurableRuntime()))
@@ -389,7 +390,7 @@ class Guest(exports.Guest):
         return json.dumps(outcome.json())
 
     def run_step(self, name: str, input: str) -> str:
-        step = _dsl.STEPS.get(name)
+        step = STEPS.get(name)
         if step is None:
             raise _error("unknown-step", f"this package has no step `{name}`")
         env = _loads(input)

@@ -10,7 +10,9 @@ import inspect
 from datetime import timedelta
 from typing import Any, Callable
 
-from ._dsl import STEPS, Step
+from ._dsl import Step
+from ._local import PLAIN, print_progress
+from ._registry import STEPS
 from ._runtime import CURRENT, Context, current, exception_text, to_json
 from .errors import CerebelumError, PollTimeoutError, StepError
 
@@ -36,7 +38,6 @@ def _runtime():
     ctx = CURRENT.get()
     if ctx is not None:
         return ctx, ctx._runtime
-    from ._local import PLAIN
     return None, PLAIN
 
 
@@ -282,5 +283,4 @@ class ProgressReporter:
         if isinstance(ctx, Context):
             ctx._runtime.progress(ctx, percent, str(message))
         else:
-            from ._local import print_progress
             print_progress(getattr(ctx, "step_name", "step"), percent, str(message))

@@ -21,7 +21,8 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from ._dsl import Step, Workflow
+from ._dsl import Step, WorkflowDefinition, find_workflow
+from ._registry import WORKFLOWS, workflow_names
 from ._runtime import (Context, ExecutionResult, Runtime, exception_text, failure,
                        invoke_step, iso_time, run_workflow, to_json, value_of)
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError,
@@ -122,12 +123,10 @@ class LocalRuntime(Runtime):
         return json.loads(to_json(answer, "the approval handler's answer"))
 
     async def child(self, ctx: Context, workflow: str, inputs: Any) -> dict:
-        from ._dsl import WORKFLOWS
         found = WORKFLOWS.get(workflow)
         if found is None:
             raise StepError(f"step `{ctx.step_name}` runs child workflow {workflow!r}, which "
-                            f"is not defined (known: {', '.join(sorted(WORKFLOWS)) or 'none'})",
-                            "not-found")
+                            f"is not defined (known: {workflow_names()})", "not-found")
         try:
             r = await execute_locally(found, inputs, self.approval_handler, self.secrets,
                                       self.signal_handler)
@@ -172,8 +171,8 @@ async def _ask(handler: Callable, args: tuple, timeout_ms: int | None) -> Any:
     return await asyncio.wait_for(ask(), timeout_ms / 1000)
 
 
-async def execute_locally(workflow: Workflow, inputs: Any, approval_handler: Callable | None,
-                          secrets: dict | None = None,
+async def execute_locally(workflow: WorkflowDefinition, inputs: Any,
+                          approval_handler: Callable | None, secrets: dict | None = None,
                           signal_handler: Callable | None = None) -> ExecutionResult:
     inputs = json.loads(to_json(inputs, "the workflow input"))
     runtime = LocalRuntime(str(uuid.uuid4()), approval_handler, secrets, signal_handler)
@@ -211,10 +210,9 @@ class DSLLocalExecutor:
         self.approval_handler = approval_handler
         self.secrets = secrets
 
-    async def execute(self, workflow: Workflow | str, input_data: Any = None) -> ExecutionResult:
+    async def execute(self, workflow: WorkflowDefinition | str, input_data: Any = None) -> ExecutionResult:
         """The :class:`ExecutionResult`; raises :class:`ExecutionError`
         when the execution fails."""
-        from ._dsl import find_workflow
         return await execute_locally(find_workflow(workflow), input_data,
                                      self.approval_handler, self.secrets)
 

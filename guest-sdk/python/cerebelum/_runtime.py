@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from ._dsl import FAIL, RETRY, Chain, Step, Workflow
+from ._dsl import FAIL, RETRY, Chain, Step, WorkflowDefinition
+from ._registry import WORKFLOWS
 from .errors import CerebelumError, ExecutionError, StepError
 
 #: The step running in this task (``None`` outside steps).
@@ -33,7 +34,7 @@ MAX_STEP_RUNS = 10_000
 class Runtime:
     """The operations that differ between local and durable execution."""
 
-    async def run_stage(self, workflow: Workflow, steps: tuple[Step, ...],
+    async def run_stage(self, workflow: WorkflowDefinition, steps: tuple[Step, ...],
                         envelopes: list[dict]) -> list[dict]:
         """Runs steps together; returns their wrapped results in order."""
         raise NotImplementedError
@@ -234,7 +235,7 @@ def to_json(value: Any, what: str) -> str:
                         "invalid-output") from None
 
 
-def envelope(workflow: Workflow, step: Step, inputs: Any, results: dict) -> dict:
+def envelope(workflow: WorkflowDefinition, step: Step, inputs: Any, results: dict) -> dict:
     """The input of one step: the workflow input and the results of the
     steps its parameters name (other parameters are input fields)."""
     names = workflow.steps()
@@ -258,7 +259,6 @@ def arguments(step: Step, ctx: "Context") -> dict:
             kwargs[p] = ctx.inputs[p]
         else:
             fields = ", ".join(sorted(ctx.inputs)) if isinstance(ctx.inputs, dict) else ""
-            from ._dsl import WORKFLOWS
             wf = WORKFLOWS.get(ctx.workflow_name)
             near = difflib.get_close_matches(p, list(wf.steps()) if wf else [], n=1)
             hint = f" (did you mean step `{near[0]}`?)" if near else ""
@@ -325,7 +325,7 @@ class Outcome:
         return {"output": self.output, "steps": self.steps}
 
 
-async def run_workflow(workflow: Workflow, inputs: Any, runtime: Runtime) -> Outcome:
+async def run_workflow(workflow: WorkflowDefinition, inputs: Any, runtime: Runtime) -> Outcome:
     """Runs the timeline, following diverges and branches."""
     results: dict[str, dict] = {}
     stages = list(workflow.timeline.stages)
@@ -369,7 +369,7 @@ async def run_workflow(workflow: Workflow, inputs: Any, runtime: Runtime) -> Out
     return ended("completed")
 
 
-async def _route(workflow: Workflow, s: Step, inputs: Any, results: dict,
+async def _route(workflow: WorkflowDefinition, s: Step, inputs: Any, results: dict,
                  runtime: Runtime) -> Chain | str | None:
     """What follows step ``s``: ``None`` (go on), a chain to jump to, or
     the error that ends the workflow."""

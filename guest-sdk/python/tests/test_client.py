@@ -4,7 +4,7 @@ anything is sent."""
 import pytest
 
 from cerebelum.errors import CerebelumError
-from cerebelum.worker import Client, parse_server, server_target
+from cerebelum.client import Client, parse_server, server_target
 
 
 def test_server_urls_give_the_target_and_whether_tls():

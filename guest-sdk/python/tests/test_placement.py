@@ -5,7 +5,7 @@ import pytest
 
 from cerebelum import Context, step, workflow
 from cerebelum import build as build_module
-from cerebelum import worker as worker_module
+from cerebelum import distributed
 from cerebelum.errors import WorkflowDefinitionError
 
 from conftest import run
@@ -53,12 +53,12 @@ def test_concurrent_builds_of_one_file_share_the_first_package(tmp_path, monkeyp
         return {}
 
     monkeypatch.setattr(build_module, "build", fake_build)
-    built = worker_module.build_package(source)
+    built = distributed.build_package(source)
     assert built.read_bytes() == b"theirs"
     assert [p.name for p in built.parent.iterdir() if p.suffix == ".wasm"] == [built.name]
     # Cached: the next call builds nothing.
     monkeypatch.setattr(build_module, "build", None)
-    assert worker_module.build_package(source) == built
+    assert distributed.build_package(source) == built
 
 
 def test_worker_timeouts_belong_to_a_placed_step():

@@ -2,9 +2,10 @@
 its old import paths (``from cerebelum.dsl import step, workflow``). The
 same objects as ``cerebelum``'s own names."""
 
-from .._dsl import RetryPolicy, Step, Workflow, WorkflowBuilder, step, workflow
+from .._dsl import RetryPolicy, Step, WorkflowBuilder, step
 from .._local import DSLLocalExecutor
 from .._runtime import Context, ExecutionResult
+from .._workflow import Workflow, workflow
 from ..errors import (CerebelumError, ExecutionError, RetryExhaustedError, StepError,
                       WorkflowDefinitionError)
 from .async_helpers import ProgressReporter, poll, retry, sleep, wait_for_approval

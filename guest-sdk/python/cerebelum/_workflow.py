@@ -1,0 +1,65 @@
+"""``@workflow`` and what it returns: a workflow's definition (the graph,
+:mod:`cerebelum._dsl`) that also runs itself, here (:mod:`cerebelum._local`)
+or in a server (:mod:`cerebelum.distributed`). The top of the SDK: the
+modules it runs workflows with do not import it."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ._dsl import WorkflowDefinition
+from ._local import execute_locally
+
+
+class Workflow(WorkflowDefinition):
+    """A function decorated with ``@workflow``: its body, run once at
+    definition, declares the graph; ``await wf.execute(inputs)`` runs it."""
+
+    async def execute(self, inputs: Any = None, executor: Any = None,
+                      distributed: bool = False, max_reconnect_attempts: int = 0,
+                      reconnect_max_delay: float = 60.0, *, approval_handler=None,
+                      secrets=None, server: str | None = None, api_key: str | None = None,
+                      signal_handler=None):
+        """Runs the workflow; its :class:`ExecutionResult`. Raises
+        :class:`ExecutionError` when the execution fails (the failing step,
+        its error, and the result so far as ``e.result``).
+
+        By default it runs here, in this process, without an engine.
+        ``approval_handler(approval_type, data)`` answers
+        ``wait_for_approval``: return ``True`` or a dict to approve (the
+        dict is the approval's data), ``False`` or a string (the reason) to
+        reject; it may be ``async``. ``signal_handler(name)`` answers
+        ``wait_for_signal`` with the signal's payload (it may be ``async``).
+        ``secrets`` answers
+        ``context.secret(name)`` (else the environment variable
+        ``CEREBELUM_SECRET_<NAME>``). ``executor``: any object with
+        ``async execute(workflow, inputs)`` runs it instead.
+
+        ``distributed=True``: the workflow runs in a Cerebelum server
+        (``server``, default ``$CEREBELUM_SERVER``; ``api_key``, default
+        ``$CEREBELUM_API_KEY``) and its steps here, as an external worker:
+        the file is built into a package (cached) and uploaded, and the
+        execution is journaled by the engine (see
+        :class:`cerebelum.distributed.DistributedExecutor`). Needs grpcio,
+        protobuf and componentize-py. The worker reconnects when the server
+        restarts: ``max_reconnect_attempts`` (0: without limit) and
+        ``reconnect_max_delay`` (seconds between attempts, at most) bound it.
+        """
+        if executor is not None:
+            return await executor.execute(self, inputs)
+        if distributed:
+            # Imported here, not above: it imports grpc and protobuf, which
+            # local mode and a package built by `cerebelum build` do without.
+            from .distributed import DistributedExecutor
+            return await DistributedExecutor(
+                server, api_key=api_key, max_reconnect_attempts=max_reconnect_attempts,
+                reconnect_max_delay=reconnect_max_delay,
+            ).execute(self, inputs, approval_handler=approval_handler, secrets=secrets)
+        return await execute_locally(self, inputs, approval_handler, secrets, signal_handler)
+
+
+def workflow(fn: Callable | None = None, *, name: str | None = None):
+    """Declares a workflow: ``@workflow`` over ``def deploy(wf): wf.timeline(...)``."""
+    def wrap(f: Callable) -> Workflow:
+        return Workflow(f, name)
+    return wrap(fn) if fn is not None else wrap
