@@ -127,7 +127,7 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
         assert!(
             reply
                 .body
-                .contains(&format!("no execution with id &#39;{theirs}&#39;")),
+                .contains(&format!("no execution with id '{theirs}'")),
             "the same answer as for a missing one: {}",
             reply.body
         );
@@ -938,6 +938,153 @@ async fn a_person_operates_executions_in_a_browser() {
         "{status}"
     );
 
+    browser.close().await.unwrap();
+}
+
+/// What every hostile value below carries: markup, quotes that end an
+/// attribute, a `javascript:` URL and a script, each of which leaves a
+/// trace (an element of class `xss`, `window.pwned`) if a page let it
+/// through as HTML.
+const HOSTILE: &str = "\"'><i class=\"xss\">x</i><img class=xss src=x onerror=\"window.pwned=1\">\
+                       <script>window.pwned=1</script><a class=xss href=\"javascript:window.pwned=1\">j</a>";
+
+/// Nothing of [`HOSTILE`] became markup or ran on the page open in
+/// `browser`; the page shows it as text when `shown`.
+async fn nothing_ran(browser: &Client, page: &str, shown: bool) {
+    let check = browser
+        .execute(
+            "return {
+               pwned: window.pwned === 1,
+               injected: document.querySelectorAll('.xss, [onerror], i, img').length,
+               scripts: [...document.scripts].map(s => s.src),
+               javascript: document.querySelectorAll('a[href^=\"javascript:\" i]').length,
+               text: document.body.innerText.includes('<img class=xss src=x onerror='),
+             };",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{page}: {e}"));
+    if check["pwned"] != json!(false)
+        || check["injected"] != json!(0)
+        || check["javascript"] != json!(0)
+        || check["scripts"].as_array().map(Vec::len) != Some(1)
+        || (shown && check["text"] != json!(true))
+    {
+        let source = browser.source().await.unwrap_or_default();
+        panic!("{page}: {check}\n{source}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_names_and_values_are_shown_as_text_on_every_page() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    // An approval and a signal named with it, an input and a result
+    // holding it, an approval rejected for it.
+    let approval = started(&cli, "approval", json!({"key": HOSTILE}));
+    let signal = started(&cli, "signal_wait", json!({"name": HOSTILE, "count": 1}));
+    let returned = started(&cli, "nothing", json!({HOSTILE: HOSTILE}));
+    let rejected = started(&cli, "approval", json!({"key": "r"}));
+    for id in [&approval, &signal, &rejected] {
+        wait_status(&cli, id, "waiting");
+    }
+    wait_status(&cli, &returned, "completed");
+    cli.ok(&["reject", &rejected, "r", "--reason", HOSTILE]);
+    wait_status(&cli, &rejected, "completed");
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    let field = browser.find(Locator::Css("input[name=key]")).await.unwrap();
+    field.send_keys(&key).await.unwrap();
+    browser
+        .find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&browser, "signed in", "location.pathname === '/executions'").await;
+
+    let q = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+    let hostile = q(HOSTILE);
+    let pages = [
+        (format!("/executions/{approval}"), true),
+        (format!("/executions/{signal}"), true),
+        (format!("/executions/{returned}"), true),
+        (format!("/executions/{rejected}"), true),
+        // Filters echoed into fields, the refresh address and links.
+        (
+            format!("/executions?q={hostile}&package={hostile}&workflow={hostile}&status="),
+            false,
+        ),
+        (format!("/executions?status={hostile}"), true),
+        // Refused for its length, before anything echoes it.
+        (format!("/executions/{hostile}"), false),
+        (format!("/packages/{hostile}"), true),
+        ("/packages/kit".to_owned(), false),
+        ("/packages".to_owned(), false),
+        ("/tenant".to_owned(), false),
+        (format!("/{hostile}"), false),
+    ];
+    for (page, shown) in &pages {
+        browser.goto(&format!("{base}{page}")).await.unwrap();
+        until(&browser, page, "document.readyState === 'complete'").await;
+        nothing_ran(&browser, page, *shown).await;
+    }
+    // The live view brings rows and actions in as HTML too: a signal
+    // arrives while the page is open, and the approval is decided in it.
+    browser
+        .goto(&format!("{base}/executions/{signal}"))
+        .await
+        .unwrap();
+    until(&browser, "the waiting page", &shows("waiting")).await;
+    cli.ok(&[
+        "signal",
+        &signal,
+        HOSTILE,
+        "--payload",
+        &json!(HOSTILE).to_string(),
+    ]);
+    until(&browser, "the signal's result", &shows("completed")).await;
+    nothing_ran(&browser, "the live signal page", true).await;
+    browser
+        .goto(&format!("{base}/executions/{approval}"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the approval form",
+        "document.querySelector('.approval form.approve') !== null",
+    )
+    .await;
+    let confirm = browser
+        .find(Locator::Css(".approval form.approve"))
+        .await
+        .unwrap()
+        .attr("data-confirm")
+        .await
+        .unwrap();
+    assert_eq!(
+        confirm.as_deref(),
+        Some(format!("Approve '{HOSTILE}' with this payload?").as_str())
+    );
+    click_and_confirm(&browser, ".approval form.approve button").await;
+    until(&browser, "the approved execution", &shows("completed")).await;
+    nothing_ran(&browser, "the approved page", true).await;
+    assert_eq!(
+        cli.status(&approval)["result"],
+        json!({"decision": "approved", "payload": {}})
+    );
+    // The audit log names the approval's key.
+    browser.goto(&format!("{base}/audit")).await.unwrap();
+    until(&browser, "/audit", "document.readyState === 'complete'").await;
+    nothing_ran(&browser, "/audit", true).await;
     browser.close().await.unwrap();
 }
 

@@ -1,26 +1,14 @@
-//! HTML building blocks of the console: escaping, the page layout, times
-//! and JSON. Pages are plain strings built on the server; the one script
-//! (`assets/console.js`) adds confirmations, JSON checks, live updates and
-//! local times, and every page works without it except the upload.
+//! HTML building blocks of the console: the page layout, times and JSON.
+//! Pages are [maud] templates rendered on the server, which escape every
+//! value they insert (text and attribute values alike); markup enters a
+//! page only as [`Markup`] built by a template, never as a string. The one
+//! script (`assets/console.js`) adds confirmations, JSON checks, live
+//! updates and local times, and every page works without it except the
+//! upload.
 
 use super::session::Viewer;
+use maud::{DOCTYPE, Markup, html};
 use std::fmt::Write;
-
-/// `text` escaped for HTML text and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// `text` escaped for a URL query value.
 pub fn query_value(text: &str) -> String {
@@ -37,8 +25,8 @@ pub fn query_value(text: &str) -> String {
 
 /// A time as UTC text, `2026-11-25 14:03:07`, in a `<time>` element
 /// that the script shows in the viewer's own zone.
-pub fn time(ms: i64) -> String {
-    format!("<time data-ms=\"{ms}\">{}</time>", utc(ms))
+pub fn time(ms: i64) -> Markup {
+    html! { time data-ms=(ms) { (utc(ms)) } }
 }
 
 /// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS` UTC.
@@ -79,7 +67,7 @@ pub fn duration(ms: i64) -> String {
 const MAX_JSON_CHARS: usize = 20_000;
 
 /// A JSON value, pretty-printed, in a `<pre>`.
-pub fn json(value: &serde_json::Value) -> String {
+pub fn json(value: &serde_json::Value) -> Markup {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
     if text.len() > MAX_JSON_CHARS {
         let mut cut = MAX_JSON_CHARS;
@@ -89,23 +77,17 @@ pub fn json(value: &serde_json::Value) -> String {
         text.truncate(cut);
         text.push_str("\n… (cut; `cerebelum journal ID --json` has all of it)");
     }
-    format!("<pre class=\"json\">{}</pre>", esc(&text))
+    html! { pre.json { (text) } }
 }
 
 /// A status as a coloured badge.
-pub fn badge(status: &str) -> String {
-    format!(
-        "<span class=\"badge status-{0}\" data-status=\"{0}\">{0}</span>",
-        esc(status)
-    )
+pub fn badge(status: &str) -> Markup {
+    html! { span class={ "badge status-" (status) } data-status=(status) { (status) } }
 }
 
 /// The hidden field of a form's CSRF token.
-pub fn csrf_field(viewer: &Viewer) -> String {
-    format!(
-        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
-        esc(&viewer.csrf)
-    )
+pub fn csrf_field(viewer: &Viewer) -> Markup {
+    html! { input type="hidden" name="csrf" value=(viewer.csrf); }
 }
 
 /// Which part of the console a page belongs to, for the menu.
@@ -119,52 +101,61 @@ pub enum Section {
 }
 
 /// A whole page: the menu (when signed in), `body`, the script.
-pub fn layout(title: &str, section: Section, viewer: Option<&Viewer>, body: &str) -> String {
-    let mut out = String::with_capacity(body.len() + 2048);
-    let _ = write!(
-        out,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · Cerebelum</title>\
-         <link rel=\"stylesheet\" href=\"/assets/console.css\">\
-         <script src=\"/assets/console.js\" defer></script></head><body>\
-         <header><a class=\"brand\" href=\"/executions\">Cerebelum</a>",
-        esc(title)
-    );
-    if let Some(viewer) = viewer {
-        out.push_str("<nav>");
-        let sections: &[_] = match viewer.tenant {
-            Some(_) => &[
-                (Section::Executions, "/executions", "Executions"),
-                (Section::Packages, "/packages", "Packages"),
-                (Section::Tenant, "/tenant", "Tenant"),
-                (Section::Audit, "/audit", "Audit"),
-            ],
-            None => &[
-                (Section::Executions, "/executions", "Executions"),
-                (Section::Tenant, "/tenant", "Tenants and nodes"),
-                (Section::Audit, "/audit", "Audit"),
-            ],
-        };
-        for &(s, href, label) in sections {
-            let class = if s == section { " class=\"here\"" } else { "" };
-            let _ = write!(out, "<a href=\"{href}\"{class}>{label}</a>");
+pub fn layout(title: &str, section: Section, viewer: Option<&Viewer>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Cerebelum" }
+                link rel="stylesheet" href="/assets/console.css";
+                script src="/assets/console.js" defer {}
+            }
+            body {
+                header {
+                    a.brand href="/executions" { "Cerebelum" }
+                    @if let Some(viewer) = viewer { (menu(section, viewer)) }
+                }
+                main { (body) }
+            }
         }
-        let _ = write!(
-            out,
-            "</nav><form class=\"signout\" method=\"post\" action=\"/logout\">{}\
-             <span class=\"who\">{} · key {}</span>\
-             <button type=\"submit\">Sign out</button></form>",
-            csrf_field(viewer),
-            viewer.tenant.as_ref().map_or_else(
-                || "<b id=\"tenant\">operator</b> (every tenant)".to_owned(),
-                |t| format!("tenant <b id=\"tenant\">{}</b>", esc(&t.name))
-            ),
-            esc(&viewer.key_id)
-        );
     }
-    let _ = write!(out, "</header><main>{body}</main></body></html>");
-    out
+}
+
+/// The menu of a signed-in viewer, and its sign-out button.
+fn menu(section: Section, viewer: &Viewer) -> Markup {
+    let sections: &[_] = match viewer.tenant {
+        Some(_) => &[
+            (Section::Executions, "/executions", "Executions"),
+            (Section::Packages, "/packages", "Packages"),
+            (Section::Tenant, "/tenant", "Tenant"),
+            (Section::Audit, "/audit", "Audit"),
+        ],
+        None => &[
+            (Section::Executions, "/executions", "Executions"),
+            (Section::Tenant, "/tenant", "Tenants and nodes"),
+            (Section::Audit, "/audit", "Audit"),
+        ],
+    };
+    html! {
+        nav {
+            @for &(s, href, label) in sections {
+                a href=(href) class=[(s == section).then_some("here")] { (label) }
+            }
+        }
+        form.signout method="post" action="/logout" {
+            (csrf_field(viewer))
+            span.who {
+                @match &viewer.tenant {
+                    Some(t) => { "tenant " b #tenant { (t.name) } }
+                    None => { b #tenant { "operator" } " (every tenant)" }
+                }
+                " · key " (viewer.key_id)
+            }
+            button type="submit" { "Sign out" }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -172,10 +163,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn html_is_escaped() {
+    fn values_are_escaped_in_text_and_attributes() {
+        let hostile = "<a href=\"x\">'&'</a>";
         assert_eq!(
-            esc("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+            badge(hostile).into_string(),
+            "<span class=\"badge status-&lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;\" \
+             data-status=\"&lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;\">\
+             &lt;a href=&quot;x&quot;&gt;'&amp;'&lt;/a&gt;</span>"
         );
     }
 

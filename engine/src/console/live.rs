@@ -143,7 +143,7 @@ async fn publish(
             }
             let row = Row {
                 changed_at,
-                html: timeline.row_html(i, now_ms).into(),
+                html: timeline.row_html(i, now_ms).into_string().into(),
             };
             match rows.get_mut(i) {
                 Some(old) => *old = row,
@@ -268,12 +268,15 @@ fn viewer_events(
         snapshot.progress.as_ref(),
         api.now_ms(),
     );
-    let mut parts = vec![("summary", summary), ("actions", actions)];
+    let mut parts = vec![
+        ("summary", summary.into_string()),
+        ("actions", actions.into_string()),
+    ];
     if !rows.is_empty() {
         parts.push(("rows", rows));
     }
     if max_rows.is_some() {
-        parts.push(("more", more_line(skip, total)));
+        parts.push(("more", more_line(skip, total).into_string()));
     }
     parts
         .into_iter()

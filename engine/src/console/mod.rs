@@ -20,16 +20,17 @@ pub mod timeline;
 
 use crate::api::Api;
 use crate::api::streams::Streams;
-use crate::error::{DISK_FULL, Error};
+pub use crate::api::web::{OverTls, Peer, status_of};
+use crate::error::Error;
 use crate::model::TenantRecord;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use html::{Section, esc, layout};
+use html::{Section, layout};
+use maud::html;
 use session::{Sessions, Viewer};
-use std::convert::Infallible;
 
 /// What the console's handlers share.
 #[derive(Clone)]
@@ -44,42 +45,6 @@ pub struct Console {
     pub throttle: crate::api::throttle::Throttle,
     /// Executions' pages followed live, shared by their viewers.
     pub live: live::LiveViews,
-}
-
-/// The peer address of a request (for the audit log and the sign-in
-/// throttle); `None` where the server did not record one.
-pub struct Peer(pub Option<std::net::SocketAddr>);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Peer(crate::api::audit::peer(&parts.extensions)))
-    }
-}
-
-/// Whether a request came over TLS (`serve --tls-cert`): the session
-/// cookie is `Secure` then, so a browser never sends it in clear.
-pub struct OverTls(pub bool);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for OverTls {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-        Ok(OverTls(
-            parts
-                .extensions
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .is_some(),
-        ))
-    }
 }
 
 /// The console's routes; the largest upload is `max_upload_bytes`.
@@ -127,13 +92,13 @@ pub async fn fallback(request: Request) -> Response {
             .into_http::<axum::body::Body>()
             .into_response();
     }
-    let body = format!(
-        "<h1>Not found</h1><p>Nothing is at <code>{}</code>. <a href=\"/executions\">Executions</a></p>",
-        esc(request.uri().path())
-    );
+    let body = html! {
+        h1 { "Not found" }
+        p { "Nothing is at " code { (request.uri().path()) } ". " a href="/executions" { "Executions" } }
+    };
     (
         StatusCode::NOT_FOUND,
-        axum::response::Html(layout("Not found", Section::None, None, &body)),
+        axum::response::Html(layout("Not found", Section::None, None, body).into_string()),
     )
         .into_response()
 }
@@ -226,43 +191,6 @@ impl From<Error> for Refusal {
     }
 }
 
-/// The HTTP status and the message a person sees for an API error;
-/// database and internal failures are logged and shown generically.
-pub fn status_of(e: Error) -> (StatusCode, String) {
-    match e {
-        Error::InvalidInput(m) => (StatusCode::BAD_REQUEST, m),
-        Error::NotFound(m) => (StatusCode::NOT_FOUND, m),
-        Error::Conflict(m) => (StatusCode::CONFLICT, m),
-        Error::QuotaExceeded(m) => (StatusCode::TOO_MANY_REQUESTS, m),
-        Error::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, m),
-        Error::PermissionDenied(m) => (StatusCode::FORBIDDEN, m),
-        Error::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-        Error::LostOwnership(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the execution moved to another node meanwhile; try again".into(),
-        ),
-        Error::Unaudited(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-        Error::DiskFull(e) => {
-            tracing::error!(error = %e, "the disk is full answering a console request");
-            (StatusCode::INSUFFICIENT_STORAGE, DISK_FULL.into())
-        }
-        Error::Store(e) => {
-            tracing::error!(error = %e, "database error answering a console request");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable; try again later".into(),
-            )
-        }
-        other => {
-            tracing::error!(error = %other, "internal error answering a console request");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error; the server's log has the details".into(),
-            )
-        }
-    }
-}
-
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
@@ -274,28 +202,36 @@ impl IntoResponse for Refusal {
                 .into_response(),
             Refusal::Forged => (
                 StatusCode::FORBIDDEN,
-                axum::response::Html(layout(
-                    "Refused",
-                    Section::None,
-                    None,
-                    "<h1>Refused</h1><p class=\"error\">This request did not come from a page \
-                     of this console (its CSRF token is missing or wrong, or it came from \
-                     another site). Reload the page and try again.</p>",
-                )),
+                axum::response::Html(
+                    layout(
+                        "Refused",
+                        Section::None,
+                        None,
+                        html! {
+                            h1 { "Refused" }
+                            p.error {
+                                "This request did not come from a page of this console (its \
+                                 CSRF token is missing or wrong, or it came from another \
+                                 site). Reload the page and try again."
+                            }
+                        },
+                    )
+                    .into_string(),
+                ),
             )
                 .into_response(),
             Refusal::Failed(e) => {
                 let (status, message) = status_of(e);
-                let body = format!(
-                    "<h1>{}</h1><p class=\"error\" id=\"error\">{}</p>\
-                     <p><a href=\"javascript:history.back()\">Back</a> · \
-                     <a href=\"/executions\">Executions</a></p>",
-                    status.canonical_reason().unwrap_or("Error"),
-                    esc(&message)
-                );
+                // "Back" goes back in history with the script (the CSP
+                // refuses `javascript:` links), to the list without it.
+                let body = html! {
+                    h1 { (status.canonical_reason().unwrap_or("Error")) }
+                    p.error #error { (message) }
+                    p { a href="/executions" data-back { "Back" } " · " a href="/executions" { "Executions" } }
+                };
                 (
                     status,
-                    axum::response::Html(layout("Error", Section::None, None, &body)),
+                    axum::response::Html(layout("Error", Section::None, None, body).into_string()),
                 )
                     .into_response()
             }

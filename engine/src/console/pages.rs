@@ -4,7 +4,7 @@
 //! Actions answer with a redirect to the page they were made on (so a
 //! reload does not repeat them), or with a page that says what was wrong.
 
-use super::html::{Section, badge, csrf_field, duration, esc, json, layout, query_value, time};
+use super::html::{Section, badge, csrf_field, duration, json, layout, query_value, time};
 use super::session::{self, Viewer};
 use super::timeline::{Progress, Timeline};
 use super::{Console, OverTls, Peer, Refusal, check_origin, own_tenant, status_of};
@@ -19,15 +19,15 @@ use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{Markup, html};
 use serde::Deserialize;
 use std::convert::Infallible;
-use std::fmt::Write;
 use tokio_stream::StreamExt;
 
 type Page = Result<Response, Refusal>;
 
-fn html(title: &str, section: Section, viewer: &Viewer, body: &str) -> Response {
-    Html(layout(title, section, Some(viewer), body)).into_response()
+fn page(title: &str, section: Section, viewer: &Viewer, body: Markup) -> Response {
+    Html(layout(title, section, Some(viewer), body).into_string()).into_response()
 }
 
 fn back_to(path: String) -> Response {
@@ -42,19 +42,24 @@ pub async fn home(State(c): State<Console>, headers: HeaderMap) -> Response {
 }
 
 fn login_form(error: Option<&str>) -> String {
-    let error = error.map_or_else(String::new, |e| {
-        format!("<p class=\"error\" id=\"error\">{}</p>", esc(e))
-    });
-    let body = format!(
-        "<section class=\"card narrow\"><h1>Sign in</h1>{error}\
-         <form method=\"post\" action=\"/login\" id=\"login\">\
-         <label>API key <input type=\"password\" name=\"key\" autocomplete=\"off\" \
-         placeholder=\"cbk_…\" required autofocus></label>\
-         <button type=\"submit\">Sign in</button></form>\
-         <p class=\"muted\">A tenant's key, from <code>cerebelum admin key create TENANT</code>. \
-         The console sees what the key's tenant sees through the API.</p></section>"
-    );
-    layout("Sign in", Section::None, None, &body)
+    let body = html! {
+        section.card.narrow {
+            h1 { "Sign in" }
+            @if let Some(error) = error { p.error #error { (error) } }
+            form #login method="post" action="/login" {
+                label {
+                    "API key "
+                    input type="password" name="key" autocomplete="off" placeholder="cbk_…" required autofocus;
+                }
+                button type="submit" { "Sign in" }
+            }
+            p.muted {
+                "A tenant's key, from " code { "cerebelum admin key create TENANT" } ". "
+                "The console sees what the key's tenant sees through the API."
+            }
+        }
+    };
+    layout("Sign in", Section::None, None, body).into_string()
 }
 
 pub async fn login_page() -> Html<String> {
@@ -203,51 +208,48 @@ impl ListQuery {
 
 /// A row of the executions list; an operator's has the tenant too, an
 /// open execution that reported progress its latest report.
-fn execution_row(r: &ExecutionRecord, operator: bool, progress: Option<&Progress>) -> String {
-    let mut note = String::new();
-    if let Some(error) = &r.error {
-        note = format!("{}: {}", error.kind, error.message);
-    } else if let Some(wake) = r.wake_at_ms
-        && !r.status.is_terminal()
-    {
-        note = format!("wakes at {}", super::html::utc(wake));
+fn execution_row(r: &ExecutionRecord, operator: bool, progress: Option<&Progress>) -> Markup {
+    let note = match (&r.error, r.wake_at_ms) {
+        (Some(error), _) => format!("{}: {}", error.kind, error.message),
+        (None, Some(wake)) if !r.status.is_terminal() => {
+            format!("wakes at {}", super::html::utc(wake))
+        }
+        _ => String::new(),
+    };
+    html! {
+        tr data-id=(r.id) {
+            td { a.id href={ "/executions/" (query_value(&r.id)) } { (r.id) } }
+            @if operator { td { (r.tenant) } }
+            td { (badge(r.status.as_str())) }
+            td { (r.package_name) " " span.muted { "v" (r.package_version) } }
+            td { (r.workflow) }
+            td { (time(r.created_at_ms)) }
+            td { (time(r.updated_at_ms)) }
+            td.note {
+                @if let Some(p) = progress {
+                    span.progress {
+                        progress max="100" value=(p.percent) { (p.percent) "%" }
+                        " " (p.percent) "% " (p.message)
+                    }
+                    " "
+                }
+                (note)
+            }
+        }
     }
-    format!(
-        "<tr data-id=\"{id}\"><td><a class=\"id\" href=\"/executions/{id}\">{id}</a></td>{tenant}\
-         <td>{}</td><td>{} <span class=\"muted\">v{}</span></td><td>{}</td>\
-         <td>{}</td><td>{}</td><td class=\"note\">{}{}</td></tr>",
-        badge(r.status.as_str()),
-        esc(&r.package_name),
-        r.package_version,
-        esc(&r.workflow),
-        time(r.created_at_ms),
-        time(r.updated_at_ms),
-        progress.map_or_else(String::new, |p| format!(
-            "<span class=\"progress\"><progress max=\"100\" value=\"{0}\">{0}%</progress> {0}% {1}</span> ",
-            p.percent,
-            esc(&p.message)
-        )),
-        esc(&note),
-        id = esc(&r.id),
-        tenant = if operator {
-            format!("<td>{}</td>", esc(&r.tenant))
-        } else {
-            String::new()
-        },
-    )
 }
 
 async fn rows(
     c: &Console,
     viewer: &Viewer,
     query: &ListQuery,
-) -> Result<(String, Option<String>), Refusal> {
+) -> Result<(Markup, Option<String>), Refusal> {
     let page = c
         .api
         .list_of(viewer.tenant.as_ref(), query.filter()?, Some(&query.after))
         .await?;
     let operator = viewer.tenant.is_none();
-    let mut out = String::with_capacity(page.executions.len() * 400);
+    let mut rows = Vec::with_capacity(page.executions.len());
     for r in &page.executions {
         // The latest progress of what still runs (one indexed read each).
         let progress = if r.status.is_terminal() {
@@ -269,12 +271,15 @@ async fn rows(
                     _ => None,
                 })
         };
-        out.push_str(&execution_row(r, operator, progress.as_ref()));
+        rows.push(execution_row(r, operator, progress.as_ref()));
     }
-    if page.executions.is_empty() {
-        out.push_str("<tr><td colspan=\"8\" class=\"muted\">No executions match.</td></tr>");
-    }
-    Ok((out, page.next))
+    let rows = html! {
+        @for row in rows { (row) }
+        @if page.executions.is_empty() {
+            tr { td colspan="8" class="muted" { "No executions match." } }
+        }
+    };
+    Ok((rows, page.next))
 }
 
 pub async fn executions(
@@ -285,75 +290,53 @@ pub async fn executions(
     let viewer = c.viewer(&headers).await?;
     let (rows, next) = rows(&c, &viewer, &query).await?;
     let filters = query.filters();
-    let mut status_options = String::from("<option value=\"\">any status</option>");
-    for s in [
+    let with = |path: &str| match filters.as_str() {
+        "" => path.to_owned(),
+        filters => format!("{path}?{filters}"),
+    };
+    let operator = viewer.tenant.is_none();
+    // Only the first page refreshes itself: later pages hold still.
+    let refresh = query.after.is_empty().then(|| with("/executions/rows"));
+    let statuses = [
         "pending",
         "running",
         "waiting",
         "completed",
         "failed",
         "cancelled",
-    ] {
-        let selected = if query.status == s { " selected" } else { "" };
-        let _ = write!(status_options, "<option{selected}>{s}</option>");
-    }
-    // Only the first page refreshes itself: later pages hold still.
-    let refresh = if query.after.is_empty() {
-        format!(
-            " data-refresh=\"/executions/rows{}{}\"",
-            if filters.is_empty() { "" } else { "?" },
-            esc(&filters)
-        )
-    } else {
-        String::new()
+    ];
+    let body = html! {
+        h1 { "Executions" }
+        form.filters method="get" action="/executions" {
+            input name="q" placeholder="id starts with…" value=(query.q);
+            select name="status" {
+                option value="" { "any status" }
+                @for s in statuses { option selected[query.status == s] { (s) } }
+            }
+            input name="package" placeholder="package" value=(query.package);
+            input name="workflow" placeholder="workflow" value=(query.workflow);
+            @if operator { input name="tenant" placeholder="tenant" value=(query.tenant); }
+            button type="submit" { "Filter" }
+            " " a href="/executions" { "clear" }
+        }
+        table.executions {
+            thead { tr {
+                th { "id" } @if operator { th { "tenant" } }
+                th { "status" } th { "package" } th { "workflow" } th { "started" }
+                th { "updated" } th {}
+            } }
+            tbody #rows data-refresh=[refresh] { (rows) }
+        }
+        p.paging {
+            @if !query.after.is_empty() { a href=(with("/executions")) { "⇤ First page" } " " }
+            @if let Some(next) = next {
+                a #next href={
+                    "/executions?" (filters) @if !filters.is_empty() { "&" } "after=" (query_value(&next))
+                } { "Next page →" }
+            }
+        }
     };
-    let mut paging = String::new();
-    if !query.after.is_empty() {
-        let _ = write!(
-            paging,
-            "<a href=\"/executions{}{}\">⇤ First page</a> ",
-            if filters.is_empty() { "" } else { "?" },
-            esc(&filters)
-        );
-    }
-    if let Some(next) = next {
-        let sep = if filters.is_empty() { "" } else { "&" };
-        let _ = write!(
-            paging,
-            "<a id=\"next\" href=\"/executions?{}{sep}after={}\">Next page →</a>",
-            esc(&filters),
-            query_value(&next)
-        );
-    }
-    let body = format!(
-        "<h1>Executions</h1>\
-         <form class=\"filters\" method=\"get\" action=\"/executions\">\
-         <input name=\"q\" placeholder=\"id starts with…\" value=\"{}\">\
-         <select name=\"status\">{status_options}</select>\
-         <input name=\"package\" placeholder=\"package\" value=\"{}\">\
-         <input name=\"workflow\" placeholder=\"workflow\" value=\"{}\">{tenant_filter}\
-         <button type=\"submit\">Filter</button> <a href=\"/executions\">clear</a></form>\
-         <table class=\"executions\"><thead><tr><th>id</th>{tenant_column}<th>status</th>\
-         <th>package</th><th>workflow</th><th>started</th><th>updated</th><th></th></tr></thead>\
-         <tbody id=\"rows\"{refresh}>{rows}</tbody></table><p class=\"paging\">{paging}</p>",
-        esc(&query.q),
-        esc(&query.package),
-        esc(&query.workflow),
-        tenant_filter = if viewer.tenant.is_none() {
-            format!(
-                "<input name=\"tenant\" placeholder=\"tenant\" value=\"{}\">",
-                esc(&query.tenant)
-            )
-        } else {
-            String::new()
-        },
-        tenant_column = if viewer.tenant.is_none() {
-            "<th>tenant</th>"
-        } else {
-            ""
-        },
-    );
-    Ok(html("Executions", Section::Executions, &viewer, &body))
+    Ok(page("Executions", Section::Executions, &viewer, body))
 }
 
 /// The rows of the executions list alone, for its live refresh.
@@ -364,7 +347,7 @@ pub async fn execution_rows(
 ) -> Page {
     let viewer = c.viewer(&headers).await?;
     let (rows, _) = rows(&c, &viewer, &query).await?;
-    Ok(Html(rows).into_response())
+    Ok(Html(rows.into_string()).into_response())
 }
 
 /// What changes while an execution runs, besides its timeline: its
@@ -376,166 +359,107 @@ pub fn live_parts(
     entries: usize,
     progress: Option<&Progress>,
     now_ms: i64,
-) -> (String, String) {
+) -> (Markup, Markup) {
     let r = &view.record;
-    let id = esc(&r.id);
-    let mut summary = format!(
-        "<div class=\"summary\"><h1>{} {}</h1><dl>\
-         <dt>id</dt><dd><code id=\"execution-id\">{id}</code></dd>\
-         <dt>package</dt><dd>{} v{} <span class=\"muted\">{}</span></dd>\
-         <dt>started</dt><dd>{}</dd><dt>updated</dt><dd>{}</dd><dt>journal</dt><dd>{} entries</dd>",
-        esc(&r.workflow),
-        badge(r.status.as_str()),
-        // An operator has no package pages: the tenant's name instead.
-        match viewer.tenant {
-            Some(_) => format!(
-                "<a href=\"/packages/{}\">{}</a>",
-                query_value(&r.package_name),
-                esc(&r.package_name)
-            ),
-            None => format!(
-                "{} <span class=\"muted\">of tenant {}</span>",
-                esc(&r.package_name),
-                esc(&r.tenant)
-            ),
-        },
-        r.package_version,
-        esc(&r.package_sha256[..r.package_sha256.len().min(12)]),
-        time(r.created_at_ms),
-        time(r.updated_at_ms),
-        entries,
-    );
-    if let Some(queue) = &r.worker_queue {
-        let _ = write!(
-            summary,
-            "<dt>worker queue</dt><dd><code>{}</code></dd>",
-            esc(queue)
-        );
-    }
-    if let (Some(wake), false) = (r.wake_at_ms, r.status.is_terminal()) {
-        let _ = write!(
-            summary,
-            "<dt>wakes</dt><dd>{} · <span class=\"countdown\" data-due=\"{wake}\">in {}</span></dd>",
-            time(wake),
-            duration(wake - now_ms)
-        );
-    }
-    if r.cancel_requested && !r.status.is_terminal() {
-        summary.push_str("<dt>cancel</dt><dd>requested; it ends at its next wait</dd>");
-    }
-    for wait in &view.waiting_on {
-        let _ = write!(summary, "<dt>waiting for</dt><dd>{}</dd>", esc(wait));
-    }
-    if let Some(state) = &view.state {
-        let _ = write!(
-            summary,
-            "<dt>state</dt><dd><code class=\"state\">{}</code></dd>",
-            esc(&crate::util::shorten(&state.to_string(), 500))
-        );
-    }
-    if let Some(parent) = &r.parent_id {
-        let _ = write!(
-            summary,
-            "<dt>parent</dt><dd><a href=\"/executions/{}\">{}</a></dd>",
-            query_value(parent),
-            esc(parent)
-        );
-    }
-    if let Some(from) = &r.continued_from {
-        let _ = write!(
-            summary,
-            "<dt>continues</dt><dd><a href=\"/executions/{}\">{}</a></dd>",
-            query_value(from),
-            esc(from)
-        );
-    }
-    if r.paused && !r.status.is_terminal() {
-        summary.push_str(
-            "<dt>paused</dt><dd>by an operator; it starts no new step until resumed</dd>",
-        );
-    }
-    if r.engine_failures > 0 && !r.status.is_terminal() {
-        let _ = write!(
-            summary,
-            "<dt>engine</dt><dd class=\"error\">{} engine error(s) in a row, retried \
-             automatically: {}</dd>",
-            r.engine_failures,
-            esc(r.engine_error.as_deref().unwrap_or(""))
-        );
-    }
-    if let Some(note) = &view.note {
-        let _ = write!(summary, "<dt>note</dt><dd>{}</dd>", esc(note));
-    }
-    summary.push_str("</dl>");
-    if let Some(p) = progress {
-        let _ = write!(
-            summary,
-            "<div class=\"progress\"><progress max=\"100\" value=\"{0}\">{0}%</progress> \
-             {0}% {1}</div>",
-            p.percent,
-            esc(&p.message)
-        );
-    }
-    if let Some(result) = &r.result {
-        let _ = write!(
-            summary,
-            "<h2>Result</h2><div id=\"result\">{}</div>",
-            json(result)
-        );
-    }
-    if let Some(error) = &r.error {
-        let _ = write!(
-            summary,
-            "<h2>Error</h2><p class=\"error\" id=\"failure\">{}: {}</p>{}",
-            error.kind,
-            esc(&error.message),
-            error.details.as_ref().map(json).unwrap_or_default()
-        );
-    }
-    summary.push_str("</div>");
-
-    let csrf = csrf_field(viewer);
-    let mut actions = String::new();
-    for a in &view.pending_approvals {
-        let key = esc(&a.key);
-        let message = a
-            .request
-            .get("message")
-            .and_then(|m| m.as_str())
-            .unwrap_or("");
-        let _ = write!(
-            actions,
-            "<section class=\"card approval\" data-key=\"{key}\"><h2>Approval <code>{key}</code></h2>\
-             <p>{}</p>\
-             <form method=\"post\" action=\"/executions/{id}/approve\" class=\"approve\" \
-             data-confirm=\"Approve '{key}' with this payload?\">{csrf}\
-             <input type=\"hidden\" name=\"key\" value=\"{key}\">\
-             <label>Payload (JSON)<textarea name=\"payload\" rows=\"4\" data-json>{{}}</textarea></label>\
-             <p class=\"json-error error\"></p><button type=\"submit\" class=\"primary\">Approve</button></form>\
-             <form method=\"post\" action=\"/executions/{id}/reject\" class=\"reject\" \
-             data-confirm=\"Reject '{key}'?\">{csrf}\
-             <input type=\"hidden\" name=\"key\" value=\"{key}\">\
-             <label>Reason <input name=\"reason\" placeholder=\"why not\"></label>\
-             <button type=\"submit\" class=\"danger\">Reject</button></form></section>",
-            esc(message)
-        );
-    }
-    if !r.status.is_terminal() && !r.cancel_requested {
-        let _ = write!(
-            actions,
-            "<form method=\"post\" action=\"/executions/{id}/cancel\" class=\"inline\" \
-             data-confirm=\"Cancel this execution? Its code gets a cancellation error at its \
-             next wait.\">{csrf}<button type=\"submit\" id=\"cancel\" class=\"danger\">Cancel</button></form>"
-        );
-    }
-    if matches!(r.status, Status::Failed | Status::Cancelled) {
-        let _ = write!(
-            actions,
-            "<form method=\"post\" action=\"/executions/{id}/retry\" class=\"inline\" \
-             data-confirm=\"Retry this execution? It keeps what it completed.\">{csrf}\
-             <button type=\"submit\" id=\"retry\" class=\"primary\">Retry</button></form>"
-        );
-    }
+    let open = !r.status.is_terminal();
+    let link = |id: &str| html! { a href={ "/executions/" (query_value(id)) } { (id) } };
+    let summary = html! {
+        div.summary {
+            h1 { (r.workflow) " " (badge(r.status.as_str())) }
+            dl {
+                dt { "id" } dd { code #execution-id { (r.id) } }
+                dt { "package" }
+                dd {
+                    // An operator has no package pages: the tenant's name instead.
+                    @match viewer.tenant {
+                        Some(_) => { a href={ "/packages/" (query_value(&r.package_name)) } { (r.package_name) } }
+                        None => { (r.package_name) " " span.muted { "of tenant " (r.tenant) } }
+                    }
+                    " v" (r.package_version) " "
+                    span.muted { (r.package_sha256[..r.package_sha256.len().min(12)]) }
+                }
+                dt { "started" } dd { (time(r.created_at_ms)) }
+                dt { "updated" } dd { (time(r.updated_at_ms)) }
+                dt { "journal" } dd { (entries) " entries" }
+                @if let Some(queue) = &r.worker_queue { dt { "worker queue" } dd { code { (queue) } } }
+                @if let (Some(wake), true) = (r.wake_at_ms, open) {
+                    dt { "wakes" }
+                    dd { (time(wake)) " · " span.countdown data-due=(wake) { "in " (duration(wake - now_ms)) } }
+                }
+                @if r.cancel_requested && open {
+                    dt { "cancel" } dd { "requested; it ends at its next wait" }
+                }
+                @for wait in &view.waiting_on { dt { "waiting for" } dd { (wait) } }
+                @if let Some(state) = &view.state {
+                    dt { "state" }
+                    dd { code.state { (crate::util::shorten(&state.to_string(), 500)) } }
+                }
+                @if let Some(parent) = &r.parent_id { dt { "parent" } dd { (link(parent)) } }
+                @if let Some(from) = &r.continued_from { dt { "continues" } dd { (link(from)) } }
+                @if r.paused && open {
+                    dt { "paused" } dd { "by an operator; it starts no new step until resumed" }
+                }
+                @if r.engine_failures > 0 && open {
+                    dt { "engine" }
+                    dd.error {
+                        (r.engine_failures) " engine error(s) in a row, retried automatically: "
+                        (r.engine_error.as_deref().unwrap_or(""))
+                    }
+                }
+                @if let Some(note) = &view.note { dt { "note" } dd { (note) } }
+            }
+            @if let Some(p) = progress {
+                div.progress {
+                    progress max="100" value=(p.percent) { (p.percent) "%" }
+                    " " (p.percent) "% " (p.message)
+                }
+            }
+            @if let Some(result) = &r.result { h2 { "Result" } div #result { (json(result)) } }
+            @if let Some(error) = &r.error {
+                h2 { "Error" }
+                p.error #failure { (error.kind.to_string()) ": " (error.message) }
+                @if let Some(details) = &error.details { (json(details)) }
+            }
+        }
+    };
+    let action = |what: &str| format!("/executions/{}/{what}", query_value(&r.id));
+    let actions = html! {
+        @for a in &view.pending_approvals {
+            section.card.approval data-key=(a.key) {
+                h2 { "Approval " code { (a.key) } }
+                p { (a.request.get("message").and_then(|m| m.as_str()).unwrap_or("")) }
+                form.approve method="post" action=(action("approve"))
+                    data-confirm={ "Approve '" (a.key) "' with this payload?" } {
+                    (csrf_field(viewer))
+                    input type="hidden" name="key" value=(a.key);
+                    label { "Payload (JSON)" textarea name="payload" rows="4" data-json { "{}" } }
+                    p.json-error.error {}
+                    button.primary type="submit" { "Approve" }
+                }
+                form.reject method="post" action=(action("reject"))
+                    data-confirm={ "Reject '" (a.key) "'?" } {
+                    (csrf_field(viewer))
+                    input type="hidden" name="key" value=(a.key);
+                    label { "Reason " input name="reason" placeholder="why not"; }
+                    button.danger type="submit" { "Reject" }
+                }
+            }
+        }
+        @if open && !r.cancel_requested {
+            form.inline method="post" action=(action("cancel"))
+                data-confirm="Cancel this execution? Its code gets a cancellation error at its next wait." {
+                (csrf_field(viewer))
+                button #cancel .danger type="submit" { "Cancel" }
+            }
+        }
+        @if matches!(r.status, Status::Failed | Status::Cancelled) {
+            form.inline method="post" action=(action("retry"))
+                data-confirm="Retry this execution? It keeps what it completed." {
+                (csrf_field(viewer))
+                button #retry .primary type="submit" { "Retry" }
+            }
+        }
+    };
     (summary, actions)
 }
 
@@ -561,11 +485,11 @@ pub async fn execution(
     let tenant = c.tenant_of(&viewer, &id).await?;
     let view = c.api.execution(&tenant, &id).await?;
     let entries = c.api.journal(&tenant, &id, 0).await?;
-    Ok(html(
+    Ok(page(
         &view.record.workflow.clone(),
         Section::Executions,
         &viewer,
-        &execution_body(&c, &viewer, &view, &entries, show.all.is_some()),
+        execution_body(&c, &viewer, &view, &entries, show.all.is_some()),
     ))
 }
 
@@ -576,7 +500,7 @@ pub fn execution_body(
     view: &ExecutionView,
     entries: &[Entry],
     all: bool,
-) -> String {
+) -> Markup {
     let timeline = Timeline::build(entries);
     let now_ms = c.api.now_ms();
     let (summary, actions) = live_parts(
@@ -586,23 +510,23 @@ pub fn execution_body(
         timeline.progress.as_ref(),
         now_ms,
     );
-    let timeline_html = timeline.html(now_ms, (!all).then_some(MAX_TIMELINE_ROWS));
-    let live = if view.record.status.is_terminal() {
-        String::new()
-    } else {
+    let live = (!view.record.status.is_terminal()).then(|| {
         format!(
-            " data-live=\"/executions/{}/live?seq={}{}\"",
-            esc(&view.record.id),
+            "/executions/{}/live?seq={}{}",
+            query_value(&view.record.id),
             timeline.last_seq,
-            if all { "&amp;all=1" } else { "" }
+            if all { "&all=1" } else { "" }
         )
-    };
-    format!(
-        "<div id=\"execution\"{live}><div id=\"summary\">{summary}</div>\
-         <div id=\"actions\">{actions}</div>\
-         <h2>Input</h2>{}<h2>Timeline</h2><div id=\"timeline\">{timeline_html}</div></div>",
-        json(&view.record.input)
-    )
+    });
+    html! {
+        div #execution data-live=[live] {
+            div #summary { (summary) }
+            div #actions { (actions) }
+            h2 { "Input" } (json(&view.record.input))
+            h2 { "Timeline" }
+            div #timeline { (timeline.html(now_ms, (!all).then_some(MAX_TIMELINE_ROWS))) }
+        }
+    }
 }
 
 /// Where the execution's page is: the last journal seq it shows.
@@ -749,40 +673,44 @@ pub async fn retry(
 pub async fn packages(State(c): State<Console>, headers: HeaderMap) -> Page {
     let viewer = c.viewer(&headers).await?;
     let packages = c.api.list_packages(own_tenant(&viewer)?).await?;
-    let mut rows = String::new();
-    for p in &packages {
-        let workflows: Vec<&str> = p.info.workflows.iter().map(|w| w.name.as_str()).collect();
-        let _ = write!(
-            rows,
-            "<tr><td><a href=\"/packages/{}\">{}</a></td><td>v{}</td><td><code>{}</code></td>\
-             <td>{}</td><td>{} steps</td><td>{}</td></tr>",
-            query_value(&p.name),
-            esc(&p.name),
-            p.version,
-            esc(&p.sha256[..p.sha256.len().min(16)]),
-            esc(&workflows.join(", ")),
-            p.info.steps.len(),
-            time(p.created_at_ms)
-        );
-    }
-    if packages.is_empty() {
-        rows.push_str(
-            "<tr><td colspan=\"6\" class=\"muted\">No packages yet: upload one.</td></tr>",
-        );
-    }
-    let body = format!(
-        "<h1>Packages</h1>\
-         <section class=\"card\"><h2>Upload</h2>\
-         <form id=\"upload\" data-csrf=\"{}\">\
-         <label>Component (.wasm) <input type=\"file\" name=\"file\" accept=\".wasm\" required></label>\
-         <label>Name <input name=\"name\" placeholder=\"the file name without .wasm\"></label>\
-         <button type=\"submit\" class=\"primary\">Upload</button>\
-         <p class=\"upload-status\" id=\"upload-status\"></p></form></section>\
-         <table><thead><tr><th>name</th><th>version</th><th>sha256</th><th>workflows</th>\
-         <th>steps</th><th>uploaded</th></tr></thead><tbody>{rows}</tbody></table>",
-        esc(&viewer.csrf)
-    );
-    Ok(html("Packages", Section::Packages, &viewer, &body))
+    let body = html! {
+        h1 { "Packages" }
+        section.card {
+            h2 { "Upload" }
+            form #upload data-csrf=(viewer.csrf) {
+                label { "Component (.wasm) " input type="file" name="file" accept=".wasm" required; }
+                label { "Name " input name="name" placeholder="the file name without .wasm"; }
+                button.primary type="submit" { "Upload" }
+                p.upload-status #upload-status {}
+            }
+        }
+        table {
+            thead { tr {
+                th { "name" } th { "version" } th { "sha256" } th { "workflows" } th { "steps" }
+                th { "uploaded" }
+            } }
+            tbody {
+                @for p in &packages {
+                    tr {
+                        td { a href={ "/packages/" (query_value(&p.name)) } { (p.name) } }
+                        td { "v" (p.version) }
+                        td { code { (p.sha256[..p.sha256.len().min(16)]) } }
+                        td {
+                            @for (i, w) in p.info.workflows.iter().enumerate() {
+                                @if i > 0 { ", " } (w.name)
+                            }
+                        }
+                        td { (p.info.steps.len()) " steps" }
+                        td { (time(p.created_at_ms)) }
+                    }
+                }
+                @if packages.is_empty() {
+                    tr { td colspan="6" class="muted" { "No packages yet: upload one." } }
+                }
+            }
+        }
+    };
+    Ok(page("Packages", Section::Packages, &viewer, body))
 }
 
 #[derive(Deserialize)]
@@ -867,66 +795,51 @@ pub async fn package(
         .into_iter()
         .filter(|p| p.name == name)
         .collect();
-    let mut body = format!(
-        "<h1>Package {} <span class=\"muted\">v{}</span></h1><dl><dt>sha256</dt><dd><code>{}</code></dd>\
-         <dt>size</dt><dd>{} bytes</dd><dt>uploaded</dt><dd>{}</dd></dl><h2>Workflows</h2><ul>",
-        esc(&newest.name),
-        newest.version,
-        esc(&newest.sha256),
-        newest.size_bytes,
-        time(newest.created_at_ms)
-    );
-    for w in &newest.info.workflows {
-        let _ = write!(
-            body,
-            "<li><b>{}</b> {}</li>",
-            esc(&w.name),
-            esc(&w.description)
-        );
-    }
-    body.push_str("</ul><h2>Steps</h2><table><thead><tr><th>step</th><th>description</th><th>options</th></tr></thead><tbody>");
-    for s in &newest.info.steps {
-        let _ = write!(
-            body,
-            "<tr><td><b>{}</b></td><td>{}</td><td>{}</td></tr>",
-            esc(&s.name),
-            esc(&s.description),
-            esc(&options_text(&s.options))
-        );
-    }
-    body.push_str("</tbody></table>");
-    let mut version_options = String::new();
-    for v in versions.iter().rev() {
-        let _ = write!(
-            version_options,
-            "<option value=\"{0}\">v{0} ({1})</option>",
-            v.version,
-            esc(&v.sha256[..v.sha256.len().min(12)])
-        );
-    }
-    let mut workflow_options = String::new();
-    for w in &newest.info.workflows {
-        let _ = write!(
-            workflow_options,
-            "<option value=\"{0}\">{0}</option>",
-            esc(&w.name)
-        );
-    }
-    let _ = write!(
-        body,
-        "<section class=\"card\"><h2>Start an execution</h2>\
-         <form method=\"post\" action=\"/start\" id=\"start\">{}\
-         <input type=\"hidden\" name=\"package\" value=\"{}\">\
-         <label>Version <select name=\"version\">{version_options}</select></label>\
-         <label>Workflow <select name=\"workflow\">{workflow_options}</select></label>\
-         <label>Input (JSON)<textarea name=\"input\" rows=\"6\" data-json>{{}}</textarea></label>\
-         <p class=\"json-error error\"></p>\
-         <label>Idempotency key <input name=\"idempotency_key\" placeholder=\"optional\"></label>\
-         <button type=\"submit\" class=\"primary\">Start</button></form></section>",
-        csrf_field(&viewer),
-        esc(&newest.name)
-    );
-    Ok(html(&newest.name, Section::Packages, &viewer, &body))
+    let body = html! {
+        h1 { "Package " (newest.name) " " span.muted { "v" (newest.version) } }
+        dl {
+            dt { "sha256" } dd { code { (newest.sha256) } }
+            dt { "size" } dd { (newest.size_bytes) " bytes" }
+            dt { "uploaded" } dd { (time(newest.created_at_ms)) }
+        }
+        h2 { "Workflows" }
+        ul { @for w in &newest.info.workflows { li { b { (w.name) } " " (w.description) } } }
+        h2 { "Steps" }
+        table {
+            thead { tr { th { "step" } th { "description" } th { "options" } } }
+            tbody {
+                @for s in &newest.info.steps {
+                    tr { td { b { (s.name) } } td { (s.description) } td { (options_text(&s.options)) } }
+                }
+            }
+        }
+        section.card {
+            h2 { "Start an execution" }
+            form #start method="post" action="/start" {
+                (csrf_field(&viewer))
+                input type="hidden" name="package" value=(newest.name);
+                label {
+                    "Version "
+                    select name="version" {
+                        @for v in versions.iter().rev() {
+                            option value=(v.version) { "v" (v.version) " (" (v.sha256[..v.sha256.len().min(12)]) ")" }
+                        }
+                    }
+                }
+                label {
+                    "Workflow "
+                    select name="workflow" {
+                        @for w in &newest.info.workflows { option value=(w.name) { (w.name) } }
+                    }
+                }
+                label { "Input (JSON)" textarea name="input" rows="6" data-json { "{}" } }
+                p.json-error.error {}
+                label { "Idempotency key " input name="idempotency_key" placeholder="optional"; }
+                button.primary type="submit" { "Start" }
+            }
+        }
+    };
+    Ok(page(&newest.name, Section::Packages, &viewer, body))
 }
 
 #[derive(Deserialize)]
@@ -994,59 +907,65 @@ fn quota(value: Option<i64>, unit: &str) -> String {
 /// An operator's view: every tenant with its usage, and the nodes.
 async fn operator_page(c: &Console, viewer: &Viewer) -> Page {
     let now = c.api.now_ms();
-    let mut body = String::from(
-        "<h1>Tenants</h1><table class=\"tenants\"><thead><tr><th>tenant</th>\
-         <th>open executions</th><th>of at most</th><th>journal entries per execution</th>\
-         <th>HTTP allow-list</th><th>created</th></tr></thead><tbody>",
-    );
+    let mut tenants = Vec::new();
     for tenant in c.api.store().catalog().list_tenants().await? {
-        let q = c.api.quotas(&tenant);
         let open = c
             .api
             .store()
             .executions()
             .count_open_executions(&tenant.name)
             .await?;
-        let _ = write!(
-            body,
-            "<tr data-tenant=\"{0}\"><td><a href=\"/executions?tenant={1}\">{0}</a></td>\
-             <td class=\"open\">{open}</td><td>{2}</td><td>{3}</td><td>{4}</td><td>{5}</td></tr>",
-            esc(&tenant.name),
-            query_value(&tenant.name),
-            quota(q.max_open_executions, ""),
-            quota(q.max_journal_entries, ""),
-            if tenant.http_allow.is_empty() {
-                "none".to_owned()
-            } else {
-                esc(&tenant.http_allow.join(", "))
-            },
-            time(tenant.created_at_ms),
-        );
+        tenants.push((c.api.quotas(&tenant), open, tenant));
     }
-    body.push_str(
-        "</tbody></table><h2>Nodes</h2><p class=\"muted\">Engine processes that hold \
-         leases on running executions now (one on SQLite; several on PostgreSQL).</p>\
-         <table class=\"nodes\"><thead><tr><th>node</th><th>running executions owned</th>\
-         <th>leases expire</th></tr></thead><tbody>",
-    );
     let nodes = c.api.store().executions().nodes().await?;
-    for node in &nodes {
-        let _ = write!(
-            body,
-            "<tr><td><code>{}</code></td><td>{}</td><td>in {} to {}</td></tr>",
-            esc(&node.id),
-            node.owned,
-            duration(node.lease_min_ms - now),
-            duration(node.lease_max_ms - now),
-        );
-    }
-    if nodes.is_empty() {
-        body.push_str(
-            "<tr><td colspan=\"3\" class=\"muted\">No execution is running now.</td></tr>",
-        );
-    }
-    body.push_str("</tbody></table>");
-    Ok(html("Tenants and nodes", Section::Tenant, viewer, &body))
+    let body = html! {
+        h1 { "Tenants" }
+        table.tenants {
+            thead { tr {
+                th { "tenant" } th { "open executions" } th { "of at most" }
+                th { "journal entries per execution" } th { "HTTP allow-list" } th { "created" }
+            } }
+            tbody {
+                @for (q, open, tenant) in &tenants {
+                    tr data-tenant=(tenant.name) {
+                        td { a href={ "/executions?tenant=" (query_value(&tenant.name)) } { (tenant.name) } }
+                        td.open { (open) }
+                        td { (quota(q.max_open_executions, "")) }
+                        td { (quota(q.max_journal_entries, "")) }
+                        td {
+                            @if tenant.http_allow.is_empty() { "none" }
+                            @else { (tenant.http_allow.join(", ")) }
+                        }
+                        td { (time(tenant.created_at_ms)) }
+                    }
+                }
+            }
+        }
+        h2 { "Nodes" }
+        p.muted {
+            "Engine processes that hold leases on running executions now (one on SQLite; \
+             several on PostgreSQL)."
+        }
+        table.nodes {
+            thead { tr { th { "node" } th { "running executions owned" } th { "leases expire" } } }
+            tbody {
+                @for node in &nodes {
+                    tr {
+                        td { code { (node.id) } }
+                        td { (node.owned) }
+                        td {
+                            "in " (duration(node.lease_min_ms - now)) " to "
+                            (duration(node.lease_max_ms - now))
+                        }
+                    }
+                }
+                @if nodes.is_empty() {
+                    tr { td colspan="3" class="muted" { "No execution is running now." } }
+                }
+            }
+        }
+    };
+    Ok(page("Tenants and nodes", Section::Tenant, viewer, body))
 }
 
 async fn tenant_page(c: &Console, viewer: &Viewer, new_key: Option<&str>) -> Page {
@@ -1062,99 +981,103 @@ async fn tenant_page(c: &Console, viewer: &Viewer, new_key: Option<&str>) -> Pag
         .await?;
     let keys = c.api.store().catalog().list_api_keys(&tenant.name).await?;
     // Usage of the per-execution journal limit: the longest open journal.
-    let longest = match c
+    let longest = c
         .api
         .store()
         .executions()
         .longest_open_journal(&tenant.name)
-        .await?
-    {
-        Some((id, entries)) => format!(
-            "{entries} <span class=\"muted\">(longest open: <a href=\"/executions/{0}\">{0}</a>)</span>",
-            esc(&id)
-        ),
-        None => "0".to_owned(),
-    };
-    let mut body = format!("<h1>Tenant {}</h1>", esc(&tenant.name));
-    if let Some(secret) = new_key {
-        let _ = write!(
-            body,
-            "<section class=\"card notice\"><h2>New API key</h2><p>Copy it now: it is shown \
-             once, and only its hash is stored.</p><pre id=\"new-key\">{}</pre></section>",
-            esc(secret)
-        );
-    }
-    let _ = write!(
-        body,
-        "<h2>Quotas and usage</h2><table class=\"quotas\"><tbody>\
-         <tr><th>open executions</th><td id=\"open-executions\">{open}</td><td>of {}</td></tr>\
-         <tr><th>package size</th><td></td><td>{}</td></tr>\
-         <tr><th>payload size</th><td></td><td>{}</td></tr>\
-         <tr><th>memory per invocation</th><td></td><td>{}</td></tr>\
-         <tr><th>CPU per invocation</th><td></td><td>{}</td></tr>\
-         <tr><th>fuel per execution</th><td></td><td>{}</td></tr>\
-         <tr><th>journal entries per execution</th><td id=\"longest-journal\">{}</td><td>{}</td></tr>\
-         <tr><th>output per invocation</th><td></td><td>{}</td></tr>\
-         <tr><th>concurrent invocations</th><td></td><td>{}</td></tr>\
-         <tr><th>watch streams</th><td></td><td>{}</td></tr>\
-         </tbody></table><h2>HTTP allow-list</h2>",
-        quota(q.max_open_executions, ""),
-        quota(q.max_package_bytes, "bytes"),
-        quota(q.max_payload_bytes, "bytes"),
-        quota(q.memory_bytes, "bytes"),
-        quota(q.cpu_ms, "ms"),
-        quota(q.fuel, ""),
-        longest,
-        quota(q.max_journal_entries, ""),
-        quota(q.max_output_bytes, "bytes"),
-        quota(q.max_concurrency, ""),
-        quota(q.max_streams, ""),
-    );
-    if tenant.http_allow.is_empty() {
-        body.push_str("<p class=\"muted\">Empty: steps may send no HTTP requests.</p>");
-    } else {
-        body.push_str("<ul>");
-        for host in &tenant.http_allow {
-            let _ = write!(body, "<li><code>{}</code></li>", esc(host));
-        }
-        body.push_str("</ul>");
-    }
-    let csrf = csrf_field(viewer);
-    body.push_str("<h2>API keys</h2><table class=\"keys\"><thead><tr><th>id</th><th>created</th><th>status</th><th>expires</th><th>last used</th><th></th></tr></thead><tbody>");
+        .await?;
     let now = c.api.now_ms();
-    for k in &keys {
-        let status = match (k.revoked_at_ms, k.state(now)) {
-            (Some(at), _) => format!("revoked {}", time(at)),
-            (None, "expired") => "expired".into(),
-            _ if k.id == viewer.key_id => "active (this session)".into(),
-            _ => "active".into(),
-        };
-        let expires = k.expires_at_ms.map_or_else(|| "never".to_owned(), time);
-        let used = k.last_used_at_ms.map_or_else(|| "never".to_owned(), time);
-        let action = if k.revoked_at_ms.is_none() {
-            format!(
-                "<form method=\"post\" action=\"/tenant/keys/{0}/revoke\" class=\"inline\" \
-                 data-confirm=\"Revoke key {0}? Clients using it are refused at once.\">{csrf}\
-                 <button type=\"submit\" class=\"danger\">Revoke</button></form>",
-                esc(&k.id)
-            )
-        } else {
-            String::new()
-        };
-        let _ = write!(
-            body,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{status}</td><td>{expires}</td>\
-             <td>{used}</td><td>{action}</td></tr>",
-            esc(&k.id),
-            time(k.created_at_ms)
-        );
-    }
-    let _ = write!(
-        body,
-        "</tbody></table><form method=\"post\" action=\"/tenant/keys\" id=\"create-key\">{csrf}\
-         <button type=\"submit\">Create a key</button></form>"
-    );
-    Ok(html("Tenant", Section::Tenant, viewer, &body))
+    let quotas = [
+        ("package size", quota(q.max_package_bytes, "bytes")),
+        ("payload size", quota(q.max_payload_bytes, "bytes")),
+        ("memory per invocation", quota(q.memory_bytes, "bytes")),
+        ("CPU per invocation", quota(q.cpu_ms, "ms")),
+        ("fuel per execution", quota(q.fuel, "")),
+    ];
+    let more_quotas = [
+        ("output per invocation", quota(q.max_output_bytes, "bytes")),
+        ("concurrent invocations", quota(q.max_concurrency, "")),
+        ("watch streams", quota(q.max_streams, "")),
+    ];
+    let body = html! {
+        h1 { "Tenant " (tenant.name) }
+        @if let Some(secret) = new_key {
+            section.card.notice {
+                h2 { "New API key" }
+                p { "Copy it now: it is shown once, and only its hash is stored." }
+                pre #new-key { (secret) }
+            }
+        }
+        h2 { "Quotas and usage" }
+        table.quotas { tbody {
+            tr {
+                th { "open executions" } td #open-executions { (open) }
+                td { "of " (quota(q.max_open_executions, "")) }
+            }
+            @for (what, limit) in &quotas { tr { th { (what) } td {} td { (limit) } } }
+            tr {
+                th { "journal entries per execution" }
+                td #longest-journal {
+                    @match &longest {
+                        Some((id, entries)) => {
+                            (entries) " " span.muted {
+                                "(longest open: " a href={ "/executions/" (query_value(id)) } { (id) } ")"
+                            }
+                        }
+                        None => { "0" }
+                    }
+                }
+                td { (quota(q.max_journal_entries, "")) }
+            }
+            @for (what, limit) in &more_quotas { tr { th { (what) } td {} td { (limit) } } }
+        } }
+        h2 { "HTTP allow-list" }
+        @if tenant.http_allow.is_empty() {
+            p.muted { "Empty: steps may send no HTTP requests." }
+        } @else {
+            ul { @for host in &tenant.http_allow { li { code { (host) } } } }
+        }
+        h2 { "API keys" }
+        table.keys {
+            thead { tr {
+                th { "id" } th { "created" } th { "status" } th { "expires" } th { "last used" } th {}
+            } }
+            tbody {
+                @for k in &keys {
+                    tr {
+                        td { code { (k.id) } }
+                        td { (time(k.created_at_ms)) }
+                        td {
+                            @match (k.revoked_at_ms, k.state(now)) {
+                                (Some(at), _) => { "revoked " (time(at)) }
+                                (None, "expired") => { "expired" }
+                                _ if k.id == viewer.key_id => { "active (this session)" }
+                                _ => { "active" }
+                            }
+                        }
+                        td { @match k.expires_at_ms { Some(at) => { (time(at)) } None => { "never" } } }
+                        td { @match k.last_used_at_ms { Some(at) => { (time(at)) } None => { "never" } } }
+                        td {
+                            @if k.revoked_at_ms.is_none() {
+                                form.inline method="post"
+                                    action={ "/tenant/keys/" (query_value(&k.id)) "/revoke" }
+                                    data-confirm={ "Revoke key " (k.id) "? Clients using it are refused at once." } {
+                                    (csrf_field(viewer))
+                                    button.danger type="submit" { "Revoke" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        form #create-key method="post" action="/tenant/keys" {
+            (csrf_field(viewer))
+            button type="submit" { "Create a key" }
+        }
+    };
+    Ok(page("Tenant", Section::Tenant, viewer, body))
 }
 
 pub async fn tenant(State(c): State<Console>, headers: HeaderMap) -> Page {
@@ -1242,73 +1165,60 @@ pub async fn audit(
         .catalog()
         .list_audit(tenant.as_deref(), query.before, AUDIT_PAGE)
         .await?;
-    let mut body = String::from(
-        "<h1>Audit log</h1><p class=\"muted\">Who approved, rejected, cancelled or retried an \
-         execution, or changed a tenant, a key or a secret: the key's id (or <code>cli:USER</code> \
-         for <code>cerebelum admin</code> on the database), when and from where. Rows are never \
-         changed or deleted.</p><table class=\"audit\"><thead><tr><th>#</th><th>when</th>\
-         <th>action</th><th>on</th><th>by</th><th>from</th>",
-    );
-    if viewer.tenant.is_none() {
-        body.push_str("<th>tenant</th>");
-    }
-    body.push_str("<th>detail</th></tr></thead><tbody>");
-    for row in &rows {
-        let target = if row.action.starts_with("execution.") {
-            format!(
-                "<a href=\"/executions/{}\"><code>{}</code></a>",
-                query_value(&row.target),
-                esc(&row.target)
-            )
-        } else {
-            format!("<code>{}</code>", esc(&row.target))
-        };
-        let _ = write!(
-            body,
-            "<tr data-action=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{target}</td>\
-             <td class=\"actor\"><code>{}</code></td><td>{}</td>",
-            esc(&row.action),
-            row.id,
-            time(row.at_ms),
-            esc(&row.action),
-            esc(&row.actor),
-            esc(&row.origin),
-        );
-        if viewer.tenant.is_none() {
-            let _ = write!(
-                body,
-                "<td>{}</td>",
-                if row.tenant.is_empty() {
-                    "—".to_owned()
-                } else {
-                    esc(&row.tenant)
-                }
-            );
+    let operator = viewer.tenant.is_none();
+    // The next page keeps an operator's tenant filter.
+    let older = (rows.len() as i64 == AUDIT_PAGE)
+        .then(|| rows.last())
+        .flatten()
+        .map(|last| match operator && !query.tenant.is_empty() {
+            true => format!(
+                "/audit?before={}&tenant={}",
+                last.id,
+                query_value(&query.tenant)
+            ),
+            false => format!("/audit?before={}", last.id),
+        });
+    let body = html! {
+        h1 { "Audit log" }
+        p.muted {
+            "Who approved, rejected, cancelled or retried an execution, or changed a tenant, a \
+             key or a secret: the key's id (or " code { "cli:USER" } " for "
+            code { "cerebelum admin" } " on the database), when and from where. Rows are never \
+             changed or deleted."
         }
-        let detail = row
-            .detail
-            .as_ref()
-            .map(|d| d.to_string())
-            .unwrap_or_default();
-        let _ = write!(body, "<td><code>{}</code></td></tr>", esc(&detail));
-    }
-    if rows.is_empty() {
-        body.push_str("<tr><td colspan=\"8\" class=\"muted\">Nothing recorded yet.</td></tr>");
-    }
-    body.push_str("</tbody></table>");
-    if rows.len() as i64 == AUDIT_PAGE
-        && let Some(last) = rows.last()
-    {
-        let tenant = if viewer.tenant.is_none() && !query.tenant.is_empty() {
-            format!("&tenant={}", query_value(&query.tenant))
-        } else {
-            String::new()
-        };
-        let _ = write!(
-            body,
-            "<p><a href=\"/audit?before={}{tenant}\">Older</a></p>",
-            last.id
-        );
-    }
-    Ok(html("Audit log", Section::Audit, &viewer, &body))
+        table.audit {
+            thead { tr {
+                th { "#" } th { "when" } th { "action" } th { "on" } th { "by" } th { "from" }
+                @if operator { th { "tenant" } }
+                th { "detail" }
+            } }
+            tbody {
+                @for row in &rows {
+                    tr data-action=(row.action) {
+                        td { (row.id) }
+                        td { (time(row.at_ms)) }
+                        td { (row.action) }
+                        td {
+                            @if row.action.starts_with("execution.") {
+                                a href={ "/executions/" (query_value(&row.target)) } { code { (row.target) } }
+                            } @else {
+                                code { (row.target) }
+                            }
+                        }
+                        td.actor { code { (row.actor) } }
+                        td { (row.origin) }
+                        @if operator {
+                            td { @if row.tenant.is_empty() { "—" } @else { (row.tenant) } }
+                        }
+                        td { code { (row.detail.as_ref().map(|d| d.to_string()).unwrap_or_default()) } }
+                    }
+                }
+                @if rows.is_empty() {
+                    tr { td colspan="8" class="muted" { "Nothing recorded yet." } }
+                }
+            }
+        }
+        @if let Some(older) = older { p { a href=(older) { "Older" } } }
+    };
+    Ok(page("Audit log", Section::Audit, &viewer, body))
 }

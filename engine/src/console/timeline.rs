@@ -3,11 +3,11 @@
 //! checks, approvals, HTTP requests, logs, progress), what the code
 //! printed, and the start and end of the execution.
 
-use super::html::{duration, esc, json, time};
+use super::html::{duration, json, time};
 use crate::journal::{Call, Entry, Event, HttpAnswer, Outcome, WORKFLOW};
 use crate::model::Status;
+use maud::{Markup, PreEscaped, html};
 use std::collections::HashMap;
-use std::fmt::Write;
 
 /// One attempt of a step.
 struct Attempt {
@@ -30,8 +30,8 @@ struct Row {
     /// Who made it: `workflow` or `step NAME`.
     who: String,
     title: String,
-    /// HTML shown under the title.
-    details: String,
+    /// What is shown under the title.
+    details: Markup,
     attempts: Vec<Attempt>,
     /// Poll checks that found nothing, and the last one's error.
     checks: u32,
@@ -62,7 +62,7 @@ impl Row {
             kind,
             who,
             title,
-            details: String::new(),
+            details: PreEscaped(String::new()),
             attempts: Vec::new(),
             checks: 0,
             last_check_error: None,
@@ -207,10 +207,10 @@ impl Timeline {
                                 by,
                                 format!("waits for approval '{}'", a.args.key),
                             );
-                            row.details = format!("<p>{}</p>", esc(&a.args.message));
-                            if let Some(details) = &a.args.details {
-                                row.details.push_str(&json(details));
-                            }
+                            row.details = html! {
+                                p { (a.args.message) }
+                                @if let Some(details) = &a.args.details { (json(details)) }
+                            };
                             row.due_ms = a.due_at;
                             row
                         }
@@ -290,7 +290,7 @@ impl Timeline {
                                 by,
                                 format!("{} {} {answer}", h.args.method, host_of(&h.args.url)),
                             );
-                            row.details = format!("<code>{}</code>", esc(&h.args.url));
+                            row.details = html! { code { (h.args.url) } };
                             row
                         }
                         Call::Record(r) if r.args.name == "sleep" => Row::new(
@@ -392,7 +392,7 @@ impl Timeline {
                         who(&e.invocation, steps),
                         format!("{} printed", out.stream),
                     );
-                    row.details = format!("<pre class=\"output\">{}</pre>", esc(text));
+                    row.details = html! { pre.output { (text) } };
                     rows.push(row);
                 }
                 Event::Finished(f) => {
@@ -435,16 +435,14 @@ impl Timeline {
     /// earlier ones are not shown and links to all of them (`?all=1`).
     /// Each row carries its index (`data-row`), so a live view can replace
     /// or add rows one by one (see [`super::live`]).
-    pub fn html(&self, now_ms: i64, max_rows: Option<usize>) -> String {
+    pub fn html(&self, now_ms: i64, max_rows: Option<usize>) -> Markup {
         let skip = max_rows.map_or(0, |max| self.rows.len().saturating_sub(max));
-        let mut out = String::with_capacity((self.rows.len() - skip) * 300 + 256);
-        out.push_str(&open_list(max_rows));
-        out.push_str(&more_line(skip, self.rows.len()));
-        for i in skip..self.rows.len() {
-            out.push_str(&self.row_html(i, now_ms));
+        html! {
+            ol.timeline data-max=[max_rows] {
+                (more_line(skip, self.rows.len()))
+                @for i in skip..self.rows.len() { (self.row_html(i, now_ms)) }
+            }
         }
-        out.push_str("</ol>");
-        out
     }
 
     /// The seq of the last journal entry that made or changed row `i`.
@@ -462,121 +460,85 @@ impl Timeline {
     }
 
     /// Row `i` as an `<li>`; `now_ms` for its countdown.
-    pub fn row_html(&self, i: usize, now_ms: i64) -> String {
+    pub fn row_html(&self, i: usize, now_ms: i64) -> Markup {
         let start = self.rows.first().map_or(0, |r| r.at_ms);
         let row = &self.rows[i];
-        let mut out = String::with_capacity(300);
-        let state = row.state();
-        let _ = write!(
-            out,
-            "<li class=\"row kind-{} state-{state}\" data-row=\"{i}\"><div class=\"when\" title=\"{}\">+{}</div>\
-                 <div class=\"what\"><div class=\"title\"><span class=\"who\">{}</span> {}",
-            row.kind,
-            esc(&super::html::utc(row.at_ms)),
-            duration(row.at_ms - start),
-            esc(&row.who),
-            esc(&row.title),
-        );
-        if row.kind == "step" && !row.attempts.is_empty() {
-            let n = row.attempts.len();
-            let _ = write!(
-                out,
-                " <span class=\"muted\">{n} attempt{}</span>",
-                if n == 1 { "" } else { "s" }
-            );
-        }
-        if row.kind == "poll" && row.checks > 0 {
-            let _ = write!(
-                out,
-                " <span class=\"muted\">{} check{} not ready</span>",
-                row.checks,
-                if row.checks == 1 { "" } else { "s" }
-            );
-        }
-        if let (Some(due), None) = (row.due_ms, &row.outcome) {
-            let _ = write!(
-                out,
-                " <span class=\"due\">due {} · <span class=\"countdown\" data-due=\"{due}\">in {}</span></span>",
-                time(due),
-                duration(due - now_ms)
-            );
-        }
-        out.push_str("</div>");
-        out.push_str(&row.details);
-        if !row.attempts.is_empty() {
-            out.push_str("<ul class=\"attempts\">");
-            for a in &row.attempts {
-                let _ = write!(out, "<li>attempt {}", a.number);
-                if let Some(queue) = &a.queue {
-                    let _ = write!(out, " on queue <code>{}</code>", esc(queue));
-                }
-                if let Some(worker) = &a.worker {
-                    let _ = write!(out, " by worker <code>{}</code>", esc(worker));
-                }
-                match a.ended_ms {
-                    Some(end) => {
-                        let _ = write!(out, ", {}", duration(end - a.at_ms));
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        html! {
+            li class={ "row kind-" (row.kind) " state-" (row.state()) } data-row=(i) {
+                div.when title=(super::html::utc(row.at_ms)) { "+" (duration(row.at_ms - start)) }
+                div.what {
+                    div.title {
+                        span.who { (row.who) } " " (row.title)
+                        @if row.kind == "step" && !row.attempts.is_empty() {
+                            " " span.muted { (row.attempts.len()) " attempt" (plural(row.attempts.len())) }
+                        }
+                        @if row.kind == "poll" && row.checks > 0 {
+                            " " span.muted { (row.checks) " check" (plural(row.checks as usize)) " not ready" }
+                        }
+                        @if let (Some(due), None) = (row.due_ms, &row.outcome) {
+                            " " span.due {
+                                "due " (time(due)) " · "
+                                span.countdown data-due=(due) { "in " (duration(due - now_ms)) }
+                            }
+                        }
                     }
-                    None => out.push_str(", running"),
+                    (row.details)
+                    @if !row.attempts.is_empty() {
+                        ul.attempts { @for a in &row.attempts { (attempt_html(a)) } }
+                    }
+                    @if let Some(error) = &row.last_check_error {
+                        div.muted { "last check: " (error) }
+                    }
+                    @match &row.outcome {
+                        Some((Ok(value), at)) if row.kind != "finished" || !value.is_null() => {
+                            div.outcome.ok { "→ after " (duration(at - row.at_ms)) (json(value)) }
+                        }
+                        Some((Err(error), _)) => {
+                            div.outcome.error {
+                                "✗ " (error.kind.to_string()) ": " (error.message)
+                                @if let Some(details) = &error.details { (json(details)) }
+                            }
+                        }
+                        _ => {}
+                    }
                 }
-                if let Some(error) = &a.error {
-                    let _ = write!(out, " <span class=\"error\">failed: {}</span>", esc(error));
-                }
-                if let Some(at) = a.retry_at {
-                    let _ = write!(out, " · retry at {}", time(at));
-                }
-                out.push_str("</li>");
             }
-            out.push_str("</ul>");
         }
-        if let Some(error) = &row.last_check_error {
-            let _ = write!(out, "<div class=\"muted\">last check: {}</div>", esc(error));
-        }
-        match &row.outcome {
-            Some((Ok(value), at)) if row.kind != "finished" || !value.is_null() => {
-                let _ = write!(
-                    out,
-                    "<div class=\"outcome ok\">→ after {}{}</div>",
-                    duration(at - row.at_ms),
-                    json(value)
-                );
-            }
-            Some((Err(error), _)) => {
-                let _ = write!(
-                    out,
-                    "<div class=\"outcome error\">✗ {}: {}{}</div>",
-                    error.kind,
-                    esc(&error.message),
-                    error.details.as_ref().map(json).unwrap_or_default()
-                );
-            }
-            _ => {}
-        }
-        out.push_str("</div></li>");
-        out
     }
 }
 
-/// The opening tag of a timeline list; `max_rows`: a live view keeps at
-/// most that many rows (`data-max`).
-pub fn open_list(max_rows: Option<usize>) -> String {
-    match max_rows {
-        Some(max) => format!("<ol class=\"timeline\" data-max=\"{max}\">"),
-        None => "<ol class=\"timeline\">".to_owned(),
+/// An attempt of a step, as an `<li>`.
+fn attempt_html(a: &Attempt) -> Markup {
+    html! {
+        li {
+            "attempt " (a.number)
+            @if let Some(queue) = &a.queue { " on queue " code { (queue) } }
+            @if let Some(worker) = &a.worker { " by worker " code { (worker) } }
+            @match a.ended_ms {
+                Some(end) => { ", " (duration(end - a.at_ms)) }
+                None => { ", running" }
+            }
+            @if let Some(error) = &a.error { " " span.error { "failed: " (error) } }
+            @if let Some(at) = a.retry_at { " · retry at " (time(at)) }
+        }
     }
 }
 
 /// The line above a cut timeline that says how many of its `total` rows
 /// (the first `skip`) are not shown; empty when none is hidden.
-pub fn more_line(skip: usize, total: usize) -> String {
-    if skip == 0 {
-        return String::new();
+pub fn more_line(skip: usize, total: usize) -> Markup {
+    html! {
+        @if skip > 0 {
+            li.row.more {
+                div.when {}
+                div.what {
+                    (skip) " earlier rows are not shown. "
+                    a #show-all href="?all=1" { "Show all " (total) }
+                }
+            }
+        }
     }
-    format!(
-        "<li class=\"row more\"><div class=\"when\"></div><div class=\"what\">\
-         {skip} earlier rows are not shown. <a href=\"?all=1\" id=\"show-all\">Show \
-         all {total}</a></div></li>"
-    )
 }
 
 #[cfg(test)]
@@ -664,13 +626,13 @@ mod tests {
         let timeline = Timeline::build(&entries);
         assert_eq!(timeline.rows.len(), 1);
         assert_eq!(timeline.rows[0].attempts.len(), 2);
-        let cut = timeline.html(0, Some(0));
+        let cut = timeline.html(0, Some(0)).into_string();
         assert!(cut.contains("1 earlier rows are not shown"), "{cut}");
         assert!(
             cut.contains("href=\"?all=1\"") && !cut.contains("step deploy"),
             "{cut}"
         );
-        let html = timeline.html(0, None);
+        let html = timeline.html(0, None).into_string();
         assert!(html.contains("step deploy"), "{html}");
         assert!(html.contains("2 attempts"), "{html}");
         assert!(html.contains("ssh &lt;refused&gt;"), "escaped: {html}");

@@ -44,6 +44,16 @@ document.addEventListener("submit", (event) => {
   }
 });
 
+// A "Back" link goes back in the history (its href is where it goes
+// without the script).
+document.addEventListener("click", (event) => {
+  const link = event.target.closest && event.target.closest("a[data-back]");
+  if (link && history.length > 1) {
+    event.preventDefault();
+    history.back();
+  }
+});
+
 // Replaces a region's HTML unless the person is typing in it or has
 // filled in one of its fields (then it waits: see focusout below).
 function replace(id, html) {
