@@ -32,6 +32,8 @@ scripts/python-env.sh
 scripts/browser.sh
 
 cargo fmt --all -- --check
+# The engine's modules keep their layers (lib.rs): no module uses one above it.
+scripts/module-edges.sh --check
 cargo clippy --workspace --all-targets -- -D warnings
 .venv/bin/python -m pytest -q guest-sdk/python
 cargo test --workspace

@@ -34,7 +34,10 @@
 //! - [`api`]: tenant-scoped operations (isolation lives there), the one
 //!   trait clients use ([`api::Operations`]: local, or [`api::client::Remote`]
 //!   over gRPC), the `cerebelum.v1` gRPC service with health and
-//!   reflection, API keys.
+//!   reflection, API keys, the trigger webhooks.
+//! - [`console`]: the web console, on [`api::Api`] as gRPC is.
+//! - [`server`]: `serve`'s listener, wiring the gRPC services, metrics,
+//!   webhooks and the console together.
 //!
 //! # Example
 //!
@@ -69,6 +72,7 @@ pub mod metrics;
 pub mod model;
 pub mod runtime;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod util;
 

@@ -101,6 +101,15 @@ pub struct Metrics {
     pub tasks_queued: Family<QueueLabels, Gauge>,
 }
 
+/// Counts read from the database at each scrape of `/metrics` (the store reads them).
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// (tenant, status, executions) for pending, running and waiting.
+    pub open: Vec<(String, String, i64)>,
+    /// (tenant, queue, tasks) waiting for a worker.
+    pub queued: Vec<(String, String, i64)>,
+}
+
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("cerebelum");
@@ -246,9 +255,10 @@ impl Metrics {
         text
     }
 
-    /// Everything, with the database's gauges read now.
-    pub async fn scrape(&self, store: &crate::store::SharedStore) -> String {
-        match store.executions().gauges().await {
+    /// Everything, with the database's gauges as just read (or the error
+    /// reading them).
+    pub fn scrape<E: std::fmt::Display>(&self, gauges: Result<Gauges, E>) -> String {
+        match gauges {
             Ok(gauges) => {
                 self.executions_open.clear();
                 for (tenant, status, n) in gauges.open {
@@ -268,13 +278,14 @@ impl Metrics {
         self.encode()
     }
 
-    /// A claim of [`crate::store::ops::Claim`]: counted, and its lateness.
-    pub(crate) fn claimed(&self, claim: &crate::store::Claim) {
+    /// A claim of an execution: counted, whether it took the execution
+    /// over from a node whose lease ran out, and how late its timer was.
+    pub(crate) fn claimed(&self, taken_over: bool, late_ms: Option<i64>) {
         self.claims.inc();
-        if claim.taken_over {
+        if taken_over {
             self.lease_takeovers.inc();
         }
-        if let Some(late) = claim.late_ms {
+        if let Some(late) = late_ms {
             self.timer_lateness_seconds
                 .observe(late.max(0) as f64 / 1000.0);
         }

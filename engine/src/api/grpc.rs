@@ -6,30 +6,19 @@
 //! database and internal failures are logged here and reach the client as
 //! a generic message, never with SQL or paths in it.
 
-use super::DESCRIPTOR;
-use super::admin::AdminGrpc;
-use super::auth::{AuthLayer, Caller};
+use super::auth::Caller;
 use super::convert::{self, entry_to_pb, execution_to_pb, package_to_pb};
-use super::pb::{
-    self, admin_server::AdminServer, cerebelum_server::CerebelumServer,
-    worker_service_server::WorkerServiceServer,
-};
+use super::pb;
 use super::schedules::NewSchedule;
 use super::service::{Api, StartRequest, WatchEvent};
 use super::streams::Streams;
-use super::tls::ServerTls;
-use super::triggers::{NewTrigger, Triggers};
-use super::workers::WorkerGrpc;
+use super::triggers::NewTrigger;
 use crate::error::{DISK_FULL, Error};
 use crate::model::{Decision, ListFilter, Overlap, TenantRecord};
 use crate::store::NewSignal;
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
 
 /// The gRPC status of an engine error: the one mapping of the API.
@@ -562,133 +551,6 @@ impl pb::cerebelum_server::Cerebelum for Service {
             entries: entries.iter().map(entry_to_pb).collect(),
         }))
     }
-}
-
-/// Limits of a server, all tenants together.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// Largest request any tenant may send (a tenant's own quotas are
-    /// lower, and checked before the request is read).
-    pub max_message_bytes: usize,
-    /// Watch streams open at once.
-    pub max_streams: usize,
-    /// Failed authentications per peer address and minute (0: no limit).
-    pub max_auth_failures: u32,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            max_message_bytes: 256 << 20,
-            max_streams: super::streams::DEFAULT_NODE_MAX_STREAMS,
-            max_auth_failures: super::throttle::MAX_FAILURES,
-        }
-    }
-}
-
-/// Serves `cerebelum.v1`, health and reflection on `listener` (behind
-/// `tls` when given) until `shutdown` resolves.
-pub async fn serve(
-    api: Api,
-    listener: TcpListener,
-    tls: Option<Arc<ServerTls>>,
-    limits: ServerLimits,
-    shutdown: impl Future<Output = ()> + Send,
-) -> crate::Result<()> {
-    let max_message_bytes = limits.max_message_bytes;
-    let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<CerebelumServer<Service>>()
-        .await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(DESCRIPTOR)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_error = |e| Error::Runtime(format!("building gRPC reflection: {e}"));
-    let reflection_v1 = reflection().build_v1().map_err(reflection_error)?;
-    let reflection_v1alpha = reflection().build_v1alpha().map_err(reflection_error)?;
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop.send(true);
-    };
-    let streams = Streams::new(limits.max_streams);
-    let revocations = tokio::spawn(streams.clone().check_revocations(api.store().clone()));
-    let throttle = super::throttle::Throttle::new(limits.max_auth_failures);
-    let triggers = Triggers {
-        api: api.clone(),
-        throttle: throttle.clone(),
-    };
-    let front_door = AuthLayer::new(api.clone(), throttle.clone());
-    let metrics_store = api.store().clone();
-    let console = crate::console::Console {
-        api: api.clone(),
-        sessions: crate::console::session::Sessions::default(),
-        streams: streams.clone(),
-        stopping: stopping.clone(),
-        throttle,
-        live: Default::default(),
-    };
-    let admin = AdminServer::new(AdminGrpc::new(api.store().clone(), api.master_key()))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
-    let workers = WorkerServiceServer::new(WorkerGrpc::new(api.clone()))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
-    let service = CerebelumServer::new(Service::new(api, streams, stopping))
-        .max_decoding_message_size(max_message_bytes)
-        .max_encoding_message_size(max_message_bytes);
-    // Plain HTTP (`GET /metrics`, the console) shares the listener:
-    // HTTP/1.1 is accepted beside gRPC's HTTP/2, and the front door only
-    // guards gRPC paths.
-    let mut routes = tonic::service::Routes::new(health);
-    let grpc = std::mem::take(routes.axum_router_mut());
-    *routes.axum_router_mut() = grpc
-        .route(
-            "/metrics",
-            axum::routing::get(move || metrics_page(metrics_store.clone())),
-        )
-        .merge(super::triggers::router(triggers))
-        .merge(crate::console::router(console, max_message_bytes))
-        .fallback(crate::console::fallback)
-        .layer(axum::middleware::from_fn(crate::console::server_timing));
-    let router = tonic::transport::Server::builder()
-        .accept_http1(true)
-        .layer(front_door)
-        .add_routes(routes)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(service)
-        .add_service(workers)
-        .add_service(admin);
-    // No Nagle: a small reply must not wait for the client's delayed ACK
-    // (that cost 40 ms a round trip).
-    let tcp = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = match tls {
-        None => router.serve_with_incoming_shutdown(tcp, shutdown).await,
-        Some(tls) => {
-            let reloads = tokio::spawn(tls.clone().watch());
-            let served = router
-                .serve_with_incoming_shutdown(tls.incoming(tcp), shutdown)
-                .await;
-            reloads.abort();
-            served
-        }
-    };
-    revocations.abort();
-    served.map_err(|e| Error::Runtime(format!("gRPC server: {e}")))
-}
-
-/// `GET /metrics`: the node's metrics in the Prometheus text format.
-async fn metrics_page(store: crate::store::SharedStore) -> impl axum::response::IntoResponse {
-    (
-        [(
-            http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        crate::metrics::metrics().scrape(&store).await,
-    )
 }
 
 /// Whether a status means "try again": the server is down or restarting.

@@ -298,7 +298,7 @@ struct Accepted {
 /// `POST /t/<tenant>/<name>`: starts the trigger's workflow.
 async fn fire(
     State(triggers): State<Triggers>,
-    peer: crate::console::Peer,
+    peer: super::web::Peer,
     Path((tenant, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -336,7 +336,7 @@ async fn fire(
 /// signal's id, so a redelivery sends nothing twice.
 async fn fire_signal(
     State(triggers): State<Triggers>,
-    peer: crate::console::Peer,
+    peer: super::web::Peer,
     Path((tenant, name, execution, signal)): Path<(String, String, String, String)>,
     headers: HeaderMap,
     body: Body,
@@ -400,7 +400,7 @@ fn created_status(created: bool) -> StatusCode {
 /// payload quota) and authenticates the request; the refusal otherwise.
 async fn accept(
     triggers: &Triggers,
-    crate::console::Peer(peer): crate::console::Peer,
+    super::web::Peer(peer): super::web::Peer,
     tenant: &str,
     name: &str,
     headers: &HeaderMap,
@@ -517,6 +517,6 @@ async fn accept(
 
 /// The answer to a failure of the engine.
 fn failed(e: Error) -> Response {
-    let (status, message) = crate::console::status_of(e);
+    let (status, message) = super::web::status_of(e);
     refuse(status, message)
 }

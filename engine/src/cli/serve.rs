@@ -9,10 +9,10 @@ use super::{Cli, print_outcome, watch};
 use anyhow::{Context, Result, bail};
 use cerebelum::api::Api;
 use cerebelum::api::Operations;
-use cerebelum::api::grpc::{self, ServerLimits};
 use cerebelum::api::service::StartRequest;
 use cerebelum::api::tls::{ServerTls, TlsFiles};
 use cerebelum::model::Quotas;
+use cerebelum::server::{self, ServerLimits};
 use cerebelum::store;
 use clap::Args;
 use std::path::PathBuf;
@@ -211,7 +211,7 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     // Schedules fire on every node (each due time starts one execution,
     // whichever node fires it).
     let schedules = cerebelum::api::schedules::run(api.clone(), until_stopped(stopped.clone()));
-    let grpc = grpc::serve(api, listener, tls, limits, until_stopped(stopped.clone()));
+    let grpc = server::serve(api, listener, tls, limits, until_stopped(stopped.clone()));
     let scheduler = engine.serve(until_stopped(stopped));
     let signal = async {
         shutdown_signal().await;

@@ -76,7 +76,7 @@ pub(crate) async fn run(
                     inner.wake.notify_one();
                 }
                 for claim in claims {
-                    crate::metrics::metrics().claimed(&claim);
+                    crate::metrics::metrics().claimed(claim.taken_over, claim.late_ms);
                     tokio::spawn(drive(inner.clone(), claim));
                 }
             }

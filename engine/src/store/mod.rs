@@ -245,13 +245,7 @@ pub trait Catalog: Send + Sync {
 }
 
 /// Counts read from the database at each scrape of `/metrics`.
-#[derive(Debug, Default)]
-pub struct Gauges {
-    /// (tenant, status, executions) for pending, running and waiting.
-    pub open: Vec<(String, String, i64)>,
-    /// (tenant, queue, tasks) waiting for a worker.
-    pub queued: Vec<(String, String, i64)>,
-}
+pub use crate::metrics::Gauges;
 
 /// What clients read and decide about executions: records, journals,
 /// approvals, cancellation and operator retries. Written once for both
