@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# The dependency edges between engine/src's top-level modules: for each
-# module, the other top-level modules its files name through `crate::`
-# (in `use` lines and in paths). Usage: scripts/module-edges.sh [GIT-REV]
+# The dependency edges between the engine's top-level modules (each
+# crate's `src/MODULE…` under crates/): for each module, the other
+# top-level modules its files name through `crate::` (in `use` lines and
+# in paths; a crate reaches the modules of the crates below it that way,
+# through the `use` lines of its lib.rs). The crates' dependencies already
+# forbid a lower crate to use a higher one; this also orders the modules
+# inside a crate. Usage: scripts/module-edges.sh [GIT-REV]
 # (default: the working tree). A cycle between two modules shows as a
 # pair of lines `a -> b` and `b -> a`.
 #
@@ -34,17 +38,17 @@ if [ "${1:-}" = "--check" ]; then
 fi
 rev="${1:-}"
 if [ -n "$rev" ]; then
-    files=$(git ls-tree -r --name-only "$rev" engine/src | grep '\.rs$')
+    files=$(git ls-tree -r --name-only "$rev" crates engine/src | grep '/src/.*\.rs$')
     show() { git show "$rev:$1"; }
 else
-    files=$(git ls-files --cached --others --exclude-standard engine/src | grep '\.rs$')
+    files=$(git ls-files --cached --others --exclude-standard crates engine/src | grep '/src/.*\.rs$')
     show() { cat "$1"; }
 fi
 for f in $files; do
-    rel=${f#engine/src/}
+    rel=${f#*/src/}
     from=${rel%%/*}
     from=${from%.rs}
-    case "$from" in main | lib) continue ;; esac
+    case "$from" in main | lib | cli) continue ;; esac
     { show "$f" | grep -v '^\s*//' | grep -oE 'crate::[a-z_]+' | sed 's/crate:://' |
         while read -r to; do
             if [ "$to" != "$from" ]; then echo "$from -> $to"; fi

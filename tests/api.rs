@@ -2,8 +2,8 @@
 //! CLI binary with `--server`, and a tonic client for what the CLI does not
 //! show (status codes of every RPC).
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
 use common::{Db, Remote, free_port, guest, path};
@@ -13,12 +13,10 @@ use std::time::Duration;
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 
-on_both_backends!(
+common::on_both_backends!(
     upload_start_watch_approve_through_the_cli,
     tenants_never_see_each_other,
 );
-
-const WAIT: Duration = Duration::from_secs(60);
 
 fn upload_start_watch_approve_through_the_cli(db: Db) {
     let key = db.tenant("acme", &[]);

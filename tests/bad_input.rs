@@ -3,14 +3,13 @@
 //! waits for, steps that fail in every way a sandbox can stop them, and
 //! database URLs that are malformed, unreachable or name no database.
 
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use common::Db;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(30);
 
 fn json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

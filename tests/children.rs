@@ -5,24 +5,19 @@
 //! wake-up loses nothing; cancelling a parent cancels its children but
 //! not detached ones.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
+use common::kit;
 
-use common::{Db, entries, guest, path};
+use common::{Db, entries, path};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-on_both_backends!(
+common::on_both_backends!(
     a_parent_awaits_its_children,
     kill9_between_a_childs_end_and_the_parents_wake_up,
     cancelling_a_parent_cancels_its_children_but_not_detached_ones,
 );
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn kit() -> std::path::PathBuf {
-    guest("testkit")
-}
 
 /// Starts testkit `parent` with `children`.
 fn start_parent(db: &Db, children: Value) -> String {

@@ -3,34 +3,22 @@
 //! and a poll every hour each finish in a fraction of a second of real
 //! time, with the journal showing the time they waited.
 
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::clock::TestClock;
 use cerebelum::journal::Event;
 use cerebelum::model::{DEFAULT_TENANT, ExecutionRecord, Status};
 use cerebelum::store::{self, Synchronous};
 use cerebelum::{Engine, EngineConfig};
-use common::{Backend, Db};
+use common::Db;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
-macro_rules! on_both_backends_async {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Db::on(super::Backend::Sqlite)).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-               async fn $name() { super::$name(super::Db::on(super::Backend::Postgres)).await } )*
-        }
-    };
-}
-
-on_both_backends_async!(
+common::on_both_backends!(
+    async
     a_three_day_sleep_ends_when_the_clock_says_so,
     an_approval_times_out_after_a_day,
     a_poll_checks_every_hour,

@@ -2,7 +2,7 @@
 //! processes sharing work, one killed with SIGKILL, one frozen with SIGSTOP
 //! past its lease; approvals reaching whichever node claims the execution.
 
-mod common;
+use cerebelum_harness as common;
 
 use common::{
     Db, Server, assert_consistent, attempts, entries, guest, now_ms, results, step_call_seq,

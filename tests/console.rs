@@ -7,8 +7,8 @@
 //! Chromium and chromedriver are Debian's `chromium` and
 //! `chromium-driver`; `scripts/test.sh` installs them when missing.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use common::{Db, Remote, free_port, guest, http_request, path, root};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -16,8 +16,6 @@ use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 // ------------------------------------------------------------- plain HTTP
 

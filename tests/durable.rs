@@ -3,8 +3,7 @@
 //! moments; replay must continue on the next line of user code without
 //! repeating a completed step. Every test runs on both backends.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
 
 use common::{
     Backend, Db, assert_contiguous, attempts, entries, guest, now_ms, results, step_call_seq,
@@ -14,7 +13,7 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
 
-on_both_backends!(
+common::on_both_backends!(
     kill9_while_hibernated_wakes_at_the_original_due_time,
     kill9_during_an_in_process_sleep_wakes_at_the_original_due_time,
     kill9_during_a_running_step_reattempts_it,

@@ -8,7 +8,7 @@
 //! Needs root (`ip netns add`, `ip link`); without it the test says so and
 //! passes without running.
 
-mod common;
+use cerebelum_harness as common;
 
 use common::{Db, assert_consistent, bin, cache_dir, entries, guest, now_ms};
 use serde_json::{Value, json};

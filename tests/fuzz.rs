@@ -3,7 +3,7 @@
 //! real engine and SQLite. The long runs: `cargo bench -p cerebelum-engine
 //! --bench fuzz -- --seconds 600`.
 
-mod common;
+use cerebelum_harness as common;
 
 use common::fuzz::{self, Budget, Front, Report};
 use std::sync::Arc;

@@ -2,8 +2,8 @@
 //! tried the way it was found: real `cerebelum serve` processes, the real
 //! CLI, raw gRPC clients, files on disk.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
 use common::{Db, Remote, free_port, guest, path};
@@ -15,9 +15,7 @@ use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
-const WAIT: Duration = Duration::from_secs(60);
-
-on_both_backends!(oversized_fields_are_refused_before_anything_is_stored);
+common::on_both_backends!(oversized_fields_are_refused_before_anything_is_stored);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

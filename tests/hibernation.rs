@@ -2,7 +2,7 @@
 //! engine in process (to read its instance gauge) on a real SQLite file
 //! with the real testkit component.
 
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::clock::SystemClock;
 use cerebelum::model::DEFAULT_TENANT;

@@ -6,8 +6,8 @@
 //! under each attack is measured by `cargo bench --bench hostile`: timing
 //! belongs to a benchmark, not to a test on a shared machine.)
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use cerebelum::api::pb;
 use common::http_server::TestServer;
@@ -16,8 +16,6 @@ use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(120);
 
 /// One attack: its workflow, input and the error kind it must end with.
 struct Attack {
@@ -104,7 +102,7 @@ fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
             ])
             .trim()
             .to_owned();
-        let status = a.wait_ended(&id, WAIT);
+        let status = a.wait_ended(&id, WAIT * 2);
         assert_eq!(status["status"], "failed", "{}: {status}", attack.workflow);
         let error = &status["error"];
         assert_eq!(
@@ -134,7 +132,7 @@ fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
         .ok(&["start", "hostile", "ambient", "--input", "{}"])
         .trim()
         .to_owned();
-    let status = a.wait_ended(&id, WAIT);
+    let status = a.wait_ended(&id, WAIT * 2);
     assert_eq!(status["status"], "completed", "{status}");
     let probe = &status["result"];
     assert_eq!(
@@ -168,7 +166,7 @@ fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
             .trim()
             .to_owned();
         // Running: the workflow claimed, and the step's attempt begun.
-        let deadline = std::time::Instant::now() + WAIT;
+        let deadline = std::time::Instant::now() + WAIT * 2;
         while a.status(&id)["status"] != "running"
             || (workflow == "loop_in_step"
                 && !a.journal(&id).iter().any(|e| e["kind"] == "attempt"))
@@ -177,7 +175,7 @@ fn every_attack_ends_with_its_named_limit_while_the_other_tenant_runs() {
             std::thread::sleep(Duration::from_millis(20));
         }
         a.ok(&["cancel", &id]);
-        let status = a.wait_ended(&id, WAIT);
+        let status = a.wait_ended(&id, WAIT * 2);
         assert_eq!(status["status"], "cancelled", "{workflow}: {status}");
         assert_eq!(status["error"]["kind"], "cancelled", "{workflow}: {status}");
     }

@@ -2,14 +2,12 @@
 //! port, parsed with a Prometheus text-format parser (its counters move by
 //! what a known workload did), and `--log-format json`.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use common::{Db, Remote, free_port, guest, path};
 use prometheus_parse::{Sample, Scrape, Value};
 use std::time::Duration;
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// `GET /metrics` over plain HTTP/1.1: the body, parsed.
 fn scrape(port: u16) -> Scrape {
@@ -182,7 +180,7 @@ fn metrics_count_what_a_known_workload_did() {
     );
 }
 
-on_both_backends!(a_sequential_step_costs_one_durable_commit);
+common::on_both_backends!(a_sequential_step_costs_one_durable_commit);
 
 /// A step's call entry rides in the commit of its result: a workflow of
 /// N sequential steps takes about N group commits (a flush each with the

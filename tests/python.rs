@@ -3,8 +3,7 @@
 //! run by real engine processes, and compared with the same files run
 //! locally under CPython.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
 
 use common::{Db, assert_contiguous, entries, now_ms, path, python, python_guest, root};
 use serde_json::{Value, json};
@@ -16,7 +15,7 @@ use std::time::Duration;
 const LONG: Duration = Duration::from_secs(180);
 const PYKIT: &str = "tests/guests/python/pykit.py";
 
-on_both_backends!(
+common::on_both_backends!(
     kill9_while_a_python_step_hibernates_resumes_on_the_next_line,
     kill9_during_a_python_steps_in_process_sleep_resumes_on_the_next_line,
 );

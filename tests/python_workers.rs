@@ -4,8 +4,7 @@
 //! client, `cerebelum.client`), compared with the same workflow run in the
 //! sandbox and locally.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
 
 use common::{
     Db, Remote, attempts, cache_dir, entries, free_port, path, python, python_guest, results, root,
@@ -21,7 +20,7 @@ const LONG: Duration = Duration::from_secs(180);
 const PYWORKER: &str = "tests/guests/python/pyworker.py";
 const PYPLACED: &str = "tests/guests/python/pyplaced.py";
 
-on_both_backends!(
+common::on_both_backends!(
     a_python_worker_gives_the_sandboxes_result,
     kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker,
     a_stopped_python_workers_late_outcome_is_refused,

@@ -3,8 +3,8 @@
 //! allow-listed HTTP (never sent twice, even across `kill -9`), response
 //! limits, secrets that never appear in clear, and fuel budgets.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use common::http_server::TestServer;
 use common::{Db, Remote, entries, free_port, guest, path};
@@ -12,9 +12,8 @@ use serde_json::{Value, json};
 use std::process::Stdio;
 use std::time::Duration;
 
-on_both_backends!(a_journaled_request_is_not_sent_again_after_kill9,);
+common::on_both_backends!(a_journaled_request_is_not_sent_again_after_kill9,);
 
-const WAIT: Duration = Duration::from_secs(60);
 const SECRET: &str = "tok-3f9a-very-secret";
 
 fn a_journaled_request_is_not_sent_again_after_kill9(db: Db) {

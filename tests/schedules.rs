@@ -3,19 +3,17 @@
 //! across two servers on one PostgreSQL database; overlap policies, pause,
 //! resume, trigger-now and delete through the CLI and the gRPC API.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use common::{Db, Remote, free_port, guest, path};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-on_both_backends!(
+common::on_both_backends!(
     every_due_time_starts_one_execution_across_kill9,
     overlap_policies_pause_resume_and_trigger_now
 );
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// The due times (ms) of schedule `name`'s executions, each with its
 /// status, in order.

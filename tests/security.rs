@@ -3,8 +3,8 @@
 //! of decisions on executions, and the throttle of failed
 //! authentications per peer address.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use cerebelum::api::keys::id_of as key_id;
 use cerebelum::api::pb;
@@ -12,12 +12,10 @@ use common::{Db, Remote, free_port, guest, path};
 use serde_json::Value;
 use std::time::Duration;
 
-on_both_backends!(
+common::on_both_backends!(
     every_audited_action_is_recorded_with_its_key_and_origin,
     operators_administer_a_server_remotely_and_tenant_keys_cannot
 );
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// The audit log's rows (of `tenant`), newest first, from `cerebelum audit`.
 fn audit_rows(db: &Db, tenant: Option<&str>) -> Vec<Value> {

@@ -8,14 +8,15 @@
 //! execution runs nothing until resumed, also one paused mid-run; a
 //! workflow continues as new executions, one per run, also across kill -9.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
+use common::kit;
 
-use common::{Db, Remote, entries, free_port, guest, http_request, path};
+use common::{Db, Remote, entries, free_port, http_request, path};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-on_both_backends!(
+common::on_both_backends!(
     signals_sent_before_the_wait_are_delivered_in_order_once,
     a_signal_wait_times_out,
     status_shows_the_signal_wait_and_the_state,
@@ -27,12 +28,6 @@ on_both_backends!(
     a_workflow_continues_as_new_with_an_empty_journal,
     continue_as_new_survives_kill9_of_the_server,
 );
-
-const WAIT: Duration = Duration::from_secs(60);
-
-fn kit() -> std::path::PathBuf {
-    guest("testkit")
-}
 
 /// Starts testkit `signal_wait` taking `count` signals `name`.
 fn start_waiting(db: &Db, name: &str, count: usize) -> String {

@@ -3,7 +3,7 @@
 //! (`sqlite::NAME`) and once on a fresh PostgreSQL database
 //! (`postgres::NAME`).
 
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::Error;
 use cerebelum::journal::{
@@ -23,32 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// Defines each listed async test body (`async fn(Db)`) on both backends.
-macro_rules! store_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::on(super::Backend::Sqlite)).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Db::on(super::Backend::Postgres)).await
-                }
-            )*
-        }
-    };
-}
-
 /// The tenant of the suite's rows.
 const T: &str = cerebelum::model::DEFAULT_TENANT;
 
-store_suite!(
+common::on_both_backends!(
+    async
     packages_are_content_addressed_and_versioned,
     the_same_bytes_may_be_two_packages,
     tenants_have_keys_that_can_be_revoked,
@@ -1332,7 +1311,7 @@ async fn a_database_of_schema_1_keeps_its_data_under_the_default_tenant(db: Db) 
     };
     let only_v1 = tempfile::tempdir().unwrap();
     std::fs::copy(
-        common::root().join(format!("engine/migrations/{backend}/0001_init.sql")),
+        common::root().join(format!("crates/store/migrations/{backend}/0001_init.sql")),
         only_v1.path().join("0001_init.sql"),
     )
     .unwrap();

@@ -4,7 +4,8 @@
 //! SIGHUP and on a file change while a watch stream stays open, client
 //! certificates, and the rule that plaintext stays on loopback.
 
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use common::ca::Ca;
 use common::{Db, Remote, free_port, guest, path};
@@ -14,8 +15,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
-
-const WAIT: Duration = Duration::from_secs(60);
 
 fn https(port: u16) -> String {
     format!("https://127.0.0.1:{port}")

@@ -4,8 +4,8 @@
 //! `kill -9` of the server during a request, retried with the same
 //! delivery id: exactly one execution.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
 
 use common::{Db, Remote, free_port, guest, http_request, path};
 use hmac::{Hmac, Mac};
@@ -13,12 +13,11 @@ use serde_json::Value;
 use sha2::Sha256;
 use std::time::{Duration, Instant};
 
-on_both_backends!(
+common::on_both_backends!(
     signed_requests_start_once_per_delivery_and_bad_ones_start_nothing,
     a_request_cut_by_kill9_and_retried_starts_one_execution
 );
 
-const WAIT: Duration = Duration::from_secs(60);
 const SECRET: &str = "webhook-signing-secret";
 
 fn sign(body: &str) -> String {

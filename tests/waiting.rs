@@ -4,16 +4,15 @@
 //! driven end to end through the CLI. Every test runs on SQLite and on
 //! PostgreSQL.
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
+use common::WAIT;
+use common::kit;
 
 use common::{Db, entries};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const WAIT: Duration = Duration::from_secs(30);
-
-on_both_backends!(
+common::on_both_backends!(
     an_approval_payload_reaches_the_workflow,
     a_rejection_reason_reaches_the_workflow,
     an_approval_times_out_without_an_operator,
@@ -26,10 +25,6 @@ on_both_backends!(
     clock_and_randomness_are_journaled,
     the_deploy_example_end_to_end,
 );
-
-fn kit() -> std::path::PathBuf {
-    common::guest("testkit")
-}
 
 fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

@@ -3,8 +3,7 @@
 //! workers speaking `cerebelum.v1.WorkerService` over gRPC (a tonic
 //! client here, as a worker in any language would).
 
-#[macro_use]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::api::pb;
 use common::grpc::{WorkerClient, worker_client};
@@ -15,7 +14,7 @@ use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(60);
 
-on_both_backends!(
+common::on_both_backends!(
     every_step_runs_on_the_worker_queue_with_the_sandboxes_result,
     an_expired_claim_fails_the_attempt_and_its_late_result_is_refused,
     cancelling_reaches_the_worker_through_its_heartbeat,

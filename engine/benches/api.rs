@@ -15,8 +15,7 @@
 //! `-- --quick` runs smaller counts. The machine is shared: quote medians
 //! and compare within one run.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::api::pb;
 use common::grpc::{Client, connect};

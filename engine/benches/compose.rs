@@ -14,8 +14,7 @@
 //! the workflow resuming with the payload (claim, replay and the durable
 //! commit of the delivery included). Prints p50/p99.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::api::pb;
 use std::time::{Duration, Instant};

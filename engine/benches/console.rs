@@ -18,8 +18,7 @@
 //! ready); p50 and p99 over many requests. `-- --quick` stores 10,000
 //! executions instead. The machine is shared: quote medians.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::clock::SystemClock;
 use cerebelum::store::{self, Synchronous};

@@ -18,8 +18,7 @@
 //! - `-- --only LETTERS` runs only those parts (e.g. `--only a`; `0` for the
 //!   floors), for a profile of one.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::clock::SystemClock;
 use cerebelum::model::DEFAULT_TENANT;

@@ -1,12 +1,11 @@
 //! The fuzz command (issue 19): `cargo bench -p cerebelum-engine --bench
-//! fuzz -- --seconds 600` runs each target of `tests/common/fuzz.rs` for
+//! fuzz -- --seconds 600` runs each target of `crates/harness/src/fuzz.rs` for
 //! that long (default 60 s each; `-- --only upload,json` for some) on the
 //! real engine and a SQLite file, and prints inputs tried and failures per
 //! target. Failures (target: 0) are written, with their inputs, to
 //! `target/fuzz-failures/<target>.txt`; the exit code is 1 if any.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use common::fuzz::{self, Budget, Front, Report};
 use std::sync::Arc;

@@ -22,8 +22,7 @@
 //! hold no memory). Targets (issue 31): the start rate with all open
 //! within 10% of the empty database's; lateness p99 <= 100 ms.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::api::pb;
 use common::{Backend, Db};

@@ -25,8 +25,7 @@
 //!
 //! The machine is shared and noisy: compare within one run, quote medians.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::api::pb;
 use cerebelum::clock::SystemClock;

@@ -9,8 +9,7 @@
 //! a start rate that falls as open executions pile up shows, and so does
 //! a log that grows without bound.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -16,8 +16,7 @@
 //!
 //! SQLite file, synchronous=normal. `-- --quick` runs smaller counts.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::clock::SystemClock;
 use cerebelum::executor::GuestData;

@@ -8,8 +8,7 @@
 //! database). Prints p50, p99 and the latest, and how long until every
 //! schedule had fired.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::api::pb;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -8,8 +8,7 @@
 //! body. Every accepted request starts an execution (the testkit's
 //! three-step `noop3`). Prints requests per second and p50/p99 latency.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

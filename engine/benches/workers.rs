@@ -25,8 +25,7 @@
 //! `full`). `-- --quick` runs smaller counts. The machine is shared: quote
 //! medians and compare within one run.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
+use cerebelum_harness as common;
 
 use cerebelum::api::pb;
 use common::grpc::{WorkerClient, connect, upload, worker_client};

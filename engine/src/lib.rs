@@ -8,36 +8,37 @@
 //!
 //! # Layout
 //!
-//! Layers, lowest first; a module uses only those below it
-//! (`scripts/module-edges.sh` lists the edges):
+//! A workspace of crates whose dependency graph is the architecture
+//! (docs/architecture.md draws it); this library re-exports them so one
+//! path, `cerebelum::…`, serves the CLI, the tests and the benchmarks.
+//! Lowest first; each crate depends only on those above it in this list:
 //!
-//! - [`model`]: the records the engine stores (executions, tenants,
-//!   packages with their typed metadata, approvals) and the errors user
-//!   code gets ([`model::ErrorKind`], [`model::CallError`]).
-//! - [`journal`]: the typed journal: one [`journal::Event`] per kind of
-//!   entry, the [`journal::Call`]s replay compares, and their stored form.
-//! - [`clock`]: injected time ([`clock::SystemClock`], [`clock::TestClock`]).
-//! - [`store`]: storage split by who uses it: [`store::Catalog`] (tenants,
-//!   keys, secrets, packages), [`store::Executions`] (what clients read and
+//! - `cerebelum-types`: [`error`](Error), [`util`], [`model`] (the records
+//!   the engine stores and the errors user code gets), [`journal`] (one
+//!   [`journal::Event`] per kind of entry, the [`journal::Call`]s replay
+//!   compares, their stored form), [`clock`] (injected time), [`metrics`].
+//!   No database driver, no wasmtime.
+//! - `cerebelum-store`: [`store`] — [`store::Catalog`] (tenants, keys,
+//!   secrets, packages), [`store::Executions`] (what clients read and
 //!   decide) and [`store::Store`] (what nodes write, with the durability
 //!   contract); the SQL both backends share is written once; SQLite
 //!   (embedded, one node) and PostgreSQL (any number of nodes: fenced
 //!   commits, `SKIP LOCKED` claims, `LISTEN/NOTIFY`); the group committer.
-//! - [`runtime`]: wasmtime, knowing nothing of executions: the one engine
-//!   config, the compiled-component cache, packages, the sandbox of an
-//!   invocation inside store data its embedder owns
-//!   ([`runtime::Embedding`]).
-//! - [`executor`]: the [`Engine`] facade; replay, the host imports
-//!   (journaled outbound HTTP among them), driving executions, the
-//!   scheduler (claims, leases, cancellation), tenants' sandbox settings.
-//! - [`http`]: the HTTP allow-lists of tenants.
-//! - [`api`]: tenant-scoped operations (isolation lives there), the one
-//!   trait clients use ([`api::Operations`]: local, or [`api::client::Remote`]
-//!   over gRPC), the `cerebelum.v1` gRPC service with health and
-//!   reflection, API keys, the trigger webhooks.
-//! - [`console`]: the web console, on [`api::Api`] as gRPC is.
-//! - [`server`]: `serve`'s listener, wiring the gRPC services, metrics,
-//!   webhooks and the console together.
+//!   And [`secrets`] at rest.
+//! - `cerebelum-runtime`: [`runtime`] — wasmtime, knowing nothing of
+//!   executions: the one engine config, the compiled-component cache,
+//!   packages, the sandbox of an invocation ([`runtime::Embedding`]).
+//! - `cerebelum-core`: [`executor`] — the [`Engine`] facade; replay, the
+//!   host imports (journaled outbound HTTP among them), driving
+//!   executions, the scheduler (claims, leases, cancellation); [`http`],
+//!   the HTTP allow-lists of tenants.
+//! - `cerebelum-api`: [`api`] — tenant-scoped operations (isolation lives
+//!   there), the `cerebelum.v1` gRPC service with health and reflection,
+//!   API keys, schedules, the trigger webhooks.
+//! - `cerebelum-server`: [`console`], the web console on [`api::Api`] as
+//!   gRPC is, and [`server`], `serve`'s listener wiring them together.
+//! - `cerebelum-engine` (this package): the `cerebelum` binary (the CLI),
+//!   the end-to-end tests and the benchmarks.
 //!
 //! # Example
 //!
@@ -61,20 +62,9 @@
 
 #![deny(unsafe_code)]
 
-pub mod api;
-pub mod clock;
-pub mod console;
-mod error;
-pub mod executor;
-pub mod http;
-pub mod journal;
-pub mod metrics;
-pub mod model;
-pub mod runtime;
-pub mod secrets;
-pub mod server;
-pub mod store;
-pub mod util;
-
-pub use error::{Error, Result};
-pub use executor::{Engine, EngineConfig};
+pub use cerebelum_api::api;
+pub use cerebelum_core::{Engine, EngineConfig, executor, http};
+pub use cerebelum_runtime::runtime;
+pub use cerebelum_server::{console, server};
+pub use cerebelum_store::{secrets, store};
+pub use cerebelum_types::{Error, Result, clock, journal, metrics, model, util};

@@ -1,0 +1,707 @@
+//! The operations of the API, each scoped to one tenant. The gRPC server
+//! calls them for the tenant of the caller's key; local CLI commands call
+//! them for the tenant `default`. Isolation lives here, in one place:
+//! every lookup of an execution goes through [`Api::owned`], which answers
+//! NOT_FOUND for another tenant's execution exactly as for a missing one.
+
+use super::audit::Actor;
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+use crate::executor::{Engine, check_package_name};
+use crate::journal::Entry;
+use crate::model::{
+    ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, SignalRecord,
+    Status, TenantRecord, check_queue_name,
+};
+use crate::store::{Feeds, Follower, NewSignal, SharedStore, execution_not_found};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use crate::model::DEFAULT_QUOTAS;
+/// One event of [`Api::watch`].
+pub use crate::store::FeedEvent as WatchEvent;
+
+/// Most executions one page of a listing holds.
+pub const MAX_PAGE: i64 = 1000;
+
+/// Longest name a request may carry, bytes: packages, workflows,
+/// approval keys, idempotency keys, page tokens.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest execution id a request may carry, bytes (ids are 36).
+pub const MAX_ID_BYTES: usize = 128;
+
+/// Most signals an execution may hold that it has not taken yet.
+pub const MAX_BUFFERED_SIGNALS: i64 = 1000;
+
+/// Where an execution stands, from its journal: a line per call that
+/// waits and has no result yet (`signal 'dns'`, `approval 'go'`, `sleep
+/// until 2026-11-25T17:00:00Z`, `step deploy`, `poll check`, `child deploy
+/// ex_…`).
+pub fn waiting_on(journal: &[Entry]) -> Vec<String> {
+    use crate::journal::{Call, Event};
+    let mut open: std::collections::BTreeMap<i64, String> = Default::default();
+    let mut children: HashMap<u64, String> = HashMap::new();
+    for e in journal {
+        match &e.event {
+            Event::Call { call, .. } => {
+                let line = match call {
+                    Call::StartChild(c) => {
+                        if let Some(child) = &c.child {
+                            let line = format!("child {} {}", c.args.workflow, child.id);
+                            children.insert(e.seq as u64, line);
+                        }
+                        continue;
+                    }
+                    Call::AwaitChild(c) => match children.get(&c.args.handle) {
+                        Some(line) => line.clone(),
+                        None => continue,
+                    },
+                    Call::CallStep(c) | Call::StartStep(c) => format!("step {}", c.args.step),
+                    Call::Sleep(c) => format!("sleep until {}", crate::util::utc(c.due_at)),
+                    Call::Poll(c) => format!("poll {}", c.args.check_step),
+                    Call::AwaitApproval(c) => match c.due_at {
+                        Some(due) => format!(
+                            "approval '{}' (times out {})",
+                            c.args.key,
+                            crate::util::utc(due)
+                        ),
+                        None => format!("approval '{}'", c.args.key),
+                    },
+                    Call::AwaitSignal(c) => match c.due_at {
+                        Some(due) => format!(
+                            "signal '{}' (times out {})",
+                            c.args.name,
+                            crate::util::utc(due)
+                        ),
+                        None => format!("signal '{}'", c.args.name),
+                    },
+                    _ => continue,
+                };
+                open.insert(e.seq, line);
+            }
+            Event::Result { call, .. } => {
+                open.remove(call);
+            }
+            Event::Retried(_) => open.clear(),
+            _ => {}
+        }
+    }
+    open.into_values().collect()
+}
+
+/// The last state the execution published (`set-state`).
+pub fn latest_state(journal: &[Entry]) -> Option<Value> {
+    journal.iter().rev().find_map(|e| match &e.event {
+        crate::journal::Event::Call {
+            call: crate::journal::Call::SetState(s),
+            ..
+        } => Some(s.args.state.clone()),
+        _ => None,
+    })
+}
+
+/// Refuses `value` of request field `field` if it is longer than `max`
+/// bytes, before anything is looked up or stored.
+pub fn check_len(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::InvalidInput(format!(
+            "{field} is {} bytes long; it may be at most {max} bytes",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A request to start an execution.
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    /// Package name.
+    pub package: String,
+    /// The newest version if `None`.
+    pub version: Option<i64>,
+    pub workflow: String,
+    /// JSON text; empty means `{}`.
+    pub input: String,
+    pub idempotency_key: Option<String>,
+    /// Every step runs on this external worker queue.
+    pub worker_queue: Option<String>,
+}
+
+/// An execution with the approvals it waits for.
+#[derive(Debug, Clone)]
+pub struct ExecutionView {
+    pub record: ExecutionRecord,
+    pub pending_approvals: Vec<ApprovalRecord>,
+    /// Where it stands: a line per open wait (see [`waiting_on`]).
+    pub waiting_on: Vec<String>,
+    /// The last value its code published with `set-state`.
+    pub state: Option<Value>,
+    /// Signals it received and has not taken yet, in order.
+    pub buffered_signals: Vec<SignalRecord>,
+    /// What it waits for on the node that answers, besides its journal
+    /// (room in the node's guest memory budget).
+    pub note: Option<String>,
+}
+
+/// A page of [`Api::list`].
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub executions: Vec<ExecutionRecord>,
+    /// Pass back to get the next page; `None` on the last one.
+    pub next: Option<String>,
+}
+
+/// The API's operations, on an engine node ([`Api::new`]) or on the
+/// database alone ([`Api::on_store`]: everything but uploads and starts,
+/// which need a node to validate packages and drive executions; local
+/// read commands use it, so they start no wasm runtime).
+#[derive(Clone)]
+pub struct Api {
+    store: SharedStore,
+    clock: SharedClock,
+    feeds: Feeds,
+    /// The node it runs on, if any.
+    node: Option<Engine>,
+    defaults: Quotas,
+    /// Starts in flight per tenant, counted against its open-executions
+    /// quota until their execution is stored (and counted by the store).
+    starting: Arc<Mutex<HashMap<String, i64>>>,
+    /// When this node last stored that a worker (tenant, id) was seen.
+    pub workers_seen: Arc<Mutex<HashMap<(String, String), i64>>>,
+}
+
+/// Releases a start's reservation when dropped.
+struct Reservation<'a> {
+    api: &'a Api,
+    tenant: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut starting = self.api.starting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = starting.get_mut(&self.tenant) {
+            *n -= 1;
+            if *n <= 0 {
+                starting.remove(&self.tenant);
+            }
+        }
+    }
+}
+
+fn mib(bytes: i64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+impl Api {
+    /// The API on `engine`; tenants without quotas of their own get the
+    /// engine's defaults ([`crate::EngineConfig::quotas`]).
+    pub fn new(engine: Engine) -> Self {
+        Self {
+            store: engine.store().clone(),
+            clock: engine.clock().clone(),
+            feeds: engine.feeds().clone(),
+            defaults: engine.config().quotas,
+            node: Some(engine),
+            starting: Arc::default(),
+            workers_seen: Arc::default(),
+        }
+    }
+
+    /// The API on `store` alone, with the built-in default quotas: it
+    /// reads, decides, cancels, retries and follows executions, and
+    /// refuses uploads and starts.
+    pub fn on_store(store: SharedStore, clock: SharedClock) -> Self {
+        Self {
+            feeds: Feeds::new(store.clone()),
+            store,
+            clock,
+            node: None,
+            defaults: DEFAULT_QUOTAS,
+            starting: Arc::default(),
+            workers_seen: Arc::default(),
+        }
+    }
+
+    /// Wakes this node's scheduler, if the API runs on one: the execution
+    /// it just made due runs now instead of at the next tick.
+    fn wake_node(&self) {
+        if let Some(node) = &self.node {
+            node.wake();
+        }
+    }
+
+    /// [`Api::wake_node`], and tells the execution, if it runs on this
+    /// node, of an operator's cancel, pause or resume at once.
+    fn tell_node(&self, record: &ExecutionRecord) {
+        self.wake_node();
+        if let Some(node) = &self.node {
+            node.operator_changed(record);
+        }
+    }
+
+    /// The engine node this API runs on, or an error for an API on the
+    /// store alone.
+    pub fn node(&self, what: &str) -> Result<&Engine> {
+        self.node.as_ref().ok_or_else(|| {
+            Error::Runtime(format!(
+                "{what} needs an engine node; this API was opened on the database alone"
+            ))
+        })
+    }
+
+    /// The master key that seals secrets on this node, if it has one.
+    pub fn master_key(&self) -> Option<Arc<crate::secrets::MasterKey>> {
+        self.node
+            .as_ref()
+            .and_then(|n| n.config().master_key.clone())
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The quotas that apply to `tenant`.
+    pub fn quotas(&self, tenant: &TenantRecord) -> Quotas {
+        tenant.quotas.or(self.defaults)
+    }
+
+    /// Execution `id` if it belongs to `tenant`; NOT_FOUND otherwise, with
+    /// the very message of a missing one (nothing is revealed).
+    pub async fn owned(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionRecord> {
+        check_len("the execution id", id, MAX_ID_BYTES)?;
+        match self.store.executions().execution(id).await {
+            Ok(record) if record.tenant == tenant.name => Ok(record),
+            Ok(_) => Err(execution_not_found(id)),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn check_payload(&self, tenant: &TenantRecord, what: &str, len: usize) -> Result<()> {
+        let limit = self.quotas(tenant).max_payload_bytes.unwrap_or(i64::MAX);
+        if len as i64 > limit {
+            return Err(Error::QuotaExceeded(format!(
+                "{what} is {} but tenant '{}' may send at most {} (max payload size)",
+                mib(len as i64),
+                tenant.name,
+                mib(limit)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Validates, compiles and stores a package.
+    pub async fn upload(
+        &self,
+        tenant: &TenantRecord,
+        name: &str,
+        wasm: Vec<u8>,
+    ) -> Result<PackageRecord> {
+        check_len("the package name", name, MAX_NAME_BYTES)?;
+        check_package_name(name)?;
+        let limit = self.quotas(tenant).max_package_bytes.unwrap_or(i64::MAX);
+        if wasm.len() as i64 > limit {
+            return Err(Error::QuotaExceeded(format!(
+                "the package is {} but tenant '{}' may upload at most {} (max package size)",
+                mib(wasm.len() as i64),
+                tenant.name,
+                mib(limit)
+            )));
+        }
+        self.node("uploading a package")?
+            .upload(&tenant.name, name, wasm)
+            .await
+    }
+
+    pub async fn list_packages(&self, tenant: &TenantRecord) -> Result<Vec<PackageRecord>> {
+        self.store.catalog().list_packages(&tenant.name).await
+    }
+
+    pub async fn describe(
+        &self,
+        tenant: &TenantRecord,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<PackageRecord> {
+        check_len("the package name", name, MAX_NAME_BYTES)?;
+        self.store
+            .catalog()
+            .find_package(&tenant.name, name, version)
+            .await
+    }
+
+    /// Starts an execution; `true` if it is new (`false`: the idempotency
+    /// key returned an earlier one).
+    pub async fn start(
+        &self,
+        tenant: &TenantRecord,
+        request: StartRequest,
+    ) -> Result<(ExecutionRecord, bool)> {
+        let input = if request.input.trim().is_empty() {
+            "{}"
+        } else {
+            request.input.as_str()
+        };
+        check_len("the package name", &request.package, MAX_NAME_BYTES)?;
+        check_len("the workflow name", &request.workflow, MAX_NAME_BYTES)?;
+        if let Some(key) = &request.idempotency_key {
+            check_len("the idempotency key", key, MAX_NAME_BYTES)?;
+        }
+        self.check_payload(tenant, "the input", input.len())?;
+        if let Some(queue) = &request.worker_queue {
+            check_queue_name(queue)?;
+        }
+        if request.idempotency_key.as_deref() == Some("") {
+            return Err(Error::InvalidInput(
+                "the idempotency key is empty; omit it or pass a non-empty key".into(),
+            ));
+        }
+        let package = self
+            .describe(tenant, &request.package, request.version)
+            .await?;
+        let node = self.node("starting an execution")?;
+        let _reservation = self.reserve(tenant).await?;
+        node.start_package(
+            &package,
+            &request.workflow,
+            input,
+            request.idempotency_key,
+            request.worker_queue,
+        )
+        .await
+    }
+
+    /// Counts a start against the tenant's open-executions quota: the
+    /// stored open executions plus the starts in flight on this node.
+    async fn reserve(&self, tenant: &TenantRecord) -> Result<Reservation<'_>> {
+        let limit = self.quotas(tenant).max_open_executions.unwrap_or(i64::MAX);
+        let reservation = {
+            let mut starting = self.starting.lock().unwrap_or_else(|p| p.into_inner());
+            *starting.entry(tenant.name.clone()).or_default() += 1;
+            Reservation {
+                api: self,
+                tenant: tenant.name.clone(),
+            }
+        };
+        if limit == i64::MAX {
+            return Ok(reservation);
+        }
+        let open = self
+            .store()
+            .executions()
+            .count_open_executions(&tenant.name)
+            .await?;
+        let in_flight = *self
+            .starting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&tenant.name)
+            .unwrap_or(&1);
+        // `in_flight` includes this start.
+        if open + in_flight > limit {
+            return Err(Error::QuotaExceeded(format!(
+                "tenant '{}' has {open} open executions (pending, running or waiting) and may \
+                 have at most {limit} (max open executions); wait for some to end or cancel them",
+                tenant.name
+            )));
+        }
+        Ok(reservation)
+    }
+
+    /// An execution with the approvals it waits for.
+    pub async fn execution(&self, tenant: &TenantRecord, id: &str) -> Result<ExecutionView> {
+        // The record first: the journal read after it holds at least what
+        // the record's status says happened.
+        let record = self.owned(tenant, id).await?;
+        let journal = self.store.executions().journal(id, 0).await?;
+        self.view(record, &journal).await
+    }
+
+    /// [`Api::execution`] with its journal as the caller has it (a live
+    /// view that follows it), instead of reading it again. The record may
+    /// be newer than that journal.
+    pub async fn execution_with(
+        &self,
+        tenant: &TenantRecord,
+        id: &str,
+        journal: &[Entry],
+    ) -> Result<ExecutionView> {
+        let record = self.owned(tenant, id).await?;
+        self.view(record, journal).await
+    }
+
+    async fn view(&self, record: ExecutionRecord, journal: &[Entry]) -> Result<ExecutionView> {
+        let id = record.id.as_str();
+        let pending_approvals = self
+            .store()
+            .executions()
+            .approvals(id)
+            .await?
+            .into_iter()
+            .filter(|a| a.status == "pending")
+            .collect();
+        let buffered_signals = self.store.executions().buffered_signals(id).await?;
+        Ok(ExecutionView {
+            note: self.node.as_ref().and_then(|node| node.note(id)),
+            waiting_on: if record.status.is_terminal() {
+                Vec::new()
+            } else {
+                waiting_on(journal)
+            },
+            state: latest_state(journal),
+            record,
+            pending_approvals,
+            buffered_signals,
+        })
+    }
+
+    /// Sends signal `signal.name` to execution `id` and wakes it; with a
+    /// `signal_id` sent before, returns that signal (`false`: not new).
+    pub async fn signal(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        id: &str,
+        signal: NewSignal,
+    ) -> Result<(SignalRecord, bool)> {
+        check_len("the signal name", &signal.name, MAX_NAME_BYTES)?;
+        if signal.name.is_empty() {
+            return Err(Error::InvalidInput(
+                "the signal name is empty; name the signal the workflow waits for".into(),
+            ));
+        }
+        if let Some(signal_id) = &signal.signal_id {
+            check_len("the signal id", signal_id, MAX_NAME_BYTES)?;
+        }
+        self.check_payload(
+            tenant,
+            "the signal payload",
+            signal.payload.to_string().len(),
+        )?;
+        self.owned(tenant, id).await?;
+        let now = self.now_ms();
+        let (record, created) = self
+            .store
+            .executions()
+            .send_signal(id, &signal, MAX_BUFFERED_SIGNALS, now)
+            .await?;
+        self.wake_node();
+        if created {
+            let detail = serde_json::json!({ "name": signal.name, "seq": record.seq });
+            actor
+                .record(
+                    &self.store,
+                    now,
+                    &tenant.name,
+                    "execution.signal",
+                    id,
+                    Some(detail),
+                )
+                .await?;
+        }
+        Ok((record, created))
+    }
+
+    /// One page of the tenant's executions, newest first. `page_token` is
+    /// the `next` of the page before.
+    pub async fn list(
+        &self,
+        tenant: &TenantRecord,
+        filter: ListFilter,
+        page_token: Option<&str>,
+    ) -> Result<Page> {
+        self.list_of(Some(tenant), filter, page_token).await
+    }
+
+    /// [`Api::list`] of one tenant, or with `None` of every tenant (an
+    /// operator's view; `filter.tenant` may then name one).
+    pub async fn list_of(
+        &self,
+        tenant: Option<&TenantRecord>,
+        mut filter: ListFilter,
+        page_token: Option<&str>,
+    ) -> Result<Page> {
+        for (field, value) in [
+            ("the package filter", &filter.package),
+            ("the workflow filter", &filter.workflow),
+        ] {
+            if let Some(value) = value {
+                check_len(field, value, MAX_NAME_BYTES)?;
+            }
+        }
+        if let Some(token) = page_token {
+            check_len("the page token", token, MAX_NAME_BYTES)?;
+        }
+        if let Some(prefix) = &filter.id_prefix {
+            check_len("the id filter", prefix, MAX_ID_BYTES)?;
+            if !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(Error::InvalidInput(format!(
+                    "the id filter {prefix:?} is not the start of an execution id: use letters, \
+                     digits, '-' and '_' (e.g. `ex_3f9a`)"
+                )));
+            }
+        }
+        if let Some(tenant) = tenant {
+            filter.tenant = Some(tenant.name.clone());
+        }
+        filter.limit = match filter.limit {
+            n if n <= 0 => 50,
+            n => n.min(MAX_PAGE),
+        };
+        filter.after = page_token
+            .filter(|t| !t.is_empty())
+            .map(parse_page_token)
+            .transpose()?;
+        let executions = self.store.executions().list_executions(&filter).await?;
+        let next = (executions.len() as i64 == filter.limit)
+            .then(|| {
+                executions
+                    .last()
+                    .map(|r| format!("{}.{}", r.created_at_ms, r.id))
+            })
+            .flatten();
+        Ok(Page { executions, next })
+    }
+
+    pub async fn journal(
+        &self,
+        tenant: &TenantRecord,
+        id: &str,
+        after_seq: i64,
+    ) -> Result<Vec<Entry>> {
+        self.owned(tenant, id).await?;
+        self.store.executions().journal(id, after_seq).await
+    }
+
+    pub async fn decide(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        id: &str,
+        key: &str,
+        decision: Decision,
+    ) -> Result<ApprovalRecord> {
+        check_len("the approval key", key, MAX_NAME_BYTES)?;
+        match &decision {
+            Decision::Approve(payload) => {
+                self.check_payload(tenant, "the approval payload", payload.to_string().len())?
+            }
+            Decision::Reject(reason) => self.check_payload(tenant, "the reason", reason.len())?,
+        }
+        self.owned(tenant, id).await?;
+        let now = self.now_ms();
+        let action = match &decision {
+            Decision::Approve(_) => "execution.approve",
+            Decision::Reject(_) => "execution.reject",
+        };
+        let approval = self
+            .store
+            .executions()
+            .decide_approval(id, key, &decision, now)
+            .await?;
+        self.wake_node();
+        let detail = serde_json::json!({ "key": key });
+        actor
+            .record(&self.store, now, &tenant.name, action, id, Some(detail))
+            .await?;
+        Ok(approval)
+    }
+
+    pub async fn cancel(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<ExecutionRecord> {
+        self.owned(tenant, id).await?;
+        let now = self.now_ms();
+        let record = self.store.executions().request_cancel(id, now).await?;
+        self.tell_node(&record);
+        actor
+            .record(&self.store, now, &tenant.name, "execution.cancel", id, None)
+            .await?;
+        Ok(record)
+    }
+
+    /// Pauses (`true`) or resumes execution `id`.
+    pub async fn set_paused(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        id: &str,
+        paused: bool,
+    ) -> Result<ExecutionRecord> {
+        self.owned(tenant, id).await?;
+        let now = self.now_ms();
+        let record = self.store.executions().set_paused(id, paused, now).await?;
+        self.tell_node(&record);
+        let action = if paused {
+            "execution.pause"
+        } else {
+            "execution.resume"
+        };
+        actor
+            .record(&self.store, now, &tenant.name, action, id, None)
+            .await?;
+        Ok(record)
+    }
+
+    pub async fn retry(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<ExecutionRecord> {
+        self.owned(tenant, id).await?;
+        let now = self.now_ms();
+        let record = self.store.executions().retry_execution(id, now).await?;
+        self.wake_node();
+        // Its `retried` entry was written outside the group commit.
+        self.feeds.touched(id);
+        actor
+            .record(&self.store, now, &tenant.name, "execution.retry", id, None)
+            .await?;
+        Ok(record)
+    }
+
+    /// Follows an execution: its journal entries after `after_seq` as they
+    /// are written, then [`WatchEvent::Finished`] (see [`Follower::next`]).
+    /// Every follower of one execution shares one reader of the store;
+    /// dropping the follower stops following.
+    pub async fn watch(&self, tenant: &TenantRecord, id: &str, after_seq: i64) -> Result<Follower> {
+        self.owned(tenant, id).await?;
+        Ok(self.feeds.follow(id, after_seq))
+    }
+
+    /// Statuses `list` accepts, for error messages.
+    pub fn parse_status(text: &str) -> Result<Status> {
+        Status::parse(text).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "unknown status '{text}': use pending, running, waiting, completed, failed or \
+                 cancelled"
+            ))
+        })
+    }
+}
+
+fn parse_page_token(token: &str) -> Result<(i64, String)> {
+    token
+        .split_once('.')
+        .and_then(|(at, id)| Some((at.parse().ok()?, id.to_owned())))
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "invalid page token {token:?}: pass the next_page_token of the previous page"
+            ))
+        })
+}
