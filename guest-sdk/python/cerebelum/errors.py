@@ -59,8 +59,85 @@ class CerebelumError(Exception):
     """Base class of the SDK's exceptions."""
 
 
-class WorkflowDefinitionError(CerebelumError):
-    """A workflow or step is defined wrongly (raised when it is defined)."""
+class DSLError(CerebelumError):
+    """The original SDK's base of the workflow language's errors
+    (``cerebelum.dsl.DSLError``): :class:`WorkflowDefinitionError`,
+    :class:`StepDefinitionError`, :class:`DependencyError`,
+    :class:`StepExecutionError`."""
+
+
+class WorkflowDefinitionError(DSLError):
+    """A workflow or step is defined wrongly (raised when it is defined).
+
+    ``workflow_name`` is the workflow being defined (``None`` for a step
+    defined outside one) and ``errors`` the list of what is wrong, as in
+    the original SDK; ``str(e)`` says it in one message. The original's
+    form ``WorkflowDefinitionError(workflow_name, errors)`` is accepted
+    too, and words its message as the original did."""
+
+    def __init__(self, message: str, errors: list[str] | None = None, *,
+                 workflow_name: str | None = None):
+        if errors is not None:
+            # The original's signature: (workflow_name, errors).
+            workflow_name, errors = message, list(errors)
+            message = f"Workflow '{workflow_name}' validation failed:\n" + "\n".join(
+                f"  - {e}" for e in errors)
+        else:
+            errors = [message]
+        super().__init__(message)
+        self.workflow_name = workflow_name
+        self.errors = errors
+
+
+class StepDefinitionError(WorkflowDefinitionError):
+    """A step (or a workflow's body) is defined wrongly: not ``async``,
+    no context parameter, a bad option. ``step_name`` and ``message``, as
+    in the original SDK, whose ``StepDefinitionError(step_name, message)``
+    reads ``Step 'NAME': MESSAGE``; ``text`` replaces that wording by a
+    message that names the step itself. A :class:`WorkflowDefinitionError`
+    too, so ``except WorkflowDefinitionError`` catches every mistake of
+    definition."""
+
+    def __init__(self, step_name: str, message: str, *, text: str | None = None,
+                 workflow_name: str | None = None):
+        super().__init__(text or f"Step '{step_name}': {message}", workflow_name=workflow_name)
+        self.step_name = step_name
+        self.message = text or message
+
+
+class DependencyError(DSLError):
+    """The original SDK's error for a step whose dependency cannot be
+    resolved: ``step_name``, ``dependency``, ``reason``. (Ours finds these
+    when the workflow is defined, and raises :class:`WorkflowDefinitionError`
+    there; a parameter that is an input field missing from the input fails
+    the step.)"""
+
+    def __init__(self, step_name: str, dependency: str, reason: str):
+        self.step_name = step_name
+        self.dependency = dependency
+        self.reason = reason
+        super().__init__(
+            f"Step '{step_name}' cannot resolve dependency '{dependency}': {reason}")
+
+
+class StepExecutionError(DSLError):
+    """The original SDK's error for a step that raised: ``step_name``,
+    ``message``, ``original_error`` and ``execution_id``. (``execute``
+    reports a failed step as :class:`ExecutionError`, whose ``step_name``
+    and ``error`` say the same.)"""
+
+    def __init__(self, step_name: str, message: str, original_error: BaseException | None = None,
+                 execution_id: str | None = None):
+        self.step_name = step_name
+        self.message = message
+        self.original_error = original_error
+        self.execution_id = execution_id
+        text = f"Step '{step_name}' execution failed: {message}"
+        if execution_id:
+            text = f"[{execution_id}] {text}"
+        if original_error is not None:
+            text += f"\n  Caused by: {type(original_error).__name__}: {original_error}"
+        super().__init__(text)
 
 
 class StepError(CerebelumError):
