@@ -29,10 +29,12 @@ The same file runs two ways:
 """
 
 from . import http
-from ._dsl import RetryPolicy, Step, WorkflowBuilder, step
+from ._dsl import (ParallelStepGroup, RetryPolicy, Step, StepComposition, WorkflowBuilder,
+                   step)
 from ._helpers import (ProgressReporter, poll, retry, set_state, sleep, wait_for_approval,
                        wait_for_signal)
 from ._local import DSLLocalExecutor, LocalExecutor
+from ._registry import StepRegistry, WorkflowRegistry
 from ._runtime import Context, ExecutionResult
 from ._workflow import Workflow, workflow
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CancelledError,
@@ -71,5 +73,5 @@ __all__ = [
     "PollTimeoutError", "RetryExhaustedError", "ApprovalRejectedError",
     "ApprovalTimeoutError", "CancelledError", "HttpError", "SecretError", "http",
     "ErrorKind", "ExecutionError", "StepMetadata", "WorkflowMetadata", "DSLLocalExecutor",
-    "LocalExecutor",
+    "LocalExecutor", "StepComposition", "ParallelStepGroup", "StepRegistry", "WorkflowRegistry",
 ]

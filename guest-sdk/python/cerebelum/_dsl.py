@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Union
 
 from ._registry import STEPS, WORKFLOWS, workflow_names
-from .errors import WorkflowDefinitionError
+from .errors import StepDefinitionError, WorkflowDefinitionError
 
 RETRY = "retry"
 FAIL = "fail"
@@ -30,6 +30,23 @@ class RetryPolicy:
     max_delay_ms: int = 60_000
 
 
+def _step_error(fn: Callable, text: str) -> StepDefinitionError:
+    return StepDefinitionError(fn.__name__, text, text=text)
+
+
+def _is_context(param: inspect.Parameter) -> bool:
+    """Whether a step's first parameter is plainly its context: named
+    ``context`` or ``ctx`` (or ``_...``, unused), or annotated ``Context``.
+    Anything else (``async def s(inputs)``) is a step that forgot it."""
+    if param.kind not in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+        return False
+    annotation = param.annotation
+    if not isinstance(annotation, str):
+        annotation = getattr(annotation, "__name__", "")
+    return (param.name in ("context", "ctx") or param.name.startswith("_")
+            or annotation.rpartition(".")[2] == "Context")
+
+
 class Step:
     """A function decorated with ``@step``."""
 
@@ -38,19 +55,25 @@ class Step:
                  worker: str | None = None, schedule_to_start_ms: int | None = None,
                  heartbeat_ms: int | None = None):
         if not inspect.iscoroutinefunction(fn):
-            raise WorkflowDefinitionError(
-                f"step `{fn.__name__}` must be an `async def` function")
+            raise _step_error(fn, f"step `{fn.__name__}` must be an `async def` function "
+                                  f"(write `async def {fn.__name__}(context, ...)`)")
         params = list(inspect.signature(fn).parameters.values())
         if not params:
-            raise WorkflowDefinitionError(
-                f"step `{fn.__name__}` must take the context as its first parameter, "
-                f"e.g. `async def {fn.__name__}(context, inputs)`")
+            raise _step_error(fn, f"step `{fn.__name__}` must take the context as its first "
+                                  f"parameter, e.g. `async def {fn.__name__}(context, inputs)`")
+        if not _is_context(params[0]):
+            names = ", ".join(["context"] + [p.name for p in params])
+            raise _step_error(
+                fn, f"step `{fn.__name__}` has no context parameter: its first parameter, "
+                    f"`{params[0].name}`, would receive the Context; write `async def "
+                    f"{fn.__name__}({names})` (name the first parameter `context` or `ctx`, "
+                    "or annotate it `: Context`)")
         for p in params[1:]:
             if p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                raise WorkflowDefinitionError(
-                    f"step `{fn.__name__}`: parameter `{p.name}` must be a plain named "
-                    "parameter (`inputs`, the name of an earlier step, or a field of the "
-                    "workflow input)")
+                raise _step_error(
+                    fn, f"step `{fn.__name__}`: parameter `{p.name}` must be a plain named "
+                        "parameter (`inputs`, the name of an earlier step, or a field of the "
+                        "workflow input)")
         self.fn = fn
         self.name = name or fn.__name__
         self.description = inspect.getdoc(fn) or ""
@@ -64,27 +87,27 @@ class Step:
         self.retry = retry or RetryPolicy()
         self.timeout_ms = timeout_ms
         if worker is not None and not _QUEUE_NAME.fullmatch(worker):
-            raise WorkflowDefinitionError(
-                f"step `{fn.__name__}`: worker={worker!r} is not a worker queue name; use 1 to "
+            raise _step_error(
+                fn, f"step `{fn.__name__}`: worker={worker!r} is not a worker queue name; use 1 to "
                 "128 letters, digits, '-', '_' or '.', e.g. @step(worker=\"devops\")")
         if worker is None and (schedule_to_start_ms is not None or heartbeat_ms is not None):
-            raise WorkflowDefinitionError(
-                f"step `{fn.__name__}`: schedule_to_start_ms and heartbeat_ms are timeouts of a "
-                "step on a worker queue; add worker=\"QUEUE\" or drop them")
+            raise _step_error(
+                fn, f"step `{fn.__name__}`: schedule_to_start_ms and heartbeat_ms are timeouts "
+                "of a step on a worker queue; add worker=\"QUEUE\" or drop them")
         if schedule_to_start_ms is not None and schedule_to_start_ms < 1:
-            raise WorkflowDefinitionError(
-                f"step `{fn.__name__}`: schedule_to_start_ms must be positive (None: wait)")
+            raise _step_error(
+                fn, f"step `{fn.__name__}`: schedule_to_start_ms must be positive (None: wait)")
         if heartbeat_ms is not None and heartbeat_ms < 100:
-            raise WorkflowDefinitionError(
-                f"step `{fn.__name__}`: heartbeat_ms must be at least 100")
+            raise _step_error(
+                fn, f"step `{fn.__name__}`: heartbeat_ms must be at least 100")
         #: The worker queue that serves the step in the engine (None: the sandbox).
         self.worker = worker
         self.schedule_to_start_ms = schedule_to_start_ms
         self.heartbeat_ms = heartbeat_ms
         known = STEPS.get(self.name)
         if known is not None and known.fn.__qualname__ != fn.__qualname__:
-            raise WorkflowDefinitionError(
-                f"two steps are named `{self.name}` ({known.fn.__module__}."
+            raise _step_error(
+                fn, f"two steps are named `{self.name}` ({known.fn.__module__}."
                 f"{known.fn.__qualname__} and {fn.__module__}.{fn.__qualname__}); "
                 "give one another name with @step(name=...)")
         STEPS[self.name] = self
@@ -113,11 +136,11 @@ class Step:
         """Calls the function itself (for tests of a single step)."""
         return self.fn(*args, **kwargs)
 
-    def __rshift__(self, other) -> "Chain":
-        return Chain.of(self) >> other
+    def __rshift__(self, other) -> "StepComposition":
+        return StepComposition.of(self) >> other
 
-    def __rrshift__(self, other) -> "Chain":
-        return Chain.of(other) >> self
+    def __rrshift__(self, other) -> "StepComposition":
+        return StepComposition.of(other) >> self
 
 
 def step(fn: Callable | None = None, *, name: str | None = None,
@@ -154,20 +177,62 @@ def step(fn: Callable | None = None, *, name: str | None = None,
 Stage = tuple[Step, ...]
 
 
-@dataclass(frozen=True)
-class Chain:
-    """Stages run one after the other; the steps of a stage run together."""
+class ParallelStepGroup:
+    """Steps that run together: ``[b, c]`` in ``a >> [b, c] >> d``, an
+    item of :attr:`StepComposition.steps`. ``steps`` is the list of them."""
 
-    stages: tuple[Stage, ...]
+    def __init__(self, steps: Iterable[Step]):
+        self.steps = list(steps)
+        if not self.steps:
+            raise ValueError("Parallel group cannot be empty")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, ParallelStepGroup) and self.steps == other.steps
+
+    def __repr__(self) -> str:
+        return f"ParallelStepGroup([{', '.join(s.name for s in self.steps)}])"
+
+
+class StepComposition:
+    """What ``a >> b`` makes: stages run one after the other; the steps of
+    a stage run together.
+
+    ``stages`` holds them as tuples of steps; ``steps`` (or ``items``), as
+    in the original SDK, as a list of each stage's step, or
+    :class:`ParallelStepGroup` when a stage holds several:
+    ``(a >> [b, c]).steps == [a, ParallelStepGroup([b, c])]``. It may be
+    built from such a list too: ``StepComposition([a, ParallelStepGroup([b,
+    c])])``."""
+
+    __slots__ = ("stages",)
+
+    def __init__(self, items: Iterable):
+        stages = []
+        for item in items:
+            if isinstance(item, ParallelStepGroup):
+                item = item.steps
+            elif isinstance(item, WorkflowDefinition):
+                item = item.as_step()
+            stage = (item,) if isinstance(item, Step) else tuple(item)
+            for s in stage:
+                if not isinstance(s, Step):
+                    raise WorkflowDefinitionError(
+                        f"a composition holds steps (functions decorated with @step) and "
+                        f"parallel groups of them; got {_describe(s)}")
+            if not stage:
+                raise WorkflowDefinitionError("a parallel group `[...]` needs at least one step")
+            stages.append(stage)
+        #: The stages, in order; each a tuple of the steps that run together.
+        self.stages: tuple[Stage, ...] = tuple(stages)
 
     @staticmethod
-    def of(item) -> "Chain":
-        if isinstance(item, Chain):
+    def of(item) -> "StepComposition":
+        if isinstance(item, StepComposition):
             return item
         if isinstance(item, WorkflowDefinition):
             item = item.as_step()
         if isinstance(item, Step):
-            return Chain(((item,),))
+            return StepComposition([item])
         if isinstance(item, (list, tuple, set, frozenset)):
             steps = tuple(s.as_step() if isinstance(s, WorkflowDefinition) else s
                           for s in item)
@@ -178,22 +243,69 @@ class Chain:
                     raise WorkflowDefinitionError(
                         f"a parallel group holds steps (functions decorated with @step); "
                         f"got {_describe(s)}")
-            return Chain((steps,))
+            return StepComposition([steps])
         raise WorkflowDefinitionError(
             f"expected a step, a chain `a >> b` or a parallel group `[a, b]`; got {_describe(item)}")
 
-    def __rshift__(self, other) -> "Chain":
-        return Chain(self.stages + Chain.of(other).stages)
+    @staticmethod
+    def by_dependencies(items) -> "StepComposition":
+        """A list's steps in the stages their dependencies on each other
+        need: those that need none of the others run first, together; then
+        those that need only them; and so on (``[price, quantity, total]``
+        with ``total(context, price, quantity)``: ``[price, quantity] >>
+        total``). Members that do not depend on each other stay one
+        parallel stage. A cycle is left as it is, for the workflow's
+        validation to report with its path."""
+        group = StepComposition.of(items).stages[0]
+        names = {s.name for s in group}
+        stages: list[Stage] = []
+        done: set[str] = set()
+        left = list(group)
+        while left:
+            ready = tuple(s for s in left
+                          if all(d in done or d not in names or d == s.name
+                                 for d in s.dependencies))
+            stage = ready or tuple(left)
+            stages.append(stage)
+            done.update(s.name for s in stage)
+            left = [s for s in left if s not in stage]
+        return StepComposition(stages)
 
-    def __rrshift__(self, other) -> "Chain":
-        return Chain(Chain.of(other).stages + self.stages)
+    def __rshift__(self, other) -> "StepComposition":
+        return StepComposition(self.stages + StepComposition.of(other).stages)
 
-    def steps(self) -> Iterable[Step]:
+    def __rrshift__(self, other) -> "StepComposition":
+        return StepComposition(StepComposition.of(other).stages + self.stages)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, StepComposition) and self.stages == other.stages
+
+    def __hash__(self) -> int:
+        return hash(self.stages)
+
+    @property
+    def items(self) -> list[Step | ParallelStepGroup]:
+        """Each stage's step, or its :class:`ParallelStepGroup` when it holds several."""
+        return [stage[0] if len(stage) == 1 else ParallelStepGroup(stage)
+                for stage in self.stages]
+
+    @property
+    def steps(self) -> list[Step | ParallelStepGroup]:
+        """The original SDK's name for :attr:`items`."""
+        return self.items
+
+    def all_steps(self) -> Iterable[Step]:
+        """Every step, stage after stage."""
         for stage in self.stages:
             yield from stage
 
+    def __repr__(self) -> str:
+        parts = [f"[{', '.join(s.name for s in stage)}]" if len(stage) > 1 else stage[0].name
+                 for stage in self.stages]
+        return f"StepComposition({' >> '.join(parts)})"
 
-Target = Union[Chain, str, None]
+
+Target = Union[StepComposition, str, None]
 
 
 @dataclass
@@ -216,12 +328,20 @@ class WorkflowBuilder:
     """What the body of a ``@workflow`` function receives as ``wf``."""
 
     name: str
-    timeline_chain: Chain | None = None
+    timeline_chain: StepComposition | None = None
     diverges: dict[str, Diverge] = field(default_factory=dict)
     branches: dict[str, Branch] = field(default_factory=dict)
 
     def timeline(self, *items) -> None:
-        """The main path: ``wf.timeline(a >> [b, c] >> d)``."""
+        """The main path: ``wf.timeline(a >> [b, c] >> d)``.
+
+        A list given to it directly, ``wf.timeline([a, b, c])``, runs its
+        steps in the order their dependencies on each other need, as the
+        original SDK did: those that need none of the others together,
+        then the ones that need them (``[price, quantity, total]`` runs as
+        ``[price, quantity] >> total``). Inside a chain, ``a >> [b, c]`` is
+        a parallel group as written, and a step of it may not need
+        another of it."""
         if self.timeline_chain is not None:
             raise WorkflowDefinitionError(
                 f"workflow `{self.name}` calls wf.timeline twice; join the parts with `>>`")
@@ -229,9 +349,12 @@ class WorkflowBuilder:
             raise WorkflowDefinitionError(
                 f"workflow `{self.name}` has an empty timeline: give it steps, "
                 "e.g. wf.timeline(first >> second)")
-        chain = Chain.of(items[0])
-        for item in items[1:]:
-            chain = chain >> item
+        parts = [StepComposition.by_dependencies(item)
+                 if isinstance(item, (list, tuple, set, frozenset)) else StepComposition.of(item)
+                 for item in items]
+        chain = parts[0]
+        for part in parts[1:]:
+            chain = chain >> part
         self.timeline_chain = chain
 
     def diverge(self, step: Step, routes: dict) -> None:
@@ -306,7 +429,7 @@ def _target(workflow: str, where: str, target, *, allow_none: bool) -> Target:
                 f"use a step, a chain, or {allowed}")
         return target
     try:
-        return Chain.of(target)
+        return StepComposition.of(target)
     except WorkflowDefinitionError as e:
         raise WorkflowDefinitionError(f"workflow `{workflow}`: {where}: {e}") from None
 
@@ -320,6 +443,23 @@ class WorkflowDefinition:
         self.fn = fn
         self.name = name or fn.__name__
         self.description = inspect.getdoc(fn) or ""
+        if inspect.iscoroutinefunction(fn):
+            # Called, it would only make a coroutine: the graph would be
+            # empty. The original SDK refuses it as a StepDefinitionError.
+            text = (f"workflow `{self.name}`: remove `async` from `async def {fn.__name__}(wf)`; "
+                    "a workflow's body must not be async: it is a plain `def`, run once when "
+                    "the workflow is defined to declare its graph "
+                    f"(`def {fn.__name__}(wf): wf.timeline(a >> b)`); the steps are the "
+                    "`async def` functions")
+            raise StepDefinitionError(self.name, text, text=text, workflow_name=self.name)
+        try:
+            self._define(fn)
+        except WorkflowDefinitionError as e:
+            if e.workflow_name is None:
+                e.workflow_name = self.name
+            raise
+
+    def _define(self, fn: Callable) -> None:
         builder = WorkflowBuilder(self.name)
         fn(builder)
         if builder.timeline_chain is None:
@@ -340,11 +480,11 @@ class WorkflowDefinition:
     def __repr__(self) -> str:
         return f"<workflow {self.name}>"
 
-    def __rshift__(self, other) -> "Chain":
-        return Chain.of(self) >> other
+    def __rshift__(self, other) -> "StepComposition":
+        return StepComposition.of(self) >> other
 
-    def __rrshift__(self, other) -> "Chain":
-        return Chain.of(other) >> self
+    def __rrshift__(self, other) -> "StepComposition":
+        return StepComposition.of(other) >> self
 
     def as_step(self) -> Step:
         """The workflow as a step of another's timeline (``prepare >>
@@ -364,6 +504,44 @@ class WorkflowDefinition:
             self._as_step = step
         return step
 
+    def validate(self) -> "ValidationReport":
+        """The workflow's :class:`ValidationReport`, as in the original
+        SDK: ``report.is_valid``, ``report.errors``, ``report.warnings``.
+
+        Mistakes are refused when the workflow is defined (a
+        :class:`WorkflowDefinitionError` whose ``errors`` lists them), so a
+        defined workflow's report has no errors; its warnings are what is
+        allowed but may be a mistake: no step reads the workflow input, a
+        parameter named after a step of another workflow (it reads the
+        input's field of that name), a diverge or branch on a step that no
+        path runs."""
+        report = ValidationReport()
+        steps = self.steps()
+        if not any(p == "inputs" or p not in steps for s in steps.values() for p in s.params):
+            report.add_warning(
+                f"workflow `{self.name}` has no entry point: no step reads the workflow input "
+                "(a parameter `inputs`, or one named after a field of the input)")
+        for s in steps.values():
+            for p in s.params:
+                if p != "inputs" and p not in steps and p in STEPS:
+                    report.add_warning(
+                        f"step `{s.name}`: parameter `{p}` names step `{p}`, which is not part "
+                        f"of workflow `{self.name}`: it receives the workflow input's field "
+                        f"`{p}` instead; add `{p}` to the timeline if it should run first")
+        paths = [self.timeline]
+        for d in self.diverges.values():
+            paths += [t for _, t in d.routes if isinstance(t, StepComposition)]
+        for b in self.branches.values():
+            paths += [t for t in (b.when_true, b.when_false) if isinstance(t, StepComposition)]
+        reached = {s.name for path in paths for s in path.all_steps()}
+        for what, name in ([("diverge on", n) for n in self.diverges]
+                           + [("branch after", n) for n in self.branches]):
+            if name not in reached:
+                report.add_warning(
+                    f"workflow `{self.name}`: the {what} `{name}` never applies: `{name}` is "
+                    "not in the timeline nor in a path of a diverge or branch")
+        return report
+
     def steps(self) -> dict[str, Step]:
         """Every step the workflow may run, by name."""
         if self._steps is None:
@@ -375,14 +553,34 @@ class WorkflowDefinition:
         chains = [self.timeline]
         for d in self.diverges.values():
             found.setdefault(d.step.name, d.step)
-            chains += [t for _, t in d.routes if isinstance(t, Chain)]
+            chains += [t for _, t in d.routes if isinstance(t, StepComposition)]
         for b in self.branches.values():
             found.setdefault(b.after.name, b.after)
-            chains += [t for t in (b.when_true, b.when_false) if isinstance(t, Chain)]
+            chains += [t for t in (b.when_true, b.when_false) if isinstance(t, StepComposition)]
         for chain in chains:
-            for s in chain.steps():
+            for s in chain.all_steps():
                 found.setdefault(s.name, s)
         return found
+
+
+@dataclass
+class ValidationReport:
+    """What :meth:`WorkflowDefinition.validate` finds, as the original
+    SDK's ``ValidationReport``: ``errors`` block a workflow, ``warnings``
+    do not; ``is_valid`` when there are no errors."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def is_valid(self) -> bool:
+        return not self.errors
+
+    def add_error(self, message: str) -> None:
+        self.errors.append(message)
+
+    def add_warning(self, message: str) -> None:
+        self.warnings.append(message)
 
 
 def find_workflow(workflow: WorkflowDefinition | str) -> WorkflowDefinition:

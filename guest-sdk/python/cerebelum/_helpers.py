@@ -11,9 +11,9 @@ from datetime import timedelta
 from typing import Any, Callable
 
 from ._dsl import Step
-from ._local import PLAIN, print_progress
+from ._local import PLAIN
 from ._registry import STEPS
-from ._runtime import CURRENT, Context, current, exception_text, to_json
+from ._runtime import CURRENT, Context, current, exception_text, print_progress, to_json
 from .errors import CerebelumError, PollTimeoutError, StepError
 
 

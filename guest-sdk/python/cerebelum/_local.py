@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 import urllib.error
 import urllib.request
 import uuid
@@ -24,19 +23,10 @@ from typing import Any, Awaitable, Callable
 from ._dsl import Step, WorkflowDefinition, find_workflow
 from ._registry import WORKFLOWS, workflow_names
 from ._runtime import (Context, ExecutionResult, Runtime, exception_text, failure,
-                       invoke_step, iso_time, run_workflow, to_json, value_of)
+                       invoke_step, iso_time, print_progress, run_workflow,
+                       secret_from_environment, to_json, value_of)
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError,
-                     ExecutionError, HttpError, SecretError, SignalTimeoutError, StepError)
-
-BAR_WIDTH = 20
-
-
-def print_progress(step_name: str, percent: int, message: str) -> None:
-    """A step's progress line, as the original SDK printed it:
-    ``  [step] ██████░░░░░░░░░░░░░░ 33% - message``."""
-    filled = int(BAR_WIDTH * percent / 100)
-    bar = "█" * filled + "░" * (BAR_WIDTH - filled)
-    print(f"  [{step_name}] {bar} {percent}% - {message}", flush=True)
+                     ExecutionError, HttpError, SignalTimeoutError, StepError)
 
 
 class LocalRuntime(Runtime):
@@ -52,13 +42,9 @@ class LocalRuntime(Runtime):
     def secret(self, ctx: Context, name: str) -> str:
         if name in self.secrets:
             return str(self.secrets[name])
-        env = "CEREBELUM_SECRET_" + "".join(c if c.isalnum() else "_" for c in name).upper()
-        value = os.environ.get(env)
-        if value is None:
-            raise SecretError(
-                f"step `{ctx.step_name}` reads secret {name!r}, which this local run does not "
-                f"have: pass `execute(inputs, secrets={{{name!r}: ...}})` or set {env}")
-        return value
+        return secret_from_environment(
+            ctx, name, f"this local run does not have: pass "
+                       f"`execute(inputs, secrets={{{name!r}: ...}})` or ")
 
     def http(self, method, url, headers, body):
         # No allow-list here: that is the engine's, per tenant.

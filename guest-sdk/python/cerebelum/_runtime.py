@@ -13,13 +13,14 @@ import contextvars
 import difflib
 import inspect
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
-from ._dsl import FAIL, RETRY, Chain, Step, WorkflowDefinition
+from ._dsl import FAIL, RETRY, Step, StepComposition, WorkflowDefinition
 from ._registry import WORKFLOWS
-from .errors import CerebelumError, ExecutionError, StepError
+from .errors import CerebelumError, ExecutionError, SecretError, StepError
 
 #: The step running in this task (``None`` outside steps).
 CURRENT: contextvars.ContextVar["Context | None"] = contextvars.ContextVar(
@@ -95,19 +96,35 @@ class Runtime:
 class Context:
     """What every step receives first: ``inputs``, ``execution_id``,
     ``workflow_name``, ``step_name`` and ``attempt`` (this run's attempt
-    number, from 1)."""
+    number, from 1).
 
-    def __init__(self, inputs: Any, workflow_name: str, step_name: str, runtime: "Runtime",
-                 deps: dict | None = None, attempt: int | None = None):
+    Built by hand, with the original SDK's fields, it is a test double
+    for calling a step directly::
+
+        ctx = Context(inputs={"user_id": 1}, execution_id="test-1",
+                      workflow_name="onboarding", step_name="fetch_user", attempt=1)
+        assert await fetch_user(ctx, {"user_id": 1}) == {...}
+
+    Such a context reads secrets from ``CEREBELUM_SECRET_<NAME>`` and
+    prints progress as local mode does; it cannot run children nor wait
+    for approvals or signals (run the workflow for that).
+    """
+
+    def __init__(self, inputs: Any = None, execution_id: str | None = None,
+                 workflow_name: str = "", step_name: str = "", attempt: int | None = None,
+                 *, runtime: "Runtime | None" = None, deps: dict | None = None):
         self.inputs = inputs
         self.workflow_name = workflow_name
         self.step_name = step_name
-        self._runtime = runtime
+        self._runtime = runtime if runtime is not None else DetachedRuntime(execution_id or "")
+        self._execution_id = execution_id
         self._deps = deps or {}
         self._attempt = attempt
 
     @property
     def execution_id(self) -> str:
+        if self._execution_id is not None:
+            return self._execution_id
         return self._runtime.execution_id
 
     @property
@@ -153,6 +170,66 @@ class Context:
     def __repr__(self) -> str:
         return (f"Context(workflow_name={self.workflow_name!r}, step_name={self.step_name!r}, "
                 f"inputs={self.inputs!r})")
+
+
+BAR_WIDTH = 20
+
+
+def print_progress(step_name: str, percent: int, message: str) -> None:
+    """A step's progress line, as the original SDK printed it:
+    ``  [step] ██████░░░░░░░░░░░░░░ 33% - message``."""
+    filled = int(BAR_WIDTH * percent / 100)
+    bar = "█" * filled + "░" * (BAR_WIDTH - filled)
+    print(f"  [{step_name}] {bar} {percent}% - {message}", flush=True)
+
+
+def secret_from_environment(ctx: Context, name: str, missing: str) -> str:
+    """Secret ``name`` from ``CEREBELUM_SECRET_<NAME>``; else a
+    :class:`SecretError`: ``missing`` says who lacks it and how else to
+    give it, before ``set CEREBELUM_SECRET_<NAME>``."""
+    env = "CEREBELUM_SECRET_" + "".join(c if c.isalnum() else "_" for c in name).upper()
+    value = os.environ.get(env)
+    if value is None:
+        raise SecretError(f"step `{ctx.step_name}` reads secret {name!r}, which {missing}"
+                          f"set {env}")
+    return value
+
+
+class DetachedRuntime(Runtime):
+    """The runtime of a :class:`Context` built by hand (a test double of
+    a step's context): no execution around it."""
+
+    def __init__(self, execution_id: str):
+        self.execution_id = execution_id
+        self.state = None
+
+    def _cannot(self, ctx: Context, what: str) -> CerebelumError:
+        return CerebelumError(
+            f"step `{ctx.step_name}` {what}, and its Context was built by hand (a test "
+            "double): there is no execution to do it in; run the workflow instead, e.g. "
+            "`await wf.execute(inputs)`")
+
+    def secret(self, ctx, name):
+        return secret_from_environment(
+            ctx, name, "this hand-built Context (a test double) does not have: ")
+
+    async def recorded(self, name, compute, what=None):
+        return await compute()
+
+    async def approval(self, ctx, approval_type, data, timeout_ms):
+        raise self._cannot(ctx, f"waits for approval {approval_type!r}")
+
+    async def child(self, ctx, workflow, inputs):
+        raise self._cannot(ctx, f"runs child workflow {workflow!r}")
+
+    async def signal(self, ctx, name, timeout_ms):
+        raise self._cannot(ctx, f"waits for signal {name!r}")
+
+    def set_state(self, ctx, state):
+        self.state = json.loads(to_json(state, "the state"))
+
+    def progress(self, ctx, percent, message):
+        print_progress(ctx.step_name, percent, message)
 
 
 @dataclass
@@ -289,8 +366,8 @@ async def invoke_step(step: Step, env: dict, runtime: Runtime,
 async def invoke_step_json(step: Step, env: dict, runtime: Runtime,
                            attempt: int | None = None) -> str:
     """:func:`invoke_step`'s result as the JSON text the engine journals."""
-    ctx = Context(env.get("inputs"), env.get("workflow", ""), step.name, runtime,
-                  env.get("deps", {}), attempt)
+    ctx = Context(env.get("inputs"), workflow_name=env.get("workflow", ""), step_name=step.name,
+                  attempt=attempt, runtime=runtime, deps=env.get("deps", {}))
     token = CURRENT.set(ctx)
     try:
         value = await step.fn(ctx, **arguments(step, ctx))
@@ -370,7 +447,7 @@ async def run_workflow(workflow: WorkflowDefinition, inputs: Any, runtime: Runti
 
 
 async def _route(workflow: WorkflowDefinition, s: Step, inputs: Any, results: dict,
-                 runtime: Runtime) -> Chain | str | None:
+                 runtime: Runtime) -> StepComposition | str | None:
     """What follows step ``s``: ``None`` (go on), a chain to jump to, or
     the error that ends the workflow."""
     diverge = workflow.diverges.get(s.name)
@@ -384,10 +461,10 @@ async def _route(workflow: WorkflowDefinition, s: Step, inputs: Any, results: di
             results[s.name] = (await runtime.run_stage(workflow, (s,), [env]))[0]
             continue
         break
-    if target == FAIL or (is_error(result) and not isinstance(target, Chain)):
+    if target == FAIL or (is_error(result) and not isinstance(target, StepComposition)):
         return f"step `{s.name}` failed: {error_text(result)}" if is_error(result) \
             else f"step `{s.name}` ended the workflow (diverge to \"fail\")"
-    if isinstance(target, Chain):
+    if isinstance(target, StepComposition):
         return target
     branch = workflow.branches.get(s.name)
     if branch is None:

@@ -13,7 +13,13 @@ from ._local import execute_locally
 
 class Workflow(WorkflowDefinition):
     """A function decorated with ``@workflow``: its body, run once at
-    definition, declares the graph; ``await wf.execute(inputs)`` runs it."""
+    definition, declares the graph; ``await wf.execute(inputs)`` runs it.
+    ``core_url`` is the server ``@workflow(core_url=...)`` named (``None``:
+    ``$CEREBELUM_SERVER``)."""
+
+    def __init__(self, fn: Callable, name: str | None = None, core_url: str | None = None):
+        self.core_url = core_url
+        super().__init__(fn, name)
 
     async def execute(self, inputs: Any = None, executor: Any = None,
                       distributed: bool = False, max_reconnect_attempts: int = 0,
@@ -36,7 +42,8 @@ class Workflow(WorkflowDefinition):
         ``async execute(workflow, inputs)`` runs it instead.
 
         ``distributed=True``: the workflow runs in a Cerebelum server
-        (``server``, default ``$CEREBELUM_SERVER``; ``api_key``, default
+        (``server``, default the ``core_url`` of ``@workflow(core_url=...)``,
+        else ``$CEREBELUM_SERVER``; ``api_key``, default
         ``$CEREBELUM_API_KEY``) and its steps here, as an external worker:
         the file is built into a package (cached) and uploaded, and the
         execution is journaled by the engine (see
@@ -52,14 +59,22 @@ class Workflow(WorkflowDefinition):
             # local mode and a package built by `cerebelum build` do without.
             from .distributed import DistributedExecutor
             return await DistributedExecutor(
-                server, api_key=api_key, max_reconnect_attempts=max_reconnect_attempts,
+                server or self.core_url, api_key=api_key,
+                max_reconnect_attempts=max_reconnect_attempts,
                 reconnect_max_delay=reconnect_max_delay,
             ).execute(self, inputs, approval_handler=approval_handler, secrets=secrets)
         return await execute_locally(self, inputs, approval_handler, secrets, signal_handler)
 
 
-def workflow(fn: Callable | None = None, *, name: str | None = None):
-    """Declares a workflow: ``@workflow`` over ``def deploy(wf): wf.timeline(...)``."""
+def workflow(fn: Callable | None = None, *, name: str | None = None,
+             core_url: str | None = None):
+    """Declares a workflow: ``@workflow`` over ``def deploy(wf): wf.timeline(...)``.
+
+    ``@workflow(core_url="cerebelum.example.com:7433")``, as in the
+    original SDK: the server ``execute(inputs, distributed=True)`` uses
+    when it is given none (``HOST:PORT``, ``http://HOST:PORT`` or
+    ``https://HOST:PORT``); without it, ``$CEREBELUM_SERVER``. Local runs
+    and packages ignore it."""
     def wrap(f: Callable) -> Workflow:
-        return Workflow(f, name)
+        return Workflow(f, name, core_url)
     return wrap(fn) if fn is not None else wrap

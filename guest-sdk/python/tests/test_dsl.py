@@ -86,10 +86,15 @@ def test_dependency_on_a_later_or_parallel_step():
     @step
     async def b(context, a): ...
 
+    @step
+    async def start(context, inputs): ...
+
+    # In a chain, `[a, b]` is a parallel group as written. (A list given to
+    # timeline directly is ordered by its dependencies: test_timeline_list.)
     with pytest.raises(WorkflowDefinitionError, match="step `b` needs `a`.*together with"):
         @workflow
         def w(wf):
-            wf.timeline([a, b])
+            wf.timeline(start >> [a, b])
 
     with pytest.raises(WorkflowDefinitionError, match="step `b` needs `a`.*after"):
         @workflow

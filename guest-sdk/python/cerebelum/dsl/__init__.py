@@ -2,11 +2,14 @@
 its old import paths (``from cerebelum.dsl import step, workflow``). The
 same objects as ``cerebelum``'s own names."""
 
-from .._dsl import RetryPolicy, Step, WorkflowBuilder, step
+from .._dsl import (ParallelStepGroup, RetryPolicy, Step, StepComposition, ValidationReport,
+                    WorkflowBuilder, step)
 from .._local import DSLLocalExecutor
+from .._registry import StepRegistry, WorkflowRegistry
 from .._runtime import Context, ExecutionResult
 from .._workflow import Workflow, workflow
-from ..errors import (CerebelumError, ExecutionError, RetryExhaustedError, StepError,
+from ..errors import (CerebelumError, DependencyError, DSLError, ExecutionError,
+                      RetryExhaustedError, StepDefinitionError, StepError, StepExecutionError,
                       WorkflowDefinitionError)
 from .async_helpers import ProgressReporter, poll, retry, sleep, wait_for_approval
 
@@ -19,5 +22,7 @@ __all__ = [
     "step", "workflow", "Context", "StepMetadata", "WorkflowMetadata", "WorkflowBuilder",
     "RetryPolicy", "DSLLocalExecutor", "ExecutionResult", "sleep", "poll", "retry",
     "wait_for_approval", "ProgressReporter", "CerebelumError", "ExecutionError",
-    "StepError", "RetryExhaustedError", "WorkflowDefinitionError",
+    "StepError", "RetryExhaustedError", "WorkflowDefinitionError", "StepComposition",
+    "ParallelStepGroup", "StepRegistry", "WorkflowRegistry", "ValidationReport", "DSLError",
+    "StepDefinitionError", "DependencyError", "StepExecutionError",
 ]
