@@ -15,6 +15,7 @@ use tonic::Code;
 const LONG: Duration = Duration::from_secs(60);
 
 common::on_both_backends!(
+    a_step_on_an_unserved_queue_says_so_while_it_waits,
     every_step_runs_on_the_worker_queue_with_the_sandboxes_result,
     an_expired_claim_fails_the_attempt_and_its_late_result_is_refused,
     cancelling_reaches_the_worker_through_its_heartbeat,
@@ -148,6 +149,40 @@ async fn complete_then(
         .await
         .map(|r| r.into_inner().task)
         .map_err(|s| s.code())
+}
+
+/// A step waiting on a queue no worker polls says so in `status` for as
+/// long as it waits — also after its execution hibernated (2 s), which
+/// used to end the line (issue 33, 9) — and who runs it once one does.
+fn a_step_on_an_unserved_queue_says_so_while_it_waits(db: Db) {
+    let port = free_port();
+    let (_server, key_a, _) = setup(&db, port, &[]);
+    let cli = Remote::new(port, &key_a);
+    let id = start_on_queue(&cli, "one_step", r#"{"v":1}"#);
+    let waiting = "waiting for a worker on queue 'devops' (for ";
+    let unpolled = "— no worker has polled 'devops' yet";
+    cli.wait_text(&["status", &id], LONG, |s| s.contains(unpolled));
+    std::thread::sleep(Duration::from_secs(4));
+    let status = cli.ok(&["status", &id]);
+    assert!(
+        status.contains(waiting) && status.contains(unpolled),
+        "{status}"
+    );
+    runtime().block_on(async {
+        let mut worker = worker_client(port, &key_a).await;
+        register(&mut worker, "a-1").await;
+        let status = cli.ok(&["status", &id]);
+        assert!(
+            status.contains(waiting) && !status.contains("no worker has polled"),
+            "{status}"
+        );
+        assert!(poll(&mut worker, "a-1", 5000).await.is_some());
+        let status = cli.ok(&["status", &id]);
+        assert!(
+            status.contains("waiting for step 'noop' on worker 'a-1' (for "),
+            "{status}"
+        );
+    });
 }
 
 fn every_step_runs_on_the_worker_queue_with_the_sandboxes_result(db: Db) {

@@ -11,7 +11,7 @@ use crate::executor::{Engine, check_package_name};
 use crate::journal::Entry;
 use crate::model::{
     ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, SignalRecord,
-    Status, TenantRecord, check_queue_name,
+    Status, TaskRecord, TaskStatus, TenantRecord, check_queue_name,
 };
 use crate::store::{Feeds, Follower, NewSignal, SharedStore, execution_not_found};
 use serde_json::Value;
@@ -33,6 +33,41 @@ pub const MAX_ID_BYTES: usize = 128;
 
 /// Most signals an execution may hold that it has not taken yet.
 pub const MAX_BUFFERED_SIGNALS: i64 = 1000;
+
+/// A queue no worker has polled for this long is called out in
+/// [`queue_note`]: a live worker polls again as soon as each long poll
+/// (20 s at most) ends.
+pub const UNPOLLED_AFTER_MS: i64 = 60_000;
+
+/// What a step on a worker queue waits for, as `status`, `watch` and the
+/// console show it after "waiting for": the worker that runs it, or a
+/// worker of its queue — saying so when none has polled the queue for
+/// [`UNPOLLED_AFTER_MS`] (`last_polled_ms`: the latest poll of any worker
+/// of the queue, if one ever did).
+pub fn queue_note(task: &TaskRecord, last_polled_ms: Option<i64>, now_ms: i64) -> String {
+    let waited = |since: i64| format!("{:.1} s", (now_ms - since).max(0) as f64 / 1000.0);
+    if let (TaskStatus::Claimed, Some(worker)) = (task.status, &task.worker) {
+        let since = task.claimed_at_ms.unwrap_or(task.created_at_ms);
+        return format!(
+            "step '{}' on worker '{worker}' (for {})",
+            task.step,
+            waited(since)
+        );
+    }
+    let queue = &task.queue;
+    let line = format!(
+        "a worker on queue '{queue}' (for {})",
+        waited(task.created_at_ms)
+    );
+    match last_polled_ms {
+        None => format!("{line} — no worker has polled '{queue}' yet"),
+        Some(at) if now_ms - at > UNPOLLED_AFTER_MS => format!(
+            "{line} — no worker has polled '{queue}' for {}",
+            crate::util::duration(now_ms - at)
+        ),
+        Some(_) => line,
+    }
+}
 
 /// Where an execution stands, from its journal: a line per call that
 /// waits and has no result yet (`signal 'dns'`, `approval 'go'`, `sleep
@@ -449,8 +484,15 @@ impl Api {
             .filter(|a| a.status == "pending")
             .collect();
         let buffered_signals = self.store.executions().buffered_signals(id).await?;
+        // A step on a worker queue: what the tasks table says, on any node
+        // and for as long as it waits (the node's note lasts only while
+        // it drives the execution).
+        let worker_note = match record.status.is_terminal() {
+            true => None,
+            false => self.worker_note(&record).await?,
+        };
         Ok(ExecutionView {
-            note: self.node.as_ref().and_then(|node| node.note(id)),
+            note: worker_note.or_else(|| self.node.as_ref().and_then(|node| node.note(id))),
             waiting_on: if record.status.is_terminal() {
                 Vec::new()
             } else {
@@ -461,6 +503,26 @@ impl Api {
             pending_approvals,
             buffered_signals,
         })
+    }
+
+    /// What execution `record`'s first unfinished worker task waits for:
+    /// see [`queue_note`].
+    async fn worker_note(&self, record: &ExecutionRecord) -> Result<Option<String>> {
+        let tasks = self.store.tasks();
+        let Some(task) = tasks.open_tasks(&record.id).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let polled = match task.status {
+            TaskStatus::Queued => tasks
+                .list_workers(&record.tenant, 0)
+                .await?
+                .into_iter()
+                .filter(|w| w.queue == task.queue)
+                .map(|w| w.last_seen_at_ms)
+                .max(),
+            _ => None,
+        };
+        Ok(Some(queue_note(&task, polled, self.now_ms())))
     }
 
     /// Sends signal `signal.name` to execution `id` and wakes it; with a
@@ -704,4 +766,54 @@ fn parse_page_token(token: &str) -> Result<(i64, String)> {
                 "invalid page token {token:?}: pass the next_page_token of the previous page"
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TaskId;
+
+    fn task(status: TaskStatus, worker: Option<&str>) -> TaskRecord {
+        TaskRecord {
+            id: TaskId {
+                execution_id: "ex_1".into(),
+                seq: 1,
+                attempt: 1,
+            },
+            tenant: "a".into(),
+            queue: "devops".into(),
+            step: "deploy".into(),
+            status,
+            created_at_ms: 1_000,
+            worker: worker.map(str::to_owned),
+            claimed_at_ms: worker.map(|_| 3_000),
+            heartbeat_at_ms: None,
+            deadline_at_ms: None,
+            progress: None,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn a_queue_note_says_who_runs_the_step_or_who_has_not_polled() {
+        let queued = task(TaskStatus::Queued, None);
+        assert_eq!(
+            queue_note(&queued, None, 4_000),
+            "a worker on queue 'devops' (for 3.0 s) — no worker has polled 'devops' yet"
+        );
+        assert_eq!(
+            queue_note(&queued, Some(3_900), 4_000),
+            "a worker on queue 'devops' (for 3.0 s)"
+        );
+        let later = 1_000 + 6 * 60_000;
+        assert_eq!(
+            queue_note(&queued, Some(1_000), later),
+            "a worker on queue 'devops' (for 360.0 s) — no worker has polled 'devops' for \
+             6 min 0 s"
+        );
+        assert_eq!(
+            queue_note(&task(TaskStatus::Claimed, Some("w-1")), None, 4_000),
+            "step 'deploy' on worker 'w-1' (for 1.0 s)"
+        );
+    }
 }

@@ -229,9 +229,9 @@ impl WorkerAttempt<'_> {
             }
             let note = match (task.status, task.worker.as_deref()) {
                 (TaskStatus::Claimed, Some(worker)) => {
-                    format!("step '{}' runs on worker '{worker}'", self.step)
+                    format!("step '{}' on worker '{worker}'", self.step)
                 }
-                _ => format!("waiting for a worker on queue '{}'", self.queue),
+                _ => format!("a worker on queue '{}'", self.queue),
             };
             if shown.as_ref() != Some(&note) {
                 engine.set_note(&exec.record.id, Some(note.clone()));

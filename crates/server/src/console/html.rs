@@ -51,16 +51,7 @@ pub fn utc(ms: i64) -> String {
     )
 }
 
-/// A duration in ms as short text: `820 ms`, `3.4 s`, `2 min 5 s`, `3 h 2 min`.
-pub fn duration(ms: i64) -> String {
-    let ms = ms.max(0);
-    match ms {
-        0..1000 => format!("{ms} ms"),
-        1000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
-        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
-    }
-}
+pub use crate::util::duration;
 
 /// Longest JSON text shown whole; longer values are cut (the API and
 /// `cerebelum journal --json` give them whole).

@@ -385,6 +385,10 @@ pub trait Tasks: Send + Sync {
 
     async fn task(&self, id: &TaskId) -> Result<TaskRecord>;
 
+    /// The tasks of execution `execution_id` no worker has finished
+    /// (queued or claimed), in call order.
+    async fn open_tasks(&self, execution_id: &str) -> Result<Vec<TaskRecord>>;
+
     /// Times the task out if its deadline has passed (its outcome then
     /// says which timeout), and returns it as it now stands.
     async fn time_out_task(&self, id: &TaskId, now_ms: i64) -> Result<TaskRecord>;

@@ -491,6 +491,17 @@ where
         Ok(task_row(&row)?.record)
     }
 
+    async fn open_tasks(&self, execution_id: &str) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query::<DB>(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE execution_id = $1 \
+             AND status IN ('queued', 'claimed') ORDER BY seq, attempt"
+        ))
+        .bind(execution_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(|row| Ok(task_row(row)?.record)).collect()
+    }
+
     async fn time_out_task(&self, id: &TaskId, now_ms: i64) -> Result<TaskRecord> {
         let mut tx = self.begin_write().await?;
         let result = self.time_out_in(&mut tx, id, now_ms).await;
