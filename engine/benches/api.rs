@@ -12,6 +12,12 @@
 //!   `many_steps`), start to completion: the server's durable write per
 //!   step (`serve`'s default `--sync full`).
 //!
+//! - (p) with `-- --python`: the same through a Python package
+//!   (`tests/guests/python/pybench.py`, built with the repository's
+//!   `.venv`): W3, its 3-step workflow one at a time, p50/p99; and the cost
+//!   of a durable Python step through the server (21 steps minus 1, per
+//!   step). Only (p) runs then.
+//!
 //! `-- --quick` runs smaller counts. The machine is shared: quote medians
 //! and compare within one run.
 
@@ -43,8 +49,55 @@ fn start_request() -> pb::StartExecutionRequest {
     }
 }
 
+/// A run of `workflow` of package `pybench` to completion, ms.
+async fn run(client: &mut Client, workflow: &str) -> f64 {
+    let (took, e) = common::grpc::start_to_completion(client, "pybench", workflow, "{}").await;
+    assert_eq!(
+        e.status,
+        pb::ExecutionStatus::Completed as i32,
+        "{:?}",
+        e.error_json
+    );
+    took.as_secs_f64() * 1e3
+}
+
+/// (p): Python workflows through the server.
+async fn python(client: &mut Client, quick: bool) {
+    let package = common::python_guest("tests/guests/python/pybench.py");
+    common::grpc::upload(client, "pybench", &package).await;
+    for _ in 0..5 {
+        run(client, "three").await;
+    }
+    let mut three = Vec::new();
+    for _ in 0..(if quick { 20 } else { 200 }) {
+        three.push(run(client, "three").await);
+    }
+    let (mut one, mut many) = (Vec::new(), Vec::new());
+    for _ in 0..(if quick { 5 } else { 30 }) {
+        one.push(run(client, "one").await);
+        many.push(run(client, "twenty_one").await);
+    }
+    let (one, many) = (
+        common::percentile(&mut one, 0.5),
+        common::percentile(&mut many, 0.5),
+    );
+    println!(
+        "(p) Python W3, 3-step workflow, StartExecution + WatchExecution to completion: p50 \
+         {:.2} ms, p99 {:.2} ms ({} runs)   [target p50 <= 8 ms]",
+        common::percentile(&mut three, 0.5),
+        common::percentile(&mut three, 0.99),
+        three.len()
+    );
+    println!(
+        "(p) a durable Python step through serve: {:.2} ms ((21 steps p50 {many:.1} ms - 1 step \
+         p50 {one:.1} ms) / 20)   [W1's target: 500 steps <= 1.0 s, 2 ms a step]",
+        (many - one) / 20.0
+    );
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let only_python = std::env::args().any(|a| a == "--python");
     let backend = common::bench_backend();
     let scale = if quick { 10 } else { 1 };
     let db = common::Db::on(backend);
@@ -65,6 +118,10 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let mut client = connect(port, &key).await;
+        if only_python {
+            python(&mut client, quick).await;
+            return;
+        }
         client
             .upload_package(pb::UploadPackageRequest {
                 name: "hello".into(),
