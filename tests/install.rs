@@ -3,7 +3,7 @@
 //! Python SDK's `pip install ./guest-sdk/python` is tested in a fresh
 //! virtual environment by `guest-sdk/python/tests/test_install.py`.
 
-mod common;
+use cerebelum_harness as common;
 
 use common::root;
 use std::process::Command;
@@ -31,21 +31,42 @@ fn the_readme_says_how_to_install() {
 }
 
 /// `cargo install --locked --path engine` into a temporary prefix, with
-/// two changes that keep it to seconds: `--debug`, in the suite's own
-/// target directory, where the dependencies are compiled already (a
+/// two changes that keep it to seconds: `--debug`, in the target
+/// directory of this test, where the dependencies are compiled already (a
 /// release build takes ~15 minutes on 2 cores), and `--offline` (the
 /// suite's build fetched every crate). The install's build is the one
 /// `cargo build -p cerebelum-engine` makes (the demo's), so it leaves
 /// `target/debug/cerebelum` as the demo does.
 #[test]
 fn cargo_install_puts_a_working_cerebelum_into_a_prefix() {
+    // This test is TARGET/PROFILE/deps/install-HASH.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).expect("the target directory");
     let prefix = tempfile::tempdir().unwrap();
-    let installed = Command::new(env!("CARGO"))
+    // As from a shell: not with the variables cargo sets for this test
+    // (build scripts would see other values and build their crates again).
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo.env_clear();
+    for (key, value) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if [
+            "PATH",
+            "HOME",
+            "CARGO_HOME",
+            "RUSTUP_HOME",
+            "RUSTUP_TOOLCHAIN",
+        ]
+        .contains(&&*key_text)
+        {
+            cargo.env(key, value);
+        }
+    }
+    let installed = cargo
         .current_dir(root())
         .args(["install", "--locked", "--debug", "--offline", "--quiet"])
         .args(["--path", "engine", "--root"])
         .arg(prefix.path())
-        .env("CARGO_TARGET_DIR", root().join("target"))
+        .env("CARGO_TARGET_DIR", target)
         .output()
         .expect("running cargo install");
     assert!(
