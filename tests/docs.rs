@@ -11,7 +11,7 @@
 //! `python` first on `PATH` and no `CEREBELUM_*` variable set. Rust
 //! crates of the pages build into `target/docs/cargo`, kept between runs.
 
-mod common;
+use cerebelum_harness as common;
 
 use common::{bin, cache_dir, python, root};
 use std::io::Read;
@@ -299,8 +299,12 @@ fn run_block(dir: &Path, tools: &Path, block: &Block, at: &str) -> Result<String
             .chain(std::env::split_paths(&path)),
     )
     .unwrap();
+    // A reader's shell has none of these: no Cerebelum settings, and not
+    // the variables cargo sets for a test (`CARGO` among them, which
+    // `cerebelum build` would run instead of the `cargo` on PATH).
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("CEREBELUM_") {
+        let name = key.to_string_lossy();
+        if name.starts_with("CEREBELUM_") || (name.starts_with("CARGO") && name != "CARGO_HOME") {
             command.env_remove(key);
         }
     }
