@@ -571,3 +571,73 @@ fn read_only_local_commands_open_the_database_only() {
         );
     }
 }
+
+/// `start --wait` follows the execution to its end, prints its result and
+/// exits with its status; `--input @FILE` and `--payload @FILE` read their
+/// JSON from a file (issue 35, 6).
+#[test]
+fn start_waits_for_the_end_and_json_arguments_read_files() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.json");
+    std::fs::write(&input, "{\n  \"name\": \"from a file\"\n}\n").unwrap();
+    let at_input = format!("@{}", input.display());
+
+    let out = cli.run(&["start", "kit", "nothing", "--input", &at_input, "--wait"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("ex_"), "{stdout}");
+    assert_eq!(
+        serde_json::from_str::<Value>(lines[1]).unwrap(),
+        serde_json::json!({"name": "from a file"})
+    );
+
+    // A failed execution: exit status 1, what failed on stderr.
+    let failing = serde_json::json!({"step": "panic_step"}).to_string();
+    let out = cli.run(&["start", "kit", "run_step", "--input", &failing, "--wait"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains(" failed: "), "{stderr}");
+
+    // A file that is not there: refused, saying which, and nothing started.
+    let before = cli.ok(&["list"]);
+    let out = cli.run(&[
+        "start",
+        "kit",
+        "nothing",
+        "--input",
+        "@/nonexistent/in.json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("cannot read the JSON file /nonexistent/in.json"),
+        "{stderr}"
+    );
+    assert_eq!(cli.ok(&["list"]), before);
+
+    // An approval's payload from a file.
+    let id = cli.ok(&["start", "kit", "approval", "--input", r#"{"key":"go"}"#]);
+    let id = id.trim();
+    cli.wait_text(&["status", id], WAIT, |s| s.contains("approval 'go'"));
+    let payload = dir.path().join("payload.json");
+    std::fs::write(&payload, r#"{"by": "file"}"#).unwrap();
+    cli.ok(&[
+        "approve",
+        id,
+        "go",
+        "--payload",
+        &format!("@{}", payload.display()),
+    ]);
+    assert_eq!(
+        cli.wait_ended(id, WAIT)["result"],
+        serde_json::json!({"decision": "approved", "payload": {"by": "file"}})
+    );
+}

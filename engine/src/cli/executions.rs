@@ -22,8 +22,8 @@ pub(crate) struct StartArgs {
     package: String,
     /// The workflow to start.
     workflow: String,
-    /// The workflow's input, JSON.
-    #[arg(long, default_value = "{}")]
+    /// The workflow's input, JSON (`@FILE`: read from FILE).
+    #[arg(long, default_value = "{}", value_parser = super::flags::json_text)]
     input: String,
     /// The package version (default: the newest).
     #[arg(long)]
@@ -36,6 +36,11 @@ pub(crate) struct StartArgs {
     /// of in the sandbox.
     #[arg(long, value_name = "QUEUE")]
     worker_queue: Option<String>,
+    /// Follow the execution until it ends, as `watch` does, print its
+    /// result and exit with its status (0: completed, 1: failed or
+    /// cancelled).
+    #[arg(long)]
+    wait: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -92,8 +97,9 @@ pub(crate) struct ApproveArgs {
     id: String,
     /// The approval key the workflow waits on (`status` shows it).
     key: String,
-    /// JSON handed to the workflow with the approval.
-    #[arg(long, default_value = "null")]
+    /// JSON handed to the workflow with the approval (`@FILE`: read from
+    /// FILE).
+    #[arg(long, default_value = "null", value_parser = super::flags::json_text)]
     payload: String,
 }
 
@@ -103,8 +109,9 @@ pub(crate) struct SignalArgs {
     id: String,
     /// The signal's name: what the workflow's `await-signal` waits for.
     name: String,
-    /// JSON handed to the workflow with the signal.
-    #[arg(long, default_value = "null")]
+    /// JSON handed to the workflow with the signal (`@FILE`: read from
+    /// FILE).
+    #[arg(long, default_value = "null", value_parser = super::flags::json_text)]
     payload: String,
     /// Makes sending idempotent: a signal with this id is stored once,
     /// however often it is sent (e.g. a webhook's delivery id).
@@ -188,7 +195,17 @@ pub(crate) async fn start(cli: &Cli, args: &StartArgs) -> Result<ExitCode> {
         eprintln!("the idempotency key was used before: this is the execution it started");
     }
     out!("{}", execution.id);
-    Ok(ExitCode::SUCCESS)
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cli.server.is_none() {
+        eprintln!(
+            "waiting for `cerebelum serve` on this database to run it (`cerebelum run` runs \
+             a workflow in this process)"
+        );
+    }
+    let record = watch::follow(ops.as_ref(), &execution.id, Duration::from_secs(120)).await?;
+    Ok(print_outcome(&record))
 }
 
 pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> Result<ExitCode> {

@@ -22,6 +22,16 @@ pub(crate) const DAY_MS: u64 = 86_400_000;
 /// A number flag between `min` and `max`: anything else is refused by clap
 /// with the range in the message, so sizes never wrap around when they are
 /// turned into bytes.
+/// A JSON argument as given, or with `@PATH` the text of file PATH (as
+/// curl reads `-d @file`): large or multi-line inputs need no quoting.
+pub(crate) fn json_text(value: &str) -> Result<String, String> {
+    match value.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the JSON file {path}: {e}")),
+        None => Ok(value.to_owned()),
+    }
+}
+
 pub(crate) fn range(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(min..=max)
 }

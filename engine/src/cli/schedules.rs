@@ -68,8 +68,8 @@ pub(crate) struct CreateArgs {
     /// The time zone of the expression (IANA name).
     #[arg(long, default_value = "UTC")]
     timezone: String,
-    /// Each execution's input, JSON.
-    #[arg(long, default_value = "{}")]
+    /// Each execution's input, JSON (`@FILE`: read from FILE).
+    #[arg(long, default_value = "{}", value_parser = super::flags::json_text)]
     input: String,
     /// The package version (default: the newest at each firing).
     #[arg(long)]

@@ -26,8 +26,8 @@ pub(crate) struct RunArgs {
     package: PathBuf,
     /// The workflow to run.
     workflow: String,
-    /// The workflow's input, JSON.
-    #[arg(long, default_value = "{}")]
+    /// The workflow's input, JSON (`@FILE`: read from FILE).
+    #[arg(long, default_value = "{}", value_parser = super::flags::json_text)]
     input: String,
     /// Package name (default: the file name without .wasm).
     #[arg(long)]
