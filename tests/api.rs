@@ -641,3 +641,42 @@ fn start_waits_for_the_end_and_json_arguments_read_files() {
         serde_json::json!({"decision": "approved", "payload": {"by": "file"}})
     );
 }
+
+/// `cerebelum completions bash` is a script bash loads, and its completion
+/// offers the commands and a command's flags (issue 35, 6).
+#[test]
+fn shell_completions_complete_commands_and_flags() {
+    let script = std::process::Command::new(common::bin())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(script.status.success(), "{script:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cerebelum.bash");
+    std::fs::write(&file, &script.stdout).unwrap();
+    let complete = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let program = format!(
+            "source {}; COMP_WORDS=({line}); COMP_CWORD={}; COMP_LINE='{line}'; \
+             COMP_POINT=${{#COMP_LINE}}; _cerebelum cerebelum '{}' '{}'; \
+             printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            file.display(),
+            words.len() - 1,
+            words[words.len() - 1],
+            words[words.len() - 2],
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &program])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let commands = complete("cerebelum sta");
+    assert!(
+        commands.lines().any(|l| l == "start") && commands.lines().any(|l| l == "status"),
+        "{commands}"
+    );
+    let flags = complete("cerebelum start --wa");
+    assert!(flags.lines().any(|l| l == "--wait"), "{flags}");
+}

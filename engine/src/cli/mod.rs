@@ -248,11 +248,31 @@ enum Command {
     /// directory with a Cargo.toml is built with `cargo build --release
     /// --target wasm32-wasip2`.
     Build(build::BuildArgs),
+    /// Print a completion script for a shell, e.g. for bash:
+    /// `cerebelum completions bash > ~/.local/share/bash-completion/completions/cerebelum`
+    /// (zsh: a file `_cerebelum` in a directory of `$fpath`; fish:
+    /// `~/.config/fish/completions/cerebelum.fish`).
+    Completions(CompletionsArgs),
+}
+
+#[derive(clap::Args)]
+pub(crate) struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    shell: clap_complete::Shell,
 }
 
 /// Runs the command.
 pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
     match &cli.command {
+        Command::Completions(args) => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "cerebelum", &mut script);
+            // A closed stdout (`| head`) is not an error of the command.
+            let _ = std::io::stdout().write_all(&script);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => serve::run(&cli, args).await,
         Command::Serve(args) => serve::serve(&cli, args).await,
         Command::Upload(args) => packages::upload(&cli, args).await,
