@@ -24,7 +24,24 @@ common::on_both_backends!(
     fan_out_runs_steps_concurrently,
     clock_and_randomness_are_journaled,
     the_deploy_example_end_to_end,
+    a_due_execution_says_so_instead_of_a_negative_wait,
 );
+
+/// An execution started with no engine serving the database is due at
+/// once: `status` and `list` say "due now", not "wakes in -0.1s".
+fn a_due_execution_says_so_instead_of_a_negative_wait(db: Db) {
+    db.ok(&["upload", common::path(&kit()), "--name", "kit"]);
+    let id = db.ok(&["start", "kit", "one_step", "--input", "{}"]);
+    std::thread::sleep(Duration::from_millis(50));
+    for args in [vec!["status", id.trim()], vec!["list"]] {
+        let out = db.ok(&args);
+        assert!(
+            out.contains("pending") && out.contains("  due now"),
+            "{out}"
+        );
+        assert!(!out.contains("wakes in -"), "{out}");
+    }
+}
 
 fn parse(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))

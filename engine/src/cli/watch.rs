@@ -28,11 +28,12 @@ pub(crate) fn summary(r: &ExecutionRecord) -> String {
     if r.paused && !r.status.is_terminal() {
         line.push_str(&format!("  PAUSED (cerebelum resume {})", r.id));
     }
-    if let Some(wake) = r.wake_at_ms {
-        line.push_str(&format!(
-            "  wakes in {:.1}s",
-            (wake - now_ms()) as f64 / 1000.0
-        ));
+    if let (Some(wake), false) = (r.wake_at_ms, r.status.is_terminal()) {
+        // Due already: it runs as soon as an engine (`serve`) gets to it.
+        match wake - now_ms() {
+            ms if ms > 0 => line.push_str(&format!("  wakes in {:.1}s", ms as f64 / 1000.0)),
+            _ => line.push_str("  due now"),
+        }
     }
     if let Some(result) = &r.result {
         line.push_str(&format!("  result {result}"));
