@@ -81,3 +81,6 @@ $CEREBELUM upload examples/target/deploy_py.wasm --name deploy-py
 PY_ID=$($CEREBELUM start deploy-py deploy --input '{"name":"web-1","install_ms":300}')
 $CEREBELUM watch "$PY_ID"
 $CEREBELUM status "$PY_ID"
+
+say "Next: a server of your own, with the console open on this machine:"
+echo "  $CEREBELUM dev        # then open the console address it prints; Ctrl-C stops it" >&2

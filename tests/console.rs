@@ -1208,3 +1208,127 @@ fn a_hundred_live_viewers_share_one_view_and_end_on_sigterm() {
         );
     }
 }
+
+/// A `cerebelum dev` process; killed when dropped.
+struct DevServer(Child);
+
+impl Drop for DevServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET `path` on loopback `port` naming `host` as the request's host.
+fn get_as_host(port: u16, host: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+/// `cerebelum dev` (issue 35, 2): `serve` on loopback with a key made for
+/// the developer, printed as a ready `export` line the CLI works with, and
+/// a console that signs a browser on this machine in without a key; a
+/// request naming another host (DNS rebinding), and `serve`, still get the
+/// sign-in page; an address other than loopback is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cerebelum_dev_opens_the_console_without_sign_in_on_loopback() {
+    use std::io::BufRead;
+    let db = Db::new();
+    let port = free_port();
+    let mut child = Command::new(common::bin())
+        .args([
+            "--db",
+            &db.url,
+            "dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("CEREBELUM_LOG", "warn")
+        .env("CEREBELUM_CACHE_DIR", common::cache_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting cerebelum dev");
+    let stdout = child.stdout.take().unwrap();
+    let _dev = DevServer(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    let exports: Vec<&str> = line
+        .trim()
+        .strip_prefix("export ")
+        .unwrap_or_else(|| panic!("not an export line: {line:?}"))
+        .split(' ')
+        .collect();
+    assert_eq!(
+        exports[0],
+        format!("CEREBELUM_SERVER=http://127.0.0.1:{port}")
+    );
+    let key = exports[1].strip_prefix("CEREBELUM_API_KEY=").unwrap();
+    let cli = Remote::new(port, key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let id = started(&cli, "nothing", json!({"dev": true}));
+    wait_status(&cli, &id, "completed");
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    browser
+        .goto(&format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the list, without a sign-in page",
+        "location.pathname === '/executions'",
+    )
+    .await;
+    until(
+        &browser,
+        "the execution started with the printed key",
+        &format!("document.querySelector('tr[data-id=\"{id}\"]') !== null"),
+    )
+    .await;
+    let tenant = browser
+        .find(Locator::Css("#tenant"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(tenant, "default");
+    browser.close().await.unwrap();
+
+    let local = get_as_host(port, &format!("localhost:{port}"), "/login");
+    assert!(local.starts_with("HTTP/1.1 303"), "{local}");
+    let rebound = get_as_host(port, &format!("evil.example:{port}"), "/login");
+    assert!(
+        rebound.starts_with("HTTP/1.1 200") && rebound.contains("id=\"login\""),
+        "{rebound}"
+    );
+    assert!(!rebound.contains("set-cookie"), "{rebound}");
+    drop(_dev);
+
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let served = get_as_host(port, &format!("127.0.0.1:{port}"), "/login");
+    assert!(
+        served.starts_with("HTTP/1.1 200") && served.contains("id=\"login\""),
+        "{served}"
+    );
+
+    let refused = Command::new(common::bin())
+        .args(["--db", &db.url, "dev", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("listens on loopback only"), "{stderr}");
+}

@@ -22,9 +22,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-/// Limits of a server, all tenants together.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
+/// How a server runs: its limits, all tenants together, and whether it is
+/// `cerebelum dev`'s.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
     /// Largest request any tenant may send (a tenant's own quotas are
     /// lower, and checked before the request is read).
     pub max_message_bytes: usize,
@@ -32,14 +33,18 @@ pub struct ServerLimits {
     pub max_streams: usize,
     /// Failed authentications per peer address and minute (0: no limit).
     pub max_auth_failures: u32,
+    /// `cerebelum dev`: the API key the console signs a visitor from
+    /// loopback in with (no sign-in page); `None` for `serve`.
+    pub dev_key: Option<String>,
 }
 
-impl Default for ServerLimits {
+impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             max_message_bytes: 256 << 20,
             max_streams: crate::api::streams::DEFAULT_NODE_MAX_STREAMS,
             max_auth_failures: crate::api::throttle::MAX_FAILURES,
+            dev_key: None,
         }
     }
 }
@@ -50,7 +55,7 @@ pub async fn serve(
     api: Api,
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
-    limits: ServerLimits,
+    limits: ServerSettings,
     shutdown: impl Future<Output = ()> + Send,
 ) -> crate::Result<()> {
     let max_message_bytes = limits.max_message_bytes;
@@ -87,6 +92,7 @@ pub async fn serve(
         stopping: stopping.clone(),
         throttle,
         live: Default::default(),
+        dev_key: limits.dev_key.clone(),
     };
     let admin = AdminServer::new(AdminGrpc::new(api.store().clone(), api.master_key()))
         .max_decoding_message_size(max_message_bytes)

@@ -176,6 +176,11 @@ enum Command {
     /// Run the engine and its gRPC API (cerebelum.v1, with health and
     /// reflection): drive executions, wake timers, resurrect after a crash.
     Serve(serve::ServeArgs),
+    /// A development server: `serve` on loopback with the embedded
+    /// database, a new API key of tenant `default` printed as a ready
+    /// `export CEREBELUM_SERVER=… CEREBELUM_API_KEY=…` line, and the console
+    /// open without sign-in from this machine. Refuses other addresses.
+    Dev(serve::DevArgs),
     /// Store a package (validated) and print its name and version.
     Upload(packages::UploadArgs),
     /// List uploaded packages with their workflows and steps, or describe one.
@@ -275,6 +280,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::Run(args) => serve::run(&cli, args).await,
         Command::Serve(args) => serve::serve(&cli, args).await,
+        Command::Dev(args) => serve::dev(&cli, args).await,
         Command::Upload(args) => packages::upload(&cli, args).await,
         Command::Packages(args) => packages::list(&cli, args).await,
         Command::Start(args) => executions::start(&cli, args).await,

@@ -1,6 +1,7 @@
 //! The commands that run an engine node in this process: `run` (one
-//! execution, to its end) and `serve` (the scheduler, the schedules and
-//! the gRPC API until a signal).
+//! execution, to its end), `serve` (the scheduler, the schedules and the
+//! gRPC API until a signal) and `dev` (`serve` on loopback for one
+//! developer: a key made for them, the console without sign-in).
 
 use super::connect::local;
 use super::flags::{EngineArgs, QuotaArgs, engine, range};
@@ -12,7 +13,7 @@ use cerebelum::api::Operations;
 use cerebelum::api::service::StartRequest;
 use cerebelum::api::tls::{ServerTls, TlsFiles};
 use cerebelum::model::Quotas;
-use cerebelum::server::{self, ServerLimits};
+use cerebelum::server::{self, ServerSettings};
 use cerebelum::store;
 use clap::Args;
 use std::path::PathBuf;
@@ -166,7 +167,46 @@ fn tls(args: &ServeArgs, addr: std::net::SocketAddr) -> Result<Option<Arc<Server
     Ok(None)
 }
 
+#[derive(Args)]
+pub(crate) struct DevArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// `cerebelum dev`: `serve` on loopback, with a new API key of tenant
+/// `default` printed as a ready `export` line and the console signing
+/// visitors from loopback in with it.
+pub(crate) async fn dev(cli: &Cli, args: &DevArgs) -> Result<ExitCode> {
+    let args = &args.serve;
+    let loopback = args
+        .listen
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if !loopback || args.tls_cert.is_some() || args.insecure_plaintext {
+        bail!(
+            "`cerebelum dev` listens on loopback only (127.0.0.1 or [::1], without TLS): its \
+             console needs no key there. Listen on {} with `cerebelum serve` instead (keys, TLS)",
+            args.listen
+        );
+    }
+    let store = super::flags::open_store(&cli.db, store::Synchronous::Full).await?;
+    let now = {
+        use cerebelum::clock::Clock as _;
+        cerebelum::clock::SystemClock.now_ms()
+    };
+    let key = cerebelum::api::keys::create(&store, cerebelum::model::DEFAULT_TENANT, now, None)
+        .await
+        .context("making the dev server's API key")?;
+    drop(store);
+    serve_with(cli, args, Some(key.secret)).await
+}
+
 pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
+    serve_with(cli, args, None).await
+}
+
+/// `serve`, or with `dev_key` `dev`'s (see [`dev`]).
+async fn serve_with(cli: &Cli, args: &ServeArgs, dev_key: Option<String>) -> Result<ExitCode> {
     let listen = &args.listen;
     let addr: Option<std::net::SocketAddr> = listen.parse().ok();
     // Check the TLS files (and the plaintext rule) before opening anything.
@@ -198,14 +238,23 @@ pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
             None => "",
         }
     );
+    if let Some(key) = &dev_key {
+        eprintln!(
+            "  the console signs you in as tenant 'default' (from this machine only)\n  for the \
+             CLI and the SDKs, in another shell:\n"
+        );
+        // The one line a developer copies: on stdout, alone.
+        out!("export CEREBELUM_SERVER=http://{addr} CEREBELUM_API_KEY={key}");
+    }
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let limits = ServerLimits {
+    let limits = ServerSettings {
         max_message_bytes: (args.max_message_mb << 20) as usize,
         max_streams: args.node_max_streams as usize,
         max_auth_failures: args.max_auth_failures as u32,
+        dev_key,
     };
     let api = Api::new(engine.clone());
     // Schedules fire on every node (each due time starts one execution,

@@ -45,6 +45,9 @@ pub struct Console {
     pub throttle: crate::api::throttle::Throttle,
     /// Executions' pages followed live, shared by their viewers.
     pub live: live::LiveViews,
+    /// `cerebelum dev`: the key a visitor from loopback is signed in with,
+    /// without the sign-in page (`None` for `serve`: everyone signs in).
+    pub dev_key: Option<String>,
 }
 
 /// The console's routes; the largest upload is `max_upload_bytes`.

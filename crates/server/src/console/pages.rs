@@ -62,8 +62,61 @@ fn login_form(error: Option<&str>) -> String {
     layout("Sign in", Section::None, None, body).into_string()
 }
 
-pub async fn login_page() -> Html<String> {
-    Html(login_form(None))
+/// The sign-in page; under `cerebelum dev` a visitor from loopback is
+/// signed in at once with the dev server's key.
+pub async fn login_page(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Peer(peer): Peer,
+    OverTls(tls): OverTls,
+) -> Response {
+    match (&c.dev_key, peer) {
+        (Some(key), Some(peer)) if peer.ip().is_loopback() && loopback_host(&headers) => {
+            match c.sessions.sign_in(c.api.store(), key).await {
+                Ok(token) => signed_in(&token, tls),
+                Err(e) => {
+                    let (status, message) = status_of(e);
+                    (status, Html(login_form(Some(&message)))).into_response()
+                }
+            }
+        }
+        _ => Html(login_form(None)).into_response(),
+    }
+}
+
+/// Whether the request names this machine as its host (`localhost`,
+/// `127.0.0.1`, `[::1]`, any port): a page of another site whose name was
+/// made to resolve to 127.0.0.1 (DNS rebinding) names its own host, and is
+/// not signed in by `cerebelum dev`.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "::1")
+}
+
+/// The answer to a sign-in: the session's cookie, and on to the list.
+fn signed_in(token: &str, tls: bool) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, "/executions".to_owned()),
+            (
+                header::SET_COOKIE,
+                format!(
+                    "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+                    session::COOKIE,
+                    session::IDLE.as_secs(),
+                    if tls { "; Secure" } else { "" }
+                ),
+            ),
+        ],
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -93,22 +146,7 @@ pub async fn login(
     }
     let key = form.key.trim();
     match c.sessions.sign_in(c.api.store(), key).await {
-        Ok(token) => (
-            StatusCode::SEE_OTHER,
-            [
-                (header::LOCATION, "/executions".to_owned()),
-                (
-                    header::SET_COOKIE,
-                    format!(
-                        "{}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-                        session::COOKIE,
-                        session::IDLE.as_secs(),
-                        if tls { "; Secure" } else { "" }
-                    ),
-                ),
-            ],
-        )
-            .into_response(),
+        Ok(token) => signed_in(&token, tls),
         Err(e) => {
             if matches!(e, Error::Unauthenticated(_)) {
                 c.throttle
