@@ -734,3 +734,79 @@ fn a_python_step_sends_its_request_once_across_kill9() {
             .contains("py-secret-0042")
     );
 }
+
+/// `cerebelum dev FILE.py` (issue 35, 2) builds and uploads the file at
+/// start, and again as a new version each time it is saved; the printed
+/// key starts the new workflow through the server.
+#[test]
+fn cerebelum_dev_rebuilds_and_uploads_a_python_file_when_it_changes() {
+    use std::io::BufRead;
+    let db = Db::new();
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.py");
+    std::fs::copy(root().join("tests/guests/python/pybench.py"), &app).unwrap();
+    let port = common::free_port();
+    let mut child = Command::new(common::bin())
+        .args(["--db", &db.url, "dev", path(&app)])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--python",
+            path(&python()),
+        ])
+        .env("CEREBELUM_LOG", "warn")
+        .env("CEREBELUM_CACHE_DIR", common::cache_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let _dev = Kill(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let until = |wanted: &str| loop {
+        let line = rx
+            .recv_timeout(LONG)
+            .unwrap_or_else(|_| panic!("`cerebelum dev` never said {wanted:?}"));
+        if line.starts_with("dev: ") && !line.starts_with("dev: uploaded") {
+            panic!("{line}");
+        }
+        if line.contains(wanted) {
+            return line;
+        }
+    };
+    let mut export = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut export)
+        .unwrap();
+    let key = export
+        .trim()
+        .split(' ')
+        .find_map(|w| w.strip_prefix("CEREBELUM_API_KEY="))
+        .unwrap_or_else(|| panic!("no key in {export:?}"))
+        .to_owned();
+    until("dev: uploaded app v1 (workflows: one, three, twenty_one)");
+
+    let mut text = std::fs::read_to_string(&app).unwrap();
+    text.push_str("\n\n@workflow\ndef added(wf):\n    wf.timeline(noop)\n");
+    std::fs::write(&app, text).unwrap();
+    until("dev: uploaded app v2 (workflows: one, three, twenty_one, added)");
+
+    let cli = common::Remote::new(port, &key);
+    let id = cli.ok(&["start", "app", "added", "--wait"]);
+    assert!(id.lines().count() == 2, "{id}");
+}

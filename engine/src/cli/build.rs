@@ -27,7 +27,11 @@ pub(crate) fn run(args: &BuildArgs) -> Result<ExitCode> {
     build(&args.source, args.output.as_deref(), args.python.as_deref())
 }
 
-fn build(source: &Path, output: Option<&Path>, python: Option<&Path>) -> Result<ExitCode> {
+pub(crate) fn build(
+    source: &Path,
+    output: Option<&Path>,
+    python: Option<&Path>,
+) -> Result<ExitCode> {
     if source.is_dir() {
         return build_crate(source, output);
     }

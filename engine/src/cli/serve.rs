@@ -169,15 +169,140 @@ fn tls(args: &ServeArgs, addr: std::net::SocketAddr) -> Result<Option<Arc<Server
 
 #[derive(Args)]
 pub(crate) struct DevArgs {
+    /// A package to serve as you edit it: a Python file or a Rust crate
+    /// directory (built as `cerebelum build` does) or a .wasm component,
+    /// uploaded at start and again, as a new version, whenever it changes
+    /// (running executions keep the version they started on).
+    source: Option<PathBuf>,
+    /// The Python that builds a Python file (default: ./.venv/bin/python
+    /// if it exists, else python3).
+    #[arg(long, env = "CEREBELUM_PYTHON")]
+    python: Option<PathBuf>,
     #[command(flatten)]
     serve: ServeArgs,
+}
+
+/// What `cerebelum dev SOURCE` keeps uploaded.
+struct DevSource {
+    source: PathBuf,
+    python: Option<PathBuf>,
+}
+
+impl DevSource {
+    /// The package's name: the file or directory name without extension.
+    fn name(&self) -> String {
+        self.source
+            .file_stem()
+            .map(|s| s.to_string_lossy().replace('_', "-"))
+            .unwrap_or_else(|| "dev".into())
+    }
+
+    /// The newest modification time of the source (a crate: of its files
+    /// outside `target/`).
+    fn changed_at(&self) -> Option<std::time::SystemTime> {
+        fn newest(path: &std::path::Path) -> Option<std::time::SystemTime> {
+            let meta = std::fs::metadata(path).ok()?;
+            if !meta.is_dir() {
+                return meta.modified().ok();
+            }
+            std::fs::read_dir(path)
+                .ok()?
+                .flatten()
+                .filter(|e| {
+                    e.file_name() != "target" && !e.file_name().to_string_lossy().starts_with('.')
+                })
+                .filter_map(|e| newest(&e.path()))
+                .max()
+        }
+        newest(&self.source)
+    }
+
+    /// Builds (unless it is a .wasm) and uploads the source; says what
+    /// it did, or what went wrong, and goes on either way.
+    async fn upload(&self, api: &Api) {
+        let wasm = if self.source.extension().is_some_and(|e| e == "wasm") {
+            self.source.clone()
+        } else {
+            let out = std::env::temp_dir().join(format!(
+                "cerebelum-dev-{}-{}.wasm",
+                std::process::id(),
+                self.name()
+            ));
+            let (source, python, target) = (self.source.clone(), self.python.clone(), out.clone());
+            let built = tokio::task::spawn_blocking(move || {
+                super::build::build(&source, Some(&target), python.as_deref())
+            })
+            .await;
+            match built {
+                Ok(Ok(code)) if code == ExitCode::SUCCESS => out,
+                Ok(Ok(_)) => {
+                    eprintln!(
+                        "dev: {} did not build; fix it and save again",
+                        self.source.display()
+                    );
+                    return;
+                }
+                Ok(Err(e)) => {
+                    eprintln!("dev: {e:#}");
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("dev: the build stopped: {e}");
+                    return;
+                }
+            }
+        };
+        let ops = match local(api.clone()).await {
+            Ok(ops) => ops,
+            Err(e) => return eprintln!("dev: {e:#}"),
+        };
+        let uploaded = upload_file(&ops, &wasm, Some(self.name())).await;
+        if wasm != self.source {
+            let _ = std::fs::remove_file(&wasm);
+        }
+        match uploaded {
+            Ok(p) => eprintln!(
+                "dev: uploaded {} v{} (workflows: {})",
+                p.name,
+                p.version,
+                p.info
+                    .workflows
+                    .iter()
+                    .map(|w| w.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => eprintln!("dev: {e:#}"),
+        }
+    }
+
+    /// Uploads the source now and whenever it changes, until `stopped`.
+    async fn keep_uploaded(self, api: Api, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut seen = None;
+        loop {
+            let now = self.changed_at();
+            if now.is_some() && now != seen {
+                seen = now;
+                self.upload(&api).await;
+            }
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
 }
 
 /// `cerebelum dev`: `serve` on loopback, with a new API key of tenant
 /// `default` printed as a ready `export` line and the console signing
 /// visitors from loopback in with it.
-pub(crate) async fn dev(cli: &Cli, args: &DevArgs) -> Result<ExitCode> {
-    let args = &args.serve;
+pub(crate) async fn dev(cli: &Cli, dev: &DevArgs) -> Result<ExitCode> {
+    let args = &dev.serve;
+    if let Some(source) = &dev.source
+        && !source.exists()
+    {
+        bail!("{}: no such file or directory", source.display());
+    }
     let loopback = args
         .listen
         .parse::<std::net::SocketAddr>()
@@ -198,15 +323,28 @@ pub(crate) async fn dev(cli: &Cli, args: &DevArgs) -> Result<ExitCode> {
         .await
         .context("making the dev server's API key")?;
     drop(store);
-    serve_with(cli, args, Some(key.secret)).await
+    let source = dev.source.clone().map(|source| DevSource {
+        source,
+        python: dev.python.clone(),
+    });
+    serve_with(cli, args, Some((key.secret, source))).await
 }
 
 pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     serve_with(cli, args, None).await
 }
 
-/// `serve`, or with `dev_key` `dev`'s (see [`dev`]).
-async fn serve_with(cli: &Cli, args: &ServeArgs, dev_key: Option<String>) -> Result<ExitCode> {
+/// `serve`, or with `dev` `dev`'s (see [`dev`]): its key and what it
+/// keeps uploaded.
+async fn serve_with(
+    cli: &Cli,
+    args: &ServeArgs,
+    dev: Option<(String, Option<DevSource>)>,
+) -> Result<ExitCode> {
+    let (dev_key, dev_source) = match dev {
+        Some((key, source)) => (Some(key), source),
+        None => (None, None),
+    };
     let listen = &args.listen;
     let addr: Option<std::net::SocketAddr> = listen.parse().ok();
     // Check the TLS files (and the plaintext rule) before opening anything.
@@ -260,13 +398,25 @@ async fn serve_with(cli: &Cli, args: &ServeArgs, dev_key: Option<String>) -> Res
     // Schedules fire on every node (each due time starts one execution,
     // whichever node fires it).
     let schedules = cerebelum::api::schedules::run(api.clone(), until_stopped(stopped.clone()));
-    let grpc = server::serve(api, listener, tls, limits, until_stopped(stopped.clone()));
+    let (dev_api, dev_stopped) = (api.clone(), stopped.clone());
+    let uploads = async move {
+        if let Some(source) = dev_source {
+            source.keep_uploaded(dev_api, dev_stopped).await;
+        }
+    };
+    let grpc = server::serve(
+        api.clone(),
+        listener,
+        tls,
+        limits,
+        until_stopped(stopped.clone()),
+    );
     let scheduler = engine.serve(until_stopped(stopped));
     let signal = async {
         shutdown_signal().await;
         let _ = stop.send(true);
     };
-    let (grpc, scheduler, (), ()) = tokio::join!(grpc, scheduler, schedules, signal);
+    let (grpc, scheduler, (), (), ()) = tokio::join!(grpc, scheduler, schedules, signal, uploads);
     grpc?;
     scheduler?;
     Ok(ExitCode::SUCCESS)
