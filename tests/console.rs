@@ -490,6 +490,19 @@ async fn until(browser: &Client, what: &str, script: &str) {
     }
 }
 
+/// Types `key` into the sign-in page's field and submits it.
+async fn submit_key(browser: &Client, key: &str) {
+    let field = browser.find(Locator::Css("input[name=key]")).await.unwrap();
+    field.send_keys(key).await.unwrap();
+    browser
+        .find(Locator::Css("#login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// The status badge of the execution page shows `status`.
 fn shows(status: &str) -> String {
     format!("document.querySelector('#summary .badge[data-status=\"{status}\"]') !== null")
@@ -566,15 +579,7 @@ async fn a_person_operates_executions_in_a_browser() {
         "location.pathname === '/login'",
     )
     .await;
-    let field = browser.find(Locator::Css("input[name=key]")).await.unwrap();
-    field.send_keys("cbk_00000000_wrong").await.unwrap();
-    browser
-        .find(Locator::Css("#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_key(&browser, "cbk_00000000_wrong").await;
     until(
         &browser,
         "the refusal",
@@ -589,15 +594,7 @@ async fn a_person_operates_executions_in_a_browser() {
         .await
         .unwrap();
     assert!(error.contains("invalid or revoked API key"), "{error}");
-    let field = browser.find(Locator::Css("input[name=key]")).await.unwrap();
-    field.send_keys(&key).await.unwrap();
-    browser
-        .find(Locator::Css("#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_key(&browser, &key).await;
     until(
         &browser,
         "the executions list",
@@ -998,15 +995,7 @@ async fn hostile_names_and_values_are_shown_as_text_on_every_page() {
     let driver = Driver::start();
     let browser = driver.browser().await;
     browser.goto(&format!("{base}/login")).await.unwrap();
-    let field = browser.find(Locator::Css("input[name=key]")).await.unwrap();
-    field.send_keys(&key).await.unwrap();
-    browser
-        .find(Locator::Css("#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    submit_key(&browser, &key).await;
     until(&browser, "signed in", "location.pathname === '/executions'").await;
 
     let q = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
@@ -1209,29 +1198,6 @@ fn a_hundred_live_viewers_share_one_view_and_end_on_sigterm() {
     }
 }
 
-/// A `cerebelum dev` process; killed when dropped.
-struct DevServer(Child);
-
-impl Drop for DevServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// GET `path` on loopback `port` naming `host` as the request's host.
-fn get_as_host(port: u16, host: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    reply
-}
-
 /// `cerebelum dev` (issue 35, 2): `serve` on loopback with a key made for
 /// the developer, printed as a ready `export` line the CLI works with, and
 /// a console that signs a browser on this machine in without a key; a
@@ -1242,22 +1208,14 @@ async fn cerebelum_dev_opens_the_console_without_sign_in_on_loopback() {
     use std::io::BufRead;
     let db = Db::new();
     let port = free_port();
-    let mut child = Command::new(common::bin())
-        .args([
-            "--db",
-            &db.url,
-            "dev",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("CEREBELUM_LOG", "warn")
-        .env("CEREBELUM_CACHE_DIR", common::cache_dir())
+    let mut child = db
+        .command(&["dev", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting cerebelum dev");
     let stdout = child.stdout.take().unwrap();
-    let _dev = DevServer(child);
+    let dev = common::Server::from(child);
     let mut line = String::new();
     std::io::BufReader::new(stdout)
         .read_line(&mut line)
@@ -1306,29 +1264,37 @@ async fn cerebelum_dev_opens_the_console_without_sign_in_on_loopback() {
     assert_eq!(tenant, "default");
     browser.close().await.unwrap();
 
-    let local = get_as_host(port, &format!("localhost:{port}"), "/login");
-    assert!(local.starts_with("HTTP/1.1 303"), "{local}");
-    let rebound = get_as_host(port, &format!("evil.example:{port}"), "/login");
+    let as_host = |port: u16, host: &str| {
+        http_request(
+            port,
+            "GET",
+            "/login",
+            &[("Host", &format!("{host}:{port}"))],
+            "",
+        )
+    };
+    let local = as_host(port, "localhost");
+    assert_eq!(local.status, 303, "{}", local.head);
+    let rebound = as_host(port, "evil.example");
     assert!(
-        rebound.starts_with("HTTP/1.1 200") && rebound.contains("id=\"login\""),
-        "{rebound}"
+        rebound.status == 200 && rebound.body.contains("id=\"login\""),
+        "{}\n{}",
+        rebound.head,
+        rebound.body
     );
-    assert!(!rebound.contains("set-cookie"), "{rebound}");
-    drop(_dev);
+    assert!(!rebound.head.contains("set-cookie"), "{}", rebound.head);
+    drop(dev);
 
     let port = free_port();
     let _server = db.serve_api(port, &[]);
-    let served = get_as_host(port, &format!("127.0.0.1:{port}"), "/login");
+    let served = as_host(port, "127.0.0.1");
     assert!(
-        served.starts_with("HTTP/1.1 200") && served.contains("id=\"login\""),
-        "{served}"
+        served.status == 200 && served.body.contains("id=\"login\""),
+        "{}\n{}",
+        served.head,
+        served.body
     );
 
-    let refused = Command::new(common::bin())
-        .args(["--db", &db.url, "dev", "--listen", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success());
+    let stderr = db.fails(&["dev", "--listen", "0.0.0.0:0"]);
     assert!(stderr.contains("listens on loopback only"), "{stderr}");
 }

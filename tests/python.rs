@@ -746,29 +746,20 @@ fn cerebelum_dev_rebuilds_and_uploads_a_python_file_when_it_changes() {
     let app = dir.path().join("app.py");
     std::fs::copy(root().join("tests/guests/python/pybench.py"), &app).unwrap();
     let port = common::free_port();
-    let mut child = Command::new(common::bin())
-        .args(["--db", &db.url, "dev", path(&app)])
+    let mut child = db
+        .command(&["dev", path(&app)])
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),
             "--python",
             path(&python()),
         ])
-        .env("CEREBELUM_LOG", "warn")
-        .env("CEREBELUM_CACHE_DIR", common::cache_dir())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let _dev = Kill(child);
+    let _dev = common::Server::from(child);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr)
