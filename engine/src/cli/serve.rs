@@ -314,37 +314,24 @@ pub(crate) async fn dev(cli: &Cli, dev: &DevArgs) -> Result<ExitCode> {
             args.listen
         );
     }
-    let store = super::flags::open_store(&cli.db, store::Synchronous::Full).await?;
-    let now = {
-        use cerebelum::clock::Clock as _;
-        cerebelum::clock::SystemClock.now_ms()
-    };
-    let key = cerebelum::api::keys::create(&store, cerebelum::model::DEFAULT_TENANT, now, None)
-        .await
-        .context("making the dev server's API key")?;
-    drop(store);
     let source = dev.source.clone().map(|source| DevSource {
         source,
         python: dev.python.clone(),
     });
-    serve_with(cli, args, Some((key.secret, source))).await
+    serve_with(cli, args, Some(source)).await
 }
 
 pub(crate) async fn serve(cli: &Cli, args: &ServeArgs) -> Result<ExitCode> {
     serve_with(cli, args, None).await
 }
 
-/// `serve`, or with `dev` `dev`'s (see [`dev`]): its key and what it
-/// keeps uploaded.
+/// `serve`, or with `dev` `dev`'s (see [`dev`]), with what it keeps
+/// uploaded.
 async fn serve_with(
     cli: &Cli,
     args: &ServeArgs,
-    dev: Option<(String, Option<DevSource>)>,
+    dev: Option<Option<DevSource>>,
 ) -> Result<ExitCode> {
-    let (dev_key, dev_source) = match dev {
-        Some((key, source)) => (Some(key), source),
-        None => (None, None),
-    };
     let listen = &args.listen;
     let addr: Option<std::net::SocketAddr> = listen.parse().ok();
     // Check the TLS files (and the plaintext rule) before opening anything.
@@ -376,6 +363,21 @@ async fn serve_with(
             None => "",
         }
     );
+    let api = Api::new(engine.clone());
+    let (dev_key, dev_source) = match dev {
+        Some(source) => {
+            let key = cerebelum::api::keys::create(
+                api.store(),
+                cerebelum::model::DEFAULT_TENANT,
+                api.now_ms(),
+                None,
+            )
+            .await
+            .context("making the dev server's API key")?;
+            (Some(key.secret), source)
+        }
+        None => (None, None),
+    };
     if let Some(key) = &dev_key {
         eprintln!(
             "  the console signs you in as tenant 'default' (from this machine only)\n  for the \
@@ -394,7 +396,6 @@ async fn serve_with(
         max_auth_failures: args.max_auth_failures as u32,
         dev_key,
     };
-    let api = Api::new(engine.clone());
     // Schedules fire on every node (each due time starts one execution,
     // whichever node fires it).
     let schedules = cerebelum::api::schedules::run(api.clone(), until_stopped(stopped.clone()));
