@@ -182,7 +182,6 @@ impl WorkerAttempt<'_> {
         let woken = exec.engine.tasks.waiter(&id);
         let ended = self.wait_on(exec, &id, &woken, fresh).await;
         exec.engine.tasks.forget(&id);
-        exec.engine.set_note(&exec.record.id, None);
         ended
     }
 
@@ -196,7 +195,6 @@ impl WorkerAttempt<'_> {
         let engine = &exec.engine;
         let began = engine.now_ms();
         let mut look_every = Duration::from_millis(5);
-        let mut shown = None;
         if fresh {
             self.nap(exec, woken, &mut look_every).await;
         }
@@ -227,16 +225,8 @@ impl WorkerAttempt<'_> {
                 engine.store.tasks().time_out_task(id, now).await?;
                 continue;
             }
-            let note = match (task.status, task.worker.as_deref()) {
-                (TaskStatus::Claimed, Some(worker)) => {
-                    format!("step '{}' on worker '{worker}'", self.step)
-                }
-                _ => format!("a worker on queue '{}'", self.queue),
-            };
-            if shown.as_ref() != Some(&note) {
-                engine.set_note(&exec.record.id, Some(note.clone()));
-                shown = Some(note);
-            }
+            // What it waits for (a worker of the queue, or the worker
+            // running it) `status` reads from the tasks table itself.
             if now - began >= engine.config.hibernate_after.as_millis() as i64 {
                 // The completion (or the deadline) wakes it again.
                 return Err(Interrupt::Suspend {
