@@ -8,13 +8,19 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import (Any, Callable, Collection, Coroutine, Generic, Iterable, Literal, ParamSpec,
+                    TypeVar, Union, overload)
 
 from ._registry import STEPS, WORKFLOWS, workflow_names
 from .errors import StepDefinitionError, WorkflowDefinitionError
 
 RETRY = "retry"
 FAIL = "fail"
+
+#: A step function's parameters and its return value: ``Step[P, R]`` is
+#: what ``@step`` makes of an ``async def f(*P) -> R``.
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: A worker queue's name, as the engine accepts it.
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")
@@ -30,7 +36,7 @@ class RetryPolicy:
     max_delay_ms: int = 60_000
 
 
-def _step_error(fn: Callable, text: str) -> StepDefinitionError:
+def _step_error(fn: Callable[..., Any], text: str) -> StepDefinitionError:
     return StepDefinitionError(fn.__name__, text, text=text)
 
 
@@ -47,10 +53,12 @@ def _is_context(param: inspect.Parameter) -> bool:
             or annotation.rpartition(".")[2] == "Context")
 
 
-class Step:
-    """A function decorated with ``@step``."""
+class Step(Generic[P, R]):
+    """A function decorated with ``@step``: ``Step[P, R]`` for an
+    ``async def f(*P) -> R``. Called, it is the function
+    (``await f(context, ...)`` gives an ``R``); ``>>`` chains it."""
 
-    def __init__(self, fn: Callable, *, name: str | None = None,
+    def __init__(self, fn: Callable[P, Coroutine[Any, Any, R]], *, name: str | None = None,
                  retry: int | RetryPolicy | None = None, timeout_ms: int | None = None,
                  worker: str | None = None, schedule_to_start_ms: int | None = None,
                  heartbeat_ms: int | None = None):
@@ -117,7 +125,7 @@ class Step:
 
     # The original SDK's names for a step's metadata (`StepMetadata`).
     @property
-    def function(self) -> Callable:
+    def function(self) -> Callable[P, Coroutine[Any, Any, R]]:
         return self.fn
 
     @property
@@ -132,21 +140,33 @@ class Step:
     def has_inputs(self) -> bool:
         return "inputs" in self.params
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
         """Calls the function itself (for tests of a single step)."""
         return self.fn(*args, **kwargs)
 
-    def __rshift__(self, other) -> "StepComposition":
+    def __rshift__(self, other: Chainable) -> StepComposition:
         return StepComposition.of(self) >> other
 
-    def __rrshift__(self, other) -> "StepComposition":
+    def __rrshift__(self, other: Chainable) -> StepComposition:
         return StepComposition.of(other) >> self
 
 
-def step(fn: Callable | None = None, *, name: str | None = None,
+@overload
+def step(fn: Callable[P, Coroutine[Any, Any, R]]) -> Step[P, R]: ...
+
+
+@overload
+def step(*, name: str | None = None, retry: int | RetryPolicy | None = None,
+         timeout_ms: int | None = None, worker: str | None = None,
+         schedule_to_start_ms: int | None = None, heartbeat_ms: int | None = None,
+         ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Step[P, R]]: ...
+
+
+def step(fn: Callable[P, Coroutine[Any, Any, R]] | None = None, *, name: str | None = None,
          retry: int | RetryPolicy | None = None, timeout_ms: int | None = None,
          worker: str | None = None, schedule_to_start_ms: int | None = None,
-         heartbeat_ms: int | None = None):
+         heartbeat_ms: int | None = None,
+         ) -> Step[P, R] | Callable[[Callable[P, Coroutine[Any, Any, R]]], Step[P, R]]:
     """Declares a step: ``@step`` or ``@step(retry=3, timeout_ms=30_000)``.
 
     The function is ``async``; its first parameter is the :class:`Context`,
@@ -168,25 +188,25 @@ def step(fn: Callable | None = None, *, name: str | None = None,
     fails (default: the server's ``--worker-heartbeat-ms``); the retry
     policy decides what follows.
     """
-    def wrap(f: Callable) -> Step:
+    def wrap(f: Callable[P, Coroutine[Any, Any, R]]) -> Step[P, R]:
         return Step(f, name=name, retry=retry, timeout_ms=timeout_ms, worker=worker,
                     schedule_to_start_ms=schedule_to_start_ms, heartbeat_ms=heartbeat_ms)
     return wrap(fn) if fn is not None else wrap
 
 
-Stage = tuple[Step, ...]
+Stage = tuple["Step[Any, Any]", ...]
 
 
 class ParallelStepGroup:
     """Steps that run together: ``[b, c]`` in ``a >> [b, c] >> d``, an
     item of :attr:`StepComposition.steps`. ``steps`` is the list of them."""
 
-    def __init__(self, steps: Iterable[Step]):
+    def __init__(self, steps: Iterable[Step[Any, Any]]):
         self.steps = list(steps)
         if not self.steps:
             raise ValueError("Parallel group cannot be empty")
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, ParallelStepGroup) and self.steps == other.steps
 
     def __repr__(self) -> str:
@@ -206,8 +226,8 @@ class StepComposition:
 
     __slots__ = ("stages",)
 
-    def __init__(self, items: Iterable):
-        stages = []
+    def __init__(self, items: Iterable[Any]):
+        stages: list[Stage] = []
         for item in items:
             if isinstance(item, ParallelStepGroup):
                 item = item.steps
@@ -226,7 +246,7 @@ class StepComposition:
         self.stages: tuple[Stage, ...] = tuple(stages)
 
     @staticmethod
-    def of(item) -> "StepComposition":
+    def of(item: object) -> StepComposition:
         if isinstance(item, StepComposition):
             return item
         if isinstance(item, WorkflowDefinition):
@@ -248,7 +268,7 @@ class StepComposition:
             f"expected a step, a chain `a >> b` or a parallel group `[a, b]`; got {_describe(item)}")
 
     @staticmethod
-    def by_dependencies(items) -> "StepComposition":
+    def by_dependencies(items: Chainable) -> StepComposition:
         """A list's steps in the stages their dependencies on each other
         need: those that need none of the others run first, together; then
         those that need only them; and so on (``[price, quantity, total]``
@@ -271,30 +291,30 @@ class StepComposition:
             left = [s for s in left if s not in stage]
         return StepComposition(stages)
 
-    def __rshift__(self, other) -> "StepComposition":
+    def __rshift__(self, other: Chainable) -> StepComposition:
         return StepComposition(self.stages + StepComposition.of(other).stages)
 
-    def __rrshift__(self, other) -> "StepComposition":
+    def __rrshift__(self, other: Chainable) -> StepComposition:
         return StepComposition(StepComposition.of(other).stages + self.stages)
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, StepComposition) and self.stages == other.stages
 
     def __hash__(self) -> int:
         return hash(self.stages)
 
     @property
-    def items(self) -> list[Step | ParallelStepGroup]:
+    def items(self) -> list[Step[Any, Any] | ParallelStepGroup]:
         """Each stage's step, or its :class:`ParallelStepGroup` when it holds several."""
         return [stage[0] if len(stage) == 1 else ParallelStepGroup(stage)
                 for stage in self.stages]
 
     @property
-    def steps(self) -> list[Step | ParallelStepGroup]:
+    def steps(self) -> list[Step[Any, Any] | ParallelStepGroup]:
         """The original SDK's name for :attr:`items`."""
         return self.items
 
-    def all_steps(self) -> Iterable[Step]:
+    def all_steps(self) -> Iterable[Step[Any, Any]]:
         """Every step, stage after stage."""
         for stage in self.stages:
             yield from stage
@@ -305,20 +325,28 @@ class StepComposition:
         return f"StepComposition({' >> '.join(parts)})"
 
 
+#: What ``>>``, ``wf.timeline`` and the targets of ``diverge`` and
+#: ``branch`` take: a step, a workflow (run as a child), a chain, or a
+#: parallel group ``[a, b]`` of steps or workflows.
+Chainable = Union["Step[Any, Any]", "WorkflowDefinition", StepComposition,
+                  Collection[Union["Step[Any, Any]", "WorkflowDefinition"]]]
+
+#: A target once parsed: a chain, ``"retry"``/``"fail"``, or ``None``
+#: (go on with the timeline).
 Target = Union[StepComposition, str, None]
 
 
 @dataclass
 class Diverge:
-    step: Step
+    step: Step[Any, Any]
     #: (pattern, target) in the order given.
     routes: list[tuple[str, Target]]
 
 
 @dataclass
 class Branch:
-    after: Step
-    condition: Callable[[dict], Any]
+    after: Step[Any, Any]
+    condition: Callable[[dict[str, Any]], object]
     when_true: Target
     when_false: Target
 
@@ -332,7 +360,7 @@ class WorkflowBuilder:
     diverges: dict[str, Diverge] = field(default_factory=dict)
     branches: dict[str, Branch] = field(default_factory=dict)
 
-    def timeline(self, *items) -> None:
+    def timeline(self, *items: Chainable) -> None:
         """The main path: ``wf.timeline(a >> [b, c] >> d)``.
 
         A list given to it directly, ``wf.timeline([a, b, c])``, runs its
@@ -357,7 +385,8 @@ class WorkflowBuilder:
             chain = chain >> part
         self.timeline_chain = chain
 
-    def diverge(self, step: Step, routes: dict) -> None:
+    def diverge(self, step: Step[Any, Any],
+                routes: dict[str, Chainable | Literal["retry", "fail"]]) -> None:
         """Routes on a step's result: ``wf.diverge(s, {"timeout": t, "error": rollback})``.
 
         A pattern matches an error result when it is ``"error"`` (any error)
@@ -375,7 +404,7 @@ class WorkflowBuilder:
         if s.name in self.diverges:
             raise WorkflowDefinitionError(
                 f"workflow `{self.name}` has two diverges on step `{s.name}`; merge their patterns")
-        parsed = []
+        parsed: list[tuple[str, Target]] = []
         for pattern, target in routes.items():
             if not isinstance(pattern, str):
                 raise WorkflowDefinitionError(
@@ -385,8 +414,9 @@ class WorkflowBuilder:
                                             allow_none=False)))
         self.diverges[s.name] = Diverge(s, parsed)
 
-    def branch(self, after: Step, condition: Callable[[dict], Any],
-               when_true=None, when_false=None) -> None:
+    def branch(self, after: Step[Any, Any], condition: Callable[[dict[str, Any]], object],
+               when_true: Chainable | Literal["fail"] | None = None,
+               when_false: Chainable | Literal["fail"] | None = None) -> None:
         """After ``after`` succeeds, ``condition(result)`` picks the path:
         ``when_true`` or ``when_false`` (a step, a chain, ``"fail"``, or
         ``None`` to go on with the timeline). ``result`` is the step's
@@ -405,20 +435,21 @@ class WorkflowBuilder:
             _target(self.name, f"branch after `{s.name}`", when_false, allow_none=True))
 
 
-def _describe(value) -> str:
+def _describe(value: object) -> str:
     if callable(value) and hasattr(value, "__name__"):
         return f"function `{value.__name__}` (is it missing @step?)"
     return f"{type(value).__name__} {value!r}"
 
 
-def _step_arg(workflow: str, what: str, value) -> Step:
+def _step_arg(workflow: str, what: str, value: object) -> Step[Any, Any]:
     if not isinstance(value, Step):
         raise WorkflowDefinitionError(
             f"workflow `{workflow}`: wf.{what} expects a step, got {_describe(value)}")
     return value
 
 
-def _target(workflow: str, where: str, target, *, allow_none: bool) -> Target:
+def _target(workflow: str, where: str, target: Chainable | str | None, *,
+            allow_none: bool) -> Target:
     if target is None and allow_none:
         return None
     if isinstance(target, str):
@@ -439,7 +470,7 @@ class WorkflowDefinition:
     declares the graph. The public :class:`cerebelum.Workflow` adds
     ``execute``."""
 
-    def __init__(self, fn: Callable, name: str | None = None):
+    def __init__(self, fn: Callable[[WorkflowBuilder], object], name: str | None = None):
         self.fn = fn
         self.name = name or fn.__name__
         self.description = inspect.getdoc(fn) or ""
@@ -459,7 +490,7 @@ class WorkflowDefinition:
                 e.workflow_name = self.name
             raise
 
-    def _define(self, fn: Callable) -> None:
+    def _define(self, fn: Callable[[WorkflowBuilder], object]) -> None:
         builder = WorkflowBuilder(self.name)
         fn(builder)
         if builder.timeline_chain is None:
@@ -469,7 +500,7 @@ class WorkflowDefinition:
         self.timeline = builder.timeline_chain
         self.diverges = builder.diverges
         self.branches = builder.branches
-        self._steps: dict[str, Step] | None = None
+        self._steps: dict[str, Step[Any, Any]] | None = None
         _validate(self)
         known = WORKFLOWS.get(self.name)
         if known is not None and known.fn.__qualname__ != fn.__qualname__:
@@ -480,13 +511,13 @@ class WorkflowDefinition:
     def __repr__(self) -> str:
         return f"<workflow {self.name}>"
 
-    def __rshift__(self, other) -> "StepComposition":
+    def __rshift__(self, other: Chainable) -> StepComposition:
         return StepComposition.of(self) >> other
 
-    def __rrshift__(self, other) -> "StepComposition":
+    def __rrshift__(self, other: Chainable) -> StepComposition:
         return StepComposition.of(other) >> self
 
-    def as_step(self) -> Step:
+    def as_step(self) -> Step[Any, Any]:
         """The workflow as a step of another's timeline (``prepare >>
         deploy_server >> notify``): the step runs it as a child workflow
         with the parent's input and returns the child's result
@@ -495,8 +526,10 @@ class WorkflowDefinition:
         if step is None:
             child = self
 
-            async def run_child(context, inputs):
-                return await context.child(child, inputs)
+            async def run_child(context: Any, inputs: Any) -> dict[str, Any]:
+                # context: a cerebelum.Context (its module imports this one).
+                result: dict[str, Any] = await context.child(child, inputs)
+                return result
 
             run_child.__qualname__ = f"workflow {self.name}"
             run_child.__doc__ = f"Runs workflow `{self.name}` as a child."
@@ -542,14 +575,14 @@ class WorkflowDefinition:
                     "not in the timeline nor in a path of a diverge or branch")
         return report
 
-    def steps(self) -> dict[str, Step]:
+    def steps(self) -> dict[str, Step[Any, Any]]:
         """Every step the workflow may run, by name."""
         if self._steps is None:
             self._steps = self._find_steps()
         return self._steps
 
-    def _find_steps(self) -> dict[str, Step]:
-        found: dict[str, Step] = {}
+    def _find_steps(self) -> dict[str, Step[Any, Any]]:
+        found: dict[str, Step[Any, Any]] = {}
         chains = [self.timeline]
         for d in self.diverges.values():
             found.setdefault(d.step.name, d.step)
@@ -588,7 +621,7 @@ def find_workflow(workflow: WorkflowDefinition | str) -> WorkflowDefinition:
     process."""
     if isinstance(workflow, WorkflowDefinition):
         return workflow
-    found = WORKFLOWS.get(workflow)
+    found: WorkflowDefinition | None = WORKFLOWS.get(workflow)
     if found is None:
         raise WorkflowDefinitionError(
             f"no workflow named {workflow!r} is defined in this process "

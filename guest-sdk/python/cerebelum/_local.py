@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from ._dsl import Step, WorkflowDefinition, find_workflow
 from ._registry import WORKFLOWS, workflow_names
@@ -29,9 +29,19 @@ from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError
                      ExecutionError, HttpError, SignalTimeoutError, StepError)
 
 
+#: ``execute(approval_handler=...)``: called with ``(approval_type, data)``,
+#: it returns ``True`` or a dict to approve (the dict is the approval's
+#: data), ``False`` or a string (the reason) to reject; it may be ``async``.
+ApprovalHandler = Callable[[str, Any], object]
+#: ``execute(signal_handler=...)``: called with the signal's name, it
+#: returns its payload; it may be ``async``.
+SignalHandler = Callable[[str], object]
+
+
 class LocalRuntime(Runtime):
-    def __init__(self, execution_id: str, approval_handler: Callable | None,
-                 secrets: dict | None = None, signal_handler: Callable | None = None):
+    def __init__(self, execution_id: str, approval_handler: ApprovalHandler | None,
+                 secrets: Mapping[str, object] | None = None,
+                 signal_handler: SignalHandler | None = None):
         self.execution_id = execution_id
         self.approval_handler = approval_handler
         self.signal_handler = signal_handler
@@ -143,7 +153,8 @@ class LocalRuntime(Runtime):
         print_progress(ctx.step_name, percent, message)
 
 
-async def _ask(handler: Callable, args: tuple, timeout_ms: int | None) -> Any:
+async def _ask(handler: Callable[..., object], args: tuple[Any, ...],
+               timeout_ms: int | None) -> Any:
     """``handler(*args)``'s answer (awaited if it is async), within
     ``timeout_ms`` (else :class:`asyncio.TimeoutError`)."""
     async def ask():
@@ -158,8 +169,9 @@ async def _ask(handler: Callable, args: tuple, timeout_ms: int | None) -> Any:
 
 
 async def execute_locally(workflow: WorkflowDefinition, inputs: Any,
-                          approval_handler: Callable | None, secrets: dict | None = None,
-                          signal_handler: Callable | None = None) -> ExecutionResult:
+                          approval_handler: ApprovalHandler | None,
+                          secrets: Mapping[str, object] | None = None,
+                          signal_handler: SignalHandler | None = None) -> ExecutionResult:
     inputs = json.loads(to_json(inputs, "the workflow input"))
     runtime = LocalRuntime(str(uuid.uuid4()), approval_handler, secrets, signal_handler)
     started = datetime.now(timezone.utc)
@@ -192,7 +204,8 @@ class DSLLocalExecutor:
     ``workflow.execute(inputs)`` does, under the original SDK's name
     (``await DSLLocalExecutor().execute(workflow, inputs)``)."""
 
-    def __init__(self, approval_handler: Callable | None = None, secrets: dict | None = None):
+    def __init__(self, approval_handler: ApprovalHandler | None = None,
+                 secrets: Mapping[str, object] | None = None):
         self.approval_handler = approval_handler
         self.secrets = secrets
 

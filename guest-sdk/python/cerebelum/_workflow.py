@@ -5,10 +5,23 @@ modules it runs workflows with do not import it."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Mapping, Protocol, overload
 
-from ._dsl import WorkflowDefinition
-from ._local import execute_locally
+from ._dsl import WorkflowBuilder, WorkflowDefinition
+from ._local import ApprovalHandler, SignalHandler, execute_locally
+from ._runtime import ExecutionResult
+
+#: What ``@workflow`` decorates: ``def deploy(wf: WorkflowBuilder) -> None``.
+WorkflowBody = Callable[[WorkflowBuilder], object]
+
+
+class Executor(Protocol):
+    """What ``execute(inputs, executor=...)`` runs a workflow with:
+    :class:`cerebelum.DSLLocalExecutor`, the
+    :class:`cerebelum.DistributedExecutor`, or any object with an
+    ``async execute(workflow, inputs)`` giving the :class:`ExecutionResult`."""
+
+    def execute(self, workflow: Workflow, inputs: Any, /) -> Awaitable[ExecutionResult]: ...
 
 
 class Workflow(WorkflowDefinition):
@@ -17,15 +30,17 @@ class Workflow(WorkflowDefinition):
     ``core_url`` is the server ``@workflow(core_url=...)`` named (``None``:
     ``$CEREBELUM_SERVER``)."""
 
-    def __init__(self, fn: Callable, name: str | None = None, core_url: str | None = None):
+    def __init__(self, fn: WorkflowBody, name: str | None = None, core_url: str | None = None):
         self.core_url = core_url
         super().__init__(fn, name)
 
-    async def execute(self, inputs: Any = None, executor: Any = None,
+    async def execute(self, inputs: Any = None, executor: Executor | None = None,
                       distributed: bool = False, max_reconnect_attempts: int = 0,
-                      reconnect_max_delay: float = 60.0, *, approval_handler=None,
-                      secrets=None, server: str | None = None, api_key: str | None = None,
-                      signal_handler=None):
+                      reconnect_max_delay: float = 60.0, *,
+                      approval_handler: ApprovalHandler | None = None,
+                      secrets: Mapping[str, str] | None = None, server: str | None = None,
+                      api_key: str | None = None,
+                      signal_handler: SignalHandler | None = None) -> ExecutionResult:
         """Runs the workflow; its :class:`ExecutionResult`. Raises
         :class:`ExecutionError` when the execution fails (the failing step,
         its error, and the result so far as ``e.result``).
@@ -66,8 +81,17 @@ class Workflow(WorkflowDefinition):
         return await execute_locally(self, inputs, approval_handler, secrets, signal_handler)
 
 
-def workflow(fn: Callable | None = None, *, name: str | None = None,
-             core_url: str | None = None):
+@overload
+def workflow(fn: WorkflowBody) -> Workflow: ...
+
+
+@overload
+def workflow(*, name: str | None = None,
+             core_url: str | None = None) -> Callable[[WorkflowBody], Workflow]: ...
+
+
+def workflow(fn: WorkflowBody | None = None, *, name: str | None = None,
+             core_url: str | None = None) -> Workflow | Callable[[WorkflowBody], Workflow]:
     """Declares a workflow: ``@workflow`` over ``def deploy(wf): wf.timeline(...)``.
 
     ``@workflow(core_url="cerebelum.example.com:7433")``, as in the
@@ -75,6 +99,6 @@ def workflow(fn: Callable | None = None, *, name: str | None = None,
     when it is given none (``HOST:PORT``, ``http://HOST:PORT`` or
     ``https://HOST:PORT``); without it, ``$CEREBELUM_SERVER``. Local runs
     and packages ignore it."""
-    def wrap(f: Callable) -> Workflow:
+    def wrap(f: WorkflowBody) -> Workflow:
         return Workflow(f, name, core_url)
     return wrap(fn) if fn is not None else wrap
