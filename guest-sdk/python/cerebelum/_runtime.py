@@ -112,7 +112,7 @@ class Context:
 
     def __init__(self, inputs: Any = None, execution_id: str | None = None,
                  workflow_name: str = "", step_name: str = "", attempt: int | None = None,
-                 *, runtime: "Runtime | None" = None, deps: dict | None = None):
+                 *, runtime: "Runtime | None" = None, deps: dict[str, Any] | None = None):
         self.inputs = inputs
         self.workflow_name = workflow_name
         self.step_name = step_name
@@ -142,7 +142,7 @@ class Context:
         ``CEREBELUM_SECRET_<NAME>``. Raises :class:`SecretError`."""
         return self._runtime.secret(self, name)
 
-    async def child(self, workflow: Any, inputs: Any = None) -> dict:
+    async def child(self, workflow: WorkflowDefinition | str, inputs: Any = None) -> dict[str, Any]:
         """Runs ``workflow`` (a ``@workflow``, or its name) as a child
         with ``inputs`` and returns its result: ``{"output": the last
         step's value, "steps": {...}}``. In the engine the child is an
@@ -251,7 +251,7 @@ class ExecutionResult:
     completed_at: str | None = None
     #: Every step that ran: its ``ok`` value (or ``{"error": ...}`` when a
     #: diverge handled its error), by step name.
-    steps: dict = field(default_factory=dict)
+    steps: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
