@@ -7,18 +7,21 @@ In the engine:  cerebelum start approval.wasm change --input '{"change": "resize
 
 import asyncio
 import json
+from typing import Any
 
-from cerebelum import (ApprovalRejectedError, ApprovalTimeoutError, Context, step,
-                       wait_for_approval, workflow)
+from cerebelum import (ApprovalRejectedError, ApprovalTimeoutError, Context, WorkflowBuilder,
+                       step, wait_for_approval, workflow)
+
+Data = dict[str, Any]  # a JSON object
 
 
 @step
-async def prepare(context: Context, inputs: dict) -> dict:
+async def prepare(context: Context, inputs: Data) -> Data:
     return {"change": inputs["change"], "risk": "high" if "db" in inputs["change"] else "low"}
 
 
 @step
-async def review(context: Context, prepare: dict, inputs: dict) -> dict:
+async def review(context: Context, prepare: Data, inputs: Data) -> Data:
     """Waits for a person; no answer within timeout_ms counts as a no."""
     try:
         decision = await wait_for_approval("change-review", data=prepare,
@@ -31,14 +34,14 @@ async def review(context: Context, prepare: dict, inputs: dict) -> dict:
 
 
 @step
-async def apply_change(context: Context, prepare: dict, review: dict) -> str:
+async def apply_change(context: Context, prepare: Data, review: Data) -> str:
     if not review["approved"]:
         return f"dropped {prepare['change']!r}: {review['reason']}"
     return f"applied {prepare['change']!r}, approved by {review['by']}"
 
 
 @workflow
-def change(wf):
+def change(wf: WorkflowBuilder) -> None:
     """Prepare, review, apply."""
     wf.timeline(prepare >> review >> apply_change)
 

@@ -9,23 +9,26 @@ In the engine:    cerebelum build deploy.py -o deploy.wasm
 
 import asyncio
 import json
+from typing import Any
 
-from cerebelum import Context, ProgressReporter, poll, retry, sleep, step, workflow
+from cerebelum import Context, ProgressReporter, WorkflowBuilder, poll, retry, sleep, step, workflow
+
+Data = dict[str, Any]  # a JSON object
 
 
 @step
-async def create_droplet(context: Context, inputs: dict) -> dict:
+async def create_droplet(context: Context, inputs: Data) -> Data:
     """Asks the (simulated) cloud for a new droplet."""
     ProgressReporter(context).update(10, "Creating droplet...")
     return {"droplet_id": f"d-{inputs['name']}", "region": inputs.get("region", "nyc3")}
 
 
 @step
-async def wait_for_ip(context: Context, create_droplet: dict) -> dict:
+async def wait_for_ip(context: Context, create_droplet: Data) -> Data:
     """Polls the droplet until the cloud has given it an address."""
     checks = 0
 
-    def get_droplet() -> dict:
+    def get_droplet() -> Data:
         # The simulated API answers without an IP for the first two checks.
         nonlocal checks
         checks += 1
@@ -38,7 +41,7 @@ async def wait_for_ip(context: Context, create_droplet: dict) -> dict:
 
 
 @step
-async def connect_ssh(context: Context, wait_for_ip: dict) -> dict:
+async def connect_ssh(context: Context, wait_for_ip: Data) -> Data:
     """Connects to the new machine; sshd refuses the first attempts."""
     attempts = 0
 
@@ -55,13 +58,13 @@ async def connect_ssh(context: Context, wait_for_ip: dict) -> dict:
 
 
 @step
-async def configure_dns(context: Context, inputs: dict, wait_for_ip: dict) -> dict:
+async def configure_dns(context: Context, inputs: Data, wait_for_ip: Data) -> Data:
     """Points NAME.example.com at the droplet."""
     return {"record": f"{inputs['name']}.example.com", "points_to": wait_for_ip["ip"]}
 
 
 @step
-async def install_app(context: Context, inputs: dict, connect_ssh: dict) -> dict:
+async def install_app(context: Context, inputs: Data, connect_ssh: Data) -> Data:
     """Installs the application (takes a while: a durable sleep)."""
     ProgressReporter(context).update(60, "Running migrations...")
     await sleep(inputs.get("install_ms", 500))
@@ -70,7 +73,7 @@ async def install_app(context: Context, inputs: dict, connect_ssh: dict) -> dict
 
 
 @step
-async def notify(context: Context, configure_dns: dict, install_app: dict) -> dict:
+async def notify(context: Context, configure_dns: Data, install_app: Data) -> Data:
     """Announces the deployment."""
     ProgressReporter(context).update(100, "Deployed")
     return {"message": f"{install_app['app']} {install_app['version']} is live at "
@@ -78,7 +81,7 @@ async def notify(context: Context, configure_dns: dict, install_app: dict) -> di
 
 
 @workflow
-def deploy(wf):
+def deploy(wf: WorkflowBuilder) -> None:
     """Creates, connects, configures and announces a server."""
     wf.timeline(create_droplet >> wait_for_ip >> connect_ssh
                 >> [configure_dns, install_app] >> notify)

@@ -4,8 +4,11 @@ concurrently, locally and in the engine."""
 
 import asyncio
 import json
+from typing import Any
 
-from cerebelum import Context, sleep, step, workflow
+from cerebelum import Context, WorkflowBuilder, sleep, step, workflow
+
+Data = dict[str, Any]  # a JSON object
 
 ROWS = {
     "orders": [3, 1, None, 4],
@@ -14,33 +17,33 @@ ROWS = {
 }
 
 
-async def fetch(source: str, delay_ms: int) -> list:
+async def fetch(source: str, delay_ms: int) -> list[Any]:
     await sleep(delay_ms)  # a slow API
     return ROWS[source]
 
 
 @step
-async def fetch_orders(context: Context, inputs: dict) -> list:
+async def fetch_orders(context: Context, inputs: Data) -> list[Any]:
     return await fetch("orders", inputs.get("delay_ms", 200))
 
 
 @step
-async def fetch_refunds(context: Context, inputs: dict) -> list:
+async def fetch_refunds(context: Context, inputs: Data) -> list[Any]:
     return await fetch("refunds", inputs.get("delay_ms", 200))
 
 
 @step
-async def fetch_payouts(context: Context, inputs: dict) -> list:
+async def fetch_payouts(context: Context, inputs: Data) -> list[Any]:
     return await fetch("payouts", inputs.get("delay_ms", 200))
 
 
 @step
-async def merge(context: Context, fetch_orders: list, fetch_refunds: list,
-                fetch_payouts: list) -> dict:
+async def merge(context: Context, fetch_orders: list[Any], fetch_refunds: list[Any],
+                fetch_payouts: list[Any]) -> Data:
     """Drops missing values and sums each source (they are cleaned
     concurrently inside this one step, with asyncio.gather)."""
 
-    async def clean(rows: list) -> list:
+    async def clean(rows: list[Any]) -> list[Any]:
         await asyncio.sleep(0.05)
         return [r for r in rows if r is not None]
 
@@ -51,12 +54,12 @@ async def merge(context: Context, fetch_orders: list, fetch_refunds: list,
 
 
 @step
-async def publish(context: Context, merge: dict) -> str:
+async def publish(context: Context, merge: Data) -> str:
     return f"net {merge['net']} published"
 
 
 @workflow
-def pipeline(wf):
+def pipeline(wf: WorkflowBuilder) -> None:
     """Fetch in parallel, merge, publish."""
     wf.timeline([fetch_orders, fetch_refunds, fetch_payouts] >> merge >> publish)
 

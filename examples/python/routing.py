@@ -6,17 +6,20 @@ Inputs: {"install": "ok" | "timeout" | "broken", "healthy": true | false}
 
 import asyncio
 import json
+from typing import Any
 
-from cerebelum import Context, step, workflow
+from cerebelum import Context, WorkflowBuilder, step, workflow
+
+Data = dict[str, Any]  # a JSON object
 
 
 @step
-async def provision(context: Context, inputs: dict) -> dict:
+async def provision(context: Context, inputs: Data) -> Data:
     return {"server": "srv-1"}
 
 
 @step
-async def install_app(context: Context, inputs: dict, provision: dict) -> dict:
+async def install_app(context: Context, inputs: Data, provision: Data) -> Data:
     mode = inputs.get("install", "ok")
     if mode == "timeout":
         raise TimeoutError("install timeout: the package mirror did not answer")
@@ -26,27 +29,27 @@ async def install_app(context: Context, inputs: dict, provision: dict) -> dict:
 
 
 @step
-async def install_from_cache(context: Context, provision: dict) -> dict:
+async def install_from_cache(context: Context, provision: Data) -> Data:
     return {"installed_on": provision["server"], "from": "cache"}
 
 
 @step
-async def health_check(context: Context, inputs: dict) -> dict:
+async def health_check(context: Context, inputs: Data) -> Data:
     return {"healthy": bool(inputs.get("healthy", True))}
 
 
 @step
-async def done(context: Context, provision: dict) -> str:
+async def done(context: Context, provision: Data) -> str:
     return f"{provision['server']} is serving"
 
 
 @step
-async def rollback(context: Context, provision: dict) -> str:
+async def rollback(context: Context, provision: Data) -> str:
     return f"{provision['server']} rolled back"
 
 
 @workflow
-def release(wf):
+def release(wf: WorkflowBuilder) -> None:
     """Install (with fallbacks), check health, finish or roll back."""
     wf.timeline(provision >> install_app >> health_check)
     wf.diverge(install_app, {"timeout": install_from_cache >> health_check,
