@@ -7,7 +7,7 @@ use cerebelum_harness as common;
 
 use cerebelum::Error;
 use cerebelum::journal::{
-    Answered, Call, CallError, CallKind, Entry, ErrorKind, Event, Output, Progress,
+    Call, CallError, CallKind, Entry, ErrorKind, Event, Output, Progress, ReportProgress,
 };
 use cerebelum::model::{
     ApiKeyRecord, Decision, ListFilter, NewExecution, PackageInfo, Quotas, Status, TaskClaim,
@@ -181,7 +181,7 @@ async fn operator_keys_nodes_and_gauges(db: Db) {
             invocation: "wf".to_owned(),
             event: Event::Call {
                 hash: CallKind::ReportProgress.hash(&args),
-                call: Call::ReportProgress(Answered {
+                call: Call::ReportProgress(ReportProgress {
                     args,
                     answer: Value::Null,
                 }),

@@ -399,7 +399,7 @@ async fn raw_instance(bench: &Bench, n: usize) -> f64 {
 
 /// p50 of single-entry commits straight to the store, in ms.
 async fn raw_commit(bench: &Bench, n: usize) -> f64 {
-    use cerebelum::journal::{Answered, Call, CallKind, Entry, Event, LogLine};
+    use cerebelum::journal::{Call, CallKind, Entry, Event, Log, LogLine};
     use cerebelum::store::CommitOp;
     let node = &bench.nodes[0];
     let id = bench.start_on(node, "noop3", "{}").await;
@@ -423,7 +423,7 @@ async fn raw_commit(bench: &Bench, n: usize) -> f64 {
                 invocation: "bench".into(),
                 event: Event::Call {
                     hash: CallKind::Log.hash(&i),
-                    call: Call::Log(Answered {
+                    call: Call::Log(Log {
                         args: LogLine {
                             level: "info".into(),
                             message: i.to_string(),

@@ -5,7 +5,7 @@ use anyhow::Result;
 use cerebelum::api::Operations;
 use cerebelum::api::convert::progress_of;
 use cerebelum::api::service::WatchEvent;
-use cerebelum::journal::{Call, Entry, Event, WORKFLOW};
+use cerebelum::journal::{Call, Entry, Event, ShowContext, WORKFLOW};
 use cerebelum::model::{ExecutionRecord, Status};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -204,71 +204,23 @@ impl Renderer {
 
     /// A line for the call at `seq` (remembered to name its result).
     fn call(&mut self, seq: i64, call: &Call, from_workflow: bool) -> Option<String> {
-        let line = match call {
-            Call::CallStep(c) | Call::StartStep(c) => {
-                self.calls.insert(seq, format!("step {}", c.args.step));
-                if !from_workflow {
-                    return None;
-                }
-                format!("→ step {}", c.args.step)
-            }
-            _ if !from_workflow => return None,
-            Call::Sleep(s) => {
-                self.calls.insert(seq, "sleep".into());
-                format!("⏸ sleeping {} ms (durable)", s.args.duration_ms)
-            }
-            Call::Poll(p) => {
-                self.calls
-                    .insert(seq, format!("poll {}", p.args.check_step));
-                format!(
-                    "⟳ polling {} every {} ms",
-                    p.args.check_step, p.args.options.interval_ms
-                )
-            }
-            Call::AwaitApproval(a) => {
-                let key = &a.args.key;
-                self.calls.insert(seq, format!("approval '{key}'"));
-                format!(
-                    "⏳ waiting for approval '{key}': {}\n   approve: cerebelum approve {} {key} --payload '{{}}'   reject: cerebelum reject {} {key} --reason '...'",
-                    a.args.message, self.execution_id, self.execution_id
-                )
-            }
-            Call::AwaitSignal(w) => {
-                let name = &w.args.name;
-                self.calls.insert(seq, format!("signal '{name}'"));
-                format!(
-                    "⏳ waiting for signal '{name}'\n   send: cerebelum signal {} {name} --payload '{{}}'",
-                    self.execution_id
-                )
-            }
-            Call::SetState(st) => format!("◆ state: {}", st.args.state),
-            Call::StartChild(c) => match &c.child {
-                Some(child) => {
-                    self.calls
-                        .insert(seq, format!("child {} {}", c.args.workflow, child.id));
-                    format!(
-                        "⇉ child {} started: {} (cerebelum watch {})",
-                        c.args.workflow, child.id, child.id
-                    )
-                }
-                None => format!("⇉ child {} not started", c.args.workflow),
-            },
-            Call::AwaitChild(a) => {
-                let child = self
-                    .calls
-                    .get(&(a.args.handle as i64))
-                    .cloned()
-                    .unwrap_or_else(|| format!("child {}", a.args.handle));
-                self.calls.insert(seq, child.clone());
-                format!("⏳ waiting for {child}")
-            }
-            Call::ContinueAsNew(c) => {
-                format!("↻ continued as {} (cerebelum watch {})", c.answer, c.answer)
-            }
-            Call::Log(l) => format!("  [{}] {}", l.args.level, l.args.message),
-            _ => return None,
-        };
-        Some(line)
+        let shown = call.show(&ShowContext {
+            execution: &self.execution_id,
+            names: &self.calls,
+        });
+        // Steps are named wherever they are called (their invocations
+        // print as the step); everything else only from the workflow.
+        let is_step = matches!(call, Call::CallStep(_) | Call::StartStep(_));
+        if !from_workflow && !is_step {
+            return None;
+        }
+        if let Some(name) = shown.name {
+            self.calls.insert(seq, name);
+        }
+        if !from_workflow {
+            return None;
+        }
+        shown.line
     }
 }
 

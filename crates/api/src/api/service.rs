@@ -74,46 +74,22 @@ pub fn queue_note(task: &TaskRecord, last_polled_ms: Option<i64>, now_ms: i64) -
 /// until 2026-11-25T17:00:00Z`, `step deploy`, `poll check`, `child deploy
 /// ex_…`).
 pub fn waiting_on(journal: &[Entry]) -> Vec<String> {
-    use crate::journal::{Call, Event};
+    use crate::journal::{Event, ShowContext};
     let mut open: std::collections::BTreeMap<i64, String> = Default::default();
-    let mut children: HashMap<u64, String> = HashMap::new();
+    let mut names: HashMap<i64, String> = HashMap::new();
     for e in journal {
         match &e.event {
             Event::Call { call, .. } => {
-                let line = match call {
-                    Call::StartChild(c) => {
-                        if let Some(child) = &c.child {
-                            let line = format!("child {} {}", c.args.workflow, child.id);
-                            children.insert(e.seq as u64, line);
-                        }
-                        continue;
-                    }
-                    Call::AwaitChild(c) => match children.get(&c.args.handle) {
-                        Some(line) => line.clone(),
-                        None => continue,
-                    },
-                    Call::CallStep(c) | Call::StartStep(c) => format!("step {}", c.args.step),
-                    Call::Sleep(c) => format!("sleep until {}", crate::util::utc(c.due_at)),
-                    Call::Poll(c) => format!("poll {}", c.args.check_step),
-                    Call::AwaitApproval(c) => match c.due_at {
-                        Some(due) => format!(
-                            "approval '{}' (times out {})",
-                            c.args.key,
-                            crate::util::utc(due)
-                        ),
-                        None => format!("approval '{}'", c.args.key),
-                    },
-                    Call::AwaitSignal(c) => match c.due_at {
-                        Some(due) => format!(
-                            "signal '{}' (times out {})",
-                            c.args.name,
-                            crate::util::utc(due)
-                        ),
-                        None => format!("signal '{}'", c.args.name),
-                    },
-                    _ => continue,
-                };
-                open.insert(e.seq, line);
+                let shown = call.show(&ShowContext {
+                    execution: "",
+                    names: &names,
+                });
+                if let Some(waiting) = shown.waiting {
+                    open.insert(e.seq, waiting);
+                }
+                if let Some(name) = shown.name {
+                    names.insert(e.seq, name);
+                }
             }
             Event::Result { call, .. } => {
                 open.remove(call);

@@ -5,8 +5,8 @@ use super::guest::GuestData;
 use super::replay::Interrupt;
 use super::state::ExecState;
 use crate::journal::{
-    Answered, Call, CallError, CallKind, Entry, ErrorKind, Event, Output, Usage, WORKFLOW,
-    describe_call,
+    Call, CallError, CallKind, DurableCall, Entry, ErrorKind, Event, Immediate, Output, Usage,
+    WORKFLOW, describe_call,
 };
 use crate::runtime::{LimitHit, Sandbox, Stream, new_store};
 use crate::store::{NewEntry, SideWrite};
@@ -138,19 +138,20 @@ impl Invocation {
         ))
     }
 
-    /// The recorded call at the cursor if it is exactly this one (and then
-    /// moves past it); `None`, without moving, otherwise. For `recall`,
-    /// where a missing entry means "compute it live".
-    pub fn recall(&mut self, kind: CallKind, args: &impl Serialize) -> Option<Call> {
-        let hash = kind.hash(args);
+    /// The recorded call at the cursor if it is exactly this one, of kind
+    /// `C` with `args` (and then moves past it); `None`, without moving,
+    /// otherwise. For `recall`, where a missing entry means "compute it
+    /// live".
+    pub fn recall<C: DurableCall>(&mut self, args: &impl Serialize) -> Option<C> {
+        let hash = C::KIND.hash(args);
         let index = self.exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let (call, recorded_hash) = index
             .call(&self.id, self.cursor.load(Ordering::SeqCst))?
             .call()?;
-        if call.kind() != kind || recorded_hash != hash {
+        if call.kind() != C::KIND || recorded_hash != hash {
             return None;
         }
-        let call = call.clone();
+        let call = C::from_call(call.clone())?;
         self.cursor.fetch_add(1, Ordering::SeqCst);
         Some(call)
     }
@@ -168,25 +169,18 @@ impl Invocation {
         Ok(self.exec.writer.push_side(entry, side).await?)
     }
 
-    /// A call answered at once (clock, random, log): replayed from the
-    /// journal, or computed by `live` (only then: a replayed log line is
-    /// not logged again) and journaled. `wrap` makes the call of its
-    /// arguments and answer; `answer` reads the answer of a recorded one.
-    pub async fn immediate<A, T>(
+    /// A call of kind `C` answered at once (clock, random, log): replayed
+    /// from the journal, or computed by `live` (only then: a replayed log
+    /// line is not logged again) and journaled.
+    pub async fn immediate<C: Immediate>(
         &mut self,
-        kind: CallKind,
-        args: A,
-        live: impl FnOnce(&Invocation) -> T,
-        wrap: fn(Answered<A, T>) -> Call,
-        answer: fn(Call) -> Option<T>,
-    ) -> Result<T, Interrupt>
-    where
-        A: Serialize,
-        T: Clone,
-    {
+        args: C::Args,
+        live: impl FnOnce(&Invocation) -> C::Answer,
+    ) -> Result<C::Answer, Interrupt> {
+        let kind = C::KIND;
         let matched = self.record(kind, &args)?;
         match matched.recorded {
-            Recorded::Replayed { seq, call } => answer(call).ok_or_else(|| {
+            Recorded::Replayed { seq, call } => C::from_call(call).map(C::answer).ok_or_else(|| {
                 Interrupt::Nondeterminism(format!(
                     "journal entry {seq} does not hold the answer of a {kind} call; the journal \
                      was modified"
@@ -194,10 +188,7 @@ impl Invocation {
             }),
             Recorded::Live => {
                 let value = live(self);
-                let call = wrap(Answered {
-                    args,
-                    answer: value.clone(),
-                });
+                let call = C::new(args, value.clone()).into();
                 self.push_call(matched.hash, call, Vec::new()).await?;
                 Ok(value)
             }

@@ -3,8 +3,8 @@
 //!
 //! [`Engine`] is the façade: uploads, starts, waits. The rest is
 //! crate-private: `drive` drives one claimed execution, `scheduler`
-//! claims due ones, `host` answers user code's host calls (through `calls`
-//! for the ones that take time, `http` for outbound requests), `replay`
+//! claims due ones, `host` routes user code's host calls to `calls` (one
+//! module per durable call) and `http` (outbound requests), `replay`
 //! indexes the journal, `state` holds what running executions share,
 //! `tenant` the tenants' sandbox settings.
 

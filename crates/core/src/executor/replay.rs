@@ -259,7 +259,7 @@ mod tests {
     }
 
     fn step_call(seq: i64) -> Entry {
-        let call = Call::NowMs(crate::journal::Answered {
+        let call = Call::NowMs(crate::journal::NowMs {
             args: NoArgs {},
             answer: 0,
         });

@@ -4,7 +4,7 @@
 //! printed, and the start and end of the execution.
 
 use super::html::{duration, json, time};
-use crate::journal::{Call, Entry, Event, HttpAnswer, Outcome, WORKFLOW};
+use crate::journal::{Call, Detail, Entry, Event, Outcome, ShowContext, WORKFLOW};
 use crate::model::Status;
 use maud::{Markup, PreEscaped, html};
 use std::collections::HashMap;
@@ -104,6 +104,8 @@ pub struct Timeline {
     /// result under the same seq.
     calls: HashMap<i64, usize>,
     steps: HashMap<i64, String>,
+    /// What calls are called, by seq (see [`crate::journal::Shown::name`]).
+    names: HashMap<i64, String>,
     /// Rows before this one have their seq set (see [`Timeline::extend`]).
     marked: usize,
 }
@@ -119,11 +121,17 @@ fn who(invocation: &str, steps: &HashMap<i64, String>) -> String {
         .map_or_else(|| invocation.to_owned(), |step| format!("step {step}"))
 }
 
-fn host_of(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let host = &rest[..end];
-    host.rsplit_once('@').map_or(host, |(_, h)| h)
+/// What a row shows under its title.
+fn details(details: &[Detail]) -> Markup {
+    html! {
+        @for detail in details {
+            @match detail {
+                Detail::Json(value) => (json(value)),
+                Detail::Text(text) => p { (text) },
+                Detail::Code(code) => code { (code) },
+            }
+        }
+    }
 }
 
 impl Timeline {
@@ -142,6 +150,7 @@ impl Timeline {
             progress,
             calls,
             steps,
+            names,
             marked,
             ..
         } = self;
@@ -160,159 +169,31 @@ impl Timeline {
                     format!("started workflow {}", s.workflow),
                 )),
                 Event::Call { call, .. } => {
-                    let by = who(&e.invocation, steps);
-                    let mut row = match call {
-                        Call::CallStep(c) | Call::StartStep(c) => {
-                            steps.insert(e.seq, c.args.step.clone());
-                            let mut row =
-                                Row::new(e.at_ms, "step", by, format!("step {}", c.args.step));
-                            row.details = json(&c.args.input);
-                            row
-                        }
-                        Call::AwaitSteps(a) => Row::new(
-                            e.at_ms,
-                            "await",
-                            by,
-                            format!("awaits {} started steps", a.args.handles.len()),
-                        ),
-                        Call::Sleep(s) => {
-                            let mut row = Row::new(
-                                e.at_ms,
-                                "sleep",
-                                by,
-                                format!("sleeps {}", duration(s.args.duration_ms as i64)),
-                            );
-                            row.due_ms = Some(s.due_at);
-                            row
-                        }
-                        Call::Poll(p) => {
-                            let mut row = Row::new(
-                                e.at_ms,
-                                "poll",
-                                by,
-                                format!(
-                                    "polls {} every {} (at most {} checks)",
-                                    p.args.check_step,
-                                    duration(p.args.options.interval_ms as i64),
-                                    p.args.options.max_attempts
-                                ),
-                            );
-                            row.due_ms = p.args.options.timeout_ms.map(|t| p.started_at + t as i64);
-                            row
-                        }
-                        Call::AwaitApproval(a) => {
-                            let mut row = Row::new(
-                                e.at_ms,
-                                "approval",
-                                by,
-                                format!("waits for approval '{}'", a.args.key),
-                            );
-                            row.details = html! {
-                                p { (a.args.message) }
-                                @if let Some(details) = &a.args.details { (json(details)) }
-                            };
-                            row.due_ms = a.due_at;
-                            row
-                        }
-                        Call::AwaitSignal(w) => {
-                            let mut row = Row::new(
-                                e.at_ms,
-                                "signal",
-                                by,
-                                format!("waits for signal '{}'", w.args.name),
-                            );
-                            row.due_ms = w.due_at;
-                            row
-                        }
-                        Call::StartChild(c) => {
-                            let what = match &c.child {
-                                Some(child) => format!(
-                                    "child {} {} ({} v{})",
-                                    c.args.workflow, child.id, child.package, child.version
-                                ),
-                                None => format!("child {} (not started)", c.args.workflow),
-                            };
-                            let mut row = Row::new(e.at_ms, "child", by, what);
-                            row.details = json(&c.args.input);
-                            row
-                        }
-                        Call::AwaitChild(a) => Row::new(
-                            e.at_ms,
-                            "await",
-                            by,
-                            format!("awaits child {}", a.args.handle),
-                        ),
-                        Call::ContinueAsNew(c) => {
-                            let mut row = Row::new(
-                                e.at_ms,
-                                "continue",
-                                by,
-                                format!("continued as {}", c.answer),
-                            );
-                            row.details = json(&c.args.input);
-                            row
-                        }
-                        Call::SetState(st) => Row::new(
-                            e.at_ms,
-                            "state",
-                            by,
-                            format!(
-                                "state {}",
-                                crate::util::shorten(&st.args.state.to_string(), 200)
-                            ),
-                        ),
-                        Call::ReportProgress(p) => {
-                            *progress = Some(Progress {
-                                percent: p.args.percent,
-                                message: p.args.message.clone(),
-                            });
-                            Row::new(
-                                e.at_ms,
-                                "progress",
-                                by,
-                                format!("progress {}%: {}", p.args.percent, p.args.message),
-                            )
-                        }
-                        Call::Log(l) => Row::new(
-                            e.at_ms,
-                            "log",
-                            by,
-                            format!("[{}] {}", l.args.level, l.args.message),
-                        ),
-                        Call::Http(h) => {
-                            let answer = match &h.answer {
-                                HttpAnswer::Response { status, .. } => format!("→ {status}"),
-                                HttpAnswer::Error { error, .. } => format!("→ {error}"),
-                            };
-                            let mut row = Row::new(
-                                e.at_ms,
-                                "http",
-                                by,
-                                format!("{} {} {answer}", h.args.method, host_of(&h.args.url)),
-                            );
-                            row.details = html! { code { (h.args.url) } };
-                            row
-                        }
-                        Call::Record(r) if r.args.name == "sleep" => Row::new(
-                            e.at_ms,
-                            "sleep",
-                            by,
-                            format!(
-                                "sleeps {} ms: {}",
-                                r.answer["duration_ms"], r.answer["data"]
-                            ),
-                        ),
-                        // Clock, randomness and recorded values: replayed
-                        // answers, not events a person looks for.
-                        Call::NowMs(_) | Call::RandomU64(_) | Call::Record(_) => continue,
+                    let cx = ShowContext {
+                        execution: "",
+                        names,
                     };
-                    if matches!(
-                        row.kind,
-                        "step" | "sleep" | "poll" | "approval" | "signal" | "await"
-                    ) {
+                    let shown = call.show(&cx);
+                    if let Some(name) = &shown.name {
+                        names.insert(e.seq, name.clone());
+                    }
+                    let Some(kind) = shown.row else { continue };
+                    match call {
+                        Call::CallStep(c) => steps.insert(e.seq, c.args.step.clone()),
+                        Call::StartStep(c) => steps.insert(e.seq, c.args.step.clone()),
+                        _ => None,
+                    };
+                    if let Call::ReportProgress(p) = call {
+                        *progress = Some(Progress {
+                            percent: p.args.percent,
+                            message: p.args.message.clone(),
+                        });
+                    }
+                    let mut row = Row::new(e.at_ms, kind, who(&e.invocation, steps), shown.title);
+                    row.details = details(&shown.details);
+                    row.due_ms = shown.due_ms;
+                    if shown.waits {
                         calls.insert(e.seq, rows.len());
-                    } else {
-                        row.outcome = None;
                     }
                     rows.push(row);
                 }
@@ -545,7 +426,7 @@ pub fn more_line(skip: usize, total: usize) -> Markup {
 mod tests {
     use super::*;
     use crate::journal::{
-        Attempt as AttemptEntry, AttemptFailed, CallError, ErrorKind, StepArgs, StepCall,
+        Attempt as AttemptEntry, AttemptFailed, CallError, CallStep, ErrorKind, StepArgs,
     };
     use serde_json::json;
 
@@ -566,7 +447,7 @@ mod tests {
                 "wf",
                 Event::Call {
                     hash: String::new(),
-                    call: Call::CallStep(StepCall {
+                    call: Call::CallStep(CallStep {
                         args: StepArgs {
                             step: "deploy".into(),
                             input: json!({"host": "web-1"}),
@@ -638,12 +519,5 @@ mod tests {
         assert!(html.contains("ssh &lt;refused&gt;"), "escaped: {html}");
         assert!(html.contains("state-done"), "{html}");
         assert!(html.contains("&quot;ok&quot;: true"), "{html}");
-    }
-
-    #[test]
-    fn hosts_are_taken_from_urls() {
-        assert_eq!(host_of("https://api.example.com/v1?q"), "api.example.com");
-        assert_eq!(host_of("http://user:pw@h:8080/x"), "h:8080");
-        assert_eq!(host_of("h"), "h");
     }
 }

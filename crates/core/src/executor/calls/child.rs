@@ -1,0 +1,287 @@
+//! `start-child` and `await-child`: executions an execution starts (its
+//! children) and waiting for their results. The child's id and package are
+//! journaled (durably) before the child exists; its creation is idempotent
+//! by its key, so a replay after a crash finds the same child.
+
+use super::{CallOutcome, WasmResult, misfit, payload_result};
+use crate::executor::guest::GuestData;
+use crate::executor::invocation::Recorded;
+use crate::executor::parse_payload;
+use crate::executor::replay::Interrupt;
+use crate::executor::state::ExecState;
+use crate::journal::{
+    AwaitChild, CallError, CallKind, ChildArgs, ChildHandle, ChildOptions, ChildStarted,
+    DurableCall, ErrorKind, StartChild,
+};
+use crate::model::{NewExecution, PackageRecord, Status};
+use crate::runtime::bindings::cerebelum::workflow::types as t;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// `start-child`: starts the child (or finds the one a replayed call
+/// started); its handle is the call's seq.
+pub async fn start_child(
+    data: &mut GuestData,
+    workflow: String,
+    input: String,
+    options: Option<t::ChildOptions>,
+) -> WasmResult<Result<u64, t::Error>> {
+    data.settle().await?;
+    let inv = data.invocation()?;
+    if let Err(e) = inv.exec.check_payload("the child's input", input.len()) {
+        return Ok(Err(e.into()));
+    }
+    let args = ChildArgs {
+        workflow,
+        input: parse_payload(&input),
+        options: options.map(|o| ChildOptions {
+            package: o.package_name,
+            version: o.version,
+            detached: o.detached,
+        }),
+    };
+    let matched = inv
+        .record(CallKind::StartChild, &args)
+        .map_err(wasmtime::Error::new)?;
+    let exec = inv.exec.clone();
+    let (seq, start, replayed) = match matched.recorded {
+        Recorded::Replayed { seq, call } => match Box::<StartChild>::from_call(call) {
+            Some(start) => (seq, *start, true),
+            None => return Err(misfit(seq, CallKind::StartChild)),
+        },
+        Recorded::Live => {
+            // Which package: journaled with the call, so a replay
+            // starts the same one even if a newer version came since.
+            let found = match open_room(&exec).await? {
+                Ok(()) => child_package(&exec, &args).await?,
+                Err(e) => Err(e),
+            };
+            let (child, error) = match found {
+                Ok(package) => (
+                    Some(ChildStarted {
+                        id: crate::util::new_id("ex"),
+                        package: package.name,
+                        version: package.version,
+                    }),
+                    None,
+                ),
+                Err(e) => (None, Some(e)),
+            };
+            let start = StartChild { args, child, error };
+            let inv = data.invocation()?;
+            let seq = inv
+                .push_call(matched.hash, Box::new(start.clone()).into(), Vec::new())
+                .await
+                .map_err(wasmtime::Error::new)?;
+            // Durable before the child exists: a replay finds the id.
+            exec.writer.sync().await.map_err(wasmtime::Error::new)?;
+            (seq, start, false)
+        }
+    };
+    let Some(child) = start.child else {
+        let error = start
+            .error
+            .unwrap_or_else(|| CallError::new(ErrorKind::NotFound, "no child was started"));
+        return Ok(Err(error.into()));
+    };
+    let store = &exec.engine.store;
+    let infra = |e| wasmtime::Error::new(Interrupt::from(e));
+    // A replay reads whether it exists (it does, unless a crash came
+    // between the journal and the creation) instead of writing again.
+    let exists = replayed
+        && match store.executions().execution(&child.id).await {
+            Ok(_) => true,
+            Err(crate::Error::NotFound(_)) => false,
+            Err(e) => return Err(infra(e)),
+        };
+    let id = if exists {
+        child.id
+    } else {
+        // Idempotent by its key, `child:<parent>:<seq>`.
+        let record = &exec.record;
+        let new = NewExecution {
+            id: child.id,
+            tenant: record.tenant.clone(),
+            package_name: child.package,
+            package_version: child.version,
+            package_sha256: String::new(),
+            workflow: start.args.workflow,
+            input: start.args.input,
+            idempotency_key: Some(format!("child:{}:{seq}", record.id)),
+            worker_queue: record.worker_queue.clone(),
+            continued_from: None,
+            parent_id: Some(record.id.clone()),
+            detached: start.args.options.is_some_and(|o| o.detached),
+        };
+        store
+            .create_execution(new, exec.engine.now_ms(), None)
+            .await
+            .map_err(infra)?
+            .id
+    };
+    exec.children
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(seq, id);
+    Ok(Ok(seq as u64))
+}
+
+/// `await-child`: waits for the child started at `handle`.
+pub async fn await_child(
+    data: &mut GuestData,
+    handle: u64,
+) -> WasmResult<Result<String, t::Error>> {
+    let args = ChildHandle { handle };
+    let (seq, _) = data
+        .call(args, |_, args| (AwaitChild { args }, Vec::new()))
+        .await?;
+    let inv = data.invocation()?;
+    let exec = inv.exec.clone();
+    let caller = inv.id.clone();
+    let interruptible = inv.is_workflow();
+    let child = exec
+        .children
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(handle as i64))
+        .cloned();
+    let began = data.sandbox.wait_on_guests_begin();
+    let outcome = wait(exec, caller, seq, handle, child, interruptible).await;
+    data.sandbox.wait_end(began).await;
+    payload_result(outcome)
+}
+
+/// Waits for the child started at `handle` (execution `child`) to end,
+/// following it through its continue-as-new runs: the result of the call
+/// at `seq` is the child's result or error.
+pub async fn wait(
+    exec: Arc<ExecState>,
+    caller: String,
+    seq: i64,
+    handle: u64,
+    child: Option<String>,
+    interruptible: bool,
+) -> CallOutcome {
+    if let Some(answered) = exec.answered(&caller, seq, interruptible).await {
+        return answered;
+    }
+    let Some(mut id) = child else {
+        let e = CallError::new(
+            ErrorKind::InvalidHandle,
+            format!("no child was started with handle {handle}"),
+        );
+        return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
+    };
+    let executions = &exec.engine.store;
+    loop {
+        let child = executions.executions().execution(&id).await?;
+        let result = match child.status {
+            Status::Completed => {
+                let next = child
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.get("continued_as"))
+                    .and_then(Value::as_str);
+                if let Some(next) = next
+                    && let Ok(run) = executions.executions().execution(next).await
+                    && run.continued_from.as_deref() == Some(id.as_str())
+                {
+                    id = run.id;
+                    continue;
+                }
+                Ok(child.result.unwrap_or(Value::Null))
+            }
+            Status::Failed => {
+                let e = child
+                    .error
+                    .unwrap_or_else(|| CallError::new(ErrorKind::Other("error".into()), ""));
+                Err(CallError::new(
+                    e.kind,
+                    format!(
+                        "child workflow {} ({id}) failed: {}",
+                        child.workflow, e.message
+                    ),
+                ))
+            }
+            Status::Cancelled => Err(CallError::new(
+                ErrorKind::ChildCancelled,
+                format!("child workflow {} ({id}) was cancelled", child.workflow),
+            )),
+            _ => {
+                // Its end wakes this execution (`SideWrite::WakeParent`).
+                exec.writer.sync().await?;
+                return Err(Interrupt::Suspend { wake_at: None });
+            }
+        };
+        // Not durable: the child's row holds it.
+        return exec.resolve(&caller, seq, result, false, Vec::new()).await;
+    }
+}
+
+/// Whether the tenant may have one more open execution (its
+/// `max_open_executions`), as a start through the API checks.
+async fn open_room(exec: &ExecState) -> WasmResult<Result<(), CallError>> {
+    let Some(limit) = exec.sandbox.quotas.max_open_executions else {
+        return Ok(Ok(()));
+    };
+    let open = exec
+        .engine
+        .store
+        .executions()
+        .count_open_executions(&exec.record.tenant)
+        .await
+        .map_err(|e| wasmtime::Error::new(Interrupt::from(e)))?;
+    if open < limit {
+        return Ok(Ok(()));
+    }
+    Ok(Err(CallError::new(
+        ErrorKind::Quota,
+        format!(
+            "tenant '{}' has {open} open executions and may have at most {limit} (max open \
+             executions): no child was started",
+            exec.record.tenant
+        ),
+    )))
+}
+
+/// The package a `start-child` names (this execution's version when it
+/// names none), if it has the workflow; else the error the call answers.
+async fn child_package(
+    exec: &ExecState,
+    args: &ChildArgs,
+) -> WasmResult<Result<PackageRecord, CallError>> {
+    let record = &exec.record;
+    let options = args.options.clone().unwrap_or_default();
+    let found = match &options.package {
+        None => Ok(PackageRecord {
+            tenant: record.tenant.clone(),
+            sha256: record.package_sha256.clone(),
+            name: record.package_name.clone(),
+            version: record.package_version,
+            info: exec.package.info.clone(),
+            created_at_ms: 0,
+            size_bytes: 0,
+        }),
+        Some(name) => {
+            exec.engine
+                .store
+                .catalog()
+                .find_package(&record.tenant, name, options.version.map(|v| v as i64))
+                .await
+        }
+    };
+    let package = match found {
+        Ok(package) => package,
+        Err(crate::Error::NotFound(message)) => {
+            return Ok(Err(CallError::new(ErrorKind::NotFound, message)));
+        }
+        Err(e) => return Err(wasmtime::Error::new(Interrupt::from(e))),
+    };
+    Ok(match package.info.check_workflow(&args.workflow) {
+        Ok(()) => Ok(package),
+        Err(e) => Err(CallError::new(
+            ErrorKind::NotFound,
+            format!("child workflow of package '{}': {e}", package.name),
+        )),
+    })
+}
