@@ -28,7 +28,8 @@ common::on_both_backends!(
 );
 
 /// A `python -m cerebelum worker` process serving the steps of a file
-/// (`pyworker.py` unless said); killed when dropped.
+/// (`pyworker.py` unless said), or another Python program that serves as
+/// a worker; killed when dropped.
 struct PyWorker {
     child: Child,
     log: PathBuf,
@@ -384,9 +385,9 @@ fn a_stopped_python_workers_late_outcome_is_refused(db: Db) {
     assert_eq!(cli.status(&id)["result"], ended["result"], "unchanged");
 }
 
-/// `await wf.execute(inputs, distributed=True)` in a Python program: the
-/// file is built and uploaded, the workflow runs in the server and its
-/// steps in that program; the output is local mode's.
+/// `await wf.execute(inputs, distributed=True, once=True)` in a Python
+/// program: the file is built and uploaded, the workflow runs in the
+/// server and its steps in that program; the output is local mode's.
 #[test]
 fn execute_distributed_gives_the_local_output() {
     let db = Db::new();
@@ -402,7 +403,7 @@ fn execute_distributed_gives_the_local_output() {
         async def main():\n\
         \x20   for distributed in (False, True):\n\
         \x20       try:\n\
-        \x20           r, raised = await pyworker.pyworker.execute(json.loads(sys.argv[2]), distributed=distributed), None\n\
+        \x20           r, raised = await pyworker.pyworker.execute(json.loads(sys.argv[2]), distributed=distributed, once=True), None\n\
         \x20       except ExecutionError as e:\n\
         \x20           r, raised = e.result, [str(e), e.step_name, e.error]\n\
         \x20       took = datetime.fromisoformat(r.completed_at) - datetime.fromisoformat(r.started_at)\n\
@@ -567,12 +568,12 @@ fn run_locally(file: &str, workflow: &str, input: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// The original's distributed mode across `kill -9` of the server: while
-/// step `work` sleeps in the worker (the `execute(distributed=True)`
-/// process itself), the server is killed and restarted; the worker's
-/// heartbeats and completion wait for it, the execution resumes from its
-/// journal, and `execute` returns the local mode's output with one
-/// attempt and one result per step.
+/// The one-shot distributed mode across `kill -9` of the server: while
+/// step `work` sleeps in the worker (the `execute(distributed=True,
+/// once=True)` process itself), the server is killed and restarted; the
+/// worker's heartbeats and completion wait for it, the execution resumes
+/// from its journal, and `execute` returns the local mode's output with
+/// one attempt and one result per step.
 #[test]
 fn execute_distributed_survives_kill9_of_the_server_mid_step() {
     let db = Db::new();
@@ -586,7 +587,7 @@ fn execute_distributed_survives_kill9_of_the_server_mid_step() {
         logging.basicConfig(level=logging.INFO)\n\
         sys.path.insert(0, sys.argv[1])\n\
         import pyworker\n\
-        r = asyncio.run(pyworker.pyworker.execute(json.loads(sys.argv[2]), distributed=True))\n\
+        r = asyncio.run(pyworker.pyworker.execute(json.loads(sys.argv[2]), distributed=True, once=True))\n\
         print(json.dumps({'id': r.execution_id, 'status': r.status, 'steps': r.steps}))\n";
     let file = root().join(PYWORKER);
     let log = db.dir.path().join("distributed.log");
@@ -622,4 +623,215 @@ fn execute_distributed_survives_kill9_of_the_server_mid_step() {
         assert_eq!(attempts(&journal, seq), 1, "{step}: {journal:?}");
         assert_eq!(results(&journal, seq).len(), 1, "{step}: {journal:?}");
     }
+}
+
+/// A Python program's output, stdout and stderr, once it succeeded.
+fn run_python(program: &mut Command) -> (String, String) {
+    let out = program.output().expect("running python");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+/// The id in the first line of `text` that contains `before` (an `ex_…`
+/// word after it).
+fn execution_id_after(text: &str, before: &str) -> Option<String> {
+    let line = text.lines().find(|l| l.contains(before))?;
+    let rest = &line[line.find(before)? + before.len()..];
+    rest.split_whitespace()
+        .find(|w| w.starts_with("ex_"))
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_alphanumeric())
+                .to_owned()
+        })
+}
+
+/// The original SDK's distributed files, in its style
+/// (`examples/python/distributed`), against `cerebelum serve`:
+/// `hello_server.py`, whose `main()` awaits `execute(distributed=True)`,
+/// uploads its file, runs its initial execution and **keeps serving**;
+/// `hello_execute.py` starts `hello_workflow` by name with
+/// `DistributedExecutor(core_url="localhost:PORT")` (the key from
+/// `CEREBELUM_API_KEY`), prints the id and status at once and `close()`s;
+/// the server runs that execution's steps. `ExecutionClient` reads it back
+/// with the original's types; SIGTERM stops the server.
+#[test]
+fn the_originals_distributed_server_and_execute_files_run_unchanged() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    let examples = root().join("examples/python/distributed");
+    let dir = db.dir.path().join("distributed");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        examples.join("hello_server.py"),
+        dir.join("hello_server.py"),
+    )
+    .unwrap();
+    // The execute file names its server as the original's did, a bare
+    // `localhost:PORT`: this test's port.
+    let execute = std::fs::read_to_string(examples.join("hello_execute.py")).unwrap();
+    assert!(execute.contains(r#"core_url="localhost:7433""#));
+    let execute = execute.replace("localhost:7433", &format!("localhost:{port}"));
+    std::fs::write(dir.join("hello_execute.py"), execute).unwrap();
+
+    let (out, err) = (dir.join("server.out"), dir.join("server.err"));
+    let mut server_py = PyWorker {
+        child: Command::new(python())
+            .arg(dir.join("hello_server.py"))
+            .current_dir(&dir)
+            .env("CEREBELUM_SERVER", common::url(port))
+            .env("CEREBELUM_API_KEY", &key)
+            .env("CEREBELUM_CACHE_DIR", cache_dir())
+            .env("PYTHONUNBUFFERED", "1")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("running hello_server.py"),
+        log: err,
+    };
+    let said = |server_py: &PyWorker| {
+        let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+        format!("{stdout}\n{}", server_py.log())
+    };
+    let log = server_py.wait_log_until("its initial execution", LONG, |log| {
+        log.contains("serves queue") && log.contains("started execution")
+    });
+    let initial = execution_id_after(&log, "started execution").expect(&log);
+    let ended = cli.wait_ended(&initial, LONG);
+    assert_eq!(
+        ended["status"],
+        "completed",
+        "{ended}\n{}",
+        said(&server_py)
+    );
+    assert_eq!(
+        ended["result"]["output"],
+        json!({"ok": {"result": "HELLO, INITIAL!"}})
+    );
+    assert_eq!(ended["worker_queue"], "py-hello_server-v1", "{ended}");
+
+    // Started by name from another process that does not define it.
+    let (printed, _) = run_python(
+        Command::new(python())
+            .arg(dir.join("hello_execute.py"))
+            .args(["hello_workflow", "Alice"])
+            .current_dir(&dir)
+            .env_remove("CEREBELUM_SERVER")
+            .env("CEREBELUM_API_KEY", &key),
+    );
+    assert!(
+        printed.contains("Workflow submitted successfully"),
+        "{printed}"
+    );
+    let id = execution_id_after(&printed, "Execution ID:").expect(&printed);
+    assert!(
+        printed.contains("Status: pending") || printed.contains("Status: running"),
+        "it returned at once: {printed}"
+    );
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(
+        ended["status"],
+        "completed",
+        "{ended}\n{}",
+        said(&server_py)
+    );
+    assert_eq!(
+        ended["result"]["output"],
+        json!({"ok": {"result": "HELLO, ALICE!"}})
+    );
+    let journal = cli.journal(&id);
+    let served = entries(&journal, "served");
+    assert_eq!(served.len(), 2, "{served:?}");
+    let worker = served[0]["payload"]["worker"].as_str().unwrap().to_owned();
+    assert!(worker.starts_with("python-hello_workflow-"), "{worker}");
+    let shown = said(&server_py);
+    assert!(shown.contains("👋 [greet] Hello, Alice!"), "{shown}");
+    assert!(
+        shown.contains("🔠 [make_uppercase] HELLO, ALICE!"),
+        "{shown}"
+    );
+    assert!(
+        server_py.child.try_wait().unwrap().is_none(),
+        "execute(distributed=True) returned:\n{shown}"
+    );
+
+    // A name no worker server registered: said, with the names there are.
+    let refused = Command::new(python())
+        .arg(dir.join("hello_execute.py"))
+        .arg("goodbye_workflow")
+        .env("CEREBELUM_API_KEY", &key)
+        .output()
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        refusal.contains("no workflow named 'goodbye_workflow'")
+            && refusal.contains("(they have: hello_workflow)"),
+        "{refusal}"
+    );
+
+    // The original's ExecutionClient and its types.
+    let script = "import asyncio, json, sys\n\
+        from cerebelum import ExecutionClient, ExecutionState\n\
+        async def main():\n\
+        \x20   client = ExecutionClient(core_url=sys.argv[1])\n\
+        \x20   s = await client.get_execution_status(sys.argv[2])\n\
+        \x20   listed, total, more = await client.list_executions(status=ExecutionState.COMPLETED, limit=1)\n\
+        \x20   running, _, _ = await client.list_executions(status=ExecutionState.RUNNING)\n\
+        \x20   print(json.dumps({'status': s.status.value, 'workflow': s.workflow_name,\n\
+        \x20       'steps': [[t.step_name, t.step_index, t.status] for t in s.completed_steps],\n\
+        \x20       'outputs': s.step_outputs, 'inputs': s.inputs, 'index': s.current_step_index,\n\
+        \x20       'total': s.total_steps, 'percent': s.progress_percentage, 'error': s.error,\n\
+        \x20       'timed': s.started_at <= s.completed_at and s.elapsed_seconds >= 0,\n\
+        \x20       'listed': [e.execution_id for e in listed], 'total_count': total, 'more': more,\n\
+        \x20       'running': len(running)}))\n\
+        \x20   client.close()\n\
+        asyncio.run(main())\n";
+    let (read, _) = run_python(
+        Command::new(python())
+            .args(["-c", script, &format!("localhost:{port}"), &id])
+            .env("CEREBELUM_API_KEY", &key),
+    );
+    let read: Value = serde_json::from_str(&read).unwrap();
+    assert_eq!(
+        read,
+        json!({
+            "status": "EXECUTION_COMPLETED", "workflow": "hello_workflow",
+            "steps": [["greet", 0, "completed"], ["make_uppercase", 1, "completed"]],
+            "outputs": {"greet": {"message": "Hello, Alice!"},
+                        "make_uppercase": {"result": "HELLO, ALICE!"}},
+            "inputs": {"name": "Alice"}, "index": 2, "total": 2, "percent": 100.0,
+            "error": null, "timed": true,
+            "listed": [id], "total_count": 2, "more": true, "running": 0
+        })
+    );
+
+    // SIGTERM stops it gracefully (running steps may finish, the rest are
+    // handed back), and the worker is unregistered. (Ctrl-C cancels it the
+    // same way, but a test's child may inherit an ignored SIGINT.)
+    server_py.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server_py.child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            panic!("SIGTERM did not stop it:\n{}", said(&server_py));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let shown = said(&server_py);
+    assert!(status.success(), "{status}:\n{shown}");
+    assert!(
+        shown.contains(&format!("worker {worker} stopped")),
+        "{shown}"
+    );
+    let workers = cli.ok(&["workers"]);
+    assert!(!workers.contains(&worker), "unregistered: {workers}");
 }

@@ -56,6 +56,8 @@ if TYPE_CHECKING:
     # __getattr__ itself, which would make every misspelt name `Any`.
     from . import dsl
     from .distributed import DistributedExecutor
+    from .execution_client import (ApprovalInfo, ExecutionClient, ExecutionState,
+                                   ExecutionStatus, SleepInfo, StepStatus)
     from .worker import Worker
 else:
     def __getattr__(name: str) -> Any:
@@ -69,6 +71,10 @@ else:
         if name == "DistributedExecutor":
             from .distributed import DistributedExecutor
             return DistributedExecutor
+        if name in ("ExecutionClient", "ExecutionStatus", "ExecutionState", "StepStatus",
+                    "SleepInfo", "ApprovalInfo"):
+            from . import execution_client
+            return getattr(execution_client, name)
         if name == "dsl":
             import importlib
             return importlib.import_module(".dsl", __name__)

@@ -39,7 +39,7 @@ class Workflow(WorkflowDefinition):
                       reconnect_max_delay: float = 60.0, *,
                       approval_handler: ApprovalHandler | None = None,
                       secrets: Mapping[str, str] | None = None, server: str | None = None,
-                      api_key: str | None = None,
+                      api_key: str | None = None, once: bool = False,
                       signal_handler: SignalHandler | None = None) -> ExecutionResult:
         """Runs the workflow; its :class:`ExecutionResult`. Raises
         :class:`ExecutionError` when the execution fails (the failing step,
@@ -56,16 +56,25 @@ class Workflow(WorkflowDefinition):
         ``CEREBELUM_SECRET_<NAME>``). ``executor``: any object with
         ``async execute(workflow, inputs)`` runs it instead.
 
-        ``distributed=True``: the workflow runs in a Cerebelum server
-        (``server``, default the ``core_url`` of ``@workflow(core_url=...)``,
-        else ``$CEREBELUM_SERVER``; ``api_key``, default
-        ``$CEREBELUM_API_KEY``) and its steps here, as an external worker:
-        the file is built into a package (cached) and uploaded, and the
-        execution is journaled by the engine (see
-        :class:`cerebelum.distributed.DistributedExecutor`). Needs grpcio,
-        protobuf and componentize-py. The worker reconnects when the server
-        restarts: ``max_reconnect_attempts`` (0: without limit) and
-        ``reconnect_max_delay`` (seconds between attempts, at most) bound it.
+        ``distributed=True``: as in the original SDK, this process becomes
+        a **worker server and the call does not return**: the workflow's
+        file is built into a package (cached) and uploaded to a Cerebelum
+        server (``server``, default the ``core_url`` of
+        ``@workflow(core_url=...)``, else ``$CEREBELUM_SERVER``;
+        ``api_key``, default ``$CEREBELUM_API_KEY``), which makes every
+        workflow of the file startable by name
+        (``DistributedExecutor(...).execute("name", ...)``); one execution
+        starts with ``inputs``, and this process runs the steps of every
+        execution of the package until Ctrl-C (or SIGTERM, after which it
+        returns None). See :meth:`cerebelum.distributed.DistributedExecutor.serve`.
+        ``distributed=True, once=True``: the one-shot form; one execution
+        runs in the server with its steps here and its
+        :class:`ExecutionResult` is returned, as local mode's (see
+        :meth:`~cerebelum.distributed.DistributedExecutor.run`). Needs
+        grpcio, protobuf and componentize-py. The worker reconnects when
+        the server restarts: ``max_reconnect_attempts`` (0: without limit)
+        and ``reconnect_max_delay`` (seconds between attempts, at most)
+        bound it.
         """
         if executor is not None:
             return await executor.execute(self, inputs)
@@ -73,11 +82,20 @@ class Workflow(WorkflowDefinition):
             # Imported here, not above: it imports grpc and protobuf, which
             # local mode and a package built by `cerebelum build` do without.
             from .distributed import DistributedExecutor
-            return await DistributedExecutor(
+            remote = DistributedExecutor(
                 server or self.core_url, api_key=api_key,
                 max_reconnect_attempts=max_reconnect_attempts,
-                reconnect_max_delay=reconnect_max_delay,
-            ).execute(self, inputs, approval_handler=approval_handler, secrets=secrets)
+                reconnect_max_delay=reconnect_max_delay)
+            try:
+                if once:
+                    return await remote.run(self, inputs, approval_handler=approval_handler,
+                                            secrets=secrets)
+                await remote.serve(self, inputs, approval_handler=approval_handler,
+                                   secrets=secrets)
+            finally:
+                await remote.close()
+            # A worker server ends only when stopped (SIGTERM): nothing to give.
+            return None  # type: ignore[return-value]
         return await execute_locally(self, inputs, approval_handler, secrets, signal_handler)
 
 

@@ -10,11 +10,12 @@ says so. Local mode and packages never import it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Generator
 
 from ._runtime import to_json
 from .errors import CerebelumError
@@ -54,6 +55,14 @@ def optional(message: Any, field: str) -> Any:
     """The value of the ``optional`` (or message) field ``field`` of
     ``message``, or None when it is not set."""
     return getattr(message, field) if message.HasField(field) else None
+
+
+class _Done:
+    """An awaitable that is done already."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
 
 
 class ServerError(CerebelumError):
@@ -213,6 +222,18 @@ class Client:
         else:
             text = f"{rpc} failed ({code}): {details}"
         return ServerError(text, code, details)
+
+    def close_soon(self) -> Awaitable[None]:
+        """Closes the channel from code that does not await (the original
+        SDK's ``executor.close()``): in the running event loop, as a task,
+        which the awaitable returned waits for; with no loop running, the
+        channel (bound to a loop that is gone) is dropped."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._channel, self._stubs = None, ()
+            return _Done()
+        return loop.create_task(self.close())
 
     async def close(self) -> None:
         """Closes the channel (a later call opens another)."""

@@ -154,7 +154,9 @@ class Worker:
     (less if the server asks for more). ``language`` is informational.
     ``approval_handler`` and
     ``secrets`` answer ``wait_for_approval`` and ``context.secret`` as in
-    local mode.
+    local mode. ``capabilities`` (the original's ``Worker(...,
+    capabilities=["python", "async"])``) is kept as ``self.capabilities``
+    and is informational: tasks are routed by queue.
     """
 
     def __init__(self, worker_id: str | None = None, core_url: str | None = None,
@@ -163,13 +165,15 @@ class Worker:
                  max_reconnect_attempts: int = 0, reconnect_base_delay: float = 1.0,
                  reconnect_max_delay: float = 60.0, *, api_key: str | None = None,
                  queue: str = "default", concurrency: int = 1,
-                 approval_handler: Callable | None = None, secrets: dict | None = None):
+                 approval_handler: Callable | None = None, secrets: dict | None = None,
+                 capabilities: list[str] | None = None):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not queue:
             raise ValueError("a worker needs a queue name")
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.language = language
+        self.capabilities = list(capabilities or [])
         self.heartbeat_interval = heartbeat_interval
         self.poll_timeout = poll_timeout
         self.auto_reconnect = auto_reconnect

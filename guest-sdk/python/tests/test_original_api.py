@@ -191,14 +191,21 @@ def test_workflow_accepts_core_url_and_distributed_execute_uses_it(monkeypatch):
         def __init__(self, server, **_):
             servers.append(server)
 
-        async def execute(self, wf, inputs, **_):
+        async def serve(self, wf, inputs, **_):
+            servers.append("served")
+
+        async def run(self, wf, inputs, **_):
             return "done"
 
+        def close(self):
+            return asyncio.sleep(0)
+
     monkeypatch.setattr(distributed, "DistributedExecutor", Recorder)
-    asyncio.run(remote.execute({}, distributed=True))
-    asyncio.run(remote.execute({}, distributed=True, server="http://other:1"))
-    asyncio.run(plain.execute({}, distributed=True))
-    assert servers == ["production:9090", "http://other:1", None]
+    assert asyncio.run(remote.execute({}, distributed=True)) is None
+    assert asyncio.run(remote.execute({}, distributed=True, once=True,
+                                      server="http://other:1")) == "done"
+    asyncio.run(plain.execute({}, distributed=True, once=True))
+    assert servers == ["production:9090", "served", "http://other:1", None]
 
 
 # ------------------------------------------------------- a hand-built Context
