@@ -27,7 +27,7 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::model::{DEFAULT_QUOTAS, ExecutionRecord, NewExecution, PackageRecord, Quotas};
 use crate::runtime::{RuntimeConfig, sha256_hex};
-use crate::store::{Claim, Creation, Feeds, GroupCommitter, SharedStore};
+use crate::store::{Claim, CommitMetrics, Creation, Feeds, GroupCommitter, SharedStore};
 use drive::drive_registered;
 use serde_json::Value;
 use state::Runtime;
@@ -144,7 +144,13 @@ impl Engine {
     pub fn new(store: SharedStore, config: EngineConfig, clock: SharedClock) -> Result<Self> {
         let runtime = Runtime::new(&config.runtime)?;
         let feeds = Feeds::new(store.clone());
-        let committer = GroupCommitter::start(store.clone(), clock.clone(), feeds.clone())?;
+        let node = crate::metrics::metrics();
+        let observed = CommitMetrics {
+            batch: node.journal_commit_batch.clone(),
+            seconds: node.journal_commit_seconds.clone(),
+        };
+        let committer =
+            GroupCommitter::start(store.clone(), clock.clone(), feeds.clone(), observed)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,

@@ -26,6 +26,7 @@ use crate::clock::SharedClock;
 use crate::error::{Error, Result};
 use crate::journal::{Entry, Event};
 use crate::model::CallError;
+use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -57,6 +58,14 @@ const HEALTHY: u8 = 0;
 const LOST: u8 = 1;
 const FAILED: u8 = 2;
 
+/// What the commit loop observes: the size of each batch and the time its
+/// commit took (`journal_commit_batch`, `journal_commit_seconds`).
+#[derive(Clone)]
+pub struct CommitMetrics {
+    pub batch: Histogram,
+    pub seconds: Histogram,
+}
+
 /// The handle to the group-commit task.
 #[derive(Clone)]
 pub struct GroupCommitter {
@@ -71,13 +80,20 @@ impl GroupCommitter {
     /// which the loop uses for the store's async API.
     /// Each commit touches the `feeds` of the executions it wrote, so
     /// their followers see the new entries at once.
-    pub fn start(store: SharedStore, clock: SharedClock, feeds: Feeds) -> Result<Self> {
+    /// `metrics` observes each batch (the node's; a handle, so the store
+    /// imports no global).
+    pub fn start(
+        store: SharedStore,
+        clock: SharedClock,
+        feeds: Feeds,
+        metrics: CommitMetrics,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = tokio::runtime::Handle::current();
         let loop_clock = clock.clone();
         std::thread::Builder::new()
             .name("cerebelum-group-commit".into())
-            .spawn(move || run(&handle, store, loop_clock, feeds, rx))
+            .spawn(move || run(&handle, store, loop_clock, feeds, metrics, rx))
             .map_err(|e| Error::io("starting the group-commit thread", e))?;
         Ok(Self { tx, clock })
     }
@@ -222,6 +238,7 @@ fn run(
     store: SharedStore,
     clock: SharedClock,
     feeds: Feeds,
+    metrics: CommitMetrics,
     mut rx: mpsc::UnboundedReceiver<Pending>,
 ) {
     let mut queues = Queues::default();
@@ -238,13 +255,10 @@ fn run(
         }
         queues.batch(&mut batch);
         let (ops, merged_into) = coalesce(&mut batch);
-        let metrics = crate::metrics::metrics();
-        metrics.journal_commit_batch.observe(ops.len() as f64);
+        metrics.batch.observe(ops.len() as f64);
         let began = std::time::Instant::now();
         let outcome = runtime.block_on(store.commit(ops, clock.now_ms()));
-        metrics
-            .journal_commit_seconds
-            .observe(began.elapsed().as_secs_f64());
+        metrics.seconds.observe(began.elapsed().as_secs_f64());
         match outcome {
             Ok(results) => {
                 for (pending, i) in batch.drain(..).zip(merged_into) {

@@ -65,7 +65,7 @@ mod sqlite_tasks;
 mod tasks;
 
 pub use feed::{FeedEvent, Feeds, Follower};
-pub use group::{GroupCommitter, JournalWriter, NewEntry, REDACTED, redact};
+pub use group::{CommitMetrics, GroupCommitter, JournalWriter, NewEntry, REDACTED, redact};
 pub use ops::{Claim, CommitOp, Creation, SideWrite, StatusChange};
 pub use postgres::PgStore;
 pub use rows::execution_not_found;
