@@ -30,6 +30,7 @@ fi
 
 scripts/python-env.sh
 scripts/browser.sh
+scripts/prometheus.sh
 
 cargo fmt --all -- --check
 # The engine's modules keep their layers (lib.rs): no module uses one above it.
