@@ -18,6 +18,17 @@
 //!   of a durable Python step through the server (21 steps minus 1, per
 //!   step). Only (p) runs then.
 //!
+//! - (peers) with `-- --peers-json`: the workloads `scripts/bench-peers.sh`
+//!   runs on Temporal and Restate too, on the `testkit`'s `many_steps`
+//!   (no-op steps), with `serve --sync full`: W1, 500 sequential steps in
+//!   one execution; W2, 1,000 one-step executions started at once, until
+//!   all are done; W3, a 3-step execution one at a time, p50/p99; the
+//!   server's RSS idle and after; the wall-clock bounds of W1 (for the
+//!   script's count of flushes). One JSON line, prefixed `PEERS_JSON `.
+//!   `--w1-steps N`, `--w2-count N`, `--w3-runs N` and `--repeats N`
+//!   (W1 and W2 runs; the median is reported) set the sizes. Only this
+//!   runs then.
+//!
 //! `-- --quick` runs smaller counts. The machine is shared: quote medians
 //! and compare within one run.
 
@@ -95,15 +106,176 @@ async fn python(client: &mut Client, quick: bool) {
     );
 }
 
+/// The value of flag `--name N`, or `default`.
+fn count_flag(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} takes a count")))
+        .unwrap_or(default)
+}
+
+/// The resident set of this process's `cerebelum serve` child, KiB: the
+/// child still running (the harness keeps no pid; the CLI commands run
+/// before it have ended).
+fn server_rss_kib() -> Option<u64> {
+    let tasks = std::fs::read_dir("/proc/self/task").ok()?;
+    let children: Vec<String> = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|c| c.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    children.iter().find_map(|pid| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let rss = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        rss.split_whitespace().nth(1)?.parse().ok()
+    })
+}
+
+/// `many_steps` with `n` steps, to completion: seconds.
+async fn many_steps(client: &mut Client, n: usize) -> f64 {
+    let input = format!(r#"{{"n": {n}}}"#);
+    let (took, e) = common::grpc::start_to_completion(client, "kit", "many_steps", &input).await;
+    assert_eq!(
+        e.status,
+        pb::ExecutionStatus::Completed as i32,
+        "{:?}",
+        e.error_json
+    );
+    took.as_secs_f64()
+}
+
+/// What adds the API key to a request; unlike the harness's boxed closure
+/// it is `Clone`, so W2's thousand calls share 16 connections.
+#[derive(Clone)]
+struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
+
+type Shared = pb::cerebelum_client::CerebelumClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
+>;
+
+/// A one-step `many_steps`: start, then watch until it ends.
+async fn one_step(mut client: Shared) {
+    let started = client
+        .start_execution(pb::StartExecutionRequest {
+            package: "kit".into(),
+            workflow: "many_steps".into(),
+            input_json: r#"{"n": 1}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = started.into_inner().execution.unwrap().id;
+    let mut events = client
+        .watch_execution(pb::WatchExecutionRequest { id, after_seq: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(event) = events.message().await.unwrap() {
+        if let Some(pb::watch_event::Event::Finished(e)) = event.event {
+            assert_eq!(e.status, pb::ExecutionStatus::Completed as i32);
+            return;
+        }
+    }
+    panic!("the watch ended before the execution");
+}
+
+/// W2: `count` one-step executions started at once over 16 connections,
+/// each watched to its end; seconds until the last ended.
+async fn fan_out(port: u16, key: &str, count: usize) -> f64 {
+    const CONNECTIONS: usize = 16;
+    let bearer = Bearer(format!("Bearer {key}").parse().unwrap());
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let channel = tonic::transport::Channel::from_shared(common::url(port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        clients.push(pb::cerebelum_client::CerebelumClient::with_interceptor(
+            channel,
+            bearer.clone(),
+        ));
+    }
+    let t = Instant::now();
+    let tasks: Vec<_> = (0..count)
+        .map(|i| tokio::spawn(one_step(clients[i % CONNECTIONS].clone())))
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    t.elapsed().as_secs_f64()
+}
+
+/// (peers): W1, W2, W3 and RSS as one JSON line for `scripts/bench-peers.sh`.
+async fn peers(client: &mut Client, port: u16, key: &str) {
+    let w1_steps = count_flag("--w1-steps", 500);
+    let w2_count = count_flag("--w2-count", 1000);
+    let w3_runs = count_flag("--w3-runs", 200);
+    let repeats = count_flag("--repeats", 3);
+    let rss_idle = server_rss_kib();
+    common::grpc::upload(client, "kit", &common::guest("testkit")).await;
+    for _ in 0..5 {
+        many_steps(client, 3).await;
+    }
+    // Wall-clock bounds of W1, for the script's flush count (strace -ttt).
+    let epoch = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let w1_start = epoch();
+    let mut w1 = Vec::new();
+    for _ in 0..repeats {
+        w1.push(many_steps(client, w1_steps).await);
+    }
+    let w1_window = [w1_start, epoch()];
+    let mut w2 = Vec::new();
+    for _ in 0..repeats {
+        w2.push(fan_out(port, key, w2_count).await);
+    }
+    let mut w3 = Vec::new();
+    for _ in 0..w3_runs {
+        w3.push(many_steps(client, 3).await * 1e3);
+    }
+    let line = serde_json::json!({
+        "system": "cerebelum",
+        "durability": "serve --sync full: SQLite synchronous=FULL, a flush per commit",
+        "w1_steps": w1_steps,
+        "w1_s": common::percentile(&mut w1, 0.5),
+        "w1_runs": repeats,
+        "w1_window": w1_window,
+        "w2_count": w2_count,
+        "w2_s": common::percentile(&mut w2, 0.5),
+        "w3_runs": w3_runs,
+        "w3_p50_ms": common::percentile(&mut w3, 0.5),
+        "w3_p99_ms": common::percentile(&mut w3, 0.99),
+        "rss_idle_kib": rss_idle,
+        "rss_after_kib": server_rss_kib(),
+    });
+    println!("PEERS_JSON {line}");
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let only_python = std::env::args().any(|a| a == "--python");
+    let only_peers = std::env::args().any(|a| a == "--peers-json");
     let backend = common::bench_backend();
     let scale = if quick { 10 } else { 1 };
     let db = common::Db::on(backend);
     let key = db.tenant("bench", &["--max-open-executions", "1000000"]);
     let port = common::free_port();
-    let _server = db.serve_api(port, &[]);
+    // `full` is serve's default; the peers' comparison names it.
+    let sync: &[&str] = if only_peers { &["--sync", "full"] } else { &[] };
+    let _server = db.serve_api(port, sync);
     let hello = common::guest("hello");
     println!(
         "cerebelum gRPC benchmark on {backend:?} ({} cores): a `cerebelum serve` process, \
@@ -120,6 +292,10 @@ fn main() {
         let mut client = connect(port, &key).await;
         if only_python {
             python(&mut client, quick).await;
+            return;
+        }
+        if only_peers {
+            peers(&mut client, port, &key).await;
             return;
         }
         client
