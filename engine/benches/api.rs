@@ -271,7 +271,16 @@ fn main() {
     let backend = common::bench_backend();
     let scale = if quick { 10 } else { 1 };
     let db = common::Db::on(backend);
-    let key = db.tenant("bench", &["--max-open-executions", "1000000"]);
+    // W2 (peers) watches 1,000 executions at once: past the default 100 streams.
+    let streams: &[&str] = if only_peers {
+        &["--max-streams", "100000"]
+    } else {
+        &[]
+    };
+    let key = db.tenant(
+        "bench",
+        &[&["--max-open-executions", "1000000"], streams].concat(),
+    );
     let port = common::free_port();
     // `full` is serve's default; the peers' comparison names it.
     let sync: &[&str] = if only_peers { &["--sync", "full"] } else { &[] };
