@@ -604,7 +604,34 @@ fn start_waits_for_the_end_and_json_arguments_read_files() {
     let out = cli.run(&["start", "kit", "run_step", "--input", &failing, "--wait"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(stderr.contains(" failed: "), "{stderr}");
+    // A readable line: the error's kind and message, not its JSON.
+    assert!(stderr.contains(" failed: trap: "), "{stderr}");
+    assert!(!stderr.contains(r#""kind""#), "{stderr}");
+
+    // `list` is a table with a header and times people read; `journal`
+    // gives each entry's time.
+    let listed = cli.ok(&["list"]);
+    let header = listed.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("ID") && header.contains("STATUS") && header.contains("STARTED (UTC)"),
+        "{listed}"
+    );
+    let first = lines[0];
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(first))
+        .unwrap_or_default();
+    let started = row.split_whitespace().nth(4).unwrap_or_default();
+    assert!(
+        row.contains("completed") && started.len() == 10 && started.as_bytes()[4] == b'-',
+        "a date after the workflow: {row}"
+    );
+    let journal = cli.ok(&["journal", first]);
+    let time = journal.split_whitespace().nth(1).unwrap_or_default();
+    assert!(
+        time.len() == 12 && time.as_bytes()[2] == b':' && time.as_bytes()[8] == b'.',
+        "HH:MM:SS.mmm after the seq: {journal}"
+    );
 
     // A file that is not there: refused, saying which, and nothing started.
     let before = cli.ok(&["list"]);

@@ -367,6 +367,22 @@ fn approvals_from_the_cli_reach_a_python_step() {
         result(&ignored),
         "dropped 'rename': nobody answered in time"
     );
+    // `watch` shows a Python step's approval as it shows a Rust
+    // workflow's: what it waits for, how to answer, and the answer.
+    let watched = db.run(&["watch", &approved]);
+    let seen = format!(
+        "{}{}",
+        String::from_utf8_lossy(&watched.stdout),
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    assert!(
+        seen.contains("⏳ waiting for approval 'change-review'")
+            && seen.contains(&format!(
+                "approve: cerebelum approve {approved} change-review"
+            ))
+            && seen.contains("✓ approval 'change-review' → "),
+        "{seen}"
+    );
 }
 
 #[test]

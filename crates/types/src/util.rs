@@ -55,6 +55,21 @@ pub fn utc(ms: i64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
+/// A time as people read it in a table: `2026-11-26 10:40:02` (UTC, to
+/// the second).
+pub fn datetime(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// A time of day to the millisecond: `10:40:02.123` (UTC).
+pub fn time_of_day(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%H:%M:%S%.3f").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
 /// A duration in ms as short text: `820 ms`, `3.4 s`, `2 min 5 s`, `3 h 2 min`.
 pub fn duration(ms: i64) -> String {
     let ms = ms.max(0);
@@ -80,5 +95,7 @@ mod tests {
     #[test]
     fn utc_is_rfc3339_to_the_second() {
         assert_eq!(super::utc(1_764_090_000_123), "2025-11-25T17:00:00Z");
+        assert_eq!(super::datetime(1_764_090_000_123), "2025-11-25 17:00:00");
+        assert_eq!(super::time_of_day(1_764_090_000_123), "17:00:00.123");
     }
 }

@@ -296,9 +296,7 @@ pub(crate) async fn list(cli: &Cli, args: &ListArgs) -> Result<ExitCode> {
     } else if rows.is_empty() {
         out!("no executions");
     } else {
-        for r in rows {
-            out!("{}", watch::summary(&r));
-        }
+        out!("{}", watch::table(&rows));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -322,8 +320,9 @@ pub(crate) async fn journal(cli: &Cli, args: &JournalArgs) -> Result<ExitCode> {
     for e in entries {
         let row = e.row();
         out!(
-            "{:>5} {:<8} {:<16} {}{}",
+            "{:>5} {} {:<8} {:<16} {}{}",
             e.seq,
+            cerebelum::util::time_of_day(e.at_ms),
             e.invocation,
             row.kind,
             row.ref_seq

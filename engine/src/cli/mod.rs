@@ -36,6 +36,30 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The commands grouped by what they are for, with examples: shown after
+/// clap's list (a test checks that it names every command).
+const BY_TASK: &str = "\
+Commands by task:
+  Develop:     dev, build, run
+  Packages:    upload, packages
+  Executions:  start, status, list, watch, journal
+  Decide:      signal, approve, reject, cancel, pause, resume, retry
+  Automate:    schedule, trigger
+  Operate:     serve, workers, admin, audit, completions
+
+Examples:
+  cerebelum dev app.py                       a local server (console on, no sign-in)
+                                             that rebuilds app.py when it changes
+  cerebelum build app.py -o app.wasm         a package from a Python file (or a crate)
+  cerebelum run app.wasm deploy --input '{\"name\": \"web-1\"}'
+                                             run once here, showing its progress
+  cerebelum upload app.wasm --name app       then, with `cerebelum serve` running:
+  cerebelum start app deploy --input @input.json --wait
+  cerebelum watch EXECUTION_ID
+  cerebelum approve EXECUTION_ID review --payload '{}'
+
+`cerebelum COMMAND --help` explains each command.";
+
 /// A durable workflow engine for WebAssembly components.
 ///
 /// Build a package (a .wasm component exporting cerebelum:workflow), then run
@@ -48,7 +72,7 @@ use std::process::ExitCode;
 /// for https://). `cerebelum admin` creates tenants and keys on the
 /// server's database, or with --server and an operator key remotely.
 #[derive(Parser)]
-#[command(name = "cerebelum", version, about, long_about)]
+#[command(name = "cerebelum", version, about, long_about, after_help = BY_TASK)]
 pub(crate) struct Cli {
     /// The database: a SQLite file (created if missing), or a PostgreSQL
     /// URL such as postgres://USER:PASSWORD@HOST:5432/DATABASE (the
@@ -315,19 +339,33 @@ fn print_outcome(record: &ExecutionRecord) -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!(
-                "execution {} {}: {}",
-                record.id,
-                record.status,
-                record
-                    .error
-                    .as_ref()
-                    .map(|e| serde_json::to_string(e).unwrap_or_default())
-                    .unwrap_or_default()
-            );
+            eprintln!("{}", ended_line(record));
             ExitCode::FAILURE
         }
     }
+}
+
+/// How an execution that did not complete ended, for people: `execution ID
+/// failed: KIND: MESSAGE`, then its error's details (a traceback as it was
+/// printed, other details as indented JSON).
+fn ended_line(record: &ExecutionRecord) -> String {
+    let mut line = format!("execution {} {}", record.id, record.status);
+    let Some(error) = &record.error else {
+        return line;
+    };
+    line.push_str(&format!(": {}: {}", error.kind, error.message));
+    match &error.details {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(text)) => {
+            line.push('\n');
+            line.push_str(text.trim_end());
+        }
+        Some(details) => {
+            line.push('\n');
+            line.push_str(&serde_json::to_string_pretty(details).unwrap_or_default());
+        }
+    }
+    line
 }
 
 /// The console page of execution `id` on the server the CLI talks to
@@ -338,4 +376,38 @@ fn console_url(cli: &Cli, id: &str) -> Option<String> {
         "{}/executions/{id}",
         server.url.trim_end_matches('/')
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_help_groups_every_command() {
+        let groups: Vec<&str> = BY_TASK
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .flat_map(|(_, names)| names.split(','))
+            .map(str::trim)
+            .collect();
+        let commands: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_owned())
+            .collect();
+        for command in &commands {
+            assert!(
+                groups.contains(&command.as_str()),
+                "`{command}` is in no group of BY_TASK"
+            );
+        }
+        for named in &groups {
+            assert!(
+                commands.iter().any(|c| c == named),
+                "BY_TASK names `{named}`, which is no command"
+            );
+        }
+    }
 }

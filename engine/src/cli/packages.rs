@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use cerebelum::api::Operations;
 use cerebelum::model::PackageRecord;
 use clap::Args;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -54,9 +55,32 @@ pub(crate) async fn upload_file(
     cerebelum::executor::check_package_name(&name)?;
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read package file {}", path.display()))?;
-    ops.upload(&name, bytes)
+    // A large package (a Python one is ~40 MiB) takes seconds to send,
+    // validate and compile: a spinner with the time so far says it is
+    // working, on a terminal.
+    let spinner = (bytes.len() > 1 << 20 && std::io::stderr().is_terminal()).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message(format!(
+            "uploading {} ({:.1} MiB) to {}: sending, validating, compiling…",
+            path.display(),
+            bytes.len() as f64 / (1 << 20) as f64,
+            ops.place()
+        ));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    });
+    let uploaded = ops
+        .upload(&name, bytes)
         .await
-        .with_context(|| format!("{} is not a usable package", path.display()))
+        .with_context(|| format!("{} is not a usable package", path.display()));
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    uploaded
 }
 
 fn summary(p: &PackageRecord) -> String {

@@ -15,10 +15,64 @@ use tokio_stream::StreamExt;
 
 /// One line about an execution.
 pub(crate) fn summary(r: &ExecutionRecord) -> String {
-    let mut line = format!(
-        "{}  {:<9} {}/{} v{}",
-        r.id, r.status, r.package_name, r.workflow, r.package_version
-    );
+    format!(
+        "{}  {:<9} {}/{} v{}{}",
+        r.id,
+        r.status,
+        r.package_name,
+        r.workflow,
+        r.package_version,
+        notes(r)
+    )
+}
+
+/// Executions as a table: a header, then a row each — id, status,
+/// package/workflow and version, when it started (UTC) — with what else
+/// there is to say about it after (see [`notes`]).
+pub(crate) fn table(records: &[ExecutionRecord]) -> String {
+    let rows: Vec<[String; 4]> = records
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                r.status.to_string(),
+                format!("{}/{} v{}", r.package_name, r.workflow, r.package_version),
+                cerebelum::util::datetime(r.created_at_ms),
+            ]
+        })
+        .collect();
+    let header = ["ID", "STATUS", "WORKFLOW", "STARTED (UTC)"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 4]| {
+        let mut out = String::new();
+        for (cell, width) in cells.iter().zip(widths) {
+            out.push_str(&format!("{cell:<width$}  "));
+        }
+        out
+    };
+    let mut out = line(header).trim_end().to_owned();
+    for (row, r) in rows.iter().zip(records) {
+        out.push('\n');
+        let cells = [&*row[0], &*row[1], &*row[2], &*row[3]];
+        // One line per execution: a multi-line error (a panic, a
+        // traceback) is cut to its start here; `status ID` shows it whole.
+        let notes = notes(r).replace('\n', " ");
+        let notes = cerebelum::util::shorten(&notes, 200);
+        out.push_str((line(cells).trim_end().to_owned() + &notes).trim_end());
+    }
+    out
+}
+
+/// What else there is to say about an execution, each part after two
+/// spaces: whose child it is, what it continues, paused, when it wakes,
+/// its result, engine failures, its error.
+fn notes(r: &ExecutionRecord) -> String {
+    let mut line = String::new();
     if let Some(parent) = &r.parent_id {
         line.push_str(&format!("  child of {parent}"));
     }
@@ -155,7 +209,8 @@ impl Renderer {
             ),
             Event::Result { call, outcome } => {
                 let what = self.calls.get(call).cloned()?;
-                if !from_workflow {
+                let of_a_person = what.starts_with("approval '") || what.starts_with("signal '");
+                if !from_workflow && !of_a_person {
                     return None;
                 }
                 match outcome {
@@ -209,15 +264,18 @@ impl Renderer {
             names: &self.calls,
         });
         // Steps are named wherever they are called (their invocations
-        // print as the step); everything else only from the workflow.
+        // print as the step). What waits for a person is shown wherever it
+        // waits (a Python workflow's approvals are made inside its steps),
+        // everything else only from the workflow.
         let is_step = matches!(call, Call::CallStep(_) | Call::StartStep(_));
-        if !from_workflow && !is_step {
+        let waits_for_a_person = matches!(call, Call::AwaitApproval(_) | Call::AwaitSignal(_));
+        if !from_workflow && !is_step && !waits_for_a_person {
             return None;
         }
         if let Some(name) = shown.name {
             self.calls.insert(seq, name);
         }
-        if !from_workflow {
+        if !from_workflow && !waits_for_a_person {
             return None;
         }
         shown.line
