@@ -181,7 +181,9 @@ fn scrape_after_a_workload() -> String {
         let reply = common::http_request(port, "GET", "/metrics", &[], "");
         assert_eq!(reply.status, 200, "{}", reply.head);
         let has = |start: &str| reply.body.lines().any(|l| l.starts_with(start));
+        // The queue nobody serves has its task and 0 workers.
         if has(r#"cerebelum_tasks_queued{tenant="acme",queue="devops"} 1"#)
+            && has(r#"cerebelum_workers{tenant="acme",queue="devops"} 0"#)
             && has(r#"cerebelum_executions_open{tenant="acme",status="waiting"}"#)
         {
             return reply.body;

@@ -137,7 +137,7 @@ async fn operator_keys_nodes_and_gauges(db: Db) {
         summary,
         vec![("node-a", 2, NOW + LEASE), ("node-b", 1, NOW + LEASE)]
     );
-    let gauges = store.executions().gauges().await.unwrap();
+    let gauges = store.executions().gauges(0).await.unwrap();
     let mut open = gauges.open.clone();
     open.sort();
     assert_eq!(
@@ -1959,6 +1959,18 @@ async fn workers_register_and_are_listed_with_their_tasks_in_flight(db: Db) {
     );
     let recent = store.tasks().list_workers(T, NOW + 1).await.unwrap();
     assert_eq!(recent.len(), 1, "only w-1 was seen since");
+    // `/metrics` counts them per queue the same way.
+    let mut counted = store.executions().gauges(NOW).await.unwrap().workers;
+    counted.sort();
+    assert_eq!(
+        counted,
+        vec![
+            (T.to_owned(), "build".to_owned(), 1),
+            (T.to_owned(), "devops".to_owned(), 2)
+        ]
+    );
+    let counted = store.executions().gauges(NOW + 1).await.unwrap().workers;
+    assert_eq!(counted, vec![(T.to_owned(), "devops".to_owned(), 1)]);
     store.tasks().remove_worker(T, "w-1").await.unwrap();
     assert!(
         store

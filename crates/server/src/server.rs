@@ -84,7 +84,7 @@ pub async fn serve(
         throttle: throttle.clone(),
     };
     let front_door = AuthLayer::new(api.clone(), throttle.clone());
-    let metrics_store = api.store().clone();
+    let metrics_api = api.clone();
     let console = crate::console::Console {
         api: api.clone(),
         sessions: crate::console::session::Sessions::default(),
@@ -111,7 +111,7 @@ pub async fn serve(
     *routes.axum_router_mut() = grpc
         .route(
             "/metrics",
-            axum::routing::get(move || metrics_page(metrics_store.clone())),
+            axum::routing::get(move || metrics_page(metrics_api.clone())),
         )
         .merge(crate::api::triggers::router(triggers))
         .merge(crate::console::router(console, max_message_bytes))
@@ -145,12 +145,12 @@ pub async fn serve(
 }
 
 /// `GET /metrics`: the node's metrics in the Prometheus text format.
-async fn metrics_page(store: crate::store::SharedStore) -> impl axum::response::IntoResponse {
+async fn metrics_page(api: crate::api::Api) -> impl axum::response::IntoResponse {
     (
         [(
             http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::metrics::metrics().scrape(store.executions().gauges().await),
+        api.scrape_metrics().await,
     )
 }

@@ -99,6 +99,7 @@ pub struct Metrics {
     /// Read from the database at each scrape (all nodes' executions).
     pub executions_open: Family<OpenLabels, Gauge>,
     pub tasks_queued: Family<QueueLabels, Gauge>,
+    pub workers: Family<QueueLabels, Gauge>,
 }
 
 /// Counts read from the database at each scrape of `/metrics` (the store reads them).
@@ -108,6 +109,8 @@ pub struct Gauges {
     pub open: Vec<(String, String, i64)>,
     /// (tenant, queue, tasks) waiting for a worker.
     pub queued: Vec<(String, String, i64)>,
+    /// (tenant, queue, workers) seen polling in the last minute.
+    pub workers: Vec<(String, String, i64)>,
 }
 
 impl Metrics {
@@ -224,6 +227,13 @@ impl Metrics {
              (read at each scrape)",
             tasks_queued.clone(),
         );
+        let workers = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "workers",
+            "External workers seen polling in the last minute, by tenant and worker queue; 0 \
+             for a queue with waiting tasks and no worker (read at each scrape)",
+            workers.clone(),
+        );
         Self {
             registry,
             steps_finished,
@@ -235,6 +245,7 @@ impl Metrics {
             timer_lateness_seconds,
             executions_open,
             tasks_queued,
+            workers,
             executions_started,
             executions_finished,
             step_attempts,
@@ -267,10 +278,17 @@ impl Metrics {
                         .set(n);
                 }
                 self.tasks_queued.clear();
-                for (tenant, queue, n) in gauges.queued {
-                    self.tasks_queued
+                self.workers.clear();
+                for (tenant, queue, n) in gauges.workers {
+                    self.workers
                         .get_or_create(&QueueLabels { tenant, queue })
                         .set(n);
+                }
+                for (tenant, queue, n) in gauges.queued {
+                    let labels = QueueLabels { tenant, queue };
+                    // A queue with waiting tasks and no worker: 0 workers.
+                    drop(self.workers.get_or_create(&labels));
+                    self.tasks_queued.get_or_create(&labels).set(n);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading the database's gauges for /metrics"),

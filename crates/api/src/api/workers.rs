@@ -196,6 +196,17 @@ impl Api {
             .await
     }
 
+    /// The node's metrics, with the database's counts as read now (workers
+    /// counted as `cerebelum workers` lists them: seen in the last minute).
+    pub async fn scrape_metrics(&self) -> String {
+        let gauges = self
+            .store()
+            .executions()
+            .gauges(self.now_ms() - LISTED_WITHIN_MS)
+            .await;
+        crate::metrics::metrics().scrape(gauges)
+    }
+
     /// `tenant`'s workers seen in the last minute.
     pub async fn list_workers(&self, tenant: &TenantRecord) -> Result<Vec<WorkerRecord>> {
         self.store()

@@ -268,9 +268,10 @@ pub trait Executions: Send + Sync {
     /// The nodes that own running executions now, by node id.
     async fn nodes(&self) -> Result<Vec<NodeRecord>>;
 
-    /// Counts for `/metrics`: open executions by tenant and status, and
-    /// queued tasks by tenant and worker queue.
-    async fn gauges(&self) -> Result<Gauges>;
+    /// Counts for `/metrics`: open executions by tenant and status, queued
+    /// tasks by tenant and worker queue, and workers by tenant and queue
+    /// seen polling since `seen_since_ms`.
+    async fn gauges(&self, seen_since_ms: i64) -> Result<Gauges>;
 
     /// Journal entries with `seq > after_seq`, in order.
     async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>>;

@@ -900,7 +900,7 @@ where
             .collect()
     }
 
-    async fn gauges(&self) -> Result<super::Gauges> {
+    async fn gauges(&self, seen_since_ms: i64) -> Result<super::Gauges> {
         let open = sqlx::query_as::<DB, (String, String, i64)>(
             "SELECT tenant, status, COUNT(*) FROM executions \
              WHERE status IN ('pending', 'running', 'waiting') GROUP BY tenant, status",
@@ -913,7 +913,18 @@ where
         )
         .fetch_all(&self.reader)
         .await?;
-        Ok(super::Gauges { open, queued })
+        let workers = sqlx::query_as::<DB, (String, String, i64)>(
+            "SELECT tenant, queue, COUNT(*) FROM workers WHERE last_seen_at >= $1 \
+             GROUP BY tenant, queue",
+        )
+        .bind(seen_since_ms)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(super::Gauges {
+            open,
+            queued,
+            workers,
+        })
     }
 
     async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>> {
