@@ -118,6 +118,9 @@ fn every_route_hides_other_tenants_and_refuses_forged_requests() {
         ("reject", format!("csrf={csrf}&key=ship&reason=no")),
         ("cancel", format!("csrf={csrf}")),
         ("retry", format!("csrf={csrf}")),
+        ("signal", format!("csrf={csrf}&name=go&payload=%7B%7D")),
+        ("pause", format!("csrf={csrf}")),
+        ("resume", format!("csrf={csrf}")),
     ] {
         let path = format!("/executions/{theirs}/{path}");
         let reply = http_request(port, "POST", &path, &auth, &form);
@@ -726,6 +729,48 @@ async fn a_person_operates_executions_in_a_browser() {
     )
     .await;
 
+    // Pause, resume and a signal from the page, as `cerebelum pause`,
+    // `resume` and `signal` do them (issue 35, 5).
+    let waiter = started(&cli, "signal_wait", json!({"name": "go", "count": 1}));
+    wait_status(&cli, &waiter, "waiting");
+    browser
+        .goto(&format!("{base}/executions/{waiter}"))
+        .await
+        .unwrap();
+    until(&browser, "the waiting execution", &shows("waiting")).await;
+    click_and_confirm(&browser, "#pause").await;
+    until(
+        &browser,
+        "the paused execution's Resume button",
+        "document.querySelector('#resume') !== null",
+    )
+    .await;
+    assert_eq!(cli.status(&waiter)["paused"], true);
+    click_and_confirm(&browser, "#resume").await;
+    until(
+        &browser,
+        "the resumed execution's Pause button",
+        "document.querySelector('#pause') !== null",
+    )
+    .await;
+    assert_eq!(cli.status(&waiter)["paused"], false);
+    let name = browser.find(Locator::Css("#signal-name")).await.unwrap();
+    name.send_keys("go").await.unwrap();
+    let payload = browser.find(Locator::Css("#signal-payload")).await.unwrap();
+    payload.clear().await.unwrap();
+    payload.send_keys(r#"{"from": "console"}"#).await.unwrap();
+    click_and_confirm(&browser, "#send-signal").await;
+    until(
+        &browser,
+        "the signalled execution to complete",
+        &shows("completed"),
+    )
+    .await;
+    assert_eq!(
+        cli.wait_ended(&waiter, WAIT)["result"],
+        json!({"signals": [{"from": "console"}]})
+    );
+
     // Cancel from the page: the execution's compensation runs, it ends cancelled.
     let sleeper = started(&cli, "cancellable", json!({"sleep_ms": 600000}));
     wait_status(&cli, &sleeper, "waiting");
@@ -942,6 +987,167 @@ async fn a_person_operates_executions_in_a_browser() {
 /// through as HTML.
 const HOSTILE: &str = "\"'><i class=\"xss\">x</i><img class=xss src=x onerror=\"window.pwned=1\">\
                        <script>window.pwned=1</script><a class=xss href=\"javascript:window.pwned=1\">j</a>";
+
+/// The Schedules and Workers pages do what `cerebelum schedule
+/// pause|resume|trigger-now` and `cerebelum workers` do, for the signed-in
+/// tenant only (issue 35, 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_and_workers_pages_act_as_the_cli_does() {
+    let db = Db::new();
+    let key = db.tenant("acme", &[]);
+    let other_key = db.tenant("other", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let base = format!("http://127.0.0.1:{port}");
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let other = Remote::new(port, &other_key);
+    other.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let yearly = ["--cron", "0 3 1 1 *", "--input", "{}"];
+    cli.ok(&[
+        &["schedule", "create", "nightly", "kit", "noop3"][..],
+        &yearly[..],
+    ]
+    .concat());
+    other.ok(&[
+        &["schedule", "create", "theirs", "kit", "noop3"][..],
+        &yearly[..],
+    ]
+    .concat());
+    // A step on a queue no worker serves.
+    let placed = cli.ok(&[
+        "start",
+        "kit",
+        "noop3",
+        "--input",
+        "{}",
+        "--worker-queue",
+        "builders",
+    ]);
+    let placed = placed.trim().to_owned();
+
+    // Another tenant's schedule is "not found", as a missing one.
+    let (cookie, csrf) = sign_in(port, &key);
+    let auth = [("Cookie", cookie.as_str()), FORM];
+    for what in ["pause", "resume", "trigger"] {
+        let path = format!("/schedules/theirs/{what}");
+        let reply = http_request(port, "POST", &path, &auth, &format!("csrf={csrf}"));
+        assert_eq!(reply.status, 404, "POST {path}: {}", reply.body);
+    }
+    let page = http_request(port, "GET", "/schedules", &auth, "");
+    assert!(
+        page.body.contains("nightly") && !page.body.contains("theirs"),
+        "{}",
+        page.body
+    );
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&format!("{base}/schedules")).await.unwrap();
+    submit_key(&browser, &key).await;
+    browser.goto(&format!("{base}/schedules")).await.unwrap();
+    until(
+        &browser,
+        "the schedules page",
+        "document.querySelector('tr[data-schedule=\"nightly\"]') !== null",
+    )
+    .await;
+    let paused = || async {
+        // One JSON object per line.
+        let listed = cli.ok(&["schedule", "list", "--json"]);
+        let first: Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+        first["paused"].clone()
+    };
+    click_and_confirm(&browser, "tr[data-schedule='nightly'] button.pause").await;
+    until(
+        &browser,
+        "the paused schedule's Resume button",
+        "document.querySelector('tr[data-schedule=\"nightly\"] button.resume') !== null",
+    )
+    .await;
+    assert_eq!(paused().await, true);
+    click_and_confirm(&browser, "tr[data-schedule='nightly'] button.resume").await;
+    until(
+        &browser,
+        "the resumed schedule's Pause button",
+        "document.querySelector('tr[data-schedule=\"nightly\"] button.pause') !== null",
+    )
+    .await;
+    assert_eq!(paused().await, false);
+    // Trigger now: the page of the execution it started.
+    click_and_confirm(&browser, "tr[data-schedule='nightly'] button.trigger").await;
+    until(
+        &browser,
+        "the triggered execution's page",
+        "location.pathname.startsWith('/executions/ex_')",
+    )
+    .await;
+    let url = browser.current_url().await.unwrap();
+    let id = url.path().trim_start_matches("/executions/").to_owned();
+    assert_eq!(cli.wait_ended(&id, WAIT)["status"], "completed");
+
+    // Workers: the queue with a waiting task and no worker is called out
+    // (the task is queued as soon as an engine runs the execution).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        browser.goto(&format!("{base}/workers")).await.unwrap();
+        let shown = browser
+            .execute(
+                "return document.querySelector('section[data-queue=\"builders\"] .unserved') !== null;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if shown == Value::Bool(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warning for queue builders");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let warning = browser
+        .find(Locator::Css("section[data-queue='builders'] .unserved"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        warning.contains("No worker polls 'builders'")
+            && warning.contains("python -m cerebelum worker FILE --queue builders"),
+        "{warning}"
+    );
+
+    // At a phone's width (390 px) no page scrolls sideways and Sign out
+    // stays on screen.
+    browser.set_window_size(390, 844).await.unwrap();
+    for page in [
+        "/executions".to_owned(),
+        format!("/executions/{id}"),
+        format!("/executions/{placed}"),
+        "/schedules".to_owned(),
+        "/workers".to_owned(),
+        "/packages".to_owned(),
+        "/tenant".to_owned(),
+    ] {
+        browser.goto(&format!("{base}{page}")).await.unwrap();
+        until(&browser, &page, "document.readyState === 'complete'").await;
+        let fits = browser
+            .execute(
+                "const out = document.querySelector('form.signout button')\
+                   .getBoundingClientRect();\
+                 return [document.documentElement.scrollWidth, window.innerWidth, out.right];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let [scroll, inner, signout] = [0, 1, 2].map(|i| fits[i].as_f64().unwrap());
+        assert!(
+            scroll <= inner && signout <= inner,
+            "{page} at 390 px: {scroll} px wide in a {inner} px window, Sign out ends at {signout}"
+        );
+    }
+    browser.close().await.unwrap();
+}
 
 /// Nothing of [`HOSTILE`] became markup or ran on the page open in
 /// `browser`; the page shows it as text when `shown`.

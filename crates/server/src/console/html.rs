@@ -86,6 +86,8 @@ pub fn csrf_field(viewer: &Viewer) -> Markup {
 pub enum Section {
     Executions,
     Packages,
+    Schedules,
+    Workers,
     Tenant,
     Audit,
     None,
@@ -120,6 +122,8 @@ fn menu(section: Section, viewer: &Viewer) -> Markup {
         Some(_) => &[
             (Section::Executions, "/executions", "Executions"),
             (Section::Packages, "/packages", "Packages"),
+            (Section::Schedules, "/schedules", "Schedules"),
+            (Section::Workers, "/workers", "Workers"),
             (Section::Tenant, "/tenant", "Tenant"),
             (Section::Audit, "/audit", "Audit"),
         ],

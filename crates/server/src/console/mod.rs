@@ -64,6 +64,9 @@ pub fn router(console: Console, max_upload_bytes: usize) -> Router {
         .route("/executions/{id}/reject", post(pages::reject))
         .route("/executions/{id}/cancel", post(pages::cancel))
         .route("/executions/{id}/retry", post(pages::retry))
+        .route("/executions/{id}/signal", post(pages::signal))
+        .route("/executions/{id}/pause", post(pages::pause))
+        .route("/executions/{id}/resume", post(pages::resume))
         .route(
             "/packages",
             get(pages::packages)
@@ -72,6 +75,11 @@ pub fn router(console: Console, max_upload_bytes: usize) -> Router {
         )
         .route("/packages/{name}", get(pages::package))
         .route("/start", post(pages::start))
+        .route("/schedules", get(pages::schedules))
+        .route("/schedules/{name}/pause", post(pages::pause_schedule))
+        .route("/schedules/{name}/resume", post(pages::resume_schedule))
+        .route("/schedules/{name}/trigger", post(pages::trigger_schedule))
+        .route("/workers", get(pages::workers))
         .route("/tenant", get(pages::tenant))
         .route("/tenant/keys", post(pages::create_key))
         .route("/tenant/keys/{id}/revoke", post(pages::revoke_key))

@@ -15,6 +15,7 @@ use crate::api::throttle;
 use crate::error::Error;
 use crate::journal::Entry;
 use crate::model::{Decision, ExecutionRecord, ListFilter, Status};
+use crate::store::NewSignal;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -456,7 +457,12 @@ pub fn live_parts(
             @if let Some(error) = &r.error {
                 h2 { "Error" }
                 p.error #failure { (error.kind.to_string()) ": " (error.message) }
-                @if let Some(details) = &error.details { (json(details)) }
+                @match &error.details {
+                    // A traceback (a Python step's), as it was printed.
+                    Some(serde_json::Value::String(text)) => pre.traceback #details { (text) }
+                    Some(details) => (json(details)),
+                    None => {}
+                }
             }
         }
     };
@@ -480,6 +486,32 @@ pub fn live_parts(
                     input type="hidden" name="key" value=(a.key);
                     label { "Reason " input name="reason" placeholder="why not"; }
                     button.danger type="submit" { "Reject" }
+                }
+            }
+        }
+        @if open {
+            section.card #signal-card {
+                h2 { "Signal" }
+                form.signal method="post" action=(action("signal"))
+                    data-confirm="Send this signal to the execution?" {
+                    (csrf_field(viewer))
+                    label { "Name " input #signal-name name="name" required placeholder="the name the workflow waits for"; }
+                    label { "Payload (JSON)" textarea #signal-payload name="payload" rows="3" data-json { "{}" } }
+                    p.json-error.error {}
+                    button #send-signal .primary type="submit" { "Send signal" }
+                }
+            }
+            @if r.paused {
+                form.inline method="post" action=(action("resume"))
+                    data-confirm="Resume this execution? What came due meanwhile runs at once." {
+                    (csrf_field(viewer))
+                    button #resume .primary type="submit" { "Resume" }
+                }
+            } @else {
+                form.inline method="post" action=(action("pause"))
+                    data-confirm="Pause this execution? It starts no new step until resumed." {
+                    (csrf_field(viewer))
+                    button #pause type="submit" { "Pause" }
                 }
             }
         }
@@ -634,16 +666,7 @@ pub async fn approve(
 ) -> Page {
     let (tenant, viewer) = c.acting_on(&headers, &form.csrf, &id).await?;
     let actor = Actor::key(&viewer.key_id, peer);
-    let payload = if form.payload.trim().is_empty() {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_str(&form.payload).map_err(|e| {
-            Error::InvalidInput(format!(
-                "the approval payload is not valid JSON ({})",
-                crate::util::json_error(&e)
-            ))
-        })?
-    };
+    let payload = json_payload(&form.payload, "the approval payload")?;
     c.api
         .decide(&tenant, &actor, &id, &form.key, Decision::Approve(payload))
         .await?;
@@ -704,6 +727,295 @@ pub async fn retry(
     let actor = Actor::key(&viewer.key_id, peer);
     c.api.retry(&tenant, &actor, &id).await?;
     Ok(back_to(format!("/executions/{id}")))
+}
+
+/// A JSON payload typed in a form (`what` names it in the error); empty:
+/// `null`.
+fn json_payload(text: &str, what: &str) -> Result<serde_json::Value, Error> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| {
+        Error::InvalidInput(format!(
+            "{what} is not valid JSON ({})",
+            crate::util::json_error(&e)
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+pub struct SignalForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    payload: String,
+}
+
+/// Sends a signal, as `cerebelum signal` does: stored at once, taken by
+/// the workflow's next wait for that name.
+pub async fn signal(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Peer(peer): Peer,
+    Path(id): Path<String>,
+    Form(form): Form<SignalForm>,
+) -> Page {
+    let (tenant, viewer) = c.acting_on(&headers, &form.csrf, &id).await?;
+    let actor = Actor::key(&viewer.key_id, peer);
+    let signal = NewSignal {
+        name: form.name.trim().to_owned(),
+        payload: json_payload(&form.payload, "the signal's payload")?,
+        signal_id: None,
+    };
+    c.api.signal(&tenant, &actor, &id, signal).await?;
+    Ok(back_to(format!("/executions/{id}")))
+}
+
+pub async fn pause(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Peer(peer): Peer,
+    Path(id): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Page {
+    set_paused(c, headers, peer, id, form, true).await
+}
+
+pub async fn resume(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Peer(peer): Peer,
+    Path(id): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Page {
+    set_paused(c, headers, peer, id, form, false).await
+}
+
+/// Pauses or resumes, as `cerebelum pause` / `resume` do.
+async fn set_paused(
+    c: Console,
+    headers: HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+    id: String,
+    form: TokenForm,
+    paused: bool,
+) -> Page {
+    let (tenant, viewer) = c.acting_on(&headers, &form.csrf, &id).await?;
+    let actor = Actor::key(&viewer.key_id, peer);
+    c.api.set_paused(&tenant, &actor, &id, paused).await?;
+    Ok(back_to(format!("/executions/{id}")))
+}
+
+// ----------------------------------------------------- schedules, workers
+
+/// The tenant's schedules (with Pause/Resume and Trigger now, as
+/// `cerebelum schedule pause|resume|trigger-now`) and HTTP triggers.
+pub async fn schedules(State(c): State<Console>, headers: HeaderMap) -> Page {
+    let viewer = c.viewer(&headers).await?;
+    let tenant = own_tenant(&viewer)?;
+    let schedules = c.api.schedules(tenant).await?;
+    let triggers = c.api.triggers(tenant).await?;
+    let action = |name: &str, what: &str| format!("/schedules/{}/{what}", query_value(name));
+    let version = |v: Option<i64>| v.map_or_else(|| "newest".to_owned(), |v| format!("v{v}"));
+    let body = html! {
+        h1 { "Schedules" }
+        p.muted {
+            "A workflow started at the due times of a cron expression. Create them with "
+            code { "cerebelum schedule create" } "."
+        }
+        @if schedules.is_empty() {
+            p #no-schedules { "No schedules." }
+        } @else {
+            table #schedules {
+                thead { tr {
+                    th { "name" } th { "when" } th { "starts" } th { "next due" }
+                    th { "last" } th { "fired" } th {}
+                } }
+                tbody {
+                    @for s in &schedules {
+                        tr data-schedule=(s.name) {
+                            td { code { (s.name) } }
+                            td { code { (s.cron) } " " span.muted { (s.timezone) } }
+                            td { (s.package) "/" (s.workflow) " " span.muted { (version(s.version)) } }
+                            td {
+                                @if s.paused { span.badge.status-cancelled { "paused" } }
+                                @else { (time(s.next_due_ms)) }
+                            }
+                            td {
+                                @if let Some(id) = &s.last_execution {
+                                    a.id href={ "/executions/" (query_value(id)) } { (id) }
+                                }
+                                @if let Some(error) = &s.last_error { p.error { (error) } }
+                            }
+                            td { (s.fired) }
+                            td {
+                                @if s.paused {
+                                    form.inline method="post" action=(action(&s.name, "resume"))
+                                        data-confirm={ "Resume schedule '" (s.name) "'? It fires at its next due time." } {
+                                        (csrf_field(&viewer))
+                                        button.resume.primary type="submit" { "Resume" }
+                                    }
+                                } @else {
+                                    form.inline method="post" action=(action(&s.name, "pause"))
+                                        data-confirm={ "Pause schedule '" (s.name) "'? Its due times pass without starting anything." } {
+                                        (csrf_field(&viewer))
+                                        button.pause type="submit" { "Pause" }
+                                    }
+                                }
+                                form.inline method="post" action=(action(&s.name, "trigger"))
+                                    data-confirm={ "Start '" (s.workflow) "' of schedule '" (s.name) "' now?" } {
+                                    (csrf_field(&viewer))
+                                    button.trigger type="submit" { "Trigger now" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "HTTP triggers" }
+        p.muted {
+            code { "POST /t/" (tenant.name) "/NAME" } " starts the trigger's workflow with the request's \
+             JSON body. Create them with " code { "cerebelum trigger create" } "."
+        }
+        @if triggers.is_empty() {
+            p #no-triggers { "No triggers." }
+        } @else {
+            table #triggers {
+                thead { tr { th { "name" } th { "starts" } th { "checks" } th { "created" } } }
+                tbody {
+                    @for t in &triggers {
+                        tr {
+                            td { code { "/t/" (t.tenant) "/" (t.name) } }
+                            td { (t.package) "/" (t.workflow) " " span.muted { (version(t.version)) } }
+                            td {
+                                @match (&t.hmac_secret, &t.token_hash) {
+                                    (Some(_), _) => { "HMAC signature" }
+                                    (None, Some(_)) => { "bearer token" }
+                                    (None, None) => { "none" }
+                                }
+                            }
+                            td { (time(t.created_at_ms)) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page("Schedules", Section::Schedules, &viewer, body))
+}
+
+pub async fn pause_schedule(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Peer(peer): Peer,
+    Path(name): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Page {
+    let viewer = c.acting(&headers, &form.csrf).await?;
+    let actor = Actor::key(&viewer.key_id, peer);
+    c.api
+        .pause_schedule(own_tenant(&viewer)?, &actor, &name, true)
+        .await?;
+    Ok(back_to("/schedules".into()))
+}
+
+pub async fn resume_schedule(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Peer(peer): Peer,
+    Path(name): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Page {
+    let viewer = c.acting(&headers, &form.csrf).await?;
+    let actor = Actor::key(&viewer.key_id, peer);
+    c.api
+        .pause_schedule(own_tenant(&viewer)?, &actor, &name, false)
+        .await?;
+    Ok(back_to("/schedules".into()))
+}
+
+/// Starts the schedule's workflow now; shows the execution it started.
+pub async fn trigger_schedule(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Peer(peer): Peer,
+    Path(name): Path<String>,
+    Form(form): Form<TokenForm>,
+) -> Page {
+    let viewer = c.acting(&headers, &form.csrf).await?;
+    let actor = Actor::key(&viewer.key_id, peer);
+    let (execution, _) = c
+        .api
+        .trigger_schedule(own_tenant(&viewer)?, &actor, &name)
+        .await?;
+    Ok(back_to(format!("/executions/{}", execution.id)))
+}
+
+/// The tenant's worker queues: the workers polling each (seen in the last
+/// minute) and the tasks waiting, with a warning where tasks wait and no
+/// worker polls.
+pub async fn workers(State(c): State<Console>, headers: HeaderMap) -> Page {
+    let viewer = c.viewer(&headers).await?;
+    let tenant = own_tenant(&viewer)?;
+    let workers = c.api.list_workers(tenant).await?;
+    let gauges = c
+        .api
+        .store()
+        .executions()
+        .gauges(c.api.now_ms() - crate::api::workers::LISTED_WITHIN_MS)
+        .await?;
+    let mut queues: std::collections::BTreeMap<&str, (Vec<&crate::model::WorkerRecord>, i64)> =
+        Default::default();
+    for w in &workers {
+        queues.entry(&w.queue).or_default().0.push(w);
+    }
+    for (owner, queue, waiting) in &gauges.queued {
+        if *owner == tenant.name {
+            queues.entry(queue).or_default().1 = *waiting;
+        }
+    }
+    let now = c.api.now_ms();
+    let body = html! {
+        h1 { "Workers" }
+        p.muted {
+            "External workers (" code { "python -m cerebelum worker FILE --queue QUEUE" } ") seen \
+             polling in the last minute, and the step attempts waiting on each queue."
+        }
+        @if queues.is_empty() {
+            p #no-workers { "No worker has polled and no task waits on a worker queue." }
+        }
+        @for (queue, (polling, waiting)) in &queues {
+            section.card.queue data-queue=(queue) {
+                h2 { "Queue " code { (queue) } " " span.muted { (waiting) " task(s) waiting" } }
+                @if polling.is_empty() && *waiting > 0 {
+                    p.error.unserved {
+                        "No worker polls '" (queue) "': " (waiting) " task(s) wait, and their \
+                         executions with them. Start one: "
+                        code { "python -m cerebelum worker FILE --queue " (queue) }
+                    }
+                }
+                @if !polling.is_empty() {
+                    table {
+                        thead { tr { th { "worker" } th { "host" } th { "tasks" } th { "last seen" } } }
+                        tbody {
+                            @for w in polling {
+                                tr {
+                                    td { code { (w.worker_id) } }
+                                    td { (w.host) }
+                                    td { (w.tasks_in_flight) " / " (w.max_tasks) }
+                                    td { (duration(now - w.last_seen_at_ms)) " ago" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(page("Workers", Section::Workers, &viewer, body))
 }
 
 // ------------------------------------------------------------------ packages
