@@ -834,4 +834,48 @@ fn the_originals_distributed_server_and_execute_files_run_unchanged() {
     );
     let workers = cli.ok(&["workers"]);
     assert!(!workers.contains(&worker), "unregistered: {workers}");
+
+    // Started while no worker server runs, it waits on the queue; the
+    // next run of the same file serves the same queue, says what it
+    // picked up, and finishes it (issue 33, 5).
+    let (printed, _) = run_python(
+        Command::new(python())
+            .arg(dir.join("hello_execute.py"))
+            .args(["hello_workflow", "Bob"])
+            .current_dir(&dir)
+            .env_remove("CEREBELUM_SERVER")
+            .env("CEREBELUM_API_KEY", &key),
+    );
+    let left = execution_id_after(&printed, "Execution ID:").expect(&printed);
+    let (out, err) = (dir.join("again.out"), dir.join("again.err"));
+    let mut again = PyWorker {
+        child: Command::new(python())
+            .arg(dir.join("hello_server.py"))
+            .current_dir(&dir)
+            .env("CEREBELUM_SERVER", common::url(port))
+            .env("CEREBELUM_API_KEY", &key)
+            .env("CEREBELUM_CACHE_DIR", cache_dir())
+            .env("PYTHONUNBUFFERED", "1")
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("running hello_server.py again"),
+        log: err,
+    };
+    let log = again.wait_log_until("what it picked up", LONG, |log| {
+        log.contains("an earlier run left open")
+    });
+    assert!(
+        log.contains(&format!(
+            "resuming 1 execution(s) an earlier run left open on py-hello_server-v1: {left}"
+        )),
+        "{log}"
+    );
+    let ended = cli.wait_ended(&left, LONG);
+    assert_eq!(
+        ended["result"]["output"],
+        json!({"ok": {"result": "HELLO, BOB!"}}),
+        "{ended}\n{}",
+        again.log()
+    );
 }

@@ -304,6 +304,10 @@ class DistributedExecutor:
             worker = self._worker(worker_id, queue, concurrency, approval_handler, secrets)
             log.info("worker server of %s v%d: workflows %s; queue %s", uploaded.name,
                      uploaded.version, ", ".join(w.name for w in uploaded.workflows), queue)
+            left = await self._left_open(uploaded.name, uploaded.version, queue)
+            if left:
+                log.info("resuming %d execution(s) an earlier run left open on %s: %s",
+                         len(left), queue, ", ".join(left[:10]) + (" …" if len(left) > 10 else ""))
             serving = asyncio.create_task(worker.start())
             stop_on_sigterm = _on_sigterm(lambda: worker.stop(grace))
             watching = None
@@ -325,6 +329,24 @@ class DistributedExecutor:
         finally:
             if shown is not None:
                 logging.getLogger("cerebelum").removeHandler(shown)
+
+    async def _left_open(self, package: str, version: int, queue: str) -> list[str]:
+        """The ids of open executions of ``package`` v``version`` served on
+        ``queue`` (an earlier run of this worker server left them): this
+        run's worker picks up their steps."""
+        left: list[str] = []
+        for status in (pb.EXECUTION_STATUS_PENDING, pb.EXECUTION_STATUS_RUNNING,
+                       pb.EXECUTION_STATUS_WAITING):
+            token = ""
+            while True:
+                page = await self._client.call("ListExecutions", pb.ListExecutionsRequest(
+                    status=status, package=package, page_size=1000, page_token=token))
+                left += [e.id for e in page.executions
+                         if e.package_version == version and e.worker_queue == queue]
+                token = page.next_page_token
+                if not token:
+                    break
+        return left
 
     async def _report(self, execution: pb.Execution) -> None:
         """Logs how the worker server's first execution ends."""
