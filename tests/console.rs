@@ -555,18 +555,52 @@ fn forged_page(target: String) -> u16 {
     port
 }
 
+/// A server with tenants `acme` (its key, and a CLI of it) and `other`
+/// (a CLI), each with the testkit uploaded as `kit`.
+struct TwoTenants {
+    db: Db,
+    server: common::Server,
+    port: u16,
+    base: String,
+    key: String,
+    cli: Remote,
+    other: Remote,
+}
+
+impl TwoTenants {
+    fn new() -> Self {
+        let db = Db::new();
+        let key = db.tenant("acme", &[]);
+        let other_key = db.tenant("other", &[]);
+        let port = free_port();
+        let server = db.serve_api(port, &[]);
+        let cli = Remote::new(port, &key);
+        cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+        let other = Remote::new(port, &other_key);
+        other.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+        Self {
+            db,
+            server,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            key,
+            cli,
+            other,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_operates_executions_in_a_browser() {
-    let db = Db::new();
-    let key = db.tenant("acme", &[]);
-    let other_key = db.tenant("other", &[]);
-    let port = free_port();
-    let _server = db.serve_api(port, &[]);
-    let base = format!("http://127.0.0.1:{port}");
-    let cli = Remote::new(port, &key);
-    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
-    let other = Remote::new(port, &other_key);
-    other.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let TwoTenants {
+        db: _db,
+        server: _server,
+        port: _,
+        base,
+        key,
+        cli,
+        other,
+    } = TwoTenants::new();
     let theirs = started(&other, "approval", json!({"key": "x"}));
     let waiting = started(&cli, "approval", json!({"key": "lb"}));
     wait_status(&cli, &waiting, "waiting");
@@ -993,16 +1027,15 @@ const HOSTILE: &str = "\"'><i class=\"xss\">x</i><img class=xss src=x onerror=\"
 /// tenant only (issue 35, 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_and_workers_pages_act_as_the_cli_does() {
-    let db = Db::new();
-    let key = db.tenant("acme", &[]);
-    let other_key = db.tenant("other", &[]);
-    let port = free_port();
-    let _server = db.serve_api(port, &[]);
-    let base = format!("http://127.0.0.1:{port}");
-    let cli = Remote::new(port, &key);
-    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
-    let other = Remote::new(port, &other_key);
-    other.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let TwoTenants {
+        db: _db,
+        server: _server,
+        port,
+        base,
+        key,
+        cli,
+        other,
+    } = TwoTenants::new();
     let yearly = ["--cron", "0 3 1 1 *", "--input", "{}"];
     cli.ok(&[
         &["schedule", "create", "nightly", "kit", "noop3"][..],

@@ -680,8 +680,9 @@ fn the_originals_distributed_server_and_execute_files_run_unchanged() {
     let execute = execute.replace("localhost:7433", &format!("localhost:{port}"));
     std::fs::write(dir.join("hello_execute.py"), execute).unwrap();
 
-    let (out, err) = (dir.join("server.out"), dir.join("server.err"));
-    let mut server_py = PyWorker {
+    // `python hello_server.py` of this test's server, its stdout in
+    // `NAME.out` and its log (stderr) in `NAME.err`.
+    let hello_server = |name: &str| PyWorker {
         child: Command::new(python())
             .arg(dir.join("hello_server.py"))
             .current_dir(&dir)
@@ -689,12 +690,14 @@ fn the_originals_distributed_server_and_execute_files_run_unchanged() {
             .env("CEREBELUM_API_KEY", &key)
             .env("CEREBELUM_CACHE_DIR", cache_dir())
             .env("PYTHONUNBUFFERED", "1")
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
+            .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
             .spawn()
             .expect("running hello_server.py"),
-        log: err,
+        log: dir.join(format!("{name}.err")),
     };
+    let out = dir.join("server.out");
+    let mut server_py = hello_server("server");
     let said = |server_py: &PyWorker| {
         let stdout = std::fs::read_to_string(&out).unwrap_or_default();
         format!("{stdout}\n{}", server_py.log())
@@ -847,21 +850,7 @@ fn the_originals_distributed_server_and_execute_files_run_unchanged() {
             .env("CEREBELUM_API_KEY", &key),
     );
     let left = execution_id_after(&printed, "Execution ID:").expect(&printed);
-    let (out, err) = (dir.join("again.out"), dir.join("again.err"));
-    let mut again = PyWorker {
-        child: Command::new(python())
-            .arg(dir.join("hello_server.py"))
-            .current_dir(&dir)
-            .env("CEREBELUM_SERVER", common::url(port))
-            .env("CEREBELUM_API_KEY", &key)
-            .env("CEREBELUM_CACHE_DIR", cache_dir())
-            .env("PYTHONUNBUFFERED", "1")
-            .stdout(std::fs::File::create(&out).unwrap())
-            .stderr(std::fs::File::create(&err).unwrap())
-            .spawn()
-            .expect("running hello_server.py again"),
-        log: err,
-    };
+    let mut again = hello_server("again");
     let log = again.wait_log_until("what it picked up", LONG, |log| {
         log.contains("an earlier run left open")
     });

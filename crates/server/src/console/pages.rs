@@ -914,12 +914,7 @@ pub async fn pause_schedule(
     Path(name): Path<String>,
     Form(form): Form<TokenForm>,
 ) -> Page {
-    let viewer = c.acting(&headers, &form.csrf).await?;
-    let actor = Actor::key(&viewer.key_id, peer);
-    c.api
-        .pause_schedule(own_tenant(&viewer)?, &actor, &name, true)
-        .await?;
-    Ok(back_to("/schedules".into()))
+    set_schedule_paused(c, headers, peer, name, form, true).await
 }
 
 pub async fn resume_schedule(
@@ -929,10 +924,22 @@ pub async fn resume_schedule(
     Path(name): Path<String>,
     Form(form): Form<TokenForm>,
 ) -> Page {
+    set_schedule_paused(c, headers, peer, name, form, false).await
+}
+
+/// Pauses or resumes a schedule, as `cerebelum schedule pause|resume`.
+async fn set_schedule_paused(
+    c: Console,
+    headers: HeaderMap,
+    peer: Option<std::net::SocketAddr>,
+    name: String,
+    form: TokenForm,
+    paused: bool,
+) -> Page {
     let viewer = c.acting(&headers, &form.csrf).await?;
     let actor = Actor::key(&viewer.key_id, peer);
     c.api
-        .pause_schedule(own_tenant(&viewer)?, &actor, &name, false)
+        .pause_schedule(own_tenant(&viewer)?, &actor, &name, paused)
         .await?;
     Ok(back_to("/schedules".into()))
 }

@@ -72,6 +72,31 @@ impl ExecState {
         }
     }
 
+    /// Waits, for the call at `seq`, until `due_ms` (see
+    /// [`ExecState::wait_until`]): `None` once it is due; else how the
+    /// call ends now — a cancellation delivered as its result, or a
+    /// suspension until `due_ms`. Sleeps, retries' backoffs and polls'
+    /// intervals all wait this way.
+    pub async fn wait_for_due(
+        &self,
+        caller: &str,
+        seq: i64,
+        due_ms: i64,
+        interruptible: bool,
+    ) -> Option<CallOutcome> {
+        match self.wait_until(due_ms, interruptible).await {
+            Wait::Elapsed => None,
+            Wait::Cancelled => Some(
+                self.deliver_cancel(caller, seq, true, Vec::new())
+                    .await
+                    .unwrap_or_else(|| Ok(Err(CallError::cancelled()))),
+            ),
+            Wait::Hibernate => Some(Err(Interrupt::Suspend {
+                wake_at: Some(due_ms),
+            })),
+        }
+    }
+
     /// Journals the result of the call at `seq`; durably if user code must
     /// not see it before it is stored.
     pub async fn resolve(

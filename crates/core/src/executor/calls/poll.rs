@@ -3,7 +3,7 @@
 //! journal entry per check; each check is an attempt like a step's.
 
 use super::step::{Placement, Ran, resolve_options, run_attempt, step_queue};
-use super::{CallOutcome, Wait, WasmResult, payload_result};
+use super::{CallOutcome, WasmResult, payload_result};
 use crate::executor::guest::GuestData;
 use crate::executor::invocation::Outcome;
 use crate::executor::parse_payload;
@@ -107,15 +107,8 @@ pub async fn run(
     };
     loop {
         if let Some(due) = next_at.take() {
-            match exec.wait_until(due, interruptible).await {
-                Wait::Elapsed => {}
-                Wait::Cancelled => {
-                    return exec
-                        .deliver_cancel(&caller, seq, true, Vec::new())
-                        .await
-                        .unwrap_or_else(|| Ok(Err(CallError::cancelled())));
-                }
-                Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
+            if let Some(ended) = exec.wait_for_due(&caller, seq, due, interruptible).await {
+                return ended;
             }
         } else if let Some(done) = exec
             .deliver_cancel(&caller, seq, interruptible, Vec::new())

@@ -2,10 +2,9 @@
 //! short one is waited in process, a long one hibernates the execution
 //! until it is due. Workflow code's sleep ends early on a cancellation.
 
-use super::{Wait, WasmResult, to_wasm};
+use super::{WasmResult, to_wasm};
 use crate::executor::guest::GuestData;
-use crate::executor::replay::Interrupt;
-use crate::journal::{CallError, Sleep, SleepArgs};
+use crate::journal::{Sleep, SleepArgs};
 use crate::runtime::bindings::cerebelum::workflow::types as t;
 use serde_json::Value;
 
@@ -24,17 +23,15 @@ pub async fn sleep(data: &mut GuestData, duration_ms: u64) -> WasmResult<Result<
     let outcome = match exec.recorded_result(seq) {
         Some(r) => Ok(r),
         None => {
-            let due = sleep.due_at;
-            match exec.wait_until(due, interruptible).await {
-                Wait::Elapsed => {
+            match exec
+                .wait_for_due(&caller, seq, sleep.due_at, interruptible)
+                .await
+            {
+                None => {
                     exec.resolve(&caller, seq, Ok(Value::Null), false, Vec::new())
                         .await
                 }
-                Wait::Cancelled => exec
-                    .deliver_cancel(&caller, seq, true, Vec::new())
-                    .await
-                    .unwrap_or_else(|| Ok(Err(CallError::cancelled()))),
-                Wait::Hibernate => Err(Interrupt::Suspend { wake_at: Some(due) }),
+                Some(ended) => ended,
             }
         }
     };

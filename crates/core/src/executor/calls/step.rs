@@ -3,7 +3,7 @@
 //! journal) or as a task on a worker queue. `poll` runs its checks the same
 //! way ([`run_attempt`]).
 
-use super::{CallOutcome, Wait, WasmResult, check_payload, payload_result};
+use super::{CallOutcome, WasmResult, check_payload, payload_result};
 use crate::executor::guest::GuestData;
 use crate::executor::invocation::{self, Entrypoint, Outcome};
 use crate::executor::parse_payload;
@@ -234,17 +234,10 @@ pub async fn run(
         Err(e) => return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await,
     };
     loop {
-        if let Some(due) = retry_at.take() {
-            match exec.wait_until(due, interruptible).await {
-                Wait::Elapsed => {}
-                Wait::Cancelled => {
-                    return exec
-                        .deliver_cancel(&caller, seq, true, Vec::new())
-                        .await
-                        .unwrap_or_else(|| Ok(Err(CallError::cancelled())));
-                }
-                Wait::Hibernate => return Err(Interrupt::Suspend { wake_at: Some(due) }),
-            }
+        if let Some(due) = retry_at.take()
+            && let Some(ended) = exec.wait_for_due(&caller, seq, due, interruptible).await
+        {
+            return ended;
         }
         let place = Placement {
             caller: &caller,
