@@ -719,15 +719,20 @@ fn the_originals_distributed_server_and_execute_files_run_unchanged() {
     );
     assert_eq!(ended["worker_queue"], "py-hello_server-v1", "{ended}");
 
+    // `python hello_execute.py hello_workflow NAME`: what it printed.
+    let execute_by_name = |name: &str| {
+        run_python(
+            Command::new(python())
+                .arg(dir.join("hello_execute.py"))
+                .args(["hello_workflow", name])
+                .current_dir(&dir)
+                .env_remove("CEREBELUM_SERVER")
+                .env("CEREBELUM_API_KEY", &key),
+        )
+        .0
+    };
     // Started by name from another process that does not define it.
-    let (printed, _) = run_python(
-        Command::new(python())
-            .arg(dir.join("hello_execute.py"))
-            .args(["hello_workflow", "Alice"])
-            .current_dir(&dir)
-            .env_remove("CEREBELUM_SERVER")
-            .env("CEREBELUM_API_KEY", &key),
-    );
+    let printed = execute_by_name("Alice");
     assert!(
         printed.contains("Workflow submitted successfully"),
         "{printed}"
@@ -841,14 +846,7 @@ fn the_originals_distributed_server_and_execute_files_run_unchanged() {
     // Started while no worker server runs, it waits on the queue; the
     // next run of the same file serves the same queue, says what it
     // picked up, and finishes it (issue 33, 5).
-    let (printed, _) = run_python(
-        Command::new(python())
-            .arg(dir.join("hello_execute.py"))
-            .args(["hello_workflow", "Bob"])
-            .current_dir(&dir)
-            .env_remove("CEREBELUM_SERVER")
-            .env("CEREBELUM_API_KEY", &key),
-    );
+    let printed = execute_by_name("Bob");
     let left = execution_id_after(&printed, "Execution ID:").expect(&printed);
     let mut again = hello_server("again");
     let log = again.wait_log_until("what it picked up", LONG, |log| {

@@ -145,64 +145,20 @@ async fn many_steps(client: &mut Client, n: usize) -> f64 {
     took.as_secs_f64()
 }
 
-/// What adds the API key to a request; unlike the harness's boxed closure
-/// it is `Clone`, so W2's thousand calls share 16 connections.
-#[derive(Clone)]
-struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        r.metadata_mut().insert("authorization", self.0.clone());
-        Ok(r)
-    }
-}
-
-type Shared = pb::cerebelum_client::CerebelumClient<
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, Bearer>,
->;
-
 /// A one-step `many_steps`: start, then watch until it ends.
-async fn one_step(mut client: Shared) {
-    let started = client
-        .start_execution(pb::StartExecutionRequest {
-            package: "kit".into(),
-            workflow: "many_steps".into(),
-            input_json: r#"{"n": 1}"#.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let id = started.into_inner().execution.unwrap().id;
-    let mut events = client
-        .watch_execution(pb::WatchExecutionRequest { id, after_seq: 0 })
-        .await
-        .unwrap()
-        .into_inner();
-    while let Some(event) = events.message().await.unwrap() {
-        if let Some(pb::watch_event::Event::Finished(e)) = event.event {
-            assert_eq!(e.status, pb::ExecutionStatus::Completed as i32);
-            return;
-        }
-    }
-    panic!("the watch ended before the execution");
+async fn one_step(mut client: Client) {
+    let (_, ended) =
+        common::grpc::start_to_completion(&mut client, "kit", "many_steps", r#"{"n": 1}"#).await;
+    assert_eq!(ended.status, pb::ExecutionStatus::Completed as i32);
 }
 
 /// W2: `count` one-step executions started at once over 16 connections,
 /// each watched to its end; seconds until the last ended.
 async fn fan_out(port: u16, key: &str, count: usize) -> f64 {
     const CONNECTIONS: usize = 16;
-    let bearer = Bearer(format!("Bearer {key}").parse().unwrap());
     let mut clients = Vec::new();
     for _ in 0..CONNECTIONS {
-        let channel = tonic::transport::Channel::from_shared(common::url(port))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        clients.push(pb::cerebelum_client::CerebelumClient::with_interceptor(
-            channel,
-            bearer.clone(),
-        ));
+        clients.push(connect(port, key).await);
     }
     let t = Instant::now();
     let tasks: Vec<_> = (0..count)

@@ -7,9 +7,17 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// What adds the API key to every request.
-pub type Auth =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
+/// What adds the API key to every request. `Clone`, so a client can be
+/// cloned to make many calls at once over one connection.
+#[derive(Clone)]
+pub struct Auth(MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        r.metadata_mut().insert("authorization", self.0.clone());
+        Ok(r)
+    }
+}
 
 pub type Client = CerebelumClient<InterceptedService<Channel, Auth>>;
 
@@ -21,12 +29,7 @@ async fn channel(port: u16, key: &str) -> (Channel, Auth) {
         .connect()
         .await
         .unwrap();
-    let header: MetadataValue<_> = format!("Bearer {key}").parse().unwrap();
-    let auth: Auth = Box::new(move |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert("authorization", header.clone());
-        Ok(r)
-    });
-    (channel, auth)
+    (channel, Auth(format!("Bearer {key}").parse().unwrap()))
 }
 
 /// A client of the server on 127.0.0.1:`port` with API key `key`.

@@ -23,7 +23,7 @@ pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(20);
 /// by another node (this node's own wake it at once).
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 /// Workers seen within this are listed (and counted in `/metrics`).
-pub const LISTED_WITHIN_MS: i64 = 60_000;
+const LISTED_WITHIN_MS: i64 = 60_000;
 /// A worker's polls store that it was seen at most this often (a write
 /// per poll would cost a flush per task).
 const NOTE_SEEN_EVERY_MS: i64 = 5_000;

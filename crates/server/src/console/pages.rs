@@ -968,21 +968,14 @@ pub async fn workers(State(c): State<Console>, headers: HeaderMap) -> Page {
     let viewer = c.viewer(&headers).await?;
     let tenant = own_tenant(&viewer)?;
     let workers = c.api.list_workers(tenant).await?;
-    let gauges = c
-        .api
-        .store()
-        .executions()
-        .gauges(c.api.now_ms() - crate::api::workers::LISTED_WITHIN_MS)
-        .await?;
+    let queued = c.api.store().tasks().queued_by_queue(&tenant.name).await?;
     let mut queues: std::collections::BTreeMap<&str, (Vec<&crate::model::WorkerRecord>, i64)> =
         Default::default();
     for w in &workers {
         queues.entry(&w.queue).or_default().0.push(w);
     }
-    for (owner, queue, waiting) in &gauges.queued {
-        if *owner == tenant.name {
-            queues.entry(queue).or_default().1 = *waiting;
-        }
+    for (queue, waiting) in &queued {
+        queues.entry(queue).or_default().1 = *waiting;
     }
     let now = c.api.now_ms();
     let body = html! {

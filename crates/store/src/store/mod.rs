@@ -406,6 +406,9 @@ pub trait Tasks: Send + Sync {
     /// The tenant's workers seen since `seen_since_ms`, by queue then id,
     /// with the tasks each holds.
     async fn list_workers(&self, tenant: &str, seen_since_ms: i64) -> Result<Vec<WorkerRecord>>;
+
+    /// The tenant's tasks waiting for a worker, by queue.
+    async fn queued_by_queue(&self, tenant: &str) -> Result<Vec<(String, i64)>>;
 }
 
 /// The engine's storage: its [`Catalog`] and [`Executions`], and what

@@ -576,6 +576,16 @@ where
             })
             .collect()
     }
+
+    async fn queued_by_queue(&self, tenant: &str) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as::<DB, (String, i64)>(
+            "SELECT queue, COUNT(*) FROM tasks WHERE tenant = $1 AND status = 'queued' \
+             GROUP BY queue ORDER BY queue",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?)
+    }
 }
 
 /// Whether the batch's commit must be flushed before it is answered:

@@ -173,7 +173,6 @@ macro_rules! durable_calls {
                 fn from_call(call: Call) -> Option<Self> {
                     match call {
                         Call::$variant(c) => Some(c),
-                        #[allow(unreachable_patterns)]
                         _ => None,
                     }
                 }
