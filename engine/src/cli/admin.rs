@@ -2,7 +2,7 @@
 //! limits, HTTP allow-lists), API keys, secrets and the audit log, on the
 //! database directly (`--db`), or with `--server` through a server's
 //! `Admin` service as the operator of `--api-key`
-//! ([`AdminOperations`] either way). The master key's commands work on
+//! (a [`Client`] either way). The master key's commands work on
 //! files, so only where the database is.
 
 use super::Cli;
@@ -11,10 +11,9 @@ use super::flags::{
     DAY_MS, MAX_MEMORY_MB, QuotaArgs, master_key, open_store, range_i64, sqlite_file,
 };
 use anyhow::{Context, Result, bail};
-use cerebelum::api::admin::{
-    Admin, AdminOperations, MIN_SECRET_LEN, NO_MASTER_KEY, check_secret_name,
-};
+use cerebelum::api::admin::{MIN_SECRET_LEN, NO_MASTER_KEY, check_secret_name};
 use cerebelum::api::audit::Actor;
+use cerebelum::api::{Api, Client};
 use cerebelum::api::{DEFAULT_QUOTAS, keys};
 use cerebelum::clock::{Clock, SystemClock};
 use cerebelum::model::{Quotas, TenantRecord};
@@ -177,15 +176,15 @@ pub(crate) async fn run(cli: &Cli, command: &AdminCommand) -> Result<ExitCode> {
         }
     );
     let admin = operations(cli, sets_secret).await?;
-    administer(admin.as_ref(), command).await
+    administer(&admin, command).await
 }
 
 /// Where `cerebelum admin` works: the server of `--server` (as the
 /// operator of `--api-key`), or the database of `--db` (as `cli:<user>`,
 /// with the master key, created for SQLite if `create_master_key`).
-async fn operations(cli: &Cli, create_master_key: bool) -> Result<Box<dyn AdminOperations>> {
+async fn operations(cli: &Cli, create_master_key: bool) -> Result<Client> {
     if let Some(url) = &cli.server {
-        return Ok(Box::new(remote(cli, url).await?.admin()));
+        return remote(cli, url).await;
     }
     let key = master_key(cli, create_master_key)?.map(Arc::new);
     if create_master_key && key.is_none() {
@@ -193,7 +192,8 @@ async fn operations(cli: &Cli, create_master_key: bool) -> Result<Box<dyn AdminO
         bail!("{NO_MASTER_KEY}");
     }
     let store = database(cli).await?;
-    Ok(Box::new(Admin::new(store, key, Actor::cli())))
+    let api = Api::on_store(store, Arc::new(SystemClock));
+    Ok(Client::in_process(api, key).await?)
 }
 
 /// The database of `--db`.
@@ -352,7 +352,7 @@ fn read_secret_value() -> Result<String> {
     Ok(value)
 }
 
-async fn administer(admin: &dyn AdminOperations, command: &AdminCommand) -> Result<ExitCode> {
+async fn administer(admin: &Client, command: &AdminCommand) -> Result<ExitCode> {
     let now = SystemClock.now_ms();
     match command {
         AdminCommand::Tenant { command } => match command.as_ref() {

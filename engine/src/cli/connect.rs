@@ -1,7 +1,8 @@
 //! Where a command's work goes: with `--server`, a `cerebelum serve` over
 //! gRPC (as the tenant of `--api-key`; over TLS for `https://`); without it, the local database
-//! (as tenant `default`). Either way the command gets [`Operations`] and
-//! prints the records they return the same way.
+//! (as tenant `default`), through the same gRPC services served in this
+//! process. Either way the command gets a [`Client`] and prints the
+//! records it returns the same way.
 //!
 //! Locally, commands that only read or decide (status, list, journal,
 //! packages, watch, approve, reject, cancel, retry) open the database
@@ -11,11 +12,10 @@
 use super::Cli;
 use super::flags::{EngineArgs, engine, open_store};
 use anyhow::Result;
-use cerebelum::api::client::{ClientTls, Remote, ServerUrl};
-use cerebelum::api::ops::Local;
-use cerebelum::api::{Api, Operations};
+use cerebelum::api::client::{ClientTls, ServerUrl};
+use cerebelum::api::{Api, Client};
 use cerebelum::clock::SystemClock;
-use cerebelum::model::{DEFAULT_TENANT, Quotas};
+use cerebelum::model::Quotas;
 use cerebelum::store::Synchronous;
 use std::sync::Arc;
 
@@ -27,10 +27,10 @@ pub(crate) enum Needs<'a> {
     Engine(&'a EngineArgs),
 }
 
-/// The operations of the command's place (see the module docs).
-pub(crate) async fn ops(cli: &Cli, needs: Needs<'_>) -> Result<Box<dyn Operations>> {
+/// The client of the command's place (see the module docs).
+pub(crate) async fn ops(cli: &Cli, needs: Needs<'_>) -> Result<Client> {
     if let Some(url) = &cli.server {
-        return Ok(Box::new(remote(cli, url).await?));
+        return remote(cli, url).await;
     }
     let api = match needs {
         Needs::Store => Api::on_store(
@@ -39,13 +39,14 @@ pub(crate) async fn ops(cli: &Cli, needs: Needs<'_>) -> Result<Box<dyn Operation
         ),
         Needs::Engine(args) => Api::new(engine(cli, args, Quotas::default(), true).await?),
     };
-    Ok(Box::new(local(api).await?))
+    local(api).await
 }
 
-/// The operations of tenant `default` through `api` (on this process's
+/// The client of tenant `default` through `api` (on this process's
 /// database).
-pub(crate) async fn local(api: Api) -> Result<Local> {
-    Ok(Local::new(api, DEFAULT_TENANT).await?)
+pub(crate) async fn local(api: Api) -> Result<Client> {
+    let master_key = api.master_key();
+    Ok(Client::in_process(api, master_key).await?)
 }
 
 /// The client TLS settings of the command line.
@@ -59,7 +60,7 @@ pub(crate) fn client_tls(cli: &Cli) -> ClientTls {
 
 /// A connection to the server at `url`, checked before anything is sent;
 /// warns when the key would travel in clear to another machine.
-pub(crate) async fn remote(cli: &Cli, url: &str) -> Result<Remote> {
+pub(crate) async fn remote(cli: &Cli, url: &str) -> Result<Client> {
     let api_key = cli.api_key.as_deref();
     let server = ServerUrl::parse(url)?;
     if server.in_clear && api_key.is_some() {
@@ -69,5 +70,5 @@ pub(crate) async fn remote(cli: &Cli, url: &str) -> Result<Remote> {
             server.url
         );
     }
-    Ok(Remote::connect(&server.url, api_key, &client_tls(cli)).await?)
+    Ok(Client::connect(&server.url, api_key, &client_tls(cli)).await?)
 }

@@ -1,5 +1,5 @@
 //! The commands on executions: start, status, list, watch, journal,
-//! approve, reject, cancel, retry. Each goes through [`Operations`], on
+//! approve, reject, cancel, retry. Each goes through a [`cerebelum::api::Client`], on
 //! the local database or a server (`--server`).
 
 use super::connect::{Needs, ops};
@@ -174,7 +174,7 @@ pub(crate) async fn start(cli: &Cli, args: &StartArgs) -> Result<ExitCode> {
     let ops = ops(cli, Needs::Engine(&args.engine)).await?;
     let path = Path::new(&args.package);
     let (name, version) = if path.exists() {
-        let record = upload_file(ops.as_ref(), path, None).await?;
+        let record = upload_file(&ops, path, None).await?;
         (record.name, Some(record.version))
     } else if args.package.ends_with(".wasm") || args.package.contains('/') {
         anyhow::bail!("package file {} does not exist", args.package);
@@ -204,7 +204,7 @@ pub(crate) async fn start(cli: &Cli, args: &StartArgs) -> Result<ExitCode> {
              a workflow in this process)"
         );
     }
-    let record = watch::follow(ops.as_ref(), &execution.id, Duration::from_secs(120)).await?;
+    let record = watch::follow(&ops, &execution.id, Duration::from_secs(120)).await?;
     Ok(print_outcome(&record))
 }
 
@@ -307,7 +307,7 @@ pub(crate) async fn follow(cli: &Cli, args: &WatchArgs) -> Result<ExitCode> {
     if let Some(url) = super::console_url(cli, &args.id) {
         eprintln!("console: {url}");
     }
-    let record = watch::follow(ops.as_ref(), &args.id, reconnect_for).await?;
+    let record = watch::follow(&ops, &args.id, reconnect_for).await?;
     Ok(print_outcome(&record))
 }
 

@@ -2,7 +2,7 @@
 //! (upload, packages), `executions` (start, status, list, watch, journal,
 //! approve, reject, cancel, retry), `admin` and `build`. Each defines its
 //! flags and its work; `flags` holds the flags several share, `connect`
-//! where a command's work goes ([`cerebelum::api::Operations`] on the
+//! where a command's work goes (a [`cerebelum::api::Client`] of the
 //! local database or a server), `watch` how an execution is followed.
 
 /// `println!` for commands: a closed stdout (`cerebelum journal ID | head`)

@@ -4,7 +4,7 @@ use super::Cli;
 use super::connect::{Needs, ops};
 use super::flags::EngineArgs;
 use anyhow::{Context, Result};
-use cerebelum::api::Operations;
+use cerebelum::api::Client;
 use cerebelum::model::PackageRecord;
 use clap::Args;
 use std::io::IsTerminal;
@@ -47,7 +47,7 @@ fn package_name(path: &Path, name: Option<String>) -> Result<String> {
 
 /// Uploads the package file at `path` (named `name`, or after the file).
 pub(crate) async fn upload_file(
-    ops: &dyn Operations,
+    ops: &Client,
     path: &Path,
     name: Option<String>,
 ) -> Result<PackageRecord> {
@@ -107,7 +107,7 @@ fn summary(p: &PackageRecord) -> String {
 
 pub(crate) async fn upload(cli: &Cli, args: &UploadArgs) -> Result<ExitCode> {
     let ops = ops(cli, Needs::Engine(&args.engine)).await?;
-    let record = upload_file(ops.as_ref(), &args.package, args.name.clone()).await?;
+    let record = upload_file(&ops, &args.package, args.name.clone()).await?;
     out!(
         "{} v{} sha256:{}",
         record.name,

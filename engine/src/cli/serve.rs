@@ -9,7 +9,6 @@ use super::packages::upload_file;
 use super::{Cli, print_outcome, watch};
 use anyhow::{Context, Result, bail};
 use cerebelum::api::Api;
-use cerebelum::api::Operations;
 use cerebelum::api::service::StartRequest;
 use cerebelum::api::tls::{ServerTls, TlsFiles};
 use cerebelum::model::Quotas;

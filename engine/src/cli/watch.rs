@@ -2,7 +2,7 @@
 //! line per journal event, until the execution ends.
 
 use anyhow::Result;
-use cerebelum::api::Operations;
+use cerebelum::api::Client;
 use cerebelum::api::convert::progress_of;
 use cerebelum::api::service::WatchEvent;
 use cerebelum::journal::{Call, Entry, Event, ShowContext, WORKFLOW};
@@ -286,7 +286,7 @@ impl Renderer {
 /// server goes away (a restart, a crash), reconnects for up to
 /// `reconnect_for` and continues after the last event received.
 pub(crate) async fn follow(
-    ops: &dyn Operations,
+    ops: &Client,
     id: &str,
     reconnect_for: Duration,
 ) -> Result<ExecutionRecord> {

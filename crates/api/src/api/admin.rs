@@ -1,11 +1,10 @@
 //! Administration: tenants (quotas, sandbox limits, HTTP allow-lists), API
 //! keys, secrets and the audit log, for operators.
 //!
-//! [`AdminOperations`] is what `cerebelum admin` does; [`Admin`] does it
-//! on a database (the CLI with `--db`, and the server), the gRPC client
-//! ([`super::client::RemoteAdmin`]) on a server, through the `Admin`
-//! service ([`AdminGrpc`]), which the front door opens to operator keys
-//! only. Every change is checked here, once, and recorded in the audit log
+//! [`Admin`] is what `cerebelum admin` does, on a database; the `Admin`
+//! gRPC service ([`AdminGrpc`]) runs it for a server's operator keys (the
+//! front door opens it to no other) and for the CLI's `--db` in-process
+//! ([`super::local`]); [`super::Client`] calls it. Every change is checked here, once, and recorded in the audit log
 //! with its [`Actor`].
 
 use super::audit::Actor;
@@ -17,7 +16,6 @@ use crate::http::AllowList;
 use crate::model::{ApiKeyRecord, AuditRecord, Quotas, SecretRecord, TenantRecord};
 use crate::secrets::MasterKey;
 use crate::store::SharedStore;
-use async_trait::async_trait;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -33,50 +31,10 @@ pub const NO_MASTER_KEY: &str = "secrets are stored encrypted, and there is no m
 /// The most audit rows one call returns.
 pub const MAX_AUDIT_ROWS: i64 = 100_000;
 
-/// What `cerebelum admin` does, on a database or a server.
-#[async_trait]
-pub trait AdminOperations: Send + Sync {
-    /// Creates tenant `name` with its own `quotas` (unset: the server's)
-    /// and HTTP allow-list.
-    async fn create_tenant(
-        &self,
-        name: &str,
-        quotas: Quotas,
-        http_allow: Vec<String>,
-    ) -> Result<TenantRecord>;
-    /// Changes tenant `name`: the quotas that are set replace its own, the
-    /// others stay; the allow-list is replaced if given.
-    async fn update_tenant(
-        &self,
-        name: &str,
-        quotas: Quotas,
-        http_allow: Option<Vec<String>>,
-    ) -> Result<TenantRecord>;
-    async fn tenants(&self) -> Result<Vec<TenantRecord>>;
-    /// A new key of `tenant` (an operator key for `None`), expiring
-    /// `expires_in_ms` from now (never for `None`).
-    async fn create_key(&self, tenant: Option<&str>, expires_in_ms: Option<i64>) -> Result<NewKey>;
-    /// The keys of `tenant` (the operator keys for `None`).
-    async fn keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>>;
-    /// Revokes the key with id `id` (or the whole key).
-    async fn revoke_key(&self, id: &str) -> Result<ApiKeyRecord>;
-    async fn set_secret(&self, tenant: &str, name: &str, value: &str) -> Result<SecretRecord>;
-    async fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>>;
-    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<()>;
-    /// The audit log (of `tenant`), newest first, older than `before`.
-    async fn audit(
-        &self,
-        tenant: Option<&str>,
-        before: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>>;
-    /// Where the work goes, for messages.
-    fn place(&self) -> String;
-}
-
-/// [`AdminOperations`] on a database, by `actor`.
+/// What `cerebelum admin` does, on a database, by `actor`: the `Admin`
+/// service's implementation.
 #[derive(Clone)]
-pub struct Admin {
+pub(crate) struct Admin {
     store: SharedStore,
     /// Seals secrets; without it, setting one is refused.
     master_key: Option<Arc<MasterKey>>,
@@ -144,8 +102,7 @@ fn check_allow_list(http_allow: &[String]) -> Result<()> {
     AllowList::parse(http_allow).map(drop)
 }
 
-#[async_trait]
-impl AdminOperations for Admin {
+impl Admin {
     async fn create_tenant(
         &self,
         name: &str,
@@ -302,10 +259,6 @@ impl AdminOperations for Admin {
             self.store.catalog().tenant(tenant).await?;
         }
         self.store.catalog().list_audit(tenant, before, limit).await
-    }
-
-    fn place(&self) -> String {
-        "the database".into()
     }
 }
 

@@ -1,19 +1,37 @@
-//! The gRPC client of `cerebelum.v1`: [`Operations`] on a remote
-//! `cerebelum serve`, as the tenant of an API key. Messages are turned
-//! back into records ([`super::convert`]), so a command prints the same
-//! way whether its work went to the local database or to a server, and
-//! the server's errors come back as the engine's own [`Error`] kinds.
+//! The gRPC client of `cerebelum.v1`: the one way the CLI does anything.
+//! [`Client::connect`] reaches a `cerebelum serve` as the tenant (or
+//! operator) of an API key; [`Client::in_process`] reaches this process's
+//! database through the same services, served in-process over an
+//! in-memory connection ([`super::local`]). So each RPC is written once on
+//! each side: the server method, and here one client method. Messages are
+//! turned back into records ([`super::convert`]), and the server's errors
+//! come back as the engine's own [`Error`] kinds.
+//!
+//! ```no_run
+//! # async fn demo(client: &cerebelum_api::api::Client) -> cerebelum_types::Result<()> {
+//! use cerebelum_api::api::service::StartRequest;
+//! let (execution, _) = client
+//!     .start(StartRequest {
+//!         package: "hello".into(),
+//!         workflow: "hello".into(),
+//!         input: r#"{"name":"web-1"}"#.into(),
+//!         ..StartRequest::default()
+//!     })
+//!     .await?;
+//! println!("{} is {}", execution.id, execution.status);
+//! # Ok(()) }
+//! ```
 
-use super::admin::{self, AdminOperations};
+use super::admin;
 use super::convert::{
     approval_from_pb, entry_from_pb, execution_from_pb, package_from_pb, schedule_from_pb,
     signal_from_pb, status_to_pb, trigger_from_pb, worker_from_pb,
 };
 use super::keys::NewKey;
-use super::ops::{Events, Operations};
+use super::local::InProcess;
 use super::pb::{self, cerebelum_client::CerebelumClient};
 use super::schedules::NewSchedule;
-use super::service::{ExecutionView, Page, StartRequest, WatchEvent};
+use super::service::{Api, ExecutionView, Page, StartRequest, WatchEvent};
 use super::triggers::NewTrigger;
 use crate::error::{Error, Result};
 use crate::journal::Entry;
@@ -22,10 +40,13 @@ use crate::model::{
     PackageRecord, Quotas, ScheduleRecord, SecretRecord, SignalRecord, TenantRecord, TriggerRecord,
     WorkerRecord,
 };
+use crate::secrets::MasterKey;
 use crate::store::NewSignal;
-use async_trait::async_trait;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio_stream::Stream;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -39,8 +60,17 @@ const MAX_MESSAGE: usize = 256 << 20;
 /// keeps the server's words and names its code, e.g. `… (server:
 /// NotFound)`. A server that is down or restarting is
 /// [`Error::Unavailable`]: worth trying again.
-pub fn from_status(status: Status) -> Error {
-    let mut message = format!("{} (server: {:?})", status.message(), status.code());
+fn from_status(status: Status) -> Error {
+    error_of(status, true)
+}
+
+/// The engine error of `status`; its message names the server's code when
+/// the answer came from a `server`.
+fn error_of(status: Status, server: bool) -> Error {
+    let mut message = status.message().to_owned();
+    if server {
+        message.push_str(&format!(" (server: {:?})", status.code()));
+    }
     if status.message().contains("h2 protocol error") {
         // What a plaintext client reads from a TLS server.
         message.push_str("; if the server runs with --tls-cert, reach it with an https:// URL");
@@ -56,6 +86,12 @@ pub fn from_status(status: Status) -> Error {
         _ => Error::Remote(message),
     }
 }
+
+/// The events of [`Client::watch`], in order; the last is
+/// [`WatchEvent::Finished`]. A stream that breaks before it (the server
+/// went away) ends with a transient error ([`crate::Error::is_transient`]):
+/// watch again after the last seq received.
+pub type Events = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
 
 /// Adds `authorization: Bearer KEY` to every request.
 #[derive(Clone)]
@@ -174,18 +210,33 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// [`Operations`] on a `cerebelum serve`, over gRPC.
+/// Where a [`Client`]'s calls go.
 #[derive(Clone)]
-pub struct Remote {
-    url: String,
-    api_key: Option<String>,
-    tls: ClientTls,
+enum Place {
+    /// A `cerebelum serve` over the network.
+    Server {
+        url: String,
+        api_key: Option<String>,
+        tls: ClientTls,
+    },
+    /// This process's database, through the services served in-process
+    /// (kept open while a clone of the client lives).
+    InProcess { _services: InProcess },
+}
+
+/// A client of `cerebelum.v1`: a tenant's packages, executions, schedules
+/// and triggers, and (with an operator key, or in-process) the `Admin`
+/// service. Every operation is scoped to the caller's tenant: another
+/// tenant's executions are "not found", exactly as missing ones.
+#[derive(Clone)]
+pub struct Client {
+    place: Place,
     client: Grpc,
     workers: WorkerGrpc,
     admin: AdminGrpc,
 }
 
-impl Remote {
+impl Client {
     /// Connects to `url` (checked by [`ServerUrl::parse`]) with `api_key`,
     /// over TLS set up by `tls` if the URL is `https://`.
     pub async fn connect(url: &str, api_key: Option<&str>, tls: &ClientTls) -> Result<Self> {
@@ -229,6 +280,28 @@ impl Remote {
                 }
             )))
         })?;
+        let place = Place::Server {
+            url: url.to_owned(),
+            api_key: api_key.map(str::to_owned),
+            tls: tls.clone(),
+        };
+        Ok(Self::over(channel, auth, place))
+    }
+
+    /// The tenant `default` and the operator of this process's database
+    /// (what `--db` means to the CLI), through the services of `api`
+    /// served in this process; `master_key` seals the secrets set through
+    /// it.
+    pub async fn in_process(api: Api, master_key: Option<Arc<MasterKey>>) -> Result<Self> {
+        let (place, channel) = InProcess::start(api, master_key).await?;
+        Ok(Self::over(
+            channel,
+            None,
+            Place::InProcess { _services: place },
+        ))
+    }
+
+    fn over(channel: Channel, auth: Option<MetadataValue<Ascii>>, place: Place) -> Self {
         let workers = pb::worker_service_client::WorkerServiceClient::with_interceptor(
             channel.clone(),
             Auth(auth.clone()),
@@ -238,220 +311,78 @@ impl Remote {
         let client = CerebelumClient::with_interceptor(channel, Auth(auth))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
-        Ok(Self {
-            url: url.to_owned(),
-            api_key: api_key.map(str::to_owned),
-            tls: tls.clone(),
+        Self {
+            place,
             client,
             workers,
             admin,
-        })
+        }
+    }
+
+    /// Where the calls go, for messages: the server's URL, or "the local
+    /// database".
+    pub fn place(&self) -> String {
+        match &self.place {
+            Place::Server { url, .. } => url.clone(),
+            Place::InProcess { .. } => "the local database".into(),
+        }
+    }
+
+    /// A client of the same place over a new connection (after the server
+    /// restarted); an in-process one is simply the same.
+    pub async fn reconnect(&self) -> Result<Self> {
+        match &self.place {
+            Place::Server { url, api_key, tls } => {
+                Self::connect(url, api_key.as_deref(), tls).await
+            }
+            Place::InProcess { .. } => Ok(self.clone()),
+        }
+    }
+
+    /// The engine error of a status this client was answered with.
+    fn error(&self, status: Status) -> Error {
+        error_of(status, matches!(self.place, Place::Server { .. }))
     }
 
     fn grpc(&self) -> Grpc {
         self.client.clone()
     }
 
-    /// The server's `Admin` service, with this connection's key (an
-    /// operator key, or every call is PERMISSION_DENIED).
-    pub fn admin(&self) -> RemoteAdmin {
-        RemoteAdmin {
-            url: self.url.clone(),
-            client: self.admin.clone(),
-        }
-    }
-}
-
-/// [`AdminOperations`] on a `cerebelum serve`, as the operator of the key.
-#[derive(Clone)]
-pub struct RemoteAdmin {
-    url: String,
-    client: AdminGrpc,
-}
-
-#[async_trait]
-impl AdminOperations for RemoteAdmin {
-    async fn create_tenant(
-        &self,
-        name: &str,
-        quotas: Quotas,
-        http_allow: Vec<String>,
-    ) -> Result<TenantRecord> {
-        let request = pb::CreateTenantRequest {
-            name: name.to_owned(),
-            quotas: Some(admin::quotas_to_pb(&quotas)),
-            http_allow,
-        };
-        let reply = self.client.clone().create_tenant(request).await;
-        Ok(admin::tenant_from_pb(
-            reply.map_err(from_status)?.into_inner(),
-        ))
-    }
-
-    async fn update_tenant(
-        &self,
-        name: &str,
-        quotas: Quotas,
-        http_allow: Option<Vec<String>>,
-    ) -> Result<TenantRecord> {
-        let request = pb::UpdateTenantRequest {
-            name: name.to_owned(),
-            quotas: Some(admin::quotas_to_pb(&quotas)),
-            replace_http_allow: http_allow.is_some(),
-            http_allow: http_allow.unwrap_or_default(),
-        };
-        let reply = self.client.clone().update_tenant(request).await;
-        Ok(admin::tenant_from_pb(
-            reply.map_err(from_status)?.into_inner(),
-        ))
-    }
-
-    async fn tenants(&self) -> Result<Vec<TenantRecord>> {
-        let reply = self
-            .client
-            .clone()
-            .list_tenants(pb::ListTenantsRequest {})
-            .await;
-        let tenants = reply.map_err(from_status)?.into_inner().tenants;
-        Ok(tenants.into_iter().map(admin::tenant_from_pb).collect())
-    }
-
-    async fn create_key(&self, tenant: Option<&str>, expires_in_ms: Option<i64>) -> Result<NewKey> {
-        let request = pb::CreateKeyRequest {
-            tenant: tenant.unwrap_or_default().to_owned(),
-            operator: tenant.is_none(),
-            expires_in_ms,
-        };
-        let reply = self.client.clone().create_key(request).await;
-        let reply = reply.map_err(from_status)?.into_inner();
-        let record = reply
-            .key
-            .ok_or_else(|| Error::Remote("the server's reply has no key".into()))?;
-        Ok(NewKey {
-            record: admin::key_from_pb(record),
-            secret: reply.secret,
-        })
-    }
-
-    async fn keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>> {
-        let request = pb::ListKeysRequest {
-            tenant: tenant.unwrap_or_default().to_owned(),
-            operator: tenant.is_none(),
-        };
-        let reply = self.client.clone().list_keys(request).await;
-        let keys = reply.map_err(from_status)?.into_inner().keys;
-        Ok(keys.into_iter().map(admin::key_from_pb).collect())
-    }
-
-    async fn revoke_key(&self, id: &str) -> Result<ApiKeyRecord> {
-        let request = pb::RevokeKeyRequest { id: id.to_owned() };
-        let reply = self.client.clone().revoke_key(request).await;
-        Ok(admin::key_from_pb(reply.map_err(from_status)?.into_inner()))
-    }
-
-    async fn set_secret(&self, tenant: &str, name: &str, value: &str) -> Result<SecretRecord> {
-        let request = pb::SetSecretRequest {
-            tenant: tenant.to_owned(),
-            name: name.to_owned(),
-            value: value.to_owned(),
-        };
-        let reply = self.client.clone().set_secret(request).await;
-        Ok(admin::secret_from_pb(
-            reply.map_err(from_status)?.into_inner(),
-        ))
-    }
-
-    async fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>> {
-        let request = pb::ListSecretsRequest {
-            tenant: tenant.to_owned(),
-        };
-        let reply = self.client.clone().list_secrets(request).await;
-        let secrets = reply.map_err(from_status)?.into_inner().secrets;
-        Ok(secrets.into_iter().map(admin::secret_from_pb).collect())
-    }
-
-    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<()> {
-        let request = pb::DeleteSecretRequest {
-            tenant: tenant.to_owned(),
-            name: name.to_owned(),
-        };
-        let reply = self.client.clone().delete_secret(request).await;
-        reply.map_err(from_status)?;
-        Ok(())
-    }
-
-    async fn audit(
-        &self,
-        tenant: Option<&str>,
-        before: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<AuditRecord>> {
-        let request = pb::ListAuditRequest {
-            tenant: tenant.unwrap_or_default().to_owned(),
-            before,
-            limit,
-        };
-        let reply = self.client.clone().list_audit(request).await;
-        let records = reply.map_err(from_status)?.into_inner().records;
-        Ok(records.into_iter().map(admin::audit_from_pb).collect())
-    }
-
-    fn place(&self) -> String {
-        self.url.clone()
-    }
-}
-
-/// An error with its causes (tonic's transport errors say little at the
-/// top: "transport error").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn entries(entries: Vec<pb::JournalEntry>) -> Result<Vec<Entry>> {
-    entries
-        .into_iter()
-        .map(|e| entry_from_pb(e).map_err(Error::Remote))
-        .collect()
-}
-
-#[async_trait]
-impl Operations for Remote {
-    fn place(&self) -> String {
-        self.url.clone()
-    }
-
-    async fn upload(&self, name: &str, wasm: Vec<u8>) -> Result<PackageRecord> {
+    /// Validates, compiles and stores a package under `name` (the same
+    /// bytes under the same name return the existing version).
+    pub async fn upload(&self, name: &str, wasm: Vec<u8>) -> Result<PackageRecord> {
         let request = pb::UploadPackageRequest {
             name: name.to_owned(),
             wasm,
         };
         let reply = self.grpc().upload_package(request).await;
-        Ok(package_from_pb(reply.map_err(from_status)?.into_inner()))
+        Ok(package_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
     }
 
-    async fn packages(&self) -> Result<Vec<PackageRecord>> {
+    /// Every package version, by name then version.
+    pub async fn packages(&self) -> Result<Vec<PackageRecord>> {
         let reply = self.grpc().list_packages(pb::ListPackagesRequest {}).await;
-        let packages = reply.map_err(from_status)?.into_inner().packages;
+        let packages = reply.map_err(|s| self.error(s))?.into_inner().packages;
         Ok(packages.into_iter().map(package_from_pb).collect())
     }
 
-    async fn describe(&self, name: &str, version: Option<i64>) -> Result<PackageRecord> {
+    /// Package `name`: that version, or the newest.
+    pub async fn describe(&self, name: &str, version: Option<i64>) -> Result<PackageRecord> {
         let request = pb::DescribePackageRequest {
             name: name.to_owned(),
             version,
         };
         let reply = self.grpc().describe_package(request).await;
-        Ok(package_from_pb(reply.map_err(from_status)?.into_inner()))
+        Ok(package_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
     }
 
-    async fn start(&self, request: StartRequest) -> Result<(ExecutionRecord, bool)> {
+    /// Starts an execution; `true` if it is new (`false`: the idempotency
+    /// key returned an earlier one).
+    pub async fn start(&self, request: StartRequest) -> Result<(ExecutionRecord, bool)> {
         let request = pb::StartExecutionRequest {
             package: request.package,
             version: request.version,
@@ -461,20 +392,25 @@ impl Operations for Remote {
             worker_queue: request.worker_queue,
         };
         let reply = self.grpc().start_execution(request).await;
-        let reply = reply.map_err(from_status)?.into_inner();
+        let reply = reply.map_err(|s| self.error(s))?.into_inner();
         let execution = reply
             .execution
             .ok_or_else(|| Error::Remote("the server's reply has no execution".into()))?;
         Ok((execution_from_pb(execution).record, reply.created))
     }
 
-    async fn execution(&self, id: &str) -> Result<ExecutionView> {
+    /// An execution, with the approvals it waits for.
+    pub async fn execution(&self, id: &str) -> Result<ExecutionView> {
         let request = pb::GetExecutionRequest { id: id.to_owned() };
         let reply = self.grpc().get_execution(request).await;
-        Ok(execution_from_pb(reply.map_err(from_status)?.into_inner()))
+        Ok(execution_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
     }
 
-    async fn list(&self, filter: ListFilter, page_token: Option<&str>) -> Result<Page> {
+    /// One page of executions, newest first; `page_token` is the `next` of
+    /// the page before.
+    pub async fn list(&self, filter: ListFilter, page_token: Option<&str>) -> Result<Page> {
         let request = pb::ListExecutionsRequest {
             status: filter.status.map(|s| status_to_pb(s) as i32).unwrap_or(0),
             package: filter.package.unwrap_or_default(),
@@ -483,7 +419,7 @@ impl Operations for Remote {
             page_token: page_token.unwrap_or_default().to_owned(),
         };
         let reply = self.grpc().list_executions(request).await;
-        let reply = reply.map_err(from_status)?.into_inner();
+        let reply = reply.map_err(|s| self.error(s))?.into_inner();
         Ok(Page {
             executions: reply
                 .executions
@@ -494,16 +430,18 @@ impl Operations for Remote {
         })
     }
 
-    async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>> {
+    /// Journal entries with `seq > after_seq`, in order.
+    pub async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>> {
         let request = pb::GetJournalRequest {
             id: id.to_owned(),
             after_seq,
         };
         let reply = self.grpc().get_journal(request).await;
-        entries(reply.map_err(from_status)?.into_inner().entries)
+        entries(reply.map_err(|s| self.error(s))?.into_inner().entries)
     }
 
-    async fn decide(&self, id: &str, key: &str, decision: Decision) -> Result<ApprovalRecord> {
+    /// Approves or rejects what execution `id` waits for under `key`.
+    pub async fn decide(&self, id: &str, key: &str, decision: Decision) -> Result<ApprovalRecord> {
         let mut client = self.grpc();
         let reply = match decision {
             Decision::Approve(payload) => {
@@ -523,10 +461,14 @@ impl Operations for Remote {
                 client.reject(request).await
             }
         };
-        Ok(approval_from_pb(reply.map_err(from_status)?.into_inner()))
+        Ok(approval_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
     }
 
-    async fn signal(&self, id: &str, signal: NewSignal) -> Result<(SignalRecord, bool)> {
+    /// Sends a signal to execution `id`; `true` if it is new (`false`: its
+    /// signal id was sent before).
+    pub async fn signal(&self, id: &str, signal: NewSignal) -> Result<(SignalRecord, bool)> {
         let request = pb::SignalRequest {
             id: id.to_owned(),
             name: signal.name,
@@ -534,14 +476,15 @@ impl Operations for Remote {
             signal_id: signal.signal_id.unwrap_or_default(),
         };
         let reply = self.grpc().signal(request).await;
-        let reply = reply.map_err(from_status)?.into_inner();
+        let reply = reply.map_err(|s| self.error(s))?.into_inner();
         let signal = reply
             .signal
             .ok_or_else(|| Error::Remote("the server sent no signal".into()))?;
         Ok((signal_from_pb(signal), reply.created))
     }
 
-    async fn set_paused(&self, id: &str, paused: bool) -> Result<ExecutionRecord> {
+    /// Pauses (`true`: it runs no new invocation) or resumes execution `id`.
+    pub async fn set_paused(&self, id: &str, paused: bool) -> Result<ExecutionRecord> {
         let id = id.to_owned();
         let mut client = self.grpc();
         let reply = if paused {
@@ -549,28 +492,36 @@ impl Operations for Remote {
         } else {
             client.resume(pb::ResumeRequest { id }).await
         };
-        Ok(execution_from_pb(reply.map_err(from_status)?.into_inner()).record)
+        Ok(execution_from_pb(reply.map_err(|s| self.error(s))?.into_inner()).record)
     }
 
-    async fn cancel(&self, id: &str) -> Result<ExecutionRecord> {
+    /// Requests cancellation: the execution's next suspension point
+    /// returns a cancellation error to its code.
+    pub async fn cancel(&self, id: &str) -> Result<ExecutionRecord> {
         let request = pb::CancelRequest { id: id.to_owned() };
         let reply = self.grpc().cancel(request).await;
-        Ok(execution_from_pb(reply.map_err(from_status)?.into_inner()).record)
+        Ok(execution_from_pb(reply.map_err(|s| self.error(s))?.into_inner()).record)
     }
 
-    async fn retry(&self, id: &str) -> Result<ExecutionRecord> {
+    /// Runs a failed or cancelled execution again, keeping what it
+    /// completed.
+    pub async fn retry(&self, id: &str) -> Result<ExecutionRecord> {
         let request = pb::RetryRequest { id: id.to_owned() };
         let reply = self.grpc().retry(request).await;
-        Ok(execution_from_pb(reply.map_err(from_status)?.into_inner()).record)
+        Ok(execution_from_pb(reply.map_err(|s| self.error(s))?.into_inner()).record)
     }
 
-    async fn watch(&self, id: &str, after_seq: i64) -> Result<Events> {
+    /// Follows an execution: its journal entries after `after_seq` as they
+    /// are written, then [`WatchEvent::Finished`]. Dropping the stream
+    /// stops following.
+    pub async fn watch(&self, id: &str, after_seq: i64) -> Result<Events> {
         let request = pb::WatchExecutionRequest {
             id: id.to_owned(),
             after_seq,
         };
         let reply = self.grpc().watch_execution(request).await;
-        let mut stream = reply.map_err(from_status)?.into_inner();
+        let mut stream = reply.map_err(|s| self.error(s))?.into_inner();
+        let this = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(async move {
             loop {
@@ -582,11 +533,11 @@ impl Operations for Remote {
                         // server went away.
                         Ok(None) => {
                             let closed = Status::unavailable("the server closed the stream");
-                            let _ = tx.send(Err(from_status(closed))).await;
+                            let _ = tx.send(Err(this.error(closed))).await;
                             return;
                         }
                         Err(status) => {
-                            let _ = tx.send(Err(from_status(status))).await;
+                            let _ = tx.send(Err(this.error(status))).await;
                             return;
                         }
                     },
@@ -615,14 +566,15 @@ impl Operations for Remote {
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
-    async fn workers(&self) -> Result<Vec<WorkerRecord>> {
+    /// The tenant's external workers seen in the last minute, by queue.
+    pub async fn workers(&self) -> Result<Vec<WorkerRecord>> {
         let reply = self
             .workers
             .clone()
             .list_workers(pb::ListWorkersRequest {})
             .await;
         Ok(reply
-            .map_err(from_status)?
+            .map_err(|s| self.error(s))?
             .into_inner()
             .workers
             .into_iter()
@@ -630,7 +582,8 @@ impl Operations for Remote {
             .collect())
     }
 
-    async fn create_schedule(&self, new: NewSchedule) -> Result<ScheduleRecord> {
+    /// Creates a schedule (see [`super::schedules`]).
+    pub async fn create_schedule(&self, new: NewSchedule) -> Result<ScheduleRecord> {
         let request = pb::CreateScheduleRequest {
             name: new.name,
             cron: new.cron,
@@ -643,51 +596,60 @@ impl Operations for Remote {
             catch_up: new.catch_up,
         };
         let reply = self.grpc().create_schedule(request).await;
-        Ok(schedule_from_pb(reply.map_err(from_status)?.into_inner()))
+        Ok(schedule_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
     }
 
-    async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
+    /// The tenant's schedules, by name.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleRecord>> {
         let reply = self
             .grpc()
             .list_schedules(pb::ListSchedulesRequest {})
             .await;
-        let schedules = reply.map_err(from_status)?.into_inner().schedules;
+        let schedules = reply.map_err(|s| self.error(s))?.into_inner().schedules;
         Ok(schedules.into_iter().map(schedule_from_pb).collect())
     }
 
-    async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleRecord> {
+    /// Pauses (`true`) or resumes a schedule.
+    pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<ScheduleRecord> {
         let request = pb::PauseScheduleRequest {
             name: name.to_owned(),
             paused,
         };
         let reply = self.grpc().pause_schedule(request).await;
-        Ok(schedule_from_pb(reply.map_err(from_status)?.into_inner()))
+        Ok(schedule_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
     }
 
-    async fn delete_schedule(&self, name: &str) -> Result<()> {
+    pub async fn delete_schedule(&self, name: &str) -> Result<()> {
         let request = pb::DeleteScheduleRequest {
             name: name.to_owned(),
         };
         self.grpc()
             .delete_schedule(request)
             .await
-            .map_err(from_status)?;
+            .map_err(|s| self.error(s))?;
         Ok(())
     }
 
-    async fn trigger_schedule(&self, name: &str) -> Result<(ExecutionRecord, bool)> {
+    /// Starts a schedule's workflow now.
+    pub async fn trigger_schedule(&self, name: &str) -> Result<(ExecutionRecord, bool)> {
         let request = pb::TriggerScheduleRequest {
             name: name.to_owned(),
         };
         let reply = self.grpc().trigger_schedule(request).await;
-        let reply = reply.map_err(from_status)?.into_inner();
+        let reply = reply.map_err(|s| self.error(s))?.into_inner();
         let execution = reply
             .execution
             .ok_or_else(|| Error::Remote("the server's reply has no execution".into()))?;
         Ok((execution_from_pb(execution).record, reply.created))
     }
 
-    async fn create_trigger(&self, new: NewTrigger) -> Result<(TriggerRecord, Option<String>)> {
+    /// Creates an HTTP trigger (see [`super::triggers`]); without an HMAC
+    /// secret, also its token.
+    pub async fn create_trigger(&self, new: NewTrigger) -> Result<(TriggerRecord, Option<String>)> {
         let request = pb::CreateTriggerRequest {
             name: new.name,
             package: new.package,
@@ -696,35 +658,191 @@ impl Operations for Remote {
             hmac_secret: new.hmac_secret,
         };
         let reply = self.grpc().create_trigger(request).await;
-        let reply = reply.map_err(from_status)?.into_inner();
+        let reply = reply.map_err(|s| self.error(s))?.into_inner();
         let trigger = reply
             .trigger
             .ok_or_else(|| Error::Remote("the server's reply has no trigger".into()))?;
         Ok((trigger_from_pb(trigger), reply.token))
     }
 
-    async fn triggers(&self) -> Result<Vec<TriggerRecord>> {
+    pub async fn triggers(&self) -> Result<Vec<TriggerRecord>> {
         let reply = self.grpc().list_triggers(pb::ListTriggersRequest {}).await;
-        let triggers = reply.map_err(from_status)?.into_inner().triggers;
+        let triggers = reply.map_err(|s| self.error(s))?.into_inner().triggers;
         Ok(triggers.into_iter().map(trigger_from_pb).collect())
     }
 
-    async fn delete_trigger(&self, name: &str) -> Result<()> {
+    pub async fn delete_trigger(&self, name: &str) -> Result<()> {
         let request = pb::DeleteTriggerRequest {
             name: name.to_owned(),
         };
         self.grpc()
             .delete_trigger(request)
             .await
-            .map_err(from_status)?;
+            .map_err(|s| self.error(s))?;
         Ok(())
     }
 
-    async fn reconnect(&self) -> Result<Box<dyn Operations>> {
-        Ok(Box::new(
-            Remote::connect(&self.url, self.api_key.as_deref(), &self.tls).await?,
+    // The `Admin` service: an operator key's calls, or in-process ones.
+
+    /// Creates tenant `name` with its own `quotas` (unset: the server's)
+    /// and HTTP allow-list.
+    pub async fn create_tenant(
+        &self,
+        name: &str,
+        quotas: Quotas,
+        http_allow: Vec<String>,
+    ) -> Result<TenantRecord> {
+        let request = pb::CreateTenantRequest {
+            name: name.to_owned(),
+            quotas: Some(admin::quotas_to_pb(&quotas)),
+            http_allow,
+        };
+        let reply = self.admin.clone().create_tenant(request).await;
+        Ok(admin::tenant_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
         ))
     }
+
+    /// Changes tenant `name`: the quotas that are set replace its own, the
+    /// others stay; the allow-list is replaced if given.
+    pub async fn update_tenant(
+        &self,
+        name: &str,
+        quotas: Quotas,
+        http_allow: Option<Vec<String>>,
+    ) -> Result<TenantRecord> {
+        let request = pb::UpdateTenantRequest {
+            name: name.to_owned(),
+            quotas: Some(admin::quotas_to_pb(&quotas)),
+            replace_http_allow: http_allow.is_some(),
+            http_allow: http_allow.unwrap_or_default(),
+        };
+        let reply = self.admin.clone().update_tenant(request).await;
+        Ok(admin::tenant_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantRecord>> {
+        let reply = self
+            .admin
+            .clone()
+            .list_tenants(pb::ListTenantsRequest {})
+            .await;
+        let tenants = reply.map_err(|s| self.error(s))?.into_inner().tenants;
+        Ok(tenants.into_iter().map(admin::tenant_from_pb).collect())
+    }
+
+    /// A new key of `tenant` (an operator key for `None`), expiring
+    /// `expires_in_ms` from now (never for `None`).
+    pub async fn create_key(
+        &self,
+        tenant: Option<&str>,
+        expires_in_ms: Option<i64>,
+    ) -> Result<NewKey> {
+        let request = pb::CreateKeyRequest {
+            tenant: tenant.unwrap_or_default().to_owned(),
+            operator: tenant.is_none(),
+            expires_in_ms,
+        };
+        let reply = self.admin.clone().create_key(request).await;
+        let reply = reply.map_err(|s| self.error(s))?.into_inner();
+        let record = reply
+            .key
+            .ok_or_else(|| Error::Remote("the server's reply has no key".into()))?;
+        Ok(NewKey {
+            record: admin::key_from_pb(record),
+            secret: reply.secret,
+        })
+    }
+
+    /// The keys of `tenant` (the operator keys for `None`).
+    pub async fn keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>> {
+        let request = pb::ListKeysRequest {
+            tenant: tenant.unwrap_or_default().to_owned(),
+            operator: tenant.is_none(),
+        };
+        let reply = self.admin.clone().list_keys(request).await;
+        let keys = reply.map_err(|s| self.error(s))?.into_inner().keys;
+        Ok(keys.into_iter().map(admin::key_from_pb).collect())
+    }
+
+    /// Revokes the key with id `id` (or the whole key).
+    pub async fn revoke_key(&self, id: &str) -> Result<ApiKeyRecord> {
+        let request = pb::RevokeKeyRequest { id: id.to_owned() };
+        let reply = self.admin.clone().revoke_key(request).await;
+        Ok(admin::key_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
+    }
+
+    pub async fn set_secret(&self, tenant: &str, name: &str, value: &str) -> Result<SecretRecord> {
+        let request = pb::SetSecretRequest {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            value: value.to_owned(),
+        };
+        let reply = self.admin.clone().set_secret(request).await;
+        Ok(admin::secret_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
+    }
+
+    pub async fn secrets(&self, tenant: &str) -> Result<Vec<SecretRecord>> {
+        let request = pb::ListSecretsRequest {
+            tenant: tenant.to_owned(),
+        };
+        let reply = self.admin.clone().list_secrets(request).await;
+        let secrets = reply.map_err(|s| self.error(s))?.into_inner().secrets;
+        Ok(secrets.into_iter().map(admin::secret_from_pb).collect())
+    }
+
+    pub async fn delete_secret(&self, tenant: &str, name: &str) -> Result<()> {
+        let request = pb::DeleteSecretRequest {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+        };
+        let reply = self.admin.clone().delete_secret(request).await;
+        reply.map_err(|s| self.error(s))?;
+        Ok(())
+    }
+
+    /// The audit log (of `tenant`), newest first, older than `before`.
+    pub async fn audit(
+        &self,
+        tenant: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>> {
+        let request = pb::ListAuditRequest {
+            tenant: tenant.unwrap_or_default().to_owned(),
+            before,
+            limit,
+        };
+        let reply = self.admin.clone().list_audit(request).await;
+        let records = reply.map_err(|s| self.error(s))?.into_inner().records;
+        Ok(records.into_iter().map(admin::audit_from_pb).collect())
+    }
+}
+
+/// An error with its causes (tonic's transport errors say little at the
+/// top: "transport error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn entries(entries: Vec<pb::JournalEntry>) -> Result<Vec<Entry>> {
+    entries
+        .into_iter()
+        .map(|e| entry_from_pb(e).map_err(Error::Remote))
+        .collect()
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@
 //! the conversions between records and messages ([`convert`]), and the
 //! server's TLS ([`tls`]).
 //!
-//! Clients use one trait, [`Operations`] ([`ops`]): implemented on this
-//! process's database by [`ops::Local`] and on a remote server by
-//! [`client::Remote`] (the gRPC client).
+//! Clients use one type, the gRPC [`Client`] ([`client`]): to a
+//! `cerebelum serve`, or to this process's database through the same
+//! services served in-process ([`local`]).
 
 pub mod admin;
 pub mod audit;
@@ -18,7 +18,7 @@ pub mod codec;
 pub mod convert;
 pub mod grpc;
 pub mod keys;
-pub mod ops;
+pub mod local;
 pub mod schedules;
 pub mod service;
 pub mod streams;
@@ -28,7 +28,7 @@ pub mod triggers;
 pub mod web;
 pub mod workers;
 
-pub use ops::Operations;
+pub use client::Client;
 pub use service::{Api, DEFAULT_QUOTAS};
 
 /// The generated messages, client and server of `cerebelum.v1`.
