@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 const LONG: Duration = Duration::from_secs(180);
 const PYWORKER: &str = "tests/guests/python/pyworker.py";
 const PYPLACED: &str = "tests/guests/python/pyplaced.py";
+const PYSLEEPER: &str = "tests/guests/python/pysleeper.py";
 
 common::on_both_backends!(
     a_python_worker_gives_the_sandboxes_result,
     kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker,
     a_stopped_python_workers_late_outcome_is_refused,
     a_step_placed_on_a_worker_runs_natively_and_the_rest_in_the_sandbox,
+    a_worker_steps_long_sleep_is_handed_back_and_outlives_its_worker,
 );
 
 /// A `python -m cerebelum worker` process serving the steps of a file
@@ -649,6 +651,26 @@ fn execution_id_after(text: &str, before: &str) -> Option<String> {
         })
 }
 
+/// `python FILE` (in `dir`) for the server at `port` and tenant key `key`,
+/// as a user runs a script in the original's distributed style: its
+/// stdout in `NAME.out` and its log (stderr) in `NAME.err`.
+fn script(dir: &std::path::Path, file: &str, name: &str, port: u16, key: &str) -> PyWorker {
+    PyWorker {
+        child: Command::new(python())
+            .arg(dir.join(file))
+            .current_dir(dir)
+            .env("CEREBELUM_SERVER", common::url(port))
+            .env("CEREBELUM_API_KEY", key)
+            .env("CEREBELUM_CACHE_DIR", cache_dir())
+            .env("PYTHONUNBUFFERED", "1")
+            .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("running {file}: {e}")),
+        log: dir.join(format!("{name}.err")),
+    }
+}
+
 /// The original SDK's distributed files, in its style
 /// (`examples/python/distributed`), against `cerebelum serve`:
 /// `hello_server.py`, whose `main()` awaits `execute(distributed=True)`,
@@ -680,22 +702,7 @@ fn the_originals_distributed_server_and_execute_files_run_unchanged() {
     let execute = execute.replace("localhost:7433", &format!("localhost:{port}"));
     std::fs::write(dir.join("hello_execute.py"), execute).unwrap();
 
-    // `python hello_server.py` of this test's server, its stdout in
-    // `NAME.out` and its log (stderr) in `NAME.err`.
-    let hello_server = |name: &str| PyWorker {
-        child: Command::new(python())
-            .arg(dir.join("hello_server.py"))
-            .current_dir(&dir)
-            .env("CEREBELUM_SERVER", common::url(port))
-            .env("CEREBELUM_API_KEY", &key)
-            .env("CEREBELUM_CACHE_DIR", cache_dir())
-            .env("PYTHONUNBUFFERED", "1")
-            .stdout(std::fs::File::create(dir.join(format!("{name}.out"))).unwrap())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
-            .spawn()
-            .expect("running hello_server.py"),
-        log: dir.join(format!("{name}.err")),
-    };
+    let hello_server = |name: &str| script(&dir, "hello_server.py", name, port, &key);
     let out = dir.join("server.out");
     let mut server_py = hello_server("server");
     let said = |server_py: &PyWorker| {
@@ -865,4 +872,235 @@ fn the_originals_distributed_server_and_execute_files_run_unchanged() {
         "{ended}\n{}",
         again.log()
     );
+}
+
+/// A server serving `pysleeper.py` (uploaded as `sleeper`) with
+/// `serve_args`; the server, the CLI, the key, and where the step's marks
+/// go.
+fn sleeper(db: &Db, port: u16, serve_args: &[&str]) -> (common::Server, Remote, String, PathBuf) {
+    let key = db.tenant("a", &[]);
+    let server = db.serve_api(port, serve_args);
+    let cli = Remote::new(port, &key);
+    cli.ok(&[
+        "upload",
+        path(&python_guest(PYSLEEPER)),
+        "--name",
+        "sleeper",
+    ]);
+    let marks = db.dir.path().join("marks.txt");
+    (server, cli, key, marks)
+}
+
+fn start_sleeper(cli: &Remote, input: Value) -> String {
+    let input = input.to_string();
+    let args = [
+        "start",
+        "sleeper",
+        "pysleeper",
+        "--input",
+        &input,
+        "--worker-queue",
+        "q",
+    ];
+    cli.ok(&args).trim().to_owned()
+}
+
+fn marks(file: &std::path::Path) -> String {
+    std::fs::read_to_string(file).unwrap_or_default()
+}
+
+/// Issue 33: a worker step's sleep longer than `--worker-hold-ms` hands
+/// the task back (the same attempt, not claimable until the sleep ends);
+/// the worker is killed meanwhile, another one takes the task when the
+/// sleep ends, replays the step's history (the mark made before the sleep
+/// is not made again) and completes it.
+fn a_worker_steps_long_sleep_is_handed_back_and_outlives_its_worker(db: Db) {
+    let port = free_port();
+    let (_server, cli, key, file) = sleeper(&db, port, &["--worker-hold-ms", "300"]);
+    let mut first = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-1");
+    let id = start_sleeper(&cli, json!({"marks": file, "sleep_ms": 2500}));
+    first.wait_log(
+        &format!("step nap of execution {id} (attempt 1): sleeps until"),
+        LONG,
+    );
+    first.kill9();
+    assert_eq!(marks(&file), "before\n");
+    let status = cli.status(&id);
+    assert_ne!(status["status"], "failed", "{status}");
+
+    let second = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-2");
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
+    assert_eq!(
+        ended["result"]["steps"]["nap"],
+        json!({"before": "before", "after": "after", "attempt": 1}),
+        "{ended}"
+    );
+    assert_eq!(marks(&file), "before\nafter\n", "each mark made once");
+    let log = second.log();
+    assert!(
+        log.contains(&format!("running step nap of execution {id} (attempt 1)")),
+        "{log}"
+    );
+    let journal = cli.journal(&id);
+    let seq = step_call_seq(&journal, "nap", 0);
+    assert_eq!(attempts(&journal, seq), 1, "one attempt: {journal:?}");
+}
+
+/// Issue 33: `kill -9` of a worker whose step sleeps in the worker (a
+/// short sleep, held): the claim expires, the step's next attempt inherits
+/// its history, so the mark made before the sleep is not made again, and
+/// the sleep is not slept from the start.
+#[test]
+fn kill9_of_a_worker_mid_sleep_resumes_the_step_after_its_recorded_calls() {
+    let db = Db::new();
+    let port = free_port();
+    let (_server, cli, key, file) = sleeper(&db, port, &["--worker-heartbeat-ms", "1000"]);
+    let mut first = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-1");
+    let id = start_sleeper(&cli, json!({"marks": file, "sleep_ms": 1500}));
+    first.wait_log(
+        &format!("running step nap of execution {id} (attempt 1)"),
+        LONG,
+    );
+    let deadline = Instant::now() + LONG;
+    while marks(&file).is_empty() {
+        assert!(Instant::now() < deadline, "no mark:\n{}", first.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    first.kill9();
+
+    let second = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-2");
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
+    assert_eq!(ended["result"]["steps"]["nap"]["attempt"], 2, "{ended}");
+    assert_eq!(marks(&file), "before\nafter\n", "each mark made once");
+}
+
+/// Issue 33: a worker step that, run again, makes another call than its
+/// history recorded at the same position fails with `nondeterminism`, as
+/// in the sandbox.
+#[test]
+fn a_worker_step_that_diverges_from_its_history_fails_with_nondeterminism() {
+    let db = Db::new();
+    let port = free_port();
+    let (_server, cli, key, file) = sleeper(&db, port, &["--worker-hold-ms", "300"]);
+    let flip = db.dir.path().join("flip");
+    let mut worker = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-1");
+    let input = json!({"marks": file, "sleep_ms": 1500, "flip": flip});
+    let id = start_sleeper(&cli, input);
+    worker.wait_log(
+        &format!("step nap of execution {id} (attempt 1): sleeps until"),
+        LONG,
+    );
+    std::fs::write(&flip, "").unwrap();
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "failed", "{ended}\n{}", worker.log());
+    let error = ended["error"].to_string();
+    assert!(
+        error.contains("made a different call than its history recorded"),
+        "{error}"
+    );
+    // The step's own result has the sandbox's error kind, and was not
+    // retried (a fresh attempt would mark "before" again).
+    let journal = cli.journal(&id);
+    let seq = step_call_seq(&journal, "nap", 0);
+    let result = results(&journal, seq);
+    assert_eq!(result.len(), 1, "{journal:?}");
+    assert!(
+        result[0].to_string().contains("nondeterminism"),
+        "{}",
+        result[0]
+    );
+    assert_eq!(attempts(&journal, seq), 1, "{journal:?}");
+    assert_eq!(marks(&file), "before\n");
+}
+
+/// Issue 33 (5): the original's resurrection test, in its style. A
+/// distributed script (`examples/python/distributed/resurrection.py`) is
+/// killed with SIGKILL while its worker step sleeps 10 s; run again, it
+/// serves the same queue, takes the task when the sleep ends and finishes
+/// the step: `prepare` and the part of `long_task` before the sleep do
+/// not run again.
+#[test]
+fn a_distributed_script_killed_mid_sleep_finishes_its_execution_when_run_again() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    let dir = db.dir.path().join("resurrection");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        root().join("examples/python/distributed/resurrection.py"),
+        dir.join("resurrection.py"),
+    )
+    .unwrap();
+    let mut first = script(&dir, "resurrection.py", "first", port, &key);
+    let log = first.wait_log_until("the sleep handed back", LONG, |log| {
+        log.contains("started execution") && log.contains("handed back until then")
+    });
+    let id = execution_id_after(&log, "started execution").expect(&log);
+    first.kill9();
+    let printed = |name: &str| std::fs::read_to_string(dir.join(format!("{name}.out"))).unwrap();
+    assert_eq!(
+        printed("first"),
+        format!("[{id}] preparing phoenix\n[{id}] long task: sleeping 10 s\n")
+    );
+
+    let mut second = script(&dir, "resurrection.py", "second", port, &key);
+    second.wait_log(
+        &format!("an earlier run left open on py-resurrection-v1: {id}"),
+        LONG,
+    );
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
+    assert_eq!(
+        ended["result"]["output"],
+        json!({"ok": {"done": "phoenix"}})
+    );
+    // Of the first execution, the second run did only what follows the
+    // sleep (it also runs an execution of its own).
+    let both = printed("first") + &printed("second");
+    for line in [
+        "preparing phoenix",
+        "long task: sleeping 10 s",
+        "long task: awake",
+    ] {
+        let line = format!("[{id}] {line}");
+        assert_eq!(both.matches(&line).count(), 1, "{line:?} once:\n{both}");
+    }
+    let journal = cli.journal(&id);
+    let seq = step_call_seq(&journal, "long_task", 0);
+    assert_eq!(
+        attempts(&journal, seq),
+        1,
+        "handed back, not retried: {journal:?}"
+    );
+}
+
+/// Issue 33: an hour's sleep in a worker step holds no worker: the task is
+/// handed back until the sleep ends, and the worker's one slot serves
+/// another execution meanwhile.
+#[test]
+fn a_worker_steps_hour_long_sleep_frees_the_workers_slot() {
+    let db = Db::new();
+    let port = free_port();
+    let (_server, cli, key, file) = sleeper(&db, port, &[]);
+    let mut worker = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-1");
+    let asleep = start_sleeper(&cli, json!({"marks": file, "sleep_ms": 3_600_000}));
+    worker.wait_log(
+        &format!("step nap of execution {asleep} (attempt 1): sleeps until"),
+        LONG,
+    );
+    let other = db.dir.path().join("other.txt");
+    let quick = start_sleeper(&cli, json!({"marks": other, "sleep_ms": 0}));
+    let ended = cli.wait_ended(&quick, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", worker.log());
+    assert_eq!(marks(&other), "before\nafter\n");
+    let status = cli.status(&asleep);
+    assert!(
+        status["status"] == "waiting" || status["status"] == "running",
+        "{status}"
+    );
+    assert_eq!(marks(&file), "before\n");
 }

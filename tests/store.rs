@@ -1739,7 +1739,7 @@ async fn a_task_handed_back_goes_to_another_worker(db: Db) {
     let first = claim_as(&store, "devops", "w-1", NOW).await.unwrap();
     store
         .tasks()
-        .release_task(T, &first.token, NOW + 1)
+        .release_task(T, &first.token, None, NOW + 1)
         .await
         .unwrap();
     let second = claim_as(&store, "devops", "w-2", NOW + 2).await.unwrap();

@@ -21,6 +21,14 @@
 //!   executions of `pychain` (50 steps each) started at once; one task at
 //!   a time per worker (the default), then `--concurrency 4`.
 //!
+//! - (w5) a durable call inside a worker step: (w1) with the worker
+//!   recording one call (`now`, RecordCall) before completing each task;
+//!   the extra round trip over (w1)'s, p50.
+//! - (w6) a worker step's sleep handed back: each task records `sleep`
+//!   (100 ms) and releases the task until it is due (ReleaseTask with
+//!   resume_at_ms); the time from the sleep's due time to the worker
+//!   receiving the task again, p50/p99.
+//!
 //! `-- --sync normal` runs the server with `--sync normal` (default
 //! `full`). `-- --quick` runs smaller counts. The machine is shared: quote
 //! medians and compare within one run.
@@ -45,17 +53,47 @@ async fn register(worker: &mut WorkerClient, id: &str, queue: &str) {
         .unwrap();
 }
 
-/// Polls `queue` as `id` and completes each task with its input, until
-/// `done` reaches `total`; the instants at which it received its tasks.
+/// What a bench worker's step does before completing its task.
+#[derive(Clone, Copy, PartialEq)]
+enum Step {
+    /// Nothing.
+    Noop,
+    /// Records one durable call (`now`).
+    OneCall,
+    /// The first time, records a 100 ms sleep and hands the task back
+    /// until it is due; the second time, completes it.
+    Sleep,
+}
+
+/// What a bench worker saw: the instants at which it received its tasks,
+/// and (for [`Step::Sleep`]) how late after its due time each handed-back
+/// task came back, ms.
+#[derive(Default)]
+struct Served {
+    received: Vec<Instant>,
+    late_ms: Vec<f64>,
+}
+
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// Polls `queue` as `id` and completes each task with its input (after
+/// `step`), until `done` reaches `total`.
 async fn serve(
     mut worker: WorkerClient,
     id: String,
     queue: &'static str,
     done: Arc<AtomicUsize>,
     total: usize,
-) -> Vec<Instant> {
+    step: Step,
+) -> Served {
     register(&mut worker, &id, queue).await;
-    let mut received = Vec::new();
+    let mut served = Served::default();
     while done.load(Ordering::SeqCst) < total {
         let reply = worker
             .poll_task(pb::PollTaskRequest {
@@ -67,7 +105,41 @@ async fn serve(
             .unwrap()
             .into_inner();
         let Some(task) = reply.task else { continue };
-        received.push(Instant::now());
+        served.received.push(Instant::now());
+        if step != Step::Noop && task.history.is_empty() {
+            let kind = if step == Step::Sleep { "sleep" } else { "now" };
+            let call = worker
+                .record_call(pb::RecordCallRequest {
+                    token: task.token.clone(),
+                    position: 0,
+                    kind: kind.into(),
+                    args_json: r#"{"duration_ms":100}"#.into(),
+                    answer_json: None,
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .call
+                .unwrap();
+            if step == Step::Sleep {
+                let due: serde_json::Value = serde_json::from_str(&call.answer_json).unwrap();
+                worker
+                    .release_task(pb::ReleaseTaskRequest {
+                        token: task.token,
+                        resume_at_ms: due["due_at_ms"].as_i64(),
+                    })
+                    .await
+                    .unwrap();
+                continue;
+            }
+        }
+        if step == Step::Sleep {
+            let due: serde_json::Value =
+                serde_json::from_str(&task.history[0].answer_json).unwrap();
+            served
+                .late_ms
+                .push(epoch_ms() - due["due_at_ms"].as_f64().unwrap());
+        }
         worker
             .complete_task(pb::CompleteTaskRequest {
                 token: task.token,
@@ -80,7 +152,15 @@ async fn serve(
             .unwrap();
         done.fetch_add(1, Ordering::SeqCst);
     }
+    served
+}
+
+/// The gaps between consecutive instants, ms.
+fn gaps_ms(received: &[Instant]) -> Vec<f64> {
     received
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
+        .collect()
 }
 
 fn start(queue: &str, steps: usize) -> pb::StartExecutionRequest {
@@ -121,19 +201,64 @@ fn main() {
         let steps = 500 / scale;
         let done = Arc::new(AtomicUsize::new(0));
         let worker = worker_client(port, &key).await;
-        let serving = tokio::spawn(serve(worker, "w1".into(), "rt", done.clone(), steps));
+        let serving = tokio::spawn(serve(
+            worker,
+            "w1".into(),
+            "rt",
+            done.clone(),
+            steps,
+            Step::Noop,
+        ));
         client.start_execution(start("rt", steps)).await.unwrap();
-        let received = serving.await.unwrap();
-        let mut gaps: Vec<f64> = received
-            .windows(2)
-            .map(|w| (w[1] - w[0]).as_secs_f64() * 1000.0)
-            .collect();
+        let mut gaps = gaps_ms(&serving.await.unwrap().received);
+        let plain = common::percentile(&mut gaps, 0.5);
         println!(
             "(w1) worker step round trip, {} steps in a row: p50 {:.2} ms, p99 {:.2} ms \
              (target p50 <= 3 ms with a Python worker)",
             steps,
-            common::percentile(&mut gaps, 0.5),
+            plain,
             common::percentile(&mut gaps, 0.99)
+        );
+
+        // (w5) The same with one durable call in each step.
+        let done = Arc::new(AtomicUsize::new(0));
+        let worker = worker_client(port, &key).await;
+        let serving = tokio::spawn(serve(
+            worker,
+            "w5".into(),
+            "rc",
+            done.clone(),
+            steps,
+            Step::OneCall,
+        ));
+        client.start_execution(start("rc", steps)).await.unwrap();
+        let mut gaps = gaps_ms(&serving.await.unwrap().received);
+        let with_call = common::percentile(&mut gaps, 0.5);
+        println!(
+            "(w5) worker step with one durable call (RecordCall now), {steps} in a row: p50 \
+             {with_call:.2} ms, {:+.2} ms over (w1) (target <= 1 ms on SQLite)",
+            with_call - plain
+        );
+
+        // (w6) A sleep handed back, resumed when due.
+        let sleeps = 50 / scale;
+        let done = Arc::new(AtomicUsize::new(0));
+        let worker = worker_client(port, &key).await;
+        let serving = tokio::spawn(serve(
+            worker,
+            "w6".into(),
+            "hb",
+            done.clone(),
+            sleeps,
+            Step::Sleep,
+        ));
+        client.start_execution(start("hb", sleeps)).await.unwrap();
+        let mut late = serving.await.unwrap().late_ms;
+        println!(
+            "(w6) worker step sleeping 100 ms, handed back: {sleeps} resumed p50 {:.2} ms, p99 \
+             {:.2} ms after due (target p50 <= 5 ms)",
+            common::percentile(&mut late, 0.5),
+            common::percentile(&mut late, 0.99)
         );
 
         // (w2) Many executions, 8 workers.
@@ -149,6 +274,7 @@ fn main() {
                 "tp",
                 done.clone(),
                 total,
+                Step::Noop,
             )));
         }
         let began = Instant::now();
@@ -157,7 +283,7 @@ fn main() {
         }
         let mut served = Vec::new();
         for w in workers {
-            served.push(w.await.unwrap().len());
+            served.push(w.await.unwrap().received.len());
         }
         let took = began.elapsed();
         println!(

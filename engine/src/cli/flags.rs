@@ -81,6 +81,12 @@ pub(crate) struct EngineArgs {
     /// retried; a step's whole attempt is bounded by its step timeout.
     #[arg(long, default_value_t = 30_000, value_parser = range(100, DAY_MS))]
     worker_heartbeat_ms: u64,
+    /// A sleep inside a step on an external worker longer than this hands
+    /// the task back until the sleep ends (the worker's slot serves other
+    /// tasks meanwhile, and the step survives the worker); shorter ones
+    /// stay in the worker.
+    #[arg(long, default_value_t = 2_000, value_parser = range(0, DAY_MS))]
+    worker_hold_ms: u64,
     /// CPU deadline of workflow code per run.
     #[arg(long, default_value_t = 30_000, value_parser = range(1, DAY_MS))]
     workflow_timeout_ms: u64,
@@ -237,6 +243,7 @@ pub(crate) async fn engine(
     config.memory_limit_bytes = (args.memory_limit_mb << 20) as usize;
     config.step_timeout = Duration::from_millis(args.step_timeout_ms);
     config.worker_heartbeat = Duration::from_millis(args.worker_heartbeat_ms);
+    config.worker_hold = Duration::from_millis(args.worker_hold_ms);
     config.serves_workers = serves_workers;
     config.workflow_timeout = Duration::from_millis(args.workflow_timeout_ms);
     config.max_running = args.max_running as usize;

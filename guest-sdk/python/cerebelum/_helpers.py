@@ -51,17 +51,18 @@ async def sleep(duration: int | float | timedelta, data: Any = None) -> None:
     execution hibernates meanwhile, and after a restart the step goes on
     with the next line. ``data`` (JSON) is recorded in the journal with
     the sleep (what the wait is for). ``await asyncio.sleep(seconds)``
-    waits as durably, without data.
+    waits as durably there, without data.
+
+    In a step on an external worker, this sleep (and ``poll``'s and
+    ``retry``'s waits) is recorded by the server too: a sleep longer than
+    the server's ``--worker-hold-ms`` hands the task back until it ends,
+    and whichever worker takes it then runs the step again from the top,
+    every durable call made before returning its recorded answer.
+    ``asyncio.sleep`` there is an ordinary, forgetful wait.
     """
     ms = _ms(duration, "sleep's duration")
-    if data is not None:
-        ctx, runtime = _runtime()
-        await runtime.recorded("sleep", lambda: _value({"duration_ms": ms, "data": data}))
-    await asyncio.sleep(ms / 1000)
-
-
-async def _value(value: Any) -> Any:
-    return value
+    ctx, runtime = _runtime()
+    await runtime.sleep(ms, data)
 
 
 # The check's value is what poll returns: a step's (Step[..., T]), an
@@ -159,7 +160,7 @@ async def poll(check_fn: Step[Any, Any] | Callable[[], Any], *,
         if succeeded(value):
             return value
         if attempt < max_attempts:
-            await asyncio.sleep(interval_ms / 1000)
+            await runtime.sleep(interval_ms)
     raise PollTimeoutError(
         f"Polling failed after {max_attempts} attempts (interval: {interval_ms}ms)",
         "poll-exhausted")
@@ -246,7 +247,7 @@ async def retry(fn: Callable[..., Any], *args: Any, max_attempts: int = 3,
         if not outcome.get("retry", True):
             raise last
         if attempt < max_attempts:
-            await asyncio.sleep(wait_ms / 1000)
+            await runtime.sleep(round(wait_ms))
             wait_ms *= backoff
     assert last is not None
     raise last

@@ -9,6 +9,7 @@ journaled host call.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import difflib
 import inspect
@@ -54,6 +55,16 @@ class Runtime:
     async def approval(self, ctx: "Context", approval_type: str, data: Any,
                        timeout_ms: int | None) -> Any:
         raise NotImplementedError
+
+    async def sleep(self, ms: int, data: Any = None) -> None:
+        """Waits ``ms``: ``sleep``'s, ``poll``'s and ``retry``'s waits.
+        Inside the sandbox ``asyncio.sleep`` itself is durable (the loop
+        journals it), and ``data`` is recorded beside it."""
+        if data is not None:
+            async def described() -> Any:
+                return {"duration_ms": ms, "data": data}
+            await self.recorded("sleep", described)
+        await asyncio.sleep(ms / 1000)
 
     async def child(self, ctx: "Context", workflow: str, inputs: Any) -> dict:
         """Runs workflow ``workflow`` as a child; its result."""

@@ -22,13 +22,14 @@ import logging
 import os
 import random
 import socket
+import time
 import traceback
-from typing import Callable
+from typing import Any, Callable
 
 from ._dsl import Step, WorkflowDefinition
 from ._local import LocalRuntime
 from ._registry import STEPS
-from ._runtime import Context, exception_text, invoke_step
+from ._runtime import Context, exception_text, invoke_step, to_json
 from .client import CLAIM_LOST, TRANSIENT, Client, ServerError, optional
 from .errors import CerebelumError, StepError
 from .v1 import cerebelum_pb2 as pb
@@ -69,17 +70,105 @@ class _Task:
         self.wake.set()
 
 
+class _Suspend(BaseException):
+    """Ends a worker step whose sleep is longer than the server lets a
+    task be held: the task is handed back until ``resume_at_ms``, and the
+    step runs again then, replaying its history. A ``BaseException``, so
+    that the step's own ``except Exception`` does not catch it."""
+
+    def __init__(self, resume_at_ms: int):
+        super().__init__(resume_at_ms)
+        self.resume_at_ms = resume_at_ms
+
+
 class WorkerRuntime(LocalRuntime):
-    """Local mode for one task: the task's execution id and attempt;
-    ``progress`` goes to the engine with a heartbeat."""
+    """Local mode for one task, made durable by the server: the task's
+    execution id and attempt; ``progress`` goes to the engine with a
+    heartbeat; every durable call (``sleep``, a ``retry`` attempt, a
+    ``poll`` check) is recorded by the server as the step's history
+    (RecordCall), and replayed from it when the step runs again."""
 
     def __init__(self, state: _Task, approval_handler: Callable | None,
-                 secrets: dict | None):
+                 secrets: dict | None, client: Client | None = None):
         super().__init__(state.task.execution_id, approval_handler, secrets)
         self._state = state
+        self._client = client
+        self._history = list(state.task.history)
+        self._position = 0
 
     def attempt(self) -> int:
         return self._state.task.attempt or 1
+
+    async def _record(self, kind: str, args: Any, answer: str | None = None
+                      ) -> tuple[str, int | None]:
+        """The answer (JSON) of the step's next durable call: the one its
+        history recorded at this position (then no server time), or the
+        server's as it records it now (with the server's clock)."""
+        position = self._position
+        self._position += 1
+        args_json = json.dumps(args)
+        if position < len(self._history):
+            recorded = self._history[position]
+            if recorded.kind != kind or recorded.args_json != args_json:
+                raise StepError(
+                    f"at call {position} step '{self._state.task.step}' made a different call "
+                    f"than its history recorded: recorded `{recorded.kind}({recorded.args_json})`"
+                    f", now `{kind}({args_json})`; the code is not deterministic (or the "
+                    "journal was modified)", "nondeterminism")
+            return recorded.answer_json, None
+        if self._client is None:
+            raise CerebelumError("this worker runtime has no server to record calls with")
+        request = pb.RecordCallRequest(token=self._state.task.token, position=position,
+                                       kind=kind, args_json=args_json)
+        if answer is not None:
+            request.answer_json = answer
+        failures = 0
+        while True:
+            try:
+                reply = await self._client.call("RecordCall", request, timeout=30)
+                break
+            except ServerError as e:
+                if e.code in CLAIM_LOST:
+                    # The claim expired or was taken back: this run's
+                    # outcome is dropped, as for a refused heartbeat.
+                    self._state.lost = True
+                    raise asyncio.CancelledError() from None
+                if e.code not in TRANSIENT or failures >= 5:
+                    raise StepError(f"recording {kind} of step '{self._state.task.step}' "
+                                    f"failed: {e}", "unavailable") from None
+                failures += 1
+                await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
+        self._history.append(reply.call)
+        return reply.call.answer_json, reply.now_ms
+
+    async def recorded(self, name, compute, what=None):
+        position = self._position
+        if position < len(self._history):
+            answer, _ = await self._record(name, None)
+            return json.loads(answer)
+        value = await compute()
+        await self._record(name, None, to_json(value, what or f"the value recorded for {name}"))
+        return value
+
+    async def call_step(self, step, env):
+        # A poll whose check is a step: each check's result is recorded.
+        async def check() -> Any:
+            return await super(WorkerRuntime, self).call_step(step, env)
+        return await self.recorded("poll-check", check, f"the result of step `{step.name}`")
+
+    async def sleep(self, ms: int, data: Any = None) -> None:
+        args: dict[str, Any] = {"duration_ms": ms}
+        if data is not None:
+            args["data"] = data
+        answer, server_now = await self._record("sleep", args)
+        due = json.loads(answer)["due_at_ms"]
+        now = server_now if server_now is not None else int(time.time() * 1000)
+        remaining = due - now
+        if remaining <= 0:
+            return
+        if remaining > self._state.task.hold_ms:
+            raise _Suspend(due)
+        await asyncio.sleep(remaining / 1000)
 
     def progress(self, ctx: Context, percent: int, message: str) -> None:
         self._state.report(percent, message)
@@ -374,12 +463,15 @@ class Worker:
                 f"`{name}` (it has: {', '.join(sorted(steps)) or 'none'})"))
         log.info("running %s", where)
         state = _Task(task)
-        runtime = WorkerRuntime(state, self.approval_handler, self.secrets)
+        runtime = WorkerRuntime(state, self.approval_handler, self.secrets, self._client)
         state.runner = asyncio.create_task(run_task_step(step, task.input_json, runtime))
         self._tasks[token] = state
         beats = asyncio.create_task(self._heartbeats(state, where))
         try:
             outcome = await state.runner
+        except _Suspend as suspended:
+            await self._release(task, where, suspended.resume_at_ms)
+            return None
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and getattr(current, "cancelling", lambda: 0)():
@@ -473,10 +565,29 @@ class Worker:
                 log.error("%s: completing it failed: %s", where, e)
                 return None
 
-    async def _release(self, task: pb.WorkerTask, where: str) -> None:
-        try:
-            await self._client.call("ReleaseTask", pb.ReleaseTaskRequest(token=task.token),
-                                    timeout=5)
+    async def _release(self, task: pb.WorkerTask, where: str,
+                       resume_at_ms: int | None = None) -> None:
+        """Hands ``task`` back: at once (this worker is stopping), or until
+        ``resume_at_ms`` (its step sleeps: the sleep is recorded, and the
+        step runs again when it ends, on whichever worker takes it)."""
+        request = pb.ReleaseTaskRequest(token=task.token)
+        if resume_at_ms is not None:
+            request.resume_at_ms = resume_at_ms
+        failures = 0
+        while True:
+            try:
+                await self._client.call("ReleaseTask", request, timeout=5)
+                break
+            except ServerError as e:
+                if resume_at_ms is not None and e.code in TRANSIENT and failures < 5:
+                    failures += 1
+                    await asyncio.sleep(self._backoff(failures))
+                    continue
+                # Unreleased, the task comes back when its claim expires.
+                log.warning("%s: handing it back: %s", where, e)
+                return
+        if resume_at_ms is None:
             log.info("%s: handed back (the worker is stopping)", where)
-        except ServerError as e:
-            log.warning("%s: handing it back: %s", where, e)
+        else:
+            log.info("%s: sleeps until %s; handed back until then", where,
+                     time.strftime("%H:%M:%S", time.localtime(resume_at_ms / 1000)))

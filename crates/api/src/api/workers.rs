@@ -8,8 +8,8 @@ use super::pb;
 use super::service::{Api, MAX_ID_BYTES, MAX_NAME_BYTES, check_len};
 use crate::error::{Error, Result};
 use crate::model::{
-    CallError, ErrorKind, TaskBeat, TaskClaim, TaskToken, TenantRecord, WorkerRecord,
-    check_queue_name,
+    CallError, ErrorKind, StepCallRecord, TaskBeat, TaskClaim, TaskToken, TenantRecord,
+    WorkerRecord, check_queue_name,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -170,18 +170,129 @@ impl Api {
         Ok(())
     }
 
-    /// Hands the claim `token`'s task back to its queue.
-    pub async fn release_task(&self, tenant: &TenantRecord, token_text: &str) -> Result<()> {
+    /// Hands the claim `token`'s task back to its queue: claimable at
+    /// once, or from `resume_at_ms` on (a worker step's long sleep).
+    pub async fn release_task(
+        &self,
+        tenant: &TenantRecord,
+        token_text: &str,
+        resume_at_ms: Option<i64>,
+    ) -> Result<()> {
         let token = token(token_text)?;
         let tasks = self.store().tasks();
+        let now = self.now_ms();
         tasks
-            .release_task(&tenant.name, &token, self.now_ms())
+            .release_task(&tenant.name, &token, resume_at_ms, now)
             .await?;
         if let Ok(node) = self.node("releasing a task") {
             let task = tasks.task(&token.id).await?;
-            node.task_signals().queued(&tenant.name, &task.queue, false);
+            let (tenant, queue) = (tenant.name.clone(), task.queue);
+            match resume_at_ms.map(|at| at - now).filter(|&ms| ms > 0) {
+                None => node.task_signals().queued(&tenant, &queue, false),
+                // Wakes a poller of this node when the task is due (the
+                // pollers' own look every 100 ms covers the other nodes
+                // and a restart meanwhile).
+                Some(ms) => {
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+                        node.task_signals().queued(&tenant, &queue, false);
+                    });
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Records the next durable call of the step the claim `token` runs
+    /// and answers it (see [`crate::store::Tasks::record_step_call`]): `sleep` and `now`
+    /// are answered by this server's clock, any other kind records the
+    /// `answer` the worker computed.
+    pub async fn record_call(
+        &self,
+        tenant: &TenantRecord,
+        token_text: &str,
+        position: i64,
+        kind: &str,
+        args: &str,
+        answer: Option<String>,
+    ) -> Result<(StepCallRecord, i64)> {
+        let token = token(token_text)?;
+        check_len("the call's kind", kind, MAX_NAME_BYTES)?;
+        let size = args.len() + answer.as_ref().map_or(0, String::len);
+        self.check_payload(tenant, "the call", size)?;
+        let args_value: Value =
+            serde_json::from_str(if args.trim().is_empty() { "null" } else { args }).map_err(
+                |e| {
+                    Error::InvalidInput(format!(
+                        "the arguments of call '{kind}' are not valid JSON ({})",
+                        crate::util::json_error(&e)
+                    ))
+                },
+            )?;
+        let now = self.now_ms();
+        let answer = match (kind, answer) {
+            (_, Some(answer)) => {
+                serde_json::from_str::<Value>(&answer).map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "the answer of call '{kind}' is not valid JSON ({})",
+                        crate::util::json_error(&e)
+                    ))
+                })?;
+                answer
+            }
+            ("sleep", None) => {
+                let Some(ms) = args_value.get("duration_ms").and_then(Value::as_i64) else {
+                    return Err(Error::InvalidInput(
+                        "a sleep's arguments need \"duration_ms\": a number of milliseconds".into(),
+                    ));
+                };
+                serde_json::json!({ "due_at_ms": now.saturating_add(ms.max(0)) }).to_string()
+            }
+            ("now", None) => serde_json::json!({ "now_ms": now }).to_string(),
+            (other, None) => {
+                return Err(Error::InvalidInput(format!(
+                    "call '{other}' has no answer: the server answers only `sleep` and `now`; \
+                     send the value to record as answer_json"
+                )));
+            }
+        };
+        let call = StepCallRecord {
+            position,
+            kind: kind.to_owned(),
+            args: args.to_owned(),
+            answer,
+            at_ms: now,
+        };
+        let recorded = self
+            .store()
+            .tasks()
+            .record_step_call(&tenant.name, &token, &call, now)
+            .await?;
+        Ok((recorded, now))
+    }
+
+    /// A claim as its worker receives it: with the step's history, and how
+    /// long a wait in it may hold the worker.
+    async fn task_of(&self, claim: TaskClaim) -> Result<pb::WorkerTask> {
+        let history = match claim.resumed {
+            true => self.store().tasks().step_calls(&claim.token.id).await?,
+            false => Vec::new(),
+        };
+        let hold_ms = self
+            .node("serving workers")
+            .map_or(0, |n| n.config().worker_hold.as_millis() as i64);
+        Ok(pb::WorkerTask {
+            token: claim.token.to_string(),
+            execution_id: claim.token.id.execution_id.clone(),
+            step: claim.step,
+            input_json: claim.input,
+            attempt: claim.token.id.attempt as i32,
+            deadline_at_ms: claim.deadline_at_ms,
+            heartbeat_ms: claim.heartbeat_ms.map(|h| h as i64),
+            history: history.into_iter().map(step_call_to_pb).collect(),
+            hold_ms,
+        })
     }
 
     pub async fn unregister_worker(&self, tenant: &TenantRecord, worker_id: &str) -> Result<()> {
@@ -216,16 +327,13 @@ impl Api {
     }
 }
 
-/// A claim as the worker receives it.
-fn worker_task(c: TaskClaim) -> pb::WorkerTask {
-    pb::WorkerTask {
-        token: c.token.to_string(),
-        execution_id: c.token.id.execution_id.clone(),
-        step: c.step,
-        input_json: c.input,
-        attempt: c.token.id.attempt as i32,
-        deadline_at_ms: c.deadline_at_ms,
-        heartbeat_ms: c.heartbeat_ms.map(|h| h as i64),
+fn step_call_to_pb(c: StepCallRecord) -> pb::StepCall {
+    pb::StepCall {
+        position: c.position,
+        kind: c.kind,
+        args_json: c.args,
+        answer_json: c.answer,
+        at_ms: c.at_ms,
     }
 }
 
@@ -282,9 +390,11 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
             .poll_task(&tenant, &r.worker_id, &r.queue, wait)
             .await
             .map_err(status)?;
-        Ok(Response::new(pb::PollTaskResponse {
-            task: claim.map(worker_task),
-        }))
+        let task = match claim {
+            Some(claim) => Some(self.api.task_of(claim).await.map_err(status)?),
+            None => None,
+        };
+        Ok(Response::new(pb::PollTaskResponse { task }))
     }
 
     async fn heartbeat(
@@ -337,14 +447,17 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
             .complete_task(&tenant, &r.token, outcome)
             .await
             .map_err(status)?;
-        let task = match r.next {
-            // A claim of what is queued now, without waiting.
+        // A claim of what is queued now, without waiting.
+        let claim = match r.next {
             Some(next) => self
                 .api
                 .poll_task(&tenant, &next.worker_id, &next.queue, Duration::ZERO)
                 .await
-                .map_err(status)?
-                .map(worker_task),
+                .map_err(status)?,
+            None => None,
+        };
+        let task = match claim {
+            Some(claim) => Some(self.api.task_of(claim).await.map_err(status)?),
             None => None,
         };
         Ok(Response::new(pb::CompleteTaskResponse { task }))
@@ -357,10 +470,34 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
         let tenant = tenant(&request)?;
         let r = request.into_inner();
         self.api
-            .release_task(&tenant, &r.token)
+            .release_task(&tenant, &r.token, r.resume_at_ms)
             .await
             .map_err(status)?;
         Ok(Response::new(pb::ReleaseTaskResponse {}))
+    }
+
+    async fn record_call(
+        &self,
+        request: Request<pb::RecordCallRequest>,
+    ) -> Reply<pb::RecordCallResponse> {
+        let tenant = tenant(&request)?;
+        let r = request.into_inner();
+        let (call, now_ms) = self
+            .api
+            .record_call(
+                &tenant,
+                &r.token,
+                r.position,
+                &r.kind,
+                &r.args_json,
+                r.answer_json,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::RecordCallResponse {
+            call: Some(step_call_to_pb(call)),
+            now_ms,
+        }))
     }
 
     async fn unregister_worker(

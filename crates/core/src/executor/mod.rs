@@ -49,6 +49,10 @@ pub struct EngineConfig {
     /// How long a worker holding a task may go without a heartbeat before
     /// its attempt fails (and is retried by the step's retry policy).
     pub worker_heartbeat: Duration,
+    /// A wait inside a worker step (its sleep) longer than this hands the
+    /// task back until the wait ends, instead of holding the worker's
+    /// slot; shorter ones stay in the worker. The journal is the same.
+    pub worker_hold: Duration,
     /// Whether external workers can reach this engine (`serve`); without
     /// (`run`), a step on a worker queue fails at once with `denied`
     /// instead of waiting for a worker that cannot come.
@@ -97,6 +101,7 @@ impl EngineConfig {
             memory_limit_bytes: 256 << 20,
             step_timeout: Duration::from_secs(60),
             worker_heartbeat: Duration::from_secs(30),
+            worker_hold: Duration::from_secs(2),
             serves_workers: true,
             workflow_timeout: Duration::from_secs(30),
             hibernate_after: Duration::from_secs(2),

@@ -76,8 +76,8 @@ use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, CallError, Decision, ExecutionRecord, ListFilter,
     NewExecution, NodeRecord, PackageInfo, PackageRecord, Quotas, ScheduleAdvance, ScheduleRecord,
-    SecretRecord, SignalRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskToken, TenantRecord,
-    TriggerRecord, WorkerRecord,
+    SecretRecord, SignalRecord, StepCallRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskToken,
+    TenantRecord, TriggerRecord, WorkerRecord,
 };
 use async_trait::async_trait;
 use serde_json::Value;
@@ -380,9 +380,37 @@ pub trait Tasks: Send + Sync {
         now_ms: i64,
     ) -> Result<()>;
 
-    /// Hands a claimed task back to its queue (a worker stopping): the
-    /// claim ends and another worker may take it at once.
-    async fn release_task(&self, tenant: &str, token: &TaskToken, now_ms: i64) -> Result<()>;
+    /// Hands a claimed task back to its queue: the claim ends and another
+    /// worker may take it at once (a worker stopping), or from
+    /// `resume_at_ms` on (a worker step's long wait: the step waits
+    /// durably, and whoever takes it then replays its [`Self::step_calls`]).
+    async fn release_task(
+        &self,
+        tenant: &str,
+        token: &TaskToken,
+        resume_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<()>;
+
+    /// The durable calls the step of task `id` inherits, in order: those
+    /// its step call's earlier attempts recorded, back to the last attempt
+    /// the step itself completed (a failure: the next attempt starts
+    /// afresh), and its own.
+    async fn step_calls(&self, id: &TaskId) -> Result<Vec<StepCallRecord>>;
+
+    /// Records the next durable call of the step the claim `token` runs
+    /// (`call.position` must be the length of its history). A call sent
+    /// again (the same position, kind and arguments: a retried request)
+    /// returns the one recorded; a different call where one is recorded
+    /// is refused as nondeterminism ([`crate::Error::Conflict`]), as is a
+    /// claim no longer current.
+    async fn record_step_call(
+        &self,
+        tenant: &str,
+        token: &TaskToken,
+        call: &StepCallRecord,
+        now_ms: i64,
+    ) -> Result<StepCallRecord>;
 
     async fn task(&self, id: &TaskId) -> Result<TaskRecord>;
 

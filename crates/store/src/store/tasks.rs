@@ -31,8 +31,8 @@ use super::sqlite_commit::CommitConnection;
 use crate::error::{Error, Result};
 use crate::journal::{outcome_payload, parse_outcome};
 use crate::model::{
-    CallError, ErrorKind, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskStatus, TaskToken,
-    WorkerRecord,
+    CallError, ErrorKind, StepCallRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskStatus,
+    TaskToken, WorkerRecord,
 };
 use crate::util::new_id;
 use async_trait::async_trait;
@@ -166,7 +166,7 @@ pub(super) fn claim_select(skip_locked: &str) -> String {
     format!(
         "SELECT {TASK_COLUMNS} FROM tasks \
          WHERE tenant = $1 AND queue = $2 AND status = 'queued' \
-         AND (deadline_at IS NULL OR deadline_at > $3) \
+         AND (deadline_at IS NULL OR deadline_at > $3) AND (ready_at IS NULL OR ready_at <= $3) \
          AND (sticky_worker IS NULL OR sticky_worker = $4 OR sticky_until <= $3) \
          ORDER BY CASE WHEN sticky_worker = $4 THEN 0 ELSE 1 END, created_at, \
          execution_id, seq LIMIT 1{skip_locked}"
@@ -198,7 +198,7 @@ pub(super) const WAKE: &str = "UPDATE executions SET signals = signals + 1, \
 
 const TASK_COLUMNS: &str = "execution_id, seq, attempt, tenant, queue, step, input, status, \
      created_at, schedule_to_start_ms, start_to_close_ms, heartbeat_ms, claim_id, worker_id, \
-     claimed_at, heartbeat_at, deadline_at, progress, outcome";
+     claimed_at, heartbeat_at, deadline_at, progress, outcome, ready_at";
 
 /// A task row with what the checks need beyond its record.
 pub(super) struct Row {
@@ -208,6 +208,8 @@ pub(super) struct Row {
     schedule_to_start_ms: Option<i64>,
     start_to_close_ms: i64,
     heartbeat_ms: Option<i64>,
+    /// Handed back once (its step may have recorded calls).
+    handed_back: bool,
 }
 
 pub(super) fn task_row(row: &impl Columns) -> Result<Row> {
@@ -243,6 +245,7 @@ pub(super) fn task_row(row: &impl Columns) -> Result<Row> {
         schedule_to_start_ms: row.int("schedule_to_start_ms")?,
         start_to_close_ms: row.number("start_to_close_ms")?,
         heartbeat_ms: row.int("heartbeat_ms")?,
+        handed_back: row.int("ready_at")?.is_some(),
     })
 }
 
@@ -268,6 +271,16 @@ fn stale_claim(token: &TaskToken, task: &TaskRecord) -> Error {
     Error::Conflict(format!(
         "the claim {token} is no longer current: {why}; its result is not used"
     ))
+}
+
+/// Why a worker step's call `now` differs from the one its history
+/// recorded at the same position: the sandbox's words for the same fault.
+pub fn step_nondeterminism(step: &str, recorded: &StepCallRecord, now: &StepCallRecord) -> String {
+    format!(
+        "at call {} step '{step}' made a different call than its history recorded: recorded \
+         `{}({})`, now `{}({})`; the code is not deterministic (or the journal was modified)",
+        now.position, recorded.kind, recorded.args, now.kind, now.args
+    )
 }
 
 /// The deadline of a claim made or heartbeaten at `now_ms`.
@@ -317,6 +330,7 @@ pub(super) fn claim_of(mut row: Row, now_ms: i64) -> (TaskClaim, TaskId) {
     row.record.claimed_at_ms = Some(now_ms);
     let deadline = claim_deadline(&row, now_ms);
     let id = row.record.id.clone();
+    let resumed = row.handed_back || id.attempt > 1;
     let claim = TaskClaim {
         token: TaskToken {
             id: row.record.id,
@@ -326,6 +340,7 @@ pub(super) fn claim_of(mut row: Row, now_ms: i64) -> (TaskClaim, TaskId) {
         input: row.input,
         deadline_at_ms: deadline,
         heartbeat_ms: row.heartbeat_ms.map(|h| h as u64),
+        resumed,
     };
     (claim, id)
 }
@@ -401,10 +416,12 @@ where
         // Most polls find nothing: look without the write lock first.
         let queued = sqlx::query_scalar::<DB, i64>(
             "SELECT COUNT(*) FROM (SELECT 1 FROM tasks \
-             WHERE tenant = $1 AND queue = $2 AND status = 'queued' LIMIT 1) AS q",
+             WHERE tenant = $1 AND queue = $2 AND status = 'queued' \
+             AND (ready_at IS NULL OR ready_at <= $3) LIMIT 1) AS q",
         )
         .bind(tenant)
         .bind(queue)
+        .bind(now_ms)
         .fetch_one(&self.reader)
         .await?;
         if queued == 0 {
@@ -472,9 +489,34 @@ where
         end(tx, result).await
     }
 
-    async fn release_task(&self, tenant: &str, token: &TaskToken, now_ms: i64) -> Result<()> {
+    async fn release_task(
+        &self,
+        tenant: &str,
+        token: &TaskToken,
+        resume_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let result = self.release_in(&mut tx, tenant, token, now_ms).await;
+        let result = self
+            .release_in(&mut tx, tenant, token, resume_at_ms, now_ms)
+            .await;
+        end(tx, result).await
+    }
+
+    async fn step_calls(&self, id: &TaskId) -> Result<Vec<StepCallRecord>> {
+        let mut conn = self.reader.acquire().await?;
+        self.history(&mut conn, id).await
+    }
+
+    async fn record_step_call(
+        &self,
+        tenant: &str,
+        token: &TaskToken,
+        call: &StepCallRecord,
+        now_ms: i64,
+    ) -> Result<StepCallRecord> {
+        let mut tx = self.begin_write().await?;
+        let result = self.record_in(&mut tx, tenant, token, call, now_ms).await;
         end(tx, result).await
     }
 
@@ -804,6 +846,7 @@ where
         tx: &mut DB::Connection,
         tenant: &str,
         token: &TaskToken,
+        resume_at_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<()> {
         let row = match self.current_claim(&mut *tx, tenant, token, now_ms).await? {
@@ -816,10 +859,11 @@ where
         sqlx::query::<DB>(
             "UPDATE tasks SET status = 'queued', claim_id = NULL, worker_id = NULL, \
              claimed_at = NULL, heartbeat_at = NULL, sticky_worker = NULL, \
-             deadline_at = $1 + schedule_to_start_ms \
-             WHERE execution_id = $2 AND seq = $3 AND attempt = $4",
+             deadline_at = COALESCE($2, $1) + schedule_to_start_ms, ready_at = COALESCE($2, $1) \
+             WHERE execution_id = $3 AND seq = $4 AND attempt = $5",
         )
         .bind(now_ms)
+        .bind(resume_at_ms)
         .bind(token.id.execution_id.as_str())
         .bind(token.id.seq)
         .bind(i64::from(token.id.attempt))
@@ -914,6 +958,91 @@ where
     /// The task of the claim `token`, locked, if that claim is current:
     /// `Err(row)` if its deadline has passed (the caller stores the
     /// timeout); an error if the claim is not current at all.
+    /// The history task `id` inherits (see [`Tasks::step_calls`]).
+    async fn history(&self, conn: &mut DB::Connection, id: &TaskId) -> Result<Vec<StepCallRecord>> {
+        let rows = sqlx::query::<DB>(
+            "SELECT position, kind, args, answer, at FROM step_calls \
+             WHERE execution_id = $1 AND seq = $2 AND attempt <= $3 \
+             AND attempt > COALESCE((SELECT MAX(attempt) FROM tasks \
+             WHERE execution_id = $1 AND seq = $2 AND attempt < $3 \
+             AND status = 'completed'), 0) \
+             ORDER BY position",
+        )
+        .bind(id.execution_id.as_str())
+        .bind(id.seq)
+        .bind(i64::from(id.attempt))
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StepCallRecord {
+                    position: row.number("position")?,
+                    kind: row.string("kind")?,
+                    args: row.string("args")?,
+                    answer: row.string("answer")?,
+                    at_ms: row.number("at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_in(
+        &self,
+        tx: &mut DB::Connection,
+        tenant: &str,
+        token: &TaskToken,
+        call: &StepCallRecord,
+        now_ms: i64,
+    ) -> Result<StepCallRecord> {
+        let row = match self.current_claim(&mut *tx, tenant, token, now_ms).await? {
+            Ok(row) => row,
+            Err(expired) => return self.refuse_expired(tx, &expired, now_ms).await,
+        };
+        if row.record.status != TaskStatus::Claimed {
+            return Err(stale_claim(token, &row.record));
+        }
+        let history = self.history(&mut *tx, &token.id).await?;
+        let next = history.len() as i64;
+        if let Some(recorded) = usize::try_from(call.position)
+            .ok()
+            .and_then(|p| history.get(p))
+        {
+            if recorded.kind == call.kind && recorded.args == call.args {
+                return Ok(recorded.clone());
+            }
+            return Err(Error::Conflict(step_nondeterminism(
+                &row.record.step,
+                recorded,
+                call,
+            )));
+        }
+        if call.position != next {
+            return Err(Error::InvalidInput(format!(
+                "step '{}' recorded call {} while its history has {next} calls: calls are \
+                 recorded in order, the next one at position {next}",
+                row.record.step, call.position
+            )));
+        }
+        sqlx::query::<DB>(
+            "INSERT INTO step_calls (execution_id, seq, attempt, position, kind, args, answer, \
+             at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(token.id.execution_id.as_str())
+        .bind(token.id.seq)
+        .bind(i64::from(token.id.attempt))
+        .bind(call.position)
+        .bind(call.kind.as_str())
+        .bind(call.args.as_str())
+        .bind(call.answer.as_str())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        Ok(StepCallRecord {
+            at_ms: now_ms,
+            ..call.clone()
+        })
+    }
+
     async fn current_claim(
         &self,
         conn: &mut DB::Connection,

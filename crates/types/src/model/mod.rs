@@ -10,8 +10,8 @@ pub use package::{
     MIN_HEARTBEAT_MS, PackageInfo, Placement, RetryPolicy, StepInfo, StepOptions, WorkflowInfo,
 };
 pub use task::{
-    TaskBeat, TaskClaim, TaskId, TaskRecord, TaskSpec, TaskStatus, TaskTimeouts, TaskToken,
-    WorkerRecord, check_queue_name,
+    StepCallRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskSpec, TaskStatus, TaskTimeouts,
+    TaskToken, WorkerRecord, check_queue_name,
 };
 
 use serde::{Deserialize, Serialize};

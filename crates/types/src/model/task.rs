@@ -148,6 +148,26 @@ pub struct TaskClaim {
     /// When the claim times out unless the worker heartbeats or completes.
     pub deadline_at_ms: i64,
     pub heartbeat_ms: Option<u64>,
+    /// The step may have recorded calls before (a later attempt, or a
+    /// task handed back): its history is worth reading.
+    pub resumed: bool,
+}
+
+/// A durable call a step made on an external worker (its sleep, a
+/// retry-wrapped call, a poll's check), as recorded under the task's
+/// claim: the step's own journal, which a re-run of the step replays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepCallRecord {
+    /// 0, 1, 2, … in the step call's history.
+    pub position: i64,
+    /// What the call was: `sleep`, `now`, `random`, or the name the SDK
+    /// recorded a value under (`retry`, `poll-check`, …).
+    pub kind: String,
+    /// Its arguments, JSON (as the worker sent them).
+    pub args: String,
+    /// Its answer, JSON: the value recorded, or for `sleep` when it ends.
+    pub answer: String,
+    pub at_ms: i64,
 }
 
 /// A task as stored.

@@ -1122,6 +1122,11 @@ class WorkerServiceStub:
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReleaseTaskRequest.SerializeToString,
                 response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReleaseTaskResponse.FromString,
                 _registered_method=True)
+        self.RecordCall = channel.unary_unary(
+                '/cerebelum.v1.WorkerService/RecordCall',
+                request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.RecordCallRequest.SerializeToString,
+                response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.RecordCallResponse.FromString,
+                _registered_method=True)
         self.UnregisterWorker = channel.unary_unary(
                 '/cerebelum.v1.WorkerService/UnregisterWorker',
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.UnregisterWorkerRequest.SerializeToString,
@@ -1176,6 +1181,19 @@ class WorkerServiceServicer:
 
     def ReleaseTask(self, request, context):
         """Hands a task back (a worker stopping): another worker may take it.
+        With `resume_at_ms` (a step's long sleep), not before then: the step
+        waits durably meanwhile, and the worker's slot is free.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordCall(self, request, context):
+        """Records the next durable call of the step a task runs (a sleep, a
+        retry-wrapped call, a poll's check) and answers it. These calls are
+        the step's own journal: a later claim of the step (after its worker
+        died, or after it was handed back) carries them as `history`, and
+        the worker replays them instead of running them again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -1221,6 +1239,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.ReleaseTask,
                     request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReleaseTaskRequest.FromString,
                     response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReleaseTaskResponse.SerializeToString,
+            ),
+            'RecordCall': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordCall,
+                    request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.RecordCallRequest.FromString,
+                    response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.RecordCallResponse.SerializeToString,
             ),
             'UnregisterWorker': grpc.unary_unary_rpc_method_handler(
                     servicer.UnregisterWorker,
@@ -1379,6 +1402,33 @@ class WorkerService:
             '/cerebelum.v1.WorkerService/ReleaseTask',
             cerebelum_dot_v1_dot_cerebelum__pb2.ReleaseTaskRequest.SerializeToString,
             cerebelum_dot_v1_dot_cerebelum__pb2.ReleaseTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordCall(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cerebelum.v1.WorkerService/RecordCall',
+            cerebelum_dot_v1_dot_cerebelum__pb2.RecordCallRequest.SerializeToString,
+            cerebelum_dot_v1_dot_cerebelum__pb2.RecordCallResponse.FromString,
             options,
             channel_credentials,
             insecure,

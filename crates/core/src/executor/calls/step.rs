@@ -295,7 +295,11 @@ pub async fn run(
             Outcome::Interrupted(other) => return Err(other),
         };
         failed += 1;
+        // A worker step that diverged from its history is not retried: a
+        // new attempt would start afresh and repeat what the history holds
+        // (as in the sandbox, where nondeterminism stops the execution).
         let tries_left = failed < policy.max_attempts
+            && error.kind != ErrorKind::Nondeterminism
             && !policy
                 .non_retryable
                 .iter()

@@ -1,0 +1,32 @@
+"""A worker step that sleeps between two side effects (tests/python_workers.rs).
+
+On an external worker the sleep and the `retry`-wrapped marks are durable:
+the server records them as the step's history, a long sleep hands the task
+back, and a worker killed before, during or after the sleep repeats
+neither mark when the step runs again."""
+
+import os
+
+from cerebelum import Context, retry, sleep, step, workflow
+
+
+def mark(path: str, what: str) -> str:
+    with open(path, "a") as f:
+        f.write(what + "\n")
+    return what
+
+
+@step(retry=2)
+async def nap(context: Context, inputs: dict) -> dict:
+    flip = inputs.get("flip")
+    if flip and os.path.exists(flip):
+        await sleep(1)  # a first call other than the one its history recorded
+    before = await retry(mark, inputs["marks"], "before")
+    await sleep(inputs["sleep_ms"])
+    after = await retry(mark, inputs["marks"], "after")
+    return {"before": before, "after": after, "attempt": context.attempt}
+
+
+@workflow
+def pysleeper(wf):
+    wf.timeline(nap)
