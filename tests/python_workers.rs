@@ -159,15 +159,22 @@ impl Drop for PyWorker {
 /// A server with tenant `a` and `pyworker.py` built and uploaded as
 /// `pyworker`; the server, a CLI of tenant `a` and its key.
 fn setup(db: &Db, port: u16, serve_args: &[&str]) -> (common::Server, Remote, String) {
+    serving(db, port, serve_args, PYWORKER, "pyworker")
+}
+
+/// A server with tenant `a` and the Python `file` built and uploaded as
+/// `name`; the server, a CLI of tenant `a` and its key.
+fn serving(
+    db: &Db,
+    port: u16,
+    serve_args: &[&str],
+    file: &str,
+    name: &str,
+) -> (common::Server, Remote, String) {
     let key = db.tenant("a", &[]);
     let server = db.serve_api(port, serve_args);
     let cli = Remote::new(port, &key);
-    cli.ok(&[
-        "upload",
-        path(&python_guest(PYWORKER)),
-        "--name",
-        "pyworker",
-    ]);
+    cli.ok(&["upload", path(&python_guest(file)), "--name", name]);
     (server, cli, key)
 }
 
@@ -878,15 +885,7 @@ fn the_originals_distributed_server_and_execute_files_run_unchanged() {
 /// `serve_args`; the server, the CLI, the key, and where the step's marks
 /// go.
 fn sleeper(db: &Db, port: u16, serve_args: &[&str]) -> (common::Server, Remote, String, PathBuf) {
-    let key = db.tenant("a", &[]);
-    let server = db.serve_api(port, serve_args);
-    let cli = Remote::new(port, &key);
-    cli.ok(&[
-        "upload",
-        path(&python_guest(PYSLEEPER)),
-        "--name",
-        "sleeper",
-    ]);
+    let (server, cli, key) = serving(db, port, serve_args, PYSLEEPER, "sleeper");
     let marks = db.dir.path().join("marks.txt");
     (server, cli, key, marks)
 }

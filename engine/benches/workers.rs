@@ -155,6 +155,24 @@ async fn serve(
     served
 }
 
+/// One worker serving `queue` (doing `step`) while one execution runs
+/// `steps` steps on it; what the worker saw.
+async fn one_worker(
+    client: &mut common::grpc::Client,
+    port: u16,
+    key: &str,
+    queue: &'static str,
+    steps: usize,
+    step: Step,
+) -> Served {
+    let done = Arc::new(AtomicUsize::new(0));
+    let worker = worker_client(port, key).await;
+    let id = format!("{queue}-worker");
+    let serving = tokio::spawn(serve(worker, id, queue, done, steps, step));
+    client.start_execution(start(queue, steps)).await.unwrap();
+    serving.await.unwrap()
+}
+
 /// The gaps between consecutive instants, ms.
 fn gaps_ms(received: &[Instant]) -> Vec<f64> {
     received
@@ -199,18 +217,8 @@ fn main() {
 
         // (w1) One execution, one worker, steps in a row.
         let steps = 500 / scale;
-        let done = Arc::new(AtomicUsize::new(0));
-        let worker = worker_client(port, &key).await;
-        let serving = tokio::spawn(serve(
-            worker,
-            "w1".into(),
-            "rt",
-            done.clone(),
-            steps,
-            Step::Noop,
-        ));
-        client.start_execution(start("rt", steps)).await.unwrap();
-        let mut gaps = gaps_ms(&serving.await.unwrap().received);
+        let served = one_worker(&mut client, port, &key, "rt", steps, Step::Noop).await;
+        let mut gaps = gaps_ms(&served.received);
         let plain = common::percentile(&mut gaps, 0.5);
         println!(
             "(w1) worker step round trip, {} steps in a row: p50 {:.2} ms, p99 {:.2} ms \
@@ -221,18 +229,8 @@ fn main() {
         );
 
         // (w5) The same with one durable call in each step.
-        let done = Arc::new(AtomicUsize::new(0));
-        let worker = worker_client(port, &key).await;
-        let serving = tokio::spawn(serve(
-            worker,
-            "w5".into(),
-            "rc",
-            done.clone(),
-            steps,
-            Step::OneCall,
-        ));
-        client.start_execution(start("rc", steps)).await.unwrap();
-        let mut gaps = gaps_ms(&serving.await.unwrap().received);
+        let served = one_worker(&mut client, port, &key, "rc", steps, Step::OneCall).await;
+        let mut gaps = gaps_ms(&served.received);
         let with_call = common::percentile(&mut gaps, 0.5);
         println!(
             "(w5) worker step with one durable call (RecordCall now), {steps} in a row: p50 \
@@ -242,18 +240,9 @@ fn main() {
 
         // (w6) A sleep handed back, resumed when due.
         let sleeps = 50 / scale;
-        let done = Arc::new(AtomicUsize::new(0));
-        let worker = worker_client(port, &key).await;
-        let serving = tokio::spawn(serve(
-            worker,
-            "w6".into(),
-            "hb",
-            done.clone(),
-            sleeps,
-            Step::Sleep,
-        ));
-        client.start_execution(start("hb", sleeps)).await.unwrap();
-        let mut late = serving.await.unwrap().late_ms;
+        let mut late = one_worker(&mut client, port, &key, "hb", sleeps, Step::Sleep)
+            .await
+            .late_ms;
         println!(
             "(w6) worker step sleeping 100 ms, handed back: {sleeps} resumed p50 {:.2} ms, p99 \
              {:.2} ms after due (target p50 <= 5 ms)",
