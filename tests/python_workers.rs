@@ -1103,3 +1103,32 @@ fn a_worker_steps_hour_long_sleep_frees_the_workers_slot() {
     );
     assert_eq!(marks(&file), "before\n");
 }
+
+/// Issue 33: `kill -9` of the server while a worker step's sleep is
+/// handed back: after the restart the task is still due at the same time,
+/// the worker (reconnecting) takes it then, and nothing is lost or done
+/// twice.
+#[test]
+fn kill9_of_the_server_during_a_worker_steps_sleep_loses_nothing() {
+    let db = Db::new();
+    let port = free_port();
+    let serve_args = ["--worker-hold-ms", "300"];
+    let (server, cli, key, file) = sleeper(&db, port, &serve_args);
+    let mut worker = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-1");
+    let id = start_sleeper(&cli, json!({"marks": file, "sleep_ms": 2500}));
+    worker.wait_log(
+        &format!("step nap of execution {id} (attempt 1): sleeps until"),
+        LONG,
+    );
+    server.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let _server = db.serve_api(port, &serve_args);
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", worker.log());
+    assert_eq!(ended["result"]["steps"]["nap"]["attempt"], 1, "{ended}");
+    assert_eq!(marks(&file), "before\nafter\n", "each mark made once");
+    let journal = cli.journal(&id);
+    let seq = step_call_seq(&journal, "nap", 0);
+    assert_eq!(attempts(&journal, seq), 1, "{journal:?}");
+    assert_eq!(results(&journal, seq).len(), 1, "{journal:?}");
+}
