@@ -20,6 +20,7 @@ const LONG: Duration = Duration::from_secs(180);
 const PYWORKER: &str = "tests/guests/python/pyworker.py";
 const PYPLACED: &str = "tests/guests/python/pyplaced.py";
 const PYSLEEPER: &str = "tests/guests/python/pysleeper.py";
+const PYAPPROVE: &str = "tests/guests/python/pyapprove.py";
 
 common::on_both_backends!(
     a_python_worker_gives_the_sandboxes_result,
@@ -27,6 +28,8 @@ common::on_both_backends!(
     a_stopped_python_workers_late_outcome_is_refused,
     a_step_placed_on_a_worker_runs_natively_and_the_rest_in_the_sandbox,
     a_worker_steps_long_sleep_is_handed_back_and_outlives_its_worker,
+    an_approval_inside_a_worker_step_is_decided_while_no_worker_runs,
+    a_signal_awaited_inside_a_worker_step_arrives_while_no_worker_runs,
 );
 
 /// A `python -m cerebelum worker` process serving the steps of a file
@@ -1131,4 +1134,111 @@ fn kill9_of_the_server_during_a_worker_steps_sleep_loses_nothing() {
     let seq = step_call_seq(&journal, "nap", 0);
     assert_eq!(attempts(&journal, seq), 1, "{journal:?}");
     assert_eq!(results(&journal, seq).len(), 1, "{journal:?}");
+}
+
+/// Issue 33: `wait_for_approval` inside a worker step is durable. The
+/// server opens the approval and the task is handed back; the approval is
+/// given while no worker runs; a worker started later takes the task and
+/// the step goes on after the approval ("before" is not marked again). A
+/// rejection reaches the step as `ApprovalRejectedError`.
+fn an_approval_inside_a_worker_step_is_decided_while_no_worker_runs(db: Db) {
+    let port = free_port();
+    let (_server, cli, key) = serving(&db, port, &[], PYAPPROVE, "approve");
+    let file = db.dir.path().join("marks.txt");
+    let start = |input: Value| {
+        let input = input.to_string();
+        let args = [
+            "start",
+            "approve",
+            "pyapprove",
+            "--input",
+            &input,
+            "--worker-queue",
+            "q",
+        ];
+        cli.ok(&args).trim().to_owned()
+    };
+    let mut first = PyWorker::serving(PYAPPROVE, &db, port, &key, "q", "py-1");
+    let id = start(json!({"marks": file, "version": "1.2"}));
+    first.wait_log(
+        &format!("step gate of execution {id} (attempt 1): waits for approval 'ship'"),
+        LONG,
+    );
+    first.kill9();
+    cli.ok(&["approve", &id, "ship", "--payload", r#"{"by":"ada"}"#]);
+    assert_eq!(marks(&file), "before\n");
+
+    let mut second = PyWorker::serving(PYAPPROVE, &db, port, &key, "q", "py-2");
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
+    assert_eq!(
+        ended["result"]["steps"]["gate"],
+        json!({"decision": {"by": "ada"}}),
+        "{ended}"
+    );
+    assert_eq!(marks(&file), "before\nafter\n", "each mark made once");
+
+    // Rejected while a worker runs.
+    let other = db.dir.path().join("other.txt");
+    let rejected = start(json!({"marks": other, "version": "1.3"}));
+    second.wait_log(
+        &format!("step gate of execution {rejected} (attempt 1): waits for approval 'ship'"),
+        LONG,
+    );
+    cli.ok(&["reject", &rejected, "ship", "--reason", "not today"]);
+    let ended = cli.wait_ended(&rejected, LONG);
+    assert_eq!(ended["status"], "failed", "{ended}\n{}", second.log());
+    assert!(
+        ended["error"]
+            .to_string()
+            .contains("approval rejected: not today"),
+        "{ended}"
+    );
+    assert_eq!(marks(&other), "before\n");
+}
+
+/// Issue 33: `wait_for_signal` inside a worker step is durable. The task
+/// is handed back until the signal comes; it is sent while no worker runs,
+/// and a worker started later takes the task and gives the step its
+/// payload ("before" is not marked again). A signal sent before the step
+/// waits is buffered and taken at once.
+fn a_signal_awaited_inside_a_worker_step_arrives_while_no_worker_runs(db: Db) {
+    let port = free_port();
+    let (_server, cli, key) = serving(&db, port, &[], PYAPPROVE, "approve");
+    let start = |input: Value| {
+        let input = input.to_string();
+        let args = [
+            "start",
+            "approve",
+            "pysignal",
+            "--input",
+            &input,
+            "--worker-queue",
+            "q",
+        ];
+        cli.ok(&args).trim().to_owned()
+    };
+    let file = db.dir.path().join("marks.txt");
+    let mut first = PyWorker::serving(PYAPPROVE, &db, port, &key, "q", "py-1");
+    let id = start(json!({"marks": file}));
+    first.wait_log(
+        &format!("step listen of execution {id} (attempt 1): waits for signal 'go'"),
+        LONG,
+    );
+    first.kill9();
+    cli.ok(&["signal", &id, "go", "--payload", r#"{"n":7}"#]);
+    let second = PyWorker::serving(PYAPPROVE, &db, port, &key, "q", "py-2");
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
+    assert_eq!(ended["result"]["steps"]["listen"], json!({"got": {"n": 7}}));
+    assert_eq!(marks(&file), "before\nafter\n", "each mark made once");
+
+    // Sent before the step waits: buffered, then taken.
+    let early = db.dir.path().join("early.txt");
+    let id = start(json!({"marks": early}));
+    cli.ok(&["signal", &id, "go", "--payload", "8"]);
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
+    assert_eq!(ended["result"]["steps"]["listen"], json!({"got": 8}));
+    assert_eq!(marks(&early), "before\nafter\n");
 }

@@ -31,7 +31,8 @@ from ._local import LocalRuntime
 from ._registry import STEPS
 from ._runtime import Context, exception_text, invoke_step, to_json
 from .client import CLAIM_LOST, TRANSIENT, Client, ServerError, optional
-from .errors import CerebelumError, StepError
+from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError,
+                     SignalTimeoutError, StepError)
 from .v1 import cerebelum_pb2 as pb
 
 log = logging.getLogger("cerebelum.worker")
@@ -70,15 +71,21 @@ class _Task:
         self.wake.set()
 
 
-class _Suspend(BaseException):
-    """Ends a worker step whose sleep is longer than the server lets a
-    task be held: the task is handed back until ``resume_at_ms``, and the
-    step runs again then, replaying its history. A ``BaseException``, so
-    that the step's own ``except Exception`` does not catch it."""
+#: Handed back "until further notice": a decision makes the task claimable.
+_UNTIL_DECIDED = 2 ** 62
 
-    def __init__(self, resume_at_ms: int):
-        super().__init__(resume_at_ms)
+
+class _Suspend(BaseException):
+    """Ends a worker step that waits longer than the server lets a task be
+    held (a long sleep, an approval): the task is handed back until
+    ``resume_at_ms`` (or a decision), and the step runs again then,
+    replaying its history. A ``BaseException``, so that the step's own
+    ``except Exception`` does not catch it. ``why`` is for the log."""
+
+    def __init__(self, resume_at_ms: int, why: str):
+        super().__init__(resume_at_ms, why)
         self.resume_at_ms = resume_at_ms
+        self.why = why
 
 
 class WorkerRuntime(LocalRuntime):
@@ -95,6 +102,7 @@ class WorkerRuntime(LocalRuntime):
         self._client = client
         self._history = list(state.task.history)
         self._position = 0
+        self._approvals: dict[str, int] = {}
 
     def attempt(self) -> int:
         return self._state.task.attempt or 1
@@ -167,7 +175,8 @@ class WorkerRuntime(LocalRuntime):
         if remaining <= 0:
             return
         if remaining > self._state.task.hold_ms:
-            raise _Suspend(due)
+            raise _Suspend(due, "sleeps until "
+                           + time.strftime("%H:%M:%S", time.localtime(due / 1000)))
         await asyncio.sleep(remaining / 1000)
 
     def progress(self, ctx: Context, percent: int, message: str) -> None:
@@ -179,10 +188,17 @@ class WorkerRuntime(LocalRuntime):
             "external worker: start children from a step that runs in the engine")
 
     async def signal(self, ctx, name, timeout_ms):
-        raise CerebelumError(
-            f"step `{ctx.step_name}` waits for signal {name!r}, and it runs on an external "
-            "worker: signals reach code in the engine only. Wait for the signal in a step "
-            "that runs in the engine (not placed on a worker queue), and pass its payload on")
+        # Durable: the server gives the step the next signal `name` the
+        # execution received (`cerebelum signal`, the API); until one
+        # comes, the task is handed back.
+        answer, _ = await self._record("signal", {"name": name, "timeout_ms": timeout_ms})
+        got = json.loads(answer)
+        if "signal" in got:
+            return got["signal"]
+        if "timed_out" in got:
+            raise SignalTimeoutError(f"no signal {name!r} came within {timeout_ms} ms")
+        due = got.get("due_at_ms")
+        raise _Suspend(_UNTIL_DECIDED if due is None else due, f"waits for signal {name!r}")
 
     def set_state(self, ctx, state):
         raise CerebelumError(
@@ -190,13 +206,31 @@ class WorkerRuntime(LocalRuntime):
             "worker: set it from a step that runs in the engine")
 
     async def approval(self, ctx, approval_type, data, timeout_ms):
-        if self.approval_handler is None:
-            raise CerebelumError(
-                f"step `{ctx.step_name}` waits for approval {approval_type!r}, and it runs on "
-                "an external worker, which asks the approval_handler it was given "
-                "(Worker(..., approval_handler=fn)); this worker has none. Approvals are "
-                "durable only in steps that run inside the engine")
-        return await super().approval(ctx, approval_type, data, timeout_ms)
+        if self.approval_handler is not None:
+            # This worker answers approvals itself (as in local mode).
+            return await super().approval(ctx, approval_type, data, timeout_ms)
+        # Durable: the server opens the approval (`cerebelum approve ID
+        # KEY`, the console) and the task is handed back until it is
+        # decided or times out. One key per wait, as in the sandbox.
+        n = self._approvals.get(approval_type, 0) + 1
+        self._approvals[approval_type] = n
+        key = approval_type if n == 1 else f"{approval_type}-{n}"
+        answer, _ = await self._record("approval", {
+            "key": key, "message": f"step {ctx.step_name} waits for approval {key!r}",
+            "details": json.loads(to_json(data, "the approval's data")),
+            "timeout_ms": timeout_ms})
+        decided = json.loads(answer)
+        if "approved" in decided:
+            return {} if decided["approved"] is None else decided["approved"]
+        if "rejected" in decided:
+            raise ApprovalRejectedError(decided["rejected"])
+        if "timed_out" in decided:
+            raise ApprovalTimeoutError(f"approval {key!r} timed out after {timeout_ms} ms")
+        if "cancelled" in decided:
+            raise StepError(f"approval {key!r} was cancelled", "cancelled")
+        due = decided.get("due_at_ms")
+        raise _Suspend(_UNTIL_DECIDED if due is None else due,
+                       f"waits for approval {key!r}")
 
 
 def task_error(kind: str, message: str) -> pb.CompleteTaskRequest:
@@ -470,7 +504,7 @@ class Worker:
         try:
             outcome = await state.runner
         except _Suspend as suspended:
-            await self._release(task, where, suspended.resume_at_ms)
+            await self._release(task, where, suspended.resume_at_ms, suspended.why)
             return None
         except asyncio.CancelledError:
             current = asyncio.current_task()
@@ -566,10 +600,11 @@ class Worker:
                 return None
 
     async def _release(self, task: pb.WorkerTask, where: str,
-                       resume_at_ms: int | None = None) -> None:
+                       resume_at_ms: int | None = None, why: str = "") -> None:
         """Hands ``task`` back: at once (this worker is stopping), or until
-        ``resume_at_ms`` (its step sleeps: the sleep is recorded, and the
-        step runs again when it ends, on whichever worker takes it)."""
+        ``resume_at_ms`` (its step sleeps or waits for a decision, which
+        is recorded; the step runs again then, on whichever worker takes
+        it)."""
         request = pb.ReleaseTaskRequest(token=task.token)
         if resume_at_ms is not None:
             request.resume_at_ms = resume_at_ms
@@ -589,5 +624,4 @@ class Worker:
         if resume_at_ms is None:
             log.info("%s: handed back (the worker is stopping)", where)
         else:
-            log.info("%s: sleeps until %s; handed back until then", where,
-                     time.strftime("%H:%M:%S", time.localtime(resume_at_ms / 1000)))
+            log.info("%s: %s; handed back until then", where, why)

@@ -8,7 +8,7 @@ use super::pb;
 use super::service::{Api, MAX_ID_BYTES, MAX_NAME_BYTES, check_len};
 use crate::error::{Error, Result};
 use crate::model::{
-    CallError, ErrorKind, StepCallRecord, TaskBeat, TaskClaim, TaskToken, TenantRecord,
+    CallError, ErrorKind, StepCallRecord, TaskBeat, TaskClaim, TaskId, TaskToken, TenantRecord,
     WorkerRecord, check_queue_name,
 };
 use serde_json::Value;
@@ -231,6 +231,7 @@ impl Api {
                 },
             )?;
         let now = self.now_ms();
+        let mut approval = None;
         let answer = match (kind, answer) {
             (_, Some(answer)) => {
                 serde_json::from_str::<Value>(&answer).map_err(|e| {
@@ -250,10 +251,41 @@ impl Api {
                 serde_json::json!({ "due_at_ms": now.saturating_add(ms.max(0)) }).to_string()
             }
             ("now", None) => serde_json::json!({ "now_ms": now }).to_string(),
+            ("approval", None) => {
+                let Some(key) = args_value.get("key").and_then(Value::as_str) else {
+                    return Err(Error::InvalidInput(
+                        "an approval's arguments need \"key\": the name `cerebelum approve` \
+                         decides it by"
+                            .into(),
+                    ));
+                };
+                check_len("the approval key", key, MAX_NAME_BYTES)?;
+                let due = args_value
+                    .get("timeout_ms")
+                    .and_then(Value::as_i64)
+                    .map(|t| now.saturating_add(t.max(0)));
+                // Stored as the sandbox's await-approval stores its request.
+                let mut request = args_value.clone();
+                request["due_at"] = serde_json::json!(due);
+                approval = Some((key.to_owned(), request));
+                serde_json::json!({ "pending": true, "due_at_ms": due }).to_string()
+            }
+            ("signal", None) => {
+                if args_value.get("name").and_then(Value::as_str).is_none() {
+                    return Err(Error::InvalidInput(
+                        "a signal's arguments need \"name\": the signal to wait for".into(),
+                    ));
+                }
+                let due = args_value
+                    .get("timeout_ms")
+                    .and_then(Value::as_i64)
+                    .map(|t| now.saturating_add(t.max(0)));
+                serde_json::json!({ "pending": true, "due_at_ms": due }).to_string()
+            }
             (other, None) => {
                 return Err(Error::InvalidInput(format!(
-                    "call '{other}' has no answer: the server answers only `sleep` and `now`; \
-                     send the value to record as answer_json"
+                    "call '{other}' has no answer: the server answers only `sleep`, `now`, \
+                     `approval` and `signal`; send the value to record as answer_json"
                 )));
             }
         };
@@ -264,21 +296,87 @@ impl Api {
             answer,
             at_ms: now,
         };
-        let recorded = self
-            .store()
-            .tasks()
-            .record_step_call(&tenant.name, &token, &call, now)
+        let tasks = self.store().tasks();
+        let recorded = tasks
+            .record_step_call(
+                &tenant.name,
+                &token,
+                &call,
+                approval.as_ref().map(|(k, r)| (k.as_str(), r)),
+                now,
+            )
             .await?;
+        if recorded.kind == "signal" {
+            // One sent already is taken at once.
+            let recorded = self.resolve_signal(&token.id, &recorded).await?;
+            return Ok((recorded, now));
+        }
         Ok((recorded, now))
+    }
+
+    /// The `signal` call `call` of task `id`'s step, answered if a signal
+    /// came (or its timeout passed) since.
+    async fn resolve_signal(&self, id: &TaskId, call: &StepCallRecord) -> Result<StepCallRecord> {
+        let args: Value = serde_json::from_str(&call.args).unwrap_or(Value::Null);
+        let answer: Value = serde_json::from_str(&call.answer).unwrap_or(Value::Null);
+        let name = args.get("name").and_then(Value::as_str).unwrap_or_default();
+        let due = answer.get("due_at_ms").and_then(Value::as_i64);
+        self.store()
+            .tasks()
+            .resolve_step_signal(id, call.position, name, due, self.now_ms())
+            .await
+    }
+
+    /// Answers the approvals and signals the history waited for with their
+    /// decisions and payloads (or their timeouts, once due); one still
+    /// pending keeps its recorded answer, and the worker hands the task
+    /// back again.
+    async fn decided(&self, id: &TaskId, history: &mut [StepCallRecord]) -> Result<()> {
+        let waiting = |c: &StepCallRecord| c.kind == "signal" && c.answer.contains("\"pending\"");
+        for call in history.iter_mut().filter(|c| waiting(c)) {
+            *call = self.resolve_signal(id, call).await?;
+        }
+        if !history.iter().any(|c| c.kind == "approval") {
+            return Ok(());
+        }
+        let execution_id = id.execution_id.as_str();
+        let executions = self.store().executions();
+        let approvals = executions.approvals(execution_id).await?;
+        let now = self.now_ms();
+        for call in history.iter_mut().filter(|c| c.kind == "approval") {
+            let args: Value = serde_json::from_str(&call.args).unwrap_or(Value::Null);
+            let key = args.get("key").and_then(Value::as_str).unwrap_or_default();
+            let Some(mut approval) = approvals.iter().find(|a| a.key == key).cloned() else {
+                continue;
+            };
+            let due = approval.request.get("due_at").and_then(Value::as_i64);
+            if approval.status == "pending" && due.is_some_and(|d| d <= now) {
+                approval = self
+                    .store()
+                    .time_out_approval(execution_id, key, now)
+                    .await?;
+            }
+            let decision = approval.decision.clone().unwrap_or(Value::Null);
+            let answer = match approval.status.as_str() {
+                "approved" => serde_json::json!({ "approved": decision }),
+                "rejected" => serde_json::json!({ "rejected": decision }),
+                "timed-out" => serde_json::json!({ "timed_out": true }),
+                "cancelled" => serde_json::json!({ "cancelled": true }),
+                _ => continue,
+            };
+            call.answer = answer.to_string();
+        }
+        Ok(())
     }
 
     /// A claim as its worker receives it: with the step's history, and how
     /// long a wait in it may hold the worker.
     async fn task_of(&self, claim: TaskClaim) -> Result<pb::WorkerTask> {
-        let history = match claim.resumed {
+        let mut history = match claim.resumed {
             true => self.store().tasks().step_calls(&claim.token.id).await?,
             false => Vec::new(),
         };
+        self.decided(&claim.token.id, &mut history).await?;
         let hold_ms = self
             .node("serving workers")
             .map_or(0, |n| n.config().worker_hold.as_millis() as i64);

@@ -403,12 +403,28 @@ pub trait Tasks: Send + Sync {
     /// again (the same position, kind and arguments: a retried request)
     /// returns the one recorded; a different call where one is recorded
     /// is refused as nondeterminism ([`crate::Error::Conflict`]), as is a
-    /// claim no longer current.
+    /// claim no longer current. With `approval` (its key and request), the
+    /// call waits for a person: the approval is opened (pending) in the
+    /// same transaction, for `cerebelum approve` and the console to decide.
     async fn record_step_call(
         &self,
         tenant: &str,
         token: &TaskToken,
         call: &StepCallRecord,
+        approval: Option<(&str, &Value)>,
+        now_ms: i64,
+    ) -> Result<StepCallRecord>;
+
+    /// Answers the `signal` call that step call `id` recorded at
+    /// `position` if it still waits: with the next signal `name` the
+    /// execution received that nothing took (taken by it, for good), or,
+    /// from `due_at_ms` on, with a timeout. The call as it now stands.
+    async fn resolve_step_signal(
+        &self,
+        id: &TaskId,
+        position: i64,
+        name: &str,
+        due_at_ms: Option<i64>,
         now_ms: i64,
     ) -> Result<StepCallRecord>;
 

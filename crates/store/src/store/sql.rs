@@ -1033,6 +1033,11 @@ where
             .bind(execution_id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query::<DB>(super::tasks::NUDGE)
+            .bind(now_ms)
+            .bind(execution_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(ApprovalRecord {
             status: status.to_owned(),
@@ -1105,6 +1110,11 @@ where
         .execute(&mut *tx)
         .await?;
         sqlx::query::<DB>(super::tasks::WAKE)
+            .bind(now_ms)
+            .bind(execution_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query::<DB>(super::tasks::NUDGE)
             .bind(now_ms)
             .bind(execution_id)
             .execute(&mut *tx)

@@ -192,6 +192,18 @@ pub(super) fn task_select(lock: &str) -> String {
 pub(super) const FINISH_TASK: &str = "UPDATE tasks SET status = $1, outcome = $2, \
      finished_at = $3 WHERE execution_id = $4 AND seq = $5 AND attempt = $6";
 
+/// Makes the tasks of execution `$2` handed back until later (a worker
+/// step waiting for a decision) claimable at `$1`, as a decision does;
+/// a task still claimed is marked (`ready_at` after its claim), so that
+/// handing it back then makes it claimable at once: the decision may come
+/// between a worker step's asking and its handing the task back. (A
+/// worker step that only sleeps comes back early, replays its sleep and
+/// hands the task back again.)
+pub(super) const NUDGE: &str = "UPDATE tasks SET ready_at = CASE \
+     WHEN status = 'claimed' THEN CASE WHEN claimed_at >= $1 THEN claimed_at + 1 ELSE $1 END \
+     ELSE $1 END \
+     WHERE execution_id = $2 AND (status = 'claimed' OR (status = 'queued' AND ready_at > $1))";
+
 /// Wakes execution `$2` at `$1`, as an approval's decision does.
 pub(super) const WAKE: &str = "UPDATE executions SET signals = signals + 1, \
      wake_at = CASE WHEN status = 'waiting' AND NOT paused THEN $1 ELSE wake_at END WHERE id = $2";
@@ -503,6 +515,21 @@ where
         end(tx, result).await
     }
 
+    async fn resolve_step_signal(
+        &self,
+        id: &TaskId,
+        position: i64,
+        name: &str,
+        due_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<StepCallRecord> {
+        let mut tx = self.begin_write().await?;
+        let result = self
+            .resolve_signal_in(&mut tx, id, position, name, due_at_ms, now_ms)
+            .await;
+        end(tx, result).await
+    }
+
     async fn step_calls(&self, id: &TaskId) -> Result<Vec<StepCallRecord>> {
         let mut conn = self.reader.acquire().await?;
         self.history(&mut conn, id).await
@@ -513,10 +540,13 @@ where
         tenant: &str,
         token: &TaskToken,
         call: &StepCallRecord,
+        approval: Option<(&str, &Value)>,
         now_ms: i64,
     ) -> Result<StepCallRecord> {
         let mut tx = self.begin_write().await?;
-        let result = self.record_in(&mut tx, tenant, token, call, now_ms).await;
+        let result = self
+            .record_in(&mut tx, tenant, token, call, approval, now_ms)
+            .await;
         end(tx, result).await
     }
 
@@ -859,7 +889,8 @@ where
         sqlx::query::<DB>(
             "UPDATE tasks SET status = 'queued', claim_id = NULL, worker_id = NULL, \
              claimed_at = NULL, heartbeat_at = NULL, sticky_worker = NULL, \
-             deadline_at = COALESCE($2, $1) + schedule_to_start_ms, ready_at = COALESCE($2, $1) \
+             deadline_at = COALESCE($2, $1) + schedule_to_start_ms, \
+             ready_at = CASE WHEN ready_at > claimed_at THEN $1 ELSE COALESCE($2, $1) END \
              WHERE execution_id = $3 AND seq = $4 AND attempt = $5",
         )
         .bind(now_ms)
@@ -986,12 +1017,80 @@ where
             .collect()
     }
 
+    async fn resolve_signal_in(
+        &self,
+        tx: &mut DB::Connection,
+        id: &TaskId,
+        position: i64,
+        name: &str,
+        due_at_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<StepCallRecord> {
+        let history = self.history(&mut *tx, id).await?;
+        let Some(call) = usize::try_from(position)
+            .ok()
+            .and_then(|p| history.get(p))
+            .filter(|c| c.kind == "signal")
+        else {
+            return Err(Error::NotFound(format!(
+                "call {position} of step call {} of execution '{}' is not a signal",
+                id.seq, id.execution_id
+            )));
+        };
+        if !call.answer.contains("\"pending\"") {
+            return Ok(call.clone());
+        }
+        let next = sqlx::query::<DB>(
+            "SELECT seq, payload FROM signals WHERE execution_id = $1 AND name = $2 \
+             AND consumed_by IS NULL ORDER BY seq LIMIT 1",
+        )
+        .bind(id.execution_id.as_str())
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let answer = match next {
+            Some(row) => {
+                let seq: i64 = row.number("seq")?;
+                let payload = row.json("payload")?.unwrap_or(Value::Null);
+                // Taken by the step call, as an await-signal call takes one.
+                sqlx::query::<DB>(super::sql::CONSUME_SIGNAL)
+                    .bind(id.seq)
+                    .bind(now_ms)
+                    .bind(id.execution_id.as_str())
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await?;
+                serde_json::json!({ "signal": payload })
+            }
+            None if due_at_ms.is_some_and(|d| d <= now_ms) => {
+                serde_json::json!({ "timed_out": true })
+            }
+            None => return Ok(call.clone()),
+        };
+        let answer = answer.to_string();
+        sqlx::query::<DB>(
+            "UPDATE step_calls SET answer = $1 WHERE execution_id = $2 AND seq = $3 \
+             AND position = $4 AND kind = 'signal'",
+        )
+        .bind(answer.as_str())
+        .bind(id.execution_id.as_str())
+        .bind(id.seq)
+        .bind(position)
+        .execute(&mut *tx)
+        .await?;
+        Ok(StepCallRecord {
+            answer,
+            ..call.clone()
+        })
+    }
+
     async fn record_in(
         &self,
         tx: &mut DB::Connection,
         tenant: &str,
         token: &TaskToken,
         call: &StepCallRecord,
+        approval: Option<(&str, &Value)>,
         now_ms: i64,
     ) -> Result<StepCallRecord> {
         let row = match self.current_claim(&mut *tx, tenant, token, now_ms).await? {
@@ -1037,6 +1136,19 @@ where
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
+        if let Some((key, request)) = approval {
+            // A key the execution waited on before keeps its decision.
+            sqlx::query::<DB>(
+                "INSERT INTO approvals (execution_id, key, status, request, created_at) \
+                 VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT (execution_id, key) DO NOTHING",
+            )
+            .bind(token.id.execution_id.as_str())
+            .bind(key)
+            .bind(request.to_string())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
         Ok(StepCallRecord {
             at_ms: now_ms,
             ..call.clone()
