@@ -1104,6 +1104,11 @@ fn a_worker_steps_hour_long_sleep_frees_the_workers_slot() {
         status["status"] == "waiting" || status["status"] == "running",
         "{status}"
     );
+    let shown = cli.ok(&["status", &asleep]);
+    assert!(
+        shown.contains("step 'nap' (worker queue 'q'), asleep until"),
+        "{shown}"
+    );
     assert_eq!(marks(&file), "before\n");
 }
 
@@ -1165,6 +1170,11 @@ fn an_approval_inside_a_worker_step_is_decided_while_no_worker_runs(db: Db) {
         LONG,
     );
     first.kill9();
+    let shown = cli.ok(&["status", &id]);
+    assert!(
+        shown.contains("approval 'ship' in step 'gate' (worker queue 'q')"),
+        "{shown}"
+    );
     cli.ok(&["approve", &id, "ship", "--payload", r#"{"by":"ada"}"#]);
     assert_eq!(marks(&file), "before\n");
 
@@ -1226,6 +1236,11 @@ fn a_signal_awaited_inside_a_worker_step_arrives_while_no_worker_runs(db: Db) {
         LONG,
     );
     first.kill9();
+    let shown = cli.ok(&["status", &id]);
+    assert!(
+        shown.contains("signal 'go' in step 'listen' (worker queue 'q')"),
+        "{shown}"
+    );
     cli.ok(&["signal", &id, "go", "--payload", r#"{"n":7}"#]);
     let second = PyWorker::serving(PYAPPROVE, &db, port, &key, "q", "py-2");
     let ended = cli.wait_ended(&id, LONG);

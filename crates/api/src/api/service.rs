@@ -11,7 +11,7 @@ use crate::executor::{Engine, check_package_name};
 use crate::journal::Entry;
 use crate::model::{
     ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, SignalRecord,
-    Status, TaskRecord, TaskStatus, TenantRecord, check_queue_name,
+    Status, StepCallRecord, TaskRecord, TaskStatus, TenantRecord, check_queue_name,
 };
 use crate::store::{Feeds, Follower, NewSignal, SharedStore, execution_not_found};
 use serde_json::Value;
@@ -66,6 +66,26 @@ pub fn queue_note(task: &TaskRecord, last_polled_ms: Option<i64>, now_ms: i64) -
             crate::util::duration(now_ms - at)
         ),
         Some(_) => line,
+    }
+}
+
+/// What a worker step handed back until later waits for (`call`: the
+/// last durable call it recorded), as `status`, `watch` and the console
+/// show it after "waiting for": its sleep, an approval or a signal.
+pub fn step_wait_note(task: &TaskRecord, call: &StepCallRecord) -> String {
+    let args: Value = serde_json::from_str(&call.args).unwrap_or(Value::Null);
+    let named = |field: &str| {
+        args.get(field)
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let step = format!("step '{}' (worker queue '{}')", task.step, task.queue);
+    match (call.kind.as_str(), task.ready_at_ms) {
+        ("approval", _) => format!("approval '{}' in {step}", named("key")),
+        ("signal", _) => format!("signal '{}' in {step}", named("name")),
+        (_, Some(due)) => format!("{step}, asleep until {}", crate::util::utc(due)),
+        _ => step,
     }
 }
 
@@ -488,6 +508,11 @@ impl Api {
         let Some(task) = tasks.open_tasks(&record.id).await?.into_iter().next() else {
             return Ok(None);
         };
+        let handed_back = task.status == TaskStatus::Queued
+            && task.ready_at_ms.is_some_and(|at| at > self.now_ms());
+        if handed_back && let Some(call) = tasks.step_calls(&task.id).await?.pop() {
+            return Ok(Some(step_wait_note(&task, &call)));
+        }
         let polled = match task.status {
             TaskStatus::Queued => tasks
                 .list_workers(&record.tenant, 0)
@@ -767,6 +792,7 @@ mod tests {
             deadline_at_ms: None,
             progress: None,
             outcome: None,
+            ready_at_ms: None,
         }
     }
 
@@ -790,6 +816,31 @@ mod tests {
         assert_eq!(
             queue_note(&task(TaskStatus::Claimed, Some("w-1")), None, 4_000),
             "step 'deploy' on worker 'w-1' (for 1.0 s)"
+        );
+    }
+
+    #[test]
+    fn a_worker_step_handed_back_says_what_it_waits_for() {
+        let call = |kind: &str, args: &str| StepCallRecord {
+            position: 1,
+            kind: kind.into(),
+            args: args.into(),
+            answer: "{}".into(),
+            at_ms: 0,
+        };
+        let mut handed_back = task(TaskStatus::Queued, None);
+        handed_back.ready_at_ms = Some(1_795_700_000_000);
+        assert_eq!(
+            step_wait_note(&handed_back, &call("sleep", r#"{"duration_ms": 5000}"#)),
+            "step 'deploy' (worker queue 'devops'), asleep until 2026-11-26T13:33:20Z"
+        );
+        assert_eq!(
+            step_wait_note(&handed_back, &call("approval", r#"{"key": "ship"}"#)),
+            "approval 'ship' in step 'deploy' (worker queue 'devops')"
+        );
+        assert_eq!(
+            step_wait_note(&handed_back, &call("signal", r#"{"name": "go"}"#)),
+            "signal 'go' in step 'deploy' (worker queue 'devops')"
         );
     }
 }

@@ -251,6 +251,7 @@ pub(super) fn task_row(row: &impl Columns) -> Result<Row> {
             deadline_at_ms: row.int("deadline_at")?,
             progress: row.json("progress")?,
             outcome,
+            ready_at_ms: row.int("ready_at")?,
         },
         claim: row.text("claim_id")?,
         input: row.string("input")?,

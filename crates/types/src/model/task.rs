@@ -188,6 +188,8 @@ pub struct TaskRecord {
     pub progress: Option<Value>,
     /// What the worker reported, or the timeout.
     pub outcome: Option<Result<Value, CallError>>,
+    /// Handed back until then (a worker step's long wait).
+    pub ready_at_ms: Option<i64>,
 }
 
 /// What a heartbeat learns.
