@@ -332,8 +332,10 @@ impl Api {
     /// pending keeps its recorded answer, and the worker hands the task
     /// back again.
     async fn decided(&self, id: &TaskId, history: &mut [StepCallRecord]) -> Result<()> {
-        let waiting = |c: &StepCallRecord| c.kind == "signal" && c.answer.contains("\"pending\"");
-        for call in history.iter_mut().filter(|c| waiting(c)) {
+        for call in history
+            .iter_mut()
+            .filter(|c| c.kind == "signal" && c.pending())
+        {
             *call = self.resolve_signal(id, call).await?;
         }
         if !history.iter().any(|c| c.kind == "approval") {

@@ -1038,7 +1038,7 @@ where
                 id.seq, id.execution_id
             )));
         };
-        if !call.answer.contains("\"pending\"") {
+        if !call.pending() {
             return Ok(call.clone());
         }
         let next = sqlx::query::<DB>(

@@ -170,6 +170,16 @@ pub struct StepCallRecord {
     pub at_ms: i64,
 }
 
+impl StepCallRecord {
+    /// Whether the call still waits for its answer (an approval or a
+    /// signal recorded as `{"pending": true, ...}`). Read from the
+    /// answer's top level: a payload that mentions "pending" is an answer.
+    pub fn pending(&self) -> bool {
+        serde_json::from_str::<Value>(&self.answer)
+            .is_ok_and(|answer| answer.get("pending").is_some())
+    }
+}
+
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskRecord {
@@ -231,4 +241,27 @@ pub fn check_queue_name(queue: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod step_call_tests {
+    use super::StepCallRecord;
+
+    fn answered(answer: &str) -> StepCallRecord {
+        StepCallRecord {
+            position: 0,
+            kind: "signal".into(),
+            args: r#"{"name":"go"}"#.into(),
+            answer: answer.into(),
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn only_a_top_level_pending_waits() {
+        assert!(answered(r#"{"pending":true,"due_at_ms":null}"#).pending());
+        // A payload that says "pending" is an answer, not a wait.
+        assert!(!answered(r#"{"signal":{"status":"pending"}}"#).pending());
+        assert!(!answered(r#"{"approved":{"pending":1}}"#).pending());
+    }
 }
