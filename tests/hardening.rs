@@ -996,6 +996,44 @@ impl Drop for SmallDisk {
     }
 }
 
+/// A PostgreSQL tablespace in a directory of `disk` that the server owns;
+/// dropped when dropped (drop it after its databases, before the disk).
+struct Tablespace {
+    name: String,
+}
+
+impl Tablespace {
+    fn on(disk: &SmallDisk) -> Self {
+        let dir = disk.path().join("pg");
+        std::fs::create_dir(&dir).unwrap();
+        let owned = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&dir)
+            .status()
+            .expect("running chown");
+        assert!(owned.success(), "chown postgres {}", dir.display());
+        let name = format!(
+            "small_{}_{}",
+            std::process::id(),
+            Instant::now().elapsed().as_nanos()
+        );
+        common::pg_admin(format!(
+            "CREATE TABLESPACE {name} LOCATION '{}'",
+            dir.display()
+        ))
+        .unwrap_or_else(|e| panic!("creating a tablespace on the small disk: {e}"));
+        Self { name }
+    }
+}
+
+impl Drop for Tablespace {
+    fn drop(&mut self) {
+        if let Err(e) = common::pg_admin(format!("DROP TABLESPACE IF EXISTS {}", self.name)) {
+            eprintln!("dropping tablespace {}: {e}", self.name);
+        }
+    }
+}
+
 /// Issue 31 (1): on a full disk a start with an idempotency key answered
 /// OK with an id that was never stored (sqlx's `fetch_optional` on an
 /// `INSERT … RETURNING` dropped the commit's error). Every write either
@@ -1009,6 +1047,38 @@ fn a_full_disk_refuses_writes_and_loses_nothing_acknowledged() {
     let mut db = Db::new();
     db.path = disk.path().join("cerebelum.db");
     db.url = db.path.to_str().unwrap().to_owned();
+    full_disk_refuses_writes_and_loses_nothing_acknowledged(&db, &disk);
+}
+
+/// The same on PostgreSQL: its database in a tablespace on the small disk
+/// (its write-ahead log stays on the server's own disk), the errors
+/// PostgreSQL gives when it cannot extend a table on a full disk.
+#[test]
+fn a_full_disk_under_postgresql_refuses_writes_and_loses_nothing_acknowledged() {
+    let Some(disk) = SmallDisk::mount(32) else {
+        return;
+    };
+    let tablespace = Tablespace::on(&disk);
+    let db = Db::postgres();
+    db.set_tablespace(&tablespace.name);
+    full_disk_refuses_writes_and_loses_nothing_acknowledged(&db, &disk);
+}
+
+/// 20 KiB of text that does not compress (PostgreSQL compresses what it
+/// stores; a run of one letter would never fill the disk).
+fn incompressible(seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..20 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"0123456789abcdef"[(x % 16) as usize])
+        })
+        .collect()
+}
+
+fn full_disk_refuses_writes_and_loses_nothing_acknowledged(db: &Db, disk: &SmallDisk) {
     let key = db.tenant("acme", &[]);
     let port = free_port();
     let server = db.serve_api(port, &[]);
@@ -1029,11 +1099,16 @@ fn a_full_disk_refuses_writes_and_loses_nothing_acknowledged() {
         let mut c = common::grpc::connect(port, &key).await;
         // Leave a few megabytes, then fill them with keyed starts.
         disk.fill(3 << 20);
-        let pad = "x".repeat(20 << 10);
         let start = |key: Option<String>| pb::StartExecutionRequest {
             package: "kit".into(),
             workflow: "approval".into(),
-            input_json: format!(r#"{{"key":"k","pad":"{pad}"}}"#),
+            input_json: format!(
+                r#"{{"key":"k","pad":"{}"}}"#,
+                incompressible(key.as_deref().map_or(7, |k| {
+                    k.bytes()
+                        .fold(0_u64, |h, b| h.wrapping_mul(31) ^ u64::from(b))
+                }))
+            ),
             idempotency_key: key,
             ..Default::default()
         };

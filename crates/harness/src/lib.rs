@@ -267,7 +267,7 @@ fn block_on_own_thread<T: Send + 'static>(future: impl Future<Output = T> + Send
 
 /// Runs `statement` on the PostgreSQL server of the tests (in the
 /// database `CEREBELUM_TEST_PG` names).
-fn pg_admin(statement: String) -> sqlx::Result<()> {
+pub fn pg_admin(statement: String) -> sqlx::Result<()> {
     let url = test_pg_url();
     block_on_own_thread(async move {
         let pool = sqlx::postgres::PgPoolOptions::new()
@@ -358,6 +358,14 @@ impl Db {
     /// A fresh PostgreSQL database.
     pub fn postgres() -> Self {
         Self::on(Backend::Postgres)
+    }
+
+    /// Moves this PostgreSQL database (before anything uses it) to
+    /// `tablespace`, e.g. one on a small disk.
+    pub fn set_tablespace(&self, tablespace: &str) {
+        let name = self.pg_name.as_deref().expect("a PostgreSQL database");
+        pg_admin(format!("ALTER DATABASE {name} SET TABLESPACE {tablespace}"))
+            .unwrap_or_else(|e| panic!("moving {name} to tablespace {tablespace}: {e}"));
     }
 
     /// Runs SQL statements on this database directly (to tamper with it);
