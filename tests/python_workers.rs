@@ -6,6 +6,11 @@
 
 use cerebelum_harness as common;
 
+use cerebelum::api::Api;
+use cerebelum::clock::TestClock;
+use cerebelum::server::{self, ServerSettings};
+use cerebelum::store::{self, Synchronous};
+use cerebelum::{Engine, EngineConfig};
 use common::{
     Db, Remote, attempts, cache_dir, entries, free_port, path, python, python_guest, results, root,
     step_call_seq,
@@ -13,6 +18,7 @@ use common::{
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Compiling a Python component takes seconds (once: it is cached).
@@ -894,11 +900,16 @@ fn sleeper(db: &Db, port: u16, serve_args: &[&str]) -> (common::Server, Remote, 
 }
 
 fn start_sleeper(cli: &Remote, input: Value) -> String {
+    start_in_sleeper(cli, "pysleeper", input)
+}
+
+/// Starts `workflow` of `pysleeper.py` with its steps on queue `q`.
+fn start_in_sleeper(cli: &Remote, workflow: &str, input: Value) -> String {
     let input = input.to_string();
     let args = [
         "start",
         "sleeper",
-        "pysleeper",
+        workflow,
         "--input",
         &input,
         "--worker-queue",
@@ -947,6 +958,41 @@ fn a_worker_steps_long_sleep_is_handed_back_and_outlives_its_worker(db: Db) {
     let journal = cli.journal(&id);
     let seq = step_call_seq(&journal, "nap", 0);
     assert_eq!(attempts(&journal, seq), 1, "one attempt: {journal:?}");
+}
+
+/// Issue 33: a worker step's clock reads and random numbers are
+/// journaled: handed back during a sleep and run again by another worker
+/// after the first was killed, the step reads the time and the random
+/// number its first run read.
+#[test]
+fn a_worker_step_run_again_reads_the_clock_and_random_numbers_of_its_first_run() {
+    let db = Db::new();
+    let port = free_port();
+    let (_server, cli, key, file) = sleeper(&db, port, &["--worker-hold-ms", "300"]);
+    let mut first = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-1");
+    let id = start_in_sleeper(&cli, "pystamp", json!({"marks": file, "sleep_ms": 2000}));
+    first.wait_log(
+        &format!("step stamp of execution {id} (attempt 1): sleeps until"),
+        LONG,
+    );
+    first.kill9();
+    let second = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-2");
+    let ended = cli.wait_ended(&id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", second.log());
+    let got = &ended["result"]["steps"]["stamp"];
+    let reads = marks(&file);
+    let lines: Vec<&str> = reads.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per run: {reads}");
+    assert_eq!(lines[0], lines[1], "the second run read what the first did");
+    let (t, r) = (got["t"].as_f64().unwrap(), got["r"].as_f64().unwrap());
+    let read: Vec<f64> = lines[0]
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(read, [t, r], "the result has what the runs read: {reads}");
+    let after = got["after"].as_f64().unwrap();
+    assert!(after >= t + 2.0, "the clock after the sleep is live: {got}");
 }
 
 /// Issue 33: `kill -9` of a worker whose step sleeps in the worker (a
@@ -1080,14 +1126,26 @@ fn a_distributed_script_killed_mid_sleep_finishes_its_execution_when_run_again()
     );
 }
 
-/// Issue 33: an hour's sleep in a worker step holds no worker: the task is
-/// handed back until the sleep ends, and the worker's one slot serves
-/// another execution meanwhile.
+/// Issue 33: a worker step's hour-long sleep, on a server whose clock the
+/// test drives ([`TestClock`]): the task is handed back, the worker's one
+/// slot serves another execution meanwhile, and when the clock is moved
+/// past the hour a worker takes the step again, replays it (the mark made
+/// before the sleep is not made again) and completes it — its wait judged
+/// by the server's clock, not the worker's.
 #[test]
-fn a_worker_steps_hour_long_sleep_frees_the_workers_slot() {
+fn a_worker_steps_hour_long_sleep_frees_the_workers_slot_and_ends_on_the_servers_clock() {
     let db = Db::new();
     let port = free_port();
-    let (_server, cli, key, file) = sleeper(&db, port, &[]);
+    let key = db.tenant("a", &[]);
+    let driven = Driven::serve(&db, port);
+    let cli = Remote::new(port, &key);
+    cli.ok(&[
+        "upload",
+        path(&python_guest(PYSLEEPER)),
+        "--name",
+        "sleeper",
+    ]);
+    let file = db.dir.path().join("marks.txt");
     let mut worker = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-1");
     let asleep = start_sleeper(&cli, json!({"marks": file, "sleep_ms": 3_600_000}));
     worker.wait_log(
@@ -1110,6 +1168,71 @@ fn a_worker_steps_hour_long_sleep_frees_the_workers_slot() {
         "{shown}"
     );
     assert_eq!(marks(&file), "before\n");
+
+    driven.clock.advance(Duration::from_secs(3600));
+    let ended = cli.wait_ended(&asleep, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", worker.log());
+    assert_eq!(marks(&file), "before\nafter\n", "each mark made once");
+    let journal = cli.journal(&asleep);
+    let seq = step_call_seq(&journal, "nap", 0);
+    assert_eq!(attempts(&journal, seq), 1, "one attempt: {journal:?}");
+}
+
+/// `cerebelum serve`'s parts (the engine serving workers, the gRPC API)
+/// in this process, on a [`TestClock`]: a real server whose time the test
+/// moves. Stopped when dropped.
+struct Driven {
+    clock: TestClock,
+    stop: tokio::sync::watch::Sender<bool>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Driven {
+    fn serve(db: &Db, port: u16) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let clock = TestClock::at_system_time();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let engine = runtime.block_on(async {
+            let store = store::open(&db.url, Synchronous::Normal).await.unwrap();
+            let mut config = EngineConfig::new(cache_dir());
+            config.tick = Duration::from_millis(10);
+            config.serves_workers = true;
+            Engine::new(store, config, Arc::new(clock.clone())).unwrap()
+        });
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+            .unwrap();
+        let api = Api::new(engine.clone());
+        runtime.spawn(server::serve(
+            api,
+            listener,
+            None,
+            ServerSettings::default(),
+            until(stopped.clone()),
+        ));
+        runtime.spawn(async move { engine.serve(until(stopped)).await });
+        Self {
+            clock,
+            stop,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
 }
 
 /// Issue 33: `kill -9` of the server while a worker step's sleep is

@@ -115,6 +115,7 @@ async fn serve(
                     kind: kind.into(),
                     args_json: r#"{"duration_ms":100}"#.into(),
                     answer_json: None,
+                    before: Vec::new(),
                 })
                 .await
                 .unwrap()

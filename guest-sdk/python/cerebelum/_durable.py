@@ -9,10 +9,8 @@ step function in a fresh instance, its helpers on host calls.
 
 from __future__ import annotations
 
-import datetime as _datetime
 import json
 import random
-import time
 import traceback
 from typing import Any
 
@@ -23,6 +21,7 @@ from wit_world.imports import host, outgoing_handler, streams
 from wit_world.imports import wasi_http_types as wasi_http
 from componentize_py_types import Err
 
+from . import _patches
 from ._dsl import Step
 from ._loop import DurableLoop
 from ._registry import STEPS, WORKFLOWS, workflow_names
@@ -52,44 +51,18 @@ def _raise_host(e: Err) -> None:
 # real time of each call, recorded, so a replay of the step (after it
 # hibernated, or after a crash) sees the same values. Workflow code keeps
 # the frozen clock (the invocation's journaled start), which keeps it
-# deterministic without a journal entry per read. The patches are made
-# when the SDK is imported, before the user's file, so `from datetime
-# import datetime` there gets the live class.
+# deterministic without a journal entry per read. The patches (_patches.py)
+# are made when the SDK is imported, before the user's file, so `from
+# datetime import datetime` there gets the live class.
 
-_frozen_time_ns = time.time_ns
 _live = False
 
 
-def _now_ns() -> int:
-    if _live:
-        return host.now_ms() * 1_000_000
-    return _frozen_time_ns()
+def _step_clock() -> int | None:
+    return host.now_ms() * 1_000_000 if _live else None
 
 
-def _time() -> float:
-    return _now_ns() / 1e9
-
-
-class _LiveDatetime(_datetime.datetime):
-    """``datetime.datetime`` whose ``now``/``utcnow``/``today`` read the
-    journaled clock inside a step."""
-
-    @classmethod
-    def now(cls, tz=None):
-        return cls.fromtimestamp(_time(), tz)
-
-    @classmethod
-    def utcnow(cls):
-        return cls.fromtimestamp(_time(), _datetime.timezone.utc).replace(tzinfo=None)
-
-    @classmethod
-    def today(cls):
-        return cls.fromtimestamp(_time())
-
-
-time.time = _time
-time.time_ns = _now_ns
-_datetime.datetime = _LiveDatetime
+_patches.install(_step_clock)
 
 
 def _durable_sleep(ms: int) -> None:

@@ -130,10 +130,13 @@ def worker_main(args: argparse.Namespace) -> int:
     try:
         if args.concurrency < 1:
             raise CerebelumError("--concurrency must be at least 1")
-        import_steps(args.file)
         # Imported here, not above: it needs grpc and protobuf, which
         # `build` does without (and says what to install when missing).
-        from .worker import Worker
+        from .worker import Worker, install_patches
+        # Before the steps' file, so that its `from datetime import
+        # datetime` gets the class whose now() a step journals.
+        install_patches()
+        import_steps(args.file)
         if args.ca_cert:
             os.environ["CEREBELUM_CA_CERT"] = args.ca_cert
         worker = Worker(args.worker_id, args.server, api_key=args.api_key, queue=args.queue,

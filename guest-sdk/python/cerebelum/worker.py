@@ -17,6 +17,8 @@ through :mod:`cerebelum.client`.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextvars
 import json
 import logging
 import os
@@ -26,13 +28,14 @@ import time
 import traceback
 from typing import Any, Callable
 
+from . import _patches
 from ._dsl import Step, WorkflowDefinition
 from ._local import LocalRuntime
 from ._registry import STEPS
 from ._runtime import Context, exception_text, invoke_step, to_json
 from .client import CLAIM_LOST, TRANSIENT, Client, ServerError, optional
 from .errors import (ApprovalRejectedError, ApprovalTimeoutError, CerebelumError,
-                     SignalTimeoutError, StepError)
+                     HttpError, SignalTimeoutError, StepError)
 from .v1 import cerebelum_pb2 as pb
 
 log = logging.getLogger("cerebelum.worker")
@@ -88,12 +91,51 @@ class _Suspend(BaseException):
         self.why = why
 
 
+#: The runtime of the worker step running in this asyncio task (None
+#: outside a step): what the patched clock and ``random`` ask.
+_CURRENT: contextvars.ContextVar[WorkerRuntime | None] = contextvars.ContextVar(
+    "cerebelum_worker_step", default=None)
+#: Set while the SDK itself runs inside a step (its RPCs read the clock).
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "cerebelum_worker_quiet", default=False)
+
+
+def _step_runtime() -> WorkerRuntime | None:
+    runtime = _CURRENT.get()
+    return None if runtime is None or _QUIET.get() else runtime
+
+
+def _step_clock() -> int | None:
+    runtime = _step_runtime()
+    return None if runtime is None else runtime.now_ns()
+
+
+def _step_random() -> random.Random | None:
+    runtime = _step_runtime()
+    return None if runtime is None else runtime.generator()
+
+
+def install_patches() -> None:
+    """Inside a worker step, the clock and the ``random`` module read the
+    step's journaled values (see :mod:`cerebelum._patches`)."""
+    _patches.install(_step_clock, _step_random)
+
+
+def _real_ms() -> int:
+    return _patches.real_time_ns() // 1_000_000
+
+
 class WorkerRuntime(LocalRuntime):
     """Local mode for one task, made durable by the server: the task's
     execution id and attempt; ``progress`` goes to the engine with a
     heartbeat; every durable call (``sleep``, a ``retry`` attempt, a
-    ``poll`` check) is recorded by the server as the step's history
-    (RecordCall), and replayed from it when the step runs again."""
+    ``poll`` check, a clock read, a random seed, an HTTP request) is
+    recorded by the server as the step's history (RecordCall), and
+    replayed from it when the step runs again. The calls the worker
+    answers itself (the clock, a seed, an HTTP response) are sent with the
+    step's next call that needs the server, in the same request: a step
+    that dies before then makes them again, as code between two durable
+    calls runs at least once."""
 
     def __init__(self, state: _Task, approval_handler: Callable | None,
                  secrets: dict | None, client: Client | None = None):
@@ -103,9 +145,99 @@ class WorkerRuntime(LocalRuntime):
         self._history = list(state.task.history)
         self._position = 0
         self._approvals: dict[str, int] = {}
+        #: Calls answered here, not yet sent (see the class's docstring).
+        self._unsent: list[pb.StepCall] = []
+        self._random: random.Random | None = None
+        self._secret_values: set[str] = set()
+        #: The nondeterminism found, if any: the step fails with it even
+        #: when its code caught the error.
+        self.diverged: StepError | None = None
+        #: The server's clock minus this machine's (recorded sleeps end by
+        #: the server's clock).
+        self._skew_ms = state.task.now_ms - _real_ms() if state.task.now_ms else 0
 
     def attempt(self) -> int:
         return self._state.task.attempt or 1
+
+    def _replayed(self, position: int, kind: str, args_json: str,
+                  compare_args: bool = True) -> pb.StepCall | None:
+        """The call the history recorded at ``position``, if it has one;
+        a :class:`StepError` ``nondeterminism`` if it is another call."""
+        if position >= len(self._history):
+            return None
+        recorded = self._history[position]
+        if recorded.kind != kind or (compare_args and recorded.args_json != args_json):
+            self.diverged = StepError(
+                f"at call {position} step '{self._state.task.step}' made a different call "
+                f"than its history recorded: recorded `{recorded.kind}({recorded.args_json})`"
+                f", now `{kind}({args_json})`; the code is not deterministic (or the "
+                "journal was modified)", "nondeterminism")
+            raise self.diverged
+        return recorded
+
+    def _answered_here(self, kind: str, args: Any, compute: Callable[[], Any]) -> Any:
+        """The answer of the step's next call that this worker answers
+        itself: the one its history recorded at this position, or
+        ``compute()``'s (JSON-able), recorded with the next call sent."""
+        position = self._position
+        args_json = self._redact(json.dumps(args))
+        recorded = self._replayed(position, kind, args_json)
+        self._position += 1
+        if recorded is not None:
+            return json.loads(recorded.answer_json)
+        token = _QUIET.set(True)
+        try:
+            answer = compute()
+        except BaseException:
+            self._position -= 1
+            raise
+        finally:
+            _QUIET.reset(token)
+        self._unsent.append(pb.StepCall(position=position, kind=kind, args_json=args_json,
+                                        answer_json=self._redact(json.dumps(answer))))
+        return answer
+
+    def _redact(self, text: str) -> str:
+        """``text`` without the secrets the step read (as results are)."""
+        for value in self._secret_values:
+            text = text.replace(json.dumps(value)[1:-1], "[redacted]")
+        return text
+
+    def secret(self, ctx: Context, name: str) -> str:
+        value = super().secret(ctx, name)
+        if value:
+            self._secret_values.add(value)
+        return value
+
+    def now_ns(self) -> int:
+        """A clock read: the time the step's first run read here."""
+        return self._answered_here("now", None, lambda: {"now_ms": _real_ms()})["now_ms"] \
+            * 1_000_000
+
+    def generator(self) -> random.Random:
+        """The step's generator: seeded, at its first draw, by a recorded
+        seed."""
+        if self._random is None:
+            seed = self._answered_here(
+                "random", None, lambda: {"seed": int.from_bytes(os.urandom(8), "big")})["seed"]
+            self._random = random.Random(seed)
+        return self._random
+
+    def http(self, method, url, headers, body):
+        # The response is recorded: run again, the step gets it without
+        # sending the request again.
+        def send() -> dict:
+            try:
+                status, got, raw = LocalRuntime.http(self, method, url, headers, body)
+            except HttpError as e:
+                return {"error": str(e)}
+            return {"status": status, "headers": [list(h) for h in got],
+                    "body": base64.b64encode(raw).decode()}
+        answer = self._answered_here("http", {"method": method, "url": url}, send)
+        if "error" in answer:
+            raise HttpError(answer["error"])
+        return (answer["status"], [tuple(h) for h in answer["headers"]],
+                base64.b64decode(answer["body"]))
 
     async def _record(self, kind: str, args: Any, answer: str | None = None
                       ) -> tuple[str, int | None]:
@@ -113,28 +245,33 @@ class WorkerRuntime(LocalRuntime):
         history recorded at this position (then no server time), or the
         server's as it records it now (with the server's clock)."""
         position = self._position
-        self._position += 1
         args_json = json.dumps(args)
-        if position < len(self._history):
-            recorded = self._history[position]
-            if recorded.kind != kind or recorded.args_json != args_json:
-                raise StepError(
-                    f"at call {position} step '{self._state.task.step}' made a different call "
-                    f"than its history recorded: recorded `{recorded.kind}({recorded.args_json})`"
-                    f", now `{kind}({args_json})`; the code is not deterministic (or the "
-                    "journal was modified)", "nondeterminism")
+        recorded = self._replayed(position, kind, args_json)
+        self._position += 1
+        if recorded is not None:
             return recorded.answer_json, None
         if self._client is None:
             raise CerebelumError("this worker runtime has no server to record calls with")
         request = pb.RecordCallRequest(token=self._state.task.token, position=position,
-                                       kind=kind, args_json=args_json)
+                                       kind=kind, args_json=args_json, before=self._unsent)
         if answer is not None:
             request.answer_json = answer
+        quiet = _QUIET.set(True)
+        try:
+            reply = await self._send(kind, request)
+        finally:
+            _QUIET.reset(quiet)
+        self._history.extend(self._unsent)
+        self._unsent = []
+        self._history.append(reply.call)
+        return reply.call.answer_json, reply.now_ms
+
+    async def _send(self, kind: str, request: pb.RecordCallRequest) -> pb.RecordCallResponse:
+        assert self._client is not None
         failures = 0
         while True:
             try:
-                reply = await self._client.call("RecordCall", request, timeout=30)
-                break
+                return await self._client.call("RecordCall", request, timeout=30)
             except ServerError as e:
                 if e.code in CLAIM_LOST:
                     # The claim expired or was taken back: this run's
@@ -146,8 +283,6 @@ class WorkerRuntime(LocalRuntime):
                                     f"failed: {e}", "unavailable") from None
                 failures += 1
                 await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
-        self._history.append(reply.call)
-        return reply.call.answer_json, reply.now_ms
 
     async def recorded(self, name, compute, what=None):
         position = self._position
@@ -170,7 +305,7 @@ class WorkerRuntime(LocalRuntime):
             args["data"] = data
         answer, server_now = await self._record("sleep", args)
         due = json.loads(answer)["due_at_ms"]
-        now = server_now if server_now is not None else int(time.time() * 1000)
+        now = server_now if server_now is not None else _real_ms() + self._skew_ms
         remaining = due - now
         if remaining <= 0:
             return
@@ -243,14 +378,21 @@ async def run_task_step(step: Step, input_json: str,
     """Runs ``step`` on a task's input as the package's ``run-step`` export
     does inside the engine; the outcome for CompleteTask (``result_json``
     or ``error`` set, no token yet)."""
+    current = _CURRENT.set(runtime)
     try:
         env = json.loads(input_json)
         result = await invoke_step(step, env, runtime, runtime.attempt())
+        if runtime.diverged is not None:
+            raise runtime.diverged
     except Exception as e:
+        if runtime.diverged is not None:
+            e = runtime.diverged
         kind = e.kind if isinstance(e, StepError) else "exception"
         details = {"type": type(e).__name__, "traceback": traceback.format_exc(limit=8)}
         return pb.CompleteTaskRequest(error=pb.TaskError(
             kind=kind, message=exception_text(e), details_json=json.dumps(details)))
+    finally:
+        _CURRENT.reset(current)
     if env.get("poll") and "error" not in result and not result.get("ok"):
         # An engine poll's check: "not yet".
         return pb.CompleteTaskRequest(result_json="null")
@@ -319,6 +461,7 @@ class Worker:
         self._slots: list[asyncio.Task] = []
         self._polls: set[asyncio.Future] = set()
         self._tasks: dict[str, _Task] = {}
+        install_patches()
 
     # -- steps --------------------------------------------------------------
 

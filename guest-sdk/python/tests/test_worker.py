@@ -3,11 +3,15 @@ what it sends, message by message. The engine's side is in
 tests/python_workers.rs."""
 
 import asyncio
+import datetime
 import json
+import random
+import time
 
 import grpc
 
-from cerebelum import Context, step
+from cerebelum import Context, http, sleep, step
+from cerebelum import _patches
 from cerebelum.v1 import cerebelum_pb2 as pb
 from cerebelum.v1 import cerebelum_pb2_grpc as pb_grpc
 from cerebelum.worker import Worker
@@ -47,6 +51,15 @@ class Service(pb_grpc.WorkerServiceServicer):
             return pb.CompleteTaskResponse(task=self.tasks.pop(0))
         self.completed.set()
         return pb.CompleteTaskResponse()
+
+    async def RecordCall(self, request, context):
+        # Only a sleep, as the server answers it.
+        self.requests.append(request)
+        now = int(time.time() * 1000)
+        due = now + json.loads(request.args_json)["duration_ms"]
+        return pb.RecordCallResponse(now_ms=now, call=pb.StepCall(
+            position=request.position, kind=request.kind, args_json=request.args_json,
+            answer_json=json.dumps({"due_at_ms": due}), at_ms=now))
 
     async def UnregisterWorker(self, request, context):
         self.requests.append(request)
@@ -100,3 +113,103 @@ def test_a_worker_runs_tasks_and_completes_them():
     assert "has no step `nothing` (it has: double)" in second.error.message
     assert isinstance(requests[-1], pb.UnregisterWorkerRequest)
     assert requests[-1].worker_id == "w-1"
+
+
+def define_stamp() -> None:
+    """Step ``stamp``: reads the clock and ``random``, sleeps, reads the
+    clock again."""
+    @step
+    async def stamp(context: Context, inputs: dict) -> dict:
+        t = time.time()
+        r = random.random()
+        d = datetime.datetime.now()
+        await sleep(5)
+        return {"t": t, "r": r, "d": d.timestamp(), "later": time.time()}
+
+
+def outcome(requests, token):
+    done = next(r for r in requests if isinstance(r, pb.CompleteTaskRequest) and r.token == token)
+    if done.WhichOneof("outcome") == "error":
+        return done.error
+    return json.loads(done.result_json)["ok"]
+
+
+def test_a_worker_steps_clock_and_randomness_go_with_its_next_call():
+    define_stamp()
+    requests = run(serve_tasks(task("t1", "stamp", {}, hold_ms=60_000)))
+    record = next(r for r in requests if isinstance(r, pb.RecordCallRequest))
+    assert (record.position, record.kind) == (3, "sleep")
+    # What the step read before its sleep is recorded with it, in order.
+    assert [(c.position, c.kind) for c in record.before] == [(0, "now"), (1, "random"), (2, "now")]
+    got = outcome(requests, "t1")
+    assert round(got["t"] * 1000) == json.loads(record.before[0].answer_json)["now_ms"]
+    seed = json.loads(record.before[1].answer_json)["seed"]
+    assert got["r"] == random.Random(seed).random()
+    assert round(got["d"] * 1000) == json.loads(record.before[2].answer_json)["now_ms"]
+    assert abs(got["t"] - time.time()) < 60, got
+
+
+def test_a_worker_step_run_again_reads_the_clock_and_randomness_it_recorded():
+    history = [
+        pb.StepCall(position=0, kind="now", args_json="null",
+                    answer_json='{"now_ms": 1000000}'),
+        pb.StepCall(position=1, kind="random", args_json="null", answer_json='{"seed": 42}'),
+        pb.StepCall(position=2, kind="now", args_json="null",
+                    answer_json='{"now_ms": 2000000}'),
+        pb.StepCall(position=3, kind="sleep", args_json='{"duration_ms": 5}',
+                    answer_json='{"due_at_ms": 2000005}'),
+    ]
+    define_stamp()
+    requests = run(serve_tasks(task("t1", "stamp", {}, hold_ms=60_000, history=history)))
+    assert not [r for r in requests if isinstance(r, pb.RecordCallRequest)]
+    got = outcome(requests, "t1")
+    assert (got["t"], got["r"], got["d"]) == (1000.0, random.Random(42).random(), 2000.0)
+    # Past its history, the clock is live again.
+    assert abs(got["later"] - _patches.real_time_ns() / 1e9) < 60, got
+    # Outside a step, the clock and `random` are the usual ones.
+    assert abs(time.time() - _patches.real_time_ns() / 1e9) < 1
+    random.seed(7)
+    assert random.random() == random.Random(7).random()
+
+
+def test_a_worker_step_whose_clock_read_diverges_fails_even_if_it_catches_it():
+    @step
+    async def sly(context: Context, inputs: dict) -> dict:
+        try:
+            time.time()
+        except Exception:
+            pass
+        return {}
+
+    history = [pb.StepCall(position=0, kind="random", args_json="null",
+                           answer_json='{"seed": 1}')]
+    requests = run(serve_tasks(task("t1", "sly", {}, history=history)))
+    error = outcome(requests, "t1")
+    assert error.kind == "nondeterminism", error
+    assert "recorded `random(null)`, now `now(null)`" in error.message
+
+
+def test_a_worker_steps_http_response_is_recorded_and_not_fetched_again(server):
+    base, seen = server
+
+    @step
+    async def fetch(context: Context, inputs: dict) -> dict:
+        got = http.get(f"{base}/thing").json()
+        await sleep(5)
+        return got
+
+    requests = run(serve_tasks(task("t1", "fetch", {}, hold_ms=60_000)))
+    record = next(r for r in requests if isinstance(r, pb.RecordCallRequest))
+    [call] = record.before
+    assert call.kind == "http"
+    assert json.loads(call.args_json) == {"method": "GET", "url": f"{base}/thing"}
+    assert outcome(requests, "t1") == {"path": "/thing"}
+    assert len(seen) == 1
+
+    # Run again with that history (a new worker after a crash): the
+    # response is the recorded one, and no request is sent.
+    history = [call, pb.StepCall(position=1, kind="sleep", args_json=record.args_json,
+                                 answer_json='{"due_at_ms": 0}')]
+    requests = run(serve_tasks(task("t2", "fetch", {}, hold_ms=60_000, history=history)))
+    assert outcome(requests, "t2") == {"path": "/thing"}
+    assert len(seen) == 1, seen

@@ -6,6 +6,8 @@ back, and a worker killed before, during or after the sleep repeats
 neither mark when the step runs again."""
 
 import os
+import random
+import time
 
 from cerebelum import Context, retry, sleep, step, workflow
 
@@ -30,3 +32,18 @@ async def nap(context: Context, inputs: dict) -> dict:
 @workflow
 def pysleeper(wf):
     wf.timeline(nap)
+
+
+@step(retry=2)
+async def stamp(context: Context, inputs: dict) -> dict:
+    # Journaled: run again after the sleep, the step reads the same values.
+    t = time.time()
+    r = random.random()
+    mark(inputs["marks"], f"read {t!r} {r!r}")  # not journaled: made by each run
+    await sleep(inputs["sleep_ms"])
+    return {"t": t, "r": r, "after": time.time()}
+
+
+@workflow
+def pystamp(wf):
+    wf.timeline(stamp)

@@ -205,41 +205,37 @@ impl Api {
     }
 
     /// Records the next durable call of the step the claim `token` runs
-    /// and answers it (see [`crate::store::Tasks::record_step_call`]): `sleep` and `now`
+    /// and answers it (see [`crate::store::Tasks::record_step_calls`]): `sleep` and `now`
     /// are answered by this server's clock, any other kind records the
-    /// `answer` the worker computed.
+    /// `answer` the worker computed. `before` are the calls the worker
+    /// answered itself since its last recorded one (a clock read, a random
+    /// seed, an HTTP response), recorded first, in the same transaction.
     pub async fn record_call(
         &self,
         tenant: &TenantRecord,
         token_text: &str,
-        position: i64,
-        kind: &str,
-        args: &str,
+        call: StepCallRecord,
         answer: Option<String>,
+        before: Vec<StepCallRecord>,
     ) -> Result<(StepCallRecord, i64)> {
         let token = token(token_text)?;
+        let (kind, args) = (call.kind.as_str(), call.args.as_str());
+        let mut size = 0;
+        for earlier in &before {
+            check_len("the call's kind", &earlier.kind, MAX_NAME_BYTES)?;
+            json_of("arguments", &earlier.kind, &earlier.args)?;
+            json_of("answer", &earlier.kind, &earlier.answer)?;
+            size += earlier.args.len() + earlier.answer.len();
+        }
         check_len("the call's kind", kind, MAX_NAME_BYTES)?;
-        let size = args.len() + answer.as_ref().map_or(0, String::len);
+        size += args.len() + answer.as_ref().map_or(0, String::len);
         self.check_payload(tenant, "the call", size)?;
-        let args_value: Value =
-            serde_json::from_str(if args.trim().is_empty() { "null" } else { args }).map_err(
-                |e| {
-                    Error::InvalidInput(format!(
-                        "the arguments of call '{kind}' are not valid JSON ({})",
-                        crate::util::json_error(&e)
-                    ))
-                },
-            )?;
+        let args_value = json_of("arguments", kind, args)?;
         let now = self.now_ms();
         let mut approval = None;
         let answer = match (kind, answer) {
             (_, Some(answer)) => {
-                serde_json::from_str::<Value>(&answer).map_err(|e| {
-                    Error::InvalidInput(format!(
-                        "the answer of call '{kind}' is not valid JSON ({})",
-                        crate::util::json_error(&e)
-                    ))
-                })?;
+                json_of("answer", kind, &answer)?;
                 answer
             }
             ("sleep", None) => {
@@ -289,19 +285,18 @@ impl Api {
                 )));
             }
         };
-        let call = StepCallRecord {
-            position,
-            kind: kind.to_owned(),
-            args: args.to_owned(),
+        let mut calls = before;
+        calls.push(StepCallRecord {
             answer,
             at_ms: now,
-        };
+            ..call
+        });
         let tasks = self.store().tasks();
         let recorded = tasks
-            .record_step_call(
+            .record_step_calls(
                 &tenant.name,
                 &token,
-                &call,
+                &calls,
                 approval.as_ref().map(|(k, r)| (k.as_str(), r)),
                 now,
             )
@@ -392,6 +387,7 @@ impl Api {
             heartbeat_ms: claim.heartbeat_ms.map(|h| h as i64),
             history: history.into_iter().map(step_call_to_pb).collect(),
             hold_ms,
+            now_ms: self.now_ms(),
         })
     }
 
@@ -424,6 +420,29 @@ impl Api {
             .tasks()
             .list_workers(&tenant.name, self.now_ms() - LISTED_WITHIN_MS)
             .await
+    }
+}
+
+/// `text`, the `what` (arguments or answer) of a call of kind `kind`,
+/// as JSON (empty: `null`), or an error that says which is not JSON.
+fn json_of(what: &str, kind: &str, text: &str) -> Result<Value> {
+    let text = if text.trim().is_empty() { "null" } else { text };
+    let verb = if what.ends_with('s') { "are" } else { "is" };
+    serde_json::from_str(text).map_err(|e| {
+        Error::InvalidInput(format!(
+            "the {what} of call '{kind}' {verb} not valid JSON ({})",
+            crate::util::json_error(&e)
+        ))
+    })
+}
+
+fn step_call_from_pb(c: pb::StepCall) -> StepCallRecord {
+    StepCallRecord {
+        position: c.position,
+        kind: c.kind,
+        args: c.args_json,
+        answer: c.answer_json,
+        at_ms: c.at_ms,
     }
 }
 
@@ -587,10 +606,15 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
             .record_call(
                 &tenant,
                 &r.token,
-                r.position,
-                &r.kind,
-                &r.args_json,
+                StepCallRecord {
+                    position: r.position,
+                    kind: r.kind,
+                    args: r.args_json,
+                    answer: String::new(),
+                    at_ms: 0,
+                },
                 r.answer_json,
+                r.before.into_iter().map(step_call_from_pb).collect(),
             )
             .await
             .map_err(status)?;

@@ -398,19 +398,21 @@ pub trait Tasks: Send + Sync {
     /// afresh), and its own.
     async fn step_calls(&self, id: &TaskId) -> Result<Vec<StepCallRecord>>;
 
-    /// Records the next durable call of the step the claim `token` runs
-    /// (`call.position` must be the length of its history). A call sent
+    /// Records the next durable calls of the step the claim `token` runs,
+    /// in order, in one transaction (the first one's `position` must be
+    /// the length of its history, the others follow it). A call sent
     /// again (the same position, kind and arguments: a retried request)
-    /// returns the one recorded; a different call where one is recorded
+    /// keeps the one recorded; a different call where one is recorded
     /// is refused as nondeterminism ([`crate::Error::Conflict`]), as is a
     /// claim no longer current. With `approval` (its key and request), the
-    /// call waits for a person: the approval is opened (pending) in the
-    /// same transaction, for `cerebelum approve` and the console to decide.
-    async fn record_step_call(
+    /// last call waits for a person: the approval is opened (pending) in
+    /// the same transaction, for `cerebelum approve` and the console to
+    /// decide. The last call as recorded; `calls` must not be empty.
+    async fn record_step_calls(
         &self,
         tenant: &str,
         token: &TaskToken,
-        call: &StepCallRecord,
+        calls: &[StepCallRecord],
         approval: Option<(&str, &Value)>,
         now_ms: i64,
     ) -> Result<StepCallRecord>;

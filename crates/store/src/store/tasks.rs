@@ -536,17 +536,17 @@ where
         self.history(&mut conn, id).await
     }
 
-    async fn record_step_call(
+    async fn record_step_calls(
         &self,
         tenant: &str,
         token: &TaskToken,
-        call: &StepCallRecord,
+        calls: &[StepCallRecord],
         approval: Option<(&str, &Value)>,
         now_ms: i64,
     ) -> Result<StepCallRecord> {
         let mut tx = self.begin_write().await?;
         let result = self
-            .record_in(&mut tx, tenant, token, call, approval, now_ms)
+            .record_in(&mut tx, tenant, token, calls, approval, now_ms)
             .await;
         end(tx, result).await
     }
@@ -1090,7 +1090,7 @@ where
         tx: &mut DB::Connection,
         tenant: &str,
         token: &TaskToken,
-        call: &StepCallRecord,
+        calls: &[StepCallRecord],
         approval: Option<(&str, &Value)>,
         now_ms: i64,
     ) -> Result<StepCallRecord> {
@@ -1101,59 +1101,66 @@ where
         if row.record.status != TaskStatus::Claimed {
             return Err(stale_claim(token, &row.record));
         }
-        let history = self.history(&mut *tx, &token.id).await?;
-        let next = history.len() as i64;
-        if let Some(recorded) = usize::try_from(call.position)
-            .ok()
-            .and_then(|p| history.get(p))
-        {
-            if recorded.kind == call.kind && recorded.args == call.args {
-                return Ok(recorded.clone());
+        let mut history = self.history(&mut *tx, &token.id).await?;
+        let mut last = None;
+        for (i, call) in calls.iter().enumerate() {
+            if let Some(recorded) = usize::try_from(call.position)
+                .ok()
+                .and_then(|p| history.get(p))
+            {
+                if recorded.kind != call.kind || recorded.args != call.args {
+                    return Err(Error::Conflict(step_nondeterminism(
+                        &row.record.step,
+                        recorded,
+                        call,
+                    )));
+                }
+                last = Some(recorded.clone());
+                continue;
             }
-            return Err(Error::Conflict(step_nondeterminism(
-                &row.record.step,
-                recorded,
-                call,
-            )));
-        }
-        if call.position != next {
-            return Err(Error::InvalidInput(format!(
-                "step '{}' recorded call {} while its history has {next} calls: calls are \
-                 recorded in order, the next one at position {next}",
-                row.record.step, call.position
-            )));
-        }
-        sqlx::query::<DB>(
-            "INSERT INTO step_calls (execution_id, seq, attempt, position, kind, args, answer, \
-             at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(token.id.execution_id.as_str())
-        .bind(token.id.seq)
-        .bind(i64::from(token.id.attempt))
-        .bind(call.position)
-        .bind(call.kind.as_str())
-        .bind(call.args.as_str())
-        .bind(call.answer.as_str())
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        if let Some((key, request)) = approval {
-            // A key the execution waited on before keeps its decision.
+            let next = history.len() as i64;
+            if call.position != next {
+                return Err(Error::InvalidInput(format!(
+                    "step '{}' recorded call {} while its history has {next} calls: calls are \
+                     recorded in order, the next one at position {next}",
+                    row.record.step, call.position
+                )));
+            }
             sqlx::query::<DB>(
-                "INSERT INTO approvals (execution_id, key, status, request, created_at) \
-                 VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT (execution_id, key) DO NOTHING",
+                "INSERT INTO step_calls (execution_id, seq, attempt, position, kind, args, \
+                 answer, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(token.id.execution_id.as_str())
-            .bind(key)
-            .bind(request.to_string())
+            .bind(token.id.seq)
+            .bind(i64::from(token.id.attempt))
+            .bind(call.position)
+            .bind(call.kind.as_str())
+            .bind(call.args.as_str())
+            .bind(call.answer.as_str())
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
+            if let Some((key, request)) = approval.filter(|_| i + 1 == calls.len()) {
+                // A key the execution waited on before keeps its decision.
+                sqlx::query::<DB>(
+                    "INSERT INTO approvals (execution_id, key, status, request, created_at) \
+                     VALUES ($1, $2, 'pending', $3, $4) ON CONFLICT (execution_id, key) DO NOTHING",
+                )
+                .bind(token.id.execution_id.as_str())
+                .bind(key)
+                .bind(request.to_string())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let recorded = StepCallRecord {
+                at_ms: now_ms,
+                ..call.clone()
+            };
+            history.push(recorded.clone());
+            last = Some(recorded);
         }
-        Ok(StepCallRecord {
-            at_ms: now_ms,
-            ..call.clone()
-        })
+        last.ok_or_else(|| Error::InvalidInput("no call to record".into()))
     }
 
     async fn current_claim(
