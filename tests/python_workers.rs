@@ -341,6 +341,16 @@ fn kill9_of_a_python_worker_mid_step_retries_the_attempt_on_another_worker(db: D
         &format!("running step work of execution {id} (attempt 1)"),
         LONG,
     );
+    // The progress the step reported reaches `status` with a heartbeat.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = cli.ok(&["status", &id]);
+        if shown.contains("step 'work' on worker 'py-1'") && shown.contains(" — 50% working") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress shown:\n{shown}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     first.kill9();
 
     let mut second = PyWorker::start(&db, port, &key, "q", "py-2");

@@ -48,8 +48,17 @@ pub fn queue_note(task: &TaskRecord, last_polled_ms: Option<i64>, now_ms: i64) -
     let waited = |since: i64| format!("{:.1} s", (now_ms - since).max(0) as f64 / 1000.0);
     if let (TaskStatus::Claimed, Some(worker)) = (task.status, &task.worker) {
         let since = task.claimed_at_ms.unwrap_or(task.created_at_ms);
+        let progress = task.progress.as_ref().map_or(String::new(), |p| {
+            let percent = p.get("percent").and_then(Value::as_i64);
+            let message = p.get("message").and_then(Value::as_str).unwrap_or("");
+            match percent {
+                Some(percent) => format!(" — {percent}% {message}").trim_end().to_owned(),
+                None if !message.is_empty() => format!(" — {message}"),
+                None => String::new(),
+            }
+        });
         return format!(
-            "step '{}' on worker '{worker}' (for {})",
+            "step '{}' on worker '{worker}' (for {}){progress}",
             task.step,
             waited(since)
         );
@@ -816,6 +825,18 @@ mod tests {
         assert_eq!(
             queue_note(&task(TaskStatus::Claimed, Some("w-1")), None, 4_000),
             "step 'deploy' on worker 'w-1' (for 1.0 s)"
+        );
+        // The progress its worker's last heartbeat reported.
+        let mut reporting = task(TaskStatus::Claimed, Some("w-1"));
+        reporting.progress = Some(serde_json::json!({"percent": 60, "message": "copying"}));
+        assert_eq!(
+            queue_note(&reporting, None, 4_000),
+            "step 'deploy' on worker 'w-1' (for 1.0 s) — 60% copying"
+        );
+        reporting.progress = Some(serde_json::json!({"message": "warming up"}));
+        assert_eq!(
+            queue_note(&reporting, None, 4_000),
+            "step 'deploy' on worker 'w-1' (for 1.0 s) — warming up"
         );
     }
 
