@@ -1209,6 +1209,303 @@ async fn nothing_ran(browser: &Client, page: &str, shown: bool) {
     }
 }
 
+/// The text of `css` in the page.
+async fn text_of(browser: &Client, css: &str) -> String {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The ids of the list's rows, top to bottom.
+async fn listed(browser: &Client) -> Vec<String> {
+    let ids = browser
+        .execute(
+            "return [...document.querySelectorAll('#rows tr[data-id]')].map(r => r.dataset.id);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(ids).unwrap()
+}
+
+/// Issue 35 (5): the executions list counts per status, filters by a
+/// field of the input, a time range and a workflow prefix, pages back as
+/// well as forward, and cancels or retries the executions ticked in it —
+/// each as its own button would, and never another tenant's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
+    let TwoTenants {
+        db: _db,
+        server: _server,
+        port,
+        base,
+        key,
+        cli,
+        other,
+    } = TwoTenants::new();
+    let theirs = started(&other, "approval", json!({"key": "x"}));
+    let waiting: Vec<String> = (1..=3)
+        .map(|i| {
+            started(
+                &cli,
+                "approval",
+                json!({"key": "k", "name": format!("web-{i}")}),
+            )
+        })
+        .collect();
+    let mut c = common::grpc::connect(port, &key).await;
+    for n in 0..52 {
+        let input = json!({ "n": n }).to_string();
+        common::grpc::start_to_completion(&mut c, "kit", "nothing", &input).await;
+    }
+    for id in &waiting {
+        wait_status(&cli, id, "waiting");
+    }
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&format!("{base}/executions")).await.unwrap();
+    submit_key(&browser, &key).await;
+    until(
+        &browser,
+        "the list",
+        "document.querySelector('#counts') !== null",
+    )
+    .await;
+    // Counts per status, of this tenant's executions only.
+    assert_eq!(
+        text_of(&browser, "#counts a[data-status=''] .n").await,
+        "55"
+    );
+    assert_eq!(
+        text_of(&browser, "#counts a[data-status=waiting] .n").await,
+        "3"
+    );
+    assert_eq!(
+        text_of(&browser, "#counts a[data-status=completed] .n").await,
+        "52"
+    );
+    assert_eq!(
+        text_of(&browser, "#counts a[data-status=failed] .n").await,
+        "0"
+    );
+
+    // Both-way paging, 50 a page, newest first.
+    let first = listed(&browser).await;
+    assert_eq!(first.len(), 50);
+    // The three started first are the oldest: on the second page.
+    assert!(waiting.iter().all(|id| !first.contains(id)));
+
+    assert!(
+        browser.find(Locator::Css("#prev")).await.is_err(),
+        "the first page has no newer"
+    );
+    browser
+        .find(Locator::Css("#next"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the second page",
+        "document.querySelector('#prev') !== null",
+    )
+    .await;
+    let second = listed(&browser).await;
+    assert_eq!(second.len(), 5, "{second:?}");
+    assert!(second.iter().all(|id| !first.contains(id)));
+    assert_eq!(
+        second[2..],
+        [&waiting[2], &waiting[1], &waiting[0]].map(|s| s.clone())
+    );
+    browser
+        .find(Locator::Css("#prev"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the first page again",
+        "document.querySelector('#next') !== null",
+    )
+    .await;
+    assert_eq!(listed(&browser).await, first);
+
+    // A field of the input, typed into the form.
+    let field = browser
+        .find(Locator::Css("form.filters input[name=input]"))
+        .await
+        .unwrap();
+    field.send_keys("input.name = web-2").await.unwrap();
+    browser
+        .find(Locator::Css("form.filters button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the input filter",
+        "location.search.includes('input=')",
+    )
+    .await;
+    assert_eq!(listed(&browser).await, [waiting[1].clone()]);
+    assert_eq!(text_of(&browser, "#counts a[data-status=''] .n").await, "1");
+    // A time range: nothing started after tomorrow; a mistyped time says
+    // how to write it.
+    browser
+        .goto(&format!(
+            "{base}/executions?workflow=appr&from=2999-01-01T00:00"
+        ))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "an empty range",
+        "document.querySelector('#rows td.muted') !== null",
+    )
+    .await;
+    browser
+        .goto(&format!(
+            "{base}/executions?workflow=appr&from=2000-01-01&to=2999-01-01T00:00"
+        ))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the range",
+        "document.querySelectorAll('#rows tr[data-id]').length === 3",
+    )
+    .await;
+    browser
+        .goto(&format!("{base}/executions?from=soon"))
+        .await
+        .unwrap();
+    let page = browser.source().await.unwrap();
+    assert!(
+        page.contains("is not a time: write it as 2026-11-26T10:00"),
+        "{page}"
+    );
+
+    // Tick two waiting executions and cancel them.
+    browser
+        .goto(&format!("{base}/executions?workflow=approval"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the approvals",
+        "document.querySelectorAll('#rows tr[data-id]').length === 3",
+    )
+    .await;
+    for id in &waiting[..2] {
+        let tick = format!("#rows tr[data-id=\"{id}\"] input[name=id]");
+        browser
+            .find(Locator::Css(&tick))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+    click_and_confirm(&browser, "#bulk-cancel").await;
+    until(
+        &browser,
+        "what was done",
+        "document.querySelector('#done') !== null",
+    )
+    .await;
+    assert_eq!(text_of(&browser, "#done").await, "cancelled 2 of 2");
+    assert!(
+        browser
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("workflow=approval")
+    );
+    for id in &waiting[..2] {
+        assert_eq!(cli.wait_ended(id, WAIT)["status"], "cancelled");
+    }
+    wait_status(&cli, &waiting[2], "waiting");
+    // Select all (the header's box), then retry: the cancelled two are
+    // retried, the waiting one is refused and says why.
+    browser
+        .goto(&format!("{base}/executions?workflow=approval"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the approvals",
+        "document.querySelectorAll('#rows tr[data-id]').length === 3",
+    )
+    .await;
+    browser
+        .find(Locator::Css("#pick-all"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    click_and_confirm(&browser, "#bulk-retry").await;
+    until(
+        &browser,
+        "what was done",
+        "document.querySelector('#done') !== null",
+    )
+    .await;
+    let done = text_of(&browser, "#done").await;
+    assert!(
+        done.starts_with("retried 2 of 3; retrying refused for "),
+        "{done}"
+    );
+    assert!(done.contains(&waiting[2]), "{done}");
+    for id in &waiting[..2] {
+        wait_status(&cli, id, "waiting");
+    }
+    browser.close().await.unwrap();
+
+    // Another tenant's execution, posted in a bulk action, is refused as
+    // unknown and stays as it was; without the session's token nothing is
+    // done at all.
+    let (cookie, csrf) = sign_in(port, &key);
+    let body = format!("csrf={csrf}&action=cancel&back=%2Fexecutions&id={theirs}");
+    let reply = http_request(
+        port,
+        "POST",
+        "/executions/bulk",
+        &[FORM, ("Cookie", &cookie)],
+        &body,
+    );
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let location = reply
+        .head
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .unwrap();
+    assert!(location.contains("cancelled%200%20of%201"), "{location}");
+    let forged = format!("csrf=guessed&action=cancel&id={}", waiting[2]);
+    let reply = http_request(
+        port,
+        "POST",
+        "/executions/bulk",
+        &[FORM, ("Cookie", &cookie)],
+        &forged,
+    );
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(other.status(&theirs)["status"], "waiting");
+    assert_eq!(cli.status(&waiting[2])["status"], "waiting");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_names_and_values_are_shown_as_text_on_every_page() {
     let db = Db::new();

@@ -33,6 +33,7 @@ common::on_both_backends!(
     tenants_have_keys_that_can_be_revoked,
     secrets_are_per_tenant_and_listed_without_values,
     tenants_do_not_share_names_keys_or_listings,
+    the_list_filters_by_prefix_time_and_input_pages_both_ways_and_counts,
     creating_with_an_idempotency_key_returns_the_first_execution,
     commits_append_and_a_stale_epoch_is_fenced_off,
     a_status_change_ends_ownership_within_a_batch,
@@ -228,6 +229,78 @@ async fn operator_keys_nodes_and_gauges(db: Db) {
 }
 
 const NOW: i64 = 1_000_000;
+
+/// Issue 35 (5): the console's list — workflow and package prefixes, a
+/// time range, a field of the input, paging back as well as forward, and
+/// the counts per status of what the filters find.
+async fn the_list_filters_by_prefix_time_and_input_pages_both_ways_and_counts(db: Db) {
+    let store = with_package(&db).await;
+    for i in 0..6_i64 {
+        let new = NewExecution {
+            workflow: if i % 2 == 0 { "deploy-web" } else { "backup" }.to_owned(),
+            input: json!({"server": {"name": format!("web-{i}")}, "n": i}),
+            ..new_execution(&format!("ex_{i}"))
+        };
+        store.create_execution(new, NOW + i, None).await.unwrap();
+    }
+    db.sql("UPDATE executions SET status = 'failed' WHERE id = 'ex_4'");
+    let list = |filter: ListFilter| {
+        let store = store.clone();
+        async move {
+            store
+                .executions()
+                .list_executions(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let deploys = ListFilter {
+        workflow_prefix: Some("deploy".into()),
+        ..ListFilter::default()
+    };
+    assert_eq!(list(deploys.clone()).await, ["ex_4", "ex_2", "ex_0"]);
+    let mine = ListFilter {
+        package_prefix: Some("pk".into()),
+        created_from_ms: Some(NOW + 1),
+        created_to_ms: Some(NOW + 3),
+        ..ListFilter::default()
+    };
+    assert_eq!(list(mine).await, ["ex_2", "ex_1"]);
+    let field = |path: &[&str], value: &str| ListFilter {
+        input_field: Some((
+            path.iter().map(|p| p.to_string()).collect(),
+            value.to_owned(),
+        )),
+        ..ListFilter::default()
+    };
+    assert_eq!(list(field(&["server", "name"], "web-3")).await, ["ex_3"]);
+    assert_eq!(list(field(&["n"], "5")).await, ["ex_5"]);
+    assert!(list(field(&["nothing"], "x")).await.is_empty());
+    // Two each way: after the page ex_3, ex_2 come ex_1, ex_0; before it,
+    // ex_5, ex_4 (newest first either way).
+    let paged = |after: Option<&str>, before: Option<&str>| ListFilter {
+        after: after.map(|id| (NOW + id[3..].parse::<i64>().unwrap(), id.to_owned())),
+        before: before.map(|id| (NOW + id[3..].parse::<i64>().unwrap(), id.to_owned())),
+        limit: 2,
+        ..ListFilter::default()
+    };
+    assert_eq!(list(paged(Some("ex_2"), None)).await, ["ex_1", "ex_0"]);
+    assert_eq!(list(paged(None, Some("ex_3"))).await, ["ex_5", "ex_4"]);
+    assert_eq!(list(paged(None, Some("ex_1"))).await, ["ex_3", "ex_2"]);
+    // Counts per status, whatever status the filter asks for.
+    let counts = store
+        .executions()
+        .count_by_status(&ListFilter {
+            status: Some(Status::Pending),
+            ..deploys
+        })
+        .await
+        .unwrap();
+    assert_eq!(counts, [(Status::Pending, 2), (Status::Failed, 1)]);
+}
 const LEASE: i64 = 5_000;
 
 async fn open(db: &Db) -> SharedStore {

@@ -49,6 +49,31 @@ pub fn new_id(prefix: &str) -> String {
 
 /// A time in milliseconds since the Unix epoch as UTC RFC 3339, to the
 /// second (`2026-11-25T17:00:00Z`).
+/// A time a person typed, as ms since the epoch, read as UTC unless it
+/// says otherwise: `2026-11-26T10:00` (a browser's `datetime-local`),
+/// with seconds, with a space for the `T`, an RFC 3339 time
+/// (`2026-11-26T10:00:00+01:00`), or a date alone (its midnight).
+pub fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
 pub fn utc(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
@@ -90,6 +115,16 @@ mod tests {
         assert_eq!(shorten("short", 10), "short");
         assert_eq!(shorten("abcdefghijkl", 8), "abcde...");
         assert_eq!(shorten("ééééé", 6), "é...");
+    }
+
+    #[test]
+    fn times_people_type_are_read_as_utc_unless_they_say() {
+        let ten = 1_795_687_200_000; // 2026-11-26T10:00:00Z
+        assert_eq!(parse_time("2026-11-26T10:00"), Some(ten));
+        assert_eq!(parse_time(" 2026-11-26 10:00:30 "), Some(ten + 30_000));
+        assert_eq!(parse_time("2026-11-26T11:00:00+01:00"), Some(ten));
+        assert_eq!(parse_time("2026-11-26"), Some(ten - 10 * 3_600_000));
+        assert_eq!(parse_time("yesterday"), None);
     }
 
     #[test]

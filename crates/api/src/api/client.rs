@@ -427,6 +427,7 @@ impl Client {
                 .map(|e| execution_from_pb(e).record)
                 .collect(),
             next: (!reply.next_page_token.is_empty()).then_some(reply.next_page_token),
+            prev: None,
         })
     }
 

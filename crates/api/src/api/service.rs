@@ -190,6 +190,9 @@ pub struct Page {
     pub executions: Vec<ExecutionRecord>,
     /// Pass back to get the next page; `None` on the last one.
     pub next: Option<String>,
+    /// Pass back as `before` to get the page before this one (newer
+    /// executions); `None` on the first.
+    pub prev: Option<String>,
 }
 
 /// The API's operations, on an engine node ([`Api::new`]) or on the
@@ -598,19 +601,100 @@ impl Api {
     pub async fn list_of(
         &self,
         tenant: Option<&TenantRecord>,
-        mut filter: ListFilter,
+        filter: ListFilter,
         page_token: Option<&str>,
     ) -> Result<Page> {
+        self.list_page(tenant, filter, page_token, None).await
+    }
+
+    /// [`Api::list_of`] with paging both ways: the page after `after`
+    /// (older executions), or before `before` (newer), each a page token.
+    pub async fn list_page(
+        &self,
+        tenant: Option<&TenantRecord>,
+        filter: ListFilter,
+        after: Option<&str>,
+        before: Option<&str>,
+    ) -> Result<Page> {
+        let mut filter = self.checked_filter(tenant, filter)?;
+        for token in [after, before].into_iter().flatten() {
+            check_len("the page token", token, MAX_NAME_BYTES)?;
+        }
+        filter.limit = match filter.limit {
+            n if n <= 0 => 50,
+            n => n.min(MAX_PAGE),
+        };
+        let token = |t: Option<&str>| {
+            t.filter(|t| !t.is_empty())
+                .map(parse_page_token)
+                .transpose()
+        };
+        filter.after = token(after)?;
+        filter.before = token(before)?;
+        let executions = self.store.executions().list_executions(&filter).await?;
+        let token_of = |r: &ExecutionRecord| format!("{}.{}", r.created_at_ms, r.id);
+        let full = executions.len() as i64 == filter.limit;
+        let (next, prev) = match (&filter.before, &filter.after) {
+            // Back from a later page: older ones follow this page's last.
+            (Some(_), _) => (
+                executions.last().map(token_of),
+                executions.first().filter(|_| full).map(token_of),
+            ),
+            (None, Some(_)) => (
+                executions.last().filter(|_| full).map(token_of),
+                executions.first().map(token_of),
+            ),
+            (None, None) => (executions.last().filter(|_| full).map(token_of), None),
+        };
+        Ok(Page {
+            executions,
+            next,
+            prev,
+        })
+    }
+
+    /// How many executions `filter` finds in each status (see
+    /// [`crate::store::Executions::count_by_status`]), for `tenant` (or
+    /// every tenant's, an operator's view).
+    pub async fn count_by_status(
+        &self,
+        tenant: Option<&TenantRecord>,
+        filter: ListFilter,
+    ) -> Result<Vec<(Status, i64)>> {
+        let filter = self.checked_filter(tenant, filter)?;
+        self.store.executions().count_by_status(&filter).await
+    }
+
+    /// `filter`, its fields checked, for `tenant`'s executions.
+    fn checked_filter(
+        &self,
+        tenant: Option<&TenantRecord>,
+        mut filter: ListFilter,
+    ) -> Result<ListFilter> {
         for (field, value) in [
             ("the package filter", &filter.package),
             ("the workflow filter", &filter.workflow),
+            ("the package filter", &filter.package_prefix),
+            ("the workflow filter", &filter.workflow_prefix),
         ] {
             if let Some(value) = value {
                 check_len(field, value, MAX_NAME_BYTES)?;
             }
         }
-        if let Some(token) = page_token {
-            check_len("the page token", token, MAX_NAME_BYTES)?;
+        if let Some((path, value)) = &filter.input_field {
+            check_len("the input field's value", value, MAX_NAME_BYTES)?;
+            let field = |f: &str| {
+                !f.is_empty()
+                    && f.len() <= MAX_NAME_BYTES
+                    && f.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            };
+            if path.is_empty() || path.len() > 8 || !path.iter().all(|f| field(f)) {
+                return Err(Error::InvalidInput(format!(
+                    "the input field `input.{}` is not a path of field names: write                      `input.name = web-1` or `input.server.name = web-1` (up to 8 names of                      letters, digits, '_' and '-')",
+                    crate::util::shorten(&path.join("."), 80)
+                )));
+            }
         }
         if let Some(prefix) = &filter.id_prefix {
             check_len("the id filter", prefix, MAX_ID_BYTES)?;
@@ -627,23 +711,7 @@ impl Api {
         if let Some(tenant) = tenant {
             filter.tenant = Some(tenant.name.clone());
         }
-        filter.limit = match filter.limit {
-            n if n <= 0 => 50,
-            n => n.min(MAX_PAGE),
-        };
-        filter.after = page_token
-            .filter(|t| !t.is_empty())
-            .map(parse_page_token)
-            .transpose()?;
-        let executions = self.store.executions().list_executions(&filter).await?;
-        let next = (executions.len() as i64 == filter.limit)
-            .then(|| {
-                executions
-                    .last()
-                    .map(|r| format!("{}.{}", r.created_at_ms, r.id))
-            })
-            .flatten();
-        Ok(Page { executions, next })
+        Ok(filter)
     }
 
     pub async fn journal(

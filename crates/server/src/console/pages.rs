@@ -197,19 +197,67 @@ pub async fn logout(
 pub struct ListQuery {
     #[serde(default)]
     status: String,
+    /// The start of a package's name.
     #[serde(default)]
     package: String,
+    /// The start of a workflow's name.
     #[serde(default)]
     workflow: String,
     /// The start of an execution id.
     #[serde(default)]
     q: String,
+    /// A field of the input and its value: `input.name = web-1`.
+    #[serde(default)]
+    input: String,
+    /// Created at or after (a time, UTC unless it says).
+    #[serde(default)]
+    from: String,
+    /// Created before.
+    #[serde(default)]
+    to: String,
     /// One tenant (an operator's list; a tenant sees only its own).
     #[serde(default)]
     tenant: String,
-    /// The page token of the page before.
+    /// The page token of the page before (older executions follow it).
     #[serde(default)]
     after: String,
+    /// The page token of the page after (newer executions precede it).
+    #[serde(default)]
+    before: String,
+    /// What a bulk action did, to say above the list.
+    #[serde(default)]
+    done: String,
+}
+
+/// `input.server.name = web-1` (or without `input.`): the field's path
+/// and the value, or an error that shows how to write it.
+fn input_field(text: &str) -> Result<(Vec<String>, String), Error> {
+    let Some((path, value)) = text.split_once('=') else {
+        return Err(Error::InvalidInput(format!(
+            "the input search {:?} has no '=': write a field and a value, e.g.              `input.name = web-1`",
+            crate::util::shorten(text, 80)
+        )));
+    };
+    let path = path.trim();
+    let path = path.strip_prefix("input.").unwrap_or(path);
+    let value = value.trim().trim_matches('"');
+    Ok((
+        path.split('.').map(str::to_owned).collect(),
+        value.to_owned(),
+    ))
+}
+
+/// A time typed in the list's range, or an error that says how to write it.
+fn typed_time(text: &str, what: &str) -> Result<Option<i64>, Error> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    crate::util::parse_time(text).map(Some).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "{what} {:?} is not a time: write it as 2026-11-26T10:00 (UTC) or 2026-11-26",
+            crate::util::shorten(text, 80)
+        ))
+    })
 }
 
 impl ListQuery {
@@ -219,22 +267,29 @@ impl ListQuery {
             status: some(&self.status)
                 .map(|s| crate::api::Api::parse_status(&s))
                 .transpose()?,
-            package: some(&self.package),
-            workflow: some(&self.workflow),
+            package_prefix: some(&self.package),
+            workflow_prefix: some(&self.workflow),
             id_prefix: some(&self.q).map(|q| q.to_ascii_lowercase()),
+            input_field: some(&self.input).map(|i| input_field(&i)).transpose()?,
+            created_from_ms: typed_time(&self.from, "the start of the range")?,
+            created_to_ms: typed_time(&self.to, "the end of the range")?,
             tenant: some(&self.tenant),
             limit: 50,
             ..ListFilter::default()
         })
     }
 
-    /// The query string of these filters, `after` left out.
-    fn filters(&self) -> String {
+    /// The query string of these filters, paging left out; with `status`
+    /// instead of this one's when given.
+    fn filters_with(&self, status: Option<&str>) -> String {
         [
-            ("status", &self.status),
+            ("status", status.unwrap_or(&self.status)),
             ("package", &self.package),
             ("workflow", &self.workflow),
             ("q", &self.q),
+            ("input", &self.input),
+            ("from", &self.from),
+            ("to", &self.to),
             ("tenant", &self.tenant),
         ]
         .iter()
@@ -242,6 +297,10 @@ impl ListQuery {
         .map(|(k, v)| format!("{k}={}", query_value(v)))
         .collect::<Vec<_>>()
         .join("&")
+    }
+
+    fn filters(&self) -> String {
+        self.filters_with(None)
     }
 }
 
@@ -257,6 +316,10 @@ fn execution_row(r: &ExecutionRecord, operator: bool, progress: Option<&Progress
     };
     html! {
         tr data-id=(r.id) {
+            td.pick {
+                input type="checkbox" name="id" value=(r.id) form="bulk"
+                    aria-label={ "select " (r.id) };
+            }
             td { a.id href={ "/executions/" (query_value(&r.id)) } { (r.id) } }
             @if operator { td { (r.tenant) } }
             td { (badge(r.status.as_str())) }
@@ -282,10 +345,15 @@ async fn rows(
     c: &Console,
     viewer: &Viewer,
     query: &ListQuery,
-) -> Result<(Markup, Option<String>), Refusal> {
+) -> Result<(Markup, crate::api::service::Page), Refusal> {
     let page = c
         .api
-        .list_of(viewer.tenant.as_ref(), query.filter()?, Some(&query.after))
+        .list_page(
+            viewer.tenant.as_ref(),
+            query.filter()?,
+            Some(&query.after),
+            Some(&query.before),
+        )
         .await?;
     let operator = viewer.tenant.is_none();
     let mut rows = Vec::with_capacity(page.executions.len());
@@ -315,10 +383,10 @@ async fn rows(
     let rows = html! {
         @for row in rows { (row) }
         @if page.executions.is_empty() {
-            tr { td colspan="8" class="muted" { "No executions match." } }
+            tr { td colspan="9" class="muted" { "No executions match." } }
         }
     };
-    Ok((rows, page.next))
+    Ok((rows, page))
 }
 
 pub async fn executions(
@@ -327,39 +395,79 @@ pub async fn executions(
     Query(query): Query<ListQuery>,
 ) -> Page {
     let viewer = c.viewer(&headers).await?;
-    let (rows, next) = rows(&c, &viewer, &query).await?;
+    let (rows, listed) = rows(&c, &viewer, &query).await?;
+    let counts = c
+        .api
+        .count_by_status(viewer.tenant.as_ref(), query.filter()?)
+        .await?;
     let filters = query.filters();
     let with = |path: &str| match filters.as_str() {
         "" => path.to_owned(),
         filters => format!("{path}?{filters}"),
     };
+    let paged = |key: &str, token: &str| {
+        format!(
+            "/executions?{filters}{}{key}={}",
+            if filters.is_empty() { "" } else { "&" },
+            query_value(token)
+        )
+    };
     let operator = viewer.tenant.is_none();
     // Only the first page refreshes itself: later pages hold still.
-    let refresh = query.after.is_empty().then(|| with("/executions/rows"));
-    let statuses = [
-        "pending",
-        "running",
-        "waiting",
-        "completed",
-        "failed",
-        "cancelled",
-    ];
+    let first = query.after.is_empty() && query.before.is_empty();
+    let refresh = first.then(|| with("/executions/rows"));
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let count_of = |s: Status| {
+        counts
+            .iter()
+            .find(|(status, _)| *status == s)
+            .map_or(0, |(_, n)| *n)
+    };
+    let back = format!("/executions?{filters}");
     let body = html! {
         h1 { "Executions" }
         form.filters method="get" action="/executions" {
             input name="q" placeholder="id starts with…" value=(query.q);
             select name="status" {
                 option value="" { "any status" }
-                @for s in statuses { option selected[query.status == s] { (s) } }
+                @for s in Status::ALL { option selected[query.status == s.as_str()] { (s.as_str()) } }
             }
-            input name="package" placeholder="package" value=(query.package);
-            input name="workflow" placeholder="workflow" value=(query.workflow);
+            input name="workflow" placeholder="workflow starts with…" value=(query.workflow);
+            input name="package" placeholder="package starts with…" value=(query.package);
+            input name="input" placeholder="input.name = web-1" value=(query.input);
+            label.range { "from " input type="datetime-local" name="from" value=(query.from); }
+            label.range { "to " input type="datetime-local" name="to" value=(query.to); " UTC" }
             @if operator { input name="tenant" placeholder="tenant" value=(query.tenant); }
             button type="submit" { "Filter" }
             " " a href="/executions" { "clear" }
         }
+        nav.counts #counts {
+            a href=(format!("/executions?{}", query.filters_with(Some(""))))
+                .current[query.status.is_empty()] data-status="" {
+                "all " span.n { (total) }
+            }
+            @for s in Status::ALL {
+                " · "
+                a href=(format!("/executions?{}", query.filters_with(Some(s.as_str()))))
+                    .current[query.status == s.as_str()] data-status=(s.as_str()) {
+                    (s.as_str()) " " span.n { (count_of(s)) }
+                }
+            }
+        }
+        @if !query.done.is_empty() { p.notice #done { (query.done) } }
+        form #bulk method="post" action="/executions/bulk" {
+            (csrf_field(&viewer))
+            input type="hidden" name="back" value=(back);
+            span.muted { "Selected: " }
+            button #bulk-cancel .danger type="submit" name="action" value="cancel"
+                data-confirm="Cancel the selected executions?" { "Cancel" }
+            " "
+            button #bulk-retry type="submit" name="action" value="retry"
+                data-confirm="Retry the selected executions? Each keeps what it completed." { "Retry" }
+        }
         table.executions {
             thead { tr {
+                th.pick { input #pick-all type="checkbox" aria-label="select all"; }
                 th { "id" } @if operator { th { "tenant" } }
                 th { "status" } th { "package" } th { "workflow" } th { "started" }
                 th { "updated" } th {}
@@ -367,15 +475,94 @@ pub async fn executions(
             tbody #rows data-refresh=[refresh] { (rows) }
         }
         p.paging {
-            @if !query.after.is_empty() { a href=(with("/executions")) { "⇤ First page" } " " }
-            @if let Some(next) = next {
-                a #next href={
-                    "/executions?" (filters) @if !filters.is_empty() { "&" } "after=" (query_value(&next))
-                } { "Next page →" }
-            }
+            @if !first { a #first href=(with("/executions")) { "⇤ Newest" } " " }
+            @if let Some(prev) = &listed.prev { a #prev href=(paged("before", prev)) { "← Newer" } " " }
+            @if let Some(next) = &listed.next { a #next href=(paged("after", next)) { "Older →" } }
         }
     };
     Ok(page("Executions", Section::Executions, &viewer, body))
+}
+
+/// The most executions one bulk action takes.
+const MAX_BULK: usize = 200;
+
+/// Cancels or retries the executions selected in the list, each as its
+/// own button would (the same checks, each audited); back to the list,
+/// which says what was done and what was refused.
+pub async fn bulk(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Peer(peer): Peer,
+    body: axum::body::Bytes,
+) -> Page {
+    let (mut csrf, mut action, mut back, mut ids) =
+        (String::new(), String::new(), String::new(), Vec::new());
+    for (key, value) in form_urlencoded::parse(&body) {
+        match key.as_ref() {
+            "csrf" => csrf = value.into_owned(),
+            "action" => action = value.into_owned(),
+            "back" => back = value.into_owned(),
+            "id" => ids.push(value.into_owned()),
+            _ => {}
+        }
+    }
+    let viewer = c.acting(&headers, &csrf).await?;
+    if ids.is_empty() {
+        return Err(Error::InvalidInput(
+            "no execution was selected: tick the boxes of the ones to act on".into(),
+        )
+        .into());
+    }
+    if ids.len() > MAX_BULK {
+        return Err(Error::InvalidInput(format!(
+            "{} executions were selected; one action takes at most {MAX_BULK}",
+            ids.len()
+        ))
+        .into());
+    }
+    let (done, verb) = match action.as_str() {
+        "cancel" => ("cancelled", "cancelling"),
+        "retry" => ("retried", "retrying"),
+        other => {
+            return Err(Error::InvalidInput(format!(
+                "unknown action {:?}: the list cancels or retries",
+                crate::util::shorten(other, 40)
+            ))
+            .into());
+        }
+    };
+    let actor = Actor::key(&viewer.key_id, peer);
+    let (mut acted, mut refused) = (0, Vec::new());
+    for id in &ids {
+        let outcome = async {
+            let tenant = c.tenant_of(&viewer, id).await?;
+            match action.as_str() {
+                "cancel" => c.api.cancel(&tenant, &actor, id).await.map(|_| ()),
+                _ => c.api.retry(&tenant, &actor, id).await.map(|_| ()),
+            }
+            .map_err(Refusal::from)
+        };
+        match outcome.await {
+            Ok(()) => acted += 1,
+            Err(Refusal::Failed(e)) => refused.push(format!("{id}: {e}")),
+            Err(refusal) => return Err(refusal),
+        }
+    }
+    let mut said = format!("{done} {acted} of {}", ids.len());
+    if !refused.is_empty() {
+        said.push_str(&format!("; {verb} refused for {}", refused.join("; ")));
+    }
+    // Back to the list the person was on (only this console's lists).
+    let back = if back.starts_with("/executions?") || back == "/executions" {
+        back
+    } else {
+        "/executions?".to_owned()
+    };
+    let sep = if back.ends_with('?') { "" } else { "&" };
+    Ok(back_to(format!(
+        "{back}{sep}done={}",
+        query_value(&crate::util::shorten(&said, 1_000))
+    )))
 }
 
 /// The rows of the executions list alone, for its live refresh.

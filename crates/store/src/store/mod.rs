@@ -265,6 +265,13 @@ pub trait Executions: Send + Sync {
     /// Newest first.
     async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>>;
 
+    /// How many executions `filter` finds in each status (its status,
+    /// paging and limit left out); statuses without any are left out.
+    async fn count_by_status(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<(crate::model::Status, i64)>>;
+
     /// The nodes that own running executions now, by node id.
     async fn nodes(&self) -> Result<Vec<NodeRecord>>;
 

@@ -55,7 +55,15 @@ const DIALECT: Dialect = Dialect {
     skip_locked: " FOR UPDATE SKIP LOCKED",
     no_flush: Some("SET LOCAL synchronous_commit = off"),
     shard: "pg_backend_pid()",
+    input_at: "(CAST(input AS JSONB) #>> CAST($9 AS TEXT[]))",
+    json_path: postgres_json_path,
 };
+
+/// `{a,b}`: the text array `#>>` takes for fields `a`, `b` (names are
+/// letters, digits, `_` and `-`: the API checks).
+fn postgres_json_path(path: &[String]) -> String {
+    format!("{{{}}}", path.join(","))
+}
 
 impl PgStore {
     fn pool(&self) -> &PgPool {

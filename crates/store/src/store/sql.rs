@@ -91,6 +91,59 @@ pub(super) struct Dialect {
     /// writes add to (migration 0014): its backend on PostgreSQL, the one
     /// writer's on SQLite.
     pub shard: &'static str,
+    /// The text of an execution's input at the JSON path bound as `$9`
+    /// (see [`Dialect::json_path`]).
+    pub input_at: &'static str,
+    /// A path of field names as `input_at` takes it.
+    pub json_path: fn(&[String]) -> String,
+}
+
+/// The `WHERE` of the executions list: the filters of a [`ListFilter`]
+/// but its paging, bound by [`bind_list_filter`] as `$1`–`$10`.
+fn list_where(dialect: &Dialect) -> String {
+    format!(
+        "(CAST($1 AS TEXT) IS NULL OR status = $1) \
+         AND (CAST($2 AS TEXT) IS NULL OR workflow = $2) \
+         AND (CAST($3 AS TEXT) IS NULL OR tenant = $3) \
+         AND (CAST($4 AS TEXT) IS NULL OR package_name = $4) \
+         AND (CAST($5 AS TEXT) IS NULL OR SUBSTR(id, 1, LENGTH($5)) = $5) \
+         AND (CAST($6 AS TEXT) IS NULL OR SUBSTR(package_name, 1, LENGTH($6)) = $6) \
+         AND (CAST($7 AS TEXT) IS NULL OR SUBSTR(workflow, 1, LENGTH($7)) = $7) \
+         AND (CAST($8 AS BIGINT) IS NULL OR created_at >= $8) \
+         AND (CAST($9 AS TEXT) IS NULL OR {} = $10) \
+         AND (CAST($11 AS BIGINT) IS NULL OR created_at < $11)",
+        dialect.input_at
+    )
+}
+
+/// The path of `filter`'s input field as `dialect` writes it.
+fn input_path(dialect: &Dialect, filter: &ListFilter) -> Option<String> {
+    filter
+        .input_field
+        .as_ref()
+        .map(|(path, _)| (dialect.json_path)(path))
+}
+
+/// Binds `filter` (with `status` or without) to the parameters of
+/// [`list_where`]; `input_path` is its input field's path as the
+/// dialect writes it ([`input_path`]).
+macro_rules! bind_list_filter {
+    ($query:expr, $filter:expr, $status:expr, $input_path:expr) => {{
+        let filter: &ListFilter = $filter;
+        let input_path: &Option<String> = $input_path;
+        $query
+            .bind($status.map(Status::as_str))
+            .bind(filter.workflow.as_deref())
+            .bind(filter.tenant.as_deref())
+            .bind(filter.package.as_deref())
+            .bind(filter.id_prefix.as_deref())
+            .bind(filter.package_prefix.as_deref())
+            .bind(filter.workflow_prefix.as_deref())
+            .bind(filter.created_from_ms)
+            .bind(input_path.as_deref())
+            .bind(filter.input_field.as_ref().map(|(_, value)| value.as_str()))
+            .bind(filter.created_to_ms)
+    }};
 }
 
 /// The shared SQL over a backend's pools: `reader` serves reads, `writer`
@@ -928,27 +981,59 @@ where
     }
 
     async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>> {
-        let found = sqlx::query::<DB>(&format!(
-            "SELECT {EXECUTION_COLUMNS} FROM executions \
-             WHERE (CAST($1 AS TEXT) IS NULL OR status = $1) \
-             AND (CAST($2 AS TEXT) IS NULL OR workflow = $2) \
-             AND (CAST($3 AS TEXT) IS NULL OR tenant = $3) \
-             AND (CAST($4 AS TEXT) IS NULL OR package_name = $4) \
-             AND (CAST($5 AS BIGINT) IS NULL OR (created_at, id) < ($5, CAST($6 AS TEXT))) \
-             AND (CAST($8 AS TEXT) IS NULL OR SUBSTR(id, 1, LENGTH($8)) = $8) \
-             ORDER BY created_at DESC, id DESC LIMIT $7"
-        ))
-        .bind(filter.status.map(Status::as_str))
-        .bind(filter.workflow.as_deref())
-        .bind(filter.tenant.as_deref())
-        .bind(filter.package.as_deref())
-        .bind(filter.after.as_ref().map(|a| a.0))
-        .bind(filter.after.as_ref().map(|a| a.1.as_str()))
-        .bind(if filter.limit > 0 { filter.limit } else { 100 })
-        .bind(filter.id_prefix.as_deref())
+        // Paging back reads the nearest newer ones first, then turns them.
+        let (page, order) = match (&filter.before, &filter.after) {
+            (Some(_), _) => ("(created_at, id) > ($12, CAST($13 AS TEXT))", "ASC"),
+            (None, Some(_)) => ("(created_at, id) < ($12, CAST($13 AS TEXT))", "DESC"),
+            (None, None) => (
+                "CAST($12 AS BIGINT) IS NULL AND CAST($13 AS TEXT) IS NULL",
+                "DESC",
+            ),
+        };
+        let sql = format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {} AND {page} \
+             ORDER BY created_at {order}, id {order} LIMIT $14",
+            list_where(&self.dialect)
+        );
+        let cursor = filter.before.as_ref().or(filter.after.as_ref());
+        let path = input_path(&self.dialect, filter);
+        let query = bind_list_filter!(sqlx::query::<DB>(&sql), filter, filter.status, &path)
+            .bind(cursor.map(|c| c.0))
+            .bind(cursor.map(|c| c.1.as_str()))
+            .bind(if filter.limit > 0 { filter.limit } else { 100 });
+        let found = query.fetch_all(&self.reader).await?;
+        let mut listed: Vec<ExecutionRecord> =
+            found.iter().map(rows::execution).collect::<Result<_>>()?;
+        if filter.before.is_some() {
+            listed.reverse();
+        }
+        Ok(listed)
+    }
+
+    async fn count_by_status(&self, filter: &ListFilter) -> Result<Vec<(Status, i64)>> {
+        let sql = format!(
+            "SELECT status, COUNT(*) FROM executions WHERE {} GROUP BY status",
+            list_where(&self.dialect)
+        );
+        let path = input_path(&self.dialect, filter);
+        let counted: Vec<(String, i64)> = bind_list_filter!(
+            sqlx::query_as::<DB, (String, i64)>(&sql),
+            filter,
+            None::<Status>,
+            &path
+        )
         .fetch_all(&self.reader)
         .await?;
-        found.iter().map(rows::execution).collect()
+        let mut counts = counted
+            .into_iter()
+            .map(|(status, n)| {
+                Status::parse(&status)
+                    .map(|s| (s, n))
+                    .ok_or_else(|| Error::Store(format!("an execution has status {status:?}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        counts.sort_by_key(|(status, _)| Status::ALL.iter().position(|s| s == status));
+        Ok(counts)
     }
 
     async fn journal(&self, id: &str, after_seq: i64) -> Result<Vec<Entry>> {

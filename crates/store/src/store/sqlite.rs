@@ -45,7 +45,16 @@ const DIALECT: Dialect = Dialect {
     // Claims run on the commit connection (`sqlite_tasks`), which says so.
     no_flush: None,
     shard: "0",
+    input_at: "CAST(json_extract(input, $9) AS TEXT)",
+    json_path: sqlite_json_path,
 };
+
+/// `$."a"."b"`: SQLite's JSON path of fields `a`, `b` (names are
+/// letters, digits, `_` and `-`: the API checks).
+fn sqlite_json_path(path: &[String]) -> String {
+    path.iter()
+        .fold("$".to_owned(), |p, field| format!("{p}.\"{field}\""))
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates it.

@@ -37,6 +37,16 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order an execution goes through them.
+    pub const ALL: [Status; 6] = [
+        Status::Pending,
+        Status::Running,
+        Status::Waiting,
+        Status::Completed,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",
@@ -530,8 +540,24 @@ pub struct ListFilter {
     pub workflow: Option<String>,
     /// Only ids that start with this (letters, digits, '-' and '_').
     pub id_prefix: Option<String>,
+    /// Only packages whose name starts with this.
+    pub package_prefix: Option<String>,
+    /// Only workflows whose name starts with this.
+    pub workflow_prefix: Option<String>,
+    /// Only executions created at or after this time (ms since the epoch).
+    pub created_from_ms: Option<i64>,
+    /// Only executions created before this time.
+    pub created_to_ms: Option<i64>,
+    /// Only executions whose input has, at this path of field names from
+    /// its top (`["server", "name"]`: `input.server.name`), this value,
+    /// compared as text (a string without its quotes, a number as
+    /// written).
+    pub input_field: Option<(Vec<String>, String)>,
     /// Paging: only executions listed after this one, i.e. older than
     /// (created_at_ms, id).
     pub after: Option<(i64, String)>,
+    /// Paging back: only executions listed before this one (newer than
+    /// it): the `limit` nearest it, still newest first.
+    pub before: Option<(i64, String)>,
     pub limit: i64,
 }

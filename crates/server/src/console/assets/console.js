@@ -39,8 +39,18 @@ document.addEventListener("submit", (event) => {
       return;
     }
   }
-  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+  // A button may ask its own question (the list's bulk actions).
+  const asked = (event.submitter && event.submitter.dataset.confirm) || form.dataset.confirm;
+  if (asked && !window.confirm(asked)) {
     event.preventDefault();
+  }
+});
+
+// The executions list: the header's box selects every row.
+document.addEventListener("change", (event) => {
+  if (event.target.id !== "pick-all") return;
+  for (const box of document.querySelectorAll("#rows input[name=id]")) {
+    box.checked = event.target.checked;
   }
 });
 
@@ -125,6 +135,8 @@ function refreshList() {
   if (!rows || !rows.dataset.refresh) return;
   setInterval(async () => {
     if (document.hidden) return;
+    // Rows ticked for a bulk action hold the list still.
+    if (rows.querySelector("input[name=id]:checked")) return;
     try {
       const r = await fetch(rows.dataset.refresh, { credentials: "same-origin" });
       if (r.ok) replace("rows", await r.text());
