@@ -1118,6 +1118,69 @@ async fn schedules_and_workers_pages_act_as_the_cli_does() {
     let url = browser.current_url().await.unwrap();
     let id = url.path().trim_start_matches("/executions/").to_owned();
     assert_eq!(cli.wait_ended(&id, WAIT)["status"], "completed");
+    // Its page says where it came from, with a link to the schedule.
+    let origin = browser.find(Locator::Css("#origin")).await.unwrap();
+    let said = origin.text().await.unwrap();
+    assert!(
+        said.starts_with("schedule nightly, Trigger now at "),
+        "{said}"
+    );
+    let link = origin.find(Locator::Css("a")).await.unwrap();
+    assert_eq!(
+        link.attr("href").await.unwrap().as_deref(),
+        Some("/schedules#schedule-nightly")
+    );
+
+    // An HTTP trigger's deliveries: listed under it, and each execution
+    // says which trigger and delivery started it.
+    let token = cli.ok(&["trigger", "create", "hook", "kit", "noop3"]);
+    let token = token.trim();
+    let bearer = format!("Bearer {token}");
+    let delivered = http_request(
+        port,
+        "POST",
+        "/t/acme/hook",
+        &[
+            ("Authorization", bearer.as_str()),
+            ("Idempotency-Key", "d-1"),
+            ("Content-Type", "application/json"),
+        ],
+        "{}",
+    );
+    assert!(
+        delivered.status < 300,
+        "{}\n{}",
+        delivered.head,
+        delivered.body
+    );
+    browser.goto(&format!("{base}/schedules")).await.unwrap();
+    until(
+        &browser,
+        "the trigger's delivery",
+        "document.querySelector('#trigger-hook .deliveries a.id') !== null",
+    )
+    .await;
+    browser
+        .find(Locator::Css("#trigger-hook .deliveries a.id"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the delivery's execution",
+        "document.querySelector('#origin') !== null",
+    )
+    .await;
+    let said = browser
+        .find(Locator::Css("#origin"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(said, "HTTP trigger hook, delivery d-1");
 
     // Workers: the queue with a waiting task and no worker is called out
     // (the task is queued as soon as an engine runs the execution).

@@ -26,7 +26,7 @@
 
 use cerebelum_harness as common;
 
-use cerebelum::clock::SystemClock;
+use cerebelum::clock::{Clock, SystemClock};
 use cerebelum::store::{self, Synchronous};
 use cerebelum::{Engine, EngineConfig};
 use std::sync::Arc;
@@ -195,9 +195,11 @@ fn main() {
     // The last hour: every execution, so the counts cover them all.
     let hour_ago = cerebelum::util::utc(SystemClock.now_ms() - 3_600_000);
     let range = format!("/executions?from={}", &hour_ago[..16]);
-    measure("(k6) list filtered by a time range (the last hour)", n, || {
-        server_ms(port, &range, &cookie, "<tbody id=\"rows\"")
-    });
+    measure(
+        "(k6) list filtered by a time range (the last hour)",
+        n,
+        || server_ms(port, &range, &cookie, "<tbody id=\"rows\""),
+    );
     measure(
         "(k4) execution page, 10,000 journal entries (last 500 rows)",
         n / 4,

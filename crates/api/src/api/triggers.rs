@@ -141,6 +141,20 @@ impl Api {
         self.store().catalog().list_triggers(&tenant.name).await
     }
 
+    /// The executions trigger `name`'s last `limit` deliveries started,
+    /// newest first.
+    pub async fn deliveries(
+        &self,
+        tenant: &TenantRecord,
+        name: &str,
+        limit: i64,
+    ) -> Result<Vec<crate::model::ExecutionRecord>> {
+        self.store()
+            .executions()
+            .keyed_executions(&tenant.name, &format!("trigger:{name}:"), limit)
+            .await
+    }
+
     pub async fn delete_trigger(
         &self,
         tenant: &TenantRecord,

@@ -14,7 +14,7 @@ use crate::api::service::{ExecutionView, StartRequest};
 use crate::api::throttle;
 use crate::error::Error;
 use crate::journal::Entry;
-use crate::model::{Decision, ExecutionRecord, ListFilter, Status};
+use crate::model::{Decision, ExecutionRecord, ListFilter, Origin, Status};
 use crate::store::NewSignal;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -622,6 +622,25 @@ pub fn live_parts(
                 }
                 @if let Some(parent) = &r.parent_id { dt { "parent" } dd { (link(parent)) } }
                 @if let Some(from) = &r.continued_from { dt { "continues" } dd { (link(from)) } }
+                @match r.origin() {
+                    Some(Origin::Schedule { name, due_ms, by_hand }) => {
+                        dt { "origin" }
+                        dd #origin {
+                            "schedule " a href={ "/schedules#schedule-" (query_value(name)) } { (name) }
+                            @if by_hand { ", Trigger now at " } @else { ", due " }
+                            (time(due_ms))
+                        }
+                    }
+                    Some(Origin::Trigger { name, delivery }) => {
+                        dt { "origin" }
+                        dd #origin {
+                            "HTTP trigger " a href={ "/schedules#trigger-" (query_value(name)) } { (name) }
+                            ", delivery " code { (delivery) }
+                        }
+                    }
+                    Some(Origin::Key(key)) => { dt { "idempotency key" } dd #origin { code { (key) } } }
+                    None => {}
+                }
                 @if r.paused && open {
                     dt { "paused" } dd { "by an operator; it starts no new step until resumed" }
                 }
@@ -1003,7 +1022,11 @@ pub async fn schedules(State(c): State<Console>, headers: HeaderMap) -> Page {
     let viewer = c.viewer(&headers).await?;
     let tenant = own_tenant(&viewer)?;
     let schedules = c.api.schedules(tenant).await?;
-    let triggers = c.api.triggers(tenant).await?;
+    let mut triggers = Vec::new();
+    for t in c.api.triggers(tenant).await? {
+        let delivered = c.api.deliveries(tenant, &t.name, 5).await?;
+        triggers.push((t, delivered));
+    }
     let action = |name: &str, what: &str| format!("/schedules/{}/{what}", query_value(name));
     let version = |v: Option<i64>| v.map_or_else(|| "newest".to_owned(), |v| format!("v{v}"));
     let body = html! {
@@ -1022,7 +1045,7 @@ pub async fn schedules(State(c): State<Console>, headers: HeaderMap) -> Page {
                 } }
                 tbody {
                     @for s in &schedules {
-                        tr data-schedule=(s.name) {
+                        tr id={ "schedule-" (s.name) } data-schedule=(s.name) {
                             td { code { (s.name) } }
                             td { code { (s.cron) } " " span.muted { (s.timezone) } }
                             td { (s.package) "/" (s.workflow) " " span.muted { (version(s.version)) } }
@@ -1071,10 +1094,13 @@ pub async fn schedules(State(c): State<Console>, headers: HeaderMap) -> Page {
             p #no-triggers { "No triggers." }
         } @else {
             table #triggers {
-                thead { tr { th { "name" } th { "starts" } th { "checks" } th { "created" } } }
+                thead { tr {
+                    th { "name" } th { "starts" } th { "checks" } th { "created" }
+                    th { "last deliveries" }
+                } }
                 tbody {
-                    @for t in &triggers {
-                        tr {
+                    @for (t, delivered) in &triggers {
+                        tr id={ "trigger-" (t.name) } data-trigger=(t.name) {
                             td { code { "/t/" (t.tenant) "/" (t.name) } }
                             td { (t.package) "/" (t.workflow) " " span.muted { (version(t.version)) } }
                             td {
@@ -1085,6 +1111,15 @@ pub async fn schedules(State(c): State<Console>, headers: HeaderMap) -> Page {
                                 }
                             }
                             td { (time(t.created_at_ms)) }
+                            td.deliveries {
+                                @if delivered.is_empty() { span.muted { "none yet" } }
+                                @for e in delivered {
+                                    div {
+                                        a.id href={ "/executions/" (query_value(&e.id)) } { (e.id) }
+                                        " " (badge(e.status.as_str())) " " (time(e.created_at_ms))
+                                    }
+                                }
+                            }
                         }
                     }
                 }

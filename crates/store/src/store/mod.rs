@@ -265,6 +265,16 @@ pub trait Executions: Send + Sync {
     /// Newest first.
     async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>>;
 
+    /// Tenant `tenant`'s executions whose idempotency key starts with
+    /// `prefix` (e.g. a trigger's deliveries), newest first, at most
+    /// `limit`.
+    async fn keyed_executions(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<ExecutionRecord>>;
+
     /// How many executions `filter` finds in each status (its status,
     /// paging and limit left out); statuses without any are left out.
     async fn count_by_status(

@@ -89,6 +89,7 @@ impl Creation {
             continued_from: self.new.continued_from.clone(),
             parent_id: self.new.parent_id.clone(),
             detached: self.new.detached,
+            idempotency_key: self.new.idempotency_key.clone(),
         }
     }
 

@@ -15,7 +15,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 pub(super) const EXECUTION_COLUMNS: &str = "id, tenant, package_sha256, package_name, package_version, \
      workflow, input, status, result, error, created_at, updated_at, wake_at, owner, epoch, \
      cancel_requested, engine_failures, engine_error, worker_queue, paused, continued_from, \
-     parent_id, detached";
+     parent_id, detached, idempotency_key";
 
 /// Columns of `packages` that make a [`PackageRecord`] (not the bytes).
 pub(super) const PACKAGE_COLUMNS: &str = "tenant, sha256, name, version, info, created_at, size";
@@ -129,6 +129,7 @@ pub(super) fn execution(row: &impl Columns) -> Result<ExecutionRecord> {
         continued_from: row.text("continued_from")?,
         parent_id: row.text("parent_id")?,
         detached: row.flag("detached")?,
+        idempotency_key: row.text("idempotency_key")?,
     })
 }
 

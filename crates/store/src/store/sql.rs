@@ -1010,6 +1010,28 @@ where
         Ok(listed)
     }
 
+    async fn keyed_executions(
+        &self,
+        tenant: &str,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<ExecutionRecord>> {
+        // Not a range of the (tenant, idempotency_key) index: under
+        // PostgreSQL's linguistic collations punctuation does not order
+        // as bytes, so `>= 'p:' AND < 'p;'` could miss keys.
+        let found = sqlx::query::<DB>(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE tenant = $1 \
+             AND SUBSTR(idempotency_key, 1, LENGTH($2)) = $2 \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        ))
+        .bind(tenant)
+        .bind(prefix)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        found.iter().map(rows::execution).collect()
+    }
+
     async fn count_by_status(&self, filter: &ListFilter) -> Result<Vec<(Status, i64)>> {
         let sql = format!(
             "SELECT status, COUNT(*) FROM executions WHERE {} GROUP BY status",

@@ -487,6 +487,54 @@ pub struct ExecutionRecord {
     pub parent_id: Option<String>,
     /// A child left running when its parent is cancelled.
     pub detached: bool,
+    /// The idempotency key it was started with (see [`Origin`]).
+    pub idempotency_key: Option<String>,
+}
+
+/// Where an execution came from, as its idempotency key says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin<'a> {
+    /// A schedule's due time (ms since the epoch), or with `by_hand` its
+    /// Trigger now at that time.
+    Schedule {
+        name: &'a str,
+        due_ms: i64,
+        by_hand: bool,
+    },
+    /// A delivery to an HTTP trigger (its id, or `sha256:…` of a long one).
+    Trigger { name: &'a str, delivery: &'a str },
+    /// A caller's own idempotency key.
+    Key(&'a str),
+}
+
+impl ExecutionRecord {
+    /// Where it came from, when its start had an idempotency key.
+    pub fn origin(&self) -> Option<Origin<'_>> {
+        let key = self.idempotency_key.as_deref()?;
+        // `schedule:NAME:DUE_MS`, or `schedule:NAME:now:MS` by hand.
+        if let Some(rest) = key.strip_prefix("schedule:") {
+            let parts: Vec<&str> = rest.split(':').collect();
+            let (name, by_hand, due) = match parts[..] {
+                [name, due] => (name, false, due),
+                [name, "now", at] => (name, true, at),
+                _ => return Some(Origin::Key(key)),
+            };
+            if let Ok(due_ms) = due.parse() {
+                return Some(Origin::Schedule {
+                    name,
+                    due_ms,
+                    by_hand,
+                });
+            }
+        }
+        if let Some((name, delivery)) = key
+            .strip_prefix("trigger:")
+            .and_then(|rest| rest.split_once(':'))
+        {
+            return Some(Origin::Trigger { name, delivery });
+        }
+        Some(Origin::Key(key))
+    }
 }
 
 /// Engine failures in a row after which an execution fails (with error
@@ -560,4 +608,70 @@ pub struct ListFilter {
     /// it): the `limit` nearest it, still newest first.
     pub before: Option<(i64, String)>,
     pub limit: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_is_read_from_the_idempotency_key() {
+        let keyed = |key: Option<&str>| ExecutionRecord {
+            id: "ex_1".into(),
+            tenant: "t".into(),
+            package_sha256: String::new(),
+            package_name: "p".into(),
+            package_version: 1,
+            workflow: "w".into(),
+            input: Value::Null,
+            status: Status::Pending,
+            result: None,
+            error: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            wake_at_ms: None,
+            owner: None,
+            epoch: 0,
+            cancel_requested: false,
+            engine_failures: 0,
+            engine_error: None,
+            worker_queue: None,
+            paused: false,
+            continued_from: None,
+            parent_id: None,
+            detached: false,
+            idempotency_key: key.map(str::to_owned),
+        };
+        let schedule = |name, due_ms, by_hand| {
+            Some(Origin::Schedule {
+                name,
+                due_ms,
+                by_hand,
+            })
+        };
+        assert_eq!(
+            keyed(Some("schedule:nightly:1700")).origin(),
+            schedule("nightly", 1700, false)
+        );
+        assert_eq!(
+            keyed(Some("schedule:nightly:now:1800")).origin(),
+            schedule("nightly", 1800, true)
+        );
+        assert_eq!(
+            keyed(Some("trigger:on-push:abc:def")).origin(),
+            Some(Origin::Trigger {
+                name: "on-push",
+                delivery: "abc:def"
+            })
+        );
+        assert_eq!(
+            keyed(Some("schedule:odd")).origin(),
+            Some(Origin::Key("schedule:odd"))
+        );
+        assert_eq!(
+            keyed(Some("order-7")).origin(),
+            Some(Origin::Key("order-7"))
+        );
+        assert_eq!(keyed(None).origin(), None);
+    }
 }
