@@ -1335,8 +1335,8 @@ async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
     submit_key(&browser, &key).await;
     until(
         &browser,
-        "the list",
-        "document.querySelector('#counts') !== null",
+        "the counts",
+        "document.querySelector('#counts[data-loaded]') !== null",
     )
     .await;
     // Counts per status, of this tenant's executions only.
@@ -1422,6 +1422,12 @@ async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
     )
     .await;
     assert_eq!(listed(&browser).await, [waiting[1].clone()]);
+    until(
+        &browser,
+        "the filtered counts",
+        "document.querySelector('#counts[data-loaded]') !== null",
+    )
+    .await;
     assert_eq!(text_of(&browser, "#counts a[data-status=''] .n").await, "1");
     // A time range: nothing started after tomorrow; a mistyped time says
     // how to write it.

@@ -300,6 +300,19 @@ async fn the_list_filters_by_prefix_time_and_input_pages_both_ways_and_counts(db
         .await
         .unwrap();
     assert_eq!(counts, [(Status::Pending, 2), (Status::Failed, 1)]);
+    // A value JSON escapes in the text (a quote, a non-ASCII letter, as a
+    // client may have written `\u00e9`) is still found.
+    let quoted = NewExecution {
+        workflow: "quoted".to_owned(),
+        input: json!({"q": "say \"hi\"", "e": "café"}),
+        ..new_execution("ex_q")
+    };
+    store
+        .create_execution(quoted, NOW + 20, None)
+        .await
+        .unwrap();
+    assert_eq!(list(field(&["q"], "say \"hi\"")).await, ["ex_q"]);
+    assert_eq!(list(field(&["e"], "café")).await, ["ex_q"]);
 }
 const LEASE: i64 = 5_000;
 

@@ -17,8 +17,8 @@
 //!   no index: every input is read) and by a time range (the last hour:
 //!   every execution, whose counts per status the page shows).
 //!
-//! Every list page (k1–k3, k6) counts the executions its filters find per
-//! status, as the page shows them.
+//! - (k7) the counts per status the list page fetches after it (every
+//!   execution, and those of the input filter).
 //!
 //! Times are the server's own (`Server-Timing`, from request to response
 //! ready); p50 and p99 over many requests. `-- --quick` stores 10,000
@@ -199,6 +199,21 @@ fn main() {
         "(k6) list filtered by a time range (the last hour)",
         n,
         || server_ms(port, &range, &cookie, "<tbody id=\"rows\""),
+    );
+    measure("(k7) counts per status, every execution", n / 4, || {
+        server_ms(port, "/executions/counts", &cookie, "data-status")
+    });
+    measure(
+        "(k7) counts per status, filtered by a field of the input",
+        n / 4,
+        || {
+            server_ms(
+                port,
+                "/executions/counts?input=input.n+%3D+3333",
+                &cookie,
+                "data-status",
+            )
+        },
     );
     measure(
         "(k4) execution page, 10,000 journal entries (last 500 rows)",

@@ -59,6 +59,7 @@ pub fn router(console: Console, max_upload_bytes: usize) -> Router {
         .route("/executions", get(pages::executions))
         .route("/executions/rows", get(pages::execution_rows))
         .route("/executions/bulk", post(pages::bulk))
+        .route("/executions/counts", get(pages::execution_counts))
         .route("/executions/{id}", get(pages::execution))
         .route("/executions/{id}/live", get(pages::live))
         .route("/executions/{id}/approve", post(pages::approve))

@@ -396,10 +396,6 @@ pub async fn executions(
 ) -> Page {
     let viewer = c.viewer(&headers).await?;
     let (rows, listed) = rows(&c, &viewer, &query).await?;
-    let counts = c
-        .api
-        .count_by_status(viewer.tenant.as_ref(), query.filter()?)
-        .await?;
     let filters = query.filters();
     let with = |path: &str| match filters.as_str() {
         "" => path.to_owned(),
@@ -416,13 +412,6 @@ pub async fn executions(
     // Only the first page refreshes itself: later pages hold still.
     let first = query.after.is_empty() && query.before.is_empty();
     let refresh = first.then(|| with("/executions/rows"));
-    let total: i64 = counts.iter().map(|(_, n)| n).sum();
-    let count_of = |s: Status| {
-        counts
-            .iter()
-            .find(|(status, _)| *status == s)
-            .map_or(0, |(_, n)| *n)
-    };
     let back = format!("/executions?{filters}");
     let body = html! {
         h1 { "Executions" }
@@ -441,19 +430,9 @@ pub async fn executions(
             button type="submit" { "Filter" }
             " " a href="/executions" { "clear" }
         }
-        nav.counts #counts {
-            a href=(format!("/executions?{}", query.filters_with(Some(""))))
-                .current[query.status.is_empty()] data-status="" {
-                "all " span.n { (total) }
-            }
-            @for s in Status::ALL {
-                " · "
-                a href=(format!("/executions?{}", query.filters_with(Some(s.as_str()))))
-                    .current[query.status == s.as_str()] data-status=(s.as_str()) {
-                    (s.as_str()) " " span.n { (count_of(s)) }
-                }
-            }
-        }
+        // Counted apart (a count reads every row the filters find): the
+        // script fills it in after the page.
+        nav.counts #counts data-src=(with("/executions/counts")) { span.muted { "counting…" } }
         @if !query.done.is_empty() { p.notice #done { (query.done) } }
         form #bulk method="post" action="/executions/bulk" {
             (csrf_field(&viewer))
@@ -481,6 +460,41 @@ pub async fn executions(
         }
     };
     Ok(page("Executions", Section::Executions, &viewer, body))
+}
+
+/// How many executions the list's filters find in each status, each a
+/// link to the list of that status (fetched by the list page's script).
+pub async fn execution_counts(
+    State(c): State<Console>,
+    headers: HeaderMap,
+    Query(query): Query<ListQuery>,
+) -> Page {
+    let viewer = c.viewer(&headers).await?;
+    let counts = c
+        .api
+        .count_by_status(viewer.tenant.as_ref(), query.filter()?)
+        .await?;
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let count_of = |s: Status| {
+        counts
+            .iter()
+            .find(|(status, _)| *status == s)
+            .map_or(0, |(_, n)| *n)
+    };
+    let nav = html! {
+        a href=(format!("/executions?{}", query.filters_with(Some(""))))
+            .current[query.status.is_empty()] data-status="" {
+            "all " span.n { (total) }
+        }
+        @for s in Status::ALL {
+            " · "
+            a href=(format!("/executions?{}", query.filters_with(Some(s.as_str()))))
+                .current[query.status == s.as_str()] data-status=(s.as_str()) {
+                (s.as_str()) " " span.n { (count_of(s)) }
+            }
+        }
+    };
+    Ok(Html(nav.into_string()).into_response())
 }
 
 /// The most executions one bulk action takes.

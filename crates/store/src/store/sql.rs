@@ -99,7 +99,9 @@ pub(super) struct Dialect {
 }
 
 /// The `WHERE` of the executions list: the filters of a [`ListFilter`]
-/// but its paging, bound by [`bind_list_filter`] as `$1`–`$10`.
+/// but its paging, bound by [`bind_list_filter`] as `$1`–`$13`. An input
+/// field is looked for in the text first (`LIKE`, cheap), and only the
+/// inputs that contain its name and value are parsed.
 fn list_where(dialect: &Dialect) -> String {
     format!(
         "(CAST($1 AS TEXT) IS NULL OR status = $1) \
@@ -110,27 +112,50 @@ fn list_where(dialect: &Dialect) -> String {
          AND (CAST($6 AS TEXT) IS NULL OR SUBSTR(package_name, 1, LENGTH($6)) = $6) \
          AND (CAST($7 AS TEXT) IS NULL OR SUBSTR(workflow, 1, LENGTH($7)) = $7) \
          AND (CAST($8 AS BIGINT) IS NULL OR created_at >= $8) \
-         AND (CAST($9 AS TEXT) IS NULL OR {} = $10) \
-         AND (CAST($11 AS BIGINT) IS NULL OR created_at < $11)",
+         AND (CAST($9 AS TEXT) IS NULL OR (input LIKE $10 AND input LIKE $11 AND {} = $12)) \
+         AND (CAST($13 AS BIGINT) IS NULL OR created_at < $13)",
         dialect.input_at
     )
 }
 
-/// The path of `filter`'s input field as `dialect` writes it.
-fn input_path(dialect: &Dialect, filter: &ListFilter) -> Option<String> {
-    filter
-        .input_field
-        .as_ref()
-        .map(|(path, _)| (dialect.json_path)(path))
+/// What [`list_where`] binds for a filter's input field: its path as the
+/// dialect writes it, and the `LIKE` patterns of its name and value.
+struct InputField {
+    path: Option<String>,
+    name: Option<String>,
+    value: Option<String>,
+}
+
+fn input_field(dialect: &Dialect, filter: &ListFilter) -> InputField {
+    let Some((path, value)) = &filter.input_field else {
+        return InputField {
+            path: None,
+            name: None,
+            value: None,
+        };
+    };
+    // The value as the input's text shows it, unless JSON may have
+    // escaped it there (then any text).
+    let plain = value
+        .bytes()
+        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+    InputField {
+        path: Some((dialect.json_path)(path)),
+        name: Some(format!("%\"{}\"%", path.last().map_or("", String::as_str))),
+        value: Some(if plain {
+            format!("%{value}%")
+        } else {
+            "%".to_owned()
+        }),
+    }
 }
 
 /// Binds `filter` (with `status` or without) to the parameters of
-/// [`list_where`]; `input_path` is its input field's path as the
-/// dialect writes it ([`input_path`]).
+/// [`list_where`]; `input` is what [`input_field`] made of it.
 macro_rules! bind_list_filter {
-    ($query:expr, $filter:expr, $status:expr, $input_path:expr) => {{
+    ($query:expr, $filter:expr, $status:expr, $input:expr) => {{
         let filter: &ListFilter = $filter;
-        let input_path: &Option<String> = $input_path;
+        let input: &InputField = $input;
         $query
             .bind($status.map(Status::as_str))
             .bind(filter.workflow.as_deref())
@@ -140,7 +165,9 @@ macro_rules! bind_list_filter {
             .bind(filter.package_prefix.as_deref())
             .bind(filter.workflow_prefix.as_deref())
             .bind(filter.created_from_ms)
-            .bind(input_path.as_deref())
+            .bind(input.path.as_deref())
+            .bind(input.name.as_deref())
+            .bind(input.value.as_deref())
             .bind(filter.input_field.as_ref().map(|(_, value)| value.as_str()))
             .bind(filter.created_to_ms)
     }};
@@ -983,21 +1010,21 @@ where
     async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>> {
         // Paging back reads the nearest newer ones first, then turns them.
         let (page, order) = match (&filter.before, &filter.after) {
-            (Some(_), _) => ("(created_at, id) > ($12, CAST($13 AS TEXT))", "ASC"),
-            (None, Some(_)) => ("(created_at, id) < ($12, CAST($13 AS TEXT))", "DESC"),
+            (Some(_), _) => ("(created_at, id) > ($14, CAST($15 AS TEXT))", "ASC"),
+            (None, Some(_)) => ("(created_at, id) < ($14, CAST($15 AS TEXT))", "DESC"),
             (None, None) => (
-                "CAST($12 AS BIGINT) IS NULL AND CAST($13 AS TEXT) IS NULL",
+                "CAST($14 AS BIGINT) IS NULL AND CAST($15 AS TEXT) IS NULL",
                 "DESC",
             ),
         };
         let sql = format!(
             "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {} AND {page} \
-             ORDER BY created_at {order}, id {order} LIMIT $14",
+             ORDER BY created_at {order}, id {order} LIMIT $16",
             list_where(&self.dialect)
         );
         let cursor = filter.before.as_ref().or(filter.after.as_ref());
-        let path = input_path(&self.dialect, filter);
-        let query = bind_list_filter!(sqlx::query::<DB>(&sql), filter, filter.status, &path)
+        let input = input_field(&self.dialect, filter);
+        let query = bind_list_filter!(sqlx::query::<DB>(&sql), filter, filter.status, &input)
             .bind(cursor.map(|c| c.0))
             .bind(cursor.map(|c| c.1.as_str()))
             .bind(if filter.limit > 0 { filter.limit } else { 100 });
@@ -1037,12 +1064,12 @@ where
             "SELECT status, COUNT(*) FROM executions WHERE {} GROUP BY status",
             list_where(&self.dialect)
         );
-        let path = input_path(&self.dialect, filter);
+        let input = input_field(&self.dialect, filter);
         let counted: Vec<(String, i64)> = bind_list_filter!(
             sqlx::query_as::<DB, (String, i64)>(&sql),
             filter,
             None::<Status>,
-            &path
+            &input
         )
         .fetch_all(&self.reader)
         .await?;

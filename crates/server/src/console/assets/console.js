@@ -130,6 +130,21 @@ function live() {
   });
 }
 
+// The list's counts per status come after the page (they read every
+// row the filters find).
+async function counts() {
+  const nav = document.getElementById("counts");
+  if (!nav || !nav.dataset.src) return;
+  try {
+    const r = await fetch(nav.dataset.src, { credentials: "same-origin" });
+    if (!r.ok) throw new Error(r.status + " " + r.statusText);
+    nav.innerHTML = await r.text();
+    nav.dataset.loaded = "1";
+  } catch (e) {
+    nav.textContent = "counts unavailable: " + e.message;
+  }
+}
+
 function refreshList() {
   const rows = document.getElementById("rows");
   if (!rows || !rows.dataset.refresh) return;
@@ -182,5 +197,6 @@ document.addEventListener("DOMContentLoaded", () => {
   setInterval(countdowns, 1000);
   live();
   refreshList();
+  counts();
   upload();
 });
