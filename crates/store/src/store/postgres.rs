@@ -55,7 +55,7 @@ const DIALECT: Dialect = Dialect {
     skip_locked: " FOR UPDATE SKIP LOCKED",
     no_flush: Some("SET LOCAL synchronous_commit = off"),
     shard: "pg_backend_pid()",
-    input_at: "(CAST(input AS JSONB) #>> CAST($9 AS TEXT[]))",
+    input_at: "(CAST(input AS JSONB) #>> CAST({} AS TEXT[]))",
     json_path: postgres_json_path,
 };
 

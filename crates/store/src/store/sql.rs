@@ -91,85 +91,127 @@ pub(super) struct Dialect {
     /// writes add to (migration 0014): its backend on PostgreSQL, the one
     /// writer's on SQLite.
     pub shard: &'static str,
-    /// The text of an execution's input at the JSON path bound as `$9`
+    /// The text of an execution's input at the JSON path bound at `{}`
     /// (see [`Dialect::json_path`]).
     pub input_at: &'static str,
     /// A path of field names as `input_at` takes it.
     pub json_path: fn(&[String]) -> String,
 }
 
-/// The `WHERE` of the executions list: the filters of a [`ListFilter`]
-/// but its paging, bound by [`bind_list_filter`] as `$1`–`$13`. An input
-/// field is looked for in the text first (`LIKE`, cheap), and only the
-/// inputs that contain its name and value are parsed.
-fn list_where(dialect: &Dialect) -> String {
-    format!(
-        "(CAST($1 AS TEXT) IS NULL OR status = $1) \
-         AND (CAST($2 AS TEXT) IS NULL OR workflow = $2) \
-         AND (CAST($3 AS TEXT) IS NULL OR tenant = $3) \
-         AND (CAST($4 AS TEXT) IS NULL OR package_name = $4) \
-         AND (CAST($5 AS TEXT) IS NULL OR SUBSTR(id, 1, LENGTH($5)) = $5) \
-         AND (CAST($6 AS TEXT) IS NULL OR SUBSTR(package_name, 1, LENGTH($6)) = $6) \
-         AND (CAST($7 AS TEXT) IS NULL OR SUBSTR(workflow, 1, LENGTH($7)) = $7) \
-         AND (CAST($8 AS BIGINT) IS NULL OR created_at >= $8) \
-         AND (CAST($9 AS TEXT) IS NULL OR (input LIKE $10 AND input LIKE $11 AND {} = $12)) \
-         AND (CAST($13 AS BIGINT) IS NULL OR created_at < $13)",
-        dialect.input_at
-    )
+/// A value bound to a `$N` of [`ListWhere`].
+enum Bound {
+    Text(String),
+    Number(i64),
 }
 
-/// What [`list_where`] binds for a filter's input field: its path as the
-/// dialect writes it, and the `LIKE` patterns of its name and value.
-struct InputField {
-    path: Option<String>,
-    name: Option<String>,
-    value: Option<String>,
+/// The `WHERE` of the executions list: only the filters a [`ListFilter`]
+/// sets (a clause per filter, no `$N IS NULL OR …` left for every row to
+/// evaluate), its values to bind in order as `$1`, `$2`, …
+struct ListWhere {
+    clauses: Vec<String>,
+    values: Vec<Bound>,
 }
 
-fn input_field(dialect: &Dialect, filter: &ListFilter) -> InputField {
-    let Some((path, value)) = &filter.input_field else {
-        return InputField {
-            path: None,
-            name: None,
-            value: None,
+impl ListWhere {
+    /// `filter`'s filters (its status only with `with_status`), not its
+    /// paging. An input field is looked for in the text first (`LIKE` on
+    /// its name and value, cheap) and only the inputs that contain both
+    /// are parsed.
+    fn of(dialect: &Dialect, filter: &ListFilter, with_status: bool) -> Self {
+        let mut w = ListWhere {
+            clauses: Vec::new(),
+            values: Vec::new(),
         };
-    };
-    // The value as the input's text shows it, unless JSON may have
-    // escaped it there (then any text).
-    let plain = value
-        .bytes()
-        .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
-    InputField {
-        path: Some((dialect.json_path)(path)),
-        name: Some(format!("%\"{}\"%", path.last().map_or("", String::as_str))),
-        value: Some(if plain {
-            format!("%{value}%")
+        let text = |s: &str| Bound::Text(s.to_owned());
+        if let Some(status) = filter.status.filter(|_| with_status) {
+            w.add("status = {}", [text(status.as_str())]);
+        }
+        if let Some(tenant) = &filter.tenant {
+            w.add("tenant = {}", [text(tenant)]);
+        }
+        if let Some(workflow) = &filter.workflow {
+            w.add("workflow = {}", [text(workflow)]);
+        }
+        if let Some(package) = &filter.package {
+            w.add("package_name = {}", [text(package)]);
+        }
+        for (column, prefix) in [
+            ("id", &filter.id_prefix),
+            ("package_name", &filter.package_prefix),
+            ("workflow", &filter.workflow_prefix),
+        ] {
+            if let Some(prefix) = prefix {
+                let n = prefix.chars().count() as i64;
+                w.add(
+                    &format!("SUBSTR({column}, 1, CAST({{}} AS INTEGER)) = {{}}"),
+                    [Bound::Number(n), text(prefix)],
+                );
+            }
+        }
+        if let Some(from) = filter.created_from_ms {
+            w.add("created_at >= {}", [Bound::Number(from)]);
+        }
+        if let Some(to) = filter.created_to_ms {
+            w.add("created_at < {}", [Bound::Number(to)]);
+        }
+        if let Some((path, value)) = &filter.input_field {
+            let name = path.last().map_or("", String::as_str);
+            w.add("input LIKE {}", [Bound::Text(format!("%\"{name}\"%"))]);
+            // The value as the input's text shows it, unless JSON may have
+            // escaped it there.
+            let plain = value
+                .bytes()
+                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+            if plain {
+                w.add("input LIKE {}", [Bound::Text(format!("%{value}%"))]);
+            }
+            w.add(
+                &format!("{} = {{}}", dialect.input_at),
+                [Bound::Text((dialect.json_path)(path)), text(value)],
+            );
+        }
+        w
+    }
+
+    /// Adds `clause`, each `{}` in it a parameter bound to the next of
+    /// `values`.
+    fn add<const N: usize>(&mut self, clause: &str, values: [Bound; N]) {
+        let parts: Vec<&str> = clause.split("{}").collect();
+        debug_assert_eq!(parts.len() - 1, N, "{clause}");
+        let mut sql = parts[0].to_owned();
+        for (part, value) in parts[1..].iter().zip(values) {
+            self.values.push(value);
+            sql.push_str(&format!("${}{part}", self.values.len()));
+        }
+        self.clauses.push(sql);
+    }
+
+    /// The clauses joined (`TRUE` when none).
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            "TRUE".to_owned()
         } else {
-            "%".to_owned()
-        }),
+            self.clauses.join(" AND ")
+        }
+    }
+
+    /// The next parameter's number.
+    fn next(&self) -> usize {
+        self.values.len() + 1
     }
 }
 
-/// Binds `filter` (with `status` or without) to the parameters of
-/// [`list_where`]; `input` is what [`input_field`] made of it.
-macro_rules! bind_list_filter {
-    ($query:expr, $filter:expr, $status:expr, $input:expr) => {{
-        let filter: &ListFilter = $filter;
-        let input: &InputField = $input;
-        $query
-            .bind($status.map(Status::as_str))
-            .bind(filter.workflow.as_deref())
-            .bind(filter.tenant.as_deref())
-            .bind(filter.package.as_deref())
-            .bind(filter.id_prefix.as_deref())
-            .bind(filter.package_prefix.as_deref())
-            .bind(filter.workflow_prefix.as_deref())
-            .bind(filter.created_from_ms)
-            .bind(input.path.as_deref())
-            .bind(input.name.as_deref())
-            .bind(input.value.as_deref())
-            .bind(filter.input_field.as_ref().map(|(_, value)| value.as_str()))
-            .bind(filter.created_to_ms)
+/// Binds `where_`'s values, in order, to `query`.
+macro_rules! bind_where {
+    ($query:expr, $where_:expr) => {{
+        let mut query = $query;
+        for value in &$where_.values {
+            query = match value {
+                Bound::Text(text) => query.bind(text.as_str()),
+                Bound::Number(n) => query.bind(*n),
+            };
+        }
+        query
     }};
 }
 
@@ -1008,26 +1050,30 @@ where
     }
 
     async fn list_executions(&self, filter: &ListFilter) -> Result<Vec<ExecutionRecord>> {
+        let mut where_ = ListWhere::of(&self.dialect, filter, true);
         // Paging back reads the nearest newer ones first, then turns them.
-        let (page, order) = match (&filter.before, &filter.after) {
-            (Some(_), _) => ("(created_at, id) > ($14, CAST($15 AS TEXT))", "ASC"),
-            (None, Some(_)) => ("(created_at, id) < ($14, CAST($15 AS TEXT))", "DESC"),
-            (None, None) => (
-                "CAST($14 AS BIGINT) IS NULL AND CAST($15 AS TEXT) IS NULL",
-                "DESC",
-            ),
+        let (cursor, order, direction) = match (&filter.before, &filter.after) {
+            (Some(before), _) => (Some(before), "ASC", ">"),
+            (None, Some(after)) => (Some(after), "DESC", "<"),
+            (None, None) => (None, "DESC", ""),
         };
+        if let Some((at, id)) = cursor {
+            where_.add(
+                &format!("(created_at, id) {direction} ({{}}, CAST({{}} AS TEXT))"),
+                [Bound::Number(*at), Bound::Text(id.clone())],
+            );
+        }
         let sql = format!(
-            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {} AND {page} \
-             ORDER BY created_at {order}, id {order} LIMIT $16",
-            list_where(&self.dialect)
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE {} \
+             ORDER BY created_at {order}, id {order} LIMIT ${}",
+            where_.sql(),
+            where_.next()
         );
-        let cursor = filter.before.as_ref().or(filter.after.as_ref());
-        let input = input_field(&self.dialect, filter);
-        let query = bind_list_filter!(sqlx::query::<DB>(&sql), filter, filter.status, &input)
-            .bind(cursor.map(|c| c.0))
-            .bind(cursor.map(|c| c.1.as_str()))
-            .bind(if filter.limit > 0 { filter.limit } else { 100 });
+        let query = bind_where!(sqlx::query::<DB>(&sql), where_).bind(if filter.limit > 0 {
+            filter.limit
+        } else {
+            100
+        });
         let found = query.fetch_all(&self.reader).await?;
         let mut listed: Vec<ExecutionRecord> =
             found.iter().map(rows::execution).collect::<Result<_>>()?;
@@ -1060,19 +1106,15 @@ where
     }
 
     async fn count_by_status(&self, filter: &ListFilter) -> Result<Vec<(Status, i64)>> {
+        let where_ = ListWhere::of(&self.dialect, filter, false);
         let sql = format!(
             "SELECT status, COUNT(*) FROM executions WHERE {} GROUP BY status",
-            list_where(&self.dialect)
+            where_.sql()
         );
-        let input = input_field(&self.dialect, filter);
-        let counted: Vec<(String, i64)> = bind_list_filter!(
-            sqlx::query_as::<DB, (String, i64)>(&sql),
-            filter,
-            None::<Status>,
-            &input
-        )
-        .fetch_all(&self.reader)
-        .await?;
+        let counted: Vec<(String, i64)> =
+            bind_where!(sqlx::query_as::<DB, (String, i64)>(&sql), where_)
+                .fetch_all(&self.reader)
+                .await?;
         let mut counts = counted
             .into_iter()
             .map(|(status, n)| {

@@ -45,7 +45,7 @@ const DIALECT: Dialect = Dialect {
     // Claims run on the commit connection (`sqlite_tasks`), which says so.
     no_flush: None,
     shard: "0",
-    input_at: "CAST(json_extract(input, $9) AS TEXT)",
+    input_at: "CAST(json_extract(input, {}) AS TEXT)",
     json_path: sqlite_json_path,
 };
 
