@@ -638,14 +638,7 @@ async fn a_person_operates_executions_in_a_browser() {
         "location.pathname === '/executions'",
     )
     .await;
-    let tenant = browser
-        .find(Locator::Css("#tenant"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(tenant, "acme");
+    assert_eq!(text_of(&browser, "#tenant").await, "acme");
 
     // The execution waiting on an approval is in the list; approve it
     // with a payload through the button, and see it complete.
@@ -1173,14 +1166,10 @@ async fn schedules_and_workers_pages_act_as_the_cli_does() {
         "document.querySelector('#origin') !== null",
     )
     .await;
-    let said = browser
-        .find(Locator::Css("#origin"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(said, "HTTP trigger hook, delivery d-1");
+    assert_eq!(
+        text_of(&browser, "#origin").await,
+        "HTTP trigger hook, delivery d-1"
+    );
 
     // Workers: the queue with a waiting task and no worker is called out
     // (the task is queued as soon as an engine runs the execution).

@@ -230,6 +230,18 @@ async fn operator_keys_nodes_and_gauges(db: Db) {
 
 const NOW: i64 = 1_000_000;
 
+/// The ids `filter` lists, in order.
+async fn listed_ids(store: &SharedStore, filter: ListFilter) -> Vec<String> {
+    store
+        .executions()
+        .list_executions(&filter)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
 /// Issue 35 (5): the console's list — workflow and package prefixes, a
 /// time range, a field of the input, paging back as well as forward, and
 /// the counts per status of what the filters find.
@@ -244,19 +256,7 @@ async fn the_list_filters_by_prefix_time_and_input_pages_both_ways_and_counts(db
         store.create_execution(new, NOW + i, None).await.unwrap();
     }
     db.sql("UPDATE executions SET status = 'failed' WHERE id = 'ex_4'");
-    let list = |filter: ListFilter| {
-        let store = store.clone();
-        async move {
-            store
-                .executions()
-                .list_executions(&filter)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|r| r.id)
-                .collect::<Vec<_>>()
-        }
-    };
+    let list = |filter: ListFilter| listed_ids(&store, filter);
     let deploys = ListFilter {
         workflow_prefix: Some("deploy".into()),
         ..ListFilter::default()
@@ -816,16 +816,7 @@ async fn tenants_do_not_share_names_keys_or_listings(db: Db) {
             limit: 1,
             ..ListFilter::default()
         };
-        async move {
-            store
-                .executions()
-                .list_executions(&filter)
-                .await
-                .unwrap()
-                .into_iter()
-                .map(|r| r.id)
-                .collect::<Vec<_>>()
-        }
+        async move { listed_ids(&store, filter).await }
     };
     assert_eq!(list("acme", None).await, ["ex_2"]);
     // Paging: newest first, each page after the last row of the one before.
