@@ -159,14 +159,13 @@ class WorkerRuntime(LocalRuntime):
     def attempt(self) -> int:
         return self._state.task.attempt or 1
 
-    def _replayed(self, position: int, kind: str, args_json: str,
-                  compare_args: bool = True) -> pb.StepCall | None:
+    def _replayed(self, position: int, kind: str, args_json: str) -> pb.StepCall | None:
         """The call the history recorded at ``position``, if it has one;
         a :class:`StepError` ``nondeterminism`` if it is another call."""
         if position >= len(self._history):
             return None
         recorded = self._history[position]
-        if recorded.kind != kind or (compare_args and recorded.args_json != args_json):
+        if recorded.kind != kind or recorded.args_json != args_json:
             self.diverged = StepError(
                 f"at call {position} step '{self._state.task.step}' made a different call "
                 f"than its history recorded: recorded `{recorded.kind}({recorded.args_json})`"
