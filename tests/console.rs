@@ -497,13 +497,7 @@ async fn until(browser: &Client, what: &str, script: &str) {
 async fn submit_key(browser: &Client, key: &str) {
     let field = browser.find(Locator::Css("input[name=key]")).await.unwrap();
     field.send_keys(key).await.unwrap();
-    browser
-        .find(Locator::Css("#login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(browser, "#login button").await;
 }
 
 /// The status badge of the execution page shows `status`.
@@ -643,13 +637,7 @@ async fn a_person_operates_executions_in_a_browser() {
     // The execution waiting on an approval is in the list; approve it
     // with a payload through the button, and see it complete.
     let link = format!("tr[data-id=\"{waiting}\"] a.id");
-    browser
-        .find(Locator::Css(&link))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, &link).await;
     until(&browser, "the execution page", &shows("waiting")).await;
     // Where it stands, from its journal.
     until(
@@ -671,13 +659,7 @@ async fn a_person_operates_executions_in_a_browser() {
     payload.clear().await.unwrap();
     // Invalid JSON is caught before it is sent.
     payload.send_keys("{\"pool\": ").await.unwrap();
-    browser
-        .find(Locator::Css(".approval form.approve button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, ".approval form.approve button").await;
     until(
         &browser,
         "the JSON error",
@@ -878,13 +860,7 @@ async fn a_person_operates_executions_in_a_browser() {
         .send_keys("uploaded")
         .await
         .unwrap();
-    browser
-        .find(Locator::Css("#upload button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#upload button").await;
     until(
         &browser,
         "the package page",
@@ -904,13 +880,7 @@ async fn a_person_operates_executions_in_a_browser() {
         .unwrap();
     input.clear().await.unwrap();
     input.send_keys("{\"n\": 1").await.unwrap();
-    browser
-        .find(Locator::Css("#start button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#start button").await;
     until(
         &browser,
         "the JSON error",
@@ -926,13 +896,7 @@ async fn a_person_operates_executions_in_a_browser() {
             .ends_with("/packages/uploaded")
     );
     input.send_keys("}").await.unwrap();
-    browser
-        .find(Locator::Css("#start button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#start button").await;
     until(
         &browser,
         "the started execution",
@@ -1153,13 +1117,7 @@ async fn schedules_and_workers_pages_act_as_the_cli_does() {
         "document.querySelector('#trigger-hook .deliveries a.id') !== null",
     )
     .await;
-    browser
-        .find(Locator::Css("#trigger-hook .deliveries a.id"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#trigger-hook .deliveries a.id").await;
     until(
         &browser,
         "the delivery's execution",
@@ -1261,6 +1219,17 @@ async fn nothing_ran(browser: &Client, page: &str, shown: bool) {
     }
 }
 
+/// Clicks `css` in the page.
+async fn click(browser: &Client, css: &str) {
+    browser
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+}
+
 /// The text of `css` in the page.
 async fn text_of(browser: &Client, css: &str) -> String {
     browser
@@ -1356,13 +1325,7 @@ async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
         browser.find(Locator::Css("#prev")).await.is_err(),
         "the first page has no newer"
     );
-    browser
-        .find(Locator::Css("#next"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#next").await;
     until(
         &browser,
         "the second page",
@@ -1376,13 +1339,7 @@ async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
         second[2..],
         [&waiting[2], &waiting[1], &waiting[0]].map(|s| s.clone())
     );
-    browser
-        .find(Locator::Css("#prev"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#prev").await;
     until(
         &browser,
         "the first page again",
@@ -1397,13 +1354,7 @@ async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
         .await
         .unwrap();
     field.send_keys("input.name = web-2").await.unwrap();
-    browser
-        .find(Locator::Css("form.filters button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "form.filters button[type=submit]").await;
     until(
         &browser,
         "the input filter",
@@ -1467,13 +1418,7 @@ async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
     .await;
     for id in &waiting[..2] {
         let tick = format!("#rows tr[data-id=\"{id}\"] input[name=id]");
-        browser
-            .find(Locator::Css(&tick))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        click(&browser, &tick).await;
     }
     click_and_confirm(&browser, "#bulk-cancel").await;
     until(
@@ -1507,13 +1452,7 @@ async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
         "document.querySelectorAll('#rows tr[data-id]').length === 3",
     )
     .await;
-    browser
-        .find(Locator::Css("#pick-all"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#pick-all").await;
     click_and_confirm(&browser, "#bulk-retry").await;
     until(
         &browser,

@@ -910,15 +910,15 @@ fn sleeper(db: &Db, port: u16, serve_args: &[&str]) -> (common::Server, Remote, 
 }
 
 fn start_sleeper(cli: &Remote, input: Value) -> String {
-    start_in_sleeper(cli, "pysleeper", input)
+    start_on_q(cli, "sleeper", "pysleeper", input)
 }
 
-/// Starts `workflow` of `pysleeper.py` with its steps on queue `q`.
-fn start_in_sleeper(cli: &Remote, workflow: &str, input: Value) -> String {
+/// Starts `workflow` of package `package` with its steps on queue `q`.
+fn start_on_q(cli: &Remote, package: &str, workflow: &str, input: Value) -> String {
     let input = input.to_string();
     let args = [
         "start",
-        "sleeper",
+        package,
         workflow,
         "--input",
         &input,
@@ -980,7 +980,12 @@ fn a_worker_step_run_again_reads_the_clock_and_random_numbers_of_its_first_run()
     let port = free_port();
     let (_server, cli, key, file) = sleeper(&db, port, &["--worker-hold-ms", "300"]);
     let mut first = PyWorker::serving(PYSLEEPER, &db, port, &key, "q", "py-1");
-    let id = start_in_sleeper(&cli, "pystamp", json!({"marks": file, "sleep_ms": 2000}));
+    let id = start_on_q(
+        &cli,
+        "sleeper",
+        "pystamp",
+        json!({"marks": file, "sleep_ms": 2000}),
+    );
     first.wait_log(
         &format!("step stamp of execution {id} (attempt 1): sleeps until"),
         LONG,
@@ -1283,19 +1288,7 @@ fn an_approval_inside_a_worker_step_is_decided_while_no_worker_runs(db: Db) {
     let port = free_port();
     let (_server, cli, key) = serving(&db, port, &[], PYAPPROVE, "approve");
     let file = db.dir.path().join("marks.txt");
-    let start = |input: Value| {
-        let input = input.to_string();
-        let args = [
-            "start",
-            "approve",
-            "pyapprove",
-            "--input",
-            &input,
-            "--worker-queue",
-            "q",
-        ];
-        cli.ok(&args).trim().to_owned()
-    };
+    let start = |input: Value| start_on_q(&cli, "approve", "pyapprove", input);
     let mut first = PyWorker::serving(PYAPPROVE, &db, port, &key, "q", "py-1");
     let id = start(json!({"marks": file, "version": "1.2"}));
     first.wait_log(
@@ -1348,19 +1341,7 @@ fn an_approval_inside_a_worker_step_is_decided_while_no_worker_runs(db: Db) {
 fn a_signal_awaited_inside_a_worker_step_arrives_while_no_worker_runs(db: Db) {
     let port = free_port();
     let (_server, cli, key) = serving(&db, port, &[], PYAPPROVE, "approve");
-    let start = |input: Value| {
-        let input = input.to_string();
-        let args = [
-            "start",
-            "approve",
-            "pysignal",
-            "--input",
-            &input,
-            "--worker-queue",
-            "q",
-        ];
-        cli.ok(&args).trim().to_owned()
-    };
+    let start = |input: Value| start_on_q(&cli, "approve", "pysignal", input);
     let file = db.dir.path().join("marks.txt");
     let mut first = PyWorker::serving(PYAPPROVE, &db, port, &key, "q", "py-1");
     let id = start(json!({"marks": file}));

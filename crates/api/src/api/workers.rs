@@ -301,11 +301,11 @@ impl Api {
                 now,
             )
             .await?;
-        if recorded.kind == "signal" {
+        let recorded = match recorded.kind.as_str() {
             // One sent already is taken at once.
-            let recorded = self.resolve_signal(&token.id, &recorded).await?;
-            return Ok((recorded, now));
-        }
+            "signal" => self.resolve_signal(&token.id, &recorded).await?,
+            _ => recorded,
+        };
         Ok((recorded, now))
     }
 
@@ -366,9 +366,12 @@ impl Api {
         Ok(())
     }
 
-    /// A claim as its worker receives it: with the step's history, and how
-    /// long a wait in it may hold the worker.
-    async fn task_of(&self, claim: TaskClaim) -> Result<pb::WorkerTask> {
+    /// A claim, if any, as its worker receives it: with the step's
+    /// history, and how long a wait in it may hold the worker.
+    async fn task_of(&self, claim: Option<TaskClaim>) -> Result<Option<pb::WorkerTask>> {
+        let Some(claim) = claim else {
+            return Ok(None);
+        };
         let mut history = match claim.resumed {
             true => self.store().tasks().step_calls(&claim.token.id).await?,
             false => Vec::new(),
@@ -377,7 +380,7 @@ impl Api {
         let hold_ms = self
             .node("serving workers")
             .map_or(0, |n| n.config().worker_hold.as_millis() as i64);
-        Ok(pb::WorkerTask {
+        Ok(Some(pb::WorkerTask {
             token: claim.token.to_string(),
             execution_id: claim.token.id.execution_id.clone(),
             step: claim.step,
@@ -388,7 +391,7 @@ impl Api {
             history: history.into_iter().map(step_call_to_pb).collect(),
             hold_ms,
             now_ms: self.now_ms(),
-        })
+        }))
     }
 
     pub async fn unregister_worker(&self, tenant: &TenantRecord, worker_id: &str) -> Result<()> {
@@ -509,10 +512,7 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
             .poll_task(&tenant, &r.worker_id, &r.queue, wait)
             .await
             .map_err(status)?;
-        let task = match claim {
-            Some(claim) => Some(self.api.task_of(claim).await.map_err(status)?),
-            None => None,
-        };
+        let task = self.api.task_of(claim).await.map_err(status)?;
         Ok(Response::new(pb::PollTaskResponse { task }))
     }
 
@@ -575,10 +575,7 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
                 .map_err(status)?,
             None => None,
         };
-        let task = match claim {
-            Some(claim) => Some(self.api.task_of(claim).await.map_err(status)?),
-            None => None,
-        };
+        let task = self.api.task_of(claim).await.map_err(status)?;
         Ok(Response::new(pb::CompleteTaskResponse { task }))
     }
 
