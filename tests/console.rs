@@ -1253,6 +1253,18 @@ async fn listed(browser: &Client) -> Vec<String> {
     serde_json::from_value(ids).unwrap()
 }
 
+/// Opens the list of the three `approval` executions of the list test.
+async fn approvals(browser: &Client, base: &str) {
+    let url = format!("{base}/executions?workflow=approval");
+    browser.goto(&url).await.unwrap();
+    until(
+        browser,
+        "the approvals",
+        "document.querySelectorAll('#rows tr[data-id]').length === 3",
+    )
+    .await;
+}
+
 /// Issue 35 (5): the executions list counts per status, filters by a
 /// field of the input, a time range and a workflow prefix, pages back as
 /// well as forward, and cancels or retries the executions ticked in it —
@@ -1406,16 +1418,7 @@ async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
     );
 
     // Tick two waiting executions and cancel them.
-    browser
-        .goto(&format!("{base}/executions?workflow=approval"))
-        .await
-        .unwrap();
-    until(
-        &browser,
-        "the approvals",
-        "document.querySelectorAll('#rows tr[data-id]').length === 3",
-    )
-    .await;
+    approvals(&browser, &base).await;
     for id in &waiting[..2] {
         let tick = format!("#rows tr[data-id=\"{id}\"] input[name=id]");
         click(&browser, &tick).await;
@@ -1442,16 +1445,7 @@ async fn the_list_counts_filters_pages_both_ways_and_acts_on_a_selection() {
     wait_status(&cli, &waiting[2], "waiting");
     // Select all (the header's box), then retry: the cancelled two are
     // retried, the waiting one is refused and says why.
-    browser
-        .goto(&format!("{base}/executions?workflow=approval"))
-        .await
-        .unwrap();
-    until(
-        &browser,
-        "the approvals",
-        "document.querySelectorAll('#rows tr[data-id]').length === 3",
-    )
-    .await;
+    approvals(&browser, &base).await;
     click(&browser, "#pick-all").await;
     click_and_confirm(&browser, "#bulk-retry").await;
     until(
