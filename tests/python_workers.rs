@@ -946,6 +946,7 @@ fn a_worker_steps_long_sleep_is_handed_back_and_outlives_its_worker(db: Db) {
         &format!("step nap of execution {id} (attempt 1): sleeps until"),
         LONG,
     );
+    let first_log = first.log();
     first.kill9();
     assert_eq!(marks(&file), "before\n");
     let status = cli.status(&id);
@@ -968,6 +969,34 @@ fn a_worker_steps_long_sleep_is_handed_back_and_outlives_its_worker(db: Db) {
     let journal = cli.journal(&id);
     let seq = step_call_seq(&journal, "nap", 0);
     assert_eq!(attempts(&journal, seq), 1, "one attempt: {journal:?}");
+    // What the step printed, journaled once as the attempt's output, in
+    // order; the run after the sleep printed only its own line.
+    let printed: Vec<(&Value, &Value, &Value)> = journal
+        .iter()
+        .filter(|e| e["kind"] == "output")
+        .map(|e| {
+            (
+                &e["invocation"],
+                &e["payload"]["stream"],
+                &e["payload"]["text"],
+            )
+        })
+        .collect();
+    let invocation = json!(format!("{seq}.1"));
+    assert_eq!(
+        printed,
+        [
+            (&invocation, &json!("stderr"), &json!("nap made before\n")),
+            (&invocation, &json!("stderr"), &json!("nap made after\n")),
+        ],
+        "{journal:?}"
+    );
+    assert!(first_log.contains("nap made before"), "{first_log}");
+    assert!(!log.contains("nap made before"), "printed again: {log}");
+    assert!(log.contains("nap made after"), "{log}");
+    let watched = cli.command(&["watch", &id]).output().unwrap();
+    let watched = String::from_utf8_lossy(&watched.stderr);
+    assert!(watched.contains("[nap] nap made after"), "{watched}");
 }
 
 /// Issue 33: a worker step's clock reads and random numbers are

@@ -145,6 +145,7 @@ async fn complete_then(
                 worker_id: worker.into(),
                 queue: "devops".into(),
             }),
+            before: Vec::new(),
         })
         .await
         .map(|r| r.into_inner().task)

@@ -148,6 +148,7 @@ async fn serve(
                     task.input_json,
                 )),
                 next: None,
+                before: Vec::new(),
             })
             .await
             .unwrap();

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import socket
+import sys
 import time
 import traceback
 from typing import Any, Callable
@@ -115,10 +116,35 @@ def _step_random() -> random.Random | None:
     return None if runtime is None else runtime.generator()
 
 
+class _StepStream:
+    """``sys.stdout`` / ``sys.stderr`` of a worker process: what a step
+    writes is also its output, journaled (see :meth:`WorkerRuntime.output`);
+    a step run again does not print again what its first run printed.
+    Everything else is the real stream's."""
+
+    def __init__(self, real: Any, name: str):
+        self._real = real
+        self._name = name
+
+    def write(self, text: str) -> int:
+        runtime = _step_runtime()
+        if runtime is None or runtime.output(self._name, text):
+            return self._real.write(text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
 def install_patches() -> None:
     """Inside a worker step, the clock and the ``random`` module read the
-    step's journaled values (see :mod:`cerebelum._patches`)."""
+    step's journaled values (see :mod:`cerebelum._patches`), and what it
+    prints is journaled as its output."""
     _patches.install(_step_clock, _step_random)
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _StepStream):
+            setattr(sys, name, _StepStream(stream, name))
 
 
 def _real_ms() -> int:
@@ -132,10 +158,11 @@ class WorkerRuntime(LocalRuntime):
     ``poll`` check, a clock read, a random seed, an HTTP request) is
     recorded by the server as the step's history (RecordCall), and
     replayed from it when the step runs again. The calls the worker
-    answers itself (the clock, a seed, an HTTP response) are sent with the
-    step's next call that needs the server, in the same request: a step
-    that dies before then makes them again, as code between two durable
-    calls runs at least once."""
+    answers itself (the clock, a seed, an HTTP response, what the step
+    printed) are sent with the step's next call that needs the server, in
+    the same request, or with its completion: a step that dies before then
+    makes them again, as code between two durable calls runs at least
+    once."""
 
     def __init__(self, state: _Task, approval_handler: Callable | None,
                  secrets: dict | None, client: Client | None = None):
@@ -147,6 +174,12 @@ class WorkerRuntime(LocalRuntime):
         self._approvals: dict[str, int] = {}
         #: Calls answered here, not yet sent (see the class's docstring).
         self._unsent: list[pb.StepCall] = []
+        #: What the step printed since its last call: (stream, text).
+        self._printed: list[tuple[str, str]] = []
+        #: The position of the history's last call that is not output:
+        #: up to it the step replays (and prints nothing again).
+        self._replays_to = max((i for i, c in enumerate(self._history)
+                                if c.kind != "output"), default=-1)
         self._random: random.Random | None = None
         self._secret_values: set[str] = set()
         #: The nondeterminism found, if any: the step fails with it even
@@ -174,10 +207,47 @@ class WorkerRuntime(LocalRuntime):
             raise self.diverged
         return recorded
 
+    def output(self, stream: str, text: str) -> bool:
+        """Keeps ``text``, written to ``stream`` by the step, to be
+        journaled as its output before its next call; whether to print it
+        (not if the step is replaying: its first run printed it)."""
+        self._printed.append((stream, text))
+        return self._position > self._replays_to
+
+    def _cut_output(self) -> None:
+        """Makes what the step printed since its last call the next
+        calls, ``output`` (one per stream change), answered here. A replay
+        passes the output its history recorded there, whatever it printed
+        now: output is matched by kind only, as the sandbox's."""
+        printed, self._printed = self._printed, []
+        while (self._position < len(self._history)
+               and self._history[self._position].kind == "output"):
+            self._position += 1
+        if self._position < len(self._history):
+            return  # printed by a replay: journaled by the first run
+        merged: list[list[str]] = []
+        for stream, text in printed:
+            if merged and merged[-1][0] == stream:
+                merged[-1][1] += text
+            elif text:
+                merged.append([stream, text])
+        for stream, text in merged:
+            args = self._redact(json.dumps({"stream": stream, "text": text}))
+            self._unsent.append(pb.StepCall(position=self._position, kind="output",
+                                            args_json=args, answer_json="null"))
+            self._position += 1
+
+    def last_calls(self) -> list[pb.StepCall]:
+        """The calls answered here since the step's last recorded one,
+        its last output with them: to send with its completion."""
+        self._cut_output()
+        return [] if self.diverged is not None else self._unsent
+
     def _answered_here(self, kind: str, args: Any, compute: Callable[[], Any]) -> Any:
         """The answer of the step's next call that this worker answers
         itself: the one its history recorded at this position, or
         ``compute()``'s (JSON-able), recorded with the next call sent."""
+        self._cut_output()
         position = self._position
         args_json = self._redact(json.dumps(args))
         recorded = self._replayed(position, kind, args_json)
@@ -243,6 +313,7 @@ class WorkerRuntime(LocalRuntime):
         """The answer (JSON) of the step's next durable call: the one its
         history recorded at this position (then no server time), or the
         server's as it records it now (with the server's clock)."""
+        self._cut_output()
         position = self._position
         args_json = json.dumps(args)
         recorded = self._replayed(position, kind, args_json)
@@ -284,6 +355,7 @@ class WorkerRuntime(LocalRuntime):
                 await asyncio.sleep(min(5.0, 0.2 * 2 ** failures))
 
     async def recorded(self, name, compute, what=None):
+        self._cut_output()
         position = self._position
         if position < len(self._history):
             answer, _ = await self._record(name, None)
@@ -376,7 +448,15 @@ async def run_task_step(step: Step, input_json: str,
                         runtime: WorkerRuntime) -> pb.CompleteTaskRequest:
     """Runs ``step`` on a task's input as the package's ``run-step`` export
     does inside the engine; the outcome for CompleteTask (``result_json``
-    or ``error`` set, no token yet)."""
+    or ``error`` set, and the calls answered here since the last one
+    recorded, such as the step's last output; no token yet)."""
+    outcome = await _run_step(step, input_json, runtime)
+    outcome.before.extend(runtime.last_calls())
+    return outcome
+
+
+async def _run_step(step: Step, input_json: str,
+                    runtime: WorkerRuntime) -> pb.CompleteTaskRequest:
     current = _CURRENT.set(runtime)
     try:
         env = json.loads(input_json)

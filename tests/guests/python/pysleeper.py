@@ -7,6 +7,7 @@ neither mark when the step runs again."""
 
 import os
 import random
+import sys
 import time
 
 from cerebelum import Context, retry, sleep, step, workflow
@@ -24,8 +25,11 @@ async def nap(context: Context, inputs: dict) -> dict:
     if flip and os.path.exists(flip):
         await sleep(1)  # a first call other than the one its history recorded
     before = await retry(mark, inputs["marks"], "before")
+    # Journaled as the step's output; a run again prints only what is new.
+    print(f"nap made {before}", file=sys.stderr)
     await sleep(inputs["sleep_ms"])
     after = await retry(mark, inputs["marks"], "after")
+    print(f"nap made {after}", file=sys.stderr)
     return {"before": before, "after": after, "attempt": context.attempt}
 
 

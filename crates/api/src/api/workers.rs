@@ -147,12 +147,16 @@ impl Api {
     }
 
     /// Completes the claim `token` with the step's outcome and wakes the
-    /// execution if it waits on this node.
+    /// execution if it waits on this node. `before` are the calls the
+    /// worker answered itself since its last recorded one (its last
+    /// `output` lines), recorded first: sent again with a retried
+    /// completion, they are kept once.
     pub async fn complete_task(
         &self,
         tenant: &TenantRecord,
         token_text: &str,
         outcome: std::result::Result<Value, CallError>,
+        before: Vec<StepCallRecord>,
     ) -> Result<()> {
         let token = token(token_text)?;
         let size = match &outcome {
@@ -160,8 +164,15 @@ impl Api {
             Err(e) => e.message.len() + e.details.as_ref().map_or(0, |d| d.to_string().len()),
         };
         self.check_payload(tenant, "the task's outcome", size)?;
-        self.store()
-            .tasks()
+        let tasks = self.store().tasks();
+        if !before.is_empty() {
+            let size = checked_calls(&before)?;
+            self.check_payload(tenant, "the step's last calls", size)?;
+            tasks
+                .record_step_calls(&tenant.name, &token, &before, None, self.now_ms())
+                .await?;
+        }
+        tasks
             .complete_task(&tenant.name, &token, &outcome, self.now_ms())
             .await?;
         if let Ok(node) = self.node("completing a task") {
@@ -220,17 +231,12 @@ impl Api {
     ) -> Result<(StepCallRecord, i64)> {
         let token = token(token_text)?;
         let (kind, args) = (call.kind.as_str(), call.args.as_str());
-        let mut size = 0;
-        for earlier in &before {
-            check_len("the call's kind", &earlier.kind, MAX_NAME_BYTES)?;
-            json_of("arguments", &earlier.kind, &earlier.args)?;
-            json_of("answer", &earlier.kind, &earlier.answer)?;
-            size += earlier.args.len() + earlier.answer.len();
-        }
+        let mut size = checked_calls(&before)?;
         check_len("the call's kind", kind, MAX_NAME_BYTES)?;
         size += args.len() + answer.as_ref().map_or(0, String::len);
         self.check_payload(tenant, "the call", size)?;
         let args_value = json_of("arguments", kind, args)?;
+        check_output(kind, &args_value)?;
         let now = self.now_ms();
         let mut approval = None;
         let answer = match (kind, answer) {
@@ -426,6 +432,37 @@ impl Api {
     }
 }
 
+/// The size of calls a worker answered itself (sent to be recorded), if
+/// each has a kind of a name's length and JSON arguments and answer.
+fn checked_calls(calls: &[StepCallRecord]) -> Result<usize> {
+    let mut size = 0;
+    for call in calls {
+        check_len("the call's kind", &call.kind, MAX_NAME_BYTES)?;
+        let args = json_of("arguments", &call.kind, &call.args)?;
+        check_output(&call.kind, &args)?;
+        json_of("answer", &call.kind, &call.answer)?;
+        size += call.args.len() + call.answer.len();
+    }
+    Ok(size)
+}
+
+/// An `output` call's arguments name the stream and hold the text (the
+/// engine journals them as the step's output).
+fn check_output(kind: &str, args: &Value) -> Result<()> {
+    let stream = args.get("stream").and_then(Value::as_str);
+    if kind == "output"
+        && (!matches!(stream, Some("stdout" | "stderr"))
+            || !args.get("text").is_some_and(Value::is_string))
+    {
+        return Err(Error::InvalidInput(
+            "an output call's arguments are {\"stream\": \"stdout\" or \"stderr\", \"text\": \
+             the text printed}"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `text`, the `what` (arguments or answer) of a call of kind `kind`,
 /// as JSON (empty: `null`), or an error that says which is not JSON.
 fn json_of(what: &str, kind: &str, text: &str) -> Result<Value> {
@@ -563,7 +600,12 @@ impl pb::worker_service_server::WorkerService for WorkerGrpc {
             }
         };
         self.api
-            .complete_task(&tenant, &r.token, outcome)
+            .complete_task(
+                &tenant,
+                &r.token,
+                outcome,
+                r.before.into_iter().map(step_call_from_pb).collect(),
+            )
             .await
             .map_err(status)?;
         // A claim of what is queued now, without waiting.

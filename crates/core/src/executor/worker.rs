@@ -6,7 +6,7 @@
 
 use super::replay::Interrupt;
 use super::state::ExecState;
-use crate::journal::{Attempt, CallError, Event, Outcome};
+use crate::journal::{Attempt, CallError, Event, Outcome, Output};
 use crate::model::{TaskId, TaskSpec, TaskStatus, TaskTimeouts};
 use crate::store::{NewEntry, SideWrite};
 use std::collections::HashMap;
@@ -82,6 +82,8 @@ pub enum WorkerEnd {
     Returned {
         outcome: Outcome,
         worker: Option<String>,
+        /// What the step printed in this attempt, in order.
+        output: Vec<Output>,
     },
     /// The execution was cancelled while it waited: the caller delivers
     /// the cancellation and closes the task.
@@ -211,6 +213,7 @@ impl WorkerAttempt<'_> {
                 return Ok(WorkerEnd::Returned {
                     outcome,
                     worker: task.worker,
+                    output: printed(exec, id).await?,
                 });
             }
             let now = engine.now_ms();
@@ -219,6 +222,7 @@ impl WorkerAttempt<'_> {
                 return Ok(WorkerEnd::Returned {
                     outcome: Err(CallError::cancelled()),
                     worker: task.worker,
+                    output: printed(exec, id).await?,
                 });
             }
             if task.deadline_at_ms.is_some_and(|d| d <= now) {
@@ -250,4 +254,29 @@ impl WorkerAttempt<'_> {
             }
         }
     }
+}
+
+/// What attempt `id`'s step printed: the `output` calls its worker
+/// recorded (args `{"stream", "text"}`), as the sandbox's output is
+/// journaled.
+async fn printed(exec: &ExecState, id: &TaskId) -> Result<Vec<Output>, Interrupt> {
+    let calls = exec
+        .engine
+        .store
+        .tasks()
+        .attempt_calls(id, "output")
+        .await?;
+    Ok(calls
+        .into_iter()
+        .map(|call| {
+            // Checked when recorded: {"stream": "stdout"|"stderr", "text": ...}.
+            let args: serde_json::Value = serde_json::from_str(&call.args).unwrap_or_default();
+            let field = |name| args.get(name).and_then(|v| v.as_str()).unwrap_or_default();
+            Output {
+                stream: field("stream").to_owned(),
+                bytes: field("text").len() as u64,
+                text: field("text").to_owned(),
+            }
+        })
+        .collect())
 }

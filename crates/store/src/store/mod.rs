@@ -415,6 +415,11 @@ pub trait Tasks: Send + Sync {
     /// afresh), and its own.
     async fn step_calls(&self, id: &TaskId) -> Result<Vec<StepCallRecord>>;
 
+    /// The calls of `kind` that attempt `id` itself recorded, in order
+    /// (not those it inherited): the `output` its step printed, which the
+    /// engine journals with the attempt's outcome.
+    async fn attempt_calls(&self, id: &TaskId, kind: &str) -> Result<Vec<StepCallRecord>>;
+
     /// Records the next durable calls of the step the claim `token` runs,
     /// in order, in one transaction (the first one's `position` must be
     /// the length of its history, the others follow it). A call sent

@@ -262,6 +262,16 @@ pub(super) fn task_row(row: &impl Columns) -> Result<Row> {
     })
 }
 
+fn step_call_row(row: &impl Columns) -> Result<StepCallRecord> {
+    Ok(StepCallRecord {
+        position: row.number("position")?,
+        kind: row.string("kind")?,
+        args: row.string("args")?,
+        answer: row.string("answer")?,
+        at_ms: row.number("at")?,
+    })
+}
+
 pub(super) fn task_not_found(tenant: Option<&str>, id: &TaskId) -> Error {
     let whose = tenant
         .map(|t| format!(" of tenant '{t}'"))
@@ -534,6 +544,22 @@ where
     async fn step_calls(&self, id: &TaskId) -> Result<Vec<StepCallRecord>> {
         let mut conn = self.reader.acquire().await?;
         self.history(&mut conn, id).await
+    }
+
+    async fn attempt_calls(&self, id: &TaskId, kind: &str) -> Result<Vec<StepCallRecord>> {
+        let mut conn = self.reader.acquire().await?;
+        let rows = sqlx::query::<DB>(
+            "SELECT position, kind, args, answer, at FROM step_calls \
+             WHERE execution_id = $1 AND seq = $2 AND attempt = $3 AND kind = $4 \
+             ORDER BY position",
+        )
+        .bind(id.execution_id.as_str())
+        .bind(id.seq)
+        .bind(i64::from(id.attempt))
+        .bind(kind)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter().map(step_call_row).collect()
     }
 
     async fn record_step_calls(
@@ -1005,17 +1031,7 @@ where
         .bind(i64::from(id.attempt))
         .fetch_all(&mut *conn)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StepCallRecord {
-                    position: row.number("position")?,
-                    kind: row.string("kind")?,
-                    args: row.string("args")?,
-                    answer: row.string("answer")?,
-                    at_ms: row.number("at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(step_call_row).collect()
     }
 
     async fn resolve_signal_in(

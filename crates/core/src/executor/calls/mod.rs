@@ -122,8 +122,9 @@ impl ExecState {
         Ok(result)
     }
 
-    /// Journals the result of the call at `seq`, after `served` (the
-    /// worker that served it, in the same commit).
+    /// Journals the result of the call at `seq`, after `served` (what a
+    /// worker's step printed and the worker that served it, in the same
+    /// commit).
     ///
     /// A worker's outcome is not waited for: the task keeps it durably, so
     /// after a crash that loses the entries the open attempt finds it again
@@ -134,13 +135,13 @@ impl ExecState {
         invocation: &str,
         seq: i64,
         result: CallResult,
-        served: Option<NewEntry>,
+        mut served: Vec<NewEntry>,
     ) -> CallOutcome {
-        let Some(served) = served else {
+        if served.is_empty() {
             return self
                 .resolve(invocation, seq, result, true, Vec::new())
                 .await;
-        };
+        }
         let entry = NewEntry::new(
             invocation,
             Event::Result {
@@ -148,7 +149,8 @@ impl ExecState {
                 outcome: result.clone(),
             },
         );
-        self.writer.push_all(vec![served, entry]).await?;
+        served.push(entry);
+        self.writer.push_all(served).await?;
         Ok(result)
     }
 

@@ -152,8 +152,8 @@ pub async fn run(
             Ran::Outcome(outcome, served) => (outcome, served),
             Ran::Cancelled(done) => return done,
         };
-        if let Some(served) = served {
-            exec.writer.push(*served).await?;
+        if !served.is_empty() {
+            exec.writer.push_all(served).await?;
         }
         last_error = None;
         match outcome {

@@ -259,7 +259,7 @@ pub async fn run(
         )
         .await?
         {
-            Ran::Outcome(outcome, served) => (outcome, served.map(|s| *s)),
+            Ran::Outcome(outcome, served) => (outcome, served),
             Ran::Cancelled(done) => return done,
         };
         let error = match outcome {
@@ -324,15 +324,12 @@ pub async fn run(
                 failed: failure,
             },
         );
-        match served {
-            Some(served) => {
-                exec.writer
-                    .commit(vec![served, failed_entry], Vec::new(), None)
-                    .await?
-            }
-            None => {
-                exec.writer.push_durable(failed_entry).await?;
-            }
+        if served.is_empty() {
+            exec.writer.push_durable(failed_entry).await?;
+        } else {
+            let mut entries = served;
+            entries.push(failed_entry);
+            exec.writer.commit(entries, Vec::new(), None).await?;
         }
         attempt += 1;
         invocation = step_invocation(seq, attempt);
@@ -375,9 +372,11 @@ pub struct Placement<'a> {
 
 /// How an attempt ended.
 pub enum Ran {
-    /// With the worker that served it, as a journal entry to write with
-    /// the outcome (none in the sandbox, or if no worker took it).
-    Outcome(Outcome, Option<Box<NewEntry>>),
+    /// With the journal entries to write before the outcome, in its
+    /// commit: on a worker, what the step printed and the worker that
+    /// served it (none in the sandbox, which journals its output as it
+    /// goes).
+    Outcome(Outcome, Vec<NewEntry>),
     /// The execution was cancelled while a worker had it: delivered.
     Cancelled(CallOutcome),
 }
@@ -431,7 +430,7 @@ pub async fn run_attempt(
             },
         )
         .await;
-        return Ok(Ran::Outcome(outcome, None));
+        return Ok(Ran::Outcome(outcome, Vec::new()));
     };
     let mut on_worker = WorkerAttempt {
         caller: place.caller,
@@ -457,9 +456,20 @@ pub async fn run_attempt(
         on_worker.open(exec).await?;
     }
     match on_worker.wait(exec, !resume).await? {
-        WorkerEnd::Returned { outcome, worker } => {
-            let served = worker.map(|worker| {
-                Box::new(NewEntry::new(
+        WorkerEnd::Returned {
+            outcome,
+            worker,
+            output,
+        } => {
+            // What the step printed, as a sandboxed attempt's output, then
+            // the worker that served it.
+            let printed_by = step_invocation(place.seq, *attempt);
+            let mut entries: Vec<NewEntry> = output
+                .into_iter()
+                .map(|out| NewEntry::new(printed_by.as_str(), Event::Output(out)))
+                .collect();
+            entries.extend(worker.map(|worker| {
+                NewEntry::new(
                     place.caller,
                     Event::Served {
                         call: place.seq,
@@ -469,11 +479,11 @@ pub async fn run_attempt(
                             worker,
                         },
                     },
-                ))
-            });
+                )
+            }));
             Ok(Ran::Outcome(
                 Outcome::Returned(outcome.map(|v| v.to_string())),
-                served,
+                entries,
             ))
         }
         WorkerEnd::Cancelled => {
