@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import json
 import random
+import sys
 import time
 
 import grpc
@@ -170,6 +171,56 @@ def test_a_worker_step_run_again_reads_the_clock_and_randomness_it_recorded():
     assert abs(time.time() - _patches.real_time_ns() / 1e9) < 1
     random.seed(7)
     assert random.random() == random.Random(7).random()
+
+
+def define_talker() -> None:
+    """Step ``talker``: prints a line, sleeps, prints two more to stderr."""
+    @step
+    async def talker(context: Context, inputs: dict) -> dict:
+        print("before the sleep")
+        await sleep(5)
+        print("after", file=sys.stderr)
+        print("the sleep", file=sys.stderr)
+        return {}
+
+
+def output_calls(calls) -> list:
+    return [(c.position, json.loads(c.args_json)) for c in calls if c.kind == "output"]
+
+
+def test_what_a_worker_step_prints_goes_with_its_next_call_and_its_completion(capsys):
+    define_talker()
+    requests = run(serve_tasks(task("t1", "talker", {}, hold_ms=60_000)))
+    record = next(r for r in requests if isinstance(r, pb.RecordCallRequest))
+    assert (record.position, record.kind) == (1, "sleep")
+    assert output_calls(record.before) == [(0, {"stream": "stdout", "text": "before the sleep\n"})]
+    done = next(r for r in requests if isinstance(r, pb.CompleteTaskRequest))
+    # One call per change of stream: the two stderr lines are one.
+    assert output_calls(done.before) == [
+        (2, {"stream": "stderr", "text": "after\nthe sleep\n"})]
+    printed = capsys.readouterr()
+    assert "before the sleep" in printed.out and "after\nthe sleep" in printed.err
+
+
+def test_a_worker_step_run_again_does_not_print_its_history_again(capsys):
+    history = [
+        pb.StepCall(position=0, kind="output", args_json=json.dumps(
+            {"stream": "stdout", "text": "something else it printed then\n"}),
+            answer_json="null"),
+        pb.StepCall(position=1, kind="sleep", args_json='{"duration_ms": 5}',
+                    answer_json='{"due_at_ms": 5}'),
+    ]
+    define_talker()
+    requests = run(serve_tasks(task("t1", "talker", {}, hold_ms=60_000, history=history)))
+    assert not [r for r in requests if isinstance(r, pb.RecordCallRequest)]
+    done = next(r for r in requests if isinstance(r, pb.CompleteTaskRequest))
+    assert done.WhichOneof("outcome") == "result_json", done
+    # Output is matched by kind only; what is past the history is new.
+    assert output_calls(done.before) == [
+        (2, {"stream": "stderr", "text": "after\nthe sleep\n"})]
+    printed = capsys.readouterr()
+    assert "before the sleep" not in printed.out, printed
+    assert "after\nthe sleep" in printed.err
 
 
 def test_a_worker_step_whose_clock_read_diverges_fails_even_if_it_catches_it():
