@@ -195,7 +195,7 @@ fn approving_what_nobody_waits_for_is_refused() {
 #[test]
 fn an_unknown_execution_id_is_refused() {
     let db = Db::new();
-    for command in ["status", "journal", "cancel", "retry", "watch"] {
+    for command in ["status", "journal", "cancel", "retry", "watch", "replay"] {
         let stderr = db.fails(&[command, "ex_missing"]);
         assert_mentions(&stderr, &["no execution with id 'ex_missing'"]);
     }

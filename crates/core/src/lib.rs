@@ -7,7 +7,7 @@
 pub mod executor;
 pub mod http;
 
-pub use executor::{Engine, EngineConfig};
+pub use executor::{Engine, EngineConfig, ReplayReport};
 
 use cerebelum_runtime::runtime;
 use cerebelum_store::{secrets, store};

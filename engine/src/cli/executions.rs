@@ -92,6 +92,25 @@ pub(crate) struct JournalArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct ReplayArgs {
+    /// The execution id.
+    id: String,
+    /// Replay against this component (a `.wasm` file, e.g. a new build of
+    /// the package; it is not uploaded).
+    #[arg(long, value_name = "FILE", conflicts_with = "version")]
+    component: Option<std::path::PathBuf>,
+    /// Replay against this version of the execution's package (default:
+    /// the version it runs).
+    #[arg(long, value_name = "V")]
+    version: Option<i64>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
 pub(crate) struct ApproveArgs {
     /// The execution id.
     id: String,
@@ -332,6 +351,79 @@ pub(crate) async fn journal(cli: &Cli, args: &JournalArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Replays an execution against other code, without side effects: exit
+/// status 1 if that code diverges from its journal.
+pub(crate) async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode> {
+    use anyhow::Context as _;
+    let component = match &args.component {
+        Some(path) => {
+            Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
+        }
+        None => None,
+    };
+    let r = ops(cli, Needs::Engine(&args.engine))
+        .await?
+        .replay(&args.id, component, args.version)
+        .await?;
+    let against = match &args.component {
+        Some(path) => path.display().to_string(),
+        None => format!("{} v{}", r.package, r.version),
+    };
+    let ended = cerebelum::api::convert::status_from_pb(r.ended());
+    let diverged_at = r.divergence.as_deref().and_then(diverged_at);
+    if args.json {
+        let report = serde_json::json!({
+            "id": args.id,
+            "package": r.package,
+            "version": r.version,
+            "sha256": r.sha256,
+            "entries": r.entries,
+            "compatible": r.divergence.is_none(),
+            "diverged_at": diverged_at,
+            "divergence": r.divergence,
+            "ended": ended.map(|s| s.as_str()),
+            "error": r.error,
+        });
+        out!("{}", serde_json::to_string_pretty(&report)?);
+    } else if let Some(divergence) = &r.divergence {
+        let at = diverged_at.map_or(String::new(), |seq| {
+            format!(" at entry {seq} of {}", r.entries)
+        });
+        out!("{} diverges from {against}{at}: {divergence}", args.id);
+    } else {
+        let then = match ended {
+            Some(cerebelum::model::Status::Completed) => {
+                "the code then completes the workflow".to_owned()
+            }
+            Some(cerebelum::model::Status::Failed) => format!(
+                "the code then fails the workflow: {}",
+                r.error.as_deref().unwrap_or("no error given")
+            ),
+            _ => "it would go on from there".to_owned(),
+        };
+        out!(
+            "{} is compatible with {against} through entry {n} of {n}; {then}",
+            args.id,
+            n = r.entries
+        );
+    }
+    Ok(if r.divergence.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The journal entry a `nondeterminism` message names ("at seq N ...").
+fn diverged_at(message: &str) -> Option<i64> {
+    message
+        .strip_prefix("at seq ")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 pub(crate) async fn approve(cli: &Cli, args: &ApproveArgs) -> Result<ExitCode> {

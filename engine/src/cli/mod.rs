@@ -221,6 +221,12 @@ enum Command {
     Watch(executions::WatchArgs),
     /// Print an execution's journal.
     Journal(executions::JournalArgs),
+    /// Replay an execution against other code (a new build of its package,
+    /// another version) without side effects: whether that code makes the
+    /// calls its journal recorded, or where it first differs. Steps,
+    /// sleeps, approvals and HTTP are answered from the journal; nothing
+    /// runs live and nothing is stored. Exit status 1 if it diverges.
+    Replay(executions::ReplayArgs),
     /// Send a signal to an execution: stored at once, in order, and taken
     /// by the workflow's next `await-signal` of that name (buffered until
     /// then).
@@ -312,6 +318,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::List(args) => executions::list(&cli, args).await,
         Command::Watch(args) => executions::follow(&cli, args).await,
         Command::Journal(args) => executions::journal(&cli, args).await,
+        Command::Replay(args) => executions::replay(&cli, args).await,
         Command::Signal(args) => executions::signal(&cli, args).await,
         Command::Approve(args) => executions::approve(&cli, args).await,
         Command::Reject(args) => executions::reject(&cli, args).await,

@@ -34,6 +34,7 @@ const SERVICE: &str = "/cerebelum.v1.";
 const ADMIN: &str = "/cerebelum.v1.Admin/";
 /// The upload RPC, whose limit is the tenant's package quota.
 const UPLOAD: &str = "/cerebelum.v1.Cerebelum/UploadPackage";
+const REPLAY: &str = "/cerebelum.v1.Cerebelum/ReplayExecution";
 /// Room for the fields of a request besides its payload (names, ids).
 const ROOM: u64 = 64 << 10;
 
@@ -213,7 +214,9 @@ where
                 Err(status) => return Ok(status.into_http()),
             };
             let quotas = api.quotas(&caller.tenant);
-            let (limit, what) = if request.uri().path() == UPLOAD {
+            // A component to upload, or to replay an execution against.
+            let carries_package = [UPLOAD, REPLAY].contains(&request.uri().path());
+            let (limit, what) = if carries_package {
                 (quotas.max_package_bytes, "max package size")
             } else {
                 (quotas.max_payload_bytes, "max payload size")

@@ -441,6 +441,28 @@ impl Client {
         entries(reply.map_err(|s| self.error(s))?.into_inner().entries)
     }
 
+    /// Replays execution `id` against `component` (bytes), `version` of its
+    /// package, or (neither) its own version, without side effects.
+    pub async fn replay(
+        &self,
+        id: &str,
+        component: Option<Vec<u8>>,
+        version: Option<i64>,
+    ) -> Result<pb::ReplayExecutionResponse> {
+        use pb::replay_execution_request::Target;
+        let target = match (component, version) {
+            (Some(bytes), _) => Some(Target::Component(bytes)),
+            (None, Some(version)) => Some(Target::Version(version)),
+            (None, None) => None,
+        };
+        let request = pb::ReplayExecutionRequest {
+            id: id.to_owned(),
+            target,
+        };
+        let reply = self.grpc().replay_execution(request).await;
+        Ok(reply.map_err(|s| self.error(s))?.into_inner())
+    }
+
     /// Approves or rejects what execution `id` waits for under `key`.
     pub async fn decide(&self, id: &str, key: &str, decision: Decision) -> Result<ApprovalRecord> {
         let mut client = self.grpc();

@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::convert::{self, entry_to_pb, execution_to_pb, package_to_pb};
 use super::pb;
 use super::schedules::NewSchedule;
-use super::service::{Api, StartRequest, WatchEvent};
+use super::service::{Api, ReplayTarget, StartRequest, WatchEvent};
 use super::streams::Streams;
 use super::triggers::NewTrigger;
 use crate::error::{DISK_FULL, Error};
@@ -549,6 +549,34 @@ impl pb::cerebelum_server::Cerebelum for Service {
             .map_err(status)?;
         Ok(Response::new(pb::GetJournalResponse {
             entries: entries.iter().map(entry_to_pb).collect(),
+        }))
+    }
+
+    async fn replay_execution(
+        &self,
+        request: Request<pb::ReplayExecutionRequest>,
+    ) -> Reply<pb::ReplayExecutionResponse> {
+        use pb::replay_execution_request::Target;
+        let tenant = tenant(&request)?;
+        let r = request.into_inner();
+        let target = match r.target {
+            None => ReplayTarget::Own,
+            Some(Target::Component(bytes)) => ReplayTarget::Component(bytes),
+            Some(Target::Version(version)) => ReplayTarget::Version(version),
+        };
+        let (report, package, version) = self
+            .api
+            .replay(&tenant, &r.id, target)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ReplayExecutionResponse {
+            entries: report.entries,
+            divergence: report.divergence,
+            ended: convert::status_to_pb(report.ended) as i32,
+            error: report.error,
+            package,
+            version,
+            sha256: report.sha256,
         }))
     }
 }

@@ -7,7 +7,7 @@
 use super::audit::Actor;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
-use crate::executor::{Engine, check_package_name};
+use crate::executor::{Engine, ReplayReport, check_package_name};
 use crate::journal::Entry;
 use crate::model::{
     ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, SignalRecord,
@@ -17,6 +17,16 @@ use crate::store::{Feeds, Follower, NewSignal, SharedStore, execution_not_found}
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// What [`Api::replay`] replays an execution against.
+pub enum ReplayTarget {
+    /// The execution's own package version.
+    Own,
+    /// A component, not stored.
+    Component(Vec<u8>),
+    /// A version of the execution's package.
+    Version(i64),
+}
 
 pub use crate::model::DEFAULT_QUOTAS;
 /// One event of [`Api::watch`].
@@ -350,18 +360,57 @@ impl Api {
     ) -> Result<PackageRecord> {
         check_len("the package name", name, MAX_NAME_BYTES)?;
         check_package_name(name)?;
+        self.check_package_size(tenant, wasm.len())?;
+        self.node("uploading a package")?
+            .upload(&tenant.name, name, wasm)
+            .await
+    }
+
+    fn check_package_size(&self, tenant: &TenantRecord, len: usize) -> Result<()> {
         let limit = self.quotas(tenant).max_package_bytes.unwrap_or(i64::MAX);
-        if wasm.len() as i64 > limit {
+        if len as i64 > limit {
             return Err(Error::QuotaExceeded(format!(
                 "the package is {} but tenant '{}' may upload at most {} (max package size)",
-                mib(wasm.len() as i64),
+                mib(len as i64),
                 tenant.name,
                 mib(limit)
             )));
         }
-        self.node("uploading a package")?
-            .upload(&tenant.name, name, wasm)
-            .await
+        Ok(())
+    }
+
+    /// Replays execution `id` against `target` without side effects
+    /// (see [`Engine::replay_check`]); the report, and the package name
+    /// and version replayed against (version 0: a component not stored).
+    pub async fn replay(
+        &self,
+        tenant: &TenantRecord,
+        id: &str,
+        target: ReplayTarget,
+    ) -> Result<(ReplayReport, String, i64)> {
+        let record = self.owned(tenant, id).await?;
+        let catalog = self.store.catalog();
+        let (version, bytes) = match target {
+            ReplayTarget::Component(bytes) => {
+                self.check_package_size(tenant, bytes.len())?;
+                (0, bytes)
+            }
+            ReplayTarget::Own => (
+                record.package_version,
+                catalog.package_bytes(&record.package_sha256).await?,
+            ),
+            ReplayTarget::Version(version) => {
+                let package = catalog
+                    .find_package(&tenant.name, &record.package_name, Some(version))
+                    .await?;
+                (version, catalog.package_bytes(&package.sha256).await?)
+            }
+        };
+        let report = self
+            .node("replaying an execution")?
+            .replay_check(&record, &record.package_name, bytes)
+            .await?;
+        Ok((report, record.package_name, version))
     }
 
     pub async fn list_packages(&self, tenant: &TenantRecord) -> Result<Vec<PackageRecord>> {

@@ -330,6 +330,15 @@ async fn exchange(
         guard.journaled = true;
         return Err(HttpError::InternalError(Some(message)));
     }
+    if exec.engine.config.replay_only {
+        // Past the journal: a replay check sends nothing and ends here.
+        *state.interrupt.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Interrupt::Suspend { wake_at: None });
+        guard.journaled = true;
+        return Err(HttpError::InternalError(Some(
+            "a replay check sends no request".into(),
+        )));
+    }
 
     let answer = match body {
         Err(limit) => HttpAnswer::Error {

@@ -98,6 +98,10 @@ impl Invocation {
         let index = self.exec.index.lock().unwrap_or_else(|p| p.into_inner());
         let cursor = self.cursor.load(Ordering::SeqCst);
         let Some(entry) = index.call(&self.id, cursor) else {
+            if self.exec.engine.config.replay_only {
+                // Past the journal: a replay check ends here.
+                return Err(Interrupt::Suspend { wake_at: None });
+            }
             self.cursor.fetch_add(1, Ordering::SeqCst);
             return Ok(Matched {
                 recorded: Recorded::Live,

@@ -15,12 +15,14 @@ mod host;
 mod http;
 mod invocation;
 pub mod replay;
+mod replay_check;
 mod scheduler;
 mod state;
 mod tenant;
 mod worker;
 
 pub use guest::GuestData;
+pub use replay_check::ReplayReport;
 pub use worker::TaskSignals;
 
 use crate::clock::SharedClock;
@@ -79,6 +81,10 @@ pub struct EngineConfig {
     /// Without it, a sealed secret fails the execution that reads it
     /// with an error that says to give one.
     pub master_key: Option<std::sync::Arc<crate::secrets::MasterKey>>,
+    /// Replays journals and does nothing new (see [`Engine::replay_check`]):
+    /// the first call past an invocation's journal, a step attempt or a
+    /// worker task to start, stops it as a hibernation would.
+    pub replay_only: bool,
 }
 
 /// The longest a start waits for its turn under its tenant's start rate.
@@ -111,6 +117,7 @@ impl EngineConfig {
             quotas: DEFAULT_QUOTAS,
             engine_retry: Duration::from_secs(1),
             master_key: None,
+            replay_only: false,
         }
     }
 }
@@ -147,7 +154,18 @@ pub use crate::util::new_id;
 impl Engine {
     /// A node on `store`. Must be called inside a tokio runtime.
     pub fn new(store: SharedStore, config: EngineConfig, clock: SharedClock) -> Result<Self> {
-        let runtime = Runtime::new(&config.runtime)?;
+        let runtime = Arc::new(Runtime::new(&config.runtime)?);
+        Self::on_runtime(store, config, clock, runtime)
+    }
+
+    /// A node on `store` that runs its guests on `runtime` (another
+    /// node's: its compiled packages and memory budget are shared).
+    fn on_runtime(
+        store: SharedStore,
+        config: EngineConfig,
+        clock: SharedClock,
+        runtime: Arc<Runtime>,
+    ) -> Result<Self> {
         let feeds = Feeds::new(store.clone());
         let node = crate::metrics::metrics();
         let observed = CommitMetrics {

@@ -162,7 +162,7 @@ impl ExecState {
 /// The shared core of an [`Engine`].
 pub struct Inner {
     pub store: SharedStore,
-    pub runtime: Runtime,
+    pub runtime: Arc<Runtime>,
     pub committer: GroupCommitter,
     pub clock: SharedClock,
     pub config: EngineConfig,

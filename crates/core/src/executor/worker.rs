@@ -115,6 +115,10 @@ impl WorkerAttempt<'_> {
     /// Journals the attempt and queues its task, in one durable commit
     /// (a worker can take the task only once the attempt is journaled).
     pub async fn open(&self, exec: &ExecState) -> Result<(), Interrupt> {
+        if exec.engine.config.replay_only {
+            // A task for a worker: a replay check ends here.
+            return Err(Interrupt::Suspend { wake_at: None });
+        }
         // The step's own timeouts, if the package places it on this queue.
         let placed = exec
             .package

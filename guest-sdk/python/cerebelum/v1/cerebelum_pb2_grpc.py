@@ -109,6 +109,11 @@ class CerebelumStub:
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.GetJournalRequest.SerializeToString,
                 response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.GetJournalResponse.FromString,
                 _registered_method=True)
+        self.ReplayExecution = channel.unary_unary(
+                '/cerebelum.v1.Cerebelum/ReplayExecution',
+                request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionRequest.SerializeToString,
+                response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionResponse.FromString,
+                _registered_method=True)
         self.CreateSchedule = channel.unary_unary(
                 '/cerebelum.v1.Cerebelum/CreateSchedule',
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.CreateScheduleRequest.SerializeToString,
@@ -269,6 +274,15 @@ class CerebelumServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayExecution(self, request, context):
+        """Replays an execution's journal against a component, or a version of
+        its package, without side effects: whether that code makes the calls
+        the journal recorded (`cerebelum replay`). Nothing is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateSchedule(self, request, context):
         """Schedules: a workflow of the tenant started at the due times of a cron
         expression in a time zone. Each due time starts at most one execution
@@ -403,6 +417,11 @@ def add_CerebelumServicer_to_server(servicer, server):
                     servicer.GetJournal,
                     request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.GetJournalRequest.FromString,
                     response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.GetJournalResponse.SerializeToString,
+            ),
+            'ReplayExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayExecution,
+                    request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionRequest.FromString,
+                    response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionResponse.SerializeToString,
             ),
             'CreateSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSchedule,
@@ -850,6 +869,33 @@ class Cerebelum:
             '/cerebelum.v1.Cerebelum/GetJournal',
             cerebelum_dot_v1_dot_cerebelum__pb2.GetJournalRequest.SerializeToString,
             cerebelum_dot_v1_dot_cerebelum__pb2.GetJournalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cerebelum.v1.Cerebelum/ReplayExecution',
+            cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionRequest.SerializeToString,
+            cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -512,6 +512,10 @@ async fn push_attempt(
     attempt: u32,
     invocation: &str,
 ) -> Result<(), Interrupt> {
+    if exec.engine.config.replay_only {
+        // A new attempt runs code live: a replay check ends here.
+        return Err(Interrupt::Suspend { wake_at: None });
+    }
     if let Some(rate) = &exec.sandbox.journal_rate
         && exec.engine.runtime.cpu().contended()
     {

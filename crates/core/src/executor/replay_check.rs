@@ -1,0 +1,171 @@
+//! Replaying a recorded execution against a component, without side
+//! effects (`cerebelum replay`): would this code, given this execution's
+//! journal, make the calls the journal recorded?
+//!
+//! The check runs the real executor, on a scratch copy: a temporary SQLite
+//! database holds the component, the execution's record and its journal,
+//! and a node on it — sharing this node's runtime, so compiled components
+//! are not compiled again — drives the execution with
+//! [`EngineConfig::replay_only`](super::EngineConfig::replay_only) set.
+//! Every recorded call is answered from the journal as in any replay; the
+//! first thing the code would do that the journal does not hold (a call
+//! past it, a step attempt, a worker task, an HTTP request) stops it as a
+//! hibernation would. Nothing reaches the real database, the network or a
+//! worker. A call other than the recorded one at the same place is the
+//! replay's ordinary `nondeterminism` error, which names the entry.
+
+use super::drive::drive;
+use super::{Engine, new_id};
+use crate::error::{Error, Result};
+use crate::journal::ErrorKind;
+use crate::model::{ExecutionRecord, NewExecution, Status};
+use crate::runtime::sha256_hex;
+use crate::store::{Claim, CommitOp, Synchronous};
+use std::path::PathBuf;
+
+/// What a replay check found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplayReport {
+    /// Entries in the execution's journal.
+    pub entries: i64,
+    /// The first place the code differs from the journal: the
+    /// `nondeterminism` message, which names the entry (`at seq N`).
+    pub divergence: Option<String>,
+    /// How the replay ended when it did not diverge: `waiting` (it made
+    /// every recorded call and stopped at the next new one), `completed`
+    /// or `failed` (the code ended the workflow there, as it would now).
+    pub ended: Status,
+    /// The workflow's error, when it failed without diverging.
+    pub error: Option<String>,
+    /// The sha256 of the component replayed against.
+    pub sha256: String,
+}
+
+/// A temporary directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(path = %self.0.display(), error = %e, "could not remove a replay check's scratch database");
+        }
+    }
+}
+
+impl Engine {
+    /// Replays execution `record` (of this node's store) against the
+    /// package `bytes` (named `name`), without side effects: see the
+    /// module's documentation.
+    pub async fn replay_check(
+        &self,
+        record: &ExecutionRecord,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<ReplayReport> {
+        let journal = self.inner.store.executions().journal(&record.id, 0).await?;
+        let entries = journal.last().map_or(0, |e| e.seq);
+        let sha = sha256_hex(&bytes);
+        let package = self.inner.runtime.validate(&sha, bytes.clone()).await?;
+        package.info.check_workflow(&record.workflow)?;
+
+        let dir = std::env::temp_dir().join(new_id("cerebelum-replay"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Runtime(format!("creating {}: {e}", dir.display())))?;
+        let scratch = Scratch(dir);
+        let url = scratch.0.join("replay.db");
+        let store = crate::store::open(&url.to_string_lossy(), Synchronous::Normal).await?;
+        let now = self.now_ms();
+        // The tenant's quotas and allow-list (not its secrets: what the
+        // code read of them is in the journal).
+        let tenant = self.inner.store.catalog().tenant(&record.tenant).await?;
+        let catalog = store.catalog();
+        // A new database has the default tenant already.
+        match catalog.tenant(&tenant.name).await {
+            Ok(_) => {
+                catalog
+                    .update_tenant(&tenant.name, &tenant.quotas, &tenant.http_allow)
+                    .await?
+            }
+            Err(Error::NotFound(_)) => {
+                catalog
+                    .create_tenant(&tenant.name, &tenant.quotas, &tenant.http_allow, now)
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        let stored = store
+            .catalog()
+            .put_package(&record.tenant, name, &sha, &bytes, &package.info, now)
+            .await?;
+        let mut config = self.inner.config.clone();
+        config.replay_only = true;
+        let node = Engine::on_runtime(
+            store.clone(),
+            config,
+            self.inner.clock.clone(),
+            self.inner.runtime.clone(),
+        )?;
+        let lease = now + 24 * 3_600_000;
+        let copy = store
+            .create_execution(
+                NewExecution {
+                    id: record.id.clone(),
+                    tenant: record.tenant.clone(),
+                    package_name: stored.name.clone(),
+                    package_version: stored.version,
+                    package_sha256: sha.clone(),
+                    workflow: record.workflow.clone(),
+                    input: record.input.clone(),
+                    idempotency_key: None,
+                    worker_queue: record.worker_queue.clone(),
+                    continued_from: None,
+                    parent_id: None,
+                    detached: false,
+                },
+                now,
+                Some((node.inner.node_id.as_str(), lease)),
+            )
+            .await?;
+        if !journal.is_empty() {
+            let op = CommitOp {
+                create: None,
+                execution_id: record.id.clone(),
+                epoch: copy.epoch,
+                entries: journal,
+                side: Vec::new(),
+                status: None,
+            };
+            for result in store.commit(vec![op], now).await? {
+                result?;
+            }
+        }
+        let claim = Claim {
+            execution_id: record.id.clone(),
+            epoch: copy.epoch,
+            signals: 0,
+            resumed: true,
+            late_ms: None,
+            taken_over: false,
+        };
+        drive(node.inner.clone(), claim).await;
+        let after = store.executions().execution(&record.id).await?;
+        if let Some(error) = after.engine_error.filter(|_| !after.status.is_terminal()) {
+            return Err(Error::Runtime(format!(
+                "the replay check of {} stopped on an engine error: {error}",
+                record.id
+            )));
+        }
+        let error = after.error;
+        let divergence = error
+            .as_ref()
+            .filter(|e| e.kind == ErrorKind::Nondeterminism)
+            .map(|e| e.message.clone());
+        Ok(ReplayReport {
+            entries,
+            ended: after.status,
+            error: error.filter(|_| divergence.is_none()).map(|e| e.message),
+            divergence,
+            sha256: sha,
+        })
+    }
+}
