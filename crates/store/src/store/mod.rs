@@ -55,6 +55,7 @@
 
 mod feed;
 mod group;
+mod migrations;
 mod ops;
 mod postgres;
 mod rows;

@@ -136,10 +136,9 @@ impl PgStore {
             .map_err(|e| cannot(e.to_string()))?;
         // sqlx serialises concurrent migrations with an advisory lock, so
         // nodes starting together on a fresh database are safe.
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .map_err(|e| rows::migrate_error(&shown, e))?;
+        let migrate = |e| rows::migrate_error(&shown, e);
+        let migrator = super::migrations::postgres().await.map_err(migrate)?;
+        migrator.run(&pool).await.map_err(migrate)?;
         Ok(Self {
             sql: Sql {
                 reader: pool.clone(),

@@ -107,10 +107,9 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&writer)
-            .await
-            .map_err(|e| rows::migrate_error(&path.display().to_string(), e))?;
+        let migrate = |e| rows::migrate_error(&path.display().to_string(), e);
+        let migrator = super::migrations::sqlite().await.map_err(migrate)?;
+        migrator.run(&writer).await.map_err(migrate)?;
         drop(lock);
         let reader = connect(4).await?;
         let commits = Arc::new(CommitConnection::open(path, sync == Synchronous::Full)?);
