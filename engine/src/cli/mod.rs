@@ -1,5 +1,5 @@
 //! The commands, one module per group: `serve` (run, serve), `packages`
-//! (upload, packages), `executions` (start, status, list, watch, journal,
+//! (upload, packages), `executions` (start, status, list, watch, journal, replay,
 //! approve, reject, cancel, retry), `admin` and `build`. Each defines its
 //! flags and its work; `flags` holds the flags several share, `connect`
 //! where a command's work goes (a [`cerebelum::api::Client`] of the
@@ -42,7 +42,7 @@ const BY_TASK: &str = "\
 Commands by task:
   Develop:     dev, build, run
   Packages:    upload, packages
-  Executions:  start, status, list, watch, journal
+  Executions:  start, status, list, watch, journal, replay
   Decide:      signal, approve, reject, cancel, pause, resume, retry
   Automate:    schedule, trigger
   Operate:     serve, workers, admin, audit, completions
