@@ -93,8 +93,7 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
-        let stored = store
-            .catalog()
+        let stored = catalog
             .put_package(&record.tenant, name, &sha, &bytes, &package.info, now)
             .await?;
         let mut config = self.inner.config.clone();

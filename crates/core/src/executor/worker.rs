@@ -270,17 +270,28 @@ async fn printed(exec: &ExecState, id: &TaskId) -> Result<Vec<Output>, Interrupt
         .tasks()
         .attempt_calls(id, "output")
         .await?;
-    Ok(calls
+    calls
         .into_iter()
         .map(|call| {
             // Checked when recorded: {"stream": "stdout"|"stderr", "text": ...}.
-            let args: serde_json::Value = serde_json::from_str(&call.args).unwrap_or_default();
-            let field = |name| args.get(name).and_then(|v| v.as_str()).unwrap_or_default();
-            Output {
-                stream: field("stream").to_owned(),
-                bytes: field("text").len() as u64,
-                text: field("text").to_owned(),
-            }
+            let printed: Printed = serde_json::from_str(&call.args).map_err(|e| {
+                Interrupt::Infra(format!(
+                    "output call {} of task {id:?} is not {{\"stream\", \"text\"}}: {e}",
+                    call.position
+                ))
+            })?;
+            Ok(Output {
+                stream: printed.stream,
+                bytes: printed.text.len() as u64,
+                text: printed.text,
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// The arguments of an `output` call.
+#[derive(serde::Deserialize)]
+struct Printed {
+    stream: String,
+    text: String,
 }
