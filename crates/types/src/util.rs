@@ -133,4 +133,24 @@ mod tests {
         assert_eq!(super::datetime(1_764_090_000_123), "2025-11-25 17:00:00");
         assert_eq!(super::time_of_day(1_764_090_000_123), "17:00:00.123");
     }
+
+    /// A float in a user's value (a Python step's `time.time()`, a random
+    /// number) reaches the journal and the client bit for bit: the JSON
+    /// parser rounds correctly (`float_roundtrip`), where its default fast
+    /// path can be one unit in the last place off.
+    #[test]
+    fn json_floats_survive_a_parse_and_print_unchanged() {
+        for text in [
+            "1795730797.3830001",
+            "0.13957968262236053",
+            "2.2250738585072014e-308",
+            "0.30000000000000004",
+        ] {
+            let exact: f64 = text.parse().unwrap();
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(value.as_f64(), Some(exact), "{text}");
+            let back: serde_json::Value = serde_json::from_str(&value.to_string()).unwrap();
+            assert_eq!(back.as_f64(), Some(exact), "{text} printed as {value}");
+        }
+    }
 }
