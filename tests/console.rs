@@ -1825,3 +1825,91 @@ async fn cerebelum_dev_opens_the_console_without_sign_in_on_loopback() {
     let stderr = db.fails(&["dev", "--listen", "0.0.0.0:0"]);
     assert!(stderr.contains("listens on loopback only"), "{stderr}");
 }
+
+/// Issue 36: the package page checks a version against the open
+/// executions of the versions before it, in a browser: a version without
+/// their workflow diverges for each, listed and linked; the first version
+/// has nothing before it; another tenant's executions are not checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_package_page_checks_a_version_against_open_executions() {
+    let TwoTenants {
+        db: _db,
+        server: _server,
+        port: _,
+        base,
+        key,
+        cli,
+        other,
+    } = TwoTenants::new();
+    let input = json!({"n": 2, "key": "go"});
+    let open = started(&cli, "steps_then_wait", input.clone());
+    let theirs = started(&other, "steps_then_wait", input);
+    wait_status(&cli, &open, "waiting");
+    wait_status(&other, &theirs, "waiting");
+    // Version 2 of `kit` lacks the workflow the open execution runs.
+    cli.ok(&["upload", path(&guest("hello")), "--name", "kit"]);
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    submit_key(&browser, &key).await;
+    until(
+        &browser,
+        "the executions list",
+        "location.pathname === '/executions'",
+    )
+    .await;
+    browser.goto(&format!("{base}/packages/kit")).await.unwrap();
+    browser
+        .find(Locator::Css("#check select[name=check]"))
+        .await
+        .unwrap()
+        .select_by_value("2")
+        .await
+        .unwrap();
+    click(&browser, "#check button").await;
+    until(
+        &browser,
+        "the check's report",
+        "document.querySelector('#check-summary') !== null",
+    )
+    .await;
+    let summary = text_of(&browser, "#check-summary").await;
+    assert!(
+        summary.contains("checked 1 open execution of kit's earlier versions")
+            && summary.contains("0 compatible, 1 would diverge"),
+        "{summary}"
+    );
+    let row = text_of(&browser, &format!("#check-report tr[data-id=\"{open}\"]")).await;
+    assert!(
+        row.contains("v1") && row.contains("no workflow named 'steps_then_wait'"),
+        "{row}"
+    );
+    assert!(
+        !browser.source().await.unwrap().contains(&theirs),
+        "another tenant's execution is not checked"
+    );
+    // The row links to the execution.
+    click(&browser, &format!("#check-report tr[data-id=\"{open}\"] a")).await;
+    until(
+        &browser,
+        "the execution page",
+        &format!("location.pathname === '/executions/{open}'"),
+    )
+    .await;
+
+    // Version 1 has no version before it.
+    browser
+        .goto(&format!("{base}/packages/kit?check=1"))
+        .await
+        .unwrap();
+    until(
+        &browser,
+        "the check's report",
+        "document.querySelector('#check-summary') !== null",
+    )
+    .await;
+    let summary = text_of(&browser, "#check-summary").await;
+    assert!(summary.contains("checked 0 open executions"), "{summary}");
+    browser.close().await.unwrap();
+}

@@ -364,6 +364,7 @@ fn oversized_fields_are_refused_before_anything_is_stored(db: Db) {
         let upload = pb::UploadPackageRequest {
             name: kb100.clone(),
             wasm: b"\0asm".to_vec(),
+            ..Default::default()
         };
         check(
             c.upload_package(with_auth(upload, &auth)).await.map(ok),
@@ -410,6 +411,7 @@ fn an_upload_over_the_quota_is_refused_before_it_is_read() {
                     let upload = pb::UploadPackageRequest {
                         name: "big".into(),
                         wasm: vec![7_u8; 100 << 20],
+                        ..Default::default()
                     };
                     c.upload_package(with_auth(upload, &format!("Bearer {key}")))
                         .await
@@ -1189,6 +1191,7 @@ fn full_disk_refuses_writes_and_loses_nothing_acknowledged(db: &Db, disk: &Small
             c.upload_package(pb::UploadPackageRequest {
                 name: "kit2".into(),
                 wasm: std::fs::read(guest("testkit")).unwrap(),
+                ..Default::default()
             })
             .await
             .map(|_| ()),

@@ -18,6 +18,7 @@ const V3: &str = "tests/guests/python/pyreplay_v3.py";
 common::on_both_backends!(
     replay_reports_compatible_code_and_where_other_code_diverges,
     replay_runs_nothing_live_and_stores_nothing,
+    upload_check_reports_what_would_diverge_and_require_compatible_refuses,
 );
 
 /// `cerebelum replay ... --json` through the CLI `cli`; its exit status
@@ -151,12 +152,12 @@ fn replay_reports_compatible_code_and_where_other_code_diverges(db: Db) {
         "{stderr}"
     );
     let hello = common::guest("hello");
-    let wrong = cli.run(&["replay", &done, "--component", path(&hello)]);
-    assert!(!wrong.status.success());
-    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    let (ok, report) = replay(&cli, &[&done, "--component", path(&hello)]);
+    assert!(!ok, "{report}");
+    let divergence = report["divergence"].as_str().unwrap_or_default();
     assert!(
-        stderr.contains("pyreplay"),
-        "says which workflow is missing: {stderr}"
+        divergence.contains("no workflow named 'pyreplay'"),
+        "says which workflow is missing: {report}"
     );
 }
 
@@ -190,5 +191,141 @@ fn replay_runs_nothing_live_and_stores_nothing(db: Db) {
     assert!(
         out.contains("the code then completes the workflow"),
         "{out}"
+    );
+}
+
+/// Waits until execution `id` hibernates.
+fn wait_waiting(cli: &Remote, id: &str) {
+    let deadline = std::time::Instant::now() + LONG;
+    while cli.status(id)["status"] != "waiting" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} did not hibernate"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `upload --check` replays the open executions of the package's earlier
+/// versions, of the uploading tenant only: version 2 (a step's body
+/// changed) is compatible with all; version 3 (a step inserted) diverges
+/// for the one asleep past the insertion, and `--require-compatible`
+/// refuses it, storing nothing. The same for a Rust package, where a
+/// component without the workflow is a divergence.
+fn upload_check_reports_what_would_diverge_and_require_compatible_refuses(db: Db) {
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    let (v1, v2, v3) = (python_guest(V1), python_guest(V2), python_guest(V3));
+    let start = |cli: &Remote, input: Value| {
+        let input = input.to_string();
+        cli.ok(&["start", "pyreplay", "pyreplay", "--input", &input])
+            .trim()
+            .to_owned()
+    };
+    cli.ok(&["upload", path(&v1), "--name", "pyreplay"]);
+    let in_nap = start(&cli, json!({"sleep_ms": 3_600_000}));
+    let in_last = start(&cli, json!({"sleep_ms": 0, "last_ms": 3_600_000}));
+    let done = start(&cli, json!({"sleep_ms": 0}));
+    assert_eq!(cli.wait_ended(&done, LONG)["status"], "completed");
+    wait_waiting(&cli, &in_nap);
+    wait_waiting(&cli, &in_last);
+    // Another tenant's open execution of its own `pyreplay` is not checked.
+    let other = Remote::new(port, &db.tenant("b", &[]));
+    other.ok(&["upload", path(&v1), "--name", "pyreplay"]);
+    let theirs = start(&other, json!({"sleep_ms": 0, "last_ms": 3_600_000}));
+    wait_waiting(&other, &theirs);
+
+    let out = cli.ok(&["upload", path(&v2), "--name", "pyreplay", "--check"]);
+    assert!(
+        out.contains("checked 2 open executions of pyreplay's earlier versions")
+            && out.contains(": 2 compatible\n"),
+        "{out}"
+    );
+    assert!(out.contains("pyreplay v2 sha256:"), "stored: {out}");
+
+    let refused = cli.run(&[
+        "upload",
+        path(&v3),
+        "--name",
+        "pyreplay",
+        "--require-compatible",
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("was not uploaded")
+            && stderr.contains("not stored")
+            && stderr.contains("1 compatible, 1 would diverge")
+            && stderr.contains(&in_last)
+            && !stderr.contains(&theirs),
+        "{stderr}"
+    );
+    let newest: Value = serde_json::from_str(&cli.ok(&["packages", "pyreplay", "--json"])).unwrap();
+    assert_eq!(newest[0]["version"], 2, "nothing stored: {newest}");
+
+    let out = cli.ok(&["upload", path(&v3), "--name", "pyreplay", "--check"]);
+    assert!(out.contains(": 1 compatible, 1 would diverge"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&in_last))
+        .unwrap_or_else(|| panic!("lists the one that diverges: {out}"));
+    assert!(
+        line.contains("(v1, ") && line.contains("diverges:") && line.contains("audit"),
+        "its version and first divergence: {line}"
+    );
+    assert!(
+        !out.contains(&in_nap),
+        "the compatible one is not listed: {out}"
+    );
+    assert!(out.contains("pyreplay v3 sha256:"), "stored: {out}");
+    let out = cli.ok(&[
+        "upload",
+        path(&v3),
+        "--name",
+        "pyreplay",
+        "--check",
+        "--sample",
+        "1",
+    ]);
+    assert!(
+        out.contains("checked a sample of 1 of the 2 open executions"),
+        "{out}"
+    );
+    // Nothing the checks did reached the executions.
+    for id in [&in_nap, &in_last] {
+        assert_eq!(cli.status(id)["status"], "waiting");
+    }
+
+    // A Rust package: the test kit, and a component without its workflow.
+    cli.ok(&["upload", path(&kit()), "--name", "kit"]);
+    let input = json!({"n": 3, "key": "go"}).to_string();
+    let id = cli
+        .ok(&["start", "kit", "steps_then_wait", "--input", &input])
+        .trim()
+        .to_owned();
+    wait_waiting(&cli, &id);
+    let out = cli.ok(&[
+        "upload",
+        path(&kit()),
+        "--name",
+        "kit",
+        "--require-compatible",
+    ]);
+    assert!(out.contains(": 1 compatible\n"), "{out}");
+    let hello = common::guest("hello");
+    let refused = cli.run(&[
+        "upload",
+        path(&hello),
+        "--name",
+        "kit",
+        "--require-compatible",
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&id) && stderr.contains("no workflow named 'steps_then_wait'"),
+        "{stderr}"
     );
 }

@@ -267,6 +267,7 @@ fn main() {
             .upload_package(pb::UploadPackageRequest {
                 name: "hello".into(),
                 wasm: std::fs::read(&hello).unwrap(),
+                ..Default::default()
             })
             .await
             .unwrap();

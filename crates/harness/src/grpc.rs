@@ -52,6 +52,7 @@ pub async fn upload(client: &mut Client, name: &str, path: &std::path::Path) {
         .upload_package(pb::UploadPackageRequest {
             name: name.into(),
             wasm: std::fs::read(path).unwrap(),
+            ..Default::default()
         })
         .await
         .unwrap();

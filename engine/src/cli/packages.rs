@@ -5,7 +5,7 @@ use super::connect::{Needs, ops};
 use super::flags::EngineArgs;
 use anyhow::{Context, Result};
 use cerebelum::api::Client;
-use cerebelum::model::PackageRecord;
+use cerebelum::model::{PackageCheck, PackageRecord};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -18,6 +18,19 @@ pub(crate) struct UploadArgs {
     /// Package name (default: the file name without .wasm).
     #[arg(long)]
     name: Option<String>,
+    /// Before storing it, replay every open execution of the package's
+    /// earlier versions against it (without side effects) and print how
+    /// many would go on unchanged and where the others would diverge.
+    #[arg(long)]
+    check: bool,
+    /// With --check: replay only N of the open executions, spread from
+    /// the oldest to the newest.
+    #[arg(long, value_name = "N", requires = "check")]
+    sample: Option<i64>,
+    /// Check (as --check), and refuse the upload, storing nothing, if any
+    /// open execution would diverge or could not be checked.
+    #[arg(long)]
+    require_compatible: bool,
     #[command(flatten)]
     engine: EngineArgs,
 }
@@ -51,6 +64,24 @@ pub(crate) async fn upload_file(
     path: &Path,
     name: Option<String>,
 ) -> Result<PackageRecord> {
+    Ok(upload_checked(ops, path, name, None).await?.0)
+}
+
+/// How an upload checks the open executions first: a sample size, and
+/// whether to refuse the upload if any would diverge.
+pub(crate) struct Check {
+    sample: Option<i64>,
+    require_compatible: bool,
+}
+
+/// Uploads the package file at `path`, after replaying the open
+/// executions of its earlier versions against it when `check` says so.
+async fn upload_checked(
+    ops: &Client,
+    path: &Path,
+    name: Option<String>,
+    check: Option<Check>,
+) -> Result<(PackageRecord, Option<PackageCheck>)> {
     let name = package_name(path, name)?;
     cerebelum::executor::check_package_name(&name)?;
     let bytes = std::fs::read(path)
@@ -65,18 +96,31 @@ pub(crate) async fn upload_file(
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
         );
         bar.set_message(format!(
-            "uploading {} ({:.1} MiB) to {}: sending, validating, compiling…",
+            "uploading {} ({:.1} MiB) to {}: sending, validating, compiling{}…",
             path.display(),
             bytes.len() as f64 / (1 << 20) as f64,
-            ops.place()
+            ops.place(),
+            if check.is_some() {
+                ", replaying the open executions"
+            } else {
+                ""
+            }
         ));
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
-    let uploaded = ops
-        .upload(&name, bytes)
-        .await
-        .with_context(|| format!("{} is not a usable package", path.display()));
+    let uploaded = match check {
+        None => ops
+            .upload(&name, bytes)
+            .await
+            .map(|p| (p, None))
+            .with_context(|| format!("{} is not a usable package", path.display())),
+        Some(c) => ops
+            .upload_checked(&name, bytes, c.sample, c.require_compatible)
+            .await
+            .map(|(p, c)| (p, Some(c)))
+            .with_context(|| format!("{} was not uploaded", path.display())),
+    };
     if let Some(bar) = spinner {
         bar.finish_and_clear();
     }
@@ -107,7 +151,14 @@ fn summary(p: &PackageRecord) -> String {
 
 pub(crate) async fn upload(cli: &Cli, args: &UploadArgs) -> Result<ExitCode> {
     let ops = ops(cli, Needs::Engine(&args.engine)).await?;
-    let record = upload_file(&ops, &args.package, args.name.clone()).await?;
+    let check = (args.check || args.require_compatible).then_some(Check {
+        sample: args.sample,
+        require_compatible: args.require_compatible,
+    });
+    let (record, check) = upload_checked(&ops, &args.package, args.name.clone(), check).await?;
+    if let Some(check) = &check {
+        out!("{}", check_text(check));
+    }
     out!(
         "{} v{} sha256:{}",
         record.name,
@@ -115,6 +166,30 @@ pub(crate) async fn upload(cli: &Cli, args: &UploadArgs) -> Result<ExitCode> {
         record.sha256
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Most incompatible executions a check prints one by one.
+const LISTED: usize = 20;
+
+/// A package check as the CLI prints it: the summary, then each execution
+/// that would diverge or could not be checked (the first few).
+fn check_text(check: &PackageCheck) -> String {
+    let mut text = check.summary();
+    for (what, list) in [
+        ("diverges", &check.diverging),
+        ("not checked", &check.unchecked),
+    ] {
+        for e in list.iter().take(LISTED) {
+            text += &format!(
+                "\n  {} (v{}, {} entries) {what}: {}",
+                e.id, e.version, e.entries, e.message
+            );
+        }
+        if list.len() > LISTED {
+            text += &format!("\n  … and {} more", list.len() - LISTED);
+        }
+    }
+    text
 }
 
 pub(crate) async fn list(cli: &Cli, args: &PackagesArgs) -> Result<ExitCode> {

@@ -17,6 +17,8 @@ async def nap(context: Context, inputs: dict) -> dict:
 
 @step
 async def last(context: Context, inputs: dict) -> dict:
+    if inputs.get("last_ms"):
+        await sleep(inputs["last_ms"])
     return {"n": 3, "fixed": True}
 
 

@@ -35,6 +35,7 @@ const ADMIN: &str = "/cerebelum.v1.Admin/";
 /// The upload RPC, whose limit is the tenant's package quota.
 const UPLOAD: &str = "/cerebelum.v1.Cerebelum/UploadPackage";
 const REPLAY: &str = "/cerebelum.v1.Cerebelum/ReplayExecution";
+const CHECK: &str = "/cerebelum.v1.Cerebelum/CheckPackage";
 /// Room for the fields of a request besides its payload (names, ids).
 const ROOM: u64 = 64 << 10;
 
@@ -215,7 +216,7 @@ where
             };
             let quotas = api.quotas(&caller.tenant);
             // A component to upload, or to replay an execution against.
-            let carries_package = [UPLOAD, REPLAY].contains(&request.uri().path());
+            let carries_package = [UPLOAD, REPLAY, CHECK].contains(&request.uri().path());
             let (limit, what) = if carries_package {
                 (quotas.max_package_bytes, "max package size")
             } else {

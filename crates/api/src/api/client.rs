@@ -24,8 +24,8 @@
 
 use super::admin;
 use super::convert::{
-    approval_from_pb, entry_from_pb, execution_from_pb, package_from_pb, schedule_from_pb,
-    signal_from_pb, status_to_pb, trigger_from_pb, worker_from_pb,
+    approval_from_pb, check_from_pb, entry_from_pb, execution_from_pb, package_from_pb,
+    schedule_from_pb, signal_from_pb, status_to_pb, trigger_from_pb, worker_from_pb,
 };
 use super::keys::NewKey;
 use super::local::InProcess;
@@ -36,7 +36,7 @@ use super::triggers::NewTrigger;
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
-    ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter,
+    ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter, PackageCheck,
     PackageRecord, Quotas, ScheduleRecord, SecretRecord, SignalRecord, TenantRecord, TriggerRecord,
     WorkerRecord,
 };
@@ -354,9 +354,69 @@ impl Client {
         let request = pb::UploadPackageRequest {
             name: name.to_owned(),
             wasm,
+            ..Default::default()
         };
         let reply = self.grpc().upload_package(request).await;
         Ok(package_from_pb(
+            reply.map_err(|s| self.error(s))?.into_inner(),
+        ))
+    }
+
+    /// Uploads as [`Client::upload`], after replaying the open executions
+    /// of the package's earlier versions against it (all, or a `sample`);
+    /// with `require_compatible`, nothing is stored if any would diverge.
+    pub async fn upload_checked(
+        &self,
+        name: &str,
+        wasm: Vec<u8>,
+        sample: Option<i64>,
+        require_compatible: bool,
+    ) -> Result<(PackageRecord, PackageCheck)> {
+        let request = pb::UploadPackageRequest {
+            name: name.to_owned(),
+            wasm,
+            check: true,
+            sample: sample.unwrap_or(0),
+            require_compatible,
+        };
+        let mut reply = self
+            .grpc()
+            .upload_package(request)
+            .await
+            .map_err(|s| self.error(s))?
+            .into_inner();
+        let check = reply.check.take().map(check_from_pb).ok_or_else(|| {
+            Error::Remote(
+                "the server stored the package without checking it: it is older than this client"
+                    .into(),
+            )
+        })?;
+        Ok((package_from_pb(reply), check))
+    }
+
+    /// Replays the open executions of package `name`'s earlier versions
+    /// against `component`, or `version` (neither: the newest version),
+    /// without side effects.
+    pub async fn check_package(
+        &self,
+        name: &str,
+        component: Option<Vec<u8>>,
+        version: Option<i64>,
+        sample: Option<i64>,
+    ) -> Result<PackageCheck> {
+        use pb::check_package_request::Target;
+        let target = match (component, version) {
+            (Some(bytes), _) => Some(Target::Component(bytes)),
+            (None, Some(version)) => Some(Target::Version(version)),
+            (None, None) => None,
+        };
+        let request = pb::CheckPackageRequest {
+            name: name.to_owned(),
+            target,
+            sample: sample.unwrap_or(0),
+        };
+        let reply = self.grpc().check_package(request).await;
+        Ok(check_from_pb(
             reply.map_err(|s| self.error(s))?.into_inner(),
         ))
     }

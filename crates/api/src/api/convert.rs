@@ -6,8 +6,9 @@ use super::pb;
 use super::service::ExecutionView;
 use crate::journal::{Call, Entry, Event, Row};
 use crate::model::{
-    ApprovalRecord, ExecutionRecord, Overlap, PackageInfo, PackageRecord, ScheduleRecord,
-    SignalRecord, Status, StepInfo, TriggerRecord, WorkerRecord, WorkflowInfo,
+    ApprovalRecord, CheckedExecution, ExecutionRecord, Overlap, PackageCheck, PackageInfo,
+    PackageRecord, ScheduleRecord, SignalRecord, Status, StepInfo, TriggerRecord, WorkerRecord,
+    WorkflowInfo,
 };
 use serde_json::Value;
 
@@ -69,6 +70,7 @@ pub fn package_to_pb(p: &PackageRecord) -> pb::Package {
             .collect(),
         created_at_ms: p.created_at_ms,
         size_bytes: p.size_bytes,
+        check: None,
     }
 }
 
@@ -100,6 +102,54 @@ pub fn package_from_pb(p: pb::Package) -> PackageRecord {
         },
         created_at_ms: p.created_at_ms,
         size_bytes: p.size_bytes,
+    }
+}
+
+pub fn check_to_pb(c: &PackageCheck) -> pb::PackageCheck {
+    let each = |list: &[CheckedExecution]| {
+        list.iter()
+            .map(|e| pb::CheckedExecution {
+                id: e.id.clone(),
+                version: e.version,
+                entries: e.entries,
+                message: e.message.clone(),
+            })
+            .collect()
+    };
+    pb::PackageCheck {
+        name: c.name.clone(),
+        version: c.version,
+        sha256: c.sha256.clone(),
+        open: c.open,
+        checked: c.checked,
+        compatible: c.compatible,
+        diverging: each(&c.diverging),
+        unchecked: each(&c.unchecked),
+        elapsed_ms: c.elapsed_ms,
+    }
+}
+
+pub fn check_from_pb(c: pb::PackageCheck) -> PackageCheck {
+    let each = |list: Vec<pb::CheckedExecution>| {
+        list.into_iter()
+            .map(|e| CheckedExecution {
+                id: e.id,
+                version: e.version,
+                entries: e.entries,
+                message: e.message,
+            })
+            .collect()
+    };
+    PackageCheck {
+        name: c.name,
+        version: c.version,
+        sha256: c.sha256,
+        open: c.open,
+        checked: c.checked,
+        compatible: c.compatible,
+        diverging: each(c.diverging),
+        unchecked: each(c.unchecked),
+        elapsed_ms: c.elapsed_ms,
     }
 }
 

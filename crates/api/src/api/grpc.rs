@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::convert::{self, entry_to_pb, execution_to_pb, package_to_pb};
 use super::pb;
 use super::schedules::NewSchedule;
-use super::service::{Api, ReplayTarget, StartRequest, WatchEvent};
+use super::service::{Api, CheckTarget, ReplayTarget, StartRequest, WatchEvent};
 use super::streams::Streams;
 use super::triggers::NewTrigger;
 use crate::error::{DISK_FULL, Error};
@@ -119,12 +119,51 @@ impl pb::cerebelum_server::Cerebelum for Service {
     ) -> Reply<pb::Package> {
         let tenant = tenant(&request)?;
         let r = request.into_inner();
-        let package = self
+        if !r.check {
+            let package = self
+                .api
+                .upload(&tenant, &r.name, r.wasm)
+                .await
+                .map_err(status)?;
+            return Ok(Response::new(package_to_pb(&package)));
+        }
+        let sample = (r.sample != 0).then_some(r.sample);
+        let (package, check) = self
             .api
-            .upload(&tenant, &r.name, r.wasm)
+            .upload_checked(&tenant, &r.name, r.wasm, sample, r.require_compatible)
             .await
             .map_err(status)?;
-        Ok(Response::new(package_to_pb(&package)))
+        Ok(Response::new(pb::Package {
+            check: Some(convert::check_to_pb(&check)),
+            ..package_to_pb(&package)
+        }))
+    }
+
+    async fn check_package(
+        &self,
+        request: Request<pb::CheckPackageRequest>,
+    ) -> Reply<pb::PackageCheck> {
+        use pb::check_package_request::Target;
+        let tenant = tenant(&request)?;
+        let r = request.into_inner();
+        let target = match r.target {
+            Some(Target::Component(bytes)) => CheckTarget::Component(bytes),
+            Some(Target::Version(version)) => CheckTarget::Version(version),
+            None => CheckTarget::Version(
+                self.api
+                    .describe(&tenant, &r.name, None)
+                    .await
+                    .map_err(status)?
+                    .version,
+            ),
+        };
+        let sample = (r.sample != 0).then_some(r.sample);
+        let check = self
+            .api
+            .check_package(&tenant, &r.name, target, sample)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(convert::check_to_pb(&check)))
     }
 
     async fn list_packages(

@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 use crate::executor::{Engine, ReplayReport, check_package_name};
 use crate::journal::Entry;
 use crate::model::{
-    ApprovalRecord, Decision, ExecutionRecord, ListFilter, PackageRecord, Quotas, SignalRecord,
-    Status, StepCallRecord, TaskRecord, TaskStatus, TenantRecord, check_queue_name,
+    ApprovalRecord, CheckedExecution, Decision, ExecutionRecord, ListFilter, PackageCheck,
+    PackageRecord, Quotas, SignalRecord, Status, StepCallRecord, TaskRecord, TaskStatus,
+    TenantRecord, check_queue_name,
 };
 use crate::store::{Feeds, Follower, NewSignal, SharedStore, execution_not_found};
 use serde_json::Value;
@@ -27,6 +28,17 @@ pub enum ReplayTarget {
     /// A version of the execution's package.
     Version(i64),
 }
+
+/// What [`Api::check_package`] checks: a component not stored (against
+/// the open executions of every version of its package), or a stored
+/// version (against those of the versions before it).
+pub enum CheckTarget {
+    Component(Vec<u8>),
+    Version(i64),
+}
+
+/// How many replays of a package check run side by side.
+const CHECKS_IN_FLIGHT: usize = 4;
 
 pub use crate::model::DEFAULT_QUOTAS;
 /// One event of [`Api::watch`].
@@ -411,6 +423,154 @@ impl Api {
             .replay_check(&record, &record.package_name, bytes)
             .await?;
         Ok((report, record.package_name, version))
+    }
+
+    /// Validates, compiles and stores a package, after replaying the open
+    /// executions of its earlier versions against it (all, or a `sample`
+    /// of them). With `require_compatible`, refuses it (stores nothing) if
+    /// any of them would diverge or could not be checked.
+    pub async fn upload_checked(
+        &self,
+        tenant: &TenantRecord,
+        name: &str,
+        wasm: Vec<u8>,
+        sample: Option<i64>,
+        require_compatible: bool,
+    ) -> Result<(PackageRecord, PackageCheck)> {
+        check_len("the package name", name, MAX_NAME_BYTES)?;
+        check_package_name(name)?;
+        self.check_package_size(tenant, wasm.len())?;
+        let mut check = self
+            .check_package(tenant, name, CheckTarget::Component(wasm.clone()), sample)
+            .await?;
+        if require_compatible && !check.all_compatible() {
+            let mut message = format!(
+                "the package was not stored (--require-compatible): {}",
+                check.summary()
+            );
+            for e in check.diverging.iter().chain(&check.unchecked).take(5) {
+                message += &format!("; {} (v{}): {}", e.id, e.version, e.message);
+            }
+            return Err(Error::Conflict(message));
+        }
+        let record = self.upload(tenant, name, wasm).await?;
+        check.version = record.version;
+        Ok((record, check))
+    }
+
+    /// Replays the open executions of package `name`'s earlier versions
+    /// (all, or `sample` of them spread over them oldest to newest)
+    /// against `target`, without side effects: which would go on
+    /// unchanged on the new code, and where the others would diverge.
+    pub async fn check_package(
+        &self,
+        tenant: &TenantRecord,
+        name: &str,
+        target: CheckTarget,
+        sample: Option<i64>,
+    ) -> Result<PackageCheck> {
+        let started = std::time::Instant::now();
+        check_len("the package name", name, MAX_NAME_BYTES)?;
+        if let Some(n) = sample.filter(|n| *n < 1) {
+            return Err(Error::InvalidInput(format!(
+                "the sample is {n}; pass at least 1, or no sample to check every open execution"
+            )));
+        }
+        let catalog = self.store.catalog();
+        let (version, bytes) = match target {
+            CheckTarget::Component(bytes) => {
+                check_package_name(name)?;
+                self.check_package_size(tenant, bytes.len())?;
+                (0, bytes)
+            }
+            CheckTarget::Version(version) => {
+                let package = catalog
+                    .find_package(&tenant.name, name, Some(version))
+                    .await?;
+                (version, catalog.package_bytes(&package.sha256).await?)
+            }
+        };
+        let mut open = Vec::new();
+        for status in [Status::Pending, Status::Running, Status::Waiting] {
+            let mut filter = ListFilter {
+                tenant: Some(tenant.name.clone()),
+                status: Some(status),
+                package: Some(name.to_owned()),
+                limit: MAX_PAGE,
+                ..ListFilter::default()
+            };
+            loop {
+                let page = self.store.executions().list_executions(&filter).await?;
+                let full = page.len() as i64 == MAX_PAGE;
+                filter.after = page.last().map(|r| (r.created_at_ms, r.id.clone()));
+                open.extend(
+                    page.into_iter()
+                        .filter(|r| version == 0 || r.package_version < version),
+                );
+                if !full {
+                    break;
+                }
+            }
+        }
+        open.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        let total = open.len();
+        if let Some(n) = sample.map(|n| n as usize).filter(|n| *n < total) {
+            // Spread over the open executions, oldest to newest.
+            open = (0..n).map(|i| open[i * total / n].clone()).collect();
+        }
+        let checker = Arc::new(
+            self.node("checking a package")?
+                .replay_checker(&tenant.name, name, bytes)
+                .await?,
+        );
+        let mut check = PackageCheck {
+            name: name.to_owned(),
+            version,
+            sha256: checker.sha256().to_owned(),
+            open: total as i64,
+            checked: open.len() as i64,
+            ..PackageCheck::default()
+        };
+        let open = Arc::new(open);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut replays = tokio::task::JoinSet::new();
+        for _ in 0..CHECKS_IN_FLIGHT.min(open.len()) {
+            let (checker, open, next) = (checker.clone(), open.clone(), next.clone());
+            replays.spawn(async move {
+                let mut found = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(record) = open.get(i) else {
+                        return found;
+                    };
+                    found.push((i, checker.check(record).await));
+                }
+            });
+        }
+        while let Some(found) = replays.join_next().await {
+            let found =
+                found.map_err(|e| Error::Runtime(format!("a replay check panicked: {e}")))?;
+            for (i, report) in found {
+                let record = &open[i];
+                let about = |message: String, entries: i64| CheckedExecution {
+                    id: record.id.clone(),
+                    version: record.package_version,
+                    entries,
+                    message,
+                };
+                match report {
+                    Ok(r) => match r.divergence {
+                        Some(d) => check.diverging.push(about(d, r.entries)),
+                        None => check.compatible += 1,
+                    },
+                    Err(e) => check.unchecked.push(about(e.to_string(), 0)),
+                }
+            }
+        }
+        check.diverging.sort_by(|a, b| a.id.cmp(&b.id));
+        check.unchecked.sort_by(|a, b| a.id.cmp(&b.id));
+        check.elapsed_ms = started.elapsed().as_millis() as i64;
+        Ok(check)
     }
 
     pub async fn list_packages(&self, tenant: &TenantRecord) -> Result<Vec<PackageRecord>> {

@@ -52,6 +52,22 @@ impl Drop for Scratch {
     }
 }
 
+/// Replays executions of one tenant against one package, one after
+/// another or side by side, on one scratch database and node: what
+/// [`Engine::replay_check`] does for one execution, and `upload --check`
+/// for every open execution of a package (the scratch is made once, so a
+/// check costs a copy of the journal and a replay).
+pub struct ReplayChecker {
+    /// The node whose executions are checked.
+    source: Engine,
+    /// The scratch node, on the scratch database.
+    node: Engine,
+    package: crate::model::PackageRecord,
+    workflows: crate::model::PackageInfo,
+    /// Dropped last: removes the scratch database.
+    _scratch: Scratch,
+}
+
 impl Engine {
     /// Replays execution `record` (of this node's store) against the
     /// package `bytes` (named `name`), without side effects: see the
@@ -62,12 +78,23 @@ impl Engine {
         name: &str,
         bytes: Vec<u8>,
     ) -> Result<ReplayReport> {
-        let journal = self.inner.store.executions().journal(&record.id, 0).await?;
-        let entries = journal.last().map_or(0, |e| e.seq);
+        self.replay_checker(&record.tenant, name, bytes)
+            .await?
+            .check(record)
+            .await
+    }
+
+    /// A checker of `tenant`'s executions against the package `bytes`
+    /// (named `name`): the package is validated and compiled (or found in
+    /// the cache), and stored in a new scratch database.
+    pub async fn replay_checker(
+        &self,
+        tenant: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<ReplayChecker> {
         let sha = sha256_hex(&bytes);
         let package = self.inner.runtime.validate(&sha, bytes.clone()).await?;
-        package.info.check_workflow(&record.workflow)?;
-
         let dir = std::env::temp_dir().join(new_id("cerebelum-replay"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::Runtime(format!("creating {}: {e}", dir.display())))?;
@@ -77,7 +104,7 @@ impl Engine {
         let now = self.now_ms();
         // The tenant's quotas and allow-list (not its secrets: what the
         // code read of them is in the journal).
-        let tenant = self.inner.store.catalog().tenant(&record.tenant).await?;
+        let tenant = self.inner.store.catalog().tenant(tenant).await?;
         let catalog = store.catalog();
         // A new database has the default tenant already.
         match catalog.tenant(&tenant.name).await {
@@ -94,24 +121,59 @@ impl Engine {
             Err(e) => return Err(e),
         };
         let stored = catalog
-            .put_package(&record.tenant, name, &sha, &bytes, &package.info, now)
+            .put_package(&tenant.name, name, &sha, &bytes, &package.info, now)
             .await?;
         let mut config = self.inner.config.clone();
         config.replay_only = true;
         let node = Engine::on_runtime(
-            store.clone(),
+            store,
             config,
             self.inner.clock.clone(),
             self.inner.runtime.clone(),
         )?;
+        Ok(ReplayChecker {
+            source: self.clone(),
+            node,
+            package: stored,
+            workflows: package.info.clone(),
+            _scratch: scratch,
+        })
+    }
+}
+
+impl ReplayChecker {
+    /// The sha256 of the package checked against.
+    pub fn sha256(&self) -> &str {
+        &self.package.sha256
+    }
+
+    /// Replays execution `record` (of the source node's store, of the
+    /// checker's tenant) against the checker's package. A workflow the
+    /// package lacks is a divergence at the start.
+    pub async fn check(&self, record: &ExecutionRecord) -> Result<ReplayReport> {
+        let source = &self.source.inner.store;
+        let journal = source.executions().journal(&record.id, 0).await?;
+        let entries = journal.last().map_or(0, |e| e.seq);
+        let sha = self.package.sha256.clone();
+        if let Err(e) = self.workflows.check_workflow(&record.workflow) {
+            return Ok(ReplayReport {
+                entries,
+                divergence: Some(e.to_string()),
+                ended: Status::Failed,
+                error: None,
+                sha256: sha,
+            });
+        }
+        let store = &self.node.inner.store;
+        let now = self.node.now_ms();
         let lease = now + 24 * 3_600_000;
         let copy = store
             .create_execution(
                 NewExecution {
                     id: record.id.clone(),
                     tenant: record.tenant.clone(),
-                    package_name: stored.name.clone(),
-                    package_version: stored.version,
+                    package_name: self.package.name.clone(),
+                    package_version: self.package.version,
                     package_sha256: sha.clone(),
                     workflow: record.workflow.clone(),
                     input: record.input.clone(),
@@ -122,7 +184,7 @@ impl Engine {
                     detached: false,
                 },
                 now,
-                Some((node.inner.node_id.as_str(), lease)),
+                Some((self.node.inner.node_id.as_str(), lease)),
             )
             .await?;
         if !journal.is_empty() {
@@ -146,7 +208,7 @@ impl Engine {
             late_ms: None,
             taken_over: false,
         };
-        drive(node.inner.clone(), claim).await;
+        drive(self.node.inner.clone(), claim).await;
         let after = store.executions().execution(&record.id).await?;
         if let Some(error) = after.engine_error.filter(|_| !after.status.is_terminal()) {
             return Err(Error::Runtime(format!(

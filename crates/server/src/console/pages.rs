@@ -10,11 +10,11 @@ use super::timeline::{Progress, Timeline};
 use super::{Console, OverTls, Peer, Refusal, check_origin, own_tenant, status_of};
 use crate::api::audit::Actor;
 use crate::api::keys;
-use crate::api::service::{ExecutionView, StartRequest};
+use crate::api::service::{CheckTarget, ExecutionView, StartRequest};
 use crate::api::throttle;
 use crate::error::Error;
 use crate::journal::Entry;
-use crate::model::{Decision, ExecutionRecord, ListFilter, Origin, Status};
+use crate::model::{Decision, ExecutionRecord, ListFilter, Origin, PackageCheck, Status};
 use crate::store::NewSignal;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -1366,10 +1366,46 @@ fn options_text(o: &crate::model::StepOptions) -> String {
     }
 }
 
+#[derive(Deserialize)]
+pub struct PackageQuery {
+    /// A version to check against the open executions of the versions
+    /// before it.
+    #[serde(default)]
+    check: Option<String>,
+}
+
+/// A package check's report: its summary, and each execution that would
+/// diverge or could not be checked, linked.
+fn check_report(check: &PackageCheck) -> Markup {
+    html! {
+        p #check-summary .(if check.all_compatible() { "ok" } else { "error" }) {
+            (check.summary())
+        }
+        @if !check.all_compatible() {
+            table #check-report {
+                thead { tr { th { "execution" } th { "on" } th { "entries" } th { "found" } } }
+                tbody {
+                    @for (what, list) in [("diverges", &check.diverging), ("not checked", &check.unchecked)] {
+                        @for e in list {
+                            tr data-id=(e.id) {
+                                td { a href={ "/executions/" (query_value(&e.id)) } { code { (e.id) } } }
+                                td { "v" (e.version) }
+                                td { (e.entries) }
+                                td { b { (what) } ": " (e.message) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub async fn package(
     State(c): State<Console>,
     headers: HeaderMap,
     Path(name): Path<String>,
+    Query(query): Query<PackageQuery>,
 ) -> Page {
     let viewer = c.viewer(&headers).await?;
     let tenant = own_tenant(&viewer)?;
@@ -1381,6 +1417,16 @@ pub async fn package(
         .into_iter()
         .filter(|p| p.name == name)
         .collect();
+    let checked = match query.check.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(v) => {
+            let version = v
+                .parse::<i64>()
+                .map_err(|_| Error::InvalidInput(format!("the version {v:?} is not a number")))?;
+            let target = CheckTarget::Version(version);
+            Some(c.api.check_package(tenant, &name, target, None).await?)
+        }
+    };
     let body = html! {
         h1 { "Package " (newest.name) " " span.muted { "v" (newest.version) } }
         dl {
@@ -1397,6 +1443,30 @@ pub async fn package(
                 @for s in &newest.info.steps {
                     tr { td { b { (s.name) } } td { (s.description) } td { (options_text(&s.options)) } }
                 }
+            }
+        }
+        section.card {
+            h2 { "Check open executions" }
+            p.muted {
+                "Replays the open executions of the versions before one against its code, "
+                "without side effects: which would go on unchanged on it, and where the others "
+                "would diverge (" code { "cerebelum upload --check" } " does it before storing a version)."
+            }
+            form #check method="get" action={ "/packages/" (query_value(&newest.name)) } {
+                label {
+                    "Version "
+                    select name="check" {
+                        @for v in versions.iter().rev() {
+                            option value=(v.version) selected[checked.as_ref().is_some_and(|c| c.version == v.version)] {
+                                "v" (v.version) " (" (v.sha256[..v.sha256.len().min(12)]) ")"
+                            }
+                        }
+                    }
+                }
+                button.primary type="submit" { "Check" }
+            }
+            @if let Some(check) = &checked {
+                (check_report(check))
             }
         }
         section.card {

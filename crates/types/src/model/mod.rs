@@ -7,7 +7,8 @@ mod task;
 
 pub use call_error::{CallError, ErrorKind};
 pub use package::{
-    MIN_HEARTBEAT_MS, PackageInfo, Placement, RetryPolicy, StepInfo, StepOptions, WorkflowInfo,
+    CheckedExecution, MIN_HEARTBEAT_MS, PackageCheck, PackageInfo, Placement, RetryPolicy,
+    StepInfo, StepOptions, WorkflowInfo,
 };
 pub use task::{
     StepCallRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskSpec, TaskStatus, TaskTimeouts,

@@ -188,6 +188,73 @@ fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
+/// What checking a package against the open executions of its earlier
+/// versions found (`cerebelum upload --check`, the console's package
+/// page): each execution's journal replayed against the new code.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PackageCheck {
+    /// The package checked.
+    pub name: String,
+    /// Its version, 0 for a component not (yet) stored.
+    pub version: i64,
+    pub sha256: String,
+    /// Open (pending, running, waiting) executions of the package's
+    /// earlier versions.
+    pub open: i64,
+    /// How many of them were replayed (all, or a sample).
+    pub checked: i64,
+    /// How many replayed cleanly against the new code.
+    pub compatible: i64,
+    /// Those that would diverge, each with its first divergence.
+    pub diverging: Vec<CheckedExecution>,
+    /// Those that could not be checked (an engine error), each with why.
+    pub unchecked: Vec<CheckedExecution>,
+    /// How long the check took.
+    pub elapsed_ms: i64,
+}
+
+/// One execution of a [`PackageCheck`] that is not compatible.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckedExecution {
+    pub id: String,
+    /// The package version it runs on.
+    pub version: i64,
+    /// Entries in its journal.
+    pub entries: i64,
+    /// The first divergence (the `nondeterminism` message, which names
+    /// the entry), or why it could not be checked.
+    pub message: String,
+}
+
+impl PackageCheck {
+    /// Every checked execution replayed cleanly.
+    pub fn all_compatible(&self) -> bool {
+        self.diverging.is_empty() && self.unchecked.is_empty()
+    }
+
+    /// One line: what was checked and what was found.
+    pub fn summary(&self) -> String {
+        let of = if self.checked < self.open {
+            format!("a sample of {} of the {}", self.checked, self.open)
+        } else {
+            format!("{}", self.checked)
+        };
+        let mut found = format!("{} compatible", self.compatible);
+        if !self.diverging.is_empty() {
+            found += &format!(", {} would diverge", self.diverging.len());
+        }
+        if !self.unchecked.is_empty() {
+            found += &format!(", {} could not be checked", self.unchecked.len());
+        }
+        format!(
+            "checked {of} open execution{} of {}'s earlier versions in {:.1} s: {found}",
+            if self.open == 1 { "" } else { "s" },
+            self.name,
+            self.elapsed_ms as f64 / 1000.0
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

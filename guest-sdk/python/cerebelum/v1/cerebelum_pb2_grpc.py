@@ -114,6 +114,11 @@ class CerebelumStub:
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionRequest.SerializeToString,
                 response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionResponse.FromString,
                 _registered_method=True)
+        self.CheckPackage = channel.unary_unary(
+                '/cerebelum.v1.Cerebelum/CheckPackage',
+                request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.CheckPackageRequest.SerializeToString,
+                response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.PackageCheck.FromString,
+                _registered_method=True)
         self.CreateSchedule = channel.unary_unary(
                 '/cerebelum.v1.Cerebelum/CreateSchedule',
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.CreateScheduleRequest.SerializeToString,
@@ -283,6 +288,16 @@ class CerebelumServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckPackage(self, request, context):
+        """Replays the open executions of a package's earlier versions against a
+        component, or a version of it, without side effects: how many would
+        go on unchanged on that code, and where the others would diverge
+        (`cerebelum upload --check`, the console's package page).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateSchedule(self, request, context):
         """Schedules: a workflow of the tenant started at the due times of a cron
         expression in a time zone. Each due time starts at most one execution
@@ -422,6 +437,11 @@ def add_CerebelumServicer_to_server(servicer, server):
                     servicer.ReplayExecution,
                     request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionRequest.FromString,
                     response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionResponse.SerializeToString,
+            ),
+            'CheckPackage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckPackage,
+                    request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.CheckPackageRequest.FromString,
+                    response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.PackageCheck.SerializeToString,
             ),
             'CreateSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSchedule,
@@ -896,6 +916,33 @@ class Cerebelum:
             '/cerebelum.v1.Cerebelum/ReplayExecution',
             cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionRequest.SerializeToString,
             cerebelum_dot_v1_dot_cerebelum__pb2.ReplayExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckPackage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cerebelum.v1.Cerebelum/CheckPackage',
+            cerebelum_dot_v1_dot_cerebelum__pb2.CheckPackageRequest.SerializeToString,
+            cerebelum_dot_v1_dot_cerebelum__pb2.PackageCheck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -248,6 +248,27 @@ fn many_steps(ctx: &Context, input: Count) -> Result<u32, Error> {
     Ok(input.n)
 }
 
+#[derive(Deserialize)]
+struct StepsThenWait {
+    n: u32,
+    key: String,
+}
+
+/// Replay-check benchmark: `n` `noop` steps, then waits for approval
+/// `key` (hibernated, open, with a journal of about `2n + 2` entries).
+fn steps_then_wait(ctx: &Context, input: StepsThenWait) -> Result<Value, Error> {
+    for i in 0..input.n {
+        let _: Value = ctx.step("noop", &json!({ "i": i }))?;
+    }
+    approval(
+        ctx,
+        ApprovalInput {
+            key: input.key,
+            timeout_ms: None,
+        },
+    )
+}
+
 // -------------------------------------------------------------------- steps
 
 /// Returns its input.
@@ -468,6 +489,7 @@ cerebelum_sdk::package! {
         fanout => "Run n nap steps in parallel",
         clock_random => "Recorded clock, randomness and execution id",
         many_steps => "n noop steps in a row (replay speed)",
+        steps_then_wait => "n noop steps, then wait for an approval (replay checks)",
         hold_step => "One hold step (one attempt)",
         placed => "noop, native (on a worker), noop",
         placed_hurry => "native_hurry (on a worker, 300 ms to start)",

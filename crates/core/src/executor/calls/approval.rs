@@ -68,8 +68,8 @@ pub async fn wait(
     due_ms: Option<i64>,
     interruptible: bool,
 ) -> CallOutcome {
-    if let Some(result) = exec.recorded_result(seq) {
-        return Ok(result);
+    if let Some(recorded) = exec.recorded(seq) {
+        return recorded;
     }
     loop {
         let close = vec![SideWrite::CloseApproval {

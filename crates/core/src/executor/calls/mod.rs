@@ -182,11 +182,24 @@ impl ExecState {
         seq: i64,
         interruptible: bool,
     ) -> Option<CallOutcome> {
-        if let Some(result) = self.recorded_result(seq) {
-            return Some(Ok(result));
+        if let Some(recorded) = self.recorded(seq) {
+            return Some(recorded);
         }
         self.deliver_cancel(caller, seq, interruptible, Vec::new())
             .await
+    }
+
+    /// The call at `seq` as the journal answers it: its recorded result,
+    /// or, in a replay check (which stops where the journal does), a
+    /// suspension there. `None`: the call goes on live.
+    pub fn recorded(&self, seq: i64) -> Option<CallOutcome> {
+        match self.recorded_result(seq) {
+            Some(result) => Some(Ok(result)),
+            None if self.engine.config.replay_only => {
+                Some(Err(Interrupt::Suspend { wake_at: None }))
+            }
+            None => None,
+        }
     }
 
     /// The recorded result of the call at `seq`, if the journal has one.

@@ -79,8 +79,8 @@ pub async fn run(
     plan: PollPlan,
     interruptible: bool,
 ) -> CallOutcome {
-    if let Some(result) = exec.recorded_result(seq) {
-        return Ok(result);
+    if let Some(recorded) = exec.recorded(seq) {
+        return recorded;
     }
     let (mut checks, (mut number, mut invocation), mut next_at, mut last_error, mut open) = {
         let index = exec.index.lock().unwrap_or_else(|p| p.into_inner());

@@ -20,8 +20,8 @@ pub async fn sleep(data: &mut GuestData, duration_ms: u64) -> WasmResult<Result<
     let inv = data.invocation()?;
     let exec = inv.exec.clone();
     let (caller, interruptible) = (inv.id.clone(), inv.is_workflow());
-    let outcome = match exec.recorded_result(seq) {
-        Some(r) => Ok(r),
+    let outcome = match exec.recorded(seq) {
+        Some(recorded) => recorded,
         None => {
             match exec
                 .wait_for_due(&caller, seq, sleep.due_at, interruptible)
