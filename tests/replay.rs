@@ -5,6 +5,9 @@
 
 use cerebelum_harness as common;
 
+use cerebelum::journal::Event;
+use cerebelum::model::{ListFilter, Status};
+use cerebelum::store::{self, Synchronous};
 use common::{Db, Remote, free_port, kit, path, python_guest};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -19,6 +22,8 @@ common::on_both_backends!(
     replay_reports_compatible_code_and_where_other_code_diverges,
     replay_runs_nothing_live_and_stores_nothing,
     upload_check_reports_what_would_diverge_and_require_compatible_refuses,
+    upgrade_moves_hibernated_executions_whose_journal_replays_cleanly,
+    kill9_during_an_upgrade_of_1000_executions_leaves_each_on_one_version,
 );
 
 /// `cerebelum replay ... --json` through the CLI `cli`; its exit status
@@ -328,4 +333,208 @@ fn upload_check_reports_what_would_diverge_and_require_compatible_refuses(db: Db
         stderr.contains(&id) && stderr.contains("no workflow named 'steps_then_wait'"),
         "{stderr}"
     );
+}
+
+/// `cerebelum upgrade` (issue 36, item 3): executions of version 1 asleep
+/// before and past the point version 3 changes. Version 2 (a step's body
+/// changed) takes both; the one that then wakes completes on version 2's
+/// code. Version 3 refuses the one asleep past its insertion, which stays
+/// where it is; a completed execution and another tenant's are refused.
+/// Each upgrade is a journal entry and an audit record.
+fn upgrade_moves_hibernated_executions_whose_journal_replays_cleanly(db: Db) {
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    for file in [V1, V2, V3] {
+        cli.ok(&["upload", path(&python_guest(file)), "--name", "pyreplay"]);
+    }
+    let start = |input: Value| {
+        let input = input.to_string();
+        let args = [
+            "start",
+            "pyreplay",
+            "pyreplay",
+            "--version",
+            "1",
+            "--input",
+            &input,
+        ];
+        cli.ok(&args).trim().to_owned()
+    };
+    // Wakes soon after the upgrade, and goes on on the new version.
+    let in_nap = start(json!({"sleep_ms": 20_000}));
+    let in_last = start(json!({"sleep_ms": 0, "last_ms": 3_600_000}));
+    let done = start(json!({"sleep_ms": 0}));
+    wait_waiting(&cli, &in_nap);
+    wait_waiting(&cli, &in_last);
+    assert_eq!(cli.wait_ended(&done, LONG)["status"], "completed");
+
+    let out = cli.ok(&[
+        "upgrade",
+        "--package",
+        "pyreplay",
+        "--from",
+        "1",
+        "--to",
+        "2",
+    ]);
+    assert!(
+        out.contains(&format!("{in_nap} upgraded from v1 to v2"))
+            && out.contains(&format!("{in_last} upgraded from v1 to v2"))
+            && out.contains("2 of 2 upgraded to v2")
+            && !out.contains(&done),
+        "{out}"
+    );
+    for id in [&in_nap, &in_last] {
+        let status = cli.status(id);
+        assert_eq!(status["package_version"], 2, "{status}");
+        assert_eq!(status["status"], "waiting", "{status}");
+        let journal = cli.journal(id);
+        let upgraded: Vec<&Value> = journal.iter().filter(|e| e["kind"] == "upgraded").collect();
+        assert_eq!(upgraded.len(), 1, "one upgraded entry: {journal:?}");
+        assert_eq!(upgraded[0]["payload"]["from_version"], 1);
+        assert_eq!(upgraded[0]["payload"]["to_version"], 2);
+    }
+    // Version 3 inserts a step before `last`: refused for the one there.
+    let refused = cli.run(&["upgrade", &in_last, "--to", "3"]);
+    assert!(!refused.status.success(), "a refusal exits 1");
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        text.contains(&format!("{in_last} stays on v2: it would diverge"))
+            && text.contains("audit"),
+        "{text}"
+    );
+    assert_eq!(cli.status(&in_last)["package_version"], 2);
+    let refused = cli.run(&["upgrade", &done, "--to", "2"]);
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        text.contains(&format!("{done} stays on v1: it is completed")),
+        "{text}"
+    );
+    let other = Remote::new(port, &db.tenant("b", &[]));
+    let refused = other.run(&["upgrade", &in_nap, "--to", "2"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!("no execution with id '{in_nap}'")),
+        "{stderr}"
+    );
+
+    // The one that wakes runs version 2's `last`.
+    let ended = cli.wait_ended(&in_nap, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["result"]["steps"]["last"]["fixed"], true, "{ended}");
+    let audit = db.ok(&["audit", "--tenant", "a", "--json", "--limit", "1000"]);
+    assert_eq!(audit.matches("execution.upgrade").count(), 2, "{audit}");
+}
+
+/// The version of each of `tenant`'s executions, and the `upgraded`
+/// entries of its journal, read from the database itself.
+async fn versions(url: &str) -> Vec<(String, Status, i64, usize)> {
+    let store = store::open(url, Synchronous::Normal).await.unwrap();
+    let filter = ListFilter {
+        limit: 100_000,
+        ..ListFilter::default()
+    };
+    let mut found = Vec::new();
+    for e in store.executions().list_executions(&filter).await.unwrap() {
+        let journal = store.executions().journal(&e.id, 0).await.unwrap();
+        let upgraded = journal
+            .iter()
+            .filter(|j| matches!(j.event, Event::Upgraded(_)))
+            .count();
+        found.push((e.id, e.status, e.package_version, upgraded));
+    }
+    found
+}
+
+/// `kill -9` of the server while it upgrades 1,000 hibernated executions:
+/// each is on exactly one version afterwards, with an `upgraded` entry
+/// if and only if it moved; the upgrade run again moves the rest, and an
+/// upgraded one goes on on its new version.
+fn kill9_during_an_upgrade_of_1000_executions_leaves_each_on_one_version(db: Db) {
+    const N: usize = 1000;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&kit()), "--name", "kit"]);
+    rt.block_on(common::start_open_executions(port, &key, N, 8));
+    let deadline = std::time::Instant::now() + LONG;
+    while rt.block_on(common::count_by_status(&db.url)) != [("waiting".to_owned(), N as i64)] {
+        assert!(std::time::Instant::now() < deadline, "not all hibernated");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Version 2: the same code in other bytes (a custom section added).
+    let v2 = db.dir.path().join("kit-v2.wasm");
+    let mut bytes = std::fs::read(kit()).unwrap();
+    bytes.extend_from_slice(&[0, 5, 4, b'v', b'2', b'v', b'2']);
+    std::fs::write(&v2, bytes).unwrap();
+    let out = cli.ok(&["upload", path(&v2), "--name", "kit"]);
+    assert!(out.starts_with("kit v2 "), "{out}");
+
+    let mut upgrade = cli
+        .command(&["upgrade", "--package", "kit", "--from", "1", "--to", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let moved = rt
+            .block_on(versions(&db.url))
+            .iter()
+            .filter(|v| v.2 == 2)
+            .count();
+        if moved >= 50 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upgrade did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill9();
+    let _ = upgrade.wait();
+
+    let after = rt.block_on(versions(&db.url));
+    assert_eq!(after.len(), N);
+    let moved = after.iter().filter(|v| v.2 == 2).count();
+    for (id, status, version, upgraded) in &after {
+        assert_eq!(*status, Status::Waiting, "{id}");
+        assert!(
+            (*version == 1 && *upgraded == 0) || (*version == 2 && *upgraded == 1),
+            "{id}: on v{version} with {upgraded} upgraded entries"
+        );
+    }
+    assert!(
+        moved > 0 && moved < N,
+        "the kill came mid-way: {moved} of {N} had moved"
+    );
+
+    // Run again, it moves the rest. On PostgreSQL, the upgrade the kill
+    // interrupted may commit after the kill (the server had sent its
+    // COMMIT): that execution is then found moved on, and stays as it is.
+    let _server = db.serve_api(port, &[]);
+    let out = cli.run(&["upgrade", "--package", "kit", "--from", "1", "--to", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let late = text.matches("moved on while it was checked").count();
+    let upgraded = text.matches(" upgraded from v1 to v2").count();
+    assert!(late <= 2, "{text}");
+    assert_eq!(upgraded + late, N - moved, "{text}");
+    assert_eq!(out.status.success(), late == 0, "{text}");
+    let after = rt.block_on(versions(&db.url));
+    assert!(
+        after.iter().all(|v| v.2 == 2 && v.3 == 1),
+        "every one on v2, upgraded once"
+    );
+    let id = &after[0].0;
+    cli.ok(&["approve", id, "go"]);
+    let ended = cli.wait_ended(id, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["package_version"], 2, "{ended}");
 }

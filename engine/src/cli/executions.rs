@@ -111,6 +111,28 @@ pub(crate) struct ReplayArgs {
 }
 
 #[derive(Args)]
+pub(crate) struct UpgradeArgs {
+    /// The execution to upgrade (or --package and --from for all of a
+    /// version).
+    #[arg(required_unless_present = "package", conflicts_with = "package")]
+    id: Option<String>,
+    /// The version of its package to move to.
+    #[arg(long, value_name = "V")]
+    to: i64,
+    /// Upgrade every open execution of this package on version --from.
+    #[arg(long, value_name = "NAME", requires = "from")]
+    package: Option<String>,
+    /// With --package: the version to move executions from.
+    #[arg(long, value_name = "V", requires = "package")]
+    from: Option<i64>,
+    /// Print what became of each execution as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(Args)]
 pub(crate) struct ApproveArgs {
     /// The execution id.
     id: String,
@@ -355,6 +377,49 @@ pub(crate) async fn journal(cli: &Cli, args: &JournalArgs) -> Result<ExitCode> {
 
 /// Replays an execution against other code, without side effects: exit
 /// status 1 if that code diverges from its journal.
+pub(crate) async fn upgrade(cli: &Cli, args: &UpgradeArgs) -> Result<ExitCode> {
+    let package = args.package.as_deref().zip(args.from);
+    let results = ops(cli, Needs::Engine(&args.engine))
+        .await?
+        .upgrade(args.id.as_deref(), package, args.to)
+        .await?;
+    let stayed = results.iter().filter(|u| !u.upgraded).count();
+    if args.json {
+        out!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for u in &results {
+            if u.upgraded {
+                out!(
+                    "{} upgraded from v{} to v{}",
+                    u.id,
+                    u.from_version,
+                    u.to_version
+                );
+            } else {
+                out!("{} stays on v{}: {}", u.id, u.from_version, u.message);
+            }
+        }
+        if args.package.is_some() {
+            out!(
+                "{} of {} upgraded to v{}{}",
+                results.len() - stayed,
+                results.len(),
+                args.to,
+                if stayed > 0 {
+                    format!("; {stayed} stay where they are")
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(if stayed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
 pub(crate) async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode> {
     use anyhow::Context as _;
     let component = match &args.component {

@@ -1,5 +1,5 @@
 //! The commands, one module per group: `serve` (run, serve), `packages`
-//! (upload, packages), `executions` (start, status, list, watch, journal, replay,
+//! (upload, packages), `executions` (start, status, list, watch, journal, replay, upgrade,
 //! approve, reject, cancel, retry), `admin` and `build`. Each defines its
 //! flags and its work; `flags` holds the flags several share, `connect`
 //! where a command's work goes (a [`cerebelum::api::Client`] of the
@@ -42,7 +42,7 @@ const BY_TASK: &str = "\
 Commands by task:
   Develop:     dev, build, run
   Packages:    upload, packages
-  Executions:  start, status, list, watch, journal, replay
+  Executions:  start, status, list, watch, journal, replay, upgrade
   Decide:      signal, approve, reject, cancel, pause, resume, retry
   Automate:    schedule, trigger
   Operate:     serve, workers, admin, audit, completions
@@ -227,6 +227,11 @@ enum Command {
     /// sleeps, approvals and HTTP are answered from the journal; nothing
     /// runs live and nothing is stored. Exit status 1 if it diverges.
     Replay(executions::ReplayArgs),
+    /// Move hibernated executions to a newer version of their package:
+    /// each whose journal replays cleanly against that version's code goes
+    /// on there (an `upgraded` journal entry, audited); the others stay,
+    /// each with why. Exit status 1 if any stayed.
+    Upgrade(executions::UpgradeArgs),
     /// Send a signal to an execution: stored at once, in order, and taken
     /// by the workflow's next `await-signal` of that name (buffered until
     /// then).
@@ -319,6 +324,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Watch(args) => executions::follow(&cli, args).await,
         Command::Journal(args) => executions::journal(&cli, args).await,
         Command::Replay(args) => executions::replay(&cli, args).await,
+        Command::Upgrade(args) => executions::upgrade(&cli, args).await,
         Command::Signal(args) => executions::signal(&cli, args).await,
         Command::Approve(args) => executions::approve(&cli, args).await,
         Command::Reject(args) => executions::reject(&cli, args).await,

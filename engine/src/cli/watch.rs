@@ -228,6 +228,10 @@ impl Renderer {
                 (_, None) => "■ failed".to_owned(),
             },
             Event::Retried(_) => "↻ retried by an operator".to_owned(),
+            Event::Upgraded(u) => format!(
+                "⇡ upgraded by an operator from v{} to v{}",
+                u.from_version, u.to_version
+            ),
             Event::Output(out) => return self.output(&e.invocation, &out.text),
             Event::Usage(_) => return None,
         };

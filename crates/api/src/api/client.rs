@@ -38,7 +38,7 @@ use crate::journal::Entry;
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, Decision, ExecutionRecord, ListFilter, PackageCheck,
     PackageRecord, Quotas, ScheduleRecord, SecretRecord, SignalRecord, TenantRecord, TriggerRecord,
-    WorkerRecord,
+    UpgradeResult, WorkerRecord,
 };
 use crate::secrets::MasterKey;
 use crate::store::NewSignal;
@@ -588,6 +588,40 @@ impl Client {
 
     /// Runs a failed or cancelled execution again, keeping what it
     /// completed.
+    /// Moves execution `id`, or (with `package`) every open execution of
+    /// `package` v`from`, to version `to` where its journal replays
+    /// cleanly against that code: what became of each.
+    pub async fn upgrade(
+        &self,
+        id: Option<&str>,
+        package: Option<(&str, i64)>,
+        to: i64,
+    ) -> Result<Vec<UpgradeResult>> {
+        use pb::upgrade_executions_request::Target;
+        let (target, from_version) = match (id, package) {
+            (Some(id), _) => (Some(Target::Id(id.to_owned())), 0),
+            (None, Some((name, from))) => (Some(Target::Package(name.to_owned())), from),
+            (None, None) => (None, 0),
+        };
+        let request = pb::UpgradeExecutionsRequest {
+            target,
+            from_version,
+            to_version: to,
+        };
+        let reply = self.grpc().upgrade_executions(request).await;
+        let results = reply.map_err(|s| self.error(s))?.into_inner().results;
+        Ok(results
+            .into_iter()
+            .map(|u| UpgradeResult {
+                id: u.id,
+                from_version: u.from_version,
+                to_version: u.to_version,
+                upgraded: u.upgraded,
+                message: u.message,
+            })
+            .collect())
+    }
+
     pub async fn retry(&self, id: &str) -> Result<ExecutionRecord> {
         let request = pb::RetryRequest { id: id.to_owned() };
         let reply = self.grpc().retry(request).await;

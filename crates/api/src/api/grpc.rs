@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::convert::{self, entry_to_pb, execution_to_pb, package_to_pb};
 use super::pb;
 use super::schedules::NewSchedule;
-use super::service::{Api, CheckTarget, ReplayTarget, StartRequest, WatchEvent};
+use super::service::{Api, CheckTarget, ReplayTarget, StartRequest, UpgradeTarget, WatchEvent};
 use super::streams::Streams;
 use super::triggers::NewTrigger;
 use crate::error::{DISK_FULL, Error};
@@ -428,6 +428,44 @@ impl pb::cerebelum_server::Cerebelum for Service {
             .await
             .map_err(status)?;
         Ok(Response::new(execution_to_pb(&record, &[])))
+    }
+
+    async fn upgrade_executions(
+        &self,
+        request: Request<pb::UpgradeExecutionsRequest>,
+    ) -> Reply<pb::UpgradeExecutionsResponse> {
+        use pb::upgrade_executions_request::Target;
+        let caller = caller(&request)?;
+        let r = request.get_ref().clone();
+        let target = match r.target {
+            Some(Target::Id(id)) => UpgradeTarget::Execution(id),
+            Some(Target::Package(name)) => UpgradeTarget::Package {
+                name,
+                from: r.from_version,
+            },
+            None => {
+                return Err(Status::invalid_argument(
+                    "name an execution (`id`) or a package (`package` and `from_version`) to upgrade",
+                ));
+            }
+        };
+        let results = self
+            .api
+            .upgrade(&caller.tenant, &caller.actor, target, r.to_version)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::UpgradeExecutionsResponse {
+            results: results
+                .into_iter()
+                .map(|u| pb::UpgradeResult {
+                    id: u.id,
+                    from_version: u.from_version,
+                    to_version: u.to_version,
+                    upgraded: u.upgraded,
+                    message: u.message,
+                })
+                .collect(),
+        }))
     }
 
     async fn retry(&self, request: Request<pb::RetryRequest>) -> Reply<pb::Execution> {

@@ -29,7 +29,7 @@ pub mod web;
 pub mod workers;
 
 pub use client::Client;
-pub use service::{Api, CheckTarget, DEFAULT_QUOTAS, ReplayTarget};
+pub use service::{Api, CheckTarget, DEFAULT_QUOTAS, ReplayTarget, UpgradeTarget};
 
 /// The generated messages, client and server of `cerebelum.v1`.
 #[allow(clippy::all)]

@@ -7,12 +7,12 @@
 use super::audit::Actor;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
-use crate::executor::{Engine, ReplayReport, check_package_name};
+use crate::executor::{Engine, ReplayChecker, ReplayReport, check_package_name};
 use crate::journal::Entry;
 use crate::model::{
     ApprovalRecord, CheckedExecution, Decision, ExecutionRecord, ListFilter, PackageCheck,
     PackageRecord, Quotas, SignalRecord, Status, StepCallRecord, TaskRecord, TaskStatus,
-    TenantRecord, check_queue_name,
+    TenantRecord, UpgradeResult, check_queue_name,
 };
 use crate::store::{Feeds, Follower, NewSignal, SharedStore, execution_not_found};
 use serde_json::Value;
@@ -35,6 +35,13 @@ pub enum ReplayTarget {
 pub enum CheckTarget {
     Component(Vec<u8>),
     Version(i64),
+}
+
+/// What [`Api::upgrade`] upgrades: one execution, or every open one of a
+/// package version.
+pub enum UpgradeTarget {
+    Execution(String),
+    Package { name: String, from: i64 },
 }
 
 /// How many replays of a package check run side by side.
@@ -490,29 +497,8 @@ impl Api {
                 (version, catalog.package_bytes(&package.sha256).await?)
             }
         };
-        let mut open = Vec::new();
-        for status in [Status::Pending, Status::Running, Status::Waiting] {
-            let mut filter = ListFilter {
-                tenant: Some(tenant.name.clone()),
-                status: Some(status),
-                package: Some(name.to_owned()),
-                limit: MAX_PAGE,
-                ..ListFilter::default()
-            };
-            loop {
-                let page = self.store.executions().list_executions(&filter).await?;
-                let full = page.len() as i64 == MAX_PAGE;
-                filter.after = page.last().map(|r| (r.created_at_ms, r.id.clone()));
-                open.extend(
-                    page.into_iter()
-                        .filter(|r| version == 0 || r.package_version < version),
-                );
-                if !full {
-                    break;
-                }
-            }
-        }
-        open.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        let mut open = self.open_executions(tenant, name).await?;
+        open.retain(|r| version == 0 || r.package_version < version);
         let total = open.len();
         if let Some(n) = sample.map(|n| n as usize).filter(|n| *n < total) {
             // Spread over the open executions, oldest to newest.
@@ -571,6 +557,152 @@ impl Api {
         check.unchecked.sort_by(|a, b| a.id.cmp(&b.id));
         check.elapsed_ms = started.elapsed().as_millis() as i64;
         Ok(check)
+    }
+
+    /// The open (pending, running, waiting) executions of `tenant`'s
+    /// package `name`, oldest first.
+    async fn open_executions(
+        &self,
+        tenant: &TenantRecord,
+        name: &str,
+    ) -> Result<Vec<ExecutionRecord>> {
+        let mut open = Vec::new();
+        for status in [Status::Pending, Status::Running, Status::Waiting] {
+            let mut filter = ListFilter {
+                tenant: Some(tenant.name.clone()),
+                status: Some(status),
+                package: Some(name.to_owned()),
+                limit: MAX_PAGE,
+                ..ListFilter::default()
+            };
+            loop {
+                let page = self.store.executions().list_executions(&filter).await?;
+                let full = page.len() as i64 == MAX_PAGE;
+                filter.after = page.last().map(|r| (r.created_at_ms, r.id.clone()));
+                open.extend(page);
+                if !full {
+                    break;
+                }
+            }
+        }
+        open.sort_by(|a, b| (a.created_at_ms, &a.id).cmp(&(b.created_at_ms, &b.id)));
+        Ok(open)
+    }
+
+    /// Moves hibernated executions to version `to` of their package when
+    /// their journal replays cleanly against its code (an `upgraded`
+    /// entry, audited); the others stay, each with why. `target`: one
+    /// execution, or every open one of a package version.
+    pub async fn upgrade(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        target: UpgradeTarget,
+        to: i64,
+    ) -> Result<Vec<UpgradeResult>> {
+        let (name, executions) = match target {
+            UpgradeTarget::Execution(id) => {
+                let record = self.owned(tenant, &id).await?;
+                if record.package_version == to {
+                    return Err(Error::InvalidInput(format!(
+                        "execution {id} already runs on {} v{to}",
+                        record.package_name
+                    )));
+                }
+                (record.package_name.clone(), vec![record])
+            }
+            UpgradeTarget::Package { name, from } => {
+                check_len("the package name", &name, MAX_NAME_BYTES)?;
+                if from >= to {
+                    return Err(Error::InvalidInput(format!(
+                        "--from v{from} is not older than --to v{to}: an upgrade moves \
+                         executions to a newer version"
+                    )));
+                }
+                let catalog = self.store.catalog();
+                catalog
+                    .find_package(&tenant.name, &name, Some(from))
+                    .await?;
+                let mut open = self.open_executions(tenant, &name).await?;
+                open.retain(|r| r.package_version == from);
+                (name, open)
+            }
+        };
+        let catalog = self.store.catalog();
+        let package = catalog.find_package(&tenant.name, &name, Some(to)).await?;
+        let bytes = catalog.package_bytes(&package.sha256).await?;
+        let checker = self
+            .node("upgrading executions")?
+            .replay_checker(&tenant.name, &name, bytes)
+            .await?;
+        let mut results = Vec::with_capacity(executions.len());
+        for record in executions {
+            let outcome = self
+                .upgrade_one(tenant, actor, &checker, &record, &package)
+                .await;
+            results.push(UpgradeResult {
+                id: record.id.clone(),
+                from_version: record.package_version,
+                to_version: to,
+                upgraded: outcome.is_ok(),
+                message: outcome.err().unwrap_or_default(),
+            });
+        }
+        Ok(results)
+    }
+
+    /// One execution of [`Api::upgrade`]: why it was not upgraded, if it
+    /// was not.
+    async fn upgrade_one(
+        &self,
+        tenant: &TenantRecord,
+        actor: &Actor,
+        checker: &ReplayChecker,
+        record: &ExecutionRecord,
+        to: &PackageRecord,
+    ) -> std::result::Result<(), String> {
+        if to.version < record.package_version {
+            return Err(format!(
+                "it runs on v{}, newer than v{}",
+                record.package_version, to.version
+            ));
+        }
+        if record.status != Status::Waiting {
+            return Err(format!(
+                "it is {}: only a hibernated (waiting) execution is upgraded; try again once it waits",
+                record.status
+            ));
+        }
+        let report = checker.check(record).await.map_err(|e| e.to_string())?;
+        if let Some(divergence) = report.divergence {
+            return Err(format!("it would diverge: {divergence}"));
+        }
+        if report.ended != Status::Waiting {
+            return Err(format!(
+                "v{}'s code would end it ({}) where it waits now",
+                to.version, report.ended
+            ));
+        }
+        let now = self.now_ms();
+        self.store
+            .executions()
+            .upgrade_execution(&record.id, record.package_version, report.entries, to, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.feeds.touched(&record.id);
+        let detail =
+            serde_json::json!({"from_version": record.package_version, "to_version": to.version});
+        actor
+            .record(
+                &self.store,
+                now,
+                &tenant.name,
+                "execution.upgrade",
+                &record.id,
+                Some(detail),
+            )
+            .await
+            .map_err(|e| format!("upgraded, but {e}"))
     }
 
     pub async fn list_packages(&self, tenant: &TenantRecord) -> Result<Vec<PackageRecord>> {

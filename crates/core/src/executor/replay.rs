@@ -161,6 +161,7 @@ impl ReplayIndex {
                 Event::Started(_)
                 | Event::Finished(_)
                 | Event::Retried(_)
+                | Event::Upgraded(_)
                 | Event::Served { .. } => {}
             }
         }

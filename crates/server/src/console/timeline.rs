@@ -300,6 +300,16 @@ impl Timeline {
                     "operator".into(),
                     format!("retried by an operator (it was {})", r.previous_status),
                 )),
+                Event::Upgraded(u) => rows.push(Row::new(
+                    e.at_ms,
+                    "upgraded",
+                    "operator".into(),
+                    format!(
+                        "upgraded by an operator from v{} to v{}: its journal replayed cleanly \
+                         against v{}'s code",
+                        u.from_version, u.to_version, u.to_version
+                    ),
+                )),
                 Event::Usage(_) => {}
             }
         }

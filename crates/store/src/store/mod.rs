@@ -346,6 +346,20 @@ pub trait Executions: Send + Sync {
     /// Operator retry of a failed or cancelled execution: appends a
     /// `retried` entry and makes it pending again.
     async fn retry_execution(&self, execution_id: &str, now_ms: i64) -> Result<ExecutionRecord>;
+
+    /// Operator upgrade of a hibernated execution to package version `to`:
+    /// appends an `upgraded` entry and moves it to `to`, in one
+    /// transaction, if it still waits on version `from_version` with
+    /// `last_seq` its journal's last entry (what the replay check that
+    /// allowed it saw); else a conflict, and nothing changes.
+    async fn upgrade_execution(
+        &self,
+        execution_id: &str,
+        from_version: i64,
+        last_seq: i64,
+        to: &PackageRecord,
+        now_ms: i64,
+    ) -> Result<ExecutionRecord>;
 }
 
 /// A signal as sent: see [`Executions::send_signal`].

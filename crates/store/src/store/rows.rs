@@ -2,7 +2,7 @@
 //! are the same in both schemas) and the messages of their errors.
 
 use crate::error::{Error, Result};
-use crate::journal::{Entry, Event, OPERATOR, Retried, Row as JournalRow};
+use crate::journal::{Entry, Event, OPERATOR, Retried, Row as JournalRow, Upgraded};
 use crate::model::{
     ApiKeyRecord, ApprovalRecord, AuditRecord, ExecutionRecord, Overlap, PackageInfo,
     PackageRecord, Quotas, ScheduleRecord, SecretRecord, SignalRecord, Status, StoredLimits,
@@ -436,6 +436,45 @@ pub(super) fn retried_entry(execution: &ExecutionRecord, seq: i64, now_ms: i64) 
         }),
         at_ms: now_ms,
     }
+}
+
+/// The `upgraded` entry an operator upgrade appends after `seq` (the
+/// journal's last entry now), if `execution` is as the replay check that
+/// allowed the upgrade saw it: hibernated on `from_version`, its journal
+/// ending at `last_seq`.
+pub(super) fn upgraded_entry(
+    execution: &ExecutionRecord,
+    from_version: i64,
+    last_seq: i64,
+    seq: i64,
+    to: &PackageRecord,
+    now_ms: i64,
+) -> Result<Entry> {
+    let id = &execution.id;
+    if execution.status != Status::Waiting {
+        return Err(Error::Conflict(format!(
+            "execution {id} is {}, not waiting: only a hibernated execution is upgraded",
+            execution.status
+        )));
+    }
+    if execution.package_version != from_version || seq != last_seq {
+        return Err(Error::Conflict(format!(
+            "execution {id} moved on while it was checked (now on v{}, {seq} journal entries); \
+             upgrade it again",
+            execution.package_version
+        )));
+    }
+    Ok(Entry {
+        seq: seq + 1,
+        invocation: OPERATOR.into(),
+        event: Event::Upgraded(Upgraded {
+            from_version,
+            from_package: execution.package_sha256.clone(),
+            to_version: to.version,
+            to_package: to.sha256.clone(),
+        }),
+        at_ms: now_ms,
+    })
 }
 
 /// A migration error, or a schema newer than this binary, as one message.

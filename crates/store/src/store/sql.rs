@@ -1447,6 +1447,51 @@ where
         tx.commit().await?;
         rows::execution(&row)
     }
+
+    async fn upgrade_execution(
+        &self,
+        execution_id: &str,
+        from_version: i64,
+        last_seq: i64,
+        to: &PackageRecord,
+        now_ms: i64,
+    ) -> Result<ExecutionRecord> {
+        let mut tx = self.begin_write().await?;
+        let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
+        let seq: i64 = sqlx::query_scalar::<DB, i64>(
+            "SELECT COALESCE(MAX(seq), 0) FROM journal WHERE execution_id = $1",
+        )
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let entry = rows::upgraded_entry(&execution, from_version, last_seq, seq, to, now_ms)?;
+        sqlx::query::<DB>(
+            "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
+             payload, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(execution_id)
+        .bind(entry.seq)
+        .bind(entry.invocation.as_str())
+        .bind(entry.event.kind())
+        .bind(entry.event.ref_seq())
+        .bind(entry.event.args_hash())
+        .bind(entry.event.payload_text())
+        .bind(entry.at_ms)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query::<DB>(&format!(
+            "UPDATE executions SET package_sha256 = $1, package_version = $2, updated_at = $3 \
+             WHERE id = $4 RETURNING {EXECUTION_COLUMNS}"
+        ))
+        .bind(to.sha256.as_str())
+        .bind(to.version)
+        .bind(now_ms)
+        .bind(execution_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows::execution(&row)
+    }
 }
 
 impl<DB> Sql<DB>

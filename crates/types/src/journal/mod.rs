@@ -13,7 +13,7 @@
 //!   [`Event::AttemptFailed`], [`Event::Served`], [`Event::PollCheck`];
 //! - what the engine records about invocations and executions:
 //!   [`Event::Output`], [`Event::Usage`], [`Event::Started`],
-//!   [`Event::Finished`], [`Event::Retried`].
+//!   [`Event::Finished`], [`Event::Retried`], [`Event::Upgraded`].
 //!
 //! # Stored form
 //!
@@ -108,6 +108,10 @@ pub enum Event {
     Finished(Finished),
     /// An operator retried the execution.
     Retried(Retried),
+    /// An operator moved the hibernated execution to another version of
+    /// its package (`cerebelum upgrade`), its journal having replayed
+    /// cleanly against that version's code.
+    Upgraded(Upgraded),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,6 +191,16 @@ pub struct Retried {
     pub error: Option<CallError>,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Upgraded {
+    pub from_version: i64,
+    /// The sha256 of the package it ran on.
+    pub from_package: String,
+    pub to_version: i64,
+    /// The sha256 of the package it runs on from here.
+    pub to_package: String,
+}
+
 /// An entry's columns as stored (and sent over the API).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -249,6 +263,7 @@ impl Event {
                 _ => "completed",
             },
             Event::Retried(_) => "retried",
+            Event::Upgraded(_) => "upgraded",
         }
     }
 
@@ -282,6 +297,7 @@ impl Event {
             Event::Started(s) => text(s),
             Event::Finished(f) => text(f),
             Event::Retried(r) => text(r),
+            Event::Upgraded(u) => text(u),
         }
     }
 
@@ -310,6 +326,7 @@ impl Event {
             Event::Started(s) => (None, value(s)),
             Event::Finished(f) => (None, value(f)),
             Event::Retried(r) => (None, value(r)),
+            Event::Upgraded(u) => (None, value(u)),
         };
         Row {
             kind: self.kind().to_owned(),
@@ -369,6 +386,7 @@ impl Event {
                 Event::Finished(finished)
             }
             "retried" => Event::Retried(from(payload).map_err(fail)?),
+            "upgraded" => Event::Upgraded(from(payload).map_err(fail)?),
             other => {
                 return Err(format!(
                     "unknown journal entry kind '{other}' (written by a newer cerebelum?)"

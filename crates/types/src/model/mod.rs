@@ -8,7 +8,7 @@ mod task;
 pub use call_error::{CallError, ErrorKind};
 pub use package::{
     CheckedExecution, MIN_HEARTBEAT_MS, PackageCheck, PackageInfo, Placement, RetryPolicy,
-    StepInfo, StepOptions, WorkflowInfo,
+    StepInfo, StepOptions, UpgradeResult, WorkflowInfo,
 };
 pub use task::{
     StepCallRecord, TaskBeat, TaskClaim, TaskId, TaskRecord, TaskSpec, TaskStatus, TaskTimeouts,

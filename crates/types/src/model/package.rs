@@ -255,6 +255,21 @@ impl PackageCheck {
     }
 }
 
+/// What an upgrade (`cerebelum upgrade`) did with one execution.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeResult {
+    pub id: String,
+    /// The version it was on.
+    pub from_version: i64,
+    /// The version it was to move to.
+    pub to_version: i64,
+    /// It moved (its journal has an `upgraded` entry).
+    pub upgraded: bool,
+    /// Why it did not move (a divergence, not hibernated, ...); empty
+    /// when it did.
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

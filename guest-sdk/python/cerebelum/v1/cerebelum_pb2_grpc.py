@@ -119,6 +119,11 @@ class CerebelumStub:
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.CheckPackageRequest.SerializeToString,
                 response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.PackageCheck.FromString,
                 _registered_method=True)
+        self.UpgradeExecutions = channel.unary_unary(
+                '/cerebelum.v1.Cerebelum/UpgradeExecutions',
+                request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.UpgradeExecutionsRequest.SerializeToString,
+                response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.UpgradeExecutionsResponse.FromString,
+                _registered_method=True)
         self.CreateSchedule = channel.unary_unary(
                 '/cerebelum.v1.Cerebelum/CreateSchedule',
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.CreateScheduleRequest.SerializeToString,
@@ -298,6 +303,16 @@ class CerebelumServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpgradeExecutions(self, request, context):
+        """Moves hibernated executions to a newer version of their package when
+        their journal replays cleanly against its code (`cerebelum upgrade`):
+        an `upgraded` journal entry, audited. The others stay where they are,
+        each with why (a divergence, not hibernated, ...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateSchedule(self, request, context):
         """Schedules: a workflow of the tenant started at the due times of a cron
         expression in a time zone. Each due time starts at most one execution
@@ -442,6 +457,11 @@ def add_CerebelumServicer_to_server(servicer, server):
                     servicer.CheckPackage,
                     request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.CheckPackageRequest.FromString,
                     response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.PackageCheck.SerializeToString,
+            ),
+            'UpgradeExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpgradeExecutions,
+                    request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.UpgradeExecutionsRequest.FromString,
+                    response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.UpgradeExecutionsResponse.SerializeToString,
             ),
             'CreateSchedule': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateSchedule,
@@ -943,6 +963,33 @@ class Cerebelum:
             '/cerebelum.v1.Cerebelum/CheckPackage',
             cerebelum_dot_v1_dot_cerebelum__pb2.CheckPackageRequest.SerializeToString,
             cerebelum_dot_v1_dot_cerebelum__pb2.PackageCheck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpgradeExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cerebelum.v1.Cerebelum/UpgradeExecutions',
+            cerebelum_dot_v1_dot_cerebelum__pb2.UpgradeExecutionsRequest.SerializeToString,
+            cerebelum_dot_v1_dot_cerebelum__pb2.UpgradeExecutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
