@@ -17,6 +17,11 @@ const LONG: Duration = Duration::from_secs(180);
 const V1: &str = "tests/guests/python/pyreplay_v1.py";
 const V2: &str = "tests/guests/python/pyreplay_v2.py";
 const V3: &str = "tests/guests/python/pyreplay_v3.py";
+const PATCH: [&str; 3] = [
+    "tests/guests/python/pypatch_v1.py",
+    "tests/guests/python/pypatch_v2.py",
+    "tests/guests/python/pypatch_v3.py",
+];
 
 common::on_both_backends!(
     replay_reports_compatible_code_and_where_other_code_diverges,
@@ -24,6 +29,7 @@ common::on_both_backends!(
     upload_check_reports_what_would_diverge_and_require_compatible_refuses,
     upgrade_moves_hibernated_executions_whose_journal_replays_cleanly,
     kill9_during_an_upgrade_of_1000_executions_leaves_each_on_one_version,
+    patched_keeps_upgraded_executions_on_the_old_path_and_new_ones_on_the_new,
 );
 
 /// `cerebelum replay ... --json` through the CLI `cli`; its exit status
@@ -537,4 +543,79 @@ fn kill9_during_an_upgrade_of_1000_executions_leaves_each_on_one_version(db: Db)
     let ended = cli.wait_ended(id, LONG);
     assert_eq!(ended["status"], "completed", "{ended}");
     assert_eq!(ended["package_version"], 2, "{ended}");
+}
+
+/// `patched()` (issue 36, item 4), in a Python step: two executions of
+/// version 1 asleep in the step's second sleep are upgraded, one to
+/// version 2 (a sleep inserted behind `patched()`), one to version 3 (the
+/// same without). When they wake, the first keeps the old path (its
+/// history holds the second sleep where the patch is) and completes; the
+/// second fails with nondeterminism. A new execution of version 2 takes
+/// the new path, recorded as a `patched` call.
+fn patched_keeps_upgraded_executions_on_the_old_path_and_new_ones_on_the_new(db: Db) {
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    for file in PATCH {
+        cli.ok(&["upload", path(&python_guest(file)), "--name", "pypatch"]);
+    }
+    let start = |version: &str, b_ms: u64| {
+        let input = json!({"a_ms": 1, "b_ms": b_ms}).to_string();
+        let args = [
+            "start",
+            "pypatch",
+            "pypatch",
+            "--version",
+            version,
+            "--input",
+            &input,
+        ];
+        cli.ok(&args).trim().to_owned()
+    };
+    let patched_old = start("1", 8_000);
+    let unpatched_old = start("1", 8_000);
+    wait_waiting(&cli, &patched_old);
+    wait_waiting(&cli, &unpatched_old);
+    cli.ok(&["upgrade", &patched_old, "--to", "2"]);
+    cli.ok(&["upgrade", &unpatched_old, "--to", "3"]);
+    let new = start("2", 100);
+
+    let ended = cli.wait_ended(&new, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["result"]["steps"]["work"]["path"], "new", "{ended}");
+    let marks = |id: &str| {
+        cli.journal(id)
+            .iter()
+            .filter(|e| e["kind"] == "patched")
+            .count()
+    };
+    assert_eq!(marks(&new), 1, "the new path is recorded");
+
+    let ended = cli.wait_ended(&patched_old, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["result"]["steps"]["work"]["path"], "old", "{ended}");
+    assert_eq!(ended["package_version"], 2, "{ended}");
+    assert_eq!(marks(&patched_old), 0, "nothing recorded for the old path");
+
+    // The Rust SDK's `ctx.patched`: a new execution takes the new path,
+    // recorded, and its replay answers the same from the journal.
+    cli.ok(&["upload", path(&kit()), "--name", "kit"]);
+    let probe = cli
+        .ok(&["start", "kit", "patch_probe", "--input", "{}"])
+        .trim()
+        .to_owned();
+    let ended = cli.wait_ended(&probe, LONG);
+    assert_eq!(ended["result"], json!({"patched": true}), "{ended}");
+    assert_eq!(marks(&probe), 1);
+    let (ok, report) = replay(&cli, &[&probe]);
+    assert!(ok && report["ended"] == "completed", "{report}");
+
+    let ended = cli.wait_ended(&unpatched_old, LONG);
+    assert_eq!(ended["status"], "failed", "{ended}");
+    let error = ended["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("made a different call than the journal recorded"),
+        "{ended}"
+    );
 }

@@ -130,6 +130,9 @@ class DurableRuntime(Runtime):
             raise StepError(f"poll check `{check.name}` failed: {result['error']}")
         return result.get("ok")
 
+    async def patched(self, patch_id):
+        return bool(host.patched(patch_id))
+
     async def recorded(self, name, compute, what=None):
         raw = host.recall(name)
         if raw is not None:

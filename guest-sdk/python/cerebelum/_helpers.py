@@ -44,6 +44,27 @@ def _runtime() -> tuple[Context | None, Runtime]:
     return None, PLAIN
 
 
+async def patched(patch_id: str) -> bool:
+    """Whether this run takes the new path of patch ``patch_id``, for
+    changing a step's code that executions recorded before the change must
+    still replay (Temporal's patching)::
+
+        if await patched("audit-before-charge"):
+            await sleep(1000)    # the new code
+        await charge()
+
+    True where the step reaches this point on code that has the patch
+    (recorded: its replays say true again); false where its history was
+    recorded past this point by code without it, so it keeps the old path
+    and replays unchanged. Outside the engine always true. Once no open
+    execution needs the old path (``cerebelum upload --check`` says so),
+    the ``if`` and the old path go."""
+    if not isinstance(patch_id, str) or not patch_id:
+        raise TypeError("patched() takes the patch's id, a non-empty string")
+    _, runtime = _runtime()
+    return await runtime.patched(patch_id)
+
+
 async def sleep(duration: int | float | timedelta, data: Any = None) -> None:
     """Waits ``duration`` (milliseconds, or a ``timedelta``).
 

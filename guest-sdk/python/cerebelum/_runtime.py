@@ -56,6 +56,11 @@ class Runtime:
                        timeout_ms: int | None) -> Any:
         raise NotImplementedError
 
+    async def patched(self, patch_id: str) -> bool:
+        """Whether this run takes the new path of patch ``patch_id``.
+        Outside the engine there is no recorded history: always."""
+        return True
+
     async def sleep(self, ms: int, data: Any = None) -> None:
         """Waits ``ms``: ``sleep``'s, ``poll``'s and ``retry``'s waits.
         Inside the sandbox ``asyncio.sleep`` itself is durable (the loop

@@ -364,6 +364,20 @@ class WorkerRuntime(LocalRuntime):
         await self._record(name, None, to_json(value, what or f"the value recorded for {name}"))
         return value
 
+    async def patched(self, patch_id):
+        # As the engine answers it: true where the history recorded this
+        # patch here, false where it holds another call (recorded by code
+        # without the patch), true and recorded past the history.
+        self._cut_output()
+        position = self._position
+        args = {"id": patch_id}
+        if position < len(self._history):
+            recorded = self._history[position]
+            if recorded.kind != "patched" or json.loads(recorded.args_json or "null") != args:
+                return False
+        await self._record("patched", args, "true")
+        return True
+
     async def call_step(self, step, env):
         # A poll whose check is a step: each check's result is recorded.
         async def check() -> Any:

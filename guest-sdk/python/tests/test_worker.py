@@ -11,7 +11,7 @@ import time
 
 import grpc
 
-from cerebelum import Context, http, sleep, step
+from cerebelum import Context, http, patched, sleep, step
 from cerebelum import _patches
 from cerebelum.v1 import cerebelum_pb2 as pb
 from cerebelum.v1 import cerebelum_pb2_grpc as pb_grpc
@@ -54,13 +54,17 @@ class Service(pb_grpc.WorkerServiceServicer):
         return pb.CompleteTaskResponse()
 
     async def RecordCall(self, request, context):
-        # Only a sleep, as the server answers it.
+        # A call the worker answered itself (as `patched`) is kept as it
+        # came; a sleep is answered as the server answers it.
         self.requests.append(request)
         now = int(time.time() * 1000)
-        due = now + json.loads(request.args_json)["duration_ms"]
+        answer = request.answer_json
+        if not answer:
+            due = now + json.loads(request.args_json)["duration_ms"]
+            answer = json.dumps({"due_at_ms": due})
         return pb.RecordCallResponse(now_ms=now, call=pb.StepCall(
             position=request.position, kind=request.kind, args_json=request.args_json,
-            answer_json=json.dumps({"due_at_ms": due}), at_ms=now))
+            answer_json=answer, at_ms=now))
 
     async def UnregisterWorker(self, request, context):
         self.requests.append(request)
@@ -264,3 +268,53 @@ def test_a_worker_steps_http_response_is_recorded_and_not_fetched_again(server):
     requests = run(serve_tasks(task("t2", "fetch", {}, hold_ms=60_000, history=history)))
     assert outcome(requests, "t2") == {"path": "/thing"}
     assert len(seen) == 1, seen
+
+
+def define_patchy() -> None:
+    """Step ``patchy``: sleeps, asks for patch ``extra``, sleeps again."""
+    @step
+    async def patchy(context: Context, inputs: dict) -> dict:
+        await sleep(5)
+        took = await patched("extra")
+        await sleep(6)
+        return {"patched": took}
+
+
+def test_a_worker_step_takes_a_patch_unless_its_history_holds_another_call_there():
+    define_patchy()
+    # Past its history: the new path, recorded.
+    requests = run(serve_tasks(task("t1", "patchy", {}, hold_ms=60_000)))
+    records = [r for r in requests if isinstance(r, pb.RecordCallRequest)]
+    assert [(r.position, r.kind) for r in records] == [(0, "sleep"), (1, "patched"), (2, "sleep")]
+    assert json.loads(records[1].args_json) == {"id": "extra"}
+    assert outcome(requests, "t1") == {"patched": True}
+
+    # A history recorded by code without the patch holds the second sleep
+    # there: the old path, nothing recorded, and the history replays.
+    history = [
+        pb.StepCall(position=0, kind="sleep", args_json='{"duration_ms": 5}',
+                    answer_json='{"due_at_ms": 5}'),
+        pb.StepCall(position=1, kind="sleep", args_json='{"duration_ms": 6}',
+                    answer_json='{"due_at_ms": 6}'),
+    ]
+    requests = run(serve_tasks(task("t2", "patchy", {}, hold_ms=60_000, history=history)))
+    assert not [r for r in requests if isinstance(r, pb.RecordCallRequest)]
+    assert outcome(requests, "t2") == {"patched": False}
+
+    # A history with the patch recorded replays it: the new path again.
+    history.insert(1, pb.StepCall(position=1, kind="patched", args_json='{"id": "extra"}',
+                                  answer_json="true"))
+    history[2].position = 2
+    requests = run(serve_tasks(task("t3", "patchy", {}, hold_ms=60_000, history=history)))
+    assert not [r for r in requests if isinstance(r, pb.RecordCallRequest)]
+    assert outcome(requests, "t3") == {"patched": True}
+
+
+def test_outside_the_engine_a_patch_always_applies():
+    assert run(patched("extra")) is True
+    try:
+        run(patched(""))
+    except TypeError as e:
+        assert "non-empty string" in str(e)
+    else:
+        raise AssertionError("an empty patch id is refused")

@@ -397,6 +397,29 @@ impl Context {
         host::now_ms()
     }
 
+    /// Whether this run takes the new path of patch `id`, for changing
+    /// code that executions recorded before the change must still replay
+    /// (Temporal's patching): true where the execution reaches this point
+    /// on code that has the patch (recorded: its replays say true again);
+    /// false where its journal was recorded past this point by code
+    /// without it, so it keeps the old path and replays unchanged. Once no
+    /// open execution needs the old path (`cerebelum upload --check` says
+    /// so), the `if` and the old path go.
+    ///
+    /// ```no_run
+    /// # use cerebelum_sdk::{Context, Error};
+    /// # use serde_json::{json, Value};
+    /// # fn f(ctx: &Context) -> Result<(), Error> {
+    /// if ctx.patched("audit-before-charge") {
+    ///     let _: Value = ctx.step("audit", &json!({}))?;
+    /// }
+    /// let _: Value = ctx.step("charge", &json!({}))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn patched(&self, id: &str) -> bool {
+        host::patched(id)
+    }
+
     /// A random number, fixed on first call (replays see the same value).
     pub fn random_u64(&self) -> u64 {
         host::random_u64()

@@ -111,6 +111,10 @@ impl Host for GuestData {
         calls::record::remember(self, name, value).await
     }
 
+    async fn patched(&mut self, id: String) -> WasmResult<bool> {
+        calls::record::patched(self, id).await
+    }
+
     async fn execution_id(&mut self) -> WasmResult<String> {
         let id = self.invocation()?.exec.record.id.clone();
         Ok(id)

@@ -142,6 +142,14 @@ impl Invocation {
         ))
     }
 
+    /// The invocation's next call is past its journal: it runs live.
+    pub fn past_journal(&self) -> bool {
+        let index = self.exec.index.lock().unwrap_or_else(|p| p.into_inner());
+        index
+            .call(&self.id, self.cursor.load(Ordering::SeqCst))
+            .is_none()
+    }
+
     /// The recorded call at the cursor if it is exactly this one, of kind
     /// `C` with `args` (and then moves past it); `None`, without moving,
     /// otherwise. For `recall`, where a missing entry means "compute it

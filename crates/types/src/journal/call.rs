@@ -199,6 +199,7 @@ durable_calls! {
     NowMs(NowMs) = "now-ms",
     RandomU64(RandomU64) = "random-u64",
     Record(Record) = "record",
+    Patched(Patched) = "patched",
     Http(HttpCall) = "http",
 }
 

@@ -269,6 +269,14 @@ fn steps_then_wait(ctx: &Context, input: StepsThenWait) -> Result<Value, Error> 
     )
 }
 
+/// Patching (`ctx.patched`): whether this run takes patch `probe`'s new
+/// path, read before a step and again after it.
+fn patch_probe(ctx: &Context, _input: Value) -> Result<Value, Error> {
+    let before = ctx.patched("probe");
+    let _: Value = ctx.step("noop", &json!({}))?;
+    Ok(json!({ "patched": before }))
+}
+
 // -------------------------------------------------------------------- steps
 
 /// Returns its input.
@@ -490,6 +498,7 @@ cerebelum_sdk::package! {
         clock_random => "Recorded clock, randomness and execution id",
         many_steps => "n noop steps in a row (replay speed)",
         steps_then_wait => "n noop steps, then wait for an approval (replay checks)",
+        patch_probe => "Whether patch `probe` applies, then a noop step",
         hold_step => "One hold step (one attempt)",
         placed => "noop, native (on a worker), noop",
         placed_hurry => "native_hurry (on a worker, 300 ms to start)",

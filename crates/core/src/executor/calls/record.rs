@@ -4,7 +4,7 @@
 use super::WasmResult;
 use crate::executor::guest::GuestData;
 use crate::executor::parse_payload;
-use crate::journal::{Record, RecordName};
+use crate::journal::{PatchId, Patched, Record, RecordName};
 
 pub async fn recall(data: &mut GuestData, name: String) -> WasmResult<Option<String>> {
     data.settle().await?;
@@ -20,4 +20,22 @@ pub async fn remember(data: &mut GuestData, name: String, value: String) -> Wasm
     data.immediate::<Record>(RecordName { name }, |_| value)
         .await
         .map(|_| ())
+}
+
+/// `patched(id)`: true where the journal recorded this patch here, or
+/// where the invocation is past its journal (live: recorded, so replays
+/// say true again); false where the journal holds another call here (it
+/// was recorded by code without the patch), which is left for the old
+/// path's call to match.
+pub async fn patched(data: &mut GuestData, id: String) -> WasmResult<bool> {
+    data.settle().await?;
+    let args = PatchId { id };
+    let inv = data.invocation()?;
+    if inv.recall::<Patched>(&args).is_some() {
+        return Ok(true);
+    }
+    if !inv.past_journal() {
+        return Ok(false);
+    }
+    data.immediate::<Patched>(args, |_| true).await
 }

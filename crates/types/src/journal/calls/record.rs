@@ -31,3 +31,21 @@ impl Show for Record {
         }
     }
 }
+
+/// The id of a patch (`patched(id)`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchId {
+    pub id: String,
+}
+
+answered!(
+    /// A run reached patch `id` on code that has it: it takes the new
+    /// path (the answer is always true; old histories have no entry).
+    Patched(PatchId) -> bool
+);
+
+impl Show for Patched {
+    fn show(&self, _: &ShowContext<'_>) -> Shown {
+        Shown::default()
+    }
+}
