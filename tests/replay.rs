@@ -75,14 +75,7 @@ fn three_versions(db: &Db, port: u16) -> (common::Server, Remote, String, String
     let done = start(0);
     let ended = cli.wait_ended(&done, LONG);
     assert_eq!(ended["status"], "completed", "{ended}");
-    let deadline = std::time::Instant::now() + LONG;
-    while cli.status(&asleep)["status"] != "waiting" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{asleep} did not hibernate"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_waiting(&cli, &asleep);
     (server, cli, asleep, done)
 }
 

@@ -438,10 +438,10 @@ pub(super) fn retried_entry(execution: &ExecutionRecord, seq: i64, now_ms: i64) 
     }
 }
 
-/// The `upgraded` entry an operator upgrade appends after `seq` (the
-/// journal's last entry now), if `execution` is as the replay check that
-/// allowed the upgrade saw it: hibernated on `from_version`, its journal
-/// ending at `last_seq`.
+/// The `upgraded` entry an operator upgrade appends at `seq` (the one
+/// after the journal's last now), if `execution` is as the replay check
+/// that allowed the upgrade saw it: hibernated on `from_version`, its
+/// journal ending at `last_seq`.
 pub(super) fn upgraded_entry(
     execution: &ExecutionRecord,
     from_version: i64,
@@ -457,15 +457,16 @@ pub(super) fn upgraded_entry(
             execution.status
         )));
     }
-    if execution.package_version != from_version || seq != last_seq {
+    if execution.package_version != from_version || seq != last_seq + 1 {
         return Err(Error::Conflict(format!(
-            "execution {id} moved on while it was checked (now on v{}, {seq} journal entries); \
+            "execution {id} moved on while it was checked (now on v{}, {} journal entries); \
              upgrade it again",
-            execution.package_version
+            execution.package_version,
+            seq - 1
         )));
     }
     Ok(Entry {
-        seq: seq + 1,
+        seq,
         invocation: OPERATOR.into(),
         event: Event::Upgraded(Upgraded {
             from_version,

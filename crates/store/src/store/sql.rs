@@ -320,6 +320,55 @@ where
     rows::execution(&row)
 }
 
+/// The seq after the last of execution `id`'s journal, read on `conn`.
+async fn next_seq_in<DB>(conn: &mut DB::Connection, id: &str) -> Result<i64>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB> + Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let seq: i64 = sqlx::query_scalar::<DB, i64>(
+        "SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE execution_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(seq)
+}
+
+/// Appends an operator's `entry` to execution `id`'s journal, on `conn`
+/// (outside the group commit: retries, upgrades).
+async fn insert_entry_in<DB>(conn: &mut DB::Connection, id: &str, entry: &Entry) -> Result<()>
+where
+    DB: Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query::<DB>(
+        "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
+         payload, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(entry.seq)
+    .bind(entry.invocation.as_str())
+    .bind(entry.event.kind())
+    .bind(entry.event.ref_seq())
+    .bind(entry.event.args_hash())
+    .bind(entry.event.payload_text())
+    .bind(entry.at_ms)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl<DB> Catalog for Sql<DB>
 where
@@ -1413,27 +1462,9 @@ where
         let mut tx = self.begin_write().await?;
         let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
         rows::check_retryable(&execution)?;
-        let seq: i64 = sqlx::query_scalar::<DB, i64>(
-            "SELECT COALESCE(MAX(seq), 0) + 1 FROM journal WHERE execution_id = $1",
-        )
-        .bind(execution_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let seq = next_seq_in::<DB>(&mut tx, execution_id).await?;
         let entry = rows::retried_entry(&execution, seq, now_ms);
-        sqlx::query::<DB>(
-            "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
-             payload, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(execution_id)
-        .bind(entry.seq)
-        .bind(entry.invocation.as_str())
-        .bind(entry.event.kind())
-        .bind(entry.event.ref_seq())
-        .bind(entry.event.args_hash())
-        .bind(entry.event.payload_text())
-        .bind(entry.at_ms)
-        .execute(&mut *tx)
-        .await?;
+        insert_entry_in::<DB>(&mut tx, execution_id, &entry).await?;
         let row = sqlx::query::<DB>(&format!(
             "UPDATE executions SET status = 'pending', result = NULL, error = NULL, owner = NULL, \
              engine_failures = 0, engine_error = NULL, lease_expires_at = NULL, wake_at = $1, \
@@ -1458,27 +1489,9 @@ where
     ) -> Result<ExecutionRecord> {
         let mut tx = self.begin_write().await?;
         let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
-        let seq: i64 = sqlx::query_scalar::<DB, i64>(
-            "SELECT COALESCE(MAX(seq), 0) FROM journal WHERE execution_id = $1",
-        )
-        .bind(execution_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let seq = next_seq_in::<DB>(&mut tx, execution_id).await?;
         let entry = rows::upgraded_entry(&execution, from_version, last_seq, seq, to, now_ms)?;
-        sqlx::query::<DB>(
-            "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
-             payload, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(execution_id)
-        .bind(entry.seq)
-        .bind(entry.invocation.as_str())
-        .bind(entry.event.kind())
-        .bind(entry.event.ref_seq())
-        .bind(entry.event.args_hash())
-        .bind(entry.event.payload_text())
-        .bind(entry.at_ms)
-        .execute(&mut *tx)
-        .await?;
+        insert_entry_in::<DB>(&mut tx, execution_id, &entry).await?;
         let row = sqlx::query::<DB>(&format!(
             "UPDATE executions SET package_sha256 = $1, package_version = $2, updated_at = $3 \
              WHERE id = $4 RETURNING {EXECUTION_COLUMNS}"
