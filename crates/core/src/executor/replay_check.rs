@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::journal::ErrorKind;
 use crate::model::{ExecutionRecord, NewExecution, Status};
 use crate::runtime::sha256_hex;
-use crate::store::{Claim, CommitOp, Synchronous};
+use crate::store::{Claim, CommitOp, Creation, Synchronous};
 use std::path::PathBuf;
 
 /// What a replay check found.
@@ -167,42 +167,39 @@ impl ReplayChecker {
         let store = &self.node.inner.store;
         let now = self.node.now_ms();
         let lease = now + 24 * 3_600_000;
-        let copy = store
-            .create_execution(
-                NewExecution {
-                    id: record.id.clone(),
-                    tenant: record.tenant.clone(),
-                    package_name: self.package.name.clone(),
-                    package_version: self.package.version,
-                    package_sha256: sha.clone(),
-                    workflow: record.workflow.clone(),
-                    input: record.input.clone(),
-                    idempotency_key: None,
-                    worker_queue: record.worker_queue.clone(),
-                    continued_from: None,
-                    parent_id: None,
-                    detached: false,
-                },
-                now,
-                Some((self.node.inner.node_id.as_str(), lease)),
-            )
-            .await?;
-        if !journal.is_empty() {
-            let op = CommitOp {
-                create: None,
-                execution_id: record.id.clone(),
-                epoch: copy.epoch,
-                entries: journal,
-                side: Vec::new(),
-                status: None,
-            };
-            for result in store.commit(vec![op], now).await? {
-                result?;
-            }
+        // The copy and its journal in one commit, owned by the scratch node.
+        let creation = Creation {
+            new: NewExecution {
+                id: record.id.clone(),
+                tenant: record.tenant.clone(),
+                package_name: self.package.name.clone(),
+                package_version: self.package.version,
+                package_sha256: sha.clone(),
+                workflow: record.workflow.clone(),
+                input: record.input.clone(),
+                idempotency_key: None,
+                worker_queue: record.worker_queue.clone(),
+                continued_from: None,
+                parent_id: None,
+                detached: false,
+            },
+            owner: Some((self.node.inner.node_id.clone(), lease)),
+        };
+        let epoch = creation.epoch();
+        let op = CommitOp {
+            create: Some(creation),
+            execution_id: record.id.clone(),
+            epoch,
+            entries: journal,
+            side: Vec::new(),
+            status: None,
+        };
+        for result in store.commit(vec![op], now).await? {
+            result?;
         }
         let claim = Claim {
             execution_id: record.id.clone(),
-            epoch: copy.epoch,
+            epoch,
             signals: 0,
             resumed: true,
             late_ms: None,
