@@ -69,7 +69,7 @@ pub(crate) async fn upload_file(
 
 /// How an upload checks the open executions first: a sample size, and
 /// whether to refuse the upload if any would diverge.
-pub(crate) struct Check {
+struct Check {
     sample: Option<i64>,
     require_compatible: bool,
 }

@@ -436,7 +436,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
     ) -> Reply<pb::UpgradeExecutionsResponse> {
         use pb::upgrade_executions_request::Target;
         let caller = caller(&request)?;
-        let r = request.get_ref().clone();
+        let r = request.into_inner();
         let target = match r.target {
             Some(Target::Id(id)) => UpgradeTarget::Execution(id),
             Some(Target::Package(name)) => UpgradeTarget::Package {

@@ -444,9 +444,7 @@ impl Api {
         sample: Option<i64>,
         require_compatible: bool,
     ) -> Result<(PackageRecord, PackageCheck)> {
-        check_len("the package name", name, MAX_NAME_BYTES)?;
-        check_package_name(name)?;
-        self.check_package_size(tenant, wasm.len())?;
+        // The check refuses a bad name or an oversized package first.
         let mut check = self
             .check_package(tenant, name, CheckTarget::Component(wasm.clone()), sample)
             .await?;

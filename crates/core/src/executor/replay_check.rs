@@ -62,8 +62,8 @@ pub struct ReplayChecker {
     source: Engine,
     /// The scratch node, on the scratch database.
     node: Engine,
+    /// The package checked against, as stored in the scratch database.
     package: crate::model::PackageRecord,
-    workflows: crate::model::PackageInfo,
     /// Dropped last: removes the scratch database.
     _scratch: Scratch,
 }
@@ -135,7 +135,6 @@ impl Engine {
             source: self.clone(),
             node,
             package: stored,
-            workflows: package.info.clone(),
             _scratch: scratch,
         })
     }
@@ -155,7 +154,7 @@ impl ReplayChecker {
         let journal = source.executions().journal(&record.id, 0).await?;
         let entries = journal.last().map_or(0, |e| e.seq);
         let sha = self.package.sha256.clone();
-        if let Err(e) = self.workflows.check_workflow(&record.workflow) {
+        if let Err(e) = self.package.info.check_workflow(&record.workflow) {
             return Ok(ReplayReport {
                 entries,
                 divergence: Some(e.to_string()),

@@ -37,5 +37,8 @@ pub async fn patched(data: &mut GuestData, id: String) -> WasmResult<bool> {
     if !inv.past_journal() {
         return Ok(false);
     }
-    data.immediate::<Patched>(args, |_| true).await
+    // Settled above: journaled at once.
+    inv.immediate::<Patched>(args, |_| true)
+        .await
+        .map_err(wasmtime::Error::new)
 }
