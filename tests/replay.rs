@@ -603,6 +603,22 @@ fn patched_keeps_upgraded_executions_on_the_old_path_and_new_ones_on_the_new(db:
     assert_eq!(marks(&probe), 1);
     let (ok, report) = replay(&cli, &[&probe]);
     assert!(ok && report["ended"] == "completed", "{report}");
+    // `ctx.deprecate_patch`: the patch recorded the same way, no branch.
+    let retired = cli
+        .ok(&[
+            "start",
+            "kit",
+            "patch_probe",
+            "--input",
+            r#"{"deprecated": true}"#,
+        ])
+        .trim()
+        .to_owned();
+    let ended = cli.wait_ended(&retired, LONG);
+    assert_eq!(ended["result"], json!({"deprecated": true}), "{ended}");
+    assert_eq!(marks(&retired), 1);
+    let (ok, report) = replay(&cli, &[&retired]);
+    assert!(ok && report["ended"] == "completed", "{report}");
 
     let ended = cli.wait_ended(&unpatched_old, LONG);
     assert_eq!(ended["status"], "failed", "{ended}");
@@ -611,4 +627,253 @@ fn patched_keeps_upgraded_executions_on_the_old_path_and_new_ones_on_the_new(db:
         error.contains("made a different call than the journal recorded"),
         "{ended}"
     );
+}
+
+const PATCH_V4: &str = "tests/guests/python/pypatch_v4.py";
+const DEBUG: &str = "tests/guests/python/pydebug.py";
+const DEBUG_V2: &str = "tests/guests/python/pydebug_v2.py";
+
+/// `python -m cerebelum replay ID FILE.py` (the SDK's CLI) against the
+/// server `cli` talks to: its exit status and stdout (stderr appended).
+fn python_replay(cli: &Remote, id: &str, file: &str, pdb: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let mut command = std::process::Command::new(common::python());
+    if pdb.is_some() {
+        command.args(["-m", "pdb"]);
+    }
+    command
+        .args(["-m", "cerebelum", "replay", id])
+        .arg(common::root().join(file))
+        .args(["--server", &cli.url, "--api-key", &cli.key])
+        .env_remove("CEREBELUM_SERVER")
+        .env_remove("CEREBELUM_API_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("running python -m cerebelum replay");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(pdb.unwrap_or("").as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The line of `file` that contains `text` (1-based).
+fn line_of(file: &str, text: &str) -> usize {
+    let source = std::fs::read_to_string(common::root().join(file)).unwrap();
+    1 + source
+        .lines()
+        .position(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("{file} has no line with {text:?}"))
+}
+
+/// Issue 36, item 5: a recorded Python execution replayed under plain
+/// CPython, every durable call answered from its journal fetched over the
+/// API — the clock a step read, its sleep, the approval's decision — with
+/// each entry printed; a `pdb` breakpoint in the file stops there with the
+/// recorded values; changed code reports the entry and the line where it
+/// diverges; an execution still asleep replays up to where it waits; an
+/// id of another tenant is refused.
+#[test]
+fn python_replay_debugs_a_recorded_execution_under_cpython() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&python_guest(DEBUG)), "--name", "pydebug"]);
+    let start = |sleep_ms: u64| {
+        let input = json!({"sleep_ms": sleep_ms}).to_string();
+        cli.ok(&["start", "pydebug", "pydebug", "--input", &input])
+            .trim()
+            .to_owned()
+    };
+    let done = start(40);
+    let asleep = start(3_600_000);
+    wait_waiting(&cli, &done);
+    cli.ok(&["approve", &done, "go", "--payload", r#"{"by": "ann"}"#]);
+    let ended = cli.wait_ended(&done, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    let now = ended["result"]["steps"]["stamp"]["now"].as_f64().unwrap();
+    wait_waiting(&cli, &asleep);
+
+    // The replay prints the journal as the code consumes it, and the
+    // step's own print shows the clock its first run read.
+    let (ok, out) = python_replay(&cli, &done, DEBUG, None);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(&format!("stamp read the clock: {now}")),
+        "{out}"
+    );
+    for line in [
+        "call-step stamp",
+        "now-ms -> ",
+        "sleep 40 ms (returns at once)",
+        "approval 'go' -> ",
+        "call-step finish",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    let calls = cli
+        .journal(&done)
+        .iter()
+        .filter(|e| e["invocation"] == "wf" || e["invocation"].as_str().unwrap().contains('.'))
+        .filter(|e| e["args_hash"].is_string())
+        .count();
+    assert!(
+        out.contains(&format!(
+            "replayed through call {calls} of {calls}: the workflow completed, as it did"
+        )),
+        "{calls} calls:\n{out}"
+    );
+
+    // A breakpoint set in pdb stops in the step with the recorded values.
+    let at = line_of(DEBUG, "total = stamp");
+    let file = common::root().join(DEBUG);
+    let commands = format!(
+        "break {}:{at}\ncontinue\np ask\np stamp['now']\ncontinue\nquit\n",
+        file.display()
+    );
+    let (_, out) = python_replay(&cli, &done, DEBUG, Some(&commands));
+    assert!(out.contains("{'decision': {'by': 'ann'}}"), "{out}");
+    assert!(out.contains(&format!("{now}")), "{out}");
+
+    // Changed code: the entry, the calls, and the line of the file.
+    let (ok, out) = python_replay(&cli, &done, DEBUG_V2, None);
+    assert!(!ok, "a divergence exits 1: {out}");
+    let line = line_of(DEBUG_V2, "await sleep(inputs[\"sleep_ms\"] // 2)");
+    assert!(
+        out.contains("diverges at entry ")
+            && out.contains("recorded sleep(40 ms), the code called sleep(20 ms)")
+            && out.contains(&format!("pydebug_v2.py:{line} in nap")),
+        "{out}"
+    );
+
+    // Asleep: replayed up to the sleep, which had not ended.
+    let (ok, out) = python_replay(&cli, &asleep, DEBUG, None);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("the journal ends there (step nap had not finished)"),
+        "{out}"
+    );
+
+    // Another tenant's id is refused, and nothing was replayed.
+    let other = Remote::new(port, &db.tenant("b", &[]));
+    let (ok, out) = python_replay(&other, &done, DEBUG, None);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("NOT_FOUND") && !out.contains("call-step"),
+        "{out}"
+    );
+}
+
+/// `cerebelum replay ID --local --component FILE`: the execution and its
+/// journal fetched from the server, replayed in the CLI's own process and
+/// printed entry by entry — every entry replayed for the Rust test kit's
+/// execution against the kit; for a Python execution against code that
+/// inserts a step, the entries up to the divergence replayed, the
+/// divergence marked, the rest not reached.
+#[test]
+fn replay_local_replays_in_the_cli_and_prints_the_journal_entry_by_entry() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&kit()), "--name", "kit"]);
+    let input = json!({"n": 3, "key": "go"}).to_string();
+    let id = cli
+        .ok(&["start", "kit", "steps_then_wait", "--input", &input])
+        .trim()
+        .to_owned();
+    wait_waiting(&cli, &id);
+    cli.ok(&["approve", &id, "go"]);
+    assert_eq!(cli.wait_ended(&id, LONG)["status"], "completed");
+    let journal = cli.journal(&id);
+    let n = journal.last().unwrap()["seq"].as_i64().unwrap();
+
+    let out = cli.ok(&["replay", &id, "--local", "--component", path(&kit())]);
+    let marked: Vec<&str> = out.lines().filter(|l| l.starts_with('✓')).collect();
+    assert_eq!(marked.len(), journal.len(), "every entry replayed:\n{out}");
+    assert!(
+        out.contains(&format!("through entry {n} of {n} (completed)")),
+        "{out}"
+    );
+
+    let db2 = Db::new();
+    let (_server2, py, _asleep, done) = three_versions(&db2, free_port());
+    let v3 = python_guest(V3);
+    let out = py.run(&["replay", &done, "--local", "--component", path(&v3)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "a divergence exits 1:\n{text}");
+    let crossed: Vec<&str> = text.lines().filter(|l| l.starts_with('✗')).collect();
+    assert_eq!(crossed.len(), 1, "{text}");
+    assert!(crossed[0].contains("call-step"), "{text}");
+    assert!(
+        text.contains(" diverges from ") && text.contains(" at entry "),
+        "{text}"
+    );
+
+    // --local needs the component it replays against.
+    let err = cli.fails(&["replay", &id, "--local"]);
+    assert!(err.contains("--component"), "{err}");
+}
+
+/// Issue 36, item 4: `deprecate_patch` retires a patch. Version 4 of
+/// pypatch has the new path only, behind `deprecate_patch("extra-nap")`:
+/// an execution that took version 2's new path (its history has the
+/// patch) upgrades to it and completes there; one recorded by version 1
+/// past that point is told apart before any upgrade by the local Python
+/// replay (it diverges, with the line), while the patched one replays.
+#[test]
+fn deprecate_patch_keeps_patched_histories_replaying() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    for file in [PATCH[0], PATCH[1], PATCH_V4] {
+        cli.ok(&["upload", path(&python_guest(file)), "--name", "pypatch"]);
+    }
+    let start = |version: &str| {
+        let input = json!({"a_ms": 1, "b_ms": 6_000}).to_string();
+        cli.ok(&[
+            "start",
+            "pypatch",
+            "pypatch",
+            "--version",
+            version,
+            "--input",
+            &input,
+        ])
+        .trim()
+        .to_owned()
+    };
+    let old = start("1");
+    let patched = start("2");
+    wait_waiting(&cli, &old);
+    wait_waiting(&cli, &patched);
+
+    let (ok, out) = python_replay(&cli, &patched, PATCH_V4, None);
+    assert!(ok, "{out}");
+    assert!(out.contains("patched 'extra-nap' -> true"), "{out}");
+    let (ok, out) = python_replay(&cli, &old, PATCH_V4, None);
+    assert!(!ok, "{out}");
+    let line = line_of(PATCH_V4, "await sleep(10)");
+    assert!(
+        out.contains("recorded sleep(6000 ms), the code called sleep(10 ms)")
+            && out.contains(&format!("pypatch_v4.py:{line} in work")),
+        "{out}"
+    );
+
+    cli.ok(&["upgrade", &patched, "--to", "3"]);
+    let ended = cli.wait_ended(&patched, LONG);
+    assert_eq!(ended["status"], "completed", "{ended}");
+    assert_eq!(ended["package_version"], 3, "{ended}");
+    assert_eq!(ended["result"]["steps"]["work"]["path"], "new", "{ended}");
 }

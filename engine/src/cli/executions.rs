@@ -103,6 +103,14 @@ pub(crate) struct ReplayArgs {
     /// the version it runs).
     #[arg(long, value_name = "V")]
     version: Option<i64>,
+    /// Replay in this process, not on the server: fetch the execution and
+    /// its journal (from --server, or the local database) and replay them
+    /// against --component (a local build) here, printing each journal
+    /// entry marked replayed (✓), where it diverges (✗) or not reached.
+    /// For a Python package, `python -m cerebelum replay ID FILE.py` runs
+    /// the file itself under CPython, for a debugger.
+    #[arg(long, requires = "component")]
+    local: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -422,6 +430,9 @@ pub(crate) async fn upgrade(cli: &Cli, args: &UpgradeArgs) -> Result<ExitCode> {
 
 pub(crate) async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode> {
     use anyhow::Context as _;
+    if args.local {
+        return replay_local(cli, args).await;
+    }
     let component = match &args.component {
         Some(path) => {
             Some(std::fs::read(path).with_context(|| format!("reading {}", path.display()))?)
@@ -479,6 +490,130 @@ pub(crate) async fn replay(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `cerebelum replay ID --local --component FILE`: the execution and its
+/// journal fetched from where the command points, replayed in this process
+/// on a scratch node, the journal printed entry by entry with how far the
+/// replay went.
+async fn replay_local(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode> {
+    use anyhow::Context as _;
+    use cerebelum::Engine;
+    let file = args
+        .component
+        .as_deref()
+        .context("--local replays against a component file: pass --component FILE")?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let client = ops(cli, Needs::Store).await?;
+    let mut record = client.execution(&args.id).await?.record;
+    let journal = client.journal(&args.id, 0).await?;
+    // A node of this process, on a database of its own (removed after):
+    // the checker copies the execution into a scratch database of its own.
+    let dir = tempfile_dir()?;
+    let store = cerebelum::store::open(
+        &dir.0.join("local.db").to_string_lossy(),
+        cerebelum::store::Synchronous::Normal,
+    )
+    .await?;
+    let cache = args
+        .engine
+        .cache_dir
+        .clone()
+        .unwrap_or_else(super::flags::default_cache_dir);
+    let config = cerebelum::EngineConfig::new(cache);
+    let node = Engine::new(
+        store,
+        config,
+        std::sync::Arc::new(cerebelum::clock::SystemClock),
+    )?;
+    record.tenant = "default".to_owned();
+    let checker = node
+        .replay_checker(&record.tenant, &record.package_name, bytes)
+        .await?;
+    let report = checker.check_journal(&record, journal.clone()).await?;
+    let diverged_at = report.divergence.as_deref().and_then(diverged_at);
+    if args.json {
+        let json = serde_json::json!({
+            "id": args.id,
+            "component": file.display().to_string(),
+            "sha256": report.sha256,
+            "entries": report.entries,
+            "compatible": report.divergence.is_none(),
+            "diverged_at": diverged_at,
+            "divergence": report.divergence,
+            "ended": report.ended.as_str(),
+            "error": report.error,
+        });
+        out!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        out!(
+            "replaying {} ({} {}) in this process against {}: {} journal entries",
+            args.id,
+            record.package_name,
+            record.workflow,
+            file.display(),
+            report.entries
+        );
+        for e in &journal {
+            let row = e.row();
+            let mark = match diverged_at {
+                Some(at) if e.seq == at => "✗",
+                Some(at) if e.seq > at => " ",
+                _ => "✓",
+            };
+            let payload = cerebelum::util::shorten(&row.payload.to_string(), 100);
+            out!(
+                "{mark} {:>5} {:<8} {:<16} {payload}",
+                e.seq,
+                e.invocation,
+                row.kind
+            );
+        }
+        if let Some(divergence) = &report.divergence {
+            let at = diverged_at.map_or(String::new(), |seq| {
+                format!(" at entry {seq} of {}", report.entries)
+            });
+            out!(
+                "{} diverges from {}{at}: {divergence}",
+                args.id,
+                file.display()
+            );
+        } else {
+            out!(
+                "{} replays against {} through entry {n} of {n} ({})",
+                args.id,
+                file.display(),
+                report.ended.as_str(),
+                n = report.entries
+            );
+        }
+    }
+    Ok(if report.divergence.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A temporary directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> Result<TempDir> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let dir = std::env::temp_dir().join(format!(
+        "cerebelum-replay-local-{}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(TempDir(dir))
 }
 
 /// The journal entry a `nondeterminism` message names ("at seq N ...").

@@ -46,7 +46,7 @@ pub(crate) fn range_i64(min: i64, max: i64) -> clap::builder::RangedI64ValuePars
 pub(crate) struct EngineArgs {
     /// Where compiled components are cached (default: ~/.cache/cerebelum).
     #[arg(long, env = "CEREBELUM_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
     /// How commits are flushed: `full` survives power loss (SQLite fsync;
     /// PostgreSQL synchronous_commit=on), `normal` survives a crash of the
     /// engine process only.
@@ -175,7 +175,7 @@ impl QuotaArgs {
     }
 }
 
-fn default_cache_dir() -> PathBuf {
+pub(crate) fn default_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
         return PathBuf::from(dir).join("cerebelum");
     }

@@ -226,6 +226,8 @@ enum Command {
     /// calls its journal recorded, or where it first differs. Steps,
     /// sleeps, approvals and HTTP are answered from the journal; nothing
     /// runs live and nothing is stored. Exit status 1 if it diverges.
+    /// --local replays here, printing the journal entry by entry; for a
+    /// Python file under a debugger: `python -m cerebelum replay ID FILE.py`.
     Replay(executions::ReplayArgs),
     /// Move hibernated executions to a newer version of their package:
     /// each whose journal replays cleanly against that version's code goes

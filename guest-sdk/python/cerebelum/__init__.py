@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 from . import http
 from ._dsl import (ParallelStepGroup, RetryPolicy, Step, StepComposition, WorkflowBuilder,
                    step)
-from ._helpers import (ProgressReporter, patched, poll, retry, set_state, sleep,
-                       wait_for_approval, wait_for_signal)
+from ._helpers import (ProgressReporter, deprecate_patch, patched, poll, retry, set_state,
+                       sleep, wait_for_approval, wait_for_signal)
 from ._local import DSLLocalExecutor, LocalExecutor
 from ._registry import StepRegistry, WorkflowRegistry
 from ._runtime import Context, ExecutionResult
@@ -81,8 +81,8 @@ else:
         raise AttributeError(f"module 'cerebelum' has no attribute {name!r}")
 
 __all__ = [
-    "step", "workflow", "Context", "ExecutionResult", "sleep", "patched", "poll", "retry",
-    "wait_for_approval", "wait_for_signal", "set_state", "SignalTimeoutError",
+    "step", "workflow", "Context", "ExecutionResult", "sleep", "patched", "deprecate_patch",
+    "poll", "retry", "wait_for_approval", "wait_for_signal", "set_state", "SignalTimeoutError",
     "ProgressReporter", "RetryPolicy", "Step", "Workflow",
     "WorkflowBuilder", "CerebelumError", "WorkflowDefinitionError", "StepError",
     "PollTimeoutError", "RetryExhaustedError", "ApprovalRejectedError",

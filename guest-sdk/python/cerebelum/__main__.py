@@ -1,5 +1,5 @@
-"""``python -m cerebelum build app.py -o app.wasm`` and
-``python -m cerebelum worker app.py --queue Q``."""
+"""``python -m cerebelum build app.py -o app.wasm``, ``python -m cerebelum
+worker app.py --queue Q`` and ``python -m cerebelum replay ID app.py``."""
 
 import sys
 

@@ -57,12 +57,36 @@ async def patched(patch_id: str) -> bool:
     (recorded: its replays say true again); false where its history was
     recorded past this point by code without it, so it keeps the old path
     and replays unchanged. Outside the engine always true. Once no open
-    execution needs the old path (``cerebelum upload --check`` says so),
-    the ``if`` and the old path go."""
+    execution needs the old path (``cerebelum upload --check`` of the code
+    without it says so), the ``if`` and the old path give way to
+    :func:`deprecate_patch`."""
     if not isinstance(patch_id, str) or not patch_id:
         raise TypeError("patched() takes the patch's id, a non-empty string")
     _, runtime = _runtime()
     return await runtime.patched(patch_id)
+
+
+async def deprecate_patch(patch_id: str) -> None:
+    """The second stage of retiring patch ``patch_id``, where ``if await
+    patched(...)`` and its old path stood::
+
+        await deprecate_patch("audit-before-charge")
+        await sleep(1000)        # the new code, now the only path
+        await charge()
+
+    The step takes the new path only, and executions whose history
+    recorded the patch (they ran ``patched`` there) still replay, their
+    record of it matched here. Executions recorded before the patch no
+    longer replay: deploy this once none is open (``cerebelum upload
+    --check`` says so). When no open execution has the patch in its history
+    either, this line goes too."""
+    if not isinstance(patch_id, str) or not patch_id:
+        raise TypeError("deprecate_patch() takes the patch's id, a non-empty string")
+    _, runtime = _runtime()
+    # The same call as patched(): it matches the recorded patch, and
+    # records it for new runs (a replay on code that still asks
+    # patched() takes the new path too).
+    await runtime.patched(patch_id)
 
 
 async def sleep(duration: int | float | timedelta, data: Any = None) -> None:

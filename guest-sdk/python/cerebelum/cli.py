@@ -1,6 +1,7 @@
 """The command line of the SDK: ``python -m cerebelum build app.py -o
-app.wasm`` (:mod:`cerebelum.build`) and ``python -m cerebelum worker app.py
---queue Q`` (:mod:`cerebelum.worker`)."""
+app.wasm`` (:mod:`cerebelum.build`), ``python -m cerebelum worker app.py
+--queue Q`` (:mod:`cerebelum.worker`) and ``python -m cerebelum replay ID
+app.py`` (:mod:`cerebelum.replay`)."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ log = logging.getLogger("cerebelum.worker")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m cerebelum",
-        description="Build a Python workflow file into a Cerebelum package (.wasm), or "
-        "run its steps as an external worker of a Cerebelum server.")
+        description="Build a Python workflow file into a Cerebelum package (.wasm), run "
+        "its steps as an external worker of a Cerebelum server, or replay a recorded "
+        "execution against it locally to debug it.")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build FILE.py into a package",
                        description="Build FILE.py (its @workflow and @step functions) into "
@@ -45,10 +47,50 @@ def main(argv: list[str] | None = None) -> int:
         "may finish, or are handed back to the queue). Needs grpcio "
         "(pip install 'cerebelum[worker]').")
     add_worker_arguments(w)
+    r = sub.add_parser(
+        "replay", help="debug a recorded execution: run FILE.py against its journal",
+        description="Run the workflow of FILE.py under this Python with every durable call "
+        "(steps' calls, sleeps, approvals, signals, HTTP, the clock) answered from execution "
+        "ID's journal, fetched from the server: nothing runs live, and a breakpoint in "
+        "FILE.py (or `python -m pdb -m cerebelum replay ...`) stops where production went. "
+        "Prints each journal entry as the code consumes it, and where the code makes "
+        "another call than the journal recorded, which entry and which line of FILE.py. "
+        "Exits 0 when the code replays the journal, 1 when it diverges. Needs grpcio "
+        "(pip install 'cerebelum[worker]').")
+    r.add_argument("id", metavar="ID", help="the execution (`cerebelum list` shows ids)")
+    r.add_argument("file", type=Path, metavar="FILE.py",
+                   help="the Python file whose workflow runs against the journal")
+    r.add_argument("--server", metavar="URL",
+                   help="the server, http://HOST:PORT or https://HOST:PORT "
+                   "(default: $CEREBELUM_SERVER)")
+    r.add_argument("--ca-cert", metavar="FILE",
+                   help="for an https:// server with a private CA: its certificate, PEM "
+                   "(default: $CEREBELUM_CA_CERT)")
+    r.add_argument("--api-key", metavar="KEY",
+                   help="the tenant's API key (default: $CEREBELUM_API_KEY)")
+    r.add_argument("-q", "--quiet", action="store_true",
+                   help="print only the summary, not each journal entry")
     args = parser.parse_args(argv)
     if args.command == "worker":
         return worker_main(args)
+    if args.command == "replay":
+        return replay_main(args)
     return build_main(args)
+
+
+def replay_main(args: argparse.Namespace) -> int:
+    """``python -m cerebelum replay ID FILE.py``: 0 when the code replays
+    the journal, 1 when it diverges or the replay cannot run."""
+    from . import replay
+    try:
+        report = replay.replay(args.id, args.file, args.server, args.api_key, args.ca_cert,
+                               out=None if args.quiet else sys.stdout)
+    except CerebelumError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.quiet:
+        print(report.summary())
+    return 0 if report.compatible else 1
 
 
 def build_main(args: argparse.Namespace) -> int:

@@ -403,8 +403,9 @@ impl Context {
     /// on code that has the patch (recorded: its replays say true again);
     /// false where its journal was recorded past this point by code
     /// without it, so it keeps the old path and replays unchanged. Once no
-    /// open execution needs the old path (`cerebelum upload --check` says
-    /// so), the `if` and the old path go.
+    /// open execution needs the old path (`cerebelum upload --check` of
+    /// the code without it says so), the `if` and the old path give way to
+    /// [`Context::deprecate_patch`].
     ///
     /// ```no_run
     /// # use cerebelum_sdk::{Context, Error};
@@ -418,6 +419,31 @@ impl Context {
     /// ```
     pub fn patched(&self, id: &str) -> bool {
         host::patched(id)
+    }
+
+    /// The second stage of retiring patch `id`, where `if
+    /// ctx.patched(id)` and its old path stood: the code takes the new
+    /// path only, and executions whose journal recorded the patch (they
+    /// ran `patched(id)` there) still replay, their record of it matched
+    /// here. Executions recorded before the patch no longer replay: deploy
+    /// this once none is open (`cerebelum upload --check` says so). When
+    /// no open execution has the patch in its journal either, this line
+    /// goes too.
+    ///
+    /// ```no_run
+    /// # use cerebelum_sdk::{Context, Error};
+    /// # use serde_json::{json, Value};
+    /// # fn f(ctx: &Context) -> Result<(), Error> {
+    /// ctx.deprecate_patch("audit-before-charge");
+    /// let _: Value = ctx.step("audit", &json!({}))?;
+    /// let _: Value = ctx.step("charge", &json!({}))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn deprecate_patch(&self, id: &str) {
+        // The same host call: it matches the recorded patch, and records
+        // it for new runs, so a replay on code that still asks
+        // `patched(id)` takes the new path too.
+        host::patched(id);
     }
 
     /// A random number, fixed on first call (replays see the same value).

@@ -152,6 +152,18 @@ impl ReplayChecker {
     pub async fn check(&self, record: &ExecutionRecord) -> Result<ReplayReport> {
         let source = &self.source.inner.store;
         let journal = source.executions().journal(&record.id, 0).await?;
+        self.check_journal(record, journal).await
+    }
+
+    /// Replays execution `record` against the checker's package with
+    /// `journal` as its journal (read from another place: `cerebelum
+    /// replay --local` fetches it over the API). `record.tenant` must be
+    /// the checker's tenant.
+    pub async fn check_journal(
+        &self,
+        record: &ExecutionRecord,
+        journal: Vec<crate::journal::Entry>,
+    ) -> Result<ReplayReport> {
         let entries = journal.last().map_or(0, |e| e.seq);
         let sha = self.package.sha256.clone();
         if let Err(e) = self.package.info.check_workflow(&record.workflow) {

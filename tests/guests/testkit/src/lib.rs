@@ -270,8 +270,14 @@ fn steps_then_wait(ctx: &Context, input: StepsThenWait) -> Result<Value, Error> 
 }
 
 /// Patching (`ctx.patched`): whether this run takes patch `probe`'s new
-/// path, read before a step and again after it.
-fn patch_probe(ctx: &Context, _input: Value) -> Result<Value, Error> {
+/// path, then a step. With `{"deprecated": true}`, the patch retired
+/// (`ctx.deprecate_patch`) instead of asked.
+fn patch_probe(ctx: &Context, input: Value) -> Result<Value, Error> {
+    if input["deprecated"] == json!(true) {
+        ctx.deprecate_patch("probe");
+        let _: Value = ctx.step("noop", &json!({}))?;
+        return Ok(json!({ "deprecated": true }));
+    }
     let before = ctx.patched("probe");
     let _: Value = ctx.step("noop", &json!({}))?;
     Ok(json!({ "patched": before }))
@@ -498,7 +504,7 @@ cerebelum_sdk::package! {
         clock_random => "Recorded clock, randomness and execution id",
         many_steps => "n noop steps in a row (replay speed)",
         steps_then_wait => "n noop steps, then wait for an approval (replay checks)",
-        patch_probe => "Whether patch `probe` applies, then a noop step",
+        patch_probe => "Whether patch `probe` applies (or retire it), then a noop step",
         hold_step => "One hold step (one attempt)",
         placed => "noop, native (on a worker), noop",
         placed_hurry => "native_hurry (on a worker, 300 ms to start)",
