@@ -30,6 +30,7 @@ common::on_both_backends!(
     upgrade_moves_hibernated_executions_whose_journal_replays_cleanly,
     kill9_during_an_upgrade_of_1000_executions_leaves_each_on_one_version,
     patched_keeps_upgraded_executions_on_the_old_path_and_new_ones_on_the_new,
+    a_running_execution_is_upgraded_when_it_next_hibernates,
 );
 
 /// `cerebelum replay ... --json` through the CLI `cli`; its exit status
@@ -876,4 +877,77 @@ fn deprecate_patch_keeps_patched_histories_replaying() {
     assert_eq!(ended["status"], "completed", "{ended}");
     assert_eq!(ended["package_version"], 3, "{ended}");
     assert_eq!(ended["result"]["steps"]["work"]["path"], "new", "{ended}");
+}
+
+/// Issue 36, item 3: an execution that is running when it is upgraded
+/// moves at its next hibernation. Two run `nap` (a 4 s sleep, shorter than
+/// the server's 10 s hibernation threshold): asked to v2 and v3 they answer
+/// that they will move when they next wait, and `status` shows it. When
+/// they hibernate in `last`, the one asked to v2 (a step's body changed)
+/// moves — an `upgraded` entry, the request gone; the one asked to v3 (a
+/// step inserted before `last`, which its journal went past) stays on v1,
+/// its request dropped with the divergence in the audit log.
+fn a_running_execution_is_upgraded_when_it_next_hibernates(db: Db) {
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &["--hibernate-after-ms", "10000"]);
+    let cli = Remote::new(port, &key);
+    for file in [V1, V2, V3] {
+        cli.ok(&["upload", path(&python_guest(file)), "--name", "pyreplay"]);
+    }
+    let input = json!({"sleep_ms": 4_000, "last_ms": 3_600_000}).to_string();
+    let start = || {
+        let args = [
+            "start",
+            "pyreplay",
+            "pyreplay",
+            "--version",
+            "1",
+            "--input",
+            &input,
+        ];
+        cli.ok(&args).trim().to_owned()
+    };
+    let (to_v2, to_v3) = (start(), start());
+    for (id, to) in [(&to_v2, "2"), (&to_v3, "3")] {
+        let out = cli.ok(&["upgrade", id, "--to", to]);
+        // Running in nap (or not claimed yet: pending).
+        assert!(
+            out.contains(&format!("{id} on v1: it is "))
+                && out.contains(&format!(": it moves to v{to} when it next waits")),
+            "{out}"
+        );
+        assert_eq!(cli.status(id)["upgrade_to"], to.parse::<i64>().unwrap());
+    }
+
+    let deadline = std::time::Instant::now() + LONG;
+    let settled = |id: &str| {
+        let status = cli.status(id);
+        status["status"] == "waiting" && status["upgrade_to"].is_null()
+    };
+    while !(settled(&to_v2) && settled(&to_v3)) {
+        assert!(std::time::Instant::now() < deadline, "not settled");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let moved = cli.status(&to_v2);
+    assert_eq!(moved["package_version"], 2, "{moved}");
+    let journal = cli.journal(&to_v2);
+    let upgraded: Vec<&Value> = journal.iter().filter(|e| e["kind"] == "upgraded").collect();
+    assert_eq!(upgraded.len(), 1, "{journal:?}");
+    assert_eq!(upgraded[0]["payload"]["to_version"], 2);
+
+    let stayed = cli.status(&to_v3);
+    assert_eq!(stayed["package_version"], 1, "{stayed}");
+    assert!(!cli.journal(&to_v3).iter().any(|e| e["kind"] == "upgraded"));
+    let audit = db.ok(&["audit", "--tenant", "a", "--json", "--limit", "1000"]);
+    let refusal = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|r| r["target"] == to_v3.as_str() && r["detail"]["refused"].is_string())
+        .unwrap_or_else(|| panic!("no refusal of {to_v3} audited: {audit}"));
+    let why = refusal["detail"]["refused"].as_str().unwrap();
+    assert!(
+        why.contains("it would diverge") && why.contains("audit"),
+        "{why}"
+    );
 }

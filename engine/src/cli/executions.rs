@@ -263,6 +263,7 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> Result<ExitCode> {
     if args.json {
         let mut json = serde_json::to_value(&view.record)?;
         json["waiting_on"] = serde_json::json!(view.waiting_on);
+        json["upgrade_to"] = serde_json::json!(view.upgrade_to);
         json["state"] = view.state.clone().unwrap_or_default();
         json["buffered_signals"] = view
             .buffered_signals
@@ -286,6 +287,12 @@ pub(crate) async fn status(cli: &Cli, args: &StatusArgs) -> Result<ExitCode> {
     }
     if let Some(state) = &view.state {
         out!("  state: {state}");
+    }
+    if let Some(to) = view.upgrade_to {
+        out!(
+            "  upgrade to v{to} asked: it moves when it next waits, if its journal then \
+             replays cleanly against v{to}"
+        );
     }
     // Sleeps and approvals are shown below, with more to say.
     for wait in &view.waiting_on {
@@ -391,7 +398,8 @@ pub(crate) async fn upgrade(cli: &Cli, args: &UpgradeArgs) -> Result<ExitCode> {
         .await?
         .upgrade(args.id.as_deref(), package, args.to)
         .await?;
-    let stayed = results.iter().filter(|u| !u.upgraded).count();
+    let stayed = results.iter().filter(|u| !u.upgraded && !u.pending).count();
+    let pending = results.iter().filter(|u| u.pending).count();
     if args.json {
         out!("{}", serde_json::to_string_pretty(&results)?);
     } else {
@@ -403,21 +411,25 @@ pub(crate) async fn upgrade(cli: &Cli, args: &UpgradeArgs) -> Result<ExitCode> {
                     u.from_version,
                     u.to_version
                 );
+            } else if u.pending {
+                out!("{} on v{}: {}", u.id, u.from_version, u.message);
             } else {
                 out!("{} stays on v{}: {}", u.id, u.from_version, u.message);
             }
         }
         if args.package.is_some() {
+            let mut also = String::new();
+            if pending > 0 {
+                also += &format!("; {pending} running move when they next wait");
+            }
+            if stayed > 0 {
+                also += &format!("; {stayed} stay where they are");
+            }
             out!(
-                "{} of {} upgraded to v{}{}",
-                results.len() - stayed,
+                "{} of {} upgraded to v{}{also}",
+                results.len() - stayed - pending,
                 results.len(),
                 args.to,
-                if stayed > 0 {
-                    format!("; {stayed} stay where they are")
-                } else {
-                    String::new()
-                }
             );
         }
     }

@@ -398,6 +398,8 @@ async fn serve_with(
     // Schedules fire on every node (each due time starts one execution,
     // whichever node fires it).
     let schedules = cerebelum::api::schedules::run(api.clone(), until_stopped(stopped.clone()));
+    // So are upgrades asked while their execution ran, when it hibernates.
+    let upgrades = cerebelum::api::upgrades::run(api.clone(), until_stopped(stopped.clone()));
     let (dev_api, dev_stopped) = (api.clone(), stopped.clone());
     let uploads = async move {
         if let Some(source) = dev_source {
@@ -416,7 +418,8 @@ async fn serve_with(
         shutdown_signal().await;
         let _ = stop.send(true);
     };
-    let (grpc, scheduler, (), (), ()) = tokio::join!(grpc, scheduler, schedules, signal, uploads);
+    let (grpc, scheduler, (), (), (), ()) =
+        tokio::join!(grpc, scheduler, schedules, upgrades, signal, uploads);
     grpc?;
     scheduler?;
     Ok(ExitCode::SUCCESS)

@@ -618,6 +618,7 @@ impl Client {
                 to_version: u.to_version,
                 upgraded: u.upgraded,
                 message: u.message,
+                pending: u.pending,
             })
             .collect())
     }

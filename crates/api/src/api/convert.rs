@@ -207,6 +207,7 @@ pub fn execution_to_pb(r: &ExecutionRecord, approvals: &[ApprovalRecord]) -> pb:
         waiting_on: Vec::new(),
         state_json: None,
         buffered_signals: Vec::new(),
+        upgrade_to: None,
     }
 }
 
@@ -217,6 +218,7 @@ pub fn view_to_pb(view: &ExecutionView) -> pb::Execution {
         waiting_on: view.waiting_on.clone(),
         state_json: view.state.as_ref().map(text),
         buffered_signals: view.buffered_signals.iter().map(signal_to_pb).collect(),
+        upgrade_to: view.upgrade_to,
         ..execution_to_pb(&view.record, &view.pending_approvals)
     }
 }
@@ -286,6 +288,7 @@ pub fn execution_from_pb(e: pb::Execution) -> ExecutionView {
         waiting_on: e.waiting_on,
         state: e.state_json.as_deref().map(value),
         buffered_signals: e.buffered_signals.into_iter().map(signal_from_pb).collect(),
+        upgrade_to: e.upgrade_to,
         pending_approvals: e
             .pending_approvals
             .into_iter()

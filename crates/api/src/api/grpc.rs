@@ -463,6 +463,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
                     to_version: u.to_version,
                     upgraded: u.upgraded,
                     message: u.message,
+                    pending: u.pending,
                 })
                 .collect(),
         }))

@@ -25,6 +25,7 @@ pub mod streams;
 pub mod throttle;
 pub mod tls;
 pub mod triggers;
+pub mod upgrades;
 pub mod web;
 pub mod workers;
 

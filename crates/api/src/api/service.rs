@@ -14,10 +14,11 @@ use crate::model::{
     PackageRecord, Quotas, SignalRecord, Status, StepCallRecord, TaskRecord, TaskStatus,
     TenantRecord, UpgradeResult, check_queue_name,
 };
-use crate::store::{Feeds, Follower, NewSignal, SharedStore, execution_not_found};
+use crate::store::{Feeds, Follower, NewSignal, PendingUpgrade, SharedStore, execution_not_found};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use tracing::warn;
 
 /// What [`Api::replay`] replays an execution against.
 pub enum ReplayTarget {
@@ -197,6 +198,18 @@ pub struct StartRequest {
     pub worker_queue: Option<String>,
 }
 
+/// Why [`Api::upgrade`] did not move an execution now.
+#[derive(Debug)]
+enum Refused {
+    /// It runs: it moves at its next hibernation (if it replays then).
+    Running,
+    /// It does not move, for this reason.
+    Because(String),
+}
+
+/// Asked upgrades [`Api::apply_due_upgrades`] settles per round.
+const UPGRADES_PER_ROUND: i64 = 100;
+
 /// An execution with the approvals it waits for.
 #[derive(Debug, Clone)]
 pub struct ExecutionView {
@@ -208,6 +221,9 @@ pub struct ExecutionView {
     pub state: Option<Value>,
     /// Signals it received and has not taken yet, in order.
     pub buffered_signals: Vec<SignalRecord>,
+    /// The version an upgrade asked while it ran moves it to when it next
+    /// hibernates (see [`Api::upgrade`]).
+    pub upgrade_to: Option<i64>,
     /// What it waits for on the node that answers, besides its journal
     /// (room in the node's guest memory budget).
     pub note: Option<String>,
@@ -635,18 +651,173 @@ impl Api {
             .await?;
         let mut results = Vec::with_capacity(executions.len());
         for record in executions {
-            let outcome = self
-                .upgrade_one(tenant, actor, &checker, &record, &package)
-                .await;
-            results.push(UpgradeResult {
+            let mut result = UpgradeResult {
                 id: record.id.clone(),
                 from_version: record.package_version,
                 to_version: to,
-                upgraded: outcome.is_ok(),
-                message: outcome.err().unwrap_or_default(),
-            });
+                ..UpgradeResult::default()
+            };
+            match self
+                .upgrade_one(tenant, actor, &checker, &record, &package)
+                .await
+            {
+                Ok(()) => result.upgraded = true,
+                Err(Refused::Running) => {
+                    self.request_upgrade(actor, &record, to).await?;
+                    result.pending = true;
+                    result.message = format!(
+                        "it is {}: it moves to v{to} when it next waits, if its journal then \
+                         replays cleanly against v{to}",
+                        record.status
+                    );
+                }
+                Err(Refused::Because(why)) => result.message = why,
+            }
+            results.push(result);
         }
         Ok(results)
+    }
+
+    /// Keeps the upgrade of running execution `record` to version `to`
+    /// for when it hibernates ([`Api::apply_due_upgrades`]); audited.
+    async fn request_upgrade(
+        &self,
+        actor: &Actor,
+        record: &ExecutionRecord,
+        to: i64,
+    ) -> Result<()> {
+        let now = self.now_ms();
+        self.store
+            .executions()
+            .request_upgrade(&PendingUpgrade {
+                execution_id: record.id.clone(),
+                to_version: to,
+                actor: actor.id.clone(),
+                origin: actor.origin.clone(),
+                requested_at_ms: now,
+            })
+            .await?;
+        let detail = serde_json::json!({
+            "from_version": record.package_version, "to_version": to, "pending": true,
+        });
+        actor
+            .record(
+                &self.store,
+                now,
+                &record.tenant,
+                "execution.upgrade",
+                &record.id,
+                Some(detail),
+            )
+            .await
+    }
+
+    /// Applies the upgrades asked for executions that were running and now
+    /// wait (see [`Api::upgrade`]): each whose journal replays cleanly
+    /// against the version moves there, as `cerebelum upgrade` of a
+    /// waiting execution would; one that would not is left where it is and
+    /// the request dropped, with why in the audit log; one that ended
+    /// first has its request dropped. How many requests were settled.
+    pub async fn apply_due_upgrades(&self) -> Result<usize> {
+        let executions = self.store.executions();
+        let due = executions.due_upgrades(UPGRADES_PER_ROUND).await?;
+        let mut settled = 0;
+        for asked in due {
+            let id = asked.execution_id.as_str();
+            let actor = Actor {
+                id: asked.actor.clone(),
+                origin: asked.origin.clone(),
+            };
+            let record = match executions.execution(id).await {
+                Ok(record) => record,
+                Err(Error::NotFound(_)) => {
+                    executions.drop_upgrade(id).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let refused = match self
+                .apply_upgrade(&actor, &record, asked.to_version)
+                .await?
+            {
+                None => {
+                    settled += 1;
+                    continue;
+                }
+                Some(Refused::Running) => continue, // it woke meanwhile: its next hibernation
+                Some(Refused::Because(why)) => why,
+            };
+            executions.drop_upgrade(id).await?;
+            settled += 1;
+            warn!(execution = %id, to_version = asked.to_version, reason = %refused, "an upgrade asked while it ran was not applied");
+            let detail = serde_json::json!({
+                "from_version": record.package_version, "to_version": asked.to_version,
+                "refused": refused,
+            });
+            actor
+                .record(
+                    &self.store,
+                    self.now_ms(),
+                    &record.tenant,
+                    "execution.upgrade",
+                    id,
+                    Some(detail),
+                )
+                .await?;
+        }
+        Ok(settled)
+    }
+
+    /// One asked upgrade of [`Api::apply_due_upgrades`]: None when it was
+    /// applied (or needs nothing more).
+    async fn apply_upgrade(
+        &self,
+        actor: &Actor,
+        record: &ExecutionRecord,
+        to: i64,
+    ) -> Result<Option<Refused>> {
+        if record.status.is_terminal() {
+            return Ok(Some(Refused::Because(format!(
+                "it {} before it hibernated",
+                record.status
+            ))));
+        }
+        if record.package_version >= to {
+            // Moved there already (by another node, or a direct upgrade).
+            self.store.executions().drop_upgrade(&record.id).await?;
+            return Ok(None);
+        }
+        let catalog = self.store.catalog();
+        let tenant = catalog.tenant(&record.tenant).await?;
+        let package = match catalog
+            .find_package(&tenant.name, &record.package_name, Some(to))
+            .await
+        {
+            Ok(package) => package,
+            Err(Error::NotFound(e)) => return Ok(Some(Refused::Because(e))),
+            Err(e) => return Err(e),
+        };
+        let bytes = catalog.package_bytes(&package.sha256).await?;
+        let checker = self
+            .node("upgrading executions")?
+            .replay_checker(&tenant.name, &record.package_name, bytes)
+            .await?;
+        match self
+            .upgrade_one(&tenant, actor, &checker, record, &package)
+            .await
+        {
+            Ok(()) => Ok(None),
+            Err(Refused::Because(why)) => {
+                // Refused because it moved meanwhile (it woke, or its
+                // journal grew): its next hibernation decides.
+                let now = self.store.executions().execution(&record.id).await?;
+                if now.status != Status::Waiting || now.updated_at_ms != record.updated_at_ms {
+                    return Ok(Some(Refused::Running));
+                }
+                Ok(Some(Refused::Because(why)))
+            }
+            Err(refused) => Ok(Some(refused)),
+        }
     }
 
     /// One execution of [`Api::upgrade`]: why it was not upgraded, if it
@@ -658,35 +829,41 @@ impl Api {
         checker: &ReplayChecker,
         record: &ExecutionRecord,
         to: &PackageRecord,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), Refused> {
+        let refused = |why: String| Refused::Because(why);
         if to.version < record.package_version {
-            return Err(format!(
+            return Err(refused(format!(
                 "it runs on v{}, newer than v{}",
                 record.package_version, to.version
-            ));
+            )));
+        }
+        if record.status.is_terminal() {
+            return Err(refused(format!("it is {}", record.status)));
+        }
+        // A running execution's journal so far is checked too: one that
+        // diverges already is refused now, not at its hibernation.
+        let report = checker
+            .check(record)
+            .await
+            .map_err(|e| refused(e.to_string()))?;
+        if let Some(divergence) = report.divergence {
+            return Err(refused(format!("it would diverge: {divergence}")));
         }
         if record.status != Status::Waiting {
-            return Err(format!(
-                "it is {}: only a hibernated (waiting) execution is upgraded; try again once it waits",
-                record.status
-            ));
-        }
-        let report = checker.check(record).await.map_err(|e| e.to_string())?;
-        if let Some(divergence) = report.divergence {
-            return Err(format!("it would diverge: {divergence}"));
+            return Err(Refused::Running);
         }
         if report.ended != Status::Waiting {
-            return Err(format!(
+            return Err(refused(format!(
                 "v{}'s code would end it ({}) where it waits now",
                 to.version, report.ended
-            ));
+            )));
         }
         let now = self.now_ms();
         self.store
             .executions()
             .upgrade_execution(&record.id, record.package_version, report.entries, to, now)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| refused(e.to_string()))?;
         self.feeds.touched(&record.id);
         let detail =
             serde_json::json!({"from_version": record.package_version, "to_version": to.version});
@@ -700,7 +877,7 @@ impl Api {
                 Some(detail),
             )
             .await
-            .map_err(|e| format!("upgraded, but {e}"))
+            .map_err(|e| refused(format!("upgraded, but {e}")))
     }
 
     pub async fn list_packages(&self, tenant: &TenantRecord) -> Result<Vec<PackageRecord>> {
@@ -831,6 +1008,11 @@ impl Api {
             .filter(|a| a.status == "pending")
             .collect();
         let buffered_signals = self.store.executions().buffered_signals(id).await?;
+        let upgrade_to = match record.status.is_terminal() {
+            true => None,
+            false => self.store.executions().pending_upgrade(id).await?,
+        }
+        .map(|u| u.to_version);
         // A step on a worker queue: what the tasks table says, on any node
         // and for as long as it waits (the node's note lasts only while
         // it drives the execution).
@@ -849,6 +1031,7 @@ impl Api {
             record,
             pending_approvals,
             buffered_signals,
+            upgrade_to,
         })
     }
 

@@ -360,6 +360,35 @@ pub trait Executions: Send + Sync {
         to: &PackageRecord,
         now_ms: i64,
     ) -> Result<ExecutionRecord>;
+
+    /// Keeps an upgrade asked for an execution that does not wait yet, to
+    /// apply when it hibernates (replacing one asked before). Removed by
+    /// [`Executions::upgrade_execution`], in its transaction, or
+    /// [`Executions::drop_upgrade`].
+    async fn request_upgrade(&self, upgrade: &PendingUpgrade) -> Result<()>;
+
+    /// The upgrade asked for `execution_id` and not applied yet, if any.
+    async fn pending_upgrade(&self, execution_id: &str) -> Result<Option<PendingUpgrade>>;
+
+    /// Upgrades asked for executions that now wait or have ended (what
+    /// is left to do about them), at most `limit`, oldest asked first.
+    async fn due_upgrades(&self, limit: i64) -> Result<Vec<PendingUpgrade>>;
+
+    /// Forgets the upgrade asked for `execution_id`.
+    async fn drop_upgrade(&self, execution_id: &str) -> Result<()>;
+}
+
+/// An upgrade asked for an execution that was running: see
+/// [`Executions::request_upgrade`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingUpgrade {
+    pub execution_id: String,
+    /// The version of its package to move it to.
+    pub to_version: i64,
+    /// Who asked, for the audit record of the outcome.
+    pub actor: String,
+    pub origin: String,
+    pub requested_at_ms: i64,
 }
 
 /// A signal as sent: see [`Executions::send_signal`].

@@ -14,7 +14,7 @@ use super::rows::{
     EXECUTION_COLUMNS, OPERATOR_KEY_COLUMNS, PACKAGE_COLUMNS, SCHEDULE_COLUMNS, SIGNAL_COLUMNS,
     TENANT_COLUMNS, TRIGGER_COLUMNS,
 };
-use super::{Catalog, Executions, NewSignal};
+use super::{Catalog, Executions, NewSignal, PendingUpgrade};
 use crate::error::{Error, Result};
 use crate::journal::Entry;
 use crate::model::{
@@ -1502,8 +1502,75 @@ where
         .bind(execution_id)
         .fetch_one(&mut *tx)
         .await?;
+        sqlx::query::<DB>("DELETE FROM pending_upgrades WHERE execution_id = $1")
+            .bind(execution_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         rows::execution(&row)
+    }
+
+    async fn request_upgrade(&self, upgrade: &PendingUpgrade) -> Result<()> {
+        sqlx::query::<DB>(
+            "INSERT INTO pending_upgrades (execution_id, to_version, actor, origin, requested_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (execution_id) DO UPDATE SET \
+             to_version = excluded.to_version, actor = excluded.actor, \
+             origin = excluded.origin, requested_at = excluded.requested_at",
+        )
+        .bind(upgrade.execution_id.as_str())
+        .bind(upgrade.to_version)
+        .bind(upgrade.actor.as_str())
+        .bind(upgrade.origin.as_str())
+        .bind(upgrade.requested_at_ms)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn pending_upgrade(&self, execution_id: &str) -> Result<Option<PendingUpgrade>> {
+        let found = sqlx::query_as::<DB, (String, i64, String, String, i64)>(&format!(
+            "SELECT {PENDING_UPGRADE_COLUMNS} FROM pending_upgrades WHERE execution_id = $1"
+        ))
+        .bind(execution_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(found.map(pending_upgrade))
+    }
+
+    async fn due_upgrades(&self, limit: i64) -> Result<Vec<PendingUpgrade>> {
+        let found = sqlx::query_as::<DB, (String, i64, String, String, i64)>(&format!(
+            "SELECT {PENDING_UPGRADE_COLUMNS} FROM pending_upgrades p WHERE EXISTS \
+             (SELECT 1 FROM executions e WHERE e.id = p.execution_id \
+              AND e.status NOT IN ('pending', 'running')) \
+             ORDER BY requested_at LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(found.into_iter().map(pending_upgrade).collect())
+    }
+
+    async fn drop_upgrade(&self, execution_id: &str) -> Result<()> {
+        sqlx::query::<DB>("DELETE FROM pending_upgrades WHERE execution_id = $1")
+            .bind(execution_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The columns [`pending_upgrade`] reads, in order.
+const PENDING_UPGRADE_COLUMNS: &str = "execution_id, to_version, actor, origin, requested_at";
+
+fn pending_upgrade(
+    (execution_id, to_version, actor, origin, requested_at_ms): (String, i64, String, String, i64),
+) -> PendingUpgrade {
+    PendingUpgrade {
+        execution_id,
+        to_version,
+        actor,
+        origin,
+        requested_at_ms,
     }
 }
 

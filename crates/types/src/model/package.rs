@@ -265,9 +265,13 @@ pub struct UpgradeResult {
     pub to_version: i64,
     /// It moved (its journal has an `upgraded` entry).
     pub upgraded: bool,
-    /// Why it did not move (a divergence, not hibernated, ...); empty
+    /// Why it did not move (a divergence, ...), or when it will; empty
     /// when it did.
     pub message: String,
+    /// It was running: it moves when it next hibernates, if its journal
+    /// then replays cleanly against the version.
+    #[serde(default)]
+    pub pending: bool,
 }
 
 #[cfg(test)]
