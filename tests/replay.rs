@@ -778,7 +778,8 @@ fn python_replay_debugs_a_recorded_execution_under_cpython() {
 /// printed entry by entry — every entry replayed for the Rust test kit's
 /// execution against the kit; for a Python execution against code that
 /// inserts a step, the entries up to the divergence replayed, the
-/// divergence marked, the rest not reached.
+/// divergence marked, the rest not reached. Against a debug build of
+/// other Rust code, the divergence names the source line of the call.
 #[test]
 fn replay_local_replays_in_the_cli_and_prints_the_journal_entry_by_entry() {
     let db = Db::new();
@@ -806,6 +807,27 @@ fn replay_local_replays_in_the_cli_and_prints_the_journal_entry_by_entry() {
         "{out}"
     );
 
+    // A debug build of other code (item 1): the divergence names the line
+    // of the guest's source that made the call, here and on the server.
+    let variant = common::kit_variant();
+    let kit_source = "tests/guests/testkit/src/lib.rs";
+    let at = format!(
+        "the code made that call at {}:{} in testkit::steps_then_wait",
+        common::root().join(kit_source).display(),
+        line_of(kit_source, "\"variant\": variant")
+    );
+    for local in [&["--local"][..], &[]] {
+        let mut args = vec!["replay", &id, "--component", path(&variant)];
+        args.extend_from_slice(local);
+        let out = cli.run(&args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{text}");
+        assert!(
+            text.contains(" at entry 2 of ") && text.contains(&at),
+            "{at}:\n{text}"
+        );
+    }
+
     let db2 = Db::new();
     let (_server2, py, _asleep, done) = three_versions(&db2, free_port());
     let v3 = python_guest(V3);
@@ -819,6 +841,9 @@ fn replay_local_replays_in_the_cli_and_prints_the_journal_entry_by_entry() {
         text.contains(" diverges from ") && text.contains(" at entry "),
         "{text}"
     );
+    // CPython's frames name no line of the file (`python -m cerebelum
+    // replay` does).
+    assert!(!text.contains("the code made that call"), "{text}");
 
     // --local needs the component it replays against.
     let err = cli.fails(&["replay", &id, "--local"]);

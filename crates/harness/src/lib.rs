@@ -115,6 +115,34 @@ pub fn kit() -> PathBuf {
     guest("testkit")
 }
 
+/// The test kit built another way (once per process): a debug build, with
+/// line tables, whose `steps_then_wait` gives its steps other input
+/// (`CEREBELUM_TESTKIT_VARIANT=diverge`), so a replay of a kit execution
+/// against it diverges at a known line of `tests/guests/testkit/src/lib.rs`.
+pub fn kit_variant() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let target_dir = root().join("target").join("guests-variant");
+        let status = Command::new(env!("CARGO"))
+            .current_dir(root())
+            .args([
+                "build",
+                "--quiet",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                "testkit",
+            ])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env("CEREBELUM_TESTKIT_VARIANT", "diverge")
+            .status()
+            .expect("running cargo to build the test kit's variant");
+        assert!(status.success(), "building the test kit's variant failed");
+        target_dir.join("wasm32-wasip2/debug/testkit.wasm")
+    })
+    .clone()
+}
+
 /// The Python that builds Python packages: `CEREBELUM_PYTHON`, else the
 /// repository's `.venv` (which `scripts/test.sh` creates with the SDK and
 /// componentize-py).

@@ -440,6 +440,15 @@ pub async fn run(
 
 fn classify(e: wasmtime::Error, data: &GuestData, exec: &ExecState) -> Outcome {
     if let Some(interrupt) = e.downcast_ref::<Interrupt>() {
+        if let Interrupt::Nondeterminism(message) = interrupt
+            && let Some(at) = e
+                .downcast_ref::<wasmtime::WasmBacktrace>()
+                .and_then(user_frame)
+        {
+            return Outcome::Interrupted(Interrupt::Nondeterminism(format!(
+                "{message}; the code made that call {at}"
+            )));
+        }
         return Outcome::Interrupted(interrupt.clone());
     }
     if let Some(interrupt) = data.http.interrupted() {
@@ -475,4 +484,54 @@ fn classify(e: wasmtime::Error, data: &GuestData, exec: &ExecState) -> Outcome {
         }
     };
     Outcome::Returned(Err(error))
+}
+
+/// Where user code made the call a backtrace ends in: the innermost frame
+/// that is not the SDK's, the standard library's or the bindings'. `at
+/// src/lib.rs:42 in app::deploy` when the guest has debug info (a debug
+/// build), `in app::deploy` with only its function names; None when it
+/// has neither, or is not Rust (a Python package: its frames are
+/// CPython's; `python -m cerebelum replay` gives the line there).
+fn user_frame(trace: &wasmtime::WasmBacktrace) -> Option<String> {
+    const NOT_USER: &[&str] = &[
+        "cerebelum_sdk::",
+        "<cerebelum_sdk::",
+        "core::",
+        "<core::",
+        "alloc::",
+        "<alloc::",
+        "std::",
+        "<std::",
+        "serde",
+        "<serde",
+        "wit_bindgen",
+        "<wit_bindgen",
+        "wasi::",
+        "<wasi::",
+        // A Python package's runtime (what runs CPython).
+        "componentize_py",
+        "<componentize_py",
+        "pyo3",
+        "<pyo3",
+    ];
+    // `{:#}`: without the hash. A path (`app::deploy`) is Rust code; a C
+    // function (CPython's, in a Python package) or an adapter's
+    // trampoline is not.
+    let user = |raw: &str| {
+        let name = format!("{:#}", rustc_demangle::demangle(raw));
+        (name.contains("::") && !NOT_USER.iter().any(|p| name.starts_with(p))).then_some(name)
+    };
+    let frame = trace
+        .frames()
+        .iter()
+        .find_map(|f| Some((f, f.func_name().and_then(user)?)));
+    let (frame, name) = frame?;
+    // Its symbols list inlined functions first, the frame's own last: its
+    // line is where it made the call (or called what made it, inlined).
+    Some(match frame.symbols().last() {
+        Some(s) if let (Some(file), Some(line)) = (s.file(), s.line()) => {
+            format!("at {file}:{line} in {name}")
+        }
+        _ => format!("in {name}"),
+    })
 }

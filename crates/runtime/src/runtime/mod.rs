@@ -77,6 +77,9 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
     c.consume_fuel(config.fuel);
     c.max_wasm_stack(MAX_WASM_STACK);
     c.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // A guest with debug info (a debug build) keeps it, so a replay that
+    // diverges names the line of the call (only then is it read).
+    c.wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Enable);
     // `CEREBELUM_PERFMAP=1` writes /tmp/perf-PID.map, so `perf report`
     // names the guest's functions (CPython's, inside a Python package).
     if std::env::var_os("CEREBELUM_PERFMAP").is_some_and(|v| v == "1") {

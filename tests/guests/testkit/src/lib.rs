@@ -257,8 +257,12 @@ struct StepsThenWait {
 /// Replay-check benchmark: `n` `noop` steps, then waits for approval
 /// `key` (hibernated, open, with a journal of about `2n + 2` entries).
 fn steps_then_wait(ctx: &Context, input: StepsThenWait) -> Result<Value, Error> {
+    // The kit built with CEREBELUM_TESTKIT_VARIANT=diverge (a debug build,
+    // `harness::kit_variant`) gives its steps other input: a replay of an
+    // execution of the kit against it diverges here, at a known line.
+    let variant = option_env!("CEREBELUM_TESTKIT_VARIANT") == Some("diverge");
     for i in 0..input.n {
-        let _: Value = ctx.step("noop", &json!({ "i": i }))?;
+        let _: Value = ctx.step("noop", &json!({ "i": i, "variant": variant }))?;
     }
     approval(
         ctx,
