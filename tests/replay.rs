@@ -50,6 +50,21 @@ fn replay(cli: &Remote, args: &[&str]) -> (bool, Value) {
     (out.status.success(), report)
 }
 
+/// Starts pyreplay's workflow on version 1 with `input`; its id.
+fn start_v1(cli: &Remote, input: Value) -> String {
+    let input = input.to_string();
+    let args = [
+        "start",
+        "pyreplay",
+        "pyreplay",
+        "--version",
+        "1",
+        "--input",
+        &input,
+    ];
+    cli.ok(&args).trim().to_owned()
+}
+
 /// A server with tenant `a` and versions 1, 2 and 3 of `pyreplay`; one
 /// execution of version 1 asleep in its middle step and one completed.
 fn three_versions(db: &Db, port: u16) -> (common::Server, Remote, String, String) {
@@ -59,19 +74,7 @@ fn three_versions(db: &Db, port: u16) -> (common::Server, Remote, String, String
     for file in [V1, V2, V3] {
         cli.ok(&["upload", path(&python_guest(file)), "--name", "pyreplay"]);
     }
-    let start = |sleep_ms: u64| {
-        let input = json!({"sleep_ms": sleep_ms}).to_string();
-        let args = [
-            "start",
-            "pyreplay",
-            "pyreplay",
-            "--version",
-            "1",
-            "--input",
-            &input,
-        ];
-        cli.ok(&args).trim().to_owned()
-    };
+    let start = |sleep_ms: u64| start_v1(&cli, json!({ "sleep_ms": sleep_ms }));
     let asleep = start(3_600_000);
     let done = start(0);
     let ended = cli.wait_ended(&done, LONG);
@@ -349,19 +352,7 @@ fn upgrade_moves_hibernated_executions_whose_journal_replays_cleanly(db: Db) {
     for file in [V1, V2, V3] {
         cli.ok(&["upload", path(&python_guest(file)), "--name", "pyreplay"]);
     }
-    let start = |input: Value| {
-        let input = input.to_string();
-        let args = [
-            "start",
-            "pyreplay",
-            "pyreplay",
-            "--version",
-            "1",
-            "--input",
-            &input,
-        ];
-        cli.ok(&args).trim().to_owned()
-    };
+    let start = |input: Value| start_v1(&cli, input);
     // Wakes soon after the upgrade, and goes on on the new version.
     let in_nap = start(json!({"sleep_ms": 20_000}));
     let in_last = start(json!({"sleep_ms": 0, "last_ms": 3_600_000}));
@@ -920,19 +911,7 @@ fn a_running_execution_is_upgraded_when_it_next_hibernates(db: Db) {
     for file in [V1, V2, V3] {
         cli.ok(&["upload", path(&python_guest(file)), "--name", "pyreplay"]);
     }
-    let input = json!({"sleep_ms": 4_000, "last_ms": 3_600_000}).to_string();
-    let start = || {
-        let args = [
-            "start",
-            "pyreplay",
-            "pyreplay",
-            "--version",
-            "1",
-            "--input",
-            &input,
-        ];
-        cli.ok(&args).trim().to_owned()
-    };
+    let start = || start_v1(&cli, json!({"sleep_ms": 4_000, "last_ms": 3_600_000}));
     let (to_v2, to_v3) = (start(), start());
     for (id, to) in [(&to_v2, "2"), (&to_v3, "3")] {
         let out = cli.ok(&["upgrade", id, "--to", to]);

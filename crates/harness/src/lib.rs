@@ -74,33 +74,39 @@ pub fn run_execution_id(stderr: &str) -> String {
 pub fn guest_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let target_dir = root().join("target").join("guests");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(root())
-            .args([
-                "build",
-                "--quiet",
-                "--target",
-                "wasm32-wasip2",
-                "--profile",
-                "guest",
-                "-p",
-                "hello",
-                "-p",
-                "deploy",
-                "-p",
-                "testkit",
-                "-p",
-                "not-a-package",
-                "-p",
-                "hostile",
-            ])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .status()
-            .expect("running cargo to build the guests");
-        assert!(status.success(), "building the guest packages failed");
-        target_dir.join("wasm32-wasip2").join("guest")
+        let packages = ["hello", "deploy", "testkit", "not-a-package", "hostile"];
+        build_guests("guests", &["--profile", "guest"], &packages, None)
+            .join("wasm32-wasip2")
+            .join("guest")
     })
+}
+
+/// Builds `packages` for wasm32-wasip2 with `cargo build` and `flags`,
+/// into `target/<dir>` (with environment variable `env` set, if any); the
+/// target directory.
+fn build_guests(
+    dir: &str,
+    flags: &[&str],
+    packages: &[&str],
+    env: Option<(&str, &str)>,
+) -> PathBuf {
+    let target_dir = root().join("target").join(dir);
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .current_dir(root())
+        .args(["build", "--quiet", "--target", "wasm32-wasip2"])
+        .args(flags)
+        .args(packages.iter().flat_map(|p| ["-p", p]))
+        .env("CARGO_TARGET_DIR", &target_dir);
+    if let Some((name, value)) = env {
+        cargo.env(name, value);
+    }
+    let status = cargo.status().expect("running cargo to build guests");
+    assert!(
+        status.success(),
+        "building the guest packages {packages:?} failed"
+    );
+    target_dir
 }
 
 /// Path of a guest package built by [`guest_dir`].
@@ -122,23 +128,9 @@ pub fn kit() -> PathBuf {
 pub fn kit_variant() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let target_dir = root().join("target").join("guests-variant");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(root())
-            .args([
-                "build",
-                "--quiet",
-                "--target",
-                "wasm32-wasip2",
-                "-p",
-                "testkit",
-            ])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .env("CEREBELUM_TESTKIT_VARIANT", "diverge")
-            .status()
-            .expect("running cargo to build the test kit's variant");
-        assert!(status.success(), "building the test kit's variant failed");
-        target_dir.join("wasm32-wasip2/debug/testkit.wasm")
+        let variant = Some(("CEREBELUM_TESTKIT_VARIANT", "diverge"));
+        build_guests("guests-variant", &[], &["testkit"], variant)
+            .join("wasm32-wasip2/debug/testkit.wasm")
     })
     .clone()
 }

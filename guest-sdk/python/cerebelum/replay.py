@@ -374,6 +374,22 @@ class ReplayRuntime(Runtime):
             r.differences.append((step.name, what))
             r.say(f"          step {step.name} attempt {number} ended differently: {what}")
 
+    def _answered(self, entry: Entry, why: str, shown: str) -> Any:
+        """The recorded answer of the waiting call ``entry`` (its ``ok``
+        value), traced as ``shown -> answer``; at the journal's end
+        :class:`JournalEnd` (``why``); a recorded error raised as
+        :class:`StepError`."""
+        answer = self.r.journal.result(entry.seq)
+        if answer is None:
+            self.r.over = True
+            raise JournalEnd(why)
+        value = _parsed(answer["ok"]) if "ok" in answer else answer
+        self.r.trace(entry, f"{shown} -> {_brief(value)}")
+        if "error" in answer:
+            err = answer["error"]
+            raise StepError(err.get("message", ""), err.get("kind", ""))
+        return value
+
     async def engine_poll(self, ctx, check, interval_ms, max_attempts, timeout_ms):
         env = {"workflow": ctx.workflow_name, "inputs": ctx.inputs, "poll": True,
                "deps": {d: ctx._deps.get(d) for d in check.dependencies}}
@@ -381,16 +397,13 @@ class ReplayRuntime(Runtime):
                    "timeout_ms": timeout_ms}
         entry = self.r.take("poll", {"check_step": check.name, "input": env,
                                      "options": options})
-        answer = self.r.journal.result(entry.seq)
-        if answer is None:
-            raise JournalEnd(f"poll of {check.name} had not ended")
-        self.r.trace(entry, f"poll {check.name} -> {_brief(answer)}")
-        if "error" in answer:
-            err = answer["error"]
-            if err.get("kind") in ("poll-exhausted", "poll-timeout"):
-                raise PollTimeoutError(err.get("message", ""), err["kind"])
-            raise StepError(err.get("message", ""), err.get("kind", "failed"))
-        result = _parsed(answer["ok"])
+        try:
+            result = self._answered(entry, f"its poll of {check.name} had not ended",
+                                    f"poll {check.name}")
+        except StepError as e:
+            if e.kind in ("poll-exhausted", "poll-timeout"):
+                raise PollTimeoutError(str(e), e.kind) from None
+            raise
         if isinstance(result, dict) and "error" in result:
             raise StepError(f"poll check `{check.name}` failed: {result['error']}")
         return result.get("ok") if isinstance(result, dict) else result
@@ -432,13 +445,7 @@ class ReplayRuntime(Runtime):
             "key": key, "message": f"step {ctx.step_name} waits for approval {key!r}",
             "details": None if data is None else json.loads(to_json(data, "the details")),
             "timeout_ms": timeout_ms}, waiting=f"it waits for approval {key!r}")
-        decided = self.r.journal.result(entry.seq)
-        if decided is None:
-            raise JournalEnd(f"it waits for approval {key!r}")
-        self.r.trace(entry, f"approval {key!r} -> {_brief(_parsed(decided.get('ok', decided)))}")
-        if "error" in decided:
-            raise StepError(decided["error"].get("message", ""), decided["error"].get("kind", ""))
-        value = _parsed(decided["ok"])
+        value = self._answered(entry, f"it waits for approval {key!r}", f"approval {key!r}")
         if isinstance(value, dict) and "approved" in value:
             approved = value["approved"]
             return {} if approved is None else approved
@@ -452,13 +459,8 @@ class ReplayRuntime(Runtime):
         self.r.trace(started, f"start-child {workflow}")
         awaited = self.r.take("await-child", compare=False,
                               waiting=f"it waits for child {workflow}")
-        result = self.r.journal.result(awaited.seq)
-        if result is None:
-            raise JournalEnd(f"it waits for child {workflow}")
-        self.r.trace(awaited, f"await-child {workflow} -> {_brief(result)}")
-        if "error" in result:
-            raise StepError(result["error"].get("message", ""), result["error"].get("kind", ""))
-        output = _parsed(result["ok"])
+        output = self._answered(awaited, f"it waits for child {workflow}",
+                                f"await-child {workflow}")
         inner = output.get("output") if isinstance(output, dict) else None
         return {"output": value_of(inner),
                 "steps": output.get("steps", {}) if isinstance(output, dict) else {}}
@@ -466,13 +468,7 @@ class ReplayRuntime(Runtime):
     async def signal(self, ctx, name, timeout_ms):
         entry = self.r.take("await-signal", {"name": name, "timeout_ms": timeout_ms},
                             waiting=f"it waits for signal {name!r}")
-        got = self.r.journal.result(entry.seq)
-        if got is None:
-            raise JournalEnd(f"it waits for signal {name!r}")
-        self.r.trace(entry, f"signal {name!r} -> {_brief(got)}")
-        if "error" in got:
-            raise StepError(got["error"].get("message", ""), got["error"].get("kind", ""))
-        value = _parsed(got["ok"])
+        value = self._answered(entry, f"it waits for signal {name!r}", f"signal {name!r}")
         if isinstance(value, dict) and "signal" in value:
             return value["signal"]
         raise SignalTimeoutError(f"no signal {name!r} came within {timeout_ms} ms")

@@ -41,5 +41,31 @@ pub mod pb {
 /// The encoded descriptors of `cerebelum.v1`, for gRPC reflection.
 pub const DESCRIPTOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cerebelum_descriptor.bin"));
 
+/// Runs `chore` every `period` until `shutdown` (a node's periodic duty:
+/// due schedules, asked upgrades); a failed round is logged as `what`
+/// failing, and the next one tries again.
+pub(crate) async fn every<F, Fut, T>(
+    period: std::time::Duration,
+    shutdown: impl Future<Output = ()>,
+    what: &str,
+    mut chore: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::error::Result<T>>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = chore().await {
+            tracing::warn!(error = %e, "{what} failed; trying again");
+        }
+    }
+}
+
 /// The port `cerebelum serve` listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 7433;

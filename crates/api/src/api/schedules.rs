@@ -295,18 +295,10 @@ fn start_of(schedule: &ScheduleRecord) -> StartRequest {
 
 /// Fires the due schedules of every tenant every [`TICK`] until `shutdown`.
 pub async fn run(api: Api, shutdown: impl Future<Output = ()>) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = fire_due(&api).await {
-            warn!(error = %e, "looking for due schedules failed");
-        }
-    }
+    super::every(TICK, shutdown, "looking for due schedules", || {
+        fire_due(&api)
+    })
+    .await
 }
 
 /// Fires what is due now; how many schedules were due.

@@ -10,23 +10,14 @@
 
 use super::Api;
 use std::time::Duration;
-use tracing::warn;
 
 /// How often a node looks.
 pub const TICK: Duration = Duration::from_millis(500);
 
 /// Settles asked upgrades every [`TICK`] until `shutdown`.
 pub async fn run(api: Api, shutdown: impl Future<Output = ()>) {
-    let mut tick = tokio::time::interval(TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => return,
-            _ = tick.tick() => {}
-        }
-        if let Err(e) = api.apply_due_upgrades().await {
-            warn!(error = %e, "applying asked upgrades failed; trying again");
-        }
-    }
+    super::every(TICK, shutdown, "applying asked upgrades", || {
+        api.apply_due_upgrades()
+    })
+    .await
 }
