@@ -586,31 +586,22 @@ fn patched_keeps_upgraded_executions_on_the_old_path_and_new_ones_on_the_new(db:
     // The Rust SDK's `ctx.patched`: a new execution takes the new path,
     // recorded, and its replay answers the same from the journal.
     cli.ok(&["upload", path(&kit()), "--name", "kit"]);
-    let probe = cli
-        .ok(&["start", "kit", "patch_probe", "--input", "{}"])
-        .trim()
-        .to_owned();
-    let ended = cli.wait_ended(&probe, LONG);
-    assert_eq!(ended["result"], json!({"patched": true}), "{ended}");
-    assert_eq!(marks(&probe), 1);
-    let (ok, report) = replay(&cli, &[&probe]);
-    assert!(ok && report["ended"] == "completed", "{report}");
-    // `ctx.deprecate_patch`: the patch recorded the same way, no branch.
-    let retired = cli
-        .ok(&[
-            "start",
-            "kit",
-            "patch_probe",
-            "--input",
-            r#"{"deprecated": true}"#,
-        ])
-        .trim()
-        .to_owned();
-    let ended = cli.wait_ended(&retired, LONG);
-    assert_eq!(ended["result"], json!({"deprecated": true}), "{ended}");
-    assert_eq!(marks(&retired), 1);
-    let (ok, report) = replay(&cli, &[&retired]);
-    assert!(ok && report["ended"] == "completed", "{report}");
+    // `ctx.deprecate_patch` (`{"deprecated": true}`): the patch recorded
+    // the same way, no branch.
+    for (input, result) in [
+        ("{}", json!({"patched": true})),
+        (r#"{"deprecated": true}"#, json!({"deprecated": true})),
+    ] {
+        let probe = cli
+            .ok(&["start", "kit", "patch_probe", "--input", input])
+            .trim()
+            .to_owned();
+        let ended = cli.wait_ended(&probe, LONG);
+        assert_eq!(ended["result"], result, "{ended}");
+        assert_eq!(marks(&probe), 1);
+        let (ok, report) = replay(&cli, &[&probe]);
+        assert!(ok && report["ended"] == "completed", "{report}");
+    }
 
     let ended = cli.wait_ended(&unpatched_old, LONG);
     assert_eq!(ended["status"], "failed", "{ended}");

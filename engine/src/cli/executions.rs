@@ -521,9 +521,9 @@ async fn replay_local(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode> {
     let journal = client.journal(&args.id, 0).await?;
     // A node of this process, on a database of its own (removed after):
     // the checker copies the execution into a scratch database of its own.
-    let dir = tempfile_dir()?;
+    let dir = cerebelum::executor::Scratch::new("cerebelum-replay-local")?;
     let store = cerebelum::store::open(
-        &dir.0.join("local.db").to_string_lossy(),
+        &dir.path().join("local.db").to_string_lossy(),
         cerebelum::store::Synchronous::Normal,
     )
     .await?;
@@ -605,27 +605,6 @@ async fn replay_local(cli: &Cli, args: &ReplayArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// A temporary directory, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> Result<TempDir> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!(
-        "cerebelum-replay-local-{}-{nanos}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir)?;
-    Ok(TempDir(dir))
 }
 
 /// The journal entry a `nondeterminism` message names ("at seq N ...").

@@ -210,6 +210,10 @@ enum Refused {
 /// Asked upgrades [`Api::apply_due_upgrades`] settles per round.
 const UPGRADES_PER_ROUND: i64 = 100;
 
+/// The checkers of one round of [`Api::apply_due_upgrades`], by (tenant,
+/// package, version), with the tenant and package records.
+type UpgradeCheckers = HashMap<(String, String, i64), (TenantRecord, PackageRecord, ReplayChecker)>;
+
 /// An execution with the approvals it waits for.
 #[derive(Debug, Clone)]
 pub struct ExecutionView {
@@ -722,6 +726,9 @@ impl Api {
         let executions = self.store.executions();
         let due = executions.due_upgrades(UPGRADES_PER_ROUND).await?;
         let mut settled = 0;
+        // One checker per (tenant, package, version) a round needs: the
+        // package's bytes read, hashed and stored in a scratch database once.
+        let mut checkers = HashMap::new();
         for asked in due {
             let id = asked.execution_id.as_str();
             let actor = Actor {
@@ -737,7 +744,7 @@ impl Api {
                 Err(e) => return Err(e),
             };
             let refused = match self
-                .apply_upgrade(&actor, &record, asked.to_version)
+                .apply_upgrade(&actor, &record, asked.to_version, &mut checkers)
                 .await?
             {
                 None => {
@@ -775,6 +782,7 @@ impl Api {
         actor: &Actor,
         record: &ExecutionRecord,
         to: i64,
+        checkers: &mut UpgradeCheckers,
     ) -> Result<Option<Refused>> {
         if record.status.is_terminal() {
             return Ok(Some(Refused::Because(format!(
@@ -787,23 +795,28 @@ impl Api {
             self.store.executions().drop_upgrade(&record.id).await?;
             return Ok(None);
         }
-        let catalog = self.store.catalog();
-        let tenant = catalog.tenant(&record.tenant).await?;
-        let package = match catalog
-            .find_package(&tenant.name, &record.package_name, Some(to))
-            .await
-        {
-            Ok(package) => package,
-            Err(Error::NotFound(e)) => return Ok(Some(Refused::Because(e))),
-            Err(e) => return Err(e),
-        };
-        let bytes = catalog.package_bytes(&package.sha256).await?;
-        let checker = self
-            .node("upgrading executions")?
-            .replay_checker(&tenant.name, &record.package_name, bytes)
-            .await?;
+        let key = (record.tenant.clone(), record.package_name.clone(), to);
+        if !checkers.contains_key(&key) {
+            let catalog = self.store.catalog();
+            let tenant = catalog.tenant(&record.tenant).await?;
+            let package = match catalog
+                .find_package(&tenant.name, &record.package_name, Some(to))
+                .await
+            {
+                Ok(package) => package,
+                Err(Error::NotFound(e)) => return Ok(Some(Refused::Because(e))),
+                Err(e) => return Err(e),
+            };
+            let bytes = catalog.package_bytes(&package.sha256).await?;
+            let checker = self
+                .node("upgrading executions")?
+                .replay_checker(&tenant.name, &record.package_name, bytes)
+                .await?;
+            checkers.insert(key.clone(), (tenant, package, checker));
+        }
+        let (tenant, package, checker) = &checkers[&key];
         match self
-            .upgrade_one(&tenant, actor, &checker, record, &package)
+            .upgrade_one(tenant, actor, checker, record, package)
             .await
         {
             Ok(()) => Ok(None),

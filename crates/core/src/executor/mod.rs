@@ -22,7 +22,7 @@ mod tenant;
 mod worker;
 
 pub use guest::GuestData;
-pub use replay_check::{ReplayChecker, ReplayReport};
+pub use replay_check::{ReplayChecker, ReplayReport, Scratch};
 pub use worker::TaskSignals;
 
 use crate::clock::SharedClock;

@@ -41,8 +41,24 @@ pub struct ReplayReport {
     pub sha256: String,
 }
 
-/// A temporary directory, removed when dropped.
-struct Scratch(PathBuf);
+/// A temporary directory, removed when dropped: a replay check's scratch
+/// database, or `cerebelum replay --local`'s node.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A new empty directory under the system's temporary one, named
+    /// `<prefix>-<id>`.
+    pub fn new(prefix: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(new_id(prefix));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::Runtime(format!("creating {}: {e}", dir.display())))?;
+        Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
@@ -95,10 +111,7 @@ impl Engine {
     ) -> Result<ReplayChecker> {
         let sha = sha256_hex(&bytes);
         let package = self.inner.runtime.validate(&sha, bytes.clone()).await?;
-        let dir = std::env::temp_dir().join(new_id("cerebelum-replay"));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::Runtime(format!("creating {}: {e}", dir.display())))?;
-        let scratch = Scratch(dir);
+        let scratch = Scratch::new("cerebelum-replay")?;
         let url = scratch.0.join("replay.db");
         let store = crate::store::open(&url.to_string_lossy(), Synchronous::Normal).await?;
         let now = self.now_ms();
