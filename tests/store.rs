@@ -38,6 +38,7 @@ common::on_both_backends!(
     commits_append_and_a_stale_epoch_is_fenced_off,
     a_status_change_ends_ownership_within_a_batch,
     a_creation_in_a_commit_needs_its_package,
+    a_keyed_creation_in_a_commit_returns_the_holder_of_its_key,
     claims_take_due_work_once_and_expired_leases_again,
     concurrent_claims_never_hand_out_an_execution_twice,
     hibernation_wakes_at_its_time_or_at_once_after_a_signal,
@@ -997,6 +998,72 @@ async fn a_creation_in_a_commit_needs_its_package(db: Db) {
     assert!(store.executions().execution("ex_orphan").await.is_err());
     let pending = store.executions().execution("ex_pending").await.unwrap();
     assert_eq!((pending.status, pending.epoch), (Status::Pending, 0));
+}
+
+/// Starts with an idempotency key ride the group commit (issue 34): a key
+/// taken before, or by a creation earlier in the same batch, answers with
+/// the execution that holds it, and nothing else is stored.
+async fn a_keyed_creation_in_a_commit_returns_the_holder_of_its_key(db: Db) {
+    let store = with_package(&db).await;
+    let keyed = |id: &str, key: Option<&str>| CommitOp {
+        create: Some(Creation {
+            new: NewExecution {
+                idempotency_key: key.map(str::to_owned),
+                ..new_execution(id)
+            },
+            owner: None,
+        }),
+        ..op(id, 0, Vec::new(), None)
+    };
+    let first = store
+        .commit(vec![keyed("ex_first", Some("order-1"))], NOW)
+        .await
+        .unwrap();
+    assert!(first[0].is_ok(), "{first:?}");
+    let results = store
+        .commit(
+            vec![
+                keyed("ex_again", Some("order-1")),
+                keyed("ex_two_a", Some("order-2")),
+                keyed("ex_two_b", Some("order-2")),
+                keyed("ex_plain", None),
+            ],
+            NOW + 1,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&results[0], Err(Error::KeyTaken(id)) if id == "ex_first"),
+        "{results:?}"
+    );
+    // One of the two creations with the same new key is stored; the
+    // other answers with it.
+    let holder = match (&results[1], &results[2]) {
+        (Ok(()), Err(Error::KeyTaken(id))) => {
+            assert_eq!(id, "ex_two_a");
+            "ex_two_a"
+        }
+        (Err(Error::KeyTaken(id)), Ok(())) => {
+            assert_eq!(id, "ex_two_b");
+            "ex_two_b"
+        }
+        other => panic!("one creation with key order-2 must win: {other:?}"),
+    };
+    assert!(results[3].is_ok(), "{results:?}");
+    let stored = store.executions().execution(holder).await.unwrap();
+    assert_eq!(stored.idempotency_key.as_deref(), Some("order-2"));
+    let mut ids: Vec<String> = store
+        .executions()
+        .list_executions(&ListFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    ids.sort();
+    let mut expected = vec!["ex_first", holder, "ex_plain"];
+    expected.sort();
+    assert_eq!(ids, expected, "nothing stored for the refused creations");
 }
 
 async fn claims_take_due_work_once_and_expired_leases_again(db: Db) {

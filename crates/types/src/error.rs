@@ -36,6 +36,11 @@ pub enum Error {
     /// execution that is not waiting for that approval).
     #[error("{0}")]
     Conflict(String),
+    /// A new execution's idempotency key is taken: by the execution named
+    /// (a group commit's answer to a keyed creation; the start returns
+    /// that execution instead).
+    #[error("the idempotency key is taken by execution {0}")]
+    KeyTaken(String),
     /// This node no longer owns the execution: another node claimed it
     /// (its fencing epoch moved on). The execution must be dropped here.
     #[error("lost ownership of execution {0}: another node claimed it")]

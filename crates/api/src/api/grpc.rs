@@ -27,6 +27,7 @@ pub fn status(e: Error) -> Status {
         Error::InvalidInput(m) => Status::invalid_argument(m),
         Error::NotFound(m) => Status::not_found(m),
         Error::Conflict(m) => Status::failed_precondition(m),
+        e @ Error::KeyTaken(_) => Status::already_exists(e.to_string()),
         Error::QuotaExceeded(m) => Status::resource_exhausted(m),
         Error::Unauthenticated(m) => Status::unauthenticated(m),
         Error::PermissionDenied(m) => Status::permission_denied(m),

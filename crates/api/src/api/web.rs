@@ -49,6 +49,7 @@ pub fn status_of(e: Error) -> (StatusCode, String) {
         Error::InvalidInput(m) => (StatusCode::BAD_REQUEST, m),
         Error::NotFound(m) => (StatusCode::NOT_FOUND, m),
         Error::Conflict(m) => (StatusCode::CONFLICT, m),
+        e @ Error::KeyTaken(_) => (StatusCode::CONFLICT, e.to_string()),
         Error::QuotaExceeded(m) => (StatusCode::TOO_MANY_REQUESTS, m),
         Error::Unauthenticated(m) => (StatusCode::UNAUTHORIZED, m),
         Error::PermissionDenied(m) => (StatusCode::FORBIDDEN, m),

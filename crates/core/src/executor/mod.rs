@@ -309,17 +309,17 @@ impl Engine {
             parent_id: None,
             detached: false,
         };
-        let owner = owned.then_some((inner.node_id.as_str(), lease_until));
-        let created = if new.idempotency_key.is_some() {
-            inner.store.create_execution(new, now, owner).await
-        } else {
-            // Batched with the journal writes of the group commit.
-            let creation = Creation {
-                new,
-                owner: owner.map(|(node, lease)| (node.to_owned(), lease)),
-            };
-            let record = creation.record(package, now);
-            inner.committer.create(creation).await.map(|()| record)
+        // Batched with the journal writes of the group commit; a key taken
+        // before returns the execution that has it.
+        let creation = Creation {
+            new,
+            owner: owned.then(|| (inner.node_id.clone(), lease_until)),
+        };
+        let record = creation.record(package, now);
+        let created = match inner.committer.create(creation).await {
+            Ok(()) => Ok(record),
+            Err(Error::KeyTaken(holder)) => inner.store.executions().execution(&holder).await,
+            Err(e) => Err(e),
         };
         let fresh = matches!(&created, Ok(r) if r.id == id);
         if owned && !fresh {

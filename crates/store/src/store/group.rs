@@ -265,6 +265,7 @@ fn run(
                     let result = match &results[i] {
                         Ok(()) => Ok(()),
                         Err(Error::NotFound(m)) => Err(Error::NotFound(m.clone())),
+                        Err(Error::KeyTaken(id)) => Err(Error::KeyTaken(id.clone())),
                         Err(_) => Err(Error::LostOwnership(pending.op.execution_id.clone())),
                     };
                     match &result {

@@ -540,7 +540,9 @@ pub trait Store: Send + Sync + 'static {
     /// Creates an execution: `pending` and due at once, or, with `owner`
     /// (node, lease expiry), already claimed by that node at epoch 1 so it
     /// can drive it without a round trip. With an idempotency key that the
-    /// tenant used before, returns the earlier execution instead.
+    /// tenant used before, returns the earlier execution instead. (Starts
+    /// are created in the group commit, [`Store::commit`]; this is for
+    /// children and continue-as-new.)
     async fn create_execution(
         &self,
         new: NewExecution,
@@ -549,8 +551,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<ExecutionRecord>;
 
     /// Commits many operations in one transaction (group commit). Each
-    /// operation gets its own result: a fenced-off one fails alone. Called
-    /// from the group-commit thread only: a backend may block in it.
+    /// operation gets its own result: a fenced-off one fails alone. A
+    /// creation whose idempotency key the tenant used before (or an
+    /// earlier creation of the batch took) fails alone with
+    /// [`KeyTaken`](crate::error::Error::KeyTaken), naming the execution
+    /// that has it. Called from the group-commit thread only: a backend
+    /// may block in it.
     async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>>;
 
     /// Claims up to `limit` executions that are due (pending, waiting with

@@ -200,13 +200,14 @@ impl<'a> EntryColumns<'a> {
     }
 }
 
-/// Inserts the batch's new executions; returns the ids that were inserted
-/// (the others name a package that does not exist).
+/// Inserts the batch's new executions; returns the ids that were inserted,
+/// and for those whose idempotency key is taken, the execution that has
+/// it (the others name a package that does not exist).
 async fn create_all(
     conn: &mut PgConnection,
     ops: &[CommitOp],
     now_ms: i64,
-) -> Result<HashSet<String>> {
+) -> Result<(HashSet<String>, HashMap<String, String>)> {
     let mut id = Vec::new();
     let mut name = Vec::new();
     let mut version = Vec::new();
@@ -216,6 +217,7 @@ async fn create_all(
     let mut lease: Vec<Option<i64>> = Vec::new();
     let mut tenant = Vec::new();
     let mut queue: Vec<Option<&str>> = Vec::new();
+    let mut key: Vec<Option<&str>> = Vec::new();
     for c in ops.iter().filter_map(|op| op.create.as_ref()) {
         id.push(c.new.id.as_str());
         tenant.push(c.new.tenant.as_str());
@@ -226,23 +228,26 @@ async fn create_all(
         owner.push(c.owner.as_ref().map(|o| o.0.as_str()));
         lease.push(c.owner.as_ref().map(|o| o.1));
         queue.push(c.new.worker_queue.as_deref());
+        key.push(c.new.idempotency_key.as_deref());
     }
     if id.is_empty() {
-        return Ok(HashSet::new());
+        return Ok(Default::default());
     }
     // Owned: running at epoch 1, else pending and due now at epoch 0.
     let inserted = sqlx::query_scalar(
         "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
          workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch, \
-         worker_queue) \
+         worker_queue, idempotency_key) \
          SELECT n.id, p.tenant, p.sha256, p.name, p.version, n.workflow, n.input, \
            CASE WHEN n.owner IS NULL THEN 'pending' ELSE 'running' END, $7, $7, \
            CASE WHEN n.owner IS NULL THEN $7 END, n.owner, n.lease, \
-           CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END, n.queue \
+           CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END, n.queue, n.key \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-           $8::text[], $9::bigint[], $10::text[]) \
-           AS n (id, name, workflow, input, owner, lease, tenant, version, queue) \
+           $8::text[], $9::bigint[], $10::text[], $11::text[]) \
+           AS n (id, name, workflow, input, owner, lease, tenant, version, queue, key) \
          JOIN packages p ON p.tenant = n.tenant AND p.name = n.name AND p.version = n.version \
+         ORDER BY n.id \
+         ON CONFLICT (tenant, idempotency_key) DO NOTHING \
          RETURNING id",
     )
     .bind(id)
@@ -255,9 +260,33 @@ async fn create_all(
     .bind(tenant)
     .bind(version)
     .bind(queue)
+    .bind(&key)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(inserted.into_iter().collect())
+    let inserted: HashSet<String> = inserted.into_iter().collect();
+    // A keyed creation not inserted: its key is taken (by an execution
+    // committed before, or by one earlier in this batch), or its package
+    // does not exist.
+    let mut taken = HashMap::new();
+    for c in ops.iter().filter_map(|op| op.create.as_ref()) {
+        let Some(k) = &c.new.idempotency_key else {
+            continue;
+        };
+        if inserted.contains(&c.new.id) {
+            continue;
+        }
+        let holder: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM executions WHERE tenant = $1 AND idempotency_key = $2",
+        )
+        .bind(&c.new.tenant)
+        .bind(k)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(holder) = holder {
+            taken.insert(c.new.id.clone(), holder);
+        }
+    }
+    Ok((inserted, taken))
 }
 
 /// One transaction for the whole batch; each operation fenced by its epoch.
@@ -266,7 +295,7 @@ async fn commit_batch(
     ops: &[CommitOp],
     now_ms: i64,
 ) -> Result<Vec<Result<()>>> {
-    let created = create_all(conn, ops, now_ms).await?;
+    let (created, taken) = create_all(conn, ops, now_ms).await?;
     // Lock every execution of the batch, in id order (so two nodes
     // committing for the same executions cannot deadlock). A claim by
     // another node either happened before (the epoch moved on: fenced) or
@@ -304,6 +333,10 @@ async fn commit_batch(
     for op in ops {
         let key = (op.execution_id.as_str(), op.epoch);
         if let Some(creation) = &op.create {
+            if let Some(holder) = taken.get(&op.execution_id) {
+                results.push(Err(Error::KeyTaken(holder.clone())));
+                continue;
+            }
             if !created.contains(&op.execution_id) {
                 results.push(Err(rows::package_not_found(&creation.new.package_sha256)));
                 continue;

@@ -166,12 +166,19 @@ fn commit(
     for op in ops {
         let key = (op.execution_id.as_str(), op.epoch);
         if let Some(creation) = &op.create {
-            if !create(&tx, creation, now_ms)? {
-                results.push(Err(Error::NotFound(format!(
-                    "no package with sha256 {}",
-                    creation.new.package_sha256
-                ))));
-                continue;
+            match create(&tx, creation, now_ms)? {
+                Created::New => {}
+                Created::KeyTaken(id) => {
+                    results.push(Err(Error::KeyTaken(id)));
+                    continue;
+                }
+                Created::NoPackage => {
+                    results.push(Err(Error::NotFound(format!(
+                        "no package with sha256 {}",
+                        creation.new.package_sha256
+                    ))));
+                    continue;
+                }
             }
             owned.insert(key, true);
         }
@@ -202,16 +209,26 @@ fn commit(
     Ok(results)
 }
 
-/// Inserts a new execution; `false` if its package does not exist.
-fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite::Result<bool> {
+/// What a creation in a group commit did.
+enum Created {
+    New,
+    /// Its idempotency key is taken, by this execution.
+    KeyTaken(String),
+    /// Its package does not exist.
+    NoPackage,
+}
+
+/// Inserts a new execution, unless its idempotency key is taken.
+fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite::Result<Created> {
     let owned = c.owner.is_some();
     let inserted = tx
         .prepare_cached(
             "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
              workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, \
-             epoch, worker_queue) \
-             SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages \
-             WHERE tenant = ? AND name = ? AND version = ?",
+             epoch, worker_queue, idempotency_key) \
+             SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages \
+             WHERE tenant = ? AND name = ? AND version = ? \
+             ON CONFLICT (tenant, idempotency_key) DO NOTHING",
         )?
         .execute(params![
             c.new.id,
@@ -225,11 +242,22 @@ fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite
             c.owner.as_ref().map(|o| o.1),
             c.epoch(),
             c.new.worker_queue,
+            c.new.idempotency_key,
             c.new.tenant,
             c.new.package_name,
             c.new.package_version
         ])?;
-    Ok(inserted == 1)
+    if inserted == 1 {
+        return Ok(Created::New);
+    }
+    let Some(key) = &c.new.idempotency_key else {
+        return Ok(Created::NoPackage);
+    };
+    let taken = tx
+        .prepare_cached("SELECT id FROM executions WHERE tenant = ? AND idempotency_key = ?")?
+        .query_row(params![c.new.tenant, key], |row| row.get(0))
+        .optional()?;
+    Ok(taken.map_or(Created::NoPackage, Created::KeyTaken))
 }
 
 fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite::Result<()> {
