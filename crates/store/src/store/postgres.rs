@@ -266,26 +266,32 @@ async fn create_all(
     let inserted: HashSet<String> = inserted.into_iter().collect();
     // A keyed creation not inserted: its key is taken (by an execution
     // committed before, or by one earlier in this batch), or its package
-    // does not exist.
-    let mut taken = HashMap::new();
+    // does not exist. One query finds the holders of all of them.
+    let (mut refused, mut refused_tenant, mut refused_key) = (Vec::new(), Vec::new(), Vec::new());
     for c in ops.iter().filter_map(|op| op.create.as_ref()) {
-        let Some(k) = &c.new.idempotency_key else {
-            continue;
-        };
-        if inserted.contains(&c.new.id) {
-            continue;
-        }
-        let holder: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM executions WHERE tenant = $1 AND idempotency_key = $2",
-        )
-        .bind(&c.new.tenant)
-        .bind(k)
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(holder) = holder {
-            taken.insert(c.new.id.clone(), holder);
+        if let Some(k) = &c.new.idempotency_key
+            && !inserted.contains(&c.new.id)
+        {
+            refused.push(c.new.id.as_str());
+            refused_tenant.push(c.new.tenant.as_str());
+            refused_key.push(k.as_str());
         }
     }
+    let taken = if refused.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as(
+            "SELECT n.id, e.id FROM UNNEST($1::text[], $2::text[], $3::text[]) AS n (id, tenant, key) \
+             JOIN executions e ON e.tenant = n.tenant AND e.idempotency_key = n.key",
+        )
+        .bind(refused)
+        .bind(refused_tenant)
+        .bind(refused_key)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
     Ok((inserted, taken))
 }
 

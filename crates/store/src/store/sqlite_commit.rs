@@ -173,10 +173,9 @@ fn commit(
                     continue;
                 }
                 Created::NoPackage => {
-                    results.push(Err(Error::NotFound(format!(
-                        "no package with sha256 {}",
-                        creation.new.package_sha256
-                    ))));
+                    results.push(Err(super::rows::package_not_found(
+                        &creation.new.package_sha256,
+                    )));
                     continue;
                 }
             }
