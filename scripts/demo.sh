@@ -14,7 +14,13 @@ cd "$(dirname "$0")/.."
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "Installing the wasm32-wasip2 target (rust-toolchain.toml) and building"
+# The Python tools (./.venv) install meanwhile: mostly downloads.
+mkdir -p target
+scripts/python-env.sh > target/python-env.log 2>&1 &
+PYENV=$!
+
+say "Installing the wasm32-wasip2 target (rust-toolchain.toml) and building" \
+    "(the first time: about 7 minutes on 2 cores)"
 rustup target add wasm32-wasip2 >/dev/null
 cargo build -p cerebelum-engine
 cargo build --target wasm32-wasip2 --profile guest -p hello -p deploy
@@ -70,7 +76,7 @@ say "cerebelum status $ID"
 $CEREBELUM status "$ID"
 
 say "Python: examples/python/deploy.py locally, under plain CPython"
-scripts/python-env.sh
+wait $PYENV || { cat target/python-env.log >&2; exit 1; }
 .venv/bin/python examples/python/deploy.py
 
 say "cerebelum build examples/python/deploy.py -o examples/target/deploy_py.wasm"
