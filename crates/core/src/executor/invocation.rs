@@ -376,6 +376,7 @@ pub async fn run(
     store.data_mut().sandbox.stop_when(stop);
     store.data_mut().sandbox.use_budget(
         exec.engine.runtime.memory().clone(),
+        exec.sandbox.name.clone(),
         exec.engine.memory_wait_hook(&exec.record.id),
     );
     store

@@ -5,13 +5,17 @@
 //! An instance takes its share as its memories grow (and at instantiation,
 //! which grows them from zero) and gives it back when it is dropped. One
 //! that would pass the budget waits for room, off its CPU time and without
-//! its core, in turn (first come, first served) as others free theirs.
+//! its core, in turn as others free theirs.
 //!
 //! Tenants take turns: each waits in a line of its own, and only the first
 //! of each line waits for memory, so a tenant with forty invocations
-//! waiting has one in the node's line at a time, and another tenant's
-//! one waiter is served after at most one of them (FIFO per tenant,
-//! round-robin between tenants).
+//! waiting has one in the node's line at a time (FIFO per tenant). In the
+//! node's line, the waiters of tenants that hold less than their share of
+//! the budget (the budget divided by the tenants that hold or wait for
+//! memory) go first, in the order they came; those of tenants at or over
+//! their share go after them. A tenant over its share cannot take memory
+//! that is free while another tenant waits: its invocations wait while the
+//! others run.
 //!
 //! Waiting is only worth it while some holder of the budget runs and will
 //! give its memory back. When every page held belongs to an invocation
@@ -23,21 +27,12 @@
 //! bounds any other wait.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 /// A tenant's line of memory waiters: the first holds the lock.
 type Turn = Arc<tokio::sync::Mutex<()>>;
-
-/// A wait for pages of the budget.
-type Acquire = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>>
-            + Send,
-    >,
->;
 
 /// The unit of the budget: a wasm page.
 const PAGE: usize = 64 << 10;
@@ -48,44 +43,135 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// How often a waiter looks whether its wait could still end.
 const CHECK_EVERY: Duration = Duration::from_millis(50);
 
-/// Who waits: what they hold, and the invocations that wait for memory
-/// in the order they began.
+/// The budget's pages: who holds them and who waits for them.
 #[derive(Default)]
-struct Waiters {
+struct Pages {
+    free: usize,
+    /// Pages held, by tenant (tenants holding none are not here).
+    held: HashMap<Arc<str>, usize>,
+    /// The node's line: the first waiter of each tenant's line, by ticket.
+    line: BTreeMap<u64, Waiter>,
     /// Pages held by invocations that wait for more, or for others.
-    held: usize,
+    held_by_waiters: usize,
     /// Each memory waiter's pages, by the order it began waiting.
     growing: BTreeMap<u64, usize>,
     next: u64,
 }
 
+/// A waiter in the node's line.
+struct Waiter {
+    tenant: Arc<str>,
+    pages: usize,
+    /// Told when its pages are counted as its tenant's.
+    granted: oneshot::Sender<()>,
+}
+
+impl Pages {
+    /// A tenant's fair share of `total`: divided by the tenants that hold
+    /// or wait for memory (counting `tenant`).
+    fn share(&self, total: usize, tenant: &str) -> usize {
+        let mut active = self.held.len();
+        for waiter in self.line.values() {
+            if !self.held.contains_key(&waiter.tenant) {
+                active += 1;
+            }
+        }
+        if !self.held.contains_key(tenant) && !self.line.values().any(|w| &*w.tenant == tenant) {
+            active += 1;
+        }
+        total / active.max(1)
+    }
+
+    fn under_share(&self, total: usize, tenant: &str) -> bool {
+        self.held.get(tenant).copied().unwrap_or(0) < self.share(total, tenant)
+    }
+
+    /// The next waiter to serve: the first of a tenant under its share,
+    /// else the first.
+    fn next_waiter(&self, total: usize) -> Option<u64> {
+        self.line
+            .iter()
+            .find(|(_, w)| self.under_share(total, &w.tenant))
+            .or_else(|| self.line.iter().next())
+            .map(|(ticket, _)| *ticket)
+    }
+
+    /// Whether `tenant` may take `pages` now, without waiting: they are
+    /// free and no one waiting goes before it.
+    fn may_take(&self, total: usize, tenant: &str, pages: usize) -> bool {
+        if pages > self.free {
+            return false;
+        }
+        if self.under_share(total, tenant) {
+            !self
+                .line
+                .values()
+                .any(|w| self.under_share(total, &w.tenant))
+        } else {
+            self.line.is_empty()
+        }
+    }
+
+    fn take(&mut self, tenant: &Arc<str>, pages: usize) {
+        self.free -= pages;
+        *self.held.entry(tenant.clone()).or_default() += pages;
+    }
+
+    fn give_back(&mut self, tenant: &str, pages: usize) {
+        self.free += pages;
+        if let Some(held) = self.held.get_mut(tenant) {
+            *held -= pages;
+            if *held == 0 {
+                self.held.remove(tenant);
+            }
+        }
+    }
+
+    /// Serves the line while the next waiter's pages are free.
+    fn serve(&mut self, total: usize) {
+        while let Some(ticket) = self.next_waiter(total) {
+            if self.line[&ticket].pages > self.free {
+                return;
+            }
+            let waiter = self.line.remove(&ticket).expect("found");
+            self.take(&waiter.tenant, waiter.pages);
+            if waiter.granted.send(()).is_err() {
+                // It stopped waiting meanwhile.
+                self.give_back(&waiter.tenant, waiter.pages);
+            }
+        }
+    }
+}
+
 /// The budget shared by a node's instances.
 #[derive(Clone)]
 pub struct MemoryBudget {
-    pages: Arc<Semaphore>,
     total_pages: usize,
-    waiters: Arc<Mutex<Waiters>>,
-    /// Pages in [`Held`] values: held by invocations.
-    in_use: Arc<AtomicUsize>,
+    pages: Arc<Mutex<Pages>>,
     /// Each tenant's line: its first waiter holds the turn.
     turns: Arc<Mutex<HashMap<Arc<str>, Turn>>>,
 }
 
-/// Memory taken from a [`MemoryBudget`]; given back when dropped.
+/// Memory taken from a [`MemoryBudget`] by a tenant's invocation; given
+/// back when dropped.
 pub struct Held {
-    permit: Option<OwnedSemaphorePermit>,
-    /// The budget's count of pages held by invocations.
-    in_use: Option<Arc<AtomicUsize>>,
+    pages: usize,
+    from: Option<(Arc<Mutex<Pages>>, Arc<str>, usize)>,
+}
+
+fn lock(pages: &Mutex<Pages>) -> std::sync::MutexGuard<'_, Pages> {
+    pages.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl MemoryBudget {
     pub fn new(bytes: usize) -> Self {
-        let total_pages = (bytes / PAGE).clamp(1, Semaphore::MAX_PERMITS);
+        let total_pages = (bytes / PAGE).max(1);
         Self {
-            pages: Arc::new(Semaphore::new(total_pages)),
             total_pages,
-            waiters: Arc::default(),
-            in_use: Arc::default(),
+            pages: Arc::new(Mutex::new(Pages {
+                free: total_pages,
+                ..Pages::default()
+            })),
             turns: Arc::default(),
         }
     }
@@ -113,24 +199,32 @@ impl MemoryBudget {
 
     /// Bytes not held by any instance now.
     pub fn available(&self) -> usize {
-        self.pages.available_permits() * PAGE
+        lock(&self.pages).free * PAGE
     }
 
     fn pages(bytes: usize) -> usize {
         bytes.div_ceil(PAGE)
     }
 
-    /// Takes what growing from `current` to `desired` bytes needs at once,
-    /// if there is room; `Err(pages)` with what it needs otherwise.
-    pub(super) fn try_grow(&self, current: usize, desired: usize) -> Result<Held, usize> {
+    /// Takes what growing from `current` to `desired` bytes needs for an
+    /// invocation of `tenant`, if it may have it at once (see the module
+    /// docs); `Err(pages)` with what it needs otherwise.
+    pub(super) fn try_grow(
+        &self,
+        tenant: &Arc<str>,
+        current: usize,
+        desired: usize,
+    ) -> Result<Held, usize> {
         let need = Self::pages(desired).saturating_sub(Self::pages(current));
         if need == 0 {
             return Ok(Held::none());
         }
-        match self.pages.clone().try_acquire_many_owned(need as u32) {
-            Ok(permit) => Ok(self.held(permit)),
-            Err(_) => Err(need),
+        let mut pages = lock(&self.pages);
+        if !pages.may_take(self.total_pages, tenant, need) {
+            return Err(need);
         }
+        pages.take(tenant, need);
+        Ok(self.held(tenant, need))
     }
 
     /// Counts `held` as held by an invocation that waits for other
@@ -138,39 +232,31 @@ impl MemoryBudget {
     /// [`MemoryBudget::done_waiting`] with what this returns.
     pub fn waiting_on_guests(&self, held: &Held) -> usize {
         let pages = held.pages();
-        self.waiters().held += pages;
+        lock(&self.pages).held_by_waiters += pages;
         pages
     }
 
     /// The end of a [`MemoryBudget::waiting_on_guests`].
     pub fn done_waiting(&self, pages: usize) {
-        self.waiters().held -= pages;
+        lock(&self.pages).held_by_waiters -= pages;
     }
 
-    /// `permit` as held by an invocation.
-    fn held(&self, permit: OwnedSemaphorePermit) -> Held {
-        self.in_use
-            .fetch_add(permit.num_permits(), Ordering::SeqCst);
+    /// `pages` now counted as `tenant`'s.
+    fn held(&self, tenant: &Arc<str>, pages: usize) -> Held {
         Held {
-            permit: Some(permit),
-            in_use: Some(self.in_use.clone()),
+            pages,
+            from: Some((self.pages.clone(), tenant.clone(), self.total_pages)),
         }
-    }
-
-    fn waiters(&self) -> std::sync::MutexGuard<'_, Waiters> {
-        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether the memory waiter `ticket` should give up: every page held
     /// is held by a waiter, and it is the latest of the waiters that hold
     /// any (failing it frees memory for the others).
     fn circle_closed_by(&self, ticket: u64) -> bool {
-        let waiters = self.waiters();
-        // Not `total - available`: permits the semaphore has handed to the
-        // first waiter in line, short of all it asked for, are in neither.
-        let held = self.in_use.load(Ordering::SeqCst);
-        waiters.held >= held
-            && waiters
+        let pages = lock(&self.pages);
+        let held = self.total_pages - pages.free;
+        pages.held_by_waiters >= held
+            && pages
                 .growing
                 .iter()
                 .rev()
@@ -196,49 +282,72 @@ impl MemoryBudget {
     /// memories), in turn (see the module docs); `None` if the budget
     /// could never hold them, if waiting could not end (it looks every
     /// [`CHECK_EVERY`]), or after [`MAX_WAIT`].
-    pub(super) async fn grow(&self, tenant: &str, pages: usize, holding: usize) -> Option<Held> {
+    pub(super) async fn grow(
+        &self,
+        tenant: &Arc<str>,
+        pages: usize,
+        holding: usize,
+    ) -> Option<Held> {
         if pages > self.total_pages {
             return None;
         }
         let ticket = {
-            let mut waiters = self.waiters();
-            let ticket = waiters.next;
-            waiters.next += 1;
-            waiters.held += holding;
-            waiters.growing.insert(ticket, holding);
+            let mut state = lock(&self.pages);
+            let ticket = state.next;
+            state.next += 1;
+            state.held_by_waiters += holding;
+            state.growing.insert(ticket, holding);
             ticket
         };
-        // The tenant's turn first, then one acquisition for the whole
-        // wait: each keeps its place in its line.
+        // The tenant's turn first, then a place in the node's line.
         let turn = self.turn(tenant).lock_owned();
         tokio::pin!(turn);
-        let mut acquire: Option<(Acquire, tokio::sync::OwnedMutexGuard<()>)> = None;
+        let mut granted: Option<(oneshot::Receiver<()>, tokio::sync::OwnedMutexGuard<()>)> = None;
         let deadline = tokio::time::Instant::now() + MAX_WAIT;
         let got = loop {
+            if let Some((rx, _)) = &mut granted
+                && rx.try_recv().is_ok()
+            {
+                break true;
+            }
             if self.circle_closed_by(ticket) {
-                break None;
+                break false;
             }
             tokio::select! {
-                mine = &mut turn, if acquire.is_none() => {
-                    let permits = self.pages.clone().acquire_many_owned(pages as u32);
-                    acquire = Some((Box::pin(permits), mine));
+                mine = &mut turn, if granted.is_none() => {
+                    let (tx, rx) = oneshot::channel();
+                    let mut state = lock(&self.pages);
+                    state.line.insert(ticket, Waiter { tenant: tenant.clone(), pages, granted: tx });
+                    state.serve(self.total_pages);
+                    granted = Some((rx, mine));
                 }
-                got = async { acquire.as_mut().expect("guarded").0.as_mut().await },
-                    if acquire.is_some() =>
+                got = async { (&mut granted.as_mut().expect("guarded").0).await },
+                    if granted.is_some() =>
                 {
-                    break got.ok().map(|p| self.held(p));
+                    break got.is_ok();
                 }
                 () = tokio::time::sleep(CHECK_EVERY) => {
                     if tokio::time::Instant::now() >= deadline {
-                        break None;
+                        break false;
                     }
                 }
             }
         };
-        let mut waiters = self.waiters();
-        waiters.held -= holding;
-        waiters.growing.remove(&ticket);
-        got
+        let mut state = lock(&self.pages);
+        state.held_by_waiters -= holding;
+        state.growing.remove(&ticket);
+        if got {
+            return Some(self.held(tenant, pages));
+        }
+        // Out of the line; pages granted meanwhile go back.
+        if state.line.remove(&ticket).is_none()
+            && let Some((mut rx, _)) = granted
+            && rx.try_recv().is_ok()
+        {
+            state.give_back(tenant, pages);
+            state.serve(self.total_pages);
+        }
+        None
     }
 }
 
@@ -246,35 +355,33 @@ impl Held {
     /// Nothing held.
     pub fn none() -> Self {
         Held {
-            permit: None,
-            in_use: None,
+            pages: 0,
+            from: None,
         }
     }
 
     /// Pages held.
     pub fn pages(&self) -> usize {
-        self.permit.as_ref().map_or(0, |p| p.num_permits())
+        self.pages
     }
 
-    /// Adds `more` to what is held.
+    /// Adds `more` (the same tenant's) to what is held.
     pub fn merge(&mut self, mut more: Held) {
-        // `more`'s pages stay counted in use: they move here.
-        let theirs = more.permit.take();
-        if self.in_use.is_none() {
-            self.in_use = more.in_use.take();
-        }
-        match (&mut self.permit, theirs) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (mine @ None, theirs) => *mine = theirs,
-            (Some(_), None) => {}
+        self.pages += std::mem::take(&mut more.pages);
+        if self.from.is_none() {
+            self.from = more.from.take();
         }
     }
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let (Some(permit), Some(in_use)) = (&self.permit, &self.in_use) {
-            in_use.fetch_sub(permit.num_permits(), Ordering::SeqCst);
+        if let Some((pages, tenant, total)) = &self.from
+            && self.pages > 0
+        {
+            let mut state = lock(pages);
+            state.give_back(tenant, self.pages);
+            state.serve(*total);
         }
     }
 }
@@ -283,18 +390,23 @@ impl Drop for Held {
 mod tests {
     use super::*;
 
+    fn tenant(name: &str) -> Arc<str> {
+        Arc::from(name)
+    }
+
     #[tokio::test]
     async fn growth_takes_room_and_dropping_gives_it_back() {
         let budget = MemoryBudget::new(10 * PAGE);
-        let mut held = budget.try_grow(0, 6 * PAGE).ok().unwrap();
+        let t = tenant("t");
+        let mut held = budget.try_grow(&t, 0, 6 * PAGE).ok().unwrap();
         assert_eq!(budget.available(), 4 * PAGE);
-        assert_eq!(budget.try_grow(6 * PAGE, 12 * PAGE).err(), Some(6));
-        held.merge(budget.try_grow(6 * PAGE, 8 * PAGE).ok().unwrap());
+        assert_eq!(budget.try_grow(&t, 6 * PAGE, 12 * PAGE).err(), Some(6));
+        held.merge(budget.try_grow(&t, 6 * PAGE, 8 * PAGE).ok().unwrap());
         assert_eq!(budget.available(), 2 * PAGE);
         // A waiter holding 1 page: the holder of 8 runs, so it waits.
         let waiting = tokio::spawn({
-            let budget = budget.clone();
-            async move { budget.grow("t", 5, 1).await.is_some() }
+            let (budget, t) = (budget.clone(), t.clone());
+            async move { budget.grow(&t, 5, 1).await.is_some() }
         });
         tokio::task::yield_now().await;
         drop(held);
@@ -303,30 +415,46 @@ mod tests {
             "room came when the holder went away"
         );
         assert!(
-            budget.grow("t", 11, 0).await.is_none(),
+            budget.grow(&t, 11, 0).await.is_none(),
             "more than the whole budget"
         );
+        assert_eq!(
+            budget.available(),
+            10 * PAGE,
+            "the waiter's pages came back"
+        );
+    }
+
+    /// Starts a waiter of `tenant` for `pages`, which records `name` in
+    /// `order` when it has them, then holds them until aborted.
+    fn wait_for(
+        budget: &MemoryBudget,
+        order: &Arc<Mutex<Vec<&'static str>>>,
+        tenant_name: &'static str,
+        name: &'static str,
+        pages: usize,
+    ) -> tokio::task::JoinHandle<()> {
+        let (budget, order) = (budget.clone(), order.clone());
+        tokio::spawn(async move {
+            let held = budget
+                .grow(&tenant(tenant_name), pages, 0)
+                .await
+                .expect("room comes");
+            order.lock().unwrap().push(name);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            drop(held);
+        })
     }
 
     #[tokio::test]
     async fn tenants_take_turns_and_each_tenant_waits_in_order() {
         let budget = MemoryBudget::new(10 * PAGE);
-        let all = budget.try_grow(0, 10 * PAGE).ok().unwrap();
+        let all = budget.try_grow(&tenant("c"), 0, 10 * PAGE).ok().unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
-        let wait = |tenant: &'static str, name: &'static str| {
-            let (budget, order) = (budget.clone(), order.clone());
-            tokio::spawn(async move {
-                let held = budget.grow(tenant, 5, 0).await.expect("room comes");
-                order.lock().unwrap().push(name);
-                // Hold it until the test ends.
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                drop(held);
-            })
-        };
         // Three of A's wait, then one of B's.
         let mut waiting = Vec::new();
         for (tenant, name) in [("a", "a1"), ("a", "a2"), ("a", "a3"), ("b", "b1")] {
-            waiting.push(wait(tenant, name));
+            waiting.push(wait_for(&budget, &order, tenant, name, 5));
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // Room for two: A's first, then B's (not A's second).
@@ -339,19 +467,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tenant_over_its_share_waits_while_another_takes_the_room() {
+        // Two tenants: a share is 6 pages each.
+        let budget = MemoryBudget::new(12 * PAGE);
+        let a = tenant("a");
+        // A alone: all of the budget is its share. It runs three
+        // invocations (10 pages); 2 are free.
+        let a_running: Vec<Held> = [3, 3, 4]
+            .into_iter()
+            .map(|pages| budget.try_grow(&a, 0, pages * PAGE).ok().unwrap())
+            .collect();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // A waits for 3 more, then B (none held) does: A is over its share.
+        let a4 = wait_for(&budget, &order, "a", "a4", 3);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let b1 = wait_for(&budget, &order, "b", "b1", 3);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A's running invocation may not take a free page either.
+        assert_eq!(budget.try_grow(&a, 3 * PAGE, 4 * PAGE).err(), Some(1));
+        // One of A's invocations ends (5 free): B came later but is under
+        // its share, A still holds 7 of 12.
+        let mut a_running = a_running.into_iter();
+        drop(a_running.next());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*order.lock().unwrap(), ["b1"]);
+        // Another ends: A holds 4, under its share, and has its turn.
+        drop(a_running.next());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(*order.lock().unwrap(), ["b1", "a4"]);
+        a4.abort();
+        b1.abort();
+    }
+
+    #[tokio::test]
     async fn a_wait_that_could_never_end_fails_at_once() {
         let budget = MemoryBudget::new(10 * PAGE);
-        let first = budget.try_grow(0, 6 * PAGE).ok().unwrap();
-        let second = budget.try_grow(0, 4 * PAGE).ok().unwrap();
+        let (a, b) = (tenant("a"), tenant("b"));
+        let first = budget.try_grow(&a, 0, 6 * PAGE).ok().unwrap();
+        let second = budget.try_grow(&b, 0, 4 * PAGE).ok().unwrap();
         // The first waits for more while the second runs: it may wait.
         let waiting = tokio::spawn({
             let budget = budget.clone();
-            async move { budget.grow("a", 2, 6).await.is_some() }
+            async move { budget.grow(&a, 2, 6).await.is_some() }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         // The second asks too: both would wait for ever. It fails now...
         let started = std::time::Instant::now();
-        assert!(budget.grow("b", 2, 4).await.is_none());
+        assert!(budget.grow(&b, 2, 4).await.is_none());
         assert!(started.elapsed() < MAX_WAIT / 2);
         // ...its memory is freed, and the first goes on.
         drop(second);

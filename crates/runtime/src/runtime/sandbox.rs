@@ -103,8 +103,9 @@ pub struct Sandbox {
     limit_hit: Option<LimitHit>,
     /// The size a memory asked to grow to when a limit refused it.
     memory_refused: Option<usize>,
-    /// The node's memory budget and what this invocation holds of it.
-    budget: Option<(MemoryBudget, Held, WaitHook)>,
+    /// The node's memory budget, the tenant it counts this invocation's
+    /// memory for, and what the invocation holds of it.
+    budget: Option<Budget>,
     output: CapturedOutput,
     started: Instant,
     host_time: Duration,
@@ -119,6 +120,14 @@ pub struct Sandbox {
     /// other invocations ([`Sandbox::wait_on_guests_begin`]).
     waiting_pages: usize,
     _live: LiveGuard,
+}
+
+/// An invocation's part of the node's memory budget.
+struct Budget {
+    budget: MemoryBudget,
+    tenant: Arc<str>,
+    held: Held,
+    on_wait: WaitHook,
 }
 
 /// An invocation's hold on a core (see [`CpuSlots`]).
@@ -168,10 +177,10 @@ impl CpuHold {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         // An invocation stopped in the middle of a wait for others.
-        if let Some((budget, _, _)) = &self.budget
+        if let Some(b) = &self.budget
             && self.waiting_pages > 0
         {
-            budget.done_waiting(self.waiting_pages);
+            b.budget.done_waiting(self.waiting_pages);
         }
     }
 }
@@ -223,11 +232,16 @@ impl Sandbox {
         self.stop = Some(stop);
     }
 
-    /// Counts the invocation's memory against the node's `budget`: growth
-    /// past it waits for room (`on_wait` tells when). Call before
-    /// instantiating.
-    pub fn use_budget(&mut self, budget: MemoryBudget, on_wait: WaitHook) {
-        self.budget = Some((budget, Held::none(), on_wait));
+    /// Counts the invocation's memory against the node's `budget`, as
+    /// `tenant`'s: growth past it waits for room (`on_wait` tells when).
+    /// Call before instantiating.
+    pub fn use_budget(&mut self, budget: MemoryBudget, tenant: Arc<str>, on_wait: WaitHook) {
+        self.budget = Some(Budget {
+            budget,
+            tenant,
+            held: Held::none(),
+            on_wait,
+        });
     }
 
     /// What the guest wrote to `stream` past its first `from` bytes.
@@ -277,8 +291,8 @@ impl Sandbox {
     /// invocations (a step, a child): its memory counts as held by a
     /// waiter (see `runtime::memory`), until [`Sandbox::wait_end`].
     pub fn wait_on_guests_begin(&mut self) -> Instant {
-        if let Some((budget, held, _)) = &self.budget {
-            self.waiting_pages += budget.waiting_on_guests(held);
+        if let Some(b) = &self.budget {
+            self.waiting_pages += b.budget.waiting_on_guests(&b.held);
         }
         self.wait_begin()
     }
@@ -286,10 +300,11 @@ impl Sandbox {
     /// The end of a wait: takes a place and a core again before guest code
     /// goes on.
     pub async fn wait_end(&mut self, began: Instant) {
-        if let Some((budget, _, _)) = &self.budget
+        if let Some(b) = &self.budget
             && self.waiting_pages > 0
         {
-            budget.done_waiting(std::mem::take(&mut self.waiting_pages));
+            b.budget
+                .done_waiting(std::mem::take(&mut self.waiting_pages));
         }
         if let Some((share, permit)) = &mut self.share {
             *permit = share.clone().acquire_owned().await.ok();
@@ -344,15 +359,16 @@ impl ResourceLimiterAsync for Sandbox {
             self.memory_refused = Some(desired);
             return Ok(false);
         }
-        let Some((budget, held, on_wait)) = &self.budget else {
+        let Some(b) = &self.budget else {
             return Ok(true);
         };
-        let more = match budget.try_grow(current, desired) {
+        let more = match b.budget.try_grow(&b.tenant, current, desired) {
             Ok(more) => more,
             Err(pages) => {
                 // All the invocation holds: it may have several memories.
-                let holding = held.pages();
-                let (budget, on_wait) = (budget.clone(), on_wait.clone());
+                let holding = b.held.pages();
+                let (budget, tenant, on_wait) =
+                    (b.budget.clone(), b.tenant.clone(), b.on_wait.clone());
                 on_wait(Some(format!(
                     "guest memory: the node's budget of {} MiB is in use ({} MiB free, {} MiB \
                      needed); waiting for room",
@@ -361,10 +377,6 @@ impl ResourceLimiterAsync for Sandbox {
                     (desired - current) >> 20
                 )));
                 // Waiting is not CPU time, and frees the core meanwhile.
-                let tenant = self
-                    .cpu
-                    .as_ref()
-                    .map_or_else(|| Arc::from(""), |cpu| cpu.tenant.clone());
                 let began = self.wait_begin();
                 let got = budget.grow(&tenant, pages, holding).await;
                 self.wait_end(began).await;
@@ -379,8 +391,8 @@ impl ResourceLimiterAsync for Sandbox {
                 }
             }
         };
-        if let Some((_, held, _)) = &mut self.budget {
-            held.merge(more);
+        if let Some(b) = &mut self.budget {
+            b.held.merge(more);
         }
         Ok(true)
     }
