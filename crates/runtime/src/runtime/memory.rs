@@ -46,6 +46,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(50);
 /// The budget's pages: who holds them and who waits for them.
 #[derive(Default)]
 struct Pages {
+    total: usize,
     free: usize,
     /// Pages held, by tenant (tenants holding none are not here).
     held: HashMap<Arc<str>, usize>,
@@ -67,46 +68,41 @@ struct Waiter {
 }
 
 impl Pages {
-    /// A tenant's fair share of `total`: divided by the tenants that hold
-    /// or wait for memory (counting `tenant`).
-    fn share(&self, total: usize, tenant: &str) -> usize {
-        let mut active = self.held.len();
-        for waiter in self.line.values() {
-            if !self.held.contains_key(&waiter.tenant) {
-                active += 1;
-            }
-        }
-        if !self.held.contains_key(tenant) && !self.line.values().any(|w| &*w.tenant == tenant) {
+    /// A tenant's fair share of the budget: divided by the tenants that
+    /// hold or wait for memory (counting `tenant`; the line has one waiter
+    /// of a tenant at most).
+    fn share(&self, tenant: &str) -> usize {
+        let holds_none = |t: &str| !self.held.contains_key(t);
+        let mut active =
+            self.held.len() + self.line.values().filter(|w| holds_none(&w.tenant)).count();
+        if holds_none(tenant) && !self.line.values().any(|w| &*w.tenant == tenant) {
             active += 1;
         }
-        total / active.max(1)
+        self.total / active.max(1)
     }
 
-    fn under_share(&self, total: usize, tenant: &str) -> bool {
-        self.held.get(tenant).copied().unwrap_or(0) < self.share(total, tenant)
+    fn under_share(&self, tenant: &str) -> bool {
+        self.held.get(tenant).copied().unwrap_or(0) < self.share(tenant)
     }
 
     /// The next waiter to serve: the first of a tenant under its share,
     /// else the first.
-    fn next_waiter(&self, total: usize) -> Option<u64> {
+    fn next_waiter(&self) -> Option<u64> {
         self.line
             .iter()
-            .find(|(_, w)| self.under_share(total, &w.tenant))
+            .find(|(_, w)| self.under_share(&w.tenant))
             .or_else(|| self.line.iter().next())
             .map(|(ticket, _)| *ticket)
     }
 
     /// Whether `tenant` may take `pages` now, without waiting: they are
     /// free and no one waiting goes before it.
-    fn may_take(&self, total: usize, tenant: &str, pages: usize) -> bool {
+    fn may_take(&self, tenant: &str, pages: usize) -> bool {
         if pages > self.free {
             return false;
         }
-        if self.under_share(total, tenant) {
-            !self
-                .line
-                .values()
-                .any(|w| self.under_share(total, &w.tenant))
+        if self.under_share(tenant) {
+            !self.line.values().any(|w| self.under_share(&w.tenant))
         } else {
             self.line.is_empty()
         }
@@ -128,8 +124,8 @@ impl Pages {
     }
 
     /// Serves the line while the next waiter's pages are free.
-    fn serve(&mut self, total: usize) {
-        while let Some(ticket) = self.next_waiter(total) {
+    fn serve(&mut self) {
+        while let Some(ticket) = self.next_waiter() {
             if self.line[&ticket].pages > self.free {
                 return;
             }
@@ -146,7 +142,6 @@ impl Pages {
 /// The budget shared by a node's instances.
 #[derive(Clone)]
 pub struct MemoryBudget {
-    total_pages: usize,
     pages: Arc<Mutex<Pages>>,
     /// Each tenant's line: its first waiter holds the turn.
     turns: Arc<Mutex<HashMap<Arc<str>, Turn>>>,
@@ -156,7 +151,7 @@ pub struct MemoryBudget {
 /// back when dropped.
 pub struct Held {
     pages: usize,
-    from: Option<(Arc<Mutex<Pages>>, Arc<str>, usize)>,
+    from: Option<(Arc<Mutex<Pages>>, Arc<str>)>,
 }
 
 fn lock(pages: &Mutex<Pages>) -> std::sync::MutexGuard<'_, Pages> {
@@ -167,8 +162,8 @@ impl MemoryBudget {
     pub fn new(bytes: usize) -> Self {
         let total_pages = (bytes / PAGE).max(1);
         Self {
-            total_pages,
             pages: Arc::new(Mutex::new(Pages {
+                total: total_pages,
                 free: total_pages,
                 ..Pages::default()
             })),
@@ -194,7 +189,7 @@ impl MemoryBudget {
 
     /// The whole budget, bytes.
     pub fn bytes(&self) -> usize {
-        self.total_pages * PAGE
+        lock(&self.pages).total * PAGE
     }
 
     /// Bytes not held by any instance now.
@@ -220,7 +215,7 @@ impl MemoryBudget {
             return Ok(Held::none());
         }
         let mut pages = lock(&self.pages);
-        if !pages.may_take(self.total_pages, tenant, need) {
+        if !pages.may_take(tenant, need) {
             return Err(need);
         }
         pages.take(tenant, need);
@@ -245,7 +240,7 @@ impl MemoryBudget {
     fn held(&self, tenant: &Arc<str>, pages: usize) -> Held {
         Held {
             pages,
-            from: Some((self.pages.clone(), tenant.clone(), self.total_pages)),
+            from: Some((self.pages.clone(), tenant.clone())),
         }
     }
 
@@ -254,7 +249,7 @@ impl MemoryBudget {
     /// any (failing it frees memory for the others).
     fn circle_closed_by(&self, ticket: u64) -> bool {
         let pages = lock(&self.pages);
-        let held = self.total_pages - pages.free;
+        let held = pages.total - pages.free;
         pages.held_by_waiters >= held
             && pages
                 .growing
@@ -288,11 +283,11 @@ impl MemoryBudget {
         pages: usize,
         holding: usize,
     ) -> Option<Held> {
-        if pages > self.total_pages {
-            return None;
-        }
         let ticket = {
             let mut state = lock(&self.pages);
+            if pages > state.total {
+                return None;
+            }
             let ticket = state.next;
             state.next += 1;
             state.held_by_waiters += holding;
@@ -318,7 +313,7 @@ impl MemoryBudget {
                     let (tx, rx) = oneshot::channel();
                     let mut state = lock(&self.pages);
                     state.line.insert(ticket, Waiter { tenant: tenant.clone(), pages, granted: tx });
-                    state.serve(self.total_pages);
+                    state.serve();
                     granted = Some((rx, mine));
                 }
                 got = async { (&mut granted.as_mut().expect("guarded").0).await },
@@ -345,7 +340,7 @@ impl MemoryBudget {
             && rx.try_recv().is_ok()
         {
             state.give_back(tenant, pages);
-            state.serve(self.total_pages);
+            state.serve();
         }
         None
     }
@@ -376,12 +371,12 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Some((pages, tenant, total)) = &self.from
+        if let Some((pages, tenant)) = &self.from
             && self.pages > 0
         {
             let mut state = lock(pages);
             state.give_back(tenant, self.pages);
-            state.serve(*total);
+            state.serve();
         }
     }
 }
