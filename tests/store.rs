@@ -15,6 +15,7 @@ use cerebelum::model::{
 };
 use cerebelum::store::{
     self, CommitOp, Creation, EngineFailure, SharedStore, SideWrite, StatusChange, Synchronous,
+    Timer,
 };
 use common::{Backend, Db};
 use serde_json::{Value, json};
@@ -42,6 +43,7 @@ common::on_both_backends!(
     claims_take_due_work_once_and_expired_leases_again,
     concurrent_claims_never_hand_out_an_execution_twice,
     hibernation_wakes_at_its_time_or_at_once_after_a_signal,
+    due_timers_are_fired_in_bulk_without_a_claim,
     approvals_are_idempotent_and_wake_the_execution,
     leases_renew_report_cancels_and_can_be_released,
     retry_and_cancel_check_the_status,
@@ -1218,6 +1220,7 @@ async fn hibernation_wakes_at_its_time_or_at_once_after_a_signal(db: Db) {
         Some(StatusChange::Waiting {
             wake_at_ms,
             seen_signals: 0,
+            timer: None,
         })
     };
     // ex_signal opens an approval and hibernates without a timer; the
@@ -1270,6 +1273,113 @@ async fn hibernation_wakes_at_its_time_or_at_once_after_a_signal(db: Db) {
     assert!(!claims[0].taken_over);
 }
 
+/// A hibernated execution's sleep ends when due, journaled by
+/// `fire_timers` for every due one at once (its result after the last
+/// entry, under the sleep's invocation), whether or not a node claims the
+/// execution yet; a timer fires once, and a claim clears the timer.
+async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
+    let store = with_package(&db).await;
+    let sleep_in_step = |seq| Entry {
+        invocation: "2.1".to_owned(),
+        ..entry(seq, "sleep")
+    };
+    // ex_a and ex_b sleep (in a step, in the workflow), ex_c waits for an
+    // approval until the same time, ex_d sleeps longer.
+    let hibernations = [
+        (
+            "ex_a",
+            vec![entry(1, "step"), sleep_in_step(2)],
+            Some(2),
+            1000,
+        ),
+        ("ex_b", vec![entry(1, "sleep")], Some(1), 1000),
+        ("ex_c", vec![entry(1, "approval")], None, 1000),
+        ("ex_d", vec![entry(1, "sleep")], Some(1), 5000),
+    ];
+    for (id, entries, timer, due) in hibernations {
+        create_owned(&store, id, "node-a").await;
+        let wait = StatusChange::Waiting {
+            wake_at_ms: Some(NOW + due),
+            seen_signals: 0,
+            timer: timer.map(|seq| Timer {
+                seq,
+                due_at: NOW + due,
+            }),
+        };
+        store
+            .commit(vec![op(id, 1, entries, Some(wait))], NOW)
+            .await
+            .unwrap()[0]
+            .as_ref()
+            .unwrap();
+    }
+
+    let early = store.fire_timers(NOW + 999, 100).await.unwrap();
+    assert!(early.fired.is_empty(), "fired before due: {early:?}");
+    assert_eq!(early.next_due, Some(NOW + 1000));
+
+    // One at a time: ex_a and ex_b both come, in two sweeps.
+    let mut fired = store.fire_timers(NOW + 1000, 1).await.unwrap().fired;
+    assert_eq!(fired.len(), 1);
+    let rest = store.fire_timers(NOW + 1001, 100).await.unwrap();
+    fired.extend(rest.fired);
+    fired.sort();
+    assert_eq!(
+        fired,
+        vec![("ex_a".to_owned(), 3), ("ex_b".to_owned(), 2)],
+        "each due sleep fired once, after its last entry; the approval not"
+    );
+    assert_eq!(rest.next_due, Some(NOW + 5000));
+    let journal = store.executions().journal("ex_a", 0).await.unwrap();
+    let result = journal.last().unwrap();
+    assert_eq!(result.seq, 3);
+    assert_eq!(result.invocation, "2.1", "the sleep's invocation");
+    assert_eq!(
+        result.event,
+        Event::Result {
+            call: 2,
+            outcome: Ok(Value::Null)
+        }
+    );
+    assert_eq!(result.at_ms, NOW + 1000);
+    let again = store.fire_timers(NOW + 2000, 100).await.unwrap();
+    assert!(again.fired.is_empty(), "fired twice: {again:?}");
+
+    // The fired ones are still due for a node to resume; ex_d is claimed
+    // before its timer (a signal, say): its code handles the sleep.
+    let claims = store
+        .claim_due("node-b", NOW + 2000, LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&claims), vec!["ex_a", "ex_b", "ex_c"]);
+    assert!(claims.iter().all(|c| c.resumed));
+    assert_eq!(
+        store.executions().journal("ex_b", 0).await.unwrap().len(),
+        2
+    );
+    let record = store.executions().execution("ex_d").await.unwrap();
+    store
+        .executions()
+        .request_cancel("ex_d", NOW + 3000)
+        .await
+        .unwrap();
+    let claims = store
+        .claim_due("node-b", NOW + 3000, LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&claims), vec!["ex_d"]);
+    assert_eq!(record.status, Status::Waiting);
+    let late = store.fire_timers(NOW + 6000, 100).await.unwrap();
+    assert!(
+        late.fired.is_empty(),
+        "a claimed execution's timer fired: {late:?}"
+    );
+    assert_eq!(
+        store.executions().journal("ex_d", 0).await.unwrap().len(),
+        1
+    );
+}
+
 async fn approvals_are_idempotent_and_wake_the_execution(db: Db) {
     let store = with_package(&db).await;
     create_owned(&store, "ex_1", "node-a").await;
@@ -1280,6 +1390,7 @@ async fn approvals_are_idempotent_and_wake_the_execution(db: Db) {
         Some(StatusChange::Waiting {
             wake_at_ms: None,
             seen_signals: 0,
+            timer: None,
         }),
     );
     for key in ["deploy", "notify"] {
@@ -1721,6 +1832,7 @@ async fn a_completion_is_stored_once_and_wakes_the_execution(db: Db) {
         Some(StatusChange::Waiting {
             wake_at_ms: Some(NOW + 60_000),
             seen_signals: 0,
+            timer: None,
         }),
     );
     store.commit(vec![waiting], NOW).await.unwrap()[0]

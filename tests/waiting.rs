@@ -25,7 +25,84 @@ common::on_both_backends!(
     clock_and_randomness_are_journaled,
     the_deploy_example_end_to_end,
     a_due_execution_says_so_instead_of_a_negative_wait,
+    due_sleeps_end_on_time_while_the_node_is_busy,
 );
+
+/// Hibernated sleeps end when they are due even while the node has no
+/// room to resume their code (`--max-running 1`, held by an execution
+/// waiting in process): the scheduler journals each sleep's result at its
+/// due time, and the code resumes from it later, once.
+fn due_sleeps_end_on_time_while_the_node_is_busy(db: Db) {
+    const SLEEPERS: usize = 3;
+    let _server = db.serve(&["--max-running", "1", "--hibernate-after-ms", "3000"]);
+    let sleepers: Vec<String> = (0..SLEEPERS)
+        .map(|_| db.start(&kit(), "step_sleep_step", r#"{"sleep_ms": 3500}"#))
+        .collect();
+    let mut due = Vec::new();
+    for id in &sleepers {
+        db.wait_status(id, "waiting", WAIT);
+        let journal = db.journal(id);
+        due.push(
+            entries(&journal, "sleep")[0]["payload"]["due_at"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let (first_due, last_due) = (*due.iter().min().unwrap(), *due.iter().max().unwrap());
+    // A blocker waiting 3 s in process holds the one slot from 2 s before
+    // the last sleeper is due to 1 s after.
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    std::thread::sleep(Duration::from_millis(
+        (last_due - 2000 - now()).max(0) as u64
+    ));
+    let blocker = db.start(&kit(), "step_sleep_step", r#"{"sleep_ms": 3000}"#);
+    let blocker_sleep = db.wait_for(&blocker, WAIT, |_, journal| {
+        !entries(journal, "sleep").is_empty()
+    });
+    assert_eq!(blocker_sleep["status"], "running", "{blocker_sleep}");
+    let blocker_journal = db.journal(&blocker);
+    let slept_at = entries(&blocker_journal, "sleep")[0]["at_ms"]
+        .as_i64()
+        .unwrap();
+    assert!(
+        slept_at < first_due,
+        "the blocker took the slot only {} ms after the first sleeper was due (a slow machine?)",
+        slept_at - first_due
+    );
+
+    db.wait_status(&blocker, "completed", WAIT);
+    let blocker_end = db.journal(&blocker).last().unwrap()["at_ms"]
+        .as_i64()
+        .unwrap();
+    for (id, due) in sleepers.iter().zip(due) {
+        let status = db.wait_status(id, "completed", WAIT);
+        let journal = db.journal(id);
+        let sleep_seq = entries(&journal, "sleep")[0]["seq"].as_i64().unwrap();
+        let results: Vec<&Value> = entries(&journal, "result")
+            .into_iter()
+            .filter(|e| e["ref_seq"] == sleep_seq)
+            .collect();
+        assert_eq!(results.len(), 1, "one end of the sleep: {journal:#?}");
+        let ended = results[0]["at_ms"].as_i64().unwrap();
+        assert!(
+            ended >= due && ended < blocker_end,
+            "{id}: the sleep due at {due} ended at {ended}, {} ms late, and the node's one slot \
+             was busy until {blocker_end}: it waited for the slot",
+            ended - due
+        );
+        // The code resumed from that result after the slot freed.
+        let output = &status["result"];
+        assert!(
+            output["after_ms"].as_i64().unwrap() - output["before_ms"].as_i64().unwrap() >= 3500,
+            "{status}"
+        );
+    }
+}
 
 /// An execution started with no engine serving the database is due at
 /// once: `status` and `list` say "due now", not "wakes in -0.1s".

@@ -120,6 +120,7 @@ async fn drive_claimed(
         let wait = StatusChange::Waiting {
             wake_at_ms: None,
             seen_signals: claim.signals,
+            timer: None,
         };
         writer.commit(Vec::new(), Vec::new(), Some(wait)).await?;
         info!("execution is paused: hibernated");
@@ -193,6 +194,7 @@ async fn drive_claimed(
         sandbox,
         fuel_used: AtomicU64::new(fuel_used),
         last_worker: Mutex::default(),
+        timer: Mutex::default(),
     });
     let input = exec.record.input.to_string();
     let outcome = invocation::run(
@@ -233,6 +235,7 @@ async fn drive_claimed(
             Some(CallError::new(ErrorKind::Nondeterminism, message)),
         ),
         Outcome::Interrupted(Interrupt::Suspend { wake_at }) => {
+            let timer = *exec.timer.lock().unwrap_or_else(|p| p.into_inner());
             writer
                 .commit(
                     Vec::new(),
@@ -240,6 +243,7 @@ async fn drive_claimed(
                     Some(StatusChange::Waiting {
                         wake_at_ms: wake_at,
                         seen_signals: exec.signals,
+                        timer,
                     }),
                 )
                 .await?;

@@ -6,7 +6,7 @@ use super::drive::drive;
 use super::state::Inner;
 use crate::error::Result;
 use std::sync::Arc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let lease_ms = inner.config.lease.as_millis() as i64;
@@ -27,6 +27,11 @@ pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = 
             }
         }))
         .await?;
+    // When the next waiting execution is due (from the last sweep of
+    // timers): the loop wakes then rather than at its next tick.
+    let mut next_due: Option<i64> = None;
+    // Whether to look for due timers in this round of the loop.
+    let mut sweep = true;
     info!(node = %inner.node_id, "scheduler started");
     inner
         .serving
@@ -51,8 +56,19 @@ pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = 
                 }
                 continue;
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => sweep = true,
             _ = inner.wake.notified() => {}
+            _ = inner.clock.sleep_until(next_due.unwrap_or(0)), if next_due.is_some() => {
+                sweep = true;
+            }
+        }
+        // Timers are looked for at each tick and when one is due, not at
+        // every wake-up by a commit (a burst of starts).
+        if std::mem::take(&mut sweep) {
+            (next_due, sweep) = fire_timers(&inner).await;
+            if sweep {
+                inner.wake.notify_one();
+            }
         }
         let running = inner
             .running
@@ -89,4 +105,30 @@ pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = 
     inner.store.release_leases(&inner.node_id).await?;
     info!("scheduler stopped");
     Ok(())
+}
+
+/// Sleeps that end in one transaction of [`fire_timers`]; more are fired
+/// by the next round of the loop, at once.
+const FIRE_BATCH: i64 = 5_000;
+
+/// Journals the end of every due sleep of a hibernated execution, in
+/// batches, before any of them is claimed: a timer fires on time however
+/// many are due together, and their code resumes as the node has room.
+/// Returns when the next waiting execution is due, and whether more
+/// timers may be due already (a full batch).
+async fn fire_timers(inner: &Inner) -> (Option<i64>, bool) {
+    let began = std::time::Instant::now();
+    match inner.store.fire_timers(inner.now_ms(), FIRE_BATCH).await {
+        Ok(fired) => {
+            let n = fired.fired.len();
+            if n > 0 {
+                debug!(timers = n, took = ?began.elapsed(), "fired due timers");
+            }
+            (fired.next_due, n as i64 == FIRE_BATCH)
+        }
+        Err(e) => {
+            warn!(error = %e, "firing due timers failed");
+            (None, false)
+        }
+    }
 }

@@ -16,7 +16,7 @@ use crate::runtime;
 pub type Runtime = runtime::Runtime<GuestData>;
 /// A package loaded for this node's invocations.
 pub type LoadedPackage = runtime::LoadedPackage<GuestData>;
-use crate::store::{Feeds, GroupCommitter, JournalWriter, SharedStore};
+use crate::store::{Feeds, GroupCommitter, JournalWriter, SharedStore, Timer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,9 +80,23 @@ pub struct ExecState {
     /// The worker that completed this execution's last task: its next
     /// task prefers it for a moment (sticky routing).
     pub last_worker: Mutex<Option<String>>,
+    /// The earliest sleep an invocation suspended at: if the execution
+    /// hibernates, its hibernation names it, so the scheduler journals the
+    /// sleep's end when it is due without running any code
+    /// ([`Store::fire_timers`](crate::store::Store::fire_timers)).
+    pub timer: Mutex<Option<Timer>>,
 }
 
 impl ExecState {
+    /// Notes that the `sleep` at `seq`, due at `due_at`, suspended (see
+    /// [`ExecState::timer`]); the earliest one is kept.
+    pub fn sleeping(&self, seq: i64, due_at: i64) {
+        let mut timer = self.timer.lock().unwrap_or_else(|p| p.into_inner());
+        if timer.is_none_or(|t| due_at < t.due_at) {
+            *timer = Some(Timer { seq, due_at });
+        }
+    }
+
     /// The limits of an invocation that may use `cpu` (the step's or the
     /// workflow's deadline; the tenant's CPU limit caps it).
     pub fn invocation_limits(&self, cpu: Duration) -> crate::runtime::InvocationLimits {

@@ -42,6 +42,9 @@
 //! - **Status changes**: an execution's creation before its id is
 //!   returned; hibernation ([`StatusChange::Waiting`]) and its end
 //!   ([`StatusChange::Finished`]) before the node lets go of it.
+//! - **A hibernated execution's due sleep**: its result, journaled by
+//!   [`Store::fire_timers`] for every due execution in one transaction
+//!   (it names the sleep with the hibernation: [`Timer`]).
 //!
 //! Not waited for (committed with the next write that is, or within
 //! `RIDE_ALONG`): call and attempt entries, the answers of the clock and
@@ -67,7 +70,7 @@ mod tasks;
 
 pub use feed::{FeedEvent, Feeds, Follower};
 pub use group::{CommitMetrics, GroupCommitter, JournalWriter, NewEntry, REDACTED, redact};
-pub use ops::{Claim, CommitOp, Creation, SideWrite, StatusChange};
+pub use ops::{Claim, CommitOp, Creation, FiredTimers, SideWrite, StatusChange, Timer};
 pub use postgres::PgStore;
 pub use rows::execution_not_found;
 pub use sqlite::{SqliteStore, Synchronous};
@@ -569,6 +572,15 @@ pub trait Store: Send + Sync + 'static {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claim>>;
+
+    /// Fires due timers: for up to `limit` hibernated executions whose
+    /// [`Timer`] is due at `now_ms` (and that are not paused), journals
+    /// the sleep's result (`null`, at `now_ms`, under the sleep's
+    /// invocation) and clears the timer, in one transaction. It touches no
+    /// lease or epoch: a hibernated execution has no owner, and the node
+    /// that claims it next reads the result with the rest of its journal.
+    /// Also says when the next waiting execution is due.
+    async fn fire_timers(&self, now_ms: i64, limit: i64) -> Result<FiredTimers>;
 
     /// Extends the leases `owner` holds; returns, for each of them, what
     /// operators asked of it (a cancellation, a pause).

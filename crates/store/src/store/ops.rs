@@ -16,6 +16,11 @@ pub enum StatusChange {
     Waiting {
         wake_at_ms: Option<i64>,
         seen_signals: i64,
+        /// The sleep it waits for, if any: fired by [`Store::fire_timers`]
+        /// when due (see [`Timer`]).
+        ///
+        /// [`Store::fire_timers`]: super::Store::fire_timers
+        timer: Option<Timer>,
     },
     /// Finished: drop ownership for good.
     Finished {
@@ -23,6 +28,29 @@ pub enum StatusChange {
         result: Option<Value>,
         error: Option<CallError>,
     },
+}
+
+/// A `sleep` call a hibernated execution waits for. When it is due, the
+/// node journals the call's result for every such execution in one
+/// statement ([`Store::fire_timers`](super::Store::fire_timers)), the way a
+/// timer fires apart from the code that waits for it; the code resumes
+/// from that result when the node has room to run it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    /// The seq of the `sleep` call.
+    pub seq: i64,
+    /// When it ends (journaled with the call).
+    pub due_at: i64,
+}
+
+/// What one [`Store::fire_timers`](super::Store::fire_timers) did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FiredTimers {
+    /// The executions whose sleep ended, with the seq of its result.
+    pub fired: Vec<(String, i64)>,
+    /// When the next waiting execution is due (a timer or any other wake
+    /// time), if one is: the scheduler wakes then, not at its next tick.
+    pub next_due: Option<i64>,
 }
 
 /// A side table write that must be atomic with journal entries.

@@ -22,11 +22,12 @@ use super::sql::CONSUME_SIGNAL;
 use super::sql::{Dialect, Sql};
 use super::tasks::{CLOSE_TASK, OPEN_TASK, WAKE};
 use super::{
-    Catalog, Claim, CommitOp, EngineFailure, Executions, Renewed, SideWrite, StatusChange, Tasks,
+    Catalog, Claim, CommitOp, EngineFailure, Executions, FiredTimers, Renewed, SideWrite,
+    StatusChange, Tasks,
 };
 use super::{Store, Synchronous};
 use crate::error::{Error, Result};
-use crate::journal::Entry;
+use crate::journal::{Entry, Event};
 use crate::model::{ApprovalRecord, ExecutionRecord, NewExecution};
 use async_trait::async_trait;
 use serde_json::Value;
@@ -460,6 +461,8 @@ struct StatusColumns {
     wait_epochs: Vec<i64>,
     wake_at: Vec<Option<i64>>,
     seen: Vec<i64>,
+    timer_seq: Vec<Option<i64>>,
+    timer_due: Vec<Option<i64>>,
     done_ids: Vec<String>,
     done_epochs: Vec<i64>,
     status: Vec<String>,
@@ -474,11 +477,14 @@ impl StatusColumns {
             Some(StatusChange::Waiting {
                 wake_at_ms,
                 seen_signals,
+                timer,
             }) => {
                 self.wait_ids.push(op.execution_id.clone());
                 self.wait_epochs.push(op.epoch);
                 self.wake_at.push(*wake_at_ms);
                 self.seen.push(*seen_signals);
+                self.timer_seq.push(timer.map(|t| t.seq));
+                self.timer_due.push(timer.map(|t| t.due_at));
             }
             Some(StatusChange::Finished {
                 status,
@@ -503,7 +509,8 @@ impl StatusColumns {
 /// (`signals` moved past what the node saw) makes it due at once.
 const SET_WAITING: &str = "status = 'waiting', owner = NULL, lease_expires_at = NULL, \
      engine_failures = 0, engine_error = NULL, \
-     wake_at = CASE WHEN e.paused THEN NULL WHEN e.signals != w.seen THEN $NOW ELSE w.wake_at END, updated_at = $NOW";
+     wake_at = CASE WHEN e.paused THEN NULL WHEN e.signals != w.seen THEN $NOW ELSE w.wake_at END, \
+     timer_seq = w.timer_seq, timer_due = w.timer_due, updated_at = $NOW";
 
 const SET_FINISHED: &str = "status = d.status, result = d.result, error = d.error, \
      owner = NULL, lease_expires_at = NULL, wake_at = NULL, engine_failures = 0, \
@@ -519,13 +526,16 @@ async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64)
     if !c.wait_ids.is_empty() {
         sqlx::query(&format!(
             "UPDATE executions e SET {} \
-             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS w (id, wake_at, seen) \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+               AS w (id, wake_at, seen, timer_seq, timer_due) \
              WHERE e.id = w.id",
-            SET_WAITING.replace("$NOW", "$4")
+            SET_WAITING.replace("$NOW", "$6")
         ))
         .bind(c.wait_ids)
         .bind(c.wake_at)
         .bind(c.seen)
+        .bind(c.timer_seq)
+        .bind(c.timer_due)
         .bind(now_ms)
         .execute(&mut *conn)
         .await?;
@@ -573,8 +583,8 @@ fn one_statement_sql() -> &'static str {
                JOIN fence f ON f.id = u.execution_id AND f.epoch = u.epoch), \
              waiting AS ( \
                UPDATE executions e SET {} \
-               FROM UNNEST($11::text[], $12::bigint[], $13::bigint[], $14::bigint[]) \
-                 AS w (id, epoch, wake_at, seen) \
+               FROM UNNEST($11::text[], $12::bigint[], $13::bigint[], $14::bigint[], \
+                 $21::bigint[], $22::bigint[]) AS w (id, epoch, wake_at, seen, timer_seq, timer_due) \
                JOIN fence f ON f.id = w.id AND f.epoch = w.epoch \
                WHERE e.id = w.id AND e.epoch = w.epoch), \
              finished AS ( \
@@ -643,6 +653,8 @@ async fn commit_in_one_statement(
         .bind(status.result)
         .bind(status.error)
         .bind(now_ms)
+        .bind(status.timer_seq)
+        .bind(status.timer_due)
         .fetch_all(pool)
         .await?
         .into_iter()
@@ -707,7 +719,7 @@ impl Store for PgStore {
     ) -> Result<Vec<Claim>> {
         let claimed = sqlx::query_as::<_, (String, i64, i64, bool, Option<i64>, bool)>(
             "UPDATE executions e SET owner = $1, lease_expires_at = $2 + $3, epoch = e.epoch + 1, \
-             status = 'running', wake_at = NULL, updated_at = $2 \
+             status = 'running', wake_at = NULL, timer_seq = NULL, timer_due = NULL, updated_at = $2 \
              FROM (SELECT id, status = 'waiting' AS resumed, \
                    CASE WHEN status = 'waiting' THEN wake_at END AS due_at, \
                    status = 'running' AS taken_over FROM executions \
@@ -736,6 +748,47 @@ impl Store for PgStore {
                 },
             )
             .collect())
+    }
+
+    async fn fire_timers(&self, now_ms: i64, limit: i64) -> Result<FiredTimers> {
+        let event = Event::Result {
+            call: 0,
+            outcome: Ok(Value::Null),
+        };
+        // One statement: lock the due rows (skipping those a claim holds),
+        // clear their timers, journal each sleep's result after the last
+        // entry. Nothing else writes a hibernated execution's journal: it
+        // has no owner.
+        let fired: Vec<(String, i64)> = sqlx::query_as(
+            "WITH due AS ( \
+               SELECT id, timer_seq FROM executions \
+               WHERE timer_seq IS NOT NULL AND timer_due <= $1 AND status = 'waiting' \
+                 AND NOT paused AND NOT cancel_requested \
+               LIMIT $2 FOR UPDATE SKIP LOCKED), \
+             cleared AS ( \
+               UPDATE executions e SET timer_seq = NULL, timer_due = NULL FROM due \
+               WHERE e.id = due.id RETURNING e.id, due.timer_seq) \
+             INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
+               payload, at) \
+             SELECT c.id, (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = c.id) + 1, \
+               j.invocation, $3, c.timer_seq, NULL, $4, $1 \
+             FROM cleared c JOIN journal j ON j.execution_id = c.id AND j.seq = c.timer_seq \
+             RETURNING execution_id, seq",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .bind(event.kind())
+        .bind(event.payload_text())
+        .fetch_all(self.pool())
+        .await?;
+        let next_due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(wake_at) FROM executions \
+             WHERE status IN ('pending', 'waiting') AND wake_at > $1",
+        )
+        .bind(now_ms)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(FiredTimers { fired, next_due })
     }
 
     async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<Renewed>> {

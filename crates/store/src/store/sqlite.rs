@@ -5,8 +5,11 @@ use super::rows;
 use super::sql::{Dialect, Sql};
 use super::sqlite_commit::CommitConnection;
 use super::tasks::Batches;
-use super::{Catalog, Claim, CommitOp, EngineFailure, Executions, Renewed, Store, Tasks};
+use super::{
+    Catalog, Claim, CommitOp, EngineFailure, Executions, FiredTimers, Renewed, Store, Tasks,
+};
 use crate::error::{Error, Result};
+use crate::journal::Event;
 use crate::model::{ApprovalRecord, ExecutionRecord, NewExecution};
 use async_trait::async_trait;
 use sqlx::Sqlite;
@@ -251,8 +254,8 @@ impl Store for SqliteStore {
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let mut claim = tx.prepare_cached(
                     "UPDATE executions SET owner = ?1, lease_expires_at = ?2 + ?3, \
-                     epoch = epoch + 1, status = 'running', wake_at = NULL, updated_at = ?2 \
-                     WHERE id = ?4 RETURNING epoch, signals",
+                     epoch = epoch + 1, status = 'running', wake_at = NULL, timer_seq = NULL, \
+                     timer_due = NULL, updated_at = ?2 WHERE id = ?4 RETURNING epoch, signals",
                 )?;
                 for (execution_id, wake_at) in found {
                     let (epoch, signals) = claim.query_row(
@@ -271,6 +274,67 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(claims)
+        })
+        .await
+    }
+
+    async fn fire_timers(&self, now_ms: i64, limit: i64) -> Result<FiredTimers> {
+        let event = Event::Result {
+            call: 0,
+            outcome: Ok(serde_json::Value::Null),
+        };
+        let (kind, payload) = (event.kind(), event.payload_text());
+        self.on_commit_connection(move |c| {
+            let tx =
+                rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
+            let due = tx
+                .prepare_cached(
+                    "SELECT e.id, e.timer_seq, j.invocation, \
+                       (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = e.id) \
+                     FROM executions e JOIN journal j ON j.execution_id = e.id AND j.seq = e.timer_seq \
+                     WHERE e.timer_seq IS NOT NULL AND e.timer_due <= ?1 AND e.status = 'waiting' \
+                       AND e.paused = 0 AND e.cancel_requested = 0 \
+                     LIMIT ?2",
+                )?
+                .query_map(rusqlite::params![now_ms, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut fired = Vec::with_capacity(due.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
+                     payload, at) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
+                )?;
+                let mut clear = tx.prepare_cached(
+                    "UPDATE executions SET timer_seq = NULL, timer_due = NULL WHERE id = ?",
+                )?;
+                for (id, call, invocation, last) in due {
+                    insert.execute(rusqlite::params![
+                        id,
+                        last + 1,
+                        invocation,
+                        kind,
+                        call,
+                        payload,
+                        now_ms
+                    ])?;
+                    clear.execute(rusqlite::params![id])?;
+                    fired.push((id, last + 1));
+                }
+            }
+            let next_due = tx
+                .prepare_cached(
+                    "SELECT MIN(wake_at) FROM executions WHERE status = 'waiting' AND wake_at > ?",
+                )?
+                .query_row(rusqlite::params![now_ms], |r| r.get::<_, Option<i64>>(0))?;
+            tx.commit()?;
+            Ok(FiredTimers { fired, next_due })
         })
         .await
     }

@@ -327,14 +327,23 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
         Some(StatusChange::Waiting {
             wake_at_ms,
             seen_signals,
+            timer,
         }) => {
             tx.prepare_cached(
                 "UPDATE executions SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
                  engine_failures = 0, engine_error = NULL, \
                  wake_at = CASE WHEN paused THEN NULL WHEN signals != ? THEN ? ELSE ? END, \
-                 updated_at = ? WHERE id = ?",
+                 timer_seq = ?, timer_due = ?, updated_at = ? WHERE id = ?",
             )?
-            .execute(params![seen_signals, now_ms, wake_at_ms, now_ms, id])?;
+            .execute(params![
+                seen_signals,
+                now_ms,
+                wake_at_ms,
+                timer.map(|t| t.seq),
+                timer.map(|t| t.due_at),
+                now_ms,
+                id
+            ])?;
         }
         Some(StatusChange::Finished {
             status,

@@ -1,9 +1,12 @@
 //! `sleep`: a durable timer. Its due time is journaled with the call; a
 //! short one is waited in process, a long one hibernates the execution
-//! until it is due. Workflow code's sleep ends early on a cancellation.
+//! until it is due, and the scheduler journals its end when it comes
+//! (`ExecState::sleeping`, `Store::fire_timers`).
+//! Workflow code's sleep ends early on a cancellation.
 
 use super::{WasmResult, to_wasm};
 use crate::executor::guest::GuestData;
+use crate::executor::replay::Interrupt;
 use crate::journal::{Sleep, SleepArgs};
 use crate::runtime::bindings::cerebelum::workflow::types as t;
 use serde_json::Value;
@@ -30,6 +33,11 @@ pub async fn sleep(data: &mut GuestData, duration_ms: u64) -> WasmResult<Result<
                 None => {
                     exec.resolve(&caller, seq, Ok(Value::Null), false, Vec::new())
                         .await
+                }
+                Some(Err(Interrupt::Suspend { wake_at })) => {
+                    // Hibernating: the scheduler ends this sleep when due.
+                    exec.sleeping(seq, sleep.due_at);
+                    Err(Interrupt::Suspend { wake_at })
                 }
                 Some(ended) => ended,
             }
