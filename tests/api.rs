@@ -16,7 +16,68 @@ use tonic::metadata::MetadataValue;
 common::on_both_backends!(
     upload_start_watch_approve_through_the_cli,
     tenants_never_see_each_other,
+    watches_see_every_entry_once_in_order,
 );
+
+/// `WatchExecution` hands out every journal entry once, in order: those
+/// the node's commits broadcast as they are, and those written by
+/// something else (a sleep's end, journaled by the scheduler while the
+/// execution hibernates) read from the store in their place.
+fn watches_see_every_entry_once_in_order(db: Db) {
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &["--hibernate-after-ms", "100"]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = client(port, &key).await;
+        let mut watched = Vec::new();
+        for (workflow, input) in [
+            ("many_steps", r#"{"n": 300}"#),
+            ("step_sleep_step", r#"{"sleep_ms": 1500}"#),
+        ] {
+            let id = client
+                .start_execution(pb::StartExecutionRequest {
+                    package: "kit".into(),
+                    workflow: workflow.into(),
+                    input_json: input.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .execution
+                .unwrap()
+                .id;
+            let stream = client
+                .watch_execution(pb::WatchExecutionRequest {
+                    id: id.clone(),
+                    after_seq: 0,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            watched.push((id, stream));
+        }
+        for (id, mut stream) in watched {
+            let mut seqs = Vec::new();
+            let mut finished = None;
+            while let Some(event) = stream.message().await.unwrap() {
+                match event.event.unwrap() {
+                    pb::watch_event::Event::Entry(entry) => seqs.push(entry.seq),
+                    pb::watch_event::Event::Progress(_) => {}
+                    pb::watch_event::Event::Finished(execution) => finished = Some(execution),
+                }
+            }
+            let finished = finished.unwrap_or_else(|| panic!("{id}: the watch ended early"));
+            assert_eq!(finished.status, pb::ExecutionStatus::Completed as i32);
+            let journal = cli.journal(&id);
+            let expected: Vec<i64> = (1..=journal.len() as i64).collect();
+            assert_eq!(seqs, expected, "{id}: the entries watched");
+        }
+    });
+}
 
 fn upload_start_watch_approve_through_the_cli(db: Db) {
     let key = db.tenant("acme", &[]);

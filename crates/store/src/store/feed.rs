@@ -2,10 +2,13 @@
 //! everyone who follows it (`watch` streams, local `watch`, the console).
 //!
 //! The first follower of an execution starts one poller task; every other
-//! follower subscribes to what that task broadcasts. The poller reads the
-//! store when this node's group commit touched the execution (at once) or,
-//! for executions another node drives, every [`POLL`]. It stops when its
-//! last follower goes away or the execution ends, so a follower that
+//! follower subscribes to what the feed broadcasts. This node's group
+//! commit hands the feed the entries it committed, which are broadcast as
+//! they are, without reading them back ([`Feeds::committed`]). The poller
+//! reads the store for the rest: the execution's end, entries another
+//! writer made (another node, the scheduler firing a timer) and any gap,
+//! at once when a commit asks, else every [`POLL`]. It stops when its last
+//! follower goes away or the execution ends, so a follower that
 //! disconnects costs nothing afterwards.
 //!
 //! A follower first reads the journal it asked for from the store, then
@@ -58,6 +61,29 @@ struct Feed {
     followers: AtomicUsize,
     /// When a local commit last touched the execution.
     touched: Mutex<Option<Instant>>,
+    /// The seq of the last entry broadcast; entries are broadcast in
+    /// order, under this lock, by the poller and by commits alike.
+    last_seq: Mutex<i64>,
+}
+
+impl Feed {
+    /// Broadcasts the entries after the last one broadcast, in order:
+    /// `entries` is a run of consecutive seqs. Unless `gaps_ok`, nothing
+    /// is broadcast if they do not start right after it (false; the
+    /// poller reads the store instead).
+    fn broadcast(&self, entries: impl IntoIterator<Item = Entry>, gaps_ok: bool) -> bool {
+        let mut last = self.last_seq.lock().unwrap_or_else(|p| p.into_inner());
+        let from = *last;
+        let mut entries = entries.into_iter().skip_while(|e| e.seq <= from).peekable();
+        if !gaps_ok && entries.peek().is_some_and(|e| e.seq != from + 1) {
+            return false;
+        }
+        for entry in entries {
+            *last = entry.seq;
+            let _ = self.tx.send(Broadcast::Entry(Arc::new(entry)));
+        }
+        true
+    }
 }
 
 struct Shared {
@@ -85,14 +111,45 @@ impl Feeds {
     }
 
     /// Tells the feed of execution `id`, if it has one, that its journal or
-    /// status changed (called after each group commit).
+    /// status changed outside this node's group commit: it reads the store.
     pub fn touched(&self, id: &str) {
+        self.committed(id, None, false);
+    }
+
+    /// Whether execution `id` has a feed here (its commits then keep a
+    /// copy of their entries for [`Feeds::committed`]).
+    pub fn followed(&self, id: &str) -> bool {
+        self.shared.open.load(Ordering::Relaxed) > 0
+            && self
+                .shared
+                .feeds
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(id)
+    }
+
+    /// Tells the feed of execution `id`, if it has one, what a group
+    /// commit of this node wrote: `entries` (a copy, if it kept one) are
+    /// broadcast at once; the poller reads the store if they do not follow
+    /// what was broadcast, if the commit kept no copy, or if `ended` (the
+    /// record of the end).
+    pub fn committed(&self, id: &str, entries: Option<Vec<Entry>>, ended: bool) {
         if self.shared.open.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let feeds = self.shared.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(feed) = feeds.get(id) {
-            *feed.touched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        let Some(feed) = self
+            .shared
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+        else {
+            return;
+        };
+        *feed.touched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        let published = entries.is_some_and(|entries| feed.broadcast(entries, false));
+        if ended || !published {
             feed.wake.notify_one();
         }
     }
@@ -119,15 +176,11 @@ impl Feeds {
                         wake: Notify::new(),
                         followers: AtomicUsize::new(1),
                         touched: Mutex::new(None),
+                        last_seq: Mutex::new(after_seq),
                     });
                     feeds.insert(id.to_owned(), feed.clone());
                     self.shared.open.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(poll(
-                        self.shared.clone(),
-                        id.to_owned(),
-                        feed.clone(),
-                        after_seq,
-                    ));
+                    tokio::spawn(poll(self.shared.clone(), id.to_owned(), feed.clone()));
                     (feed, rx)
                 }
             }
@@ -162,12 +215,13 @@ impl Shared {
 }
 
 /// The one poller of a feed.
-async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>, mut last_seq: i64) {
+async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>) {
     loop {
         if shared.remove(&id, &feed, true) {
             return;
         }
         // The status first: entries committed before it are then read too.
+        let last_seq = *feed.last_seq.lock().unwrap_or_else(|p| p.into_inner());
         let read = async {
             let record = shared.store.executions().execution(&id).await?;
             let entries = shared.store.executions().journal(&id, last_seq).await?;
@@ -181,10 +235,8 @@ async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>, mut last_seq: i6
                 return;
             }
         };
-        for entry in entries {
-            last_seq = entry.seq;
-            let _ = feed.tx.send(Broadcast::Entry(Arc::new(entry)));
-        }
+        // What commits broadcast meanwhile is skipped.
+        feed.broadcast(entries, true);
         if record.status.is_terminal() {
             // Removed before the last event: a follower arriving later
             // starts a new feed instead of waiting on this one.

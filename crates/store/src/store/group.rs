@@ -256,11 +256,30 @@ fn run(
         queues.batch(&mut batch);
         let (ops, merged_into) = coalesce(&mut batch);
         metrics.batch.observe(ops.len() as f64);
+        // What followers of these executions are handed once committed
+        // (a copy of the entries, and whether the execution ended).
+        let followed: Vec<(usize, String, Vec<Entry>, bool)> = if feeds.open() == 0 {
+            Vec::new()
+        } else {
+            ops.iter()
+                .enumerate()
+                .filter(|(_, op)| feeds.followed(&op.execution_id))
+                .map(|(i, op)| {
+                    let ended = matches!(op.status, Some(StatusChange::Finished { .. }));
+                    (i, op.execution_id.clone(), op.entries.clone(), ended)
+                })
+                .collect()
+        };
         let began = std::time::Instant::now();
         let outcome = runtime.block_on(store.commit(ops, clock.now_ms()));
         metrics.seconds.observe(began.elapsed().as_secs_f64());
         match outcome {
             Ok(results) => {
+                for (i, id, entries, ended) in followed {
+                    if results[i].is_ok() {
+                        feeds.committed(&id, Some(entries), ended);
+                    }
+                }
                 for (pending, i) in batch.drain(..).zip(merged_into) {
                     let result = match &results[i] {
                         Ok(()) => Ok(()),
@@ -268,12 +287,8 @@ fn run(
                         Err(Error::KeyTaken(id)) => Err(Error::KeyTaken(id.clone())),
                         Err(_) => Err(Error::LostOwnership(pending.op.execution_id.clone())),
                     };
-                    match &result {
-                        Ok(()) => feeds.touched(&pending.op.execution_id),
-                        Err(Error::LostOwnership(_)) => {
-                            pending.health.store(LOST, Ordering::SeqCst)
-                        }
-                        Err(_) => {}
+                    if let Err(Error::LostOwnership(_)) = &result {
+                        pending.health.store(LOST, Ordering::SeqCst);
                     }
                     if let Some(ack) = pending.ack {
                         let _ = ack.send(result);
