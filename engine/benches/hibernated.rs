@@ -55,7 +55,7 @@ fn main() {
         ],
     );
     let port = common::free_port();
-    let server = db.serve_api(port, &[]);
+    let mut server = db.serve_api(port, &[]);
     let mb = |bytes: u64| bytes as f64 / 1e6;
     println!(
         "{count} hibernated executions on {backend:?} ({} cores), {CLIENTS} clients",
@@ -106,6 +106,7 @@ fn main() {
         );
 
         let mut lateness = Vec::new();
+        let mut sweeps_seen = 0;
         for wave in 0..waves {
             let seed = hibernated(&mut client, 20_000).await;
             let due = db.scalar(&format!(
@@ -162,6 +163,29 @@ fn main() {
                 mb(server.rss())
             );
             lateness.extend(late);
+            // The sweeps that journaled them (serve's log): how long the
+            // transactions that made the sleeps' ends durable took.
+            let log = server.log();
+            let sweeps: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("fired due timers"))
+                .skip(sweeps_seen)
+                .collect();
+            sweeps_seen += sweeps.len();
+            let sweeps: Vec<String> = sweeps
+                .iter()
+                .map(|l| {
+                    let l = strip_ansi(l);
+                    let field = |name: &str| {
+                        l.split_whitespace()
+                            .find_map(|w| w.strip_prefix(name))
+                            .unwrap_or("?")
+                            .to_owned()
+                    };
+                    format!("{} in {} ms", field("timers="), field("ms="))
+                })
+                .collect();
+            println!("    sweeps: {}", sweeps.join(", "));
         }
         let p99 = if lateness.is_empty() {
             f64::NAN
@@ -252,6 +276,9 @@ fn copy(db: &Db, seed: &str, prefix: &str, n: usize, keeps_count: bool) {
         &[("idempotency_key", "NULL"), ("owner", "NULL")],
     );
     let (journal_names, journal_values) = copied("journal", "execution_id", &[]);
+    // The sleep it waits for (a build from before migration 0017 has no
+    // timers table).
+    let timers = table_exists(db, "timers").then(|| copied("timers", "execution_id", &[]));
     let t = Instant::now();
     let mut done = 0;
     while done < n {
@@ -285,6 +312,12 @@ fn copy(db: &Db, seed: &str, prefix: &str, n: usize, keeps_count: bool) {
             "{numbers} INSERT INTO journal ({journal_names}) SELECT {journal_values} \
              FROM journal t, g WHERE t.execution_id = '{seed}'"
         ));
+        if let Some((names, values)) = &timers {
+            db.sql(&format!(
+                "{numbers} INSERT INTO timers ({names}) SELECT {values} \
+                 FROM timers t, g WHERE t.execution_id = '{seed}'"
+            ));
+        }
         done = to;
         if n > CHUNK {
             eprint!(
@@ -302,11 +335,34 @@ fn copy(db: &Db, seed: &str, prefix: &str, n: usize, keeps_count: bool) {
 /// before counts at each start: `CEREBELUM_TEST_BIN` runs this bench
 /// against one).
 fn keeps_open_count(db: &Db) -> bool {
-    db.scalar(match db.backend {
-        Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE name = 'open_counts'",
-        Backend::Postgres => {
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = 'open_counts' \
+    table_exists(db, "open_counts")
+}
+
+/// Whether the server's schema has `table`.
+fn table_exists(db: &Db, table: &str) -> bool {
+    db.scalar(&match db.backend {
+        Backend::Sqlite => format!("SELECT COUNT(*) FROM sqlite_master WHERE name = '{table}'"),
+        Backend::Postgres => format!(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = '{table}' \
              AND table_schema = current_schema()"
-        }
+        ),
     }) == 1
+}
+
+/// `line` without its terminal colour codes (`ESC [ … m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -6,7 +6,7 @@ use super::drive::drive;
 use super::state::Inner;
 use crate::error::Result;
 use std::sync::Arc;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
     let lease_ms = inner.config.lease.as_millis() as i64;
@@ -109,7 +109,7 @@ pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = 
 
 /// Sleeps that end in one transaction of [`fire_timers`]; more are fired
 /// by the next round of the loop, at once.
-const FIRE_BATCH: i64 = 5_000;
+const FIRE_BATCH: i64 = 10_000;
 
 /// Journals the end of every due sleep of a hibernated execution, in
 /// batches, before any of them is claimed: a timer fires on time however
@@ -122,7 +122,11 @@ async fn fire_timers(inner: &Inner) -> (Option<i64>, bool) {
         Ok(fired) => {
             let n = fired.fired.len();
             if n > 0 {
-                debug!(timers = n, took = ?began.elapsed(), "fired due timers");
+                info!(
+                    timers = n,
+                    ms = began.elapsed().as_millis() as u64,
+                    "fired due timers"
+                );
             }
             (fired.next_due, n as i64 == FIRE_BATCH)
         }

@@ -509,8 +509,13 @@ impl StatusColumns {
 /// (`signals` moved past what the node saw) makes it due at once.
 const SET_WAITING: &str = "status = 'waiting', owner = NULL, lease_expires_at = NULL, \
      engine_failures = 0, engine_error = NULL, \
-     wake_at = CASE WHEN e.paused THEN NULL WHEN e.signals != w.seen THEN $NOW ELSE w.wake_at END, \
-     timer_seq = w.timer_seq, timer_due = w.timer_due, updated_at = $NOW";
+     wake_at = CASE WHEN e.paused THEN NULL WHEN e.signals != w.seen THEN $NOW ELSE w.wake_at END, updated_at = $NOW";
+
+/// The timers of hibernations (`$TIMERS`: id, seq, due_at; a NULL seq:
+/// none), one row per execution.
+const SET_TIMERS: &str = "INSERT INTO timers (execution_id, seq, due_at) \
+     SELECT t.id, t.seq, t.due_at FROM $TIMERS WHERE t.seq IS NOT NULL \
+     ON CONFLICT (execution_id) DO UPDATE SET seq = EXCLUDED.seq, due_at = EXCLUDED.due_at";
 
 const SET_FINISHED: &str = "status = d.status, result = d.result, error = d.error, \
      owner = NULL, lease_expires_at = NULL, wake_at = NULL, engine_failures = 0, \
@@ -526,19 +531,27 @@ async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64)
     if !c.wait_ids.is_empty() {
         sqlx::query(&format!(
             "UPDATE executions e SET {} \
-             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) \
-               AS w (id, wake_at, seen, timer_seq, timer_due) \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS w (id, wake_at, seen) \
              WHERE e.id = w.id",
-            SET_WAITING.replace("$NOW", "$6")
+            SET_WAITING.replace("$NOW", "$4")
         ))
-        .bind(c.wait_ids)
+        .bind(&c.wait_ids)
         .bind(c.wake_at)
         .bind(c.seen)
-        .bind(c.timer_seq)
-        .bind(c.timer_due)
         .bind(now_ms)
         .execute(&mut *conn)
         .await?;
+        if c.timer_seq.iter().any(Option::is_some) {
+            sqlx::query(&SET_TIMERS.replace(
+                "$TIMERS",
+                "UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS t (id, seq, due_at)",
+            ))
+            .bind(&c.wait_ids)
+            .bind(c.timer_seq)
+            .bind(c.timer_due)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     if !c.done_ids.is_empty() {
         sqlx::query(&format!(
@@ -583,8 +596,8 @@ fn one_statement_sql() -> &'static str {
                JOIN fence f ON f.id = u.execution_id AND f.epoch = u.epoch), \
              waiting AS ( \
                UPDATE executions e SET {} \
-               FROM UNNEST($11::text[], $12::bigint[], $13::bigint[], $14::bigint[], \
-                 $21::bigint[], $22::bigint[]) AS w (id, epoch, wake_at, seen, timer_seq, timer_due) \
+               FROM UNNEST($11::text[], $12::bigint[], $13::bigint[], $14::bigint[]) \
+                 AS w (id, epoch, wake_at, seen) \
                JOIN fence f ON f.id = w.id AND f.epoch = w.epoch \
                WHERE e.id = w.id AND e.epoch = w.epoch), \
              finished AS ( \
@@ -592,10 +605,16 @@ fn one_statement_sql() -> &'static str {
                FROM UNNEST($15::text[], $16::bigint[], $17::text[], $18::text[], $19::text[]) \
                  AS d (id, epoch, status, result, error) \
                JOIN fence f ON f.id = d.id AND f.epoch = d.epoch \
-               WHERE e.id = d.id AND e.epoch = d.epoch) \
+               WHERE e.id = d.id AND e.epoch = d.epoch), \
+             timers AS ({}) \
              SELECT id, epoch FROM fence",
             SET_WAITING.replace("$NOW", "$20"),
             SET_FINISHED.replace("$NOW", "$20"),
+            SET_TIMERS.replace(
+                "$TIMERS",
+                "UNNEST($11::text[], $12::bigint[], $21::bigint[], $22::bigint[]) \
+                 AS t (id, epoch, seq, due_at) JOIN fence f ON f.id = t.id AND f.epoch = t.epoch"
+            ),
         )
     })
 }
@@ -717,9 +736,12 @@ impl Store for PgStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claim>> {
+        // A claimed execution's code ends the sleep it waited for, if any:
+        // its timer goes in the same statement.
         let claimed = sqlx::query_as::<_, (String, i64, i64, bool, Option<i64>, bool)>(
-            "UPDATE executions e SET owner = $1, lease_expires_at = $2 + $3, epoch = e.epoch + 1, \
-             status = 'running', wake_at = NULL, timer_seq = NULL, timer_due = NULL, updated_at = $2 \
+            "WITH claimed AS ( \
+             UPDATE executions e SET owner = $1, lease_expires_at = $2 + $3, epoch = e.epoch + 1, \
+             status = 'running', wake_at = NULL, updated_at = $2 \
              FROM (SELECT id, status = 'waiting' AS resumed, \
                    CASE WHEN status = 'waiting' THEN wake_at END AS due_at, \
                    status = 'running' AS taken_over FROM executions \
@@ -727,7 +749,9 @@ impl Store for PgStore {
                       OR (status = 'running' AND lease_expires_at < $2) \
                    LIMIT $4 FOR UPDATE SKIP LOCKED) due \
              WHERE e.id = due.id \
-             RETURNING e.id, e.epoch, e.signals, due.resumed, due.due_at, due.taken_over",
+             RETURNING e.id, e.epoch, e.signals, due.resumed, due.due_at, due.taken_over), \
+             cleared AS (DELETE FROM timers t USING claimed c WHERE t.execution_id = c.id) \
+             SELECT * FROM claimed",
         )
         .bind(owner)
         .bind(now_ms)
@@ -755,24 +779,27 @@ impl Store for PgStore {
             call: 0,
             outcome: Ok(Value::Null),
         };
-        // One statement: lock the due rows (skipping those a claim holds),
-        // clear their timers, journal each sleep's result after the last
+        // One statement: lock the due timers (skipping those another node
+        // fires), delete them, journal each sleep's result after the last
         // entry. Nothing else writes a hibernated execution's journal: it
-        // has no owner.
+        // has no owner, and a claim deletes the timer in its own statement
+        // (waiting for this one if it holds the timer).
         let fired: Vec<(String, i64)> = sqlx::query_as(
             "WITH due AS ( \
-               SELECT id, timer_seq FROM executions \
-               WHERE timer_seq IS NOT NULL AND timer_due <= $1 AND status = 'waiting' \
-                 AND NOT paused AND NOT cancel_requested \
-               LIMIT $2 FOR UPDATE SKIP LOCKED), \
+               SELECT t.execution_id, t.seq FROM timers t \
+               JOIN executions e ON e.id = t.execution_id \
+               WHERE t.due_at <= $1 AND e.status = 'waiting' AND NOT e.paused \
+                 AND NOT e.cancel_requested \
+               ORDER BY t.due_at LIMIT $2 FOR UPDATE OF t SKIP LOCKED), \
              cleared AS ( \
-               UPDATE executions e SET timer_seq = NULL, timer_due = NULL FROM due \
-               WHERE e.id = due.id RETURNING e.id, due.timer_seq) \
+               DELETE FROM timers t USING due WHERE t.execution_id = due.execution_id \
+               RETURNING t.execution_id, t.seq) \
              INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
                payload, at) \
-             SELECT c.id, (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = c.id) + 1, \
-               j.invocation, $3, c.timer_seq, NULL, $4, $1 \
-             FROM cleared c JOIN journal j ON j.execution_id = c.id AND j.seq = c.timer_seq \
+             SELECT c.execution_id, \
+               (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = c.execution_id) + 1, \
+               j.invocation, $3, c.seq, NULL, $4, $1 \
+             FROM cleared c JOIN journal j ON j.execution_id = c.execution_id AND j.seq = c.seq \
              RETURNING execution_id, seq",
         )
         .bind(now_ms)

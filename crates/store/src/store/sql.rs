@@ -63,6 +63,12 @@ where
     }
 }
 
+/// The sleep a hibernating execution waits for (its
+/// [`Timer`](super::Timer)): timer `$2`, due at `$3`, of execution `$1`.
+pub(super) const SET_TIMER: &str = "INSERT INTO timers (execution_id, seq, due_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (execution_id) DO UPDATE SET seq = excluded.seq, \
+     due_at = excluded.due_at";
+
 /// [`super::SideWrite::ConsumeSignal`]: signal `$4` of execution `$3` is
 /// delivered to the call at `$1`, at `$2`.
 pub(super) const CONSUME_SIGNAL: &str = "UPDATE signals SET consumed_by = $1, consumed_at = $2 \

@@ -29,6 +29,9 @@ pub enum Synchronous {
     Normal,
 }
 
+/// Deletes an execution's timer (fired, or its execution claimed).
+const CLEAR_TIMER: &str = "DELETE FROM timers WHERE execution_id = ?";
+
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
     /// The shared SQL: reads on a pool, writes on one sqlx connection.
@@ -254,14 +257,17 @@ impl Store for SqliteStore {
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 let mut claim = tx.prepare_cached(
                     "UPDATE executions SET owner = ?1, lease_expires_at = ?2 + ?3, \
-                     epoch = epoch + 1, status = 'running', wake_at = NULL, timer_seq = NULL, \
-                     timer_due = NULL, updated_at = ?2 WHERE id = ?4 RETURNING epoch, signals",
+                     epoch = epoch + 1, status = 'running', wake_at = NULL, updated_at = ?2 \
+                     WHERE id = ?4 RETURNING epoch, signals",
                 )?;
+                // Its code ends the sleep it waited for, if any.
+                let mut no_timer = tx.prepare_cached(CLEAR_TIMER)?;
                 for (execution_id, wake_at) in found {
                     let (epoch, signals) = claim.query_row(
                         rusqlite::params![owner, now_ms, lease_ms, execution_id],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
+                    no_timer.execute(rusqlite::params![execution_id])?;
                     claims.push(Claim {
                         execution_id,
                         epoch,
@@ -289,12 +295,14 @@ impl Store for SqliteStore {
                 rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
             let due = tx
                 .prepare_cached(
-                    "SELECT e.id, e.timer_seq, j.invocation, \
-                       (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = e.id) \
-                     FROM executions e JOIN journal j ON j.execution_id = e.id AND j.seq = e.timer_seq \
-                     WHERE e.timer_seq IS NOT NULL AND e.timer_due <= ?1 AND e.status = 'waiting' \
-                       AND e.paused = 0 AND e.cancel_requested = 0 \
-                     LIMIT ?2",
+                    "SELECT t.execution_id, t.seq, j.invocation, \
+                       (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = t.execution_id) \
+                     FROM timers t \
+                     JOIN executions e ON e.id = t.execution_id \
+                     JOIN journal j ON j.execution_id = t.execution_id AND j.seq = t.seq \
+                     WHERE t.due_at <= ?1 AND e.status = 'waiting' AND e.paused = 0 \
+                       AND e.cancel_requested = 0 \
+                     ORDER BY t.due_at LIMIT ?2",
                 )?
                 .query_map(rusqlite::params![now_ms, limit], |r| {
                     Ok((
@@ -311,9 +319,7 @@ impl Store for SqliteStore {
                     "INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
                      payload, at) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
                 )?;
-                let mut clear = tx.prepare_cached(
-                    "UPDATE executions SET timer_seq = NULL, timer_due = NULL WHERE id = ?",
-                )?;
+                let mut clear = tx.prepare_cached(CLEAR_TIMER)?;
                 for (id, call, invocation, last) in due {
                     insert.execute(rusqlite::params![
                         id,

@@ -3,7 +3,7 @@
 //! costs no thread hop per statement (sqlx's SQLite driver sends every
 //! statement to a worker thread and back, ~45 µs each here).
 
-use super::sql::CONSUME_SIGNAL;
+use super::sql::{CONSUME_SIGNAL, SET_TIMER};
 use super::tasks::{CLOSE_TASK, OPEN_TASK, WAKE};
 use super::{CommitOp, Creation, SideWrite, StatusChange};
 use crate::error::{Error, Result};
@@ -333,17 +333,13 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
                 "UPDATE executions SET status = 'waiting', owner = NULL, lease_expires_at = NULL, \
                  engine_failures = 0, engine_error = NULL, \
                  wake_at = CASE WHEN paused THEN NULL WHEN signals != ? THEN ? ELSE ? END, \
-                 timer_seq = ?, timer_due = ?, updated_at = ? WHERE id = ?",
+                 updated_at = ? WHERE id = ?",
             )?
-            .execute(params![
-                seen_signals,
-                now_ms,
-                wake_at_ms,
-                timer.map(|t| t.seq),
-                timer.map(|t| t.due_at),
-                now_ms,
-                id
-            ])?;
+            .execute(params![seen_signals, now_ms, wake_at_ms, now_ms, id])?;
+            if let Some(timer) = timer {
+                tx.prepare_cached(SET_TIMER)?
+                    .execute(params![id, timer.seq, timer.due_at])?;
+            }
         }
         Some(StatusChange::Finished {
             status,
