@@ -31,25 +31,13 @@ fn watches_see_every_entry_once_in_order(db: Db) {
     cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let mut client = client(port, &key).await;
+        let mut client = common::grpc::connect(port, &key).await;
         let mut watched = Vec::new();
         for (workflow, input) in [
             ("many_steps", r#"{"n": 300}"#),
             ("step_sleep_step", r#"{"sleep_ms": 1500}"#),
         ] {
-            let id = client
-                .start_execution(pb::StartExecutionRequest {
-                    package: "kit".into(),
-                    workflow: workflow.into(),
-                    input_json: input.into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .execution
-                .unwrap()
-                .id;
+            let id = common::grpc::start(&mut client, "kit", workflow, input).await;
             let stream = client
                 .watch_execution(pb::WatchExecutionRequest {
                     id: id.clone(),

@@ -451,7 +451,7 @@ fn a_node_cut_off_from_postgres_is_fenced() {
         .log()
         .lines()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-        .map(plain)
+        .map(common::plain)
         .collect();
     eprintln!(
         "B completed all {} executions {took_over_ms} ms after the cut; A's stale appends were \
@@ -460,25 +460,6 @@ fn a_node_cut_off_from_postgres_is_fenced() {
         refused_after.as_millis(),
         warnings.join("\n")
     );
-}
-
-/// `line` without its terminal colours.
-fn plain(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // ESC [ ... m
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// What a node logged so far (nothing before it created its log).

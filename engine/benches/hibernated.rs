@@ -175,7 +175,7 @@ fn main() {
             let sweeps: Vec<String> = sweeps
                 .iter()
                 .map(|l| {
-                    let l = strip_ansi(l);
+                    let l = common::plain(l);
                     let field = |name: &str| {
                         l.split_whitespace()
                             .find_map(|w| w.strip_prefix(name))
@@ -207,19 +207,8 @@ fn main() {
 /// Starts `step_sleep_step` sleeping `sleep_ms` and waits until it has
 /// hibernated; its id.
 async fn hibernated(client: &mut common::grpc::Client, sleep_ms: u64) -> String {
-    let id = client
-        .start_execution(pb::StartExecutionRequest {
-            package: "kit".into(),
-            workflow: "step_sleep_step".into(),
-            input_json: format!(r#"{{"sleep_ms":{sleep_ms}}}"#),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .execution
-        .unwrap()
-        .id;
+    let input = format!(r#"{{"sleep_ms":{sleep_ms}}}"#);
+    let id = common::grpc::start(client, "kit", "step_sleep_step", &input).await;
     let waited = Instant::now();
     loop {
         let status = client
@@ -347,22 +336,4 @@ fn table_exists(db: &Db, table: &str) -> bool {
              AND table_schema = current_schema()"
         ),
     }) == 1
-}
-
-/// `line` without its terminal colour codes (`ESC [ … m`).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

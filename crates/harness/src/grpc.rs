@@ -58,6 +58,23 @@ pub async fn upload(client: &mut Client, name: &str, path: &std::path::Path) {
         .unwrap();
 }
 
+/// Starts `workflow` of `package` with `input` (JSON); its id.
+pub async fn start(client: &mut Client, package: &str, workflow: &str, input: &str) -> String {
+    client
+        .start_execution(pb::StartExecutionRequest {
+            package: package.into(),
+            workflow: workflow.into(),
+            input_json: input.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .execution
+        .unwrap()
+        .id
+}
+
 /// Starts `workflow` of `package`, then watches it until it ends: how long
 /// that took and the final record.
 pub async fn start_to_completion(
@@ -67,16 +84,7 @@ pub async fn start_to_completion(
     input: &str,
 ) -> (Duration, pb::Execution) {
     let t = Instant::now();
-    let started = client
-        .start_execution(pb::StartExecutionRequest {
-            package: package.into(),
-            workflow: workflow.into(),
-            input_json: input.into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let id = started.into_inner().execution.unwrap().id;
+    let id = start(client, package, workflow, input).await;
     let mut events = client
         .watch_execution(pb::WatchExecutionRequest { id, after_seq: 0 })
         .await

@@ -762,6 +762,25 @@ pub struct HttpReply {
     pub body: String,
 }
 
+/// `line` without its terminal colours (`ESC [ … m`), as `serve` logs
+/// them to a file.
+pub fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// One plain HTTP/1.1 request to the server on 127.0.0.1:`port` (the
 /// console, `/metrics`), on a connection of its own.
 pub fn http_request(
