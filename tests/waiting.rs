@@ -51,14 +51,8 @@ fn due_sleeps_end_on_time_while_the_node_is_busy(db: Db) {
     let (first_due, last_due) = (*due.iter().min().unwrap(), *due.iter().max().unwrap());
     // A blocker waiting 3 s in process holds the one slot from 2 s before
     // the last sleeper is due to 1 s after.
-    let now = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64
-    };
     std::thread::sleep(Duration::from_millis(
-        (last_due - 2000 - now()).max(0) as u64
+        (last_due - 2000 - common::now_ms()).max(0) as u64,
     ));
     let blocker = db.start(&kit(), "step_sleep_step", r#"{"sleep_ms": 3000}"#);
     let blocker_sleep = db.wait_for(&blocker, WAIT, |_, journal| {

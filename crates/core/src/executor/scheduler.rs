@@ -58,9 +58,13 @@ pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = 
             }
             _ = tick.tick() => sweep = true,
             _ = inner.wake.notified() => {}
-            _ = inner.clock.sleep_until(next_due.unwrap_or(0)), if next_due.is_some() => {
-                sweep = true;
-            }
+            // Made only when polled (not at every wake-up by a commit).
+            _ = async {
+                match next_due {
+                    Some(due) => inner.clock.sleep_until(due).await,
+                    None => std::future::pending().await,
+                }
+            } => sweep = true,
         }
         // Timers are looked for at each tick and when one is due, not at
         // every wake-up by a commit (a burst of starts).

@@ -256,17 +256,17 @@ fn run(
         queues.batch(&mut batch);
         let (ops, merged_into) = coalesce(&mut batch);
         metrics.batch.observe(ops.len() as f64);
-        // What followers of these executions are handed once committed
-        // (a copy of the entries, and whether the execution ended).
-        let followed: Vec<(usize, String, Vec<Entry>, bool)> = if feeds.open() == 0 {
+        // What the feeds of these executions are told once committed, op
+        // by op: a copy of the entries if the execution is followed here,
+        // and whether it ended. Nothing while no feed is open.
+        let touched: Vec<(String, Option<Vec<Entry>>, bool)> = if feeds.open() == 0 {
             Vec::new()
         } else {
             ops.iter()
-                .enumerate()
-                .filter(|(_, op)| feeds.followed(&op.execution_id))
-                .map(|(i, op)| {
+                .map(|op| {
+                    let copy = feeds.followed(&op.execution_id).then(|| op.entries.clone());
                     let ended = matches!(op.status, Some(StatusChange::Finished { .. }));
-                    (i, op.execution_id.clone(), op.entries.clone(), ended)
+                    (op.execution_id.clone(), copy, ended)
                 })
                 .collect()
         };
@@ -275,9 +275,9 @@ fn run(
         metrics.seconds.observe(began.elapsed().as_secs_f64());
         match outcome {
             Ok(results) => {
-                for (i, id, entries, ended) in followed {
-                    if results[i].is_ok() {
-                        feeds.committed(&id, Some(entries), ended);
+                for ((id, entries, ended), result) in touched.into_iter().zip(&results) {
+                    if result.is_ok() {
+                        feeds.committed(&id, entries, ended);
                     }
                 }
                 for (pending, i) in batch.drain(..).zip(merged_into) {

@@ -781,12 +781,12 @@ impl Store for PgStore {
         };
         // One statement: lock the due timers (skipping those another node
         // fires), delete them, journal each sleep's result after the last
-        // entry. Written so each step probes an index per timer: as a join
-        // (or `DELETE … USING`) the planner hashes whole tables (a sweep of
-        // 10,000 among 200,000 hibernated: 320 ms that way, 178 ms this way
-        // on a busy machine). Nothing else writes a hibernated execution's journal: it
+        // entry. Nothing else writes a hibernated execution's journal: it
         // has no owner, and a claim deletes the timer in its own statement
-        // (waiting for this one if it holds the timer).
+        // (waiting for this one if it holds the timer). Written so each
+        // step probes an index per timer: as a join (or `DELETE … USING`)
+        // the planner hashes whole tables (10,000 due among 200,000
+        // hibernated: 320 ms that way, 178 ms this way, on a busy machine).
         let fired: Vec<(String, i64)> = sqlx::query_as(
             "WITH due AS ( \
                SELECT t.execution_id FROM timers t \
@@ -811,6 +811,7 @@ impl Store for PgStore {
         .bind(event.payload_text())
         .fetch_all(self.pool())
         .await?;
+        // Pending ones too: the condition of the partial index on wake_at.
         let next_due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(wake_at) FROM executions \
              WHERE status IN ('pending', 'waiting') AND wake_at > $1",
