@@ -501,6 +501,74 @@ fn past_the_node_memory_budget_invocations_wait_and_say_so() {
     }
 }
 
+/// Issue 31 (5), through `serve`: a tenant whose invocations hold more
+/// than its share of the node's memory budget waits while another runs.
+/// A fills the budget with three steps holding 34 MiB each and queues a
+/// fourth; then B asks for the same. When one of A's steps ends, B's step
+/// goes first though A's had waited longer (A holds more than half the
+/// budget, B nothing): in a plain first-come line A's would.
+#[test]
+fn a_tenant_over_its_memory_share_waits_while_another_runs() {
+    let db = Db::new();
+    let port = free_port();
+    let key_a = db.tenant("a", &[]);
+    let key_b = db.tenant("b", &[]);
+    let _server = db.serve_api(port, &["--max-guest-memory-mb", "128"]);
+    let (a, b) = (Remote::new(port, &key_a), Remote::new(port, &key_b));
+    let hold = |cli: &Remote| {
+        cli.ok(&[
+            "start",
+            "kit",
+            "hold_step",
+            "--input",
+            r#"{"mb": 34, "ms": 1800}"#,
+        ])
+        .trim()
+        .to_owned()
+    };
+    let waits_for_memory = |cli: &Remote, id: &str| {
+        cli.ok(&["status", id])
+            .contains("guest memory: the node's budget")
+    };
+    a.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    b.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let a_ids: Vec<String> = (0..4).map(|_| hold(&a)).collect();
+    let deadline = Instant::now() + WAIT;
+    while !a_ids.iter().any(|id| waits_for_memory(&a, id)) {
+        assert!(
+            Instant::now() < deadline,
+            "none of A's four steps of 34 MiB waited for a budget of 128 MiB"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let b_id = hold(&b);
+    let done = |cli: &Remote, id: &str| -> Option<Value> {
+        let json = cli.status(id);
+        assert!(json["status"] != "failed", "{id}: {json}");
+        (json["status"] == "completed").then(|| json["result"].clone())
+    };
+    let (mut a_held, mut b_held) = (Vec::new(), None);
+    while a_held.len() < a_ids.len() || b_held.is_none() {
+        assert!(Instant::now() < deadline, "not all completed");
+        std::thread::sleep(Duration::from_millis(100));
+        a_held = a_ids.iter().filter_map(|id| done(&a, id)).collect();
+        b_held = done(&b, &b_id);
+    }
+    let from = |r: &Value| r["from_ms"].as_i64().unwrap();
+    let (b_from, b_result) = (from(b_held.as_ref().unwrap()), b_held.unwrap());
+    let mut a_from: Vec<i64> = a_held.iter().map(from).collect();
+    a_from.sort();
+    let a_ends: Vec<i64> = a_held
+        .iter()
+        .map(|r| r["to_ms"].as_i64().unwrap())
+        .collect();
+    // B ran once memory was freed, before A's fourth.
+    assert!(
+        b_from >= *a_ends.iter().min().unwrap() && b_from < a_from[3],
+        "B held its memory from {b_from}, A's steps from {a_from:?} to {a_ends:?}: {b_result}"
+    );
+}
+
 /// Issue 31 (5): memory bombs that fill the node's budget between them
 /// waited on each other for a minute (all "running", the server idle),
 /// then failed together. The one that would complete the circle of

@@ -1284,26 +1284,40 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
         ..entry(seq, "sleep")
     };
     // ex_a and ex_b sleep (in a step, in the workflow), ex_c waits for an
-    // approval until the same time, ex_d sleeps longer.
+    // approval until the same time, ex_d sleeps longer. ex_e, ex_f and ex_g
+    // sleep as ex_b, but ex_e is paused and ex_f and ex_g have a cancel
+    // requested before they are due (ex_f's while it runs: its hibernation
+    // keeps no timer; ex_g's as it waits).
     let hibernations = [
         (
             "ex_a",
             vec![entry(1, "step"), sleep_in_step(2)],
-            Some(2),
+            Some((2, "2.1")),
             1000,
         ),
-        ("ex_b", vec![entry(1, "sleep")], Some(1), 1000),
+        ("ex_b", vec![entry(1, "sleep")], Some((1, "wf")), 1000),
         ("ex_c", vec![entry(1, "approval")], None, 1000),
-        ("ex_d", vec![entry(1, "sleep")], Some(1), 5000),
+        ("ex_d", vec![entry(1, "sleep")], Some((1, "wf")), 5000),
+        ("ex_e", vec![entry(1, "sleep")], Some((1, "wf")), 1000),
+        ("ex_f", vec![entry(1, "sleep")], Some((1, "wf")), 1000),
+        ("ex_g", vec![entry(1, "sleep")], Some((1, "wf")), 1000),
     ];
     for (id, entries, timer, due) in hibernations {
         create_owned(&store, id, "node-a").await;
+        if id == "ex_f" {
+            store
+                .executions()
+                .request_cancel(id, NOW + 1)
+                .await
+                .unwrap();
+        }
         let wait = StatusChange::Waiting {
             wake_at_ms: Some(NOW + due),
             seen_signals: 0,
-            timer: timer.map(|seq| Timer {
+            timer: timer.map(|(seq, invocation)| Timer {
                 seq,
                 due_at: NOW + due,
+                invocation: invocation.to_owned(),
             }),
         };
         store
@@ -1313,6 +1327,16 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
             .as_ref()
             .unwrap();
     }
+    store
+        .executions()
+        .set_paused("ex_e", true, NOW + 2)
+        .await
+        .unwrap();
+    store
+        .executions()
+        .request_cancel("ex_g", NOW + 3)
+        .await
+        .unwrap();
 
     let early = store.fire_timers(NOW + 999, 100).await.unwrap();
     assert!(early.fired.is_empty(), "fired before due: {early:?}");
@@ -1327,7 +1351,8 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
     assert_eq!(
         fired,
         vec![("ex_a".to_owned(), 3), ("ex_b".to_owned(), 2)],
-        "each due sleep fired once, after its last entry; the approval not"
+        "each due sleep fired once, after its last entry; the approval, the paused and the \
+         cancelled not"
     );
     assert_eq!(rest.next_due, Some(NOW + 5000));
     let journal = store.executions().journal("ex_a", 0).await.unwrap();
@@ -1345,18 +1370,22 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
     let again = store.fire_timers(NOW + 2000, 100).await.unwrap();
     assert!(again.fired.is_empty(), "fired twice: {again:?}");
 
-    // The fired ones are still due for a node to resume; ex_d is claimed
-    // before its timer (a signal, say): its code handles the sleep.
+    // The fired ones are still due for a node to resume, and the
+    // cancelled ones, whose code ends the sleep; ex_d is claimed before its
+    // timer (a signal, say): its code handles the sleep.
     let claims = store
         .claim_due("node-b", NOW + 2000, LEASE, 10)
         .await
         .unwrap();
-    assert_eq!(ids(&claims), vec!["ex_a", "ex_b", "ex_c"]);
+    assert_eq!(ids(&claims), vec!["ex_a", "ex_b", "ex_c", "ex_f", "ex_g"]);
     assert!(claims.iter().all(|c| c.resumed));
-    assert_eq!(
-        store.executions().journal("ex_b", 0).await.unwrap().len(),
-        2
-    );
+    for (id, entries) in [("ex_b", 2), ("ex_e", 1), ("ex_f", 1), ("ex_g", 1)] {
+        assert_eq!(
+            store.executions().journal(id, 0).await.unwrap().len(),
+            entries,
+            "{id}'s journal"
+        );
+    }
     let record = store.executions().execution("ex_d").await.unwrap();
     store
         .executions()

@@ -235,7 +235,7 @@ async fn drive_claimed(
             Some(CallError::new(ErrorKind::Nondeterminism, message)),
         ),
         Outcome::Interrupted(Interrupt::Suspend { wake_at }) => {
-            let timer = *exec.timer.lock().unwrap_or_else(|p| p.into_inner());
+            let timer = exec.timer.lock().unwrap_or_else(|p| p.into_inner()).clone();
             writer
                 .commit(
                     Vec::new(),

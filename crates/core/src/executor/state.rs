@@ -88,12 +88,16 @@ pub struct ExecState {
 }
 
 impl ExecState {
-    /// Notes that the `sleep` at `seq`, due at `due_at`, suspended (see
-    /// [`ExecState::timer`]); the earliest one is kept.
-    pub fn sleeping(&self, seq: i64, due_at: i64) {
+    /// Notes that the `sleep` at `seq` of `invocation`, due at `due_at`,
+    /// suspended (see [`ExecState::timer`]); the earliest one is kept.
+    pub fn sleeping(&self, invocation: &str, seq: i64, due_at: i64) {
         let mut timer = self.timer.lock().unwrap_or_else(|p| p.into_inner());
-        if timer.is_none_or(|t| due_at < t.due_at) {
-            *timer = Some(Timer { seq, due_at });
+        if timer.as_ref().is_none_or(|t| due_at < t.due_at) {
+            *timer = Some(Timer {
+                seq,
+                due_at,
+                invocation: invocation.to_owned(),
+            });
         }
     }
 

@@ -35,12 +35,20 @@ pub enum StatusChange {
 /// statement ([`Store::fire_timers`](super::Store::fire_timers)), the way a
 /// timer fires apart from the code that waits for it; the code resumes
 /// from that result when the node has room to run it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// An execution that is paused or has a cancel requested keeps no timer:
+/// the hibernation writes none, and a pause or a cancel request deletes it
+/// (a cancel, with its children's), so the sweep reads the timers alone.
+/// Its code ends the sleep when it runs again.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timer {
     /// The seq of the `sleep` call.
     pub seq: i64,
     /// When it ends (journaled with the call).
     pub due_at: i64,
+    /// The invocation that made the call, whose result it is (`1`, or
+    /// `2.1` for a sleep inside a step).
+    pub invocation: String,
 }
 
 /// What one [`Store::fire_timers`](super::Store::fire_timers) did.

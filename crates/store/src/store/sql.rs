@@ -64,10 +64,16 @@ where
 }
 
 /// The sleep a hibernating execution waits for (its
-/// [`Timer`](super::Timer)): timer `$2`, due at `$3`, of execution `$1`.
-pub(super) const SET_TIMER: &str = "INSERT INTO timers (execution_id, seq, due_at) \
-     VALUES ($1, $2, $3) ON CONFLICT (execution_id) DO UPDATE SET seq = excluded.seq, \
-     due_at = excluded.due_at";
+/// [`Timer`](super::Timer)): timer `$2` of invocation `$4`, due at `$3`,
+/// of execution `$1`; none while it is paused or has a cancel requested.
+pub(super) const SET_TIMER: &str = "INSERT INTO timers (execution_id, seq, due_at, invocation) \
+     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM executions \
+       WHERE id = $1 AND (paused OR cancel_requested)) \
+     ON CONFLICT (execution_id) DO UPDATE SET seq = excluded.seq, due_at = excluded.due_at, \
+     invocation = excluded.invocation";
+
+/// Deletes execution `$1`'s timer (see [`Timer`](super::Timer)).
+pub(super) const CLEAR_TIMER: &str = "DELETE FROM timers WHERE execution_id = $1";
 
 /// [`super::SideWrite::ConsumeSignal`]: signal `$4` of execution `$3` is
 /// delivered to the call at `$1`, at `$2`.
@@ -1404,9 +1410,13 @@ where
         .fetch_one(&mut *tx)
         .await?;
         // Its children (and theirs) are cancelled with it, unless started
-        // detached.
+        // detached. None keeps its timer: its code ends the sleep.
         let mut parents = vec![execution_id.to_owned()];
         while let Some(parent) = parents.pop() {
+            sqlx::query::<DB>(CLEAR_TIMER)
+                .bind(&parent)
+                .execute(&mut *tx)
+                .await?;
             let children = sqlx::query_scalar::<DB, String>(
                 "UPDATE executions SET cancel_requested = TRUE, paused = FALSE, \
                  signals = signals + 1, \
@@ -1460,6 +1470,13 @@ where
             .bind(execution_id)
             .fetch_one(&mut *tx)
             .await?;
+        if paused {
+            // Nor a timer: its code ends the sleep once it is resumed.
+            sqlx::query::<DB>(CLEAR_TIMER)
+                .bind(execution_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         rows::execution(&row)
     }

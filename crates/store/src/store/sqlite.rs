@@ -2,7 +2,7 @@
 //! process's writes; other processes (CLI commands) wait on `busy_timeout`.
 
 use super::rows;
-use super::sql::{Dialect, Sql};
+use super::sql::{CLEAR_TIMER, Dialect, Sql};
 use super::sqlite_commit::CommitConnection;
 use super::tasks::Batches;
 use super::{
@@ -28,9 +28,6 @@ pub enum Synchronous {
     /// not a power loss. Faster on slow disks.
     Normal,
 }
-
-/// Deletes an execution's timer (fired, or its execution claimed).
-const CLEAR_TIMER: &str = "DELETE FROM timers WHERE execution_id = ?";
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -295,14 +292,11 @@ impl Store for SqliteStore {
                 rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)?;
             let due = tx
                 .prepare_cached(
-                    "SELECT t.execution_id, t.seq, j.invocation, \
+                    // A timer is there only while its execution waits,
+                    // unpaused and not cancelled (see `Timer`).
+                    "SELECT t.execution_id, t.seq, t.invocation, \
                        (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = t.execution_id) \
-                     FROM timers t \
-                     JOIN executions e ON e.id = t.execution_id \
-                     JOIN journal j ON j.execution_id = t.execution_id AND j.seq = t.seq \
-                     WHERE t.due_at <= ?1 AND e.status = 'waiting' AND e.paused = 0 \
-                       AND e.cancel_requested = 0 \
-                     ORDER BY t.due_at LIMIT ?2",
+                     FROM timers t WHERE t.due_at <= ?1 ORDER BY t.due_at LIMIT ?2",
                 )?
                 .query_map(rusqlite::params![now_ms, limit], |r| {
                     Ok((

@@ -337,8 +337,12 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
             )?
             .execute(params![seen_signals, now_ms, wake_at_ms, now_ms, id])?;
             if let Some(timer) = timer {
-                tx.prepare_cached(SET_TIMER)?
-                    .execute(params![id, timer.seq, timer.due_at])?;
+                tx.prepare_cached(SET_TIMER)?.execute(params![
+                    id,
+                    timer.seq,
+                    timer.due_at,
+                    timer.invocation
+                ])?;
             }
         }
         Some(StatusChange::Finished {

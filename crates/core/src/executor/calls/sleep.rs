@@ -36,7 +36,7 @@ pub async fn sleep(data: &mut GuestData, duration_ms: u64) -> WasmResult<Result<
                 }
                 Some(Err(Interrupt::Suspend { wake_at })) => {
                     // Hibernating: the scheduler ends this sleep when due.
-                    exec.sleeping(seq, sleep.due_at);
+                    exec.sleeping(&caller, seq, sleep.due_at);
                     Err(Interrupt::Suspend { wake_at })
                 }
                 Some(ended) => ended,
