@@ -806,9 +806,8 @@ impl Store for PgStore {
         // no row of `executions` and no journal entry but the last's key.
         // Each timer's rows are found by their place (`ctid`) or an index
         // probe: as a join the planner hashes whole tables. 10,000 due
-        // among a million hibernated with random ids, in `EXPLAIN ANALYZE`:
-        // 600-990 ms when it read the execution and the sleep's entry,
-        // 280-380 ms now.
+        // among a million hibernated (`--bench hibernated`): 503-681 ms
+        // when it read each execution and sleep entry, 156-452 ms now.
         let fired: Vec<(String, i64)> = sqlx::query_as(
             "WITH cleared AS ( \
                DELETE FROM timers WHERE ctid = ANY (ARRAY ( \
