@@ -506,14 +506,24 @@ fn past_the_node_memory_budget_invocations_wait_and_say_so() {
 /// A fills the budget with three steps holding 34 MiB each and queues a
 /// fourth; then B asks for the same. When one of A's steps ends, B's step
 /// goes first though A's had waited longer (A holds more than half the
-/// budget, B nothing): in a plain first-come line A's would.
+/// budget, B nothing): in a plain first-come line A's would. The steps
+/// hold their memory for 4 s (in process: the node hibernates only waits
+/// over 30 s here), so B's step is in line well before A's first ends.
 #[test]
 fn a_tenant_over_its_memory_share_waits_while_another_runs() {
     let db = Db::new();
     let port = free_port();
     let key_a = db.tenant("a", &[]);
     let key_b = db.tenant("b", &[]);
-    let _server = db.serve_api(port, &["--max-guest-memory-mb", "128"]);
+    let _server = db.serve_api(
+        port,
+        &[
+            "--max-guest-memory-mb",
+            "128",
+            "--hibernate-after-ms",
+            "30000",
+        ],
+    );
     let (a, b) = (Remote::new(port, &key_a), Remote::new(port, &key_b));
     let hold = |cli: &Remote| {
         cli.ok(&[
@@ -521,7 +531,7 @@ fn a_tenant_over_its_memory_share_waits_while_another_runs() {
             "kit",
             "hold_step",
             "--input",
-            r#"{"mb": 34, "ms": 1800}"#,
+            r#"{"mb": 34, "ms": 4000}"#,
         ])
         .trim()
         .to_owned()

@@ -55,9 +55,12 @@ fn due_sleeps_end_on_time_while_the_node_is_busy(db: Db) {
         (last_due - 2000 - common::now_ms()).max(0) as u64,
     ));
     let blocker = db.start(&kit(), "step_sleep_step", r#"{"sleep_ms": 3000}"#);
-    let blocker_sleep = db.wait_for(&blocker, WAIT, |_, journal| {
+    db.wait_for(&blocker, WAIT, |_, journal| {
         !entries(journal, "sleep").is_empty()
     });
+    // Read after its journal showed the sleep (`wait_for`'s status was read
+    // before the journal: it could still say "pending").
+    let blocker_sleep = db.status(&blocker);
     assert_eq!(blocker_sleep["status"], "running", "{blocker_sleep}");
     let blocker_journal = db.journal(&blocker);
     let slept_at = entries(&blocker_journal, "sleep")[0]["at_ms"]
