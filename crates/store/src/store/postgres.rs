@@ -711,9 +711,6 @@ async fn commit_in_one_statement(
 /// Fires up to `limit` due timers in one statement (see
 /// [`Store::fire_timers`]); the executions and the seqs of their results.
 async fn fire_some(pool: &PgPool, now_ms: i64, limit: i64) -> Result<Vec<(String, i64)>> {
-    if limit <= 0 {
-        return Ok(Vec::new());
-    }
     let event = Event::Result {
         call: 0,
         outcome: Ok(Value::Null),
@@ -837,18 +834,7 @@ impl Store for PgStore {
     }
 
     async fn fire_timers(&self, now_ms: i64, limit: i64) -> Result<FiredTimers> {
-        // Two statements at once, on two connections, each firing half:
-        // each due timer costs random reads (its own rows, the journal's
-        // key index), which two server processes do side by side. Their
-        // `SKIP LOCKED` keeps them apart. 10,000 due among a million
-        // hibernated: one statement took 1.6 times as long as two halves.
-        let half = (limit + 1) / 2;
-        let (a, b) = tokio::join!(
-            fire_some(self.pool(), now_ms, half),
-            fire_some(self.pool(), now_ms, limit - half)
-        );
-        let mut fired = a?;
-        fired.extend(b?);
+        let fired = fire_some(self.pool(), now_ms, limit).await?;
         // Pending ones too: the condition of the partial index on wake_at.
         let next_due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(wake_at) FROM executions \
