@@ -1577,15 +1577,17 @@ async fn hostile_names_and_values_are_shown_as_text_on_every_page() {
         "document.querySelector('.approval form.approve') !== null",
     )
     .await;
+    // Read in one script: the live page may re-render the form between
+    // finding it and reading it (a stale element).
     let confirm = browser
-        .find(Locator::Css(".approval form.approve"))
-        .await
-        .unwrap()
-        .attr("data-confirm")
+        .execute(
+            "return document.querySelector('.approval form.approve').getAttribute('data-confirm');",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(
-        confirm.as_deref(),
+        confirm.as_str(),
         Some(format!("Approve '{HOSTILE}' with this payload?").as_str())
     );
     click_and_confirm(&browser, ".approval form.approve button").await;
