@@ -23,7 +23,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -151,8 +151,11 @@ impl State {
 pub struct CpuSlots {
     state: Arc<Mutex<State>>,
     /// Until when (ns since `epoch`) several tenants count as having work
-    /// on the node: read on hot paths without the lock.
+    /// on the node after they last had: read on hot paths without the lock.
     contended_until: Arc<AtomicU64>,
+    /// How many tenants have executions driven on the node now (the
+    /// length of `State::active`), read the same way.
+    active_tenants: Arc<AtomicUsize>,
     preempt: Option<Preempt>,
     /// When the last preemption was, in ns since `epoch`.
     preempted_at: Arc<AtomicU64>,
@@ -171,6 +174,7 @@ impl CpuSlots {
             })),
             preempt,
             contended_until: Arc::new(AtomicU64::new(0)),
+            active_tenants: Arc::new(AtomicUsize::new(0)),
             preempted_at: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
         }
@@ -197,6 +201,8 @@ impl CpuSlots {
     /// Several tenants have work on the node now: they count as such for
     /// [`RECENT`] more (see [`CpuSlots::contended`]).
     fn note_contention(&self, state: &State) {
+        self.active_tenants
+            .store(state.active.len(), Ordering::Relaxed);
         if state.active.len() > 1 {
             let until = self.epoch.elapsed() + RECENT;
             self.contended_until
@@ -204,10 +210,13 @@ impl CpuSlots {
         }
     }
 
-    /// Whether several tenants have had work on the node within [`RECENT`]:
-    /// cheap, for the calls of a tenant that has work there itself.
+    /// Whether several tenants have work on the node, or had within
+    /// [`RECENT`]: cheap, for the calls of a tenant that has work there
+    /// itself.
     pub fn contended(&self) -> bool {
-        (self.epoch.elapsed().as_nanos() as u64) < self.contended_until.load(Ordering::Relaxed)
+        self.active_tenants.load(Ordering::Relaxed) > 1
+            || (self.epoch.elapsed().as_nanos() as u64)
+                < self.contended_until.load(Ordering::Relaxed)
     }
 
     /// Whether tenants other than `tenant` have work on the node, or had
@@ -318,6 +327,9 @@ impl Drop for Active {
                 state
                     .last_active
                     .insert(self.tenant.clone(), Instant::now());
+                self.slots
+                    .active_tenants
+                    .store(state.active.len(), Ordering::Relaxed);
             }
         }
         // Others' shares grew.
@@ -466,6 +478,19 @@ mod tests {
         drop((active_a, active_b));
         assert!(slots.contended(), "for a while after");
         assert!(slots.others_active("a"), "b worked here just now");
+    }
+
+    /// Contention was noted only when an execution began or ended: two
+    /// executions driven side by side for longer than [`RECENT`] stopped
+    /// counting as contention, and the limits that apply only then
+    /// (journal rate, steps in flight) lapsed.
+    #[test]
+    fn tenants_with_work_for_long_still_count_as_contention() {
+        let slots = CpuSlots::new(2, None);
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        let _active = (slots.activate(&a), slots.activate(&b));
+        std::thread::sleep(RECENT + Duration::from_millis(100));
+        assert!(slots.contended());
     }
 
     #[tokio::test]
