@@ -21,7 +21,9 @@
 //!   the suite's fairness limits too.
 //!
 //! Flags: `--quick` (smaller counts), `--attacks a,b` (only those, and
-//! only (s3)), `--runs N` (B's runs per measurement, default 60).
+//! only (s3)), `--runs N` (B's runs per measurement, default 60),
+//! `--a-limits "FLAGS"` (more of `admin tenant create`'s flags for A, e.g.
+//! `"--max-journal-rate 2000"`).
 //!
 //! The machine is shared and noisy: compare within one run, quote medians.
 
@@ -328,7 +330,7 @@ fn tenant_b_under_attack(quick: bool) {
     // quickly; its fairness limits (--max-concurrency, --max-journal-rate)
     // stay at their defaults unless asked for.
     let fair = ["--max-concurrency", "--max-journal-rate"];
-    let limits_a: Vec<&str> = if std::env::args().any(|a| a == "--hostile-limits") {
+    let mut limits_a: Vec<&str> = if std::env::args().any(|a| a == "--hostile-limits") {
         common::HOSTILE_LIMITS.to_vec()
     } else {
         common::HOSTILE_LIMITS
@@ -338,6 +340,13 @@ fn tenant_b_under_attack(quick: bool) {
             .copied()
             .collect()
     };
+    // `-- --a-limits "--max-journal-rate 2000"`: more of A's limits.
+    let more = std::env::args()
+        .skip_while(|a| a != "--a-limits")
+        .nth(1)
+        .unwrap_or_default();
+    let more: Vec<&str> = more.split_whitespace().collect();
+    limits_a.extend(more.iter().copied());
     let key_a = db.tenant("a", &limits_a);
     println!(
         "(s3) tenant A's limits: {} (the others: defaults)",

@@ -140,7 +140,8 @@ pub(crate) struct QuotaArgs {
     max_concurrency: Option<i64>,
     /// Journaled host calls per second a tenant's code may make on a node
     /// while other tenants have work there (a tenant alone is not slowed);
-    /// faster callers wait, off their CPU time (built-in default 10000).
+    /// faster callers wait, off their CPU time (built-in default 1000; a
+    /// node with more cores than two can take more).
     #[arg(long, value_parser = range_i64(1, 1_000_000_000))]
     max_journal_rate: Option<i64>,
     /// Watch streams (`cerebelum watch`, WatchExecution) a tenant may have

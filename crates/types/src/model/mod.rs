@@ -175,10 +175,20 @@ pub const DEFAULT_QUOTAS: Quotas = Quotas {
     max_output_bytes: Some(64 << 10),
     max_response_bytes: Some(10 << 20),
     max_concurrency: None,
-    max_journal_rate: Some(10_000),
+    max_journal_rate: Some(DEFAULT_JOURNAL_RATE),
     max_streams: Some(100),
     max_start_rate: Some(100),
 };
+
+/// The built-in [`Quotas::max_journal_rate`] (it applies only while other
+/// tenants have work on the node). A journaled call costs the engine work
+/// outside the guest's turns on the cores (the host call, the journal
+/// write, its share of a commit): on two cores, a tenant fanning out steps
+/// made a neighbour's 3-step workflow 3.2-5.3x slower at 10,000 calls a
+/// second, 1.2-2.5x at 2,000 and 1.3-1.6x at 1,000 (`--bench hostile`,
+/// issue 31). A node with more cores can take more: `serve
+/// --max-journal-rate`.
+pub const DEFAULT_JOURNAL_RATE: i64 = 1_000;
 
 /// What the `limits` column of `tenants` holds (JSON): the sandbox part of
 /// [`Quotas`] and the HTTP allow-list.
