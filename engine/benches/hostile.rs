@@ -341,10 +341,7 @@ fn tenant_b_under_attack(quick: bool) {
             .collect()
     };
     // `-- --a-limits "--max-journal-rate 2000"`: more of A's limits.
-    let more = std::env::args()
-        .skip_while(|a| a != "--a-limits")
-        .nth(1)
-        .unwrap_or_default();
+    let more = common::bench_arg("--a-limits").unwrap_or_default();
     let more: Vec<&str> = more.split_whitespace().collect();
     limits_a.extend(more.iter().copied());
     let key_a = db.tenant("a", &limits_a);

@@ -482,8 +482,8 @@ mod tests {
 
     /// Contention was noted only when an execution began or ended: two
     /// executions driven side by side for longer than [`RECENT`] stopped
-    /// counting as contention, and the limits that apply only then
-    /// (journal rate, steps in flight) lapsed.
+    /// counting as contention, and the limit that applies only then (the
+    /// journal rate) lapsed.
     #[test]
     fn tenants_with_work_for_long_still_count_as_contention() {
         let slots = CpuSlots::new(2, None);

@@ -708,48 +708,6 @@ async fn commit_in_one_statement(
         .collect())
 }
 
-/// Fires up to `limit` due timers in one statement (see
-/// [`Store::fire_timers`]); the executions and the seqs of their results.
-async fn fire_some(pool: &PgPool, now_ms: i64, limit: i64) -> Result<Vec<(String, i64)>> {
-    let event = Event::Result {
-        call: 0,
-        outcome: Ok(Value::Null),
-    };
-    // One statement: lock the due timers (skipping those another node
-    // fires), delete them, journal each sleep's result after the last
-    // entry. Nothing else writes a hibernated execution's journal: it
-    // has no owner, and a claim deletes the timer in its own statement
-    // (waiting for this one if it holds the timer). A timer is there
-    // only while its execution waits, unpaused and not cancelled (see
-    // `Timer`), and carries the sleep's invocation: the statement reads
-    // no row of `executions` and no journal entry but the last's key.
-    // Each timer's rows are found by their place (`ctid`) or an index
-    // probe: as a join the planner hashes whole tables. 10,000 due
-    // among a million hibernated (`--bench hibernated`): 503-681 ms
-    // when it read each execution and sleep entry, 156-452 ms now.
-    let fired: Vec<(String, i64)> = sqlx::query_as(
-        "WITH cleared AS ( \
-           DELETE FROM timers WHERE ctid = ANY (ARRAY ( \
-             SELECT ctid FROM timers WHERE due_at <= $1 \
-             ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-           RETURNING execution_id, seq, invocation) \
-         INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
-           payload, at) \
-         SELECT c.execution_id, \
-           (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = c.execution_id) + 1, \
-           c.invocation, $3, c.seq, NULL, $4, $1 \
-         FROM cleared c \
-         RETURNING execution_id, seq",
-    )
-    .bind(now_ms)
-    .bind(limit)
-    .bind(event.kind())
-    .bind(event.payload_text())
-    .fetch_all(pool)
-    .await?;
-    Ok(fired)
-}
-
 #[async_trait]
 impl Store for PgStore {
     fn catalog(&self) -> &dyn Catalog {
@@ -834,7 +792,43 @@ impl Store for PgStore {
     }
 
     async fn fire_timers(&self, now_ms: i64, limit: i64) -> Result<FiredTimers> {
-        let fired = fire_some(self.pool(), now_ms, limit).await?;
+        let event = Event::Result {
+            call: 0,
+            outcome: Ok(Value::Null),
+        };
+        // One statement: lock the due timers (skipping those another node
+        // fires), delete them, journal each sleep's result after the last
+        // entry (its MAX + 1 at this moment: an upgrade may have appended
+        // an entry to the waiting execution's journal since it hibernated).
+        // A claim deletes the timer in its own statement (waiting for this
+        // one if it holds the timer). A timer is there only while its
+        // execution waits, unpaused and not cancelled (see `Timer`), and
+        // carries the sleep's invocation: the statement reads no row of
+        // `executions` and no journal entry but the last's key.
+        // Each timer's rows are found by their place (`ctid`) or an index
+        // probe: as a join the planner hashes whole tables. 10,000 due
+        // among a million hibernated (`--bench hibernated`): 503-681 ms
+        // when it read each execution and sleep entry, 156-452 ms now.
+        let fired: Vec<(String, i64)> = sqlx::query_as(
+            "WITH cleared AS ( \
+               DELETE FROM timers WHERE ctid = ANY (ARRAY ( \
+                 SELECT ctid FROM timers WHERE due_at <= $1 \
+                 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+               RETURNING execution_id, seq, invocation) \
+             INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
+               payload, at) \
+             SELECT c.execution_id, \
+               (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = c.execution_id) + 1, \
+               c.invocation, $3, c.seq, NULL, $4, $1 \
+             FROM cleared c \
+             RETURNING execution_id, seq",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .bind(event.kind())
+        .bind(event.payload_text())
+        .fetch_all(self.pool())
+        .await?;
         // Pending ones too: the condition of the partial index on wake_at.
         let next_due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(wake_at) FROM executions \
