@@ -151,7 +151,7 @@ pub(crate) struct QuotaArgs {
     /// Executions a tenant may start per second on a node while other
     /// tenants have work there (a tenant alone is not slowed); faster
     /// starts wait their turn, and are refused if that would take over
-    /// 10 s (built-in default 100).
+    /// 10 s (built-in default 50).
     #[arg(long, value_parser = range_i64(1, 1_000_000))]
     max_start_rate: Option<i64>,
 }

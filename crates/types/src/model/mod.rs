@@ -177,7 +177,7 @@ pub const DEFAULT_QUOTAS: Quotas = Quotas {
     max_concurrency: None,
     max_journal_rate: Some(DEFAULT_JOURNAL_RATE),
     max_streams: Some(100),
-    max_start_rate: Some(100),
+    max_start_rate: Some(DEFAULT_START_RATE),
 };
 
 /// The built-in [`Quotas::max_journal_rate`] (it applies only while other
@@ -189,6 +189,17 @@ pub const DEFAULT_QUOTAS: Quotas = Quotas {
 /// issue 31). A node with more cores can take more: `serve
 /// --max-journal-rate`.
 pub const DEFAULT_JOURNAL_RATE: i64 = 1_000;
+
+/// The built-in [`Quotas::max_start_rate`] (it too applies only while other
+/// tenants have work on the node). Each execution that starts and ends
+/// costs the engine work outside the guest's turns on the cores (its
+/// creation's commit, instantiating its workflow and steps, its end, the
+/// feed of whoever watches it): on two cores, a tenant whose executions
+/// fail at once and are started again (a stack overflow, a denied HTTP
+/// request, 64 KiB printed) slowed a neighbour 1.5-2.1x at 100 starts a
+/// second, 0.9-1.4x at 50 (`--bench hostile`, issue 31). A node with more
+/// cores can take more: `serve --max-start-rate`.
+pub const DEFAULT_START_RATE: i64 = 50;
 
 /// What the `limits` column of `tenants` holds (JSON): the sandbox part of
 /// [`Quotas`] and the HTTP allow-list.
