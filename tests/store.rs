@@ -1275,7 +1275,8 @@ async fn hibernation_wakes_at_its_time_or_at_once_after_a_signal(db: Db) {
 
 /// A hibernated execution's sleep ends when due, journaled by
 /// `fire_timers` for every due one at once (its result after the last
-/// entry, under the sleep's invocation), whether or not a node claims the
+/// entry, under the sleep's invocation, also where an upgrade appended to
+/// the journal while it waited), whether or not a node claims the
 /// execution yet; a timer fires once, and a claim clears the timer.
 async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
     let store = with_package(&db).await;
@@ -1287,7 +1288,8 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
     // approval until the same time, ex_d sleeps longer. ex_e, ex_f and ex_g
     // sleep as ex_b, but ex_e is paused and ex_f and ex_g have a cancel
     // requested before they are due (ex_f's while it runs: its hibernation
-    // keeps no timer; ex_g's as it waits).
+    // keeps no timer; ex_g's as it waits). ex_h sleeps as ex_b and is
+    // upgraded while it waits.
     let hibernations = [
         (
             "ex_a",
@@ -1301,6 +1303,7 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
         ("ex_e", vec![entry(1, "sleep")], Some((1, "wf")), 1000),
         ("ex_f", vec![entry(1, "sleep")], Some((1, "wf")), 1000),
         ("ex_g", vec![entry(1, "sleep")], Some((1, "wf")), 1000),
+        ("ex_h", vec![entry(1, "sleep")], Some((1, "wf")), 1000),
     ];
     for (id, entries, timer, due) in hibernations {
         create_owned(&store, id, "node-a").await;
@@ -1311,13 +1314,13 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
                 .await
                 .unwrap();
         }
+        let next_seq = entries.last().map_or(1, |e| e.seq + 1);
         let wait = StatusChange::Waiting {
             wake_at_ms: Some(NOW + due),
             seen_signals: 0,
             timer: timer.map(|(seq, invocation)| Timer {
-                seq,
-                due_at: NOW + due,
-                invocation: invocation.to_owned(),
+                next_seq,
+                ..Timer::new(seq, NOW + due, invocation)
             }),
         };
         store
@@ -1337,12 +1340,22 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
         .request_cancel("ex_g", NOW + 3)
         .await
         .unwrap();
+    let v2 = store
+        .catalog()
+        .put_package(T, "pkg", "sha-2", b"bytes 2", &PackageInfo::default(), NOW)
+        .await
+        .unwrap();
+    store
+        .executions()
+        .upgrade_execution("ex_h", 1, 1, &v2, NOW + 4)
+        .await
+        .unwrap();
 
     let early = store.fire_timers(NOW + 999, 100).await.unwrap();
     assert!(early.fired.is_empty(), "fired before due: {early:?}");
     assert_eq!(early.next_due, Some(NOW + 1000));
 
-    // One at a time: ex_a and ex_b both come, in two sweeps.
+    // One at a time: ex_a, ex_b and ex_h all come, in two sweeps.
     let mut fired = store.fire_timers(NOW + 1000, 1).await.unwrap().fired;
     assert_eq!(fired.len(), 1);
     let rest = store.fire_timers(NOW + 1001, 100).await.unwrap();
@@ -1350,10 +1363,17 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
     fired.sort();
     assert_eq!(
         fired,
-        vec![("ex_a".to_owned(), 3), ("ex_b".to_owned(), 2)],
-        "each due sleep fired once, after its last entry; the approval, the paused and the \
-         cancelled not"
+        vec![
+            ("ex_a".to_owned(), 3),
+            ("ex_b".to_owned(), 2),
+            ("ex_h".to_owned(), 3)
+        ],
+        "each due sleep fired once, after its last entry (ex_h's: the upgrade); the approval, \
+         the paused and the cancelled not"
     );
+    let upgraded = store.executions().journal("ex_h", 0).await.unwrap();
+    let kinds: Vec<(i64, &str)> = upgraded.iter().map(|e| (e.seq, e.event.kind())).collect();
+    assert_eq!(kinds, vec![(1, "output"), (2, "upgraded"), (3, "result")]);
     assert_eq!(rest.next_due, Some(NOW + 5000));
     let journal = store.executions().journal("ex_a", 0).await.unwrap();
     let result = journal.last().unwrap();
@@ -1377,7 +1397,10 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
         .claim_due("node-b", NOW + 2000, LEASE, 10)
         .await
         .unwrap();
-    assert_eq!(ids(&claims), vec!["ex_a", "ex_b", "ex_c", "ex_f", "ex_g"]);
+    assert_eq!(
+        ids(&claims),
+        vec!["ex_a", "ex_b", "ex_c", "ex_f", "ex_g", "ex_h"]
+    );
     assert!(claims.iter().all(|c| c.resumed));
     for (id, entries) in [("ex_b", 2), ("ex_e", 1), ("ex_f", 1), ("ex_g", 1)] {
         assert_eq!(

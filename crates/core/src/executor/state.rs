@@ -93,11 +93,7 @@ impl ExecState {
     pub fn sleeping(&self, invocation: &str, seq: i64, due_at: i64) {
         let mut timer = self.timer.lock().unwrap_or_else(|p| p.into_inner());
         if timer.as_ref().is_none_or(|t| due_at < t.due_at) {
-            *timer = Some(Timer {
-                seq,
-                due_at,
-                invocation: invocation.to_owned(),
-            });
+            *timer = Some(Timer::new(seq, due_at, invocation));
         }
     }
 

@@ -456,6 +456,13 @@ impl JournalWriter {
                 }
             });
             let entries: Vec<Entry> = entries.collect();
+            if let Some(StatusChange::Waiting {
+                timer: Some(timer), ..
+            }) = &mut status
+            {
+                // The hibernation's entries are the journal's last.
+                timer.next_seq = state.next_seq;
+            }
             if hold_back {
                 arm = state.unsent.is_empty() && state.unsent_side.is_empty();
                 state.unsent.extend(entries);

@@ -49,6 +49,25 @@ pub struct Timer {
     /// The invocation that made the call, whose result it is (`1`, or
     /// `2.1` for a sleep inside a step).
     pub invocation: String,
+    /// The seq its result takes: the journal's end at the hibernation.
+    /// The [`JournalWriter`](super::JournalWriter) that commits the
+    /// hibernation sets it; an upgrade (the one write to a hibernated
+    /// execution's journal) moves it on. So the sweep reads no journal
+    /// entry, not even the last one's key.
+    pub next_seq: i64,
+}
+
+impl Timer {
+    /// The `sleep` at `seq` of `invocation`, due at `due_at`; its
+    /// [`next_seq`](Timer::next_seq) is set when it is committed.
+    pub fn new(seq: i64, due_at: i64, invocation: impl Into<String>) -> Self {
+        Self {
+            seq,
+            due_at,
+            invocation: invocation.into(),
+            next_seq: 0,
+        }
+    }
 }
 
 /// What one [`Store::fire_timers`](super::Store::fire_timers) did.

@@ -464,6 +464,7 @@ struct StatusColumns {
     timer_seq: Vec<Option<i64>>,
     timer_due: Vec<Option<i64>>,
     timer_invocation: Vec<Option<String>>,
+    timer_next_seq: Vec<Option<i64>>,
     done_ids: Vec<String>,
     done_epochs: Vec<i64>,
     status: Vec<String>,
@@ -488,6 +489,7 @@ impl StatusColumns {
                 self.timer_due.push(timer.as_ref().map(|t| t.due_at));
                 self.timer_invocation
                     .push(timer.as_ref().map(|t| t.invocation.clone()));
+                self.timer_next_seq.push(timer.as_ref().map(|t| t.next_seq));
             }
             Some(StatusChange::Finished {
                 status,
@@ -515,13 +517,13 @@ const SET_WAITING: &str = "status = 'waiting', owner = NULL, lease_expires_at = 
      wake_at = CASE WHEN e.paused THEN NULL WHEN e.signals != w.seen THEN $NOW ELSE w.wake_at END, updated_at = $NOW";
 
 /// The timers of hibernations, one row per execution (`$TIMERS`: id, seq,
-/// due_at, invocation, held; a NULL seq: none). An execution held (paused,
-/// or with a cancel requested, as its locked row says) keeps none.
-const SET_TIMERS: &str = "INSERT INTO timers (execution_id, seq, due_at, invocation) \
-     SELECT t.id, t.seq, t.due_at, t.invocation FROM $TIMERS \
+/// due_at, invocation, next_seq, held; a NULL seq: none). An execution held
+/// (paused, or with a cancel requested, as its locked row says) keeps none.
+const SET_TIMERS: &str = "INSERT INTO timers (execution_id, seq, due_at, invocation, next_seq) \
+     SELECT t.id, t.seq, t.due_at, t.invocation, t.next_seq FROM $TIMERS \
      WHERE t.seq IS NOT NULL AND NOT t.held \
      ON CONFLICT (execution_id) DO UPDATE SET seq = EXCLUDED.seq, due_at = EXCLUDED.due_at, \
-     invocation = EXCLUDED.invocation";
+     invocation = EXCLUDED.invocation, next_seq = EXCLUDED.next_seq";
 
 const SET_FINISHED: &str = "status = d.status, result = d.result, error = d.error, \
      owner = NULL, lease_expires_at = NULL, wake_at = NULL, engine_failures = 0, \
@@ -552,14 +554,15 @@ async fn status_changes(conn: &mut PgConnection, ops: &[&CommitOp], now_ms: i64)
             sqlx::query(&SET_TIMERS.replace(
                 "$TIMERS",
                 "(SELECT u.*, x.paused OR x.cancel_requested AS held \
-                  FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[]) \
-                    AS u (id, seq, due_at, invocation) \
+                  FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], \
+                    $5::bigint[]) AS u (id, seq, due_at, invocation, next_seq) \
                   JOIN executions x ON x.id = u.id) t",
             ))
             .bind(&c.wait_ids)
             .bind(c.timer_seq)
             .bind(c.timer_due)
             .bind(c.timer_invocation)
+            .bind(c.timer_next_seq)
             .execute(&mut *conn)
             .await?;
         }
@@ -626,9 +629,10 @@ fn one_statement_sql() -> &'static str {
                 "$TIMERS",
                 // The fence's locked rows say whether it is held now (the
                 // statement's snapshot may predate a pause it waited for).
-                "(SELECT u.id, u.seq, u.due_at, u.invocation, f.held \
+                "(SELECT u.id, u.seq, u.due_at, u.invocation, u.next_seq, f.held \
                   FROM UNNEST($11::text[], $12::bigint[], $21::bigint[], $22::bigint[], \
-                    $23::text[]) AS u (id, epoch, seq, due_at, invocation) \
+                    $23::text[], $24::bigint[]) AS u (id, epoch, seq, due_at, invocation, \
+                    next_seq) \
                   JOIN fence f ON f.id = u.id AND f.epoch = u.epoch) t"
             ),
         )
@@ -691,6 +695,7 @@ async fn commit_in_one_statement(
         .bind(status.timer_seq)
         .bind(status.timer_due)
         .bind(status.timer_invocation)
+        .bind(status.timer_next_seq)
         .fetch_all(pool)
         .await?
         .into_iter()
@@ -797,29 +802,26 @@ impl Store for PgStore {
             outcome: Ok(Value::Null),
         };
         // One statement: lock the due timers (skipping those another node
-        // fires), delete them, journal each sleep's result after the last
-        // entry (its MAX + 1 at this moment: an upgrade may have appended
-        // an entry to the waiting execution's journal since it hibernated).
-        // A claim deletes the timer in its own statement (waiting for this
-        // one if it holds the timer). A timer is there only while its
-        // execution waits, unpaused and not cancelled (see `Timer`), and
-        // carries the sleep's invocation: the statement reads no row of
-        // `executions` and no journal entry but the last's key.
-        // Each timer's rows are found by their place (`ctid`) or an index
-        // probe: as a join the planner hashes whole tables. 10,000 due
+        // fires, or an upgrade holds), delete them, journal each sleep's
+        // result at the timer's `next_seq`. A claim deletes the timer in
+        // its own statement (waiting for this one if it holds the timer).
+        // A timer is there only while its execution waits, unpaused and
+        // not cancelled (see `Timer`), and carries the sleep's invocation
+        // and its result's seq: the statement reads no row of `executions`
+        // and no journal entry. The timers are found by their place
+        // (`ctid`): as a join the planner hashes whole tables. 10,000 due
         // among a million hibernated (`--bench hibernated`): 503-681 ms
-        // when it read each execution and sleep entry, 156-452 ms now.
+        // when it read each execution and sleep entry, 156-452 ms with
+        // each journal's last key (docs/benchmarks.md has today's).
         let fired: Vec<(String, i64)> = sqlx::query_as(
             "WITH cleared AS ( \
                DELETE FROM timers WHERE ctid = ANY (ARRAY ( \
                  SELECT ctid FROM timers WHERE due_at <= $1 \
                  ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-               RETURNING execution_id, seq, invocation) \
+               RETURNING execution_id, seq, invocation, next_seq) \
              INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
                payload, at) \
-             SELECT c.execution_id, \
-               (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = c.execution_id) + 1, \
-               c.invocation, $3, c.seq, NULL, $4, $1 \
+             SELECT c.execution_id, c.next_seq, c.invocation, $3, c.seq, NULL, $4, $1 \
              FROM cleared c \
              RETURNING execution_id, seq",
         )

@@ -65,12 +65,13 @@ where
 
 /// The sleep a hibernating execution waits for (its
 /// [`Timer`](super::Timer)): timer `$2` of invocation `$4`, due at `$3`,
-/// of execution `$1`; none while it is paused or has a cancel requested.
-pub(super) const SET_TIMER: &str = "INSERT INTO timers (execution_id, seq, due_at, invocation) \
-     SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM executions \
+/// its result at seq `$5`, of execution `$1`; none while it is paused or
+/// has a cancel requested.
+pub(super) const SET_TIMER: &str = "INSERT INTO timers (execution_id, seq, due_at, invocation, \
+     next_seq) SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM executions \
        WHERE id = $1 AND (paused OR cancel_requested)) \
      ON CONFLICT (execution_id) DO UPDATE SET seq = excluded.seq, due_at = excluded.due_at, \
-     invocation = excluded.invocation";
+     invocation = excluded.invocation, next_seq = excluded.next_seq";
 
 /// Deletes execution `$1`'s timer (see [`Timer`](super::Timer)).
 pub(super) const CLEAR_TIMER: &str = "DELETE FROM timers WHERE execution_id = $1";
@@ -1512,9 +1513,25 @@ where
     ) -> Result<ExecutionRecord> {
         let mut tx = self.begin_write().await?;
         let execution = execution_in::<DB>(&mut tx, execution_id, self.dialect.lock_row).await?;
+        // Its timer, if it has one, is locked before the journal's end is
+        // read: a sweep firing it meanwhile would journal the sleep's
+        // result at the same seq (the sweep skips a timer held here).
+        sqlx::query::<DB>(&format!(
+            "SELECT seq FROM timers WHERE execution_id = $1{}",
+            self.dialect.lock_row
+        ))
+        .bind(execution_id)
+        .execute(&mut *tx)
+        .await?;
         let seq = next_seq_in::<DB>(&mut tx, execution_id).await?;
         let entry = rows::upgraded_entry(&execution, from_version, last_seq, seq, to, now_ms)?;
         insert_entry_in::<DB>(&mut tx, execution_id, &entry).await?;
+        // The sleep's result, when it fires, comes after this entry.
+        sqlx::query::<DB>("UPDATE timers SET next_seq = $1 WHERE execution_id = $2")
+            .bind(seq + 1)
+            .bind(execution_id)
+            .execute(&mut *tx)
+            .await?;
         let row = sqlx::query::<DB>(&format!(
             "UPDATE executions SET package_sha256 = $1, package_version = $2, updated_at = $3 \
              WHERE id = $4 RETURNING {EXECUTION_COLUMNS}"

@@ -293,9 +293,9 @@ impl Store for SqliteStore {
             let due = tx
                 .prepare_cached(
                     // A timer is there only while its execution waits,
-                    // unpaused and not cancelled (see `Timer`).
-                    "SELECT t.execution_id, t.seq, t.invocation, \
-                       (SELECT MAX(m.seq) FROM journal m WHERE m.execution_id = t.execution_id) \
+                    // unpaused and not cancelled, and says its result's
+                    // seq (see `Timer`).
+                    "SELECT t.execution_id, t.seq, t.invocation, t.next_seq \
                      FROM timers t WHERE t.due_at <= ?1 ORDER BY t.due_at LIMIT ?2",
                 )?
                 .query_map(rusqlite::params![now_ms, limit], |r| {
@@ -314,18 +314,12 @@ impl Store for SqliteStore {
                      payload, at) VALUES (?, ?, ?, ?, ?, NULL, ?, ?)",
                 )?;
                 let mut clear = tx.prepare_cached(CLEAR_TIMER)?;
-                for (id, call, invocation, last) in due {
+                for (id, call, invocation, seq) in due {
                     insert.execute(rusqlite::params![
-                        id,
-                        last + 1,
-                        invocation,
-                        kind,
-                        call,
-                        payload,
-                        now_ms
+                        id, seq, invocation, kind, call, payload, now_ms
                     ])?;
                     clear.execute(rusqlite::params![id])?;
-                    fired.push((id, last + 1));
+                    fired.push((id, seq));
                 }
             }
             let next_due = tx

@@ -341,7 +341,8 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
                     id,
                     timer.seq,
                     timer.due_at,
-                    timer.invocation
+                    timer.invocation,
+                    timer.next_seq
                 ])?;
             }
         }
