@@ -14,7 +14,9 @@
 //! A follower first reads the journal it asked for from the store, then
 //! takes the broadcast, skipping what it already has by `seq`: nothing is
 //! missed between the two, and a follower that falls behind the broadcast
-//! reads the store again from where it was.
+//! reads the store again from where it was. The follower that starts a
+//! feed reads nothing itself: it listens before the poller's first read,
+//! which broadcasts everything after the seq it asked for.
 
 use super::SharedStore;
 use crate::error::{Error, Result};
@@ -162,12 +164,12 @@ impl Feeds {
     /// Follows execution `id`: its journal entries after `after_seq`, then
     /// [`FeedEvent::Finished`].
     pub fn follow(&self, id: &str, after_seq: i64) -> Follower {
-        let (feed, rx) = {
+        let (feed, rx, started) = {
             let mut feeds = self.shared.feeds.lock().unwrap_or_else(|p| p.into_inner());
             match feeds.get(id) {
                 Some(feed) => {
                     feed.followers.fetch_add(1, Ordering::SeqCst);
-                    (feed.clone(), feed.tx.subscribe())
+                    (feed.clone(), feed.tx.subscribe(), false)
                 }
                 None => {
                     let (tx, rx) = broadcast::channel(BACKLOG);
@@ -181,7 +183,7 @@ impl Feeds {
                     feeds.insert(id.to_owned(), feed.clone());
                     self.shared.open.fetch_add(1, Ordering::Relaxed);
                     tokio::spawn(poll(self.shared.clone(), id.to_owned(), feed.clone()));
-                    (feed, rx)
+                    (feed, rx, true)
                 }
             }
         };
@@ -192,7 +194,9 @@ impl Feeds {
             rx,
             last_seq: after_seq,
             backlog: VecDeque::new(),
-            read_history: true,
+            // The feed it started broadcasts everything after `after_seq`
+            // (its poller's first read), and it listens from the start.
+            read_history: !started,
             done: false,
         }
     }
