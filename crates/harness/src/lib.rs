@@ -571,16 +571,29 @@ impl Db {
         let mut args = vec!["--listen", listen.as_str()];
         args.extend_from_slice(extra);
         let log = self.dir.path().join(format!("serve-{port}.log"));
-        let server = self.serve_logged(&args, Some(&log));
+        let mut server = self.serve_logged(&args, Some(&log));
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(&listen).is_err() {
+        // Ours listens once it has said so (it logs the line right after
+        // binding): a connection alone could reach another process that
+        // holds the port, and the test would then fail far from the cause.
+        loop {
+            let said = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("cerebelum serving"));
+            if said && std::net::TcpStream::connect(&listen).is_ok() {
+                return server;
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!(
+                    "the server ended ({status}) before it listened on {listen}:\n{}",
+                    server.log()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
-                "the server did not listen on {listen}"
+                "the server did not listen on {listen} in 60 s:\n{}",
+                server.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
     }
 
     /// Creates tenant `tenant` (with `quota` flags) and returns a new key.
