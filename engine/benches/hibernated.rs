@@ -1,7 +1,7 @@
 //! A million hibernated executions: `cargo bench -p cerebelum-engine
 //! --bench hibernated [-- --count 1000000] [--backend postgres|sqlite]
-//! [--waves 3] [--starts 5000]` (PostgreSQL by default: the production
-//! backend).
+//! [--waves 3] [--starts 5000] [--scattered]` (PostgreSQL by default: the
+//! production backend).
 //!
 //! A real `cerebelum serve` (`--sync full`) and 16 gRPC clients:
 //!
@@ -11,15 +11,18 @@
 //!    hour: one is started through the API and, once it hibernated, its
 //!    row and journal are copied `--count` times in the database (what a
 //!    million starts would leave, written in minutes instead of hours),
-//!    each copy under a random id like the engine's own, so the executions
-//!    due together are scattered through every table's key index as they
-//!    would be (`{prefix}1`, `{prefix}2`, … kept them side by side, which
-//!    flattered the sweep: 118–188 ms for 10,000, against 600–900 ms
-//!    scattered, on PostgreSQL with 128 MB of shared buffers);
+//!    each copy under an id of the engine's form as if started at 1,000 a
+//!    second over the last `--count` ms (an id begins with its creation
+//!    time, see `util::new_id`);
 //! 3. measure the start rate again with them all open (the start checks
 //!    the tenant's open executions: issue 31 keeps a counter for it);
 //! 4. `--waves` times, 10,000 executions due in the same millisecond (one
-//!    started with a 20 s sleep, copied 9,999 times once it hibernated):
+//!    started with a 20 s sleep, copied 9,999 times once it hibernated,
+//!    with ids as if started at 2,000 a second among the million, in the
+//!    middle of their span: due together because they slept as long from
+//!    the same moment; `--scattered` gives every copy a random id instead,
+//!    as executions started at any time and due together, a sleep until a
+//!    wall-clock time, would have):
 //!    the timer lateness of each is the time from its due time to its
 //!    first journal entry after waking (the sleep's result, which the
 //!    scheduler journals for all due sleeps at once); it also prints when
@@ -44,6 +47,18 @@ fn main() {
     let count: usize = common::bench_arg("--count").map_or(1_000_000, |c| c.parse().unwrap());
     let waves: usize = common::bench_arg("--waves").map_or(3, |c| c.parse().unwrap());
     let starts: usize = common::bench_arg("--starts").map_or(5_000, |c| c.parse().unwrap());
+    let scattered = std::env::args().any(|a| a == "--scattered");
+    // The million as if started at 1,000 a second until now; wave `w` as if
+    // started at 2,000 a second at the `w + 1`-th of `waves + 1` points of
+    // that span.
+    let first_ms = common::now_ms() - count as i64;
+    let ids = |started_ms: i64, per_second: i64| match scattered {
+        true => Ids::Scattered,
+        false => Ids::Started {
+            first_ms: started_ms,
+            per_second,
+        },
+    };
     let backend = match common::bench_arg("--backend").as_deref() {
         None | Some("postgres") => Backend::Postgres,
         Some("sqlite") => Backend::Sqlite,
@@ -63,8 +78,12 @@ fn main() {
     let mut server = db.serve_api(port, &[]);
     let mb = |bytes: u64| bytes as f64 / 1e6;
     println!(
-        "{count} hibernated executions on {backend:?} ({} cores), {CLIENTS} clients",
-        common::cores()
+        "{count} hibernated executions on {backend:?} ({} cores), {CLIENTS} clients, {}",
+        common::cores(),
+        match scattered {
+            true => "random ids (--scattered: due together, started at any time)",
+            false => "ids in start order (due together, started together)",
+        }
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -83,7 +102,7 @@ fn main() {
 
         let seeding = Instant::now();
         let seed = hibernated(&mut client, 3_600_000).await;
-        copy(&db, &seed, "h", count - 1, counts);
+        copy(&db, &seed, "h", count - 1, counts, ids(first_ms, 1_000));
         // What autovacuum does within a minute of so many new rows (the
         // planner's statistics would still describe an empty table).
         db.sql("ANALYZE");
@@ -121,7 +140,8 @@ fn main() {
                 "SELECT COUNT(*) FROM journal WHERE execution_id = '{seed}'"
             ));
             let prefix = format!("w{wave}_");
-            copy(&db, &seed, &prefix, WAVE - 1, counts);
+            let started = first_ms + (wave as i64 + 1) * count as i64 / (waves as i64 + 1);
+            copy(&db, &seed, &prefix, WAVE - 1, counts, ids(started, 2_000));
             let left = due - common::now_ms();
             assert!(
                 left > 2_000,
@@ -238,13 +258,35 @@ async fn hibernated(client: &mut common::grpc::Client, sleep_ms: u64) -> String 
 
 /// Copies the hibernated execution `seed` (row, journal and timer) `n`
 /// times, [`CHUNK`] per statement, printing progress; `keeps_count`: adds
-/// them to the server's open count. Each copy gets a random id of the
-/// engine's form (`ex_` and 24 hex digits), listed in the bench's own
-/// table `bench_copies` under `prefix`.
-fn copy(db: &Db, seed: &str, prefix: &str, n: usize, keeps_count: bool) {
-    let random_id = match db.backend {
-        Backend::Sqlite => "'ex_' || lower(hex(randomblob(12)))",
-        Backend::Postgres => "'ex_' || substr(md5(random()::text || g.n::text), 1, 24)",
+/// them to the server's open count. Each copy gets an id of the engine's
+/// form (`ex_` and 28 hex digits) placed by `ids`, listed in the bench's
+/// own table `bench_copies` under `prefix`.
+fn copy(db: &Db, seed: &str, prefix: &str, n: usize, keeps_count: bool, ids: Ids) {
+    let random_id = match (db.backend, ids) {
+        (Backend::Sqlite, Ids::Scattered) => "'ex_' || lower(hex(randomblob(14)))".to_owned(),
+        (Backend::Postgres, Ids::Scattered) => {
+            "'ex_' || substr(md5(random()::text || g.n::text), 1, 28)".to_owned()
+        }
+        (
+            Backend::Sqlite,
+            Ids::Started {
+                first_ms,
+                per_second,
+            },
+        ) => format!(
+            "printf('ex_%012x', {first_ms} + CAST(g.n AS BIGINT) * 1000 / {per_second}) || \
+             lower(hex(randomblob(8)))"
+        ),
+        (
+            Backend::Postgres,
+            Ids::Started {
+                first_ms,
+                per_second,
+            },
+        ) => format!(
+            "'ex_' || lpad(to_hex({first_ms} + CAST(g.n AS BIGINT) * 1000 / {per_second}), 12, '0') || \
+             substr(md5(random()::text || g.n::text), 1, 16)"
+        ),
     };
     db.sql(
         "CREATE TABLE IF NOT EXISTS bench_copies (prefix TEXT NOT NULL, n BIGINT NOT NULL, \
@@ -341,6 +383,16 @@ fn copy(db: &Db, seed: &str, prefix: &str, n: usize, keeps_count: bool) {
     if n > CHUNK {
         eprintln!();
     }
+}
+
+/// Where copies' ids sort among the others'.
+#[derive(Clone, Copy)]
+enum Ids {
+    /// As the engine makes them for executions started `per_second` a
+    /// second from `first_ms` on: the creation time, then random digits.
+    Started { first_ms: i64, per_second: i64 },
+    /// Random throughout.
+    Scattered,
 }
 
 /// Whether the server keeps an open count (migration 0014; a build from
