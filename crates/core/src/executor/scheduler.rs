@@ -67,8 +67,11 @@ pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = 
             } => sweep = true,
         }
         // Timers are looked for at each tick and when one is due, not at
-        // every wake-up by a commit (a burst of starts).
-        if std::mem::take(&mut sweep) {
+        // every wake-up by a commit (a burst of starts); but a wake-up
+        // after the next due time sweeps first, or the claim below would
+        // take up to `max_running` of a wave due together one by one.
+        let due = next_due.is_some_and(|due| due <= inner.now_ms());
+        if std::mem::take(&mut sweep) || due {
             (next_due, sweep) = fire_timers(&inner).await;
             if sweep {
                 inner.wake.notify_one();
