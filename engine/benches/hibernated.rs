@@ -262,32 +262,27 @@ async fn hibernated(client: &mut common::grpc::Client, sleep_ms: u64) -> String 
 /// form (`ex_` and 28 hex digits) placed by `ids`, listed in the bench's
 /// own table `bench_copies` under `prefix`.
 fn copy(db: &Db, seed: &str, prefix: &str, n: usize, keeps_count: bool, ids: Ids) {
-    let random_id = match (db.backend, ids) {
-        (Backend::Sqlite, Ids::Scattered) => "'ex_' || lower(hex(randomblob(14)))".to_owned(),
-        (Backend::Postgres, Ids::Scattered) => {
-            "'ex_' || substr(md5(random()::text || g.n::text), 1, 28)".to_owned()
+    let random_hex = |bytes: usize| match db.backend {
+        Backend::Sqlite => format!("lower(hex(randomblob({bytes})))"),
+        Backend::Postgres => {
+            format!("substr(md5(random()::text || g.n::text), 1, {})", 2 * bytes)
         }
-        (
-            Backend::Sqlite,
-            Ids::Started {
-                first_ms,
-                per_second,
-            },
-        ) => format!(
-            "printf('ex_%012x', {first_ms} + CAST(g.n AS BIGINT) * 1000 / {per_second}) || \
-             lower(hex(randomblob(8)))"
-        ),
-        (
-            Backend::Postgres,
-            Ids::Started {
-                first_ms,
-                per_second,
-            },
-        ) => format!(
-            "'ex_' || lpad(to_hex({first_ms} + CAST(g.n AS BIGINT) * 1000 / {per_second}), 12, '0') || \
-             substr(md5(random()::text || g.n::text), 1, 16)"
-        ),
     };
+    // The 12 hex digits of the creation time.
+    let time_hex = match ids {
+        Ids::Scattered => random_hex(6),
+        Ids::Started {
+            first_ms,
+            per_second,
+        } => {
+            let ms = format!("{first_ms} + CAST(g.n AS BIGINT) * 1000 / {per_second}");
+            match db.backend {
+                Backend::Sqlite => format!("printf('%012x', {ms})"),
+                Backend::Postgres => format!("lpad(to_hex({ms}), 12, '0')"),
+            }
+        }
+    };
+    let random_id = format!("'ex_' || {time_hex} || {}", random_hex(8));
     db.sql(
         "CREATE TABLE IF NOT EXISTS bench_copies (prefix TEXT NOT NULL, n BIGINT NOT NULL, \
          id TEXT PRIMARY KEY)",

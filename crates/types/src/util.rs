@@ -46,14 +46,12 @@ pub fn json_error(e: &serde_json::Error) -> String {
 /// edge of each index. The random half keeps ids unique across nodes
 /// and processes; an id is no secret (every lookup checks the tenant).
 pub fn new_id(prefix: &str) -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    timed_id(prefix, ms, random_u64())
+    use crate::clock::{Clock, SystemClock};
+    timed_id(prefix, SystemClock.now_ms() as u64, random_u64())
 }
 
 /// The id [`new_id`] makes at `ms` with random bits `random`.
-pub fn timed_id(prefix: &str, ms: u64, random: u64) -> String {
+fn timed_id(prefix: &str, ms: u64, random: u64) -> String {
     format!("{prefix}_{:012x}{random:016x}", ms & 0xffff_ffff_ffff)
 }
 
