@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Lowest first: a module may use only those before it.
-LAYERS="error util model journal clock metrics secrets http store runtime executor api console server"
+LAYERS="error clock util model journal metrics secrets http store runtime executor api console server"
 if [ "${1:-}" = "--check" ]; then
     bad=0
     while read -r from _ to; do
