@@ -12,10 +12,11 @@ use cerebelum_harness as common;
 
 use common::{Db, assert_consistent, bin, cache_dir, entries, guest, now_ms};
 use serde_json::{Value, json};
+use sqlx::Connection;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -23,6 +24,9 @@ const LEASE_MS: &str = "1000";
 /// What the engine logs when an append is refused because another node
 /// claimed the execution (`executor/drive.rs`).
 const LOST: &str = "lost ownership: another node took over the execution";
+/// What the engine says of a write PostgreSQL did not answer in time
+/// (`store/postgres.rs`, `WRITE_DEADLINE`).
+const GAVE_UP: &str = "PostgreSQL did not answer";
 
 /// Runs `ip` with `args`; its stderr if it failed.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -41,9 +45,9 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// The names and addresses of the namespace of test process `pid`: a
-/// link-local /30 derived from the pid, so concurrent runs do not clash
-/// (169.254.169.254 is left alone).
+/// The names and addresses of namespace `k` of test process `pid`: a
+/// link-local /30 derived from both, so concurrent tests and runs do not
+/// clash (169.254.169.254 is left alone).
 struct Names {
     netns: String,
     host_veth: String,
@@ -56,17 +60,17 @@ struct Names {
 }
 
 impl Names {
-    fn of(pid: u32) -> Self {
-        let n = pid % (250 * 64);
+    fn of(pid: u32, k: u32) -> Self {
+        let n = (pid.wrapping_mul(4).wrapping_add(k)) % (250 * 64);
         let third = match 1 + n / 64 {
             169 => 251,
             t => t,
         };
         let fourth = (n % 64) * 4;
         Self {
-            netns: format!("cb-fence-{pid}"),
-            host_veth: format!("cbf{pid}h"),
-            ns_veth: format!("cbf{pid}n"),
+            netns: format!("cb-fence-{pid}-{k}"),
+            host_veth: format!("cbf{pid}-{k}h"),
+            ns_veth: format!("cbf{pid}-{k}n"),
             subnet: format!("169.254.{third}.{fourth}/30"),
             host_ip: format!("169.254.{third}.{}", fourth + 1),
             ns_ip: format!("169.254.{third}.{}", fourth + 2),
@@ -102,19 +106,24 @@ impl Netns {
         // What runs killed before their clean-up left behind.
         if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
-                let pid = line
+                let Some((pid, k)) = line
                     .split_whitespace()
                     .next()
                     .and_then(|name| name.strip_prefix("cb-fence-"))
-                    .and_then(|pid| pid.parse::<u32>().ok());
-                if let Some(pid) = pid
-                    && !Path::new(&format!("/proc/{pid}")).exists()
-                {
-                    Names::of(pid).remove();
+                    .and_then(|rest| rest.split_once('-'))
+                    .and_then(|(pid, k)| Some((pid.parse::<u32>().ok()?, k.parse::<u32>().ok()?)))
+                else {
+                    continue;
+                };
+                if !Path::new(&format!("/proc/{pid}")).exists() {
+                    Names::of(pid, k).remove();
                 }
             }
         }
-        let names = Names::of(std::process::id());
+        // Namespaces of one process are told apart by a count (its tests
+        // run side by side).
+        static MADE: AtomicU32 = AtomicU32::new(0);
+        let names = Names::of(std::process::id(), MADE.fetch_add(1, Ordering::SeqCst) % 4);
         names.remove();
         if let Err(e) = ip(&["netns", "add", &names.netns]) {
             eprintln!(
@@ -273,6 +282,46 @@ fn steps_done(journal: &[Value]) -> usize {
         .count()
 }
 
+/// A `serve` node inside `netns`: PostgreSQL (`url_template` with the
+/// address left as `{}`) through the link only; its log in `log`.
+fn node_in(netns: &Netns, db: &Db, url_template: &str, log: &Path) -> Node {
+    let url = url_template.replace("{}", &netns.address());
+    Node {
+        child: Command::new("ip")
+            .args(["netns", "exec", &netns.names.netns, bin(), "--db", &url])
+            .args(["serve", "--lease-ms", LEASE_MS, "--tick-ms", "20"])
+            .args(["--listen", "127.0.0.1:0"])
+            .env(
+                "CEREBELUM_MASTER_KEY_FILE",
+                db.dir.path().join("master.key"),
+            )
+            .env("CEREBELUM_CACHE_DIR", cache_dir())
+            .env("CEREBELUM_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("spawning cerebelum serve in the namespace"),
+        log: log.to_owned(),
+    }
+}
+
+/// Starts `n` executions of `naps`, of `steps` 200 ms steps each.
+fn start_naps(db: &Db, n: usize, steps: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            db.ok(&[
+                "start",
+                "testkit",
+                "naps",
+                "--input",
+                &json!({ "n": steps, "sleep_ms": 200 }).to_string(),
+            ])
+            .trim()
+            .to_owned()
+        })
+        .collect()
+}
+
 /// Polls `ready` every 50 ms until it holds; panics with `what` and node
 /// A's log after `timeout`.
 fn wait_until(node: &mut Node, timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
@@ -303,42 +352,12 @@ fn a_node_cut_off_from_postgres_is_fenced() {
         "testkit",
     ]);
 
-    // Node A, inside the namespace: PostgreSQL through the link only.
-    let url_a = url_template.replace("{}", &netns.address());
     let log_a = db.dir.path().join("node-a.log");
-    let mut node_a = Node {
-        child: Command::new("ip")
-            .args(["netns", "exec", &netns.names.netns, bin(), "--db", &url_a])
-            .args(["serve", "--lease-ms", LEASE_MS, "--tick-ms", "20"])
-            .args(["--listen", "127.0.0.1:0"])
-            .env(
-                "CEREBELUM_MASTER_KEY_FILE",
-                db.dir.path().join("master.key"),
-            )
-            .env("CEREBELUM_CACHE_DIR", cache_dir())
-            .env("CEREBELUM_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_a).unwrap())
-            .spawn()
-            .expect("spawning cerebelum serve in the namespace"),
-        log: log_a.clone(),
-    };
+    let mut node_a = node_in(&netns, &db, &url_template, &log_a);
 
     // Four executions of ten 200 ms steps each; A alone claims them.
     let n_steps = 10;
-    let ids: Vec<String> = (0..4)
-        .map(|_| {
-            db.ok(&[
-                "start",
-                "testkit",
-                "naps",
-                "--input",
-                &json!({ "n": n_steps, "sleep_ms": 200 }).to_string(),
-            ])
-            .trim()
-            .to_owned()
-        })
-        .collect();
+    let ids = start_naps(&db, 4, n_steps);
     wait_until(
         &mut node_a,
         LONG,
@@ -469,4 +488,103 @@ fn read_log(path: &Path) -> String {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => panic!("reading {}: {e}", path.display()),
     }
+}
+
+/// Cut off for good while PostgreSQL works on its writes, a node gives
+/// them up after the deadline instead of waiting for the kernel to give up
+/// the connection (about 15 minutes); once back, it claims its executions
+/// again and finishes them from the journal, which holds what those writes
+/// committed after the cut, each step's result once.
+///
+/// To have a write in flight at the cut, the test holds a lock on the
+/// executions' rows: A's next commit (and lease renewal) waits for it in
+/// PostgreSQL. The link goes down, the lock is let go, and the writes
+/// commit on the server while their answers cannot reach A.
+#[test]
+fn a_node_cut_off_for_good_gives_up_its_writes() {
+    let db = Db::postgres();
+    let (pg_address, url_template) = split_pg_url(&db.url);
+    let Some(netns) = Netns::create(pg_address) else {
+        return;
+    };
+    db.ok(&[
+        "upload",
+        guest("testkit").to_str().unwrap(),
+        "--name",
+        "testkit",
+    ]);
+    let log_a = db.dir.path().join("node-a.log");
+    let mut node_a = node_in(&netns, &db, &url_template, &log_a);
+    let n_steps = 10;
+    let ids = start_naps(&db, 2, n_steps);
+    wait_until(
+        &mut node_a,
+        LONG,
+        "A is midway through every execution",
+        || ids.iter().all(|id| steps_done(&db.journal(id)) >= 2),
+    );
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut lock = runtime.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
+        sqlx::query("SELECT id FROM executions WHERE id = ANY($1) FOR UPDATE")
+            .bind(&ids)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn
+    });
+    wait_until(&mut node_a, LONG, "A's commit waits for the lock", || {
+        db.scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name = 'cerebelum' AND wait_event_type = 'Lock'",
+        ) > 0
+    });
+    netns.cut();
+    let cut_at = Instant::now();
+    runtime.block_on(async {
+        sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
+    });
+    wait_until(
+        &mut node_a,
+        LONG,
+        "A gives up the writes it waits for",
+        || read_log(&log_a).contains(GAVE_UP),
+    );
+    let gave_up_after = cut_at.elapsed();
+    assert!(
+        gave_up_after < Duration::from_secs(30),
+        "A gave up {gave_up_after:?} after the cut (the deadline is 10 s)"
+    );
+
+    // Back, A claims them again and finishes them.
+    netns.restore();
+    let restored_at = Instant::now();
+    for id in &ids {
+        wait_until(&mut node_a, LONG, "A finishes the executions", || {
+            db.status(id)["status"] == "completed"
+        });
+        let status = db.status(id);
+        assert_eq!(status["result"], json!(n_steps), "{id}: {status}");
+        let journal = db.journal(id);
+        assert_consistent(id, &journal);
+        assert_eq!(steps_done(&journal), n_steps, "{id}");
+    }
+    let warnings: Vec<String> = node_a
+        .log()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .map(common::plain)
+        .collect();
+    eprintln!(
+        "A gave up its writes {} ms after the cut and finished its executions {} ms after the \
+         link came back; A's warnings:\n{}",
+        gave_up_after.as_millis(),
+        restored_at.elapsed().as_millis(),
+        warnings.join("\n")
+    );
 }

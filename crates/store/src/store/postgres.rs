@@ -40,6 +40,16 @@ use std::time::Duration;
 /// The channel the `executions_due_notify` trigger notifies.
 const DUE_CHANNEL: &str = "cerebelum_due";
 
+/// How long a node waits for PostgreSQL to answer one of the writes that
+/// keep it going (a group commit, a claim, a timer sweep, a lease renewal
+/// or release, an abandon) before it gives the write up. Across a dead
+/// link a statement would otherwise wait until the kernel gives up the TCP
+/// connection (about 15 minutes of retransmits), holding the node's
+/// group commit or scheduler all that time. Twice the pool's 10 s wait
+/// for a connection; far past any write's time on a live database (a
+/// sweep of 10,000 timers among a million takes under a second).
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
     /// The shared SQL, reading and writing on [`PgStore::pool`].
@@ -69,6 +79,33 @@ fn postgres_json_path(path: &[String]) -> String {
 impl PgStore {
     fn pool(&self) -> &PgPool {
         &self.sql.writer
+    }
+
+    /// Runs `work` (`what` names it) on a connection of the pool and gives
+    /// it up after [`WRITE_DEADLINE`]: the connection, which may be half-way
+    /// through a statement on a dead link, is then dropped instead of
+    /// returned to the pool (its transaction, if any, never commits unless
+    /// its `COMMIT` had reached the server), and the write fails with
+    /// [`Error::Unavailable`]. Its caller treats it as any failed write:
+    /// the executions it carried resume from their durable journals.
+    async fn within_deadline<T>(
+        &self,
+        what: &str,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.pool().acquire().await?;
+        let outcome = tokio::time::timeout(WRITE_DEADLINE, work(&mut conn)).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                drop(conn.detach());
+                Err(Error::Unavailable(format!(
+                    "PostgreSQL did not answer {what} within {} s (is the database or the \
+                     link to it down?); gave it up and dropped its connection",
+                    WRITE_DEADLINE.as_secs()
+                )))
+            }
+        }
     }
 }
 
@@ -641,7 +678,7 @@ fn one_statement_sql() -> &'static str {
 
 /// See [`one_statement_sql`].
 async fn commit_in_one_statement(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     ops: &[CommitOp],
     now_ms: i64,
 ) -> Result<Vec<Result<()>>> {
@@ -696,7 +733,7 @@ async fn commit_in_one_statement(
         .bind(status.timer_due)
         .bind(status.timer_invocation)
         .bind(status.timer_next_seq)
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?
         .into_iter()
         .collect();
@@ -737,18 +774,22 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>> {
-        if ops
+        let simple = ops
             .iter()
-            .all(|op| op.create.is_none() && op.side.is_empty())
-        {
-            return commit_in_one_statement(self.pool(), &ops, now_ms).await;
-        }
-        // The group-commit thread's own call, never cancelled: no need of
-        // `begin_write`'s task on the journal's hot path.
-        let mut tx = self.pool().begin().await?;
-        let results = commit_batch(&mut tx, &ops, now_ms).await?;
-        tx.commit().await?;
-        Ok(results)
+            .all(|op| op.create.is_none() && op.side.is_empty());
+        self.within_deadline("the group commit", async |conn| {
+            if simple {
+                return commit_in_one_statement(conn, &ops, now_ms).await;
+            }
+            // The group-commit thread's own call, never cancelled but by
+            // the deadline, which drops the connection: no need of
+            // `begin_write`'s task on the journal's hot path.
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            let results = commit_batch(&mut tx, &ops, now_ms).await?;
+            tx.commit().await?;
+            Ok(results)
+        })
+        .await
     }
 
     async fn claim_due(
@@ -760,27 +801,31 @@ impl Store for PgStore {
     ) -> Result<Vec<Claim>> {
         // A claimed execution's code ends the sleep it waited for, if any:
         // its timer goes in the same statement.
-        let claimed = sqlx::query_as::<_, (String, i64, i64, bool, Option<i64>, bool)>(
-            "WITH claimed AS ( \
-             UPDATE executions e SET owner = $1, lease_expires_at = $2 + $3, epoch = e.epoch + 1, \
-             status = 'running', wake_at = NULL, updated_at = $2 \
-             FROM (SELECT id, status = 'waiting' AS resumed, \
-                   CASE WHEN status = 'waiting' THEN wake_at END AS due_at, \
-                   status = 'running' AS taken_over FROM executions \
-                   WHERE (status IN ('pending', 'waiting') AND wake_at <= $2) \
-                      OR (status = 'running' AND lease_expires_at < $2) \
-                   LIMIT $4 FOR UPDATE SKIP LOCKED) due \
-             WHERE e.id = due.id \
-             RETURNING e.id, e.epoch, e.signals, due.resumed, due.due_at, due.taken_over), \
-             cleared AS (DELETE FROM timers t USING claimed c WHERE t.execution_id = c.id) \
-             SELECT * FROM claimed",
-        )
-        .bind(owner)
-        .bind(now_ms)
-        .bind(lease_ms)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
+        let claimed = self
+            .within_deadline("a claim", async |conn| {
+                Ok(sqlx::query_as::<_, (String, i64, i64, bool, Option<i64>, bool)>(
+                "WITH claimed AS ( \
+                 UPDATE executions e SET owner = $1, lease_expires_at = $2 + $3, epoch = e.epoch + 1, \
+                 status = 'running', wake_at = NULL, updated_at = $2 \
+                 FROM (SELECT id, status = 'waiting' AS resumed, \
+                       CASE WHEN status = 'waiting' THEN wake_at END AS due_at, \
+                       status = 'running' AS taken_over FROM executions \
+                       WHERE (status IN ('pending', 'waiting') AND wake_at <= $2) \
+                          OR (status = 'running' AND lease_expires_at < $2) \
+                       LIMIT $4 FOR UPDATE SKIP LOCKED) due \
+                 WHERE e.id = due.id \
+                 RETURNING e.id, e.epoch, e.signals, due.resumed, due.due_at, due.taken_over), \
+                 cleared AS (DELETE FROM timers t USING claimed c WHERE t.execution_id = c.id) \
+                 SELECT * FROM claimed",
+            )
+            .bind(owner)
+            .bind(now_ms)
+            .bind(lease_ms)
+            .bind(limit)
+    .fetch_all(conn)
+                    .await?)
+            })
+            .await?;
         Ok(claimed
             .into_iter()
             .map(
@@ -813,8 +858,9 @@ impl Store for PgStore {
         // among a million hibernated (`--bench hibernated`): 503-681 ms
         // when it read each execution and sleep entry, 156-452 ms with
         // each journal's last key (docs/benchmarks.md has today's).
-        let fired: Vec<(String, i64)> = sqlx::query_as(
-            "WITH cleared AS ( \
+        self.within_deadline("the timer sweep", async |conn| {
+            let fired: Vec<(String, i64)> = sqlx::query_as(
+                "WITH cleared AS ( \
                DELETE FROM timers WHERE ctid = ANY (ARRAY ( \
                  SELECT ctid FROM timers WHERE due_at <= $1 \
                  ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)) \
@@ -824,35 +870,41 @@ impl Store for PgStore {
              SELECT c.execution_id, c.next_seq, c.invocation, $3, c.seq, NULL, $4, $1 \
              FROM cleared c \
              RETURNING execution_id, seq",
-        )
-        .bind(now_ms)
-        .bind(limit)
-        .bind(event.kind())
-        .bind(event.payload_text())
-        .fetch_all(self.pool())
-        .await?;
-        // Pending ones too: the condition of the partial index on wake_at.
-        let next_due: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(wake_at) FROM executions \
+            )
+            .bind(now_ms)
+            .bind(limit)
+            .bind(event.kind())
+            .bind(event.payload_text())
+            .fetch_all(&mut *conn)
+            .await?;
+            // Pending ones too: the condition of the partial index on wake_at.
+            let next_due: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(wake_at) FROM executions \
              WHERE status IN ('pending', 'waiting') AND wake_at > $1",
-        )
-        .bind(now_ms)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(FiredTimers { fired, next_due })
+            )
+            .bind(now_ms)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok(FiredTimers { fired, next_due })
+        })
+        .await
     }
 
     async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<Renewed>> {
-        let renewed: Vec<(String, bool, bool)> = sqlx::query_as(
-            "UPDATE executions SET lease_expires_at = $1 WHERE id IN ( \
+        let renewed: Vec<(String, bool, bool)> = self
+            .within_deadline("a lease renewal", async |conn| {
+                Ok(sqlx::query_as(
+                    "UPDATE executions SET lease_expires_at = $1 WHERE id IN ( \
                SELECT id FROM executions WHERE owner = $2 AND status = 'running' \
                ORDER BY id FOR UPDATE) \
              RETURNING id, cancel_requested, paused",
-        )
-        .bind(now_ms + lease_ms)
-        .bind(owner)
-        .fetch_all(self.pool())
-        .await?;
+                )
+                .bind(now_ms + lease_ms)
+                .bind(owner)
+                .fetch_all(conn)
+                .await?)
+            })
+            .await?;
         Ok(renewed
             .into_iter()
             .map(|(execution_id, cancel_requested, paused)| Renewed {
@@ -864,43 +916,49 @@ impl Store for PgStore {
     }
 
     async fn abandon(&self, execution_id: &str, epoch: i64, failure: &EngineFailure) -> Result<()> {
-        sqlx::query(
-            "UPDATE executions SET owner = NULL, engine_failures = engine_failures + 1, \
+        self.within_deadline("the release of a failed execution", async |conn| {
+            sqlx::query(
+                "UPDATE executions SET owner = NULL, engine_failures = engine_failures + 1, \
              engine_error = $1, lease_expires_at = $2 + LEAST($3::bigint, \
                $4::bigint * (1::bigint << LEAST(engine_failures, 20)::int)) \
              WHERE id = $5 AND epoch = $6 AND status = 'running'",
-        )
-        .bind(&failure.error)
-        .bind(failure.now_ms)
-        .bind(failure.max_delay_ms)
-        .bind(failure.base_delay_ms)
-        .bind(execution_id)
-        .bind(epoch)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+            )
+            .bind(&failure.error)
+            .bind(failure.now_ms)
+            .bind(failure.max_delay_ms)
+            .bind(failure.base_delay_ms)
+            .bind(execution_id)
+            .bind(epoch)
+            .execute(conn)
+            .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn release_leases(&self, owner: &str) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
-        let released = sqlx::query(
-            "UPDATE executions SET lease_expires_at = 0 WHERE id IN ( \
+        self.within_deadline("the release of the node's leases", async |conn| {
+            let mut tx = sqlx::Connection::begin(conn).await?;
+            let released = sqlx::query(
+                "UPDATE executions SET lease_expires_at = 0 WHERE id IN ( \
                SELECT id FROM executions WHERE owner = $1 AND status = 'running' \
                ORDER BY id FOR UPDATE)",
-        )
-        .bind(owner)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if released > 0 {
-            // Claimable at once: tell the other nodes.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(DUE_CHANNEL)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            )
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if released > 0 {
+                // Claimable at once: tell the other nodes.
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(DUE_CHANNEL)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn time_out_approval(
