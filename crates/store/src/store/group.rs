@@ -302,9 +302,12 @@ fn run(
                 for pending in batch.drain(..) {
                     pending.health.store(FAILED, Ordering::SeqCst);
                     if let Some(ack) = pending.ack {
-                        // A full disk stays one (the client is told so).
+                        // A full disk stays one, and a database that did
+                        // not answer stays unavailable (the client is told
+                        // so, and may try again).
                         let _ = ack.send(Err(match &e {
                             Error::DiskFull(m) => Error::DiskFull(m.clone()),
+                            Error::Unavailable(m) => Error::Unavailable(m.clone()),
                             other => Error::Runtime(format!("journal commit failed: {other}")),
                         }));
                     }

@@ -12,6 +12,12 @@
 //! The common batch (journal entries and status changes, nothing else) is
 //! a single statement, fence included: one round trip.
 //!
+//! A node gives up the writes that keep it going after [`WRITE_DEADLINE`]
+//! (a dead link would otherwise hold them for as long as the kernel keeps
+//! the TCP connection) and drops their connection; a write given up may
+//! still have committed, which the journal shows when the execution is
+//! claimed again.
+//!
 //! Lock order, to rule out deadlocks: every statement that locks several
 //! execution rows locks them in id order (`ORDER BY id FOR UPDATE`), and
 //! execution rows are locked before approval rows. Claims never wait
@@ -100,8 +106,9 @@ impl PgStore {
             Err(_) => {
                 drop(conn.detach());
                 Err(Error::Unavailable(format!(
-                    "PostgreSQL did not answer {what} within {} s (is the database or the \
-                     link to it down?); gave it up and dropped its connection",
+                    "PostgreSQL did not answer {what} within {} s (is the database or \
+                     the link to it down?); gave it up, not knowing whether it was made, \
+                     and dropped its connection",
                     WRITE_DEADLINE.as_secs()
                 )))
             }
