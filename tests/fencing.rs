@@ -352,12 +352,13 @@ fn a_node_cut_off_from_postgres_is_fenced() {
         "testkit",
     ]);
 
-    let log_a = db.dir.path().join("node-a.log");
-    let mut node_a = node_in(&netns, &db, &url_template, &log_a);
-
-    // Four executions of ten 200 ms steps each; A alone claims them.
+    // Four executions of ten 200 ms steps each, started before A so that
+    // it claims them together (they go on in step, however slow the
+    // machine is to start each): A alone claims them.
     let n_steps = 10;
     let ids = start_naps(&db, 4, n_steps);
+    let log_a = db.dir.path().join("node-a.log");
+    let mut node_a = node_in(&netns, &db, &url_template, &log_a);
     wait_until(
         &mut node_a,
         LONG,
@@ -513,10 +514,10 @@ fn a_node_cut_off_for_good_gives_up_its_writes() {
         "--name",
         "testkit",
     ]);
-    let log_a = db.dir.path().join("node-a.log");
-    let mut node_a = node_in(&netns, &db, &url_template, &log_a);
     let n_steps = 10;
     let ids = start_naps(&db, 2, n_steps);
+    let log_a = db.dir.path().join("node-a.log");
+    let mut node_a = node_in(&netns, &db, &url_template, &log_a);
     wait_until(
         &mut node_a,
         LONG,
