@@ -240,6 +240,15 @@ impl Node {
         read_log(&self.log)
     }
 
+    /// Its log's warnings and errors, without colours.
+    fn warnings(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .map(common::plain)
+            .collect()
+    }
+
     fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
@@ -337,26 +346,34 @@ fn wait_until(node: &mut Node, timeout: Duration, what: &str, mut ready: impl Fn
     assert!(node.is_running(), "node A exited; its log:\n{}", node.log());
 }
 
-/// Cut off past its lease, a node is taken over; back, it journals nothing and logs the loss.
-#[test]
-fn a_node_cut_off_from_postgres_is_fenced() {
+/// A test's start: node A in its namespace, midway through executions
+/// of ten 200 ms steps it alone claimed. Dropped in field order: A is
+/// killed before its namespace goes.
+struct Midway {
+    node_a: Node,
+    netns: Netns,
+    db: Db,
+    log_a: PathBuf,
+    ids: Vec<String>,
+    n_steps: usize,
+}
+
+/// [`Midway`] with `executions` executions, or `None` where no namespace
+/// can be made. They are started before A, so that it claims them
+/// together and they go on in step, however slow the machine is to start
+/// each.
+fn midway(executions: usize) -> Option<Midway> {
     let db = Db::postgres();
     let (pg_address, url_template) = split_pg_url(&db.url);
-    let Some(netns) = Netns::create(pg_address) else {
-        return;
-    };
+    let netns = Netns::create(pg_address)?;
     db.ok(&[
         "upload",
         guest("testkit").to_str().unwrap(),
         "--name",
         "testkit",
     ]);
-
-    // Four executions of ten 200 ms steps each, started before A so that
-    // it claims them together (they go on in step, however slow the
-    // machine is to start each): A alone claims them.
     let n_steps = 10;
-    let ids = start_naps(&db, 4, n_steps);
+    let ids = start_naps(&db, executions, n_steps);
     let log_a = db.dir.path().join("node-a.log");
     let mut node_a = node_in(&netns, &db, &url_template, &log_a);
     wait_until(
@@ -365,6 +382,30 @@ fn a_node_cut_off_from_postgres_is_fenced() {
         "A is midway through every execution",
         || ids.iter().all(|id| steps_done(&db.journal(id)) >= 2),
     );
+    Some(Midway {
+        node_a,
+        netns,
+        db,
+        log_a,
+        ids,
+        n_steps,
+    })
+}
+
+/// Cut off past its lease, a node is taken over; back, it journals nothing and logs the loss.
+#[test]
+fn a_node_cut_off_from_postgres_is_fenced() {
+    let Some(Midway {
+        mut node_a,
+        netns,
+        db,
+        log_a,
+        ids,
+        n_steps,
+    }) = midway(4)
+    else {
+        return;
+    };
     let before: Vec<Value> = ids.iter().map(|id| db.status(id)).collect();
     for (id, status) in ids.iter().zip(&before) {
         assert_eq!(status["status"], "running", "{id} runs on A at the cut");
@@ -467,12 +508,7 @@ fn a_node_cut_off_from_postgres_is_fenced() {
         "A is still serving after losing its executions:\n{}",
         node_a.log()
     );
-    let warnings: Vec<String> = node_a
-        .log()
-        .lines()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-        .map(common::plain)
-        .collect();
+    let warnings = node_a.warnings();
     eprintln!(
         "B completed all {} executions {took_over_ms} ms after the cut; A's stale appends were \
          refused {} ms after the link came back; A's warnings:\n{}",
@@ -503,58 +539,40 @@ fn read_log(path: &Path) -> String {
 /// commit on the server while their answers cannot reach A.
 #[test]
 fn a_node_cut_off_for_good_gives_up_its_writes() {
-    let db = Db::postgres();
-    let (pg_address, url_template) = split_pg_url(&db.url);
-    let Some(netns) = Netns::create(pg_address) else {
+    let Some(mut m) = midway(2) else {
         return;
     };
-    db.ok(&[
-        "upload",
-        guest("testkit").to_str().unwrap(),
-        "--name",
-        "testkit",
-    ]);
-    let n_steps = 10;
-    let ids = start_naps(&db, 2, n_steps);
-    let log_a = db.dir.path().join("node-a.log");
-    let mut node_a = node_in(&netns, &db, &url_template, &log_a);
-    wait_until(
-        &mut node_a,
-        LONG,
-        "A is midway through every execution",
-        || ids.iter().all(|id| steps_done(&db.journal(id)) >= 2),
-    );
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let mut lock = runtime.block_on(async {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(&m.db.url).await.unwrap();
         sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
         sqlx::query("SELECT id FROM executions WHERE id = ANY($1) FOR UPDATE")
-            .bind(&ids)
+            .bind(&m.ids)
             .execute(&mut conn)
             .await
             .unwrap();
         conn
     });
-    wait_until(&mut node_a, LONG, "A's commit waits for the lock", || {
-        db.scalar(
+    wait_until(&mut m.node_a, LONG, "A's commit waits for the lock", || {
+        m.db.scalar(
             "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
              AND application_name = 'cerebelum' AND wait_event_type = 'Lock'",
         ) > 0
     });
-    netns.cut();
+    m.netns.cut();
     let cut_at = Instant::now();
     runtime.block_on(async {
         sqlx::raw_sql("COMMIT").execute(&mut lock).await.unwrap();
     });
     wait_until(
-        &mut node_a,
+        &mut m.node_a,
         LONG,
         "A gives up the writes it waits for",
-        || read_log(&log_a).contains(GAVE_UP),
+        || read_log(&m.log_a).contains(GAVE_UP),
     );
     let gave_up_after = cut_at.elapsed();
     assert!(
@@ -563,24 +581,19 @@ fn a_node_cut_off_for_good_gives_up_its_writes() {
     );
 
     // Back, A claims them again and finishes them.
-    netns.restore();
+    m.netns.restore();
     let restored_at = Instant::now();
-    for id in &ids {
-        wait_until(&mut node_a, LONG, "A finishes the executions", || {
-            db.status(id)["status"] == "completed"
+    for id in &m.ids {
+        wait_until(&mut m.node_a, LONG, "A finishes the executions", || {
+            m.db.status(id)["status"] == "completed"
         });
-        let status = db.status(id);
-        assert_eq!(status["result"], json!(n_steps), "{id}: {status}");
-        let journal = db.journal(id);
+        let status = m.db.status(id);
+        assert_eq!(status["result"], json!(m.n_steps), "{id}: {status}");
+        let journal = m.db.journal(id);
         assert_consistent(id, &journal);
-        assert_eq!(steps_done(&journal), n_steps, "{id}");
+        assert_eq!(steps_done(&journal), m.n_steps, "{id}");
     }
-    let warnings: Vec<String> = node_a
-        .log()
-        .lines()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-        .map(common::plain)
-        .collect();
+    let warnings = m.node_a.warnings();
     eprintln!(
         "A gave up its writes {} ms after the cut and finished its executions {} ms after the \
          link came back; A's warnings:\n{}",
