@@ -810,27 +810,31 @@ impl Store for PgStore {
         // its timer goes in the same statement.
         let claimed = self
             .within_deadline("a claim", async |conn| {
-                Ok(sqlx::query_as::<_, (String, i64, i64, bool, Option<i64>, bool)>(
-                "WITH claimed AS ( \
-                 UPDATE executions e SET owner = $1, lease_expires_at = $2 + $3, epoch = e.epoch + 1, \
-                 status = 'running', wake_at = NULL, updated_at = $2 \
-                 FROM (SELECT id, status = 'waiting' AS resumed, \
-                       CASE WHEN status = 'waiting' THEN wake_at END AS due_at, \
-                       status = 'running' AS taken_over FROM executions \
-                       WHERE (status IN ('pending', 'waiting') AND wake_at <= $2) \
-                          OR (status = 'running' AND lease_expires_at < $2) \
-                       LIMIT $4 FOR UPDATE SKIP LOCKED) due \
-                 WHERE e.id = due.id \
-                 RETURNING e.id, e.epoch, e.signals, due.resumed, due.due_at, due.taken_over), \
-                 cleared AS (DELETE FROM timers t USING claimed c WHERE t.execution_id = c.id) \
-                 SELECT * FROM claimed",
-            )
-            .bind(owner)
-            .bind(now_ms)
-            .bind(lease_ms)
-            .bind(limit)
-    .fetch_all(conn)
-                    .await?)
+                Ok(
+                    sqlx::query_as::<_, (String, i64, i64, bool, Option<i64>, bool)>(
+                        "WITH claimed AS ( \
+                     UPDATE executions e SET owner = $1, lease_expires_at = $2 + $3, \
+                     epoch = e.epoch + 1, status = 'running', wake_at = NULL, updated_at = $2 \
+                     FROM (SELECT id, status = 'waiting' AS resumed, \
+                           CASE WHEN status = 'waiting' THEN wake_at END AS due_at, \
+                           status = 'running' AS taken_over FROM executions \
+                           WHERE (status IN ('pending', 'waiting') AND wake_at <= $2) \
+                              OR (status = 'running' AND lease_expires_at < $2) \
+                           LIMIT $4 FOR UPDATE SKIP LOCKED) due \
+                     WHERE e.id = due.id \
+                     RETURNING e.id, e.epoch, e.signals, due.resumed, due.due_at, \
+                       due.taken_over), \
+                     cleared AS (DELETE FROM timers t USING claimed c \
+                       WHERE t.execution_id = c.id) \
+                     SELECT * FROM claimed",
+                    )
+                    .bind(owner)
+                    .bind(now_ms)
+                    .bind(lease_ms)
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await?,
+                )
             })
             .await?;
         Ok(claimed
