@@ -7,7 +7,7 @@ use common::WAIT;
 
 use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
 use common::{Db, Remote, free_port, guest, path};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -506,9 +506,12 @@ fn past_the_node_memory_budget_invocations_wait_and_say_so() {
 /// A fills the budget with three steps holding 34 MiB each and queues a
 /// fourth; then B asks for the same. When one of A's steps ends, B's step
 /// goes first though A's had waited longer (A holds more than half the
-/// budget, B nothing): in a plain first-come line A's would. The steps
-/// hold their memory for 4 s (in process: the node hibernates only waits
-/// over 30 s here), so B's step is in line well before A's first ends.
+/// budget, B nothing): in a plain first-come line A's would. A's first
+/// three steps hold their memory for 4, 6 and 8 s, so that each end frees
+/// room for one step only (ended together, on a loaded machine their
+/// memory came back at once and let both in), and the others for 4 s (in
+/// process: the node hibernates only waits over 30 s here), so B's step
+/// is in line well before A's first ends.
 #[test]
 fn a_tenant_over_its_memory_share_waits_while_another_runs() {
     let db = Db::new();
@@ -525,13 +528,13 @@ fn a_tenant_over_its_memory_share_waits_while_another_runs() {
         ],
     );
     let (a, b) = (Remote::new(port, &key_a), Remote::new(port, &key_b));
-    let hold = |cli: &Remote| {
+    let hold = |cli: &Remote, ms: u64| {
         cli.ok(&[
             "start",
             "kit",
             "hold_step",
             "--input",
-            r#"{"mb": 34, "ms": 4000}"#,
+            &json!({ "mb": 34, "ms": ms }).to_string(),
         ])
         .trim()
         .to_owned()
@@ -542,7 +545,10 @@ fn a_tenant_over_its_memory_share_waits_while_another_runs() {
     };
     a.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
     b.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
-    let a_ids: Vec<String> = (0..4).map(|_| hold(&a)).collect();
+    let a_ids: Vec<String> = [4000, 6000, 8000, 4000]
+        .into_iter()
+        .map(|ms| hold(&a, ms))
+        .collect();
     let deadline = Instant::now() + WAIT;
     while !a_ids.iter().any(|id| waits_for_memory(&a, id)) {
         assert!(
@@ -551,7 +557,7 @@ fn a_tenant_over_its_memory_share_waits_while_another_runs() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let b_id = hold(&b);
+    let b_id = hold(&b, 4000);
     let done = |cli: &Remote, id: &str| -> Option<Value> {
         let json = cli.status(id);
         assert!(json["status"] != "failed", "{id}: {json}");
