@@ -208,7 +208,7 @@ fn a_frozen_node_past_its_lease_cannot_append() {
 
     // A wakes up, finishes its attempt, and its append is refused.
     node_a.resume();
-    let text = wait_for_log(&log_a, "another node took over", LONG);
+    let text = wait_for_log(&log_a, "claimed again under a newer lease", LONG);
     assert!(
         text.contains(&id),
         "the refusal names the execution:\n{text}"

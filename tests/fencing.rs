@@ -23,7 +23,7 @@ const LONG: Duration = Duration::from_secs(60);
 const LEASE_MS: &str = "1000";
 /// What the engine logs when an append is refused because another node
 /// claimed the execution (`executor/drive.rs`).
-const LOST: &str = "lost ownership: another node took over the execution";
+const LOST: &str = "lost ownership: the execution was claimed again under a newer lease";
 /// What the engine says of a write PostgreSQL did not answer in time
 /// (`store/postgres.rs`, `WRITE_DEADLINE`).
 const GAVE_UP: &str = "PostgreSQL did not answer";

@@ -43,7 +43,7 @@ pub enum Error {
     KeyTaken(String),
     /// This node no longer owns the execution: another node claimed it
     /// (its fencing epoch moved on). The execution must be dropped here.
-    #[error("lost ownership of execution {0}: another node claimed it")]
+    #[error("lost ownership of execution {0}: it was claimed again under a newer lease")]
     LostOwnership(String),
     /// The database failed (a lost connection, a locked or full disk, an
     /// unexpected constraint); usually transient. The same for every

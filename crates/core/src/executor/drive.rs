@@ -85,7 +85,11 @@ fn finish(
 /// Another node claimed the execution (its lease ran out here): what this
 /// node was about to append was refused, and it lets the execution go.
 fn lost_ownership() {
-    warn!("lost ownership: another node took over the execution; dropping it here");
+    // Claimed again under a newer lease: by another node, or by this one
+    // after its lease lapsed (a write it gave up, a stall).
+    warn!(
+        "lost ownership: the execution was claimed again under a newer lease; dropping this run of it"
+    );
 }
 
 async fn drive_claimed(

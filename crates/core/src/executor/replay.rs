@@ -47,6 +47,9 @@ impl From<crate::Error> for Interrupt {
     fn from(e: crate::Error) -> Self {
         match e {
             crate::Error::LostOwnership(_) => Interrupt::LostOwnership,
+            // Its message without the prefix: the drive makes it a
+            // runtime error again (and said "runtime error: " twice).
+            crate::Error::Runtime(message) => Interrupt::Infra(message),
             other => Interrupt::Infra(other.to_string()),
         }
     }
