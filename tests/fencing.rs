@@ -456,7 +456,9 @@ fn a_node_cut_off_from_postgres_is_fenced() {
         assert_ne!(finished[i]["owner"], owner_a, "{id}: B completed it");
         assert!(
             finished[i]["epoch"].as_i64() > before[i]["epoch"].as_i64(),
-            "{id}: B claimed it under a new epoch"
+            "{id}: B claimed it under a new epoch; before the cut {}, after {}",
+            before[i],
+            finished[i]
         );
         assert_eq!(finished[i]["result"], json!(n_steps), "{id}");
         assert_consistent(id, &journals[i]);
@@ -549,12 +551,23 @@ fn a_node_cut_off_for_good_gives_up_its_writes() {
         .unwrap();
     let mut lock = runtime.block_on(async {
         let mut conn = sqlx::PgConnection::connect(&m.db.url).await.unwrap();
-        sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
-        sqlx::query("SELECT id FROM executions WHERE id = ANY($1) FOR UPDATE")
-            .bind(&m.ids)
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        // A's group commit may lock the same rows in the other order in
+        // one transaction: PostgreSQL then breaks the deadlock by failing
+        // one of the two (once, this one), and the lock is taken again.
+        for attempt in 1.. {
+            sqlx::raw_sql("BEGIN").execute(&mut conn).await.unwrap();
+            let locked = sqlx::query("SELECT id FROM executions WHERE id = ANY($1) FOR UPDATE")
+                .bind(&m.ids)
+                .execute(&mut conn)
+                .await;
+            match locked {
+                Ok(_) => break,
+                Err(e) if attempt < 5 && e.to_string().contains("deadlock") => {
+                    sqlx::raw_sql("ROLLBACK").execute(&mut conn).await.unwrap();
+                }
+                Err(e) => panic!("locking the executions' rows: {e}"),
+            }
+        }
         conn
     });
     wait_until(&mut m.node_a, LONG, "A's commit waits for the lock", || {
