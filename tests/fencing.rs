@@ -406,6 +406,12 @@ fn a_node_cut_off_from_postgres_is_fenced() {
     else {
         return;
     };
+    // The cut, then a look at what A left: looked at before the cut, an
+    // execution could still finish on A while the others were read (a
+    // few CLI calls, seconds on a loaded machine; it did once, and then
+    // was never taken over).
+    netns.cut();
+    let cut_at = now_ms();
     let before: Vec<Value> = ids.iter().map(|id| db.status(id)).collect();
     for (id, status) in ids.iter().zip(&before) {
         assert_eq!(status["status"], "running", "{id} runs on A at the cut");
@@ -426,10 +432,8 @@ fn a_node_cut_off_from_postgres_is_fenced() {
         "A reached PostgreSQL through the link"
     );
 
-    // The cut; node B starts on the host and takes the executions over once
-    // A's lease has run out.
-    netns.cut();
-    let cut_at = now_ms();
+    // Node B starts on the host and takes the executions over once A's
+    // lease has run out.
     let log_b = db.dir.path().join("node-b.log");
     let _node_b = db.serve_logged(&["--lease-ms", LEASE_MS], Some(&log_b));
     let mut finished = Vec::new();
