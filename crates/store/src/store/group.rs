@@ -78,6 +78,7 @@ pub struct CommitMetrics {
 #[derive(Clone)]
 pub struct GroupCommitter {
     handle: Arc<Handle>,
+    clock: SharedClock,
 }
 
 /// Closes the line when dropped (see [`GroupCommitter`]).
@@ -165,7 +166,7 @@ impl GroupCommitter {
             line: Mutex::new(Line::default()),
             ready: Condvar::new(),
             store,
-            clock,
+            clock: clock.clone(),
             feeds,
             metrics,
         });
@@ -177,6 +178,7 @@ impl GroupCommitter {
             .map_err(|e| Error::io("starting the group-commit thread", e))?;
         Ok(Self {
             handle: Arc::new(Handle(committer)),
+            clock,
         })
     }
 
@@ -564,7 +566,7 @@ impl JournalWriter {
         {
             let mut state = self.state();
             first = state.next_seq;
-            let at_ms = self.committer.handle.0.clock.now_ms();
+            let at_ms = self.committer.clock.now_ms();
             let entries = entries.into_iter().map(|e| {
                 let seq = state.next_seq;
                 state.next_seq += 1;
@@ -848,15 +850,7 @@ mod tests {
                 id
             })
         });
-        let writers: Vec<_> = writers.collect();
-        let all_done = async {
-            let mut ids = Vec::new();
-            for writer in writers {
-                ids.push(writer.await.unwrap());
-            }
-            ids
-        };
-        let ids = tokio::time::timeout(Duration::from_secs(60), all_done)
+        let ids: Vec<String> = tokio::time::timeout(Duration::from_secs(60), join_all(writers))
             .await
             .expect("the group commit stalled: writes waited for over a minute");
         for id in ids {
@@ -876,6 +870,16 @@ mod tests {
                 "{id}'s entries in order"
             );
         }
+    }
+
+    async fn join_all<T: Send + 'static>(
+        tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for task in tasks.collect::<Vec<_>>() {
+            out.push(task.await.unwrap());
+        }
+        out
     }
 
     #[test]
