@@ -14,13 +14,6 @@
 //! crash can therefore lose only a suffix of an execution's journal that
 //! nobody has observed, and replay regenerates it.
 //!
-//! A write somebody waits for is committed on the caller's own thread when
-//! nothing else is being committed or queued: it then costs no wake-up of
-//! the commit thread and none of the caller on the way back, which on
-//! these VMs is most of a sequential step's cost. Otherwise it queues, and
-//! the commit thread takes it in its next batch; one batch is committed at
-//! a time either way, so an execution's writes stay in order.
-//!
 //! Tenants share the write path fairly: what is waiting is queued per
 //! tenant, and a batch takes an equal part from each tenant with something
 //! waiting, so a tenant that floods the journal delays another's commit by
@@ -37,10 +30,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Condvar, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// How long entries that nobody waits for may stay with their writer,
 /// waiting for a write somebody waits for to take them along.
@@ -73,85 +66,18 @@ pub struct CommitMetrics {
     pub seconds: Histogram,
 }
 
-/// The handle to the group commit. When the last handle (and writer) is
-/// dropped, the commit thread commits what is queued and ends.
+/// The handle to the group-commit task.
 #[derive(Clone)]
 pub struct GroupCommitter {
-    handle: Arc<Handle>,
+    tx: mpsc::UnboundedSender<Pending>,
     clock: SharedClock,
-}
-
-/// Closes the line when dropped (see [`GroupCommitter`]).
-struct Handle(Arc<Committer>);
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.0.line().closed = true;
-        self.0.ready.notify_one();
-    }
-}
-
-/// What the commit thread and inline committers share.
-struct Committer {
-    line: Mutex<Line>,
-    /// Signalled when there is something to commit and nobody committing,
-    /// or when the line closes.
-    ready: Condvar,
-    store: SharedStore,
-    clock: SharedClock,
-    feeds: Feeds,
-    metrics: CommitMetrics,
-}
-
-/// What waits to be committed, and whether a batch is being committed.
-#[derive(Default)]
-struct Line {
-    queues: Queues,
-    /// A batch is being committed, by the commit thread or inline by a
-    /// caller; nobody else starts one meanwhile.
-    busy: bool,
-    /// Every handle is gone.
-    closed: bool,
-}
-
-impl Committer {
-    fn line(&self) -> std::sync::MutexGuard<'_, Line> {
-        self.line.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// A batch of one operation that its caller commits on its own thread
-/// (see the module docs). Dropped, it lets the next batch start; if it
-/// was dropped before its commit answered (its caller gave up waiting),
-/// its writer is failed, as when a commit fails: the execution resumes
-/// from its durable journal rather than write after a gap.
-struct Inline {
-    committer: Arc<Committer>,
-    batch: Vec<Pending>,
-}
-
-impl Inline {
-    async fn run(mut self) {
-        commit_batch(&self.committer, &mut self.batch).await;
-    }
-}
-
-impl Drop for Inline {
-    fn drop(&mut self) {
-        for pending in self.batch.drain(..) {
-            pending.health.store(FAILED, Ordering::SeqCst);
-        }
-        self.committer.line().busy = false;
-        self.committer.ready.notify_one();
-    }
 }
 
 impl GroupCommitter {
-    /// Starts the commit thread (a queued batch then costs one thread hop
-    /// each way; on these VMs a cross-thread wake-up is the dominant cost
-    /// of a commit, which is why a caller commits inline when it can).
-    /// Must be called inside a tokio runtime, which the thread uses for
-    /// the store's async API.
+    /// Starts the commit loop on a thread of its own (a batch then costs
+    /// one thread hop each way; on these VMs a cross-thread wake-up is the
+    /// dominant cost of a commit). Must be called inside a tokio runtime,
+    /// which the loop uses for the store's async API.
     /// Each commit touches the `feeds` of the executions it wrote, so
     /// their followers see the new entries at once.
     /// `metrics` observes each batch (the node's; a handle, so the store
@@ -162,66 +88,35 @@ impl GroupCommitter {
         feeds: Feeds,
         metrics: CommitMetrics,
     ) -> Result<Self> {
-        let committer = Arc::new(Committer {
-            line: Mutex::new(Line::default()),
-            ready: Condvar::new(),
-            store,
-            clock: clock.clone(),
-            feeds,
-            metrics,
-        });
-        let runtime = tokio::runtime::Handle::current();
-        let thread = committer.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = tokio::runtime::Handle::current();
+        let loop_clock = clock.clone();
         std::thread::Builder::new()
             .name("cerebelum-group-commit".into())
-            .spawn(move || run(&runtime, &thread))
+            .spawn(move || run(&handle, store, loop_clock, feeds, metrics, rx))
             .map_err(|e| Error::io("starting the group-commit thread", e))?;
-        Ok(Self {
-            handle: Arc::new(Handle(committer)),
-            clock,
-        })
-    }
-
-    /// Hands an operation to the group commit. If somebody waits for it
-    /// and the line is idle, returns it as a batch for the caller to
-    /// commit itself, after releasing its own locks.
-    fn submit(&self, pending: Pending) -> Option<Inline> {
-        let committer = &self.handle.0;
-        let mut line = committer.line();
-        if pending.ack.is_some() && !line.busy && line.queues.is_empty() {
-            line.busy = true;
-            return Some(Inline {
-                committer: committer.clone(),
-                batch: vec![pending],
-            });
-        }
-        line.queues.push(pending);
-        if !line.busy {
-            committer.ready.notify_one();
-        }
-        None
+        Ok(Self { tx, clock })
     }
 
     /// Creates an execution in the next group commit; returns once it is
     /// durable. Its journal starts empty.
     pub async fn create(&self, creation: Creation) -> Result<()> {
         let (ack, rx) = oneshot::channel();
-        let inline = self.submit(Pending {
-            tenant: creation.new.tenant.as_str().into(),
-            op: CommitOp {
-                execution_id: creation.new.id.clone(),
-                epoch: creation.epoch(),
-                create: Some(creation),
-                entries: Vec::new(),
-                side: Vec::new(),
-                status: None,
-            },
-            health: Arc::new(AtomicU8::new(HEALTHY)),
-            ack: Some(ack),
-        });
-        if let Some(inline) = inline {
-            inline.run().await;
-        }
+        self.tx
+            .send(Pending {
+                tenant: creation.new.tenant.as_str().into(),
+                op: CommitOp {
+                    execution_id: creation.new.id.clone(),
+                    epoch: creation.epoch(),
+                    create: Some(creation),
+                    entries: Vec::new(),
+                    side: Vec::new(),
+                    status: None,
+                },
+                health: Arc::new(AtomicU8::new(HEALTHY)),
+                ack: Some(ack),
+            })
+            .map_err(|_| Error::Runtime("the commit task has stopped".into()))?;
         rx.await
             .map_err(|_| Error::Runtime("the commit task has stopped".into()))?
     }
@@ -338,95 +233,84 @@ impl Queues {
     }
 }
 
-/// The commit thread: commits what is queued, a batch at a time, whenever
-/// no caller is committing inline.
-fn run(runtime: &tokio::runtime::Handle, committer: &Committer) {
+fn run(
+    runtime: &tokio::runtime::Handle,
+    store: SharedStore,
+    clock: SharedClock,
+    feeds: Feeds,
+    metrics: CommitMetrics,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
+    let mut queues = Queues::default();
     let mut batch = Vec::new();
     loop {
-        {
-            let mut line = committer.line();
-            while line.busy || line.queues.is_empty() {
-                if line.closed && !line.busy && line.queues.is_empty() {
-                    return;
-                }
-                line = committer
-                    .ready
-                    .wait(line)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-            line.queues.batch(&mut batch);
-            line.busy = true;
-        }
-        runtime.block_on(commit_batch(committer, &mut batch));
-        committer.line().busy = false;
-    }
-}
-
-/// Commits one batch and answers each of its operations; `batch` is
-/// empty afterwards.
-async fn commit_batch(committer: &Committer, batch: &mut Vec<Pending>) {
-    let Committer {
-        store,
-        clock,
-        feeds,
-        metrics,
-        ..
-    } = committer;
-    let (ops, merged_into) = coalesce(batch);
-    metrics.batch.observe(ops.len() as f64);
-    // What the feeds of these executions are told once committed, op by
-    // op: a copy of the entries if the execution is followed here, and
-    // whether it ended. Every op is told, even with no feed open now: a
-    // feed opened while the commit runs may have read the store before the
-    // commit showed, and only this wakes it (else it waits for its next
-    // poll, 50 ms: W3's p99).
-    let any_feed = feeds.open() > 0;
-    let touched: Vec<(String, Option<Vec<Entry>>, bool)> = ops
-        .iter()
-        .map(|op| {
-            let copy = (any_feed && feeds.followed(&op.execution_id)).then(|| op.entries.clone());
-            let ended = matches!(op.status, Some(StatusChange::Finished { .. }));
-            (op.execution_id.clone(), copy, ended)
-        })
-        .collect();
-    let began = std::time::Instant::now();
-    let outcome = store.commit(ops, clock.now_ms()).await;
-    metrics.seconds.observe(began.elapsed().as_secs_f64());
-    match outcome {
-        Ok(results) => {
-            for ((id, entries, ended), result) in touched.into_iter().zip(&results) {
-                if result.is_ok() {
-                    feeds.committed(&id, entries, ended);
-                }
-            }
-            for (pending, i) in batch.drain(..).zip(merged_into) {
-                let result = match &results[i] {
-                    Ok(()) => Ok(()),
-                    Err(Error::NotFound(m)) => Err(Error::NotFound(m.clone())),
-                    Err(Error::KeyTaken(id)) => Err(Error::KeyTaken(id.clone())),
-                    Err(_) => Err(Error::LostOwnership(pending.op.execution_id.clone())),
-                };
-                if let Err(Error::LostOwnership(_)) = &result {
-                    pending.health.store(LOST, Ordering::SeqCst);
-                }
-                if let Some(ack) = pending.ack {
-                    let _ = ack.send(result);
-                }
+        if queues.is_empty() {
+            match rx.blocking_recv() {
+                Some(first) => queues.push(first),
+                None => return,
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, ops = batch.len(), "group commit failed");
-            for pending in batch.drain(..) {
-                pending.health.store(FAILED, Ordering::SeqCst);
-                if let Some(ack) = pending.ack {
-                    // A full disk stays one, and a database that did not
-                    // answer stays unavailable (the client is told so, and
-                    // may try again).
-                    let _ = ack.send(Err(match &e {
-                        Error::DiskFull(m) => Error::DiskFull(m.clone()),
-                        Error::Unavailable(m) => Error::Unavailable(m.clone()),
-                        other => Error::Runtime(format!("journal commit failed: {other}")),
-                    }));
+        while let Ok(p) = rx.try_recv() {
+            queues.push(p);
+        }
+        queues.batch(&mut batch);
+        let (ops, merged_into) = coalesce(&mut batch);
+        metrics.batch.observe(ops.len() as f64);
+        // What the feeds of these executions are told once committed, op
+        // by op: a copy of the entries if the execution is followed here,
+        // and whether it ended. Every op is told, even with no feed open
+        // now: a feed opened while the commit runs may have read the store
+        // before the commit showed, and only this wakes it (else it waits
+        // for its next poll, 50 ms: W3's p99).
+        let any_feed = feeds.open() > 0;
+        let touched: Vec<(String, Option<Vec<Entry>>, bool)> = ops
+            .iter()
+            .map(|op| {
+                let copy =
+                    (any_feed && feeds.followed(&op.execution_id)).then(|| op.entries.clone());
+                let ended = matches!(op.status, Some(StatusChange::Finished { .. }));
+                (op.execution_id.clone(), copy, ended)
+            })
+            .collect();
+        let began = std::time::Instant::now();
+        let outcome = runtime.block_on(store.commit(ops, clock.now_ms()));
+        metrics.seconds.observe(began.elapsed().as_secs_f64());
+        match outcome {
+            Ok(results) => {
+                for ((id, entries, ended), result) in touched.into_iter().zip(&results) {
+                    if result.is_ok() {
+                        feeds.committed(&id, entries, ended);
+                    }
+                }
+                for (pending, i) in batch.drain(..).zip(merged_into) {
+                    let result = match &results[i] {
+                        Ok(()) => Ok(()),
+                        Err(Error::NotFound(m)) => Err(Error::NotFound(m.clone())),
+                        Err(Error::KeyTaken(id)) => Err(Error::KeyTaken(id.clone())),
+                        Err(_) => Err(Error::LostOwnership(pending.op.execution_id.clone())),
+                    };
+                    if let Err(Error::LostOwnership(_)) = &result {
+                        pending.health.store(LOST, Ordering::SeqCst);
+                    }
+                    if let Some(ack) = pending.ack {
+                        let _ = ack.send(result);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, ops = batch.len(), "group commit failed");
+                for pending in batch.drain(..) {
+                    pending.health.store(FAILED, Ordering::SeqCst);
+                    if let Some(ack) = pending.ack {
+                        // A full disk stays one, and a database that did
+                        // not answer stays unavailable (the client is told
+                        // so, and may try again).
+                        let _ = ack.send(Err(match &e {
+                            Error::DiskFull(m) => Error::DiskFull(m.clone()),
+                            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+                            other => Error::Runtime(format!("journal commit failed: {other}")),
+                        }));
+                    }
                 }
             }
         }
@@ -562,7 +446,6 @@ impl JournalWriter {
         let first;
         let hold_back = ack_tx.is_none() && status.is_none();
         let mut arm = false;
-        let mut inline = None;
         {
             let mut state = self.state();
             first = state.next_seq;
@@ -594,8 +477,8 @@ impl JournalWriter {
                 all.extend(entries);
                 let mut all_side = std::mem::take(&mut state.unsent_side);
                 all_side.extend(side);
-                // Handed over under the lock so seqs are committed in order.
-                inline = self.enqueue(all, all_side, status, ack_tx);
+                // Sent under the lock so the commit task sees seqs in order.
+                self.enqueue(all, all_side, status, ack_tx)?;
             }
         }
         if arm {
@@ -605,9 +488,6 @@ impl JournalWriter {
                 writer.send_held_back();
             });
         }
-        if let Some(inline) = inline {
-            inline.run().await;
-        }
         if let Some(rx) = ack_rx {
             rx.await
                 .map_err(|_| Error::Runtime("the commit task has stopped".into()))??;
@@ -616,29 +496,31 @@ impl JournalWriter {
         Ok(first)
     }
 
-    /// Hands one operation to the group commit; called under the state's
-    /// lock, so operations are handed over in order. What it returns is
-    /// committed by the caller once the lock is released.
+    /// Hands one operation to the commit task. Called under the state's
+    /// lock.
     fn enqueue(
         &self,
         entries: Vec<Entry>,
         side: Vec<SideWrite>,
         status: Option<StatusChange>,
         ack: Option<oneshot::Sender<Result<()>>>,
-    ) -> Option<Inline> {
-        self.committer.submit(Pending {
-            tenant: self.tenant.clone(),
-            op: CommitOp {
-                create: None,
-                execution_id: self.execution_id.clone(),
-                epoch: self.epoch,
-                entries,
-                side,
-                status,
-            },
-            health: self.health.clone(),
-            ack,
-        })
+    ) -> Result<()> {
+        self.committer
+            .tx
+            .send(Pending {
+                tenant: self.tenant.clone(),
+                op: CommitOp {
+                    create: None,
+                    execution_id: self.execution_id.clone(),
+                    epoch: self.epoch,
+                    entries,
+                    side,
+                    status,
+                },
+                health: self.health.clone(),
+                ack,
+            })
+            .map_err(|_| Error::Runtime("the commit task has stopped".into()))
     }
 
     /// Sends what is held back, if a write that is waited for did not take
@@ -650,9 +532,11 @@ impl JournalWriter {
         }
         let entries = std::mem::take(&mut state.unsent);
         let side = std::mem::take(&mut state.unsent_side);
-        // Nobody waits for it, so it is always queued, never inline.
-        let inline = self.enqueue(entries, side, None, None);
-        debug_assert!(inline.is_none());
+        if self.enqueue(entries, side, None, None).is_err() {
+            // The engine is stopping: what was held back is lost as in a
+            // crash, and replay writes it anew.
+            tracing::debug!(execution_id = %self.execution_id, "journal entries held back at shutdown");
+        }
     }
 
     /// Queues one entry without waiting for durability; returns its seq.
@@ -774,112 +658,6 @@ mod tests {
             health: Arc::new(AtomicU8::new(HEALTHY)),
             ack: None,
         }
-    }
-
-    /// Writers on both threads of the runtime, some waiting (committed
-    /// inline when the line is idle, else queued) and some not (always
-    /// queued): every entry is committed once, in order, on a real SQLite
-    /// file.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn inline_and_queued_commits_keep_each_journal_in_order() {
-        use crate::clock::SystemClock;
-        use crate::model::{NewExecution, PackageInfo};
-        use prometheus_client::metrics::histogram::exponential_buckets;
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("journal.db");
-        let store = super::super::open(path.to_str().unwrap(), super::super::Synchronous::Normal)
-            .await
-            .unwrap();
-        store
-            .catalog()
-            .create_tenant("t", &crate::model::Quotas::default(), &[], 0)
-            .await
-            .unwrap();
-        let package = store
-            .catalog()
-            .put_package("t", "p", "sha", b"bytes", &PackageInfo::default(), 0)
-            .await
-            .unwrap();
-        let committer = GroupCommitter::start(
-            store.clone(),
-            Arc::new(SystemClock),
-            super::super::Feeds::new(store.clone()),
-            CommitMetrics {
-                batch: Histogram::new(exponential_buckets(1.0, 2.0, 4)),
-                seconds: Histogram::new(exponential_buckets(0.001, 2.0, 4)),
-            },
-        )
-        .unwrap();
-        const ENTRIES: i64 = 60;
-        let writers = (0..8).map(|i| {
-            let committer = committer.clone();
-            let package = package.clone();
-            tokio::spawn(async move {
-                let id = format!("e{i}");
-                let creation = Creation {
-                    new: NewExecution {
-                        id: id.clone(),
-                        tenant: "t".into(),
-                        package_name: package.name.clone(),
-                        package_version: package.version,
-                        package_sha256: package.sha256.clone(),
-                        workflow: "wf".into(),
-                        input: Value::Null,
-                        idempotency_key: None,
-                        worker_queue: None,
-                        continued_from: None,
-                        parent_id: None,
-                        detached: false,
-                    },
-                    owner: Some(("node".into(), i64::MAX)),
-                };
-                let epoch = creation.epoch();
-                committer.create(creation).await.unwrap();
-                let writer = committer.writer("t", &id, epoch, 0);
-                for k in 0..ENTRIES {
-                    let entry =
-                        NewEntry::new("wf", Event::Usage(crate::journal::Usage { fuel: k as u64 }));
-                    if k % 3 == 2 {
-                        writer.push_durable(entry).await.unwrap();
-                    } else {
-                        writer.push(entry).await.unwrap();
-                    }
-                }
-                writer.sync().await.unwrap();
-                id
-            })
-        });
-        let ids: Vec<String> = tokio::time::timeout(Duration::from_secs(60), join_all(writers))
-            .await
-            .expect("the group commit stalled: writes waited for over a minute");
-        for id in ids {
-            let journal = store.executions().journal(&id, 0).await.unwrap();
-            let seqs: Vec<i64> = journal.iter().map(|e| e.seq).collect();
-            assert_eq!(seqs, (1..=ENTRIES).collect::<Vec<_>>(), "{id}'s journal");
-            let fuel: Vec<u64> = journal
-                .iter()
-                .map(|e| match &e.event {
-                    Event::Usage(u) => u.fuel,
-                    other => panic!("{id}: unexpected entry {other:?}"),
-                })
-                .collect();
-            assert_eq!(
-                fuel,
-                (0..ENTRIES as u64).collect::<Vec<_>>(),
-                "{id}'s entries in order"
-            );
-        }
-    }
-
-    async fn join_all<T: Send + 'static>(
-        tasks: impl Iterator<Item = tokio::task::JoinHandle<T>>,
-    ) -> Vec<T> {
-        let mut out = Vec::new();
-        for task in tasks.collect::<Vec<_>>() {
-            out.push(task.await.unwrap());
-        }
-        out
     }
 
     #[test]

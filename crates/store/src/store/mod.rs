@@ -558,9 +558,8 @@ pub trait Store: Send + Sync + 'static {
     /// creation whose idempotency key the tenant used before (or an
     /// earlier creation of the batch took) fails alone with
     /// [`KeyTaken`](crate::error::Error::KeyTaken), naming the execution
-    /// that has it. Called by the group commit only, one batch at a time,
-    /// on its thread or inline on a caller's (see `group`): a backend may
-    /// block in it for about as long as a flush.
+    /// that has it. Called from the group-commit thread only: a backend
+    /// may block in it.
     async fn commit(&self, ops: Vec<CommitOp>, now_ms: i64) -> Result<Vec<Result<()>>>;
 
     /// Claims up to `limit` executions that are due (pending, waiting with

@@ -93,39 +93,25 @@ impl PgStore {
     /// returned to the pool (its transaction, if any, never commits unless
     /// its `COMMIT` had reached the server), and the write fails with
     /// [`Error::Unavailable`]. Its caller treats it as any failed write:
-    /// the executions it carried resume from their durable journals. A
-    /// write whose caller stops waiting for it (an inline group commit of
-    /// a client that went away) drops its connection the same way.
+    /// the executions it carried resume from their durable journals.
     async fn within_deadline<T>(
         &self,
         what: &str,
         work: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
     ) -> Result<T> {
-        /// Drops the connection unless it is taken back whole.
-        struct Detach(Option<sqlx::pool::PoolConnection<sqlx::Postgres>>);
-        impl Drop for Detach {
-            fn drop(&mut self) {
-                if let Some(conn) = self.0.take() {
-                    drop(conn.detach());
-                }
+        let mut conn = self.pool().acquire().await?;
+        let outcome = tokio::time::timeout(WRITE_DEADLINE, work(&mut conn)).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                drop(conn.detach());
+                Err(Error::Unavailable(format!(
+                    "PostgreSQL did not answer {what} within {} s (is the database or \
+                     the link to it down?); gave it up, not knowing whether it was made, \
+                     and dropped its connection",
+                    WRITE_DEADLINE.as_secs()
+                )))
             }
-        }
-        let mut guard = Detach(Some(self.pool().acquire().await?));
-        let Some(conn) = guard.0.as_mut() else {
-            unreachable!("the connection was just put in");
-        };
-        match tokio::time::timeout(WRITE_DEADLINE, work(conn)).await {
-            Ok(result) => {
-                // Answered: the connection goes back to the pool.
-                drop(guard.0.take());
-                result
-            }
-            Err(_) => Err(Error::Unavailable(format!(
-                "PostgreSQL did not answer {what} within {} s (is the database or \
-                 the link to it down?); gave it up, not knowing whether it was made, \
-                 and dropped its connection",
-                WRITE_DEADLINE.as_secs()
-            ))),
         }
     }
 }
@@ -802,9 +788,9 @@ impl Store for PgStore {
             if simple {
                 return commit_in_one_statement(conn, &ops, now_ms).await;
             }
-            // Cancelled only by the deadline or its caller, either of
-            // which drops the connection: no need of `begin_write`'s task
-            // on the journal's hot path.
+            // The group-commit thread's own call, never cancelled but by
+            // the deadline, which drops the connection: no need of
+            // `begin_write`'s task on the journal's hot path.
             let mut tx = sqlx::Connection::begin(conn).await?;
             let results = commit_batch(&mut tx, &ops, now_ms).await?;
             tx.commit().await?;

@@ -1,6 +1,5 @@
 //! The hot write path of the SQLite store: group commits run synchronously
-//! on the thread that commits the batch (the group-commit thread, or a
-//! caller committing inline), with a connection of their own, so a batch
+//! on the group-commit thread with a connection of their own, so a batch
 //! costs no thread hop per statement (sqlx's SQLite driver sends every
 //! statement to a worker thread and back, ~45 µs each here).
 
@@ -16,9 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The commit connection. [`super::Store::commit`] is called by the group
-/// commit one batch at a time, so it runs the transaction synchronously,
-/// on the thread that calls it.
+/// The commit connection. [`super::Store::commit`] is called only from the
+/// group-commit thread, so it runs the transaction inline, on that thread.
 pub(super) struct CommitConnection {
     conn: Mutex<Connection>,
     stop: Arc<AtomicBool>,
@@ -148,8 +146,8 @@ impl CommitConnection {
         super::sqlite_tasks::run_batch(&mut conn, self.full_sync, ops)
     }
 
-    /// Commits the batch on the calling thread. It blocks for about a
-    /// flush: the group commit's, one batch at a time.
+    /// Commits the batch on the calling thread (it blocks: call it from a
+    /// thread that may block, like the group-commit thread).
     pub(super) fn commit(&self, ops: &[CommitOp], now_ms: i64) -> Result<Vec<Result<()>>> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         commit(&mut conn, ops, now_ms).map_err(|e| Error::sqlite("journal commit", e))
