@@ -26,10 +26,13 @@ fn main() {
         .unwrap();
         for file in files {
             let name = file.file_name().unwrap().to_str().unwrap();
+            // Relative to the package, not an absolute path: another
+            // checkout that builds into the same target directory may
+            // reuse this output, and must embed its own files.
+            let path = format!("/migrations/{backend}/{name}");
             writeln!(
                 code,
-                "    ({name:?}, include_str!({:?})),",
-                file.display().to_string()
+                "    ({name:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), {path:?}))),"
             )
             .unwrap();
         }
