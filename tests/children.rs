@@ -3,13 +3,14 @@
 //! package and of another) and awaits their results, followed through
 //! continue-as-new; `kill -9` between a child's end and the parent's
 //! wake-up loses nothing; cancelling a parent cancels its children but
-//! not detached ones.
+//! not detached ones; a child that ends soon costs no claim and no
+//! hibernation.
 
 use cerebelum_harness as common;
 use common::WAIT;
 use common::kit;
 
-use common::{Db, entries, path};
+use common::{Db, entries, free_port, path};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ common::on_both_backends!(
     a_parent_awaits_its_children,
     kill9_between_a_childs_end_and_the_parents_wake_up,
     cancelling_a_parent_cancels_its_children_but_not_detached_ones,
+    a_child_runs_at_once_and_its_parent_waits_in_process,
 );
 
 /// Starts testkit `parent` with `children`.
@@ -135,4 +137,48 @@ fn cancelling_a_parent_cancels_its_children_but_not_detached_ones(db: Db) {
     db.ok(&["signal", &children[1], "go", "--payload", "1"]);
     let done = db.wait_status(&children[1], "completed", WAIT);
     assert_eq!(done["result"], json!({ "signals": [1] }));
+}
+
+/// The counter `metric` (without labels) of the server on `port`.
+fn counter(port: u16, metric: &str) -> f64 {
+    let reply = common::http_request(port, "GET", "/metrics", &[], "");
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    reply
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(metric)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {metric} in:\n{}", reply.body))
+}
+
+/// The node that runs a parent drives its children at once (created
+/// claimed by it: no claim), and the parent waits for a child that ends
+/// soon in process (no hibernation, no claim and replay to wake it).
+fn a_child_runs_at_once_and_its_parent_waits_in_process(db: Db) {
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let parent = start_parent(
+        &db,
+        json!([
+            { "workflow": "noop3", "input": { "a": 1 } },
+            { "workflow": "noop3", "input": { "a": 2 } },
+        ]),
+    );
+    let done = db.wait_status(&parent, "completed", WAIT);
+    assert_eq!(
+        done["result"],
+        json!({ "children": [{ "a": 1 }, { "a": 2 }] }),
+        "{done}"
+    );
+    // `start` wrote the parent pending: the node's one claim.
+    assert_eq!(counter(port, "cerebelum_claims_total"), 1.0, "claims");
+    assert_eq!(
+        counter(port, "cerebelum_hibernations_total"),
+        0.0,
+        "hibernations"
+    );
+    assert_eq!(done["epoch"], 1, "the parent was claimed once: {done}");
+    for child in children_of(&db, &parent) {
+        let status = db.status(&child);
+        assert_eq!(status["epoch"], 1, "created claimed: {status}");
+    }
 }

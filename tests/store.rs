@@ -38,7 +38,7 @@ common::on_both_backends!(
     creating_with_an_idempotency_key_returns_the_first_execution,
     commits_append_and_a_stale_epoch_is_fenced_off,
     a_status_change_ends_ownership_within_a_batch,
-    a_creation_in_a_commit_needs_its_package,
+    a_creation_in_a_commit_needs_its_package_and_keeps_its_lineage,
     a_keyed_creation_in_a_commit_returns_the_holder_of_its_key,
     claims_take_due_work_once_and_expired_leases_again,
     concurrent_claims_never_hand_out_an_execution_twice,
@@ -960,7 +960,7 @@ async fn a_status_change_ends_ownership_within_a_batch(db: Db) {
     assert_eq!(counts, vec![("completed".to_owned(), 1)]);
 }
 
-async fn a_creation_in_a_commit_needs_its_package(db: Db) {
+async fn a_creation_in_a_commit_needs_its_package_and_keeps_its_lineage(db: Db) {
     let store = with_package(&db).await;
     let creation = |id: &str, package: &str| CommitOp {
         create: Some(Creation {
@@ -979,7 +979,13 @@ async fn a_creation_in_a_commit_needs_its_package(db: Db) {
                 creation("ex_orphan", "nope"),
                 CommitOp {
                     create: Some(Creation {
-                        new: new_execution("ex_pending"),
+                        // A child's next run: its lineage is stored too.
+                        new: NewExecution {
+                            continued_from: Some("ex_before".into()),
+                            parent_id: Some("ex_parent".into()),
+                            detached: true,
+                            ..new_execution("ex_pending")
+                        },
                         owner: None,
                     }),
                     ..op("ex_pending", 0, Vec::new(), None)
@@ -1000,6 +1006,18 @@ async fn a_creation_in_a_commit_needs_its_package(db: Db) {
     assert!(store.executions().execution("ex_orphan").await.is_err());
     let pending = store.executions().execution("ex_pending").await.unwrap();
     assert_eq!((pending.status, pending.epoch), (Status::Pending, 0));
+    assert_eq!(
+        (
+            pending.continued_from.as_deref(),
+            pending.parent_id.as_deref(),
+            pending.detached
+        ),
+        (Some("ex_before"), Some("ex_parent"), true)
+    );
+    assert_eq!(
+        (ok.parent_id, ok.continued_from, ok.detached),
+        (None, None, false)
+    );
 }
 
 /// Starts with an idempotency key ride the group commit (issue 34): a key

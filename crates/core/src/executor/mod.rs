@@ -280,23 +280,8 @@ impl Engine {
             Some(loaded) => loaded.info.check_workflow(workflow)?,
             None => package.info.check_workflow(workflow)?,
         }
-        let inner = &self.inner;
-        let id = new_id("ex");
-        // Drive it here at once if this node has room: no claim round trip.
-        let cancel = Arc::new(CancelState::default());
-        let owned = {
-            let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
-            let room =
-                inner.serving.load(Ordering::SeqCst) && running.len() < inner.config.max_running;
-            if room {
-                running.insert(id.clone(), cancel.clone());
-            }
-            room
-        };
-        let now = inner.now_ms();
-        let lease_until = now + inner.config.lease.as_millis() as i64;
         let new = NewExecution {
-            id: id.clone(),
+            id: new_id("ex"),
             tenant: package.tenant.clone(),
             package_name: package.name.clone(),
             package_version: package.version,
@@ -309,27 +294,7 @@ impl Engine {
             parent_id: None,
             detached: false,
         };
-        // Batched with the journal writes of the group commit; a key taken
-        // before returns the execution that has it.
-        let creation = Creation {
-            new,
-            owner: owned.then(|| (inner.node_id.clone(), lease_until)),
-        };
-        let record = creation.record(package, now);
-        let created = match inner.committer.create(creation).await {
-            Ok(()) => Ok(record),
-            Err(Error::KeyTaken(holder)) => inner.store.executions().execution(&holder).await,
-            Err(e) => Err(e),
-        };
-        let fresh = matches!(&created, Ok(r) if r.id == id);
-        if owned && !fresh {
-            inner
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-        }
-        let record = created?;
+        let (record, fresh) = create(&self.inner, new, package).await?;
         if fresh {
             crate::metrics::metrics()
                 .executions_started
@@ -338,24 +303,6 @@ impl Engine {
                     &record.package_name,
                 ))
                 .inc();
-        }
-        if owned && fresh {
-            let claim = Claim {
-                execution_id: id,
-                epoch: record.epoch,
-                signals: 0,
-                resumed: false,
-                late_ms: None,
-                taken_over: false,
-            };
-            tokio::spawn(drive_registered(
-                inner.clone(),
-                claim,
-                cancel,
-                Some(record.clone()),
-            ));
-        } else {
-            inner.wake.notify_one();
         }
         Ok((record, fresh))
     }
@@ -500,4 +447,70 @@ impl Engine {
         served?;
         record
     }
+}
+
+/// Creates the execution `new` of `package` in the group commit (with the
+/// journal writes of other executions) and, if this node has room, drives
+/// it here at once: it is created claimed by this node, so no claim round
+/// trip comes before its first line. Without room it is created pending,
+/// for whichever node claims it first. Starts through the API, children
+/// and continue-as-new all come this way. Also tells whether the
+/// execution is new (`false`: its idempotency key returned the earlier
+/// execution that has it).
+pub(crate) async fn create(
+    inner: &Arc<Inner>,
+    new: NewExecution,
+    package: &PackageRecord,
+) -> Result<(ExecutionRecord, bool)> {
+    let id = new.id.clone();
+    let cancel = Arc::new(CancelState::default());
+    let owned = {
+        let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        let room = inner.serving.load(Ordering::SeqCst) && running.len() < inner.config.max_running;
+        if room {
+            running.insert(id.clone(), cancel.clone());
+        }
+        room
+    };
+    let now = inner.now_ms();
+    let lease_until = now + inner.config.lease.as_millis() as i64;
+    // A key taken before returns the execution that has it.
+    let creation = Creation {
+        new,
+        owner: owned.then(|| (inner.node_id.clone(), lease_until)),
+    };
+    let record = creation.record(package, now);
+    let created = match inner.committer.create(creation).await {
+        Ok(()) => Ok(record),
+        Err(Error::KeyTaken(holder)) => inner.store.executions().execution(&holder).await,
+        Err(e) => Err(e),
+    };
+    let fresh = matches!(&created, Ok(r) if r.id == id);
+    if owned && !fresh {
+        inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+    let record = created?;
+    if owned && fresh {
+        let claim = Claim {
+            execution_id: id,
+            epoch: record.epoch,
+            signals: 0,
+            resumed: false,
+            late_ms: None,
+            taken_over: false,
+        };
+        tokio::spawn(drive_registered(
+            inner.clone(),
+            claim,
+            cancel,
+            Some(record.clone()),
+        ));
+    } else {
+        inner.wake.notify_one();
+    }
+    Ok((record, fresh))
 }

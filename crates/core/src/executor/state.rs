@@ -88,6 +88,21 @@ pub struct ExecState {
 }
 
 impl ExecState {
+    /// The package version this execution runs, as a record (for its
+    /// children and its next run, which start it by default).
+    pub fn own_package(&self) -> PackageRecord {
+        let record = &self.record;
+        PackageRecord {
+            tenant: record.tenant.clone(),
+            sha256: record.package_sha256.clone(),
+            name: record.package_name.clone(),
+            version: record.package_version,
+            info: self.package.info.clone(),
+            created_at_ms: 0,
+            size_bytes: 0,
+        }
+    }
+
     /// Notes that the `sleep` at `seq` of `invocation`, due at `due_at`,
     /// suspended (see [`ExecState::timer`]); the earliest one is kept.
     pub fn sleeping(&self, invocation: &str, seq: i64, due_at: i64) {

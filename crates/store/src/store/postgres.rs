@@ -263,6 +263,9 @@ async fn create_all(
     let mut tenant = Vec::new();
     let mut queue: Vec<Option<&str>> = Vec::new();
     let mut key: Vec<Option<&str>> = Vec::new();
+    let mut continued_from: Vec<Option<&str>> = Vec::new();
+    let mut parent: Vec<Option<&str>> = Vec::new();
+    let mut detached = Vec::new();
     for c in ops.iter().filter_map(|op| op.create.as_ref()) {
         id.push(c.new.id.as_str());
         tenant.push(c.new.tenant.as_str());
@@ -274,6 +277,9 @@ async fn create_all(
         lease.push(c.owner.as_ref().map(|o| o.1));
         queue.push(c.new.worker_queue.as_deref());
         key.push(c.new.idempotency_key.as_deref());
+        continued_from.push(c.new.continued_from.as_deref());
+        parent.push(c.new.parent_id.as_deref());
+        detached.push(c.new.detached);
     }
     if id.is_empty() {
         return Ok(Default::default());
@@ -282,14 +288,17 @@ async fn create_all(
     let inserted = sqlx::query_scalar(
         "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
          workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, epoch, \
-         worker_queue, idempotency_key) \
+         worker_queue, idempotency_key, continued_from, parent_id, detached) \
          SELECT n.id, p.tenant, p.sha256, p.name, p.version, n.workflow, n.input, \
            CASE WHEN n.owner IS NULL THEN 'pending' ELSE 'running' END, $7, $7, \
            CASE WHEN n.owner IS NULL THEN $7 END, n.owner, n.lease, \
-           CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END, n.queue, n.key \
+           CASE WHEN n.owner IS NULL THEN 0 ELSE 1 END, n.queue, n.key, n.continued_from, \
+           n.parent, n.detached \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], \
-           $8::text[], $9::bigint[], $10::text[], $11::text[]) \
-           AS n (id, name, workflow, input, owner, lease, tenant, version, queue, key) \
+           $8::text[], $9::bigint[], $10::text[], $11::text[], $12::text[], $13::text[], \
+           $14::boolean[]) \
+           AS n (id, name, workflow, input, owner, lease, tenant, version, queue, key, \
+           continued_from, parent, detached) \
          JOIN packages p ON p.tenant = n.tenant AND p.name = n.name AND p.version = n.version \
          ORDER BY n.id \
          ON CONFLICT (tenant, idempotency_key) DO NOTHING \
@@ -306,6 +315,9 @@ async fn create_all(
     .bind(version)
     .bind(queue)
     .bind(&key)
+    .bind(continued_from)
+    .bind(parent)
+    .bind(detached)
     .fetch_all(&mut *conn)
     .await?;
     let inserted: HashSet<String> = inserted.into_iter().collect();

@@ -224,9 +224,9 @@ fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite
         .prepare_cached(
             "INSERT INTO executions (id, tenant, package_sha256, package_name, package_version, \
              workflow, input, status, created_at, updated_at, wake_at, owner, lease_expires_at, \
-             epoch, worker_queue, idempotency_key) \
-             SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM packages \
-             WHERE tenant = ? AND name = ? AND version = ? \
+             epoch, worker_queue, idempotency_key, continued_from, parent_id, detached) \
+             SELECT ?, tenant, sha256, name, version, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             FROM packages WHERE tenant = ? AND name = ? AND version = ? \
              ON CONFLICT (tenant, idempotency_key) DO NOTHING",
         )?
         .execute(params![
@@ -242,6 +242,9 @@ fn create(tx: &rusqlite::Transaction<'_>, c: &Creation, now_ms: i64) -> rusqlite
             c.epoch(),
             c.new.worker_queue,
             c.new.idempotency_key,
+            c.new.continued_from,
+            c.new.parent_id,
+            c.new.detached,
             c.new.tenant,
             c.new.package_name,
             c.new.package_version

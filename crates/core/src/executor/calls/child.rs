@@ -4,6 +4,7 @@
 //! by its key, so a replay after a crash finds the same child.
 
 use super::{CallOutcome, WasmResult, misfit, payload_result};
+use crate::executor::create;
 use crate::executor::guest::GuestData;
 use crate::executor::invocation::Recorded;
 use crate::executor::parse_payload;
@@ -44,9 +45,11 @@ pub async fn start_child(
         .record(CallKind::StartChild, &args)
         .map_err(wasmtime::Error::new)?;
     let exec = inv.exec.clone();
-    let (seq, start, replayed) = match matched.recorded {
+    // The live call knows the child's package; a replayed one journaled
+    // only its name and version.
+    let (seq, start, package) = match matched.recorded {
         Recorded::Replayed { seq, call } => match Box::<StartChild>::from_call(call) {
-            Some(start) => (seq, *start, true),
+            Some(start) => (seq, *start, None),
             None => return Err(misfit(seq, CallKind::StartChild)),
         },
         Recorded::Live => {
@@ -56,16 +59,17 @@ pub async fn start_child(
                 Ok(()) => child_package(&exec, &args).await?,
                 Err(e) => Err(e),
             };
-            let (child, error) = match found {
+            let (child, error, package) = match found {
                 Ok(package) => (
                     Some(ChildStarted {
                         id: crate::util::new_id("ex"),
-                        package: package.name,
+                        package: package.name.clone(),
                         version: package.version,
                     }),
                     None,
+                    Some(package),
                 ),
-                Err(e) => (None, Some(e)),
+                Err(e) => (None, Some(e), None),
             };
             let start = StartChild { args, child, error };
             let inv = data.invocation()?;
@@ -75,7 +79,7 @@ pub async fn start_child(
                 .map_err(wasmtime::Error::new)?;
             // Durable before the child exists: a replay finds the id.
             exec.writer.sync().await.map_err(wasmtime::Error::new)?;
-            (seq, start, false)
+            (seq, start, package)
         }
     };
     let Some(child) = start.child else {
@@ -88,7 +92,7 @@ pub async fn start_child(
     let infra = |e| wasmtime::Error::new(Interrupt::from(e));
     // A replay reads whether it exists (it does, unless a crash came
     // between the journal and the creation) instead of writing again.
-    let exists = replayed
+    let exists = package.is_none()
         && match store.executions().execution(&child.id).await {
             Ok(_) => true,
             Err(crate::Error::NotFound(_)) => false,
@@ -104,7 +108,10 @@ pub async fn start_child(
             tenant: record.tenant.clone(),
             package_name: child.package,
             package_version: child.version,
-            package_sha256: String::new(),
+            package_sha256: package
+                .as_ref()
+                .map(|p| p.sha256.clone())
+                .unwrap_or_default(),
             workflow: start.args.workflow,
             input: start.args.input,
             idempotency_key: Some(format!("child:{}:{seq}", record.id)),
@@ -113,11 +120,17 @@ pub async fn start_child(
             parent_id: Some(record.id.clone()),
             detached: start.args.options.is_some_and(|o| o.detached),
         };
-        store
-            .create_execution(new, exec.engine.now_ms(), None)
-            .await
-            .map_err(infra)?
-            .id
+        match &package {
+            // Live: this node drives it at once if it has room.
+            Some(package) => create(&exec.engine, new, package).await.map_err(infra)?.0,
+            // A replay after a crash between the journal and the creation:
+            // pending, by name and version, for any node to claim.
+            None => store
+                .create_execution(new, exec.engine.now_ms(), None)
+                .await
+                .map_err(infra)?,
+        }
+        .id
     };
     exec.children
         .lock()
@@ -173,6 +186,8 @@ pub async fn wait(
         return exec.resolve(&caller, seq, Err(e), true, Vec::new()).await;
     };
     let executions = &exec.engine.store;
+    // How long the code may wait in process for a child this node drives.
+    let until = tokio::time::Instant::now() + exec.engine.config.hibernate_after;
     loop {
         let child = executions.executions().execution(&id).await?;
         let result = match child.status {
@@ -207,16 +222,85 @@ pub async fn wait(
                 ErrorKind::ChildCancelled,
                 format!("child workflow {} ({id}) was cancelled", child.workflow),
             )),
-            _ => {
-                // Its end wakes this execution (`SideWrite::WakeParent`).
-                exec.writer.sync().await?;
-                return Err(Interrupt::Suspend { wake_at: None });
-            }
+            _ => match driven_here(&exec, &id, until, interruptible).await {
+                // It ended or left this node: read it again.
+                Here::Left => continue,
+                Here::Cancelled => {
+                    return exec
+                        .deliver_cancel(&caller, seq, true, Vec::new())
+                        .await
+                        .unwrap_or_else(|| Ok(Err(CallError::cancelled())));
+                }
+                Here::No => {
+                    // Its end wakes this execution (`SideWrite::WakeParent`).
+                    exec.writer.sync().await?;
+                    return Err(Interrupt::Suspend { wake_at: None });
+                }
+            },
         };
         // Not durable: the child's row holds it.
         return exec.resolve(&caller, seq, result, false, Vec::new()).await;
     }
 }
+
+/// How a wait in process for a child ended.
+enum Here {
+    /// The child ended, or this node no longer drives it (it hibernated).
+    Left,
+    /// A cancellation came for the waiting workflow code.
+    Cancelled,
+    /// This node does not drive the child, or the wait was long enough:
+    /// the parent hibernates, and the child's end wakes it.
+    No,
+}
+
+/// Waits in process, until `until`, while this node drives the child `id`
+/// (as it does a child it started when it had room): a child that ends
+/// soon then costs the parent no hibernation, claim and replay.
+async fn driven_here(
+    exec: &ExecState,
+    id: &str,
+    until: tokio::time::Instant,
+    interruptible: bool,
+) -> Here {
+    let inner = &exec.engine;
+    // Subscribed before looking, so an end in between is not missed.
+    let mut ended = inner.finished.subscribe();
+    let here = || {
+        inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
+    };
+    if !here() || tokio::time::Instant::now() >= until {
+        return Here::No;
+    }
+    loop {
+        if interruptible && exec.cancel.pending() {
+            return Here::Cancelled;
+        }
+        let notified = exec.cancel.notify.notified();
+        tokio::select! {
+            got = ended.recv() => match got {
+                Ok(done) if done == id => return Here::Left,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Here::No,
+            },
+            _ = notified, if interruptible => {}
+            // A child that hibernates sends no end: look again now and then.
+            _ = tokio::time::sleep(CHILD_LOOK) => {}
+            _ = tokio::time::sleep_until(until) => return Here::No,
+        }
+        if !here() {
+            return Here::Left;
+        }
+    }
+}
+
+/// How often a parent waiting in process looks whether its child still
+/// runs here (a child that hibernates sends no end).
+const CHILD_LOOK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Whether the tenant may have one more open execution (its
 /// `max_open_executions`), as a start through the API checks.
@@ -253,15 +337,7 @@ async fn child_package(
     let record = &exec.record;
     let options = args.options.clone().unwrap_or_default();
     let found = match &options.package {
-        None => Ok(PackageRecord {
-            tenant: record.tenant.clone(),
-            sha256: record.package_sha256.clone(),
-            name: record.package_name.clone(),
-            version: record.package_version,
-            info: exec.package.info.clone(),
-            created_at_ms: 0,
-            size_bytes: 0,
-        }),
+        None => Ok(exec.own_package()),
         Some(name) => {
             exec.engine
                 .store

@@ -4,6 +4,7 @@
 //! key, so a replay after a crash finds the same one.
 
 use super::WasmResult;
+use crate::executor::create;
 use crate::executor::guest::GuestData;
 use crate::executor::parse_payload;
 use crate::executor::replay::Interrupt;
@@ -57,10 +58,8 @@ pub async fn continue_as_new(data: &mut GuestData, input: String) -> WasmResult<
         parent_id: record.parent_id.clone(),
         detached: record.detached,
     };
-    let created = exec
-        .engine
-        .store
-        .create_execution(new, exec.engine.now_ms(), None)
+    // Driven here at once if this node has room.
+    let (created, _) = create(&exec.engine, new, &exec.own_package())
         .await
         .map_err(|e| wasmtime::Error::new(Interrupt::from(e)))?;
     tracing::info!(next = %created.id, "continued as a new execution");
