@@ -225,12 +225,7 @@ pub async fn wait(
             _ => match driven_here(&exec, &id, until, interruptible).await {
                 // It ended or left this node: read it again.
                 Here::Left => continue,
-                Here::Cancelled => {
-                    return exec
-                        .deliver_cancel(&caller, seq, true, Vec::new())
-                        .await
-                        .unwrap_or_else(|| Ok(Err(CallError::cancelled())));
-                }
+                Here::Cancelled => return exec.end_cancelled(&caller, seq, Vec::new()).await,
                 Here::No => {
                     // Its end wakes this execution (`SideWrite::WakeParent`).
                     exec.writer.sync().await?;

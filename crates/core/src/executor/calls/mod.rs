@@ -86,11 +86,7 @@ impl ExecState {
     ) -> Option<CallOutcome> {
         match self.wait_until(due_ms, interruptible).await {
             Wait::Elapsed => None,
-            Wait::Cancelled => Some(
-                self.deliver_cancel(caller, seq, true, Vec::new())
-                    .await
-                    .unwrap_or_else(|| Ok(Err(CallError::cancelled()))),
-            ),
+            Wait::Cancelled => Some(self.end_cancelled(caller, seq, Vec::new()).await),
             Wait::Hibernate => Some(Err(Interrupt::Suspend {
                 wake_at: Some(due_ms),
             })),
@@ -171,6 +167,22 @@ impl ExecState {
             self.resolve(invocation, seq, Err(CallError::cancelled()), true, side)
                 .await,
         )
+    }
+
+    /// Ends the call at `seq`, whose wait a cancellation of workflow code
+    /// cut short: the cancellation is its result ([`deliver_cancel`],
+    /// with `side`), or an error that says so if it was delivered already.
+    ///
+    /// [`deliver_cancel`]: ExecState::deliver_cancel
+    pub async fn end_cancelled(
+        &self,
+        invocation: &str,
+        seq: i64,
+        side: Vec<SideWrite>,
+    ) -> CallOutcome {
+        self.deliver_cancel(invocation, seq, true, side)
+            .await
+            .unwrap_or_else(|| Ok(Err(CallError::cancelled())))
     }
 
     /// What the call at `seq` is answered with before it waits: its

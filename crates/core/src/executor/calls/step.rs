@@ -492,9 +492,7 @@ pub async fn run_attempt(
                 attempt: *attempt,
             }];
             Ok(Ran::Cancelled(
-                exec.deliver_cancel(place.caller, place.seq, true, close)
-                    .await
-                    .unwrap_or_else(|| Ok(Err(CallError::cancelled()))),
+                exec.end_cancelled(place.caller, place.seq, close).await,
             ))
         }
     }
