@@ -19,6 +19,7 @@ common::on_both_backends!(
     kill9_between_a_childs_end_and_the_parents_wake_up,
     cancelling_a_parent_cancels_its_children_but_not_detached_ones,
     a_child_runs_at_once_and_its_parent_waits_in_process,
+    a_parent_that_read_its_childs_end_hibernates_once,
 );
 
 /// Starts testkit `parent` with `children`.
@@ -155,7 +156,8 @@ fn counter(port: u16, metric: &str) -> f64 {
 /// soon in process (no hibernation, no claim and replay to wake it).
 fn a_child_runs_at_once_and_its_parent_waits_in_process(db: Db) {
     let port = free_port();
-    let _server = db.serve_api(port, &[]);
+    // Long enough for the children to end even on a slow machine.
+    let _server = db.serve_api(port, &["--hibernate-after-ms", "60000"]);
     let parent = start_parent(
         &db,
         json!([
@@ -181,4 +183,35 @@ fn a_child_runs_at_once_and_its_parent_waits_in_process(db: Db) {
         let status = db.status(&child);
         assert_eq!(status["epoch"], 1, "created claimed: {status}");
     }
+}
+
+/// A child's end moves its parent's signal counter on (so a parent about
+/// to hibernate is woken by it). A parent that read that end in process
+/// and hibernates later, for a sleep, counts it as seen: it is not due at
+/// once for an end it has, which would cost one claim and replay more.
+fn a_parent_that_read_its_childs_end_hibernates_once(db: Db) {
+    let port = free_port();
+    // The parent waits in process for its child even on a slow machine;
+    // its hour's sleep still hibernates at once.
+    let _server = db.serve_api(port, &["--hibernate-after-ms", "60000"]);
+    let input = json!({
+        "children": [{ "workflow": "noop3", "input": { "a": 1 } }],
+        "then_sleep_ms": 3_600_000,
+    });
+    let parent = db.start(&kit(), "parent", &input.to_string());
+    db.wait_status(&parent, "waiting", WAIT);
+    // A parent due at once would be claimed again within a tick (50 ms).
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        counter(port, "cerebelum_hibernations_total"),
+        1.0,
+        "hibernations"
+    );
+    assert_eq!(counter(port, "cerebelum_claims_total"), 1.0, "claims");
+    let status = db.status(&parent);
+    assert_eq!(
+        (&status["status"], &status["epoch"]),
+        (&json!("waiting"), &json!(1)),
+        "{status}"
+    );
 }

@@ -40,6 +40,7 @@ common::on_both_backends!(
     a_status_change_ends_ownership_within_a_batch,
     a_creation_in_a_commit_needs_its_package_and_keeps_its_lineage,
     a_keyed_creation_in_a_commit_returns_the_holder_of_its_key,
+    a_child_is_created_with_its_start_and_fenced_by_its_parent,
     claims_take_due_work_once_and_expired_leases_again,
     concurrent_claims_never_hand_out_an_execution_twice,
     hibernation_wakes_at_its_time_or_at_once_after_a_signal,
@@ -1017,6 +1018,81 @@ async fn a_creation_in_a_commit_needs_its_package_and_keeps_its_lineage(db: Db) 
     assert_eq!(
         (ok.parent_id, ok.continued_from, ok.detached),
         (None, None, false)
+    );
+}
+
+/// A child is created in the commit that journals its start (issue 34):
+/// fenced by its parent's epoch (a parent that lost its lease starts no
+/// orphan), claimed by the parent's node, with its lineage and key.
+async fn a_child_is_created_with_its_start_and_fenced_by_its_parent(db: Db) {
+    let store = with_package(&db).await;
+    create_owned(&store, "ex_parent", "node-a").await;
+    let start = |child: &str, epoch: i64, seq: i64, key: i64| CommitOp {
+        side: vec![SideWrite::CreateChild(Box::new(Creation {
+            new: NewExecution {
+                parent_id: Some("ex_parent".into()),
+                idempotency_key: Some(format!("child:ex_parent:{key}")),
+                ..new_execution(child)
+            },
+            owner: Some(("node-a".to_owned(), NOW + LEASE)),
+        }))],
+        ..op("ex_parent", epoch, vec![entry(seq, "start-child")], None)
+    };
+    let results = store
+        .commit(
+            vec![start("ex_stale", 7, 1, 1), start("ex_child", 1, 1, 1)],
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(results[0], Err(Error::LostOwnership(_))),
+        "{results:?}"
+    );
+    assert!(results[1].is_ok(), "{results:?}");
+    assert!(
+        matches!(
+            store.executions().execution("ex_stale").await,
+            Err(Error::NotFound(_))
+        ),
+        "a fenced start created its child"
+    );
+    let child = store.executions().execution("ex_child").await.unwrap();
+    assert_eq!(
+        (
+            child.status,
+            child.epoch,
+            child.owner.as_deref(),
+            child.parent_id.as_deref(),
+            child.idempotency_key.as_deref()
+        ),
+        (
+            Status::Running,
+            1,
+            Some("node-a"),
+            Some("ex_parent"),
+            Some("child:ex_parent:1")
+        )
+    );
+    let journal = store.executions().journal("ex_parent", 0).await.unwrap();
+    assert_eq!(journal.len(), 1, "the start is journaled once");
+    // A start whose child cannot be created (its key is taken: not
+    // expected, the key holds the start's seq) still journals its entry,
+    // and the parent is not failed for it: a replay finds the holder.
+    let results = store
+        .commit(vec![start("ex_again", 1, 2, 1)], NOW)
+        .await
+        .unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(store.executions().execution("ex_again").await.is_err());
+    assert_eq!(
+        store
+            .executions()
+            .journal("ex_parent", 0)
+            .await
+            .unwrap()
+            .len(),
+        2
     );
 }
 

@@ -194,6 +194,7 @@ async fn drive_claimed(
         tasks: Mutex::new(HashMap::new()),
         children: Mutex::new(HashMap::new()),
         signals: claim.signals,
+        child_ends: Mutex::default(),
         record,
         sandbox,
         fuel_used: AtomicU64::new(fuel_used),
@@ -246,7 +247,7 @@ async fn drive_claimed(
                     Vec::new(),
                     Some(StatusChange::Waiting {
                         wake_at_ms: wake_at,
-                        seen_signals: exec.signals,
+                        seen_signals: exec.seen_signals(),
                         timer,
                     }),
                 )

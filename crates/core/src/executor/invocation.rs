@@ -169,12 +169,12 @@ impl Invocation {
     }
 
     /// Journals a live call (with side writes committed atomically with
-    /// it); returns its seq.
+    /// it, which `side` makes given the call's seq); returns its seq.
     pub async fn push_call(
         &self,
         hash: String,
         call: Call,
-        side: Vec<SideWrite>,
+        side: impl FnOnce(i64) -> Vec<SideWrite>,
     ) -> Result<i64, Interrupt> {
         self.exec.check_journal_room()?;
         let entry = NewEntry::new(self.id.clone(), Event::Call { hash, call });
@@ -201,7 +201,7 @@ impl Invocation {
             Recorded::Live => {
                 let value = live(self);
                 let call = C::new(args, value.clone()).into();
-                self.push_call(matched.hash, call, Vec::new()).await?;
+                self.push_call(matched.hash, call, |_| Vec::new()).await?;
                 Ok(value)
             }
         }

@@ -453,64 +453,105 @@ impl Engine {
 /// journal writes of other executions) and, if this node has room, drives
 /// it here at once: it is created claimed by this node, so no claim round
 /// trip comes before its first line. Without room it is created pending,
-/// for whichever node claims it first. Starts through the API, children
-/// and continue-as-new all come this way. Also tells whether the
-/// execution is new (`false`: its idempotency key returned the earlier
-/// execution that has it).
+/// for whichever node claims it first. Starts through the API and
+/// continue-as-new come this way; a child is created the same way, in its
+/// parent's commit (`calls::child`). Also tells whether the execution is
+/// new (`false`: its idempotency key returned the earlier execution that
+/// has it).
 pub(crate) async fn create(
     inner: &Arc<Inner>,
     new: NewExecution,
     package: &PackageRecord,
 ) -> Result<(ExecutionRecord, bool)> {
     let id = new.id.clone();
-    let cancel = Arc::new(CancelState::default());
-    let owned = {
-        let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
-        let room = inner.serving.load(Ordering::SeqCst) && running.len() < inner.config.max_running;
-        if room {
-            running.insert(id.clone(), cancel.clone());
-        }
-        room
-    };
+    let slot = Slot::reserve(inner, &id);
     let now = inner.now_ms();
-    let lease_until = now + inner.config.lease.as_millis() as i64;
     // A key taken before returns the execution that has it.
-    let creation = Creation {
-        new,
-        owner: owned.then(|| (inner.node_id.clone(), lease_until)),
-    };
+    let creation = slot.creation(inner, new, now);
     let record = creation.record(package, now);
     let created = match inner.committer.create(creation).await {
         Ok(()) => Ok(record),
         Err(Error::KeyTaken(holder)) => inner.store.executions().execution(&holder).await,
         Err(e) => Err(e),
     };
-    let fresh = matches!(&created, Ok(r) if r.id == id);
-    if owned && !fresh {
-        inner
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+    match created {
+        Ok(record) if record.id == id => {
+            slot.start(inner, record.clone());
+            Ok((record, true))
+        }
+        other => {
+            slot.release(inner);
+            inner.wake.notify_one();
+            other.map(|record| (record, false))
+        }
     }
-    let record = created?;
-    if owned && fresh {
+}
+
+/// Room this node keeps to drive a new execution at once: reserved before
+/// its creation (which then makes it claimed by this node), used or given
+/// back after.
+pub(crate) struct Slot {
+    id: String,
+    /// `None`: no room; the execution is created pending.
+    cancel: Option<Arc<CancelState>>,
+}
+
+impl Slot {
+    /// Reserves room for the new execution `id`, if this node serves and
+    /// drives fewer than `max_running`.
+    pub(crate) fn reserve(inner: &Inner, id: &str) -> Self {
+        let mut running = inner.running.lock().unwrap_or_else(|p| p.into_inner());
+        let room = inner.serving.load(Ordering::SeqCst) && running.len() < inner.config.max_running;
+        let cancel = room.then(|| {
+            let cancel = Arc::new(CancelState::default());
+            running.insert(id.to_owned(), cancel.clone());
+            cancel
+        });
+        Self {
+            id: id.to_owned(),
+            cancel,
+        }
+    }
+
+    /// The creation of `new`: claimed by this node (with a lease from
+    /// `now`) if it has room, else pending.
+    pub(crate) fn creation(&self, inner: &Inner, new: NewExecution, now: i64) -> Creation {
+        let lease_until = now + inner.config.lease.as_millis() as i64;
+        Creation {
+            new,
+            owner: self
+                .cancel
+                .is_some()
+                .then(|| (inner.node_id.clone(), lease_until)),
+        }
+    }
+
+    /// The execution was created (durably): drive it here if it is ours,
+    /// else tell the scheduler a pending one is due.
+    pub(crate) fn start(self, inner: &Arc<Inner>, record: ExecutionRecord) {
+        let Some(cancel) = self.cancel else {
+            inner.wake.notify_one();
+            return;
+        };
         let claim = Claim {
-            execution_id: id,
+            execution_id: self.id,
             epoch: record.epoch,
             signals: 0,
             resumed: false,
             late_ms: None,
             taken_over: false,
         };
-        tokio::spawn(drive_registered(
-            inner.clone(),
-            claim,
-            cancel,
-            Some(record.clone()),
-        ));
-    } else {
-        inner.wake.notify_one();
+        tokio::spawn(drive_registered(inner.clone(), claim, cancel, Some(record)));
     }
-    Ok((record, fresh))
+
+    /// The execution was not created (by this creation): give the room back.
+    pub(crate) fn release(self, inner: &Inner) {
+        if self.cancel.is_some() {
+            inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.id);
+        }
+    }
 }

@@ -17,7 +17,7 @@ pub type Runtime = runtime::Runtime<GuestData>;
 /// A package loaded for this node's invocations.
 pub type LoadedPackage = runtime::LoadedPackage<GuestData>;
 use crate::store::{Feeds, GroupCommitter, JournalWriter, SharedStore, Timer};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -72,7 +72,11 @@ pub struct ExecState {
     /// The children started so far (live or replayed): `start-child`'s
     /// seq (the handle) -> the child's execution id.
     pub children: Mutex<HashMap<i64, String>>,
+    /// The execution's signal counter when it was claimed: approvals,
+    /// signals, cancels and its children's ends since then moved it on.
     pub signals: i64,
+    /// Its children's ends it read since the claim (see [`ChildEnds`]).
+    pub child_ends: Mutex<ChildEnds>,
     /// The tenant's limits, allow-list, secrets and share.
     pub sandbox: Arc<TenantSandbox>,
     /// Fuel burned by the execution's invocations (journaled and live).
@@ -85,6 +89,20 @@ pub struct ExecState {
     /// sleep's end when it is due without running any code
     /// ([`Store::fire_timers`](crate::store::Store::fire_timers)).
     pub timer: Mutex<Option<Timer>>,
+}
+
+/// The ends of its children an execution read while claimed. Each child
+/// run's end moves its parent's signal counter on by one (its
+/// `WakeParent`), so a parent that hibernates after reading an end it
+/// did not count would be due at once, for nothing: one claim and replay
+/// more. An end is counted only if it surely came after the claim: the
+/// child was created by this claim, or read open during it. Counting an
+/// end the claim already included would hide a real event (an approval,
+/// a signal) from the hibernation, so this never guesses.
+#[derive(Default)]
+pub struct ChildEnds {
+    open: HashSet<String>,
+    ended: HashSet<String>,
 }
 
 impl ExecState {
@@ -100,6 +118,36 @@ impl ExecState {
             info: self.package.info.clone(),
             created_at_ms: 0,
             size_bytes: 0,
+        }
+    }
+
+    /// The signal counter this execution has seen: the claim's, and the
+    /// ends of its children that it read since (see [`ChildEnds`]).
+    pub fn seen_signals(&self) -> i64 {
+        self.signals + self.child_ends().ended.len() as i64
+    }
+
+    fn child_ends(&self) -> std::sync::MutexGuard<'_, ChildEnds> {
+        self.child_ends.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that the child (run) `id` was read open (or was created by
+    /// this claim: `ended` false), or ended.
+    pub fn child_seen(&self, id: &str, ended: bool) {
+        let mut ends = self.child_ends();
+        if !ended {
+            ends.open.insert(id.to_owned());
+        } else if ends.open.contains(id) {
+            ends.ended.insert(id.to_owned());
+        }
+    }
+
+    /// Notes that the child run `id` continued as `next`: if `id` was open
+    /// since the claim, `next` was created since.
+    pub fn child_continued(&self, id: &str, next: &str) {
+        let mut ends = self.child_ends();
+        if ends.open.contains(id) {
+            ends.open.insert(next.to_owned());
         }
     }
 

@@ -417,7 +417,7 @@ impl JournalWriter {
     async fn send(
         &self,
         entries: Vec<NewEntry>,
-        side: Vec<SideWrite>,
+        side: impl FnOnce(i64) -> Vec<SideWrite>,
         status: Option<StatusChange>,
         ack: bool,
     ) -> Result<i64> {
@@ -449,6 +449,7 @@ impl JournalWriter {
         {
             let mut state = self.state();
             first = state.next_seq;
+            let side = side(first);
             let at_ms = self.committer.clock.now_ms();
             let entries = entries.into_iter().map(|e| {
                 let seq = state.next_seq;
@@ -541,28 +542,33 @@ impl JournalWriter {
 
     /// Queues one entry without waiting for durability; returns its seq.
     pub async fn push(&self, entry: NewEntry) -> Result<i64> {
-        self.send(vec![entry], Vec::new(), None, false).await
+        self.send(vec![entry], |_| Vec::new(), None, false).await
     }
 
     /// Queues entries (committed together, in order) without waiting.
     pub async fn push_all(&self, entries: Vec<NewEntry>) -> Result<i64> {
-        self.send(entries, Vec::new(), None, false).await
+        self.send(entries, |_| Vec::new(), None, false).await
     }
 
     /// Queues one entry with side writes (committed atomically with it),
-    /// without waiting; returns its seq.
-    pub async fn push_side(&self, entry: NewEntry, side: Vec<SideWrite>) -> Result<i64> {
+    /// without waiting; returns its seq. `side` is given the entry's seq
+    /// (a child's idempotency key holds it).
+    pub async fn push_side(
+        &self,
+        entry: NewEntry,
+        side: impl FnOnce(i64) -> Vec<SideWrite>,
+    ) -> Result<i64> {
         self.send(vec![entry], side, None, false).await
     }
 
     /// Queues one entry and waits until it is durable; returns its seq.
     pub async fn push_durable(&self, entry: NewEntry) -> Result<i64> {
-        self.send(vec![entry], Vec::new(), None, true).await
+        self.send(vec![entry], |_| Vec::new(), None, true).await
     }
 
     /// Waits until everything queued so far is durable.
     pub async fn sync(&self) -> Result<()> {
-        self.send(Vec::new(), Vec::new(), None, true)
+        self.send(Vec::new(), |_| Vec::new(), None, true)
             .await
             .map(|_| ())
     }
@@ -574,7 +580,7 @@ impl JournalWriter {
         side: Vec<SideWrite>,
         status: Option<StatusChange>,
     ) -> Result<()> {
-        self.send(entries, side, status, true).await.map(|_| ())
+        self.send(entries, |_| side, status, true).await.map(|_| ())
     }
 }
 

@@ -39,6 +39,9 @@
 //!   one commit) before any worker can claim it.
 //! - **An approval's request** ([`SideWrite::OpenApproval`] with its call
 //!   entry) before the engine looks for a decision on it.
+//! - **A child's start**: its `start-child` entry and its creation
+//!   ([`SideWrite::CreateChild`]), one commit fenced by the parent's
+//!   epoch, before the parent's code gets the handle.
 //! - **Status changes**: an execution's creation before its id is
 //!   returned; hibernation ([`StatusChange::Waiting`]) and its end
 //!   ([`StatusChange::Finished`]) before the node lets go of it.

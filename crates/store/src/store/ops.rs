@@ -101,6 +101,12 @@ pub enum SideWrite {
     /// outcome already, it is cancelled (a worker holding it learns so at
     /// its next heartbeat, and its completion is refused).
     CloseTask { seq: i64, attempt: u32 },
+    /// Create the child that the `start-child` entry in the same operation
+    /// starts: the child exists if and only if that entry does, and both
+    /// are fenced by the parent's epoch (a parent that lost its lease
+    /// starts no orphan). Its idempotency key (`child:<parent>:<seq>`)
+    /// keeps a replay from creating it again.
+    CreateChild(Box<Creation>),
 }
 
 /// A new execution, created by a group commit (so starts are batched

@@ -28,7 +28,7 @@ use super::sql::CONSUME_SIGNAL;
 use super::sql::{Dialect, Sql};
 use super::tasks::{CLOSE_TASK, OPEN_TASK, WAKE};
 use super::{
-    Catalog, Claim, CommitOp, EngineFailure, Executions, FiredTimers, Renewed, SideWrite,
+    Catalog, Claim, CommitOp, Creation, EngineFailure, Executions, FiredTimers, Renewed, SideWrite,
     StatusChange, Tasks,
 };
 use super::{Store, Synchronous};
@@ -253,6 +253,46 @@ async fn create_all(
     ops: &[CommitOp],
     now_ms: i64,
 ) -> Result<(HashSet<String>, HashMap<String, String>)> {
+    let creations: Vec<&Creation> = ops.iter().filter_map(|op| op.create.as_ref()).collect();
+    let inserted = insert(conn, &creations, now_ms).await?;
+    // A keyed creation not inserted: its key is taken (by an execution
+    // committed before, or by one earlier in this batch), or its package
+    // does not exist. One query finds the holders of all of them.
+    let (mut refused, mut refused_tenant, mut refused_key) = (Vec::new(), Vec::new(), Vec::new());
+    for c in &creations {
+        if let Some(k) = &c.new.idempotency_key
+            && !inserted.contains(&c.new.id)
+        {
+            refused.push(c.new.id.as_str());
+            refused_tenant.push(c.new.tenant.as_str());
+            refused_key.push(k.as_str());
+        }
+    }
+    let taken = if refused.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as(
+            "SELECT n.id, e.id FROM UNNEST($1::text[], $2::text[], $3::text[]) AS n (id, tenant, key) \
+             JOIN executions e ON e.tenant = n.tenant AND e.idempotency_key = n.key",
+        )
+        .bind(refused)
+        .bind(refused_tenant)
+        .bind(refused_key)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    Ok((inserted, taken))
+}
+
+/// Inserts new executions in one statement, except those whose key is
+/// taken or whose package does not exist; returns the ids inserted.
+async fn insert(
+    conn: &mut PgConnection,
+    creations: &[&Creation],
+    now_ms: i64,
+) -> Result<HashSet<String>> {
     let mut id = Vec::new();
     let mut name = Vec::new();
     let mut version = Vec::new();
@@ -266,7 +306,7 @@ async fn create_all(
     let mut continued_from: Vec<Option<&str>> = Vec::new();
     let mut parent: Vec<Option<&str>> = Vec::new();
     let mut detached = Vec::new();
-    for c in ops.iter().filter_map(|op| op.create.as_ref()) {
+    for c in creations {
         id.push(c.new.id.as_str());
         tenant.push(c.new.tenant.as_str());
         name.push(c.new.package_name.as_str());
@@ -320,36 +360,7 @@ async fn create_all(
     .bind(detached)
     .fetch_all(&mut *conn)
     .await?;
-    let inserted: HashSet<String> = inserted.into_iter().collect();
-    // A keyed creation not inserted: its key is taken (by an execution
-    // committed before, or by one earlier in this batch), or its package
-    // does not exist. One query finds the holders of all of them.
-    let (mut refused, mut refused_tenant, mut refused_key) = (Vec::new(), Vec::new(), Vec::new());
-    for c in ops.iter().filter_map(|op| op.create.as_ref()) {
-        if let Some(k) = &c.new.idempotency_key
-            && !inserted.contains(&c.new.id)
-        {
-            refused.push(c.new.id.as_str());
-            refused_tenant.push(c.new.tenant.as_str());
-            refused_key.push(k.as_str());
-        }
-    }
-    let taken = if refused.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as(
-            "SELECT n.id, e.id FROM UNNEST($1::text[], $2::text[], $3::text[]) AS n (id, tenant, key) \
-             JOIN executions e ON e.tenant = n.tenant AND e.idempotency_key = n.key",
-        )
-        .bind(refused)
-        .bind(refused_tenant)
-        .bind(refused_key)
-        .fetch_all(&mut *conn)
-        .await?
-        .into_iter()
-        .collect()
-    };
-    Ok((inserted, taken))
+    Ok(inserted.into_iter().collect())
 }
 
 /// One transaction for the whole batch; each operation fenced by its epoch.
@@ -424,9 +435,22 @@ async fn commit_batch(
         results.push(Ok(()));
     }
     entries.insert(conn).await?;
+    let mut children = Vec::new();
     for op in &applied {
         for side in &op.side {
-            side_write(conn, &op.execution_id, side, now_ms).await?;
+            match side {
+                SideWrite::CreateChild(child) => children.push(&**child),
+                side => side_write(conn, &op.execution_id, side, now_ms).await?,
+            }
+        }
+    }
+    if !children.is_empty() {
+        let created = insert(conn, &children, now_ms).await?;
+        for child in children.iter().filter(|c| !created.contains(&c.new.id)) {
+            // Not expected: the package was found before and is never
+            // deleted, and the key holds a seq not used before. A replay
+            // creates it if it can.
+            tracing::warn!(child = %child.new.id, "a child started in this commit was not created");
         }
     }
     status_changes(conn, &applied, now_ms).await?;
@@ -497,6 +521,8 @@ async fn side_write(
                 .execute(&mut *conn)
                 .await?;
         }
+        // Created together, after the batch's fences (see `commit_batch`).
+        SideWrite::CreateChild(_) => {}
         SideWrite::ConsumeSignal { signal, call } => {
             sqlx::query(CONSUME_SIGNAL)
                 .bind(call)

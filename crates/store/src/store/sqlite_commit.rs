@@ -323,6 +323,15 @@ fn apply(tx: &rusqlite::Transaction<'_>, op: &CommitOp, now_ms: i64) -> rusqlite
                 tx.prepare_cached(CONSUME_SIGNAL)?
                     .execute(params![call, now_ms, id, signal])?;
             }
+            SideWrite::CreateChild(child) => {
+                if !matches!(create(tx, child, now_ms)?, Created::New) {
+                    // Not expected: the package was found before and is
+                    // never deleted, and the key holds a seq not used
+                    // before. A replay creates it if it can.
+                    tracing::warn!(execution_id = %id, child = %child.new.id,
+                        "a child started in this commit was not created");
+                }
+            }
         }
     }
     match &op.status {

@@ -413,11 +413,14 @@ struct ChildSpec {
 #[derive(Deserialize)]
 struct Parent {
     children: Vec<ChildSpec>,
+    /// Sleeps this long (durably) after the children ended.
+    #[serde(default)]
+    then_sleep_ms: Option<u64>,
 }
 
 /// Child workflow tests: starts every child (concurrently), then awaits
 /// each; returns their results in order (an error starting or running
-/// one as `{"error": kind}`).
+/// one as `{"error": kind}`), after `then_sleep_ms` if given.
 fn parent(ctx: &Context, input: Parent) -> Result<Value, Error> {
     let mut handles = Vec::new();
     for spec in input.children {
@@ -437,6 +440,9 @@ fn parent(ctx: &Context, input: Parent) -> Result<Value, Error> {
             Err(e) if e.is_cancelled() => return Err(e),
             Err(e) => json!({ "error": e.kind }),
         });
+    }
+    if let Some(ms) = input.then_sleep_ms {
+        ctx.sleep(Duration::from_millis(ms))?;
     }
     Ok(json!({ "children": results }))
 }

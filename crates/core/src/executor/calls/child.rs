@@ -1,10 +1,12 @@
 //! `start-child` and `await-child`: executions an execution starts (its
-//! children) and waiting for their results. The child's id and package are
-//! journaled (durably) before the child exists; its creation is idempotent
-//! by its key, so a replay after a crash finds the same child.
+//! children) and waiting for their results. The child is created in the
+//! commit that journals its start (its id and package), fenced by the
+//! parent's epoch: it exists if and only if that entry does, so a replay
+//! finds the same child. Its key (`child:<parent>:<seq>`) keeps it
+//! created once.
 
 use super::{CallOutcome, WasmResult, misfit, payload_result};
-use crate::executor::create;
+use crate::executor::Slot;
 use crate::executor::guest::GuestData;
 use crate::executor::invocation::Recorded;
 use crate::executor::parse_payload;
@@ -16,6 +18,7 @@ use crate::journal::{
 };
 use crate::model::{NewExecution, PackageRecord, Status};
 use crate::runtime::bindings::cerebelum::workflow::types as t;
+use crate::store::SideWrite;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -45,11 +48,13 @@ pub async fn start_child(
         .record(CallKind::StartChild, &args)
         .map_err(wasmtime::Error::new)?;
     let exec = inv.exec.clone();
-    // The live call knows the child's package; a replayed one journaled
-    // only its name and version.
-    let (seq, start, package) = match matched.recorded {
+    let infra = |e| wasmtime::Error::new(Interrupt::from(e));
+    let (seq, id) = match matched.recorded {
         Recorded::Replayed { seq, call } => match Box::<StartChild>::from_call(call) {
-            Some(start) => (seq, *start, None),
+            Some(start) => match start.child.clone() {
+                Some(child) => (seq, replayed(&exec, seq, &start.args, child).await?),
+                None => return Ok(Err(not_started(start.error).into())),
+            },
             None => return Err(misfit(seq, CallKind::StartChild)),
         },
         Recorded::Live => {
@@ -59,84 +64,134 @@ pub async fn start_child(
                 Ok(()) => child_package(&exec, &args).await?,
                 Err(e) => Err(e),
             };
-            let (child, error, package) = match found {
-                Ok(package) => (
-                    Some(ChildStarted {
-                        id: crate::util::new_id("ex"),
-                        package: package.name.clone(),
-                        version: package.version,
-                    }),
-                    None,
-                    Some(package),
-                ),
-                Err(e) => (None, Some(e), None),
+            let package = match found {
+                Ok(package) => package,
+                Err(e) => {
+                    let start = StartChild {
+                        args,
+                        child: None,
+                        error: Some(e.clone()),
+                    };
+                    let inv = data.invocation()?;
+                    inv.push_call(matched.hash, Box::new(start).into(), |_| Vec::new())
+                        .await
+                        .map_err(wasmtime::Error::new)?;
+                    // Durable before the code sees the error.
+                    exec.writer.sync().await.map_err(infra)?;
+                    return Ok(Err(e.into()));
+                }
             };
-            let start = StartChild { args, child, error };
+            let child = ChildStarted {
+                id: crate::util::new_id("ex"),
+                package: package.name.clone(),
+                version: package.version,
+            };
+            let new = child_execution(&exec, &child, &args, &package.sha256);
+            let start = StartChild {
+                args,
+                child: Some(child),
+                error: None,
+            };
+            // The child is created in the commit of its start (fenced by
+            // this execution's epoch), claimed by this node if it has
+            // room: it runs at once, and a replay finds it.
+            let slot = Slot::reserve(&exec.engine, &new.id);
+            let now = exec.engine.now_ms();
+            let mut creation = slot.creation(&exec.engine, new, now);
+            let mut record = creation.record(&package, now);
             let inv = data.invocation()?;
-            let seq = inv
-                .push_call(matched.hash, Box::new(start.clone()).into(), Vec::new())
-                .await
-                .map_err(wasmtime::Error::new)?;
-            // Durable before the child exists: a replay finds the id.
-            exec.writer.sync().await.map_err(wasmtime::Error::new)?;
-            (seq, start, package)
+            let pushed = inv
+                .push_call(matched.hash, Box::new(start).into(), |seq| {
+                    creation.new.idempotency_key = Some(child_key(&exec, seq));
+                    vec![SideWrite::CreateChild(Box::new(creation))]
+                })
+                .await;
+            let seq = match pushed {
+                Ok(seq) => seq,
+                Err(e) => {
+                    slot.release(&exec.engine);
+                    return Err(wasmtime::Error::new(e));
+                }
+            };
+            // Durable before the code holds the handle.
+            if let Err(e) = exec.writer.sync().await {
+                slot.release(&exec.engine);
+                return Err(infra(e));
+            }
+            record.idempotency_key = Some(child_key(&exec, seq));
+            let id = record.id.clone();
+            exec.child_seen(&id, false);
+            slot.start(&exec.engine, record);
+            (seq, id)
         }
-    };
-    let Some(child) = start.child else {
-        let error = start
-            .error
-            .unwrap_or_else(|| CallError::new(ErrorKind::NotFound, "no child was started"));
-        return Ok(Err(error.into()));
-    };
-    let store = &exec.engine.store;
-    let infra = |e| wasmtime::Error::new(Interrupt::from(e));
-    // A replay reads whether it exists (it does, unless a crash came
-    // between the journal and the creation) instead of writing again.
-    let exists = package.is_none()
-        && match store.executions().execution(&child.id).await {
-            Ok(_) => true,
-            Err(crate::Error::NotFound(_)) => false,
-            Err(e) => return Err(infra(e)),
-        };
-    let id = if exists {
-        child.id
-    } else {
-        // Idempotent by its key, `child:<parent>:<seq>`.
-        let record = &exec.record;
-        let new = NewExecution {
-            id: child.id,
-            tenant: record.tenant.clone(),
-            package_name: child.package,
-            package_version: child.version,
-            package_sha256: package
-                .as_ref()
-                .map(|p| p.sha256.clone())
-                .unwrap_or_default(),
-            workflow: start.args.workflow,
-            input: start.args.input,
-            idempotency_key: Some(format!("child:{}:{seq}", record.id)),
-            worker_queue: record.worker_queue.clone(),
-            continued_from: None,
-            parent_id: Some(record.id.clone()),
-            detached: start.args.options.is_some_and(|o| o.detached),
-        };
-        match &package {
-            // Live: this node drives it at once if it has room.
-            Some(package) => create(&exec.engine, new, package).await.map_err(infra)?.0,
-            // A replay after a crash between the journal and the creation:
-            // pending, by name and version, for any node to claim.
-            None => store
-                .create_execution(new, exec.engine.now_ms(), None)
-                .await
-                .map_err(infra)?,
-        }
-        .id
     };
     exec.children
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(seq, id);
     Ok(Ok(seq as u64))
+}
+
+/// The error of a `start-child` that started no child.
+fn not_started(error: Option<CallError>) -> CallError {
+    error.unwrap_or_else(|| CallError::new(ErrorKind::NotFound, "no child was started"))
+}
+
+/// The idempotency key of the child started by the call at `seq`.
+fn child_key(exec: &ExecState, seq: i64) -> String {
+    format!("child:{}:{seq}", exec.record.id)
+}
+
+/// The child `child` started with `args` (its package's hash `sha256`,
+/// empty if not known: it is then found by name and version).
+fn child_execution(
+    exec: &ExecState,
+    child: &ChildStarted,
+    args: &ChildArgs,
+    sha256: &str,
+) -> NewExecution {
+    let record = &exec.record;
+    NewExecution {
+        id: child.id.clone(),
+        tenant: record.tenant.clone(),
+        package_name: child.package.clone(),
+        package_version: child.version,
+        package_sha256: sha256.to_owned(),
+        workflow: args.workflow.clone(),
+        input: args.input.clone(),
+        idempotency_key: None,
+        worker_queue: record.worker_queue.clone(),
+        continued_from: None,
+        parent_id: Some(record.id.clone()),
+        detached: args.options.as_ref().is_some_and(|o| o.detached),
+    }
+}
+
+/// The child of a replayed `start-child` at `seq`: it exists (it was
+/// created in the commit of the call), unless the journal comes from an
+/// engine that created children after the call's commit and a crash came
+/// between the two; it is then created pending, by name and version, for
+/// any node to claim.
+async fn replayed(
+    exec: &ExecState,
+    seq: i64,
+    args: &ChildArgs,
+    child: ChildStarted,
+) -> WasmResult<String> {
+    let store = &exec.engine.store;
+    let infra = |e| wasmtime::Error::new(Interrupt::from(e));
+    match store.executions().execution(&child.id).await {
+        Ok(_) => return Ok(child.id),
+        Err(crate::Error::NotFound(_)) => {}
+        Err(e) => return Err(infra(e)),
+    }
+    let mut new = child_execution(exec, &child, args, "");
+    new.idempotency_key = Some(child_key(exec, seq));
+    let created = store
+        .create_execution(new, exec.engine.now_ms(), None)
+        .await
+        .map_err(infra)?;
+    Ok(created.id)
 }
 
 /// `await-child`: waits for the child started at `handle`.
@@ -190,6 +245,7 @@ pub async fn wait(
     let until = tokio::time::Instant::now() + exec.engine.config.hibernate_after;
     loop {
         let child = executions.executions().execution(&id).await?;
+        exec.child_seen(&id, child.status.is_terminal());
         let result = match child.status {
             Status::Completed => {
                 let next = child
@@ -201,6 +257,7 @@ pub async fn wait(
                     && let Ok(run) = executions.executions().execution(next).await
                     && run.continued_from.as_deref() == Some(id.as_str())
                 {
+                    exec.child_continued(&id, &run.id);
                     id = run.id;
                     continue;
                 }

@@ -307,7 +307,7 @@ impl GuestData {
             Recorded::Live => {
                 let (call, side) = live(inv, args);
                 let seq = inv
-                    .push_call(matched.hash, call.clone().into(), side)
+                    .push_call(matched.hash, call.clone().into(), |_| side)
                     .await
                     .map_err(wasmtime::Error::new)?;
                 Ok((seq, call))
