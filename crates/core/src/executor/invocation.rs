@@ -440,6 +440,14 @@ pub async fn run(
 }
 
 fn classify(e: wasmtime::Error, data: &GuestData, exec: &ExecState) -> Outcome {
+    // An engine error a host call passed on as it was (a journal write
+    // that failed or was fenced off) stops the invocation like any
+    // interruption: it is no fault of the code, which must not end with
+    // a trap for it.
+    let e = match e.downcast::<crate::Error>() {
+        Ok(engine) => return Outcome::Interrupted(engine.into()),
+        Err(e) => e,
+    };
     if let Some(interrupt) = e.downcast_ref::<Interrupt>() {
         if let Interrupt::Nondeterminism(message) = interrupt
             && let Some(at) = e
