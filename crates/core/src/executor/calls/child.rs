@@ -48,7 +48,8 @@ pub async fn start_child(
         .record(CallKind::StartChild, &args)
         .map_err(wasmtime::Error::new)?;
     let exec = inv.exec.clone();
-    let infra = |e| wasmtime::Error::new(Interrupt::from(e));
+    // An engine error passed on with `?` interrupts the invocation
+    // (`invocation::classify`).
     let (seq, id) = match matched.recorded {
         Recorded::Replayed { seq, call } => match Box::<StartChild>::from_call(call) {
             Some(start) => match start.child.clone() {
@@ -77,7 +78,7 @@ pub async fn start_child(
                         .await
                         .map_err(wasmtime::Error::new)?;
                     // Durable before the code sees the error.
-                    exec.writer.sync().await.map_err(infra)?;
+                    exec.writer.sync().await?;
                     return Ok(Err(e.into()));
                 }
             };
@@ -102,7 +103,8 @@ pub async fn start_child(
             let inv = data.invocation()?;
             let pushed = inv
                 .push_call(matched.hash, Box::new(start).into(), |seq| {
-                    creation.new.idempotency_key = Some(child_key(&exec, seq));
+                    record.idempotency_key = Some(child_key(&exec, seq));
+                    creation.new.idempotency_key = record.idempotency_key.clone();
                     vec![SideWrite::CreateChild(Box::new(creation))]
                 })
                 .await;
@@ -116,9 +118,8 @@ pub async fn start_child(
             // Durable before the code holds the handle.
             if let Err(e) = exec.writer.sync().await {
                 slot.release(&exec.engine);
-                return Err(infra(e));
+                return Err(e.into());
             }
-            record.idempotency_key = Some(child_key(&exec, seq));
             let id = record.id.clone();
             exec.child_seen(&id, false);
             slot.start(&exec.engine, record);
@@ -179,18 +180,16 @@ async fn replayed(
     child: ChildStarted,
 ) -> WasmResult<String> {
     let store = &exec.engine.store;
-    let infra = |e| wasmtime::Error::new(Interrupt::from(e));
     match store.executions().execution(&child.id).await {
         Ok(_) => return Ok(child.id),
         Err(crate::Error::NotFound(_)) => {}
-        Err(e) => return Err(infra(e)),
+        Err(e) => return Err(e.into()),
     }
     let mut new = child_execution(exec, &child, args, "");
     new.idempotency_key = Some(child_key(exec, seq));
     let created = store
         .create_execution(new, exec.engine.now_ms(), None)
-        .await
-        .map_err(infra)?;
+        .await?;
     Ok(created.id)
 }
 

@@ -41,10 +41,7 @@ pub async fn continue_as_new(data: &mut GuestData, input: String) -> WasmResult<
     // The call (with the new id) is durable before the execution
     // exists; the creation is idempotent by its key, so a replay after
     // a crash finds the same one.
-    exec.writer
-        .sync()
-        .await
-        .map_err(|e| wasmtime::Error::new(Interrupt::from(e)))?;
+    exec.writer.sync().await?;
     let record = &exec.record;
     let new = NewExecution {
         id: next,
