@@ -3,8 +3,8 @@
 //! Guest code runs only while its invocation holds a core. An invocation
 //! gives its core back at every epoch tick and while it waits in a host
 //! call, and queues for one again. Each tenant with work on the node (an
-//! execution being driven, or guest code holding or waiting for a core)
-//! is entitled to an equal share of the cores, and gets no more while
+//! execution being driven, or guest code holding or waiting for a core),
+//! or that had some within [`RECENT`], is entitled to an equal share of the cores, and gets no more while
 //! others are entitled to theirs:
 //!
 //! - a freed core goes to the waiting tenant below its share that holds
@@ -41,7 +41,8 @@ const PREEMPT_EVERY: Duration = Duration::from_micros(200);
 pub const MIN_SLICE: Duration = Duration::from_micros(200);
 
 /// How long a tenant counts as having work on the node after its last
-/// execution here stopped (for [`CpuSlots::others_active`]).
+/// execution here stopped (for its share of the cores, and for
+/// [`CpuSlots::others_active`]).
 pub const RECENT: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
@@ -80,6 +81,16 @@ impl State {
         let mut entitled: HashSet<&str> = self.active.keys().map(|t| &**t).collect();
         entitled.extend(self.held.keys().map(|t| &**t));
         entitled.extend(self.waiting.keys().map(|t| &**t));
+        // A tenant that had work within RECENT likely has more coming (a
+        // client starts its next execution): its share stays free rather
+        // than going to a guest that might not give it back soon (one
+        // long `memory.fill` runs with no epoch check).
+        entitled.extend(
+            self.last_active
+                .iter()
+                .filter(|(_, at)| at.elapsed() < RECENT)
+                .map(|(t, _)| &**t),
+        );
         entitled.insert(tenant);
         self.cores.div_ceil(entitled.len())
     }
@@ -425,8 +436,12 @@ mod tests {
             .await
             .expect("b's share was free");
         drop(b0);
-        // b is done: a may have both.
+        // b is done, but may start more at once: its share stays free for
+        // RECENT, then a may have both.
         drop(active_b);
+        let early = tokio::time::timeout(RECENT / 2, slots.acquire(&a)).await;
+        assert!(early.is_err(), "a took b's share just after b's work");
+        tokio::time::sleep(RECENT).await;
         let a1 = tokio::time::timeout(Duration::from_secs(5), slots.acquire(&a))
             .await
             .expect("a alone may use every core");
