@@ -4,8 +4,8 @@
 //! gives its core back at every epoch tick and while it waits in a host
 //! call, and queues for one again. Each tenant with work on the node (an
 //! execution being driven, or guest code holding or waiting for a core),
-//! or that had some within [`RECENT`], is entitled to an equal share of the cores, and gets no more while
-//! others are entitled to theirs:
+//! or that had some within [`KEEP_SHARE`], is entitled to an equal share
+//! of the cores, and gets no more while others are entitled to theirs:
 //!
 //! - a freed core goes to the waiting tenant below its share that holds
 //!   the fewest cores (the one served least recently among equals), each
@@ -41,9 +41,15 @@ const PREEMPT_EVERY: Duration = Duration::from_micros(200);
 pub const MIN_SLICE: Duration = Duration::from_micros(200);
 
 /// How long a tenant counts as having work on the node after its last
-/// execution here stopped (for its share of the cores, and for
-/// [`CpuSlots::others_active`]).
+/// execution here stopped (for [`CpuSlots::others_active`]).
 pub const RECENT: Duration = Duration::from_secs(1);
+
+/// How long a tenant keeps its share of the cores after its last
+/// execution here stopped: a client that starts its next execution at
+/// once finds its core free, instead of preempting a guest that may not
+/// give it back soon (one long `memory.fill` runs with no epoch check).
+/// Short, as the share stays unused meanwhile.
+pub const KEEP_SHARE: Duration = Duration::from_millis(100);
 
 #[derive(Default)]
 struct State {
@@ -81,14 +87,10 @@ impl State {
         let mut entitled: HashSet<&str> = self.active.keys().map(|t| &**t).collect();
         entitled.extend(self.held.keys().map(|t| &**t));
         entitled.extend(self.waiting.keys().map(|t| &**t));
-        // A tenant that had work within RECENT likely has more coming (a
-        // client starts its next execution): its share stays free rather
-        // than going to a guest that might not give it back soon (one
-        // long `memory.fill` runs with no epoch check).
         entitled.extend(
             self.last_active
                 .iter()
-                .filter(|(_, at)| at.elapsed() < RECENT)
+                .filter(|(_, at)| at.elapsed() < KEEP_SHARE)
                 .map(|(t, _)| &**t),
         );
         entitled.insert(tenant);
@@ -437,11 +439,11 @@ mod tests {
             .expect("b's share was free");
         drop(b0);
         // b is done, but may start more at once: its share stays free for
-        // RECENT, then a may have both.
+        // KEEP_SHARE, then a may have both.
         drop(active_b);
-        let early = tokio::time::timeout(RECENT / 2, slots.acquire(&a)).await;
+        let early = tokio::time::timeout(KEEP_SHARE / 2, slots.acquire(&a)).await;
         assert!(early.is_err(), "a took b's share just after b's work");
-        tokio::time::sleep(RECENT).await;
+        tokio::time::sleep(KEEP_SHARE).await;
         let a1 = tokio::time::timeout(Duration::from_secs(5), slots.acquire(&a))
             .await
             .expect("a alone may use every core");
