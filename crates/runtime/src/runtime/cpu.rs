@@ -50,6 +50,7 @@ pub const RECENT: Duration = Duration::from_secs(1);
 /// give it back soon (one long `memory.fill` runs with no epoch check).
 /// Short, as the share stays unused meanwhile.
 pub const KEEP_SHARE: Duration = Duration::from_millis(100);
+const _: () = assert!(KEEP_SHARE.as_nanos() <= RECENT.as_nanos());
 
 #[derive(Default)]
 struct State {
@@ -87,10 +88,11 @@ impl State {
         let mut entitled: HashSet<&str> = self.active.keys().map(|t| &**t).collect();
         entitled.extend(self.held.keys().map(|t| &**t));
         entitled.extend(self.waiting.keys().map(|t| &**t));
+        let now = Instant::now();
         entitled.extend(
             self.last_active
                 .iter()
-                .filter(|(_, at)| at.elapsed() < KEEP_SHARE)
+                .filter(|(_, at)| now.duration_since(**at) < KEEP_SHARE)
                 .map(|(t, _)| &**t),
         );
         entitled.insert(tenant);
@@ -337,9 +339,13 @@ impl Drop for Active {
             *n -= 1;
             if *n == 0 {
                 state.active.remove(&self.tenant);
+                // Only the last RECENT matter (it outlasts KEEP_SHARE):
+                // `share` reads them at every hand-out of a core.
+                let now = Instant::now();
                 state
                     .last_active
-                    .insert(self.tenant.clone(), Instant::now());
+                    .retain(|_, at| now.duration_since(*at) < RECENT);
+                state.last_active.insert(self.tenant.clone(), now);
                 self.slots
                     .active_tenants
                     .store(state.active.len(), Ordering::Relaxed);
