@@ -45,6 +45,7 @@ common::on_both_backends!(
     concurrent_claims_never_hand_out_an_execution_twice,
     hibernation_wakes_at_its_time_or_at_once_after_a_signal,
     due_timers_are_fired_in_bulk_without_a_claim,
+    concurrent_sweeps_fire_each_timer_once,
     approvals_are_idempotent_and_wake_the_execution,
     leases_renew_report_cancels_and_can_be_released,
     retry_and_cancel_check_the_status,
@@ -1449,10 +1450,16 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
     assert!(early.fired.is_empty(), "fired before due: {early:?}");
     assert_eq!(early.next_due, Some(NOW + 1000));
 
-    // One at a time: ex_a, ex_b and ex_h all come, in two sweeps.
-    let mut fired = store.fire_timers(NOW + 1000, 1).await.unwrap().fired;
-    assert_eq!(fired.len(), 1);
+    // One per transaction: some of ex_a, ex_b and ex_h come, and the
+    // sweep says more may be due; the rest come in the next.
+    let first = store.fire_timers(NOW + 1000, 1).await.unwrap();
+    assert!(
+        !first.fired.is_empty() && first.more,
+        "a full transaction: {first:?}"
+    );
+    let mut fired = first.fired;
     let rest = store.fire_timers(NOW + 1001, 100).await.unwrap();
+    assert!(!rest.more, "none left: {rest:?}");
     fired.extend(rest.fired);
     fired.sort();
     assert_eq!(
@@ -1524,6 +1531,57 @@ async fn due_timers_are_fired_in_bulk_without_a_claim(db: Db) {
         store.executions().journal("ex_d", 0).await.unwrap().len(),
         1
     );
+}
+
+/// Two nodes sweeping the same due timers at once, in small bites: each
+/// sleep's result is journaled once, whichever part of the timers (on
+/// PostgreSQL, several statements at once) and node took it.
+async fn concurrent_sweeps_fire_each_timer_once(db: Db) {
+    let store = with_package(&db).await;
+    // Ids that end in every hex digit, as the engine's do.
+    let ids: Vec<String> = (0..64).map(|i| format!("ex_{i:04x}")).collect();
+    for id in &ids {
+        create_owned(&store, id, "node-a").await;
+        let wait = StatusChange::Waiting {
+            wake_at_ms: Some(NOW + 1000),
+            seen_signals: 0,
+            timer: Some(Timer {
+                next_seq: 2,
+                ..Timer::new(1, NOW + 1000, "wf")
+            }),
+        };
+        store
+            .commit(vec![op(id, 1, vec![entry(1, "sleep")], Some(wait))], NOW)
+            .await
+            .unwrap()[0]
+            .as_ref()
+            .unwrap();
+    }
+    let nodes: Vec<SharedStore> = vec![store.clone(), open(&db).await];
+    let mut tasks = Vec::new();
+    for node in nodes {
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let sweep = node.fire_timers(NOW + 1000, 3).await.unwrap();
+                if sweep.fired.is_empty() && !sweep.more {
+                    return mine;
+                }
+                mine.extend(sweep.fired);
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    all.sort();
+    let expected: Vec<(String, i64)> = ids.iter().map(|id| (id.clone(), 2)).collect();
+    assert_eq!(all, expected, "each timer fired once, at its next seq");
+    for id in &ids {
+        let journal = store.executions().journal(id, 0).await.unwrap();
+        assert_eq!(journal.len(), 2, "{id}: the sleep and one result");
+    }
 }
 
 async fn approvals_are_idempotent_and_wake_the_execution(db: Db) {

@@ -122,7 +122,7 @@ const FIRE_BATCH: i64 = 10_000;
 /// batches, before any of them is claimed: a timer fires on time however
 /// many are due together, and their code resumes as the node has room.
 /// Returns when the next waiting execution is due, and whether more
-/// timers may be due already (a full batch).
+/// timers may be due already (a full transaction).
 async fn fire_timers(inner: &Inner) -> (Option<i64>, bool) {
     let began = std::time::Instant::now();
     match inner.store.fire_timers(inner.now_ms(), FIRE_BATCH).await {
@@ -135,7 +135,7 @@ async fn fire_timers(inner: &Inner) -> (Option<i64>, bool) {
                     "fired due timers"
                 );
             }
-            (fired.next_due, n as i64 == FIRE_BATCH)
+            (fired.next_due, fired.more)
         }
         Err(e) => {
             warn!(error = %e, "firing due timers failed");

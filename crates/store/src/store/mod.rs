@@ -46,7 +46,7 @@
 //!   returned; hibernation ([`StatusChange::Waiting`]) and its end
 //!   ([`StatusChange::Finished`]) before the node lets go of it.
 //! - **A hibernated execution's due sleep**: its result, journaled by
-//!   [`Store::fire_timers`] for every due execution in one transaction
+//!   [`Store::fire_timers`] for every due execution in a few transactions
 //!   (it names the sleep with the hibernation: [`Timer`]).
 //!
 //! Not waited for (committed with the next write that is, or within
@@ -576,10 +576,11 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<Claim>>;
 
-    /// Fires due timers: for up to `limit` hibernated executions whose
-    /// [`Timer`] is due at `now_ms` (and that are not paused), journals
-    /// the sleep's result (`null`, at `now_ms`, under the sleep's
-    /// invocation) and clears the timer, in one transaction. It touches no
+    /// Fires due timers: for hibernated executions whose [`Timer`] is due
+    /// at `now_ms` (and that are not paused), journals the sleep's result
+    /// (`null`, at `now_ms`, under the sleep's invocation) and clears the
+    /// timer, in one transaction per up to `limit` timers (PostgreSQL runs
+    /// a few such transactions at once, over parts of the timers). It touches no
     /// lease or epoch: a hibernated execution has no owner, and the node
     /// that claims it next reads the result with the rest of its journal.
     /// Also says when the next waiting execution is due.

@@ -75,6 +75,9 @@ impl Timer {
 pub struct FiredTimers {
     /// The executions whose sleep ended, with the seq of its result.
     pub fired: Vec<(String, i64)>,
+    /// Whether more may be due already: a transaction fired as many as it
+    /// could (its `limit`).
+    pub more: bool,
     /// When the next waiting execution is due (a timer or any other wake
     /// time), if one is: the scheduler wakes then, not at its next tick.
     pub next_due: Option<i64>,

@@ -56,6 +56,17 @@ const DUE_CHANNEL: &str = "cerebelum_due";
 /// sweep of 10,000 timers among a million takes under a second).
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How many statements sweep due timers at once ([`Store::fire_timers`]),
+/// each in its own transaction on its own connection, each over the timers
+/// whose execution id ends in a character of its residue (ids end in
+/// random hex digits, so the parts are even). A sweep's time is a random
+/// page of the journal's key index per timer, and the statements fill
+/// those pages side by side: 10,000 due among a million hibernated under
+/// random ids (`--bench hibernated -- --scattered`) took 86-111 ms (median
+/// 102) in one statement, 54-112 ms (median 77) in four; see
+/// docs/benchmarks.md. The `tokio::join!` in `fire_timers` names each part.
+const SWEEP_PARTS: i64 = 4;
+
 /// PostgreSQL-backed [`Store`].
 pub struct PgStore {
     /// The shared SQL, reading and writing on [`PgStore::pool`].
@@ -895,48 +906,67 @@ impl Store for PgStore {
             call: 0,
             outcome: Ok(Value::Null),
         };
-        // One statement: lock the due timers (skipping those another node
-        // fires, or an upgrade holds), delete them, journal each sleep's
-        // result at the timer's `next_seq`. A claim deletes the timer in
-        // its own statement (waiting for this one if it holds the timer).
-        // A timer is there only while its execution waits, unpaused and
-        // not cancelled (see `Timer`), and carries the sleep's invocation
-        // and its result's seq: the statement reads no row of `executions`
-        // and no journal entry. The timers are found by their place
-        // (`ctid`): as a join the planner hashes whole tables. 10,000 due
-        // among a million hibernated (`--bench hibernated`): 503-681 ms
-        // when it read each execution and sleep entry, 156-452 ms with
-        // each journal's last key (docs/benchmarks.md has today's).
-        self.within_deadline("the timer sweep", async |conn| {
-            let fired: Vec<(String, i64)> = sqlx::query_as(
-                "WITH cleared AS ( \
-               DELETE FROM timers WHERE ctid = ANY (ARRAY ( \
-                 SELECT ctid FROM timers WHERE due_at <= $1 \
-                 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)) \
-               RETURNING execution_id, seq, invocation, next_seq) \
-             INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
-               payload, at) \
-             SELECT c.execution_id, c.next_seq, c.invocation, $3, c.seq, NULL, $4, $1 \
-             FROM cleared c \
-             RETURNING execution_id, seq",
-            )
-            .bind(now_ms)
-            .bind(limit)
-            .bind(event.kind())
-            .bind(event.payload_text())
-            .fetch_all(&mut *conn)
+        // One statement per part of the timers (see `SWEEP_PARTS`), each
+        // in its own transaction on its own connection, all at once: lock
+        // the due timers (skipping those another node fires, or an upgrade
+        // holds), delete them, journal each sleep's result at the timer's
+        // `next_seq`. A claim deletes the timer in its own statement
+        // (waiting for this one if it holds the timer). A timer is there
+        // only while its execution waits, unpaused and not cancelled (see
+        // `Timer`), and carries the sleep's invocation and its result's
+        // seq: the statement reads no row of `executions` and no journal
+        // entry. The timers are found by their place (`ctid`): as a join
+        // the planner hashes whole tables.
+        let part = |k: i64| {
+            let (kind, payload) = (event.kind(), event.payload_text());
+            self.within_deadline("the timer sweep", async move |conn| {
+                let fired: Vec<(String, i64)> = sqlx::query_as(
+                    "WITH cleared AS ( \
+                   DELETE FROM timers WHERE ctid = ANY (ARRAY ( \
+                     SELECT ctid FROM timers WHERE due_at <= $1 \
+                       AND ascii(right(execution_id, 1)) % $5 = $6 \
+                     ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+                   RETURNING execution_id, seq, invocation, next_seq) \
+                 INSERT INTO journal (execution_id, seq, invocation, kind, ref_seq, args_hash, \
+                   payload, at) \
+                 SELECT c.execution_id, c.next_seq, c.invocation, $3, c.seq, NULL, $4, $1 \
+                 FROM cleared c \
+                 RETURNING execution_id, seq",
+                )
+                .bind(now_ms)
+                .bind(limit)
+                .bind(kind)
+                .bind(payload)
+                .bind(SWEEP_PARTS)
+                .bind(k)
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok(fired)
+            })
+        };
+        const _: () = assert!(SWEEP_PARTS == 4, "one `part` below for each");
+        let parts = tokio::join!(part(0), part(1), part(2), part(3));
+        let parts = [parts.0?, parts.1?, parts.2?, parts.3?];
+        let more = parts.iter().any(|p| p.len() as i64 == limit);
+        let fired = parts.into_iter().flatten().collect();
+        let next_due: Option<i64> = self
+            .within_deadline("the timer sweep", async |conn| {
+                // Pending ones too: the condition of the partial index on
+                // wake_at.
+                Ok(sqlx::query_scalar(
+                    "SELECT MIN(wake_at) FROM executions \
+                     WHERE status IN ('pending', 'waiting') AND wake_at > $1",
+                )
+                .bind(now_ms)
+                .fetch_one(conn)
+                .await?)
+            })
             .await?;
-            // Pending ones too: the condition of the partial index on wake_at.
-            let next_due: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(wake_at) FROM executions \
-             WHERE status IN ('pending', 'waiting') AND wake_at > $1",
-            )
-            .bind(now_ms)
-            .fetch_one(&mut *conn)
-            .await?;
-            Ok(FiredTimers { fired, next_due })
+        Ok(FiredTimers {
+            fired,
+            more,
+            next_due,
         })
-        .await
     }
 
     async fn renew_leases(&self, owner: &str, now_ms: i64, lease_ms: i64) -> Result<Vec<Renewed>> {

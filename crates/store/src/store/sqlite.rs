@@ -328,7 +328,11 @@ impl Store for SqliteStore {
                 )?
                 .query_row(rusqlite::params![now_ms], |r| r.get::<_, Option<i64>>(0))?;
             tx.commit()?;
-            Ok(FiredTimers { fired, next_due })
+            Ok(FiredTimers {
+                more: fired.len() as i64 == limit,
+                fired,
+                next_due,
+            })
         })
         .await
     }
