@@ -70,9 +70,14 @@ pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = 
         // every wake-up by a commit (a burst of starts); but a wake-up
         // after the next due time sweeps first, or the claim below would
         // take up to `max_running` of a wave due together one by one.
-        let due = next_due.is_some_and(|due| due <= inner.now_ms());
+        // One reading of the clock for the sweep and the claim: a claim
+        // that saw a later time would take executions whose timers came
+        // due while the sweep ran (up to `max_running` of a wave due
+        // together), to resume on the slower path.
+        let now = inner.now_ms();
+        let due = next_due.is_some_and(|due| due <= now);
         if std::mem::take(&mut sweep) || due {
-            (next_due, sweep) = fire_timers(&inner).await;
+            (next_due, sweep) = fire_timers(&inner, now).await;
             if sweep {
                 inner.wake.notify_one();
             }
@@ -88,7 +93,7 @@ pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = 
         }
         match inner
             .store
-            .claim_due(&inner.node_id, inner.now_ms(), lease_ms, capacity)
+            .claim_due(&inner.node_id, now, lease_ms, capacity)
             .await
         {
             Ok(claims) => {
@@ -123,9 +128,9 @@ const FIRE_BATCH: i64 = 10_000;
 /// many are due together, and their code resumes as the node has room.
 /// Returns when the next waiting execution is due, and whether more
 /// timers may be due already (a full transaction).
-async fn fire_timers(inner: &Inner) -> (Option<i64>, bool) {
+async fn fire_timers(inner: &Inner, now_ms: i64) -> (Option<i64>, bool) {
     let began = std::time::Instant::now();
-    match inner.store.fire_timers(inner.now_ms(), FIRE_BATCH).await {
+    match inner.store.fire_timers(now_ms, FIRE_BATCH).await {
         Ok(fired) => {
             let n = fired.fired.len();
             if n > 0 {
