@@ -103,7 +103,15 @@ fn metrics_count_what_a_known_workload_did() {
         ]
     );
 
-    let after = scrape(port);
+    // Instances are dropped off the executions' path: wait for the last.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut after = scrape(port);
+    while value(&after, "cerebelum_live_instances", &[]) > 0.0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        after = scrape(port);
+    }
     let delta = |metric: &str, labels: &[(&str, &str)]| {
         value(&after, metric, labels) - value(&before, metric, labels)
     };

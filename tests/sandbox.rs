@@ -260,3 +260,21 @@ fn a_fuel_budget_ends_an_execution_across_its_steps() {
         "{big}"
     );
 }
+
+/// The steps of an execution run one after another in one instance, kept
+/// while the execution goes from step to step: not past an instance whose
+/// memory grew by half, not through a wait for something else (here an
+/// in-process sleep), and never into another execution.
+#[test]
+fn consecutive_steps_of_an_execution_share_an_instance() {
+    let db = Db::new();
+    let _server = db.serve(&["--hibernate-after-ms", "5000"]);
+    for _ in 0..2 {
+        let id = db.start(&common::kit(), "reuse_probe", r#"{"sleep_ms": 200}"#);
+        let done = db.wait_status(&id, "completed", WAIT);
+        // calls, calls (same instance), calls leaking 4 MiB (same
+        // instance, then dropped), calls (fresh), calls (same), the sleep,
+        // calls (fresh again).
+        assert_eq!(done["result"], json!([1, 2, 3, 1, 2, 1]), "{done}");
+    }
+}

@@ -8,8 +8,11 @@
 //! - first compile of the component by Cranelift, and loading it from the
 //!   on-disk compiled cache into a fresh runtime (what a restarted engine
 //!   does), p50;
-//! - fresh instance + `run-step noop` + drop, no journal (the floor), p50;
-//! - a durable Python step in the engine (instance + call + journal): the
+//! - fresh instance + `run-step noop` + drop, no journal (an execution's
+//!   first step), p50;
+//! - `run-step noop` again and again on one instance, no journal, p50;
+//! - a durable Python step in the engine (call + journal, in the instance
+//!   the execution's step before returned from): the
 //!   difference between a 21-step and a 1-step workflow, per step, p50;
 //! - idle memory per live Python instance (RSS growth over N instances
 //!   that each ran a step and are kept alive).
@@ -146,7 +149,7 @@ fn main() {
             median(&mut load_ms)
         );
 
-        // The floor: fresh instance + call + drop.
+        // A step in a fresh instance: instantiate, call, drop.
         let runtime = Runtime::new(&runtime_config(cold.path())).unwrap();
         let package = runtime
             .load(&sha, || async { panic!("cached") })
@@ -180,6 +183,31 @@ fn main() {
             median(&mut instantiate),
             (minor_faults() - faults) / rounds
         );
+
+        // The same call again and again on one instance: what a step costs
+        // without its instantiation.
+        let mut store = new_store(runtime.engine(), limits, 1, 0, GuestData::without_host);
+        let instance = package.pre.instantiate_async(&mut store).await.unwrap();
+        let guest = instance.cerebelum_workflow_guest();
+        let mut warm = Vec::new();
+        let faults = minor_faults();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            guest
+                .call_run_step(&mut store, "noop", &input)
+                .await
+                .unwrap()
+                .unwrap();
+            warm.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "(p4w) run-step on a warm instance, no journal: p50 {:.3} ms, p99 {:.3} ms; {} page \
+             faults per call",
+            median(&mut warm.clone()),
+            common::percentile(&mut warm, 0.99),
+            (minor_faults() - faults) / rounds
+        );
+        drop(store);
 
         // Idle memory per live instance: just instantiated, then after a step.
         let n = if quick { 20 } else { 200 };
@@ -254,7 +282,7 @@ fn main() {
             per_step.push((b - a) / 20.0);
         }
         println!(
-            "(p6) durable Python step (fresh instance + call + journal): p50 {:.3} ms   [target <= 1.5 ms]; \
+            "(p6) durable Python step (the instance of the step before + call + journal): p50 {:.3} ms   [target <= 1.5 ms]; \
              1-step workflow end to end: p50 {:.2} ms",
             median(&mut per_step),
             median(&mut one)

@@ -8,7 +8,7 @@ use crate::journal::{
     Call, CallError, CallKind, DurableCall, Entry, ErrorKind, Event, Immediate, Output, Usage,
     WORKFLOW, describe_call,
 };
-use crate::runtime::{LimitHit, Sandbox, Stream, new_store};
+use crate::runtime::{LimitHit, Sandbox, Stream, new_store, rearm_store};
 use crate::store::{NewEntry, SideWrite};
 use serde::Serialize;
 use serde_json::Value;
@@ -323,6 +323,33 @@ fn stop_on_cancel(exec: &ExecState, host: &Invocation) -> crate::runtime::StopWh
     })
 }
 
+/// An instance with its store: while it runs an invocation, or kept by
+/// its execution for the next step ([`ExecState::keep_idle_step`]).
+///
+/// A step runs in the instance the execution's last step returned from,
+/// if it kept one, else in a fresh one: for a Python package, that saves
+/// the instance's making and, in the call, what CPython sets up the first
+/// time in each instance (its function table, the pages it writes). Steps
+/// of one execution run one after another in it, as in a worker's
+/// process; the workflow's own instance is never shared, and an instance
+/// goes on only after a step that returned its result within its limits.
+pub struct IdleInstance {
+    store: wasmtime::Store<GuestData>,
+    package: crate::runtime::bindings::EnginePackage,
+    /// The wasm pages its memories held when it was made.
+    made_pages: usize,
+    _live: crate::metrics::LiveInstance,
+}
+
+impl IdleInstance {
+    /// Drops the instance on a blocking thread: giving a Python instance's
+    /// memory back (resetting and unmapping tens of MiB) takes 0.3 to
+    /// several ms, which an execution's next commit need not wait for.
+    pub fn retire(self) {
+        drop(tokio::task::spawn_blocking(move || drop(self)));
+    }
+}
+
 /// How an invocation ended.
 pub enum Outcome {
     /// User code returned (Ok or its own error), or trapped (as an error
@@ -366,49 +393,73 @@ pub async fn run(
     );
     let host = Invocation::new(exec.clone(), invocation_id.clone(), attempt);
     let stop = stop_on_cancel(exec, &host);
-    let mut store = new_store(
-        exec.engine.runtime.engine(),
-        limits,
-        seed,
-        exec.record.created_at_ms,
-        |sandbox| GuestData::new(sandbox, host),
-    );
-    store.data_mut().sandbox.stop_when(stop);
-    store.data_mut().sandbox.use_budget(
-        exec.engine.runtime.memory().clone(),
-        exec.sandbox.name.clone(),
-        exec.engine.memory_wait_hook(&exec.record.id),
-    );
-    store
-        .data_mut()
-        .sandbox
-        .join(
-            exec.sandbox.share.clone(),
-            exec.engine.runtime.cpu(),
-            exec.sandbox.name.clone(),
-        )
-        .await;
-    let instance = match exec.package.pre.instantiate_async(&mut store).await {
-        Ok(i) => i,
-        // A memory limit the component cannot start under: retrying the
-        // same instantiation would fail the same way for ever.
-        Err(_) if let Some(hit) = store.data().sandbox.limit_hit() => {
-            return Outcome::Returned(Err(limit_error(&store.data().sandbox, exec, hit, true)));
+    let is_step = matches!(entry, Entrypoint::Step { .. });
+    let idle = if is_step { exec.take_idle_step() } else { None };
+    let mut instance = match idle {
+        Some(mut idle) => {
+            let data = idle.store.data_mut();
+            data.bind(host);
+            data.sandbox.stop_when(stop);
+            rearm_store(&mut idle.store, limits, seed).await;
+            idle
         }
-        Err(e) => {
-            return Outcome::Interrupted(Interrupt::Infra(format!(
-                "instantiating package {}: {e:#}",
-                exec.package.sha256
-            )));
+        None => {
+            let mut store = new_store(
+                exec.engine.runtime.engine(),
+                limits,
+                seed,
+                exec.record.created_at_ms,
+                |sandbox| GuestData::new(sandbox, host),
+            );
+            store.data_mut().sandbox.stop_when(stop);
+            store.data_mut().sandbox.use_budget(
+                exec.engine.runtime.memory().clone(),
+                exec.sandbox.name.clone(),
+                exec.engine.memory_wait_hook(&exec.record.id),
+            );
+            store
+                .data_mut()
+                .sandbox
+                .join(
+                    exec.sandbox.share.clone(),
+                    exec.engine.runtime.cpu(),
+                    exec.sandbox.name.clone(),
+                )
+                .await;
+            let package = match exec.package.pre.instantiate_async(&mut store).await {
+                Ok(i) => i,
+                // A memory limit the component cannot start under: retrying
+                // the same instantiation would fail the same way for ever.
+                Err(_) if let Some(hit) = store.data().sandbox.limit_hit() => {
+                    return Outcome::Returned(Err(limit_error(
+                        &store.data().sandbox,
+                        exec,
+                        hit,
+                        true,
+                    )));
+                }
+                Err(e) => {
+                    return Outcome::Interrupted(Interrupt::Infra(format!(
+                        "instantiating package {}: {e:#}",
+                        exec.package.sha256
+                    )));
+                }
+            };
+            IdleInstance {
+                made_pages: store.data().sandbox.memory_pages(),
+                store,
+                package,
+                _live: crate::metrics::LiveInstance::new(),
+            }
         }
     };
-    let _live = crate::metrics::LiveInstance::new();
-    let guest = instance.cerebelum_workflow_guest();
+    let store = &mut instance.store;
+    let guest = instance.package.cerebelum_workflow_guest();
     let result = match entry {
         Entrypoint::Workflow { name, input } => {
-            guest.call_run_workflow(&mut store, name, input).await
+            guest.call_run_workflow(&mut *store, name, input).await
         }
-        Entrypoint::Step { name, input } => guest.call_run_step(&mut store, name, input).await,
+        Entrypoint::Step { name, input } => guest.call_run_step(&mut *store, name, input).await,
     };
     let fuel_left = limits.fuel.and_then(|_| store.get_fuel().ok());
     let data = store.data_mut();
@@ -430,7 +481,21 @@ pub async fn run(
             Event::Usage(Usage { fuel: used }),
         ));
     }
-    drop(store);
+    // A step that returned its result leaves its instance to the
+    // execution's next step, unless its memory grew by half since it was
+    // made (a leak would carry on into every step after it).
+    let data = store.data_mut();
+    if is_step
+        && matches!(outcome, Outcome::Returned(Ok(_)))
+        && data.sandbox.limit_hit().is_none()
+        && data.sandbox.memory_pages() <= instance.made_pages + instance.made_pages / 2
+    {
+        data.unbind();
+        data.sandbox.park();
+        exec.keep_idle_step(instance);
+    } else {
+        instance.retire();
+    }
     for entry in entries {
         if let Err(e) = exec.writer.push(entry).await {
             return Outcome::Interrupted(e.into());

@@ -13,7 +13,7 @@ pub use memory::{MAX_WAIT as MEMORY_WAIT, MemoryBudget};
 pub use output::{CapturedOutput, Stream};
 pub use sandbox::{
     DEFAULT_OUTPUT_BYTES, Embedding, InvocationLimits, LimitHit, Sandbox, StopWhen, WaitHook,
-    live_instances, new_store,
+    live_instances, new_store, rearm_store,
 };
 
 use crate::error::{Error, Result};

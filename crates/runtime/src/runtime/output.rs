@@ -61,6 +61,16 @@ impl CapturedOutput {
         }
     }
 
+    /// Empties both streams and sets a new limit: the output of another
+    /// invocation begins.
+    pub fn reset(&self, limit: usize) {
+        let mut state = self.state();
+        state.stdout.clear();
+        state.stderr.clear();
+        state.limit = limit;
+        state.exceeded = false;
+    }
+
     /// What the stream holds so far.
     pub fn contents(&self, stream: Stream) -> Bytes {
         let state = self.state();

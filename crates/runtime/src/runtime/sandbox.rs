@@ -119,8 +119,51 @@ pub struct Sandbox {
     /// Pages counted as held by a waiter while the invocation waits for
     /// other invocations ([`Sandbox::wait_on_guests_begin`]).
     waiting_pages: usize,
+    /// The sources of WASI randomness, reseeded for each invocation an
+    /// instance serves ([`Sandbox::rearm`]).
+    random: [SeededRng; 2],
     _live: LiveGuard,
 }
+
+/// A seeded random source the WASI context draws from, which the sandbox
+/// can seed again when its instance serves another invocation.
+#[derive(Clone)]
+struct SeededRng(Arc<Mutex<rand::rngs::StdRng>>);
+
+impl SeededRng {
+    fn new(seed: u64) -> Self {
+        Self(Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(
+            seed,
+        ))))
+    }
+
+    fn reseed(&self, seed: u64) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = rand::rngs::StdRng::seed_from_u64(seed);
+    }
+
+    fn rng(&self) -> std::sync::MutexGuard<'_, rand::rngs::StdRng> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl rand::TryRng for SeededRng {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        self.rng().try_next_u32()
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.rng().try_next_u64()
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        self.rng().try_fill_bytes(dst)
+    }
+}
+
+/// The seed of the insecure random source, from an invocation's seed.
+const INSECURE: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// An invocation's part of the node's memory budget.
 struct Budget {
@@ -327,6 +370,39 @@ impl Sandbox {
             .saturating_sub(Duration::from_nanos(queued))
     }
 
+    /// Wasm pages of linear memory the invocation holds of the node's
+    /// budget (none without a budget).
+    pub fn memory_pages(&self) -> usize {
+        self.budget.as_ref().map_or(0, |b| b.held.pages())
+    }
+
+    /// Parks the sandbox of an instance kept for another invocation: its
+    /// place and core go back, and its memory counts as held by a waiter
+    /// (it runs nothing until [`Sandbox::rearm`] readies it again, or it is
+    /// dropped).
+    pub fn park(&mut self) {
+        self.wait_on_guests_begin();
+    }
+
+    /// Readies a parked sandbox for the next invocation of its instance,
+    /// under `limits`, its randomness seeded with `seed` (as [`new_store`]
+    /// would): nothing of the last invocation's limits, output or time is
+    /// left. Takes a place and a core again, waiting for each.
+    pub async fn rearm(&mut self, limits: InvocationLimits, seed: u64) {
+        self.wait_end(Instant::now()).await;
+        self.limits = limits;
+        self.limit_hit = None;
+        self.memory_refused = None;
+        self.output.reset(limits.output_bytes);
+        self.random[0].reseed(seed);
+        self.random[1].reseed(seed ^ INSECURE);
+        if let Some(cpu) = &self.cpu {
+            cpu.queued.store(0, Ordering::Relaxed);
+        }
+        self.started = Instant::now();
+        self.host_time = Duration::ZERO;
+    }
+
     /// The WASI view of the sandbox (for [`WasiView`]).
     pub fn wasi(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
@@ -442,6 +518,7 @@ pub fn new_store<T: Embedding>(
     embed: impl FnOnce(Sandbox) -> T,
 ) -> Store<T> {
     let output = CapturedOutput::new(limits.output_bytes);
+    let random = [SeededRng::new(seed), SeededRng::new(seed ^ INSECURE)];
     let wasi = WasiCtxBuilder::new()
         .stdout(output.stream(Stream::Stdout))
         .stderr(output.stream(Stream::Stderr))
@@ -449,10 +526,8 @@ pub fn new_store<T: Embedding>(
             Duration::from_millis(wall_ms.max(0) as u64),
         ))
         .monotonic_clock(FrozenMonotonicClock)
-        .secure_random(rand::rngs::StdRng::seed_from_u64(seed))
-        .insecure_random(rand::rngs::StdRng::seed_from_u64(
-            seed ^ 0x9e37_79b9_7f4a_7c15,
-        ))
+        .secure_random(random[0].clone())
+        .insecure_random(random[1].clone())
         .insecure_random_seed(u128::from(seed))
         .allow_tcp(false)
         .allow_udp(false)
@@ -475,17 +550,12 @@ pub fn new_store<T: Embedding>(
             cpu: None,
             stop: None,
             waiting_pages: 0,
+            random,
             _live: LiveGuard::new(),
         }),
     );
     store.limiter_async(|d| d.sandbox() as &mut dyn ResourceLimiterAsync);
-    if let Some(fuel) = limits.fuel {
-        // Only an engine that meters fuel accepts it (see `engine_config`).
-        if store.set_fuel(fuel).is_err() {
-            tracing::warn!("fuel budget ignored: the engine does not meter fuel");
-        }
-    }
-    store.set_epoch_deadline(1);
+    arm(&mut store, &limits);
     store.epoch_deadline_callback(|mut ctx| {
         let data = ctx.data_mut().sandbox();
         if data.stop.as_ref().is_some_and(|stop| stop()) {
@@ -506,6 +576,26 @@ pub fn new_store<T: Embedding>(
         })
     });
     store
+}
+
+/// Readies a store whose instance served an invocation (and whose sandbox
+/// was [parked](Sandbox::park)) for another one, as [`new_store`] would
+/// make it with `limits` and `seed`. The embedder swaps its own data.
+pub async fn rearm_store<T: Embedding>(store: &mut Store<T>, limits: InvocationLimits, seed: u64) {
+    store.data_mut().sandbox().rearm(limits, seed).await;
+    arm(store, &limits);
+}
+
+/// Gives a store the fuel of an invocation under `limits` and its first
+/// epoch deadline.
+fn arm<T>(store: &mut Store<T>, limits: &InvocationLimits) {
+    if let Some(fuel) = limits.fuel {
+        // Only an engine that meters fuel accepts it (see `engine_config`).
+        if store.set_fuel(fuel).is_err() {
+            tracing::warn!("fuel budget ignored: the engine does not meter fuel");
+        }
+    }
+    store.set_epoch_deadline(1);
 }
 
 /// A store for calling `describe` during validation; `fuel`: whether the

@@ -287,7 +287,34 @@ fn patch_probe(ctx: &Context, input: Value) -> Result<Value, Error> {
     Ok(json!({ "patched": before }))
 }
 
+/// Steps sharing an instance: `calls` twice, once leaking 4 MiB (which
+/// doubles a fresh instance's memory), twice more, then a sleep of
+/// `sleep_ms`, then once more; returns what each call counted.
+fn reuse_probe(ctx: &Context, input: Sleep) -> Result<Vec<u32>, Error> {
+    let mut counts = Vec::new();
+    for leak_mb in [0, 0, 4, 0, 0] {
+        counts.push(ctx.step("calls", &json!({ "leak_mb": leak_mb }))?);
+    }
+    ctx.sleep(Duration::from_millis(input.sleep_ms))?;
+    counts.push(ctx.step("calls", &json!({}))?);
+    Ok(counts)
+}
+
 // -------------------------------------------------------------------- steps
+
+#[derive(Deserialize)]
+struct Leak {
+    #[serde(default)]
+    leak_mb: usize,
+}
+
+/// How many times this instance ran `calls`, this call included, after
+/// leaking `leak_mb` MiB.
+fn calls(_ctx: &Context, input: Leak) -> Result<u32, Error> {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    std::mem::forget(black_box(vec![1u8; input.leak_mb << 20]));
+    Ok(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+}
 
 /// Returns its input.
 fn noop(_ctx: &Context, input: Value) -> Result<Value, Error> {
@@ -518,6 +545,7 @@ cerebelum_sdk::package! {
         hold_step => "One hold step (one attempt)",
         placed => "noop, native (on a worker), noop",
         placed_hurry => "native_hurry (on a worker, 300 ms to start)",
+        reuse_probe => "calls x5 (one leaking 4 MiB), a sleep, calls: the counts",
     ],
     steps: [
         noop => "Return the input",
@@ -532,6 +560,7 @@ cerebelum_sdk::package! {
         compensate => "Compensation of cancellable",
         nap => "Durable sleep inside a step",
         hold => "Hold mb MiB of memory for ms",
+        calls => "How many times this instance ran calls (after leaking leak_mb MiB)",
         native => "Return the input (placed on worker queue kit-native)"
             with StepOptions::default().worker("kit-native"),
         native_hurry => "Return the input (on kit-native; 300 ms to start, one attempt)"
