@@ -103,8 +103,9 @@ fn metrics_count_what_a_known_workload_did() {
         ]
     );
 
-    // Instances are dropped off the executions' path: wait for the last.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // Instances are dropped off the executions' path, and step instances
+    // kept for later steps after 2 s unused: wait for the last.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut after = scrape(port);
     while value(&after, "cerebelum_live_instances", &[]) > 0.0
         && std::time::Instant::now() < deadline

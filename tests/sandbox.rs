@@ -261,20 +261,34 @@ fn a_fuel_budget_ends_an_execution_across_its_steps() {
     );
 }
 
-/// The steps of an execution run one after another in one instance, kept
-/// while the execution goes from step to step: not past an instance whose
-/// memory grew by half, not through a wait for something else (here an
-/// in-process sleep), and never into another execution.
+/// Steps run one after another in the instance a step of the same tenant
+/// and package returned from: across the steps of an execution, across a
+/// wait, across executions; never past an instance whose memory grew by
+/// half, and never into another tenant's step.
 #[test]
-fn consecutive_steps_of_an_execution_share_an_instance() {
+fn steps_of_a_tenants_package_share_instances() {
     let db = Db::new();
-    let _server = db.serve(&["--hibernate-after-ms", "5000"]);
-    for _ in 0..2 {
-        let id = db.start(&common::kit(), "reuse_probe", r#"{"sleep_ms": 200}"#);
-        let done = db.wait_status(&id, "completed", WAIT);
-        // calls, calls (same instance), calls leaking 4 MiB (same
-        // instance, then dropped), calls (fresh), calls (same), the sleep,
-        // calls (fresh again).
-        assert_eq!(done["result"], json!([1, 2, 3, 1, 2, 1]), "{done}");
-    }
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    let _server = db.serve_api(port, &["--hibernate-after-ms", "5000"]);
+    let acme = Remote::new(port, &key);
+    acme.ok(&["upload", path(&common::kit()), "--name", "kit"]);
+    let input = r#"{"sleep_ms": 100}"#;
+    // calls, calls (the same instance), calls leaking 4 MiB (the same,
+    // then dropped), calls (a fresh one), calls (the same), the sleep,
+    // calls (the same).
+    let id = acme
+        .ok(&["start", "kit", "reuse_probe", "--input", input])
+        .trim()
+        .to_owned();
+    let done = acme.wait_ended(&id, WAIT);
+    assert_eq!(done["result"], json!([1, 2, 3, 1, 2, 3]), "{done}");
+    // Another tenant's steps do not run in acme's instance (kept for 2 s).
+    let first = db.start(&common::kit(), "reuse_probe", input);
+    let done = db.wait_status(&first, "completed", WAIT);
+    assert_eq!(done["result"], json!([1, 2, 3, 1, 2, 3]), "{done}");
+    // Its next execution's do run in its own.
+    let second = db.start(&common::kit(), "reuse_probe", input);
+    let done = db.wait_status(&second, "completed", WAIT);
+    assert_eq!(done["result"], json!([4, 5, 6, 1, 2, 3]), "{done}");
 }

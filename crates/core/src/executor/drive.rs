@@ -200,7 +200,6 @@ async fn drive_claimed(
         fuel_used: AtomicU64::new(fuel_used),
         last_worker: Mutex::default(),
         timer: Mutex::default(),
-        idle_step: Mutex::default(),
     });
     let input = exec.record.input.to_string();
     let outcome = invocation::run(
@@ -217,8 +216,6 @@ async fn drive_claimed(
     for (_, task) in exec.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
         task.abort();
     }
-    // No step of this run comes after its workflow invocation.
-    exec.drop_idle_step();
     let outcome = match outcome {
         Outcome::Returned(Ok(text)) => {
             match exec.check_payload("the workflow's result", text.len()) {

@@ -33,29 +33,10 @@ impl GuestData {
     }
 
     /// Lets go of the invocation served last (and so of its execution):
-    /// the instance is kept for another ([`ExecState::keep_idle_step`]).
-    ///
-    /// [`ExecState::keep_idle_step`]: super::state::ExecState::keep_idle_step
+    /// the instance is kept for another step ([`super::idle`]).
     pub fn unbind(&mut self) {
         self.http = HttpHooks::new(None);
         self.host = None;
-    }
-
-    /// The start of a host call that may wait long (a sleep, a signal, an
-    /// approval, a child, a poll): the step instance the execution kept
-    /// for its next step is dropped first, so that no idle instance holds
-    /// a slot of the pool and its memory through the wait. Then as
-    /// [`Sandbox::wait_begin`], or with `on_guests`
-    /// [`Sandbox::wait_on_guests_begin`].
-    pub fn long_wait_begin(&mut self, on_guests: bool) -> std::time::Instant {
-        if let Some(host) = &self.host {
-            host.exec.drop_idle_step();
-        }
-        if on_guests {
-            self.sandbox.wait_on_guests_begin()
-        } else {
-            self.sandbox.wait_begin()
-        }
     }
 
     /// Journal entries for the output written since the last ones (see

@@ -2,13 +2,14 @@
 //! journal cursor its host calls move along.
 
 use super::guest::GuestData;
+use super::idle::IdleInstance;
 use super::replay::Interrupt;
 use super::state::ExecState;
 use crate::journal::{
     Call, CallError, CallKind, DurableCall, Entry, ErrorKind, Event, Immediate, Output, Usage,
     WORKFLOW, describe_call,
 };
-use crate::runtime::{LimitHit, Sandbox, Stream, new_store, rearm_store};
+use crate::runtime::{LimitHit, Rearm, Sandbox, Stream, new_store, rearm_store};
 use crate::store::{NewEntry, SideWrite};
 use serde::Serialize;
 use serde_json::Value;
@@ -323,33 +324,6 @@ fn stop_on_cancel(exec: &ExecState, host: &Invocation) -> crate::runtime::StopWh
     })
 }
 
-/// An instance with its store: while it runs an invocation, or kept by
-/// its execution for the next step ([`ExecState::keep_idle_step`]).
-///
-/// A step runs in the instance the execution's last step returned from,
-/// if it kept one, else in a fresh one: for a Python package, that saves
-/// the instance's making and, in the call, what CPython sets up the first
-/// time in each instance (its function table, the pages it writes). Steps
-/// of one execution run one after another in it, as in a worker's
-/// process; the workflow's own instance is never shared, and an instance
-/// goes on only after a step that returned its result within its limits.
-pub struct IdleInstance {
-    store: wasmtime::Store<GuestData>,
-    package: crate::runtime::bindings::EnginePackage,
-    /// The wasm pages its memories held when it was made.
-    made_pages: usize,
-    _live: crate::metrics::LiveInstance,
-}
-
-impl IdleInstance {
-    /// Drops the instance on a blocking thread: giving a Python instance's
-    /// memory back (resetting and unmapping tens of MiB) takes 0.3 to
-    /// several ms, which an execution's next commit need not wait for.
-    pub fn retire(self) {
-        drop(tokio::task::spawn_blocking(move || drop(self)));
-    }
-}
-
 /// How an invocation ended.
 pub enum Outcome {
     /// User code returned (Ok or its own error), or trapped (as an error
@@ -394,13 +368,24 @@ pub async fn run(
     let host = Invocation::new(exec.clone(), invocation_id.clone(), attempt);
     let stop = stop_on_cancel(exec, &host);
     let is_step = matches!(entry, Entrypoint::Step { .. });
-    let idle = if is_step { exec.take_idle_step() } else { None };
+    let (tenant, sha256) = (&exec.sandbox.name, &exec.package.sha256);
+    let idle = match is_step {
+        true => exec.engine.idle_steps.take(tenant, sha256),
+        false => None,
+    };
     let mut instance = match idle {
         Some(mut idle) => {
             let data = idle.store.data_mut();
             data.bind(host);
             data.sandbox.stop_when(stop);
-            rearm_store(&mut idle.store, limits, seed).await;
+            let next = Rearm {
+                limits,
+                seed,
+                wall_ms: exec.record.created_at_ms,
+                share: exec.sandbox.share.clone(),
+                on_wait: exec.engine.memory_wait_hook(&exec.record.id),
+            };
+            rearm_store(&mut idle.store, next).await;
             idle
         }
         None => {
@@ -445,12 +430,7 @@ pub async fn run(
                     )));
                 }
             };
-            IdleInstance {
-                made_pages: store.data().sandbox.memory_pages(),
-                store,
-                package,
-                _live: crate::metrics::LiveInstance::new(),
-            }
+            IdleInstance::new(store, package)
         }
     };
     let store = &mut instance.store;
@@ -481,18 +461,17 @@ pub async fn run(
             Event::Usage(Usage { fuel: used }),
         ));
     }
-    // A step that returned its result leaves its instance to the
-    // execution's next step, unless its memory grew by half since it was
-    // made (a leak would carry on into every step after it).
-    let data = store.data_mut();
+    // A step that returned its result within its limits leaves its
+    // instance to a later step (see `idle`).
     if is_step
         && matches!(outcome, Outcome::Returned(Ok(_)))
-        && data.sandbox.limit_hit().is_none()
-        && data.sandbox.memory_pages() <= instance.made_pages + instance.made_pages / 2
+        && store.data().sandbox.limit_hit().is_none()
+        && instance.reusable()
     {
+        let data = instance.store.data_mut();
         data.unbind();
         data.sandbox.park();
-        exec.keep_idle_step(instance);
+        exec.engine.idle_steps.keep(tenant, sha256, instance);
     } else {
         instance.retire();
     }

@@ -13,6 +13,7 @@ mod drive;
 mod guest;
 mod host;
 mod http;
+mod idle;
 mod invocation;
 pub mod replay;
 mod replay_check;
@@ -191,6 +192,7 @@ impl Engine {
                 feeds,
                 notes: Arc::default(),
                 tasks: worker::TaskSignals::default(),
+                idle_steps: Arc::default(),
             }),
         })
     }

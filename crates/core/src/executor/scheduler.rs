@@ -40,6 +40,7 @@ pub async fn run(inner: Arc<Inner>, shutdown: impl std::future::Future<Output = 
         tokio::select! {
             _ = &mut shutdown => break,
             _ = heartbeat.tick() => {
+                inner.idle_steps.evict(super::idle::KEEP_IDLE);
                 match inner.store.renew_leases(&inner.node_id, inner.now_ms(), lease_ms).await {
                     Ok(renewed) => {
                         let running = inner.running.lock().unwrap_or_else(|p| p.into_inner());

@@ -5,7 +5,6 @@
 use super::EngineConfig;
 use super::calls::CallOutcome;
 use super::guest::GuestData;
-use super::invocation::IdleInstance;
 use super::replay::{Interrupt, ReplayIndex};
 use super::tenant::{TenantCache, TenantSandbox};
 use crate::clock::SharedClock;
@@ -90,9 +89,6 @@ pub struct ExecState {
     /// sleep's end when it is due without running any code
     /// ([`Store::fire_timers`](crate::store::Store::fire_timers)).
     pub timer: Mutex<Option<Timer>>,
-    /// The instance of the execution's last step, kept for its next one
-    /// (see [`invocation::run`](super::invocation::run)).
-    pub idle_step: Mutex<Option<IdleInstance>>,
 }
 
 /// The ends of its children an execution read while claimed. Each child
@@ -110,34 +106,6 @@ pub struct ChildEnds {
 }
 
 impl ExecState {
-    /// The step instance kept for the next step, if any (taken).
-    pub fn take_idle_step(&self) -> Option<IdleInstance> {
-        self.idle_step
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-
-    /// Keeps `idle` for the next step; one is kept at most (a step of a
-    /// parallel group that ends after another drops its own).
-    pub fn keep_idle_step(&self, idle: IdleInstance) {
-        let mut slot = self.idle_step.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(idle);
-            return;
-        }
-        drop(slot);
-        idle.retire();
-    }
-
-    /// Drops the step instance kept for the next step: the execution
-    /// waits for something else, or its workflow invocation ended.
-    pub fn drop_idle_step(&self) {
-        if let Some(idle) = self.take_idle_step() {
-            idle.retire();
-        }
-    }
-
     /// The package version this execution runs, as a record (for its
     /// children and its next run, which start it by default).
     pub fn own_package(&self) -> PackageRecord {
@@ -295,6 +263,8 @@ pub struct Inner {
     /// Wake-ups of long-polling workers and of executions waiting for a
     /// worker's outcome.
     pub tasks: super::worker::TaskSignals,
+    /// Step instances kept for later steps (see [`super::idle`]).
+    pub idle_steps: Arc<super::idle::IdleSteps>,
 }
 
 impl Inner {
@@ -309,9 +279,19 @@ impl Inner {
 
     /// What an invocation of execution `id` calls when it starts and stops
     /// waiting for room in the node's memory budget.
+    /// A wait for memory first lets go of the step instances kept idle.
     pub fn memory_wait_hook(self: &Arc<Self>, id: &str) -> crate::runtime::WaitHook {
         let (notes, clock, id) = (self.notes.clone(), self.clock.clone(), id.to_owned());
-        Arc::new(move |note: Option<String>| note_on(&notes, &clock, &id, note))
+        // Weak: the hook lives in stores the kept instances hold.
+        let idle = Arc::downgrade(&self.idle_steps);
+        Arc::new(move |note: Option<String>| {
+            if note.is_some()
+                && let Some(idle) = idle.upgrade()
+            {
+                idle.evict(Duration::ZERO);
+            }
+            note_on(&notes, &clock, &id, note)
+        })
     }
 }
 

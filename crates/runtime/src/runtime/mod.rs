@@ -12,8 +12,8 @@ pub use cpu::CpuSlots;
 pub use memory::{MAX_WAIT as MEMORY_WAIT, MemoryBudget};
 pub use output::{CapturedOutput, Stream};
 pub use sandbox::{
-    DEFAULT_OUTPUT_BYTES, Embedding, InvocationLimits, LimitHit, Sandbox, StopWhen, WaitHook,
-    live_instances, new_store, rearm_store,
+    DEFAULT_OUTPUT_BYTES, Embedding, InvocationLimits, LimitHit, Rearm, Sandbox, StopWhen,
+    WaitHook, live_instances, new_store, rearm_store,
 };
 
 use crate::error::{Error, Result};

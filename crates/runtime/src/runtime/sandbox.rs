@@ -122,7 +122,22 @@ pub struct Sandbox {
     /// The sources of WASI randomness, reseeded for each invocation an
     /// instance serves ([`Sandbox::rearm`]).
     random: [SeededRng; 2],
+    /// The WASI wall clock, set likewise.
+    wall: FrozenWallClock,
     _live: LiveGuard,
+}
+
+/// What a parked sandbox takes on for the invocation its instance serves
+/// next ([`rearm_store`]): what [`new_store`], [`Sandbox::use_budget`]
+/// and [`Sandbox::join`] gave the first.
+pub struct Rearm {
+    pub limits: InvocationLimits,
+    pub seed: u64,
+    pub wall_ms: i64,
+    /// The tenant's share of running invocations.
+    pub share: Arc<Semaphore>,
+    /// Told when the invocation waits for room in the node's memory.
+    pub on_wait: WaitHook,
 }
 
 /// A seeded random source the WASI context draws from, which the sandbox
@@ -384,11 +399,23 @@ impl Sandbox {
         self.wait_on_guests_begin();
     }
 
-    /// Readies a parked sandbox for the next invocation of its instance,
-    /// under `limits`, its randomness seeded with `seed` (as [`new_store`]
-    /// would): nothing of the last invocation's limits, output or time is
-    /// left. Takes a place and a core again, waiting for each.
-    pub async fn rearm(&mut self, limits: InvocationLimits, seed: u64) {
+    /// Readies a parked sandbox for the next invocation of its instance
+    /// (of the same tenant), as `next` says: nothing of the last
+    /// invocation's limits, output, clock or time is left. Takes a place
+    /// and a core again, waiting for each.
+    async fn rearm(&mut self, next: Rearm) {
+        let Rearm {
+            limits,
+            seed,
+            wall_ms,
+            share,
+            on_wait,
+        } = next;
+        self.wall.set(wall_ms);
+        if let Some(b) = &mut self.budget {
+            b.on_wait = on_wait;
+        }
+        self.share = Some((share, None));
         self.wait_end(Instant::now()).await;
         self.limits = limits;
         self.limit_hit = None;
@@ -483,16 +510,28 @@ impl ResourceLimiterAsync for Sandbox {
     }
 }
 
-/// A wall clock frozen at the invocation's journaled start time: guests get
-/// real time only through the journaled `now-ms`.
-struct FrozenWallClock(Duration);
+/// A wall clock frozen at the journaled start time of the execution the
+/// instance serves, ms (set again when it serves another): guests get real
+/// time only through the journaled `now-ms`.
+#[derive(Clone)]
+struct FrozenWallClock(Arc<AtomicU64>);
+
+impl FrozenWallClock {
+    fn new(ms: i64) -> Self {
+        Self(Arc::new(AtomicU64::new(ms.max(0) as u64)))
+    }
+
+    fn set(&self, ms: i64) {
+        self.0.store(ms.max(0) as u64, Ordering::Relaxed);
+    }
+}
 
 impl HostWallClock for FrozenWallClock {
     fn resolution(&self) -> Duration {
         Duration::from_millis(1)
     }
     fn now(&self) -> Duration {
-        self.0
+        Duration::from_millis(self.0.load(Ordering::Relaxed))
     }
 }
 
@@ -519,12 +558,11 @@ pub fn new_store<T: Embedding>(
 ) -> Store<T> {
     let output = CapturedOutput::new(limits.output_bytes);
     let random = [SeededRng::new(seed), SeededRng::new(seed ^ INSECURE)];
+    let wall = FrozenWallClock::new(wall_ms);
     let wasi = WasiCtxBuilder::new()
         .stdout(output.stream(Stream::Stdout))
         .stderr(output.stream(Stream::Stderr))
-        .wall_clock(FrozenWallClock(
-            Duration::from_millis(wall_ms.max(0) as u64),
-        ))
+        .wall_clock(wall.clone())
         .monotonic_clock(FrozenMonotonicClock)
         .secure_random(random[0].clone())
         .insecure_random(random[1].clone())
@@ -551,6 +589,7 @@ pub fn new_store<T: Embedding>(
             stop: None,
             waiting_pages: 0,
             random,
+            wall,
             _live: LiveGuard::new(),
         }),
     );
@@ -579,10 +618,11 @@ pub fn new_store<T: Embedding>(
 }
 
 /// Readies a store whose instance served an invocation (and whose sandbox
-/// was [parked](Sandbox::park)) for another one, as [`new_store`] would
-/// make it with `limits` and `seed`. The embedder swaps its own data.
-pub async fn rearm_store<T: Embedding>(store: &mut Store<T>, limits: InvocationLimits, seed: u64) {
-    store.data_mut().sandbox().rearm(limits, seed).await;
+/// was [parked](Sandbox::park)) for another of its tenant, as `next` says.
+/// The embedder swaps its own data.
+pub async fn rearm_store<T: Embedding>(store: &mut Store<T>, next: Rearm) {
+    let limits = next.limits;
+    store.data_mut().sandbox().rearm(next).await;
     arm(store, &limits);
 }
 

@@ -38,7 +38,7 @@ pub async fn await_approval(
             (AwaitApproval { args, due_at }, vec![open])
         })
         .await?;
-    let began = data.long_wait_begin(false);
+    let began = data.sandbox.wait_begin();
     let inv = data.invocation()?;
     let outcome = wait(
         inv.exec.clone(),

@@ -212,7 +212,7 @@ pub async fn await_child(
         .unwrap_or_else(|p| p.into_inner())
         .get(&(handle as i64))
         .cloned();
-    let began = data.long_wait_begin(true);
+    let began = data.sandbox.wait_on_guests_begin();
     let outcome = wait(exec, caller, seq, handle, child, interruptible).await;
     data.sandbox.wait_end(began).await;
     payload_result(outcome)

@@ -43,7 +43,7 @@ pub async fn poll(
         max_attempts: poll.args.options.max_attempts.max(1),
         deadline_ms: poll.deadline_ms(),
     };
-    let began = data.long_wait_begin(true);
+    let began = data.sandbox.wait_on_guests_begin();
     let inv = data.invocation()?;
     let outcome = run(
         inv.exec.clone(),

@@ -23,7 +23,7 @@ pub async fn await_signal(
             (AwaitSignal { args, due_at }, Vec::new())
         })
         .await?;
-    let began = data.long_wait_begin(false);
+    let began = data.sandbox.wait_begin();
     let inv = data.invocation()?;
     let outcome = take(
         inv.exec.clone(),

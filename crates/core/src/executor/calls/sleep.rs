@@ -19,7 +19,7 @@ pub async fn sleep(data: &mut GuestData, duration_ms: u64) -> WasmResult<Result<
             (Sleep { args, due_at }, Vec::new())
         })
         .await?;
-    let began = data.long_wait_begin(false);
+    let began = data.sandbox.wait_begin();
     let inv = data.invocation()?;
     let exec = inv.exec.clone();
     let (caller, interruptible) = (inv.id.clone(), inv.is_workflow());
