@@ -6,7 +6,8 @@
 //! Python package that saves, per step, the instance's making and what
 //! CPython does the first time in each instance (filling its function
 //! table, writing its pages): a durable Python step through `serve` went
-//! from 1.5–3.4 to 0.8–0.9 ms (`--bench api -- --python`, 2026-11-29).
+//! from 2.6–3.5 to 0.7–1.0 ms, a Python W3 from 12–16.5 to 7.3–10.7 ms
+//! (`--bench api -- --python`, 2026-11-29, docs/benchmarks.md).
 //! Steps share an instance one after another, as activities share a
 //! worker's process elsewhere: module state persists between them. A
 //! workflow's instance is never shared (its replay needs a fresh one).
