@@ -115,11 +115,12 @@ impl IdleSteps {
     pub fn keep(&self, tenant: &Arc<str>, sha256: &str, mut idle: IdleInstance) {
         idle.parked_at = Instant::now();
         let mut kept = self.lock();
-        let list = kept
-            .entry(tenant.clone())
-            .or_default()
-            .entry(sha256.to_owned())
-            .or_default();
+        let packages = kept.entry(tenant.clone()).or_default();
+        // No new key for a package already here: this runs after each step.
+        let list = match packages.get_mut(sha256) {
+            Some(list) => list,
+            None => packages.entry(sha256.to_owned()).or_default(),
+        };
         if list.len() < MAX_IDLE {
             list.push(idle);
             return;

@@ -278,8 +278,8 @@ impl Inner {
     }
 
     /// What an invocation of execution `id` calls when it starts and stops
-    /// waiting for room in the node's memory budget.
-    /// A wait for memory first lets go of the step instances kept idle.
+    /// waiting for room in the node's memory budget. A wait first lets go
+    /// of the step instances kept idle, whose memory is room.
     pub fn memory_wait_hook(self: &Arc<Self>, id: &str) -> crate::runtime::WaitHook {
         let (notes, clock, id) = (self.notes.clone(), self.clock.clone(), id.to_owned());
         // Weak: the hook lives in stores the kept instances hold.
