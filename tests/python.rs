@@ -806,12 +806,12 @@ fn cerebelum_dev_rebuilds_and_uploads_a_python_file_when_it_changes() {
         .find_map(|w| w.strip_prefix("CEREBELUM_API_KEY="))
         .unwrap_or_else(|| panic!("no key in {export:?}"))
         .to_owned();
-    until("dev: uploaded app v1 (workflows: one, three, twenty_one)");
+    until("dev: uploaded app v1 (workflows: one, three, twenty_one, chain_100, chain_500)");
 
     let mut text = std::fs::read_to_string(&app).unwrap();
     text.push_str("\n\n@workflow\ndef added(wf):\n    wf.timeline(noop)\n");
     std::fs::write(&app, text).unwrap();
-    until("dev: uploaded app v2 (workflows: one, three, twenty_one, added)");
+    until("dev: uploaded app v2 (workflows: one, three, twenty_one, chain_100, chain_500, added)");
 
     let cli = common::Remote::new(port, &key);
     let id = cli.ok(&["start", "app", "added", "--wait"]);

@@ -21,14 +21,17 @@
 //!
 //! - (peers) with `-- --peers-json`: the workloads `scripts/bench-peers.sh`
 //!   runs on Temporal and Restate too, on the `testkit`'s `many_steps`
-//!   (no-op steps), with `serve --sync full`: W1, 500 sequential steps in
-//!   one execution; W2, 1,000 one-step executions started at once, until
-//!   all are done; W3, a 3-step execution one at a time, p50/p99; the
-//!   server's RSS idle and after; the wall-clock bounds of W1 (for the
-//!   script's count of flushes). One JSON line, prefixed `PEERS_JSON `.
+//!   and `fan_noop` (no-op steps), with `serve --sync full`: W1, 500
+//!   sequential steps in one execution, and the server's CPU time per
+//!   step over it; W2, 1,000 one-step executions started at once, until
+//!   all are done; W2 fan-out, one execution starting 1,000 steps at
+//!   once; W3, a 3-step execution one at a time, p50/p99; the server's
+//!   RSS idle and after; the wall-clock bounds of W1 (for the script's
+//!   count of flushes). One JSON line, prefixed `PEERS_JSON `.
 //!   `--w1-steps N`, `--w2-count N`, `--w3-runs N` and `--repeats N`
-//!   (W1 and W2 runs; the median is reported) set the sizes. Only this
-//!   runs then.
+//!   (W1 and W2 runs; the median is reported) set the sizes;
+//!   `--guest python` runs W1, W2 and W3 on the Python package of (p)
+//!   instead (it has no fan-out workflow). Only this runs then.
 //!
 //! `-- --quick` runs smaller counts. The machine is shared: quote medians
 //! and compare within one run.
@@ -119,8 +122,9 @@ fn count_flag(name: &str, default: usize) -> usize {
 
 /// The resident set of this process's `cerebelum serve` child, KiB: the
 /// child still running (the harness keeps no pid; the CLI commands run
-/// before it have ended).
-fn server_rss_kib() -> Option<u64> {
+/// before it have ended). `field` is the line of /proc/PID/status: `VmRSS`,
+/// or `RssAnon` for its anonymous pages alone.
+fn server_rss_kib(field: &str) -> Option<u64> {
     let tasks = std::fs::read_dir("/proc/self/task").ok()?;
     let children: Vec<String> = tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
@@ -128,34 +132,93 @@ fn server_rss_kib() -> Option<u64> {
         .collect();
     children.iter().find_map(|pid| {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let rss = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let rss = status
+            .lines()
+            .find(|l| l.strip_prefix(field).is_some_and(|l| l.starts_with(':')))?;
         rss.split_whitespace().nth(1)?.parse().ok()
     })
 }
 
-/// `many_steps` with `n` steps, to completion: seconds.
-async fn many_steps(client: &mut Client, n: usize) -> f64 {
-    let input = format!(r#"{{"n": {n}}}"#);
-    let (took, e) = common::grpc::start_to_completion(client, "kit", "many_steps", &input).await;
+/// The package, workflows and input the (peers) workloads run: the
+/// testkit's Rust `many_steps`/`fan_noop`, or (`--guest python`)
+/// `tests/guests/python/pybench.py`'s chains, whose lengths are fixed when
+/// the package is built (W1 must be 100 or 500 steps there).
+struct Workloads {
+    package: &'static str,
+    guest: &'static str,
+}
+
+impl Workloads {
+    fn from_args() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let guest = args
+            .iter()
+            .position(|a| a == "--guest")
+            .and_then(|i| args.get(i + 1))
+            .map_or("rust", String::as_str);
+        match guest {
+            "rust" => Self {
+                package: "kit",
+                guest: "rust",
+            },
+            "python" => Self {
+                package: "pybench",
+                guest: "python",
+            },
+            other => panic!("--guest takes rust or python, not {other:?}"),
+        }
+    }
+
+    async fn upload(&self, client: &mut Client) {
+        let package = if self.guest == "rust" {
+            common::guest("testkit")
+        } else {
+            common::python_guest("tests/guests/python/pybench.py")
+        };
+        common::grpc::upload(client, self.package, &package).await;
+    }
+
+    /// `n` sequential no-op steps in one execution: (workflow, input).
+    fn sequential(&self, n: usize) -> (String, String) {
+        if self.guest == "rust" {
+            return ("many_steps".into(), format!(r#"{{"n": {n}}}"#));
+        }
+        match n {
+            1 => ("one".into(), "{}".into()),
+            3 => ("three".into(), "{}".into()),
+            100 | 500 => (format!("chain_{n}"), "{}".into()),
+            _ => panic!(
+                "the Python package has chains of 1, 3, 100 and 500 steps, not {n} \
+                 (tests/guests/python/pybench.py)"
+            ),
+        }
+    }
+
+    /// One execution fanning out `n` no-op steps at once, if the guest has one.
+    fn fan_out(&self, n: usize) -> Option<(String, String)> {
+        (self.guest == "rust").then(|| ("fan_noop".into(), format!(r#"{{"n": {n}}}"#)))
+    }
+}
+
+/// An execution of `workflow` with `input`, to completion: seconds.
+async fn to_completion(
+    client: &mut Client,
+    package: &str,
+    (workflow, input): (String, String),
+) -> f64 {
+    let (took, e) = common::grpc::start_to_completion(client, package, &workflow, &input).await;
     assert_eq!(
         e.status,
         pb::ExecutionStatus::Completed as i32,
-        "{:?}",
+        "{workflow}: {:?}",
         e.error_json
     );
     took.as_secs_f64()
 }
 
-/// A one-step `many_steps`: start, then watch until it ends.
-async fn one_step(mut client: Client) {
-    let (_, ended) =
-        common::grpc::start_to_completion(&mut client, "kit", "many_steps", r#"{"n": 1}"#).await;
-    assert_eq!(ended.status, pb::ExecutionStatus::Completed as i32);
-}
-
 /// W2: `count` one-step executions started at once over 16 connections,
 /// each watched to its end; seconds until the last ended.
-async fn fan_out(port: u16, key: &str, count: usize) -> f64 {
+async fn fan_out(port: u16, key: &str, count: usize, workloads: &Workloads) -> f64 {
     const CONNECTIONS: usize = 16;
     let mut clients = Vec::new();
     for _ in 0..CONNECTIONS {
@@ -163,7 +226,11 @@ async fn fan_out(port: u16, key: &str, count: usize) -> f64 {
     }
     let t = Instant::now();
     let tasks: Vec<_> = (0..count)
-        .map(|i| tokio::spawn(one_step(clients[i % CONNECTIONS].clone())))
+        .map(|i| {
+            let mut client = clients[i % CONNECTIONS].clone();
+            let (package, one) = (workloads.package, workloads.sequential(1));
+            tokio::spawn(async move { to_completion(&mut client, package, one).await })
+        })
         .collect();
     for task in tasks {
         task.await.unwrap();
@@ -171,16 +238,19 @@ async fn fan_out(port: u16, key: &str, count: usize) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// (peers): W1, W2, W3 and RSS as one JSON line for `scripts/bench-peers.sh`.
-async fn peers(client: &mut Client, port: u16, key: &str) {
+/// (peers): W1, W2, W3, CPU and RSS as one JSON line for
+/// `scripts/bench-peers.sh`.
+async fn peers(client: &mut Client, port: u16, key: &str, server: &common::Server) {
     let w1_steps = count_flag("--w1-steps", 500);
     let w2_count = count_flag("--w2-count", 1000);
     let w3_runs = count_flag("--w3-runs", 200);
     let repeats = count_flag("--repeats", 3);
-    let rss_idle = server_rss_kib();
-    common::grpc::upload(client, "kit", &common::guest("testkit")).await;
+    let workloads = Workloads::from_args();
+    let package = workloads.package;
+    let rss_idle = server_rss_kib("VmRSS");
+    workloads.upload(client).await;
     for _ in 0..5 {
-        many_steps(client, 3).await;
+        to_completion(client, package, workloads.sequential(3)).await;
     }
     // Wall-clock bounds of W1, for the script's flush count (strace -ttt).
     let epoch = || {
@@ -190,33 +260,47 @@ async fn peers(client: &mut Client, port: u16, key: &str) {
             .as_secs_f64()
     };
     let w1_start = epoch();
+    let cpu_before = server.cpu_time();
     let mut w1 = Vec::new();
     for _ in 0..repeats {
-        w1.push(many_steps(client, w1_steps).await);
+        w1.push(to_completion(client, package, workloads.sequential(w1_steps)).await);
     }
+    let w1_cpu = server.cpu_time() - cpu_before;
     let w1_window = [w1_start, epoch()];
     let mut w2 = Vec::new();
     for _ in 0..repeats {
-        w2.push(fan_out(port, key, w2_count).await);
+        w2.push(fan_out(port, key, w2_count, &workloads).await);
+    }
+    let mut w2f = Vec::new();
+    if workloads.fan_out(w2_count).is_some() {
+        for _ in 0..repeats {
+            let fan = workloads.fan_out(w2_count).unwrap();
+            w2f.push(to_completion(client, package, fan).await);
+        }
     }
     let mut w3 = Vec::new();
     for _ in 0..w3_runs {
-        w3.push(many_steps(client, 3).await * 1e3);
+        w3.push(to_completion(client, package, workloads.sequential(3)).await * 1e3);
     }
     let line = serde_json::json!({
-        "system": "cerebelum",
+        "system": if workloads.guest == "rust" { "cerebelum" } else { "cerebelum-python" },
         "durability": "serve --sync full: SQLite synchronous=FULL, a flush per commit",
         "w1_steps": w1_steps,
         "w1_s": common::percentile(&mut w1, 0.5),
         "w1_runs": repeats,
         "w1_window": w1_window,
+        // The guests run in the server: no other process works for a step.
+        "w1_server_cpu_ms": w1_cpu.as_secs_f64() * 1e3 / (w1_steps * repeats) as f64,
+        "w1_sdk_cpu_ms": 0.0,
         "w2_count": w2_count,
         "w2_s": common::percentile(&mut w2, 0.5),
+        "w2f_s": (!w2f.is_empty()).then(|| common::percentile(&mut w2f, 0.5)),
         "w3_runs": w3_runs,
         "w3_p50_ms": common::percentile(&mut w3, 0.5),
         "w3_p99_ms": common::percentile(&mut w3, 0.99),
         "rss_idle_kib": rss_idle,
-        "rss_after_kib": server_rss_kib(),
+        "rss_after_kib": server_rss_kib("VmRSS"),
+        "rss_after_anon_kib": server_rss_kib("RssAnon"),
     });
     println!("PEERS_JSON {line}");
 }
@@ -261,7 +345,7 @@ fn main() {
             return;
         }
         if only_peers {
-            peers(&mut client, port, &key).await;
+            peers(&mut client, port, &key, &server).await;
             return;
         }
         client

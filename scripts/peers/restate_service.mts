@@ -1,6 +1,7 @@
 // Restate's side of scripts/bench-peers.sh: the service the client script
 // drives. `many(n)` runs n no-op steps in a row, each a `ctx.run` (journaled
-// by the server before the handler goes on, as a Cerebelum step is).
+// by the server before the handler goes on, as a Cerebelum step is); `fan(n)`
+// runs n of them at once and awaits them all.
 //
 // Run with Node >= 22: node --experimental-strip-types restate_service.mts PORT
 
@@ -13,6 +14,12 @@ const bench = restate.service({
       for (let i = 0; i < n; i++) {
         await ctx.run("noop", async () => i);
       }
+      return n;
+    },
+    fan: async (ctx: restate.Context, n: number): Promise<number> => {
+      await restate.RestatePromise.all(
+        Array.from({ length: n }, (_, i) => ctx.run("noop", async () => i)),
+      );
       return n;
     },
   },

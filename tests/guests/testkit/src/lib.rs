@@ -224,6 +224,18 @@ fn fanout(ctx: &Context, input: Fanout) -> Result<Vec<u32>, Error> {
         .collect()
 }
 
+/// Benchmark (W2 fan-out of `scripts/bench-peers.sh`): starts `n` `noop`
+/// steps at once, awaits them all, and returns `n`.
+fn fan_noop(ctx: &Context, input: Count) -> Result<u32, Error> {
+    let handles = (0..input.n)
+        .map(|i| ctx.start_step("noop", &json!({ "i": i })))
+        .collect::<Result<Vec<_>, _>>()?;
+    for result in ctx.await_steps(handles) {
+        result?;
+    }
+    Ok(input.n)
+}
+
 /// Replay-determinism test: the recorded clock, random number and execution
 /// id, then a `noop` step (replays must return the same values).
 fn clock_random(ctx: &Context, _input: Value) -> Result<Value, Error> {
@@ -538,6 +550,7 @@ cerebelum_sdk::package! {
         cancellable => "Sleep; compensate when cancelled",
         retry_me => "Fail without retries until a given time",
         fanout => "Run n nap steps in parallel",
+        fan_noop => "Run n noop steps at once (benchmark)",
         clock_random => "Recorded clock, randomness and execution id",
         many_steps => "n noop steps in a row (replay speed)",
         steps_then_wait => "n noop steps, then wait for an approval (replay checks)",
