@@ -817,3 +817,43 @@ fn cerebelum_dev_rebuilds_and_uploads_a_python_file_when_it_changes() {
     let id = cli.ok(&["start", "app", "added", "--wait"]);
     assert!(id.lines().count() == 2, "{id}");
 }
+
+/// A burst of Python executions that the node's guest memory cannot hold
+/// at once completes. Each holds a workflow instance while its step runs
+/// in another; when workflow instances filled the budget, every step
+/// waited for memory that only a step could free, and the budget failed
+/// them with `memory` (1,000 Python executions started at once by
+/// `scripts/bench-peers.sh` failed that way on 2026-11-29). Workflow
+/// instances now wait for room to start while they hold half the budget.
+#[test]
+fn a_burst_of_python_executions_past_the_memory_budget_completes() {
+    let db = Db::new();
+    let key = db.tenant("burst", &[]);
+    let port = common::free_port();
+    let _server = db.serve_api(port, &["--max-guest-memory-mb", "256"]);
+    let wasm = python_guest("tests/guests/python/pybench.py");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = common::grpc::connect(port, &key).await;
+        common::grpc::upload(&mut client, "pybench", &wasm).await;
+        let runs: Vec<_> = (0..60)
+            .map(|_| {
+                let mut client = client.clone();
+                tokio::spawn(async move {
+                    common::grpc::start_to_completion(&mut client, "pybench", "three", "{}")
+                        .await
+                        .1
+                })
+            })
+            .collect();
+        for run in runs {
+            let ended = run.await.unwrap();
+            assert_eq!(
+                ended.status,
+                cerebelum::api::pb::ExecutionStatus::Completed as i32,
+                "{:?}",
+                ended.error_json
+            );
+        }
+    });
+}

@@ -373,6 +373,19 @@ pub async fn run(
         true => exec.engine.idle_steps.take(tenant, sha256),
         false => None,
     };
+    // A fresh workflow instance waits for room in the half of the node's
+    // memory budget that workflow instances may hold (steps have the other
+    // half).
+    let mut admission = match idle.is_none() && !is_step {
+        true => Some(
+            exec.engine
+                .runtime
+                .memory()
+                .admit_workflow(&exec.package.workflow_pages)
+                .await,
+        ),
+        false => None,
+    };
     let mut instance = match idle {
         Some(mut idle) => {
             let data = idle.store.data_mut();
@@ -430,6 +443,10 @@ pub async fn run(
                     )));
                 }
             };
+            if let Some(admission) = &mut admission {
+                let pages = store.data().sandbox.memory_pages();
+                admission.started(pages, &exec.package.workflow_pages);
+            }
             IdleInstance::new(store, package)
         }
     };

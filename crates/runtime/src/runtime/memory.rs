@@ -25,8 +25,18 @@
 //! complete that circle fails at once with the `memory` error, its memory
 //! goes to the first in line, and the others go on in turn. [`MAX_WAIT`]
 //! bounds any other wait.
+//!
+//! Workflow instances may hold half the budget between them: the other
+//! half is for the steps they wait for. A workflow instance waits to start
+//! ([`MemoryBudget::admit_workflow`]) while those started hold half, by
+//! the size of the package's last instance at its start. Without that, a
+//! burst of executions whose instances are large (1,000 Python executions
+//! started at once) filled the budget with workflow instances, each in
+//! `call-step`, and every step failed with `memory`: none could start, and
+//! only a step would have freed room.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -145,6 +155,33 @@ pub struct MemoryBudget {
     pages: Arc<Mutex<Pages>>,
     /// Each tenant's line: its first waiter holds the turn.
     turns: Arc<Mutex<HashMap<Arc<str>, Turn>>>,
+    workflows: Arc<WorkflowRoom>,
+}
+
+/// The half of the budget that workflow instances may hold.
+#[derive(Default)]
+struct WorkflowRoom {
+    state: Mutex<WorkflowPages>,
+    /// Told when workflow instances start or end.
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct WorkflowPages {
+    /// Pages of the workflow instances started, each by its size at start.
+    held: usize,
+    /// Instances started of packages with no instance before, whose size
+    /// is not known yet: one at a time.
+    of_unknown_size: usize,
+}
+
+/// A workflow instance's part of the half of the budget that workflow
+/// instances may hold ([`MemoryBudget::admit_workflow`]); given back when
+/// dropped.
+pub struct WorkflowAdmission {
+    room: Arc<WorkflowRoom>,
+    pages: usize,
+    sized: bool,
 }
 
 /// Memory taken from a [`MemoryBudget`] by a tenant's invocation; given
@@ -168,6 +205,45 @@ impl MemoryBudget {
                 ..Pages::default()
             })),
             turns: Arc::default(),
+            workflows: Arc::default(),
+        }
+    }
+
+    /// Waits until a workflow instance of a package whose last instance
+    /// held `last_pages` at its start (0: none yet) may start: while the
+    /// workflow instances started hold half the budget, or one of a
+    /// package of no known size is starting, it waits for one to end. One
+    /// alone may always start, whatever its size. Steps never wait here.
+    pub async fn admit_workflow(&self, last_pages: &AtomicUsize) -> WorkflowAdmission {
+        let room = &self.workflows;
+        let half = lock(&self.pages).total / 2;
+        loop {
+            let changed = room.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = room.state.lock().unwrap_or_else(|p| p.into_inner());
+                let size = last_pages.load(Ordering::Relaxed);
+                let admitted = if size == 0 {
+                    state.of_unknown_size == 0 && {
+                        state.of_unknown_size += 1;
+                        true
+                    }
+                } else {
+                    (state.held == 0 || state.held + size <= half) && {
+                        state.held += size;
+                        true
+                    }
+                };
+                if admitted {
+                    return WorkflowAdmission {
+                        room: room.clone(),
+                        pages: size,
+                        sized: size != 0,
+                    };
+                }
+            }
+            changed.await;
         }
     }
 
@@ -346,6 +422,37 @@ impl MemoryBudget {
     }
 }
 
+impl WorkflowAdmission {
+    /// The instance started holding `pages`: counted instead of the size
+    /// it was admitted by, and remembered in `last_pages` for the
+    /// package's next instance.
+    pub fn started(&mut self, pages: usize, last_pages: &AtomicUsize) {
+        last_pages.store(pages, Ordering::Relaxed);
+        {
+            let mut state = self.room.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.held = state.held + pages - self.pages;
+            if !self.sized {
+                state.of_unknown_size -= 1;
+            }
+        }
+        (self.pages, self.sized) = (pages, true);
+        self.room.changed.notify_waiters();
+    }
+}
+
+impl Drop for WorkflowAdmission {
+    fn drop(&mut self) {
+        {
+            let mut state = self.room.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.held -= self.pages;
+            if !self.sized {
+                state.of_unknown_size -= 1;
+            }
+        }
+        self.room.changed.notify_waiters();
+    }
+}
+
 impl Held {
     /// Nothing held.
     pub fn none() -> Self {
@@ -387,6 +494,43 @@ mod tests {
 
     fn tenant(name: &str) -> Arc<str> {
         Arc::from(name)
+    }
+
+    /// Workflow instances start while those started hold less than half
+    /// the budget (by their packages' last sizes), one at a time while a
+    /// package's size is unknown; each that ends lets the next start.
+    #[tokio::test]
+    async fn workflow_instances_start_within_half_the_budget() {
+        let budget = MemoryBudget::new(24 * PAGE);
+        let size = Arc::new(AtomicUsize::new(0));
+        let admit = |budget: &MemoryBudget, size: &Arc<AtomicUsize>| {
+            let (budget, size) = (budget.clone(), size.clone());
+            tokio::spawn(async move { budget.admit_workflow(&size).await })
+        };
+        async fn waits(task: &tokio::task::JoinHandle<WorkflowAdmission>) -> bool {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            !task.is_finished()
+        }
+        // Size unknown: the second waits for the first to start.
+        let mut first = admit(&budget, &size).await.unwrap();
+        let second = admit(&budget, &size);
+        assert!(waits(&second).await, "a second of unknown size started");
+        first.started(4, &size);
+        let second = second.await.unwrap();
+        // Half is 12: a third of 4 fits, a fourth waits.
+        let third = admit(&budget, &size).await.unwrap();
+        let fourth = admit(&budget, &size);
+        assert!(waits(&fourth).await, "workflow instances passed half");
+        drop(third);
+        let fourth = fourth.await.unwrap();
+        // One alone starts whatever its size.
+        drop((first, second, fourth));
+        size.store(30, Ordering::Relaxed);
+        let big = admit(&budget, &size).await.unwrap();
+        let other = admit(&budget, &size);
+        assert!(waits(&other).await);
+        drop(big);
+        other.await.unwrap();
     }
 
     #[tokio::test]

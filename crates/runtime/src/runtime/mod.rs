@@ -9,7 +9,7 @@ mod output;
 mod sandbox;
 
 pub use cpu::CpuSlots;
-pub use memory::{MAX_WAIT as MEMORY_WAIT, MemoryBudget};
+pub use memory::{MAX_WAIT as MEMORY_WAIT, MemoryBudget, WorkflowAdmission};
 pub use output::{CapturedOutput, Stream};
 pub use sandbox::{
     DEFAULT_OUTPUT_BYTES, Embedding, InvocationLimits, LimitHit, Rearm, Sandbox, StopWhen,
@@ -214,6 +214,10 @@ pub struct LoadedPackage<T: 'static> {
     pub sha256: String,
     pub pre: PackagePre<T>,
     pub info: PackageInfo,
+    /// Wasm pages of guest memory its last workflow instance held when it
+    /// started (0 before the first): what the next one is admitted by
+    /// ([`MemoryBudget::admit_workflow`]).
+    pub workflow_pages: std::sync::atomic::AtomicUsize,
 }
 
 /// The wasmtime engine, its linker and the packages loaded so far, for
@@ -380,6 +384,7 @@ impl<T: Embedding> Runtime<T> {
                 sha256: sha256.to_owned(),
                 pre,
                 info,
+                workflow_pages: Default::default(),
             });
         }
         let mut store = sandbox::describe_store::<T>(&self.engine, self.fuel);
@@ -404,6 +409,7 @@ impl<T: Embedding> Runtime<T> {
             sha256: sha256.to_owned(),
             pre,
             info,
+            workflow_pages: Default::default(),
         })
     }
 }
