@@ -78,22 +78,22 @@ def percentile(values: list[float], p: float) -> float:
     return values[round((len(values) - 1) * p)]
 
 
-async def many_steps(client: Client, n: int) -> float:
+async def run(client: Client, workflow_run, n: int) -> float:
+    """A workflow run with input n, start to its result: seconds."""
     t = time.perf_counter()
     result = await client.execute_workflow(
-        ManySteps.run, n, id=f"bench-{uuid.uuid4()}", task_queue=QUEUE
+        workflow_run, n, id=f"bench-{uuid.uuid4()}", task_queue=QUEUE
     )
     assert result == n, result
     return time.perf_counter() - t
+
+
+async def many_steps(client: Client, n: int) -> float:
+    return await run(client, ManySteps.run, n)
 
 
 async def fan_out_one(client: Client, n: int) -> float:
-    t = time.perf_counter()
-    result = await client.execute_workflow(
-        FanOut.run, n, id=f"bench-{uuid.uuid4()}", task_queue=QUEUE
-    )
-    assert result == n, result
-    return time.perf_counter() - t
+    return await run(client, FanOut.run, n)
 
 
 async def fan_out(client: Client, count: int) -> float:
