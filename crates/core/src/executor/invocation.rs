@@ -381,7 +381,9 @@ pub async fn run(
             exec.engine
                 .runtime
                 .memory()
-                .admit_workflow(&exec.package.workflow_pages)
+                .admit_workflow(&exec.package.workflow_pages, |note| {
+                    exec.engine.set_note(&exec.record.id, note)
+                })
                 .await,
         ),
         false => None,

@@ -214,9 +214,16 @@ impl MemoryBudget {
     /// workflow instances started hold half the budget, or one of a
     /// package of no known size is starting, it waits for one to end. One
     /// alone may always start, whatever its size. Steps never wait here.
-    pub async fn admit_workflow(&self, last_pages: &AtomicUsize) -> WorkflowAdmission {
+    /// `on_wait` is told why when it begins to wait, and `None` when it
+    /// stops.
+    pub async fn admit_workflow(
+        &self,
+        last_pages: &AtomicUsize,
+        on_wait: impl Fn(Option<String>),
+    ) -> WorkflowAdmission {
         let room = &self.workflows;
         let half = lock(&self.pages).total / 2;
+        let mut waited = false;
         loop {
             let changed = room.changed.notified();
             tokio::pin!(changed);
@@ -236,12 +243,24 @@ impl MemoryBudget {
                     }
                 };
                 if admitted {
+                    if waited {
+                        on_wait(None);
+                    }
                     return WorkflowAdmission {
                         room: room.clone(),
                         pages: size,
                         sized: size != 0,
                     };
                 }
+            }
+            if !waited {
+                waited = true;
+                on_wait(Some(format!(
+                    "waiting to start its workflow instance: workflow instances hold half of \
+                     the node's guest memory budget of {} MiB, the other half is for steps \
+                     (serve --max-guest-memory-mb)",
+                    self.bytes() >> 20
+                )));
             }
             changed.await;
         }
@@ -505,7 +524,7 @@ mod tests {
         let size = Arc::new(AtomicUsize::new(0));
         let admit = |budget: &MemoryBudget, size: &Arc<AtomicUsize>| {
             let (budget, size) = (budget.clone(), size.clone());
-            tokio::spawn(async move { budget.admit_workflow(&size).await })
+            tokio::spawn(async move { budget.admit_workflow(&size, |_| ()).await })
         };
         async fn waits(task: &tokio::task::JoinHandle<WorkflowAdmission>) -> bool {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -519,10 +538,27 @@ mod tests {
         let second = second.await.unwrap();
         // Half is 12: a third of 4 fits, a fourth waits.
         let third = admit(&budget, &size).await.unwrap();
-        let fourth = admit(&budget, &size);
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        let fourth = {
+            let (budget, size, notes) = (budget.clone(), size.clone(), notes.clone());
+            tokio::spawn(async move {
+                let note = |n: Option<String>| notes.lock().unwrap().push(n);
+                budget.admit_workflow(&size, note).await
+            })
+        };
         assert!(waits(&fourth).await, "workflow instances passed half");
         drop(third);
         let fourth = fourth.await.unwrap();
+        // It said why it waited, and that it no longer does.
+        let notes = notes.lock().unwrap().clone();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0]
+                .as_deref()
+                .is_some_and(|n| n.contains("half of the node's guest memory budget of 1 MiB")),
+            "{notes:?}"
+        );
+        assert_eq!(notes[1], None);
         // One alone starts whatever its size.
         drop((first, second, fourth));
         size.store(30, Ordering::Relaxed);
