@@ -272,10 +272,9 @@ async fn peers(client: &mut Client, port: u16, key: &str, server: &common::Serve
         w2.push(fan_out(port, key, w2_count, &workloads).await);
     }
     let mut w2f = Vec::new();
-    if workloads.fan_out(w2_count).is_some() {
+    if let Some(fan) = workloads.fan_out(w2_count) {
         for _ in 0..repeats {
-            let fan = workloads.fan_out(w2_count).unwrap();
-            w2f.push(to_completion(client, package, fan).await);
+            w2f.push(to_completion(client, package, fan.clone()).await);
         }
     }
     let mut w3 = Vec::new();

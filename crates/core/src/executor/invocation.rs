@@ -376,7 +376,7 @@ pub async fn run(
     // A fresh workflow instance waits for room in the half of the node's
     // memory budget that workflow instances may hold (steps have the other
     // half).
-    let mut admission = match idle.is_none() && !is_step {
+    let mut admission = match !is_step {
         true => Some(
             exec.engine
                 .runtime

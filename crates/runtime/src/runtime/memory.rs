@@ -159,8 +159,9 @@ pub struct MemoryBudget {
 }
 
 /// The half of the budget that workflow instances may hold.
-#[derive(Default)]
 struct WorkflowRoom {
+    /// Half the budget's pages.
+    half: usize,
     state: Mutex<WorkflowPages>,
     /// Told when workflow instances start or end.
     changed: tokio::sync::Notify,
@@ -205,7 +206,11 @@ impl MemoryBudget {
                 ..Pages::default()
             })),
             turns: Arc::default(),
-            workflows: Arc::default(),
+            workflows: Arc::new(WorkflowRoom {
+                half: total_pages / 2,
+                state: Mutex::default(),
+                changed: tokio::sync::Notify::new(),
+            }),
         }
     }
 
@@ -222,7 +227,6 @@ impl MemoryBudget {
         on_wait: impl Fn(Option<String>),
     ) -> WorkflowAdmission {
         let room = &self.workflows;
-        let half = lock(&self.pages).total / 2;
         let mut waited = false;
         loop {
             let changed = room.changed.notified();
@@ -237,7 +241,7 @@ impl MemoryBudget {
                         true
                     }
                 } else {
-                    (state.held == 0 || state.held + size <= half) && {
+                    (state.held == 0 || state.held + size <= room.half) && {
                         state.held += size;
                         true
                     }
