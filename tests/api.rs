@@ -22,7 +22,9 @@ common::on_both_backends!(
 /// `WatchExecution` hands out every journal entry once, in order: those
 /// the node's commits broadcast as they are, and those written by
 /// something else (a sleep's end, journaled by the scheduler while the
-/// execution hibernates) read from the store in their place.
+/// execution hibernates) read from the store in their place. With
+/// `end_only` it hands out the final record alone: beside a watch of the
+/// journal, alone (no entry is read or copied for it), and after the end.
 fn watches_see_every_entry_once_in_order(db: Db) {
     let key = db.tenant("acme", &[]);
     let port = free_port();
@@ -33,6 +35,7 @@ fn watches_see_every_entry_once_in_order(db: Db) {
     runtime.block_on(async {
         let mut client = common::grpc::connect(port, &key).await;
         let mut watched = Vec::new();
+        let mut waited = Vec::new();
         for (workflow, input) in [
             ("many_steps", r#"{"n": 300}"#),
             ("step_sleep_step", r#"{"sleep_ms": 1500}"#),
@@ -42,11 +45,29 @@ fn watches_see_every_entry_once_in_order(db: Db) {
                 .watch_execution(pb::WatchExecutionRequest {
                     id: id.clone(),
                     after_seq: 0,
+                    end_only: false,
                 })
                 .await
                 .unwrap()
                 .into_inner();
+            waited.push((id.clone(), end_only(&mut client, &id).await));
             watched.push((id, stream));
+        }
+        // Followed for its end alone, by nobody else.
+        let alone = common::grpc::start(&mut client, "kit", "many_steps", r#"{"n": 200}"#).await;
+        waited.push((alone.clone(), end_only(&mut client, &alone).await));
+        for (id, stream) in waited {
+            let finished = only_the_end(&id, stream).await;
+            assert_eq!(finished.status, pb::ExecutionStatus::Completed as i32);
+            assert_eq!(finished.id, id);
+            // Asked again after the end: the same record at once.
+            let again = only_the_end(&id, end_only(&mut client, &id).await).await;
+            assert_eq!(again.result_json, finished.result_json);
+            assert_eq!(
+                serde_json::from_str::<Value>(finished.result_json.as_deref().unwrap()).unwrap(),
+                cli.status(&id)["result"],
+                "{id}: the result of an end-only watch"
+            );
         }
         for (id, mut stream) in watched {
             let mut seqs = Vec::new();
@@ -65,6 +86,32 @@ fn watches_see_every_entry_once_in_order(db: Db) {
             assert_eq!(seqs, expected, "{id}: the entries watched");
         }
     });
+}
+
+/// A watch of execution `id` for its end alone.
+async fn end_only(client: &mut common::grpc::Client, id: &str) -> tonic::Streaming<pb::WatchEvent> {
+    client
+        .watch_execution(pb::WatchExecutionRequest {
+            id: id.to_owned(),
+            after_seq: 0,
+            end_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The one event of an end-only watch, which must be the end.
+async fn only_the_end(id: &str, mut stream: tonic::Streaming<pb::WatchEvent>) -> pb::Execution {
+    let mut events = Vec::new();
+    while let Some(event) = stream.message().await.unwrap() {
+        events.push(event.event.unwrap());
+    }
+    match <[_; 1]>::try_from(events) {
+        Ok([pb::watch_event::Event::Finished(execution)]) => execution,
+        Ok([other]) => panic!("{id}: an end-only watch handed out {other:?}"),
+        Err(events) => panic!("{id}: an end-only watch handed out {} events", events.len()),
+    }
 }
 
 fn upload_start_watch_approve_through_the_cli(db: Db) {
@@ -188,6 +235,7 @@ fn tenants_never_see_each_other(db: Db) {
                     b.watch_execution(pb::WatchExecutionRequest {
                         id: id(),
                         after_seq: 0,
+                        end_only: false,
                     })
                     .await,
                 ),

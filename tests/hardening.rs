@@ -71,6 +71,7 @@ async fn open_watch(
         pb::WatchExecutionRequest {
             id: id.to_owned(),
             after_seq: 0,
+            end_only: false,
         },
         &format!("Bearer {key}"),
     );
@@ -267,6 +268,7 @@ fn oversized_fields_are_refused_before_anything_is_stored(db: Db) {
         let watch = pb::WatchExecutionRequest {
             id: kb100.clone(),
             after_seq: 0,
+            end_only: false,
         };
         check(
             c.watch_execution(with_auth(watch, &auth)).await.map(ok),

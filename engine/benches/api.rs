@@ -33,6 +33,11 @@
 //!   `--guest python` runs W1, W2 and W3 on the Python package of (p)
 //!   instead (it has no fan-out workflow). Only this runs then.
 //!
+//! Every run waits for an execution's end with a watch for the end alone
+//! (`end_only`), as a client waiting for a result does; `--watch-journal`
+//! watches every journal entry instead (what these numbers measured
+//! before 2026-11-29).
+//!
 //! `-- --quick` runs smaller counts. The machine is shared: quote medians
 //! and compare within one run.
 
@@ -306,6 +311,7 @@ async fn peers(client: &mut Client, port: u16, key: &str, server: &common::Serve
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    common::grpc::watch_journal(std::env::args().any(|a| a == "--watch-journal"));
     let only_python = std::env::args().any(|a| a == "--python");
     let only_peers = std::env::args().any(|a| a == "--peers-json");
     let backend = common::bench_backend();

@@ -110,6 +110,7 @@ fn main() {
                 .watch_execution(pb::WatchExecutionRequest {
                     id: id.clone(),
                     after_seq: last,
+                    end_only: false,
                 })
                 .await
                 .unwrap()

@@ -2,6 +2,7 @@
 //! benchmarks that drive the API the way a program would.
 
 use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -75,8 +76,20 @@ pub async fn start(client: &mut Client, package: &str, workflow: &str, input: &s
         .id
 }
 
-/// Starts `workflow` of `package`, then watches it until it ends: how long
-/// that took and the final record.
+/// Whether [`start_to_completion`] watches the whole journal instead of
+/// the end alone (`--bench api -- --watch-journal`: what it measured
+/// before `end_only`).
+static WATCH_JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// Makes [`start_to_completion`] watch every journal entry (`true`) or
+/// the end alone, as a client waiting for the result does (the default).
+pub fn watch_journal(all: bool) {
+    WATCH_JOURNAL.store(all, Ordering::Relaxed);
+}
+
+/// Starts `workflow` of `package`, then waits for its end (a watch with
+/// `end_only`, unless [`watch_journal`]): how long that took and the final
+/// record.
 pub async fn start_to_completion(
     client: &mut Client,
     package: &str,
@@ -86,7 +99,11 @@ pub async fn start_to_completion(
     let t = Instant::now();
     let id = start(client, package, workflow, input).await;
     let mut events = client
-        .watch_execution(pb::WatchExecutionRequest { id, after_seq: 0 })
+        .watch_execution(pb::WatchExecutionRequest {
+            id,
+            after_seq: 0,
+            end_only: !WATCH_JOURNAL.load(Ordering::Relaxed),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -195,6 +195,27 @@ class Client:
         except grpc.aio.AioRpcError as e:
             raise self._error(rpc, e.code().name, e.details() or "", timeout) from None
 
+    async def wait_end(self, execution_id: str) -> Any:
+        """Waits for an execution to end, however long it takes (its sleeps
+        may last days): a ``WatchExecution`` stream with ``end_only``, on
+        which the server sends the final record alone and does nothing per
+        step. The ended execution (``pb.Execution``). Raises
+        :class:`ServerError`, e.g. ``UNAVAILABLE`` if the server went away
+        meanwhile; calling again resumes the wait."""
+        api, _ = self._open()
+        try:
+            stream = api.WatchExecution(
+                pb.WatchExecutionRequest(id=execution_id, end_only=True),
+                metadata=self._metadata)
+            async for event in stream:
+                if event.HasField("finished"):
+                    return event.finished
+        except grpc.aio.AioRpcError as e:
+            raise self._error("WatchExecution", e.code().name, e.details() or "",
+                              self.timeout) from None
+        raise ServerError(f"WatchExecution: the server at {self.url} ended the stream before "
+                          "the execution ended", "UNAVAILABLE")
+
     async def signal(self, execution_id: str, name: str, payload: Any = None,
                      signal_id: str | None = None) -> dict:
         """Sends signal ``name`` with ``payload`` (JSON) to an execution, as

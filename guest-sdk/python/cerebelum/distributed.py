@@ -401,25 +401,43 @@ class DistributedExecutor:
 
     async def _wait(self, execution: pb.Execution,
                     serving: asyncio.Task | None) -> pb.Execution:
-        """Polls GetExecution (every 100 ms) until the execution ended (or
-        the worker ``serving`` it stopped)."""
+        """Waits for the execution's end (a watch for the end alone; a look
+        every 100 ms while the tenant has no watch stream left), or for the
+        worker ``serving`` it to stop; waits again after a transient error
+        (the server restarting)."""
         failures = 0
+        look = False
         while execution.status not in TERMINAL:
-            if serving is not None and serving.done():
-                serving.result()  # the worker's error
-                raise CerebelumError("the in-process worker stopped before the execution ended")
-            await asyncio.sleep(0.1)
+            if look:
+                await asyncio.sleep(0.1)
+                waited = self._client.call("GetExecution",
+                                           pb.GetExecutionRequest(id=execution.id))
+            else:
+                waited = self._client.wait_end(execution.id)
+            ended = asyncio.ensure_future(waited)
             try:
-                execution = await self._client.call(
-                    "GetExecution", pb.GetExecutionRequest(id=execution.id))
+                if serving is not None:
+                    await asyncio.wait({ended, serving}, return_when=asyncio.FIRST_COMPLETED)
+                    if not ended.done():
+                        serving.result()  # the worker's error
+                        raise CerebelumError(
+                            "the in-process worker stopped before the execution ended")
+                execution = await ended
                 failures = 0
             except ServerError as e:
+                # The tenant's watch streams are all open (max streams):
+                # look at the execution now and then instead.
+                look = e.code == "RESOURCE_EXHAUSTED"
+                if look:
+                    continue
                 if e.code not in TRANSIENT:
                     raise
                 failures += 1
                 delay = min(5.0, 0.2 * 2 ** failures)
                 log.warning("%s; trying again in %.1f s", e, delay)
                 await asyncio.sleep(delay)
+            finally:
+                ended.cancel()
         return execution
 
     async def _cancel(self, execution_id: str) -> None:

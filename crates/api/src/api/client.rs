@@ -636,6 +636,7 @@ impl Client {
         let request = pb::WatchExecutionRequest {
             id: id.to_owned(),
             after_seq,
+            end_only: false,
         };
         let reply = self.grpc().watch_execution(request).await;
         let mut stream = reply.map_err(|s| self.error(s))?.into_inner();

@@ -278,11 +278,12 @@ impl pb::cerebelum_server::Cerebelum for Service {
                 &caller.key_hash,
             )
             .map_err(status)?;
-        let mut events = self
-            .api
-            .watch(&caller.tenant, &r.id, r.after_seq)
-            .await
-            .map_err(status)?;
+        let events = if r.end_only {
+            self.api.watch_end(&caller.tenant, &r.id).await
+        } else {
+            self.api.watch(&caller.tenant, &r.id, r.after_seq).await
+        };
+        let mut events = events.map_err(status)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let mut stopping = self.stopping.clone();
         // The server works for the stream while this task runs: it ends

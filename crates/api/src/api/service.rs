@@ -1359,6 +1359,14 @@ impl Api {
         Ok(self.feeds.follow(id, after_seq))
     }
 
+    /// Follows execution `id` for its end alone: [`WatchEvent::Finished`]
+    /// and nothing before it (a client waiting for the result). It costs
+    /// the node nothing per step.
+    pub async fn watch_end(&self, tenant: &TenantRecord, id: &str) -> Result<Follower> {
+        self.owned(tenant, id).await?;
+        Ok(self.feeds.follow_end(id))
+    }
+
     /// Statuses `list` accepts, for error messages.
     pub fn parse_status(text: &str) -> Result<Status> {
         Status::parse(text).ok_or_else(|| {

@@ -17,6 +17,12 @@
 //! reads the store again from where it was. The follower that starts a
 //! feed reads nothing itself: it listens before the poller's first read,
 //! which broadcasts everything after the seq it asked for.
+//!
+//! A follower may ask for the end alone ([`Feeds::follow_end`]: a client
+//! waiting for a result). While every follower of a feed is such, commits
+//! keep no copy of their entries, the poller reads only the execution's
+//! record, and a commit wakes it only when it ended the execution: the
+//! wait costs nothing per step.
 
 use super::SharedStore;
 use crate::error::{Error, Result};
@@ -61,6 +67,8 @@ struct Feed {
     tx: broadcast::Sender<Broadcast>,
     wake: Notify,
     followers: AtomicUsize,
+    /// Those of `followers` that take the entries, not only the end.
+    entry_followers: AtomicUsize,
     /// When a local commit last touched the execution.
     touched: Mutex<Option<Instant>>,
     /// The seq of the last entry broadcast; entries are broadcast in
@@ -69,6 +77,11 @@ struct Feed {
 }
 
 impl Feed {
+    /// Whether some follower takes the entries.
+    fn wants_entries(&self) -> bool {
+        self.entry_followers.load(Ordering::SeqCst) > 0
+    }
+
     /// Broadcasts the entries after the last one broadcast, in order:
     /// `entries` is a run of consecutive seqs. Unless `gaps_ok`, nothing
     /// is broadcast if they do not start right after it (false; the
@@ -115,19 +128,29 @@ impl Feeds {
     /// Tells the feed of execution `id`, if it has one, that its journal or
     /// status changed outside this node's group commit: it reads the store.
     pub fn touched(&self, id: &str) {
-        self.committed(id, None, false);
+        if let Some(feed) = self.feed(id) {
+            *feed.touched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            feed.wake.notify_one();
+        }
     }
 
-    /// Whether execution `id` has a feed here (its commits then keep a
-    /// copy of their entries for [`Feeds::committed`]).
+    /// The feed of execution `id`, if it has one.
+    fn feed(&self, id: &str) -> Option<Arc<Feed>> {
+        if self.shared.open.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.shared
+            .feeds
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Whether execution `id` has a feed here that hands out entries (its
+    /// commits then keep a copy of their entries for [`Feeds::committed`]).
     pub fn followed(&self, id: &str) -> bool {
-        self.shared.open.load(Ordering::Relaxed) > 0
-            && self
-                .shared
-                .feeds
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(id)
+        self.feed(id).is_some_and(|feed| feed.wants_entries())
     }
 
     /// Tells the feed of execution `id`, if it has one, what a group
@@ -135,23 +158,15 @@ impl Feeds {
     /// broadcast at once; the poller reads the store if they do not follow
     /// what was broadcast, if the commit kept no copy, or if `ended` (the
     /// record of the end).
+    /// A feed whose followers all wait for the end alone is woken only by
+    /// the commit that ended the execution.
     pub fn committed(&self, id: &str, entries: Option<Vec<Entry>>, ended: bool) {
-        if self.shared.open.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let Some(feed) = self
-            .shared
-            .feeds
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
-        else {
+        let Some(feed) = self.feed(id) else {
             return;
         };
         *feed.touched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let published = entries.is_some_and(|entries| feed.broadcast(entries, false));
-        if ended || !published {
+        if ended || (!published && feed.wants_entries()) {
             feed.wake.notify_one();
         }
     }
@@ -164,11 +179,26 @@ impl Feeds {
     /// Follows execution `id`: its journal entries after `after_seq`, then
     /// [`FeedEvent::Finished`].
     pub fn follow(&self, id: &str, after_seq: i64) -> Follower {
+        self.follow_as(id, Some(after_seq))
+    }
+
+    /// Follows execution `id` for its end alone: [`FeedEvent::Finished`]
+    /// and nothing before it.
+    pub fn follow_end(&self, id: &str) -> Follower {
+        self.follow_as(id, None)
+    }
+
+    /// Follows execution `id`: its entries after `after`, or only its end.
+    fn follow_as(&self, id: &str, after: Option<i64>) -> Follower {
+        let takes_entries = usize::from(after.is_some());
+        let after_seq = after.unwrap_or(i64::MAX);
         let (feed, rx, started) = {
             let mut feeds = self.shared.feeds.lock().unwrap_or_else(|p| p.into_inner());
             match feeds.get(id) {
                 Some(feed) => {
                     feed.followers.fetch_add(1, Ordering::SeqCst);
+                    feed.entry_followers
+                        .fetch_add(takes_entries, Ordering::SeqCst);
                     (feed.clone(), feed.tx.subscribe(), false)
                 }
                 None => {
@@ -177,8 +207,11 @@ impl Feeds {
                         tx,
                         wake: Notify::new(),
                         followers: AtomicUsize::new(1),
+                        entry_followers: AtomicUsize::new(takes_entries),
                         touched: Mutex::new(None),
-                        last_seq: Mutex::new(after_seq),
+                        // An end-only feed broadcasts no entries until a
+                        // follower of entries wakes its poller.
+                        last_seq: Mutex::new(after.unwrap_or(0)),
                     });
                     feeds.insert(id.to_owned(), feed.clone());
                     self.shared.open.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +229,9 @@ impl Feeds {
             backlog: VecDeque::new(),
             // The feed it started broadcasts everything after `after_seq`
             // (its poller's first read), and it listens from the start.
-            read_history: !started,
+            // One that waits for the end reads no history.
+            read_history: !started && after.is_some(),
+            takes_entries: after.is_some(),
             done: false,
         }
     }
@@ -226,9 +261,14 @@ async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>) {
         }
         // The status first: entries committed before it are then read too.
         let last_seq = *feed.last_seq.lock().unwrap_or_else(|p| p.into_inner());
+        let wants_entries = feed.wants_entries();
         let read = async {
             let record = shared.store.executions().execution(&id).await?;
-            let entries = shared.store.executions().journal(&id, last_seq).await?;
+            let entries = if wants_entries {
+                shared.store.executions().journal(&id, last_seq).await?
+            } else {
+                Vec::new()
+            };
             Ok::<_, Error>((record, entries))
         };
         let (record, entries) = match read.await {
@@ -272,6 +312,8 @@ pub struct Follower {
     /// Entries read from the store, to hand out before the broadcast.
     backlog: VecDeque<Entry>,
     read_history: bool,
+    /// Hands out entries (else only the end).
+    takes_entries: bool,
     done: bool,
 }
 
@@ -303,7 +345,8 @@ impl Follower {
                 return Some(Ok(FeedEvent::Entry(entry)));
             }
             match self.rx.recv().await {
-                Ok(Broadcast::Entry(entry)) if entry.seq <= self.last_seq => {}
+                Ok(Broadcast::Entry(entry))
+                    if entry.seq <= self.last_seq || !self.takes_entries => {}
                 Ok(Broadcast::Entry(entry)) => {
                     self.last_seq = entry.seq;
                     return Some(Ok(FeedEvent::Entry((*entry).clone())));
@@ -335,6 +378,9 @@ impl Follower {
 
 impl Drop for Follower {
     fn drop(&mut self) {
+        if self.takes_entries {
+            self.feed.entry_followers.fetch_sub(1, Ordering::SeqCst);
+        }
         if self.feed.followers.fetch_sub(1, Ordering::SeqCst) == 1 {
             // The poller sees it has no followers left and stops.
             self.feed.wake.notify_one();

@@ -220,7 +220,8 @@ class CerebelumServicer:
         after a disconnect, call again with the last `seq` received. A tenant
         may have `max_streams` streams open at once (default 100; beyond:
         RESOURCE_EXHAUSTED); revoking the key ends its streams (UNAUTHENTICATED)
-        within seconds.
+        within seconds. With `end_only`, only the final record: a client
+        waiting for the result.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
