@@ -41,6 +41,11 @@ const POLL: Duration = Duration::from_millis(50);
 const POLL_WHILE_LOCAL: Duration = Duration::from_secs(1);
 /// Events a slow follower may fall behind before it rereads the store.
 const BACKLOG: usize = 1024;
+/// The same for a feed started by a follower of the end alone: its one
+/// event needs no room, and a broadcast channel's slots are allocated
+/// when it is made (a follower of entries who joins it later rereads the
+/// store more often).
+const END_BACKLOG: usize = 16;
 
 /// One event of a followed execution.
 // Handed from the feed to its follower once; entries are nearly every
@@ -202,7 +207,11 @@ impl Feeds {
                     (feed.clone(), feed.tx.subscribe(), false)
                 }
                 None => {
-                    let (tx, rx) = broadcast::channel(BACKLOG);
+                    let (tx, rx) = broadcast::channel(if after.is_some() {
+                        BACKLOG
+                    } else {
+                        END_BACKLOG
+                    });
                     let feed = Arc::new(Feed {
                         tx,
                         wake: Notify::new(),
