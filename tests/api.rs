@@ -41,27 +41,19 @@ fn watches_see_every_entry_once_in_order(db: Db) {
             ("step_sleep_step", r#"{"sleep_ms": 1500}"#),
         ] {
             let id = common::grpc::start(&mut client, "kit", workflow, input).await;
-            let stream = client
-                .watch_execution(pb::WatchExecutionRequest {
-                    id: id.clone(),
-                    after_seq: 0,
-                    end_only: false,
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            waited.push((id.clone(), end_only(&mut client, &id).await));
+            let stream = watch(&mut client, &id, false).await;
+            waited.push((id.clone(), watch(&mut client, &id, true).await));
             watched.push((id, stream));
         }
         // Followed for its end alone, by nobody else.
         let alone = common::grpc::start(&mut client, "kit", "many_steps", r#"{"n": 200}"#).await;
-        waited.push((alone.clone(), end_only(&mut client, &alone).await));
+        waited.push((alone.clone(), watch(&mut client, &alone, true).await));
         for (id, stream) in waited {
             let finished = only_the_end(&id, stream).await;
             assert_eq!(finished.status, pb::ExecutionStatus::Completed as i32);
             assert_eq!(finished.id, id);
             // Asked again after the end: the same record at once.
-            let again = only_the_end(&id, end_only(&mut client, &id).await).await;
+            let again = only_the_end(&id, watch(&mut client, &id, true).await).await;
             assert_eq!(again.result_json, finished.result_json);
             assert_eq!(
                 serde_json::from_str::<Value>(finished.result_json.as_deref().unwrap()).unwrap(),
@@ -88,13 +80,17 @@ fn watches_see_every_entry_once_in_order(db: Db) {
     });
 }
 
-/// A watch of execution `id` for its end alone.
-async fn end_only(client: &mut common::grpc::Client, id: &str) -> tonic::Streaming<pb::WatchEvent> {
+/// A watch of execution `id` from its start, or for its end alone.
+async fn watch(
+    client: &mut common::grpc::Client,
+    id: &str,
+    end_only: bool,
+) -> tonic::Streaming<pb::WatchEvent> {
     client
         .watch_execution(pb::WatchExecutionRequest {
             id: id.to_owned(),
             after_seq: 0,
-            end_only: true,
+            end_only,
         })
         .await
         .unwrap()
