@@ -12,8 +12,8 @@ use cerebelum::server::{self, ServerSettings};
 use cerebelum::store::{self, Synchronous};
 use cerebelum::{Engine, EngineConfig};
 use common::{
-    Db, Remote, attempts, cache_dir, entries, free_port, path, python, python_guest, results, root,
-    step_call_seq,
+    Db, Remote, WAIT, attempts, cache_dir, entries, free_port, guest, path, python, python_guest,
+    results, root, step_call_seq,
 };
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -503,6 +503,59 @@ fn execute_distributed_gives_the_local_output() {
     let packages = cli.ok(&["packages"]);
     assert!(packages.contains("pyworker"), "{packages}");
     assert_eq!(packages.matches("pyworker v").count(), 1, "{packages}");
+}
+
+/// `execute(distributed=True, once=True)` waits for the end on a watch
+/// stream; when the tenant has none left (its `max streams` all open), it
+/// looks at the execution now and then instead, and still returns the
+/// result.
+#[test]
+fn execute_distributed_waits_without_a_watch_stream_left() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &["--max-streams", "1"]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    // The tenant's one stream: a watch of an execution that waits.
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let waiting = cli
+        .ok(&["start", "kit", "approval", "--input", r#"{"key":"never"}"#])
+        .trim()
+        .to_owned();
+    let mut watch = cli
+        .command(&["watch", &waiting])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    cli.wait_text(&["status", &waiting], WAIT, |s| {
+        s.contains("waiting for approval 'never'")
+    });
+    let script = "import asyncio, json, sys\n\
+        sys.path.insert(0, sys.argv[1])\n\
+        import pyworker\n\
+        async def main():\n\
+        \x20   r = await pyworker.pyworker.execute({'name': 'cy', 'n': 2}, distributed=True, once=True)\n\
+        \x20   print(json.dumps({'id': r.execution_id, 'status': r.status, 'output': r.output}))\n\
+        asyncio.run(main())\n";
+    let dir = root().join(PYWORKER);
+    let out = Command::new(python())
+        .args(["-c", script])
+        .arg(dir.parent().unwrap())
+        .env("CEREBELUM_SERVER", common::url(port))
+        .env("CEREBELUM_API_KEY", &key)
+        .env("CEREBELUM_CACHE_DIR", cache_dir())
+        .output()
+        .expect("running python");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["status"], "completed", "{run}\n{stderr}");
+    assert_eq!(run["output"]["ok"]["summary"], "hello cy x4", "{run}");
+    let status = cli.status(run["id"].as_str().unwrap());
+    assert_eq!(status["status"], "completed", "{status}");
 }
 
 /// `pyplaced.py` places `probe` on queue `native` (`@step(worker=...)`):
