@@ -163,6 +163,7 @@ impl Feeds {
     /// broadcast at once; the poller reads the store if they do not follow
     /// what was broadcast, if the commit kept no copy, or if `ended` (the
     /// record of the end).
+    ///
     /// A feed whose followers all wait for the end alone is woken only by
     /// the commit that ended the execution.
     pub fn committed(&self, id: &str, entries: Option<Vec<Entry>>, ended: bool) {
@@ -195,32 +196,29 @@ impl Feeds {
 
     /// Follows execution `id`: its entries after `after`, or only its end.
     fn follow_as(&self, id: &str, after: Option<i64>) -> Follower {
-        let takes_entries = usize::from(after.is_some());
-        let after_seq = after.unwrap_or(i64::MAX);
+        let takes_entries = after.is_some();
+        let after_seq = after.unwrap_or(0);
         let (feed, rx, started) = {
             let mut feeds = self.shared.feeds.lock().unwrap_or_else(|p| p.into_inner());
             match feeds.get(id) {
                 Some(feed) => {
                     feed.followers.fetch_add(1, Ordering::SeqCst);
                     feed.entry_followers
-                        .fetch_add(takes_entries, Ordering::SeqCst);
+                        .fetch_add(usize::from(takes_entries), Ordering::SeqCst);
                     (feed.clone(), feed.tx.subscribe(), false)
                 }
                 None => {
-                    let (tx, rx) = broadcast::channel(if after.is_some() {
-                        BACKLOG
-                    } else {
-                        END_BACKLOG
-                    });
+                    let (tx, rx) =
+                        broadcast::channel(if takes_entries { BACKLOG } else { END_BACKLOG });
                     let feed = Arc::new(Feed {
                         tx,
                         wake: Notify::new(),
                         followers: AtomicUsize::new(1),
-                        entry_followers: AtomicUsize::new(takes_entries),
+                        entry_followers: AtomicUsize::new(usize::from(takes_entries)),
                         touched: Mutex::new(None),
                         // An end-only feed broadcasts no entries until a
                         // follower of entries wakes its poller.
-                        last_seq: Mutex::new(after.unwrap_or(0)),
+                        last_seq: Mutex::new(after_seq),
                     });
                     feeds.insert(id.to_owned(), feed.clone());
                     self.shared.open.fetch_add(1, Ordering::Relaxed);
@@ -239,8 +237,8 @@ impl Feeds {
             // The feed it started broadcasts everything after `after_seq`
             // (its poller's first read), and it listens from the start.
             // One that waits for the end reads no history.
-            read_history: !started && after.is_some(),
-            takes_entries: after.is_some(),
+            read_history: !started && takes_entries,
+            takes_entries,
             done: false,
         }
     }
