@@ -210,7 +210,23 @@ fn tenants_never_see_each_other(db: Db) {
         // Every call of B on A's execution is NOT_FOUND, worded exactly as
         // for an id that does not exist.
         let id = || id_a.clone();
+        let end_only = |id: String| pb::WatchExecutionRequest {
+            id,
+            after_seq: 0,
+            end_only: true,
+        };
+        // B's end-only watch, refused, starts no feed A's would miss the
+        // end by; A's, opened after it, sees the end, though B tries again
+        // while it waits (below).
+        let first = refused(b.watch_execution(end_only(id())).await);
+        let mut a_client = client(port, &key_a).await;
+        let a_waits = a_client
+            .watch_execution(end_only(id()))
+            .await
+            .unwrap()
+            .into_inner();
         let calls: Vec<(&str, (Code, String))> = vec![
+            ("WatchExecution (end only, before A's)", first),
             (
                 "GetExecution",
                 refused(b.get_execution(pb::GetExecutionRequest { id: id() }).await),
@@ -235,6 +251,10 @@ fn tenants_never_see_each_other(db: Db) {
                     })
                     .await,
                 ),
+            ),
+            (
+                "WatchExecution (end only, beside A's)",
+                refused(b.watch_execution(end_only(id())).await),
             ),
             (
                 "Approve",
@@ -271,6 +291,18 @@ fn tenants_never_see_each_other(db: Db) {
             assert_eq!(code, Code::NotFound, "{rpc}: {message}");
             assert!(message.starts_with(&missing(&id_a)), "{rpc}: {message}");
         }
+        a_client
+            .approve(pb::ApproveRequest {
+                id: id(),
+                key: "k".into(),
+                payload_json: "{}".into(),
+            })
+            .await
+            .unwrap();
+        let ended = tokio::time::timeout(WAIT, only_the_end(&id_a, a_waits))
+            .await
+            .expect("A's end-only watch never saw the end");
+        assert_eq!(ended.status, pb::ExecutionStatus::Completed as i32);
         let (code, unknown) = refused(
             b.get_execution(pb::GetExecutionRequest {
                 id: "ex_does_not_exist".into(),

@@ -1363,8 +1363,10 @@ impl Api {
     /// and nothing before it (a client waiting for the result). It costs
     /// the node nothing per step.
     pub async fn watch_end(&self, tenant: &TenantRecord, id: &str) -> Result<Follower> {
-        self.owned(tenant, id).await?;
-        Ok(self.feeds.follow_end(id))
+        // The ownership check's read of the record is the feed's first.
+        self.feeds
+            .follow_end_checked(id, self.owned(tenant, id))
+            .await
     }
 
     /// Statuses `list` accepts, for error messages.

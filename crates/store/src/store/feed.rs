@@ -22,7 +22,9 @@
 //! waiting for a result). While every follower of a feed is such, commits
 //! keep no copy of their entries, the poller reads only the execution's
 //! record, and a commit wakes it only when it ended the execution: the
-//! wait costs nothing per step.
+//! wait costs nothing per step. Such a follower may bring its own read of
+//! the record ([`Feeds::follow_end_checked`]: the API's ownership check),
+//! which then stands for the poller's first.
 
 use super::SharedStore;
 use crate::error::{Error, Result};
@@ -194,8 +196,61 @@ impl Feeds {
         self.follow_as(id, None)
     }
 
+    /// Follows execution `id` for its end alone, as [`Feeds::follow_end`],
+    /// with `check` the caller's own read of its record (one read instead
+    /// of two). The follower is registered before `check` runs, so an end
+    /// committed after the read still wakes the feed; if `check` finds the
+    /// execution ended, the follower hands out that record. An error of
+    /// `check` is returned as it is, and the follower dropped.
+    pub async fn follow_end_checked(
+        &self,
+        id: &str,
+        check: impl Future<Output = Result<ExecutionRecord>>,
+    ) -> Result<Follower> {
+        let (follower, started) = self.register(id, None);
+        let checked = check.await;
+        if started {
+            match &checked {
+                Ok(record) if record.status.is_terminal() => {
+                    // As the poller ends a feed: removed, then the end.
+                    self.shared.remove(id, &follower.feed, false);
+                    let _ = follower
+                        .feed
+                        .tx
+                        .send(Broadcast::Finished(Arc::new(record.clone())));
+                }
+                // The poller waits for the end (or a poll) before it reads.
+                Ok(_) => self.spawn_poller(id, &follower.feed, false),
+                // Others may have joined: the poller serves them, or stops.
+                Err(_) => self.spawn_poller(id, &follower.feed, true),
+            }
+        }
+        checked.map(|_| follower)
+    }
+
     /// Follows execution `id`: its entries after `after`, or only its end.
     fn follow_as(&self, id: &str, after: Option<i64>) -> Follower {
+        let (follower, started) = self.register(id, after);
+        if started {
+            self.spawn_poller(id, &follower.feed, true);
+        }
+        follower
+    }
+
+    /// Starts the poller of a feed that [`Feeds::register`] made; it reads
+    /// the store at once if `read_first`, else at its first wake-up.
+    fn spawn_poller(&self, id: &str, feed: &Arc<Feed>, read_first: bool) {
+        tokio::spawn(poll(
+            self.shared.clone(),
+            id.to_owned(),
+            feed.clone(),
+            read_first,
+        ));
+    }
+
+    /// A follower of execution `id` (see [`Feeds::follow_as`]), and whether
+    /// it made the feed, whose poller the caller then starts.
+    fn register(&self, id: &str, after: Option<i64>) -> (Follower, bool) {
         let takes_entries = after.is_some();
         let after_seq = after.unwrap_or(0);
         let (feed, rx, started) = {
@@ -222,12 +277,11 @@ impl Feeds {
                     });
                     feeds.insert(id.to_owned(), feed.clone());
                     self.shared.open.fetch_add(1, Ordering::Relaxed);
-                    tokio::spawn(poll(self.shared.clone(), id.to_owned(), feed.clone()));
                     (feed, rx, true)
                 }
             }
         };
-        Follower {
+        let follower = Follower {
             shared: self.shared.clone(),
             id: id.to_owned(),
             feed,
@@ -240,7 +294,8 @@ impl Feeds {
             read_history: !started && takes_entries,
             takes_entries,
             done: false,
-        }
+        };
+        (follower, started)
     }
 }
 
@@ -261,38 +316,12 @@ impl Shared {
 }
 
 /// The one poller of a feed.
-async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>) {
+async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>, mut read: bool) {
     loop {
         if shared.remove(&id, &feed, true) {
             return;
         }
-        // The status first: entries committed before it are then read too.
-        let last_seq = *feed.last_seq.lock().unwrap_or_else(|p| p.into_inner());
-        let wants_entries = feed.wants_entries();
-        let read = async {
-            let record = shared.store.executions().execution(&id).await?;
-            let entries = if wants_entries {
-                shared.store.executions().journal(&id, last_seq).await?
-            } else {
-                Vec::new()
-            };
-            Ok::<_, Error>((record, entries))
-        };
-        let (record, entries) = match read.await {
-            Ok(found) => found,
-            Err(e) => {
-                shared.remove(&id, &feed, false);
-                let _ = feed.tx.send(Broadcast::Failed(e.to_string().into()));
-                return;
-            }
-        };
-        // What commits broadcast meanwhile is skipped.
-        feed.broadcast(entries, true);
-        if record.status.is_terminal() {
-            // Removed before the last event: a follower arriving later
-            // starts a new feed instead of waiting on this one.
-            shared.remove(&id, &feed, false);
-            let _ = feed.tx.send(Broadcast::Finished(Arc::new(record)));
+        if std::mem::replace(&mut read, true) && poll_once(&shared, &id, &feed).await {
             return;
         }
         let local = feed
@@ -306,6 +335,41 @@ async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>) {
             _ = tokio::time::sleep(wait) => {}
         }
     }
+}
+
+/// One read of the store by the poller: what it finds is broadcast; true
+/// when the feed is done (the execution ended, or the read failed).
+async fn poll_once(shared: &Shared, id: &str, feed: &Arc<Feed>) -> bool {
+    // The status first: entries committed before it are then read too.
+    let last_seq = *feed.last_seq.lock().unwrap_or_else(|p| p.into_inner());
+    let wants_entries = feed.wants_entries();
+    let read = async {
+        let record = shared.store.executions().execution(id).await?;
+        let entries = if wants_entries {
+            shared.store.executions().journal(id, last_seq).await?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, Error>((record, entries))
+    };
+    let (record, entries) = match read.await {
+        Ok(found) => found,
+        Err(e) => {
+            shared.remove(id, feed, false);
+            let _ = feed.tx.send(Broadcast::Failed(e.to_string().into()));
+            return true;
+        }
+    };
+    // What commits broadcast meanwhile is skipped.
+    feed.broadcast(entries, true);
+    if record.status.is_terminal() {
+        // Removed before the last event: a follower arriving later
+        // starts a new feed instead of waiting on this one.
+        shared.remove(id, feed, false);
+        let _ = feed.tx.send(Broadcast::Finished(Arc::new(record)));
+        return true;
+    }
+    false
 }
 
 /// One follower of a feed; dropping it is how it stops following.
