@@ -68,6 +68,7 @@ mod rows;
 mod sql;
 mod sqlite;
 mod sqlite_commit;
+mod sqlite_reads;
 mod sqlite_tasks;
 mod tasks;
 

@@ -202,6 +202,7 @@ impl PgStore {
                 dialect: DIALECT,
                 folding: Default::default(),
                 task_batches: Default::default(),
+                point: None,
             },
         })
     }

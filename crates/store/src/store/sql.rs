@@ -28,7 +28,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// What [`FetchWritten::fetch_written`] returns.
 pub(super) type Written<'e, DB> =
@@ -228,6 +228,41 @@ macro_rules! bind_where {
     }};
 }
 
+/// Reads of one row by its key that a backend answers on the calling
+/// thread, without sqlx (SQLite: [`super::sqlite_reads`]); `None` if no
+/// row matched.
+pub(super) trait PointReads: Send + Sync {
+    fn execution(&self, id: &str) -> Result<Option<ExecutionRecord>>;
+    fn tenant_by_key(&self, hash: &str, now_ms: i64) -> Result<Option<TenantRecord>>;
+    fn package(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<PackageRecord>>;
+}
+
+/// An execution's record by its id ($1).
+pub(super) static EXECUTION_BY_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1"));
+
+/// The tenant of the API key whose hash is $1, if it is valid at $2.
+pub(super) static TENANT_BY_KEY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = \
+         (SELECT tenant FROM api_keys WHERE hash = $1 AND revoked_at IS NULL \
+         AND (expires_at IS NULL OR expires_at > $2))"
+    )
+});
+
+/// Tenant $1's package named $2: version $3, or its newest if $3 is NULL.
+pub(super) static PACKAGE_BY_NAME: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND name = $2 \
+         AND (CAST($3 AS BIGINT) IS NULL OR version = $3) ORDER BY version DESC LIMIT 1"
+    )
+});
+
 /// The shared SQL over a backend's pools: `reader` serves reads, `writer`
 /// writes (SQLite: one connection, this process's only sqlx writer;
 /// PostgreSQL: the same pool as `reader`).
@@ -239,6 +274,8 @@ pub(super) struct Sql<DB: Database> {
     pub(super) task_batches: super::tasks::Batches,
     /// The tenants whose open count this process is folding.
     pub(super) folding: Arc<Mutex<HashSet<String>>>,
+    /// Point reads answered without sqlx, where the backend has them.
+    pub(super) point: Option<Arc<dyn PointReads>>,
 }
 
 /// How many rows (shards) of a tenant's open count make a read fold them.
@@ -606,15 +643,14 @@ where
     }
 
     async fn tenant_by_key(&self, hash: &str, now_ms: i64) -> Result<Option<TenantRecord>> {
-        let row = sqlx::query::<DB>(&format!(
-            "SELECT {TENANT_COLUMNS} FROM tenants WHERE name = \
-             (SELECT tenant FROM api_keys WHERE hash = $1 AND revoked_at IS NULL \
-             AND (expires_at IS NULL OR expires_at > $2))"
-        ))
-        .bind(hash)
-        .bind(now_ms)
-        .fetch_optional(&self.reader)
-        .await?;
+        if let Some(point) = &self.point {
+            return point.tenant_by_key(hash, now_ms);
+        }
+        let row = sqlx::query::<DB>(&TENANT_BY_KEY)
+            .bind(hash)
+            .bind(now_ms)
+            .fetch_optional(&self.reader)
+            .await?;
         row.as_ref().map(rows::tenant).transpose()
     }
 
@@ -967,16 +1003,17 @@ where
         name: &str,
         version: Option<i64>,
     ) -> Result<PackageRecord> {
-        let row = sqlx::query::<DB>(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE tenant = $1 AND name = $2 \
-             AND (CAST($3 AS BIGINT) IS NULL OR version = $3) ORDER BY version DESC LIMIT 1"
-        ))
-        .bind(tenant)
-        .bind(name)
-        .bind(version)
-        .fetch_optional(&self.reader)
-        .await?;
-        if let Some(row) = row {
+        if let Some(point) = &self.point {
+            if let Some(found) = point.package(tenant, name, version)? {
+                return Ok(found);
+            }
+        } else if let Some(row) = sqlx::query::<DB>(&PACKAGE_BY_NAME)
+            .bind(tenant)
+            .bind(name)
+            .bind(version)
+            .fetch_optional(&self.reader)
+            .await?
+        {
             return rows::package(&row);
         }
         let versions: Vec<String> = sqlx::query_scalar::<DB, String>(
@@ -1059,6 +1096,11 @@ where
     }
 
     async fn execution(&self, id: &str) -> Result<ExecutionRecord> {
+        if let Some(point) = &self.point {
+            return point
+                .execution(id)?
+                .ok_or_else(|| rows::execution_not_found(id));
+        }
         let mut conn = self.reader.acquire().await?;
         execution_in::<DB>(&mut conn, id, "").await
     }

@@ -4,6 +4,7 @@
 use super::rows;
 use super::sql::{CLEAR_TIMER, Dialect, Sql};
 use super::sqlite_commit::CommitConnection;
+use super::sqlite_reads::Readers;
 use super::tasks::Batches;
 use super::{
     Catalog, Claim, CommitOp, EngineFailure, Executions, FiredTimers, Renewed, Store, Tasks,
@@ -31,7 +32,9 @@ pub enum Synchronous {
 
 /// SQLite-backed [`Store`].
 pub struct SqliteStore {
-    /// The shared SQL: reads on a pool, writes on one sqlx connection.
+    /// The shared SQL: reads on a pool (point reads of one row by its key
+    /// inline, on rusqlite connections: `sqlite_reads`), writes on one
+    /// sqlx connection.
     sql: Sql<Sqlite>,
     /// The hot path's own connection (rusqlite): group commits, claims,
     /// leases.
@@ -123,6 +126,7 @@ impl SqliteStore {
                 dialect: DIALECT,
                 folding: Default::default(),
                 task_batches: Batches::on(commits.clone()),
+                point: Some(Arc::new(Readers::new(path))),
             },
             commits,
         })

@@ -3,7 +3,7 @@
 //! hops to its connection thread and back for every statement), with the
 //! statements and checks of [`super::tasks`].
 
-use super::rows::Columns;
+use super::sqlite_reads::Lite;
 use super::tasks::{
     BatchOp, BatchResult, CLAIM_TASK, FINISH_TASK, Row, WAKE, check_claim, claim_of, claim_select,
     completes, expired_refusal, needs_flush, task_not_found, task_row, task_select, timeout_error,
@@ -13,27 +13,6 @@ use crate::journal::outcome_payload;
 use crate::model::{CallError, TaskClaim, TaskId, TaskToken};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value;
-
-/// A rusqlite row, read like an sqlx one.
-struct Lite<'a, 'b>(&'a rusqlite::Row<'b>);
-
-impl Columns for Lite<'_, '_> {
-    fn text(&self, column: &str) -> Result<Option<String>> {
-        self.0.get(column).map_err(unreadable)
-    }
-
-    fn int(&self, column: &str) -> Result<Option<i64>> {
-        self.0.get(column).map_err(unreadable)
-    }
-
-    fn flag(&self, column: &str) -> Result<bool> {
-        self.0.get(column).map_err(unreadable)
-    }
-}
-
-fn unreadable(e: rusqlite::Error) -> Error {
-    Error::Schema(format!("reading a task row: {e}"))
-}
 
 fn failed(e: rusqlite::Error) -> Error {
     Error::sqlite("task batch", e)
