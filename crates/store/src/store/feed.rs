@@ -18,13 +18,13 @@
 //! feed reads nothing itself: it listens before the poller's first read,
 //! which broadcasts everything after the seq it asked for.
 //!
-//! A follower may ask for the end alone ([`Feeds::follow_end`]: a client
-//! waiting for a result). While every follower of a feed is such, commits
+//! A follower may ask for the end alone ([`Feeds::follow_end_checked`]:
+//! a client waiting for a result). While every follower of a feed is such, commits
 //! keep no copy of their entries, the poller reads only the execution's
 //! record, and a commit wakes it only when it ended the execution: the
-//! wait costs nothing per step. Such a follower may bring its own read of
-//! the record ([`Feeds::follow_end_checked`]: the API's ownership check),
-//! which then stands for the poller's first.
+//! wait costs nothing per step. Such a follower brings its own read of
+//! the record (the API's ownership check), which stands for the poller's
+//! first.
 
 use super::SharedStore;
 use crate::error::{Error, Result};
@@ -187,18 +187,12 @@ impl Feeds {
     /// Follows execution `id`: its journal entries after `after_seq`, then
     /// [`FeedEvent::Finished`].
     pub fn follow(&self, id: &str, after_seq: i64) -> Follower {
-        self.follow_as(id, Some(after_seq))
+        self.follow_as(id, after_seq)
     }
 
     /// Follows execution `id` for its end alone: [`FeedEvent::Finished`]
-    /// and nothing before it.
-    pub fn follow_end(&self, id: &str) -> Follower {
-        self.follow_as(id, None)
-    }
-
-    /// Follows execution `id` for its end alone, as [`Feeds::follow_end`],
-    /// with `check` the caller's own read of its record (one read instead
-    /// of two). The follower is registered before `check` runs, so an end
+    /// and nothing before it. `check` is the caller's own read of its
+    /// record, which stands for the poller's first. The follower is registered before `check` runs, so an end
     /// committed after the read still wakes the feed; if `check` finds the
     /// execution ended, the follower hands out that record. An error of
     /// `check` is returned as it is, and the follower dropped.
@@ -228,9 +222,9 @@ impl Feeds {
         checked.map(|_| follower)
     }
 
-    /// Follows execution `id`: its entries after `after`, or only its end.
-    fn follow_as(&self, id: &str, after: Option<i64>) -> Follower {
-        let (follower, started) = self.register(id, after);
+    /// Follows execution `id`: its entries after `after_seq`.
+    fn follow_as(&self, id: &str, after_seq: i64) -> Follower {
+        let (follower, started) = self.register(id, Some(after_seq));
         if started {
             self.spawn_poller(id, &follower.feed, true);
         }
@@ -248,8 +242,9 @@ impl Feeds {
         ));
     }
 
-    /// A follower of execution `id` (see [`Feeds::follow_as`]), and whether
-    /// it made the feed, whose poller the caller then starts.
+    /// A follower of execution `id`, of its entries after `after` or (if
+    /// `None`) of its end alone, and whether it made the feed, whose
+    /// poller the caller then starts.
     fn register(&self, id: &str, after: Option<i64>) -> (Follower, bool) {
         let takes_entries = after.is_some();
         let after_seq = after.unwrap_or(0);

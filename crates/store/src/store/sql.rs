@@ -360,13 +360,11 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     DB::Row: Columns,
 {
-    let row = sqlx::query::<DB>(&format!(
-        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = $1{lock}"
-    ))
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| rows::execution_not_found(id))?;
+    let row = sqlx::query::<DB>(&format!("{}{lock}", *EXECUTION_BY_ID))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| rows::execution_not_found(id))?;
     rows::execution(&row)
 }
 

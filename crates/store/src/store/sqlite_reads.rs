@@ -57,8 +57,8 @@ impl Readers {
     fn open(&self) -> Result<Connection> {
         let failed = |e| Error::sqlite(&format!("opening {} to read", self.path.display()), e);
         let conn = Connection::open(&self.path).map_err(failed)?;
-        // A reader waits only while SQLite recovers the WAL's index after
-        // a crash of another process: briefly, in short sleeps.
+        // A WAL reader waits only while another connection rebuilds the
+        // WAL's index (after a crash of its process): briefly.
         conn.busy_timeout(Duration::from_secs(5)).map_err(failed)?;
         conn.pragma_update(None, "query_only", true)
             .map_err(failed)?;
