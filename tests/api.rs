@@ -17,6 +17,7 @@ common::on_both_backends!(
     upload_start_watch_approve_through_the_cli,
     tenants_never_see_each_other,
     watches_see_every_entry_once_in_order,
+    run_execution_starts_and_waits_in_one_call,
 );
 
 /// `WatchExecution` hands out every journal entry once, in order: those
@@ -69,6 +70,7 @@ fn watches_see_every_entry_once_in_order(db: Db) {
                     pb::watch_event::Event::Entry(entry) => seqs.push(entry.seq),
                     pb::watch_event::Event::Progress(_) => {}
                     pb::watch_event::Event::Finished(execution) => finished = Some(execution),
+                    pb::watch_event::Event::Started(s) => panic!("{id}: a watch handed out {s:?}"),
                 }
             }
             let finished = finished.unwrap_or_else(|| panic!("{id}: the watch ended early"));
@@ -78,6 +80,137 @@ fn watches_see_every_entry_once_in_order(db: Db) {
             assert_eq!(seqs, expected, "{id}: the entries watched");
         }
     });
+}
+
+/// `RunExecution` is a start and an end-only watch on one call: its
+/// first event says what started, its last is the end. An idempotency key
+/// used before gives the earlier execution and its end. A refused call
+/// (unknown package, no stream left) starts nothing, and dropping the call
+/// stops the wait, not the execution.
+fn run_execution_starts_and_waits_in_one_call(db: Db) {
+    let key = db.tenant("acme", &["--max-streams", "2"]);
+    let port = free_port();
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = common::grpc::connect(port, &key).await;
+        let request = |workflow: &str, input: &str, key: Option<&str>| pb::StartExecutionRequest {
+            package: "kit".into(),
+            workflow: workflow.into(),
+            input_json: input.into(),
+            idempotency_key: key.map(str::to_owned),
+            ..Default::default()
+        };
+        let run = request("many_steps", r#"{"n": 20}"#, Some("run-1"));
+        let (first, created, end) = run_events(&mut client, run.clone()).await;
+        assert!(created, "a new key starts a new execution");
+        assert_eq!(end.status, pb::ExecutionStatus::Completed as i32);
+        assert_eq!(end.id, first.id);
+        assert_eq!(
+            serde_json::from_str::<Value>(end.result_json.as_deref().unwrap()).unwrap(),
+            cli.status(&first.id)["result"],
+            "the end a run hands out is the stored one"
+        );
+        // The same key: the same execution, ended already.
+        let (again, created, end_again) = run_events(&mut client, run).await;
+        assert!(!created, "a used key returns the earlier execution");
+        assert_eq!(again.id, first.id);
+        assert_eq!(end_again.result_json, end.result_json);
+
+        let listed = || {
+            let rows: Vec<Value> = serde_json::from_str(&cli.ok(&["list", "--json"])).unwrap();
+            rows.len()
+        };
+        let unknown = client.run_execution(pb::StartExecutionRequest {
+            package: "nope".into(),
+            ..request("many_steps", "{}", None)
+        });
+        assert_eq!(refused(unknown.await).0, Code::NotFound);
+
+        // Both of the tenant's streams held by runs waiting for an
+        // approval: a third run is refused, and starts nothing.
+        let mut waiting = Vec::new();
+        for key in ["a", "b"] {
+            let input = format!(r#"{{"key": "{key}"}}"#);
+            let mut stream = client
+                .run_execution(request("approval", &input, None))
+                .await
+                .unwrap()
+                .into_inner();
+            let started = match stream.message().await.unwrap().and_then(|e| e.event) {
+                Some(pb::watch_event::Event::Started(s)) => s.execution.unwrap(),
+                other => panic!("a run's first event: {other:?}"),
+            };
+            waiting.push((started.id, key, stream));
+        }
+        let before = listed();
+        assert_eq!(before, 3, "the run of many_steps and two approvals");
+        let third = client.run_execution(request("approval", r#"{"key": "c"}"#, None));
+        let (code, message) = refused(third.await);
+        assert_eq!(code, Code::ResourceExhausted, "{message}");
+        assert_eq!(listed(), before, "a refused run stores nothing");
+
+        // Dropping a run leaves its execution running; the other run sees
+        // its approval's end.
+        let (dropped, dropped_key, stream) = waiting.pop().unwrap();
+        drop(stream);
+        let (kept, kept_key, mut stream) = waiting.pop().unwrap();
+        for (id, key) in [(&dropped, dropped_key), (&kept, kept_key)] {
+            client
+                .approve(pb::ApproveRequest {
+                    id: id.clone(),
+                    key: key.into(),
+                    payload_json: "{}".into(),
+                })
+                .await
+                .unwrap();
+        }
+        let end = tokio::time::timeout(WAIT, async {
+            let mut last = None;
+            while let Some(event) = stream.message().await.unwrap() {
+                last = event.event;
+            }
+            last
+        })
+        .await
+        .expect("the run waiting for its approval never saw the end");
+        match end {
+            Some(pb::watch_event::Event::Finished(e)) => {
+                assert_eq!(e.id, kept);
+                assert_eq!(e.status, pb::ExecutionStatus::Completed as i32);
+            }
+            other => panic!("a run's last event: {other:?}"),
+        }
+        cli.wait_text(&["status", &dropped], WAIT, |s| s.contains("completed"));
+    });
+}
+
+/// The events of a `RunExecution` that must be exactly two: what started
+/// (and whether it is new), then its end.
+async fn run_events(
+    client: &mut common::grpc::Client,
+    request: pb::StartExecutionRequest,
+) -> (pb::Execution, bool, pb::Execution) {
+    let mut stream = client.run_execution(request).await.unwrap().into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .expect("a run handed out nothing for a minute")
+        .unwrap()
+    {
+        events.push(event.event.unwrap());
+    }
+    match <[_; 2]>::try_from(events) {
+        Ok(
+            [
+                pb::watch_event::Event::Started(started),
+                pb::watch_event::Event::Finished(end),
+            ],
+        ) => (started.execution.unwrap(), started.created, end),
+        other => panic!("a run must hand out what started, then the end: {other:?}"),
+    }
 }
 
 /// A watch of execution `id` from its start, or for its end alone.

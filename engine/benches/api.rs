@@ -31,12 +31,17 @@
 //!   `--w1-steps N`, `--w2-count N`, `--w3-runs N` and `--repeats N`
 //!   (W1 and W2 runs; the median is reported) set the sizes;
 //!   `--guest python` runs W1, W2 and W3 on the Python package of (p)
-//!   instead (it has no fan-out workflow). Only this runs then.
+//!   instead (it has no fan-out workflow); `--sync normal` runs the
+//!   server without a flush per commit, to see what the flushes cost
+//!   (not a durable setting: never quote it against the peers). Only
+//!   this runs then.
 //!
-//! Every run waits for an execution's end with a watch for the end alone
-//! (`end_only`), as a client waiting for a result does; `--watch-journal`
-//! watches every journal entry instead (what these numbers measured
-//! before 2026-11-29).
+//! Every run starts an execution and waits for its end on one call,
+//! `RunExecution`, as a client waiting for a result does;
+//! `--start-then-wait` makes that two, a start and a watch for the end
+//! alone (what these numbers measured from 2026-11-29 until
+//! `RunExecution`), and `--watch-journal` a start and a watch of every
+//! journal entry (before that).
 //!
 //! `-- --quick` runs smaller counts. The machine is shared: quote medians
 //! and compare within one run.
@@ -47,7 +52,7 @@ use cerebelum::api::pb;
 use common::grpc::{Client, connect};
 use std::time::{Duration, Instant};
 
-/// Start, then watch until the end; the time it took.
+/// Run to the end; the time it took.
 async fn start_to_completion(client: &mut Client) -> Duration {
     let (took, e) =
         common::grpc::start_to_completion(client, "hello", "hello", r#"{"name":"bench"}"#).await;
@@ -116,6 +121,23 @@ async fn python(client: &mut Client, quick: bool) {
 }
 
 /// The value of flag `--name N`, or `default`.
+/// `serve --sync` of (peers): `full` (serve's default, a flush per
+/// commit), or `normal` with `-- --sync normal` (no flush: what the
+/// flushes cost, for comparison only).
+fn sync_mode() -> &'static str {
+    let args: Vec<String> = std::env::args().collect();
+    match args
+        .iter()
+        .position(|a| a == "--sync")
+        .map(|i| args.get(i + 1))
+    {
+        None => "full",
+        Some(Some(mode)) if mode == "full" => "full",
+        Some(Some(mode)) if mode == "normal" => "normal",
+        Some(other) => panic!("--sync takes full or normal, not {other:?}"),
+    }
+}
+
 fn count_flag(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -288,7 +310,11 @@ async fn peers(client: &mut Client, port: u16, key: &str, server: &common::Serve
     }
     let line = serde_json::json!({
         "system": if workloads.guest == "rust" { "cerebelum" } else { "cerebelum-python" },
-        "durability": "serve --sync full: SQLite synchronous=FULL, a flush per commit",
+        "durability": if sync_mode() == "full" {
+            "serve --sync full: SQLite synchronous=FULL, a flush per commit"
+        } else {
+            "serve --sync normal: no flush per commit (not durable across a power loss)"
+        },
         "w1_steps": w1_steps,
         "w1_s": common::percentile(&mut w1, 0.5),
         "w1_runs": repeats,
@@ -311,7 +337,14 @@ async fn peers(client: &mut Client, port: u16, key: &str, server: &common::Serve
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    common::grpc::watch_journal(std::env::args().any(|a| a == "--watch-journal"));
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    common::grpc::waiting(if flag("--watch-journal") {
+        common::grpc::Waiting::Journal
+    } else if flag("--start-then-wait") {
+        common::grpc::Waiting::StartThenEnd
+    } else {
+        common::grpc::Waiting::Run
+    });
     let only_python = std::env::args().any(|a| a == "--python");
     let only_peers = std::env::args().any(|a| a == "--peers-json");
     let backend = common::bench_backend();
@@ -329,7 +362,11 @@ fn main() {
     );
     let port = common::free_port();
     // `full` is serve's default; the peers' comparison names it.
-    let sync: &[&str] = if only_peers { &["--sync", "full"] } else { &[] };
+    let sync: &[&str] = if only_peers {
+        &["--sync", sync_mode()]
+    } else {
+        &[]
+    };
     let server = db.serve_api(port, sync);
     let hello = common::guest("hello");
     println!(

@@ -2,7 +2,7 @@
 //! benchmarks that drive the API the way a program would.
 
 use cerebelum::api::pb::{self, cerebelum_client::CerebelumClient};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
@@ -76,20 +76,29 @@ pub async fn start(client: &mut Client, package: &str, workflow: &str, input: &s
         .id
 }
 
-/// Whether [`start_to_completion`] watches the whole journal instead of
-/// the end alone (`--bench api -- --watch-journal`: what it measured
-/// before `end_only`).
-static WATCH_JOURNAL: AtomicBool = AtomicBool::new(false);
-
-/// Makes [`start_to_completion`] watch every journal entry (`true`) or
-/// the end alone, as a client waiting for the result does (the default).
-pub fn watch_journal(all: bool) {
-    WATCH_JOURNAL.store(all, Ordering::Relaxed);
+/// How [`start_to_completion`] waits for the end of what it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// One `RunExecution` call, as a client waiting for the result does
+    /// (the default).
+    Run = 0,
+    /// `StartExecution`, then a `WatchExecution` of the end alone (what
+    /// `--bench api -- --start-then-wait` measures: two calls).
+    StartThenEnd = 1,
+    /// `StartExecution`, then a `WatchExecution` of every journal entry
+    /// (`--watch-journal`: what was measured before `end_only`).
+    Journal = 2,
 }
 
-/// Starts `workflow` of `package`, then waits for its end (a watch with
-/// `end_only`, unless [`watch_journal`]): how long that took and the final
-/// record.
+static WAITING: AtomicU8 = AtomicU8::new(Waiting::Run as u8);
+
+/// Sets how [`start_to_completion`] waits, for the whole process.
+pub fn waiting(how: Waiting) {
+    WAITING.store(how as u8, Ordering::Relaxed);
+}
+
+/// Runs `workflow` of `package` to its end, waiting as [`waiting`] set:
+/// how long that took and the final record.
 pub async fn start_to_completion(
     client: &mut Client,
     package: &str,
@@ -97,22 +106,32 @@ pub async fn start_to_completion(
     input: &str,
 ) -> (Duration, pb::Execution) {
     let t = Instant::now();
-    let id = start(client, package, workflow, input).await;
-    let mut events = client
-        .watch_execution(pb::WatchExecutionRequest {
-            id,
+    let request = pb::StartExecutionRequest {
+        package: package.into(),
+        workflow: workflow.into(),
+        input_json: input.into(),
+        ..Default::default()
+    };
+    let how = WAITING.load(Ordering::Relaxed);
+    let mut events = if how == Waiting::Run as u8 {
+        client.run_execution(request).await
+    } else {
+        let started = client.start_execution(request).await.unwrap();
+        let watch = pb::WatchExecutionRequest {
+            id: started.into_inner().execution.unwrap().id,
             after_seq: 0,
-            end_only: !WATCH_JOURNAL.load(Ordering::Relaxed),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+            end_only: how == Waiting::StartThenEnd as u8,
+        };
+        client.watch_execution(watch).await
+    }
+    .unwrap()
+    .into_inner();
     while let Some(event) = events.message().await.unwrap() {
         if let Some(pb::watch_event::Event::Finished(e)) = event.event {
             return (t.elapsed(), e);
         }
     }
-    panic!("the watch ended before the execution");
+    panic!("the stream ended before the execution");
 }
 
 pub type WorkerClient =

@@ -675,6 +675,8 @@ impl Client {
                     }
                     // Also sent as a `report-progress` entry.
                     pb::watch_event::Event::Progress(_) => continue,
+                    // Only RunExecution sends it, first.
+                    pb::watch_event::Event::Started(_) => continue,
                 };
                 let last = matches!(out, WatchEvent::Finished(_));
                 if tx.send(Ok(out)).await.is_err() || last {

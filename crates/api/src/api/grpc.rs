@@ -11,11 +11,11 @@ use super::convert::{self, entry_to_pb, execution_to_pb, package_to_pb};
 use super::pb;
 use super::schedules::NewSchedule;
 use super::service::{Api, CheckTarget, ReplayTarget, StartRequest, UpgradeTarget, WatchEvent};
-use super::streams::Streams;
+use super::streams::{StreamGuard, Streams};
 use super::triggers::NewTrigger;
 use crate::error::{DISK_FULL, Error};
 use crate::model::{Decision, ListFilter, Overlap, TenantRecord};
-use crate::store::NewSignal;
+use crate::store::{Follower, NewSignal};
 use std::pin::Pin;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -58,6 +58,9 @@ pub fn status(e: Error) -> Status {
 
 type Reply<T> = Result<Response<T>, Status>;
 
+/// The events of a watch or a run, as the client receives them.
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
 /// The `cerebelum.v1.Cerebelum` service. Its calls were authenticated
 /// by the front door ([`AuthLayer`]) before they arrive here.
 pub struct Service {
@@ -77,6 +80,93 @@ impl Service {
             stopping,
         }
     }
+
+    /// Counts a stream of `caller`'s against its tenant's `max_streams`
+    /// until the guard drops.
+    fn open_stream(&self, caller: &Caller) -> Result<StreamGuard, Status> {
+        self.streams
+            .open(
+                &caller.tenant.name,
+                self.api.quotas(&caller.tenant).max_streams,
+                &caller.key_hash,
+            )
+            .map_err(status)
+    }
+
+    /// The stream of a watch: `first` (if any), then `events` as gRPC
+    /// events. The server works for the stream while its task runs: it
+    /// ends when the execution ends, the client goes away, the key is
+    /// revoked or the server stops.
+    fn forward(
+        &self,
+        mut guard: StreamGuard,
+        first: Option<pb::WatchEvent>,
+        mut events: Follower,
+    ) -> Response<EventStream> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        if let Some(first) = first {
+            // The channel is new and empty: this cannot wait.
+            let _ = tx.try_send(Ok(first));
+        }
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    event = events.next() => match event {
+                        Some(event) => event,
+                        None => return,
+                    },
+                    () = tx.closed() => return,
+                    () = guard.revoked() => {
+                        let _ = tx
+                            .send(Err(Status::unauthenticated(
+                                "the API key of this stream was revoked",
+                            )))
+                            .await;
+                        return;
+                    }
+                    () = async { drop(stopping.wait_for(|s| *s).await) } => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "the server is shutting down; reconnect to continue watching",
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                let out = match event {
+                    Ok(WatchEvent::Entry(entry)) => {
+                        let progress = convert::progress_of(&entry);
+                        let sent = tx
+                            .send(Ok(pb::WatchEvent {
+                                event: Some(pb::watch_event::Event::Entry(entry_to_pb(&entry))),
+                            }))
+                            .await;
+                        if sent.is_err() {
+                            return;
+                        }
+                        match progress {
+                            Some(p) => Ok(pb::WatchEvent {
+                                event: Some(pb::watch_event::Event::Progress(p)),
+                            }),
+                            None => continue,
+                        }
+                    }
+                    Ok(WatchEvent::Finished(record)) => Ok(pb::WatchEvent {
+                        event: Some(pb::watch_event::Event::Finished(execution_to_pb(
+                            &record,
+                            &[],
+                        ))),
+                    }),
+                    Err(e) => Err(status(e)),
+                };
+                if tx.send(out).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Response::new(Box::pin(ReceiverStream::new(rx)))
+    }
 }
 
 /// Who made `request` (put there by the front door).
@@ -94,6 +184,17 @@ fn caller<T>(request: &Request<T>) -> Result<Caller, Status> {
 /// The tenant of `request`'s caller.
 pub fn tenant<T>(request: &Request<T>) -> Result<TenantRecord, Status> {
     caller(request).map(|c| c.tenant)
+}
+
+fn start_request(r: pb::StartExecutionRequest) -> StartRequest {
+    StartRequest {
+        package: r.package,
+        version: r.version,
+        workflow: r.workflow,
+        input: r.input_json,
+        idempotency_key: r.idempotency_key,
+        worker_queue: r.worker_queue,
+    }
 }
 
 fn optional(text: String) -> Option<String> {
@@ -197,20 +298,9 @@ impl pb::cerebelum_server::Cerebelum for Service {
         request: Request<pb::StartExecutionRequest>,
     ) -> Reply<pb::StartExecutionResponse> {
         let tenant = tenant(&request)?;
-        let r = request.into_inner();
         let (record, created) = self
             .api
-            .start(
-                &tenant,
-                StartRequest {
-                    package: r.package,
-                    version: r.version,
-                    workflow: r.workflow,
-                    input: r.input_json,
-                    idempotency_key: r.idempotency_key,
-                    worker_queue: r.worker_queue,
-                },
-            )
+            .start(&tenant, start_request(request.into_inner()))
             .await
             .map_err(status)?;
         Ok(Response::new(pb::StartExecutionResponse {
@@ -262,7 +352,7 @@ impl pb::cerebelum_server::Cerebelum for Service {
         }))
     }
 
-    type WatchExecutionStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+    type WatchExecutionStream = EventStream;
 
     async fn watch_execution(
         &self,
@@ -270,82 +360,38 @@ impl pb::cerebelum_server::Cerebelum for Service {
     ) -> Reply<Self::WatchExecutionStream> {
         let caller = caller(&request)?;
         let r = request.into_inner();
-        let mut guard = self
-            .streams
-            .open(
-                &caller.tenant.name,
-                self.api.quotas(&caller.tenant).max_streams,
-                &caller.key_hash,
-            )
-            .map_err(status)?;
+        let guard = self.open_stream(&caller)?;
         let events = if r.end_only {
             self.api.watch_end(&caller.tenant, &r.id).await
         } else {
             self.api.watch(&caller.tenant, &r.id, r.after_seq).await
         };
-        let mut events = events.map_err(status)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let mut stopping = self.stopping.clone();
-        // The server works for the stream while this task runs: it ends
-        // when the execution ends, the client goes away, the key is
-        // revoked or the server stops.
-        tokio::spawn(async move {
-            loop {
-                let event = tokio::select! {
-                    event = events.next() => match event {
-                        Some(event) => event,
-                        None => return,
-                    },
-                    () = tx.closed() => return,
-                    () = guard.revoked() => {
-                        let _ = tx
-                            .send(Err(Status::unauthenticated(
-                                "the API key of this stream was revoked",
-                            )))
-                            .await;
-                        return;
-                    }
-                    () = async { drop(stopping.wait_for(|s| *s).await) } => {
-                        let _ = tx
-                            .send(Err(Status::unavailable(
-                                "the server is shutting down; reconnect to continue watching",
-                            )))
-                            .await;
-                        return;
-                    }
-                };
-                let out = match event {
-                    Ok(WatchEvent::Entry(entry)) => {
-                        let progress = convert::progress_of(&entry);
-                        let sent = tx
-                            .send(Ok(pb::WatchEvent {
-                                event: Some(pb::watch_event::Event::Entry(entry_to_pb(&entry))),
-                            }))
-                            .await;
-                        if sent.is_err() {
-                            return;
-                        }
-                        match progress {
-                            Some(p) => Ok(pb::WatchEvent {
-                                event: Some(pb::watch_event::Event::Progress(p)),
-                            }),
-                            None => continue,
-                        }
-                    }
-                    Ok(WatchEvent::Finished(record)) => Ok(pb::WatchEvent {
-                        event: Some(pb::watch_event::Event::Finished(execution_to_pb(
-                            &record,
-                            &[],
-                        ))),
-                    }),
-                    Err(e) => Err(status(e)),
-                };
-                if tx.send(out).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(self.forward(guard, None, events.map_err(status)?))
+    }
+
+    type RunExecutionStream = EventStream;
+
+    async fn run_execution(
+        &self,
+        request: Request<pb::StartExecutionRequest>,
+    ) -> Reply<Self::RunExecutionStream> {
+        let caller = caller(&request)?;
+        // The stream first: past the tenant's streams, nothing starts.
+        let guard = self.open_stream(&caller)?;
+        let (record, created, events) = self
+            .api
+            .run(&caller.tenant, start_request(request.into_inner()))
+            .await
+            .map_err(status)?;
+        let started = pb::WatchEvent {
+            event: Some(pb::watch_event::Event::Started(
+                pb::StartExecutionResponse {
+                    execution: Some(execution_to_pb(&record, &[])),
+                    created,
+                },
+            )),
+        };
+        Ok(self.forward(guard, Some(started), events))
     }
 
     async fn signal(&self, request: Request<pb::SignalRequest>) -> Reply<pb::SignalResponse> {

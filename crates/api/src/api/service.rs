@@ -1369,6 +1369,19 @@ impl Api {
             .await
     }
 
+    /// Starts an execution ([`Api::start`]) and follows its end
+    /// ([`Api::watch_end`]): the record as started, whether it is new, and
+    /// the follower that hands out the final record.
+    pub async fn run(
+        &self,
+        tenant: &TenantRecord,
+        request: StartRequest,
+    ) -> Result<(ExecutionRecord, bool, Follower)> {
+        let (record, created) = self.start(tenant, request).await?;
+        let follower = self.watch_end(tenant, &record.id).await?;
+        Ok((record, created, follower))
+    }
+
     /// Statuses `list` accepts, for error messages.
     pub fn parse_status(text: &str) -> Result<Status> {
         Status::parse(text).ok_or_else(|| {

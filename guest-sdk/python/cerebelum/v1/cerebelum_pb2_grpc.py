@@ -54,6 +54,11 @@ class CerebelumStub:
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.StartExecutionRequest.SerializeToString,
                 response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.StartExecutionResponse.FromString,
                 _registered_method=True)
+        self.RunExecution = channel.unary_stream(
+                '/cerebelum.v1.Cerebelum/RunExecution',
+                request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.StartExecutionRequest.SerializeToString,
+                response_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.WatchEvent.FromString,
+                _registered_method=True)
         self.GetExecution = channel.unary_unary(
                 '/cerebelum.v1.Cerebelum/GetExecution',
                 request_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.GetExecutionRequest.SerializeToString,
@@ -196,6 +201,18 @@ class CerebelumServicer:
     def StartExecution(self, request, context):
         """Starts an execution. With an idempotency key used before, returns the
         execution that key started (and `created` is false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunExecution(self, request, context):
+        """Starts an execution as StartExecution does, then waits for its end
+        on the same call: the stream's first event is `started` (the id, and
+        whether the execution is new), its last is `finished`. One call where
+        a start and an end-only watch would be two. Dropping the call stops
+        the wait, not the execution: watch it by the id `started` gave. The
+        stream counts against `max_streams` as a watch does.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -393,6 +410,11 @@ def add_CerebelumServicer_to_server(servicer, server):
                     servicer.StartExecution,
                     request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.StartExecutionRequest.FromString,
                     response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.StartExecutionResponse.SerializeToString,
+            ),
+            'RunExecution': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunExecution,
+                    request_deserializer=cerebelum_dot_v1_dot_cerebelum__pb2.StartExecutionRequest.FromString,
+                    response_serializer=cerebelum_dot_v1_dot_cerebelum__pb2.WatchEvent.SerializeToString,
             ),
             'GetExecution': grpc.unary_unary_rpc_method_handler(
                     servicer.GetExecution,
@@ -613,6 +635,33 @@ class Cerebelum:
             '/cerebelum.v1.Cerebelum/StartExecution',
             cerebelum_dot_v1_dot_cerebelum__pb2.StartExecutionRequest.SerializeToString,
             cerebelum_dot_v1_dot_cerebelum__pb2.StartExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/cerebelum.v1.Cerebelum/RunExecution',
+            cerebelum_dot_v1_dot_cerebelum__pb2.StartExecutionRequest.SerializeToString,
+            cerebelum_dot_v1_dot_cerebelum__pb2.WatchEvent.FromString,
             options,
             channel_credentials,
             insecure,
