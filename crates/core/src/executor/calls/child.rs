@@ -243,6 +243,9 @@ pub async fn wait(
     // How long the code may wait in process for a child this node drives.
     let until = tokio::time::Instant::now() + exec.engine.config.hibernate_after;
     loop {
+        // Subscribed before the child is read: an end committed after the
+        // read is then in `ended` (see `driven_here`).
+        let ended = exec.engine.finished.subscribe();
         let child = executions.executions().execution(&id).await?;
         exec.child_seen(&id, child.status.is_terminal());
         let result = match child.status {
@@ -278,7 +281,7 @@ pub async fn wait(
                 ErrorKind::ChildCancelled,
                 format!("child workflow {} ({id}) was cancelled", child.workflow),
             )),
-            _ => match driven_here(&exec, &id, until, interruptible).await {
+            _ => match driven_here(&exec, &id, ended, until, interruptible).await {
                 // It ended or left this node: read it again.
                 Here::Left => continue,
                 Here::Cancelled => return exec.end_cancelled(&caller, seq, Vec::new()).await,
@@ -307,16 +310,16 @@ enum Here {
 
 /// Waits in process, until `until`, while this node drives the child `id`
 /// (as it does a child it started when it had room): a child that ends
-/// soon then costs the parent no hibernation, claim and replay.
+/// soon then costs the parent no hibernation, claim and replay. `ended`
+/// was subscribed before the caller read the child running.
 async fn driven_here(
     exec: &ExecState,
     id: &str,
+    mut ended: tokio::sync::broadcast::Receiver<String>,
     until: tokio::time::Instant,
     interruptible: bool,
 ) -> Here {
     let inner = &exec.engine;
-    // Subscribed before looking, so an end in between is not missed.
-    let mut ended = inner.finished.subscribe();
     let here = || {
         inner
             .running
@@ -324,7 +327,17 @@ async fn driven_here(
             .unwrap_or_else(|p| p.into_inner())
             .contains_key(id)
     };
-    if !here() || tokio::time::Instant::now() >= until {
+    if !here() {
+        // A node announces an end before it stops driving the execution:
+        // a child that ended since the caller's read is in `ended` (read
+        // it again); else this node does not drive it.
+        return if ended_since(&mut ended, id) {
+            Here::Left
+        } else {
+            Here::No
+        };
+    }
+    if tokio::time::Instant::now() >= until {
         return Here::No;
     }
     loop {
@@ -345,6 +358,20 @@ async fn driven_here(
         }
         if !here() {
             return Here::Left;
+        }
+    }
+}
+
+/// Whether `ended` holds the end of execution `id` (or lost count: look
+/// again).
+fn ended_since(ended: &mut tokio::sync::broadcast::Receiver<String>, id: &str) -> bool {
+    use tokio::sync::broadcast::error::TryRecvError;
+    loop {
+        match ended.try_recv() {
+            Ok(done) if done == id => return true,
+            Ok(_) => {}
+            Err(TryRecvError::Lagged(_)) => return true,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return false,
         }
     }
 }
