@@ -19,10 +19,10 @@
 //! which broadcasts everything after the seq it asked for.
 //!
 //! A follower may ask for the end alone ([`Feeds::follow_end_checked`]:
-//! a client waiting for a result). While every follower of a feed is such, commits
-//! keep no copy of their entries, the poller reads only the execution's
-//! record, and a commit wakes it only when it ended the execution: the
-//! wait costs nothing per step. Such a follower brings its own read of
+//! a client waiting for a result). While every follower of a feed is
+//! such, commits keep no copy of their entries, the poller reads only the
+//! execution's record, and a commit wakes it only when it ended the
+//! execution: the wait costs nothing per step. Such a follower brings its own read of
 //! the record (the API's ownership check), which stands for the poller's
 //! first.
 
@@ -187,15 +187,20 @@ impl Feeds {
     /// Follows execution `id`: its journal entries after `after_seq`, then
     /// [`FeedEvent::Finished`].
     pub fn follow(&self, id: &str, after_seq: i64) -> Follower {
-        self.follow_as(id, after_seq)
+        let (follower, started) = self.register(id, Some(after_seq));
+        if started {
+            self.spawn_poller(id, &follower.feed, true);
+        }
+        follower
     }
 
     /// Follows execution `id` for its end alone: [`FeedEvent::Finished`]
     /// and nothing before it. `check` is the caller's own read of its
-    /// record, which stands for the poller's first. The follower is registered before `check` runs, so an end
-    /// committed after the read still wakes the feed; if `check` finds the
-    /// execution ended, the follower hands out that record. An error of
-    /// `check` is returned as it is, and the follower dropped.
+    /// record, which stands for the poller's first. The follower is
+    /// registered before `check` runs, so an end committed after the read
+    /// still wakes the feed; if `check` finds the execution ended, the
+    /// follower hands out that record. An error of `check` is returned as
+    /// it is, and the follower dropped.
     pub async fn follow_end_checked(
         &self,
         id: &str,
@@ -220,15 +225,6 @@ impl Feeds {
             }
         }
         checked.map(|_| follower)
-    }
-
-    /// Follows execution `id`: its entries after `after_seq`.
-    fn follow_as(&self, id: &str, after_seq: i64) -> Follower {
-        let (follower, started) = self.register(id, Some(after_seq));
-        if started {
-            self.spawn_poller(id, &follower.feed, true);
-        }
-        follower
     }
 
     /// Starts the poller of a feed that [`Feeds::register`] made; it reads
