@@ -1453,3 +1453,88 @@ fn a_signal_awaited_inside_a_worker_step_arrives_while_no_worker_runs(db: Db) {
     assert_eq!(ended["result"]["steps"]["listen"], json!({"got": 8}));
     assert_eq!(marks(&early), "before\nafter\n");
 }
+
+/// `ExecutionClient.run`: a Python program runs a workflow of an uploaded
+/// package in the server's sandbox and gets its result on one
+/// `RunExecution` call: a Python package's output and steps, a Rust
+/// package's result as it is. The same idempotency key gives the same
+/// execution (one stored, not two); a failed execution raises
+/// `ExecutionError`, as in local mode; a missing workflow or package is a
+/// `ServerError` that names it, and nothing is stored for it.
+#[test]
+fn a_python_program_runs_an_uploaded_workflow_and_gets_its_result() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let _server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&[
+        "upload",
+        path(&python_guest("tests/guests/python/pybench.py")),
+        "--name",
+        "pybench",
+    ]);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let script = "import asyncio, json, sys\n\
+        from cerebelum import ExecutionClient, ExecutionError\n\
+        from cerebelum.client import ServerError\n\
+        async def main():\n\
+        \x20   client = ExecutionClient(core_url=sys.argv[1])\n\
+        \x20   py = await client.run('pybench', 'three')\n\
+        \x20   a = await client.run('kit', 'many_steps', {'n': 3}, idempotency_key='k1')\n\
+        \x20   b = await client.run('kit', 'many_steps', {'n': 3}, idempotency_key='k1')\n\
+        \x20   try:\n\
+        \x20       await client.run('kit', 'retry_me', {'until_ms': 9000000000000000}, version=1)\n\
+        \x20       failed = None\n\
+        \x20   except ExecutionError as e:\n\
+        \x20       failed = [e.result.status, e.result.execution_id.startswith('ex_'), str(e)]\n\
+        \x20   missing = []\n\
+        \x20   for package, workflow in (('kit', 'no_such_workflow'), ('no_such_package', 'x')):\n\
+        \x20       try:\n\
+        \x20           await client.run(package, workflow)\n\
+        \x20       except ServerError as e:\n\
+        \x20           missing.append([e.code, workflow in str(e)\n\
+        \x20                           if package == 'kit' else package in str(e)])\n\
+        \x20   print(json.dumps({'py': [py.status, sorted(py.steps), py.output is not None],\n\
+        \x20       'kit': [a.status, a.output, a.steps], 'same': a.execution_id == b.execution_id,\n\
+        \x20       'failed': failed, 'missing': missing}))\n\
+        \x20   await client._client.close()\n\
+        asyncio.run(main())\n";
+    let (out, _) = run_python(
+        Command::new(python())
+            .args(["-c", script, &format!("localhost:{port}")])
+            .env("CEREBELUM_API_KEY", &key),
+    );
+    let out: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let failed = &out["failed"];
+    assert_eq!(failed[0], "failed", "{out}");
+    assert_eq!(failed[1], true, "{out}");
+    assert!(
+        failed[2].as_str().is_some_and(|m| m.contains("not yet")),
+        "the ExecutionError says why: {out}"
+    );
+    assert_eq!(
+        out,
+        json!({
+            "py": ["completed", ["noop", "noop_0", "noop_1"], true],
+            "kit": ["completed", 3, {}],
+            "same": true,
+            "failed": failed.clone(),
+            "missing": [["INVALID_ARGUMENT", true], ["NOT_FOUND", true]],
+        })
+    );
+    // Two runs with one key: one execution of many_steps, one of each other.
+    let listed: Value = serde_json::from_str(&cli.ok(&["list", "--json"])).unwrap();
+    let workflows: Vec<&str> = listed
+        .as_array()
+        .expect("list --json gives an array")
+        .iter()
+        .filter_map(|e| e["workflow"].as_str())
+        .collect();
+    assert_eq!(
+        workflows.iter().filter(|w| **w == "many_steps").count(),
+        1,
+        "{listed}"
+    );
+    assert_eq!(workflows.len(), 3, "{listed}");
+}

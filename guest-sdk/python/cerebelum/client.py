@@ -11,6 +11,7 @@ says so. Local mode and packages never import it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import sys
@@ -32,6 +33,8 @@ except ImportError as e:
         f"{missing} is not installed for {sys.executable}: python -m pip install "
         "'grpcio>=1.85.1' 'protobuf>=7.35.1,<8' (or the SDK with its worker extra, "
         "'cerebelum[worker]')") from None
+
+log = logging.getLogger("cerebelum.client")
 
 #: Executions in these states have ended.
 TERMINAL = (pb.EXECUTION_STATUS_COMPLETED, pb.EXECUTION_STATUS_FAILED,
@@ -215,6 +218,78 @@ class Client:
                               self.timeout) from None
         raise ServerError(f"WatchExecution: the server at {self.url} ended the stream before "
                           "the execution ended", "UNAVAILABLE")
+
+    async def wait_ended(self, execution: Any, serving: asyncio.Task | None = None) -> Any:
+        """Waits for ``execution`` (a ``pb.Execution``) to end, however long
+        it takes: :meth:`wait_end`, again after a transient error (the
+        server restarting), or a look every 100 ms while the tenant has no
+        watch stream left. With ``serving`` (a task serving the execution's
+        steps, e.g. an in-process worker), its error is raised if it ends
+        first. The ended execution."""
+        failures = 0
+        look = False
+        while execution.status not in TERMINAL:
+            if look:
+                await asyncio.sleep(0.1)
+                waited = self.call("GetExecution", pb.GetExecutionRequest(id=execution.id))
+            else:
+                waited = self.wait_end(execution.id)
+            ended = asyncio.ensure_future(waited)
+            try:
+                if serving is not None:
+                    await asyncio.wait({ended, serving}, return_when=asyncio.FIRST_COMPLETED)
+                    if not ended.done():
+                        serving.result()  # the worker's error
+                        raise CerebelumError(
+                            "the in-process worker stopped before the execution ended")
+                execution = await ended
+                failures = 0
+            except ServerError as e:
+                # The tenant's watch streams are all open (max streams):
+                # look at the execution now and then instead.
+                look = e.code == "RESOURCE_EXHAUSTED"
+                if look:
+                    continue
+                if e.code not in TRANSIENT:
+                    raise
+                failures += 1
+                delay = min(5.0, 0.2 * 2 ** failures)
+                log.warning("%s; trying again in %.1f s", e, delay)
+                await asyncio.sleep(delay)
+            finally:
+                ended.cancel()
+        return execution
+
+    async def run(self, request: Any) -> tuple[Any, Any]:
+        """Starts an execution and waits for its end on one call
+        (``RunExecution``, ``request`` a ``pb.StartExecutionRequest``):
+        ``(started, ended)``, the ``StartExecutionResponse`` (``created``
+        is false when the idempotency key was used before: it is that
+        execution) and the ended ``pb.Execution``. If the call breaks
+        after the start (the server restarted), the wait goes on with
+        :meth:`wait_ended`; before it, nothing may have started, and the
+        :class:`ServerError` is raised (with an idempotency key, calling
+        again is safe)."""
+        api, _ = self._open()
+        started = None
+        try:
+            stream = api.RunExecution(request, metadata=self._metadata)
+            async for event in stream:
+                if event.HasField("started"):
+                    started = event.started
+                elif event.HasField("finished"):
+                    if started is None:
+                        break
+                    return started, event.finished
+        except grpc.aio.AioRpcError as e:
+            error = self._error("RunExecution", e.code().name, e.details() or "", self.timeout)
+            if started is None or error.code not in TRANSIENT:
+                raise error from None
+            log.warning("%s; waiting for execution %s again", error, started.execution.id)
+        if started is None:
+            raise ServerError(f"RunExecution: the server at {self.url} answered without "
+                              "starting the execution", "INTERNAL")
+        return started, await self.wait_ended(started.execution)
 
     async def signal(self, execution_id: str, name: str, payload: Any = None,
                      signal_id: str | None = None) -> dict:

@@ -40,7 +40,7 @@ from . import build
 from ._dsl import WorkflowDefinition, find_workflow
 from ._registry import WORKFLOWS
 from ._runtime import ExecutionResult, failure, iso_time, to_json
-from .client import TERMINAL, TRANSIENT, Client, ServerError, status_name
+from .client import Client, ServerError, status_name
 from .errors import CerebelumError
 from .v1 import cerebelum_pb2 as pb
 from .worker import Worker
@@ -116,7 +116,9 @@ def execution_result(execution: pb.Execution) -> ExecutionResult:
         if isinstance(ran, dict):
             step, step_error = ran.get("step"), ran.get("step_error")
     if not (isinstance(ran, dict) and "steps" in ran):
-        ran = {"output": None, "steps": {}}
+        # Not the form this SDK's workflows end with (a Rust package's
+        # result, or no result): the result as it is, no steps.
+        ran = {"output": ran if execution.HasField("result_json") else None, "steps": {}}
     result = ExecutionResult(execution_id=execution.id, status=status,
                              output=ran.get("output"), error=error,
                              started_at=iso_time(_datetime(execution.created_at_ms)),
@@ -351,7 +353,7 @@ class DistributedExecutor:
     async def _report(self, execution: pb.Execution) -> None:
         """Logs how the worker server's first execution ends."""
         try:
-            ended = await self._wait(execution, None)
+            ended = await self._client.wait_ended(execution)
         except ServerError as e:
             log.warning("following execution %s: %s", execution.id, e)
             return
@@ -390,7 +392,7 @@ class DistributedExecutor:
         worker.register_workflow(wf)
         serving = asyncio.create_task(worker.start())
         try:
-            execution = await self._wait(execution, serving)
+            execution = await self._client.wait_ended(execution, serving)
         except BaseException:
             await self._cancel(execution.id)
             raise
@@ -398,47 +400,6 @@ class DistributedExecutor:
             await worker.stop(grace=5)
             await asyncio.gather(serving, return_exceptions=True)
         return execution_result(execution)
-
-    async def _wait(self, execution: pb.Execution,
-                    serving: asyncio.Task | None) -> pb.Execution:
-        """Waits for the execution's end (a watch for the end alone; a look
-        every 100 ms while the tenant has no watch stream left), or for the
-        worker ``serving`` it to stop; waits again after a transient error
-        (the server restarting)."""
-        failures = 0
-        look = False
-        while execution.status not in TERMINAL:
-            if look:
-                await asyncio.sleep(0.1)
-                waited = self._client.call("GetExecution",
-                                           pb.GetExecutionRequest(id=execution.id))
-            else:
-                waited = self._client.wait_end(execution.id)
-            ended = asyncio.ensure_future(waited)
-            try:
-                if serving is not None:
-                    await asyncio.wait({ended, serving}, return_when=asyncio.FIRST_COMPLETED)
-                    if not ended.done():
-                        serving.result()  # the worker's error
-                        raise CerebelumError(
-                            "the in-process worker stopped before the execution ended")
-                execution = await ended
-                failures = 0
-            except ServerError as e:
-                # The tenant's watch streams are all open (max streams):
-                # look at the execution now and then instead.
-                look = e.code == "RESOURCE_EXHAUSTED"
-                if look:
-                    continue
-                if e.code not in TRANSIENT:
-                    raise
-                failures += 1
-                delay = min(5.0, 0.2 * 2 ** failures)
-                log.warning("%s; trying again in %.1f s", e, delay)
-                await asyncio.sleep(delay)
-            finally:
-                ended.cancel()
-        return execution
 
     async def _cancel(self, execution_id: str) -> None:
         """Best effort: nobody will serve the execution's queue any more."""

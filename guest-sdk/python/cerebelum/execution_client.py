@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Dict, List, Optional
 from ._registry import WORKFLOWS
 
 if TYPE_CHECKING:
+    from ._runtime import ExecutionResult
     from .v1 import cerebelum_pb2 as pb
 
 
@@ -333,6 +334,7 @@ class ExecutionClient:
     - Get detailed status of a specific execution
     - List executions with filtering and pagination
     - Resume paused or failed executions
+    - Run a workflow of an uploaded package and get its result
 
     ``core_url`` is the server, ``HOST:PORT`` as the original wrote it,
     ``http://HOST:PORT`` or ``https://HOST:PORT`` (default
@@ -443,6 +445,36 @@ class ExecutionClient:
         if state in (ExecutionState.COMPLETED, ExecutionState.CANCELLED):
             return "failed_to_resume"
         return "already_running"
+
+    async def run(self, package: str, workflow: str, inputs: Any = None, *,
+                  version: Optional[int] = None,
+                  idempotency_key: Optional[str] = None) -> ExecutionResult:
+        """Run ``workflow`` of an uploaded ``package`` (the newest version,
+        or ``version``) in the server's sandbox on ``inputs`` and wait for
+        its end: one ``RunExecution`` call, as ``cerebelum start --wait``.
+
+        Returns the :class:`cerebelum.ExecutionResult` local mode gives
+        (``output`` and ``steps``; a package not built with this SDK
+        gives its result as ``output``); a failed or cancelled execution
+        raises :class:`cerebelum.ExecutionError`, as in local mode. The
+        same ``idempotency_key`` again gives the execution it started
+        first (and its end), never a second one. A server that restarts
+        meanwhile is waited for; the execution goes on in it. Errors are
+        :class:`cerebelum.client.ServerError`: ``NOT_FOUND`` for no such
+        package, ``INVALID_ARGUMENT`` for no such workflow in it.
+
+        Example:
+            >>> result = await client.run("orders", "checkout", {"order": 7})
+            >>> result.output
+        """
+        from ._runtime import to_json
+        from .distributed import execution_result
+        from .v1 import cerebelum_pb2 as pb
+        request = pb.StartExecutionRequest(
+            package=package, workflow=workflow, input_json=to_json(inputs, "the workflow input"),
+            version=version, idempotency_key=idempotency_key)
+        _, ended = await self._client.run(request)
+        return execution_result(ended)
 
     def close(self) -> Awaitable[None]:
         """Close the connection: ``client.close()``, as in the original, or
