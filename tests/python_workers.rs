@@ -1538,3 +1538,66 @@ fn a_python_program_runs_an_uploaded_workflow_and_gets_its_result() {
     );
     assert_eq!(workflows.len(), 3, "{listed}");
 }
+
+/// `ExecutionClient.run` across a `kill -9` of the server: the call's
+/// stream breaks after the start, the client waits on (it says so), and
+/// the execution, resumed by the restarted server, ends with its result
+/// in the same call. One execution: nothing is started twice.
+#[test]
+fn a_python_run_waits_for_its_result_across_a_server_kill9() {
+    let db = Db::new();
+    let port = free_port();
+    let key = db.tenant("a", &[]);
+    let server = db.serve_api(port, &[]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let script = "import asyncio, json, sys\n\
+        from cerebelum import ExecutionClient\n\
+        async def main():\n\
+        \x20   client = ExecutionClient(core_url=sys.argv[1])\n\
+        \x20   r = await asyncio.wait_for(\n\
+        \x20       client.run('kit', 'naps', {'n': 1, 'sleep_ms': 3000}), 120)\n\
+        \x20   print(json.dumps([r.status, r.output, r.execution_id]))\n\
+        asyncio.run(main())\n";
+    let run = Command::new(python())
+        .args(["-c", script, &format!("localhost:{port}")])
+        .env("CEREBELUM_API_KEY", &key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running python");
+    // The execution sleeps in its step: then the server dies.
+    let deadline = Instant::now() + LONG;
+    let id = loop {
+        let listed: Value = serde_json::from_str(&cli.ok(&["list", "--json"])).unwrap();
+        if let Some(id) = listed
+            .as_array()
+            .and_then(|l| l.first())
+            .map(|e| e["id"].clone())
+        {
+            let id = id.as_str().unwrap().to_owned();
+            if !entries(&cli.journal(&id), "sleep").is_empty() {
+                break id;
+            }
+        }
+        assert!(Instant::now() < deadline, "the run never reached its sleep");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    server.kill9();
+    let _server = db.serve_api(port, &[]);
+    let out = run.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let ended: Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(ended, json!(["completed", 1, id]), "{stderr}");
+    assert!(
+        stderr.contains(&format!("waiting for execution {id} again")),
+        "the client says it waits on after the break: {stderr}"
+    );
+    let listed: Value = serde_json::from_str(&cli.ok(&["list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
