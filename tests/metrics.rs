@@ -189,7 +189,10 @@ fn metrics_count_what_a_known_workload_did() {
     );
 }
 
-common::on_both_backends!(a_sequential_step_costs_one_durable_commit);
+common::on_both_backends!(
+    a_sequential_step_costs_one_durable_commit,
+    a_watch_of_an_execution_driven_here_reads_the_store_rarely,
+);
 
 /// A step's call entry rides in the commit of its result: a workflow of
 /// N sequential steps takes about N group commits (a flush each with the
@@ -234,6 +237,35 @@ fn a_sequential_step_costs_one_durable_commit(db: Db) {
     assert!(
         best <= STEPS as f64 * 1.25 + 10.0,
         "{STEPS} sequential steps took {runs:?} group commits"
+    );
+}
+
+/// A watch of an execution this node drives is woken by the node's own
+/// commits: its feed reads the store about once a second as a safety net,
+/// not every 50 ms (`cerebelum_feed_reads_total`). A 3 s in-process sleep,
+/// followed by `start --wait`: a feed polling every 50 ms would read the
+/// store ~40 times in it (20 in the last second after the last commit).
+fn a_watch_of_an_execution_driven_here_reads_the_store_rarely(db: Db) {
+    let key = db.tenant("acme", &[]);
+    let port = free_port();
+    // The sleep stays in process: the execution stays in the running set.
+    let _server = db.serve_api(port, &["--hibernate-after-ms", "60000"]);
+    let cli = Remote::new(port, &key);
+    cli.ok(&["upload", path(&guest("testkit")), "--name", "kit"]);
+    let reads = || value(&scrape(port), "cerebelum_feed_reads_total", &[]);
+    let before = reads();
+    let input = r#"{"n": 1, "sleep_ms": 3000}"#;
+    let out = cli.run(&["start", "kit", "naps", "--input", input, "--wait"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = reads() - before;
+    assert!(took >= 1.0, "the watch read the store {took} times");
+    assert!(
+        took <= 8.0,
+        "a watch of a 3 s execution driven here read the store {took} times"
     );
 }
 

@@ -93,6 +93,7 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub hibernations: Counter,
     pub claims: Counter,
+    pub feed_reads: Counter,
     pub lease_takeovers: Counter,
     pub auth_failures: Counter,
     pub timer_lateness_seconds: Histogram,
@@ -194,6 +195,12 @@ impl Metrics {
             "Due executions this node claimed (new, woken, retried or taken over)",
             claims.clone(),
         );
+        let feed_reads = Counter::default();
+        registry.register(
+            "feed_reads",
+            "Reads of the store by watch feeds (a record, and new entries if followed)",
+            feed_reads.clone(),
+        );
         let lease_takeovers = Counter::default();
         registry.register(
             "lease_takeovers",
@@ -240,6 +247,7 @@ impl Metrics {
             http_requests,
             hibernations,
             claims,
+            feed_reads,
             lease_takeovers,
             auth_failures,
             timer_lateness_seconds,

@@ -175,26 +175,38 @@ impl Engine {
         };
         let committer =
             GroupCommitter::start(store.clone(), clock.clone(), feeds.clone(), observed)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                store,
-                runtime,
-                committer,
-                clock,
-                config,
-                node_id: new_id("node"),
-                running: Mutex::new(HashMap::new()),
-                wake: Notify::new(),
-                finished: tokio::sync::broadcast::channel(16 * 1024).0,
-                serving: AtomicBool::new(false),
-                tenants: tenant::TenantCache::default(),
-                packages: Mutex::new(HashMap::new()),
-                feeds,
-                notes: Arc::default(),
-                tasks: worker::TaskSignals::default(),
-                idle_steps: Arc::default(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            store,
+            runtime,
+            committer,
+            clock,
+            config,
+            node_id: new_id("node"),
+            running: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            finished: tokio::sync::broadcast::channel(16 * 1024).0,
+            serving: AtomicBool::new(false),
+            tenants: tenant::TenantCache::default(),
+            packages: Mutex::new(HashMap::new()),
+            feeds,
+            notes: Arc::default(),
+            tasks: worker::TaskSignals::default(),
+            idle_steps: Arc::default(),
+        });
+        inner
+            .feeds
+            .count_reads(crate::metrics::metrics().feed_reads.clone());
+        let node = Arc::downgrade(&inner);
+        inner.feeds.driven_here(move |id| {
+            node.upgrade().is_some_and(|inner| {
+                inner
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(id)
+            })
+        });
+        Ok(Self { inner })
     }
 
     pub fn store(&self) -> &SharedStore {

@@ -108,11 +108,27 @@ impl Feed {
     }
 }
 
+/// Whether this node drives an execution (see [`Feeds::driven_here`]).
+type DrivenHere = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
 struct Shared {
     store: SharedStore,
     feeds: Mutex<HashMap<String, Arc<Feed>>>,
     /// Feeds open: `touched` does nothing while there are none.
     open: AtomicUsize,
+    driven_here: std::sync::OnceLock<DrivenHere>,
+    /// Counts each read of the store (see [`Feeds::count_reads`]).
+    reads: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
+}
+
+impl Shared {
+    /// Whether this node's commits will wake the feed of `id`: a local
+    /// commit touched it lately, or the node drives it.
+    fn local(&self, id: &str, feed: &Feed) -> bool {
+        let touched = *feed.touched.lock().unwrap_or_else(|p| p.into_inner());
+        touched.is_some_and(|at| at.elapsed() < POLL_WHILE_LOCAL)
+            || self.driven_here.get().is_some_and(|here| here(id))
+    }
 }
 
 /// The feeds of one engine node.
@@ -128,8 +144,27 @@ impl Feeds {
                 store,
                 feeds: Mutex::new(HashMap::new()),
                 open: AtomicUsize::new(0),
+                driven_here: std::sync::OnceLock::new(),
+                reads: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Tells the feeds which executions this node drives (the engine's
+    /// running set): every change of those is a commit of this node, which
+    /// wakes their feeds, so they read the store only every
+    /// `POLL_WHILE_LOCAL`, not every `POLL`. Without it, thousands of
+    /// executions started here and waiting for room to run, each followed
+    /// by its `RunExecution`, read their records 20 times a second. Set
+    /// once; later calls are ignored.
+    pub fn driven_here(&self, check: impl Fn(&str) -> bool + Send + Sync + 'static) {
+        let _ = self.shared.driven_here.set(Box::new(check));
+    }
+
+    /// Counts every read of the store by a feed in `reads` (the node's
+    /// `feed_reads`; a handle, so the store imports no global). Set once.
+    pub fn count_reads(&self, reads: prometheus_client::metrics::counter::Counter) {
+        let _ = self.shared.reads.set(reads);
     }
 
     /// Tells the feed of execution `id`, if it has one, that its journal or
@@ -315,12 +350,11 @@ async fn poll(shared: Arc<Shared>, id: String, feed: Arc<Feed>, mut read: bool) 
         if std::mem::replace(&mut read, true) && poll_once(&shared, &id, &feed).await {
             return;
         }
-        let local = feed
-            .touched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some_and(|at| at.elapsed() < POLL_WHILE_LOCAL);
-        let wait = if local { POLL_WHILE_LOCAL } else { POLL };
+        let wait = if shared.local(&id, &feed) {
+            POLL_WHILE_LOCAL
+        } else {
+            POLL
+        };
         tokio::select! {
             _ = feed.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
@@ -334,6 +368,9 @@ async fn poll_once(shared: &Shared, id: &str, feed: &Arc<Feed>) -> bool {
     // The status first: entries committed before it are then read too.
     let last_seq = *feed.last_seq.lock().unwrap_or_else(|p| p.into_inner());
     let wants_entries = feed.wants_entries();
+    if let Some(reads) = shared.reads.get() {
+        reads.inc();
+    }
     let read = async {
         let record = shared.store.executions().execution(id).await?;
         let entries = if wants_entries {
