@@ -1498,7 +1498,7 @@ fn a_python_program_runs_an_uploaded_workflow_and_gets_its_result() {
         \x20   print(json.dumps({'py': [py.status, sorted(py.steps), py.output is not None],\n\
         \x20       'kit': [a.status, a.output, a.steps], 'same': a.execution_id == b.execution_id,\n\
         \x20       'failed': failed, 'missing': missing}))\n\
-        \x20   await client._client.close()\n\
+        \x20   await client.close()\n\
         asyncio.run(main())\n";
     let (out, _) = run_python(
         Command::new(python())
