@@ -153,8 +153,10 @@ class ExecutionError(CerebelumError):
     """``await workflow.execute(...)``: the execution failed.
 
     ``str(e)`` is ``Execution failed at step 'NAME': MESSAGE``, as in the
-    original SDK; ``step_name`` is the failing step (``None`` when the
-    workflow failed outside a step), ``message`` what went wrong, ``error``
+    original SDK, or ``Execution failed: MESSAGE`` when no step failed (a
+    loop that never ends, a cancellation); ``step_name`` is the failing
+    step (``None`` when the workflow failed outside a step), ``message``
+    what went wrong, ``error``
     the step's own error text, and ``result`` the :class:`ExecutionResult`
     (``status == "failed"``, every step's result so far in ``steps``)."""
 
@@ -164,7 +166,8 @@ class ExecutionError(CerebelumError):
         self.step_name = step_name
         self.error = error
         self.result = result
-        super().__init__(f"Execution failed at step '{step_name}': {message}")
+        where = "" if step_name is None else f" at step '{step_name}'"
+        super().__init__(f"Execution failed{where}: {message}")
 
 
 class PollTimeoutError(StepError, TimeoutError):

@@ -207,6 +207,30 @@ def test_branch_picks_a_path_on_the_result():
                                                           "rollback": "rolled back"}
 
 
+def test_a_failure_outside_any_step_names_no_step():
+    # The branch leads back to its own step: the run limit ends it, and
+    # no step failed, so the message names none (it said step 'None').
+    @step
+    async def check(context, inputs):
+        return {"healthy": False}
+
+    @step
+    async def done(context, check):
+        return "done"
+
+    @workflow
+    def w(wf):
+        wf.timeline(check)
+        wf.branch(after=check, condition=lambda r: r["ok"]["healthy"],
+                  when_true=done, when_false=check)
+
+    with pytest.raises(ExecutionError) as e:
+        run(w.execute({}))
+    assert e.value.step_name is None
+    assert str(e.value).startswith("Execution failed: the workflow ran more than 10000 steps")
+    assert "None" not in str(e.value)
+
+
 def test_sleep_takes_milliseconds_or_timedelta():
     @step
     async def nap(context, inputs):
