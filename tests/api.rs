@@ -972,8 +972,7 @@ fn shell_completions_complete_commands_and_flags() {
 /// instead of lengthening it (the flush of a longer file also writes its
 /// size through the file system's journal: 0.5 against 0.3 ms a commit
 /// here). Left to SQLite, the log of such a stream never started over
-/// while the watches' reads came and went: it grew to the 32 MB at which
-/// it is truncated, and every commit on the way lengthened it.
+/// while the watches' reads came and went: every commit lengthened it.
 #[test]
 fn on_sqlite_the_log_starts_over_under_a_steady_stream_of_runs() {
     let db = Db::new();
@@ -996,10 +995,9 @@ fn on_sqlite_the_log_starts_over_under_a_steady_stream_of_runs() {
         (size, seq)
     };
     // Its input is in the execution, the step's call and result, and the
-    // execution's result: about 60 KB of log a run (with the pages of the
+    // execution's result: about 140 KB of log a run (with the pages of the
     // execution's row and indexes), so the log passes the 1,000 frames
-    // (4 MiB) of a start over every 70 runs or so, while what one half
-    // second of runs writes stays far below 32 MB on the fastest disk.
+    // (4 MiB) of a start over in 30 runs or so.
     let input = serde_json::json!({ "blob": "x".repeat(4 << 10) }).to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (runs, start_overs, truncations, largest) = runtime.block_on(async {

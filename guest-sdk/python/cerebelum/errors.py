@@ -156,9 +156,9 @@ class ExecutionError(CerebelumError):
     original SDK, or ``Execution failed: MESSAGE`` when no step failed (a
     loop that never ends, a cancellation); ``step_name`` is the failing
     step (``None`` when the workflow failed outside a step), ``message``
-    what went wrong, ``error``
-    the step's own error text, and ``result`` the :class:`ExecutionResult`
-    (``status == "failed"``, every step's result so far in ``steps``)."""
+    what went wrong, ``error`` the step's own error text, and ``result``
+    the :class:`ExecutionResult` (``status == "failed"``, every step's
+    result so far in ``steps``)."""
 
     def __init__(self, message: str, step_name: str | None = None, error: str | None = None,
                  result=None):
